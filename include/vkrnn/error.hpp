@@ -1,0 +1,39 @@
+#pragma once
+// vkrnn::Error: the one exception type the library throws. Its message always says what
+// failed and where (the Vulkan call, the VkResult name, the device, the file or tensor).
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace vkrnn {
+
+enum class ErrorCode {
+  vulkan,            // a Vulkan call returned an error VkResult
+  no_loader,         // libvulkan could not be loaded / no instance
+  no_device,         // no Vulkan device, or none matched the selection
+  missing_feature,   // the device (or an adopted VkDevice) lacks a feature vkrnn needs
+  out_of_range,      // a size or index beyond a device limit or a tensor's extent
+  invalid_argument,  // wrong shapes, dtypes, lengths, token ids ...
+  not_found,         // a shader, tensor or file that does not exist
+  format,            // a malformed file (safetensors header, model config ...)
+  io,                // the filesystem refused
+  state,             // an object used in the wrong state (e.g. reading before wait())
+};
+
+const char* to_string(ErrorCode code) noexcept;
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message, std::int32_t vk_result = 0)
+      : std::runtime_error(message), code_(code), vk_result_(vk_result) {}
+
+  ErrorCode code() const noexcept { return code_; }
+  // The VkResult value for ErrorCode::vulkan, 0 otherwise.
+  std::int32_t vk_result() const noexcept { return vk_result_; }
+
+ private:
+  ErrorCode code_;
+  std::int32_t vk_result_;
+};
+
+}  // namespace vkrnn

@@ -1,0 +1,130 @@
+#pragma once
+// A Sequence records dispatches and copies into one command buffer and submits them together.
+// It tracks every buffer it touches and inserts a pipeline barrier only where a hazard exists
+// (read-after-write, write-after-write, write-after-read), so callers never write barriers.
+// It keeps every tensor it uses alive until the work is done.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <vulkan/vulkan.h>
+
+#include "vkrnn/kernel.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+
+enum class Access : std::uint8_t { read, write, read_write };
+
+struct Arg {
+  Tensor tensor;
+  Access access;
+};
+inline Arg in(const Tensor& t) { return {t, Access::read}; }
+inline Arg out(const Tensor& t) { return {t, Access::write}; }
+inline Arg inout(const Tensor& t) { return {t, Access::read_write}; }
+
+struct SequenceOptions {
+  bool profile = false;              // GPU timestamps around every dispatch
+  std::uint32_t max_timed_dispatches = 4096;
+  std::string label;                 // shown in errors and debug tools
+};
+
+struct SequenceStats {
+  std::uint32_t dispatches = 0;
+  std::uint32_t barriers = 0;        // pipeline barriers recorded (hazards found)
+  std::uint32_t copies = 0;          // buffer copies and fills
+  std::uint32_t submissions = 0;     // vkQueueSubmit calls so far
+};
+
+struct DispatchTiming {
+  std::string kernel;
+  double gpu_ns = 0.0;
+};
+
+// Semaphores to wait on / signal when a game interleaves vkrnn work with its own.
+struct SubmitSync {
+  std::vector<VkSemaphore> wait;
+  std::vector<VkPipelineStageFlags> wait_stages;  // one per wait semaphore
+  std::vector<VkSemaphore> signal;
+};
+
+using Groups = std::array<std::uint32_t, 3>;
+
+namespace detail {
+struct SequenceImpl;
+struct ContextImpl;
+}
+
+class Sequence {
+ public:
+  Sequence(std::shared_ptr<detail::ContextImpl> ctx, const SequenceOptions& options);
+  Sequence(Sequence&&) noexcept;
+  Sequence& operator=(Sequence&&) noexcept;
+  ~Sequence();  // waits for in-flight work: memory is never freed under the GPU
+
+  // --- recording -------------------------------------------------------------------
+  Sequence& dispatch(const Kernel& kernel, std::span<const Arg> args,
+                     std::span<const std::byte> push, Groups groups);
+  Sequence& dispatch(const Kernel& kernel, std::initializer_list<Arg> args,
+                     std::span<const std::byte> push, Groups groups) {
+    return dispatch(kernel, std::span<const Arg>(args.begin(), args.size()), push, groups);
+  }
+  template <class Push>
+  Sequence& dispatch(const Kernel& kernel, std::initializer_list<Arg> args, const Push& push,
+                     Groups groups) {
+    return dispatch(kernel, args, std::as_bytes(std::span<const Push>(&push, 1)), groups);
+  }
+  // Workgroup counts read from `indirect` (3 x u32 at byte `offset`) when the GPU gets there.
+  Sequence& dispatch_indirect(const Kernel& kernel, std::span<const Arg> args,
+                              std::span<const std::byte> push, const Tensor& indirect,
+                              std::size_t offset = 0);
+
+  // Copies `data` now (into sequence-owned staging) and uploads it when the sequence runs.
+  Sequence& upload(const Tensor& dst, std::span<const std::byte> data);
+  template <class T>
+  Sequence& upload(const Tensor& dst, std::span<const T> data) {
+    return upload(dst, std::as_bytes(data));
+  }
+  template <class T>
+  Sequence& upload(const Tensor& dst, const std::vector<T>& data) {
+    return upload(dst, std::as_bytes(std::span<const T>(data)));
+  }
+  Sequence& copy(const Tensor& src, const Tensor& dst);  // byte sizes must match
+  Sequence& fill(const Tensor& dst, std::uint32_t word = 0);
+  // Makes `src` readable by the host once the sequence is done; read it with read<T>().
+  Sequence& download(const Tensor& src);
+
+  // --- running ---------------------------------------------------------------------
+  void submit(const SubmitSync& sync = {});  // never blocks on the GPU
+  bool done() const;                         // polls the fence
+  // Blocks until done; returns false on timeout (then the work is still in flight).
+  bool wait(std::uint64_t timeout_ns = UINT64_MAX);
+  void eval() { submit(); wait(); }
+  // Clears the recording (waits first if in flight) so the sequence can be reused.
+  void reset();
+
+  // --- results (after wait) --------------------------------------------------------
+  void read_bytes(const Tensor& src, std::span<std::byte> dst) const;
+  template <class T>
+  std::vector<T> read(const Tensor& src) const {
+    std::vector<T> v(src.bytes() / sizeof(T));
+    read_bytes(src, std::as_writable_bytes(std::span<T>(v)));
+    return v;
+  }
+
+  const SequenceStats& stats() const;
+  std::vector<DispatchTiming> timings() const;  // empty unless options.profile
+  VkCommandBuffer command_buffer() const;
+
+ private:
+  std::unique_ptr<detail::SequenceImpl> impl_;
+};
+
+}  // namespace vkrnn

@@ -1,0 +1,51 @@
+#pragma once
+// Tensors: typed, shaped device buffers. A Tensor is a cheap, shared handle: copies refer to
+// the same memory, which lives until the last handle (and any sequence using it) is gone.
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace vkrnn {
+
+enum class DType : std::uint8_t { f32, f16, i32, u32 };
+std::size_t dtype_size(DType dtype) noexcept;
+const char* to_string(DType dtype) noexcept;
+
+using Shape = std::vector<std::size_t>;
+std::size_t element_count(const Shape& shape) noexcept;
+std::string to_string(const Shape& shape);
+
+namespace detail {
+struct TensorStorage;
+}
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<detail::TensorStorage> storage);
+
+  const Shape& shape() const;
+  std::size_t dim(std::size_t axis) const;
+  std::size_t rank() const { return shape().size(); }
+  DType dtype() const;
+  std::size_t size() const;        // elements
+  std::size_t bytes() const;       // size() * dtype_size(dtype())
+  const std::string& name() const; // for error messages; may be empty
+  bool valid() const noexcept { return storage_ != nullptr; }
+
+  // A new handle on the same memory with another shape of the same element count.
+  Tensor reshaped(const Shape& shape) const;
+
+  detail::TensorStorage& storage() const;
+  const std::shared_ptr<detail::TensorStorage>& storage_ptr() const { return storage_; }
+
+ private:
+  std::shared_ptr<detail::TensorStorage> storage_;
+  Shape shape_;
+};
+
+}  // namespace vkrnn

@@ -1,0 +1,42 @@
+#pragma once
+// Shared test fixtures: one validation-enabled Context per test process, and a listener that
+// fails any test during which the Khronos validation layer said anything (warning or error).
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "vkrnn/vkrnn.hpp"
+
+namespace vkrnn::test {
+
+// The process-wide context (validation on, synchronization validation on).
+Context& context();
+// A second context on the same device that uses the staging path (device-local memory + copies),
+// to cover what discrete GPUs do on a unified-memory device.
+Context& staging_context();
+
+// Validation messages seen since the last call (and clears them).
+std::vector<std::string> take_validation_messages();
+// Every message ever seen in this process (for the fixture's own test).
+std::size_t validation_message_count();
+
+// Options that make a Context report validation messages into the shared log.
+ContextOptions validated_options();
+
+// Deterministic random data.
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+
+// |a - b| <= abs_tol + rel_tol * |b|, reporting the first few mismatches.
+::testing::AssertionResult all_close(const std::vector<float>& actual,
+                                     const std::vector<double>& expected, double rel_tol,
+                                     double abs_tol);
+
+// Path of a file under the source tree (VKRNN_SOURCE_DIR) or build tree (VKRNN_BINARY_DIR).
+std::string source_path(const std::string& relative);
+std::string binary_path(const std::string& relative);
+
+}  // namespace vkrnn::test
