@@ -1,0 +1,412 @@
+#!/usr/bin/python3
+"""PyTorch baseline for the standard workloads (/work/shared/workloads.md, mirrored in
+bench/SCHEMA.md): runs the same rows as vkrnn-bench, with the same row names, and writes the
+same JSON schema (bench/schema.json), so bench/compare.py can put both side by side.
+
+Fairness (workloads.md, "Reference points"): torch.set_num_threads(os.cpu_count()), fp32 under
+torch.inference_mode(), and the BLAS library torch actually loaded (read from /proc/self/maps
+after a matmul) plus the thread count are named in every row.
+
+W3 model (the end-to-end greedy decode; the vkrnn model must match it):
+  encoder: Embedding(8000, 256) -> bidirectional GRU(256, 256) over S = 32 tokens
+           -> enc [S, B, 512]; keys K = enc @ W_k^T (512 -> 256), once per source;
+           decoder s0 = tanh(Linear(512 -> 256)([h_fwd_last ; h_bwd_last])).
+  step:    x = [Embedding(prev) ; ctx_prev] (256 + 512), s = GRUCell(768 -> 256)(x, s);
+           e_i = v . tanh(K_i + W_q s) (Bahdanau), alpha = softmax(e), ctx = sum alpha_i enc_i;
+           logits = Linear(768 -> 8000)([s ; ctx]); prev = argmax(logits).
+  32 steps from token 1 (BOS), ctx_prev = 0, no early stop.
+"""
+import argparse
+import datetime
+import fnmatch
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+SCHEMA_VERSION = 1
+COPY_BYTES = 64 << 20  # ceiling copy: 64 MiB source, read + write counted
+
+
+# ---------------------------------------------------------------------------------------------
+# The row grid: one function shared by --list and the runner. Names must match vkrnn-bench's
+# (bench/workloads.cpp): "<id>/<k>=<v>,..." with params in this order, bools as true/false.
+
+def fmt_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def row_name(wid, params):
+    return wid + "/" + ",".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+
+
+def all_rows():
+    rows = []
+    for variant in ("dot", "general", "additive"):
+        for b in (1, 16):
+            for s in (64, 512, 4096):
+                for h in (256, 512):
+                    rows.append((f"W1.{variant}", {"B": b, "S": s, "H": h}))
+    for cell in ("gru", "lstm", "rnn"):
+        for b in (1, 16):
+            for h in (256, 512, 1024):
+                rows.append((f"W2.{cell}", {"B": b, "T": 64, "H": h}))
+    for b in (1, 16):
+        rows.append((f"W3.b{b}", {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256,
+                                  "vocab": 8000}))
+    for s in (256, 1024, 4096, 16384):
+        for causal in (False, True):
+            rows.append(("W4", {"B": 1, "S": s, "d": 64, "causal": causal}))
+    return rows
+
+
+def matches(wid, name, patterns):
+    """A pattern selects a row when it is a glob matching the id or the name, or a prefix of the
+    name ending at a boundary ("W2" and "W1.dot/B=1," select, "W3.b1" does not select W3.b16)."""
+    if not patterns:
+        return True
+    for p in patterns:
+        if fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(wid, p):
+            return True
+        if name.startswith(p) and (len(name) == len(p) or p[-1] in "./,=" or name[len(p)] in "./,="):
+            return True
+    return False
+
+
+# Work per repetition (the same formulas as bench/workloads.cpp; documented in SCHEMA.md).
+def work(wid, p):
+    """Returns (bytes_read, flops, tokens, steps); 0 = not reported for this row."""
+    f = 4  # fp32
+    if wid.startswith("W1."):
+        B, S, H = p["B"], p["S"], p["H"]
+        if wid == "W1.dot":
+            return f * (B * S * H + B * H), 4.0 * B * S * H, 0, 0
+        if wid == "W1.general":
+            return f * (B * S * H + H * H + B * H), 2.0 * B * H * H + 4.0 * B * S * H, 0, 0
+        return (f * (2 * B * S * H + H * H + H + B * H), 2.0 * B * H * H + 5.0 * B * S * H, 0, 0)
+    if wid.startswith("W2."):
+        gates = {"W2.gru": 3, "W2.lstm": 4, "W2.rnn": 1}[wid]
+        B, T, H = p["B"], p["T"], p["H"]
+        return 0, 4.0 * B * T * gates * H * H, 0, T
+    if wid.startswith("W3."):
+        return 0, 0, p["B"] * p["steps"], p["steps"]
+    if wid == "W4":
+        return 0, 4.0 * p["S"] * p["S"] * p["d"], 0, 0
+    raise ValueError(wid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload builders: each returns a zero-argument callable doing ONE repetition.
+
+def build_w1(torch, wid, p, dev):
+    B, S, H = p["B"], p["S"], p["H"]
+    h = torch.randn(B, S, H, device=dev)  # keys = values = encoder outputs
+    q = torch.randn(B, H, device=dev)
+    lengths = torch.full((B,), S, device=dev, dtype=torch.long)
+    # The mask is per source (built once, like K): the step applies it.
+    pad = torch.arange(S, device=dev)[None, :] >= lengths[:, None]
+    W = torch.randn(H, H, device=dev) / math.sqrt(H)
+    v = torch.randn(H, device=dev) / math.sqrt(H)
+    K = torch.matmul(h, torch.randn(H, H, device=dev).t() / math.sqrt(H))  # W_k h, per source
+
+    def finish(scores):
+        alpha = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=1)
+        return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)
+
+    if wid == "W1.dot":
+        return lambda: finish(torch.bmm(h, q.unsqueeze(2)).squeeze(2))
+    if wid == "W1.general":
+        return lambda: finish(torch.bmm(h, torch.matmul(q, W.t()).unsqueeze(2)).squeeze(2))
+
+    def additive():
+        wq = torch.matmul(q, W.t())
+        return finish(torch.matmul(torch.tanh(K + wq.unsqueeze(1)), v))
+    return additive
+
+
+def build_w2(torch, wid, p, dev):
+    B, T, H = p["B"], p["T"], p["H"]
+    cls = {"W2.gru": torch.nn.GRU, "W2.lstm": torch.nn.LSTM, "W2.rnn": torch.nn.RNN}[wid]
+    layer = cls(H, H, num_layers=1).to(dev).eval()
+    x = torch.randn(T, B, H, device=dev)
+    return lambda: layer(x)
+
+
+class Seq2Seq:
+    """The W3 model (see the module docstring)."""
+
+    def __init__(self, torch, p, dev):
+        nn = torch.nn
+        self.torch = torch
+        self.steps = p["steps"]
+        E, H, V = p["E"], p["H"], p["vocab"]
+        self.emb_src = nn.Embedding(V, E).to(dev)
+        self.encoder = nn.GRU(E, H, bidirectional=True).to(dev).eval()
+        self.key_proj = nn.Linear(2 * H, H, bias=False).to(dev)
+        self.bridge = nn.Linear(2 * H, H).to(dev)
+        self.emb_tgt = nn.Embedding(V, E).to(dev)
+        self.cell = nn.GRUCell(E + 2 * H, H).to(dev)
+        self.query_proj = nn.Linear(H, H, bias=False).to(dev)
+        self.v = torch.randn(H, device=dev) / math.sqrt(H)
+        self.out = nn.Linear(H + 2 * H, V).to(dev)
+        g = torch.Generator().manual_seed(1)
+        self.src = torch.randint(2, V, (p["S"], p["B"]), generator=g).to(dev)
+        self.B, self.H, self.dev = p["B"], H, dev
+
+    def decode(self):
+        torch = self.torch
+        enc, h_n = self.encoder(self.emb_src(self.src))           # [S,B,2H], [2,B,H]
+        keys = self.key_proj(enc)                                   # [S,B,H], once per source
+        s = torch.tanh(self.bridge(torch.cat([h_n[0], h_n[1]], dim=1)))
+        ctx = torch.zeros(self.B, 2 * self.H, device=self.dev)
+        prev = torch.ones(self.B, dtype=torch.long, device=self.dev)
+        tokens = []
+        for _ in range(self.steps):
+            s = self.cell(torch.cat([self.emb_tgt(prev), ctx], dim=1), s)
+            e = torch.matmul(torch.tanh(keys + self.query_proj(s).unsqueeze(0)), self.v)  # [S,B]
+            alpha = torch.softmax(e, dim=0)
+            ctx = (alpha.unsqueeze(2) * enc).sum(0)
+            prev = self.out(torch.cat([s, ctx], dim=1)).argmax(1)
+            tokens.append(prev)
+        return torch.stack(tokens)
+
+
+def build_w3(torch, wid, p, dev):
+    model = Seq2Seq(torch, p, dev)
+    return model.decode
+
+
+def build_w4(torch, wid, p, dev):
+    S, d = p["S"], p["d"]
+    h = torch.randn(p["B"], S, d, device=dev)
+    scale = 1.0 / math.sqrt(d)
+    future = torch.ones(S, S, dtype=torch.bool, device=dev).triu(1) if p["causal"] else None
+
+    def attend():
+        e = torch.bmm(h * scale, h.transpose(1, 2))  # scaling [S,d] beats scaling [S,S]
+        if future is not None:
+            e.masked_fill_(future, float("-inf"))
+        return torch.bmm(torch.softmax(e, dim=2), h)
+    return attend
+
+
+BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3, "W4": build_w4}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def loaded_blas():
+    """The BLAS/OpenMP libraries mapped into this process (call after a matmul)."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                base = os.path.basename(path)
+                if any(k in base for k in ("blas", "mkl", "blis", "accelerate")):
+                    libs.add(path)
+    except OSError:
+        return "unknown"
+    if not libs:
+        return "none mapped (torch's own kernels)"
+    # Prefer the real implementation (libopenblasp-r0.3.21.so) over the libblas.so.3 shim,
+    # and name its directory, which tells the openmp/pthread/serial build apart.
+    real = sorted(libs, key=lambda l: ("libblas.so" in l, l))[0]
+    return f"{os.path.basename(os.path.dirname(real))}/{os.path.basename(real)}"
+
+
+def summarize(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def time_row(torch, fn, dev, reps, warmup):
+    cuda = dev.startswith("cuda")
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    wall, gpu = [], []
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter_ns()
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            t1 = time.perf_counter_ns()
+            gpu.append(start.elapsed_time(end) * 1000.0)
+        else:
+            t0 = time.perf_counter_ns()
+            fn()
+            t1 = time.perf_counter_ns()
+        wall.append((t1 - t0) / 1000.0)
+    return wall, gpu
+
+
+def ceilings(torch, dev, reps):
+    """PyTorch's counterparts of the device ceilings: a 64 MiB Tensor.copy_ (read + write
+    bytes), and the cost of one tiny op (empty_dispatch_us). empty_submit_us is the cost of
+    torch.cuda.synchronize() on CUDA, null on the CPU."""
+    cuda = dev.startswith("cuda")
+    n = COPY_BYTES // 4
+    src = torch.rand(n, device=dev)
+    dst = torch.empty(n, device=dev)
+    copy_wall, copy_gpu = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
+    copy_us = statistics.median(copy_gpu if cuda else copy_wall)
+    tiny = torch.zeros(1, device=dev)
+    ops = 1000
+
+    def many_tiny():
+        for _ in range(ops):
+            tiny.add_(1.0)
+    op_wall, op_gpu = time_row(torch, many_tiny, dev, max(reps, 10), 2)
+    submit = None
+    if cuda:
+        sync_wall, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
+        submit = statistics.median(sync_wall)
+    return {
+        "copy_shader_gbps": 2.0 * COPY_BYTES / (copy_us * 1e3),
+        "copy_buffer_gbps": None,
+        "empty_dispatch_us": statistics.median(op_wall) / ops,
+        "empty_submit_us": submit,
+    }
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    v = line.split(":", 1)[1].strip()
+                    return {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(v, v)
+    except OSError:
+        pass
+    return "other"
+
+
+def host_info():
+    return {"os": f"{platform.system()} {platform.release()}", "cpu": cpu_model(),
+            "cores": os.cpu_count()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the row names and exit")
+    ap.add_argument("--filter", action="append", default=[],
+                    help="row name prefix or glob, or workload id (repeatable), e.g. W1.dot, W2")
+    ap.add_argument("--repetitions", type=int, default=20, help="timed repetitions (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
+    ap.add_argument("--device", action="append", choices=["cpu", "cuda"],
+                    help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch.set_num_threads (default os.cpu_count())")
+    ap.add_argument("--out", help="write the JSON results here")
+    ap.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
+    args = ap.parse_args(argv)
+
+    rows = [(w, p) for w, p in all_rows() if matches(w, row_name(w, p), args.filter)]
+    if args.list:
+        for w, p in rows:
+            print(row_name(w, p))
+        return 0
+    if args.repetitions < 1 or args.warmup < 0:
+        ap.error("--repetitions must be >= 1 and --warmup >= 0")
+
+    try:
+        import torch
+    except ImportError as e:
+        print(f"torch_baseline: PyTorch is not importable ({e}); use /usr/bin/python3 "
+              "(Debian's python3-torch)", file=sys.stderr)
+        return 77  # the "skipped" exit code ctest is told about
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+
+    result = {"schema_version": SCHEMA_VERSION, "tool": "torch_baseline",
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "host": host_info(), "devices": []}
+    for dev in devices:
+        if dev == "cuda" and not torch.cuda.is_available():
+            print("torch_baseline: CUDA requested but not available", file=sys.stderr)
+            return 2
+        with torch.inference_mode():
+            a = torch.randn(256, 256, device=dev)
+            (a @ a).sum().item()  # loads the BLAS library before we look for it
+            blas = loaded_blas() if dev == "cpu" else f"cuBLAS (CUDA {torch.version.cuda})"
+            threads = torch.get_num_threads()
+            if dev == "cpu":
+                name = f"PyTorch CPU ({blas}, {threads} threads)"
+                dtype, vendor = "cpu", cpu_vendor()
+            else:
+                name = f"PyTorch CUDA ({torch.cuda.get_device_name(0)})"
+                dtype, vendor = "discrete", "nvidia"
+            backend = {"name": f"torch {torch.__version__}", "blas": blas, "threads": threads}
+            entry = {"index": None, "name": name, "vendor": vendor, "vendor_id": None, "device_type": dtype,
+                     "driver_name": f"torch {torch.__version__}",
+                     "driver_version": torch.__version__, "api_version": None,
+                     "subgroup_size": None, "timestamps": dev == "cuda", "validation": False,
+                     "ceilings": None if args.no_ceilings else ceilings(torch, dev, args.repetitions),
+                     "rows": [], "skipped": []}
+            print(f"== {name}", file=sys.stderr)
+            copy_gbps = (entry["ceilings"] or {}).get("copy_shader_gbps")
+            for wid, p in rows:
+                rname = row_name(wid, p)
+                try:
+                    fn = BUILDERS[wid.split(".")[0]](torch, wid, p, dev)
+                    wall, gpu = time_row(torch, fn, dev, args.repetitions, args.warmup)
+                except RuntimeError as e:  # e.g. out of memory: say so, keep going
+                    entry["skipped"].append({"name": rname, "reason": str(e).splitlines()[0]})
+                    print(f"  {rname}: skipped: {e}", file=sys.stderr)
+                    continue
+                nbytes, flops, tokens, steps = work(wid, p)
+                med = statistics.median(wall)
+                gbps = nbytes / (med * 1e3) if nbytes else None
+                row = {"id": wid, "name": rname, "params": p, "precision": "fp32",
+                       "repetitions": args.repetitions, "warmup": args.warmup,
+                       "gpu_us": summarize(gpu) if gpu else None, "wall_us": summarize(wall),
+                       "record_us": None,
+                       "gbps": gbps,
+                       "gflops": flops / (med * 1e3) if flops else None,
+                       "tokens_per_s": tokens / (med * 1e-6) if tokens else None,
+                       "us_per_step": med / steps if steps else None,
+                       "copy_fraction": gbps / copy_gbps if gbps and copy_gbps else None,
+                       "dispatches": None, "submissions": None, "backend": backend}
+                entry["rows"].append(row)
+                rate = (f"{row['gbps']:.2f} GB/s" if row["gbps"] else
+                        f"{row['tokens_per_s']:.0f} tok/s" if row["tokens_per_s"] else
+                        f"{row['gflops']:.2f} GFLOP/s" if row["gflops"] else "")
+                print(f"  {rname:40s} {med:12.1f} us  [{min(wall):.1f} .. {max(wall):.1f}]  {rate}",
+                      file=sys.stderr)
+        result["devices"].append(entry)
+
+    text = json.dumps(result, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
