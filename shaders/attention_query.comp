@@ -1,0 +1,44 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Query projection for the general and additive scores: out[b, a] = sum_k W[a, k] q[b, k] (+ bias[a]).
+// One workgroup per output feature a (so each row of W is read once, from cache for b > 0);
+// the workgroup's invocations split k and reduce.
+#include "reduce.glsl"
+#include "attention_common.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint VEC4 = 0;  // Q % 4 == 0: vec4 loads
+
+layout(set = 0, binding = 0) readonly buffer Weight { float w[]; };
+layout(set = 0, binding = 0) readonly buffer Weight4 { vec4 w4[]; };
+layout(set = 0, binding = 1) readonly buffer Query { float q[]; };
+layout(set = 0, binding = 1) readonly buffer Query4 { vec4 q4[]; };
+layout(set = 0, binding = 2) readonly buffer Bias { float bias[]; };
+layout(set = 0, binding = 3) writeonly buffer Out { float outp[]; };
+
+layout(push_constant) uniform Push {
+  uint A;         // output features
+  uint Q;         // query width
+  uint B;         // batch
+  uint has_bias;
+} p;
+
+void main() {
+  const uint a = linear_workgroup();
+  if (a >= p.A) return;
+  const uint lane = gl_LocalInvocationIndex;
+  const uint WG = gl_WorkGroupSize.x;
+  for (uint b = 0; b < p.B; ++b) {
+    float part = 0.0;
+    if (VEC4 != 0) {
+      const uint n4 = p.Q / 4;
+      const uint wb = a * n4, qb = b * n4;
+      for (uint k = lane; k < n4; k += WG) part += dot(w4[wb + k], q4[qb + k]);
+    } else {
+      const uint wb = a * p.Q, qb = b * p.Q;
+      for (uint k = lane; k < p.Q; k += WG) part += w[wb + k] * q[qb + k];
+    }
+    const float sum = workgroup_sum(part);
+    if (lane == 0) outp[b * p.A + a] = sum + (p.has_bias != 0 ? bias[a] : 0.0);
+  }
+}

@@ -1,0 +1,59 @@
+// Workgroup-wide max / sum reductions for 1-D workgroups (gl_WorkGroupSize.x a power of two).
+//
+//  - USE_SUBGROUP=1: subgroup arithmetic inside each subgroup (whatever size the driver picked,
+//    full or partial), then one shared slot per subgroup, combined by every invocation in
+//    subgroup-id order. A single-subgroup workgroup needs no shared memory and no barrier.
+//  - USE_SUBGROUP=0: a shared-memory tree (log2(WG) barriers).
+// Both give every invocation the same result and always combine in the same order, so results
+// are bit-identical run after run.
+//
+// Every invocation of the workgroup must call these in uniform control flow. A call begins with
+// a barrier() that guards the reuse of the scratch, so calls may follow each other directly;
+// callers must not rely on a call acting as a barrier for their own shared data.
+#ifndef REDUCE_GLSL
+#define REDUCE_GLSL
+
+#ifndef USE_SUBGROUP
+#define USE_SUBGROUP 1
+#endif
+
+#if USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+
+shared float reduce_scratch[gl_WorkGroupSize.x];
+
+#if USE_SUBGROUP
+#define REDUCE_DEFINE(NAME, SUBGROUP_OP, OP)                                  \
+  float NAME(float x) {                                                       \
+    const float s = SUBGROUP_OP(x);                                           \
+    if (gl_NumSubgroups == 1) return s;                                       \
+    barrier();                                                                \
+    if (subgroupElect()) reduce_scratch[gl_SubgroupID] = s;                   \
+    barrier();                                                                \
+    float r = reduce_scratch[0];                                              \
+    for (uint i = 1; i < gl_NumSubgroups; ++i) r = OP(r, reduce_scratch[i]);  \
+    return r;                                                                 \
+  }
+#else
+#define REDUCE_DEFINE(NAME, SUBGROUP_OP, OP)                                  \
+  float NAME(float x) {                                                       \
+    const uint i = gl_LocalInvocationIndex;                                   \
+    barrier();                                                                \
+    reduce_scratch[i] = x;                                                    \
+    barrier();                                                                \
+    for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {                   \
+      if (i < s) reduce_scratch[i] = OP(reduce_scratch[i], reduce_scratch[i + s]); \
+      barrier();                                                              \
+    }                                                                         \
+    return reduce_scratch[0];                                                 \
+  }
+#endif
+
+float reduce_op_add(float a, float b) { return a + b; }
+
+REDUCE_DEFINE(workgroup_max, subgroupMax, max)
+REDUCE_DEFINE(workgroup_sum, subgroupAdd, reduce_op_add)
+
+#endif  // REDUCE_GLSL
