@@ -1,0 +1,84 @@
+#pragma once
+// Multi-head scaled dot-product self-attention over whole sequences (encoder style):
+//
+//   e_ij = q_i . k_j / sqrt(head_dim),  a_ij = softmax_j(e_ij),  o_i = sum_j a_ij v_j
+//
+// per batch row and head, computed flash-attention style (key/value tiles streamed through
+// shared memory with an online softmax), so memory stays O(S * hidden) for any S.
+//
+// Tensors: q, k, v, out are [batch, S, hidden] row-major with 1 <= S <= max_seq and
+// hidden = heads * head_dim; head h owns columns [h * head_dim, (h + 1) * head_dim). q, k and v
+// may be the same tensor (plain self-attention over h); out must be a different tensor.
+// lengths: i32 [batch], the valid length of each batch row. Keys j >= length get weight 0 and
+// query rows i >= length are written as zeros. Values outside [0, S] are clamped on the GPU;
+// the std::span overload checks them on the host instead. With causal = true, query i also
+// ignores keys j > i.
+//
+// Precision: fp32 in, fp32 out, fp32 arithmetic. With OpOptions::fp16_storage, q/k/v are f16
+// tensors (fp32 arithmetic, fp32 out); it needs ctx.features().storage_buffer_16bit and throws
+// Error(missing_feature) otherwise.
+//
+// Tuning: OpOptions::workgroup_size (lanes per workgroup) and OpOptions::tile (keys per
+// shared-memory tile) override the choice made from the device's limits; both are clamped to
+// what the device allows (shared memory included).
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/kernel.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+
+struct SelfAttentionConfig {
+  std::size_t batch = 1;
+  std::size_t max_seq = 0;
+  std::size_t hidden = 0;
+  std::size_t heads = 1;
+  bool causal = false;
+};
+
+// What the op runs with (chosen from the device, or forced through OpOptions and clamped).
+struct SelfAttentionPlan {
+  std::uint32_t workgroup_size = 0;  // lanes per workgroup
+  std::uint32_t query_rows = 0;      // query rows per workgroup
+  std::uint32_t lanes_per_row = 0;   // workgroup_size / query_rows
+  std::uint32_t key_tile = 0;        // keys per shared-memory tile
+  std::uint32_t shared_bytes = 0;    // shared memory per workgroup
+};
+
+class SelfAttention {
+ public:
+  SelfAttention(Context& ctx, const SelfAttentionConfig& config, const OpOptions& options = {});
+
+  // Records one dispatch. `lengths` may be an empty Tensor(): every length is then S.
+  void record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& lengths, const Tensor& out) const;
+  // Same, with host lengths (checked: batch values in [0, S]) uploaded through the sequence.
+  void record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
+              std::span<const std::int32_t> lengths, const Tensor& out) const;
+
+  // Blocking convenience: records into a fresh sequence, submits and waits.
+  void run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
+           const Tensor& out) const;
+
+  const SelfAttentionConfig& config() const { return config_; }
+  std::size_t head_dim() const { return head_dim_; }
+  const SelfAttentionPlan& plan() const { return plan_; }
+
+ private:
+  void check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* lengths,
+             const Tensor& out) const;
+
+  Context* ctx_;
+  SelfAttentionConfig config_;
+  OpOptions options_;
+  std::size_t head_dim_ = 0;
+  SelfAttentionPlan plan_;
+  Kernel kernel_;
+};
+
+}  // namespace vkrnn
