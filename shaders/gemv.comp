@@ -1,0 +1,99 @@
+#version 450
+// Y[M,N] = X[M,K] W[N,K]^T + b for small M (batch 1 .. a few rows), and on CPU-like devices
+// for any M: every coop (see gemv_common.glsl) computes a TM x TN block of Y, its lanes split K
+// in vec4 steps and reduce at the end. Both X and W rows are contiguous in K, so each lane
+// streams consecutive vec4s and every loaded vec4 feeds TM (or TN) dot products.
+#extension GL_GOOGLE_include_directive : require
+#ifndef W_F16
+#define W_F16 0
+#endif
+#if W_F16
+#extension GL_EXT_shader_16bit_storage : require
+#endif
+#include "gemv_common.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint TM = 1;          // rows of X per block
+layout(constant_id = 4) const uint TN = 4;          // rows of W per block
+layout(constant_id = 5) const uint BLOCKS = 1;      // N-blocks per workgroup
+layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all % 4 == 0
+
+// Each buffer is declared twice (scalar and vec4 view of the same binding); the ALIGNED
+// specialisation decides which one the pipeline keeps.
+layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
+layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };
+#if W_F16
+layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { f16vec4 wv[]; };
+#else
+layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+#endif
+layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
+layout(set = 0, binding = 3) writeonly buffer YS { float ys[]; };
+
+layout(push_constant) uniform Push {
+  uint M, N, K;
+  uint x_off, ldx;  // X[m][k] = xs[x_off + m * ldx + k]
+  uint w_off, ldw;  // W[n][k] = ws[w_off + n * ldw + k]
+  uint b_off;       // b[n] = bias[b_off + n]
+  uint y_off, ldy;  // Y[m][n] = ys[y_off + m * ldy + n]
+  uint has_bias;
+} p;
+
+vec4 load_x(uint row, uint k4) {
+  if (ALIGNED) return xv[(p.x_off + row * p.ldx) / 4 + k4];
+  const uint base = p.x_off + row * p.ldx;
+  const uint k = k4 * 4;
+  return vec4(k < p.K ? xs[base + k] : 0.0, k + 1 < p.K ? xs[base + k + 1] : 0.0,
+              k + 2 < p.K ? xs[base + k + 2] : 0.0, k + 3 < p.K ? xs[base + k + 3] : 0.0);
+}
+
+vec4 load_w(uint row, uint k4) {
+  if (ALIGNED) return vec4(wv[(p.w_off + row * p.ldw) / 4 + k4]);
+  const uint base = p.w_off + row * p.ldw;
+  const uint k = k4 * 4;
+  return vec4(k < p.K ? float(ws[base + k]) : 0.0, k + 1 < p.K ? float(ws[base + k + 1]) : 0.0,
+              k + 2 < p.K ? float(ws[base + k + 2]) : 0.0, k + 3 < p.K ? float(ws[base + k + 3]) : 0.0);
+}
+
+void main() {
+  // Large M is folded over y and z (65535 is the guaranteed limit for both).
+  const uint m0 = (gl_WorkGroupID.y + gl_NumWorkGroups.y * gl_WorkGroupID.z) * TM;
+  if (m0 >= p.M) return;  // whole workgroup leaves together
+  const uint k4_count = (p.K + 3) / 4;
+
+  for (uint blk = COOP_ID; blk < BLOCKS; blk += COOP_COUNT) {
+    const uint n0 = (gl_WorkGroupID.x * BLOCKS + blk) * TN;
+    if (n0 >= p.N) break;  // coop-uniform
+    // Rows past the end are clamped (computed twice, never stored): keeps control uniform.
+    uint xrow[TM];
+    uint wrow[TN];
+    for (uint i = 0; i < TM; ++i) xrow[i] = min(m0 + i, p.M - 1);
+    for (uint j = 0; j < TN; ++j) wrow[j] = min(n0 + j, p.N - 1);
+
+    float acc[TM][TN];
+    for (uint i = 0; i < TM; ++i)
+      for (uint j = 0; j < TN; ++j) acc[i][j] = 0.0;
+
+    for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
+      vec4 w[TN];
+      for (uint j = 0; j < TN; ++j) w[j] = load_w(wrow[j], k4);
+      for (uint i = 0; i < TM; ++i) {
+        const vec4 x = load_x(xrow[i], k4);
+        for (uint j = 0; j < TN; ++j) acc[i][j] += dot(x, w[j]);
+      }
+    }
+
+    for (uint i = 0; i < TM; ++i) {
+      for (uint j = 0; j < TN; ++j) {
+        const float v = COOP_SUM(acc[i][j]);
+        // Spread the stores over the lanes (every lane holds every sum).
+        if (((i * TN + j) % LANES) == LANE && m0 + i < p.M && n0 + j < p.N) {
+          const float b = p.has_bias != 0 ? bias[p.b_off + n0 + j] : 0.0;
+          ys[p.y_off + (m0 + i) * p.ldy + n0 + j] = v + b;
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,154 @@
+#version 450
+// A whole recurrent layer in ONE dispatch: each workgroup owns BB batch rows of one direction
+// (z = direction) and loops over time itself, keeping h in shared memory (ping-pong, one
+// barrier() per step). Valid because nothing outside the workgroup needs those rows' state;
+// it trades parallelism (one workgroup per BB rows) for zero per-step dispatch cost, so the host
+// picks it where the per-step work is small next to a dispatch (see rnn_layer.cpp).
+//
+// Same equations, gate order, lengths semantics and output layout as rnn_step.comp; no
+// projection (proj_size > 0 always takes the per-step path).
+#extension GL_GOOGLE_include_directive : require
+#include "rnn_common.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint CELL = 0;
+layout(constant_id = 4) const uint BB = 1;          // batch rows per workgroup
+layout(constant_id = 5) const uint HOP = 4;         // HO rounded up to a multiple of 4
+layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of W_hh
+const uint G = GATES_OF(CELL);
+const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
+
+layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
+layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; };
+layout(set = 0, binding = 3) readonly buffer H0 { float h0[]; };
+layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };
+layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
+layout(set = 0, binding = 6) buffer CS { float cs[]; };  // c_n: the running c, in place
+layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
+layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
+
+#define FLAG_H_ZERO 1u      // no h0
+#define FLAG_C_ZERO 4u      // no c0
+#define FLAG_NO_LENGTHS 8u
+
+layout(push_constant) uniform Push {
+  uint B, T, H, HO;
+  uint xp_ldb, xp_ldt;
+  uint h0_off, hn_off;  // h[off + (d * B + b) * HO + k]
+  uint c0_off, c_off;   // c[off + (d * B + b) * H + j]
+  uint out_off, out_ldd, out_ldb, out_ldt;
+  uint flags;
+} p;
+
+shared float hsh[2 * BB * HOP];  // [ping-pong][row][k], padding kept at zero
+
+vec4 load_w(uint row, uint k4) {
+  if (ALIGNED) return wv[row * (p.HO / 4) + k4];
+  const uint base = row * p.HO, k = k4 * 4;
+  return vec4(k < p.HO ? ws[base + k] : 0.0, k + 1 < p.HO ? ws[base + k + 1] : 0.0,
+              k + 2 < p.HO ? ws[base + k + 2] : 0.0, k + 3 < p.HO ? ws[base + k + 3] : 0.0);
+}
+
+void main() {
+  const uint d = gl_WorkGroupID.z;
+  const bool reverse = d == 1;
+  const uint b0 = gl_WorkGroupID.x * BB;
+  const uint nb = min(BB, p.B - b0);
+  const uint tid = gl_LocalInvocationIndex;
+  const uint gate_base = d * G * p.H;
+
+  // Every invocation computes the same lengths, so `steps` is uniform over the workgroup.
+  uint lens[BB];
+  uint steps = 0;
+  for (uint b = 0; b < BB; ++b) {
+    lens[b] = b >= nb ? 0u
+              : (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T
+              : uint(clamp(lengths[b0 + b], 0, int(p.T)));
+    steps = max(steps, lens[b]);
+  }
+
+  for (uint e = tid; e < BB * HOP; e += THREADS) {
+    const uint b = e / HOP, k = e % HOP;
+    const bool have = (p.flags & FLAG_H_ZERO) == 0 && b < nb && k < p.HO;
+    hsh[e] = have ? h0[p.h0_off + (d * p.B + b0 + b) * p.HO + k] : 0.0;
+    hsh[BB * HOP + e] = 0.0;
+  }
+  // c lives in c_n, read and written only by the invocation that owns (unit, row): the same
+  // (coop, lane) mapping as in the loop below.
+  if (CELL == CELL_LSTM) {
+    for (uint j = COOP_ID; j < p.H; j += COOP_COUNT) {
+      for (uint b = 0; b < BB; ++b) {
+        if ((b % LANES) != LANE || b >= nb) continue;
+        const uint state = d * p.B + b0 + b;
+        cs[p.c_off + state * p.H + j] = (p.flags & FLAG_C_ZERO) != 0 ? 0.0 : c0[p.c0_off + state * p.H + j];
+      }
+    }
+  }
+  barrier();
+
+  for (uint s = 0; s < steps; ++s) {
+    const uint cur = (s & 1) * BB * HOP;
+    const uint nxt = BB * HOP - cur;
+    for (uint j = COOP_ID; j < p.H; j += COOP_COUNT) {
+      float acc[4][BB];
+      for (uint g = 0; g < 4; ++g)
+        for (uint b = 0; b < BB; ++b) acc[g][b] = 0.0;
+      for (uint k4 = LANE; k4 < HOP / 4; k4 += LANES) {
+        vec4 h[BB];
+        for (uint b = 0; b < BB; ++b) {
+          const uint i = cur + b * HOP + k4 * 4;
+          h[b] = vec4(hsh[i], hsh[i + 1], hsh[i + 2], hsh[i + 3]);
+        }
+        for (uint g = 0; g < G; ++g) {
+          const vec4 w = load_w(gate_base + g * p.H + j, k4);
+          for (uint b = 0; b < BB; ++b) acc[g][b] += dot(w, h[b]);
+        }
+      }
+      for (uint g = 0; g < G; ++g)
+        for (uint b = 0; b < BB; ++b) acc[g][b] = COOP_SUM(acc[g][b]);
+
+      vec4 hb = vec4(0.0);
+      for (uint g = 0; g < G; ++g) hb[g] = b_hh[gate_base + g * p.H + j];
+
+      for (uint b = 0; b < BB; ++b) {
+        if ((b % LANES) != LANE || b >= nb) continue;
+        const uint row = b0 + b;
+        const bool live = s < lens[b];
+        const uint t = reverse ? lens[b] - 1 - s : s;
+        const uint state = d * p.B + row;
+        const float h_prev = hsh[cur + b * HOP + j];
+        float c = CELL == CELL_LSTM ? cs[p.c_off + state * p.H + j] : 0.0;
+        float h = h_prev;
+        if (live) {
+          vec4 xg = vec4(0.0), hg = vec4(0.0);
+          const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
+          for (uint g = 0; g < G; ++g) {
+            xg[g] = xp[xb + g * p.H];
+            hg[g] = acc[g][b] + hb[g];
+          }
+          h = cell_update(CELL, xg, hg, h_prev, c);
+          if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
+        }
+        hsh[nxt + b * HOP + j] = h;
+        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : s) * p.out_ldt + j] =
+            live ? h : 0.0;
+      }
+    }
+    barrier();
+  }
+
+  const uint fin = (steps & 1) * BB * HOP;
+  for (uint e = tid; e < nb * p.HO; e += THREADS) {
+    const uint b = e / p.HO, k = e % p.HO;
+    h_n[p.hn_off + (d * p.B + b0 + b) * p.HO + k] = hsh[fin + b * HOP + k];
+  }
+  // Positions no step visited (s >= steps) are padding for every row of this block.
+  const uint tail = p.T - steps;
+  for (uint e = tid; e < nb * tail * p.HO; e += THREADS) {
+    const uint k = e % p.HO, rest = e / p.HO;
+    const uint s = steps + rest % tail, b = rest / tail;
+    outs[p.out_off + d * p.out_ldd + (b0 + b) * p.out_ldb + s * p.out_ldt + k] = 0.0;
+  }
+}

@@ -1,0 +1,126 @@
+#version 450
+// One timestep of a recurrent layer, both directions in one dispatch (z = direction), with the
+// gate nonlinearities fused into the recurrent product: per hidden unit j a coop computes
+// W_hh[g*H + j] . h_prev[b] for every gate g and every batch row b of its block, reduces, and one
+// lane per batch row applies the cell (gemv_common.glsl explains coops).
+//
+// Per-sequence lengths (pack_padded_sequence semantics): at step s, row b is live when
+// s < len[b]; the forward direction then processes t = s, the reverse one t = len[b] - 1 - s.
+// Inactive rows carry h (and c) unchanged and write zeros to out[b, s] (exactly the padded
+// positions, each visited once).
+#extension GL_GOOGLE_include_directive : require
+#include "rnn_common.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint CELL = 0;
+layout(constant_id = 4) const uint UNITS = 1;       // hidden units per workgroup
+layout(constant_id = 5) const uint BB = 1;          // batch rows per workgroup
+layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of h and W_hh
+const uint G = GATES_OF(CELL);
+
+layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
+layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };   // W_hh [D][G*H][HO]
+layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; }; // [D][G*H]
+layout(set = 0, binding = 3) readonly buffer HS { float hs[]; };   // h_prev [D][B][HO] at offset
+layout(set = 0, binding = 3) readonly buffer HV { vec4 hv[]; };
+layout(set = 0, binding = 4) writeonly buffer HN { float h_next[]; };
+layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
+layout(set = 0, binding = 6) buffer CS { float cs[]; };            // c, updated in place
+layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
+layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
+
+#define FLAG_H_ZERO 1u      // h_prev is all zeros (first step without h0): skip the product
+#define FLAG_C_FROM_C0 2u   // read c from c0 (first step), write it to c
+#define FLAG_C_ZERO 4u      // c_prev is zero (first step without c0)
+#define FLAG_NO_LENGTHS 8u  // every row has length T
+#define FLAG_RAW_H 16u      // LSTM with projection: write h to out[d][b][j] only (rnn_proj
+                            // projects it, carries h and writes the output)
+
+layout(push_constant) uniform Push {
+  uint s, B, T, H, HO;
+  uint xp_ldb, xp_ldt;  // xp[b * ldb + t * ldt + (d * G + g) * H + j]
+  uint h_prev_off, h_next_off;  // h[off + (d * B + b) * HO + k]
+  uint c0_off, c_off;           // c[off + (d * B + b) * H + j]
+  uint out_off, out_ldd, out_ldb, out_ldt;  // out[off + d * ldd + b * ldb + t * ldt + j]
+  uint flags;
+} p;
+
+vec4 load_w(uint row, uint k4) {
+  if (ALIGNED) return wv[row * (p.HO / 4) + k4];
+  const uint base = row * p.HO, k = k4 * 4;
+  return vec4(k < p.HO ? ws[base + k] : 0.0, k + 1 < p.HO ? ws[base + k + 1] : 0.0,
+              k + 2 < p.HO ? ws[base + k + 2] : 0.0, k + 3 < p.HO ? ws[base + k + 3] : 0.0);
+}
+
+vec4 load_h(uint row, uint k4) {
+  if (ALIGNED) return hv[(p.h_prev_off + row * p.HO) / 4 + k4];
+  const uint base = p.h_prev_off + row * p.HO, k = k4 * 4;
+  return vec4(k < p.HO ? hs[base + k] : 0.0, k + 1 < p.HO ? hs[base + k + 1] : 0.0,
+              k + 2 < p.HO ? hs[base + k + 2] : 0.0, k + 3 < p.HO ? hs[base + k + 3] : 0.0);
+}
+
+void main() {
+  const uint d = gl_WorkGroupID.z;
+  const bool reverse = d == 1;
+  const uint b0 = gl_WorkGroupID.y * BB;
+  const uint k4_count = (p.HO + 3) / 4;
+  const uint gate_base = d * G * p.H;  // first row of this direction's W_hh / b_hh / xp block
+
+  for (uint u = COOP_ID; u < UNITS; u += COOP_COUNT) {
+    const uint j = gl_WorkGroupID.x * UNITS + u;
+    if (j >= p.H) break;  // coop-uniform
+
+    float acc[4][BB];
+    for (uint g = 0; g < 4; ++g)
+      for (uint b = 0; b < BB; ++b) acc[g][b] = 0.0;
+    if ((p.flags & FLAG_H_ZERO) == 0) {
+      for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
+        vec4 h[BB];
+        for (uint b = 0; b < BB; ++b) h[b] = load_h(d * p.B + min(b0 + b, p.B - 1), k4);
+        for (uint g = 0; g < G; ++g) {
+          const vec4 w = load_w(gate_base + g * p.H + j, k4);
+          for (uint b = 0; b < BB; ++b) acc[g][b] += dot(w, h[b]);
+        }
+      }
+    }
+    for (uint g = 0; g < G; ++g)
+      for (uint b = 0; b < BB; ++b) acc[g][b] = COOP_SUM(acc[g][b]);
+
+    vec4 hb = vec4(0.0);
+    for (uint g = 0; g < G; ++g) hb[g] = b_hh[gate_base + g * p.H + j];
+
+    for (uint b = 0; b < BB; ++b) {
+      const uint row = b0 + b;
+      if ((b % LANES) != LANE || row >= p.B) continue;
+      const uint len = (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
+      const bool live = p.s < len;
+      const uint t = reverse ? len - 1 - p.s : p.s;  // only used when live
+      const uint state = d * p.B + row;
+
+      const float h_prev = (p.flags & FLAG_H_ZERO) != 0 ? 0.0 : hs[p.h_prev_off + state * p.HO + j];
+      float c = 0.0;
+      if (CELL == CELL_LSTM && (p.flags & FLAG_C_ZERO) == 0)
+        c = (p.flags & FLAG_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
+
+      float h = h_prev;
+      if (live) {
+        vec4 xg = vec4(0.0), hg = vec4(0.0);
+        const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
+        for (uint g = 0; g < G; ++g) {
+          xg[g] = xp[xb + g * p.H];
+          hg[g] = acc[g][b] + hb[g];
+        }
+        h = cell_update(CELL, xg, hg, h_prev, c);
+      }
+      if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
+      if ((p.flags & FLAG_RAW_H) != 0) {
+        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + j] = h;
+      } else {
+        h_next[p.h_next_off + state * p.HO + j] = h;
+        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
+            live ? h : 0.0;
+      }
+    }
+  }
+}
