@@ -7,6 +7,14 @@
 #ifndef FP16
 #define FP16 0
 #endif
+// USE_SUBGROUP=0: the variant for devices without subgroup arithmetic.
+#ifndef USE_SUBGROUP
+#define USE_SUBGROUP 1
+#endif
+#if USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 #if FP16
 #extension GL_EXT_shader_16bit_storage : require
 #define STORE_T float16_t

@@ -1,0 +1,192 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Fused decoder-step attention (flash-decoding): scores -> masked softmax -> context in one pass
+// over the memory, so keys and values are read once.
+//
+// Rows r = b * heads + h. Each workgroup owns one (row, split of S, tile of HT value columns).
+// It walks its split in blocks of P = WG * R positions: scores of the block into shared memory,
+// block max (reduce.glsl), then the online-softmax update with the running max m:
+//   alpha = exp(m_old - m_new);  acc = acc * alpha + sum_i exp(e_i - m_new) v_i;  l likewise.
+// Positions at or beyond len[b] are never read.
+//   direct (one split):  context = acc / l, and with weights requested the raw scores written
+//                        on the way are normalised at the end by the same workgroup.
+//   split:               (m, l) per (row, split) and acc per (row, split, column) go to partials;
+//                        attention_fused_combine.comp merges them and normalises the weights.
+// With more than one column tile, every tile recomputes the scores of its split (keys re-read);
+// the op picks HT to cover dv whenever shared memory allows.
+//
+// Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
+// for general / additive), v f32 [dk] (additive), lengths i32 [B], part_ml vec2 [rows, nsplit],
+// part_acc f32 [rows, nsplit, dv], raw f32 [rows, S], weights STORE_T [rows, S], context f32 [B, H].
+#include "attention_common.glsl"
+#include "reduce.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 6) const uint R = 1;       // positions per invocation per block
+layout(constant_id = 7) const uint HT = 256;    // value columns per workgroup (shared accumulators)
+layout(constant_id = 8) const uint VVEC4 = 0;   // H, dv, HT multiples of 4: vec4 value loads
+
+layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
+layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
+layout(set = 0, binding = 1) readonly buffer Values { STORE_T values[]; };
+layout(set = 0, binding = 1) readonly buffer Values4 { STORE_T4 values4[]; };
+layout(set = 0, binding = 2) readonly buffer Qry { float qry[]; };
+layout(set = 0, binding = 2) readonly buffer Qry4 { vec4 qry4[]; };
+layout(set = 0, binding = 3) readonly buffer VParam { float vparam[]; };
+layout(set = 0, binding = 3) readonly buffer VParam4 { vec4 vparam4[]; };
+layout(set = 0, binding = 4) readonly buffer Lengths { int lengths[]; };
+layout(set = 0, binding = 5) writeonly buffer PartML { vec2 part_ml[]; };
+layout(set = 0, binding = 6) writeonly buffer PartAcc { float part_acc[]; };
+layout(set = 0, binding = 7) coherent buffer Raw { float raw[]; };
+layout(set = 0, binding = 8) writeonly buffer Weights { STORE_T weights[]; };
+layout(set = 0, binding = 9) writeonly buffer Context { float context[]; };
+
+layout(push_constant) uniform Push {
+  uint S;
+  uint Hk;       // key row stride
+  uint dk;       // key dims per head
+  uint Qs;       // query row stride
+  uint H;        // value row stride = context row stride
+  uint dv;       // value dims per head
+  uint heads;
+  uint rows;     // B * heads
+  uint nsplit;   // splits of S per row
+  uint chunk;    // positions per split
+  uint nhtiles;  // column tiles per row
+  float scale;
+  uint flags;    // bit 0: write weights; bit 1: direct (nsplit == 1)
+} p;
+
+#include "attention_score.glsl"
+
+shared float acc[HT];
+shared float pw[gl_WorkGroupSize.x * R];  // scores, then exp(score - m) of the current block
+
+void main() {
+#if USE_SUBGROUP
+  const uint sg_count = subgroupAdd(1u);  // dense lane count/rank: right for partial subgroups
+  const uint sg_rank = subgroupExclusiveAdd(1u);
+#endif
+  const uint WG = gl_WorkGroupSize.x;
+  const uint P = WG * R;
+  const uint lane = gl_LocalInvocationIndex;
+  const uint id = linear_workgroup();
+  if (id >= p.rows * p.nhtiles * p.nsplit) return;
+  const uint split = id % p.nsplit;
+  const uint t = (id / p.nsplit) % p.nhtiles;
+  const uint r = id / (p.nsplit * p.nhtiles);
+  const uint b = r / p.heads, h = r % p.heads;
+  const uint len = clamped_length(lengths[b], p.S);
+  const uint s_begin = split * p.chunk;
+  const uint s_end = min(s_begin + p.chunk, len);
+  const uint qbase = b * p.Qs + h * p.dk;
+  const uint col_base = t * HT;  // first value column of this tile, within the head
+  const uint ncols = min(HT, p.dv - col_base);
+  const bool want_weights = (p.flags & 1u) != 0;
+  const bool direct = (p.flags & 2u) != 0;
+  const bool write_raw = want_weights && t == 0;
+
+  // Each invocation owns columns lane, lane + WG, ... (vec4 groups with VVEC4) of acc.
+  const uint nunits = VVEC4 != 0 ? ncols / 4 : ncols;
+  for (uint u = lane; u < nunits; u += WG) {
+    if (VVEC4 != 0) {
+      for (uint c = 0; c < 4; ++c) acc[4 * u + c] = 0.0;
+    } else {
+      acc[u] = 0.0;
+    }
+  }
+
+  float m = NEG_INF;     // running max (the same in every invocation)
+  float l_part = 0.0;    // this invocation's share of the running sum
+  for (uint blk = s_begin; blk < s_end; blk += P) {
+    const uint n = min(P, s_end - blk);
+    // 1. scores of the block
+#if USE_SUBGROUP
+    if (SG_CLUSTER != 0) {
+      for (uint i = gl_SubgroupID; i < n; i += gl_NumSubgroups) {
+        const uint kbase = (b * p.S + blk + i) * p.Hk + h * p.dk;
+        const float e = finish_score(subgroupAdd(score_partial(kbase, qbase, p.dk, sg_rank, sg_count)), p.scale);
+        if (sg_rank == 0) {
+          pw[i] = e;
+          if (write_raw) raw[r * p.S + blk + i] = e;
+        }
+      }
+    } else
+#endif
+    {
+      for (uint k = 0; k < R; ++k) {
+        const uint i = lane + k * WG;
+        if (i < n) {
+          const uint kbase = (b * p.S + blk + i) * p.Hk + h * p.dk;
+          const float e = finish_score(score_partial(kbase, qbase, p.dk, 0, 1), p.scale);
+          pw[i] = e;
+          if (write_raw) raw[r * p.S + blk + i] = e;
+        }
+      }
+    }
+    barrier();
+    // 2. block max -> new running max; p_i = exp(e_i - m_new)
+    float bm = NEG_INF;
+    for (uint k = 0; k < R; ++k) {
+      const uint i = lane + k * WG;
+      if (i < n) bm = max(bm, pw[i]);
+    }
+    const float m_new = max(m, workgroup_max(bm));
+    const float alpha = exp(m - m_new);  // 0 on the first block (m = -inf)
+    l_part *= alpha;
+    for (uint k = 0; k < R; ++k) {
+      const uint i = lane + k * WG;
+      if (i < n) {
+        const float pe = exp(pw[i] - m_new);
+        pw[i] = pe;
+        l_part += pe;
+      }
+    }
+    barrier();
+    // 3. rescale and accumulate the value columns
+    if (VVEC4 != 0) {
+      const uint row4 = p.H / 4;
+      const uint off4 = (h * p.dv + col_base) / 4;
+      for (uint u = lane; u < nunits; u += WG) {
+        vec4 a = vec4(acc[4 * u], acc[4 * u + 1], acc[4 * u + 2], acc[4 * u + 3]) * alpha;
+        for (uint i = 0; i < n; ++i) {
+          a += pw[i] * vec4(values4[(b * p.S + blk + i) * row4 + off4 + u]);
+        }
+        acc[4 * u] = a.x;
+        acc[4 * u + 1] = a.y;
+        acc[4 * u + 2] = a.z;
+        acc[4 * u + 3] = a.w;
+      }
+    } else {
+      const uint off = h * p.dv + col_base;
+      for (uint u = lane; u < nunits; u += WG) {
+        float a = acc[u] * alpha;
+        for (uint i = 0; i < n; ++i) {
+          a += pw[i] * float(values[(b * p.S + blk + i) * p.H + off + u]);
+        }
+        acc[u] = a;
+      }
+    }
+    m = m_new;
+    barrier();  // pw is rewritten by the next block
+  }
+  const float l = workgroup_sum(l_part);
+  barrier();  // acc columns were written lane-interleaved (vec4 groups with VVEC4): read them all
+
+  if (direct) {
+    const uint cbase = b * p.H + h * p.dv + col_base;
+    for (uint j = lane; j < ncols; j += WG) context[cbase + j] = l > 0.0 ? acc[j] / l : 0.0;
+    if (write_raw) {
+      // The raw scores were written by other invocations of this workgroup.
+      memoryBarrierBuffer();
+      barrier();
+      for (uint s = lane; s < p.S; s += WG) {
+        weights[r * p.S + s] = STORE_T(s < len ? exp(raw[r * p.S + s] - m) / l : 0.0);
+      }
+    }
+  } else {
+    if (t == 0 && lane == 0) part_ml[r * p.nsplit + split] = vec2(m, l);
+    const uint abase = (r * p.nsplit + split) * p.dv + col_base;
+    for (uint j = lane; j < ncols; j += WG) part_acc[abase + j] = acc[j];
+  }
+}
