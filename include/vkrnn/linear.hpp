@@ -1,0 +1,98 @@
+#pragma once
+// Dense layers: Y[M,N] = X[M,K] W^T + b with W stored [N,K] (torch.nn.Linear's layout).
+//
+// Gemm is the stateless op on tensors the caller owns (any M from 1 up, sub-blocks through
+// MatrixView); Linear owns its weights and loads them from PyTorch's layout. Two kernels:
+//  - gemv.comp: coops of lanes split K and reduce (subgroupAdd, or one invocation per output
+//    where subgroup arithmetic is missing); each coop computes a TM x TN block. Used for small M
+//    (batch-1 matrix-vector products) and, on CPU devices such as lavapipe, for every M.
+//  - gemm.comp: shared-memory tiled GEMM, for many rows on GPUs.
+// Weights may be stored as float16 (OpOptions::fp16_storage; arithmetic stays fp32).
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/kernel.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+
+// A row-major matrix inside a tensor: element (r, c) is tensor element offset + r * ld + c.
+struct MatrixView {
+  Tensor tensor;
+  std::size_t rows = 0;
+  std::size_t cols = 0;
+  std::size_t offset = 0;  // elements
+  std::size_t ld = 0;      // elements between rows; 0 means cols (packed)
+
+  // The whole tensor as a matrix: its last dimension is cols, the rest are rows.
+  static MatrixView of(const Tensor& t);
+};
+
+class Gemm {
+ public:
+  enum class Path { automatic, gemv, tiled };
+
+  explicit Gemm(Context& ctx, const OpOptions& options = {});
+
+  // y = x w^T + bias. x [..., K] f32 (M = product of the leading dims, 1 for a vector),
+  // w [N, K] f32 (or f16), bias [N] f32 or an empty Tensor, y [..., N] f32 with M rows.
+  void record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor& bias,
+              const Tensor& y) const;
+  // The same on sub-blocks: x is M x K, w is N x K, y is M x N; bias[bias_offset + n].
+  void record(Sequence& seq, const MatrixView& x, const MatrixView& w, const Tensor& bias,
+              std::size_t bias_offset, const MatrixView& y) const;
+
+  // Which kernel record() uses for M rows (automatic: from M and the device).
+  Path path_for(std::size_t m) const;
+  // Tests and benchmarks pin a path; automatic restores the device's choice.
+  void set_path(Path path) { forced_ = path; }
+
+ private:
+  struct Plan;
+  Context* ctx_;
+  OpOptions options_;
+  Path forced_ = Path::automatic;
+  bool subgroups_;
+  std::uint32_t coop_lanes_;  // lanes per coop (the subgroup size) or 1
+  std::uint32_t gemv_workgroup_;
+  std::uint32_t tiled_wx_, tiled_wy_, tiled_tm_, tiled_tn_, tiled_bk_;
+  Tensor dummy_bias_;
+};
+
+class Linear {
+ public:
+  Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias = true,
+         const OpOptions& options = {});
+
+  // weight [out_features, in_features] row-major (PyTorch's nn.Linear.weight), bias
+  // [out_features] (must be empty when the layer has no bias, and given when it has one).
+  void load(std::span<const float> weight, std::span<const float> bias = {});
+
+  // y [..., out_features] = x [..., in_features] W^T + b.
+  void record(Sequence& seq, const Tensor& x, const Tensor& y) const;
+  void record(Sequence& seq, const MatrixView& x, const MatrixView& y) const;
+  // Blocking convenience: rows x in_features floats in, rows x out_features out.
+  std::vector<float> forward(std::span<const float> x, std::size_t rows) const;
+
+  std::size_t in_features() const { return in_; }
+  std::size_t out_features() const { return out_; }
+  bool has_bias() const { return has_bias_; }
+  const Tensor& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }
+  Gemm& gemm() { return gemm_; }
+
+ private:
+  Context* ctx_;
+  std::size_t in_, out_;
+  bool has_bias_;
+  bool loaded_ = false;
+  Gemm gemm_;
+  Tensor weight_, bias_;
+};
+
+}  // namespace vkrnn
