@@ -39,6 +39,10 @@ struct SelfAttentionConfig {
   std::size_t hidden = 0;
   std::size_t heads = 1;
   bool causal = false;
+  // Tuning override: lanes that share one query row (a power of two dividing the workgroup
+  // size). 0 = chosen from the device (1 on CPU drivers for head_dim <= 128, more on GPUs so
+  // each lane keeps <= 16 output dims in registers). Tests use it to cover both code paths.
+  std::uint32_t lanes_per_row = 0;
 };
 
 // What the op runs with (chosen from the device, or forced through OpOptions and clamped).

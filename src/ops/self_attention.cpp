@@ -1,0 +1,262 @@
+#include "vkrnn/self_attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "vkrnn/error.hpp"
+
+namespace vkrnn {
+namespace {
+
+constexpr const char* kOp = "SelfAttention";
+
+struct Push {
+  std::uint32_t S;
+  std::uint32_t H;
+  std::uint32_t heads;
+  std::uint32_t qblocks;
+  std::uint32_t total;
+  float scale;
+  std::uint32_t causal;
+  std::uint32_t has_lengths;
+};
+
+// Mirrors the shared arrays of shaders/self_attention.comp.
+std::uint64_t shared_bytes(std::uint64_t D, std::uint64_t BQ, std::uint64_t BK, std::uint64_t T) {
+  const std::uint64_t DP = D | 1u;
+  const std::uint64_t qs = T == 1 ? 1 : BQ * DP;
+  return 4 * (qs + BK * DP + BK * D + T + BQ * BK);
+}
+
+std::uint32_t pow2_at_least(std::uint64_t x) {
+  std::uint32_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+SelfAttentionPlan make_plan(const DeviceInfo& dev, std::size_t D, const OpOptions& opt,
+                            std::uint32_t forced_lanes_per_row) {
+  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
+  const std::uint32_t max_wg =
+      std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+  const bool cpu = dev.type == DeviceType::cpu;
+
+  // CPU drivers (lavapipe) run one subgroup per workgroup best; GPUs want 64+ lanes.
+  std::uint32_t wg = opt.workgroup_size != 0 ? opt.workgroup_size
+                                             : (cpu ? sg : std::max<std::uint32_t>(64, sg));
+  wg = std::clamp<std::uint32_t>(wg, 1, max_wg);
+
+  // Lanes per query row: enough that each lane keeps at most `per_lane` output dims in
+  // registers. CPUs have no register file to speak of (spills hit L1), GPUs do.
+  const std::uint64_t per_lane = cpu ? 128 : 16;
+  std::uint32_t T = forced_lanes_per_row != 0 ? pow2_at_least(forced_lanes_per_row)
+                                              : pow2_at_least((D + per_lane - 1) / per_lane);
+  T = std::min(T, wg);
+  while (wg % T != 0) T /= 2;
+  std::uint32_t BK = opt.tile != 0 ? opt.tile : 32;
+  BK = std::max<std::uint32_t>(1, BK);
+
+  const std::uint64_t limit = dev.max_shared_memory;
+  while (shared_bytes(D, wg / T, BK, T) > limit) {
+    if (BK > std::max<std::uint32_t>(T, 8)) {
+      BK = std::max<std::uint32_t>(1, BK / 2);
+    } else if (2 * T <= wg && wg % (2 * T) == 0) {
+      T *= 2;
+    } else if (BK > 1) {
+      BK = std::max<std::uint32_t>(1, BK / 2);
+    } else {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("{}: head_dim {} needs {} bytes of shared memory even with one query "
+                              "row and one key per tile; the device allows {}",
+                              kOp, D, shared_bytes(D, wg / T, 1, T), limit));
+    }
+  }
+  SelfAttentionPlan plan;
+  plan.workgroup_size = wg;
+  plan.lanes_per_row = T;
+  plan.query_rows = wg / T;
+  plan.key_tile = BK;
+  plan.shared_bytes = static_cast<std::uint32_t>(shared_bytes(D, wg / T, BK, T));
+  return plan;
+}
+
+// Folds a 1-D workgroup count into the device's per-dimension limits.
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev) {
+  const std::uint64_t mx = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
+  const std::uint64_t my = std::max<std::uint32_t>(1, dev.max_workgroup_count[1]);
+  const std::uint64_t mz = std::max<std::uint32_t>(1, dev.max_workgroup_count[2]);
+  const std::uint64_t x = std::min(std::max<std::uint64_t>(total, 1), mx);
+  const std::uint64_t rest = (total + x - 1) / x;
+  const std::uint64_t y = std::min(std::max<std::uint64_t>(rest, 1), my);
+  const std::uint64_t z = (rest + y - 1) / y;
+  if (z > mz) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: {} workgroups exceed the device's maximum grid {}x{}x{}", kOp,
+                            total, mx, my, mz));
+  }
+  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(y),
+          static_cast<std::uint32_t>(std::max<std::uint64_t>(z, 1))};
+}
+
+bool same_memory(const Tensor& a, const Tensor& b) {
+  return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
+}
+
+}  // namespace
+
+SelfAttention::SelfAttention(Context& ctx, const SelfAttentionConfig& config,
+                             const OpOptions& options)
+    : ctx_(&ctx), config_(config), options_(options) {
+  auto bad = [](const std::string& what) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: config: {}", kOp, what));
+  };
+  if (config.batch == 0) bad("batch must be >= 1, got 0");
+  if (config.max_seq == 0) bad("max_seq must be >= 1, got 0");
+  if (config.hidden == 0) bad("hidden must be >= 1, got 0");
+  if (config.heads == 0) bad("heads must be >= 1, got 0");
+  if (config.hidden % config.heads != 0) {
+    bad(fmt::format("hidden ({}) must be a multiple of heads ({})", config.hidden, config.heads));
+  }
+  const std::uint64_t elements =
+      std::uint64_t(config.batch) * config.max_seq * config.hidden;
+  if (elements >= (std::uint64_t(1) << 32)) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: batch * max_seq * hidden = {} elements; at most 2^32 - 1 are "
+                            "addressable",
+                            kOp, elements));
+  }
+  if (options.fp16_storage && !ctx.features().storage_buffer_16bit) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("{}: fp16_storage needs storageBuffer16BitAccess, which device '{}' "
+                            "does not offer (or the adopted VkDevice did not enable)",
+                            kOp, ctx.device().name));
+  }
+  head_dim_ = config.hidden / config.heads;
+  plan_ = make_plan(ctx.device(), head_dim_, options, config.lanes_per_row);
+  kernel_ = ctx.kernel({options.fp16_storage ? "self_attention_f16" : "self_attention",
+                        {plan_.workgroup_size, 1, 1, static_cast<std::uint32_t>(head_dim_),
+                         plan_.query_rows, plan_.key_tile},
+                        5,
+                        sizeof(Push)});
+}
+
+void SelfAttention::check(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor* lengths, const Tensor& out) const {
+  const DType in_type = options_.fp16_storage ? DType::f16 : DType::f32;
+  const auto expect = fmt::format("{} [{}, S, {}] with 1 <= S <= {}", to_string(in_type),
+                                  config_.batch, config_.hidden, config_.max_seq);
+  auto check_input = [&](const Tensor& t, const char* name, DType dtype, const std::string& want) {
+    if (!t.valid()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument '{}': expected {}, got an empty tensor", kOp, name, want));
+    }
+    const Shape& s = t.shape();
+    const bool ok = t.dtype() == dtype && s.size() == 3 && s[0] == config_.batch && s[1] >= 1 &&
+                    s[1] <= config_.max_seq && s[2] == config_.hidden;
+    if (!ok) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument '{}'{}: expected {}, got {} {}", kOp, name,
+                              t.name().empty() ? "" : " (" + t.name() + ")", want,
+                              to_string(t.dtype()), to_string(s)));
+    }
+  };
+  check_input(q, "q", in_type, expect);
+  const std::size_t S = q.dim(1);
+  const auto same_s = fmt::format("{} [{}, {}, {}] (the shape of q)", to_string(in_type),
+                                  config_.batch, S, config_.hidden);
+  check_input(k, "k", in_type, same_s);
+  if (k.dim(1) != S) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'k': expected {}, got {}", kOp, same_s, to_string(k.shape())));
+  }
+  check_input(v, "v", in_type, same_s);
+  if (v.dim(1) != S) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'v': expected {}, got {}", kOp, same_s, to_string(v.shape())));
+  }
+  const auto out_want = fmt::format("f32 [{}, {}, {}]", config_.batch, S, config_.hidden);
+  check_input(out, "out", DType::f32, out_want);
+  if (out.dim(1) != S) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'out': expected {}, got {}", kOp, out_want,
+                            to_string(out.shape())));
+  }
+  if (same_memory(out, q) || same_memory(out, k) || same_memory(out, v)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'out' shares memory with q, k or v; attention reads "
+                            "every row while writing, so it needs its own tensor",
+                            kOp));
+  }
+  if (lengths != nullptr && lengths->valid()) {
+    const Tensor& l = *lengths;
+    if (l.dtype() != DType::i32 || l.size() != config_.batch || l.rank() != 1) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'lengths': expected i32 [{}], got {} {}", kOp,
+                              config_.batch, to_string(l.dtype()), to_string(l.shape())));
+    }
+    if (same_memory(out, l)) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'out' shares memory with 'lengths'", kOp));
+    }
+  }
+}
+
+void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& lengths, const Tensor& out) const {
+  check(q, k, v, &lengths, out);
+  const std::size_t S = q.dim(1);
+  const std::uint64_t qblocks = (S + plan_.query_rows - 1) / plan_.query_rows;
+  const std::uint64_t total = qblocks * config_.heads * config_.batch;
+  if (total >= (std::uint64_t(1) << 32)) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: {} workgroups do not fit a 32-bit grid", kOp, total));
+  }
+  Push push{};
+  push.S = static_cast<std::uint32_t>(S);
+  push.H = static_cast<std::uint32_t>(config_.hidden);
+  push.heads = static_cast<std::uint32_t>(config_.heads);
+  push.qblocks = static_cast<std::uint32_t>(qblocks);
+  push.total = static_cast<std::uint32_t>(total);
+  push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  push.causal = config_.causal ? 1u : 0u;
+  push.has_lengths = lengths.valid() ? 1u : 0u;
+  // Without lengths the binding still needs a buffer: q is read anyway and the shader never
+  // touches binding 3 then.
+  const Tensor& len_arg = lengths.valid() ? lengths : q;
+  seq.dispatch(kernel_, {in(q), in(k), in(v), in(len_arg), vkrnn::out(out)}, push,
+               fold_groups(total, ctx_->device()));
+}
+
+void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
+                           std::span<const std::int32_t> lengths, const Tensor& out) const {
+  check(q, k, v, nullptr, out);
+  const std::size_t S = q.dim(1);
+  if (lengths.size() != config_.batch) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'lengths': expected {} values (one per batch row), got {}",
+                            kOp, config_.batch, lengths.size()));
+  }
+  for (std::size_t b = 0; b < lengths.size(); ++b) {
+    if (lengths[b] < 0 || static_cast<std::size_t>(lengths[b]) > S) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'lengths': lengths[{}] = {} is outside [0, S = {}]",
+                              kOp, b, lengths[b], S));
+    }
+  }
+  Tensor device_lengths = ctx_->tensor({config_.batch}, DType::i32, "self_attention.lengths");
+  seq.upload(device_lengths, lengths);
+  record(seq, q, k, v, device_lengths, out);
+}
+
+void SelfAttention::run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
+                        const Tensor& out) const {
+  Sequence seq = ctx_->sequence({.label = "self_attention"});
+  record(seq, q, k, v, lengths, out);
+  seq.eval();
+}
+
+}  // namespace vkrnn

@@ -1,0 +1,688 @@
+// Self-attention (flash style), positional encoding and residual add against double-precision
+// CPU references.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "vkrnn/positional_encoding.hpp"
+#include "vkrnn/residual_add.hpp"
+#include "vkrnn/self_attention.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::random_floats;
+
+// ---------------------------------------------------------------------------------------------
+// Reference
+
+struct Problem {
+  std::size_t batch = 1, S = 1, heads = 1, head_dim = 1;
+  bool causal = false;
+  std::vector<std::int32_t> lengths;  // empty: all S
+  std::size_t hidden() const { return heads * head_dim; }
+  std::string describe() const {
+    return fmt::format("B={} S={} heads={} head_dim={} causal={} lengths=[{}]", batch, S, heads,
+                       head_dim, causal, fmt::join(lengths, ","));
+  }
+};
+
+// One output row (all heads) of attention in double precision, straight from the definition:
+// scores, max-subtracted softmax over the unmasked keys, weighted sum of values.
+void reference_row(const Problem& pr, const std::vector<float>& q, const std::vector<float>& k,
+                   const std::vector<float>& v, std::size_t b, std::size_t i, double* out_row) {
+  const std::size_t H = pr.hidden(), D = pr.head_dim, S = pr.S;
+  const std::size_t len = pr.lengths.empty() ? S : static_cast<std::size_t>(pr.lengths[b]);
+  if (i >= len) {
+    std::fill(out_row, out_row + H, 0.0);
+    return;
+  }
+  const std::size_t kend = pr.causal ? std::min(len, i + 1) : len;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> e(kend);
+  for (std::size_t h = 0; h < pr.heads; ++h) {
+    const float* qi = &q[(b * S + i) * H + h * D];
+    double mx = -INFINITY;
+    for (std::size_t j = 0; j < kend; ++j) {
+      const float* kj = &k[(b * S + j) * H + h * D];
+      double s = 0.0;
+      for (std::size_t d = 0; d < D; ++d) s += double(qi[d]) * double(kj[d]);
+      e[j] = s * scale;
+      mx = std::max(mx, e[j]);
+    }
+    double sum = 0.0;
+    for (std::size_t j = 0; j < kend; ++j) {
+      e[j] = std::exp(e[j] - mx);
+      sum += e[j];
+    }
+    for (std::size_t d = 0; d < D; ++d) {
+      double acc = 0.0;
+      for (std::size_t j = 0; j < kend; ++j) acc += e[j] * double(v[(b * S + j) * H + h * D + d]);
+      out_row[h * D + d] = acc / sum;
+    }
+  }
+}
+
+std::vector<double> reference(const Problem& pr, const std::vector<float>& q,
+                               const std::vector<float>& k, const std::vector<float>& v) {
+  std::vector<double> out(pr.batch * pr.S * pr.hidden());
+  for (std::size_t b = 0; b < pr.batch; ++b) {
+    for (std::size_t i = 0; i < pr.S; ++i) {
+      reference_row(pr, q, k, v, b, i, &out[(b * pr.S + i) * pr.hidden()]);
+    }
+  }
+  return out;
+}
+
+// fp32: 1e-5 relative + 1e-6 absolute (outputs are convex combinations of values in [-1, 1]).
+constexpr double kRel = 1e-5;
+constexpr double kAbs = 1e-6;
+
+struct Inputs {
+  std::vector<float> q, k, v;
+};
+
+Inputs make_inputs(const Problem& pr, std::uint32_t seed) {
+  const std::size_t n = pr.batch * pr.S * pr.hidden();
+  return {random_floats(n, seed), random_floats(n, seed + 1), random_floats(n, seed + 2)};
+}
+
+SelfAttentionConfig config_for(const Problem& pr, std::size_t max_seq = 0) {
+  SelfAttentionConfig c;
+  c.batch = pr.batch;
+  c.max_seq = max_seq ? max_seq : pr.S;
+  c.hidden = pr.hidden();
+  c.heads = pr.heads;
+  c.causal = pr.causal;
+  return c;
+}
+
+// Runs the op on the GPU and returns the output.
+std::vector<float> run_gpu(Context& ctx, const SelfAttention& op, const Problem& pr,
+                           const Inputs& in, bool same_qkv = false) {
+  const Shape shape{pr.batch, pr.S, pr.hidden()};
+  Tensor q = ctx.tensor(shape, DType::f32, "q");
+  ctx.write(q, in.q);
+  Tensor k = q, v = q;
+  if (!same_qkv) {
+    k = ctx.tensor(shape, DType::f32, "k");
+    v = ctx.tensor(shape, DType::f32, "v");
+    ctx.write(k, in.k);
+    ctx.write(v, in.v);
+  }
+  Tensor out = ctx.tensor(shape, DType::f32, "out");
+  Sequence seq = ctx.sequence();
+  if (pr.lengths.empty()) {
+    op.record(seq, q, k, v, Tensor(), out);
+  } else {
+    op.record(seq, q, k, v, std::span<const std::int32_t>(pr.lengths), out);
+  }
+  seq.download(out);
+  seq.eval();
+  return seq.read<float>(out);
+}
+
+// Lengths for a batch: full, empty, ragged (prime-ish offsets), cycling with the case index.
+std::vector<std::int32_t> lengths_for(std::size_t batch, std::size_t S, std::size_t salt) {
+  std::vector<std::int32_t> l(batch);
+  for (std::size_t b = 0; b < batch; ++b) {
+    switch ((b + salt) % 4) {
+      case 0: l[b] = static_cast<std::int32_t>(S); break;
+      case 1: l[b] = 0; break;
+      case 2: l[b] = static_cast<std::int32_t>((S * 2 + 2) / 3); break;
+      default: l[b] = static_cast<std::int32_t>(std::min<std::size_t>(S, 1 + S / 5)); break;
+    }
+  }
+  if (batch == 1 && salt % 4 == 1) l[0] = static_cast<std::int32_t>(S);  // keep some work
+  return l;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Correctness grid
+
+TEST(SelfAttention, GridSmallSequences) {
+  Context& ctx = context();
+  std::size_t salt = 0;
+  for (std::size_t batch : {1u, 3u}) {
+    for (std::size_t S : {1u, 2u, 7u, 64u}) {
+      for (std::size_t D : {1u, 3u, 64u, 97u}) {
+        for (std::size_t heads : {1u, 2u, 4u}) {
+          for (bool causal : {false, true}) {
+            Problem pr{batch, S, heads, D, causal, {}};
+            if (salt % 3 != 0) pr.lengths = lengths_for(batch, S, salt);
+            ++salt;
+            const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(salt));
+            SelfAttention op(ctx, config_for(pr));
+            const auto got = run_gpu(ctx, op, pr, in);
+            ASSERT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), kRel, kAbs)) << pr.describe();
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SelfAttention, LongerSequences) {
+  Context& ctx = context();
+  const std::vector<Problem> problems = {
+      {3, 257, 2, 64, true, {257, 0, 130}},
+      {3, 257, 1, 97, false, {100, 257, 1}},
+      {1, 257, 4, 1, true, {}},
+      {1, 257, 2, 3, false, {200}},
+      {1, 1000, 1, 97, false, {}},
+      {1, 1000, 4, 64, true, {999}},
+      {3, 1000, 4, 3, true, {0, 1000, 517}},
+      {3, 1000, 2, 1, false, {1000, 333, 0}},
+  };
+  std::uint32_t seed = 100;
+  for (const auto& pr : problems) {
+    const Inputs in = make_inputs(pr, seed += 3);
+    SelfAttention op(ctx, config_for(pr, pr.S + 5));  // S below max_seq is allowed
+    const auto got = run_gpu(ctx, op, pr, in);
+    ASSERT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), kRel, kAbs)) << pr.describe();
+  }
+}
+
+TEST(SelfAttention, SameTensorForQueriesKeysValues) {
+  Context& ctx = context();
+  for (bool causal : {false, true}) {
+    Problem pr{2, 77, 2, 32, causal, {77, 40}};
+    Inputs in = make_inputs(pr, 7);
+    in.k = in.q;
+    in.v = in.q;
+    SelfAttention op(ctx, config_for(pr));
+    const auto got = run_gpu(ctx, op, pr, in, /*same_qkv=*/true);
+    EXPECT_TRUE(all_close(got, reference(pr, in.q, in.q, in.q), kRel, kAbs)) << pr.describe();
+  }
+}
+
+TEST(SelfAttention, NoLengthsTensorMeansFullLength) {
+  Context& ctx = context();
+  Problem pr{2, 33, 1, 16, true, {}};
+  const Inputs in = make_inputs(pr, 9);
+  SelfAttention op(ctx, config_for(pr));
+  EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs));
+}
+
+// Device-side lengths outside [0, S] are clamped (documented), never read out of bounds.
+TEST(SelfAttention, DeviceLengthsAreClamped) {
+  Context& ctx = context();
+  Problem pr{3, 20, 2, 8, false, {}};
+  const Inputs in = make_inputs(pr, 11);
+  const Shape shape{pr.batch, pr.S, pr.hidden()};
+  Tensor q = ctx.tensor(shape), k = ctx.tensor(shape), v = ctx.tensor(shape), out = ctx.tensor(shape);
+  ctx.write(q, in.q);
+  ctx.write(k, in.k);
+  ctx.write(v, in.v);
+  Tensor lengths = ctx.tensor({3}, DType::i32);
+  ctx.write(lengths, std::vector<std::int32_t>{-5, 1000, 7});
+  SelfAttention op(ctx, config_for(pr));
+  op.run(q, k, v, lengths, out);
+  pr.lengths = {0, 20, 7};
+  EXPECT_TRUE(all_close(ctx.read<float>(out), reference(pr, in.q, in.k, in.v), kRel, kAbs));
+}
+
+// Scores of magnitude ~1e4: exp() without the running max would overflow (positive scores) or
+// underflow to 0/0 (all negative). Integer inputs in [-200, 200] make every score exact in fp32
+// (|q.k| <= 64 * 200^2 < 2^24, scale 1/8 exact for head_dim 64), so the usual fp32 tolerance
+// applies.
+TEST(SelfAttention, HugeScoresStayFinite) {
+  Context& ctx = context();
+  for (int mode = 0; mode < 2; ++mode) {
+    for (bool causal : {false, true}) {
+      Problem pr{2, 150, 2, 64, causal, {150, 77}};
+      const std::size_t n = pr.batch * pr.S * pr.hidden();
+      Inputs in{std::vector<float>(n), std::vector<float>(n), random_floats(n, 5)};
+      std::mt19937 rng(42 + mode);
+      std::uniform_int_distribution<int> any(-200, 200), pos(1, 200);
+      for (std::size_t i = 0; i < n; ++i) {
+        in.q[i] = static_cast<float>(mode == 0 ? any(rng) : pos(rng));
+        in.k[i] = static_cast<float>(mode == 0 ? any(rng) : -pos(rng));
+      }
+      const auto ref = reference(pr, in.q, in.k, in.v);
+      double max_score = 0.0;  // confirm the test is what it says
+      for (std::size_t j = 0; j < pr.S; ++j) {
+        double s = 0.0;
+        for (std::size_t d = 0; d < 64; ++d) s += double(in.q[d]) * in.k[j * pr.hidden() + d];
+        max_score = std::max(max_score, std::abs(s / 8.0));
+      }
+      ASSERT_GT(max_score, 1e4);
+      SelfAttention op(ctx, config_for(pr));
+      EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), ref, kRel, kAbs))
+          << "mode " << mode << " " << pr.describe();
+    }
+  }
+}
+
+TEST(SelfAttention, BitIdenticalReruns) {
+  Context& ctx = context();
+  Problem pr{2, 300, 2, 48, true, {300, 211}};
+  const Inputs in = make_inputs(pr, 21);
+  SelfAttention op(ctx, config_for(pr));
+  const auto a = run_gpu(ctx, op, pr, in);
+  const auto b = run_gpu(ctx, op, pr, in);
+  SelfAttention op2(ctx, config_for(pr));
+  const auto c = run_gpu(ctx, op2, pr, in);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)));
+}
+
+// Correctness must not depend on the workgroup size, key tile or the number of lanes per row
+// (1 lane: q in registers; more: q and scores shared through shared memory + barriers).
+TEST(SelfAttention, ForcedWorkgroupAndTileSizes) {
+  Context& ctx = context();
+  const auto& dev = ctx.device();
+  struct Case {
+    std::uint32_t wg, tile, lanes;
+  };
+  const std::vector<Case> cases = {
+      {1, 1, 0},  {7, 5, 0},   {8, 32, 1},  {8, 16, 2},  {8, 8, 8},   {16, 3, 4},
+      {32, 64, 0}, {32, 16, 8}, {64, 32, 4}, {64, 7, 16}, {128, 32, 2}, {256, 64, 32},
+  };
+  std::size_t salt = 0;
+  for (const auto& cs : cases) {
+    for (std::size_t D : {3u, 64u, 97u}) {
+      for (bool causal : {false, true}) {
+        Problem pr{2, 65 + 31 * (salt % 3), 2, D, causal, {}};
+        pr.lengths = lengths_for(2, pr.S, salt);
+        ++salt;
+        const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(300 + salt));
+        OpOptions opt;
+        opt.workgroup_size = cs.wg;
+        opt.tile = cs.tile;
+        auto cfg = config_for(pr);
+        cfg.lanes_per_row = cs.lanes;
+        SelfAttention op(ctx, cfg, opt);
+        const auto& plan = op.plan();
+        EXPECT_EQ(plan.workgroup_size,
+                  std::min({cs.wg, dev.max_workgroup_invocations, dev.max_workgroup_size[0]}));
+        EXPECT_EQ(plan.query_rows * plan.lanes_per_row, plan.workgroup_size);
+        EXPECT_LE(plan.shared_bytes, dev.max_shared_memory);
+        const auto got = run_gpu(ctx, op, pr, in);
+        ASSERT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), kRel, kAbs))
+            << pr.describe() << " wg " << cs.wg << " tile " << cs.tile << " lanes " << cs.lanes
+            << " -> plan wg " << plan.workgroup_size << " rows " << plan.query_rows << " lanes "
+            << plan.lanes_per_row << " tile " << plan.key_tile;
+      }
+    }
+  }
+}
+
+// A large head_dim takes several lanes per row and shrinks tiles to the shared-memory limit.
+TEST(SelfAttention, LargeHeadDim) {
+  Context& ctx = context();
+  Problem pr{1, 40, 1, 700, true, {33}};
+  const Inputs in = make_inputs(pr, 31);
+  SelfAttention op(ctx, config_for(pr));
+  EXPECT_LE(op.plan().shared_bytes, ctx.device().max_shared_memory);
+  EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs));
+}
+
+TEST(SelfAttention, StagingContext) {
+  Context& ctx = test::staging_context();
+  Problem pr{2, 50, 2, 8, true, {50, 13}};
+  const Inputs in = make_inputs(pr, 41);
+  SelfAttention op(ctx, config_for(pr));
+  EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long sequences: reference for a sample of query rows only.
+
+void check_sampled_rows(std::size_t S, std::size_t D, bool causal, std::size_t len) {
+  Context& ctx = context();
+  Problem pr{1, S, 1, D, causal, {static_cast<std::int32_t>(len)}};
+  const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(S + D));
+  SelfAttention op(ctx, config_for(pr));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto got = run_gpu(ctx, op, pr, in);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<std::size_t> rows = {0, 1, len > 0 ? len - 1 : 0, len, S - 1, S / 2, S / 3 + 1};
+  for (std::size_t r = 0; rows.size() < 16; ++r) rows.push_back((r * 7919 + 13) % S);
+  std::vector<float> got_rows;
+  std::vector<double> want_rows;
+  std::vector<double> row(D);
+  for (std::size_t i : rows) {
+    if (i >= S) continue;
+    reference_row(pr, in.q, in.k, in.v, 0, i, row.data());
+    want_rows.insert(want_rows.end(), row.begin(), row.end());
+    got_rows.insert(got_rows.end(), got.begin() + i * D, got.begin() + (i + 1) * D);
+  }
+  EXPECT_TRUE(all_close(got_rows, want_rows, kRel, kAbs)) << pr.describe();
+  std::printf("[ info ] S=%zu d=%zu causal=%d: %.2f s incl. upload/download\n", S, D, causal, secs);
+}
+
+TEST(SelfAttention, SampledRowsS4096) {
+  check_sampled_rows(4096, 64, false, 4096);
+  check_sampled_rows(4096, 64, true, 4000);
+}
+
+TEST(SelfAttentionLong, SampledRowsS16384) {
+  check_sampled_rows(16384, 64, false, 16384);
+  check_sampled_rows(16384, 64, true, 16000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fp16 storage
+
+std::vector<std::uint16_t> to_half(const std::vector<float>& v) {
+  std::vector<std::uint16_t> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = float_to_half(v[i]);
+  return h;
+}
+
+std::vector<float> half_rounded(const std::vector<float>& v) {
+  std::vector<float> r(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) r[i] = half_to_float(float_to_half(v[i]));
+  return r;
+}
+
+TEST(SelfAttention, Fp16Storage) {
+  Context& ctx = context();
+  OpOptions opt;
+  opt.fp16_storage = true;
+  Problem pr{2, 129, 2, 64, true, {129, 60}};
+  if (!ctx.features().storage_buffer_16bit) {
+    try {
+      SelfAttention op(ctx, config_for(pr), opt);
+      FAIL() << "expected Error(missing_feature)";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::missing_feature);
+      EXPECT_NE(std::string(e.what()).find("fp16_storage"), std::string::npos) << e.what();
+    }
+    GTEST_SKIP() << "device has no storageBuffer16BitAccess";
+  }
+  for (bool causal : {false, true}) {
+    pr.causal = causal;
+    const Inputs in = make_inputs(pr, causal ? 51 : 52);
+    const Shape shape{pr.batch, pr.S, pr.hidden()};
+    Tensor q = ctx.tensor(shape, DType::f16), k = ctx.tensor(shape, DType::f16),
+           v = ctx.tensor(shape, DType::f16), out = ctx.tensor(shape);
+    ctx.write(q, to_half(in.q));
+    ctx.write(k, to_half(in.k));
+    ctx.write(v, to_half(in.v));
+    SelfAttention op(ctx, config_for(pr), opt);
+    Sequence seq = ctx.sequence();
+    op.record(seq, q, k, v, std::span<const std::int32_t>(pr.lengths), out);
+    seq.download(out);
+    seq.eval();
+    const auto got = seq.read<float>(out);
+    // (a) The kernel widens f16 exactly and computes in fp32: against the reference on the
+    // half-rounded inputs, the fp32 tolerance holds.
+    const auto qh = half_rounded(in.q), kh = half_rounded(in.k), vh = half_rounded(in.v);
+    EXPECT_TRUE(all_close(got, reference(pr, qh, kh, vh), kRel, kAbs)) << pr.describe();
+    // (b) Against the fp32 inputs: each input carries a relative rounding error <= 2^-11
+    // (4.9e-4). Values in [-1, 1] put <= 4.9e-4 of error straight into the output; scores
+    // (|e| <~ 3 here) move by <= ~2 * 4.9e-4 * |q||k|/sqrt(d) ~ 3e-3 worst case, which shifts
+    // weights by that fraction. 5e-3 absolute covers both with margin; typical errors are ~1e-4.
+    EXPECT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), 0.0, 5e-3)) << pr.describe();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+template <class F>
+void expect_error(F&& f, ErrorCode code, std::vector<std::string> words) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown; expected one mentioning " << fmt::format("{}", fmt::join(words, ", "));
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& w : words) {
+      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
+          << "message lacks '" << w << "': " << e.what();
+    }
+  }
+}
+
+TEST(SelfAttention, BadConfigs) {
+  Context& ctx = context();
+  auto make = [&](SelfAttentionConfig c) { return [&ctx, c] { SelfAttention op(ctx, c); }; };
+  expect_error(make({0, 8, 16, 1, false}), ErrorCode::invalid_argument, {"SelfAttention", "batch"});
+  expect_error(make({1, 0, 16, 1, false}), ErrorCode::invalid_argument, {"SelfAttention", "max_seq"});
+  expect_error(make({1, 8, 0, 1, false}), ErrorCode::invalid_argument, {"SelfAttention", "hidden"});
+  expect_error(make({1, 8, 16, 0, false}), ErrorCode::invalid_argument, {"SelfAttention", "heads"});
+  expect_error(make({1, 8, 10, 4, false}), ErrorCode::invalid_argument,
+               {"SelfAttention", "hidden (10)", "heads (4)"});
+  // Too large for 32-bit indexing.
+  expect_error(make({1024, 65536, 1024, 1, false}), ErrorCode::out_of_range, {"SelfAttention"});
+}
+
+TEST(SelfAttention, BadArguments) {
+  Context& ctx = context();
+  SelfAttention op(ctx, {2, 16, 8, 2, false});
+  Tensor good = ctx.tensor({2, 16, 8});
+  Tensor good2 = ctx.tensor({2, 16, 8});
+  Tensor good3 = ctx.tensor({2, 16, 8});
+  Tensor out = ctx.tensor({2, 16, 8});
+  Tensor shorter = ctx.tensor({2, 10, 8});
+  Tensor lengths = ctx.tensor({2}, DType::i32);
+  Sequence seq = ctx.sequence();
+  auto rec = [&](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& l, const Tensor& o) {
+    return [&, q, k, v, l, o] { op.record(seq, q, k, v, l, o); };
+  };
+  expect_error(rec(ctx.tensor({2, 16, 9}), good, good2, lengths, out), ErrorCode::invalid_argument,
+               {"SelfAttention", "'q'", "[2, S, 8]", "[2, 16, 9]"});
+  expect_error(rec(ctx.tensor({16, 8}), good, good2, lengths, out), ErrorCode::invalid_argument,
+               {"'q'", "[16, 8]"});
+  expect_error(rec(ctx.tensor({3, 16, 8}), good, good2, lengths, out), ErrorCode::invalid_argument,
+               {"'q'", "[3, 16, 8]"});
+  expect_error(rec(ctx.tensor({2, 17, 8}), good, good2, lengths, out), ErrorCode::invalid_argument,
+               {"'q'", "S <= 16", "[2, 17, 8]"});
+  expect_error(rec(ctx.tensor({2, 16, 8}, DType::f16), good, good2, lengths, out),
+               ErrorCode::invalid_argument, {"'q'", "f32", "f16"});
+  expect_error(rec(good, shorter, good2, lengths, out), ErrorCode::invalid_argument,
+               {"'k'", "[2, 16, 8]", "[2, 10, 8]"});
+  expect_error(rec(good, good2, shorter, lengths, out), ErrorCode::invalid_argument,
+               {"'v'", "[2, 10, 8]"});
+  expect_error(rec(good, good2, good3, lengths, shorter), ErrorCode::invalid_argument,
+               {"'out'", "[2, 10, 8]"});
+  expect_error(rec(good, good2, good3, lengths, ctx.tensor({2, 16, 8}, DType::i32)),
+               ErrorCode::invalid_argument, {"'out'", "i32"});
+  expect_error(rec(good, good2, good3, lengths, good2), ErrorCode::invalid_argument,
+               {"'out'", "shares memory"});
+  expect_error(rec(good, good2, good3, lengths, good.reshaped({2, 16, 8})),
+               ErrorCode::invalid_argument, {"'out'", "shares memory"});
+  expect_error(rec(good, good2, good3, ctx.tensor({3}, DType::i32), out),
+               ErrorCode::invalid_argument, {"'lengths'", "i32 [2]", "[3]"});
+  expect_error(rec(good, good2, good3, ctx.tensor({2}, DType::f32), out),
+               ErrorCode::invalid_argument, {"'lengths'", "f32"});
+  expect_error(rec(Tensor(), good2, good3, lengths, out), ErrorCode::invalid_argument,
+               {"'q'", "empty"});
+
+  auto rec_host = [&](std::vector<std::int32_t> l) {
+    return [&, l] { op.record(seq, good, good2, good3, std::span<const std::int32_t>(l), out); };
+  };
+  expect_error(rec_host({16, -1}), ErrorCode::invalid_argument, {"'lengths'", "lengths[1] = -1", "S = 16"});
+  expect_error(rec_host({17, 3}), ErrorCode::invalid_argument, {"lengths[0] = 17"});
+  expect_error(rec_host({16}), ErrorCode::invalid_argument, {"'lengths'", "expected 2 values", "got 1"});
+  EXPECT_EQ(seq.stats().dispatches, 0u);  // nothing was recorded by the failed calls
+}
+
+// ---------------------------------------------------------------------------------------------
+// Positional encoding
+
+double pe_reference(std::size_t pos, std::size_t col, std::size_t d) {
+  const std::size_t i2 = col - col % 2;
+  const long double angle =
+      static_cast<long double>(pos) /
+      std::pow(10000.0L, static_cast<long double>(i2) / static_cast<long double>(d));
+  return static_cast<double>(col % 2 == 0 ? std::sin(angle) : std::cos(angle));
+}
+
+TEST(PositionalEncoding, MatchesDefinition) {
+  Context& ctx = context();
+  for (std::size_t d : {1u, 2u, 7u, 64u, 97u}) {
+    for (std::uint32_t offset : {0u, 5000u, 1000000u}) {
+      for (bool in_place : {false, true}) {
+        for (bool batched : {false, true}) {
+          const std::size_t B = batched ? 3 : 1, S = 37;
+          const Shape shape = batched ? Shape{B, S, d} : Shape{S, d};
+          const auto x = random_floats(B * S * d, static_cast<std::uint32_t>(d + offset));
+          Tensor tx = ctx.tensor(shape);
+          ctx.write(tx, x);
+          Tensor tout = in_place ? tx : ctx.tensor(shape);
+          PositionalEncoding pe(ctx, d);
+          Sequence seq = ctx.sequence();
+          pe.record(seq, tx, tout, offset);
+          seq.download(tout);
+          seq.eval();
+          std::vector<double> want(x.size());
+          for (std::size_t r = 0; r < B * S; ++r) {
+            for (std::size_t c = 0; c < d; ++c) {
+              want[r * d + c] = double(x[r * d + c]) + pe_reference(r % S + offset, c, d);
+            }
+          }
+          // Exact angle reduction + ~1 ulp polynomials: ~1e-7, plus the fp32 rounding of the sum.
+          EXPECT_TRUE(all_close(seq.read<float>(tout), want, 0.0, 4e-7))
+              << "d=" << d << " offset=" << offset << " in_place=" << in_place;
+        }
+      }
+    }
+  }
+}
+
+TEST(PositionalEncoding, BadArguments) {
+  Context& ctx = context();
+  expect_error([&] { PositionalEncoding pe(ctx, 0); }, ErrorCode::invalid_argument,
+               {"PositionalEncoding", "d_model"});
+  PositionalEncoding pe(ctx, 8);
+  Sequence seq = ctx.sequence();
+  Tensor x = ctx.tensor({2, 5, 8});
+  expect_error([&] { pe.record(seq, ctx.tensor({2, 5, 7}), ctx.tensor({2, 5, 7})); },
+               ErrorCode::invalid_argument, {"PositionalEncoding", "'x'", "[2, 5, 7]"});
+  expect_error([&] { pe.record(seq, x, ctx.tensor({2, 6, 8})); }, ErrorCode::invalid_argument,
+               {"'out'", "[2, 6, 8]"});
+  expect_error([&] { pe.record(seq, x, ctx.tensor({2, 5, 8}, DType::f16)); },
+               ErrorCode::invalid_argument, {"'out'", "f16"});
+  expect_error([&] { pe.record(seq, ctx.tensor({40}), ctx.tensor({40})); },
+               ErrorCode::invalid_argument, {"'x'", "[40]"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residual add
+
+TEST(ResidualAdd, OutOfPlaceAndInPlace) {
+  Context& ctx = context();
+  ResidualAdd add(ctx);
+  for (std::size_t n : {1u, 7u, 1000u, 65537u}) {
+    const auto a = random_floats(n, 1), b = random_floats(n, 2, -100.0f, 100.0f);
+    std::vector<float> sum(n), twice(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      sum[i] = a[i] + b[i];  // fp32 addition is correctly rounded on host and device alike
+      twice[i] = a[i] + a[i];
+    }
+    for (int mode = 0; mode < 4; ++mode) {
+      Tensor ta = ctx.tensor({n}), tb = ctx.tensor({n});
+      ctx.write(ta, a);
+      ctx.write(tb, b);
+      Tensor out = mode == 0 ? ctx.tensor({n}) : mode == 1 ? ta : mode == 2 ? tb : ta;
+      Sequence seq = ctx.sequence();
+      if (mode == 3) {
+        add.record(seq, ta, ta, ta);
+      } else {
+        add.record(seq, ta, tb, out);
+      }
+      seq.download(out);
+      seq.eval();
+      const auto got = seq.read<float>(out);
+      EXPECT_EQ(0, std::memcmp(got.data(), (mode == 3 ? twice : sum).data(), n * sizeof(float)))
+          << "n=" << n << " mode=" << mode;
+    }
+  }
+}
+
+TEST(ResidualAdd, BadArguments) {
+  Context& ctx = context();
+  ResidualAdd add(ctx);
+  Sequence seq = ctx.sequence();
+  Tensor a = ctx.tensor({4, 5});
+  expect_error([&] { add.record(seq, a, ctx.tensor({4, 6}), ctx.tensor({4, 5})); },
+               ErrorCode::invalid_argument, {"ResidualAdd", "'b'", "20 elements", "[4, 6]"});
+  expect_error([&] { add.record(seq, a, ctx.tensor({20}), ctx.tensor({4, 5}, DType::i32)); },
+               ErrorCode::invalid_argument, {"ResidualAdd", "'out'", "i32"});
+  expect_error([&] { add.record(seq, Tensor(), a, a); }, ErrorCode::invalid_argument,
+               {"ResidualAdd", "'a'", "empty"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chain the "self-attention + RNN" model runs, in one sequence: x += PE; o = attn(x, x, x);
+// y = o + x. The recorder must order the three dispatches (read-after-write on x, then o).
+
+TEST(SelfAttention, PositionalEncodingAttentionResidualChain) {
+  Context& ctx = context();
+  Problem pr{2, 45, 2, 12, true, {45, 30}};
+  const std::size_t H = pr.hidden(), n = pr.batch * pr.S * H;
+  const auto x = random_floats(n, 77);
+  Tensor tx = ctx.tensor({pr.batch, pr.S, H}), to = ctx.tensor({pr.batch, pr.S, H});
+  ctx.write(tx, x);
+  PositionalEncoding pe(ctx, H);
+  SelfAttention attn(ctx, config_for(pr));
+  ResidualAdd add(ctx);
+  Sequence seq = ctx.sequence();
+  pe.record(seq, tx, tx);
+  attn.record(seq, tx, tx, tx, std::span<const std::int32_t>(pr.lengths), to);
+  add.record(seq, to, tx, to);
+  seq.download(to);
+  seq.eval();
+  EXPECT_GE(seq.stats().barriers, 2u);
+
+  std::vector<float> xp(n);  // x + PE rounded to fp32 like the device does
+  for (std::size_t r = 0; r < pr.batch * pr.S; ++r) {
+    for (std::size_t c = 0; c < H; ++c) {
+      xp[r * H + c] = static_cast<float>(double(x[r * H + c]) + pe_reference(r % pr.S, c, H));
+    }
+  }
+  auto want = reference(pr, xp, xp, xp);
+  for (std::size_t i = 0; i < n; ++i) want[i] += xp[i];
+  // x + PE carries ~4e-7 of PE error into q/k/v, scores move by ~d * 4e-7 * |x| ~ 1e-5.
+  EXPECT_TRUE(all_close(seq.read<float>(to), want, 1e-5, 2e-5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// W4 figures (no thresholds): GPU time per dispatch from timestamps.
+
+TEST(SelfAttentionLong, W4Timings) {
+  Context& ctx = context();
+  for (std::size_t S : {256u, 1024u, 4096u}) {
+    for (bool causal : {false, true}) {
+      Problem pr{1, S, 1, 64, causal, {}};
+      const Inputs in = make_inputs(pr, 3);
+      const Shape shape{1, S, 64};
+      Tensor h = ctx.tensor(shape), out = ctx.tensor(shape);
+      ctx.write(h, in.q);
+      SelfAttention op(ctx, config_for(pr));
+      std::vector<double> ms;
+      for (int rep = 0; rep < 7; ++rep) {
+        Sequence seq = ctx.sequence({.profile = true});
+        op.record(seq, h, h, h, Tensor(), out);
+        seq.eval();
+        const auto t = seq.timings();
+        if (rep > 0 && !t.empty()) ms.push_back(t[0].gpu_ns * 1e-6);
+      }
+      ASSERT_FALSE(ms.empty()) << "no timestamps (device without compute timestamps?)";
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      const double flops = 4.0 * double(S) * double(S) * 64.0;
+      std::printf("[ W4 ] S=%zu d=64 causal=%d: median %.3f ms (min %.3f max %.3f), %.2f GFLOP/s "
+                  "(4*S*S*d; causal does about half)\n",
+                  S, causal, med, ms.front(), ms.back(), flops / (med * 1e6));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vkrnn
