@@ -303,8 +303,13 @@ def cpu_vendor():
 
 
 def host_info():
-    return {"os": f"{platform.system()} {platform.release()}", "cpu": cpu_model(),
+    info = {"os": f"{platform.system()} {platform.release()}", "cpu": cpu_model(),
             "cores": os.cpu_count()}
+    try:
+        info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
 
 
 def main(argv=None):

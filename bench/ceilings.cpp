@@ -1,0 +1,115 @@
+#include "ceilings.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "timing.hpp"
+#include "workload.hpp"
+
+namespace vkrnn::bench {
+
+namespace {
+
+constexpr std::uint64_t kCopyBytes = 64ull << 20;  // 64 MiB source (+ 64 MiB written)
+
+struct CopyPush {
+  std::uint32_t n;
+};
+
+// Folds `total` workgroups into x * y with x within the device limit, wasting fewer than y.
+Groups fold(std::uint64_t total, const DeviceInfo& dev) {
+  const std::uint64_t max_x = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
+  const std::uint64_t y = (total + max_x - 1) / max_x;
+  const std::uint64_t x = (total + y - 1) / y;
+  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(y), 1};
+}
+
+// Workgroup sizes worth trying: the subgroup size (what lavapipe likes), 64 and 256 (what GPUs
+// like), within the device's limits.
+std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
+  const std::uint32_t limit = std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]);
+  std::vector<std::uint32_t> sizes;
+  for (std::uint32_t s : {std::max<std::uint32_t>(dev.subgroup_size, 1), 64u, 256u}) {
+    s = std::min(s, limit);
+    if (std::find(sizes.begin(), sizes.end(), s) == sizes.end()) sizes.push_back(s);
+  }
+  return sizes;
+}
+
+}  // namespace
+
+nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options) {
+  const DeviceInfo& dev = ctx.device();
+  const bool gpu_time = dev.timestamps;
+  TimingOptions timing{options.warmup, options.repetitions, gpu_time, "ceiling"};
+  nlohmann::ordered_json result;
+
+  // --- copy shader -------------------------------------------------------------------
+  const std::size_t floats = kCopyBytes / sizeof(float);
+  const std::uint32_t vec4s = static_cast<std::uint32_t>(floats / 4);
+  Tensor src = ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src");
+  Tensor dst = ctx.tensor({floats}, DType::f32, "bench_copy.dst");
+  double best_gbps = 0.0;
+  nlohmann::ordered_json best_config;
+  for (std::uint32_t wg : workgroup_sizes(dev)) {
+    for (std::uint32_t per : {1u, 4u}) {
+      Kernel k = ctx.kernel({"bench_copy", {wg, 1, 1, per}, 2, sizeof(CopyPush)});
+      const std::uint64_t per_group = std::uint64_t(wg) * per;
+      const Groups groups = fold((vec4s + per_group - 1) / per_group, dev);
+      const Samples s = run_timed(ctx, [&](Sequence& seq) {
+        seq.dispatch(k, {in(src), out(dst)}, CopyPush{vec4s}, groups);
+      }, timing);
+      const double us = median(gpu_time ? s.gpu_us : s.wall_us);
+      const double gbps = 2.0 * double(kCopyBytes) / (us * 1e3);  // read + write bytes
+      if (gbps > best_gbps) {
+        best_gbps = gbps;
+        best_config = {{"workgroup_size", wg}, {"vec4_per_invocation", per},
+                       {"basis", gpu_time ? "gpu" : "wall"}};
+      }
+    }
+  }
+  // Checks the copy really happened, so a broken shader cannot pass as a fast one.
+  {
+    const auto a = ctx.read<float>(src);
+    const auto b = ctx.read<float>(dst);
+    if (a != b) throw Error(ErrorCode::state, "vkrnn-bench: bench_copy produced a wrong copy");
+  }
+  result["copy_shader_gbps"] = best_gbps;
+
+  // --- vkCmdCopyBuffer (Sequence::copy): wall time, as timestamps only surround dispatches.
+  // Four copies back and forth per submission dilute the submit cost.
+  {
+    constexpr int copies = 4;
+    TimingOptions wall = timing;
+    wall.profile = false;
+    const Samples s = run_timed(ctx, [&](Sequence& seq) {
+      for (int i = 0; i < copies; ++i) {
+        if (i % 2 == 0) seq.copy(src, dst); else seq.copy(dst, src);
+      }
+    }, wall);
+    result["copy_buffer_gbps"] = 2.0 * double(kCopyBytes) * copies / (median(s.wall_us) * 1e3);
+  }
+
+  // --- empty dispatch and empty submit -------------------------------------------------
+  {
+    constexpr int many = 64;
+    TimingOptions wall = timing;
+    wall.profile = false;
+    Tensor unused = ctx.tensor({4}, DType::u32, "bench_empty.unused");
+    Kernel k = ctx.kernel({"bench_empty", {std::max<std::uint32_t>(dev.subgroup_size, 1), 1, 1}, 1, 0});
+    auto empties = [&](int n) {
+      return run_timed(ctx, [&, n](Sequence& seq) {
+        for (int i = 0; i < n; ++i) seq.dispatch(k, {in(unused)}, std::span<const std::byte>{}, {1, 1, 1});
+      }, wall);
+    };
+    const double one = median(empties(1).wall_us);
+    const double n = median(empties(many).wall_us);
+    result["empty_dispatch_us"] = std::max(0.0, (n - one) / (many - 1));
+    result["empty_submit_us"] = one;  // submit + wait of one command buffer with one empty dispatch
+  }
+  result["copy_shader_config"] = best_config;
+  return result;
+}
+
+}  // namespace vkrnn::bench

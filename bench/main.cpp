@@ -1,0 +1,313 @@
+// vkrnn-bench: runs the standard workloads (/work/shared/workloads.md) on every Vulkan device
+// present (or those chosen with --device), with the device's own ceilings measured in the same
+// run, prints a table and writes JSON in the schema of bench/schema.json (see bench/SCHEMA.md).
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "ceilings.hpp"
+#include "timing.hpp"
+#include "workload.hpp"
+
+namespace vkrnn::bench {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+std::string iso_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S+00:00", &tm);
+  return buf;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
+  }
+  return "unknown";
+}
+
+json host_info() {
+  utsname u{};
+  std::string os = "unknown";
+  if (uname(&u) == 0) os = std::string(u.sysname) + " " + u.release;
+  json host = {{"os", os}, {"cpu", cpu_model()},
+               {"cores", std::max(1u, std::thread::hardware_concurrency())}};
+  double load[3];
+  if (getloadavg(load, 3) == 3) {
+    host["load_avg"] = {std::round(load[0] * 100) / 100, std::round(load[1] * 100) / 100,
+                        std::round(load[2] * 100) / 100};
+  }
+  return host;
+}
+
+// The schema's own names, independent of how vkrnn::to_string spells them.
+const char* type_name(DeviceType t) {
+  switch (t) {
+    case DeviceType::discrete: return "discrete";
+    case DeviceType::integrated: return "integrated";
+    case DeviceType::virtual_gpu: return "virtual_gpu";
+    case DeviceType::cpu: return "cpu";
+    default: return "other";
+  }
+}
+
+std::string api_string(std::uint32_t v) {
+  return fmt::format("{}.{}.{}", VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v));
+}
+
+json device_json(const DeviceInfo& d, bool validation) {
+  json j;
+  j["index"] = d.index;
+  j["name"] = d.name;
+  j["vendor"] = to_string(d.vendor);
+  j["vendor_id"] = d.vendor_id;
+  j["device_type"] = type_name(d.type);
+  j["driver_name"] = d.driver_name;
+  j["driver_version"] = d.driver_version_string.empty() ? std::to_string(d.driver_version)
+                                                        : d.driver_version_string;
+  j["api_version"] = api_string(d.api_version);
+  j["subgroup_size"] = d.subgroup_size;
+  j["timestamps"] = d.timestamps;
+  j["validation"] = validation;
+  j["ceilings"] = nullptr;
+  j["rows"] = json::array();
+  j["skipped"] = json::array();
+  return j;
+}
+
+json nullable_rate(double work, double per, double scale) {
+  if (work <= 0.0 || per <= 0.0) return nullptr;
+  return work / per * scale;
+}
+
+json row_json(const Workload& w, const Samples& s, int warmup, const json& ceilings) {
+  const double wall = median(s.wall_us);  // every derived rate is from the wall median
+  json r;
+  r["id"] = w.id;
+  r["name"] = w.name();
+  r["params"] = w.params;
+  r["precision"] = w.precision;
+  r["repetitions"] = s.wall_us.size();
+  r["warmup"] = warmup;
+  r["gpu_us"] = summary(s.gpu_us);
+  r["wall_us"] = summary(s.wall_us);
+  r["record_us"] = summary(s.record_us);
+  r["gbps"] = nullable_rate(w.work.bytes_read, wall, 1e-3);
+  r["gflops"] = nullable_rate(w.work.flops, wall, 1e-3);
+  r["tokens_per_s"] = nullable_rate(w.work.tokens, wall, 1e6);
+  r["us_per_step"] = w.work.steps > 0 ? json(wall / w.work.steps) : json(nullptr);
+  r["copy_fraction"] = nullptr;
+  if (r["gbps"].is_number() && ceilings.is_object() && ceilings["copy_shader_gbps"].is_number() &&
+      ceilings["copy_shader_gbps"].get<double>() > 0.0) {
+    r["copy_fraction"] = r["gbps"].get<double>() / ceilings["copy_shader_gbps"].get<double>();
+  }
+  r["dispatches"] = s.dispatches;
+  r["submissions"] = s.submissions;
+  r["backend"] = {{"name", "vkrnn " + std::string(VKRNN_VERSION)}, {"blas", nullptr}, {"threads", nullptr}};
+  return r;
+}
+
+std::string fmt_opt(const json& v, const char* spec_unit) {
+  if (!v.is_number()) return "";
+  return fmt::format(fmt::runtime(spec_unit), v.get<double>());
+}
+
+void print_header(const json& d) {
+  fmt::print("\n== {} [{}] — {} {}, driver {} {}, Vulkan {}, subgroup {}, timestamps {}\n",
+             d["name"].get<std::string>(), d["index"].get<int>(), d["vendor"].get<std::string>(),
+             d["device_type"].get<std::string>(), d["driver_name"].get<std::string>(),
+             d["driver_version"].get<std::string>(), d["api_version"].get<std::string>(),
+             d["subgroup_size"].get<int>(), d["timestamps"].get<bool>() ? "yes" : "no");
+}
+
+void print_ceilings(const json& c) {
+  const auto& cfg = c["copy_shader_config"];
+  fmt::print("   ceilings: copy shader {:.2f} GB/s (wg {} x {} vec4, {} time) | vkCmdCopyBuffer "
+             "{:.2f} GB/s | empty dispatch {:.1f} us | empty submit+wait {:.1f} us\n",
+             c["copy_shader_gbps"].get<double>(), cfg["workgroup_size"].get<int>(),
+             cfg["vec4_per_invocation"].get<int>(), cfg["basis"].get<std::string>(),
+             c["copy_buffer_gbps"].get<double>(), c["empty_dispatch_us"].get<double>(),
+             c["empty_submit_us"].get<double>());
+  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>5}\n", "row",
+             "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%", "disp");
+}
+
+void print_row(const json& r) {
+  const auto& wall = r["wall_us"];
+  std::string other = fmt_opt(r["tokens_per_s"], "{:.0f} tok/s");
+  if (other.empty()) other = fmt_opt(r["us_per_step"], "{:.1f} us/step");
+  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>5}\n",
+             r["name"].get<std::string>(), wall["median"].get<double>(),
+             fmt::format("[{:.1f} .. {:.1f}]", wall["min"].get<double>(), wall["max"].get<double>()),
+             r["gpu_us"].is_null() ? "-" : fmt::format("{:.1f}", r["gpu_us"]["median"].get<double>()),
+             fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
+             fmt_opt(r["copy_fraction"].is_number() ? json(r["copy_fraction"].get<double>() * 100.0)
+                                                     : json(nullptr), "{:.0f}%"),
+             r["dispatches"].get<int>());
+}
+
+struct ValidationLog {
+  std::mutex mutex;
+  std::vector<std::string> messages;
+};
+
+int run(int argc, char** argv) {
+  CLI::App app{"vkrnn-bench: the standard workloads (W1-W4) and the device ceilings on every "
+               "Vulkan device, as a table and as JSON (bench/SCHEMA.md)"};
+  std::vector<std::string> device_selectors, filters;
+  bool list = false, list_devices_only = false, no_ceilings = false, ceilings_only = false,
+       validation = false;
+  int repetitions = 20, warmup = 3;
+  std::string out_path;
+  app.add_option("-d,--device", device_selectors,
+                 "device index or case-insensitive name substring (repeatable; default: all)");
+  app.add_flag("--list", list, "print the rows (after --filter) and exit");
+  app.add_flag("--list-devices", list_devices_only, "print the Vulkan devices and exit");
+  app.add_option("-f,--filter", filters,
+                 "row name prefix or glob, or workload id (repeatable), e.g. W1.dot, W2, "
+                 "'W1.*/B=16,*'");
+  app.add_option("-r,--repetitions", repetitions, "timed repetitions per row (default 20)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("-w,--warmup", warmup, "untimed repetitions before timing (default 3)")
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("-o,--out", out_path, "write the JSON results to this file");
+  app.add_flag("--no-ceilings", no_ceilings, "skip the ceiling measurements");
+  app.add_flag("--ceilings-only", ceilings_only, "measure the ceilings, run no row");
+  app.add_flag("--validation", validation,
+               "enable the Khronos validation layer; any message makes the exit status 3");
+  CLI11_PARSE(app, argc, argv);
+
+  if (ceilings_only && no_ceilings) {
+    fmt::print(stderr, "vkrnn-bench: --ceilings-only and --no-ceilings leave nothing to do\n");
+    return 2;
+  }
+  std::vector<Workload> rows;
+  for (auto& w : ceilings_only ? std::vector<Workload>{} : registered_workloads()) {
+    const std::string name = w.name();
+    if (filters.empty() || std::any_of(filters.begin(), filters.end(), [&](const std::string& f) {
+          return matches(w.id, name, f);
+        })) {
+      rows.push_back(std::move(w));
+    }
+  }
+  if (list) {
+    for (const auto& w : rows) fmt::print("{}\n", w.name());
+    return 0;
+  }
+  if (!filters.empty() && rows.empty() && !ceilings_only) {
+    fmt::print(stderr, "vkrnn-bench: no row matches the filter (see --list)\n");
+    return 2;
+  }
+
+  const std::vector<DeviceInfo> devices = vkrnn::list_devices();
+  if (list_devices_only) {
+    for (const auto& d : devices) {
+      fmt::print("{}: {} ({}, {}, driver {} {})\n", d.index, d.name, to_string(d.vendor),
+                 type_name(d.type), d.driver_name, d.driver_version_string);
+    }
+    return 0;
+  }
+  std::vector<std::uint32_t> chosen;
+  if (device_selectors.empty()) {
+    for (const auto& d : devices) chosen.push_back(d.index);
+  } else {
+    for (const auto& sel : device_selectors) {
+      const std::uint32_t i = select_device(devices, sel);
+      if (std::find(chosen.begin(), chosen.end(), i) == chosen.end()) chosen.push_back(i);
+    }
+  }
+
+  ValidationLog log;
+  json doc;
+  doc["schema_version"] = 1;
+  doc["tool"] = "vkrnn-bench";
+  doc["created"] = iso_now();
+  doc["host"] = host_info();
+  doc["devices"] = json::array();
+
+  for (std::uint32_t index : chosen) {
+    ContextOptions co;
+    co.device = std::to_string(index);
+    co.validation = validation;
+    co.validation_sink = [&log](MessageSeverity severity, std::string_view message) {
+      if (severity != MessageSeverity::warning && severity != MessageSeverity::error) return;
+      std::lock_guard lock(log.mutex);
+      log.messages.emplace_back(message);
+    };
+    Context ctx(co);
+    const DeviceInfo& info = ctx.device();
+    json d = device_json(info, validation);
+    print_header(d);
+    if (!no_ceilings) {
+      d["ceilings"] = measure_ceilings(ctx, {std::min(warmup, 2), std::max(repetitions, 5)});
+      print_ceilings(d["ceilings"]);
+    }
+    for (const auto& w : rows) {
+      const std::string name = w.name();
+      try {
+        const Recorder record = w.setup(ctx);
+        const Samples s = run_timed(ctx, record, {warmup, repetitions, info.timestamps, name});
+        d["rows"].push_back(row_json(w, s, warmup, d["ceilings"]));
+        print_row(d["rows"].back());
+      } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on
+        d["skipped"].push_back({{"name", name}, {"reason", e.what()}});
+        fmt::print("   {:<40} skipped: {}\n", name, e.what());
+      }
+      std::fflush(stdout);
+    }
+    doc["devices"].push_back(std::move(d));
+  }
+
+  if (!out_path.empty()) {
+    std::ofstream f(out_path);
+    f << doc.dump(1) << "\n";
+    if (!f) {
+      fmt::print(stderr, "vkrnn-bench: cannot write {}\n", out_path);
+      return 1;
+    }
+    fmt::print("\nwrote {}\n", out_path);
+  }
+  if (!log.messages.empty()) {
+    for (const auto& m : log.messages) fmt::print(stderr, "validation: {}\n", m);
+    fmt::print(stderr, "vkrnn-bench: {} validation message(s)\n", log.messages.size());
+    return 3;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace vkrnn::bench
+
+int main(int argc, char** argv) {
+  try {
+    return vkrnn::bench::run(argc, argv);
+  } catch (const vkrnn::Error& e) {
+    fmt::print(stderr, "vkrnn-bench: {} error: {}\n", vkrnn::to_string(e.code()), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "vkrnn-bench: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,36 @@
+#pragma once
+// Timing one recorded repetition: warm-up, then timed repetitions, each re-recorded into the
+// same Sequence (reset), submitted and waited for. Wall time is steady_clock around
+// submit() + wait(); GPU time is the sum of the per-dispatch timestamps of that repetition.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "workload.hpp"
+
+namespace vkrnn::bench {
+
+struct Samples {
+  std::vector<double> wall_us;    // submit + wait
+  std::vector<double> gpu_us;     // empty unless profiled
+  std::vector<double> record_us;  // host time recording the repetition
+  std::uint32_t dispatches = 0;   // per repetition
+  std::uint32_t submissions = 0;  // per repetition
+};
+
+struct TimingOptions {
+  int warmup = 3;
+  int repetitions = 20;
+  bool profile = false;  // timestamps around every dispatch (needs DeviceInfo::timestamps)
+  std::string label;
+};
+
+Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& options);
+
+double median(std::vector<double> v);
+// {"median", "min", "max"}, or null for no samples.
+nlohmann::ordered_json summary(const std::vector<double>& v);
+
+}  // namespace vkrnn::bench

@@ -1,0 +1,62 @@
+#pragma once
+// vkrnn-bench's registration interface. Each workload family (bench/w1_attention.cpp, ...)
+// registers the rows of /work/shared/workloads.md it implements; main.cpp times them on every
+// selected device. A row's setup builds its tensors and ops once and returns a recorder that
+// records ONE repetition into a Sequence; the harness submits and times it.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vkrnn/vkrnn.hpp"
+
+namespace vkrnn::bench {
+
+// Row parameters in the order workloads.md lists them: they form the row name.
+using Params = nlohmann::ordered_json;
+
+// Work done by one repetition; 0 means "not a rate this row reports". The formulas for each
+// family are in bench/SCHEMA.md and must match bench/torch_baseline.py's work().
+struct Work {
+  double bytes_read = 0;  // distinct bytes read (each tensor counted once) -> gbps
+  double flops = 0;       // -> gflops
+  double tokens = 0;      // tokens produced -> tokens_per_s
+  double steps = 0;       // timesteps / decode steps -> us_per_step
+};
+
+using Recorder = std::function<void(Sequence&)>;
+
+struct Workload {
+  std::string id;  // "W1.dot"
+  Params params;   // {"B": 1, "S": 64, "H": 256}
+  std::string precision = "fp32";
+  Work work;
+  // Builds tensors (fixed-seed random data) and ops on `ctx`, returns the recorder of one
+  // repetition. May throw vkrnn::Error (e.g. a shape beyond the device's limits): the row is
+  // then listed under "skipped" with the message.
+  std::function<Recorder(Context& ctx)> setup;
+
+  std::string name() const;  // "W1.dot/B=1,S=64,H=256"
+};
+
+// "<id>/<k>=<v>,..." with bools as true/false (torch_baseline.py's row_name()).
+std::string row_name(const std::string& id, const Params& params);
+
+// A family contributes its rows through a static Registrar in its own file:
+//   static const Registrar w1("W1", [] { return std::vector<Workload>{...}; });
+using Family = std::function<std::vector<Workload>()>;
+struct Registrar {
+  Registrar(const char* family, Family rows);
+};
+std::vector<Workload> registered_workloads();  // every family's rows, sorted by family name
+
+// True when `pattern` selects the row: a glob (*, ?) matching the id or the name, or a prefix
+// of the name ending at a boundary ("W2", "W1.dot/B=1," but not "W3.b1" for W3.b16).
+bool matches(const std::string& id, const std::string& name, const std::string& pattern);
+
+// Deterministic data for inputs and weights (uniform in [lo, hi)).
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+
+}  // namespace vkrnn::bench
