@@ -1,0 +1,196 @@
+#include "ops/attention_common.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "vkrnn/error.hpp"
+
+namespace vkrnn {
+
+const char* to_string(Score score) noexcept {
+  switch (score) {
+    case Score::dot: return "dot";
+    case Score::general: return "general";
+    case Score::additive: return "additive";
+    case Score::scaled_dot: return "scaled_dot";
+  }
+  return "?";
+}
+
+Shape attention_scores_shape(const AttentionConfig& config) {
+  const auto d = attention_detail::resolve(config, "attention_scores_shape");
+  if (d.heads == 1) return {d.B, d.S};
+  return {d.B, d.heads, d.S};
+}
+
+void check_lengths(std::span<const std::int32_t> lengths, const AttentionConfig& config,
+                   const char* op) {
+  if (lengths.size() != config.batch) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'lengths': expected {} values (one per batch row), got {}",
+                            op, config.batch, lengths.size()));
+  }
+  for (std::size_t b = 0; b < lengths.size(); ++b) {
+    if (lengths[b] < 0 || std::size_t(lengths[b]) > config.max_source) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'lengths': lengths[{}] = {} is outside [0, {}] "
+                              "(max_source)",
+                              op, b, lengths[b], config.max_source));
+    }
+  }
+}
+
+void upload_lengths(Sequence& seq, const Tensor& lengths, std::span<const std::int32_t> values,
+                    const AttentionConfig& config) {
+  check_lengths(values, config, "upload_lengths");
+  attention_detail::expect("upload_lengths", "lengths", lengths, {config.batch}, DType::i32);
+  seq.upload(lengths, values);
+}
+
+namespace attention_detail {
+
+std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b) {
+  return static_cast<std::uint32_t>((a + b - 1) / b);
+}
+std::uint32_t round_up(std::uint32_t a, std::uint32_t b) { return ceil_div(a, b) * b; }
+bool is_cpu(const DeviceInfo& dev) { return dev.type == DeviceType::cpu; }
+
+Dims resolve(const AttentionConfig& config, const char* op) {
+  Dims d;
+  d.config = config;
+  AttentionConfig& c = d.config;
+  if (c.key_dim == 0) c.key_dim = c.hidden;
+  if (c.query_dim == 0) c.query_dim = c.key_dim;
+  auto bad = [&](const std::string& what) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: config: {}", op, what));
+  };
+  if (c.batch == 0) bad("batch must be at least 1");
+  if (c.max_source == 0) bad("max_source (S) must be at least 1");
+  if (c.hidden == 0) bad("hidden must be at least 1");
+  if (c.heads == 0) bad("heads must be at least 1");
+  if (c.heads > 1 && c.score != Score::scaled_dot) {
+    bad(fmt::format("heads = {} needs Score::scaled_dot (score is {})", c.heads, to_string(c.score)));
+  }
+  if (c.key_dim % c.heads != 0 || c.hidden % c.heads != 0) {
+    bad(fmt::format("heads = {} must divide key_dim = {} and hidden = {}", c.heads, c.key_dim,
+                    c.hidden));
+  }
+  if ((c.score == Score::dot || c.score == Score::scaled_dot) && c.query_dim != c.key_dim) {
+    bad(fmt::format("score {} needs query_dim == key_dim (got {} and {})", to_string(c.score),
+                    c.query_dim, c.key_dim));
+  }
+  // Shaders index with 32-bit unsigned integers.
+  const std::uint64_t limit = std::numeric_limits<std::uint32_t>::max() / 2;
+  const std::uint64_t widest = std::max({c.hidden, c.key_dim, c.query_dim, c.max_source});
+  if (std::uint64_t(c.batch) * c.max_source * std::max(c.hidden, c.key_dim) > limit ||
+      std::uint64_t(c.batch) * c.heads * c.max_source > limit || widest > limit) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: config: batch {} x max_source {} x width {} is beyond 2^31 elements",
+                            op, c.batch, c.max_source, std::max(c.hidden, c.key_dim)));
+  }
+  d.B = static_cast<std::uint32_t>(c.batch);
+  d.S = static_cast<std::uint32_t>(c.max_source);
+  d.H = static_cast<std::uint32_t>(c.hidden);
+  d.Hk = static_cast<std::uint32_t>(c.key_dim);
+  d.Hq = static_cast<std::uint32_t>(c.query_dim);
+  d.heads = static_cast<std::uint32_t>(c.heads);
+  d.dk = d.Hk / d.heads;
+  d.dv = d.H / d.heads;
+  d.rows = d.B * d.heads;
+  return d;
+}
+
+void require_fp16(const Context& ctx, const OpOptions& options, const char* op) {
+  if (options.fp16_storage && !ctx.features().storage_buffer_16bit) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("{}: OpOptions::fp16_storage needs storageBuffer16BitAccess "
+                            "(VK_KHR_16bit_storage), which is not enabled on '{}'",
+                            op, ctx.device().name));
+  }
+}
+
+bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
+  return dev.subgroup_arithmetic && dev.subgroup_in_compute && !options.force_shared_memory_reduction;
+}
+
+std::uint32_t pick_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
+  const std::uint32_t max_wg = std::max<std::uint32_t>(
+      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+  // CPU drivers (lavapipe) run one-subgroup workgroups fastest; GPUs want 64+ invocations.
+  std::uint32_t wg = options.workgroup_size != 0
+                         ? options.workgroup_size
+                         : (is_cpu(dev) ? sg : std::clamp<std::uint32_t>(sg, 64, 256));
+  wg = std::clamp<std::uint32_t>(wg, 1, max_wg);
+  return std::bit_floor(wg);  // the reduction trees assume a power of two
+}
+
+std::string kernel_name(const char* base, bool fp16, bool subgroup_variant, bool subgroups) {
+  std::string name = base;
+  if (fp16) name += "_f16";
+  if (subgroup_variant && !subgroups) name += "_nosubgroup";
+  return name;
+}
+
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op) {
+  const std::uint64_t max_x = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
+  const std::uint64_t x = std::clamp<std::uint64_t>(total, 1, max_x);
+  const std::uint64_t y = (total + x - 1) / x;
+  if (y > dev.max_workgroup_count[1]) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: {} workgroups exceed maxComputeWorkGroupCount {} x {} of '{}'", op,
+                            total, dev.max_workgroup_count[0], dev.max_workgroup_count[1], dev.name));
+  }
+  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(std::max<std::uint64_t>(y, 1)), 1};
+}
+
+void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype) {
+  if (!t.valid()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected {} {}, got an empty tensor", op, arg,
+                            to_string(shape), to_string(dtype)));
+  }
+  if (t.shape() != shape || t.dtype() != dtype) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected {} {}, got {} {}{}", op, arg,
+                            to_string(shape), to_string(dtype), to_string(t.shape()),
+                            to_string(t.dtype()),
+                            t.name().empty() ? std::string() : fmt::format(" ('{}')", t.name())));
+  }
+}
+
+void check_params(const char* op, const Dims& d, const ScoreParams& params) {
+  const Score s = d.config.score;
+  if (s == Score::general || s == Score::additive) {
+    expect(op, s == Score::general ? "params.w (W_a)" : "params.w (W_q)", params.w,
+           {d.Hk, d.Hq}, DType::f32);
+  }
+  if (s == Score::additive) {
+    expect(op, "params.v", params.v, {d.Hk}, DType::f32);
+    if (params.bias.valid()) expect(op, "params.bias", params.bias, {d.Hk}, DType::f32);
+  }
+}
+
+ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups) {
+  (void)dev;
+  ScoreConstants c;
+  c.mode = d.config.score == Score::additive ? 1 : 0;
+  c.key_vec4 = (d.Hk % 4 == 0 && d.dk % 4 == 0) ? 1 : 0;
+  switch (d.config.score_split) {
+    case ScoreSplit::automatic: c.per_subgroup = subgroups && d.dk >= 32; break;
+    case ScoreSplit::per_invocation: c.per_subgroup = 0; break;
+    case ScoreSplit::per_subgroup: c.per_subgroup = subgroups; break;
+  }
+  return c;
+}
+
+float score_scale(const Dims& d) {
+  return d.config.score == Score::scaled_dot ? float(1.0 / std::sqrt(double(d.dk))) : 1.0f;
+}
+
+}  // namespace attention_detail
+}  // namespace vkrnn

@@ -1,0 +1,70 @@
+#pragma once
+// Private helpers shared by the decoder-attention ops (attention_*.cpp).
+#include <cstdint>
+#include <string>
+
+#include "vkrnn/attention.hpp"
+#include "vkrnn/context.hpp"
+#include "vkrnn/device.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn::attention_detail {
+
+// A config with defaults applied and its derived sizes; validated by resolve().
+struct Dims {
+  AttentionConfig config;
+  std::uint32_t B = 0, S = 0, H = 0, Hk = 0, Hq = 0, heads = 0;
+  std::uint32_t dk = 0;    // key dims per head
+  std::uint32_t dv = 0;    // value dims per head
+  std::uint32_t rows = 0;  // B * heads
+};
+
+// Applies defaults and checks the config; throws Error(invalid_argument / out_of_range).
+Dims resolve(const AttentionConfig& config, const char* op);
+
+// Throws Error(missing_feature) when fp16 storage is asked for but not enabled.
+void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
+
+// Whether reductions use subgroup arithmetic on this device with these options.
+bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
+
+// The 1-D workgroup size: forced (rounded down to a power of two) or chosen from the device;
+// clamped to its limits.
+std::uint32_t pick_workgroup(const DeviceInfo& dev, const OpOptions& options);
+
+// "attention_fused" + "_f16" + "_nosubgroup" as shaders/variants.cmake names them.
+std::string kernel_name(const char* base, bool fp16, bool subgroup_variant, bool subgroups);
+
+// Spreads `total` workgroups over x and y (the shaders unfold gl_WorkGroupID).
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op);
+
+// Throws Error(invalid_argument): "<op>: argument '<arg>': expected [..] f32, got [..] f16".
+void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype);
+
+// Checks the score parameters the config's score form needs.
+void check_params(const char* op, const Dims& d, const ScoreParams& params);
+
+std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b);
+std::uint32_t round_up(std::uint32_t a, std::uint32_t b);
+bool is_cpu(const DeviceInfo& dev);
+
+// Query projection (W q (+ b)) for general and additive scores: attention_query.cpp/.comp.
+Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& options);
+// projected: f32 [B, key_dim] (op-owned scratch).
+void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev,
+                             const Dims& d, const ScoreParams& params, const Tensor& query,
+                             const Tensor& projected, const Tensor& dummy);
+
+// Specialization constants 3..5 shared by attention_scores.comp and attention_fused.comp
+// (shaders/include/attention_score.glsl).
+struct ScoreConstants {
+  std::uint32_t mode = 0;        // 0 dot-like, 1 additive
+  std::uint32_t key_vec4 = 0;
+  std::uint32_t per_subgroup = 0;
+};
+ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups);
+float score_scale(const Dims& d);
+
+}  // namespace vkrnn::attention_detail

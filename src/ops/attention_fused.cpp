@@ -1,0 +1,162 @@
+// FusedAttention: scores -> masked softmax -> context in one pass over keys and values
+// (flash-decoding: shaders/attention_fused.comp + attention_fused_combine.comp).
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "ops/attention_common.hpp"
+#include "vkrnn/error.hpp"
+
+namespace vkrnn {
+using namespace attention_detail;
+
+namespace {
+constexpr const char* kOp = "FusedAttention";
+constexpr std::uint32_t kMaxSplit = 256;  // MAX_SPLIT of attention_fused_combine.comp
+
+struct Push {
+  std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
+  float scale;
+  std::uint32_t flags;
+};
+
+struct CombinePush {
+  std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt;
+};
+
+bool projects_query(Score s) { return s == Score::general || s == Score::additive; }
+}  // namespace
+
+FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
+                               const OpOptions& options)
+    : ctx_(&ctx), options_(options) {
+  const Dims d = resolve(config, kOp);
+  config_ = d.config;
+  require_fp16(ctx, options, kOp);
+  const DeviceInfo& dev = ctx.device();
+  const bool cpu = is_cpu(dev);
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = pick_workgroup(dev, options);
+  const ScoreConstants sc = score_constants(d, dev, sg);
+  key_vec4_ = sc.key_vec4 != 0;
+  value_vec4_ = d.H % 4 == 0 && d.dv % 4 == 0;
+
+  // Block: ~32 positions per workgroup step on CPU drivers, one per invocation on GPUs.
+  per_invocation_ = cpu ? std::max<std::uint32_t>(1, 32 / wg) : 1;
+  const std::uint32_t P = wg * per_invocation_;
+
+  // Column tile: the shared accumulators. One tile covers dv when shared memory allows, so
+  // keys are read once; otherwise balanced tiles (each re-reads the keys of its split).
+  const std::uint64_t fixed = 4ull * (P + wg) + 64;
+  const std::uint64_t budget = dev.max_shared_memory > fixed ? dev.max_shared_memory - fixed : 0;
+  const std::uint32_t cap = static_cast<std::uint32_t>(std::min<std::uint64_t>(4096, budget / 4)) & ~3u;
+  if (cap < 4 || 4ull * (kMaxSplit + wg) > dev.max_shared_memory) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: workgroup size {} leaves no shared memory for the accumulators "
+                            "({} bytes on '{}')",
+                            kOp, wg, dev.max_shared_memory, dev.name));
+  }
+  const std::uint32_t nht = ceil_div(d.dv, cap);
+  std::uint32_t HT = ceil_div(d.dv, nht);
+  if (value_vec4_) HT = round_up(HT, 4);
+
+  // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
+  // partials, at most kMaxSplit.
+  std::uint32_t chunk;
+  if (options.tile != 0) {
+    chunk = options.tile;
+  } else {
+    const std::uint64_t target = cpu ? 16 : 256;
+    const std::uint32_t min_chunk = cpu ? 512 : 256;
+    const std::uint64_t have = std::uint64_t(d.rows) * nht;
+    const std::uint32_t want = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>((target + have - 1) / have, 1, ceil_div(d.S, min_chunk)));
+    chunk = ceil_div(d.S, std::min(want, kMaxSplit));
+  }
+  chunk = std::clamp<std::uint32_t>(chunk, 1, d.S);
+  if (ceil_div(d.S, chunk) > kMaxSplit) chunk = ceil_div(d.S, kMaxSplit);
+
+  plan_.workgroup_size = wg;
+  plan_.subgroup_reduction = sg;
+  plan_.score_per_subgroup = sc.per_subgroup != 0;
+  plan_.block = P;
+  plan_.tile = chunk;
+  plan_.tiles = ceil_div(d.S, chunk);
+  plan_.column_tile = HT;
+  plan_.column_tiles = nht;
+
+  kernel_ = ctx.kernel({kernel_name("attention_fused", options.fp16_storage, true, sg),
+                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, per_invocation_, HT,
+                         value_vec4_ ? 1u : 0u},
+                        10, sizeof(Push)});
+  if (plan_.tiles > 1) {
+    combine_kernel_ =
+        ctx.kernel({kernel_name("attention_fused_combine", options.fp16_storage, true, sg),
+                    {wg, 1, 1, kMaxSplit, cpu ? 8u : 4u}, 6, sizeof(CombinePush)});
+    part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
+    part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
+  }
+  if (projects_query(d.config.score)) {
+    query_kernel_ = query_projection_kernel(ctx, d, options);
+    projected_query_ = ctx.tensor({d.B, d.Hk}, DType::f32, "FusedAttention projected query");
+  }
+  dummy_ = ctx.tensor({4}, DType::f32, "FusedAttention unused binding");
+}
+
+std::uint32_t FusedAttention::dispatches() const {
+  return (projects_query(config_.score) ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+}
+
+void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
+                            const Tensor& query, const Tensor& lengths, const Tensor& context,
+                            const ScoreParams& params, const Tensor& weights) const {
+  const Dims d = resolve(config_, kOp);
+  const DType st = options_.fp16_storage ? DType::f16 : DType::f32;
+  expect(kOp, "keys", keys, {d.B, d.S, d.Hk}, st);
+  expect(kOp, "values", values, {d.B, d.S, d.H}, st);
+  expect(kOp, "query", query, {d.B, d.Hq}, DType::f32);
+  expect(kOp, "lengths", lengths, {d.B}, DType::i32);
+  expect(kOp, "context", context, {d.B, d.H}, DType::f32);
+  const bool want_weights = weights.valid();
+  if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
+  check_params(kOp, d, params);
+
+  const DeviceInfo& dev = ctx_->device();
+  Tensor q = query;
+  if (projects_query(d.config.score)) {
+    record_query_projection(seq, query_kernel_, dev, d, params, query, projected_query_, dummy_);
+    q = projected_query_;
+  }
+  const Tensor& v = d.config.score == Score::additive ? params.v : dummy_;
+  if (want_weights && !raw_.valid()) {
+    raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
+  }
+  const bool direct = plan_.tiles == 1;
+  const Push push{d.S, d.Hk, d.dk, d.Hk, d.H, d.dv, d.heads, d.rows, plan_.tiles, plan_.tile,
+                  plan_.column_tiles, score_scale(d),
+                  (want_weights ? 1u : 0u) | (direct ? 2u : 0u)};
+  const Groups groups =
+      fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);
+  if (direct) {
+    seq.dispatch(kernel_,
+                 {in(keys), in(values), in(q), in(v), in(lengths), in(dummy_), in(dummy_),
+                  want_weights ? inout(raw_) : in(dummy_), want_weights ? out(weights) : in(dummy_),
+                  out(context)},
+                 push, groups);
+    return;
+  }
+  seq.dispatch(kernel_,
+               {in(keys), in(values), in(q), in(v), in(lengths), out(part_ml_), out(part_acc_),
+                want_weights ? out(raw_) : in(dummy_), in(dummy_), in(dummy_)},
+               push, groups);
+  const std::uint32_t wg = plan_.workgroup_size;
+  const std::uint32_t E = is_cpu(dev) ? 8 : 4;
+  const CombinePush cpush{d.S, d.H, d.dv, d.heads, d.rows, plan_.tiles, ceil_div(d.dv, wg),
+                          want_weights ? ceil_div(d.S, std::uint64_t(wg) * E) : 0u};
+  seq.dispatch(combine_kernel_,
+               {in(lengths), in(part_ml_), in(part_acc_), want_weights ? in(raw_) : in(dummy_),
+                want_weights ? out(weights) : in(dummy_), out(context)},
+               cpush, fold_groups(std::uint64_t(d.rows) * (cpush.nctx + cpush.nwt), dev, kOp));
+}
+
+}  // namespace vkrnn

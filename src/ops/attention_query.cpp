@@ -1,0 +1,27 @@
+// Query projection for the general and additive scores (shaders/attention_query.comp).
+#include <span>
+
+#include "ops/attention_common.hpp"
+
+namespace vkrnn::attention_detail {
+
+Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& options) {
+  const DeviceInfo& dev = ctx.device();
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = pick_workgroup(dev, options);
+  const std::uint32_t vec4 = d.Hq % 4 == 0 ? 1 : 0;
+  return ctx.kernel({kernel_name("attention_query", false, true, sg), {wg, 1, 1, vec4}, 4,
+                     4 * sizeof(std::uint32_t)});
+}
+
+void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev,
+                             const Dims& d, const ScoreParams& params, const Tensor& query,
+                             const Tensor& projected, const Tensor& dummy) {
+  const bool has_bias = params.bias.valid();
+  const std::uint32_t push[4] = {d.Hk, d.Hq, d.B, has_bias ? 1u : 0u};
+  seq.dispatch(kernel,
+               {in(params.w), in(query), in(has_bias ? params.bias : dummy), out(projected)},
+               std::as_bytes(std::span(push)), fold_groups(d.Hk, dev, "attention query projection"));
+}
+
+}  // namespace vkrnn::attention_detail
