@@ -120,6 +120,7 @@ class Context {
 
   void save_pipeline_cache() const;  // also done on destruction
   std::string pipeline_cache_path() const;  // "" when disabled
+  bool pipeline_cache_loaded() const;       // a valid cache file for this device was found
   MemoryStats memory_stats() const;
 
   detail::ContextImpl& impl() const { return *impl_; }

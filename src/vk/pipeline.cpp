@@ -1,0 +1,149 @@
+#include "vk/pipeline.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <span>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "vk/check.hpp"
+#include "vk/context_impl.hpp"
+
+namespace vkrnn::shaders {
+const std::map<std::string, std::span<const std::uint32_t>>& registry();
+}
+
+namespace vkrnn {
+
+std::vector<std::string> shader_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, code] : shaders::registry()) names.push_back(name);
+  return names;
+}
+
+const KernelSpec& Kernel::spec() const { return impl().spec; }
+
+detail::KernelImpl& Kernel::impl() const {
+  if (!impl_) throw Error(ErrorCode::state, "use of an empty vkrnn::Kernel");
+  return *impl_;
+}
+
+namespace detail {
+KernelImpl::~KernelImpl() {
+  const auto& d = ctx->fns;
+  if (pipeline) d.vkDestroyPipeline(ctx->device, pipeline, nullptr);
+  if (layout) d.vkDestroyPipelineLayout(ctx->device, layout, nullptr);
+  if (set_layout) d.vkDestroyDescriptorSetLayout(ctx->device, set_layout, nullptr);
+}
+}  // namespace detail
+
+namespace vk {
+
+std::span<const std::uint32_t> shader_code(const std::string& name) {
+  const auto& reg = shaders::registry();
+  const auto it = reg.find(name);
+  if (it == reg.end()) {
+    std::string known;
+    for (const auto& [n, c] : reg) known += (known.empty() ? "" : ", ") + n;
+    throw Error(ErrorCode::not_found,
+                fmt::format("no embedded shader named '{}' (known: {})", name, known));
+  }
+  return it->second;
+}
+
+std::string default_cache_dir() {
+  if (const char* d = std::getenv("VKRNN_CACHE_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/vkrnn";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/vkrnn";
+  return {};
+}
+
+namespace {
+
+// A cache blob is only handed to the driver when its header says it was made by this very
+// device and driver: drivers are not required to survive foreign or damaged data.
+bool header_matches(const std::vector<char>& data, const DeviceInfo& info) {
+  if (data.size() < 32) return false;
+  std::uint32_t header_size, version, vendor, device;
+  std::memcpy(&header_size, data.data(), 4);
+  std::memcpy(&version, data.data() + 4, 4);
+  std::memcpy(&vendor, data.data() + 8, 4);
+  std::memcpy(&device, data.data() + 12, 4);
+  return header_size >= 32 && header_size <= data.size() &&
+         version == VK_PIPELINE_CACHE_HEADER_VERSION_ONE && vendor == info.vendor_id &&
+         device == info.device_id &&
+         std::memcmp(data.data() + 16, info.pipeline_cache_uuid.data(), VK_UUID_SIZE) == 0;
+}
+
+}  // namespace
+
+PipelineCache::PipelineCache(const DeviceFns& fns, VkDevice device, const DeviceInfo& info,
+                             std::string dir)
+    : fns_(fns), device_(device), info_(info) {
+  std::vector<char> data;
+  if (!dir.empty()) {
+    std::string uuid;
+    for (auto b : info.pipeline_cache_uuid) uuid += fmt::format("{:02x}", b);
+    path_ = fmt::format("{}/pipelines-{:04x}-{:04x}-{}-{}.bin", dir, info.vendor_id,
+                        info.device_id, uuid, info.driver_version);
+    std::ifstream in(path_, std::ios::binary);
+    if (in) data.assign(std::istreambuf_iterator<char>(in), {});
+    if (!header_matches(data, info)) data.clear();
+  }
+  VkPipelineCacheCreateInfo ci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  ci.initialDataSize = data.size();
+  ci.pInitialData = data.empty() ? nullptr : data.data();
+  VkResult r = fns_.vkCreatePipelineCache(device_, &ci, nullptr, &cache_);
+  if (r != VK_SUCCESS && !data.empty()) {
+    // The driver rejected the blob: start empty rather than fail.
+    ci.initialDataSize = 0;
+    ci.pInitialData = nullptr;
+    data.clear();
+    r = fns_.vkCreatePipelineCache(device_, &ci, nullptr, &cache_);
+  }
+  check(r, "vkCreatePipelineCache", info.name);
+  loaded_ = !data.empty();
+}
+
+PipelineCache::~PipelineCache() {
+  try {
+    save();
+  } catch (...) {
+    // Persisting the cache is an optimisation: never let it throw from a destructor.
+  }
+  fns_.vkDestroyPipelineCache(device_, cache_, nullptr);
+}
+
+void PipelineCache::save() const {
+  if (path_.empty()) return;
+  std::size_t size = 0;
+  check(fns_.vkGetPipelineCacheData(device_, cache_, &size, nullptr), "vkGetPipelineCacheData",
+        info_.name);
+  std::vector<char> data(size);
+  check(fns_.vkGetPipelineCacheData(device_, cache_, &size, data.data()),
+        "vkGetPipelineCacheData", info_.name);
+  data.resize(size);
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(path_).parent_path(), ec);
+  const std::string tmp = fmt::format("{}.{}.tmp", path_, static_cast<const void*>(this));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return;  // read-only cache dir: run without persistence
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out) {
+      fs::remove(tmp, ec);
+      return;
+    }
+  }
+  fs::rename(tmp, path_, ec);  // atomic: readers see the old or the new file, never half
+  if (ec) fs::remove(tmp, ec);
+}
+
+}  // namespace vk
+}  // namespace vkrnn

@@ -1,0 +1,58 @@
+#pragma once
+// Compute pipelines from embedded SPIR-V, cached per KernelSpec, with a VkPipelineCache kept on
+// disk between runs (keyed by device UUID and driver version; corrupt files are ignored).
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "vk/loader.hpp"
+#include "vkrnn/context.hpp"
+#include "vkrnn/kernel.hpp"
+
+namespace vkrnn::detail {
+
+// Owned by its ContextImpl (pipelines live as long as the device: creating them is the slow
+// part). Kernel handles alias the ContextImpl's ownership, so a handle keeps the device alive.
+struct KernelImpl {
+  ContextImpl* ctx = nullptr;
+  KernelSpec spec;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  VkPipeline pipeline = VK_NULL_HANDLE;
+  ~KernelImpl();
+};
+
+}  // namespace vkrnn::detail
+
+namespace vkrnn::vk {
+
+class PipelineCache {
+ public:
+  // `dir` empty: no disk persistence.
+  PipelineCache(const DeviceFns& fns, VkDevice device, const DeviceInfo& info, std::string dir);
+  ~PipelineCache();
+  PipelineCache(const PipelineCache&) = delete;
+  PipelineCache& operator=(const PipelineCache&) = delete;
+
+  VkPipelineCache handle() const { return cache_; }
+  const std::string& path() const { return path_; }
+  bool loaded_from_disk() const { return loaded_; }
+  void save() const;  // atomic write (temp file + rename); failures are ignored but reported
+
+ private:
+  const DeviceFns& fns_;
+  VkDevice device_;
+  const DeviceInfo& info_;
+  std::string path_;
+  VkPipelineCache cache_ = VK_NULL_HANDLE;
+  bool loaded_ = false;
+};
+
+// Where the pipeline cache lives by default: VKRNN_CACHE_DIR, $XDG_CACHE_HOME/vkrnn, ~/.cache/vkrnn.
+std::string default_cache_dir();
+
+// The embedded SPIR-V of a shader; throws Error(not_found) listing the known names.
+std::span<const std::uint32_t> shader_code(const std::string& name);
+
+}  // namespace vkrnn::vk

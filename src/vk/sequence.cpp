@@ -1,0 +1,606 @@
+// The command recorder. Barrier placement is a property of the recorder, not of the ops: every
+// binding declares read/write access, and a pipeline barrier is recorded exactly when an access
+// conflicts with an earlier unsynchronised one (RAW, WAW, WAR). lavapipe executes dispatches in
+// order and its validation misses compute->compute hazards, so this logic is tested directly.
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "vk/check.hpp"
+#include "vk/context_impl.hpp"
+#include "vkrnn/sequence.hpp"
+
+namespace vkrnn::detail {
+
+namespace {
+constexpr VkPipelineStageFlags kCompute = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+constexpr VkPipelineStageFlags kTransfer = VK_PIPELINE_STAGE_TRANSFER_BIT;
+constexpr VkPipelineStageFlags kIndirect = VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT;
+constexpr std::uint32_t kSetsPerPool = 256;
+}  // namespace
+
+struct SequenceImpl {
+  std::shared_ptr<ContextImpl> ctx;
+  SequenceOptions options;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkCommandBuffer cb = VK_NULL_HANDLE;
+  VkFence fence = VK_NULL_HANDLE;
+  VkQueryPool queries = VK_NULL_HANDLE;
+  std::vector<VkDescriptorPool> descriptor_pools;
+  std::uint32_t sets_in_last_pool = kSetsPerPool;
+
+  enum class State { empty, recording, ended, submitted } state = State::empty;
+  bool completed = false;  // the last submission finished (fence observed)
+
+  // Per-buffer hazard state since the last barrier.
+  struct Track {
+    VkPipelineStageFlags write_stage = 0;
+    VkAccessFlags write_access = 0;
+    VkPipelineStageFlags read_stages = 0;
+  };
+  std::unordered_map<VkBuffer, Track> tracks;
+  std::vector<std::shared_ptr<TensorStorage>> keep_alive;
+  std::vector<vk::Buffer> uploads;
+  std::unordered_map<const TensorStorage*, vk::Buffer> readbacks;  // staging path
+  std::unordered_map<const TensorStorage*, bool> downloaded;
+  std::vector<std::string> timed_kernels;
+  SequenceStats stats;
+
+  const vk::DeviceFns& fns() const { return ctx->fns; }
+  VkDevice device() const { return ctx->device; }
+
+  SequenceImpl(std::shared_ptr<ContextImpl> c, SequenceOptions o)
+      : ctx(std::move(c)), options(std::move(o)) {
+    VkCommandPoolCreateInfo pi{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    pi.queueFamilyIndex = ctx->queue_family;
+    vk::check(fns().vkCreateCommandPool(device(), &pi, nullptr, &pool), "vkCreateCommandPool",
+              ctx->name());
+    VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    ai.commandPool = pool;
+    ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ai.commandBufferCount = 1;
+    vk::check(fns().vkAllocateCommandBuffers(device(), &ai, &cb), "vkAllocateCommandBuffers",
+              ctx->name());
+    VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vk::check(fns().vkCreateFence(device(), &fi, nullptr, &fence), "vkCreateFence", ctx->name());
+    if (options.profile && ctx->info().timestamps && options.max_timed_dispatches > 0) {
+      VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+      qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+      qi.queryCount = 2 * options.max_timed_dispatches;
+      vk::check(fns().vkCreateQueryPool(device(), &qi, nullptr, &queries), "vkCreateQueryPool",
+                ctx->name());
+    }
+  }
+
+  ~SequenceImpl() {
+    if (state == State::submitted) {
+      // Never free memory under the GPU.
+      fns().vkWaitForFences(device(), 1, &fence, VK_TRUE, UINT64_MAX);
+    }
+    release_resources();
+    for (auto p : descriptor_pools) fns().vkDestroyDescriptorPool(device(), p, nullptr);
+    if (queries) fns().vkDestroyQueryPool(device(), queries, nullptr);
+    fns().vkDestroyFence(device(), fence, nullptr);
+    fns().vkDestroyCommandPool(device(), pool, nullptr);
+  }
+
+  void release_resources() {
+    for (auto& b : uploads) ctx->allocator->destroy(b);
+    for (auto& [k, b] : readbacks) ctx->allocator->destroy(b);
+    uploads.clear();
+    readbacks.clear();
+    downloaded.clear();
+    keep_alive.clear();
+  }
+
+  std::string label() const {
+    return options.label.empty() ? std::string("sequence") : "sequence '" + options.label + "'";
+  }
+
+  void require_recordable() {
+    if (state == State::submitted && !poll()) {
+      throw Error(ErrorCode::state,
+                  fmt::format("{}: cannot record while the submitted work is in flight "
+                              "(wait() or reset() first)", label()));
+    }
+    if (state == State::ended || state == State::submitted) {
+      throw Error(ErrorCode::state,
+                  fmt::format("{}: already submitted; call reset() to record new work", label()));
+    }
+    if (state == State::empty) begin();
+  }
+
+  void begin() {
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vk::check(fns().vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer", ctx->name());
+    if (queries) {
+      fns().vkCmdResetQueryPool(cb, queries, 0, 2 * options.max_timed_dispatches);
+    }
+    // Entry barrier: work submitted earlier (other sequences, Context::write staging copies)
+    // may still be writing buffers this sequence touches; submission order alone is no memory
+    // dependency. One barrier per submission covers all of it, and makes results visible to
+    // host reads after the fence.
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                       VK_ACCESS_INDIRECT_COMMAND_READ_BIT | VK_ACCESS_HOST_READ_BIT;
+    fns().vkCmdPipelineBarrier(cb, kCompute | kTransfer, kCompute | kTransfer | kIndirect |
+                               VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    state = State::recording;
+  }
+
+  struct Use {
+    VkBuffer buffer;
+    bool read;
+    bool write;
+    VkPipelineStageFlags stage;
+    VkAccessFlags read_access;
+    VkAccessFlags write_access;
+  };
+
+  // Records one barrier if any use conflicts with unsynchronised earlier work, then notes the
+  // uses. The barrier covers every pending stage (a global memory barrier is what GPUs execute
+  // anyway), so all tracked state is synchronised afterwards.
+  void hazard_barrier(std::span<const Use> uses) {
+    bool hazard = false;
+    for (const auto& u : uses) {
+      auto it = tracks.find(u.buffer);
+      if (it == tracks.end()) continue;
+      const Track& t = it->second;
+      if (u.read && t.write_stage) hazard = true;                       // RAW
+      if (u.write && (t.write_stage || t.read_stages)) hazard = true;   // WAW, WAR
+    }
+    if (hazard) {
+      VkPipelineStageFlags src = 0;
+      VkAccessFlags src_access = 0;
+      for (const auto& [buf, t] : tracks) {
+        src |= t.write_stage | t.read_stages;
+        src_access |= t.write_access;
+      }
+      VkPipelineStageFlags dst = 0;
+      VkAccessFlags dst_access = 0;
+      for (const auto& u : uses) {
+        dst |= u.stage;
+        if (u.read) dst_access |= u.read_access;
+        if (u.write) dst_access |= u.write_access;
+      }
+      // Later commands may sit in other stages than these uses: widen dst to every stage the
+      // recorder uses so clearing all tracks below stays sound.
+      dst |= kCompute | kTransfer | kIndirect;
+      dst_access |= VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                    VK_ACCESS_INDIRECT_COMMAND_READ_BIT;
+      VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+      mb.srcAccessMask = src_access;
+      mb.dstAccessMask = dst_access;
+      fns().vkCmdPipelineBarrier(cb, src, dst, 0, 1, &mb, 0, nullptr, 0, nullptr);
+      ++stats.barriers;
+      tracks.clear();
+    }
+    for (const auto& u : uses) {
+      Track& t = tracks[u.buffer];
+      if (u.write) {
+        t.write_stage = u.stage;
+        t.write_access = u.write_access;
+        t.read_stages = 0;
+      }
+      if (u.read) t.read_stages |= u.stage;
+    }
+  }
+
+  void keep(const Tensor& t) { keep_alive.push_back(t.storage_ptr()); }
+
+  void check_tensor(const Tensor& t, const char* what) const {
+    if (!t.valid()) throw Error(ErrorCode::invalid_argument, fmt::format("{}: {} is an empty tensor", label(), what));
+    if (t.storage().ctx != ctx) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: {} {} belongs to another vkrnn::Context", label(), what, describe(t)));
+    }
+  }
+
+  VkDescriptorSet allocate_set(VkDescriptorSetLayout layout, std::uint32_t bindings) {
+    if (sets_in_last_pool >= kSetsPerPool) {
+      VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kSetsPerPool * 8};
+      VkDescriptorPoolCreateInfo pi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+      pi.maxSets = kSetsPerPool;
+      pi.poolSizeCount = 1;
+      pi.pPoolSizes = &size;
+      VkDescriptorPool p = VK_NULL_HANDLE;
+      vk::check(fns().vkCreateDescriptorPool(device(), &pi, nullptr, &p), "vkCreateDescriptorPool",
+                ctx->name());
+      descriptor_pools.push_back(p);
+      sets_in_last_pool = 0;
+    }
+    VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    ai.descriptorPool = descriptor_pools.back();
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &layout;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    VkResult r = fns().vkAllocateDescriptorSets(device(), &ai, &set);
+    if (r == VK_ERROR_OUT_OF_POOL_MEMORY || r == VK_ERROR_FRAGMENTED_POOL) {
+      sets_in_last_pool = kSetsPerPool;  // kernels with > 8 bindings can drain a pool early
+      return allocate_set(layout, bindings);
+    }
+    vk::check(r, "vkAllocateDescriptorSets", ctx->name());
+    ++sets_in_last_pool;
+    return set;
+  }
+
+  void record_dispatch(const Kernel& kernel, std::span<const Arg> args,
+                       std::span<const std::byte> push, const Groups* groups,
+                       const Tensor* indirect, std::size_t indirect_offset) {
+    const KernelImpl& k = kernel.impl();
+    const auto& spec = k.spec;
+    if (k.ctx != ctx.get()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: kernel '{}' belongs to another vkrnn::Context", label(), spec.shader));
+    }
+    if (args.size() != spec.bindings) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: kernel '{}' takes {} buffers, {} given", label(), spec.shader,
+                              spec.bindings, args.size()));
+    }
+    if (push.size() != spec.push_constant_bytes) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: kernel '{}' takes {} bytes of push constants, {} given", label(),
+                              spec.shader, spec.push_constant_bytes, push.size()));
+    }
+    const auto& info = ctx->info();
+    if (groups) {
+      for (int i = 0; i < 3; ++i) {
+        if ((*groups)[i] > info.max_workgroup_count[i]) {
+          throw Error(ErrorCode::out_of_range,
+                      fmt::format("{}: kernel '{}' dispatch of {}x{}x{} workgroups exceeds "
+                                  "maxComputeWorkGroupCount {}x{}x{} on '{}'",
+                                  label(), spec.shader, (*groups)[0], (*groups)[1], (*groups)[2],
+                                  info.max_workgroup_count[0], info.max_workgroup_count[1],
+                                  info.max_workgroup_count[2], ctx->name()));
+        }
+      }
+    }
+    std::vector<Use> uses;
+    std::vector<VkDescriptorBufferInfo> buffer_infos(args.size());
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const Tensor& t = args[i].tensor;
+      check_tensor(t, fmt::format("binding {} of kernel '{}'", i, spec.shader).c_str());
+      if (t.bytes() > info.max_storage_buffer_range) {
+        throw Error(ErrorCode::out_of_range,
+                    fmt::format("{}: {} ({} bytes) bound to kernel '{}' exceeds maxStorageBufferRange "
+                                "({} bytes) of '{}': split the tensor",
+                                label(), describe(t), t.bytes(), spec.shader,
+                                info.max_storage_buffer_range, ctx->name()));
+      }
+      const auto& buf = t.storage().buffer;
+      buffer_infos[i] = {buf.handle, 0, VK_WHOLE_SIZE};
+      const Access a = args[i].access;
+      uses.push_back({buf.handle, a != Access::write, a != Access::read, kCompute,
+                      VK_ACCESS_SHADER_READ_BIT, VK_ACCESS_SHADER_WRITE_BIT});
+      keep(t);
+    }
+    if (indirect) {
+      check_tensor(*indirect, "indirect buffer");
+      if (indirect_offset % 4 || indirect_offset + 12 > indirect->bytes()) {
+        throw Error(ErrorCode::out_of_range,
+                    fmt::format("{}: indirect dispatch reads 12 bytes at offset {} of {} ({} bytes)",
+                                label(), indirect_offset, describe(*indirect), indirect->bytes()));
+      }
+      uses.push_back({indirect->storage().buffer.handle, true, false, kIndirect,
+                      VK_ACCESS_INDIRECT_COMMAND_READ_BIT, 0});
+      keep(*indirect);
+    }
+    if (groups && ((*groups)[0] == 0 || (*groups)[1] == 0 || (*groups)[2] == 0)) return;  // no work
+    require_recordable();
+    hazard_barrier(uses);
+
+    VkDescriptorSet set = allocate_set(k.set_layout, spec.bindings);
+    std::vector<VkWriteDescriptorSet> writes(args.size());
+    for (std::uint32_t i = 0; i < args.size(); ++i) {
+      writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+      writes[i].dstSet = set;
+      writes[i].dstBinding = i;
+      writes[i].descriptorCount = 1;
+      writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      writes[i].pBufferInfo = &buffer_infos[i];
+    }
+    fns().vkUpdateDescriptorSets(device(), static_cast<std::uint32_t>(writes.size()), writes.data(), 0, nullptr);
+    fns().vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline);
+    fns().vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout, 0, 1, &set, 0, nullptr);
+    if (!push.empty()) {
+      fns().vkCmdPushConstants(cb, k.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                               static_cast<std::uint32_t>(push.size()), push.data());
+    }
+    const bool timed = queries && timed_kernels.size() < options.max_timed_dispatches;
+    const auto q = static_cast<std::uint32_t>(2 * timed_kernels.size());
+    // Both stamps at BOTTOM_OF_PIPE: the first waits for earlier work, so each interval is
+    // this dispatch alone.
+    if (timed) fns().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q);
+    if (groups) {
+      fns().vkCmdDispatch(cb, (*groups)[0], (*groups)[1], (*groups)[2]);
+    } else {
+      fns().vkCmdDispatchIndirect(cb, indirect->storage().buffer.handle, indirect_offset);
+    }
+    if (timed) {
+      fns().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q + 1);
+      timed_kernels.push_back(spec.shader);
+    }
+    ++stats.dispatches;
+  }
+
+  bool poll() {
+    if (state != State::submitted) return state == State::empty || completed;
+    if (completed) return true;
+    const VkResult r = fns().vkGetFenceStatus(device(), fence);
+    if (r == VK_SUCCESS) {
+      completed = true;
+      return true;
+    }
+    if (r == VK_NOT_READY) return false;
+    vk::check(r, "vkGetFenceStatus", ctx->name());
+    return false;
+  }
+};
+
+}  // namespace vkrnn::detail
+
+namespace vkrnn {
+
+using detail::SequenceImpl;
+
+Sequence::Sequence(std::shared_ptr<detail::ContextImpl> ctx, const SequenceOptions& options)
+    : impl_(std::make_unique<SequenceImpl>(std::move(ctx), options)) {}
+Sequence::Sequence(Sequence&&) noexcept = default;
+Sequence& Sequence::operator=(Sequence&&) noexcept = default;
+Sequence::~Sequence() = default;
+
+Sequence& Sequence::dispatch(const Kernel& kernel, std::span<const Arg> args,
+                             std::span<const std::byte> push, Groups groups) {
+  impl_->record_dispatch(kernel, args, push, &groups, nullptr, 0);
+  return *this;
+}
+
+Sequence& Sequence::dispatch_indirect(const Kernel& kernel, std::span<const Arg> args,
+                                      std::span<const std::byte> push, const Tensor& indirect,
+                                      std::size_t offset) {
+  impl_->record_dispatch(kernel, args, push, nullptr, &indirect, offset);
+  return *this;
+}
+
+Sequence& Sequence::upload(const Tensor& dst, std::span<const std::byte> data) {
+  auto& s = *impl_;
+  s.check_tensor(dst, "upload destination");
+  if (data.size() != dst.bytes()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: upload of {} bytes into {} ({} bytes)", s.label(), data.size(),
+                            detail::describe(dst), dst.bytes()));
+  }
+  if (data.empty()) return *this;
+  s.require_recordable();
+  vk::Buffer staging = s.ctx->allocator->create_buffer(data.size(), vk::MemoryUsage::upload,
+                                                       "upload staging for " + detail::describe(dst));
+  std::memcpy(staging.mapped, data.data(), data.size());
+  s.ctx->allocator->flush(staging, 0, data.size());
+  const auto& buf = dst.storage().buffer;
+  const SequenceImpl::Use use{buf.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
+  s.hazard_barrier({&use, 1});
+  VkBufferCopy region{0, 0, data.size()};
+  s.fns().vkCmdCopyBuffer(s.cb, staging.handle, buf.handle, 1, &region);
+  s.uploads.push_back(staging);
+  s.keep(dst);
+  ++s.stats.copies;
+  return *this;
+}
+
+Sequence& Sequence::copy(const Tensor& src, const Tensor& dst) {
+  auto& s = *impl_;
+  s.check_tensor(src, "copy source");
+  s.check_tensor(dst, "copy destination");
+  if (src.bytes() != dst.bytes()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: copy from {} ({} bytes) to {} ({} bytes): sizes differ", s.label(),
+                            detail::describe(src), src.bytes(), detail::describe(dst), dst.bytes()));
+  }
+  if (src.bytes() == 0) return *this;
+  if (src.storage_ptr() == dst.storage_ptr()) return *this;
+  s.require_recordable();
+  const SequenceImpl::Use uses[] = {
+      {src.storage().buffer.handle, true, false, detail::kTransfer, VK_ACCESS_TRANSFER_READ_BIT, 0},
+      {dst.storage().buffer.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT}};
+  s.hazard_barrier(uses);
+  VkBufferCopy region{0, 0, src.bytes()};
+  s.fns().vkCmdCopyBuffer(s.cb, src.storage().buffer.handle, dst.storage().buffer.handle, 1, &region);
+  s.keep(src);
+  s.keep(dst);
+  ++s.stats.copies;
+  return *this;
+}
+
+Sequence& Sequence::fill(const Tensor& dst, std::uint32_t word) {
+  auto& s = *impl_;
+  s.check_tensor(dst, "fill destination");
+  if (dst.bytes() == 0) return *this;
+  if (dst.bytes() % 4) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: fill of {}: size must be a multiple of 4 bytes", s.label(), detail::describe(dst)));
+  }
+  s.require_recordable();
+  const SequenceImpl::Use use{dst.storage().buffer.handle, false, true, detail::kTransfer, 0,
+                              VK_ACCESS_TRANSFER_WRITE_BIT};
+  s.hazard_barrier({&use, 1});
+  s.fns().vkCmdFillBuffer(s.cb, dst.storage().buffer.handle, 0, dst.bytes(), word);
+  s.keep(dst);
+  ++s.stats.copies;
+  return *this;
+}
+
+Sequence& Sequence::download(const Tensor& src) {
+  auto& s = *impl_;
+  s.check_tensor(src, "download source");
+  s.require_recordable();
+  const auto* key = &src.storage();
+  const auto& buf = src.storage().buffer;
+  VkPipelineStageFlags host_src = 0;
+  VkAccessFlags host_src_access = 0;
+  if (buf.mapped) {
+    // Unified memory: the host reads the tensor itself once its writers are done.
+    if (auto it = s.tracks.find(buf.handle); it != s.tracks.end() && it->second.write_stage) {
+      host_src = it->second.write_stage;
+      host_src_access = it->second.write_access;
+    }
+  } else {
+    auto [it, fresh] = s.readbacks.try_emplace(key);
+    if (fresh) {
+      it->second = s.ctx->allocator->create_buffer(src.bytes(), vk::MemoryUsage::readback,
+                                                   "readback staging for " + detail::describe(src));
+    }
+    const SequenceImpl::Use uses[] = {
+        {buf.handle, true, false, detail::kTransfer, VK_ACCESS_TRANSFER_READ_BIT, 0},
+        {it->second.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT}};
+    s.hazard_barrier(uses);
+    if (src.bytes()) {
+      VkBufferCopy region{0, 0, src.bytes()};
+      s.fns().vkCmdCopyBuffer(s.cb, buf.handle, it->second.handle, 1, &region);
+      ++s.stats.copies;
+    }
+    host_src = detail::kTransfer;
+    host_src_access = VK_ACCESS_TRANSFER_WRITE_BIT;
+  }
+  if (host_src) {
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = host_src_access;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    s.fns().vkCmdPipelineBarrier(s.cb, host_src, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
+                                 0, nullptr);
+    ++s.stats.barriers;
+  }
+  s.downloaded[key] = true;
+  s.keep(src);
+  return *this;
+}
+
+void Sequence::submit(const SubmitSync& sync) {
+  auto& s = *impl_;
+  if (s.state == SequenceImpl::State::submitted && !s.poll()) {
+    throw Error(ErrorCode::state, fmt::format("{}: submitted again while still in flight", s.label()));
+  }
+  if (sync.wait.size() != sync.wait_stages.size()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: {} wait semaphores but {} wait stages", s.label(), sync.wait.size(),
+                            sync.wait_stages.size()));
+  }
+  if (s.state == SequenceImpl::State::empty) s.begin();  // an empty submission still signals
+  if (s.state == SequenceImpl::State::recording) {
+    vk::check(s.fns().vkEndCommandBuffer(s.cb), "vkEndCommandBuffer", s.ctx->name());
+    s.state = SequenceImpl::State::ended;
+  }
+  vk::check(s.fns().vkResetFences(s.device(), 1, &s.fence), "vkResetFences", s.ctx->name());
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.waitSemaphoreCount = static_cast<std::uint32_t>(sync.wait.size());
+  si.pWaitSemaphores = sync.wait.data();
+  si.pWaitDstStageMask = sync.wait_stages.data();
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &s.cb;
+  si.signalSemaphoreCount = static_cast<std::uint32_t>(sync.signal.size());
+  si.pSignalSemaphores = sync.signal.data();
+  s.ctx->submit(si, s.fence);
+  s.state = SequenceImpl::State::submitted;
+  s.completed = false;
+  ++s.stats.submissions;
+}
+
+bool Sequence::done() const { return impl_->poll(); }
+
+bool Sequence::wait(std::uint64_t timeout_ns) {
+  auto& s = *impl_;
+  if (s.state != SequenceImpl::State::submitted) {
+    if (s.state == SequenceImpl::State::empty) return true;
+    throw Error(ErrorCode::state, fmt::format("{}: wait() before submit()", s.label()));
+  }
+  if (s.completed) return true;
+  const VkResult r = s.fns().vkWaitForFences(s.device(), 1, &s.fence, VK_TRUE, timeout_ns);
+  if (r == VK_TIMEOUT) return false;
+  vk::check(r, "vkWaitForFences", s.ctx->name());
+  s.completed = true;
+  return true;
+}
+
+void Sequence::reset() {
+  auto& s = *impl_;
+  if (s.state == SequenceImpl::State::submitted && !s.completed) wait();
+  if (s.state == SequenceImpl::State::recording) s.fns().vkEndCommandBuffer(s.cb);
+  s.fns().vkResetCommandBuffer(s.cb, 0);
+  for (auto p : s.descriptor_pools) s.fns().vkResetDescriptorPool(s.device(), p, 0);
+  if (!s.descriptor_pools.empty()) {
+    // Keep one pool; its sets were all returned.
+    for (std::size_t i = 1; i < s.descriptor_pools.size(); ++i) {
+      s.fns().vkDestroyDescriptorPool(s.device(), s.descriptor_pools[i], nullptr);
+    }
+    s.descriptor_pools.resize(1);
+    s.sets_in_last_pool = 0;
+  }
+  s.release_resources();
+  s.tracks.clear();
+  s.timed_kernels.clear();
+  s.stats = {};
+  s.state = SequenceImpl::State::empty;
+  s.completed = false;
+}
+
+void Sequence::read_bytes(const Tensor& src, std::span<std::byte> dst) const {
+  auto& s = *impl_;
+  s.check_tensor(src, "read source");
+  const auto* key = &src.storage();
+  if (!s.downloaded.count(key)) {
+    throw Error(ErrorCode::state,
+                fmt::format("{}: read of {} that was not download()ed in this sequence", s.label(),
+                            detail::describe(src)));
+  }
+  if (!s.poll() || s.state != SequenceImpl::State::submitted) {
+    throw Error(ErrorCode::state,
+                fmt::format("{}: read of {} before the sequence finished (submit() and wait() first)",
+                            s.label(), detail::describe(src)));
+  }
+  if (dst.size() != src.bytes()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: read of {} ({} bytes) into {} bytes", s.label(), detail::describe(src),
+                            src.bytes(), dst.size()));
+  }
+  if (dst.empty()) return;
+  const auto& buf = src.storage().buffer;
+  const vk::Buffer& from = buf.mapped ? buf : s.readbacks.at(key);
+  s.ctx->allocator->invalidate(from, 0, dst.size());
+  std::memcpy(dst.data(), from.mapped, dst.size());
+}
+
+const SequenceStats& Sequence::stats() const { return impl_->stats; }
+
+std::vector<DispatchTiming> Sequence::timings() const {
+  auto& s = *impl_;
+  std::vector<DispatchTiming> out;
+  if (!s.queries || s.timed_kernels.empty()) return out;
+  if (!s.poll() || s.state != SequenceImpl::State::submitted) {
+    throw Error(ErrorCode::state, fmt::format("{}: timings() before the sequence finished", s.label()));
+  }
+  const auto n = static_cast<std::uint32_t>(2 * s.timed_kernels.size());
+  std::vector<std::uint64_t> stamps(n);
+  vk::check(s.fns().vkGetQueryPoolResults(s.device(), s.queries, 0, n, n * sizeof(std::uint64_t),
+                                          stamps.data(), sizeof(std::uint64_t),
+                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+            "vkGetQueryPoolResults", s.ctx->name());
+  const auto bits = s.ctx->info().timestamp_valid_bits;
+  const std::uint64_t mask = bits >= 64 ? ~0ull : ((1ull << bits) - 1);
+  const double period = s.ctx->info().timestamp_period_ns;
+  for (std::size_t i = 0; i < s.timed_kernels.size(); ++i) {
+    // Masked subtraction handles a counter that wrapped within its valid bits.
+    const std::uint64_t ticks = (stamps[2 * i + 1] - stamps[2 * i]) & mask;
+    out.push_back({s.timed_kernels[i], static_cast<double>(ticks) * period});
+  }
+  return out;
+}
+
+VkCommandBuffer Sequence::command_buffer() const { return impl_->cb; }
+
+}  // namespace vkrnn
