@@ -21,6 +21,7 @@ layout(set = 0, binding = 5) readonly buffer LEN { int lengths[]; };
 
 #define FLAG_H_ZERO 1u
 #define FLAG_NO_LENGTHS 8u
+#define FLAG_NO_OUT 32u
 
 layout(push_constant) uniform Push {
   uint s, B, T, H, P;
@@ -71,7 +72,8 @@ void main() {
       const float carried = (p.flags & FLAG_H_ZERO) != 0 ? 0.0 : h_prev[p.h_prev_off + state * p.P + j];
       const float h = live ? acc[b] : carried;
       h_next[p.h_next_off + state * p.P + j] = h;
-      outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
+      if ((p.flags & FLAG_NO_OUT) == 0)
+        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
           live ? h : 0.0;
     }
   }

@@ -36,6 +36,7 @@ layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 #define FLAG_NO_LENGTHS 8u  // every row has length T
 #define FLAG_RAW_H 16u      // LSTM with projection: write h to out[d][b][j] only (rnn_proj
                             // projects it, carries h and writes the output)
+#define FLAG_NO_OUT 32u     // single decoder step: h_next is the only output
 
 layout(push_constant) uniform Push {
   uint s, B, T, H, HO;
@@ -98,7 +99,11 @@ void main() {
       const uint t = reverse ? len - 1 - p.s : p.s;  // only used when live
       const uint state = d * p.B + row;
 
-      const float h_prev = (p.flags & FLAG_H_ZERO) != 0 ? 0.0 : hs[p.h_prev_off + state * p.HO + j];
+      // This unit's own h_prev: GRU needs it, and rows past their length carry it (with a
+      // projection h has P < H features: rnn_proj does the carrying then).
+      const bool need_prev = (p.flags & FLAG_H_ZERO) == 0 &&
+                             (CELL == CELL_GRU || (!live && (p.flags & FLAG_RAW_H) == 0));
+      const float h_prev = need_prev ? hs[p.h_prev_off + state * p.HO + j] : 0.0;
       float c = 0.0;
       if (CELL == CELL_LSTM && (p.flags & FLAG_C_ZERO) == 0)
         c = (p.flags & FLAG_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
@@ -118,7 +123,8 @@ void main() {
         outs[p.out_off + d * p.out_ldd + row * p.out_ldb + j] = h;
       } else {
         h_next[p.h_next_off + state * p.HO + j] = h;
-        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
+        if ((p.flags & FLAG_NO_OUT) == 0)
+          outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
             live ? h : 0.0;
       }
     }

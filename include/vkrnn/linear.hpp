@@ -10,7 +10,11 @@
 // Weights may be stored as float16 (OpOptions::fp16_storage; arithmetic stays fp32).
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "vkrnn/context.hpp"
@@ -62,6 +66,13 @@ class Gemm {
   std::uint32_t gemv_workgroup_;
   std::uint32_t tiled_wx_, tiled_wy_, tiled_tm_, tiled_tn_, tiled_bk_;
   Tensor dummy_bias_;
+  // The kernels this op has used stay alive with it (a Sequence does not hold its pipelines).
+  struct KernelCache {
+    std::mutex mutex;
+    std::map<std::string, Kernel> kernels;
+  };
+  std::shared_ptr<KernelCache> kernels_ = std::make_shared<KernelCache>();
+  Kernel kernel(const KernelSpec& spec) const;
 };
 
 class Linear {

@@ -115,6 +115,18 @@ Gemm::Gemm(Context& ctx, const OpOptions& options) : ctx_(&ctx), options_(option
   ctx.write(dummy_bias_, std::vector<float>(4, 0.0f));
 }
 
+Kernel Gemm::kernel(const KernelSpec& spec) const {
+  std::string key = spec.shader;
+  for (auto c : spec.constants) {
+    key += ',';
+    key += std::to_string(c);
+  }
+  std::lock_guard lock(kernels_->mutex);
+  auto it = kernels_->kernels.find(key);
+  if (it == kernels_->kernels.end()) it = kernels_->kernels.emplace(key, ctx_->kernel(spec)).first;
+  return it->second;
+}
+
 Gemm::Path Gemm::path_for(std::size_t m) const {
   if (forced_ != Path::automatic) return forced_;
   // A few rows: every weight is read once and reused from registers; the tiled kernel would
@@ -219,7 +231,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
 
   if (path_for(M) == Path::tiled) {
     const char* name = f16 ? "gemm_f16" : "gemm";
-    const Kernel k = ctx_->kernel({name, {tiled_wx_, tiled_wy_, 1, tiled_tm_, tiled_tn_, tiled_bk_}, 4, sizeof(Push)});
+    const Kernel k = kernel({name, {tiled_wx_, tiled_wy_, 1, tiled_tm_, tiled_tn_, tiled_bk_}, 4, sizeof(Push)});
     const std::uint64_t bm = tiled_wy_ * tiled_tm_, bn = tiled_wx_ * tiled_tn_;
     const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, name);
     seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), out(y.tensor)}, push, g);
@@ -235,7 +247,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                        push.x_off % 4 == 0 && push.w_off % 4 == 0;
   const char* name = f16 ? (subgroups_ ? "gemv_f16" : "gemv_f16_nosubgroup")
                          : (subgroups_ ? "gemv" : "gemv_nosubgroup");
-  const Kernel k = ctx_->kernel(
+  const Kernel k = kernel(
       {name, {gemv_workgroup_, 1, 1, tm, tn, blocks, aligned ? 1u : 0u}, 4, sizeof(Push)});
   const std::uint64_t per_group = std::uint64_t(tn) * blocks;
   const Groups g = fold_rows((M + tm - 1) / tm, (N + per_group - 1) / per_group, name);

@@ -1,0 +1,731 @@
+#include "vkrnn/rnn.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "vkrnn/error.hpp"
+#include "vkrnn/linear.hpp"
+
+namespace vkrnn {
+namespace {
+
+constexpr const char* kOp = "Rnn";
+
+// Must match the FLAG_* defines of rnn_step.comp / rnn_proj.comp / rnn_seq.comp.
+constexpr std::uint32_t kHZero = 1, kCFromC0 = 2, kCZero = 4, kNoLengths = 8, kRawH = 16, kNoOut = 32;
+
+struct StepPush {
+  std::uint32_t s, B, T, H, HO;
+  std::uint32_t xp_ldb, xp_ldt;
+  std::uint32_t h_prev_off, h_next_off;
+  std::uint32_t c0_off, c_off;
+  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
+  std::uint32_t flags;
+};
+
+struct ProjPush {
+  std::uint32_t s, B, T, H, P;
+  std::uint32_t h_prev_off, h_next_off;
+  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
+  std::uint32_t flags;
+};
+
+struct SeqPush {
+  std::uint32_t B, T, H, HO;
+  std::uint32_t xp_ldb, xp_ldt;
+  std::uint32_t h0_off, hn_off;
+  std::uint32_t c0_off, c_off;
+  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
+  std::uint32_t flags;
+};
+
+std::uint32_t u32(std::uint64_t v, const char* what) {
+  if (v > std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} = {} exceeds 32-bit indexing", kOp, what, v));
+  }
+  return static_cast<std::uint32_t>(v);
+}
+
+std::string describe(const Tensor& t) {
+  return t.valid() ? fmt::format("{} {}", to_string(t.dtype()), to_string(t.shape()))
+                   : std::string("an empty tensor");
+}
+
+void expect_tensor(const Tensor& t, const char* name, const Shape& shape, DType dtype) {
+  if (!t.valid() || t.dtype() != dtype || t.shape() != shape) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected {} {}, got {}", kOp, name, to_string(dtype),
+                            to_string(shape), describe(t)));
+  }
+}
+
+bool same_memory(const Tensor& a, const Tensor& b) {
+  return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
+}
+
+enum class Kind { w_ih, w_hh, b_ih, b_hh, w_hr };
+
+}  // namespace
+
+const char* to_string(CellType cell) noexcept {
+  switch (cell) {
+    case CellType::rnn_tanh: return "rnn_tanh";
+    case CellType::rnn_relu: return "rnn_relu";
+    case CellType::lstm: return "lstm";
+    case CellType::gru: return "gru";
+  }
+  return "?";
+}
+
+std::size_t gate_count(CellType cell) noexcept {
+  switch (cell) {
+    case CellType::lstm: return 4;
+    case CellType::gru: return 3;
+    default: return 1;
+  }
+}
+
+const char* to_string(RnnPath path) noexcept {
+  switch (path) {
+    case RnnPath::automatic: return "automatic";
+    case RnnPath::per_step: return "per_step";
+    case RnnPath::fused: return "fused";
+  }
+  return "?";
+}
+
+struct Rnn::Impl {
+  Context* ctx;
+  RnnConfig cfg;
+  OpOptions opts;
+  RnnPath forced = RnnPath::automatic;
+  std::size_t D, G, H, HO, P, L;
+  std::uint32_t cell_id;
+  bool subgroups;
+  std::uint32_t coop_lanes;
+  Gemm gemm;
+  Tensor dummy;
+
+  // Device layout per layer: both directions stacked (direction d's rows start at d*G*H), so
+  // one GEMM projects the input for both and one dispatch steps both.
+  struct Layer {
+    std::size_t in = 0;
+    std::vector<float> w_ih, w_hh, b_ih, b_hh, w_hr;  // host copies (set_parameter writes a block)
+    Tensor tw_ih, tw_hh, tb_ih, tb_hh, tw_hr;
+  };
+  std::vector<Layer> layers;
+
+  struct Param {
+    std::string name;
+    Shape shape;
+    std::size_t layer, dir;
+    Kind kind;
+    bool set = false;
+  };
+  std::vector<Param> params;
+
+  // Scratch reused between calls (grown on demand). Work on one Context runs in queue order
+  // behind each sequence's entry barrier, so sequences recorded from this op may share it.
+  struct Scratch {
+    std::size_t B = 0, T = 0;
+    Tensor xp, layer_out, hbuf[2], hraw, hn, cn, lengths;
+    std::size_t step_B = 0;
+    Tensor xp_step, hraw_step;
+  };
+  mutable std::mutex mutex;
+  mutable Scratch scratch;
+  // Kernels used so far, alive as long as the op (a Sequence does not hold its pipelines).
+  // Guarded by `mutex`.
+  mutable std::map<std::string, Kernel> kernels;
+
+  Kernel kernel(const KernelSpec& spec) const {
+    std::string key = spec.shader;
+    for (auto c : spec.constants) {
+      key += ',';
+      key += std::to_string(c);
+    }
+    auto it = kernels.find(key);
+    if (it == kernels.end()) it = kernels.emplace(key, ctx->kernel(spec)).first;
+    return it->second;
+  }
+
+  Impl(Context& c, const RnnConfig& config, const OpOptions& o)
+      : ctx(&c), cfg(config), opts(o), gemm(c, o) {
+    if (cfg.input_size == 0 || cfg.hidden_size == 0 || cfg.num_layers == 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: input_size ({}), hidden_size ({}) and num_layers ({}) must be positive",
+                              kOp, cfg.input_size, cfg.hidden_size, cfg.num_layers));
+    }
+    if (cfg.proj_size && cfg.cell != CellType::lstm) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: proj_size = {} is only supported for LSTM (cell is {}), as in PyTorch",
+                              kOp, cfg.proj_size, to_string(cfg.cell)));
+    }
+    if (cfg.proj_size >= cfg.hidden_size && cfg.proj_size) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: proj_size ({}) must be smaller than hidden_size ({}), as in PyTorch",
+                              kOp, cfg.proj_size, cfg.hidden_size));
+    }
+    if (opts.fp16_storage) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: fp16_storage is not implemented for recurrent layers (use it for Linear)", kOp));
+    }
+    D = cfg.bidirectional ? 2 : 1;
+    G = gate_count(cfg.cell);
+    H = cfg.hidden_size;
+    P = cfg.proj_size;
+    HO = P ? P : H;
+    L = cfg.num_layers;
+    cell_id = static_cast<std::uint32_t>(cfg.cell);  // rnn_tanh 0, rnn_relu 1, lstm 2, gru 3
+    const auto& dev = c.device();
+    subgroups = dev.subgroup_arithmetic && !opts.force_shared_memory_reduction && dev.subgroup_size > 0;
+    coop_lanes = subgroups ? std::max(dev.subgroup_size, dev.max_subgroup_size) : 1u;
+
+    dummy = c.tensor({4}, DType::f32, "Rnn dummy");
+    c.write(dummy, std::vector<float>(4, 0.0f));
+
+    layers.resize(L);
+    for (std::size_t l = 0; l < L; ++l) {
+      Layer& ly = layers[l];
+      ly.in = l == 0 ? cfg.input_size : D * HO;
+      ly.w_ih.assign(D * G * H * ly.in, 0.0f);
+      ly.w_hh.assign(D * G * H * HO, 0.0f);
+      ly.b_ih.assign(D * G * H, 0.0f);
+      ly.b_hh.assign(D * G * H, 0.0f);
+      const std::string sl = std::to_string(l);
+      ly.tw_ih = c.tensor({D * G * H, ly.in}, DType::f32, "Rnn.weight_ih_l" + sl);
+      ly.tw_hh = c.tensor({D * G * H, HO}, DType::f32, "Rnn.weight_hh_l" + sl);
+      ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
+      ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
+      c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
+      c.write(ly.tb_hh, ly.b_hh);
+      if (P) {
+        ly.w_hr.assign(D * P * H, 0.0f);
+        ly.tw_hr = c.tensor({D * P, H}, DType::f32, "Rnn.weight_hr_l" + sl);
+      }
+      for (std::size_t d = 0; d < D; ++d) {
+        const std::string sfx = sl + (d ? "_reverse" : "");
+        params.push_back({"weight_ih_l" + sfx, {G * H, ly.in}, l, d, Kind::w_ih});
+        params.push_back({"weight_hh_l" + sfx, {G * H, HO}, l, d, Kind::w_hh});
+        if (cfg.bias) {
+          params.push_back({"bias_ih_l" + sfx, {G * H}, l, d, Kind::b_ih});
+          params.push_back({"bias_hh_l" + sfx, {G * H}, l, d, Kind::b_hh});
+        }
+        if (P) params.push_back({"weight_hr_l" + sfx, {P, H}, l, d, Kind::w_hr});
+      }
+    }
+  }
+
+  bool loaded() const {
+    return std::all_of(params.begin(), params.end(), [](const Param& p) { return p.set; });
+  }
+
+  void set(const std::string& name, std::span<const float> data, const Shape& shape) {
+    auto it = std::find_if(params.begin(), params.end(), [&](const Param& p) { return p.name == name; });
+    if (it == params.end()) {
+      std::vector<std::string> names;
+      for (const auto& p : params) names.push_back(p.name);
+      throw Error(ErrorCode::not_found,
+                  fmt::format("{}({}): no parameter '{}'; expected {}", kOp, to_string(cfg.cell), name,
+                              fmt::join(names, ", ")));
+    }
+    if ((!shape.empty() && shape != it->shape) || data.size() != element_count(it->shape)) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}({}): parameter '{}': expected shape {} ({} values), got {}", kOp,
+                              to_string(cfg.cell), name, to_string(it->shape), element_count(it->shape),
+                              shape.empty() ? fmt::format("{} values", data.size())
+                                            : fmt::format("{} ({} values)", to_string(shape), data.size())));
+    }
+    Layer& ly = layers[it->layer];
+    std::vector<float>* host = nullptr;
+    Tensor* dev = nullptr;
+    switch (it->kind) {
+      case Kind::w_ih: host = &ly.w_ih; dev = &ly.tw_ih; break;
+      case Kind::w_hh: host = &ly.w_hh; dev = &ly.tw_hh; break;
+      case Kind::b_ih: host = &ly.b_ih; dev = &ly.tb_ih; break;
+      case Kind::b_hh: host = &ly.b_hh; dev = &ly.tb_hh; break;
+      case Kind::w_hr: host = &ly.w_hr; dev = &ly.tw_hr; break;
+    }
+    std::copy(data.begin(), data.end(), host->begin() + static_cast<std::ptrdiff_t>(it->dir * data.size()));
+    ctx->write(*dev, *host);
+    it->set = true;
+  }
+
+  void require_loaded() const {
+    if (loaded()) return;
+    std::vector<std::string> missing;
+    for (const auto& p : params)
+      if (!p.set) missing.push_back(p.name);
+    throw Error(ErrorCode::state,
+                fmt::format("{}({}): used before every parameter was loaded; missing {}", kOp,
+                            to_string(cfg.cell), fmt::join(missing, ", ")));
+  }
+
+  // --- kernel choices -------------------------------------------------------------------
+  std::uint32_t step_workgroup() const {
+    const auto& dev = ctx->device();
+    const std::uint32_t max_x = std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+    // lavapipe: one subgroup per workgroup, many workgroups. GPUs: a few subgroups each.
+    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size
+                       : dev.type == DeviceType::cpu ? coop_lanes * (subgroups ? 1 : 8)
+                                                     : std::max<std::uint32_t>(coop_lanes * 4, 64);
+    wg = std::min(wg, max_x);
+    if (subgroups) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
+    return std::max(1u, wg);
+  }
+  std::uint32_t units_per_group(std::uint32_t wg) const { return subgroups ? wg / coop_lanes : wg; }
+  static std::uint32_t batch_block(std::size_t B) { return static_cast<std::uint32_t>(std::min<std::size_t>(B, 8)); }
+
+  // Fused (rnn_seq) layout for batch B: workgroup size and rows per workgroup, 0 rows if h does
+  // not fit in shared memory.
+  std::pair<std::uint32_t, std::uint32_t> fused_layout(std::size_t B) const {
+    const auto& dev = ctx->device();
+    const std::uint64_t hop = (HO + 3) / 4 * 4;
+    std::uint32_t bb = batch_block(B);
+    while (bb > 0 && 2 * bb * hop * 4 > dev.max_shared_memory) --bb;
+    const std::uint32_t max_x = std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size : 256;
+    wg = std::min(wg, max_x);
+    if (subgroups) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
+    return {std::max(1u, wg), bb};
+  }
+
+  RnnPath path_for(std::size_t B) const {
+    const bool fused_ok = P == 0 && fused_layout(B).second > 0;
+    if (forced == RnnPath::fused) {
+      if (!fused_ok) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}: the fused path needs proj_size = 0 and h ({} floats per row) in "
+                                "shared memory ({} bytes on '{}')", kOp, HO,
+                                ctx->device().max_shared_memory, ctx->device().name));
+      }
+      return RnnPath::fused;
+    }
+    if (forced == RnnPath::per_step || !fused_ok) return RnnPath::per_step;
+    // One workgroup per block of rows does the whole step's product in the fused path; the
+    // per-step path spreads it over the device but pays a dispatch per step. Fused wins while the
+    // product a single workgroup computes per step is small next to that dispatch cost.
+    const std::uint64_t macs = std::uint64_t(G) * H * HO * fused_layout(B).second;
+    const bool cpu = ctx->device().type == DeviceType::cpu;
+    return macs <= (cpu ? kFusedMacsCpu : kFusedMacsGpu) ? RnnPath::fused : RnnPath::per_step;
+  }
+  // Crossovers: lavapipe measured (see the report of issue 4); GPUs estimated from a ~5-10 us
+  // dispatch + barrier against one compute unit's throughput.
+  static constexpr std::uint64_t kFusedMacsCpu = 1u << 16;
+  static constexpr std::uint64_t kFusedMacsGpu = 1u << 18;
+
+  // --- scratch --------------------------------------------------------------------------
+  Scratch& scratch_for(std::size_t B, std::size_t T) const {
+    Scratch& s = scratch;
+    if (s.B != B || s.T != T) {
+      s.xp = ctx->tensor({B * T, D * G * H}, DType::f32, "Rnn scratch xp");
+      s.layer_out = L > 1 ? ctx->tensor({B, T, D * HO}, DType::f32, "Rnn scratch layer output") : Tensor{};
+      s.hbuf[0] = ctx->tensor({D * B * HO}, DType::f32, "Rnn scratch h ping");
+      s.hbuf[1] = ctx->tensor({D * B * HO}, DType::f32, "Rnn scratch h pong");
+      s.hraw = P ? ctx->tensor({D * B * H}, DType::f32, "Rnn scratch h_raw") : Tensor{};
+      s.hn = ctx->tensor({L * D, B, HO}, DType::f32, "Rnn scratch h_n");
+      s.cn = cfg.cell == CellType::lstm ? ctx->tensor({L * D, B, H}, DType::f32, "Rnn scratch c_n") : Tensor{};
+      s.lengths = ctx->tensor({B}, DType::i32, "Rnn scratch lengths");
+      s.B = B;
+      s.T = T;
+    }
+    return s;
+  }
+
+  Kernel step_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
+    wg = step_workgroup();
+    units = units_per_group(wg);
+    bb = batch_block(B);
+    return kernel({subgroups ? "rnn_step" : "rnn_step_nosubgroup",
+                        {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u}, 9, sizeof(StepPush)});
+  }
+  Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
+    wg = step_workgroup();
+    units = units_per_group(wg);
+    bb = batch_block(B);
+    return kernel({subgroups ? "rnn_proj" : "rnn_proj_nosubgroup",
+                        {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
+  }
+
+  Groups grid(std::uint64_t x, std::uint64_t y, std::uint64_t z) const {
+    const auto& m = ctx->device().max_workgroup_count;
+    if (x > m[0] || y > m[1] || z > m[2]) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("{}: {} x {} x {} workgroups exceed the device grid {} x {} x {}", kOp, x,
+                              y, z, m[0], m[1], m[2]));
+    }
+    return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(y), static_cast<std::uint32_t>(z)};
+  }
+};
+
+Rnn::Rnn(Context& ctx, const RnnConfig& config, const OpOptions& options)
+    : impl_(std::make_unique<Impl>(ctx, config, options)) {}
+Rnn::Rnn(Rnn&&) noexcept = default;
+Rnn& Rnn::operator=(Rnn&&) noexcept = default;
+Rnn::~Rnn() = default;
+
+const RnnConfig& Rnn::config() const { return impl_->cfg; }
+std::size_t Rnn::directions() const { return impl_->D; }
+std::size_t Rnn::output_size() const { return impl_->HO; }
+bool Rnn::loaded() const { return impl_->loaded(); }
+RnnPath Rnn::path_for(std::size_t batch) const { return impl_->path_for(batch); }
+void Rnn::set_path(RnnPath path) { impl_->forced = path; }
+
+std::vector<std::pair<std::string, Shape>> Rnn::parameter_shapes() const {
+  std::vector<std::pair<std::string, Shape>> v;
+  for (const auto& p : impl_->params) v.emplace_back(p.name, p.shape);
+  return v;
+}
+
+void Rnn::set_parameter(const std::string& name, std::span<const float> data, const Shape& shape) {
+  impl_->set(name, data, shape);
+}
+
+void Rnn::load(const std::map<std::string, std::span<const float>>& state_dict) {
+  std::vector<std::string> unexpected, missing;
+  for (const auto& [name, data] : state_dict) {
+    if (std::none_of(impl_->params.begin(), impl_->params.end(),
+                     [&](const Impl::Param& p) { return p.name == name; }))
+      unexpected.push_back(name);
+  }
+  for (const auto& p : impl_->params)
+    if (!state_dict.count(p.name)) missing.push_back(p.name);
+  if (!unexpected.empty() || !missing.empty()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}({}).load: state_dict does not match: missing [{}], unexpected [{}]", kOp,
+                            to_string(impl_->cfg.cell), fmt::join(missing, ", "), fmt::join(unexpected, ", ")));
+  }
+  for (const auto& [name, data] : state_dict) impl_->set(name, data, {});
+}
+
+void Rnn::load(const std::map<std::string, std::vector<float>>& state_dict) {
+  std::map<std::string, std::span<const float>> spans;
+  for (const auto& [name, data] : state_dict) spans.emplace(name, std::span<const float>(data));
+  load(spans);
+}
+
+void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Tensor& h0,
+                 const Tensor& c0, const Tensor& output, const Tensor& h_n, const Tensor& c_n,
+                 std::span<const std::int32_t> host_lengths) const {
+  const Impl& m = *impl_;
+  m.require_loaded();
+  const bool lstm = m.cfg.cell == CellType::lstm;
+  if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 3 || x.dim(2) != m.cfg.input_size ||
+      x.dim(0) == 0 || x.dim(1) == 0) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'x': expected f32 [B, T, {}] with B, T >= 1, got {}", kOp,
+                            m.cfg.input_size, describe(x)));
+  }
+  const std::size_t B = x.dim(0), T = x.dim(1);
+  const std::size_t L = m.L, D = m.D, H = m.H, HO = m.HO, G = m.G;
+  if (lengths.valid()) expect_tensor(lengths, "lengths", {B}, DType::i32);
+  if (h0.valid()) expect_tensor(h0, "h0", {L * D, B, HO}, DType::f32);
+  if (c0.valid()) {
+    if (!lstm) throw Error(ErrorCode::invalid_argument, fmt::format("{}: c0 given for a {} layer", kOp, to_string(m.cfg.cell)));
+    expect_tensor(c0, "c0", {L * D, B, H}, DType::f32);
+  }
+  expect_tensor(output, "out", {B, T, D * HO}, DType::f32);
+  if (h_n.valid()) expect_tensor(h_n, "h_n", {L * D, B, HO}, DType::f32);
+  if (c_n.valid()) {
+    if (!lstm) throw Error(ErrorCode::invalid_argument, fmt::format("{}: c_n given for a {} layer", kOp, to_string(m.cfg.cell)));
+    expect_tensor(c_n, "c_n", {L * D, B, H}, DType::f32);
+  }
+  // Outputs are written while other workgroups still read the inputs.
+  for (auto [o, oname] : {std::pair{&output, "out"}, std::pair{&h_n, "h_n"}, std::pair{&c_n, "c_n"}}) {
+    for (auto [i, iname] : {std::pair{&x, "x"}, std::pair{&lengths, "lengths"}, std::pair{&h0, "h0"}, std::pair{&c0, "c0"}}) {
+      if (same_memory(*o, *i)) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}: '{}' and '{}' share memory; use distinct tensors", kOp, oname, iname));
+      }
+    }
+  }
+  if (same_memory(output, h_n) || same_memory(output, c_n) || same_memory(h_n, c_n)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: out, h_n and c_n must be distinct tensors", kOp));
+  }
+  std::size_t steps = T;
+  if (!host_lengths.empty()) {
+    if (host_lengths.size() != B) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: {} host lengths for a batch of {}", kOp, host_lengths.size(), B));
+    }
+    std::int32_t longest = 0;
+    for (std::size_t b = 0; b < B; ++b) {
+      if (host_lengths[b] < 0 || static_cast<std::size_t>(host_lengths[b]) > T) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}: lengths[{}] = {} is outside [0, T = {}]", kOp, b, host_lengths[b], T));
+      }
+      longest = std::max(longest, host_lengths[b]);
+    }
+    steps = std::max<std::size_t>(1, static_cast<std::size_t>(longest));  // >= 1: h_n is written by a step
+  }
+
+  std::lock_guard lock(m.mutex);
+  Impl::Scratch& s = m.scratch_for(B, T);
+  Tensor len_t = lengths;
+  std::uint32_t len_flag = 0;
+  if (!len_t.valid()) {
+    if (!host_lengths.empty()) {
+      seq.upload(s.lengths, host_lengths);
+      len_t = s.lengths;
+    } else {
+      len_t = m.dummy;
+      len_flag = kNoLengths;
+    }
+  }
+  const Tensor hn_t = h_n.valid() ? h_n : s.hn;
+  const Tensor cn_t = lstm ? (c_n.valid() ? c_n : s.cn) : m.dummy;
+  const RnnPath path = m.path_for(B);
+
+  for (std::size_t l = 0; l < L; ++l) {
+    const Impl::Layer& ly = m.layers[l];
+    const Tensor& src = l == 0 ? x : s.layer_out;
+    const Tensor& dst = l + 1 == L ? output : s.layer_out;
+    m.gemm.record(seq, MatrixView{src, B * T, ly.in, 0, ly.in}, MatrixView{ly.tw_ih, D * G * H, ly.in, 0, ly.in},
+                  ly.tb_ih, 0, MatrixView{s.xp, B * T, D * G * H, 0, D * G * H});
+    const std::uint32_t state_off = u32(l * D * B * HO, "state offset");
+    const std::uint32_t cell_off = u32(l * D * B * H, "cell offset");
+
+    if (path == RnnPath::fused) {
+      const auto [wg, bb] = m.fused_layout(B);
+      const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
+      const Kernel k = m.kernel({m.subgroups ? "rnn_seq" : "rnn_seq_nosubgroup",
+                                      {wg, 1, 1, m.cell_id, bb, hop, HO % 4 == 0 ? 1u : 0u}, 9, sizeof(SeqPush)});
+      SeqPush p{};
+      p.B = u32(B, "B");
+      p.T = u32(T, "T");
+      p.H = u32(H, "H");
+      p.HO = u32(HO, "H_out");
+      p.xp_ldb = u32(T * D * G * H, "xp row");
+      p.xp_ldt = u32(D * G * H, "xp step");
+      p.h0_off = state_off;
+      p.hn_off = state_off;
+      p.c0_off = cell_off;
+      p.c_off = cell_off;
+      p.out_off = 0;
+      p.out_ldd = u32(HO, "H_out");
+      p.out_ldb = u32(T * D * HO, "out row");
+      p.out_ldt = u32(D * HO, "out step");
+      p.flags = len_flag | (h0.valid() ? 0 : kHZero) | (c0.valid() ? 0 : kCZero);
+      seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h0.valid() ? h0 : m.dummy), out(hn_t),
+                       in(c0.valid() ? c0 : m.dummy), lstm ? inout(cn_t) : in(cn_t), out(dst), in(len_t)},
+                   p, m.grid((B + bb - 1) / bb, 1, D));
+      continue;
+    }
+
+    if (steps < T) seq.fill(dst, 0);  // positions past the longest sequence: no step visits them
+    std::uint32_t wg, units, bb;
+    const Kernel k = m.step_kernel(B, wg, units, bb);
+    const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, D);
+    Kernel kp;
+    Groups gp{};
+    if (m.P) {
+      std::uint32_t pwg, punits, pbb;
+      kp = m.proj_kernel(B, pwg, punits, pbb);
+      gp = m.grid((m.P + punits - 1) / punits, (B + pbb - 1) / pbb, D);
+    }
+    for (std::size_t st = 0; st < steps; ++st) {
+      const bool first = st == 0, last = st + 1 == steps;
+      const Tensor& h_prev = first ? (h0.valid() ? h0 : m.dummy) : s.hbuf[(st - 1) & 1];
+      const Tensor& h_next = last ? hn_t : s.hbuf[st & 1];
+      const std::uint32_t h_prev_off = first ? (h0.valid() ? state_off : 0) : 0;
+      const std::uint32_t h_next_off = last ? state_off : 0;
+      std::uint32_t flags = len_flag;
+      if (first && !h0.valid()) flags |= kHZero;
+      if (first) flags |= c0.valid() ? kCFromC0 : kCZero;
+      StepPush p{};
+      p.s = u32(st, "step");
+      p.B = u32(B, "B");
+      p.T = u32(T, "T");
+      p.H = u32(H, "H");
+      p.HO = u32(HO, "H_out");
+      p.xp_ldb = u32(T * D * G * H, "xp row");
+      p.xp_ldt = u32(D * G * H, "xp step");
+      p.h_prev_off = h_prev_off;
+      p.h_next_off = h_next_off;
+      p.c0_off = cell_off;
+      p.c_off = cell_off;
+      const Tensor& c0_bind = (first && c0.valid()) ? c0 : m.dummy;
+      if (!m.P) {
+        p.out_off = 0;
+        p.out_ldd = u32(HO, "H_out");
+        p.out_ldb = u32(T * D * HO, "out row");
+        p.out_ldt = u32(D * HO, "out step");
+        p.flags = flags;
+        seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), out(h_next), in(c0_bind),
+                         lstm ? inout(cn_t) : in(cn_t), out(dst), in(len_t)},
+                     p, g);
+        continue;
+      }
+      // LSTM with projection: cell -> h_raw, then h = W_hr h_raw with the masking.
+      p.out_off = 0;
+      p.out_ldd = u32(B * H, "h_raw block");
+      p.out_ldb = u32(H, "H");
+      p.out_ldt = 0;
+      p.flags = flags | kRawH;
+      seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), in(m.dummy), in(c0_bind),
+                       inout(cn_t), out(s.hraw), in(len_t)},
+                   p, g);
+      ProjPush q{};
+      q.s = p.s;
+      q.B = p.B;
+      q.T = p.T;
+      q.H = p.H;
+      q.P = u32(m.P, "proj_size");
+      q.h_prev_off = h_prev_off;
+      q.h_next_off = h_next_off;
+      q.out_off = 0;
+      q.out_ldd = u32(HO, "H_out");
+      q.out_ldb = u32(T * D * HO, "out row");
+      q.out_ldt = u32(D * HO, "out step");
+      q.flags = len_flag | (first && !h0.valid() ? kHZero : 0);
+      seq.dispatch(kp, {in(s.hraw), in(ly.tw_hr), in(h_prev), out(h_next), out(dst), in(len_t)}, q, gp);
+    }
+  }
+}
+
+Rnn::Result Rnn::forward(std::span<const float> x, std::size_t batch, std::size_t steps,
+                         std::span<const std::int32_t> lengths, std::span<const float> h0,
+                         std::span<const float> c0) const {
+  const Impl& m = *impl_;
+  const bool lstm = m.cfg.cell == CellType::lstm;
+  if (batch == 0 || steps == 0 || x.size() != batch * steps * m.cfg.input_size) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::forward: {} values for x [B = {}, T = {}, {}]", kOp, x.size(), batch,
+                            steps, m.cfg.input_size));
+  }
+  const std::size_t LD = m.L * m.D;
+  if (!h0.empty() && h0.size() != LD * batch * m.HO) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::forward: {} values for h0 [{}, {}, {}]", kOp, h0.size(), LD, batch, m.HO));
+  }
+  if (!c0.empty() && (!lstm || c0.size() != LD * batch * m.H)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::forward: {} values for c0 [{}, {}, {}]{}", kOp, c0.size(), LD, batch, m.H,
+                            lstm ? "" : " (only LSTM has c0)"));
+  }
+  Context& ctx = *m.ctx;
+  const Tensor xt = ctx.tensor({batch, steps, m.cfg.input_size}, DType::f32, "Rnn.forward x");
+  const Tensor out = ctx.tensor({batch, steps, m.D * m.HO}, DType::f32, "Rnn.forward out");
+  const Tensor hn = ctx.tensor({LD, batch, m.HO}, DType::f32, "Rnn.forward h_n");
+  const Tensor cn = lstm ? ctx.tensor({LD, batch, m.H}, DType::f32, "Rnn.forward c_n") : Tensor{};
+  Tensor lt, h0t, c0t;
+  Sequence seq = ctx.sequence({.label = "Rnn::forward"});
+  seq.upload(xt, x);
+  if (!lengths.empty()) {
+    lt = ctx.tensor({batch}, DType::i32, "Rnn.forward lengths");
+    if (lengths.size() == batch) seq.upload(lt, lengths);  // a wrong count is reported by record()
+  }
+  if (!h0.empty()) {
+    h0t = ctx.tensor({LD, batch, m.HO}, DType::f32, "Rnn.forward h0");
+    seq.upload(h0t, h0);
+  }
+  if (!c0.empty()) {
+    c0t = ctx.tensor({LD, batch, m.H}, DType::f32, "Rnn.forward c0");
+    seq.upload(c0t, c0);
+  }
+  record(seq, xt, lt, h0t, c0t, out, hn, cn, lengths);
+  seq.download(out).download(hn);
+  if (lstm) seq.download(cn);
+  seq.eval();
+  Result r;
+  r.output = seq.read<float>(out);
+  r.h_n = seq.read<float>(hn);
+  if (lstm) r.c_n = seq.read<float>(cn);
+  return r;
+}
+
+void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_out, const Tensor& c,
+               const Tensor& c_out) const {
+  const Impl& m = *impl_;
+  m.require_loaded();
+  const bool lstm = m.cfg.cell == CellType::lstm;
+  if (m.D != 1) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::step: a bidirectional layer cannot run one step at a time", kOp));
+  }
+  if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(1) != m.cfg.input_size || x.dim(0) == 0) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::step: argument 'x': expected f32 [B, {}], got {}", kOp, m.cfg.input_size, describe(x)));
+  }
+  const std::size_t B = x.dim(0), L = m.L, H = m.H, HO = m.HO, G = m.G;
+  if (h.valid()) expect_tensor(h, "h", {L, B, HO}, DType::f32);
+  expect_tensor(h_out, "h_out", {L, B, HO}, DType::f32);
+  if (lstm) {
+    if (c.valid()) expect_tensor(c, "c", {L, B, H}, DType::f32);
+    expect_tensor(c_out, "c_out", {L, B, H}, DType::f32);
+  } else if (c.valid() || c_out.valid()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: c / c_out given for a {} layer", kOp, to_string(m.cfg.cell)));
+  }
+  if (same_memory(h, h_out) || same_memory(x, h_out) || same_memory(x, c_out) || same_memory(h, c_out) ||
+      same_memory(h_out, c_out)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::step: h_out / c_out must not share memory with x or h (ping-pong two "
+                            "state tensors); only c and c_out may be the same tensor", kOp));
+  }
+
+  std::lock_guard lock(m.mutex);
+  Impl::Scratch& s = m.scratch;
+  if (s.step_B != B) {
+    s.xp_step = m.ctx->tensor({B, G * H}, DType::f32, "Rnn scratch step xp");
+    s.hraw_step = m.P ? m.ctx->tensor({B * H}, DType::f32, "Rnn scratch step h_raw") : Tensor{};
+    s.step_B = B;
+  }
+  std::uint32_t wg, units, bb;
+  const Kernel k = m.step_kernel(B, wg, units, bb);
+  const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, 1);
+  for (std::size_t l = 0; l < L; ++l) {
+    const Impl::Layer& ly = m.layers[l];
+    const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, 0, ly.in} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
+    m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
+                  MatrixView{s.xp_step, B, G * H, 0, G * H});
+    StepPush p{};
+    p.s = 0;
+    p.B = u32(B, "B");
+    p.T = 1;
+    p.H = u32(H, "H");
+    p.HO = u32(HO, "H_out");
+    p.xp_ldb = u32(G * H, "xp row");
+    p.xp_ldt = 0;
+    p.h_prev_off = h.valid() ? u32(l * B * HO, "h offset") : 0;
+    p.h_next_off = u32(l * B * HO, "h offset");
+    p.c0_off = c.valid() ? u32(l * B * H, "c offset") : 0;
+    p.c_off = u32(l * B * H, "c offset");
+    p.flags = kNoLengths | kNoOut | (h.valid() ? 0 : kHZero) | (c.valid() ? kCFromC0 : kCZero);
+    const Tensor& h_prev = h.valid() ? h : m.dummy;
+    const Tensor& c_in = c.valid() ? c : m.dummy;
+    const Tensor& c_state = lstm ? c_out : m.dummy;
+    if (!m.P) {
+      seq.dispatch(k, {in(s.xp_step), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), out(h_out), in(c_in),
+                       lstm ? inout(c_state) : in(c_state), in(m.dummy), in(m.dummy)},
+                   p, g);
+      continue;
+    }
+    p.out_off = 0;
+    p.out_ldd = 0;
+    p.out_ldb = u32(H, "H");
+    p.out_ldt = 0;
+    p.flags |= kRawH;
+    seq.dispatch(k, {in(s.xp_step), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), in(m.dummy), in(c_in),
+                     inout(c_state), out(s.hraw_step), in(m.dummy)},
+                 p, g);
+    std::uint32_t pwg, punits, pbb;
+    const Kernel kp = m.proj_kernel(B, pwg, punits, pbb);
+    ProjPush q{};
+    q.s = 0;
+    q.B = p.B;
+    q.T = 1;
+    q.H = p.H;
+    q.P = u32(m.P, "proj_size");
+    q.h_prev_off = p.h_prev_off;
+    q.h_next_off = p.h_next_off;
+    q.flags = kNoLengths | kNoOut | (h.valid() ? 0 : kHZero);
+    seq.dispatch(kp, {in(s.hraw_step), in(ly.tw_hr), in(h_prev), out(h_out), in(m.dummy), in(m.dummy)}, q,
+                 m.grid((m.P + punits - 1) / punits, (B + pbb - 1) / pbb, 1));
+  }
+}
+
+}  // namespace vkrnn

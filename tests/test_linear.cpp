@@ -1,0 +1,248 @@
+// Gemm / Linear (Y = X W^T + b, W stored [N, K]) against a double-precision CPU reference over
+// awkward shapes, on both kernels (gemv, tiled), with and without subgroup arithmetic, fp16
+// weights, strided views, and the errors for bad arguments.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "vkrnn/half.hpp"
+#include "vkrnn/linear.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::context;
+using test::random_floats;
+
+// y = x w^T + b in double, plus the magnitude sum |x_k w_k| + |b| that bounds fp32 rounding.
+void reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+               std::size_t M, std::size_t N, std::size_t K, std::vector<double>& y,
+               std::vector<double>& scale) {
+  y.assign(M * N, 0.0);
+  scale.assign(M * N, 0.0);
+  for (std::size_t m = 0; m < M; ++m) {
+    for (std::size_t n = 0; n < N; ++n) {
+      double s = b.empty() ? 0.0 : b[n];
+      double a = b.empty() ? 0.0 : std::abs(b[n]);
+      for (std::size_t k = 0; k < K; ++k) {
+        const double p = double(x[m * K + k]) * double(w[n * K + k]);
+        s += p;
+        a += std::abs(p);
+      }
+      y[m * N + n] = s;
+      scale[m * N + n] = a;
+    }
+  }
+}
+
+// fp32 sums of K products: |err| <= rel * sum|terms| (1e-5 is ~ 100 ulp of the magnitude).
+::testing::AssertionResult close(const std::vector<float>& got, const std::vector<double>& want,
+                                 const std::vector<double>& scale, double rel = 1e-5) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
+  std::size_t bad = 0;
+  std::string report;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(double(got[i]) - want[i]);
+    if (!std::isfinite(got[i]) || err > rel * scale[i] + 1e-30) {
+      if (bad < 6) report += fmt::format("\n  [{}] got {:.9g} want {:.9g} (err {:.3g}, scale {:.3g})", i, got[i], want[i], err, scale[i]);
+      ++bad;
+    }
+  }
+  if (!bad) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << got.size() << " out of tolerance" << report;
+}
+
+struct Variant {
+  Gemm::Path path;
+  bool no_subgroup;
+  bool f16;
+};
+
+std::string name(const Variant& v) {
+  return fmt::format("{}{}{}", v.path == Gemm::Path::gemv ? "gemv" : v.path == Gemm::Path::tiled ? "tiled" : "auto",
+                     v.no_subgroup ? "/nosubgroup" : "", v.f16 ? "/f16" : "");
+}
+
+void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std::size_t K, bool bias,
+              std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("{} M={} N={} K={} bias={}", name(v), M, N, K, bias));
+  auto x = random_floats(M * K, seed);
+  auto w = random_floats(N * K, seed + 1);
+  auto b = bias ? random_floats(N, seed + 2) : std::vector<float>{};
+  if (v.f16) {  // the reference sees the weights the device stores
+    for (auto& f : w) f = half_to_float(float_to_half(f));
+  }
+  OpOptions o;
+  o.force_shared_memory_reduction = v.no_subgroup;
+  o.fp16_storage = v.f16;
+  Linear lin(ctx, K, N, bias, o);
+  lin.gemm().set_path(v.path);
+  lin.load(w, b);
+  std::vector<double> want, scale;
+  reference(x, w, b, M, N, K, want, scale);
+  const auto got = lin.forward(x, M);
+  EXPECT_TRUE(close(got, want, scale));
+}
+
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> v = {
+      {Gemm::Path::gemv, false, false},  {Gemm::Path::gemv, true, false},
+      {Gemm::Path::tiled, false, false}, {Gemm::Path::automatic, false, false},
+      {Gemm::Path::gemv, false, true},   {Gemm::Path::gemv, true, true},
+      {Gemm::Path::tiled, false, true},
+  };
+  return v;
+}
+
+bool supported(Context& ctx, const Variant& v) { return !v.f16 || ctx.features().storage_buffer_16bit; }
+
+TEST(Linear, AwkwardShapesAllKernels) {
+  auto& ctx = context();
+  // (M, N, K): ones, primes, non-multiples of 4 / of the tiles (64), K = 1, large K.
+  const std::vector<std::tuple<std::size_t, std::size_t, std::size_t>> shapes = {
+      {1, 1, 1},   {1, 7, 5},    {3, 1, 1},    {2, 5, 3},     {1, 64, 256}, {4, 130, 64},
+      {5, 13, 17}, {9, 67, 1},   {17, 3, 31},  {64, 64, 64},  {65, 129, 33}, {1, 31, 4099},
+      {3, 8, 1023}, {131, 5, 7}, {16, 256, 300}};
+  std::uint32_t seed = 1;
+  for (const auto& v : variants()) {
+    if (!supported(ctx, v)) continue;
+    for (auto [M, N, K] : shapes) {
+      run_case(ctx, v, M, N, K, (seed % 3) != 0, seed);
+      seed += 7;
+    }
+  }
+}
+
+TEST(Linear, BigRowsTiledAndGemv) {
+  auto& ctx = context();
+  for (const auto& v : {Variant{Gemm::Path::tiled, false, false}, Variant{Gemm::Path::gemv, false, false},
+                        Variant{Gemm::Path::gemv, true, false}}) {
+    run_case(ctx, v, 515, 97, 129, true, 99);
+  }
+}
+
+TEST(Linear, LargeKAccumulation) {
+  auto& ctx = context();
+  for (const auto& v : {Variant{Gemm::Path::gemv, false, false}, Variant{Gemm::Path::tiled, false, false}}) {
+    run_case(ctx, v, 2, 3, 65537, true, 5);
+  }
+}
+
+TEST(LinearLong, FullGrid) {
+  auto& ctx = context();
+  const std::vector<std::size_t> ms = {1, 2, 3, 4, 5, 8, 9, 33, 128, 257};
+  const std::vector<std::size_t> ns = {1, 3, 4, 17, 64, 65, 300};
+  const std::vector<std::size_t> ks = {1, 2, 4, 7, 64, 301, 2048};
+  std::uint32_t seed = 1000;
+  for (const auto& v : variants()) {
+    if (!supported(ctx, v)) continue;
+    for (auto M : ms)
+      for (auto N : ns)
+        for (auto K : ks) {
+          run_case(ctx, v, M, N, K, seed % 2 == 0, seed);
+          ++seed;
+        }
+  }
+}
+
+TEST(Linear, AutomaticPathChoice) {
+  auto& ctx = context();
+  Gemm g(ctx);
+  EXPECT_EQ(g.path_for(1), Gemm::Path::gemv);
+  EXPECT_EQ(g.path_for(8), Gemm::Path::gemv);
+  if (ctx.device().type != DeviceType::cpu) {
+    EXPECT_EQ(g.path_for(4096), Gemm::Path::tiled);
+  }
+}
+
+// Sub-blocks of bigger tensors: offsets and row strides on x, w and y; the parts of y outside the
+// view stay untouched.
+TEST(Linear, StridedViews) {
+  auto& ctx = context();
+  const std::size_t M = 5, N = 6, K = 7;
+  const std::size_t ldx = 9, ldw = 11, ldy = 8, xo = 3, wo = 2, yo = 4, bo = 1;
+  const auto xs = random_floats(xo + M * ldx, 11);
+  const auto ws = random_floats(wo + N * ldw, 12);
+  const auto bs = random_floats(bo + N, 13);
+  for (const auto& v : {Variant{Gemm::Path::gemv, false, false}, Variant{Gemm::Path::gemv, true, false},
+                        Variant{Gemm::Path::tiled, false, false}}) {
+    SCOPED_TRACE(name(v));
+    OpOptions o;
+    o.force_shared_memory_reduction = v.no_subgroup;
+    Gemm gemm(ctx, o);
+    gemm.set_path(v.path);
+    Tensor xt = ctx.tensor({xs.size()}, xs), wt = ctx.tensor({ws.size()}, ws), bt = ctx.tensor({bs.size()}, bs);
+    Tensor yt = ctx.tensor({yo + M * ldy + 3});
+    std::vector<float> y0(yt.size(), -7.0f);
+    ctx.write(yt, y0);
+    Sequence seq = ctx.sequence();
+    gemm.record(seq, MatrixView{xt, M, K, xo, ldx}, MatrixView{wt, N, K, wo, ldw}, bt, bo, MatrixView{yt, M, N, yo, ldy});
+    seq.download(yt);
+    seq.eval();
+    EXPECT_EQ(seq.stats().dispatches, 1u);
+    const auto got = seq.read<float>(yt);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const bool inside = i >= yo && (i - yo) / ldy < M && (i - yo) % ldy < N;
+      if (!inside) {
+        EXPECT_EQ(got[i], -7.0f) << "element " << i << " outside the view was written";
+        continue;
+      }
+      const std::size_t m = (i - yo) / ldy, n = (i - yo) % ldy;
+      double want = bs[bo + n], scale = std::abs(bs[bo + n]);
+      for (std::size_t k = 0; k < K; ++k) {
+        want += double(xs[xo + m * ldx + k]) * ws[wo + n * ldw + k];
+        scale += std::abs(double(xs[xo + m * ldx + k]) * ws[wo + n * ldw + k]);
+      }
+      EXPECT_NEAR(got[i], want, 1e-5 * scale) << "m " << m << " n " << n;
+    }
+  }
+}
+
+// The staging (discrete-GPU) memory path gives the same result.
+TEST(Linear, StagingContext) {
+  run_case(test::staging_context(), {Gemm::Path::automatic, false, false}, 3, 17, 33, true, 77);
+}
+
+TEST(Linear, BadArguments) {
+  auto& ctx = context();
+  Gemm gemm(ctx);
+  Tensor x = ctx.tensor({3, 5}), w = ctx.tensor({4, 5}), b = ctx.tensor({4}), y = ctx.tensor({3, 4});
+  Sequence seq = ctx.sequence();
+  auto expect_error = [&](auto&& f, ErrorCode code, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { gemm.record(seq, ctx.tensor({3, 6}), w, b, y); }, ErrorCode::invalid_argument, "K = 6");
+  expect_error([&] { gemm.record(seq, x, w, b, ctx.tensor({3, 5})); }, ErrorCode::invalid_argument, "'y'");
+  expect_error([&] { gemm.record(seq, x, w, ctx.tensor({5}), y); }, ErrorCode::invalid_argument, "'bias'");
+  expect_error([&] { gemm.record(seq, x, w, b, x.reshaped({5, 3})); }, ErrorCode::invalid_argument, "'y'");
+  expect_error([&] { gemm.record(seq, x, ctx.tensor({4, 5}, DType::i32), b, y); }, ErrorCode::invalid_argument, "'w'");
+  expect_error([&] { gemm.record(seq, MatrixView{x, 3, 5, 1, 5}, MatrixView::of(w), b, 0, MatrixView::of(y)); },
+               ErrorCode::out_of_range, "'x'");
+  Tensor xy = ctx.tensor({64});
+  expect_error([&] { gemm.record(seq, MatrixView{xy, 2, 5, 0, 5}, MatrixView::of(w), b, 0, MatrixView{xy, 2, 4, 20, 4}); },
+               ErrorCode::invalid_argument, "shares memory");
+
+  Linear lin(ctx, 5, 4, true);
+  expect_error([&] { lin.record(seq, x, y); }, ErrorCode::state, "before load");
+  expect_error([&] { lin.load(std::vector<float>(19), std::vector<float>(4)); }, ErrorCode::invalid_argument, "weight");
+  expect_error([&] { lin.load(std::vector<float>(20), std::vector<float>(3)); }, ErrorCode::invalid_argument, "bias");
+  Linear nobias(ctx, 5, 4, false);
+  expect_error([&] { nobias.load(std::vector<float>(20), std::vector<float>(4)); }, ErrorCode::invalid_argument, "without bias");
+  expect_error([&] { Linear(ctx, 0, 4); }, ErrorCode::invalid_argument, "in_features");
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+}
+
+}  // namespace
+}  // namespace vkrnn

@@ -1,0 +1,613 @@
+// Recurrent layers (RNN tanh/relu, LSTM incl. proj_size, GRU) against a double-precision CPU
+// reference written from PyTorch's equations: layers, directions, batch, hidden and input sizes,
+// ragged lengths (incl. 0), h0/c0, both execution paths (per-step and fused), the no-subgroup
+// variants, the single-step decoder API, dispatch counts and argument errors.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "vkrnn/rnn.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::random_floats;
+
+// ---------------------------------------------------------------------------------------------
+// Reference
+
+}  // namespace
+namespace test {
+
+struct RnnReferenceResult {
+  std::vector<double> output;  // [B, T, D*H_out]
+  std::vector<double> h_n;     // [L*D, B, H_out]
+  std::vector<double> c_n;     // [L*D, B, H]
+};
+
+inline std::size_t ref_gates(CellType c) { return c == CellType::lstm ? 4 : c == CellType::gru ? 3 : 1; }
+
+// A state_dict with torch's names and shapes, values uniform in [-1/sqrt(H), 1/sqrt(H)] like
+// torch's reset_parameters.
+inline std::map<std::string, std::vector<float>> make_state_dict(const RnnConfig& c, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  const double k = 1.0 / std::sqrt(double(c.hidden_size));
+  std::uniform_real_distribution<float> dist(float(-k), float(k));
+  auto fill = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng);
+    return v;
+  };
+  const std::size_t D = c.bidirectional ? 2 : 1, G = ref_gates(c.cell), H = c.hidden_size;
+  const std::size_t HO = c.proj_size ? c.proj_size : H;
+  std::map<std::string, std::vector<float>> sd;
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    const std::size_t in = l == 0 ? c.input_size : D * HO;
+    for (std::size_t d = 0; d < D; ++d) {
+      const std::string sfx = fmt::format("l{}{}", l, d ? "_reverse" : "");
+      sd["weight_ih_" + sfx] = fill(G * H * in);
+      sd["weight_hh_" + sfx] = fill(G * H * HO);
+      if (c.bias) {
+        sd["bias_ih_" + sfx] = fill(G * H);
+        sd["bias_hh_" + sfx] = fill(G * H);
+      }
+      if (c.proj_size) sd["weight_hr_" + sfx] = fill(HO * H);
+    }
+  }
+  return sd;
+}
+
+// lengths empty = all T; h0 / c0 empty = zeros.
+inline RnnReferenceResult rnn_reference(const RnnConfig& c, const std::map<std::string, std::vector<float>>& sd,
+                                        const std::vector<float>& x, std::size_t B, std::size_t T,
+                                        const std::vector<std::int32_t>& lengths,
+                                        const std::vector<float>& h0, const std::vector<float>& c0) {
+  const std::size_t D = c.bidirectional ? 2 : 1, G = ref_gates(c.cell), H = c.hidden_size;
+  const std::size_t HO = c.proj_size ? c.proj_size : H, L = c.num_layers;
+  const bool lstm = c.cell == CellType::lstm;
+  auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+
+  RnnReferenceResult r;
+  r.h_n.assign(L * D * B * HO, 0.0);
+  if (lstm) r.c_n.assign(L * D * B * H, 0.0);
+  std::vector<double> input(x.begin(), x.end());  // [B, T, in]
+  std::size_t in = c.input_size;
+  for (std::size_t l = 0; l < L; ++l) {
+    std::vector<double> output(B * T * D * HO, 0.0);
+    for (std::size_t d = 0; d < D; ++d) {
+      const std::string sfx = fmt::format("l{}{}", l, d ? "_reverse" : "");
+      const auto& w_ih = sd.at("weight_ih_" + sfx);
+      const auto& w_hh = sd.at("weight_hh_" + sfx);
+      const std::vector<float> zeros(G * H, 0.0f);
+      const auto& b_ih = c.bias ? sd.at("bias_ih_" + sfx) : zeros;
+      const auto& b_hh = c.bias ? sd.at("bias_hh_" + sfx) : zeros;
+      const std::vector<float>* w_hr = c.proj_size ? &sd.at("weight_hr_" + sfx) : nullptr;
+      const std::size_t slot = l * D + d;
+      for (std::size_t b = 0; b < B; ++b) {
+        std::vector<double> h(HO, 0.0), cs(H, 0.0);
+        if (!h0.empty())
+          for (std::size_t k = 0; k < HO; ++k) h[k] = h0[(slot * B + b) * HO + k];
+        if (!c0.empty())
+          for (std::size_t k = 0; k < H; ++k) cs[k] = c0[(slot * B + b) * H + k];
+        const std::size_t len = lengths.empty() ? T : std::size_t(lengths[b]);
+        std::vector<double> gx(G * H), gh(G * H), hraw(H);
+        for (std::size_t s = 0; s < len; ++s) {
+          const std::size_t t = d == 0 ? s : len - 1 - s;
+          const double* xt = &input[(b * T + t) * in];
+          for (std::size_t r = 0; r < G * H; ++r) {
+            double a = b_ih[r], e = b_hh[r];
+            const float* wi = &w_ih[r * in];
+            for (std::size_t k = 0; k < in; ++k) a += double(wi[k]) * xt[k];
+            const float* wh = &w_hh[r * HO];
+            for (std::size_t k = 0; k < HO; ++k) e += double(wh[k]) * h[k];
+            gx[r] = a;
+            gh[r] = e;
+          }
+          std::vector<double> hn(HO);
+          for (std::size_t j = 0; j < H; ++j) {
+            switch (c.cell) {
+              case CellType::rnn_tanh: hn[j] = std::tanh(gx[j] + gh[j]); break;
+              case CellType::rnn_relu: hn[j] = std::max(0.0, gx[j] + gh[j]); break;
+              case CellType::gru: {
+                const double rg = sig(gx[j] + gh[j]);
+                const double z = sig(gx[H + j] + gh[H + j]);
+                const double n = std::tanh(gx[2 * H + j] + rg * gh[2 * H + j]);
+                hn[j] = (1.0 - z) * n + z * h[j];
+                break;
+              }
+              case CellType::lstm: {
+                const double i = sig(gx[j] + gh[j]);
+                const double f = sig(gx[H + j] + gh[H + j]);
+                const double g = std::tanh(gx[2 * H + j] + gh[2 * H + j]);
+                const double o = sig(gx[3 * H + j] + gh[3 * H + j]);
+                cs[j] = f * cs[j] + i * g;
+                hraw[j] = o * std::tanh(cs[j]);
+                if (!w_hr) hn[j] = hraw[j];
+                break;
+              }
+            }
+          }
+          if (w_hr) {
+            for (std::size_t p = 0; p < HO; ++p) {
+              double a = 0.0;
+              for (std::size_t k = 0; k < H; ++k) a += double((*w_hr)[p * H + k]) * hraw[k];
+              hn[p] = a;
+            }
+          }
+          h = hn;
+          for (std::size_t k = 0; k < HO; ++k) output[(b * T + t) * D * HO + d * HO + k] = h[k];
+        }
+        for (std::size_t k = 0; k < HO; ++k) r.h_n[(slot * B + b) * HO + k] = h[k];
+        if (lstm)
+          for (std::size_t k = 0; k < H; ++k) r.c_n[(slot * B + b) * H + k] = cs[k];
+      }
+    }
+    input = std::move(output);
+    in = D * HO;
+  }
+  r.output = std::move(input);
+  return r;
+}
+
+}  // namespace test
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+struct Case {
+  CellType cell = CellType::gru;
+  std::size_t layers = 1;
+  bool bidirectional = false;
+  std::size_t B = 1, H = 7, I = 5, T = 5;
+  bool ragged = false;    // ragged lengths (incl. 0 and T) instead of all T
+  bool initial = true;    // h0 (and c0) given
+  std::size_t proj = 0;
+  bool bias = true;
+  RnnPath path = RnnPath::automatic;
+  bool no_subgroup = false;
+  bool device_lengths_only = false;  // lengths as a device tensor without host copies
+  double tol = 1e-5;
+
+  RnnConfig config() const {
+    RnnConfig c;
+    c.cell = cell;
+    c.input_size = I;
+    c.hidden_size = H;
+    c.num_layers = layers;
+    c.bidirectional = bidirectional;
+    c.bias = bias;
+    c.proj_size = proj;
+    return c;
+  }
+  std::string describe() const {
+    return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={}{}{}",
+                       to_string(cell), layers, bidirectional, B, H, I, T, ragged, initial, proj, bias,
+                       to_string(path), no_subgroup ? " nosubgroup" : "",
+                       device_lengths_only ? " device-lengths" : "");
+  }
+};
+
+std::vector<std::int32_t> make_lengths(std::size_t B, std::size_t T, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<std::int32_t> dist(0, static_cast<std::int32_t>(T));
+  std::vector<std::int32_t> v(B);
+  for (auto& l : v) l = dist(rng);
+  v[0] = static_cast<std::int32_t>(T);            // the longest row reaches T
+  if (B > 2) v[B - 1] = 0;                         // and a row of length 0
+  if (B > 3) v[1] = 1;
+  return v;
+}
+
+void run_case(const Case& k, std::uint32_t seed = 1) {
+  SCOPED_TRACE(k.describe());
+  auto& ctx = context();
+  const RnnConfig cfg = k.config();
+  const std::size_t D = k.bidirectional ? 2 : 1, HO = k.proj ? k.proj : k.H;
+  const auto sd = test::make_state_dict(cfg, seed);
+  const auto x = random_floats(k.B * k.T * k.I, seed + 1);
+  const auto lengths = k.ragged ? make_lengths(k.B, k.T, seed + 2) : std::vector<std::int32_t>{};
+  const bool lstm = k.cell == CellType::lstm;
+  const auto h0 = k.initial ? random_floats(k.layers * D * k.B * HO, seed + 3) : std::vector<float>{};
+  const auto c0 = k.initial && lstm ? random_floats(k.layers * D * k.B * k.H, seed + 4) : std::vector<float>{};
+
+  OpOptions o;
+  o.force_shared_memory_reduction = k.no_subgroup;
+  Rnn rnn(ctx, cfg, o);
+  rnn.set_path(k.path);
+  rnn.load(sd);
+  const auto want = test::rnn_reference(cfg, sd, x, k.B, k.T, lengths, h0, c0);
+
+  Rnn::Result got;
+  if (k.device_lengths_only) {
+    // Device lengths, no host copy: every step is recorded and the kernels mask.
+    Tensor xt = ctx.tensor({k.B, k.T, k.I}), lt = ctx.tensor({k.B}, DType::i32);
+    Tensor out = ctx.tensor({k.B, k.T, D * HO}), hn = ctx.tensor({k.layers * D, k.B, HO});
+    Tensor cn = lstm ? ctx.tensor({k.layers * D, k.B, k.H}) : Tensor{};
+    Tensor h0t = k.initial ? ctx.tensor({k.layers * D, k.B, HO}) : Tensor{};
+    Tensor c0t = k.initial && lstm ? ctx.tensor({k.layers * D, k.B, k.H}) : Tensor{};
+    ctx.write(xt, x);
+    ctx.write(lt, lengths.empty() ? std::vector<std::int32_t>(k.B, std::int32_t(k.T)) : lengths);
+    if (h0t.valid()) ctx.write(h0t, h0);
+    if (c0t.valid()) ctx.write(c0t, c0);
+    Sequence seq = ctx.sequence();
+    rnn.record(seq, xt, lt, h0t, c0t, out, hn, cn);
+    seq.download(out).download(hn);
+    if (lstm) seq.download(cn);
+    seq.eval();
+    got.output = seq.read<float>(out);
+    got.h_n = seq.read<float>(hn);
+    if (lstm) got.c_n = seq.read<float>(cn);
+  } else {
+    got = rnn.forward(x, k.B, k.T, lengths, h0, c0);
+  }
+  EXPECT_TRUE(all_close(got.output, want.output, k.tol, k.tol)) << "output";
+  EXPECT_TRUE(all_close(got.h_n, want.h_n, k.tol, k.tol)) << "h_n";
+  if (lstm) {
+    EXPECT_TRUE(all_close(got.c_n, want.c_n, k.tol, k.tol)) << "c_n";
+  }
+}
+
+const CellType kCells[] = {CellType::rnn_tanh, CellType::rnn_relu, CellType::lstm, CellType::gru};
+
+// Small shapes over every feature, on both paths and both kernel variants.
+TEST(Rnn, FeaturesBothPaths) {
+  std::uint32_t seed = 10;
+  for (CellType cell : kCells) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      for (bool nosg : {false, true}) {
+        Case k;
+        k.cell = cell;
+        k.path = path;
+        k.no_subgroup = nosg;
+        // 2 layers, bidirectional, ragged incl. 0, h0/c0, awkward sizes.
+        k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
+        run_case(k, seed++);
+        // Single layer, no h0, equal lengths, batch 1, H = 1.
+        k.layers = 1, k.bidirectional = false, k.B = 1, k.H = 1, k.I = 1, k.T = 4, k.ragged = false, k.initial = false;
+        run_case(k, seed++);
+        // No bias, 3 layers, unidirectional, ragged.
+        k.layers = 3, k.B = 3, k.H = 8, k.I = 3, k.T = 5, k.ragged = true, k.initial = true, k.bias = false;
+        run_case(k, seed++);
+      }
+    }
+  }
+}
+
+// A sample of the grid (cell x layers x direction x batch x hidden x input x lengths), sized for
+// the default suite; RnnLong.FullGrid runs the whole cross product.
+TEST(Rnn, GridSample) {
+  struct S { CellType cell; std::size_t L; bool bi; std::size_t B, H, I, T; bool ragged; };
+  const S sample[] = {
+      {CellType::gru, 1, false, 16, 64, 300, 12, true},
+      {CellType::lstm, 2, true, 3, 64, 5, 9, true},
+      {CellType::rnn_tanh, 3, true, 16, 7, 1, 10, false},
+      {CellType::rnn_relu, 1, true, 3, 256, 300, 6, true},
+      {CellType::gru, 2, false, 1, 256, 5, 8, false},
+      {CellType::lstm, 1, false, 16, 256, 1, 5, true},
+      {CellType::gru, 1, true, 3, 1024, 300, 3, true},
+      {CellType::lstm, 1, false, 1, 1024, 5, 3, false},
+      {CellType::rnn_tanh, 2, false, 16, 1, 300, 7, true},
+      {CellType::rnn_relu, 3, false, 1, 64, 1, 9, false},
+  };
+  std::uint32_t seed = 100;
+  for (const S& s : sample) {
+    for (RnnPath path : {RnnPath::automatic, RnnPath::per_step}) {
+      Case k;
+      k.cell = s.cell, k.layers = s.L, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
+      k.ragged = s.ragged, k.path = path;
+      if (path == RnnPath::per_step && context().device().type != DeviceType::cpu) continue;
+      run_case(k, seed++);
+    }
+  }
+}
+
+TEST(Rnn, LstmProjection) {
+  std::uint32_t seed = 200;
+  for (bool nosg : {false, true}) {
+    Case k;
+    k.cell = CellType::lstm, k.no_subgroup = nosg;
+    k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
+    run_case(k, seed++);
+    k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
+    run_case(k, seed++);
+  }
+}
+
+// Device lengths without a host copy: all T steps recorded, the kernels clamp and mask.
+TEST(Rnn, DeviceLengthsOnly) {
+  std::uint32_t seed = 300;
+  for (CellType cell : {CellType::gru, CellType::lstm}) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      Case k;
+      k.cell = cell, k.path = path, k.device_lengths_only = true;
+      k.layers = 2, k.bidirectional = true, k.B = 6, k.H = 12, k.I = 4, k.T = 5, k.ragged = true;
+      run_case(k, seed++);
+    }
+  }
+  Case k;
+  k.cell = CellType::lstm, k.proj = 3, k.device_lengths_only = true, k.B = 4, k.H = 6, k.T = 4, k.ragged = true;
+  run_case(k, seed++);
+}
+
+// T = 512: fp32 must not drift from the double reference beyond 1e-4.
+TEST(Rnn, T512NoDrift) {
+  std::uint32_t seed = 400;
+  for (CellType cell : kCells) {
+    Case k;
+    k.cell = cell, k.B = 3, k.H = 64, k.I = 5, k.T = 512, k.ragged = true, k.bidirectional = cell == CellType::gru;
+    k.tol = 1e-4;
+    k.path = cell == CellType::lstm ? RnnPath::per_step : RnnPath::automatic;
+    run_case(k, seed++);
+  }
+}
+
+TEST(Rnn, StagingContext) {
+  auto& ctx = test::staging_context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 3, c.hidden_size = 5, c.num_layers = 2, c.bidirectional = true;
+  const auto sd = test::make_state_dict(c, 7);
+  Rnn rnn(ctx, c);
+  rnn.load(sd);
+  const std::size_t B = 3, T = 4;
+  const auto x = random_floats(B * T * 3, 8);
+  const std::vector<std::int32_t> lengths = {4, 2, 0};
+  const auto got = rnn.forward(x, B, T, lengths);
+  const auto want = test::rnn_reference(c, sd, x, B, T, lengths, {}, {});
+  EXPECT_TRUE(all_close(got.output, want.output, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(got.h_n, want.h_n, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(got.c_n, want.c_n, 1e-5, 1e-5));
+}
+
+// One submission per sequence; per-step path: 1 GEMM + 1 dispatch per step per layer (both
+// directions share it; 2 with a projection); fused path: 2 dispatches per layer. Host lengths
+// stop the recording at the longest sequence.
+TEST(Rnn, DispatchCounts) {
+  auto& ctx = context();
+  for (auto [cell, proj, path, lengths, expected] :
+       {std::tuple{CellType::gru, std::size_t(0), RnnPath::per_step, std::vector<std::int32_t>{}, 2u * (1 + 6)},
+        std::tuple{CellType::gru, std::size_t(0), RnnPath::per_step, std::vector<std::int32_t>{4, 2}, 2u * (1 + 4)},
+        std::tuple{CellType::lstm, std::size_t(2), RnnPath::per_step, std::vector<std::int32_t>{}, 2u * (1 + 2 * 6)},
+        std::tuple{CellType::rnn_tanh, std::size_t(0), RnnPath::fused, std::vector<std::int32_t>{}, 2u * 2}}) {
+    RnnConfig c;
+    c.cell = cell, c.input_size = 3, c.hidden_size = 4, c.num_layers = 2, c.bidirectional = true, c.proj_size = proj;
+    Rnn rnn(ctx, c);
+    rnn.set_path(path);
+    rnn.load(test::make_state_dict(c, 1));
+    const std::size_t B = 2, T = 6, HO = proj ? proj : 4;
+    Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 2 * HO});
+    ctx.write(x, random_floats(B * T * 3, 2));
+    Tensor lt;
+    if (!lengths.empty()) {
+      lt = ctx.tensor({B}, DType::i32);
+      ctx.write(lt, lengths);
+    }
+    Sequence seq = ctx.sequence();
+    rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
+    seq.eval();
+    EXPECT_EQ(seq.stats().dispatches, expected) << to_string(cell) << " " << to_string(path);
+    EXPECT_EQ(seq.stats().submissions, 1u);
+  }
+}
+
+// The decoder API: step() T times (ping-pong state) equals forward() over the sequence, with
+// 2 dispatches per layer (3 with a projection).
+TEST(Rnn, SingleStepMatchesSequence) {
+  auto& ctx = context();
+  std::uint32_t seed = 500;
+  for (auto [cell, proj, layers, nosg] : {std::tuple{CellType::gru, 0, 2, false}, std::tuple{CellType::lstm, 0, 1, false},
+                                         std::tuple{CellType::lstm, 3, 2, false}, std::tuple{CellType::rnn_relu, 0, 3, true},
+                                         std::tuple{CellType::gru, 0, 1, true}}) {
+    RnnConfig c;
+    c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
+    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={}", to_string(cell), proj, layers, nosg));
+    OpOptions o;
+    o.force_shared_memory_reduction = nosg;
+    Rnn rnn(ctx, c, o);
+    const auto sd = test::make_state_dict(c, seed++);
+    rnn.load(sd);
+    const bool lstm = cell == CellType::lstm;
+    const std::size_t B = 3, T = 5, L = c.num_layers, HO = proj ? std::size_t(proj) : 9;
+    const auto x = random_floats(B * T * 6, seed++);
+    const auto h0 = random_floats(L * B * HO, seed++);
+    const auto c0 = lstm ? random_floats(L * B * 9, seed++) : std::vector<float>{};
+    const auto want = test::rnn_reference(c, sd, x, B, T, {}, h0, c0);
+
+    Tensor h[2] = {ctx.tensor({L, B, HO}), ctx.tensor({L, B, HO})};
+    Tensor cs[2];
+    ctx.write(h[0], h0);
+    if (lstm) {
+      cs[0] = ctx.tensor({L, B, 9});
+      cs[1] = ctx.tensor({L, B, 9});
+      ctx.write(cs[0], c0);
+    }
+    Tensor xt = ctx.tensor({B, 6});
+    std::vector<double> outputs(B * T * HO);
+    for (std::size_t t = 0; t < T; ++t) {
+      std::vector<float> xs(B * 6);
+      for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t i = 0; i < 6; ++i) xs[b * 6 + i] = x[(b * T + t) * 6 + i];
+      Sequence seq = ctx.sequence();
+      seq.upload(xt, xs);
+      // c may be updated in place (c_out == c); h must ping-pong.
+      rnn.step(seq, xt, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{}, lstm ? cs[0] : Tensor{});
+      seq.download(h[(t + 1) & 1]);
+      seq.eval();
+      EXPECT_EQ(seq.stats().dispatches, L * (proj ? 3u : 2u));
+      const auto hs = seq.read<float>(h[(t + 1) & 1]);
+      for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t k = 0; k < HO; ++k) outputs[(b * T + t) * HO + k] = hs[((L - 1) * B + b) * HO + k];
+    }
+    std::vector<float> got_out(outputs.begin(), outputs.end());
+    EXPECT_TRUE(all_close(got_out, want.output, 1e-5, 1e-5)) << "outputs";
+    EXPECT_TRUE(all_close(ctx.read<float>(h[T & 1]), want.h_n, 1e-5, 1e-5)) << "h_n";
+    if (lstm) {
+      EXPECT_TRUE(all_close(ctx.read<float>(cs[0]), want.c_n, 1e-5, 1e-5)) << "c_n";
+    }
+  }
+}
+
+// The first step without any state (h / c empty = zeros).
+TEST(Rnn, SingleStepFromZeroState) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 4, c.hidden_size = 8;
+  Rnn rnn(ctx, c);
+  const auto sd = test::make_state_dict(c, 3);
+  rnn.load(sd);
+  const auto x = random_floats(2 * 4, 4);
+  const auto want = test::rnn_reference(c, sd, x, 2, 1, {}, {}, {});
+  Tensor xt = ctx.tensor({2, 4}), ho = ctx.tensor({1, 2, 8}), co = ctx.tensor({1, 2, 8});
+  ctx.write(xt, x);
+  Sequence seq = ctx.sequence();
+  rnn.step(seq, xt, {}, ho, {}, co);
+  seq.eval();
+  EXPECT_TRUE(all_close(ctx.read<float>(ho), want.h_n, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(ctx.read<float>(co), want.c_n, 1e-5, 1e-5));
+}
+
+template <class F>
+void expect_error(F&& f, ErrorCode code, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Rnn, LoadErrorsNameTheTensor) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 3, c.hidden_size = 4, c.num_layers = 2, c.bidirectional = true;
+  Rnn rnn(ctx, c);
+  auto sd = test::make_state_dict(c, 1);
+  // Names and shapes are exactly torch's.
+  const auto shapes = rnn.parameter_shapes();
+  ASSERT_EQ(shapes.size(), sd.size());
+  EXPECT_EQ(shapes[0].first, "weight_ih_l0");
+  EXPECT_EQ(shapes[0].second, (Shape{16, 3}));
+  EXPECT_EQ(shapes[4].first, "weight_ih_l0_reverse");
+  EXPECT_EQ(shapes[8].first, "weight_ih_l1");
+  EXPECT_EQ(shapes[8].second, (Shape{16, 8}));
+
+  auto missing = sd;
+  missing.erase("bias_hh_l1_reverse");
+  expect_error([&] { rnn.load(missing); }, ErrorCode::invalid_argument, "bias_hh_l1_reverse");
+  auto extra = sd;
+  extra["weight_hr_l0"] = std::vector<float>(4);
+  expect_error([&] { rnn.load(extra); }, ErrorCode::invalid_argument, "weight_hr_l0");
+  auto wrong = sd;
+  wrong["weight_hh_l1"].pop_back();
+  expect_error([&] { rnn.load(wrong); }, ErrorCode::invalid_argument, "weight_hh_l1");
+  expect_error([&] { rnn.set_parameter("weight_ih_l0", sd["weight_ih_l0"], {3, 16}); }, ErrorCode::invalid_argument,
+               "expected shape [16, 3]");
+  expect_error([&] { rnn.set_parameter("weight_ih_l2", sd["weight_ih_l0"]); }, ErrorCode::not_found, "weight_ih_l2");
+  EXPECT_FALSE(rnn.loaded());
+  Tensor x = ctx.tensor({1, 2, 3}), out = ctx.tensor({1, 2, 8});
+  Sequence seq = ctx.sequence();
+  expect_error([&] { rnn.record(seq, x, {}, {}, {}, out, {}, {}); }, ErrorCode::state, "weight_ih_l0");
+  rnn.load(sd);
+  EXPECT_TRUE(rnn.loaded());
+}
+
+TEST(Rnn, BadArguments) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::gru, c.input_size = 3, c.hidden_size = 4, c.num_layers = 2, c.bidirectional = true;
+  Rnn rnn(ctx, c);
+  rnn.load(test::make_state_dict(c, 1));
+  const std::size_t B = 2, T = 5;
+  Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 8}), lt = ctx.tensor({B}, DType::i32);
+  Sequence seq = ctx.sequence();
+  expect_error([&] { rnn.record(seq, ctx.tensor({B, T, 4}), {}, {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, "'x'");
+  expect_error([&] { rnn.record(seq, x, {}, {}, {}, ctx.tensor({B, T, 4}), {}, {}); }, ErrorCode::invalid_argument,
+               "'out': expected f32 [2, 5, 8]");
+  expect_error([&] { rnn.record(seq, x, {}, ctx.tensor({2, B, 4}), {}, out, {}, {}); }, ErrorCode::invalid_argument, "'h0'");
+  expect_error([&] { rnn.record(seq, x, ctx.tensor({B}), {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, "'lengths'");
+  expect_error([&] { rnn.record(seq, x, {}, {}, ctx.tensor({4, B, 4}), out, {}, {}); }, ErrorCode::invalid_argument, "c0");
+  const std::vector<std::int32_t> too_long = {5, 6}, negative = {-1, 2}, wrong_count = {1, 2, 3};
+  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, too_long); }, ErrorCode::invalid_argument,
+               "lengths[1] = 6 is outside [0, T = 5]");
+  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, negative); }, ErrorCode::invalid_argument, "lengths[0] = -1");
+  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, wrong_count); }, ErrorCode::invalid_argument, "3 host lengths");
+  expect_error([&] { (void)rnn.forward(random_floats(B * T * 3, 1), B, T, too_long); }, ErrorCode::invalid_argument,
+               "lengths[1] = 6");
+  Tensor hn = ctx.tensor({4, B, 4});
+  expect_error([&] { rnn.record(seq, x, {}, hn, {}, out, hn, {}); }, ErrorCode::invalid_argument, "share memory");
+  expect_error([&] { rnn.step(seq, ctx.tensor({B, 3}), {}, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument,
+               "bidirectional");
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+
+  RnnConfig g = c;
+  g.bidirectional = false;
+  Rnn uni(ctx, g);
+  uni.load(test::make_state_dict(g, 2));
+  Tensor h = ctx.tensor({2, B, 4});
+  expect_error([&] { uni.step(seq, ctx.tensor({B, 3}), h, h); }, ErrorCode::invalid_argument, "ping-pong");
+  expect_error([&] { uni.step(seq, ctx.tensor({B, 2}), h, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument, "'x'");
+
+  RnnConfig p = c;
+  p.proj_size = 2;
+  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, "proj_size");
+  p.cell = CellType::lstm;
+  p.proj_size = 4;
+  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, "smaller than hidden_size");
+  p.proj_size = 2;
+  Rnn proj(ctx, p);
+  proj.set_path(RnnPath::fused);
+  expect_error([&] { (void)proj.path_for(1); }, ErrorCode::invalid_argument, "fused");
+  RnnConfig z = c;
+  z.hidden_size = 0;
+  expect_error([&] { Rnn bad(ctx, z); }, ErrorCode::invalid_argument, "hidden_size");
+}
+
+// The full cross product of the grid: cell x layers {1,2,3} x bidirectional x batch
+// {1,3,16} x hidden {1,7,64,256,1024} x input {1,5,300} x lengths {ragged, equal}. T shrinks with
+// the work per step so the double reference stays affordable; T = 512 runs where H <= 64.
+TEST(RnnLong, FullGrid) {
+  std::uint32_t seed = 1000;
+  for (CellType cell : kCells)
+    for (std::size_t L : {1, 2, 3})
+      for (bool bi : {false, true})
+        for (std::size_t B : {1, 3, 16})
+          for (std::size_t H : {1, 7, 64, 256, 1024})
+            for (std::size_t I : {1, 5, 300})
+              for (bool ragged : {true, false}) {
+                Case k;
+                k.cell = cell, k.layers = L, k.bidirectional = bi, k.B = B, k.H = H, k.I = I, k.ragged = ragged;
+                k.T = H <= 7 ? 512 : H == 64 ? (B == 1 ? 512 : 64) : H == 256 ? 8 : 3;
+                k.tol = k.T >= 512 ? 1e-4 : 1e-5;
+                run_case(k, seed++);
+              }
+}
+
+// Both paths and the no-subgroup variants over a mid-size grid.
+TEST(RnnLong, PathsAndVariants) {
+  std::uint32_t seed = 5000;
+  for (CellType cell : kCells)
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused})
+      for (bool nosg : {false, true})
+        for (std::size_t B : {1, 3, 16})
+          for (std::size_t H : {1, 7, 64, 256}) {
+            Case k;
+            k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
+            k.layers = 2, k.bidirectional = true, k.ragged = true;
+            run_case(k, seed++);
+          }
+}
+
+}  // namespace
+}  // namespace vkrnn
