@@ -127,7 +127,7 @@ def markdown(columns, base, names, title):
         d, h = c.dev, c.doc["host"]
         reps = sorted({r["repetitions"] for r in d["rows"]}) or ["–"]
         out.append("| " + " | ".join(escape(x) for x in [
-            c.label, d["vendor"], d["device_type"], f"{d['driver_name']} {d['driver_version']}",
+            c.label, d["vendor"], d["device_type"], f"{d['driver_name']} {d['driver_version']}" + (f" ({d['driver_info']})" if d.get("driver_info") else ""),
             d["api_version"] or "–", "/".join(map(str, reps)), c.doc["tool"],
             os.path.basename(c.path), c.doc["created"],
             f"{h['cpu']}, {h['cores']} cores, {h['os']}"]) + " |")

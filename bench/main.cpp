@@ -87,6 +87,7 @@ json device_json(const DeviceInfo& d, bool validation) {
   j["driver_name"] = d.driver_name;
   j["driver_version"] = d.driver_version_string.empty() ? std::to_string(d.driver_version)
                                                         : d.driver_version_string;
+  j["driver_info"] = d.driver_info;
   j["api_version"] = api_string(d.api_version);
   j["subgroup_size"] = d.subgroup_size;
   j["timestamps"] = d.timestamps;
@@ -102,7 +103,7 @@ json nullable_rate(double work, double per, double scale) {
   return work / per * scale;
 }
 
-json row_json(const Workload& w, const Samples& s, int warmup, const json& ceilings) {
+json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   const double wall = median(s.wall_us);  // every derived rate is from the wall median
   json r;
   r["id"] = w.id;
@@ -110,7 +111,7 @@ json row_json(const Workload& w, const Samples& s, int warmup, const json& ceili
   r["params"] = w.params;
   r["precision"] = w.precision;
   r["repetitions"] = s.wall_us.size();
-  r["warmup"] = warmup;
+  r["warmup"] = s.warmup;
   r["gpu_us"] = summary(s.gpu_us);
   r["wall_us"] = summary(s.wall_us);
   r["record_us"] = summary(s.record_us);
@@ -135,10 +136,11 @@ std::string fmt_opt(const json& v, const char* spec_unit) {
 }
 
 void print_header(const json& d) {
-  fmt::print("\n== {} [{}] — {} {}, driver {} {}, Vulkan {}, subgroup {}, timestamps {}\n",
+  fmt::print("\n== {} [{}] — {} {}, driver {} {} ({}), Vulkan {}, subgroup {}, timestamps {}\n",
              d["name"].get<std::string>(), d["index"].get<int>(), d["vendor"].get<std::string>(),
              d["device_type"].get<std::string>(), d["driver_name"].get<std::string>(),
-             d["driver_version"].get<std::string>(), d["api_version"].get<std::string>(),
+             d["driver_version"].get<std::string>(), d["driver_info"].get<std::string>(),
+             d["api_version"].get<std::string>(),
              d["subgroup_size"].get<int>(), d["timestamps"].get<bool>() ? "yes" : "no");
 }
 
@@ -150,6 +152,9 @@ void print_ceilings(const json& c) {
              cfg["vec4_per_invocation"].get<int>(), cfg["basis"].get<std::string>(),
              c["copy_buffer_gbps"].get<double>(), c["empty_dispatch_us"].get<double>(),
              c["empty_submit_us"].get<double>());
+}
+
+void print_table_header() {
   fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>5}\n", "row",
              "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%", "disp");
 }
@@ -180,6 +185,7 @@ int run(int argc, char** argv) {
   bool list = false, list_devices_only = false, no_ceilings = false, ceilings_only = false,
        validation = false;
   int repetitions = 20, warmup = 3;
+  double max_seconds = 0.0;
   std::string out_path;
   app.add_option("-d,--device", device_selectors,
                  "device index or case-insensitive name substring (repeatable; default: all)");
@@ -193,6 +199,10 @@ int run(int argc, char** argv) {
   app.add_option("-w,--warmup", warmup, "untimed repetitions before timing (default 3)")
       ->check(CLI::Range(0, 1000000));
   app.add_option("-o,--out", out_path, "write the JSON results to this file");
+  app.add_option("--max-seconds", max_seconds,
+                 "time budget per row: fewer repetitions (>= 3) for rows that would take longer "
+                 "(default 0: no budget, always --repetitions)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-ceilings", no_ceilings, "skip the ceiling measurements");
   app.add_flag("--ceilings-only", ceilings_only, "measure the ceilings, run no row");
   app.add_flag("--validation", validation,
@@ -264,12 +274,15 @@ int run(int argc, char** argv) {
       d["ceilings"] = measure_ceilings(ctx, {std::min(warmup, 2), std::max(repetitions, 5)});
       print_ceilings(d["ceilings"]);
     }
+    if (!rows.empty()) print_table_header();
     for (const auto& w : rows) {
       const std::string name = w.name();
       try {
         const Recorder record = w.setup(ctx);
-        const Samples s = run_timed(ctx, record, {warmup, repetitions, info.timestamps, name});
-        d["rows"].push_back(row_json(w, s, warmup, d["ceilings"]));
+        TimingOptions timing{warmup, repetitions, info.timestamps, name};
+        timing.max_seconds = max_seconds;
+        const Samples s = run_timed(ctx, record, timing);
+        d["rows"].push_back(row_json(w, s, d["ceilings"]));
         print_row(d["rows"].back());
       } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on
         d["skipped"].push_back({{"name", name}, {"reason", e.what()}});

@@ -20,7 +20,10 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
   so.label = options.label;
   Sequence seq = ctx.sequence(so);
   Samples s;
-  for (int i = 0; i < options.warmup + options.repetitions; ++i) {
+  int warmup = options.warmup;
+  int repetitions = options.repetitions;
+  const auto started = Clock::now();
+  for (int i = 0; i < warmup + repetitions; ++i) {
     seq.reset();
     // Deltas, so the counts are right whether or not reset() clears the statistics.
     const SequenceStats before = seq.stats();
@@ -32,7 +35,18 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
     seq.submit();
     seq.wait();
     const auto t1 = Clock::now();
-    if (i < options.warmup) continue;
+    if (i < warmup) {
+      if (options.max_seconds > 0.0 && us_since(started, t1) > options.max_seconds * 1e5) {
+        warmup = i + 1;  // enough: the pipelines are compiled and the memory touched
+      }
+      continue;
+    }
+    if (i == warmup && options.max_seconds > 0.0) {
+      const double fit = options.max_seconds * 1e6 / std::max(us_since(r0, t1), 1.0);
+      if (fit < repetitions) {
+        repetitions = std::min(repetitions, std::max(options.min_repetitions, int(fit)));
+      }
+    }
     s.wall_us.push_back(us_since(t0, t1));
     s.record_us.push_back(us_since(r0, r1));
     s.dispatches = dispatches;
@@ -50,6 +64,7 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
       s.gpu_us.push_back(ns / 1000.0);
     }
   }
+  s.warmup = warmup;
   return s;
 }
 

@@ -18,6 +18,7 @@ struct Samples {
   std::vector<double> record_us;  // host time recording the repetition
   std::uint32_t dispatches = 0;   // per repetition
   std::uint32_t submissions = 0;  // per repetition
+  int warmup = 0;                 // warm-up repetitions actually run
 };
 
 struct TimingOptions {
@@ -25,6 +26,11 @@ struct TimingOptions {
   int repetitions = 20;
   bool profile = false;  // timestamps around every dispatch (needs DeviceInfo::timestamps)
   std::string label;
+  // > 0: a time budget for the row. Warm-up stops early once it has used a tenth of it, and
+  // the repetitions are cut (to no fewer than min_repetitions) when the first timed one says
+  // the rest would not fit. The row's "repetitions" records what was run.
+  double max_seconds = 0.0;
+  int min_repetitions = 3;
 };
 
 Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& options);

@@ -224,14 +224,22 @@ def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def time_row(torch, fn, dev, reps, warmup):
+def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
+    """Warm-up, then timed repetitions. max_seconds > 0 is a budget for the row, as in
+    vkrnn-bench: warm-up stops once it used a tenth of it, and the repetitions are cut (to no
+    fewer than min_reps) when the first timed one says the rest would not fit."""
     cuda = dev.startswith("cuda")
+    started = time.perf_counter()
+    warmups = 0
     for _ in range(warmup):
         fn()
-    if cuda:
-        torch.cuda.synchronize()
+        warmups += 1
+        if cuda:
+            torch.cuda.synchronize()
+        if max_seconds > 0 and time.perf_counter() - started > max_seconds / 10:
+            break
     wall, gpu = [], []
-    for _ in range(reps):
+    while len(wall) < reps:
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
@@ -247,7 +255,9 @@ def time_row(torch, fn, dev, reps, warmup):
             fn()
             t1 = time.perf_counter_ns()
         wall.append((t1 - t0) / 1000.0)
-    return wall, gpu
+        if len(wall) == 1 and max_seconds > 0:
+            reps = min(reps, max(min_reps, int(max_seconds * 1e6 / max(wall[0], 1.0))))
+    return wall, gpu, warmups
 
 
 def ceilings(torch, dev, reps):
@@ -258,7 +268,7 @@ def ceilings(torch, dev, reps):
     n = COPY_BYTES // 4
     src = torch.rand(n, device=dev)
     dst = torch.empty(n, device=dev)
-    copy_wall, copy_gpu = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
+    copy_wall, copy_gpu, _ = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
     copy_us = statistics.median(copy_gpu if cuda else copy_wall)
     tiny = torch.zeros(1, device=dev)
     ops = 1000
@@ -266,10 +276,10 @@ def ceilings(torch, dev, reps):
     def many_tiny():
         for _ in range(ops):
             tiny.add_(1.0)
-    op_wall, op_gpu = time_row(torch, many_tiny, dev, max(reps, 10), 2)
+    op_wall, _, _ = time_row(torch, many_tiny, dev, max(reps, 10), 2)
     submit = None
     if cuda:
-        sync_wall, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
+        sync_wall, _, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
         submit = statistics.median(sync_wall)
     return {
         "copy_shader_gbps": 2.0 * COPY_BYTES / (copy_us * 1e3),
@@ -324,6 +334,9 @@ def main(argv=None):
                     help="cpu and/or cuda (default: cpu, plus cuda when available)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="torch.set_num_threads (default os.cpu_count())")
+    ap.add_argument("--max-seconds", type=float, default=0.0,
+                    help="time budget per row: fewer repetitions (>= 3) for rows that would "
+                         "take longer (default 0: no budget)")
     ap.add_argument("--out", help="write the JSON results here")
     ap.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
     args = ap.parse_args(argv)
@@ -368,7 +381,8 @@ def main(argv=None):
             backend = {"name": f"torch {torch.__version__}", "blas": blas, "threads": threads}
             entry = {"index": None, "name": name, "vendor": vendor, "vendor_id": None, "device_type": dtype,
                      "driver_name": f"torch {torch.__version__}",
-                     "driver_version": torch.__version__, "api_version": None,
+                     "driver_version": torch.__version__,
+                     "driver_info": f"{blas}, {threads} threads", "api_version": None,
                      "subgroup_size": None, "timestamps": dev == "cuda", "validation": False,
                      "ceilings": None if args.no_ceilings else ceilings(torch, dev, args.repetitions),
                      "rows": [], "skipped": []}
@@ -378,7 +392,8 @@ def main(argv=None):
                 rname = row_name(wid, p)
                 try:
                     fn = BUILDERS[wid.split(".")[0]](torch, wid, p, dev)
-                    wall, gpu = time_row(torch, fn, dev, args.repetitions, args.warmup)
+                    wall, gpu, warmups = time_row(torch, fn, dev, args.repetitions, args.warmup,
+                                                  args.max_seconds)
                 except RuntimeError as e:  # e.g. out of memory: say so, keep going
                     entry["skipped"].append({"name": rname, "reason": str(e).splitlines()[0]})
                     print(f"  {rname}: skipped: {e}", file=sys.stderr)
@@ -387,7 +402,7 @@ def main(argv=None):
                 med = statistics.median(wall)
                 gbps = nbytes / (med * 1e3) if nbytes else None
                 row = {"id": wid, "name": rname, "params": p, "precision": "fp32",
-                       "repetitions": args.repetitions, "warmup": args.warmup,
+                       "repetitions": len(wall), "warmup": warmups,
                        "gpu_us": summarize(gpu) if gpu else None, "wall_us": summarize(wall),
                        "record_us": None,
                        "gbps": gbps,
