@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Context accumulation: context[b, h*dv + j] = sum_{s < len[b]} weights[r, s] * values[b, s, h*dv + j]
 // for rows r = b * heads + h, tiled over S (chunks) and over the value columns (tiles of HT).
 // Layout: weights STORE_T [rows, S]; values STORE_T [B, S, H]; context f32 [B, H];
@@ -12,7 +14,6 @@
 // reads contiguous memory. Fixed summation order and no atomics: bit-identical run to run.
 #include "attention_common.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint VPT = 4;    // columns (or vec4s) per invocation
 layout(constant_id = 4) const uint VVEC4 = 0;  // H % 4 == 0 and dv % 4 == 0: vec4 loads
 

@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Fused decoder-step attention (flash-decoding): scores -> masked softmax -> context in one pass
 // over the memory, so keys and values are read once.
 //
@@ -21,7 +23,6 @@
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 6) const uint R = 1;       // positions per invocation per block
 layout(constant_id = 7) const uint HT = 256;    // value columns per workgroup (shared accumulators)
 layout(constant_id = 8) const uint VVEC4 = 0;   // H, dv, HT multiples of 4: vec4 value loads

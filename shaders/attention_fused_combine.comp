@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Second pass of the split fused attention (attention_fused.comp): merges the per-split
 // (max, sum, acc) partials of each row and normalises the raw scores into attention weights.
 //   M = max_c m_c,  L = sum_c l_c exp(m_c - M),  context = sum_c acc_c exp(m_c - M) / L,
@@ -11,7 +13,6 @@
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint MAX_SPLIT = 256;  // upper bound of nsplit
 layout(constant_id = 4) const uint E = 4;            // weight positions per invocation
 

@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Key precompute for additive (Bahdanau / concat) attention, once per source sequence:
 //   keys[n, a] = sum_k memory[n, k] * W[a, k]     (K = h W_k^T; n runs over B * S rows)
 // memory STORE_T [N, Hm], W f32 [A, Hm], keys STORE_T [N, A].
@@ -7,7 +9,6 @@
 // invocation RM rows of one column, stepping over k in slices of T.
 #include "attention_common.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint RM = 4;  // rows per invocation
 
 layout(set = 0, binding = 0) readonly buffer Memory { STORE_T memory[]; };

@@ -1,12 +1,13 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Query projection for the general and additive scores: out[b, a] = sum_k W[a, k] q[b, k] (+ bias[a]).
 // One workgroup per output feature a (so each row of W is read once, from cache for b > 0);
 // the workgroup's invocations split k and reduce.
 #include "reduce.glsl"
 #include "attention_common.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint VEC4 = 0;  // Q % 4 == 0: vec4 loads
 
 layout(set = 0, binding = 0) readonly buffer Weight { float w[]; };

@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Raw attention scores: scores[r, s] for rows r = b * heads + h and source positions s < S.
 // Positions at or beyond the row's length are not scored and are written as -inf.
 //
@@ -8,7 +10,6 @@
 // Grid: one workgroup per (row, block of P = WG * R positions), folded over x and y.
 #include "attention_common.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 6) const uint R = 1;  // positions per invocation per block
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };

@@ -1,5 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Masked, numerically stable softmax over the source axis, tiled so any S works:
 //   weights[r, s] = exp(x_s - M) / L for s < len[b], exactly 0 for s >= len[b] (and for every s
 //   when len[b] == 0), with M the row's max and L = sum exp(x_s - M) over the valid positions.
@@ -13,7 +15,6 @@
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint E = 4;  // positions per invocation
 
 layout(set = 0, binding = 0) readonly buffer Scores { float scores[]; };

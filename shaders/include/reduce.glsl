@@ -10,6 +10,8 @@
 // Every invocation of the workgroup must call these in uniform control flow. A call begins with
 // a barrier() that guards the reuse of the scratch, so calls may follow each other directly;
 // callers must not rely on a call acting as a barrier for their own shared data.
+// Include this AFTER `layout(local_size_x_id = ...) in;`: the scratch is sized by
+// gl_WorkGroupSize, which is the literal (1, 1, 1) until that declaration is seen.
 #ifndef REDUCE_GLSL
 #define REDUCE_GLSL
 

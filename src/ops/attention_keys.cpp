@@ -14,6 +14,10 @@ using namespace attention_detail;
 namespace {
 constexpr const char* kOp = "KeyProjection";
 
+struct Push {
+  std::uint32_t N, Hm, A, ntiles_a, ntiles_n;
+};
+
 std::uint64_t keys_shared_bytes(std::uint32_t T, std::uint32_t RM) {
   return 4ull * (std::uint64_t(T) * RM * (T + 1) + std::uint64_t(T) * (T + 1));
 }
@@ -40,7 +44,7 @@ KeyProjection::KeyProjection(Context& ctx, const AttentionConfig& config, const 
   tile_ = T;
   rows_per_invocation_ = RM;
   kernel_ = ctx.kernel({kernel_name("attention_keys", options.fp16_storage, false, false),
-                        {T, T, 1, RM}, 3, 5 * sizeof(std::uint32_t)});
+                        {T, T, 1, RM}, 3, sizeof(Push)});
 }
 
 void KeyProjection::record(Sequence& seq, const Tensor& memory, const Tensor& w_k,
@@ -53,8 +57,8 @@ void KeyProjection::record(Sequence& seq, const Tensor& memory, const Tensor& w_
   const std::uint32_t N = d.B * d.S;
   const std::uint32_t ta = ceil_div(d.Hk, tile_);
   const std::uint32_t tn = ceil_div(N, std::uint64_t(tile_) * rows_per_invocation_);
-  const std::uint32_t push[5] = {N, d.H, d.Hk, ta, tn};
-  seq.dispatch(kernel_, {in(memory), in(w_k), out(keys)}, std::as_bytes(std::span(push)),
+  const Push push{N, d.H, d.Hk, ta, tn};
+  seq.dispatch(kernel_, {in(memory), in(w_k), out(keys)}, push,
                fold_groups(std::uint64_t(ta) * tn, ctx_->device(), kOp));
 }
 

@@ -11,17 +11,19 @@ Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& opt
   const std::uint32_t wg = pick_workgroup(dev, options);
   const std::uint32_t vec4 = d.Hq % 4 == 0 ? 1 : 0;
   return ctx.kernel({kernel_name("attention_query", false, true, sg), {wg, 1, 1, vec4}, 4,
-                     4 * sizeof(std::uint32_t)});
+                     4 * sizeof(std::uint32_t)});  // push: A, Q, B, has_bias
 }
 
 void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev,
                              const Dims& d, const ScoreParams& params, const Tensor& query,
                              const Tensor& projected, const Tensor& dummy) {
   const bool has_bias = params.bias.valid();
-  const std::uint32_t push[4] = {d.Hk, d.Hq, d.B, has_bias ? 1u : 0u};
+  struct {
+    std::uint32_t A, Q, B, has_bias;
+  } const push{d.Hk, d.Hq, d.B, has_bias ? 1u : 0u};
   seq.dispatch(kernel,
                {in(params.w), in(query), in(has_bias ? params.bias : dummy), out(projected)},
-               std::as_bytes(std::span(push)), fold_groups(d.Hk, dev, "attention query projection"));
+               push, fold_groups(d.Hk, dev, "attention query projection"));
 }
 
 }  // namespace vkrnn::attention_detail

@@ -1,0 +1,1032 @@
+// Decoder-side attention (scores, masked tiled softmax, context, fused flash-decoding step, key
+// projection) against double-precision CPU references.
+//
+// Tolerances
+//  fp32: weights and context within 1e-5 relative + 1e-6 absolute of the double reference.
+//        Raw scores: 1e-5 relative + 1e-6 * max(1, sum_j |term_j|) absolute, since an fp32 dot
+//        product's rounding error scales with the magnitude of its terms, not of its result.
+//        The test data keeps sum_j |term_j| = O(1..10) (realistic, Xavier-like scaling), so
+//        score errors stay ~1e-7..1e-6, well inside what the 1e-5 weight tolerance absorbs.
+//  fp16 storage (keys, values, weights as float16, fp32 arithmetic):
+//   (a) against the reference computed on the fp16-rounded inputs: weights are float16, so
+//       each is off by at most half an ulp of binary16 (2^-11 relative; 2^-25 absolute for
+//       subnormals) on top of the fp32 tolerance: rel 2^-11 + 1e-5, abs 1e-6. The fused
+//       context is accumulated from fp32 weights: fp32 tolerance. The unfused context reads
+//       the float16 weights: |err_j| <= 2^-11 * sum_s |w_s v_sj| + fp32 tolerance.
+//   (b) against the reference on the unrounded fp32 inputs: rounding keys/queries-side inputs
+//       moves each score by at most delta = 2^-11 * sum_j |term_j| (first order; tanh is
+//       1-Lipschitz, |d tanh| <= |dK|), which moves each softmax weight by a relative
+//       2 * delta at most (d log w_s = de_s - sum_t w_t de_t); rounding the values moves
+//       context terms by 2^-11 |w v|. Bound used, with a 1.5x margin for the second-order terms:
+//         |w - w_ref|  <= 1.5 * (2 delta_max + 2^-11) * w_ref + 1e-6
+//         |c - c_ref|_j <= 1.5 * (2 delta_max + 2 * 2^-11) * sum_s |w_s v_sj| + 1e-6
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "vkrnn/attention.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::random_floats;
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr double kHalfUlp = 1.0 / 2048.0;  // 2^-11: binary16 round-to-nearest, relative
+
+// ---------------------------------------------------------------------------------------------
+// Problems and host data
+
+struct Problem {
+  Score score = Score::dot;
+  std::size_t batch = 1, S = 1, hidden = 1, key_dim = 0, query_dim = 0, heads = 1;
+  std::vector<std::int32_t> lengths;  // empty: all S
+  bool fp16 = false;
+  ScoreSplit split = ScoreSplit::automatic;
+  std::uint32_t seed = 1;
+
+  AttentionConfig config() const {
+    AttentionConfig c;
+    c.score = score;
+    c.batch = batch;
+    c.max_source = S;
+    c.hidden = hidden;
+    c.key_dim = key_dim;
+    c.query_dim = query_dim;
+    c.heads = heads;
+    c.score_split = split;
+    return c;
+  }
+  std::size_t Hk() const { return key_dim ? key_dim : hidden; }
+  std::size_t Hq() const { return query_dim ? query_dim : Hk(); }
+  // Keys are the values (encoder outputs) for every form except additive.
+  bool same_kv() const { return score != Score::additive; }
+  std::string describe() const {
+    return fmt::format("score={} B={} S={} H={} Hk={} Hq={} heads={} fp16={} split={} lengths=[{}]",
+                       to_string(score), batch, S, hidden, Hk(), Hq(), heads, fp16, int(split),
+                       lengths.size() <= 16 ? fmt::format("{}", fmt::join(lengths, ",")) : "...");
+  }
+};
+
+float round_half(float x) { return half_to_float(float_to_half(x)); }
+
+struct Data {
+  std::vector<float> keys, values, query, w, bias, v;
+  std::vector<std::int32_t> lengths;
+};
+
+// Lengths: the given ones, else ragged ones that include 0 and S when the batch allows.
+std::vector<std::int32_t> make_lengths(const Problem& p) {
+  if (!p.lengths.empty()) return p.lengths;
+  std::vector<std::int32_t> len(p.batch);
+  std::mt19937 rng(p.seed * 7919u + 13u);
+  for (std::size_t b = 0; b < p.batch; ++b) {
+    if (b == 0) {
+      len[b] = std::int32_t(p.S);
+    } else if (b == 1) {
+      len[b] = 0;
+    } else if (b == 2) {
+      len[b] = std::int32_t(std::max<std::size_t>(1, p.S / 2 + 1));
+    } else {
+      len[b] = std::int32_t(rng() % (p.S + 1));
+    }
+  }
+  return len;
+}
+
+// Inputs scaled so that scores are O(1) (sum_j |term_j| = O(1..10)): keys/values U(-1, 1),
+// queries U(-1, 1) * 3 / sqrt(width), W as below, v U(-1, 1) * 2 / sqrt(A).
+Data make_data(const Problem& p) {
+  Data d;
+  const std::size_t B = p.batch, S = p.S, H = p.hidden, Hk = p.Hk(), Hq = p.Hq();
+  const std::size_t dk = Hk / p.heads;
+  d.values = random_floats(B * S * H, p.seed, -1.0f, 1.0f);
+  if (p.same_kv()) {
+    d.keys = d.values;
+  } else {
+    d.keys = random_floats(B * S * Hk, p.seed + 1, -1.0f, 1.0f);
+  }
+  const float qs = 3.0f / std::sqrt(float(p.score == Score::dot || p.score == Score::scaled_dot ? dk : Hq));
+  d.query = random_floats(B * Hq, p.seed + 2, -qs, qs);
+  if (p.score == Score::general || p.score == Score::additive) {
+    // std(W q) = ws / sqrt(3) * sqrt(Hq) * std(q) = ws: general gets the dot query's scale
+    // (sqrt(3 / dk)); additive an O(0.5) offset inside tanh.
+    const float ws = p.score == Score::general ? std::sqrt(3.0f / float(Hk)) : 0.5f;
+    d.w = random_floats(Hk * Hq, p.seed + 3, -ws, ws);
+  }
+  if (p.score == Score::additive) {
+    d.bias = random_floats(Hk, p.seed + 4, -0.5f, 0.5f);
+    const float vs = 2.0f / std::sqrt(float(Hk));
+    d.v = random_floats(Hk, p.seed + 5, -vs, vs);
+  }
+  d.lengths = make_lengths(p);
+  if (p.fp16) {  // the GPU sees these rounded: round on the host too
+    for (auto& x : d.keys) x = round_half(x);
+    for (auto& x : d.values) x = round_half(x);
+  }
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Double-precision reference
+
+struct Reference {
+  std::vector<double> scores;     // [rows, S], -inf at masked positions
+  std::vector<double> magnitude;  // [rows, S], sum_j |term_j| of each score
+  std::vector<double> weights;    // [rows, S]
+  std::vector<double> context;    // [B, H]
+  std::vector<double> abs_context;  // [B, H], sum_s |w_s v_sj|
+};
+
+Reference reference(const Problem& p, const Data& d) {
+  const std::size_t B = p.batch, S = p.S, H = p.hidden, Hk = p.Hk(), Hq = p.Hq(), heads = p.heads;
+  const std::size_t dk = Hk / heads, dv = H / heads, rows = B * heads;
+  Reference r;
+  r.scores.assign(rows * S, kNegInf);
+  r.magnitude.assign(rows * S, 0.0);
+  r.weights.assign(rows * S, 0.0);
+  r.context.assign(B * H, 0.0);
+  r.abs_context.assign(B * H, 0.0);
+  const double scale = p.score == Score::scaled_dot ? 1.0 / std::sqrt(double(dk)) : 1.0;
+  for (std::size_t b = 0; b < B; ++b) {
+    // projected query
+    std::vector<double> q(Hk);
+    for (std::size_t a = 0; a < Hk; ++a) {
+      if (p.score == Score::general || p.score == Score::additive) {
+        double s = p.score == Score::additive ? double(d.bias[a]) : 0.0;
+        for (std::size_t k = 0; k < Hq; ++k) s += double(d.w[a * Hq + k]) * double(d.query[b * Hq + k]);
+        q[a] = s;
+      } else {
+        q[a] = d.query[b * Hq + a];
+      }
+    }
+    const std::size_t len = std::size_t(std::clamp<std::int32_t>(d.lengths[b], 0, std::int32_t(S)));
+    for (std::size_t h = 0; h < heads; ++h) {
+      const std::size_t row = b * heads + h;
+      double mx = kNegInf;
+      for (std::size_t s = 0; s < len; ++s) {
+        const float* k = &d.keys[(b * S + s) * Hk + h * dk];
+        double e = 0.0, mag = 0.0;
+        for (std::size_t j = 0; j < dk; ++j) {
+          double term;
+          if (p.score == Score::additive) {
+            term = double(d.v[j]) * std::tanh(double(k[j]) + q[j]);
+          } else {
+            term = double(k[j]) * q[h * dk + j] * scale;
+          }
+          e += term;
+          mag += std::abs(term);
+        }
+        r.scores[row * S + s] = e;
+        r.magnitude[row * S + s] = mag;
+        mx = std::max(mx, e);
+      }
+      double sum = 0.0;
+      for (std::size_t s = 0; s < len; ++s) sum += std::exp(r.scores[row * S + s] - mx);
+      for (std::size_t s = 0; s < len; ++s) {
+        const double w = std::exp(r.scores[row * S + s] - mx) / sum;
+        r.weights[row * S + s] = w;
+        for (std::size_t j = 0; j < dv; ++j) {
+          const double v = d.values[(b * S + s) * H + h * dv + j];
+          r.context[b * H + h * dv + j] += w * v;
+          r.abs_context[b * H + h * dv + j] += std::abs(w * v);
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU runs
+
+Tensor upload_storage(Context& ctx, const Shape& shape, const std::vector<float>& x, bool fp16,
+                      const char* name) {
+  Tensor t = ctx.tensor(shape, fp16 ? DType::f16 : DType::f32, name);
+  if (fp16) {
+    std::vector<std::uint16_t> h(x.size());
+    std::transform(x.begin(), x.end(), h.begin(), float_to_half);
+    ctx.write(t, h);
+  } else {
+    ctx.write(t, x);
+  }
+  return t;
+}
+
+std::vector<float> read_storage(const Sequence& seq, const Tensor& t) {
+  if (t.dtype() == DType::f16) {
+    const auto h = seq.read<std::uint16_t>(t);
+    std::vector<float> f(h.size());
+    std::transform(h.begin(), h.end(), f.begin(), half_to_float);
+    return f;
+  }
+  return seq.read<float>(t);
+}
+
+struct Inputs {
+  Tensor keys, values, query, lengths;
+  ScoreParams params;
+};
+
+Inputs upload(Context& ctx, const Problem& p, const Data& d) {
+  Inputs in;
+  const std::size_t B = p.batch, S = p.S;
+  in.values = upload_storage(ctx, {B, S, p.hidden}, d.values, p.fp16, "values");
+  in.keys = p.same_kv() ? in.values : upload_storage(ctx, {B, S, p.Hk()}, d.keys, p.fp16, "keys");
+  in.query = ctx.tensor({B, p.Hq()}, d.query, "query");
+  in.lengths = ctx.tensor({B}, DType::i32, "lengths");
+  if (!d.w.empty()) in.params.w = ctx.tensor({p.Hk(), p.Hq()}, d.w, "w");
+  if (!d.bias.empty()) in.params.bias = ctx.tensor({p.Hk()}, d.bias, "bias");
+  if (!d.v.empty()) in.params.v = ctx.tensor({p.Hk()}, d.v, "v");
+  return in;
+}
+
+struct Outputs {
+  std::vector<float> scores, weights, context;
+  std::uint32_t dispatches = 0;
+};
+
+Outputs run_unfused(Context& ctx, const Problem& p, const Data& d, const Inputs& in,
+                    const OpOptions& opt) {
+  const AttentionConfig cfg = p.config();
+  AttentionScores scores_op(ctx, cfg, opt);
+  MaskedSoftmax softmax_op(ctx, cfg, opt);
+  AttentionContext context_op(ctx, cfg, opt);
+  const Shape sshape = attention_scores_shape(cfg);
+  Tensor scores = ctx.tensor(sshape, DType::f32, "scores");
+  Tensor weights = ctx.tensor(sshape, p.fp16 ? DType::f16 : DType::f32, "weights");
+  Tensor out = ctx.tensor({p.batch, p.hidden}, DType::f32, "context");
+  Sequence seq = ctx.sequence();
+  upload_lengths(seq, in.lengths, d.lengths, cfg);
+  scores_op.record(seq, in.keys, in.query, in.lengths, scores, in.params);
+  softmax_op.record(seq, scores, in.lengths, weights);
+  context_op.record(seq, weights, in.values, in.lengths, out);
+  seq.download(scores).download(weights).download(out);
+  seq.eval();
+  Outputs o;
+  o.scores = seq.read<float>(scores);
+  o.weights = read_storage(seq, weights);
+  o.context = seq.read<float>(out);
+  o.dispatches = seq.stats().dispatches;
+  EXPECT_EQ(o.dispatches, scores_op.dispatches() + softmax_op.dispatches() + context_op.dispatches());
+  return o;
+}
+
+Outputs run_fused(Context& ctx, const Problem& p, const Data& d, const Inputs& in,
+                  const OpOptions& opt, bool want_weights = true) {
+  const AttentionConfig cfg = p.config();
+  FusedAttention op(ctx, cfg, opt);
+  Tensor weights;
+  if (want_weights) {
+    weights = ctx.tensor(attention_scores_shape(cfg), p.fp16 ? DType::f16 : DType::f32, "weights");
+  }
+  Tensor out = ctx.tensor({p.batch, p.hidden}, DType::f32, "context");
+  Sequence seq = ctx.sequence();
+  upload_lengths(seq, in.lengths, d.lengths, cfg);
+  op.record(seq, in.keys, in.values, in.query, in.lengths, out, in.params, weights);
+  if (want_weights) seq.download(weights);
+  seq.download(out);
+  seq.eval();
+  Outputs o;
+  if (want_weights) o.weights = read_storage(seq, weights);
+  o.context = seq.read<float>(out);
+  o.dispatches = seq.stats().dispatches;
+  EXPECT_EQ(o.dispatches, op.dispatches());
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+::testing::AssertionResult scores_close(const Problem& p, const std::vector<float>& got,
+                                        const Reference& r) {
+  std::size_t bad = 0;
+  std::string report;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = r.scores[i];
+    bool ok;
+    if (std::isinf(e)) {
+      ok = std::isinf(got[i]) && got[i] < 0;
+    } else {
+      ok = std::isfinite(got[i]) &&
+           std::abs(got[i] - e) <= 1e-5 * std::abs(e) + 1e-6 * std::max(1.0, r.magnitude[i]);
+    }
+    if (!ok && bad++ < 6) report += fmt::format("\n  [{}] got {:.9g} expected {:.9g}", i, got[i], e);
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " scores out of tolerance (" << p.describe() << ")"
+                                       << report;
+}
+
+// Every non-empty row of weights sums to 1 (in double) within `tol`; empty rows are all 0.
+::testing::AssertionResult rows_sum_to_one(const Problem& p, const Data& d,
+                                           const std::vector<float>& w, double tol) {
+  const std::size_t S = p.S;
+  for (std::size_t row = 0; row < p.batch * p.heads; ++row) {
+    const std::int32_t len = d.lengths[row / p.heads];
+    double sum = 0.0;
+    for (std::size_t s = 0; s < S; ++s) sum += w[row * S + s];
+    const double want = len > 0 ? 1.0 : 0.0;
+    if (!(std::abs(sum - want) <= tol)) {
+      return ::testing::AssertionFailure()
+             << "row " << row << " (length " << len << ") weights sum to " << fmt::format("{:.12g}", sum)
+             << ", expected " << want << " within " << tol << " (" << p.describe() << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Elementwise |got - want| <= tol_i.
+::testing::AssertionResult within(const std::vector<float>& got, const std::vector<double>& want,
+                                  const std::vector<double>& tol, const std::string& what) {
+  std::size_t bad = 0;
+  std::string report;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(double(got[i]) - want[i]);
+    if (!std::isfinite(got[i]) || !(err <= tol[i])) {
+      if (bad++ < 6) report += fmt::format("\n  [{}] got {:.9g} expected {:.9g} (err {:.3g}, tol {:.3g})",
+                                           i, got[i], want[i], err, tol[i]);
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << got.size() << " " << what
+                                       << " out of tolerance" << report;
+}
+
+// fp32 check of everything the fused and unfused pipelines produce.
+void check_fp32(const Problem& p, const Data& d, const Reference& r, const Outputs& unfused,
+                const Outputs& fused) {
+  SCOPED_TRACE(p.describe());
+  EXPECT_TRUE(scores_close(p, unfused.scores, r));
+  EXPECT_TRUE(all_close(unfused.weights, r.weights, 1e-5, 1e-6)) << "unfused weights";
+  EXPECT_TRUE(all_close(unfused.context, r.context, 1e-5, 1e-6)) << "unfused context";
+  EXPECT_TRUE(all_close(fused.weights, r.weights, 1e-5, 1e-6)) << "fused weights";
+  EXPECT_TRUE(all_close(fused.context, r.context, 1e-5, 1e-6)) << "fused context";
+  EXPECT_TRUE(rows_sum_to_one(p, d, unfused.weights, 1e-6));
+  EXPECT_TRUE(rows_sum_to_one(p, d, fused.weights, 1e-6));
+  // The two pipelines agree with each other.
+  std::vector<double> fw(fused.weights.begin(), fused.weights.end());
+  std::vector<double> fc(fused.context.begin(), fused.context.end());
+  EXPECT_TRUE(all_close(unfused.weights, fw, 1e-5, 1e-6)) << "unfused vs fused weights";
+  EXPECT_TRUE(all_close(unfused.context, fc, 1e-5, 1e-6)) << "unfused vs fused context";
+}
+
+// Largest first-order score perturbation from rounding the inputs to float16 (see the top).
+double fp16_score_delta(const Reference& unrounded) {
+  double m = 0.0;
+  for (double x : unrounded.magnitude) m = std::max(m, x);
+  return kHalfUlp * m;
+}
+
+void check_fp16(const Problem& p, const Data& d_rounded, const Reference& r_rounded,
+                const Reference& r_exact, const Outputs& unfused, const Outputs& fused) {
+  SCOPED_TRACE(p.describe());
+  // (a) against the reference on the rounded inputs
+  EXPECT_TRUE(scores_close(p, unfused.scores, r_rounded));
+  EXPECT_TRUE(all_close(unfused.weights, r_rounded.weights, kHalfUlp + 1e-5, 1e-6)) << "unfused weights";
+  EXPECT_TRUE(all_close(fused.weights, r_rounded.weights, kHalfUlp + 1e-5, 1e-6)) << "fused weights";
+  EXPECT_TRUE(all_close(fused.context, r_rounded.context, 1e-5, 1e-6)) << "fused context";
+  std::vector<double> tol(r_rounded.context.size());
+  for (std::size_t i = 0; i < tol.size(); ++i) {
+    tol[i] = kHalfUlp * r_rounded.abs_context[i] + 1e-5 * std::abs(r_rounded.context[i]) + 1e-6;
+  }
+  EXPECT_TRUE(within(unfused.context, r_rounded.context, tol, "unfused context (fp16 weights)"));
+  EXPECT_TRUE(rows_sum_to_one(p, d_rounded, fused.weights, kHalfUlp + 1e-6));
+  EXPECT_TRUE(rows_sum_to_one(p, d_rounded, unfused.weights, kHalfUlp + 1e-6));
+  // (b) bound against the unrounded inputs
+  const double delta = fp16_score_delta(r_exact);
+  std::vector<double> wtol(r_exact.weights.size()), ctol(r_exact.context.size());
+  for (std::size_t i = 0; i < wtol.size(); ++i) {
+    wtol[i] = 1.5 * (2 * delta + kHalfUlp) * r_exact.weights[i] + 1e-6;
+  }
+  for (std::size_t i = 0; i < ctol.size(); ++i) {
+    ctol[i] = 1.5 * (2 * delta + 2 * kHalfUlp) * r_exact.abs_context[i] + 1e-6;
+  }
+  EXPECT_TRUE(within(fused.weights, r_exact.weights, wtol, "fused weights vs unrounded"));
+  EXPECT_TRUE(within(unfused.weights, r_exact.weights, wtol, "unfused weights vs unrounded"));
+  EXPECT_TRUE(within(fused.context, r_exact.context, ctol, "fused context vs unrounded"));
+  EXPECT_TRUE(within(unfused.context, r_exact.context, ctol, "unfused context vs unrounded"));
+}
+
+// Runs both pipelines on one problem and checks them against the reference.
+void run_problem(const Problem& p, const OpOptions& base = {}) {
+  Context& ctx = context();
+  OpOptions opt = base;
+  opt.fp16_storage = p.fp16;
+  if (!p.fp16) {
+    const Data d = make_data(p);
+    const Reference r = reference(p, d);
+    const Inputs in = upload(ctx, p, d);
+    const Outputs unfused = run_unfused(ctx, p, d, in, opt);
+    const Outputs fused = run_fused(ctx, p, d, in, opt);
+    check_fp32(p, d, r, unfused, fused);
+    return;
+  }
+  Problem exact = p;
+  exact.fp16 = false;
+  const Data d_exact = make_data(exact);
+  const Data d = make_data(p);
+  const Reference r_exact = reference(exact, d_exact);
+  const Reference r = reference(p, d);
+  const Inputs in = upload(ctx, p, d);
+  const Outputs unfused = run_unfused(ctx, p, d, in, opt);
+  const Outputs fused = run_fused(ctx, p, d, in, opt);
+  check_fp16(p, d, r, r_exact, unfused, fused);
+}
+
+Problem make_problem(Score score, std::size_t B, std::size_t S, std::size_t dim, std::uint32_t seed) {
+  Problem p;
+  p.score = score;
+  p.batch = B;
+  p.S = S;
+  p.seed = seed;
+  switch (score) {
+    case Score::dot:
+      p.hidden = dim;
+      break;
+    case Score::general:  // query width differs from the key width
+      p.hidden = dim;
+      p.query_dim = dim == 1 ? 2 : dim - 1;
+      break;
+    case Score::additive:  // attention width differs from the memory width
+      p.hidden = dim;
+      p.key_dim = dim / 2 + 1;
+      p.query_dim = dim == 1 ? 3 : dim;
+      break;
+    case Score::scaled_dot:  // `dim` is the head size
+      p.heads = dim >= 256 ? 2 : (dim == 97 ? 1 : 4);
+      p.hidden = p.heads * dim;
+      break;
+  }
+  return p;
+}
+
+constexpr Score kScores[] = {Score::dot, Score::general, Score::additive, Score::scaled_dot};
+
+// The grid of the issue: batch x S x hidden (or head size).
+constexpr std::size_t kBatches[] = {1, 3, 16};
+constexpr std::size_t kSources[] = {1, 2, 7, 64, 1000, 65537};
+constexpr std::size_t kDims[] = {1, 3, 64, 97, 256, 1024};
+
+// Keeps the Long grid within lavapipe's 128 MiB maxStorageBufferRange and a sane run time.
+bool fits(const Problem& p) {
+  const std::size_t elems = p.batch * p.S * std::max(p.hidden, p.Hk());
+  return elems <= (std::size_t(16) << 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests: reference sanity
+
+TEST(AttentionReference, HandComputedDot) {
+  // Two keys e1, e2 and q = (ln 3, 0): scores (ln 3, 0) -> weights (3/4, 1/4).
+  Problem p;
+  p.S = 2;
+  p.hidden = 2;
+  Data d;
+  d.keys = d.values = {1, 0, 0, 1};
+  d.query = {float(std::log(3.0)), 0};
+  d.lengths = {2};
+  const Reference r = reference(p, d);
+  EXPECT_NEAR(r.weights[0], 0.75, 1e-7);
+  EXPECT_NEAR(r.weights[1], 0.25, 1e-7);
+  EXPECT_NEAR(r.context[0], 0.75, 1e-7);
+  EXPECT_NEAR(r.context[1], 0.25, 1e-7);
+  d.lengths = {1};
+  const Reference r1 = reference(p, d);
+  EXPECT_EQ(r1.weights[1], 0.0);
+  EXPECT_NEAR(r1.context[0], 1.0, 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests: sampled grid (default) and full grid (Long)
+
+struct GridPoint {
+  std::size_t B, S, dim;
+};
+
+// Every value of each axis appears, with the expensive corners sampled once.
+constexpr GridPoint kSampled[] = {
+    {1, 1, 1},      {3, 2, 3},     {16, 7, 64},    {3, 64, 97},   {1, 1000, 256}, {3, 7, 1024},
+    {16, 1000, 3},  {1, 65537, 3}, {16, 64, 1024}, {3, 1000, 64}, {1, 2, 97},     {16, 2, 256},
+};
+
+TEST(Attention, SampledGridSubgroupAndSharedPaths) {
+  std::uint32_t seed = 100;
+  for (const GridPoint& g : kSampled) {
+    for (Score s : kScores) {
+      Problem p = make_problem(s, g.B, g.S, g.dim, ++seed);
+      OpOptions opt;
+      opt.force_shared_memory_reduction = (seed % 2) == 0;  // alternate the reduction path
+      SCOPED_TRACE(fmt::format("shared-memory path: {}", opt.force_shared_memory_reduction));
+      run_problem(p, opt);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(AttentionLong, FullGridBothPaths) {
+  std::uint32_t seed = 1000;
+  for (std::size_t B : kBatches) {
+    for (std::size_t S : kSources) {
+      for (std::size_t dim : kDims) {
+        for (Score s : kScores) {
+          const Problem p = make_problem(s, B, S, dim, ++seed);
+          if (!fits(p)) continue;
+          for (bool shared : {false, true}) {
+            OpOptions opt;
+            opt.force_shared_memory_reduction = shared;
+            SCOPED_TRACE(fmt::format("shared-memory path: {}", shared));
+            run_problem(p, opt);
+            if (HasFailure()) return;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Attention, Fp16StorageSampled) {
+  ASSERT_TRUE(context().features().storage_buffer_16bit) << "lavapipe has 16-bit storage";
+  const GridPoint points[] = {{1, 1, 1}, {3, 7, 64}, {16, 64, 97}, {3, 1000, 256}, {1, 65537, 3}, {3, 7, 1024}};
+  std::uint32_t seed = 300;
+  for (const GridPoint& g : points) {
+    for (Score s : kScores) {
+      Problem p = make_problem(s, g.B, g.S, g.dim, ++seed);
+      p.fp16 = true;
+      OpOptions opt;
+      opt.force_shared_memory_reduction = (seed % 2) == 1;
+      run_problem(p, opt);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(AttentionLong, Fp16StorageGrid) {
+  std::uint32_t seed = 5000;
+  for (std::size_t B : kBatches) {
+    for (std::size_t S : kSources) {
+      for (std::size_t dim : kDims) {
+        for (Score s : kScores) {
+          Problem p = make_problem(s, B, S, dim, ++seed);
+          p.fp16 = true;
+          if (!fits(p)) continue;
+          run_problem(p);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// Both ways of spreading a score's dot product, on both reduction paths, for forced workgroup
+// sizes and S tiles small enough to split every row into several workgroups.
+TEST(Attention, WorkgroupSizesScoreSplitsAndTiles) {
+  const auto& dev = context().device();
+  std::uint32_t seed = 700;
+  for (std::uint32_t wg : {4u, 8u, 32u, 64u, 256u}) {
+    if (wg > dev.max_workgroup_invocations) continue;
+    for (bool shared : {false, true}) {
+      for (ScoreSplit split : {ScoreSplit::per_invocation, ScoreSplit::per_subgroup}) {
+        for (Score s : kScores) {
+          Problem p = make_problem(s, 3, 300, s == Score::scaled_dot ? 16 : 40, ++seed);
+          p.split = split;
+          OpOptions opt;
+          opt.workgroup_size = wg;
+          opt.force_shared_memory_reduction = shared;
+          opt.tile = (seed % 3 == 0) ? 0 : 37 + seed % 50;  // odd tiles: ragged splits
+          SCOPED_TRACE(fmt::format("wg {} shared {} tile {}", wg, shared, opt.tile));
+          run_problem(p, opt);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edge cases
+
+TEST(Attention, ZeroLengthRowsGiveZeroContextAndWeights) {
+  for (Score s : kScores) {
+    for (std::size_t S : {std::size_t(1), std::size_t(5000)}) {
+      Problem p = make_problem(s, 4, S, 8, 900 + unsigned(S));
+      p.lengths = {0, 0, std::int32_t(S), 0};
+      OpOptions opt;
+      opt.tile = 97;  // split rows too
+      run_problem(p, opt);
+      // run_problem checked against the reference, whose zero rows are exact zeros; make the
+      // "exactly zero, no NaN" part explicit on the fused output as well.
+      Context& ctx = context();
+      const Data d = make_data(p);
+      const Inputs in = upload(ctx, p, d);
+      const Outputs f = run_fused(ctx, p, d, in, opt);
+      for (std::size_t b : {0u, 1u, 3u}) {
+        for (std::size_t j = 0; j < p.hidden; ++j) ASSERT_EQ(f.context[b * p.hidden + j], 0.0f);
+        for (std::size_t r = b * p.heads; r < (b + 1) * p.heads; ++r) {
+          for (std::size_t i = 0; i < S; ++i) ASSERT_EQ(f.weights[r * S + i], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// Scores of magnitude 1e4 must not overflow exp(): inputs are small integers so that every
+// score is an exact fp32 integer (~1e4) whatever the summation order, and the reference is exact.
+TEST(Attention, LargeMagnitudeScores) {
+  for (std::size_t S : {std::size_t(7), std::size_t(3000)}) {
+    for (bool shared : {false, true}) {
+      Problem p;
+      p.batch = 3;
+      p.S = S;
+      p.hidden = 3;
+      p.seed = 77;
+      Data d;
+      std::mt19937 rng(5);
+      d.keys.resize(p.batch * S * 3);
+      for (auto& x : d.keys) x = float(int(rng() % 2001) - 1000);
+      d.values = d.keys;
+      for (auto& x : d.values) x /= 1000.0f;  // values need not be the keys here
+      d.query.resize(p.batch * 3);
+      for (auto& x : d.query) x = float(int(rng() % 9) - 4);
+      d.lengths = {std::int32_t(S), std::int32_t(S / 2 + 1), 1};
+      // Position 0 of each row aligned with its query: a score of 1000 * sum_j |q_j| >= 9000.
+      for (std::size_t b = 0; b < p.batch; ++b) {
+        for (std::size_t j = 0; j < 3; ++j) {
+          float& q = d.query[b * 3 + j];
+          if (q == 0.0f) q = 3.0f;
+          if (std::abs(q) < 3.0f) q *= 3.0f / std::abs(q);
+          d.keys[b * S * 3 + j] = q > 0 ? 1000.0f : -1000.0f;
+        }
+      }
+      // keys are not values in this test: use the additive-free dot path with separate values.
+      Context& ctx = context();
+      Inputs in;
+      in.keys = ctx.tensor({p.batch, S, 3}, d.keys, "keys");
+      in.values = ctx.tensor({p.batch, S, 3}, d.values, "values");  // keys / 1000 (pre-alignment)
+      in.query = ctx.tensor({p.batch, 3}, d.query, "query");
+      in.lengths = ctx.tensor({p.batch}, DType::i32, "lengths");
+      OpOptions opt;
+      opt.force_shared_memory_reduction = shared;
+      const Reference r = reference(p, d);
+      double mx = 0;
+      for (double e : r.scores) {
+        if (std::isfinite(e)) mx = std::max(mx, std::abs(e));
+      }
+      EXPECT_GE(mx, 9e3);
+      const Outputs unfused = run_unfused(ctx, p, d, in, opt);
+      const Outputs fused = run_fused(ctx, p, d, in, opt);
+      check_fp32(p, d, r, unfused, fused);
+    }
+  }
+}
+
+TEST(Attention, SoftmaxOfHugeScores) {
+  // Direct MaskedSoftmax test: rows of 1e4 +- 10, one row mixing -1e4 and +1e4.
+  Context& ctx = context();
+  for (std::size_t S : {std::size_t(5), std::size_t(4099)}) {
+    AttentionConfig cfg;
+    cfg.batch = 3;
+    cfg.max_source = S;
+    cfg.hidden = 1;
+    std::vector<float> scores = random_floats(3 * S, 11, -10.0f, 10.0f);
+    for (std::size_t s = 0; s < S; ++s) {
+      scores[s] += 1e4f;
+      scores[S + s] -= 1e4f;
+      scores[2 * S + s] = (s % 2 ? 1e4f : -1e4f) + scores[2 * S + s];
+    }
+    const std::vector<std::int32_t> lengths = {std::int32_t(S), std::int32_t(S), std::int32_t(S)};
+    for (bool shared : {false, true}) {
+      OpOptions opt;
+      opt.force_shared_memory_reduction = shared;
+      MaskedSoftmax op(ctx, cfg, opt);
+      Tensor ts = ctx.tensor({3, S}, scores, "scores");
+      Tensor tl = ctx.tensor({3}, DType::i32, "lengths");
+      Tensor tw = ctx.tensor({3, S}, DType::f32, "weights");
+      Sequence seq = ctx.sequence();
+      upload_lengths(seq, tl, lengths, cfg);
+      op.record(seq, ts, tl, tw);
+      seq.download(tw);
+      seq.eval();
+      const auto w = seq.read<float>(tw);
+      std::vector<double> ref(3 * S);
+      for (std::size_t r = 0; r < 3; ++r) {
+        double mx = kNegInf, sum = 0;
+        for (std::size_t s = 0; s < S; ++s) mx = std::max(mx, double(scores[r * S + s]));
+        for (std::size_t s = 0; s < S; ++s) sum += std::exp(double(scores[r * S + s]) - mx);
+        for (std::size_t s = 0; s < S; ++s) ref[r * S + s] = std::exp(double(scores[r * S + s]) - mx) / sum;
+      }
+      EXPECT_TRUE(all_close(w, ref, 1e-5, 1e-6)) << "S " << S << " shared " << shared;
+    }
+  }
+}
+
+// Lengths written straight into the device tensor (as a GPU-resident decoder would) are clamped
+// to [0, S]: > S acts as S, negative as 0.
+TEST(Attention, DeviceLengthsAreClamped) {
+  Context& ctx = context();
+  Problem p = make_problem(Score::dot, 3, 50, 8, 4242);
+  p.lengths = {50, 0, 50};
+  const Data d = make_data(p);
+  const Reference r = reference(p, d);
+  const Inputs in = upload(ctx, p, d);
+  const AttentionConfig cfg = p.config();
+  FusedAttention op(ctx, cfg);
+  Tensor out = ctx.tensor({3, 8}, DType::f32, "context");
+  Tensor w = ctx.tensor({3, 50}, DType::f32, "weights");
+  ctx.write(in.lengths, std::vector<std::int32_t>{1000, -5, 50});
+  Sequence seq = ctx.sequence();
+  op.record(seq, in.keys, in.values, in.query, in.lengths, out, {}, w);
+  seq.download(out).download(w);
+  seq.eval();
+  EXPECT_TRUE(all_close(seq.read<float>(out), r.context, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(seq.read<float>(w), r.weights, 1e-5, 1e-6));
+}
+
+// A single source row of a million positions, small H: fused and unfused.
+TEST(Attention, MillionPositionSource) {
+  for (Score s : {Score::dot, Score::additive}) {
+    Problem p = make_problem(s, 1, 1'000'003, 4, 31337);
+    run_problem(p);
+  }
+}
+
+TEST(AttentionLong, MillionPositionSourceAllForms) {
+  for (Score s : kScores) {
+    for (bool shared : {false, true}) {
+      Problem p = make_problem(s, 2, 1'048'583, 3, 4711);
+      p.lengths = {1'048'583, 999'999};
+      OpOptions opt;
+      opt.force_shared_memory_reduction = shared;
+      run_problem(p, opt);
+    }
+  }
+}
+
+// Fused without weights: the context alone, same result.
+TEST(Attention, FusedWithoutWeights) {
+  Context& ctx = context();
+  for (std::size_t S : {std::size_t(20), std::size_t(20000)}) {
+    Problem p = make_problem(Score::scaled_dot, 3, S, 64, 555);
+    const Data d = make_data(p);
+    const Reference r = reference(p, d);
+    const Inputs in = upload(ctx, p, d);
+    const Outputs f = run_fused(ctx, p, d, in, {}, /*want_weights=*/false);
+    EXPECT_TRUE(all_close(f.context, r.context, 1e-5, 1e-6)) << p.describe();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism: same input, bit-identical output, run after run (split rows, several tiles).
+
+TEST(Attention, DeterministicRunToRun) {
+  Context& ctx = context();
+  for (Score s : kScores) {
+    for (bool shared : {false, true}) {
+      Problem p = make_problem(s, 3, 7000, 64, 8080);
+      const Data d = make_data(p);
+      const Inputs in = upload(ctx, p, d);
+      OpOptions opt;
+      opt.force_shared_memory_reduction = shared;
+      opt.tile = 500;
+      const Outputs f1 = run_fused(ctx, p, d, in, opt), f2 = run_fused(ctx, p, d, in, opt);
+      const Outputs u1 = run_unfused(ctx, p, d, in, opt), u2 = run_unfused(ctx, p, d, in, opt);
+      ASSERT_GT(f1.dispatches, 1u) << "rows must be split for this test";
+      auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same(f1.context, f2.context)) << p.describe();
+      EXPECT_TRUE(same(f1.weights, f2.weights)) << p.describe();
+      EXPECT_TRUE(same(u1.scores, u2.scores)) << p.describe();
+      EXPECT_TRUE(same(u1.weights, u2.weights)) << p.describe();
+      EXPECT_TRUE(same(u1.context, u2.context)) << p.describe();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key projection (additive keys, once per source)
+
+TEST(Attention, KeyProjectionThenFusedAdditive) {
+  Context& ctx = context();
+  for (bool fp16 : {false, true}) {
+    for (std::uint32_t wg : {0u, 4u, 64u}) {
+      for (auto [B, S, H, A] : {std::array<std::size_t, 4>{1, 1, 1, 1}, {3, 33, 97, 31},
+                                {2, 130, 64, 256}, {1, 1000, 256, 128}}) {
+        AttentionConfig cfg;
+        cfg.score = Score::additive;
+        cfg.batch = B;
+        cfg.max_source = S;
+        cfg.hidden = H;
+        cfg.key_dim = A;
+        cfg.query_dim = H;
+        OpOptions opt;
+        opt.fp16_storage = fp16;
+        opt.workgroup_size = wg;
+        std::vector<float> mem = random_floats(B * S * H, unsigned(S + H), -1, 1);
+        if (fp16) for (auto& x : mem) x = round_half(x);
+        const float ws = 1.0f / std::sqrt(float(H));
+        const std::vector<float> wk = random_floats(A * H, unsigned(A), -ws, ws);
+        Tensor tm = upload_storage(ctx, {B, S, H}, mem, fp16, "memory");
+        Tensor tw = ctx.tensor({A, H}, wk, "w_k");
+        Tensor tk = ctx.tensor({B, S, A}, fp16 ? DType::f16 : DType::f32, "keys");
+        KeyProjection proj(ctx, cfg, opt);
+        Sequence seq = ctx.sequence();
+        proj.record(seq, tm, tw, tk);
+        seq.download(tk);
+        seq.eval();
+        const std::vector<float> keys = read_storage(seq, tk);
+        std::vector<double> ref(B * S * A), tol(B * S * A);
+        for (std::size_t n = 0; n < B * S; ++n) {
+          for (std::size_t a = 0; a < A; ++a) {
+            double s = 0, mag = 0;
+            for (std::size_t k = 0; k < H; ++k) {
+              s += double(mem[n * H + k]) * wk[a * H + k];
+              mag += std::abs(double(mem[n * H + k]) * wk[a * H + k]);
+            }
+            ref[n * A + a] = s;
+            // fp32 dot: 1e-6 * magnitude of terms; fp16 keys: + half an ulp of the result.
+            tol[n * A + a] = 1e-6 * std::max(1.0, mag) + 1e-5 * std::abs(s) +
+                             (fp16 ? kHalfUlp * std::abs(s) + 3e-8 : 0.0);
+          }
+        }
+        SCOPED_TRACE(fmt::format("fp16 {} wg {} B {} S {} H {} A {}", fp16, wg, B, S, H, A));
+        EXPECT_TRUE(within(keys, ref, tol, "projected keys"));
+
+        // Then a fused additive step over those keys, against the reference on them.
+        Problem p;
+        p.score = Score::additive;
+        p.batch = B;
+        p.S = S;
+        p.hidden = H;
+        p.key_dim = A;
+        p.query_dim = H;
+        p.fp16 = fp16;
+        p.seed = 99;
+        Data d = make_data(p);
+        d.keys = keys;
+        d.values = mem;
+        const Reference r = reference(p, d);
+        Inputs in = upload(ctx, p, d);
+        in.keys = tk;
+        in.values = tm;
+        const Outputs f = run_fused(ctx, p, d, in, opt);
+        EXPECT_TRUE(all_close(f.context, r.context, 1e-5, 1e-6)) << "fused context";
+        EXPECT_TRUE(all_close(f.weights, r.weights, (fp16 ? kHalfUlp : 0) + 1e-5, 1e-6)) << "fused weights";
+      }
+    }
+  }
+}
+
+// The staging path (device-local memory + copies, as on discrete GPUs).
+TEST(Attention, StagingContext) {
+  Context& ctx = test::staging_context();
+  Problem p = make_problem(Score::general, 3, 700, 64, 1234);
+  const Data d = make_data(p);
+  const Reference r = reference(p, d);
+  const Inputs in = upload(ctx, p, d);
+  OpOptions opt;
+  opt.tile = 128;
+  const Outputs u = run_unfused(ctx, p, d, in, opt);
+  const Outputs f = run_fused(ctx, p, d, in, opt);
+  check_fp32(p, d, r, u, f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch counts: what one decoder step costs
+
+TEST(Attention, DispatchCounts) {
+  Context& ctx = context();
+  AttentionConfig cfg;
+  cfg.batch = 1;
+  cfg.max_source = 64;
+  cfg.hidden = 32;
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);  // short source: one dispatch
+  cfg.score = Score::additive;
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 2u);  // + query projection
+  OpOptions opt;
+  opt.tile = 16;
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // + combine
+  EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
+  EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
+  EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+template <class F>
+void expect_error(F&& f, ErrorCode code, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no vkrnn::Error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const char* frag : fragments) {
+      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos)
+          << "message '" << e.what() << "' lacks '" << frag << "'";
+    }
+  }
+}
+
+TEST(Attention, ShapeAndDtypeMismatchesAreClearErrors) {
+  Context& ctx = context();
+  Problem p = make_problem(Score::dot, 3, 7, 64, 1);
+  const Data d = make_data(p);
+  const Inputs in = upload(ctx, p, d);
+  const AttentionConfig cfg = p.config();
+  Tensor out = ctx.tensor({3, 64}, DType::f32);
+  Tensor bad_keys = ctx.tensor({3, 7, 63}, DType::f32, "bad");
+  Tensor f16_keys = ctx.tensor({3, 7, 64}, DType::f16);
+  Tensor bad_out = ctx.tensor({3, 65}, DType::f32);
+  Tensor bad_len = ctx.tensor({3}, DType::f32);
+  Tensor scores = ctx.tensor({3, 7}, DType::f32);
+  Tensor bad_scores = ctx.tensor({3, 8}, DType::f32);
+  FusedAttention fused(ctx, cfg);
+  Sequence seq = ctx.sequence();
+  expect_error([&] { fused.record(seq, bad_keys, in.values, in.query, in.lengths, out); },
+               ErrorCode::invalid_argument, {"FusedAttention", "'keys'", "[3, 7, 64]", "[3, 7, 63]"});
+  expect_error([&] { fused.record(seq, f16_keys, in.values, in.query, in.lengths, out); },
+               ErrorCode::invalid_argument, {"FusedAttention", "'keys'", "f32", "f16"});
+  expect_error([&] { fused.record(seq, in.keys, in.values, in.query, in.lengths, bad_out); },
+               ErrorCode::invalid_argument, {"'context'", "[3, 64]", "[3, 65]"});
+  expect_error([&] { fused.record(seq, in.keys, in.values, in.query, bad_len, out); },
+               ErrorCode::invalid_argument, {"'lengths'", "i32"});
+  expect_error([&] { fused.record(seq, in.keys, in.values, in.query, in.lengths, out, {}, bad_scores); },
+               ErrorCode::invalid_argument, {"'weights'", "[3, 7]", "[3, 8]"});
+  AttentionScores sc(ctx, cfg);
+  expect_error([&] { sc.record(seq, in.keys, in.query, in.lengths, bad_scores); },
+               ErrorCode::invalid_argument, {"AttentionScores", "'scores'"});
+  MaskedSoftmax sm(ctx, cfg);
+  expect_error([&] { sm.record(seq, bad_scores, in.lengths, scores); },
+               ErrorCode::invalid_argument, {"MaskedSoftmax", "'scores'"});
+  AttentionContext cx(ctx, cfg);
+  expect_error([&] { cx.record(seq, scores, bad_keys, in.lengths, out); },
+               ErrorCode::invalid_argument, {"AttentionContext", "'values'"});
+  expect_error([&] { cx.record(seq, scores, in.values, in.lengths, Tensor()); },
+               ErrorCode::invalid_argument, {"AttentionContext", "'context'", "empty"});
+  // Missing score parameters.
+  AttentionConfig gcfg = cfg;
+  gcfg.score = Score::general;
+  FusedAttention general(ctx, gcfg);
+  expect_error([&] { general.record(seq, in.keys, in.values, in.query, in.lengths, out); },
+               ErrorCode::invalid_argument, {"FusedAttention", "W_a", "empty"});
+  AttentionConfig acfg = cfg;
+  acfg.score = Score::additive;
+  acfg.key_dim = 16;
+  acfg.query_dim = 64;
+  AttentionScores additive(ctx, acfg);
+  Tensor wq = ctx.tensor({16, 64}, DType::f32);
+  Tensor keys16 = ctx.tensor({3, 7, 16}, DType::f32);
+  expect_error([&] { additive.record(seq, keys16, in.query, in.lengths, scores, {wq, {}, {}}); },
+               ErrorCode::invalid_argument, {"'params.v'", "[16]"});
+  KeyProjection kp(ctx, acfg);
+  expect_error([&] { kp.record(seq, in.values, wq, bad_keys); },
+               ErrorCode::invalid_argument, {"KeyProjection", "'keys'", "[3, 7, 16]"});
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+}
+
+TEST(Attention, BadLengthsAndConfigsAreClearErrors) {
+  Context& ctx = context();
+  AttentionConfig cfg;
+  cfg.batch = 2;
+  cfg.max_source = 10;
+  cfg.hidden = 4;
+  Tensor len = ctx.tensor({2}, DType::i32);
+  Sequence seq = ctx.sequence();
+  const std::vector<std::int32_t> too_long = {3, 11}, negative = {-1, 2}, too_few = {3};
+  expect_error([&] { upload_lengths(seq, len, too_long, cfg); }, ErrorCode::invalid_argument,
+               {"lengths[1] = 11", "[0, 10]"});
+  expect_error([&] { upload_lengths(seq, len, negative, cfg); }, ErrorCode::invalid_argument,
+               {"lengths[0] = -1"});
+  expect_error([&] { upload_lengths(seq, len, too_few, cfg); }, ErrorCode::invalid_argument,
+               {"expected 2 values", "got 1"});
+  const std::vector<std::int32_t> ok = {10, 0};
+  EXPECT_NO_THROW(check_lengths(ok, cfg));
+
+  AttentionConfig bad = cfg;
+  bad.heads = 2;  // heads only with scaled_dot
+  expect_error([&] { FusedAttention(ctx, bad); }, ErrorCode::invalid_argument, {"heads", "scaled_dot"});
+  bad.score = Score::scaled_dot;
+  bad.heads = 3;  // does not divide 4
+  expect_error([&] { FusedAttention(ctx, bad); }, ErrorCode::invalid_argument, {"divide"});
+  bad = cfg;
+  bad.query_dim = 5;  // dot needs query_dim == key_dim
+  expect_error([&] { AttentionScores(ctx, bad); }, ErrorCode::invalid_argument, {"query_dim"});
+  bad = cfg;
+  bad.max_source = 0;
+  expect_error([&] { MaskedSoftmax(ctx, bad); }, ErrorCode::invalid_argument, {"max_source"});
+}
+
+}  // namespace
+}  // namespace vkrnn
