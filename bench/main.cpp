@@ -278,10 +278,11 @@ int run(int argc, char** argv) {
     for (const auto& w : rows) {
       const std::string name = w.name();
       try {
-        const Recorder record = w.setup(ctx);
+        const Prepared prepared = w.setup(ctx);
         TimingOptions timing{warmup, repetitions, info.timestamps, name};
         timing.max_seconds = max_seconds;
-        const Samples s = run_timed(ctx, record, timing);
+        const Samples s = run_timed(ctx, prepared.record, timing);
+        check_output(name, ctx.read<float>(prepared.output));
         d["rows"].push_back(row_json(w, s, d["ceilings"]));
         print_row(d["rows"].back());
       } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on

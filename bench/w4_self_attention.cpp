@@ -17,7 +17,7 @@ std::vector<Workload> rows() {
       w.id = "W4";
       w.params = {{"B", 1}, {"S", s}, {"d", 64}, {"causal", causal}};
       w.work.flops = 4.0 * double(s) * double(s) * 64.0;
-      w.setup = [s, causal](Context& ctx) -> Recorder {
+      w.setup = [s, causal](Context& ctx) -> Prepared {
         constexpr std::size_t d = 64;
         SelfAttentionConfig config;
         config.batch = 1;
@@ -26,9 +26,9 @@ std::vector<Workload> rows() {
         config.heads = 1;
         config.causal = causal;
         auto op = std::make_shared<SelfAttention>(ctx, config);
-        Tensor h = ctx.tensor({1, s, d}, random_floats(s * d, 4), "W4.h");  // q = k = v = h
+        Tensor h = random_tensor(ctx, {1, s, d}, 4, 1.0f, "W4.h");  // q = k = v = h
         Tensor o = ctx.tensor({1, s, d}, DType::f32, "W4.out");
-        return [op, h, o](Sequence& seq) { op->record(seq, h, h, h, Tensor(), o); };
+        return {[op, h, o](Sequence& seq) { op->record(seq, h, h, h, Tensor(), o); }, o};
       };
       out.push_back(std::move(w));
     }

@@ -2,8 +2,11 @@
 
 #include <fnmatch.h>
 
+#include <cmath>
 #include <map>
 #include <random>
+
+#include <fmt/format.h>
 
 namespace vkrnn::bench {
 
@@ -52,6 +55,25 @@ std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo, fl
   std::vector<float> v(n);
   for (auto& x : v) x = dist(rng);
   return v;
+}
+
+Tensor random_tensor(Context& ctx, const Shape& shape, std::uint32_t seed, float scale,
+                     const std::string& name) {
+  return ctx.tensor(shape, random_floats(element_count(shape), seed, -scale, scale), name);
+}
+
+void check_output(const std::string& row, const std::vector<float>& values) {
+  bool nonzero = false;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: output[{}] = {} is not finite",
+                                                row, i, values[i]));
+    }
+    nonzero = nonzero || values[i] != 0.0f;
+  }
+  if (!nonzero) {
+    throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: the output is all zeros", row));
+  }
 }
 
 }  // namespace vkrnn::bench

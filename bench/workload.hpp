@@ -28,15 +28,23 @@ struct Work {
 
 using Recorder = std::function<void(Sequence&)>;
 
+// What a row's setup hands the harness: the recorder of one repetition and the tensor it
+// produces, which the harness reads once after timing and requires to be finite and not all
+// zero, so a broken op cannot pass as a fast one (the ops' own tests check the values).
+struct Prepared {
+  Recorder record;
+  Tensor output;
+};
+
 struct Workload {
   std::string id;  // "W1.dot"
   Params params;   // {"B": 1, "S": 64, "H": 256}
   std::string precision = "fp32";
   Work work;
   // Builds tensors (fixed-seed random data) and ops on `ctx`, returns the recorder of one
-  // repetition. May throw vkrnn::Error (e.g. a shape beyond the device's limits): the row is
-  // then listed under "skipped" with the message.
-  std::function<Recorder(Context& ctx)> setup;
+  // repetition and its output. May throw vkrnn::Error (e.g. a shape beyond the device's
+  // limits): the row is then listed under "skipped" with the message.
+  std::function<Prepared(Context& ctx)> setup;
 
   std::string name() const;  // "W1.dot/B=1,S=64,H=256"
 };
@@ -58,5 +66,10 @@ bool matches(const std::string& id, const std::string& name, const std::string& 
 
 // Deterministic data for inputs and weights (uniform in [lo, hi)).
 std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+// A tensor of that data.
+Tensor random_tensor(Context& ctx, const Shape& shape, std::uint32_t seed, float scale = 1.0f,
+                     const std::string& name = {});
+// Throws Error(state) naming the row unless every value is finite and one is non-zero.
+void check_output(const std::string& row, const std::vector<float>& values);
 
 }  // namespace vkrnn::bench
