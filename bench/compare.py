@@ -114,8 +114,10 @@ def escape(s):
     return str(s).replace("|", "\\|")
 
 
-def markdown(columns, base, names, title):
+def markdown(columns, base, names, title, notes=()):
     out = [f"# {title}", ""]
+    for note in notes:
+        out += [note, ""]
     out.append(f"Baseline: **{escape(base.label)}**. Each cell: median wall-clock time over the "
                "timed repetitions, the row's rate, and **the speed-up over the baseline** "
                "(baseline median / this median; > 1 = faster). Min/max, GPU timestamps, "
@@ -398,6 +400,8 @@ def main(argv=None):
     ap.add_argument("--filter", action="append", default=[],
                     help="only rows matching (same rules as vkrnn-bench --filter); repeatable")
     ap.add_argument("--title", default="vkrnn benchmark comparison")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a Markdown paragraph to put under the title (repeatable)")
     args = ap.parse_args(argv)
 
     columns = load(args.files)
@@ -406,7 +410,7 @@ def main(argv=None):
     base = pick_baseline(columns, args.baseline)
     names = [n for n in row_order(columns)
              if torch_baseline.matches(n.split("/")[0], n, args.filter)]
-    md = markdown(columns, base, names, args.title)
+    md = markdown(columns, base, names, args.title, args.note)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(md)

@@ -283,6 +283,12 @@ int run(int argc, char** argv) {
         timing.max_seconds = max_seconds;
         const Samples s = run_timed(ctx, prepared.record, timing);
         check_output(name, ctx.read<float>(prepared.output));
+        if (!s.gpu_us.empty() && median(s.gpu_us) > 1.2 * median(s.wall_us) + 50.0) {
+          // Kernel time cannot exceed submit-to-wait time: the timestamps are not to be trusted.
+          fmt::print(stderr, "vkrnn-bench: warning: {}: GPU time {:.1f} us > wall time {:.1f} us "
+                     "(timestampPeriod {} ns)\n", name, median(s.gpu_us), median(s.wall_us),
+                     info.timestamp_period_ns);
+        }
         d["rows"].push_back(row_json(w, s, d["ceilings"]));
         print_row(d["rows"].back());
       } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on
