@@ -1,0 +1,103 @@
+#pragma once
+// Strict reader and writer for the safetensors format (the weights format PyTorch tooling writes):
+//   u64 little-endian N | N bytes of UTF-8 JSON header | data buffer
+// The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
+// relative to the data buffer) and may hold "__metadata__": {string: string}.
+//
+// Everything is validated when the file is opened, so a SafetensorsFile that exists is sound:
+// every tensor's bytes lie inside the buffer, match its dtype and shape exactly, and no two
+// tensors overlap. As in the format's specification the tensors must tile the data buffer with
+// no gaps or trailing bytes (this rules out polyglot files). Any violation throws
+// Error(ErrorCode::format) naming the file, the tensor and what was expected vs found.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace vkrnn {
+
+enum class StDType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+// The header's spelling: "F64", "F32", ..., "BOOL".
+const char* to_string(StDType dtype) noexcept;
+std::size_t dtype_size(StDType dtype) noexcept;
+
+struct SafetensorsEntry {
+  std::string name;
+  StDType dtype;
+  std::vector<std::size_t> shape;
+  std::size_t offset;  // of the first byte, relative to the start of the file
+  std::size_t bytes;   // element count * dtype_size(dtype)
+};
+
+class SafetensorsFile {
+ public:
+  // Reads the whole file into memory (no mmap: a file truncated by someone else while mapped
+  // would crash the reader with SIGBUS). Missing/unreadable: Error(io) with path and strerror.
+  static SafetensorsFile open(const std::string& path);
+  // Parses bytes already in memory; origin names the source in error messages.
+  static SafetensorsFile parse(std::vector<std::byte> bytes, std::string origin);
+
+  const std::string& origin() const;
+  std::vector<std::string> names() const;  // sorted
+  std::size_t size() const;                // number of tensors
+  bool contains(const std::string& name) const;
+  // Error(not_found) naming the file, the tensor and some of the names it does have.
+  const SafetensorsEntry& entry(const std::string& name) const;
+  // The tensor's bytes as stored (little-endian, not necessarily aligned).
+  std::span<const std::byte> raw(const std::string& name) const;
+
+  // F32/F16/BF16/F64 converted to float (F64 rounds to nearest; out of range becomes inf).
+  // Integer and BOOL dtypes: Error(invalid_argument).
+  std::vector<float> to_f32(const std::string& name) const;
+  // As above, and the shape must be expected_shape, else Error(invalid_argument) naming the
+  // file, the tensor, the expected and the actual shape.
+  std::vector<float> to_f32(const std::string& name,
+                            const std::vector<std::size_t>& expected_shape) const;
+  // I64/I32/I16/I8/U8/BOOL widened. Float dtypes: Error(invalid_argument). A BOOL byte other
+  // than 0 or 1: Error(format).
+  std::vector<std::int64_t> to_i64(const std::string& name) const;
+
+  // "__metadata__" (empty if absent).
+  const std::map<std::string, std::string>& metadata() const;
+
+ private:
+  struct Data;
+  explicit SafetensorsFile(std::shared_ptr<const Data> data);
+  std::shared_ptr<const Data> data_;  // immutable, so copies share it
+};
+
+struct SafetensorsTensorData {
+  std::string name;
+  StDType dtype;
+  std::vector<std::size_t> shape;
+  std::vector<std::byte> data;  // little-endian, element count * dtype_size(dtype) bytes
+};
+
+// Writes tensors (in the given order) and metadata; the header is padded with spaces so the
+// data buffer starts 8-byte aligned, as the reference implementation does. Validates names
+// (non-empty, unique, not "__metadata__") and byte counts (Error(invalid_argument)) before
+// touching the file; filesystem failures are Error(io) with the path and strerror. The file is
+// written to a temporary name in the same directory and renamed into place.
+void write_safetensors(const std::string& path, const std::vector<SafetensorsTensorData>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+// The header and data of such a file, in memory (what write_safetensors writes).
+std::vector<std::byte> serialize_safetensors(const std::vector<SafetensorsTensorData>& tensors,
+                                             const std::map<std::string, std::string>& metadata = {});
+
+// Builders. values.size() must equal the shape's element count (else Error(invalid_argument)).
+SafetensorsTensorData f32_tensor(std::string name, std::vector<std::size_t> shape,
+                                 std::span<const float> values);
+// Rounds to nearest even.
+SafetensorsTensorData f16_tensor(std::string name, std::vector<std::size_t> shape,
+                                 std::span<const float> values);
+SafetensorsTensorData bf16_tensor(std::string name, std::vector<std::size_t> shape,
+                                  std::span<const float> values);
+SafetensorsTensorData i64_tensor(std::string name, std::vector<std::size_t> shape,
+                                 std::span<const std::int64_t> values);
+SafetensorsTensorData i32_tensor(std::string name, std::vector<std::size_t> shape,
+                                 std::span<const std::int32_t> values);
+
+}  // namespace vkrnn
