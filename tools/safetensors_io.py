@@ -17,7 +17,7 @@ The reader applies the same rules as the C++ reader (src/io/safetensors.cpp): ex
 no overlaps or gaps, no duplicate keys, string-only metadata; violations raise ValueError naming
 the file and the tensor.
 
-CLI: safetensors_io.py --dump FILE | --selftest-write FILE | --selftest-read FILE
+CLI: safetensors_io.py --dump FILE | --selftest-write FILE | --selftest-read FILE | --expect-invalid FILE...
 """
 
 import json
@@ -311,7 +311,25 @@ def _check_fixture(tensors, metadata):
     return problems
 
 
+def _expect_invalid(paths):
+    """0 when every file is rejected with ValueError (used by the C++ tests' malformed files)."""
+    failures = 0
+    for path in paths:
+        try:
+            load(path)
+            print(f"accepted malformed file {path}", file=sys.stderr)
+            failures += 1
+        except ValueError:
+            pass
+        except Exception as e:  # anything else is a reader bug
+            print(f"{path}: {type(e).__name__}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
 def _main(argv):
+    if len(argv) >= 3 and argv[1] == "--expect-invalid":
+        return _expect_invalid(argv[2:])
     if len(argv) != 3 or argv[1] not in ("--dump", "--selftest-write", "--selftest-read"):
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
