@@ -630,6 +630,17 @@ TEST(SafetensorsMalformed, HostileNamesAreEscapedInMessages) {
     EXPECT_NE(msg.find("(1010 bytes)"), std::string::npos) << msg;
     EXPECT_LT(msg.size(), 500u) << msg;
   }
+  // A long multi-byte name is cut between characters, not inside one.
+  std::string wide;
+  for (int i = 0; i < 200; ++i) wide += "\xe2\x9c\x93";  // U+2713, 3 bytes
+  try {
+    SafetensorsFile::parse(make_file("{\"" + wide + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,2]}}", 2),
+                           "mem://wide");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("\xe2\x9c\x93...' (600 bytes)"), std::string::npos) << msg;
+  }
 }
 
 TEST(SafetensorsMalformed, BoolBytesOnlyZeroOrOne) {

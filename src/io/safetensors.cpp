@@ -39,9 +39,11 @@ constexpr StDType kAllDTypes[] = {StDType::F64, StDType::F32, StDType::F16, StDT
 // Names come from untrusted files: escape control bytes and cap the length so an error message
 // stays readable and printable.
 std::string quote_name(std::string_view s) {
-  constexpr std::size_t kMax = 160;
+  std::size_t shown = std::min<std::size_t>(s.size(), 160);
+  // Cut at a UTF-8 character boundary (never before a continuation byte 10xxxxxx).
+  while (shown < s.size() && shown > 0 && (static_cast<unsigned char>(s[shown]) & 0xc0u) == 0x80u) --shown;
   std::string out = "'";
-  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
+  for (std::size_t i = 0; i < shown; ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x20 || c == 0x7f) {
       out += fmt::format("\\x{:02x}", c);
@@ -52,7 +54,7 @@ std::string quote_name(std::string_view s) {
       out += char(c);
     }
   }
-  if (s.size() > kMax) out += fmt::format("...' ({} bytes)", s.size());
+  if (shown < s.size()) out += fmt::format("...' ({} bytes)", s.size());
   else out += "'";
   return out;
 }
@@ -197,6 +199,13 @@ std::string dtype_list() {
   return s;
 }
 
+// a * b into out; false if it overflows.
+bool checked_mul(std::size_t a, std::size_t b, std::size_t& out) {
+  if (a != 0 && b > std::numeric_limits<std::size_t>::max() / a) return false;
+  out = a * b;
+  return true;
+}
+
 // Element count of a shape, false on overflow of count * element_bytes. A zero dimension makes
 // the count zero, but the other dimensions must still multiply without overflow: callers
 // downstream multiply dims in any order.
@@ -209,10 +218,10 @@ bool checked_bytes(const std::vector<std::size_t>& shape, std::size_t element_by
       has_zero = true;
       continue;
     }
-    if (__builtin_mul_overflow(nonzero, d, &nonzero)) return false;
+    if (!checked_mul(nonzero, d, nonzero)) return false;
   }
   std::size_t nonzero_bytes;
-  if (__builtin_mul_overflow(nonzero, element_bytes, &nonzero_bytes)) return false;
+  if (!checked_mul(nonzero, element_bytes, nonzero_bytes)) return false;
   count = has_zero ? 0 : nonzero;
   bytes = has_zero ? 0 : nonzero_bytes;
   return true;
