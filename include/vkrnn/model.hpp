@@ -1,0 +1,154 @@
+#pragma once
+// Whole models trained in PyTorch (docs/model-format.md, version 1): a directory holding
+// model.json (the config) and model.safetensors (the weights).
+//
+// ModelFile::load() reads and validates both strictly before anything runs: the format string
+// and version, the architecture, every size, the vocabularies and special tokens, the tensor map
+// (every role the architecture needs, nothing else) and the weights (exactly the tensors the map
+// names, each with the shape the config implies; F32, F16 and BF16 are converted to f32). Any
+// violation throws vkrnn::Error naming the file, the field or tensor, and what was expected:
+// ErrorCode::io (missing / unreadable file), ErrorCode::format (malformed JSON, wrong format or
+// version, unknown architecture, missing or ill-typed field, missing / extra / mis-shaped
+// tensor).
+//
+// Tokenizer turns text into token ids and back with a model's vocabulary (docs/model-format.md,
+// "Tokenisation").
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "vkrnn/attention.hpp"
+#include "vkrnn/rnn.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+
+enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn };
+const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
+
+enum class TokenizerType { character, word };
+enum class OutputActivation { softmax, sigmoid };
+enum class PoolingScore { tanh, linear };
+enum class Pooling { last, attention };
+
+struct SpecialTokens {
+  std::int32_t pad = -1, bos = -1, eos = -1, unk = -1;  // -1: the architecture has none
+};
+
+struct TokenizerConfig {
+  TokenizerType type = TokenizerType::word;
+  bool lowercase = false;
+  bool src_append_eos = false;
+};
+
+// model.json, validated. Fields an architecture does not use are left at their defaults.
+struct ModelConfig {
+  std::string directory;     // the model directory as given to load()
+  std::string config_path;   // directory/model.json
+  std::string weights_path;  // directory/<weights>
+  int version = 0;
+  Architecture architecture = Architecture::bahdanau_seq2seq;
+  CellType cell = CellType::gru;
+  std::size_t embedding_dim = 0;
+  SpecialTokens special;
+  TokenizerConfig tokenizer;
+  std::string weights_dtype;  // what the exporter wrote ("F32", "F16", "BF16")
+
+  // Seq2seq (bahdanau_seq2seq, luong_seq2seq)
+  std::size_t src_vocab_size = 0, tgt_vocab_size = 0;
+  std::vector<std::string> src_vocab, tgt_vocab;
+  Score score = Score::additive;  // additive (Bahdanau), dot / general / concat (Luong)
+  std::size_t attention_dim = 0;  // additive / concat / tanh pooling; 0 when absent
+  bool input_feeding = false;
+  std::size_t max_decode_length = 0;
+  std::size_t beam_width = 0;
+  double length_alpha = 0.0;
+  // Bahdanau
+  std::size_t encoder_hidden = 0, encoder_layers = 0, decoder_hidden = 0;
+  // Luong (encoder and decoder) and classifiers (the RNN)
+  std::size_t hidden = 0, layers = 0;
+
+  // Classifiers (rnn_attention_classifier, self_attention_rnn)
+  std::size_t vocab_size = 0;
+  std::vector<std::string> vocab;
+  bool bidirectional = false;
+  std::size_t num_classes = 0;
+  std::vector<std::string> labels;
+  OutputActivation output_activation = OutputActivation::softmax;
+  PoolingScore pooling_score = PoolingScore::tanh;
+  // self_attention_rnn
+  std::size_t heads = 0;
+  bool attention_projections = false, positional_encoding = false, residual = false;
+  Pooling pooling = Pooling::attention;  // the classifier always pools with attention
+  std::size_t max_positions = 0;
+
+  // "tensors": role -> tensor name; RNN roles -> {torch parameter name: tensor name}.
+  std::map<std::string, std::string> tensors;
+  std::map<std::string, std::map<std::string, std::string>> rnn_tensors;
+};
+
+// A loaded, validated model directory: the config and every weight as f32.
+class ModelFile {
+ public:
+  // Reads model_dir/model.json and the weights file it names.
+  static ModelFile load(const std::string& model_dir);
+
+  const ModelConfig& config() const;
+  // The weights of a plain role (e.g. "bridge.weight"), row-major, and its shape.
+  // Error(not_found) naming the role and the roles the model has.
+  const std::vector<float>& tensor(const std::string& role) const;
+  const Shape& shape(const std::string& role) const;
+  bool has(const std::string& role) const;
+  // An RNN role ("encoder", "decoder", "rnn"): {torch parameter name: data}, as Rnn::load takes.
+  const std::map<std::string, std::vector<float>>& rnn(const std::string& role) const;
+  std::vector<std::string> roles() const;  // plain roles, sorted
+
+ private:
+  struct Data;
+  explicit ModelFile(std::shared_ptr<const Data> data);
+  std::shared_ptr<const Data> data_;
+};
+
+// Text <-> token ids with one vocabulary (docs/model-format.md, "Tokenisation").
+//  - character: every Unicode code point of the (UTF-8) text is one token.
+//  - word: tokens are the runs of non-whitespace (Python's str.split()).
+// With lowercase, the text is lowercased first: ASCII, Latin-1, Latin Extended-A, Greek and
+// Cyrillic capitals are mapped (other scripts are left as they are; Python's str.lower() covers
+// all of Unicode). A token missing from the vocabulary becomes unk. Invalid UTF-8:
+// Error(invalid_argument) naming the byte offset.
+class Tokenizer {
+ public:
+  Tokenizer() = default;
+  Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);
+
+  // Ids of text; with append_eos (seq2seq sources: config.src_append_eos) EOS is appended.
+  std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false) const;
+  // Text of ids: characters concatenated (character) or tokens joined by single spaces (word),
+  // stopping at the first EOS; special tokens (pad, bos, eos, unk) are not printed. An id
+  // outside [0, vocab) is Error(invalid_argument) naming it and its position.
+  std::string decode(std::span<const std::int32_t> ids) const;
+
+  std::size_t size() const { return vocab_.size(); }
+  const std::vector<std::string>& vocab() const { return vocab_; }
+  const SpecialTokens& special() const { return special_; }
+  std::int32_t id(std::string_view token) const;  // unk (or -1 without unk) when absent
+
+ private:
+  std::vector<std::string> vocab_;
+  std::unordered_map<std::string, std::int32_t> index_;
+  TokenizerConfig config_;
+  SpecialTokens special_;
+};
+
+// Checks host token ids: every id in [0, vocab). Error(invalid_argument) naming `what`, the
+// first bad id, its position (row, column) and the vocabulary size.
+void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what,
+                     std::size_t row = 0);
+
+}  // namespace vkrnn

@@ -1,0 +1,556 @@
+// Model directories (docs/model-format.md): ModelFile::load accepts a well-formed model and
+// rejects every kind of malformed one with an Error naming the file and what was expected; the
+// Tokenizer. Models are made here, small, without PyTorch (tests/test_models_torch.cpp checks
+// the exporter's real files).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/test_env.hpp"
+#include "vkrnn/model.hpp"
+#include "vkrnn/safetensors.hpp"
+
+namespace vkrnn {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() / fmt::format("vkrnn-models-{}-{}", ::getpid(), rd());
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string str() const { return path_.string(); }
+  fs::path path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<float> iota(std::size_t n, float start) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = start + 0.25f * static_cast<float>(i % 97) - 3.0f;
+  return v;
+}
+
+json rnn_map(const std::string& prefix, std::size_t layers, bool bidirectional) {
+  json m = json::object();
+  for (std::size_t k = 0; k < layers; ++k) {
+    for (int d = 0; d < (bidirectional ? 2 : 1); ++d) {
+      const std::string sfx = std::to_string(k) + (d ? "_reverse" : "");
+      for (const char* p : {"weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l"}) {
+        m[std::string(p) + sfx] = prefix + "." + p + sfx;
+      }
+    }
+  }
+  return m;
+}
+
+// A tiny Bahdanau model (GRU): V_src 7, V_tgt 6, E 3, He 4, Hd 5, A 2, M = 8.
+struct TinyModel {
+  json config;
+  std::map<std::string, std::pair<Shape, std::vector<float>>> weights;  // name -> (shape, data)
+
+  TinyModel() {
+    const std::size_t Vs = 7, Vt = 6, E = 3, He = 4, Hd = 5, A = 2, M = 8;
+    config = {{"format", "vkrnn-model"},
+              {"version", 1},
+              {"architecture", "bahdanau_seq2seq"},
+              {"cell", "gru"},
+              {"src_vocab_size", Vs},
+              {"tgt_vocab_size", Vt},
+              {"embedding_dim", E},
+              {"encoder_hidden", He},
+              {"encoder_layers", 1},
+              {"encoder_bidirectional", true},
+              {"decoder_hidden", Hd},
+              {"decoder_layers", 1},
+              {"score", "additive"},
+              {"attention_dim", A},
+              {"input_feeding", false},
+              {"special_tokens", {{"pad", 0}, {"bos", 1}, {"eos", 2}, {"unk", 3}}},
+              {"max_decode_length", 9},
+              {"beam", {{"width", 3}, {"length_alpha", 0.6}}},
+              {"src_vocab", {"<pad>", "<s>", "</s>", "<unk>", "a", "b", "é"}},
+              {"tgt_vocab", {"<pad>", "<s>", "</s>", "<unk>", "x", "y"}},
+              {"tokenizer", {{"type", "char"}, {"lowercase", false}, {"src_append_eos", true}}},
+              {"weights", "model.safetensors"},
+              {"weights_dtype", "F32"},
+              {"extra", {{"task", "unit test"}}}};
+    json t = {{"src_embedding", "src_embedding.weight"},
+              {"tgt_embedding", "tgt_embedding.weight"},
+              {"bridge.weight", "bridge.weight"},
+              {"bridge.bias", "bridge.bias"},
+              {"attention.key_weight", "attention.key_proj.weight"},
+              {"attention.query_weight", "attention.query_proj.weight"},
+              {"attention.query_bias", "attention.query_proj.bias"},
+              {"attention.v", "attention.v"},
+              {"output.weight", "output.weight"},
+              {"output.bias", "output.bias"}};
+    t["encoder"] = rnn_map("encoder", 1, true);
+    t["decoder"] = rnn_map("decoder", 1, false);
+    config["tensors"] = t;
+    add("src_embedding.weight", {Vs, E});
+    add("tgt_embedding.weight", {Vt, E});
+    add("bridge.weight", {Hd, He});
+    add("bridge.bias", {Hd});
+    add("attention.key_proj.weight", {A, M});
+    add("attention.query_proj.weight", {A, Hd});
+    add("attention.query_proj.bias", {A});
+    add("attention.v", {A});
+    add("output.weight", {Vt, Hd + M + E});
+    add("output.bias", {Vt});
+    for (const char* sfx : {"l0", "l0_reverse"}) {
+      add(fmt::format("encoder.weight_ih_{}", sfx), {3 * He, E});
+      add(fmt::format("encoder.weight_hh_{}", sfx), {3 * He, He});
+      add(fmt::format("encoder.bias_ih_{}", sfx), {3 * He});
+      add(fmt::format("encoder.bias_hh_{}", sfx), {3 * He});
+    }
+    add("decoder.weight_ih_l0", {3 * Hd, E + M});
+    add("decoder.weight_hh_l0", {3 * Hd, Hd});
+    add("decoder.bias_ih_l0", {3 * Hd});
+    add("decoder.bias_hh_l0", {3 * Hd});
+  }
+
+  void add(const std::string& name, Shape shape) {
+    weights[name] = {shape, iota(element_count(shape), static_cast<float>(weights.size()))};
+  }
+
+  // Writes model.json and model.safetensors (dtype applies to every tensor).
+  void write(const fs::path& dir, const std::string& dtype = "F32",
+             const std::map<std::string, std::string>& metadata = {{"format", "vkrnn-model"},
+                                                                    {"version", "1"},
+                                                                    {"architecture", "bahdanau_seq2seq"}}) const {
+    fs::create_directories(dir);
+    write_config(dir, config.dump(1));
+    std::vector<SafetensorsTensorData> tensors;
+    for (const auto& [name, sd] : weights) {
+      std::vector<std::size_t> shape(sd.first.begin(), sd.first.end());
+      if (dtype == "F16") tensors.push_back(f16_tensor(name, shape, sd.second));
+      else if (dtype == "BF16") tensors.push_back(bf16_tensor(name, shape, sd.second));
+      else tensors.push_back(f32_tensor(name, shape, sd.second));
+    }
+    write_safetensors((dir / "model.safetensors").string(), tensors, metadata);
+  }
+
+  static void write_config(const fs::path& dir, const std::string& text) {
+    std::ofstream f(dir / "model.json", std::ios::binary | std::ios::trunc);
+    f << text;
+  }
+};
+
+// Loads dir and expects Error(code) whose message contains every fragment.
+void expect_error(const std::string& dir, ErrorCode code, std::initializer_list<std::string> fragments) {
+  try {
+    ModelFile::load(dir);
+    ADD_FAILURE() << "load of " << dir << " succeeded; expected " << to_string(code);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
+  }
+}
+
+// Writes a TinyModel changed by `edit` and expects load to fail with the fragments.
+void expect_config_error(const std::function<void(json&)>& edit, std::initializer_list<std::string> fragments,
+                         ErrorCode code = ErrorCode::format) {
+  TempDir dir;
+  TinyModel m;
+  edit(m.config);
+  m.write(dir.path());
+  std::vector<std::string> all(fragments);
+  all.push_back("model.json");
+  try {
+    ModelFile::load(dir.str());
+    ADD_FAILURE() << "load succeeded after the edit; expected an error containing " << *fragments.begin();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& f : all) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
+  }
+}
+
+TEST(ModelFile, LoadsAWellFormedModel) {
+  TempDir dir;
+  TinyModel m;
+  m.write(dir.path());
+  const ModelFile f = ModelFile::load(dir.str());
+  const ModelConfig& c = f.config();
+  EXPECT_EQ(c.architecture, Architecture::bahdanau_seq2seq);
+  EXPECT_EQ(c.cell, CellType::gru);
+  EXPECT_EQ(c.src_vocab_size, 7u);
+  EXPECT_EQ(c.tgt_vocab_size, 6u);
+  EXPECT_EQ(c.embedding_dim, 3u);
+  EXPECT_EQ(c.encoder_hidden, 4u);
+  EXPECT_EQ(c.decoder_hidden, 5u);
+  EXPECT_EQ(c.attention_dim, 2u);
+  EXPECT_EQ(c.score, Score::additive);
+  EXPECT_EQ(c.max_decode_length, 9u);
+  EXPECT_EQ(c.beam_width, 3u);
+  EXPECT_DOUBLE_EQ(c.length_alpha, 0.6);
+  EXPECT_EQ(c.special.eos, 2);
+  EXPECT_EQ(c.tokenizer.type, TokenizerType::character);
+  EXPECT_TRUE(c.tokenizer.src_append_eos);
+  EXPECT_EQ(c.src_vocab.at(6), "é");
+  EXPECT_EQ(f.tensor("bridge.weight"), m.weights.at("bridge.weight").second);
+  EXPECT_EQ(f.shape("output.weight"), (Shape{6, 5 + 8 + 3}));
+  EXPECT_EQ(f.tensor("attention.key_weight"), m.weights.at("attention.key_proj.weight").second);
+  const auto& enc = f.rnn("encoder");
+  EXPECT_EQ(enc.size(), 8u);
+  EXPECT_EQ(enc.at("weight_hh_l0_reverse"), m.weights.at("encoder.weight_hh_l0_reverse").second);
+  EXPECT_EQ(f.rnn("decoder").size(), 4u);
+  EXPECT_TRUE(f.has("output.bias"));
+  EXPECT_FALSE(f.has("encoder"));
+  EXPECT_THROW(f.tensor("nope"), Error);
+  EXPECT_THROW(f.rnn("nope"), Error);
+}
+
+TEST(ModelFile, ConvertsF16AndBf16Weights) {
+  for (const std::string dtype : {"F16", "BF16"}) {
+    TempDir dir;
+    TinyModel m;
+    m.config["weights_dtype"] = dtype;
+    m.write(dir.path(), dtype);
+    const ModelFile f = ModelFile::load(dir.str());
+    const auto& want = m.weights.at("output.weight").second;
+    const auto& got = f.tensor("output.weight");
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const float rounded = dtype == "F16" ? half_to_float(float_to_half(want[i])) : bf16_to_float(float_to_bf16(want[i]));
+      EXPECT_EQ(got[i], rounded) << dtype << " element " << i;
+    }
+  }
+}
+
+TEST(ModelFile, MissingFiles) {
+  TempDir dir;
+  expect_error(dir.str(), ErrorCode::io, {"model.json", "no such file"});
+  expect_error((dir.path() / "nonexistent").string(), ErrorCode::io, {"model.json"});
+  TinyModel m;
+  m.write(dir.path());
+  fs::remove(dir.path() / "model.safetensors");
+  expect_error(dir.str(), ErrorCode::io, {"model.safetensors"});
+}
+
+TEST(ModelFile, MalformedJson) {
+  TempDir dir;
+  TinyModel m;
+  m.write(dir.path());
+  for (const std::string text : {"", "{", "{\"format\": \"vkrnn-model\",}", "not json", "\xff\xfe{}"}) {
+    TinyModel::write_config(dir.path(), text);
+    expect_error(dir.str(), ErrorCode::format, {"model.json", "not valid JSON"});
+  }
+  TinyModel::write_config(dir.path(), "[1, 2]");
+  expect_error(dir.str(), ErrorCode::format, {"model.json", "top level"});
+  TinyModel::write_config(dir.path(), std::string(100000, '[') + std::string(100000, ']'));
+  expect_error(dir.str(), ErrorCode::format, {"model.json", "nested deeper"});
+  // A config cut short anywhere is rejected, never a crash.
+  const std::string full = m.config.dump();
+  for (std::size_t cut = 0; cut < full.size(); cut += 37) {
+    TinyModel::write_config(dir.path(), full.substr(0, cut));
+    EXPECT_THROW(ModelFile::load(dir.str()), Error) << "cut at " << cut;
+  }
+}
+
+TEST(ModelFile, FormatVersionArchitecture) {
+  expect_config_error([](json& c) { c["format"] = "onnx"; }, {"field 'format'", "vkrnn-model", "'onnx'"});
+  expect_config_error([](json& c) { c.erase("format"); }, {"missing field 'format'"});
+  expect_config_error([](json& c) { c["version"] = 2; }, {"field 'version'", "version 1", "got 2"});
+  expect_config_error([](json& c) { c["version"] = "1"; }, {"field 'version'", "'1'"});
+  expect_config_error([](json& c) { c["version"] = 1.5; }, {"field 'version'", "1.5"});
+  expect_config_error([](json& c) { c["architecture"] = "transformer"; },
+                      {"field 'architecture'", "'transformer'", "bahdanau_seq2seq", "luong_seq2seq"});
+  expect_config_error([](json& c) { c["cell"] = "rnn_tanh"; }, {"field 'cell'", "'gru'", "'lstm'"});
+}
+
+TEST(ModelFile, FieldsAreChecked) {
+  expect_config_error([](json& c) { c.erase("encoder_hidden"); }, {"missing field 'encoder_hidden'"});
+  expect_config_error([](json& c) { c["encoder_hidden"] = 0; }, {"field 'encoder_hidden'", "got 0"});
+  expect_config_error([](json& c) { c["encoder_hidden"] = -4; }, {"field 'encoder_hidden'", "got -4"});
+  expect_config_error([](json& c) { c["encoder_hidden"] = 4.0; }, {"field 'encoder_hidden'", "4.0"});
+  expect_config_error([](json& c) { c["encoder_hidden"] = "4"; }, {"field 'encoder_hidden'", "'4'"});
+  expect_config_error([](json& c) { c["embedding_dim"] = 1ull << 40; }, {"field 'embedding_dim'"});
+  expect_config_error([](json& c) { c["encoder_bidirectional"] = false; }, {"encoder_bidirectional", "true"});
+  expect_config_error([](json& c) { c["decoder_layers"] = 2; }, {"decoder_layers", "must be 1"});
+  expect_config_error([](json& c) { c["input_feeding"] = true; }, {"input_feeding"});
+  expect_config_error([](json& c) { c["input_feeding"] = 1; }, {"field 'input_feeding'", "true or false"});
+  expect_config_error([](json& c) { c["score"] = "dot"; }, {"field 'score'", "'additive'"});
+  expect_config_error([](json& c) { c["beam"] = 3; }, {"field 'beam'"});
+  expect_config_error([](json& c) { c["beam"]["length_alpha"] = "x"; }, {"length_alpha"});
+  expect_config_error([](json& c) { c["tokenizer"]["type"] = "bpe"; }, {"field 'type'", "'char'", "'word'"});
+  expect_config_error([](json& c) { c.erase("tokenizer"); }, {"missing field 'tokenizer'"});
+  expect_config_error([](json& c) { c["weights_dtype"] = "F64"; }, {"weights_dtype"});
+}
+
+TEST(ModelFile, VocabulariesAndSpecialTokens) {
+  expect_config_error([](json& c) { c["src_vocab"].erase(c["src_vocab"].size() - 1); },
+                      {"field 'src_vocab'", "6 entries", "size is 7"});
+  expect_config_error([](json& c) { c["tgt_vocab"][5] = "x"; }, {"field 'tgt_vocab'", "entry 5", "duplicate"});
+  expect_config_error([](json& c) { c["tgt_vocab"][4] = 4; }, {"field 'tgt_vocab'", "entry 4", "string"});
+  expect_config_error([](json& c) { c["src_vocab"] = "abc"; }, {"field 'src_vocab'", "list"});
+  expect_config_error([](json& c) { c["special_tokens"]["eos"] = 6; }, {"special_tokens.eos", "[0, 6)", "got 6"});
+  expect_config_error([](json& c) { c["special_tokens"]["pad"] = -1; }, {"special_tokens.pad"});
+  expect_config_error([](json& c) { c["special_tokens"].erase("bos"); }, {"missing field 'bos'"});
+}
+
+TEST(ModelFile, TensorMapIsStrict) {
+  expect_config_error([](json& c) { c["tensors"].erase("bridge.bias"); }, {"role 'bridge.bias' is missing", "[5]"});
+  expect_config_error([](json& c) { c["tensors"]["bridge.scale"] = "bridge.weight"; },
+                      {"unexpected role 'bridge.scale'"});
+  expect_config_error([](json& c) { c["tensors"]["bridge.bias"] = 3; }, {"tensors.bridge.bias", "string"});
+  expect_config_error([](json& c) { c["tensors"]["encoder"].erase("weight_hh_l0_reverse"); },
+                      {"tensors.encoder", "'weight_hh_l0_reverse' is missing"});
+  expect_config_error([](json& c) { c["tensors"]["decoder"]["weight_hr_l0"] = "x"; },
+                      {"tensors.decoder", "unexpected parameter 'weight_hr_l0'"});
+  expect_config_error([](json& c) { c["tensors"]["decoder"] = "decoder"; }, {"tensors.decoder", "expected an object"});
+  expect_config_error([](json& c) { c["tensors"]["bridge.bias"] = "output.bias"; }, {"'output.bias'", "named by both"});
+  expect_config_error([](json& c) { c["tensors"] = json::array(); }, {"field 'tensors'", "object"});
+  // Two encoder layers in the config, one in the map.
+  expect_config_error([](json& c) { c["encoder_layers"] = 2; }, {"tensors.encoder", "_l1' is missing"});
+}
+
+TEST(ModelFile, WeightsMustMatchTheConfig) {
+  {  // missing tensor
+    TempDir dir;
+    TinyModel m;
+    m.weights.erase("attention.v");
+    m.write(dir.path());
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'attention.v'", "role 'attention.v'", "missing"});
+  }
+  {  // extra tensor
+    TempDir dir;
+    TinyModel m;
+    m.add("surprise", {2});
+    m.write(dir.path());
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "unexpected tensor", "'surprise'"});
+  }
+  {  // renamed tensor: missing and extra at once
+    TempDir dir;
+    TinyModel m;
+    m.weights["bridge.w"] = m.weights.at("bridge.weight");
+    m.weights.erase("bridge.weight");
+    m.write(dir.path());
+    expect_error(dir.str(), ErrorCode::format, {"'bridge.weight'", "missing", "'bridge.w'"});
+  }
+  {  // mis-shaped tensors: transposed, wrong length, wrong rank
+    for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{
+             {"bridge.weight", {4, 5}}, {"output.bias", {7}}, {"attention.v", {1, 2}},
+             {"decoder.weight_ih_l0", {15, 12}}}) {
+      TempDir dir;
+      TinyModel m;
+      m.add(name, shape);
+      m.write(dir.path());
+      const Shape want = TinyModel().weights.at(name).first;
+      expect_error(dir.str(), ErrorCode::format,
+                   {"model.safetensors", "'" + name + "'", fmt::format("expected shape [{}]", fmt::join(want, ", ")),
+                    fmt::format("got [{}]", fmt::join(shape, ", "))});
+    }
+  }
+  {  // integer tensor
+    TempDir dir;
+    TinyModel m;
+    m.write(dir.path());
+    std::vector<SafetensorsTensorData> tensors;
+    for (const auto& [name, sd] : m.weights) {
+      std::vector<std::size_t> shape(sd.first.begin(), sd.first.end());
+      if (name == "output.bias") {
+        std::vector<std::int32_t> v(6, 1);
+        tensors.push_back(i32_tensor(name, shape, v));
+      } else {
+        tensors.push_back(f32_tensor(name, shape, sd.second));
+      }
+    }
+    write_safetensors((dir.path() / "model.safetensors").string(), tensors);
+    expect_error(dir.str(), ErrorCode::format, {"'output.bias'", "dtype I32", "F32, F16 or BF16"});
+  }
+  {  // metadata of another architecture
+    TempDir dir;
+    TinyModel m;
+    m.write(dir.path(), "F32", {{"format", "vkrnn-model"}, {"version", "1"}, {"architecture", "luong_seq2seq"}});
+    expect_error(dir.str(), ErrorCode::format, {"metadata 'architecture'", "'luong_seq2seq'"});
+  }
+  {  // no metadata at all is accepted
+    TempDir dir;
+    TinyModel m;
+    m.write(dir.path(), "F32", {});
+    EXPECT_NO_THROW(ModelFile::load(dir.str()));
+  }
+}
+
+TEST(ModelFile, WeightsFileNameStaysInTheDirectory) {
+  for (const std::string name : {"../model.safetensors", "/etc/passwd", "sub/model.safetensors", "", ".."}) {
+    expect_config_error([&](json& c) { c["weights"] = name; }, {"field 'weights'"});
+  }
+  {  // another name inside the directory is fine
+    TempDir dir;
+    TinyModel m;
+    m.write(dir.path());
+    fs::rename(dir.path() / "model.safetensors", dir.path() / "w.safetensors");
+    m.config["weights"] = "w.safetensors";
+    TinyModel::write_config(dir.path(), m.config.dump());
+    EXPECT_NO_THROW(ModelFile::load(dir.str()));
+  }
+}
+
+TEST(ModelFile, CorruptWeightsFile) {
+  TempDir dir;
+  TinyModel m;
+  m.write(dir.path());
+  const fs::path wp = dir.path() / "model.safetensors";
+  std::vector<char> bytes(fs::file_size(wp));
+  {
+    std::ifstream f(wp, std::ios::binary);
+    f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto write_bytes = [&](const std::vector<char>& b) {
+    std::ofstream f(wp, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), static_cast<std::streamsize>(b.size()));
+  };
+  // Truncated anywhere (header or data): a format error naming the file, never a crash.
+  for (std::size_t cut : {std::size_t(0), std::size_t(5), std::size_t(8), std::size_t(40), bytes.size() / 2, bytes.size() - 1}) {
+    write_bytes(std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut)));
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors"});
+  }
+  // Header length pointing beyond the file.
+  auto big = bytes;
+  big[5] = 0x7f;
+  write_bytes(big);
+  expect_error(dir.str(), ErrorCode::format, {"model.safetensors"});
+  // Trailing garbage after the data.
+  auto longer = bytes;
+  longer.insert(longer.end(), 16, 'x');
+  write_bytes(longer);
+  expect_error(dir.str(), ErrorCode::format, {"model.safetensors"});
+  // Random single-byte corruption of the header: either still valid or a clean Error.
+  std::mt19937 rng(7);
+  const std::size_t header = 8 + static_cast<std::size_t>(static_cast<unsigned char>(bytes[0])) +
+                             256 * static_cast<std::size_t>(static_cast<unsigned char>(bytes[1]));
+  for (int i = 0; i < 200; ++i) {
+    auto b = bytes;
+    b[8 + rng() % (header - 8)] = static_cast<char>(rng() % 256);
+    write_bytes(b);
+    try {
+      ModelFile::load(dir.str());
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::format) << e.what();
+    }
+  }
+}
+
+// The other architectures' fields, with configs made by editing the tiny Bahdanau one.
+TEST(ModelFile, OtherArchitecturesCheckTheirFields) {
+  // A luong config without its fields.
+  expect_config_error([](json& c) { c["architecture"] = "luong_seq2seq"; }, {"missing field 'hidden'"});
+  expect_config_error(
+      [](json& c) {
+        c["architecture"] = "luong_seq2seq";
+        c["hidden"] = 4;
+        c["layers"] = 1;
+        c["score"] = "additive";
+      },
+      {"field 'score'", "'dot'", "'general'", "'concat'"});
+  expect_config_error(
+      [](json& c) {
+        c["architecture"] = "luong_seq2seq";
+        c["hidden"] = 4;
+        c["layers"] = 1;
+        c["score"] = "dot";
+      },
+      {"role 'combine.weight' is missing", "[4, 8]"});
+  expect_config_error([](json& c) { c["architecture"] = "rnn_attention_classifier"; }, {"missing field 'vocab_size'"});
+  expect_config_error(
+      [](json& c) {
+        c["architecture"] = "self_attention_rnn";
+        c["vocab_size"] = 7;
+        c["vocab"] = c["src_vocab"];
+        c["hidden"] = 4;
+        c["layers"] = 1;
+        c["bidirectional"] = false;
+        c["num_classes"] = 2;
+        c["labels"] = {"a", "b"};
+        c["output_activation"] = "softmax";
+        c["heads"] = 2;  // does not divide embedding_dim 3
+      },
+      {"field 'heads'", "does not divide embedding_dim 3"});
+  expect_config_error(
+      [](json& c) {
+        c["architecture"] = "rnn_attention_classifier";
+        c["vocab_size"] = 7;
+        c["vocab"] = c["src_vocab"];
+        c["hidden"] = 4;
+        c["layers"] = 1;
+        c["bidirectional"] = false;
+        c["num_classes"] = 1;
+        c["labels"] = {"a"};
+        c["output_activation"] = "softmax";
+      },
+      {"softmax needs at least 2 classes"});
+}
+
+// --- tokenizer ----------------------------------------------------------------------------
+
+TEST(Tokenizer, CharacterLevel) {
+  const SpecialTokens sp{0, 1, 2, 3};
+  const Tokenizer t({"<pad>", "<s>", "</s>", "<unk>", "a", "b", "é", " ", "ж", "😀"}, {TokenizerType::character, false, true}, sp);
+  EXPECT_EQ(t.encode("ab é"), (std::vector<std::int32_t>{4, 5, 7, 6}));
+  EXPECT_EQ(t.encode("abc", true), (std::vector<std::int32_t>{4, 5, 3, 2}));
+  EXPECT_EQ(t.encode("ж😀A"), (std::vector<std::int32_t>{8, 9, 3}));
+  EXPECT_EQ(t.encode(""), (std::vector<std::int32_t>{}));
+  EXPECT_EQ(t.decode(std::vector<std::int32_t>{4, 6, 7, 3, 8, 2, 5}), "aé ж");
+  EXPECT_EQ(t.decode(std::vector<std::int32_t>{1, 9, 0, 5}), "😀b");
+  for (const std::string bad : {"\xff", "a\xc3", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80"}) {
+    try {
+      t.encode(bad);
+      ADD_FAILURE() << "invalid UTF-8 accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    t.decode(std::vector<std::int32_t>{4, 10});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("id 10 at position 1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(t.decode(std::vector<std::int32_t>{-1}), Error);
+}
+
+TEST(Tokenizer, WordLevelLowercase) {
+  const SpecialTokens sp{0, -1, -1, 1};
+  const Tokenizer t({"<pad>", "<unk>", "great", "film", "élan", "привет"}, {TokenizerType::word, true, false}, sp);
+  EXPECT_EQ(t.encode("  Great\tFILM\n\u00a0ÉLAN  boring ПРИВЕТ "), (std::vector<std::int32_t>{2, 3, 4, 1, 5}));
+  EXPECT_EQ(t.decode(std::vector<std::int32_t>{2, 1, 3, 0, 4}), "great film élan");
+  EXPECT_THROW(t.encode("x", true), Error);  // no EOS in a classifier vocabulary
+  const Tokenizer cased({"<pad>", "<unk>", "Great"}, {TokenizerType::word, false, false}, sp);
+  EXPECT_EQ(cased.encode("Great great"), (std::vector<std::int32_t>{2, 1}));
+}
+
+TEST(Tokenizer, CheckTokenIds) {
+  EXPECT_NO_THROW(check_token_ids(std::vector<std::int32_t>{0, 5, 6}, 7, "src"));
+  try {
+    check_token_ids(std::vector<std::int32_t>{0, 7}, 7, "sources", 3);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("token id 7 at row 3, position 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[0, 7)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(check_token_ids(std::vector<std::int32_t>{-2}, 7, "src"), Error);
+}
+
+}  // namespace
+}  // namespace vkrnn
