@@ -38,7 +38,7 @@ layout(set = 0, binding = 3) readonly buffer VParam4 { vec4 vparam4[]; };
 layout(set = 0, binding = 4) readonly buffer Lengths { int lengths[]; };
 layout(set = 0, binding = 5) writeonly buffer PartML { vec2 part_ml[]; };
 layout(set = 0, binding = 6) writeonly buffer PartAcc { float part_acc[]; };
-layout(set = 0, binding = 7) coherent buffer Raw { float raw[]; };
+layout(set = 0, binding = 7) buffer Raw { float raw[]; };
 layout(set = 0, binding = 8) writeonly buffer Weights { STORE_T weights[]; };
 layout(set = 0, binding = 9) writeonly buffer Context { float context[]; };
 
@@ -107,10 +107,7 @@ void main() {
       for (uint i = gl_SubgroupID; i < n; i += gl_NumSubgroups) {
         const uint kbase = (b * p.S + blk + i) * p.Hk + h * p.dk;
         const float e = finish_score(subgroupAdd(score_partial(kbase, qbase, p.dk, sg_rank, sg_count)), p.scale);
-        if (sg_rank == 0) {
-          pw[i] = e;
-          if (write_raw) raw[r * p.S + blk + i] = e;
-        }
+        if (sg_rank == 0) pw[i] = e;
       }
     } else
 #endif
@@ -121,16 +118,20 @@ void main() {
           const uint kbase = (b * p.S + blk + i) * p.Hk + h * p.dk;
           const float e = finish_score(score_partial(kbase, qbase, p.dk, 0, 1), p.scale);
           pw[i] = e;
-          if (write_raw) raw[r * p.S + blk + i] = e;
         }
       }
     }
     barrier();
     // 2. block max -> new running max; p_i = exp(e_i - m_new)
+    // Each invocation handles positions i = lane + k * WG of the block from here on (and so,
+    // as blocks start at multiples of P, positions s = lane (mod WG) of its split).
     float bm = NEG_INF;
     for (uint k = 0; k < R; ++k) {
       const uint i = lane + k * WG;
-      if (i < n) bm = max(bm, pw[i]);
+      if (i < n) {
+        bm = max(bm, pw[i]);
+        if (write_raw) raw[r * p.S + blk + i] = pw[i];
+      }
     }
     const float m_new = max(m, workgroup_max(bm));
     const float alpha = exp(m - m_new);  // 0 on the first block (m = -inf)
@@ -178,9 +179,7 @@ void main() {
     const uint cbase = b * p.H + h * p.dv + col_base;
     for (uint j = lane; j < ncols; j += WG) context[cbase + j] = l > 0.0 ? acc[j] / l : 0.0;
     if (write_raw) {
-      // The raw scores were written by other invocations of this workgroup.
-      memoryBarrierBuffer();
-      barrier();
+      // Raw score s was written by this same invocation (s = lane mod WG, split 0 starts at 0).
       for (uint s = lane; s < p.S; s += WG) {
         weights[r * p.S + s] = STORE_T(s < len ? exp(raw[r * p.S + s] - m) / l : 0.0);
       }

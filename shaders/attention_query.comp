@@ -3,8 +3,8 @@
 // Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Query projection for the general and additive scores: out[b, a] = sum_k W[a, k] q[b, k] (+ bias[a]).
-// One workgroup per output feature a (so each row of W is read once, from cache for b > 0);
-// the workgroup's invocations split k and reduce.
+// One workgroup per (a, b), its invocations splitting k: per-invocation work stays at Q / WG
+// (lavapipe silently ends loops after 65535 iterations per invocation).
 #include "reduce.glsl"
 #include "attention_common.glsl"
 
@@ -25,21 +25,20 @@ layout(push_constant) uniform Push {
 } p;
 
 void main() {
-  const uint a = linear_workgroup();
-  if (a >= p.A) return;
+  const uint id = linear_workgroup();
+  if (id >= p.A * p.B) return;
+  const uint a = id % p.A, b = id / p.A;
   const uint lane = gl_LocalInvocationIndex;
   const uint WG = gl_WorkGroupSize.x;
-  for (uint b = 0; b < p.B; ++b) {
-    float part = 0.0;
-    if (VEC4 != 0) {
-      const uint n4 = p.Q / 4;
-      const uint wb = a * n4, qb = b * n4;
-      for (uint k = lane; k < n4; k += WG) part += dot(w4[wb + k], q4[qb + k]);
-    } else {
-      const uint wb = a * p.Q, qb = b * p.Q;
-      for (uint k = lane; k < p.Q; k += WG) part += w[wb + k] * q[qb + k];
-    }
-    const float sum = workgroup_sum(part);
-    if (lane == 0) outp[b * p.A + a] = sum + (p.has_bias != 0 ? bias[a] : 0.0);
+  float part = 0.0;
+  if (VEC4 != 0) {
+    const uint n4 = p.Q / 4;
+    const uint wb = a * n4, qb = b * n4;
+    for (uint k = lane; k < n4; k += WG) part += dot(w4[wb + k], q4[qb + k]);
+  } else {
+    const uint wb = a * p.Q, qb = b * p.Q;
+    for (uint k = lane; k < p.Q; k += WG) part += w[wb + k] * q[qb + k];
   }
+  const float sum = workgroup_sum(part);
+  if (lane == 0) outp[b * p.A + a] = sum + (p.has_bias != 0 ? bias[a] : 0.0);
 }

@@ -12,6 +12,12 @@
 
 namespace vkrnn::attention_detail {
 
+// lavapipe (Mesa's gallivm, 22.x) silently ends every loop of a shader invocation once that
+// invocation has run ~65535 loop iterations in total (LP_MAX_TGSI_LOOP_ITERATIONS): results are
+// then just wrong. The ops size each workgroup's share of S so that an invocation's loop
+// iterations (estimated pessimistically) stay under this budget, on every device.
+constexpr std::uint32_t kLoopBudget = 32768;
+
 // A config with defaults applied and its derived sizes; validated by resolve().
 struct Dims {
   AttentionConfig config;

@@ -45,10 +45,11 @@ AttentionContext::AttentionContext(Context& ctx, const AttentionConfig& config,
     const std::uint64_t have = std::uint64_t(d.rows) * plan_.column_tiles;
     const std::uint32_t want = static_cast<std::uint32_t>(
         std::clamp<std::uint64_t>((target + have - 1) / have, 1, ceil_div(d.S, min_chunk)));
-    chunk = ceil_div(d.S, std::min<std::uint32_t>(want, 1024));
+    chunk = ceil_div(d.S, want);
   }
-  chunk = std::clamp<std::uint32_t>(chunk, 1, d.S);
-  if (ceil_div(d.S, chunk) > 1024) chunk = ceil_div(d.S, 1024);  // bounds the partials
+  // Loop budget: an invocation runs 1 + VPT iterations per position (pessimistically).
+  const std::uint32_t max_chunk = std::max<std::uint32_t>(1, kLoopBudget / (1 + per_invocation_));
+  chunk = std::clamp<std::uint32_t>(chunk, 1, std::min(d.S, max_chunk));
   plan_.tile = chunk;
   plan_.tiles = ceil_div(d.S, chunk);
   kernel_ = ctx.kernel({kernel_name("attention_context", options.fp16_storage, false, false),

@@ -12,7 +12,7 @@ using namespace attention_detail;
 
 namespace {
 constexpr const char* kOp = "FusedAttention";
-constexpr std::uint32_t kMaxSplit = 256;  // MAX_SPLIT of attention_fused_combine.comp
+constexpr std::uint32_t kDefaultMaxSplit = 256;  // splits the heuristic aims at, at most
 
 struct Push {
   std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
@@ -50,7 +50,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   const std::uint64_t fixed = 4ull * (P + wg) + 64;
   const std::uint64_t budget = dev.max_shared_memory > fixed ? dev.max_shared_memory - fixed : 0;
   const std::uint32_t cap = static_cast<std::uint32_t>(std::min<std::uint64_t>(4096, budget / 4)) & ~3u;
-  if (cap < 4 || 4ull * (kMaxSplit + wg) > dev.max_shared_memory) {
+  if (cap < 4) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: workgroup size {} leaves no shared memory for the accumulators "
                             "({} bytes on '{}')",
@@ -60,8 +60,24 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   std::uint32_t HT = ceil_div(d.dv, nht);
   if (value_vec4_) HT = round_up(HT, 4);
 
+  // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
+  // subgroup the device may pick), so a split can be kept under kLoopBudget.
+  const std::uint32_t R = per_invocation_;
+  const std::uint32_t key_units = key_vec4_ ? d.dk / 4 : d.dk;
+  const std::uint32_t value_units = value_vec4_ ? HT / 4 : HT;
+  std::uint64_t per_block;
+  if (sc.per_subgroup) {
+    const std::uint32_t lanes = std::clamp<std::uint32_t>(dev.min_subgroup_size, 1, wg);
+    per_block = std::uint64_t(P) * (1 + ceil_div(key_units, lanes));
+  } else {
+    per_block = std::uint64_t(R) * (1 + key_units);
+  }
+  per_block += 3 * R + std::uint64_t(ceil_div(value_units, wg)) * (1 + P);
+  const std::uint32_t max_chunk = static_cast<std::uint32_t>(
+      std::max<std::uint64_t>(1, kLoopBudget / per_block) * P);
+
   // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
-  // partials, at most kMaxSplit.
+  // partials, within the loop budget.
   std::uint32_t chunk;
   if (options.tile != 0) {
     chunk = options.tile;
@@ -71,10 +87,18 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
     const std::uint64_t have = std::uint64_t(d.rows) * nht;
     const std::uint32_t want = static_cast<std::uint32_t>(
         std::clamp<std::uint64_t>((target + have - 1) / have, 1, ceil_div(d.S, min_chunk)));
-    chunk = ceil_div(d.S, std::min(want, kMaxSplit));
+    chunk = ceil_div(d.S, std::min(want, kDefaultMaxSplit));
   }
-  chunk = std::clamp<std::uint32_t>(chunk, 1, d.S);
-  if (ceil_div(d.S, chunk) > kMaxSplit) chunk = ceil_div(d.S, kMaxSplit);
+  chunk = std::clamp<std::uint32_t>(chunk, 1, std::min(d.S, max_chunk));
+  const std::uint32_t nsplit = ceil_div(d.S, chunk);
+  // The combine keeps one coefficient per split in shared memory.
+  max_split_ = std::max(kDefaultMaxSplit, round_up(nsplit, 64));
+  if (4ull * (max_split_ + wg) > dev.max_shared_memory) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: max_source {} needs {} splits of at most {} positions (loop budget), "
+                            "more than the {} bytes of shared memory of '{}' can combine",
+                            kOp, d.S, nsplit, max_chunk, dev.max_shared_memory, dev.name));
+  }
 
   plan_.workgroup_size = wg;
   plan_.subgroup_reduction = sg;
@@ -92,7 +116,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   if (plan_.tiles > 1) {
     combine_kernel_ =
         ctx.kernel({kernel_name("attention_fused_combine", options.fp16_storage, true, sg),
-                    {wg, 1, 1, kMaxSplit, cpu ? 8u : 4u}, 6, sizeof(CombinePush)});
+                    {wg, 1, 1, max_split_, cpu ? 8u : 4u}, 6, sizeof(CombinePush)});
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
   }

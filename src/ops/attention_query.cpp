@@ -23,7 +23,7 @@ void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceIn
   } const push{d.Hk, d.Hq, d.B, has_bias ? 1u : 0u};
   seq.dispatch(kernel,
                {in(params.w), in(query), in(has_bias ? params.bias : dummy), out(projected)},
-               push, fold_groups(d.Hk, dev, "attention query projection"));
+               push, fold_groups(std::uint64_t(d.Hk) * d.B, dev, "attention query projection"));
 }
 
 }  // namespace vkrnn::attention_detail
