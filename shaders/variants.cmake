@@ -26,3 +26,6 @@ list(APPEND variants "attention_fused_f16_nosubgroup|attention_fused.comp|FP16=1
 list(APPEND variants "attention_fused_combine_nosubgroup|attention_fused_combine.comp|USE_SUBGROUP=0")
 list(APPEND variants "attention_fused_combine_f16|attention_fused_combine.comp|FP16=1")
 list(APPEND variants "attention_fused_combine_f16_nosubgroup|attention_fused_combine.comp|FP16=1,USE_SUBGROUP=0")
+# models: argmax / greedy select without subgroup arithmetic; activation in place
+list(APPEND variants "argmax_nosubgroup|argmax.comp|USE_SUBGROUP=0")
+list(APPEND variants "activation_inplace|activation.comp|IN_PLACE=1")

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "vkrnn/attention.hpp"
+#include "vkrnn/embedding.hpp"
 #include "vkrnn/rnn.hpp"
 #include "vkrnn/tensor.hpp"
 
@@ -145,10 +146,5 @@ class Tokenizer {
   TokenizerConfig config_;
   SpecialTokens special_;
 };
-
-// Checks host token ids: every id in [0, vocab). Error(invalid_argument) naming `what`, the
-// first bad id, its position (row, column) and the vocabulary size.
-void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what,
-                     std::size_t row = 0);
 
 }  // namespace vkrnn

@@ -590,14 +590,4 @@ std::vector<std::string> ModelFile::roles() const {
   return v;
 }
 
-void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what, std::size_t row) {
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || static_cast<std::size_t>(ids[i]) >= vocab) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("{}: token id {} at row {}, position {} is outside the vocabulary [0, {})", what, ids[i],
-                              row, i, vocab));
-    }
-  }
-}
-
 }  // namespace vkrnn

@@ -1,0 +1,63 @@
+#pragma once
+// Argmax over the last axis (the vocabulary) per batch row, and the bookkeeping of one greedy
+// decoding step, in one dispatch (shaders/argmax.comp).
+//
+//   index[b]    = argmax_v logits[b, v]   (the lowest v among equal maxima, as torch.argmax)
+//   max[b]      = logits[b, index[b]]
+//   log_prob[b] = log_softmax(logits[b])[index[b]] = -log(sum_v exp(logits[b, v] - max[b]))
+//
+// One workgroup per row scans the row in strides and reduces with subgroup arithmetic (or
+// shared-memory trees: OpOptions::force_shared_memory_reduction, or devices without subgroup
+// arithmetic). Deterministic: fixed reduction order, no atomics.
+#include <cstddef>
+#include <cstdint>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/kernel.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+
+// What one greedy step writes besides the argmax (docs/model-format.md, "Decoding").
+// History tensors hold `capacity` columns per row ([B, capacity] or [B, capacity, X]); the
+// step writes column `step`. Every tensor except next_tokens is optional (empty = not written).
+struct GreedyStep {
+  Tensor next_tokens;  // i32 [B]: the chosen token, fed back as the next input
+  // u32 [B], read and written: with it, a row that emits `eos` is finished from then on and
+  // emits `pad` with score 0 and zero logits / attention rows. Without it (fixed-length
+  // decoding) every row keeps its own argmax, EOS included.
+  Tensor finished;
+  std::int32_t eos = -1;
+  std::int32_t pad = 0;
+  std::size_t step = 0;
+  Tensor tokens;     // i32 [B, capacity]
+  Tensor scores;     // f32 [B, capacity]: log_softmax of the chosen token
+  Tensor logits;     // f32 [B, capacity, V]: a copy of the step's logits
+  Tensor weights;    // f32 [B, S]: the step's attention weights, copied into `attention`
+  Tensor attention;  // f32 [B, capacity, S]
+};
+
+class Argmax {
+ public:
+  explicit Argmax(Context& ctx, const OpOptions& options = {});
+
+  // logits f32 [B, V] -> indices i32 [B]; max_values f32 [B] and log_probs f32 [B] optional.
+  void record(Sequence& seq, const Tensor& logits, const Tensor& indices, const Tensor& max_values = {},
+              const Tensor& log_probs = {}) const;
+  // One greedy decoding step over logits f32 [B, V].
+  void record(Sequence& seq, const Tensor& logits, const GreedyStep& step) const;
+
+  std::uint32_t workgroup_size() const { return workgroup_size_; }
+  bool subgroup_reduction() const { return subgroups_; }
+
+ private:
+  Context* ctx_;
+  std::uint32_t workgroup_size_;
+  bool subgroups_;
+  Kernel kernel_;
+  Tensor dummy_, sink_;
+};
+
+}  // namespace vkrnn

@@ -1,0 +1,124 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Argmax over the vocabulary per batch row, with greedy-decoding bookkeeping.
+//
+//   index[b]   = argmax_v logits[b, v]            (the lowest v among equal maxima)
+//   value[b]   = logits[b, index]                 (the max)
+//   logprob[b] = log_softmax(logits[b])[index] = -log(sum_v exp(logits[b, v] - max))
+//
+// One workgroup per row: each invocation scans a strided slice of the row (a tiled reduction
+// that reads the row once per pass), then the workgroup reduces (max, then the lowest index
+// holding it; a sum for the log-softmax) with subgroup arithmetic or, with USE_SUBGROUP=0,
+// shared-memory trees. Fixed order: deterministic.
+//
+// Greedy step (FLAG_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
+// zero logits / attention in the histories; a live row that emits `eos` becomes finished.
+// History buffers hold `ld` columns per row; this dispatch writes column `col`.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+#include "reduce.glsl"
+
+layout(set = 0, binding = 0) readonly buffer Logits { float logits[]; };
+layout(set = 0, binding = 1) writeonly buffer Index { int index_out[]; };     // [B]
+layout(set = 0, binding = 2) writeonly buffer Value { float value_out[]; };   // [B]
+layout(set = 0, binding = 3) writeonly buffer TokHist { int tok_hist[]; };    // [B, ld]
+layout(set = 0, binding = 4) writeonly buffer Score { float score_hist[]; };  // [B, ld]
+layout(set = 0, binding = 5) buffer Finished { uint finished[]; };            // [B]
+layout(set = 0, binding = 6) writeonly buffer LogitHist { float logit_hist[]; };  // [B, ld, V]
+layout(set = 0, binding = 7) readonly buffer Weights { float weights[]; };   // [B, S]
+layout(set = 0, binding = 8) writeonly buffer AttnHist { float attn_hist[]; };  // [B, ld, S]
+
+layout(push_constant) uniform Push {
+  uint B;
+  uint V;
+  uint S;
+  uint ld;
+  uint col;
+  int eos;
+  int pad;
+  uint flags;
+} p;
+
+const uint FLAG_INDEX = 1u;
+const uint FLAG_VALUE = 2u;
+const uint FLAG_TOKENS = 4u;
+const uint FLAG_SCORE = 8u;
+const uint FLAG_FINISHED = 16u;
+const uint FLAG_LOGITS = 32u;
+const uint FLAG_ATTENTION = 64u;
+
+shared uint argmax_scratch[gl_WorkGroupSize.x];
+
+// The lowest index over the workgroup (same structure as reduce.glsl's helpers).
+uint workgroup_min_index(uint x) {
+#if USE_SUBGROUP
+  const uint s = subgroupMin(x);
+  if (gl_NumSubgroups == 1) return s;
+  barrier();
+  if (subgroupElect()) argmax_scratch[gl_SubgroupID] = s;
+  barrier();
+  uint r = argmax_scratch[0];
+  for (uint i = 1; i < gl_NumSubgroups; ++i) r = min(r, argmax_scratch[i]);
+  return r;
+#else
+  const uint i = gl_LocalInvocationIndex;
+  barrier();
+  argmax_scratch[i] = x;
+  barrier();
+  for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
+    if (i < s) argmax_scratch[i] = min(argmax_scratch[i], argmax_scratch[i + s]);
+    barrier();
+  }
+  return argmax_scratch[0];
+#endif
+}
+
+void main() {
+  const uint b = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
+  if (b >= p.B) return;  // uniform per workgroup
+  const uint lane = gl_LocalInvocationIndex;
+  const uint row = b * p.V;
+  const bool track = (p.flags & FLAG_FINISHED) != 0;
+  const bool done = track && finished[b] != 0u;
+
+  // Pass 1: per-invocation max and its lowest index, then the workgroup's.
+  float best = -1.0 / 0.0;
+  uint best_i = 0xffffffffu;
+  for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) {
+    const float x = logits[row + v];
+    if (x > best || best_i == 0xffffffffu) {
+      best = x;
+      best_i = v;
+    }
+  }
+  const float m = workgroup_max(best);
+  const uint arg = workgroup_min_index(best == m ? best_i : 0xffffffffu);
+
+  // Pass 2: the log-softmax denominator.
+  float score = 0.0;
+  if ((p.flags & (FLAG_SCORE)) != 0) {
+    float s = 0.0;
+    for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) s += exp(logits[row + v] - m);
+    score = -log(workgroup_sum(s));
+  }
+
+  const int token = done ? p.pad : int(arg);
+  const uint h = b * p.ld + p.col;
+  if (lane == 0) {
+    if ((p.flags & FLAG_INDEX) != 0) index_out[b] = token;
+    if ((p.flags & FLAG_VALUE) != 0) value_out[b] = m;
+    if ((p.flags & FLAG_TOKENS) != 0) tok_hist[h] = token;
+    if ((p.flags & FLAG_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
+  }
+  if ((p.flags & FLAG_LOGITS) != 0) {
+    for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) logit_hist[h * p.V + v] = done ? 0.0 : logits[row + v];
+  }
+  if ((p.flags & FLAG_ATTENTION) != 0) {
+    for (uint s = lane; s < p.S; s += gl_WorkGroupSize.x) attn_hist[h * p.S + s] = done ? 0.0 : weights[b * p.S + s];
+  }
+  if (track) {
+    // Every invocation has read finished[b] (above) before it changes.
+    barrier();
+    if (lane == 0 && !done && token == p.eos) finished[b] = 1u;
+  }
+}

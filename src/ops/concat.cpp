@@ -1,0 +1,93 @@
+// Concat: row-wise concatenation of strided matrices (shaders/concat.comp).
+#include "vkrnn/concat.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "ops/attention_common.hpp"
+#include "vkrnn/error.hpp"
+
+namespace vkrnn {
+namespace {
+
+constexpr const char* kOp = "Concat";
+
+struct Push {
+  std::uint32_t cols[4], offset[4], ld[4];
+  std::uint32_t rows, width, out_offset, out_ld;
+};
+
+std::size_t check_view(const MatrixView& v, const std::string& arg) {
+  if (!v.tensor.valid() || v.tensor.dtype() != DType::f32) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected an f32 tensor, got {}", kOp, arg,
+                            v.tensor.valid() ? fmt::format("{} {}", to_string(v.tensor.dtype()), to_string(v.tensor.shape()))
+                                             : std::string("an empty tensor")));
+  }
+  const std::size_t ld = v.ld ? v.ld : v.cols;
+  if (v.rows == 0 || v.cols == 0 || ld < v.cols || v.offset + (v.rows - 1) * ld + v.cols > v.tensor.size()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': a {} x {} view at offset {} with row stride {} does not fit in {} {}", kOp,
+                            arg, v.rows, v.cols, v.offset, ld, to_string(v.tensor.dtype()), to_string(v.tensor.shape())));
+  }
+  if (v.tensor.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: argument '{}' exceeds 32-bit indexing", kOp, arg));
+  }
+  return ld;
+}
+
+}  // namespace
+
+Concat::Concat(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
+  OpOptions o = options;
+  if (o.workgroup_size == 0) o.workgroup_size = 64;
+  workgroup_size_ = attention_detail::pick_workgroup(ctx.device(), o);
+  kernel_ = ctx.kernel({"concat", {workgroup_size_, 1, 1}, 5, sizeof(Push)});
+  dummy_ = ctx.tensor({4}, DType::f32, "Concat unused source");
+  ctx.write(dummy_, std::vector<float>(4, 0.0f));
+}
+
+void Concat::record(Sequence& seq, std::span<const MatrixView> sources, const MatrixView& out) const {
+  if (sources.empty() || sources.size() > 4) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: 1 to 4 sources, got {}", kOp, sources.size()));
+  }
+  Push p{};
+  const std::size_t rows = sources[0].rows;
+  std::size_t width = 0;
+  for (std::size_t k = 0; k < sources.size(); ++k) {
+    const MatrixView& s = sources[k];
+    const std::size_t ld = check_view(s, fmt::format("sources[{}]", k));
+    if (s.rows != rows) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: sources[{}] has {} rows, sources[0] has {}", kOp, k, s.rows, rows));
+    }
+    if (s.tensor.storage_ptr() == out.tensor.storage_ptr()) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: sources[{}] shares memory with out", kOp, k));
+    }
+    p.cols[k] = static_cast<std::uint32_t>(s.cols);
+    p.offset[k] = static_cast<std::uint32_t>(s.offset);
+    p.ld[k] = static_cast<std::uint32_t>(ld);
+    width += s.cols;
+  }
+  const std::size_t out_ld = check_view(out, "out");
+  if (out.rows != rows || out.cols != width) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'out': expected {} x {} (the sources' rows x their summed columns), got {} x {}",
+                            kOp, rows, width, out.rows, out.cols));
+  }
+  if (std::uint64_t(rows) * width > std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} x {} elements exceed 32-bit indexing", kOp, rows, width));
+  }
+  p.rows = static_cast<std::uint32_t>(rows);
+  p.width = static_cast<std::uint32_t>(width);
+  p.out_offset = static_cast<std::uint32_t>(out.offset);
+  p.out_ld = static_cast<std::uint32_t>(out_ld);
+  auto src = [&](std::size_t k) { return k < sources.size() ? in(sources[k].tensor) : in(dummy_); };
+  const std::uint64_t groups = (std::uint64_t(rows) * width + workgroup_size_ - 1) / workgroup_size_;
+  seq.dispatch(kernel_, {src(0), src(1), src(2), src(3), vkrnn::out(out.tensor)}, p,
+               attention_detail::fold_groups(groups, ctx_->device(), kOp));
+}
+
+}  // namespace vkrnn

@@ -1,0 +1,140 @@
+// Embedding: row gather by token id (shaders/embedding.comp).
+#include "vkrnn/embedding.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "ops/attention_common.hpp"
+#include "vkrnn/error.hpp"
+
+namespace vkrnn {
+namespace {
+
+constexpr const char* kOp = "Embedding";
+
+struct Push {
+  std::uint32_t rows, dim, vocab, table_offset, table_ld, out_offset, out_ld, flags;
+};
+
+std::string describe(const Tensor& t) {
+  return t.valid() ? fmt::format("{} {}{}", to_string(t.dtype()), to_string(t.shape()),
+                                 t.name().empty() ? std::string() : fmt::format(" ('{}')", t.name()))
+                   : std::string("an empty tensor");
+}
+
+// A view's last element must lie inside its tensor; returns the packed leading dimension.
+std::size_t check_view(const MatrixView& v, const char* arg) {
+  if (!v.tensor.valid() || v.tensor.dtype() != DType::f32) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected an f32 tensor, got {}", kOp, arg, describe(v.tensor)));
+  }
+  const std::size_t ld = v.ld ? v.ld : v.cols;
+  if (v.rows == 0 || v.cols == 0 || ld < v.cols ||
+      v.offset + (v.rows - 1) * ld + v.cols > v.tensor.size()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': a {} x {} view at offset {} with row stride {} does not fit in {}",
+                            kOp, arg, v.rows, v.cols, v.offset, ld, describe(v.tensor)));
+  }
+  if (v.offset + (v.rows - 1) * ld + v.cols > std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: argument '{}' exceeds 32-bit indexing", kOp, arg));
+  }
+  return ld;
+}
+
+}  // namespace
+
+void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what, std::size_t row) {
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || static_cast<std::size_t>(ids[i]) >= vocab) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: token id {} at row {}, position {} is outside the vocabulary [0, {})", what, ids[i],
+                              row, i, vocab));
+    }
+  }
+}
+
+Embedding::Embedding(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
+  const DeviceInfo& dev = ctx.device();
+  // A row is a copy of `dim` floats: one subgroup per row on CPU drivers, 64 lanes on GPUs.
+  OpOptions o = options;
+  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 64;
+  workgroup_size_ = attention_detail::pick_workgroup(dev, o);
+  kernel_ = ctx.kernel({"embedding", {workgroup_size_, 1, 1}, 4, sizeof(Push)});
+  dummy_ = ctx.tensor({4}, DType::u32, "Embedding unused flag (a sink)");
+  ctx.write(dummy_, std::vector<std::uint32_t>(4, 0));
+}
+
+void Embedding::record(Sequence& seq, const MatrixView& table, const Tensor& ids, const MatrixView& out,
+                       const Tensor& bad_ids) const {
+  if (!ids.valid() || ids.dtype() != DType::i32 || ids.size() == 0) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'ids': expected a non-empty i32 tensor, got {}", kOp, describe(ids)));
+  }
+  const std::size_t table_ld = check_view(table, "table");
+  const std::size_t out_ld = check_view(out, "out");
+  if (out.rows != ids.size() || out.cols != table.cols) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'out': expected {} x {} (one row of {} per id), got {} x {}", kOp, ids.size(),
+                            table.cols, table.cols, out.rows, out.cols));
+  }
+  if (out.tensor.storage_ptr() == table.tensor.storage_ptr() || out.tensor.storage_ptr() == ids.storage_ptr()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: 'out' must not share memory with 'table' or 'ids'", kOp));
+  }
+  if (bad_ids.valid() && (bad_ids.dtype() != DType::u32 || bad_ids.size() != 2)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'bad_ids': expected u32 [2], got {}", kOp, describe(bad_ids)));
+  }
+  if (table.rows > std::numeric_limits<std::int32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} table rows exceed i32 token ids", kOp, table.rows));
+  }
+  const Push push{static_cast<std::uint32_t>(ids.size()), static_cast<std::uint32_t>(table.cols),
+                  static_cast<std::uint32_t>(table.rows), static_cast<std::uint32_t>(table.offset),
+                  static_cast<std::uint32_t>(table_ld), static_cast<std::uint32_t>(out.offset),
+                  static_cast<std::uint32_t>(out_ld), bad_ids.valid() ? 1u : 0u};
+  seq.dispatch(kernel_,
+               {in(ids), in(table.tensor), vkrnn::out(out.tensor), bad_ids.valid() ? inout(bad_ids) : inout(dummy_)},
+               push, attention_detail::fold_groups(ids.size(), ctx_->device(), kOp));
+}
+
+void Embedding::record(Sequence& seq, const Tensor& table, const Tensor& ids, const Tensor& out,
+                       const Tensor& bad_ids) const {
+  if (!table.valid() || table.rank() != 2) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'table': expected f32 [vocab, dim], got {}", kOp, describe(table)));
+  }
+  const std::size_t dim = table.dim(1);
+  if (!out.valid() || out.rank() == 0 || out.shape().back() != dim || out.size() != ids.size() * dim) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'out': expected f32 [..., {}] with {} rows (one per id), got {}", kOp, dim,
+                            ids.valid() ? ids.size() : 0, describe(out)));
+  }
+  record(seq, MatrixView::of(table), ids, MatrixView{out, ids.size(), dim, 0, dim}, bad_ids);
+}
+
+std::vector<float> Embedding::lookup(const Tensor& table, std::span<const std::int32_t> ids) const {
+  if (!table.valid() || table.rank() != 2) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'table': expected f32 [vocab, dim], got {}", kOp, describe(table)));
+  }
+  if (ids.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{}::lookup: no ids", kOp));
+  check_token_ids(ids, table.dim(0), "Embedding::lookup");
+  const Tensor t_ids = ctx_->tensor({ids.size()}, DType::i32, "Embedding.lookup ids");
+  const Tensor t_out = ctx_->tensor({ids.size(), table.dim(1)}, DType::f32, "Embedding.lookup out");
+  Sequence seq = ctx_->sequence({.label = "Embedding::lookup"});
+  seq.upload(t_ids, ids);
+  record(seq, table, t_ids, t_out);
+  seq.download(t_out);
+  seq.eval();
+  return seq.read<float>(t_out);
+}
+
+Embedding::BadIds Embedding::BadIds::from(std::span<const std::uint32_t> flag) {
+  if (flag.size() != 2) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::BadIds: expected 2 words, got {}", kOp, flag.size()));
+  }
+  return {flag[0], flag[0] ? ~flag[1] : 0u};
+}
+
+}  // namespace vkrnn

@@ -1,0 +1,442 @@
+// The small ops the whole models need (Embedding, Argmax with the greedy step, Concat,
+// Activation) against exact / double-precision CPU references over awkward shapes, both
+// reduction paths, forced workgroup sizes, the staging path, and their errors.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "vkrnn/activation.hpp"
+#include "vkrnn/argmax.hpp"
+#include "vkrnn/concat.hpp"
+#include "vkrnn/embedding.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::random_floats;
+
+template <class Fn>
+void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
+  }
+}
+
+// --- Embedding ---------------------------------------------------------------------------
+
+void check_embedding(Context& ctx, std::size_t vocab, std::size_t dim, std::size_t n, const OpOptions& options,
+                     std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("vocab {} dim {} n {} wg {}", vocab, dim, n, options.workgroup_size));
+  const auto table = random_floats(vocab * dim, seed);
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<std::int32_t>(rng() % vocab);
+  // Into columns [2, 2 + dim) of a wider destination, from a table stored inside a bigger
+  // tensor (offset 5, row stride dim + 3), and also packed.
+  const std::size_t ld = dim + 3, out_ld = dim + 4;
+  std::vector<float> big(5 + vocab * ld, -7.0f);
+  for (std::size_t v = 0; v < vocab; ++v)
+    std::copy_n(table.begin() + static_cast<std::ptrdiff_t>(v * dim), dim, big.begin() + static_cast<std::ptrdiff_t>(5 + v * ld));
+  const Tensor t_table = ctx.tensor({vocab, dim}, table);
+  const Tensor t_big = ctx.tensor({big.size()}, big);
+  const Tensor t_ids = ctx.tensor({n}, DType::i32);
+  ctx.write(t_ids, ids);
+  const Tensor t_out = ctx.tensor({n, dim});
+  const Tensor t_wide = ctx.tensor({n * out_ld + 1});
+  ctx.write(t_wide, std::vector<float>(n * out_ld + 1, 9.0f));
+  Embedding op(ctx, options);
+  Sequence seq = ctx.sequence();
+  op.record(seq, t_table, t_ids, t_out);
+  op.record(seq, MatrixView{t_big, vocab, dim, 5, ld}, t_ids, MatrixView{t_wide, n, dim, 2, out_ld});
+  seq.download(t_out).download(t_wide);
+  seq.eval();
+  const auto out = seq.read<float>(t_out), wide = seq.read<float>(t_wide);
+  std::vector<float> want_wide(n * out_ld + 1, 9.0f);
+  for (std::size_t r = 0; r < n; ++r) {
+    for (std::size_t j = 0; j < dim; ++j) {
+      const float want = table[static_cast<std::size_t>(ids[r]) * dim + j];
+      ASSERT_EQ(out[r * dim + j], want) << "row " << r << " col " << j;
+      want_wide[2 + r * out_ld + j] = want;
+    }
+  }
+  EXPECT_EQ(wide, want_wide);
+}
+
+TEST(Embedding, MatchesGatherOverShapes) {
+  std::uint32_t seed = 1;
+  for (std::size_t vocab : {1, 7, 1000})
+    for (std::size_t dim : {1, 3, 8, 13, 256})
+      for (std::size_t n : {1, 5, 31, 257}) check_embedding(context(), vocab, dim, n, {}, seed++);
+}
+
+TEST(Embedding, WorkgroupSizesAndStaging) {
+  for (std::uint32_t wg : {1u, 4u, 64u, 256u}) {
+    OpOptions o;
+    o.workgroup_size = wg;
+    check_embedding(context(), 11, 37, 9, o, wg);
+  }
+  check_embedding(test::staging_context(), 13, 17, 19, {}, 3);
+}
+
+TEST(Embedding, BadIdsOnTheGpuAreClampedAndFlagged) {
+  Context& ctx = context();
+  const std::size_t vocab = 5, dim = 3;
+  const auto table = random_floats(vocab * dim, 11);
+  const std::vector<std::int32_t> ids = {2, -1, 4, 5, 1 << 30, 0, std::numeric_limits<std::int32_t>::min()};
+  const Tensor t_table = ctx.tensor({vocab, dim}, table);
+  const Tensor t_ids = ctx.tensor({ids.size()}, DType::i32);
+  ctx.write(t_ids, ids);
+  const Tensor t_out = ctx.tensor({ids.size(), dim});
+  const Tensor flag = ctx.tensor({2}, DType::u32);
+  Embedding op(ctx);
+  Sequence seq = ctx.sequence();
+  seq.fill(flag, 0);
+  op.record(seq, t_table, t_ids, t_out, flag);
+  seq.download(t_out).download(flag);
+  seq.eval();
+  const auto out = seq.read<float>(t_out);
+  for (std::size_t r = 0; r < ids.size(); ++r) {
+    const std::int64_t clamped = std::clamp<std::int64_t>(ids[r], 0, vocab - 1);
+    for (std::size_t j = 0; j < dim; ++j) EXPECT_EQ(out[r * dim + j], table[clamped * dim + j]) << r;
+  }
+  const auto bad = Embedding::BadIds::from(seq.read<std::uint32_t>(flag));
+  EXPECT_EQ(bad.count, 4u);
+  EXPECT_EQ(bad.first_row, 1u);
+
+  // Good ids leave a zeroed flag at zero.
+  Sequence seq2 = ctx.sequence();
+  ctx.write(t_ids, std::vector<std::int32_t>{0, 1, 2, 3, 4, 4, 0});
+  seq2.fill(flag, 0);
+  op.record(seq2, t_table, t_ids, t_out, flag);
+  seq2.download(flag);
+  seq2.eval();
+  EXPECT_EQ(Embedding::BadIds::from(seq2.read<std::uint32_t>(flag)).count, 0u);
+}
+
+TEST(Embedding, HostChecksAndErrors) {
+  Context& ctx = context();
+  const Tensor table = ctx.tensor({6, 4}, random_floats(24, 2));
+  Embedding op(ctx);
+  const auto got = op.lookup(table, std::vector<std::int32_t>{5, 0});
+  EXPECT_EQ(got.size(), 8u);
+  expect_error([&] { op.lookup(table, std::vector<std::int32_t>{1, 6}); }, ErrorCode::invalid_argument,
+               {"token id 6", "position 1", "[0, 6)"});
+  expect_error([&] { op.lookup(table, std::vector<std::int32_t>{-3}); }, ErrorCode::invalid_argument,
+               {"token id -3", "position 0"});
+  expect_error([&] { op.lookup(table, std::vector<std::int32_t>{}); }, ErrorCode::invalid_argument, {"no ids"});
+  Sequence seq = ctx.sequence();
+  const Tensor ids = ctx.tensor({3}, DType::i32);
+  expect_error([&] { op.record(seq, table, ids, ctx.tensor({3, 5})); }, ErrorCode::invalid_argument,
+               {"argument 'out'", "[..., 4]"});
+  expect_error([&] { op.record(seq, table, ctx.tensor({3}), ctx.tensor({3, 4})); }, ErrorCode::invalid_argument,
+               {"argument 'ids'", "i32"});
+  expect_error([&] { op.record(seq, MatrixView{table, 6, 4, 4, 4}, ids, MatrixView::of(ctx.tensor({3, 4}))); },
+               ErrorCode::invalid_argument, {"argument 'table'", "does not fit"});
+  expect_error([&] { op.record(seq, table, ids, ctx.tensor({3, 4}), ctx.tensor({3}, DType::u32)); },
+               ErrorCode::invalid_argument, {"bad_ids", "u32 [2]"});
+  expect_error([&] { op.record(seq, MatrixView::of(table), ids, MatrixView{table, 3, 4, 0, 4}); },
+               ErrorCode::invalid_argument, {"share memory"});
+}
+
+// --- Argmax --------------------------------------------------------------------------------
+
+struct ArgRef {
+  std::int32_t index;
+  double max, log_prob;
+};
+
+ArgRef argmax_ref(const float* row, std::size_t V) {
+  std::size_t best = 0;
+  for (std::size_t v = 1; v < V; ++v)
+    if (row[v] > row[best]) best = v;
+  const double m = row[best];
+  double s = 0.0;
+  for (std::size_t v = 0; v < V; ++v) s += std::exp(double(row[v]) - m);
+  return {static_cast<std::int32_t>(best), m, -std::log(s)};
+}
+
+void check_argmax(Context& ctx, std::size_t B, std::size_t V, const OpOptions& options, std::uint32_t seed,
+                  bool ties = false) {
+  SCOPED_TRACE(fmt::format("B {} V {} wg {} shared {} ties {}", B, V, options.workgroup_size,
+                           options.force_shared_memory_reduction, ties));
+  auto logits = random_floats(B * V, seed, -4.0f, 4.0f);
+  if (ties) {  // coarse values: many equal maxima per row
+    for (auto& x : logits) x = std::round(x);
+  }
+  const Tensor t_logits = ctx.tensor({B, V}, logits);
+  const Tensor idx = ctx.tensor({B}, DType::i32), mx = ctx.tensor({B}), lp = ctx.tensor({B}), idx2 = ctx.tensor({B}, DType::i32);
+  Argmax op(ctx, options);
+  Sequence seq = ctx.sequence();
+  op.record(seq, t_logits, idx, mx, lp);
+  op.record(seq, t_logits, idx2);
+  seq.download(idx).download(mx).download(lp).download(idx2);
+  seq.eval();
+  const auto gi = seq.read<std::int32_t>(idx), gi2 = seq.read<std::int32_t>(idx2);
+  const auto gm = seq.read<float>(mx), gl = seq.read<float>(lp);
+  std::vector<double> want_lp(B);
+  for (std::size_t b = 0; b < B; ++b) {
+    const ArgRef r = argmax_ref(&logits[b * V], V);
+    EXPECT_EQ(gi[b], r.index) << "row " << b;
+    EXPECT_EQ(gi2[b], r.index) << "row " << b;
+    EXPECT_EQ(gm[b], static_cast<float>(r.max)) << "row " << b;
+    want_lp[b] = r.log_prob;
+  }
+  EXPECT_TRUE(all_close(gl, want_lp, 1e-5, 2e-6));
+}
+
+TEST(Argmax, MatchesReferenceOverShapesAndPaths) {
+  std::uint32_t seed = 100;
+  for (bool shared : {false, true}) {
+    OpOptions o;
+    o.force_shared_memory_reduction = shared;
+    for (std::size_t B : {1, 3, 17})
+      for (std::size_t V : {1, 2, 7, 8, 9, 100, 8000}) check_argmax(context(), B, V, o, seed++);
+    check_argmax(context(), 2, 33333, o, seed++);
+    check_argmax(context(), 5, 1000, o, seed++, true);
+  }
+}
+
+TEST(Argmax, WorkgroupSizes) {
+  std::uint32_t seed = 200;
+  for (bool shared : {false, true}) {
+    for (std::uint32_t wg : {1u, 2u, 8u, 32u, 64u, 256u}) {
+      OpOptions o;
+      o.workgroup_size = wg;
+      o.force_shared_memory_reduction = shared;
+      check_argmax(context(), 4, 777, o, seed++);
+      check_argmax(context(), 3, 5, o, seed++, true);
+    }
+  }
+  check_argmax(test::staging_context(), 3, 1001, {}, 7);
+}
+
+TEST(Argmax, TiesAndInfinities) {
+  Context& ctx = context();
+  const float inf = std::numeric_limits<float>::infinity();
+  // Rows: all equal; max repeated late; all -inf; +inf present; max at the last position.
+  const std::size_t V = 19;
+  std::vector<float> logits(5 * V, 0.5f);
+  for (std::size_t v = 0; v < V; ++v) logits[V + v] = v % 2 ? 3.0f : -1.0f;
+  std::fill(logits.begin() + 2 * V, logits.begin() + 3 * V, -inf);
+  logits[3 * V + 11] = inf;
+  logits[3 * V + 4] = inf;
+  logits[4 * V + V - 1] = 9.0f;
+  for (bool shared : {false, true}) {
+    OpOptions o;
+    o.force_shared_memory_reduction = shared;
+    Argmax op(ctx, o);
+    const Tensor t = ctx.tensor({5, V}, logits), idx = ctx.tensor({5}, DType::i32);
+    Sequence seq = ctx.sequence();
+    op.record(seq, t, idx);
+    seq.download(idx);
+    seq.eval();
+    EXPECT_EQ(seq.read<std::int32_t>(idx), (std::vector<std::int32_t>{0, 1, 0, 4, static_cast<std::int32_t>(V - 1)}));
+  }
+}
+
+// Several greedy steps against a CPU simulation of docs/model-format.md's greedy rules.
+void check_greedy(bool stop_at_eos, bool shared) {
+  SCOPED_TRACE(fmt::format("stop_at_eos {} shared {}", stop_at_eos, shared));
+  Context& ctx = context();
+  const std::size_t B = 5, V = 13, S = 7, steps = 6, cap = 8;
+  const std::int32_t eos = 2, pad = 0;
+  OpOptions o;
+  o.force_shared_memory_reduction = shared;
+  Argmax op(ctx, o);
+  const Tensor next = ctx.tensor({B}, DType::i32), finished = ctx.tensor({B}, DType::u32);
+  const Tensor tokens = ctx.tensor({B, cap}, DType::i32), scores = ctx.tensor({B, cap});
+  const Tensor lh = ctx.tensor({B, cap, V}), ah = ctx.tensor({B, cap, S});
+  std::vector<Tensor> logit_t, weight_t;
+  std::vector<std::vector<float>> logits(steps), weights(steps);
+  for (std::size_t t = 0; t < steps; ++t) {
+    logits[t] = random_floats(B * V, 300 + t, -2.0f, 2.0f);
+    // Row b emits EOS at step b (row 4 never within the steps).
+    for (std::size_t b = 0; b < B; ++b)
+      if (b == t) logits[t][b * V + eos] = 5.0f;
+    weights[t] = random_floats(B * S, 400 + t, 0.0f, 1.0f);
+    logit_t.push_back(ctx.tensor({B, V}, logits[t]));
+    weight_t.push_back(ctx.tensor({B, S}, weights[t]));
+  }
+  Sequence seq = ctx.sequence();
+  seq.fill(finished, 0).fill(tokens, 0x7fffffff).fill(scores, 0).fill(lh, 0).fill(ah, 0);
+  for (std::size_t t = 0; t < steps; ++t) {
+    GreedyStep g;
+    g.next_tokens = next;
+    if (stop_at_eos) g.finished = finished;
+    g.eos = eos;
+    g.pad = pad;
+    g.step = t;
+    g.tokens = tokens;
+    g.scores = scores;
+    g.logits = lh;
+    g.weights = weight_t[t];
+    g.attention = ah;
+    op.record(seq, logit_t[t], g);
+  }
+  seq.download(next).download(finished).download(tokens).download(scores).download(lh).download(ah);
+  seq.eval();
+  std::vector<std::int32_t> want_tokens(B * cap, 0x7fffffff), want_next(B);
+  std::vector<double> want_scores(B * cap, 0.0), want_lh(B * cap * V, 0.0), want_ah(B * cap * S, 0.0);
+  std::vector<std::uint32_t> want_finished(B, 0);
+  for (std::size_t t = 0; t < steps; ++t) {
+    for (std::size_t b = 0; b < B; ++b) {
+      const bool done = stop_at_eos && want_finished[b];
+      const ArgRef r = argmax_ref(&logits[t][b * V], V);
+      const std::int32_t tok = done ? pad : r.index;
+      want_tokens[b * cap + t] = tok;
+      want_next[b] = tok;
+      want_scores[b * cap + t] = done ? 0.0 : r.log_prob;
+      for (std::size_t v = 0; v < V; ++v) want_lh[(b * cap + t) * V + v] = done ? 0.0 : logits[t][b * V + v];
+      for (std::size_t s = 0; s < S; ++s) want_ah[(b * cap + t) * S + s] = done ? 0.0 : weights[t][b * S + s];
+      if (stop_at_eos && !done && tok == eos) want_finished[b] = 1;
+    }
+  }
+  EXPECT_EQ(seq.read<std::int32_t>(tokens), want_tokens);
+  EXPECT_EQ(seq.read<std::int32_t>(next), want_next);
+  EXPECT_EQ(seq.read<std::uint32_t>(finished), stop_at_eos ? want_finished : std::vector<std::uint32_t>(B, 0));
+  EXPECT_TRUE(all_close(seq.read<float>(scores), want_scores, 1e-5, 2e-6));
+  EXPECT_TRUE(all_close(seq.read<float>(lh), want_lh, 0, 0));
+  EXPECT_TRUE(all_close(seq.read<float>(ah), want_ah, 0, 0));
+}
+
+TEST(Argmax, GreedyStepsWithAndWithoutEos) {
+  for (bool stop : {true, false})
+    for (bool shared : {false, true}) check_greedy(stop, shared);
+}
+
+TEST(Argmax, Errors) {
+  Context& ctx = context();
+  Argmax op(ctx);
+  Sequence seq = ctx.sequence();
+  const Tensor logits = ctx.tensor({3, 10});
+  const Tensor idx = ctx.tensor({3}, DType::i32);
+  expect_error([&] { op.record(seq, ctx.tensor({30}), idx); }, ErrorCode::invalid_argument, {"'logits'", "[B, V]"});
+  expect_error([&] { op.record(seq, logits, ctx.tensor({4}, DType::i32)); }, ErrorCode::invalid_argument,
+               {"'indices'", "[3]"});
+  expect_error([&] { op.record(seq, logits, ctx.tensor({3})); }, ErrorCode::invalid_argument, {"'indices'", "i32"});
+  GreedyStep g;
+  g.next_tokens = idx;
+  g.finished = ctx.tensor({3}, DType::u32);
+  g.eos = 10;
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"eos = 10", "[0, 10)"});
+  g.eos = 2;
+  g.tokens = ctx.tensor({3, 4}, DType::i32);
+  g.step = 4;
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::out_of_range, {"step 4", "4 columns"});
+  g.step = 0;
+  g.scores = ctx.tensor({3, 5});
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"'scores'", "[3, 4]"});
+  g.scores = {};
+  g.weights = ctx.tensor({3, 6});
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"attention history"});
+}
+
+// --- Concat --------------------------------------------------------------------------------
+
+TEST(Concat, MatchesReference) {
+  Context& ctx = context();
+  Concat op(ctx);
+  std::uint32_t seed = 500;
+  for (std::size_t rows : {1, 3, 64, 129}) {
+    for (std::size_t nsrc = 1; nsrc <= 4; ++nsrc) {
+      SCOPED_TRACE(fmt::format("rows {} sources {}", rows, nsrc));
+      std::vector<MatrixView> views;
+      std::vector<std::vector<float>> data;
+      std::size_t width = 0;
+      for (std::size_t k = 0; k < nsrc; ++k) {
+        const std::size_t cols = 1 + (seed * 7 + k * 13) % 19, off = k * 3, ld = cols + k;
+        data.push_back(random_floats(off + rows * ld, seed++));
+        views.push_back({ctx.tensor({data.back().size()}, data.back()), rows, cols, off, ld});
+        width += cols;
+      }
+      const std::size_t out_off = 4, out_ld = width + 2;
+      const Tensor out = ctx.tensor({out_off + rows * out_ld});
+      ctx.write(out, std::vector<float>(out.size(), -1.0f));
+      Sequence seq = ctx.sequence();
+      op.record(seq, std::span<const MatrixView>(views), MatrixView{out, rows, width, out_off, out_ld});
+      seq.download(out);
+      seq.eval();
+      std::vector<double> want(out.size(), -1.0);
+      for (std::size_t r = 0; r < rows; ++r) {
+        std::size_t c0 = 0;
+        for (std::size_t k = 0; k < nsrc; ++k) {
+          for (std::size_t j = 0; j < views[k].cols; ++j)
+            want[out_off + r * out_ld + c0 + j] = data[k][views[k].offset + r * views[k].ld + j];
+          c0 += views[k].cols;
+        }
+      }
+      EXPECT_TRUE(all_close(seq.read<float>(out), want, 0, 0));
+    }
+  }
+}
+
+TEST(Concat, Errors) {
+  Context& ctx = context();
+  Concat op(ctx);
+  Sequence seq = ctx.sequence();
+  const Tensor a = ctx.tensor({2, 3}), b = ctx.tensor({3, 4}), out = ctx.tensor({2, 7});
+  expect_error([&] { op.record(seq, {MatrixView::of(a), MatrixView::of(b)}, MatrixView::of(out)); },
+               ErrorCode::invalid_argument, {"sources[1] has 3 rows"});
+  expect_error([&] { op.record(seq, {MatrixView::of(a)}, MatrixView::of(out)); }, ErrorCode::invalid_argument,
+               {"'out'", "2 x 3"});
+  expect_error([&] { op.record(seq, {MatrixView{out, 2, 3, 0, 7}}, MatrixView{out, 2, 3, 3, 7}); },
+               ErrorCode::invalid_argument, {"shares memory"});
+  expect_error([&] { op.record(seq, std::span<const MatrixView>(), MatrixView::of(out)); }, ErrorCode::invalid_argument,
+               {"1 to 4 sources"});
+  expect_error([&] { op.record(seq, {MatrixView{a, 2, 3, 1, 3}}, MatrixView{out, 2, 3, 0, 7}); },
+               ErrorCode::invalid_argument, {"does not fit"});
+}
+
+// --- Activation ------------------------------------------------------------------------------
+
+TEST(Activation, MatchesReference) {
+  Context& ctx = context();
+  for (ActivationFn fn : {ActivationFn::tanh, ActivationFn::sigmoid, ActivationFn::relu}) {
+    Activation op(ctx, fn);
+    for (std::size_t n : {1, 63, 64, 65, 100003}) {
+      SCOPED_TRACE(fmt::format("fn {} n {}", static_cast<int>(fn), n));
+      auto x = random_floats(n, static_cast<std::uint32_t>(n), -6.0f, 6.0f);
+      if (n > 10) {  // near zero (relative accuracy) and far out (no NaN)
+        x[0] = 1e-7f;
+        x[1] = -3e-5f;
+        x[2] = 0.2f;
+        x[3] = 60.0f;
+        x[4] = -95.0f;
+      }
+      std::vector<double> want(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const double v = x[i];
+        want[i] = fn == ActivationFn::tanh ? std::tanh(v) : fn == ActivationFn::sigmoid ? 1.0 / (1.0 + std::exp(-v)) : std::max(v, 0.0);
+      }
+      const Tensor tx = ctx.tensor({n}, x), ty = ctx.tensor({n}), tz = ctx.tensor({n}, x);
+      Sequence seq = ctx.sequence();
+      op.record(seq, tx, ty);
+      op.record(seq, tz, tz);
+      seq.download(ty).download(tz);
+      seq.eval();
+      EXPECT_TRUE(all_close(seq.read<float>(ty), want, 1e-6, 1e-30));
+      EXPECT_TRUE(all_close(seq.read<float>(tz), want, 1e-6, 1e-30));
+    }
+  }
+  Activation op(ctx, ActivationFn::tanh);
+  Sequence seq = ctx.sequence();
+  expect_error([&] { op.record(seq, ctx.tensor({3}), ctx.tensor({4})); }, ErrorCode::invalid_argument, {"3 elements"});
+  expect_error([&] { op.record(seq, ctx.tensor({3}, DType::i32), ctx.tensor({3})); }, ErrorCode::invalid_argument,
+               {"'x'", "f32"});
+}
+
+}  // namespace
+}  // namespace vkrnn
