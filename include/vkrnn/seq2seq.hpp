@@ -1,0 +1,139 @@
+#pragma once
+// Seq2Seq: attention encoder-decoder models trained in PyTorch (docs/model-format.md:
+// "bahdanau_seq2seq", "luong_seq2seq"), run entirely on the GPU.
+//
+//   Seq2Seq model = Seq2Seq::load(ctx, "samples/dates/model");
+//   auto src = model.encode_text("21st of November 2026");
+//   DecodeResult r = model.greedy({src});
+//   std::string out = model.decode_text(r.row(0));
+//
+// greedy() records the whole job -- source upload, encoder, key projection, and max_len
+// decoder steps (embedding of the previous token, attention, recurrent step, output
+// projection, argmax) -- into ONE Sequence: one submission, no host round trip per token. The
+// decision to stop at EOS is made on the GPU (a per-row "finished" flag the argmax kernel
+// keeps); finished rows emit pad. Rows that finished early still run through the remaining
+// steps (their results are discarded), so a decode always costs max_len steps.
+//
+// Incremental decoding (games spread the work over frames): encode() once, start() a decoder
+// state, then step() one token at a time -- or record_step() into the app's own Sequence,
+// submit it, and read_step() once it is done. The steps are the same kernels as greedy(), so
+// the results are identical.
+//
+// Inputs are checked on the host: every source non-empty, every id in [0, V_src); errors are
+// Error(invalid_argument) naming the row, the position, the id and the vocabulary size.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/model.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+
+namespace vkrnn {
+
+struct DecodeOptions {
+  std::size_t max_len = 0;        // decoder steps (EOS included); 0: the model's max_decode_length
+  bool stop_at_eos = true;        // false: exactly max_len steps, every row keeps its own argmax
+  bool return_logits = false;     // DecodeResult::logits
+  bool return_attention = false;  // DecodeResult::attention
+};
+
+struct DecodeResult {
+  std::size_t batch = 0;
+  std::size_t steps = 0;          // columns: <= max_len (stop_at_eos: the longest row's length)
+  std::size_t source_length = 0;  // S: the longest source of the batch
+  std::size_t vocab = 0;          // V_tgt
+  std::vector<std::int32_t> tokens;   // [batch, steps]; pad after a row's EOS
+  std::vector<std::int32_t> lengths;  // [batch]: tokens produced, EOS included
+  std::vector<float> scores;          // [batch, steps]: log_softmax of each chosen token (0 after EOS)
+  std::vector<float> logits;          // [batch, steps, vocab] with return_logits (0 after EOS)
+  std::vector<float> attention;       // [batch, steps, source_length] with return_attention
+  SequenceStats stats;                // of the decode's single Sequence
+
+  // The first lengths[b] tokens of row b (EOS included when the row produced it).
+  std::vector<std::int32_t> row(std::size_t b) const;
+};
+
+// One decoder step's results, per batch row.
+struct StepResult {
+  std::size_t step = 0;               // 0 for the first token after BOS
+  std::vector<std::int32_t> tokens;   // [B]: the chosen token (pad for rows already finished)
+  std::vector<float> scores;          // [B]: its log-probability (0 for finished rows)
+  std::vector<std::uint8_t> finished; // [B]: 1 once the row has emitted EOS (stop_at_eos only)
+  bool all_finished = false;
+  std::vector<float> logits;          // [B, V_tgt] when the state returns logits
+  std::vector<float> attention;       // [B, S] when the state returns attention
+};
+
+class Seq2Seq {
+ public:
+  // The encoder's output for one batch of sources, resident on the GPU.
+  class Encoded {
+   public:
+    Encoded() = default;
+    std::size_t batch() const;
+    std::size_t source_length() const;          // S
+    const std::vector<std::int32_t>& lengths() const;
+    // The encoder's results on the GPU (read them with Context::read once the encode is done).
+    Tensor encoder_outputs() const;  // [B, S, M]
+    Tensor keys() const;             // [B, S, A] for additive / concat scores, else empty
+    Tensor initial_state() const;    // decoder h_0 [layers, B, H]
+    Tensor initial_cell() const;     // Luong LSTM c_0 [layers, B, H]; else empty (zero)
+    struct Impl;
+    std::shared_ptr<Impl> impl;
+  };
+  // Decoder state (recurrent state, previous token, finished flags) of one Encoded batch.
+  class DecoderState {
+   public:
+    DecoderState() = default;
+    std::size_t steps_taken() const;
+    struct Impl;
+    std::shared_ptr<Impl> impl;
+  };
+
+  static Seq2Seq load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
+  Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options = {});
+  Seq2Seq(Seq2Seq&&) noexcept;
+  Seq2Seq& operator=(Seq2Seq&&) noexcept;
+  ~Seq2Seq();
+
+  const ModelConfig& config() const;
+  const Tokenizer& source_tokenizer() const;
+  const Tokenizer& target_tokenizer() const;
+  // Source ids of a text (EOS appended when the model's tokenizer says src_append_eos).
+  std::vector<std::int32_t> encode_text(std::string_view text) const;
+  // Target text of ids (stops at EOS, skips special tokens).
+  std::string decode_text(std::span<const std::int32_t> ids) const;
+
+  // --- whole decodes ---------------------------------------------------------------------
+  DecodeResult greedy(const std::vector<std::vector<std::int32_t>>& sources,
+                      const DecodeOptions& options = {}) const;
+  // Text in, text out (greedy, stop at EOS).
+  std::vector<std::string> translate(const std::vector<std::string>& texts) const;
+
+  // --- incremental decoding --------------------------------------------------------------
+  Encoded encode(const std::vector<std::vector<std::int32_t>>& sources) const;  // blocking
+  void record_encode(Sequence& seq, const Encoded& encoded) const;
+  Encoded prepare(const std::vector<std::vector<std::int32_t>>& sources) const;  // no GPU work yet
+  // A decoder state at BOS. options.max_len / stop_at_eos / return_* apply to its steps.
+  DecoderState start(const Encoded& encoded, const DecodeOptions& options = {}) const;
+  // One step: records it (and the downloads of its results) into seq. forced_inputs (B ids)
+  // replaces the previous tokens as this step's input (teacher forcing).
+  void record_step(Sequence& seq, DecoderState& state, std::span<const std::int32_t> forced_inputs = {}) const;
+  // The results of the last step recorded into seq (after seq has finished).
+  StepResult read_step(const Sequence& seq, const DecoderState& state) const;
+  // Blocking: record_step + eval + read_step.
+  StepResult step(DecoderState& state, std::span<const std::int32_t> forced_inputs = {}) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vkrnn
