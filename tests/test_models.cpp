@@ -17,6 +17,7 @@
 #include "common/test_env.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
+#include "test_models_tiny.hpp"
 
 namespace vkrnn {
 namespace {
@@ -24,135 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / fmt::format("vkrnn-models-{}-{}", ::getpid(), rd());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  fs::path path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<float> iota(std::size_t n, float start) {
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = start + 0.25f * static_cast<float>(i % 97) - 3.0f;
-  return v;
-}
-
-json rnn_map(const std::string& prefix, std::size_t layers, bool bidirectional) {
-  json m = json::object();
-  for (std::size_t k = 0; k < layers; ++k) {
-    for (int d = 0; d < (bidirectional ? 2 : 1); ++d) {
-      const std::string sfx = std::to_string(k) + (d ? "_reverse" : "");
-      for (const char* p : {"weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l"}) {
-        m[std::string(p) + sfx] = prefix + "." + p + sfx;
-      }
-    }
-  }
-  return m;
-}
-
-// A tiny Bahdanau model (GRU): V_src 7, V_tgt 6, E 3, He 4, Hd 5, A 2, M = 8.
-struct TinyModel {
-  json config;
-  std::map<std::string, std::pair<Shape, std::vector<float>>> weights;  // name -> (shape, data)
-
-  TinyModel() {
-    const std::size_t Vs = 7, Vt = 6, E = 3, He = 4, Hd = 5, A = 2, M = 8;
-    config = {{"format", "vkrnn-model"},
-              {"version", 1},
-              {"architecture", "bahdanau_seq2seq"},
-              {"cell", "gru"},
-              {"src_vocab_size", Vs},
-              {"tgt_vocab_size", Vt},
-              {"embedding_dim", E},
-              {"encoder_hidden", He},
-              {"encoder_layers", 1},
-              {"encoder_bidirectional", true},
-              {"decoder_hidden", Hd},
-              {"decoder_layers", 1},
-              {"score", "additive"},
-              {"attention_dim", A},
-              {"input_feeding", false},
-              {"special_tokens", {{"pad", 0}, {"bos", 1}, {"eos", 2}, {"unk", 3}}},
-              {"max_decode_length", 9},
-              {"beam", {{"width", 3}, {"length_alpha", 0.6}}},
-              {"src_vocab", {"<pad>", "<s>", "</s>", "<unk>", "a", "b", "é"}},
-              {"tgt_vocab", {"<pad>", "<s>", "</s>", "<unk>", "x", "y"}},
-              {"tokenizer", {{"type", "char"}, {"lowercase", false}, {"src_append_eos", true}}},
-              {"weights", "model.safetensors"},
-              {"weights_dtype", "F32"},
-              {"extra", {{"task", "unit test"}}}};
-    json t = {{"src_embedding", "src_embedding.weight"},
-              {"tgt_embedding", "tgt_embedding.weight"},
-              {"bridge.weight", "bridge.weight"},
-              {"bridge.bias", "bridge.bias"},
-              {"attention.key_weight", "attention.key_proj.weight"},
-              {"attention.query_weight", "attention.query_proj.weight"},
-              {"attention.query_bias", "attention.query_proj.bias"},
-              {"attention.v", "attention.v"},
-              {"output.weight", "output.weight"},
-              {"output.bias", "output.bias"}};
-    t["encoder"] = rnn_map("encoder", 1, true);
-    t["decoder"] = rnn_map("decoder", 1, false);
-    config["tensors"] = t;
-    add("src_embedding.weight", {Vs, E});
-    add("tgt_embedding.weight", {Vt, E});
-    add("bridge.weight", {Hd, He});
-    add("bridge.bias", {Hd});
-    add("attention.key_proj.weight", {A, M});
-    add("attention.query_proj.weight", {A, Hd});
-    add("attention.query_proj.bias", {A});
-    add("attention.v", {A});
-    add("output.weight", {Vt, Hd + M + E});
-    add("output.bias", {Vt});
-    for (const char* sfx : {"l0", "l0_reverse"}) {
-      add(fmt::format("encoder.weight_ih_{}", sfx), {3 * He, E});
-      add(fmt::format("encoder.weight_hh_{}", sfx), {3 * He, He});
-      add(fmt::format("encoder.bias_ih_{}", sfx), {3 * He});
-      add(fmt::format("encoder.bias_hh_{}", sfx), {3 * He});
-    }
-    add("decoder.weight_ih_l0", {3 * Hd, E + M});
-    add("decoder.weight_hh_l0", {3 * Hd, Hd});
-    add("decoder.bias_ih_l0", {3 * Hd});
-    add("decoder.bias_hh_l0", {3 * Hd});
-  }
-
-  void add(const std::string& name, Shape shape) {
-    weights[name] = {shape, iota(element_count(shape), static_cast<float>(weights.size()))};
-  }
-
-  // Writes model.json and model.safetensors (dtype applies to every tensor).
-  void write(const fs::path& dir, const std::string& dtype = "F32",
-             const std::map<std::string, std::string>& metadata = {{"format", "vkrnn-model"},
-                                                                    {"version", "1"},
-                                                                    {"architecture", "bahdanau_seq2seq"}}) const {
-    fs::create_directories(dir);
-    write_config(dir, config.dump(1));
-    std::vector<SafetensorsTensorData> tensors;
-    for (const auto& [name, sd] : weights) {
-      std::vector<std::size_t> shape(sd.first.begin(), sd.first.end());
-      if (dtype == "F16") tensors.push_back(f16_tensor(name, shape, sd.second));
-      else if (dtype == "BF16") tensors.push_back(bf16_tensor(name, shape, sd.second));
-      else tensors.push_back(f32_tensor(name, shape, sd.second));
-    }
-    write_safetensors((dir / "model.safetensors").string(), tensors, metadata);
-  }
-
-  static void write_config(const fs::path& dir, const std::string& text) {
-    std::ofstream f(dir / "model.json", std::ios::binary | std::ios::trunc);
-    f << text;
-  }
-};
+using test::TempDir;
+using test::TinyModel;
 
 // Loads dir and expects Error(code) whose message contains every fragment.
 void expect_error(const std::string& dir, ErrorCode code, std::initializer_list<std::string> fragments) {

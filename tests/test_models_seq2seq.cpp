@@ -1,0 +1,418 @@
+// Seq2Seq (bahdanau_seq2seq) without PyTorch: models written by the test (test_models_tiny.hpp)
+// against a double-precision CPU reference of docs/model-format.md's equations (encoder,
+// bridge, keys, attention, decoder step, output, greedy rules), over batch shapes with lengths
+// 1..S, GRU and LSTM, 1 and 2 encoder layers; the incremental API against the one-submission
+// decode; one submission per decode; text in / text out; and every input error.
+// (tests/test_models_torch.cpp checks the same code against PyTorch itself.)
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "test_models_tiny.hpp"
+#include "vkrnn/seq2seq.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::TempDir;
+using test::TinyModel;
+using test::TinySpec;
+using Vec = std::vector<double>;
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// y = W x + b, W [rows, cols] row-major (cols = x.size()).
+Vec affine(const std::vector<float>& W, const std::vector<float>* b, const Vec& x, std::size_t rows) {
+  const std::size_t cols = x.size();
+  Vec y(rows);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double s = b ? (*b)[r] : 0.0;
+    for (std::size_t k = 0; k < cols; ++k) s += double(W[r * cols + k]) * x[k];
+    y[r] = s;
+  }
+  return y;
+}
+
+struct CellWeights {
+  const std::vector<float>*w_ih, *w_hh, *b_ih, *b_hh;
+};
+
+CellWeights cell_weights(const TinyModel& m, const std::string& rnn, const std::string& sfx) {
+  return {&m.w(rnn + ".weight_ih_" + sfx), &m.w(rnn + ".weight_hh_" + sfx), &m.w(rnn + ".bias_ih_" + sfx),
+          &m.w(rnn + ".bias_hh_" + sfx)};
+}
+
+void step_cell(bool lstm, const CellWeights& cw, const Vec& x, Vec& h, Vec& c) {
+  const std::size_t H = h.size(), G = lstm ? 4 : 3;
+  const Vec gi = affine(*cw.w_ih, cw.b_ih, x, G * H);
+  const Vec gh = affine(*cw.w_hh, cw.b_hh, h, G * H);
+  Vec out(H);
+  if (lstm) {
+    for (std::size_t j = 0; j < H; ++j) {
+      const double i = sigmoid(gi[j] + gh[j]), f = sigmoid(gi[H + j] + gh[H + j]);
+      const double g = std::tanh(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+      c[j] = f * c[j] + i * g;
+      out[j] = o * std::tanh(c[j]);
+    }
+  } else {
+    for (std::size_t j = 0; j < H; ++j) {
+      const double r = sigmoid(gi[j] + gh[j]), z = sigmoid(gi[H + j] + gh[H + j]);
+      const double n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+      out[j] = (1.0 - z) * n + z * h[j];
+    }
+  }
+  h = out;
+}
+
+struct RefDecode {
+  std::vector<std::int32_t> tokens, lengths;  // [B, steps], [B]
+  std::vector<double> logits, attention;      // [B, steps, V], [B, steps, S]
+  std::vector<double> margin;                 // [B, steps] top-1 minus top-2 logit (live rows)
+  std::size_t steps = 0;
+};
+
+// docs/model-format.md, section 1 and "Decoding", in double precision.
+RefDecode reference_greedy(const TinyModel& m, const std::vector<std::vector<std::int32_t>>& src, std::size_t max_len,
+                           bool stop_at_eos) {
+  const TinySpec& s = m.spec;
+  const bool lstm = s.cell == "lstm";
+  const std::size_t B = src.size(), E = s.E, He = s.He, Hd = s.Hd, A = s.A, M = 2 * He, V = s.Vt;
+  std::size_t S = 0;
+  for (const auto& r : src) S = std::max(S, r.size());
+  const auto& semb = m.w("src_embedding.weight");
+  const auto& temb = m.w("tgt_embedding.weight");
+  RefDecode out;
+  std::vector<std::vector<std::int32_t>> toks(B);
+  std::vector<std::vector<double>> lg(B), at(B), mg(B);
+  std::vector<bool> active(B, true);
+  std::vector<std::int32_t> lengths(B, static_cast<std::int32_t>(max_len));
+  std::vector<Vec> mem(B), keys(B), state(B), cell(B);
+  for (std::size_t b = 0; b < B; ++b) {
+    const std::size_t L = src[b].size();
+    // Encoder: Le bidirectional layers over the row's own length.
+    std::vector<Vec> layer_in(L);
+    for (std::size_t t = 0; t < L; ++t) {
+      const auto id = static_cast<std::size_t>(src[b][t]);
+      layer_in[t] = Vec(semb.begin() + static_cast<std::ptrdiff_t>(id * E), semb.begin() + static_cast<std::ptrdiff_t>((id + 1) * E));
+    }
+    Vec bwd_final;
+    for (std::size_t k = 0; k < s.Le; ++k) {
+      std::vector<Vec> outs(L, Vec(M, 0.0));
+      for (int d = 0; d < 2; ++d) {
+        const CellWeights cw = cell_weights(m, "encoder", fmt::format("l{}{}", k, d ? "_reverse" : ""));
+        Vec h(He, 0.0), c(He, 0.0);
+        for (std::size_t i = 0; i < L; ++i) {
+          const std::size_t t = d ? L - 1 - i : i;
+          step_cell(lstm, cw, layer_in[t], h, c);
+          std::copy(h.begin(), h.end(), outs[t].begin() + static_cast<std::ptrdiff_t>(d * He));
+        }
+        if (d == 1) bwd_final = h;
+      }
+      layer_in = outs;
+    }
+    mem[b].assign(S * M, 0.0);
+    keys[b].assign(S * A, 0.0);
+    for (std::size_t t = 0; t < L; ++t) {
+      std::copy(layer_in[t].begin(), layer_in[t].end(), mem[b].begin() + static_cast<std::ptrdiff_t>(t * M));
+      const Vec k = affine(m.w("attention.key_proj.weight"), nullptr, layer_in[t], A);
+      std::copy(k.begin(), k.end(), keys[b].begin() + static_cast<std::ptrdiff_t>(t * A));
+    }
+    state[b] = affine(m.w("bridge.weight"), &m.w("bridge.bias"), bwd_final, Hd);
+    for (auto& x : state[b]) x = std::tanh(x);
+    cell[b].assign(Hd, 0.0);
+  }
+  const CellWeights dec = cell_weights(m, "decoder", "l0");
+  std::vector<std::int32_t> prev(B, 1);  // BOS
+  std::size_t steps = 0;
+  for (std::size_t t = 0; t < max_len; ++t) {
+    for (std::size_t b = 0; b < B; ++b) {
+      const std::size_t L = src[b].size();
+      // Attention from s_{t-1}.
+      const Vec q = affine(m.w("attention.query_proj.weight"), &m.w("attention.query_proj.bias"), state[b], A);
+      Vec e(L);
+      for (std::size_t i = 0; i < L; ++i) {
+        double sum = 0.0;
+        for (std::size_t a = 0; a < A; ++a) sum += double(m.w("attention.v")[a]) * std::tanh(keys[b][i * A + a] + q[a]);
+        e[i] = sum;
+      }
+      const double mx = *std::max_element(e.begin(), e.end());
+      double z = 0.0;
+      for (auto& x : e) z += std::exp(x - mx);
+      Vec alpha(S, 0.0), ctxv(M, 0.0);
+      for (std::size_t i = 0; i < L; ++i) {
+        alpha[i] = std::exp(e[i] - mx) / z;
+        for (std::size_t j = 0; j < M; ++j) ctxv[j] += alpha[i] * mem[b][i * M + j];
+      }
+      const auto id = static_cast<std::size_t>(prev[b]);
+      const Vec emb(temb.begin() + static_cast<std::ptrdiff_t>(id * E), temb.begin() + static_cast<std::ptrdiff_t>((id + 1) * E));
+      Vec x = emb;
+      x.insert(x.end(), ctxv.begin(), ctxv.end());
+      step_cell(lstm, dec, x, state[b], cell[b]);
+      Vec o = state[b];
+      o.insert(o.end(), ctxv.begin(), ctxv.end());
+      o.insert(o.end(), emb.begin(), emb.end());
+      Vec logits = affine(m.w("output.weight"), &m.w("output.bias"), o, V);
+      std::vector<std::size_t> order(V);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t i, std::size_t j) { return logits[i] > logits[j]; });
+      std::int32_t tok = static_cast<std::int32_t>(order[0]);
+      double margin = V > 1 ? logits[order[0]] - logits[order[1]] : 1.0;
+      if (stop_at_eos && !active[b]) {
+        tok = 0;
+        std::fill(logits.begin(), logits.end(), 0.0);
+        std::fill(alpha.begin(), alpha.end(), 0.0);
+        margin = 1.0;
+      }
+      if (stop_at_eos && active[b] && tok == 2) {
+        lengths[b] = static_cast<std::int32_t>(t + 1);
+        active[b] = false;
+      }
+      toks[b].push_back(tok);
+      lg[b].insert(lg[b].end(), logits.begin(), logits.end());
+      at[b].insert(at[b].end(), alpha.begin(), alpha.end());
+      mg[b].push_back(margin);
+      prev[b] = tok;
+    }
+    ++steps;
+    if (stop_at_eos && std::none_of(active.begin(), active.end(), [](bool a) { return a; })) break;
+  }
+  out.steps = steps;
+  for (std::size_t b = 0; b < B; ++b) {
+    out.tokens.insert(out.tokens.end(), toks[b].begin(), toks[b].end());
+    out.logits.insert(out.logits.end(), lg[b].begin(), lg[b].end());
+    out.attention.insert(out.attention.end(), at[b].begin(), at[b].end());
+    out.margin.insert(out.margin.end(), mg[b].begin(), mg[b].end());
+    out.lengths.push_back(std::min<std::int32_t>(lengths[b], static_cast<std::int32_t>(steps)));
+  }
+  return out;
+}
+
+std::vector<std::vector<std::int32_t>> random_sources(const std::vector<std::size_t>& lengths, std::size_t vocab,
+                                                      std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<std::int32_t>> src;
+  for (std::size_t L : lengths) {
+    std::vector<std::int32_t> row(L);
+    for (auto& id : row) id = static_cast<std::int32_t>(3 + rng() % (vocab - 3));
+    src.push_back(row);
+  }
+  return src;
+}
+
+void check_against_reference(const TinySpec& spec, const std::vector<std::size_t>& lengths, bool stop_at_eos,
+                             std::uint32_t seed, Context& ctx = context()) {
+  SCOPED_TRACE(fmt::format("cell {} Le {} lengths [{}] stop_at_eos {} seed {}", spec.cell, spec.Le,
+                           fmt::join(lengths, ", "), stop_at_eos, seed));
+  TempDir dir;
+  const TinyModel tm(spec);
+  tm.write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(ctx, dir.str());
+  const auto src = random_sources(lengths, spec.Vs, seed);
+  const DecodeResult got =
+      model.greedy(src, {.max_len = spec.max_len, .stop_at_eos = stop_at_eos, .return_logits = true, .return_attention = true});
+  const RefDecode want = reference_greedy(tm, src, spec.max_len, stop_at_eos);
+  const std::size_t B = src.size();
+  EXPECT_EQ(got.stats.submissions, 1u);
+  // Token decisions are only comparable where the reference's margin is clear of fp32
+  // rounding: row b is compared up to its first near-tie (its logits at that step included),
+  // after which the two decodes may legitimately differ.
+  ASSERT_EQ(got.batch, B);
+  const std::size_t V = spec.Vt, S = got.source_length;
+  std::vector<std::size_t> clear(B, want.steps);
+  bool any_tie = false;
+  for (std::size_t b = 0; b < B; ++b) {
+    for (std::size_t t = 0; t < want.steps; ++t) {
+      if (want.margin[b * want.steps + t] <= 1e-3) {
+        clear[b] = t;
+        any_tie = true;
+        break;
+      }
+    }
+  }
+  if (!any_tie) {
+    ASSERT_EQ(got.steps, want.steps);
+    EXPECT_EQ(got.lengths, want.lengths);
+  }
+  std::size_t compared = 0;
+  for (std::size_t b = 0; b < B; ++b) {
+    const std::size_t upto = std::min({clear[b] + 1, want.steps, got.steps});
+    for (std::size_t t = 0; t < upto; ++t) {
+      SCOPED_TRACE(fmt::format("row {} step {}", b, t));
+      if (t < clear[b]) {
+        EXPECT_EQ(got.tokens[b * got.steps + t], want.tokens[b * want.steps + t]);
+      }
+      const std::vector<float> gl(got.logits.begin() + static_cast<std::ptrdiff_t>((b * got.steps + t) * V),
+                                  got.logits.begin() + static_cast<std::ptrdiff_t>((b * got.steps + t + 1) * V));
+      const std::vector<double> wl(want.logits.begin() + static_cast<std::ptrdiff_t>((b * want.steps + t) * V),
+                                   want.logits.begin() + static_cast<std::ptrdiff_t>((b * want.steps + t + 1) * V));
+      EXPECT_TRUE(all_close(gl, wl, 1e-4, 1e-5));
+      const std::vector<float> ga(got.attention.begin() + static_cast<std::ptrdiff_t>((b * got.steps + t) * S),
+                                  got.attention.begin() + static_cast<std::ptrdiff_t>((b * got.steps + t + 1) * S));
+      const std::vector<double> wa(want.attention.begin() + static_cast<std::ptrdiff_t>((b * want.steps + t) * S),
+                                   want.attention.begin() + static_cast<std::ptrdiff_t>((b * want.steps + t + 1) * S));
+      EXPECT_TRUE(all_close(ga, wa, 1e-5, 1e-6));
+      ++compared;
+    }
+  }
+  // Most of the decode must be comparable, or the case tests little: choose another seed.
+  EXPECT_GE(2 * compared, B * want.steps) << "too many near-ties in this case";
+}
+
+TEST(Seq2Seq, MatchesDoubleReference) {
+  std::uint32_t seed = 10;
+  for (const std::string cell : {"gru", "lstm"}) {
+    for (std::size_t Le : {1, 2}) {
+      TinySpec s;
+      s.cell = cell;
+      s.Le = Le;
+      s.seed = seed;
+      s.eos_bias = 1.0f;
+      check_against_reference(s, {1}, true, seed++);
+      check_against_reference(s, {5, 1, 3, 7}, true, seed++);
+      check_against_reference(s, {4, 4}, false, seed++);
+    }
+  }
+}
+
+TEST(Seq2Seq, LargerShapes) {
+  TinySpec s;
+  s.Vs = 40;
+  s.Vt = 33;
+  s.E = 16;
+  s.He = 24;
+  s.Hd = 20;
+  s.A = 12;
+  s.max_len = 17;
+  s.seed = 77;
+  s.eos_bias = 0.5f;
+  check_against_reference(s, {19, 2, 11}, true, 5);
+  check_against_reference(s, {40}, false, 6);
+  check_against_reference(s, {3, 9}, true, 7, test::staging_context());
+}
+
+TEST(Seq2Seq, IncrementalEqualsOneSubmission) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 1.0f;
+  const TinyModel tm(spec);
+  tm.write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = random_sources({5, 1, 3, 7}, spec.Vs, 3);
+  const DecodeResult g = model.greedy(src, {.return_logits = true, .return_attention = true});
+  const auto enc = model.encode(src);
+  EXPECT_EQ(enc.batch(), 4u);
+  EXPECT_EQ(enc.source_length(), 7u);
+  EXPECT_EQ(enc.lengths(), (std::vector<std::int32_t>{5, 1, 3, 7}));
+  auto st = model.start(enc, {.return_logits = true, .return_attention = true});
+  const std::size_t V = spec.Vt, S = 7;
+  for (std::size_t t = 0; t < g.steps; ++t) {
+    // Record into the app's own sequence, submit, then read.
+    Sequence seq = context().sequence();
+    model.record_step(seq, st);
+    seq.submit();
+    seq.wait();
+    const StepResult r = model.read_step(seq, st);
+    EXPECT_EQ(r.step, t);
+    for (std::size_t b = 0; b < 4; ++b) {
+      EXPECT_EQ(r.tokens[b], g.tokens[b * g.steps + t]);
+      EXPECT_EQ(r.scores[b], g.scores[b * g.steps + t]);
+      EXPECT_TRUE(std::equal(r.logits.begin() + static_cast<std::ptrdiff_t>(b * V), r.logits.begin() + static_cast<std::ptrdiff_t>((b + 1) * V),
+                             g.logits.begin() + static_cast<std::ptrdiff_t>((b * g.steps + t) * V)));
+      EXPECT_TRUE(std::equal(r.attention.begin() + static_cast<std::ptrdiff_t>(b * S), r.attention.begin() + static_cast<std::ptrdiff_t>((b + 1) * S),
+                             g.attention.begin() + static_cast<std::ptrdiff_t>((b * g.steps + t) * S)));
+    }
+  }
+  EXPECT_EQ(st.steps_taken(), g.steps);
+}
+
+TEST(Seq2Seq, EveryRowStopsAtOnce) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 50.0f;  // EOS wins the first step everywhere
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const DecodeResult r = model.greedy(random_sources({2, 6, 1}, spec.Vs, 4));
+  EXPECT_EQ(r.steps, 1u);
+  EXPECT_EQ(r.tokens, (std::vector<std::int32_t>{2, 2, 2}));
+  EXPECT_EQ(r.lengths, (std::vector<std::int32_t>{1, 1, 1}));
+  for (float s : r.scores) EXPECT_GT(s, -1e-6f);  // log p(EOS) ~ 0
+  for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(r.row(b), (std::vector<std::int32_t>{2}));
+  // Without the stop, every step runs.
+  const DecodeResult f = model.greedy(random_sources({2, 6, 1}, spec.Vs, 4), {.max_len = 5, .stop_at_eos = false});
+  EXPECT_EQ(f.steps, 5u);
+  EXPECT_EQ(f.lengths, (std::vector<std::int32_t>{5, 5, 5}));
+  EXPECT_EQ(f.stats.submissions, 1u);
+}
+
+TEST(Seq2Seq, DispatchesPerStepAreConstant) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = random_sources({3, 2}, 7, 1);
+  const auto r4 = model.greedy(src, {.max_len = 4, .stop_at_eos = false});
+  const auto r9 = model.greedy(src, {.max_len = 9, .stop_at_eos = false});
+  EXPECT_EQ(r4.stats.submissions, 1u);
+  EXPECT_EQ(r9.stats.submissions, 1u);
+  EXPECT_EQ((r9.stats.dispatches - r4.stats.dispatches) % 5, 0u);
+  const std::uint32_t per_step = (r9.stats.dispatches - r4.stats.dispatches) / 5;
+  EXPECT_GE(per_step, 7u);
+  EXPECT_LE(per_step, 10u);
+}
+
+TEST(Seq2Seq, TextInTextOut) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  EXPECT_EQ(model.encode_text("abé?"), (std::vector<std::int32_t>{4, 5, 6, 3, 2}));  // src_append_eos
+  EXPECT_EQ(model.decode_text(std::vector<std::int32_t>{4, 5, 3, 4, 2, 5}), "xyx");
+  const auto out = model.translate({"ab", "é", "babaé"});
+  ASSERT_EQ(out.size(), 3u);
+  const DecodeResult r = model.greedy({model.encode_text("ab"), model.encode_text("é"), model.encode_text("babaé")});
+  for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(out[b], model.decode_text(r.row(b)));
+}
+
+template <class Fn>
+void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
+  }
+}
+
+TEST(Seq2Seq, InputErrors) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  expect_error([&] { model.greedy({}); }, ErrorCode::invalid_argument, {"greedy", "no sources"});
+  expect_error([&] { model.greedy({{4, 5}, {}}); }, ErrorCode::invalid_argument, {"source row 1 is empty"});
+  expect_error([&] { model.greedy({{4, 5}, {4, -1, 5}}); }, ErrorCode::invalid_argument,
+               {"token id -1", "row 1, position 1", "[0, 7)"});
+  expect_error([&] { model.greedy({{7}}); }, ErrorCode::invalid_argument, {"token id 7", "row 0, position 0", "[0, 7)"});
+  expect_error([&] { model.encode({{4}, {4, 5, 99}}); }, ErrorCode::invalid_argument, {"encode", "token id 99", "row 1, position 2"});
+  const auto enc = model.encode({{4, 5}, {6}});
+  auto st = model.start(enc, {.max_len = 2});
+  expect_error([&] { model.step(st, std::vector<std::int32_t>{1}); }, ErrorCode::invalid_argument, {"1 forced inputs", "batch of 2"});
+  expect_error([&] { model.step(st, std::vector<std::int32_t>{1, 6}); }, ErrorCode::invalid_argument, {"forced input", "token id 6", "[0, 6)"});
+  Sequence seq = context().sequence();
+  expect_error([&] { model.read_step(seq, st); }, ErrorCode::state, {"no step was recorded"});
+  model.step(st);
+  model.step(st);
+  expect_error([&] { model.step(st); }, ErrorCode::out_of_range, {"max_len = 2"});
+  expect_error([&] { model.start(Seq2Seq::Encoded{}); }, ErrorCode::invalid_argument, {"empty Encoded"});
+  expect_error([&] { model.decode_text(std::vector<std::int32_t>{4, 6}); }, ErrorCode::invalid_argument, {"id 6 at position 1"});
+  expect_error([&] { model.translate({"a\xff"}); }, ErrorCode::invalid_argument, {"UTF-8"});
+}
+
+}  // namespace
+}  // namespace vkrnn
