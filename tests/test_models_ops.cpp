@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
+#include "vkrnn/topk.hpp"
 
 namespace vkrnn {
 namespace {
@@ -342,6 +344,101 @@ TEST(Argmax, Errors) {
   g.scores = {};
   g.weights = ctx.tensor({3, 6});
   expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"attention history"});
+}
+
+// --- TopK ----------------------------------------------------------------------------------
+
+void check_topk(Context& ctx, std::size_t B, std::size_t N, std::size_t k, const OpOptions& options, std::uint32_t seed,
+                bool ties) {
+  SCOPED_TRACE(fmt::format("B {} N {} k {} wg {} shared {} ties {}", B, N, k, options.workgroup_size,
+                           options.force_shared_memory_reduction, ties));
+  auto x = random_floats(B * N, seed, -5.0f, 5.0f);
+  if (ties) {
+    for (auto& v : x) v = std::round(v);
+  }
+  const Tensor tx = ctx.tensor({B, N}, x);
+  const Tensor v1 = ctx.tensor({B, k}), i1 = ctx.tensor({B, k}, DType::i32);
+  const Tensor v2 = ctx.tensor({B, k}), i2 = ctx.tensor({B, k}, DType::i32);
+  TopK op(ctx, k, options);
+  Sequence seq = ctx.sequence();
+  op.record(seq, tx, v1, i1);
+  op.record(seq, tx, v2, i2, true);
+  seq.download(v1).download(i1).download(v2).download(i2);
+  seq.eval();
+  const auto gv1 = seq.read<float>(v1), gv2 = seq.read<float>(v2);
+  const auto gi1 = seq.read<std::int32_t>(i1), gi2 = seq.read<std::int32_t>(i2);
+  std::vector<std::int32_t> want_i;
+  std::vector<double> want_v1, want_v2;
+  for (std::size_t b = 0; b < B; ++b) {
+    const float* row = &x[b * N];
+    std::vector<std::size_t> order(N);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t c) { return row[a] > row[c]; });
+    double m = row[order[0]], sum = 0.0;
+    for (std::size_t j = 0; j < N; ++j) sum += std::exp(double(row[j]) - m);
+    for (std::size_t j = 0; j < k; ++j) {
+      if (j < N) {
+        want_i.push_back(static_cast<std::int32_t>(order[j]));
+        want_v1.push_back(row[order[j]]);
+        want_v2.push_back(double(row[order[j]]) - m - std::log(sum));
+      } else {
+        want_i.push_back(-1);
+        want_v1.push_back(-std::numeric_limits<double>::infinity());
+        want_v2.push_back(-std::numeric_limits<double>::infinity());
+      }
+    }
+  }
+  EXPECT_EQ(gi1, want_i);
+  EXPECT_EQ(gi2, want_i);
+  for (std::size_t j = 0; j < gv1.size(); ++j) {
+    if (std::isinf(want_v1[j])) {
+      EXPECT_TRUE(std::isinf(gv1[j]) && gv1[j] < 0) << j;
+      EXPECT_TRUE(std::isinf(gv2[j]) && gv2[j] < 0) << j;
+      want_v1[j] = want_v2[j] = 0.0;
+    }
+  }
+  std::vector<float> fv1 = gv1, fv2 = gv2;
+  for (std::size_t j = 0; j < fv1.size(); ++j) {
+    if (std::isinf(fv1[j])) fv1[j] = 0.0f;
+    if (std::isinf(fv2[j])) fv2[j] = 0.0f;
+  }
+  EXPECT_TRUE(all_close(fv1, want_v1, 0, 0));
+  EXPECT_TRUE(all_close(fv2, want_v2, 1e-5, 2e-6));
+}
+
+TEST(TopK, MatchesStableSortOverShapesAndPaths) {
+  std::uint32_t seed = 600;
+  for (bool shared : {false, true}) {
+    OpOptions o;
+    o.force_shared_memory_reduction = shared;
+    for (std::size_t N : {1, 2, 5, 8, 9, 100, 8000})
+      for (std::size_t k : {1, 2, 3, 4, 7, 16}) check_topk(context(), 3, N, k, o, seed++, false);
+    check_topk(context(), 1, 33333, 64, o, seed++, false);
+    check_topk(context(), 17, 300, 5, o, seed++, true);
+    check_topk(context(), 2, 40, 33, o, seed++, true);
+  }
+}
+
+TEST(TopK, WorkgroupSizesAndErrors) {
+  std::uint32_t seed = 700;
+  for (bool shared : {false, true}) {
+    for (std::uint32_t wg : {1u, 2u, 8u, 64u, 256u}) {
+      OpOptions o;
+      o.workgroup_size = wg;
+      o.force_shared_memory_reduction = shared;
+      check_topk(context(), 4, 513, 6, o, seed++, false);
+      check_topk(context(), 2, 20, 4, o, seed++, true);
+    }
+  }
+  check_topk(test::staging_context(), 3, 77, 4, {}, 9, false);
+  expect_error([&] { TopK(context(), 0); }, ErrorCode::invalid_argument, {"k = 0"});
+  expect_error([&] { TopK(context(), 65); }, ErrorCode::invalid_argument, {"k = 65"});
+  TopK op(context(), 3);
+  Sequence seq = context().sequence();
+  expect_error([&] { op.record(seq, context().tensor({2, 5}), context().tensor({2, 4}), context().tensor({2, 3}, DType::i32)); },
+               ErrorCode::invalid_argument, {"'values'", "[2, 3]"});
+  expect_error([&] { op.record(seq, context().tensor({10}), context().tensor({2, 3}), context().tensor({2, 3}, DType::i32)); },
+               ErrorCode::invalid_argument, {"'x'", "[B, N]"});
 }
 
 // --- Concat --------------------------------------------------------------------------------
