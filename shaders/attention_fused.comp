@@ -5,7 +5,8 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Fused decoder-step attention (flash-decoding): scores -> masked softmax -> context in one pass
 // over the memory, so keys and values are read once.
 //
-// Rows r = b * heads + h. Each workgroup owns one (row, split of S, tile of HT value columns).
+// Rows r = b * heads + h. Each workgroup owns one (row, split of S, tile of value columns); each
+// invocation keeps VPT columns (vec4s with VVEC4) of the context in registers, lane-interleaved.
 // It walks its split in blocks of P = WG * R positions: scores of the block into shared memory,
 // block max (reduce.glsl), then the online-softmax update with the running max m:
 //   alpha = exp(m_old - m_new);  acc = acc * alpha + sum_i exp(e_i - m_new) v_i;  l likewise.
@@ -15,7 +16,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 //   split:               (m, l) per (row, split) and acc per (row, split, column) go to partials;
 //                        attention_fused_combine.comp merges them and normalises the weights.
 // With more than one column tile, every tile recomputes the scores of its split (keys re-read);
-// the op picks HT to cover dv whenever shared memory allows.
+// the op picks VPT to cover dv in one tile whenever registers allow.
 //
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
 // for general / additive), v f32 [dk] (additive), lengths i32 [B], part_ml vec2 [rows, nsplit],
@@ -24,8 +25,9 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 #include "reduce.glsl"
 
 layout(constant_id = 6) const uint R = 1;       // positions per invocation per block
-layout(constant_id = 7) const uint HT = 256;    // value columns per workgroup (shared accumulators)
-layout(constant_id = 8) const uint VVEC4 = 0;   // H, dv, HT multiples of 4: vec4 value loads
+// (constant 7 is KU, in attention_score.glsl)
+layout(constant_id = 8) const uint VPT = 4;     // value columns (vec4s with VVEC4) per invocation
+layout(constant_id = 9) const uint VVEC4 = 0;   // H and dv multiples of 4: vec4 value loads
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -60,7 +62,6 @@ layout(push_constant) uniform Push {
 
 #include "attention_score.glsl"
 
-shared float acc[HT];
 shared float pw[gl_WorkGroupSize.x * R];  // scores, then exp(score - m) of the current block
 
 void main() {
@@ -81,20 +82,21 @@ void main() {
   const uint s_begin = split * p.chunk;
   const uint s_end = min(s_begin + p.chunk, len);
   const uint qbase = b * p.Qs + h * p.dk;
-  const uint col_base = t * HT;  // first value column of this tile, within the head
-  const uint ncols = min(HT, p.dv - col_base);
+  const uint HTC = gl_WorkGroupSize.x * VPT * (VVEC4 != 0 ? 4 : 1);  // columns per tile
+  const uint col_base = t * HTC;  // first value column of this tile, within the head
+  const uint ncols = min(HTC, p.dv - col_base);
   const bool want_weights = (p.flags & 1u) != 0;
   const bool direct = (p.flags & 2u) != 0;
   const bool write_raw = want_weights && t == 0;
 
-  // Each invocation owns columns lane, lane + WG, ... (vec4 groups with VVEC4) of acc.
+  // Invocation `lane` owns units u = lane + k * WG (k < VPT) of the tile: columns u, or the
+  // vec4s of columns 4u .. 4u + 3.
   const uint nunits = VVEC4 != 0 ? ncols / 4 : ncols;
-  for (uint u = lane; u < nunits; u += WG) {
-    if (VVEC4 != 0) {
-      for (uint c = 0; c < 4; ++c) acc[4 * u + c] = 0.0;
-    } else {
-      acc[u] = 0.0;
-    }
+  vec4 acc4[VPT];
+  float acc1[VPT];
+  for (uint k = 0; k < VPT; ++k) {
+    acc4[k] = vec4(0.0);
+    acc1[k] = 0.0;
   }
 
   float m = NEG_INF;     // running max (the same in every invocation)
@@ -145,48 +147,56 @@ void main() {
       }
     }
     barrier();
-    // 3. rescale and accumulate the value columns
+    // 3. rescale and accumulate the value columns: positions outer, the VPT registers inner
     if (VVEC4 != 0) {
       const uint row4 = p.H / 4;
-      const uint off4 = (h * p.dv + col_base) / 4;
-      for (uint u = lane; u < nunits; u += WG) {
-        vec4 a = vec4(acc[4 * u], acc[4 * u + 1], acc[4 * u + 2], acc[4 * u + 3]) * alpha;
-        for (uint i = 0; i < n; ++i) {
-          a += pw[i] * vec4(values4[(b * p.S + blk + i) * row4 + off4 + u]);
+      const uint base4 = ((b * p.S + blk) * p.H + h * p.dv + col_base) / 4 + lane;
+      for (uint k = 0; k < VPT; ++k) acc4[k] *= alpha;
+      for (uint i = 0; i < n; ++i) {
+        const float w = pw[i];
+        const uint rb = base4 + i * row4;
+        for (uint k = 0; k < VPT; ++k) {
+          if (lane + k * WG < nunits) acc4[k] += w * vec4(values4[rb + k * WG]);
         }
-        acc[4 * u] = a.x;
-        acc[4 * u + 1] = a.y;
-        acc[4 * u + 2] = a.z;
-        acc[4 * u + 3] = a.w;
       }
     } else {
-      const uint off = h * p.dv + col_base;
-      for (uint u = lane; u < nunits; u += WG) {
-        float a = acc[u] * alpha;
-        for (uint i = 0; i < n; ++i) {
-          a += pw[i] * float(values[(b * p.S + blk + i) * p.H + off + u]);
+      const uint base = (b * p.S + blk) * p.H + h * p.dv + col_base + lane;
+      for (uint k = 0; k < VPT; ++k) acc1[k] *= alpha;
+      for (uint i = 0; i < n; ++i) {
+        const float w = pw[i];
+        const uint rb = base + i * p.H;
+        for (uint k = 0; k < VPT; ++k) {
+          if (lane + k * WG < nunits) acc1[k] += w * float(values[rb + k * WG]);
         }
-        acc[u] = a;
       }
     }
     m = m_new;
     barrier();  // pw is rewritten by the next block
   }
   const float l = workgroup_sum(l_part);
-  barrier();  // acc columns were written lane-interleaved (vec4 groups with VVEC4): read them all
 
-  if (direct) {
-    const uint cbase = b * p.H + h * p.dv + col_base;
-    for (uint j = lane; j < ncols; j += WG) context[cbase + j] = l > 0.0 ? acc[j] / l : 0.0;
-    if (write_raw) {
-      // Raw score s was written by this same invocation (s = lane mod WG, split 0 starts at 0).
-      for (uint s = lane; s < p.S; s += WG) {
-        weights[r * p.S + s] = STORE_T(s < len ? exp(raw[r * p.S + s] - m) / l : 0.0);
+  // Each invocation writes its own units (no barrier needed).
+  const uint out_base = direct ? b * p.H + h * p.dv + col_base
+                               : (r * p.nsplit + split) * p.dv + col_base;
+  for (uint k = 0; k < VPT; ++k) {
+    const uint u = lane + k * WG;
+    if (u >= nunits) break;
+    if (VVEC4 != 0) {
+      for (uint c = 0; c < 4; ++c) {
+        const float v = direct ? (l > 0.0 ? acc4[k][c] / l : 0.0) : acc4[k][c];
+        if (direct) context[out_base + 4 * u + c] = v; else part_acc[out_base + 4 * u + c] = v;
       }
+    } else {
+      const float v = direct ? (l > 0.0 ? acc1[k] / l : 0.0) : acc1[k];
+      if (direct) context[out_base + u] = v; else part_acc[out_base + u] = v;
     }
-  } else {
-    if (t == 0 && lane == 0) part_ml[r * p.nsplit + split] = vec2(m, l);
-    const uint abase = (r * p.nsplit + split) * p.dv + col_base;
-    for (uint j = lane; j < ncols; j += WG) part_acc[abase + j] = acc[j];
+  }
+  if (!direct && t == 0 && lane == 0) part_ml[r * p.nsplit + split] = vec2(m, l);
+
+  if (direct && write_raw) {
+    // Raw score s was written by this same invocation (s = lane mod WG, split 0 starts at 0).
+    for (uint s = lane; s < p.S; s += WG) {
+      weights[r * p.S + s] = STORE_T(s < len ? exp(raw[r * p.S + s] - m) / l : 0.0);
+    }
   }
 }

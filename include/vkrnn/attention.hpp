@@ -208,7 +208,7 @@ class FusedAttention {
   OpOptions options_;
   AttentionPlan plan_;
   bool key_vec4_ = false, value_vec4_ = false;
-  std::uint32_t per_invocation_ = 0, max_split_ = 0;
+  std::uint32_t per_invocation_ = 0, max_split_ = 0, key_loop_ = 0, vpt_ = 0;
   Kernel query_kernel_, kernel_, combine_kernel_;
   Tensor projected_query_, part_ml_, part_acc_, dummy_;
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights

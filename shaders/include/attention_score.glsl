@@ -15,6 +15,9 @@
 layout(constant_id = 3) const uint SCORE_MODE = 0;
 layout(constant_id = 4) const uint KVEC4 = 0;     // keys, queries and v readable as vec4
 layout(constant_id = 5) const uint SG_CLUSTER = 0;
+// Upper bound of the dims loop's trip count per invocation (the op computes it from dk and the
+// smallest stride): a constant bound lets the compiler unroll and keeps the loop uniform.
+layout(constant_id = 7) const uint KU = 1;
 
 // Sum over dims j = first, first + stride, ... (counted in vec4 units when KVEC4) of the score
 // terms of the key at element offset kbase and the query at qbase; dk = dims per head.
@@ -22,7 +25,9 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
   float acc = 0.0;
   if (KVEC4 != 0) {
     const uint n4 = dk / 4, kb = kbase / 4, qb = qbase / 4;
-    for (uint j = first; j < n4; j += stride) {
+    for (uint t = 0; t < KU; ++t) {
+      const uint j = first + t * stride;
+      if (j >= n4) break;
       const vec4 k = vec4(keys4[kb + j]);
       if (SCORE_MODE == 0) {
         acc += dot(k, qry4[qb + j]);
@@ -33,7 +38,9 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       }
     }
   } else {
-    for (uint j = first; j < dk; j += stride) {
+    for (uint t = 0; t < KU; ++t) {
+      const uint j = first + t * stride;
+      if (j >= dk) break;
       const float k = float(keys[kbase + j]);
       if (SCORE_MODE == 0) {
         acc += k * qry[qbase + j];

@@ -45,34 +45,28 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   per_invocation_ = cpu ? std::max<std::uint32_t>(1, 32 / wg) : 1;
   const std::uint32_t P = wg * per_invocation_;
 
-  // Column tile: the shared accumulators. One tile covers dv when shared memory allows, so
-  // keys are read once; otherwise balanced tiles (each re-reads the keys of its split).
-  const std::uint64_t fixed = 4ull * (P + wg) + 64;
-  const std::uint64_t budget = dev.max_shared_memory > fixed ? dev.max_shared_memory - fixed : 0;
-  const std::uint32_t cap = static_cast<std::uint32_t>(std::min<std::uint64_t>(4096, budget / 4)) & ~3u;
-  if (cap < 4) {
+  // Column tile: each invocation keeps VPT columns (vec4s) of the context in registers; one
+  // tile covers dv when that needs at most `cap` per invocation, else balanced tiles (each
+  // re-reads the keys of its split).
+  const std::uint32_t value_units = value_vec4_ ? d.dv / 4 : d.dv;
+  const std::uint32_t cap = cpu ? 32 : 8;
+  const std::uint32_t nht = ceil_div(value_units, std::uint64_t(wg) * cap);
+  vpt_ = std::max<std::uint32_t>(1, ceil_div(value_units, std::uint64_t(nht) * wg));
+  if (4ull * (P + wg) > dev.max_shared_memory) {
     throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: workgroup size {} leaves no shared memory for the accumulators "
-                            "({} bytes on '{}')",
-                            kOp, wg, dev.max_shared_memory, dev.name));
+                fmt::format("{}: workgroup size {} needs {} bytes of shared memory; '{}' has {}",
+                            kOp, wg, 4ull * (P + wg), dev.name, dev.max_shared_memory));
   }
-  const std::uint32_t nht = ceil_div(d.dv, cap);
-  std::uint32_t HT = ceil_div(d.dv, nht);
-  if (value_vec4_) HT = round_up(HT, 4);
 
   // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
   // subgroup the device may pick), so a split can be kept under kLoopBudget.
   const std::uint32_t R = per_invocation_;
   const std::uint32_t key_units = key_vec4_ ? d.dk / 4 : d.dk;
-  const std::uint32_t value_units = value_vec4_ ? HT / 4 : HT;
-  std::uint64_t per_block;
-  if (sc.per_subgroup) {
-    const std::uint32_t lanes = std::clamp<std::uint32_t>(dev.min_subgroup_size, 1, wg);
-    per_block = std::uint64_t(P) * (1 + ceil_div(key_units, lanes));
-  } else {
-    per_block = std::uint64_t(R) * (1 + key_units);
-  }
-  per_block += 3 * R + std::uint64_t(ceil_div(value_units, wg)) * (1 + P);
+  const std::uint32_t lanes = std::clamp<std::uint32_t>(
+      dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1, wg);
+  key_loop_ = sc.per_subgroup ? ceil_div(key_units, lanes) : key_units;
+  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + key_loop_);
+  per_block += 3 * R + std::uint64_t(P) * (1 + vpt_);
   const std::uint32_t max_chunk = static_cast<std::uint32_t>(
       std::max<std::uint64_t>(1, kLoopBudget / per_block) * P);
 
@@ -106,12 +100,12 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.block = P;
   plan_.tile = chunk;
   plan_.tiles = ceil_div(d.S, chunk);
-  plan_.column_tile = HT;
+  plan_.column_tile = wg * vpt_ * (value_vec4_ ? 4 : 1);
   plan_.column_tiles = nht;
 
   kernel_ = ctx.kernel({kernel_name("attention_fused", options.fp16_storage, true, sg),
-                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, per_invocation_, HT,
-                         value_vec4_ ? 1u : 0u},
+                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, per_invocation_, key_loop_,
+                         vpt_, value_vec4_ ? 1u : 0u},
                         10, sizeof(Push)});
   if (plan_.tiles > 1) {
     combine_kernel_ =

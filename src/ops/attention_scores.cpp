@@ -32,6 +32,10 @@ AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
   // About 32 positions per workgroup on CPU drivers (fewer, fatter workgroups), one per
   // invocation on GPUs.
   const std::uint32_t R = is_cpu(dev) ? std::max<std::uint32_t>(1, 32 / wg) : 1;
+  const std::uint32_t key_units = sc.key_vec4 ? d.dk / 4 : d.dk;
+  const std::uint32_t lanes = std::clamp<std::uint32_t>(
+      dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1, wg);
+  const std::uint32_t key_loop = sc.per_subgroup ? ceil_div(key_units, lanes) : key_units;
   plan_.workgroup_size = wg;
   plan_.subgroup_reduction = sg;
   plan_.score_per_subgroup = sc.per_subgroup != 0;
@@ -39,7 +43,7 @@ AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
   plan_.tile = plan_.block;
   plan_.tiles = ceil_div(d.S, plan_.block);
   kernel_ = ctx.kernel({kernel_name("attention_scores", options.fp16_storage, true, sg),
-                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, R}, 5, sizeof(Push)});
+                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, R, key_loop}, 5, sizeof(Push)});
   if (projects_query(d.config.score)) {
     query_kernel_ = query_projection_kernel(ctx, d, options);
     projected_query_ = ctx.tensor({d.B, d.Hk}, DType::f32, "AttentionScores projected query");
