@@ -29,7 +29,6 @@ list(APPEND variants "attention_fused_combine_f16_nosubgroup|attention_fused_com
 # models: argmax / greedy select without subgroup arithmetic; activation in place
 list(APPEND variants "argmax_nosubgroup|argmax.comp|USE_SUBGROUP=0")
 list(APPEND variants "activation_inplace|activation.comp|IN_PLACE=1")
-list(APPEND variants "rnn_step_broadcast|rnn_step.comp|BROADCAST=1")
 list(APPEND variants "topk_nosubgroup|topk.comp|USE_SUBGROUP=0")
 list(APPEND variants "self_attention_shuffle|self_attention.comp|USE_SHUFFLE=1")
 list(APPEND variants "self_attention_shuffle_f16|self_attention.comp|USE_SHUFFLE=1,FP16_STORAGE=1")
