@@ -42,7 +42,9 @@
 //
 // Tuning comes from the device's limits; OpOptions::workgroup_size (rounded down to a power of
 // two, clamped to the device) and OpOptions::tile (source positions per workgroup, i.e. the S
-// tiling of the softmax, context and fused ops) override it.
+// tiling of the softmax, context and fused ops) override it. Whatever the tile, the context
+// and fused ops cap each workgroup's share of S so that no invocation runs more than ~32k loop
+// iterations: lavapipe silently ends all loops of an invocation after 65535 iterations.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -101,7 +103,7 @@ struct AttentionPlan {
   std::uint32_t block = 0;          // positions per workgroup step (scores, fused)
   std::uint32_t tile = 0;           // source positions per workgroup (S tiling)
   std::uint32_t tiles = 0;          // workgroups along S per row (fused: splits)
-  std::uint32_t column_tile = 0;    // value columns per workgroup (context, fused)
+  std::uint32_t column_tile = 0;    // value columns per workgroup, in registers (context, fused)
   std::uint32_t column_tiles = 0;
 };
 
