@@ -379,6 +379,65 @@ TEST(Seq2Seq, TextInTextOut) {
   for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(out[b], model.decode_text(r.row(b)));
 }
 
+// Beam search: K = 1 is greedy; every hypothesis is consistent with the logits it carries
+// (its score is the sum of the log-softmax of its tokens, its norm_score that over len^alpha);
+// hypotheses come best first; finished ones end with EOS, unfinished ones ran max_len steps.
+TEST(Seq2Seq, BeamSearchProperties) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 9;
+  spec.eos_bias = 0.8f;
+  spec.max_len = 6;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = random_sources({5, 1, 3, 7}, spec.Vs, 8);
+  const DecodeResult g = model.greedy(src);
+  const auto one = model.beam(src, {.beam_width = 1});
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    ASSERT_EQ(one[b].size(), 1u);
+    EXPECT_EQ(one[b][0].tokens, g.row(b)) << b;
+  }
+  for (std::size_t K : {2, 3, 5}) {
+    for (double alpha : {0.0, 0.6, 1.0}) {
+      SCOPED_TRACE(fmt::format("K {} alpha {}", K, alpha));
+      const auto beams = model.beam(src, {.beam_width = K, .length_alpha = alpha, .return_logits = true, .return_attention = true});
+      ASSERT_EQ(beams.size(), src.size());
+      for (std::size_t b = 0; b < src.size(); ++b) {
+        ASSERT_GE(beams[b].size(), 1u);
+        ASSERT_LE(beams[b].size(), K);
+        for (std::size_t j = 0; j < beams[b].size(); ++j) {
+          const Hypothesis& h = beams[b][j];
+          const std::size_t len = h.tokens.size();
+          ASSERT_GE(len, 1u);
+          if (h.finished) {
+            EXPECT_EQ(h.tokens.back(), 2);
+          } else {
+            EXPECT_EQ(len, spec.max_len);
+          }
+          for (std::size_t t = 0; t + 1 < len; ++t) EXPECT_NE(h.tokens[t], 2);
+          ASSERT_EQ(h.logits.size(), len * spec.Vt);
+          ASSERT_EQ(h.attention.size(), len * 7);
+          double score = 0.0;
+          for (std::size_t t = 0; t < len; ++t) {
+            const float* row = &h.logits[t * spec.Vt];
+            double m = row[0], z = 0.0, a = 0.0;
+            for (std::size_t v = 0; v < spec.Vt; ++v) m = std::max<double>(m, row[v]);
+            for (std::size_t v = 0; v < spec.Vt; ++v) z += std::exp(row[v] - m);
+            score += row[h.tokens[t]] - m - std::log(z);
+            for (std::size_t s2 = 0; s2 < 7; ++s2) a += h.attention[t * 7 + s2];
+            EXPECT_NEAR(a, 1.0, 1e-5);
+          }
+          EXPECT_NEAR(h.score, score, 1e-4);
+          EXPECT_NEAR(h.norm_score, double(h.score) / std::pow(double(len), alpha), 1e-9);
+          if (j > 0) {
+            EXPECT_GE(beams[b][j - 1].norm_score, h.norm_score);
+          }
+        }
+      }
+    }
+  }
+}
+
 template <class Fn>
 void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
   try {
@@ -412,6 +471,9 @@ TEST(Seq2Seq, InputErrors) {
   expect_error([&] { model.start(Seq2Seq::Encoded{}); }, ErrorCode::invalid_argument, {"empty Encoded"});
   expect_error([&] { model.decode_text(std::vector<std::int32_t>{4, 6}); }, ErrorCode::invalid_argument, {"id 6 at position 1"});
   expect_error([&] { model.translate({"a\xff"}); }, ErrorCode::invalid_argument, {"UTF-8"});
+  expect_error([&] { model.beam({{4}}, {.beam_width = 64}); }, ErrorCode::invalid_argument, {"beam_width = 64"});
+  expect_error([&] { model.beam({{4}, {}}); }, ErrorCode::invalid_argument, {"beam", "source row 1 is empty"});
+  expect_error([&] { model.beam({{4, 9}}); }, ErrorCode::invalid_argument, {"token id 9"});
 }
 
 }  // namespace

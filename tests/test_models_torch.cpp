@@ -196,6 +196,70 @@ void check_seq2seq(const Case& c) {
   }
 }
 
+void check_beam(const Case& c) {
+  SCOPED_TRACE(c.name + " (beam search)");
+  const Seq2Seq model = Seq2Seq::load(context(), c.dir);
+  const SafetensorsFile f = SafetensorsFile::open(c.dir + "/expected.safetensors");
+  const auto src = ints(f, "src");
+  const auto src_lengths = ints(f, "src_lengths");
+  const std::size_t B = src_lengths.size(), S = src.size() / B, V = model.config().tgt_vocab_size;
+  const std::size_t N = std::stoul(f.metadata().at("max_len")), K = std::stoul(f.metadata().at("beam_width"));
+  const double alpha = std::stod(f.metadata().at("length_alpha"));
+  std::vector<std::vector<std::int32_t>> sources(B);
+  for (std::size_t b = 0; b < B; ++b)
+    sources[b].assign(src.begin() + static_cast<std::ptrdiff_t>(b * S), src.begin() + static_cast<std::ptrdiff_t>(b * S + src_lengths[b]));
+  const auto beams = model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N, .return_logits = true, .return_attention = true});
+  const auto count = ints(f, "beam_count"), tokens = ints(f, "beam_tokens"), lengths = ints(f, "beam_lengths");
+  const auto finished = ints(f, "beam_finished");
+  const auto scores = f.to_f32("beam_scores"), norm = f.to_f32("beam_norm_scores");
+  const auto best_logits = f.to_f32("beam_best_logits"), best_attn = f.to_f32("beam_best_attention");
+  ASSERT_EQ(beams.size(), B);
+  for (std::size_t b = 0; b < B; ++b) {
+    SCOPED_TRACE(fmt::format("source row {}", b));
+    ASSERT_EQ(beams[b].size(), static_cast<std::size_t>(count[b]));
+    for (std::size_t j = 0; j < beams[b].size(); ++j) {
+      SCOPED_TRACE(fmt::format("hypothesis {}", j));
+      const Hypothesis& h = beams[b][j];
+      const std::size_t len = static_cast<std::size_t>(lengths[b * K + j]);
+      const auto first = tokens.begin() + static_cast<std::ptrdiff_t>((b * K + j) * N);
+      EXPECT_EQ(h.tokens, std::vector<std::int32_t>(first, first + static_cast<std::ptrdiff_t>(len)));
+      EXPECT_EQ(h.finished, finished[b * K + j] != 0);
+      EXPECT_NEAR(h.score, scores[b * K + j], kLogitTol);
+      EXPECT_NEAR(h.norm_score, norm[b * K + j], kLogitTol);
+      EXPECT_EQ(h.logits.size(), h.tokens.size() * V);
+      EXPECT_EQ(h.attention.size(), h.tokens.size() * S);
+    }
+    const Hypothesis& best = beams[b].at(0);
+    const std::size_t len = best.tokens.size();
+    const auto lf = best_logits.begin() + static_cast<std::ptrdiff_t>(b * N * V);
+    const auto af = best_attn.begin() + static_cast<std::ptrdiff_t>(b * N * S);
+    EXPECT_TRUE(all_close(best.logits, as_double(std::vector<float>(lf, lf + static_cast<std::ptrdiff_t>(len * V))), 0, kLogitTol)) << "best logits";
+    EXPECT_TRUE(all_close(best.attention, as_double(std::vector<float>(af, af + static_cast<std::ptrdiff_t>(len * S))), 0, kAttentionTol))
+        << "best attention";
+  }
+  // Beam width 1 is greedy decoding (docs/model-format.md).
+  const auto one = model.beam(sources, {.beam_width = 1, .length_alpha = alpha, .max_len = N});
+  const DecodeResult g = model.greedy(sources, {.max_len = N});
+  for (std::size_t b = 0; b < B; ++b) {
+    ASSERT_EQ(one[b].size(), 1u);
+    EXPECT_EQ(one[b][0].tokens, g.row(b)) << "row " << b;
+    float sum = 0.0f;
+    for (std::size_t t = 0; t < static_cast<std::size_t>(g.lengths[b]); ++t) sum += g.scores[b * g.steps + t];
+    EXPECT_NEAR(one[b][0].score, sum, 1e-4) << "row " << b;
+  }
+}
+
+TEST(ModelsTorch, BeamSearchMatchesPyTorch) {
+  REQUIRE_FIXTURES(all);
+  std::size_t checked = 0;
+  for (const Case& c : all) {
+    if (c.architecture != "bahdanau_seq2seq" && c.architecture != "luong_seq2seq") continue;
+    check_beam(c);
+    ++checked;
+  }
+  EXPECT_GE(checked, 3u);
+}
+
 TEST(ModelsTorch, Seq2SeqMatchesPyTorch) {
   REQUIRE_FIXTURES(all);
   std::size_t checked = 0;

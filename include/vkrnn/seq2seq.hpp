@@ -70,6 +70,24 @@ struct StepResult {
   std::vector<float> attention;       // [B, S] when the state returns attention
 };
 
+struct BeamOptions {
+  std::size_t beam_width = 0;  // K; 0: the model's beam.width (at most 63)
+  double length_alpha = -1.0;  // < 0: the model's beam.length_alpha
+  std::size_t max_len = 0;     // 0: the model's max_decode_length
+  bool return_logits = false;     // Hypothesis::logits
+  bool return_attention = false;  // Hypothesis::attention
+};
+
+// One beam-search result (docs/model-format.md, "Beam search").
+struct Hypothesis {
+  std::vector<std::int32_t> tokens;  // generated ids, EOS included when finished (no BOS)
+  float score = 0.0f;                // sum of the log-softmax of each chosen token (fp32)
+  double norm_score = 0.0;           // score / len(tokens)^alpha
+  bool finished = false;             // ended with EOS (else it ran into max_len)
+  std::vector<float> logits;         // [len, V_tgt] along the hypothesis, with return_logits
+  std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention
+};
+
 class Seq2Seq {
  public:
   // The encoder's output for one batch of sources, resident on the GPU.
@@ -113,6 +131,12 @@ class Seq2Seq {
   // --- whole decodes ---------------------------------------------------------------------
   DecodeResult greedy(const std::vector<std::vector<std::int32_t>>& sources,
                       const DecodeOptions& options = {}) const;
+  // Beam search per source row (docs/model-format.md): up to K hypotheses per row, best first.
+  // All rows' beams run together as one batch of B*K decoder rows on the GPU (log-softmax and
+  // the top K+1 candidates of every row computed there); the host merges the candidates and
+  // sends back the parents and tokens, so each step is one submission.
+  std::vector<std::vector<Hypothesis>> beam(const std::vector<std::vector<std::int32_t>>& sources,
+                                            const BeamOptions& options = {}) const;
   // Text in, text out (greedy, stop at EOS).
   std::vector<std::string> translate(const std::vector<std::string>& texts) const;
 

@@ -5,6 +5,8 @@
 #include "vkrnn/seq2seq.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <map>
 #include <mutex>
 
@@ -18,6 +20,7 @@
 #include "vkrnn/error.hpp"
 #include "vkrnn/linear.hpp"
 #include "vkrnn/rnn.hpp"
+#include "vkrnn/topk.hpp"
 
 namespace vkrnn {
 namespace {
@@ -52,6 +55,7 @@ struct Seq2Seq::DecoderState::Impl {
   std::shared_ptr<Seq2Seq::Encoded::Impl> enc;
   DecodeOptions options;
   std::size_t t = 0;               // steps recorded so far
+  std::size_t cur = 0;             // h[cur] holds the current recurrent state
   bool initialized = false;
   Tensor h[2], c, h_tilde, query;  // recurrent state (ping-pong), LSTM cell, Luong h~, L > 1 query
   Tensor prev, finished;           // i32 [B] next input, u32 [B]
@@ -278,6 +282,8 @@ struct Seq2Seq::Impl {
   struct History {
     Tensor tokens, scores, logits, attention;  // [B, capacity(, X)]
     std::size_t column = 0;
+    bool weights = false;  // compute the attention weights (st.weights) even without `attention`
+    bool select = true;    // run the argmax (greedy); beam search selects on the host
   };
 
   // The state at BOS: recorded before the first step.
@@ -302,10 +308,9 @@ struct Seq2Seq::Impl {
     const Encoded::Impl& e = *st.enc;
     const std::size_t B = e.B;
     record_init(seq, st);
-    const Tensor& h_prev = st.h[st.t & 1];
-    const Tensor& h_next = st.h[(st.t + 1) & 1];
-    const bool want_attention = hist.attention.valid();
-    const Tensor weights = want_attention ? st.weights : Tensor{};
+    const Tensor& h_prev = st.h[st.cur];
+    const Tensor& h_next = st.h[st.cur ^ 1];
+    const Tensor weights = hist.attention.valid() || hist.weights ? st.weights : Tensor{};
     const FusedAttention& attention = *e.plan->attention;
     const Tensor& keys = e.keys.valid() ? e.keys : e.memory;
     if (bahdanau) {
@@ -335,6 +340,9 @@ struct Seq2Seq::Impl {
       tanh.record(seq, st.h_tilde, st.h_tilde);
       output->record(seq, st.h_tilde, st.logits);
     }
+    st.cur ^= 1;
+    ++st.t;
+    if (!hist.select) return;
     GreedyStep g;
     g.next_tokens = st.prev;
     if (st.options.stop_at_eos) g.finished = st.finished;
@@ -347,7 +355,6 @@ struct Seq2Seq::Impl {
     g.weights = weights;
     g.attention = hist.attention;
     argmax.record(seq, st.logits, g);
-    ++st.t;
   }
 };
 
@@ -537,6 +544,210 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   if (h.attention.valid()) r.attention = cut(seq.read<float>(h.attention), S);
   r.stats = seq.stats();
   return r;
+}
+
+namespace {
+
+// The host side of beam search for one source row.
+struct BeamHyp {
+  std::vector<std::int32_t> tokens;
+  float score = 0.0f;
+  std::vector<float> logits, attention;  // histories (when asked for)
+};
+
+struct BeamRow {
+  std::vector<BeamHyp> alive;
+  std::vector<Hypothesis> finished;
+  bool done = false;
+};
+
+}  // namespace
+
+std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector<std::int32_t>>& sources,
+                                                   const BeamOptions& options) const {
+  const Impl& m = *impl_;
+  const std::size_t K = options.beam_width ? options.beam_width : m.cfg.beam_width;
+  const double alpha = options.length_alpha >= 0.0 ? options.length_alpha : m.cfg.length_alpha;
+  const std::size_t T = options.max_len ? options.max_len : m.cfg.max_decode_length;
+  if (K == 0 || K + 1 > TopK::max_k) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, TopK::max_k - 1));
+  }
+  auto e = m.prepare(sources, "beam");
+  Context& c = *m.ctx;
+  const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
+  const std::int32_t eos = m.cfg.special.eos, pad = m.cfg.special.pad;
+
+  // The encoder runs once per source; its results are expanded to K decoder rows per source.
+  auto ek = std::make_shared<Encoded::Impl>();
+  ek->B = R;
+  ek->S = S;
+  for (std::size_t r = 0; r < R; ++r) ek->lengths.push_back(e->lengths[r / K]);
+  ek->plan = m.plan(R, S);
+  ek->lengths_t = c.tensor({R}, DType::i32, "Seq2Seq beam lengths");
+  ek->memory = c.tensor({R, S, m.M}, DType::f32, "Seq2Seq beam encoder outputs");
+  if (e->keys.valid()) ek->keys = c.tensor({R, S, m.cfg.attention_dim}, DType::f32, "Seq2Seq beam keys");
+  if (e->s0.valid()) ek->s0 = c.tensor({1, R, m.Hd}, DType::f32, "Seq2Seq beam s0");
+  if (!m.bahdanau) ek->h_n = c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam h0");
+  if (e->c_n.valid()) ek->c_n = c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c0");
+  std::vector<std::int32_t> source_of(R);
+  for (std::size_t r = 0; r < R; ++r) source_of[r] = static_cast<std::int32_t>(r / K);
+  const Tensor rows = c.tensor({R}, DType::i32, "Seq2Seq beam row sources");
+
+  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false});
+  const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
+  const TopK topk(c, kc, m.opts);
+  const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
+  const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
+  const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
+  const Tensor c_tmp = m.lstm ? c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c reorder") : Tensor{};
+  const Tensor ht_tmp = m.bahdanau ? Tensor{} : c.tensor({R, m.Hd}, DType::f32, "Seq2Seq beam h~ reorder");
+
+  std::vector<BeamRow> beams(B);
+  for (auto& b : beams) b.alive.push_back({});
+  std::vector<std::int32_t> parent_rows(R), next_tokens(R);
+  for (std::size_t t = 0; t < T; ++t) {
+    Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
+    if (t == 0) {
+      m.record_encode(seq, *e);
+      seq.upload(rows, source_of);
+      seq.upload(ek->lengths_t, ek->lengths);
+      auto expand = [&](const Tensor& from, const Tensor& to, std::size_t layers, std::size_t width) {
+        for (std::size_t l = 0; l < layers; ++l) {
+          m.embedding.record(seq, MatrixView{from, B, width, l * B * width, width}, rows,
+                             MatrixView{to, R, width, l * R * width, width});
+        }
+      };
+      expand(e->memory, ek->memory, 1, S * m.M);
+      if (e->keys.valid()) expand(e->keys, ek->keys, 1, S * m.cfg.attention_dim);
+      if (e->s0.valid()) expand(e->s0, ek->s0, 1, m.Hd);
+      if (!m.bahdanau) expand(e->h_n, ek->h_n, m.Ld, m.Hd);
+      if (e->c_n.valid()) expand(e->c_n, ek->c_n, m.Ld, m.Hd);
+    } else {
+      // Reorder the decoder state to the surviving hypotheses and feed their tokens.
+      seq.upload(parents, parent_rows);
+      for (std::size_t l = 0; l < m.Ld; ++l) {
+        m.embedding.record(seq, MatrixView{st->h[st->cur], R, m.Hd, l * R * m.Hd, m.Hd}, parents,
+                           MatrixView{st->h[st->cur ^ 1], R, m.Hd, l * R * m.Hd, m.Hd});
+        if (m.lstm) {
+          m.embedding.record(seq, MatrixView{st->c, R, m.Hd, l * R * m.Hd, m.Hd}, parents,
+                             MatrixView{c_tmp, R, m.Hd, l * R * m.Hd, m.Hd});
+        }
+      }
+      st->cur ^= 1;
+      if (m.lstm) seq.copy(c_tmp, st->c);
+      if (!m.bahdanau) {
+        m.embedding.record(seq, MatrixView::of(st->h_tilde), parents, MatrixView::of(ht_tmp));
+        seq.copy(ht_tmp, st->h_tilde);
+      }
+      seq.upload(st->prev, next_tokens);
+    }
+    Impl::History h;
+    h.weights = options.return_attention;
+    h.select = false;
+    m.record_step(seq, *st, h);
+    topk.record(seq, st->logits, cand_v, cand_i, true);
+    seq.download(cand_v).download(cand_i);
+    if (options.return_logits) seq.download(st->logits);
+    if (options.return_attention) seq.download(st->weights);
+    seq.eval();
+    const auto vals = seq.read<float>(cand_v);
+    const auto ids = seq.read<std::int32_t>(cand_i);
+    std::vector<float> logits, weights;
+    if (options.return_logits) logits = seq.read<float>(st->logits);
+    if (options.return_attention) weights = seq.read<float>(st->weights);
+
+    bool all_done = true;
+    for (std::size_t b = 0; b < B; ++b) {
+      BeamRow& row = beams[b];
+      if (row.done) continue;
+      // Candidates: score(h) + log_softmax(logits_h)[w] in fp32, ranked by score, then
+      // hypothesis, then token.
+      struct Cand {
+        float score;
+        std::size_t h;
+        std::int32_t w;
+      };
+      std::vector<Cand> cands;
+      for (std::size_t hi = 0; hi < row.alive.size(); ++hi) {
+        const std::size_t r = b * K + hi;
+        for (std::size_t j = 0; j < kc; ++j) {
+          const std::int32_t w = ids[r * kc + j];
+          if (w < 0) continue;
+          const float sc = row.alive[hi].score + vals[r * kc + j];
+          cands.push_back({sc, hi, w});
+        }
+      }
+      std::sort(cands.begin(), cands.end(), [](const Cand& x, const Cand& y) {
+        if (x.score != y.score) return x.score > y.score;
+        if (x.h != y.h) return x.h < y.h;
+        return x.w < y.w;
+      });
+      auto extend = [&](const BeamHyp& parent, std::size_t hi, std::int32_t w, float score) {
+        BeamHyp n;
+        n.tokens = parent.tokens;
+        n.tokens.push_back(w);
+        n.score = score;
+        const std::size_t r = b * K + hi;
+        if (options.return_logits) {
+          n.logits = parent.logits;
+          n.logits.insert(n.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(r * V),
+                          logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
+        }
+        if (options.return_attention) {
+          n.attention = parent.attention;
+          n.attention.insert(n.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(r * S),
+                             weights.begin() + static_cast<std::ptrdiff_t>((r + 1) * S));
+        }
+        return n;
+      };
+      auto finish = [&](BeamHyp&& hyp, bool finished) {
+        Hypothesis out;
+        out.score = hyp.score;
+        out.norm_score = double(hyp.score) / std::pow(double(hyp.tokens.size()), alpha);
+        out.finished = finished;
+        out.tokens = std::move(hyp.tokens);
+        out.logits = std::move(hyp.logits);
+        out.attention = std::move(hyp.attention);
+        row.finished.push_back(std::move(out));
+      };
+      std::vector<BeamHyp> next;
+      std::vector<std::size_t> next_parent;
+      for (const Cand& cd : cands) {
+        if (cd.w == eos) {
+          finish(extend(row.alive[cd.h], cd.h, cd.w, cd.score), true);
+          continue;
+        }
+        next.push_back(extend(row.alive[cd.h], cd.h, cd.w, cd.score));
+        next_parent.push_back(cd.h);
+        if (next.size() == K) break;
+      }
+      if (row.finished.size() >= K) {
+        row.done = true;
+      } else if (t + 1 == T) {
+        for (auto& hyp : next) finish(std::move(hyp), false);
+        row.done = true;
+      } else {
+        row.alive = std::move(next);
+        for (std::size_t i = 0; i < K; ++i) {
+          const bool live = i < row.alive.size();
+          parent_rows[b * K + i] = static_cast<std::int32_t>(b * K + (live ? next_parent[i] : 0));
+          next_tokens[b * K + i] = live ? row.alive[i].tokens.back() : pad;
+        }
+      }
+      all_done = all_done && row.done;
+    }
+    if (all_done) break;
+  }
+
+  std::vector<std::vector<Hypothesis>> out(B);
+  for (std::size_t b = 0; b < B; ++b) {
+    auto& f = beams[b].finished;
+    std::stable_sort(f.begin(), f.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.norm_score > y.norm_score; });
+    if (f.size() > K) f.resize(K);
+    out[b] = std::move(f);
+  }
+  return out;
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {
