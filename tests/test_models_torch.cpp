@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_env.hpp"
+#include "vkrnn/classifier.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "vkrnn/seq2seq.hpp"
@@ -269,6 +270,64 @@ TEST(ModelsTorch, Seq2SeqMatchesPyTorch) {
     ++checked;
   }
   EXPECT_GE(checked, 3u);
+}
+
+void check_classifier(const Case& c) {
+  SCOPED_TRACE(c.name);
+  const Classifier model = Classifier::load(context(), c.dir);
+  const ModelConfig& cfg = model.config();
+  const SafetensorsFile f = SafetensorsFile::open(c.dir + "/expected.safetensors");
+  const auto tok = ints(f, "tokens");
+  const auto lengths = ints(f, "lengths");
+  const std::size_t B = lengths.size(), T = tok.size() / B, C = cfg.num_classes;
+  std::vector<std::vector<std::int32_t>> inputs(B);
+  for (std::size_t b = 0; b < B; ++b)
+    inputs[b].assign(tok.begin() + static_cast<std::ptrdiff_t>(b * T), tok.begin() + static_cast<std::ptrdiff_t>(b * T + lengths[b]));
+  const ClassifyResult r = model.classify(inputs, {.return_pooling = true, .return_self_attention = true, .return_rnn = true});
+  ASSERT_EQ(r.batch, B);
+  ASSERT_EQ(r.steps, T);
+  EXPECT_TRUE(all_close(r.logits, as_double(f.to_f32("logits")), 0, kLogitTol)) << "logits";
+  EXPECT_TRUE(all_close(r.probs, as_double(f.to_f32("probs")), 0, kLogitTol)) << "probs";
+  EXPECT_TRUE(all_close(r.rnn_outputs, as_double(f.to_f32("rnn_outputs")), kStateTol, kStateTol)) << "RNN outputs";
+  if (f.contains("rnn_inputs")) {
+    // y at valid positions (the reference zeroes the padding, which no output depends on).
+    const auto want = f.to_f32("rnn_inputs");
+    const std::size_t E = cfg.embedding_dim;
+    std::vector<float> got_valid;
+    std::vector<double> want_valid;
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[b]); ++t)
+        for (std::size_t j = 0; j < E; ++j) {
+          got_valid.push_back(r.rnn_inputs[(b * T + t) * E + j]);
+          want_valid.push_back(want[(b * T + t) * E + j]);
+        }
+    EXPECT_TRUE(all_close(got_valid, want_valid, kStateTol, kStateTol)) << "RNN inputs (self-attention block)";
+  }
+  if (f.contains("pooling")) {
+    EXPECT_TRUE(all_close(r.pooling, as_double(f.to_f32("pooling")), 0, kAttentionTol)) << "pooling weights";
+  } else {
+    EXPECT_TRUE(r.pooling.empty());
+  }
+  if (f.contains("self_attention")) {
+    EXPECT_TRUE(all_close(r.self_attention, as_double(f.to_f32("self_attention")), 0, kAttentionTol)) << "self-attention";
+  }
+  for (std::size_t b = 0; b < B; ++b) {
+    const auto* p = &r.probs[b * C];
+    const std::int32_t want = C == 1 ? (p[0] >= 0.5f) : static_cast<std::int32_t>(std::max_element(p, p + C) - p);
+    EXPECT_EQ(r.predicted[b], want);
+  }
+  EXPECT_EQ(r.stats.submissions, 1u);
+}
+
+TEST(ModelsTorch, ClassifiersMatchPyTorch) {
+  REQUIRE_FIXTURES(all);
+  std::size_t checked = 0;
+  for (const Case& c : all) {
+    if (c.architecture != "rnn_attention_classifier" && c.architecture != "self_attention_rnn") continue;
+    check_classifier(c);
+    ++checked;
+  }
+  EXPECT_GE(checked, 6u);
 }
 
 // Every fixture model directory loads (the exporter's real output, all four architectures).

@@ -1,0 +1,78 @@
+#pragma once
+// Classifier: sequence classifiers trained in PyTorch (docs/model-format.md:
+// "rnn_attention_classifier" and "self_attention_rnn"), run on the GPU in one submission:
+//
+//   rnn_attention_classifier: embedding -> RNN (L layers, 1 or 2 directions) -> attention
+//                             pooling over the valid steps -> dense -> softmax | sigmoid
+//   self_attention_rnn:       embedding (+ positional encoding) -> multi-head self-attention
+//                             (+ projections, + residual) -> RNN -> last state | attention
+//                             pooling -> dense -> softmax | sigmoid
+//
+//   Classifier model = Classifier::load(ctx, "samples/sentiment/model");
+//   ClassifyResult r = model.classify({model.encode_text("a great film")});
+//   std::string label = model.config().labels[r.predicted[0]];
+//
+// Inputs are checked on the host (every sequence non-empty, ids in [0, V), at most
+// max_positions steps with positional encoding): Error(invalid_argument) naming the row, the
+// position, the id and the vocabulary size.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/model.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+
+namespace vkrnn {
+
+struct ClassifyOptions {
+  bool return_pooling = false;         // ClassifyResult::pooling (attention pooling only)
+  bool return_self_attention = false;  // ClassifyResult::self_attention (self_attention_rnn only)
+  bool return_rnn = false;             // ClassifyResult::rnn_inputs / rnn_outputs
+};
+
+struct ClassifyResult {
+  std::size_t batch = 0, classes = 0;
+  std::size_t steps = 0;                // T: the longest input of the batch
+  std::vector<float> logits;            // [batch, classes]
+  std::vector<float> probs;             // [batch, classes]: softmax, or sigmoid per class
+  // softmax: the most probable class; sigmoid: with one class, 1 when p >= 0.5 else 0; with
+  // several (multi-label), the most probable one.
+  std::vector<std::int32_t> predicted;  // [batch]
+  std::vector<float> pooling;           // [batch, T] attention-pooling weights (0 past a length)
+  std::vector<float> self_attention;    // [batch, heads, T, T] (rows and columns past a length: 0)
+  // The RNN's input ([batch, T, E]; self_attention_rnn: y = x + attention, valid positions only
+  // are specified) and output ([batch, T, D*H], zero past a length).
+  std::vector<float> rnn_inputs, rnn_outputs;
+  SequenceStats stats;
+};
+
+class Classifier {
+ public:
+  static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
+  Classifier(Context& ctx, const ModelFile& model, const OpOptions& options = {});
+  Classifier(Classifier&&) noexcept;
+  Classifier& operator=(Classifier&&) noexcept;
+  ~Classifier();
+
+  const ModelConfig& config() const;
+  const Tokenizer& tokenizer() const;
+  std::vector<std::int32_t> encode_text(std::string_view text) const;
+
+  ClassifyResult classify(const std::vector<std::vector<std::int32_t>>& tokens,
+                          const ClassifyOptions& options = {}) const;
+  // Text in, labels out: the predicted class's label per text (a one-class sigmoid model gives
+  // its label, or "not <label>" when p < 0.5).
+  std::vector<std::string> classify_text(const std::vector<std::string>& texts) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vkrnn
