@@ -116,9 +116,10 @@ def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=No
         else:
             tensors[name] = st.BF16.from_float32(t.numpy())
     os.makedirs(out_dir, exist_ok=True)
-    st.save(os.path.join(out_dir, WEIGHTS_FILE), tensors,
-            metadata={"format": vm.FORMAT, "version": str(vm.VERSION),
-                      "architecture": config["architecture"]})
+    weights_path = os.path.join(out_dir, WEIGHTS_FILE)
+    st.save(weights_path, tensors, metadata={"format": vm.FORMAT, "version": str(vm.VERSION),
+                                             "architecture": config["architecture"]})
+    os.chmod(weights_path, 0o644)  # save() writes through mkstemp, which creates mode 0600
     text = json.dumps(config, indent=1, ensure_ascii=False)
     tmp = os.path.join(out_dir, CONFIG_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

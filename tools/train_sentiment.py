@@ -18,7 +18,12 @@ import random
 import sys
 import time
 
-import torch
+# libgomp's threads spin while waiting by default; on a shared 2-core machine (other jobs
+# compiling) that made 2-thread training ~25x slower than 1 thread. Passive waiting fixes it.
+# Must be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_torch  # noqa: E402
