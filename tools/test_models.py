@@ -383,7 +383,10 @@ def parse_date(text):
     if words and words[0][:3] in [w[:3].lower() for w in train_dates.WEEKDAYS] and \
             not words[0][0].isdigit():
         weekday = words.pop(0)
-    expand = lambda y: int(y) if len(y) == 4 else train_dates.year_from_two_digits(int(y))  # noqa: E731
+
+    def expand(y):
+        return int(y) if len(y) == 4 else train_dates.year_from_two_digits(int(y))
+
     if len(words) == 1:
         parts = re.split(r"[/.\-]", words[0])
         if len(parts) == 1:

@@ -220,8 +220,9 @@ def main(argv=None):
         for text, label in heldout:
             f.write(f"{text}\t{LABELS[label]}\n")
     reloaded, config = export_torch.load_model(model_dir)
-    print(f"exported to {model_dir}; reloaded model on heldout.txt: "
-          f"{evaluate(reloaded, config['vocab'], read_heldout(os.path.join(args.out, 'heldout.txt'))) * 100:.2f}%")
+    reloaded_acc = evaluate(reloaded, config["vocab"],
+                            read_heldout(os.path.join(args.out, "heldout.txt")))
+    print(f"exported to {model_dir}; reloaded model on heldout.txt: {reloaded_acc * 100:.2f}%")
     for text in ("the food was good but the service was awful", "i did not like the movie",
                  "the plot was not bad"):
         tokens, lengths = encode([text], VOCAB)

@@ -40,7 +40,8 @@ def length_mask(lengths, steps):
 
 def check_lengths(tokens, lengths, what="src"):
     if tokens.dim() != 2:
-        raise ValueError(f"{what}: expected [batch, steps] token ids, got shape {list(tokens.shape)}")
+        raise ValueError(f"{what}: expected [batch, steps] token ids, "
+                         f"got shape {list(tokens.shape)}")
     if lengths.shape != (tokens.size(0),):
         raise ValueError(f"{what}_lengths: expected shape [{tokens.size(0)}], "
                          f"got {list(lengths.shape)}")
@@ -500,7 +501,8 @@ class AttentionPooling(nn.Module):
 
     def tensor_map(self, prefix):
         if self.form == "tanh":
-            return {"pooling.weight": f"{prefix}.proj.weight", "pooling.bias": f"{prefix}.proj.bias",
+            return {"pooling.weight": f"{prefix}.proj.weight",
+                    "pooling.bias": f"{prefix}.proj.bias",
                     "pooling.w": f"{prefix}.w"}
         return {"pooling.w": f"{prefix}.w"}
 
