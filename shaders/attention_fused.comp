@@ -99,6 +99,11 @@ void main() {
     acc1[k] = 0.0;
   }
 
+#if USE_SUBGROUP
+  if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
+#endif
+  load_query(qbase, p.dk, 0, 1);
+
   float m = NEG_INF;     // running max (the same in every invocation)
   float l_part = 0.0;    // this invocation's share of the running sum
   for (uint blk = s_begin; blk < s_end; blk += P) {
@@ -123,7 +128,7 @@ void main() {
         }
       }
     }
-    barrier();
+    workgroup_barrier();
     // 2. block max -> new running max; p_i = exp(e_i - m_new)
     // Each invocation handles positions i = lane + k * WG of the block from here on (and so,
     // as blocks start at multiples of P, positions s = lane (mod WG) of its split).
@@ -146,7 +151,7 @@ void main() {
         l_part += pe;
       }
     }
-    barrier();
+    workgroup_barrier();
     // 3. rescale and accumulate the value columns: positions outer, the VPT registers inner
     if (VVEC4 != 0) {
       const uint row4 = p.H / 4;
@@ -171,7 +176,7 @@ void main() {
       }
     }
     m = m_new;
-    barrier();  // pw is rewritten by the next block
+    workgroup_barrier();  // pw is rewritten by the next block
   }
   const float l = workgroup_sum(l_part);
 

@@ -63,7 +63,7 @@ void main() {
   }
   const float L = workgroup_sum(lp);
 
-  barrier();  // coef (workgroup_sum need not have synchronised: single-subgroup path)
+  workgroup_barrier();  // coef (workgroup_sum need not have synchronised: single-subgroup path)
   if (ctx_part) {
     const uint j = g * WG + lane;
     if (j < p.dv) {

@@ -54,6 +54,11 @@ void main() {
   const uint lane = gl_LocalInvocationIndex;
 
 #if USE_SUBGROUP
+  if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
+#endif
+  load_query(qbase, p.dk, 0, 1);
+
+#if USE_SUBGROUP
   if (SG_CLUSTER != 0) {
     for (uint i = gl_SubgroupID; i < P; i += gl_NumSubgroups) {
       const uint s = s0 + i;

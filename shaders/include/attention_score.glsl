@@ -19,22 +19,49 @@ layout(constant_id = 5) const uint SG_CLUSTER = 0;
 // smallest stride): a constant bound lets the compiler unroll and keeps the loop uniform.
 layout(constant_id = 7) const uint KU = 1;
 
+// The query's (and v's) units this invocation uses, kept in registers across all positions of
+// its workgroup (they never change within a row): loaded by load_query(), used by
+// score_partial(). Above QREG_MAX units the buffers are read directly instead.
+const uint QREG_MAX = 64;
+const uint QREG = KU < QREG_MAX ? KU : QREG_MAX;
+vec4 q_reg[QREG];
+vec4 v_reg[QREG];
+
+void load_query(uint qbase, uint dk, uint first, uint stride) {
+  if (KU > QREG_MAX) return;
+  const uint n = KVEC4 != 0 ? dk / 4 : dk;
+  for (uint t = 0; t < QREG; ++t) {
+    const uint j = first + t * stride;
+    if (j >= n) break;
+    if (KVEC4 != 0) {
+      q_reg[t] = qry4[qbase / 4 + j];
+      if (SCORE_MODE != 0) v_reg[t] = vparam4[j];
+    } else {
+      q_reg[t].x = qry[qbase + j];
+      if (SCORE_MODE != 0) v_reg[t].x = vparam[j];
+    }
+  }
+}
+
 // Sum over dims j = first, first + stride, ... (counted in vec4 units when KVEC4) of the score
 // terms of the key at element offset kbase and the query at qbase; dk = dims per head.
+// `first` and `stride` must be those given to load_query().
 float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
   float acc = 0.0;
+  const bool regs = KU <= QREG_MAX;
   if (KVEC4 != 0) {
     const uint n4 = dk / 4, kb = kbase / 4, qb = qbase / 4;
     for (uint t = 0; t < KU; ++t) {
       const uint j = first + t * stride;
       if (j >= n4) break;
       const vec4 k = vec4(keys4[kb + j]);
+      const vec4 q = regs ? q_reg[t] : qry4[qb + j];
       if (SCORE_MODE == 0) {
-        acc += dot(k, qry4[qb + j]);
+        acc += dot(k, q);
       } else {
-        const vec4 t = k + qry4[qb + j];
-        acc += dot(vparam4[j], vec4(attention_tanh(t.x), attention_tanh(t.y),
-                                    attention_tanh(t.z), attention_tanh(t.w)));
+        const vec4 x = k + q;
+        acc += dot(regs ? v_reg[t] : vparam4[j],
+                   vec4(attention_tanh(x.x), attention_tanh(x.y), attention_tanh(x.z), attention_tanh(x.w)));
       }
     }
   } else {
@@ -42,10 +69,11 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       const uint j = first + t * stride;
       if (j >= dk) break;
       const float k = float(keys[kbase + j]);
+      const float q = regs ? q_reg[t].x : qry[qbase + j];
       if (SCORE_MODE == 0) {
-        acc += k * qry[qbase + j];
+        acc += k * q;
       } else {
-        acc += vparam[j] * attention_tanh(k + qry[qbase + j]);
+        acc += (regs ? v_reg[t].x : vparam[j]) * attention_tanh(k + q);
       }
     }
   }

@@ -26,11 +26,33 @@
 
 shared float reduce_scratch[gl_WorkGroupSize.x];
 
+// Specialization constant 15, ONE_SUBGROUP: set it (subgroup variants only) when the workgroup
+// is known to be a single subgroup (size <= the device's minimum subgroup size). The barriers
+// below and in workgroup_barrier() then vanish at specialization: lavapipe turns every barrier()
+// in a shader into a coroutine suspend point, which keeps live values in memory.
+#if USE_SUBGROUP
+layout(constant_id = 15) const bool ONE_SUBGROUP = false;
+#else
+const bool ONE_SUBGROUP = false;
+#endif
+
+// barrier() for shared-memory hand-offs, or its single-subgroup equivalent.
+void workgroup_barrier() {
+#if USE_SUBGROUP
+  if (ONE_SUBGROUP) {
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    return;
+  }
+#endif
+  barrier();
+}
+
 #if USE_SUBGROUP
 #define REDUCE_DEFINE(NAME, SUBGROUP_OP, OP)                                  \
   float NAME(float x) {                                                       \
     const float s = SUBGROUP_OP(x);                                           \
-    if (gl_NumSubgroups == 1) return s;                                       \
+    if (ONE_SUBGROUP || gl_NumSubgroups == 1) return s;                       \
     barrier();                                                                \
     if (subgroupElect()) reduce_scratch[gl_SubgroupID] = s;                   \
     barrier();                                                                \

@@ -129,6 +129,15 @@ std::uint32_t pick_workgroup(const DeviceInfo& dev, const OpOptions& options) {
   return std::bit_floor(wg);  // the reduction trees assume a power of two
 }
 
+std::vector<std::uint32_t> with_one_subgroup(std::vector<std::uint32_t> constants,
+                                             const DeviceInfo& dev, std::uint32_t workgroup,
+                                             bool subgroups) {
+  const std::uint32_t smallest = dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size;
+  constants.resize(16, 0);
+  constants[15] = subgroups && smallest > 0 && workgroup <= smallest ? 1 : 0;
+  return constants;
+}
+
 std::string kernel_name(const char* base, bool fp16, bool subgroup_variant, bool subgroups) {
   std::string name = base;
   if (fp16) name += "_f16";

@@ -2,6 +2,7 @@
 // Private helpers shared by the decoder-attention ops (attention_*.cpp).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "vkrnn/attention.hpp"
 #include "vkrnn/context.hpp"
@@ -39,6 +40,13 @@ bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
 // The 1-D workgroup size: forced (rounded down to a power of two) or chosen from the device;
 // clamped to its limits.
 std::uint32_t pick_workgroup(const DeviceInfo& dev, const OpOptions& options);
+
+// Specialization constant 15 (ONE_SUBGROUP, shaders/include/reduce.glsl): appends it to
+// `constants` (padding ids in between with 0), true when the subgroup variant runs with
+// workgroups no larger than the smallest subgroup the device may use.
+std::vector<std::uint32_t> with_one_subgroup(std::vector<std::uint32_t> constants,
+                                             const DeviceInfo& dev, std::uint32_t workgroup,
+                                             bool subgroups);
 
 // "attention_fused" + "_f16" + "_nosubgroup" as shaders/variants.cmake names them.
 std::string kernel_name(const char* base, bool fp16, bool subgroup_variant, bool subgroups);

@@ -104,13 +104,15 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.column_tiles = nht;
 
   kernel_ = ctx.kernel({kernel_name("attention_fused", options.fp16_storage, true, sg),
-                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, per_invocation_, key_loop_,
-                         vpt_, value_vec4_ ? 1u : 0u},
+                        with_one_subgroup({wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup,
+                                           per_invocation_, key_loop_, vpt_, value_vec4_ ? 1u : 0u},
+                                          dev, wg, sg),
                         10, sizeof(Push)});
   if (plan_.tiles > 1) {
     combine_kernel_ =
         ctx.kernel({kernel_name("attention_fused_combine", options.fp16_storage, true, sg),
-                    {wg, 1, 1, max_split_, cpu ? 8u : 4u}, 6, sizeof(CombinePush)});
+                    with_one_subgroup({wg, 1, 1, max_split_, cpu ? 8u : 4u}, dev, wg, sg), 6,
+                    sizeof(CombinePush)});
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
   }

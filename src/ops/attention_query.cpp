@@ -10,7 +10,8 @@ Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& opt
   const bool sg = use_subgroups(dev, options);
   const std::uint32_t wg = pick_workgroup(dev, options);
   const std::uint32_t vec4 = d.Hq % 4 == 0 ? 1 : 0;
-  return ctx.kernel({kernel_name("attention_query", false, true, sg), {wg, 1, 1, vec4}, 4,
+  return ctx.kernel({kernel_name("attention_query", false, true, sg),
+                     with_one_subgroup({wg, 1, 1, vec4}, dev, wg, sg), 4,
                      4 * sizeof(std::uint32_t)});  // push: A, Q, B, has_bias
 }
 

@@ -40,7 +40,7 @@ MaskedSoftmax::MaskedSoftmax(Context& ctx, const AttentionConfig& config, const 
   plan_.tile = wg * E;
   plan_.tiles = ceil_div(d.S, plan_.tile);
   kernel_ = ctx.kernel({kernel_name("attention_softmax", options.fp16_storage, true, sg),
-                        {wg, 1, 1, E}, 4, sizeof(Push)});
+                        with_one_subgroup({wg, 1, 1, E}, dev, wg, sg), 4, sizeof(Push)});
   partials_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "MaskedSoftmax partials");
 }
 
