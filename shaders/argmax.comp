@@ -13,7 +13,8 @@
 //
 // Greedy step (FLAG_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
 // zero logits / attention in the histories; a live row that emits `eos` becomes finished.
-// History buffers hold `ld` columns per row; this dispatch writes column `col`.
+// History buffers hold `ld` columns per row; this dispatch writes column `col`. With FLAG_EMBED
+// the chosen token's embedding row is also copied out (the next step's input).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
 #include "reduce.glsl"
@@ -27,6 +28,8 @@ layout(set = 0, binding = 5) buffer Finished { uint finished[]; };            //
 layout(set = 0, binding = 6) writeonly buffer LogitHist { float logit_hist[]; };  // [B, ld, V]
 layout(set = 0, binding = 7) readonly buffer Weights { float weights[]; };   // [B, S]
 layout(set = 0, binding = 8) writeonly buffer AttnHist { float attn_hist[]; };  // [B, ld, S]
+layout(set = 0, binding = 9) readonly buffer Table { float table[]; };        // embedding rows
+layout(set = 0, binding = 10) writeonly buffer EmbOut { float emb_out[]; };   // next input
 
 layout(push_constant) uniform Push {
   uint B;
@@ -37,6 +40,11 @@ layout(push_constant) uniform Push {
   int eos;
   int pad;
   uint flags;
+  uint emb_dim;       // FLAG_EMBED: copy table row `token` into emb_out row b
+  uint table_offset;
+  uint table_ld;
+  uint emb_offset;
+  uint emb_ld;
 } p;
 
 const uint FLAG_INDEX = 1u;
@@ -46,6 +54,7 @@ const uint FLAG_SCORE = 8u;
 const uint FLAG_FINISHED = 16u;
 const uint FLAG_LOGITS = 32u;
 const uint FLAG_ATTENTION = 64u;
+const uint FLAG_EMBED = 128u;
 
 shared uint argmax_scratch[gl_WorkGroupSize.x];
 
@@ -115,6 +124,11 @@ void main() {
   }
   if ((p.flags & FLAG_ATTENTION) != 0) {
     for (uint s = lane; s < p.S; s += gl_WorkGroupSize.x) attn_hist[h * p.S + s] = done ? 0.0 : weights[b * p.S + s];
+  }
+  if ((p.flags & FLAG_EMBED) != 0) {
+    // The next step's input embedding, fused here to save the decoder a dispatch per token.
+    const uint src = p.table_offset + uint(token) * p.table_ld, dst = p.emb_offset + b * p.emb_ld;
+    for (uint j = lane; j < p.emb_dim; j += gl_WorkGroupSize.x) emb_out[dst + j] = table[src + j];
   }
   if (track) {
     // Every invocation has read finished[b] (above) before it changes.

@@ -272,8 +272,14 @@ void check_greedy(bool stop_at_eos, bool shared) {
     logit_t.push_back(ctx.tensor({B, V}, logits[t]));
     weight_t.push_back(ctx.tensor({B, S}, weights[t]));
   }
+  // The chosen token's embedding goes to columns [1, 1 + dim) of a wider next-input buffer,
+  // from a table stored at offset 2 with row stride dim + 1.
+  const std::size_t dim = 5, in_ld = dim + 3;
+  const auto table = random_floats(2 + V * (dim + 1), 77);
+  const Tensor t_table = ctx.tensor({table.size()}, table);
+  const Tensor next_in = ctx.tensor({B * in_ld});
   Sequence seq = ctx.sequence();
-  seq.fill(finished, 0).fill(tokens, 0x7fffffff).fill(scores, 0).fill(lh, 0).fill(ah, 0);
+  seq.fill(finished, 0).fill(tokens, 0x7fffffff).fill(scores, 0).fill(lh, 0).fill(ah, 0).fill(next_in, 0);
   for (std::size_t t = 0; t < steps; ++t) {
     GreedyStep g;
     g.next_tokens = next;
@@ -286,9 +292,11 @@ void check_greedy(bool stop_at_eos, bool shared) {
     g.logits = lh;
     g.weights = weight_t[t];
     g.attention = ah;
+    g.embedding = MatrixView{t_table, V, dim, 2, dim + 1};
+    g.embedding_out = MatrixView{next_in, B, dim, 1, in_ld};
     op.record(seq, logit_t[t], g);
   }
-  seq.download(next).download(finished).download(tokens).download(scores).download(lh).download(ah);
+  seq.download(next).download(finished).download(tokens).download(scores).download(lh).download(ah).download(next_in);
   seq.eval();
   std::vector<std::int32_t> want_tokens(B * cap, 0x7fffffff), want_next(B);
   std::vector<double> want_scores(B * cap, 0.0), want_lh(B * cap * V, 0.0), want_ah(B * cap * S, 0.0);
@@ -312,6 +320,10 @@ void check_greedy(bool stop_at_eos, bool shared) {
   EXPECT_TRUE(all_close(seq.read<float>(scores), want_scores, 1e-5, 2e-6));
   EXPECT_TRUE(all_close(seq.read<float>(lh), want_lh, 0, 0));
   EXPECT_TRUE(all_close(seq.read<float>(ah), want_ah, 0, 0));
+  std::vector<double> want_in(B * in_ld, 0.0);
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t j = 0; j < dim; ++j) want_in[1 + b * in_ld + j] = table[2 + static_cast<std::size_t>(want_next[b]) * (dim + 1) + j];
+  EXPECT_TRUE(all_close(seq.read<float>(next_in), want_in, 0, 0));
 }
 
 TEST(Argmax, GreedyStepsWithAndWithoutEos) {
@@ -344,6 +356,14 @@ TEST(Argmax, Errors) {
   g.scores = {};
   g.weights = ctx.tensor({3, 6});
   expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"attention history"});
+  g.weights = {};
+  g.embedding = MatrixView::of(ctx.tensor({10, 4}));
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"go together"});
+  g.embedding_out = MatrixView::of(ctx.tensor({2, 4}));
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"'embedding_out'", "3 rows"});
+  g.embedding = MatrixView::of(ctx.tensor({9, 4}));
+  g.embedding_out = MatrixView::of(ctx.tensor({3, 4}));
+  expect_error([&] { op.record(seq, logits, g); }, ErrorCode::invalid_argument, {"V = 10 rows"});
 }
 
 // --- TopK ----------------------------------------------------------------------------------

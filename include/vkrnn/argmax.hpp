@@ -11,9 +11,11 @@
 // arithmetic). Deterministic: fixed reduction order, no atomics.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "vkrnn/context.hpp"
 #include "vkrnn/kernel.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -37,6 +39,9 @@ struct GreedyStep {
   Tensor logits;     // f32 [B, capacity, V]: a copy of the step's logits
   Tensor weights;    // f32 [B, S]: the step's attention weights, copied into `attention`
   Tensor attention;  // f32 [B, capacity, S]
+  // Optional: the chosen token's row of `embedding` (vocab x dim, vocab >= V) is copied into
+  // row b of `embedding_out` (B x dim): the next decoder step's input, without a dispatch.
+  std::optional<MatrixView> embedding, embedding_out;
 };
 
 class Argmax {

@@ -57,6 +57,7 @@ struct Seq2Seq::DecoderState::Impl {
   std::size_t t = 0;               // steps recorded so far
   std::size_t cur = 0;             // h[cur] holds the current recurrent state
   bool initialized = false;
+  bool input_ready = false;        // x[:, 0:E] already holds the embedding of prev (argmax wrote it)
   Tensor h[2], c, h_tilde, query;  // recurrent state (ping-pong), LSTM cell, Luong h~, L > 1 query
   Tensor prev, finished;           // i32 [B] next input, u32 [B]
   Tensor x, o, context, weights, logits;
@@ -301,6 +302,7 @@ struct Seq2Seq::Impl {
       seq.fill(st.prev, static_cast<std::uint32_t>(cfg.special.bos));
       seq.fill(st.finished, 0);
       st.initialized = true;
+      st.input_ready = false;
     }
   }
 
@@ -317,7 +319,7 @@ struct Seq2Seq::Impl {
       // Attention from s_{t-1}; x = [emb(y_{t-1}); c_t]; s_t = RNN(x, s_{t-1});
       // logits = W [emb; c; s_t] + b (columns permuted at load).
       attention.record(seq, keys, e.memory, h_prev.reshaped({B, Hd}), e.lengths_t, st.context, score_params(), weights);
-      embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
+      if (!st.input_ready) embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
       concat.record(seq, {MatrixView::of(st.context)}, MatrixView{st.x, B, M, E, X});
       decoder->step(seq, st.x, h_prev, h_next, st.c, st.c);
       concat.record(seq, {MatrixView::of(st.x), MatrixView{h_next, B, Hd, 0, Hd}}, MatrixView::of(st.o));
@@ -325,7 +327,7 @@ struct Seq2Seq::Impl {
     } else {
       // x = [emb(y_{t-1}); h~_{t-1}] (input feeding) or emb; h_t = RNN_L(x); attention from
       // h_t; h~_t = tanh(W_c [c_t; h_t]); logits = W_s h~_t + b_s.
-      embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
+      if (!st.input_ready) embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
       if (cfg.input_feeding) concat.record(seq, {MatrixView::of(st.h_tilde)}, MatrixView{st.x, B, Hd, E, X});
       decoder->step(seq, st.x, h_prev, h_next, st.c, st.c);
       const MatrixView top{h_next, B, Hd, (Ld - 1) * B * Hd, Hd};
@@ -342,6 +344,7 @@ struct Seq2Seq::Impl {
     }
     st.cur ^= 1;
     ++st.t;
+    st.input_ready = false;
     if (!hist.select) return;
     GreedyStep g;
     g.next_tokens = st.prev;
@@ -354,7 +357,11 @@ struct Seq2Seq::Impl {
     g.logits = hist.logits;
     g.weights = weights;
     g.attention = hist.attention;
+    // The argmax also writes the chosen token's embedding into the next step's input.
+    g.embedding = MatrixView::of(tgt_emb);
+    g.embedding_out = MatrixView{st.x, B, E, 0, X};
     argmax.record(seq, st.logits, g);
+    st.input_ready = true;
   }
 };
 
@@ -450,6 +457,7 @@ void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const st
   if (!forced_inputs.empty()) {
     impl_->record_init(seq, st);  // fills the inputs with BOS: replace them after
     seq.upload(st.prev, std::vector<std::int32_t>(forced_inputs.begin(), forced_inputs.end()));
+    st.input_ready = false;
   }
   st.last_step = st.t;
   impl_->record_step(seq, st, h);
@@ -641,6 +649,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
         seq.copy(ht_tmp, st->h_tilde);
       }
       seq.upload(st->prev, next_tokens);
+      st->input_ready = false;
     }
     Impl::History h;
     h.weights = options.return_attention;
