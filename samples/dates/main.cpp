@@ -1,0 +1,346 @@
+// vkrnn-dates: free-form dates to ISO 8601 (YYYY-MM-DD) with a character-level Bahdanau
+// encoder-decoder trained in PyTorch (tools/train_dates.py; model in samples/dates/model).
+//
+//   vkrnn-dates "21/11/26" "Nov 21st, 2026"          one line per date
+//   echo "2026.11.21" | vkrnn-dates                   dates from stdin, one per line
+//   vkrnn-dates --heatmap attention.png "21/11/26"    and the attention alignment as a PNG
+//   vkrnn-dates --eval samples/dates/heldout.txt      exact-match accuracy on input<TAB>expected
+//
+// Exit status: 0 done, 1 error (bad model, bad input, no device), 2 bad command line,
+// 3 the validation layer reported something (VKRNN_VALIDATION=1), 4 accuracy below
+// --expect-accuracy.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/sample_support.hpp"
+#include "font5x7.hpp"
+#include "heatmap.hpp"
+#include "vkrnn/seq2seq.hpp"
+#include "vkrnn/vkrnn.hpp"
+
+#ifndef VKRNN_DATES_MODEL_DIR
+#define VKRNN_DATES_MODEL_DIR "samples/dates/model"
+#endif
+
+namespace {
+
+using namespace vkrnn::samples;
+
+constexpr const char* kUsage = R"(usage: vkrnn-dates [options] [DATE ...]
+
+Normalises free-form dates ("Saturday 21 November 2026", "21/11/26", "Nov 21st, 2026",
+"2026.11.21") to YYYY-MM-DD with an attention RNN running on a Vulkan device. Without DATE
+arguments, reads one date per line from stdin. Numeric dates are day-first unless they start
+with a four-digit year; two-digit years mean 1950..2049.
+
+options:
+  --heatmap PATH         write the attention alignment as a PNG: one panel per date (the
+                         first 16), input characters across, output characters down
+  --eval FILE            run FILE's "input<TAB>expected" lines in batches and print the
+                         exact-match accuracy
+  --limit N              with --eval: only the first N lines
+  --expect-accuracy PCT  with --eval: exit 4 when the accuracy is below PCT percent
+  --batch N              dates per GPU batch (default 256)
+  --device D             Vulkan device: index or name substring (default: the best one;
+                         VKRNN_DEVICE works too)
+  --model DIR            model directory (default: )" VKRNN_DATES_MODEL_DIR R"()
+  -h, --help             this text
+
+Confidence is the geometric mean of the probabilities of the output tokens, end-of-sequence
+token included (exp of the mean log-probability). VKRNN_VALIDATION=1 turns on the Vulkan
+validation layer; any message it prints makes the exit status 3.
+)";
+
+constexpr std::size_t kMaxPanels = 16;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string model = VKRNN_DATES_MODEL_DIR;
+  std::string device;
+  std::string heatmap;
+  std::string eval;
+  std::size_t limit = 0;
+  double expect_accuracy = -1.0;
+  std::size_t batch = 256;
+  std::vector<std::string> dates;
+  bool help = false;
+};
+
+std::size_t parse_count(const std::string& option, const std::string& value) {
+  std::size_t used = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || value.empty() || value[0] == '-' || n == 0) {
+    throw UsageError(fmt::format("{} needs a positive whole number, got '{}'", option, value));
+  }
+  return static_cast<std::size_t>(n);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  bool only_dates = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    if (only_dates || arg.empty() || arg[0] != '-' || arg == "-") {
+      a.dates.push_back(arg);
+    } else if (arg == "--") {
+      only_dates = true;
+    } else if (arg == "-h" || arg == "--help") {
+      a.help = true;
+    } else if (arg == "--model") {
+      a.model = value();
+    } else if (arg == "--device") {
+      a.device = value();
+    } else if (arg == "--heatmap") {
+      a.heatmap = value();
+    } else if (arg == "--eval") {
+      a.eval = value();
+    } else if (arg == "--limit") {
+      a.limit = parse_count(arg, value());
+    } else if (arg == "--batch") {
+      a.batch = parse_count(arg, value());
+    } else if (arg == "--expect-accuracy") {
+      const std::string v = value();
+      char* end = nullptr;
+      a.expect_accuracy = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(a.expect_accuracy >= 0.0 && a.expect_accuracy <= 100.0)) {
+        throw UsageError("--expect-accuracy needs a percentage in [0, 100], got '" + v + "'");
+      }
+    } else {
+      throw UsageError("unknown option '" + arg + "'");
+    }
+  }
+  if (!a.eval.empty() && !a.dates.empty()) throw UsageError("--eval takes no DATE arguments");
+  if (!a.eval.empty() && !a.heatmap.empty()) throw UsageError("--heatmap does not combine with --eval");
+  if (a.eval.empty() && (a.limit != 0 || a.expect_accuracy >= 0.0)) {
+    throw UsageError("--limit and --expect-accuracy only apply to --eval");
+  }
+  return a;
+}
+
+// Source ids of one date, refusing what the model cannot read (it would guess): empty text and
+// characters outside its vocabulary, named with their position.
+std::vector<std::int32_t> source_ids(const vkrnn::Seq2Seq& model, const std::string& text,
+                                     const std::string& where) {
+  if (text.empty()) throw InputError(where + ": an empty date");
+  std::vector<std::int32_t> ids;
+  try {
+    ids = model.encode_text(text);
+  } catch (const vkrnn::Error& e) {  // invalid UTF-8
+    throw InputError(fmt::format("{}: {}", where, e.what()));
+  }
+  const auto chars = utf8_characters(text);
+  const std::int32_t unk = model.config().special.unk;
+  for (std::size_t i = 0; i < chars.size() && i < ids.size(); ++i) {
+    if (ids[i] != unk) continue;
+    std::string known;
+    for (const auto& t : model.source_tokenizer().vocab()) {
+      if (t.size() == 1) known += t;  // the special tokens are longer
+    }
+    throw InputError(fmt::format("{}: character '{}' ({}) at position {} of \"{}\" is not in the "
+                                 "model's vocabulary; it knows \"{}\"",
+                                 where, chars[i], code_point_name(chars[i]), i + 1, text, known));
+  }
+  return ids;
+}
+
+double confidence(const vkrnn::DecodeResult& r, std::size_t b) {
+  const std::size_t n = static_cast<std::size_t>(r.lengths[b]);
+  if (n == 0) return 0.0;
+  double sum = 0.0;
+  for (std::size_t t = 0; t < n; ++t) sum += r.scores[b * r.steps + t];
+  return std::exp(sum / static_cast<double>(n));
+}
+
+char label_char(const std::string& token, std::int32_t id, const vkrnn::SpecialTokens& special) {
+  if (id == special.eos) return kEndOfSequence;
+  if (token == " ") return kVisibleSpace;
+  if (token.size() == 1 && token[0] >= 0x20 && token[0] < 0x7F) return token[0];
+  return '?';
+}
+
+AttentionPanel panel(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r, std::size_t b,
+                     const std::string& input, const std::vector<std::int32_t>& src,
+                     const std::string& output) {
+  AttentionPanel p;
+  p.title = fmt::format("{}  ->  {}   (confidence {:.4f})", input, output, confidence(r, b));
+  const auto& special = model.config().special;
+  for (auto id : src) p.columns += label_char(model.source_tokenizer().vocab()[id], id, special);
+  const auto row = r.row(b);
+  for (auto id : row) p.rows += label_char(model.target_tokenizer().vocab()[id], id, special);
+  for (std::size_t t = 0; t < row.size(); ++t) {
+    for (std::size_t s = 0; s < src.size(); ++s) {
+      p.weights.push_back(r.attention[(b * r.steps + t) * r.source_length + s]);
+    }
+  }
+  return p;
+}
+
+int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args, double load_ms) {
+  const auto dates = inputs_or_stdin(args.dates);
+  if (dates.empty()) throw UsageError("no dates given (arguments or stdin lines)");
+  std::vector<std::vector<std::int32_t>> sources;
+  for (std::size_t i = 0; i < dates.size(); ++i) {
+    sources.push_back(source_ids(model, dates[i], fmt::format("date {}", i + 1)));
+  }
+  std::size_t width = 0;
+  for (const auto& d : dates) width = std::max(width, utf8_characters(d).size());
+
+  std::cout << "device: " << describe_device(ctx.device()) << "\n";
+  std::vector<AttentionPanel> panels;
+  double decode_ms = 0.0;
+  std::size_t batches = 0, dispatches = 0;
+  for (std::size_t first = 0; first < dates.size(); first += args.batch) {
+    const std::size_t n = std::min(args.batch, dates.size() - first);
+    const std::vector<std::vector<std::int32_t>> chunk(sources.begin() + first, sources.begin() + first + n);
+    const bool want_attention = !args.heatmap.empty() && first < kMaxPanels;
+    Stopwatch watch;
+    const vkrnn::DecodeResult r = model.greedy(chunk, {.return_attention = want_attention});
+    decode_ms += watch.ms();
+    ++batches;
+    dispatches += r.stats.dispatches;
+    for (std::size_t b = 0; b < n; ++b) {
+      const std::string& input = dates[first + b];
+      const std::string output = model.decode_text(r.row(b));
+      const std::size_t pad = width - utf8_characters(input).size();
+      std::cout << fmt::format("  {}{}  ->  {:<10}  confidence {:.4f}\n", input, std::string(pad, ' '),
+                               output, confidence(r, b));
+      if (want_attention && panels.size() < kMaxPanels) {
+        panels.push_back(panel(model, r, b, input, chunk[b], output));
+      }
+    }
+  }
+  if (batches == 1) {
+    // The first decode also created the compute pipelines; a second one shows the steady state.
+    Stopwatch watch;
+    model.greedy(sources);
+    std::cout << fmt::format("time: model load {:.0f} ms; decode of {} date{} {:.1f} ms on first use (creates "
+                             "the pipelines), then {:.1f} ms (one submission, {} dispatches)\n",
+                             load_ms, dates.size(), dates.size() == 1 ? "" : "s", decode_ms, watch.ms(),
+                             dispatches);
+  } else {
+    std::cout << fmt::format("time: model load {:.0f} ms; decode of {} dates {:.1f} ms in {} batches (one "
+                             "submission each, {} dispatches in all; the first also creates the pipelines)\n",
+                             load_ms, dates.size(), decode_ms, batches, dispatches);
+  }
+  std::cout << "confidence: geometric mean of the output tokens' probabilities (end token included)\n";
+  if (!args.heatmap.empty()) {
+    write_attention_png(args.heatmap,
+                        {"vkrnn-dates: attention of each output character (rows)",
+                         "over the input characters (columns); end token = arrow"},
+                        panels);
+    std::cout << fmt::format("heatmap: {} ({} panel{}{})\n", args.heatmap, panels.size(),
+                             panels.size() == 1 ? "" : "s",
+                             dates.size() > panels.size() ? fmt::format(", the first {} dates", panels.size()) : "");
+  }
+  return 0;
+}
+
+int evaluate(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args) {
+  std::ifstream in(args.eval);
+  if (!in) throw InputError(fmt::format("cannot open the evaluation file '{}'", args.eval));
+  std::vector<std::string> inputs, expected;
+  std::vector<std::vector<std::int32_t>> sources;
+  std::string line;
+  for (std::size_t number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (args.limit != 0 && inputs.size() == args.limit) break;
+    const auto tab = line.find('\t');
+    if (tab == std::string::npos || line.find('\t', tab + 1) != std::string::npos) {
+      throw InputError(fmt::format("{}:{}: expected \"input<TAB>expected\", got \"{}\"", args.eval, number, line));
+    }
+    inputs.push_back(line.substr(0, tab));
+    expected.push_back(line.substr(tab + 1));
+    sources.push_back(source_ids(model, inputs.back(), fmt::format("{}:{}", args.eval, number)));
+  }
+  if (inputs.empty()) throw InputError(fmt::format("'{}' holds no \"input<TAB>expected\" lines", args.eval));
+
+  std::cout << "device: " << describe_device(ctx.device()) << "\n";
+  std::size_t correct = 0, shown = 0;
+  double decode_ms = 0.0;
+  for (std::size_t first = 0; first < inputs.size(); first += args.batch) {
+    const std::size_t n = std::min(args.batch, inputs.size() - first);
+    const std::vector<std::vector<std::int32_t>> chunk(sources.begin() + first, sources.begin() + first + n);
+    Stopwatch watch;
+    const vkrnn::DecodeResult r = model.greedy(chunk);
+    decode_ms += watch.ms();
+    for (std::size_t b = 0; b < n; ++b) {
+      const std::string got = model.decode_text(r.row(b));
+      if (got == expected[first + b]) {
+        ++correct;
+      } else if (shown++ < 10) {
+        std::cout << fmt::format("  wrong: \"{}\" -> {} (expected {})\n", inputs[first + b], got, expected[first + b]);
+      }
+    }
+  }
+  const double accuracy = 100.0 * double(correct) / double(inputs.size());
+  std::cout << fmt::format("exact match: {}/{} = {:.2f}% (greedy, batches of {}) in {:.0f} ms, {:.0f} dates/s\n",
+                           correct, inputs.size(), accuracy, args.batch, decode_ms,
+                           1000.0 * double(inputs.size()) / decode_ms);
+  if (args.expect_accuracy >= 0.0 && accuracy < args.expect_accuracy) {
+    std::cerr << fmt::format("vkrnn-dates: accuracy {:.2f}% is below the expected {:.2f}%\n", accuracy,
+                             args.expect_accuracy);
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ValidationMessages validation;
+  int status = 0;
+  try {
+    const Args args = parse(argc, argv);
+    if (args.help) {
+      std::cout << kUsage;
+      return 0;
+    }
+    Stopwatch load;
+    vkrnn::ContextOptions options;
+    options.device = args.device;
+    options.validation_sink = validation.sink();
+    vkrnn::Context ctx(options);
+    const auto model = vkrnn::Seq2Seq::load(ctx, args.model);
+    const double load_ms = load.ms();
+    status = args.eval.empty() ? normalise(ctx, model, args, load_ms) : evaluate(ctx, model, args);
+  } catch (const UsageError& e) {
+    std::cerr << "vkrnn-dates: " << e.what() << "\n(vkrnn-dates --help lists the options)\n";
+    return 2;
+  } catch (const vkrnn::Error& e) {
+    std::cerr << "vkrnn-dates: error (" << vkrnn::to_string(e.code()) << "): " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "vkrnn-dates: error: " << e.what() << "\n";
+    return 1;
+  }
+  if (validation.count() != 0) {
+    std::cerr << "vkrnn-dates: the validation layer reported " << validation.count() << " message(s)\n";
+    return 3;
+  }
+  return status;
+}
