@@ -1,0 +1,312 @@
+// vkrnn-sentiment: the sentiment of short English review sentences with an RNN + attention-
+// pooling classifier (bi-LSTM, tanh pooling score, softmax) trained in PyTorch
+// (tools/train_sentiment.py; model in samples/sentiment/model). Prints the label, its
+// probability, and the words the pooling attended to most.
+//
+//   vkrnn-sentiment "the plot was dull but the acting was great"
+//   vkrnn-sentiment --eval samples/sentiment/heldout.txt      accuracy on text<TAB>label lines
+//
+// Exit status: 0 done, 1 error, 2 bad command line, 3 the validation layer reported something
+// (VKRNN_VALIDATION=1), 4 accuracy below --expect-accuracy.
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/sample_support.hpp"
+#include "vkrnn/classifier.hpp"
+#include "vkrnn/vkrnn.hpp"
+
+#ifndef VKRNN_SENTIMENT_MODEL_DIR
+#define VKRNN_SENTIMENT_MODEL_DIR "samples/sentiment/model"
+#endif
+
+namespace {
+
+using namespace vkrnn::samples;
+
+constexpr const char* kUsage = R"(usage: vkrnn-sentiment [options] [TEXT ...]
+
+Classifies short English review sentences as negative or positive with an RNN and attention
+pooling on a Vulkan device, and shows which words the pooling attended to most (highlighted
+in colour on a terminal, [in brackets] otherwise; NO_COLOR=1 turns colour off). Without TEXT
+arguments, reads one text per line from stdin.
+
+options:
+  --top N                highlight the N most attended words (default 3; words with less
+                         than 5% of the attention are left out)
+  --eval FILE            run FILE's "text<TAB>label" lines and print the accuracy
+  --limit N              with --eval: only the first N lines
+  --expect-accuracy PCT  with --eval: exit 4 when the accuracy is below PCT percent
+  --batch N              texts per GPU batch (default 256)
+  --device D             Vulkan device: index or name substring (default: the best one)
+  --model DIR            model directory (default: )" VKRNN_SENTIMENT_MODEL_DIR R"()
+  -h, --help             this text
+)";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string model = VKRNN_SENTIMENT_MODEL_DIR;
+  std::string device;
+  std::string eval;
+  std::size_t limit = 0, batch = 256, top = 3;
+  double expect_accuracy = -1.0;
+  std::vector<std::string> texts;
+  bool help = false;
+};
+
+std::size_t parse_count(const std::string& option, const std::string& value) {
+  std::size_t used = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || value.empty() || value[0] == '-' || n == 0) {
+    throw UsageError(fmt::format("{} needs a positive whole number, got '{}'", option, value));
+  }
+  return static_cast<std::size_t>(n);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  bool only_texts = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    if (only_texts || arg.empty() || arg[0] != '-' || arg == "-") {
+      a.texts.push_back(arg);
+    } else if (arg == "--") {
+      only_texts = true;
+    } else if (arg == "-h" || arg == "--help") {
+      a.help = true;
+    } else if (arg == "--model") {
+      a.model = value();
+    } else if (arg == "--device") {
+      a.device = value();
+    } else if (arg == "--eval") {
+      a.eval = value();
+    } else if (arg == "--limit") {
+      a.limit = parse_count(arg, value());
+    } else if (arg == "--batch") {
+      a.batch = parse_count(arg, value());
+    } else if (arg == "--top") {
+      a.top = parse_count(arg, value());
+    } else if (arg == "--expect-accuracy") {
+      const std::string v = value();
+      char* end = nullptr;
+      a.expect_accuracy = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(a.expect_accuracy >= 0.0 && a.expect_accuracy <= 100.0)) {
+        throw UsageError("--expect-accuracy needs a percentage in [0, 100], got '" + v + "'");
+      }
+    } else {
+      throw UsageError("unknown option '" + arg + "'");
+    }
+  }
+  if (!a.eval.empty() && !a.texts.empty()) throw UsageError("--eval takes no TEXT arguments");
+  if (a.eval.empty() && (a.limit != 0 || a.expect_accuracy >= 0.0)) {
+    throw UsageError("--limit and --expect-accuracy only apply to --eval");
+  }
+  return a;
+}
+
+// The words of a text as the word tokenizer splits it (runs of non-whitespace), for display.
+std::vector<std::string> words(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+std::vector<std::int32_t> token_ids(const vkrnn::Classifier& model, const std::string& text, const std::string& where) {
+  std::vector<std::int32_t> ids;
+  try {
+    ids = model.encode_text(text);
+  } catch (const vkrnn::Error& e) {  // invalid UTF-8
+    throw InputError(fmt::format("{}: {}", where, e.what()));
+  }
+  if (ids.empty()) throw InputError(where + ": no words");
+  return ids;
+}
+
+std::vector<vkrnn::ClassifyResult> classify(const vkrnn::Classifier& model,
+                                            const std::vector<std::vector<std::int32_t>>& tokens,
+                                            std::size_t batch, bool pooling, double& ms) {
+  std::vector<vkrnn::ClassifyResult> results;
+  Stopwatch watch;
+  for (std::size_t first = 0; first < tokens.size(); first += batch) {
+    const std::size_t n = std::min(batch, tokens.size() - first);
+    const std::vector<std::vector<std::int32_t>> chunk(tokens.begin() + first, tokens.begin() + first + n);
+    results.push_back(model.classify(chunk, {.return_pooling = pooling}));
+  }
+  ms = watch.ms();
+  return results;
+}
+
+int explain(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& args) {
+  const auto texts = inputs_or_stdin(args.texts);
+  if (texts.empty()) throw UsageError("no texts given (arguments or stdin lines)");
+  std::vector<std::vector<std::int32_t>> tokens;
+  for (std::size_t i = 0; i < texts.size(); ++i) tokens.push_back(token_ids(model, texts[i], fmt::format("text {}", i + 1)));
+  const bool colour = stdout_is_tty() && std::getenv("NO_COLOR") == nullptr;
+  const auto& labels = model.config().labels;
+  const std::int32_t unk = model.config().special.unk;
+
+  std::cout << "device: " << describe_device(ctx.device()) << "\n";
+  double ms = 0.0;
+  const auto results = classify(model, tokens, args.batch, true, ms);
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const auto& r = results[i / args.batch];
+    const std::size_t b = i % args.batch;
+    const auto w = words(texts[i]);
+    const std::size_t n = tokens[i].size();
+    std::vector<float> weight(r.pooling.begin() + b * r.steps, r.pooling.begin() + b * r.steps + n);
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](auto x, auto y) { return weight[x] > weight[y]; });
+    // The most attended words, leaving out those with a negligible share (the first always shows).
+    order.resize(std::min(args.top, n));
+    order.erase(std::remove_if(order.begin() + 1, order.end(), [&](auto t) { return weight[t] < 0.05f; }),
+                order.end());
+    const auto predicted = static_cast<std::size_t>(r.predicted[b]);
+    std::string line;
+    for (std::size_t t = 0; t < n; ++t) {
+      const auto rank = std::find(order.begin(), order.end(), t) - order.begin();
+      const std::string& word = t < w.size() ? w[t] : "?";
+      std::string shown = word;
+      if (rank < static_cast<std::ptrdiff_t>(order.size())) {
+        // Bold yellow for the most attended word, plain yellow for the next ones.
+        shown = colour ? (rank == 0 ? "\x1b[1;33m" : "\x1b[33m") + word + "\x1b[0m" : "[" + word + "]";
+      }
+      line += (t ? " " : "") + shown;
+    }
+    std::cout << fmt::format("{:<8} p={:.3f}  {}\n", labels[predicted], r.probs[b * r.classes + predicted], line);
+    std::string attended;
+    for (auto t : order) attended += fmt::format("{}{} {:.2f}", attended.empty() ? "" : ", ", w[t], weight[t]);
+    std::cout << "         attended: " << attended << "\n";
+    std::string unknown;
+    for (std::size_t t = 0; t < n; ++t) {
+      if (tokens[i][t] == unk) unknown += (unknown.empty() ? "" : ", ") + w[t];
+    }
+    if (!unknown.empty()) std::cout << "         not in the vocabulary (read as <unk>): " << unknown << "\n";
+  }
+  if (results.size() == 1) {
+    // The first call also created the compute pipelines; a second one shows the steady state.
+    double again = 0.0;
+    classify(model, tokens, args.batch, true, again);
+    std::cout << fmt::format("time: {} text{} in {:.1f} ms on first use (creates the pipelines), then {:.1f} ms "
+                             "(one submission, {} dispatches)\n",
+                             texts.size(), texts.size() == 1 ? "" : "s", ms, again, results[0].stats.dispatches);
+  } else {
+    std::cout << fmt::format("time: {} texts in {:.1f} ms in {} batches (the first also creates the pipelines)\n",
+                             texts.size(), ms, results.size());
+  }
+  return 0;
+}
+
+int evaluate(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& args) {
+  std::ifstream in(args.eval);
+  if (!in) throw InputError(fmt::format("cannot open the evaluation file '{}'", args.eval));
+  const auto& labels = model.config().labels;
+  std::vector<std::string> texts;
+  std::vector<std::size_t> expected;
+  std::vector<std::vector<std::int32_t>> tokens;
+  std::string line;
+  for (std::size_t number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (args.limit != 0 && texts.size() == args.limit) break;
+    const auto tab = line.find('\t');
+    const std::string where = fmt::format("{}:{}", args.eval, number);
+    if (tab == std::string::npos || line.find('\t', tab + 1) != std::string::npos) {
+      throw InputError(fmt::format("{}: expected \"text<TAB>label\", got \"{}\"", where, line));
+    }
+    const auto label = std::find(labels.begin(), labels.end(), line.substr(tab + 1));
+    if (label == labels.end()) {
+      throw InputError(fmt::format("{}: unknown label '{}' (the model's: {})", where, line.substr(tab + 1),
+                                   fmt::join(labels, ", ")));
+    }
+    texts.push_back(line.substr(0, tab));
+    expected.push_back(static_cast<std::size_t>(label - labels.begin()));
+    tokens.push_back(token_ids(model, texts.back(), where));
+  }
+  if (texts.empty()) throw InputError(fmt::format("'{}' holds no \"text<TAB>label\" lines", args.eval));
+
+  std::cout << "device: " << describe_device(ctx.device()) << "\n";
+  double ms = 0.0;
+  const auto results = classify(model, tokens, args.batch, false, ms);
+  std::size_t correct = 0, shown = 0;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const auto got = static_cast<std::size_t>(results[i / args.batch].predicted[i % args.batch]);
+    if (got == expected[i]) {
+      ++correct;
+    } else if (shown++ < 10) {
+      std::cout << fmt::format("  wrong: \"{}\" -> {} (expected {})\n", texts[i], labels[got], labels[expected[i]]);
+    }
+  }
+  const double accuracy = 100.0 * double(correct) / double(texts.size());
+  std::cout << fmt::format("accuracy: {}/{} = {:.2f}% (batches of {}) in {:.0f} ms\n", correct, texts.size(),
+                           accuracy, args.batch, ms);
+  if (args.expect_accuracy >= 0.0 && accuracy < args.expect_accuracy) {
+    std::cerr << fmt::format("vkrnn-sentiment: accuracy {:.2f}% is below the expected {:.2f}%\n", accuracy,
+                             args.expect_accuracy);
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ValidationMessages validation;
+  int status = 0;
+  try {
+    const Args args = parse(argc, argv);
+    if (args.help) {
+      std::cout << kUsage;
+      return 0;
+    }
+    vkrnn::ContextOptions options;
+    options.device = args.device;
+    options.validation_sink = validation.sink();
+    vkrnn::Context ctx(options);
+    const auto model = vkrnn::Classifier::load(ctx, args.model);
+    if (model.config().tokenizer.type != vkrnn::TokenizerType::word) {
+      throw InputError(fmt::format("'{}' is a character-level model; this sample shows words", args.model));
+    }
+    status = args.eval.empty() ? explain(ctx, model, args) : evaluate(ctx, model, args);
+  } catch (const UsageError& e) {
+    std::cerr << "vkrnn-sentiment: " << e.what() << "\n(vkrnn-sentiment --help lists the options)\n";
+    return 2;
+  } catch (const vkrnn::Error& e) {
+    std::cerr << "vkrnn-sentiment: error (" << vkrnn::to_string(e.code()) << "): " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "vkrnn-sentiment: error: " << e.what() << "\n";
+    return 1;
+  }
+  if (validation.count() != 0) {
+    std::cerr << "vkrnn-sentiment: the validation layer reported " << validation.count() << " message(s)\n";
+    return 3;
+  }
+  return status;
+}
