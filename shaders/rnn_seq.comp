@@ -15,6 +15,7 @@ layout(constant_id = 3) const uint CELL = 0;
 layout(constant_id = 4) const uint BB = 1;          // batch rows per workgroup
 layout(constant_id = 5) const uint HOP = 4;         // HO rounded up to a multiple of 4
 layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of W_hh
+layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coop
 const uint G = GATES_OF(CELL);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
@@ -78,11 +79,13 @@ void main() {
   // c lives in c_n, read and written only by the invocation that owns (unit, row): the same
   // (coop, lane) mapping as in the loop below.
   if (CELL == CELL_LSTM) {
-    for (uint j = COOP_ID; j < p.H; j += COOP_COUNT) {
-      for (uint b = 0; b < BB; ++b) {
-        if ((b % LANES) != LANE || b >= nb) continue;
-        const uint state = d * p.B + b0 + b;
-        cs[p.c_off + state * p.H + j] = (p.flags & FLAG_C_ZERO) != 0 ? 0.0 : c0[p.c0_off + state * p.H + j];
+    for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
+      for (uint j = j0; j < min(j0 + UPI, p.H); ++j) {
+        for (uint b = 0; b < BB; ++b) {
+          if ((b % LANES) != LANE || b >= nb) continue;
+          const uint state = d * p.B + b0 + b;
+          cs[p.c_off + state * p.H + j] = (p.flags & FLAG_C_ZERO) != 0 ? 0.0 : c0[p.c0_off + state * p.H + j];
+        }
       }
     }
   }
@@ -91,49 +94,61 @@ void main() {
   for (uint s = 0; s < steps; ++s) {
     const uint cur = (s & 1) * BB * HOP;
     const uint nxt = BB * HOP - cur;
-    for (uint j = COOP_ID; j < p.H; j += COOP_COUNT) {
-      float acc[4][BB];
-      for (uint g = 0; g < 4; ++g)
-        for (uint b = 0; b < BB; ++b) acc[g][b] = 0.0;
+    for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
+      // Units past H are clamped (computed twice, never stored).
+      uint wrow[UPI][4];
+      for (uint ui = 0; ui < UPI; ++ui)
+        for (uint g = 0; g < G; ++g) wrow[ui][g] = gate_base + g * p.H + min(j0 + ui, p.H - 1);
+      float acc[UPI][4][BB];
+      for (uint ui = 0; ui < UPI; ++ui)
+        for (uint g = 0; g < 4; ++g)
+          for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
       for (uint k4 = LANE; k4 < HOP / 4; k4 += LANES) {
         vec4 h[BB];
         for (uint b = 0; b < BB; ++b) {
           const uint i = cur + b * HOP + k4 * 4;
           h[b] = vec4(hsh[i], hsh[i + 1], hsh[i + 2], hsh[i + 3]);
         }
-        for (uint g = 0; g < G; ++g) {
-          const vec4 w = load_w(gate_base + g * p.H + j, k4);
-          for (uint b = 0; b < BB; ++b) acc[g][b] += dot(w, h[b]);
+        for (uint ui = 0; ui < UPI; ++ui) {
+          for (uint g = 0; g < G; ++g) {
+            const vec4 w = load_w(wrow[ui][g], k4);
+            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, h[b]);
+          }
         }
       }
-      for (uint g = 0; g < G; ++g)
-        for (uint b = 0; b < BB; ++b) acc[g][b] = COOP_SUM(acc[g][b]);
+      for (uint ui = 0; ui < UPI; ++ui)
+        for (uint g = 0; g < G; ++g)
+          for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]);
 
-      vec4 hb = vec4(0.0);
-      for (uint g = 0; g < G; ++g) hb[g] = b_hh[gate_base + g * p.H + j];
+      for (uint ui = 0; ui < UPI; ++ui) {
+        const uint j = j0 + ui;
+        if (j >= p.H) break;
+        vec4 hb = vec4(0.0);
+        for (uint g = 0; g < G; ++g) hb[g] = b_hh[wrow[ui][g]];
 
-      for (uint b = 0; b < BB; ++b) {
-        if ((b % LANES) != LANE || b >= nb) continue;
-        const uint row = b0 + b;
-        const bool live = s < lens[b];
-        const uint t = reverse ? lens[b] - 1 - s : s;
-        const uint state = d * p.B + row;
-        const float h_prev = hsh[cur + b * HOP + j];
-        float c = CELL == CELL_LSTM ? cs[p.c_off + state * p.H + j] : 0.0;
-        float h = h_prev;
-        if (live) {
-          vec4 xg = vec4(0.0), hg = vec4(0.0);
-          const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
-          for (uint g = 0; g < G; ++g) {
-            xg[g] = xp[xb + g * p.H];
-            hg[g] = acc[g][b] + hb[g];
+        for (uint b = 0; b < BB; ++b) {
+          if ((b % LANES) != LANE || b >= nb) continue;
+          const uint row = b0 + b;
+          const bool live = s < lens[b];
+          const uint t = reverse ? lens[b] - 1 - s : s;
+          const uint state = d * p.B + row;
+          const float h_prev = hsh[cur + b * HOP + j];
+          float c = CELL == CELL_LSTM ? cs[p.c_off + state * p.H + j] : 0.0;
+          float h = h_prev;
+          if (live) {
+            vec4 xg = vec4(0.0), hg = vec4(0.0);
+            const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
+            for (uint g = 0; g < G; ++g) {
+              xg[g] = xp[xb + g * p.H];
+              hg[g] = acc[ui][g][b] + hb[g];
+            }
+            h = cell_update(CELL, xg, hg, h_prev, c);
+            if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
           }
-          h = cell_update(CELL, xg, hg, h_prev, c);
-          if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
+          hsh[nxt + b * HOP + j] = h;
+          outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : s) * p.out_ldt + j] =
+              live ? h : 0.0;
         }
-        hsh[nxt + b * HOP + j] = h;
-        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : s) * p.out_ldt + j] =
-            live ? h : 0.0;
       }
     }
     barrier();

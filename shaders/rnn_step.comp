@@ -1,13 +1,15 @@
 #version 450
 // One timestep of a recurrent layer, both directions in one dispatch (z = direction), with the
-// gate nonlinearities fused into the recurrent product: per hidden unit j a coop computes
-// W_hh[g*H + j] . h_prev[b] for every gate g and every batch row b of its block, reduces, and one
-// lane per batch row applies the cell (gemv_common.glsl explains coops).
+// gate nonlinearities fused into the recurrent product. A coop (gemv_common.glsl) owns UPI
+// consecutive hidden units j and BB batch rows: it computes W_hh[g*H + j] . h_prev[b] for every
+// gate g of its units, so it holds everything the cell needs and applies it itself (one lane
+// per batch row). UPI and BB are register blocking: each loaded W vec4 feeds BB products, each
+// loaded h vec4 feeds G*UPI.
 //
 // Per-sequence lengths (pack_padded_sequence semantics): at step s, row b is live when
 // s < len[b]; the forward direction then processes t = s, the reverse one t = len[b] - 1 - s.
-// Inactive rows carry h (and c) unchanged and write zeros to out[b, s] (exactly the padded
-// positions, each visited once).
+// Rows past their length carry h (and c) unchanged and write zeros to out[b, s] (exactly the
+// padded positions, each visited once).
 #extension GL_GOOGLE_include_directive : require
 #include "rnn_common.glsl"
 
@@ -16,6 +18,7 @@ layout(constant_id = 3) const uint CELL = 0;
 layout(constant_id = 4) const uint UNITS = 1;       // hidden units per workgroup
 layout(constant_id = 5) const uint BB = 1;          // batch rows per workgroup
 layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of h and W_hh
+layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coop
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -68,64 +71,76 @@ void main() {
   const uint k4_count = (p.HO + 3) / 4;
   const uint gate_base = d * G * p.H;  // first row of this direction's W_hh / b_hh / xp block
 
-  for (uint u = COOP_ID; u < UNITS; u += COOP_COUNT) {
-    const uint j = gl_WorkGroupID.x * UNITS + u;
-    if (j >= p.H) break;  // coop-uniform
+  for (uint u0 = COOP_ID * UPI; u0 < UNITS; u0 += COOP_COUNT * UPI) {
+    const uint j0 = gl_WorkGroupID.x * UNITS + u0;
+    if (j0 >= p.H) break;  // coop-uniform
+    // Units past H are clamped (computed twice, never stored).
+    uint wrow[UPI][4];
+    for (uint ui = 0; ui < UPI; ++ui)
+      for (uint g = 0; g < G; ++g) wrow[ui][g] = gate_base + g * p.H + min(j0 + ui, p.H - 1);
 
-    float acc[4][BB];
-    for (uint g = 0; g < 4; ++g)
-      for (uint b = 0; b < BB; ++b) acc[g][b] = 0.0;
+    float acc[UPI][4][BB];
+    for (uint ui = 0; ui < UPI; ++ui)
+      for (uint g = 0; g < 4; ++g)
+        for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
     if ((p.flags & FLAG_H_ZERO) == 0) {
       for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
         vec4 h[BB];
         for (uint b = 0; b < BB; ++b) h[b] = load_h(d * p.B + min(b0 + b, p.B - 1), k4);
-        for (uint g = 0; g < G; ++g) {
-          const vec4 w = load_w(gate_base + g * p.H + j, k4);
-          for (uint b = 0; b < BB; ++b) acc[g][b] += dot(w, h[b]);
+        for (uint ui = 0; ui < UPI; ++ui) {
+          for (uint g = 0; g < G; ++g) {
+            const vec4 w = load_w(wrow[ui][g], k4);
+            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, h[b]);
+          }
         }
       }
     }
-    for (uint g = 0; g < G; ++g)
-      for (uint b = 0; b < BB; ++b) acc[g][b] = COOP_SUM(acc[g][b]);
+    for (uint ui = 0; ui < UPI; ++ui)
+      for (uint g = 0; g < G; ++g)
+        for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]);
 
-    vec4 hb = vec4(0.0);
-    for (uint g = 0; g < G; ++g) hb[g] = b_hh[gate_base + g * p.H + j];
+    for (uint ui = 0; ui < UPI; ++ui) {
+      const uint j = j0 + ui;
+      if (j >= p.H) break;
+      vec4 hb = vec4(0.0);
+      for (uint g = 0; g < G; ++g) hb[g] = b_hh[wrow[ui][g]];
 
-    for (uint b = 0; b < BB; ++b) {
-      const uint row = b0 + b;
-      if ((b % LANES) != LANE || row >= p.B) continue;
-      const uint len = (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
-      const bool live = p.s < len;
-      const uint t = reverse ? len - 1 - p.s : p.s;  // only used when live
-      const uint state = d * p.B + row;
+      for (uint b = 0; b < BB; ++b) {
+        const uint row = b0 + b;
+        if ((b % LANES) != LANE || row >= p.B) continue;
+        const uint len = (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
+        const bool live = p.s < len;
+        const uint t = reverse ? len - 1 - p.s : p.s;  // only used when live
+        const uint state = d * p.B + row;
 
-      // This unit's own h_prev: GRU needs it, and rows past their length carry it (with a
-      // projection h has P < H features: rnn_proj does the carrying then).
-      const bool need_prev = (p.flags & FLAG_H_ZERO) == 0 &&
-                             (CELL == CELL_GRU || (!live && (p.flags & FLAG_RAW_H) == 0));
-      const float h_prev = need_prev ? hs[p.h_prev_off + state * p.HO + j] : 0.0;
-      float c = 0.0;
-      if (CELL == CELL_LSTM && (p.flags & FLAG_C_ZERO) == 0)
-        c = (p.flags & FLAG_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
+        // This unit's own h_prev: GRU needs it, and rows past their length carry it (with a
+        // projection h has P < H features: rnn_proj does the carrying then).
+        const bool need_prev = (p.flags & FLAG_H_ZERO) == 0 &&
+                               (CELL == CELL_GRU || (!live && (p.flags & FLAG_RAW_H) == 0));
+        const float h_prev = need_prev ? hs[p.h_prev_off + state * p.HO + j] : 0.0;
+        float c = 0.0;
+        if (CELL == CELL_LSTM && (p.flags & FLAG_C_ZERO) == 0)
+          c = (p.flags & FLAG_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
 
-      float h = h_prev;
-      if (live) {
-        vec4 xg = vec4(0.0), hg = vec4(0.0);
-        const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
-        for (uint g = 0; g < G; ++g) {
-          xg[g] = xp[xb + g * p.H];
-          hg[g] = acc[g][b] + hb[g];
+        float h = h_prev;
+        if (live) {
+          vec4 xg = vec4(0.0), hg = vec4(0.0);
+          const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
+          for (uint g = 0; g < G; ++g) {
+            xg[g] = xp[xb + g * p.H];
+            hg[g] = acc[ui][g][b] + hb[g];
+          }
+          h = cell_update(CELL, xg, hg, h_prev, c);
         }
-        h = cell_update(CELL, xg, hg, h_prev, c);
-      }
-      if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
-      if ((p.flags & FLAG_RAW_H) != 0) {
-        outs[p.out_off + d * p.out_ldd + row * p.out_ldb + j] = h;
-      } else {
-        h_next[p.h_next_off + state * p.HO + j] = h;
-        if ((p.flags & FLAG_NO_OUT) == 0)
-          outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
-            live ? h : 0.0;
+        if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
+        if ((p.flags & FLAG_RAW_H) != 0) {
+          outs[p.out_off + d * p.out_ldd + row * p.out_ldb + j] = h;
+        } else {
+          h_next[p.h_next_off + state * p.HO + j] = h;
+          if ((p.flags & FLAG_NO_OUT) == 0)
+            outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
+                live ? h : 0.0;
+        }
       }
     }
   }

@@ -65,7 +65,11 @@ struct Variant {
 };
 
 std::string name(const Variant& v) {
-  return fmt::format("{}{}{}", v.path == Gemm::Path::gemv ? "gemv" : v.path == Gemm::Path::tiled ? "tiled" : "auto",
+  return fmt::format("{}{}{}",
+                     v.path == Gemm::Path::gemv              ? "gemv"
+                     : v.path == Gemm::Path::gemv_invocation ? "gemv_invocation"
+                     : v.path == Gemm::Path::tiled           ? "tiled"
+                                                             : "auto",
                      v.no_subgroup ? "/nosubgroup" : "", v.f16 ? "/f16" : "");
 }
 
@@ -93,8 +97,10 @@ void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std:
 const std::vector<Variant>& variants() {
   static const std::vector<Variant> v = {
       {Gemm::Path::gemv, false, false},  {Gemm::Path::gemv, true, false},
+      {Gemm::Path::gemv_invocation, false, false},
       {Gemm::Path::tiled, false, false}, {Gemm::Path::automatic, false, false},
       {Gemm::Path::gemv, false, true},   {Gemm::Path::gemv, true, true},
+      {Gemm::Path::gemv_invocation, false, true},
       {Gemm::Path::tiled, false, true},
   };
   return v;
@@ -122,14 +128,15 @@ TEST(Linear, AwkwardShapesAllKernels) {
 TEST(Linear, BigRowsTiledAndGemv) {
   auto& ctx = context();
   for (const auto& v : {Variant{Gemm::Path::tiled, false, false}, Variant{Gemm::Path::gemv, false, false},
-                        Variant{Gemm::Path::gemv, true, false}}) {
+                        Variant{Gemm::Path::gemv_invocation, false, false}}) {
     run_case(ctx, v, 515, 97, 129, true, 99);
   }
 }
 
 TEST(Linear, LargeKAccumulation) {
   auto& ctx = context();
-  for (const auto& v : {Variant{Gemm::Path::gemv, false, false}, Variant{Gemm::Path::tiled, false, false}}) {
+  for (const auto& v : {Variant{Gemm::Path::gemv, false, false}, Variant{Gemm::Path::gemv_invocation, false, false},
+                        Variant{Gemm::Path::tiled, false, false}}) {
     run_case(ctx, v, 2, 3, 65537, true, 5);
   }
 }
@@ -154,9 +161,11 @@ TEST(LinearLong, FullGrid) {
 TEST(Linear, AutomaticPathChoice) {
   auto& ctx = context();
   Gemm g(ctx);
-  EXPECT_EQ(g.path_for(1), Gemm::Path::gemv);
-  EXPECT_EQ(g.path_for(8), Gemm::Path::gemv);
-  if (ctx.device().type != DeviceType::cpu) {
+  if (ctx.device().type == DeviceType::cpu) {
+    EXPECT_EQ(g.path_for(1), Gemm::Path::gemv_invocation);
+    EXPECT_EQ(g.path_for(4096), Gemm::Path::gemv_invocation);
+  } else {
+    EXPECT_EQ(g.path_for(1), ctx.device().subgroup_arithmetic ? Gemm::Path::gemv : Gemm::Path::gemv_invocation);
     EXPECT_EQ(g.path_for(4096), Gemm::Path::tiled);
   }
 }
@@ -171,7 +180,7 @@ TEST(Linear, StridedViews) {
   const auto ws = random_floats(wo + N * ldw, 12);
   const auto bs = random_floats(bo + N, 13);
   for (const auto& v : {Variant{Gemm::Path::gemv, false, false}, Variant{Gemm::Path::gemv, true, false},
-                        Variant{Gemm::Path::tiled, false, false}}) {
+                        Variant{Gemm::Path::gemv_invocation, false, false}, Variant{Gemm::Path::tiled, false, false}}) {
     SCOPED_TRACE(name(v));
     OpOptions o;
     o.force_shared_memory_reduction = v.no_subgroup;

@@ -176,7 +176,8 @@ struct Case {
   std::size_t proj = 0;
   bool bias = true;
   RnnPath path = RnnPath::automatic;
-  bool no_subgroup = false;
+  bool no_subgroup = false;  // OpOptions::force_shared_memory_reduction
+  RnnStepKernel kernel = RnnStepKernel::automatic;
   bool device_lengths_only = false;  // lengths as a device tensor without host copies
   double tol = 1e-5;
 
@@ -192,9 +193,9 @@ struct Case {
     return c;
   }
   std::string describe() const {
-    return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={}{}{}",
+    return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={} kernel={}{}{}",
                        to_string(cell), layers, bidirectional, B, H, I, T, ragged, initial, proj, bias,
-                       to_string(path), no_subgroup ? " nosubgroup" : "",
+                       to_string(path), to_string(kernel), no_subgroup ? " nosubgroup" : "",
                        device_lengths_only ? " device-lengths" : "");
   }
 };
@@ -226,6 +227,7 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
   o.force_shared_memory_reduction = k.no_subgroup;
   Rnn rnn(ctx, cfg, o);
   rnn.set_path(k.path);
+  rnn.set_step_kernel(k.kernel);
   rnn.load(sd);
   const auto want = test::rnn_reference(cfg, sd, x, k.B, k.T, lengths, h0, c0);
 
@@ -261,15 +263,27 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
 
 const CellType kCells[] = {CellType::rnn_tanh, CellType::rnn_relu, CellType::lstm, CellType::gru};
 
-// Small shapes over every feature, on both paths and both kernel variants.
+// The kernel variants to cover on this device: the device's choice, the subgroup one (forced,
+// where subgroup arithmetic exists) and the one devices without subgroups get.
+std::vector<std::pair<RnnStepKernel, bool>> kernel_variants() {
+  std::vector<std::pair<RnnStepKernel, bool>> v = {{RnnStepKernel::automatic, false},
+                                                   {RnnStepKernel::automatic, true}};
+  if (context().device().subgroup_arithmetic) v.emplace_back(RnnStepKernel::subgroup_dot, false);
+  if (context().device().type == DeviceType::cpu || !context().device().subgroup_arithmetic) return v;
+  v.emplace_back(RnnStepKernel::invocation_dot, false);
+  return v;
+}
+
+// Small shapes over every feature, on both paths and every kernel variant.
 TEST(Rnn, FeaturesBothPaths) {
   std::uint32_t seed = 10;
   for (CellType cell : kCells) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
-      for (bool nosg : {false, true}) {
+      for (auto [kernel, nosg] : kernel_variants()) {
         Case k;
         k.cell = cell;
         k.path = path;
+        k.kernel = kernel;
         k.no_subgroup = nosg;
         // 2 layers, bidirectional, ragged incl. 0, h0/c0, awkward sizes.
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
@@ -315,9 +329,9 @@ TEST(Rnn, GridSample) {
 
 TEST(Rnn, LstmProjection) {
   std::uint32_t seed = 200;
-  for (bool nosg : {false, true}) {
+  for (auto [kernel, nosg] : kernel_variants()) {
     Case k;
-    k.cell = CellType::lstm, k.no_subgroup = nosg;
+    k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
     k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
     run_case(k, seed++);
     k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
@@ -368,6 +382,39 @@ TEST(Rnn, StagingContext) {
   EXPECT_TRUE(all_close(got.output, want.output, 1e-5, 1e-5));
   EXPECT_TRUE(all_close(got.h_n, want.h_n, 1e-5, 1e-5));
   EXPECT_TRUE(all_close(got.c_n, want.c_n, 1e-5, 1e-5));
+}
+
+template <class F>
+void expect_error(F&& f, ErrorCode code, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// The automatic choices: small layers run fused, big ones per step; on CPU devices the
+// per-invocation kernel.
+TEST(Rnn, AutomaticChoices) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::gru, c.input_size = 8, c.hidden_size = 32;
+  EXPECT_EQ(Rnn(ctx, c).path_for(1), RnnPath::fused);
+  c.hidden_size = 1024;
+  EXPECT_EQ(Rnn(ctx, c).path_for(1), RnnPath::per_step);
+  c.cell = CellType::lstm, c.hidden_size = 32, c.proj_size = 8;
+  EXPECT_EQ(Rnn(ctx, c).path_for(1), RnnPath::per_step);  // projections never run fused
+  if (ctx.device().type == DeviceType::cpu) {
+    EXPECT_EQ(Rnn(ctx, c).step_kernel(), RnnStepKernel::invocation_dot);
+  }
+  OpOptions o;
+  o.force_shared_memory_reduction = true;
+  Rnn nosg(ctx, c, o);
+  EXPECT_EQ(nosg.step_kernel(), RnnStepKernel::invocation_dot);
+  nosg.set_step_kernel(RnnStepKernel::subgroup_dot);
+  expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, "subgroup");
 }
 
 // One submission per sequence; per-step path: 1 GEMM + 1 dispatch per step per layer (both
@@ -477,16 +524,6 @@ TEST(Rnn, SingleStepFromZeroState) {
   EXPECT_TRUE(all_close(ctx.read<float>(co), want.c_n, 1e-5, 1e-5));
 }
 
-template <class F>
-void expect_error(F&& f, ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST(Rnn, LoadErrorsNameTheTensor) {
   auto& ctx = context();

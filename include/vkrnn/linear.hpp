@@ -2,11 +2,16 @@
 // Dense layers: Y[M,N] = X[M,K] W^T + b with W stored [N,K] (torch.nn.Linear's layout).
 //
 // Gemm is the stateless op on tensors the caller owns (any M from 1 up, sub-blocks through
-// MatrixView); Linear owns its weights and loads them from PyTorch's layout. Two kernels:
-//  - gemv.comp: coops of lanes split K and reduce (subgroupAdd, or one invocation per output
-//    where subgroup arithmetic is missing); each coop computes a TM x TN block. Used for small M
-//    (batch-1 matrix-vector products) and, on CPU devices such as lavapipe, for every M.
-//  - gemm.comp: shared-memory tiled GEMM, for many rows on GPUs.
+// MatrixView); Linear owns its weights and loads them from PyTorch's layout. Kernels:
+//  - gemv.comp, subgroup variant: a subgroup per block of TM rows of X x TN rows of W splits K
+//    and reduces with subgroupAdd: small M (batch-1 matrix-vector products) on GPUs.
+//  - gemv.comp, per-invocation variant (gemv_nosubgroup): each invocation computes a whole
+//    TM x TN block alone. Devices without subgroup arithmetic use it; so do CPU devices such as
+//    lavapipe, with 16 x 16 blocks, because there every buffer load costs far more than the
+//    arithmetic and only big register blocks amortise them (measured: 2x over 4 x 4 blocks,
+//    4x over the subgroup variant).
+//  - gemm.comp: shared-memory tiled GEMM, for many rows on GPUs (on lavapipe its barriers make
+//    it the slowest of the three).
 // Weights may be stored as float16 (OpOptions::fp16_storage; arithmetic stays fp32).
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +44,9 @@ struct MatrixView {
 
 class Gemm {
  public:
-  enum class Path { automatic, gemv, tiled };
+  // gemv: the subgroup variant (the per-invocation one where subgroups are missing or
+  // force_shared_memory_reduction is set); gemv_invocation: the per-invocation variant.
+  enum class Path { automatic, gemv, gemv_invocation, tiled };
 
   explicit Gemm(Context& ctx, const OpOptions& options = {});
 

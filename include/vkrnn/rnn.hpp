@@ -60,6 +60,16 @@ enum class RnnPath {
 };
 const char* to_string(RnnPath path) noexcept;
 
+// The kernel behind the per-step path's recurrent product.
+enum class RnnStepKernel {
+  automatic,       // invocation_dot on CPU devices, else subgroup_dot where subgroups allow
+  subgroup_dot,    // a subgroup per hidden unit splits the dot products (subgroupAdd): GPUs
+  invocation_dot,  // an invocation owns whole units: devices without subgroup arithmetic, and
+                   // CPU devices (lavapipe), where 4 units x 16 batch rows per invocation make
+                   // the fewest (costly) buffer loads per multiply-add
+};
+const char* to_string(RnnStepKernel kernel) noexcept;
+
 class Rnn {
  public:
   Rnn(Context& ctx, const RnnConfig& config, const OpOptions& options = {});
@@ -116,6 +126,8 @@ class Rnn {
   // --- execution choices ----------------------------------------------------------------
   RnnPath path_for(std::size_t batch) const;  // what record() uses for this batch size
   void set_path(RnnPath path);               // tests and benchmarks pin a path
+  RnnStepKernel step_kernel() const;          // what the per-step path uses
+  void set_step_kernel(RnnStepKernel kernel); // tests and benchmarks pin one
 
  private:
   struct Impl;

@@ -1,6 +1,7 @@
 #include "vkrnn/rnn.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -89,6 +90,15 @@ std::size_t gate_count(CellType cell) noexcept {
   }
 }
 
+const char* to_string(RnnStepKernel kernel) noexcept {
+  switch (kernel) {
+    case RnnStepKernel::automatic: return "automatic";
+    case RnnStepKernel::subgroup_dot: return "subgroup_dot";
+    case RnnStepKernel::invocation_dot: return "invocation_dot";
+  }
+  return "?";
+}
+
 const char* to_string(RnnPath path) noexcept {
   switch (path) {
     case RnnPath::automatic: return "automatic";
@@ -106,6 +116,7 @@ struct Rnn::Impl {
   std::size_t D, G, H, HO, P, L;
   std::uint32_t cell_id;
   bool subgroups;
+  RnnStepKernel forced_step = RnnStepKernel::automatic;
   std::uint32_t coop_lanes;
   Gemm gemm;
   Tensor dummy;
@@ -278,24 +289,41 @@ struct Rnn::Impl {
     return std::max(1u, wg);
   }
   std::uint32_t units_per_group(std::uint32_t wg) const { return subgroups ? wg / coop_lanes : wg; }
-  static std::uint32_t batch_block(std::size_t B) { return static_cast<std::uint32_t>(std::min<std::size_t>(B, 8)); }
+  // Batch rows per workgroup: a power of two (one pipeline per value; rows past B are clamped).
+  static std::uint32_t pow2_block(std::size_t B, std::uint32_t max) {
+    return std::min(max, std::bit_ceil(static_cast<std::uint32_t>(std::min<std::size_t>(B, max))));
+  }
+  static std::uint32_t batch_block(std::size_t B) { return pow2_block(B, 8); }
 
-  // Fused (rnn_seq) layout for batch B: workgroup size and rows per workgroup, 0 rows if h does
-  // not fit in shared memory.
-  std::pair<std::uint32_t, std::uint32_t> fused_layout(std::size_t B) const {
+  // Fused (rnn_seq) layout for batch B: workgroup size, rows per workgroup (0 if h does not fit
+  // in shared memory), units per coop and the kernel variant. Same per-device choices as the
+  // per-step kernel: CPU devices take the per-invocation variant with 2 units per invocation.
+  struct FusedLayout {
+    std::uint32_t wg, bb, upi;
+    bool subgroup;
+  };
+  FusedLayout fused_layout(std::size_t B) const {
     const auto& dev = ctx->device();
+    const bool cpu = dev.type == DeviceType::cpu;
     const std::uint64_t hop = (HO + 3) / 4 * 4;
-    std::uint32_t bb = batch_block(B);
-    while (bb > 0 && 2 * bb * hop * 4 > dev.max_shared_memory) --bb;
+    FusedLayout l{};
+    l.subgroup = step_variant() == RnnStepKernel::subgroup_dot;
+    l.upi = l.subgroup ? 1 : (cpu ? 2 : 1);
+    l.bb = pow2_block(B, cpu && !l.subgroup ? 16 : 8);
+    while (l.bb > 0 && 2 * l.bb * hop * 4 > dev.max_shared_memory) l.bb /= 2;
     const std::uint32_t max_x = std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size : 256;
+    // Enough coops to give each a few units; lavapipe runs a workgroup on one thread anyway.
+    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size
+                       : l.subgroup ? 256
+                                    : std::clamp<std::uint32_t>(std::bit_ceil(static_cast<std::uint32_t>((H + l.upi - 1) / l.upi)), 8, 256);
     wg = std::min(wg, max_x);
-    if (subgroups) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
-    return {std::max(1u, wg), bb};
+    if (l.subgroup) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
+    l.wg = std::max(1u, wg);
+    return l;
   }
 
   RnnPath path_for(std::size_t B) const {
-    const bool fused_ok = P == 0 && fused_layout(B).second > 0;
+    const bool fused_ok = P == 0 && fused_layout(B).bb > 0;
     if (forced == RnnPath::fused) {
       if (!fused_ok) {
         throw Error(ErrorCode::invalid_argument,
@@ -307,16 +335,26 @@ struct Rnn::Impl {
     }
     if (forced == RnnPath::per_step || !fused_ok) return RnnPath::per_step;
     // One workgroup per block of rows does the whole step's product in the fused path; the
-    // per-step path spreads it over the device but pays a dispatch per step. Fused wins while the
-    // product a single workgroup computes per step is small next to that dispatch cost.
-    const std::uint64_t macs = std::uint64_t(G) * H * HO * fused_layout(B).second;
+    // per-step path spreads it over the device but pays a dispatch per step. Fused wins while
+    // what one workgroup loads (W_hh, once per step) and multiplies (W_hh x its rows) per step
+    // stays small next to a dispatch.
+    const FusedLayout l = fused_layout(B);
+    const std::uint64_t weights = std::uint64_t(G) * H * HO;
+    const std::uint64_t macs = weights * std::min<std::uint64_t>(B, l.bb);
     const bool cpu = ctx->device().type == DeviceType::cpu;
-    return macs <= (cpu ? kFusedMacsCpu : kFusedMacsGpu) ? RnnPath::fused : RnnPath::per_step;
+    const bool small = cpu ? (weights <= kFusedWeightsCpu && macs <= kFusedMacsCpu)
+                           : (weights <= kFusedWeightsGpu && macs <= kFusedMacsGpu);
+    return small ? RnnPath::fused : RnnPath::per_step;
   }
-  // Crossovers: lavapipe measured (see the report of issue 4); GPUs estimated from a ~5-10 us
-  // dispatch + barrier against one compute unit's throughput.
-  static constexpr std::uint64_t kFusedMacsCpu = 1u << 16;
-  static constexpr std::uint64_t kFusedMacsGpu = 1u << 18;
+  // lavapipe (2 cores, measured with GRU, wall time per step): fused wins at H <= 64 for B 1 and
+  // 16 (e.g. 21 vs 57 us, B = 1, H = 64) and at H = 128 for B = 1 (85 vs 100 us); per-step wins
+  // at H = 128, B = 16 (300 vs 1400 us) and H >= 256 (210 vs 260 us at B = 1).
+  static constexpr std::uint64_t kFusedWeightsCpu = 1u << 16;
+  static constexpr std::uint64_t kFusedMacsCpu = 1u << 18;
+  // GPUs: not measured here. Estimated from a ~5-10 us dispatch + barrier against one compute
+  // unit re-reading W_hh (<= 256 KiB) from cache each step.
+  static constexpr std::uint64_t kFusedWeightsGpu = 1u << 16;
+  static constexpr std::uint64_t kFusedMacsGpu = 1u << 20;
 
   // --- scratch --------------------------------------------------------------------------
   Scratch& scratch_for(std::size_t B, std::size_t T) const {
@@ -336,12 +374,55 @@ struct Rnn::Impl {
     return s;
   }
 
+  RnnStepKernel step_variant() const {
+    if (forced_step == RnnStepKernel::subgroup_dot && !subgroups) {
+      throw Error(ErrorCode::missing_feature,
+                  fmt::format("{}: the subgroup step kernel needs subgroup arithmetic ('{}'{})", kOp,
+                              ctx->device().name,
+                              opts.force_shared_memory_reduction ? ", force_shared_memory_reduction set" : ""));
+    }
+    if (forced_step != RnnStepKernel::automatic) return forced_step;
+    // CPU devices: buffer loads dominate; one invocation owning several units and many batch
+    // rows makes the fewest loads per multiply-add (measured on lavapipe, see rnn.hpp).
+    if (ctx->device().type == DeviceType::cpu) return RnnStepKernel::invocation_dot;
+    return subgroups ? RnnStepKernel::subgroup_dot : RnnStepKernel::invocation_dot;
+  }
+
+  // Workgroup size, units per workgroup, batch rows per workgroup and units per coop.
+  struct StepLayout {
+    std::uint32_t wg, units, bb, upi;
+  };
+  StepLayout step_layout(std::size_t B) const {
+    const auto& dev = ctx->device();
+    const RnnStepKernel v = step_variant();
+    const bool cpu = dev.type == DeviceType::cpu;
+    StepLayout l{};
+    l.wg = step_workgroup();
+    if (v == RnnStepKernel::subgroup_dot) {
+      l.wg = std::max(coop_lanes, l.wg / coop_lanes * coop_lanes);
+      l.upi = 1;
+      l.units = l.wg / coop_lanes;
+      l.bb = batch_block(B);
+    } else {
+      if (subgroups && !opts.workgroup_size) l.wg = cpu ? coop_lanes : 64;
+      // lavapipe: 2 units x 16 rows per invocation (LSTM: 8 W rows x 16 h rows). Measured on
+      // GRU H = 256, B = 16: 2.3x less CPU time per step than subgroup_dot; 4 units gain 5%
+      // more but take 2.5x longer to compile (13 s of LLVM for an LSTM).
+      l.upi = cpu ? 2 : 1;
+      l.bb = pow2_block(B, cpu ? 16 : 8);
+      l.units = l.wg * l.upi;
+    }
+    return l;
+  }
+
   Kernel step_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
-    wg = step_workgroup();
-    units = units_per_group(wg);
-    bb = batch_block(B);
-    return kernel({subgroups ? "rnn_step" : "rnn_step_nosubgroup",
-                        {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u}, 9, sizeof(StepPush)});
+    const StepLayout l = step_layout(B);
+    wg = l.wg;
+    units = l.units;
+    bb = l.bb;
+    const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
+    return kernel({sub ? "rnn_step" : "rnn_step_nosubgroup",
+                   {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(StepPush)});
   }
   Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
     wg = step_workgroup();
@@ -374,6 +455,8 @@ std::size_t Rnn::output_size() const { return impl_->HO; }
 bool Rnn::loaded() const { return impl_->loaded(); }
 RnnPath Rnn::path_for(std::size_t batch) const { return impl_->path_for(batch); }
 void Rnn::set_path(RnnPath path) { impl_->forced = path; }
+void Rnn::set_step_kernel(RnnStepKernel kernel) { impl_->forced_step = kernel; }
+RnnStepKernel Rnn::step_kernel() const { return impl_->step_variant(); }
 
 std::vector<std::pair<std::string, Shape>> Rnn::parameter_shapes() const {
   std::vector<std::pair<std::string, Shape>> v;
@@ -490,10 +573,12 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     const std::uint32_t cell_off = u32(l * D * B * H, "cell offset");
 
     if (path == RnnPath::fused) {
-      const auto [wg, bb] = m.fused_layout(B);
+      const Impl::FusedLayout fl = m.fused_layout(B);
+      const std::uint32_t bb = fl.bb;
       const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
-      const Kernel k = m.kernel({m.subgroups ? "rnn_seq" : "rnn_seq_nosubgroup",
-                                      {wg, 1, 1, m.cell_id, bb, hop, HO % 4 == 0 ? 1u : 0u}, 9, sizeof(SeqPush)});
+      const Kernel k = m.kernel({fl.subgroup ? "rnn_seq" : "rnn_seq_nosubgroup",
+                                 {fl.wg, 1, 1, m.cell_id, bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
+                                 sizeof(SeqPush)});
       SeqPush p{};
       p.B = u32(B, "B");
       p.T = u32(T, "T");
