@@ -4,6 +4,7 @@
 // directory. Shared by tests/test_models.cpp and tests/test_models_seq2seq.cpp.
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -173,5 +174,156 @@ struct TinyModel {
     f << text;
   }
 };
+
+// A small rnn_attention_classifier (docs/model-format.md section 3).
+struct TinyClassifierSpec {
+  std::string cell = "gru";
+  std::size_t V = 11, E = 4, H = 5, L = 1, A = 3, C = 3;
+  bool bidirectional = true;
+  std::string pooling_score = "tanh";
+  std::string activation = "softmax";
+  std::uint32_t seed = 1;
+  float scale = 0.5f;
+};
+
+struct TinyClassifier {
+  TinyClassifierSpec spec;
+  nlohmann::json config;
+  std::map<std::string, std::pair<Shape, std::vector<float>>> weights;
+  std::mt19937 rng;
+
+  explicit TinyClassifier(const TinyClassifierSpec& s = {}) : spec(s), rng(s.seed) {
+    const std::size_t D = s.bidirectional ? 2 : 1, DH = D * s.H, G = s.cell == "lstm" ? 4 : 3;
+    std::vector<std::string> vocab = {"<pad>", "<unk>"};
+    for (std::size_t i = 2; i < s.V; ++i) vocab.push_back(fmt::format("w{}", i));
+    std::vector<std::string> labels;
+    for (std::size_t i = 0; i < s.C; ++i) labels.push_back(fmt::format("class{}", i));
+    config = {{"format", "vkrnn-model"},     {"version", 1},
+              {"architecture", "rnn_attention_classifier"},
+              {"cell", s.cell},              {"vocab_size", s.V},
+              {"embedding_dim", s.E},        {"hidden", s.H},
+              {"layers", s.L},               {"bidirectional", s.bidirectional},
+              {"pooling_score", s.pooling_score},
+              {"num_classes", s.C},          {"output_activation", s.activation},
+              {"special_tokens", {{"pad", 0}, {"unk", 1}}},
+              {"vocab", vocab},              {"labels", labels},
+              {"tokenizer", {{"type", "word"}, {"lowercase", true}, {"src_append_eos", false}}},
+              {"weights", "model.safetensors"}, {"weights_dtype", "F32"}};
+    nlohmann::json t = {{"embedding", "embedding.weight"}, {"classifier.weight", "classifier.weight"},
+                        {"classifier.bias", "classifier.bias"}, {"pooling.w", "pooling.w"}};
+    t["rnn"] = rnn_map("rnn", s.L, s.bidirectional);
+    add("embedding.weight", {s.V, s.E}, true);
+    if (s.pooling_score == "tanh") {
+      config["attention_dim"] = s.A;
+      t["pooling.weight"] = "pooling.proj.weight";
+      t["pooling.bias"] = "pooling.proj.bias";
+      add("pooling.proj.weight", {s.A, DH});
+      add("pooling.proj.bias", {s.A});
+      add("pooling.w", {s.A});
+    } else {
+      add("pooling.w", {DH});
+    }
+    config["tensors"] = t;
+    add("classifier.weight", {s.C, DH});
+    add("classifier.bias", {s.C});
+    for (std::size_t k = 0; k < s.L; ++k) {
+      for (std::size_t d = 0; d < D; ++d) {
+        const std::string sfx = fmt::format("l{}{}", k, d ? "_reverse" : "");
+        add("rnn.weight_ih_" + sfx, {G * s.H, k == 0 ? s.E : DH});
+        add("rnn.weight_hh_" + sfx, {G * s.H, s.H});
+        add("rnn.bias_ih_" + sfx, {G * s.H});
+        add("rnn.bias_hh_" + sfx, {G * s.H});
+      }
+    }
+  }
+
+  void add(const std::string& name, Shape shape, bool embedding = false) {
+    std::vector<float> v(element_count(shape));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> uniform(-spec.scale, spec.scale);
+    for (auto& x : v) x = embedding ? normal(rng) : uniform(rng);
+    weights[name] = {std::move(shape), std::move(v)};
+  }
+  const std::vector<float>& w(const std::string& name) const { return weights.at(name).second; }
+
+  void write(const std::filesystem::path& dir) const {
+    std::filesystem::create_directories(dir);
+    TinyModel::write_config(dir, config.dump(1));
+    std::vector<SafetensorsTensorData> tensors;
+    for (const auto& [name, sd] : weights) {
+      tensors.push_back(f32_tensor(name, std::vector<std::size_t>(sd.first.begin(), sd.first.end()), sd.second));
+    }
+    write_safetensors((dir / "model.safetensors").string(), tensors);
+  }
+};
+
+// --- double-precision reference pieces -------------------------------------------------------
+
+using RefVec = std::vector<double>;
+
+// y = W x + b, W [rows, x.size()] row-major.
+inline RefVec ref_affine(const std::vector<float>& W, const std::vector<float>* b, const RefVec& x, std::size_t rows) {
+  const std::size_t cols = x.size();
+  RefVec y(rows);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double s = b ? (*b)[r] : 0.0;
+    for (std::size_t k = 0; k < cols; ++k) s += double(W[r * cols + k]) * x[k];
+    y[r] = s;
+  }
+  return y;
+}
+
+inline double ref_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+struct RefCell {
+  const std::vector<float>*w_ih, *w_hh, *b_ih, *b_hh;
+};
+
+// One PyTorch GRU / LSTM cell step; c is used (and updated) for LSTM only.
+inline void ref_cell_step(bool lstm, const RefCell& cw, const RefVec& x, RefVec& h, RefVec& c) {
+  const std::size_t H = h.size(), G = lstm ? 4 : 3;
+  const RefVec gi = ref_affine(*cw.w_ih, cw.b_ih, x, G * H);
+  const RefVec gh = ref_affine(*cw.w_hh, cw.b_hh, h, G * H);
+  RefVec out(H);
+  for (std::size_t j = 0; j < H; ++j) {
+    if (lstm) {
+      const double i = ref_sigmoid(gi[j] + gh[j]), f = ref_sigmoid(gi[H + j] + gh[H + j]);
+      const double g = std::tanh(gi[2 * H + j] + gh[2 * H + j]), o = ref_sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+      c[j] = f * c[j] + i * g;
+      out[j] = o * std::tanh(c[j]);
+    } else {
+      const double r = ref_sigmoid(gi[j] + gh[j]), z = ref_sigmoid(gi[H + j] + gh[H + j]);
+      const double n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+      out[j] = (1.0 - z) * n + z * h[j];
+    }
+  }
+  h = out;
+}
+
+// A multi-layer (bi)directional RNN over one sequence `x` (its own length): the top layer's
+// outputs [T][D*H] and the final states h_n[layer * D + d].
+template <class Weights>
+void ref_rnn(const Weights& m, const std::string& prefix, bool lstm, std::size_t layers, bool bidirectional,
+             std::size_t H, std::vector<RefVec> x, std::vector<RefVec>& out, std::vector<RefVec>& h_n) {
+  const std::size_t T = x.size(), D = bidirectional ? 2 : 1;
+  h_n.clear();
+  for (std::size_t k = 0; k < layers; ++k) {
+    std::vector<RefVec> o(T, RefVec(D * H, 0.0));
+    for (std::size_t d = 0; d < D; ++d) {
+      const std::string sfx = fmt::format("l{}{}", k, d ? "_reverse" : "");
+      const RefCell cw{&m.w(prefix + ".weight_ih_" + sfx), &m.w(prefix + ".weight_hh_" + sfx),
+                       &m.w(prefix + ".bias_ih_" + sfx), &m.w(prefix + ".bias_hh_" + sfx)};
+      RefVec h(H, 0.0), c(H, 0.0);
+      for (std::size_t i = 0; i < T; ++i) {
+        const std::size_t t = d ? T - 1 - i : i;
+        ref_cell_step(lstm, cw, x[t], h, c);
+        std::copy(h.begin(), h.end(), o[t].begin() + static_cast<std::ptrdiff_t>(d * H));
+      }
+      h_n.push_back(h);
+    }
+    x = o;
+  }
+  out = x;
+}
 
 }  // namespace vkrnn::test

@@ -1,0 +1,188 @@
+// Classifier (rnn_attention_classifier) without PyTorch: models written by the test against a
+// double-precision CPU reference of docs/model-format.md section 3 (RNN with lengths, tanh /
+// linear attention pooling, dense head, softmax / sigmoid), over GRU / LSTM, 1-2 layers, 1-2
+// directions, ragged batches; text helpers; input errors.
+// (tests/test_models_torch.cpp checks both classifier architectures against PyTorch itself.)
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "test_models_tiny.hpp"
+#include "vkrnn/classifier.hpp"
+#include "vkrnn/seq2seq.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::all_close;
+using test::context;
+using test::RefVec;
+using test::TempDir;
+using test::TinyClassifier;
+using test::TinyClassifierSpec;
+
+struct RefResult {
+  std::vector<double> logits, probs, pooling;
+};
+
+RefResult reference_classify(const TinyClassifier& m, const std::vector<std::vector<std::int32_t>>& tokens) {
+  const TinyClassifierSpec& s = m.spec;
+  const std::size_t D = s.bidirectional ? 2 : 1, DH = D * s.H;
+  std::size_t T = 0;
+  for (const auto& r : tokens) T = std::max(T, r.size());
+  RefResult out;
+  const auto& emb = m.w("embedding.weight");
+  for (const auto& row : tokens) {
+    std::vector<RefVec> x;
+    for (auto id : row) {
+      const auto i = static_cast<std::size_t>(id);
+      x.emplace_back(emb.begin() + static_cast<std::ptrdiff_t>(i * s.E), emb.begin() + static_cast<std::ptrdiff_t>((i + 1) * s.E));
+    }
+    std::vector<RefVec> h, h_n;
+    test::ref_rnn(m, "rnn", s.cell == "lstm", s.L, s.bidirectional, s.H, x, h, h_n);
+    RefVec u(row.size());
+    for (std::size_t t = 0; t < row.size(); ++t) {
+      if (s.pooling_score == "tanh") {
+        const RefVec p = test::ref_affine(m.w("pooling.proj.weight"), &m.w("pooling.proj.bias"), h[t], s.A);
+        double acc = 0.0;
+        for (std::size_t a = 0; a < s.A; ++a) acc += double(m.w("pooling.w")[a]) * std::tanh(p[a]);
+        u[t] = acc;
+      } else {
+        double acc = 0.0;
+        for (std::size_t j = 0; j < DH; ++j) acc += double(m.w("pooling.w")[j]) * h[t][j];
+        u[t] = acc;
+      }
+    }
+    const double mx = *std::max_element(u.begin(), u.end());
+    double z = 0.0;
+    for (double v : u) z += std::exp(v - mx);
+    RefVec pooled(DH, 0.0);
+    for (std::size_t t = 0; t < T; ++t) {
+      const double a = t < row.size() ? std::exp(u[t] - mx) / z : 0.0;
+      out.pooling.push_back(a);
+      if (t < row.size())
+        for (std::size_t j = 0; j < DH; ++j) pooled[j] += a * h[t][j];
+    }
+    const RefVec logits = test::ref_affine(m.w("classifier.weight"), &m.w("classifier.bias"), pooled, s.C);
+    out.logits.insert(out.logits.end(), logits.begin(), logits.end());
+    if (s.activation == "sigmoid") {
+      for (double l : logits) out.probs.push_back(test::ref_sigmoid(l));
+    } else {
+      const double lm = *std::max_element(logits.begin(), logits.end());
+      double zz = 0.0;
+      for (double l : logits) zz += std::exp(l - lm);
+      for (double l : logits) out.probs.push_back(std::exp(l - lm) / zz);
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<std::int32_t>> random_inputs(const std::vector<std::size_t>& lengths, std::size_t vocab,
+                                                     std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<std::int32_t>> rows;
+  for (std::size_t L : lengths) {
+    std::vector<std::int32_t> r(L);
+    for (auto& id : r) id = static_cast<std::int32_t>(1 + rng() % (vocab - 1));
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+void check(const TinyClassifierSpec& spec, const std::vector<std::size_t>& lengths, std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("{} L={} bi={} pooling={} {} C={} lengths [{}]", spec.cell, spec.L, spec.bidirectional,
+                           spec.pooling_score, spec.activation, spec.C, fmt::join(lengths, ", ")));
+  TempDir dir;
+  const TinyClassifier tc(spec);
+  tc.write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  const auto inputs = random_inputs(lengths, spec.V, seed);
+  const ClassifyResult r = model.classify(inputs, {.return_pooling = true});
+  const RefResult want = reference_classify(tc, inputs);
+  EXPECT_TRUE(all_close(r.logits, want.logits, 1e-5, 1e-6)) << "logits";
+  EXPECT_TRUE(all_close(r.probs, want.probs, 1e-5, 1e-6)) << "probabilities";
+  EXPECT_TRUE(all_close(r.pooling, want.pooling, 1e-5, 1e-6)) << "pooling weights";
+  EXPECT_EQ(r.stats.submissions, 1u);
+  for (std::size_t b = 0; b < inputs.size(); ++b) {
+    const double* p = &want.probs[b * spec.C];
+    const std::int32_t pred = spec.C == 1 ? (p[0] >= 0.5) : static_cast<std::int32_t>(std::max_element(p, p + spec.C) - p);
+    EXPECT_EQ(r.predicted[b], pred) << "row " << b;
+  }
+}
+
+TEST(Classifier, MatchesDoubleReference) {
+  std::uint32_t seed = 1;
+  for (const std::string cell : {"gru", "lstm"}) {
+    for (bool bi : {false, true}) {
+      for (std::size_t L : {1, 2}) {
+        TinyClassifierSpec s;
+        s.cell = cell;
+        s.bidirectional = bi;
+        s.L = L;
+        s.seed = seed;
+        s.pooling_score = seed % 2 ? "tanh" : "linear";
+        s.activation = seed % 3 ? "softmax" : "sigmoid";
+        s.C = s.activation == "sigmoid" ? 1 + seed % 2 : 3;
+        check(s, {1, 5, 3, 8}, seed++);
+      }
+    }
+  }
+  TinyClassifierSpec big;
+  big.V = 300;
+  big.E = 24;
+  big.H = 32;
+  big.A = 16;
+  big.C = 4;
+  check(big, {40, 1, 17}, 99);
+}
+
+TEST(Classifier, TextHelpers) {
+  TempDir dir;
+  TinyClassifierSpec s;
+  s.C = 1;
+  s.activation = "sigmoid";
+  TinyClassifier(s).write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  EXPECT_EQ(model.encode_text("W2  w3\tnope"), (std::vector<std::int32_t>{2, 3, 1}));  // lowercase, unk
+  const auto labels = model.classify_text({"w2 w3", "w5"});
+  const ClassifyResult r = model.classify({{2, 3}, {5}});
+  for (std::size_t b = 0; b < 2; ++b) EXPECT_EQ(labels[b], r.predicted[b] ? "class0" : "not class0");
+}
+
+template <class Fn>
+void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
+  }
+}
+
+TEST(Classifier, InputErrors) {
+  TempDir dir;
+  TinyClassifier(TinyClassifierSpec{}).write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  expect_error([&] { model.classify({}); }, ErrorCode::invalid_argument, {"no inputs"});
+  expect_error([&] { model.classify({{2}, {}}); }, ErrorCode::invalid_argument, {"input row 1 is empty"});
+  expect_error([&] { model.classify({{2, 11}}); }, ErrorCode::invalid_argument, {"token id 11", "row 0, position 1", "[0, 11)"});
+  expect_error([&] { model.classify({{2}, {-5}}); }, ErrorCode::invalid_argument, {"token id -5", "row 1, position 0"});
+  expect_error([&] { model.classify_text({""}); }, ErrorCode::invalid_argument, {"input row 0 is empty"});
+  // The wrong kind of model, both ways.
+  expect_error([&] { Seq2Seq::load(context(), dir.str()); }, ErrorCode::invalid_argument,
+               {"rnn_attention_classifier", "not a seq2seq model"});
+  TempDir s2s;
+  test::TinyModel().write(s2s.path());
+  expect_error([&] { Classifier::load(context(), s2s.str()); }, ErrorCode::invalid_argument,
+               {"bahdanau_seq2seq", "not a classifier"});
+}
+
+}  // namespace
+}  // namespace vkrnn
