@@ -469,6 +469,36 @@ TEST(Seq2Seq, DatesSampleModel) {
   for (std::size_t i = 0; i < 16; ++i) EXPECT_EQ(model.decode_text(beams[i].at(0).tokens), expected[i]) << inputs[i];
 }
 
+// fp16 storage of the dense layers' weights: logits within the rounding of the weights of the
+// fp32 model's, and the dates sample still gets every answer right.
+TEST(Seq2Seq, Fp16DenseWeights) {
+  if (!context().features().storage_buffer_16bit) GTEST_SKIP() << "no storageBuffer16BitAccess on this device";
+  OpOptions half;
+  half.fp16_storage = true;
+  {
+    TempDir dir;
+    TinySpec spec;
+    spec.eos_bias = 0.5f;
+    TinyModel(spec).write(dir.path());
+    const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
+    const Seq2Seq m16 = Seq2Seq::load(context(), dir.str(), half);
+    const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
+    const DecodeOptions o{.max_len = 1, .return_logits = true};
+    const DecodeResult a = m32.greedy(src, o), b = m16.greedy(src, o);
+    EXPECT_TRUE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 5e-3, 5e-3));
+    EXPECT_FALSE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0, 0)) << "fp16 weights had no effect";
+  }
+  const Seq2Seq model = Seq2Seq::load(context(), test::source_path("samples/dates/model"), half);
+  std::ifstream heldout(test::source_path("samples/dates/heldout.txt"));
+  std::vector<std::string> inputs, expected;
+  std::string line;
+  while (inputs.size() < 100 && std::getline(heldout, line)) {
+    inputs.push_back(line.substr(0, line.find('\t')));
+    expected.push_back(line.substr(line.find('\t') + 1));
+  }
+  EXPECT_EQ(model.translate(inputs), expected);
+}
+
 template <class Fn>
 void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
   try {

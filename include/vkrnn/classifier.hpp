@@ -53,6 +53,7 @@ struct ClassifyResult {
 
 class Classifier {
  public:
+  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load).
   static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   Classifier(Context& ctx, const ModelFile& model, const OpOptions& options = {});
   Classifier(Classifier&&) noexcept;

@@ -114,6 +114,9 @@ class Seq2Seq {
     std::shared_ptr<Impl> impl;
   };
 
+  // options go to every op; OpOptions::fp16_storage stores the dense layers' weights (output
+  // projection, bridge / combine: most of a model's bytes) as float16 -- fp32 arithmetic, the
+  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess.
   static Seq2Seq load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options = {});
   Seq2Seq(Seq2Seq&&) noexcept;

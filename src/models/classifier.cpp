@@ -24,6 +24,13 @@ namespace {
 
 constexpr const char* kOp = "Classifier";
 
+// fp16 storage is offered for the dense layers' weights (most of a model's bytes); the
+// recurrent layers, attention and small ops keep fp32.
+OpOptions fp32(OpOptions o) {
+  o.fp16_storage = false;
+  return o;
+}
+
 Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float> data, const std::string& name) {
   const Tensor t = ctx.tensor(shape, DType::f32, name);
   ctx.write(t, data);
@@ -35,7 +42,8 @@ Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float> data, 
 struct Classifier::Impl {
   Context* ctx;
   ModelConfig cfg;
-  OpOptions opts;
+  OpOptions opts;         // every op but the dense layers: fp32 storage
+  OpOptions linear_opts;  // dense layers: fp16 weights when the caller asks for fp16_storage
   Tokenizer tok;
   bool self_attn = false, lstm = false;
   std::size_t V = 0, E = 0, H = 0, L = 0, D = 1, DH = 0, C = 0, A = 0, heads = 1;
@@ -51,7 +59,7 @@ struct Classifier::Impl {
   ResidualAdd residual;
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
-      : ctx(&c), cfg(mf.config()), opts(o), embedding(c, o), concat(c, o), sigmoid(c, ActivationFn::sigmoid, o), residual(c, o) {
+      : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), sigmoid(c, ActivationFn::sigmoid, fp32(o)), residual(c, fp32(o)) {
     if (cfg.architecture != Architecture::rnn_attention_classifier && cfg.architecture != Architecture::self_attention_rnn) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}: model '{}' is a {}, not a classifier (rnn_attention_classifier or self_attention_rnn)",
@@ -76,7 +84,7 @@ struct Classifier::Impl {
     rc.hidden_size = H;
     rc.num_layers = L;
     rc.bidirectional = cfg.bidirectional;
-    rnn = std::make_unique<Rnn>(c, rc, o);
+    rnn = std::make_unique<Rnn>(c, rc, opts);
     rnn->load(mf.rnn("rnn"));
     if (attention_pooling) {
       if (cfg.pooling_score == PoolingScore::tanh) {
@@ -91,12 +99,12 @@ struct Classifier::Impl {
         pool_v_host = mf.tensor("pooling.w");
       }
     }
-    classifier = std::make_unique<Linear>(c, DH, C, true, o);
+    classifier = std::make_unique<Linear>(c, DH, C, true, linear_opts);
     classifier->load(mf.tensor("classifier.weight"), mf.tensor("classifier.bias"));
     if (self_attn) {
       if (cfg.attention_projections) {
         auto lin = [&](const char* name) {
-          auto l = std::make_unique<Linear>(c, E, E, true, o);
+          auto l = std::make_unique<Linear>(c, E, E, true, linear_opts);
           l->load(mf.tensor(fmt::format("{}.weight", name)), mf.tensor(fmt::format("{}.bias", name)));
           return l;
         };
@@ -105,7 +113,7 @@ struct Classifier::Impl {
         v_proj = lin("v_proj");
         out_proj = lin("out_proj");
       }
-      if (cfg.positional_encoding) pe = std::make_unique<PositionalEncoding>(c, E, o);
+      if (cfg.positional_encoding) pe = std::make_unique<PositionalEncoding>(c, E, opts);
     }
   }
 

@@ -35,6 +35,13 @@ struct Plan {
   std::unique_ptr<FusedAttention> attention;
 };
 
+// fp16 storage is offered for the dense layers' weights (most of a model's bytes); the
+// recurrent layers, attention and small ops keep fp32.
+OpOptions fp32(OpOptions o) {
+  o.fp16_storage = false;
+  return o;
+}
+
 Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float> data, const std::string& name) {
   const Tensor t = ctx.tensor(shape, DType::f32, name);
   ctx.write(t, data);
@@ -69,7 +76,8 @@ struct Seq2Seq::DecoderState::Impl {
 struct Seq2Seq::Impl {
   Context* ctx;
   ModelConfig cfg;
-  OpOptions opts;
+  OpOptions opts;         // every op but the dense layers: fp32 storage
+  OpOptions linear_opts;  // dense layers: fp16 weights when the caller asks for fp16_storage
   Tokenizer src_tok, tgt_tok;
   bool bahdanau = true, lstm = false;
   std::size_t E = 0, Vs = 0, Vt = 0;
@@ -91,7 +99,7 @@ struct Seq2Seq::Impl {
   mutable std::map<std::pair<std::size_t, std::size_t>, std::shared_ptr<Plan>> plans;
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
-      : ctx(&c), cfg(mf.config()), opts(o), embedding(c, o), concat(c, o), tanh(c, ActivationFn::tanh, o), argmax(c, o) {
+      : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), tanh(c, ActivationFn::tanh, fp32(o)), argmax(c, fp32(o)) {
     if (cfg.architecture != Architecture::bahdanau_seq2seq && cfg.architecture != Architecture::luong_seq2seq) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}: model '{}' is a {}, not a seq2seq model (bahdanau_seq2seq or luong_seq2seq)", kOp,
@@ -128,12 +136,12 @@ struct Seq2Seq::Impl {
     dc.input_size = X;
     dc.hidden_size = Hd;
     dc.num_layers = Ld;
-    encoder = std::make_unique<Rnn>(c, ec, o);
+    encoder = std::make_unique<Rnn>(c, ec, opts);
     encoder->load(mf.rnn("encoder"));
-    decoder = std::make_unique<Rnn>(c, dc, o);
+    decoder = std::make_unique<Rnn>(c, dc, opts);
     decoder->load(mf.rnn("decoder"));
     if (bahdanau) {
-      bridge = std::make_unique<Linear>(c, He, Hd, true, o);
+      bridge = std::make_unique<Linear>(c, He, Hd, true, linear_opts);
       bridge->load(mf.tensor("bridge.weight"), mf.tensor("bridge.bias"));
       // The output layer reads [s; c; emb]; the decoder builds [emb; c] for the RNN first, so
       // the columns are permuted once here to read [emb; c; s] (one contiguous buffer).
@@ -147,12 +155,12 @@ struct Seq2Seq::Impl {
         std::copy_n(src + Hd, M, dst + E);
         std::copy_n(src, Hd, dst + E + M);
       }
-      output = std::make_unique<Linear>(c, K, Vt, true, o);
+      output = std::make_unique<Linear>(c, K, Vt, true, linear_opts);
       output->load(wp, mf.tensor("output.bias"));
     } else {
-      combine = std::make_unique<Linear>(c, 2 * Hd, Hd, false, o);
+      combine = std::make_unique<Linear>(c, 2 * Hd, Hd, false, linear_opts);
       combine->load(mf.tensor("combine.weight"));
-      output = std::make_unique<Linear>(c, Hd, Vt, true, o);
+      output = std::make_unique<Linear>(c, Hd, Vt, true, linear_opts);
       output->load(mf.tensor("output.weight"), mf.tensor("output.bias"));
     }
     if (score == Score::additive) {
