@@ -1,6 +1,7 @@
 // The Vulkan runtime: devices, memory, pipelines, the recorder and its barriers, adoption of an
 // app's handles, and the errors users see when something is wrong.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <chrono>
 #include <cstdlib>
@@ -295,6 +296,18 @@ TEST(Dispatch, SpecializedWorkgroupSizes1To1024) {
   }
   const auto too_big = ctx.device().max_workgroup_invocations + 1;
   expect_error(ErrorCode::out_of_range, "exceeds the limits", [&] { saxpy(ctx, too_big); });
+}
+
+TEST(Dispatch, ByteSpansArePushedAsData) {
+  auto& ctx = context();
+  auto tx = ctx.tensor({8}, std::vector<float>(8, 1.0f));
+  auto ty = ctx.tensor({8}, std::vector<float>(8, 0.0f));
+  const std::array<SaxpyPush, 1> push{{{8, 6.0f}}};
+  auto seq = ctx.sequence();
+  // A span of bytes is the data, never the span object itself (whose size happens to be 16).
+  seq.dispatch(saxpy(ctx, 8), {in(tx), inout(ty)}, std::as_bytes(std::span(push)), {1, 1, 1});
+  seq.download(ty).eval();
+  EXPECT_EQ(seq.read<float>(ty)[7], 6.0f);
 }
 
 TEST(Dispatch, KernelsAreCachedBySpec) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <vulkan/vulkan.h>
@@ -76,7 +77,11 @@ class Sequence {
                      std::span<const std::byte> push, Groups groups) {
     return dispatch(kernel, std::span<const Arg>(args.begin(), args.size()), push, groups);
   }
+  // A push-constant struct by value. Byte spans take the overload above: without the
+  // constraint a span would be pushed as its own (pointer, size) bytes.
   template <class Push>
+    requires(std::is_trivially_copyable_v<Push> &&
+             !std::is_convertible_v<const Push&, std::span<const std::byte>>)
   Sequence& dispatch(const Kernel& kernel, std::initializer_list<Arg> args, const Push& push,
                      Groups groups) {
     return dispatch(kernel, args, std::as_bytes(std::span<const Push>(&push, 1)), groups);
