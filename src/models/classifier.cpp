@@ -48,10 +48,10 @@ struct Classifier::Impl {
   bool self_attn = false, lstm = false;
   std::size_t V = 0, E = 0, H = 0, L = 0, D = 1, DH = 0, C = 0, A = 0, heads = 1;
   bool attention_pooling = true;
-  Tensor emb, pool_w, pool_b, pool_v, zero_wq;
+  Tensor emb, pool_b, pool_v, zero_wq;
   std::vector<float> pool_v_host;  // the linear pooling's query, replicated per batch row
   std::unique_ptr<Rnn> rnn;
-  std::unique_ptr<Linear> classifier, q_proj, k_proj, v_proj, out_proj;
+  std::unique_ptr<Linear> pool_proj, classifier, q_proj, k_proj, v_proj, out_proj;
   std::unique_ptr<PositionalEncoding> pe;
   Embedding embedding;
   Concat concat;
@@ -90,7 +90,8 @@ struct Classifier::Impl {
       if (cfg.pooling_score == PoolingScore::tanh) {
         // u_t = w . tanh(W_p h_t + b_p) is the additive score with keys W_p h and a zero query.
         A = cfg.attention_dim;
-        pool_w = tensor_of(c, {A, DH}, mf.tensor("pooling.weight"), "pooling.weight");
+        pool_proj = std::make_unique<Linear>(c, DH, A, false, opts);  // the keys; b_p goes with the score
+        pool_proj->load(mf.tensor("pooling.weight"));
         pool_b = tensor_of(c, {A}, mf.tensor("pooling.bias"), "pooling.bias");
         pool_v = tensor_of(c, {A}, mf.tensor("pooling.w"), "pooling.w");
         zero_wq = tensor_of(c, {A, 1}, std::vector<float>(A, 0.0f), "pooling zero query weight");
@@ -259,11 +260,10 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
     const FusedAttention pool(c, pc, m.opts);
     if (options.return_pooling) weights = c.tensor({B, T}, DType::f32, "Classifier pooling weights");
     if (m.cfg.pooling_score == PoolingScore::tanh) {
-      const KeyProjection keys_op(c, pc, m.opts);
       const Tensor keys = c.tensor({B, T, m.A}, DType::f32, "Classifier pooling keys");
       const Tensor zero_q = c.tensor({B, 1}, DType::f32, "Classifier zero query");
       seq.fill(zero_q, 0);
-      keys_op.record(seq, h, m.pool_w, keys);
+      m.pool_proj->record(seq, h, keys);
       pool.record(seq, keys, h, zero_q, t_len, pooled, {m.zero_wq, m.pool_b, m.pool_v}, weights);
     } else {
       const Tensor query = c.tensor({B, DH}, DType::f32, "Classifier pooling query");

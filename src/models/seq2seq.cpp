@@ -1,5 +1,5 @@
 // Seq2Seq: bahdanau_seq2seq and luong_seq2seq (docs/model-format.md) on the GPU, built from the
-// library's ops (Embedding, Rnn, KeyProjection, FusedAttention, Linear, Concat, Activation,
+// library's ops (Embedding, Rnn, FusedAttention, Linear (the attention keys too), Concat, Activation,
 // Argmax). Every decoder step is recorded, never run on the host, so a whole greedy decode is
 // one Sequence.
 #include "vkrnn/seq2seq.hpp"
@@ -31,7 +31,6 @@ constexpr const char* kOp = "Seq2Seq";
 // Encoded batch of that shape.
 struct Plan {
   std::size_t B = 0, S = 0;
-  std::unique_ptr<KeyProjection> keys;
   std::unique_ptr<FusedAttention> attention;
 };
 
@@ -88,9 +87,9 @@ struct Seq2Seq::Impl {
   std::size_t He = 0;  // encoder hidden per direction
   std::size_t X = 0;   // decoder input width
   Score score = Score::additive;
-  Tensor src_emb, tgt_emb, key_w, query_w, query_b, v, attn_w;
+  Tensor src_emb, tgt_emb, query_w, query_b, v, attn_w;
   std::unique_ptr<Rnn> encoder, decoder;
-  std::unique_ptr<Linear> bridge, combine, output;
+  std::unique_ptr<Linear> bridge, combine, output, key_proj;
   Embedding embedding;
   Concat concat;
   Activation tanh;
@@ -165,7 +164,8 @@ struct Seq2Seq::Impl {
     }
     if (score == Score::additive) {
       const std::size_t A = cfg.attention_dim;
-      key_w = tensor_of(c, {A, M}, mf.tensor("attention.key_weight"), "attention.key_weight");
+      key_proj = std::make_unique<Linear>(c, M, A, false, opts);
+      key_proj->load(mf.tensor("attention.key_weight"));
       query_w = tensor_of(c, {A, Hd}, mf.tensor("attention.query_weight"), "attention.query_weight");
       v = tensor_of(c, {A}, mf.tensor("attention.v"), "attention.v");
       if (mf.has("attention.query_bias")) {
@@ -195,7 +195,6 @@ struct Seq2Seq::Impl {
       p->B = B;
       p->S = S;
       const AttentionConfig a = attention_config(B, S);
-      if (score == Score::additive) p->keys = std::make_unique<KeyProjection>(*ctx, a, opts);
       p->attention = std::make_unique<FusedAttention>(*ctx, a, opts);
     }
     return p;
@@ -254,7 +253,9 @@ struct Seq2Seq::Impl {
     seq.upload(e.lengths_t, e.lengths);
     embedding.record(seq, src_emb, e.src_ids, e.x);
     encoder->record(seq, e.x, e.lengths_t, {}, {}, e.memory, e.h_n, e.c_n, e.lengths);
-    if (e.plan->keys) e.plan->keys->record(seq, e.memory, key_w, e.keys);
+    // K = memory W_k^T once per source. Through Gemm rather than KeyProjection: 8-11x faster
+    // on lavapipe for these shapes (measured: W3 encode 0.85 vs 9.7 ms at B = 1).
+    if (key_proj) key_proj->record(seq, e.memory, e.keys);
     if (bahdanau) {
       // s0 = tanh(W_b bwd_0 + b): the top layer's backward final state, h_n[2 Le - 1].
       bridge->record(seq, MatrixView{e.h_n, e.B, He, (2 * Le - 1) * e.B * He, He}, MatrixView{e.s0, e.B, Hd, 0, Hd});
