@@ -532,6 +532,8 @@ TEST(Seq2Seq, InputErrors) {
   expect_error([&] { model.start(Seq2Seq::Encoded{}); }, ErrorCode::invalid_argument, {"empty Encoded"});
   expect_error([&] { model.decode_text(std::vector<std::int32_t>{4, 6}); }, ErrorCode::invalid_argument, {"id 6 at position 1"});
   expect_error([&] { model.translate({"a\xff"}); }, ErrorCode::invalid_argument, {"UTF-8"});
+  expect_error([&] { model.greedy({{4}}, {.max_len = 5000}); }, ErrorCode::out_of_range, {"max_len = 5000", "4096"});
+  expect_error([&] { model.beam({{4}}, {.max_len = 5000}); }, ErrorCode::out_of_range, {"max_len = 5000"});
   expect_error([&] { model.beam({{4}}, {.beam_width = 64}); }, ErrorCode::invalid_argument, {"beam_width = 64"});
   expect_error([&] { model.beam({{4}, {}}); }, ErrorCode::invalid_argument, {"beam", "source row 1 is empty"});
   expect_error([&] { model.beam({{4, 9}}); }, ErrorCode::invalid_argument, {"token id 9"});

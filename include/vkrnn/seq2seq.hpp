@@ -21,6 +21,10 @@
 //
 // Inputs are checked on the host: every source non-empty, every id in [0, V_src); errors are
 // Error(invalid_argument) naming the row, the position, the id and the vocabulary size.
+// max_len is at most 4096 (Error(out_of_range)).
+//
+// Threads: a Seq2Seq records through op objects with scratch buffers; use one from one thread
+// at a time (decodes recorded into different Sequences may be in flight together).
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -26,6 +26,7 @@ namespace vkrnn {
 namespace {
 
 constexpr const char* kOp = "Seq2Seq";
+constexpr std::size_t kMaxDecodeSteps = 4096;
 
 // Attention ops are shaped by (batch, source length): one plan per shape, shared by every
 // Encoded batch of that shape.
@@ -176,6 +177,15 @@ struct Seq2Seq::Impl {
     }
   }
 
+  // A decode is recorded whole into one command buffer: keep it to a sane size.
+  static void check_max_len(std::size_t max_len, const char* what) {
+    if (max_len > kMaxDecodeSteps) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("{}::{}: max_len = {} is beyond the {} steps one decode may record", kOp, what, max_len,
+                              kMaxDecodeSteps));
+    }
+  }
+
   AttentionConfig attention_config(std::size_t B, std::size_t S) const {
     AttentionConfig a;
     a.score = score;
@@ -270,6 +280,7 @@ struct Seq2Seq::Impl {
     st->enc = e;
     st->options = o;
     if (st->options.max_len == 0) st->options.max_len = cfg.max_decode_length;
+    check_max_len(st->options.max_len, "start");
     Context& c = *ctx;
     const std::size_t B = e->B;
     st->h[0] = c.tensor({Ld, B, Hd}, DType::f32, "Seq2Seq decoder h (ping)");
@@ -590,6 +601,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, TopK::max_k - 1));
   }
+  Impl::check_max_len(T, "beam");
   auto e = m.prepare(sources, "beam");
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
