@@ -132,7 +132,8 @@ def markdown(columns, base, names, title, notes=()):
             c.label, d["vendor"], d["device_type"], f"{d['driver_name']} {d['driver_version']}" + (f" ({d['driver_info']})" if d.get("driver_info") else ""),
             d["api_version"] or "–", "/".join(map(str, reps)), c.doc["tool"],
             os.path.basename(c.path), c.doc["created"],
-            f"{h['cpu']}, {h['cores']} cores, {h['os']}"]) + " |")
+            f"{h['cpu']}, {h['cores']} cores, {h['os']}"
+            + (f", load {h['load_avg'][0]:.1f} at start" if h.get("load_avg") else "")]) + " |")
     out += ["", "## Device ceilings (measured in the same run)", "",
             "| | " + " | ".join(escape(c.label) for c in columns) + " |",
             "|---|" + "---|" * len(columns)]

@@ -12,7 +12,10 @@ out="$here/results"
 py=/usr/bin/python3
 mkdir -p "$out"
 
-"$py" "$here/torch_baseline.py" --max-seconds "$budget" --out "$out/torch.json"
+"$py" "$here/torch_baseline.py" --device cpu --max-seconds "$budget" --out "$out/torch-cpu.json"
+if "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  "$py" "$here/torch_baseline.py" --device cuda --max-seconds "$budget" --out "$out/torch-cuda.json"
+fi
 
 # One file per Vulkan device, named after it: lavapipe-llvmpipe.json, nvidia-geforce-rtx-4090.json
 while IFS= read -r line; do
