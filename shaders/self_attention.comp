@@ -1,7 +1,7 @@
 #version 450
 // Scaled dot-product self-attention, flash-attention style: one workgroup owns BQ query rows of
-// one (batch, head) and streams BK-key tiles of K and V through shared memory, keeping a running
-// max and sum per row (online softmax), so the S x S score matrix never exists.
+// one (batch, head) and streams BK-key tiles of K and V, keeping a running max and sum per row
+// (online softmax), so the S x S score matrix never exists.
 //
 //   e_ij = q_i . k_j * scale,  a_ij = softmax_j(e_ij),  o_i = sum_j a_ij v_j
 //
@@ -9,36 +9,69 @@
 // i >= length[b] are written as zeros. Lengths are clamped to [0, S].
 //
 // Layout: q, k, v, out are [B, S, H] row-major, H = heads * D; head h owns columns
-// [h*D, (h+1)*D). Work split: the WG lanes form BQ teams of T = WG / BQ lanes; team qi owns query
-// row q0 + qi, lane t of the team owns output dims t, t+T, t+2T, ... (C = ceil(D/T) of them,
-// kept in registers). Scores are split across the team by key (j = t, t+T, ...) and shared
-// through Ps; every lane of a team then redoes the (cheap) max/exp over the tile so that no
-// second barrier or cross-lane reduction is needed. No subgroup operations: correctness does
-// not depend on the subgroup size.
+// [h*D, (h+1)*D). The WG lanes form BQ teams of T = WG / BQ lanes, one team per query row.
+//
+//  - T == 1 ("solo", CPU drivers): each lane owns R query rows (rows q0 + lane + WG*r), keeps
+//    them and their outputs in registers and reads K/V rows straight from the buffers at
+//    addresses common to all lanes (vec4 when D % 4 == 0), so every loaded element feeds R
+//    multiply-adds per lane. No shared memory, no barriers; fully unrolled loops so every array
+//    index is a constant.
+//  - T > 1 ("team", GPUs): K/V tiles are staged through shared memory; lane t of a team owns
+//    output dims t, t+T, ... (C = ceil(D/T) of them, in registers); scores are split across the
+//    team by key (j = t, t+T, ...) and shared through Ps; every lane of a team then redoes the
+//    cheap max/exp over the tile, so no cross-lane reduction is needed.
+// No subgroup operations: correctness does not depend on the subgroup size.
 #ifdef FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #define STORE_T float16_t
+#define STORE4_T f16vec4
 #else
 #define STORE_T float
+#define STORE4_T vec4
 #endif
+
+#ifndef USE_SHUFFLE
+#define USE_SHUFFLE 0
+#endif
+#if USE_SHUFFLE
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
+
+// Loops over per-lane arrays are unrolled so that they index them with constants only:
+// lavapipe 22.3 (llvmpipe, LLVM 15) produced partial output rows once 64+-float private arrays
+// were dynamically indexed (lowered to scratch memory).
+#extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint D = 64;   // head_dim
-layout(constant_id = 4) const uint BQ = 8;   // query rows per workgroup (divides WG)
+layout(constant_id = 4) const uint T = 1;    // lanes per query row (divides WG)
 layout(constant_id = 5) const uint BK = 32;  // keys per tile
+layout(constant_id = 6) const uint R = 1;    // query rows per lane (solo path only)
+layout(constant_id = 7) const uint SG = 8;   // subgroup size (USE_SHUFFLE; divides WG)
 
 const uint WG = gl_WorkGroupSize.x;
-const uint T = WG / BQ;             // lanes per query row
+const bool SOLO = (T == 1u);
+const uint BQ = SOLO ? WG * R : WG / T;  // query rows per workgroup
 const uint C = (D + T - 1u) / T;    // output dims per lane
 const uint DP = D | 1u;             // odd row stride: lanes reading different rows at the same
                                     // column hit different banks
-const bool SOLO = (T == 1u);        // one lane per row: q in registers, no Qs, no Ps barrier
+const bool VEC4 = (D & 3u) == 0u;   // rows (and head offsets) are vec4-aligned
+const uint W = VEC4 ? 4u : 1u;       // elements per load on the solo path
+const uint NCH = D / W;              // loads (chunks of W elements) per K/V row
+const uint CPL = (NCH + SG - 1u) / SG;  // USE_SHUFFLE: chunks of a row each lane loads
 const uint QS_SIZE = SOLO ? 1u : BQ * DP;
+const uint KS_SIZE = SOLO ? 1u : BK * DP;
+const uint VS_SIZE = SOLO ? 1u : BK * D + T;  // + T: the last lane's unused tail dims stay in bounds
+const uint PS_SIZE = SOLO ? 1u : BQ * BK;
+const float NO_MAX = -3.402823466e38;  // running max before any key (finite: never NaN)
 
 layout(set = 0, binding = 0) readonly buffer Queries { STORE_T qs[]; };
 layout(set = 0, binding = 1) readonly buffer Keys { STORE_T ks[]; };
 layout(set = 0, binding = 2) readonly buffer Values { STORE_T vs[]; };
+layout(set = 0, binding = 1) readonly buffer Keys4 { STORE4_T ks4[]; };  // same buffers as vec4
+layout(set = 0, binding = 2) readonly buffer Values4 { STORE4_T vs4[]; };
 layout(set = 0, binding = 3) readonly buffer Lengths { int lengths[]; };
 layout(set = 0, binding = 4) writeonly buffer Output { float outs[]; };
 
@@ -54,9 +87,202 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float Qs[QS_SIZE];
-shared float Ks[BK * DP];
-shared float Vs[BK * D + T];  // + T: the last lane's unused tail dims read in bounds
-shared float Ps[BQ * BK];
+shared float Ks[KS_SIZE];
+shared float Vs[VS_SIZE];
+shared float Ps[PS_SIZE];
+
+// W elements (vec4 or one float in .x) of K / V starting at element index i (a multiple of W).
+vec4 load_chunk_k(uint i) { return VEC4 ? vec4(ks4[i >> 2]) : vec4(float(ks[i]), 0.0, 0.0, 0.0); }
+vec4 load_chunk_v(uint i) { return VEC4 ? vec4(vs4[i >> 2]) : vec4(float(vs[i]), 0.0, 0.0, 0.0); }
+
+#if USE_SHUFFLE
+// Chunk `x` of lane `from`, for every lane (a float chunk travels alone).
+vec4 from_lane(vec4 x, uint from) {
+  return VEC4 ? subgroupShuffle(x, from) : vec4(subgroupShuffle(x.x, from), 0.0, 0.0, 0.0);
+}
+#endif
+
+// R rows per lane. kend: keys any row of the workgroup needs.
+void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, uint col0) {
+  float q[R * D];
+  float o[R * D];
+  float m[R];
+  float l[R];
+  uint row_kend[R];  // row r's keys: [0, row_kend[r])
+  [[unroll]] for (uint r = 0u; r < R; ++r) {
+    const uint row = q0 + lane + WG * r;
+    row_kend[r] = causal ? min(len, row + 1u) : len;
+    m[r] = NO_MAX;
+    l[r] = 0.0;
+    [[unroll]] for (uint d = 0u; d < D; ++d) {
+      q[r * D + d] = 0.0;
+      if (row < len) q[r * D + d] = float(qs[(row_base + row) * p.H + col0 + d]);
+      o[r * D + d] = 0.0;
+    }
+  }
+
+  for (uint k0 = 0u; k0 < kend; k0 += BK) {
+    // Keys past kend (last tile) read row kend - 1 and are masked below.
+    uint base[BK];
+    [[unroll]] for (uint j = 0u; j < BK; ++j) base[j] = (row_base + min(k0 + j, kend - 1u)) * p.H + col0;
+    float s[R * BK];
+    [[unroll]] for (uint i = 0u; i < R * BK; ++i) s[i] = 0.0;
+#if USE_SHUFFLE
+    // Each lane loads different chunks of the tile's rows (lane l: chunks l, l+SG, ...) and
+    // shuffles hand every chunk to all lanes: one load per chunk per subgroup instead of one
+    // per lane (lavapipe serves uniform-address loads inside loops lane by lane).
+    const uint sl = gl_SubgroupInvocationID;
+    vec4 kc[BK * CPL];
+    [[unroll]] for (uint j = 0u; j < BK; ++j) {
+      [[unroll]] for (uint i = 0u; i < CPL; ++i) {
+        const uint c = sl + SG * i;
+        kc[j * CPL + i] = vec4(0.0);
+        if (c < NCH) kc[j * CPL + i] = load_chunk_k(base[j] + c * W);
+      }
+    }
+#endif
+    [[unroll]] for (uint d = 0u; d < D; d += W) {
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+#if USE_SHUFFLE
+        const vec4 k4 = from_lane(kc[j * CPL + (d / W) / SG], (d / W) % SG);
+#else
+        const vec4 k4 = load_chunk_k(base[j] + d);
+#endif
+        [[unroll]] for (uint r = 0u; r < R; ++r) {
+          if (VEC4) {
+            s[r * BK + j] += q[r * D + d] * k4.x + q[r * D + d + 1u] * k4.y +
+                             q[r * D + d + 2u] * k4.z + q[r * D + d + 3u] * k4.w;
+          } else {
+            s[r * BK + j] += q[r * D + d] * k4.x;
+          }
+        }
+      }
+    }
+    float corr[R];
+    [[unroll]] for (uint r = 0u; r < R; ++r) {
+      float m_new = m[r];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        s[r * BK + j] *= p.scale;
+        if (k0 + j < row_kend[r]) m_new = max(m_new, s[r * BK + j]);
+      }
+      corr[r] = m[r] == NO_MAX ? 0.0 : exp(m[r] - m_new);
+      l[r] *= corr[r];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        s[r * BK + j] = k0 + j < row_kend[r] ? exp(s[r * BK + j] - m_new) : 0.0;
+        l[r] += s[r * BK + j];
+      }
+      m[r] = m_new;
+    }
+#if USE_SHUFFLE
+    vec4 vc[BK * CPL];
+    [[unroll]] for (uint j = 0u; j < BK; ++j) {
+      [[unroll]] for (uint i = 0u; i < CPL; ++i) {
+        const uint c = sl + SG * i;
+        vc[j * CPL + i] = vec4(0.0);
+        if (c < NCH) vc[j * CPL + i] = load_chunk_v(base[j] + c * W);
+      }
+    }
+#endif
+    [[unroll]] for (uint d = 0u; d < D; d += W) {
+      vec4 acc[R];
+      [[unroll]] for (uint r = 0u; r < R; ++r) {
+        acc[r] = vec4(o[r * D + d]);
+        if (VEC4) acc[r] = vec4(o[r * D + d], o[r * D + d + 1u], o[r * D + d + 2u], o[r * D + d + 3u]);
+        acc[r] *= corr[r];
+      }
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+#if USE_SHUFFLE
+        const vec4 v4 = from_lane(vc[j * CPL + (d / W) / SG], (d / W) % SG);
+#else
+        const vec4 v4 = load_chunk_v(base[j] + d);
+#endif
+        [[unroll]] for (uint r = 0u; r < R; ++r) acc[r] += s[r * BK + j] * v4;
+      }
+      [[unroll]] for (uint r = 0u; r < R; ++r) {
+        o[r * D + d] = acc[r].x;
+        if (VEC4) {
+          o[r * D + d + 1u] = acc[r].y;
+          o[r * D + d + 2u] = acc[r].z;
+          o[r * D + d + 3u] = acc[r].w;
+        }
+      }
+    }
+  }
+
+  [[unroll]] for (uint r = 0u; r < R; ++r) {
+    const uint row = q0 + lane + WG * r;
+    if (row < p.S) {
+      // A valid row always has key 0, so l >= 1 after its max; padded rows get zeros.
+      const float inv_l = 1.0 / l[r];
+      [[unroll]] for (uint d = 0u; d < D; ++d) {
+        outs[(row_base + row) * p.H + col0 + d] = row < len ? o[r * D + d] * inv_l : 0.0;
+      }
+    }
+  }
+}
+
+void team(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, uint col0) {
+  const uint qi = lane / T;
+  const uint t = lane % T;
+  const uint row = q0 + qi;
+  const uint row_kend = causal ? min(len, row + 1u) : len;  // this row's keys: [0, row_kend)
+  for (uint e = lane; e < BQ * D; e += WG) {
+    const uint r = e / D, d = e % D;
+    Qs[r * DP + d] = q0 + r < len ? float(qs[(row_base + q0 + r) * p.H + col0 + d]) : 0.0;
+  }
+
+  float o[C];
+  [[unroll]] for (uint c = 0u; c < C; ++c) o[c] = 0.0;
+  float m = NO_MAX;
+  float l = 0.0;
+
+  for (uint k0 = 0u; k0 < kend; k0 += BK) {
+    barrier();  // the previous tile's Ks/Vs/Ps readers are done (and Qs is written)
+    for (uint e = lane; e < BK * D; e += WG) {
+      const uint j = e / D, d = e % D;
+      const uint key = k0 + j;
+      float kv = 0.0, vv = 0.0;
+      if (key < kend) {
+        const uint src = (row_base + key) * p.H + col0 + d;
+        kv = float(ks[src]);
+        vv = float(vs[src]);
+      }
+      Ks[j * DP + d] = kv;
+      Vs[j * D + d] = vv;
+    }
+    barrier();
+
+    // Keys of this tile valid for this row: [k0, k0 + nv).
+    const uint nv = row_kend > k0 ? min(row_kend - k0, BK) : 0u;
+    for (uint j = t; j < nv; j += T) {
+      float s = 0.0;
+      [[unroll]] for (uint d = 0u; d < D; ++d) s += Qs[qi * DP + d] * Ks[j * DP + d];
+      Ps[qi * BK + j] = s * p.scale;
+    }
+    barrier();  // scores of the team's other lanes
+
+    float m_new = m;
+    for (uint j = 0u; j < nv; ++j) m_new = max(m_new, Ps[qi * BK + j]);
+    const float corr = m == NO_MAX ? 0.0 : exp(m - m_new);
+    l *= corr;
+    [[unroll]] for (uint c = 0u; c < C; ++c) o[c] *= corr;
+    for (uint j = 0u; j < nv; ++j) {
+      const float pj = exp(Ps[qi * BK + j] - m_new);
+      l += pj;
+      [[unroll]] for (uint c = 0u; c < C; ++c) o[c] += pj * Vs[j * D + t + T * c];
+    }
+    m = m_new;
+  }
+
+  if (row < p.S) {
+    const bool valid = row < len;
+    const float inv_l = 1.0 / l;
+    [[unroll]] for (uint c = 0u; c < C; ++c) {
+      const uint d = t + T * c;
+      if (d < D) outs[(row_base + row) * p.H + col0 + d] = valid ? o[c] * inv_l : 0.0;
+    }
+  }
+}
 
 void main() {
   const uint lane = gl_LocalInvocationID.x;
@@ -74,19 +300,13 @@ void main() {
   const uint q0 = qblock * BQ;
   const int raw_len = p.has_lengths != 0u ? lengths[b] : int(p.S);
   const uint len = uint(clamp(raw_len, 0, int(p.S)));
-
-  const uint qi = lane / T;
-  const uint t = lane % T;
-  const uint row = q0 + qi;
   const uint col0 = head * D;
   const uint row_base = b * p.S;  // global row index of (b, 0)
 
   if (q0 >= len) {  // every row of the block is padding (uniform branch)
-    if (row < p.S) {
-      for (uint c = 0u; c < C; ++c) {
-        const uint d = t + T * c;
-        if (d < D) outs[(row_base + row) * p.H + col0 + d] = 0.0;
-      }
+    for (uint e = lane; e < BQ * D; e += WG) {
+      const uint row = q0 + e / D;
+      if (row < p.S) outs[(row_base + row) * p.H + col0 + e % D] = 0.0;
     }
     return;
   }
@@ -94,70 +314,10 @@ void main() {
   const bool causal = p.causal != 0u;
   // Keys this workgroup needs: rows >= len are zeros, so no row needs a key >= min(q0+BQ, len).
   const uint kend = causal ? min(len, q0 + BQ) : len;
-  const uint row_kend = causal ? min(len, row + 1u) : len;  // this row's keys: [0, row_kend)
 
-  float qreg[SOLO ? C : 1u];
   if (SOLO) {
-    for (uint d = 0u; d < D; ++d) {
-      qreg[d] = row < len ? float(qs[(row_base + row) * p.H + col0 + d]) : 0.0;
-    }
+    solo(lane, q0, len, kend, causal, row_base, col0);
   } else {
-    for (uint e = lane; e < BQ * D; e += WG) {
-      const uint r = e / D, d = e % D;
-      Qs[r * DP + d] = q0 + r < len ? float(qs[(row_base + q0 + r) * p.H + col0 + d]) : 0.0;
-    }
-  }
-
-  float o[C];
-  for (uint c = 0u; c < C; ++c) o[c] = 0.0;
-  float m = -3.402823466e38;  // running max (finite: exp(m - m_new) is then 0, never NaN)
-  float l = 0.0;              // running sum of exp(e - m)
-
-  for (uint k0 = 0u; k0 < kend; k0 += BK) {
-    barrier();  // the previous tile's Ks/Vs/Ps readers are done (and Qs is written)
-    for (uint e = lane; e < BK * D; e += WG) {
-      const uint j = e / D, d = e % D;
-      const uint key = k0 + j;
-      const bool ok = key < kend;
-      const uint src = (row_base + key) * p.H + col0 + d;
-      Ks[j * DP + d] = ok ? float(ks[src]) : 0.0;
-      Vs[j * D + d] = ok ? float(vs[src]) : 0.0;
-    }
-    barrier();
-
-    // Keys of this tile valid for this row: [k0, k0 + nv).
-    const uint nv = row_kend > k0 ? min(row_kend - k0, BK) : 0u;
-    for (uint j = t; j < nv; j += T) {
-      float s = 0.0;
-      if (SOLO) {
-        for (uint d = 0u; d < D; ++d) s += qreg[d] * Ks[j * DP + d];
-      } else {
-        for (uint d = 0u; d < D; ++d) s += Qs[qi * DP + d] * Ks[j * DP + d];
-      }
-      Ps[qi * BK + j] = s * p.scale;
-    }
-    if (!SOLO) barrier();  // scores of the team's other lanes
-
-    float m_new = m;
-    for (uint j = 0u; j < nv; ++j) m_new = max(m_new, Ps[qi * BK + j]);
-    const float corr = exp(m - m_new);
-    l *= corr;
-    for (uint c = 0u; c < C; ++c) o[c] *= corr;
-    for (uint j = 0u; j < nv; ++j) {
-      const float pj = exp(Ps[qi * BK + j] - m_new);
-      l += pj;
-      for (uint c = 0u; c < C; ++c) o[c] += pj * Vs[j * D + t + T * c];
-    }
-    m = m_new;
-  }
-
-  if (row < p.S) {
-    // Valid rows always have key 0 (l >= exp(0) after the row's max), padded rows get zeros.
-    const bool valid = row < len;
-    const float inv_l = 1.0 / l;
-    for (uint c = 0u; c < C; ++c) {
-      const uint d = t + T * c;
-      if (d < D) outs[(row_base + row) * p.H + col0 + d] = valid ? o[c] * inv_l : 0.0;
-    }
+    team(lane, q0, len, kend, causal, row_base, col0);
   }
 }

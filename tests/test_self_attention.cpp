@@ -148,6 +148,20 @@ std::vector<std::int32_t> lengths_for(std::size_t batch, std::size_t S, std::siz
   return l;
 }
 
+template <class F>
+void expect_error(F&& f, ErrorCode code, std::vector<std::string> words) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown; expected one mentioning " << fmt::format("{}", fmt::join(words, ", "));
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& w : words) {
+      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
+          << "message lacks '" << w << "': " << e.what();
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Correctness grid
 
@@ -180,6 +194,10 @@ TEST(SelfAttention, LongerSequences) {
       {3, 257, 1, 97, false, {100, 257, 1}},
       {1, 257, 4, 1, true, {}},
       {1, 257, 2, 3, false, {200}},
+      // One lane per row with 64 / 97 dims in registers over many workgroups: lavapipe 22.3
+      // returned partial rows here while those arrays were dynamically indexed.
+      {1, 600, 1, 64, false, {}},
+      {1, 600, 1, 97, false, {}},
       {1, 1000, 1, 97, false, {}},
       {1, 1000, 4, 64, true, {999}},
       {3, 1000, 4, 3, true, {0, 1000, 517}},
@@ -279,19 +297,23 @@ TEST(SelfAttention, BitIdenticalReruns) {
   EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)));
 }
 
-// Correctness must not depend on the workgroup size, key tile or the number of lanes per row
-// (1 lane: q in registers; more: q and scores shared through shared memory + barriers).
+// Correctness must not depend on the workgroup size, key tile, lanes per row (1: solo path,
+// rows in registers; more: shared-memory path with barriers), rows per lane, or whether the solo
+// path shares loads through subgroup shuffles.
 TEST(SelfAttention, ForcedWorkgroupAndTileSizes) {
   Context& ctx = context();
   const auto& dev = ctx.device();
   struct Case {
-    std::uint32_t wg, tile, lanes;
+    std::uint32_t wg, tile, lanes, rows;
+    bool no_subgroup;
   };
   const std::vector<Case> cases = {
-      {1, 1, 0},  {7, 5, 0},   {8, 32, 1},  {8, 16, 2},  {8, 8, 8},   {16, 3, 4},
-      {32, 64, 0}, {32, 16, 8}, {64, 32, 4}, {64, 7, 16}, {128, 32, 2}, {256, 64, 32},
+      {8, 0, 1, 1, false},  {8, 5, 1, 3, false},   {16, 7, 1, 2, false}, {8, 16, 1, 4, true},
+      {7, 3, 1, 2, false},  {1, 1, 1, 1, false},   {8, 16, 2, 0, false}, {8, 8, 8, 0, false},
+      {16, 3, 4, 0, false}, {64, 32, 4, 0, false}, {64, 7, 16, 0, false}, {256, 64, 32, 0, false},
   };
   std::size_t salt = 0;
+  bool saw_shuffle = false, saw_plain_solo = false, saw_team = false;
   for (const auto& cs : cases) {
     for (std::size_t D : {3u, 64u, 97u}) {
       for (bool causal : {false, true}) {
@@ -302,32 +324,141 @@ TEST(SelfAttention, ForcedWorkgroupAndTileSizes) {
         OpOptions opt;
         opt.workgroup_size = cs.wg;
         opt.tile = cs.tile;
+        opt.force_shared_memory_reduction = cs.no_subgroup;
         auto cfg = config_for(pr);
         cfg.lanes_per_row = cs.lanes;
+        cfg.rows_per_lane = cs.rows;
         SelfAttention op(ctx, cfg, opt);
         const auto& plan = op.plan();
         EXPECT_EQ(plan.workgroup_size,
                   std::min({cs.wg, dev.max_workgroup_invocations, dev.max_workgroup_size[0]}));
-        EXPECT_EQ(plan.query_rows * plan.lanes_per_row, plan.workgroup_size);
+        EXPECT_EQ(plan.query_rows, plan.lanes_per_row == 1
+                                       ? plan.workgroup_size * plan.rows_per_lane
+                                       : plan.workgroup_size / plan.lanes_per_row);
         EXPECT_LE(plan.shared_bytes, dev.max_shared_memory);
+        if (cs.no_subgroup) {
+          EXPECT_FALSE(plan.subgroup_shuffle);
+        }
+        saw_shuffle |= plan.subgroup_shuffle;
+        saw_plain_solo |= plan.lanes_per_row == 1 && !plan.subgroup_shuffle;
+        saw_team |= plan.lanes_per_row > 1;
         const auto got = run_gpu(ctx, op, pr, in);
         ASSERT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), kRel, kAbs))
             << pr.describe() << " wg " << cs.wg << " tile " << cs.tile << " lanes " << cs.lanes
             << " -> plan wg " << plan.workgroup_size << " rows " << plan.query_rows << " lanes "
-            << plan.lanes_per_row << " tile " << plan.key_tile;
+            << plan.lanes_per_row << " rows/lane " << plan.rows_per_lane << " tile "
+            << plan.key_tile << " shuffle " << plan.subgroup_shuffle;
       }
     }
   }
+  EXPECT_TRUE(saw_plain_solo);
+  EXPECT_TRUE(saw_team);
+  const std::uint32_t shuffle_ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  if (dev.subgroup_in_compute && (dev.subgroup_operations & shuffle_ops) == shuffle_ops) {
+    EXPECT_TRUE(saw_shuffle);
+  }
 }
 
-// A large head_dim takes several lanes per row and shrinks tiles to the shared-memory limit.
+// A large head_dim: the solo path keeps 700 dims per lane; the shared-memory path shrinks its
+// tiles to the shared-memory limit.
 TEST(SelfAttention, LargeHeadDim) {
   Context& ctx = context();
   Problem pr{1, 40, 1, 700, true, {33}};
   const Inputs in = make_inputs(pr, 31);
-  SelfAttention op(ctx, config_for(pr));
-  EXPECT_LE(op.plan().shared_bytes, ctx.device().max_shared_memory);
-  EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs));
+  for (std::uint32_t lanes : {0u, 8u}) {
+    auto cfg = config_for(pr);
+    cfg.lanes_per_row = lanes;
+    OpOptions opt;
+    opt.workgroup_size = lanes ? 16 : 0;
+    SelfAttention op(ctx, cfg, opt);
+    EXPECT_LE(op.plan().shared_bytes, ctx.device().max_shared_memory);
+    EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs))
+        << "lanes " << lanes;
+  }
+}
+
+// Plans for devices unlike this one: every limit respected, GPUs get the shared-memory path.
+DeviceInfo fake_device(DeviceType type, std::uint32_t subgroup, std::uint32_t invocations,
+                       std::uint32_t shared) {
+  DeviceInfo d;
+  d.name = "fake";
+  d.type = type;
+  d.subgroup_size = d.min_subgroup_size = d.max_subgroup_size = subgroup;
+  d.subgroup_in_compute = true;
+  d.subgroup_operations = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  d.max_workgroup_size = {invocations, invocations, 64};
+  d.max_workgroup_invocations = invocations;
+  d.max_workgroup_count = {65535, 65535, 65535};
+  d.max_shared_memory = shared;
+  return d;
+}
+
+std::vector<DeviceInfo> fake_devices() {
+  return {
+      fake_device(DeviceType::integrated, 16, 256, 16384),   // mobile-class
+      fake_device(DeviceType::integrated, 4, 128, 16384),    // tiny subgroups
+      fake_device(DeviceType::discrete, 32, 1024, 49152),    // NVIDIA-like
+      fake_device(DeviceType::discrete, 64, 1024, 65536),    // AMD-like
+      fake_device(DeviceType::discrete, 128, 1024, 32768),   // very wide subgroups
+      fake_device(DeviceType::cpu, 8, 1024, 32768),          // lavapipe-like
+  };
+}
+
+TEST(SelfAttention, PlansFitDeviceLimits) {
+  for (const DeviceInfo& dev : fake_devices()) {
+    for (std::size_t D : {1u, 3u, 64u, 97u, 128u, 256u, 1000u}) {
+      SelfAttentionConfig cfg{2, 100, D * 2, 2, false};
+      const SelfAttentionPlan plan = SelfAttention::plan_for(dev, cfg);
+      const auto where = fmt::format("subgroup {} shared {} D {}", dev.subgroup_size,
+                                     dev.max_shared_memory, D);
+      EXPECT_GE(plan.workgroup_size, 1u) << where;
+      EXPECT_LE(plan.workgroup_size, dev.max_workgroup_invocations) << where;
+      EXPECT_EQ(plan.workgroup_size % plan.lanes_per_row, 0u) << where;
+      EXPECT_LE(plan.shared_bytes, dev.max_shared_memory) << where;
+      EXPECT_GE(plan.key_tile, 1u) << where;
+      EXPECT_GE(plan.query_rows, 1u) << where;
+      if (dev.type == DeviceType::cpu) {
+        EXPECT_EQ(plan.lanes_per_row, 1u) << where;
+        EXPECT_TRUE(plan.subgroup_shuffle) << where;
+      } else {
+        EXPECT_GE(plan.workgroup_size, std::min(64u, dev.max_workgroup_invocations)) << where;
+        EXPECT_LE((D + plan.lanes_per_row - 1) / plan.lanes_per_row, 16u) << where;
+      }
+    }
+  }
+  // A head too wide for 16 KiB of shared memory on the shared-memory path: a clear error.
+  SelfAttentionConfig cfg{1, 10, 4096, 1, false};
+  expect_error([&] { SelfAttention::plan_for(fake_devices()[0], cfg); }, ErrorCode::out_of_range,
+               {"SelfAttention", "head_dim 4096", "shared memory", "16384"});
+}
+
+// The plans GPUs would run, forced here: the same workgroup shape, tile and lanes per row.
+TEST(SelfAttention, GpuPlansComputeCorrectlyHere) {
+  Context& ctx = context();
+  std::size_t salt = 0;
+  for (const DeviceInfo& dev : fake_devices()) {
+    if (dev.type == DeviceType::cpu) continue;
+    for (std::size_t D : {64u, 97u}) {
+      Problem pr{2, 45, 2, D, salt % 2 == 0, {}};
+      pr.lengths = lengths_for(2, pr.S, salt++);
+      const SelfAttentionPlan gpu = SelfAttention::plan_for(dev, config_for(pr));
+      if (gpu.workgroup_size > ctx.device().max_workgroup_invocations ||
+          gpu.shared_bytes > ctx.device().max_shared_memory) {
+        continue;
+      }
+      auto cfg = config_for(pr);
+      cfg.lanes_per_row = gpu.lanes_per_row;
+      OpOptions opt;
+      opt.workgroup_size = gpu.workgroup_size;
+      opt.tile = gpu.key_tile;
+      SelfAttention op(ctx, cfg, opt);
+      ASSERT_EQ(op.plan().query_rows, gpu.query_rows);
+      ASSERT_EQ(op.plan().key_tile, gpu.key_tile);
+      const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(700 + salt));
+      EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs))
+          << pr.describe() << " plan of subgroup-" << dev.subgroup_size << " device";
+    }
+  }
 }
 
 TEST(SelfAttention, StagingContext) {
@@ -433,20 +564,6 @@ TEST(SelfAttention, Fp16Storage) {
 
 // ---------------------------------------------------------------------------------------------
 // Errors
-
-template <class F>
-void expect_error(F&& f, ErrorCode code, std::vector<std::string> words) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown; expected one mentioning " << fmt::format("{}", fmt::join(words, ", "));
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& w : words) {
-      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
-          << "message lacks '" << w << "': " << e.what();
-    }
-  }
-}
 
 TEST(SelfAttention, BadConfigs) {
   Context& ctx = context();

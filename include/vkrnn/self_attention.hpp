@@ -39,18 +39,26 @@ struct SelfAttentionConfig {
   std::size_t hidden = 0;
   std::size_t heads = 1;
   bool causal = false;
-  // Tuning override: lanes that share one query row (a power of two dividing the workgroup
-  // size). 0 = chosen from the device (1 on CPU drivers for head_dim <= 128, more on GPUs so
-  // each lane keeps <= 16 output dims in registers). Tests use it to cover both code paths.
+  // Tuning overrides (0 = chosen from the device); tests use them to cover every code path.
+  // lanes_per_row: lanes that share one query row (a power of two dividing the workgroup size).
+  // 1 on CPU drivers for head_dim <= 128 ("solo" path: rows in registers, no shared memory);
+  // more on GPUs so each lane keeps <= 16 output dims in registers (shared-memory path).
   std::uint32_t lanes_per_row = 0;
+  // rows_per_lane: query rows each lane owns on the solo path (4 on CPU drivers, else 1).
+  std::uint32_t rows_per_lane = 0;
 };
 
 // What the op runs with (chosen from the device, or forced through OpOptions and clamped).
 struct SelfAttentionPlan {
   std::uint32_t workgroup_size = 0;  // lanes per workgroup
   std::uint32_t query_rows = 0;      // query rows per workgroup
-  std::uint32_t lanes_per_row = 0;   // workgroup_size / query_rows
-  std::uint32_t key_tile = 0;        // keys per shared-memory tile
+  std::uint32_t lanes_per_row = 0;   // 1: solo path; > 1: shared-memory path
+  std::uint32_t rows_per_lane = 0;   // solo path: query_rows = workgroup_size * rows_per_lane
+  std::uint32_t key_tile = 0;        // keys per tile
+  // Solo path: K/V loads shared across the subgroup with subgroupShuffle (off with
+  // OpOptions::force_shared_memory_reduction or without shuffle support).
+  bool subgroup_shuffle = false;
+  std::uint32_t subgroup_size = 0;
   std::uint32_t shared_bytes = 0;    // shared memory per workgroup
 };
 
@@ -72,6 +80,9 @@ class SelfAttention {
   const SelfAttentionConfig& config() const { return config_; }
   std::size_t head_dim() const { return head_dim_; }
   const SelfAttentionPlan& plan() const { return plan_; }
+  // The plan the op would choose on `device` (what the constructor does, without a device).
+  static SelfAttentionPlan plan_for(const DeviceInfo& device, const SelfAttentionConfig& config,
+                                    const OpOptions& options = {});
 
  private:
   void check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* lengths,
