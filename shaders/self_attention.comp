@@ -11,16 +11,24 @@
 // Layout: q, k, v, out are [B, S, H] row-major, H = heads * D; head h owns columns
 // [h*D, (h+1)*D). The WG lanes form BQ teams of T = WG / BQ lanes, one team per query row.
 //
-//  - T == 1 ("solo", CPU drivers): each lane owns R query rows (rows q0 + lane + WG*r), keeps
-//    them and their outputs in registers and reads K/V rows straight from the buffers at
-//    addresses common to all lanes (vec4 when D % 4 == 0), so every loaded element feeds R
-//    multiply-adds per lane. No shared memory, no barriers; fully unrolled loops so every array
-//    index is a constant.
+//  - T == 1 ("solo", CPU drivers): each lane owns R query rows (rows q0 + lane + WG*r) and reads
+//    K/V rows in chunks (vec4 when D % 4 == 0, else float). With USE_SHUFFLE the SG lanes of a
+//    subgroup load different chunks of each key/value row and subgroupShuffle hands every chunk
+//    to all lanes: one load per chunk per subgroup, as lavapipe serves every load inside a loop
+//    lane by lane, even at an address common to all lanes. Without it each lane loads the chunk
+//    itself (a broadcast on GPUs). No shared memory, no barriers. Two variants:
+//      solo_registers (ACC_IN_REGISTERS, small D): q and o rows in registers, loops fully
+//        unrolled (R * BK * D multiply-adds per tile: the host keeps that small, as it sets the
+//        LLVM compile time on CPU drivers);
+//      solo_memory (large D): running outputs live in the lane's own rows of `out` (read-modify-
+//        write once per tile) and the head dims are walked in steps of GS chunks, so code size
+//        and registers do not grow with D.
 //  - T > 1 ("team", GPUs): K/V tiles are staged through shared memory; lane t of a team owns
 //    output dims t, t+T, ... (C = ceil(D/T) of them, in registers); scores are split across the
 //    team by key (j = t, t+T, ...) and shared through Ps; every lane of a team then redoes the
 //    cheap max/exp over the tile, so no cross-lane reduction is needed.
-// No subgroup operations: correctness does not depend on the subgroup size.
+// Correctness does not depend on the subgroup size (the team path uses no subgroup operations;
+// the solo path's shuffles stay inside each full subgroup of SG lanes).
 #ifdef FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -50,6 +58,7 @@ layout(constant_id = 4) const uint T = 1;    // lanes per query row (divides WG)
 layout(constant_id = 5) const uint BK = 32;  // keys per tile
 layout(constant_id = 6) const uint R = 1;    // query rows per lane (solo path only)
 layout(constant_id = 7) const uint SG = 8;   // subgroup size (USE_SHUFFLE; divides WG)
+layout(constant_id = 8) const bool ACC_IN_REGISTERS = true;  // solo: solo_registers / solo_memory
 
 const uint WG = gl_WorkGroupSize.x;
 const bool SOLO = (T == 1u);
@@ -60,7 +69,9 @@ const uint DP = D | 1u;             // odd row stride: lanes reading different r
 const bool VEC4 = (D & 3u) == 0u;   // rows (and head offsets) are vec4-aligned
 const uint W = VEC4 ? 4u : 1u;       // elements per load on the solo path
 const uint NCH = D / W;              // loads (chunks of W elements) per K/V row
-const uint CPL = (NCH + SG - 1u) / SG;  // USE_SHUFFLE: chunks of a row each lane loads
+const uint CPL = (NCH + SG - 1u) / SG;        // solo_registers + USE_SHUFFLE: chunks per lane
+const uint GS = USE_SHUFFLE != 0 ? SG : 1u;  // chunks of a row per step (one per lane)
+const uint NG = (NCH + GS - 1u) / GS;        // steps per row
 const uint QS_SIZE = SOLO ? 1u : BQ * DP;
 const uint KS_SIZE = SOLO ? 1u : BK * DP;
 const uint VS_SIZE = SOLO ? 1u : BK * D + T;  // + T: the last lane's unused tail dims stay in bounds
@@ -68,12 +79,15 @@ const uint PS_SIZE = SOLO ? 1u : BQ * BK;
 const float NO_MAX = -3.402823466e38;  // running max before any key (finite: never NaN)
 
 layout(set = 0, binding = 0) readonly buffer Queries { STORE_T qs[]; };
+layout(set = 0, binding = 0) readonly buffer Queries4 { STORE4_T qs4[]; };  // same buffer as vec4
 layout(set = 0, binding = 1) readonly buffer Keys { STORE_T ks[]; };
 layout(set = 0, binding = 2) readonly buffer Values { STORE_T vs[]; };
 layout(set = 0, binding = 1) readonly buffer Keys4 { STORE4_T ks4[]; };  // same buffers as vec4
 layout(set = 0, binding = 2) readonly buffer Values4 { STORE4_T vs4[]; };
 layout(set = 0, binding = 3) readonly buffer Lengths { int lengths[]; };
-layout(set = 0, binding = 4) writeonly buffer Output { float outs[]; };
+// The solo path accumulates in (and re-reads) the rows it owns: no other invocation touches them.
+layout(set = 0, binding = 4) buffer Output { float outs[]; };
+layout(set = 0, binding = 4) buffer Output4 { vec4 outs4[]; };
 
 layout(push_constant) uniform Push {
   uint S;            // sequence length (dim 1 of the tensors)
@@ -91,19 +105,31 @@ shared float Ks[KS_SIZE];
 shared float Vs[VS_SIZE];
 shared float Ps[PS_SIZE];
 
-// W elements (vec4 or one float in .x) of K / V starting at element index i (a multiple of W).
+// A chunk: W elements (vec4, or one float in .x) starting at element index i (a multiple of W).
+vec4 load_chunk_q(uint i) { return VEC4 ? vec4(qs4[i >> 2]) : vec4(float(qs[i]), 0.0, 0.0, 0.0); }
 vec4 load_chunk_k(uint i) { return VEC4 ? vec4(ks4[i >> 2]) : vec4(float(ks[i]), 0.0, 0.0, 0.0); }
 vec4 load_chunk_v(uint i) { return VEC4 ? vec4(vs4[i >> 2]) : vec4(float(vs[i]), 0.0, 0.0, 0.0); }
-
-#if USE_SHUFFLE
-// Chunk `x` of lane `from`, for every lane (a float chunk travels alone).
-vec4 from_lane(vec4 x, uint from) {
-  return VEC4 ? subgroupShuffle(x, from) : vec4(subgroupShuffle(x.x, from), 0.0, 0.0, 0.0);
+vec4 load_chunk_o(uint i) { return VEC4 ? outs4[i >> 2] : vec4(outs[i], 0.0, 0.0, 0.0); }
+void store_chunk_o(uint i, vec4 x) {
+  if (VEC4) {
+    outs4[i >> 2] = x;
+  } else {
+    outs[i] = x.x;
+  }
 }
-#endif
 
-// R rows per lane. kend: keys any row of the workgroup needs.
-void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, uint col0) {
+// Chunk i of the current step, for every lane.
+vec4 step_chunk(vec4 mine, uint i) {
+#if USE_SHUFFLE
+  return VEC4 ? subgroupShuffle(mine, i) : vec4(subgroupShuffle(mine.x, i), 0.0, 0.0, 0.0);
+#else
+  return mine;
+#endif
+}
+
+// Solo path, q and o in registers (small D): R rows per lane, everything unrolled.
+// kend: keys any row of the workgroup needs.
+void solo_registers(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, uint col0) {
   float q[R * D];
   float o[R * D];
   float m[R];
@@ -128,9 +154,7 @@ void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, u
     float s[R * BK];
     [[unroll]] for (uint i = 0u; i < R * BK; ++i) s[i] = 0.0;
 #if USE_SHUFFLE
-    // Each lane loads different chunks of the tile's rows (lane l: chunks l, l+SG, ...) and
-    // shuffles hand every chunk to all lanes: one load per chunk per subgroup instead of one
-    // per lane (lavapipe serves uniform-address loads inside loops lane by lane).
+    // Lane l loads chunks l, l+SG, ... of each key row; shuffles hand them to every lane.
     const uint sl = gl_SubgroupInvocationID;
     vec4 kc[BK * CPL];
     [[unroll]] for (uint j = 0u; j < BK; ++j) {
@@ -144,7 +168,7 @@ void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, u
     [[unroll]] for (uint d = 0u; d < D; d += W) {
       [[unroll]] for (uint j = 0u; j < BK; ++j) {
 #if USE_SHUFFLE
-        const vec4 k4 = from_lane(kc[j * CPL + (d / W) / SG], (d / W) % SG);
+        const vec4 k4 = step_chunk(kc[j * CPL + (d / W) / SG], (d / W) % SG);
 #else
         const vec4 k4 = load_chunk_k(base[j] + d);
 #endif
@@ -192,7 +216,7 @@ void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, u
       }
       [[unroll]] for (uint j = 0u; j < BK; ++j) {
 #if USE_SHUFFLE
-        const vec4 v4 = from_lane(vc[j * CPL + (d / W) / SG], (d / W) % SG);
+        const vec4 v4 = step_chunk(vc[j * CPL + (d / W) / SG], (d / W) % SG);
 #else
         const vec4 v4 = load_chunk_v(base[j] + d);
 #endif
@@ -216,6 +240,114 @@ void solo(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, u
       const float inv_l = 1.0 / l[r];
       [[unroll]] for (uint d = 0u; d < D; ++d) {
         outs[(row_base + row) * p.H + col0 + d] = row < len ? o[r * D + d] * inv_l : 0.0;
+      }
+    }
+  }
+}
+
+// Solo path, outputs accumulated in `out` (large D): code and registers independent of D.
+// kend: keys any row of the workgroup needs.
+void solo_memory(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, uint col0) {
+#if USE_SHUFFLE
+  const uint sl = gl_SubgroupInvocationID;
+#else
+  const uint sl = 0u;
+#endif
+  float m[R];
+  float l[R];
+  uint row_kend[R];  // row r's keys: [0, row_kend[r])
+  uint at[R];        // element index of row r's head slice in q and out
+  bool live[R];      // row exists (< S): its slice of out is ours to use
+  bool valid[R];     // row < len: a real query
+  [[unroll]] for (uint r = 0u; r < R; ++r) {
+    const uint row = q0 + lane + WG * r;
+    live[r] = row < p.S;
+    valid[r] = row < len;
+    row_kend[r] = causal ? min(len, row + 1u) : len;
+    at[r] = (row_base + row) * p.H + col0;
+    m[r] = NO_MAX;
+    l[r] = 0.0;
+  }
+
+  for (uint k0 = 0u; k0 < kend; k0 += BK) {
+    // Keys past kend (last tile) read row kend - 1 and are masked below.
+    uint base[BK];
+    [[unroll]] for (uint j = 0u; j < BK; ++j) base[j] = (row_base + min(k0 + j, kend - 1u)) * p.H + col0;
+
+    float s[R * BK];
+    [[unroll]] for (uint i = 0u; i < R * BK; ++i) s[i] = 0.0;
+    [[dont_unroll]] for (uint g = 0u; g < NG; ++g) {
+      const uint own = (g * GS + sl) * W;  // first element of the chunk this lane loads
+      vec4 kc[BK];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        kc[j] = vec4(0.0);
+        if (own < D) kc[j] = load_chunk_k(base[j] + own);
+      }
+      [[unroll]] for (uint i = 0u; i < GS; ++i) {
+        const uint e = (g * GS + i) * W;
+        if (e < D) {  // uniform
+          vec4 qc[R];
+          [[unroll]] for (uint r = 0u; r < R; ++r) {
+            qc[r] = vec4(0.0);
+            if (valid[r]) qc[r] = load_chunk_q(at[r] + e);
+          }
+          [[unroll]] for (uint j = 0u; j < BK; ++j) {
+            const vec4 k4 = step_chunk(kc[j], i);
+            [[unroll]] for (uint r = 0u; r < R; ++r) s[r * BK + j] += dot(qc[r], k4);
+          }
+        }
+      }
+    }
+
+    float corr[R];
+    [[unroll]] for (uint r = 0u; r < R; ++r) {
+      float m_new = m[r];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        s[r * BK + j] *= p.scale;
+        if (k0 + j < row_kend[r]) m_new = max(m_new, s[r * BK + j]);
+      }
+      corr[r] = m[r] == NO_MAX ? 0.0 : exp(m[r] - m_new);
+      l[r] *= corr[r];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        s[r * BK + j] = k0 + j < row_kend[r] ? exp(s[r * BK + j] - m_new) : 0.0;
+        l[r] += s[r * BK + j];
+      }
+      m[r] = m_new;
+    }
+
+    [[dont_unroll]] for (uint g = 0u; g < NG; ++g) {
+      const uint own = (g * GS + sl) * W;
+      vec4 vc[BK];
+      [[unroll]] for (uint j = 0u; j < BK; ++j) {
+        vc[j] = vec4(0.0);
+        if (own < D) vc[j] = load_chunk_v(base[j] + own);
+      }
+      [[unroll]] for (uint i = 0u; i < GS; ++i) {
+        const uint e = (g * GS + i) * W;
+        if (e < D) {  // uniform
+          vec4 acc[R];
+          [[unroll]] for (uint r = 0u; r < R; ++r) {
+            acc[r] = vec4(0.0);
+            if (k0 != 0u && live[r]) acc[r] = load_chunk_o(at[r] + e) * corr[r];
+          }
+          [[unroll]] for (uint j = 0u; j < BK; ++j) {
+            const vec4 v4 = step_chunk(vc[j], i);
+            [[unroll]] for (uint r = 0u; r < R; ++r) acc[r] += s[r * BK + j] * v4;
+          }
+          [[unroll]] for (uint r = 0u; r < R; ++r) {
+            if (live[r]) store_chunk_o(at[r] + e, acc[r]);
+          }
+        }
+      }
+    }
+  }
+
+  // A valid row always has key 0, so l >= 1 after its max; padded rows get zeros.
+  [[unroll]] for (uint r = 0u; r < R; ++r) {
+    if (live[r]) {
+      const float inv_l = valid[r] ? 1.0 / l[r] : 0.0;
+      [[dont_unroll]] for (uint e = 0u; e < D; e += W) {
+        store_chunk_o(at[r] + e, valid[r] ? load_chunk_o(at[r] + e) * inv_l : vec4(0.0));
       }
     }
   }
@@ -256,7 +388,7 @@ void team(uint lane, uint q0, uint len, uint kend, bool causal, uint row_base, u
     const uint nv = row_kend > k0 ? min(row_kend - k0, BK) : 0u;
     for (uint j = t; j < nv; j += T) {
       float s = 0.0;
-      [[unroll]] for (uint d = 0u; d < D; ++d) s += Qs[qi * DP + d] * Ks[j * DP + d];
+      for (uint d = 0u; d < D; ++d) s += Qs[qi * DP + d] * Ks[j * DP + d];
       Ps[qi * BK + j] = s * p.scale;
     }
     barrier();  // scores of the team's other lanes
@@ -315,8 +447,10 @@ void main() {
   // Keys this workgroup needs: rows >= len are zeros, so no row needs a key >= min(q0+BQ, len).
   const uint kend = causal ? min(len, q0 + BQ) : len;
 
-  if (SOLO) {
-    solo(lane, q0, len, kend, causal, row_base, col0);
+  if (SOLO && ACC_IN_REGISTERS) {
+    solo_registers(lane, q0, len, kend, causal, row_base, col0);
+  } else if (SOLO) {
+    solo_memory(lane, q0, len, kend, causal, row_base, col0);
   } else {
     team(lane, q0, len, kend, causal, row_base, col0);
   }

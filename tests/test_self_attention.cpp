@@ -187,7 +187,7 @@ TEST(SelfAttention, GridSmallSequences) {
   }
 }
 
-TEST(SelfAttention, LongerSequences) {
+TEST(SelfAttention, SequencesUpTo1000) {
   Context& ctx = context();
   const std::vector<Problem> problems = {
       {3, 257, 2, 64, true, {257, 0, 130}},
@@ -306,16 +306,28 @@ TEST(SelfAttention, ForcedWorkgroupAndTileSizes) {
   struct Case {
     std::uint32_t wg, tile, lanes, rows;
     bool no_subgroup;
+    std::size_t D;
   };
+  // Each case names its head_dim: 3, 64 (vec4 chunks), 97 (float chunks), > 128 (solo path with
+  // outputs accumulated in memory).
   const std::vector<Case> cases = {
-      {8, 0, 1, 1, false},  {8, 5, 1, 3, false},   {16, 7, 1, 2, false}, {8, 16, 1, 4, true},
-      {7, 3, 1, 2, false},  {1, 1, 1, 1, false},   {8, 16, 2, 0, false}, {8, 8, 8, 0, false},
-      {16, 3, 4, 0, false}, {64, 32, 4, 0, false}, {64, 7, 16, 0, false}, {256, 64, 32, 0, false},
+      // solo, q/o in registers
+      {8, 0, 1, 1, false, 64},   {8, 5, 1, 3, false, 97},  {16, 7, 1, 2, false, 3},
+      {8, 16, 1, 4, true, 64},   {7, 3, 1, 2, false, 97},  {1, 1, 1, 1, false, 3},
+      {8, 0, 0, 0, false, 1},
+      // solo, outputs accumulated in `out`
+      {8, 0, 1, 0, false, 132},  {8, 3, 1, 3, false, 130}, {8, 5, 1, 2, true, 132},
+      {16, 2, 1, 1, false, 257},
+      // shared-memory (team) path
+      {8, 16, 2, 0, false, 64},  {8, 8, 8, 0, false, 97},  {16, 3, 4, 0, false, 3},
+      {64, 32, 4, 0, false, 64}, {64, 7, 16, 0, false, 97}, {256, 64, 32, 0, false, 3},
+      {32, 0, 2, 0, false, 130},
   };
   std::size_t salt = 0;
-  bool saw_shuffle = false, saw_plain_solo = false, saw_team = false;
+  bool saw_shuffle = false, saw_plain_solo = false, saw_team = false, saw_memory = false;
   for (const auto& cs : cases) {
-    for (std::size_t D : {3u, 64u, 97u}) {
+    {
+      const std::size_t D = cs.D;
       for (bool causal : {false, true}) {
         Problem pr{2, 65 + 31 * (salt % 3), 2, D, causal, {}};
         pr.lengths = lengths_for(2, pr.S, salt);
@@ -342,17 +354,20 @@ TEST(SelfAttention, ForcedWorkgroupAndTileSizes) {
         saw_shuffle |= plan.subgroup_shuffle;
         saw_plain_solo |= plan.lanes_per_row == 1 && !plan.subgroup_shuffle;
         saw_team |= plan.lanes_per_row > 1;
+        saw_memory |= plan.lanes_per_row == 1 && !plan.accumulate_in_registers;
         const auto got = run_gpu(ctx, op, pr, in);
         ASSERT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), kRel, kAbs))
             << pr.describe() << " wg " << cs.wg << " tile " << cs.tile << " lanes " << cs.lanes
             << " -> plan wg " << plan.workgroup_size << " rows " << plan.query_rows << " lanes "
             << plan.lanes_per_row << " rows/lane " << plan.rows_per_lane << " tile "
-            << plan.key_tile << " shuffle " << plan.subgroup_shuffle;
+            << plan.key_tile << " shuffle " << plan.subgroup_shuffle << " registers "
+            << plan.accumulate_in_registers;
       }
     }
   }
   EXPECT_TRUE(saw_plain_solo);
   EXPECT_TRUE(saw_team);
+  EXPECT_TRUE(saw_memory);
   const std::uint32_t shuffle_ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
   if (dev.subgroup_in_compute && (dev.subgroup_operations & shuffle_ops) == shuffle_ops) {
     EXPECT_TRUE(saw_shuffle);

@@ -44,7 +44,8 @@ struct SelfAttentionConfig {
   // 1 on CPU drivers for head_dim <= 128 ("solo" path: rows in registers, no shared memory);
   // more on GPUs so each lane keeps <= 16 output dims in registers (shared-memory path).
   std::uint32_t lanes_per_row = 0;
-  // rows_per_lane: query rows each lane owns on the solo path (4 on CPU drivers, else 1).
+  // rows_per_lane: query rows each lane owns on the solo path (CPU drivers: up to 4, so that
+  // rows * head_dim <= 128 when head_dim <= 128, else 4; GPUs: 1).
   std::uint32_t rows_per_lane = 0;
 };
 
@@ -54,6 +55,8 @@ struct SelfAttentionPlan {
   std::uint32_t query_rows = 0;      // query rows per workgroup
   std::uint32_t lanes_per_row = 0;   // 1: solo path; > 1: shared-memory path
   std::uint32_t rows_per_lane = 0;   // solo path: query_rows = workgroup_size * rows_per_lane
+  // Solo path: q / o rows in registers (head_dim <= 128), else outputs accumulated in `out`.
+  bool accumulate_in_registers = false;
   std::uint32_t key_tile = 0;        // keys per tile
   // Solo path: K/V loads shared across the subgroup with subgroupShuffle (off with
   // OpOptions::force_shared_memory_reduction or without shuffle support).

@@ -33,11 +33,14 @@ std::uint64_t shared_bytes(std::uint64_t D, std::uint64_t BQ, std::uint64_t BK, 
   return 4 * (BQ * DP + BK * DP + BK * D + T + BQ * BK);
 }
 
-// The solo path unrolls 2 * R * BK * D multiply-adds per tile and keeps 2 * R * D floats per lane:
-// both set the LLVM compile time on CPU drivers (lavapipe, 2 cores: R=4, BK=4, D=64 compiles in
-// ~0.3 s and runs at ~95% of the speed of R=8, BK=8, which takes ~1.5 s).
-constexpr std::uint64_t kSoloUnrollLimit = 1024;
-constexpr std::uint64_t kSoloRegisterLimit = 512;  // R * D
+// Solo path budgets (CPU drivers compile with LLVM at the first dispatch: these set that time).
+// solo_registers keeps R * D q and o values per lane and unrolls R * BK * D multiply-adds per
+// tile; measured on lavapipe (2 busy cores, D = 64): R=2, BK=4 compiles in ~1 s of CPU and runs
+// at ~90% of the speed of R=4 (~2.7 s); D = 256 in registers takes ~4.4 s, hence the D limit.
+constexpr std::uint64_t kRegisterMaxD = 128;
+constexpr std::uint64_t kRegisterUnroll = 512;   // R * BK * D
+// solo_memory unrolls GS * BK * R chunk products per step (GS = subgroup size with shuffles).
+constexpr std::uint64_t kMemoryUnroll = 512;
 
 std::uint32_t pow2_at_least(std::uint64_t x) {
   std::uint32_t p = 1;
@@ -68,14 +71,24 @@ SelfAttentionPlan make_plan(const DeviceInfo& dev, std::size_t D, const OpOption
   while (wg % T != 0) T /= 2;
   std::uint32_t BK = opt.tile != 0 ? opt.tile : (T == 1 ? 16 : 32);
   BK = std::max<std::uint32_t>(1, BK);
-  // Solo path: each K/V element loaded feeds R rows; R * D * 2 floats per lane stay "in
-  // registers" (L1 spills on CPUs, which is fine there).
-  std::uint32_t R = 1;
-  if (T == 1) {
-    // Each loaded K/V element feeds R rows: 4 rows run ~2x faster than 1 on lavapipe.
+  // The solo path shares K/V loads across the subgroup with shuffles where it can.
+  constexpr std::uint32_t kNeeded = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  const bool shuffle = T == 1 && !opt.force_shared_memory_reduction && dev.subgroup_in_compute &&
+                       (dev.subgroup_operations & kNeeded) == kNeeded && wg % sg == 0;
+  // Each loaded K/V chunk feeds R rows of a lane: 2-4 rows run 2x faster than 1 on lavapipe.
+  std::uint64_t R = 1;
+  const bool registers = D <= kRegisterMaxD;
+  if (T == 1 && registers) {
+    R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : cpu ? (D <= 32 ? 4 : 2) : 1;
+    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kRegisterUnroll / D));
+    BK = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kRegisterUnroll / (R * D))));
+  } else if (T == 1) {
+    const std::uint64_t gs = shuffle ? sg : 1;
     R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : (cpu ? 4 : 1);
-    R = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(kSoloRegisterLimit / D, 1, R));
-    BK = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(kSoloUnrollLimit / (R * D), 1, BK));
+    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kMemoryUnroll / gs));
+    BK = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kMemoryUnroll / (gs * R))));
   }
 
   const std::uint64_t limit = dev.max_shared_memory;
@@ -96,13 +109,11 @@ SelfAttentionPlan make_plan(const DeviceInfo& dev, std::size_t D, const OpOption
   SelfAttentionPlan plan;
   plan.workgroup_size = wg;
   plan.lanes_per_row = T;
-  plan.rows_per_lane = R;
-  // The solo path shares K/V loads across the subgroup with shuffles where it can.
-  constexpr std::uint32_t kNeeded = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
-  plan.subgroup_shuffle = T == 1 && !opt.force_shared_memory_reduction && dev.subgroup_in_compute &&
-                          (dev.subgroup_operations & kNeeded) == kNeeded && wg % sg == 0;
+  plan.rows_per_lane = static_cast<std::uint32_t>(R);
+  plan.accumulate_in_registers = T == 1 && registers;
+  plan.subgroup_shuffle = shuffle;
   plan.subgroup_size = sg;
-  plan.query_rows = T == 1 ? wg * R : wg / T;
+  plan.query_rows = static_cast<std::uint32_t>(T == 1 ? wg * R : wg / T);
   plan.key_tile = BK;
   plan.shared_bytes = static_cast<std::uint32_t>(shared_bytes(D, wg / T, BK, T));
   return plan;
@@ -166,7 +177,7 @@ SelfAttention::SelfAttention(Context& ctx, const SelfAttentionConfig& config,
   kernel_ = ctx.kernel({name,
                         {plan_.workgroup_size, 1, 1, static_cast<std::uint32_t>(head_dim_),
                          plan_.lanes_per_row, plan_.key_tile, plan_.rows_per_lane,
-                         plan_.subgroup_size},
+                         plan_.subgroup_size, plan_.accumulate_in_registers ? 1u : 0u},
                         5,
                         sizeof(Push)});
 }
@@ -262,6 +273,8 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
   push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
   push.causal = config_.causal ? 1u : 0u;
   push.has_lengths = lengths.valid() ? 1u : 0u;
+  // `out` is declared write-only: the solo_memory path re-reads only values it wrote itself in
+  // the same invocation, so no hazard reaches outside the dispatch.
   // Without lengths the binding still needs a buffer: q is read anyway and the shader never
   // touches binding 3 then.
   const Tensor& len_arg = lengths.valid() ? lengths : q;
