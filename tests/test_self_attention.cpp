@@ -658,6 +658,109 @@ TEST(SelfAttention, BadArguments) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Full attention weights (optional output)
+
+// Weights [B, heads, S, S] in double, from the definition.
+std::vector<double> reference_weights(const Problem& pr, const std::vector<float>& q,
+                                      const std::vector<float>& k) {
+  const std::size_t S = pr.S, D = pr.head_dim, H = pr.hidden();
+  std::vector<double> w(pr.batch * pr.heads * S * S, 0.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (std::size_t b = 0; b < pr.batch; ++b) {
+    const std::size_t len = pr.lengths.empty() ? S : static_cast<std::size_t>(pr.lengths[b]);
+    for (std::size_t h = 0; h < pr.heads; ++h) {
+      for (std::size_t i = 0; i < len; ++i) {
+        const std::size_t kend = pr.causal ? std::min(len, i + 1) : len;
+        double* row = &w[((b * pr.heads + h) * S + i) * S];
+        double mx = -INFINITY, sum = 0.0;
+        for (std::size_t j = 0; j < kend; ++j) {
+          double e = 0.0;
+          for (std::size_t d = 0; d < D; ++d) {
+            e += double(q[(b * S + i) * H + h * D + d]) * double(k[(b * S + j) * H + h * D + d]);
+          }
+          row[j] = e * scale;
+          mx = std::max(mx, row[j]);
+        }
+        for (std::size_t j = 0; j < kend; ++j) sum += (row[j] = std::exp(row[j] - mx));
+        for (std::size_t j = 0; j < kend; ++j) row[j] /= sum;
+      }
+    }
+  }
+  return w;
+}
+
+TEST(SelfAttention, AttentionWeights) {
+  Context& ctx = context();
+  const std::vector<Problem> problems = {
+      {2, 7, 2, 3, true, {7, 4}},
+      {1, 33, 4, 16, false, {20}},
+      {3, 64, 1, 64, true, {64, 0, 17}},
+      {2, 10, 1, 97, false, {}},
+  };
+  std::uint32_t seed = 900;
+  for (const auto& pr : problems) {
+    const Inputs in = make_inputs(pr, seed += 3);
+    const Shape shape{pr.batch, pr.S, pr.hidden()};
+    Tensor q = ctx.tensor(shape), k = ctx.tensor(shape);
+    ctx.write(q, in.q);
+    ctx.write(k, in.k);
+    Tensor lengths;
+    if (!pr.lengths.empty()) {
+      lengths = ctx.tensor({pr.batch}, DType::i32);
+      ctx.write(lengths, pr.lengths);
+    }
+    Tensor w = ctx.tensor({pr.batch, pr.heads, pr.S, pr.S});
+    SelfAttention op(ctx, config_for(pr));
+    Sequence seq = ctx.sequence();
+    op.record_weights(seq, q, k, lengths, w);
+    seq.download(w);
+    seq.eval();
+    const auto got = seq.read<float>(w);
+    EXPECT_TRUE(all_close(got, reference_weights(pr, in.q, in.k), kRel, kAbs)) << pr.describe();
+  }
+  if (ctx.features().storage_buffer_16bit) {  // f16 q/k: exact widening, fp32 arithmetic
+    const Problem pr{2, 20, 2, 8, true, {20, 9}};
+    const Inputs in = make_inputs(pr, 999);
+    const Shape shape{pr.batch, pr.S, pr.hidden()};
+    Tensor q = ctx.tensor(shape, DType::f16), k = ctx.tensor(shape, DType::f16);
+    ctx.write(q, to_half(in.q));
+    ctx.write(k, to_half(in.k));
+    Tensor w = ctx.tensor({pr.batch, pr.heads, pr.S, pr.S});
+    OpOptions opt;
+    opt.fp16_storage = true;
+    SelfAttention op(ctx, config_for(pr), opt);
+    Sequence seq = ctx.sequence();
+    op.record_weights(seq, q, k, Tensor(), w);
+    seq.download(w);
+    seq.eval();
+    Problem full = pr;
+    full.lengths.clear();
+    EXPECT_TRUE(all_close(seq.read<float>(w),
+                          reference_weights(full, half_rounded(in.q), half_rounded(in.k)), kRel,
+                          kAbs));
+  }
+}
+
+TEST(SelfAttention, AttentionWeightsErrors) {
+  Context& ctx = context();
+  SelfAttention op(ctx, {2, 16, 8, 2, false});
+  Tensor q = ctx.tensor({2, 16, 8}), k = ctx.tensor({2, 16, 8});
+  Sequence seq = ctx.sequence();
+  expect_error([&] { op.record_weights(seq, q, k, Tensor(), ctx.tensor({2, 2, 16, 15})); },
+               ErrorCode::invalid_argument, {"SelfAttention", "'weights'", "[2, 2, 16, 16]", "[2, 2, 16, 15]"});
+  expect_error([&] { op.record_weights(seq, q, ctx.tensor({2, 15, 8}), Tensor(), ctx.tensor({2, 2, 16, 16})); },
+               ErrorCode::invalid_argument, {"'k'", "[2, 15, 8]"});
+  // Weights too large for one storage buffer: refused before any tensor that size exists.
+  const std::uint64_t range = ctx.device().max_storage_buffer_range;
+  const std::size_t S = static_cast<std::size_t>(std::sqrt(double(range) / 4.0 / 8.0)) + 2;
+  SelfAttention big(ctx, {2, S, 16, 4, false});
+  Tensor bq = ctx.tensor({2, S, 16});
+  expect_error([&] { big.record_weights(seq, bq, bq, Tensor(), Tensor()); }, ErrorCode::out_of_range,
+               {"SelfAttention", "record_weights", "maxStorageBufferRange"});
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Positional encoding
 
 double pe_reference(std::size_t pos, std::size_t col, std::size_t d) {

@@ -76,6 +76,14 @@ class SelfAttention {
   void record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
               std::span<const std::int32_t> lengths, const Tensor& out) const;
 
+  // Optional, for inspection / visualisation of small S: writes the full attention weights
+  // a[b, h, i, j] (f32 [batch, heads, S, S], S from q) with the same masks (masked keys and
+  // padded rows are 0; every valid row sums to 1). A separate kernel recomputes the scores
+  // (two passes over the keys per row): O(S^2 * head_dim) work and O(S^2) memory, so it throws
+  // Error(out_of_range) when the weights exceed the device's maxStorageBufferRange.
+  void record_weights(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& lengths,
+                      const Tensor& weights) const;
+
   // Blocking convenience: records into a fresh sequence, submits and waits.
   void run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
            const Tensor& out) const;
@@ -89,7 +97,7 @@ class SelfAttention {
 
  private:
   void check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* lengths,
-             const Tensor& out) const;
+             const Tensor* out) const;
 
   Context* ctx_;
   SelfAttentionConfig config_;
@@ -97,6 +105,8 @@ class SelfAttention {
   std::size_t head_dim_ = 0;
   SelfAttentionPlan plan_;
   Kernel kernel_;
+  Kernel weights_kernel_;
+  std::uint32_t weights_workgroup_ = 0;
 };
 
 }  // namespace vkrnn

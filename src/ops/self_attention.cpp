@@ -15,6 +15,16 @@ namespace {
 
 constexpr const char* kOp = "SelfAttention";
 
+struct WeightsPush {
+  std::uint32_t S;
+  std::uint32_t H;
+  std::uint32_t heads;
+  std::uint32_t rows;
+  float scale;
+  std::uint32_t causal;
+  std::uint32_t has_lengths;
+};
+
 struct Push {
   std::uint32_t S;
   std::uint32_t H;
@@ -180,6 +190,15 @@ SelfAttention::SelfAttention(Context& ctx, const SelfAttentionConfig& config,
                          plan_.subgroup_size, plan_.accumulate_in_registers ? 1u : 0u},
                         5,
                         sizeof(Push)});
+  const auto& dev = ctx.device();
+  weights_workgroup_ = std::min<std::uint32_t>(
+      dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 64,
+      std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0])));
+  weights_kernel_ = ctx.kernel({options.fp16_storage ? "self_attention_weights_f16"
+                                                     : "self_attention_weights",
+                                {weights_workgroup_, 1, 1, static_cast<std::uint32_t>(head_dim_)},
+                                4,
+                                sizeof(WeightsPush)});
 }
 
 SelfAttentionPlan SelfAttention::plan_for(const DeviceInfo& device,
@@ -194,7 +213,7 @@ SelfAttentionPlan SelfAttention::plan_for(const DeviceInfo& device,
 }
 
 void SelfAttention::check(const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor* lengths, const Tensor& out) const {
+                          const Tensor* lengths, const Tensor* out_ptr) const {
   const DType in_type = options_.fp16_storage ? DType::f16 : DType::f32;
   const auto expect = fmt::format("{} [{}, S, {}] with 1 <= S <= {}", to_string(in_type),
                                   config_.batch, config_.hidden, config_.max_seq);
@@ -227,18 +246,25 @@ void SelfAttention::check(const Tensor& q, const Tensor& k, const Tensor& v,
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: argument 'v': expected {}, got {}", kOp, same_s, to_string(v.shape())));
   }
-  const auto out_want = fmt::format("f32 [{}, {}, {}]", config_.batch, S, config_.hidden);
-  check_input(out, "out", DType::f32, out_want);
-  if (out.dim(1) != S) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}: argument 'out': expected {}, got {}", kOp, out_want,
-                            to_string(out.shape())));
-  }
-  if (same_memory(out, q) || same_memory(out, k) || same_memory(out, v)) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}: argument 'out' shares memory with q, k or v; attention reads "
-                            "every row while writing, so it needs its own tensor",
-                            kOp));
+  if (out_ptr != nullptr) {
+    const Tensor& out = *out_ptr;
+    const auto out_want = fmt::format("f32 [{}, {}, {}]", config_.batch, S, config_.hidden);
+    check_input(out, "out", DType::f32, out_want);
+    if (out.dim(1) != S) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'out': expected {}, got {}", kOp, out_want,
+                              to_string(out.shape())));
+    }
+    if (same_memory(out, q) || same_memory(out, k) || same_memory(out, v)) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'out' shares memory with q, k or v; attention reads "
+                              "every row while writing, so it needs its own tensor",
+                              kOp));
+    }
+    if (lengths != nullptr && same_memory(out, *lengths)) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: argument 'out' shares memory with 'lengths'", kOp));
+    }
   }
   if (lengths != nullptr && lengths->valid()) {
     const Tensor& l = *lengths;
@@ -247,16 +273,12 @@ void SelfAttention::check(const Tensor& q, const Tensor& k, const Tensor& v,
                   fmt::format("{}: argument 'lengths': expected i32 [{}], got {} {}", kOp,
                               config_.batch, to_string(l.dtype()), to_string(l.shape())));
     }
-    if (same_memory(out, l)) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("{}: argument 'out' shares memory with 'lengths'", kOp));
-    }
   }
 }
 
 void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
                            const Tensor& lengths, const Tensor& out) const {
-  check(q, k, v, &lengths, out);
+  check(q, k, v, &lengths, &out);
   const std::size_t S = q.dim(1);
   const std::uint64_t qblocks = (S + plan_.query_rows - 1) / plan_.query_rows;
   const std::uint64_t total = qblocks * config_.heads * config_.batch;
@@ -284,7 +306,7 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
 
 void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
                            std::span<const std::int32_t> lengths, const Tensor& out) const {
-  check(q, k, v, nullptr, out);
+  check(q, k, v, nullptr, &out);
   const std::size_t S = q.dim(1);
   if (lengths.size() != config_.batch) {
     throw Error(ErrorCode::invalid_argument,
@@ -301,6 +323,51 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
   Tensor device_lengths = ctx_->tensor({config_.batch}, DType::i32, "self_attention.lengths");
   seq.upload(device_lengths, lengths);
   record(seq, q, k, v, device_lengths, out);
+}
+
+void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor& k,
+                                   const Tensor& lengths, const Tensor& weights) const {
+  check(q, k, q, &lengths, nullptr);  // q stands in for v; `weights` is checked below
+  const std::size_t S = q.dim(1);
+  // Checked before the weights tensor: its size is what the caller cannot have.
+  const std::uint64_t count = std::uint64_t(config_.batch) * config_.heads * S * S;
+  const auto& dev = ctx_->device();
+  if (count >= (std::uint64_t(1) << 32) || count * 4 > dev.max_storage_buffer_range) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: record_weights: {} weights ({} bytes) for S = {} exceed the "
+                            "device's maxStorageBufferRange ({} bytes); use a shorter sequence",
+                            kOp, count, count * 4, S, dev.max_storage_buffer_range));
+  }
+  const Shape want{config_.batch, config_.heads, S, S};
+  if (!weights.valid() || weights.dtype() != DType::f32 || weights.shape() != want) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: record_weights: argument 'weights': expected f32 {}, got {}", kOp,
+                            to_string(want),
+                            weights.valid() ? fmt::format("{} {}", to_string(weights.dtype()),
+                                                          to_string(weights.shape()))
+                                            : std::string("an empty tensor")));
+  }
+  if (same_memory(weights, q) || same_memory(weights, k) || same_memory(weights, lengths)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: record_weights: 'weights' shares memory with an input", kOp));
+  }
+  const std::uint64_t rows = std::uint64_t(config_.batch) * config_.heads * S;
+  WeightsPush push{};
+  push.S = static_cast<std::uint32_t>(S);
+  push.H = static_cast<std::uint32_t>(config_.hidden);
+  push.heads = static_cast<std::uint32_t>(config_.heads);
+  push.rows = static_cast<std::uint32_t>(rows);
+  push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  push.causal = config_.causal ? 1u : 0u;
+  push.has_lengths = lengths.valid() ? 1u : 0u;
+  const std::uint64_t groups = (rows + weights_workgroup_ - 1) / weights_workgroup_;
+  const Groups grid = fold_groups(groups, dev);
+  if (grid[2] != 1) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: record_weights: {} rows exceed the device grid", kOp, rows));
+  }
+  const Tensor& len_arg = lengths.valid() ? lengths : q;
+  seq.dispatch(weights_kernel_, {in(q), in(k), in(len_arg), vkrnn::out(weights)}, push, grid);
 }
 
 void SelfAttention::run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
