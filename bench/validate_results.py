@@ -3,7 +3,8 @@
 express (min <= median <= max, row names built from id + params, unique names).
 
 Uses the jsonschema package when it is importable; Debian 12's python3-jsonschema is not part
-of scripts/install-deps.sh, so a small validator of the subset of JSON Schema that
+of scripts/install-deps.sh (the build machines lack it and have no network, and
+scripts/test.sh runs install-deps.sh), so a small validator of the subset of JSON Schema that
 schema.json uses is built in. It refuses schema keywords it does not know, so the schema can
 never silently grow a rule this file ignores.
 
