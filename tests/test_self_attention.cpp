@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_env.hpp"
+#include "vk/loader.hpp"
 #include "vkrnn/positional_encoding.hpp"
 #include "vkrnn/residual_add.hpp"
 #include "vkrnn/self_attention.hpp"
@@ -588,6 +589,58 @@ TEST(SelfAttention, Fp16Storage) {
       EXPECT_TRUE(all_close(got, reference(pr, in.q, in.k, in.v), 0.0, 5e-3)) << what;
     }
   }
+}
+
+// fp16 storage where 16-bit storage is not enabled: an adopted VkDevice created without the
+// feature stands in for a device that lacks it.
+TEST(SelfAttention, Fp16WithoutStorage16IsMissingFeature) {
+  const auto& g = vk::global_fns();
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.apiVersion = VK_API_VERSION_1_1;
+  VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  ici.pApplicationInfo = &app;
+  VkInstance instance = VK_NULL_HANDLE;
+  ASSERT_EQ(g.vkCreateInstance(&ici, nullptr, &instance), VK_SUCCESS);
+  const auto ifn = vk::load_instance_fns(instance);
+  std::uint32_t n = 1;
+  VkPhysicalDevice phys = VK_NULL_HANDLE;
+  ifn.vkEnumeratePhysicalDevices(instance, &n, &phys);
+  ASSERT_NE(phys, VK_NULL_HANDLE);
+  std::uint32_t nf = 0;
+  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, nullptr);
+  std::vector<VkQueueFamilyProperties> fams(nf);
+  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, fams.data());
+  std::uint32_t family = 0;
+  while (!(fams[family].queueFlags & VK_QUEUE_COMPUTE_BIT)) ++family;
+  const float prio = 1.0f;
+  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  qci.queueFamilyIndex = family;
+  qci.queueCount = 1;
+  qci.pQueuePriorities = &prio;
+  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  dci.queueCreateInfoCount = 1;
+  dci.pQueueCreateInfos = &qci;
+  VkDevice device = VK_NULL_HANDLE;
+  ASSERT_EQ(ifn.vkCreateDevice(phys, &dci, nullptr, &device), VK_SUCCESS);
+  const auto dfn = vk::load_device_fns(ifn, device);
+  {
+    ExternalDevice ext;
+    ext.instance = instance;
+    ext.physical_device = phys;
+    ext.device = device;
+    ext.queue_family = family;
+    Context ctx = Context::adopt(ext, {.disable_pipeline_cache = true});
+    ASSERT_FALSE(ctx.features().storage_buffer_16bit);
+    OpOptions opt;
+    opt.fp16_storage = true;
+    expect_error([&] { SelfAttention op(ctx, {1, 8, 16, 2, false}, opt); },
+                 ErrorCode::missing_feature,
+                 {"SelfAttention", "fp16_storage", "storageBuffer16BitAccess"});
+    EXPECT_NO_THROW(SelfAttention(ctx, {1, 8, 16, 2, false}));  // fp32 is fine
+  }
+  dfn.vkDeviceWaitIdle(device);
+  dfn.vkDestroyDevice(device, nullptr);
+  ifn.vkDestroyInstance(instance, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
