@@ -3,8 +3,11 @@
 //
 //   e_ij = q_i . k_j / sqrt(head_dim),  a_ij = softmax_j(e_ij),  o_i = sum_j a_ij v_j
 //
-// per batch row and head, computed flash-attention style (key/value tiles streamed through
-// shared memory with an online softmax), so memory stays O(S * hidden) for any S.
+// per batch row and head, computed flash-attention style (key/value tiles streamed past each
+// block of queries with an online softmax), so memory stays O(S * hidden) for any S. One
+// dispatch per call. GPUs stage the tiles through shared memory; CPU drivers (lavapipe) keep
+// query rows in registers and share K/V loads across a subgroup with shuffles (see
+// shaders/self_attention.comp).
 //
 // Tensors: q, k, v, out are [batch, S, hidden] row-major with 1 <= S <= max_seq and
 // hidden = heads * head_dim; head h owns columns [h * head_dim, (h + 1) * head_dim). q, k and v
@@ -18,9 +21,12 @@
 // tensors (fp32 arithmetic, fp32 out); it needs ctx.features().storage_buffer_16bit and throws
 // Error(missing_feature) otherwise.
 //
-// Tuning: OpOptions::workgroup_size (lanes per workgroup) and OpOptions::tile (keys per
-// shared-memory tile) override the choice made from the device's limits; both are clamped to
-// what the device allows (shared memory included).
+// Tuning: OpOptions::workgroup_size (lanes per workgroup) and OpOptions::tile (keys per tile)
+// override the choice made from the device's limits; both are clamped to what the device
+// allows (shared memory included) and to the unrolling budget of the CPU path.
+// OpOptions::force_shared_memory_reduction turns the subgroup shuffles off (the path of devices
+// without subgroup shuffle support). Pipelines compile per head_dim; on lavapipe the first
+// dispatch of a new one costs ~1-3 s of LLVM compile (Mesa's disk cache keeps it afterwards).
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -44,8 +50,8 @@ struct SelfAttentionConfig {
   // 1 on CPU drivers for head_dim <= 128 ("solo" path: rows in registers, no shared memory);
   // more on GPUs so each lane keeps <= 16 output dims in registers (shared-memory path).
   std::uint32_t lanes_per_row = 0;
-  // rows_per_lane: query rows each lane owns on the solo path (CPU drivers: up to 4, so that
-  // rows * head_dim <= 128 when head_dim <= 128, else 4; GPUs: 1).
+  // rows_per_lane: query rows each lane owns on the solo path (CPU drivers: 4 for
+  // head_dim <= 32, 2 up to 128, 4 above, where outputs accumulate in memory; GPUs: 1).
   std::uint32_t rows_per_lane = 0;
 };
 
