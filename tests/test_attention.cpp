@@ -32,6 +32,7 @@
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
+#include "common/app_device.hpp"
 #include "common/test_env.hpp"
 #include "vk/loader.hpp"
 #include "vkrnn/attention.hpp"
@@ -1045,42 +1046,9 @@ TEST(Attention, BadLengthsAndConfigsAreClearErrors) {
 // fp16 storage on a device that did not enable 16-bit storage: every op says so. An adopted
 // VkDevice created without the feature stands in for a device that lacks it.
 TEST(Attention, Fp16WithoutStorage16IsMissingFeature) {
-  const auto& g = vk::global_fns();
-  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.apiVersion = VK_API_VERSION_1_1;
-  VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
-  ici.pApplicationInfo = &app;
-  VkInstance instance = VK_NULL_HANDLE;
-  ASSERT_EQ(g.vkCreateInstance(&ici, nullptr, &instance), VK_SUCCESS);
-  const auto ifn = vk::load_instance_fns(instance);
-  std::uint32_t n = 1;
-  VkPhysicalDevice phys = VK_NULL_HANDLE;
-  ifn.vkEnumeratePhysicalDevices(instance, &n, &phys);
-  ASSERT_NE(phys, VK_NULL_HANDLE);
-  std::uint32_t nf = 0;
-  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, nullptr);
-  std::vector<VkQueueFamilyProperties> fams(nf);
-  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, fams.data());
-  std::uint32_t family = 0;
-  while (!(fams[family].queueFlags & VK_QUEUE_COMPUTE_BIT)) ++family;
-  const float prio = 1.0f;
-  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
-  qci.queueFamilyIndex = family;
-  qci.queueCount = 1;
-  qci.pQueuePriorities = &prio;
-  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  dci.queueCreateInfoCount = 1;
-  dci.pQueueCreateInfos = &qci;
-  VkDevice device = VK_NULL_HANDLE;
-  ASSERT_EQ(ifn.vkCreateDevice(phys, &dci, nullptr, &device), VK_SUCCESS);
-  const auto dfn = vk::load_device_fns(ifn, device);
+  test::AppDevice app;
   {
-    ExternalDevice ext;
-    ext.instance = instance;
-    ext.physical_device = phys;
-    ext.device = device;
-    ext.queue_family = family;
-    Context ctx = Context::adopt(ext, {.disable_pipeline_cache = true});
+    Context ctx = Context::adopt(app.external(), {.disable_pipeline_cache = true});
     ASSERT_FALSE(ctx.features().storage_buffer_16bit);
     AttentionConfig cfg;
     cfg.max_source = 8;
@@ -1095,9 +1063,6 @@ TEST(Attention, Fp16WithoutStorage16IsMissingFeature) {
     expect_error([&] { KeyProjection(ctx, cfg, opt); }, ErrorCode::missing_feature, frags);
     EXPECT_NO_THROW(FusedAttention(ctx, cfg));  // fp32 is fine
   }
-  dfn.vkDeviceWaitIdle(device);
-  dfn.vkDestroyDevice(device, nullptr);
-  ifn.vkDestroyInstance(instance, nullptr);
 }
 
 }  // namespace

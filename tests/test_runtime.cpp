@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/app_device.hpp"
 #include "common/test_env.hpp"
 #include "vk/context_impl.hpp"
 #include "vk/loader.hpp"
@@ -549,67 +550,12 @@ TEST(PipelineCache, WrittenReusedAndCorruptFilesSurvived) {
 
 // ---------------------------------------------------------------------------- adoption
 
-namespace {
-std::vector<std::string> g_app_messages;
-VKAPI_ATTR VkBool32 VKAPI_CALL app_callback(VkDebugUtilsMessageSeverityFlagBitsEXT,
-                                            VkDebugUtilsMessageTypeFlagsEXT,
-                                            const VkDebugUtilsMessengerCallbackDataEXT* data, void*) {
-  g_app_messages.emplace_back(data->pMessage);
-  return VK_FALSE;
-}
-}  // namespace
-
 // What a game does: it owns the instance, device and queue; vkrnn borrows them.
 TEST(Adoption, AppOwnedHandlesAreUsedAndNeverDestroyed) {
-  const auto& g = vk::global_fns();
-  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.apiVersion = VK_API_VERSION_1_1;
-  const char* layer = "VK_LAYER_KHRONOS_validation";
-  const char* ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
-  VkDebugUtilsMessengerCreateInfoEXT dbg{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-  dbg.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
-  dbg.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
-  dbg.pfnUserCallback = app_callback;
-  VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
-  ici.pNext = &dbg;
-  ici.pApplicationInfo = &app;
-  ici.enabledLayerCount = 1;
-  ici.ppEnabledLayerNames = &layer;
-  ici.enabledExtensionCount = 1;
-  ici.ppEnabledExtensionNames = &ext;
-  VkInstance instance = VK_NULL_HANDLE;
-  ASSERT_EQ(g.vkCreateInstance(&ici, nullptr, &instance), VK_SUCCESS);
-  const auto ifn = vk::load_instance_fns(instance);
-  VkDebugUtilsMessengerEXT messenger = VK_NULL_HANDLE;
-  ifn.vkCreateDebugUtilsMessengerEXT(instance, &dbg, nullptr, &messenger);
-  std::uint32_t n = 1;
-  VkPhysicalDevice phys = VK_NULL_HANDLE;
-  ifn.vkEnumeratePhysicalDevices(instance, &n, &phys);
-  ASSERT_NE(phys, VK_NULL_HANDLE);
-  std::uint32_t nf = 0;
-  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, nullptr);
-  std::vector<VkQueueFamilyProperties> fams(nf);
-  ifn.vkGetPhysicalDeviceQueueFamilyProperties(phys, &nf, fams.data());
-  std::uint32_t family = 0;
-  while (!(fams[family].queueFlags & VK_QUEUE_COMPUTE_BIT)) ++family;
-  const float prio = 1.0f;
-  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
-  qci.queueFamilyIndex = family;
-  qci.queueCount = 1;
-  qci.pQueuePriorities = &prio;
-  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  dci.queueCreateInfoCount = 1;
-  dci.pQueueCreateInfos = &qci;
-  VkDevice device = VK_NULL_HANDLE;
-  ASSERT_EQ(ifn.vkCreateDevice(phys, &dci, nullptr, &device), VK_SUCCESS);
-  const auto dfn = vk::load_device_fns(ifn, device);
-
-  ExternalDevice extdev;
-  extdev.instance = instance;
-  extdev.physical_device = phys;
-  extdev.device = device;
-  extdev.queue_family = family;
-  extdev.api_version = VK_API_VERSION_1_1;
+  test::AppDevice app(/*validation=*/true);
+  const ExternalDevice extdev = app.external();
+  const VkDevice device = app.device();
+  const auto nf = app.queue_family_count();
   {
     auto ctx = Context::adopt(extdev, {.disable_pipeline_cache = true});
     EXPECT_FALSE(ctx.owns_device());
@@ -640,11 +586,9 @@ TEST(Adoption, AppOwnedHandlesAreUsedAndNeverDestroyed) {
   }
   // The app's device still works after vkrnn is gone, and destroying it reports no leaked
   // child objects (the layer would say so through the app's messenger).
-  EXPECT_EQ(dfn.vkDeviceWaitIdle(device), VK_SUCCESS);
-  dfn.vkDestroyDevice(device, nullptr);
-  ifn.vkDestroyDebugUtilsMessengerEXT(instance, messenger, nullptr);
-  ifn.vkDestroyInstance(instance, nullptr);
-  EXPECT_TRUE(g_app_messages.empty()) << g_app_messages.front();
+  EXPECT_EQ(app.fns().vkDeviceWaitIdle(device), VK_SUCCESS);
+  app.destroy();
+  EXPECT_TRUE(app.messages().empty()) << app.messages().front();
 }
 
 // ---------------------------------------------------------------------------- misuse
