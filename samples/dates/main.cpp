@@ -11,16 +11,13 @@
 // --expect-accuracy.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <exception>
-#include <fstream>
 #include <iostream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "common/sample_cli.hpp"
 #include "common/sample_support.hpp"
 #include "font5x7.hpp"
 #include "heatmap.hpp"
@@ -62,82 +59,19 @@ validation layer; any message it prints makes the exit status 3.
 
 constexpr std::size_t kMaxPanels = 16;
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-struct InputError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct Args {
-  std::string model = VKRNN_DATES_MODEL_DIR;
-  std::string device;
+struct Args : CommonArgs {
   std::string heatmap;
-  std::string eval;
-  std::size_t limit = 0;
-  double expect_accuracy = -1.0;
-  std::size_t batch = 256;
-  std::vector<std::string> dates;
-  bool help = false;
 };
-
-std::size_t parse_count(const std::string& option, const std::string& value) {
-  std::size_t used = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || value.empty() || value[0] == '-' || n == 0) {
-    throw UsageError(fmt::format("{} needs a positive whole number, got '{}'", option, value));
-  }
-  return static_cast<std::size_t>(n);
-}
 
 Args parse(int argc, char** argv) {
   Args a;
-  bool only_dates = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
-      return argv[++i];
-    };
-    if (only_dates || arg.empty() || arg[0] != '-' || arg == "-") {
-      a.dates.push_back(arg);
-    } else if (arg == "--") {
-      only_dates = true;
-    } else if (arg == "-h" || arg == "--help") {
-      a.help = true;
-    } else if (arg == "--model") {
-      a.model = value();
-    } else if (arg == "--device") {
-      a.device = value();
-    } else if (arg == "--heatmap") {
-      a.heatmap = value();
-    } else if (arg == "--eval") {
-      a.eval = value();
-    } else if (arg == "--limit") {
-      a.limit = parse_count(arg, value());
-    } else if (arg == "--batch") {
-      a.batch = parse_count(arg, value());
-    } else if (arg == "--expect-accuracy") {
-      const std::string v = value();
-      char* end = nullptr;
-      a.expect_accuracy = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !(a.expect_accuracy >= 0.0 && a.expect_accuracy <= 100.0)) {
-        throw UsageError("--expect-accuracy needs a percentage in [0, 100], got '" + v + "'");
-      }
-    } else {
-      throw UsageError("unknown option '" + arg + "'");
-    }
-  }
-  if (!a.eval.empty() && !a.dates.empty()) throw UsageError("--eval takes no DATE arguments");
+  a.model = VKRNN_DATES_MODEL_DIR;
+  parse_common_args(argc, argv, a, "DATE", [&](const std::string& option, const auto& value) {
+    if (option != "--heatmap") return false;
+    a.heatmap = value();
+    return true;
+  });
   if (!a.eval.empty() && !a.heatmap.empty()) throw UsageError("--heatmap does not combine with --eval");
-  if (a.eval.empty() && (a.limit != 0 || a.expect_accuracy >= 0.0)) {
-    throw UsageError("--limit and --expect-accuracy only apply to --eval");
-  }
   return a;
 }
 
@@ -200,7 +134,7 @@ AttentionPanel panel(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r, 
 }
 
 int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args, double load_ms) {
-  const auto dates = inputs_or_stdin(args.dates);
+  const auto dates = inputs_or_stdin(args.inputs);
   if (dates.empty()) throw UsageError("no dates given (arguments or stdin lines)");
   std::vector<std::vector<std::int32_t>> sources;
   for (std::size_t i = 0; i < dates.size(); ++i) {
@@ -260,24 +194,14 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
 }
 
 int evaluate(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args) {
-  std::ifstream in(args.eval);
-  if (!in) throw InputError(fmt::format("cannot open the evaluation file '{}'", args.eval));
   std::vector<std::string> inputs, expected;
   std::vector<std::vector<std::int32_t>> sources;
-  std::string line;
-  for (std::size_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    if (args.limit != 0 && inputs.size() == args.limit) break;
-    const auto tab = line.find('\t');
-    if (tab == std::string::npos || line.find('\t', tab + 1) != std::string::npos) {
-      throw InputError(fmt::format("{}:{}: expected \"input<TAB>expected\", got \"{}\"", args.eval, number, line));
-    }
-    inputs.push_back(line.substr(0, tab));
-    expected.push_back(line.substr(tab + 1));
-    sources.push_back(source_ids(model, inputs.back(), fmt::format("{}:{}", args.eval, number)));
-  }
-  if (inputs.empty()) throw InputError(fmt::format("'{}' holds no \"input<TAB>expected\" lines", args.eval));
+  for_each_tab_line(args.eval, args.limit, "input<TAB>expected",
+                    [&](const std::string& where, const std::string& input, const std::string& want) {
+                      inputs.push_back(input);
+                      expected.push_back(want);
+                      sources.push_back(source_ids(model, input, where));
+                    });
 
   std::cout << "device: " << describe_device(ctx.device()) << "\n";
   std::size_t correct = 0, shown = 0;
@@ -301,20 +225,13 @@ int evaluate(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args)
   std::cout << fmt::format("exact match: {}/{} = {:.2f}% (greedy, batches of {}) in {:.0f} ms, {:.0f} dates/s\n",
                            correct, inputs.size(), accuracy, args.batch, decode_ms,
                            1000.0 * double(inputs.size()) / decode_ms);
-  if (args.expect_accuracy >= 0.0 && accuracy < args.expect_accuracy) {
-    std::cerr << fmt::format("vkrnn-dates: accuracy {:.2f}% is below the expected {:.2f}%\n", accuracy,
-                             args.expect_accuracy);
-    return 4;
-  }
-  return 0;
+  return accuracy_status("vkrnn-dates", accuracy, args.expect_accuracy);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  ValidationMessages validation;
-  int status = 0;
-  try {
+  return run_sample("vkrnn-dates", [&](const vkrnn::ValidationSink& validation_sink) {
     const Args args = parse(argc, argv);
     if (args.help) {
       std::cout << kUsage;
@@ -323,24 +240,10 @@ int main(int argc, char** argv) {
     Stopwatch load;
     vkrnn::ContextOptions options;
     options.device = args.device;
-    options.validation_sink = validation.sink();
+    options.validation_sink = validation_sink;
     vkrnn::Context ctx(options);
     const auto model = vkrnn::Seq2Seq::load(ctx, args.model);
     const double load_ms = load.ms();
-    status = args.eval.empty() ? normalise(ctx, model, args, load_ms) : evaluate(ctx, model, args);
-  } catch (const UsageError& e) {
-    std::cerr << "vkrnn-dates: " << e.what() << "\n(vkrnn-dates --help lists the options)\n";
-    return 2;
-  } catch (const vkrnn::Error& e) {
-    std::cerr << "vkrnn-dates: error (" << vkrnn::to_string(e.code()) << "): " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "vkrnn-dates: error: " << e.what() << "\n";
-    return 1;
-  }
-  if (validation.count() != 0) {
-    std::cerr << "vkrnn-dates: the validation layer reported " << validation.count() << " message(s)\n";
-    return 3;
-  }
-  return status;
+    return args.eval.empty() ? normalise(ctx, model, args, load_ms) : evaluate(ctx, model, args);
+  });
 }

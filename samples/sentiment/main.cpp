@@ -10,18 +10,16 @@
 // (VKRNN_VALIDATION=1), 4 accuracy below --expect-accuracy.
 #include <algorithm>
 #include <cstdlib>
-#include <exception>
-#include <fstream>
 #include <iostream>
 #include <numeric>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/sample_cli.hpp"
 #include "common/sample_support.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/vkrnn.hpp"
@@ -53,79 +51,18 @@ options:
   -h, --help             this text
 )";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct Args : CommonArgs {
+  std::size_t top = 3;
 };
-struct InputError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct Args {
-  std::string model = VKRNN_SENTIMENT_MODEL_DIR;
-  std::string device;
-  std::string eval;
-  std::size_t limit = 0, batch = 256, top = 3;
-  double expect_accuracy = -1.0;
-  std::vector<std::string> texts;
-  bool help = false;
-};
-
-std::size_t parse_count(const std::string& option, const std::string& value) {
-  std::size_t used = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || value.empty() || value[0] == '-' || n == 0) {
-    throw UsageError(fmt::format("{} needs a positive whole number, got '{}'", option, value));
-  }
-  return static_cast<std::size_t>(n);
-}
 
 Args parse(int argc, char** argv) {
   Args a;
-  bool only_texts = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
-      return argv[++i];
-    };
-    if (only_texts || arg.empty() || arg[0] != '-' || arg == "-") {
-      a.texts.push_back(arg);
-    } else if (arg == "--") {
-      only_texts = true;
-    } else if (arg == "-h" || arg == "--help") {
-      a.help = true;
-    } else if (arg == "--model") {
-      a.model = value();
-    } else if (arg == "--device") {
-      a.device = value();
-    } else if (arg == "--eval") {
-      a.eval = value();
-    } else if (arg == "--limit") {
-      a.limit = parse_count(arg, value());
-    } else if (arg == "--batch") {
-      a.batch = parse_count(arg, value());
-    } else if (arg == "--top") {
-      a.top = parse_count(arg, value());
-    } else if (arg == "--expect-accuracy") {
-      const std::string v = value();
-      char* end = nullptr;
-      a.expect_accuracy = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !(a.expect_accuracy >= 0.0 && a.expect_accuracy <= 100.0)) {
-        throw UsageError("--expect-accuracy needs a percentage in [0, 100], got '" + v + "'");
-      }
-    } else {
-      throw UsageError("unknown option '" + arg + "'");
-    }
-  }
-  if (!a.eval.empty() && !a.texts.empty()) throw UsageError("--eval takes no TEXT arguments");
-  if (a.eval.empty() && (a.limit != 0 || a.expect_accuracy >= 0.0)) {
-    throw UsageError("--limit and --expect-accuracy only apply to --eval");
-  }
+  a.model = VKRNN_SENTIMENT_MODEL_DIR;
+  parse_common_args(argc, argv, a, "TEXT", [&](const std::string& option, const auto& value) {
+    if (option != "--top") return false;
+    a.top = parse_count(option, value());
+    return true;
+  });
   return a;
 }
 
@@ -163,7 +100,7 @@ std::vector<vkrnn::ClassifyResult> classify(const vkrnn::Classifier& model,
 }
 
 int explain(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& args) {
-  const auto texts = inputs_or_stdin(args.texts);
+  const auto texts = inputs_or_stdin(args.inputs);
   if (texts.empty()) throw UsageError("no texts given (arguments or stdin lines)");
   std::vector<std::vector<std::int32_t>> tokens;
   for (std::size_t i = 0; i < texts.size(); ++i) tokens.push_back(token_ids(model, texts[i], fmt::format("text {}", i + 1)));
@@ -224,32 +161,21 @@ int explain(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& arg
 }
 
 int evaluate(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& args) {
-  std::ifstream in(args.eval);
-  if (!in) throw InputError(fmt::format("cannot open the evaluation file '{}'", args.eval));
   const auto& labels = model.config().labels;
   std::vector<std::string> texts;
   std::vector<std::size_t> expected;
   std::vector<std::vector<std::int32_t>> tokens;
-  std::string line;
-  for (std::size_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    if (args.limit != 0 && texts.size() == args.limit) break;
-    const auto tab = line.find('\t');
-    const std::string where = fmt::format("{}:{}", args.eval, number);
-    if (tab == std::string::npos || line.find('\t', tab + 1) != std::string::npos) {
-      throw InputError(fmt::format("{}: expected \"text<TAB>label\", got \"{}\"", where, line));
-    }
-    const auto label = std::find(labels.begin(), labels.end(), line.substr(tab + 1));
-    if (label == labels.end()) {
-      throw InputError(fmt::format("{}: unknown label '{}' (the model's: {})", where, line.substr(tab + 1),
-                                   fmt::join(labels, ", ")));
-    }
-    texts.push_back(line.substr(0, tab));
-    expected.push_back(static_cast<std::size_t>(label - labels.begin()));
-    tokens.push_back(token_ids(model, texts.back(), where));
-  }
-  if (texts.empty()) throw InputError(fmt::format("'{}' holds no \"text<TAB>label\" lines", args.eval));
+  for_each_tab_line(args.eval, args.limit, "text<TAB>label",
+                    [&](const std::string& where, const std::string& text, const std::string& name) {
+                      const auto label = std::find(labels.begin(), labels.end(), name);
+                      if (label == labels.end()) {
+                        throw InputError(fmt::format("{}: unknown label '{}' (the model's: {})", where, name,
+                                                     fmt::join(labels, ", ")));
+                      }
+                      texts.push_back(text);
+                      expected.push_back(static_cast<std::size_t>(label - labels.begin()));
+                      tokens.push_back(token_ids(model, text, where));
+                    });
 
   std::cout << "device: " << describe_device(ctx.device()) << "\n";
   double ms = 0.0;
@@ -266,20 +192,13 @@ int evaluate(vkrnn::Context& ctx, const vkrnn::Classifier& model, const Args& ar
   const double accuracy = 100.0 * double(correct) / double(texts.size());
   std::cout << fmt::format("accuracy: {}/{} = {:.2f}% (batches of {}) in {:.0f} ms\n", correct, texts.size(),
                            accuracy, args.batch, ms);
-  if (args.expect_accuracy >= 0.0 && accuracy < args.expect_accuracy) {
-    std::cerr << fmt::format("vkrnn-sentiment: accuracy {:.2f}% is below the expected {:.2f}%\n", accuracy,
-                             args.expect_accuracy);
-    return 4;
-  }
-  return 0;
+  return accuracy_status("vkrnn-sentiment", accuracy, args.expect_accuracy);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  ValidationMessages validation;
-  int status = 0;
-  try {
+  return run_sample("vkrnn-sentiment", [&](const vkrnn::ValidationSink& validation_sink) {
     const Args args = parse(argc, argv);
     if (args.help) {
       std::cout << kUsage;
@@ -287,26 +206,12 @@ int main(int argc, char** argv) {
     }
     vkrnn::ContextOptions options;
     options.device = args.device;
-    options.validation_sink = validation.sink();
+    options.validation_sink = validation_sink;
     vkrnn::Context ctx(options);
     const auto model = vkrnn::Classifier::load(ctx, args.model);
     if (model.config().tokenizer.type != vkrnn::TokenizerType::word) {
       throw InputError(fmt::format("'{}' is a character-level model; this sample shows words", args.model));
     }
-    status = args.eval.empty() ? explain(ctx, model, args) : evaluate(ctx, model, args);
-  } catch (const UsageError& e) {
-    std::cerr << "vkrnn-sentiment: " << e.what() << "\n(vkrnn-sentiment --help lists the options)\n";
-    return 2;
-  } catch (const vkrnn::Error& e) {
-    std::cerr << "vkrnn-sentiment: error (" << vkrnn::to_string(e.code()) << "): " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "vkrnn-sentiment: error: " << e.what() << "\n";
-    return 1;
-  }
-  if (validation.count() != 0) {
-    std::cerr << "vkrnn-sentiment: the validation layer reported " << validation.count() << " message(s)\n";
-    return 3;
-  }
-  return status;
+    return args.eval.empty() ? explain(ctx, model, args) : evaluate(ctx, model, args);
+  });
 }
