@@ -7,14 +7,20 @@ Fairness (workloads.md, "Reference points"): torch.set_num_threads(os.cpu_count(
 torch.inference_mode(), and the BLAS library torch actually loaded (read from /proc/self/maps
 after a matmul) plus the thread count are named in every row.
 
-W3 model (the end-to-end greedy decode; the vkrnn model must match it):
-  encoder: Embedding(8000, 256) -> bidirectional GRU(256, 256) over S = 32 tokens
-           -> enc [S, B, 512]; keys K = enc @ W_k^T (512 -> 256), once per source;
-           decoder s0 = tanh(Linear(512 -> 256)([h_fwd_last ; h_bwd_last])).
-  step:    x = [Embedding(prev) ; ctx_prev] (256 + 512), s = GRUCell(768 -> 256)(x, s);
-           e_i = v . tanh(K_i + W_q s) (Bahdanau), alpha = softmax(e), ctx = sum alpha_i enc_i;
-           logits = Linear(768 -> 8000)([s ; ctx]); prev = argmax(logits).
-  32 steps from token 1 (BOS), ctx_prev = 0, no early stop.
+W3 model (the end-to-end greedy decode): tools/vkrnn_models.py's BahdanauSeq2Seq, the
+reference module of vkrnn's "bahdanau_seq2seq" format (docs/model-format.md), with the W3 sizes:
+vocab 8000, E = 256, bidirectional GRU encoder He = 256 per direction over S = 32 source tokens,
+GRU decoder Hd = 256, additive attention A = 256, output Linear(Hd + 2 He + E -> 8000).
+vkrnn-bench (bench/w3_seq2seq.cpp) loads the same architecture with the same sizes through
+Seq2Seq, so both tools run the same equations:
+  encode:  m = BiGRU(src_embedding(x)); K = W_k m (once per source, inside the timed decode);
+           s_0 = tanh(W_b bwd_0 + b_b)
+  step t:  e = v . tanh(K + W_q s_{t-1} + b_q); a = masked_softmax(e); c_t = sum_s a_s m_s;
+           s_t = GRU([tgt_embedding(y_{t-1}); c_t], s_{t-1});
+           logits = W_o [s_t; c_t; tgt_embedding(y_{t-1})] + b_o; y_t = argmax(logits)
+  32 steps from BOS, no early stop (every row feeds back its own argmax). One repetition is the
+  whole decode, encode included. Weights: PyTorch's default init (vkrnn-bench draws its own
+  random weights from the same ranges); the cost does not depend on their values.
 """
 import argparse
 import datetime
@@ -137,48 +143,34 @@ def build_w2(torch, wid, p, dev):
     return lambda: layer(x)
 
 
-class Seq2Seq:
-    """The W3 model (see the module docstring)."""
-
-    def __init__(self, torch, p, dev):
-        nn = torch.nn
-        self.torch = torch
-        self.steps = p["steps"]
-        E, H, V = p["E"], p["H"], p["vocab"]
-        self.emb_src = nn.Embedding(V, E).to(dev)
-        self.encoder = nn.GRU(E, H, bidirectional=True).to(dev).eval()
-        self.key_proj = nn.Linear(2 * H, H, bias=False).to(dev)
-        self.bridge = nn.Linear(2 * H, H).to(dev)
-        self.emb_tgt = nn.Embedding(V, E).to(dev)
-        self.cell = nn.GRUCell(E + 2 * H, H).to(dev)
-        self.query_proj = nn.Linear(H, H, bias=False).to(dev)
-        self.v = torch.randn(H, device=dev) / math.sqrt(H)
-        self.out = nn.Linear(H + 2 * H, V).to(dev)
-        g = torch.Generator().manual_seed(1)
-        self.src = torch.randint(2, V, (p["S"], p["B"]), generator=g).to(dev)
-        self.B, self.H, self.dev = p["B"], H, dev
-
-    def decode(self):
-        torch = self.torch
-        enc, h_n = self.encoder(self.emb_src(self.src))           # [S,B,2H], [2,B,H]
-        keys = self.key_proj(enc)                                   # [S,B,H], once per source
-        s = torch.tanh(self.bridge(torch.cat([h_n[0], h_n[1]], dim=1)))
-        ctx = torch.zeros(self.B, 2 * self.H, device=self.dev)
-        prev = torch.ones(self.B, dtype=torch.long, device=self.dev)
-        tokens = []
-        for _ in range(self.steps):
-            s = self.cell(torch.cat([self.emb_tgt(prev), ctx], dim=1), s)
-            e = torch.matmul(torch.tanh(keys + self.query_proj(s).unsqueeze(0)), self.v)  # [S,B]
-            alpha = torch.softmax(e, dim=0)
-            ctx = (alpha.unsqueeze(2) * enc).sum(0)
-            prev = self.out(torch.cat([s, ctx], dim=1)).argmax(1)
-            tokens.append(prev)
-        return torch.stack(tokens)
-
-
 def build_w3(torch, wid, p, dev):
-    model = Seq2Seq(torch, p, dev)
-    return model.decode
+    """The W3 decode with tools/vkrnn_models.py's BahdanauSeq2Seq (module docstring). The loop
+    is greedy_decode(stop_at_eos=False) without its bookkeeping (stacking every step's logits
+    and attention, which vkrnn's decode does not return either): encode(), then step() and
+    argmax, feeding back the argmax."""
+    tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import vkrnn_models as vm
+    B, S, steps, V = p["B"], p["S"], p["steps"], p["vocab"]
+    model = vm.BahdanauSeq2Seq(V, V, embedding_dim=p["E"], encoder_hidden=p["H"],
+                               decoder_hidden=p["H"], attention_dim=p["H"], cell="gru",
+                               max_decode_length=steps).to(dev).eval()
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, V, (B, S), generator=g).to(dev)  # non-special ids, batch-first
+    lengths = torch.full((B,), S, dtype=torch.long, device=dev)
+    bos = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
+
+    def decode():
+        memory = model.encode(src, lengths)
+        state, prev = memory["state"], bos
+        tokens = []
+        for _ in range(steps):
+            logits, _, state = model.step(memory, state, prev)
+            prev = logits.argmax(-1)
+            tokens.append(prev)
+        return torch.stack(tokens, 1)
+    return decode
 
 
 def build_w4(torch, wid, p, dev):

@@ -1,0 +1,195 @@
+// W3 — greedy seq2seq decode, the end-to-end job (workloads.md): a bahdanau_seq2seq model
+// (docs/model-format.md; tools/vkrnn_models.py BahdanauSeq2Seq, which torch_baseline.py runs)
+// with vocab 8000, E = 256, bi-GRU encoder He = 256, GRU decoder Hd = 256, attention A = 256,
+// over B random sources of S = 32 tokens, 32 decode steps with no early stop.
+//
+// The model has random weights (fixed seeds, PyTorch's default init ranges) and goes through
+// the real loading path: setup writes model.json + model.safetensors to a temporary directory,
+// Seq2Seq::load reads it (then the directory is removed). One repetition records the whole
+// decode into the harness's Sequence with the incremental API: record_encode (source upload,
+// embedding, bi-GRU, key projection, bridge) then start() a state (max_len 32,
+// stop_at_eos = false: every row feeds back its own argmax for exactly 32 steps) and 32
+// record_step calls. That is the same kernels as Seq2Seq::greedy(), in one submission; the
+// incremental API adds two tiny per-step downloads (token, score) that greedy() batches into
+// one at the end. Rate: tokens/s = B * 32 / wall median (bench/SCHEMA.md).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "vkrnn/safetensors.hpp"
+#include "vkrnn/seq2seq.hpp"
+#include "workload.hpp"
+
+namespace vkrnn::bench {
+namespace {
+
+constexpr std::size_t kVocab = 8000, kE = 256, kH = 256, kA = 256, kS = 32, kSteps = 32;
+
+// Writes the W3 model into `dir` (model.json + model.safetensors).
+void write_model(const std::filesystem::path& dir) {
+  const std::size_t M = 2 * kH;
+  std::vector<SafetensorsTensorData> tensors;
+  std::uint32_t seed = 300;
+  // Uniform(-bound, bound); bound = 1/sqrt(fan_in) for layers (PyTorch's default), 1 for the
+  // embeddings, so activations stay O(1) and the argmax is not degenerate.
+  auto add = [&](const std::string& name, std::vector<std::size_t> shape, float bound) {
+    std::size_t n = 1;
+    for (std::size_t d : shape) n *= d;
+    const auto values = random_floats(n, seed++, -bound, bound);
+    tensors.push_back(f32_tensor(name, std::move(shape), values));
+  };
+  const float inv_h = 1.0f / std::sqrt(float(kH));
+  add("src_embedding.weight", {kVocab, kE}, 1.0f);
+  add("tgt_embedding.weight", {kVocab, kE}, 1.0f);
+  for (const char* dir_suffix : {"", "_reverse"}) {
+    add(fmt::format("encoder.weight_ih_l0{}", dir_suffix), {3 * kH, kE}, inv_h);
+    add(fmt::format("encoder.weight_hh_l0{}", dir_suffix), {3 * kH, kH}, inv_h);
+    add(fmt::format("encoder.bias_ih_l0{}", dir_suffix), {3 * kH}, inv_h);
+    add(fmt::format("encoder.bias_hh_l0{}", dir_suffix), {3 * kH}, inv_h);
+  }
+  add("bridge.weight", {kH, kH}, inv_h);
+  add("bridge.bias", {kH}, inv_h);
+  add("attention.key_proj.weight", {kA, M}, 1.0f / std::sqrt(float(M)));
+  add("attention.query_proj.weight", {kA, kH}, inv_h);
+  add("attention.query_proj.bias", {kA}, inv_h);
+  add("attention.v", {kA}, 0.1f);  // the reference module's init
+  add("decoder.weight_ih_l0", {3 * kH, kE + M}, inv_h);
+  add("decoder.weight_hh_l0", {3 * kH, kH}, inv_h);
+  add("decoder.bias_ih_l0", {3 * kH}, inv_h);
+  add("decoder.bias_hh_l0", {3 * kH}, inv_h);
+  const std::size_t out_in = kH + M + kE;
+  add("output.weight", {kVocab, out_in}, 1.0f / std::sqrt(float(out_in)));
+  add("output.bias", {kVocab}, 1.0f / std::sqrt(float(out_in)));
+  write_safetensors((dir / "model.safetensors").string(), tensors);
+
+  auto vocab = [](const char* prefix) {
+    std::vector<std::string> v{"<pad>", "<s>", "</s>", "<unk>"};
+    for (std::size_t i = v.size(); i < kVocab; ++i) v.push_back(fmt::format("{}{}", prefix, i));
+    return v;
+  };
+  auto rnn_map = [](const std::string& role, bool reverse) {
+    nlohmann::ordered_json m;
+    for (const char* suffix : {"", "_reverse"}) {
+      if (*suffix && !reverse) continue;
+      for (const char* p : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
+        const std::string param = std::string(p) + suffix;
+        m[param] = role + "." + param;
+      }
+    }
+    return m;
+  };
+  nlohmann::ordered_json config = {
+      {"format", "vkrnn-model"}, {"version", 1}, {"architecture", "bahdanau_seq2seq"},
+      {"cell", "gru"}, {"src_vocab_size", kVocab}, {"tgt_vocab_size", kVocab},
+      {"embedding_dim", kE}, {"encoder_hidden", kH}, {"encoder_layers", 1},
+      {"encoder_bidirectional", true}, {"decoder_hidden", kH}, {"decoder_layers", 1},
+      {"score", "additive"}, {"attention_dim", kA}, {"input_feeding", false},
+      {"special_tokens", {{"pad", 0}, {"bos", 1}, {"eos", 2}, {"unk", 3}}},
+      {"max_decode_length", kSteps}, {"beam", {{"width", 3}, {"length_alpha", 0.6}}},
+      {"src_vocab", vocab("s")}, {"tgt_vocab", vocab("t")},
+      {"tokenizer", {{"type", "word"}, {"lowercase", false}, {"src_append_eos", false}}},
+      {"weights", "model.safetensors"}, {"weights_dtype", "F32"},
+      {"extra", {{"task", "vkrnn-bench W3 (random weights)"}}},
+      {"tensors",
+       {{"src_embedding", "src_embedding.weight"},
+        {"tgt_embedding", "tgt_embedding.weight"},
+        {"encoder", rnn_map("encoder", true)},
+        {"bridge.weight", "bridge.weight"},
+        {"bridge.bias", "bridge.bias"},
+        {"attention.key_weight", "attention.key_proj.weight"},
+        {"attention.query_weight", "attention.query_proj.weight"},
+        {"attention.query_bias", "attention.query_proj.bias"},
+        {"attention.v", "attention.v"},
+        {"decoder", rnn_map("decoder", false)},
+        {"output.weight", "output.weight"},
+        {"output.bias", "output.bias"}}}};
+  std::ofstream f(dir / "model.json");
+  f << config.dump(1) << "\n";
+  if (!f) throw Error(ErrorCode::io, fmt::format("vkrnn-bench W3: cannot write {}", (dir / "model.json").string()));
+}
+
+// Writes the model to a fresh temporary directory, loads it, removes the directory.
+std::shared_ptr<Seq2Seq> load_model(Context& ctx) {
+  std::string pattern = (std::filesystem::temp_directory_path() / "vkrnn-bench-w3-XXXXXX").string();
+  if (!mkdtemp(pattern.data())) {
+    throw Error(ErrorCode::io, fmt::format("vkrnn-bench W3: mkdtemp({}) failed", pattern));
+  }
+  const std::filesystem::path dir(pattern);
+  struct Cleanup {
+    std::filesystem::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  write_model(dir);
+  return std::make_shared<Seq2Seq>(Seq2Seq::load(ctx, dir.string()));
+}
+
+std::vector<Workload> rows() {
+  std::vector<Workload> out;
+  for (std::size_t b : {1, 16}) {
+    Workload w;
+    w.id = fmt::format("W3.b{}", b);
+    w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};
+    w.work.tokens = double(b * kSteps);
+    w.work.steps = double(kSteps);
+    w.setup = [b](Context& ctx) -> Prepared {
+      auto model = load_model(ctx);
+      // Random non-special source ids, all rows of length S.
+      const auto r = random_floats(b * kS, 31, 4.0f, float(kVocab));
+      std::vector<std::vector<std::int32_t>> sources(b);
+      for (std::size_t i = 0; i < b; ++i) {
+        for (std::size_t s = 0; s < kS; ++s) {
+          sources[i].push_back(std::min(std::int32_t(r[i * kS + s]), std::int32_t(kVocab - 1)));
+        }
+      }
+      const Seq2Seq::Encoded encoded = model->prepare(sources);
+      DecodeOptions options;
+      options.max_len = kSteps;
+      options.stop_at_eos = false;  // workloads.md: no early stop
+      // The decoder state of the repetition being recorded. A fresh one per repetition (a
+      // state decodes from BOS once); the previous one is dropped only when the next is
+      // recorded, after the harness has waited for (and reset) the sequence that used it.
+      auto state = std::make_shared<Seq2Seq::DecoderState>();
+      auto record = [model, encoded, options, state](Sequence& seq) {
+        model->record_encode(seq, encoded);
+        *state = model->start(encoded, options);
+        for (std::size_t t = 0; t < kSteps; ++t) model->record_step(seq, *state);
+      };
+      // One decode here, so the decode's own results are checked (not only the encoder's):
+      // the last step's tokens are valid ids and its log-probabilities finite.
+      {
+        Sequence seq = ctx.sequence({.label = "W3 setup check"});
+        record(seq);
+        seq.eval();
+        const StepResult last = model->read_step(seq, *state);
+        if (last.step != kSteps - 1 || last.tokens.size() != b) {
+          throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: last step {} with {} tokens", b,
+                                                    last.step, last.tokens.size()));
+        }
+        for (std::size_t i = 0; i < b; ++i) {
+          if (last.tokens[i] < 0 || last.tokens[i] >= std::int32_t(kVocab) || !std::isfinite(last.scores[i]) ||
+              last.scores[i] > 0.0f) {
+            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: row {}: token {} score {}", b, i,
+                                                      last.tokens[i], last.scores[i]));
+          }
+        }
+      }
+      return {record, encoded.encoder_outputs()};
+    };
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+const Registrar registrar("W3", rows);
+
+}  // namespace
+}  // namespace vkrnn::bench
