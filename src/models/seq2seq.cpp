@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "models/model_common.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/attention.hpp"
@@ -35,18 +36,8 @@ struct Plan {
   std::unique_ptr<FusedAttention> attention;
 };
 
-// fp16 storage is offered for the dense layers' weights (most of a model's bytes); the
-// recurrent layers, attention and small ops keep fp32.
-OpOptions fp32(OpOptions o) {
-  o.fp16_storage = false;
-  return o;
-}
-
-Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float> data, const std::string& name) {
-  const Tensor t = ctx.tensor(shape, DType::f32, name);
-  ctx.write(t, data);
-  return t;
-}
+using model_detail::fp32;
+using model_detail::tensor_of;
 
 }  // namespace
 

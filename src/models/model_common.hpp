@@ -1,0 +1,26 @@
+#pragma once
+// Private helpers the model classes (Classifier, Seq2Seq) share when building their ops.
+#include <span>
+#include <string>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn::model_detail {
+
+// fp16 storage is offered for the dense layers' weights (most of a model's bytes); the
+// recurrent layers, attention and small ops keep fp32.
+inline OpOptions fp32(OpOptions o) {
+  o.fp16_storage = false;
+  return o;
+}
+
+// An f32 tensor holding `data` (a model weight), named for error messages.
+inline Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float> data, const std::string& name) {
+  const Tensor t = ctx.tensor(shape, DType::f32, name);
+  ctx.write(t, data);
+  return t;
+}
+
+}  // namespace vkrnn::model_detail
