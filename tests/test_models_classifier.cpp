@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "test_models_tiny.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/seq2seq.hpp"
@@ -155,16 +156,7 @@ TEST(Classifier, TextHelpers) {
   for (std::size_t b = 0; b < 2; ++b) EXPECT_EQ(labels[b], r.predicted[b] ? "class0" : "not class0");
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(Classifier, InputErrors) {
   TempDir dir;

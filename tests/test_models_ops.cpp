@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/concat.hpp"
@@ -26,16 +27,7 @@ using test::all_close;
 using test::context;
 using test::random_floats;
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
-  }
-}
+using test::expect_error;
 
 // --- Embedding ---------------------------------------------------------------------------
 

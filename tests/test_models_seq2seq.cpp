@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "test_models_tiny.hpp"
 #include "vkrnn/seq2seq.hpp"
 
@@ -26,51 +27,15 @@ using test::context;
 using test::TempDir;
 using test::TinyModel;
 using test::TinySpec;
-using Vec = std::vector<double>;
+using Vec = test::RefVec;
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+using test::ref_affine;
+using test::ref_cell_step;
+using test::RefCell;
 
-// y = W x + b, W [rows, cols] row-major (cols = x.size()).
-Vec affine(const std::vector<float>& W, const std::vector<float>* b, const Vec& x, std::size_t rows) {
-  const std::size_t cols = x.size();
-  Vec y(rows);
-  for (std::size_t r = 0; r < rows; ++r) {
-    double s = b ? (*b)[r] : 0.0;
-    for (std::size_t k = 0; k < cols; ++k) s += double(W[r * cols + k]) * x[k];
-    y[r] = s;
-  }
-  return y;
-}
-
-struct CellWeights {
-  const std::vector<float>*w_ih, *w_hh, *b_ih, *b_hh;
-};
-
-CellWeights cell_weights(const TinyModel& m, const std::string& rnn, const std::string& sfx) {
+RefCell cell_weights(const TinyModel& m, const std::string& rnn, const std::string& sfx) {
   return {&m.w(rnn + ".weight_ih_" + sfx), &m.w(rnn + ".weight_hh_" + sfx), &m.w(rnn + ".bias_ih_" + sfx),
           &m.w(rnn + ".bias_hh_" + sfx)};
-}
-
-void step_cell(bool lstm, const CellWeights& cw, const Vec& x, Vec& h, Vec& c) {
-  const std::size_t H = h.size(), G = lstm ? 4 : 3;
-  const Vec gi = affine(*cw.w_ih, cw.b_ih, x, G * H);
-  const Vec gh = affine(*cw.w_hh, cw.b_hh, h, G * H);
-  Vec out(H);
-  if (lstm) {
-    for (std::size_t j = 0; j < H; ++j) {
-      const double i = sigmoid(gi[j] + gh[j]), f = sigmoid(gi[H + j] + gh[H + j]);
-      const double g = std::tanh(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
-      c[j] = f * c[j] + i * g;
-      out[j] = o * std::tanh(c[j]);
-    }
-  } else {
-    for (std::size_t j = 0; j < H; ++j) {
-      const double r = sigmoid(gi[j] + gh[j]), z = sigmoid(gi[H + j] + gh[H + j]);
-      const double n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
-      out[j] = (1.0 - z) * n + z * h[j];
-    }
-  }
-  h = out;
 }
 
 struct RefDecode {
@@ -108,11 +73,11 @@ RefDecode reference_greedy(const TinyModel& m, const std::vector<std::vector<std
     for (std::size_t k = 0; k < s.Le; ++k) {
       std::vector<Vec> outs(L, Vec(M, 0.0));
       for (int d = 0; d < 2; ++d) {
-        const CellWeights cw = cell_weights(m, "encoder", fmt::format("l{}{}", k, d ? "_reverse" : ""));
+        const RefCell cw = cell_weights(m, "encoder", fmt::format("l{}{}", k, d ? "_reverse" : ""));
         Vec h(He, 0.0), c(He, 0.0);
         for (std::size_t i = 0; i < L; ++i) {
           const std::size_t t = d ? L - 1 - i : i;
-          step_cell(lstm, cw, layer_in[t], h, c);
+          ref_cell_step(lstm, cw, layer_in[t], h, c);
           std::copy(h.begin(), h.end(), outs[t].begin() + static_cast<std::ptrdiff_t>(d * He));
         }
         if (d == 1) bwd_final = h;
@@ -123,21 +88,21 @@ RefDecode reference_greedy(const TinyModel& m, const std::vector<std::vector<std
     keys[b].assign(S * A, 0.0);
     for (std::size_t t = 0; t < L; ++t) {
       std::copy(layer_in[t].begin(), layer_in[t].end(), mem[b].begin() + static_cast<std::ptrdiff_t>(t * M));
-      const Vec k = affine(m.w("attention.key_proj.weight"), nullptr, layer_in[t], A);
+      const Vec k = ref_affine(m.w("attention.key_proj.weight"), nullptr, layer_in[t], A);
       std::copy(k.begin(), k.end(), keys[b].begin() + static_cast<std::ptrdiff_t>(t * A));
     }
-    state[b] = affine(m.w("bridge.weight"), &m.w("bridge.bias"), bwd_final, Hd);
+    state[b] = ref_affine(m.w("bridge.weight"), &m.w("bridge.bias"), bwd_final, Hd);
     for (auto& x : state[b]) x = std::tanh(x);
     cell[b].assign(Hd, 0.0);
   }
-  const CellWeights dec = cell_weights(m, "decoder", "l0");
+  const RefCell dec = cell_weights(m, "decoder", "l0");
   std::vector<std::int32_t> prev(B, 1);  // BOS
   std::size_t steps = 0;
   for (std::size_t t = 0; t < max_len; ++t) {
     for (std::size_t b = 0; b < B; ++b) {
       const std::size_t L = src[b].size();
       // Attention from s_{t-1}.
-      const Vec q = affine(m.w("attention.query_proj.weight"), &m.w("attention.query_proj.bias"), state[b], A);
+      const Vec q = ref_affine(m.w("attention.query_proj.weight"), &m.w("attention.query_proj.bias"), state[b], A);
       Vec e(L);
       for (std::size_t i = 0; i < L; ++i) {
         double sum = 0.0;
@@ -156,11 +121,11 @@ RefDecode reference_greedy(const TinyModel& m, const std::vector<std::vector<std
       const Vec emb(temb.begin() + static_cast<std::ptrdiff_t>(id * E), temb.begin() + static_cast<std::ptrdiff_t>((id + 1) * E));
       Vec x = emb;
       x.insert(x.end(), ctxv.begin(), ctxv.end());
-      step_cell(lstm, dec, x, state[b], cell[b]);
+      ref_cell_step(lstm, dec, x, state[b], cell[b]);
       Vec o = state[b];
       o.insert(o.end(), ctxv.begin(), ctxv.end());
       o.insert(o.end(), emb.begin(), emb.end());
-      Vec logits = affine(m.w("output.weight"), &m.w("output.bias"), o, V);
+      Vec logits = ref_affine(m.w("output.weight"), &m.w("output.bias"), o, V);
       std::vector<std::size_t> order(V);
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](std::size_t i, std::size_t j) { return logits[i] > logits[j]; });
@@ -499,16 +464,7 @@ TEST(Seq2Seq, Fp16DenseWeights) {
   EXPECT_EQ(model.translate(inputs), expected);
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(Seq2Seq, InputErrors) {
   TempDir dir;

@@ -52,6 +52,15 @@ inline nlohmann::json rnn_map(const std::string& prefix, std::size_t layers, boo
   return m;
 }
 
+// Deterministic weight values: N(0, 1) for embeddings, U(-scale, scale) otherwise.
+inline std::vector<float> random_weights(std::mt19937& rng, std::size_t count, float scale, bool embedding) {
+  std::vector<float> v(count);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(-scale, scale);
+  for (auto& x : v) x = embedding ? normal(rng) : uniform(rng);
+  return v;
+}
+
 struct TinySpec {
   std::string cell = "gru";
   std::size_t Vs = 7, Vt = 6, E = 3, He = 4, Hd = 5, A = 2, Le = 1, max_len = 9;
@@ -141,12 +150,8 @@ struct TinyModel {
     add("decoder.bias_hh_l0", {G * Hd});
   }
 
-  // Deterministic values: N(0, 1) for embeddings, U(-scale, scale) otherwise.
   void add(const std::string& name, Shape shape, bool embedding = false) {
-    std::vector<float> v(element_count(shape));
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::uniform_real_distribution<float> uniform(-spec.scale, spec.scale);
-    for (auto& x : v) x = embedding ? normal(rng) : uniform(rng);
+    std::vector<float> v = random_weights(rng, element_count(shape), spec.scale, embedding);
     weights[name] = {std::move(shape), std::move(v)};
   }
 
@@ -238,10 +243,7 @@ struct TinyClassifier {
   }
 
   void add(const std::string& name, Shape shape, bool embedding = false) {
-    std::vector<float> v(element_count(shape));
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::uniform_real_distribution<float> uniform(-spec.scale, spec.scale);
-    for (auto& x : v) x = embedding ? normal(rng) : uniform(rng);
+    std::vector<float> v = random_weights(rng, element_count(shape), spec.scale, embedding);
     weights[name] = {std::move(shape), std::move(v)};
   }
   const std::vector<float>& w(const std::string& name) const { return weights.at(name).second; }
