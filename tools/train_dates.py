@@ -37,6 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_torch  # noqa: E402
+import training_utils  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -184,16 +185,7 @@ def generate(rng):
 def dataset(seed, count, exclude=()):
     """count distinct (input, target) pairs from the generator seeded with seed, skipping any
     input in exclude."""
-    rng = random.Random(seed)
-    seen = set(exclude)
-    out = []
-    while len(out) < count:
-        text, target = generate(rng)
-        if text in seen:
-            continue
-        seen.add(text)
-        out.append((text, target))
-    return out
+    return training_utils.distinct_pairs(generate, seed, count, exclude)
 
 
 # --- tensors -----------------------------------------------------------------------------------
@@ -320,14 +312,7 @@ def train(args):
 
 
 def read_heldout(path):
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                text, expected = line.split("\t")
-                pairs.append((text, expected))
-    return pairs
+    return training_utils.read_tab_pairs(path)
 
 
 def evaluate_dir(sample_dir):

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_torch  # noqa: E402
+import training_utils  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
 
 SUBJECTS = ["the movie", "the film", "the food", "the service", "the hotel", "the book",
@@ -126,15 +127,7 @@ def label_of(text):
 
 
 def dataset(seed, count, exclude=()):
-    rng = random.Random(seed)
-    seen = set(exclude)
-    out = []
-    while len(out) < count:
-        text, label = generate(rng)
-        if text not in seen:
-            seen.add(text)
-            out.append((text, label))
-    return out
+    return training_utils.distinct_pairs(generate, seed, count, exclude)
 
 
 def encode(texts, vocab):
@@ -157,14 +150,7 @@ def evaluate(model, vocab, pairs):
 
 
 def read_heldout(path):
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                text, label = line.split("\t")
-                pairs.append((text, LABELS.index(label)))
-    return pairs
+    return training_utils.read_tab_pairs(path, LABELS.index)
 
 
 def main(argv=None):
