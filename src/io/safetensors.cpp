@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/json_kind.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 
@@ -63,21 +64,7 @@ std::string shape_string(const std::vector<std::size_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
-const char* json_kind(const json& j) {
-  switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "a list";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer: return "a negative integer";
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a non-integer number";
-    case json::value_t::binary: return "binary";
-    case json::value_t::discarded: return "discarded";
-  }
-  return "unknown";
-}
+using io_detail::json_kind;
 
 // A short rendering of an untrusted JSON value for messages.
 std::string json_excerpt(const json& j) {

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/json_kind.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/safetensors.hpp"
 
@@ -46,26 +47,12 @@ std::string quote(std::string_view s) {
   return out;
 }
 
-std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
-
-const char* kind(const json& j) {
-  switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "a list";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer: return "a negative integer";
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a non-integer number";
-    default: return "another JSON value";
-  }
-}
+using io_detail::json_kind;
 
 std::string value_str(const json& j) {
   if (j.is_number() || j.is_boolean() || j.is_null()) return j.dump();
   if (j.is_string()) return quote(j.get_ref<const std::string&>());
-  return kind(j);
+  return json_kind(j);
 }
 
 // Reads and checks model.json fields; every message starts with the file's path.
@@ -138,7 +125,7 @@ class Reader {
 
   std::vector<std::string> vocab(const json& obj, const std::string& name, std::size_t expected) const {
     const json& v = field(obj, name);
-    if (!v.is_array()) fail(fmt::format("field '{}': expected a list of strings, got {}", name, kind(v)));
+    if (!v.is_array()) fail(fmt::format("field '{}': expected a list of strings, got {}", name, json_kind(v)));
     if (v.size() != expected) {
       fail(fmt::format("field '{}': {} entries, but the model's size is {}", name, v.size(), expected));
     }
@@ -146,7 +133,7 @@ class Reader {
     out.reserve(v.size());
     std::set<std::string> seen;
     for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) fail(fmt::format("field '{}': entry {} is {}, expected a string", name, i, kind(v[i])));
+      if (!v[i].is_string()) fail(fmt::format("field '{}': entry {} is {}, expected a string", name, i, json_kind(v[i])));
       const std::string& s = v[i].get_ref<const std::string&>();
       if (!seen.insert(s).second) fail(fmt::format("field '{}': entry {} ({}) is a duplicate", name, i, quote(s)));
       out.push_back(s);
@@ -158,11 +145,11 @@ class Reader {
     const json& v = field(obj, "labels");
     if (!v.is_array() || v.size() != expected) {
       fail(fmt::format("field 'labels': expected a list of {} strings, got {}", expected,
-                       v.is_array() ? fmt::format("{} entries", v.size()) : std::string(kind(v))));
+                       v.is_array() ? fmt::format("{} entries", v.size()) : std::string(json_kind(v))));
     }
     std::vector<std::string> out;
     for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) fail(fmt::format("field 'labels': entry {} is {}, expected a string", i, kind(v[i])));
+      if (!v[i].is_string()) fail(fmt::format("field 'labels': entry {} is {}, expected a string", i, json_kind(v[i])));
       out.push_back(v[i].get<std::string>());
     }
     return out;
@@ -213,7 +200,7 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
   c.src_vocab_size = r.size(j, "src_vocab_size");
   c.tgt_vocab_size = r.size(j, "tgt_vocab_size");
   const json& sp = r.field(j, "special_tokens");
-  if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", kind(sp)));
+  if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   const std::size_t both = std::min(c.src_vocab_size, c.tgt_vocab_size);  // ids shared by both sides
   c.special.pad = r.special(sp, "pad", both);
   c.special.bos = r.special(sp, "bos", both);
@@ -223,7 +210,7 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
   c.tgt_vocab = r.vocab(j, "tgt_vocab", c.tgt_vocab_size);
   c.max_decode_length = r.size(j, "max_decode_length");
   const json& beam = r.field(j, "beam");
-  if (!beam.is_object()) r.fail(fmt::format("field 'beam': expected an object, got {}", kind(beam)));
+  if (!beam.is_object()) r.fail(fmt::format("field 'beam': expected an object, got {}", json_kind(beam)));
   c.beam_width = r.size(beam, "width");
   c.length_alpha = r.number(beam, "length_alpha");
   c.input_feeding = r.boolean(j, "input_feeding");
@@ -232,7 +219,7 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
 void parse_classifier_common(const Reader& r, const json& j, ModelConfig& c) {
   c.vocab_size = r.size(j, "vocab_size");
   const json& sp = r.field(j, "special_tokens");
-  if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", kind(sp)));
+  if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   c.special.pad = r.special(sp, "pad", c.vocab_size);
   c.special.unk = r.special(sp, "unk", c.vocab_size);
   c.vocab = r.vocab(j, "vocab", c.vocab_size);
@@ -356,13 +343,13 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
 // Reads the "tensors" map against what the architecture expects: every role present, no other.
 void parse_tensor_map(const Reader& r, const json& j, const Expected& e, ModelConfig& c) {
   const json& t = r.field(j, "tensors");
-  if (!t.is_object()) r.fail(fmt::format("field 'tensors': expected an object, got {}", kind(t)));
+  if (!t.is_object()) r.fail(fmt::format("field 'tensors': expected an object, got {}", json_kind(t)));
   std::set<std::string> known;
   for (const auto& [role, shape] : e.plain) {
     known.insert(role);
     auto it = t.find(role);
-    if (it == t.end()) r.fail(fmt::format("field 'tensors': role '{}' is missing (expected the name of a {} tensor)", role, shape_str(shape)));
-    if (!it->is_string()) r.fail(fmt::format("field 'tensors.{}': expected a tensor name (string), got {}", role, kind(*it)));
+    if (it == t.end()) r.fail(fmt::format("field 'tensors': role '{}' is missing (expected the name of a {} tensor)", role, to_string(shape)));
+    if (!it->is_string()) r.fail(fmt::format("field 'tensors.{}': expected a tensor name (string), got {}", role, json_kind(*it)));
     c.tensors[role] = it->get<std::string>();
   }
   for (const auto& rr : e.rnns) {
@@ -371,13 +358,13 @@ void parse_tensor_map(const Reader& r, const json& j, const Expected& e, ModelCo
     if (it == t.end()) r.fail(fmt::format("field 'tensors': RNN role '{}' is missing", rr.role));
     if (!it->is_object()) {
       r.fail(fmt::format("field 'tensors.{}': expected an object {{torch parameter name: tensor name}}, got {}",
-                         rr.role, kind(*it)));
+                         rr.role, json_kind(*it)));
     }
     auto& m = c.rnn_tensors[rr.role];
     for (const auto& [param, shape] : rr.params) {
       auto p = it->find(param);
       if (p == it->end()) r.fail(fmt::format("field 'tensors.{}': parameter '{}' is missing", rr.role, param));
-      if (!p->is_string()) r.fail(fmt::format("field 'tensors.{}.{}': expected a tensor name (string), got {}", rr.role, param, kind(*p)));
+      if (!p->is_string()) r.fail(fmt::format("field 'tensors.{}.{}': expected a tensor name (string), got {}", rr.role, param, json_kind(*p)));
       m[param] = p->get<std::string>();
     }
     for (const auto& [param, value] : it->items()) {
@@ -465,7 +452,7 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   c.config_path = (std::filesystem::path(model_dir) / "model.json").string();
   const Reader r(c.config_path);
   const json j = parse_json(read_text(c.config_path), r);
-  if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", kind(j)));
+  if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
 
   const json& format = r.field(j, "format");
   if (!format.is_string() || format.get<std::string>() != kFormat) {
@@ -485,7 +472,7 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   c.embedding_dim = r.size(j, "embedding_dim");
 
   const json& tok = r.field(j, "tokenizer");
-  if (!tok.is_object()) r.fail(fmt::format("field 'tokenizer': expected an object, got {}", kind(tok)));
+  if (!tok.is_object()) r.fail(fmt::format("field 'tokenizer': expected an object, got {}", json_kind(tok)));
   c.tokenizer.type = r.choice<TokenizerType>(tok, "type", {{"char", TokenizerType::character}, {"word", TokenizerType::word}});
   c.tokenizer.lowercase = r.boolean(tok, "lowercase");
   c.tokenizer.src_append_eos = r.boolean(tok, "src_append_eos");
@@ -537,8 +524,8 @@ ModelFile ModelFile::load(const std::string& model_dir) {
       bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16", quote(name), role, to_string(en.dtype)));
     }
     if (Shape(en.shape.begin(), en.shape.end()) != shape) {
-      bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, shape_str(shape),
-                      shape_str(Shape(en.shape.begin(), en.shape.end()))));
+      bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
+                      to_string(Shape(en.shape.begin(), en.shape.end()))));
     }
     return st.to_f32(name);
   };
