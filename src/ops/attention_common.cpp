@@ -174,7 +174,7 @@ void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape
 
 void check_params(const char* op, const Dims& d, const ScoreParams& params) {
   const Score s = d.config.score;
-  if (s == Score::general || s == Score::additive) {
+  if (projects_query(s)) {
     expect(op, s == Score::general ? "params.w (W_a)" : "params.w (W_q)", params.w,
            {d.Hk, d.Hq}, DType::f32);
   }

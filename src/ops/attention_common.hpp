@@ -65,11 +65,22 @@ std::uint32_t round_up(std::uint32_t a, std::uint32_t b);
 bool is_cpu(const DeviceInfo& dev);
 
 // Query projection (W q (+ b)) for general and additive scores: attention_query.cpp/.comp.
+bool projects_query(Score score);
 Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& options);
 // projected: f32 [B, key_dim] (op-owned scratch).
 void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev,
                              const Dims& d, const ScoreParams& params, const Tensor& query,
                              const Tensor& projected, const Tensor& dummy);
+// For the score ops (AttentionScores, FusedAttention): creates the projection kernel and its
+// scratch ("<op> projected query") when the score form projects the query; leaves both empty
+// otherwise.
+void create_query_projection(Context& ctx, const Dims& d, const OpOptions& options, const char* op,
+                             Kernel& kernel, Tensor& projected);
+// Records the projection when the score form has one; returns the query the score kernel reads
+// (`projected`, or `query` itself).
+Tensor scoring_query(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev, const Dims& d,
+                     const ScoreParams& params, const Tensor& query, const Tensor& projected,
+                     const Tensor& dummy);
 
 // Specialization constants 3..5 shared by attention_scores.comp and attention_fused.comp
 // (shaders/include/attention_score.glsl).

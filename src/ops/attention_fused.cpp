@@ -23,8 +23,6 @@ struct Push {
 struct CombinePush {
   std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt;
 };
-
-bool projects_query(Score s) { return s == Score::general || s == Score::additive; }
 }  // namespace
 
 FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
@@ -116,10 +114,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
   }
-  if (projects_query(d.config.score)) {
-    query_kernel_ = query_projection_kernel(ctx, d, options);
-    projected_query_ = ctx.tensor({d.B, d.Hk}, DType::f32, "FusedAttention projected query");
-  }
+  create_query_projection(ctx, d, options, kOp, query_kernel_, projected_query_);
   dummy_ = ctx.tensor({4}, DType::f32, "FusedAttention unused binding");
 }
 
@@ -142,11 +137,7 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   check_params(kOp, d, params);
 
   const DeviceInfo& dev = ctx_->device();
-  Tensor q = query;
-  if (projects_query(d.config.score)) {
-    record_query_projection(seq, query_kernel_, dev, d, params, query, projected_query_, dummy_);
-    q = projected_query_;
-  }
+  const Tensor q = scoring_query(seq, query_kernel_, dev, d, params, query, projected_query_, dummy_);
   const Tensor& v = d.config.score == Score::additive ? params.v : dummy_;
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");

@@ -1,9 +1,13 @@
 // Query projection for the general and additive scores (shaders/attention_query.comp).
 #include <span>
 
+#include <fmt/format.h>
+
 #include "ops/attention_common.hpp"
 
 namespace vkrnn::attention_detail {
+
+bool projects_query(Score score) { return score == Score::general || score == Score::additive; }
 
 Kernel query_projection_kernel(Context& ctx, const Dims& d, const OpOptions& options) {
   const DeviceInfo& dev = ctx.device();
@@ -25,6 +29,21 @@ void record_query_projection(Sequence& seq, const Kernel& kernel, const DeviceIn
   seq.dispatch(kernel,
                {in(params.w), in(query), in(has_bias ? params.bias : dummy), out(projected)},
                push, fold_groups(std::uint64_t(d.Hk) * d.B, dev, "attention query projection"));
+}
+
+void create_query_projection(Context& ctx, const Dims& d, const OpOptions& options, const char* op,
+                             Kernel& kernel, Tensor& projected) {
+  if (!projects_query(d.config.score)) return;
+  kernel = query_projection_kernel(ctx, d, options);
+  projected = ctx.tensor({d.B, d.Hk}, DType::f32, fmt::format("{} projected query", op));
+}
+
+Tensor scoring_query(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev, const Dims& d,
+                     const ScoreParams& params, const Tensor& query, const Tensor& projected,
+                     const Tensor& dummy) {
+  if (!projects_query(d.config.score)) return query;
+  record_query_projection(seq, kernel, dev, d, params, query, projected, dummy);
+  return projected;
 }
 
 }  // namespace vkrnn::attention_detail

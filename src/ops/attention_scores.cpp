@@ -15,8 +15,6 @@ struct Push {
   std::uint32_t S, Hk, dk, Qs, heads, rows, nblocks;
   float scale;
 };
-
-bool projects_query(Score s) { return s == Score::general || s == Score::additive; }
 }  // namespace
 
 AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
@@ -44,10 +42,7 @@ AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
   plan_.tiles = ceil_div(d.S, plan_.block);
   kernel_ = ctx.kernel({kernel_name("attention_scores", options.fp16_storage, true, sg),
                         {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, R, key_loop}, 5, sizeof(Push)});
-  if (projects_query(d.config.score)) {
-    query_kernel_ = query_projection_kernel(ctx, d, options);
-    projected_query_ = ctx.tensor({d.B, d.Hk}, DType::f32, "AttentionScores projected query");
-  }
+  create_query_projection(ctx, d, options, kOp, query_kernel_, projected_query_);
   dummy_ = ctx.tensor({4}, DType::f32, "AttentionScores unused binding");
 }
 
@@ -66,11 +61,7 @@ void AttentionScores::record(Sequence& seq, const Tensor& keys, const Tensor& qu
   expect(kOp, "scores", scores, attention_scores_shape(config_), DType::f32);
   check_params(kOp, d, params);
   const DeviceInfo& dev = ctx_->device();
-  Tensor q = query;
-  if (projects_query(d.config.score)) {
-    record_query_projection(seq, query_kernel_, dev, d, params, query, projected_query_, dummy_);
-    q = projected_query_;
-  }
+  const Tensor q = scoring_query(seq, query_kernel_, dev, d, params, query, projected_query_, dummy_);
   const Tensor& v = d.config.score == Score::additive ? params.v : dummy_;
   const Push push{d.S, d.Hk, d.dk, d.Hk, d.heads, d.rows, plan_.tiles, score_scale(d)};
   seq.dispatch(kernel_, {in(keys), in(q), in(v), in(lengths), out(scores)}, push,
