@@ -61,7 +61,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       } else {
         const vec4 x = k + q;
         acc += dot(regs ? v_reg[t] : vparam4[j],
-                   vec4(attention_tanh(x.x), attention_tanh(x.y), attention_tanh(x.z), attention_tanh(x.w)));
+                   vec4(tanh_accurate(x.x), tanh_accurate(x.y), tanh_accurate(x.z), tanh_accurate(x.w)));
       }
     }
   } else {
@@ -73,7 +73,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       if (SCORE_MODE == 0) {
         acc += k * q;
       } else {
-        acc += (regs ? v_reg[t].x : vparam[j]) * attention_tanh(k + q);
+        acc += (regs ? v_reg[t].x : vparam[j]) * tanh_accurate(k + q);
       }
     }
   }
