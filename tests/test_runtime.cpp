@@ -469,6 +469,141 @@ TEST(Sequence, AsynchronousSubmitPollAndReuse) {
   EXPECT_EQ(seq.read<float>(ty)[7], 0.0f);
 }
 
+// ---------------------------------------------------------------------------- gate
+
+// y += x per step, a gated loop of `steps` steps whose flags become all set (a fill recorded in
+// the stream: GPU-side, in order) after step `close_after`; the check runs after every step.
+std::vector<float> gated_loop(Sequence& seq, Context& ctx, int steps, int close_after, std::size_t flag_words) {
+  const std::uint32_t n = 777;  // not a multiple of the workgroup
+  auto tx = ctx.tensor({n}, std::vector<float>(n, 1.0f));
+  auto ty = ctx.tensor({n}, DType::f32);
+  auto flags = ctx.tensor({flag_words}, DType::u32);
+  auto k64 = saxpy(ctx, 64);
+  auto k32 = saxpy(ctx, 32);
+  seq.fill(ty, 0).fill(flags, 0);
+  seq.begin_gate();
+  EXPECT_TRUE(seq.gate_open());
+  for (int i = 0; i < steps; ++i) {
+    // Two grids (13 and 25 workgroups): two table slots, each must keep its own counts.
+    record_saxpy(seq, i % 2 ? k64 : k32, tx, ty, 1.0f);
+    if (i == close_after) seq.fill(flags, 1);
+    seq.close_gate_when_all(flags);
+  }
+  seq.end_gate();
+  EXPECT_FALSE(seq.gate_open());
+  seq.download(ty);
+  seq.eval();
+  return seq.read<float>(ty);
+}
+
+TEST(Gate, OpenGateRunsEveryDispatch) {
+  auto& ctx = context();
+  auto seq = ctx.sequence({.label = "gate open"});
+  const auto y = gated_loop(seq, ctx, 9, 100, 5);
+  EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float v) { return v == 9.0f; })) << y[0];
+  EXPECT_EQ(seq.stats().gated_dispatches, 9u);
+  EXPECT_EQ(seq.stats().dispatches, 18u);  // 9 gated + 9 checks
+  EXPECT_EQ(seq.stats().submissions, 1u);
+}
+
+TEST(Gate, ClosedGateSkipsTheRestOnTheGpu) {
+  auto& ctx = context();
+  for (int close_after : {0, 1, 4, 8}) {
+    for (std::size_t words : {std::size_t{1}, std::size_t{64}, std::size_t{1001}}) {
+      auto seq = ctx.sequence({.label = "gate closes"});
+      const auto y = gated_loop(seq, ctx, 9, close_after, words);
+      const float expected = static_cast<float>(close_after + 1);
+      EXPECT_TRUE(std::all_of(y.begin(), y.end(), [&](float v) { return v == expected; }))
+          << "close after " << close_after << ", " << words << " flags: y = " << y[0];
+      EXPECT_EQ(seq.stats().gated_dispatches, 9u);
+    }
+  }
+}
+
+TEST(Gate, PartlySetFlagsKeepItOpen) {
+  auto& ctx = context();
+  // One flag of 200 left zero: the check must see it whichever invocation reads it.
+  const std::uint32_t n = 100;
+  for (std::size_t zero_at : {std::size_t{0}, std::size_t{63}, std::size_t{64}, std::size_t{199}}) {
+    auto tx = ctx.tensor({n}, std::vector<float>(n, 1.0f));
+    auto ty = ctx.tensor({n}, std::vector<float>(n, 0.0f));
+    std::vector<std::uint32_t> f(200, 7);
+    f[zero_at] = 0;
+    auto flags = ctx.tensor({200}, DType::u32);
+    auto seq = ctx.sequence();
+    seq.upload(flags, f).begin_gate();
+    for (int i = 0; i < 3; ++i) {
+      record_saxpy(seq, saxpy(ctx), tx, ty, 1.0f);
+      seq.close_gate_when_all(flags);
+    }
+    seq.end_gate().download(ty).eval();
+    EXPECT_EQ(seq.read<float>(ty)[n - 1], 3.0f) << "zero flag at " << zero_at;
+  }
+}
+
+TEST(Gate, ReplayReopensAndUngatedWorkAlwaysRuns) {
+  auto& ctx = context();
+  const std::uint32_t n = 64;
+  auto tx = ctx.tensor({n}, std::vector<float>(n, 1.0f));
+  auto ty = ctx.tensor({n}, DType::f32);
+  auto tz = ctx.tensor({n}, DType::f32);
+  auto flags = ctx.tensor({2}, DType::u32);
+  auto k = saxpy(ctx);
+  auto seq = ctx.sequence();
+  seq.fill(ty, 0).fill(tz, 0).fill(flags, 1);
+  record_saxpy(seq, k, tx, tz, 1.0f);  // before the gate: runs
+  seq.begin_gate();
+  record_saxpy(seq, k, tx, ty, 1.0f);  // runs: the check comes after it
+  seq.close_gate_when_all(flags);
+  record_saxpy(seq, k, tx, ty, 1.0f);  // skipped
+  seq.end_gate();
+  record_saxpy(seq, k, tx, tz, 1.0f);  // after the gate: runs although it is closed
+  seq.download(ty).download(tz).eval();
+  EXPECT_EQ(seq.read<float>(ty)[5], 1.0f);
+  EXPECT_EQ(seq.read<float>(tz)[5], 2.0f);
+  // A replay starts with the table refilled: the first gated dispatch runs again.
+  seq.submit();
+  seq.wait();
+  EXPECT_EQ(seq.read<float>(ty)[5], 1.0f);  // ty was filled with 0 again at the start
+  EXPECT_EQ(seq.read<float>(tz)[5], 2.0f);
+  EXPECT_EQ(seq.stats().submissions, 2u);
+  // reset() allows a new gate region.
+  seq.reset();
+  seq.fill(flags, 0).begin_gate();
+  record_saxpy(seq, k, tx, ty, 1.0f);
+  seq.close_gate_when_all(flags);
+  seq.end_gate().download(ty).eval();
+  EXPECT_EQ(seq.read<float>(ty)[0], 2.0f);
+}
+
+TEST(Gate, Misuse) {
+  auto& ctx = context();
+  auto seq = ctx.sequence({.label = "gate misuse"});
+  auto flags = ctx.tensor({4}, DType::u32);
+  auto floats = ctx.tensor({4}, DType::f32);
+  expect_error(ErrorCode::state, "outside begin_gate", [&] { seq.close_gate_when_all(flags); });
+  expect_error(ErrorCode::state, "without begin_gate", [&] { seq.end_gate(); });
+  seq.begin_gate();
+  expect_error(ErrorCode::state, "one gate region", [&] { seq.begin_gate(); });
+  expect_error(ErrorCode::invalid_argument, "must be u32 or i32", [&] { seq.close_gate_when_all(floats); });
+  // Distinct grids beyond the table: a clear error, not a silent overflow.
+  auto tx = ctx.tensor({1}, std::vector<float>{1.0f});
+  auto ty = ctx.tensor({1}, std::vector<float>{0.0f});
+  auto k = saxpy(ctx, 1);
+  const SaxpyPush push{1, 1.0f};
+  const Arg args[] = {in(tx), inout(ty)};
+  for (std::uint32_t g = 1; g <= Sequence::max_gate_grids; ++g) {
+    seq.dispatch(k, args, std::as_bytes(std::span(&push, 1)), {1, g, 1});
+  }
+  expect_error(ErrorCode::out_of_range, "distinct workgroup grids", [&] {
+    seq.dispatch(k, args, std::as_bytes(std::span(&push, 1)), {2, 1, 1});
+  });
+  seq.end_gate();
+  EXPECT_EQ(seq.stats().gated_dispatches, Sequence::max_gate_grids);
+  seq.download(ty).eval();
+  EXPECT_EQ(seq.read<float>(ty)[0], static_cast<float>(Sequence::max_gate_grids));
+}
+
 TEST(Sequence, KeepsTensorsAliveUntilDone) {
   auto& ctx = context();
   auto seq = ctx.sequence();

@@ -42,6 +42,7 @@ struct SequenceStats {
   std::uint32_t barriers = 0;        // pipeline barriers recorded (hazards found)
   std::uint32_t copies = 0;          // buffer copies and fills
   std::uint32_t submissions = 0;     // vkQueueSubmit calls so far
+  std::uint32_t gated_dispatches = 0;  // of `dispatches`: recorded inside a gate (may run empty)
 };
 
 struct DispatchTiming {
@@ -90,6 +91,23 @@ class Sequence {
   Sequence& dispatch_indirect(const Kernel& kernel, std::span<const Arg> args,
                               std::span<const std::byte> push, const Tensor& indirect,
                               std::size_t offset = 0);
+
+  // --- GPU-side early exit ----------------------------------------------------------
+  // Work the GPU skips once a condition holds, decided on the GPU, never waited for by the host
+  // (a whole decode loop recorded up to max_len steps stops doing work when every row is done).
+  // Between begin_gate() and end_gate(), every dispatch is recorded as an indirect dispatch
+  // whose workgroup counts the GPU reads from a small table this sequence owns (filled with the
+  // recorded counts when the sequence starts). close_gate_when_all(flags) records a check that
+  // zeroes the table once every u32 of `flags` is non-zero: each gated dispatch after it runs no
+  // workgroups (it still costs the driver's per-dispatch overhead, not its work). Once closed, a
+  // gate stays closed for the rest of the submission. Transfers (upload, copy, fill, download)
+  // are never gated. One gate region per recording; at most max_gate_grids distinct workgroup
+  // grids inside it (Error(out_of_range) beyond).
+  static constexpr std::size_t max_gate_grids = 1024;
+  Sequence& begin_gate();
+  Sequence& close_gate_when_all(const Tensor& flags);
+  Sequence& end_gate();
+  bool gate_open() const;  // recording inside begin_gate() .. end_gate()
 
   // Copies `data` now (into sequence-owned staging) and uploads it when the sequence runs.
   Sequence& upload(const Tensor& dst, std::span<const std::byte> data);

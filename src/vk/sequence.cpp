@@ -48,6 +48,15 @@ struct SequenceImpl {
   std::vector<std::string> timed_kernels;
   SequenceStats stats;
 
+  // The gate (Sequence::begin_gate): a table of workgroup counts, one (x, y, z) slot per
+  // distinct grid recorded inside the region, copied from host-visible staging at the start of
+  // the submission (written at submit, when every grid is known).
+  enum class Gate { none, open, ended } gate = Gate::none;
+  Tensor gate_table;
+  vk::Buffer gate_template;
+  std::vector<Groups> gate_grids;
+  bool recording_gate_check = false;  // the check kernel itself is never gated
+
   const vk::DeviceFns& fns() const { return ctx->fns; }
   VkDevice device() const { return ctx->device; }
 
@@ -294,6 +303,14 @@ struct SequenceImpl {
     }
     if (groups && ((*groups)[0] == 0 || (*groups)[1] == 0 || (*groups)[2] == 0)) return;  // no work
     require_recordable();
+    const bool gated = groups && gate == Gate::open && !recording_gate_check;
+    if (gated) {
+      indirect_offset = 12 * gate_slot(*groups);
+      indirect = &gate_table;
+      groups = nullptr;
+      uses.push_back({gate_table.storage().buffer.handle, true, false, kIndirect,
+                      VK_ACCESS_INDIRECT_COMMAND_READ_BIT, 0});
+    }
     hazard_barrier(uses);
 
     VkDescriptorSet set = allocate_set(k.set_layout, spec.bindings);
@@ -328,6 +345,82 @@ struct SequenceImpl {
       timed_kernels.push_back(spec.shader);
     }
     ++stats.dispatches;
+    if (gated) ++stats.gated_dispatches;
+  }
+
+  std::size_t gate_slot(const Groups& g) {
+    const auto it = std::find(gate_grids.begin(), gate_grids.end(), g);
+    if (it != gate_grids.end()) return static_cast<std::size_t>(it - gate_grids.begin());
+    if (gate_grids.size() == Sequence::max_gate_grids) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("{}: more than {} distinct workgroup grids inside one gate region",
+                              label(), Sequence::max_gate_grids));
+    }
+    gate_grids.push_back(g);
+    return gate_grids.size() - 1;
+  }
+
+  void begin_gate() {
+    if (gate != Gate::none) {
+      throw Error(ErrorCode::state, fmt::format("{}: begin_gate(): one gate region per recording "
+                                                "(this one already has one)", label()));
+    }
+    require_recordable();
+    const std::size_t bytes = 12 * Sequence::max_gate_grids;
+    auto st = std::make_shared<TensorStorage>();
+    st->ctx = ctx;
+    st->dtype = DType::u32;
+    st->shape = {Sequence::max_gate_grids, 3};
+    st->bytes = bytes;
+    st->name = "gate table of " + label();
+    st->buffer = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::device, st->name);
+    gate_table = Tensor(std::move(st));
+    gate_template = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::upload, "gate counts of " + label());
+    uploads.push_back(gate_template);
+    const Use use{gate_table.storage().buffer.handle, false, true, kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
+    hazard_barrier({&use, 1});
+    VkBufferCopy region{0, 0, bytes};
+    fns().vkCmdCopyBuffer(cb, gate_template.handle, gate_table.storage().buffer.handle, 1, &region);
+    keep(gate_table);
+    ++stats.copies;
+    gate = Gate::open;
+  }
+
+  void close_gate_when_all(const Tensor& flags) {
+    if (gate != Gate::open) {
+      throw Error(ErrorCode::state,
+                  fmt::format("{}: close_gate_when_all() outside begin_gate() .. end_gate()", label()));
+    }
+    check_tensor(flags, "gate flags");
+    if (flags.dtype() != DType::u32 && flags.dtype() != DType::i32) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: gate flags {} must be u32 or i32", label(), describe(flags)));
+    }
+    struct Push {
+      std::uint32_t flag_count, table_words;
+    } push{static_cast<std::uint32_t>(flags.bytes() / 4), static_cast<std::uint32_t>(3 * Sequence::max_gate_grids)};
+    const Kernel k(ctx->kernel({"sequence_gate", {64, 1, 1}, 2, sizeof(Push)}));
+    const Arg args[] = {{flags, Access::read}, {gate_table, Access::write}};
+    const Groups one{1, 1, 1};
+    recording_gate_check = true;
+    try {
+      record_dispatch(k, args, std::as_bytes(std::span<const Push>(&push, 1)), &one, nullptr, 0);
+    } catch (...) {
+      recording_gate_check = false;
+      throw;
+    }
+    recording_gate_check = false;
+  }
+
+  // At submit: the table's initial contents are the grids recorded inside the region.
+  void write_gate_template() {
+    if (gate == Gate::none) return;
+    std::vector<std::uint32_t> words(3 * Sequence::max_gate_grids, 0);
+    for (std::size_t i = 0; i < gate_grids.size(); ++i) {
+      for (int j = 0; j < 3; ++j) words[3 * i + j] = gate_grids[i][j];
+    }
+    std::memcpy(gate_template.mapped, words.data(), 4 * words.size());
+    ctx->allocator->flush(gate_template, 0, 4 * words.size());
   }
 
   bool poll() {
@@ -368,6 +461,27 @@ Sequence& Sequence::dispatch_indirect(const Kernel& kernel, std::span<const Arg>
   impl_->record_dispatch(kernel, args, push, nullptr, &indirect, offset);
   return *this;
 }
+
+Sequence& Sequence::begin_gate() {
+  impl_->begin_gate();
+  return *this;
+}
+
+Sequence& Sequence::close_gate_when_all(const Tensor& flags) {
+  impl_->close_gate_when_all(flags);
+  return *this;
+}
+
+Sequence& Sequence::end_gate() {
+  auto& s = *impl_;
+  if (s.gate != SequenceImpl::Gate::open) {
+    throw Error(ErrorCode::state, fmt::format("{}: end_gate() without begin_gate()", s.label()));
+  }
+  s.gate = SequenceImpl::Gate::ended;
+  return *this;
+}
+
+bool Sequence::gate_open() const { return impl_->gate == SequenceImpl::Gate::open; }
 
 Sequence& Sequence::upload(const Tensor& dst, std::span<const std::byte> data) {
   auto& s = *impl_;
@@ -493,6 +607,7 @@ void Sequence::submit(const SubmitSync& sync) {
   }
   if (s.state == SequenceImpl::State::empty) s.begin();  // an empty submission still signals
   if (s.state == SequenceImpl::State::recording) {
+    s.write_gate_template();
     vk::check(s.fns().vkEndCommandBuffer(s.cb), "vkEndCommandBuffer", s.ctx->name());
     s.state = SequenceImpl::State::ended;
   }
@@ -544,6 +659,9 @@ void Sequence::reset() {
   s.release_resources();
   s.tracks.clear();
   s.timed_kernels.clear();
+  s.gate = SequenceImpl::Gate::none;
+  s.gate_table = {};
+  s.gate_grids.clear();
   s.stats = {};
   s.state = SequenceImpl::State::empty;
   s.completed = false;
