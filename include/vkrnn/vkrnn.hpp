@@ -3,6 +3,7 @@
 #include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/attention.hpp"
+#include "vkrnn/beam_search.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/context.hpp"

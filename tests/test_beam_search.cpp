@@ -1,0 +1,500 @@
+// BeamSearch (shaders/beam_search.comp) against a host reference of the candidate merge: the
+// straightforward sort-and-walk of Seq2Seq::beam (docs/model-format.md, "Beam search"), driven
+// by random TopK-like candidate lists over several steps. Everything the GPU writes (parents,
+// next tokens, histories, finished records, counts, done flags) must match EXACTLY, and so must
+// the hypotheses reconstruct() rebuilds against the ones the reference carries along.
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "expect_error.hpp"
+#include "vkrnn/beam_search.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::context;
+using test::expect_error;
+
+// --- host reference ------------------------------------------------------------------------
+
+struct RefHyp {
+  std::vector<std::int32_t> tokens;
+  std::vector<std::uint32_t> rows;
+  float score = 0.0f;
+};
+
+struct Reference {
+  std::size_t B, K, kc, T, F;
+  std::int32_t eos, pad;
+  std::vector<std::vector<RefHyp>> alive;  // per source row
+  std::vector<std::uint32_t> alive_count, done, fin_count;
+  std::vector<std::uint32_t> fin;                      // [B, F, 4], all ones where unused
+  std::vector<std::int32_t> hist_token, hist_parent;   // [T, R], -1 where unused
+  std::vector<std::vector<BeamHypothesis>> hyps;       // per source row, arrival order
+  std::vector<int> done_step;                          // step a row stopped at, -1 before
+
+  Reference(std::size_t B_, std::size_t K_, std::size_t kc_, std::size_t T_, std::int32_t eos_, std::int32_t pad_)
+      : B(B_), K(K_), kc(kc_), T(T_), F(3 * K_), eos(eos_), pad(pad_), alive(B_, std::vector<RefHyp>(1)),
+        alive_count(B_, 1), done(B_, 0), fin_count(B_, 0), fin(B_ * F * 4, 0xffffffffu),
+        hist_token(T_ * B_ * K_, -1), hist_parent(T_ * B_ * K_, -1), hyps(B_), done_step(B_, -1) {}
+
+  void finish(std::size_t b, const RefHyp& h, std::uint32_t t, std::uint32_t slot, bool finished) {
+    ASSERT_LT(fin_count[b], F) << "reference overflowed its finished capacity";
+    std::uint32_t* rec = &fin[(b * F + fin_count[b]) * 4];
+    rec[0] = t;
+    rec[1] = slot;
+    rec[2] = std::bit_cast<std::uint32_t>(h.score);
+    rec[3] = finished ? 1 : 0;
+    ++fin_count[b];
+    hyps[b].push_back({h.tokens, h.rows, h.score, finished});
+  }
+
+  // One step over candidates vals/ids [R, kc]; fills parents / next_tokens [R].
+  void step(std::size_t t, const std::vector<float>& vals, const std::vector<std::int32_t>& ids,
+            std::vector<std::int32_t>& parents, std::vector<std::int32_t>& next_tokens) {
+    const std::size_t R = B * K;
+    parents.assign(R, -7);
+    next_tokens.assign(R, -7);
+    for (std::size_t b = 0; b < B; ++b) {
+      auto release = [&] {
+        for (std::size_t i = 0; i < K; ++i) {
+          parents[b * K + i] = static_cast<std::int32_t>(b * K + i);
+          next_tokens[b * K + i] = pad;
+        }
+      };
+      if (done[b]) {
+        release();
+        continue;
+      }
+      struct Cand {
+        float score;
+        std::size_t h;
+        std::int32_t w;
+      };
+      std::vector<Cand> cands;
+      for (std::size_t h = 0; h < alive[b].size(); ++h) {
+        const std::size_t r = b * K + h;
+        for (std::size_t j = 0; j < kc; ++j) {
+          const std::int32_t w = ids[r * kc + j];
+          if (w < 0) continue;
+          const float sc = alive[b][h].score + vals[r * kc + j];
+          cands.push_back({sc, h, w});
+        }
+      }
+      std::sort(cands.begin(), cands.end(), [](const Cand& x, const Cand& y) {
+        if (x.score != y.score) return x.score > y.score;
+        if (x.h != y.h) return x.h < y.h;
+        return x.w < y.w;
+      });
+      auto extend = [&](std::size_t h, std::int32_t w, float score) {
+        RefHyp n = alive[b][h];
+        n.tokens.push_back(w);
+        n.rows.push_back(static_cast<std::uint32_t>(b * K + h));
+        n.score = score;
+        return n;
+      };
+      std::vector<RefHyp> next;
+      std::vector<std::size_t> next_parent;
+      for (const Cand& c : cands) {
+        if (c.w == eos) {
+          finish(b, extend(c.h, c.w, c.score), static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(c.h), true);
+          continue;
+        }
+        hist_token[t * R + b * K + next.size()] = c.w;
+        hist_parent[t * R + b * K + next.size()] = static_cast<std::int32_t>(c.h);
+        next.push_back(extend(c.h, c.w, c.score));
+        next_parent.push_back(c.h);
+        if (next.size() == K) break;
+      }
+      if (fin_count[b] >= K) {
+        done[b] = 1;
+        release();
+      } else if (t + 1 == T) {
+        for (std::size_t j = 0; j < next.size(); ++j) finish(b, next[j], static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(j), false);
+        done[b] = 1;
+        release();
+      } else {
+        alive[b] = std::move(next);
+        alive_count[b] = static_cast<std::uint32_t>(alive[b].size());
+        for (std::size_t i = 0; i < K; ++i) {
+          const bool live = i < alive[b].size();
+          parents[b * K + i] = static_cast<std::int32_t>(b * K + (live ? next_parent[i] : 0));
+          next_tokens[b * K + i] = live ? alive[b][i].tokens.back() : pad;
+        }
+      }
+      if (done[b]) done_step[b] = static_cast<int>(t);
+    }
+  }
+};
+
+// --- random TopK-like candidate lists --------------------------------------------------------
+
+enum class Values { coarse, fine, uniform };
+enum class Eos { frequent, rare, never };
+
+struct Case {
+  std::size_t B, K, kc, T, V;
+  Eos eos_mode;
+  Values values;
+  std::uint32_t seed;
+  OpOptions options{};
+};
+
+std::string describe(const Case& c) {
+  static const char* ev[] = {"frequent", "rare", "never"};
+  static const char* vv[] = {"coarse", "fine", "uniform"};
+  return fmt::format("B {} K {} kc {} T {} V {} eos {} values {} seed {} wg {}", c.B, c.K, c.kc, c.T, c.V,
+                     ev[int(c.eos_mode)], vv[int(c.values)], c.seed, c.options.workgroup_size);
+}
+
+// One list per decoder row: min(kc, V) distinct ids with values sorted descending, ties to the
+// lower id (TopK's order), -1 / -inf padding. coarse: few distinct values (exact ties and equal
+// sums across slots); fine: values a few ulps apart around -1, -2, -5, so that once the alive
+// scores grow, different values round to equal sums; uniform: random floats, rarely -inf.
+void make_lists(const Case& c, std::int32_t eos, std::mt19937& rng, std::vector<float>& vals,
+                std::vector<std::int32_t>& ids) {
+  const std::size_t R = c.B * c.K, n = std::min(c.kc, c.V);
+  vals.assign(R * c.kc, -std::numeric_limits<float>::infinity());
+  ids.assign(R * c.kc, -1);
+  std::vector<std::int32_t> pool(c.V);
+  std::vector<std::pair<float, std::int32_t>> list(n);
+  std::uniform_real_distribution<float> uni(-6.0f, 0.0f);
+  for (std::size_t r = 0; r < R; ++r) {
+    std::iota(pool.begin(), pool.end(), 0);
+    // Partial Fisher-Yates: the first n of pool are a random distinct subset.
+    for (std::size_t i = 0; i < n; ++i) std::swap(pool[i], pool[i + rng() % (c.V - i)]);
+    const bool eos_in_vocab = eos >= 0 && static_cast<std::size_t>(eos) < c.V;
+    if (eos_in_vocab) {
+      auto at = std::find(pool.begin(), pool.end(), eos);
+      const std::size_t pos = static_cast<std::size_t>(at - pool.begin());
+      if (c.eos_mode == Eos::frequent && pos >= n && rng() % 2 == 0) std::swap(pool[rng() % n], *at);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      float v = 0.0f;
+      switch (c.values) {
+        case Values::coarse: {
+          static const float set[] = {0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f};
+          v = set[rng() % 6];
+          break;
+        }
+        case Values::fine: {
+          static const float base[] = {-1.0f, -2.0f, -5.0f};
+          v = base[rng() % 3] - static_cast<float>(rng() % 8) * 0x1p-22f;
+          break;
+        }
+        case Values::uniform:
+          v = rng() % 97 == 0 ? -std::numeric_limits<float>::infinity() : uni(rng);
+          break;
+      }
+      list[i] = {v, pool[i]};
+    }
+    std::sort(list.begin(), list.end(), [](const auto& x, const auto& y) {
+      if (x.first != y.first) return x.first > y.first;
+      return x.second < y.second;
+    });
+    for (std::size_t i = 0; i < n; ++i) {
+      vals[r * c.kc + i] = list[i].first;
+      ids[r * c.kc + i] = list[i].second;
+    }
+  }
+}
+
+// --- running both ----------------------------------------------------------------------------
+
+struct Coverage {
+  std::size_t early = 0, at_end = 0, eos_records = 0, unfinished_records = 0, empty_slots = 0;
+};
+
+void expect_same_hyps(const std::vector<std::vector<BeamHypothesis>>& got, const std::vector<std::vector<BeamHypothesis>>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t b = 0; b < want.size(); ++b) {
+    ASSERT_EQ(got[b].size(), want[b].size()) << "row " << b;
+    for (std::size_t i = 0; i < want[b].size(); ++i) {
+      EXPECT_EQ(got[b][i].tokens, want[b][i].tokens) << "row " << b << " hyp " << i;
+      EXPECT_EQ(got[b][i].rows, want[b][i].rows) << "row " << b << " hyp " << i;
+      EXPECT_EQ(std::bit_cast<std::uint32_t>(got[b][i].score), std::bit_cast<std::uint32_t>(want[b][i].score))
+          << "row " << b << " hyp " << i << ": " << got[b][i].score << " vs " << want[b][i].score;
+      EXPECT_EQ(got[b][i].finished, want[b][i].finished) << "row " << b << " hyp " << i;
+    }
+  }
+}
+
+// Runs T steps of the op (one submission) and the reference on the same candidate lists.
+// Returns the reference for extra checks.
+Reference run_case(Context& ctx, const Case& c, std::int32_t eos, std::int32_t pad, Coverage* cov,
+                   const std::vector<std::vector<float>>* fixed_vals = nullptr,
+                   const std::vector<std::vector<std::int32_t>>* fixed_ids = nullptr) {
+  SCOPED_TRACE(describe(c));
+  const std::size_t R = c.B * c.K;
+  std::mt19937 rng(c.seed);
+  BeamSearch op(ctx, c.B, c.K, c.kc, c.T, eos, pad, c.options);
+  const BeamSearch::State st = op.make_state();
+  Reference ref(c.B, c.K, c.kc, c.T, eos, pad);
+  Sequence seq = ctx.sequence();
+  op.record_reset(seq, st);
+  std::vector<Tensor> parents(c.T), next(c.T);
+  std::vector<std::vector<std::int32_t>> want_parents(c.T), want_next(c.T);
+  for (std::size_t t = 0; t < c.T; ++t) {
+    std::vector<float> vals;
+    std::vector<std::int32_t> ids;
+    if (fixed_vals) {
+      vals = (*fixed_vals)[t];
+      ids = (*fixed_ids)[t];
+    } else {
+      make_lists(c, eos, rng, vals, ids);
+    }
+    const Tensor tv = ctx.tensor({R, c.kc}, DType::f32), ti = ctx.tensor({R, c.kc}, DType::i32);
+    parents[t] = ctx.tensor({R}, DType::i32);
+    next[t] = ctx.tensor({R}, DType::i32);
+    seq.upload(tv, vals).upload(ti, ids);
+    op.record_step(seq, st, t, tv, ti, parents[t], next[t]);
+    seq.download(parents[t]).download(next[t]);
+    ref.step(t, vals, ids, want_parents[t], want_next[t]);
+  }
+  op.record_download(seq, st);
+  seq.download(st.alive_count).download(st.done);
+  seq.eval();
+  for (std::size_t t = 0; t < c.T; ++t) {
+    EXPECT_EQ(seq.read<std::int32_t>(parents[t]), want_parents[t]) << "parents at step " << t;
+    EXPECT_EQ(seq.read<std::int32_t>(next[t]), want_next[t]) << "next tokens at step " << t;
+  }
+  EXPECT_EQ(seq.read<std::int32_t>(st.hist_token), ref.hist_token);
+  EXPECT_EQ(seq.read<std::int32_t>(st.hist_parent), ref.hist_parent);
+  EXPECT_EQ(seq.read<std::uint32_t>(st.fin_count), ref.fin_count);
+  EXPECT_EQ(seq.read<std::uint32_t>(st.fin), ref.fin);
+  EXPECT_EQ(seq.read<std::uint32_t>(st.alive_count), ref.alive_count);
+  EXPECT_EQ(seq.read<std::uint32_t>(st.done), ref.done);
+  expect_same_hyps(op.reconstruct(seq, st), ref.hyps);
+  if (cov) {
+    for (std::size_t b = 0; b < c.B; ++b) {
+      (static_cast<std::size_t>(ref.done_step[b]) + 1 < c.T ? cov->early : cov->at_end)++;
+      for (const auto& h : ref.hyps[b]) (h.finished ? cov->eos_records : cov->unfinished_records)++;
+    }
+    for (const auto& v : want_next)
+      for (std::size_t r = 0; r < R; ++r) cov->empty_slots += v[r] == pad;
+  }
+  return ref;
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+TEST(BeamSearch, MatchesHostMergeOverGrid) {
+  Coverage cov;
+  std::uint32_t seed = 1000, i = 0;
+  for (std::size_t B : {1, 2, 7, 65}) {
+    for (std::size_t K : {1, 2, 3, 5, 16, 63}) {
+      std::vector<std::size_t> kcs{K + 1, 1, 64};
+      kcs.erase(std::unique(kcs.begin(), kcs.end()), kcs.end());
+      for (std::size_t kc : kcs) {
+        // T, EOS frequency, value kind and vocabulary (smaller than kc: padding) rotate.
+        const std::size_t T = std::array<std::size_t, 3>{9, 1, 2}[i % 3];
+        const Eos e = static_cast<Eos>((i / 3) % 3);
+        const Values v = static_cast<Values>((i + i / 9) % 3);
+        const std::size_t V = std::array<std::size_t, 4>{kc, std::max<std::size_t>(1, kc / 2), kc + 40, 3}[(i / 2) % 4];
+        ++i;
+        const std::int32_t eos = e == Eos::never ? static_cast<std::int32_t>(V) : std::min<std::int32_t>(2, static_cast<std::int32_t>(V) - 1);
+        run_case(context(), {B, K, kc, T, V, e, v, seed++}, eos, /*pad*/ 0, &cov);
+        if (HasFailure()) return;
+      }
+    }
+  }
+  // The grid really exercised what it is for.
+  EXPECT_GT(cov.early, 0u);
+  EXPECT_GT(cov.at_end, 0u);
+  EXPECT_GT(cov.eos_records, 0u);
+  EXPECT_GT(cov.unfinished_records, 0u);
+  EXPECT_GT(cov.empty_slots, 0u);
+}
+
+TEST(BeamSearch, EveryEosAndValueModeAtNineSteps) {
+  Coverage cov;
+  std::uint32_t seed = 2000;
+  for (Eos e : {Eos::frequent, Eos::rare, Eos::never}) {
+    for (Values v : {Values::coarse, Values::fine, Values::uniform}) {
+      for (std::size_t K : {1, 3, 16}) {
+        const std::size_t kc = K + 1, V = 30;
+        const std::int32_t eos = e == Eos::never ? -1 : 5;
+        run_case(context(), {7, K, kc, 9, V, e, v, seed++}, eos, 1, &cov);
+        // eos in the vocabulary, but never among the candidates.
+        if (e == Eos::never) run_case(context(), {7, K, kc, 9, V, e, v, seed++}, 40, 1, &cov);
+        if (HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_GT(cov.early, 0u);
+  EXPECT_GT(cov.at_end, 0u);
+}
+
+TEST(BeamSearch, WorkgroupSizesAndStaging) {
+  std::uint32_t seed = 3000;
+  for (std::uint32_t wg : {1u, 2u, 8u, 64u, 256u}) {
+    OpOptions o;
+    o.workgroup_size = wg;
+    run_case(context(), {65, 3, 4, 9, 20, Eos::frequent, Values::coarse, seed++, o}, 2, 0, nullptr);
+    run_case(context(), {130, 2, 64, 4, 100, Eos::rare, Values::fine, seed++, o}, 2, 0, nullptr);
+  }
+  run_case(test::staging_context(), {7, 5, 6, 9, 12, Eos::frequent, Values::coarse, seed++}, 3, 0, nullptr);
+}
+
+// Equal sums from different values: the lower id later in the list wins. Alive scores -16
+// (slot 0, token 4) and -20 (slot 1, token 5) after step 0; at step 1 slot 0's list holds
+// (-1, id 9) then (-1 - 2^-22, id 3): both sum to -17 in fp32, so id 3 ranks first.
+TEST(BeamSearch, EqualSumsTakeTheLowerIdFromLaterInTheList) {
+  const float inf = std::numeric_limits<float>::infinity();
+  ASSERT_EQ(-16.0f + (-1.0f - 0x1p-22f), -17.0f);
+  std::vector<std::vector<float>> vals{{-16.0f, -20.0f, -30.0f, /*row 1*/ -1.0f, -2.0f, -inf},
+                                       {-1.0f, -1.0f - 0x1p-22f, -50.0f, /*row 1*/ -0.5f, -0.75f, -inf}};
+  std::vector<std::vector<std::int32_t>> ids{{4, 5, 6, 7, 8, -1}, {9, 3, 8, 2, 6, -1}};
+  {
+    const Reference ref = run_case(context(), {1, 2, 3, 2, 10, Eos::never, Values::fine, 1}, /*eos*/ 1, 0, nullptr,
+                                   &vals, &ids);
+    ASSERT_EQ(ref.hyps[0].size(), 2u);
+    EXPECT_EQ(ref.hyps[0][0].tokens, (std::vector<std::int32_t>{4, 3}));
+    EXPECT_EQ(ref.hyps[0][1].tokens, (std::vector<std::int32_t>{4, 9}));
+    EXPECT_EQ(ref.hyps[0][0].score, -17.0f);
+  }
+  // The same with EOS as the later, lower id: it finishes first, then 9 and 8 stay alive.
+  ids[1] = {9, 1, 8, 2, 6, -1};
+  vals[1][2] = -1.0f - 0x1p-21f;  // also sums to -17
+  const Reference ref = run_case(context(), {1, 2, 3, 2, 10, Eos::frequent, Values::fine, 1}, 1, 0, nullptr, &vals, &ids);
+  ASSERT_EQ(ref.hyps[0].size(), 3u);
+  EXPECT_EQ(ref.hyps[0][0].tokens, (std::vector<std::int32_t>{4, 1}));
+  EXPECT_TRUE(ref.hyps[0][0].finished);
+  EXPECT_EQ(ref.hyps[0][1].tokens, (std::vector<std::int32_t>{4, 8}));
+  EXPECT_EQ(ref.hyps[0][2].tokens, (std::vector<std::int32_t>{4, 9}));
+}
+
+// K = 1 is greedy decoding: each step takes the row's best candidate (lowest id among equal
+// values; integer values keep the sums exact), stopping at EOS.
+TEST(BeamSearch, BeamOfOneIsGreedy) {
+  const std::size_t B = 9, kc = 4, T = 7, V = 12;
+  const std::int32_t eos = 3;
+  std::mt19937 rng(77);
+  std::vector<std::vector<float>> vals(T, std::vector<float>(B * kc));
+  std::vector<std::vector<std::int32_t>> ids(T, std::vector<std::int32_t>(B * kc));
+  for (std::size_t t = 0; t < T; ++t) {
+    for (std::size_t b = 0; b < B; ++b) {
+      std::vector<std::int32_t> pool(V);
+      std::iota(pool.begin(), pool.end(), 0);
+      std::shuffle(pool.begin(), pool.end(), rng);
+      std::vector<std::pair<float, std::int32_t>> l;
+      for (std::size_t j = 0; j < kc; ++j) l.push_back({-static_cast<float>(rng() % 4), pool[j]});
+      std::sort(l.begin(), l.end(), [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
+      for (std::size_t j = 0; j < kc; ++j) {
+        vals[t][b * kc + j] = l[j].first;
+        ids[t][b * kc + j] = l[j].second;
+      }
+    }
+  }
+  const Reference ref = run_case(context(), {B, 1, kc, T, V, Eos::rare, Values::coarse, 5}, eos, 0, nullptr, &vals, &ids);
+  for (std::size_t b = 0; b < B; ++b) {
+    std::vector<std::int32_t> tokens;
+    float score = 0.0f;
+    bool finished = false;
+    for (std::size_t t = 0; t < T && !finished; ++t) {
+      tokens.push_back(ids[t][b * kc]);
+      score += vals[t][b * kc];
+      finished = tokens.back() == eos;
+    }
+    ASSERT_EQ(ref.hyps[b].size(), 1u) << b;
+    EXPECT_EQ(ref.hyps[b][0].tokens, tokens) << b;
+    EXPECT_EQ(ref.hyps[b][0].score, score) << b;
+    EXPECT_EQ(ref.hyps[b][0].finished, finished) << b;
+    EXPECT_EQ(ref.hyps[b][0].rows, std::vector<std::uint32_t>(tokens.size(), static_cast<std::uint32_t>(b))) << b;
+  }
+}
+
+// A vocabulary of EOS alone: every step finishes one hypothesis per alive slot and leaves no
+// alive one; the rows then idle (no candidates) to max_steps.
+TEST(BeamSearch, OnlyEosAndEmptyAliveLists) {
+  Coverage cov;
+  const Reference ref = run_case(context(), {3, 2, 1, 4, 1, Eos::frequent, Values::uniform, 9}, 0, 0, &cov);
+  for (std::size_t b = 0; b < 3; ++b) {
+    ASSERT_EQ(ref.hyps[b].size(), 1u);
+    EXPECT_EQ(ref.hyps[b][0].tokens, std::vector<std::int32_t>{0});
+    EXPECT_EQ(ref.done_step[b], 3);
+  }
+}
+
+TEST(BeamSearch, Errors) {
+  Context& ctx = context();
+  expect_error([&] { BeamSearch(ctx, 2, 0, 3, 4, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "beam = 0"});
+  expect_error([&] { BeamSearch(ctx, 2, 64, 3, 4, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "beam = 64"});
+  expect_error([&] { BeamSearch(ctx, 2, 3, 0, 4, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "candidates = 0"});
+  expect_error([&] { BeamSearch(ctx, 2, 3, 65, 4, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "candidates = 65"});
+  expect_error([&] { BeamSearch(ctx, 2, 3, 4, 0, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "max_steps = 0"});
+  expect_error([&] { BeamSearch(ctx, 0, 3, 4, 5, 1, 0); }, ErrorCode::invalid_argument, {"BeamSearch", "batch = 0"});
+  expect_error([&] { BeamSearch(ctx, 1u << 20, 63, 64, 1u << 12, 1, 0); }, ErrorCode::out_of_range, {"BeamSearch", "32-bit"});
+
+  const std::size_t B = 2, K = 3, kc = 4, T = 5, R = B * K;
+  BeamSearch op(ctx, B, K, kc, T, 1, 0);
+  const auto st = op.make_state();
+  const Tensor v = ctx.tensor({R, kc}), ids = ctx.tensor({R, kc}, DType::i32);
+  const Tensor par = ctx.tensor({R}, DType::i32), nxt = ctx.tensor({R}, DType::i32);
+  Sequence seq = ctx.sequence();
+  expect_error([&] { op.record_step(seq, st, T, v, ids, par, nxt); }, ErrorCode::out_of_range, {"BeamSearch", "t = 5"});
+  expect_error([&] { op.record_step(seq, st, 0, ctx.tensor({R, kc + 1}), ids, par, nxt); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'cand_values'", "[6, 4]"});
+  expect_error([&] { op.record_step(seq, st, 0, v, ctx.tensor({R, kc}), par, nxt); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'cand_ids'"});
+  expect_error([&] { op.record_step(seq, st, 0, v, ids, ctx.tensor({R + 1}, DType::i32), nxt); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'parents'"});
+  expect_error([&] { op.record_step(seq, st, 0, v, ids, par, ctx.tensor({R}, DType::f32)); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'next_tokens'"});
+  // A state made for another shape.
+  const auto other = BeamSearch(ctx, B, K, kc, T + 1, 1, 0).make_state();
+  expect_error([&] { op.record_step(seq, other, 0, v, ids, par, nxt); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'state.hist_token'"});
+  expect_error([&] { op.record_reset(seq, BeamSearch::State{}); }, ErrorCode::invalid_argument,
+               {"BeamSearch", "'state.alive_score[0]'", "empty"});
+
+  // reconstruct: wrong sizes, and records that contradict the histories.
+  const std::size_t F = op.finished_capacity();
+  std::vector<std::uint32_t> fc(B, 0), fin(B * F * 4, 0);
+  std::vector<std::int32_t> ht(T * R, -1), hp(T * R, -1);
+  const auto none = op.reconstruct(fc, fin, ht, hp);
+  ASSERT_EQ(none.size(), B);
+  EXPECT_TRUE(none[0].empty() && none[1].empty());
+  expect_error([&] { op.reconstruct(std::vector<std::uint32_t>(B + 1), fin, ht, hp); }, ErrorCode::invalid_argument,
+               {"BeamSearch::reconstruct", "'fin_count'"});
+  expect_error([&] { op.reconstruct(fc, fin, ht, std::vector<std::int32_t>(3)); }, ErrorCode::invalid_argument,
+               {"BeamSearch::reconstruct", "'hist_parent'"});
+  fc[1] = 1;
+  fin[(1 * F) * 4 + 0] = 2;  // unfinished at step 2, slot 0: no history there
+  expect_error([&] { op.reconstruct(fc, fin, ht, hp); }, ErrorCode::format, {"BeamSearch::reconstruct", "source row 1", "step 2"});
+  fin[(1 * F) * 4 + 0] = static_cast<std::uint32_t>(T);
+  expect_error([&] { op.reconstruct(fc, fin, ht, hp); }, ErrorCode::format, {"out of range"});
+  fc[1] = static_cast<std::uint32_t>(F + 1);
+  expect_error([&] { op.reconstruct(fc, fin, ht, hp); }, ErrorCode::format, {"exceeds the capacity"});
+}
+
+// More seeds over the biggest shapes (label "long").
+TEST(BeamSearchLong, ManySeeds) {
+  std::uint32_t seed = 5000;
+  for (int rep = 0; rep < 4; ++rep) {
+    for (std::size_t K : {2, 5, 16, 63}) {
+      for (Values v : {Values::coarse, Values::fine, Values::uniform}) {
+        for (Eos e : {Eos::frequent, Eos::rare}) {
+          run_case(context(), {65, K, 64, 12, 70, e, v, seed++}, 2, 0, nullptr);
+          run_case(context(), {33, K, K + 1, 12, 200, e, v, seed++}, 2, 0, nullptr);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vkrnn
