@@ -187,6 +187,9 @@ void check_against_reference(const TinySpec& spec, const std::vector<std::size_t
   const RefDecode want = reference_greedy(tm, src, spec.max_len, stop_at_eos);
   const std::size_t B = src.size();
   EXPECT_EQ(got.stats.submissions, 1u);
+  // The GPU computed exactly the steps the result shows (early stop: the gate closed once the
+  // last row finished; without it every step ran).
+  EXPECT_EQ(got.steps_run, got.steps);
   // Token decisions are only comparable where the reference's margin is clear of fp32
   // rounding: row b is compared up to its first near-tie (its logits at that step included),
   // after which the two decodes may legitimately differ.
@@ -311,11 +314,18 @@ TEST(Seq2Seq, EveryRowStopsAtOnce) {
   EXPECT_EQ(r.lengths, (std::vector<std::int32_t>{1, 1, 1}));
   for (float s : r.scores) EXPECT_GT(s, -1e-6f);  // log p(EOS) ~ 0
   for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(r.row(b), (std::vector<std::int32_t>{2}));
+  // All max_len steps were recorded into the one submission, but only the first did work: the
+  // GPU closed the gate after it, without the host.
+  EXPECT_EQ(r.steps_run, 1u);
+  EXPECT_EQ(r.stats.submissions, 1u);
+  EXPECT_GE(r.stats.gated_dispatches, 7u * spec.max_len);
   // Without the stop, every step runs.
   const DecodeResult f = model.greedy(random_sources({2, 6, 1}, spec.Vs, 4), {.max_len = 5, .stop_at_eos = false});
   EXPECT_EQ(f.steps, 5u);
   EXPECT_EQ(f.lengths, (std::vector<std::int32_t>{5, 5, 5}));
+  EXPECT_EQ(f.steps_run, 5u);
   EXPECT_EQ(f.stats.submissions, 1u);
+  EXPECT_EQ(f.stats.gated_dispatches, 0u);
 }
 
 TEST(Seq2Seq, DispatchesPerStepAreConstant) {

@@ -10,9 +10,11 @@
 // greedy() records the whole job -- source upload, encoder, key projection, and max_len
 // decoder steps (embedding of the previous token, attention, recurrent step, output
 // projection, argmax) -- into ONE Sequence: one submission, no host round trip per token. The
-// decision to stop at EOS is made on the GPU (a per-row "finished" flag the argmax kernel
-// keeps); finished rows emit pad. Rows that finished early still run through the remaining
-// steps (their results are discarded), so a decode always costs max_len steps.
+// decision to stop at EOS is made on the GPU: the argmax kernel keeps a per-row "finished" flag
+// (finished rows emit pad), and the steps are recorded inside a Sequence gate that a check after
+// every step closes once all rows have finished, so the remaining steps' dispatches run no
+// workgroups (each still costs the driver's empty-dispatch overhead). Rows that finish while
+// others go on still compute until the whole batch is done (their results are discarded).
 //
 // Incremental decoding (games spread the work over frames): encode() once, start() a decoder
 // state, then step() one token at a time -- or record_step() into the app's own Sequence,
@@ -50,6 +52,8 @@ struct DecodeOptions {
 struct DecodeResult {
   std::size_t batch = 0;
   std::size_t steps = 0;          // columns: <= max_len (stop_at_eos: the longest row's length)
+  std::size_t steps_run = 0;      // decoder steps the GPU computed (stop_at_eos: up to the step
+                                  // after which every row had finished; the rest ran empty)
   std::size_t source_length = 0;  // S: the longest source of the batch
   std::size_t vocab = 0;          // V_tgt
   std::vector<std::int32_t> tokens;   // [batch, steps]; pad after a row's EOS

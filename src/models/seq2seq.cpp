@@ -519,10 +519,21 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
 
   Sequence seq = c.sequence({.label = "Seq2Seq::greedy"});
   m.record_encode(seq, *e);
+  const bool early_stop = st->options.stop_at_eos;
+  if (early_stop) {
+    // Once every row has finished, the gate turns the remaining steps' dispatches into empty
+    // ones: the columns they would have written keep these values (what finished rows emit).
+    seq.fill(h.tokens, static_cast<std::uint32_t>(m.cfg.special.pad)).fill(h.scores, 0);
+    if (h.logits.valid()) seq.fill(h.logits, 0);
+    if (h.attention.valid()) seq.fill(h.attention, 0);
+    seq.begin_gate();
+  }
   for (std::size_t t = 0; t < T; ++t) {
     h.column = t;
     m.record_step(seq, *st, h);
+    if (early_stop && t + 1 < T) seq.close_gate_when_all(st->finished);
   }
+  if (early_stop) seq.end_gate();
   seq.download(h.tokens).download(h.scores);
   if (h.logits.valid()) seq.download(h.logits);
   if (h.attention.valid()) seq.download(h.attention);
@@ -545,8 +556,9 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
       }
     }
     r.steps = static_cast<std::size_t>(*std::max_element(r.lengths.begin(), r.lengths.end()));
+    r.steps_run = std::min<std::size_t>(T, 1 + seq.open_gate_checks());
   } else {
-    r.steps = T;
+    r.steps = r.steps_run = T;
   }
   // Keep the first `steps` columns of every history.
   auto cut = [&](const auto& full, std::size_t inner) {
