@@ -319,6 +319,18 @@ TEST(Seq2Seq, EveryRowStopsAtOnce) {
   EXPECT_EQ(r.steps_run, 1u);
   EXPECT_EQ(r.stats.submissions, 1u);
   EXPECT_GE(r.stats.gated_dispatches, 7u * spec.max_len);
+  // Beam search stops the same way: K = 1 finishes every row at the first step; K = 3 after
+  // the second (one finished hypothesis from step 0's single alive one, three from step 1).
+  DecodeStats ds;
+  const auto b1 = model.beam(random_sources({2, 6, 1}, spec.Vs, 4), {.beam_width = 1, .stats = &ds});
+  EXPECT_EQ(ds.steps_run, 1u);
+  EXPECT_EQ(ds.sequence.submissions, 1u);
+  EXPECT_EQ(b1[1].at(0).tokens, (std::vector<std::int32_t>{2}));
+  const auto b3 = model.beam(random_sources({2, 6, 1}, spec.Vs, 4), {.beam_width = 3, .stats = &ds});
+  EXPECT_EQ(ds.steps_run, 2u);
+  EXPECT_EQ(ds.sequence.submissions, 1u);
+  EXPECT_GE(ds.sequence.gated_dispatches, 7u * spec.max_len);
+  for (const auto& row : b3) EXPECT_EQ(row.size(), 3u);
   // Without the stop, every step runs.
   const DecodeResult f = model.greedy(random_sources({2, 6, 1}, spec.Vs, 4), {.max_len = 5, .stop_at_eos = false});
   EXPECT_EQ(f.steps, 5u);
@@ -376,8 +388,13 @@ TEST(Seq2Seq, BeamSearchProperties) {
   for (std::size_t K : {2, 3, 5}) {
     for (double alpha : {0.0, 0.6, 1.0}) {
       SCOPED_TRACE(fmt::format("K {} alpha {}", K, alpha));
-      const auto beams = model.beam(src, {.beam_width = K, .length_alpha = alpha, .return_logits = true, .return_attention = true});
+      DecodeStats ds;
+      const auto beams = model.beam(
+          src, {.beam_width = K, .length_alpha = alpha, .return_logits = true, .return_attention = true, .stats = &ds});
       ASSERT_EQ(beams.size(), src.size());
+      EXPECT_EQ(ds.sequence.submissions, 1u);  // the whole search
+      EXPECT_GE(ds.steps_run, 1u);
+      EXPECT_LE(ds.steps_run, spec.max_len);
       for (std::size_t b = 0; b < src.size(); ++b) {
         ASSERT_GE(beams[b].size(), 1u);
         ASSERT_LE(beams[b].size(), K);

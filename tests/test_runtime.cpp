@@ -503,6 +503,7 @@ TEST(Gate, OpenGateRunsEveryDispatch) {
   EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float v) { return v == 9.0f; })) << y[0];
   EXPECT_EQ(seq.stats().gated_dispatches, 9u);
   EXPECT_EQ(seq.stats().dispatches, 18u);  // 9 gated + 9 checks
+  EXPECT_EQ(seq.open_gate_checks(), 9u);
   EXPECT_EQ(seq.stats().submissions, 1u);
 }
 
@@ -516,6 +517,7 @@ TEST(Gate, ClosedGateSkipsTheRestOnTheGpu) {
       EXPECT_TRUE(std::all_of(y.begin(), y.end(), [&](float v) { return v == expected; }))
           << "close after " << close_after << ", " << words << " flags: y = " << y[0];
       EXPECT_EQ(seq.stats().gated_dispatches, 9u);
+      EXPECT_EQ(seq.open_gate_checks(), static_cast<std::uint32_t>(close_after));
     }
   }
 }
@@ -538,6 +540,7 @@ TEST(Gate, PartlySetFlagsKeepItOpen) {
     }
     seq.end_gate().download(ty).eval();
     EXPECT_EQ(seq.read<float>(ty)[n - 1], 3.0f) << "zero flag at " << zero_at;
+    EXPECT_EQ(seq.open_gate_checks(), 3u);
   }
 }
 
@@ -566,6 +569,7 @@ TEST(Gate, ReplayReopensAndUngatedWorkAlwaysRuns) {
   seq.wait();
   EXPECT_EQ(seq.read<float>(ty)[5], 1.0f);  // ty was filled with 0 again at the start
   EXPECT_EQ(seq.read<float>(tz)[5], 2.0f);
+  EXPECT_EQ(seq.open_gate_checks(), 0u);  // the counter restarts too
   EXPECT_EQ(seq.stats().submissions, 2u);
   // reset() allows a new gate region.
   seq.reset();
@@ -583,6 +587,7 @@ TEST(Gate, Misuse) {
   auto floats = ctx.tensor({4}, DType::f32);
   expect_error(ErrorCode::state, "outside begin_gate", [&] { seq.close_gate_when_all(flags); });
   expect_error(ErrorCode::state, "without begin_gate", [&] { seq.end_gate(); });
+  expect_error(ErrorCode::state, "needs a begin_gate", [&] { seq.open_gate_checks(); });
   seq.begin_gate();
   expect_error(ErrorCode::state, "one gate region", [&] { seq.begin_gate(); });
   expect_error(ErrorCode::invalid_argument, "must be u32 or i32", [&] { seq.close_gate_when_all(floats); });

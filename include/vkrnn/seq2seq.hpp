@@ -78,12 +78,19 @@ struct StepResult {
   std::vector<float> attention;       // [B, S] when the state returns attention
 };
 
+// What a whole decode cost on the GPU.
+struct DecodeStats {
+  SequenceStats sequence;      // of the decode's single Sequence
+  std::size_t steps_run = 0;   // decoder steps computed before the GPU stopped the loop
+};
+
 struct BeamOptions {
   std::size_t beam_width = 0;  // K; 0: the model's beam.width (at most 63)
   double length_alpha = -1.0;  // < 0: the model's beam.length_alpha
   std::size_t max_len = 0;     // 0: the model's max_decode_length
   bool return_logits = false;     // Hypothesis::logits
   bool return_attention = false;  // Hypothesis::attention
+  DecodeStats* stats = nullptr;   // when set, receives the decode's statistics
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").
@@ -143,9 +150,12 @@ class Seq2Seq {
   DecodeResult greedy(const std::vector<std::vector<std::int32_t>>& sources,
                       const DecodeOptions& options = {}) const;
   // Beam search per source row (docs/model-format.md): up to K hypotheses per row, best first.
-  // All rows' beams run together as one batch of B*K decoder rows on the GPU (log-softmax and
-  // the top K+1 candidates of every row computed there); the host merges the candidates and
-  // sends back the parents and tokens, so each step is one submission.
+  // All rows' beams run together as one batch of B*K decoder rows, and the whole search is ONE
+  // submission: per step, the decoder state is gathered from each hypothesis's parent row, the
+  // step runs, TopK takes the K+1 best log-softmax candidates of every row, and BeamSearch
+  // merges them per source (finished / alive lists, parents, next tokens) -- all on the GPU.
+  // Once every source row is done the remaining steps run empty (Sequence gate). The host
+  // rebuilds the hypotheses from the histories after the single wait.
   std::vector<std::vector<Hypothesis>> beam(const std::vector<std::vector<std::int32_t>>& sources,
                                             const BeamOptions& options = {}) const;
   // Text in, text out (greedy, stop at EOS).

@@ -108,6 +108,9 @@ class Sequence {
   Sequence& close_gate_when_all(const Tensor& flags);
   Sequence& end_gate();
   bool gate_open() const;  // recording inside begin_gate() .. end_gate()
+  // After the sequence finished: how many close_gate_when_all() checks found a flag still unset
+  // (a decode loop with one check per step ran 1 + this many steps).
+  std::uint32_t open_gate_checks() const;
 
   // Copies `data` now (into sequence-owned staging) and uploads it when the sequence runs.
   Sequence& upload(const Tensor& dst, std::span<const std::byte> data);

@@ -16,6 +16,7 @@
 #include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/attention.hpp"
+#include "vkrnn/beam_search.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/error.hpp"
@@ -577,38 +578,20 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   return r;
 }
 
-namespace {
-
-// The host side of beam search for one source row.
-struct BeamHyp {
-  std::vector<std::int32_t> tokens;
-  float score = 0.0f;
-  std::vector<float> logits, attention;  // histories (when asked for)
-};
-
-struct BeamRow {
-  std::vector<BeamHyp> alive;
-  std::vector<Hypothesis> finished;
-  bool done = false;
-};
-
-}  // namespace
-
 std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector<std::int32_t>>& sources,
                                                    const BeamOptions& options) const {
   const Impl& m = *impl_;
   const std::size_t K = options.beam_width ? options.beam_width : m.cfg.beam_width;
   const double alpha = options.length_alpha >= 0.0 ? options.length_alpha : m.cfg.length_alpha;
   const std::size_t T = options.max_len ? options.max_len : m.cfg.max_decode_length;
-  if (K == 0 || K + 1 > TopK::max_k) {
+  if (K == 0 || K > BeamSearch::max_beam || K + 1 > TopK::max_k) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, TopK::max_k - 1));
+                fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, BeamSearch::max_beam));
   }
   Impl::check_max_len(T, "beam");
   auto e = m.prepare(sources, "beam");
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
-  const std::int32_t eos = m.cfg.special.eos, pad = m.cfg.special.pad;
 
   // The encoder runs once per source; its results are expanded to K decoder rows per source.
   auto ek = std::make_shared<Encoded::Impl>();
@@ -629,35 +612,43 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   auto st = m.start(ek, {.max_len = T, .stop_at_eos = false});
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
+  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad, m.opts);
+  const BeamSearch::State state = search.make_state();
   const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
   const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
   const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
-  const Tensor c_tmp = m.lstm ? c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c reorder") : Tensor{};
-  const Tensor ht_tmp = m.bahdanau ? Tensor{} : c.tensor({R, m.Hd}, DType::f32, "Seq2Seq beam h~ reorder");
+  // Reordered copies of the cell state and h~ (swapped with the state's at record time).
+  Tensor c_tmp = m.lstm ? c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c reorder") : Tensor{};
+  Tensor ht_tmp = m.bahdanau ? Tensor{} : c.tensor({R, m.Hd}, DType::f32, "Seq2Seq beam h~ reorder");
+  // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
+  const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
+  const Tensor hist_attention =
+      options.return_attention ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
 
-  std::vector<BeamRow> beams(B);
-  for (auto& b : beams) b.alive.push_back({});
-  std::vector<std::int32_t> parent_rows(R), next_tokens(R);
+  // The whole search is one submission: encoder, expansion, then max_len steps of (reorder the
+  // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
+  // merge's done flags close, so the host never waits per step.
+  Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
+  m.record_encode(seq, *e);
+  seq.upload(rows, source_of);
+  seq.upload(ek->lengths_t, ek->lengths);
+  auto expand = [&](const Tensor& from, const Tensor& to, std::size_t layers, std::size_t width) {
+    for (std::size_t l = 0; l < layers; ++l) {
+      m.embedding.record(seq, MatrixView{from, B, width, l * B * width, width}, rows,
+                         MatrixView{to, R, width, l * R * width, width});
+    }
+  };
+  expand(e->memory, ek->memory, 1, S * m.M);
+  if (e->keys.valid()) expand(e->keys, ek->keys, 1, S * m.cfg.attention_dim);
+  if (e->s0.valid()) expand(e->s0, ek->s0, 1, m.Hd);
+  if (!m.bahdanau) expand(e->h_n, ek->h_n, m.Ld, m.Hd);
+  if (e->c_n.valid()) expand(e->c_n, ek->c_n, m.Ld, m.Hd);
+  search.record_reset(seq, state);
+  m.record_init(seq, *st);
+  seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
-    Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
-    if (t == 0) {
-      m.record_encode(seq, *e);
-      seq.upload(rows, source_of);
-      seq.upload(ek->lengths_t, ek->lengths);
-      auto expand = [&](const Tensor& from, const Tensor& to, std::size_t layers, std::size_t width) {
-        for (std::size_t l = 0; l < layers; ++l) {
-          m.embedding.record(seq, MatrixView{from, B, width, l * B * width, width}, rows,
-                             MatrixView{to, R, width, l * R * width, width});
-        }
-      };
-      expand(e->memory, ek->memory, 1, S * m.M);
-      if (e->keys.valid()) expand(e->keys, ek->keys, 1, S * m.cfg.attention_dim);
-      if (e->s0.valid()) expand(e->s0, ek->s0, 1, m.Hd);
-      if (!m.bahdanau) expand(e->h_n, ek->h_n, m.Ld, m.Hd);
-      if (e->c_n.valid()) expand(e->c_n, ek->c_n, m.Ld, m.Hd);
-    } else {
-      // Reorder the decoder state to the surviving hypotheses and feed their tokens.
-      seq.upload(parents, parent_rows);
+    if (t > 0) {
+      // Gather every row's state from its parent row (a row that is done gathers itself).
       for (std::size_t l = 0; l < m.Ld; ++l) {
         m.embedding.record(seq, MatrixView{st->h[st->cur], R, m.Hd, l * R * m.Hd, m.Hd}, parents,
                            MatrixView{st->h[st->cur ^ 1], R, m.Hd, l * R * m.Hd, m.Hd});
@@ -667,118 +658,63 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
         }
       }
       st->cur ^= 1;
-      if (m.lstm) seq.copy(c_tmp, st->c);
+      if (m.lstm) std::swap(st->c, c_tmp);
       if (!m.bahdanau) {
         m.embedding.record(seq, MatrixView::of(st->h_tilde), parents, MatrixView::of(ht_tmp));
-        seq.copy(ht_tmp, st->h_tilde);
+        std::swap(st->h_tilde, ht_tmp);
       }
-      seq.upload(st->prev, next_tokens);
-      st->input_ready = false;
+      st->input_ready = false;  // st->prev holds the merge's next tokens
     }
     Impl::History h;
     h.weights = options.return_attention;
     h.select = false;
     m.record_step(seq, *st, h);
     topk.record(seq, st->logits, cand_v, cand_i, true);
-    seq.download(cand_v).download(cand_i);
-    if (options.return_logits) seq.download(st->logits);
-    if (options.return_attention) seq.download(st->weights);
-    seq.eval();
-    const auto vals = seq.read<float>(cand_v);
-    const auto ids = seq.read<std::int32_t>(cand_i);
-    std::vector<float> logits, weights;
-    if (options.return_logits) logits = seq.read<float>(st->logits);
-    if (options.return_attention) weights = seq.read<float>(st->weights);
-
-    bool all_done = true;
-    for (std::size_t b = 0; b < B; ++b) {
-      BeamRow& row = beams[b];
-      if (row.done) continue;
-      // Candidates: score(h) + log_softmax(logits_h)[w] in fp32, ranked by score, then
-      // hypothesis, then token.
-      struct Cand {
-        float score;
-        std::size_t h;
-        std::int32_t w;
-      };
-      std::vector<Cand> cands;
-      for (std::size_t hi = 0; hi < row.alive.size(); ++hi) {
-        const std::size_t r = b * K + hi;
-        for (std::size_t j = 0; j < kc; ++j) {
-          const std::int32_t w = ids[r * kc + j];
-          if (w < 0) continue;
-          const float sc = row.alive[hi].score + vals[r * kc + j];
-          cands.push_back({sc, hi, w});
-        }
-      }
-      std::sort(cands.begin(), cands.end(), [](const Cand& x, const Cand& y) {
-        if (x.score != y.score) return x.score > y.score;
-        if (x.h != y.h) return x.h < y.h;
-        return x.w < y.w;
-      });
-      auto extend = [&](const BeamHyp& parent, std::size_t hi, std::int32_t w, float score) {
-        BeamHyp n;
-        n.tokens = parent.tokens;
-        n.tokens.push_back(w);
-        n.score = score;
-        const std::size_t r = b * K + hi;
-        if (options.return_logits) {
-          n.logits = parent.logits;
-          n.logits.insert(n.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(r * V),
-                          logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
-        }
-        if (options.return_attention) {
-          n.attention = parent.attention;
-          n.attention.insert(n.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(r * S),
-                             weights.begin() + static_cast<std::ptrdiff_t>((r + 1) * S));
-        }
-        return n;
-      };
-      auto finish = [&](BeamHyp&& hyp, bool finished) {
-        Hypothesis out;
-        out.score = hyp.score;
-        out.norm_score = double(hyp.score) / std::pow(double(hyp.tokens.size()), alpha);
-        out.finished = finished;
-        out.tokens = std::move(hyp.tokens);
-        out.logits = std::move(hyp.logits);
-        out.attention = std::move(hyp.attention);
-        row.finished.push_back(std::move(out));
-      };
-      std::vector<BeamHyp> next;
-      std::vector<std::size_t> next_parent;
-      for (const Cand& cd : cands) {
-        if (cd.w == eos) {
-          finish(extend(row.alive[cd.h], cd.h, cd.w, cd.score), true);
-          continue;
-        }
-        next.push_back(extend(row.alive[cd.h], cd.h, cd.w, cd.score));
-        next_parent.push_back(cd.h);
-        if (next.size() == K) break;
-      }
-      if (row.finished.size() >= K) {
-        row.done = true;
-      } else if (t + 1 == T) {
-        for (auto& hyp : next) finish(std::move(hyp), false);
-        row.done = true;
-      } else {
-        row.alive = std::move(next);
-        for (std::size_t i = 0; i < K; ++i) {
-          const bool live = i < row.alive.size();
-          parent_rows[b * K + i] = static_cast<std::int32_t>(b * K + (live ? next_parent[i] : 0));
-          next_tokens[b * K + i] = live ? row.alive[i].tokens.back() : pad;
-        }
-      }
-      all_done = all_done && row.done;
+    if (hist_logits.valid()) {
+      m.concat.record(seq, {MatrixView::of(st->logits)}, MatrixView{hist_logits, R, V, t * R * V, V});
     }
-    if (all_done) break;
+    if (hist_attention.valid()) {
+      m.concat.record(seq, {MatrixView::of(st->weights)}, MatrixView{hist_attention, R, S, t * R * S, S});
+    }
+    search.record_step(seq, state, t, cand_v, cand_i, parents, st->prev);
+    if (t + 1 < T) seq.close_gate_when_all(state.done);
   }
+  seq.end_gate();
+  search.record_download(seq, state);
+  if (hist_logits.valid()) seq.download(hist_logits);
+  if (hist_attention.valid()) seq.download(hist_attention);
+  seq.eval();
+  if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
 
+  const auto found = search.reconstruct(seq, state);
+  std::vector<float> logits, weights;
+  if (hist_logits.valid()) logits = seq.read<float>(hist_logits);
+  if (hist_attention.valid()) weights = seq.read<float>(hist_attention);
   std::vector<std::vector<Hypothesis>> out(B);
   for (std::size_t b = 0; b < B; ++b) {
-    auto& f = beams[b].finished;
+    auto& f = out[b];
+    for (const BeamHypothesis& bh : found[b]) {
+      Hypothesis hyp;
+      hyp.tokens = bh.tokens;
+      hyp.score = bh.score;
+      hyp.norm_score = double(bh.score) / std::pow(double(bh.tokens.size()), alpha);
+      hyp.finished = bh.finished;
+      for (std::size_t i = 0; i < bh.rows.size(); ++i) {
+        const std::size_t at = i * R + bh.rows[i];
+        if (!logits.empty()) {
+          hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
+                            logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
+        }
+        if (!weights.empty()) {
+          hyp.attention.insert(hyp.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(at * S),
+                               weights.begin() + static_cast<std::ptrdiff_t>((at + 1) * S));
+        }
+      }
+      f.push_back(std::move(hyp));
+    }
+    // Rank by norm_score, ties by arrival (docs/model-format.md, "Beam search", rule 5).
     std::stable_sort(f.begin(), f.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.norm_score > y.norm_score; });
     if (f.size() > K) f.resize(K);
-    out[b] = std::move(f);
   }
   return out;
 }

@@ -366,11 +366,11 @@ struct SequenceImpl {
                                                 "(this one already has one)", label()));
     }
     require_recordable();
-    const std::size_t bytes = 12 * Sequence::max_gate_grids;
+    const std::size_t bytes = 12 * Sequence::max_gate_grids + 4;  // + the open-checks counter
     auto st = std::make_shared<TensorStorage>();
     st->ctx = ctx;
     st->dtype = DType::u32;
-    st->shape = {Sequence::max_gate_grids, 3};
+    st->shape = {3 * Sequence::max_gate_grids + 1};
     st->bytes = bytes;
     st->name = "gate table of " + label();
     st->buffer = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::device, st->name);
@@ -400,7 +400,7 @@ struct SequenceImpl {
       std::uint32_t flag_count, table_words;
     } push{static_cast<std::uint32_t>(flags.bytes() / 4), static_cast<std::uint32_t>(3 * Sequence::max_gate_grids)};
     const Kernel k(ctx->kernel({"sequence_gate", {64, 1, 1}, 2, sizeof(Push)}));
-    const Arg args[] = {{flags, Access::read}, {gate_table, Access::write}};
+    const Arg args[] = {{flags, Access::read}, {gate_table, Access::read_write}};
     const Groups one{1, 1, 1};
     recording_gate_check = true;
     try {
@@ -415,7 +415,7 @@ struct SequenceImpl {
   // At submit: the table's initial contents are the grids recorded inside the region.
   void write_gate_template() {
     if (gate == Gate::none) return;
-    std::vector<std::uint32_t> words(3 * Sequence::max_gate_grids, 0);
+    std::vector<std::uint32_t> words(3 * Sequence::max_gate_grids + 1, 0);
     for (std::size_t i = 0; i < gate_grids.size(); ++i) {
       for (int j = 0; j < 3; ++j) words[3 * i + j] = gate_grids[i][j];
     }
@@ -478,7 +478,16 @@ Sequence& Sequence::end_gate() {
     throw Error(ErrorCode::state, fmt::format("{}: end_gate() without begin_gate()", s.label()));
   }
   s.gate = SequenceImpl::Gate::ended;
+  download(s.gate_table);  // for open_gate_checks()
   return *this;
+}
+
+std::uint32_t Sequence::open_gate_checks() const {
+  auto& s = *impl_;
+  if (s.gate != SequenceImpl::Gate::ended) {
+    throw Error(ErrorCode::state, fmt::format("{}: open_gate_checks() needs a begin_gate() .. end_gate() region", s.label()));
+  }
+  return read<std::uint32_t>(s.gate_table).back();
 }
 
 bool Sequence::gate_open() const { return impl_->gate == SequenceImpl::Gate::open; }
