@@ -146,7 +146,7 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
   std::cout << "device: " << describe_device(ctx.device()) << "\n";
   std::vector<AttentionPanel> panels;
   double decode_ms = 0.0;
-  std::size_t batches = 0, dispatches = 0;
+  std::size_t batches = 0, dispatches = 0, steps_run = 0;
   for (std::size_t first = 0; first < dates.size(); first += args.batch) {
     const std::size_t n = std::min(args.batch, dates.size() - first);
     const std::vector<std::vector<std::int32_t>> chunk(sources.begin() + first, sources.begin() + first + n);
@@ -156,6 +156,7 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
     decode_ms += watch.ms();
     ++batches;
     dispatches += r.stats.dispatches;
+    steps_run = std::max(steps_run, r.steps_run);
     for (std::size_t b = 0; b < n; ++b) {
       const std::string& input = dates[first + b];
       const std::string output = model.decode_text(r.row(b));
@@ -172,9 +173,10 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
     Stopwatch watch;
     model.greedy(sources);
     std::cout << fmt::format("time: model load {:.0f} ms; decode of {} date{} {:.1f} ms on first use (creates "
-                             "the pipelines), then {:.1f} ms (one submission, {} dispatches)\n",
+                             "the pipelines), then {:.1f} ms (one submission, {} dispatches; the GPU stopped "
+                             "after {} of {} steps)\n",
                              load_ms, dates.size(), dates.size() == 1 ? "" : "s", decode_ms, watch.ms(),
-                             dispatches);
+                             dispatches, steps_run, model.config().max_decode_length);
   } else {
     std::cout << fmt::format("time: model load {:.0f} ms; decode of {} dates {:.1f} ms in {} batches (one "
                              "submission each, {} dispatches in all; the first also creates the pipelines)\n",
