@@ -22,5 +22,6 @@
 #include "vkrnn/self_attention.hpp"
 #include "vkrnn/seq2seq.hpp"
 #include "vkrnn/sequence.hpp"
+#include "vkrnn/sequence_mask.hpp"
 #include "vkrnn/tensor.hpp"
 #include "vkrnn/topk.hpp"
