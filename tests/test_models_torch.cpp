@@ -289,19 +289,45 @@ void check_classifier(const Case& c) {
   EXPECT_TRUE(all_close(r.logits, as_double(f.to_f32("logits")), 0, kLogitTol)) << "logits";
   EXPECT_TRUE(all_close(r.probs, as_double(f.to_f32("probs")), 0, kLogitTol)) << "probs";
   EXPECT_TRUE(all_close(r.rnn_outputs, as_double(f.to_f32("rnn_outputs")), kStateTol, kStateTol)) << "RNN outputs";
-  if (f.contains("rnn_inputs")) {
-    // y at valid positions (the reference zeroes the padding, which no output depends on).
-    const auto want = f.to_f32("rnn_inputs");
+  {
+    // The RNN's input: y (self_attention_rnn, from the reference) or the embedding rows
+    // (rnn_attention_classifier, exactly), and exactly zero past a length in both (the
+    // reference zeroes padding; nothing downstream reads it, so only this catches a miss).
     const std::size_t E = cfg.embedding_dim;
+    ASSERT_EQ(r.rnn_inputs.size(), B * T * E);
+    const bool from_reference = f.contains("rnn_inputs");
+    EXPECT_EQ(from_reference, c.architecture == "self_attention_rnn");
+    const auto want = from_reference ? f.to_f32("rnn_inputs") : std::vector<float>{};
+    const auto& emb = ModelFile::load(c.dir).tensor("embedding");
     std::vector<float> got_valid;
     std::vector<double> want_valid;
+    std::size_t padded_nonzero = 0, padded = 0, embedding_mismatch = 0;
     for (std::size_t b = 0; b < B; ++b)
-      for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[b]); ++t)
+      for (std::size_t t = 0; t < T; ++t)
         for (std::size_t j = 0; j < E; ++j) {
-          got_valid.push_back(r.rnn_inputs[(b * T + t) * E + j]);
-          want_valid.push_back(want[(b * T + t) * E + j]);
+          const float got = r.rnn_inputs[(b * T + t) * E + j];
+          if (t >= static_cast<std::size_t>(lengths[b])) {
+            ++padded;
+            padded_nonzero += got != 0.0f;
+          } else if (from_reference) {
+            got_valid.push_back(got);
+            want_valid.push_back(want[(b * T + t) * E + j]);
+          } else {
+            embedding_mismatch += got != emb[static_cast<std::size_t>(tok[b * T + t]) * E + j];
+          }
         }
-    EXPECT_TRUE(all_close(got_valid, want_valid, kStateTol, kStateTol)) << "RNN inputs (self-attention block)";
+    EXPECT_GT(padded, 0u) << "the fixture batch should be ragged";
+    EXPECT_EQ(padded_nonzero, 0u) << "RNN inputs past a length must be 0 (of " << padded << ")";
+    EXPECT_EQ(embedding_mismatch, 0u) << "RNN inputs (embeddings) at valid positions";
+    if (from_reference) {
+      EXPECT_TRUE(all_close(got_valid, want_valid, kStateTol, kStateTol)) << "RNN inputs (self-attention block)";
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        const std::size_t b = i / (T * E), t = (i / E) % T;
+        if (t >= static_cast<std::size_t>(lengths[b])) {
+          ASSERT_EQ(want[i], 0.0f) << "the reference's padding at " << i;
+        }
+      }
+    }
   }
   if (f.contains("pooling")) {
     EXPECT_TRUE(all_close(r.pooling, as_double(f.to_f32("pooling")), 0, kAttentionTol)) << "pooling weights";

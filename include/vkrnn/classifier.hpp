@@ -45,8 +45,8 @@ struct ClassifyResult {
   std::vector<std::int32_t> predicted;  // [batch]
   std::vector<float> pooling;           // [batch, T] attention-pooling weights (0 past a length)
   std::vector<float> self_attention;    // [batch, heads, T, T] (rows and columns past a length: 0)
-  // The RNN's input ([batch, T, E]; self_attention_rnn: y = x + attention, valid positions only
-  // are specified) and output ([batch, T, D*H], zero past a length).
+  // The RNN's input ([batch, T, E]: the embeddings, or self_attention_rnn's y = x + attention)
+  // and output ([batch, T, D*H]), both zero past a length.
   std::vector<float> rnn_inputs, rnn_outputs;
   SequenceStats stats;
 };

@@ -19,6 +19,7 @@
 #include "vkrnn/residual_add.hpp"
 #include "vkrnn/rnn.hpp"
 #include "vkrnn/self_attention.hpp"
+#include "vkrnn/sequence_mask.hpp"
 
 namespace vkrnn {
 namespace {
@@ -48,9 +49,10 @@ struct Classifier::Impl {
   Concat concat;
   Activation sigmoid;
   ResidualAdd residual;
+  SequenceMask mask;
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
-      : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), sigmoid(c, ActivationFn::sigmoid, fp32(o)), residual(c, fp32(o)) {
+      : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), sigmoid(c, ActivationFn::sigmoid, fp32(o)), residual(c, fp32(o)), mask(c, fp32(o)) {
     if (cfg.architecture != Architecture::rnn_attention_classifier && cfg.architecture != Architecture::self_attention_rnn) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}: model '{}' is a {}, not a classifier (rnn_attention_classifier or self_attention_rnn)",
@@ -161,9 +163,11 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
   Context& c = *m.ctx;
   const std::size_t B = tokens.size(), E = m.E, DH = m.DH, C = m.C;
   std::vector<std::int32_t> ids(B * T, m.cfg.special.pad), lengths(B);
+  bool ragged = false;  // some row shorter than T: the RNN's input has padded rows
   for (std::size_t b = 0; b < B; ++b) {
     std::copy(tokens[b].begin(), tokens[b].end(), ids.begin() + static_cast<std::ptrdiff_t>(b * T));
     lengths[b] = static_cast<std::int32_t>(tokens[b].size());
+    ragged = ragged || tokens[b].size() < T;
   }
   const Tensor t_ids = c.tensor({B, T}, DType::i32, "Classifier ids");
   const Tensor t_len = c.tensor({B}, DType::i32, "Classifier lengths");
@@ -211,6 +215,11 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
     } else {
       y = attn;
     }
+    // y is zero past a length (docs/model-format.md). y is never x here (it is the residual sum,
+    // out_proj's output or the attention output o, which out_proj has already read), so q, k, v
+    // stay as they were. The RNN never reads padded rows: a full batch needs no dispatch, nor
+    // y = o (SelfAttention writes padded query rows as zeros).
+    if (ragged && y.storage_ptr() != o.storage_ptr()) m.mask.record(seq, y, t_len, y);
     if (options.return_self_attention) {
       // The weights themselves (the fused op never stores them): every query row i of batch
       // row b attends over row b's keys, as a batch of B*T single queries.
@@ -242,6 +251,9 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
       seq.download(q_expanded);
     }
   }
+
+  // rnn_attention_classifier: y is x, which only the RNN reads; zeroed for the caller only.
+  if (!m.self_attn && ragged && options.return_rnn) m.mask.record(seq, y, t_len, y);
 
   m.rnn->record(seq, y, t_len, {}, {}, h, h_n, {}, lengths);
 
