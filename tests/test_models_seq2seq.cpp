@@ -431,6 +431,32 @@ TEST(Seq2Seq, BeamSearchProperties) {
   }
 }
 
+// The discrete-GPU memory path (device-local tensors, staged histories) gives the same search.
+TEST(Seq2Seq, BeamSearchOnTheStagingPath) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 9;
+  spec.eos_bias = 0.8f;
+  spec.max_len = 7;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq uma = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq staged = Seq2Seq::load(test::staging_context(), dir.str());
+  const auto src = random_sources({4, 2, 6}, spec.Vs, 21);
+  const BeamOptions o{.beam_width = 4, .return_logits = true, .return_attention = true};
+  const auto a = uma.beam(src, o), b = staged.beam(src, o);
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t r = 0; r < a.size(); ++r) {
+    ASSERT_EQ(a[r].size(), b[r].size());
+    for (std::size_t j = 0; j < a[r].size(); ++j) {
+      EXPECT_EQ(a[r][j].tokens, b[r][j].tokens);
+      EXPECT_EQ(a[r][j].score, b[r][j].score);
+      EXPECT_EQ(a[r][j].finished, b[r][j].finished);
+      EXPECT_EQ(a[r][j].logits, b[r][j].logits);
+      EXPECT_EQ(a[r][j].attention, b[r][j].attention);
+    }
+  }
+}
+
 // The committed date-normalisation sample (trained in PyTorch, 100% exact match on its
 // held-out set there): the same answers here, greedy, in one submission per batch.
 TEST(Seq2Seq, DatesSampleModel) {
