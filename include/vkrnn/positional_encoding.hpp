@@ -30,11 +30,11 @@ class PositionalEncoding {
   std::size_t d_model() const { return d_model_; }
 
  private:
+  Context* ctx_;
   std::size_t d_model_;
   std::uint32_t workgroup_size_;
   Tensor turns_;  // per column pair: w_i / 2pi as a 64-bit fixed-point fraction (lo, hi words)
   Kernel kernel_, kernel_inplace_;
-  std::array<std::uint32_t, 3> max_groups_;
 };
 
 }  // namespace vkrnn

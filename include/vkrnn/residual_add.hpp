@@ -19,8 +19,8 @@ class ResidualAdd {
   void record(Sequence& seq, const Tensor& a, const Tensor& b, const Tensor& out) const;
 
  private:
+  Context* ctx_;
   std::uint32_t workgroup_size_;
-  std::array<std::uint32_t, 3> max_groups_;
   Kernel kernel_, kernel_inplace_;
 };
 

@@ -45,7 +45,6 @@ class SequenceMask {
  private:
   Context* ctx_;
   std::uint32_t workgroup_size_;
-  std::array<std::uint32_t, 3> max_groups_;
   Kernel kernel_, kernel_inplace_;
 };
 

@@ -129,6 +129,12 @@ std::uint32_t pick_workgroup(const DeviceInfo& dev, const OpOptions& options) {
   return std::bit_floor(wg);  // the reduction trees assume a power of two
 }
 
+std::uint32_t elementwise_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  const std::uint32_t max_wg = std::max<std::uint32_t>(
+      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+  return std::clamp<std::uint32_t>(options.workgroup_size ? options.workgroup_size : 64, 1, max_wg);
+}
+
 std::vector<std::uint32_t> with_one_subgroup(std::vector<std::uint32_t> constants,
                                              const DeviceInfo& dev, std::uint32_t workgroup,
                                              bool subgroups) {

@@ -51,6 +51,10 @@ std::vector<std::uint32_t> with_one_subgroup(std::vector<std::uint32_t> constant
 // "attention_fused" + "_f16" + "_nosubgroup" as shaders/variants.cmake names them.
 std::string kernel_name(const char* base, bool fp16, bool subgroup_variant, bool subgroups);
 
+// Elementwise ops (no reduction tree): 64 invocations unless options force a size, clamped to
+// the device's limits.
+std::uint32_t elementwise_workgroup(const DeviceInfo& dev, const OpOptions& options);
+
 // Spreads `total` workgroups over x and y (the shaders unfold gl_WorkGroupID).
 Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op);
 

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/attention_common.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -25,15 +26,11 @@ struct Push {
 }  // namespace
 
 PositionalEncoding::PositionalEncoding(Context& ctx, std::size_t d_model, const OpOptions& options)
-    : d_model_(d_model), max_groups_(ctx.device().max_workgroup_count) {
+    : ctx_(&ctx), d_model_(d_model) {
   if (d_model == 0) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: d_model must be >= 1, got 0", kOp));
   }
-  const auto& dev = ctx.device();
-  const std::uint32_t max_wg = std::max<std::uint32_t>(
-      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-  workgroup_size_ = std::clamp<std::uint32_t>(options.workgroup_size ? options.workgroup_size : 64,
-                                              1, max_wg);
+  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
 
   // w_i / 2pi < 1/6 turns per position, as round(2^64 * w_i / 2pi), computed in long double
   // (64-bit mantissa on x86; double elsewhere is still good to ~2^-40 turns per position).
@@ -88,13 +85,7 @@ void PositionalEncoding::record(Sequence& seq, const Tensor& x, const Tensor& ou
   Push push{static_cast<std::uint32_t>(rows), static_cast<std::uint32_t>(S),
             static_cast<std::uint32_t>(d_model_), static_cast<std::uint32_t>(pairs),
             position_offset};
-  const std::uint64_t groups = (rows * pairs + workgroup_size_ - 1) / workgroup_size_;
-  const std::uint64_t gx = std::min<std::uint64_t>(groups, std::max<std::uint32_t>(1, max_groups_[0]));
-  const std::uint64_t gy = (groups + gx - 1) / gx;
-  if (gy > max_groups_[1]) {
-    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} workgroups exceed the device grid", kOp, groups));
-  }
-  const Groups grid{static_cast<std::uint32_t>(gx), static_cast<std::uint32_t>(gy), 1};
+  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(rows * pairs, workgroup_size_), ctx_->device(), kOp);
   if (x.storage_ptr() == out.storage_ptr()) {
     seq.dispatch(kernel_inplace_, {inout(out), in(turns_)}, push, grid);
   } else {

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/attention_common.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -18,12 +19,8 @@ struct Push {
 }  // namespace
 
 ResidualAdd::ResidualAdd(Context& ctx, const OpOptions& options)
-    : max_groups_(ctx.device().max_workgroup_count) {
-  const auto& dev = ctx.device();
-  const std::uint32_t max_wg = std::max<std::uint32_t>(
-      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-  workgroup_size_ = std::clamp<std::uint32_t>(options.workgroup_size ? options.workgroup_size : 64,
-                                              1, max_wg);
+    : ctx_(&ctx) {
+  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
   kernel_ = ctx.kernel({"residual_add", {workgroup_size_, 1, 1}, 3, sizeof(Push)});
   kernel_inplace_ = ctx.kernel({"residual_add_inplace", {workgroup_size_, 1, 1}, 2, sizeof(Push)});
 }
@@ -49,13 +46,7 @@ void ResidualAdd::record(Sequence& seq, const Tensor& a, const Tensor& b, const 
     throw Error(ErrorCode::out_of_range, fmt::format("{}: {} elements exceed 32-bit indexing", kOp, n));
   }
   const Push push{static_cast<std::uint32_t>(n)};
-  const std::uint64_t groups = (n + workgroup_size_ - 1) / workgroup_size_;
-  const std::uint64_t gx = std::min<std::uint64_t>(groups, std::max<std::uint32_t>(1, max_groups_[0]));
-  const std::uint64_t gy = (groups + gx - 1) / gx;
-  if (gy > max_groups_[1]) {
-    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} workgroups exceed the device grid", kOp, groups));
-  }
-  const Groups grid{static_cast<std::uint32_t>(gx), static_cast<std::uint32_t>(gy), 1};
+  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
   const bool out_is_a = out.storage_ptr() == a.storage_ptr();
   const bool out_is_b = out.storage_ptr() == b.storage_ptr();
   if (out_is_a && out_is_b) {  // a + a in place

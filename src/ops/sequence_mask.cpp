@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/attention_common.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -59,12 +60,8 @@ std::uint64_t check_x_out(const MaskShape& shape, const Tensor& x, const Tensor&
 }  // namespace
 
 SequenceMask::SequenceMask(Context& ctx, const OpOptions& options)
-    : ctx_(&ctx), max_groups_(ctx.device().max_workgroup_count) {
-  const auto& dev = ctx.device();
-  const std::uint32_t max_wg = std::max<std::uint32_t>(
-      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-  workgroup_size_ = std::clamp<std::uint32_t>(options.workgroup_size ? options.workgroup_size : 64,
-                                              1, max_wg);
+    : ctx_(&ctx) {
+  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
   kernel_ = ctx.kernel({"sequence_mask", {workgroup_size_, 1, 1}, 3, sizeof(Push)});
   kernel_inplace_ = ctx.kernel({"sequence_mask_inplace", {workgroup_size_, 1, 1}, 2, sizeof(Push)});
 }
@@ -79,13 +76,7 @@ void SequenceMask::record(Sequence& seq, const MaskShape& shape, const Tensor& x
                             kOp, B, describe(lengths)));
   }
   const Push push{static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(W), static_cast<std::uint32_t>(T)};
-  const std::uint64_t groups = (n + workgroup_size_ - 1) / workgroup_size_;
-  const std::uint64_t gx = std::min<std::uint64_t>(groups, std::max<std::uint32_t>(1, max_groups_[0]));
-  const std::uint64_t gy = (groups + gx - 1) / gx;
-  if (gy > max_groups_[1]) {
-    throw Error(ErrorCode::out_of_range, fmt::format("{}: {} workgroups exceed the device grid", kOp, groups));
-  }
-  const Groups grid{static_cast<std::uint32_t>(gx), static_cast<std::uint32_t>(gy), 1};
+  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
   if (out.storage_ptr() == x.storage_ptr()) {
     // Valid elements are left alone: read-write, as the untouched ones must survive.
     seq.dispatch(kernel_inplace_, {inout(out), in(lengths)}, push, grid);
