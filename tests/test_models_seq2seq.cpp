@@ -370,12 +370,18 @@ TEST(Seq2Seq, TextInTextOut) {
 // Beam search: K = 1 is greedy; every hypothesis is consistent with the logits it carries
 // (its score is the sum of the log-softmax of its tokens, its norm_score that over len^alpha);
 // hypotheses come best first; finished ones end with EOS, unfinished ones ran max_len steps.
-TEST(Seq2Seq, BeamSearchProperties) {
-  TempDir dir;
+// A small target vocabulary and a mild EOS bias: hypotheses finish at different steps.
+TinySpec beam_spec(std::size_t max_len) {
   TinySpec spec;
   spec.Vt = 9;
   spec.eos_bias = 0.8f;
-  spec.max_len = 6;
+  spec.max_len = max_len;
+  return spec;
+}
+
+TEST(Seq2Seq, BeamSearchProperties) {
+  TempDir dir;
+  const TinySpec spec = beam_spec(6);
   TinyModel(spec).write(dir.path());
   const Seq2Seq model = Seq2Seq::load(context(), dir.str());
   const auto src = random_sources({5, 1, 3, 7}, spec.Vs, 8);
@@ -434,10 +440,7 @@ TEST(Seq2Seq, BeamSearchProperties) {
 // The discrete-GPU memory path (device-local tensors, staged histories) gives the same search.
 TEST(Seq2Seq, BeamSearchOnTheStagingPath) {
   TempDir dir;
-  TinySpec spec;
-  spec.Vt = 9;
-  spec.eos_bias = 0.8f;
-  spec.max_len = 7;
+  const TinySpec spec = beam_spec(7);
   TinyModel(spec).write(dir.path());
   const Seq2Seq uma = Seq2Seq::load(context(), dir.str());
   const Seq2Seq staged = Seq2Seq::load(test::staging_context(), dir.str());
