@@ -584,7 +584,8 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   const std::size_t K = options.beam_width ? options.beam_width : m.cfg.beam_width;
   const double alpha = options.length_alpha >= 0.0 ? options.length_alpha : m.cfg.length_alpha;
   const std::size_t T = options.max_len ? options.max_len : m.cfg.max_decode_length;
-  if (K == 0 || K > BeamSearch::max_beam || K + 1 > TopK::max_k) {
+  static_assert(BeamSearch::max_beam + 1 <= TopK::max_k, "K + 1 candidates per hypothesis");
+  if (K == 0 || K > BeamSearch::max_beam) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, BeamSearch::max_beam));
   }

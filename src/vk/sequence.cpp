@@ -19,6 +19,10 @@ constexpr VkPipelineStageFlags kCompute = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
 constexpr VkPipelineStageFlags kTransfer = VK_PIPELINE_STAGE_TRANSFER_BIT;
 constexpr VkPipelineStageFlags kIndirect = VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT;
 constexpr std::uint32_t kSetsPerPool = 256;
+
+struct GatePush {  // shaders/sequence_gate.comp
+  std::uint32_t flag_count, table_words;
+};
 }  // namespace
 
 struct SequenceImpl {
@@ -53,9 +57,9 @@ struct SequenceImpl {
   // the submission (written at submit, when every grid is known).
   enum class Gate { none, open, ended } gate = Gate::none;
   Tensor gate_table;
+  Kernel gate_check;  // shaders/sequence_gate.comp
   vk::Buffer gate_template;
   std::vector<Groups> gate_grids;
-  bool recording_gate_check = false;  // the check kernel itself is never gated
 
   const vk::DeviceFns& fns() const { return ctx->fns; }
   VkDevice device() const { return ctx->device; }
@@ -241,7 +245,7 @@ struct SequenceImpl {
 
   void record_dispatch(const Kernel& kernel, std::span<const Arg> args,
                        std::span<const std::byte> push, const Groups* groups,
-                       const Tensor* indirect, std::size_t indirect_offset) {
+                       const Tensor* indirect, std::size_t indirect_offset, bool gateable = true) {
     const KernelImpl& k = kernel.impl();
     const auto& spec = k.spec;
     if (k.ctx != ctx.get()) {
@@ -303,7 +307,7 @@ struct SequenceImpl {
     }
     if (groups && ((*groups)[0] == 0 || (*groups)[1] == 0 || (*groups)[2] == 0)) return;  // no work
     require_recordable();
-    const bool gated = groups && gate == Gate::open && !recording_gate_check;
+    const bool gated = groups && gate == Gate::open && gateable;
     if (gated) {
       indirect_offset = 12 * gate_slot(*groups);
       indirect = &gate_table;
@@ -377,6 +381,7 @@ struct SequenceImpl {
     gate_table = Tensor(std::move(st));
     gate_template = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::upload, "gate counts of " + label());
     uploads.push_back(gate_template);
+    gate_check = Kernel(ctx->kernel({"sequence_gate", {64, 1, 1}, 2, sizeof(GatePush)}));
     const Use use{gate_table.storage().buffer.handle, false, true, kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
     hazard_barrier({&use, 1});
     VkBufferCopy region{0, 0, bytes};
@@ -396,20 +401,13 @@ struct SequenceImpl {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}: gate flags {} must be u32 or i32", label(), describe(flags)));
     }
-    struct Push {
-      std::uint32_t flag_count, table_words;
-    } push{static_cast<std::uint32_t>(flags.bytes() / 4), static_cast<std::uint32_t>(3 * Sequence::max_gate_grids)};
-    const Kernel k(ctx->kernel({"sequence_gate", {64, 1, 1}, 2, sizeof(Push)}));
+    const GatePush push{static_cast<std::uint32_t>(flags.bytes() / 4),
+                        static_cast<std::uint32_t>(3 * Sequence::max_gate_grids)};
     const Arg args[] = {{flags, Access::read}, {gate_table, Access::read_write}};
     const Groups one{1, 1, 1};
-    recording_gate_check = true;
-    try {
-      record_dispatch(k, args, std::as_bytes(std::span<const Push>(&push, 1)), &one, nullptr, 0);
-    } catch (...) {
-      recording_gate_check = false;
-      throw;
-    }
-    recording_gate_check = false;
+    // The check itself always runs: it is what closes the gate.
+    record_dispatch(gate_check, args, std::as_bytes(std::span<const GatePush>(&push, 1)), &one, nullptr, 0,
+                    /*gateable=*/false);
   }
 
   // At submit: the table's initial contents are the grids recorded inside the region.
