@@ -3,7 +3,7 @@
 // rnn_step in FLAG_RAW_H mode), with the same length masking as rnn_step: rows past their length
 // carry h_prev and write zeros to out[b, s]. Both directions in one dispatch (z = direction).
 #extension GL_GOOGLE_include_directive : require
-#include "gemv_common.glsl"
+#include "rnn_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint UNITS = 1;       // projected units per workgroup
@@ -12,8 +12,7 @@ layout(constant_id = 5) const bool ALIGNED = true;  // H % 4 == 0
 
 layout(set = 0, binding = 0) readonly buffer RS { float raws[]; };  // h_raw [D][B][H]
 layout(set = 0, binding = 0) readonly buffer RV { vec4 rawv[]; };
-layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };    // W_hr [D][P][H]
-layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+// binding 1: W_hr [D][P][H], float or half (rnn_common.glsl)
 layout(set = 0, binding = 2) readonly buffer HP { float h_prev[]; };
 layout(set = 0, binding = 3) writeonly buffer HN { float h_next[]; };
 layout(set = 0, binding = 4) writeonly buffer OUT { float outs[]; };
@@ -30,16 +29,9 @@ layout(push_constant) uniform Push {
   uint flags;
 } p;
 
-vec4 load4(uint which, uint row, uint k4) {
-  const uint k = k4 * 4;
-  if (which == 0) {
-    if (ALIGNED) return wv[row * (p.H / 4) + k4];
-    const uint base = row * p.H;
-    return vec4(k < p.H ? ws[base + k] : 0.0, k + 1 < p.H ? ws[base + k + 1] : 0.0,
-                k + 2 < p.H ? ws[base + k + 2] : 0.0, k + 3 < p.H ? ws[base + k + 3] : 0.0);
-  }
+vec4 load_raw(uint row, uint k4) {
   if (ALIGNED) return rawv[row * (p.H / 4) + k4];
-  const uint base = row * p.H;
+  const uint base = row * p.H, k = k4 * 4;
   return vec4(k < p.H ? raws[base + k] : 0.0, k + 1 < p.H ? raws[base + k + 1] : 0.0,
               k + 2 < p.H ? raws[base + k + 2] : 0.0, k + 3 < p.H ? raws[base + k + 3] : 0.0);
 }
@@ -57,8 +49,8 @@ void main() {
     float acc[BB];
     for (uint b = 0; b < BB; ++b) acc[b] = 0.0;
     for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
-      const vec4 w = load4(0, d * p.P + j, k4);
-      for (uint b = 0; b < BB; ++b) acc[b] += dot(w, load4(1, d * p.B + min(b0 + b, p.B - 1), k4));
+      const vec4 w = load_weight4(d * p.P + j, k4, p.H, ALIGNED);
+      for (uint b = 0; b < BB; ++b) acc[b] += dot(w, load_raw(d * p.B + min(b0 + b, p.B - 1), k4));
     }
     for (uint b = 0; b < BB; ++b) acc[b] = COOP_SUM(acc[b]);
 

@@ -3,7 +3,7 @@
 // (z = direction) and loops over time itself, keeping h in shared memory (ping-pong, one
 // barrier() per step). Valid because nothing outside the workgroup needs those rows' state;
 // it trades parallelism (one workgroup per BB rows) for zero per-step dispatch cost, so the host
-// picks it where the per-step work is small next to a dispatch (see rnn_layer.cpp).
+// picks it where the per-step work is small next to a dispatch (see src/ops/rnn.cpp).
 //
 // Same equations, gate order, lengths semantics and output layout as rnn_step.comp; no
 // projection (proj_size > 0 always takes the per-step path).
@@ -20,8 +20,7 @@ const uint G = GATES_OF(CELL);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
-layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
-layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+// binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; };
 layout(set = 0, binding = 3) readonly buffer H0 { float h0[]; };
 layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };
@@ -45,12 +44,7 @@ layout(push_constant) uniform Push {
 
 shared float hsh[2 * BB * HOP];  // [ping-pong][row][k], padding kept at zero
 
-vec4 load_w(uint row, uint k4) {
-  if (ALIGNED) return wv[row * (p.HO / 4) + k4];
-  const uint base = row * p.HO, k = k4 * 4;
-  return vec4(k < p.HO ? ws[base + k] : 0.0, k + 1 < p.HO ? ws[base + k + 1] : 0.0,
-              k + 2 < p.HO ? ws[base + k + 2] : 0.0, k + 3 < p.HO ? ws[base + k + 3] : 0.0);
-}
+vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
 
 void main() {
   const uint d = gl_WorkGroupID.z;

@@ -22,8 +22,7 @@ layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coo
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
-layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };   // W_hh [D][G*H][HO]
-layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+// binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; }; // [D][G*H]
 layout(set = 0, binding = 3) readonly buffer HS { float hs[]; };   // h_prev [D][B][HO] at offset
 layout(set = 0, binding = 3) readonly buffer HV { vec4 hv[]; };
@@ -50,12 +49,7 @@ layout(push_constant) uniform Push {
   uint flags;
 } p;
 
-vec4 load_w(uint row, uint k4) {
-  if (ALIGNED) return wv[row * (p.HO / 4) + k4];
-  const uint base = row * p.HO, k = k4 * 4;
-  return vec4(k < p.HO ? ws[base + k] : 0.0, k + 1 < p.HO ? ws[base + k + 1] : 0.0,
-              k + 2 < p.HO ? ws[base + k + 2] : 0.0, k + 3 < p.HO ? ws[base + k + 3] : 0.0);
-}
+vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
 
 vec4 load_h(uint row, uint k4) {
   if (ALIGNED) return hv[(p.h_prev_off + row * p.HO) / 4 + k4];

@@ -1,7 +1,8 @@
 // Recurrent layers (RNN tanh/relu, LSTM incl. proj_size, GRU) against a double-precision CPU
 // reference written from PyTorch's equations: layers, directions, batch, hidden and input sizes,
 // ragged lengths (incl. 0), h0/c0, both execution paths (per-step and fused), the no-subgroup
-// variants, the single-step decoder API, dispatch counts and argument errors.
+// variants, the single-step decoder API, dispatch counts and argument errors; and the same with
+// the weights stored as float16 (OpOptions::fp16_storage).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,7 +15,9 @@
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
+#include "common/app_device.hpp"
 #include "common/test_env.hpp"
+#include "vkrnn/half.hpp"
 #include "vkrnn/rnn.hpp"
 
 namespace vkrnn {
@@ -179,6 +182,8 @@ struct Case {
   bool no_subgroup = false;  // OpOptions::force_shared_memory_reduction
   RnnStepKernel kernel = RnnStepKernel::automatic;
   bool device_lengths_only = false;  // lengths as a device tensor without host copies
+  bool f16 = false;                  // OpOptions::fp16_storage
+  bool staging = false;              // test::staging_context() (the discrete-GPU memory path)
   double tol = 1e-5;
 
   RnnConfig config() const {
@@ -193,10 +198,11 @@ struct Case {
     return c;
   }
   std::string describe() const {
-    return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={} kernel={}{}{}",
+    return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={} kernel={}{}{}{}{}",
                        to_string(cell), layers, bidirectional, B, H, I, T, ragged, initial, proj, bias,
                        to_string(path), to_string(kernel), no_subgroup ? " nosubgroup" : "",
-                       device_lengths_only ? " device-lengths" : "");
+                       device_lengths_only ? " device-lengths" : "", f16 ? " f16" : "",
+                       staging ? " staging" : "");
   }
 };
 
@@ -211,9 +217,20 @@ std::vector<std::int32_t> make_lengths(std::size_t B, std::size_t T, std::uint32
   return v;
 }
 
+// The weight matrices as a float16 device holds them (biases stay fp32).
+std::map<std::string, std::vector<float>> half_rounded_weights(std::map<std::string, std::vector<float>> sd) {
+  for (auto& [name, v] : sd) {
+    if (name.rfind("weight_", 0) != 0) continue;
+    for (auto& f : v) f = half_to_float(float_to_half(f));
+  }
+  return sd;
+}
+
+bool has_fp16_storage() { return context().features().storage_buffer_16bit; }
+
 void run_case(const Case& k, std::uint32_t seed = 1) {
   SCOPED_TRACE(k.describe());
-  auto& ctx = context();
+  auto& ctx = k.staging ? test::staging_context() : context();
   const RnnConfig cfg = k.config();
   const std::size_t D = k.bidirectional ? 2 : 1, HO = k.proj ? k.proj : k.H;
   const auto sd = test::make_state_dict(cfg, seed);
@@ -225,11 +242,14 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
 
   OpOptions o;
   o.force_shared_memory_reduction = k.no_subgroup;
+  o.fp16_storage = k.f16;
   Rnn rnn(ctx, cfg, o);
   rnn.set_path(k.path);
   rnn.set_step_kernel(k.kernel);
   rnn.load(sd);
-  const auto want = test::rnn_reference(cfg, sd, x, k.B, k.T, lengths, h0, c0);
+  // fp16: half widens to float exactly and every sum and nonlinearity is fp32, so against the
+  // double reference on the same half-rounded weights the fp32 tolerance applies unchanged.
+  const auto want = test::rnn_reference(cfg, k.f16 ? half_rounded_weights(sd) : sd, x, k.B, k.T, lengths, h0, c0);
 
   Rnn::Result got;
   if (k.device_lengths_only) {
@@ -611,6 +631,179 @@ TEST(Rnn, BadArguments) {
   expect_error([&] { Rnn bad(ctx, z); }, ErrorCode::invalid_argument, "hidden_size");
 }
 
+// ---------------------------------------------------------------------------------------------
+// fp16 weight storage
+
+// Every cell on both paths and every kernel variant (subgroup, per-invocation, no-subgroup),
+// 2 layers bidirectional with ragged lengths incl. 0, H = 1 without h0, and no bias.
+TEST(Rnn, Fp16FeaturesBothPaths) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  std::uint32_t seed = 600;
+  for (CellType cell : kCells) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      for (auto [kernel, nosg] : kernel_variants()) {
+        Case k;
+        k.f16 = true, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
+        k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
+        run_case(k, seed++);
+        k.layers = 1, k.bidirectional = false, k.B = 1, k.H = 1, k.I = 1, k.T = 4, k.ragged = false, k.initial = false;
+        run_case(k, seed++);
+        k.layers = 3, k.B = 3, k.H = 8, k.I = 3, k.T = 5, k.ragged = true, k.initial = true, k.bias = false;
+        run_case(k, seed++);
+      }
+    }
+  }
+}
+
+// Aligned (H % 4 == 0: f16vec4 loads) and unaligned (scalar half loads) rows, bigger layers,
+// batch blocks, on both paths.
+TEST(Rnn, Fp16Shapes) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  struct S { CellType cell; bool bi; std::size_t B, H, I, T; };
+  const S sample[] = {
+      {CellType::gru, true, 3, 64, 300, 6},   {CellType::lstm, false, 16, 64, 5, 5},
+      {CellType::gru, false, 1, 257, 5, 4},   {CellType::rnn_tanh, true, 3, 257, 1, 3},
+      {CellType::rnn_relu, false, 16, 7, 5, 9}, {CellType::lstm, true, 1, 257, 5, 3},
+  };
+  std::uint32_t seed = 700;
+  for (const S& s : sample) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      for (bool nosg : {false, true}) {
+        Case k;
+        k.f16 = true, k.cell = s.cell, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
+        k.ragged = true, k.path = path, k.no_subgroup = nosg;
+        run_case(k, seed++);
+      }
+    }
+  }
+}
+
+TEST(Rnn, Fp16LstmProjection) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  std::uint32_t seed = 800;
+  for (auto [kernel, nosg] : kernel_variants()) {
+    Case k;
+    k.f16 = true, k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
+    // W_hr rows of 9 (scalar loads) and of 64 (f16vec4 loads).
+    k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
+    run_case(k, seed++);
+    k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
+    run_case(k, seed++);
+  }
+}
+
+TEST(Rnn, Fp16StagingContextAndDeviceLengths) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  std::uint32_t seed = 900;
+  for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+    Case k;
+    k.f16 = true, k.staging = true, k.cell = CellType::lstm, k.path = path;
+    k.layers = 2, k.bidirectional = true, k.B = 3, k.H = 5, k.I = 3, k.T = 4, k.ragged = true;
+    run_case(k, seed++);
+    k.staging = false, k.device_lengths_only = true, k.cell = CellType::gru, k.B = 6, k.H = 12;
+    run_case(k, seed++);
+  }
+  Case k;
+  k.f16 = true, k.staging = true, k.cell = CellType::lstm, k.proj = 3, k.B = 4, k.H = 6, k.T = 4, k.ragged = true;
+  run_case(k, seed++);
+}
+
+// step() with fp16 weights: T single steps equal the reference on the half-rounded weights.
+TEST(Rnn, Fp16SingleStep) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  auto& ctx = context();
+  std::uint32_t seed = 950;
+  for (auto [cell, proj, layers, nosg] : {std::tuple{CellType::gru, 0, 2, false}, std::tuple{CellType::lstm, 3, 2, false},
+                                         std::tuple{CellType::rnn_tanh, 0, 1, true}, std::tuple{CellType::lstm, 0, 1, true}}) {
+    RnnConfig c;
+    c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
+    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={}", to_string(cell), proj, layers, nosg));
+    OpOptions o;
+    o.fp16_storage = true;
+    o.force_shared_memory_reduction = nosg;
+    Rnn rnn(ctx, c, o);
+    const auto sd = test::make_state_dict(c, seed++);
+    rnn.load(sd);
+    const bool lstm = cell == CellType::lstm;
+    const std::size_t B = 3, T = 4, L = c.num_layers, HO = proj ? std::size_t(proj) : 9;
+    const auto x = random_floats(B * T * 6, seed++);
+    const auto want = test::rnn_reference(c, half_rounded_weights(sd), x, B, T, {}, {}, {});
+    Tensor h[2] = {ctx.tensor({L, B, HO}), ctx.tensor({L, B, HO})};
+    Tensor cs = lstm ? ctx.tensor({L, B, 9}) : Tensor{};
+    Tensor xt = ctx.tensor({B, 6});
+    for (std::size_t t = 0; t < T; ++t) {
+      std::vector<float> xs(B * 6);
+      for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t i = 0; i < 6; ++i) xs[b * 6 + i] = x[(b * T + t) * 6 + i];
+      Sequence seq = ctx.sequence();
+      seq.upload(xt, xs);
+      const bool first = t == 0;  // from the zero state
+      rnn.step(seq, xt, first ? Tensor{} : h[t & 1], h[(t + 1) & 1], lstm && !first ? cs : Tensor{}, cs);
+      seq.eval();
+    }
+    EXPECT_TRUE(all_close(ctx.read<float>(h[T & 1]), want.h_n, 1e-5, 1e-5)) << "h_n";
+    if (lstm) {
+      EXPECT_TRUE(all_close(ctx.read<float>(cs), want.c_n, 1e-5, 1e-5)) << "c_n";
+    }
+  }
+}
+
+// fp16 against fp32 on the same (unrounded) parameters: the difference is what rounding the
+// weights to half does, and it must be there (the fp16 layer really stores half) and be small.
+// Bound: rounding moves each weight by <= 2^-11 relative (4.9e-4). Weights are uniform in
+// [-1/sqrt(H), 1/sqrt(H)] and |x|, |h| <= 1, so a pre-activation sum over n = I + H_out terms
+// moves by <= 4.9e-4 * n / sqrt(H) in the worst case, ~4.9e-4 * sqrt(n / (3H)) (~3e-4 here) with
+// independent rounding errors; gates have slope <= 1, and the error carried through h shrinks
+// by the recurrent gain (< 1 for these weights) each step. 2e-3 over T = 12 steps and 2 layers
+// leaves margin over the 2e-5 .. 2.5e-4 seen; fp32 noise alone is ~1e-6, hence the floor.
+TEST(Rnn, Fp16AgreesWithFp32) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  auto& ctx = context();
+  std::uint32_t seed = 980;
+  for (CellType cell : kCells) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      RnnConfig c;
+      c.cell = cell, c.input_size = 16, c.hidden_size = 64, c.num_layers = 2, c.bidirectional = true;
+      SCOPED_TRACE(fmt::format("{} {}", to_string(cell), to_string(path)));
+      const auto sd = test::make_state_dict(c, seed++);
+      OpOptions o16;
+      o16.fp16_storage = true;
+      Rnn r32(ctx, c), r16(ctx, c, o16);
+      r32.load(sd);
+      r16.load(sd);
+      r32.set_path(path);
+      r16.set_path(path);
+      const std::size_t B = 3, T = 12;
+      const auto x = random_floats(B * T * c.input_size, seed++);
+      const std::vector<std::int32_t> lengths = {12, 7, 0};
+      const auto a = r32.forward(x, B, T, lengths), b = r16.forward(x, B, T, lengths);
+      std::vector<double> a_out(a.output.begin(), a.output.end()), a_hn(a.h_n.begin(), a.h_n.end());
+      EXPECT_TRUE(all_close(b.output, a_out, 0.0, 2e-3)) << "output";
+      EXPECT_TRUE(all_close(b.h_n, a_hn, 0.0, 2e-3)) << "h_n";
+      double diff = 0.0;
+      for (std::size_t i = 0; i < a.output.size(); ++i) diff = std::max(diff, double(std::abs(a.output[i] - b.output[i])));
+      EXPECT_GT(diff, 1e-5) << "fp16 and fp32 agree too well: are the weights really stored as half?";
+    }
+  }
+}
+
+// fp16 storage where 16-bit storage is not enabled: an adopted VkDevice created without the
+// feature stands in for a device that lacks it.
+TEST(Rnn, Fp16WithoutStorage16IsMissingFeature) {
+  test::AppDevice app;
+  {
+    Context ctx = Context::adopt(app.external(), {.disable_pipeline_cache = true});
+    ASSERT_FALSE(ctx.features().storage_buffer_16bit);
+    RnnConfig c;
+    c.cell = CellType::lstm, c.input_size = 3, c.hidden_size = 4;
+    OpOptions o;
+    o.fp16_storage = true;
+    expect_error([&] { Rnn bad(ctx, c, o); }, ErrorCode::missing_feature,
+                 "Rnn: fp16_storage needs storageBuffer16BitAccess");
+    EXPECT_NO_THROW(Rnn(ctx, c));  // fp32 is fine
+  }
+}
+
 // The full cross product of the grid: cell x layers {1,2,3} x bidirectional x batch
 // {1,3,16} x hidden {1,7,64,256,1024} x input {1,5,300} x lengths {ragged, equal}. T shrinks with
 // the work per step so the double reference stays affordable; T = 512 runs where H <= 64.
@@ -642,6 +835,23 @@ TEST(RnnLong, PathsAndVariants) {
             Case k;
             k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
             k.layers = 2, k.bidirectional = true, k.ragged = true;
+            run_case(k, seed++);
+          }
+}
+
+// fp16 weights over cells x paths x subgroup / no-subgroup x batch x hidden (aligned and not).
+TEST(RnnLong, Fp16PathsAndVariants) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  std::uint32_t seed = 9000;
+  for (CellType cell : kCells)
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused})
+      for (bool nosg : {false, true})
+        for (std::size_t B : {1, 3, 16})
+          for (std::size_t H : {1, 7, 64, 257}) {
+            Case k;
+            k.f16 = true, k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
+            k.layers = 2, k.bidirectional = true, k.ragged = true;
+            k.proj = cell == CellType::lstm && path == RnnPath::per_step && H > 1 ? H / 2 : 0;
             run_case(k, seed++);
           }
 }

@@ -23,6 +23,11 @@
 // with h in shared memory), chosen from the device's limits and the layer's size: on lavapipe
 // the fused path wins for small layers (H <= 64, or H = 128 at batch 1), where a dispatch
 // (~51 us) costs more than a step's arithmetic on one core.
+//
+// Precision: OpOptions::fp16_storage stores the weight matrices (weight_ih, weight_hh,
+// weight_hr) as float16 on the device (rounded to nearest even when set), halving their memory
+// and the weight bytes each step reads; biases, h, c, the gate pre-activations and all
+// arithmetic stay fp32. Needs storageBuffer16BitAccess: Error(missing_feature) otherwise.
 #include <cstddef>
 #include <cstdint>
 #include <map>

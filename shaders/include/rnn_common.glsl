@@ -1,6 +1,32 @@
-// Shared by the recurrent kernels (rnn_step.comp, rnn_seq.comp): cell types and the gate
+// Shared by the recurrent kernels (rnn_step.comp, rnn_seq.comp, rnn_proj.comp): the recurrent
+// weight matrix at binding 1 (float, or float16_t with W_F16=1), cell types and the gate
 // nonlinearities, with PyTorch's equations and gate order.
+#ifndef W_F16
+#define W_F16 0
+#endif
+#if W_F16
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "gemv_common.glsl"
+
+// W_hh (rnn_step, rnn_seq) or W_hr (rnn_proj), row-major [rows][n]. W_F16: stored as half
+// (OpOptions::fp16_storage), widened exactly to float on load; the arithmetic stays fp32.
+#if W_F16
+layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { f16vec4 wv[]; };
+#else
+layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+#endif
+
+// Elements 4*k4 .. 4*k4+3 of weight row `row` (zeros past n). aligned (a specialization
+// constant at every call): n % 4 == 0, so the row is whole vec4s.
+vec4 load_weight4(uint row, uint k4, uint n, bool aligned) {
+  if (aligned) return vec4(wv[row * (n / 4) + k4]);
+  const uint base = row * n, k = k4 * 4;
+  return vec4(k < n ? float(ws[base + k]) : 0.0, k + 1 < n ? float(ws[base + k + 1]) : 0.0,
+              k + 2 < n ? float(ws[base + k + 2]) : 0.0, k + 3 < n ? float(ws[base + k + 3]) : 0.0);
+}
 
 #define CELL_RNN_TANH 0u
 #define CELL_RNN_RELU 1u

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "vkrnn/error.hpp"
+#include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
 
 namespace vkrnn {
@@ -69,6 +70,14 @@ bool same_memory(const Tensor& a, const Tensor& b) {
 }
 
 enum class Kind { w_ih, w_hh, b_ih, b_hh, w_hr };
+
+// "rnn_step" + "_f16" + "_nosubgroup", as shaders/variants.cmake names the variants.
+std::string kernel_name(const char* base, bool fp16, bool subgroup) {
+  std::string name = base;
+  if (fp16) name += "_f16";
+  if (!subgroup) name += "_nosubgroup";
+  return name;
+}
 
 }  // namespace
 
@@ -181,9 +190,10 @@ struct Rnn::Impl {
                   fmt::format("{}: proj_size ({}) must be smaller than hidden_size ({}), as in PyTorch",
                               kOp, cfg.proj_size, cfg.hidden_size));
     }
-    if (opts.fp16_storage) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("{}: fp16_storage is not implemented for recurrent layers (use it for Linear)", kOp));
+    if (opts.fp16_storage && !c.features().storage_buffer_16bit) {
+      throw Error(ErrorCode::missing_feature,
+                  fmt::format("{}: fp16_storage needs storageBuffer16BitAccess, which '{}' lacks (or the "
+                              "adopted VkDevice did not enable)", kOp, c.device().name));
     }
     D = cfg.bidirectional ? 2 : 1;
     G = gate_count(cfg.cell);
@@ -199,6 +209,9 @@ struct Rnn::Impl {
     dummy = c.tensor({4}, DType::f32, "Rnn dummy");
     c.write(dummy, std::vector<float>(4, 0.0f));
 
+    // fp16_storage: the weight matrices (W_ih through the Gemm, W_hh, W_hr) are half on the
+    // device; biases, states and all arithmetic stay fp32.
+    const DType wtype = opts.fp16_storage ? DType::f16 : DType::f32;
     layers.resize(L);
     for (std::size_t l = 0; l < L; ++l) {
       Layer& ly = layers[l];
@@ -208,15 +221,15 @@ struct Rnn::Impl {
       ly.b_ih.assign(D * G * H, 0.0f);
       ly.b_hh.assign(D * G * H, 0.0f);
       const std::string sl = std::to_string(l);
-      ly.tw_ih = c.tensor({D * G * H, ly.in}, DType::f32, "Rnn.weight_ih_l" + sl);
-      ly.tw_hh = c.tensor({D * G * H, HO}, DType::f32, "Rnn.weight_hh_l" + sl);
+      ly.tw_ih = c.tensor({D * G * H, ly.in}, wtype, "Rnn.weight_ih_l" + sl);
+      ly.tw_hh = c.tensor({D * G * H, HO}, wtype, "Rnn.weight_hh_l" + sl);
       ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
       ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
       c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
       c.write(ly.tb_hh, ly.b_hh);
       if (P) {
         ly.w_hr.assign(D * P * H, 0.0f);
-        ly.tw_hr = c.tensor({D * P, H}, DType::f32, "Rnn.weight_hr_l" + sl);
+        ly.tw_hr = c.tensor({D * P, H}, wtype, "Rnn.weight_hr_l" + sl);
       }
       for (std::size_t d = 0; d < D; ++d) {
         const std::string sfx = sl + (d ? "_reverse" : "");
@@ -262,7 +275,13 @@ struct Rnn::Impl {
       case Kind::w_hr: host = &ly.w_hr; dev = &ly.tw_hr; break;
     }
     std::copy(data.begin(), data.end(), host->begin() + static_cast<std::ptrdiff_t>(it->dir * data.size()));
-    ctx->write(*dev, *host);
+    if (dev->dtype() == DType::f16) {
+      std::vector<std::uint16_t> half(host->size());
+      std::transform(host->begin(), host->end(), half.begin(), float_to_half);
+      ctx->write(*dev, half);
+    } else {
+      ctx->write(*dev, *host);
+    }
     it->set = true;
   }
 
@@ -421,15 +440,15 @@ struct Rnn::Impl {
     units = l.units;
     bb = l.bb;
     const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
-    return kernel({sub ? "rnn_step" : "rnn_step_nosubgroup",
+    return kernel({kernel_name("rnn_step", opts.fp16_storage, sub),
                    {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(StepPush)});
   }
   Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
     wg = step_workgroup();
     units = units_per_group(wg);
     bb = batch_block(B);
-    return kernel({subgroups ? "rnn_proj" : "rnn_proj_nosubgroup",
-                        {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
+    return kernel({kernel_name("rnn_proj", opts.fp16_storage, subgroups),
+                   {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
   }
 
   Groups grid(std::uint64_t x, std::uint64_t y, std::uint64_t z) const {
@@ -576,7 +595,7 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
       const Impl::FusedLayout fl = m.fused_layout(B);
       const std::uint32_t bb = fl.bb;
       const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
-      const Kernel k = m.kernel({fl.subgroup ? "rnn_seq" : "rnn_seq_nosubgroup",
+      const Kernel k = m.kernel({kernel_name("rnn_seq", m.opts.fp16_storage, fl.subgroup),
                                  {fl.wg, 1, 1, m.cell_id, bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
                                  sizeof(SeqPush)});
       SeqPush p{};
