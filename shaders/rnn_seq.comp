@@ -34,6 +34,7 @@ layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 #define FLAG_NO_LENGTHS 8u
 
 layout(push_constant) uniform Push {
+  uint s_unused;  // rnn_step's layout (one host struct for both); this kernel loops over s
   uint B, T, H, HO;
   uint xp_ldb, xp_ldt;
   uint h0_off, hn_off;  // h[off + (d * B + b) * HO + k]

@@ -20,28 +20,25 @@ constexpr const char* kOp = "Rnn";
 // Must match the FLAG_* defines of rnn_step.comp / rnn_proj.comp / rnn_seq.comp.
 constexpr std::uint32_t kHZero = 1, kCFromC0 = 2, kCZero = 4, kNoLengths = 8, kRawH = 16, kNoOut = 32;
 
-struct StepPush {
+// out[off + d * ldd + b * ldb + t * ldt + j] in every kernel.
+struct OutLayout {
+  std::uint32_t off, ldd, ldb, ldt;
+};
+
+// rnn_step.comp and rnn_seq.comp (which ignores s: it loops over the steps itself).
+struct CellPush {
   std::uint32_t s, B, T, H, HO;
   std::uint32_t xp_ldb, xp_ldt;
   std::uint32_t h_prev_off, h_next_off;
   std::uint32_t c0_off, c_off;
-  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
+  OutLayout out;
   std::uint32_t flags;
 };
 
 struct ProjPush {
   std::uint32_t s, B, T, H, P;
   std::uint32_t h_prev_off, h_next_off;
-  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
-  std::uint32_t flags;
-};
-
-struct SeqPush {
-  std::uint32_t B, T, H, HO;
-  std::uint32_t xp_ldb, xp_ldt;
-  std::uint32_t h0_off, hn_off;
-  std::uint32_t c0_off, c_off;
-  std::uint32_t out_off, out_ldd, out_ldb, out_ldt;
+  OutLayout out;
   std::uint32_t flags;
 };
 
@@ -441,7 +438,7 @@ struct Rnn::Impl {
     bb = l.bb;
     const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
     return kernel({kernel_name("rnn_step", opts.fp16_storage, sub),
-                   {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(StepPush)});
+                   {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(CellPush)});
   }
   Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
     wg = step_workgroup();
@@ -459,6 +456,66 @@ struct Rnn::Impl {
                               y, z, m[0], m[1], m[2]));
     }
     return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(y), static_cast<std::uint32_t>(z)};
+  }
+
+  // --- recording ------------------------------------------------------------------------
+  // A layer's output [B, T, D * HO].
+  OutLayout output_layout(std::size_t T) const {
+    return {0, u32(HO, "H_out"), u32(T * D * HO, "out row"), u32(D * HO, "out step")};
+  }
+  // The sizes and strides of a [B, T] batch with xp [B, T, D*G*H]; the caller sets the step
+  // and the state offsets.
+  CellPush cell_push(std::size_t B, std::size_t T, std::uint32_t flags) const {
+    CellPush p{};
+    p.B = u32(B, "B");
+    p.T = u32(T, "T");
+    p.H = u32(H, "H");
+    p.HO = u32(HO, "H_out");
+    p.xp_ldb = u32(T * D * G * H, "xp row");
+    p.xp_ldt = u32(D * G * H, "xp step");
+    p.out = output_layout(T);
+    p.flags = flags;
+    return p;
+  }
+  // The same step with a projection (FLAG_RAW_H): the cell writes o * tanh(c) to h_raw
+  // [D][B][H] and rnn_proj makes h from it.
+  CellPush raw_push(CellPush p, std::size_t B) const {
+    p.out = {0, u32(B * H, "h_raw block"), u32(H, "H"), 0};
+    p.flags |= kRawH;
+    return p;
+  }
+
+  // Empty tensors bind `dummy` read-only: the flags keep the kernels from touching them.
+  Arg read(const Tensor& t) const { return in(t.valid() ? t : dummy); }
+  Arg write(const Tensor& t) const { return t.valid() ? out(t) : in(dummy); }
+
+  // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place.
+  void dispatch_cell(Sequence& seq, const Kernel& k, const Tensor& xp, const Layer& ly, const Tensor& h_prev,
+                     const Tensor& h_next, const Tensor& c0, const Tensor& c, const Tensor& output,
+                     const Tensor& lengths, const CellPush& p, Groups g) const {
+    seq.dispatch(k, {in(xp), in(ly.tw_hh), in(ly.tb_hh), read(h_prev), write(h_next), read(c0),
+                     c.valid() ? inout(c) : in(dummy), write(output), read(lengths)},
+                 p, g);
+  }
+
+  // rnn_proj: h_next = W_hr h_raw for this step (cell.s, cell.h_prev_off / h_next_off).
+  void dispatch_proj(Sequence& seq, const Tensor& h_raw, const Layer& ly, const Tensor& h_prev,
+                     const Tensor& h_next, const Tensor& output, const Tensor& lengths, const CellPush& cell,
+                     std::uint32_t flags, std::size_t B) const {
+    std::uint32_t wg, units, bb;
+    const Kernel k = proj_kernel(B, wg, units, bb);
+    ProjPush q{};
+    q.s = cell.s;
+    q.B = cell.B;
+    q.T = cell.T;
+    q.H = cell.H;
+    q.P = u32(P, "proj_size");
+    q.h_prev_off = cell.h_prev_off;
+    q.h_next_off = cell.h_next_off;
+    q.out = output_layout(cell.T);
+    q.flags = flags;
+    seq.dispatch(k, {in(h_raw), in(ly.tw_hr), read(h_prev), out(h_next), write(output), read(lengths)}, q,
+                 grid((P + units - 1) / units, (B + bb - 1) / bb, D));
   }
 };
 
@@ -579,7 +636,7 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     }
   }
   const Tensor hn_t = h_n.valid() ? h_n : s.hn;
-  const Tensor cn_t = lstm ? (c_n.valid() ? c_n : s.cn) : m.dummy;
+  const Tensor cn_t = lstm ? (c_n.valid() ? c_n : s.cn) : Tensor{};
   const RnnPath path = m.path_for(B);
 
   for (std::size_t l = 0; l < L; ++l) {
@@ -593,30 +650,14 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
 
     if (path == RnnPath::fused) {
       const Impl::FusedLayout fl = m.fused_layout(B);
-      const std::uint32_t bb = fl.bb;
       const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
       const Kernel k = m.kernel({kernel_name("rnn_seq", m.opts.fp16_storage, fl.subgroup),
-                                 {fl.wg, 1, 1, m.cell_id, bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
-                                 sizeof(SeqPush)});
-      SeqPush p{};
-      p.B = u32(B, "B");
-      p.T = u32(T, "T");
-      p.H = u32(H, "H");
-      p.HO = u32(HO, "H_out");
-      p.xp_ldb = u32(T * D * G * H, "xp row");
-      p.xp_ldt = u32(D * G * H, "xp step");
-      p.h0_off = state_off;
-      p.hn_off = state_off;
-      p.c0_off = cell_off;
-      p.c_off = cell_off;
-      p.out_off = 0;
-      p.out_ldd = u32(HO, "H_out");
-      p.out_ldb = u32(T * D * HO, "out row");
-      p.out_ldt = u32(D * HO, "out step");
-      p.flags = len_flag | (h0.valid() ? 0 : kHZero) | (c0.valid() ? 0 : kCZero);
-      seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h0.valid() ? h0 : m.dummy), out(hn_t),
-                       in(c0.valid() ? c0 : m.dummy), lstm ? inout(cn_t) : in(cn_t), out(dst), in(len_t)},
-                   p, m.grid((B + bb - 1) / bb, 1, D));
+                                 {fl.wg, 1, 1, m.cell_id, fl.bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
+                                 sizeof(CellPush)});
+      CellPush p = m.cell_push(B, T, len_flag | (h0.valid() ? 0 : kHZero) | (c0.valid() ? 0 : kCZero));
+      p.h_prev_off = p.h_next_off = state_off;
+      p.c0_off = p.c_off = cell_off;
+      m.dispatch_cell(seq, k, s.xp, ly, h0, hn_t, c0, cn_t, dst, len_t, p, m.grid((B + fl.bb - 1) / fl.bb, 1, D));
       continue;
     }
 
@@ -624,69 +665,24 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     std::uint32_t wg, units, bb;
     const Kernel k = m.step_kernel(B, wg, units, bb);
     const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, D);
-    Kernel kp;
-    Groups gp{};
-    if (m.P) {
-      std::uint32_t pwg, punits, pbb;
-      kp = m.proj_kernel(B, pwg, punits, pbb);
-      gp = m.grid((m.P + punits - 1) / punits, (B + pbb - 1) / pbb, D);
-    }
     for (std::size_t st = 0; st < steps; ++st) {
       const bool first = st == 0, last = st + 1 == steps;
-      const Tensor& h_prev = first ? (h0.valid() ? h0 : m.dummy) : s.hbuf[(st - 1) & 1];
+      const Tensor& h_prev = first ? h0 : s.hbuf[(st - 1) & 1];
       const Tensor& h_next = last ? hn_t : s.hbuf[st & 1];
-      const std::uint32_t h_prev_off = first ? (h0.valid() ? state_off : 0) : 0;
-      const std::uint32_t h_next_off = last ? state_off : 0;
-      std::uint32_t flags = len_flag;
-      if (first && !h0.valid()) flags |= kHZero;
-      if (first) flags |= c0.valid() ? kCFromC0 : kCZero;
-      StepPush p{};
+      const std::uint32_t h_zero = first && !h0.valid() ? kHZero : 0;
+      CellPush p = m.cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? kCFromC0 : kCZero) : 0));
       p.s = u32(st, "step");
-      p.B = u32(B, "B");
-      p.T = u32(T, "T");
-      p.H = u32(H, "H");
-      p.HO = u32(HO, "H_out");
-      p.xp_ldb = u32(T * D * G * H, "xp row");
-      p.xp_ldt = u32(D * G * H, "xp step");
-      p.h_prev_off = h_prev_off;
-      p.h_next_off = h_next_off;
-      p.c0_off = cell_off;
-      p.c_off = cell_off;
-      const Tensor& c0_bind = (first && c0.valid()) ? c0 : m.dummy;
+      p.h_prev_off = first && h0.valid() ? state_off : 0;
+      p.h_next_off = last ? state_off : 0;
+      p.c0_off = p.c_off = cell_off;
+      const Tensor& c0_bind = first ? c0 : Tensor{};
       if (!m.P) {
-        p.out_off = 0;
-        p.out_ldd = u32(HO, "H_out");
-        p.out_ldb = u32(T * D * HO, "out row");
-        p.out_ldt = u32(D * HO, "out step");
-        p.flags = flags;
-        seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), out(h_next), in(c0_bind),
-                         lstm ? inout(cn_t) : in(cn_t), out(dst), in(len_t)},
-                     p, g);
+        m.dispatch_cell(seq, k, s.xp, ly, h_prev, h_next, c0_bind, cn_t, dst, len_t, p, g);
         continue;
       }
       // LSTM with projection: cell -> h_raw, then h = W_hr h_raw with the masking.
-      p.out_off = 0;
-      p.out_ldd = u32(B * H, "h_raw block");
-      p.out_ldb = u32(H, "H");
-      p.out_ldt = 0;
-      p.flags = flags | kRawH;
-      seq.dispatch(k, {in(s.xp), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), in(m.dummy), in(c0_bind),
-                       inout(cn_t), out(s.hraw), in(len_t)},
-                   p, g);
-      ProjPush q{};
-      q.s = p.s;
-      q.B = p.B;
-      q.T = p.T;
-      q.H = p.H;
-      q.P = u32(m.P, "proj_size");
-      q.h_prev_off = h_prev_off;
-      q.h_next_off = h_next_off;
-      q.out_off = 0;
-      q.out_ldd = u32(HO, "H_out");
-      q.out_ldb = u32(T * D * HO, "out row");
-      q.out_ldt = u32(D * HO, "out step");
-      q.flags = len_flag | (first && !h0.valid() ? kHZero : 0);
-      seq.dispatch(kp, {in(s.hraw), in(ly.tw_hr), in(h_prev), out(h_next), out(dst), in(len_t)}, q, gp);
+      m.dispatch_cell(seq, k, s.xp, ly, h_prev, {}, c0_bind, cn_t, s.hraw, len_t, m.raw_push(p, B), g);
+      m.dispatch_proj(seq, s.hraw, ly, h_prev, h_next, dst, len_t, p, len_flag | h_zero, B);
     }
   }
 }
@@ -781,54 +777,25 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
   std::uint32_t wg, units, bb;
   const Kernel k = m.step_kernel(B, wg, units, bb);
   const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, 1);
+  const std::uint32_t h_zero = h.valid() ? 0 : kHZero;
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
     const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, 0, ly.in} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
     m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
                   MatrixView{s.xp_step, B, G * H, 0, G * H});
-    StepPush p{};
-    p.s = 0;
-    p.B = u32(B, "B");
-    p.T = 1;
-    p.H = u32(H, "H");
-    p.HO = u32(HO, "H_out");
-    p.xp_ldb = u32(G * H, "xp row");
-    p.xp_ldt = 0;
+    // One step of a [B, 1] batch (D = 1), writing only the state.
+    CellPush p = m.cell_push(B, 1, kNoLengths | kNoOut | h_zero | (c.valid() ? kCFromC0 : kCZero));
     p.h_prev_off = h.valid() ? u32(l * B * HO, "h offset") : 0;
     p.h_next_off = u32(l * B * HO, "h offset");
     p.c0_off = c.valid() ? u32(l * B * H, "c offset") : 0;
     p.c_off = u32(l * B * H, "c offset");
-    p.flags = kNoLengths | kNoOut | (h.valid() ? 0 : kHZero) | (c.valid() ? kCFromC0 : kCZero);
-    const Tensor& h_prev = h.valid() ? h : m.dummy;
-    const Tensor& c_in = c.valid() ? c : m.dummy;
-    const Tensor& c_state = lstm ? c_out : m.dummy;
+    const Tensor& c_state = lstm ? c_out : Tensor{};
     if (!m.P) {
-      seq.dispatch(k, {in(s.xp_step), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), out(h_out), in(c_in),
-                       lstm ? inout(c_state) : in(c_state), in(m.dummy), in(m.dummy)},
-                   p, g);
+      m.dispatch_cell(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g);
       continue;
     }
-    p.out_off = 0;
-    p.out_ldd = 0;
-    p.out_ldb = u32(H, "H");
-    p.out_ldt = 0;
-    p.flags |= kRawH;
-    seq.dispatch(k, {in(s.xp_step), in(ly.tw_hh), in(ly.tb_hh), in(h_prev), in(m.dummy), in(c_in),
-                     inout(c_state), out(s.hraw_step), in(m.dummy)},
-                 p, g);
-    std::uint32_t pwg, punits, pbb;
-    const Kernel kp = m.proj_kernel(B, pwg, punits, pbb);
-    ProjPush q{};
-    q.s = 0;
-    q.B = p.B;
-    q.T = 1;
-    q.H = p.H;
-    q.P = u32(m.P, "proj_size");
-    q.h_prev_off = p.h_prev_off;
-    q.h_next_off = p.h_next_off;
-    q.flags = kNoLengths | kNoOut | (h.valid() ? 0 : kHZero);
-    seq.dispatch(kp, {in(s.hraw_step), in(ly.tw_hr), in(h_prev), out(h_out), in(m.dummy), in(m.dummy)}, q,
-                 m.grid((m.P + punits - 1) / punits, (B + pbb - 1) / pbb, 1));
+    m.dispatch_cell(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g);
+    m.dispatch_proj(seq, s.hraw_step, ly, h, h_out, {}, {}, p, kNoLengths | kNoOut | h_zero, B);
   }
 }
 
