@@ -295,16 +295,12 @@ std::vector<std::pair<RnnStepKernel, bool>> kernel_variants() {
 }
 
 // Small shapes over every feature, on both paths and every kernel variant.
-TEST(Rnn, FeaturesBothPaths) {
-  std::uint32_t seed = 10;
+void check_features_both_paths(bool f16, std::uint32_t seed) {
   for (CellType cell : kCells) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (auto [kernel, nosg] : kernel_variants()) {
         Case k;
-        k.cell = cell;
-        k.path = path;
-        k.kernel = kernel;
-        k.no_subgroup = nosg;
+        k.f16 = f16, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
         // 2 layers, bidirectional, ragged incl. 0, h0/c0, awkward sizes.
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
         run_case(k, seed++);
@@ -318,6 +314,8 @@ TEST(Rnn, FeaturesBothPaths) {
     }
   }
 }
+
+TEST(Rnn, FeaturesBothPaths) { check_features_both_paths(false, 10); }
 
 // A sample of the grid (cell x layers x direction x batch x hidden x input x lengths), sized for
 // the default suite; RnnLong.FullGrid runs the whole cross product.
@@ -347,17 +345,19 @@ TEST(Rnn, GridSample) {
   }
 }
 
-TEST(Rnn, LstmProjection) {
-  std::uint32_t seed = 200;
+// W_hr rows of 9 (scalar loads) and of 64 (vec4 loads).
+void check_lstm_projection(bool f16, std::uint32_t seed) {
   for (auto [kernel, nosg] : kernel_variants()) {
     Case k;
-    k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
+    k.f16 = f16, k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
     k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
     run_case(k, seed++);
     k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
     run_case(k, seed++);
   }
 }
+
+TEST(Rnn, LstmProjection) { check_lstm_projection(false, 200); }
 
 // Device lengths without a host copy: all T steps recorded, the kernels clamp and mask.
 TEST(Rnn, DeviceLengthsOnly) {
@@ -470,17 +470,17 @@ TEST(Rnn, DispatchCounts) {
 
 // The decoder API: step() T times (ping-pong state) equals forward() over the sequence, with
 // 2 dispatches per layer (3 with a projection).
-TEST(Rnn, SingleStepMatchesSequence) {
+void check_single_steps(bool f16, std::uint32_t seed) {
   auto& ctx = context();
-  std::uint32_t seed = 500;
   for (auto [cell, proj, layers, nosg] : {std::tuple{CellType::gru, 0, 2, false}, std::tuple{CellType::lstm, 0, 1, false},
                                          std::tuple{CellType::lstm, 3, 2, false}, std::tuple{CellType::rnn_relu, 0, 3, true},
                                          std::tuple{CellType::gru, 0, 1, true}}) {
     RnnConfig c;
     c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
-    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={}", to_string(cell), proj, layers, nosg));
+    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} f16={}", to_string(cell), proj, layers, nosg, f16));
     OpOptions o;
     o.force_shared_memory_reduction = nosg;
+    o.fp16_storage = f16;
     Rnn rnn(ctx, c, o);
     const auto sd = test::make_state_dict(c, seed++);
     rnn.load(sd);
@@ -489,7 +489,8 @@ TEST(Rnn, SingleStepMatchesSequence) {
     const auto x = random_floats(B * T * 6, seed++);
     const auto h0 = random_floats(L * B * HO, seed++);
     const auto c0 = lstm ? random_floats(L * B * 9, seed++) : std::vector<float>{};
-    const auto want = test::rnn_reference(c, sd, x, B, T, {}, h0, c0);
+    // fp16: the reference on the half-rounded weights, fp32 tolerance (see run_case).
+    const auto want = test::rnn_reference(c, f16 ? half_rounded_weights(sd) : sd, x, B, T, {}, h0, c0);
 
     Tensor h[2] = {ctx.tensor({L, B, HO}), ctx.tensor({L, B, HO})};
     Tensor cs[2];
@@ -524,6 +525,8 @@ TEST(Rnn, SingleStepMatchesSequence) {
     }
   }
 }
+
+TEST(Rnn, SingleStepMatchesSequence) { check_single_steps(false, 500); }
 
 // The first step without any state (h / c empty = zeros).
 TEST(Rnn, SingleStepFromZeroState) {
@@ -638,21 +641,7 @@ TEST(Rnn, BadArguments) {
 // 2 layers bidirectional with ragged lengths incl. 0, H = 1 without h0, and no bias.
 TEST(Rnn, Fp16FeaturesBothPaths) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  std::uint32_t seed = 600;
-  for (CellType cell : kCells) {
-    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
-      for (auto [kernel, nosg] : kernel_variants()) {
-        Case k;
-        k.f16 = true, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
-        k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
-        run_case(k, seed++);
-        k.layers = 1, k.bidirectional = false, k.B = 1, k.H = 1, k.I = 1, k.T = 4, k.ragged = false, k.initial = false;
-        run_case(k, seed++);
-        k.layers = 3, k.B = 3, k.H = 8, k.I = 3, k.T = 5, k.ragged = true, k.initial = true, k.bias = false;
-        run_case(k, seed++);
-      }
-    }
-  }
+  check_features_both_paths(true, 600);
 }
 
 // Aligned (H % 4 == 0: f16vec4 loads) and unaligned (scalar half loads) rows, bigger layers,
@@ -680,16 +669,7 @@ TEST(Rnn, Fp16Shapes) {
 
 TEST(Rnn, Fp16LstmProjection) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  std::uint32_t seed = 800;
-  for (auto [kernel, nosg] : kernel_variants()) {
-    Case k;
-    k.f16 = true, k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
-    // W_hr rows of 9 (scalar loads) and of 64 (f16vec4 loads).
-    k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
-    run_case(k, seed++);
-    k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
-    run_case(k, seed++);
-  }
+  check_lstm_projection(true, 800);
 }
 
 TEST(Rnn, Fp16StagingContextAndDeviceLengths) {
@@ -708,44 +688,10 @@ TEST(Rnn, Fp16StagingContextAndDeviceLengths) {
   run_case(k, seed++);
 }
 
-// step() with fp16 weights: T single steps equal the reference on the half-rounded weights.
+// step() with fp16 weights (T single steps against the sequence reference).
 TEST(Rnn, Fp16SingleStep) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  auto& ctx = context();
-  std::uint32_t seed = 950;
-  for (auto [cell, proj, layers, nosg] : {std::tuple{CellType::gru, 0, 2, false}, std::tuple{CellType::lstm, 3, 2, false},
-                                         std::tuple{CellType::rnn_tanh, 0, 1, true}, std::tuple{CellType::lstm, 0, 1, true}}) {
-    RnnConfig c;
-    c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
-    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={}", to_string(cell), proj, layers, nosg));
-    OpOptions o;
-    o.fp16_storage = true;
-    o.force_shared_memory_reduction = nosg;
-    Rnn rnn(ctx, c, o);
-    const auto sd = test::make_state_dict(c, seed++);
-    rnn.load(sd);
-    const bool lstm = cell == CellType::lstm;
-    const std::size_t B = 3, T = 4, L = c.num_layers, HO = proj ? std::size_t(proj) : 9;
-    const auto x = random_floats(B * T * 6, seed++);
-    const auto want = test::rnn_reference(c, half_rounded_weights(sd), x, B, T, {}, {}, {});
-    Tensor h[2] = {ctx.tensor({L, B, HO}), ctx.tensor({L, B, HO})};
-    Tensor cs = lstm ? ctx.tensor({L, B, 9}) : Tensor{};
-    Tensor xt = ctx.tensor({B, 6});
-    for (std::size_t t = 0; t < T; ++t) {
-      std::vector<float> xs(B * 6);
-      for (std::size_t b = 0; b < B; ++b)
-        for (std::size_t i = 0; i < 6; ++i) xs[b * 6 + i] = x[(b * T + t) * 6 + i];
-      Sequence seq = ctx.sequence();
-      seq.upload(xt, xs);
-      const bool first = t == 0;  // from the zero state
-      rnn.step(seq, xt, first ? Tensor{} : h[t & 1], h[(t + 1) & 1], lstm && !first ? cs : Tensor{}, cs);
-      seq.eval();
-    }
-    EXPECT_TRUE(all_close(ctx.read<float>(h[T & 1]), want.h_n, 1e-5, 1e-5)) << "h_n";
-    if (lstm) {
-      EXPECT_TRUE(all_close(ctx.read<float>(cs), want.c_n, 1e-5, 1e-5)) << "c_n";
-    }
-  }
+  check_single_steps(true, 950);
 }
 
 // fp16 against fp32 on the same (unrounded) parameters: the difference is what rounding the
@@ -824,36 +770,29 @@ TEST(RnnLong, FullGrid) {
               }
 }
 
-// Both paths and the no-subgroup variants over a mid-size grid.
-TEST(RnnLong, PathsAndVariants) {
-  std::uint32_t seed = 5000;
+// Both paths and the no-subgroup variants over a mid-size grid; with_proj: LSTM on the per-step
+// path also projects (proj_size = H / 2).
+void check_paths_and_variants(bool f16, std::initializer_list<std::size_t> hidden, bool with_proj,
+                              std::uint32_t seed) {
   for (CellType cell : kCells)
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused})
       for (bool nosg : {false, true})
         for (std::size_t B : {1, 3, 16})
-          for (std::size_t H : {1, 7, 64, 256}) {
+          for (std::size_t H : hidden) {
             Case k;
-            k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
+            k.f16 = f16, k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
             k.layers = 2, k.bidirectional = true, k.ragged = true;
+            k.proj = with_proj && cell == CellType::lstm && path == RnnPath::per_step && H > 1 ? H / 2 : 0;
             run_case(k, seed++);
           }
 }
 
+TEST(RnnLong, PathsAndVariants) { check_paths_and_variants(false, {1, 7, 64, 256}, false, 5000); }
+
 // fp16 weights over cells x paths x subgroup / no-subgroup x batch x hidden (aligned and not).
 TEST(RnnLong, Fp16PathsAndVariants) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  std::uint32_t seed = 9000;
-  for (CellType cell : kCells)
-    for (RnnPath path : {RnnPath::per_step, RnnPath::fused})
-      for (bool nosg : {false, true})
-        for (std::size_t B : {1, 3, 16})
-          for (std::size_t H : {1, 7, 64, 257}) {
-            Case k;
-            k.f16 = true, k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
-            k.layers = 2, k.bidirectional = true, k.ragged = true;
-            k.proj = cell == CellType::lstm && path == RnnPath::per_step && H > 1 ? H / 2 : 0;
-            run_case(k, seed++);
-          }
+  check_paths_and_variants(true, {1, 7, 64, 257}, true, 9000);
 }
 
 }  // namespace
