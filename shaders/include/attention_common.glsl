@@ -7,14 +7,7 @@
 #ifndef FP16
 #define FP16 0
 #endif
-// USE_SUBGROUP=0: the variant for devices without subgroup arithmetic.
-#ifndef USE_SUBGROUP
-#define USE_SUBGROUP 1
-#endif
-#if USE_SUBGROUP
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
-#endif
+#include "subgroup.glsl"
 #if FP16
 #extension GL_EXT_shader_16bit_storage : require
 #define STORE_T float16_t

@@ -8,13 +8,9 @@
 //    computes whole dot products itself, so there is nothing to reduce and no barrier at all
 //    (a shared-memory tree is 3-7x slower than this on lavapipe and only helps on GPUs that also
 //    have subgroups).
-#ifndef USE_SUBGROUP
-#define USE_SUBGROUP 1
-#endif
+#include "subgroup.glsl"
 
 #if USE_SUBGROUP
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
 #define COOP_ID gl_SubgroupID
 #define COOP_COUNT gl_NumSubgroups
 #define LANE gl_SubgroupInvocationID

@@ -15,14 +15,7 @@
 #ifndef REDUCE_GLSL
 #define REDUCE_GLSL
 
-#ifndef USE_SUBGROUP
-#define USE_SUBGROUP 1
-#endif
-
-#if USE_SUBGROUP
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
-#endif
+#include "subgroup.glsl"
 
 shared float reduce_scratch[gl_WorkGroupSize.x];
 
