@@ -107,85 +107,88 @@ struct AttentionPlan {
   std::uint32_t column_tiles = 0;
 };
 
-// K = h W_k^T once per source sequence: memory [B, S, hidden] (f16 with fp16_storage),
-// w_k [key_dim, hidden] f32 -> keys [B, S, key_dim] (f16 with fp16_storage).
-class KeyProjection {
+namespace detail {
+// What every decoder-attention op holds: its context, the config with defaults applied, the
+// options it was created with and its main kernel. The constructor applies the config's
+// defaults, checks it and checks that fp16 storage is available when asked for (Error naming
+// `op`).
+class AttentionOp {
  public:
-  KeyProjection(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
-  void record(Sequence& seq, const Tensor& memory, const Tensor& w_k, const Tensor& keys) const;
-  std::uint32_t dispatches() const { return 1; }
   const AttentionConfig& config() const { return config_; }
 
- private:
+ protected:
+  AttentionOp(Context& ctx, const AttentionConfig& config, const OpOptions& options,
+              const char* op);
+
   Context* ctx_;
   AttentionConfig config_;
   OpOptions options_;
   Kernel kernel_;
+};
+
+// An attention op tuned from the device's limits: also the plan it runs with.
+class PlannedAttentionOp : public AttentionOp {
+ public:
+  const AttentionPlan& plan() const { return plan_; }
+
+ protected:
+  using AttentionOp::AttentionOp;
+
+  AttentionPlan plan_;
+};
+}  // namespace detail
+
+// K = h W_k^T once per source sequence: memory [B, S, hidden] (f16 with fp16_storage),
+// w_k [key_dim, hidden] f32 -> keys [B, S, key_dim] (f16 with fp16_storage).
+class KeyProjection : public detail::AttentionOp {
+ public:
+  KeyProjection(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
+  void record(Sequence& seq, const Tensor& memory, const Tensor& w_k, const Tensor& keys) const;
+  std::uint32_t dispatches() const { return 1; }
+
+ private:
   std::uint32_t tile_ = 0, rows_per_invocation_ = 0;
 };
 
 // Raw scores [B, (heads,) S] (f32; -inf at positions >= length). general / additive first run
 // a small query-projection dispatch (W q (+ b)) into op-owned scratch.
-class AttentionScores {
+class AttentionScores : public detail::PlannedAttentionOp {
  public:
   AttentionScores(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& query, const Tensor& lengths,
               const Tensor& scores, const ScoreParams& params = {}) const;
   std::uint32_t dispatches() const;
-  const AttentionConfig& config() const { return config_; }
-  const AttentionPlan& plan() const { return plan_; }
 
  private:
-  Context* ctx_;
-  AttentionConfig config_;
-  OpOptions options_;
-  AttentionPlan plan_;
-  Kernel query_kernel_, kernel_;
+  Kernel query_kernel_;
   Tensor projected_query_, dummy_;
 };
 
 // Masked softmax over the source axis: scores [B, (heads,) S] f32 -> weights (same shape;
 // f16 with fp16_storage). One dispatch when a row fits one workgroup tile, else two (partial
 // (max, sum) per tile, then combine + normalise).
-class MaskedSoftmax {
+class MaskedSoftmax : public detail::PlannedAttentionOp {
  public:
   MaskedSoftmax(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& scores, const Tensor& lengths,
               const Tensor& weights) const;
   std::uint32_t dispatches() const { return plan_.tiles == 1 ? 1 : 2; }
-  const AttentionConfig& config() const { return config_; }
-  const AttentionPlan& plan() const { return plan_; }
 
  private:
-  Context* ctx_;
-  AttentionConfig config_;
-  OpOptions options_;
-  AttentionPlan plan_;
-  std::uint32_t per_invocation_ = 0;
-  Kernel kernel_;
   Tensor partials_;
 };
 
 // context = sum_s weights[s] values[s] over s < length: weights [B, (heads,) S] (f16 with
 // fp16_storage), values [B, S, hidden] (f16) -> context [B, hidden] f32. Tiled over S and the
 // columns; one dispatch when a row is one S tile, else two (partials, then an ordered sum).
-class AttentionContext {
+class AttentionContext : public detail::PlannedAttentionOp {
  public:
   AttentionContext(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& weights, const Tensor& values, const Tensor& lengths,
               const Tensor& context) const;
   std::uint32_t dispatches() const { return plan_.tiles == 1 ? 1 : 2; }
-  const AttentionConfig& config() const { return config_; }
-  const AttentionPlan& plan() const { return plan_; }
 
  private:
-  Context* ctx_;
-  AttentionConfig config_;
-  OpOptions options_;
-  AttentionPlan plan_;
-  std::uint32_t per_invocation_ = 0;
-  bool vec4_ = false;
-  Kernel kernel_;
   Tensor partials_;
 };
 
@@ -194,24 +197,16 @@ class AttentionContext {
 // context) a small combine dispatch merges; short sources take a single dispatch. `weights`
 // (optional; an empty Tensor() skips them) receives the normalised attention weights.
 // Dispatches per step: 1 (+1 query projection for general / additive) (+1 combine when split).
-class FusedAttention {
+class FusedAttention : public detail::PlannedAttentionOp {
  public:
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
               const Tensor& lengths, const Tensor& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;
   std::uint32_t dispatches() const;
-  const AttentionConfig& config() const { return config_; }
-  const AttentionPlan& plan() const { return plan_; }
 
  private:
-  Context* ctx_;
-  AttentionConfig config_;
-  OpOptions options_;
-  AttentionPlan plan_;
-  bool key_vec4_ = false, value_vec4_ = false;
-  std::uint32_t per_invocation_ = 0, max_split_ = 0, key_loop_ = 0, vpt_ = 0;
-  Kernel query_kernel_, kernel_, combine_kernel_;
+  Kernel query_kernel_, combine_kernel_;
   Tensor projected_query_, part_ml_, part_acc_, dummy_;
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights
 };

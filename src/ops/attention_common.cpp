@@ -51,6 +51,14 @@ void upload_lengths(Sequence& seq, const Tensor& lengths, std::span<const std::i
   seq.upload(lengths, values);
 }
 
+namespace detail {
+AttentionOp::AttentionOp(Context& ctx, const AttentionConfig& config, const OpOptions& options,
+                         const char* op)
+    : ctx_(&ctx), config_(attention_detail::resolve(config, op).config), options_(options) {
+  attention_detail::require_fp16(ctx, options, op);
+}
+}  // namespace detail
+
 namespace attention_detail {
 
 std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b) {
@@ -111,6 +119,29 @@ void require_fp16(const Context& ctx, const OpOptions& options, const char* op) 
                             "(VK_KHR_16bit_storage), which is not enabled on '{}'",
                             op, ctx.device().name));
   }
+}
+
+Tuning tuning(const Context& ctx, const AttentionConfig& config, const OpOptions& options,
+              const char* op) {
+  const DeviceInfo& dev = ctx.device();
+  return {resolve(config, op), dev, is_cpu(dev), use_subgroups(dev, options),
+          pick_workgroup(dev, options)};
+}
+
+std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
+                           std::uint64_t per_chunk, std::uint32_t min_chunk,
+                           std::uint32_t max_chunk) {
+  std::uint32_t chunk;
+  if (options.tile != 0) {
+    chunk = options.tile;
+  } else {
+    // Chunks long enough that the partials stay small and their combine is cheap.
+    const std::uint64_t target = is_cpu(dev) ? 16 : kMaxTargetChunks;
+    const std::uint32_t want = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+        (target + per_chunk - 1) / per_chunk, 1, ceil_div(S, min_chunk)));
+    chunk = ceil_div(S, want);
+  }
+  return std::clamp<std::uint32_t>(chunk, 1, std::min(S, max_chunk));
 }
 
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
@@ -190,8 +221,8 @@ void check_params(const char* op, const Dims& d, const ScoreParams& params) {
   }
 }
 
-ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups) {
-  (void)dev;
+ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups,
+                               std::uint32_t workgroup) {
   ScoreConstants c;
   c.mode = d.config.score == Score::additive ? 1 : 0;
   c.key_vec4 = (d.Hk % 4 == 0 && d.dk % 4 == 0) ? 1 : 0;
@@ -200,6 +231,14 @@ ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgro
     case ScoreSplit::per_invocation: c.per_subgroup = 0; break;
     case ScoreSplit::per_subgroup: c.per_subgroup = subgroups; break;
   }
+  // About 32 positions per workgroup step on CPU drivers (fewer, fatter workgroups), one per
+  // invocation on GPUs.
+  c.positions = is_cpu(dev) ? std::max<std::uint32_t>(1, 32 / workgroup) : 1;
+  // Pessimistic for a subgroup per score: the smallest subgroup the device may pick.
+  const std::uint32_t key_units = c.key_vec4 ? d.dk / 4 : d.dk;
+  const std::uint32_t lanes = std::clamp<std::uint32_t>(
+      dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1, workgroup);
+  c.key_loop = c.per_subgroup ? ceil_div(key_units, lanes) : key_units;
   return c;
 }
 

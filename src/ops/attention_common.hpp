@@ -34,6 +34,29 @@ Dims resolve(const AttentionConfig& config, const char* op);
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
 
+// What the tuned ops' constructors start from: the config's sizes and the choices every op
+// makes alike from the device and the options.
+struct Tuning {
+  Dims d;
+  const DeviceInfo& dev;
+  bool cpu;                 // is_cpu()
+  bool subgroups;           // use_subgroups()
+  std::uint32_t workgroup;  // pick_workgroup()
+};
+// `config` as detail::AttentionOp holds it (already resolved and checked).
+Tuning tuning(const Context& ctx, const AttentionConfig& config, const OpOptions& options,
+              const char* op);
+
+// Source positions per workgroup (the S chunk) of the context and fused ops: options.tile when
+// forced, else enough chunks that the device is filled (16 workgroups on CPU drivers, 256 on
+// GPUs, `per_chunk` workgroups per chunk) but no chunk is shorter than `min_chunk`; then
+// clamped to [1, min(S, max_chunk)] (max_chunk keeps an invocation within kLoopBudget).
+// Never aims at more than kMaxTargetChunks chunks per row.
+constexpr std::uint32_t kMaxTargetChunks = 256;
+std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
+                           std::uint64_t per_chunk, std::uint32_t min_chunk,
+                           std::uint32_t max_chunk);
+
 // Whether reductions use subgroup arithmetic on this device with these options.
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
 
@@ -86,14 +109,17 @@ Tensor scoring_query(Sequence& seq, const Kernel& kernel, const DeviceInfo& dev,
                      const ScoreParams& params, const Tensor& query, const Tensor& projected,
                      const Tensor& dummy);
 
-// Specialization constants 3..5 shared by attention_scores.comp and attention_fused.comp
-// (shaders/include/attention_score.glsl).
+// Specialization constants 3..7 shared by attention_scores.comp and attention_fused.comp
+// (shaders/include/attention_score.glsl; 6 is declared by each of the two).
 struct ScoreConstants {
-  std::uint32_t mode = 0;        // 0 dot-like, 1 additive
-  std::uint32_t key_vec4 = 0;
-  std::uint32_t per_subgroup = 0;
+  std::uint32_t mode = 0;        // 3: 0 dot-like, 1 additive
+  std::uint32_t key_vec4 = 0;    // 4
+  std::uint32_t per_subgroup = 0;  // 5: a subgroup computes each score
+  std::uint32_t positions = 1;   // 6 (R): positions per invocation per workgroup step
+  std::uint32_t key_loop = 0;    // 7 (KU): trip count bound of the dims loop per invocation
 };
-ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups);
+ScoreConstants score_constants(const Dims& d, const DeviceInfo& dev, bool subgroups,
+                               std::uint32_t workgroup);
 float score_scale(const Dims& d);
 
 }  // namespace vkrnn::attention_detail

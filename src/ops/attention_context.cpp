@@ -17,43 +17,25 @@ struct Push {
 
 AttentionContext::AttentionContext(Context& ctx, const AttentionConfig& config,
                                    const OpOptions& options)
-    : ctx_(&ctx), options_(options) {
-  const Dims d = resolve(config, kOp);
-  config_ = d.config;
-  require_fp16(ctx, options, kOp);
-  const DeviceInfo& dev = ctx.device();
-  const bool cpu = is_cpu(dev);
-  const std::uint32_t wg = pick_workgroup(dev, options);
-  vec4_ = d.H % 4 == 0 && d.dv % 4 == 0;
-  const std::uint32_t units = vec4_ ? d.dv / 4 : d.dv;
+    : PlannedAttentionOp(ctx, config, options, kOp) {
+  const auto [d, dev, cpu, sg, wg] = tuning(ctx, config_, options, kOp);
+  const bool vec4 = d.H % 4 == 0 && d.dv % 4 == 0;
+  const std::uint32_t units = vec4 ? d.dv / 4 : d.dv;
   // Columns (vec4s) per invocation, in registers: one column tile covers dv when that takes
   // at most `cap` per invocation.
   const std::uint32_t cap = cpu ? 16 : 8;
-  per_invocation_ = std::clamp<std::uint32_t>(ceil_div(units, wg), 1, cap);
-  const std::uint32_t tile_units = wg * per_invocation_;
+  const std::uint32_t vpt = std::clamp<std::uint32_t>(ceil_div(units, wg), 1, cap);
+  const std::uint32_t tile_units = wg * vpt;
   plan_.workgroup_size = wg;
-  plan_.column_tile = tile_units * (vec4_ ? 4 : 1);
+  plan_.column_tile = tile_units * (vec4 ? 4 : 1);
   plan_.column_tiles = ceil_div(units, tile_units);
-  // S chunks: enough workgroups to fill the device, but long enough chunks that the partials
-  // stay small.
-  std::uint32_t chunk;
-  if (options.tile != 0) {
-    chunk = options.tile;
-  } else {
-    const std::uint64_t target = cpu ? 16 : 256;
-    const std::uint32_t min_chunk = cpu ? 512 : 128;
-    const std::uint64_t have = std::uint64_t(d.rows) * plan_.column_tiles;
-    const std::uint32_t want = static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>((target + have - 1) / have, 1, ceil_div(d.S, min_chunk)));
-    chunk = ceil_div(d.S, want);
-  }
   // Loop budget: an invocation runs 1 + VPT iterations per position (pessimistically).
-  const std::uint32_t max_chunk = std::max<std::uint32_t>(1, kLoopBudget / (1 + per_invocation_));
-  chunk = std::clamp<std::uint32_t>(chunk, 1, std::min(d.S, max_chunk));
-  plan_.tile = chunk;
-  plan_.tiles = ceil_div(d.S, chunk);
+  const std::uint32_t max_chunk = std::max<std::uint32_t>(1, kLoopBudget / (1 + vpt));
+  plan_.tile = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * plan_.column_tiles,
+                            cpu ? 512 : 128, max_chunk);
+  plan_.tiles = ceil_div(d.S, plan_.tile);
   kernel_ = ctx.kernel({kernel_name("attention_context", options.fp16_storage, false, false),
-                        {wg, 1, 1, per_invocation_, vec4_ ? 1u : 0u}, 5, sizeof(Push)});
+                        {wg, 1, 1, vpt, vec4 ? 1u : 0u}, 5, sizeof(Push)});
   partials_ = plan_.tiles > 1
                   ? ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "AttentionContext partials")
                   : ctx.tensor({4}, DType::f32, "AttentionContext unused binding");

@@ -12,7 +12,8 @@ using namespace attention_detail;
 
 namespace {
 constexpr const char* kOp = "FusedAttention";
-constexpr std::uint32_t kDefaultMaxSplit = 256;  // splits the heuristic aims at, at most
+// Splits the combine is built for at least: as many as source_chunk() aims at.
+constexpr std::uint32_t kDefaultMaxSplit = kMaxTargetChunks;
 
 struct Push {
   std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
@@ -27,29 +28,21 @@ struct CombinePush {
 
 FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
                                const OpOptions& options)
-    : ctx_(&ctx), options_(options) {
-  const Dims d = resolve(config, kOp);
-  config_ = d.config;
-  require_fp16(ctx, options, kOp);
-  const DeviceInfo& dev = ctx.device();
-  const bool cpu = is_cpu(dev);
-  const bool sg = use_subgroups(dev, options);
-  const std::uint32_t wg = pick_workgroup(dev, options);
-  const ScoreConstants sc = score_constants(d, dev, sg);
-  key_vec4_ = sc.key_vec4 != 0;
-  value_vec4_ = d.H % 4 == 0 && d.dv % 4 == 0;
-
-  // Block: ~32 positions per workgroup step on CPU drivers, one per invocation on GPUs.
-  per_invocation_ = cpu ? std::max<std::uint32_t>(1, 32 / wg) : 1;
-  const std::uint32_t P = wg * per_invocation_;
+    : PlannedAttentionOp(ctx, config, options, kOp) {
+  const auto [d, dev, cpu, sg, wg] = tuning(ctx, config_, options, kOp);
+  const ScoreConstants sc = score_constants(d, dev, sg, wg);
+  const bool value_vec4 = d.H % 4 == 0 && d.dv % 4 == 0;
+  // Block: positions per workgroup step.
+  const std::uint32_t R = sc.positions;
+  const std::uint32_t P = wg * R;
 
   // Column tile: each invocation keeps VPT columns (vec4s) of the context in registers; one
   // tile covers dv when that needs at most `cap` per invocation, else balanced tiles (each
   // re-reads the keys of its split).
-  const std::uint32_t value_units = value_vec4_ ? d.dv / 4 : d.dv;
+  const std::uint32_t value_units = value_vec4 ? d.dv / 4 : d.dv;
   const std::uint32_t cap = cpu ? 32 : 8;
   const std::uint32_t nht = ceil_div(value_units, std::uint64_t(wg) * cap);
-  vpt_ = std::max<std::uint32_t>(1, ceil_div(value_units, std::uint64_t(nht) * wg));
+  const std::uint32_t vpt = std::max<std::uint32_t>(1, ceil_div(value_units, std::uint64_t(nht) * wg));
   if (4ull * (P + wg) > dev.max_shared_memory) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: workgroup size {} needs {} bytes of shared memory; '{}' has {}",
@@ -58,34 +51,19 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
 
   // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
   // subgroup the device may pick), so a split can be kept under kLoopBudget.
-  const std::uint32_t R = per_invocation_;
-  const std::uint32_t key_units = key_vec4_ ? d.dk / 4 : d.dk;
-  const std::uint32_t lanes = std::clamp<std::uint32_t>(
-      dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1, wg);
-  key_loop_ = sc.per_subgroup ? ceil_div(key_units, lanes) : key_units;
-  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + key_loop_);
-  per_block += 3 * R + std::uint64_t(P) * (1 + vpt_);
+  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
+  per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
   const std::uint32_t max_chunk = static_cast<std::uint32_t>(
       std::max<std::uint64_t>(1, kLoopBudget / per_block) * P);
 
   // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
   // partials, within the loop budget.
-  std::uint32_t chunk;
-  if (options.tile != 0) {
-    chunk = options.tile;
-  } else {
-    const std::uint64_t target = cpu ? 16 : 256;
-    const std::uint32_t min_chunk = cpu ? 512 : 256;
-    const std::uint64_t have = std::uint64_t(d.rows) * nht;
-    const std::uint32_t want = static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>((target + have - 1) / have, 1, ceil_div(d.S, min_chunk)));
-    chunk = ceil_div(d.S, std::min(want, kDefaultMaxSplit));
-  }
-  chunk = std::clamp<std::uint32_t>(chunk, 1, std::min(d.S, max_chunk));
+  const std::uint32_t chunk =
+      source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk);
   const std::uint32_t nsplit = ceil_div(d.S, chunk);
   // The combine keeps one coefficient per split in shared memory.
-  max_split_ = std::max(kDefaultMaxSplit, round_up(nsplit, 64));
-  if (4ull * (max_split_ + wg) > dev.max_shared_memory) {
+  const std::uint32_t max_split = std::max(kDefaultMaxSplit, round_up(nsplit, 64));
+  if (4ull * (max_split + wg) > dev.max_shared_memory) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: max_source {} needs {} splits of at most {} positions (loop budget), "
                             "more than the {} bytes of shared memory of '{}' can combine",
@@ -98,18 +76,18 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.block = P;
   plan_.tile = chunk;
   plan_.tiles = ceil_div(d.S, chunk);
-  plan_.column_tile = wg * vpt_ * (value_vec4_ ? 4 : 1);
+  plan_.column_tile = wg * vpt * (value_vec4 ? 4 : 1);
   plan_.column_tiles = nht;
 
   kernel_ = ctx.kernel({kernel_name("attention_fused", options.fp16_storage, true, sg),
                         with_one_subgroup({wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup,
-                                           per_invocation_, key_loop_, vpt_, value_vec4_ ? 1u : 0u},
+                                           sc.positions, sc.key_loop, vpt, value_vec4 ? 1u : 0u},
                                           dev, wg, sg),
                         10, sizeof(Push)});
   if (plan_.tiles > 1) {
     combine_kernel_ =
         ctx.kernel({kernel_name("attention_fused_combine", options.fp16_storage, true, sg),
-                    with_one_subgroup({wg, 1, 1, max_split_, cpu ? 8u : 4u}, dev, wg, sg), 6,
+                    with_one_subgroup({wg, 1, 1, max_split, cpu ? 8u : 4u}, dev, wg, sg), 6,
                     sizeof(CombinePush)});
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");

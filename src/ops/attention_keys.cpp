@@ -24,10 +24,7 @@ std::uint64_t keys_shared_bytes(std::uint32_t T, std::uint32_t RM) {
 }  // namespace
 
 KeyProjection::KeyProjection(Context& ctx, const AttentionConfig& config, const OpOptions& options)
-    : ctx_(&ctx), options_(options) {
-  const Dims d = resolve(config, kOp);
-  config_ = d.config;
-  require_fp16(ctx, options, kOp);
+    : AttentionOp(ctx, config, options, kOp) {
   const DeviceInfo& dev = ctx.device();
   // A T x T workgroup: 64 invocations on CPU drivers, 256 on GPUs, or the forced size.
   std::uint32_t wg = options.workgroup_size != 0 ? options.workgroup_size : (is_cpu(dev) ? 64 : 256);

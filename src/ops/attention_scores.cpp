@@ -19,29 +19,18 @@ struct Push {
 
 AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
                                  const OpOptions& options)
-    : ctx_(&ctx), options_(options) {
-  const Dims d = resolve(config, kOp);
-  config_ = d.config;
-  require_fp16(ctx, options, kOp);
-  const DeviceInfo& dev = ctx.device();
-  const bool sg = use_subgroups(dev, options);
-  const std::uint32_t wg = pick_workgroup(dev, options);
-  const ScoreConstants sc = score_constants(d, dev, sg);
-  // About 32 positions per workgroup on CPU drivers (fewer, fatter workgroups), one per
-  // invocation on GPUs.
-  const std::uint32_t R = is_cpu(dev) ? std::max<std::uint32_t>(1, 32 / wg) : 1;
-  const std::uint32_t key_units = sc.key_vec4 ? d.dk / 4 : d.dk;
-  const std::uint32_t lanes = std::clamp<std::uint32_t>(
-      dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1, wg);
-  const std::uint32_t key_loop = sc.per_subgroup ? ceil_div(key_units, lanes) : key_units;
+    : PlannedAttentionOp(ctx, config, options, kOp) {
+  const auto [d, dev, cpu, sg, wg] = tuning(ctx, config_, options, kOp);
+  const ScoreConstants sc = score_constants(d, dev, sg, wg);
   plan_.workgroup_size = wg;
   plan_.subgroup_reduction = sg;
   plan_.score_per_subgroup = sc.per_subgroup != 0;
-  plan_.block = wg * R;
+  plan_.block = wg * sc.positions;
   plan_.tile = plan_.block;
   plan_.tiles = ceil_div(d.S, plan_.block);
   kernel_ = ctx.kernel({kernel_name("attention_scores", options.fp16_storage, true, sg),
-                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, R, key_loop}, 5, sizeof(Push)});
+                        {wg, 1, 1, sc.mode, sc.key_vec4, sc.per_subgroup, sc.positions, sc.key_loop},
+                        5, sizeof(Push)});
   create_query_projection(ctx, d, options, kOp, query_kernel_, projected_query_);
   dummy_ = ctx.tensor({4}, DType::f32, "AttentionScores unused binding");
 }

@@ -16,13 +16,8 @@ struct Push {
 }  // namespace
 
 MaskedSoftmax::MaskedSoftmax(Context& ctx, const AttentionConfig& config, const OpOptions& options)
-    : ctx_(&ctx), options_(options) {
-  const Dims d = resolve(config, kOp);
-  config_ = d.config;
-  require_fp16(ctx, options, kOp);
-  const DeviceInfo& dev = ctx.device();
-  const bool sg = use_subgroups(dev, options);
-  const std::uint32_t wg = pick_workgroup(dev, options);
+    : PlannedAttentionOp(ctx, config, options, kOp) {
+  const auto [d, dev, cpu, sg, wg] = tuning(ctx, config_, options, kOp);
   // Positions per invocation (kept in registers between the max, sum and normalise steps):
   // a row of up to 32 per invocation takes one dispatch; longer rows are tiled.
   constexpr std::uint32_t kMaxPerInvocation = 64;
@@ -32,9 +27,8 @@ MaskedSoftmax::MaskedSoftmax(Context& ctx, const AttentionConfig& config, const 
   } else if (d.S <= 32ull * wg) {
     E = ceil_div(d.S, wg);
   } else {
-    E = is_cpu(dev) ? 16 : 8;
+    E = cpu ? 16 : 8;
   }
-  per_invocation_ = E;
   plan_.workgroup_size = wg;
   plan_.subgroup_reduction = sg;
   plan_.tile = wg * E;
