@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
 
@@ -18,6 +19,7 @@ namespace vkrnn {
 namespace {
 
 using test::context;
+using test::expect_error;
 using test::random_floats;
 
 // y = x w^T + b in double, plus the magnitude sum |x_k w_k| + |b| that bounds fp32 rounding.
@@ -223,33 +225,24 @@ TEST(Linear, BadArguments) {
   Gemm gemm(ctx);
   Tensor x = ctx.tensor({3, 5}), w = ctx.tensor({4, 5}), b = ctx.tensor({4}), y = ctx.tensor({3, 4});
   Sequence seq = ctx.sequence();
-  auto expect_error = [&](auto&& f, ErrorCode code, const std::string& needle) {
-    try {
-      f();
-      ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), code) << e.what();
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  expect_error([&] { gemm.record(seq, ctx.tensor({3, 6}), w, b, y); }, ErrorCode::invalid_argument, "K = 6");
-  expect_error([&] { gemm.record(seq, x, w, b, ctx.tensor({3, 5})); }, ErrorCode::invalid_argument, "'y'");
-  expect_error([&] { gemm.record(seq, x, w, ctx.tensor({5}), y); }, ErrorCode::invalid_argument, "'bias'");
-  expect_error([&] { gemm.record(seq, x, w, b, x.reshaped({5, 3})); }, ErrorCode::invalid_argument, "'y'");
-  expect_error([&] { gemm.record(seq, x, ctx.tensor({4, 5}, DType::i32), b, y); }, ErrorCode::invalid_argument, "'w'");
+  expect_error([&] { gemm.record(seq, ctx.tensor({3, 6}), w, b, y); }, ErrorCode::invalid_argument, {"K = 6"});
+  expect_error([&] { gemm.record(seq, x, w, b, ctx.tensor({3, 5})); }, ErrorCode::invalid_argument, {"'y'"});
+  expect_error([&] { gemm.record(seq, x, w, ctx.tensor({5}), y); }, ErrorCode::invalid_argument, {"'bias'"});
+  expect_error([&] { gemm.record(seq, x, w, b, x.reshaped({5, 3})); }, ErrorCode::invalid_argument, {"'y'"});
+  expect_error([&] { gemm.record(seq, x, ctx.tensor({4, 5}, DType::i32), b, y); }, ErrorCode::invalid_argument, {"'w'"});
   expect_error([&] { gemm.record(seq, MatrixView{x, 3, 5, 1, 5}, MatrixView::of(w), b, 0, MatrixView::of(y)); },
-               ErrorCode::out_of_range, "'x'");
+               ErrorCode::out_of_range, {"'x'"});
   Tensor xy = ctx.tensor({64});
   expect_error([&] { gemm.record(seq, MatrixView{xy, 2, 5, 0, 5}, MatrixView::of(w), b, 0, MatrixView{xy, 2, 4, 20, 4}); },
-               ErrorCode::invalid_argument, "shares memory");
+               ErrorCode::invalid_argument, {"shares memory"});
 
   Linear lin(ctx, 5, 4, true);
-  expect_error([&] { lin.record(seq, x, y); }, ErrorCode::state, "before load");
-  expect_error([&] { lin.load(std::vector<float>(19), std::vector<float>(4)); }, ErrorCode::invalid_argument, "weight");
-  expect_error([&] { lin.load(std::vector<float>(20), std::vector<float>(3)); }, ErrorCode::invalid_argument, "bias");
+  expect_error([&] { lin.record(seq, x, y); }, ErrorCode::state, {"before load"});
+  expect_error([&] { lin.load(std::vector<float>(19), std::vector<float>(4)); }, ErrorCode::invalid_argument, {"weight"});
+  expect_error([&] { lin.load(std::vector<float>(20), std::vector<float>(3)); }, ErrorCode::invalid_argument, {"bias"});
   Linear nobias(ctx, 5, 4, false);
-  expect_error([&] { nobias.load(std::vector<float>(20), std::vector<float>(4)); }, ErrorCode::invalid_argument, "without bias");
-  expect_error([&] { Linear(ctx, 0, 4); }, ErrorCode::invalid_argument, "in_features");
+  expect_error([&] { nobias.load(std::vector<float>(20), std::vector<float>(4)); }, ErrorCode::invalid_argument, {"without bias"});
+  expect_error([&] { Linear(ctx, 0, 4); }, ErrorCode::invalid_argument, {"in_features"});
   EXPECT_EQ(seq.stats().dispatches, 0u);
 }
 

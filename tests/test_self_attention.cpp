@@ -14,6 +14,7 @@
 
 #include "common/app_device.hpp"
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vk/loader.hpp"
 #include "vkrnn/positional_encoding.hpp"
 #include "vkrnn/residual_add.hpp"
@@ -24,6 +25,7 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::expect_error;
 using test::random_floats;
 
 // ---------------------------------------------------------------------------------------------
@@ -148,20 +150,6 @@ std::vector<std::int32_t> lengths_for(std::size_t batch, std::size_t S, std::siz
   }
   if (batch == 1 && salt % 4 == 1) l[0] = static_cast<std::int32_t>(S);  // keep some work
   return l;
-}
-
-template <class F>
-void expect_error(F&& f, ErrorCode code, std::vector<std::string> words) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown; expected one mentioning " << fmt::format("{}", fmt::join(words, ", "));
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& w : words) {
-      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
-          << "message lacks '" << w << "': " << e.what();
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
