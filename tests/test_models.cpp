@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "test_models_tiny.hpp"
@@ -29,17 +30,13 @@ using test::TempDir;
 using test::TinyModel;
 
 // Loads dir and expects Error(code) whose message contains every fragment.
-void expect_error(const std::string& dir, ErrorCode code, std::initializer_list<std::string> fragments) {
-  try {
-    ModelFile::load(dir);
-    ADD_FAILURE() << "load of " << dir << " succeeded; expected " << to_string(code);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
-  }
+void expect_error(const std::string& dir, ErrorCode code, const std::vector<std::string>& fragments) {
+  SCOPED_TRACE("loading " + dir);
+  test::expect_error([&] { ModelFile::load(dir); }, code, fragments);
 }
 
-// Writes a TinyModel changed by `edit` and expects load to fail with the fragments.
+// Writes a TinyModel changed by `edit` and expects load to fail with the fragments (and the
+// name model.json).
 void expect_config_error(const std::function<void(json&)>& edit, std::initializer_list<std::string> fragments,
                          ErrorCode code = ErrorCode::format) {
   TempDir dir;
@@ -48,13 +45,7 @@ void expect_config_error(const std::function<void(json&)>& edit, std::initialize
   m.write(dir.path());
   std::vector<std::string> all(fragments);
   all.push_back("model.json");
-  try {
-    ModelFile::load(dir.str());
-    ADD_FAILURE() << "load succeeded after the edit; expected an error containing " << *fragments.begin();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& f : all) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' not in: " << e.what();
-  }
+  expect_error(dir.str(), code, all);
 }
 
 TEST(ModelFile, LoadsAWellFormedModel) {
@@ -328,50 +319,38 @@ TEST(ModelFile, CorruptWeightsFile) {
 TEST(ModelFile, OtherArchitecturesCheckTheirFields) {
   // A luong config without its fields.
   expect_config_error([](json& c) { c["architecture"] = "luong_seq2seq"; }, {"missing field 'hidden'"});
-  expect_config_error(
-      [](json& c) {
-        c["architecture"] = "luong_seq2seq";
-        c["hidden"] = 4;
-        c["layers"] = 1;
-        c["score"] = "additive";
-      },
-      {"field 'score'", "'dot'", "'general'", "'concat'"});
-  expect_config_error(
-      [](json& c) {
-        c["architecture"] = "luong_seq2seq";
-        c["hidden"] = 4;
-        c["layers"] = 1;
-        c["score"] = "dot";
-      },
-      {"role 'combine.weight' is missing", "[4, 8]"});
+  // Luong's fields with this score.
+  auto luong = [](const char* score) {
+    return [score](json& c) {
+      c["architecture"] = "luong_seq2seq";
+      c["hidden"] = 4;
+      c["layers"] = 1;
+      c["score"] = score;
+    };
+  };
+  expect_config_error(luong("additive"), {"field 'score'", "'dot'", "'general'", "'concat'"});
+  expect_config_error(luong("dot"), {"role 'combine.weight' is missing", "[4, 8]"});
   expect_config_error([](json& c) { c["architecture"] = "rnn_attention_classifier"; }, {"missing field 'vocab_size'"});
+  // The classifier fields over the tiny model's source vocabulary, softmax output.
+  auto classifier = [](json& c, const char* architecture, const std::vector<std::string>& labels) {
+    c["architecture"] = architecture;
+    c["vocab_size"] = 7;
+    c["vocab"] = c["src_vocab"];
+    c["hidden"] = 4;
+    c["layers"] = 1;
+    c["bidirectional"] = false;
+    c["num_classes"] = labels.size();
+    c["labels"] = labels;
+    c["output_activation"] = "softmax";
+  };
   expect_config_error(
-      [](json& c) {
-        c["architecture"] = "self_attention_rnn";
-        c["vocab_size"] = 7;
-        c["vocab"] = c["src_vocab"];
-        c["hidden"] = 4;
-        c["layers"] = 1;
-        c["bidirectional"] = false;
-        c["num_classes"] = 2;
-        c["labels"] = {"a", "b"};
-        c["output_activation"] = "softmax";
+      [&](json& c) {
+        classifier(c, "self_attention_rnn", {"a", "b"});
         c["heads"] = 2;  // does not divide embedding_dim 3
       },
       {"field 'heads'", "does not divide embedding_dim 3"});
-  expect_config_error(
-      [](json& c) {
-        c["architecture"] = "rnn_attention_classifier";
-        c["vocab_size"] = 7;
-        c["vocab"] = c["src_vocab"];
-        c["hidden"] = 4;
-        c["layers"] = 1;
-        c["bidirectional"] = false;
-        c["num_classes"] = 1;
-        c["labels"] = {"a"};
-        c["output_activation"] = "softmax";
-      },
-      {"softmax needs at least 2 classes"});
+  expect_config_error([&](json& c) { classifier(c, "rnn_attention_classifier", {"a"}); },
+                      {"softmax needs at least 2 classes"});
 }
 
 // --- tokenizer ----------------------------------------------------------------------------
@@ -386,20 +365,10 @@ TEST(Tokenizer, CharacterLevel) {
   EXPECT_EQ(t.decode(std::vector<std::int32_t>{4, 6, 7, 3, 8, 2, 5}), "aé ж");
   EXPECT_EQ(t.decode(std::vector<std::int32_t>{1, 9, 0, 5}), "😀b");
   for (const std::string bad : {"\xff", "a\xc3", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80"}) {
-    try {
-      t.encode(bad);
-      ADD_FAILURE() << "invalid UTF-8 accepted";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
-      EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
-    }
+    test::expect_error([&] { t.encode(bad); }, ErrorCode::invalid_argument, {"UTF-8"});
   }
-  try {
-    t.decode(std::vector<std::int32_t>{4, 10});
-    ADD_FAILURE();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("id 10 at position 1"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { t.decode(std::vector<std::int32_t>{4, 10}); }, ErrorCode::invalid_argument,
+                     {"id 10 at position 1"});
   EXPECT_THROW(t.decode(std::vector<std::int32_t>{-1}), Error);
 }
 
@@ -415,14 +384,8 @@ TEST(Tokenizer, WordLevelLowercase) {
 
 TEST(Tokenizer, CheckTokenIds) {
   EXPECT_NO_THROW(check_token_ids(std::vector<std::int32_t>{0, 5, 6}, 7, "src"));
-  try {
-    check_token_ids(std::vector<std::int32_t>{0, 7}, 7, "sources", 3);
-    ADD_FAILURE();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
-    EXPECT_NE(std::string(e.what()).find("token id 7 at row 3, position 1"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("[0, 7)"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { check_token_ids(std::vector<std::int32_t>{0, 7}, 7, "sources", 3); },
+                     ErrorCode::invalid_argument, {"token id 7 at row 3, position 1", "[0, 7)"});
   EXPECT_THROW(check_token_ids(std::vector<std::int32_t>{-2}, 7, "src"), Error);
 }
 
