@@ -34,6 +34,7 @@
 
 #include "common/app_device.hpp"
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vk/loader.hpp"
 #include "vkrnn/attention.hpp"
 
@@ -42,6 +43,7 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::expect_error;
 using test::random_floats;
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
@@ -537,23 +539,32 @@ TEST(Attention, SampledGridSubgroupAndSharedPaths) {
   }
 }
 
-TEST(AttentionLong, FullGridBothPaths) {
-  std::uint32_t seed = 1000;
+// Every point of kBatches x kSources x kDims x kScores that fits, seeded first_seed + 1, + 2, ...
+// in that order (points that do not fit use up their seed too).
+std::vector<Problem> full_grid(std::uint32_t first_seed) {
+  std::vector<Problem> out;
+  std::uint32_t seed = first_seed;
   for (std::size_t B : kBatches) {
     for (std::size_t S : kSources) {
       for (std::size_t dim : kDims) {
         for (Score s : kScores) {
-          const Problem p = make_problem(s, B, S, dim, ++seed);
-          if (!fits(p)) continue;
-          for (bool shared : {false, true}) {
-            OpOptions opt;
-            opt.force_shared_memory_reduction = shared;
-            SCOPED_TRACE(fmt::format("shared-memory path: {}", shared));
-            run_problem(p, opt);
-            if (HasFailure()) return;
-          }
+          Problem p = make_problem(s, B, S, dim, ++seed);
+          if (fits(p)) out.push_back(std::move(p));
         }
       }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionLong, FullGridBothPaths) {
+  for (const Problem& p : full_grid(1000)) {
+    for (bool shared : {false, true}) {
+      OpOptions opt;
+      opt.force_shared_memory_reduction = shared;
+      SCOPED_TRACE(fmt::format("shared-memory path: {}", shared));
+      run_problem(p, opt);
+      if (HasFailure()) return;
     }
   }
 }
@@ -575,19 +586,10 @@ TEST(Attention, Fp16StorageSampled) {
 }
 
 TEST(AttentionLong, Fp16StorageGrid) {
-  std::uint32_t seed = 5000;
-  for (std::size_t B : kBatches) {
-    for (std::size_t S : kSources) {
-      for (std::size_t dim : kDims) {
-        for (Score s : kScores) {
-          Problem p = make_problem(s, B, S, dim, ++seed);
-          p.fp16 = true;
-          if (!fits(p)) continue;
-          run_problem(p);
-          if (HasFailure()) return;
-        }
-      }
-    }
+  for (Problem p : full_grid(5000)) {
+    p.fp16 = true;
+    run_problem(p);
+    if (HasFailure()) return;
   }
 }
 
@@ -837,13 +839,17 @@ TEST(Attention, KeyProjectionThenFusedAdditive) {
     for (std::uint32_t wg : {0u, 4u, 64u}) {
       for (auto [B, S, H, A] : {std::array<std::size_t, 4>{1, 1, 1, 1}, {3, 33, 97, 31},
                                 {2, 130, 64, 256}, {1, 1000, 256, 128}}) {
-        AttentionConfig cfg;
-        cfg.score = Score::additive;
-        cfg.batch = B;
-        cfg.max_source = S;
-        cfg.hidden = H;
-        cfg.key_dim = A;
-        cfg.query_dim = H;
+        // The problem of the fused step below; the projection has the same config.
+        Problem p;
+        p.score = Score::additive;
+        p.batch = B;
+        p.S = S;
+        p.hidden = H;
+        p.key_dim = A;
+        p.query_dim = H;
+        p.fp16 = fp16;
+        p.seed = 99;
+        const AttentionConfig cfg = p.config();
         OpOptions opt;
         opt.fp16_storage = fp16;
         opt.workgroup_size = wg;
@@ -878,15 +884,6 @@ TEST(Attention, KeyProjectionThenFusedAdditive) {
         EXPECT_TRUE(within(keys, ref, tol, "projected keys"));
 
         // Then a fused additive step over those keys, against the reference on them.
-        Problem p;
-        p.score = Score::additive;
-        p.batch = B;
-        p.S = S;
-        p.hidden = H;
-        p.key_dim = A;
-        p.query_dim = H;
-        p.fp16 = fp16;
-        p.seed = 99;
         Data d = make_data(p);
         d.keys = keys;
         d.values = mem;
@@ -938,20 +935,6 @@ TEST(Attention, DispatchCounts) {
 
 // ---------------------------------------------------------------------------------------------
 // Bad input
-
-template <class F>
-void expect_error(F&& f, ErrorCode code, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no vkrnn::Error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const char* frag : fragments) {
-      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << frag << "'";
-    }
-  }
-}
 
 TEST(Attention, ShapeAndDtypeMismatchesAreClearErrors) {
   Context& ctx = context();
@@ -1055,7 +1038,7 @@ TEST(Attention, Fp16WithoutStorage16IsMissingFeature) {
     cfg.hidden = 4;
     OpOptions opt;
     opt.fp16_storage = true;
-    const auto frags = {"fp16_storage", "storageBuffer16BitAccess"};
+    const std::vector<std::string> frags = {"fp16_storage", "storageBuffer16BitAccess"};
     expect_error([&] { FusedAttention(ctx, cfg, opt); }, ErrorCode::missing_feature, frags);
     expect_error([&] { AttentionScores(ctx, cfg, opt); }, ErrorCode::missing_feature, frags);
     expect_error([&] { MaskedSoftmax(ctx, cfg, opt); }, ErrorCode::missing_feature, frags);
