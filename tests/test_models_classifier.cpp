@@ -84,18 +84,6 @@ RefResult reference_classify(const TinyClassifier& m, const std::vector<std::vec
   return out;
 }
 
-std::vector<std::vector<std::int32_t>> random_inputs(const std::vector<std::size_t>& lengths, std::size_t vocab,
-                                                     std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::vector<std::int32_t>> rows;
-  for (std::size_t L : lengths) {
-    std::vector<std::int32_t> r(L);
-    for (auto& id : r) id = static_cast<std::int32_t>(1 + rng() % (vocab - 1));
-    rows.push_back(r);
-  }
-  return rows;
-}
-
 void check(const TinyClassifierSpec& spec, const std::vector<std::size_t>& lengths, std::uint32_t seed) {
   SCOPED_TRACE(fmt::format("{} L={} bi={} pooling={} {} C={} lengths [{}]", spec.cell, spec.L, spec.bidirectional,
                            spec.pooling_score, spec.activation, spec.C, fmt::join(lengths, ", ")));
@@ -103,7 +91,7 @@ void check(const TinyClassifierSpec& spec, const std::vector<std::size_t>& lengt
   const TinyClassifier tc(spec);
   tc.write(dir.path());
   const Classifier model = Classifier::load(context(), dir.str());
-  const auto inputs = random_inputs(lengths, spec.V, seed);
+  const auto inputs = test::random_token_rows(lengths, 1, spec.V, seed);  // no <pad>
   const ClassifyResult r = model.classify(inputs, {.return_pooling = true});
   const RefResult want = reference_classify(tc, inputs);
   EXPECT_TRUE(all_close(r.logits, want.logits, 1e-5, 1e-6)) << "logits";

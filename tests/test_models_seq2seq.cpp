@@ -161,16 +161,10 @@ RefDecode reference_greedy(const TinyModel& m, const std::vector<std::vector<std
   return out;
 }
 
+// Sources without <pad>, <s> or </s> (ids 0..2).
 std::vector<std::vector<std::int32_t>> random_sources(const std::vector<std::size_t>& lengths, std::size_t vocab,
                                                       std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::vector<std::int32_t>> src;
-  for (std::size_t L : lengths) {
-    std::vector<std::int32_t> row(L);
-    for (auto& id : row) id = static_cast<std::int32_t>(3 + rng() % (vocab - 3));
-    src.push_back(row);
-  }
-  return src;
+  return test::random_token_rows(lengths, 3, vocab, seed);
 }
 
 void check_against_reference(const TinySpec& spec, const std::vector<std::size_t>& lengths, bool stop_at_eos,

@@ -1,7 +1,8 @@
 #pragma once
 // Small model directories written by the tests themselves (no PyTorch): a Bahdanau seq2seq
-// model with deterministic random weights, its config as JSON to edit, and a temporary
-// directory. Shared by tests/test_models.cpp and tests/test_models_seq2seq.cpp.
+// model and a classifier with deterministic random weights, their configs as JSON to edit, a
+// temporary directory, random token inputs and double-precision cell references. Shared by
+// tests/test_models.cpp, test_models_seq2seq.cpp and test_models_classifier.cpp.
 #include <unistd.h>
 
 #include <cmath>
@@ -59,6 +60,20 @@ inline std::vector<float> random_weights(std::mt19937& rng, std::size_t count, f
   std::uniform_real_distribution<float> uniform(-scale, scale);
   for (auto& x : v) x = embedding ? normal(rng) : uniform(rng);
   return v;
+}
+
+// Rows of the given lengths of token ids drawn uniformly from [first_id, vocab).
+inline std::vector<std::vector<std::int32_t>> random_token_rows(const std::vector<std::size_t>& lengths,
+                                                                std::size_t first_id, std::size_t vocab,
+                                                                std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<std::int32_t>> rows;
+  for (std::size_t L : lengths) {
+    std::vector<std::int32_t> row(L);
+    for (auto& id : row) id = static_cast<std::int32_t>(first_id + rng() % (vocab - first_id));
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 struct TinySpec {
