@@ -9,10 +9,13 @@
 //  - the incremental API (encode, start, step) gives exactly what the one-submission decode gives.
 //
 // Missing fixtures: the test skips, unless VKRNN_REQUIRE_TORCH=1 (CI), where it fails.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -57,6 +60,21 @@ std::vector<Case> cases() {
                    fixture_dir() + "/" + c.at("name").get<std::string>()});
   }
   return out;
+}
+
+constexpr std::string_view kSeq2Seq[] = {"bahdanau_seq2seq", "luong_seq2seq"};
+constexpr std::string_view kClassifiers[] = {"rnn_attention_classifier", "self_attention_rnn"};
+
+// Runs `check` on every case of one of `architectures`; returns how many it checked.
+std::size_t check_each(const std::vector<Case>& all, std::span<const std::string_view> architectures,
+                       void (*check)(const Case&)) {
+  std::size_t checked = 0;
+  for (const Case& c : all) {
+    if (std::find(architectures.begin(), architectures.end(), c.architecture) == architectures.end()) continue;
+    check(c);
+    ++checked;
+  }
+  return checked;
 }
 
 // Fails (CI) or skips the calling test when there are no fixtures; returns the cases.
@@ -252,24 +270,12 @@ void check_beam(const Case& c) {
 
 TEST(ModelsTorch, BeamSearchMatchesPyTorch) {
   REQUIRE_FIXTURES(all);
-  std::size_t checked = 0;
-  for (const Case& c : all) {
-    if (c.architecture != "bahdanau_seq2seq" && c.architecture != "luong_seq2seq") continue;
-    check_beam(c);
-    ++checked;
-  }
-  EXPECT_GE(checked, 3u);
+  EXPECT_GE(check_each(all, kSeq2Seq, check_beam), 3u);
 }
 
 TEST(ModelsTorch, Seq2SeqMatchesPyTorch) {
   REQUIRE_FIXTURES(all);
-  std::size_t checked = 0;
-  for (const Case& c : all) {
-    if (c.architecture != "bahdanau_seq2seq" && c.architecture != "luong_seq2seq") continue;
-    check_seq2seq(c);
-    ++checked;
-  }
-  EXPECT_GE(checked, 3u);
+  EXPECT_GE(check_each(all, kSeq2Seq, check_seq2seq), 3u);
 }
 
 void check_classifier(const Case& c) {
@@ -347,13 +353,7 @@ void check_classifier(const Case& c) {
 
 TEST(ModelsTorch, ClassifiersMatchPyTorch) {
   REQUIRE_FIXTURES(all);
-  std::size_t checked = 0;
-  for (const Case& c : all) {
-    if (c.architecture != "rnn_attention_classifier" && c.architecture != "self_attention_rnn") continue;
-    check_classifier(c);
-    ++checked;
-  }
-  EXPECT_GE(checked, 6u);
+  EXPECT_GE(check_each(all, kClassifiers, check_classifier), 6u);
 }
 
 // Every fixture model directory loads (the exporter's real output, all four architectures).
