@@ -217,6 +217,25 @@ TEST(Safetensors, RoundTripAllDTypes) {
   EXPECT_EQ(std::memcmp(mem.data(), disk.data(), disk.size()), 0);
 }
 
+namespace {
+
+// `back`, the 16-bit tensor made from values[i] = to_float(i) for every pattern i, holds every
+// pattern i again; a NaN may come back as another NaN.
+void expect_all_patterns(const SafetensorsTensorData& back, const std::vector<float>& values,
+                         float (*to_float)(std::uint16_t)) {
+  for (std::uint32_t i = 0; i < 65536; ++i) {
+    const auto bits = std::uint16_t(std::to_integer<unsigned>(back.data[2 * i]) |
+                                    (std::to_integer<unsigned>(back.data[2 * i + 1]) << 8));
+    if (std::isnan(values[i])) {
+      ASSERT_TRUE(std::isnan(to_float(bits))) << i;
+    } else {
+      ASSERT_EQ(bits, i);
+    }
+  }
+}
+
+}  // namespace
+
 TEST(Safetensors, AllHalfPatternsThroughF16Tensors) {
   // Every binary16 pattern stored raw reads back as half_to_float; re-encoding the floats with
   // f16_tensor reproduces the patterns (NaNs stay NaN).
@@ -229,16 +248,7 @@ TEST(Safetensors, AllHalfPatternsThroughF16Tensors) {
   for (std::uint32_t i = 0; i < 65536; ++i) {
     ASSERT_TRUE(same_bits(values[i], vkrnn::half_to_float(std::uint16_t(i)))) << i;
   }
-  const auto back = vkrnn::f16_tensor("h", {65536}, values);
-  for (std::uint32_t i = 0; i < 65536; ++i) {
-    const auto h = std::uint16_t(std::to_integer<unsigned>(back.data[2 * i]) |
-                                 (std::to_integer<unsigned>(back.data[2 * i + 1]) << 8));
-    if (std::isnan(values[i])) {
-      ASSERT_TRUE(std::isnan(vkrnn::half_to_float(h))) << i;
-    } else {
-      ASSERT_EQ(h, i);
-    }
-  }
+  expect_all_patterns(vkrnn::f16_tensor("h", {65536}, values), values, vkrnn::half_to_float);
 }
 
 TEST(Safetensors, AllBf16PatternsThroughBf16Tensors) {
@@ -250,16 +260,7 @@ TEST(Safetensors, AllBf16PatternsThroughBf16Tensors) {
   for (std::uint32_t i = 0; i < 65536; ++i) {
     ASSERT_EQ(std::bit_cast<std::uint32_t>(values[i]), i << 16) << i;
   }
-  const auto back = vkrnn::bf16_tensor("b", {65536}, values);
-  for (std::uint32_t i = 0; i < 65536; ++i) {
-    const auto b = std::uint16_t(std::to_integer<unsigned>(back.data[2 * i]) |
-                                 (std::to_integer<unsigned>(back.data[2 * i + 1]) << 8));
-    if (std::isnan(values[i])) {
-      ASSERT_TRUE(std::isnan(vkrnn::bf16_to_float(b))) << i;
-    } else {
-      ASSERT_EQ(b, i);
-    }
-  }
+  expect_all_patterns(vkrnn::bf16_tensor("b", {65536}, values), values, vkrnn::bf16_to_float);
 }
 
 TEST(Safetensors, F16TensorSpecialValues) {
