@@ -20,7 +20,6 @@ Usage:
     train_dates.py --evaluate samples/dates   # accuracy of an exported model on its heldout.txt
 """
 
-import argparse
 import datetime
 import os
 import random
@@ -303,9 +302,7 @@ def train(args):
                         tokenizer={"type": "char", "lowercase": False, "src_append_eos": True},
                         extra={"task": "date normalisation to YYYY-MM-DD",
                                "trained_steps": str(step), "heldout_exact_match": f"{acc:.4f}"})
-    with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
-        for text, expected in heldout:
-            f.write(f"{text}\t{expected}\n")
+    training_utils.write_tab_pairs(os.path.join(args.out, "heldout.txt"), heldout)
     reloaded = evaluate_dir(args.out)
     print(f"exported to {model_dir}; reloaded model on heldout.txt: {reloaded * 100:.2f}%")
     return acc
@@ -322,10 +319,7 @@ def evaluate_dir(sample_dir):
 
 
 def main(argv=None):
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description="Train the date-normalisation sample model.")
-    ap.add_argument("--out", default=os.path.join(here, "..", "samples", "dates"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap = training_utils.sample_parser("Train the date-normalisation sample model.", "dates")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)

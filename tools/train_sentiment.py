@@ -12,7 +12,6 @@ service was awful" is negative). label_of() states the rule.
     train_sentiment.py --out /tmp/s --threads 1
 """
 
-import argparse
 import os
 import random
 import sys
@@ -154,10 +153,7 @@ def read_heldout(path):
 
 
 def main(argv=None):
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description="Train the sentiment sample model.")
-    ap.add_argument("--out", default=os.path.join(here, "..", "samples", "sentiment"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap = training_utils.sample_parser("Train the sentiment sample model.", "sentiment")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-size", type=int, default=3000)
     ap.add_argument("--heldout-size", type=int, default=1000)
@@ -202,9 +198,8 @@ def main(argv=None):
                         tokenizer={"type": "word", "lowercase": True, "src_append_eos": False},
                         extra={"task": "sentiment of short review sentences",
                                "heldout_accuracy": f"{acc:.4f}"})
-    with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
-        for text, label in heldout:
-            f.write(f"{text}\t{LABELS[label]}\n")
+    training_utils.write_tab_pairs(os.path.join(args.out, "heldout.txt"), heldout,
+                                   lambda label: LABELS[label])
     reloaded, config = export_torch.load_model(model_dir)
     reloaded_acc = evaluate(reloaded, config["vocab"],
                             read_heldout(os.path.join(args.out, "heldout.txt")))
