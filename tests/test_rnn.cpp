@@ -17,6 +17,7 @@
 
 #include "common/app_device.hpp"
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/rnn.hpp"
 
@@ -25,6 +26,7 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::expect_error;
 using test::random_floats;
 
 // ---------------------------------------------------------------------------------------------
@@ -404,17 +406,6 @@ TEST(Rnn, StagingContext) {
   EXPECT_TRUE(all_close(got.c_n, want.c_n, 1e-5, 1e-5));
 }
 
-template <class F>
-void expect_error(F&& f, ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 // The automatic choices: small layers run fused, big ones per step; on CPU devices the
 // per-invocation kernel.
 TEST(Rnn, AutomaticChoices) {
@@ -434,7 +425,7 @@ TEST(Rnn, AutomaticChoices) {
   Rnn nosg(ctx, c, o);
   EXPECT_EQ(nosg.step_kernel(), RnnStepKernel::invocation_dot);
   nosg.set_step_kernel(RnnStepKernel::subgroup_dot);
-  expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, "subgroup");
+  expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, {"subgroup"});
 }
 
 // One submission per sequence; per-step path: 1 GEMM + 1 dispatch per step per layer (both
@@ -565,20 +556,20 @@ TEST(Rnn, LoadErrorsNameTheTensor) {
 
   auto missing = sd;
   missing.erase("bias_hh_l1_reverse");
-  expect_error([&] { rnn.load(missing); }, ErrorCode::invalid_argument, "bias_hh_l1_reverse");
+  expect_error([&] { rnn.load(missing); }, ErrorCode::invalid_argument, {"bias_hh_l1_reverse"});
   auto extra = sd;
   extra["weight_hr_l0"] = std::vector<float>(4);
-  expect_error([&] { rnn.load(extra); }, ErrorCode::invalid_argument, "weight_hr_l0");
+  expect_error([&] { rnn.load(extra); }, ErrorCode::invalid_argument, {"weight_hr_l0"});
   auto wrong = sd;
   wrong["weight_hh_l1"].pop_back();
-  expect_error([&] { rnn.load(wrong); }, ErrorCode::invalid_argument, "weight_hh_l1");
+  expect_error([&] { rnn.load(wrong); }, ErrorCode::invalid_argument, {"weight_hh_l1"});
   expect_error([&] { rnn.set_parameter("weight_ih_l0", sd["weight_ih_l0"], {3, 16}); }, ErrorCode::invalid_argument,
-               "expected shape [16, 3]");
-  expect_error([&] { rnn.set_parameter("weight_ih_l2", sd["weight_ih_l0"]); }, ErrorCode::not_found, "weight_ih_l2");
+               {"expected shape [16, 3]"});
+  expect_error([&] { rnn.set_parameter("weight_ih_l2", sd["weight_ih_l0"]); }, ErrorCode::not_found, {"weight_ih_l2"});
   EXPECT_FALSE(rnn.loaded());
   Tensor x = ctx.tensor({1, 2, 3}), out = ctx.tensor({1, 2, 8});
   Sequence seq = ctx.sequence();
-  expect_error([&] { rnn.record(seq, x, {}, {}, {}, out, {}, {}); }, ErrorCode::state, "weight_ih_l0");
+  expect_error([&] { rnn.record(seq, x, {}, {}, {}, out, {}, {}); }, ErrorCode::state, {"weight_ih_l0"});
   rnn.load(sd);
   EXPECT_TRUE(rnn.loaded());
 }
@@ -592,23 +583,23 @@ TEST(Rnn, BadArguments) {
   const std::size_t B = 2, T = 5;
   Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 8}), lt = ctx.tensor({B}, DType::i32);
   Sequence seq = ctx.sequence();
-  expect_error([&] { rnn.record(seq, ctx.tensor({B, T, 4}), {}, {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, "'x'");
+  expect_error([&] { rnn.record(seq, ctx.tensor({B, T, 4}), {}, {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, {"'x'"});
   expect_error([&] { rnn.record(seq, x, {}, {}, {}, ctx.tensor({B, T, 4}), {}, {}); }, ErrorCode::invalid_argument,
-               "'out': expected f32 [2, 5, 8]");
-  expect_error([&] { rnn.record(seq, x, {}, ctx.tensor({2, B, 4}), {}, out, {}, {}); }, ErrorCode::invalid_argument, "'h0'");
-  expect_error([&] { rnn.record(seq, x, ctx.tensor({B}), {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, "'lengths'");
-  expect_error([&] { rnn.record(seq, x, {}, {}, ctx.tensor({4, B, 4}), out, {}, {}); }, ErrorCode::invalid_argument, "c0");
+               {"'out': expected f32 [2, 5, 8]"});
+  expect_error([&] { rnn.record(seq, x, {}, ctx.tensor({2, B, 4}), {}, out, {}, {}); }, ErrorCode::invalid_argument, {"'h0'"});
+  expect_error([&] { rnn.record(seq, x, ctx.tensor({B}), {}, {}, out, {}, {}); }, ErrorCode::invalid_argument, {"'lengths'"});
+  expect_error([&] { rnn.record(seq, x, {}, {}, ctx.tensor({4, B, 4}), out, {}, {}); }, ErrorCode::invalid_argument, {"c0"});
   const std::vector<std::int32_t> too_long = {5, 6}, negative = {-1, 2}, wrong_count = {1, 2, 3};
   expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, too_long); }, ErrorCode::invalid_argument,
-               "lengths[1] = 6 is outside [0, T = 5]");
-  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, negative); }, ErrorCode::invalid_argument, "lengths[0] = -1");
-  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, wrong_count); }, ErrorCode::invalid_argument, "3 host lengths");
+               {"lengths[1] = 6 is outside [0, T = 5]"});
+  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, negative); }, ErrorCode::invalid_argument, {"lengths[0] = -1"});
+  expect_error([&] { rnn.record(seq, x, lt, {}, {}, out, {}, {}, wrong_count); }, ErrorCode::invalid_argument, {"3 host lengths"});
   expect_error([&] { (void)rnn.forward(random_floats(B * T * 3, 1), B, T, too_long); }, ErrorCode::invalid_argument,
-               "lengths[1] = 6");
+               {"lengths[1] = 6"});
   Tensor hn = ctx.tensor({4, B, 4});
-  expect_error([&] { rnn.record(seq, x, {}, hn, {}, out, hn, {}); }, ErrorCode::invalid_argument, "share memory");
+  expect_error([&] { rnn.record(seq, x, {}, hn, {}, out, hn, {}); }, ErrorCode::invalid_argument, {"share memory"});
   expect_error([&] { rnn.step(seq, ctx.tensor({B, 3}), {}, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument,
-               "bidirectional");
+               {"bidirectional"});
   EXPECT_EQ(seq.stats().dispatches, 0u);
 
   RnnConfig g = c;
@@ -616,22 +607,22 @@ TEST(Rnn, BadArguments) {
   Rnn uni(ctx, g);
   uni.load(test::make_state_dict(g, 2));
   Tensor h = ctx.tensor({2, B, 4});
-  expect_error([&] { uni.step(seq, ctx.tensor({B, 3}), h, h); }, ErrorCode::invalid_argument, "ping-pong");
-  expect_error([&] { uni.step(seq, ctx.tensor({B, 2}), h, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument, "'x'");
+  expect_error([&] { uni.step(seq, ctx.tensor({B, 3}), h, h); }, ErrorCode::invalid_argument, {"ping-pong"});
+  expect_error([&] { uni.step(seq, ctx.tensor({B, 2}), h, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument, {"'x'"});
 
   RnnConfig p = c;
   p.proj_size = 2;
-  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, "proj_size");
+  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, {"proj_size"});
   p.cell = CellType::lstm;
   p.proj_size = 4;
-  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, "smaller than hidden_size");
+  expect_error([&] { Rnn bad(ctx, p); }, ErrorCode::invalid_argument, {"smaller than hidden_size"});
   p.proj_size = 2;
   Rnn proj(ctx, p);
   proj.set_path(RnnPath::fused);
-  expect_error([&] { (void)proj.path_for(1); }, ErrorCode::invalid_argument, "fused");
+  expect_error([&] { (void)proj.path_for(1); }, ErrorCode::invalid_argument, {"fused"});
   RnnConfig z = c;
   z.hidden_size = 0;
-  expect_error([&] { Rnn bad(ctx, z); }, ErrorCode::invalid_argument, "hidden_size");
+  expect_error([&] { Rnn bad(ctx, z); }, ErrorCode::invalid_argument, {"hidden_size"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,7 +736,7 @@ TEST(Rnn, Fp16WithoutStorage16IsMissingFeature) {
     OpOptions o;
     o.fp16_storage = true;
     expect_error([&] { Rnn bad(ctx, c, o); }, ErrorCode::missing_feature,
-                 "Rnn: fp16_storage needs storageBuffer16BitAccess");
+                 {"Rnn: fp16_storage needs storageBuffer16BitAccess"});
     EXPECT_NO_THROW(Rnn(ctx, c));  // fp32 is fine
   }
 }
