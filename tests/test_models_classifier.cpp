@@ -131,6 +131,22 @@ TEST(Classifier, MatchesDoubleReference) {
   check(big, {40, 1, 17}, 99);
 }
 
+// An input past what one fused RNN dispatch could loop over on lavapipe (a GRU with H = 64
+// broke at ~3,121 steps before the split into runs; the sentiment sample's class flipped at
+// T = 30,000), next to a short row.
+TEST(Classifier, LongInputPastTheLoopLimit) {
+  for (const std::string cell : {"gru", "lstm"}) {
+    TinyClassifierSpec s;
+    s.cell = cell;
+    s.E = 8;
+    s.H = 64;
+    s.A = 8;
+    s.seed = 21;
+    s.scale = 0.2f;
+    check(s, {4000, 9}, 22);
+  }
+}
+
 TEST(Classifier, TextHelpers) {
   TempDir dir;
   TinyClassifierSpec s;

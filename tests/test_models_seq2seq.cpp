@@ -261,6 +261,21 @@ TEST(Seq2Seq, LargerShapes) {
   check_against_reference(s, {3, 9}, true, 7, test::staging_context());
 }
 
+// A source past what one fused encoder dispatch could loop over on lavapipe (a GRU with
+// H = 64 broke at ~3,121 steps before the encoder was split into runs; the dates model then
+// disagreed with PyTorch from S = 4,096), next to a short row.
+TEST(Seq2Seq, LongSourcePastTheLoopLimit) {
+  TinySpec s;
+  s.E = 8;
+  s.He = 64;
+  s.Hd = 16;
+  s.A = 8;
+  s.max_len = 6;
+  s.seed = 91;
+  s.eos_bias = 0.5f;
+  check_against_reference(s, {4000, 23}, true, 8);
+}
+
 TEST(Seq2Seq, IncrementalEqualsOneSubmission) {
   TempDir dir;
   TinySpec spec;
