@@ -15,13 +15,15 @@ constexpr const char* kOp = "Argmax";
 
 // Must match the FLAG_* constants of argmax.comp.
 constexpr std::uint32_t kIndex = 1, kValue = 2, kTokens = 4, kScore = 8, kFinished = 16, kLogits = 32,
-                        kAttention = 64, kEmbed = 128;
+                        kAttention = 64, kEmbed = 128, kNonFinite = 256;
+constexpr std::uint32_t kBindings = 12;
 
 struct Push {
   std::uint32_t B, V, S, ld, col;
   std::int32_t eos, pad;
   std::uint32_t flags;
   std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
+  std::uint32_t mark;
 };
 
 // A view's last element must lie inside its f32 tensor; returns its row stride.
@@ -47,13 +49,38 @@ Argmax::Argmax(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
   OpOptions o = options;
   if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 256;
   workgroup_size_ = attention_detail::pick_workgroup(dev, o);
-  kernel_ = ctx.kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {workgroup_size_, 1, 1}, 11, sizeof(Push)});
+  kernel_ = ctx.kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {workgroup_size_, 1, 1}, kBindings, sizeof(Push)});
   dummy_ = ctx.tensor({4}, DType::f32, "Argmax unused input");
   ctx.write(dummy_, std::vector<float>(4, 0.0f));
   sink_ = ctx.tensor({4}, DType::f32, "Argmax unused output");
 }
 
+// Loop iterations of one invocation of argmax.comp with `wg` invocations per row: the passes
+// over the row (the max, the log-softmax sum, the logits copy), the attention and embedding
+// copies, and three reductions.
+Kernel Argmax::kernel_for(std::size_t V, std::size_t passes, std::size_t S, std::size_t emb) const {
+  const DeviceInfo& dev = ctx_->device();
+  auto loops = [&](std::uint64_t wg) {
+    const auto per = [&](std::uint64_t n) { return (n + wg - 1) / wg; };
+    return per(V) * passes + per(S) + per(emb) + 3 * attention_detail::reduction_loops(dev, subgroups_, wg) + 8;
+  };
+  const std::uint32_t wg = attention_detail::workgroup_within_budget(dev, workgroup_size_, loops);
+  if (wg == 0) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: rows of V = {} (S = {}, embedding width {}) need more loop iterations per "
+                            "invocation than the loop budget of {} (which drivers such as lavapipe enforce "
+                            "silently) even with the widest workgroup of '{}'", kOp, V, S, emb,
+                            attention_detail::kLoopBudget, dev.name));
+  }
+  if (wg == workgroup_size_) return kernel_;
+  return ctx_->kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {wg, 1, 1}, kBindings, sizeof(Push)});
+}
+
 namespace {
+
+void check_nonfinite(const Tensor& nonfinite, std::size_t B) {
+  if (nonfinite.valid()) expect(kOp, "nonfinite", nonfinite, {B}, DType::u32);
+}
 
 void check_logits(const Tensor& logits) {
   if (!logits.valid() || logits.dtype() != DType::f32 || logits.rank() != 2 || logits.dim(0) == 0 || logits.dim(1) == 0) {
@@ -70,20 +97,24 @@ void check_logits(const Tensor& logits) {
 }  // namespace
 
 void Argmax::record(Sequence& seq, const Tensor& logits, const Tensor& indices, const Tensor& max_values,
-                    const Tensor& log_probs) const {
+                    const Tensor& log_probs, const Tensor& nonfinite) const {
   check_logits(logits);
   const std::size_t B = logits.dim(0);
   expect(kOp, "indices", indices, {B}, DType::i32);
   if (max_values.valid()) expect(kOp, "max_values", max_values, {B}, DType::f32);
   if (log_probs.valid()) expect(kOp, "log_probs", log_probs, {B}, DType::f32);
+  check_nonfinite(nonfinite, B);
   const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(logits.dim(1)), 0, 1, 0, -1, 0,
-                  kIndex | (max_values.valid() ? kValue : 0u) | (log_probs.valid() ? kScore : 0u), 0, 0, 0, 0, 0};
+                  kIndex | (max_values.valid() ? kValue : 0u) | (log_probs.valid() ? kScore : 0u) |
+                      (nonfinite.valid() ? kNonFinite : 0u),
+                  0, 0, 0, 0, 0, 1};
   // Unused outputs go to a sink declared as written: validation sees the shader's writable
   // bindings as writes, and the recorder then orders them like any other.
   const Arg sink = inout(sink_);
-  seq.dispatch(kernel_,
+  seq.dispatch(kernel_for(logits.dim(1), log_probs.valid() ? 2 : 1, 0, 0),
                {in(logits), out(indices), max_values.valid() ? out(max_values) : sink, sink,
-                log_probs.valid() ? out(log_probs) : sink, sink, sink, in(dummy_), sink, in(dummy_), sink},
+                log_probs.valid() ? out(log_probs) : sink, sink, sink, in(dummy_), sink, in(dummy_), sink,
+                nonfinite.valid() ? inout(nonfinite) : sink},
                push, attention_detail::fold_groups(B, ctx_->device(), kOp));
 }
 
@@ -145,21 +176,28 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
       throw Error(ErrorCode::invalid_argument, fmt::format("{}: 'embedding_out' must not share memory with its inputs", kOp));
     }
   }
+  check_nonfinite(g.nonfinite, B);
+  if (g.step >= std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: step {} exceeds 32-bit indexing", kOp, g.step));
+  }
   const std::uint32_t flags = kIndex | (g.tokens.valid() ? kTokens : 0u) | (g.scores.valid() ? kScore : 0u) |
                               (g.finished.valid() ? kFinished : 0u) | (g.logits.valid() ? kLogits : 0u) |
-                              (g.attention.valid() ? kAttention : 0u) | (g.embedding ? kEmbed : 0u);
+                              (g.attention.valid() ? kAttention : 0u) | (g.embedding ? kEmbed : 0u) |
+                              (g.nonfinite.valid() ? kNonFinite : 0u);
   const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V), static_cast<std::uint32_t>(S),
                   static_cast<std::uint32_t>(capacity), static_cast<std::uint32_t>(g.step), g.eos, g.pad, flags,
                   g.embedding ? static_cast<std::uint32_t>(g.embedding->cols) : 0u,
                   g.embedding ? static_cast<std::uint32_t>(g.embedding->offset) : 0u, static_cast<std::uint32_t>(table_ld),
-                  g.embedding ? static_cast<std::uint32_t>(g.embedding_out->offset) : 0u, static_cast<std::uint32_t>(emb_ld)};
+                  g.embedding ? static_cast<std::uint32_t>(g.embedding_out->offset) : 0u, static_cast<std::uint32_t>(emb_ld),
+                  static_cast<std::uint32_t>(g.step + 1)};
   const Arg sink = inout(sink_);
-  seq.dispatch(kernel_,
+  const std::size_t passes = 1 + (g.scores.valid() ? 1 : 0) + (g.logits.valid() ? 1 : 0);
+  seq.dispatch(kernel_for(V, passes, S, g.embedding ? g.embedding->cols : 0),
                {in(logits), out(g.next_tokens), sink, g.tokens.valid() ? out(g.tokens) : sink,
                 g.scores.valid() ? out(g.scores) : sink, g.finished.valid() ? inout(g.finished) : sink,
                 g.logits.valid() ? out(g.logits) : sink, g.weights.valid() ? in(g.weights) : in(dummy_),
                 g.attention.valid() ? out(g.attention) : sink, g.embedding ? in(g.embedding->tensor) : in(dummy_),
-                g.embedding ? out(g.embedding_out->tensor) : sink},
+                g.embedding ? out(g.embedding_out->tensor) : sink, g.nonfinite.valid() ? inout(g.nonfinite) : sink},
                push, attention_detail::fold_groups(B, ctx_->device(), kOp));
 }
 

@@ -144,6 +144,21 @@ std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std:
   return std::clamp<std::uint32_t>(chunk, 1, std::min(S, max_chunk));
 }
 
+std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t workgroup) {
+  if (!subgroups) return std::bit_width(workgroup);
+  const std::uint64_t smallest = std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u);
+  return (workgroup + smallest - 1) / smallest;
+}
+
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+                                      const std::function<std::uint64_t(std::uint64_t)>& loops) {
+  const std::uint64_t widest = std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]);
+  for (std::uint64_t wg = std::max(workgroup, 1u); wg <= widest; wg *= 2) {
+    if (loops(wg) <= kLoopBudget) return static_cast<std::uint32_t>(wg);
+  }
+  return 0;
+}
+
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
   return dev.subgroup_arithmetic && dev.subgroup_in_compute && !options.force_shared_memory_reduction;
 }

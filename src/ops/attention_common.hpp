@@ -1,6 +1,7 @@
 #pragma once
 // Private helpers shared by the decoder-attention ops (attention_*.cpp).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,18 @@ constexpr std::uint32_t kMaxTargetChunks = 256;
 std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
                            std::uint64_t per_chunk, std::uint32_t min_chunk,
                            std::uint32_t max_chunk);
+
+// Loop iterations per invocation of one workgroup-wide reduction (reduce.glsl,
+// float_order.glsl) in a 1-D workgroup of `workgroup` invocations: the subgroup variant walks
+// the subgroups' partial results (as many as the smallest subgroups make), the tree variant
+// halves log2(workgroup) times.
+std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t workgroup);
+
+// The narrowest of workgroup, 2 workgroup, 4 workgroup ... (up to the device's widest 1-D
+// workgroup) for which loops(width) stays within kLoopBudget; 0 when none does. For row-per-
+// workgroup kernels whose invocations stride over a row of data-dependent length.
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+                                      const std::function<std::uint64_t(std::uint64_t)>& loops);
 
 // Whether reductions use subgroup arithmetic on this device with these options.
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
