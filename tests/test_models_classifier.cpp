@@ -5,6 +5,7 @@
 // (tests/test_models_torch.cpp checks both classifier architectures against PyTorch itself.)
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -145,6 +146,17 @@ TEST(Classifier, LongInputPastTheLoopLimit) {
     s.scale = 0.2f;
     check(s, {4000, 9}, 22);
   }
+}
+
+// NaN in the classifier layer: an error naming the layer and the row, not a class.
+TEST(Classifier, NonFiniteLogitsAreAnError) {
+  TempDir dir;
+  TinyClassifier tc{TinyClassifierSpec{}};
+  tc.weights.at("classifier.bias").second[1] = std::numeric_limits<float>::quiet_NaN();
+  tc.write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  test::expect_error([&] { model.classify({{2, 3}, {4}}); }, ErrorCode::non_finite,
+                     {"Classifier::classify", "classifier layer (classifier.weight, classifier.bias)", "row 0, class 1"});
 }
 
 TEST(Classifier, TextHelpers) {
