@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <map>
 #include <mutex>
 #include <span>
 
@@ -32,7 +31,10 @@ constexpr const char* kOp = "Seq2Seq";
 constexpr std::size_t kMaxDecodeSteps = 4096;
 
 // Attention ops are shaped by (batch, source length): one plan per shape, shared by every
-// Encoded batch of that shape.
+// Encoded batch of that shape. The model caches the plans of the kMaxPlans shapes used last (a
+// service decoding user-sized batches would otherwise keep one per shape forever); an evicted
+// plan lives on while an Encoded still holds it.
+constexpr std::size_t kMaxPlans = 16;
 struct Plan {
   std::size_t B = 0, S = 0;
   std::unique_ptr<FusedAttention> attention;
@@ -110,7 +112,7 @@ struct Seq2Seq::Impl {
   Activation tanh;
   Argmax argmax;
   mutable std::mutex mutex;
-  mutable std::map<std::pair<std::size_t, std::size_t>, std::shared_ptr<Plan>> plans;
+  mutable std::vector<std::shared_ptr<Plan>> plans;  // least recently used first
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
       : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), tanh(c, ActivationFn::tanh, fp32(o)), argmax(c, fp32(o)) {
@@ -213,14 +215,19 @@ struct Seq2Seq::Impl {
 
   std::shared_ptr<Plan> plan(std::size_t B, std::size_t S) const {
     std::lock_guard lock(mutex);
-    auto& p = plans[{B, S}];
-    if (!p) {
+    auto it = std::find_if(plans.begin(), plans.end(), [&](const auto& p) { return p->B == B && p->S == S; });
+    std::shared_ptr<Plan> p;
+    if (it != plans.end()) {
+      p = *it;
+      plans.erase(it);
+    } else {
       p = std::make_shared<Plan>();
       p->B = B;
       p->S = S;
-      const AttentionConfig a = attention_config(B, S);
-      p->attention = std::make_unique<FusedAttention>(*ctx, a, opts);
+      p->attention = std::make_unique<FusedAttention>(*ctx, attention_config(B, S), opts);
+      if (plans.size() == kMaxPlans) plans.erase(plans.begin());
     }
+    plans.push_back(p);
     return p;
   }
 
