@@ -747,6 +747,28 @@ TEST(SelfAttention, AttentionWeights) {
   }
 }
 
+// Rows longer than one invocation may loop over (lavapipe silently ends loops past 65535
+// iterations; a row cost one invocation about S (head_dim + 1) of them): S = 1200 and 1100,
+// head_dim 64, with lengths and a causal mask.
+TEST(SelfAttention, AttentionWeightsPastTheLoopBudget) {
+  Context& ctx = context();
+  for (const Problem& pr : {Problem{1, 1200, 1, 64, false, {1200}}, Problem{1, 1100, 1, 64, true, {1037}}}) {
+    const Inputs in = make_inputs(pr, 4242);
+    const Shape shape{pr.batch, pr.S, pr.hidden()};
+    Tensor q = ctx.tensor(shape), k = ctx.tensor(shape), lengths = ctx.tensor({pr.batch}, DType::i32);
+    ctx.write(q, in.q);
+    ctx.write(k, in.k);
+    ctx.write(lengths, pr.lengths);
+    Tensor w = ctx.tensor({pr.batch, pr.heads, pr.S, pr.S});
+    SelfAttention op(ctx, config_for(pr));
+    Sequence seq = ctx.sequence();
+    op.record_weights(seq, q, k, lengths, w);
+    seq.download(w);
+    seq.eval();
+    EXPECT_TRUE(all_close(seq.read<float>(w), reference_weights(pr, in.q, in.k), kRel, kAbs)) << pr.describe();
+  }
+}
+
 TEST(SelfAttention, AttentionWeightsErrors) {
   Context& ctx = context();
   SelfAttention op(ctx, {2, 16, 8, 2, false});

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <vulkan/vulkan.h>
 
+#include "ops/attention_common.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -360,14 +361,28 @@ void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor&
   push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
   push.causal = config_.causal ? 1u : 0u;
   push.has_lengths = lengths.valid() ? 1u : 0u;
-  const std::uint64_t groups = (rows + weights_workgroup_ - 1) / weights_workgroup_;
-  const Groups grid = fold_groups(groups, dev);
+  const Groups grid = fold_groups(rows, dev);  // one workgroup per row
   if (grid[2] != 1) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: record_weights: {} rows exceed the device grid", kOp, rows));
   }
+  // Each invocation scores S / workgroup keys twice (head_dim + 1 iterations each), then two
+  // tree reductions: a workgroup wide enough to keep that within the loop budget.
+  auto loops = [&](std::uint64_t wg) {
+    return 2 * ((S + wg - 1) / wg) * (head_dim_ + 1) + 2 * attention_detail::reduction_loops(dev, false, wg) + 8;
+  };
+  const std::uint32_t wg = attention_detail::workgroup_within_budget(dev, weights_workgroup_, loops);
+  if (wg == 0) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: record_weights: rows of S = {} keys (head_dim {}) need more loop iterations "
+                            "per invocation than the loop budget of {} even with the widest workgroup of '{}'",
+                            kOp, S, head_dim_, attention_detail::kLoopBudget, dev.name));
+  }
+  const Kernel kernel = wg == weights_workgroup_ ? weights_kernel_ : ctx_->kernel({
+      options_.fp16_storage ? "self_attention_weights_f16" : "self_attention_weights",
+      {wg, 1, 1, static_cast<std::uint32_t>(head_dim_)}, 4, sizeof(WeightsPush)});
   const Tensor& len_arg = lengths.valid() ? lengths : q;
-  seq.dispatch(weights_kernel_, {in(q), in(k), in(len_arg), vkrnn::out(weights)}, push, grid);
+  seq.dispatch(kernel, {in(q), in(k), in(len_arg), vkrnn::out(weights)}, push, grid);
 }
 
 void SelfAttention::run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
