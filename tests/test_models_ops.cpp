@@ -85,6 +85,13 @@ TEST(Embedding, WorkgroupSizesAndStaging) {
   check_embedding(test::staging_context(), 13, 17, 19, {}, 3);
 }
 
+// Rows wider than one invocation may loop over at the default workgroup (lavapipe silently
+// ends loops past 65535 iterations): the beam search gathers whole encoder outputs (S x M
+// floats) this way. 600,000 floats per row.
+TEST(Embedding, RowsPastTheLoopBudget) {
+  check_embedding(context(), 3, 600000, 2, {}, 5);
+}
+
 TEST(Embedding, BadIdsOnTheGpuAreClampedAndFlagged) {
   Context& ctx = context();
   const std::size_t vocab = 5, dim = 3;

@@ -93,7 +93,20 @@ void Embedding::record(Sequence& seq, const MatrixView& table, const Tensor& ids
                   static_cast<std::uint32_t>(table.rows), static_cast<std::uint32_t>(table.offset),
                   static_cast<std::uint32_t>(table_ld), static_cast<std::uint32_t>(out.offset),
                   static_cast<std::uint32_t>(out_ld), bad_ids.valid() ? 1u : 0u};
-  seq.dispatch(kernel_,
+  // Each invocation copies dim / workgroup floats of its row: rows wide enough to break the
+  // loop budget (the beam search gathers whole encoder outputs, S x M floats, per row) get a
+  // wider workgroup; lavapipe would silently stop copying.
+  const DeviceInfo& dev = ctx_->device();
+  const std::uint32_t wg = attention_detail::workgroup_within_budget(
+      dev, workgroup_size_, [&](std::uint64_t w) { return (table.cols + w - 1) / w + 2; });
+  if (wg == 0) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: rows of {} floats need more loop iterations per invocation than the loop budget "
+                            "of {} even with the widest workgroup of '{}'", kOp, table.cols,
+                            attention_detail::kLoopBudget, dev.name));
+  }
+  const Kernel kernel = wg == workgroup_size_ ? kernel_ : ctx_->kernel({"embedding", {wg, 1, 1}, 4, sizeof(Push)});
+  seq.dispatch(kernel,
                {in(ids), in(table.tensor), vkrnn::out(out.tensor), bad_ids.valid() ? inout(bad_ids) : inout(dummy_)},
                push, attention_detail::fold_groups(ids.size(), ctx_->device(), kOp));
 }
