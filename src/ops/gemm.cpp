@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/attention_common.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -20,8 +21,20 @@ struct Push {
   std::uint32_t w_off, ldw;
   std::uint32_t b_off;
   std::uint32_t y_off, ldy;
-  std::uint32_t has_bias;
+  std::uint32_t flags;  // kBias | kAccumulate
 };
+// Must match FLAG_BIAS / FLAG_ACCUMULATE of gemm.comp and gemv.comp.
+constexpr std::uint32_t kBias = 1, kAccumulate = 2;
+
+// Columns of K one dispatch may take when an invocation runs `fixed` loop iterations plus
+// `per_step` for every `step` columns: within attention_detail::kLoopBudget (lavapipe silently
+// ends loops past 65535 iterations per invocation), a multiple of 64 (keeps vec4 alignment and
+// whole tiles) unless K fits whole.
+std::uint64_t k_slice(std::uint64_t K, std::uint64_t step, std::uint64_t per_step, std::uint64_t fixed) {
+  const std::uint64_t steps = (attention_detail::kLoopBudget - fixed) / per_step;
+  if (steps * step >= K) return K;
+  return std::max<std::uint64_t>(64, steps * step / 64 * 64);
+}
 
 std::string describe(const Tensor& t) {
   return t.valid() ? fmt::format("{} {}", to_string(t.dtype()), to_string(t.shape()))
@@ -213,7 +226,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   u32(w.offset, "w offset"), u32(ldw, "w row stride"),
                   u32(bias_offset, "bias offset"),
                   u32(y.offset, "y offset"), u32(ldy, "y row stride"),
-                  bias.valid() ? 1u : 0u};
+                  bias.valid() ? kBias : 0u};
   const Tensor& b = bias.valid() ? bias : dummy_bias_;
   const auto& dev = ctx_->device();
   const std::size_t M = x.rows, N = w.rows;
@@ -230,13 +243,28 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
             static_cast<std::uint32_t>(gz)};
   };
 
+  // K in slices that keep every invocation within the loop budget: the first writes y (with the
+  // bias), the others add to it. One slice unless K runs to tens of thousands.
+  auto dispatch_slices = [&](const Kernel& k, const Groups& g, std::uint64_t slice) {
+    for (std::uint64_t k0 = 0; k0 < push.K; k0 += slice) {
+      Push part = push;
+      part.K = static_cast<std::uint32_t>(std::min<std::uint64_t>(slice, push.K - k0));
+      part.x_off = push.x_off + static_cast<std::uint32_t>(k0);
+      part.w_off = push.w_off + static_cast<std::uint32_t>(k0);
+      part.flags = k0 == 0 ? push.flags : kAccumulate;
+      seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), k0 == 0 ? out(y.tensor) : inout(y.tensor)}, part, g);
+    }
+  };
+
   const Path path = path_for(M);
   if (path == Path::tiled) {
     const char* name = f16 ? "gemm_f16" : "gemm";
     const Kernel k = kernel({name, {tiled_wx_, tiled_wy_, 1, tiled_tm_, tiled_tn_, tiled_bk_}, 4, sizeof(Push)});
-    const std::uint64_t bm = tiled_wy_ * tiled_tm_, bn = tiled_wx_ * tiled_tn_;
+    const std::uint64_t bm = tiled_wy_ * tiled_tm_, bn = tiled_wx_ * tiled_tn_, threads = tiled_wx_ * tiled_wy_;
     const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, name);
-    seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), out(y.tensor)}, push, g);
+    // Per BK columns: the two tile loads and the (unrolled, measured) product loop.
+    const std::uint64_t per_tile = 2 + (bm * tiled_bk_ + threads - 1) / threads + (bn * tiled_bk_ + threads - 1) / threads;
+    dispatch_slices(k, g, k_slice(push.K, tiled_bk_, per_tile, 16));
     return;
   }
 
@@ -261,7 +289,14 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
   const Kernel k = kernel({name, {wg, 1, 1, tm, tn, blocks, aligned ? 1u : 0u}, 4, sizeof(Push)});
   const std::uint64_t per_group = std::uint64_t(tn) * blocks;
   const Groups g = fold_rows((M + tm - 1) / tm, (N + per_group - 1) / per_group, name);
-  seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), out(y.tensor)}, push, g);
+  // An invocation's blocks (blocks / coops, the fewest coops the device may make) times its lane's
+  // share of each dot product: 4 columns per lane (the smallest subgroup) per iteration, counted
+  // twice for the (unrolled, measured) register-block loops.
+  const std::uint64_t smallest_sg = std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u);
+  const std::uint64_t coops = per_invocation ? wg : std::max<std::uint64_t>(1, wg / coop_lanes_);
+  const std::uint64_t lanes = per_invocation ? 1 : smallest_sg;
+  const std::uint64_t block_loops = (blocks + coops - 1) / coops;
+  dispatch_slices(k, g, k_slice(push.K, 4 * lanes, 2 * block_loops, 16 * block_loops));
 }
 
 // ---------------------------------------------------------------------------------------------
