@@ -442,6 +442,25 @@ TEST(Rnn, AutomaticChoices) {
   expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, {"subgroup"});
 }
 
+// Dispatches of one record() of a [B, T, input] batch (host lengths when given), in one
+// submission.
+std::uint32_t record_dispatches(Context& ctx, const Rnn& rnn, std::size_t B, std::size_t T,
+                                const std::vector<std::int32_t>& lengths) {
+  const RnnConfig& c = rnn.config();
+  Tensor x = ctx.tensor({B, T, c.input_size}), out = ctx.tensor({B, T, rnn.directions() * rnn.output_size()});
+  ctx.write(x, random_floats(B * T * c.input_size, 2));
+  Tensor lt;
+  if (!lengths.empty()) {
+    lt = ctx.tensor({B}, DType::i32);
+    ctx.write(lt, lengths);
+  }
+  Sequence seq = ctx.sequence();
+  rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
+  seq.eval();
+  EXPECT_EQ(seq.stats().submissions, 1u);
+  return seq.stats().dispatches;
+}
+
 // One submission per sequence; per-step path: 1 GEMM + 1 dispatch per step per layer (both
 // directions share it; 2 with a projection); fused path: 2 dispatches per layer. Host lengths
 // stop the recording at the longest sequence.
@@ -457,19 +476,7 @@ TEST(Rnn, DispatchCounts) {
     Rnn rnn(ctx, c);
     rnn.set_path(path);
     rnn.load(test::make_state_dict(c, 1));
-    const std::size_t B = 2, T = 6, HO = proj ? proj : 4;
-    Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 2 * HO});
-    ctx.write(x, random_floats(B * T * 3, 2));
-    Tensor lt;
-    if (!lengths.empty()) {
-      lt = ctx.tensor({B}, DType::i32);
-      ctx.write(lt, lengths);
-    }
-    Sequence seq = ctx.sequence();
-    rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
-    seq.eval();
-    EXPECT_EQ(seq.stats().dispatches, expected) << to_string(cell) << " " << to_string(path);
-    EXPECT_EQ(seq.stats().submissions, 1u);
+    EXPECT_EQ(record_dispatches(ctx, rnn, 2, 6, lengths), expected) << to_string(cell) << " " << to_string(path);
   }
 }
 
@@ -521,17 +528,7 @@ TEST(Rnn, FusedRunDispatchCounts) {
         std::tuple{std::size_t(1), std::vector<std::int32_t>{3, 2}, 2u * (1 + 3)}}) {
     rnn.set_steps_per_dispatch(run);
     if (run) { EXPECT_EQ(rnn.steps_per_dispatch(B), run); }
-    Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 8});
-    ctx.write(x, random_floats(B * T * 3, 2));
-    Tensor lt;
-    if (!lengths.empty()) {
-      lt = ctx.tensor({B}, DType::i32);
-      ctx.write(lt, lengths);
-    }
-    Sequence seq = ctx.sequence();
-    rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
-    seq.eval();
-    EXPECT_EQ(seq.stats().dispatches, expected) << "run " << run << " lengths " << fmt::format("{}", lengths);
+    EXPECT_EQ(record_dispatches(ctx, rnn, B, T, lengths), expected) << "run " << run << " lengths " << fmt::format("{}", lengths);
   }
   // Never more than the budget allows, and 1 on the per-step path.
   rnn.set_steps_per_dispatch(std::size_t(1) << 40);
