@@ -6,8 +6,10 @@ every run (a few seconds, < 1 MB in all).
 
     make_model_fixtures.py --out build/model-fixtures [--only NAME ...] [--list]
 
-Layout: OUT/index.json lists the cases ({name, architecture, description}); OUT/<name>/ holds
-model.json, model.safetensors and expected.safetensors. Expected values are computed from the
+Layout: OUT/index.json lists the cases ({name, architecture, weights_dtype, format_version,
+description}); OUT/<name>/ holds model.json (format version 2: graphs traced from the module),
+model.safetensors and expected.safetensors; the cases of V1_CASES also as OUT/<name>_v1/ in
+format version 1. Expected values are computed from the
 model as reloaded from its own files (so F16 / BF16 cases compare against the rounded weights).
 
 expected.safetensors, seq2seq cases (B rows, S source steps, V target vocab, T = decode steps):
@@ -136,6 +138,13 @@ CASES = {
 }
 
 
+# Also written in format version 1 ("<name>_v1": the same model and expected values), so that
+# vkrnn's conversion of version-1 files is checked against PyTorch for every architecture.
+V1_CASES = ("bahdanau_lstm_2layer", "luong_lstm_dot_feed_2layer", "luong_gru_concat_feed",
+            "classifier_lstm_bi_tanh_softmax", "selfattn_gru_pe_res_proj2_last",
+            "selfattn_lstm_pe_res_identity2_attnpool")
+
+
 def i32(t):
     return np.ascontiguousarray(torch.as_tensor(t).numpy().astype(np.int32))
 
@@ -256,8 +265,15 @@ def make_case(name, out_dir, seed):
         raise RuntimeError(f"{name}: no seed in 50 gives a useful fixture")
     meta.update(case=name, architecture=architecture, seed=str(seed + attempt))
     st.save(os.path.join(case_dir, "expected.safetensors"), expected, metadata=meta)
-    return {"name": name, "architecture": architecture, "weights_dtype": dtype,
-            "description": description}
+    entries = [{"name": name, "architecture": architecture, "weights_dtype": dtype,
+                "format_version": 2, "description": description}]
+    if name in V1_CASES:
+        v1_dir = case_dir + "_v1"
+        export_torch.export(model, v1_dir, dtype=dtype, format_version=1, **vocabs)
+        st.save(os.path.join(v1_dir, "expected.safetensors"), expected, metadata=meta)
+        entries.append({**entries[0], "name": name + "_v1", "format_version": 1,
+                        "description": description + " (format version 1)"})
+    return entries
 
 
 def main(argv=None):
@@ -280,8 +296,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     # A case's seed depends on its place in CASES only, so --only reproduces the full run.
-    index = [make_case(name, args.out, args.seed + 100 * list(CASES).index(name))
-             for name in names]
+    index = [entry for name in names
+             for entry in make_case(name, args.out, args.seed + 100 * list(CASES).index(name))]
     with open(os.path.join(args.out, "index.json"), "w", encoding="utf-8") as f:
         json.dump({"format": vm.FORMAT, "version": vm.VERSION, "cases": index}, f, indent=1)
         f.write("\n")

@@ -112,7 +112,7 @@ class ExportTest(unittest.TestCase):
         for i, (arch, kw) in enumerate(SEQ2SEQ_VARIANTS + CLASSIFIER_VARIANTS):
             with self.subTest(arch=arch, kw=kw), tempfile.TemporaryDirectory() as d:
                 model, vocabs = random_model(arch, i, **kw)
-                config = export_torch.export(model, d, **vocabs)
+                config = export_torch.export(model, d, format_version=1, **vocabs)
                 names = list(export_torch._flat_tensor_names(config["tensors"]))
                 stored = st.load(os.path.join(d, "model.safetensors"))
                 self.assertEqual(sorted(names), sorted(stored))
@@ -125,6 +125,27 @@ class ExportTest(unittest.TestCase):
                         for param, name in value.items():
                             self.assertRegex(param, r"^(weight|bias)_(ih|hh)_l\d+(_reverse)?$")
                             self.assertTrue(name.endswith("." + param), (role, name))
+
+    def test_graphs_name_every_weight(self):
+        """Version 2: the file holds exactly the tensors some node names: the module's
+        parameters by their state_dict names, or tensors derived from one ("NAME:row")."""
+        for i, (arch, kw) in enumerate(SEQ2SEQ_VARIANTS + CLASSIFIER_VARIANTS):
+            with self.subTest(arch=arch, kw=kw), tempfile.TemporaryDirectory() as d:
+                model, vocabs = random_model(arch, i, **kw)
+                config = export_torch.export(model, d, **vocabs)
+                self.assertEqual(config["version"], 2)
+                named = {w for g in config["graphs"].values() for n in g["nodes"] for w in n.get("weights", {}).values()}
+                stored = st.load(os.path.join(d, "model.safetensors"))
+                self.assertEqual(sorted(named), sorted(stored))
+                params = set(model.state_dict())
+                for name in named:
+                    self.assertIn(name.split(":")[0], params, name)
+                for g in config["graphs"].values():
+                    for n in g["nodes"]:
+                        if n["op"] == "rnn":
+                            for slot, name in n["weights"].items():
+                                self.assertRegex(slot, r"^(weight|bias)_(ih|hh)_l\d+(_reverse)?$")
+                                self.assertTrue(name.endswith("." + slot), (slot, name))
 
     def test_half_precision_exports_round_the_weights(self):
         model, vocabs = random_model("luong_seq2seq", 5, cell="gru", score="general")
@@ -150,6 +171,16 @@ class ExportTest(unittest.TestCase):
         model, vocabs = random_model("bahdanau_seq2seq", 1)
         with tempfile.TemporaryDirectory() as d:
             export_torch.export(model, d, **vocabs)
+            with open(os.path.join(d, "model.json")) as f:
+                config = json.load(f)
+        self.assertEqual((config["format"], config["version"], config["task"]), ("vkrnn-model", 2, "seq2seq"))
+        self.assertEqual(config["architecture"], "bahdanau_seq2seq")
+        self.assertEqual(config["special_tokens"], {"pad": 0, "bos": 1, "eos": 2, "unk": 3})
+        self.assertEqual(config["decode"], {"max_length": 8, "beam_width": 3, "length_alpha": vm.DEFAULT_LENGTH_ALPHA})
+        self.assertEqual(set(config["graphs"]), {"encoder", "decoder_step"})
+        self.assertEqual(config["extra"]["reference_module"]["decoder_hidden"], 10)
+        with tempfile.TemporaryDirectory() as d:
+            export_torch.export(model, d, format_version=1, **vocabs)
             with open(os.path.join(d, "model.json")) as f:
                 config = json.load(f)
         self.assertEqual((config["format"], config["version"]), ("vkrnn-model", 1))
