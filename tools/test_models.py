@@ -379,7 +379,9 @@ class FixtureTest(unittest.TestCase):
             make_model_fixtures.main(["--out", d, "--only", *names])
             with open(os.path.join(d, "index.json")) as f:
                 index = json.load(f)
-            self.assertEqual([c["name"] for c in index["cases"]], names)
+            # The version-1 copies come right after their case.
+            self.assertEqual([c["name"] for c in index["cases"]], names + [names[2] + "_v1"])
+            self.assertEqual([c["format_version"] for c in index["cases"]], [2, 2, 2, 1])
             model, config = export_torch.load_model(os.path.join(d, names[0]))
             exp, meta = st.load_with_metadata(os.path.join(d, names[0], "expected.safetensors"))
             self.assertEqual(meta["beam_width"], "3")
