@@ -965,12 +965,22 @@ class Mapper:
     def op_cat(self, tensors, dim=0):
         ts = [self.tensor(t) for t in tensors]
         rank = len(ts[0].shape)
-        if dim % rank != rank - 1:
-            self.fail(f"cat along dim {dim} of rank-{rank} tensors (only the last dimension)")
-        width = sum(t.shape[-1] for t in ts)
         if len(ts) == 1:
             return ts[0]
-        return self.g.node("concat", self.hint(), {"x": ts}, {"out": (ts[0].shape[:-1] + (width,), "f32")})["out"]
+        if dim % rank == rank - 1:
+            width = sum(t.shape[-1] for t in ts)
+            return self.g.node("concat", self.hint(), {"x": ts}, {"out": (ts[0].shape[:-1] + (width,), "f32")})["out"]
+        if dim % rank == 0 and rank >= 2 and all(not isinstance(t.shape[0], str) for t in ts):
+            rows = sum(t.shape[0] for t in ts)
+            return self.g.node("concat", self.hint(), {"x": ts}, {"out": ((rows,) + ts[0].shape[1:], "f32")},
+                               {"axis": 0})["out"]
+        self.fail(f"cat along dim {dim} of rank-{rank} tensors (the last dimension, or the first when it is not the batch)")
+
+    def op_stack(self, tensors, dim=0):
+        if dim != 0:
+            self.fail(f"stack along dim {dim} (only dim 0, e.g. layers of an RNN state)")
+        ts = [self.tensor(t) for t in tensors]
+        return self.op_cat([self.reshape(t, (1,) + t.shape) for t in ts], 0)
 
     op_concat = op_cat
 
@@ -1308,6 +1318,13 @@ def make_mapper(root, g, weights, step_mode):
 
 # --- clean-up passes --------------------------------------------------------------------------
 
+def simplify(g, keep):
+    """Dead nodes out, then the attention chains fused; returns the tensors still read."""
+    prune(g, keep)
+    fuse_attention(g)
+    return prune(g, keep)
+
+
 def fuse_attention(g):
     """attention_scores -> masked_softmax -> attention_context over one score and one context
     becomes one attention node (FusedAttention: one pass over keys and values)."""
@@ -1448,8 +1465,7 @@ def trace_classifier(model, forward):
         if role in ("pooling",) and t.shape != (B, S):
             roles[role] = m.reshape(t, (B, S))
         g.outputs[role] = roles[role].name
-    fuse_attention(g)
-    prune(g, list(g.outputs.values()))
+    simplify(g, list(g.outputs.values()))
     _check_weights_named(weights)
     return {"forward": g.json()}, weights, activation
 
@@ -1549,9 +1565,8 @@ def trace_seq2seq(model, encode, step):
         if a.shape not in ((B, S), (B, 1, S)):
             raise ExportError(f"step returns attention {_dims_str(a.shape)}, expected [B, S]")
         d.outputs["attention"] = md.reshape(a, (B, S)).name
-    fuse_attention(d)
     keep = list(d.outputs.values()) + [spec["next"] for spec in d.inputs.values() if "next" in spec]
-    used = prune(d, keep) | set(keep)
+    used = simplify(d, keep) | set(keep)
     for name in list(d.inputs):
         if name not in used and d.inputs[name]["from"] not in ("token",):
             del d.inputs[name]
@@ -1574,7 +1589,6 @@ def trace_seq2seq(model, encode, step):
             roles["initial_cell"] = st_leaves[1][1].name
     for role, name in roles.items():
         e.outputs.setdefault(role, name)
-    fuse_attention(e)
-    prune(e, list(e.outputs.values()))
+    simplify(e, list(e.outputs.values()))
     _check_weights_named(weights)
     return {"encoder": e.json(), "decoder_step": d.json()}, weights

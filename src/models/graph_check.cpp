@@ -472,22 +472,26 @@ void infer_concat(Infer& c) {
   if (xs.empty()) c.fail("input 'x': an empty list");
   const std::int64_t axis = c.integer("axis", -1);
   const std::size_t rank = xs[0]->shape.size();
-  if (axis != -1 && axis != static_cast<std::int64_t>(rank) - 1) c.fail(fmt::format("option 'axis': only the last axis (-1) is supported, got {}", axis));
-  c.node();
-  std::size_t width = 0;
+  const bool last = axis == -1 || axis == static_cast<std::int64_t>(rank) - 1;
+  if (!last && axis != 0) c.fail(fmt::format("option 'axis': the last axis (-1) or the first (0), got {}", axis));
+  if (!last && rank < 2) c.fail("option 'axis': 0 needs inputs of rank 2 or more");
+  const std::size_t a = last ? rank - 1 : 0;
+  std::size_t total = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     const TensorInfo& t = *xs[i];
     const std::string slot = fmt::format("x[{}]", i);
     c.check_tensor(t, slot, DType::f32, 1, 4);
-    if (t.shape.size() != rank || !std::equal(t.shape.begin(), t.shape.end() - 1, xs[0]->shape.begin())) {
-      c.fail(fmt::format("input {} ('{}' {}): the leading dimensions differ from x[0] ('{}' {})", slot, t.name,
-                         to_string(t.shape), xs[0]->name, to_string(xs[0]->shape)));
+    bool same = t.shape.size() == rank;
+    for (std::size_t d = 0; same && d < rank; ++d) same = d == a || t.shape[d] == xs[0]->shape[d];
+    if (!same) {
+      c.fail(fmt::format("input {} ('{}' {}): its dimensions other than axis {} differ from x[0] ('{}' {})", slot, t.name,
+                         to_string(t.shape), a, xs[0]->name, to_string(xs[0]->shape)));
     }
-    if (!t.shape.back().fixed()) c.fail(fmt::format("input {} ('{}'): the last dimension must be a fixed size", slot, t.name));
-    width += t.shape.back().value;
+    if (!t.shape[a].fixed()) c.fail(fmt::format("input {} ('{}'): the concatenated dimension must be a fixed size", slot, t.name));
+    total += t.shape[a].value;
   }
   SymShape s = xs[0]->shape;
-  s.back() = Dim::of(width);
+  s[a] = Dim::of(total);
   c.out("out", DType::f32, s);
 }
 

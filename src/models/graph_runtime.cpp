@@ -476,11 +476,29 @@ void concat_into(const Concat& op, Sequence& seq, const std::vector<MatrixView>&
   flush();
 }
 
+// The rows of out where input k of an axis-0 concat goes.
+MatrixView concat_rows(const Run& r, const MatrixView& out, std::size_t k) {
+  std::size_t row = 0;
+  for (std::size_t i = 0; i < k; ++i) row += r.place(r.input("x", i)).rows();
+  MatrixView v = out;
+  v.rows = r.place(r.input("x", k)).rows();
+  v.ld = out.ld ? out.ld : out.cols;
+  v.offset += row * v.ld;
+  return v;
+}
+
 class ConcatExec : public NodeExec {
  public:
   explicit ConcatExec(const Concat& op) : op_(&op) {}
   void record(const Run& r) const override {
     const MatrixView out = r.out_view("out");
+    if (r.node.options.at("axis").get<std::int64_t>() == 0 && r.place(r.output("out")).shape.size() > 1) {
+      // Along the first axis: each input is a block of rows of the output.
+      for (std::size_t k = 0; k < r.count("x"); ++k) {
+        if (!r.prog.in_place(r.input("x", k), r.index)) op_->record(*r.seq, {r.in_view("x", k)}, concat_rows(r, out, k));
+      }
+      return;
+    }
     std::vector<MatrixView> sources;
     std::vector<bool> skip;
     for (std::size_t k = 0; k < r.count("x"); ++k) {
@@ -673,8 +691,8 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     const Node& n = g.nodes[i];
     if (n.op != "concat") continue;
     const auto& names = n.inputs.at("x");
-    std::size_t col = 0;
-    for (const auto& name : names) {
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      const std::string& name = names[k];
       const int t = g.find(name);
       const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
       bool ok = ti.producer >= 0 && !ti.view && writes_views(g.nodes[static_cast<std::size_t>(ti.producer)].op) && !bound_index_.count(t) &&
@@ -683,8 +701,7 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
         if (reader == &n) continue;
         if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op, ""))) ok = false;
       }
-      if (ok) redirect_[t] = {static_cast<int>(i), col};
-      col += ti.shape.back().value;
+      if (ok) redirect_[t] = {static_cast<int>(i), k};
     }
   }
 }
@@ -735,10 +752,18 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     if (const int b = binding_of(t); b >= 0) {
       p = Place{true, static_cast<std::size_t>(b), 0, shape, 0, ti.dtype};
     } else if (auto r = redirect_.find(t); r != redirect_.end()) {
+      // Written in place: its columns (or rows, along axis 0) of the concat's output.
       const Node& cat = g.nodes[static_cast<std::size_t>(r->second.first)];
       const Place out = resolve(g.find(cat.outputs.at("out")));
+      const bool rows = cat.options.at("axis").get<std::int64_t>() == 0 && out.shape.size() > 1;
+      std::size_t before = 0;
+      for (std::size_t k = 0; k < r->second.second; ++k) {
+        const TensorInfo& prev = g.tensor(cat.inputs.at("x")[k]);
+        const Shape ps = eval(prev.shape, B, S);
+        before += rows ? element_count(ps) / ps.back() : ps.back();
+      }
       p = out;
-      p.offset += r->second.second;
+      p.offset += rows ? before * out.stride() : before;
       p.shape = shape;
       p.ld = out.stride();
       if (p.packed()) p.ld = 0;

@@ -121,7 +121,7 @@ class Program {
   const Graph* graph_;
   std::vector<std::string> bound_outputs_;
   std::map<int, std::size_t> bound_index_;            // tensor -> binding
-  std::map<int, std::pair<int, std::size_t>> redirect_;  // tensor -> (concat node, column offset)
+  std::map<int, std::pair<int, std::size_t>> redirect_;  // tensor -> (concat node, its index there)
   std::vector<std::unique_ptr<NodeExec>> execs_;
   Concat concat_;
   mutable std::mutex mutex_;
