@@ -201,13 +201,13 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
   }
   const json& gj = object(r, j, "graphs", "top level");
   const std::vector<const char*> names = seq2seq ? std::vector<const char*>{"encoder", "decoder_step"} : std::vector<const char*>{"forward"};
+  for (const char* name : names) {
+    if (!gj.contains(name)) r.fail(fmt::format("field 'graphs': graph '{}' is missing (a {} model has '{}')", name, to_string(c.task), fmt::join(names, "', '")));
+  }
   for (const auto& [key, value] : gj.items()) {
     if (std::find_if(names.begin(), names.end(), [&](const char* n) { return key == n; }) == names.end()) {
       r.fail(fmt::format("field 'graphs': unexpected graph {} for a {} model (it has '{}')", quote(key), to_string(c.task), fmt::join(names, "', '")));
     }
-  }
-  for (const char* name : names) {
-    if (!gj.contains(name)) r.fail(fmt::format("field 'graphs': graph '{}' is missing (a {} model has '{}')", name, to_string(c.task), fmt::join(names, "', '")));
   }
   if (seq2seq) {
     graphs.encoder = parse_graph(r, gj["encoder"], "encoder", c.task);
