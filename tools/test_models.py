@@ -437,6 +437,103 @@ def parse_date(text):
     return datetime.date(expand(c.lstrip("'")), month, int(strip(a))), weekday
 
 
+class ExportModuleTest(unittest.TestCase):
+    """export_module on modules the exporter cannot map: an ExportError naming the module, the
+    operation and the source line -- never a silently different model."""
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, layer=None, op=None):
+            super().__init__()
+            self.emb = torch.nn.Embedding(9, 4)
+            self.rnn = torch.nn.GRU(4, 5, batch_first=True)
+            self.layer = layer
+            self.op = op
+            self.head = torch.nn.Linear(5, 2)
+
+        def forward(self, tokens, lengths):
+            h, _ = self.rnn(self.emb(tokens))
+            if self.layer is not None:
+                h = self.layer(h)
+            if self.op is not None:
+                h = self.op(h)
+            return self.head(h[:, 0])
+
+    def expect_error(self, model, *fragments):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(export_torch.ExportError) as cm:
+                export_torch.export_module(model, d)
+        message = str(cm.exception)
+        for f in fragments:
+            self.assertIn(f, message)
+        self.assertFalse(os.path.exists(os.path.join(d, "model.json")))
+        return message
+
+    def test_unmapped_operations_are_named_with_their_line(self):
+        self.expect_error(self.Pooled(op=torch.exp), "operation call_function 'exp'", "has no vkrnn mapping",
+                          "test_models.py:", "h = self.op(h)")
+        self.expect_error(self.Pooled(layer=torch.nn.LayerNorm(5)), "module 'layer'", "LayerNorm", "has no vkrnn mapping")
+        msg = self.expect_error(self.Pooled(), "indexing axis 1", "h[:, 0]")  # a time step of a [B, S, H] sequence
+        self.assertIn("module '(top level)'", msg)
+
+    def test_untraceable_and_unsupported_forms(self):
+        class Branchy(self.Pooled):
+            def forward(self, tokens, lengths):
+                if lengths.max() > 3:  # data-dependent control flow
+                    tokens = tokens + 1
+                return super().forward(tokens, lengths)
+        self.expect_error(Branchy(), "torch.fx could not trace", "lengths.max() > 3")
+
+        class SeqFirst(self.Pooled):
+            def __init__(self):
+                super().__init__()
+                self.rnn = torch.nn.GRU(4, 5)
+
+            def forward(self, tokens, lengths):
+                h, _ = self.rnn(self.emb(tokens))
+                return self.head(h[0])
+        self.expect_error(SeqFirst(), "module 'rnn'", "batch_first=False")
+
+        class LogSoftmax(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(9, 4)
+                self.cell = torch.nn.GRUCell(4, 4)
+                self.out = torch.nn.Linear(4, 9)
+
+            def encode(self, tokens, lengths):
+                return self.emb(tokens), torch.zeros(tokens.size(0), 4)
+
+            def step(self, token, h, memory):
+                h = self.cell(self.emb(token), h)
+                return torch.log_softmax(self.out(h), -1), h
+        with tempfile.TemporaryDirectory() as d, self.assertRaises(export_torch.ExportError) as cm:
+            export_torch.export_module(LogSoftmax(), d, special_tokens={"bos": 1}, max_length=4)
+        self.assertIn("module '(top level)', operation call_function 'log_softmax'", str(cm.exception))
+        self.assertIn("return the logits themselves", str(cm.exception))
+
+    def test_a_users_classifier_stores_its_weights_by_name(self):
+        class LastState(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(9, 4)
+                self.rnn = torch.nn.LSTM(4, 5, batch_first=True, num_layers=2)
+                self.head = torch.nn.Linear(5, 2)
+
+            def forward(self, tokens, lengths):
+                packed = torch.nn.utils.rnn.pack_padded_sequence(self.emb(tokens), lengths, batch_first=True,
+                                                                 enforce_sorted=False)
+                _, (h, _) = self.rnn(packed)
+                return self.head(torch.tanh(h[-1]))
+        m = LastState()
+        with tempfile.TemporaryDirectory() as d:
+            config = export_torch.export_module(m, d, labels=["no", "yes"])
+            self.assertEqual((config["version"], config["task"], config["architecture"]), (2, "classifier", "custom"))
+            ops = [n["op"] for n in config["graphs"]["forward"]["nodes"]]
+            self.assertEqual(ops, ["embedding", "rnn", "select", "activation", "linear"])
+            stored = st.load(os.path.join(d, "model.safetensors"))
+            self.assertEqual(sorted(stored), sorted(m.state_dict()))
+
+
 class DatesTest(unittest.TestCase):
     def test_generated_dates_are_right_including_the_weekday(self):
         rng = random.Random(123)

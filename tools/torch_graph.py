@@ -160,12 +160,15 @@ def where(node):
     """'module path, operation, file:line: code' of an fx node, for messages."""
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
     module = node.meta.get("vk_module", "")
+    module = "" if module == "m" else module[2:] if module.startswith("m.") else module  # the wrapper's attribute
     line = ""
     trace_text = node.meta.get("stack_trace") or ""
+    # Innermost frame first: the first one of the user's code.
     frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace_text)
-    frames = [f for f in frames if "/torch/" not in f[0] and not f[0].endswith(("torch_graph.py", "export_torch.py"))]
+    frames = [f for f in frames if "/torch/" not in f[0] and not f[0].startswith("<")
+              and not f[0].endswith(("torch_graph.py", "export_torch.py"))]
     if frames:
-        path, lineno, code = frames[-1]
+        path, lineno, code = frames[0]
         line = f" at {os.path.relpath(path) if not path.startswith('<') else path}:{lineno}: {code.strip()}"
     return f"module '{module or '(top level)'}', operation {node.op} '{target}'{line}"
 
