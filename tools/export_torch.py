@@ -208,16 +208,6 @@ def export_module(model, out_dir, special_tokens=None, max_length=None, beam_wid
     return config
 
 
-def _reference_seq2seq_encode(m, tokens, lengths):
-    memory = m.encode(tokens, lengths)
-    return {k: v for k, v in memory.items() if k != "state"}, memory["state"]
-
-
-def _reference_seq2seq_step(m, token, state, memory):
-    logits, attention, new_state = m.step(memory, state, token)
-    return logits, new_state, attention
-
-
 def _reference_classifier_forward(m, tokens, lengths):
     r = m(tokens, lengths)
     rnn_inputs = r.rnn_inputs
@@ -255,7 +245,8 @@ def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=No
                              beam_width=v1["beam"]["width"], length_alpha=v1["beam"]["length_alpha"],
                              src_vocab=v1["src_vocab"], tgt_vocab=v1["tgt_vocab"], tokenizer=v1["tokenizer"],
                              dtype=dtype, extra=more, architecture=v1["architecture"], task="seq2seq",
-                             encode=_reference_seq2seq_encode, step=_reference_seq2seq_step)
+                             encode=lambda m, t, l: m.protocol_encode(t, l),
+                             step=lambda m, tok, st_, mem: m.protocol_step(tok, st_, mem))
     return export_module(model, out_dir, special_tokens=v1["special_tokens"], vocab=v1["vocab"], labels=v1["labels"],
                          tokenizer=v1["tokenizer"], output_activation=v1["output_activation"],
                          max_positions=v1.get("max_positions") if v1.get("positional_encoding") else None,

@@ -25,21 +25,16 @@ import math
 import os
 import sys
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-except ImportError as _e:  # ctest reports exit code 77 as skipped (SKIP_RETURN_CODE)
-    if __name__ != "__main__":
-        raise
-    if os.environ.get("VKRNN_REQUIRE_TORCH") == "1":
-        sys.exit(f"make_graph_fixtures: VKRNN_REQUIRE_TORCH=1 but torch cannot be imported ({_e})")
-    print(f"make_graph_fixtures: skipped, torch cannot be imported ({_e})")
-    sys.exit(77)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":
+    from torch_required import require_torch
+    require_torch("make_graph_fixtures")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 import export_torch  # noqa: E402
 import safetensors_io as st  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
