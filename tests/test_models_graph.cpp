@@ -2,8 +2,8 @@
 // builds six attention RNNs in plain torch.nn code -- a GRU encoder seeding its decoder, a
 // bi-LSTM bridged into a 2-layer LSTM decoder with input feeding and general attention, additive
 // attention with biases on every Linear and a GRUCell decoder, PyTorch's seq2seq tutorial
-// decoder, bias-free self-attention into a 3-layer bi-GRU, attention pooling with a sigmoid
-// head -- exports each with one export_module() call (format version 2) and runs it in float64.
+// decoder, bias-free self-attention into a 3-layer bias-free bi-GRU, attention pooling over a
+// bi-LSTM with proj_size and a sigmoid head -- exports each with one export_module() call (format version 2) and runs it in float64.
 // vkrnn must match on a ragged batch within 1e-5 on every output: the encoder's outputs, greedy
 // decoding (tokens and lengths identical; logits and attention at every step), fixed-length
 // decoding, beam search (identical hypotheses, scores), the classifiers' logits, probabilities

@@ -117,7 +117,7 @@ class BiLstmBridged(nn.Module):
 
 class SelfAttentionBiGru(nn.Module):
     """Bias-free q / k / v self-attention (one head, key padding masked) feeding a 3-layer
-    bidirectional GRU; the top layer's final states into a dense head."""
+    bidirectional GRU (bias=False too); the top layer's final states into a dense head."""
 
     def __init__(self, vocab=17, emb=8, hidden=5, classes=3):
         super().__init__()
@@ -125,7 +125,7 @@ class SelfAttentionBiGru(nn.Module):
         self.q = nn.Linear(emb, emb, bias=False)
         self.k = nn.Linear(emb, emb, bias=False)
         self.v = nn.Linear(emb, emb, bias=False)
-        self.rnn = nn.GRU(emb, hidden, num_layers=3, bidirectional=True, batch_first=True)
+        self.rnn = nn.GRU(emb, hidden, num_layers=3, bidirectional=True, batch_first=True, bias=False)
         self.head = nn.Linear(2 * hidden, classes)
         self.scale = math.sqrt(emb)
 
@@ -142,16 +142,16 @@ class SelfAttentionBiGru(nn.Module):
 
 
 class AttentionPoolingSigmoid(nn.Module):
-    """A bi-LSTM with attention pooling (u = v(tanh(W h)), masked softmax, weighted sum) and
-    a sigmoid head; returns the probability and the pooling weights."""
+    """A bi-LSTM with a projection (proj_size) and attention pooling (u = v(tanh(W h)), masked
+    softmax, weighted sum) and a sigmoid head; returns the probability and the pooling weights."""
 
-    def __init__(self, vocab=17, emb=8, hidden=6, attn=7):
+    def __init__(self, vocab=17, emb=8, hidden=6, proj=4, attn=7):
         super().__init__()
         self.emb = nn.Embedding(vocab, emb)
-        self.lstm = nn.LSTM(emb, hidden, batch_first=True, bidirectional=True)
-        self.W = nn.Linear(2 * hidden, attn)
+        self.lstm = nn.LSTM(emb, hidden, batch_first=True, bidirectional=True, proj_size=proj)
+        self.W = nn.Linear(2 * proj, attn)
         self.v = nn.Linear(attn, 1)
-        self.head = nn.Linear(2 * hidden, 1)
+        self.head = nn.Linear(2 * proj, 1)
 
     def forward(self, tokens, lengths):
         packed = pack_padded_sequence(self.emb(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -272,9 +272,9 @@ CASES = {
                                     "additive attention with biases on every Linear, bi-GRU encoder, GRUCell decoder"),
     "tutorial_attn_decoder": (Tutorial, "seq2seq", "PyTorch seq2seq tutorial's EncoderRNN + AttnDecoderRNN"),
     "selfattn_nobias_bigru3": (SelfAttentionBiGru, "classifier",
-                               "bias-free q/k/v self-attention feeding a 3-layer bidirectional GRU"),
+                               "bias-free q/k/v self-attention feeding a 3-layer bidirectional GRU (no biases)"),
     "attention_pooling_sigmoid": (AttentionPoolingSigmoid, "classifier",
-                                  "bi-LSTM with attention pooling and a sigmoid head"),
+                                  "bi-LSTM with proj_size, attention pooling and a sigmoid head"),
 }
 
 
