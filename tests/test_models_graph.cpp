@@ -61,7 +61,7 @@ void check_seq2seq(const test::FixtureCase& c) {
   const SafetensorsFile f = SafetensorsFile::open(c.dir + "/expected.safetensors");
   const auto src = ints(f, "src"), src_lengths = ints(f, "src_lengths");
   const auto sources = test::rows_of(src, src_lengths);
-  const std::size_t B = src_lengths.size(), S = src.size() / B, V = model.config().tgt_vocab_size;
+  const std::size_t B = src_lengths.size();
   const std::size_t N = std::stoul(f.metadata().at("max_len")), K = std::stoul(f.metadata().at("beam_width"));
 
   // Every encoder output the reference has, by the role the exporter gave it.
@@ -112,8 +112,6 @@ void check_seq2seq(const test::FixtureCase& c) {
       EXPECT_NEAR(h.norm_score, norm[b * K + j], kTol * (1 + std::abs(norm[b * K + j]))) << "hypothesis " << j;
     }
   }
-  (void)S;
-  (void)V;
 }
 
 // Values of a [B, S, ...] tensor at valid positions only (t < length), or all of another shape.
@@ -148,7 +146,6 @@ void check_classifier(const test::FixtureCase& c) {
   EXPECT_TRUE(all_close(r.logits, f64(f, "logits"), kTol, kTol)) << "logits";
   EXPECT_TRUE(all_close(r.probs, f64(f, "probs"), kTol, kTol)) << "probs";
   EXPECT_EQ(r.stats.submissions, 1u);
-  std::size_t extras = 0;
   for (const auto& [role, tensor] : roles.items()) {
     if (role == "logits" || role == "probs") continue;
     ASSERT_TRUE(f.contains(role)) << role;
@@ -162,14 +159,12 @@ void check_classifier(const test::FixtureCase& c) {
       w.push_back(want[i]);
     }
     EXPECT_TRUE(all_close(g, w, kTol, kTol)) << role << " at valid positions";
-    ++extras;
   }
   const std::size_t C = model.config().num_classes;
   for (std::size_t b = 0; b < B; ++b) {
     const float* p = &r.probs[b * C];
     EXPECT_EQ(r.predicted[b], C == 1 ? (p[0] >= 0.5f) : static_cast<std::int32_t>(std::max_element(p, p + C) - p));
   }
-  (void)extras;
 }
 
 TEST(ModelsGraph, UsersSeq2SeqModulesMatchPyTorch) {

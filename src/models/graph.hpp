@@ -112,8 +112,8 @@ bool known_op(const std::string& op);
 std::vector<std::string> known_ops();
 // Whether an op writes a slot into a strided matrix in place (embedding, linear, concat).
 bool writes_views(const std::string& op);
-// Whether an op's input slot must be one whole tensor (every op but embedding / linear / concat
-// and the views).
-bool needs_whole(const std::string& op, const std::string& slot);
+// Whether an op's inputs must be whole tensors (every op but linear, concat and the views; an
+// embedding's table is a weight).
+bool needs_whole(const std::string& op);
 
 }  // namespace vkrnn::graph

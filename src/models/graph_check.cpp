@@ -685,12 +685,8 @@ std::vector<std::string> known_ops() {
 
 bool writes_views(const std::string& op) { return op == "embedding" || op == "linear" || op == "concat"; }
 
-bool needs_whole(const std::string& op, const std::string& slot) {
-  if (op == "linear" || op == "concat" || op == "slice" || op == "select" || op == "reshape" || op == "final_state") {
-    return false;
-  }
-  (void)slot;
-  return true;
+bool needs_whole(const std::string& op) {
+  return !(op == "linear" || op == "concat" || op == "slice" || op == "select" || op == "reshape" || op == "final_state");
 }
 
 void check(Graph& g, const std::string& origin, const Graph* encoder, const WeightShapes& weights) {

@@ -55,7 +55,7 @@ SymShape parse_shape(const Reader& r, const json& v, const std::string& where) {
   return s;
 }
 
-Graph parse_graph(const Reader& r, const json& j, const std::string& name, ModelTask task) {
+Graph parse_graph(const Reader& r, const json& j, const std::string& name) {
   const std::string where = fmt::format("graph '{}'", name);
   if (!j.is_object()) r.fail(fmt::format("{}: expected an object, got {}", where, json_kind(j)));
   only_keys(r, j, {"inputs", "nodes", "outputs"}, where);
@@ -91,7 +91,6 @@ Graph parse_graph(const Reader& r, const json& j, const std::string& name, Model
     }
     g.inputs.push_back(std::move(in));
   }
-  (void)task;
   const json& nodes = r.field(j, "nodes");
   if (!nodes.is_array()) r.fail(fmt::format("{}: field 'nodes': expected a list, got {}", where, json_kind(nodes)));
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -210,10 +209,10 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
     }
   }
   if (seq2seq) {
-    graphs.encoder = parse_graph(r, gj["encoder"], "encoder", c.task);
-    graphs.decoder_step = parse_graph(r, gj["decoder_step"], "decoder_step", c.task);
+    graphs.encoder = parse_graph(r, gj["encoder"], "encoder");
+    graphs.decoder_step = parse_graph(r, gj["decoder_step"], "decoder_step");
   } else {
-    graphs.forward = parse_graph(r, gj["forward"], "forward", c.task);
+    graphs.forward = parse_graph(r, gj["forward"], "forward");
   }
 
   // Special tokens.

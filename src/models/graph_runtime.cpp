@@ -699,7 +699,7 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
                 !redirect_.count(t) && std::count(names.begin(), names.end(), name) == 1;
       for (const Node* reader : readers[t]) {
         if (reader == &n) continue;
-        if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op, ""))) ok = false;
+        if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op))) ok = false;
       }
       if (ok) redirect_[t] = {static_cast<int>(i), k};
     }
@@ -788,7 +788,7 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     for (const auto& [slot, names] : n.inputs) {
-      if (!needs_whole(n.op, slot)) continue;
+      if (!needs_whole(n.op)) continue;
       for (const auto& name : names) {
         const int t = g.find(name);
         const Place& p = l->places[static_cast<std::size_t>(t)];

@@ -205,7 +205,6 @@ void classifier(const ModelConfig& c, ModelGraphs& out) {
 }
 
 void self_attention(const ModelConfig& c, ModelGraphs& out) {
-  const std::size_t E = c.embedding_dim;
   Builder f("forward");
   f.input("tokens", From::tokens);
   f.input("lengths", From::lengths);
@@ -249,7 +248,6 @@ void self_attention(const ModelConfig& c, ModelGraphs& out) {
   head(c, f);
   f.g.outputs["self_attention"] = "self_attention";
   f.g.outputs["rnn_inputs"] = "rnn_inputs";
-  (void)E;
   out.forward = std::move(f.g);
 }
 

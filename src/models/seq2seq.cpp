@@ -296,12 +296,10 @@ struct Seq2Seq::Impl {
   // One run of the decoder_step graph, then the state's swap.
   void record_graph(Sequence& seq, DecoderState::Impl& st) const {
     record_init(seq, st);
-    const std::size_t inputs = dgraph().inputs.size();
     for (auto& s : st.states) {
       st.frame.bound[s.input] = s.buf[s.cur];
       if (s.binding >= 0) st.frame.bound[static_cast<std::size_t>(s.binding)] = s.buf[s.cur ^ 1];
     }
-    (void)inputs;
     st.exec.skip_node = st.input_ready ? fused_embedding : -1;
     decoder->record(seq, *st.layout, st.frame, st.exec);
     for (auto& s : st.states) {
