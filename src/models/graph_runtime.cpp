@@ -42,17 +42,16 @@ class Run {
   const Exec& exec;
 
   int input(const char* slot, std::size_t k = 0) const {
-    auto it = node.inputs.find(slot);
-    if (it == node.inputs.end() || k >= it->second.size()) return -1;
-    return graph.find(it->second[k]);
+    const auto* t = prog.slots_[index].find(slot, false);
+    return t && k < t->size() ? (*t)[k] : -1;
   }
   std::size_t count(const char* slot) const {
-    auto it = node.inputs.find(slot);
-    return it == node.inputs.end() ? 0 : it->second.size();
+    const auto* t = prog.slots_[index].find(slot, false);
+    return t ? t->size() : 0;
   }
   int output(const char* slot) const {
-    auto it = node.outputs.find(slot);
-    return it == node.outputs.end() ? -1 : graph.find(it->second);
+    const auto* t = prog.slots_[index].find(slot, true);
+    return t ? t->front() : -1;
   }
   bool wanted(const char* slot) const {
     const int t = output(slot);
@@ -489,10 +488,10 @@ MatrixView concat_rows(const Run& r, const MatrixView& out, std::size_t k) {
 
 class ConcatExec : public NodeExec {
  public:
-  explicit ConcatExec(const Concat& op) : op_(&op) {}
+  ConcatExec(const Concat& op, const Node& n) : op_(&op), rows_(n.options.at("axis").get<std::int64_t>() == 0) {}
   void record(const Run& r) const override {
     const MatrixView out = r.out_view("out");
-    if (r.node.options.at("axis").get<std::int64_t>() == 0 && r.place(r.output("out")).shape.size() > 1) {
+    if (rows_ && r.place(r.output("out")).shape.size() > 1) {
       // Along the first axis: each input is a block of rows of the output.
       for (std::size_t k = 0; k < r.count("x"); ++k) {
         if (!r.prog.in_place(r.input("x", k), r.index)) op_->record(*r.seq, {r.in_view("x", k)}, concat_rows(r, out, k));
@@ -512,6 +511,7 @@ class ConcatExec : public NodeExec {
 
  private:
   const Concat* op_;
+  bool rows_;  // along axis 0
 };
 
 class FinalStateExec : public NodeExec {
@@ -616,7 +616,7 @@ std::unique_ptr<NodeExec> make_exec(Context& ctx, const Graph& g, const Node& n,
     return std::make_unique<ActivationExec>(ctx, fn == "tanh" ? ActivationFn::tanh : fn == "sigmoid" ? ActivationFn::sigmoid : ActivationFn::relu, other);
   }
   if (op == "sequence_mask") return std::make_unique<SequenceMaskExec>(ctx, other);
-  if (op == "concat") return std::make_unique<ConcatExec>(concat);
+  if (op == "concat") return std::make_unique<ConcatExec>(concat, n);
   if (op == "final_state") return std::make_unique<FinalStateExec>(concat);
   if (op == "attention_pooling") return std::make_unique<PoolingExec>(ctx, n, m, other);
   if (op == "slice" || op == "select" || op == "reshape") return std::make_unique<ViewExec>();
@@ -678,7 +678,17 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     }
     bound_index_[g.find(bound_outputs_[k])] = g.inputs.size() + k;
   }
-  for (const Node& n : g.nodes) execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_));
+  for (const Node& n : g.nodes) {
+    execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_));
+    NodeSlots ns;
+    for (const auto& [slot, names] : n.inputs) {
+      std::vector<int> ts;
+      for (const auto& name : names) ts.push_back(g.find(name));
+      ns.inputs.push_back({slot, ts});
+    }
+    for (const auto& [slot, name] : n.outputs) ns.outputs.push_back({slot, {g.find(name)}});
+    slots_.push_back(std::move(ns));
+  }
 
   // Concat inputs their producers can write in place: written whole by an embedding, linear or
   // concat node, not bound, read by no op that needs a whole tensor and by no reshape, claimed

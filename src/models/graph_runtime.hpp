@@ -123,6 +123,16 @@ class Program {
   std::map<int, std::size_t> bound_index_;            // tensor -> binding
   std::map<int, std::pair<int, std::size_t>> redirect_;  // tensor -> (concat node, its index there)
   std::vector<std::unique_ptr<NodeExec>> execs_;
+  // Per node: its slots' tensor indices (looked up per record without allocating).
+  struct NodeSlots {
+    std::vector<std::pair<std::string, std::vector<int>>> inputs, outputs;
+    const std::vector<int>* find(const char* slot, bool output) const {
+      for (const auto& [name, ts] : output ? outputs : inputs)
+        if (name == slot) return &ts;
+      return nullptr;
+    }
+  };
+  std::vector<NodeSlots> slots_;
   Concat concat_;
   mutable std::mutex mutex_;
   mutable std::vector<std::pair<std::pair<std::size_t, std::size_t>, std::shared_ptr<const Layout>>> layouts_;  // recent first

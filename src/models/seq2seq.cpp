@@ -84,6 +84,7 @@ struct Seq2Seq::Impl {
   int logits_t = -1, attention_t = -1;  // decoder tensors
   int token_input = -1;                 // decoder input index of 'token'
   int fused_embedding = -1;             // the embedding node the argmax feeds, or -1
+  int fused_embedding_out = -1;         // its output tensor
   Embedding embedding;
   Concat concat;
   Argmax argmax;
@@ -117,6 +118,7 @@ struct Seq2Seq::Impl {
     for (std::size_t i = 0; i < d.inputs.size(); ++i)
       if (d.inputs[i].from == From::token) token_input = static_cast<int>(i);
     fused_embedding = decoder->sole_embedding_reader(d.inputs[static_cast<std::size_t>(token_input)].name);
+    if (fused_embedding >= 0) fused_embedding_out = d.find(d.nodes[static_cast<std::size_t>(fused_embedding)].outputs.at("out"));
   }
 
   const graph::Graph& dgraph() const { return decoder->graph(); }
@@ -350,9 +352,8 @@ struct Seq2Seq::Impl {
     const bool fuse = fused_embedding >= 0;
     if (fuse) {
       // The argmax also writes the chosen token's embedding into the next step's input.
-      const graph::Node& n = dgraph().nodes[static_cast<std::size_t>(fused_embedding)];
       g.embedding = MatrixView::of(decoder->embedding_table(fused_embedding));
-      g.embedding_out = decoder->matrix(*st.layout, st.frame, dgraph().find(n.outputs.at("out")));
+      g.embedding_out = decoder->matrix(*st.layout, st.frame, fused_embedding_out);
     }
     argmax.record(seq, logits_of(st), g);
     finish_step(st);
