@@ -304,6 +304,10 @@ TEST(GraphFile, BadGraphsNameTheNode) {
   expect_load_error(c, [&](GraphModel& m) { m.config["num_classes"] = 3; }, {"field 'num_classes' is 3", "gives 2"});
   expect_load_error(c, [&](GraphModel& m) { m.config["vocab"] = {"a", "b"}; }, {"field 'vocab'", "2 entries", "size is 7"});
   expect_load_error(c, [&](GraphModel& m) { m.config["typo"] = 1; }, {"unknown field 'typo'"});
+  expect_load_error(c, [&](GraphModel& m) { m.config["graphs"]["forward"]["inputs"]["tokens"]["dtype"] = "f32"; },
+                    {"graph 'forward'", "input 'tokens': declared f32", "gives i32"});
+  expect_load_error(c, [&](GraphModel& m) { m.config["graphs"]["forward"]["inputs"]["lengths"]["shape"] = {"B", 2}; },
+                    {"graph 'forward'", "input 'lengths': declared shape [B, 2]", "[B]"});
 
   const GraphModel s = seq2seq();
   expect_load_error(s, [&](GraphModel& m) { m.config["graphs"]["decoder_step"]["inputs"]["feed"]["next"] = "oc"; },

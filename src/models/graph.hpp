@@ -48,6 +48,7 @@ struct Input {
   std::string source;  // From::encoder: the encoder tensor
   std::string next;    // decoder_step: the tensor that replaces this input after each step
   DType dtype = DType::f32;
+  bool dtype_given = false;  // model.json declared the dtype (checked against the source)
   SymShape shape;
 };
 

@@ -732,8 +732,9 @@ void check(Graph& g, const std::string& origin, const Graph* encoder, const Weig
       fail(origin, g, fmt::format("input '{}': declared shape {}, but '{}' gives {}", in.name, to_string(in.shape),
                                   in.from == From::encoder ? "encoder:" + in.source : to_string(in.from), to_string(implied)));
     }
-    if (in.from != From::zeros && in.dtype != dtype && in.shape.size()) {
-      // A declared dtype must match too (the parser defaults it from the source).
+    if (in.dtype_given && in.dtype != dtype) {
+      fail(origin, g, fmt::format("input '{}': declared {}, but '{}' gives {}", in.name, vkrnn::to_string(in.dtype),
+                                  in.from == From::encoder ? "encoder:" + in.source : to_string(in.from), vkrnn::to_string(dtype)));
     }
     in.shape = implied;
     in.dtype = dtype;

@@ -84,6 +84,7 @@ Graph parse_graph(const Reader& r, const json& j, const std::string& name) {
     if (spec.contains("shape")) in.shape = parse_shape(r, spec["shape"], iw + ": field 'shape'");
     if (spec.contains("dtype")) {
       in.dtype = r.choice<DType>(spec, "dtype", {{"f32", DType::f32}, {"i32", DType::i32}});
+      in.dtype_given = true;
     }
     if (spec.contains("next")) {
       if (!decoder) r.fail(fmt::format("{}: 'next' (recurrent state) is for decoder_step inputs", iw));
