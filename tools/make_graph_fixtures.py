@@ -19,8 +19,6 @@ Classifier: tokens, lengths, and for every output role R of the forward graph "R
 probs, ...). Values at padded positions (t >= length) are the reference's; compare valid ones.
 """
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -36,6 +34,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 import export_torch  # noqa: E402
+import make_model_fixtures  # noqa: E402
 import safetensors_io as st  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
 
@@ -405,34 +404,12 @@ def make_case(name, out_dir, seed):
         raise RuntimeError(f"{name}: no seed in 50 gives a useful fixture")
     meta.update(case=name, task=task, seed=str(seed + attempt))
     st.save(os.path.join(case_dir, "expected.safetensors"), expected, metadata=meta)
-    return {"name": name, "task": task, "description": description}
+    return [{"name": name, "task": task, "description": description}]
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", help="output directory")
-    ap.add_argument("--only", nargs="*", help="case names (default: all)")
-    ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    ap.add_argument("--seed", type=int, default=700)
-    args = ap.parse_args(argv)
-    if args.list:
-        for name, (_, task, desc) in CASES.items():
-            print(f"{name:32s} {task:10s} {desc}")
-        return 0
-    if not args.out:
-        ap.error("--out is required")
-    names = args.only or list(CASES)
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        ap.error(f"unknown case(s) {unknown}; --list shows them")
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
-    index = [make_case(name, args.out, args.seed + 100 * list(CASES).index(name)) for name in names]
-    with open(os.path.join(args.out, "index.json"), "w", encoding="utf-8") as f:
-        json.dump({"cases": index}, f, indent=1)
-        f.write("\n")
-    print(f"wrote {len(index)} graph fixtures to {args.out}")
-    return 0
+    return make_model_fixtures.fixture_main(argv, __doc__, CASES, 700, lambda name, c: f"{name:32s} {c[1]:10s} {c[2]}",
+                                            make_case, "graph fixtures")
 
 
 if __name__ == "__main__":

@@ -271,33 +271,41 @@ def make_case(name, out_dir, seed):
     return entries
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def fixture_main(argv, doc, cases, default_seed, list_line, make_case, what, index_fields=None):
+    """The fixture scripts' command line: --out DIR [--only NAME ...] [--list] [--seed N].
+    make_case(name, out_dir, seed) returns the case's index entries (a list)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--out", help="output directory")
     ap.add_argument("--only", nargs="*", help="case names (default: all)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=default_seed)
     args = ap.parse_args(argv)
     if args.list:
-        for name, (arch, _, dtype, desc) in CASES.items():
-            print(f"{name:42s} {arch:26s} {dtype:4s} {desc}")
+        for name, case in cases.items():
+            print(list_line(name, case))
         return 0
     if not args.out:
         ap.error("--out is required")
-    names = args.only or list(CASES)
-    unknown = [n for n in names if n not in CASES]
+    names = args.only or list(cases)
+    unknown = [n for n in names if n not in cases]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; --list shows them")
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
-    # A case's seed depends on its place in CASES only, so --only reproduces the full run.
+    # A case's seed depends on its place in the cases only, so --only reproduces the full run.
     index = [entry for name in names
-             for entry in make_case(name, args.out, args.seed + 100 * list(CASES).index(name))]
+             for entry in make_case(name, args.out, args.seed + 100 * list(cases).index(name))]
     with open(os.path.join(args.out, "index.json"), "w", encoding="utf-8") as f:
-        json.dump({"format": vm.FORMAT, "version": vm.VERSION, "cases": index}, f, indent=1)
+        json.dump({**(index_fields or {}), "cases": index}, f, indent=1)
         f.write("\n")
-    print(f"wrote {len(index)} model fixtures to {args.out}")
+    print(f"wrote {len(index)} {what} to {args.out}")
     return 0
+
+
+def main(argv=None):
+    return fixture_main(argv, __doc__, CASES, 100,
+                        lambda name, c: f"{name:42s} {c[0]:26s} {c[2]:4s} {c[3]}", make_case, "model fixtures",
+                        {"format": vm.FORMAT, "version": vm.VERSION})
 
 
 if __name__ == "__main__":
