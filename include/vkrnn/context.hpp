@@ -161,19 +161,36 @@ struct PrebuildOptions {
   bool save_cache = true;   // write the on-disk pipeline cache when done
 };
 
-// The result of Context::prebuild. Its destructor waits for a background build to finish.
-class PrebuildTask {
+// What a model's warm_up() (Seq2Seq, Classifier) runs before the first real job: one small job
+// (a few decoder steps) per batch size x length x mode, so that every pipeline that job needs is
+// created and compiled, its attention plan made and its scratch memory touched, and the
+// pipeline cache written. A shape or mode left out is built at its first use, as without warm_up.
+struct WarmUpOptions {
+  std::vector<std::size_t> batch_sizes{1};  // B of the jobs to come
+  std::vector<std::size_t> lengths{32};     // source (Seq2Seq) or input (Classifier) lengths, tokens
+  bool greedy = true;                       // Seq2Seq::greedy and the incremental steps (same kernels)
+  bool beam = true;                         // Seq2Seq::beam
+  std::size_t beam_width = 0;               // 0: the model's
+  // On a thread of its own; warm_up() returns at once. Do not use the model until the task is
+  // done() (a model records from one thread at a time); the Context stays usable.
+  bool background = false;
+};
+
+// Work that warms up pipelines: Context::prebuild, the models' warm_up(). Its destructor waits
+// for background work to finish.
+class WarmUpTask {
  public:
-  PrebuildTask() = default;
-  PrebuildTask(PrebuildTask&&) noexcept;
-  PrebuildTask& operator=(PrebuildTask&&) noexcept;
-  ~PrebuildTask();
+  // Runs `work` now, or on a thread of its own with `background`.
+  static WarmUpTask start(std::function<void()> work, bool background);
+  WarmUpTask() = default;
+  WarmUpTask(WarmUpTask&&) noexcept;
+  WarmUpTask& operator=(WarmUpTask&&) noexcept;
+  ~WarmUpTask();
   bool done() const;
   void wait();  // rethrows what the build threw
   struct State;
 
  private:
-  friend class Context;
   std::shared_ptr<State> state_;
 };
 
@@ -278,7 +295,7 @@ class Context {
   // warm_up() for their decode modes; this is the list-driven form (kernel_specs() of a
   // representative run, saved with to_string()). With options.background the work runs on a
   // thread of its own (kernel creation is thread-safe; the Context must outlive the task).
-  PrebuildTask prebuild(std::vector<KernelSpec> specs, const PrebuildOptions& options = {});
+  WarmUpTask prebuild(std::vector<KernelSpec> specs, const PrebuildOptions& options = {});
   std::vector<KernelSpec> kernel_specs() const;  // every kernel this context has created
   PipelineStats pipeline_stats() const;
 

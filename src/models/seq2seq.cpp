@@ -251,6 +251,12 @@ struct Seq2Seq::Impl {
   }
 
   void record_encode(Sequence& seq, const Encoded::Impl& e) const {
+    seq.begin_label("Seq2Seq encoder");
+    record_encode_ops(seq, e);
+    seq.end_label();
+  }
+
+  void record_encode_ops(Sequence& seq, const Encoded::Impl& e) const {
     seq.upload(e.src_ids, e.src);
     seq.upload(e.lengths_t, e.lengths);
     embedding.record(seq, src_emb, e.src_ids, e.x);
@@ -319,6 +325,12 @@ struct Seq2Seq::Impl {
   }
 
   void record_step(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+    seq.begin_label(fmt::format("Seq2Seq decoder step {}", st.t));
+    record_step_ops(seq, st, hist);
+    seq.end_label();
+  }
+
+  void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     const Encoded::Impl& e = *st.enc;
     const std::size_t B = e.B;
     record_init(seq, st);
@@ -401,8 +413,11 @@ Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOption
   return Seq2Seq(ctx, ModelFile::load(model_dir), options);
 }
 
-Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
-    : impl_(std::make_unique<Impl>(ctx, model, options)) {}
+Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options) {
+  UploadBatch uploads(ctx);  // every weight in one submission
+  impl_ = std::make_unique<Impl>(ctx, model, options);
+  uploads.finish();
+}
 Seq2Seq::Seq2Seq(Seq2Seq&&) noexcept = default;
 Seq2Seq& Seq2Seq::operator=(Seq2Seq&&) noexcept = default;
 Seq2Seq::~Seq2Seq() = default;
@@ -718,6 +733,22 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     if (f.size() > K) f.resize(K);
   }
   return out;
+}
+
+WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
+  return WarmUpTask::start(
+      [this, options] {
+        const std::int32_t id = model_detail::plain_token(impl_->cfg.special, impl_->Vs);
+        for (const std::size_t B : options.batch_sizes) {
+          for (const std::size_t S : options.lengths) {
+            const std::vector<std::vector<std::int32_t>> sources(B, std::vector<std::int32_t>(std::max<std::size_t>(S, 1), id));
+            if (options.greedy) greedy(sources, {.max_len = 2});
+            if (options.beam) beam(sources, {.beam_width = options.beam_width, .max_len = 2});
+          }
+        }
+        impl_->ctx->save_pipeline_cache();
+      },
+      options.background);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {

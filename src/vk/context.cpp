@@ -39,6 +39,7 @@ void ContextImpl::submit(const VkSubmitInfo& info_, VkFence fence) {
   flush_uploads();  // batched uploads first: this work may read what they write
   std::lock_guard lock(queue_mutex);
   vk::check(fns.vkQueueSubmit(queue, 1, &info_, fence), "vkQueueSubmit", name());
+  ++queue_submits;
 }
 
 void ContextImpl::name_object(VkObjectType type, std::uint64_t handle, const std::string& n) const {
@@ -252,6 +253,7 @@ void ContextImpl::flush_uploads_locked() {
   {
     std::lock_guard lock(queue_mutex);
     vk::check(fns.vkQueueSubmit(queue, 1, &si, chunk->fence), "vkQueueSubmit (uploads)", name());
+    ++queue_submits;
   }
   uploads_in_flight.push_back(std::move(chunk));
 }
@@ -667,25 +669,25 @@ Sequence Context::sequence(const SequenceOptions& options) { return Sequence(imp
 
 // --- warm start ----------------------------------------------------------------------------
 
-struct PrebuildTask::State {
+struct WarmUpTask::State {
   std::thread thread;
   std::atomic<bool> finished{false};
   std::exception_ptr error;
 };
 
-PrebuildTask::PrebuildTask(PrebuildTask&&) noexcept = default;
-PrebuildTask& PrebuildTask::operator=(PrebuildTask&& other) noexcept {
+WarmUpTask::WarmUpTask(WarmUpTask&&) noexcept = default;
+WarmUpTask& WarmUpTask::operator=(WarmUpTask&& other) noexcept {
   if (this != &other) {
     if (state_ && state_->thread.joinable()) state_->thread.join();
     state_ = std::move(other.state_);
   }
   return *this;
 }
-PrebuildTask::~PrebuildTask() {
+WarmUpTask::~WarmUpTask() {
   if (state_ && state_->thread.joinable()) state_->thread.join();
 }
-bool PrebuildTask::done() const { return !state_ || state_->finished; }
-void PrebuildTask::wait() {
+bool WarmUpTask::done() const { return !state_ || state_->finished; }
+void WarmUpTask::wait() {
   if (!state_) return;
   if (state_->thread.joinable()) state_->thread.join();
   if (auto e = std::exchange(state_->error, nullptr)) std::rethrow_exception(e);
@@ -724,23 +726,28 @@ void prebuild_now(const std::shared_ptr<detail::ContextImpl>& c, const std::vect
 
 }  // namespace
 
-PrebuildTask Context::prebuild(std::vector<KernelSpec> specs, const PrebuildOptions& options) {
-  PrebuildTask task;
-  task.state_ = std::make_shared<PrebuildTask::State>();
-  auto work = [c = impl_, specs = std::move(specs), save = options.save_cache, st = task.state_.get()] {
+WarmUpTask WarmUpTask::start(std::function<void()> work, bool background) {
+  WarmUpTask task;
+  task.state_ = std::make_shared<State>();
+  auto run = [work = std::move(work), st = task.state_.get()] {
     try {
-      prebuild_now(c, specs, save);
+      work();
     } catch (...) {
       st->error = std::current_exception();
     }
     st->finished = true;
   };
-  if (options.background) {
-    task.state_->thread = std::thread(std::move(work));
+  if (background) {
+    task.state_->thread = std::thread(std::move(run));
   } else {
-    work();
+    run();
   }
   return task;
+}
+
+WarmUpTask Context::prebuild(std::vector<KernelSpec> specs, const PrebuildOptions& options) {
+  return WarmUpTask::start([c = impl_, specs = std::move(specs), save = options.save_cache] { prebuild_now(c, specs, save); },
+                           options.background);
 }
 
 std::vector<KernelSpec> Context::kernel_specs() const {

@@ -54,6 +54,7 @@ struct ContextImpl : std::enable_shared_from_this<ContextImpl> {
   // vkQueueSubmit needs external synchronisation of the queue (the app must not submit to an
   // adopted queue concurrently from another thread: vkrnn serialises only its own submits).
   std::mutex queue_mutex;
+  std::atomic<std::uint64_t> queue_submits{0};  // vkQueueSubmit calls vkrnn made (tests count them)
 
   // Batched uploads (UploadBatch). Lock order: upload_mutex before queue_mutex.
   std::mutex upload_mutex;
