@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/app_device.hpp"
+#include "common/saxpy.hpp"
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
 #include "vk/context_impl.hpp"
@@ -25,23 +26,8 @@ namespace {
 const std::string kDates = "samples/dates/model";
 const std::string kSentiment = "samples/sentiment/model";
 
-template <class F>
-void expect_error(ErrorCode code, const std::string& needle, F&& f) {
-  test::expect_error(f, code, {needle});
-}
-
-struct SaxpyPush {
-  std::uint32_t n;
-  float a;
-};
-
-Kernel saxpy(Context& ctx, std::uint32_t wg = 64) { return ctx.kernel({"saxpy", {wg, 1, 1}, 2, 8}); }
-
-void record_saxpy(Sequence& seq, const Kernel& k, const Tensor& x, const Tensor& y, float a) {
-  const auto n = static_cast<std::uint32_t>(x.size());
-  const auto wg = k.spec().constants[0];
-  seq.dispatch(k, {in(x), inout(y)}, SaxpyPush{n, a}, {(n + wg - 1) / wg, 1, 1});
-}
+using test::record_saxpy;
+using test::saxpy;
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
@@ -349,23 +335,23 @@ TEST(RecordInto, WithoutTimelineTheAppMarksCompletion) {
     VkCommandBuffer cb = w.begin();
     seq.record_into(cb);
     w.end(cb);
-    expect_error(ErrorCode::state, "read of", [&] { seq.read<float>(y); });
+    test::expect_error([&] { seq.read<float>(y); }, ErrorCode::state, {"read of"});
     w.submit(cb, {}, {}, fence);
     EXPECT_FALSE(seq.done());  // vkrnn cannot know: it never polls the app's fence
-    expect_error(ErrorCode::state, "call mark_complete()", [&] { seq.wait(); });
-    expect_error(ErrorCode::state, "submitted again while still in flight", [&] { seq.submit(); });
+    test::expect_error([&] { seq.wait(); }, ErrorCode::state, {"call mark_complete()"});
+    test::expect_error([&] { seq.submit(); }, ErrorCode::state, {"submitted again while still in flight"});
     ASSERT_EQ(app.fns().vkWaitForFences(app.device(), 1, &fence, VK_TRUE, UINT64_MAX), VK_SUCCESS);
     seq.mark_complete();
     EXPECT_TRUE(seq.done());
     EXPECT_EQ(seq.read<float>(y)[99], 7.0f);
-    expect_error(ErrorCode::missing_feature, "timeline semaphores", [&] {
+    test::expect_error([&] {
       seq.reset();
       seq.record_into(w.begin(), {w.semaphore(false), 1});
-    });
-    expect_error(ErrorCode::invalid_argument, "needs a command buffer", [&] { seq.record_into(VK_NULL_HANDLE); });
+    }, ErrorCode::missing_feature, {"timeline semaphores"});
+    test::expect_error([&] { seq.record_into(VK_NULL_HANDLE); }, ErrorCode::invalid_argument, {"needs a command buffer"});
     auto other = ctx.sequence();
-    expect_error(ErrorCode::state, "mark_complete() is for work recorded", [&] { other.mark_complete(); });
-    expect_error(ErrorCode::state, "without a record_into()", [&] { other.resubmitted(); });
+    test::expect_error([&] { other.mark_complete(); }, ErrorCode::state, {"mark_complete() is for work recorded"});
+    test::expect_error([&] { other.resubmitted(); }, ErrorCode::state, {"without a record_into()"});
   }
   expect_no_app_messages(app);
 }
@@ -411,9 +397,9 @@ TEST(Timeline, SubmitSyncWaitsAndSignalsInOrder) {
 
     // Malformed lists.
     seq.reset();
-    expect_error(ErrorCode::invalid_argument, "one value per semaphore", [&] {
+    test::expect_error([&] {
       seq.submit({.signal = {timeline}, .signal_values = {4, 5}});
-    });
+    }, ErrorCode::invalid_argument, {"one value per semaphore"});
   }
   expect_no_app_messages(app);
 }
@@ -426,9 +412,9 @@ TEST(Timeline, ClearErrorWithoutTimelineSupport) {
     AppWork w(app, /*timeline=*/false);
     const VkSemaphore binary = w.semaphore(false);
     auto seq = ctx.sequence({.label = "no timeline"});
-    expect_error(ErrorCode::missing_feature, "ExternalDevice::features.timeline_semaphore", [&] {
+    test::expect_error([&] {
       seq.submit({.signal = {binary}, .signal_values = {1}});
-    });
+    }, ErrorCode::missing_feature, {"ExternalDevice::features.timeline_semaphore"});
     // Binary semaphores keep working.
     seq.submit({.signal = {binary}});
     w.submit(VK_NULL_HANDLE, {binary, 0}, {});
@@ -543,8 +529,8 @@ TEST(Uploads, NestedBatchesTensorsDroppedEarlyAndBoundedStaging) {
     ctx.write(kept[0], data[0]);  // the same tensor twice in one batch
     inner_ticket = inner.submit();
     EXPECT_FALSE(inner_ticket.done());
-    expect_error(ErrorCode::state, "open UploadBatch", [&] { inner_ticket.wait(); });
-    expect_error(ErrorCode::state, "already submitted", [&] { inner.submit(); });
+    test::expect_error([&] { inner_ticket.wait(); }, ErrorCode::state, {"open UploadBatch"});
+    test::expect_error([&] { inner.submit(); }, ErrorCode::state, {"already submitted"});
   }
   const UploadTicket ticket = outer.submit();
   EXPECT_TRUE(ticket.wait());
@@ -612,9 +598,9 @@ TEST(WarmUp, PrebuildFromSpecsSavedAsText) {
   EXPECT_EQ(b.pipeline_stats().kernels, built);
 
   for (const char* bad : {"", "saxpy", "saxpy|2|8", "saxpy|2|8|64,,1", "saxpy|x|8|64", "|2|8|64"}) {
-    expect_error(ErrorCode::format, "kernel spec", [&] { parse_kernel_spec(bad); });
+    test::expect_error([&] { parse_kernel_spec(bad); }, ErrorCode::format, {"kernel spec"});
   }
-  expect_error(ErrorCode::not_found, "no embedded shader", [&] { b.prebuild({{"nope", {64, 1, 1}, 1, 0}}).wait(); });
+  test::expect_error([&] { b.prebuild({{"nope", {64, 1, 1}, 1, 0}}).wait(); }, ErrorCode::not_found, {"no embedded shader"});
 }
 
 // ---------------------------------------------------------------------------- memory
@@ -651,8 +637,7 @@ TEST(Memory, DeviceMemoryLimitIsRespected) {
   auto a = ctx.tensor({1 << 18}, DType::f32, "one MiB");  // smaller blocks than usual: still fits
   auto b = ctx.tensor({1 << 20}, DType::f32, "four MiB");
   EXPECT_LE(ctx.memory_stats().device_memory_bytes, opts.device_memory_limit);
-  expect_error(ErrorCode::out_of_range, "ContextOptions::device_memory_limit",
-               [&] { ctx.tensor({1 << 19}, DType::f32, "two MiB"); });
+  test::expect_error([&] { ctx.tensor({1 << 19}, DType::f32, "two MiB"); }, ErrorCode::out_of_range, {"ContextOptions::device_memory_limit"});
   ctx.write(a, std::vector<float>(1 << 18, 3.0f));
   EXPECT_EQ(ctx.read<float>(a)[12345], 3.0f);
 }
@@ -759,7 +744,7 @@ TEST(Memory, AppAllocatorHookProvidesEveryBlock) {
     EXPECT_EQ(ctx.memory_stats().device_memory_blocks, static_cast<std::uint32_t>(allocated - freed));
     ContextOptions half;
     half.device_memory.free = [](const DeviceMemoryBlock&) {};
-    expect_error(ErrorCode::invalid_argument, "both allocate and free", [&] { Context::adopt(app.external(), half); });
+    test::expect_error([&] { Context::adopt(app.external(), half); }, ErrorCode::invalid_argument, {"both allocate and free"});
   }
   EXPECT_GT(allocated, 0);
   EXPECT_EQ(freed, allocated);
@@ -785,17 +770,9 @@ TEST(DebugLabels, OneLabelPerDispatchAndRegions) {
 }
 
 TEST(DebugLabels, ObjectNamesShowInValidationMessages) {
-  if (std::getenv("VKRNN_VALIDATION") && std::string(std::getenv("VKRNN_VALIDATION")) == "0") {
-    GTEST_SKIP() << "validation disabled";
-  }
+  if (test::validation_disabled()) GTEST_SKIP() << "validation disabled";
   std::vector<std::string> seen;
-  ContextOptions o;
-  o.validation = true;
-  o.validation_sink = [&](MessageSeverity s, std::string_view m) {
-    if (s == MessageSeverity::error) seen.emplace_back(m);
-  };
-  o.disable_pipeline_cache = true;
-  Context ctx(o);
+  Context ctx(test::options_collecting_errors(seen));
   ASSERT_TRUE(ctx.features().debug_labels);
   const Tensor t = ctx.tensor({16}, DType::f32, "named_for_the_debugger");
   const auto& f = ctx.impl().fns;
@@ -827,7 +804,7 @@ TEST(DebugLabels, OffWithoutTheExtensionAndAClearErrorWhenAskedFor) {
     seq.fill(ctx.tensor({4}, DType::u32), 1).end_label().eval();
     EXPECT_EQ(seq.stats().debug_labels, 0u);
     ContextOptions asked{.disable_pipeline_cache = true, .debug_labels = true};
-    expect_error(ErrorCode::missing_feature, "VK_EXT_debug_utils", [&] { Context::adopt(app.external(), asked); });
+    test::expect_error([&] { Context::adopt(app.external(), asked); }, ErrorCode::missing_feature, {"VK_EXT_debug_utils"});
   }
   app.destroy();
 }
