@@ -87,7 +87,9 @@ class Sequence {
   Sequence(std::shared_ptr<detail::ContextImpl> ctx, const SequenceOptions& options);
   Sequence(Sequence&&) noexcept;
   Sequence& operator=(Sequence&&) noexcept;
-  ~Sequence();  // waits for in-flight work: memory is never freed under the GPU
+  // Waits for in-flight work (its own fence, or the TimelinePoint of record_into): memory is
+  // never freed under the GPU.
+  ~Sequence();
 
   // --- recording -------------------------------------------------------------------
   Sequence& dispatch(const Kernel& kernel, std::span<const Arg> args,
