@@ -60,7 +60,8 @@ struct ClassifyResult {
 
 class Classifier {
  public:
-  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load).
+  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load,
+  // also for how the weights are uploaded).
   static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   // From memory: model.json's text and the safetensors bytes (ModelFile::load_from_memory).
   static Classifier load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
@@ -81,6 +82,10 @@ class Classifier {
   // Text in, labels out: the predicted class's label per text (a one-class sigmoid model gives
   // its label, or "not <label>" when p < 0.5).
   std::vector<std::string> classify_text(const std::vector<std::string>& texts) const;
+
+  // Classifies a dummy batch of every batch size x length in options (greedy / beam ignored),
+  // so the first real classify() of those shapes does not build pipelines.
+  WarmUpTask warm_up(const WarmUpOptions& options = {}) const;
 
   struct Impl;
 

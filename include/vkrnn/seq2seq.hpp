@@ -142,7 +142,9 @@ class Seq2Seq {
 
   // options go to every op; OpOptions::fp16_storage stores the dense layers' weights (output
   // projection, bridge / combine: most of a model's bytes) as float16 -- fp32 arithmetic, the
-  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess.
+  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess. The weights
+  // are uploaded in one submission (UploadBatch) and waited for, unless the caller holds an
+  // UploadBatch open around the load: then it returns before the GPU upload is done.
   static Seq2Seq load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options = {});
   Seq2Seq(Seq2Seq&&) noexcept;
@@ -182,6 +184,11 @@ class Seq2Seq {
                                             const BeamOptions& options = {}) const;
   // Text in, text out (greedy, stop at EOS).
   std::vector<std::string> translate(const std::vector<std::string>& texts) const;
+
+  // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
+  // so the first real decode of those shapes does not build pipelines (Context::prebuild is the
+  // list-driven form). Blocking unless options.background.
+  WarmUpTask warm_up(const WarmUpOptions& options = {}) const;
 
   // --- incremental decoding --------------------------------------------------------------
   Encoded encode(const std::vector<std::vector<std::int32_t>>& sources) const;  // blocking

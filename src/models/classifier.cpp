@@ -63,8 +63,27 @@ Classifier Classifier::load_from_memory(Context& ctx, std::string_view config_js
   return Classifier(ctx, ModelFile::load_from_memory(config_json, weights), options);
 }
 
-Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options)
-    : impl_(std::make_unique<Impl>(ctx, model, options)) {}
+Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options) {
+  UploadBatch uploads(ctx);  // every weight in one submission
+  impl_ = std::make_unique<Impl>(ctx, model, options);
+  uploads.finish();
+}
+
+WarmUpTask Classifier::warm_up(const WarmUpOptions& options) const {
+  return WarmUpTask::start(
+      [this, options] {
+        const std::int32_t id = model_detail::plain_token(impl_->cfg.special, impl_->cfg.vocab_size);
+        // No longer than the model's max_positions (0: no limit).
+        const std::size_t most = impl_->cfg.max_positions ? impl_->cfg.max_positions : SIZE_MAX;
+        for (const std::size_t B : options.batch_sizes) {
+          for (const std::size_t T : options.lengths) {
+            classify(std::vector<std::vector<std::int32_t>>(B, std::vector<std::int32_t>(std::clamp<std::size_t>(T, 1, most), id)));
+          }
+        }
+        impl_->ctx->save_pipeline_cache();
+      },
+      options.background);
+}
 Classifier::Classifier(Classifier&&) noexcept = default;
 Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 Classifier::~Classifier() = default;

@@ -212,6 +212,12 @@ struct Seq2Seq::Impl {
   }
 
   void record_encode(Sequence& seq, const Encoded::Impl& e) const {
+    seq.begin_label("Seq2Seq encoder");
+    record_encode_ops(seq, e);
+    seq.end_label();
+  }
+
+  void record_encode_ops(Sequence& seq, const Encoded::Impl& e) const {
     const graph::Graph& eg = encoder->graph();
     for (std::size_t i = 0; i < eg.inputs.size(); ++i) {
       if (eg.inputs[i].from == From::tokens) seq.upload(e.frame.bound[i], e.src);
@@ -355,6 +361,12 @@ struct Seq2Seq::Impl {
   }
 
   void record_step(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+    seq.begin_label(fmt::format("Seq2Seq decoder step {}", st.t));
+    record_step_ops(seq, st, hist);
+    seq.end_label();
+  }
+
+  void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     record_graph(seq, st);
     record_outputs(seq, st, hist);
     // (Logits processors -- issue 16 -- go here: between the graph's logits and the choice.)
@@ -472,8 +484,11 @@ Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, st
   return Seq2Seq(ctx, ModelFile::load_from_memory(config_json, weights), options);
 }
 
-Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
-    : impl_(std::make_unique<Impl>(ctx, model, options)) {}
+Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options) {
+  UploadBatch uploads(ctx);  // every weight in one submission
+  impl_ = std::make_unique<Impl>(ctx, model, options);
+  uploads.finish();
+}
 Seq2Seq::Seq2Seq(Seq2Seq&&) noexcept = default;
 Seq2Seq& Seq2Seq::operator=(Seq2Seq&&) noexcept = default;
 Seq2Seq::~Seq2Seq() = default;
@@ -839,6 +854,22 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     if (f.size() > K) f.resize(K);
   }
   return out;
+}
+
+WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
+  return WarmUpTask::start(
+      [this, options] {
+        const std::int32_t id = model_detail::plain_token(impl_->cfg.special, impl_->Vs);
+        for (const std::size_t B : options.batch_sizes) {
+          for (const std::size_t S : options.lengths) {
+            const std::vector<std::vector<std::int32_t>> sources(B, std::vector<std::int32_t>(std::max<std::size_t>(S, 1), id));
+            if (options.greedy) greedy(sources, {.max_len = 2});
+            if (options.beam) beam(sources, {.beam_width = options.beam_width, .max_len = 2});
+          }
+        }
+        impl_->ctx->save_pipeline_cache();
+      },
+      options.background);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {
