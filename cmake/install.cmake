@@ -77,8 +77,15 @@ install(FILES ${PROJECT_BINARY_DIR}/vkrnn.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}
         COMPONENT development)
 
 # Tools, and the samples' models for trying the library out (share/vkrnn/models/<name>).
+# The installed tools find the installed shared library relative to themselves.
+file(RELATIVE_PATH vkrnn_bin_to_lib ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_LIBDIR})
 foreach(tool vkrnn-info vkrnn-bench)
   if(TARGET ${tool})
+    if(APPLE)
+      set_target_properties(${tool} PROPERTIES INSTALL_RPATH @loader_path/${vkrnn_bin_to_lib})
+    elseif(UNIX)
+      set_target_properties(${tool} PROPERTIES INSTALL_RPATH $ORIGIN/${vkrnn_bin_to_lib})
+    endif()
     install(TARGETS ${tool} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tools)
   endif()
 endforeach()
