@@ -99,6 +99,10 @@ class ModelFile {
  public:
   // Reads model_dir/model.json and the weights file it names.
   static ModelFile load(const std::string& model_dir);
+  // The same from memory: model.json's text and the safetensors file's bytes, validated alike.
+  // `origin` stands for the directory in ModelConfig and in error messages.
+  static ModelFile parse(std::string_view config_json, std::vector<std::byte> weights,
+                         const std::string& origin = "(memory)");
 
   const ModelConfig& config() const;
   // The weights of a plain role (e.g. "bridge.weight"), row-major, and its shape.
@@ -113,6 +117,9 @@ class ModelFile {
  private:
   struct Data;
   explicit ModelFile(std::shared_ptr<const Data> data);
+  // weights_bytes: the safetensors file (moved from), or null to read the file model.json names.
+  static ModelFile build(const std::string& model_dir, std::string_view config_json,
+                         std::vector<std::byte>* weights_bytes);
   std::shared_ptr<const Data> data_;
 };
 

@@ -410,7 +410,7 @@ std::string read_text(const std::string& path) {
   return text;
 }
 
-json parse_json(const std::string& text, const Reader& r) {
+json parse_json(std::string_view text, const Reader& r) {
   try {
     return json::parse(text, [&](int depth, json::parse_event_t event, json&) {
       if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
@@ -446,12 +446,27 @@ struct ModelFile::Data {
 ModelFile::ModelFile(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
 
 ModelFile ModelFile::load(const std::string& model_dir) {
+  const std::string config_path = (std::filesystem::path(model_dir) / "model.json").string();
+  return build(model_dir, read_text(config_path), nullptr);
+}
+
+ModelFile ModelFile::parse(std::string_view config_json, std::vector<std::byte> weights,
+                           const std::string& origin) {
+  if (config_json.size() > kMaxConfigBytes) {
+    throw Error(ErrorCode::format, fmt::format("{}/model.json: {} bytes, more than a model config can be ({} bytes)",
+                                               origin, config_json.size(), kMaxConfigBytes));
+  }
+  return build(origin, config_json, &weights);
+}
+
+ModelFile ModelFile::build(const std::string& model_dir, std::string_view config_json,
+                           std::vector<std::byte>* weights_bytes) {
   auto data = std::make_shared<Data>();
   ModelConfig& c = data->config;
   c.directory = model_dir;
   c.config_path = (std::filesystem::path(model_dir) / "model.json").string();
   const Reader r(c.config_path);
-  const json j = parse_json(read_text(c.config_path), r);
+  const json j = parse_json(config_json, r);
   if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
 
   const json& format = r.field(j, "format");
@@ -489,7 +504,8 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
   c.weights_path = (std::filesystem::path(model_dir) / wp).string();
 
-  const SafetensorsFile st = SafetensorsFile::open(c.weights_path);
+  const SafetensorsFile st = weights_bytes ? SafetensorsFile::parse(std::move(*weights_bytes), c.weights_path)
+                                           : SafetensorsFile::open(c.weights_path);
   auto bad = [&](const std::string& message) -> void {
     throw Error(ErrorCode::format, fmt::format("{}: {}", c.weights_path, message));
   };
