@@ -52,6 +52,10 @@ struct ExternalDevice {
   std::uint32_t queue_family = 0;
   std::uint32_t queue_index = 0;
   std::uint32_t api_version = VK_API_VERSION_1_1;  // the apiVersion the app's instance asked for
+  // The app's own vkGetInstanceProcAddr (an engine that loads Vulkan itself, e.g. with volk):
+  // vkrnn then reaches Vulkan only through it and loads no Vulkan loader. Null: vkrnn loads the
+  // platform's loader (libvulkan.so.1, vulkan-1.dll, libvulkan.1.dylib / libMoltenVK.dylib).
+  PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
   struct Features {
     bool storage_buffer_16bit = false;  // VkPhysicalDevice16BitStorageFeatures
     bool shader_float16 = false;        // VkPhysicalDeviceShaderFloat16Int8Features

@@ -12,8 +12,10 @@ class Instance {
  public:
   // Creates vkrnn's own instance (Vulkan 1.1 or newer, as the loader allows).
   static std::shared_ptr<Instance> create(bool validation, ValidationSink sink);
-  // Wraps an app's instance: nothing is created or destroyed.
-  static std::shared_ptr<Instance> adopt(VkInstance instance, std::uint32_t api_version);
+  // Wraps an app's instance: nothing is created or destroyed. get_instance_proc_addr: the app's
+  // (null: the loader vkrnn loads).
+  static std::shared_ptr<Instance> adopt(VkInstance instance, std::uint32_t api_version,
+                                         PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr);
   ~Instance();
   Instance(const Instance&) = delete;
   Instance& operator=(const Instance&) = delete;
