@@ -69,6 +69,8 @@ class Classifier {
   // Text in, labels out: the predicted class's label per text (a one-class sigmoid model gives
   // its label, or "not <label>" when p < 0.5).
   std::vector<std::string> classify_text(const std::vector<std::string>& texts) const;
+  // The label classify_text gives for a ClassifyResult::predicted value.
+  std::string label(std::int32_t predicted) const;
 
   struct Impl;
 
