@@ -28,6 +28,12 @@ find_package(nlohmann_json 3 CONFIG QUIET)
 vkrnn_headers_target(nlohmann_json::nlohmann_json nlohmann/json.hpp)
 find_package(fmt CONFIG QUIET)
 vkrnn_headers_target(fmt::fmt-header-only fmt/format.h FMT_HEADER_ONLY=1)
+if(NOT fmt_VERSION AND VKRNN_fmt_format_h_DIR)  # headers only: their version
+  file(STRINGS ${VKRNN_fmt_format_h_DIR}/fmt/core.h fmt_version_define REGEX "^#define FMT_VERSION [0-9]+")
+  if(fmt_version_define MATCHES "([0-9]+)$")
+    math(EXPR fmt_VERSION "${CMAKE_MATCH_1} / 10000")
+  endif()
+endif()
 
 # fmt inside vkrnn. Header-only mode would compile fmt's implementation (format-inl.h) in every
 # file that formats a message, several seconds each; with fmt 9 the library's files use fmt's

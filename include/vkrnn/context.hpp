@@ -36,7 +36,8 @@ struct ContextOptions {
   // to cover the discrete-GPU path on lavapipe).
   bool force_staging = false;
   // Where the VkPipelineCache lives: "" -> VKRNN_CACHE_DIR, else $XDG_CACHE_HOME/vkrnn,
-  // else ~/.cache/vkrnn. disable_pipeline_cache skips the disk entirely.
+  // else %LOCALAPPDATA%\vkrnn (Windows), else ~/.cache/vkrnn. disable_pipeline_cache skips the
+  // disk entirely.
   std::string cache_dir;
   bool disable_pipeline_cache = false;
   float queue_priority = 0.5f;  // below the maximum so a desktop never freezes
