@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/model.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -51,7 +52,7 @@ struct ClassifyResult {
   SequenceStats stats;
 };
 
-class Classifier {
+class VKRNN_API Classifier {
  public:
   // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load).
   static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});

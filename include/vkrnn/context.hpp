@@ -14,6 +14,7 @@
 
 #include "vkrnn/device.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -82,7 +83,7 @@ namespace detail {
 struct ContextImpl;
 }
 
-class Context {
+class VKRNN_API Context {
  public:
   explicit Context(const ContextOptions& options = {});
   static Context adopt(const ExternalDevice& external, const ContextOptions& options = {});

@@ -25,13 +25,14 @@
 
 #include "vkrnn/attention.hpp"
 #include "vkrnn/embedding.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/rnn.hpp"
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn {
 
 enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn };
-const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
+VKRNN_API const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
 
 enum class TokenizerType { character, word };
 enum class OutputActivation { softmax, sigmoid };
@@ -95,7 +96,7 @@ struct ModelConfig {
 };
 
 // A loaded, validated model directory: the config and every weight as f32.
-class ModelFile {
+class VKRNN_API ModelFile {
  public:
   // Reads model_dir/model.json and the weights file it names.
   static ModelFile load(const std::string& model_dir);
@@ -130,7 +131,7 @@ class ModelFile {
 // Cyrillic capitals are mapped (other scripts are left as they are; Python's str.lower() covers
 // all of Unicode). A token missing from the vocabulary becomes unk. Invalid UTF-8:
 // Error(invalid_argument) naming the byte offset.
-class Tokenizer {
+class VKRNN_API Tokenizer {
  public:
   Tokenizer() = default;
   Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);

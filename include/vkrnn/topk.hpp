@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -15,7 +16,7 @@
 
 namespace vkrnn {
 
-class TopK {
+class VKRNN_API TopK {
  public:
   static constexpr std::size_t max_k = 64;
 
