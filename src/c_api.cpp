@@ -294,6 +294,29 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
   return out.release();
 }
 
+using Sources = std::vector<std::vector<std::int32_t>>;
+using Decode = vkrnn_result* (*)(const vkrnn::Seq2Seq&, const Sources&, const vkrnn_decode_options*);
+
+// The decode entry points: ids or texts in, `decode` (greedy_result or beam_result) run.
+vkrnn_status decode_ids(const char* fn, Decode decode, const vkrnn_model* model, const std::int32_t* const* sources,
+                        const std::size_t* lengths, std::size_t batch, const vkrnn_decode_options* options,
+                        vkrnn_result** result) {
+  return guard(fn, [&] {
+    const auto& s = seq2seq_of(model);
+    need(result, "result");
+    *result = decode(s, sources_of(sources, lengths, batch), options);
+  });
+}
+
+vkrnn_status decode_texts(const char* fn, Decode decode, const vkrnn_model* model, const char* const* texts,
+                          std::size_t batch, const vkrnn_decode_options* options, vkrnn_result** result) {
+  return guard(fn, [&] {
+    const auto& s = seq2seq_of(model);
+    need(result, "result");
+    *result = decode(s, texts_of(texts, batch, [&](const char* t) { return s.encode_text(t); }), options);
+  });
+}
+
 vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<std::vector<std::int32_t>>& inputs,
                               int return_pooling) {
   const vkrnn::ClassifyResult r = model.classify(inputs, {.return_pooling = return_pooling != 0});
@@ -480,38 +503,22 @@ void vkrnn_decode_options_init(vkrnn_decode_options* options) {
 
 vkrnn_status vkrnn_greedy(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths, size_t batch,
                           const vkrnn_decode_options* options, vkrnn_result** result) {
-  return guard(__func__, [&] {
-    const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = greedy_result(s, sources_of(sources, lengths, batch), options);
-  });
+  return decode_ids(__func__, greedy_result, model, sources, lengths, batch, options, result);
 }
 
 vkrnn_status vkrnn_greedy_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                                const vkrnn_decode_options* options, vkrnn_result** result) {
-  return guard(__func__, [&] {
-    const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = greedy_result(s, texts_of(texts, batch, [&](const char* t) { return s.encode_text(t); }), options);
-  });
+  return decode_texts(__func__, greedy_result, model, texts, batch, options, result);
 }
 
 vkrnn_status vkrnn_beam(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths, size_t batch,
                         const vkrnn_decode_options* options, vkrnn_result** result) {
-  return guard(__func__, [&] {
-    const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = beam_result(s, sources_of(sources, lengths, batch), options);
-  });
+  return decode_ids(__func__, beam_result, model, sources, lengths, batch, options, result);
 }
 
 vkrnn_status vkrnn_beam_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                              const vkrnn_decode_options* options, vkrnn_result** result) {
-  return guard(__func__, [&] {
-    const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = beam_result(s, texts_of(texts, batch, [&](const char* t) { return s.encode_text(t); }), options);
-  });
+  return decode_texts(__func__, beam_result, model, texts, batch, options, result);
 }
 
 size_t vkrnn_result_rows(const vkrnn_result* result) {
