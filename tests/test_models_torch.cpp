@@ -304,7 +304,9 @@ void check_classifier(const Case& c) {
     const bool from_reference = f.contains("rnn_inputs");
     EXPECT_EQ(from_reference, c.architecture == "self_attention_rnn");
     const auto want = from_reference ? f.to_f32("rnn_inputs") : std::vector<float>{};
-    const auto& emb = ModelFile::load(c.dir).tensor("embedding");
+    // The ModelFile must outlive the reference: tensor() points into it.
+    const ModelFile file = ModelFile::load(c.dir);
+    const std::vector<float>& emb = file.tensor("embedding");
     std::vector<float> got_valid;
     std::vector<double> want_valid;
     std::size_t padded_nonzero = 0, padded = 0, embedding_mismatch = 0;
