@@ -12,7 +12,7 @@ enum class ErrorCode {
   no_loader,         // libvulkan could not be loaded / no instance
   no_device,         // no Vulkan device, or none matched the selection
   missing_feature,   // the device (or an adopted VkDevice) lacks a feature vkrnn needs
-  out_of_range,      // a size or index beyond a device limit or a tensor's extent
+  out_of_range,      // a size or index beyond a device limit or a tensor's extent; host memory exhausted
   invalid_argument,  // wrong shapes, dtypes, lengths, token ids ...
   not_found,         // a shader, tensor or file that does not exist
   format,            // a malformed file (safetensors header, model config ...)

@@ -26,9 +26,24 @@
 #include "vkrnn/attention.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/rnn.hpp"
+#include "vkrnn/safetensors.hpp"
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn {
+
+// The most ModelFile::load accepts (SECURITY.md): far beyond any attention-RNN model vkrnn
+// runs, and small enough that a hostile directory costs little before it is refused. Beyond a
+// limit: Error(format) naming the file, the field and the limit.
+namespace model_limits {
+inline constexpr std::size_t max_config_bytes = 16u << 20;     // model.json (a 1M-word vocabulary fits)
+inline constexpr std::size_t max_config_values = 2u << 20;     // JSON values in model.json
+inline constexpr std::uint64_t max_dimension = 1ull << 26;     // embedding_dim, hidden, attention_dim, heads
+inline constexpr std::size_t max_vocab = 1u << 20;             // vocabulary sizes, num_classes
+inline constexpr std::size_t max_layers = 64;                  // RNN layers
+inline constexpr std::size_t max_decode_length = 4096;         // max_decode_length (steps)
+inline constexpr std::size_t max_positions = 1u << 20;         // max_positions (self_attention_rnn)
+inline constexpr std::uint64_t max_weight_bytes = 4ull << 30;  // every weight, as f32
+}  // namespace model_limits
 
 enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn };
 const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
@@ -99,6 +114,11 @@ class ModelFile {
  public:
   // Reads model_dir/model.json and the weights file it names.
   static ModelFile load(const std::string& model_dir);
+  // The same from memory (e.g. a model inside an application's asset archive): config_json is
+  // model.json's text and weights the safetensors file its "weights" field names (the field is
+  // checked, not opened). `origin` stands for the directory in messages and config().
+  static ModelFile parse(std::string_view config_json, const SafetensorsFile& weights,
+                         const std::string& origin = "<memory>");
 
   const ModelConfig& config() const;
   // The weights of a plain role (e.g. "bridge.weight"), row-major, and its shape.
@@ -113,6 +133,7 @@ class ModelFile {
  private:
   struct Data;
   explicit ModelFile(std::shared_ptr<const Data> data);
+  static ModelFile build(const std::string& model_dir, std::string_view config_json, const SafetensorsFile* weights);
   std::shared_ptr<const Data> data_;
 };
 

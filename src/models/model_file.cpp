@@ -4,19 +4,15 @@
 #include "vkrnn/model.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "io/json_kind.hpp"
+#include "io/untrusted.hpp"
+#include "vkrnn/beam_search.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/safetensors.hpp"
 
@@ -29,23 +25,12 @@ namespace {
 constexpr const char* kFormat = "vkrnn-model";
 constexpr int kVersion = 1;
 // Far beyond any real model, small enough that products of three sizes fit in 64 bits.
-constexpr std::uint64_t kMaxSize = 1ull << 26;
+constexpr std::uint64_t kMaxSize = model_limits::max_dimension;
 // model.json nests a few levels (config, tensors, RNN map); deeper input is garbage or hostile.
-constexpr int kMaxJsonDepth = 16;
-constexpr std::size_t kMaxConfigBytes = 256ull << 20;
+constexpr std::size_t kMaxJsonDepth = 16;
 
 // Untrusted strings in messages: control bytes escaped, length capped.
-std::string quote(std::string_view s) {
-  std::string out = "'";
-  const std::size_t shown = std::min<std::size_t>(s.size(), 120);
-  for (std::size_t i = 0; i < shown; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
-  }
-  out += shown < s.size() ? fmt::format("...' ({} bytes)", s.size()) : "'";
-  return out;
-}
+std::string quote(std::string_view s) { return io_detail::quote(s, 120); }
 
 using io_detail::json_kind;
 
@@ -70,11 +55,11 @@ class Reader {
     return *it;
   }
 
-  std::size_t size(const json& obj, const std::string& name, std::uint64_t min = 1) const {
+  std::size_t size(const json& obj, const std::string& name, std::uint64_t min = 1,
+                   std::uint64_t max = kMaxSize) const {
     const json& v = field(obj, name);
-    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > kMaxSize) {
-      fail(fmt::format("field '{}': expected an integer in [{}, {}], got {}", name, min, kMaxSize,
-                       value_str(v)));
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > max) {
+      fail(fmt::format("field '{}': expected an integer in [{}, {}], got {}", name, min, max, value_str(v)));
     }
     return static_cast<std::size_t>(v.get<std::uint64_t>());
   }
@@ -197,8 +182,8 @@ RnnRole rnn_role(std::string role, CellType cell, std::size_t input, std::size_t
 }
 
 void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
-  c.src_vocab_size = r.size(j, "src_vocab_size");
-  c.tgt_vocab_size = r.size(j, "tgt_vocab_size");
+  c.src_vocab_size = r.size(j, "src_vocab_size", 1, model_limits::max_vocab);
+  c.tgt_vocab_size = r.size(j, "tgt_vocab_size", 1, model_limits::max_vocab);
   const json& sp = r.field(j, "special_tokens");
   if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   const std::size_t both = std::min(c.src_vocab_size, c.tgt_vocab_size);  // ids shared by both sides
@@ -208,25 +193,25 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
   c.special.unk = r.special(sp, "unk", both);
   c.src_vocab = r.vocab(j, "src_vocab", c.src_vocab_size);
   c.tgt_vocab = r.vocab(j, "tgt_vocab", c.tgt_vocab_size);
-  c.max_decode_length = r.size(j, "max_decode_length");
+  c.max_decode_length = r.size(j, "max_decode_length", 1, model_limits::max_decode_length);
   const json& beam = r.field(j, "beam");
   if (!beam.is_object()) r.fail(fmt::format("field 'beam': expected an object, got {}", json_kind(beam)));
-  c.beam_width = r.size(beam, "width");
+  c.beam_width = r.size(beam, "width", 1, BeamSearch::max_beam);
   c.length_alpha = r.number(beam, "length_alpha");
   c.input_feeding = r.boolean(j, "input_feeding");
 }
 
 void parse_classifier_common(const Reader& r, const json& j, ModelConfig& c) {
-  c.vocab_size = r.size(j, "vocab_size");
+  c.vocab_size = r.size(j, "vocab_size", 1, model_limits::max_vocab);
   const json& sp = r.field(j, "special_tokens");
   if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   c.special.pad = r.special(sp, "pad", c.vocab_size);
   c.special.unk = r.special(sp, "unk", c.vocab_size);
   c.vocab = r.vocab(j, "vocab", c.vocab_size);
   c.hidden = r.size(j, "hidden");
-  c.layers = r.size(j, "layers");
+  c.layers = r.size(j, "layers", 1, model_limits::max_layers);
   c.bidirectional = r.boolean(j, "bidirectional");
-  c.num_classes = r.size(j, "num_classes");
+  c.num_classes = r.size(j, "num_classes", 1, model_limits::max_vocab);
   c.labels = r.labels(j, c.num_classes);
   c.output_activation = r.choice<OutputActivation>(
       j, "output_activation", {{"softmax", OutputActivation::softmax}, {"sigmoid", OutputActivation::sigmoid}});
@@ -256,7 +241,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
     case Architecture::bahdanau_seq2seq: {
       parse_seq2seq_common(r, j, c);
       c.encoder_hidden = r.size(j, "encoder_hidden");
-      c.encoder_layers = r.size(j, "encoder_layers");
+      c.encoder_layers = r.size(j, "encoder_layers", 1, model_limits::max_layers);
       r.expect_value(j, "encoder_bidirectional", true);
       c.decoder_hidden = r.size(j, "decoder_hidden");
       r.expect_value(j, "decoder_layers", std::size_t{1});
@@ -281,7 +266,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
     case Architecture::luong_seq2seq: {
       parse_seq2seq_common(r, j, c);
       c.hidden = r.size(j, "hidden");
-      c.layers = r.size(j, "layers");
+      c.layers = r.size(j, "layers", 1, model_limits::max_layers);
       c.score = r.choice<Score>(j, "score", {{"dot", Score::dot}, {"general", Score::general}, {"concat", Score::concat}});
       const std::size_t H = c.hidden;
       e.plain = {{"src_embedding", {c.src_vocab_size, E}},
@@ -321,7 +306,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
       c.positional_encoding = r.boolean(j, "positional_encoding");
       c.residual = r.boolean(j, "residual");
       c.pooling = r.choice<Pooling>(j, "pooling", {{"last", Pooling::last}, {"attention", Pooling::attention}});
-      c.max_positions = r.size(j, "max_positions");
+      c.max_positions = r.size(j, "max_positions", 1, model_limits::max_positions);
       e.plain.push_back({"embedding", {c.vocab_size, E}});
       if (c.attention_projections) {
         for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
@@ -393,35 +378,16 @@ void parse_tensor_map(const Reader& r, const json& j, const Expected& e, ModelCo
     for (const auto& [param, name] : m) claim(name, role + "." + param);
 }
 
-std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    throw Error(ErrorCode::io, fmt::format("{}: no such file (a model directory holds model.json and the weights)", path));
+json parse_config(const Reader& r, std::string_view text) {
+  if (text.size() > model_limits::max_config_bytes) {
+    r.fail(fmt::format("{} bytes, more than the {} byte limit of a model config (see SECURITY.md)", text.size(),
+                       model_limits::max_config_bytes));
   }
-  if (std::filesystem::is_directory(path, ec)) throw Error(ErrorCode::io, fmt::format("{}: is a directory, expected model.json", path));
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(ErrorCode::io, fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  const auto bytes = std::filesystem::file_size(path, ec);
-  if (!ec && bytes > kMaxConfigBytes) {
-    throw Error(ErrorCode::format, fmt::format("{}: {} bytes, more than a model config can be ({} bytes)", path, bytes, kMaxConfigBytes));
-  }
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw Error(ErrorCode::io, fmt::format("{}: read failed: {}", path, std::strerror(errno)));
-  return text;
-}
-
-json parse_json(const std::string& text, const Reader& r) {
-  try {
-    return json::parse(text, [&](int depth, json::parse_event_t event, json&) {
-      if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
-          depth >= kMaxJsonDepth) {
-        r.fail(fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
-      }
-      return true;
-    });
-  } catch (const json::parse_error& e) {
-    r.fail(fmt::format("not valid JSON: {}", e.what()));
-  }
+  json j;
+  const io_detail::JsonLimits limits{.max_depth = kMaxJsonDepth, .max_values = model_limits::max_config_values,
+                                     .top_key = "field", .entry = "field"};
+  if (std::string e = io_detail::parse_untrusted_json(text, limits, j); !e.empty()) r.fail(e);
+  return j;
 }
 
 }  // namespace
@@ -445,13 +411,13 @@ struct ModelFile::Data {
 
 ModelFile::ModelFile(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
 
-ModelFile ModelFile::load(const std::string& model_dir) {
+ModelFile ModelFile::build(const std::string& model_dir, std::string_view config_json, const SafetensorsFile* weights_file) {
   auto data = std::make_shared<Data>();
   ModelConfig& c = data->config;
   c.directory = model_dir;
   c.config_path = (std::filesystem::path(model_dir) / "model.json").string();
   const Reader r(c.config_path);
-  const json j = parse_json(read_text(c.config_path), r);
+  const json j = parse_config(r, config_json);
   if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
 
   const json& format = r.field(j, "format");
@@ -489,7 +455,8 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
   c.weights_path = (std::filesystem::path(model_dir) / wp).string();
 
-  const SafetensorsFile st = SafetensorsFile::open(c.weights_path);
+  if (weights_file) c.weights_path = weights_file->origin();
+  const SafetensorsFile st = weights_file ? *weights_file : SafetensorsFile::open(c.weights_path);
   auto bad = [&](const std::string& message) -> void {
     throw Error(ErrorCode::format, fmt::format("{}: {}", c.weights_path, message));
   };
@@ -518,7 +485,11 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   }
   if (!extra.empty()) bad(fmt::format("unexpected tensor(s) not named in model.json: {}", fmt::join(extra, ", ")));
 
-  auto load_tensor = [&](const std::string& name, const std::string& role, const Shape& shape) {
+  // Every tensor's dtype and shape first, and the total the weights will take as f32, before
+  // anything is read: a model whose weights would not fit the limit (or this machine) is
+  // refused by its header alone.
+  std::uint64_t total_bytes = 0;
+  auto check_tensor = [&](const std::string& name, const std::string& role, const Shape& shape) {
     const SafetensorsEntry& en = st.entry(name);
     if (en.dtype != StDType::F32 && en.dtype != StDType::F16 && en.dtype != StDType::BF16) {
       bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16", quote(name), role, to_string(en.dtype)));
@@ -527,19 +498,37 @@ ModelFile ModelFile::load(const std::string& model_dir) {
       bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
                       to_string(Shape(en.shape.begin(), en.shape.end()))));
     }
-    return st.to_f32(name);
+    total_bytes += std::uint64_t(en.bytes / dtype_size(en.dtype)) * sizeof(float);  // each below 2^62: checked by the reader
   };
+  for (const auto& [role, shape] : expected.plain) check_tensor(c.tensors.at(role), role, shape);
+  for (const auto& rr : expected.rnns)
+    for (const auto& [param, shape] : rr.params) check_tensor(c.rnn_tensors.at(rr.role).at(param), rr.role + "." + param, shape);
+  if (total_bytes > model_limits::max_weight_bytes) {
+    bad(fmt::format("the weights take {} bytes as f32, more than the {} byte limit of a model (see SECURITY.md)",
+                    total_bytes, model_limits::max_weight_bytes));
+  }
   for (const auto& [role, shape] : expected.plain) {
-    data->plain[role] = load_tensor(c.tensors.at(role), role, shape);
+    data->plain[role] = st.to_f32(c.tensors.at(role));
     data->shapes[role] = shape;
   }
   for (const auto& rr : expected.rnns) {
     auto& out = data->rnns[rr.role];
-    for (const auto& [param, shape] : rr.params) {
-      out[param] = load_tensor(c.rnn_tensors.at(rr.role).at(param), rr.role + "." + param, shape);
-    }
+    for (const auto& [param, shape] : rr.params) out[param] = st.to_f32(c.rnn_tensors.at(rr.role).at(param));
   }
   return ModelFile(std::move(data));
+}
+
+ModelFile ModelFile::load(const std::string& model_dir) {
+  return io_detail::only_vkrnn_errors(model_dir, [&] {
+    const std::string path = (std::filesystem::path(model_dir) / "model.json").string();
+    const std::string text = io_detail::InputFile::open(path, "model config")
+                                 .read_all(model_limits::max_config_bytes, "model config");
+    return build(model_dir, text, nullptr);
+  });
+}
+
+ModelFile ModelFile::parse(std::string_view config_json, const SafetensorsFile& weights, const std::string& origin) {
+  return io_detail::only_vkrnn_errors(origin, [&] { return build(origin, config_json, &weights); });
 }
 
 const ModelConfig& ModelFile::config() const { return data_->config; }
