@@ -7,7 +7,7 @@
 //  - the last-resort conversion of each exception type a third-party call can throw;
 //  - files that are not regular files (FIFO, /dev/zero), huge and sparse files, hostile headers
 //    of many tiny tensors, files that shrink after open;
-//  - model.json rules: duplicate keys, limits.
+//  - model.json rules: duplicate keys, shared special-token ids, limits.
 // None of these needs a device.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -464,6 +464,24 @@ TEST(ModelConfigRules, DuplicateKeysAreRefused) {
                            {"duplicate key 'weight_ih_l0'", "in field 'tensors.encoder'"});
   // The same key spelled with an escape is the same key.
   expect_config_text_error(insert_after("{", R"("\u0063ell":"gru",)"), {"duplicate field 'cell'"});
+}
+
+TEST(ModelConfigRules, SpecialTokensNeedTheirOwnIds) {
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+           {"pad", "bos"}, {"pad", "eos"}, {"pad", "unk"}, {"bos", "eos"}, {"bos", "unk"}, {"eos", "unk"}}) {
+    TinyModel m;
+    m.config["special_tokens"][b] = m.config["special_tokens"][a];
+    expect_config_text_error(m.config.dump(), {"special_tokens", fmt::format("'{}' and '{}'", a, b), "own id"});
+  }
+  TinyModel all_same;
+  for (const char* k : {"pad", "bos", "eos", "unk"}) all_same.config["special_tokens"][k] = 0;
+  expect_config_text_error(all_same.config.dump(), {"'pad' and 'bos' are both id 0"});
+  // Classifiers: pad and unk.
+  TempDir dir;
+  TinyClassifier c;
+  c.config["special_tokens"]["unk"] = 0;
+  c.write(dir.path());
+  test::expect_error([&] { ModelFile::load(dir.str()); }, ErrorCode::format, {"'pad' and 'unk' are both id 0"});
 }
 
 TEST(ModelConfigRules, LimitsOfARealModel) {

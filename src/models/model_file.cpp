@@ -140,6 +140,17 @@ class Reader {
     return out;
   }
 
+  // Each special token its own id: a shared one would make, say, padding end a sentence.
+  void distinct_specials(const SpecialTokens& s) const {
+    const std::pair<const char*, std::int32_t> ids[] = {{"pad", s.pad}, {"bos", s.bos}, {"eos", s.eos}, {"unk", s.unk}};
+    for (std::size_t a = 0; a < 4; ++a)
+      for (std::size_t b = a + 1; b < 4; ++b)
+        if (ids[a].second >= 0 && ids[a].second == ids[b].second) {
+          fail(fmt::format("field 'special_tokens': '{}' and '{}' are both id {} (each special token needs its own id)",
+                           ids[a].first, ids[b].first, ids[a].second));
+        }
+  }
+
   std::int32_t special(const json& sp, const char* name, std::size_t vocab) const {
     const json& v = field(sp, name);
     if (!v.is_number_unsigned() || v.get<std::uint64_t>() >= vocab) {
@@ -191,6 +202,7 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
   c.special.bos = r.special(sp, "bos", both);
   c.special.eos = r.special(sp, "eos", both);
   c.special.unk = r.special(sp, "unk", both);
+  r.distinct_specials(c.special);
   c.src_vocab = r.vocab(j, "src_vocab", c.src_vocab_size);
   c.tgt_vocab = r.vocab(j, "tgt_vocab", c.tgt_vocab_size);
   c.max_decode_length = r.size(j, "max_decode_length", 1, model_limits::max_decode_length);
@@ -207,6 +219,7 @@ void parse_classifier_common(const Reader& r, const json& j, ModelConfig& c) {
   if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   c.special.pad = r.special(sp, "pad", c.vocab_size);
   c.special.unk = r.special(sp, "unk", c.vocab_size);
+  r.distinct_specials(c.special);
   c.vocab = r.vocab(j, "vocab", c.vocab_size);
   c.hidden = r.size(j, "hidden");
   c.layers = r.size(j, "layers", 1, model_limits::max_layers);
