@@ -137,12 +137,26 @@ class ModelFile {
   std::shared_ptr<const Data> data_;
 };
 
+// What text -> ids does with a character (char tokenizer) or word (word tokenizer) that is not
+// in the vocabulary.
+enum class UnknownTokens {
+  error,       // Error(invalid_argument) naming the character or word and its position
+  map_to_unk,  // it becomes the unk token, as in the PyTorch reference
+};
+
+// Options of the text-in, text-out calls (Seq2Seq::translate).
+struct TextOptions {
+  // error by default: a model reading a character it never saw gives a confident guess, which a
+  // caller would take for an answer.
+  UnknownTokens unknown = UnknownTokens::error;
+};
+
 // Text <-> token ids with one vocabulary (docs/model-format.md, "Tokenisation").
 //  - character: every Unicode code point of the (UTF-8) text is one token.
 //  - word: tokens are the runs of non-whitespace (Python's str.split()).
 // With lowercase, the text is lowercased first: ASCII, Latin-1, Latin Extended-A, Greek and
 // Cyrillic capitals are mapped (other scripts are left as they are; Python's str.lower() covers
-// all of Unicode). A token missing from the vocabulary becomes unk. Invalid UTF-8:
+// all of Unicode). A token missing from the vocabulary becomes unk (see encode()). Invalid UTF-8:
 // Error(invalid_argument) naming the byte offset.
 class Tokenizer {
  public:
@@ -150,7 +164,11 @@ class Tokenizer {
   Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);
 
   // Ids of text; with append_eos (seq2seq sources: config.src_append_eos) EOS is appended.
-  std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false) const;
+  // A token missing from the vocabulary becomes unk, or with UnknownTokens::error is
+  // Error(invalid_argument) naming it (escaped), its code point (char) and its 1-based
+  // character position in the text.
+  std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false,
+                                   UnknownTokens unknown = UnknownTokens::map_to_unk) const;
   // Text of ids: characters concatenated (character) or tokens joined by single spaces (word),
   // stopping at the first EOS; special tokens (pad, bos, eos, unk) are not printed. An id
   // outside [0, vocab) is Error(invalid_argument) naming it and its position.

@@ -761,9 +761,19 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   return out;
 }
 
-std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {
+std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const TextOptions& options) const {
   std::vector<std::vector<std::int32_t>> sources;
-  for (const auto& t : texts) sources.push_back(encode_text(t));
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    if (texts[i].empty()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::translate: text {} is empty (there is nothing to translate)", kOp, i));
+    }
+    try {
+      sources.push_back(impl_->src_tok.encode(texts[i], impl_->cfg.tokenizer.src_append_eos, options.unknown));
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("{}::translate: text {}: {}", kOp, i, e.what()));
+    }
+  }
   const DecodeResult r = greedy(sources);
   std::vector<std::string> out;
   for (std::size_t b = 0; b < r.batch; ++b) out.push_back(decode_text(r.row(b)));
