@@ -84,7 +84,7 @@ struct Classifier::Impl {
         // u_t = w . tanh(W_p h_t + b_p) is the additive score with keys W_p h and a zero query.
         A = cfg.attention_dim;
         pool_proj = std::make_unique<Linear>(c, DH, A, false, opts);  // the keys; b_p goes with the score
-        pool_proj->load(mf.tensor("pooling.weight"));
+        pool_proj->load(mf.tensor("pooling.weight"), mf.shape("pooling.weight"));
         pool_b = tensor_of(c, {A}, mf.tensor("pooling.bias"), "pooling.bias");
         pool_v = tensor_of(c, {A}, mf.tensor("pooling.w"), "pooling.w");
         zero_wq = tensor_of(c, {A, 1}, std::vector<float>(A, 0.0f), "pooling zero query weight");
@@ -94,12 +94,13 @@ struct Classifier::Impl {
       }
     }
     classifier = std::make_unique<Linear>(c, DH, C, true, linear_opts);
-    classifier->load(mf.tensor("classifier.weight"), mf.tensor("classifier.bias"));
+    classifier->load(mf.tensor("classifier.weight"), mf.shape("classifier.weight"), mf.tensor("classifier.bias"));
     if (self_attn) {
       if (cfg.attention_projections) {
         auto lin = [&](const char* name) {
           auto l = std::make_unique<Linear>(c, E, E, true, linear_opts);
-          l->load(mf.tensor(fmt::format("{}.weight", name)), mf.tensor(fmt::format("{}.bias", name)));
+          l->load(mf.tensor(fmt::format("{}.weight", name)), mf.shape(fmt::format("{}.weight", name)),
+                  mf.tensor(fmt::format("{}.bias", name)));
           return l;
         };
         q_proj = lin("q_proj");

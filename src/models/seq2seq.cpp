@@ -158,7 +158,7 @@ struct Seq2Seq::Impl {
     decoder->load(mf.rnn("decoder"));
     if (bahdanau) {
       bridge = std::make_unique<Linear>(c, He, Hd, true, linear_opts);
-      bridge->load(mf.tensor("bridge.weight"), mf.tensor("bridge.bias"));
+      bridge->load(mf.tensor("bridge.weight"), mf.shape("bridge.weight"), mf.tensor("bridge.bias"));
       // The output layer reads [s; c; emb]; the decoder builds [emb; c] for the RNN first, so
       // the columns are permuted once here to read [emb; c; s] (one contiguous buffer).
       const auto& w = mf.tensor("output.weight");
@@ -172,17 +172,17 @@ struct Seq2Seq::Impl {
         std::copy_n(src, Hd, dst + E + M);
       }
       output = std::make_unique<Linear>(c, K, Vt, true, linear_opts);
-      output->load(wp, mf.tensor("output.bias"));
+      output->load(wp, mf.shape("output.weight"), mf.tensor("output.bias"));  // same shape, columns permuted
     } else {
       combine = std::make_unique<Linear>(c, 2 * Hd, Hd, false, linear_opts);
-      combine->load(mf.tensor("combine.weight"));
+      combine->load(mf.tensor("combine.weight"), mf.shape("combine.weight"));
       output = std::make_unique<Linear>(c, Hd, Vt, true, linear_opts);
-      output->load(mf.tensor("output.weight"), mf.tensor("output.bias"));
+      output->load(mf.tensor("output.weight"), mf.shape("output.weight"), mf.tensor("output.bias"));
     }
     if (score == Score::additive) {
       const std::size_t A = cfg.attention_dim;
       key_proj = std::make_unique<Linear>(c, M, A, false, opts);
-      key_proj->load(mf.tensor("attention.key_weight"));
+      key_proj->load(mf.tensor("attention.key_weight"), mf.shape("attention.key_weight"));
       query_w = tensor_of(c, {A, Hd}, mf.tensor("attention.query_weight"), "attention.query_weight");
       v = tensor_of(c, {A}, mf.tensor("attention.v"), "attention.v");
       if (mf.has("attention.query_bias")) {
