@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <typeinfo>
@@ -33,6 +35,8 @@
 #include "expect_error.hpp"
 #include "io/untrusted.hpp"
 #include "test_models_tiny.hpp"
+#include "vkrnn/context.hpp"
+#include "vkrnn/device.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
 
@@ -496,6 +500,47 @@ TEST(ModelConfigRules, LimitsOfARealModel) {
   limit("/beam/width", 64, 63);
   limit("/src_vocab_size", model_limits::max_vocab + 1, model_limits::max_vocab);
   limit("/embedding_dim", model_limits::max_dimension + 1, model_limits::max_dimension);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: the documented error codes when Vulkan is missing (docs/runtime.md, device.hpp).
+// Each case runs in a child process (the loader is loaded once per process); the child exits
+// with the ErrorCode (std::_Exit: no leak check of the child's half-built state).
+
+[[noreturn]] void exit_with_code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", to_string(e.code()), e.what());
+    std::_Exit(static_cast<int>(e.code()));
+  } catch (...) {
+    std::_Exit(100);
+  }
+  std::_Exit(101);
+}
+
+TEST(Diagnostics, NoDriverIsNoDevice) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto no_driver = [](const std::function<void()>& fn) {
+    ::setenv("VK_DRIVER_FILES", "/nonexistent/vkrnn-no-driver.json", 1);
+    ::setenv("VK_ICD_FILENAMES", "/nonexistent/vkrnn-no-driver.json", 1);
+    exit_with_code_of(fn);
+  };
+  EXPECT_EXIT(no_driver([] { (void)list_devices(); }), ::testing::ExitedWithCode(static_cast<int>(ErrorCode::no_device)),
+              "no_device: no Vulkan driver found .*mesa-vulkan-drivers");
+  EXPECT_EXIT(no_driver([] { Context ctx; }), ::testing::ExitedWithCode(static_cast<int>(ErrorCode::no_device)),
+              "no_device: no Vulkan driver found");
+}
+
+TEST(Diagnostics, NoLoaderIsNoLoader) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        ::setenv("VKRNN_VULKAN_LIBRARY", "/nonexistent/libvulkan.so.1", 1);
+        exit_with_code_of([] { Context ctx; });
+      },
+      ::testing::ExitedWithCode(static_cast<int>(ErrorCode::no_loader)),
+      "no_loader: no Vulkan loader: could not load '/nonexistent/libvulkan.so.1'");
 }
 
 }  // namespace
