@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/attention.hpp"
@@ -131,7 +132,9 @@ struct Classifier::Impl {
 };
 
 Classifier Classifier::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  return Classifier(ctx, ModelFile::load(model_dir), options);
+  const ModelFile model = ModelFile::load(model_dir);
+  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
+  return io_detail::only_vkrnn_errors(model_dir, [&] { return Classifier(ctx, model, options); });
 }
 
 Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options)

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
@@ -429,7 +430,9 @@ std::vector<std::int32_t> DecodeResult::row(std::size_t b) const {
 }
 
 Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  return Seq2Seq(ctx, ModelFile::load(model_dir), options);
+  const ModelFile model = ModelFile::load(model_dir);
+  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
+  return io_detail::only_vkrnn_errors(model_dir, [&] { return Seq2Seq(ctx, model, options); });
 }
 
 Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
