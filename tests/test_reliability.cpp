@@ -76,6 +76,15 @@ std::string with_raw(const json& config, const std::string& placeholder, const s
   return text.replace(at, quoted.size(), raw);
 }
 
+// A safetensors file of `header` (padded to 8 bytes) and no data.
+std::vector<std::byte> safetensors_of(std::string header) {
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::vector<std::byte> bytes(8 + header.size());
+  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = std::byte((header.size() >> (8 * i)) & 0xff);
+  std::memcpy(bytes.data() + 8, header.data(), header.size());
+  return bytes;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 18: every failure of the JSON parser is a vkrnn::Error naming the file and where.
 
@@ -114,13 +123,6 @@ TEST(UntrustedJson, ModelJsonParserFailuresAreErrorsWithPosition) {
 }
 
 TEST(UntrustedJson, SafetensorsHeaderParserFailuresAreErrors) {
-  auto file_with_header = [](std::string header) {
-    header.append((8 - header.size() % 8) % 8, ' ');
-    std::vector<std::byte> bytes(8 + header.size());
-    for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = std::byte((header.size() >> (8 * i)) & 0xff);
-    std::memcpy(bytes.data() + 8, header.data(), header.size());
-    return bytes;
-  };
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"w":{"dtype":"F32","shape":[-1e400],"data_offsets":[0,0]}})", "number overflow"},
       {R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}})", "number overflow"},
@@ -136,7 +138,7 @@ TEST(UntrustedJson, SafetensorsHeaderParserFailuresAreErrors) {
     const std::string& header = c.first;
     const std::string& fragment = c.second;
     SCOPED_TRACE(header);
-    test::expect_error([&] { SafetensorsFile::parse(file_with_header(header), "mem://h"); }, ErrorCode::format,
+    test::expect_error([&] { SafetensorsFile::parse(safetensors_of(header), "mem://h"); }, ErrorCode::format,
                        {"mem://h", fragment});
   }
 }
@@ -294,14 +296,19 @@ void expect_prompt_error(const std::string& dir, ErrorCode code, const std::vect
   EXPECT_EQ(result.get(), "");
 }
 
+// A TinyModel in dir with `which` of its files removed; returns that file's path.
+fs::path model_without(const TempDir& dir, const char* which) {
+  TinyModel().write(dir.path());
+  const fs::path p = dir.path() / which;
+  fs::remove(p);
+  return p;
+}
+
 TEST(UntrustedFiles, FifoIsRefusedWithoutBlocking) {
   for (const char* which : {"model.json", "model.safetensors"}) {
     SCOPED_TRACE(which);
     TempDir dir;
-    TinyModel m;
-    m.write(dir.path());
-    const fs::path p = dir.path() / which;
-    fs::remove(p);
+    const fs::path p = model_without(dir, which);
     ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
     expect_prompt_error(dir.str(), ErrorCode::io, {p.string(), "FIFO", "regular file"}, p.string());
   }
@@ -311,10 +318,7 @@ TEST(UntrustedFiles, DeviceSymlinkIsRefused) {
   for (const char* which : {"model.json", "model.safetensors"}) {
     SCOPED_TRACE(which);
     TempDir dir;
-    TinyModel m;
-    m.write(dir.path());
-    fs::remove(dir.path() / which);
-    fs::create_symlink("/dev/zero", dir.path() / which);
+    fs::create_symlink("/dev/zero", model_without(dir, which));
     expect_prompt_error(dir.str(), ErrorCode::io, {which, "character device"});
   }
   // A symlink to a regular file is fine (model directories are often assembled that way).
@@ -361,14 +365,10 @@ void write_sparse_safetensors(const fs::path& p, const std::vector<std::pair<std
     header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
-  {
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    for (int i = 0; i < 8; ++i) f.put(static_cast<char>((text.size() >> (8 * i)) & 0xff));
-    f << text;
-  }
-  fs::resize_file(p, 8 + text.size() + offset);
+  const std::vector<std::byte> bytes = safetensors_of(header.dump());
+  std::ofstream(p, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  fs::resize_file(p, bytes.size() + offset);
 }
 
 TEST(UntrustedFiles, SparseHugeWeightsAreRefusedBeforeReading) {
@@ -413,12 +413,7 @@ TEST(UntrustedFiles, HeadersOfManyTinyTensorsAreRefused) {
   auto header_of = [](std::size_t n) {
     std::string h = "{";
     for (std::size_t i = 0; i < n; ++i) h += fmt::format("{}\"t{}\":{{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", i ? "," : "", i);
-    h += "}";
-    h.append((8 - h.size() % 8) % 8, ' ');
-    std::vector<std::byte> bytes(8 + h.size());
-    for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = std::byte((h.size() >> (8 * i)) & 0xff);
-    std::memcpy(bytes.data() + 8, h.data(), h.size());
-    return bytes;
+    return safetensors_of(h + "}");
   };
   EXPECT_EQ(SafetensorsFile::parse(header_of(1000), "mem://ok").size(), 1000u);
   test::expect_error([&] { SafetensorsFile::parse(header_of(safetensors_limits::max_tensors + 1), "mem://count"); },
