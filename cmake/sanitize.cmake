@@ -49,3 +49,11 @@ if(VKRNN_SANITIZE)
     "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=${_vkrnn_supp}/ubsan.supp")
 endif()
 
+# VKRNN_FUZZ=ON adds the libFuzzer targets of tests/fuzz (clang only); tests/fuzz/CMakeLists.txt
+# instruments the library for coverage (-fsanitize=fuzzer-no-link), which guides the fuzzer
+# into vkrnn. Only the library: the hooks on every comparison would slow the tests' CPU
+# references tenfold.
+option(VKRNN_FUZZ "Build the libFuzzer targets in tests/fuzz (clang; use with VKRNN_SANITIZE)" OFF)
+if(VKRNN_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "VKRNN_FUZZ needs clang (libFuzzer): -DCMAKE_CXX_COMPILER=clang++")
+endif()
