@@ -183,8 +183,10 @@ class VKRNN_API Seq2Seq {
   // rebuilds the hypotheses from the histories after the single wait.
   std::vector<std::vector<Hypothesis>> beam(const std::vector<std::vector<std::int32_t>>& sources,
                                             const BeamOptions& options = {}) const;
-  // Text in, text out (greedy, stop at EOS).
-  std::vector<std::string> translate(const std::vector<std::string>& texts) const;
+  // Text in, text out (greedy, stop at EOS). An empty text, or (by default, see TextOptions)
+  // a character outside the source vocabulary, is Error(invalid_argument) naming the text's
+  // index and the character's position: the model would otherwise guess.
+  std::vector<std::string> translate(const std::vector<std::string>& texts, const TextOptions& options = {}) const;
 
   // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
   // so the first real decode of those shapes does not build pipelines (Context::prebuild is the

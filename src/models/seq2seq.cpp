@@ -13,6 +13,7 @@
 
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
+#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/beam_search.hpp"
@@ -476,7 +477,9 @@ std::vector<std::int32_t> DecodeResult::row(std::size_t b) const {
 }
 
 Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  return Seq2Seq(ctx, ModelFile::load(model_dir), options);
+  const ModelFile model = ModelFile::load(model_dir);
+  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
+  return io_detail::only_vkrnn_errors(model_dir, [&] { return Seq2Seq(ctx, model, options); });
 }
 
 Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
@@ -872,9 +875,22 @@ WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
       options.background);
 }
 
-std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {
+std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const TextOptions& options) const {
+  if (impl_->cfg.src_vocab.empty()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::translate: the model has no source vocabulary (use token ids)", kOp));
+  }
   std::vector<std::vector<std::int32_t>> sources;
-  for (const auto& t : texts) sources.push_back(encode_text(t));
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    if (texts[i].empty()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::translate: text {} is empty (there is nothing to translate)", kOp, i));
+    }
+    try {
+      sources.push_back(impl_->src_tok.encode(texts[i], impl_->cfg.tokenizer.src_append_eos, options.unknown));
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("{}::translate: text {}: {}", kOp, i, e.what()));
+    }
+  }
   const DecodeResult r = greedy(sources);
   std::vector<std::string> out;
   for (std::size_t b = 0; b < r.batch; ++b) out.push_back(decode_text(r.row(b)));
