@@ -1,0 +1,346 @@
+// Decoding options (issue 16): LogitsProcessor against a double-precision host reference of
+// every rule and their combination over awkward shapes (V = 1, 7, 8000; B = 1, 3, 16), its
+// sampling against a host Philox4x32-10 + Gumbel-max reference and, as a distribution, by a
+// chi-square test of 10^5 samples (fixed seed: deterministic); then Seq2Seq's greedy with the
+// options: processed logits against the host rules applied to teacher-forced raw logits,
+// nothing recorded when every option is off, sampling reproducible across runs and batch sizes,
+// target prefixes, and the errors.
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <tuple>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/test_env.hpp"
+#include "expect_error.hpp"
+#include "test_models_tiny.hpp"
+#include "vkrnn/logits_processor.hpp"
+#include "vkrnn/seq2seq.hpp"
+
+namespace vkrnn {
+namespace {
+
+using test::context;
+using test::expect_error;
+using test::random_floats;
+using test::TempDir;
+using test::TinyModel;
+using test::TinySpec;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// --- host references ---------------------------------------------------------------------
+
+// The rules of docs/runtime.md, "Decoding options", on one row at step t; inputs[0..t] are the
+// row's inputs (inputs[0]: BOS, not a generated token).
+void ref_process(std::vector<double>& x, const std::vector<std::int32_t>& inputs, std::size_t t, const LogitsProcessing& p) {
+  const std::size_t V = x.size();
+  std::vector<std::int32_t> g(inputs.begin() + 1, inputs.begin() + static_cast<std::ptrdiff_t>(t + 1));  // g[0] = g_1
+  if (p.repetition_penalty != 1.0) {
+    const std::set<std::int32_t> seen(g.begin(), g.end());
+    for (std::int32_t v : seen) x[static_cast<std::size_t>(v)] = x[static_cast<std::size_t>(v)] < 0 ? x[static_cast<std::size_t>(v)] * p.repetition_penalty : x[static_cast<std::size_t>(v)] / p.repetition_penalty;
+  }
+  for (double& v : x) v /= p.temperature;
+  for (std::int32_t id : p.suppressed) x[static_cast<std::size_t>(id)] = -kInf;
+  if (p.unk >= 0) x[static_cast<std::size_t>(p.unk)] = -kInf;
+  if (p.min_length > 0 && t < p.min_length) x[static_cast<std::size_t>(p.eos)] = -kInf;
+  const std::size_t n = p.no_repeat_ngram_size;
+  if (n > 0 && g.size() >= n) {
+    const std::size_t L = g.size();
+    for (std::size_t i = 0; i + n <= L; ++i) {  // n-gram g[i .. i+n-1]
+      if (std::equal(g.begin() + static_cast<std::ptrdiff_t>(i), g.begin() + static_cast<std::ptrdiff_t>(i + n - 1),
+                     g.begin() + static_cast<std::ptrdiff_t>(L - n + 1))) {
+        x[static_cast<std::size_t>(g[i + n - 1])] = -kInf;
+      }
+    }
+  }
+  (void)V;
+}
+
+std::uint32_t mulhilo(std::uint32_t a, std::uint32_t b, std::uint32_t& hi) {
+  const std::uint64_t p = std::uint64_t(a) * b;
+  hi = static_cast<std::uint32_t>(p >> 32);
+  return static_cast<std::uint32_t>(p);
+}
+
+// Philox4x32-10 (Random123).
+std::array<std::uint32_t, 4> philox(std::array<std::uint32_t, 4> c, std::array<std::uint32_t, 2> k) {
+  for (int r = 0; r < 10; ++r) {
+    if (r > 0) {
+      k[0] += 0x9E3779B9u;
+      k[1] += 0xBB67AE85u;
+    }
+    std::uint32_t hi0, hi1;
+    const std::uint32_t lo0 = mulhilo(0xD2511F53u, c[0], hi0), lo1 = mulhilo(0xCD9E8D57u, c[2], hi1);
+    c = {hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0};
+  }
+  return c;
+}
+
+TEST(LogitsProcessor, PhiloxKnownAnswers) {
+  // Random123's kat_vectors for philox4x32_10: the host reference the GPU is checked against.
+  EXPECT_EQ(philox({0, 0, 0, 0}, {0, 0}), (std::array<std::uint32_t, 4>{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}));
+  EXPECT_EQ(philox({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu}),
+            (std::array<std::uint32_t, 4>{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
+  EXPECT_EQ(philox({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u}),
+            (std::array<std::uint32_t, 4>{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}));
+}
+
+// Kept entries of a processed row for top-k / top-p (ties at a threshold kept).
+std::vector<bool> ref_kept(const std::vector<double>& x, std::size_t top_k, double top_p) {
+  const std::size_t V = x.size();
+  std::vector<bool> keep(V, true);
+  std::vector<double> sorted(x);
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  if (top_k > 0 && top_k < V) {
+    const double kth = sorted[top_k - 1];
+    for (std::size_t v = 0; v < V; ++v) keep[v] = x[v] >= kth;
+  }
+  const double m = sorted[0];
+  if (top_p < 1.0 && std::isfinite(m)) {
+    double z = 0.0;
+    for (std::size_t v = 0; v < V; ++v)
+      if (keep[v]) z += std::exp(x[v] - m);
+    // The smallest threshold value whose kept mass (ties included) reaches top_p.
+    double thr = -kInf;
+    for (std::size_t i = 0; i < V; ++i) {
+      double s = 0.0;
+      for (std::size_t v = 0; v < V; ++v)
+        if (keep[v] && x[v] >= sorted[i]) s += std::exp(x[v] - m);
+      thr = sorted[i];
+      if (s >= top_p * z) break;
+    }
+    for (std::size_t v = 0; v < V; ++v) keep[v] = keep[v] && x[v] >= thr;
+  }
+  return keep;
+}
+
+// Gumbel-max over the kept entries with the GPU's uniforms.
+std::int32_t ref_sample(const std::vector<double>& x, const std::vector<bool>& keep, std::uint64_t seed, std::uint32_t step,
+                        std::uint32_t row) {
+  double best = -kInf;
+  std::int32_t arg = -1;
+  for (std::uint32_t v = 0; v < x.size(); ++v) {
+    if (!keep[v] || !std::isfinite(x[v])) continue;
+    const auto r = philox({v, step, row, 0}, {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
+    const double u = (double(r[0] >> 8) + 0.5) / 16777216.0;
+    const double s = x[v] - std::log(-std::log(u));
+    if (s > best) {
+      best = s;
+      arg = static_cast<std::int32_t>(v);
+    }
+  }
+  return arg < 0 ? 0 : arg;
+}
+
+// --- the op ------------------------------------------------------------------------------
+
+// T steps of B rows: inputs drawn from a few ids (so n-grams and repetitions happen), fresh
+// logits per step; every step's processed logits (and samples) against the host.
+void check_processor(std::size_t B, std::size_t V, std::size_t T, const LogitsProcessing& p, std::uint32_t seed,
+                     const OpOptions& options = {}) {
+  SCOPED_TRACE(fmt::format("B {} V {} T {} T {} pen {} ngram {} min {} unk {} supp {} sample {} k {} p {} wg {}", B, V, T,
+                           p.temperature, p.repetition_penalty, p.no_repeat_ngram_size, p.min_length, p.unk,
+                           p.suppressed.size(), p.sample, p.top_k, p.top_p, options.workgroup_size));
+  Context& ctx = context();
+  std::mt19937 rng(seed);
+  const std::size_t few = std::min<std::size_t>(V, 3);
+  std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>(T));
+  for (auto& row : inputs) {
+    row[0] = 0;
+    for (std::size_t t = 1; t < T; ++t) row[t] = static_cast<std::int32_t>(rng() % few);
+  }
+  const LogitsProcessor op(ctx, V, p, options);
+  const LogitsProcessor::State st = op.make_state(B, T);
+  std::vector<Tensor> logits, ins, chosen;
+  std::vector<std::vector<float>> raw;
+  Sequence seq = ctx.sequence();
+  op.record_reset(seq, st);
+  for (std::size_t t = 0; t < T; ++t) {
+    raw.push_back(random_floats(B * V, seed + static_cast<std::uint32_t>(t), -3.0f, 3.0f));
+    logits.push_back(ctx.tensor({B, V}, raw.back()));
+    std::vector<std::int32_t> in(B);
+    for (std::size_t b = 0; b < B; ++b) in[b] = inputs[b][t];
+    ins.push_back(ctx.tensor({B}, DType::i32));
+    seq.upload(ins.back(), in);
+    op.record(seq, st, logits.back(), ins.back(), t);
+    seq.download(logits.back());
+    if (st.chosen.valid()) {
+      chosen.push_back(ctx.tensor({B}, DType::i32));
+      seq.copy(st.chosen, chosen.back());
+      seq.download(chosen.back());
+    }
+  }
+  seq.eval();
+  for (std::size_t t = 0; t < T; ++t) {
+    const auto got = seq.read<float>(logits[t]);
+    const auto picks = st.chosen.valid() ? seq.read<std::int32_t>(chosen[t]) : std::vector<std::int32_t>{};
+    for (std::size_t b = 0; b < B; ++b) {
+      std::vector<double> x(raw[t].begin() + static_cast<std::ptrdiff_t>(b * V), raw[t].begin() + static_cast<std::ptrdiff_t>((b + 1) * V));
+      ref_process(x, inputs[b], t, p);
+      for (std::size_t v = 0; v < V; ++v) {
+        const double g = got[b * V + v];
+        if (std::isinf(x[v])) ASSERT_EQ(g, x[v]) << "step " << t << " row " << b << " v " << v;
+        else ASSERT_NEAR(g, x[v], 1e-5 * (1.0 + std::abs(x[v]))) << "step " << t << " row " << b << " v " << v;
+      }
+      if (p.sample) {
+        // From the GPU's own processed row, so the reference sees the same floats.
+        std::vector<double> xg(got.begin() + static_cast<std::ptrdiff_t>(b * V), got.begin() + static_cast<std::ptrdiff_t>((b + 1) * V));
+        const auto keep = ref_kept(xg, p.top_k, p.top_p);
+        EXPECT_EQ(picks[b], ref_sample(xg, keep, p.seed, static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(b)))
+            << "step " << t << " row " << b;
+      }
+    }
+  }
+}
+
+TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
+  for (const auto& [B, V, T] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 1, 4}, {3, 7, 8}, {16, 8000, 4}}) {
+    const std::int32_t last = static_cast<std::int32_t>(V - 1);
+    std::vector<LogitsProcessing> cases(7);
+    cases[0].repetition_penalty = 1.7;
+    cases[1].temperature = 0.6;
+    cases[2].no_repeat_ngram_size = 2;
+    cases[3].min_length = 3, cases[3].eos = last;
+    cases[4].unk = last;
+    cases[5].suppressed = {0, last, 0};
+    cases[6].no_repeat_ngram_size = 1;
+    LogitsProcessing all;
+    all.repetition_penalty = 0.8;  // < 1 rewards repetition: the rule still holds
+    all.temperature = 1.3;
+    all.no_repeat_ngram_size = 3;
+    all.min_length = 2, all.eos = std::min<std::int32_t>(1, last);
+    all.unk = std::min<std::int32_t>(2, last);
+    all.suppressed = {last};
+    cases.push_back(all);
+    std::uint32_t seed = 10;
+    for (const auto& p : cases) check_processor(B, V, T, p, ++seed);
+  }
+}
+
+TEST(LogitsProcessor, WorkgroupSizesAndReductionPaths) {
+  LogitsProcessing p;
+  p.repetition_penalty = 1.2, p.no_repeat_ngram_size = 2, p.sample = true, p.top_k = 5, p.top_p = 0.9, p.seed = 42;
+  for (const std::uint32_t wg : {1u, 4u, 32u}) {
+    for (const bool shared : {false, true}) {
+      OpOptions o;
+      o.workgroup_size = wg;
+      o.force_shared_memory_reduction = shared;
+      check_processor(3, 37, 6, p, 5, o);
+    }
+  }
+}
+
+TEST(LogitsProcessor, SamplingMatchesHostPhiloxGumbel) {
+  for (const auto& [B, V] : {std::pair<std::size_t, std::size_t>{1, 1}, {3, 7}, {16, 8000}}) {
+    for (const auto& [k, topp] : {std::pair<std::size_t, double>{0, 1.0}, {5, 1.0}, {0, 0.7}, {3, 0.5}}) {
+      LogitsProcessing p;
+      p.sample = true, p.top_k = k, p.top_p = topp, p.temperature = 0.8, p.seed = 0x1234567890ull;
+      check_processor(B, V, 3, p, 77, {});
+    }
+  }
+}
+
+// 10^5 draws (one per row, the same logits in every row) against the softmax of the processed
+// logits over the kept entries: Pearson's chi-square below the 0.999 quantile of its
+// distribution (fixed seed, so the test is deterministic).
+double chi_square(std::size_t V, std::size_t top_k, double top_p, double temperature, std::size_t& df, double& limit) {
+  Context& ctx = context();
+  const std::size_t N = 100000;
+  const std::vector<float> row = {1.5f, 0.2f, -0.7f, 2.0f, 0.9f, -1.5f, 0.0f, 1.1f, -0.3f, 0.6f, -2.0f, 0.4f};
+  std::vector<float> logits(N * V);
+  for (std::size_t b = 0; b < N; ++b) std::copy_n(row.begin(), V, logits.begin() + static_cast<std::ptrdiff_t>(b * V));
+  LogitsProcessing p;
+  p.sample = true, p.top_k = top_k, p.top_p = top_p, p.temperature = temperature, p.seed = 2026;
+  const LogitsProcessor op(ctx, V, p);
+  const auto st = op.make_state(N, 1);
+  const Tensor t = ctx.tensor({N, V}, logits), in = ctx.tensor({N}, DType::i32);
+  Sequence seq = ctx.sequence();
+  seq.fill(in, 0);
+  op.record_reset(seq, st);
+  op.record(seq, st, t, in, 0);
+  seq.download(st.chosen);
+  seq.eval();
+  const auto picks = seq.read<std::int32_t>(st.chosen);
+  std::vector<double> x(row.begin(), row.begin() + static_cast<std::ptrdiff_t>(V));
+  for (double& v : x) v = double(float(v * float(1.0 / temperature)));
+  const auto keep = ref_kept(x, top_k, top_p);
+  double z = 0.0;
+  for (std::size_t v = 0; v < V; ++v)
+    if (keep[v]) z += std::exp(x[v]);
+  std::vector<std::size_t> counts(V, 0);
+  for (auto k : picks) {
+    EXPECT_TRUE(k >= 0 && std::size_t(k) < V && keep[std::size_t(k)]) << k;
+    if (k >= 0 && std::size_t(k) < V) ++counts[std::size_t(k)];
+  }
+  double chi = 0.0;
+  df = 0;
+  for (std::size_t v = 0; v < V; ++v) {
+    if (!keep[v]) continue;
+    const double e = double(N) * std::exp(x[v]) / z;
+    chi += (double(counts[v]) - e) * (double(counts[v]) - e) / e;
+    ++df;
+  }
+  df -= 1;
+  // 0.999 quantiles of chi-square with df = 1 .. 11.
+  static const double q999[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88, 29.59, 31.26};
+  limit = q999[df];
+  return chi;
+}
+
+TEST(LogitsProcessor, SampleDistributionChiSquare) {
+  for (const auto& [V, k, topp, temp] : {std::tuple<std::size_t, std::size_t, double, double>{7, 0, 1.0, 1.0},
+                                         {7, 0, 1.0, 0.5},
+                                         {12, 0, 1.0, 2.0},
+                                         {12, 5, 1.0, 1.0},
+                                         {12, 0, 0.8, 1.0},
+                                         {12, 6, 0.9, 0.7}}) {
+    std::size_t df = 0;
+    double limit = 0.0;
+    const double chi = chi_square(V, k, topp, temp, df, limit);
+    std::printf("chi-square V %zu top_k %zu top_p %.2f T %.2f: %.2f (df %zu, 0.999 quantile %.2f)\n", V, k, topp, temp, chi, df, limit);
+    EXPECT_LT(chi, limit) << "V " << V << " top_k " << k << " top_p " << topp << " T " << temp;
+  }
+}
+
+TEST(LogitsProcessor, Errors) {
+  Context& ctx = context();
+  auto make = [&](auto edit) {
+    LogitsProcessing p;
+    edit(p);
+    return [p, &ctx] { LogitsProcessor op(ctx, 7, p); };
+  };
+  expect_error(make([](LogitsProcessing& p) { p.temperature = 0.0; }), ErrorCode::invalid_argument, {"temperature = 0"});
+  expect_error(make([](LogitsProcessing& p) { p.repetition_penalty = -1.0; }), ErrorCode::invalid_argument, {"repetition_penalty"});
+  expect_error(make([](LogitsProcessing& p) { p.top_p = 0.0; }), ErrorCode::invalid_argument, {"top_p"});
+  expect_error(make([](LogitsProcessing& p) { p.min_length = 2; }), ErrorCode::invalid_argument, {"min_length", "eos"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed = {3, 7}; }), ErrorCode::invalid_argument, {"suppressed[1] = 7", "[0, 7)"});
+  expect_error(make([](LogitsProcessing& p) { p.unk = 9; }), ErrorCode::invalid_argument, {"unk = 9"});
+  LogitsProcessing p;
+  p.prefix = {{1, 2, 3}};
+  const LogitsProcessor op(ctx, 7, p);
+  expect_error([&] { (void)op.make_state(1, 2); }, ErrorCode::out_of_range, {"3 tokens", "max_len = 2"});
+  expect_error([&] { (void)op.make_state(2, 4); }, ErrorCode::invalid_argument, {"1 prefixes", "2 rows"});
+  // Off: nothing is recorded.
+  const LogitsProcessor off(ctx, 7, LogitsProcessing{});
+  EXPECT_FALSE(off.active());
+  const auto st = off.make_state(2, 3);
+  Sequence seq = ctx.sequence();
+  const Tensor l = ctx.tensor({2, 7}), in = ctx.tensor({2}, DType::i32);
+  off.record_reset(seq, st);
+  off.record(seq, st, l, in, 0);
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+  EXPECT_EQ(seq.stats().copies, 0u);
+}
+
+}  // namespace
+}  // namespace vkrnn
