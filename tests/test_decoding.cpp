@@ -342,5 +342,195 @@ TEST(LogitsProcessor, Errors) {
   EXPECT_EQ(seq.stats().copies, 0u);
 }
 
+// --- Seq2Seq ------------------------------------------------------------------------------
+
+std::vector<std::vector<std::int32_t>> sources(std::size_t B, std::size_t Vs, std::uint32_t seed) {
+  std::vector<std::size_t> lengths;
+  for (std::size_t b = 0; b < B; ++b) lengths.push_back(1 + (b * 5 + seed) % 7);
+  return test::random_token_rows(lengths, 3, Vs, seed);
+}
+
+double log_softmax_at(const std::vector<double>& x, std::size_t k) {
+  double m = -kInf;
+  for (double v : x) m = std::max(m, v);
+  double z = 0.0;
+  for (double v : x) z += std::exp(v - m);
+  return x[k] - m - std::log(z);
+}
+
+// Greedy with the options: at every step of every row, the processed logits equal the host
+// rules applied to the raw logits of the same inputs (the incremental API, teacher-forced with
+// greedy's own tokens, the same batch: the same kernels), the token is their argmax and the
+// score its log-softmax.
+void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions& o, std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {}", spec.Vt, B, o.repetition_penalty,
+                           o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size()));
+  TempDir dir;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(B, spec.Vs, seed);
+  DecodeOptions with = o;
+  with.return_logits = true;
+  const DecodeResult g = model.greedy(src, with);
+  const std::size_t V = spec.Vt, T = g.steps;
+  LogitsProcessing p;
+  p.repetition_penalty = o.repetition_penalty;
+  p.no_repeat_ngram_size = o.no_repeat_ngram_size;
+  p.min_length = o.min_length;
+  p.eos = 2;
+  p.unk = o.disable_unk ? 3 : -1;
+  p.suppressed = o.suppress_tokens;
+  auto st = model.start(model.encode(src), {.max_len = o.max_len, .return_logits = true});
+  std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>{1});  // BOS
+  std::size_t checked = 0;
+  for (std::size_t t = 0; t < T; ++t) {
+    std::vector<std::int32_t> forced(B);
+    for (std::size_t b = 0; b < B; ++b) forced[b] = inputs[b].back();
+    const StepResult r = model.step(st, forced);
+    for (std::size_t b = 0; b < B; ++b) {
+      const std::int32_t tok = g.tokens[b * T + t];
+      inputs[b].push_back(tok);
+      if (t >= static_cast<std::size_t>(g.lengths[b])) continue;
+      std::vector<double> x(r.logits.begin() + static_cast<std::ptrdiff_t>(b * V), r.logits.begin() + static_cast<std::ptrdiff_t>((b + 1) * V));
+      ref_process(x, inputs[b], t, p);
+      std::size_t best = 0;
+      for (std::size_t v = 0; v < V; ++v) {
+        const double got = g.logits[(b * T + t) * V + v];
+        if (std::isinf(x[v])) ASSERT_EQ(got, x[v]) << "row " << b << " step " << t << " v " << v;
+        else ASSERT_NEAR(got, x[v], 1e-5 * (1.0 + std::abs(x[v]))) << "row " << b << " step " << t << " v " << v;
+        if (x[v] > x[best]) best = v;
+      }
+      EXPECT_EQ(static_cast<std::size_t>(tok), best) << "row " << b << " step " << t;
+      EXPECT_NEAR(g.scores[b * T + t], log_softmax_at(x, best), 1e-4) << "row " << b << " step " << t;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, B);
+}
+
+TEST(DecodeOptions, GreedyRulesMatchTheHostOnTeacherForcedLogits) {
+  TinySpec small;
+  small.scale = 1.5f;  // peaked rows: repetitions happen
+  TinySpec wide = small;
+  wide.Vt = 40;
+  check_greedy_rules(small, 3, {.repetition_penalty = 2.5}, 1);
+  check_greedy_rules(small, 3, {.no_repeat_ngram_size = 1}, 2);
+  check_greedy_rules(small, 16, {.min_length = 4}, 3);
+  check_greedy_rules(small, 1, {.disable_unk = true, .suppress_tokens = {4}}, 4);
+  check_greedy_rules(wide, 16,
+                     {.max_len = 12, .repetition_penalty = 1.3, .no_repeat_ngram_size = 2, .min_length = 3, .disable_unk = true,
+                      .suppress_tokens = {5, 39}},
+                     5);
+}
+
+// Off, the options record nothing; on, one dispatch per step and still one submission.
+TEST(DecodeOptions, OffCostsNothing) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(3, 7, 1);
+  const DecodeResult plain = model.greedy(src, {.max_len = 6, .stop_at_eos = false});
+  // Neutral settings: a temperature without sampling, penalty 1, a seed.
+  const DecodeResult neutral = model.greedy(
+      src, {.max_len = 6, .stop_at_eos = false, .repetition_penalty = 1.0, .sampling_temperature = 0.5, .seed = 9});
+  EXPECT_EQ(neutral.stats.dispatches, plain.stats.dispatches);
+  EXPECT_EQ(neutral.stats.copies, plain.stats.copies);
+  EXPECT_EQ(neutral.stats.barriers, plain.stats.barriers);
+  EXPECT_EQ(neutral.stats.submissions, 1u);
+  EXPECT_EQ(neutral.tokens, plain.tokens);
+  EXPECT_EQ(neutral.scores, plain.scores);
+  const DecodeResult on = model.greedy(src, {.max_len = 6, .stop_at_eos = false, .repetition_penalty = 1.2,
+                                             .no_repeat_ngram_size = 2, .sampling_topk = 0, .seed = 3});
+  EXPECT_EQ(on.stats.dispatches, plain.stats.dispatches + 6);
+  EXPECT_EQ(on.stats.submissions, 1u);
+  std::printf("greedy B 3, 6 steps: %u dispatches, %u barriers, %u submission(s) with the options off; %u, %u, %u with "
+              "repetition penalty + n-gram blocking + sampling\n",
+              plain.stats.dispatches, plain.stats.barriers, plain.stats.submissions, on.stats.dispatches, on.stats.barriers,
+              on.stats.submissions);
+  // Early stop still works with the options on.
+  const DecodeResult stop = model.greedy(src, {.repetition_penalty = 1.2, .sampling_topk = 0, .seed = 3});
+  EXPECT_EQ(stop.stats.submissions, 1u);
+  EXPECT_LE(stop.steps_run, stop.steps + 1);
+}
+
+TEST(DecodeOptions, SamplingIsReproducibleAcrossRunsAndBatchSizes) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 40;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src16 = sources(16, spec.Vs, 4);
+  const decltype(src16) src3(src16.begin(), src16.begin() + 3), src1(src16.begin(), src16.begin() + 1);
+  const DecodeOptions o{.max_len = 8, .stop_at_eos = false, .sampling_topk = 0, .sampling_topp = 0.95, .sampling_temperature = 1.5, .seed = 7};
+  const DecodeResult r16 = model.greedy(src16, o), r3 = model.greedy(src3, o), r3again = model.greedy(src3, o), r1 = model.greedy(src1, o);
+  EXPECT_EQ(r3.tokens, r3again.tokens);
+  EXPECT_EQ(r3.scores, r3again.scores);
+  for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(r3.row(b), r16.row(b)) << "row " << b;
+  EXPECT_EQ(r1.row(0), r16.row(0));
+  // A sample, not the argmax; another seed, other tokens.
+  const DecodeResult greedy16 = model.greedy(src16, {.max_len = 8, .stop_at_eos = false});
+  EXPECT_NE(r16.tokens, greedy16.tokens);
+  DecodeOptions o2 = o;
+  o2.seed = 8;
+  EXPECT_NE(model.greedy(src16, o2).tokens, r16.tokens);
+  // top-k 1 is greedy whatever the other sampling settings.
+  DecodeOptions k1 = o;
+  k1.sampling_topk = 1;
+  EXPECT_EQ(model.greedy(src16, k1).tokens, greedy16.tokens);
+  // Scores are the log-softmax of the processed (tempered) logits at the sampled token.
+  DecodeOptions lg = o;
+  lg.return_logits = true;
+  const DecodeResult withl = model.greedy(src3, lg);
+  EXPECT_EQ(withl.tokens, r3.tokens);
+  for (std::size_t i = 0; i < 3 * 8; ++i) {
+    std::vector<double> x(withl.logits.begin() + static_cast<std::ptrdiff_t>(i * 40), withl.logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * 40));
+    EXPECT_NEAR(withl.scores[i], log_softmax_at(x, static_cast<std::size_t>(withl.tokens[i])), 1e-4) << i;
+  }
+}
+
+TEST(DecodeOptions, TargetPrefix) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 40;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(3, spec.Vs, 6);
+  const DecodeResult plain = model.greedy(src, {.max_len = 9, .stop_at_eos = false, .return_logits = true});
+  // The rows' own first tokens as the prefix: the same decode.
+  std::vector<std::vector<std::int32_t>> own;
+  for (std::size_t b = 0; b < 3; ++b) own.push_back({plain.tokens[b * 9], plain.tokens[b * 9 + 1]});
+  const DecodeResult same = model.greedy(src, {.max_len = 9, .stop_at_eos = false, .target_prefix = own});
+  EXPECT_EQ(same.tokens, plain.tokens);
+  EXPECT_EQ(same.scores, plain.scores);
+  // Forced tokens, one row without a prefix; the forced steps score their own token.
+  const std::vector<std::vector<std::int32_t>> forced = {{7, 7, 9}, {}, {2}};
+  const DecodeResult f = model.greedy(src, {.max_len = 9, .stop_at_eos = false, .return_logits = true, .target_prefix = forced});
+  EXPECT_EQ(std::vector<std::int32_t>(f.tokens.begin(), f.tokens.begin() + 3), forced[0]);
+  EXPECT_EQ(f.tokens[2 * 9], 2);
+  EXPECT_EQ(std::vector<std::int32_t>(f.tokens.begin() + 9, f.tokens.begin() + 18), std::vector<std::int32_t>(plain.tokens.begin() + 9, plain.tokens.begin() + 18));
+  for (std::size_t t = 0; t < 3; ++t) {
+    std::vector<double> x(f.logits.begin() + static_cast<std::ptrdiff_t>(t * 40), f.logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * 40));
+    EXPECT_NEAR(f.scores[t], log_softmax_at(x, static_cast<std::size_t>(forced[0][t])), 1e-4);
+  }
+  // A forced EOS ends the row when decoding stops at EOS.
+  const DecodeResult e = model.greedy(src, {.max_len = 9, .target_prefix = {{4, 2}, {}, {}}});
+  EXPECT_EQ(e.row(0), (std::vector<std::int32_t>{4, 2}));
+}
+
+TEST(DecodeOptions, Errors) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(2, 7, 1);
+  expect_error([&] { model.greedy(src, {.max_len = 3, .target_prefix = {{4, 4, 4, 4}, {}}}); }, ErrorCode::out_of_range,
+               {"target prefix of row 0", "4 tokens", "max_len = 3"});
+  expect_error([&] { model.greedy(src, {.target_prefix = {{4}}}); }, ErrorCode::invalid_argument, {"1 target prefixes", "2 source rows"});
+  expect_error([&] { model.greedy(src, {.target_prefix = {{4}, {6}}}); }, ErrorCode::invalid_argument, {"target prefix", "6"});
+  expect_error([&] { model.greedy(src, {.suppress_tokens = {6}}); }, ErrorCode::invalid_argument, {"suppressed[0] = 6"});
+  expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_topp = 1.5}); }, ErrorCode::invalid_argument, {"top_p = 1.5"});
+  expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_temperature = -1.0}); }, ErrorCode::invalid_argument, {"temperature"});
+  expect_error([&] { model.greedy(src, {.repetition_penalty = 0.0}); }, ErrorCode::invalid_argument, {"repetition_penalty"});
+}
+
 }  // namespace
 }  // namespace vkrnn

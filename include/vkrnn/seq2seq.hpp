@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/logits_processor.hpp"
 #include "vkrnn/export.h"
 #include "vkrnn/model.hpp"
 #include "vkrnn/options.hpp"
@@ -53,6 +54,21 @@ struct DecodeOptions {
   bool return_attention = false;  // DecodeResult::attention
   // Tensors of the decoder_step graph to return per step, by name (DecodeResult::outputs).
   std::vector<std::string> outputs;
+  // Logits processing, sampling and target prefixes, on the GPU between the output projection
+  // and the choice of token (docs/runtime.md, "Decoding options"; CTranslate2's names and
+  // rules). The defaults record nothing. Scores (and return_logits) are of the processed logits.
+  double repetition_penalty = 1.0;        // > 0; 1: off
+  std::size_t no_repeat_ngram_size = 0;   // 0: off
+  std::size_t min_length = 0;             // tokens before EOS may be chosen (EOS excluded)
+  bool disable_unk = false;               // never choose the model's unk token
+  std::vector<std::int32_t> suppress_tokens;  // ids never chosen
+  std::size_t sampling_topk = 1;          // 1: greedy (argmax); 0: sample the whole vocabulary
+  double sampling_topp = 1.0;             // nucleus, (0, 1]; used when sampling
+  double sampling_temperature = 1.0;      // > 0; used when sampling
+  std::uint64_t seed = 0;                 // Philox key: the same seed, the same tokens
+  // Forced first tokens per row (one vector per source row, or none): row b emits
+  // target_prefix[b] first, then decodes on. Longer than max_len: Error(out_of_range).
+  std::vector<std::vector<std::int32_t>> target_prefix;
 };
 
 struct VKRNN_API DecodeResult {

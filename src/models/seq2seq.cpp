@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -19,6 +20,7 @@
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/logits_processor.hpp"
 #include "vkrnn/topk.hpp"
 
 namespace vkrnn {
@@ -93,6 +95,9 @@ struct Seq2Seq::DecoderState::Impl {
   Tensor step_tokens, step_scores, step_logits, step_attention, step_nonfinite;
   std::map<std::string, Tensor> step_outputs;
   std::size_t last_step = 0;
+  // DecodeOptions' logits processing, sampling and prefix; absent when they are all off.
+  std::optional<LogitsProcessor> processor;
+  LogitsProcessor::State processing;
 };
 
 struct Seq2Seq::Impl {
@@ -284,6 +289,11 @@ struct Seq2Seq::Impl {
     }
     st->exec = decoder->live(wanted);
     st->exec.host_lengths = e->lengths;
+    const LogitsProcessing lp = processing_of(st->options, B);
+    if (lp.active()) {
+      st->processor.emplace(*ctx, Vt, lp, opts);
+      st->processing = st->processor->make_state(B, st->options.max_len);
+    }
     // The token choice reads whole logits / attention tensors.
     if (!decoder->whole(*st->layout, st->frame, logits_t).valid()) {
       st->logits = ctx->tensor({B, Vt}, DType::f32, "Seq2Seq logits");
@@ -292,6 +302,46 @@ struct Seq2Seq::Impl {
       st->attention = ctx->tensor({B, e->S}, DType::f32, "Seq2Seq attention");
     }
     return st;
+  }
+
+  // DecodeOptions -> the processor's settings (checked by LogitsProcessor).
+  LogitsProcessing processing_of(const DecodeOptions& o, std::size_t B) const {
+    LogitsProcessing p;
+    p.repetition_penalty = o.repetition_penalty;
+    p.no_repeat_ngram_size = o.no_repeat_ngram_size;
+    p.min_length = o.min_length;
+    p.eos = cfg.special.eos;
+    if (o.disable_unk) {
+      if (cfg.special.unk < 0) {
+        throw Error(ErrorCode::invalid_argument, fmt::format("{}: disable_unk, but the model has no unk token", kOp));
+      }
+      p.unk = cfg.special.unk;
+    }
+    p.suppressed = o.suppress_tokens;
+    p.sample = o.sampling_topk != 1;
+    if (p.sample) {
+      p.temperature = o.sampling_temperature;
+      p.top_k = o.sampling_topk;
+      p.top_p = o.sampling_topp;
+      p.seed = o.seed;
+    }
+    if (!o.target_prefix.empty()) {
+      if (o.target_prefix.size() != B) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp,
+                                o.target_prefix.size(), B));
+      }
+      for (std::size_t b = 0; b < B; ++b) {
+        if (o.target_prefix[b].size() > o.max_len) {
+          throw Error(ErrorCode::out_of_range,
+                      fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}", kOp, b,
+                                  o.target_prefix[b].size(), o.max_len));
+        }
+        check_token_ids(o.target_prefix[b], Vt, "Seq2Seq: target prefix", b);
+      }
+      p.prefix = o.target_prefix;
+    }
+    return p;
   }
 
   struct History {
@@ -315,6 +365,7 @@ struct Seq2Seq::Impl {
     for (const Tensor& z : st.zeros) seq.fill(z, 0);
     seq.fill(st.token, static_cast<std::uint32_t>(cfg.special.bos));
     seq.fill(st.finished, 0);
+    if (st.processor) st.processor->record_reset(seq, st.processing);
     st.initialized = true;
     st.input_ready = false;
   }
@@ -369,7 +420,8 @@ struct Seq2Seq::Impl {
   void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     record_graph(seq, st);
     record_outputs(seq, st, hist);
-    // (Logits processors -- issue 16 -- go here: between the graph's logits and the choice.)
+    // Logits processing (and sampling, prefixes): in place, between the logits and the choice.
+    if (st.processor) st.processor->record(seq, st.processing, logits_of(st), st.token, st.t);
     if (!hist.select) {
       finish_step(st);
       return;
@@ -384,6 +436,7 @@ struct Seq2Seq::Impl {
     g.scores = hist.scores;
     g.logits = hist.logits;
     g.nonfinite = hist.nonfinite;
+    g.chosen = st.processing.chosen;
     if (hist.attention.valid()) {
       g.weights = attention_of(st);
       g.attention = hist.attention;
