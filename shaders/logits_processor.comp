@@ -21,15 +21,16 @@
 // The row's token history: inputs[b] is this step's input (BOS at step 0, then the previous
 // choice or a forced token); FLAG_NGRAM keeps every input in hist[b, step] (column 0: BOS, never
 // counted), FLAG_REPEAT marks seen[b, v] = 1 once v was an input after BOS. Both persist across
-// the steps' dispatches (the caller zeroes `seen` before the first).
+// the steps' dispatches (the caller zeroes `seen` before the first). Both are f32 (ids exact
+// below 2^24) so that beam search gathers them by parent row with the state (Embedding).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
 #include "reduce.glsl"
 
 layout(set = 0, binding = 0) buffer Logits { float logits[]; };              // [B, V]
 layout(set = 0, binding = 1) readonly buffer Inputs { int inputs[]; };       // [B]
-layout(set = 0, binding = 2) buffer History { int hist[]; };                 // [B, ld]
-layout(set = 0, binding = 3) buffer Seen { uint seen[]; };                   // [B, V]
+layout(set = 0, binding = 2) buffer History { float hist[]; };               // [B, ld] token ids
+layout(set = 0, binding = 3) buffer Seen { float seen[]; };                  // [B, V] 0 / 1
 layout(set = 0, binding = 4) readonly buffer Suppressed { int suppressed[]; };  // [n_suppressed]
 layout(set = 0, binding = 5) writeonly buffer Chosen { int chosen[]; };      // [B]
 layout(set = 0, binding = 6) readonly buffer Prefix { int prefix[]; };       // [B, prefix_len]
@@ -94,8 +95,8 @@ void main() {
       float x = logits[row + v];
       if ((p.flags & FLAG_REPEAT) != 0u) {
         const bool now = generated && int(v) == tok;
-        if (now || seen[row + v] != 0u) x = x < 0.0 ? x * p.penalty : x / p.penalty;
-        if (now) seen[row + v] = 1u;
+        if (now || seen[row + v] != 0.0) x = x < 0.0 ? x * p.penalty : x / p.penalty;
+        if (now) seen[row + v] = 1.0;
       }
       if ((p.flags & FLAG_TEMPERATURE) != 0u) x *= p.inv_temperature;
       logits[row + v] = x;
@@ -124,11 +125,11 @@ void main() {
         bool same = true;
         for (uint j = 0u; j + 1u < n && same; ++j) {
           const uint a = i + j, c = t - n + 2u + j;
-          same = (a == t ? tok : hist[h + a]) == (c == t ? tok : hist[h + c]);
+          same = (a == t ? tok : int(hist[h + a])) == (c == t ? tok : int(hist[h + c]));
         }
         if (same) {
           const uint e = i + n - 1u;
-          const int ban = e == t ? tok : hist[h + e];
+          const int ban = e == t ? tok : int(hist[h + e]);
           if (ban >= 0 && uint(ban) < p.V) logits[row + uint(ban)] = NEG_INF;
         }
       }
@@ -197,5 +198,5 @@ void main() {
     if (forced >= 0) pick = forced;
   }
   if ((p.flags & (FLAG_SAMPLE | FLAG_PREFIX)) != 0u && lane == 0u) chosen[b] = pick;
-  if ((p.flags & FLAG_NGRAM) != 0u && lane == 0u) hist[b * p.ld + p.step] = tok;
+  if ((p.flags & FLAG_NGRAM) != 0u && lane == 0u) hist[b * p.ld + p.step] = float(tok);
 }

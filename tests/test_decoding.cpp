@@ -517,6 +517,71 @@ TEST(DecodeOptions, TargetPrefix) {
   EXPECT_EQ(e.row(0), (std::vector<std::int32_t>{4, 2}));
 }
 
+// Beam search with the rules: K = 1 is greedy with the same rules; with K = 4 every hypothesis
+// keeps them (its histories follow it from row to row), and the rules off record nothing.
+TEST(DecodeOptions, BeamWithTheRules) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.scale = 1.5f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(3, spec.Vs, 9);
+  const DecodeResult g = model.greedy(src, {.max_len = 10, .repetition_penalty = 1.4, .no_repeat_ngram_size = 2, .min_length = 3,
+                                            .disable_unk = true, .suppress_tokens = {5}});
+  const auto b1 = model.beam(src, {.beam_width = 1, .max_len = 10, .repetition_penalty = 1.4, .no_repeat_ngram_size = 2,
+                                   .min_length = 3, .disable_unk = true, .suppress_tokens = {5}});
+  for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(b1[b].at(0).tokens, g.row(b)) << "row " << b;
+  DecodeStats on, off, neutral;
+  const auto b4 = model.beam(src, {.beam_width = 4, .max_len = 10, .return_logits = true, .stats = &on, .no_repeat_ngram_size = 2,
+                                   .min_length = 3, .disable_unk = true, .suppress_tokens = {5}});
+  std::size_t hyps = 0;
+  for (const auto& row : b4) {
+    for (const Hypothesis& h : row) {
+      ++hyps;
+      std::set<std::pair<std::int32_t, std::int32_t>> bigrams;
+      for (std::size_t i = 0; i < h.tokens.size(); ++i) {
+        EXPECT_NE(h.tokens[i], 3);
+        EXPECT_NE(h.tokens[i], 5);
+        if (i < 3) {
+          EXPECT_NE(h.tokens[i], 2) << "EOS before min_length";
+        }
+        if (i > 0) {
+          EXPECT_TRUE(bigrams.insert({h.tokens[i - 1], h.tokens[i]}).second) << "repeated bigram at " << i;
+        }
+        // The returned (processed) logits mask what the rules mask.
+        EXPECT_TRUE(std::isinf(h.logits[i * 40 + 3]) && std::isinf(h.logits[i * 40 + 5]));
+        if (i < 3) {
+          EXPECT_TRUE(std::isinf(h.logits[i * 40 + 2]));
+        }
+        if (i > 1) {
+          for (std::size_t j = 1; j < i; ++j) {
+            if (h.tokens[j - 1] == h.tokens[i - 1]) {
+              EXPECT_TRUE(std::isinf(h.logits[i * 40 + static_cast<std::size_t>(h.tokens[j])])) << "step " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(hyps, 12u);
+  EXPECT_EQ(on.sequence.submissions, 1u);
+  model.beam(src, {.beam_width = 4, .max_len = 10, .stats = &off});
+  model.beam(src, {.beam_width = 4, .max_len = 10, .stats = &neutral, .repetition_penalty = 1.0});
+  EXPECT_EQ(neutral.sequence.dispatches, off.sequence.dispatches);
+  EXPECT_EQ(neutral.sequence.barriers, off.sequence.barriers);
+  DecodeStats rules;
+  model.beam(src, {.beam_width = 4, .max_len = 10, .stats = &rules, .no_repeat_ngram_size = 2, .min_length = 3});
+  // One processor dispatch per step, one history gather per step after the first.
+  EXPECT_EQ(rules.sequence.dispatches, off.sequence.dispatches + 10 + 9);
+  std::printf("beam K 4, B 3, 10 steps: %u dispatches with the rules off, %u with n-gram blocking + min_length\n",
+              off.sequence.dispatches, rules.sequence.dispatches);
+  // The repetition penalty's seen-token rows are gathered too (K = 1 against greedy).
+  const auto p1 = model.beam(src, {.beam_width = 1, .max_len = 10, .repetition_penalty = 3.0});
+  const DecodeResult gp = model.greedy(src, {.max_len = 10, .repetition_penalty = 3.0});
+  for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(p1[b].at(0).tokens, gp.row(b)) << "row " << b;
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   TinyModel(TinySpec{}).write(dir.path());

@@ -59,8 +59,9 @@ class VKRNN_API LogitsProcessor {
   // What persists across one decode's steps, for B rows and up to `capacity` steps.
   struct State {
     std::size_t B = 0, capacity = 0;
-    Tensor history;  // i32 [B, capacity] (no_repeat_ngram_size): the inputs of every step
-    Tensor seen;     // u32 [B, V] (repetition_penalty): 1 once a token was an input after BOS
+    // f32, so that beam search can gather their rows by parent (ids are exact below 2^24):
+    Tensor history;  // f32 [B, capacity] (no_repeat_ngram_size): the input ids of every step
+    Tensor seen;     // f32 [B, V] (repetition_penalty): 1 once a token was an input after BOS
     Tensor chosen;   // i32 [B] (sample, prefix): the sampled or forced tokens, -1: the argmax's
     Tensor prefix;   // i32 [B, P] (prefix), -1 past a row's prefix
     std::vector<std::int32_t> prefix_host;
@@ -88,7 +89,7 @@ class VKRNN_API LogitsProcessor {
   LogitsProcessing processing_;
   std::uint32_t workgroup_size_ = 0;
   bool subgroups_ = false;
-  Tensor suppressed_, sink_i32_, sink_u32_;
+  Tensor suppressed_, sink_i32_, sink_f32_;
   std::vector<std::int32_t> suppressed_host_;
 };
 

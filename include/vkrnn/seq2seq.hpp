@@ -117,6 +117,14 @@ struct BeamOptions {
   bool return_logits = false;     // Hypothesis::logits
   bool return_attention = false;  // Hypothesis::attention
   DecodeStats* stats = nullptr;   // when set, receives the decode's statistics
+  // Logits processing as DecodeOptions' (docs/runtime.md, "Decoding options"), per hypothesis:
+  // its histories follow it to the row it continues in. Candidates are ranked by the
+  // log-softmax of the processed logits.
+  double repetition_penalty = 1.0;
+  std::size_t no_repeat_ngram_size = 0;
+  std::size_t min_length = 0;
+  bool disable_unk = false;
+  std::vector<std::int32_t> suppress_tokens;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").

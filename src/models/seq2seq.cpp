@@ -305,7 +305,9 @@ struct Seq2Seq::Impl {
   }
 
   // DecodeOptions -> the processor's settings (checked by LogitsProcessor).
-  LogitsProcessing processing_of(const DecodeOptions& o, std::size_t B) const {
+  // The rules DecodeOptions and BeamOptions share.
+  template <class Options>
+  LogitsProcessing rules_of(const Options& o) const {
     LogitsProcessing p;
     p.repetition_penalty = o.repetition_penalty;
     p.no_repeat_ngram_size = o.no_repeat_ngram_size;
@@ -318,6 +320,11 @@ struct Seq2Seq::Impl {
       p.unk = cfg.special.unk;
     }
     p.suppressed = o.suppress_tokens;
+    return p;
+  }
+
+  LogitsProcessing processing_of(const DecodeOptions& o, std::size_t B) const {
+    LogitsProcessing p = rules_of(o);
     p.sample = o.sampling_topk != 1;
     if (p.sample) {
       p.temperature = o.sampling_temperature;
@@ -815,6 +822,16 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   }
 
   auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = options.return_attention});
+  // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
+  // with the recurrent state, into the spare set, every step.
+  const LogitsProcessing rules = m.rules_of(options);
+  std::optional<LogitsProcessor> processor;
+  LogitsProcessor::State processing, spare;
+  if (rules.active()) {
+    processor.emplace(c, V, rules, m.opts);
+    processing = processor->make_state(R, T);
+    spare = processor->make_state(R, T);
+  }
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
   const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts);
@@ -834,6 +851,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   search.record_reset(seq, state);
   seq.fill(nonfinite, 0);
   m.record_init(seq, *st);
+  if (processor) processor->record_reset(seq, processing);
   seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
     if (t > 0) {
@@ -852,11 +870,17 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
         }
         s.cur ^= 1;
       }
+      for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
+        if (!from->valid()) continue;
+        m.embedding.record(seq, MatrixView::of(*from), parents, MatrixView::of(*to));
+        std::swap(*from, *to);
+      }
       st->input_ready = false;  // st->token holds the merge's next tokens
     }
     Impl::History h;
     h.select = false;
     m.record_step(seq, *st, h);
+    if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
     topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});

@@ -44,8 +44,9 @@ void check_id(std::int32_t id, std::size_t V, const char* what) {
 LogitsProcessor::LogitsProcessor(Context& ctx, std::size_t vocab, const LogitsProcessing& processing, const OpOptions& options)
     : ctx_(&ctx), V_(vocab), processing_(processing) {
   const LogitsProcessing& p = processing_;
-  if (V_ == 0 || V_ > std::numeric_limits<std::uint32_t>::max() / 2) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}: vocabulary size {} is not in [1, 2^31)", kOp, V_));
+  if (V_ == 0 || V_ > (std::size_t{1} << 24)) {
+    // The history holds ids as f32 (exact up to 2^24).
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: vocabulary size {} is not in [1, 2^24]", kOp, V_));
   }
   if (!(p.temperature > 0.0) || !std::isfinite(p.temperature)) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: temperature = {} must be finite and > 0", kOp, p.temperature));
@@ -76,7 +77,7 @@ LogitsProcessor::LogitsProcessor(Context& ctx, std::size_t vocab, const LogitsPr
   suppressed_host_ = p.suppressed.empty() ? std::vector<std::int32_t>{0} : p.suppressed;
   suppressed_ = ctx.tensor({suppressed_host_.size()}, DType::i32, "LogitsProcessor suppressed ids");
   sink_i32_ = ctx.tensor({4}, DType::i32, "LogitsProcessor unused i32");
-  sink_u32_ = ctx.tensor({4}, DType::u32, "LogitsProcessor unused u32");
+  sink_f32_ = ctx.tensor({4}, DType::f32, "LogitsProcessor unused f32");
 }
 
 // Loop iterations of one invocation with `wg` invocations per row: phase 1, the suppressed ids,
@@ -106,8 +107,8 @@ LogitsProcessor::State LogitsProcessor::make_state(std::size_t B, std::size_t ca
   State s;
   s.B = B;
   s.capacity = capacity;
-  if (processing_.no_repeat_ngram_size > 0) s.history = ctx_->tensor({B, capacity}, DType::i32, "LogitsProcessor history");
-  if (processing_.repetition_penalty != 1.0) s.seen = ctx_->tensor({B, V_}, DType::u32, "LogitsProcessor seen tokens");
+  if (processing_.no_repeat_ngram_size > 0) s.history = ctx_->tensor({B, capacity}, DType::f32, "LogitsProcessor history");
+  if (processing_.repetition_penalty != 1.0) s.seen = ctx_->tensor({B, V_}, DType::f32, "LogitsProcessor seen tokens");
   if (processing_.sample || !processing_.prefix.empty()) s.chosen = ctx_->tensor({B}, DType::i32, "LogitsProcessor chosen tokens");
   if (!processing_.prefix.empty()) {
     if (processing_.prefix.size() != B) {
@@ -161,8 +162,8 @@ void LogitsProcessor::record(Sequence& seq, const State& state, const Tensor& lo
                   static_cast<float>(p.top_p), static_cast<std::uint32_t>(p.seed), static_cast<std::uint32_t>(p.seed >> 32),
                   state.prefix.valid() ? static_cast<std::uint32_t>(state.prefix.dim(1)) : 0u};
   seq.dispatch(kernel_for(state.capacity),
-               {inout(logits), in(inputs), state.history.valid() ? inout(state.history) : inout(sink_i32_),
-                state.seen.valid() ? inout(state.seen) : inout(sink_u32_), in(suppressed_),
+               {inout(logits), in(inputs), state.history.valid() ? inout(state.history) : inout(sink_f32_),
+                state.seen.valid() ? inout(state.seen) : inout(sink_f32_), in(suppressed_),
                 state.chosen.valid() ? out(state.chosen) : inout(sink_i32_),
                 state.prefix.valid() ? in(state.prefix) : in(suppressed_)},
                push, attention_detail::fold_groups(B, ctx_->device(), kOp));
