@@ -582,6 +582,44 @@ TEST(DecodeOptions, BeamWithTheRules) {
   for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(p1[b].at(0).tokens, gp.row(b)) << "row " << b;
 }
 
+// W3's shapes (workloads.md: vocab 8000, H = 256, S = 32, 32 steps without early stop): the
+// options off record exactly plain greedy's dispatches, barriers and submissions; on, one
+// processor dispatch per step.
+TEST(DecodeOptions, W3ShapesCountsOffAndOn) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vs = spec.Vt = 8000;
+  spec.E = spec.He = spec.Hd = spec.A = 256;
+  spec.max_len = 32;
+  spec.scale = 0.06f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  for (const std::size_t B : {1u, 16u}) {
+    const auto src = test::random_token_rows(std::vector<std::size_t>(B, 32), 3, spec.Vs, 11);
+    const DecodeOptions base{.max_len = 32, .stop_at_eos = false};
+    DecodeOptions neutral = base, rules = base, sampling = base;
+    neutral.repetition_penalty = 1.0, neutral.sampling_temperature = 0.7;
+    rules.repetition_penalty = 1.2, rules.no_repeat_ngram_size = 3, rules.min_length = 5, rules.disable_unk = true;
+    sampling.sampling_topk = 40, sampling.sampling_topp = 0.9, sampling.seed = 1;
+    const DecodeResult p = model.greedy(src, base), n = model.greedy(src, neutral), r = model.greedy(src, rules),
+                       s = model.greedy(src, sampling);
+    EXPECT_EQ(n.stats.dispatches, p.stats.dispatches);
+    EXPECT_EQ(n.stats.barriers, p.stats.barriers);
+    EXPECT_EQ(n.stats.copies, p.stats.copies);
+    EXPECT_EQ(n.stats.submissions, 1u);
+    EXPECT_EQ(n.tokens, p.tokens);
+    EXPECT_EQ(r.stats.dispatches, p.stats.dispatches + 32);
+    EXPECT_EQ(s.stats.dispatches, p.stats.dispatches + 32);
+    EXPECT_EQ(r.stats.submissions, 1u);
+    EXPECT_EQ(s.stats.submissions, 1u);
+    std::printf("W3 shapes B %zu: dispatches / barriers / copies / submissions: off %u / %u / %u / %u, neutral options %u / %u / %u / %u, "
+                "penalty + 3-gram + min_length + disable_unk %u / %u / %u / %u, top-k 40 + top-p 0.9 sampling %u / %u / %u / %u\n",
+                B, p.stats.dispatches, p.stats.barriers, p.stats.copies, p.stats.submissions, n.stats.dispatches, n.stats.barriers,
+                n.stats.copies, n.stats.submissions, r.stats.dispatches, r.stats.barriers, r.stats.copies, r.stats.submissions,
+                s.stats.dispatches, s.stats.barriers, s.stats.copies, s.stats.submissions);
+  }
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   TinyModel(TinySpec{}).write(dir.path());
