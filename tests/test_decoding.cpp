@@ -620,6 +620,31 @@ TEST(DecodeOptions, W3ShapesCountsOffAndOn) {
   }
 }
 
+// Batching by length: any max_batch_size gives the same texts in input order as one batch
+// (greedy rows do not depend on their batch), and prefixes follow their texts.
+TEST(DecodeOptions, TranslateInBatchesKeepsInputOrder) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 0.5f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const std::vector<std::string> texts = {"ab", "babaéa", "é", "abab", "b", "ééé", "aaaaaaa"};
+  const auto one = model.translate(texts);
+  std::vector<std::string> each;
+  for (const auto& t : texts) each.push_back(model.translate({t}).at(0));
+  EXPECT_EQ(one, each);
+  for (const std::size_t n : {1u, 2u, 3u, 7u, 100u}) EXPECT_EQ(model.translate(texts, {}, n), one) << "max_batch_size " << n;
+  std::vector<std::vector<std::int32_t>> prefixes(texts.size());
+  prefixes[1] = {4, 5, 4};
+  prefixes[4] = {5};
+  const auto pre = model.translate(texts, {.target_prefix = prefixes}, 2);
+  EXPECT_EQ(pre[1].substr(0, 3), "xyx");
+  EXPECT_EQ(pre[4].substr(0, 1), "y");
+  EXPECT_EQ(pre[0], one[0]);
+  expect_error([&] { model.translate(texts, {.target_prefix = {{4}}}, 2); }, ErrorCode::invalid_argument, {"1 target prefixes", "7 texts"});
+  expect_error([&] { model.translate({}, {}, 2); }, ErrorCode::invalid_argument, {"no sources"});
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   TinyModel(TinySpec{}).write(dir.path());

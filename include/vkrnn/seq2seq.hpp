@@ -209,6 +209,14 @@ class VKRNN_API Seq2Seq {
                                             const BeamOptions& options = {}) const;
   // Text in, text out (greedy, stop at EOS).
   std::vector<std::string> translate(const std::vector<std::string>& texts) const;
+  // With decoding options, in batches: with more texts than max_batch_size (0: one batch) they
+  // are sorted by source length (longest first, stable) and split into batches of at most
+  // max_batch_size, so that rows of similar length share the padding; results come back in
+  // input order. target_prefix, when
+  // given, is one prefix per text (in input order). Sampling draws by row within a batch, so
+  // its tokens depend on the batching (fixed batching and seed: the same tokens).
+  std::vector<std::string> translate(const std::vector<std::string>& texts, const DecodeOptions& options,
+                                     std::size_t max_batch_size = 0) const;
 
   // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
   // so the first real decode of those shapes does not build pipelines (Context::prebuild is the
