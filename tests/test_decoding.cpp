@@ -645,6 +645,40 @@ TEST(DecodeOptions, TranslateInBatchesKeepsInputOrder) {
   expect_error([&] { model.translate({}, {}, 2); }, ErrorCode::invalid_argument, {"no sources"});
 }
 
+// Beam's per-token scores: the log-softmax of each token under its step's logits, summing to
+// the hypothesis score; asked for, they cost copies only.
+TEST(DecodeOptions, BeamTokenScores) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 9;
+  spec.eos_bias = 0.8f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = sources(3, spec.Vs, 12);
+  DecodeStats with, without;
+  const auto hyps = model.beam(src, {.beam_width = 3, .max_len = 8, .return_logits = true, .stats = &with, .return_token_scores = true,
+                                     .repetition_penalty = 1.3});
+  const auto plain = model.beam(src, {.beam_width = 3, .max_len = 8, .return_logits = true, .stats = &without, .repetition_penalty = 1.3});
+  EXPECT_EQ(with.sequence.dispatches, without.sequence.dispatches);
+  EXPECT_EQ(with.sequence.submissions, 1u);
+  for (std::size_t b = 0; b < 3; ++b) {
+    ASSERT_EQ(hyps[b].size(), plain[b].size());
+    for (std::size_t k = 0; k < hyps[b].size(); ++k) {
+      const Hypothesis& h = hyps[b][k];
+      EXPECT_EQ(h.tokens, plain[b][k].tokens);
+      EXPECT_TRUE(plain[b][k].token_scores.empty());
+      ASSERT_EQ(h.token_scores.size(), h.tokens.size());
+      double sum = 0.0;
+      for (std::size_t i = 0; i < h.tokens.size(); ++i) {
+        std::vector<double> x(h.logits.begin() + static_cast<std::ptrdiff_t>(i * 9), h.logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * 9));
+        EXPECT_NEAR(h.token_scores[i], log_softmax_at(x, static_cast<std::size_t>(h.tokens[i])), 1e-4) << "row " << b << " hyp " << k << " token " << i;
+        sum += h.token_scores[i];
+      }
+      EXPECT_NEAR(sum, h.score, 1e-4);
+    }
+  }
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   TinyModel(TinySpec{}).write(dir.path());

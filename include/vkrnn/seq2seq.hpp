@@ -117,6 +117,7 @@ struct BeamOptions {
   bool return_logits = false;     // Hypothesis::logits
   bool return_attention = false;  // Hypothesis::attention
   DecodeStats* stats = nullptr;   // when set, receives the decode's statistics
+  bool return_token_scores = false;  // Hypothesis::token_scores (two copies per step)
   // Logits processing as DecodeOptions' (docs/runtime.md, "Decoding options"), per hypothesis:
   // its histories follow it to the row it continues in. Candidates are ranked by the
   // log-softmax of the processed logits.
@@ -135,6 +136,9 @@ struct Hypothesis {
   bool finished = false;             // ended with EOS (else it ran into max_len)
   std::vector<float> logits;         // [len, V_tgt] along the hypothesis, with return_logits
   std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention
+  // [len]: the log-softmax of each token under its step's (processed) logits, with
+  // return_token_scores; they sum to `score`.
+  std::vector<float> token_scores;
 };
 
 class VKRNN_API Seq2Seq {

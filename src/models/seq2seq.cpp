@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <span>
@@ -844,6 +845,12 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
   const Tensor hist_attention =
       options.return_attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
+  // Every step's candidates, for per-token scores (copies: no dispatch, no shader).
+  std::vector<Tensor> step_v, step_i;
+  for (std::size_t t = 0; options.return_token_scores && t < T; ++t) {
+    step_v.push_back(c.tensor({R, kc}, DType::f32, fmt::format("Seq2Seq beam candidate scores {}", t)));
+    step_i.push_back(c.tensor({R, kc}, DType::i32, fmt::format("Seq2Seq beam candidate tokens {}", t)));
+  }
 
   // The whole search is one submission: encoder, expansion, then max_len steps of (reorder the
   // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
@@ -882,6 +889,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     m.record_step(seq, *st, h);
     if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
     topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
+    if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
     }
@@ -896,6 +904,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   seq.download(nonfinite);
   if (hist_logits.valid()) seq.download(hist_logits);
   if (hist_attention.valid()) seq.download(hist_attention);
+  for (std::size_t t = 0; t < step_v.size(); ++t) seq.download(step_v[t]).download(step_i[t]);
   seq.eval();
   check_finite_logits(seq.read<std::uint32_t>(nonfinite), m.logits_layer, "beam", K, 0);
   if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
@@ -904,6 +913,12 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   std::vector<float> logits, weights;
   if (hist_logits.valid()) logits = seq.read<float>(hist_logits);
   if (hist_attention.valid()) weights = seq.read<float>(hist_attention);
+  std::vector<std::vector<float>> cand_scores;
+  std::vector<std::vector<std::int32_t>> cand_tokens;
+  for (std::size_t t = 0; t < step_v.size(); ++t) {
+    cand_scores.push_back(seq.read<float>(step_v[t]));
+    cand_tokens.push_back(seq.read<std::int32_t>(step_i[t]));
+  }
   std::vector<std::vector<Hypothesis>> out(B);
   for (std::size_t b = 0; b < B; ++b) {
     auto& f = out[b];
@@ -915,6 +930,19 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
       hyp.finished = bh.finished;
       for (std::size_t i = 0; i < bh.rows.size(); ++i) {
         const std::size_t at = i * R + bh.rows[i];
+        if (!step_v.empty()) {
+          // The token among its row's candidates at step i.
+          const auto& vals = cand_scores[i];
+          const auto& ids = cand_tokens[i];
+          float lp = -std::numeric_limits<float>::infinity();
+          for (std::size_t j = 0; j < kc; ++j) {
+            if (ids[bh.rows[i] * kc + j] == bh.tokens[i]) {
+              lp = vals[bh.rows[i] * kc + j];
+              break;
+            }
+          }
+          hyp.token_scores.push_back(lp);
+        }
         if (!logits.empty()) {
           hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
                             logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
