@@ -344,6 +344,12 @@ TEST(LogitsProcessor, Errors) {
 
 // --- Seq2Seq ------------------------------------------------------------------------------
 
+// A tiny model written into `dir` and loaded.
+Seq2Seq tiny_model(const TempDir& dir, const TinySpec& spec) {
+  TinyModel(spec).write(dir.path());
+  return Seq2Seq::load(context(), dir.str());
+}
+
 std::vector<std::vector<std::int32_t>> sources(std::size_t B, std::size_t Vs, std::uint32_t seed) {
   std::vector<std::size_t> lengths;
   for (std::size_t b = 0; b < B; ++b) lengths.push_back(1 + (b * 5 + seed) % 7);
@@ -366,8 +372,7 @@ void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions
   SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {}", spec.Vt, B, o.repetition_penalty,
                            o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size()));
   TempDir dir;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(B, spec.Vs, seed);
   DecodeOptions with = o;
   with.return_logits = true;
@@ -426,8 +431,7 @@ TEST(DecodeOptions, GreedyRulesMatchTheHostOnTeacherForcedLogits) {
 // Off, the options record nothing; on, one dispatch per step and still one submission.
 TEST(DecodeOptions, OffCostsNothing) {
   TempDir dir;
-  TinyModel(TinySpec{}).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, TinySpec{});
   const auto src = sources(3, 7, 1);
   const DecodeResult plain = model.greedy(src, {.max_len = 6, .stop_at_eos = false});
   // Neutral settings: a temperature without sampling, penalty 1, a seed.
@@ -457,8 +461,7 @@ TEST(DecodeOptions, SamplingIsReproducibleAcrossRunsAndBatchSizes) {
   TempDir dir;
   TinySpec spec;
   spec.Vt = 40;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const auto src16 = sources(16, spec.Vs, 4);
   const decltype(src16) src3(src16.begin(), src16.begin() + 3), src1(src16.begin(), src16.begin() + 1);
   const DecodeOptions o{.max_len = 8, .stop_at_eos = false, .sampling_topk = 0, .sampling_topp = 0.95, .sampling_temperature = 1.5, .seed = 7};
@@ -492,8 +495,7 @@ TEST(DecodeOptions, TargetPrefix) {
   TempDir dir;
   TinySpec spec;
   spec.Vt = 40;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(3, spec.Vs, 6);
   const DecodeResult plain = model.greedy(src, {.max_len = 9, .stop_at_eos = false, .return_logits = true});
   // The rows' own first tokens as the prefix: the same decode.
@@ -524,8 +526,7 @@ TEST(DecodeOptions, BeamWithTheRules) {
   TinySpec spec;
   spec.Vt = 40;
   spec.scale = 1.5f;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(3, spec.Vs, 9);
   const DecodeResult g = model.greedy(src, {.max_len = 10, .repetition_penalty = 1.4, .no_repeat_ngram_size = 2, .min_length = 3,
                                             .disable_unk = true, .suppress_tokens = {5}});
@@ -592,8 +593,7 @@ TEST(DecodeOptions, W3ShapesCountsOffAndOn) {
   spec.E = spec.He = spec.Hd = spec.A = 256;
   spec.max_len = 32;
   spec.scale = 0.06f;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   for (const std::size_t B : {1u, 16u}) {
     const auto src = test::random_token_rows(std::vector<std::size_t>(B, 32), 3, spec.Vs, 11);
     const DecodeOptions base{.max_len = 32, .stop_at_eos = false};
@@ -626,8 +626,7 @@ TEST(DecodeOptions, TranslateInBatchesKeepsInputOrder) {
   TempDir dir;
   TinySpec spec;
   spec.eos_bias = 0.5f;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const std::vector<std::string> texts = {"ab", "babaéa", "é", "abab", "b", "ééé", "aaaaaaa"};
   const auto one = model.translate(texts);
   std::vector<std::string> each;
@@ -652,8 +651,7 @@ TEST(DecodeOptions, BeamTokenScores) {
   TinySpec spec;
   spec.Vt = 9;
   spec.eos_bias = 0.8f;
-  TinyModel(spec).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(3, spec.Vs, 12);
   DecodeStats with, without;
   const auto hyps = model.beam(src, {.beam_width = 3, .max_len = 8, .return_logits = true, .stats = &with, .return_token_scores = true,
@@ -681,8 +679,7 @@ TEST(DecodeOptions, BeamTokenScores) {
 
 TEST(DecodeOptions, Errors) {
   TempDir dir;
-  TinyModel(TinySpec{}).write(dir.path());
-  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq model = tiny_model(dir, TinySpec{});
   const auto src = sources(2, 7, 1);
   expect_error([&] { model.greedy(src, {.max_len = 3, .target_prefix = {{4, 4, 4, 4}, {}}}); }, ErrorCode::out_of_range,
                {"target prefix of row 0", "4 tokens", "max_len = 3"});
