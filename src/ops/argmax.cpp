@@ -15,8 +15,8 @@ constexpr const char* kOp = "Argmax";
 
 // Must match the FLAG_* constants of argmax.comp.
 constexpr std::uint32_t kIndex = 1, kValue = 2, kTokens = 4, kScore = 8, kFinished = 16, kLogits = 32,
-                        kAttention = 64, kEmbed = 128, kNonFinite = 256;
-constexpr std::uint32_t kBindings = 12;
+                        kAttention = 64, kEmbed = 128, kNonFinite = 256, kChosen = 512;
+constexpr std::uint32_t kBindings = 13;
 
 struct Push {
   std::uint32_t B, V, S, ld, col;
@@ -114,7 +114,7 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const Tensor& indices, 
   seq.dispatch(kernel_for(logits.dim(1), log_probs.valid() ? 2 : 1, 0, 0),
                {in(logits), out(indices), max_values.valid() ? out(max_values) : sink, sink,
                 log_probs.valid() ? out(log_probs) : sink, sink, sink, in(dummy_), sink, in(dummy_), sink,
-                nonfinite.valid() ? inout(nonfinite) : sink},
+                nonfinite.valid() ? inout(nonfinite) : sink, in(dummy_)},
                push, attention_detail::fold_groups(B, ctx_->device(), kOp));
 }
 
@@ -177,13 +177,14 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
     }
   }
   check_nonfinite(g.nonfinite, B);
+  if (g.chosen.valid()) expect(kOp, "chosen", g.chosen, {B}, DType::i32);
   if (g.step >= std::numeric_limits<std::uint32_t>::max()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: step {} exceeds 32-bit indexing", kOp, g.step));
   }
   const std::uint32_t flags = kIndex | (g.tokens.valid() ? kTokens : 0u) | (g.scores.valid() ? kScore : 0u) |
                               (g.finished.valid() ? kFinished : 0u) | (g.logits.valid() ? kLogits : 0u) |
                               (g.attention.valid() ? kAttention : 0u) | (g.embedding ? kEmbed : 0u) |
-                              (g.nonfinite.valid() ? kNonFinite : 0u);
+                              (g.nonfinite.valid() ? kNonFinite : 0u) | (g.chosen.valid() ? kChosen : 0u);
   const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V), static_cast<std::uint32_t>(S),
                   static_cast<std::uint32_t>(capacity), static_cast<std::uint32_t>(g.step), g.eos, g.pad, flags,
                   g.embedding ? static_cast<std::uint32_t>(g.embedding->cols) : 0u,
@@ -197,7 +198,8 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
                 g.scores.valid() ? out(g.scores) : sink, g.finished.valid() ? inout(g.finished) : sink,
                 g.logits.valid() ? out(g.logits) : sink, g.weights.valid() ? in(g.weights) : in(dummy_),
                 g.attention.valid() ? out(g.attention) : sink, g.embedding ? in(g.embedding->tensor) : in(dummy_),
-                g.embedding ? out(g.embedding_out->tensor) : sink, g.nonfinite.valid() ? inout(g.nonfinite) : sink},
+                g.embedding ? out(g.embedding_out->tensor) : sink, g.nonfinite.valid() ? inout(g.nonfinite) : sink,
+                g.chosen.valid() ? in(g.chosen) : in(dummy_)},
                push, attention_detail::fold_groups(B, ctx_->device(), kOp));
 }
 
