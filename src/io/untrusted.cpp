@@ -1,8 +1,13 @@
 #include "io/untrusted.hpp"
 
+#ifdef _WIN32
+#include <cstdio>
+#include <filesystem>
+#else
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -210,6 +215,49 @@ std::string parse_untrusted_json(std::string_view text, const JsonLimits& limits
 
 // ---------------------------------------------------------------------------------------------
 
+InputFile::InputFile(std::shared_ptr<const Fd> fd) : fd_(std::move(fd)) {}
+
+#ifdef _WIN32
+struct InputFile::Fd {
+  std::FILE* file = nullptr;
+  std::string path;
+  std::uint64_t size = 0;
+  ~Fd() {
+    if (file) std::fclose(file);
+  }
+};
+
+namespace {
+
+// Windows has no pread: seek, then read (an InputFile is not shared between threads).
+long long read_at_offset(const InputFile::Fd& fd, void* out, std::size_t n, std::uint64_t offset) {
+  if (_fseeki64(fd.file, static_cast<long long>(offset), SEEK_SET) != 0) return -1;
+  const std::size_t got = std::fread(out, 1, n, fd.file);
+  if (got == 0 && std::ferror(fd.file)) return -1;
+  return static_cast<long long>(got);
+}
+
+}  // namespace
+
+InputFile InputFile::open(const std::string& path, std::string_view what) {
+  auto fd = std::make_shared<Fd>();
+  fd->path = path;
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    throw Error(ErrorCode::io, fmt::format("{}: cannot open the {}: no such file", path, what));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw Error(ErrorCode::io, fmt::format("{}: cannot open the {}: it is not a regular file (only regular files are read)", path, what));
+  }
+  fd->file = std::fopen(path.c_str(), "rb");
+  if (!fd->file) throw Error(ErrorCode::io, fmt::format("{}: cannot open the {}: {}", path, what, std::strerror(errno)));
+  fd->size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(ErrorCode::io, fmt::format("{}: cannot stat the {}: {}", path, what, ec.message()));
+  return InputFile(std::move(fd));
+}
+
+#else
 struct InputFile::Fd {
   int fd = -1;
   std::string path;
@@ -218,8 +266,6 @@ struct InputFile::Fd {
     if (fd >= 0) ::close(fd);
   }
 };
-
-InputFile::InputFile(std::shared_ptr<const Fd> fd) : fd_(std::move(fd)) {}
 
 namespace {
 
@@ -230,6 +276,11 @@ std::string file_kind(mode_t mode) {
   if (S_ISBLK(mode)) return "it is a block device";
   if (S_ISSOCK(mode)) return "it is a socket";
   return "it is not a regular file";
+}
+
+// pread(): the bytes read, 0 at the end, -1 with errno on failure.
+long long read_at_offset(const InputFile::Fd& fd, void* out, std::size_t n, std::uint64_t offset) {
+  return ::pread(fd.fd, out, n, static_cast<off_t>(offset));
 }
 
 }  // namespace
@@ -256,6 +307,8 @@ InputFile InputFile::open(const std::string& path, std::string_view what) {
   return InputFile(std::move(fd));
 }
 
+#endif
+
 const std::string& InputFile::path() const { return fd_->path; }
 std::uint64_t InputFile::size() const { return fd_->size; }
 
@@ -263,7 +316,7 @@ void InputFile::read_at(std::uint64_t offset, std::span<std::byte> out) const {
   std::size_t done = 0;
   while (done < out.size()) {
     const std::size_t chunk = std::min<std::size_t>(out.size() - done, std::size_t(1) << 30);
-    const ssize_t got = ::pread(fd_->fd, out.data() + done, chunk, static_cast<off_t>(offset + done));
+    const long long got = read_at_offset(*fd_, out.data() + done, chunk, offset + done);
     if (got < 0) {
       if (errno == EINTR) continue;
       throw Error(ErrorCode::io, fmt::format("{}: read of {} bytes at offset {} failed: {}", fd_->path, out.size(),
@@ -289,7 +342,7 @@ std::string InputFile::read_all(std::size_t max_bytes, std::string_view what) co
       const std::size_t grow = std::min(text.size() * 2, max_bytes + 1);
       allocating(what, grow, [&] { text.resize(grow); });
     }
-    const ssize_t got = ::pread(fd_->fd, text.data() + used, text.size() - used, static_cast<off_t>(used));
+    const long long got = read_at_offset(*fd_, text.data() + used, text.size() - used, used);
     if (got < 0) {
       if (errno == EINTR) continue;
       throw Error(ErrorCode::io, fmt::format("{}: read failed: {}", fd_->path, std::strerror(errno)));

@@ -42,6 +42,7 @@ std::string parse_untrusted_json(std::string_view text, const JsonLimits& limits
 // A regular file opened for reading; the descriptor closes with the last copy.
 class InputFile {
  public:
+  struct Fd;  // the open file (defined per platform in untrusted.cpp)
   // Error(io) naming the path and the reason when it is missing, unreadable, or not a regular
   // file (a FIFO is opened without blocking, then refused). `what` says what the file is for
   // the message ("model config", "safetensors").
@@ -58,7 +59,6 @@ class InputFile {
   std::string read_all(std::size_t max_bytes, std::string_view what) const;
 
  private:
-  struct Fd;
   std::shared_ptr<const Fd> fd_;
   explicit InputFile(std::shared_ptr<const Fd> fd);
 };
