@@ -142,8 +142,8 @@ TEST(ModelFile, ParsesFromMemory) {
     test::expect_error([&] { ModelFile::load_from_memory(json_text, weights, "bundle:dates"); }, code, fragments);
   };
   const auto weights = file_bytes(dir.path() / "model.safetensors");
-  parse_error("{", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
-  parse_error("", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
+  parse_error("{", weights, ErrorCode::format, {"bundle:dates", "model.json", "invalid JSON"});
+  parse_error("", weights, ErrorCode::format, {"bundle:dates", "model.json", "invalid JSON"});
   parse_error(config, {}, ErrorCode::format, {"bundle:dates", "model.safetensors"});
   auto cut = weights;
   cut.resize(cut.size() - 1);
