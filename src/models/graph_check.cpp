@@ -14,6 +14,7 @@
 #include "io/json_kind.hpp"
 #include "models/graph.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/model.hpp"
 
 namespace vkrnn::graph {
 
@@ -55,7 +56,7 @@ namespace {
 using io_detail::json_kind;
 
 // Far beyond any real model; keeps products of sizes inside 64 bits.
-constexpr std::uint64_t kMaxSize = 1ull << 26;
+constexpr std::uint64_t kMaxSize = model_limits::max_dimension;
 
 struct SlotSpec {
   const char* name;
