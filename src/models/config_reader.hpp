@@ -26,6 +26,12 @@ using io_detail::json_kind;
 // Far beyond any real model, small enough that products of three sizes fit in 64 bits.
 inline constexpr std::uint64_t kMaxSize = model_limits::max_dimension;
 
+// Whether `name` is one of `names` (C strings: option and field names).
+template <class Names>
+bool listed(const Names& names, std::string_view name) {
+  return std::any_of(std::begin(names), std::end(names), [name](const char* n) { return name == n; });
+}
+
 // Untrusted strings in messages: control bytes escaped, length capped.
 inline std::string quote(std::string_view s) {
   std::string out = "'";

@@ -24,7 +24,7 @@ using model_detail::value_str;
 // Keys of `obj` must be among `allowed`.
 void only_keys(const Reader& r, const json& obj, std::initializer_list<const char*> allowed, const std::string& where) {
   for (const auto& [key, value] : obj.items()) {
-    if (std::find_if(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }) == allowed.end()) {
+    if (!model_detail::listed(allowed, key)) {
       r.fail(fmt::format("{}: unknown field {} (expected '{}')", where, quote(key), fmt::join(allowed, "', '")));
     }
   }
@@ -206,7 +206,7 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
     if (!gj.contains(name)) r.fail(fmt::format("field 'graphs': graph '{}' is missing (a {} model has '{}')", name, to_string(c.task), fmt::join(names, "', '")));
   }
   for (const auto& [key, value] : gj.items()) {
-    if (std::find_if(names.begin(), names.end(), [&](const char* n) { return key == n; }) == names.end()) {
+    if (!model_detail::listed(names, key)) {
       r.fail(fmt::format("field 'graphs': unexpected graph {} for a {} model (it has '{}')", quote(key), to_string(c.task), fmt::join(names, "', '")));
     }
   }
