@@ -60,7 +60,8 @@ Classifier Classifier::load(Context& ctx, const std::string& model_dir, const Op
 
 Classifier Classifier::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
                                         const OpOptions& options) {
-  return Classifier(ctx, ModelFile::load_from_memory(config_json, weights), options);
+  const ModelFile model = ModelFile::load_from_memory(config_json, weights);
+  return io_detail::only_vkrnn_errors("<memory>", [&] { return Classifier(ctx, model, options); });
 }
 
 Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options)

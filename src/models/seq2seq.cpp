@@ -542,7 +542,8 @@ Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOption
 
 Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
                                   const OpOptions& options) {
-  return Seq2Seq(ctx, ModelFile::load_from_memory(config_json, weights), options);
+  const ModelFile model = ModelFile::load_from_memory(config_json, weights);
+  return io_detail::only_vkrnn_errors("<memory>", [&] { return Seq2Seq(ctx, model, options); });
 }
 
 Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
