@@ -11,6 +11,8 @@ packages=(
   libstb-dev libpng-dev
   python3 python3-torch python3-numpy libopenblas0-openmp
   g++-mingw-w64-x86-64-posix
+  # scripts/sanitize.sh: clang's sanitizer and libFuzzer runtimes, llvm-symbolizer for reports
+  clang libclang-rt-dev llvm
 )
 
 missing=()
