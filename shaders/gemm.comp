@@ -5,10 +5,8 @@
 // each invocation keeps a TM x TN register tile whose rows/columns are strided by WY/WX so that
 // neighbouring invocations read neighbouring shared words.
 #extension GL_GOOGLE_include_directive : require
-#ifndef W_F16
-#define W_F16 0
-#endif
-#if W_F16
+#include "variants.glsl"
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -24,7 +22,7 @@ const uint BN = WX * TN;
 const uint THREADS = WX * WY;
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
-#if W_F16
+#if FP16_STORAGE
 layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 #else
 layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };

@@ -4,10 +4,8 @@
 // in vec4 steps and reduce at the end. Both X and W rows are contiguous in K, so each lane
 // streams consecutive vec4s and every loaded vec4 feeds TM (or TN) dot products.
 #extension GL_GOOGLE_include_directive : require
-#ifndef W_F16
-#define W_F16 0
-#endif
-#if W_F16
+#include "variants.glsl"
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "gemv_common.glsl"
@@ -22,7 +20,7 @@ layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all 
 // specialisation decides which one the pipeline keeps.
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
 layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };
-#if W_F16
+#if FP16_STORAGE
 layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 layout(set = 0, binding = 1) readonly buffer WV { f16vec4 wv[]; };
 #else

@@ -1,9 +1,11 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
 // Full attention weights a[b, h, i, j] = softmax_j(q_i . k_j * scale) for inspection and
 // visualisation (small S): the same masks as self_attention.comp (keys j >= length[b] and, with
 // p.causal, j > i get 0; rows i >= length[b] are all zeros). One invocation per (b, h, i) row:
 // a first pass over the keys finds the row's max and sum (online), a second writes the weights.
-#ifdef FP16_STORAGE
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #define STORE_T float16_t
 #else
