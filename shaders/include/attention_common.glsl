@@ -5,6 +5,7 @@
 // FP16_STORAGE=1: keys, values (memory) and the normalised attention weights are stored as
 // float16 (needs storageBuffer16BitAccess); arithmetic stays fp32. Raw scores and partials stay
 // fp32.
+#include "kernel_flags.h"
 #include "subgroup.glsl"
 #if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require

@@ -16,6 +16,8 @@
 
 namespace vkrnn::detail {
 
+struct TensorStorage;
+
 struct ContextImpl : std::enable_shared_from_this<ContextImpl> {
   std::shared_ptr<vk::Instance> instance;
   vk::PhysicalDevice physical;
@@ -32,6 +34,12 @@ struct ContextImpl : std::enable_shared_from_this<ContextImpl> {
 
   std::mutex kernels_mutex;
   std::map<std::string, std::unique_ptr<KernelImpl>> kernels;
+
+  // The buffers ops bind where a kernel's binding is unused (kernels::null_tensor, read-only
+  // bindings; kernels::write_sink, writable ones): one of each per Context while something holds
+  // it. Weak: a tensor keeps its Context alive.
+  std::mutex null_binding_mutex;
+  std::weak_ptr<TensorStorage> null_binding, write_sink;
 
   // vkQueueSubmit needs external synchronisation of the queue (the app must not submit to an
   // adopted queue concurrently from another thread: vkrnn serialises only its own submits).

@@ -1,0 +1,28 @@
+// Values of the `flags` and `mode` push constants, in the one syntax GLSL and C++ share: the
+// shaders #include this file, and so do their C++ declarations (src/ops/kernels/*.hpp).
+#ifndef VKRNN_KERNEL_FLAGS_H
+#define VKRNN_KERNEL_FLAGS_H
+
+// attention_softmax.comp and attention_context.comp: Push::mode.
+#define TWO_PASS_SINGLE 0u   // the row is one tile: the whole op in one dispatch
+#define TWO_PASS_PARTIAL 1u  // pass 1: per-tile partials
+#define TWO_PASS_COMBINE 2u  // pass 2: combine the partials
+
+// attention_fused.comp: Push::flags.
+#define FUSED_WANT_WEIGHTS 1u  // also write the raw scores (and, direct, the weights)
+#define FUSED_DIRECT 2u        // one split: normalise and write the context itself
+
+// argmax.comp: Push::flags.
+#define ARGMAX_INDEX 1u
+#define ARGMAX_VALUE 2u
+#define ARGMAX_TOKENS 4u
+#define ARGMAX_SCORE 8u
+#define ARGMAX_FINISHED 16u
+#define ARGMAX_LOGITS 32u
+#define ARGMAX_ATTENTION 64u
+#define ARGMAX_EMBED 128u
+
+// embedding.comp: Push::flags.
+#define EMBEDDING_REPORT 1u  // report ids outside [0, vocab) in flag[0]
+
+#endif  // VKRNN_KERNEL_FLAGS_H

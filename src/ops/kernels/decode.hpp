@@ -1,0 +1,80 @@
+#pragma once
+// The decoding kernels: greedy selection (shaders/argmax.comp), top-k (topk.comp) and the
+// beam-search merge (beam_search.comp).
+#include <cstdint>
+
+#include "kernel_flags.h"
+#include "ops/kernel_interface.hpp"
+#include "reflect/argmax.hpp"
+#include "reflect/beam_search.hpp"
+#include "reflect/topk.hpp"
+
+namespace vkrnn::kernels {
+
+// Row-wise argmax with the greedy decoder's bookkeeping; Push::flags: ARGMAX_*.
+struct Argmax {
+  VKRNN_KERNEL(argmax, "argmax", .subgroup = true)
+  struct Push {
+    std::uint32_t B, V, S, ld, col;
+    std::int32_t eos, pad;
+    std::uint32_t flags;
+    std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
+  };
+  VKRNN_PUSH(B, V, S, ld, col, eos, pad, flags, emb_dim, table_offset, table_ld, emb_offset, emb_ld)
+  struct Constants {
+    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor logits, index_out, value_out, tok_hist, score_hist, finished, logit_hist, weights,
+        attn_hist, table, emb_out;
+  };
+  VKRNN_BINDINGS((logits, read), (index_out, write), (value_out, write), (tok_hist, write),
+                 (score_hist, write), (finished, read_write), (logit_hist, write),
+                 (weights, read), (attn_hist, write), (table, read), (emb_out, write))
+};
+
+// The k largest of each row (optionally as log-softmax values).
+struct TopK {
+  VKRNN_KERNEL(topk, "topk", .subgroup = true)
+  struct Push {
+    std::uint32_t B, N, k, log_softmax;
+  };
+  VKRNN_PUSH(B, N, k, log_softmax)
+  struct Constants {
+    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    std::uint32_t K_MAX = 1;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (K_MAX, 3),
+                  (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor xs, values, indices;
+  };
+  VKRNN_BINDINGS((xs, read), (values, write), (indices, write))
+};
+
+// One beam-search step: merges each row's candidates into its beams, on the GPU.
+struct BeamSearch {
+  VKRNN_KERNEL(beam_search, "beam_search")
+  struct Push {
+    std::uint32_t B, K, kc, T, t, F;
+    std::int32_t eos, pad;
+  };
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad)
+  struct Constants {
+    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+  };
+  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2))
+  struct Bindings {
+    Tensor values, ids, score_in, score_out, alive_count, done, fin_count, fin, hist_token,
+        hist_parent, parents, next_tokens, heads;
+  };
+  VKRNN_BINDINGS((values, read), (ids, read), (score_in, read), (score_out, read_write),
+                 (alive_count, read_write), (done, read_write), (fin_count, read_write),
+                 (fin, read_write), (hist_token, read_write), (hist_parent, read_write),
+                 (parents, write), (next_tokens, write), (heads, read_write))
+};
+
+}  // namespace vkrnn::kernels
