@@ -5,7 +5,8 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -36,17 +37,15 @@ std::size_t view_ld(const MatrixView& v, const char* arg) {
   return ld;
 }
 
-using attention_detail::expect;
+using ops::expect;
 
 }  // namespace
 
 Argmax::Argmax(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
   const DeviceInfo& dev = ctx.device();
-  subgroups_ = attention_detail::use_subgroups(dev, options);
-  // One subgroup per row on CPU drivers; GPUs: 256 lanes share a row (vocabularies are long).
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 256;
-  workgroup_size_ = attention_detail::pick_workgroup(dev, o);
+  const plan::Reduction p = plan::argmax(dev, options);
+  subgroups_ = p.variant.subgroup;
+  workgroup_size_ = p.workgroup;
   kernel_ = ctx.kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {workgroup_size_, 1, 1}, 11, sizeof(Push)});
   dummy_ = ctx.tensor({4}, DType::f32, "Argmax unused input");
   ctx.write(dummy_, std::vector<float>(4, 0.0f));
@@ -84,7 +83,7 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const Tensor& indices, 
   seq.dispatch(kernel_,
                {in(logits), out(indices), max_values.valid() ? out(max_values) : sink, sink,
                 log_probs.valid() ? out(log_probs) : sink, sink, sink, in(dummy_), sink, in(dummy_), sink},
-               push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+               push, ops::fold_groups(B, ctx_->device(), kOp));
 }
 
 void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) const {
@@ -160,7 +159,7 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
                 g.logits.valid() ? out(g.logits) : sink, g.weights.valid() ? in(g.weights) : in(dummy_),
                 g.attention.valid() ? out(g.attention) : sink, g.embedding ? in(g.embedding->tensor) : in(dummy_),
                 g.embedding ? out(g.embedding_out->tensor) : sink},
-               push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+               push, ops::fold_groups(B, ctx_->device(), kOp));
 }
 
 }  // namespace vkrnn

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "ops/kernels/linear.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -14,14 +16,7 @@ namespace {
 
 constexpr const char* kOp = "Gemm";
 
-struct Push {
-  std::uint32_t M, N, K;
-  std::uint32_t x_off, ldx;
-  std::uint32_t w_off, ldw;
-  std::uint32_t b_off;
-  std::uint32_t y_off, ldy;
-  std::uint32_t has_bias;
-};
+using Push = kernels::GemmPush;
 
 std::string describe(const Tensor& t) {
   return t.valid() ? fmt::format("{} {}", to_string(t.dtype()), to_string(t.shape()))
@@ -34,10 +29,6 @@ std::uint32_t u32(std::uint64_t v, const char* what) {
                 fmt::format("{}: {} = {} exceeds 32-bit indexing", kOp, what, v));
   }
   return static_cast<std::uint32_t>(v);
-}
-
-std::uint32_t round_down(std::uint32_t v, std::uint32_t multiple) {
-  return std::max(multiple, v / multiple * multiple);
 }
 
 // Checks that a view lies inside its tensor and has the expected dtype.
@@ -79,63 +70,19 @@ MatrixView MatrixView::of(const Tensor& t) {
   return {t, rows, cols, 0, cols};
 }
 
-Gemm::Gemm(Context& ctx, const OpOptions& options) : ctx_(&ctx), options_(options) {
-  const auto& dev = ctx.device();
-  const bool cpu = dev.type == DeviceType::cpu;
-  subgroups_ = dev.subgroup_arithmetic && !options.force_shared_memory_reduction && dev.subgroup_size > 0;
-  coop_lanes_ = subgroups_ ? std::max(dev.subgroup_size, dev.max_subgroup_size) : 1u;
-  const std::uint32_t max_x = std::max<std::uint32_t>(
-      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-
-  // GEMV: lavapipe runs best with one subgroup per workgroup and many workgroups; GPUs want a
-  // few subgroups per workgroup to fill a compute unit.
-  std::uint32_t wg = options.workgroup_size ? options.workgroup_size
-                     : cpu                  ? coop_lanes_ * (subgroups_ ? 1 : 8)
-                                            : std::max<std::uint32_t>(coop_lanes_, 128);
-  wg = std::min(wg, max_x);
-  gemv_workgroup_ = subgroups_ ? round_down(wg, coop_lanes_) : std::max(1u, wg);
-  if (gemv_workgroup_ > max_x) {
-    throw Error(ErrorCode::missing_feature,
-                fmt::format("{}: subgroup size {} exceeds the workgroup limit {} of '{}'", kOp,
-                            coop_lanes_, max_x, dev.name));
-  }
-
-  // Tiled GEMM: 16 x 16 invocations of 4 x 4 outputs where the device allows 256 invocations.
-  tiled_wx_ = std::min<std::uint32_t>(16, dev.max_workgroup_size[0]);
-  tiled_wy_ = std::max<std::uint32_t>(
-      1, std::min<std::uint32_t>({16, dev.max_workgroup_size[1], dev.max_workgroup_invocations / tiled_wx_}));
-  tiled_tm_ = 4;
-  tiled_tn_ = 4;
-  tiled_bk_ = options.tile ? std::clamp<std::uint32_t>(options.tile, 1, 64) : 16;
-  auto shared_bytes = [&] {
-    return std::uint64_t(tiled_bk_) * (tiled_wy_ * tiled_tm_ + 1 + tiled_wx_ * tiled_tn_ + 1) * 4;
-  };
-  while (tiled_bk_ > 1 && shared_bytes() > dev.max_shared_memory) tiled_bk_ /= 2;
-
-  dummy_bias_ = ctx.tensor({4}, DType::f32, "Gemm dummy bias");
-  ctx.write(dummy_bias_, std::vector<float>(4, 0.0f));
-}
-
-Kernel Gemm::kernel(const KernelSpec& spec) const {
-  std::string key = spec.shader;
-  for (auto c : spec.constants) {
-    key += ',';
-    key += std::to_string(c);
-  }
-  std::lock_guard lock(kernels_->mutex);
-  auto it = kernels_->kernels.find(key);
-  if (it == kernels_->kernels.end()) it = kernels_->kernels.emplace(key, ctx_->kernel(spec)).first;
-  return it->second;
+Gemm::Gemm(Context& ctx, const OpOptions& options)
+    : ctx_(&ctx), options_(options), plan_(std::make_shared<plan::Gemm>(plan::gemm(ctx.device(), options))) {
+  plan::require(ctx.device(), plan_->needs, kOp);
+  null_ = kernels::null_tensor(ctx);
 }
 
 Gemm::Path Gemm::path_for(std::size_t m) const {
   if (forced_ != Path::automatic) return forced_;
-  // CPU devices (lavapipe): buffer loads dominate, and big per-invocation register blocks make
-  // the fewest loads per multiply-add, for any M.
-  if (ctx_->device().type == DeviceType::cpu) return Path::gemv_invocation;
-  // A few rows: every weight is read once and reused from registers; the tiled kernel would
-  // leave most of its 64-row tile empty.
-  if (m <= 8) return subgroups_ ? Path::gemv : Path::gemv_invocation;
+  switch (plan::gemm_path(ctx_->device(), *plan_, m)) {
+    case plan::GemmPath::gemv: return Path::gemv;
+    case plan::GemmPath::gemv_invocation: return Path::gemv_invocation;
+    case plan::GemmPath::tiled: return Path::tiled;
+  }
   return Path::tiled;
 }
 
@@ -214,7 +161,6 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   u32(bias_offset, "bias offset"),
                   u32(y.offset, "y offset"), u32(ldy, "y row stride"),
                   bias.valid() ? 1u : 0u};
-  const Tensor& b = bias.valid() ? bias : dummy_bias_;
   const auto& dev = ctx_->device();
   const std::size_t M = x.rows, N = w.rows;
 
@@ -231,37 +177,25 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
   };
 
   const Path path = path_for(M);
+  const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
-    const char* name = f16 ? "gemm_f16" : "gemm";
-    const Kernel k = kernel({name, {tiled_wx_, tiled_wy_, 1, tiled_tm_, tiled_tn_, tiled_bk_}, 4, sizeof(Push)});
-    const std::uint64_t bm = tiled_wy_ * tiled_tm_, bn = tiled_wx_ * tiled_tn_;
-    const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, name);
-    seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), out(y.tensor)}, push, g);
+    const kernels::Variant variant{.fp16 = f16};
+    const auto& t = plan_->tiled;
+    const Kernel k = kernels::make<kernels::Gemm>(*ctx_, t, variant);
+    const std::uint64_t bm = t.local_size_y * t.TM, bn = t.local_size_x * t.TN;
+    const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, "gemm");
+    kernels::dispatch<kernels::Gemm>(seq, k, bindings, push, g, null_);
     return;
   }
-
-  // GEMV blocks: TM rows of X share each loaded W vec4, TN rows of W each loaded X vec4.
-  const bool per_invocation = path == Path::gemv_invocation || !subgroups_;
-  // CPU devices: 16 x 8 blocks per invocation; measured on lavapipe at ~10.5 GFLOP/s per core
-  // (CPU time) against ~6 for 4 x 4 blocks and ~12.5 for 16 x 16, which compiles 2.5x longer.
-  // Row counts round up to a power of two so that few pipelines get compiled (a 16 x 8 block
-  // costs lavapipe ~1.5 s of LLVM time).
-  const bool big_blocks = per_invocation && dev.type == DeviceType::cpu;
-  const std::uint32_t tm = std::min<std::uint32_t>(std::bit_ceil(static_cast<std::uint32_t>(std::min<std::size_t>(M, 16))),
-                                                   big_blocks ? 16 : 4);
-  const std::uint32_t tn = options_.tile ? std::clamp<std::uint32_t>(options_.tile, 1, 32) : big_blocks ? 8 : 4;
-  std::uint32_t wg = gemv_workgroup_;
-  if (per_invocation && subgroups_ && !options_.workgroup_size) wg = dev.type == DeviceType::cpu ? coop_lanes_ : 64;
-  wg = std::min(wg, std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0])));
-  const std::uint32_t blocks = per_invocation ? wg : wg / coop_lanes_;
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
                        push.x_off % 4 == 0 && push.w_off % 4 == 0;
-  const char* name = f16 ? (per_invocation ? "gemv_f16_nosubgroup" : "gemv_f16")
-                         : (per_invocation ? "gemv_nosubgroup" : "gemv");
-  const Kernel k = kernel({name, {wg, 1, 1, tm, tn, blocks, aligned ? 1u : 0u}, 4, sizeof(Push)});
-  const std::uint64_t per_group = std::uint64_t(tn) * blocks;
-  const Groups g = fold_rows((M + tm - 1) / tm, (N + per_group - 1) / per_group, name);
-  seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), out(y.tensor)}, push, g);
+  plan::Gemv v = plan::gemv(dev, *plan_, options_, M,
+                            path == Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation,
+                            aligned);
+  v.variant.fp16 = f16;
+  const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
+  const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
+  kernels::dispatch<kernels::Gemv>(seq, k, bindings, push, g, null_);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/kernel_interface.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -430,14 +430,14 @@ struct Rnn::Impl {
     units = l.units;
     bb = l.bb;
     const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
-    return kernel({attention_detail::kernel_name("rnn_step", opts.fp16_storage, true, sub),
+    return kernel({kernels::variant_name("rnn_step", {.fp16 = opts.fp16_storage, .subgroup = sub}),
                    {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(CellPush)});
   }
   Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
     wg = step_workgroup();
     units = units_per_group(wg);
     bb = batch_block(B);
-    return kernel({attention_detail::kernel_name("rnn_proj", opts.fp16_storage, true, subgroups),
+    return kernel({kernels::variant_name("rnn_proj", {.fp16 = opts.fp16_storage, .subgroup = subgroups}),
                    {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
   }
 
@@ -644,7 +644,7 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     if (path == RnnPath::fused) {
       const Impl::FusedLayout fl = m.fused_layout(B);
       const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
-      const Kernel k = m.kernel({attention_detail::kernel_name("rnn_seq", m.opts.fp16_storage, true, fl.subgroup),
+      const Kernel k = m.kernel({kernels::variant_name("rnn_seq", {.fp16 = m.opts.fp16_storage, .subgroup = fl.subgroup}),
                                  {fl.wg, 1, 1, m.cell_id, fl.bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
                                  sizeof(CellPush)});
       CellPush p = m.cell_push(B, T, len_flag | (h0.valid() ? 0 : kHZero) | (c0.valid() ? 0 : kCZero));

@@ -6,7 +6,8 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -22,11 +23,9 @@ TopK::TopK(Context& ctx, std::size_t k, const OpOptions& options) : ctx_(&ctx), 
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: k = {} is outside [1, {}]", kOp, k, max_k));
   }
   const DeviceInfo& dev = ctx.device();
-  const bool sg = attention_detail::use_subgroups(dev, options);
-  OpOptions o = options;
-  // Each invocation holds k entries in registers: fewer, wider lists on GPUs.
-  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 128;
-  const std::uint32_t wg = attention_detail::pick_workgroup(dev, o);
+  const plan::Reduction p = plan::topk(dev, options);
+  const bool sg = p.variant.subgroup;
+  const std::uint32_t wg = p.workgroup;
   // K_MAX: the register list length, a power of two >= k (few distinct pipelines).
   const std::uint32_t kmax = std::bit_ceil(static_cast<std::uint32_t>(k));
   kernel_ = ctx.kernel({sg ? "topk" : "topk_nosubgroup", {wg, 1, 1, kmax}, 3, sizeof(Push)});
@@ -42,11 +41,11 @@ void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Te
     throw Error(ErrorCode::out_of_range, fmt::format("{}: x {} exceeds 32-bit indexing", kOp, to_string(x.shape())));
   }
   const std::size_t B = x.dim(0);
-  attention_detail::expect(kOp, "values", values, {B, k_}, DType::f32);
-  attention_detail::expect(kOp, "indices", indices, {B, k_}, DType::i32);
+  ops::expect(kOp, "values", values, {B, k_}, DType::f32);
+  ops::expect(kOp, "indices", indices, {B, k_}, DType::i32);
   const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(x.dim(1)), static_cast<std::uint32_t>(k_),
                   log_softmax ? 1u : 0u};
-  seq.dispatch(kernel_, {in(x), out(values), out(indices)}, push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+  seq.dispatch(kernel_, {in(x), out(values), out(indices)}, push, ops::fold_groups(B, ctx_->device(), kOp));
 }
 
 }  // namespace vkrnn

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "plan.hpp"
 #include "vk/check.hpp"
 
 namespace vkrnn::vk {
@@ -28,7 +29,7 @@ Allocator::Allocator(const DeviceFns& fns, VkDevice device, const DeviceInfo& in
                      bool force_staging, VkDeviceSize block_bytes)
     : fns_(fns), device_(device), info_(info), force_staging_(force_staging),
       block_bytes_(block_bytes) {
-  device_mapped_ = info.unified_memory && !force_staging;
+  device_mapped_ = plan::host_mapped_tensors(info, force_staging);
 }
 
 Allocator::~Allocator() {

@@ -1,0 +1,515 @@
+#include "plan.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include <fmt/format.h>
+
+#include "vkrnn/error.hpp"
+
+namespace vkrnn::plan {
+
+using ops::ceil_div;
+using ops::round_up;
+
+// --- the device ----------------------------------------------------------------------------
+
+bool is_cpu(const DeviceInfo& dev) { return dev.type == DeviceType::cpu; }
+
+bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
+  return dev.subgroup_arithmetic && dev.subgroup_in_compute && dev.subgroup_size > 0 &&
+         !options.force_shared_memory_reduction;
+}
+
+std::uint32_t min_lanes(const DeviceInfo& dev) {
+  return std::max<std::uint32_t>(1, dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size);
+}
+
+std::uint32_t max_lanes(const DeviceInfo& dev) {
+  return std::max<std::uint32_t>({1, dev.subgroup_size, dev.max_subgroup_size});
+}
+
+std::uint32_t max_workgroup(const DeviceInfo& dev) {
+  return std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
+}
+
+std::uint32_t reduction_workgroup(const DeviceInfo& dev, const OpOptions& options,
+                                  std::uint32_t gpu_default) {
+  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
+  std::uint32_t wg = options.workgroup_size != 0 ? options.workgroup_size : is_cpu(dev) ? sg : gpu_default;
+  wg = std::clamp<std::uint32_t>(wg, 1, max_workgroup(dev));
+  return std::bit_floor(wg);  // the reduction trees assume a power of two
+}
+
+std::uint32_t attention_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
+  return reduction_workgroup(dev, options, std::clamp<std::uint32_t>(sg, 64, 256));
+}
+
+std::uint32_t elementwise_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  return std::clamp<std::uint32_t>(options.workgroup_size ? options.workgroup_size : 64, 1,
+                                   max_workgroup(dev));
+}
+
+bool one_subgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups) {
+  return subgroups && dev.subgroup_size > 0 && workgroup <= min_lanes(dev);
+}
+
+bool host_mapped_tensors(const DeviceInfo& dev, bool force_staging) {
+  return dev.unified_memory && !force_staging;
+}
+
+void Needs::add(std::uint64_t shared, std::uint32_t buffers) {
+  shared_bytes = std::max(shared_bytes, shared);
+  storage_buffers = std::max(storage_buffers, buffers);
+}
+
+void require(const DeviceInfo& dev, const Needs& needs, const std::string& what) {
+  if (needs.fp16_storage && !dev.storage_16bit) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("{}: float16 storage needs storageBuffer16BitAccess, which '{}' does "
+                            "not support",
+                            what, dev.name));
+  }
+  if (needs.storage_buffers > dev.max_storage_buffers_per_stage) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: a kernel binds {} storage buffers; '{}' allows {} per shader "
+                            "stage (maxPerStageDescriptorStorageBuffers)",
+                            what, needs.storage_buffers, dev.name, dev.max_storage_buffers_per_stage));
+  }
+  if (needs.shared_bytes > dev.max_shared_memory) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: a kernel needs {} bytes of shared memory; '{}' has {} "
+                            "(maxComputeSharedMemorySize)",
+                            what, needs.shared_bytes, dev.name, dev.max_shared_memory));
+  }
+}
+
+namespace {
+
+template <class K>
+void add_kernel(Needs& needs, const typename K::Constants& c, const kernels::Variant& v) {
+  needs.add(shared_bytes<K>(c, v), K::binding_count);
+  needs.fp16_storage = needs.fp16_storage || v.fp16;
+}
+
+}  // namespace
+
+// --- decoder attention ------------------------------------------------------------------------
+
+std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
+                           std::uint64_t per_chunk, std::uint32_t min_chunk,
+                           std::uint32_t max_chunk) {
+  std::uint32_t chunk;
+  if (options.tile != 0) {
+    chunk = options.tile;
+  } else {
+    // Chunks long enough that the partials stay small and their combine is cheap.
+    const std::uint64_t target = is_cpu(dev) ? 16 : kMaxTargetChunks;
+    const std::uint32_t want = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+        (target + per_chunk - 1) / per_chunk, 1, ceil_div(S, min_chunk)));
+    chunk = ceil_div(S, want);
+  }
+  return std::clamp<std::uint32_t>(chunk, 1, std::min(S, max_chunk));
+}
+
+QueryProjection query_projection(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
+  QueryProjection q;
+  q.used = attention_detail::projects_query(d.config.score);
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = attention_workgroup(dev, options);
+  q.variant = {.subgroup = sg};
+  q.constants = {.local_size_x = wg,
+                 .VEC4 = d.Hq % 4 == 0 ? 1u : 0u,
+                 .ONE_SUBGROUP = one_subgroup(dev, wg, sg)};
+  return q;
+}
+
+namespace {
+
+// The score of a position (shaders/include/attention_score.glsl): constants 3..7 of the scores
+// and fused kernels.
+struct Score {
+  std::uint32_t mode = 0, key_vec4 = 0, per_subgroup = 0, positions = 1, key_loop = 1;
+};
+Score score(const Dims& d, const DeviceInfo& dev, bool subgroups, std::uint32_t workgroup) {
+  Score c;
+  c.mode = d.config.score == vkrnn::Score::additive ? 1 : 0;
+  c.key_vec4 = (d.Hk % 4 == 0 && d.dk % 4 == 0) ? 1 : 0;
+  switch (d.config.score_split) {
+    case ScoreSplit::automatic: c.per_subgroup = subgroups && d.dk >= 32; break;
+    case ScoreSplit::per_invocation: c.per_subgroup = 0; break;
+    case ScoreSplit::per_subgroup: c.per_subgroup = subgroups; break;
+  }
+  // About 32 positions per workgroup step on CPU drivers (fewer, fatter workgroups), one per
+  // invocation on GPUs.
+  c.positions = is_cpu(dev) ? std::max<std::uint32_t>(1, 32 / workgroup) : 1;
+  // The dims loop's bound, pessimistic for a subgroup per score: the smallest subgroup the
+  // device may run with (the shader strides by the real gl_SubgroupSize, never smaller).
+  const std::uint32_t key_units = c.key_vec4 ? d.dk / 4 : d.dk;
+  const std::uint32_t lanes = std::clamp<std::uint32_t>(min_lanes(dev), 1, workgroup);
+  c.key_loop = c.per_subgroup ? ceil_div(key_units, lanes) : key_units;
+  return c;
+}
+
+void add_query(Needs& needs, const QueryProjection& q) {
+  if (q.used) add_kernel<kernels::AttentionQuery>(needs, q.constants, q.variant);
+}
+
+}  // namespace
+
+AttentionScores attention_scores(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
+  AttentionScores p;
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = attention_workgroup(dev, options);
+  const Score sc = score(d, dev, sg, wg);
+  p.variant = {.fp16 = options.fp16_storage, .subgroup = sg};
+  p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
+                 .SG_CLUSTER = sc.per_subgroup, .R = sc.positions, .KU = sc.key_loop};
+  p.block = wg * sc.positions;
+  p.tiles = ceil_div(d.S, p.block);
+  p.query = query_projection(dev, d, options);
+  add_kernel<kernels::AttentionScores>(p.needs, p.constants, p.variant);
+  add_query(p.needs, p.query);
+  return p;
+}
+
+MaskedSoftmax masked_softmax(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
+  MaskedSoftmax p;
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = attention_workgroup(dev, options);
+  // Positions per invocation (kept in registers between the max, sum and normalise steps):
+  // a row of up to 32 per invocation takes one dispatch; longer rows are tiled.
+  constexpr std::uint32_t kMaxPerInvocation = 64;
+  std::uint32_t E;
+  if (options.tile != 0) {
+    E = std::clamp<std::uint32_t>(ceil_div(options.tile, wg), 1, kMaxPerInvocation);
+  } else if (d.S <= 32ull * wg) {
+    E = ceil_div(d.S, wg);
+  } else {
+    E = is_cpu(dev) ? 16 : 8;
+  }
+  p.variant = {.fp16 = options.fp16_storage, .subgroup = sg};
+  p.constants = {.local_size_x = wg, .E = E, .ONE_SUBGROUP = one_subgroup(dev, wg, sg)};
+  p.tile = wg * E;
+  p.tiles = ceil_div(d.S, p.tile);
+  add_kernel<kernels::AttentionSoftmax>(p.needs, p.constants, p.variant);
+  return p;
+}
+
+AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
+  AttentionContext p;
+  const bool cpu = is_cpu(dev);
+  const std::uint32_t wg = attention_workgroup(dev, options);
+  const bool vec4 = d.H % 4 == 0 && d.dv % 4 == 0;
+  const std::uint32_t units = vec4 ? d.dv / 4 : d.dv;
+  // Columns (vec4s) per invocation, in registers: one column tile covers dv when that takes at
+  // most `cap` per invocation.
+  const std::uint32_t cap = cpu ? 16 : 8;
+  const std::uint32_t vpt = std::clamp<std::uint32_t>(ceil_div(units, wg), 1, cap);
+  const std::uint32_t tile_units = wg * vpt;
+  p.variant = {.fp16 = options.fp16_storage};
+  p.constants = {.local_size_x = wg, .VPT = vpt, .VVEC4 = vec4 ? 1u : 0u};
+  p.column_tile = tile_units * (vec4 ? 4 : 1);
+  p.column_tiles = ceil_div(units, tile_units);
+  // Loop budget: an invocation runs 1 + VPT iterations per position (pessimistically).
+  const std::uint32_t max_chunk = std::max<std::uint32_t>(1, kLoopBudget / (1 + vpt));
+  p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * p.column_tiles,
+                         cpu ? 512 : 128, max_chunk);
+  p.chunks = ceil_div(d.S, p.chunk);
+  add_kernel<kernels::AttentionContext>(p.needs, p.constants, p.variant);
+  return p;
+}
+
+FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
+  FusedAttention p;
+  const bool cpu = is_cpu(dev);
+  const bool sg = use_subgroups(dev, options);
+  const std::uint32_t wg = attention_workgroup(dev, options);
+  const Score sc = score(d, dev, sg, wg);
+  const bool value_vec4 = d.H % 4 == 0 && d.dv % 4 == 0;
+  const std::uint32_t R = sc.positions;
+  const std::uint32_t P = wg * R;  // positions per workgroup step
+
+  // Column tile: each invocation keeps VPT columns (vec4s) of the context in registers; one
+  // tile covers dv when that needs at most `cap` per invocation, else balanced tiles (each
+  // re-reads the keys of its split).
+  const std::uint32_t value_units = value_vec4 ? d.dv / 4 : d.dv;
+  const std::uint32_t cap = cpu ? 32 : 8;
+  const std::uint32_t nht = ceil_div(value_units, std::uint64_t(wg) * cap);
+  const std::uint32_t vpt = std::max<std::uint32_t>(1, ceil_div(value_units, std::uint64_t(nht) * wg));
+
+  // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
+  // subgroup the device may pick), so a split can be kept under kLoopBudget.
+  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
+  per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
+  const std::uint32_t max_chunk = static_cast<std::uint32_t>(
+      std::max<std::uint64_t>(1, kLoopBudget / per_block) * P);
+
+  // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
+  // partials, within the loop budget.
+  p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk);
+  p.splits = ceil_div(d.S, p.chunk);
+  p.block = P;
+  p.column_tile = wg * vpt * (value_vec4 ? 4 : 1);
+  p.column_tiles = nht;
+  p.variant = {.fp16 = options.fp16_storage, .subgroup = sg};
+  const bool one = one_subgroup(dev, wg, sg);
+  p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
+                 .SG_CLUSTER = sc.per_subgroup, .R = R, .KU = sc.key_loop, .VPT = vpt,
+                 .VVEC4 = value_vec4 ? 1u : 0u, .ONE_SUBGROUP = one};
+  add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
+  // The combine keeps one coefficient per split in shared memory; built for at least as many
+  // splits as source_chunk() aims at, so few pipelines cover every S.
+  const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));
+  p.combine = {.local_size_x = wg, .MAX_SPLIT = max_split, .E = cpu ? 8u : 4u, .ONE_SUBGROUP = one};
+  if (p.splits > 1) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
+  p.query = query_projection(dev, d, options);
+  add_query(p.needs, p.query);
+  return p;
+}
+
+KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options) {
+  KeyProjection p;
+  // A T x T workgroup: 64 invocations on CPU drivers, 256 on GPUs, or the forced size; T and
+  // RM shrink until the tiles fit in shared memory.
+  std::uint32_t wg = options.workgroup_size != 0 ? options.workgroup_size : (is_cpu(dev) ? 64 : 256);
+  wg = std::clamp<std::uint32_t>(wg, 1, std::max<std::uint32_t>(1, dev.max_workgroup_invocations));
+  std::uint32_t T = 1;
+  while ((2 * T) * (2 * T) <= wg && 2 * T <= dev.max_workgroup_size[0] &&
+         2 * T <= dev.max_workgroup_size[1]) {
+    T *= 2;
+  }
+  p.variant = {.fp16 = options.fp16_storage};
+  p.constants = {.local_size_x = T, .local_size_y = T, .RM = 4};
+  auto shared = [&] { return shared_bytes<kernels::AttentionKeys>(p.constants, p.variant); };
+  while (shared() > dev.max_shared_memory && (p.constants.RM > 1 || p.constants.local_size_x > 1)) {
+    if (p.constants.RM > 1) {
+      p.constants.RM /= 2;
+    } else {
+      p.constants.local_size_x /= 2;
+      p.constants.local_size_y /= 2;
+    }
+  }
+  add_kernel<kernels::AttentionKeys>(p.needs, p.constants, p.variant);
+  return p;
+}
+
+// --- dense layers --------------------------------------------------------------------------------
+
+Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
+  Gemm g;
+  const bool cpu = is_cpu(dev);
+  g.subgroups = use_subgroups(dev, options);
+  g.coop_lanes = g.subgroups ? max_lanes(dev) : 1u;
+  const std::uint32_t max_x = max_workgroup(dev);
+  // GEMV: lavapipe runs best with one subgroup per workgroup and many workgroups; GPUs want a
+  // few subgroups per workgroup to fill a compute unit.
+  std::uint32_t wg = options.workgroup_size ? options.workgroup_size
+                     : cpu                  ? g.coop_lanes * (g.subgroups ? 1 : 8)
+                                            : std::max<std::uint32_t>(g.coop_lanes, 128);
+  wg = std::min(wg, max_x);
+  // Whole coops: at least one, even where a forced size is smaller.
+  g.gemv_workgroup = g.subgroups ? std::max(g.coop_lanes, wg / g.coop_lanes * g.coop_lanes)
+                                 : std::max(1u, wg);
+  if (g.gemv_workgroup > max_x) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("Gemm: subgroup size {} exceeds the workgroup limit {} of '{}'",
+                            g.coop_lanes, max_x, dev.name));
+  }
+  // Tiled GEMM: 16 x 16 invocations of 4 x 4 outputs where the device allows 256 invocations;
+  // BK halves until the tiles fit in shared memory.
+  const std::uint32_t wx = std::min<std::uint32_t>(16, dev.max_workgroup_size[0]);
+  const std::uint32_t wy = std::max<std::uint32_t>(
+      1, std::min<std::uint32_t>({16, dev.max_workgroup_size[1], dev.max_workgroup_invocations / wx}));
+  g.tiled = {.local_size_x = wx, .local_size_y = wy, .TM = 4, .TN = 4,
+             .BK = options.tile ? std::clamp<std::uint32_t>(options.tile, 1, 64) : 16u};
+  const kernels::Variant tiled_variant{.fp16 = options.fp16_storage};
+  while (g.tiled.BK > 1 &&
+         shared_bytes<kernels::Gemm>(g.tiled, tiled_variant) > dev.max_shared_memory) {
+    g.tiled.BK /= 2;
+  }
+  g.needs.fp16_storage = options.fp16_storage;
+  g.needs.add(shared_bytes<kernels::Gemm>(g.tiled, tiled_variant), kernels::Gemm::binding_count);
+  g.needs.add(0, kernels::Gemv::binding_count);
+  return g;
+}
+
+GemmPath gemm_path(const DeviceInfo& dev, const Gemm& g, std::size_t m) {
+  // CPU devices (lavapipe): buffer loads dominate, and big per-invocation register blocks make
+  // the fewest loads per multiply-add, for any M.
+  if (is_cpu(dev)) return GemmPath::gemv_invocation;
+  // A few rows: every weight is read once and reused from registers; the tiled kernel would
+  // leave most of its 64-row tile empty.
+  if (m <= 8) return g.subgroups ? GemmPath::gemv : GemmPath::gemv_invocation;
+  return GemmPath::tiled;
+}
+
+Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::size_t m,
+          GemmPath path, bool aligned) {
+  Gemv v;
+  // GEMV blocks: TM rows of X share each loaded W vec4, TN rows of W each loaded X vec4.
+  const bool per_invocation = path == GemmPath::gemv_invocation || !g.subgroups;
+  // CPU devices: 16 x 8 blocks per invocation; measured on lavapipe at ~10.5 GFLOP/s per core
+  // (CPU time) against ~6 for 4 x 4 blocks and ~12.5 for 16 x 16, which compiles 2.5x longer.
+  // Row counts round up to a power of two so that few pipelines get compiled (a 16 x 8 block
+  // costs lavapipe ~1.5 s of LLVM time).
+  const bool big_blocks = per_invocation && is_cpu(dev);
+  const std::uint32_t tm = std::min<std::uint32_t>(
+      std::bit_ceil(static_cast<std::uint32_t>(std::min<std::size_t>(m, 16))), big_blocks ? 16 : 4);
+  const std::uint32_t tn = options.tile ? std::clamp<std::uint32_t>(options.tile, 1, 32) : big_blocks ? 8 : 4;
+  std::uint32_t wg = g.gemv_workgroup;
+  if (per_invocation && g.subgroups && !options.workgroup_size) wg = is_cpu(dev) ? g.coop_lanes : 64;
+  wg = std::min(wg, max_workgroup(dev));
+  const std::uint32_t blocks = per_invocation ? wg : wg / g.coop_lanes;
+  v.variant = {.subgroup = !per_invocation};
+  v.constants = {.local_size_x = wg, .TM = tm, .TN = tn, .BLOCKS = blocks, .ALIGNED = aligned};
+  v.per_group = tn * blocks;
+  return v;
+}
+
+// --- self-attention --------------------------------------------------------------------------
+
+namespace {
+
+// Solo path budgets (CPU drivers compile with LLVM at the first dispatch: these set that time).
+// solo_registers keeps R * D q and o values per lane and unrolls R * BK * D multiply-adds per
+// tile; measured on lavapipe (2 busy cores, D = 64): R=2, BK=4 compiles in ~1 s of CPU and runs
+// at ~90% of the speed of R=4 (~2.7 s); D = 256 in registers takes ~4.4 s, hence the D limit.
+constexpr std::uint64_t kRegisterMaxD = 128;
+constexpr std::uint64_t kRegisterUnroll = 512;  // R * BK * D
+// solo_memory unrolls GS * BK * R chunk products per step (GS = subgroup size with shuffles).
+constexpr std::uint64_t kMemoryUnroll = 512;
+
+std::uint32_t pow2_at_least(std::uint64_t x) {
+  std::uint32_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+}  // namespace
+
+kernels::SelfAttention::Constants self_attention_constants(const SelfAttentionPlan& p,
+                                                           std::size_t head_dim) {
+  return {.local_size_x = p.workgroup_size,
+          .D = static_cast<std::uint32_t>(head_dim),
+          .T = p.lanes_per_row,
+          .BK = p.key_tile,
+          .R = p.rows_per_lane,
+          .SG = p.subgroup_size,
+          .ACC_IN_REGISTERS = p.accumulate_in_registers};
+}
+
+kernels::Variant self_attention_variant(const SelfAttentionPlan& p, const OpOptions& options) {
+  return {.shuffle = p.subgroup_shuffle, .fp16 = options.fp16_storage};
+}
+
+SelfAttentionPlan self_attention(const DeviceInfo& dev, std::size_t D, const OpOptions& opt,
+                                 const SelfAttentionConfig& cfg) {
+  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
+  const bool cpu = is_cpu(dev);
+
+  // CPU drivers (lavapipe) run one subgroup per workgroup best; GPUs want 64+ lanes.
+  std::uint32_t wg = opt.workgroup_size != 0 ? opt.workgroup_size : (cpu ? sg : std::max<std::uint32_t>(64, sg));
+  wg = std::clamp<std::uint32_t>(wg, 1, max_workgroup(dev));
+
+  // Lanes per query row. GPUs: enough that each lane keeps at most 16 output dims in registers.
+  // CPU drivers: always one (the shared-memory path runs ~50x slower on lavapipe: every
+  // shared-memory read inside a loop is a per-lane gather there).
+  std::uint32_t T = cfg.lanes_per_row != 0 ? pow2_at_least(cfg.lanes_per_row)
+                    : cpu                  ? 1
+                                           : pow2_at_least((D + 15) / 16);
+  T = std::min(T, wg);
+  while (wg % T != 0) T /= 2;
+  std::uint32_t BK = opt.tile != 0 ? opt.tile : (T == 1 ? 16 : 32);
+  BK = std::max<std::uint32_t>(1, BK);
+  // The solo path shares K/V loads across the subgroup with shuffles where it can.
+  constexpr std::uint32_t kNeeded = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  const bool shuffle = T == 1 && !opt.force_shared_memory_reduction && dev.subgroup_in_compute &&
+                       (dev.subgroup_operations & kNeeded) == kNeeded && wg % sg == 0;
+  // Each loaded K/V chunk feeds R rows of a lane: 2-4 rows run 2x faster than 1 on lavapipe.
+  std::uint64_t R = 1;
+  const bool registers = D <= kRegisterMaxD;
+  if (T == 1 && registers) {
+    R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : cpu ? (D <= 32 ? 4 : 2) : 1;
+    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kRegisterUnroll / D));
+    BK = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kRegisterUnroll / (R * D))));
+  } else if (T == 1) {
+    const std::uint64_t gs = shuffle ? sg : 1;
+    R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : (cpu ? 4 : 1);
+    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kMemoryUnroll / gs));
+    BK = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kMemoryUnroll / (gs * R))));
+  }
+
+  SelfAttentionPlan plan;
+  plan.workgroup_size = wg;
+  plan.rows_per_lane = static_cast<std::uint32_t>(R);
+  plan.accumulate_in_registers = T == 1 && registers;
+  plan.subgroup_shuffle = shuffle;
+  plan.subgroup_size = sg;
+  auto fit = [&] {
+    plan.lanes_per_row = T;
+    plan.key_tile = BK;
+    plan.query_rows = static_cast<std::uint32_t>(T == 1 ? wg * R : wg / T);
+    return shared_bytes<kernels::SelfAttention>(self_attention_constants(plan, D),
+                                                self_attention_variant(plan, opt));
+  };
+  while (fit() > dev.max_shared_memory) {
+    if (BK > std::max<std::uint32_t>(T, 8)) {
+      BK = std::max<std::uint32_t>(1, BK / 2);
+    } else if (2 * T <= wg && wg % (2 * T) == 0) {
+      T *= 2;
+    } else if (BK > 1) {
+      BK = std::max<std::uint32_t>(1, BK / 2);
+    } else {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("SelfAttention: head_dim {} needs {} bytes of shared memory even "
+                              "with one query row and one key per tile; '{}' has {} "
+                              "(maxComputeSharedMemorySize)",
+                              D, fit(), dev.name, dev.max_shared_memory));
+    }
+  }
+  plan.shared_bytes = static_cast<std::uint32_t>(fit());
+  return plan;
+}
+
+std::uint32_t self_attention_weights_workgroup(const DeviceInfo& dev) {
+  return std::min<std::uint32_t>(is_cpu(dev) ? std::max<std::uint32_t>(1, dev.subgroup_size) : 64,
+                                 max_workgroup(dev));
+}
+
+// --- decoding ----------------------------------------------------------------------------------
+
+Reduction argmax(const DeviceInfo& dev, const OpOptions& options) {
+  // One subgroup per row on CPU drivers; GPUs: 256 lanes share a row (vocabularies are long).
+  Reduction r;
+  const bool sg = use_subgroups(dev, options);
+  r.workgroup = reduction_workgroup(dev, options, 256);
+  r.variant = {.subgroup = sg};
+  r.one_subgroup = one_subgroup(dev, r.workgroup, sg);
+  return r;
+}
+
+Reduction topk(const DeviceInfo& dev, const OpOptions& options) {
+  // Each invocation holds k entries in registers: fewer, wider lists on GPUs.
+  Reduction r;
+  const bool sg = use_subgroups(dev, options);
+  r.workgroup = reduction_workgroup(dev, options, 128);
+  r.variant = {.subgroup = sg};
+  r.one_subgroup = one_subgroup(dev, r.workgroup, sg);
+  return r;
+}
+
+std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  // One invocation per source row: lavapipe likes one-subgroup workgroups, GPUs 64 lanes.
+  return attention_workgroup(dev, options);
+}
+
+std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options) {
+  // A row is a copy of `dim` floats: one subgroup per row on CPU drivers, 64 lanes on GPUs.
+  return reduction_workgroup(dev, options, 64);
+}
+
+}  // namespace vkrnn::plan

@@ -1,0 +1,186 @@
+#pragma once
+// Tuning as pure functions of the device. Each planner takes a DeviceInfo (what vkrnn knows of
+// a device: read from a real one, or written from a vendor's published limits), the op's
+// config and its OpOptions, and returns its kernels as they will be built -- variant and
+// specialization constants (workgroup sizes, tiles, subgroup or shared-memory reductions) --
+// plus the op's dispatch shape and what it needs of the device. No Vulkan, no live device:
+// tests/test_plan.cpp runs every planner over vendor profiles and checks each plan against the
+// profile's limits; the ops build exactly what these return.
+//
+// Every choice between devices lives here, not in the op constructors. The shared memory a
+// kernel needs comes from its SPIR-V (the build's reflection of the shader's shared arrays),
+// never from a copy of the formula.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "ops/attention_common.hpp"
+#include "ops/kernels/attention.hpp"
+#include "ops/kernels/decode.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "ops/kernels/linear.hpp"
+#include "ops/kernels/self_attention.hpp"
+#include "vkrnn/device.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/self_attention.hpp"
+
+namespace vkrnn::plan {
+
+// --- the device ---------------------------------------------------------------------------
+// CPU drivers (lavapipe) run one-subgroup workgroups, fat register blocks and few, long chunks
+// fastest; GPUs want 64+ invocations, many workgroups and light registers.
+bool is_cpu(const DeviceInfo& dev);
+// Reductions use subgroup arithmetic (else shared-memory trees, or one invocation per dot).
+bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
+// The subgroup sizes a shader may run with: a workgroup of at most min_lanes invocations is one
+// subgroup; a coop of max_lanes invocations holds whole subgroups of any size.
+std::uint32_t min_lanes(const DeviceInfo& dev);
+std::uint32_t max_lanes(const DeviceInfo& dev);
+// The largest 1-D workgroup: min(maxComputeWorkGroupInvocations, maxComputeWorkGroupSize[0]).
+std::uint32_t max_workgroup(const DeviceInfo& dev);
+// Workgroup of a reduction kernel: forced (options.workgroup_size, rounded down to a power of
+// two) or one subgroup on CPU drivers and `gpu_default` on GPUs; within the limits. A power of
+// two, so one subgroup or whole subgroups (every subgroup size is a power of two).
+std::uint32_t reduction_workgroup(const DeviceInfo& dev, const OpOptions& options,
+                                  std::uint32_t gpu_default);
+// The decoder-attention ops' choice: the subgroup size clamped to [64, 256] on GPUs.
+std::uint32_t attention_workgroup(const DeviceInfo& dev, const OpOptions& options);
+// Elementwise kernels (no reduction tree): 64 unless forced, within the limits.
+std::uint32_t elementwise_workgroup(const DeviceInfo& dev, const OpOptions& options);
+// ONE_SUBGROUP (shaders/include/reduce.glsl): the subgroup build runs workgroups no larger than
+// the smallest subgroup the device may use, so its barriers can go.
+bool one_subgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups);
+// Tensors host-mapped (unified memory: no staging copies) or device-local with staging.
+bool host_mapped_tensors(const DeviceInfo& dev, bool force_staging);
+
+// lavapipe (Mesa's gallivm, 22.x) silently ends every loop of a shader invocation once that
+// invocation has run ~65535 loop iterations in total (LP_MAX_TGSI_LOOP_ITERATIONS): results are
+// then just wrong. Plans keep an invocation's loop iterations (estimated pessimistically) under
+// this budget, on every device.
+constexpr std::uint32_t kLoopBudget = 32768;
+
+// What an op's kernels ask of the device beyond their workgroup sizes.
+struct Needs {
+  std::uint64_t shared_bytes = 0;     // the most any of its kernels uses
+  std::uint32_t storage_buffers = 0;  // per shader stage, the most any of its kernels binds
+  bool fp16_storage = false;          // storageBuffer16BitAccess
+  void add(std::uint64_t shared, std::uint32_t buffers);
+};
+// Throws Error naming the first limit of `dev` that `needs` exceeds: out_of_range for
+// maxComputeSharedMemorySize and maxPerStageDescriptorStorageBuffers, missing_feature for
+// storageBuffer16BitAccess. `what` names the op.
+void require(const DeviceInfo& dev, const Needs& needs, const std::string& what);
+
+// Shared memory of kernel K built as `variant` with `constants`, from its SPIR-V.
+using kernels::shared_bytes;
+
+// --- decoder attention ---------------------------------------------------------------------
+using attention_detail::Dims;
+
+// Source positions per workgroup (the S chunk) of the context and fused ops: options.tile when
+// forced, else enough chunks that the device is filled (16 workgroups on CPU drivers, 256 on
+// GPUs, `per_chunk` workgroups per chunk) but no chunk is shorter than `min_chunk`; then
+// clamped to [1, min(S, max_chunk)] (max_chunk keeps an invocation within kLoopBudget).
+constexpr std::uint32_t kMaxTargetChunks = 256;
+std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
+                           std::uint64_t per_chunk, std::uint32_t min_chunk,
+                           std::uint32_t max_chunk);
+
+// W q (+ b) of the general and additive scores. `used` is false for dot and scaled_dot.
+struct QueryProjection {
+  bool used = false;
+  kernels::Variant variant;
+  kernels::AttentionQuery::Constants constants;
+};
+QueryProjection query_projection(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
+
+struct AttentionScores {
+  kernels::Variant variant;
+  kernels::AttentionScores::Constants constants;
+  std::uint32_t block = 1;  // positions per workgroup
+  std::uint32_t tiles = 1;  // workgroups per row
+  QueryProjection query;
+  Needs needs;
+};
+AttentionScores attention_scores(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
+
+struct MaskedSoftmax {
+  kernels::Variant variant;
+  kernels::AttentionSoftmax::Constants constants;
+  std::uint32_t tile = 1;   // positions per workgroup
+  std::uint32_t tiles = 1;  // tiles per row: one dispatch, else two
+  Needs needs;
+};
+MaskedSoftmax masked_softmax(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
+
+struct AttentionContext {
+  kernels::Variant variant;
+  kernels::AttentionContext::Constants constants;
+  std::uint32_t column_tile = 1;   // value columns per workgroup
+  std::uint32_t column_tiles = 1;
+  std::uint32_t chunk = 1;         // source positions per workgroup
+  std::uint32_t chunks = 1;        // chunks per row: one dispatch, else two
+  Needs needs;
+};
+AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
+
+struct FusedAttention {
+  kernels::Variant variant;
+  kernels::AttentionFused::Constants constants;
+  kernels::AttentionFusedCombine::Constants combine;  // used when splits > 1
+  std::uint32_t block = 1;         // positions per workgroup step (workgroup * R)
+  std::uint32_t column_tile = 1, column_tiles = 1;
+  std::uint32_t chunk = 1;         // source positions per split
+  std::uint32_t splits = 1;        // 1: direct, else a combine dispatch merges them
+  QueryProjection query;
+  Needs needs;
+};
+FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
+
+struct KeyProjection {
+  kernels::Variant variant;
+  kernels::AttentionKeys::Constants constants;  // a T x T workgroup, RM rows per invocation
+  Needs needs;
+};
+KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options);
+
+// --- dense layers ----------------------------------------------------------------------------
+enum class GemmPath { gemv, gemv_invocation, tiled };
+struct Gemm {
+  bool subgroups = false;
+  std::uint32_t coop_lanes = 1;     // lanes per dot product: the largest subgroup, or 1
+  std::uint32_t gemv_workgroup = 1;
+  kernels::Gemm::Constants tiled;   // for Variant{.fp16 = weights are f16}
+  Needs needs;                      // fp16_storage: whether options asked for f16 weights
+};
+Gemm gemm(const DeviceInfo& dev, const OpOptions& options);
+GemmPath gemm_path(const DeviceInfo& dev, const Gemm& g, std::size_t m);
+// A GEMV dispatch of M rows on `path` (gemv or gemv_invocation), K aligned or not.
+struct Gemv {
+  kernels::Variant variant;  // fp16: set by the caller from the weights' dtype
+  kernels::Gemv::Constants constants;
+  std::uint32_t per_group = 1;  // W rows per workgroup: TN * BLOCKS
+};
+Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::size_t m,
+          GemmPath path, bool aligned);
+
+// --- self-attention ------------------------------------------------------------------------
+SelfAttentionPlan self_attention(const DeviceInfo& dev, std::size_t head_dim,
+                                 const OpOptions& options, const SelfAttentionConfig& config);
+kernels::SelfAttention::Constants self_attention_constants(const SelfAttentionPlan& p,
+                                                           std::size_t head_dim);
+kernels::Variant self_attention_variant(const SelfAttentionPlan& p, const OpOptions& options);
+std::uint32_t self_attention_weights_workgroup(const DeviceInfo& dev);
+
+// --- decoding ---------------------------------------------------------------------------------
+struct Reduction {
+  kernels::Variant variant;
+  std::uint32_t workgroup = 1;
+  bool one_subgroup = false;
+};
+Reduction argmax(const DeviceInfo& dev, const OpOptions& options);
+Reduction topk(const DeviceInfo& dev, const OpOptions& options);
+std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& options);
+std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options);
+
+}  // namespace vkrnn::plan
