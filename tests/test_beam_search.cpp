@@ -348,6 +348,24 @@ TEST(BeamSearch, WorkgroupSizesAndStaging) {
   run_case(test::staging_context(), {7, 5, 6, 9, 12, Eos::frequent, Values::coarse, seed++}, 3, 0, nullptr);
 }
 
+// A GPU's and a mobile GPU's plans run here (tests/common/test_env.hpp); under the Vulkan
+// minimum of 4 storage buffers per stage the merge, which binds 13, refuses at construction by
+// the limit's name.
+TEST(BeamSearch, LimitProfiles) {
+  std::uint32_t seed = 3500;
+  for (test::Limits limits : test::kAllLimits) {
+    Context& ctx = test::limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    if (limits == test::Limits::minimum) {
+      expect_error([&] { BeamSearch(ctx, 2, 3, 4, 9, 1, 0); }, ErrorCode::out_of_range,
+                   {"BeamSearch", "13 storage buffers", "maxPerStageDescriptorStorageBuffers"});
+      continue;
+    }
+    run_case(ctx, {65, 3, 4, 9, 20, Eos::frequent, Values::coarse, seed++}, 2, 0, nullptr);
+    run_case(ctx, {7, 5, 6, 9, 12, Eos::rare, Values::fine, seed++}, 3, 0, nullptr);
+  }
+}
+
 // Equal sums from different values: the lower id later in the list wins. Alive scores -16
 // (slot 0, token 4) and -20 (slot 1, token 5) after step 0; at step 1 slot 0's list holds
 // (-1, id 9) then (-1 - 2^-22, id 3): both sum to -17 in fp32, so id 3 ranks first.

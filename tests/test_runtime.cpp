@@ -129,6 +129,39 @@ TEST(Devices, EnvironmentSelectsDevice) {
   ::unsetenv("VKRNN_DEVICE");
 }
 
+// ContextOptions::limits (test-only) lowers what the context reports, never raises it, and the
+// runtime then enforces the lower limits: a workgroup beyond them is refused at kernel creation.
+TEST(Devices, LimitsLowerWhatTheContextReports) {
+  const DeviceInfo& real = context().device();
+  for (test::Limits limits : test::kAllLimits) {
+    SCOPED_TRACE(test::to_string(limits));
+    Context& ctx = test::limited_context(limits);
+    const DeviceInfo& dev = ctx.device();
+    const DeviceLimits want = test::device_limits(limits);
+    EXPECT_EQ(dev.name, real.name);
+    EXPECT_EQ(dev.subgroup_size, real.subgroup_size);  // what shaders really run with
+    EXPECT_NE(dev.type, DeviceType::cpu);              // planned as a GPU
+    auto lowered = [](std::uint32_t got, std::uint32_t real_value, std::uint32_t limit) {
+      return got == (limit ? std::min(real_value, limit) : real_value);
+    };
+    EXPECT_TRUE(lowered(dev.max_shared_memory, real.max_shared_memory, want.max_shared_memory));
+    EXPECT_TRUE(lowered(dev.max_workgroup_invocations, real.max_workgroup_invocations,
+                        want.max_workgroup_invocations));
+    EXPECT_TRUE(lowered(dev.max_storage_buffers_per_stage, real.max_storage_buffers_per_stage,
+                        want.max_storage_buffers_per_stage));
+    for (int i = 0; i < 3; ++i) EXPECT_LE(dev.max_workgroup_size[i], dev.max_workgroup_invocations);
+    EXPECT_EQ(dev.subgroup_arithmetic, real.subgroup_arithmetic && !want.no_subgroup_operations);
+    EXPECT_EQ(ctx.features().storage_buffer_16bit,
+              context().features().storage_buffer_16bit && !want.no_storage_16bit);
+    EXPECT_EQ(dev.storage_16bit, ctx.features().storage_buffer_16bit);
+    if (want.max_workgroup_invocations) {
+      expect_error(ErrorCode::out_of_range, "exceeds the limits",
+                   [&] { saxpy(ctx, want.max_workgroup_invocations * 2); });
+      EXPECT_NO_THROW(saxpy(ctx, want.max_workgroup_invocations));
+    }
+  }
+}
+
 TEST(Devices, NoDriverSaysWhatToInstall) {
   // Point the loader at a driver manifest that does not exist: what a machine without any
   // Vulkan driver looks like.

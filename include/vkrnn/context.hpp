@@ -24,6 +24,20 @@ enum class MessageSeverity { verbose, info, warning, error };
 // Receives every validation-layer message (VK_EXT_debug_utils).
 using ValidationSink = std::function<void(MessageSeverity, std::string_view message)>;
 
+// Test-only: a smaller device than the one vkrnn runs on. Each field that is set lowers what
+// Context::device() and features() report (nothing is raised), so every op plans -- and the
+// runtime checks -- as on that smaller device, and the kernels it would get run here: a mobile
+// GPU's shapes on lavapipe, checked against the CPU references (tests/test_limits.cpp). The
+// subgroup size cannot be changed: shaders run with the real one.
+struct DeviceLimits {
+  std::uint32_t max_shared_memory = 0;          // maxComputeSharedMemorySize, bytes; 0: as is
+  std::uint32_t max_workgroup_invocations = 0;  // also caps maxComputeWorkGroupSize; 0: as is
+  std::uint32_t max_storage_buffers_per_stage = 0;  // maxPerStageDescriptorStorageBuffers
+  bool no_subgroup_operations = false;  // only the basic subgroup operations
+  bool no_storage_16bit = false;        // no storageBuffer16BitAccess
+  bool gpu = false;                     // plan as an integrated GPU, even on a CPU driver
+};
+
 struct ContextOptions {
   // "" -> the VKRNN_DEVICE environment variable, else the best device. An index or a
   // case-insensitive substring of the device name.
@@ -41,6 +55,8 @@ struct ContextOptions {
   bool disable_pipeline_cache = false;
   float queue_priority = 0.5f;  // below the maximum so a desktop never freezes
   std::uint64_t memory_block_bytes = 64ull << 20;
+  // Test-only: plan for a smaller device (DeviceLimits above).
+  std::optional<DeviceLimits> limits;
 };
 
 // Handles an application already owns. vkrnn creates no instance or device for them and

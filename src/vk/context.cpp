@@ -5,6 +5,7 @@
 
 #include "vk/check.hpp"
 #include "vk/context_impl.hpp"
+#include "vk/device_limits.hpp"
 
 namespace vkrnn {
 
@@ -133,6 +134,7 @@ std::string cache_dir_for(const ContextOptions& o) {
 }
 
 void finish_setup(detail::ContextImpl& c) {
+  if (c.options.limits) vk::apply_limits(*c.options.limits, c.physical.info, c.features);
   c.allocator = std::make_unique<vk::Allocator>(c.fns, c.device, c.info(), c.options.force_staging,
                                                 c.options.memory_block_bytes);
   c.pipeline_cache =
