@@ -49,4 +49,16 @@ Tensor scoring_query(Sequence& seq, const QueryProjection& projection, const Dev
 
 float score_scale(const Dims& d);
 
+// What the scores and fused ops' kernels decide of their public plan (plan::AttentionScores,
+// plan::FusedAttention): workgroup, reductions, score split, positions per step.
+template <class ScorePlan>
+AttentionPlan score_plan(const ScorePlan& p) {
+  AttentionPlan a;
+  a.workgroup_size = p.constants.local_size_x;
+  a.subgroup_reduction = p.variant.subgroup;
+  a.score_per_subgroup = p.constants.SG_CLUSTER != 0;
+  a.block = p.block;
+  return a;
+}
+
 }  // namespace vkrnn::attention_detail

@@ -19,10 +19,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   const Dims d = resolve(config_, kOp);
   const plan::FusedAttention p = plan::fused_attention(ctx.device(), d, options);
   plan::require(ctx.device(), p.needs, kOp);
-  plan_.workgroup_size = p.constants.local_size_x;
-  plan_.subgroup_reduction = p.variant.subgroup;
-  plan_.score_per_subgroup = p.constants.SG_CLUSTER != 0;
-  plan_.block = p.block;
+  plan_ = score_plan(p);
   plan_.tile = p.chunk;
   plan_.tiles = p.splits;
   plan_.column_tile = p.column_tile;

@@ -18,10 +18,7 @@ AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
   const Dims d = resolve(config_, kOp);
   const plan::AttentionScores p = plan::attention_scores(ctx.device(), d, options);
   plan::require(ctx.device(), p.needs, kOp);
-  plan_.workgroup_size = p.constants.local_size_x;
-  plan_.subgroup_reduction = p.variant.subgroup;
-  plan_.score_per_subgroup = p.constants.SG_CLUSTER != 0;
-  plan_.block = p.block;
+  plan_ = score_plan(p);
   plan_.tile = p.block;
   plan_.tiles = p.tiles;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);

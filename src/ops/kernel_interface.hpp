@@ -6,8 +6,8 @@
 //     VKRNN_KERNEL(attention_scores, "attention_scores", .fp16 = true, .subgroup = true)
 //     struct Push { std::uint32_t S, Hk; float scale; };
 //     VKRNN_PUSH(S, Hk, scale)
-//     struct Constants { std::uint32_t local_size_x = 1, SCORE_MODE = 0; bool ALIGNED = true; };
-//     VKRNN_CONSTANTS((local_size_x, 0), (SCORE_MODE, 3), (ALIGNED, 6))
+//     struct Constants { VKRNN_LOCAL_SIZE; std::uint32_t SCORE_MODE = 0; bool ALIGNED = true; };
+//     VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (ALIGNED, 6))
 //     struct Bindings { Tensor keys, scores; };
 //     VKRNN_BINDINGS((keys, read), (scores, write))
 //   };
@@ -368,6 +368,11 @@ void dispatch(Sequence& seq, const Kernel& kernel, const typename K::Bindings& b
   static_assert(::vkrnn::kernels::push_size_ok(reflected, 0, 0),                              \
                 "Push: the shader has a push block");
 
+// The workgroup size, specialization constants 0, 1 and 2 (layout(local_size_x_id = 0, ...)):
+// members of `struct Constants`, and their entries in VKRNN_CONSTANTS.
+#define VKRNN_LOCAL_SIZE std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1
+#define VKRNN_LOCAL_SIZE_IDS (local_size_x, 0), (local_size_y, 1), (local_size_z, 2)
+
 // (member of `struct Constants`, constant_id) pairs: every specialization constant.
 #define VKRNN_CONST_ID_(i, e) VKRNN_PP_APPLY(VKRNN_CONST_ID2_, (i, VKRNN_PP_EXPAND e))
 #define VKRNN_CONST_ID2_(i, m, id) id,
@@ -410,3 +415,10 @@ void dispatch(Sequence& seq, const Kernel& kernel, const typename K::Bindings& b
                                                       const ::vkrnn::Tensor& null) {          \
     return {VKRNN_FOR_EACH_I(VKRNN_BINDING_ARG_, __VA_ARGS__)};                              \
   }
+
+namespace vkrnn::kernels {
+// The Constants of a kernel that specializes nothing but its workgroup size.
+struct Workgroup {
+  VKRNN_LOCAL_SIZE;
+};
+}  // namespace vkrnn::kernels

@@ -23,12 +23,11 @@ struct AttentionQuery {
   };
   VKRNN_PUSH(A, Q, B, has_bias)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t VEC4 = 0;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (VEC4, 3),
-                  (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (VEC4, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor w, q, bias, outp;
   };
@@ -44,11 +43,11 @@ struct AttentionScores {
   };
   VKRNN_PUSH(S, Hk, dk, Qs, heads, rows, nblocks, scale)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (SCORE_MODE, 3),
-                  (KVEC4, 4), (SG_CLUSTER, 5), (R, 6), (KU, 7))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
+                  (KU, 7))
   struct Bindings {
     Tensor keys, qry, vparam, lengths, scores;
   };
@@ -63,12 +62,11 @@ struct AttentionSoftmax {
   };
   VKRNN_PUSH(S, heads, rows, ntiles, mode)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t E = 4;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (E, 3),
-                  (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (E, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor scores, lengths, partials, weights;
   };
@@ -83,10 +81,10 @@ struct AttentionContext {
   };
   VKRNN_PUSH(S, H, dv, heads, rows, nchunks, chunk, nhtiles, mode)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t VPT = 4, VVEC4 = 0;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (VPT, 3), (VVEC4, 4))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (VPT, 3), (VVEC4, 4))
   struct Bindings {
     Tensor weights, values, lengths, partials, context;
   };
@@ -104,13 +102,12 @@ struct AttentionFused {
   };
   VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (SCORE_MODE, 3),
-                  (KVEC4, 4), (SG_CLUSTER, 5), (R, 6), (KU, 7), (VPT, 8), (VVEC4, 9),
-                  (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
+                  (KU, 7), (VPT, 8), (VVEC4, 9), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context;
   };
@@ -127,12 +124,11 @@ struct AttentionFusedCombine {
   };
   VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t MAX_SPLIT = 256, E = 4;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (MAX_SPLIT, 3), (E, 4),
-                  (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (MAX_SPLIT, 3), (E, 4), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor lengths, part_ml, part_acc, raw, weights, context;
   };
@@ -148,10 +144,10 @@ struct AttentionKeys {
   };
   VKRNN_PUSH(N, Hm, A, ntiles_a, ntiles_n)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t RM = 4;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (RM, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (RM, 3))
   struct Bindings {
     Tensor memory, w, keys;
   };

@@ -22,10 +22,10 @@ struct Argmax {
   };
   VKRNN_PUSH(B, V, S, ld, col, eos, pad, flags, emb_dim, table_offset, table_ld, emb_offset, emb_ld)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor logits, index_out, value_out, tok_hist, score_hist, finished, logit_hist, weights,
         attn_hist, table, emb_out;
@@ -43,12 +43,11 @@ struct TopK {
   };
   VKRNN_PUSH(B, N, k, log_softmax)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t K_MAX = 1;
     bool ONE_SUBGROUP = false;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (K_MAX, 3),
-                  (ONE_SUBGROUP, 15))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, values, indices;
   };
@@ -63,10 +62,8 @@ struct BeamSearch {
     std::int32_t eos, pad;
   };
   VKRNN_PUSH(B, K, kc, T, t, F, eos, pad)
-  struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
-  };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2))
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor values, ids, score_in, score_out, alive_count, done, fin_count, fin, hist_token,
         hist_parent, parents, next_tokens, heads;

@@ -15,12 +15,6 @@
 
 namespace vkrnn::kernels {
 
-// A 1-D workgroup, nothing else specialized.
-struct Workgroup1D {
-  std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
-};
-#define VKRNN_WORKGROUP_1D (local_size_x, 0), (local_size_y, 1), (local_size_z, 2)
-
 struct Activation {
   VKRNN_KERNEL(activation, "activation")
   struct Push {
@@ -28,10 +22,10 @@ struct Activation {
   };
   VKRNN_PUSH(n)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t FUNC = 0;
   };
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D, (FUNC, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (FUNC, 3))
   struct Bindings {
     Tensor xs, outs;
   };
@@ -42,7 +36,7 @@ struct ActivationInPlace {
   using Push = Activation::Push;
   VKRNN_PUSH(n)
   using Constants = Activation::Constants;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D, (FUNC, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (FUNC, 3))
   struct Bindings {
     Tensor xs;
   };
@@ -55,8 +49,8 @@ struct ResidualAdd {
     std::uint32_t n;
   };
   VKRNN_PUSH(n)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor as, bs, outs;
   };
@@ -66,8 +60,8 @@ struct ResidualAddInPlace {
   VKRNN_KERNEL(residual_add, "residual_add_inplace")
   using Push = ResidualAdd::Push;
   VKRNN_PUSH(n)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor as, bs;
   };
@@ -80,8 +74,8 @@ struct PositionalEncoding {
     std::uint32_t rows, S, d, pairs, offset;
   };
   VKRNN_PUSH(rows, S, d, pairs, offset)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor xs, turns, outs;
   };
@@ -91,8 +85,8 @@ struct PositionalEncodingInPlace {
   VKRNN_KERNEL(positional_encoding, "positional_encoding_inplace")
   using Push = PositionalEncoding::Push;
   VKRNN_PUSH(rows, S, d, pairs, offset)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor xs, turns;
   };
@@ -105,8 +99,8 @@ struct SequenceMask {
     std::uint32_t n, width, steps;
   };
   VKRNN_PUSH(n, width, steps)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor xs, lens, outs;
   };
@@ -116,8 +110,8 @@ struct SequenceMaskInPlace {
   VKRNN_KERNEL(sequence_mask, "sequence_mask_inplace")
   using Push = SequenceMask::Push;
   VKRNN_PUSH(n, width, steps)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor xs, lens;
   };
@@ -132,8 +126,8 @@ struct Concat {
     std::uint32_t rows, width, out_offset, out_ld;
   };
   VKRNN_PUSH(cols, offset, ld, rows, width, out_offset, out_ld)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor s0, s1, s2, s3, outs;
   };
@@ -147,8 +141,8 @@ struct Embedding {
     std::uint32_t rows, dim, vocab, table_offset, table_ld, out_offset, out_ld, flags;
   };
   VKRNN_PUSH(rows, dim, vocab, table_offset, table_ld, out_offset, out_ld, flags)
-  using Constants = Workgroup1D;
-  VKRNN_CONSTANTS(VKRNN_WORKGROUP_1D)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor ids, table, outs, flag;
   };

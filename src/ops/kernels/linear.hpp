@@ -27,12 +27,11 @@ struct Gemv {
   using Push = GemmPush;
   VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, has_bias)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
     bool ALIGNED = true;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (TM, 3), (TN, 4),
-                  (BLOCKS, 5), (ALIGNED, 6))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write))
 };
@@ -43,10 +42,10 @@ struct Gemm {
   using Push = GemmPush;
   VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, has_bias)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t TM = 4, TN = 4, BK = 16;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (TM, 3), (TN, 4), (BK, 5))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BK, 5))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write))
 };

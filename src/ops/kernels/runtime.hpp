@@ -21,10 +21,8 @@ struct SequenceGate {
     std::uint32_t flag_count, table_words;
   };
   VKRNN_PUSH(flag_count, table_words)
-  struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
-  };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2))
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor flags, table;
   };
@@ -38,10 +36,8 @@ struct Saxpy {
     float a;
   };
   VKRNN_PUSH(n, a)
-  struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
-  };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2))
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor x, y;
   };
@@ -55,10 +51,10 @@ struct BenchCopy {
   };
   VKRNN_PUSH(n)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t PER_INVOCATION = 1;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (PER_INVOCATION, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (PER_INVOCATION, 3))
   struct Bindings {
     Tensor src, dst;
   };
@@ -68,10 +64,8 @@ struct BenchCopy {
 struct BenchEmpty {
   VKRNN_KERNEL(bench_empty, "bench_empty")
   VKRNN_NO_PUSH
-  struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
-  };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2))
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
     Tensor unused;
   };

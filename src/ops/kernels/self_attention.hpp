@@ -18,11 +18,11 @@ struct SelfAttention {
   };
   VKRNN_PUSH(S, H, heads, qblocks, total, scale, causal, has_lengths)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t D = 64, T = 1, BK = 32, R = 1, SG = 8;
     bool ACC_IN_REGISTERS = true;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (D, 3), (T, 4), (BK, 5),
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (D, 3), (T, 4), (BK, 5),
                   (R, 6), (SG, 7), (ACC_IN_REGISTERS, 8))
   struct Bindings {
     Tensor qs, ks, vs, lengths, outs;
@@ -40,10 +40,10 @@ struct SelfAttentionWeights {
   };
   VKRNN_PUSH(S, H, heads, rows, scale, causal, has_lengths)
   struct Constants {
-    std::uint32_t local_size_x = 1, local_size_y = 1, local_size_z = 1;
+    VKRNN_LOCAL_SIZE;
     std::uint32_t D = 64;
   };
-  VKRNN_CONSTANTS((local_size_x, 0), (local_size_y, 1), (local_size_z, 2), (D, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (D, 3))
   struct Bindings {
     Tensor qs, ks, lengths, ws;
   };
