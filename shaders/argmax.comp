@@ -2,18 +2,24 @@
 #extension GL_GOOGLE_include_directive : require
 // Argmax over the vocabulary per batch row, with greedy-decoding bookkeeping.
 //
-//   index[b]   = argmax_v logits[b, v]            (the lowest v among equal maxima)
+//   index[b]   = argmax_v logits[b, v]            (the lowest v among equal maxima; NaN is the
+//                                                  largest value, as in torch.argmax)
 //   value[b]   = logits[b, index]                 (the max)
 //   logprob[b] = log_softmax(logits[b])[index] = -log(sum_v exp(logits[b, v] - max))
 //
 // One workgroup per row: each invocation scans a strided slice of the row (a tiled reduction
-// that reads the row once per pass), then the workgroup reduces (max, then the lowest index
-// holding it; a sum for the log-softmax) with subgroup arithmetic or, with USE_SUBGROUP=0,
-// shared-memory trees. Fixed order: deterministic.
+// that reads the row once per pass), then the workgroup reduces (max order key, then the lowest
+// index holding it; a sum for the log-softmax) with subgroup arithmetic or, with
+// USE_SUBGROUP=0, shared-memory trees. Fixed order: deterministic. The index is always in
+// [0, V), whatever the logits hold.
 //
-// Greedy step (FLAG_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
+// ARGMAX_NONFINITE: a row whose max is NaN or infinite (a NaN or +inf anywhere, or every entry
+// -inf: no finite distribution) sets nonfinite[b] = mark unless it is already set, so the host
+// learns the first step a row went wrong from one u32 (finished rows are not checked).
+//
+// Greedy step (ARGMAX_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
 // zero logits / attention in the histories; a live row that emits `eos` becomes finished.
-// History buffers hold `ld` columns per row; this dispatch writes column `col`. With FLAG_EMBED
+// History buffers hold `ld` columns per row; this dispatch writes column `col`. With ARGMAX_EMBED
 // the chosen token's embedding row is also copied out (the next step's input).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -30,6 +36,7 @@ layout(set = 0, binding = 7) readonly buffer Weights { float weights[]; };   // 
 layout(set = 0, binding = 8) writeonly buffer AttnHist { float attn_hist[]; };  // [B, ld, S]
 layout(set = 0, binding = 9) readonly buffer Table { float table[]; };        // embedding rows
 layout(set = 0, binding = 10) writeonly buffer EmbOut { float emb_out[]; };   // next input
+layout(set = 0, binding = 11) buffer NonFinite { uint nonfinite[]; };         // [B]
 
 layout(push_constant) uniform Push {
   uint B;
@@ -39,73 +46,45 @@ layout(push_constant) uniform Push {
   uint col;
   int eos;
   int pad;
-  uint flags;
-  uint emb_dim;       // FLAG_EMBED: copy table row `token` into emb_out row b
+  uint flags;         // ARGMAX_* (kernel_flags.h)
+  uint emb_dim;       // ARGMAX_EMBED: copy table row `token` into emb_out row b
   uint table_offset;
   uint table_ld;
   uint emb_offset;
   uint emb_ld;
+  uint mark;          // ARGMAX_NONFINITE: the value written to nonfinite[b]
 } p;
 
-const uint FLAG_INDEX = 1u;
-const uint FLAG_VALUE = 2u;
-const uint FLAG_TOKENS = 4u;
-const uint FLAG_SCORE = 8u;
-const uint FLAG_FINISHED = 16u;
-const uint FLAG_LOGITS = 32u;
-const uint FLAG_ATTENTION = 64u;
-const uint FLAG_EMBED = 128u;
+const uint NONE = 0xffffffffu;
 
-shared uint argmax_scratch[gl_WorkGroupSize.x];
-
-// The lowest index over the workgroup (same structure as reduce.glsl's helpers).
-uint workgroup_min_index(uint x) {
-#if USE_SUBGROUP
-  const uint s = subgroupMin(x);
-  if (gl_NumSubgroups == 1) return s;
-  barrier();
-  if (subgroupElect()) argmax_scratch[gl_SubgroupID] = s;
-  barrier();
-  uint r = argmax_scratch[0];
-  for (uint i = 1; i < gl_NumSubgroups; ++i) r = min(r, argmax_scratch[i]);
-  return r;
-#else
-  const uint i = gl_LocalInvocationIndex;
-  barrier();
-  argmax_scratch[i] = x;
-  barrier();
-  for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-    if (i < s) argmax_scratch[i] = min(argmax_scratch[i], argmax_scratch[i + s]);
-    barrier();
-  }
-  return argmax_scratch[0];
-#endif
-}
+#include "float_order.glsl"
+#include "kernel_flags.h"
 
 void main() {
   const uint b = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
   if (b >= p.B) return;  // uniform per workgroup
   const uint lane = gl_LocalInvocationIndex;
   const uint row = b * p.V;
-  const bool track = (p.flags & FLAG_FINISHED) != 0;
+  const bool track = (p.flags & ARGMAX_FINISHED) != 0;
   const bool done = track && finished[b] != 0u;
 
-  // Pass 1: per-invocation max and its lowest index, then the workgroup's.
-  float best = -1.0 / 0.0;
-  uint best_i = 0xffffffffu;
+  // Pass 1: per-invocation max key and its lowest index (keys: NaN largest; 0 = no entry),
+  // then the workgroup's.
+  uint best = 0u, best_i = NONE;
   for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) {
-    const float x = logits[row + v];
-    if (x > best || best_i == 0xffffffffu) {
-      best = x;
+    const uint key = float_order_key(logits[row + v]);
+    if (key > best) {
+      best = key;
       best_i = v;
     }
   }
-  const float m = workgroup_max(best);
-  const uint arg = workgroup_min_index(best == m ? best_i : 0xffffffffu);
+  const uint best_key = workgroup_max_uint(best);
+  const uint arg = min(workgroup_min_uint(best == best_key ? best_i : NONE), p.V - 1u);
+  const float m = logits[row + arg];
 
   // Pass 2: the log-softmax denominator.
   float score = 0.0;
-  if ((p.flags & (FLAG_SCORE)) != 0) {
+  if ((p.flags & (ARGMAX_SCORE)) != 0) {
     float s = 0.0;
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) s += exp(logits[row + v] - m);
     score = -log(workgroup_sum(s));
@@ -114,20 +93,23 @@ void main() {
   const int token = done ? p.pad : int(arg);
   const uint h = b * p.ld + p.col;
   if (lane == 0) {
-    if ((p.flags & FLAG_INDEX) != 0) index_out[b] = token;
-    if ((p.flags & FLAG_VALUE) != 0) value_out[b] = m;
-    if ((p.flags & FLAG_TOKENS) != 0) tok_hist[h] = token;
-    if ((p.flags & FLAG_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
+    if ((p.flags & ARGMAX_INDEX) != 0) index_out[b] = token;
+    if ((p.flags & ARGMAX_VALUE) != 0) value_out[b] = m;
+    if ((p.flags & ARGMAX_TOKENS) != 0) tok_hist[h] = token;
+    if ((p.flags & ARGMAX_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
+    if ((p.flags & ARGMAX_NONFINITE) != 0 && !done && (isnan(m) || isinf(m)) && nonfinite[b] == 0u)
+      nonfinite[b] = p.mark;
   }
-  if ((p.flags & FLAG_LOGITS) != 0) {
+  if ((p.flags & ARGMAX_LOGITS) != 0) {
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) logit_hist[h * p.V + v] = done ? 0.0 : logits[row + v];
   }
-  if ((p.flags & FLAG_ATTENTION) != 0) {
+  if ((p.flags & ARGMAX_ATTENTION) != 0) {
     for (uint s = lane; s < p.S; s += gl_WorkGroupSize.x) attn_hist[h * p.S + s] = done ? 0.0 : weights[b * p.S + s];
   }
-  if ((p.flags & FLAG_EMBED) != 0) {
+  if ((p.flags & ARGMAX_EMBED) != 0) {
     // The next step's input embedding, fused here to save the decoder a dispatch per token.
-    const uint src = p.table_offset + uint(token) * p.table_ld, dst = p.emb_offset + b * p.emb_ld;
+    // token < V <= the table's rows: argmax is clamped above, pad is checked by the host.
+    const uint src = p.table_offset + min(uint(token), p.V - 1u) * p.table_ld, dst = p.emb_offset + b * p.emb_ld;
     for (uint j = lane; j < p.emb_dim; j += gl_WorkGroupSize.x) emb_out[dst + j] = table[src + j];
   }
   if (track) {

@@ -28,7 +28,7 @@ layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 #endif
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
-layout(set = 0, binding = 3) writeonly buffer YS { float ys[]; };
+layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
 layout(push_constant) uniform Push {
   uint M, N, K;
@@ -36,8 +36,10 @@ layout(push_constant) uniform Push {
   uint w_off, ldw;
   uint b_off;
   uint y_off, ldy;
-  uint has_bias;
+  uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
 } p;
+
+#include "kernel_flags.h"
 
 // Transposed tiles: [k][row], +1 column of padding against bank conflicts on the stores.
 shared float x_tile[BK * (BM + 1)];
@@ -85,8 +87,9 @@ void main() {
     for (uint j = 0; j < TN; ++j) {
       const uint n = n0 + tx + j * WX;
       if (n >= p.N) continue;
-      const float b = p.has_bias != 0 ? bias[p.b_off + n] : 0.0;
-      ys[p.y_off + m * p.ldy + n] = acc[i][j] + b;
+      const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n] : 0.0;
+      const uint y = p.y_off + m * p.ldy + n;
+      ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] + b;
     }
   }
 }

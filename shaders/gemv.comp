@@ -28,7 +28,7 @@ layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
 #endif
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
-layout(set = 0, binding = 3) writeonly buffer YS { float ys[]; };
+layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
 layout(push_constant) uniform Push {
   uint M, N, K;
@@ -36,8 +36,10 @@ layout(push_constant) uniform Push {
   uint w_off, ldw;  // W[n][k] = ws[w_off + n * ldw + k]
   uint b_off;       // b[n] = bias[b_off + n]
   uint y_off, ldy;  // Y[m][n] = ys[y_off + m * ldy + n]
-  uint has_bias;
+  uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
 } p;
+
+#include "kernel_flags.h"
 
 vec4 load_x(uint row, uint k4) {
   if (ALIGNED) return xv[(p.x_off + row * p.ldx) / 4 + k4];
@@ -88,8 +90,9 @@ void main() {
         const float v = COOP_SUM(acc[i][j]);
         // Spread the stores over the lanes (every lane holds every sum).
         if (((i * TN + j) % LANES) == LANE && m0 + i < p.M && n0 + j < p.N) {
-          const float b = p.has_bias != 0 ? bias[p.b_off + n0 + j] : 0.0;
-          ys[p.y_off + (m0 + i) * p.ldy + n0 + j] = v + b;
+          const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n0 + j] : 0.0;
+          const uint y = p.y_off + (m0 + i) * p.ldy + n0 + j;
+          ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + v + b;
         }
       }
     }

@@ -1,9 +1,12 @@
 #version 450
-// A whole recurrent layer in ONE dispatch: each workgroup owns BB batch rows of one direction
-// (z = direction) and loops over time itself, keeping h in shared memory (ping-pong, one
-// barrier() per step). Valid because nothing outside the workgroup needs those rows' state;
-// it trades parallelism (one workgroup per BB rows) for zero per-step dispatch cost, so the host
-// picks it where the per-step work is small next to a dispatch (see src/ops/rnn.cpp).
+// A run of timesteps [p.s, p.s_end) of a recurrent layer in ONE dispatch: each workgroup owns
+// BB batch rows of one direction (z = direction) and loops over those steps itself, keeping h in
+// shared memory (ping-pong, one barrier() per step). Valid because nothing outside the workgroup
+// needs those rows' state; it trades parallelism (one workgroup per BB rows) for zero per-step
+// dispatch cost, so the host picks it where the per-step work is small next to a dispatch (see
+// src/ops/rnn.cpp). The host splits a layer into as many such runs as keep every invocation's
+// loop iterations within the loop budget (lavapipe silently ends loops past 65535 iterations);
+// h passes from one run to the next through h_prev / h_next, c stays in c_n.
 //
 // Same equations, gate order, lengths semantics and output layout as rnn_step.comp; no
 // projection (proj_size > 0 always takes the per-step path).
@@ -22,25 +25,27 @@ const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
 // binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; };
-layout(set = 0, binding = 3) readonly buffer H0 { float h0[]; };
-layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };
+layout(set = 0, binding = 3) readonly buffer H0 { float h0[]; };     // h before step p.s
+layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };   // h after the run
 layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
 layout(set = 0, binding = 6) buffer CS { float cs[]; };  // c_n: the running c, in place
 layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 
-#define FLAG_H_ZERO 1u      // no h0
-#define FLAG_C_ZERO 4u      // no c0
-#define FLAG_NO_LENGTHS 8u
+#define FLAG_H_ZERO 1u      // h before the run is zero (first run without h0)
+#define FLAG_C_FROM_C0 2u   // first run: c starts from c0
+#define FLAG_C_ZERO 4u      // first run without c0: c starts at zero
+#define FLAG_NO_LENGTHS 8u  // (neither C flag: c continues from the previous run, in c_n)
 
 layout(push_constant) uniform Push {
-  uint s_unused;  // rnn_step's layout (one host struct for both); this kernel loops over s
+  uint s;  // first step of this run (rnn_step's layout: one host struct for both)
   uint B, T, H, HO;
   uint xp_ldb, xp_ldt;
   uint h0_off, hn_off;  // h[off + (d * B + b) * HO + k]
   uint c0_off, c_off;   // c[off + (d * B + b) * H + j]
   uint out_off, out_ldd, out_ldb, out_ldt;
   uint flags;
+  uint s_end;  // one past the last step of this run (rnn_step ignores it)
 } p;
 
 shared float hsh[2 * BB * HOP];  // [ping-pong][row][k], padding kept at zero
@@ -73,7 +78,7 @@ void main() {
   }
   // c lives in c_n, read and written only by the invocation that owns (unit, row): the same
   // (coop, lane) mapping as in the loop below.
-  if (CELL == CELL_LSTM) {
+  if (CELL == CELL_LSTM && (p.flags & (FLAG_C_ZERO | FLAG_C_FROM_C0)) != 0) {
     for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
       for (uint j = j0; j < min(j0 + UPI, p.H); ++j) {
         for (uint b = 0; b < BB; ++b) {
@@ -86,8 +91,10 @@ void main() {
   }
   barrier();
 
-  for (uint s = 0; s < steps; ++s) {
-    const uint cur = (s & 1) * BB * HOP;
+  // This run's steps that some row of the block is live in; the rest are padding.
+  const uint s_live = min(p.s_end, steps);
+  for (uint s = p.s; s < s_live; ++s) {
+    const uint cur = ((s - p.s) & 1) * BB * HOP;
     const uint nxt = BB * HOP - cur;
     for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
       // Units past H are clamped (computed twice, never stored).
@@ -149,16 +156,17 @@ void main() {
     barrier();
   }
 
-  const uint fin = (steps & 1) * BB * HOP;
+  const uint fin = ((s_live > p.s ? s_live - p.s : 0u) & 1) * BB * HOP;
   for (uint e = tid; e < nb * p.HO; e += THREADS) {
     const uint b = e / p.HO, k = e % p.HO;
     h_n[p.hn_off + (d * p.B + b0 + b) * p.HO + k] = hsh[fin + b * HOP + k];
   }
-  // Positions no step visited (s >= steps) are padding for every row of this block.
-  const uint tail = p.T - steps;
+  // This run's positions that no row of the block is live in (s >= steps): padding.
+  const uint pad0 = max(p.s, steps);
+  const uint tail = p.s_end > pad0 ? p.s_end - pad0 : 0u;
   for (uint e = tid; e < nb * tail * p.HO; e += THREADS) {
     const uint k = e % p.HO, rest = e / p.HO;
-    const uint s = steps + rest % tail, b = rest / tail;
+    const uint s = pad0 + rest % tail, b = rest / tail;
     outs[p.out_off + d * p.out_ldd + (b0 + b) * p.out_ldb + s * p.out_ldt + k] = 0.0;
   }
 }

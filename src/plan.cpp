@@ -59,6 +59,19 @@ bool host_mapped_tensors(const DeviceInfo& dev, bool force_staging) {
   return dev.unified_memory && !force_staging;
 }
 
+std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t workgroup) {
+  if (!subgroups) return std::bit_width(workgroup);
+  return ceil_div(workgroup, min_lanes(dev));
+}
+
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+                                      const std::function<std::uint64_t(std::uint64_t)>& loops) {
+  for (std::uint64_t wg = std::max(workgroup, 1u); wg <= max_workgroup(dev); wg *= 2) {
+    if (loops(wg) <= kLoopBudget) return static_cast<std::uint32_t>(wg);
+  }
+  return 0;
+}
+
 void Needs::add(std::uint64_t shared, std::uint32_t buffers) {
   shared_bytes = std::max(shared_bytes, shared);
   storage_buffers = std::max(storage_buffers, buffers);
@@ -86,6 +99,9 @@ void require(const DeviceInfo& dev, const Needs& needs, const std::string& what)
 }
 
 namespace {
+
+// One invocation's share of n items strided over a workgroup of wg.
+std::uint64_t share(std::uint64_t n, std::uint64_t wg) { return (n + wg - 1) / wg; }
 
 template <class K>
 void add_kernel(Needs& needs, const typename K::Constants& c, const kernels::Variant& v) {
@@ -368,6 +384,39 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
   return v;
 }
 
+namespace {
+
+// Columns of K one dispatch may take when an invocation runs `fixed` loop iterations plus
+// `per_step` for every `step` columns: within kLoopBudget, a multiple of 64 (keeps vec4
+// alignment and whole tiles) unless K fits whole.
+std::uint64_t k_slice(std::uint64_t K, std::uint64_t step, std::uint64_t per_step, std::uint64_t fixed) {
+  const std::uint64_t steps = (kLoopBudget - fixed) / per_step;
+  if (steps * step >= K) return K;
+  return std::max<std::uint64_t>(64, steps * step / 64 * 64);
+}
+
+}  // namespace
+
+std::uint64_t gemm_k_slice(const kernels::Gemm::Constants& t, std::uint64_t K) {
+  const std::uint64_t bm = t.local_size_y * t.TM, bn = t.local_size_x * t.TN;
+  const std::uint64_t threads = std::uint64_t(t.local_size_x) * t.local_size_y;
+  // Per BK columns: the two tile loads and the (unrolled, measured) product loop.
+  const std::uint64_t per_tile = 2 + share(bm * t.BK, threads) + share(bn * t.BK, threads);
+  return k_slice(K, t.BK, per_tile, 16);
+}
+
+std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, std::uint64_t K) {
+  // An invocation's blocks (BLOCKS / coops, the fewest coops the device may make) times its
+  // lane's share of each dot product: 4 columns per lane (the smallest subgroup) per iteration,
+  // counted twice for the (unrolled, measured) register-block loops.
+  const bool per_invocation = !v.variant.subgroup;
+  const std::uint64_t wg = v.constants.local_size_x;
+  const std::uint64_t coops = per_invocation ? wg : std::max<std::uint64_t>(1, wg / g.coop_lanes);
+  const std::uint64_t lanes = per_invocation ? 1 : min_lanes(dev);
+  const std::uint64_t block_loops = share(v.constants.BLOCKS, coops);
+  return k_slice(K, 4 * lanes, 2 * block_loops, 16 * block_loops);
+}
+
 // --- self-attention --------------------------------------------------------------------------
 
 namespace {
@@ -510,6 +559,74 @@ std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& opti
 std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options) {
   // A row is a copy of `dim` floats: one subgroup per row on CPU drivers, 64 lanes on GPUs.
   return reduction_workgroup(dev, options, 64);
+}
+
+namespace {
+
+// workgroup_within_budget(), or Error(out_of_range) naming `what` ("Argmax: rows of V = ...").
+std::uint32_t row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup,
+                            const std::function<std::uint64_t(std::uint64_t)>& loops,
+                            const std::string& what) {
+  const std::uint32_t wg = workgroup_within_budget(dev, workgroup, loops);
+  if (wg == 0) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{} need more loop iterations per invocation than the loop budget of "
+                            "{} (which drivers such as lavapipe enforce silently) even with the "
+                            "widest workgroup of '{}' ({})",
+                            what, kLoopBudget, dev.name, max_workgroup(dev)));
+  }
+  return wg;
+}
+
+Reduction widened(const DeviceInfo& dev, Reduction r, std::uint32_t workgroup) {
+  r.workgroup = workgroup;
+  r.one_subgroup = one_subgroup(dev, workgroup, r.variant.subgroup);
+  return r;
+}
+
+}  // namespace
+
+Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row) {
+  // Per invocation: its share of each pass over the row, of the attention and embedding
+  // copies, and three reductions.
+  auto loops = [&](std::uint64_t wg) {
+    return share(row.V, wg) * row.passes + share(row.S, wg) + share(row.emb, wg) +
+           3 * reduction_loops(dev, base.variant.subgroup, wg) + 8;
+  };
+  return widened(dev, base,
+                 row_workgroup(dev, base.workgroup, loops,
+                               fmt::format("Argmax: rows of V = {} (S = {}, embedding width {})",
+                                           row.V, row.S, row.emb)));
+}
+
+Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k) {
+  // Per entry of an invocation's slice an insertion into its sorted list (<= K_MAX shifts), the
+  // log-softmax pass, the list's setup and rescaling, and 2k + 2 reductions (the max, then two
+  // per merge round).
+  const std::uint64_t kmax = std::bit_ceil(k);
+  auto loops = [&](std::uint64_t wg) {
+    return share(N, wg) * (kmax + 2) + 2 * kmax +
+           (2 * k + 2) * reduction_loops(dev, base.variant.subgroup, wg) + 8;
+  };
+  return widened(dev, base,
+                 row_workgroup(dev, base.workgroup, loops,
+                               fmt::format("TopK: rows of N = {} with k = {}", N, k)));
+}
+
+std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols) {
+  // The beam search gathers whole encoder outputs (S x M floats) per row.
+  return row_workgroup(dev, workgroup, [&](std::uint64_t wg) { return share(cols, wg) + 2; },
+                       fmt::format("Embedding: rows of {} floats", cols));
+}
+
+std::uint32_t self_attention_weights_row(const DeviceInfo& dev, std::uint32_t workgroup,
+                                         std::uint64_t S, std::uint64_t head_dim) {
+  auto loops = [&](std::uint64_t wg) {
+    return 2 * share(S, wg) * (head_dim + 1) + 2 * reduction_loops(dev, false, wg) + 8;
+  };
+  return row_workgroup(dev, workgroup, loops,
+                       fmt::format("SelfAttention: record_weights: rows of S = {} keys (head_dim {})",
+                                   S, head_dim));
 }
 
 }  // namespace vkrnn::plan

@@ -12,6 +12,7 @@
 // never from a copy of the formula.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "ops/attention_common.hpp"
@@ -58,6 +59,16 @@ bool host_mapped_tensors(const DeviceInfo& dev, bool force_staging);
 // then just wrong. Plans keep an invocation's loop iterations (estimated pessimistically) under
 // this budget, on every device.
 constexpr std::uint32_t kLoopBudget = 32768;
+// Loop iterations per invocation of one workgroup-wide reduction (reduce.glsl,
+// float_order.glsl) in a 1-D workgroup of `workgroup` invocations: the subgroup variant walks
+// the subgroups' partial results (as many as the smallest subgroups make), the tree variant
+// halves log2(workgroup) times.
+std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t workgroup);
+// The narrowest of workgroup, 2 workgroup, 4 workgroup ... (up to max_workgroup(dev)) for which
+// loops(width) stays within kLoopBudget; 0 when none does. For row-per-workgroup kernels whose
+// invocations stride over a row of data-dependent length.
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+                                      const std::function<std::uint64_t(std::uint64_t)>& loops);
 
 // What an op's kernels ask of the device beyond their workgroup sizes.
 struct Needs {
@@ -163,6 +174,11 @@ struct Gemv {
 };
 Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::size_t m,
           GemmPath path, bool aligned);
+// Columns of K one dispatch takes (K whole, or slices of a multiple of 64, the first writing y
+// and the others adding to it: GEMM_ACCUMULATE), so that each invocation of the tiled kernel /
+// of GEMV plan `v` stays within kLoopBudget.
+std::uint64_t gemm_k_slice(const kernels::Gemm::Constants& tiled, std::uint64_t K);
+std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, std::uint64_t K);
 
 // --- self-attention ------------------------------------------------------------------------
 SelfAttentionPlan self_attention(const DeviceInfo& dev, std::size_t head_dim,
@@ -182,5 +198,24 @@ Reduction argmax(const DeviceInfo& dev, const OpOptions& options);
 Reduction topk(const DeviceInfo& dev, const OpOptions& options);
 std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& options);
 std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options);
+
+// Rows of data-dependent length (one workgroup per row, its invocations striding over it): the
+// op's planned workgroup, widened until one invocation's loop iterations stay within
+// kLoopBudget (one_subgroup re-planned for the width); Error(out_of_range) naming the op and
+// "loop budget" when even max_workgroup(dev) does not.
+struct ArgmaxRow {
+  std::uint64_t V = 1;       // entries per row
+  std::uint64_t passes = 1;  // passes over the row: the max, the log-softmax sum, the logits copy
+  std::uint64_t S = 0;       // attention weights copied per row
+  std::uint64_t emb = 0;     // embedding floats copied per row
+};
+Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row);
+// Rows of N entries, the best k kept (in lists of bit_ceil(k)).
+Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k);
+// Rows of `cols` floats copied.
+std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols);
+// Rows of S keys scored twice (head_dim + 1 iterations each), with two tree reductions.
+std::uint32_t self_attention_weights_row(const DeviceInfo& dev, std::uint32_t workgroup,
+                                         std::uint64_t S, std::uint64_t head_dim);
 
 }  // namespace vkrnn::plan

@@ -146,6 +146,25 @@ TEST(Linear, LargeKAccumulation) {
   }
 }
 
+// K past what one invocation may loop over (lavapipe silently ends loops past 65535
+// iterations: a per-invocation dot product of K > ~262,000 was cut short): K runs in slices
+// that accumulate into y, on every kernel, aligned and not.
+TEST(Linear, KPastTheLoopBudget) {
+  auto& ctx = context();
+  std::uint32_t seed = 300;
+  for (const auto& v : variants()) {
+    if (!supported(ctx, v) || (v.f16 && v.path != Gemm::Path::gemv_invocation)) continue;
+    run_case(ctx, v, 2, 3, v.f16 || v.no_subgroup ? 270001 : 300000, !v.f16, seed++);
+  }
+  Linear lin(ctx, 300000, 3, true);
+  lin.gemm().set_path(Gemm::Path::gemv_invocation);
+  lin.load(random_floats(3 * 300000, 1), random_floats(3, 2));
+  Tensor x = ctx.tensor({1, 300000}), y = ctx.tensor({1, 3});
+  Sequence seq = ctx.sequence();
+  lin.record(seq, x, y);
+  EXPECT_GE(seq.stats().dispatches, 3u) << "one invocation's dot product of 300,000 needs >= 3 slices of the budget";
+}
+
 TEST(LinearLong, FullGrid) {
   auto& ctx = context();
   const std::vector<std::size_t> ms = {1, 2, 3, 4, 5, 8, 9, 33, 128, 257};

@@ -5,6 +5,7 @@
 // (tests/test_models_torch.cpp checks both classifier architectures against PyTorch itself.)
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -129,6 +130,33 @@ TEST(Classifier, MatchesDoubleReference) {
   big.A = 16;
   big.C = 4;
   check(big, {40, 1, 17}, 99);
+}
+
+// An input past what one fused RNN dispatch could loop over on lavapipe (a GRU with H = 64
+// broke at ~3,121 steps before the split into runs; the sentiment sample's class flipped at
+// T = 30,000), next to a short row.
+TEST(Classifier, LongInputPastTheLoopLimit) {
+  for (const std::string cell : {"gru", "lstm"}) {
+    TinyClassifierSpec s;
+    s.cell = cell;
+    s.E = 8;
+    s.H = 64;
+    s.A = 8;
+    s.seed = 21;
+    s.scale = 0.2f;
+    check(s, {4000, 9}, 22);
+  }
+}
+
+// NaN in the classifier layer: an error naming the layer and the row, not a class.
+TEST(Classifier, NonFiniteLogitsAreAnError) {
+  TempDir dir;
+  TinyClassifier tc{TinyClassifierSpec{}};
+  tc.weights.at("classifier.bias").second[1] = std::numeric_limits<float>::quiet_NaN();
+  tc.write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  test::expect_error([&] { model.classify({{2, 3}, {4}}); }, ErrorCode::non_finite,
+                     {"Classifier::classify", "classifier layer (classifier.weight, classifier.bias)", "row 0, class 1"});
 }
 
 TEST(Classifier, TextHelpers) {

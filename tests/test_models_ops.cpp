@@ -85,6 +85,13 @@ TEST(Embedding, WorkgroupSizesAndStaging) {
   check_embedding(test::staging_context(), 13, 17, 19, {}, 3);
 }
 
+// Rows wider than one invocation may loop over at the default workgroup (lavapipe silently
+// ends loops past 65535 iterations): the beam search gathers whole encoder outputs (S x M
+// floats) this way. 600,000 floats per row.
+TEST(Embedding, RowsPastTheLoopBudget) {
+  check_embedding(context(), 3, 600000, 2, {}, 5);
+}
+
 TEST(Embedding, BadIdsOnTheGpuAreClampedAndFlagged) {
   Context& ctx = context();
   const std::size_t vocab = 5, dim = 3;
@@ -451,6 +458,231 @@ TEST(TopK, WorkgroupSizesAndErrors) {
                ErrorCode::invalid_argument, {"'values'", "[2, 3]"});
   expect_error([&] { op.record(seq, context().tensor({10}), context().tensor({2, 3}), context().tensor({2, 3}, DType::i32)); },
                ErrorCode::invalid_argument, {"'x'", "[B, N]"});
+}
+
+// --- Non-finite rows: torch's NaN rule, in-range ids, the GPU flag -----------------------------
+
+// torch's order for max / argmax / topk: NaN above +inf (every NaN equal), -0 == +0.
+bool torch_greater(float a, float b) {
+  if (std::isnan(a)) return !std::isnan(b);
+  if (std::isnan(b)) return false;
+  return a > b;
+}
+
+// The first index of the row's maximum in torch's order, and whether that max is non-finite.
+std::pair<std::int32_t, bool> torch_argmax(const float* row, std::size_t V) {
+  std::size_t best = 0;
+  for (std::size_t v = 1; v < V; ++v)
+    if (torch_greater(row[v], row[best])) best = v;
+  return {static_cast<std::int32_t>(best), !std::isfinite(row[best])};
+}
+
+// Rows of V values holding NaN / +inf / -inf at the first, last and several positions, all of
+// them, or next to finite values; signed zeros.
+std::vector<std::pair<std::string, std::vector<float>>> nonfinite_rows(std::size_t V, std::uint32_t seed) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const auto base = random_floats(V, seed, -3.0f, 3.0f);
+  std::vector<std::pair<std::string, std::vector<float>>> rows;
+  auto add = [&](const std::string& name, auto&& edit) {
+    std::vector<float> r = base;
+    edit(r);
+    rows.emplace_back(name, std::move(r));
+  };
+  add("finite", [](auto&) {});
+  add("NaN first", [&](auto& r) { r[0] = nan; });
+  add("NaN last", [&](auto& r) { r[V - 1] = nan; });
+  add("NaN at several", [&](auto& r) { r[V / 3] = nan, r[V / 2] = -nan, r[V - 1] = nan; });
+  add("all NaN", [&](auto& r) { std::fill(r.begin(), r.end(), nan); });
+  add("+inf twice", [&](auto& r) { r[V / 2] = inf, r[V - 1] = inf; });
+  add("+inf then NaN", [&](auto& r) { r[0] = inf, r[V - 1] = nan; });
+  add("all -inf", [&](auto& r) { std::fill(r.begin(), r.end(), -inf); });
+  add("-inf but one", [&](auto& r) { std::fill(r.begin(), r.end(), -inf), r[V / 2] = -7.0f; });
+  add("-inf at half", [&](auto& r) { for (std::size_t v = 0; v < V; v += 2) r[v] = -inf; });
+  add("signed zeros", [&](auto& r) {
+    std::fill(r.begin(), r.end(), -1.0f);
+    r[V - 1] = 0.0f;
+    r[V / 2] = -0.0f;
+  });
+  return rows;
+}
+
+std::string float_bits(float x) { return std::isnan(x) ? std::string("nan") : fmt::format("{}", x); }
+
+void check_nonfinite_argmax(std::size_t V, const OpOptions& o, std::uint32_t seed) {
+  Context& ctx = context();
+  const auto rows = nonfinite_rows(V, seed);
+  const std::size_t B = rows.size();
+  std::vector<float> logits;
+  for (const auto& r : rows) logits.insert(logits.end(), r.second.begin(), r.second.end());
+  const Tensor t = ctx.tensor({B, V}, logits), idx = ctx.tensor({B}, DType::i32), mx = ctx.tensor({B});
+  const Tensor flags = ctx.tensor({B}, DType::u32);
+  std::vector<std::uint32_t> flags0(B, 0);
+  flags0[1] = 7;  // already set: stays
+  ctx.write(flags, flags0);
+  Argmax op(ctx, o);
+  Sequence seq = ctx.sequence();
+  op.record(seq, t, idx, mx, {}, flags);
+  seq.download(idx).download(mx).download(flags);
+  seq.eval();
+  const auto gi = seq.read<std::int32_t>(idx);
+  const auto gm = seq.read<float>(mx);
+  const auto gf = seq.read<std::uint32_t>(flags);
+  for (std::size_t b = 0; b < B; ++b) {
+    SCOPED_TRACE(fmt::format("V {} wg {} shared {}: row '{}'", V, o.workgroup_size, o.force_shared_memory_reduction,
+                             rows[b].first));
+    const auto [want, bad] = torch_argmax(rows[b].second.data(), V);
+    EXPECT_EQ(gi[b], want);
+    EXPECT_EQ(float_bits(gm[b]), float_bits(rows[b].second[static_cast<std::size_t>(want)]));
+    EXPECT_EQ(gf[b], b == 1 ? 7u : bad ? 1u : 0u);
+  }
+}
+
+// torch.argmax's NaN rule ([1, NaN, 3, 2] -> 1, the first NaN wins) over awkward vocabularies,
+// both reduction paths and forced workgroup sizes; the flag marks exactly the rows whose max is
+// not finite, once.
+TEST(Argmax, NonFiniteRowsFollowTorch) {
+  {
+    Context& ctx = context();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const Tensor t = ctx.tensor({1, 4}, std::vector<float>{1.0f, nan, 3.0f, 2.0f}), idx = ctx.tensor({1}, DType::i32);
+    Argmax op(ctx);
+    Sequence seq = ctx.sequence();
+    op.record(seq, t, idx);
+    seq.download(idx);
+    seq.eval();
+    EXPECT_EQ(seq.read<std::int32_t>(idx), std::vector<std::int32_t>{1});
+  }
+  std::uint32_t seed = 1200;
+  for (bool shared : {false, true}) {
+    for (std::uint32_t wg : {0u, 1u, 64u}) {
+      OpOptions o;
+      o.force_shared_memory_reduction = shared;
+      o.workgroup_size = wg;
+      for (std::size_t V : {1, 7, 13, 31, 8000}) check_nonfinite_argmax(V, o, seed++);
+    }
+  }
+}
+
+// A greedy step never emits or dereferences an id outside the vocabulary: an all-NaN row
+// chooses token 0 (torch's first NaN) and copies embedding row 0; the flag holds the first
+// non-finite step (counted from 1) of each live row, finished rows are not checked.
+TEST(Argmax, GreedyStepFlagsTheFirstNonFiniteStep) {
+  Context& ctx = context();
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::size_t B = 4, V = 7, dim = 3, steps = 3;
+  const std::int32_t eos = 2, pad = 0;
+  std::vector<std::vector<float>> logits(steps, random_floats(B * V, 5, -1.0f, 1.0f));
+  logits[0][3 * V + eos] = 5.0f;                                                // row 3 finishes at step 0
+  std::fill_n(logits[1].begin() + 1 * V, V, nan);                               // row 1: all NaN at step 1
+  std::fill_n(logits[1].begin() + 3 * V, V, nan);                               // finished row: not flagged
+  logits[2][1 * V + 4] = nan;                                                   // row 1 again: stays 2
+  logits[2][2 * V + 6] = inf;                                                   // row 2: +inf at step 2
+  const auto table = random_floats(V * dim, 9);
+  const Tensor t_table = ctx.tensor({V, dim}, table), next_in = ctx.tensor({B, dim});
+  const Tensor next = ctx.tensor({B}, DType::i32), finished = ctx.tensor({B}, DType::u32);
+  const Tensor tokens = ctx.tensor({B, steps}, DType::i32), flags = ctx.tensor({B}, DType::u32);
+  Argmax op(ctx);
+  std::vector<Tensor> lt;
+  Sequence seq = ctx.sequence();
+  seq.fill(finished, 0).fill(flags, 0);
+  for (std::size_t t = 0; t < steps; ++t) {
+    lt.push_back(ctx.tensor({B, V}, logits[t]));
+    GreedyStep g;
+    g.next_tokens = next;
+    g.finished = finished;
+    g.eos = eos;
+    g.pad = pad;
+    g.step = t;
+    g.tokens = tokens;
+    g.nonfinite = flags;
+    g.embedding = MatrixView::of(t_table);
+    g.embedding_out = MatrixView::of(next_in);
+    op.record(seq, lt.back(), g);
+  }
+  seq.download(tokens).download(flags).download(next_in).download(next);
+  seq.eval();
+  const auto tok = seq.read<std::int32_t>(tokens);
+  for (std::int32_t id : tok) EXPECT_TRUE(id >= 0 && id < std::int32_t(V)) << id;
+  EXPECT_EQ(tok[1 * steps + 1], 0);  // all NaN: the first NaN
+  EXPECT_EQ(tok[1 * steps + 2], 4);  // the NaN
+  EXPECT_EQ(tok[2 * steps + 2], 6);  // the +inf
+  EXPECT_EQ(seq.read<std::uint32_t>(flags), (std::vector<std::uint32_t>{0, 2, 3, 0}));
+  const auto got_in = seq.read<float>(next_in);
+  const auto last = seq.read<std::int32_t>(next);
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t j = 0; j < dim; ++j) EXPECT_EQ(got_in[b * dim + j], table[std::size_t(last[b]) * dim + j]);
+}
+
+void check_nonfinite_topk(std::size_t N, std::size_t k, const OpOptions& o, std::uint32_t seed) {
+  Context& ctx = context();
+  const auto rows = nonfinite_rows(N, seed);
+  const std::size_t B = rows.size();
+  std::vector<float> x;
+  for (const auto& r : rows) x.insert(x.end(), r.second.begin(), r.second.end());
+  const Tensor t = ctx.tensor({B, N}, x), vals = ctx.tensor({B, k}), idx = ctx.tensor({B, k}, DType::i32);
+  const Tensor lvals = ctx.tensor({B, k}), lidx = ctx.tensor({B, k}, DType::i32), flags = ctx.tensor({B}, DType::u32);
+  TopK op(ctx, k, o);
+  Sequence seq = ctx.sequence();
+  seq.fill(flags, 0);
+  op.record(seq, t, vals, idx, false, flags, 3);
+  op.record(seq, t, lvals, lidx, true);
+  seq.download(vals).download(idx).download(lvals).download(lidx).download(flags);
+  seq.eval();
+  const auto gv = seq.read<float>(vals), glv = seq.read<float>(lvals);
+  const auto gi = seq.read<std::int32_t>(idx), gli = seq.read<std::int32_t>(lidx);
+  const auto gf = seq.read<std::uint32_t>(flags);
+  for (std::size_t b = 0; b < B; ++b) {
+    SCOPED_TRACE(fmt::format("N {} k {} wg {} shared {}: row '{}'", N, k, o.workgroup_size,
+                             o.force_shared_memory_reduction, rows[b].first));
+    const auto& row = rows[b].second;
+    std::vector<std::size_t> order(N);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t c) { return torch_greater(row[a], row[c]); });
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::int32_t want = j < N ? static_cast<std::int32_t>(order[j]) : -1;
+      EXPECT_EQ(gi[b * k + j], want) << "rank " << j;
+      EXPECT_GE(gli[b * k + j], j < N ? 0 : -1) << "rank " << j;
+      EXPECT_LT(gli[b * k + j], std::int32_t(N)) << "rank " << j;
+      if (j < N) {
+        EXPECT_EQ(float_bits(gv[b * k + j]), float_bits(row[order[j]])) << "rank " << j;
+      }
+    }
+    const bool bad = !std::isfinite(row[order[0]]);
+    EXPECT_EQ(gf[b], bad ? 3u : 0u);
+    // log_softmax of a row with a NaN or +inf is NaN throughout (torch's too).
+    if (bad && !std::isinf(row[order[0]])) {
+      EXPECT_TRUE(std::isnan(glv[b * k])) << glv[b * k];
+    }
+  }
+}
+
+// torch.topk's NaN rule (NaN ranks highest; ties to the lower index as the stable sort), so
+// beam search always gets k real candidates; the flag marks the non-finite rows.
+TEST(TopK, NonFiniteRowsFollowTorch) {
+  std::uint32_t seed = 1300;
+  for (bool shared : {false, true}) {
+    OpOptions o;
+    o.force_shared_memory_reduction = shared;
+    for (std::size_t N : {1, 7, 13, 31, 8000})
+      for (std::size_t k : {1, 4, 13}) check_nonfinite_topk(N, k, o, seed++);
+  }
+}
+
+// Rows longer than one invocation may loop over at the default workgroup (lavapipe silently
+// ends loops past 65535 iterations): a wider workgroup takes them; past the widest, an error.
+TEST(Argmax, RowsPastTheLoopBudget) {
+  std::uint32_t seed = 1400;
+  for (bool shared : {false, true}) {
+    OpOptions o;
+    o.force_shared_memory_reduction = shared;
+    check_argmax(context(), 2, 300000, o, seed++);
+    check_topk(context(), 1, 200000, 64, o, seed++, false);
+  }
+  TopK op(context(), 64);
+  Sequence seq = context().sequence();
+  const std::size_t N = 64 * std::size_t(context().device().max_workgroup_invocations) * 16;
+  expect_error([&] { op.record(seq, context().tensor({1, N}), context().tensor({1, 64}), context().tensor({1, 64}, DType::i32)); },
+               ErrorCode::out_of_range, {"TopK", "loop budget"});
 }
 
 // --- Concat --------------------------------------------------------------------------------

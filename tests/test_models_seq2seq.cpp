@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -261,6 +262,21 @@ TEST(Seq2Seq, LargerShapes) {
   check_against_reference(s, {3, 9}, true, 7, test::staging_context());
 }
 
+// A source past what one fused encoder dispatch could loop over on lavapipe (a GRU with
+// H = 64 broke at ~3,121 steps before the encoder was split into runs; the dates model then
+// disagreed with PyTorch from S = 4,096), next to a short row.
+TEST(Seq2Seq, LongSourcePastTheLoopLimit) {
+  TinySpec s;
+  s.E = 8;
+  s.He = 64;
+  s.Hd = 16;
+  s.A = 8;
+  s.max_len = 6;
+  s.seed = 91;
+  s.eos_bias = 0.5f;
+  check_against_reference(s, {4000, 23}, true, 8);
+}
+
 TEST(Seq2Seq, IncrementalEqualsOneSubmission) {
   TempDir dir;
   TinySpec spec;
@@ -347,6 +363,69 @@ TEST(Seq2Seq, DispatchesPerStepAreConstant) {
   const std::uint32_t per_step = (r9.stats.dispatches - r4.stats.dispatches) / 5;
   EXPECT_GE(per_step, 7u);
   EXPECT_LE(per_step, 10u);
+}
+
+// Non-finite logits (issue 17): NaN or +inf in the output layer is reported as such, naming the
+// layer, the row and the step, by greedy, beam, step and translate (which used to fail in the
+// tokenizer on token -1); a NaN that appears later names that step.
+TEST(Seq2Seq, NonFiniteLogitsAreAnError) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::vector<std::int32_t>> src = {{4, 5}, {6, 4, 5}};
+  for (const float bad : {nan, inf}) {
+    SCOPED_TRACE(fmt::format("output.bias[4] = {}", bad));
+    TempDir dir;
+    TinyModel tm(TinySpec{});
+    tm.weights.at("output.bias").second[4] = bad;
+    tm.write(dir.path());
+    const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+    test::expect_error([&] { model.greedy(src); }, ErrorCode::non_finite,
+                 {"Seq2Seq::greedy", "output layer (output.weight, output.bias)", "row 0 at step 0", "2 of 2"});
+    test::expect_error([&] { model.translate({"ab"}); }, ErrorCode::non_finite, {"non-finite logits", "step 0"});
+    test::expect_error([&] { model.beam(src, {.beam_width = 3}); }, ErrorCode::non_finite,
+                 {"Seq2Seq::beam", "source row 0 (beam row 0) at step 0"});
+    auto st = model.start(model.encode(src));
+    test::expect_error([&] { model.step(st); }, ErrorCode::non_finite, {"read_step", "at step 0"});
+  }
+  // NaN in the target embedding of the token row 1 picks first: its next step goes wrong.
+  TinyModel tm(TinySpec{});
+  std::int32_t first = 0;
+  {
+    TempDir dir;
+    tm.write(dir.path());
+    const DecodeResult r = Seq2Seq::load(context(), dir.str()).greedy(src, {.stop_at_eos = false});
+    first = r.tokens.at(1 * r.steps);
+  }
+  auto& emb = tm.weights.at("tgt_embedding.weight").second;
+  const std::size_t E = tm.spec.E;
+  std::fill_n(emb.begin() + static_cast<std::ptrdiff_t>(std::size_t(first) * E), E, nan);
+  TempDir dir;
+  tm.write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  test::expect_error([&] { model.greedy({src[1]}, {.stop_at_eos = false}); }, ErrorCode::non_finite, {"row 0 at step 1"});
+  auto st = model.start(model.encode({src[1]}), {.stop_at_eos = false});
+  EXPECT_NO_THROW(model.step(st));
+  test::expect_error([&] { model.step(st); }, ErrorCode::non_finite, {"row 0 at step 1"});
+}
+
+// Attention plans are cached per (batch, source length) for the most recent shapes only: a
+// service decoding user-sized batches keeps a bounded number of live buffers (one plan per
+// shape forever left 1,635 live buffers after 800 shapes).
+TEST(Seq2Seq, PlanCacheStaysBounded) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  Context& ctx = context();
+  const Seq2Seq model = Seq2Seq::load(ctx, dir.str());
+  auto decode_shapes = [&](std::size_t first, std::size_t count) {
+    for (std::size_t i = first; i < first + count; ++i) {
+      const std::size_t B = 1 + i % 4, S = 3 + i / 4;  // a new (B, S) every time
+      (void)model.greedy(random_sources(std::vector<std::size_t>(B, S), 7, std::uint32_t(i)), {.max_len = 2});
+    }
+  };
+  decode_shapes(0, 40);
+  const std::uint32_t after_40 = ctx.memory_stats().live_buffers;
+  decode_shapes(40, 40);
+  const std::uint32_t after_80 = ctx.memory_stats().live_buffers;
+  EXPECT_LE(after_80, after_40 + 2) << "40 more shapes added buffers";
 }
 
 TEST(Seq2Seq, TextInTextOut) {

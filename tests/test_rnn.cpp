@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -186,6 +187,8 @@ struct Case {
   bool device_lengths_only = false;  // lengths as a device tensor without host copies
   bool f16 = false;                  // OpOptions::fp16_storage
   bool staging = false;              // test::staging_context() (the discrete-GPU memory path)
+  std::size_t run = 0;               // Rnn::set_steps_per_dispatch (0: automatic)
+  bool multi_run = false;            // expect the fused path to split each layer into several runs
   double tol = 1e-5;
 
   RnnConfig config() const {
@@ -204,7 +207,8 @@ struct Case {
                        to_string(cell), layers, bidirectional, B, H, I, T, ragged, initial, proj, bias,
                        to_string(path), to_string(kernel), no_subgroup ? " nosubgroup" : "",
                        device_lengths_only ? " device-lengths" : "", f16 ? " f16" : "",
-                       staging ? " staging" : "");
+                       staging ? " staging" : "") +
+           (run ? fmt::format(" run={}", run) : std::string());
   }
 };
 
@@ -248,7 +252,12 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
   Rnn rnn(ctx, cfg, o);
   rnn.set_path(k.path);
   rnn.set_step_kernel(k.kernel);
+  rnn.set_steps_per_dispatch(k.run);
   rnn.load(sd);
+  if (k.multi_run) {
+    ASSERT_EQ(rnn.path_for(k.B), RnnPath::fused);
+    ASSERT_LT(rnn.steps_per_dispatch(k.B), k.T) << "one dispatch would run every step";
+  }
   // fp16: half widens to float exactly and every sum and nonlinearity is fp32, so against the
   // double reference on the same half-rounded weights the fp32 tolerance applies unchanged.
   const auto want = test::rnn_reference(cfg, k.f16 ? half_rounded_weights(sd) : sd, x, k.B, k.T, lengths, h0, c0);
@@ -265,6 +274,11 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
     ctx.write(lt, lengths.empty() ? std::vector<std::int32_t>(k.B, std::int32_t(k.T)) : lengths);
     if (h0t.valid()) ctx.write(h0t, h0);
     if (c0t.valid()) ctx.write(c0t, c0);
+    // NaN in every output first: a position no kernel writes fails the comparison.
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    ctx.write(out, std::vector<float>(out.size(), nan));
+    ctx.write(hn, std::vector<float>(hn.size(), nan));
+    if (lstm) ctx.write(cn, std::vector<float>(cn.size(), nan));
     Sequence seq = ctx.sequence();
     rnn.record(seq, xt, lt, h0t, c0t, out, hn, cn);
     seq.download(out).download(hn);
@@ -428,6 +442,25 @@ TEST(Rnn, AutomaticChoices) {
   expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, {"subgroup"});
 }
 
+// Dispatches of one record() of a [B, T, input] batch (host lengths when given), in one
+// submission.
+std::uint32_t record_dispatches(Context& ctx, const Rnn& rnn, std::size_t B, std::size_t T,
+                                const std::vector<std::int32_t>& lengths) {
+  const RnnConfig& c = rnn.config();
+  Tensor x = ctx.tensor({B, T, c.input_size}), out = ctx.tensor({B, T, rnn.directions() * rnn.output_size()});
+  ctx.write(x, random_floats(B * T * c.input_size, 2));
+  Tensor lt;
+  if (!lengths.empty()) {
+    lt = ctx.tensor({B}, DType::i32);
+    ctx.write(lt, lengths);
+  }
+  Sequence seq = ctx.sequence();
+  rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
+  seq.eval();
+  EXPECT_EQ(seq.stats().submissions, 1u);
+  return seq.stats().dispatches;
+}
+
 // One submission per sequence; per-step path: 1 GEMM + 1 dispatch per step per layer (both
 // directions share it; 2 with a projection); fused path: 2 dispatches per layer. Host lengths
 // stop the recording at the longest sequence.
@@ -443,20 +476,97 @@ TEST(Rnn, DispatchCounts) {
     Rnn rnn(ctx, c);
     rnn.set_path(path);
     rnn.load(test::make_state_dict(c, 1));
-    const std::size_t B = 2, T = 6, HO = proj ? proj : 4;
-    Tensor x = ctx.tensor({B, T, 3}), out = ctx.tensor({B, T, 2 * HO});
-    ctx.write(x, random_floats(B * T * 3, 2));
-    Tensor lt;
-    if (!lengths.empty()) {
-      lt = ctx.tensor({B}, DType::i32);
-      ctx.write(lt, lengths);
-    }
-    Sequence seq = ctx.sequence();
-    rnn.record(seq, x, lt, {}, {}, out, {}, {}, lengths);
-    seq.eval();
-    EXPECT_EQ(seq.stats().dispatches, expected) << to_string(cell) << " " << to_string(path);
-    EXPECT_EQ(seq.stats().submissions, 1u);
+    EXPECT_EQ(record_dispatches(ctx, rnn, 2, 6, lengths), expected) << to_string(cell) << " " << to_string(path);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused runs: a layer split into several rnn_seq dispatches (lavapipe's loop limit, GPU
+// watchdogs). h crosses each run boundary through scratch, c through c_n; ragged lengths,
+// the reverse direction and padding must not notice.
+
+// Runs pinned short so every boundary case shows at small T: every cell, 2 layers
+// bidirectional, ragged lengths incl. 0 and 1, h0/c0 and none, host and device-only lengths
+// (outputs poisoned with NaN first), every kernel variant.
+void check_fused_runs(bool f16, std::uint32_t seed) {
+  for (CellType cell : kCells) {
+    for (auto [kernel, nosg] : kernel_variants()) {
+      for (std::size_t run : {1, 2, 3}) {
+        Case k;
+        k.f16 = f16, k.cell = cell, k.path = RnnPath::fused, k.kernel = kernel, k.no_subgroup = nosg, k.run = run;
+        k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 7, k.ragged = true;
+        run_case(k, seed++);
+        k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 8;
+        run_case(k, seed++);
+      }
+    }
+  }
+}
+
+TEST(Rnn, FusedRuns) { check_fused_runs(false, 1500); }
+
+TEST(Rnn, Fp16FusedRuns) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  check_fused_runs(true, 1600);
+}
+
+// One dispatch per run: ceil(steps / run) per layer, after the layer's GEMM; host lengths stop
+// at the longest row. The automatic run fits T = 100 whole for a small layer.
+TEST(Rnn, FusedRunDispatchCounts) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 3, c.hidden_size = 4, c.num_layers = 2, c.bidirectional = true;
+  Rnn rnn(ctx, c);
+  rnn.set_path(RnnPath::fused);
+  rnn.load(test::make_state_dict(c, 1));
+  const std::size_t B = 2, T = 100;
+  EXPECT_GE(rnn.steps_per_dispatch(B), T);
+  for (auto [run, lengths, expected] :
+       {std::tuple{std::size_t(0), std::vector<std::int32_t>{}, 2u * (1 + 1)},
+        std::tuple{std::size_t(30), std::vector<std::int32_t>{}, 2u * (1 + 4)},
+        std::tuple{std::size_t(30), std::vector<std::int32_t>{60, 7}, 2u * (1 + 2)},
+        std::tuple{std::size_t(1), std::vector<std::int32_t>{3, 2}, 2u * (1 + 3)}}) {
+    rnn.set_steps_per_dispatch(run);
+    if (run) { EXPECT_EQ(rnn.steps_per_dispatch(B), run); }
+    EXPECT_EQ(record_dispatches(ctx, rnn, B, T, lengths), expected) << "run " << run << " lengths " << fmt::format("{}", lengths);
+  }
+  // Never more than the budget allows, and 1 on the per-step path.
+  rnn.set_steps_per_dispatch(std::size_t(1) << 40);
+  EXPECT_LT(rnn.steps_per_dispatch(B), std::size_t(1) << 20);
+  rnn.set_path(RnnPath::per_step);
+  EXPECT_EQ(rnn.steps_per_dispatch(B), 1u);
+}
+
+// Past the loop limit: T beyond what one rnn_seq dispatch could loop over on lavapipe
+// (measured before the split: a GRU with H = 128, B = 1 broke at T ~ 1,772, H = 64 at ~3,121),
+// on both paths, against the double reference; a second call after a different one gives the
+// same result (nothing stale in the scratch). RnnLong.PastLoopBudget runs the whole grid.
+TEST(Rnn, PastLoopBudget) {
+  std::uint32_t seed = 1700;
+  for (RnnPath path : {RnnPath::fused, RnnPath::per_step}) {
+    Case k;
+    k.cell = CellType::gru, k.path = path, k.B = 1, k.H = 128, k.I = 3, k.T = 2000, k.tol = 1e-4;
+    k.multi_run = path == RnnPath::fused;
+    run_case(k, seed++);
+  }
+  Case k;
+  k.cell = CellType::lstm, k.path = RnnPath::fused, k.bidirectional = true, k.B = 3, k.H = 64, k.I = 5;
+  k.T = 3300, k.ragged = true, k.device_lengths_only = true, k.multi_run = true, k.tol = 1e-4;
+  k.f16 = has_fp16_storage();
+  run_case(k, seed++);
+
+  auto& ctx = context();
+  RnnConfig c = k.config();
+  Rnn rnn(ctx, c);
+  rnn.load(test::make_state_dict(c, seed));
+  const auto x = random_floats(k.B * k.T * k.I, seed + 1);
+  const auto lengths = make_lengths(k.B, k.T, seed + 2);
+  const auto first = rnn.forward(x, k.B, k.T, lengths);
+  (void)rnn.forward(random_floats(2 * 9 * k.I, seed + 3), 2, 9);
+  const auto again = rnn.forward(x, k.B, k.T, lengths);
+  EXPECT_EQ(first.output, again.output);
+  EXPECT_EQ(first.h_n, again.h_n);
+  EXPECT_EQ(first.c_n, again.c_n);
 }
 
 // The decoder API: step() T times (ping-pong state) equals forward() over the sequence, with
@@ -625,6 +735,25 @@ TEST(Rnn, BadArguments) {
   expect_error([&] { Rnn bad(ctx, z); }, ErrorCode::invalid_argument, {"hidden_size"});
 }
 
+// A projection's dot products over H = 140,000 features: 35,000 iterations per invocation of
+// rnn_proj without subgroups, past the loop budget: an error before anything is recorded
+// rather than a loop the driver may end early.
+TEST(Rnn, StepPastLoopBudgetIsAnError) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 1, c.hidden_size = 140000, c.proj_size = 1;
+  OpOptions o;
+  o.force_shared_memory_reduction = true;
+  Rnn rnn(ctx, c, o);
+  rnn.load(test::make_state_dict(c, 1));
+  EXPECT_EQ(rnn.path_for(1), RnnPath::per_step);
+  Tensor x = ctx.tensor({1, 2, 1}), out = ctx.tensor({1, 2, 1});
+  Sequence seq = ctx.sequence();
+  expect_error([&] { rnn.record(seq, x, {}, {}, {}, out, {}, {}); }, ErrorCode::out_of_range,
+               {"rnn_proj", "140000 features", "loop budget"});
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // fp16 weight storage
 
@@ -784,6 +913,40 @@ TEST(RnnLong, PathsAndVariants) { check_paths_and_variants(false, {1, 7, 64, 256
 TEST(RnnLong, Fp16PathsAndVariants) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
   check_paths_and_variants(true, {1, 7, 64, 257}, true, 9000);
+}
+
+// Every cell on both paths, fp32 and fp16 weights, one and two directions, at T past the loop
+// limit of a single rnn_seq dispatch on lavapipe (measured before the split, fused against
+// per-step: H = 8, B = 2 broke at T = 21,843..21,847; H = 64, B = 3 at 3,120..3,124, and with the
+// subgroup kernel at 5,955..5,959); LSTM with a projection (the per-step path only). The fused
+// runs must really be several.
+TEST(RnnLong, PastLoopBudget) {
+  std::uint32_t seed = 12000;
+  struct S { std::size_t H, B, T; bool ragged; };
+  for (const S sz : {S{8, 2, 22000, false}, S{64, 3, 3500, true}}) {
+    for (CellType cell : kCells)
+      for (RnnPath path : {RnnPath::fused, RnnPath::per_step})
+        for (bool f16 : {false, true})
+          for (bool bi : {false, true})
+            for (auto [kernel, nosg] : kernel_variants()) {
+              // Every kernel variant at H = 64; the device's choice at T = 22,000.
+              if ((f16 && !has_fp16_storage()) || (sz.H == 8 && (nosg || kernel != RnnStepKernel::automatic))) continue;
+              Case k;
+              k.cell = cell, k.path = path, k.f16 = f16, k.bidirectional = bi, k.kernel = kernel, k.no_subgroup = nosg;
+              k.H = sz.H, k.B = sz.B, k.T = sz.T, k.I = 5, k.ragged = sz.ragged, k.tol = 1e-4;
+              if (kernel == RnnStepKernel::subgroup_dot && path == RnnPath::fused) k.T = 6500;
+              k.multi_run = path == RnnPath::fused;
+              run_case(k, seed++);
+            }
+  }
+  for (bool f16 : {false, true})
+    for (bool bi : {false, true}) {
+      if (f16 && !has_fp16_storage()) continue;
+      Case k;
+      k.cell = CellType::lstm, k.proj = 16, k.path = RnnPath::per_step, k.f16 = f16, k.bidirectional = bi;
+      k.layers = 2, k.H = 64, k.B = 3, k.T = 3500, k.I = 5, k.ragged = true, k.tol = 1e-4;
+      run_case(k, seed++);
+    }
 }
 
 }  // namespace

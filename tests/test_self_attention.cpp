@@ -725,6 +725,27 @@ std::vector<double> reference_weights(const Problem& pr, const std::vector<float
   return w;
 }
 
+// record_weights (f32) against the definition; lengths from the problem (none when empty).
+void check_weights(Context& ctx, const Problem& pr, std::uint32_t seed) {
+  const Inputs in = make_inputs(pr, seed);
+  const Shape shape{pr.batch, pr.S, pr.hidden()};
+  Tensor q = ctx.tensor(shape), k = ctx.tensor(shape);
+  ctx.write(q, in.q);
+  ctx.write(k, in.k);
+  Tensor lengths;
+  if (!pr.lengths.empty()) {
+    lengths = ctx.tensor({pr.batch}, DType::i32);
+    ctx.write(lengths, pr.lengths);
+  }
+  Tensor w = ctx.tensor({pr.batch, pr.heads, pr.S, pr.S});
+  SelfAttention op(ctx, config_for(pr));
+  Sequence seq = ctx.sequence();
+  op.record_weights(seq, q, k, lengths, w);
+  seq.download(w);
+  seq.eval();
+  EXPECT_TRUE(all_close(seq.read<float>(w), reference_weights(pr, in.q, in.k), kRel, kAbs)) << pr.describe();
+}
+
 TEST(SelfAttention, AttentionWeights) {
   Context& ctx = context();
   const std::vector<Problem> problems = {
@@ -734,26 +755,7 @@ TEST(SelfAttention, AttentionWeights) {
       {2, 10, 1, 97, false, {}},
   };
   std::uint32_t seed = 900;
-  for (const auto& pr : problems) {
-    const Inputs in = make_inputs(pr, seed += 3);
-    const Shape shape{pr.batch, pr.S, pr.hidden()};
-    Tensor q = ctx.tensor(shape), k = ctx.tensor(shape);
-    ctx.write(q, in.q);
-    ctx.write(k, in.k);
-    Tensor lengths;
-    if (!pr.lengths.empty()) {
-      lengths = ctx.tensor({pr.batch}, DType::i32);
-      ctx.write(lengths, pr.lengths);
-    }
-    Tensor w = ctx.tensor({pr.batch, pr.heads, pr.S, pr.S});
-    SelfAttention op(ctx, config_for(pr));
-    Sequence seq = ctx.sequence();
-    op.record_weights(seq, q, k, lengths, w);
-    seq.download(w);
-    seq.eval();
-    const auto got = seq.read<float>(w);
-    EXPECT_TRUE(all_close(got, reference_weights(pr, in.q, in.k), kRel, kAbs)) << pr.describe();
-  }
+  for (const auto& pr : problems) check_weights(ctx, pr, seed += 3);
   if (ctx.features().storage_buffer_16bit) {  // f16 q/k: exact widening, fp32 arithmetic
     const Problem pr{2, 20, 2, 8, true, {20, 9}};
     const Inputs in = make_inputs(pr, 999);
@@ -774,6 +776,16 @@ TEST(SelfAttention, AttentionWeights) {
     EXPECT_TRUE(all_close(seq.read<float>(w),
                           reference_weights(full, half_rounded(in.q), half_rounded(in.k)), kRel,
                           kAbs));
+  }
+}
+
+// Rows longer than one invocation may loop over (lavapipe silently ends loops past 65535
+// iterations; a row cost one invocation about S (head_dim + 1) of them): S = 1200 and 1100,
+// head_dim 64, with lengths and a causal mask.
+TEST(SelfAttention, AttentionWeightsPastTheLoopBudget) {
+  Context& ctx = context();
+  for (const Problem& pr : {Problem{1, 1200, 1, 64, false, {1200}}, Problem{1, 1100, 1, 64, true, {1037}}}) {
+    check_weights(ctx, pr, 4242);
   }
 }
 

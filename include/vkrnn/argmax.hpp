@@ -2,9 +2,21 @@
 // Argmax over the last axis (the vocabulary) per batch row, and the bookkeeping of one greedy
 // decoding step, in one dispatch (shaders/argmax.comp).
 //
-//   index[b]    = argmax_v logits[b, v]   (the lowest v among equal maxima, as torch.argmax)
+//   index[b]    = argmax_v logits[b, v]   (the lowest v among equal maxima, as torch.argmax;
+//                                           NaN counts as the largest value, as there:
+//                                           [1, NaN, 3, NaN] -> 1)
 //   max[b]      = logits[b, index[b]]
 //   log_prob[b] = log_softmax(logits[b])[index[b]] = -log(sum_v exp(logits[b, v] - max[b]))
+//
+// The index is always in [0, V). Non-finite rows (a NaN or +inf anywhere, or every entry -inf:
+// the max is not finite, nor is the log-softmax) can be flagged on the GPU: `nonfinite`, an
+// optional u32 [B] the caller zeroes, gets a nonzero mark in row b (the first time only), so a
+// decoder learns from B words read back with its results which row went wrong and when.
+// -inf entries next to finite ones are fine (masked tokens).
+//
+// Each invocation loops over V / workgroup entries: rows too long for the loop budget
+// (plan::kLoopBudget, docs/runtime.md; lavapipe silently ends longer loops) get wider workgroups,
+// and Error(out_of_range) past the device's widest.
 //
 // One workgroup per row scans the row in strides and reduces with subgroup arithmetic (or
 // shared-memory trees: OpOptions::force_shared_memory_reduction, or devices without subgroup
@@ -34,6 +46,9 @@ struct GreedyStep {
   std::int32_t eos = -1;
   std::int32_t pad = 0;
   std::size_t step = 0;
+  // u32 [B], optional, read and written: a live row whose logits are non-finite while
+  // nonfinite[b] == 0 gets nonfinite[b] = step + 1 (the first such step, counted from 1).
+  Tensor nonfinite;
   Tensor tokens;     // i32 [B, capacity]
   Tensor scores;     // f32 [B, capacity]: log_softmax of the chosen token
   Tensor logits;     // f32 [B, capacity, V]: a copy of the step's logits
@@ -49,8 +64,9 @@ class Argmax {
   explicit Argmax(Context& ctx, const OpOptions& options = {});
 
   // logits f32 [B, V] -> indices i32 [B]; max_values f32 [B] and log_probs f32 [B] optional.
+  // nonfinite: optional u32 [B]; a non-finite row sets it to 1 where it is 0.
   void record(Sequence& seq, const Tensor& logits, const Tensor& indices, const Tensor& max_values = {},
-              const Tensor& log_probs = {}) const;
+              const Tensor& log_probs = {}, const Tensor& nonfinite = {}) const;
   // One greedy decoding step over logits f32 [B, V].
   void record(Sequence& seq, const Tensor& logits, const GreedyStep& step) const;
 
@@ -58,11 +74,16 @@ class Argmax {
   bool subgroup_reduction() const { return subgroups_; }
 
  private:
+  // The kernel whose workgroup keeps a row within the loop budget: V entries read in `passes`
+  // passes, S attention weights and `emb` embedding floats copied.
+  Kernel kernel_for(std::size_t V, std::size_t passes, std::size_t S, std::size_t emb) const;
+
   Context* ctx_;
+  // The planned kernel (src/plan.hpp: plan::argmax); rows too long for the loop budget get wider.
   std::uint32_t workgroup_size_;
-  bool subgroups_;
+  bool subgroups_, one_subgroup_;
   Kernel kernel_;
-  Tensor dummy_, sink_;
+  Tensor null_;  // the Context's buffer for unused bindings
 };
 
 }  // namespace vkrnn

@@ -18,6 +18,7 @@ enum class ErrorCode {
   format,            // a malformed file (safetensors header, model config ...)
   io,                // the filesystem refused
   state,             // an object used in the wrong state (e.g. reading before wait())
+  non_finite,        // NaN or infinity where a result must be finite (a model's logits)
 };
 
 const char* to_string(ErrorCode code) noexcept;

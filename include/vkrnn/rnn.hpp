@@ -19,8 +19,9 @@
 // Execution: per layer, one GEMM projects the whole input sequence (both directions at once);
 // then either one dispatch per timestep (rnn_step.comp: the recurrent product with the gates
 // fused, both directions in the same dispatch; LSTM with proj_size adds rnn_proj.comp), or one
-// dispatch for the whole layer (rnn_seq.comp: each workgroup loops over time for its batch rows
-// with h in shared memory), chosen from the device's limits and the layer's size: on lavapipe
+// dispatch for a run of timesteps (rnn_seq.comp: each workgroup loops over time for its batch
+// rows with h in shared memory; a layer takes one run unless T exceeds what one dispatch may
+// loop over, see steps_per_dispatch), chosen from the device's limits and the layer's size: on lavapipe
 // the fused path wins for small layers (H <= 64, or H = 128 at batch 1), where a dispatch
 // (~51 us) costs more than a step's arithmetic on one core.
 //
@@ -137,6 +138,14 @@ class Rnn {
   void set_path(RnnPath path);               // tests and benchmarks pin a path
   RnnStepKernel step_kernel() const;          // what the per-step path uses
   void set_step_kernel(RnnStepKernel kernel); // tests and benchmarks pin one
+  // Timesteps one dispatch runs for this batch size: 1 on the per-step path; on the fused path
+  // as many as keep each invocation within the loop budget (lavapipe silently ends shader loops
+  // past 65535 iterations; on GPUs this also bounds one dispatch's time), so a layer of T steps
+  // takes ceil(T / steps) dispatches.
+  std::size_t steps_per_dispatch(std::size_t batch) const;
+  // Tests and benchmarks pin fewer steps per fused dispatch (0: automatic); never more than
+  // the budget allows.
+  void set_steps_per_dispatch(std::size_t steps);
 
  private:
   struct Impl;

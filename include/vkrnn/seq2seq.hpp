@@ -147,6 +147,11 @@ class Seq2Seq {
   std::string decode_text(std::span<const std::int32_t> ids) const;
 
   // --- whole decodes ---------------------------------------------------------------------
+  // Every decode checks its logits on the GPU: NaN or infinite logits (NaN weights in the output
+  // layer, say) are Error(non_finite) naming the row and the first such step, never tokens chosen
+  // from them. The attention ops are planned per (batch, source length); the plans of the 16
+  // shapes used last stay cached (each Encoded keeps its own alive), so memory stays bounded
+  // whatever batch shapes come in.
   DecodeResult greedy(const std::vector<std::vector<std::int32_t>>& sources,
                       const DecodeOptions& options = {}) const;
   // Beam search per source row (docs/model-format.md): up to K hypotheses per row, best first.
@@ -170,7 +175,8 @@ class Seq2Seq {
   // One step: records it (and the downloads of its results) into seq. forced_inputs (B ids)
   // replaces the previous tokens as this step's input (teacher forcing).
   void record_step(Sequence& seq, DecoderState& state, std::span<const std::int32_t> forced_inputs = {}) const;
-  // The results of the last step recorded into seq (after seq has finished).
+  // The results of the last step recorded into seq (after seq has finished); Error(non_finite)
+  // when its logits were not finite.
   StepResult read_step(const Sequence& seq, const DecoderState& state) const;
   // Blocking: record_step + eval + read_step.
   StepResult step(DecoderState& state, std::span<const std::int32_t> forced_inputs = {}) const;

@@ -21,6 +21,11 @@
 #define ARGMAX_LOGITS 32u
 #define ARGMAX_ATTENTION 64u
 #define ARGMAX_EMBED 128u
+#define ARGMAX_NONFINITE 256u  // flag rows whose max is not finite in `nonfinite`
+
+// gemm.comp and gemv.comp: Push::flags.
+#define GEMM_BIAS 1u        // add bias[n]
+#define GEMM_ACCUMULATE 2u  // add to y (a later slice of K: the host splits K for the loop budget)
 
 // embedding.comp: Push::flags.
 #define EMBEDDING_REPORT 1u  // report ids outside [0, vocab) in flag[0]

@@ -312,6 +312,15 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
   r.steps = T;
   r.logits = seq.read<float>(logits);
   r.probs = seq.read<float>(probs);
+  // NaN / infinite logits would still yield a class: name the row and the layer instead.
+  for (std::size_t i = 0; i < r.logits.size(); ++i) {
+    if (!std::isfinite(r.logits[i])) {
+      throw Error(ErrorCode::non_finite,
+                  fmt::format("{}::classify: the classifier layer (classifier.weight, classifier.bias) gave a "
+                              "non-finite logit ({}) for row {}, class {}: check the model's weights and inputs",
+                              kOp, r.logits[i], i / C, i % C));
+    }
+  }
   for (std::size_t b = 0; b < B; ++b) {
     const float* p = &r.probs[b * C];
     if (C == 1) {

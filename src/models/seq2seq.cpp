@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <map>
 #include <mutex>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -31,7 +31,10 @@ constexpr const char* kOp = "Seq2Seq";
 constexpr std::size_t kMaxDecodeSteps = 4096;
 
 // Attention ops are shaped by (batch, source length): one plan per shape, shared by every
-// Encoded batch of that shape.
+// Encoded batch of that shape. The model caches the plans of the kMaxPlans shapes used last (a
+// service decoding user-sized batches would otherwise keep one per shape forever); an evicted
+// plan lives on while an Encoded still holds it.
+constexpr std::size_t kMaxPlans = 16;
 struct Plan {
   std::size_t B = 0, S = 0;
   std::unique_ptr<FusedAttention> attention;
@@ -39,6 +42,27 @@ struct Plan {
 
 using model_detail::fp32;
 using model_detail::tensor_of;
+
+// Decoder rows whose logits went non-finite, as the GPU flagged them (Argmax / TopK: 0, or the
+// first such step + 1 per decoder row): an Error naming the earliest step, its row and the
+// layer, instead of tokens chosen from NaN. `beam` decoder rows per source row (1: greedy);
+// `first_step` is the decode step of flag value 1.
+void check_finite_logits(std::span<const std::uint32_t> flags, const char* call, std::size_t beam,
+                         std::size_t first_step) {
+  std::size_t worst = flags.size(), rows = 0;
+  for (std::size_t r = 0; r < flags.size(); ++r) {
+    if (flags[r] == 0) continue;
+    ++rows;
+    if (worst == flags.size() || flags[r] < flags[worst]) worst = r;
+  }
+  if (rows == 0) return;
+  const std::string where = beam > 1 ? fmt::format("source row {} (beam row {})", worst / beam, worst % beam)
+                                     : fmt::format("row {}", worst);
+  throw Error(ErrorCode::non_finite,
+              fmt::format("{}::{}: the output layer (output.weight, output.bias) gave non-finite logits (NaN or "
+                          "infinite) for {} at step {} ({} of {} decoder rows): check the model's weights and inputs",
+                          kOp, call, where, first_step + flags[worst] - 1, rows, flags.size()));
+}
 
 }  // namespace
 
@@ -60,8 +84,8 @@ struct Seq2Seq::DecoderState::Impl {
   Tensor h[2], c, h_tilde, query;  // recurrent state (ping-pong), LSTM cell, Luong h~, L > 1 query
   Tensor prev, finished;           // i32 [B] next input, u32 [B]
   Tensor x, o, context, weights, logits;
-  // The last step's results (incremental API): histories of one column.
-  Tensor step_tokens, step_scores, step_logits, step_attention;
+  // The last step's results (incremental API): histories of one column, the non-finite flags.
+  Tensor step_tokens, step_scores, step_logits, step_attention, step_nonfinite;
   std::size_t last_step = 0;
 };
 
@@ -88,7 +112,7 @@ struct Seq2Seq::Impl {
   Activation tanh;
   Argmax argmax;
   mutable std::mutex mutex;
-  mutable std::map<std::pair<std::size_t, std::size_t>, std::shared_ptr<Plan>> plans;
+  mutable std::vector<std::shared_ptr<Plan>> plans;  // least recently used first
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
       : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), tanh(c, ActivationFn::tanh, fp32(o)), argmax(c, fp32(o)) {
@@ -191,14 +215,19 @@ struct Seq2Seq::Impl {
 
   std::shared_ptr<Plan> plan(std::size_t B, std::size_t S) const {
     std::lock_guard lock(mutex);
-    auto& p = plans[{B, S}];
-    if (!p) {
+    auto it = std::find_if(plans.begin(), plans.end(), [&](const auto& p) { return p->B == B && p->S == S; });
+    std::shared_ptr<Plan> p;
+    if (it != plans.end()) {
+      p = *it;
+      plans.erase(it);
+    } else {
       p = std::make_shared<Plan>();
       p->B = B;
       p->S = S;
-      const AttentionConfig a = attention_config(B, S);
-      p->attention = std::make_unique<FusedAttention>(*ctx, a, opts);
+      p->attention = std::make_unique<FusedAttention>(*ctx, attention_config(B, S), opts);
+      if (plans.size() == kMaxPlans) plans.erase(plans.begin());
     }
+    plans.push_back(p);
     return p;
   }
 
@@ -295,6 +324,7 @@ struct Seq2Seq::Impl {
   struct History {
     Tensor tokens, scores, logits, attention;  // [B, capacity(, X)]
     std::size_t column = 0;
+    Tensor nonfinite;      // u32 [B]: the first step + 1 whose logits were not finite (Argmax)
     bool weights = false;  // compute the attention weights (st.weights) even without `attention`
     bool select = true;    // run the argmax (greedy); beam search selects on the host
   };
@@ -369,6 +399,7 @@ struct Seq2Seq::Impl {
     g.logits = hist.logits;
     g.weights = weights;
     g.attention = hist.attention;
+    g.nonfinite = hist.nonfinite;
     // The argmax also writes the chosen token's embedding into the next step's input.
     g.embedding = MatrixView::of(tgt_emb);
     g.embedding_out = MatrixView{st.x, B, E, 0, X};
@@ -464,8 +495,10 @@ void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const st
     st.step_scores = c.tensor({B, 1}, DType::f32, "Seq2Seq step scores");
     if (st.options.return_logits) st.step_logits = c.tensor({B, 1, impl_->Vt}, DType::f32, "Seq2Seq step logits");
     if (st.options.return_attention) st.step_attention = c.tensor({B, 1, st.enc->S}, DType::f32, "Seq2Seq step attention");
+    st.step_nonfinite = c.tensor({B}, DType::u32, "Seq2Seq step non-finite flags");
   }
-  Impl::History h{st.step_tokens, st.step_scores, st.step_logits, st.step_attention, 0};
+  Impl::History h{st.step_tokens, st.step_scores, st.step_logits, st.step_attention, 0, st.step_nonfinite};
+  seq.fill(st.step_nonfinite, 0);
   if (!forced_inputs.empty()) {
     impl_->record_init(seq, st);  // fills the inputs with BOS: replace them after
     seq.upload(st.prev, std::vector<std::int32_t>(forced_inputs.begin(), forced_inputs.end()));
@@ -473,7 +506,7 @@ void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const st
   }
   st.last_step = st.t;
   impl_->record_step(seq, st, h);
-  seq.download(st.step_tokens).download(st.step_scores);
+  seq.download(st.step_tokens).download(st.step_scores).download(st.step_nonfinite);
   if (st.options.stop_at_eos) seq.download(st.finished);
   if (st.step_logits.valid()) seq.download(st.step_logits);
   if (st.step_attention.valid()) seq.download(st.step_attention);
@@ -484,6 +517,7 @@ StepResult Seq2Seq::read_step(const Sequence& seq, const DecoderState& state) co
     throw Error(ErrorCode::state, fmt::format("{}::read_step: no step was recorded for this state", kOp));
   }
   const auto& st = *state.impl;
+  check_finite_logits(seq.read<std::uint32_t>(st.step_nonfinite), "read_step", 1, st.last_step);
   StepResult r;
   r.step = st.last_step;
   r.tokens = seq.read<std::int32_t>(st.step_tokens);
@@ -517,8 +551,10 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   h.scores = c.tensor({B, T}, DType::f32, "Seq2Seq greedy scores");
   if (options.return_logits) h.logits = c.tensor({B, T, V}, DType::f32, "Seq2Seq greedy logits");
   if (options.return_attention) h.attention = c.tensor({B, T, S}, DType::f32, "Seq2Seq greedy attention");
+  h.nonfinite = c.tensor({B}, DType::u32, "Seq2Seq greedy non-finite flags");
 
   Sequence seq = c.sequence({.label = "Seq2Seq::greedy"});
+  seq.fill(h.nonfinite, 0);
   m.record_encode(seq, *e);
   const bool early_stop = st->options.stop_at_eos;
   if (early_stop) {
@@ -535,10 +571,11 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
     if (early_stop && t + 1 < T) seq.close_gate_when_all(st->finished);
   }
   if (early_stop) seq.end_gate();
-  seq.download(h.tokens).download(h.scores);
+  seq.download(h.tokens).download(h.scores).download(h.nonfinite);
   if (h.logits.valid()) seq.download(h.logits);
   if (h.attention.valid()) seq.download(h.attention);
   seq.eval();
+  check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), "greedy", 1, 0);
 
   const auto tokens = seq.read<std::int32_t>(h.tokens);
   const auto scores = seq.read<float>(h.scores);
@@ -618,6 +655,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
   const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
   const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
+  const Tensor nonfinite = c.tensor({R}, DType::u32, "Seq2Seq beam non-finite flags");
   // Reordered copies of the cell state and h~ (swapped with the state's at record time).
   Tensor c_tmp = m.lstm ? c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c reorder") : Tensor{};
   Tensor ht_tmp = m.bahdanau ? Tensor{} : c.tensor({R, m.Hd}, DType::f32, "Seq2Seq beam h~ reorder");
@@ -630,6 +668,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
   // merge's done flags close, so the host never waits per step.
   Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
+  seq.fill(nonfinite, 0);
   m.record_encode(seq, *e);
   seq.upload(rows, source_of);
   seq.upload(ek->lengths_t, ek->lengths);
@@ -670,7 +709,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     h.weights = options.return_attention;
     h.select = false;
     m.record_step(seq, *st, h);
-    topk.record(seq, st->logits, cand_v, cand_i, true);
+    topk.record(seq, st->logits, cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(st->logits)}, MatrixView{hist_logits, R, V, t * R * V, V});
     }
@@ -682,9 +721,11 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   }
   seq.end_gate();
   search.record_download(seq, state);
+  seq.download(nonfinite);
   if (hist_logits.valid()) seq.download(hist_logits);
   if (hist_attention.valid()) seq.download(hist_attention);
   seq.eval();
+  check_finite_logits(seq.read<std::uint32_t>(nonfinite), "beam", K, 0);
   if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
 
   const auto found = search.reconstruct(seq, state);

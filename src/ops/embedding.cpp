@@ -88,7 +88,12 @@ void Embedding::record(Sequence& seq, const MatrixView& table, const Tensor& ids
                      static_cast<std::uint32_t>(table.rows), static_cast<std::uint32_t>(table.offset),
                      static_cast<std::uint32_t>(table_ld), static_cast<std::uint32_t>(out.offset),
                      static_cast<std::uint32_t>(out_ld), bad_ids.valid() ? EMBEDDING_REPORT : 0u};
-  kernels::dispatch<K>(seq, kernel_, {.ids = ids, .table = table.tensor, .outs = out.tensor, .flag = bad_ids},
+  // Each invocation copies dim / workgroup floats of its row: rows wide enough to break the
+  // loop budget (the beam search gathers whole encoder outputs, S x M floats, per row) get a
+  // wider workgroup; lavapipe would silently stop copying.
+  const std::uint32_t wg = plan::embedding_row(ctx_->device(), workgroup_size_, table.cols);
+  const Kernel kernel = wg == workgroup_size_ ? kernel_ : kernels::make<K>(*ctx_, {.local_size_x = wg});
+  kernels::dispatch<K>(seq, kernel, {.ids = ids, .table = table.tensor, .outs = out.tensor, .flag = bad_ids},
                        push, ops::fold_groups(ids.size(), ctx_->device(), kOp), null_);
 }
 

@@ -160,7 +160,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   u32(w.offset, "w offset"), u32(ldw, "w row stride"),
                   u32(bias_offset, "bias offset"),
                   u32(y.offset, "y offset"), u32(ldy, "y row stride"),
-                  bias.valid() ? 1u : 0u};
+                  bias.valid() ? GEMM_BIAS : 0u};
   const auto& dev = ctx_->device();
   const std::size_t M = x.rows, N = w.rows;
 
@@ -176,6 +176,20 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
             static_cast<std::uint32_t>(gz)};
   };
 
+  // K in slices that keep every invocation within the loop budget (plan::gemm_k_slice): the
+  // first writes y (with the bias), the others add to it. One slice unless K runs to tens of
+  // thousands.
+  auto dispatch_slices = [&](std::uint64_t slice, auto&& record) {
+    for (std::uint64_t k0 = 0; k0 < push.K; k0 += slice) {
+      Push part = push;
+      part.K = static_cast<std::uint32_t>(std::min<std::uint64_t>(slice, push.K - k0));
+      part.x_off = push.x_off + static_cast<std::uint32_t>(k0);
+      part.w_off = push.w_off + static_cast<std::uint32_t>(k0);
+      part.flags = k0 == 0 ? push.flags : GEMM_ACCUMULATE;
+      record(part);
+    }
+  };
+
   const Path path = path_for(M);
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
@@ -184,7 +198,9 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
     const Kernel k = kernels::make<kernels::Gemm>(*ctx_, t, variant);
     const std::uint64_t bm = t.local_size_y * t.TM, bn = t.local_size_x * t.TN;
     const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, "gemm");
-    kernels::dispatch<kernels::Gemm>(seq, k, bindings, push, g, null_);
+    dispatch_slices(plan::gemm_k_slice(t, push.K), [&](const Push& part) {
+      kernels::dispatch<kernels::Gemm>(seq, k, bindings, part, g, null_);
+    });
     return;
   }
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
@@ -195,7 +211,9 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
   v.variant.fp16 = f16;
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
-  kernels::dispatch<kernels::Gemv>(seq, k, bindings, push, g, null_);
+  dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
+    kernels::dispatch<kernels::Gemv>(seq, k, bindings, part, g, null_);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "ops/kernel_interface.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -26,7 +27,7 @@ struct OutLayout {
   std::uint32_t off, ldd, ldb, ldt;
 };
 
-// rnn_step.comp and rnn_seq.comp (which ignores s: it loops over the steps itself).
+// rnn_step.comp (step s) and rnn_seq.comp (steps [s, s_end); rnn_step ignores s_end).
 struct CellPush {
   std::uint32_t s, B, T, H, HO;
   std::uint32_t xp_ldb, xp_ldt;
@@ -34,6 +35,7 @@ struct CellPush {
   std::uint32_t c0_off, c_off;
   OutLayout out;
   std::uint32_t flags;
+  std::uint32_t s_end;
 };
 
 struct ProjPush {
@@ -68,6 +70,41 @@ bool same_memory(const Tensor& a, const Tensor& b) {
 }
 
 enum class Kind { w_ih, w_hh, b_ih, b_hh, w_hr };
+
+std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) { return (a + b - 1) / b; }
+
+// How rnn_seq.comp spreads its work over one workgroup (see the shader's loops).
+struct SeqLoopShape {
+  std::uint64_t H, HO, hop;  // hidden units, h features, h features rounded up to 4
+  std::uint64_t bb, upi;     // batch rows per workgroup, units per coop
+  std::uint64_t threads;     // invocations per workgroup
+  std::uint64_t coops;       // coops per workgroup (fewest the device may make)
+  std::uint64_t lanes;       // invocations per coop (fewest the device may make)
+};
+
+// Loop iterations one invocation of rnn_seq.comp runs, from above: every loop whose trip count
+// is not a compile-time constant, and the small constant ones of a step, which a `break` or
+// `continue` may keep rolled. An over-count only costs an extra dispatch.
+struct SeqLoopCount {
+  std::uint64_t fixed;     // per dispatch: the lengths, loading h (and c), storing h
+  std::uint64_t per_step;  // per step of the run: the recurrent product or the padding
+};
+SeqLoopCount seq_loop_count(const SeqLoopShape& s) {
+  const std::uint64_t units = ceil_div(s.H, s.coops * s.upi);  // j0 loop
+  const std::uint64_t dots = ceil_div(s.hop / 4, s.lanes);      // k4 loop
+  const std::uint64_t step = 1 + units * (1 + dots + s.upi * (1 + s.bb));
+  const std::uint64_t padding = ceil_div(s.bb * s.HO, s.threads);
+  SeqLoopCount c;
+  c.fixed = s.bb + ceil_div(s.bb * s.hop, s.threads) + units * s.upi * (1 + s.bb) + padding + 4;
+  c.per_step = std::max(step, padding) + 1;
+  return c;
+}
+
+// The most steps one dispatch may run within `budget` loop iterations per invocation (0 when
+// not even one step fits).
+std::uint64_t steps_within_budget(const SeqLoopCount& c, std::uint64_t budget) {
+  return c.fixed >= budget ? 0 : (budget - c.fixed) / c.per_step;
+}
 
 }  // namespace
 
@@ -116,6 +153,7 @@ struct Rnn::Impl {
   std::uint32_t cell_id;
   bool subgroups;
   RnnStepKernel forced_step = RnnStepKernel::automatic;
+  std::size_t forced_run = 0;  // set_steps_per_dispatch (0: automatic)
   std::uint32_t coop_lanes;
   Gemm gemm;
   Tensor dummy;
@@ -331,14 +369,34 @@ struct Rnn::Impl {
     return l;
   }
 
+  // Steps per rnn_seq dispatch for batch B (0: not even one step fits). A layer runs as
+  // ceil(T / run) dispatches: lavapipe silently ends every loop of an invocation once it has run
+  // 65535 iterations in all (results are then just wrong), so each dispatch keeps its
+  // invocations within plan::kLoopBudget on every device; on GPUs the same bound
+  // caps one dispatch's time (each iteration does bounded work), away from watchdogs (TDR).
+  std::size_t fused_run(std::size_t B) const {
+    const FusedLayout l = fused_layout(B);
+    if (l.bb == 0) return 0;
+    const auto& dev = ctx->device();
+    const std::uint64_t largest_sg = std::max({dev.subgroup_size, dev.max_subgroup_size, 1u});
+    const std::uint64_t smallest_sg = std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u);
+    SeqLoopShape shape{H, HO, (HO + 3) / 4 * 4, l.bb, l.upi, l.wg, l.wg, 1};
+    if (l.subgroup) {
+      shape.coops = std::max<std::uint64_t>(1, l.wg / largest_sg);
+      shape.lanes = smallest_sg;
+    }
+    const std::uint64_t fit = steps_within_budget(seq_loop_count(shape), plan::kLoopBudget);
+    return static_cast<std::size_t>(forced_run ? std::min<std::uint64_t>(forced_run, fit) : fit);
+  }
+
   RnnPath path_for(std::size_t B) const {
-    const bool fused_ok = P == 0 && fused_layout(B).bb > 0;
+    const bool fused_ok = P == 0 && fused_run(B) > 0;
     if (forced == RnnPath::fused) {
       if (!fused_ok) {
         throw Error(ErrorCode::invalid_argument,
-                    fmt::format("{}: the fused path needs proj_size = 0 and h ({} floats per row) in "
-                                "shared memory ({} bytes on '{}')", kOp, HO,
-                                ctx->device().max_shared_memory, ctx->device().name));
+                    fmt::format("{}: the fused path needs proj_size = 0, h ({} floats per row) in "
+                                "shared memory ({} bytes on '{}') and one step within the loop "
+                                "budget", kOp, HO, ctx->device().max_shared_memory, ctx->device().name));
       }
       return RnnPath::fused;
     }
@@ -424,12 +482,30 @@ struct Rnn::Impl {
     return l;
   }
 
+  // rnn_step / rnn_proj: a coop's units (units / coops, rounded up) times a dot product of n
+  // features (n / 4 vec4s per lane) and its epilogue over the batch block, per invocation. Far
+  // inside the loop budget for any layer whose W_hh fits in a buffer, but never assumed.
+  void require_step_budget(const char* kernel, std::uint64_t units, std::uint32_t wg, bool subgroup,
+                           std::uint64_t n, std::uint64_t upi, std::uint64_t bb) const {
+    const auto& dev = ctx->device();
+    const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, wg / std::max({dev.subgroup_size, dev.max_subgroup_size, 1u})) : wg;
+    const std::uint64_t lanes = subgroup ? std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u) : 1;
+    const std::uint64_t loops = ceil_div(units, coops * upi) * (2 + ceil_div(ceil_div(n, 4), lanes) + upi * (1 + bb));
+    if (loops > plan::kLoopBudget) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("{}: {} would loop {} times per invocation for one step (dot products of {} "
+                              "features), beyond the loop budget of {} that drivers such as lavapipe "
+                              "enforce silently", kOp, kernel, loops, n, plan::kLoopBudget));
+    }
+  }
+
   Kernel step_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
     const StepLayout l = step_layout(B);
     wg = l.wg;
     units = l.units;
     bb = l.bb;
     const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
+    require_step_budget("rnn_step", units, wg, sub, HO, l.upi, bb);
     return kernel({kernels::variant_name("rnn_step", {.fp16 = opts.fp16_storage, .subgroup = sub}),
                    {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(CellPush)});
   }
@@ -437,6 +513,7 @@ struct Rnn::Impl {
     wg = step_workgroup();
     units = units_per_group(wg);
     bb = batch_block(B);
+    require_step_budget("rnn_proj", units, wg, subgroups, H, 1, bb);
     return kernel({kernels::variant_name("rnn_proj", {.fp16 = opts.fp16_storage, .subgroup = subgroups}),
                    {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
   }
@@ -491,6 +568,35 @@ struct Rnn::Impl {
                  p, g);
   }
 
+  // rnn_seq: steps [0, steps) of one layer, in runs of fused_run(B) steps. h passes between
+  // runs through the h ping-pong scratch, c stays in `c`.
+  void record_fused_layer(Sequence& seq, const Layer& ly, std::size_t B, std::size_t T, std::size_t steps,
+                          std::uint32_t len_flag, const Tensor& h0, const Tensor& c0, const Tensor& h_n,
+                          const Tensor& c, const Tensor& output, const Tensor& lengths,
+                          std::uint32_t state_off, std::uint32_t cell_off) const {
+    const FusedLayout fl = fused_layout(B);
+    const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
+    const Kernel k = kernel({kernels::variant_name("rnn_seq", {.fp16 = opts.fp16_storage, .subgroup = fl.subgroup}),
+                             {fl.wg, 1, 1, cell_id, fl.bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
+                             sizeof(CellPush)});
+    const Groups g = grid((B + fl.bb - 1) / fl.bb, 1, D);
+    const std::size_t run = fused_run(B);  // >= 1: path_for() checked
+    for (std::size_t s0 = 0, i = 0; s0 < steps; s0 += run, ++i) {
+      const std::size_t s1 = std::min(steps, s0 + run);
+      const bool first = i == 0, last = s1 == steps;
+      const Tensor& h_prev = first ? h0 : scratch.hbuf[(i - 1) & 1];
+      const Tensor& h_next = last ? h_n : scratch.hbuf[i & 1];
+      const std::uint32_t h_zero = first && !h0.valid() ? kHZero : 0;
+      CellPush p = cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? kCFromC0 : kCZero) : 0));
+      p.s = u32(s0, "step");
+      p.s_end = u32(s1, "step");
+      p.h_prev_off = first && h0.valid() ? state_off : 0;
+      p.h_next_off = last ? state_off : 0;
+      p.c0_off = p.c_off = cell_off;
+      dispatch_cell(seq, k, scratch.xp, ly, h_prev, h_next, first ? c0 : Tensor{}, c, output, lengths, p, g);
+    }
+  }
+
   // rnn_proj: h_next = W_hr h_raw for this step (cell.s, cell.h_prev_off / h_next_off).
   void dispatch_proj(Sequence& seq, const Tensor& h_raw, const Layer& ly, const Tensor& h_prev,
                      const Tensor& h_next, const Tensor& output, const Tensor& lengths, const CellPush& cell,
@@ -525,6 +631,10 @@ bool Rnn::loaded() const { return impl_->loaded(); }
 RnnPath Rnn::path_for(std::size_t batch) const { return impl_->path_for(batch); }
 void Rnn::set_path(RnnPath path) { impl_->forced = path; }
 void Rnn::set_step_kernel(RnnStepKernel kernel) { impl_->forced_step = kernel; }
+std::size_t Rnn::steps_per_dispatch(std::size_t batch) const {
+  return impl_->path_for(batch) == RnnPath::fused ? impl_->fused_run(batch) : 1;
+}
+void Rnn::set_steps_per_dispatch(std::size_t steps) { impl_->forced_run = steps; }
 RnnStepKernel Rnn::step_kernel() const { return impl_->step_variant(); }
 
 std::vector<std::pair<std::string, Shape>> Rnn::parameter_shapes() const {
@@ -631,6 +741,11 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
   const Tensor hn_t = h_n.valid() ? h_n : s.hn;
   const Tensor cn_t = lstm ? (c_n.valid() ? c_n : s.cn) : Tensor{};
   const RnnPath path = m.path_for(B);
+  if (path == RnnPath::per_step) {  // checks the loop budget before anything is recorded
+    std::uint32_t wg, units, bb;
+    (void)m.step_kernel(B, wg, units, bb);
+    if (m.P) (void)m.proj_kernel(B, wg, units, bb);
+  }
 
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
@@ -641,20 +756,11 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     const std::uint32_t state_off = u32(l * D * B * HO, "state offset");
     const std::uint32_t cell_off = u32(l * D * B * H, "cell offset");
 
+    if (steps < T) seq.fill(dst, 0);  // positions past the longest sequence: no step visits them
     if (path == RnnPath::fused) {
-      const Impl::FusedLayout fl = m.fused_layout(B);
-      const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
-      const Kernel k = m.kernel({kernels::variant_name("rnn_seq", {.fp16 = m.opts.fp16_storage, .subgroup = fl.subgroup}),
-                                 {fl.wg, 1, 1, m.cell_id, fl.bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
-                                 sizeof(CellPush)});
-      CellPush p = m.cell_push(B, T, len_flag | (h0.valid() ? 0 : kHZero) | (c0.valid() ? 0 : kCZero));
-      p.h_prev_off = p.h_next_off = state_off;
-      p.c0_off = p.c_off = cell_off;
-      m.dispatch_cell(seq, k, s.xp, ly, h0, hn_t, c0, cn_t, dst, len_t, p, m.grid((B + fl.bb - 1) / fl.bb, 1, D));
+      m.record_fused_layer(seq, ly, B, T, steps, len_flag, h0, c0, hn_t, cn_t, dst, len_t, state_off, cell_off);
       continue;
     }
-
-    if (steps < T) seq.fill(dst, 0);  // positions past the longest sequence: no step visits them
     std::uint32_t wg, units, bb;
     const Kernel k = m.step_kernel(B, wg, units, bb);
     const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, D);

@@ -243,14 +243,21 @@ void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor&
   push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
   push.causal = config_.causal ? 1u : 0u;
   push.has_lengths = lengths.valid() ? 1u : 0u;
-  const std::uint64_t groups = (rows + weights_workgroup_ - 1) / weights_workgroup_;
-  const Groups grid = fold_groups(groups, dev);
+  const Groups grid = fold_groups(rows, dev);  // one workgroup per row
   if (grid[2] != 1) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: record_weights: {} rows exceed the device grid", kOp, rows));
   }
-  kernels::dispatch<KWeights>(seq, weights_kernel_,
-                              {.qs = q, .ks = k, .lengths = lengths, .ws = weights}, push, grid, null_);
+  // Each invocation scores S / workgroup keys twice: a workgroup wide enough to keep a row
+  // within the loop budget.
+  const std::uint32_t wg = plan::self_attention_weights_row(dev, weights_workgroup_, S, head_dim_);
+  const Kernel kernel =
+      wg == weights_workgroup_
+          ? weights_kernel_
+          : kernels::make<KWeights>(*ctx_, {.local_size_x = wg, .D = static_cast<std::uint32_t>(head_dim_)},
+                                    {.fp16 = options_.fp16_storage});
+  kernels::dispatch<KWeights>(seq, kernel, {.qs = q, .ks = k, .lengths = lengths, .ws = weights}, push,
+                              grid, null_);
 }
 
 void SelfAttention::run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,

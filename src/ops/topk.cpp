@@ -7,31 +7,40 @@
 #include <fmt/format.h>
 
 #include "ops/common.hpp"
+#include "ops/kernels/decode.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
 namespace {
 constexpr const char* kOp = "TopK";
-struct Push {
-  std::uint32_t B, N, k, log_softmax;
-};
+using K = kernels::TopK;
+
+Kernel make_kernel(Context& ctx, std::size_t k, const plan::Reduction& p) {
+  // K_MAX: the register list length, a power of two >= k (few distinct pipelines).
+  return kernels::make<K>(ctx,
+                          {.local_size_x = p.workgroup,
+                           .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(k)),
+                           .ONE_SUBGROUP = p.one_subgroup},
+                          p.variant);
+}
+
 }  // namespace
 
 TopK::TopK(Context& ctx, std::size_t k, const OpOptions& options) : ctx_(&ctx), k_(k) {
   if (k == 0 || k > max_k) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: k = {} is outside [1, {}]", kOp, k, max_k));
   }
-  const DeviceInfo& dev = ctx.device();
-  const plan::Reduction p = plan::topk(dev, options);
-  const bool sg = p.variant.subgroup;
-  const std::uint32_t wg = p.workgroup;
-  // K_MAX: the register list length, a power of two >= k (few distinct pipelines).
-  const std::uint32_t kmax = std::bit_ceil(static_cast<std::uint32_t>(k));
-  kernel_ = ctx.kernel({sg ? "topk" : "topk_nosubgroup", {wg, 1, 1, kmax}, 3, sizeof(Push)});
+  const plan::Reduction p = plan::topk(ctx.device(), options);
+  workgroup_size_ = p.workgroup;
+  subgroups_ = p.variant.subgroup;
+  one_subgroup_ = p.one_subgroup;
+  kernel_ = make_kernel(ctx, k, p);
+  null_ = kernels::null_tensor(ctx);
 }
 
-void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Tensor& indices, bool log_softmax) const {
+void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Tensor& indices, bool log_softmax,
+                  const Tensor& nonfinite, std::uint32_t mark) const {
   if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(0) == 0 || x.dim(1) == 0) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: argument 'x': expected f32 [B, N] with B, N >= 1, got {}", kOp,
@@ -43,9 +52,20 @@ void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Te
   const std::size_t B = x.dim(0);
   ops::expect(kOp, "values", values, {B, k_}, DType::f32);
   ops::expect(kOp, "indices", indices, {B, k_}, DType::i32);
-  const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(x.dim(1)), static_cast<std::uint32_t>(k_),
-                  log_softmax ? 1u : 0u};
-  seq.dispatch(kernel_, {in(x), out(values), out(indices)}, push, ops::fold_groups(B, ctx_->device(), kOp));
+  if (nonfinite.valid()) {
+    ops::expect(kOp, "nonfinite", nonfinite, {B}, DType::u32);
+    if (mark == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: the nonfinite mark must not be 0", kOp));
+  }
+  const K::Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(x.dim(1)),
+                     static_cast<std::uint32_t>(k_), log_softmax ? 1u : 0u, nonfinite.valid() ? mark : 0u};
+  // Rows too long for one invocation's loop budget get a wider workgroup.
+  const plan::Reduction planned{.variant = {.subgroup = subgroups_}, .workgroup = workgroup_size_,
+                                .one_subgroup = one_subgroup_};
+  const plan::Reduction row = plan::topk_row(ctx_->device(), planned, x.dim(1), k_);
+  const Kernel k = row.workgroup == workgroup_size_ ? kernel_ : make_kernel(*ctx_, k_, row);
+  // Without a flag tensor (mark 0) the shader never touches binding 3 (the write sink stands in).
+  kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .indices = indices, .nonfinite = nonfinite}, push,
+                       ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 
 }  // namespace vkrnn

@@ -18,6 +18,7 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::format: return "format";
     case ErrorCode::io: return "io";
     case ErrorCode::state: return "state";
+    case ErrorCode::non_finite: return "non_finite";
   }
   return "unknown";
 }

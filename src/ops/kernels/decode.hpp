@@ -11,7 +11,8 @@
 
 namespace vkrnn::kernels {
 
-// Row-wise argmax with the greedy decoder's bookkeeping; Push::flags: ARGMAX_*.
+// Row-wise argmax with the greedy decoder's bookkeeping; Push::flags: ARGMAX_*. With
+// ARGMAX_NONFINITE a row whose max is not finite gets nonfinite[b] = mark where it is 0.
 struct Argmax {
   VKRNN_KERNEL(argmax, "argmax", .subgroup = true)
   struct Push {
@@ -19,8 +20,10 @@ struct Argmax {
     std::int32_t eos, pad;
     std::uint32_t flags;
     std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
+    std::uint32_t mark;
   };
-  VKRNN_PUSH(B, V, S, ld, col, eos, pad, flags, emb_dim, table_offset, table_ld, emb_offset, emb_ld)
+  VKRNN_PUSH(B, V, S, ld, col, eos, pad, flags, emb_dim, table_offset, table_ld, emb_offset, emb_ld,
+             mark)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     bool ONE_SUBGROUP = false;
@@ -28,20 +31,22 @@ struct Argmax {
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor logits, index_out, value_out, tok_hist, score_hist, finished, logit_hist, weights,
-        attn_hist, table, emb_out;
+        attn_hist, table, emb_out, nonfinite;
   };
   VKRNN_BINDINGS((logits, read), (index_out, write), (value_out, write), (tok_hist, write),
                  (score_hist, write), (finished, read_write), (logit_hist, write),
-                 (weights, read), (attn_hist, write), (table, read), (emb_out, write))
+                 (weights, read), (attn_hist, write), (table, read), (emb_out, write),
+                 (nonfinite, read_write))
 };
 
-// The k largest of each row (optionally as log-softmax values).
+// The k largest of each row (optionally as log-softmax values); with mark != 0 a row whose max
+// is not finite gets nonfinite[b] = mark where it is 0.
 struct TopK {
   VKRNN_KERNEL(topk, "topk", .subgroup = true)
   struct Push {
-    std::uint32_t B, N, k, log_softmax;
+    std::uint32_t B, N, k, log_softmax, mark;
   };
-  VKRNN_PUSH(B, N, k, log_softmax)
+  VKRNN_PUSH(B, N, k, log_softmax, mark)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t K_MAX = 1;
@@ -49,9 +54,9 @@ struct TopK {
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
-    Tensor xs, values, indices;
+    Tensor xs, values, indices, nonfinite;
   };
-  VKRNN_BINDINGS((xs, read), (values, write), (indices, write))
+  VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write))
 };
 
 // One beam-search step: merges each row's candidates into its beams, on the GPU.
