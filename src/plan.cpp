@@ -64,10 +64,27 @@ std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64
   return ceil_div(workgroup, min_lanes(dev));
 }
 
-std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+std::uint32_t next_row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups) {
+  const std::uint64_t wider = std::uint64_t(std::max(workgroup, 1u)) * 2;
+  // Between the smallest and the largest subgroup a workgroup could be a partial subgroup (or
+  // several): go to whole subgroups of the largest size.
+  if (subgroups && wider > min_lanes(dev) && wider < max_lanes(dev)) return max_lanes(dev);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(wider, ~0u));
+}
+
+std::uint32_t widest_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups) {
+  std::uint32_t wg = std::max(workgroup, 1u);
+  for (std::uint32_t next; (next = next_row_workgroup(dev, wg, subgroups)) <= max_workgroup(dev);) {
+    wg = next;
+  }
+  return wg;
+}
+
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups,
                                       const std::function<std::uint64_t(std::uint64_t)>& loops) {
-  for (std::uint64_t wg = std::max(workgroup, 1u); wg <= max_workgroup(dev); wg *= 2) {
-    if (loops(wg) <= kLoopBudget) return static_cast<std::uint32_t>(wg);
+  for (std::uint32_t wg = std::max(workgroup, 1u); wg <= max_workgroup(dev);
+       wg = next_row_workgroup(dev, wg, subgroups)) {
+    if (loops(wg) <= kLoopBudget) return wg;
   }
   return 0;
 }
@@ -564,16 +581,16 @@ std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& option
 namespace {
 
 // workgroup_within_budget(), or Error(out_of_range) naming `what` ("Argmax: rows of V = ...").
-std::uint32_t row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup,
+std::uint32_t row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups,
                             const std::function<std::uint64_t(std::uint64_t)>& loops,
                             const std::string& what) {
-  const std::uint32_t wg = workgroup_within_budget(dev, workgroup, loops);
+  const std::uint32_t wg = workgroup_within_budget(dev, workgroup, subgroups, loops);
   if (wg == 0) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{} need more loop iterations per invocation than the loop budget of "
                             "{} (which drivers such as lavapipe enforce silently) even with the "
-                            "widest workgroup of '{}' ({})",
-                            what, kLoopBudget, dev.name, max_workgroup(dev)));
+                            "widest workgroup of '{}' ({} invocations)",
+                            what, kLoopBudget, dev.name, widest_workgroup(dev, workgroup, subgroups)));
   }
   return wg;
 }
@@ -586,45 +603,55 @@ Reduction widened(const DeviceInfo& dev, Reduction r, std::uint32_t workgroup) {
 
 }  // namespace
 
+std::uint64_t argmax_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const ArgmaxRow& row) {
+  // Its share of each pass over the row, of the attention and embedding copies, and three
+  // reductions.
+  return share(row.V, wg) * row.passes + share(row.S, wg) + share(row.emb, wg) +
+         3 * reduction_loops(dev, subgroups, wg) + 8;
+}
+
+std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, std::uint64_t N,
+                         std::uint64_t k) {
+  // Per entry of its slice an insertion into its sorted list (<= K_MAX shifts), the
+  // log-softmax pass, the list's setup and rescaling, and 2k + 2 reductions (the max, then two
+  // per merge round).
+  const std::uint64_t kmax = std::bit_ceil(k);
+  return share(N, wg) * (kmax + 2) + 2 * kmax + (2 * k + 2) * reduction_loops(dev, subgroups, wg) + 8;
+}
+
+std::uint64_t embedding_loops(std::uint64_t wg, std::uint64_t cols) { return share(cols, wg) + 2; }
+
+std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t wg, std::uint64_t S,
+                                           std::uint64_t head_dim) {
+  // S / wg keys scored twice (head_dim + 1 iterations each), then two tree reductions.
+  return 2 * share(S, wg) * (head_dim + 1) + 2 * reduction_loops(dev, false, wg) + 8;
+}
+
 Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row) {
-  // Per invocation: its share of each pass over the row, of the attention and embedding
-  // copies, and three reductions.
-  auto loops = [&](std::uint64_t wg) {
-    return share(row.V, wg) * row.passes + share(row.S, wg) + share(row.emb, wg) +
-           3 * reduction_loops(dev, base.variant.subgroup, wg) + 8;
-  };
+  auto loops = [&](std::uint64_t wg) { return argmax_loops(dev, base.variant.subgroup, wg, row); };
   return widened(dev, base,
-                 row_workgroup(dev, base.workgroup, loops,
+                 row_workgroup(dev, base.workgroup, base.variant.subgroup, loops,
                                fmt::format("Argmax: rows of V = {} (S = {}, embedding width {})",
                                            row.V, row.S, row.emb)));
 }
 
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k) {
-  // Per entry of an invocation's slice an insertion into its sorted list (<= K_MAX shifts), the
-  // log-softmax pass, the list's setup and rescaling, and 2k + 2 reductions (the max, then two
-  // per merge round).
-  const std::uint64_t kmax = std::bit_ceil(k);
-  auto loops = [&](std::uint64_t wg) {
-    return share(N, wg) * (kmax + 2) + 2 * kmax +
-           (2 * k + 2) * reduction_loops(dev, base.variant.subgroup, wg) + 8;
-  };
+  auto loops = [&](std::uint64_t wg) { return topk_loops(dev, base.variant.subgroup, wg, N, k); };
   return widened(dev, base,
-                 row_workgroup(dev, base.workgroup, loops,
+                 row_workgroup(dev, base.workgroup, base.variant.subgroup, loops,
                                fmt::format("TopK: rows of N = {} with k = {}", N, k)));
 }
 
 std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols) {
   // The beam search gathers whole encoder outputs (S x M floats) per row.
-  return row_workgroup(dev, workgroup, [&](std::uint64_t wg) { return share(cols, wg) + 2; },
+  return row_workgroup(dev, workgroup, false, [&](std::uint64_t wg) { return embedding_loops(wg, cols); },
                        fmt::format("Embedding: rows of {} floats", cols));
 }
 
 std::uint32_t self_attention_weights_row(const DeviceInfo& dev, std::uint32_t workgroup,
                                          std::uint64_t S, std::uint64_t head_dim) {
-  auto loops = [&](std::uint64_t wg) {
-    return 2 * share(S, wg) * (head_dim + 1) + 2 * reduction_loops(dev, false, wg) + 8;
-  };
-  return row_workgroup(dev, workgroup, loops,
+  auto loops = [&](std::uint64_t wg) { return self_attention_weights_loops(dev, wg, S, head_dim); };
+  return row_workgroup(dev, workgroup, false, loops,
                        fmt::format("SelfAttention: record_weights: rows of S = {} keys (head_dim {})",
                                    S, head_dim));
 }

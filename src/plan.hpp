@@ -64,10 +64,16 @@ constexpr std::uint32_t kLoopBudget = 32768;
 // the subgroups' partial results (as many as the smallest subgroups make), the tree variant
 // halves log2(workgroup) times.
 std::uint64_t reduction_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t workgroup);
-// The narrowest of workgroup, 2 workgroup, 4 workgroup ... (up to max_workgroup(dev)) for which
-// loops(width) stays within kLoopBudget; 0 when none does. For row-per-workgroup kernels whose
-// invocations stride over a row of data-dependent length.
-std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup,
+// Rows of data-dependent length (one workgroup per row, its invocations striding over it) widen
+// the planned workgroup: the next candidate after `workgroup` is twice as wide, or for a subgroup
+// build that would then be a partial subgroup on some size the device may run, whole subgroups
+// of the largest size. A reduction keeps its planned shape times a power of two, so the widest
+// candidate may be below max_workgroup(dev) (a Mali's 384 invocations give 256).
+std::uint32_t next_row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups);
+std::uint32_t widest_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups);
+// The narrowest candidate from `workgroup` on for which loops(width) stays within kLoopBudget;
+// 0 when none does.
+std::uint32_t workgroup_within_budget(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups,
                                       const std::function<std::uint64_t(std::uint64_t)>& loops);
 
 // What an op's kernels ask of the device beyond their workgroup sizes.
@@ -210,6 +216,14 @@ struct ArgmaxRow {
   std::uint64_t emb = 0;     // embedding floats copied per row
 };
 Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row);
+// Loop iterations one invocation of a `wg`-wide workgroup runs on such a row (estimated from
+// above: every loop whose trip count the row sets, and the reductions' loops).
+std::uint64_t argmax_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const ArgmaxRow& row);
+std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, std::uint64_t N,
+                         std::uint64_t k);
+std::uint64_t embedding_loops(std::uint64_t wg, std::uint64_t cols);
+std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t wg, std::uint64_t S,
+                                           std::uint64_t head_dim);
 // Rows of N entries, the best k kept (in lists of bit_ceil(k)).
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k);
 // Rows of `cols` floats copied.

@@ -410,6 +410,116 @@ TEST(Plan, DecodingAndElementwiseRespectEveryProfile) {
   }
 }
 
+// Rows of data-dependent length: the narrowest workgroup (the planned one, doubled) that keeps
+// one invocation within the loop budget, re-planned for the subgroup shape; or Error naming the
+// loop budget when even the device's widest does not.
+template <class Loops>
+void check_row(const DeviceInfo& dev, std::uint32_t base, bool subgroups, std::uint32_t got,
+               const Loops& loops, const std::string& what) {
+  SCOPED_TRACE(what);
+  check_workgroup(dev, got, 1, 1, what);
+  EXPECT_LE(loops(got), plan::kLoopBudget);
+  // Reached from the planned workgroup through narrower candidates that all broke the budget.
+  std::uint32_t wg = base;
+  for (; wg < got; wg = plan::next_row_workgroup(dev, wg, subgroups)) {
+    EXPECT_GT(loops(wg), plan::kLoopBudget) << "not the narrowest: " << wg << " fits";
+  }
+  EXPECT_EQ(wg, got) << "not a candidate from " << base;
+}
+
+TEST(Plan, LongRowsStayWithinTheLoopBudget) {
+  for (const auto& dev : profiles()) {
+    for (const auto& o : option_grid()) {
+      const std::string what = fmt::format("'{}', {}", dev.name, describe(o));
+      SCOPED_TRACE(what);
+      const auto a = plan::argmax(dev, o);
+      const auto t = plan::topk(dev, o);
+      const std::uint32_t e = plan::embedding_workgroup(dev, o);
+      const std::uint32_t w = plan::self_attention_weights_workgroup(dev);
+      std::uint32_t last_a = 0, last_t = 0, last_e = 0, last_w = 0;  // longer rows: never narrower
+      for (std::uint64_t n : {1ull, 1000ull, 32768ull, 300000ull, 4000000ull, 1ull << 31}) {
+        const std::string row = fmt::format("{} row {}", what, n);
+        const plan::ArgmaxRow ar{.V = n, .passes = 3, .S = n / 100, .emb = 512};
+        try {
+          const auto r = plan::argmax_row(dev, a, ar);
+          check_row(dev, a.workgroup, a.variant.subgroup, r.workgroup,
+                    [&](std::uint64_t wg) { return plan::argmax_loops(dev, a.variant.subgroup, wg, ar); },
+                    row + " argmax");
+          EXPECT_EQ(r.one_subgroup, plan::one_subgroup(dev, r.workgroup, r.variant.subgroup));
+          build<kernels::Argmax>(dev, {.local_size_x = r.workgroup, .ONE_SUBGROUP = r.one_subgroup},
+                                 r.variant, row + " argmax");
+          EXPECT_GE(r.workgroup, last_a);
+          last_a = r.workgroup;
+        } catch (const Error& err) {
+          EXPECT_EQ(err.code(), ErrorCode::out_of_range) << row;
+          EXPECT_NE(std::string(err.what()).find("loop budget"), std::string::npos) << err.what();
+          EXPECT_GT(plan::argmax_loops(dev, a.variant.subgroup, plan::widest_workgroup(dev, a.workgroup, a.variant.subgroup), ar), plan::kLoopBudget);
+          last_a = ~0u;
+        }
+        for (std::uint64_t k : {1ull, 5ull, 64ull}) {
+          try {
+            const auto r = plan::topk_row(dev, t, n, k);
+            check_row(dev, t.workgroup, t.variant.subgroup, r.workgroup,
+                      [&](std::uint64_t wg) { return plan::topk_loops(dev, t.variant.subgroup, wg, n, k); },
+                      fmt::format("{} topk k {}", row, k));
+            build<kernels::TopK>(dev, {.local_size_x = r.workgroup, .K_MAX = 64, .ONE_SUBGROUP = r.one_subgroup},
+                                 r.variant, row + " topk");
+            if (k == 64) {
+              EXPECT_GE(r.workgroup, last_t);
+              last_t = r.workgroup;
+            }
+          } catch (const Error& err) {
+            EXPECT_EQ(err.code(), ErrorCode::out_of_range) << row;
+            EXPECT_GT(plan::topk_loops(dev, t.variant.subgroup, plan::widest_workgroup(dev, t.workgroup, t.variant.subgroup), n, k), plan::kLoopBudget);
+            if (k == 64) last_t = ~0u;
+          }
+        }
+        try {
+          const std::uint32_t r = plan::embedding_row(dev, e, n);
+          check_row(dev, e, false, r, [&](std::uint64_t wg) { return plan::embedding_loops(wg, n); }, row + " embedding");
+          EXPECT_GE(r, last_e);
+          last_e = r;
+        } catch (const Error& err) {
+          EXPECT_GT(plan::embedding_loops(plan::widest_workgroup(dev, e, false), n), plan::kLoopBudget) << err.what();
+          last_e = ~0u;
+        }
+        try {
+          const std::uint32_t r = plan::self_attention_weights_row(dev, w, n, 64);
+          check_row(dev, w, false, r, [&](std::uint64_t wg) { return plan::self_attention_weights_loops(dev, wg, n, 64); },
+                    row + " self-attention weights");
+          build<kernels::SelfAttentionWeights>(dev, {.local_size_x = r, .D = 64}, {}, row);
+          EXPECT_GE(r, last_w);
+          last_w = r;
+        } catch (const Error& err) {
+          EXPECT_GT(plan::self_attention_weights_loops(dev, plan::widest_workgroup(dev, w, false), n, 64), plan::kLoopBudget)
+              << err.what();
+          last_w = ~0u;
+        }
+      }
+      // K of a GEMM / GEMV in slices: whole K, or multiples of 64 (vec4 alignment, whole tiles);
+      // longer K never takes longer slices than the budget allowed a shorter one.
+      const auto g = plan::gemm(dev, o);
+      for (std::uint64_t K : {1ull, 64ull, 4096ull, 270001ull, 300000ull, 10000000ull}) {
+        const std::uint64_t tiled = plan::gemm_k_slice(g.tiled, K);
+        EXPECT_LE(tiled, K);
+        EXPECT_TRUE(tiled == K || tiled % 64 == 0) << tiled;
+        if (K >= 300000) {
+          EXPECT_LT(tiled, K) << "K = " << K << " in one tiled dispatch";
+        }
+        for (std::size_t m : {1u, 9u}) {
+          const auto path = plan::gemm_path(dev, g, m);
+          if (path == plan::GemmPath::tiled) continue;
+          const auto v = plan::gemv(dev, g, o, m, path, true);
+          const std::uint64_t slice = plan::gemv_k_slice(dev, g, v, K);
+          EXPECT_LE(slice, K);
+          EXPECT_TRUE(slice == K || slice % 64 == 0) << slice;
+          EXPECT_GE(slice, std::min<std::uint64_t>(K, 64));
+        }
+      }
+    }
+  }
+}
+
 // A plan is a pure function: the same inputs give the same kernels.
 TEST(Plan, PlansAreDeterministic) {
   for (const auto& dev : profiles()) {
