@@ -434,6 +434,184 @@ std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, 
   return k_slice(K, 4 * lanes, 2 * block_loops, 16 * block_loops);
 }
 
+// --- recurrent layers ----------------------------------------------------------------------------
+
+namespace {
+
+// Batch rows per workgroup: a power of two (one pipeline per value; rows past B are clamped).
+std::uint32_t pow2_block(std::uint64_t B, std::uint32_t max) {
+  return std::min(max, std::bit_ceil(static_cast<std::uint32_t>(std::min<std::uint64_t>(B, max))));
+}
+
+// lavapipe (2 cores, measured with GRU, wall time per step): fused wins at H <= 64 for B 1 and
+// 16 (e.g. 21 vs 57 us, B = 1, H = 64) and at H = 128 for B = 1 (85 vs 100 us); per-step wins
+// at H = 128, B = 16 (300 vs 1400 us) and H >= 256 (210 vs 260 us at B = 1).
+constexpr std::uint64_t kFusedWeightsCpu = 1u << 16;
+constexpr std::uint64_t kFusedMacsCpu = 1u << 18;
+// GPUs: not measured here. Estimated from a ~5-10 us dispatch + barrier against one compute
+// unit re-reading W_hh (<= 256 KiB) from cache each step.
+constexpr std::uint64_t kFusedWeightsGpu = 1u << 16;
+constexpr std::uint64_t kFusedMacsGpu = 1u << 20;
+
+// rnn_step / rnn_proj: a coop's units (units / coops, rounded up) times a dot product of n
+// features (n / 4 vec4s per lane) and its epilogue over the batch block, per invocation.
+std::uint64_t step_loops(const DeviceInfo& dev, std::uint64_t units, std::uint64_t wg, bool subgroup,
+                         std::uint64_t n, std::uint64_t upi, std::uint64_t bb) {
+  const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, wg / max_lanes(dev)) : wg;
+  const std::uint64_t lanes = subgroup ? min_lanes(dev) : 1;
+  return share(units, coops * upi) * (2 + share(share(n, 4), lanes) + upi * (1 + bb));
+}
+
+// Loop iterations one invocation of rnn_seq runs, from above: every loop whose trip count is
+// not a compile-time constant, and the small constant ones of a step, which a `break` or
+// `continue` may keep rolled (see the shader's loops). An over-count only costs a dispatch.
+struct SeqLoops {
+  std::uint64_t fixed;     // per dispatch: the lengths, loading h (and c), storing h
+  std::uint64_t per_step;  // per step of the run: the recurrent product or the padding
+};
+SeqLoops seq_loops(const DeviceInfo& dev, const kernels::RnnSeq::Constants& c, bool subgroup,
+                   std::uint64_t H, std::uint64_t HO) {
+  const std::uint64_t threads = c.local_size_x, bb = c.BB, upi = c.UPI, hop = c.HOP;
+  // The fewest coops and lanes per coop the device may make.
+  const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, threads / max_lanes(dev)) : threads;
+  const std::uint64_t lanes = subgroup ? min_lanes(dev) : 1;
+  const std::uint64_t units = share(H, coops * upi);  // j0 loop
+  const std::uint64_t dots = share(hop / 4, lanes);   // k4 loop
+  const std::uint64_t step = 1 + units * (1 + dots + upi * (1 + bb));
+  const std::uint64_t padding = share(bb * HO, threads);
+  return {bb + share(bb * hop, threads) + units * upi * (1 + bb) + padding + 4,
+          std::max(step, padding) + 1};
+}
+
+}  // namespace
+
+Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, std::uint64_t B,
+        const RnnForced& forced) {
+  const bool cpu = is_cpu(dev);
+  const bool subgroups = use_subgroups(dev, options);
+  const std::uint32_t coop_lanes = subgroups ? max_lanes(dev) : 1u;
+  const std::uint64_t H = layer.H, HO = layer.P ? layer.P : layer.H, G = gate_count(layer.cell);
+  const std::uint32_t cell = static_cast<std::uint32_t>(layer.cell);  // CELL: the enum's order
+  const std::uint32_t max_x = max_workgroup(dev);
+  Rnn r;
+
+  // The per-step kernel: CPU devices take invocation_dot (buffer loads dominate; one invocation
+  // owning several units and many batch rows makes the fewest loads per multiply-add).
+  if (forced.step == RnnStepKernel::subgroup_dot && !subgroups) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("Rnn: the subgroup step kernel needs subgroup arithmetic ('{}'{})", dev.name,
+                            options.force_shared_memory_reduction ? ", force_shared_memory_reduction set" : ""));
+  }
+  r.step_kernel = forced.step != RnnStepKernel::automatic ? forced.step
+                  : !cpu && subgroups                     ? RnnStepKernel::subgroup_dot
+                                                          : RnnStepKernel::invocation_dot;
+  const bool sub = r.step_kernel == RnnStepKernel::subgroup_dot;
+
+  // Workgroup of the per-step kernels. lavapipe: one subgroup per workgroup, many workgroups.
+  // GPUs: a few subgroups each; whole coops.
+  std::uint32_t step_wg = options.workgroup_size ? options.workgroup_size
+                          : cpu                  ? coop_lanes * (subgroups ? 1 : 8)
+                                                 : std::max<std::uint32_t>(coop_lanes * 4, 64);
+  step_wg = std::min(step_wg, max_x);
+  if (subgroups) step_wg = std::max(coop_lanes, step_wg / coop_lanes * coop_lanes);
+  step_wg = std::max(1u, step_wg);
+
+  // rnn_step: a coop per UPI units and BB rows. invocation_dot on lavapipe: 2 units x 16 rows
+  // per invocation (LSTM: 8 W rows x 16 h rows); measured on GRU H = 256, B = 16: 2.3x less CPU
+  // time per step than subgroup_dot; 4 units gain 5% more but take 2.5x longer to compile.
+  auto& st = r.steps;
+  st.variant = {.fp16 = options.fp16_storage, .subgroup = sub};
+  std::uint32_t wg = step_wg, upi = 1, bb = 1, units = 1;
+  if (sub) {
+    wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
+    units = wg / coop_lanes;
+    bb = pow2_block(B, 8);
+  } else {
+    if (subgroups && !options.workgroup_size) wg = cpu ? coop_lanes : 64;
+    upi = cpu ? 2 : 1;
+    bb = pow2_block(B, cpu ? 16 : 8);
+    units = wg * upi;
+  }
+  st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
+                  .ALIGNED = HO % 4 == 0, .UPI = upi};
+  st.loops = step_loops(dev, units, wg, sub, HO, upi, bb);
+  // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
+  st.proj_variant = {.fp16 = options.fp16_storage, .subgroup = subgroups};
+  const std::uint32_t proj_units = subgroups ? step_wg / coop_lanes : step_wg;
+  st.proj = {.local_size_x = step_wg, .UNITS = proj_units, .BB = pow2_block(B, 8), .ALIGNED = H % 4 == 0};
+  st.proj_loops = step_loops(dev, proj_units, step_wg, subgroups, H, 1, st.proj.BB);
+  add_kernel<kernels::RnnStep>(r.needs, st.constants, st.variant);
+  if (layer.P) add_kernel<kernels::RnnProj>(r.needs, st.proj, st.proj_variant);
+
+  // rnn_seq: the same per-device choices as the per-step kernel; BB halves until h (ping-pong,
+  // HOP floats per row) fits in shared memory. Enough coops to give each a few units; lavapipe
+  // runs a workgroup on one thread anyway.
+  auto& f = r.fused;
+  f.variant = {.fp16 = options.fp16_storage, .subgroup = sub};
+  const std::uint32_t fupi = sub ? 1 : (cpu ? 2 : 1);
+  std::uint32_t fwg = options.workgroup_size ? options.workgroup_size
+                      : sub ? 256
+                            : std::clamp<std::uint32_t>(std::bit_ceil(static_cast<std::uint32_t>(share(H, fupi))), 8, 256);
+  fwg = std::min(fwg, max_x);
+  if (sub) fwg = std::max(coop_lanes, fwg / coop_lanes * coop_lanes);
+  f.constants = {.local_size_x = std::max(1u, fwg), .CELL = cell, .BB = pow2_block(B, cpu && !sub ? 16 : 8),
+                 .HOP = static_cast<std::uint32_t>(share(HO, 4) * 4), .ALIGNED = HO % 4 == 0, .UPI = fupi};
+  while (f.constants.BB > 0 && shared_bytes<kernels::RnnSeq>(f.constants, f.variant) > dev.max_shared_memory) {
+    f.constants.BB /= 2;
+  }
+  // Steps per dispatch: lavapipe silently ends every loop of an invocation once it has run
+  // 65535 iterations in all, so a layer runs as ceil(T / run) dispatches that keep each
+  // invocation within kLoopBudget on every device (on GPUs this bounds a dispatch's time).
+  if (f.constants.BB > 0) {
+    const SeqLoops c = seq_loops(dev, f.constants, sub, H, HO);
+    f.run = c.fixed >= kLoopBudget ? 0 : (kLoopBudget - c.fixed) / c.per_step;
+    if (forced.run) f.run = std::min(f.run, forced.run);
+  }
+
+  // The path: one workgroup per block of rows does the whole step's product in the fused path;
+  // the per-step path spreads it over the device but pays a dispatch per step. Fused wins while
+  // what one workgroup loads (W_hh, once per step) and multiplies (W_hh x its rows) per step
+  // stays small next to a dispatch.
+  const bool fused_ok = layer.P == 0 && f.run > 0;
+  if (forced.path == RnnPath::fused && !fused_ok) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Rnn: the fused path needs proj_size = 0, h ({} floats per row) in shared "
+                            "memory ({} bytes on '{}') and one step within the loop budget",
+                            HO, dev.max_shared_memory, dev.name));
+  }
+  if (forced.path != RnnPath::automatic) {
+    r.path = forced.path;
+  } else if (fused_ok) {
+    const std::uint64_t weights = G * H * HO;
+    const std::uint64_t macs = weights * std::min<std::uint64_t>(B, f.constants.BB);
+    const bool small = cpu ? (weights <= kFusedWeightsCpu && macs <= kFusedMacsCpu)
+                           : (weights <= kFusedWeightsGpu && macs <= kFusedMacsGpu);
+    r.path = small ? RnnPath::fused : RnnPath::per_step;
+  }
+  if (r.path == RnnPath::fused) add_kernel<kernels::RnnSeq>(r.needs, f.constants, f.variant);
+  return r;
+}
+
+std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,
+                          std::uint64_t steps) {
+  const SeqLoops c = seq_loops(dev, fused.constants, fused.variant.subgroup, layer.H,
+                               layer.P ? layer.P : layer.H);
+  return c.fixed + steps * c.per_step;
+}
+
+void require_step_budget(const Rnn& plan, const RnnLayer& layer) {
+  const auto check = [](const char* kernel, std::uint64_t loops, std::uint64_t n) {
+    if (loops > kLoopBudget) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("Rnn: {} would loop {} times per invocation for one step (dot products of "
+                              "{} features), beyond the loop budget of {} that drivers such as lavapipe "
+                              "enforce silently", kernel, loops, n, kLoopBudget));
+    }
+  };
+  check("rnn_step", plan.steps.loops, layer.P ? layer.P : layer.H);
+  if (layer.P) check("rnn_proj", plan.steps.proj_loops, layer.H);
+}
+
 // --- self-attention --------------------------------------------------------------------------
 
 namespace {

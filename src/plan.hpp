@@ -20,9 +20,11 @@
 #include "ops/kernels/decode.hpp"
 #include "ops/kernels/elementwise.hpp"
 #include "ops/kernels/linear.hpp"
+#include "ops/kernels/rnn.hpp"
 #include "ops/kernels/self_attention.hpp"
 #include "vkrnn/device.hpp"
 #include "vkrnn/options.hpp"
+#include "vkrnn/rnn.hpp"
 #include "vkrnn/self_attention.hpp"
 
 namespace vkrnn::plan {
@@ -185,6 +187,56 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
 // of GEMV plan `v` stays within kLoopBudget.
 std::uint64_t gemm_k_slice(const kernels::Gemm::Constants& tiled, std::uint64_t K);
 std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, std::uint64_t K);
+
+// --- recurrent layers ------------------------------------------------------------------------
+// The layers of an Rnn as the planner sees them (every layer alike: only the input width
+// differs, which the GEMM before each layer takes).
+struct RnnLayer {
+  CellType cell = CellType::gru;
+  std::uint64_t H = 1;  // hidden units
+  std::uint64_t P = 0;  // proj_size (LSTM), 0 without
+};
+// What tests and benchmarks pin (Rnn::set_path, set_step_kernel, set_steps_per_dispatch).
+struct RnnForced {
+  RnnPath path = RnnPath::automatic;
+  RnnStepKernel step = RnnStepKernel::automatic;
+  std::uint64_t run = 0;  // fewer steps per fused dispatch than the budget allows (0: automatic)
+};
+// The per-step path: rnn_step per timestep (and rnn_proj with a projection); each kernel's loop
+// iterations per invocation and step, which Rnn checks against kLoopBudget before recording
+// (require_step_budget).
+struct RnnSteps {
+  kernels::Variant variant;  // subgroup: the subgroup_dot kernel
+  kernels::RnnStep::Constants constants;
+  kernels::Variant proj_variant;
+  kernels::RnnProj::Constants proj;  // used when P > 0
+  std::uint64_t loops = 0, proj_loops = 0;
+};
+// The fused path: rnn_seq runs `run` steps per dispatch with h in shared memory (BB = 0: h does
+// not fit; run = 0: not even one step fits the loop budget).
+struct RnnFused {
+  kernels::Variant variant;
+  kernels::RnnSeq::Constants constants;
+  std::uint64_t run = 0;
+};
+struct Rnn {
+  RnnStepKernel step_kernel = RnnStepKernel::invocation_dot;  // what the per-step path uses
+  RnnPath path = RnnPath::per_step;                           // per_step or fused
+  RnnSteps steps;
+  RnnFused fused;
+  Needs needs;  // the per-step kernels' (the fused path is taken only where it fits)
+};
+// The plan for batches of B rows. Throws Error(missing_feature) for a forced subgroup_dot
+// without subgroup arithmetic and Error(invalid_argument) for a forced fused path that cannot
+// run (a projection, h too large for shared memory, or not one step within the loop budget).
+Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, std::uint64_t B,
+        const RnnForced& forced = {});
+// Throws Error(out_of_range) naming the kernel when one step of the per-step path would loop
+// beyond kLoopBudget per invocation ("Rnn: rnn_proj would loop ...").
+void require_step_budget(const Rnn& plan, const RnnLayer& layer);
+// Loop iterations one invocation of rnn_seq runs for `steps` steps (from above).
+std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,
+                          std::uint64_t steps);
 
 // --- self-attention ------------------------------------------------------------------------
 SelfAttentionPlan self_attention(const DeviceInfo& dev, std::size_t head_dim,

@@ -520,6 +520,81 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
   }
 }
 
+// --- recurrent layers ----------------------------------------------------------------------
+
+TEST(Plan, RnnRespectsEveryProfile) {
+  const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
+                                   {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
+                                   {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0}};
+  for (const auto& dev : profiles()) {
+    for (const auto& o : option_grid()) {
+      for (const auto& layer : layers) {
+        for (std::uint64_t B : {1u, 3u, 16u, 100u}) {
+          const std::string what = fmt::format("'{}', {}, {} H {} P {} B {}", dev.name, describe(o),
+                                               to_string(layer.cell), layer.H, layer.P, B);
+          SCOPED_TRACE(what);
+          const plan::Rnn p = plan::rnn(dev, layer, o, B);
+          const bool sg = dev.subgroup_arithmetic && !o.force_shared_memory_reduction;
+          EXPECT_EQ(p.step_kernel, sg && dev.type != DeviceType::cpu ? RnnStepKernel::subgroup_dot
+                                                                      : RnnStepKernel::invocation_dot);
+          // Per step: whole coops of the largest subgroup, the batch block a power of two.
+          const auto& st = p.steps;
+          std::vector<Built> built{build<kernels::RnnStep>(dev, st.constants, st.variant, what + " step")};
+          EXPECT_EQ(st.variant.subgroup, p.step_kernel == RnnStepKernel::subgroup_dot);
+          if (st.variant.subgroup) {
+            EXPECT_EQ(st.constants.local_size_x % plan::max_lanes(dev), 0u);
+            EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x / plan::max_lanes(dev));
+          } else {
+            EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x * st.constants.UPI);
+          }
+          EXPECT_TRUE(std::has_single_bit(st.constants.BB));
+          EXPECT_LE(st.constants.BB, std::bit_ceil(B));
+          if (layer.P) {
+            built.push_back(build<kernels::RnnProj>(dev, st.proj, st.proj_variant, what + " proj"));
+            check_subgroup_choice(dev, o, st.proj_variant, what);
+          }
+          // Fused: h fits in shared memory, and each dispatch's steps fit the loop budget (as
+          // many as fit).
+          const auto& f = p.fused;
+          if (f.constants.BB > 0) {
+            EXPECT_LE(kernels::shared_bytes<kernels::RnnSeq>(f.constants, f.variant), dev.max_shared_memory);
+            check_workgroup(dev, f.constants.local_size_x, 1, 1, what + " fused");
+            if (f.run > 0) {
+              EXPECT_LE(plan::fused_loops(dev, f, layer, f.run), plan::kLoopBudget);
+              EXPECT_GT(plan::fused_loops(dev, f, layer, f.run + 1), plan::kLoopBudget);
+            }
+          } else {
+            EXPECT_EQ(f.run, 0u);
+          }
+          if (p.path == RnnPath::fused) {
+            EXPECT_EQ(layer.P, 0u) << "projections never run fused";
+            EXPECT_GT(f.run, 0u);
+            built.push_back(build<kernels::RnnSeq>(dev, f.constants, f.variant, what + " fused"));
+          }
+          check_needs(dev, p.needs, built, what);
+          if (st.loops > plan::kLoopBudget || (layer.P && st.proj_loops > plan::kLoopBudget)) {
+            expect_error([&] { plan::require_step_budget(p, layer); }, ErrorCode::out_of_range, {"loop budget"});
+          } else {
+            EXPECT_NO_THROW(plan::require_step_budget(p, layer));
+          }
+          // What tests pin: fewer steps per dispatch; a fused path it cannot take is an error.
+          if (p.fused.run > 2) {
+            EXPECT_EQ(plan::rnn(dev, layer, o, B, {.run = 2}).fused.run, 2u);
+          }
+          if (layer.P) {
+            expect_error([&] { plan::rnn(dev, layer, o, B, {.path = RnnPath::fused}); },
+                         ErrorCode::invalid_argument, {"proj_size"});
+          }
+          if (!sg) {
+            expect_error([&] { plan::rnn(dev, layer, o, B, {.step = RnnStepKernel::subgroup_dot}); },
+                         ErrorCode::missing_feature, {"subgroup"});
+          }
+        }
+      }
+    }
+  }
+}
+
 // A plan is a pure function: the same inputs give the same kernels.
 TEST(Plan, PlansAreDeterministic) {
   for (const auto& dev : profiles()) {

@@ -27,6 +27,15 @@
 #define GEMM_BIAS 1u        // add bias[n]
 #define GEMM_ACCUMULATE 2u  // add to y (a later slice of K: the host splits K for the loop budget)
 
+// rnn_step.comp, rnn_seq.comp and rnn_proj.comp: Push::flags.
+#define RNN_H_ZERO 1u       // h before this step / run is zero (the first, without h0)
+#define RNN_C_FROM_C0 2u    // LSTM, the first step / run: c starts from c0 (written to c)
+#define RNN_C_ZERO 4u       // LSTM, the first step / run without c0: c starts at zero
+#define RNN_NO_LENGTHS 8u   // every row has length T
+#define RNN_RAW_H 16u       // rnn_step, LSTM with projection: h goes to out[d][b][j] only
+                            // (rnn_proj projects it, carries h and writes the output)
+#define RNN_NO_OUT 32u      // a single decoder step: h_next is the only output
+
 // embedding.comp: Push::flags.
 #define EMBEDDING_REPORT 1u  // report ids outside [0, vocab) in flag[0]
 

@@ -7,6 +7,7 @@
 #include "ops/kernels/decode.hpp"
 #include "ops/kernels/elementwise.hpp"
 #include "ops/kernels/linear.hpp"
+#include "ops/kernels/rnn.hpp"
 #include "ops/kernels/runtime.hpp"
 #include "ops/kernels/self_attention.hpp"
 #include "reflect/all_kernels.hpp"
@@ -27,12 +28,10 @@ constexpr bool declared(std::string_view name) {
 
 constexpr bool every_kernel_declared() {
   for (std::string_view name : reflect::all_kernels) {
-    // The recurrent kernels are declared with the Rnn op's rework (rnn.cpp builds them by name).
-    if (name.starts_with("rnn_")) continue;
     if (!declared<AttentionQuery, AttentionScores, AttentionSoftmax, AttentionContext,
-                  AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, Gemm, SelfAttention,
-                  SelfAttentionWeights, Activation, ActivationInPlace, ResidualAdd,
-                  ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
+                  AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, Gemm, RnnStep, RnnSeq,
+                  RnnProj, SelfAttention, SelfAttentionWeights, Activation, ActivationInPlace,
+                  ResidualAdd, ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
                   SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, BeamSearch, SequenceGate,
                   Saxpy, BenchCopy, BenchEmpty, SubgroupProbe>(name)) {
       return false;
