@@ -133,7 +133,7 @@ TEST(ModelFile, MalformedJson) {
 TEST(ModelFile, FormatVersionArchitecture) {
   expect_config_error([](json& c) { c["format"] = "onnx"; }, {"field 'format'", "vkrnn-model", "'onnx'"});
   expect_config_error([](json& c) { c.erase("format"); }, {"missing field 'format'"});
-  expect_config_error([](json& c) { c["version"] = 2; }, {"field 'version'", "version 1", "got 2"});
+  expect_config_error([](json& c) { c["version"] = 3; }, {"field 'version'", "versions 1 and 2", "got 3"});
   expect_config_error([](json& c) { c["version"] = "1"; }, {"field 'version'", "'1'"});
   expect_config_error([](json& c) { c["version"] = 1.5; }, {"field 'version'", "1.5"});
   expect_config_error([](json& c) { c["architecture"] = "transformer"; },

@@ -156,7 +156,7 @@ TEST(Classifier, NonFiniteLogitsAreAnError) {
   tc.write(dir.path());
   const Classifier model = Classifier::load(context(), dir.str());
   test::expect_error([&] { model.classify({{2, 3}, {4}}); }, ErrorCode::non_finite,
-                     {"Classifier::classify", "classifier layer (classifier.weight, classifier.bias)", "row 0, class 1"});
+                     {"Classifier::classify", "classifier.weight", "classifier.bias", "row 0, class 1"});
 }
 
 TEST(Classifier, TextHelpers) {

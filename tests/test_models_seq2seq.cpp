@@ -379,7 +379,7 @@ TEST(Seq2Seq, NonFiniteLogitsAreAnError) {
     tm.write(dir.path());
     const Seq2Seq model = Seq2Seq::load(context(), dir.str());
     test::expect_error([&] { model.greedy(src); }, ErrorCode::non_finite,
-                 {"Seq2Seq::greedy", "output layer (output.weight, output.bias)", "row 0 at step 0", "2 of 2"});
+                 {"Seq2Seq::greedy", "output.weight", "output.bias", "row 0 at step 0", "2 of 2"});
     test::expect_error([&] { model.translate({"ab"}); }, ErrorCode::non_finite, {"non-finite logits", "step 0"});
     test::expect_error([&] { model.beam(src, {.beam_width = 3}); }, ErrorCode::non_finite,
                  {"Seq2Seq::beam", "source row 0 (beam row 0) at step 0"});

@@ -1,7 +1,9 @@
 // Parity of whole models with the PyTorch reference modules (tools/vkrnn_models.py):
 // tools/make_model_fixtures.py (ctest fixture "model_fixtures") writes random-weight model
-// directories of every architecture with inputs and the reference's outputs; here vkrnn loads
-// the same directories and must reproduce them:
+// directories of every architecture with inputs and the reference's outputs -- traced into
+// graphs by the exporter (format version 2), and some also in format version 1 ("_v1", which
+// vkrnn converts to graphs on load); here vkrnn loads the same directories and must reproduce
+// them:
 //  - intermediates (encoder outputs, keys, initial decoder state) within 1e-5,
 //  - teacher-forced logits within 1e-4 and attention rows within 1e-5 at every step,
 //  - greedy decoding (stop at EOS) and fixed-length decoding: identical tokens and lengths,
@@ -23,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_env.hpp"
+#include "model_fixtures.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
@@ -38,29 +41,15 @@ constexpr double kLogitTol = 1e-4;
 constexpr double kAttentionTol = 1e-5;
 constexpr double kStateTol = 1e-5;
 
-bool torch_required() {
-  const char* v = std::getenv("VKRNN_REQUIRE_TORCH");
-  return v && std::string(v) == "1";
-}
-
 std::string fixture_dir() { return test::binary_path("fixtures/models"); }
 
-struct Case {
-  std::string name, architecture, dir;
-};
+using Case = test::FixtureCase;  // kind: the architecture
+using test::as_double;
+using test::column;
+using test::ints;
+using test::slice;
 
-// The fixture cases, or empty when there are none.
-std::vector<Case> cases() {
-  std::ifstream f(fixture_dir() + "/index.json");
-  if (!f) return {};
-  const auto j = nlohmann::json::parse(f);
-  std::vector<Case> out;
-  for (const auto& c : j.at("cases")) {
-    out.push_back({c.at("name").get<std::string>(), c.at("architecture").get<std::string>(),
-                   fixture_dir() + "/" + c.at("name").get<std::string>()});
-  }
-  return out;
-}
+std::vector<Case> cases() { return test::fixture_cases(fixture_dir(), "architecture"); }
 
 constexpr std::string_view kSeq2Seq[] = {"bahdanau_seq2seq", "luong_seq2seq"};
 constexpr std::string_view kClassifiers[] = {"rnn_attention_classifier", "self_attention_rnn"};
@@ -70,7 +59,7 @@ std::size_t check_each(const std::vector<Case>& all, std::span<const std::string
                        void (*check)(const Case&)) {
   std::size_t checked = 0;
   for (const Case& c : all) {
-    if (std::find(architectures.begin(), architectures.end(), c.architecture) == architectures.end()) continue;
+    if (std::find(architectures.begin(), architectures.end(), c.kind) == architectures.end()) continue;
     check(c);
     ++checked;
   }
@@ -78,40 +67,9 @@ std::size_t check_each(const std::vector<Case>& all, std::span<const std::string
 }
 
 // Fails (CI) or skips the calling test when there are no fixtures; returns the cases.
-#define REQUIRE_FIXTURES(var)                                                                              \
-  const std::vector<Case> var = cases();                                                                  \
-  if (var.empty()) {                                                                                      \
-    if (torch_required()) {                                                                               \
-      FAIL() << "no model fixtures in " << fixture_dir()                                                  \
-             << " and VKRNN_REQUIRE_TORCH=1: tools/make_model_fixtures.py (ctest fixture model_fixtures) " \
-                "must run with python3-torch installed";                                                  \
-    }                                                                                                     \
-    GTEST_SKIP() << "no model fixtures in " << fixture_dir() << " (python3-torch missing?)";              \
-  }
-
-std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-std::vector<std::int32_t> ints(const SafetensorsFile& f, const std::string& name) {
-  std::vector<std::int32_t> v;
-  for (auto x : f.to_i64(name)) v.push_back(static_cast<std::int32_t>(x));
-  return v;
-}
-
-// Row b, step t of a [B, T, X] array.
-std::vector<float> slice(const std::vector<float>& a, std::size_t b, std::size_t t, std::size_t T, std::size_t X) {
-  const auto first = a.begin() + static_cast<std::ptrdiff_t>((b * T + t) * X);
-  return {first, first + static_cast<std::ptrdiff_t>(X)};
-}
-
-// Column t of a [B, T, X] array: [B, X].
-std::vector<float> column(const std::vector<float>& a, std::size_t B, std::size_t t, std::size_t T, std::size_t X) {
-  std::vector<float> out;
-  for (std::size_t b = 0; b < B; ++b) {
-    const auto row = slice(a, b, t, T, X);
-    out.insert(out.end(), row.begin(), row.end());
-  }
-  return out;
-}
+#define REQUIRE_FIXTURES(var)        \
+  const std::vector<Case> var = cases(); \
+  VKRNN_REQUIRE_FIXTURES(var, fixture_dir(), "tools/make_model_fixtures.py")
 
 void check_seq2seq(const Case& c) {
   SCOPED_TRACE(c.name);
@@ -123,9 +81,7 @@ void check_seq2seq(const Case& c) {
   const auto src_lengths = ints(f, "src_lengths");
   const std::size_t B = src_lengths.size(), S = src.size() / B, V = cfg.tgt_vocab_size;
   const std::size_t max_len = std::stoul(f.metadata().at("max_len"));
-  std::vector<std::vector<std::int32_t>> sources(B);
-  for (std::size_t b = 0; b < B; ++b)
-    sources[b].assign(src.begin() + static_cast<std::ptrdiff_t>(b * S), src.begin() + static_cast<std::ptrdiff_t>(b * S + src_lengths[b]));
+  const auto sources = test::rows_of(src, src_lengths);
 
   // Encoder.
   const Seq2Seq::Encoded enc = model.encode(sources);
@@ -224,9 +180,7 @@ void check_beam(const Case& c) {
   const std::size_t B = src_lengths.size(), S = src.size() / B, V = model.config().tgt_vocab_size;
   const std::size_t N = std::stoul(f.metadata().at("max_len")), K = std::stoul(f.metadata().at("beam_width"));
   const double alpha = std::stod(f.metadata().at("length_alpha"));
-  std::vector<std::vector<std::int32_t>> sources(B);
-  for (std::size_t b = 0; b < B; ++b)
-    sources[b].assign(src.begin() + static_cast<std::ptrdiff_t>(b * S), src.begin() + static_cast<std::ptrdiff_t>(b * S + src_lengths[b]));
+  const auto sources = test::rows_of(src, src_lengths);
   const auto beams = model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N, .return_logits = true, .return_attention = true});
   const auto count = ints(f, "beam_count"), tokens = ints(f, "beam_tokens"), lengths = ints(f, "beam_lengths");
   const auto finished = ints(f, "beam_finished");
@@ -286,9 +240,7 @@ void check_classifier(const Case& c) {
   const auto tok = ints(f, "tokens");
   const auto lengths = ints(f, "lengths");
   const std::size_t B = lengths.size(), T = tok.size() / B, C = cfg.num_classes;
-  std::vector<std::vector<std::int32_t>> inputs(B);
-  for (std::size_t b = 0; b < B; ++b)
-    inputs[b].assign(tok.begin() + static_cast<std::ptrdiff_t>(b * T), tok.begin() + static_cast<std::ptrdiff_t>(b * T + lengths[b]));
+  const auto inputs = test::rows_of(tok, lengths);
   const ClassifyResult r = model.classify(inputs, {.return_pooling = true, .return_self_attention = true, .return_rnn = true});
   ASSERT_EQ(r.batch, B);
   ASSERT_EQ(r.steps, T);
@@ -299,12 +251,13 @@ void check_classifier(const Case& c) {
     // The RNN's input: y (self_attention_rnn, from the reference) or the embedding rows
     // (rnn_attention_classifier, exactly), and exactly zero past a length in both (the
     // reference zeroes padding; nothing downstream reads it, so only this catches a miss).
-    const std::size_t E = cfg.embedding_dim;
+    const ModelFile mf = ModelFile::load(c.dir);
+    const auto& emb = mf.tensor(cfg.version == 1 ? "embedding" : "embedding.weight");
+    const std::size_t E = mf.shape(cfg.version == 1 ? "embedding" : "embedding.weight").at(1);
     ASSERT_EQ(r.rnn_inputs.size(), B * T * E);
     const bool from_reference = f.contains("rnn_inputs");
-    EXPECT_EQ(from_reference, c.architecture == "self_attention_rnn");
+    EXPECT_EQ(from_reference, c.kind == "self_attention_rnn");
     const auto want = from_reference ? f.to_f32("rnn_inputs") : std::vector<float>{};
-    const auto& emb = ModelFile::load(c.dir).tensor("embedding");
     std::vector<float> got_valid;
     std::vector<double> want_valid;
     std::size_t padded_nonzero = 0, padded = 0, embedding_mismatch = 0;
@@ -362,7 +315,7 @@ TEST(ModelsTorch, EveryFixtureLoads) {
   for (const Case& c : all) {
     SCOPED_TRACE(c.name);
     const ModelFile m = ModelFile::load(c.dir);
-    EXPECT_EQ(to_string(m.config().architecture), c.architecture);
+    EXPECT_EQ(to_string(m.config().architecture), c.kind);
   }
 }
 

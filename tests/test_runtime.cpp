@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "common/app_device.hpp"
+#include "common/saxpy.hpp"
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
 #include "vk/context_impl.hpp"
@@ -27,18 +28,9 @@ using vkrnn::test::staging_context;
 
 namespace {
 
-struct SaxpyPush {
-  std::uint32_t n;
-  float a;
-};
-
-Kernel saxpy(Context& ctx, std::uint32_t wg = 64) { return ctx.kernel({"saxpy", {wg, 1, 1}, 2, 8}); }
-
-void record_saxpy(Sequence& seq, const Kernel& k, const Tensor& x, const Tensor& y, float a) {
-  const auto n = static_cast<std::uint32_t>(x.size());
-  const auto wg = k.spec().constants[0];
-  seq.dispatch(k, {in(x), inout(y)}, SaxpyPush{n, a}, {(n + wg - 1) / wg, 1, 1});
-}
+using test::record_saxpy;
+using test::saxpy;
+using test::SaxpyPush;
 
 // The shared check (tests/expect_error.hpp) in this file's argument order: the call last.
 template <class F>
@@ -850,17 +842,9 @@ TEST(Misuse, BindingBeyondMaxStorageBufferRange) {
 
 // The harness itself: a real validation error reaches the sink (so a test would fail).
 TEST(Validation, LayerMessagesReachTheSink) {
-  if (std::getenv("VKRNN_VALIDATION") && std::string(std::getenv("VKRNN_VALIDATION")) == "0") {
-    GTEST_SKIP() << "validation disabled";
-  }
+  if (test::validation_disabled()) GTEST_SKIP() << "validation disabled";
   std::vector<std::string> seen;
-  ContextOptions o;
-  o.validation = true;
-  o.validation_sink = [&](MessageSeverity s, std::string_view m) {
-    if (s == MessageSeverity::error) seen.emplace_back(m);
-  };
-  o.disable_pipeline_cache = true;
-  Context ctx(o);
+  Context ctx(test::options_collecting_errors(seen));
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = 0;  // invalid: VUID-VkBufferCreateInfo-size-00912
   bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;

@@ -1,14 +1,24 @@
 #!/usr/bin/python3
-"""Exports a tools/vkrnn_models.py module as a vkrnn model directory (docs/model-format.md):
+"""Exports PyTorch modules as vkrnn model directories (docs/model-format.md):
 
-    out_dir/model.json          config: architecture, sizes, special tokens, vocabularies,
-                                tokenizer, and "tensors" (role -> tensor name)
-    out_dir/model.safetensors   the module's state_dict, names unchanged (F32, F16 or BF16)
+    out_dir/model.json          config: the model as graphs of op nodes (format version 2),
+                                special tokens, decoding settings, optional vocabularies
+    out_dir/model.safetensors   the weights the graphs name (the module's parameter names;
+                                F32, F16 or BF16)
 
-Python use:
+Your own module (traced with torch.fx by tools/torch_graph.py):
+    from export_torch import export_module
+    export_module(model, "out/mine", special_tokens={"bos": 1, "eos": 2}, max_length=40)
+A seq2seq module provides encode(tokens, lengths) -> (memory, state) and
+step(token, state, memory) -> (logits, state[, attention]); a classifier forward(tokens,
+lengths) -> logits (or a tuple / dict of outputs). Anything that cannot be mapped is an
+ExportError naming the module, the operation and the source line.
+
+The reference modules of tools/vkrnn_models.py (the four version-1 architectures):
     from export_torch import export, load_model
     export(model, "out/dates", src_vocab=chars, tgt_vocab=chars_out, tokenizer={"type": "char"})
     model, config = load_model("out/dates")
+export() traces them like any module (format version 2; format_version=1 writes version 1).
 
 CLI (random-weight models for parity tests):
     export_torch.py --architecture luong_seq2seq --random --seed 3 --out /tmp/luong \
@@ -25,7 +35,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io as st  # noqa: E402
+import torch_graph as tg  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
+
+ExportError = tg.ExportError
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -98,45 +111,175 @@ def model_config(model, src_vocab=None, tgt_vocab=None, vocab=None, labels=None,
     return config
 
 
-def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=None,
-           tokenizer=None, dtype="F32", extra=None):
-    """Writes out_dir/model.json and out_dir/model.safetensors; returns the config dict.
-    vocabularies: seq2seq models take src_vocab and tgt_vocab, classifiers vocab (+ labels);
-    list index = token id. tokenizer: {"type": "char" | "word", "lowercase": bool,
-    "src_append_eos": bool}. dtype: "F32" (default), "F16" or "BF16"."""
-    config = model_config(model, src_vocab, tgt_vocab, vocab, labels, tokenizer, dtype, extra)
-    state = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
-    _check_tensor_map(config, state)
-    tensors = {}
-    for name, t in state.items():
+def _write(out_dir, config, tensors, dtype, metadata):
+    """model.json and model.safetensors; tensors: name -> float tensor or array."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    out = {}
+    for name, t in tensors.items():
+        a = (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)).astype(np.float32)
         if dtype == "F32":
-            tensors[name] = t.numpy()
+            out[name] = np.ascontiguousarray(a)
         elif dtype == "F16":
-            tensors[name] = t.numpy().astype(np.float16)
+            out[name] = a.astype(np.float16)
         else:
-            tensors[name] = st.BF16.from_float32(t.numpy())
+            out[name] = st.BF16.from_float32(a)
     os.makedirs(out_dir, exist_ok=True)
     weights_path = os.path.join(out_dir, WEIGHTS_FILE)
-    st.save(weights_path, tensors, metadata={"format": vm.FORMAT, "version": str(vm.VERSION),
-                                             "architecture": config["architecture"]})
+    st.save(weights_path, out, metadata=metadata)
     os.chmod(weights_path, 0o644)  # save() writes through mkstemp, which creates mode 0600
     text = json.dumps(config, indent=1, ensure_ascii=False)
     tmp = os.path.join(out_dir, CONFIG_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text + "\n")
     os.replace(tmp, os.path.join(out_dir, CONFIG_FILE))
+
+
+def _strings(name, values, size=None, unique=True):
+    values = list(values)
+    if not all(isinstance(t, str) for t in values):
+        raise ValueError(f"{name}: entries must be strings")
+    if unique and len(set(values)) != len(values):
+        raise ValueError(f"{name}: duplicate entries")
+    if size is not None and len(values) != size:
+        raise ValueError(f"{name}: {len(values)} entries, but the model's size is {size}")
+    return values
+
+
+def export_module(model, out_dir, special_tokens=None, max_length=None, beam_width=1, length_alpha=0.6,
+                  src_vocab=None, tgt_vocab=None, vocab=None, labels=None, tokenizer=None,
+                  output_activation=None, max_positions=None, dtype="F32", extra=None, architecture="custom",
+                  task=None, encode=None, step=None, forward=None):
+    """Traces `model` and writes it as a version-2 model directory; returns the config.
+
+    task: "seq2seq" (default when the module has encode and step) or "classifier".
+    seq2seq: special_tokens {"bos": id, "eos": id (optional), "pad": id (optional), "unk": id
+    (optional)}, max_length (decoder steps), beam_width, length_alpha; src_vocab / tgt_vocab
+    (optional lists of token strings, index = id). classifier: vocab, labels (optional),
+    output_activation ("softmax" / "sigmoid"; taken from a final activation of the module).
+    encode / step / forward: callables (model, ...) to trace instead of the methods.
+    Raises ExportError when a part of the module has no exact vkrnn equivalent."""
+    model.eval()
+    if task is None:
+        task = "seq2seq" if hasattr(model, "encode") and hasattr(model, "step") else "classifier"
+    special = dict(special_tokens or {})
+    config = {"format": vm.FORMAT, "version": 2, "task": task, "architecture": architecture}
+    if task == "seq2seq":
+        if "bos" not in special:
+            raise ValueError("special_tokens needs 'bos' (the first decoder input) for a seq2seq model")
+        if not max_length:
+            raise ValueError("max_length (decoder steps) is required for a seq2seq model")
+        graphs, weights = tg.trace_seq2seq(model, encode or (lambda m, t, l: m.encode(t, l)),
+                                           step or (lambda m, tok, st_, mem: m.step(tok, st_, mem)))
+        config["special_tokens"] = special
+        config["decode"] = {"max_length": int(max_length), "beam_width": int(beam_width),
+                            "length_alpha": float(length_alpha)}
+        if src_vocab is not None:
+            config["src_vocab"] = _strings("src_vocab", src_vocab)
+        if tgt_vocab is not None:
+            config["tgt_vocab"] = _strings("tgt_vocab", tgt_vocab)
+    elif task == "classifier":
+        graphs, weights, activation = tg.trace_classifier(model, forward or (lambda m, t, l: m(t, l)))
+        if special:
+            config["special_tokens"] = special
+        if vocab is not None:
+            config["vocab"] = _strings("vocab", vocab)
+        if labels is not None:
+            config["labels"] = _strings("labels", [str(x) for x in labels], unique=False)
+        act = output_activation or activation
+        if act:
+            config["output_activation"] = act
+    else:
+        raise ValueError(f"task must be 'seq2seq' or 'classifier', got {task!r}")
+    if tokenizer:
+        tok = {"type": "word", "lowercase": False, "src_append_eos": False}
+        tok.update(tokenizer)
+        if tok["type"] not in ("char", "word"):
+            raise ValueError(f"tokenizer type must be 'char' or 'word', got {tok['type']!r}")
+        config["tokenizer"] = tok
+    if max_positions:
+        config["max_positions"] = int(max_positions)
+    config["weights"] = WEIGHTS_FILE
+    config["weights_dtype"] = dtype
+    if extra:
+        config["extra"] = extra
+    config["graphs"] = graphs
+    _write(out_dir, config, weights.tensors, dtype, {"format": vm.FORMAT, "version": "2"})
     return config
+
+
+def _reference_classifier_forward(m, tokens, lengths):
+    r = m(tokens, lengths)
+    rnn_inputs = r.rnn_inputs
+    if rnn_inputs is None:  # rnn_attention_classifier: the embeddings, padding zeroed
+        rnn_inputs = m.embedding(tokens) * vm.length_mask(lengths, tokens.size(1))[:, :, None]
+    return {"logits": r.logits, "probs": r.probs, "pooling": r.pooling, "self_attention": r.self_attention,
+            "rnn_outputs": r.rnn_outputs, "rnn_inputs": rnn_inputs}
+
+
+def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=None,
+           tokenizer=None, dtype="F32", extra=None, format_version=2):
+    """Writes a reference module (tools/vkrnn_models.py) as out_dir/model.json and
+    out_dir/model.safetensors; returns the config dict. Version 2 (default) traces it into
+    graphs like any module and keeps its version-1 config in extra["reference_module"] (what
+    load_model rebuilds it from); format_version=1 writes the fixed-architecture version 1.
+    vocabularies: seq2seq models take src_vocab and tgt_vocab, classifiers vocab (+ labels);
+    list index = token id. tokenizer: {"type": "char" | "word", "lowercase": bool,
+    "src_append_eos": bool}. dtype: "F32" (default), "F16" or "BF16"."""
+    v1 = model_config(model, src_vocab, tgt_vocab, vocab, labels, tokenizer, dtype, extra)
+    if format_version == 1:
+        state = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
+        _check_tensor_map(v1, state)
+        _write(out_dir, v1, state, dtype, {"format": vm.FORMAT, "version": str(vm.VERSION),
+                                           "architecture": v1["architecture"]})
+        return v1
+    if format_version != 2:
+        raise ValueError(f"format_version must be 1 or 2, got {format_version!r}")
+    reference = {k: v for k, v in v1.items() if k not in ("tensors", "weights", "weights_dtype", "extra", "src_vocab",
+                                                          "tgt_vocab", "vocab", "labels", "tokenizer")}
+    more = dict(extra or {})
+    more["reference_module"] = reference
+    if isinstance(model, vm.Seq2SeqBase):
+        sp = v1["special_tokens"]
+        return export_module(model, out_dir, special_tokens=sp, max_length=v1["max_decode_length"],
+                             beam_width=v1["beam"]["width"], length_alpha=v1["beam"]["length_alpha"],
+                             src_vocab=v1["src_vocab"], tgt_vocab=v1["tgt_vocab"], tokenizer=v1["tokenizer"],
+                             dtype=dtype, extra=more, architecture=v1["architecture"], task="seq2seq",
+                             encode=lambda m, t, l: m.protocol_encode(t, l),
+                             step=lambda m, tok, st_, mem: m.protocol_step(tok, st_, mem))
+    return export_module(model, out_dir, special_tokens=v1["special_tokens"], vocab=v1["vocab"], labels=v1["labels"],
+                         tokenizer=v1["tokenizer"], output_activation=v1["output_activation"],
+                         max_positions=v1.get("max_positions") if v1.get("positional_encoding") else None,
+                         dtype=dtype, extra=more, architecture=v1["architecture"], task="classifier",
+                         forward=_reference_classifier_forward)
 
 
 def load_model(model_dir):
     """(module in eval mode, config) from a model directory; F16 / BF16 weights become f32."""
     with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
         config = json.load(f)
-    model = vm.build_from_config(config)
     tensors = st.load(os.path.join(model_dir, config.get("weights", WEIGHTS_FILE)),
                       bf16="float32")
     state = {name: torch.from_numpy(np.asarray(t, dtype=np.float32)) for name, t in tensors.items()}
-    _check_tensor_map(config, state)
+    if config.get("version") == 2:
+        reference = (config.get("extra") or {}).get("reference_module")
+        if reference is None:
+            raise ValueError(f"{model_dir}: a version-2 model of no reference module (extra.reference_module)")
+        model = vm.build_from_config(reference)
+        # The graphs name the module's parameters, or tensors derived from them (torch_graph.py:
+        # "NAME:row" for a vector used as a one-row matrix, "NAME:T" for a transposed matrix).
+        derived = {}
+        for name in model.state_dict():
+            if name in state:
+                derived[name] = state[name]
+            elif f"{name}:row" in state:
+                derived[name] = state[f"{name}:row"][0]
+            elif f"{name}:T" in state:
+                derived[name] = state[f"{name}:T"].t().contiguous()
+        state = derived
+    else:
+        model = vm.build_from_config(config)
+        _check_tensor_map(config, state)
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, config
@@ -219,6 +362,8 @@ def main(argv=None):
                     help="constructor argument override, VALUE as JSON (e.g. --set layers=2)")
     ap.add_argument("--dtype", default="F32", choices=DTYPES)
     ap.add_argument("--out", required=True, help="output model directory")
+    ap.add_argument("--format-version", type=int, default=2, choices=(1, 2),
+                    help="2: graphs (default); 1: the fixed architecture")
     args = ap.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -227,9 +372,10 @@ def main(argv=None):
             ap.error(f"--set wants KEY=VALUE, got {item!r}")
         overrides[key] = _parse_value(value)
     model, vocabs = random_model(args.architecture, args.seed, args.scale, **overrides)
-    config = export(model, args.out, dtype=args.dtype, **vocabs)
+    config = export(model, args.out, dtype=args.dtype, format_version=args.format_version, **vocabs)
     print(f"wrote {args.out}/{CONFIG_FILE} and {WEIGHTS_FILE} "
-          f"({config['architecture']}, {sum(p.numel() for p in model.parameters())} parameters)")
+          f"({config['architecture']}, format version {config['version']}, "
+          f"{sum(p.numel() for p in model.parameters())} parameters)")
     return 0
 
 

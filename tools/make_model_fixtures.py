@@ -6,8 +6,10 @@ every run (a few seconds, < 1 MB in all).
 
     make_model_fixtures.py --out build/model-fixtures [--only NAME ...] [--list]
 
-Layout: OUT/index.json lists the cases ({name, architecture, description}); OUT/<name>/ holds
-model.json, model.safetensors and expected.safetensors. Expected values are computed from the
+Layout: OUT/index.json lists the cases ({name, architecture, weights_dtype, format_version,
+description}); OUT/<name>/ holds model.json (format version 2: graphs traced from the module),
+model.safetensors and expected.safetensors; the cases of V1_CASES also as OUT/<name>_v1/ in
+format version 1. Expected values are computed from the
 model as reloaded from its own files (so F16 / BF16 cases compare against the rounded weights).
 
 expected.safetensors, seq2seq cases (B rows, S source steps, V target vocab, T = decode steps):
@@ -38,18 +40,13 @@ import json
 import os
 import sys
 
-try:
-    import numpy as np
-    import torch
-except ImportError as _e:  # ctest reports exit code 77 as skipped (SKIP_RETURN_CODE)
-    if __name__ != "__main__":
-        raise
-    if os.environ.get("VKRNN_REQUIRE_TORCH") == "1":
-        sys.exit(f"make_model_fixtures: VKRNN_REQUIRE_TORCH=1 but torch cannot be imported ({_e})")
-    print(f"make_model_fixtures: skipped, torch cannot be imported ({_e})")
-    sys.exit(77)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":
+    from torch_required import require_torch
+    require_torch("make_model_fixtures")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import export_torch  # noqa: E402
 import safetensors_io as st  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
@@ -134,6 +131,13 @@ CASES = {
                                                 "projected attention, residual, 2-layer bi-GRU, "
                                                 "linear attention pooling, softmax over 3"),
 }
+
+
+# Also written in format version 1 ("<name>_v1": the same model and expected values), so that
+# vkrnn's conversion of version-1 files is checked against PyTorch for every architecture.
+V1_CASES = ("bahdanau_lstm_2layer", "luong_lstm_dot_feed_2layer", "luong_gru_concat_feed",
+            "classifier_lstm_bi_tanh_softmax", "selfattn_gru_pe_res_proj2_last",
+            "selfattn_lstm_pe_res_identity2_attnpool")
 
 
 def i32(t):
@@ -256,37 +260,52 @@ def make_case(name, out_dir, seed):
         raise RuntimeError(f"{name}: no seed in 50 gives a useful fixture")
     meta.update(case=name, architecture=architecture, seed=str(seed + attempt))
     st.save(os.path.join(case_dir, "expected.safetensors"), expected, metadata=meta)
-    return {"name": name, "architecture": architecture, "weights_dtype": dtype,
-            "description": description}
+    entries = [{"name": name, "architecture": architecture, "weights_dtype": dtype,
+                "format_version": 2, "description": description}]
+    if name in V1_CASES:
+        v1_dir = case_dir + "_v1"
+        export_torch.export(model, v1_dir, dtype=dtype, format_version=1, **vocabs)
+        st.save(os.path.join(v1_dir, "expected.safetensors"), expected, metadata=meta)
+        entries.append({**entries[0], "name": name + "_v1", "format_version": 1,
+                        "description": description + " (format version 1)"})
+    return entries
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def fixture_main(argv, doc, cases, default_seed, list_line, make_case, what, index_fields=None):
+    """The fixture scripts' command line: --out DIR [--only NAME ...] [--list] [--seed N].
+    make_case(name, out_dir, seed) returns the case's index entries (a list)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--out", help="output directory")
     ap.add_argument("--only", nargs="*", help="case names (default: all)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=default_seed)
     args = ap.parse_args(argv)
     if args.list:
-        for name, (arch, _, dtype, desc) in CASES.items():
-            print(f"{name:42s} {arch:26s} {dtype:4s} {desc}")
+        for name, case in cases.items():
+            print(list_line(name, case))
         return 0
     if not args.out:
         ap.error("--out is required")
-    names = args.only or list(CASES)
-    unknown = [n for n in names if n not in CASES]
+    names = args.only or list(cases)
+    unknown = [n for n in names if n not in cases]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; --list shows them")
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
-    # A case's seed depends on its place in CASES only, so --only reproduces the full run.
-    index = [make_case(name, args.out, args.seed + 100 * list(CASES).index(name))
-             for name in names]
+    # A case's seed depends on its place in the cases only, so --only reproduces the full run.
+    index = [entry for name in names
+             for entry in make_case(name, args.out, args.seed + 100 * list(cases).index(name))]
     with open(os.path.join(args.out, "index.json"), "w", encoding="utf-8") as f:
-        json.dump({"format": vm.FORMAT, "version": vm.VERSION, "cases": index}, f, indent=1)
+        json.dump({**(index_fields or {}), "cases": index}, f, indent=1)
         f.write("\n")
-    print(f"wrote {len(index)} model fixtures to {args.out}")
+    print(f"wrote {len(index)} {what} to {args.out}")
     return 0
+
+
+def main(argv=None):
+    return fixture_main(argv, __doc__, CASES, 100,
+                        lambda name, c: f"{name:42s} {c[0]:26s} {c[2]:4s} {c[3]}", make_case, "model fixtures",
+                        {"format": vm.FORMAT, "version": vm.VERSION})
 
 
 if __name__ == "__main__":

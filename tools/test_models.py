@@ -112,7 +112,7 @@ class ExportTest(unittest.TestCase):
         for i, (arch, kw) in enumerate(SEQ2SEQ_VARIANTS + CLASSIFIER_VARIANTS):
             with self.subTest(arch=arch, kw=kw), tempfile.TemporaryDirectory() as d:
                 model, vocabs = random_model(arch, i, **kw)
-                config = export_torch.export(model, d, **vocabs)
+                config = export_torch.export(model, d, format_version=1, **vocabs)
                 names = list(export_torch._flat_tensor_names(config["tensors"]))
                 stored = st.load(os.path.join(d, "model.safetensors"))
                 self.assertEqual(sorted(names), sorted(stored))
@@ -125,6 +125,27 @@ class ExportTest(unittest.TestCase):
                         for param, name in value.items():
                             self.assertRegex(param, r"^(weight|bias)_(ih|hh)_l\d+(_reverse)?$")
                             self.assertTrue(name.endswith("." + param), (role, name))
+
+    def test_graphs_name_every_weight(self):
+        """Version 2: the file holds exactly the tensors some node names: the module's
+        parameters by their state_dict names, or tensors derived from one ("NAME:row")."""
+        for i, (arch, kw) in enumerate(SEQ2SEQ_VARIANTS + CLASSIFIER_VARIANTS):
+            with self.subTest(arch=arch, kw=kw), tempfile.TemporaryDirectory() as d:
+                model, vocabs = random_model(arch, i, **kw)
+                config = export_torch.export(model, d, **vocabs)
+                self.assertEqual(config["version"], 2)
+                named = {w for g in config["graphs"].values() for n in g["nodes"] for w in n.get("weights", {}).values()}
+                stored = st.load(os.path.join(d, "model.safetensors"))
+                self.assertEqual(sorted(named), sorted(stored))
+                params = set(model.state_dict())
+                for name in named:
+                    self.assertIn(name.split(":")[0], params, name)
+                for g in config["graphs"].values():
+                    for n in g["nodes"]:
+                        if n["op"] == "rnn":
+                            for slot, name in n["weights"].items():
+                                self.assertRegex(slot, r"^(weight|bias)_(ih|hh)_l\d+(_reverse)?$")
+                                self.assertTrue(name.endswith("." + slot), (slot, name))
 
     def test_half_precision_exports_round_the_weights(self):
         model, vocabs = random_model("luong_seq2seq", 5, cell="gru", score="general")
@@ -150,6 +171,16 @@ class ExportTest(unittest.TestCase):
         model, vocabs = random_model("bahdanau_seq2seq", 1)
         with tempfile.TemporaryDirectory() as d:
             export_torch.export(model, d, **vocabs)
+            with open(os.path.join(d, "model.json")) as f:
+                config = json.load(f)
+        self.assertEqual((config["format"], config["version"], config["task"]), ("vkrnn-model", 2, "seq2seq"))
+        self.assertEqual(config["architecture"], "bahdanau_seq2seq")
+        self.assertEqual(config["special_tokens"], {"pad": 0, "bos": 1, "eos": 2, "unk": 3})
+        self.assertEqual(config["decode"], {"max_length": 8, "beam_width": 3, "length_alpha": vm.DEFAULT_LENGTH_ALPHA})
+        self.assertEqual(set(config["graphs"]), {"encoder", "decoder_step"})
+        self.assertEqual(config["extra"]["reference_module"]["decoder_hidden"], 10)
+        with tempfile.TemporaryDirectory() as d:
+            export_torch.export(model, d, format_version=1, **vocabs)
             with open(os.path.join(d, "model.json")) as f:
                 config = json.load(f)
         self.assertEqual((config["format"], config["version"]), ("vkrnn-model", 1))
@@ -348,7 +379,9 @@ class FixtureTest(unittest.TestCase):
             make_model_fixtures.main(["--out", d, "--only", *names])
             with open(os.path.join(d, "index.json")) as f:
                 index = json.load(f)
-            self.assertEqual([c["name"] for c in index["cases"]], names)
+            # The version-1 copies come right after their case.
+            self.assertEqual([c["name"] for c in index["cases"]], names + [names[2] + "_v1"])
+            self.assertEqual([c["format_version"] for c in index["cases"]], [2, 2, 2, 1])
             model, config = export_torch.load_model(os.path.join(d, names[0]))
             exp, meta = st.load_with_metadata(os.path.join(d, names[0], "expected.safetensors"))
             self.assertEqual(meta["beam_width"], "3")
@@ -402,6 +435,103 @@ def parse_date(text):
         return datetime.date(int(a), int(b), int(c)), weekday
     month = MONTH_NUMBER[b] if b in MONTH_NUMBER else int(b)
     return datetime.date(expand(c.lstrip("'")), month, int(strip(a))), weekday
+
+
+class ExportModuleTest(unittest.TestCase):
+    """export_module on modules the exporter cannot map: an ExportError naming the module, the
+    operation and the source line -- never a silently different model."""
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, layer=None, op=None):
+            super().__init__()
+            self.emb = torch.nn.Embedding(9, 4)
+            self.rnn = torch.nn.GRU(4, 5, batch_first=True)
+            self.layer = layer
+            self.op = op
+            self.head = torch.nn.Linear(5, 2)
+
+        def forward(self, tokens, lengths):
+            h, _ = self.rnn(self.emb(tokens))
+            if self.layer is not None:
+                h = self.layer(h)
+            if self.op is not None:
+                h = self.op(h)
+            return self.head(h[:, 0])
+
+    def expect_error(self, model, *fragments):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(export_torch.ExportError) as cm:
+                export_torch.export_module(model, d)
+        message = str(cm.exception)
+        for f in fragments:
+            self.assertIn(f, message)
+        self.assertFalse(os.path.exists(os.path.join(d, "model.json")))
+        return message
+
+    def test_unmapped_operations_are_named_with_their_line(self):
+        self.expect_error(self.Pooled(op=torch.exp), "operation call_function 'exp'", "has no vkrnn mapping",
+                          "test_models.py:", "h = self.op(h)")
+        self.expect_error(self.Pooled(layer=torch.nn.LayerNorm(5)), "module 'layer'", "LayerNorm", "has no vkrnn mapping")
+        msg = self.expect_error(self.Pooled(), "indexing axis 1", "h[:, 0]")  # a time step of a [B, S, H] sequence
+        self.assertIn("module '(top level)'", msg)
+
+    def test_untraceable_and_unsupported_forms(self):
+        class Branchy(self.Pooled):
+            def forward(self, tokens, lengths):
+                if lengths.max() > 3:  # data-dependent control flow
+                    tokens = tokens + 1
+                return super().forward(tokens, lengths)
+        self.expect_error(Branchy(), "torch.fx could not trace", "lengths.max() > 3")
+
+        class SeqFirst(self.Pooled):
+            def __init__(self):
+                super().__init__()
+                self.rnn = torch.nn.GRU(4, 5)
+
+            def forward(self, tokens, lengths):
+                h, _ = self.rnn(self.emb(tokens))
+                return self.head(h[0])
+        self.expect_error(SeqFirst(), "module 'rnn'", "batch_first=False")
+
+        class LogSoftmax(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(9, 4)
+                self.cell = torch.nn.GRUCell(4, 4)
+                self.out = torch.nn.Linear(4, 9)
+
+            def encode(self, tokens, lengths):
+                return self.emb(tokens), torch.zeros(tokens.size(0), 4)
+
+            def step(self, token, h, memory):
+                h = self.cell(self.emb(token), h)
+                return torch.log_softmax(self.out(h), -1), h
+        with tempfile.TemporaryDirectory() as d, self.assertRaises(export_torch.ExportError) as cm:
+            export_torch.export_module(LogSoftmax(), d, special_tokens={"bos": 1}, max_length=4)
+        self.assertIn("module '(top level)', operation call_function 'log_softmax'", str(cm.exception))
+        self.assertIn("return the logits themselves", str(cm.exception))
+
+    def test_a_users_classifier_stores_its_weights_by_name(self):
+        class LastState(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(9, 4)
+                self.rnn = torch.nn.LSTM(4, 5, batch_first=True, num_layers=2)
+                self.head = torch.nn.Linear(5, 2)
+
+            def forward(self, tokens, lengths):
+                packed = torch.nn.utils.rnn.pack_padded_sequence(self.emb(tokens), lengths, batch_first=True,
+                                                                 enforce_sorted=False)
+                _, (h, _) = self.rnn(packed)
+                return self.head(torch.tanh(h[-1]))
+        m = LastState()
+        with tempfile.TemporaryDirectory() as d:
+            config = export_torch.export_module(m, d, labels=["no", "yes"])
+            self.assertEqual((config["version"], config["task"], config["architecture"]), (2, "classifier", "custom"))
+            ops = [n["op"] for n in config["graphs"]["forward"]["nodes"]]
+            self.assertEqual(ops, ["embedding", "rnn", "select", "activation", "linear"])
+            stored = st.load(os.path.join(d, "model.safetensors"))
+            self.assertEqual(sorted(stored), sorted(m.state_dict()))
 
 
 class DatesTest(unittest.TestCase):

@@ -19,6 +19,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.fx
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -38,7 +39,14 @@ def length_mask(lengths, steps):
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def tracing():
+    """True while torch.fx traces the module (tools/export_torch.py): host-side checks skip."""
+    return torch.fx._symbolic_trace.is_fx_tracing()
+
+
 def check_lengths(tokens, lengths, what="src"):
+    if tracing():
+        return
     if tokens.dim() != 2:
         raise ValueError(f"{what}: expected [batch, steps] token ids, "
                          f"got shape {list(tokens.shape)}")
@@ -163,128 +171,162 @@ class Seq2SeqBase(nn.Module):
             attention.append(step_attn)
         return torch.stack(logits, 1), torch.stack(attention, 1)
 
+    # The protocol every seq2seq module exported by tools/export_torch.py follows.
+    def protocol_encode(self, src, src_lengths):
+        memory = self.encode(src, src_lengths)
+        return {k: v for k, v in memory.items() if k != "state"}, memory["state"]
+
+    def protocol_step(self, token, state, memory):
+        logits, attention, new_state = self.step(memory, state, token)
+        return logits, new_state, attention
+
     @torch.no_grad()
     def greedy_decode(self, src, src_lengths, max_len=None, stop_at_eos=True):
-        """Argmax decoding from BOS. A row stops after emitting EOS; decoding stops when every
-        row has (or after max_len steps). stop_at_eos=False runs exactly max_len steps and keeps
-        feeding every row its own argmax (the W3 benchmark's "no early stop")."""
-        max_len = self.max_decode_length if max_len is None else max_len
-        memory = self.encode(src, src_lengths)
-        state = memory["state"]
-        batch = src.size(0)
-        prev = torch.full((batch,), self.bos_id, dtype=torch.long)
-        active = torch.ones(batch, dtype=torch.bool)
-        lengths = torch.full((batch,), max_len, dtype=torch.long)
-        tokens, logits, attention = [], [], []
-        for t in range(max_len):
-            step_logits, step_attn, state = self.step(memory, state, prev)
-            tok = step_logits.argmax(-1)
-            if stop_at_eos:
-                tok = torch.where(active, tok, torch.full_like(tok, self.pad_id))
-                step_logits = torch.where(active[:, None], step_logits,
-                                          torch.zeros_like(step_logits))
-                step_attn = torch.where(active[:, None], step_attn, torch.zeros_like(step_attn))
-                ended = active & (tok == self.eos_id)
-                lengths[ended] = t + 1
-                active &= ~ended
-            tokens.append(tok)
-            logits.append(step_logits)
-            attention.append(step_attn)
-            prev = tok
-            if stop_at_eos and not bool(active.any()):
-                break
-        steps = len(tokens)
-        lengths = torch.clamp(lengths, max=steps)
-        return DecodeResult(torch.stack(tokens, 1), lengths, torch.stack(logits, 1),
-                            torch.stack(attention, 1))
+        """Argmax decoding from BOS (greedy_decode() below)."""
+        check_lengths(src, src_lengths)
+        return greedy_decode(self.protocol_encode, self.protocol_step, src, src_lengths,
+                             self.max_decode_length if max_len is None else max_len, self.bos_id,
+                             self.eos_id, self.pad_id, stop_at_eos)
 
     @torch.no_grad()
     def beam_decode(self, src, src_lengths, max_len=None, beam_width=None, length_alpha=None):
-        """Beam search, one source row at a time. Returns, per row, up to beam_width
-        Hypothesis objects, best first (docs/model-format.md, "Beam search", is the spec):
-        - Start: one hypothesis [BOS], score 0.
-        - Each step: every alive hypothesis h and token w gives the candidate score
-          score(h) + log_softmax(logits(h))[w] (fp32). Candidates are ranked by score,
-          descending; ties go to the lower hypothesis index, then the lower token id.
-          Walking down the ranking, a candidate ending in EOS joins the finished list and any
-          other joins the next beam, until the next beam holds beam_width hypotheses.
-        - Stop after a step that leaves >= beam_width finished hypotheses, or after max_len
-          steps (alive hypotheses then join the finished list, unfinished).
-        - Rank the finished list by score / len**alpha (len = generated tokens, EOS included),
-          descending, ties by order of arrival; keep the first beam_width."""
-        max_len = self.max_decode_length if max_len is None else max_len
-        k = self.beam_width if beam_width is None else beam_width
-        alpha = self.length_alpha if length_alpha is None else length_alpha
-        if k < 1:
-            raise ValueError(f"beam_width must be >= 1, got {k}")
+        """Beam search, one source row at a time (beam_decode() below)."""
         check_lengths(src, src_lengths)
-        results = []
-        for b in range(src.size(0)):
-            memory = self.encode(src[b:b + 1], src_lengths[b:b + 1])
-            results.append(self._beam_one(memory, max_len, k, alpha))
-        return results
+        return beam_decode(self.protocol_encode, self.protocol_step, src, src_lengths,
+                           self.max_decode_length if max_len is None else max_len,
+                           self.beam_width if beam_width is None else beam_width,
+                           self.length_alpha if length_alpha is None else length_alpha,
+                           self.bos_id, self.eos_id)
 
-    def _beam_one(self, memory, max_len, k, alpha):
-        state = memory["state"]
-        single = {key: v for key, v in memory.items() if key != "state"}
-        alive_tokens = [[]]
-        alive_scores = torch.zeros(1)
-        hist_logits = None  # [n, t, V]: logits along each alive hypothesis
-        hist_attn = None    # [n, t, S]
-        finished = []
-        for t in range(max_len):
-            n = len(alive_tokens)
-            # Every row of the memory is the same source: expand it to the beam (a view).
-            mem = {key: (v.expand(n, *v.shape[1:]) if torch.is_tensor(v) else v)
-                   for key, v in single.items()}
-            prev = torch.tensor([toks[-1] if toks else self.bos_id for toks in alive_tokens])
-            logits, attn, state = self.step(mem, state, prev)
-            vocab = logits.size(1)
-            cand = (alive_scores[:, None] + torch.log_softmax(logits, -1)).reshape(-1)
-            order = np.argsort(-cand.numpy(), kind="stable")
 
-            def history(h):
-                lg, at = logits[h][None], attn[h][None]
-                if hist_logits is None:
-                    return lg, at
-                return torch.cat([hist_logits[h], lg]), torch.cat([hist_attn[h], at])
+# --- decoding any module ------------------------------------------------------------------------
+# encode(tokens, lengths) -> (memory, state) and step(token, state, memory) -> (logits, state,
+# attention): memory and state are tensors or nested tuples / lists / dicts of them. Memory
+# tensors have the batch at dim 0; state tensors of rank 3 at dim 1 (RNN states [layers, B, H]),
+# others at dim 0.
 
-            parents, next_tokens, next_scores = [], [], []
-            for flat in order:
-                h, w = divmod(int(flat), vocab)
-                if w == self.eos_id:
-                    toks = alive_tokens[h] + [w]
-                    score = float(cand[flat])
-                    finished.append(Hypothesis(toks, score, score / len(toks) ** alpha, True,
-                                               *history(h)))
-                    continue
-                parents.append(h)
-                next_tokens.append(w)
-                next_scores.append(cand[flat])
-                if len(parents) == k:
-                    break
-            index = torch.tensor(parents, dtype=torch.long)
-            step_logits = logits.index_select(0, index)[:, None]
-            step_attn = attn.index_select(0, index)[:, None]
+def _tree_map(fn, tree):
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_tree_map(fn, t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree) if torch.is_tensor(tree) else tree
+
+
+def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_at_eos=True):
+    """Argmax decoding from BOS. A row stops after emitting EOS; decoding stops when every
+    row has (or after max_len steps). stop_at_eos=False (or eos None) runs exactly max_len steps
+    and keeps feeding every row its own argmax (the W3 benchmark's "no early stop")."""
+    memory, state = encode(src, src_lengths)
+    stop_at_eos = stop_at_eos and eos is not None
+    batch = src.size(0)
+    prev = torch.full((batch,), bos, dtype=torch.long)
+    active = torch.ones(batch, dtype=torch.bool)
+    lengths = torch.full((batch,), max_len, dtype=torch.long)
+    tokens, logits, attention = [], [], []
+    for t in range(max_len):
+        step_logits, state, step_attn = step(prev, state, memory)[:3]
+        tok = step_logits.argmax(-1)
+        if stop_at_eos:
+            tok = torch.where(active, tok, torch.full_like(tok, pad))
+            step_logits = torch.where(active[:, None], step_logits, torch.zeros_like(step_logits))
+            step_attn = torch.where(active[:, None], step_attn, torch.zeros_like(step_attn))
+            ended = active & (tok == eos)
+            lengths[ended] = t + 1
+            active &= ~ended
+        tokens.append(tok)
+        logits.append(step_logits)
+        attention.append(step_attn)
+        prev = tok
+        if stop_at_eos and not bool(active.any()):
+            break
+    steps = len(tokens)
+    lengths = torch.clamp(lengths, max=steps)
+    return DecodeResult(torch.stack(tokens, 1), lengths, torch.stack(logits, 1), torch.stack(attention, 1))
+
+
+def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos):
+    """Beam search, one source row at a time. Returns, per row, up to k Hypothesis objects,
+    best first (docs/model-format.md, "Beam search", is the spec):
+    - Start: one hypothesis [BOS], score 0.
+    - Each step: every alive hypothesis h and token w gives the candidate score
+      score(h) + log_softmax(logits(h))[w] (in the logits' dtype). Candidates are ranked by
+      score, descending; ties go to the lower hypothesis index, then the lower token id.
+      Walking down the ranking, a candidate ending in EOS joins the finished list and any
+      other joins the next beam, until the next beam holds k hypotheses.
+    - Stop after a step that leaves >= k finished hypotheses, or after max_len steps (alive
+      hypotheses then join the finished list, unfinished).
+    - Rank the finished list by score / len**alpha (len = generated tokens, EOS included),
+      descending, ties by order of arrival; keep the first k."""
+    if k < 1:
+        raise ValueError(f"beam_width must be >= 1, got {k}")
+    results = []
+    for b in range(src.size(0)):
+        memory, state = encode(src[b:b + 1], src_lengths[b:b + 1])
+        results.append(_beam_one(step, memory, state, max_len, k, alpha, bos, eos))
+    return results
+
+
+def _beam_one(step, memory, state, max_len, k, alpha, bos, eos):
+    alive_tokens = [[]]
+    alive_scores = None
+    hist_logits = None  # [n, t, V]: logits along each alive hypothesis
+    hist_attn = None    # [n, t, S]
+    finished = []
+    for t in range(max_len):
+        n = len(alive_tokens)
+        # Every row of the memory is the same source: expand it to the beam (a view).
+        mem = _tree_map(lambda v: v.expand(n, *v.shape[1:]), memory)
+        prev = torch.tensor([toks[-1] if toks else bos for toks in alive_tokens])
+        logits, state, attn = step(prev, state, mem)[:3]
+        if alive_scores is None:
+            alive_scores = torch.zeros(1, dtype=logits.dtype)
+        vocab = logits.size(1)
+        cand = (alive_scores[:, None] + torch.log_softmax(logits, -1)).reshape(-1)
+        order = np.argsort(-cand.numpy(), kind="stable")
+
+        def history(h):
+            lg, at = logits[h][None], attn[h][None]
             if hist_logits is None:
-                hist_logits, hist_attn = step_logits, step_attn
-            else:
-                hist_logits = torch.cat([hist_logits.index_select(0, index), step_logits], 1)
-                hist_attn = torch.cat([hist_attn.index_select(0, index), step_attn], 1)
-            alive_tokens = [alive_tokens[h] + [w] for h, w in zip(parents, next_tokens)]
-            alive_scores = torch.stack(next_scores)
-            if len(finished) >= k:
+                return lg, at
+            return torch.cat([hist_logits[h], lg]), torch.cat([hist_attn[h], at])
+
+        parents, next_tokens, next_scores = [], [], []
+        for flat in order:
+            h, w = divmod(int(flat), vocab)
+            if w == eos:
+                toks = alive_tokens[h] + [w]
+                score = float(cand[flat])
+                finished.append(Hypothesis(toks, score, score / len(toks) ** alpha, True,
+                                           *history(h)))
+                continue
+            parents.append(h)
+            next_tokens.append(w)
+            next_scores.append(cand[flat])
+            if len(parents) == k:
                 break
-            if t == max_len - 1:
-                for i, toks in enumerate(alive_tokens):
-                    score = float(alive_scores[i])
-                    finished.append(Hypothesis(toks, score, score / len(toks) ** alpha, False,
-                                               hist_logits[i], hist_attn[i]))
-                break
-            # RNN states are [layers, n, H] (batch at dim 1); h~ is [n, H].
-            state = tuple(s.index_select(1 if s.dim() == 3 else 0, index) for s in state)
-        ranked = sorted(range(len(finished)), key=lambda i: (-finished[i].norm_score, i))
-        return [finished[i] for i in ranked[:k]]
+        index = torch.tensor(parents, dtype=torch.long)
+        step_logits = logits.index_select(0, index)[:, None]
+        step_attn = attn.index_select(0, index)[:, None]
+        if hist_logits is None:
+            hist_logits, hist_attn = step_logits, step_attn
+        else:
+            hist_logits = torch.cat([hist_logits.index_select(0, index), step_logits], 1)
+            hist_attn = torch.cat([hist_attn.index_select(0, index), step_attn], 1)
+        alive_tokens = [alive_tokens[h] + [w] for h, w in zip(parents, next_tokens)]
+        alive_scores = torch.stack(next_scores)
+        if len(finished) >= k:
+            break
+        if t == max_len - 1:
+            for i, toks in enumerate(alive_tokens):
+                score = float(alive_scores[i])
+                finished.append(Hypothesis(toks, score, score / len(toks) ** alpha, False,
+                                           hist_logits[i], hist_attn[i]))
+            break
+        # RNN states are [layers, n, H] (batch at dim 1); others [n, ...].
+        state = _tree_map(lambda s: s.index_select(1 if s.dim() == 3 else 0, index), state)
+    ranked = sorted(range(len(finished)), key=lambda i: (-finished[i].norm_score, i))
+    return [finished[i] for i in ranked[:k]]
 
 
 # --- 1. Bahdanau encoder-decoder ---------------------------------------------------------------
@@ -648,7 +690,7 @@ class SelfAttentionRnn(ClassifierBase):
     def forward(self, tokens, lengths):
         check_lengths(tokens, lengths, "tokens")
         steps = tokens.size(1)
-        if self.use_pe and steps > self.pe.size(0):
+        if self.use_pe and not tracing() and steps > self.pe.size(0):
             raise ValueError(f"sequence of {steps} steps exceeds max_positions {self.pe.size(0)}")
         mask = length_mask(lengths, steps)
         x = self.embedding(tokens)

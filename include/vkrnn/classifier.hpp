@@ -1,6 +1,8 @@
 #pragma once
-// Classifier: sequence classifiers trained in PyTorch (docs/model-format.md:
-// "rnn_attention_classifier" and "self_attention_rnn"), run on the GPU in one submission:
+// Classifier: sequence classifiers trained in PyTorch (docs/model-format.md: any version-2
+// model with a forward graph -- e.g. a user's own module exported by tools/export_torch.py --
+// and the version-1 "rnn_attention_classifier" and "self_attention_rnn"), run on the GPU in one
+// submission. The version-1 architectures:
 //
 //   rnn_attention_classifier: embedding -> RNN (L layers, 1 or 2 directions) -> attention
 //                             pooling over the valid steps -> dense -> softmax | sigmoid
@@ -13,11 +15,13 @@
 //   std::string label = model.config().labels[r.predicted[0]];
 //
 // Inputs are checked on the host (every sequence non-empty, ids in [0, V), at most
-// max_positions steps with positional encoding): Error(invalid_argument) naming the row, the
+// max_positions steps when the model has a limit): Error(invalid_argument) naming the row, the
 // position, the id and the vocabulary size.
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +37,8 @@ struct ClassifyOptions {
   bool return_pooling = false;         // ClassifyResult::pooling (attention pooling only)
   bool return_self_attention = false;  // ClassifyResult::self_attention (self_attention_rnn only)
   bool return_rnn = false;             // ClassifyResult::rnn_inputs / rnn_outputs
+  // Tensors of the forward graph to return, by name (ClassifyResult::outputs).
+  std::vector<std::string> outputs;
 };
 
 struct ClassifyResult {
@@ -48,13 +54,18 @@ struct ClassifyResult {
   // The RNN's input ([batch, T, E]: the embeddings, or self_attention_rnn's y = x + attention)
   // and output ([batch, T, D*H]), both zero past a length.
   std::vector<float> rnn_inputs, rnn_outputs;
+  std::map<std::string, HostTensor> outputs;  // ClassifyOptions::outputs
   SequenceStats stats;
 };
 
 class Classifier {
  public:
-  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load).
+  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load,
+  // also for how the weights are uploaded).
   static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
+  // From memory: model.json's text and the safetensors bytes (ModelFile::load_from_memory).
+  static Classifier load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
+                                     const OpOptions& options = {});
   Classifier(Context& ctx, const ModelFile& model, const OpOptions& options = {});
   Classifier(Classifier&&) noexcept;
   Classifier& operator=(Classifier&&) noexcept;
@@ -62,6 +73,8 @@ class Classifier {
 
   const ModelConfig& config() const;
   const Tokenizer& tokenizer() const;
+  // Without a vocabulary (a version-2 model used ids in) encode_text and classify_text throw
+  // Error(invalid_argument).
   std::vector<std::int32_t> encode_text(std::string_view text) const;
 
   ClassifyResult classify(const std::vector<std::vector<std::int32_t>>& tokens,
@@ -69,6 +82,10 @@ class Classifier {
   // Text in, labels out: the predicted class's label per text (a one-class sigmoid model gives
   // its label, or "not <label>" when p < 0.5).
   std::vector<std::string> classify_text(const std::vector<std::string>& texts) const;
+
+  // Classifies a dummy batch of every batch size x length in options (greedy / beam ignored),
+  // so the first real classify() of those shapes does not build pipelines.
+  WarmUpTask warm_up(const WarmUpOptions& options = {}) const;
 
   struct Impl;
 

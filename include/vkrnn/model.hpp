@@ -1,15 +1,20 @@
 #pragma once
-// Whole models trained in PyTorch (docs/model-format.md, version 1): a directory holding
-// model.json (the config) and model.safetensors (the weights).
+// Whole models trained in PyTorch (docs/model-format.md): a directory holding model.json (the
+// config) and model.safetensors (the weights), or the same two byte buffers in memory.
 //
-// ModelFile::load() reads and validates both strictly before anything runs: the format string
-// and version, the architecture, every size, the vocabularies and special tokens, the tensor map
-// (every role the architecture needs, nothing else) and the weights (exactly the tensors the map
-// names, each with the shape the config implies; F32, F16 and BF16 are converted to f32). Any
-// violation throws vkrnn::Error naming the file, the field or tensor, and what was expected:
-// ErrorCode::io (missing / unreadable file), ErrorCode::format (malformed JSON, wrong format or
-// version, unknown architecture, missing or ill-typed field, missing / extra / mis-shaped
-// tensor).
+// Version 2 describes the model as graphs of op nodes over named tensors (an encoder and a
+// decoder step, or a classifier's forward pass); version 1 names one of four fixed
+// architectures and is converted to the equivalent graphs on load. Seq2Seq and Classifier run
+// either.
+//
+// ModelFile::load() reads and validates both files strictly before anything runs: the format
+// string and version, every field, the vocabularies and special tokens, the graphs (every op,
+// option and slot known; every tensor produced before it is read, no cycle; every node's
+// shapes, views and weights consistent) or the version-1 tensor map, and the weights (exactly
+// the tensors the model names, each with the shape its node or role implies; F32, F16 and BF16
+// are converted to f32). Any violation throws vkrnn::Error naming the file, the field, graph,
+// node or tensor, and what was expected: ErrorCode::io (missing / unreadable file),
+// ErrorCode::format (everything else).
 //
 // Tokenizer turns text into token ids and back with a model's vocabulary (docs/model-format.md,
 // "Tokenisation").
@@ -30,8 +35,13 @@
 
 namespace vkrnn {
 
-enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn };
+// graph: a version-2 model that names no known architecture (a user's own module).
+enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn, graph };
 const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
+
+// What a model does: an encoder and a decoder step (Seq2Seq), or one forward pass (Classifier).
+enum class ModelTask { seq2seq, classifier };
+const char* to_string(ModelTask task) noexcept;
 
 enum class TokenizerType { character, word };
 enum class OutputActivation { softmax, sigmoid };
@@ -39,7 +49,7 @@ enum class PoolingScore { tanh, linear };
 enum class Pooling { last, attention };
 
 struct SpecialTokens {
-  std::int32_t pad = -1, bos = -1, eos = -1, unk = -1;  // -1: the architecture has none
+  std::int32_t pad = -1, bos = -1, eos = -1, unk = -1;  // -1: the model has none
 };
 
 struct TokenizerConfig {
@@ -48,12 +58,22 @@ struct TokenizerConfig {
   bool src_append_eos = false;
 };
 
-// model.json, validated. Fields an architecture does not use are left at their defaults.
+// A tensor's values on the host, row-major, with its shape (named outputs of a model's graphs).
+struct HostTensor {
+  Shape shape;
+  std::vector<float> values;
+};
+
+// model.json, validated. Fields a model does not use are left at their defaults. Version 2
+// fills the task, the sizes (given or implied by the graphs), the special tokens, the decode
+// settings and whatever optional vocabularies, labels and tokenizer the file has; the
+// architecture-specific sizes (cell, hidden, ...) are version 1's.
 struct ModelConfig {
-  std::string directory;     // the model directory as given to load()
-  std::string config_path;   // directory/model.json
+  std::string directory;     // the model directory as given to load() ("" from memory)
+  std::string config_path;   // directory/model.json (or the origin given to load_from_memory)
   std::string weights_path;  // directory/<weights>
   int version = 0;
+  ModelTask task = ModelTask::seq2seq;
   Architecture architecture = Architecture::bahdanau_seq2seq;
   CellType cell = CellType::gru;
   std::size_t embedding_dim = 0;
@@ -63,7 +83,7 @@ struct ModelConfig {
 
   // Seq2seq (bahdanau_seq2seq, luong_seq2seq)
   std::size_t src_vocab_size = 0, tgt_vocab_size = 0;
-  std::vector<std::string> src_vocab, tgt_vocab;
+  std::vector<std::string> src_vocab, tgt_vocab;  // version 2: may be empty (ids in, ids out)
   Score score = Score::additive;  // additive (Bahdanau), dot / general / concat (Luong)
   std::size_t attention_dim = 0;  // additive / concat / tanh pooling; 0 when absent
   bool input_feeding = false;
@@ -87,31 +107,47 @@ struct ModelConfig {
   std::size_t heads = 0;
   bool attention_projections = false, positional_encoding = false, residual = false;
   Pooling pooling = Pooling::attention;  // the classifier always pools with attention
-  std::size_t max_positions = 0;
+  std::size_t max_positions = 0;  // 0: no limit (version 2 without one)
 
   // "tensors": role -> tensor name; RNN roles -> {torch parameter name: tensor name}.
   std::map<std::string, std::string> tensors;
   std::map<std::string, std::map<std::string, std::string>> rnn_tensors;
 };
 
-// A loaded, validated model directory: the config and every weight as f32.
+namespace graph {
+struct ModelGraphs;
+}
+
+// A loaded, validated model: the config, the graphs and every weight as f32.
 class ModelFile {
  public:
   // Reads model_dir/model.json and the weights file it names.
   static ModelFile load(const std::string& model_dir);
+  // The same from memory: model.json's text and the safetensors file's bytes (the "weights"
+  // field is still checked, but not opened). `origin` names the model in error messages.
+  static ModelFile load_from_memory(std::string_view config_json, std::span<const std::byte> weights,
+                                    const std::string& origin = "<memory>");
 
   const ModelConfig& config() const;
-  // The weights of a plain role (e.g. "bridge.weight"), row-major, and its shape.
-  // Error(not_found) naming the role and the roles the model has.
+  // The weights of a plain role (version 1, e.g. "bridge.weight") or a tensor of the weights
+  // file (version 2, by its name), row-major, and its shape. Error(not_found) naming the role
+  // and the roles the model has.
   const std::vector<float>& tensor(const std::string& role) const;
   const Shape& shape(const std::string& role) const;
   bool has(const std::string& role) const;
   // An RNN role ("encoder", "decoder", "rnn"): {torch parameter name: data}, as Rnn::load takes.
   const std::map<std::string, std::vector<float>>& rnn(const std::string& role) const;
-  std::vector<std::string> roles() const;  // plain roles, sorted
+  std::vector<std::string> roles() const;  // plain roles (version 2: tensor names), sorted
+
+  // The model as checked graphs (private to vkrnn's model runtime; an opaque type here).
+  const graph::ModelGraphs& graphs() const;
+  // A weight a graph names: a plain role, a tensor (version 2) or "ROLE.PARAM" of a version-1
+  // RNN role; nullptr when there is none.
+  const std::vector<float>* weight(const std::string& name) const;
+
+  struct Data;
 
  private:
-  struct Data;
   explicit ModelFile(std::shared_ptr<const Data> data);
   std::shared_ptr<const Data> data_;
 };

@@ -1,15 +1,17 @@
 #pragma once
-// Seq2Seq: attention encoder-decoder models trained in PyTorch (docs/model-format.md:
-// "bahdanau_seq2seq", "luong_seq2seq"), run entirely on the GPU.
+// Seq2Seq: attention encoder-decoder models trained in PyTorch (docs/model-format.md: any
+// version-2 model with an encoder and a decoder_step graph -- e.g. a user's own module exported
+// by tools/export_torch.py -- and the version-1 "bahdanau_seq2seq", "luong_seq2seq"), run
+// entirely on the GPU.
 //
 //   Seq2Seq model = Seq2Seq::load(ctx, "samples/dates/model");
 //   auto src = model.encode_text("21st of November 2026");
 //   DecodeResult r = model.greedy({src});
 //   std::string out = model.decode_text(r.row(0));
 //
-// greedy() records the whole job -- source upload, encoder, key projection, and max_len
-// decoder steps (embedding of the previous token, attention, recurrent step, output
-// projection, argmax) -- into ONE Sequence: one submission, no host round trip per token. The
+// greedy() records the whole job -- source upload, the encoder graph, and max_len runs of the
+// decoder_step graph (embedding of the previous token, attention, recurrent step, output
+// projection) each followed by the argmax -- into ONE Sequence: one submission, no host round trip per token. The
 // decision to stop at EOS is made on the GPU: the argmax kernel keeps a per-row "finished" flag
 // (finished rows emit pad), and the steps are recorded inside a Sequence gate that a check after
 // every step closes once all rows have finished, so the remaining steps' dispatches run no
@@ -29,6 +31,7 @@
 // at a time (decodes recorded into different Sequences may be in flight together).
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,6 +50,8 @@ struct DecodeOptions {
   bool stop_at_eos = true;        // false: exactly max_len steps, every row keeps its own argmax
   bool return_logits = false;     // DecodeResult::logits
   bool return_attention = false;  // DecodeResult::attention
+  // Tensors of the decoder_step graph to return per step, by name (DecodeResult::outputs).
+  std::vector<std::string> outputs;
 };
 
 struct DecodeResult {
@@ -61,6 +66,9 @@ struct DecodeResult {
   std::vector<float> scores;          // [batch, steps]: log_softmax of each chosen token (0 after EOS)
   std::vector<float> logits;          // [batch, steps, vocab] with return_logits (0 after EOS)
   std::vector<float> attention;       // [batch, steps, source_length] with return_attention
+  // DecodeOptions::outputs: each tensor at every step, [steps, its shape...] (the values a
+  // finished row computes after its EOS are not meaningful).
+  std::map<std::string, HostTensor> outputs;
   SequenceStats stats;                // of the decode's single Sequence
 
   // The first lengths[b] tokens of row b (EOS included when the row produced it).
@@ -76,6 +84,7 @@ struct StepResult {
   bool all_finished = false;
   std::vector<float> logits;          // [B, V_tgt] when the state returns logits
   std::vector<float> attention;       // [B, S] when the state returns attention
+  std::map<std::string, HostTensor> outputs;  // DecodeOptions::outputs of this step, [1, shape...]
 };
 
 // What a whole decode cost on the GPU.
@@ -117,6 +126,8 @@ class Seq2Seq {
     Tensor keys() const;             // [B, S, A] for additive / concat scores, else empty
     Tensor initial_state() const;    // decoder h_0 [layers, B, H]
     Tensor initial_cell() const;     // Luong LSTM c_0 [layers, B, H]; else empty (zero)
+    // (The encoder graph's outputs "memory", "keys", "initial_state", "initial_cell"; empty
+    // when the graph has no such output. Seq2Seq::read_encoder reads any encoder tensor.)
     struct Impl;
     std::shared_ptr<Impl> impl;
   };
@@ -131,14 +142,22 @@ class Seq2Seq {
 
   // options go to every op; OpOptions::fp16_storage stores the dense layers' weights (output
   // projection, bridge / combine: most of a model's bytes) as float16 -- fp32 arithmetic, the
-  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess.
+  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess. The weights
+  // are uploaded in one submission (UploadBatch) and waited for, unless the caller holds an
+  // UploadBatch open around the load: then it returns before the GPU upload is done.
   static Seq2Seq load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options = {});
   Seq2Seq(Seq2Seq&&) noexcept;
   Seq2Seq& operator=(Seq2Seq&&) noexcept;
   ~Seq2Seq();
 
+  // From memory: model.json's text and the safetensors bytes (ModelFile::load_from_memory).
+  static Seq2Seq load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
+                                  const OpOptions& options = {});
+
   const ModelConfig& config() const;
+  // Without vocabularies (a version-2 model used ids in, ids out) the tokenizers are empty and
+  // encode_text / decode_text / translate throw Error(invalid_argument).
   const Tokenizer& source_tokenizer() const;
   const Tokenizer& target_tokenizer() const;
   // Source ids of a text (EOS appended when the model's tokenizer says src_append_eos).
@@ -166,10 +185,17 @@ class Seq2Seq {
   // Text in, text out (greedy, stop at EOS).
   std::vector<std::string> translate(const std::vector<std::string>& texts) const;
 
+  // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
+  // so the first real decode of those shapes does not build pipelines (Context::prebuild is the
+  // list-driven form). Blocking unless options.background.
+  WarmUpTask warm_up(const WarmUpOptions& options = {}) const;
+
   // --- incremental decoding --------------------------------------------------------------
   Encoded encode(const std::vector<std::vector<std::int32_t>>& sources) const;  // blocking
   void record_encode(Sequence& seq, const Encoded& encoded) const;
   Encoded prepare(const std::vector<std::vector<std::int32_t>>& sources) const;  // no GPU work yet
+  // Any tensor of the encoder graph, by name, once the encode has finished (blocking read).
+  HostTensor read_encoder(const Encoded& encoded, const std::string& tensor) const;
   // A decoder state at BOS. options.max_len / stop_at_eos / return_* apply to its steps.
   DecoderState start(const Encoded& encoded, const DecodeOptions& options = {}) const;
   // One step: records it (and the downloads of its results) into seq. forced_inputs (B ids)

@@ -34,7 +34,10 @@ inline Arg inout(const Tensor& t) { return {t, Access::read_write}; }
 struct SequenceOptions {
   bool profile = false;              // GPU timestamps around every dispatch
   std::uint32_t max_timed_dispatches = 4096;
-  std::string label;                 // shown in errors and debug tools
+  // Shown in errors; with debug labels on (Context::features().debug_labels) it names the
+  // command buffer and a label region around the sequence's work, inside which every dispatch
+  // is labelled with its kernel's name (RenderDoc / Nsight captures).
+  std::string label;
 };
 
 struct SequenceStats {
@@ -43,6 +46,8 @@ struct SequenceStats {
   std::uint32_t copies = 0;          // buffer copies and fills
   std::uint32_t submissions = 0;     // vkQueueSubmit calls so far
   std::uint32_t gated_dispatches = 0;  // of `dispatches`: recorded inside a gate (may run empty)
+  std::uint32_t recordings = 0;      // record_into() calls so far
+  std::uint32_t debug_labels = 0;    // debug-utils label regions per recording (0 when off)
 };
 
 struct DispatchTiming {
@@ -50,11 +55,24 @@ struct DispatchTiming {
   double gpu_ns = 0.0;
 };
 
-// Semaphores to wait on / signal when a game interleaves vkrnn work with its own.
+// Semaphores to wait on / signal when a game interleaves vkrnn work with its own. Binary
+// semaphores always; timeline semaphores (Vulkan 1.2 or VK_KHR_timeline_semaphore, enabled:
+// Context::features().timeline_semaphore) with one value per semaphore in wait_values /
+// signal_values (the value of a binary semaphore in the same list is ignored). Leave both
+// value lists empty when every semaphore is binary.
 struct SubmitSync {
   std::vector<VkSemaphore> wait;
   std::vector<VkPipelineStageFlags> wait_stages;  // one per wait semaphore
   std::vector<VkSemaphore> signal;
+  std::vector<std::uint64_t> wait_values;    // empty, or one per wait semaphore
+  std::vector<std::uint64_t> signal_values;  // empty, or one per signal semaphore
+};
+
+// A value of a timeline semaphore: where the app's submission of work recorded with
+// Sequence::record_into() signals completion.
+struct TimelinePoint {
+  VkSemaphore semaphore = VK_NULL_HANDLE;
+  std::uint64_t value = 0;
 };
 
 using Groups = std::array<std::uint32_t, 3>;
@@ -69,7 +87,9 @@ class Sequence {
   Sequence(std::shared_ptr<detail::ContextImpl> ctx, const SequenceOptions& options);
   Sequence(Sequence&&) noexcept;
   Sequence& operator=(Sequence&&) noexcept;
-  ~Sequence();  // waits for in-flight work: memory is never freed under the GPU
+  // Waits for in-flight work (its own fence, or the TimelinePoint of record_into): memory is
+  // never freed under the GPU.
+  ~Sequence();
 
   // --- recording -------------------------------------------------------------------
   Sequence& dispatch(const Kernel& kernel, std::span<const Arg> args,
@@ -127,9 +147,48 @@ class Sequence {
   // Makes `src` readable by the host once the sequence is done; read it with read<T>().
   Sequence& download(const Tensor& src);
 
+  // Debug-utils label regions (nestable) around the commands recorded between them, e.g. one
+  // per model step. No-ops when debug labels are off; unbalanced regions are closed at the end.
+  Sequence& begin_label(std::string name);
+  Sequence& end_label();
+
   // --- running ---------------------------------------------------------------------
-  void submit(const SubmitSync& sync = {});  // never blocks on the GPU
-  bool done() const;                         // polls the fence
+  // Submits to the Context's queue. The first submit() ends the recording; submitting again
+  // replays the same command buffer without re-recording (uploads re-send the data given at
+  // record time, gates start open again). Never blocks on the GPU.
+  void submit(const SubmitSync& sync = {});
+
+  // Records this sequence's work into `cb`, a command buffer the app owns, has begun, and will
+  // submit itself (render graphs, one frame command buffer). Ends the recording like submit();
+  // may be called again -- for the next frame's command buffer, even while an earlier one is
+  // in flight -- without re-recording: it re-emits the same commands (descriptor sets,
+  // staging and barriers were made once). The work is bracketed by two global memory barriers:
+  //   entry: compute + transfer + indirect-read stages -> compute + transfer + indirect-read
+  //          (vkrnn's earlier work, in this or earlier submissions, before this work);
+  //   exit:  compute + transfer -> all commands, shader/transfer writes -> memory read/write
+  //          (so the app's later commands in `cb` may read vkrnn's tensors).
+  // The app's own resources are not touched, so it needs no barrier of its own unless it reads
+  // or writes vkrnn tensors. Requirements: `cb` belongs to a pool of the Context's queue family
+  // and is submitted on a queue of that family (vkrnn's buffers are not shared across
+  // families), outside a render pass (compute is not allowed inside one), after this call
+  // (staging data and the gate table's initial counts are written now). Uploads still pending
+  // in an UploadBatch are submitted by this call, on vkrnn's queue: submit `cb` on that queue,
+  // or wait for UploadTicket first.
+  //
+  // done_when: the timeline value the app's submission signals once it completed; done(),
+  // wait(), reset() and the destructor then follow it (vkrnn's own work's point -- nothing
+  // else of the app's is waited for). Without one (binary semaphores only), call
+  // mark_complete() once the app knows its submission finished (e.g. its frame fence), before
+  // reading results or reset(); the destructor then cannot wait, and destroying the sequence
+  // earlier is undefined, as for any object a pending command buffer uses.
+  void record_into(VkCommandBuffer cb, const TimelinePoint& done_when = {});
+  // The app submitted a command buffer it recorded with record_into() once more (a frame loop
+  // that records its command buffer once and resubmits it): track this submission instead.
+  void resubmitted(const TimelinePoint& done_when = {});
+  // The app's submission of the recorded work finished (for record_into without a timeline).
+  void mark_complete();
+
+  bool done() const;  // polls the fence (or the timeline point); never blocks
   // Blocks until done; returns false on timeout (then the work is still in flight).
   bool wait(std::uint64_t timeout_ns = UINT64_MAX);
   void eval() { submit(); wait(); }
@@ -147,7 +206,7 @@ class Sequence {
 
   const SequenceStats& stats() const;
   std::vector<DispatchTiming> timings() const;  // empty unless options.profile
-  VkCommandBuffer command_buffer() const;
+  VkCommandBuffer command_buffer() const;  // vkrnn's own; recorded at the first submit()
 
  private:
   std::unique_ptr<detail::SequenceImpl> impl_;

@@ -1,25 +1,42 @@
 // vkrnn-embed: how a game shares its own Vulkan device with vkrnn.
 //
-// The app (a stand-in for a game's renderer) creates its instance with the validation layer and
-// its own debug messenger, picks a device, creates a device and queue, and each "frame" records
-// and submits its own command buffers. It hands those handles to vkrnn with
-// vkrnn::Context::adopt(), and decodes a date with the dates model one decoder step per frame,
-// between its own submissions, chained by semaphores the app owns:
+// The app (a stand-in for a game's renderer) creates its instance with the validation layer
+// (synchronization validation on) and its own debug messenger, picks a device, creates a device
+// and queue -- with timeline semaphores where the device has them -- and hands those handles to
+// vkrnn with vkrnn::Context::adopt(). It decodes a date with the dates model one decoder step per
+// frame, recorded INTO THE GAME'S OWN FRAME COMMAND BUFFER (Sequence::record_into), between the
+// game's own commands, and submitted by the game once per frame:
 //
-//   app frame work --frame_ready--> vkrnn step --inference_done--> app "present" work (+ fence)
+//   frame_cb = [ game: fill its scene | vkrnn: decoder step | game: copy scene -> readback ]
+//   vkQueueSubmit(frame_cb) --signals--> timeline "frames" = frame number
 //
-// while the frame loop polls Sequence::done() instead of blocking. Then vkrnn goes away, the
-// app checks its device still works and destroys its own objects. At vkDestroyDevice the
-// validation layer reports any object still alive, so a leak by vkrnn shows up as a message.
+// vkrnn learns that its step finished from the timeline value (Sequence::done() polls it); the
+// frame loop never blocks on vkrnn. Without timeline semaphores (a Vulkan 1.1 device) the same
+// path runs with the frame fence and Sequence::mark_complete().
+//
+// Startup shows the warm start: the model is loaded with its weights in one submission that
+// the app does not wait for (UploadBatch: a loading screen polls the ticket), then warm_up()
+// builds every pipeline the decodes will need, so the first decode runs at the speed of a
+// warm one. The same first decode on a second, cold context (no warm-up) is timed for
+// comparison. --startup-timings also compares model load times with batched and one-by-one
+// weight uploads on the staging path (discrete GPUs).
+//
+// Then vkrnn goes away -- without waiting for the device: only for its own work -- and the app
+// checks its device still works and destroys its own objects. At vkDestroyDevice the validation
+// layer reports any object still alive, so a leak by vkrnn shows up as a message.
 //
 // Exit status: 0 all good; 1 an error; 3 the validation layer said something (or the layer
 // is missing while VKRNN_VALIDATION=1 asks for it); 4 a wrong result.
 //
 // Only the public vkrnn API is used; the app calls Vulkan through the loader it links
 // (Vulkan::Vulkan), as a game would.
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <iomanip>
 #include <iostream>
 #include <stdexcept>
 #include <string>
@@ -110,12 +127,13 @@ void begin(VkCommandBuffer cb) {
   check(vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer");
 }
 
-void submit(VkQueue queue, VkCommandBuffer cb, VkSemaphore wait, VkPipelineStageFlags wait_stage, VkSemaphore signal,
-            VkFence fence) {
+// One submission of the game's: `cb`, then (timeline) `signal` reaches `value`, and/or `fence`.
+void submit(VkQueue queue, VkCommandBuffer cb, VkSemaphore signal, std::uint64_t value, VkFence fence) {
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.signalSemaphoreValueCount = 1;
+  ti.pSignalSemaphoreValues = &value;
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-  si.waitSemaphoreCount = wait ? 1 : 0;
-  si.pWaitSemaphores = &wait;
-  si.pWaitDstStageMask = &wait_stage;
+  si.pNext = signal ? &ti : nullptr;
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cb;
   si.signalSemaphoreCount = signal ? 1 : 0;
@@ -123,9 +141,68 @@ void submit(VkQueue queue, VkCommandBuffer cb, VkSemaphore wait, VkPipelineStage
   check(vkQueueSubmit(queue, 1, &si, fence), "vkQueueSubmit");
 }
 
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <class F>
+double time_ms(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return ms_since(t0);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Model load times on the staging path (what discrete GPUs use), alternating batched loads (one
+// submission for all weights) and one-by-one uploads (a submission and a wait per weight, as
+// before UploadBatch): median of `rounds` each, in the same run.
+void compare_load_times(const vkrnn::ExternalDevice& ext, const std::string& model_dir, int rounds) {
+  vkrnn::Context batched = vkrnn::Context::adopt(ext, {.force_staging = true});
+  vkrnn::Context one_by_one = vkrnn::Context::adopt(ext, {.force_staging = true, .upload_batch_bytes = 0});
+  vkrnn::Seq2Seq::load(batched, model_dir);  // pipelines and files warm for both
+  vkrnn::Seq2Seq::load(one_by_one, model_dir);
+  std::vector<double> a, b;
+  for (int r = 0; r < rounds; ++r) {
+    a.push_back(time_ms([&] { vkrnn::Seq2Seq::load(batched, model_dir); }));
+    b.push_back(time_ms([&] { vkrnn::Seq2Seq::load(one_by_one, model_dir); }));
+  }
+  std::cout << std::fixed << std::setprecision(1) << "load (staging path, median of " << rounds
+            << "): batched uploads " << median(a) << " ms, one by one " << median(b) << " ms ("
+            << std::setprecision(2) << median(b) / median(a) << "x)\n";
+}
+
+// Context::prebuild with the kernel specs of an earlier context, against creating the same
+// pipelines without running them: the first decode after each, on fresh contexts.
+void compare_prebuild(const vkrnn::ExternalDevice& ext, const std::string& model_dir, const std::string& date) {
+  std::vector<vkrnn::KernelSpec> specs;
+  {
+    vkrnn::Context first = vkrnn::Context::adopt(ext);
+    vkrnn::Seq2Seq::load(first, model_dir).translate({date});
+    specs = first.kernel_specs();
+  }
+  auto first_decode = [&](const std::function<void(vkrnn::Context&)>& before, double& before_ms) {
+    vkrnn::Context ctx = vkrnn::Context::adopt(ext);
+    const auto model = vkrnn::Seq2Seq::load(ctx, model_dir);
+    before_ms = time_ms([&] { before(ctx); });
+    return time_ms([&] { model.translate({date}); });
+  };
+  double create_ms = 0, prebuild_ms = 0;
+  const double after_create = first_decode([&](vkrnn::Context& c) { for (const auto& s : specs) c.kernel(s); }, create_ms);
+  const double after_prebuild = first_decode([&](vkrnn::Context& c) { c.prebuild(specs).wait(); }, prebuild_ms);
+  std::cout << std::fixed << std::setprecision(1) << "prebuild of " << specs.size()
+            << " kernel specs: first decode after creating the pipelines only " << after_create << " ms (creating: "
+            << create_ms << " ms); after Context::prebuild " << after_prebuild << " ms (prebuild: " << prebuild_ms
+            << " ms)\n";
+}
+
 int run(int argc, char** argv) {
   std::string model_dir = VKRNN_DATES_MODEL_DIR;
   std::string date = "Saturday 21 November 2026", expected = "2026-11-21";
+  bool startup_timings = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) {
@@ -133,8 +210,10 @@ int run(int argc, char** argv) {
     } else if (a == "--date" && i + 2 < argc) {
       date = argv[++i];
       expected = argv[++i];
+    } else if (a == "--startup-timings") {
+      startup_timings = true;
     } else {
-      std::cout << "usage: vkrnn-embed [--model DIR] [--date TEXT EXPECTED]\n"
+      std::cout << "usage: vkrnn-embed [--model DIR] [--date TEXT EXPECTED] [--startup-timings]\n"
                    "Shares the app's own Vulkan device and queue with vkrnn (see the source).\n";
       return a == "-h" || a == "--help" ? 0 : 2;
     }
@@ -149,9 +228,11 @@ int run(int argc, char** argv) {
                  "(Debian: vulkan-validationlayers)\n";
     return 3;
   }
+  std::uint32_t loader_version = VK_API_VERSION_1_1;
+  vkEnumerateInstanceVersion(&loader_version);
   VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
   app.pApplicationName = "vkrnn-embed";
-  app.apiVersion = VK_API_VERSION_1_1;
+  app.apiVersion = loader_version >= VK_API_VERSION_1_2 ? VK_API_VERSION_1_2 : VK_API_VERSION_1_1;
   const char* layer = "VK_LAYER_KHRONOS_validation";
   const char* extension = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
   VkDebugUtilsMessengerCreateInfoEXT dbg{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
@@ -206,13 +287,21 @@ int run(int argc, char** argv) {
     if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) family = i;
   }
   if (family == UINT32_MAX) throw std::runtime_error(std::string(props.deviceName) + " has no compute queue");
-  // The app enables 16-bit storage when the device has it, and tells vkrnn so.
+  // The app enables 16-bit storage and timeline semaphores when the device has them, and tells
+  // vkrnn so.
+  const bool vulkan12 = app.apiVersion >= VK_API_VERSION_1_2 && props.apiVersion >= VK_API_VERSION_1_2;
+  VkPhysicalDeviceTimelineSemaphoreFeatures timeline_support{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES};
   VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  storage16.pNext = vulkan12 ? &timeline_support : nullptr;
   VkPhysicalDeviceFeatures2 supported{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   supported.pNext = &storage16;
   vkGetPhysicalDeviceFeatures2(phys, &supported);
+  VkPhysicalDeviceTimelineSemaphoreFeatures enable_timeline{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES};
+  enable_timeline.timelineSemaphore = timeline_support.timelineSemaphore;
   VkPhysicalDevice16BitStorageFeatures enable16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   enable16.storageBuffer16BitAccess = storage16.storageBuffer16BitAccess;
+  enable16.pNext = vulkan12 ? &enable_timeline : nullptr;
+  const bool timeline = vulkan12 && enable_timeline.timelineSemaphore == VK_TRUE;
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
   qci.queueFamilyIndex = family;
@@ -227,7 +316,8 @@ int run(int argc, char** argv) {
   VkQueue queue = VK_NULL_HANDLE;
   vkGetDeviceQueue(device, family, 0, &queue);
   std::cout << "app: own instance, device and queue on " << props.deviceName << "; validation layer "
-            << (validation ? "on (with synchronization validation)" : "not installed: off") << "\n";
+            << (validation ? "on (with synchronization validation)" : "not installed: off") << "; "
+            << (timeline ? "timeline semaphores" : "no timeline semaphores (binary + fence)") << "\n";
 
   // ---- the app's own GPU objects ------------------------------------------------------------
   constexpr VkDeviceSize kBytes = 1 << 16;
@@ -240,38 +330,40 @@ int run(int argc, char** argv) {
   pci.queueFamilyIndex = family;
   VkCommandPool pool = VK_NULL_HANDLE;
   check(vkCreateCommandPool(device, &pci, nullptr, &pool), "vkCreateCommandPool");
-  VkCommandBuffer cbs[2];
+  VkCommandBuffer frame_cb = VK_NULL_HANDLE;
   VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   cai.commandPool = pool;
   cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cai.commandBufferCount = 2;
-  check(vkAllocateCommandBuffers(device, &cai, cbs), "vkAllocateCommandBuffers");
-  const VkCommandBuffer frame_cb = cbs[0], present_cb = cbs[1];
+  cai.commandBufferCount = 1;
+  check(vkAllocateCommandBuffers(device, &cai, &frame_cb), "vkAllocateCommandBuffers");
+  // The frame counter: a timeline semaphore the frame's submission signals with its number.
+  VkSemaphoreTypeCreateInfo sti{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
+  sti.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
   VkSemaphoreCreateInfo sci{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
-  VkSemaphore frame_ready = VK_NULL_HANDLE, inference_done = VK_NULL_HANDLE;
-  check(vkCreateSemaphore(device, &sci, nullptr, &frame_ready), "vkCreateSemaphore");
-  check(vkCreateSemaphore(device, &sci, nullptr, &inference_done), "vkCreateSemaphore");
+  sci.pNext = &sti;
+  VkSemaphore frames = VK_NULL_HANDLE;
+  if (timeline) check(vkCreateSemaphore(device, &sci, nullptr, &frames), "vkCreateSemaphore");
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   VkFence frame_fence = VK_NULL_HANDLE;
   check(vkCreateFence(device, &fci, nullptr, &frame_fence), "vkCreateFence");
 
-  // The app's frame work: fill its scene buffer with the frame number ...
-  auto record_frame = [&](std::uint32_t frame) {
-    begin(frame_cb);
-    vkCmdFillBuffer(frame_cb, scene.buffer, 0, kBytes, frame);
-    check(vkEndCommandBuffer(frame_cb), "vkEndCommandBuffer");
-  };
-  // ... and after inference, copy it where the host can read it ("present").
-  auto record_present = [&]() {
-    begin(present_cb);
+  // The app's frame work around vkrnn's: fill its scene buffer with the frame number, and after
+  // vkrnn's step copy the scene where the host can read it ("present"). The app's own barrier
+  // orders its own commands: vkrnn's barriers cover vkrnn's work only.
+  auto record_scene = [&](VkCommandBuffer cb, std::uint32_t frame) { vkCmdFillBuffer(cb, scene.buffer, 0, kBytes, frame); };
+  auto record_present = [&](VkCommandBuffer cb) {
+    VkMemoryBarrier filled{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    filled.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    filled.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &filled, 0, nullptr,
+                         0, nullptr);
     const VkBufferCopy region{0, 0, kBytes};
-    vkCmdCopyBuffer(present_cb, scene.buffer, readback.buffer, 1, &region);
+    vkCmdCopyBuffer(cb, scene.buffer, readback.buffer, 1, &region);
     VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
     to_host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
     to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-    vkCmdPipelineBarrier(present_cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0,
-                         nullptr, 0, nullptr);
-    check(vkEndCommandBuffer(present_cb), "vkEndCommandBuffer");
+    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr,
+                         0, nullptr);
   };
   auto scene_is = [&](std::uint32_t value) {
     const auto* words = static_cast<const std::uint32_t*>(readback.mapped);
@@ -292,12 +384,57 @@ int run(int argc, char** argv) {
     ext.queue_index = 0;
     ext.api_version = app.apiVersion;
     ext.features.storage_buffer_16bit = enable16.storageBuffer16BitAccess == VK_TRUE;
-    vkrnn::Context ctx = vkrnn::Context::adopt(ext);
-    const auto model = vkrnn::Seq2Seq::load(ctx, model_dir);
+    ext.features.timeline_semaphore = timeline;
+    ext.features.debug_utils = validation;  // names and labels in captures and messages
+    if (startup_timings) {
+      compare_load_times(ext, model_dir, 7);
+      compare_prebuild(ext, model_dir, date);
+    }
 
-    // One decoder step per frame: the encoder runs in frame 1's sequence, then each frame
-    // records one step, submits it between the app's own work, and polls for it.
-    const auto encoded = model.prepare({model.encode_text(date)});
+    // The same first decode on a cold context: pipelines are built inside it.
+    double cold_ms = 0;
+    {
+      vkrnn::Context cold = vkrnn::Context::adopt(ext);
+      const auto model = vkrnn::Seq2Seq::load(cold, model_dir);
+      cold_ms = time_ms([&] { model.greedy({model.encode_text(date)}); });
+    }
+
+    vkrnn::Context ctx = vkrnn::Context::adopt(ext);
+    // Loading screen: the weights go up in one submission the app does not wait for.
+    const auto t_load = std::chrono::steady_clock::now();
+    vkrnn::UploadBatch uploads(ctx);
+    const auto model = vkrnn::Seq2Seq::load(ctx, model_dir);
+    const vkrnn::UploadTicket weights = uploads.submit();
+    const double load_ms = ms_since(t_load);
+    std::size_t loading_frames = 0;
+    while (!weights.done()) {
+      ++loading_frames;  // a game draws its loading screen here
+      std::this_thread::yield();
+    }
+    const auto source = model.encode_text(date);
+    const double warm_up_ms =
+        time_ms([&] { model.warm_up({.batch_sizes = {1}, .lengths = {source.size()}}).wait(); });
+    const double first_ms = time_ms([&] { model.greedy({source}); });
+    const double first_beam_ms = time_ms([&] { model.beam({source}); });
+    std::vector<double> warm, warm_beam;
+    for (int i = 0; i < 3; ++i) {
+      warm.push_back(time_ms([&] { model.greedy({source}); }));
+      warm_beam.push_back(time_ms([&] { model.beam({source}); }));
+    }
+    std::cout << std::fixed << std::setprecision(1) << "startup: model load " << load_ms << " ms (weights: "
+              << (ctx.device().unified_memory ? "written into host-mapped device memory, nothing to submit"
+                                              : "one submission, not waited for")
+              << "; done after " << loading_frames << " loading-screen polls); warm_up() " << warm_up_ms
+              << " ms (greedy + beam, B = 1, S = " << source.size() << ")\n";
+    std::cout << "first decode: cold context " << cold_ms << " ms; after warm_up() " << first_ms << " ms = "
+              << std::setprecision(2) << first_ms / median(warm) << "x a warm decode (" << std::setprecision(1)
+              << median(warm) << " ms); first beam search after warm_up() " << first_beam_ms << " ms = "
+              << std::setprecision(2) << first_beam_ms / median(warm_beam) << "x a warm one ("
+              << std::setprecision(1) << median(warm_beam) << " ms)\n";
+
+    // One decoder step per frame, recorded into the game's frame command buffer: the encoder in
+    // frame 1, then one step each frame, between the game's own commands.
+    const auto encoded = model.prepare({source});
     auto state = model.start(encoded);
     auto seq = ctx.sequence({.label = "vkrnn-embed frame"});
     std::vector<std::int32_t> tokens;
@@ -306,54 +443,75 @@ int run(int argc, char** argv) {
     bool finished = false, scene_ok = true;
     while (!finished && state.steps_taken() < model.config().max_decode_length) {
       ++frame;
-      record_frame(frame);
-      submit(queue, frame_cb, VK_NULL_HANDLE, 0, frame_ready, VK_NULL_HANDLE);
-
-      seq.reset();
+      seq.reset();  // the previous frame's step finished (polled below)
       if (frame == 1) model.record_encode(seq, encoded);
       model.record_step(seq, state);
-      seq.submit({.wait = {frame_ready},
-                  .wait_stages = {VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT},
-                  .signal = {inference_done}});
 
-      record_present();
-      submit(queue, present_cb, inference_done, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_NULL_HANDLE, frame_fence);
+      begin(frame_cb);
+      record_scene(frame_cb, frame);
+      seq.record_into(frame_cb, timeline ? vkrnn::TimelinePoint{frames, frame} : vkrnn::TimelinePoint{});
+      record_present(frame_cb);
+      check(vkEndCommandBuffer(frame_cb), "vkEndCommandBuffer");
+      submit(queue, frame_cb, frames, frame, timeline ? VK_NULL_HANDLE : frame_fence);
 
       // A game keeps rendering while the step runs: it only asks whether it is done.
-      while (!seq.done()) {
-        ++polls;
-        std::this_thread::yield();
+      if (timeline) {
+        while (!seq.done()) {
+          ++polls;
+          std::this_thread::yield();
+        }
+      } else {
+        while (vkGetFenceStatus(device, frame_fence) == VK_NOT_READY) {
+          ++polls;
+          std::this_thread::yield();
+        }
+        seq.mark_complete();  // the frame fence said so: vkrnn cannot poll the app's fence
       }
       const vkrnn::StepResult step = model.read_step(seq, state);
       tokens.push_back(step.tokens[0]);
       finished = step.all_finished;
 
-      check(vkWaitForFences(device, 1, &frame_fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
-      check(vkResetFences(device, 1, &frame_fence), "vkResetFences");
+      if (timeline) {
+        // The host's own wait on the frame (already reached): what makes the readback visible.
+        VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+        const std::uint64_t value = frame;
+        wi.semaphoreCount = 1;
+        wi.pSemaphores = &frames;
+        wi.pValues = &value;
+        check(vkWaitSemaphores(device, &wi, UINT64_MAX), "vkWaitSemaphores");
+      } else {
+        check(vkWaitForFences(device, 1, &frame_fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+        check(vkResetFences(device, 1, &frame_fence), "vkResetFences");
+      }
       scene_ok = scene_ok && scene_is(frame);
     }
     const std::string text = model.decode_text(tokens);
     const std::string reference = model.translate({date})[0];
     std::cout << "vkrnn: adopted the app's device (owns_device = " << (ctx.owns_device() ? "true" : "false")
               << "); \"" << date << "\" -> " << text << " over " << frame
-              << " frames, one decoder step per frame, done() polled " << polls << " times\n";
+              << " frames, one decoder step per frame recorded into the game's frame command buffer ("
+              << (timeline ? "timeline semaphore" : "frame fence") << "), done() polled " << polls << " times\n";
+    const vkrnn::MemoryStats mem = ctx.memory_stats();
+    std::cout << "vkrnn device memory: " << mem.device_memory_bytes / 1024 << " KiB in " << mem.device_memory_blocks
+              << " block(s), " << mem.live_buffers << " buffers"
+              << (mem.budget_known ? "" : " (no VK_EXT_memory_budget on this device)") << "\n";
     std::cout << "check: Seq2Seq::translate gives " << reference << ", expected " << expected
               << "; the app's own work was correct in every frame: " << (scene_ok ? "yes" : "NO") << "\n";
     if (text != reference || text != expected || !scene_ok) status = 4;
-  }  // vkrnn's objects go here: the sequence, the model, the context -- never the app's
+  }  // vkrnn's objects go here: the sequence, the model, the contexts -- never the app's
 
   // ---- the app carries on, then tears down what it created -------------------------------
-  record_frame(0xC0FFEE);
-  submit(queue, frame_cb, VK_NULL_HANDLE, 0, VK_NULL_HANDLE, VK_NULL_HANDLE);
-  record_present();
-  submit(queue, present_cb, VK_NULL_HANDLE, 0, VK_NULL_HANDLE, frame_fence);
+  begin(frame_cb);
+  record_scene(frame_cb, 0xC0FFEE);
+  record_present(frame_cb);
+  check(vkEndCommandBuffer(frame_cb), "vkEndCommandBuffer");
+  submit(queue, frame_cb, VK_NULL_HANDLE, 0, frame_fence);
   check(vkWaitForFences(device, 1, &frame_fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
   const bool device_ok = scene_is(0xC0FFEE);
   std::cout << "app: after vkrnn was destroyed its device still works: " << (device_ok ? "yes" : "NO") << "\n";
   if (!device_ok) status = 4;
   vkDestroyFence(device, frame_fence, nullptr);
-  vkDestroySemaphore(device, frame_ready, nullptr);
-  vkDestroySemaphore(device, inference_done, nullptr);
+  if (frames) vkDestroySemaphore(device, frames, nullptr);
   vkDestroyCommandPool(device, pool, nullptr);
   destroy_buffer(device, scene);
   destroy_buffer(device, readback);

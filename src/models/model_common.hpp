@@ -1,7 +1,11 @@
 #pragma once
 // Private helpers the model classes (Classifier, Seq2Seq) share when building their ops.
+#include <algorithm>
+#include <cstdint>
 #include <span>
 #include <string>
+
+#include "vkrnn/model.hpp"
 
 #include "vkrnn/context.hpp"
 #include "vkrnn/options.hpp"
@@ -21,6 +25,13 @@ inline Tensor tensor_of(Context& ctx, const Shape& shape, std::span<const float>
   const Tensor t = ctx.tensor(shape, DType::f32, name);
   ctx.write(t, data);
   return t;
+}
+
+// A token id of the vocabulary that is none of the special tokens (warm_up's dummy input).
+inline std::int32_t plain_token(const SpecialTokens& sp, std::size_t vocab) {
+  std::int32_t id = 0;
+  while (id == sp.pad || id == sp.bos || id == sp.eos || id == sp.unk) ++id;
+  return std::min<std::int32_t>(id, static_cast<std::int32_t>(vocab) - 1);
 }
 
 }  // namespace vkrnn::model_detail

@@ -1,4 +1,4 @@
-// model.json + model.safetensors (docs/model-format.md, version 1), validated strictly: the
+// model.json + model.safetensors (docs/model-format.md, versions 1 and 2), validated strictly: the
 // files are untrusted input, so every field, role and tensor is checked before anything is
 // built from it, and every failure is a vkrnn::Error naming the file and what was expected.
 #include "vkrnn/model.hpp"
@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <set>
 #include <sstream>
@@ -17,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/json_kind.hpp"
+#include "models/config_reader.hpp"
+#include "models/graph_file.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/safetensors.hpp"
 
@@ -26,148 +29,16 @@ using json = nlohmann::json;
 
 namespace {
 
+using model_detail::json_kind;
+using model_detail::kMaxSize;
+using model_detail::quote;
+using model_detail::Reader;
+using model_detail::value_str;
+
 constexpr const char* kFormat = "vkrnn-model";
-constexpr int kVersion = 1;
-// Far beyond any real model, small enough that products of three sizes fit in 64 bits.
-constexpr std::uint64_t kMaxSize = 1ull << 26;
 // model.json nests a few levels (config, tensors, RNN map); deeper input is garbage or hostile.
 constexpr int kMaxJsonDepth = 16;
 constexpr std::size_t kMaxConfigBytes = 256ull << 20;
-
-// Untrusted strings in messages: control bytes escaped, length capped.
-std::string quote(std::string_view s) {
-  std::string out = "'";
-  const std::size_t shown = std::min<std::size_t>(s.size(), 120);
-  for (std::size_t i = 0; i < shown; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
-  }
-  out += shown < s.size() ? fmt::format("...' ({} bytes)", s.size()) : "'";
-  return out;
-}
-
-using io_detail::json_kind;
-
-std::string value_str(const json& j) {
-  if (j.is_number() || j.is_boolean() || j.is_null()) return j.dump();
-  if (j.is_string()) return quote(j.get_ref<const std::string&>());
-  return json_kind(j);
-}
-
-// Reads and checks model.json fields; every message starts with the file's path.
-class Reader {
- public:
-  explicit Reader(std::string path) : path_(std::move(path)) {}
-
-  [[noreturn]] void fail(const std::string& message) const {
-    throw Error(ErrorCode::format, fmt::format("{}: {}", path_, message));
-  }
-
-  const json& field(const json& obj, const std::string& name) const {
-    auto it = obj.find(name);
-    if (it == obj.end()) fail(fmt::format("missing field '{}'", name));
-    return *it;
-  }
-
-  std::size_t size(const json& obj, const std::string& name, std::uint64_t min = 1) const {
-    const json& v = field(obj, name);
-    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > kMaxSize) {
-      fail(fmt::format("field '{}': expected an integer in [{}, {}], got {}", name, min, kMaxSize,
-                       value_str(v)));
-    }
-    return static_cast<std::size_t>(v.get<std::uint64_t>());
-  }
-
-  bool boolean(const json& obj, const std::string& name) const {
-    const json& v = field(obj, name);
-    if (!v.is_boolean()) fail(fmt::format("field '{}': expected true or false, got {}", name, value_str(v)));
-    return v.get<bool>();
-  }
-
-  double number(const json& obj, const std::string& name) const {
-    const json& v = field(obj, name);
-    if (!v.is_number() || !std::isfinite(v.get<double>())) {
-      fail(fmt::format("field '{}': expected a finite number, got {}", name, value_str(v)));
-    }
-    return v.get<double>();
-  }
-
-  const std::string& string(const json& obj, const std::string& name) const {
-    const json& v = field(obj, name);
-    if (!v.is_string()) fail(fmt::format("field '{}': expected a string, got {}", name, value_str(v)));
-    return v.get_ref<const std::string&>();
-  }
-
-  template <class E>
-  E choice(const json& obj, const std::string& name,
-           std::initializer_list<std::pair<const char*, E>> options) const {
-    const std::string& s = string(obj, name);
-    std::vector<std::string> names;
-    for (const auto& [text, value] : options) {
-      if (s == text) return value;
-      names.push_back(fmt::format("'{}'", text));
-    }
-    fail(fmt::format("field '{}': expected one of {}, got {}", name, fmt::join(names, ", "), quote(s)));
-  }
-
-  void expect_value(const json& obj, const std::string& name, bool want) const {
-    if (boolean(obj, name) != want) {
-      fail(fmt::format("field '{}': must be {} for this architecture", name, want ? "true" : "false"));
-    }
-  }
-  void expect_value(const json& obj, const std::string& name, std::size_t want) const {
-    if (size(obj, name) != want) {
-      fail(fmt::format("field '{}': must be {} for this architecture, got {}", name, want,
-                       field(obj, name).dump()));
-    }
-  }
-
-  std::vector<std::string> vocab(const json& obj, const std::string& name, std::size_t expected) const {
-    const json& v = field(obj, name);
-    if (!v.is_array()) fail(fmt::format("field '{}': expected a list of strings, got {}", name, json_kind(v)));
-    if (v.size() != expected) {
-      fail(fmt::format("field '{}': {} entries, but the model's size is {}", name, v.size(), expected));
-    }
-    std::vector<std::string> out;
-    out.reserve(v.size());
-    std::set<std::string> seen;
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) fail(fmt::format("field '{}': entry {} is {}, expected a string", name, i, json_kind(v[i])));
-      const std::string& s = v[i].get_ref<const std::string&>();
-      if (!seen.insert(s).second) fail(fmt::format("field '{}': entry {} ({}) is a duplicate", name, i, quote(s)));
-      out.push_back(s);
-    }
-    return out;
-  }
-
-  std::vector<std::string> labels(const json& obj, std::size_t expected) const {
-    const json& v = field(obj, "labels");
-    if (!v.is_array() || v.size() != expected) {
-      fail(fmt::format("field 'labels': expected a list of {} strings, got {}", expected,
-                       v.is_array() ? fmt::format("{} entries", v.size()) : std::string(json_kind(v))));
-    }
-    std::vector<std::string> out;
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) fail(fmt::format("field 'labels': entry {} is {}, expected a string", i, json_kind(v[i])));
-      out.push_back(v[i].get<std::string>());
-    }
-    return out;
-  }
-
-  std::int32_t special(const json& sp, const char* name, std::size_t vocab) const {
-    const json& v = field(sp, name);
-    if (!v.is_number_unsigned() || v.get<std::uint64_t>() >= vocab) {
-      fail(fmt::format("field 'special_tokens.{}': expected an id in [0, {}), got {}", name, vocab, value_str(v)));
-    }
-    return static_cast<std::int32_t>(v.get<std::uint64_t>());
-  }
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // What a config implies: every plain role with its shape, every RNN role with its parameters.
 struct RnnRole {
@@ -336,6 +207,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
       e.rnns.push_back(rnn_role("rnn", c.cell, E, c.hidden, c.layers, c.bidirectional));
       break;
     }
+    case Architecture::graph: break;  // version 2: not an architecture of this reader
   }
   return e;
 }
@@ -424,6 +296,30 @@ json parse_json(const std::string& text, const Reader& r) {
   }
 }
 
+// Metadata the weights file may carry must agree with model.json.
+void check_metadata(const SafetensorsFile& st, std::initializer_list<std::pair<const char*, std::string>> want) {
+  const auto& meta = st.metadata();
+  for (const auto& [key, value] : want) {
+    auto it = meta.find(key);
+    if (it != meta.end() && it->second != value) {
+      throw Error(ErrorCode::format, fmt::format("{}: metadata '{}' is {}, but model.json says '{}'", st.origin(), key, quote(it->second), value));
+    }
+  }
+}
+
+std::vector<float> load_tensor(const SafetensorsFile& st, const std::string& name, const std::string& role, const Shape& shape) {
+  const SafetensorsEntry& en = st.entry(name);
+  auto bad = [&](const std::string& message) { throw Error(ErrorCode::format, fmt::format("{}: {}", st.origin(), message)); };
+  if (en.dtype != StDType::F32 && en.dtype != StDType::F16 && en.dtype != StDType::BF16) {
+    bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16", quote(name), role, to_string(en.dtype)));
+  }
+  if (Shape(en.shape.begin(), en.shape.end()) != shape) {
+    bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
+                    to_string(Shape(en.shape.begin(), en.shape.end()))));
+  }
+  return st.to_f32(name);
+}
+
 }  // namespace
 
 const char* to_string(Architecture a) noexcept {
@@ -432,42 +328,37 @@ const char* to_string(Architecture a) noexcept {
     case Architecture::luong_seq2seq: return "luong_seq2seq";
     case Architecture::rnn_attention_classifier: return "rnn_attention_classifier";
     case Architecture::self_attention_rnn: return "self_attention_rnn";
+    case Architecture::graph: return "graph";
   }
   return "?";
 }
+
+const char* to_string(ModelTask t) noexcept { return t == ModelTask::seq2seq ? "seq2seq" : "classifier"; }
 
 struct ModelFile::Data {
   ModelConfig config;
   std::map<std::string, std::vector<float>> plain;
   std::map<std::string, Shape> shapes;
   std::map<std::string, std::map<std::string, std::vector<float>>> rnns;
+  graph::ModelGraphs graphs;
 };
 
-ModelFile::ModelFile(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
+namespace {
 
-ModelFile ModelFile::load(const std::string& model_dir) {
-  auto data = std::make_shared<Data>();
-  ModelConfig& c = data->config;
-  c.directory = model_dir;
-  c.config_path = (std::filesystem::path(model_dir) / "model.json").string();
-  const Reader r(c.config_path);
-  const json j = parse_json(read_text(c.config_path), r);
-  if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
+using WeightsSource = std::function<SafetensorsFile(const std::string& weights_path)>;
 
-  const json& format = r.field(j, "format");
-  if (!format.is_string() || format.get<std::string>() != kFormat) {
-    r.fail(fmt::format("field 'format': expected '{}', got {} (not a vkrnn model config)", kFormat, value_str(format)));
-  }
-  const json& version = r.field(j, "version");
-  if (!version.is_number_unsigned() || version.get<std::uint64_t>() != kVersion) {
-    r.fail(fmt::format("field 'version': this reader knows version {} only, got {}", kVersion, value_str(version)));
-  }
-  c.version = kVersion;
+// Version 1: the architecture's fields, the tensor map, exactly the named tensors; then the
+// equivalent graphs.
+void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const WeightsSource& open_weights) {
+  ModelConfig& c = data.config;
   c.architecture = r.choice<Architecture>(j, "architecture",
                                           {{"bahdanau_seq2seq", Architecture::bahdanau_seq2seq},
                                            {"luong_seq2seq", Architecture::luong_seq2seq},
                                            {"rnn_attention_classifier", Architecture::rnn_attention_classifier},
                                            {"self_attention_rnn", Architecture::self_attention_rnn}});
+  c.task = c.architecture == Architecture::bahdanau_seq2seq || c.architecture == Architecture::luong_seq2seq
+               ? ModelTask::seq2seq
+               : ModelTask::classifier;
   c.cell = r.choice<CellType>(j, "cell", {{"gru", CellType::gru}, {"lstm", CellType::lstm}});
   c.embedding_dim = r.size(j, "embedding_dim");
 
@@ -479,29 +370,13 @@ ModelFile ModelFile::load(const std::string& model_dir) {
 
   const Expected expected = parse_architecture(r, j, c);
   parse_tensor_map(r, j, expected, c);
-
-  // The weights file: a name inside the model directory.
-  const std::string& weights = r.string(j, "weights");
-  const std::filesystem::path wp(weights);
-  if (weights.empty() || wp.is_absolute() || wp.has_parent_path() || weights == "." || weights == "..") {
-    r.fail(fmt::format("field 'weights': expected a file name inside the model directory, got {}", quote(weights)));
-  }
   c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
-  c.weights_path = (std::filesystem::path(model_dir) / wp).string();
 
-  const SafetensorsFile st = SafetensorsFile::open(c.weights_path);
+  const SafetensorsFile st = open_weights(c.weights_path);
   auto bad = [&](const std::string& message) -> void {
-    throw Error(ErrorCode::format, fmt::format("{}: {}", c.weights_path, message));
+    throw Error(ErrorCode::format, fmt::format("{}: {}", st.origin(), message));
   };
-  const auto& meta = st.metadata();
-  for (const auto& [key, want] : {std::pair<std::string, std::string>{"format", kFormat},
-                                  {"version", std::to_string(kVersion)},
-                                  {"architecture", to_string(c.architecture)}}) {
-    auto it = meta.find(key);
-    if (it != meta.end() && it->second != want) {
-      bad(fmt::format("metadata '{}' is {}, but model.json says '{}'", key, quote(it->second), want));
-    }
-  }
+  check_metadata(st, {{"format", kFormat}, {"version", "1"}, {"architecture", to_string(c.architecture)}});
   // Exactly the named tensors.
   std::map<std::string, std::string> named;  // tensor name -> role (for messages)
   for (const auto& [role, name] : c.tensors) named[name] = role;
@@ -518,28 +393,105 @@ ModelFile ModelFile::load(const std::string& model_dir) {
   }
   if (!extra.empty()) bad(fmt::format("unexpected tensor(s) not named in model.json: {}", fmt::join(extra, ", ")));
 
-  auto load_tensor = [&](const std::string& name, const std::string& role, const Shape& shape) {
-    const SafetensorsEntry& en = st.entry(name);
-    if (en.dtype != StDType::F32 && en.dtype != StDType::F16 && en.dtype != StDType::BF16) {
-      bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16", quote(name), role, to_string(en.dtype)));
-    }
-    if (Shape(en.shape.begin(), en.shape.end()) != shape) {
-      bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
-                      to_string(Shape(en.shape.begin(), en.shape.end()))));
-    }
-    return st.to_f32(name);
-  };
   for (const auto& [role, shape] : expected.plain) {
-    data->plain[role] = load_tensor(c.tensors.at(role), role, shape);
-    data->shapes[role] = shape;
+    data.plain[role] = load_tensor(st, c.tensors.at(role), role, shape);
+    data.shapes[role] = shape;
   }
   for (const auto& rr : expected.rnns) {
-    auto& out = data->rnns[rr.role];
+    auto& out = data.rnns[rr.role];
     for (const auto& [param, shape] : rr.params) {
-      out[param] = load_tensor(c.rnn_tensors.at(rr.role).at(param), rr.role + "." + param, shape);
+      out[param] = load_tensor(st, c.rnn_tensors.at(rr.role).at(param), rr.role + "." + param, shape);
+      data.shapes[rr.role + "." + param] = shape;
     }
   }
-  return ModelFile(std::move(data));
+  data.graphs = graph::graphs_from_v1(c, [&](const std::string& name) -> const Shape* {
+    auto it = data.shapes.find(name);
+    return it == data.shapes.end() ? nullptr : &it->second;
+  });
+}
+
+// Version 2: the top-level fields and graphs; the graphs checked against the weights' shapes;
+// exactly the tensors the nodes name.
+void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const WeightsSource& open_weights) {
+  ModelConfig& c = data.config;
+  graph::parse_v2(r, j, c, data.graphs);
+  const SafetensorsFile st = open_weights(c.weights_path);
+  check_metadata(st, {{"format", kFormat}, {"version", "2"}});
+  std::map<std::string, Shape> file_shapes;
+  for (const auto& name : st.names()) {
+    const auto& e = st.entry(name);
+    file_shapes[name] = Shape(e.shape.begin(), e.shape.end());
+  }
+  graph::finish_v2(r, j, c, data.graphs, [&](const std::string& name) -> const Shape* {
+    auto it = file_shapes.find(name);
+    return it == file_shapes.end() ? nullptr : &it->second;
+  });
+  // Exactly the tensors some node names (a weight may be shared: tied embeddings).
+  std::map<std::string, std::string> named;  // tensor -> "graph/node" (for messages)
+  for (const graph::Graph* g : {&data.graphs.encoder, &data.graphs.decoder_step, &data.graphs.forward}) {
+    for (const graph::Node& n : g->nodes)
+      for (const auto& [slot, name] : n.weights) named.emplace(name, fmt::format("graph '{}', node '{}'", g->name, n.name));
+  }
+  std::vector<std::string> extra;
+  for (const auto& name : st.names())
+    if (!named.count(name)) extra.push_back(quote(name));
+  if (!extra.empty()) {
+    throw Error(ErrorCode::format, fmt::format("{}: unexpected tensor(s) that no node of model.json names: {}", st.origin(), fmt::join(extra, ", ")));
+  }
+  for (const auto& [name, where] : named) {
+    data.plain[name] = load_tensor(st, name, where, file_shapes.at(name));
+    data.shapes[name] = file_shapes.at(name);
+  }
+}
+
+ModelFile::Data load_any(const std::string& directory, const std::string& config_path, const std::string& text,
+                         const WeightsSource& open_weights) {
+  ModelFile::Data data;
+  ModelConfig& c = data.config;
+  c.directory = directory;
+  c.config_path = config_path;
+  const Reader r(c.config_path);
+  if (text.size() > kMaxConfigBytes) r.fail(fmt::format("{} bytes, more than a model config can be ({} bytes)", text.size(), kMaxConfigBytes));
+  const json j = parse_json(text, r);
+  if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
+
+  const json& format = r.field(j, "format");
+  if (!format.is_string() || format.get<std::string>() != kFormat) {
+    r.fail(fmt::format("field 'format': expected '{}', got {} (not a vkrnn model config)", kFormat, value_str(format)));
+  }
+  const json& version = r.field(j, "version");
+  if (!version.is_number_unsigned() || (version.get<std::uint64_t>() != 1 && version.get<std::uint64_t>() != 2)) {
+    r.fail(fmt::format("field 'version': this reader knows versions 1 and 2 only, got {}", value_str(version)));
+  }
+  c.version = static_cast<int>(version.get<std::uint64_t>());
+
+  // The weights file: a name inside the model directory.
+  const std::string& weights = r.string(j, "weights");
+  const std::filesystem::path wp(weights);
+  if (weights.empty() || wp.is_absolute() || wp.has_parent_path() || weights == "." || weights == "..") {
+    r.fail(fmt::format("field 'weights': expected a file name inside the model directory, got {}", quote(weights)));
+  }
+  c.weights_path = directory.empty() ? config_path + " (weights)" : (std::filesystem::path(directory) / wp).string();
+  if (c.version == 1) load_v1(r, j, data, open_weights);
+  else load_v2(r, j, data, open_weights);
+  return data;
+}
+
+}  // namespace
+
+ModelFile::ModelFile(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
+
+ModelFile ModelFile::load(const std::string& model_dir) {
+  const std::string config_path = (std::filesystem::path(model_dir) / "model.json").string();
+  return ModelFile(std::make_shared<Data>(load_any(model_dir, config_path, read_text(config_path),
+                                                   [](const std::string& path) { return SafetensorsFile::open(path); })));
+}
+
+ModelFile ModelFile::load_from_memory(std::string_view config_json, std::span<const std::byte> weights, const std::string& origin) {
+  const std::string config_path = origin + " (model.json)";
+  return ModelFile(std::make_shared<Data>(load_any({}, config_path, std::string(config_json), [&](const std::string& path) {
+    return SafetensorsFile::parse(std::vector<std::byte>(weights.begin(), weights.end()), path);
+  })));
 }
 
 const ModelConfig& ModelFile::config() const { return data_->config; }
@@ -569,6 +521,18 @@ const std::map<std::string, std::vector<float>>& ModelFile::rnn(const std::strin
                                                   role, fmt::join(names, ", ")));
   }
   return it->second;
+}
+
+const graph::ModelGraphs& ModelFile::graphs() const { return data_->graphs; }
+
+const std::vector<float>* ModelFile::weight(const std::string& name) const {
+  if (auto it = data_->plain.find(name); it != data_->plain.end()) return &it->second;
+  const auto dot = name.find('.');
+  if (dot == std::string::npos) return nullptr;
+  auto r = data_->rnns.find(name.substr(0, dot));
+  if (r == data_->rnns.end()) return nullptr;
+  auto p = r->second.find(name.substr(dot + 1));
+  return p == r->second.end() ? nullptr : &p->second;
 }
 
 std::vector<std::string> ModelFile::roles() const {

@@ -1,27 +1,24 @@
-// Seq2Seq: bahdanau_seq2seq and luong_seq2seq (docs/model-format.md) on the GPU, built from the
-// library's ops (Embedding, Rnn, FusedAttention, Linear (the attention keys too), Concat, Activation,
-// Argmax). Every decoder step is recorded, never run on the host, so a whole greedy decode is
-// one Sequence.
+// Seq2Seq on the graph runtime: the encoder graph once per batch of sources, then the decode
+// loop around the decoder_step graph (docs/model-format.md, "The decode loop"). Every step is
+// recorded, never run on the host, so a whole greedy or beam decode is one Sequence.
 #include "vkrnn/seq2seq.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <mutex>
 #include <span>
+#include <string>
 
 #include <fmt/format.h>
 
+#include "models/graph.hpp"
+#include "models/graph_runtime.hpp"
 #include "models/model_common.hpp"
-#include "vkrnn/activation.hpp"
 #include "vkrnn/argmax.hpp"
-#include "vkrnn/attention.hpp"
 #include "vkrnn/beam_search.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/error.hpp"
-#include "vkrnn/linear.hpp"
-#include "vkrnn/rnn.hpp"
 #include "vkrnn/topk.hpp"
 
 namespace vkrnn {
@@ -30,25 +27,15 @@ namespace {
 constexpr const char* kOp = "Seq2Seq";
 constexpr std::size_t kMaxDecodeSteps = 4096;
 
-// Attention ops are shaped by (batch, source length): one plan per shape, shared by every
-// Encoded batch of that shape. The model caches the plans of the kMaxPlans shapes used last (a
-// service decoding user-sized batches would otherwise keep one per shape forever); an evicted
-// plan lives on while an Encoded still holds it.
-constexpr std::size_t kMaxPlans = 16;
-struct Plan {
-  std::size_t B = 0, S = 0;
-  std::unique_ptr<FusedAttention> attention;
-};
-
+using graph::From;
 using model_detail::fp32;
-using model_detail::tensor_of;
 
 // Decoder rows whose logits went non-finite, as the GPU flagged them (Argmax / TopK: 0, or the
 // first such step + 1 per decoder row): an Error naming the earliest step, its row and the
 // layer, instead of tokens chosen from NaN. `beam` decoder rows per source row (1: greedy);
 // `first_step` is the decode step of flag value 1.
-void check_finite_logits(std::span<const std::uint32_t> flags, const char* call, std::size_t beam,
-                         std::size_t first_step) {
+void check_finite_logits(std::span<const std::uint32_t> flags, const std::string& layer, const char* call,
+                         std::size_t beam, std::size_t first_step) {
   std::size_t worst = flags.size(), rows = 0;
   for (std::size_t r = 0; r < flags.size(); ++r) {
     if (flags[r] == 0) continue;
@@ -59,9 +46,9 @@ void check_finite_logits(std::span<const std::uint32_t> flags, const char* call,
   const std::string where = beam > 1 ? fmt::format("source row {} (beam row {})", worst / beam, worst % beam)
                                      : fmt::format("row {}", worst);
   throw Error(ErrorCode::non_finite,
-              fmt::format("{}::{}: the output layer (output.weight, output.bias) gave non-finite logits (NaN or "
-                          "infinite) for {} at step {} ({} of {} decoder rows): check the model's weights and inputs",
-                          kOp, call, where, first_step + flags[worst] - 1, rows, flags.size()));
+              fmt::format("{}::{}: {} gave non-finite logits (NaN or infinite) for {} at step {} ({} of {} decoder "
+                          "rows): check the model's weights and inputs",
+                          kOp, call, layer, where, first_step + flags[worst] - 1, rows, flags.size()));
 }
 
 }  // namespace
@@ -70,128 +57,96 @@ struct Seq2Seq::Encoded::Impl {
   std::size_t B = 0, S = 0;
   std::vector<std::int32_t> lengths;
   std::vector<std::int32_t> src;  // [B, S], pad beyond each length
-  std::shared_ptr<Plan> plan;
-  Tensor src_ids, lengths_t, x, memory, keys, h_n, c_n, s0;
+  std::shared_ptr<const graph::Layout> layout;  // of the encoder (empty for beam's expansion)
+  graph::Frame frame;
+  Tensor lengths_t;
+  // What the decoder reads from the encoder, whole: decoder input name -> tensor (a view of the
+  // encoder's memory is copied by record_encode).
+  std::map<std::string, Tensor> exported;
+  std::vector<std::pair<int, Tensor>> copies;  // encoder tensor -> its whole copy
+  std::map<std::string, Tensor> roles;         // the encoder's outputs "memory", "keys", ...
+  bool own_lengths = false;                    // lengths_t is not an encoder input
 };
 
 struct Seq2Seq::DecoderState::Impl {
   std::shared_ptr<Seq2Seq::Encoded::Impl> enc;
   DecodeOptions options;
-  std::size_t t = 0;               // steps recorded so far
-  std::size_t cur = 0;             // h[cur] holds the current recurrent state
+  std::size_t B = 0;
+  std::size_t t = 0;  // steps recorded so far
+  std::shared_ptr<const graph::Layout> layout;
+  graph::Frame frame;
+  graph::Exec exec;
+  struct State {
+    std::size_t input = 0;   // decoder input index
+    int next = -1;           // the tensor that replaces it
+    int binding = -1;        // the next tensor's binding (written in place), or -1 (copied)
+    Tensor buf[2];
+    std::size_t cur = 0;
+  };
+  std::vector<State> states;
+  std::vector<Tensor> zeros;   // constant zero inputs
+  Tensor token, finished;      // i32 [B] next input, u32 [B]
+  Tensor logits, attention;    // whole copies when the graph's tensors are views
   bool initialized = false;
-  bool input_ready = false;        // x[:, 0:E] already holds the embedding of prev (argmax wrote it)
-  Tensor h[2], c, h_tilde, query;  // recurrent state (ping-pong), LSTM cell, Luong h~, L > 1 query
-  Tensor prev, finished;           // i32 [B] next input, u32 [B]
-  Tensor x, o, context, weights, logits;
-  // The last step's results (incremental API): histories of one column, the non-finite flags.
+  bool input_ready = false;    // the token's embedding is already in place (the argmax wrote it)
+  // The last step's results (incremental API): histories of one column.
   Tensor step_tokens, step_scores, step_logits, step_attention, step_nonfinite;
+  std::map<std::string, Tensor> step_outputs;
   std::size_t last_step = 0;
 };
 
 struct Seq2Seq::Impl {
   Context* ctx;
+  ModelFile file;
   ModelConfig cfg;
   OpOptions opts;         // every op but the dense layers: fp32 storage
   OpOptions linear_opts;  // dense layers: fp16 weights when the caller asks for fp16_storage
   Tokenizer src_tok, tgt_tok;
-  bool bahdanau = true, lstm = false;
-  std::size_t E = 0, Vs = 0, Vt = 0;
-  std::size_t M = 0;   // memory (encoder output) width: Bahdanau 2 He, Luong H
-  std::size_t Hd = 0;  // decoder hidden: Bahdanau Hd, Luong H
-  std::size_t Ld = 1;  // decoder layers
-  std::size_t Le = 1;  // encoder layers
-  std::size_t He = 0;  // encoder hidden per direction
-  std::size_t X = 0;   // decoder input width
-  Score score = Score::additive;
-  Tensor src_emb, tgt_emb, query_w, query_b, v, attn_w;
-  std::unique_ptr<Rnn> encoder, decoder;
-  std::unique_ptr<Linear> bridge, combine, output, key_proj;
+  std::size_t Vs = 0, Vt = 0;
+  std::unique_ptr<graph::Program> encoder, decoder;
+  int logits_t = -1, attention_t = -1;  // decoder tensors
+  int token_input = -1;                 // decoder input index of 'token'
+  int fused_embedding = -1;             // the embedding node the argmax feeds, or -1
+  int fused_embedding_out = -1;         // its output tensor
+  std::string logits_layer;             // what non-finite logits errors name
   Embedding embedding;
   Concat concat;
-  Activation tanh;
   Argmax argmax;
-  mutable std::mutex mutex;
-  mutable std::vector<std::shared_ptr<Plan>> plans;  // least recently used first
 
   Impl(Context& c, const ModelFile& mf, const OpOptions& o)
-      : ctx(&c), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), tanh(c, ActivationFn::tanh, fp32(o)), argmax(c, fp32(o)) {
-    if (cfg.architecture != Architecture::bahdanau_seq2seq && cfg.architecture != Architecture::luong_seq2seq) {
+      : ctx(&c), file(mf), cfg(mf.config()), opts(fp32(o)), linear_opts(o), embedding(c, fp32(o)), concat(c, fp32(o)), argmax(c, fp32(o)) {
+    if (cfg.task != ModelTask::seq2seq) {
       throw Error(ErrorCode::invalid_argument,
-                  fmt::format("{}: model '{}' is a {}, not a seq2seq model (bahdanau_seq2seq or luong_seq2seq)", kOp,
-                              cfg.directory, to_string(cfg.architecture)));
+                  fmt::format("{}: model '{}' is a {}, not a seq2seq model (it has no encoder and decoder_step graphs)", kOp,
+                              cfg.directory.empty() ? cfg.config_path : cfg.directory,
+                              cfg.architecture == Architecture::graph ? to_string(cfg.task) : to_string(cfg.architecture)));
     }
-    src_tok = Tokenizer(cfg.src_vocab, cfg.tokenizer, cfg.special);
-    tgt_tok = Tokenizer(cfg.tgt_vocab, cfg.tokenizer, cfg.special);
-    bahdanau = cfg.architecture == Architecture::bahdanau_seq2seq;
-    lstm = cfg.cell == CellType::lstm;
-    E = cfg.embedding_dim;
+    if (!cfg.src_vocab.empty()) src_tok = Tokenizer(cfg.src_vocab, cfg.tokenizer, cfg.special);
+    if (!cfg.tgt_vocab.empty()) tgt_tok = Tokenizer(cfg.tgt_vocab, cfg.tokenizer, cfg.special);
     Vs = cfg.src_vocab_size;
     Vt = cfg.tgt_vocab_size;
-    score = cfg.score;
-    src_emb = tensor_of(c, {Vs, E}, mf.tensor("src_embedding"), "src_embedding");
-    tgt_emb = tensor_of(c, {Vt, E}, mf.tensor("tgt_embedding"), "tgt_embedding");
-    RnnConfig ec, dc;
-    ec.cell = dc.cell = cfg.cell;
-    ec.input_size = E;
-    if (bahdanau) {
-      He = cfg.encoder_hidden;
-      Le = cfg.encoder_layers;
-      M = 2 * He;
-      Hd = cfg.decoder_hidden;
-      Ld = 1;
-      X = E + M;
-      ec.bidirectional = true;
-    } else {
-      He = M = Hd = cfg.hidden;
-      Le = Ld = cfg.layers;
-      X = E + (cfg.input_feeding ? Hd : 0);
-    }
-    ec.hidden_size = He;
-    ec.num_layers = Le;
-    dc.input_size = X;
-    dc.hidden_size = Hd;
-    dc.num_layers = Ld;
-    encoder = std::make_unique<Rnn>(c, ec, opts);
-    encoder->load(mf.rnn("encoder"));
-    decoder = std::make_unique<Rnn>(c, dc, opts);
-    decoder->load(mf.rnn("decoder"));
-    if (bahdanau) {
-      bridge = std::make_unique<Linear>(c, He, Hd, true, linear_opts);
-      bridge->load(mf.tensor("bridge.weight"), mf.tensor("bridge.bias"));
-      // The output layer reads [s; c; emb]; the decoder builds [emb; c] for the RNN first, so
-      // the columns are permuted once here to read [emb; c; s] (one contiguous buffer).
-      const auto& w = mf.tensor("output.weight");
-      const std::size_t K = Hd + M + E;
-      std::vector<float> wp(w.size());
-      for (std::size_t r = 0; r < Vt; ++r) {
-        const float* src = &w[r * K];
-        float* dst = &wp[r * K];
-        std::copy_n(src + Hd + M, E, dst);
-        std::copy_n(src + Hd, M, dst + E);
-        std::copy_n(src, Hd, dst + E + M);
+    const graph::ModelGraphs& g = file.graphs();
+    encoder = std::make_unique<graph::Program>(c, g.encoder, file, linear_opts, opts);
+    // Recurrent state written in place where its node writes a whole tensor.
+    std::vector<std::string> bound;
+    for (const graph::Input& in : g.decoder_step.inputs) {
+      if (!in.next.empty() && in.next != in.name && graph::Program::bindable_output(g.decoder_step, in.next) &&
+          std::find(bound.begin(), bound.end(), in.next) == bound.end()) {
+        bound.push_back(in.next);
       }
-      output = std::make_unique<Linear>(c, K, Vt, true, linear_opts);
-      output->load(wp, mf.tensor("output.bias"));
-    } else {
-      combine = std::make_unique<Linear>(c, 2 * Hd, Hd, false, linear_opts);
-      combine->load(mf.tensor("combine.weight"));
-      output = std::make_unique<Linear>(c, Hd, Vt, true, linear_opts);
-      output->load(mf.tensor("output.weight"), mf.tensor("output.bias"));
     }
-    if (score == Score::additive) {
-      const std::size_t A = cfg.attention_dim;
-      key_proj = std::make_unique<Linear>(c, M, A, false, opts);
-      key_proj->load(mf.tensor("attention.key_weight"));
-      query_w = tensor_of(c, {A, Hd}, mf.tensor("attention.query_weight"), "attention.query_weight");
-      v = tensor_of(c, {A}, mf.tensor("attention.v"), "attention.v");
-      if (mf.has("attention.query_bias")) {
-        query_b = tensor_of(c, {A}, mf.tensor("attention.query_bias"), "attention.query_bias");
-      }
-    } else if (score == Score::general) {
-      attn_w = tensor_of(c, {Hd, Hd}, mf.tensor("attention.weight"), "attention.weight");
-    }
+    decoder = std::make_unique<graph::Program>(c, g.decoder_step, file, linear_opts, opts, bound);
+    const graph::Graph& d = g.decoder_step;
+    logits_t = d.find(d.output("logits"));
+    logits_layer = graph::producer_of(d, logits_t);
+    if (!d.output("attention").empty()) attention_t = d.find(d.output("attention"));
+    for (std::size_t i = 0; i < d.inputs.size(); ++i)
+      if (d.inputs[i].from == From::token) token_input = static_cast<int>(i);
+    fused_embedding = decoder->sole_embedding_reader(d.inputs[static_cast<std::size_t>(token_input)].name);
+    if (fused_embedding >= 0) fused_embedding_out = d.find(d.nodes[static_cast<std::size_t>(fused_embedding)].outputs.at("out"));
   }
+
+  const graph::Graph& dgraph() const { return decoder->graph(); }
 
   // A decode is recorded whole into one command buffer: keep it to a sane size.
   static void check_max_len(std::size_t max_len, const char* what) {
@@ -200,47 +155,6 @@ struct Seq2Seq::Impl {
                   fmt::format("{}::{}: max_len = {} is beyond the {} steps one decode may record", kOp, what, max_len,
                               kMaxDecodeSteps));
     }
-  }
-
-  AttentionConfig attention_config(std::size_t B, std::size_t S) const {
-    AttentionConfig a;
-    a.score = score;
-    a.batch = B;
-    a.max_source = S;
-    a.hidden = M;
-    a.key_dim = score == Score::additive ? cfg.attention_dim : M;
-    a.query_dim = Hd;
-    return a;
-  }
-
-  std::shared_ptr<Plan> plan(std::size_t B, std::size_t S) const {
-    std::lock_guard lock(mutex);
-    auto it = std::find_if(plans.begin(), plans.end(), [&](const auto& p) { return p->B == B && p->S == S; });
-    std::shared_ptr<Plan> p;
-    if (it != plans.end()) {
-      p = *it;
-      plans.erase(it);
-    } else {
-      p = std::make_shared<Plan>();
-      p->B = B;
-      p->S = S;
-      p->attention = std::make_unique<FusedAttention>(*ctx, attention_config(B, S), opts);
-      if (plans.size() == kMaxPlans) plans.erase(plans.begin());
-    }
-    plans.push_back(p);
-    return p;
-  }
-
-  ScoreParams score_params() const {
-    ScoreParams p;
-    if (score == Score::additive) {
-      p.w = query_w;
-      p.bias = query_b;
-      p.v = v;
-    } else if (score == Score::general) {
-      p.w = attn_w;
-    }
-    return p;
   }
 
   // --- encoder ----------------------------------------------------------------------------
@@ -257,41 +171,63 @@ struct Seq2Seq::Impl {
       check_token_ids(sources[b], Vs, fmt::format("{}::{}: source", kOp, what).c_str(), b);
       S = std::max(S, sources[b].size());
     }
+    if (cfg.max_positions && S > cfg.max_positions) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::{}: a source of {} tokens exceeds the model's max_positions {}", kOp, what, S, cfg.max_positions));
+    }
     auto e = std::make_shared<Encoded::Impl>();
     const std::size_t B = sources.size();
     e->B = B;
     e->S = S;
-    e->src.assign(B * S, cfg.special.pad);
+    e->src.assign(B * S, cfg.special.pad >= 0 ? cfg.special.pad : 0);
     for (std::size_t b = 0; b < B; ++b) {
       std::copy(sources[b].begin(), sources[b].end(), e->src.begin() + static_cast<std::ptrdiff_t>(b * S));
       e->lengths.push_back(static_cast<std::int32_t>(sources[b].size()));
     }
-    e->plan = plan(B, S);
-    Context& c = *ctx;
-    e->src_ids = c.tensor({B, S}, DType::i32, "Seq2Seq source ids");
-    e->lengths_t = c.tensor({B}, DType::i32, "Seq2Seq source lengths");
-    e->x = c.tensor({B, S, E}, DType::f32, "Seq2Seq source embeddings");
-    e->memory = c.tensor({B, S, M}, DType::f32, "Seq2Seq encoder outputs");
-    e->h_n = c.tensor({Le * (bahdanau ? 2 : 1), B, He}, DType::f32, "Seq2Seq encoder h_n");
-    if (lstm && !bahdanau) e->c_n = c.tensor({Le, B, He}, DType::f32, "Seq2Seq encoder c_n");
-    if (score == Score::additive) e->keys = c.tensor({B, S, cfg.attention_dim}, DType::f32, "Seq2Seq keys");
-    if (bahdanau) e->s0 = c.tensor({1, B, Hd}, DType::f32, "Seq2Seq decoder s0");
+    e->layout = encoder->layout(B, S);
+    e->frame = encoder->allocate(*e->layout, "Seq2Seq encoder");
+    const graph::Graph& eg = encoder->graph();
+    for (std::size_t i = 0; i < eg.inputs.size(); ++i) {
+      const graph::Input& in = eg.inputs[i];
+      const bool ids = in.from == From::tokens;
+      e->frame.bound[i] = ctx->tensor(eval(in.shape, B, S), DType::i32, ids ? "Seq2Seq source ids" : "Seq2Seq source lengths");
+      if (!ids) e->lengths_t = e->frame.bound[i];
+    }
+    if (!e->lengths_t.valid()) {
+      e->lengths_t = ctx->tensor({B}, DType::i32, "Seq2Seq source lengths");
+      e->own_lengths = true;
+    }
+    // The encoder tensors the decoder reads, whole.
+    for (const graph::Input& in : dgraph().inputs) {
+      if (in.from != From::encoder) continue;
+      const int t = eg.find(in.source);
+      Tensor w = encoder->whole(*e->layout, e->frame, t);
+      if (!w.valid()) {
+        w = ctx->tensor(e->layout->places[static_cast<std::size_t>(t)].shape, DType::f32, "Seq2Seq encoder " + in.source);
+        e->copies.push_back({t, w});
+      }
+      e->exported[in.name] = w;
+    }
     return e;
   }
 
   void record_encode(Sequence& seq, const Encoded::Impl& e) const {
-    seq.upload(e.src_ids, e.src);
-    seq.upload(e.lengths_t, e.lengths);
-    embedding.record(seq, src_emb, e.src_ids, e.x);
-    encoder->record(seq, e.x, e.lengths_t, {}, {}, e.memory, e.h_n, e.c_n, e.lengths);
-    // K = memory W_k^T once per source. Through Gemm rather than KeyProjection: 8-11x faster
-    // on lavapipe for these shapes (measured: W3 encode 0.85 vs 9.7 ms at B = 1).
-    if (key_proj) key_proj->record(seq, e.memory, e.keys);
-    if (bahdanau) {
-      // s0 = tanh(W_b bwd_0 + b): the top layer's backward final state, h_n[2 Le - 1].
-      bridge->record(seq, MatrixView{e.h_n, e.B, He, (2 * Le - 1) * e.B * He, He}, MatrixView{e.s0, e.B, Hd, 0, Hd});
-      tanh.record(seq, e.s0, e.s0);
+    seq.begin_label("Seq2Seq encoder");
+    record_encode_ops(seq, e);
+    seq.end_label();
+  }
+
+  void record_encode_ops(Sequence& seq, const Encoded::Impl& e) const {
+    const graph::Graph& eg = encoder->graph();
+    for (std::size_t i = 0; i < eg.inputs.size(); ++i) {
+      if (eg.inputs[i].from == From::tokens) seq.upload(e.frame.bound[i], e.src);
+      else seq.upload(e.frame.bound[i], e.lengths);
     }
+    if (e.own_lengths) seq.upload(e.lengths_t, e.lengths);
+    graph::Exec exec;  // every node: any encoder tensor can be read afterwards
+    exec.host_lengths = e.lengths;
+    encoder->record(seq, *e.layout, e.frame, exec);
+    for (const auto& [t, dst] : e.copies) encoder->copy(seq, *e.layout, e.frame, t, dst);
   }
 
   // --- decoder ----------------------------------------------------------------------------
@@ -302,113 +238,228 @@ struct Seq2Seq::Impl {
     st->options = o;
     if (st->options.max_len == 0) st->options.max_len = cfg.max_decode_length;
     check_max_len(st->options.max_len, "start");
-    Context& c = *ctx;
+    if (cfg.special.eos < 0) st->options.stop_at_eos = false;  // no EOS: every row runs max_len
+    const graph::Graph& d = dgraph();
     const std::size_t B = e->B;
-    st->h[0] = c.tensor({Ld, B, Hd}, DType::f32, "Seq2Seq decoder h (ping)");
-    st->h[1] = c.tensor({Ld, B, Hd}, DType::f32, "Seq2Seq decoder h (pong)");
-    if (lstm) st->c = c.tensor({Ld, B, Hd}, DType::f32, "Seq2Seq decoder c");
-    if (!bahdanau) {
-      st->h_tilde = c.tensor({B, Hd}, DType::f32, "Seq2Seq decoder h~");
-      if (Ld > 1) st->query = c.tensor({B, Hd}, DType::f32, "Seq2Seq attention query");
+    st->B = B;
+    st->layout = decoder->layout(B, e->S);
+    st->frame = decoder->allocate(*st->layout, "Seq2Seq decoder");
+    st->token = ctx->tensor({B}, DType::i32, "Seq2Seq previous tokens");
+    st->finished = ctx->tensor({B}, DType::u32, "Seq2Seq finished flags");
+    // What this state computes: the logits, the state's next values, what was asked for.
+    std::vector<int> wanted = {logits_t};
+    if (attention_t >= 0 && o.return_attention) wanted.push_back(attention_t);
+    for (const auto& name : o.outputs) {
+      const int t = d.find(name);
+      if (t < 0) {
+        throw Error(ErrorCode::not_found, fmt::format("{}::start: the decoder_step graph has no tensor '{}'", kOp, name));
+      }
+      if (d.tensors[static_cast<std::size_t>(t)].dtype != DType::f32) {
+        throw Error(ErrorCode::invalid_argument, fmt::format("{}::start: tensor '{}' holds integers", kOp, name));
+      }
+      wanted.push_back(t);
     }
-    st->prev = c.tensor({B}, DType::i32, "Seq2Seq previous tokens");
-    st->finished = c.tensor({B}, DType::u32, "Seq2Seq finished flags");
-    st->x = c.tensor({B, X}, DType::f32, "Seq2Seq decoder input");
-    st->o = c.tensor({B, bahdanau ? X + Hd : 2 * Hd}, DType::f32, "Seq2Seq output-layer input");
-    st->context = c.tensor({B, M}, DType::f32, "Seq2Seq context");
-    st->weights = c.tensor({B, e->S}, DType::f32, "Seq2Seq attention weights");
-    st->logits = c.tensor({B, Vt}, DType::f32, "Seq2Seq logits");
+    for (std::size_t i = 0; i < d.inputs.size(); ++i) {
+      const graph::Input& in = d.inputs[i];
+      const Shape shape = eval(in.shape, B, e->S);
+      if (!in.next.empty() && in.next != in.name) {
+        DecoderState::Impl::State s;
+        s.input = i;
+        s.next = d.find(in.next);
+        s.binding = decoder->binding_of(s.next);
+        s.buf[0] = ctx->tensor(shape, DType::f32, fmt::format("Seq2Seq state {} (ping)", in.name));
+        s.buf[1] = ctx->tensor(shape, DType::f32, fmt::format("Seq2Seq state {} (pong)", in.name));
+        st->states.push_back(s);
+        wanted.push_back(s.next);
+      } else if (in.from == From::zeros) {
+        st->frame.bound[i] = ctx->tensor(shape, DType::f32, fmt::format("Seq2Seq zeros {}", in.name));
+        st->zeros.push_back(st->frame.bound[i]);
+      } else if (in.from == From::encoder) {
+        st->frame.bound[i] = e->exported.at(in.name);
+      } else if (in.from == From::lengths) {
+        st->frame.bound[i] = e->lengths_t;
+      } else {
+        st->frame.bound[i] = st->token;
+      }
+    }
+    st->exec = decoder->live(wanted);
+    st->exec.host_lengths = e->lengths;
+    // The token choice reads whole logits / attention tensors.
+    if (!decoder->whole(*st->layout, st->frame, logits_t).valid()) {
+      st->logits = ctx->tensor({B, Vt}, DType::f32, "Seq2Seq logits");
+    }
+    if (attention_t >= 0 && !decoder->whole(*st->layout, st->frame, attention_t).valid()) {
+      st->attention = ctx->tensor({B, e->S}, DType::f32, "Seq2Seq attention");
+    }
     return st;
   }
 
   struct History {
     Tensor tokens, scores, logits, attention;  // [B, capacity(, X)]
+    std::map<std::string, Tensor> outputs;     // [capacity, shape...]
     std::size_t column = 0;
-    Tensor nonfinite;      // u32 [B]: the first step + 1 whose logits were not finite (Argmax)
-    bool weights = false;  // compute the attention weights (st.weights) even without `attention`
-    bool select = true;    // run the argmax (greedy); beam search selects on the host
+    Tensor nonfinite;    // u32 [B]: the first step + 1 whose logits were not finite (Argmax)
+    bool select = true;  // run the argmax (greedy); beam search selects on the GPU otherwise
   };
 
   // The state at BOS: recorded before the first step.
   void record_init(Sequence& seq, DecoderState::Impl& st) const {
-    const Encoded::Impl& e = *st.enc;
-    if (!st.initialized) {
-      if (bahdanau) {
-        seq.copy(e.s0, st.h[0]);
-        if (lstm) seq.fill(st.c, 0);
-      } else {
-        seq.copy(e.h_n, st.h[0]);
-        if (lstm) seq.copy(e.c_n, st.c);
-        seq.fill(st.h_tilde, 0);
-      }
-      seq.fill(st.prev, static_cast<std::uint32_t>(cfg.special.bos));
-      seq.fill(st.finished, 0);
-      st.initialized = true;
-      st.input_ready = false;
+    if (st.initialized) return;
+    const graph::Graph& d = dgraph();
+    for (auto& s : st.states) {
+      const graph::Input& in = d.inputs[s.input];
+      s.cur = 0;
+      if (in.from == From::encoder) seq.copy(st.enc->exported.at(in.name), s.buf[0]);
+      else seq.fill(s.buf[0], 0);
+    }
+    for (const Tensor& z : st.zeros) seq.fill(z, 0);
+    seq.fill(st.token, static_cast<std::uint32_t>(cfg.special.bos));
+    seq.fill(st.finished, 0);
+    st.initialized = true;
+    st.input_ready = false;
+  }
+
+  Tensor logits_of(const DecoderState::Impl& st) const {
+    return st.logits.valid() ? st.logits : decoder->whole(*st.layout, st.frame, logits_t);
+  }
+  Tensor attention_of(const DecoderState::Impl& st) const {
+    if (attention_t < 0) return {};
+    return st.attention.valid() ? st.attention : decoder->whole(*st.layout, st.frame, attention_t);
+  }
+
+  // One run of the decoder_step graph, then the state's swap.
+  void record_graph(Sequence& seq, DecoderState::Impl& st) const {
+    record_init(seq, st);
+    for (auto& s : st.states) {
+      st.frame.bound[s.input] = s.buf[s.cur];
+      if (s.binding >= 0) st.frame.bound[static_cast<std::size_t>(s.binding)] = s.buf[s.cur ^ 1];
+    }
+    st.exec.skip_node = st.input_ready ? fused_embedding : -1;
+    decoder->record(seq, *st.layout, st.frame, st.exec);
+    for (auto& s : st.states) {
+      if (s.binding < 0) decoder->copy(seq, *st.layout, st.frame, s.next, s.buf[s.cur ^ 1]);
+    }
+    if (st.logits.valid()) decoder->copy(seq, *st.layout, st.frame, logits_t, st.logits);
+    if (st.attention.valid() && st.exec.live_tensors[static_cast<std::size_t>(attention_t)]) {
+      decoder->copy(seq, *st.layout, st.frame, attention_t, st.attention);
+    }
+  }
+
+  void finish_step(DecoderState::Impl& st) const {
+    for (auto& s : st.states) s.cur ^= 1;
+    ++st.t;
+    st.input_ready = false;
+  }
+
+  void record_outputs(Sequence& seq, const DecoderState::Impl& st, const History& hist) const {
+    for (const auto& [name, dst] : hist.outputs) {
+      const int t = dgraph().find(name);
+      const graph::Place& p = st.layout->places[static_cast<std::size_t>(t)];
+      const std::size_t n = element_count(p.shape);
+      concat.record(seq, {decoder->matrix(*st.layout, st.frame, t)}, MatrixView{dst, p.rows(), p.cols(), hist.column * n, p.cols()});
     }
   }
 
   void record_step(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
-    const Encoded::Impl& e = *st.enc;
-    const std::size_t B = e.B;
-    record_init(seq, st);
-    const Tensor& h_prev = st.h[st.cur];
-    const Tensor& h_next = st.h[st.cur ^ 1];
-    const Tensor weights = hist.attention.valid() || hist.weights ? st.weights : Tensor{};
-    const FusedAttention& attention = *e.plan->attention;
-    const Tensor& keys = e.keys.valid() ? e.keys : e.memory;
-    if (bahdanau) {
-      // Attention from s_{t-1}; x = [emb(y_{t-1}); c_t]; s_t = RNN(x, s_{t-1});
-      // logits = W [emb; c; s_t] + b (columns permuted at load).
-      attention.record(seq, keys, e.memory, h_prev.reshaped({B, Hd}), e.lengths_t, st.context, score_params(), weights);
-      if (!st.input_ready) embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
-      concat.record(seq, {MatrixView::of(st.context)}, MatrixView{st.x, B, M, E, X});
-      decoder->step(seq, st.x, h_prev, h_next, st.c, st.c);
-      concat.record(seq, {MatrixView::of(st.x), MatrixView{h_next, B, Hd, 0, Hd}}, MatrixView::of(st.o));
-      output->record(seq, st.o, st.logits);
-    } else {
-      // x = [emb(y_{t-1}); h~_{t-1}] (input feeding) or emb; h_t = RNN_L(x); attention from
-      // h_t; h~_t = tanh(W_c [c_t; h_t]); logits = W_s h~_t + b_s.
-      if (!st.input_ready) embedding.record(seq, MatrixView::of(tgt_emb), st.prev, MatrixView{st.x, B, E, 0, X});
-      if (cfg.input_feeding) concat.record(seq, {MatrixView::of(st.h_tilde)}, MatrixView{st.x, B, Hd, E, X});
-      decoder->step(seq, st.x, h_prev, h_next, st.c, st.c);
-      const MatrixView top{h_next, B, Hd, (Ld - 1) * B * Hd, Hd};
-      Tensor query = h_next.reshaped({Ld * B, Hd});
-      if (Ld > 1) {
-        concat.record(seq, {top}, MatrixView::of(st.query));
-        query = st.query;
-      }
-      attention.record(seq, keys, e.memory, query, e.lengths_t, st.context, score_params(), weights);
-      concat.record(seq, {MatrixView::of(st.context), top}, MatrixView::of(st.o));
-      combine->record(seq, st.o, st.h_tilde);
-      tanh.record(seq, st.h_tilde, st.h_tilde);
-      output->record(seq, st.h_tilde, st.logits);
+    seq.begin_label(fmt::format("Seq2Seq decoder step {}", st.t));
+    record_step_ops(seq, st, hist);
+    seq.end_label();
+  }
+
+  void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+    record_graph(seq, st);
+    record_outputs(seq, st, hist);
+    // (Logits processors -- issue 16 -- go here: between the graph's logits and the choice.)
+    if (!hist.select) {
+      finish_step(st);
+      return;
     }
-    st.cur ^= 1;
-    ++st.t;
-    st.input_ready = false;
-    if (!hist.select) return;
     GreedyStep g;
-    g.next_tokens = st.prev;
+    g.next_tokens = st.token;
     if (st.options.stop_at_eos) g.finished = st.finished;
     g.eos = cfg.special.eos;
-    g.pad = cfg.special.pad;
+    g.pad = cfg.special.pad >= 0 ? cfg.special.pad : 0;
     g.step = hist.column;
     g.tokens = hist.tokens;
     g.scores = hist.scores;
     g.logits = hist.logits;
-    g.weights = weights;
-    g.attention = hist.attention;
     g.nonfinite = hist.nonfinite;
-    // The argmax also writes the chosen token's embedding into the next step's input.
-    g.embedding = MatrixView::of(tgt_emb);
-    g.embedding_out = MatrixView{st.x, B, E, 0, X};
-    argmax.record(seq, st.logits, g);
-    st.input_ready = true;
+    if (hist.attention.valid()) {
+      g.weights = attention_of(st);
+      g.attention = hist.attention;
+    }
+    const bool fuse = fused_embedding >= 0;
+    if (fuse) {
+      // The argmax also writes the chosen token's embedding into the next step's input.
+      g.embedding = MatrixView::of(decoder->embedding_table(fused_embedding));
+      g.embedding_out = decoder->matrix(*st.layout, st.frame, fused_embedding_out);
+    }
+    argmax.record(seq, logits_of(st), g);
+    finish_step(st);
+    st.input_ready = fuse;
+  }
+
+  // Histories of requested decoder tensors: [capacity, shape...].
+  std::map<std::string, Tensor> output_histories(const DecoderState::Impl& st, std::size_t capacity, const char* label) const {
+    std::map<std::string, Tensor> out;
+    for (const auto& name : st.options.outputs) {
+      Shape s = st.layout->places[static_cast<std::size_t>(dgraph().find(name))].shape;
+      s.insert(s.begin(), capacity);
+      out[name] = ctx->tensor(s, DType::f32, fmt::format("{} {}", label, name));
+    }
+    return out;
+  }
+
+  // A tensor of the encoder, for B rows, expanded to K rows per source (beam search): along
+  // its batch axis, every row repeated K times.
+  Tensor expand(Sequence& seq, const Tensor& from, const graph::SymShape& shape, std::size_t B, std::size_t S, std::size_t K,
+                const Tensor& rows, const std::string& name) const {
+    std::size_t axis = shape.size();
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i].sym != graph::Sym::batch) continue;
+      if (axis != shape.size()) throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: encoder tensor '{}' has two batch axes", kOp, name));
+      axis = i;
+    }
+    if (axis == shape.size()) return from;  // the same for every row
+    Shape out = graph::eval(shape, B, S);
+    out[axis] = B * K;
+    const Tensor to = ctx->tensor(out, from.dtype(), "Seq2Seq beam " + name);
+    std::size_t P = 1, Q = 1;
+    for (std::size_t i = 0; i < axis; ++i) P *= out[i];
+    for (std::size_t i = axis + 1; i < out.size(); ++i) Q *= out[i];
+    const std::size_t R = B * K;
+    for (std::size_t p = 0; p < P; ++p) {
+      embedding.record(seq, MatrixView{from, B, Q, p * B * Q, Q}, rows, MatrixView{to, R, Q, p * R * Q, Q});
+    }
+    return to;
+  }
+
+  HostTensor read_decoder(const Sequence& seq, const Tensor& hist, std::size_t steps, std::size_t capacity) const {
+    HostTensor h;
+    h.shape = hist.shape();
+    const std::size_t per = element_count(h.shape) / capacity;
+    auto all = seq.read<float>(hist);
+    all.resize(steps * per);
+    h.shape[0] = steps;
+    h.values = std::move(all);
+    return h;
   }
 };
 
 // --- public API ----------------------------------------------------------------------------
+
+namespace {
+Tensor role_tensor(const Seq2Seq::Impl& m, const std::shared_ptr<Seq2Seq::Encoded::Impl>& e, const char* role) {
+  if (!e || !e->layout) return {};
+  const graph::Graph& g = m.encoder->graph();
+  const std::string name = g.output(role);
+  if (name.empty()) return {};
+  const int t = g.find(name);
+  for (const auto& [tt, copy] : e->copies)
+    if (tt == t) return copy;
+  return m.encoder->whole(*e->layout, e->frame, t);
+}
+}  // namespace
 
 std::size_t Seq2Seq::Encoded::batch() const { return impl ? impl->B : 0; }
 std::size_t Seq2Seq::Encoded::source_length() const { return impl ? impl->S : 0; }
@@ -416,10 +467,6 @@ const std::vector<std::int32_t>& Seq2Seq::Encoded::lengths() const {
   static const std::vector<std::int32_t> none;
   return impl ? impl->lengths : none;
 }
-Tensor Seq2Seq::Encoded::encoder_outputs() const { return impl ? impl->memory : Tensor{}; }
-Tensor Seq2Seq::Encoded::keys() const { return impl ? impl->keys : Tensor{}; }
-Tensor Seq2Seq::Encoded::initial_state() const { return impl ? (impl->s0.valid() ? impl->s0 : impl->h_n) : Tensor{}; }
-Tensor Seq2Seq::Encoded::initial_cell() const { return impl ? impl->c_n : Tensor{}; }
 std::size_t Seq2Seq::DecoderState::steps_taken() const { return impl ? impl->t : 0; }
 
 std::vector<std::int32_t> DecodeResult::row(std::size_t b) const {
@@ -432,25 +479,65 @@ Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOption
   return Seq2Seq(ctx, ModelFile::load(model_dir), options);
 }
 
-Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
-    : impl_(std::make_unique<Impl>(ctx, model, options)) {}
+Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
+                                  const OpOptions& options) {
+  return Seq2Seq(ctx, ModelFile::load_from_memory(config_json, weights), options);
+}
+
+Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options) {
+  UploadBatch uploads(ctx);  // every weight in one submission
+  impl_ = std::make_unique<Impl>(ctx, model, options);
+  uploads.finish();
+}
 Seq2Seq::Seq2Seq(Seq2Seq&&) noexcept = default;
 Seq2Seq& Seq2Seq::operator=(Seq2Seq&&) noexcept = default;
 Seq2Seq::~Seq2Seq() = default;
+
+// The encoder's named outputs, resolved at prepare() (Encoded holds no reference to the model).
+namespace {
+Tensor role(const std::shared_ptr<Seq2Seq::Encoded::Impl>& e, const char* name) {
+  if (!e) return {};
+  auto it = e->roles.find(name);
+  return it == e->roles.end() ? Tensor{} : it->second;
+}
+}  // namespace
+Tensor Seq2Seq::Encoded::encoder_outputs() const { return role(impl, "memory"); }
+Tensor Seq2Seq::Encoded::keys() const { return role(impl, "keys"); }
+Tensor Seq2Seq::Encoded::initial_state() const { return role(impl, "initial_state"); }
+Tensor Seq2Seq::Encoded::initial_cell() const { return role(impl, "initial_cell"); }
 
 const ModelConfig& Seq2Seq::config() const { return impl_->cfg; }
 const Tokenizer& Seq2Seq::source_tokenizer() const { return impl_->src_tok; }
 const Tokenizer& Seq2Seq::target_tokenizer() const { return impl_->tgt_tok; }
 
 std::vector<std::int32_t> Seq2Seq::encode_text(std::string_view text) const {
+  if (impl_->cfg.src_vocab.empty()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::encode_text: the model has no source vocabulary (use token ids)", kOp));
+  }
   return impl_->src_tok.encode(text, impl_->cfg.tokenizer.src_append_eos);
 }
 
-std::string Seq2Seq::decode_text(std::span<const std::int32_t> ids) const { return impl_->tgt_tok.decode(ids); }
+std::string Seq2Seq::decode_text(std::span<const std::int32_t> ids) const {
+  if (impl_->cfg.tgt_vocab.empty()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::decode_text: the model has no target vocabulary (use token ids)", kOp));
+  }
+  return impl_->tgt_tok.decode(ids);
+}
+
+namespace {
+// The encoder's named outputs, for Encoded's accessors.
+void export_roles(const Seq2Seq::Impl& m, const std::shared_ptr<Seq2Seq::Encoded::Impl>& e) {
+  for (const char* role : {"memory", "keys", "initial_state", "initial_cell"}) {
+    const Tensor t = role_tensor(m, e, role);
+    if (t.valid()) e->roles[role] = t;
+  }
+}
+}  // namespace
 
 Seq2Seq::Encoded Seq2Seq::prepare(const std::vector<std::vector<std::int32_t>>& sources) const {
   Encoded e;
   e.impl = impl_->prepare(sources, "prepare");
+  export_roles(*impl_, e.impl);
   return e;
 }
 
@@ -462,10 +549,26 @@ void Seq2Seq::record_encode(Sequence& seq, const Encoded& encoded) const {
 Seq2Seq::Encoded Seq2Seq::encode(const std::vector<std::vector<std::int32_t>>& sources) const {
   Encoded e;
   e.impl = impl_->prepare(sources, "encode");
+  export_roles(*impl_, e.impl);
   Sequence seq = impl_->ctx->sequence({.label = "Seq2Seq::encode"});
   impl_->record_encode(seq, *e.impl);
   seq.eval();
   return e;
+}
+
+HostTensor Seq2Seq::read_encoder(const Encoded& encoded, const std::string& tensor) const {
+  const auto& e = encoded.impl;
+  if (!e || !e->layout) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_encoder: an empty Encoded", kOp));
+  const graph::Graph& g = impl_->encoder->graph();
+  const int t = g.find(tensor);
+  if (t < 0) throw Error(ErrorCode::not_found, fmt::format("{}::read_encoder: the encoder graph has no tensor '{}'", kOp, tensor));
+  // Through a one-download sequence: the tensor's base buffer, then its place's elements.
+  Sequence seq = impl_->ctx->sequence({.label = "Seq2Seq::read_encoder"});
+  const graph::Place& p = e->layout->places[static_cast<std::size_t>(t)];
+  const Tensor& base = p.bound ? e->frame.bound.at(p.index) : e->frame.owned.at(p.index);
+  seq.download(base);
+  seq.eval();
+  return {p.shape, impl_->encoder->read(seq, *e->layout, e->frame, t)};
 }
 
 Seq2Seq::DecoderState Seq2Seq::start(const Encoded& encoded, const DecodeOptions& options) const {
@@ -477,7 +580,7 @@ Seq2Seq::DecoderState Seq2Seq::start(const Encoded& encoded, const DecodeOptions
 void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const std::int32_t> forced_inputs) const {
   if (!state.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::record_step: an empty DecoderState", kOp));
   auto& st = *state.impl;
-  const std::size_t B = st.enc->B;
+  const std::size_t B = st.B;
   Context& c = *impl_->ctx;
   if (st.t >= st.options.max_len) {
     throw Error(ErrorCode::out_of_range,
@@ -494,14 +597,17 @@ void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const st
     st.step_tokens = c.tensor({B, 1}, DType::i32, "Seq2Seq step tokens");
     st.step_scores = c.tensor({B, 1}, DType::f32, "Seq2Seq step scores");
     if (st.options.return_logits) st.step_logits = c.tensor({B, 1, impl_->Vt}, DType::f32, "Seq2Seq step logits");
-    if (st.options.return_attention) st.step_attention = c.tensor({B, 1, st.enc->S}, DType::f32, "Seq2Seq step attention");
+    if (st.options.return_attention && impl_->attention_t >= 0) {
+      st.step_attention = c.tensor({B, 1, st.enc->S}, DType::f32, "Seq2Seq step attention");
+    }
+    st.step_outputs = impl_->output_histories(st, 1, "Seq2Seq step");
     st.step_nonfinite = c.tensor({B}, DType::u32, "Seq2Seq step non-finite flags");
   }
-  Impl::History h{st.step_tokens, st.step_scores, st.step_logits, st.step_attention, 0, st.step_nonfinite};
+  Impl::History h{st.step_tokens, st.step_scores, st.step_logits, st.step_attention, st.step_outputs, 0, st.step_nonfinite};
   seq.fill(st.step_nonfinite, 0);
   if (!forced_inputs.empty()) {
     impl_->record_init(seq, st);  // fills the inputs with BOS: replace them after
-    seq.upload(st.prev, std::vector<std::int32_t>(forced_inputs.begin(), forced_inputs.end()));
+    seq.upload(st.token, std::vector<std::int32_t>(forced_inputs.begin(), forced_inputs.end()));
     st.input_ready = false;
   }
   st.last_step = st.t;
@@ -510,6 +616,7 @@ void Seq2Seq::record_step(Sequence& seq, DecoderState& state, std::span<const st
   if (st.options.stop_at_eos) seq.download(st.finished);
   if (st.step_logits.valid()) seq.download(st.step_logits);
   if (st.step_attention.valid()) seq.download(st.step_attention);
+  for (const auto& [name, t] : st.step_outputs) seq.download(t);
 }
 
 StepResult Seq2Seq::read_step(const Sequence& seq, const DecoderState& state) const {
@@ -517,12 +624,12 @@ StepResult Seq2Seq::read_step(const Sequence& seq, const DecoderState& state) co
     throw Error(ErrorCode::state, fmt::format("{}::read_step: no step was recorded for this state", kOp));
   }
   const auto& st = *state.impl;
-  check_finite_logits(seq.read<std::uint32_t>(st.step_nonfinite), "read_step", 1, st.last_step);
+  check_finite_logits(seq.read<std::uint32_t>(st.step_nonfinite), impl_->logits_layer, "read_step", 1, st.last_step);
   StepResult r;
   r.step = st.last_step;
   r.tokens = seq.read<std::int32_t>(st.step_tokens);
   r.scores = seq.read<float>(st.step_scores);
-  r.finished.assign(st.enc->B, 0);
+  r.finished.assign(st.B, 0);
   if (st.options.stop_at_eos) {
     const auto f = seq.read<std::uint32_t>(st.finished);
     for (std::size_t b = 0; b < f.size(); ++b) r.finished[b] = f[b] != 0;
@@ -530,6 +637,7 @@ StepResult Seq2Seq::read_step(const Sequence& seq, const DecoderState& state) co
   }
   if (st.step_logits.valid()) r.logits = seq.read<float>(st.step_logits);
   if (st.step_attention.valid()) r.attention = seq.read<float>(st.step_attention);
+  for (const auto& [name, t] : st.step_outputs) r.outputs[name] = impl_->read_decoder(seq, t, 1, 1);
   return r;
 }
 
@@ -550,7 +658,8 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   h.tokens = c.tensor({B, T}, DType::i32, "Seq2Seq greedy tokens");
   h.scores = c.tensor({B, T}, DType::f32, "Seq2Seq greedy scores");
   if (options.return_logits) h.logits = c.tensor({B, T, V}, DType::f32, "Seq2Seq greedy logits");
-  if (options.return_attention) h.attention = c.tensor({B, T, S}, DType::f32, "Seq2Seq greedy attention");
+  if (options.return_attention && m.attention_t >= 0) h.attention = c.tensor({B, T, S}, DType::f32, "Seq2Seq greedy attention");
+  h.outputs = m.output_histories(*st, T, "Seq2Seq greedy");
   h.nonfinite = c.tensor({B}, DType::u32, "Seq2Seq greedy non-finite flags");
 
   Sequence seq = c.sequence({.label = "Seq2Seq::greedy"});
@@ -560,9 +669,10 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   if (early_stop) {
     // Once every row has finished, the gate turns the remaining steps' dispatches into empty
     // ones: the columns they would have written keep these values (what finished rows emit).
-    seq.fill(h.tokens, static_cast<std::uint32_t>(m.cfg.special.pad)).fill(h.scores, 0);
+    seq.fill(h.tokens, static_cast<std::uint32_t>(m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0)).fill(h.scores, 0);
     if (h.logits.valid()) seq.fill(h.logits, 0);
     if (h.attention.valid()) seq.fill(h.attention, 0);
+    for (const auto& [name, t] : h.outputs) seq.fill(t, 0);
     seq.begin_gate();
   }
   for (std::size_t t = 0; t < T; ++t) {
@@ -574,8 +684,9 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   seq.download(h.tokens).download(h.scores).download(h.nonfinite);
   if (h.logits.valid()) seq.download(h.logits);
   if (h.attention.valid()) seq.download(h.attention);
+  for (const auto& [name, t] : h.outputs) seq.download(t);
   seq.eval();
-  check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), "greedy", 1, 0);
+  check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, "greedy", 1, 0);
 
   const auto tokens = seq.read<std::int32_t>(h.tokens);
   const auto scores = seq.read<float>(h.scores);
@@ -584,7 +695,7 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   r.source_length = S;
   r.vocab = V;
   r.lengths.assign(B, static_cast<std::int32_t>(T));
-  if (st->options.stop_at_eos) {
+  if (early_stop) {
     for (std::size_t b = 0; b < B; ++b) {
       for (std::size_t t = 0; t < T; ++t) {
         if (tokens[b * T + t] == m.cfg.special.eos) {
@@ -611,6 +722,7 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   r.scores = cut(scores, 1);
   if (h.logits.valid()) r.logits = cut(seq.read<float>(h.logits), V);
   if (h.attention.valid()) r.attention = cut(seq.read<float>(h.attention), S);
+  for (const auto& [name, t] : h.outputs) r.outputs[name] = m.read_decoder(seq, t, r.steps, T);
   r.stats = seq.stats();
   return r;
 }
@@ -631,92 +743,75 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
 
-  // The encoder runs once per source; its results are expanded to K decoder rows per source.
+  // The encoder runs once per source; what the decoder reads of it is expanded to K decoder
+  // rows per source.
+  Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
+  m.record_encode(seq, *e);
+  std::vector<std::int32_t> source_of(R);
+  for (std::size_t r = 0; r < R; ++r) source_of[r] = static_cast<std::int32_t>(r / K);
+  const Tensor rows = c.tensor({R}, DType::i32, "Seq2Seq beam row sources");
+  seq.upload(rows, source_of);
   auto ek = std::make_shared<Encoded::Impl>();
   ek->B = R;
   ek->S = S;
   for (std::size_t r = 0; r < R; ++r) ek->lengths.push_back(e->lengths[r / K]);
-  ek->plan = m.plan(R, S);
   ek->lengths_t = c.tensor({R}, DType::i32, "Seq2Seq beam lengths");
-  ek->memory = c.tensor({R, S, m.M}, DType::f32, "Seq2Seq beam encoder outputs");
-  if (e->keys.valid()) ek->keys = c.tensor({R, S, m.cfg.attention_dim}, DType::f32, "Seq2Seq beam keys");
-  if (e->s0.valid()) ek->s0 = c.tensor({1, R, m.Hd}, DType::f32, "Seq2Seq beam s0");
-  if (!m.bahdanau) ek->h_n = c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam h0");
-  if (e->c_n.valid()) ek->c_n = c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c0");
-  std::vector<std::int32_t> source_of(R);
-  for (std::size_t r = 0; r < R; ++r) source_of[r] = static_cast<std::int32_t>(r / K);
-  const Tensor rows = c.tensor({R}, DType::i32, "Seq2Seq beam row sources");
+  seq.upload(ek->lengths_t, ek->lengths);
+  for (const graph::Input& in : m.dgraph().inputs) {
+    if (in.from == From::encoder) ek->exported[in.name] = m.expand(seq, e->exported.at(in.name), in.shape, B, S, K, rows, in.source);
+  }
 
-  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false});
+  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = options.return_attention});
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
-  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad, m.opts);
+  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts);
   const BeamSearch::State state = search.make_state();
   const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
   const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
   const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
   const Tensor nonfinite = c.tensor({R}, DType::u32, "Seq2Seq beam non-finite flags");
-  // Reordered copies of the cell state and h~ (swapped with the state's at record time).
-  Tensor c_tmp = m.lstm ? c.tensor({m.Ld, R, m.Hd}, DType::f32, "Seq2Seq beam c reorder") : Tensor{};
-  Tensor ht_tmp = m.bahdanau ? Tensor{} : c.tensor({R, m.Hd}, DType::f32, "Seq2Seq beam h~ reorder");
   // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
   const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
   const Tensor hist_attention =
-      options.return_attention ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
+      options.return_attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
 
   // The whole search is one submission: encoder, expansion, then max_len steps of (reorder the
   // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
   // merge's done flags close, so the host never waits per step.
-  Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
-  seq.fill(nonfinite, 0);
-  m.record_encode(seq, *e);
-  seq.upload(rows, source_of);
-  seq.upload(ek->lengths_t, ek->lengths);
-  auto expand = [&](const Tensor& from, const Tensor& to, std::size_t layers, std::size_t width) {
-    for (std::size_t l = 0; l < layers; ++l) {
-      m.embedding.record(seq, MatrixView{from, B, width, l * B * width, width}, rows,
-                         MatrixView{to, R, width, l * R * width, width});
-    }
-  };
-  expand(e->memory, ek->memory, 1, S * m.M);
-  if (e->keys.valid()) expand(e->keys, ek->keys, 1, S * m.cfg.attention_dim);
-  if (e->s0.valid()) expand(e->s0, ek->s0, 1, m.Hd);
-  if (!m.bahdanau) expand(e->h_n, ek->h_n, m.Ld, m.Hd);
-  if (e->c_n.valid()) expand(e->c_n, ek->c_n, m.Ld, m.Hd);
   search.record_reset(seq, state);
+  seq.fill(nonfinite, 0);
   m.record_init(seq, *st);
   seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
     if (t > 0) {
-      // Gather every row's state from its parent row (a row that is done gathers itself).
-      for (std::size_t l = 0; l < m.Ld; ++l) {
-        m.embedding.record(seq, MatrixView{st->h[st->cur], R, m.Hd, l * R * m.Hd, m.Hd}, parents,
-                           MatrixView{st->h[st->cur ^ 1], R, m.Hd, l * R * m.Hd, m.Hd});
-        if (m.lstm) {
-          m.embedding.record(seq, MatrixView{st->c, R, m.Hd, l * R * m.Hd, m.Hd}, parents,
-                             MatrixView{c_tmp, R, m.Hd, l * R * m.Hd, m.Hd});
+      // Gather every state from its parent row (a row that is done gathers itself).
+      for (auto& s : st->states) {
+        const Shape& shape = s.buf[0].shape();
+        const graph::SymShape& sym = m.dgraph().inputs[s.input].shape;
+        std::size_t axis = 0;
+        while (axis < sym.size() && sym[axis].sym != graph::Sym::batch) ++axis;
+        if (axis == sym.size()) continue;  // no batch axis: one state for every row
+        std::size_t P = 1, Q = 1;
+        for (std::size_t i = 0; i < axis; ++i) P *= shape[i];
+        for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
+        for (std::size_t p = 0; p < P; ++p) {
+          m.embedding.record(seq, MatrixView{s.buf[s.cur], R, Q, p * R * Q, Q}, parents, MatrixView{s.buf[s.cur ^ 1], R, Q, p * R * Q, Q});
         }
+        s.cur ^= 1;
       }
-      st->cur ^= 1;
-      if (m.lstm) std::swap(st->c, c_tmp);
-      if (!m.bahdanau) {
-        m.embedding.record(seq, MatrixView::of(st->h_tilde), parents, MatrixView::of(ht_tmp));
-        std::swap(st->h_tilde, ht_tmp);
-      }
-      st->input_ready = false;  // st->prev holds the merge's next tokens
+      st->input_ready = false;  // st->token holds the merge's next tokens
     }
     Impl::History h;
-    h.weights = options.return_attention;
     h.select = false;
     m.record_step(seq, *st, h);
-    topk.record(seq, st->logits, cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
+    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
     if (hist_logits.valid()) {
-      m.concat.record(seq, {MatrixView::of(st->logits)}, MatrixView{hist_logits, R, V, t * R * V, V});
+      m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
     }
     if (hist_attention.valid()) {
-      m.concat.record(seq, {MatrixView::of(st->weights)}, MatrixView{hist_attention, R, S, t * R * S, S});
+      m.concat.record(seq, {MatrixView::of(m.attention_of(*st))}, MatrixView{hist_attention, R, S, t * R * S, S});
     }
-    search.record_step(seq, state, t, cand_v, cand_i, parents, st->prev);
+    search.record_step(seq, state, t, cand_v, cand_i, parents, st->token);
     if (t + 1 < T) seq.close_gate_when_all(state.done);
   }
   seq.end_gate();
@@ -725,7 +820,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   if (hist_logits.valid()) seq.download(hist_logits);
   if (hist_attention.valid()) seq.download(hist_attention);
   seq.eval();
-  check_finite_logits(seq.read<std::uint32_t>(nonfinite), "beam", K, 0);
+  check_finite_logits(seq.read<std::uint32_t>(nonfinite), m.logits_layer, "beam", K, 0);
   if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
 
   const auto found = search.reconstruct(seq, state);
@@ -759,6 +854,22 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     if (f.size() > K) f.resize(K);
   }
   return out;
+}
+
+WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
+  return WarmUpTask::start(
+      [this, options] {
+        const std::int32_t id = model_detail::plain_token(impl_->cfg.special, impl_->Vs);
+        for (const std::size_t B : options.batch_sizes) {
+          for (const std::size_t S : options.lengths) {
+            const std::vector<std::vector<std::int32_t>> sources(B, std::vector<std::int32_t>(std::max<std::size_t>(S, 1), id));
+            if (options.greedy) greedy(sources, {.max_len = 2});
+            if (options.beam) beam(sources, {.beam_width = options.beam_width, .max_len = 2});
+          }
+        }
+        impl_->ctx->save_pipeline_cache();
+      },
+      options.background);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {

@@ -1,5 +1,11 @@
 #include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <exception>
+#include <chrono>
 #include <cstring>
+#include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -12,24 +18,49 @@ namespace vkrnn {
 namespace detail {
 
 ContextImpl::~ContextImpl() {
-  if (device != VK_NULL_HANDLE) fns.vkDeviceWaitIdle(device);
+  // vkrnn's own device may be idled; an adopted one never is (that would stall every queue of
+  // the app): every submission of vkrnn's is waited for by whoever owns it (Sequence
+  // destructors, UploadTicket / the uploads below), so only the uploads remain.
+  if (owns_device && device != VK_NULL_HANDLE) fns.vkDeviceWaitIdle(device);
+  if (device != VK_NULL_HANDLE) {
+    retire_uploads(/*wait=*/true);
+    if (upload_recording) {  // a batch nobody closed (cannot happen through UploadBatch)
+      fns.vkDestroyCommandPool(device, upload_recording->pool, host_alloc());
+      fns.vkDestroyFence(device, upload_recording->fence, host_alloc());
+      for (auto& b : upload_recording->staging) allocator->destroy(b);
+    }
+  }
   kernels.clear();
   pipeline_cache.reset();
   allocator.reset();
-  if (owns_device && device != VK_NULL_HANDLE) fns.vkDestroyDevice(device, nullptr);
+  if (owns_device && device != VK_NULL_HANDLE) fns.vkDestroyDevice(device, host_alloc());
 }
 
 void ContextImpl::submit(const VkSubmitInfo& info_, VkFence fence) {
+  flush_uploads();  // batched uploads first: this work may read what they write
   std::lock_guard lock(queue_mutex);
   vk::check(fns.vkQueueSubmit(queue, 1, &info_, fence), "vkQueueSubmit", name());
+  ++queue_submits;
 }
 
+void ContextImpl::name_object(VkObjectType type, std::uint64_t handle, const std::string& n) const {
+  if (!features.debug_labels || handle == 0) return;
+  VkDebugUtilsObjectNameInfoEXT ni{VK_STRUCTURE_TYPE_DEBUG_UTILS_OBJECT_NAME_INFO_EXT};
+  ni.objectType = type;
+  ni.objectHandle = handle;
+  ni.pObjectName = n.c_str();
+  instance->fns().vkSetDebugUtilsObjectNameEXT(device, &ni);
+}
+
+// --- kernels ---------------------------------------------------------------------------
+
 std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
-  const std::string key = fmt::format("{}|{}|{}|{}", spec.shader, spec.bindings,
-                                      spec.push_constant_bytes, fmt::join(spec.constants, ","));
-  std::lock_guard lock(kernels_mutex);
-  if (auto it = kernels.find(key); it != kernels.end()) {
-    return std::shared_ptr<KernelImpl>(shared_from_this(), it->second.get());
+  const std::string key = to_string(spec);
+  {
+    std::lock_guard lock(kernels_mutex);
+    if (auto it = kernels.find(key); it != kernels.end()) {
+      return std::shared_ptr<KernelImpl>(shared_from_this(), it->second.get());
+    }
   }
   const auto code = vk::shader_code(spec.shader);
   const auto& limits = info();
@@ -60,6 +91,9 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
     }
   }
 
+  // Built outside the lock: compiling takes milliseconds to seconds, and a background
+  // prebuild must not hold up the thread that records. Two threads asking for the same new
+  // spec both build it; the first one stored wins.
   auto k = std::make_unique<KernelImpl>();
   k->ctx = this;
   k->spec = spec;
@@ -71,7 +105,7 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
   VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   dl.bindingCount = spec.bindings;
   dl.pBindings = bindings.data();
-  vk::check(fns.vkCreateDescriptorSetLayout(device, &dl, nullptr, &k->set_layout),
+  vk::check(fns.vkCreateDescriptorSetLayout(device, &dl, host_alloc(), &k->set_layout),
             "vkCreateDescriptorSetLayout", name());
 
   VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, spec.push_constant_bytes};
@@ -80,14 +114,14 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
   pl.pSetLayouts = &k->set_layout;
   pl.pushConstantRangeCount = spec.push_constant_bytes ? 1 : 0;
   pl.pPushConstantRanges = &push;
-  vk::check(fns.vkCreatePipelineLayout(device, &pl, nullptr, &k->layout), "vkCreatePipelineLayout",
+  vk::check(fns.vkCreatePipelineLayout(device, &pl, host_alloc(), &k->layout), "vkCreatePipelineLayout",
             name());
 
   VkShaderModuleCreateInfo sm{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
   sm.codeSize = code.size() * sizeof(std::uint32_t);
   sm.pCode = code.data();
   VkShaderModule module = VK_NULL_HANDLE;
-  vk::check(fns.vkCreateShaderModule(device, &sm, nullptr, &module),
+  vk::check(fns.vkCreateShaderModule(device, &sm, host_alloc(), &module),
             fmt::format("vkCreateShaderModule ({})", spec.shader), name());
 
   std::vector<VkSpecializationMapEntry> entries(spec.constants.size());
@@ -100,23 +134,192 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
   si.dataSize = spec.constants.size() * 4;
   si.pData = spec.constants.data();
 
+  VkPipelineCreationFeedback feedback{}, stage_feedback{};
+  VkPipelineCreationFeedbackCreateInfo fi{VK_STRUCTURE_TYPE_PIPELINE_CREATION_FEEDBACK_CREATE_INFO};
+  fi.pPipelineCreationFeedback = &feedback;
+  fi.pipelineStageCreationFeedbackCount = 1;
+  fi.pPipelineStageCreationFeedbacks = &stage_feedback;
   VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  ci.pNext = creation_feedback ? &fi : nullptr;
   ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
   ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
   ci.stage.module = module;
   ci.stage.pName = "main";
   ci.stage.pSpecializationInfo = entries.empty() ? nullptr : &si;
   ci.layout = k->layout;
+  const auto t0 = std::chrono::steady_clock::now();
   const VkResult r = fns.vkCreateComputePipelines(device, pipeline_cache->handle(), 1, &ci,
-                                                  nullptr, &k->pipeline);
-  fns.vkDestroyShaderModule(device, module, nullptr);
+                                                  host_alloc(), &k->pipeline);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  fns.vkDestroyShaderModule(device, module, host_alloc());
   vk::check(r, fmt::format("vkCreateComputePipelines ({})", spec.shader), name());
-  KernelImpl* raw = k.get();
-  kernels[key] = std::move(k);
-  return std::shared_ptr<KernelImpl>(shared_from_this(), raw);
+  name_object(VK_OBJECT_TYPE_PIPELINE, k->pipeline, "vkrnn " + spec.shader);
+  const bool hit = (feedback.flags & VK_PIPELINE_CREATION_FEEDBACK_VALID_BIT) &&
+                   (feedback.flags & VK_PIPELINE_CREATION_FEEDBACK_APPLICATION_PIPELINE_CACHE_HIT_BIT);
+
+  std::lock_guard lock(kernels_mutex);
+  auto [it, fresh] = kernels.try_emplace(key, std::move(k));
+  if (fresh) {
+    ++pipeline_stats.kernels;
+    pipeline_stats.create_ms += ms;
+    if (hit) ++pipeline_stats.cache_hits;
+  }
+  return std::shared_ptr<KernelImpl>(shared_from_this(), it->second.get());
 }
 
-TensorStorage::~TensorStorage() { ctx->allocator->destroy(buffer); }
+// --- batched uploads -------------------------------------------------------------------
+
+void ContextImpl::begin_upload_batch() {
+  std::lock_guard lock(upload_mutex);
+  ++upload_depth;
+}
+
+std::uint64_t ContextImpl::end_upload_batch() {
+  std::lock_guard lock(upload_mutex);
+  if (upload_depth > 0) --upload_depth;
+  const std::uint64_t last = next_upload_chunk - 1;  // the chunk recording now, or the last one
+  if (upload_depth == 0) flush_uploads_locked();
+  return last;
+}
+
+bool ContextImpl::batch_upload(const TensorStorage& dst, std::span<const std::byte> data) {
+  std::lock_guard lock(upload_mutex);
+  if (upload_depth == 0 || options.upload_batch_bytes == 0) return false;
+  auto& chunk = upload_recording;
+  if (chunk && chunk->copies > 0 && chunk->bytes + data.size() > options.upload_batch_bytes) {
+    flush_uploads_locked();  // bounded staging: this batch continues in a new submission
+  }
+  if (!chunk) {
+    chunk = std::make_unique<UploadChunk>();
+    chunk->id = next_upload_chunk++;
+    VkCommandPoolCreateInfo pi{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pi.flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT;
+    pi.queueFamilyIndex = queue_family;
+    vk::check(fns.vkCreateCommandPool(device, &pi, host_alloc(), &chunk->pool), "vkCreateCommandPool", name());
+    VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if (const VkResult r = fns.vkCreateFence(device, &fi, host_alloc(), &chunk->fence); r != VK_SUCCESS) {
+      fns.vkDestroyCommandPool(device, chunk->pool, host_alloc());
+      chunk.reset();
+      vk::check(r, "vkCreateFence", name());
+    }
+    ++uploads_in_flight_count;  // counts chunks alive: recording or in flight
+    VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    ai.commandPool = chunk->pool;
+    ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ai.commandBufferCount = 1;
+    vk::check(fns.vkAllocateCommandBuffers(device, &ai, &chunk->cb), "vkAllocateCommandBuffers", name());
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    vk::check(fns.vkBeginCommandBuffer(chunk->cb, &bi), "vkBeginCommandBuffer", name());
+    name_object(VK_OBJECT_TYPE_COMMAND_BUFFER, chunk->cb, fmt::format("vkrnn uploads #{}", chunk->id));
+    // Earlier work of vkrnn's may still use the destinations (WAR, WAW).
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    fns.vkCmdPipelineBarrier(chunk->cb,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                                 VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
+                             VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  }
+  vk::Buffer staging = allocator->create_buffer(data.size(), vk::MemoryUsage::upload,
+                                                fmt::format("batched upload staging for tensor '{}'", dst.name));
+  chunk->staging.push_back(staging);
+  std::memcpy(staging.mapped, data.data(), data.size());
+  allocator->flush(staging, 0, data.size());
+  const VkBuffer to = dst.buffer.handle;
+  if (chunk->written.count(to)) {  // the same tensor twice in one batch: WAW
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    fns.vkCmdPipelineBarrier(chunk->cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
+                             nullptr, 0, nullptr);
+    chunk->written.clear();
+  }
+  const VkBufferCopy region{0, 0, data.size()};
+  fns.vkCmdCopyBuffer(chunk->cb, staging.handle, to, 1, &region);
+  chunk->written.insert(to);
+  chunk->destinations.insert(to);
+  chunk->bytes += data.size();
+  ++chunk->copies;
+  return true;
+}
+
+void ContextImpl::flush_uploads_locked() {
+  auto& chunk = upload_recording;
+  if (!chunk) return;
+  vk::check(fns.vkEndCommandBuffer(chunk->cb), "vkEndCommandBuffer", name());
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &chunk->cb;
+  {
+    std::lock_guard lock(queue_mutex);
+    vk::check(fns.vkQueueSubmit(queue, 1, &si, chunk->fence), "vkQueueSubmit (uploads)", name());
+    ++queue_submits;
+  }
+  uploads_in_flight.push_back(std::move(chunk));
+}
+
+void ContextImpl::flush_uploads() {
+  if (uploads_in_flight_count == 0) return;  // nothing recording (nor in flight)
+  std::lock_guard lock(upload_mutex);
+  flush_uploads_locked();
+}
+
+void ContextImpl::retire_uploads(bool wait) {
+  std::lock_guard lock(upload_mutex);
+  std::erase_if(uploads_in_flight, [&](std::unique_ptr<UploadChunk>& c) {
+    const VkResult r = wait ? fns.vkWaitForFences(device, 1, &c->fence, VK_TRUE, UINT64_MAX)
+                            : fns.vkGetFenceStatus(device, c->fence);
+    if (r != VK_SUCCESS) return false;  // VK_NOT_READY, or a lost device: keep it
+    for (auto& b : c->staging) allocator->destroy(b);
+    fns.vkDestroyFence(device, c->fence, host_alloc());
+    fns.vkDestroyCommandPool(device, c->pool, host_alloc());
+    --uploads_in_flight_count;
+    return true;
+  });
+}
+
+bool ContextImpl::upload_done(std::uint64_t chunk) {
+  retire_uploads(false);
+  std::lock_guard lock(upload_mutex);
+  if (upload_recording && upload_recording->id <= chunk) return false;
+  return std::none_of(uploads_in_flight.begin(), uploads_in_flight.end(),
+                      [&](const auto& c) { return c->id <= chunk; });
+}
+
+bool ContextImpl::wait_upload(std::uint64_t chunk, std::uint64_t timeout_ns) {
+  {
+    std::lock_guard lock(upload_mutex);
+    if (upload_recording && upload_recording->id <= chunk) {
+      throw Error(ErrorCode::state,
+                  "UploadTicket::wait(): the uploads are still held by an open UploadBatch (nothing was "
+                  "submitted yet): close the outermost batch first");
+    }
+    for (const auto& c : uploads_in_flight) {
+      if (c->id > chunk) continue;
+      const VkResult r = fns.vkWaitForFences(device, 1, &c->fence, VK_TRUE, timeout_ns);
+      if (r == VK_TIMEOUT) return false;
+      vk::check(r, "vkWaitForFences (uploads)", name());
+    }
+  }
+  retire_uploads(false);
+  return true;
+}
+
+void ContextImpl::release_upload_destination(VkBuffer buffer) {
+  if (uploads_in_flight_count == 0) return;
+  std::lock_guard lock(upload_mutex);
+  // A copy into this buffer still recorded or in flight: let it finish before the buffer goes.
+  if (upload_recording && upload_recording->destinations.count(buffer)) flush_uploads_locked();
+  for (const auto& c : uploads_in_flight) {
+    if (c->destinations.count(buffer)) fns.vkWaitForFences(device, 1, &c->fence, VK_TRUE, UINT64_MAX);
+  }
+}
+
+TensorStorage::~TensorStorage() {
+  ctx->release_upload_destination(buffer.handle);
+  ctx->allocator->destroy(buffer);
+}
 
 std::string describe(const Tensor& t) {
   if (!t.valid()) return "an empty tensor";
@@ -124,7 +327,69 @@ std::string describe(const Tensor& t) {
                      to_string(t.shape()), to_string(t.dtype()));
 }
 
+Tensor make_tensor(const std::shared_ptr<ContextImpl>& c, const Shape& shape, DType dtype, std::string name) {
+  std::size_t n = 1;
+  for (auto d : shape) {
+    if (d != 0 && n > SIZE_MAX / 16 / d) {
+      throw Error(ErrorCode::out_of_range,
+                  fmt::format("tensor {} {}: element count overflows", name, to_string(shape)));
+    }
+    n *= d;
+  }
+  auto s = std::make_shared<TensorStorage>();
+  s->ctx = c;
+  s->dtype = dtype;
+  s->shape = shape;
+  s->bytes = n * dtype_size(dtype);
+  s->name = std::move(name);
+  const std::string what =
+      fmt::format("tensor{} {} {}", s->name.empty() ? "" : " '" + s->name + "'", to_string(shape),
+                  to_string(dtype));
+  s->buffer = c->allocator->create_buffer(s->bytes, vk::MemoryUsage::device, what);
+  c->name_object(VK_OBJECT_TYPE_BUFFER, s->buffer.handle, "vkrnn " + what);
+  return Tensor(std::move(s));
+}
+
 }  // namespace detail
+
+// --- kernel specs as text ----------------------------------------------------------------
+
+std::string to_string(const KernelSpec& spec) {
+  return fmt::format("{}|{}|{}|{}", spec.shader, spec.bindings, spec.push_constant_bytes,
+                     fmt::join(spec.constants, ","));
+}
+
+KernelSpec parse_kernel_spec(std::string_view text) {
+  auto fail = [&](const char* why) {
+    return Error(ErrorCode::format,
+                 fmt::format("kernel spec '{}': {} (expected 'shader|bindings|push bytes|c0,c1,...')", text, why));
+  };
+  std::vector<std::string_view> parts;
+  std::size_t at = 0;
+  for (std::size_t bar; (bar = text.find('|', at)) != std::string_view::npos; at = bar + 1) {
+    parts.push_back(text.substr(at, bar - at));
+  }
+  parts.push_back(text.substr(at));
+  if (parts.size() != 4) throw fail("not four '|'-separated fields");
+  auto number = [&](std::string_view v) {
+    std::uint32_t x = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (v.empty() || ec != std::errc{} || end != v.data() + v.size()) throw fail("a field is not a u32");
+    return x;
+  };
+  KernelSpec spec;
+  if (parts[0].empty()) throw fail("no shader name");
+  spec.shader = std::string(parts[0]);
+  spec.bindings = number(parts[1]);
+  spec.push_constant_bytes = number(parts[2]);
+  for (std::size_t p = 0; !parts[3].empty();) {
+    const std::size_t comma = parts[3].find(',', p);
+    spec.constants.push_back(number(parts[3].substr(p, comma == std::string_view::npos ? comma : comma - p)));
+    if (comma == std::string_view::npos) break;
+    p = comma + 1;
+  }
+  return spec;
+}
 
 namespace {
 
@@ -133,12 +398,40 @@ std::string cache_dir_for(const ContextOptions& o) {
   return o.cache_dir.empty() ? vk::default_cache_dir() : o.cache_dir;
 }
 
-void finish_setup(detail::ContextImpl& c) {
-  if (c.options.limits) vk::apply_limits(*c.options.limits, c.physical.info, c.features);
-  c.allocator = std::make_unique<vk::Allocator>(c.fns, c.device, c.info(), c.options.force_staging,
-                                                c.options.memory_block_bytes);
-  c.pipeline_cache =
-      std::make_unique<vk::PipelineCache>(c.fns, c.device, c.info(), cache_dir_for(c.options));
+// Debug labels: on where asked for (or by default) and the instance has VK_EXT_debug_utils.
+bool labels_for(const ContextOptions& o, bool instance_has_debug_utils, const vk::InstanceFns& f,
+                const std::string& device) {
+  const bool available = instance_has_debug_utils && f.vkSetDebugUtilsObjectNameEXT &&
+                         f.vkCmdBeginDebugUtilsLabelEXT && f.vkCmdEndDebugUtilsLabelEXT;
+  if (o.debug_labels.value_or(false) && !available) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("ContextOptions::debug_labels asks for debug-utils labels, but the instance of '{}' "
+                            "has no VK_EXT_debug_utils (an adopted instance declares it in "
+                            "ExternalDevice::features.debug_utils)",
+                            device));
+  }
+  return o.debug_labels.value_or(true) && available;
+}
+
+void finish_setup(const std::shared_ptr<detail::ContextImpl>& c) {
+  if (c->options.limits) vk::apply_limits(*c->options.limits, c->physical.info, c->features);
+  detail::ContextImpl* raw = c.get();
+  auto budget = [raw](std::vector<vk::HeapBudget>& out) {
+    if (!raw->features.memory_budget) return false;
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT b{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+    VkPhysicalDeviceMemoryProperties2 p{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2};
+    p.pNext = &b;
+    raw->instance->fns().vkGetPhysicalDeviceMemoryProperties2(raw->physical.handle, &p);
+    out.resize(p.memoryProperties.memoryHeapCount);
+    for (std::uint32_t h = 0; h < out.size(); ++h) out[h] = {b.heapBudget[h], b.heapUsage[h]};
+    return true;
+  };
+  auto namer = [raw](VkDeviceMemory m, const std::string& n) {
+    raw->name_object(VK_OBJECT_TYPE_DEVICE_MEMORY, m, n);
+  };
+  c->allocator = std::make_unique<vk::Allocator>(c->fns, c->device, c->info(), c->options, budget, namer);
+  c->pipeline_cache = std::make_unique<vk::PipelineCache>(c->fns, c->device, c->info(), cache_dir_for(c->options),
+                                                          c->host_alloc(), c->options.pipeline_cache);
 }
 
 }  // namespace
@@ -149,7 +442,7 @@ Context::Context(const ContextOptions& options) {
   auto c = std::make_shared<detail::ContextImpl>();
   c->options = options;
   const bool validation = options.validation.value_or(vk::validation_requested_by_env());
-  c->instance = vk::Instance::create(validation, options.validation_sink);
+  c->instance = vk::Instance::create(validation, options.validation_sink, options.allocation_callbacks);
   auto devices = vk::enumerate_physical_devices(*c->instance);
   std::vector<DeviceInfo> infos;
   for (const auto& d : devices) infos.push_back(d.info);
@@ -177,6 +470,7 @@ Context::Context(const ContextOptions& options) {
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
   VkPhysicalDeviceSubgroupSizeControlFeatures size_control{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES};
+  VkPhysicalDeviceTimelineSemaphoreFeatures timeline{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES};
   features.pNext = &storage16;
   void** tail = &storage16.pNext;
   storage16.storageBuffer16BitAccess = s.storage_buffer_16bit;
@@ -193,6 +487,13 @@ Context::Context(const ContextOptions& options) {
     tail = &size_control.pNext;
     if (api < VK_API_VERSION_1_3) extensions.push_back(VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
   }
+  if (s.timeline_semaphore) {
+    timeline.timelineSemaphore = VK_TRUE;
+    *tail = &timeline;
+    tail = &timeline.pNext;
+    if (api < VK_API_VERSION_1_2) extensions.push_back(VK_KHR_TIMELINE_SEMAPHORE_EXTENSION_NAME);
+  }
+  if (s.ext_memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   if (s.portability_subset) extensions.push_back("VK_KHR_portability_subset");
 
   VkDeviceCreateInfo di{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
@@ -201,13 +502,19 @@ Context::Context(const ContextOptions& options) {
   di.pQueueCreateInfos = &qi;
   di.enabledExtensionCount = static_cast<std::uint32_t>(extensions.size());
   di.ppEnabledExtensionNames = extensions.data();
-  vk::check(c->instance->fns().vkCreateDevice(c->physical.handle, &di, nullptr, &c->device),
+  vk::check(c->instance->fns().vkCreateDevice(c->physical.handle, &di, c->host_alloc(), &c->device),
             "vkCreateDevice", info.name);
   c->owns_device = true;
   c->fns = vk::load_device_fns(c->instance->fns(), c->device);
   c->fns.vkGetDeviceQueue(c->device, c->queue_family, 0, &c->queue);
-  c->features = {s.storage_buffer_16bit, s.shader_float16, s.subgroup_size_control};
-  finish_setup(*c);
+  c->features.storage_buffer_16bit = s.storage_buffer_16bit;
+  c->features.shader_float16 = s.shader_float16;
+  c->features.subgroup_size_control = s.subgroup_size_control;
+  c->features.timeline_semaphore = s.timeline_semaphore && c->fns.vkWaitSemaphores;
+  c->features.memory_budget = s.ext_memory_budget;
+  c->features.debug_labels = labels_for(options, c->instance->debug_utils(), c->instance->fns(), info.name);
+  c->creation_feedback = api >= VK_API_VERSION_1_3;
+  finish_setup(c);
   impl_ = std::move(c);
 }
 
@@ -265,6 +572,8 @@ Context Context::adopt(const ExternalDevice& ext, const ContextOptions& options)
   c->features.shader_float16 = declared(ext.features.shader_float16, s.shader_float16, "shaderFloat16");
   c->features.subgroup_size_control =
       declared(ext.features.subgroup_size_control, s.subgroup_size_control, "subgroupSizeControl");
+  c->features.timeline_semaphore = declared(ext.features.timeline_semaphore, s.timeline_semaphore, "timelineSemaphore");
+  c->features.memory_budget = declared(ext.features.memory_budget, s.ext_memory_budget, "VK_EXT_memory_budget");
   c->device = ext.device;
   c->owns_device = false;
   c->queue_family = ext.queue_family;
@@ -273,8 +582,16 @@ Context Context::adopt(const ExternalDevice& ext, const ContextOptions& options)
   c->physical.info.timestamps =
       c->physical.info.timestamp_valid_bits > 0 && c->physical.info.timestamp_period_ns > 0.0f;
   c->fns = vk::load_device_fns(c->instance->fns(), c->device);
+  if (c->features.timeline_semaphore && (!c->fns.vkWaitSemaphores || !c->fns.vkGetSemaphoreCounterValue)) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("the app declares timelineSemaphore enabled, but the device of '{}' exposes no "
+                            "vkWaitSemaphores (Vulkan 1.2, or enable VK_KHR_timeline_semaphore)",
+                            info.name));
+  }
   c->fns.vkGetDeviceQueue(c->device, ext.queue_family, ext.queue_index, &c->queue);
-  finish_setup(*c);
+  c->features.debug_labels = labels_for(options, ext.features.debug_utils, c->instance->fns(), info.name);
+  c->creation_feedback = std::min(ext.api_version, info.api_version) >= VK_API_VERSION_1_3;
+  finish_setup(c);
   return Context(std::move(c));
 }
 
@@ -287,25 +604,7 @@ VkDevice Context::vk_device() const { return impl_->device; }
 VkQueue Context::vk_queue() const { return impl_->queue; }
 
 Tensor Context::tensor(const Shape& shape, DType dtype, std::string name) {
-  std::size_t n = 1;
-  for (auto d : shape) {
-    if (d != 0 && n > SIZE_MAX / 16 / d) {
-      throw Error(ErrorCode::out_of_range,
-                  fmt::format("tensor {} {}: element count overflows", name, to_string(shape)));
-    }
-    n *= d;
-  }
-  auto s = std::make_shared<detail::TensorStorage>();
-  s->ctx = impl_;
-  s->dtype = dtype;
-  s->shape = shape;
-  s->bytes = n * dtype_size(dtype);
-  s->name = std::move(name);
-  const std::string what =
-      fmt::format("tensor{} {} {}", s->name.empty() ? "" : " '" + s->name + "'", to_string(shape),
-                  to_string(dtype));
-  s->buffer = impl_->allocator->create_buffer(s->bytes, vk::MemoryUsage::device, what);
-  return Tensor(std::move(s));
+  return detail::make_tensor(impl_, shape, dtype, std::move(name));
 }
 
 Tensor Context::tensor(const Shape& shape, std::span<const float> data, std::string name) {
@@ -344,6 +643,7 @@ void Context::write(const Tensor& dst, std::span<const std::byte> data) {
     impl_->allocator->flush(buf, 0, data.size());
     return;
   }
+  if (impl_->batch_upload(dst.storage(), data)) return;  // an UploadBatch is open
   auto seq = sequence({.label = "Context::write"});
   seq.upload(dst, data);
   seq.eval();
@@ -369,9 +669,140 @@ Kernel Context::kernel(const KernelSpec& spec) { return Kernel(impl_->kernel(spe
 
 Sequence Context::sequence(const SequenceOptions& options) { return Sequence(impl_, options); }
 
+// --- warm start ----------------------------------------------------------------------------
+
+struct WarmUpTask::State {
+  std::thread thread;
+  std::atomic<bool> finished{false};
+  std::exception_ptr error;
+};
+
+WarmUpTask::WarmUpTask(WarmUpTask&&) noexcept = default;
+WarmUpTask& WarmUpTask::operator=(WarmUpTask&& other) noexcept {
+  if (this != &other) {
+    if (state_ && state_->thread.joinable()) state_->thread.join();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+WarmUpTask::~WarmUpTask() {
+  if (state_ && state_->thread.joinable()) state_->thread.join();
+}
+bool WarmUpTask::done() const { return !state_ || state_->finished; }
+void WarmUpTask::wait() {
+  if (!state_) return;
+  if (state_->thread.joinable()) state_->thread.join();
+  if (auto e = std::exchange(state_->error, nullptr)) std::rethrow_exception(e);
+}
+
+namespace {
+
+// Every kernel once, on an empty indirect dispatch: pipelines are created (where real drivers
+// compile), and drivers that compile at first use (llvmpipe compiles a pipeline's variant when
+// a dispatch binds it, even an empty one) compile too, without touching any data.
+void prebuild_now(const std::shared_ptr<detail::ContextImpl>& c, const std::vector<KernelSpec>& specs,
+                  bool save_cache) {
+  if (specs.empty()) return;
+  std::vector<Kernel> kernels;
+  std::uint32_t max_push = 0;
+  for (const auto& spec : specs) {
+    kernels.emplace_back(c->kernel(spec));
+    max_push = std::max(max_push, spec.push_constant_bytes);
+  }
+  const Tensor counts = detail::make_tensor(c, {3}, DType::u32, "Context::prebuild empty grid");
+  const Tensor dummy = detail::make_tensor(c, {64}, DType::u32, "Context::prebuild unused binding");
+  const std::vector<std::byte> push(max_push, std::byte{0});
+  Sequence seq(c, {.label = "Context::prebuild"});
+  seq.fill(counts, 0).fill(dummy, 0);
+  for (const Kernel& k : kernels) {
+    const std::vector<Arg> args(k.spec().bindings, inout(dummy));
+    seq.dispatch_indirect(k, args, std::span(push).first(k.spec().push_constant_bytes), counts);
+  }
+  seq.eval();
+  {
+    std::lock_guard lock(c->kernels_mutex);
+    c->pipeline_stats.prebuilt += static_cast<std::uint32_t>(kernels.size());
+  }
+  if (save_cache) c->pipeline_cache->save();
+}
+
+}  // namespace
+
+WarmUpTask WarmUpTask::start(std::function<void()> work, bool background) {
+  WarmUpTask task;
+  task.state_ = std::make_shared<State>();
+  auto run = [work = std::move(work), st = task.state_.get()] {
+    try {
+      work();
+    } catch (...) {
+      st->error = std::current_exception();
+    }
+    st->finished = true;
+  };
+  if (background) {
+    task.state_->thread = std::thread(std::move(run));
+  } else {
+    run();
+  }
+  return task;
+}
+
+WarmUpTask Context::prebuild(std::vector<KernelSpec> specs, const PrebuildOptions& options) {
+  return WarmUpTask::start([c = impl_, specs = std::move(specs), save = options.save_cache] { prebuild_now(c, specs, save); },
+                           options.background);
+}
+
+std::vector<KernelSpec> Context::kernel_specs() const {
+  std::lock_guard lock(impl_->kernels_mutex);
+  std::vector<KernelSpec> out;
+  for (const auto& [key, k] : impl_->kernels) out.push_back(k->spec);
+  return out;
+}
+
+PipelineStats Context::pipeline_stats() const {
+  std::lock_guard lock(impl_->kernels_mutex);
+  return impl_->pipeline_stats;
+}
+
 void Context::save_pipeline_cache() const { impl_->pipeline_cache->save(); }
 std::string Context::pipeline_cache_path() const { return impl_->pipeline_cache->path(); }
 bool Context::pipeline_cache_loaded() const { return impl_->pipeline_cache->loaded_from_disk(); }
 MemoryStats Context::memory_stats() const { return impl_->allocator->stats(); }
+
+// --- uploads ----------------------------------------------------------------------------
+
+UploadBatch::UploadBatch(Context& ctx) : ctx_(ctx.impl_ptr()) { ctx_->begin_upload_batch(); }
+
+UploadBatch::~UploadBatch() {
+  if (!open_) return;
+  try {
+    submit();
+  } catch (...) {
+    // A destructor must not throw; the uploads' own errors surface at the next submission.
+  }
+}
+
+UploadTicket UploadBatch::submit() {
+  if (!open_) throw Error(ErrorCode::state, "UploadBatch::submit(): already submitted");
+  open_ = false;
+  UploadTicket t;
+  t.ctx_ = ctx_;
+  t.chunk_ = ctx_->end_upload_batch();
+  return t;
+}
+
+void UploadBatch::finish() {
+  const UploadTicket t = submit();
+  bool nested = false;
+  {
+    std::lock_guard lock(ctx_->upload_mutex);
+    nested = ctx_->upload_depth > 0;
+  }
+  if (!nested) t.wait();
+}
+
+bool UploadTicket::done() const { return !ctx_ || ctx_->upload_done(chunk_); }
+
+bool UploadTicket::wait(std::uint64_t timeout_ns) const { return !ctx_ || ctx_->wait_upload(chunk_, timeout_ns); }
 
 }  // namespace vkrnn

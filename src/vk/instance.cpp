@@ -53,10 +53,12 @@ bool validation_requested_by_env() {
   return s == "1" || s == "true" || s == "on" || s == "yes";
 }
 
-std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink) {
+std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink,
+                                           const VkAllocationCallbacks* host_alloc) {
   const auto& g = global_fns();
   std::shared_ptr<Instance> self(new Instance());
   self->owned_ = true;
+  self->host_alloc_ = host_alloc;
   self->validation_ = validation;
   self->sink_ = std::make_unique<ValidationSink>(std::move(sink));
 
@@ -101,6 +103,11 @@ std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink)
   messenger_info.pfnUserCallback = debug_callback;
   messenger_info.pUserData = self->sink_.get();
 
+  // Debug tools (RenderDoc, Nsight, the validation layer) show names and labels through it.
+  if (has_extension(available, VK_EXT_DEBUG_UTILS_EXTENSION_NAME)) {
+    extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+    self->debug_utils_ = true;
+  }
   const void* next = nullptr;
   if (validation) {
     std::uint32_t ln = 0;
@@ -126,7 +133,8 @@ std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink)
       throw Error(ErrorCode::missing_feature,
                   "validation needs VK_EXT_debug_utils, which neither the loader nor the layer offers");
     }
-    extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+    if (!self->debug_utils_) extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+    self->debug_utils_ = true;
     messenger_info.pNext = nullptr;
     next = &messenger_info;
     if (has_extension(layer_ext, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME)) {
@@ -152,11 +160,11 @@ std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink)
   info.ppEnabledLayerNames = layers.data();
   info.enabledExtensionCount = static_cast<std::uint32_t>(extensions.size());
   info.ppEnabledExtensionNames = extensions.data();
-  check(g.vkCreateInstance(&info, nullptr, &self->instance_), "vkCreateInstance", "");
+  check(g.vkCreateInstance(&info, host_alloc, &self->instance_), "vkCreateInstance", "");
   self->fns_ = load_instance_fns(self->instance_);
 
   if (validation && self->fns_.vkCreateDebugUtilsMessengerEXT) {
-    check(self->fns_.vkCreateDebugUtilsMessengerEXT(self->instance_, &messenger_info, nullptr,
+    check(self->fns_.vkCreateDebugUtilsMessengerEXT(self->instance_, &messenger_info, host_alloc,
                                                     &self->messenger_),
           "vkCreateDebugUtilsMessengerEXT", "");
   }
@@ -182,10 +190,10 @@ std::shared_ptr<Instance> Instance::adopt(VkInstance instance, std::uint32_t api
 Instance::~Instance() {
   if (!owned_) return;
   if (messenger_ != VK_NULL_HANDLE && fns_.vkDestroyDebugUtilsMessengerEXT) {
-    fns_.vkDestroyDebugUtilsMessengerEXT(instance_, messenger_, nullptr);
+    fns_.vkDestroyDebugUtilsMessengerEXT(instance_, messenger_, host_alloc_);
   }
   if (instance_ != VK_NULL_HANDLE && fns_.vkDestroyInstance) {
-    fns_.vkDestroyInstance(instance_, nullptr);
+    fns_.vkDestroyInstance(instance_, host_alloc_);
   }
 }
 

@@ -10,8 +10,10 @@ namespace vkrnn::vk {
 // debug-utils messenger that forwards layer messages to a ValidationSink.
 class Instance {
  public:
-  // Creates vkrnn's own instance (Vulkan 1.1 or newer, as the loader allows).
-  static std::shared_ptr<Instance> create(bool validation, ValidationSink sink);
+  // Creates vkrnn's own instance (Vulkan 1.1 or newer, as the loader allows), with
+  // VK_EXT_debug_utils whenever the loader offers it (object names and labels for debug tools).
+  static std::shared_ptr<Instance> create(bool validation, ValidationSink sink,
+                                          const VkAllocationCallbacks* host_alloc = nullptr);
   // Wraps an app's instance: nothing is created or destroyed.
   static std::shared_ptr<Instance> adopt(VkInstance instance, std::uint32_t api_version);
   ~Instance();
@@ -24,6 +26,7 @@ class Instance {
   bool owned() const { return owned_; }
   bool validation() const { return validation_; }
   bool portability_enumeration() const { return portability_; }
+  bool debug_utils() const { return debug_utils_; }  // VK_EXT_debug_utils enabled (own instance)
 
  private:
   Instance() = default;
@@ -33,6 +36,8 @@ class Instance {
   bool owned_ = false;
   bool validation_ = false;
   bool portability_ = false;
+  bool debug_utils_ = false;
+  const VkAllocationCallbacks* host_alloc_ = nullptr;
   VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
   std::unique_ptr<ValidationSink> sink_;
 };

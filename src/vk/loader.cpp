@@ -75,6 +75,11 @@ DeviceFns load_device_fns(const InstanceFns& instance_fns, VkDevice device) {
   }
   VKRNN_DEVICE_FNS(VKRNN_LOAD_DEVICE)
 #undef VKRNN_LOAD_DEVICE
+#define VKRNN_LOAD_OPTIONAL(fn)                                                            \
+  fns.fn = reinterpret_cast<PFN_##fn>(instance_fns.vkGetDeviceProcAddr(device, #fn));     \
+  if (!fns.fn) fns.fn = reinterpret_cast<PFN_##fn>(instance_fns.vkGetDeviceProcAddr(device, #fn "KHR"));
+  VKRNN_OPTIONAL_DEVICE_FNS(VKRNN_LOAD_OPTIONAL)
+#undef VKRNN_LOAD_OPTIONAL
   return fns;
 }
 

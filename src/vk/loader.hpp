@@ -25,7 +25,11 @@ namespace vkrnn::vk {
   X(vkCreateDevice)                            \
   X(vkGetDeviceProcAddr)                       \
   X(vkCreateDebugUtilsMessengerEXT)            \
-  X(vkDestroyDebugUtilsMessengerEXT)
+  X(vkDestroyDebugUtilsMessengerEXT)           \
+  X(vkGetPhysicalDeviceMemoryProperties2)      \
+  X(vkSetDebugUtilsObjectNameEXT)              \
+  X(vkCmdBeginDebugUtilsLabelEXT)              \
+  X(vkCmdEndDebugUtilsLabelEXT)
 
 #define VKRNN_DEVICE_FNS(X)            \
   X(vkDestroyDevice)                   \
@@ -51,6 +55,7 @@ namespace vkrnn::vk {
   X(vkCreatePipelineCache)             \
   X(vkDestroyPipelineCache)            \
   X(vkGetPipelineCacheData)            \
+  X(vkMergePipelineCaches)             \
   X(vkCreateDescriptorPool)            \
   X(vkDestroyDescriptorPool)           \
   X(vkResetDescriptorPool)             \
@@ -84,6 +89,12 @@ namespace vkrnn::vk {
   X(vkQueueSubmit)                     \
   X(vkDeviceWaitIdle)
 
+// Device functions vkrnn uses only when the device has them (null otherwise): timeline
+// semaphores (core in 1.2; the KHR names are tried for 1.1 devices with the extension).
+#define VKRNN_OPTIONAL_DEVICE_FNS(X) \
+  X(vkGetSemaphoreCounterValue)      \
+  X(vkWaitSemaphores)
+
 #define VKRNN_DECLARE_FN(name) PFN_##name name = nullptr;
 
 struct GlobalFns {
@@ -95,6 +106,7 @@ struct InstanceFns {
 };
 struct DeviceFns {
   VKRNN_DEVICE_FNS(VKRNN_DECLARE_FN)
+  VKRNN_OPTIONAL_DEVICE_FNS(VKRNN_DECLARE_FN)
 };
 
 // Loads libvulkan once per process (VKRNN_VULKAN_LIBRARY overrides the file name). Throws

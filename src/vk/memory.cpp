@@ -11,11 +11,14 @@ namespace vkrnn::vk {
 
 struct Block {
   VkDeviceMemory memory = VK_NULL_HANDLE;
+  VkDeviceSize base = 0;  // where the block starts inside `memory` (the app's hook may sub-allocate)
   VkDeviceSize size = 0;
   std::uint32_t type = 0;
-  std::byte* mapped = nullptr;
+  std::byte* mapped = nullptr;  // host address of `base`
+  bool mapped_by_us = false;    // vkrnn called vkMapMemory (and unmaps)
   bool coherent = true;
   bool dedicated = false;
+  DeviceMemoryBlock hooked;     // from ContextOptions::device_memory (memory != null)
   // Free ranges, sorted by offset, never adjacent (merged on release).
   std::vector<std::pair<VkDeviceSize, VkDeviceSize>> free;  // (offset, size)
   VkDeviceSize used = 0;
@@ -26,17 +29,87 @@ VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a) { return a ? (v + a - 1) /
 }  // namespace
 
 Allocator::Allocator(const DeviceFns& fns, VkDevice device, const DeviceInfo& info,
-                     bool force_staging, VkDeviceSize block_bytes)
-    : fns_(fns), device_(device), info_(info), force_staging_(force_staging),
-      block_bytes_(block_bytes) {
-  device_mapped_ = plan::host_mapped_tensors(info, force_staging);
+                     const ContextOptions& options, BudgetQuery budget, MemoryNamer namer)
+    : fns_(fns), device_(device), info_(info), force_staging_(options.force_staging),
+      block_bytes_(options.memory_block_bytes), limit_(options.device_memory_limit),
+      hook_(options.device_memory), host_alloc_(options.allocation_callbacks), budget_(std::move(budget)),
+      namer_(std::move(namer)) {
+  device_mapped_ = plan::host_mapped_tensors(info, force_staging_);
+  if (static_cast<bool>(hook_.allocate) != static_cast<bool>(hook_.free)) {
+    throw Error(ErrorCode::invalid_argument,
+                "ContextOptions::device_memory needs both allocate and free (or neither)");
+  }
 }
 
 Allocator::~Allocator() {
-  for (auto& b : blocks_) {
-    if (b->mapped) fns_.vkUnmapMemory(device_, b->memory);
-    fns_.vkFreeMemory(device_, b->memory, nullptr);
+  for (auto& b : blocks_) free_block(*b);
+}
+
+void Allocator::free_block(Block& b) noexcept {
+  if (b.mapped_by_us) fns_.vkUnmapMemory(device_, b.memory);
+  if (b.hooked.memory != VK_NULL_HANDLE) {
+    hook_.free(b.hooked);
+  } else {
+    fns_.vkFreeMemory(device_, b.memory, host_alloc_);
   }
+  held_bytes_ -= b.size;
+}
+
+VkDeviceSize Allocator::new_block_size(VkDeviceSize size, VkDeviceSize usual, std::uint32_t type,
+                                       const std::string& what) const {
+  const std::uint32_t heap = info_.memory_types[type].heap;
+  std::vector<HeapBudget> budgets;
+  const bool known = budget_ && budget_(budgets) && heap < budgets.size();
+  auto fits = [&](VkDeviceSize bytes) {
+    if (limit_ && held_bytes_ + bytes > limit_) return false;
+    return !known || budgets[heap].usage + bytes <= budgets[heap].budget;
+  };
+  if (fits(usual)) return usual;
+  if (size < usual && fits(size)) return size;  // a block of its own, just big enough
+  if (limit_ && held_bytes_ + size > limit_) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{} needs {} more bytes of device memory, beyond vkrnn's limit of {} bytes "
+                            "(ContextOptions::device_memory_limit; {} bytes held)",
+                            what, size, limit_, held_bytes_));
+  }
+  throw Error(ErrorCode::out_of_range,
+              fmt::format("{} needs {} more bytes of heap {} of '{}', beyond its memory budget "
+                          "(VK_EXT_memory_budget: {} of {} bytes in use by the process)",
+                          what, size, heap, info_.name, budgets[heap].usage, budgets[heap].budget));
+}
+
+void Allocator::new_block(Block& b, VkDeviceSize size, std::uint32_t type, const std::string& what) {
+  const auto& t = info_.memory_types[type];
+  VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ai.allocationSize = size;
+  ai.memoryTypeIndex = type;
+  const std::string call = fmt::format("{} ({} bytes for {})",
+                                       hook_.allocate ? "ContextOptions::device_memory.allocate" : "vkAllocateMemory",
+                                       size, what);
+  if (hook_.allocate) {
+    check(hook_.allocate(ai, b.hooked), call, info_.name);
+    if (b.hooked.memory == VK_NULL_HANDLE) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{} returned VK_SUCCESS but no VkDeviceMemory", call));
+    }
+    b.memory = b.hooked.memory;
+    b.base = b.hooked.offset;
+    b.mapped = static_cast<std::byte*>(b.hooked.mapped);
+  } else {
+    check(fns_.vkAllocateMemory(device_, &ai, host_alloc_, &b.memory), call, info_.name);
+  }
+  b.size = size;
+  held_bytes_ += size;
+  peak_bytes_ = std::max(peak_bytes_, held_bytes_);
+  if (t.host_visible && !b.mapped) {
+    void* p = nullptr;
+    const VkResult r = fns_.vkMapMemory(device_, b.memory, b.base, VK_WHOLE_SIZE, 0, &p);
+    if (r != VK_SUCCESS) free_block(b);
+    check(r, "vkMapMemory", info_.name);
+    b.mapped = static_cast<std::byte*>(p);
+    b.mapped_by_us = true;
+  }
+  if (namer_ && !b.hooked.memory) namer_(b.memory, fmt::format("vkrnn memory block ({} bytes, type {})", size, type));
 }
 
 std::uint32_t Allocator::choose_type(std::uint32_t allowed, MemoryUsage usage) const {
@@ -100,7 +173,8 @@ Allocation Allocator::allocate(VkDeviceSize size, VkDeviceSize alignment, std::u
     if (b->type != type || b->dedicated) continue;
     for (std::size_t i = 0; i < b->free.size(); ++i) {
       auto [off, len] = b->free[i];
-      const VkDeviceSize start = align_up(off, alignment);
+      // Alignment holds inside the VkDeviceMemory, where the block may not start at 0.
+      const VkDeviceSize start = align_up(b->base + off, alignment) - b->base;
       if (start + size > off + len) continue;
       // Split the free range into [off, start) and [start+size, off+len).
       std::vector<std::pair<VkDeviceSize, VkDeviceSize>> pieces;
@@ -113,36 +187,29 @@ Allocation Allocator::allocate(VkDeviceSize size, VkDeviceSize alignment, std::u
     }
   }
   // A new block: big requests get a block of their own, so they never strand a shared one.
-  const bool dedicated = size > block_bytes_ / 2;
-  const VkDeviceSize block_size = dedicated ? size : block_bytes_;
-  check_fits(block_size, type, what);
+  const bool big = size > block_bytes_ / 2;
+  check_fits(big ? size : block_bytes_, type, what);
   if (blocks_.size() >= info_.max_memory_allocation_count) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: '{}' allows only {} memory allocations", what, info_.name,
                             info_.max_memory_allocation_count));
   }
+  // The block's own alignment padding (an app's hook may hand out any offset) is at most
+  // alignment - 1 bytes.
+  const VkDeviceSize need = size + (hook_.allocate ? alignment - 1 : 0);
+  const VkDeviceSize block_size = new_block_size(need, big ? need : std::max(block_bytes_, need), type, what);
   auto b = std::make_unique<Block>();
-  VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-  ai.allocationSize = block_size;
-  ai.memoryTypeIndex = type;
-  check(fns_.vkAllocateMemory(device_, &ai, nullptr, &b->memory),
-        fmt::format("vkAllocateMemory ({} bytes for {})", block_size, what), info_.name);
-  b->size = block_size;
   b->type = type;
   b->coherent = coherent;
-  b->dedicated = dedicated;
-  if (t.host_visible) {
-    void* p = nullptr;
-    const VkResult r = fns_.vkMapMemory(device_, b->memory, 0, VK_WHOLE_SIZE, 0, &p);
-    if (r != VK_SUCCESS) fns_.vkFreeMemory(device_, b->memory, nullptr);
-    check(r, "vkMapMemory", info_.name);
-    b->mapped = static_cast<std::byte*>(p);
-  }
-  if (!dedicated && block_size > size) b->free.emplace_back(size, block_size - size);
+  b->dedicated = block_size == need;
+  new_block(*b, block_size, type, what);
+  const VkDeviceSize start = align_up(b->base, alignment) - b->base;
+  if (start > 0) b->free.emplace_back(0, start);
+  if (!b->dedicated && block_size > start + size) b->free.emplace_back(start + size, block_size - start - size);
   b->used = size;
   Block* raw = b.get();
   blocks_.push_back(std::move(b));
-  return {raw, 0, size};
+  return {raw, start, size};
 }
 
 void Allocator::release(const Allocation& a) noexcept {
@@ -153,8 +220,7 @@ void Allocator::release(const Allocation& a) noexcept {
                                           return x->type == b->type && !x->dedicated;
                                         }) > 1)) {
     // Empty blocks go back to the driver, except the last shared block of a type (reused soon).
-    if (b->mapped) fns_.vkUnmapMemory(device_, b->memory);
-    fns_.vkFreeMemory(device_, b->memory, nullptr);
+    free_block(*b);
     blocks_.erase(std::find_if(blocks_.begin(), blocks_.end(), [&](auto& x) { return x.get() == b; }));
     return;
   }
@@ -196,7 +262,7 @@ Buffer Allocator::create_buffer(VkDeviceSize bytes, MemoryUsage usage, const std
     for (std::uint32_t i = 0; i < info_.memory_types.size(); ++i) any_type |= 1u << i;
     check_fits(buf.size, choose_type(any_type, usage), what);
   }
-  check(fns_.vkCreateBuffer(device_, &bi, nullptr, &buf.handle),
+  check(fns_.vkCreateBuffer(device_, &bi, host_alloc_, &buf.handle),
         fmt::format("vkCreateBuffer ({} bytes for {})", buf.size, what), info_.name);
   VkMemoryRequirements req{};
   fns_.vkGetBufferMemoryRequirements(device_, buf.handle, &req);
@@ -204,11 +270,11 @@ Buffer Allocator::create_buffer(VkDeviceSize bytes, MemoryUsage usage, const std
     const std::uint32_t type = choose_type(req.memoryTypeBits, usage);
     buf.allocation = allocate(req.size, req.alignment, type, what);
     check(fns_.vkBindBufferMemory(device_, buf.handle, buf.allocation.block->memory,
-                                  buf.allocation.offset),
+                                  buf.allocation.block->base + buf.allocation.offset),
           "vkBindBufferMemory", info_.name);
   } catch (...) {
     if (buf.allocation.block) release(buf.allocation);
-    fns_.vkDestroyBuffer(device_, buf.handle, nullptr);
+    fns_.vkDestroyBuffer(device_, buf.handle, host_alloc_);
     throw;
   }
   Block* b = buf.allocation.block;
@@ -219,16 +285,18 @@ Buffer Allocator::create_buffer(VkDeviceSize bytes, MemoryUsage usage, const std
   buf.mapped = (host_access && b->mapped) ? b->mapped + buf.allocation.offset : nullptr;
   ++live_buffers_;
   live_buffer_bytes_ += buf.size;
+  if (usage != MemoryUsage::device) staging_bytes_ += buf.size;
   return buf;
 }
 
 void Allocator::destroy(Buffer& buf) noexcept {
   if (buf.handle == VK_NULL_HANDLE) return;
   std::lock_guard lock(mutex_);
-  fns_.vkDestroyBuffer(device_, buf.handle, nullptr);
+  fns_.vkDestroyBuffer(device_, buf.handle, host_alloc_);
   release(buf.allocation);
   --live_buffers_;
   live_buffer_bytes_ -= buf.size;
+  if (buf.usage != MemoryUsage::device) staging_bytes_ -= buf.size;
   buf = Buffer{};
 }
 
@@ -236,10 +304,13 @@ VkMappedMemoryRange Allocator::atom_range(const Buffer& buf, VkDeviceSize offset
                                           VkDeviceSize bytes) const {
   const auto atom = info_.non_coherent_atom_size;
   const Block* b = buf.allocation.block;
+  const VkDeviceSize at = b->base + buf.allocation.offset + offset;
   VkMappedMemoryRange r{VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE};
   r.memory = b->memory;
-  r.offset = (buf.allocation.offset + offset) / atom * atom;
-  r.size = std::min(align_up(buf.allocation.offset + offset + bytes, atom), b->size) - r.offset;
+  r.offset = at / atom * atom;
+  const VkDeviceSize end = align_up(at + bytes, atom);
+  // Past the block's end the memory may end too: "to the end of the allocation" is always valid.
+  r.size = end > b->base + b->size ? VK_WHOLE_SIZE : end - r.offset;
   return r;
 }
 
@@ -257,12 +328,30 @@ void Allocator::invalidate(const Buffer& buf, VkDeviceSize offset, VkDeviceSize 
 }
 
 MemoryStats Allocator::stats() const {
+  std::vector<HeapBudget> budgets;
+  const bool known = budget_ && budget_(budgets);
   std::lock_guard lock(mutex_);
   MemoryStats s;
   s.device_memory_blocks = static_cast<std::uint32_t>(blocks_.size());
-  for (const auto& b : blocks_) s.device_memory_bytes += b->size;
+  s.device_memory_bytes = held_bytes_;
+  s.peak_device_memory_bytes = peak_bytes_;
   s.live_buffers = live_buffers_;
   s.live_buffer_bytes = live_buffer_bytes_;
+  s.staging_bytes = staging_bytes_;
+  s.budget_known = known;
+  for (std::uint32_t h = 0; h < info_.memory_heaps.size(); ++h) {
+    HeapMemory m;
+    m.heap = h;
+    m.size = info_.memory_heaps[h].size;
+    if (known && h < budgets.size()) {
+      m.budget = budgets[h].budget;
+      m.usage = budgets[h].usage;
+    }
+    for (const auto& b : blocks_) {
+      if (info_.memory_types[b->type].heap == h) m.vkrnn_bytes += b->size;
+    }
+    s.heaps.push_back(m);
+  }
   return s;
 }
 

@@ -136,6 +136,9 @@ PhysicalDevice query_physical_device(const Instance& instance, VkPhysicalDevice 
   s.ext_float16_int8 = has_ext(exts, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   s.ext_driver_properties = has_ext(exts, VK_KHR_DRIVER_PROPERTIES_EXTENSION_NAME);
   s.portability_subset = has_ext(exts, "VK_KHR_portability_subset");
+  s.ext_timeline_semaphore = has_ext(exts, VK_KHR_TIMELINE_SEMAPHORE_EXTENSION_NAME);
+  s.ext_memory_budget = has_ext(exts, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  const bool has_timeline = api >= VK_API_VERSION_1_2 || s.ext_timeline_semaphore;
   const bool has_driver_props = api >= VK_API_VERSION_1_2 || s.ext_driver_properties;
   const bool has_size_control = api >= VK_API_VERSION_1_3 || s.ext_subgroup_size_control;
   const bool has_float16 = api >= VK_API_VERSION_1_2 || s.ext_float16_int8;
@@ -175,6 +178,11 @@ PhysicalDevice query_physical_device(const Instance& instance, VkPhysicalDevice 
   if (has_size_control) {
     *tail = &size_control_features;
     tail = &size_control_features.pNext;
+  }
+  VkPhysicalDeviceTimelineSemaphoreFeatures timeline{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES};
+  if (has_timeline) {
+    *tail = &timeline;
+    tail = &timeline.pNext;
   }
   f.vkGetPhysicalDeviceFeatures2(handle, &features);
 
@@ -238,6 +246,7 @@ PhysicalDevice query_physical_device(const Instance& instance, VkPhysicalDevice 
   s.shader_float16 = has_float16 && float16.shaderFloat16;
   s.subgroup_size_control = has_size_control && size_control_features.subgroupSizeControl;
   s.compute_full_subgroups = has_size_control && size_control_features.computeFullSubgroups;
+  s.timeline_semaphore = has_timeline && timeline.timelineSemaphore;
   d.storage_16bit = s.storage_buffer_16bit;
   d.shader_float16 = s.shader_float16;
 

@@ -16,6 +16,9 @@ struct DeviceSupport {
   bool shader_float16 = false;
   bool subgroup_size_control = false;
   bool compute_full_subgroups = false;
+  bool ext_timeline_semaphore = false;     // VK_KHR_timeline_semaphore (core in 1.2)
+  bool timeline_semaphore = false;         // the timelineSemaphore feature
+  bool ext_memory_budget = false;          // VK_EXT_memory_budget
 };
 
 struct PhysicalDevice {

@@ -36,9 +36,9 @@ detail::KernelImpl& Kernel::impl() const {
 namespace detail {
 KernelImpl::~KernelImpl() {
   const auto& d = ctx->fns;
-  if (pipeline) d.vkDestroyPipeline(ctx->device, pipeline, nullptr);
-  if (layout) d.vkDestroyPipelineLayout(ctx->device, layout, nullptr);
-  if (set_layout) d.vkDestroyDescriptorSetLayout(ctx->device, set_layout, nullptr);
+  if (pipeline) d.vkDestroyPipeline(ctx->device, pipeline, ctx->host_alloc());
+  if (layout) d.vkDestroyPipelineLayout(ctx->device, layout, ctx->host_alloc());
+  if (set_layout) d.vkDestroyDescriptorSetLayout(ctx->device, set_layout, ctx->host_alloc());
 }
 }  // namespace detail
 
@@ -80,54 +80,82 @@ bool header_matches(const std::vector<char>& data, const DeviceInfo& info) {
          std::memcmp(data.data() + 16, info.pipeline_cache_uuid.data(), VK_UUID_SIZE) == 0;
 }
 
+std::vector<char> read_matching(const std::string& path, const DeviceInfo& info) {
+  std::vector<char> data;
+  std::ifstream in(path, std::ios::binary);
+  if (in) data.assign(std::istreambuf_iterator<char>(in), {});
+  if (!header_matches(data, info)) data.clear();
+  return data;
+}
+
 }  // namespace
 
 PipelineCache::PipelineCache(const DeviceFns& fns, VkDevice device, const DeviceInfo& info,
-                             std::string dir)
-    : fns_(fns), device_(device), info_(info) {
+                             std::string dir, const VkAllocationCallbacks* host_alloc, VkPipelineCache external)
+    : fns_(fns), device_(device), info_(info), host_alloc_(host_alloc) {
+  if (external != VK_NULL_HANDLE) {
+    cache_ = external;
+    owned_ = false;
+    return;
+  }
   std::vector<char> data;
   if (!dir.empty()) {
     std::string uuid;
     for (auto b : info.pipeline_cache_uuid) uuid += fmt::format("{:02x}", b);
     path_ = fmt::format("{}/pipelines-{:04x}-{:04x}-{}-{}.bin", dir, info.vendor_id,
                         info.device_id, uuid, info.driver_version);
-    std::ifstream in(path_, std::ios::binary);
-    if (in) data.assign(std::istreambuf_iterator<char>(in), {});
-    if (!header_matches(data, info)) data.clear();
+    data = read_matching(path_, info);
   }
   VkPipelineCacheCreateInfo ci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   ci.initialDataSize = data.size();
   ci.pInitialData = data.empty() ? nullptr : data.data();
-  VkResult r = fns_.vkCreatePipelineCache(device_, &ci, nullptr, &cache_);
+  VkResult r = fns_.vkCreatePipelineCache(device_, &ci, host_alloc_, &cache_);
   if (r != VK_SUCCESS && !data.empty()) {
     // The driver rejected the blob: start empty rather than fail.
     ci.initialDataSize = 0;
     ci.pInitialData = nullptr;
     data.clear();
-    r = fns_.vkCreatePipelineCache(device_, &ci, nullptr, &cache_);
+    r = fns_.vkCreatePipelineCache(device_, &ci, host_alloc_, &cache_);
   }
   check(r, "vkCreatePipelineCache", info.name);
   loaded_ = !data.empty();
 }
 
 PipelineCache::~PipelineCache() {
+  if (!owned_) return;
   try {
     save();
   } catch (...) {
     // Persisting the cache is an optimisation: never let it throw from a destructor.
   }
-  fns_.vkDestroyPipelineCache(device_, cache_, nullptr);
+  fns_.vkDestroyPipelineCache(device_, cache_, host_alloc_);
 }
 
 void PipelineCache::save() const {
-  if (path_.empty()) return;
+  if (path_.empty() || !owned_) return;
+  std::lock_guard lock(save_mutex_);
+  // What another context or process saved since this one loaded is merged in, so the last
+  // writer does not drop it. The merge goes into a temporary cache: merging into cache_ would
+  // need it externally synchronised against pipeline creation on other threads.
+  VkPipelineCache source = cache_, merged = VK_NULL_HANDLE;
+  if (const auto disk = read_matching(path_, info_); !disk.empty()) {
+    VkPipelineCacheCreateInfo ci{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    ci.initialDataSize = disk.size();
+    ci.pInitialData = disk.data();
+    if (fns_.vkCreatePipelineCache(device_, &ci, host_alloc_, &merged) == VK_SUCCESS) {
+      if (fns_.vkMergePipelineCaches(device_, merged, 1, &cache_) == VK_SUCCESS) source = merged;
+    }
+  }
+  std::vector<char> data;
   std::size_t size = 0;
-  check(fns_.vkGetPipelineCacheData(device_, cache_, &size, nullptr), "vkGetPipelineCacheData",
-        info_.name);
-  std::vector<char> data(size);
-  check(fns_.vkGetPipelineCacheData(device_, cache_, &size, data.data()),
-        "vkGetPipelineCacheData", info_.name);
-  data.resize(size);
+  VkResult r = fns_.vkGetPipelineCacheData(device_, source, &size, nullptr);
+  if (r == VK_SUCCESS) {
+    data.resize(size);
+    r = fns_.vkGetPipelineCacheData(device_, source, &size, data.data());
+    data.resize(size);
+  }
+  if (merged != VK_NULL_HANDLE) fns_.vkDestroyPipelineCache(device_, merged, host_alloc_);
+  check(r, "vkGetPipelineCacheData", info_.name);
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(fs::path(path_).parent_path(), ec);

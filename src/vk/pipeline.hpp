@@ -29,8 +29,10 @@ namespace vkrnn::vk {
 
 class PipelineCache {
  public:
-  // `dir` empty: no disk persistence.
-  PipelineCache(const DeviceFns& fns, VkDevice device, const DeviceInfo& info, std::string dir);
+  // `dir` empty: no disk persistence. `external`: an app-owned cache, used as it is (never
+  // loaded, saved or destroyed).
+  PipelineCache(const DeviceFns& fns, VkDevice device, const DeviceInfo& info, std::string dir,
+                const VkAllocationCallbacks* host_alloc = nullptr, VkPipelineCache external = VK_NULL_HANDLE);
   ~PipelineCache();
   PipelineCache(const PipelineCache&) = delete;
   PipelineCache& operator=(const PipelineCache&) = delete;
@@ -38,7 +40,9 @@ class PipelineCache {
   VkPipelineCache handle() const { return cache_; }
   const std::string& path() const { return path_; }
   bool loaded_from_disk() const { return loaded_; }
-  void save() const;  // atomic write (temp file + rename); failures are ignored but reported
+  // Atomic write (temp file + rename) of this cache merged with what the file holds now (other
+  // contexts and processes may have saved pipelines since); failures are ignored.
+  void save() const;
 
  private:
   const DeviceFns& fns_;
@@ -46,7 +50,10 @@ class PipelineCache {
   const DeviceInfo& info_;
   std::string path_;
   VkPipelineCache cache_ = VK_NULL_HANDLE;
+  const VkAllocationCallbacks* host_alloc_ = nullptr;
+  bool owned_ = true;
   bool loaded_ = false;
+  mutable std::mutex save_mutex_;
 };
 
 // Where the pipeline cache lives by default: VKRNN_CACHE_DIR, $XDG_CACHE_HOME/vkrnn, ~/.cache/vkrnn.

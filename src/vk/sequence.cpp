@@ -2,8 +2,14 @@
 // binding declares read/write access, and a pipeline barrier is recorded exactly when an access
 // conflicts with an earlier unsynchronised one (RAW, WAW, WAR). lavapipe executes dispatches in
 // order and its validation misses compute->compute hazards, so this logic is tested directly.
+//
+// Recording does the expensive part once (validation of arguments, descriptor sets, staging
+// copies of uploaded data, hazard analysis) and keeps the Vulkan commands as a list, which is
+// emitted into vkrnn's own command buffer at the first submit() or into an app's command buffer
+// by record_into() -- as often as the app likes, without recording again.
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -23,20 +29,30 @@ constexpr std::uint32_t kSetsPerPool = 256;
 struct GatePush {  // shaders/sequence_gate.comp
   std::uint32_t flag_count, table_words;
 };
+
+using Command = std::function<void(VkCommandBuffer)>;
 }  // namespace
 
 struct SequenceImpl {
   std::shared_ptr<ContextImpl> ctx;
   SequenceOptions options;
   VkCommandPool pool = VK_NULL_HANDLE;
-  VkCommandBuffer cb = VK_NULL_HANDLE;
+  VkCommandBuffer cb = VK_NULL_HANDLE;  // vkrnn's own, filled at the first submit()
   VkFence fence = VK_NULL_HANDLE;
   VkQueryPool queries = VK_NULL_HANDLE;
   std::vector<VkDescriptorPool> descriptor_pools;
   std::uint32_t sets_in_last_pool = kSetsPerPool;
 
-  enum class State { empty, recording, ended, submitted } state = State::empty;
-  bool completed = false;  // the last submission finished (fence observed)
+  // Recording: empty -> recording -> ended (by submit() or record_into()).
+  enum class State { empty, recording, ended } state = State::empty;
+  // The latest execution: vkrnn's own submission (fence), or the app's submission of a command
+  // buffer it recorded into (a timeline point, or mark_complete()).
+  enum class Run { none, own, external } run = Run::none;
+  bool completed = true;     // the latest execution finished (observed)
+  bool own_cb_ready = false; // the commands were emitted into `cb`
+  TimelinePoint external_point;
+  std::vector<Command> commands;
+  std::uint32_t open_labels = 0;
 
   // Per-buffer hazard state since the last barrier.
   struct Track {
@@ -54,7 +70,7 @@ struct SequenceImpl {
 
   // The gate (Sequence::begin_gate): a table of workgroup counts, one (x, y, z) slot per
   // distinct grid recorded inside the region, copied from host-visible staging at the start of
-  // the submission (written at submit, when every grid is known).
+  // every execution (the staging is written when the recording ends, when every grid is known).
   enum class Gate { none, open, ended } gate = Gate::none;
   Tensor gate_table;
   Kernel gate_check;  // shaders/sequence_gate.comp
@@ -63,13 +79,14 @@ struct SequenceImpl {
 
   const vk::DeviceFns& fns() const { return ctx->fns; }
   VkDevice device() const { return ctx->device; }
+  bool labels_on() const { return ctx->features.debug_labels; }
 
   SequenceImpl(std::shared_ptr<ContextImpl> c, SequenceOptions o)
       : ctx(std::move(c)), options(std::move(o)) {
     VkCommandPoolCreateInfo pi{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
     pi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
     pi.queueFamilyIndex = ctx->queue_family;
-    vk::check(fns().vkCreateCommandPool(device(), &pi, nullptr, &pool), "vkCreateCommandPool",
+    vk::check(fns().vkCreateCommandPool(device(), &pi, ctx->host_alloc(), &pool), "vkCreateCommandPool",
               ctx->name());
     VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
     ai.commandPool = pool;
@@ -78,26 +95,34 @@ struct SequenceImpl {
     vk::check(fns().vkAllocateCommandBuffers(device(), &ai, &cb), "vkAllocateCommandBuffers",
               ctx->name());
     VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    vk::check(fns().vkCreateFence(device(), &fi, nullptr, &fence), "vkCreateFence", ctx->name());
+    vk::check(fns().vkCreateFence(device(), &fi, ctx->host_alloc(), &fence), "vkCreateFence", ctx->name());
     if (options.profile && ctx->info().timestamps && options.max_timed_dispatches > 0) {
       VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
       qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
       qi.queryCount = 2 * options.max_timed_dispatches;
-      vk::check(fns().vkCreateQueryPool(device(), &qi, nullptr, &queries), "vkCreateQueryPool",
+      vk::check(fns().vkCreateQueryPool(device(), &qi, ctx->host_alloc(), &queries), "vkCreateQueryPool",
                 ctx->name());
+    }
+    if (labels_on()) {
+      const std::string name = "vkrnn " + label();
+      ctx->name_object(VK_OBJECT_TYPE_COMMAND_BUFFER, cb, name);
+      ctx->name_object(VK_OBJECT_TYPE_FENCE, fence, name);
     }
   }
 
   ~SequenceImpl() {
-    if (state == State::submitted) {
-      // Never free memory under the GPU.
+    // Never free memory under the GPU: wait for vkrnn's own submission, or for the timeline
+    // point the app named for its submission of this work (nothing else of the app's).
+    if (run == Run::own && !completed) {
       fns().vkWaitForFences(device(), 1, &fence, VK_TRUE, UINT64_MAX);
+    } else if (run == Run::external && !completed && external_point.semaphore != VK_NULL_HANDLE) {
+      wait_timeline(UINT64_MAX);
     }
     release_resources();
-    for (auto p : descriptor_pools) fns().vkDestroyDescriptorPool(device(), p, nullptr);
-    if (queries) fns().vkDestroyQueryPool(device(), queries, nullptr);
-    fns().vkDestroyFence(device(), fence, nullptr);
-    fns().vkDestroyCommandPool(device(), pool, nullptr);
+    for (auto p : descriptor_pools) fns().vkDestroyDescriptorPool(device(), p, ctx->host_alloc());
+    if (queries) fns().vkDestroyQueryPool(device(), queries, ctx->host_alloc());
+    fns().vkDestroyFence(device(), fence, ctx->host_alloc());
+    fns().vkDestroyCommandPool(device(), pool, ctx->host_alloc());
   }
 
   void release_resources() {
@@ -113,13 +138,15 @@ struct SequenceImpl {
     return options.label.empty() ? std::string("sequence") : "sequence '" + options.label + "'";
   }
 
+  bool in_flight() { return run != Run::none && !poll(); }
+
   void require_recordable() {
-    if (state == State::submitted && !poll()) {
+    if (state == State::ended && in_flight()) {
       throw Error(ErrorCode::state,
                   fmt::format("{}: cannot record while the submitted work is in flight "
                               "(wait() or reset() first)", label()));
     }
-    if (state == State::ended || state == State::submitted) {
+    if (state == State::ended) {
       throw Error(ErrorCode::state,
                   fmt::format("{}: already submitted; call reset() to record new work", label()));
     }
@@ -127,23 +154,147 @@ struct SequenceImpl {
   }
 
   void begin() {
+    state = State::recording;
+    if (queries) {
+      const std::uint32_t n = 2 * options.max_timed_dispatches;
+      commands.push_back([this, n](VkCommandBuffer c) { fns().vkCmdResetQueryPool(c, queries, 0, n); });
+    }
+    // Entry barrier: work submitted earlier (other sequences, Context::write staging copies,
+    // the previous execution of this very recording, the gate table's indirect reads) may
+    // still be using buffers this sequence touches; submission order alone is no memory
+    // dependency. One barrier per execution covers all of it, and makes results visible to
+    // host reads after the fence.
+    commands.push_back([this](VkCommandBuffer c) {
+      VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+      mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+      mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                         VK_ACCESS_INDIRECT_COMMAND_READ_BIT | VK_ACCESS_HOST_READ_BIT;
+      fns().vkCmdPipelineBarrier(c, kCompute | kTransfer | kIndirect,
+                                 kCompute | kTransfer | kIndirect | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
+                                 nullptr, 0, nullptr);
+    });
+  }
+
+  // --- debug labels ------------------------------------------------------------------
+  void cmd_label_begin(VkCommandBuffer c, const std::string& name) const {
+    VkDebugUtilsLabelEXT l{VK_STRUCTURE_TYPE_DEBUG_UTILS_LABEL_EXT};
+    l.pLabelName = name.c_str();
+    ctx->instance->fns().vkCmdBeginDebugUtilsLabelEXT(c, &l);
+  }
+  void cmd_label_end(VkCommandBuffer c) const { ctx->instance->fns().vkCmdEndDebugUtilsLabelEXT(c); }
+
+  void begin_label(std::string name) {
+    if (!labels_on()) return;
+    require_recordable();
+    commands.push_back([this, name = std::move(name)](VkCommandBuffer c) { cmd_label_begin(c, name); });
+    ++open_labels;
+    ++stats.debug_labels;
+  }
+  void end_label() {
+    if (!labels_on() || open_labels == 0 || state != State::recording) return;
+    commands.push_back([this](VkCommandBuffer c) { cmd_label_end(c); });
+    --open_labels;
+  }
+
+  // --- ending the recording and emitting it --------------------------------------------
+  void finish_recording() {
+    if (state == State::empty) begin();  // an empty execution still signals
+    if (state != State::recording) return;
+    while (open_labels > 0) end_label();
+    write_gate_template();
+    if (labels_on()) ++stats.debug_labels;  // the region around the whole sequence
+    state = State::ended;
+  }
+
+  // Exit barrier (app command buffers only): vkrnn's writes before whatever the app records
+  // next; vkrnn's own next submission has its entry barrier instead.
+  void emit(VkCommandBuffer target, bool app_buffer) {
+    const std::string region = "vkrnn " + label();
+    if (labels_on()) cmd_label_begin(target, region);
+    for (const auto& c : commands) c(target);
+    if (app_buffer) {
+      VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+      mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+      mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+      fns().vkCmdPipelineBarrier(target, kCompute | kTransfer, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0,
+                                 nullptr, 0, nullptr);
+    }
+    if (labels_on()) cmd_label_end(target);
+  }
+
+  void prepare_own_command_buffer() {
+    if (own_cb_ready) return;
     VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     vk::check(fns().vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer", ctx->name());
-    if (queries) {
-      fns().vkCmdResetQueryPool(cb, queries, 0, 2 * options.max_timed_dispatches);
+    emit(cb, false);
+    vk::check(fns().vkEndCommandBuffer(cb), "vkEndCommandBuffer", ctx->name());
+    own_cb_ready = true;
+  }
+
+  // --- completion --------------------------------------------------------------------
+  bool poll() {
+    if (run == Run::none || completed) return true;
+    if (run == Run::own) {
+      const VkResult r = fns().vkGetFenceStatus(device(), fence);
+      if (r == VK_SUCCESS) {
+        completed = true;
+      } else if (r != VK_NOT_READY) {
+        vk::check(r, "vkGetFenceStatus", ctx->name());
+      }
+      return completed;
     }
-    // Entry barrier: work submitted earlier (other sequences, Context::write staging copies)
-    // may still be writing buffers this sequence touches; submission order alone is no memory
-    // dependency. One barrier per submission covers all of it, and makes results visible to
-    // host reads after the fence.
-    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
-                       VK_ACCESS_INDIRECT_COMMAND_READ_BIT | VK_ACCESS_HOST_READ_BIT;
-    fns().vkCmdPipelineBarrier(cb, kCompute | kTransfer, kCompute | kTransfer | kIndirect |
-                               VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
-    state = State::recording;
+    if (external_point.semaphore == VK_NULL_HANDLE) return false;  // until mark_complete()
+    std::uint64_t value = 0;
+    vk::check(fns().vkGetSemaphoreCounterValue(device(), external_point.semaphore, &value),
+              "vkGetSemaphoreCounterValue", ctx->name());
+    completed = value >= external_point.value;
+    return completed;
+  }
+
+  bool wait_timeline(std::uint64_t timeout_ns) {
+    VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+    wi.semaphoreCount = 1;
+    wi.pSemaphores = &external_point.semaphore;
+    wi.pValues = &external_point.value;
+    const VkResult r = fns().vkWaitSemaphores(device(), &wi, timeout_ns);
+    if (r == VK_TIMEOUT) return false;
+    vk::check(r, "vkWaitSemaphores", ctx->name());
+    completed = true;
+    return true;
+  }
+
+  bool wait(std::uint64_t timeout_ns) {
+    if (run == Run::none) {
+      if (state == State::empty) return true;
+      throw Error(ErrorCode::state, fmt::format("{}: wait() before submit()", label()));
+    }
+    if (completed) return true;
+    if (run == Run::own) {
+      const VkResult r = fns().vkWaitForFences(device(), 1, &fence, VK_TRUE, timeout_ns);
+      if (r == VK_TIMEOUT) return false;
+      vk::check(r, "vkWaitForFences", ctx->name());
+      completed = true;
+      return true;
+    }
+    if (external_point.semaphore == VK_NULL_HANDLE) {
+      throw Error(ErrorCode::state,
+                  fmt::format("{}: its work was recorded into an app command buffer without a timeline "
+                              "point, so vkrnn cannot wait for it: call mark_complete() once the app's "
+                              "submission finished",
+                              label()));
+    }
+    return wait_timeline(timeout_ns);
+  }
+
+  void require_timeline(const char* what) const {
+    if (!ctx->features.timeline_semaphore || !fns().vkWaitSemaphores || !fns().vkGetSemaphoreCounterValue) {
+      throw Error(ErrorCode::missing_feature,
+                  fmt::format("{}: {} needs timeline semaphores, which are not enabled on '{}' (Vulkan 1.2 "
+                              "or VK_KHR_timeline_semaphore with the timelineSemaphore feature; an adopted "
+                              "device declares it in ExternalDevice::features.timeline_semaphore)",
+                              label(), what, ctx->name()));
+    }
   }
 
   struct Use {
@@ -187,10 +338,12 @@ struct SequenceImpl {
       dst_access |= VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                     VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
                     VK_ACCESS_INDIRECT_COMMAND_READ_BIT;
-      VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-      mb.srcAccessMask = src_access;
-      mb.dstAccessMask = dst_access;
-      fns().vkCmdPipelineBarrier(cb, src, dst, 0, 1, &mb, 0, nullptr, 0, nullptr);
+      commands.push_back([this, src, dst, src_access, dst_access](VkCommandBuffer c) {
+        VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+        mb.srcAccessMask = src_access;
+        mb.dstAccessMask = dst_access;
+        fns().vkCmdPipelineBarrier(c, src, dst, 0, 1, &mb, 0, nullptr, 0, nullptr);
+      });
       ++stats.barriers;
       tracks.clear();
     }
@@ -203,6 +356,14 @@ struct SequenceImpl {
       }
       if (u.read) t.read_stages |= u.stage;
     }
+  }
+
+  void copy_command(VkBuffer from, VkBuffer to, VkDeviceSize bytes) {
+    commands.push_back([this, from, to, bytes](VkCommandBuffer c) {
+      const VkBufferCopy region{0, 0, bytes};
+      fns().vkCmdCopyBuffer(c, from, to, 1, &region);
+    });
+    ++stats.copies;
   }
 
   void keep(const Tensor& t) { keep_alive.push_back(t.storage_ptr()); }
@@ -223,7 +384,7 @@ struct SequenceImpl {
       pi.poolSizeCount = 1;
       pi.pPoolSizes = &size;
       VkDescriptorPool p = VK_NULL_HANDLE;
-      vk::check(fns().vkCreateDescriptorPool(device(), &pi, nullptr, &p), "vkCreateDescriptorPool",
+      vk::check(fns().vkCreateDescriptorPool(device(), &pi, ctx->host_alloc(), &p), "vkCreateDescriptorPool",
                 ctx->name());
       descriptor_pools.push_back(p);
       sets_in_last_pool = 0;
@@ -328,26 +489,34 @@ struct SequenceImpl {
       writes[i].pBufferInfo = &buffer_infos[i];
     }
     fns().vkUpdateDescriptorSets(device(), static_cast<std::uint32_t>(writes.size()), writes.data(), 0, nullptr);
-    fns().vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline);
-    fns().vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout, 0, 1, &set, 0, nullptr);
-    if (!push.empty()) {
-      fns().vkCmdPushConstants(cb, k.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                               static_cast<std::uint32_t>(push.size()), push.data());
-    }
+
     const bool timed = queries && timed_kernels.size() < options.max_timed_dispatches;
     const auto q = static_cast<std::uint32_t>(2 * timed_kernels.size());
-    // Both stamps at BOTTOM_OF_PIPE: the first waits for earlier work, so each interval is
-    // this dispatch alone.
-    if (timed) fns().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q);
-    if (groups) {
-      fns().vkCmdDispatch(cb, (*groups)[0], (*groups)[1], (*groups)[2]);
-    } else {
-      fns().vkCmdDispatchIndirect(cb, indirect->storage().buffer.handle, indirect_offset);
-    }
-    if (timed) {
-      fns().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q + 1);
-      timed_kernels.push_back(spec.shader);
-    }
+    if (timed) timed_kernels.push_back(spec.shader);
+    const bool labelled = labels_on();
+    if (labelled) ++stats.debug_labels;
+    const Groups direct = groups ? *groups : Groups{0, 0, 0};
+    const VkBuffer indirect_buffer = groups ? VK_NULL_HANDLE : indirect->storage().buffer.handle;
+    commands.push_back([this, &k, set, timed, q, labelled, direct, indirect_buffer, indirect_offset,
+                        bytes = std::vector<std::byte>(push.begin(), push.end())](VkCommandBuffer c) {
+      if (labelled) cmd_label_begin(c, k.spec.shader);
+      fns().vkCmdBindPipeline(c, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline);
+      fns().vkCmdBindDescriptorSets(c, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout, 0, 1, &set, 0, nullptr);
+      if (!bytes.empty()) {
+        fns().vkCmdPushConstants(c, k.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                                 static_cast<std::uint32_t>(bytes.size()), bytes.data());
+      }
+      // Both stamps at BOTTOM_OF_PIPE: the first waits for earlier work, so each interval is
+      // this dispatch alone.
+      if (timed) fns().vkCmdWriteTimestamp(c, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q);
+      if (indirect_buffer == VK_NULL_HANDLE) {
+        fns().vkCmdDispatch(c, direct[0], direct[1], direct[2]);
+      } else {
+        fns().vkCmdDispatchIndirect(c, indirect_buffer, indirect_offset);
+      }
+      if (timed) fns().vkCmdWriteTimestamp(c, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q + 1);
+      if (labelled) cmd_label_end(c);
+    });
     ++stats.dispatches;
     if (gated) ++stats.gated_dispatches;
   }
@@ -378,16 +547,15 @@ struct SequenceImpl {
     st->bytes = bytes;
     st->name = "gate table of " + label();
     st->buffer = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::device, st->name);
+    ctx->name_object(VK_OBJECT_TYPE_BUFFER, st->buffer.handle, st->name);
     gate_table = Tensor(std::move(st));
     gate_template = ctx->allocator->create_buffer(bytes, vk::MemoryUsage::upload, "gate counts of " + label());
     uploads.push_back(gate_template);
     gate_check = Kernel(ctx->kernel({"sequence_gate", {64, 1, 1}, 2, sizeof(GatePush)}));
     const Use use{gate_table.storage().buffer.handle, false, true, kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
     hazard_barrier({&use, 1});
-    VkBufferCopy region{0, 0, bytes};
-    fns().vkCmdCopyBuffer(cb, gate_template.handle, gate_table.storage().buffer.handle, 1, &region);
+    copy_command(gate_template.handle, gate_table.storage().buffer.handle, bytes);
     keep(gate_table);
-    ++stats.copies;
     gate = Gate::open;
   }
 
@@ -410,7 +578,8 @@ struct SequenceImpl {
                     /*gateable=*/false);
   }
 
-  // At submit: the table's initial contents are the grids recorded inside the region.
+  // When the recording ends: the table's initial contents are the grids recorded inside the
+  // region. Every execution (submit, record_into, replays) copies them in first.
   void write_gate_template() {
     if (gate == Gate::none) return;
     std::vector<std::uint32_t> words(3 * Sequence::max_gate_grids + 1, 0);
@@ -419,19 +588,6 @@ struct SequenceImpl {
     }
     std::memcpy(gate_template.mapped, words.data(), 4 * words.size());
     ctx->allocator->flush(gate_template, 0, 4 * words.size());
-  }
-
-  bool poll() {
-    if (state != State::submitted) return state == State::empty || completed;
-    if (completed) return true;
-    const VkResult r = fns().vkGetFenceStatus(device(), fence);
-    if (r == VK_SUCCESS) {
-      completed = true;
-      return true;
-    }
-    if (r == VK_NOT_READY) return false;
-    vk::check(r, "vkGetFenceStatus", ctx->name());
-    return false;
   }
 };
 
@@ -490,6 +646,16 @@ std::uint32_t Sequence::open_gate_checks() const {
 
 bool Sequence::gate_open() const { return impl_->gate == SequenceImpl::Gate::open; }
 
+Sequence& Sequence::begin_label(std::string name) {
+  impl_->begin_label(std::move(name));
+  return *this;
+}
+
+Sequence& Sequence::end_label() {
+  impl_->end_label();
+  return *this;
+}
+
 Sequence& Sequence::upload(const Tensor& dst, std::span<const std::byte> data) {
   auto& s = *impl_;
   s.check_tensor(dst, "upload destination");
@@ -502,16 +668,14 @@ Sequence& Sequence::upload(const Tensor& dst, std::span<const std::byte> data) {
   s.require_recordable();
   vk::Buffer staging = s.ctx->allocator->create_buffer(data.size(), vk::MemoryUsage::upload,
                                                        "upload staging for " + detail::describe(dst));
+  s.uploads.push_back(staging);
   std::memcpy(staging.mapped, data.data(), data.size());
   s.ctx->allocator->flush(staging, 0, data.size());
   const auto& buf = dst.storage().buffer;
   const SequenceImpl::Use use{buf.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
   s.hazard_barrier({&use, 1});
-  VkBufferCopy region{0, 0, data.size()};
-  s.fns().vkCmdCopyBuffer(s.cb, staging.handle, buf.handle, 1, &region);
-  s.uploads.push_back(staging);
+  s.copy_command(staging.handle, buf.handle, data.size());
   s.keep(dst);
-  ++s.stats.copies;
   return *this;
 }
 
@@ -531,11 +695,9 @@ Sequence& Sequence::copy(const Tensor& src, const Tensor& dst) {
       {src.storage().buffer.handle, true, false, detail::kTransfer, VK_ACCESS_TRANSFER_READ_BIT, 0},
       {dst.storage().buffer.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT}};
   s.hazard_barrier(uses);
-  VkBufferCopy region{0, 0, src.bytes()};
-  s.fns().vkCmdCopyBuffer(s.cb, src.storage().buffer.handle, dst.storage().buffer.handle, 1, &region);
+  s.copy_command(src.storage().buffer.handle, dst.storage().buffer.handle, src.bytes());
   s.keep(src);
   s.keep(dst);
-  ++s.stats.copies;
   return *this;
 }
 
@@ -548,10 +710,11 @@ Sequence& Sequence::fill(const Tensor& dst, std::uint32_t word) {
                 fmt::format("{}: fill of {}: size must be a multiple of 4 bytes", s.label(), detail::describe(dst)));
   }
   s.require_recordable();
-  const SequenceImpl::Use use{dst.storage().buffer.handle, false, true, detail::kTransfer, 0,
-                              VK_ACCESS_TRANSFER_WRITE_BIT};
+  const VkBuffer buf = dst.storage().buffer.handle;
+  const VkDeviceSize bytes = dst.bytes();
+  const SequenceImpl::Use use{buf, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT};
   s.hazard_barrier({&use, 1});
-  s.fns().vkCmdFillBuffer(s.cb, dst.storage().buffer.handle, 0, dst.bytes(), word);
+  s.commands.push_back([&s, buf, bytes, word](VkCommandBuffer c) { s.fns().vkCmdFillBuffer(c, buf, 0, bytes, word); });
   s.keep(dst);
   ++s.stats.copies;
   return *this;
@@ -581,20 +744,17 @@ Sequence& Sequence::download(const Tensor& src) {
         {buf.handle, true, false, detail::kTransfer, VK_ACCESS_TRANSFER_READ_BIT, 0},
         {it->second.handle, false, true, detail::kTransfer, 0, VK_ACCESS_TRANSFER_WRITE_BIT}};
     s.hazard_barrier(uses);
-    if (src.bytes()) {
-      VkBufferCopy region{0, 0, src.bytes()};
-      s.fns().vkCmdCopyBuffer(s.cb, buf.handle, it->second.handle, 1, &region);
-      ++s.stats.copies;
-    }
+    if (src.bytes()) s.copy_command(buf.handle, it->second.handle, src.bytes());
     host_src = detail::kTransfer;
     host_src_access = VK_ACCESS_TRANSFER_WRITE_BIT;
   }
   if (host_src) {
-    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = host_src_access;
-    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-    s.fns().vkCmdPipelineBarrier(s.cb, host_src, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
-                                 0, nullptr);
+    s.commands.push_back([&s, host_src, host_src_access](VkCommandBuffer c) {
+      VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+      mb.srcAccessMask = host_src_access;
+      mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+      s.fns().vkCmdPipelineBarrier(c, host_src, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    });
     ++s.stats.barriers;
   }
   s.downloaded[key] = true;
@@ -604,7 +764,7 @@ Sequence& Sequence::download(const Tensor& src) {
 
 void Sequence::submit(const SubmitSync& sync) {
   auto& s = *impl_;
-  if (s.state == SequenceImpl::State::submitted && !s.poll()) {
+  if (s.in_flight()) {
     throw Error(ErrorCode::state, fmt::format("{}: submitted again while still in flight", s.label()));
   }
   if (sync.wait.size() != sync.wait_stages.size()) {
@@ -612,14 +772,26 @@ void Sequence::submit(const SubmitSync& sync) {
                 fmt::format("{}: {} wait semaphores but {} wait stages", s.label(), sync.wait.size(),
                             sync.wait_stages.size()));
   }
-  if (s.state == SequenceImpl::State::empty) s.begin();  // an empty submission still signals
-  if (s.state == SequenceImpl::State::recording) {
-    s.write_gate_template();
-    vk::check(s.fns().vkEndCommandBuffer(s.cb), "vkEndCommandBuffer", s.ctx->name());
-    s.state = SequenceImpl::State::ended;
+  const bool timeline = !sync.wait_values.empty() || !sync.signal_values.empty();
+  if ((!sync.wait_values.empty() && sync.wait_values.size() != sync.wait.size()) ||
+      (!sync.signal_values.empty() && sync.signal_values.size() != sync.signal.size())) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: {} wait values for {} wait semaphores and {} signal values for {} signal "
+                            "semaphores (give one value per semaphore, or none when all are binary)",
+                            s.label(), sync.wait_values.size(), sync.wait.size(), sync.signal_values.size(),
+                            sync.signal.size()));
   }
+  if (timeline) s.require_timeline("SubmitSync with semaphore values");
+  s.finish_recording();
+  s.prepare_own_command_buffer();
   vk::check(s.fns().vkResetFences(s.device(), 1, &s.fence), "vkResetFences", s.ctx->name());
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.waitSemaphoreValueCount = static_cast<std::uint32_t>(sync.wait_values.size());
+  ti.pWaitSemaphoreValues = sync.wait_values.data();
+  ti.signalSemaphoreValueCount = static_cast<std::uint32_t>(sync.signal_values.size());
+  ti.pSignalSemaphoreValues = sync.signal_values.data();
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = timeline ? &ti : nullptr;
   si.waitSemaphoreCount = static_cast<std::uint32_t>(sync.wait.size());
   si.pWaitSemaphores = sync.wait.data();
   si.pWaitDstStageMask = sync.wait_stages.data();
@@ -628,37 +800,67 @@ void Sequence::submit(const SubmitSync& sync) {
   si.signalSemaphoreCount = static_cast<std::uint32_t>(sync.signal.size());
   si.pSignalSemaphores = sync.signal.data();
   s.ctx->submit(si, s.fence);
-  s.state = SequenceImpl::State::submitted;
+  s.run = SequenceImpl::Run::own;
   s.completed = false;
   ++s.stats.submissions;
 }
 
+void Sequence::record_into(VkCommandBuffer cb, const TimelinePoint& done_when) {
+  auto& s = *impl_;
+  if (cb == VK_NULL_HANDLE) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: record_into() needs a command buffer", s.label()));
+  }
+  if (s.run == SequenceImpl::Run::own && s.in_flight()) {
+    throw Error(ErrorCode::state,
+                fmt::format("{}: record_into() while vkrnn's own submission of it is in flight (wait() first)",
+                            s.label()));
+  }
+  if (done_when.semaphore != VK_NULL_HANDLE) s.require_timeline("record_into() with a TimelinePoint");
+  s.finish_recording();
+  s.ctx->flush_uploads();  // batched uploads go first, on vkrnn's queue
+  s.emit(cb, /*app_buffer=*/true);
+  s.run = SequenceImpl::Run::external;
+  s.completed = false;
+  s.external_point = done_when;
+  ++s.stats.recordings;
+}
+
+void Sequence::resubmitted(const TimelinePoint& done_when) {
+  auto& s = *impl_;
+  if (s.stats.recordings == 0) {
+    throw Error(ErrorCode::state, fmt::format("{}: resubmitted() without a record_into() first", s.label()));
+  }
+  if (done_when.semaphore != VK_NULL_HANDLE) s.require_timeline("resubmitted() with a TimelinePoint");
+  s.run = SequenceImpl::Run::external;
+  s.completed = false;
+  s.external_point = done_when;
+}
+
+void Sequence::mark_complete() {
+  auto& s = *impl_;
+  if (s.run != SequenceImpl::Run::external) {
+    throw Error(ErrorCode::state,
+                fmt::format("{}: mark_complete() is for work recorded into an app command buffer "
+                            "(record_into()); vkrnn's own submissions complete by their fence",
+                            s.label()));
+  }
+  s.completed = true;
+}
+
 bool Sequence::done() const { return impl_->poll(); }
 
-bool Sequence::wait(std::uint64_t timeout_ns) {
-  auto& s = *impl_;
-  if (s.state != SequenceImpl::State::submitted) {
-    if (s.state == SequenceImpl::State::empty) return true;
-    throw Error(ErrorCode::state, fmt::format("{}: wait() before submit()", s.label()));
-  }
-  if (s.completed) return true;
-  const VkResult r = s.fns().vkWaitForFences(s.device(), 1, &s.fence, VK_TRUE, timeout_ns);
-  if (r == VK_TIMEOUT) return false;
-  vk::check(r, "vkWaitForFences", s.ctx->name());
-  s.completed = true;
-  return true;
-}
+bool Sequence::wait(std::uint64_t timeout_ns) { return impl_->wait(timeout_ns); }
 
 void Sequence::reset() {
   auto& s = *impl_;
-  if (s.state == SequenceImpl::State::submitted && !s.completed) wait();
-  if (s.state == SequenceImpl::State::recording) s.fns().vkEndCommandBuffer(s.cb);
+  if (s.run != SequenceImpl::Run::none && !s.completed) s.wait(UINT64_MAX);
   s.fns().vkResetCommandBuffer(s.cb, 0);
+  s.commands.clear();
   for (auto p : s.descriptor_pools) s.fns().vkResetDescriptorPool(s.device(), p, 0);
   if (!s.descriptor_pools.empty()) {
     // Keep one pool; its sets were all returned.
     for (std::size_t i = 1; i < s.descriptor_pools.size(); ++i) {
-      s.fns().vkDestroyDescriptorPool(s.device(), s.descriptor_pools[i], nullptr);
+      s.fns().vkDestroyDescriptorPool(s.device(), s.descriptor_pools[i], s.ctx->host_alloc());
     }
     s.descriptor_pools.resize(1);
     s.sets_in_last_pool = 0;
@@ -671,7 +873,11 @@ void Sequence::reset() {
   s.gate_grids.clear();
   s.stats = {};
   s.state = SequenceImpl::State::empty;
-  s.completed = false;
+  s.run = SequenceImpl::Run::none;
+  s.completed = true;
+  s.own_cb_ready = false;
+  s.external_point = {};
+  s.open_labels = 0;
 }
 
 void Sequence::read_bytes(const Tensor& src, std::span<std::byte> dst) const {
@@ -683,7 +889,7 @@ void Sequence::read_bytes(const Tensor& src, std::span<std::byte> dst) const {
                 fmt::format("{}: read of {} that was not download()ed in this sequence", s.label(),
                             detail::describe(src)));
   }
-  if (!s.poll() || s.state != SequenceImpl::State::submitted) {
+  if (s.run == SequenceImpl::Run::none || !s.poll()) {
     throw Error(ErrorCode::state,
                 fmt::format("{}: read of {} before the sequence finished (submit() and wait() first)",
                             s.label(), detail::describe(src)));
@@ -706,7 +912,7 @@ std::vector<DispatchTiming> Sequence::timings() const {
   auto& s = *impl_;
   std::vector<DispatchTiming> out;
   if (!s.queries || s.timed_kernels.empty()) return out;
-  if (!s.poll() || s.state != SequenceImpl::State::submitted) {
+  if (s.run == SequenceImpl::Run::none || !s.poll()) {
     throw Error(ErrorCode::state, fmt::format("{}: timings() before the sequence finished", s.label()));
   }
   const auto n = static_cast<std::uint32_t>(2 * s.timed_kernels.size());

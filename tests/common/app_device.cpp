@@ -18,10 +18,11 @@ void require(VkResult r, const char* what) {
 
 }  // namespace
 
-AppDevice::AppDevice(bool validation) {
+AppDevice::AppDevice(const AppDeviceOptions& options) : options_(options) {
+  const bool validation = options.validation;
   const auto& g = vk::global_fns();
   VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.apiVersion = VK_API_VERSION_1_1;
+  app.apiVersion = options.timeline_semaphore ? VK_API_VERSION_1_2 : VK_API_VERSION_1_1;
   const char* layer = "VK_LAYER_KHRONOS_validation";
   const char* ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
   VkDebugUtilsMessengerCreateInfoEXT dbg{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
@@ -30,10 +31,15 @@ AppDevice::AppDevice(bool validation) {
   dbg.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
   dbg.pfnUserCallback = collect;
   dbg.pUserData = &messages_;
+  const VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+  VkValidationFeaturesEXT features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
+  features.pNext = &dbg;
+  features.enabledValidationFeatureCount = 1;
+  features.pEnabledValidationFeatures = &sync;
   VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
   ici.pApplicationInfo = &app;
   if (validation) {
-    ici.pNext = &dbg;
+    ici.pNext = options.sync_validation ? static_cast<const void*>(&features) : &dbg;
     ici.enabledLayerCount = 1;
     ici.ppEnabledLayerNames = &layer;
     ici.enabledExtensionCount = 1;
@@ -54,11 +60,15 @@ AppDevice::AppDevice(bool validation) {
   qci.queueFamilyIndex = family_;
   qci.queueCount = 1;
   qci.pQueuePriorities = &priority;
+  VkPhysicalDeviceTimelineSemaphoreFeatures timeline{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES};
+  timeline.timelineSemaphore = VK_TRUE;
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  dci.pNext = options.timeline_semaphore ? &timeline : nullptr;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
   require(ifn_.vkCreateDevice(physical_, &dci, nullptr, &device_), "vkCreateDevice");
   dfn_ = vk::load_device_fns(ifn_, device_);
+  dfn_.vkGetDeviceQueue(device_, family_, 0, &queue_);
 }
 
 AppDevice::~AppDevice() { destroy(); }
@@ -85,7 +95,9 @@ ExternalDevice AppDevice::external() const {
   e.physical_device = physical_;
   e.device = device_;
   e.queue_family = family_;
-  e.api_version = VK_API_VERSION_1_1;
+  e.api_version = options_.timeline_semaphore ? VK_API_VERSION_1_2 : VK_API_VERSION_1_1;
+  e.features.timeline_semaphore = options_.timeline_semaphore;
+  e.features.debug_utils = options_.validation;  // the app enabled VK_EXT_debug_utils for its messenger
   return e;
 }
 

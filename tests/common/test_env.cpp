@@ -47,11 +47,24 @@ class ValidationListener : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
+bool validation_disabled() {
+  return std::getenv("VKRNN_VALIDATION") != nullptr && std::string(std::getenv("VKRNN_VALIDATION")) == "0";
+}
+
 ContextOptions validated_options() {
   ContextOptions o;
-  o.validation = std::getenv("VKRNN_VALIDATION") == nullptr ||
-                 std::string(std::getenv("VKRNN_VALIDATION")) != "0";
+  o.validation = !validation_disabled();
   o.validation_sink = sink;
+  return o;
+}
+
+ContextOptions options_collecting_errors(std::vector<std::string>& errors) {
+  ContextOptions o;
+  o.validation = true;
+  o.validation_sink = [&errors](MessageSeverity s, std::string_view m) {
+    if (s == MessageSeverity::error) errors.emplace_back(m);
+  };
+  o.disable_pipeline_cache = true;
   return o;
 }
 

@@ -40,6 +40,11 @@ std::size_t validation_message_count();
 
 // Options that make a Context report validation messages into the shared log.
 ContextOptions validated_options();
+// Options for a test that provokes a validation error on purpose: validation on, the pipeline
+// cache off, and every error message appended to `errors` (not the shared log).
+ContextOptions options_collecting_errors(std::vector<std::string>& errors);
+// VKRNN_VALIDATION=0: the run has validation turned off.
+bool validation_disabled();
 
 // Deterministic random data.
 std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f);

@@ -1,0 +1,921 @@
+// The graph runtime (graph_runtime.hpp): every op of docs/model-format.md version 2 recorded
+// through the library's op classes, tensors placed once per shape, views resolved to offsets.
+#include "models/graph_runtime.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "models/model_common.hpp"
+#include "vkrnn/activation.hpp"
+#include "vkrnn/attention.hpp"
+#include "vkrnn/embedding.hpp"
+#include "vkrnn/error.hpp"
+#include "vkrnn/positional_encoding.hpp"
+#include "vkrnn/residual_add.hpp"
+#include "vkrnn/rnn.hpp"
+#include "vkrnn/self_attention.hpp"
+#include "vkrnn/sequence_mask.hpp"
+
+namespace vkrnn::graph {
+
+using model_detail::tensor_of;
+
+// Shape-dependent layouts kept per Program (recent shapes; older ones are rebuilt on demand).
+constexpr std::size_t kLayoutCache = 8;
+
+// One node being recorded: its tensors as whole tensors or matrix views of this frame.
+class Run {
+ public:
+  Run(Sequence* s, const Program& p, const Layout& l, const Frame& f, std::size_t i, const Exec& e)
+      : seq(s), prog(p), layout(l), frame(f), graph(p.graph()), node(p.graph().nodes[i]), index(i), exec(e) {}
+
+  Sequence* seq;  // null while planning
+  const Program& prog;
+  const Layout& layout;
+  const Frame& frame;
+  const Graph& graph;
+  const Node& node;
+  std::size_t index;
+  const Exec& exec;
+
+  int input(const char* slot, std::size_t k = 0) const {
+    const auto* t = prog.slots_[index].find(slot, false);
+    return t && k < t->size() ? (*t)[k] : -1;
+  }
+  std::size_t count(const char* slot) const {
+    const auto* t = prog.slots_[index].find(slot, false);
+    return t ? t->size() : 0;
+  }
+  int output(const char* slot) const {
+    const auto* t = prog.slots_[index].find(slot, true);
+    return t ? t->front() : -1;
+  }
+  bool wanted(const char* slot) const {
+    const int t = output(slot);
+    return t >= 0 && (exec.live_tensors.empty() || exec.live_tensors[static_cast<std::size_t>(t)]);
+  }
+  const Place& place(int t) const { return layout.places[static_cast<std::size_t>(t)]; }
+  // An input as one whole tensor (its copy when it is a view); empty when the slot is unused.
+  Tensor in(const char* slot, std::size_t k = 0) const {
+    const int t = input(slot, k);
+    if (t < 0) return {};
+    auto it = layout.whole_copies[index].find(t);
+    if (it != layout.whole_copies[index].end()) return frame.owned[it->second].reshaped(place(t).shape);
+    const Tensor w = prog.whole(layout, frame, t);
+    if (!w.valid()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("graph '{}', node '{}': input '{}' ('{}') is a view that was not copied whole", graph.name, node.name, slot,
+                              graph.tensors[static_cast<std::size_t>(t)].name));
+    }
+    return w;
+  }
+  MatrixView in_view(const char* slot, std::size_t k = 0) const { return prog.matrix(layout, frame, input(slot, k)); }
+  Tensor out(const char* slot) const {
+    const int t = output(slot);
+    return t < 0 ? Tensor{} : prog.whole(layout, frame, t);
+  }
+  MatrixView out_view(const char* slot) const { return prog.matrix(layout, frame, output(slot)); }
+  template <class P>
+  P& plan() const {
+    return static_cast<P&>(*layout.plans[index]);
+  }
+  // The caller's host lengths when `slot` reads the graph's 'lengths' input.
+  std::span<const std::int32_t> host_lengths(const char* slot) const {
+    const int t = input(slot);
+    if (t < 0) return {};
+    const TensorInfo& ti = graph.tensors[static_cast<std::size_t>(t)];
+    if (ti.input >= 0 && graph.inputs[static_cast<std::size_t>(ti.input)].from == From::lengths) return exec.host_lengths;
+    return {};
+  }
+};
+
+class NodeExec {
+ public:
+  virtual ~NodeExec() = default;
+  // Shape-dependent objects for one layout.
+  virtual std::unique_ptr<NodePlan> plan(Context&, const Run&) const { return nullptr; }
+  virtual void record(const Run& r) const = 0;
+};
+
+namespace {
+
+// --- helpers -----------------------------------------------------------------------------
+
+const std::vector<float>& weight_data(const ModelFile& m, const Node& n, const std::string& slot) {
+  const std::vector<float>* w = m.weight(n.weights.at(slot));
+  if (!w) throw Error(ErrorCode::not_found, fmt::format("node '{}': weight '{}' ('{}') is not loaded", n.name, slot, n.weights.at(slot)));
+  return *w;
+}
+
+Tensor upload(Context& ctx, const ModelFile& m, const Node& n, const std::string& slot) {
+  if (!n.weights.count(slot)) return {};
+  return tensor_of(ctx, n.weight_shapes.at(slot), weight_data(m, n, slot), n.weights.at(slot));
+}
+
+std::size_t option(const Node& n, const char* name) { return n.options.at(name).get<std::size_t>(); }
+
+// An i32 [B] tensor filled with `value` (lengths of ops whose graph gives none).
+struct FullLengths {
+  Tensor t;
+  std::uint32_t value = 0;
+  void make(Context& ctx, std::size_t B, std::size_t v) {
+    t = ctx.tensor({B}, DType::i32, "graph full lengths");
+    value = static_cast<std::uint32_t>(v);
+  }
+  Tensor get(const Run& r, const char* slot) const {
+    if (r.input(slot) >= 0) return r.in(slot);
+    r.seq->fill(t, value);
+    return t;
+  }
+};
+
+// --- ops -------------------------------------------------------------------------------------
+
+class EmbeddingExec : public NodeExec {
+ public:
+  EmbeddingExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o) : op_(ctx, o), table_(upload(ctx, m, n, "weight")) {}
+  void record(const Run& r) const override { op_.record(*r.seq, MatrixView::of(table_), r.in("ids"), r.out_view("out")); }
+  const Tensor& table() const { return table_; }
+
+ private:
+  Embedding op_;
+  Tensor table_;
+};
+
+class LinearExec : public NodeExec {
+ public:
+  LinearExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o)
+      : op_(ctx, n.weight_shapes.at("weight")[1], n.weight_shapes.at("weight")[0], n.weights.count("bias") != 0, o) {
+    op_.load(weight_data(m, n, "weight"), n.weights.count("bias") ? std::span<const float>(weight_data(m, n, "bias")) : std::span<const float>());
+  }
+  void record(const Run& r) const override { op_.record(*r.seq, r.in_view("x"), r.out_view("y")); }
+
+ private:
+  Linear op_;
+};
+
+RnnConfig rnn_config(const Node& n, std::size_t input_size) {
+  RnnConfig c;
+  const std::string cell = n.options.at("cell").get<std::string>();
+  c.cell = cell == "gru" ? CellType::gru : cell == "lstm" ? CellType::lstm : cell == "rnn_tanh" ? CellType::rnn_tanh : CellType::rnn_relu;
+  c.input_size = input_size;
+  c.hidden_size = option(n, "hidden_size");
+  c.num_layers = option(n, "num_layers");
+  c.bidirectional = n.options.at("bidirectional").get<bool>();
+  c.bias = n.options.at("bias").get<bool>();
+  c.proj_size = option(n, "proj_size");
+  return c;
+}
+
+class RnnExec : public NodeExec {
+  struct Plan : NodePlan {
+    Tensor output, h_n, c_n;  // scratch for outputs the graph does not name
+  };
+
+ public:
+  RnnExec(Context& ctx, const Node& n, const Graph& g, const ModelFile& m, const OpOptions& o)
+      : rnn_(ctx, rnn_config(n, g.tensor(n.inputs.at("x").at(0)).shape.back().value), o) {
+    std::map<std::string, std::span<const float>> sd;
+    for (const auto& [slot, name] : n.weights) sd[slot] = weight_data(m, n, slot);
+    rnn_.load(sd);
+    lstm_ = rnn_.config().cell == CellType::lstm;
+    step_ = g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
+  }
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const Shape x = r.place(r.input("x")).shape;
+    const std::size_t B = x[0], L = rnn_.config().num_layers, D = rnn_.directions(), H = rnn_.config().hidden_size;
+    const std::size_t HO = rnn_.output_size();
+    if (!step_ && r.output("output") < 0) p->output = ctx.tensor({B, x[1], D * HO}, DType::f32, "graph rnn output (unused)");
+    if (step_ && r.output("h_n") < 0) p->h_n = ctx.tensor({L, B, HO}, DType::f32, "graph rnn h (unused)");
+    if (step_ && lstm_ && r.output("c_n") < 0) p->c_n = ctx.tensor({L, B, H}, DType::f32, "graph rnn c (unused)");
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    if (step_) {
+      const Tensor h_out = r.output("h_n") >= 0 ? r.out("h_n") : p.h_n;
+      const Tensor c_out = lstm_ ? (r.output("c_n") >= 0 ? r.out("c_n") : p.c_n) : Tensor{};
+      rnn_.step(*r.seq, r.in("x"), r.in("h0"), h_out, r.in("c0"), c_out);
+    } else {
+      const Tensor out = r.output("output") >= 0 ? r.out("output") : p.output;
+      rnn_.record(*r.seq, r.in("x"), r.in("lengths"), r.in("h0"), r.in("c0"), out, r.wanted("h_n") ? r.out("h_n") : Tensor{},
+                  lstm_ && r.wanted("c_n") ? r.out("c_n") : Tensor{}, r.host_lengths("lengths"));
+    }
+  }
+
+ private:
+  Rnn rnn_;
+  bool lstm_ = false, step_ = false;
+};
+
+Score score_of(const Node& n) {
+  const std::string s = n.options.at("score").get<std::string>();
+  return s == "dot" ? Score::dot : s == "general" ? Score::general : s == "scaled_dot" ? Score::scaled_dot : Score::additive;
+}
+
+// attention and attention_scores: the score's parameters.
+class ScoreExec : public NodeExec {
+ public:
+  ScoreExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o) : ctx_(&ctx), opts_(o), score_(score_of(n)) {
+    params_.w = upload(ctx, m, n, "w");
+    params_.bias = upload(ctx, m, n, "bias");
+    params_.v = upload(ctx, m, n, "v");
+    if (n.weights.count("v_bias")) v_bias_ = weight_data(m, n, "v_bias").at(0);
+  }
+
+ protected:
+  AttentionConfig config(const Run& r, std::size_t hidden) const {
+    const Shape& k = r.place(r.input("keys")).shape;
+    AttentionConfig a;
+    a.score = score_;
+    a.batch = k[0];
+    a.max_source = k[1];
+    a.hidden = hidden;
+    a.key_dim = k[2];
+    a.query_dim = r.place(r.input("query")).shape[1];
+    a.heads = option(r.node, "heads");
+    return a;
+  }
+
+  Context* ctx_;
+  OpOptions opts_;
+  Score score_;
+  ScoreParams params_;
+  std::optional<float> v_bias_;
+};
+
+class AttentionExec : public ScoreExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<FusedAttention> op;
+    FullLengths lengths;
+  };
+
+ public:
+  using ScoreExec::ScoreExec;
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const AttentionConfig a = config(r, r.place(r.input("values")).shape[2]);
+    p->op = std::make_unique<FusedAttention>(ctx, a, opts_);
+    p->lengths.make(ctx, a.batch, a.max_source);
+    return p;
+  }
+  // v_bias moves every score alike: the weights and the context do not change.
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    p.op->record(*r.seq, r.in("keys"), r.in("values"), r.in("query"), p.lengths.get(r, "lengths"), r.out("context"), params_,
+                 r.wanted("weights") ? r.out("weights") : Tensor{});
+  }
+};
+
+class ScoresExec : public ScoreExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<AttentionScores> op;
+    FullLengths lengths;
+    Tensor raw;  // before v_bias
+  };
+
+ public:
+  ScoresExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o) : ScoreExec(ctx, n, m, o), gemm_(ctx, o) {
+    if (v_bias_) {
+      one_ = ctx.tensor({1, 1}, std::vector<float>{1.0f}, "graph v_bias unit weight");
+      bias_ = ctx.tensor({1}, std::vector<float>{*v_bias_}, "graph v_bias");
+    }
+  }
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const AttentionConfig a = config(r, r.place(r.input("keys")).shape[2]);
+    p->op = std::make_unique<AttentionScores>(ctx, a, opts_);
+    p->lengths.make(ctx, a.batch, a.max_source);
+    if (v_bias_) p->raw = ctx.tensor(attention_scores_shape(a), DType::f32, "graph raw scores");
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    const Tensor out = r.out("scores");
+    p.op->record(*r.seq, r.in("keys"), r.in("query"), p.lengths.get(r, "lengths"), v_bias_ ? p.raw : out, params_);
+    if (v_bias_) {
+      // scores + v_bias as a 1 x 1 linear layer over every score (-inf stays -inf).
+      const std::size_t n = out.size();
+      gemm_.record(*r.seq, MatrixView{p.raw, n, 1, 0, 1}, MatrixView{one_, 1, 1, 0, 1}, bias_, 0, MatrixView{out, n, 1, 0, 1});
+    }
+  }
+
+ private:
+  Gemm gemm_;
+  Tensor one_, bias_;
+};
+
+// Softmax over the last axis of [rows, (heads,) n]: masked by lengths, or over all n.
+class SoftmaxExec : public NodeExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<MaskedSoftmax> op;
+    FullLengths lengths;
+  };
+
+ public:
+  SoftmaxExec(const char* in, const char* out, const OpOptions& o) : in_(in), out_(out), opts_(o) {}
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const Shape& s = r.place(r.input(in_)).shape;
+    const bool masked = r.node.op == "masked_softmax";
+    AttentionConfig a;
+    a.max_source = s.back();
+    // masked_softmax: [B, S] or [B, heads, S]; activation softmax: every leading row alone.
+    a.heads = masked && s.size() == 3 ? s[1] : 1;
+    a.batch = masked ? s[0] : element_count(s) / s.back();
+    a.score = a.heads > 1 ? Score::scaled_dot : Score::dot;
+    a.hidden = a.heads;
+    p->op = std::make_unique<MaskedSoftmax>(ctx, a, opts_);
+    p->lengths.make(ctx, a.batch, a.max_source);
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    const Tensor x = r.in(in_);
+    const auto& cfg = p.op->config();
+    const Shape shape = cfg.heads > 1 ? Shape{cfg.batch, cfg.heads, cfg.max_source} : Shape{cfg.batch, cfg.max_source};
+    p.op->record(*r.seq, x.reshaped(shape), p.lengths.get(r, "lengths"), r.out(out_).reshaped(shape));
+  }
+
+ private:
+  const char *in_, *out_;
+  OpOptions opts_;
+};
+
+class ContextExec : public NodeExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<AttentionContext> op;
+    FullLengths lengths;
+  };
+
+ public:
+  explicit ContextExec(const OpOptions& o) : opts_(o) {}
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const Shape& w = r.place(r.input("weights")).shape;
+    const Shape& v = r.place(r.input("values")).shape;
+    AttentionConfig a;
+    a.batch = v[0];
+    a.max_source = v[1];
+    a.hidden = v[2];
+    a.heads = w.size() == 3 ? w[1] : 1;
+    a.score = a.heads > 1 ? Score::scaled_dot : Score::dot;
+    p->op = std::make_unique<AttentionContext>(ctx, a, opts_);
+    p->lengths.make(ctx, a.batch, a.max_source);
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    p.op->record(*r.seq, r.in("weights"), r.in("values"), p.lengths.get(r, "lengths"), r.out("context"));
+  }
+
+ private:
+  OpOptions opts_;
+};
+
+class SelfAttentionExec : public NodeExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<SelfAttention> op;
+  };
+
+ public:
+  explicit SelfAttentionExec(const OpOptions& o) : opts_(o) {}
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const Shape& q = r.place(r.input("q")).shape;
+    SelfAttentionConfig c;
+    c.batch = q[0];
+    c.max_seq = q[1];
+    c.hidden = q[2];
+    c.heads = option(r.node, "heads");
+    c.causal = r.node.options.at("causal").get<bool>();
+    p->op = std::make_unique<SelfAttention>(ctx, c, opts_);
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    const Tensor q = r.in("q"), k = r.in("k"), lengths = r.in("lengths");
+    p.op->record(*r.seq, q, k, r.in("v"), lengths, r.out("out"));
+    if (r.wanted("weights")) p.op->record_weights(*r.seq, q, k, lengths, r.out("weights"));
+  }
+
+ private:
+  OpOptions opts_;
+};
+
+class PositionalEncodingExec : public NodeExec {
+ public:
+  PositionalEncodingExec(Context& ctx, const Node& n, const Graph& g, const OpOptions& o)
+      : op_(ctx, g.tensor(n.inputs.at("x").at(0)).shape.back().value, o) {}
+  void record(const Run& r) const override { op_.record(*r.seq, r.in("x"), r.out("out")); }
+
+ private:
+  PositionalEncoding op_;
+};
+
+class AddExec : public NodeExec {
+ public:
+  AddExec(Context& ctx, const OpOptions& o) : op_(ctx, o) {}
+  void record(const Run& r) const override { op_.record(*r.seq, r.in("a"), r.in("b"), r.out("out")); }
+
+ private:
+  ResidualAdd op_;
+};
+
+class ActivationExec : public NodeExec {
+ public:
+  ActivationExec(Context& ctx, ActivationFn fn, const OpOptions& o) : op_(ctx, fn, o) {}
+  void record(const Run& r) const override { op_.record(*r.seq, r.in("x"), r.out("out")); }
+
+ private:
+  Activation op_;
+};
+
+class SequenceMaskExec : public NodeExec {
+ public:
+  SequenceMaskExec(Context& ctx, const OpOptions& o) : op_(ctx, o) {}
+  void record(const Run& r) const override {
+    const Shape& s = r.place(r.input("x")).shape;
+    op_.record(*r.seq, MaskShape{s[0], s[1], element_count(s) / (s[0] * s[1])}, r.in("x"), r.in("lengths"), r.out("out"));
+  }
+
+ private:
+  SequenceMask op_;
+};
+
+// Copies views into one matrix, up to four per dispatch; `sources` skips inputs already in place.
+void concat_into(const Concat& op, Sequence& seq, const std::vector<MatrixView>& sources, const std::vector<bool>& skip,
+                 const MatrixView& out) {
+  std::size_t col = 0;
+  std::vector<MatrixView> run;
+  std::size_t run_col = 0, run_cols = 0;
+  auto flush = [&] {
+    if (run.empty()) return;
+    MatrixView o = out;
+    o.offset += run_col;
+    o.cols = run_cols;
+    o.ld = out.ld ? out.ld : out.cols;
+    op.record(seq, std::span<const MatrixView>(run), o);
+    run.clear();
+    run_cols = 0;
+  };
+  for (std::size_t k = 0; k < sources.size(); ++k) {
+    if (skip[k] || run.size() == 4) flush();
+    if (!skip[k]) {
+      if (run.empty()) run_col = col;
+      run.push_back(sources[k]);
+      run_cols += sources[k].cols;
+    }
+    col += sources[k].cols;
+  }
+  flush();
+}
+
+// The rows of out where input k of an axis-0 concat goes.
+MatrixView concat_rows(const Run& r, const MatrixView& out, std::size_t k) {
+  std::size_t row = 0;
+  for (std::size_t i = 0; i < k; ++i) row += r.place(r.input("x", i)).rows();
+  MatrixView v = out;
+  v.rows = r.place(r.input("x", k)).rows();
+  v.ld = out.ld ? out.ld : out.cols;
+  v.offset += row * v.ld;
+  return v;
+}
+
+class ConcatExec : public NodeExec {
+ public:
+  ConcatExec(const Concat& op, const Node& n) : op_(&op), rows_(n.options.at("axis").get<std::int64_t>() == 0) {}
+  void record(const Run& r) const override {
+    const MatrixView out = r.out_view("out");
+    if (rows_ && r.place(r.output("out")).shape.size() > 1) {
+      // Along the first axis: each input is a block of rows of the output.
+      for (std::size_t k = 0; k < r.count("x"); ++k) {
+        if (!r.prog.in_place(r.input("x", k), r.index)) op_->record(*r.seq, {r.in_view("x", k)}, concat_rows(r, out, k));
+      }
+      return;
+    }
+    std::vector<MatrixView> sources;
+    std::vector<bool> skip;
+    for (std::size_t k = 0; k < r.count("x"); ++k) {
+      const MatrixView v = r.in_view("x", k);
+      sources.push_back(v);
+      // Written in place by its producer: it already sits in its columns of the output.
+      skip.push_back(r.prog.in_place(r.input("x", k), r.index));
+    }
+    concat_into(*op_, *r.seq, sources, skip, out);
+  }
+
+ private:
+  const Concat* op_;
+  bool rows_;  // along axis 0
+};
+
+class FinalStateExec : public NodeExec {
+ public:
+  explicit FinalStateExec(const Concat& op) : op_(&op) {}
+  void record(const Run& r) const override {
+    if (!r.node.options.at("bidirectional").get<bool>()) return;  // one direction: a view
+    const Place& h = r.place(r.input("h_n"));
+    const std::size_t L = option(r.node, "num_layers"), B = h.shape[1], H = h.shape[2], ld = h.stride();
+    const MatrixView all = r.in_view("h_n");
+    MatrixView fwd{all.tensor, B, H, all.offset + (L - 1) * 2 * B * ld, ld}, bwd = fwd;
+    bwd.offset += B * ld;
+    op_->record(*r.seq, {fwd, bwd}, r.out_view("out"));
+  }
+
+ private:
+  const Concat* op_;
+};
+
+class ViewExec : public NodeExec {
+ public:
+  void record(const Run&) const override {}
+};
+
+// u_t = w . tanh(W x_t + b) or w . x_t; softmax over t < length; pooled = sum_t alpha_t x_t --
+// FusedAttention with keys W x (additive score, zero query) or with the query w (dot score).
+class PoolingExec : public NodeExec {
+  struct Plan : NodePlan {
+    std::unique_ptr<FusedAttention> op;
+    FullLengths lengths;
+    Tensor keys, query;
+  };
+
+ public:
+  PoolingExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o) : opts_(o), tanh_(n.options.at("score") == "tanh") {
+    if (tanh_) {
+      const Shape& w = n.weight_shapes.at("weight");
+      proj_ = std::make_unique<Linear>(ctx, w[1], w[0], false, o);
+      proj_->load(weight_data(m, n, "weight"));
+      params_.w = tensor_of(ctx, {w[0], 1}, std::vector<float>(w[0], 0.0f), "graph pooling zero query weight");
+      params_.bias = upload(ctx, m, n, "bias");
+      params_.v = upload(ctx, m, n, "w");
+    } else {
+      w_ = weight_data(m, n, "w");
+    }
+  }
+  std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
+    auto p = std::make_unique<Plan>();
+    const Shape& x = r.place(r.input("x")).shape;
+    AttentionConfig a;
+    a.batch = x[0];
+    a.max_source = x[1];
+    a.hidden = x[2];
+    if (tanh_) {
+      a.score = Score::additive;
+      a.key_dim = proj_->out_features();
+      a.query_dim = 1;
+      p->keys = ctx.tensor({x[0], x[1], a.key_dim}, DType::f32, "graph pooling keys");
+      p->query = tensor_of(ctx, {x[0], 1}, std::vector<float>(x[0], 0.0f), "graph pooling zero query");
+    } else {
+      a.score = Score::dot;
+      std::vector<float> rep;
+      for (std::size_t b = 0; b < x[0]; ++b) rep.insert(rep.end(), w_.begin(), w_.end());
+      p->query = tensor_of(ctx, {x[0], x[2]}, rep, "graph pooling query");
+    }
+    p->op = std::make_unique<FusedAttention>(ctx, a, opts_);
+    p->lengths.make(ctx, a.batch, a.max_source);
+    return p;
+  }
+  void record(const Run& r) const override {
+    const Plan& p = r.plan<Plan>();
+    const Tensor x = r.in("x");
+    if (tanh_) proj_->record(*r.seq, x, p.keys);
+    p.op->record(*r.seq, tanh_ ? p.keys : x, x, p.query, p.lengths.get(r, "lengths"), r.out("pooled"), params_,
+                 r.wanted("weights") ? r.out("weights") : Tensor{});
+  }
+
+ private:
+  OpOptions opts_;
+  bool tanh_;
+  std::unique_ptr<Linear> proj_;
+  ScoreParams params_;
+  std::vector<float> w_;
+};
+
+std::unique_ptr<NodeExec> make_exec(Context& ctx, const Graph& g, const Node& n, const ModelFile& m, const OpOptions& dense,
+                                    const OpOptions& other, const Concat& concat) {
+  const std::string& op = n.op;
+  if (op == "embedding") return std::make_unique<EmbeddingExec>(ctx, n, m, other);
+  if (op == "linear") return std::make_unique<LinearExec>(ctx, n, m, dense);
+  if (op == "rnn") return std::make_unique<RnnExec>(ctx, n, g, m, other);
+  if (op == "attention") return std::make_unique<AttentionExec>(ctx, n, m, other);
+  if (op == "attention_scores") return std::make_unique<ScoresExec>(ctx, n, m, other);
+  if (op == "masked_softmax") return std::make_unique<SoftmaxExec>("scores", "weights", other);
+  if (op == "attention_context") return std::make_unique<ContextExec>(other);
+  if (op == "self_attention") return std::make_unique<SelfAttentionExec>(other);
+  if (op == "positional_encoding") return std::make_unique<PositionalEncodingExec>(ctx, n, g, other);
+  if (op == "add") return std::make_unique<AddExec>(ctx, other);
+  if (op == "activation") {
+    const std::string fn = n.options.at("fn").get<std::string>();
+    if (fn == "softmax") return std::make_unique<SoftmaxExec>("x", "out", other);
+    return std::make_unique<ActivationExec>(ctx, fn == "tanh" ? ActivationFn::tanh : fn == "sigmoid" ? ActivationFn::sigmoid : ActivationFn::relu, other);
+  }
+  if (op == "sequence_mask") return std::make_unique<SequenceMaskExec>(ctx, other);
+  if (op == "concat") return std::make_unique<ConcatExec>(concat, n);
+  if (op == "final_state") return std::make_unique<FinalStateExec>(concat);
+  if (op == "attention_pooling") return std::make_unique<PoolingExec>(ctx, n, m, other);
+  if (op == "slice" || op == "select" || op == "reshape") return std::make_unique<ViewExec>();
+  throw Error(ErrorCode::invalid_argument, fmt::format("graph '{}', node '{}': no runtime for op '{}'", g.name, n.name, op));
+}
+
+// The place of a view node's output, from the place of its input.
+Place view_place(const Node& n, const Place& in, const Shape& out_shape) {
+  Place p = in;
+  p.shape = out_shape;
+  const std::size_t rank = in.shape.size();
+  // Rows (of the last dimension) per index of axis 0.
+  const std::size_t per0 = rank >= 2 ? element_count(Shape(in.shape.begin() + 1, in.shape.end() - 1)) : 0;
+  auto row0 = [&](std::int64_t index) {
+    if (index < 0) index += static_cast<std::int64_t>(in.shape[0]);
+    return static_cast<std::size_t>(index) * per0 * in.stride();
+  };
+  if (n.op == "select") {
+    p.offset += row0(n.options.at("index").get<std::int64_t>());
+    if (p.shape.size() == 1) p.ld = 0;  // one row
+  } else if (n.op == "slice") {
+    const auto start = n.options.at("start").get<std::int64_t>();
+    const std::int64_t axis = n.options.at("axis").get<std::int64_t>();
+    if ((axis == -1 || axis == static_cast<std::int64_t>(rank) - 1) || rank == 1) {
+      p.offset += static_cast<std::size_t>(start);
+      p.ld = in.stride();
+    } else {
+      p.offset += row0(start);
+    }
+  } else if (n.op == "rnn") {  // step mode: the top layer of h_n
+    p.offset += (in.shape[0] - 1) * per0 * in.stride();
+  } else if (n.op == "final_state") {  // one direction: h_n[L - 1]
+    p.offset += (in.shape[0] - 1) * per0 * in.stride();
+  }
+  // reshape: same offset and row stride (a strided view keeps its last dimension).
+  if (p.packed()) p.ld = 0;
+  return p;
+}
+
+}  // namespace
+
+// --- Program -----------------------------------------------------------------------------------
+
+bool Program::bindable_output(const Graph& g, const std::string& tensor) {
+  const int t = g.find(tensor);
+  if (t < 0) return false;
+  const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+  return ti.producer >= 0 && !ti.view;
+}
+
+Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const OpOptions& dense, const OpOptions& other,
+                 std::vector<std::string> bound_outputs)
+    : ctx_(&ctx), graph_(&graph), bound_outputs_(std::move(bound_outputs)), concat_(ctx, other) {
+  const Graph& g = graph;
+  for (std::size_t i = 0; i < g.inputs.size(); ++i) bound_index_[g.find(g.inputs[i].name)] = i;
+  for (std::size_t k = 0; k < bound_outputs_.size(); ++k) {
+    if (!bindable_output(g, bound_outputs_[k])) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("graph '{}': tensor '{}' cannot be bound as an output", g.name, bound_outputs_[k]));
+    }
+    bound_index_[g.find(bound_outputs_[k])] = g.inputs.size() + k;
+  }
+  for (const Node& n : g.nodes) {
+    execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_));
+    NodeSlots ns;
+    for (const auto& [slot, names] : n.inputs) {
+      std::vector<int> ts;
+      for (const auto& name : names) ts.push_back(g.find(name));
+      ns.inputs.push_back({slot, ts});
+    }
+    for (const auto& [slot, name] : n.outputs) ns.outputs.push_back({slot, {g.find(name)}});
+    slots_.push_back(std::move(ns));
+  }
+
+  // Concat inputs their producers can write in place: written whole by an embedding, linear or
+  // concat node, not bound, read by no op that needs a whole tensor and by no reshape, claimed
+  // by the first concat that reads it once.
+  std::map<int, std::vector<const Node*>> readers;
+  for (const Node& n : g.nodes)
+    for (const auto& [slot, names] : n.inputs)
+      for (const auto& name : names) readers[g.find(name)].push_back(&n);
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op != "concat") continue;
+    const auto& names = n.inputs.at("x");
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      const std::string& name = names[k];
+      const int t = g.find(name);
+      const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+      bool ok = ti.producer >= 0 && !ti.view && writes_views(g.nodes[static_cast<std::size_t>(ti.producer)].op) && !bound_index_.count(t) &&
+                !redirect_.count(t) && std::count(names.begin(), names.end(), name) == 1;
+      for (const Node* reader : readers[t]) {
+        if (reader == &n) continue;
+        if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op))) ok = false;
+      }
+      if (ok) redirect_[t] = {static_cast<int>(i), k};
+    }
+  }
+}
+
+Program::~Program() = default;
+
+bool Program::in_place(int tensor, std::size_t concat_node) const {
+  auto it = redirect_.find(tensor);
+  return it != redirect_.end() && it->second.first == static_cast<int>(concat_node);
+}
+
+int Program::binding_of(int tensor) const {
+  auto it = bound_index_.find(tensor);
+  return it == bound_index_.end() ? -1 : static_cast<int>(it->second);
+}
+
+std::shared_ptr<const Layout> Program::layout(std::size_t B, std::size_t S) const {
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < layouts_.size(); ++i) {
+    if (layouts_[i].first == std::pair(B, S)) {
+      auto hit = layouts_[i];
+      layouts_.erase(layouts_.begin() + static_cast<std::ptrdiff_t>(i));
+      layouts_.insert(layouts_.begin(), hit);
+      return hit.second;
+    }
+  }
+  auto l = build_layout(B, S);
+  layouts_.insert(layouts_.begin(), {{B, S}, l});
+  if (layouts_.size() > kLayoutCache) layouts_.pop_back();
+  return l;
+}
+
+std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S) const {
+  const Graph& g = *graph_;
+  auto l = std::make_shared<Layout>();
+  l->B = B;
+  l->S = S;
+  const std::size_t T = g.tensors.size();
+  for (const Input& in : g.inputs) l->binding_sizes.push_back(element_count(eval(in.shape, B, S)));
+  for (const auto& name : bound_outputs_) l->binding_sizes.push_back(element_count(eval(g.tensor(name).shape, B, S)));
+  l->places.resize(T);
+  std::vector<char> done(T, 0);
+  std::function<const Place&(int)> resolve = [&](int t) -> const Place& {
+    Place& p = l->places[static_cast<std::size_t>(t)];
+    if (done[static_cast<std::size_t>(t)]) return p;
+    const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+    const Shape shape = eval(ti.shape, B, S);
+    if (const int b = binding_of(t); b >= 0) {
+      p = Place{true, static_cast<std::size_t>(b), 0, shape, 0, ti.dtype};
+    } else if (auto r = redirect_.find(t); r != redirect_.end()) {
+      // Written in place: its columns (or rows, along axis 0) of the concat's output.
+      const Node& cat = g.nodes[static_cast<std::size_t>(r->second.first)];
+      const Place out = resolve(g.find(cat.outputs.at("out")));
+      const bool rows = cat.options.at("axis").get<std::int64_t>() == 0 && out.shape.size() > 1;
+      std::size_t before = 0;
+      for (std::size_t k = 0; k < r->second.second; ++k) {
+        const TensorInfo& prev = g.tensor(cat.inputs.at("x")[k]);
+        const Shape ps = eval(prev.shape, B, S);
+        before += rows ? element_count(ps) / ps.back() : ps.back();
+      }
+      p = out;
+      p.offset += rows ? before * out.stride() : before;
+      p.shape = shape;
+      p.ld = out.stride();
+      if (p.packed()) p.ld = 0;
+    } else if (ti.view) {
+      const Node& n = g.nodes[static_cast<std::size_t>(ti.producer)];
+      const std::string& src = n.op == "rnn" ? n.outputs.at("h_n") : n.inputs.begin()->second.at(0);
+      p = view_place(n, resolve(g.find(src)), shape);
+    } else {
+      p = Place{false, l->buffers.size(), 0, shape, 0, ti.dtype};
+      l->buffers.push_back({shape, ti.dtype});
+    }
+    done[static_cast<std::size_t>(t)] = 1;
+    return p;
+  };
+  for (std::size_t t = 0; t < T; ++t) resolve(static_cast<int>(t));
+
+  // Views copied whole for the ops that need whole tensors; the nodes' shape-dependent ops.
+  Frame none;
+  Exec exec;
+  l->whole_copies.resize(g.nodes.size());
+  l->plans.resize(g.nodes.size());
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    for (const auto& [slot, names] : n.inputs) {
+      if (!needs_whole(n.op)) continue;
+      for (const auto& name : names) {
+        const int t = g.find(name);
+        const Place& p = l->places[static_cast<std::size_t>(t)];
+        const std::size_t base = p.bound ? l->binding_sizes[p.index] : element_count(l->buffers[p.index].first);
+        if (p.offset == 0 && p.packed() && element_count(p.shape) == base) continue;
+        if (p.dtype != DType::f32) {
+          throw Error(ErrorCode::invalid_argument,
+                      fmt::format("graph '{}', node '{}': input '{}' ('{}') is a view of integers; this op needs a whole tensor", g.name, n.name, slot, name));
+        }
+        l->whole_copies[i][t] = l->buffers.size();
+        l->buffers.push_back({p.shape, p.dtype});
+      }
+    }
+  }
+  // Plans see the places (their shapes), nothing of a frame.
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Run r(nullptr, *this, *l, none, i, exec);
+    l->plans[i] = execs_[i]->plan(*ctx_, r);
+  }
+  return l;
+}
+
+Frame Program::allocate(const Layout& layout, const std::string& label) const {
+  Frame f;
+  for (std::size_t i = 0; i < layout.buffers.size(); ++i) {
+    f.owned.push_back(ctx_->tensor(layout.buffers[i].first, layout.buffers[i].second, fmt::format("{} {} #{}", label, graph_->name, i)));
+  }
+  f.bound.resize(bindings());
+  return f;
+}
+
+Exec Program::live(const std::vector<int>& wanted) const {
+  const Graph& g = *graph_;
+  Exec e;
+  e.live_tensors.assign(g.tensors.size(), 0);
+  e.live_nodes.assign(g.nodes.size(), 0);
+  for (int t : wanted)
+    if (t >= 0) e.live_tensors[static_cast<std::size_t>(t)] = 1;
+  for (std::size_t i = g.nodes.size(); i-- > 0;) {
+    const Node& n = g.nodes[i];
+    bool live = false;
+    for (const auto& [slot, name] : n.outputs) live = live || e.live_tensors[static_cast<std::size_t>(g.find(name))];
+    if (!live) continue;
+    e.live_nodes[i] = 1;
+    for (const auto& [slot, names] : n.inputs)
+      for (const auto& name : names) e.live_tensors[static_cast<std::size_t>(g.find(name))] = 1;
+  }
+  return e;
+}
+
+void Program::record(Sequence& seq, const Layout& layout, const Frame& frame, const Exec& exec) const {
+  for (std::size_t i = 0; i < graph_->nodes.size(); ++i) {
+    if (!exec.live_nodes.empty() && !exec.live_nodes[i]) continue;
+    if (static_cast<int>(i) == exec.skip_node) continue;
+    for (const auto& [t, buffer] : layout.whole_copies[i]) copy(seq, layout, frame, t, frame.owned[buffer]);
+    const Run r(&seq, *this, layout, frame, i, exec);
+    execs_[i]->record(r);
+  }
+}
+
+Tensor Program::whole(const Layout& layout, const Frame& frame, int tensor) const {
+  const Place& p = layout.places[static_cast<std::size_t>(tensor)];
+  const Tensor& base = p.bound ? frame.bound.at(p.index) : frame.owned.at(p.index);
+  if (!base.valid()) {
+    throw Error(ErrorCode::state, fmt::format("graph '{}': tensor '{}' is not bound", graph_->name, graph_->tensors[static_cast<std::size_t>(tensor)].name));
+  }
+  if (p.offset != 0 || !p.packed() || element_count(p.shape) != base.size()) return {};
+  return base.shape() == p.shape ? base : base.reshaped(p.shape);
+}
+
+MatrixView Program::matrix(const Layout& layout, const Frame& frame, int tensor) const {
+  const Place& p = layout.places[static_cast<std::size_t>(tensor)];
+  const Tensor& base = p.bound ? frame.bound.at(p.index) : frame.owned.at(p.index);
+  return MatrixView{base, p.rows(), p.cols(), p.offset, p.ld};
+}
+
+void Program::copy(Sequence& seq, const Layout& layout, const Frame& frame, int tensor, const Tensor& dst) const {
+  const Place& p = layout.places[static_cast<std::size_t>(tensor)];
+  if (const Tensor w = whole(layout, frame, tensor); w.valid() && w.bytes() == dst.bytes()) {
+    seq.copy(w, dst);
+    return;
+  }
+  concat_.record(seq, {matrix(layout, frame, tensor)}, MatrixView{dst, p.rows(), p.cols(), 0, p.cols()});
+}
+
+std::vector<float> Program::read(const Sequence& seq, const Layout& layout, const Frame& frame, int tensor) const {
+  const Place& p = layout.places[static_cast<std::size_t>(tensor)];
+  const Tensor& base = p.bound ? frame.bound.at(p.index) : frame.owned.at(p.index);
+  if (p.dtype != DType::f32) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("graph '{}': tensor '{}' holds integers", graph_->name, graph_->tensors[static_cast<std::size_t>(tensor)].name));
+  }
+  const auto all = seq.read<float>(base);
+  std::vector<float> out;
+  out.reserve(element_count(p.shape));
+  for (std::size_t r = 0; r < p.rows(); ++r) {
+    const auto first = all.begin() + static_cast<std::ptrdiff_t>(p.offset + r * p.stride());
+    out.insert(out.end(), first, first + static_cast<std::ptrdiff_t>(p.cols()));
+  }
+  return out;
+}
+
+int Program::sole_embedding_reader(const std::string& input) const {
+  int found = -1;
+  for (std::size_t i = 0; i < graph_->nodes.size(); ++i) {
+    for (const auto& [slot, names] : graph_->nodes[i].inputs) {
+      for (const auto& name : names) {
+        if (name != input) continue;
+        if (graph_->nodes[i].op != "embedding" || found >= 0) return -1;
+        found = static_cast<int>(i);
+      }
+    }
+  }
+  return found;
+}
+
+const Tensor& Program::embedding_table(int node) const {
+  return static_cast<const EmbeddingExec&>(*execs_.at(static_cast<std::size_t>(node))).table();
+}
+
+}  // namespace vkrnn::graph

@@ -1,0 +1,144 @@
+#pragma once
+// Private: the runtime of every graph (docs/model-format.md, version 2).
+//
+//   Program  one checked Graph with its ops built and weights on the GPU (once per model)
+//   Layout   where every tensor lives for one (batch B, sequence length S): owned buffers,
+//            external bindings (graph inputs, recurrent state), views (offset + row stride),
+//            concat inputs written in place, views copied whole for ops that need it, and the
+//            shape-dependent op objects (attention, self-attention, softmax). Cached per shape.
+//   Frame    one execution's memory: the owned buffers and the bound tensors
+//
+// Program::record() records the live nodes of a graph into the caller's Sequence; the caller
+// (Seq2Seq, Classifier) binds inputs and recurrent state and runs the decode loop around it.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "models/graph.hpp"
+#include "vkrnn/concat.hpp"
+#include "vkrnn/context.hpp"
+#include "vkrnn/linear.hpp"
+#include "vkrnn/model.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+
+namespace vkrnn::graph {
+
+// Where a tensor lives in one execution: a base tensor (owned buffer or binding), an element
+// offset, its shape, and the stride between rows (of the last dimension).
+struct Place {
+  bool bound = false;     // base is a binding (else an owned buffer)
+  std::size_t index = 0;  // which one
+  std::size_t offset = 0;
+  Shape shape;
+  std::size_t ld = 0;  // 0: rows are packed
+  DType dtype = DType::f32;
+
+  std::size_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  std::size_t rows() const { return element_count(shape) / cols(); }
+  std::size_t stride() const { return ld ? ld : cols(); }
+  bool packed() const { return rows() <= 1 || stride() == cols(); }
+};
+
+class NodePlan {
+ public:
+  virtual ~NodePlan() = default;
+};
+
+struct Layout {
+  std::size_t B = 0, S = 0;
+  std::vector<Place> places;                     // per tensor
+  std::vector<std::pair<Shape, DType>> buffers;  // owned buffers
+  std::vector<std::size_t> binding_sizes;        // elements of each binding
+  // Per node: views of its inputs copied whole before it runs (tensor -> owned buffer).
+  std::vector<std::map<int, std::size_t>> whole_copies;
+  std::vector<std::unique_ptr<NodePlan>> plans;  // per node, may be null
+};
+
+struct Frame {
+  std::vector<Tensor> owned;
+  std::vector<Tensor> bound;
+};
+
+// What one record() call computes.
+struct Exec {
+  // Per node: record it (empty: every node). Optional outputs (attention weights, h_n) are
+  // computed when their tensor is live.
+  std::vector<char> live_nodes, live_tensors;
+  std::span<const std::int32_t> host_lengths;  // the batch's lengths (the 'lengths' input)
+  int skip_node = -1;                          // a node whose output is already in place
+};
+
+class NodeExec;
+
+class Program {
+ public:
+  // dense: the options of linear layers (fp16 storage allowed); other: every other op (fp32).
+  // bound_outputs: tensors the caller binds like inputs (recurrent state written in place).
+  Program(Context& ctx, const Graph& graph, const ModelFile& model, const OpOptions& dense, const OpOptions& other,
+          std::vector<std::string> bound_outputs = {});
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+  ~Program();
+
+  const Graph& graph() const { return *graph_; }
+  Context& context() const { return *ctx_; }
+  // Bindings: the graph's inputs, then the bound outputs, in order.
+  std::size_t bindings() const { return graph_->inputs.size() + bound_outputs_.size(); }
+  int binding_of(int tensor) const;  // -1 when the tensor is not bound
+  // Whether the planner has a concat input written straight into the concat's output.
+  bool in_place(int tensor, std::size_t concat_node) const;
+  // Whether a tensor can be bound as an output (written whole by its node, not a view).
+  static bool bindable_output(const Graph& g, const std::string& tensor);
+
+  std::shared_ptr<const Layout> layout(std::size_t B, std::size_t S) const;
+  Frame allocate(const Layout& layout, const std::string& label) const;
+
+  // Liveness: the nodes and tensors needed for `wanted` tensors.
+  Exec live(const std::vector<int>& wanted) const;
+  void record(Sequence& seq, const Layout& layout, const Frame& frame, const Exec& exec) const;
+
+  // A tensor of a frame: the whole base tensor reshaped when the place is all of it, else empty.
+  Tensor whole(const Layout& layout, const Frame& frame, int tensor) const;
+  MatrixView matrix(const Layout& layout, const Frame& frame, int tensor) const;
+  // Records a copy of a tensor (any place) into the f32 tensor dst (same element count).
+  void copy(Sequence& seq, const Layout& layout, const Frame& frame, int tensor, const Tensor& dst) const;
+  // After the sequence is done: a tensor's values (the place's elements, row by row).
+  std::vector<float> read(const Sequence& seq, const Layout& layout, const Frame& frame, int tensor) const;
+
+  // The embedding node that alone reads graph input `input` (decode loops write its output for
+  // the next step themselves), or -1; and its table.
+  int sole_embedding_reader(const std::string& input) const;
+  const Tensor& embedding_table(int node) const;
+
+ private:
+  Context* ctx_;
+  const Graph* graph_;
+  std::vector<std::string> bound_outputs_;
+  std::map<int, std::size_t> bound_index_;            // tensor -> binding
+  std::map<int, std::pair<int, std::size_t>> redirect_;  // tensor -> (concat node, its index there)
+  std::vector<std::unique_ptr<NodeExec>> execs_;
+  // Per node: its slots' tensor indices (looked up per record without allocating).
+  struct NodeSlots {
+    std::vector<std::pair<std::string, std::vector<int>>> inputs, outputs;
+    const std::vector<int>* find(const char* slot, bool output) const {
+      for (const auto& [name, ts] : output ? outputs : inputs)
+        if (name == slot) return &ts;
+      return nullptr;
+    }
+  };
+  std::vector<NodeSlots> slots_;
+  Concat concat_;
+  mutable std::mutex mutex_;
+  mutable std::vector<std::pair<std::pair<std::size_t, std::size_t>, std::shared_ptr<const Layout>>> layouts_;  // recent first
+
+  std::shared_ptr<const Layout> build_layout(std::size_t B, std::size_t S) const;
+  friend class Run;
+};
+
+}  // namespace vkrnn::graph
