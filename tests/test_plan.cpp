@@ -5,6 +5,7 @@
 // or the op must refuse at construction with an Error naming the limit; and the subgroup
 // kernels must be shaped so that they are right for any subgroup size the device may run.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <string>
 #include <vector>
@@ -145,6 +146,18 @@ std::vector<OpOptions> option_grid() {
 std::string describe(const OpOptions& o) {
   return fmt::format("fp16 {} shared-memory {} workgroup {} tile {}", o.fp16_storage,
                      o.force_shared_memory_reduction, o.workgroup_size, o.tile);
+}
+
+// check(dev, options, what) for every profile and every option set of the grid.
+template <class F>
+void for_each_profile(const F& check) {
+  for (const auto& dev : profiles()) {
+    for (const auto& o : option_grid()) {
+      const std::string what = fmt::format("'{}', {}", dev.name, describe(o));
+      SCOPED_TRACE(what);
+      check(dev, o, what);
+    }
+  }
 }
 
 // Every kernel uses subgroup arithmetic exactly where the device and the options allow it.
@@ -304,36 +317,32 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
 // --- dense layers --------------------------------------------------------------------------
 
 TEST(Plan, GemmRespectsEveryProfile) {
-  for (const auto& dev : profiles()) {
-    for (const auto& o : option_grid()) {
-      const std::string what = fmt::format("'{}', {}", dev.name, describe(o));
-      SCOPED_TRACE(what);
-      const auto g = plan::gemm(dev, o);
-      EXPECT_EQ(g.subgroups, dev.subgroup_arithmetic && !o.force_shared_memory_reduction);
-      std::vector<Built> built{build<kernels::Gemm>(dev, g.tiled, {.fp16 = o.fp16_storage}, what + " tiled")};
-      EXPECT_LE(built[0].shared, dev.max_shared_memory) << "BK halves until the tiles fit";
-      for (std::size_t m : {1u, 3u, 8u, 9u, 64u, 1000u}) {
-        for (bool aligned : {true, false}) {
-          const auto path = plan::gemm_path(dev, g, m);
-          if (path == plan::GemmPath::tiled) continue;
-          const auto v = plan::gemv(dev, g, o, m, path, aligned);
-          const std::string w = fmt::format("{} gemv M {} aligned {}", what, m, aligned);
-          const Built b = build<kernels::Gemv>(dev, v.constants, v.variant, w);
-          EXPECT_EQ(b.shared, 0u);
-          if (v.variant.subgroup) {
-            // A coop is a whole subgroup of any size the device may run.
-            EXPECT_EQ(v.constants.local_size_x % plan::max_lanes(dev), 0u) << w;
-            EXPECT_EQ(v.constants.BLOCKS, v.constants.local_size_x / g.coop_lanes) << w;
-          } else {
-            EXPECT_EQ(v.constants.BLOCKS, v.constants.local_size_x) << w;
-          }
-          EXPECT_EQ(v.constants.ALIGNED, aligned);
-          EXPECT_GE(v.constants.TM, 1u);
+  for_each_profile([](const DeviceInfo& dev, const OpOptions& o, const std::string& what) {
+    const auto g = plan::gemm(dev, o);
+    EXPECT_EQ(g.subgroups, dev.subgroup_arithmetic && !o.force_shared_memory_reduction);
+    std::vector<Built> built{build<kernels::Gemm>(dev, g.tiled, {.fp16 = o.fp16_storage}, what + " tiled")};
+    EXPECT_LE(built[0].shared, dev.max_shared_memory) << "BK halves until the tiles fit";
+    for (std::size_t m : {1u, 3u, 8u, 9u, 64u, 1000u}) {
+      for (bool aligned : {true, false}) {
+        const auto path = plan::gemm_path(dev, g, m);
+        if (path == plan::GemmPath::tiled) continue;
+        const auto v = plan::gemv(dev, g, o, m, path, aligned);
+        const std::string w = fmt::format("{} gemv M {} aligned {}", what, m, aligned);
+        const Built b = build<kernels::Gemv>(dev, v.constants, v.variant, w);
+        EXPECT_EQ(b.shared, 0u);
+        if (v.variant.subgroup) {
+          // A coop is a whole subgroup of any size the device may run.
+          EXPECT_EQ(v.constants.local_size_x % plan::max_lanes(dev), 0u) << w;
+          EXPECT_EQ(v.constants.BLOCKS, v.constants.local_size_x / g.coop_lanes) << w;
+        } else {
+          EXPECT_EQ(v.constants.BLOCKS, v.constants.local_size_x) << w;
         }
+        EXPECT_EQ(v.constants.ALIGNED, aligned);
+        EXPECT_GE(v.constants.TM, 1u);
       }
-      check_needs(dev, g.needs, {built[0], {0, kernels::Gemv::binding_count}}, what);
     }
-  }
+    check_needs(dev, g.needs, {built[0], {0, kernels::Gemv::binding_count}}, what);
+  });
 }
 
 // --- self-attention --------------------------------------------------------------------------
@@ -427,97 +436,91 @@ void check_row(const DeviceInfo& dev, std::uint32_t base, bool subgroups, std::u
   EXPECT_EQ(wg, got) << "not a candidate from " << base;
 }
 
+// One row planner's answer for a row: `plan()` gives the workgroup (check_row), never narrower
+// than for a shorter row (`last`), or throws -- exactly when the widest candidate breaks the
+// budget -- Error(out_of_range) naming the loop budget. Returns the workgroup, 0 if refused.
+template <class Plan, class Loops>
+std::uint32_t check_row_plan(const DeviceInfo& dev, std::uint32_t base, bool subgroups, const Plan& plan,
+                             const Loops& loops, std::uint32_t& last, const std::string& what) {
+  SCOPED_TRACE(what);
+  try {
+    const std::uint32_t got = plan();
+    check_row(dev, base, subgroups, got, loops, what);
+    EXPECT_GE(got, last);
+    last = got;
+    return got;
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), ErrorCode::out_of_range);
+    EXPECT_NE(std::string(err.what()).find("loop budget"), std::string::npos) << err.what();
+    EXPECT_GT(loops(plan::widest_workgroup(dev, base, subgroups)), plan::kLoopBudget) << err.what();
+    last = ~0u;
+    return 0;
+  }
+}
+
 TEST(Plan, LongRowsStayWithinTheLoopBudget) {
-  for (const auto& dev : profiles()) {
-    for (const auto& o : option_grid()) {
-      const std::string what = fmt::format("'{}', {}", dev.name, describe(o));
-      SCOPED_TRACE(what);
-      const auto a = plan::argmax(dev, o);
-      const auto t = plan::topk(dev, o);
-      const std::uint32_t e = plan::embedding_workgroup(dev, o);
-      const std::uint32_t w = plan::self_attention_weights_workgroup(dev);
-      std::uint32_t last_a = 0, last_t = 0, last_e = 0, last_w = 0;  // longer rows: never narrower
-      for (std::uint64_t n : {1ull, 1000ull, 32768ull, 300000ull, 4000000ull, 1ull << 31}) {
-        const std::string row = fmt::format("{} row {}", what, n);
-        const plan::ArgmaxRow ar{.V = n, .passes = 3, .S = n / 100, .emb = 512};
-        try {
-          const auto r = plan::argmax_row(dev, a, ar);
-          check_row(dev, a.workgroup, a.variant.subgroup, r.workgroup,
-                    [&](std::uint64_t wg) { return plan::argmax_loops(dev, a.variant.subgroup, wg, ar); },
-                    row + " argmax");
-          EXPECT_EQ(r.one_subgroup, plan::one_subgroup(dev, r.workgroup, r.variant.subgroup));
-          build<kernels::Argmax>(dev, {.local_size_x = r.workgroup, .ONE_SUBGROUP = r.one_subgroup},
-                                 r.variant, row + " argmax");
-          EXPECT_GE(r.workgroup, last_a);
-          last_a = r.workgroup;
-        } catch (const Error& err) {
-          EXPECT_EQ(err.code(), ErrorCode::out_of_range) << row;
-          EXPECT_NE(std::string(err.what()).find("loop budget"), std::string::npos) << err.what();
-          EXPECT_GT(plan::argmax_loops(dev, a.variant.subgroup, plan::widest_workgroup(dev, a.workgroup, a.variant.subgroup), ar), plan::kLoopBudget);
-          last_a = ~0u;
-        }
-        for (std::uint64_t k : {1ull, 5ull, 64ull}) {
-          try {
-            const auto r = plan::topk_row(dev, t, n, k);
-            check_row(dev, t.workgroup, t.variant.subgroup, r.workgroup,
-                      [&](std::uint64_t wg) { return plan::topk_loops(dev, t.variant.subgroup, wg, n, k); },
-                      fmt::format("{} topk k {}", row, k));
-            build<kernels::TopK>(dev, {.local_size_x = r.workgroup, .K_MAX = 64, .ONE_SUBGROUP = r.one_subgroup},
-                                 r.variant, row + " topk");
-            if (k == 64) {
-              EXPECT_GE(r.workgroup, last_t);
-              last_t = r.workgroup;
-            }
-          } catch (const Error& err) {
-            EXPECT_EQ(err.code(), ErrorCode::out_of_range) << row;
-            EXPECT_GT(plan::topk_loops(dev, t.variant.subgroup, plan::widest_workgroup(dev, t.workgroup, t.variant.subgroup), n, k), plan::kLoopBudget);
-            if (k == 64) last_t = ~0u;
-          }
-        }
-        try {
-          const std::uint32_t r = plan::embedding_row(dev, e, n);
-          check_row(dev, e, false, r, [&](std::uint64_t wg) { return plan::embedding_loops(wg, n); }, row + " embedding");
-          EXPECT_GE(r, last_e);
-          last_e = r;
-        } catch (const Error& err) {
-          EXPECT_GT(plan::embedding_loops(plan::widest_workgroup(dev, e, false), n), plan::kLoopBudget) << err.what();
-          last_e = ~0u;
-        }
-        try {
-          const std::uint32_t r = plan::self_attention_weights_row(dev, w, n, 64);
-          check_row(dev, w, false, r, [&](std::uint64_t wg) { return plan::self_attention_weights_loops(dev, wg, n, 64); },
-                    row + " self-attention weights");
-          build<kernels::SelfAttentionWeights>(dev, {.local_size_x = r, .D = 64}, {}, row);
-          EXPECT_GE(r, last_w);
-          last_w = r;
-        } catch (const Error& err) {
-          EXPECT_GT(plan::self_attention_weights_loops(dev, plan::widest_workgroup(dev, w, false), n, 64), plan::kLoopBudget)
-              << err.what();
-          last_w = ~0u;
+  for_each_profile([](const DeviceInfo& dev, const OpOptions& o, const std::string& what) {
+    const auto a = plan::argmax(dev, o);
+    const auto t = plan::topk(dev, o);
+    const std::uint32_t e = plan::embedding_workgroup(dev, o);
+    const std::uint32_t w = plan::self_attention_weights_workgroup(dev);
+    std::uint32_t last_a = 0, last_t[3] = {}, last_e = 0, last_w = 0;  // per planner and k
+    for (std::uint64_t n : {1ull, 1000ull, 32768ull, 300000ull, 4000000ull, 1ull << 31}) {
+      const std::string row = fmt::format("{} row {}", what, n);
+      const plan::ArgmaxRow ar{.V = n, .passes = 3, .S = n / 100, .emb = 512};
+      plan::Reduction r = a;
+      if (check_row_plan(
+              dev, a.workgroup, a.variant.subgroup,
+              [&] { return (r = plan::argmax_row(dev, a, ar)).workgroup; },
+              [&](std::uint64_t wg) { return plan::argmax_loops(dev, a.variant.subgroup, wg, ar); }, last_a,
+              row + " argmax")) {
+        EXPECT_EQ(r.one_subgroup, plan::one_subgroup(dev, r.workgroup, r.variant.subgroup));
+        build<kernels::Argmax>(dev, {.local_size_x = r.workgroup, .ONE_SUBGROUP = r.one_subgroup}, r.variant,
+                               row + " argmax");
+      }
+      for (int ki = 0; ki < 3; ++ki) {
+        const std::uint64_t k = std::array{1, 5, 64}[ki];
+        if (check_row_plan(
+                dev, t.workgroup, t.variant.subgroup,
+                [&] { return (r = plan::topk_row(dev, t, n, k)).workgroup; },
+                [&](std::uint64_t wg) { return plan::topk_loops(dev, t.variant.subgroup, wg, n, k); },
+                last_t[ki], fmt::format("{} topk k {}", row, k))) {
+          build<kernels::TopK>(dev,
+                               {.local_size_x = r.workgroup, .K_MAX = 64, .ONE_SUBGROUP = r.one_subgroup},
+                               r.variant, row + " topk");
         }
       }
-      // K of a GEMM / GEMV in slices: whole K, or multiples of 64 (vec4 alignment, whole tiles);
-      // longer K never takes longer slices than the budget allowed a shorter one.
-      const auto g = plan::gemm(dev, o);
-      for (std::uint64_t K : {1ull, 64ull, 4096ull, 270001ull, 300000ull, 10000000ull}) {
-        const std::uint64_t tiled = plan::gemm_k_slice(g.tiled, K);
-        EXPECT_LE(tiled, K);
-        EXPECT_TRUE(tiled == K || tiled % 64 == 0) << tiled;
-        if (K >= 300000) {
-          EXPECT_LT(tiled, K) << "K = " << K << " in one tiled dispatch";
-        }
-        for (std::size_t m : {1u, 9u}) {
-          const auto path = plan::gemm_path(dev, g, m);
-          if (path == plan::GemmPath::tiled) continue;
-          const auto v = plan::gemv(dev, g, o, m, path, true);
-          const std::uint64_t slice = plan::gemv_k_slice(dev, g, v, K);
-          EXPECT_LE(slice, K);
-          EXPECT_TRUE(slice == K || slice % 64 == 0) << slice;
-          EXPECT_GE(slice, std::min<std::uint64_t>(K, 64));
-        }
+      check_row_plan(
+          dev, e, false, [&] { return plan::embedding_row(dev, e, n); },
+          [&](std::uint64_t wg) { return plan::embedding_loops(wg, n); }, last_e, row + " embedding");
+      if (const std::uint32_t wg = check_row_plan(
+              dev, w, false, [&] { return plan::self_attention_weights_row(dev, w, n, 64); },
+              [&](std::uint64_t x) { return plan::self_attention_weights_loops(dev, x, n, 64); }, last_w,
+              row + " self-attention weights")) {
+        build<kernels::SelfAttentionWeights>(dev, {.local_size_x = wg, .D = 64}, {}, row);
       }
     }
-  }
+    // K of a GEMM / GEMV in slices: whole K, or multiples of 64 (vec4 alignment, whole tiles);
+    // longer K never takes longer slices than the budget allowed a shorter one.
+    const auto g = plan::gemm(dev, o);
+    for (std::uint64_t K : {1ull, 64ull, 4096ull, 270001ull, 300000ull, 10000000ull}) {
+      const std::uint64_t tiled = plan::gemm_k_slice(g.tiled, K);
+      EXPECT_LE(tiled, K);
+      EXPECT_TRUE(tiled == K || tiled % 64 == 0) << tiled;
+      if (K >= 300000) {
+        EXPECT_LT(tiled, K) << "K = " << K << " in one tiled dispatch";
+      }
+      for (std::size_t m : {1u, 9u}) {
+        const auto path = plan::gemm_path(dev, g, m);
+        if (path == plan::GemmPath::tiled) continue;
+        const auto v = plan::gemv(dev, g, o, m, path, true);
+        const std::uint64_t slice = plan::gemv_k_slice(dev, g, v, K);
+        EXPECT_LE(slice, K);
+        EXPECT_TRUE(slice == K || slice % 64 == 0) << slice;
+        EXPECT_GE(slice, std::min<std::uint64_t>(K, 64));
+      }
+    }
+  });
 }
 
 // --- recurrent layers ----------------------------------------------------------------------
@@ -526,73 +529,72 @@ TEST(Plan, RnnRespectsEveryProfile) {
   const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
                                    {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
                                    {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0}};
-  for (const auto& dev : profiles()) {
-    for (const auto& o : option_grid()) {
-      for (const auto& layer : layers) {
-        for (std::uint64_t B : {1u, 3u, 16u, 100u}) {
-          const std::string what = fmt::format("'{}', {}, {} H {} P {} B {}", dev.name, describe(o),
-                                               to_string(layer.cell), layer.H, layer.P, B);
-          SCOPED_TRACE(what);
-          const plan::Rnn p = plan::rnn(dev, layer, o, B);
-          const bool sg = dev.subgroup_arithmetic && !o.force_shared_memory_reduction;
-          EXPECT_EQ(p.step_kernel, sg && dev.type != DeviceType::cpu ? RnnStepKernel::subgroup_dot
-                                                                      : RnnStepKernel::invocation_dot);
-          // Per step: whole coops of the largest subgroup, the batch block a power of two.
-          const auto& st = p.steps;
-          std::vector<Built> built{build<kernels::RnnStep>(dev, st.constants, st.variant, what + " step")};
-          EXPECT_EQ(st.variant.subgroup, p.step_kernel == RnnStepKernel::subgroup_dot);
-          if (st.variant.subgroup) {
-            EXPECT_EQ(st.constants.local_size_x % plan::max_lanes(dev), 0u);
-            EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x / plan::max_lanes(dev));
-          } else {
-            EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x * st.constants.UPI);
+  for_each_profile([&](const DeviceInfo& dev, const OpOptions& o, const std::string& profile) {
+    for (const auto& layer : layers) {
+      for (std::uint64_t B : {1u, 3u, 16u, 100u}) {
+        const std::string what =
+            fmt::format("{}, {} H {} P {} B {}", profile, to_string(layer.cell), layer.H, layer.P, B);
+        SCOPED_TRACE(what);
+        const plan::Rnn p = plan::rnn(dev, layer, o, B);
+        const bool sg = dev.subgroup_arithmetic && !o.force_shared_memory_reduction;
+        EXPECT_EQ(p.step_kernel, sg && dev.type != DeviceType::cpu ? RnnStepKernel::subgroup_dot
+                                                                    : RnnStepKernel::invocation_dot);
+        // Per step: whole coops of the largest subgroup, the batch block a power of two.
+        const auto& st = p.steps;
+        std::vector<Built> built{build<kernels::RnnStep>(dev, st.constants, st.variant, what + " step")};
+        EXPECT_EQ(st.variant.subgroup, p.step_kernel == RnnStepKernel::subgroup_dot);
+        if (st.variant.subgroup) {
+          EXPECT_EQ(st.constants.local_size_x % plan::max_lanes(dev), 0u);
+          EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x / plan::max_lanes(dev));
+        } else {
+          EXPECT_EQ(st.constants.UNITS, st.constants.local_size_x * st.constants.UPI);
+        }
+        EXPECT_TRUE(std::has_single_bit(st.constants.BB));
+        EXPECT_LE(st.constants.BB, std::bit_ceil(B));
+        if (layer.P) {
+          built.push_back(build<kernels::RnnProj>(dev, st.proj, st.proj_variant, what + " proj"));
+          check_subgroup_choice(dev, o, st.proj_variant, what);
+        }
+        // Fused: h fits in shared memory, and each dispatch's steps fit the loop budget (as
+        // many as fit).
+        const auto& f = p.fused;
+        if (f.constants.BB > 0) {
+          EXPECT_LE(kernels::shared_bytes<kernels::RnnSeq>(f.constants, f.variant), dev.max_shared_memory);
+          check_workgroup(dev, f.constants.local_size_x, 1, 1, what + " fused");
+          if (f.run > 0) {
+            EXPECT_LE(plan::fused_loops(dev, f, layer, f.run), plan::kLoopBudget);
+            EXPECT_GT(plan::fused_loops(dev, f, layer, f.run + 1), plan::kLoopBudget);
           }
-          EXPECT_TRUE(std::has_single_bit(st.constants.BB));
-          EXPECT_LE(st.constants.BB, std::bit_ceil(B));
-          if (layer.P) {
-            built.push_back(build<kernels::RnnProj>(dev, st.proj, st.proj_variant, what + " proj"));
-            check_subgroup_choice(dev, o, st.proj_variant, what);
-          }
-          // Fused: h fits in shared memory, and each dispatch's steps fit the loop budget (as
-          // many as fit).
-          const auto& f = p.fused;
-          if (f.constants.BB > 0) {
-            EXPECT_LE(kernels::shared_bytes<kernels::RnnSeq>(f.constants, f.variant), dev.max_shared_memory);
-            check_workgroup(dev, f.constants.local_size_x, 1, 1, what + " fused");
-            if (f.run > 0) {
-              EXPECT_LE(plan::fused_loops(dev, f, layer, f.run), plan::kLoopBudget);
-              EXPECT_GT(plan::fused_loops(dev, f, layer, f.run + 1), plan::kLoopBudget);
-            }
-          } else {
-            EXPECT_EQ(f.run, 0u);
-          }
-          if (p.path == RnnPath::fused) {
-            EXPECT_EQ(layer.P, 0u) << "projections never run fused";
-            EXPECT_GT(f.run, 0u);
-            built.push_back(build<kernels::RnnSeq>(dev, f.constants, f.variant, what + " fused"));
-          }
-          check_needs(dev, p.needs, built, what);
-          if (st.loops > plan::kLoopBudget || (layer.P && st.proj_loops > plan::kLoopBudget)) {
-            expect_error([&] { plan::require_step_budget(p, layer); }, ErrorCode::out_of_range, {"loop budget"});
-          } else {
-            EXPECT_NO_THROW(plan::require_step_budget(p, layer));
-          }
-          // What tests pin: fewer steps per dispatch; a fused path it cannot take is an error.
-          if (p.fused.run > 2) {
-            EXPECT_EQ(plan::rnn(dev, layer, o, B, {.run = 2}).fused.run, 2u);
-          }
-          if (layer.P) {
-            expect_error([&] { plan::rnn(dev, layer, o, B, {.path = RnnPath::fused}); },
-                         ErrorCode::invalid_argument, {"proj_size"});
-          }
-          if (!sg) {
-            expect_error([&] { plan::rnn(dev, layer, o, B, {.step = RnnStepKernel::subgroup_dot}); },
-                         ErrorCode::missing_feature, {"subgroup"});
-          }
+        } else {
+          EXPECT_EQ(f.run, 0u);
+        }
+        if (p.path == RnnPath::fused) {
+          EXPECT_EQ(layer.P, 0u) << "projections never run fused";
+          EXPECT_GT(f.run, 0u);
+          built.push_back(build<kernels::RnnSeq>(dev, f.constants, f.variant, what + " fused"));
+        }
+        check_needs(dev, p.needs, built, what);
+        if (st.loops > plan::kLoopBudget || (layer.P && st.proj_loops > plan::kLoopBudget)) {
+          expect_error([&] { plan::require_step_budget(p, layer); }, ErrorCode::out_of_range,
+                       {"loop budget"});
+        } else {
+          EXPECT_NO_THROW(plan::require_step_budget(p, layer));
+        }
+        // What tests pin: fewer steps per dispatch; a fused path it cannot take is an error.
+        if (p.fused.run > 2) {
+          EXPECT_EQ(plan::rnn(dev, layer, o, B, {.run = 2}).fused.run, 2u);
+        }
+        if (layer.P) {
+          expect_error([&] { plan::rnn(dev, layer, o, B, {.path = RnnPath::fused}); },
+                       ErrorCode::invalid_argument, {"proj_size"});
+        }
+        if (!sg) {
+          expect_error([&] { plan::rnn(dev, layer, o, B, {.step = RnnStepKernel::subgroup_dot}); },
+                       ErrorCode::missing_feature, {"subgroup"});
         }
       }
     }
-  }
+  });
 }
 
 // A plan is a pure function: the same inputs give the same kernels.

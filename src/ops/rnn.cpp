@@ -319,6 +319,29 @@ struct Rnn::Impl {
                          p, g, null);
   }
 
+  // Dispatch i of a layer, steps [s0, s1) (one step on the per-step path, a run on the fused
+  // path): h comes from h0 (or zero) into the first dispatch and leaves through h_n from the
+  // last, through the ping-pong scratch between them; c starts from c0 (or zero) in the first
+  // and continues in c (c_n) after it.
+  struct Dispatch {
+    Tensor h_prev, h_next, c0;
+    CellPush push;
+  };
+  Dispatch layer_dispatch(std::size_t B, std::size_t T, std::size_t i, std::size_t s0, std::size_t s1, bool last,
+                          std::uint32_t len_flag, const Tensor& h0, const Tensor& c0, const Tensor& h_n,
+                          std::uint32_t state_off, std::uint32_t cell_off) const {
+    const bool first = i == 0;
+    Dispatch d{first ? h0 : scratch.hbuf[(i - 1) & 1], last ? h_n : scratch.hbuf[i & 1], first ? c0 : Tensor{}, {}};
+    const std::uint32_t h_zero = first && !h0.valid() ? RNN_H_ZERO : 0;
+    d.push = cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) : 0));
+    d.push.s = u32(s0, "step");
+    d.push.s_end = u32(s1, "step");
+    d.push.h_prev_off = first && h0.valid() ? state_off : 0;
+    d.push.h_next_off = last ? state_off : 0;
+    d.push.c0_off = d.push.c_off = cell_off;
+    return d;
+  }
+
   // rnn_seq: steps [0, steps) of one layer, in runs of plan.run steps. h passes between runs
   // through the h ping-pong scratch, c stays in `c`.
   void record_fused_layer(Sequence& seq, const plan::RnnFused& plan, const Layer& ly, std::size_t B,
@@ -331,17 +354,8 @@ struct Rnn::Impl {
     const std::size_t run = plan.run;  // >= 1 on the fused path
     for (std::size_t s0 = 0, i = 0; s0 < steps; s0 += run, ++i) {
       const std::size_t s1 = std::min(steps, s0 + run);
-      const bool first = i == 0, last = s1 == steps;
-      const Tensor& h_prev = first ? h0 : scratch.hbuf[(i - 1) & 1];
-      const Tensor& h_next = last ? h_n : scratch.hbuf[i & 1];
-      const std::uint32_t h_zero = first && !h0.valid() ? RNN_H_ZERO : 0;
-      CellPush p = cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) : 0));
-      p.s = u32(s0, "step");
-      p.s_end = u32(s1, "step");
-      p.h_prev_off = first && h0.valid() ? state_off : 0;
-      p.h_next_off = last ? state_off : 0;
-      p.c0_off = p.c_off = cell_off;
-      dispatch_cell<K>(seq, k, scratch.xp, ly, h_prev, h_next, first ? c0 : Tensor{}, c, output, lengths, p, g);
+      const Dispatch d = layer_dispatch(B, T, i, s0, s1, s1 == steps, len_flag, h0, c0, h_n, state_off, cell_off);
+      dispatch_cell<K>(seq, k, scratch.xp, ly, d.h_prev, d.h_next, d.c0, c, output, lengths, d.push, g);
     }
   }
 
@@ -517,24 +531,17 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     const Kernel k = kernels::make<kernels::RnnStep>(*m.ctx, c, plan.steps.variant);
     const Groups g = m.grid((H + c.UNITS - 1) / c.UNITS, (B + c.BB - 1) / c.BB, D);
     for (std::size_t st = 0; st < steps; ++st) {
-      const bool first = st == 0, last = st + 1 == steps;
-      const Tensor& h_prev = first ? h0 : s.hbuf[(st - 1) & 1];
-      const Tensor& h_next = last ? hn_t : s.hbuf[st & 1];
-      const std::uint32_t h_zero = first && !h0.valid() ? RNN_H_ZERO : 0;
-      CellPush p = m.cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) : 0));
-      p.s = u32(st, "step");
-      p.h_prev_off = first && h0.valid() ? state_off : 0;
-      p.h_next_off = last ? state_off : 0;
-      p.c0_off = p.c_off = cell_off;
-      const Tensor& c0_bind = first ? c0 : Tensor{};
+      const Impl::Dispatch d =
+          m.layer_dispatch(B, T, st, st, st + 1, st + 1 == steps, len_flag, h0, c0, hn_t, state_off, cell_off);
       if (!m.P) {
-        m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, h_prev, h_next, c0_bind, cn_t, dst, len_t, p, g);
+        m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, d.h_next, d.c0, cn_t, dst, len_t, d.push, g);
         continue;
       }
       // LSTM with projection: cell -> h_raw, then h = W_hr h_raw with the masking.
-      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, h_prev, {}, c0_bind, cn_t, s.hraw, len_t,
-                                        m.raw_push(p, B), g);
-      m.dispatch_proj(seq, plan.steps, s.hraw, ly, h_prev, h_next, dst, len_t, p, len_flag | h_zero, B);
+      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, {}, d.c0, cn_t, s.hraw, len_t,
+                                        m.raw_push(d.push, B), g);
+      m.dispatch_proj(seq, plan.steps, s.hraw, ly, d.h_prev, d.h_next, dst, len_t, d.push,
+                      len_flag | (d.push.flags & RNN_H_ZERO), B);
     }
   }
 }
