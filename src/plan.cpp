@@ -758,24 +758,45 @@ std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& option
 
 namespace {
 
-// workgroup_within_budget(), or Error(out_of_range) naming `what` ("Argmax: rows of V = ...").
+// Error(out_of_range) naming `what` ("Argmax: rows of V = ...") and the widest candidate.
+[[noreturn]] void over_budget(const DeviceInfo& dev, std::uint32_t widest, const std::string& what) {
+  throw Error(ErrorCode::out_of_range,
+              fmt::format("{} need more loop iterations per invocation than the loop budget of {} "
+                          "(which drivers such as lavapipe enforce silently) even with the widest "
+                          "workgroup of '{}' ({} invocations)",
+                          what, kLoopBudget, dev.name, widest));
+}
+
+// workgroup_within_budget(), or over_budget().
 std::uint32_t row_workgroup(const DeviceInfo& dev, std::uint32_t workgroup, bool subgroups,
                             const std::function<std::uint64_t(std::uint64_t)>& loops,
                             const std::string& what) {
   const std::uint32_t wg = workgroup_within_budget(dev, workgroup, subgroups, loops);
-  if (wg == 0) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{} need more loop iterations per invocation than the loop budget of "
-                            "{} (which drivers such as lavapipe enforce silently) even with the "
-                            "widest workgroup of '{}' ({} invocations)",
-                            what, kLoopBudget, dev.name, widest_workgroup(dev, workgroup, subgroups)));
-  }
+  if (wg == 0) over_budget(dev, widest_workgroup(dev, workgroup, subgroups), what);
   return wg;
 }
 
-Reduction widened(const DeviceInfo& dev, Reduction r, std::uint32_t workgroup) {
-  r.workgroup = workgroup;
-  r.one_subgroup = one_subgroup(dev, workgroup, r.variant.subgroup);
+// A reduction kernel for a long row: the planned variant widened until it fits; where none of
+// its widths does and it is the subgroup build, the shared-memory tree. The subgroup build walks
+// every subgroup's partial result in each reduction (workgroup / lanes iterations), the tree
+// halves log2(workgroup) times: with 4-lane subgroups a top-64 of 200,000 entries fits only with
+// the tree (1024 invocations: ~14,500 iterations against ~46,000).
+Reduction row_reduction(const DeviceInfo& dev, const Reduction& base,
+                        const std::function<std::uint64_t(bool, std::uint64_t)>& loops,
+                        const std::string& what) {
+  const auto fit = [&](bool subgroups) {
+    return workgroup_within_budget(dev, base.workgroup, subgroups,
+                                   [&](std::uint64_t wg) { return loops(subgroups, wg); });
+  };
+  Reduction r = base;
+  std::uint32_t wg = fit(r.variant.subgroup);
+  if (wg == 0 && r.variant.subgroup) {
+    r.variant.subgroup = false;
+    wg = fit(false);
+  }
+  if (wg == 0) over_budget(dev, widest_workgroup(dev, base.workgroup, false), what);
+  r.workgroup = wg;
+  r.one_subgroup = one_subgroup(dev, wg, r.variant.subgroup);
   return r;
 }
 
@@ -806,18 +827,15 @@ std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t 
 }
 
 Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row) {
-  auto loops = [&](std::uint64_t wg) { return argmax_loops(dev, base.variant.subgroup, wg, row); };
-  return widened(dev, base,
-                 row_workgroup(dev, base.workgroup, base.variant.subgroup, loops,
-                               fmt::format("Argmax: rows of V = {} (S = {}, embedding width {})",
-                                           row.V, row.S, row.emb)));
+  return row_reduction(
+      dev, base, [&](bool subgroups, std::uint64_t wg) { return argmax_loops(dev, subgroups, wg, row); },
+      fmt::format("Argmax: rows of V = {} (S = {}, embedding width {})", row.V, row.S, row.emb));
 }
 
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k) {
-  auto loops = [&](std::uint64_t wg) { return topk_loops(dev, base.variant.subgroup, wg, N, k); };
-  return widened(dev, base,
-                 row_workgroup(dev, base.workgroup, base.variant.subgroup, loops,
-                               fmt::format("TopK: rows of N = {} with k = {}", N, k)));
+  return row_reduction(
+      dev, base, [&](bool subgroups, std::uint64_t wg) { return topk_loops(dev, subgroups, wg, N, k); },
+      fmt::format("TopK: rows of N = {} with k = {}", N, k));
 }
 
 std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols) {

@@ -258,9 +258,10 @@ std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& opti
 std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options);
 
 // Rows of data-dependent length (one workgroup per row, its invocations striding over it): the
-// op's planned workgroup, widened until one invocation's loop iterations stay within
-// kLoopBudget (one_subgroup re-planned for the width); Error(out_of_range) naming the op and
-// "loop budget" when even max_workgroup(dev) does not.
+// op's planned workgroup, widened (next_row_workgroup) until one invocation's loop iterations
+// stay within kLoopBudget, one_subgroup re-planned for the width. A subgroup build that fits at
+// no width gives way to the shared-memory tree (its reductions take log2(width) iterations, not
+// width / lanes). Error(out_of_range) naming the op and "loop budget" when nothing fits.
 struct ArgmaxRow {
   std::uint64_t V = 1;       // entries per row
   std::uint64_t passes = 1;  // passes over the row: the max, the log-softmax sum, the logits copy

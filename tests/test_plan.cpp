@@ -458,36 +458,68 @@ std::uint32_t check_row_plan(const DeviceInfo& dev, std::uint32_t base, bool sub
   }
 }
 
+// A reduction row planner (argmax_row, topk_row): the planned variant widened (check_row); the
+// shared-memory tree only where the subgroup build fits at no width; Error naming the loop budget
+// where neither does. Longer rows never get a narrower workgroup of the same variant.
+template <class Plan, class Loops>
+void check_reduction_row(const DeviceInfo& dev, const plan::Reduction& base, const Plan& plan,
+                         const Loops& loops, plan::Reduction& last, const std::string& what) {
+  SCOPED_TRACE(what);
+  auto widest_loops = [&](bool sg) { return loops(sg, plan::widest_workgroup(dev, base.workgroup, sg)); };
+  try {
+    const plan::Reduction r = plan();
+    if (r.variant.subgroup != base.variant.subgroup) {
+      EXPECT_TRUE(base.variant.subgroup) << "a tree build widened into a subgroup one";
+      EXPECT_GT(widest_loops(true), plan::kLoopBudget) << "the subgroup build fits";
+    }
+    check_row(dev, base.workgroup, r.variant.subgroup, r.workgroup,
+              [&](std::uint64_t wg) { return loops(r.variant.subgroup, wg); }, what);
+    EXPECT_EQ(r.one_subgroup, plan::one_subgroup(dev, r.workgroup, r.variant.subgroup));
+    if (r.variant.subgroup == last.variant.subgroup) {
+      EXPECT_GE(r.workgroup, last.workgroup);
+    }
+    last = r;
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), ErrorCode::out_of_range);
+    EXPECT_NE(std::string(err.what()).find("loop budget"), std::string::npos) << err.what();
+    EXPECT_GT(widest_loops(false), plan::kLoopBudget) << err.what();
+    if (base.variant.subgroup) {
+      EXPECT_GT(widest_loops(true), plan::kLoopBudget) << err.what();
+    }
+    last.workgroup = ~0u;
+  }
+}
+
 TEST(Plan, LongRowsStayWithinTheLoopBudget) {
   for_each_profile([](const DeviceInfo& dev, const OpOptions& o, const std::string& what) {
     const auto a = plan::argmax(dev, o);
     const auto t = plan::topk(dev, o);
     const std::uint32_t e = plan::embedding_workgroup(dev, o);
     const std::uint32_t w = plan::self_attention_weights_workgroup(dev);
-    std::uint32_t last_a = 0, last_t[3] = {}, last_e = 0, last_w = 0;  // per planner and k
-    for (std::uint64_t n : {1ull, 1000ull, 32768ull, 300000ull, 4000000ull, 1ull << 31}) {
+    plan::Reduction last_a = a, last_t[3] = {t, t, t};  // per planner and k
+    std::uint32_t last_e = 0, last_w = 0;
+    for (std::uint64_t n : {1ull, 1000ull, 32768ull, 200000ull, 300000ull, 4000000ull, 1ull << 31}) {
       const std::string row = fmt::format("{} row {}", what, n);
       const plan::ArgmaxRow ar{.V = n, .passes = 3, .S = n / 100, .emb = 512};
-      plan::Reduction r = a;
-      if (check_row_plan(
-              dev, a.workgroup, a.variant.subgroup,
-              [&] { return (r = plan::argmax_row(dev, a, ar)).workgroup; },
-              [&](std::uint64_t wg) { return plan::argmax_loops(dev, a.variant.subgroup, wg, ar); }, last_a,
-              row + " argmax")) {
-        EXPECT_EQ(r.one_subgroup, plan::one_subgroup(dev, r.workgroup, r.variant.subgroup));
-        build<kernels::Argmax>(dev, {.local_size_x = r.workgroup, .ONE_SUBGROUP = r.one_subgroup}, r.variant,
-                               row + " argmax");
+      check_reduction_row(
+          dev, a, [&] { return plan::argmax_row(dev, a, ar); },
+          [&](bool sg, std::uint64_t wg) { return plan::argmax_loops(dev, sg, wg, ar); }, last_a,
+          row + " argmax");
+      if (last_a.workgroup != ~0u) {
+        build<kernels::Argmax>(dev, {.local_size_x = last_a.workgroup, .ONE_SUBGROUP = last_a.one_subgroup},
+                               last_a.variant, row + " argmax");
       }
       for (int ki = 0; ki < 3; ++ki) {
         const std::uint64_t k = std::array{1, 5, 64}[ki];
-        if (check_row_plan(
-                dev, t.workgroup, t.variant.subgroup,
-                [&] { return (r = plan::topk_row(dev, t, n, k)).workgroup; },
-                [&](std::uint64_t wg) { return plan::topk_loops(dev, t.variant.subgroup, wg, n, k); },
-                last_t[ki], fmt::format("{} topk k {}", row, k))) {
+        check_reduction_row(
+            dev, t, [&] { return plan::topk_row(dev, t, n, k); },
+            [&](bool sg, std::uint64_t wg) { return plan::topk_loops(dev, sg, wg, n, k); }, last_t[ki],
+            fmt::format("{} topk k {}", row, k));
+        if (last_t[ki].workgroup != ~0u) {
           build<kernels::TopK>(dev,
-                               {.local_size_x = r.workgroup, .K_MAX = 64, .ONE_SUBGROUP = r.one_subgroup},
-                               r.variant, row + " topk");
+                               {.local_size_x = last_t[ki].workgroup, .K_MAX = 64,
+                                .ONE_SUBGROUP = last_t[ki].one_subgroup},
+                               last_t[ki].variant, row + " topk");
         }
       }
       check_row_plan(

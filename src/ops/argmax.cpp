@@ -52,7 +52,8 @@ Kernel Argmax::kernel_for(std::size_t V, std::size_t passes, std::size_t S, std:
                                 .one_subgroup = one_subgroup_};
   const plan::Reduction p =
       plan::argmax_row(ctx_->device(), planned, {.V = V, .passes = passes, .S = S, .emb = emb});
-  return p.workgroup == workgroup_size_ ? kernel_ : make_kernel(*ctx_, p);
+  const bool planned_kernel = p.workgroup == workgroup_size_ && p.variant.subgroup == subgroups_;
+  return planned_kernel ? kernel_ : make_kernel(*ctx_, p);
 }
 
 namespace {

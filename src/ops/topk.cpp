@@ -62,7 +62,8 @@ void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Te
   const plan::Reduction planned{.variant = {.subgroup = subgroups_}, .workgroup = workgroup_size_,
                                 .one_subgroup = one_subgroup_};
   const plan::Reduction row = plan::topk_row(ctx_->device(), planned, x.dim(1), k_);
-  const Kernel k = row.workgroup == workgroup_size_ ? kernel_ : make_kernel(*ctx_, k_, row);
+  const bool planned_kernel = row.workgroup == workgroup_size_ && row.variant.subgroup == subgroups_;
+  const Kernel k = planned_kernel ? kernel_ : make_kernel(*ctx_, k_, row);
   // Without a flag tensor (mark 0) the shader never touches binding 3 (the write sink stands in).
   kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .indices = indices, .nonfinite = nonfinite}, push,
                        ops::fold_groups(B, ctx_->device(), kOp), null_);
