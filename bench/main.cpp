@@ -21,6 +21,7 @@
 #include "ceilings.hpp"
 #include "timing.hpp"
 #include "workload.hpp"
+#include "vkrnn/version.hpp"
 
 namespace vkrnn::bench {
 namespace {
@@ -126,7 +127,7 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   }
   r["dispatches"] = s.dispatches;
   r["submissions"] = s.submissions;
-  r["backend"] = {{"name", "vkrnn " + std::string(VKRNN_VERSION)}, {"blas", nullptr}, {"threads", nullptr}};
+  r["backend"] = {{"name", "vkrnn " + std::string(vkrnn::version())}, {"blas", nullptr}, {"threads", nullptr}};
   return r;
 }
 

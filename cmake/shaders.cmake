@@ -57,6 +57,8 @@ set(VKRNN_AXIS_in_place_SUFFIX _inplace)
 set(VKRNN_AXIS_in_place_DEFINE IN_PLACE=1)
 
 # vkrnn_add_shader_family(SOURCE <name>.comp [AXES <axis>...])
+# VKRNN_SPIRV_REFLECT names the reflection tool: its target, or the host build's path when
+# cross-compiling (shaders/CMakeLists.txt).
 # Compiles every combination of the axes (the plain build included), then writes
 # reflect/<name>.hpp from all of them. Appends to the same lists as vkrnn_add_shader and the
 # header's stamp to VKRNN_SHADER_REFLECTION.
@@ -103,9 +105,9 @@ function(vkrnn_add_shader_family)
     BYPRODUCTS ${header}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/include/reflect
             ${CMAKE_CURRENT_BINARY_DIR}/reflect-stamps
-    COMMAND vkrnn_spirv_reflect ${header} ${family} ${pairs}
+    COMMAND ${VKRNN_SPIRV_REFLECT} ${header} ${family} ${pairs}
     COMMAND ${CMAKE_COMMAND} -E touch ${stamp}
-    DEPENDS vkrnn_spirv_reflect ${spvs}
+    DEPENDS ${VKRNN_SPIRV_REFLECT} ${spvs}
     COMMENT "reflect ${family}"
     VERBATIM)
   set(VKRNN_SHADER_CPP ${VKRNN_SHADER_CPP} PARENT_SCOPE)

@@ -10,6 +10,7 @@ packages=(
   libfmt-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
   libstb-dev libpng-dev
   python3 python3-torch python3-numpy libopenblas0-openmp
+  g++-mingw-w64-x86-64-posix
 )
 
 missing=()

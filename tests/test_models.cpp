@@ -3,9 +3,11 @@
 // Tokenizer. Models are made here, small, without PyTorch (tests/test_models_torch.cpp checks
 // the exporter's real files).
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -108,6 +110,47 @@ TEST(ModelFile, MissingFiles) {
   m.write(dir.path());
   fs::remove(dir.path() / "model.safetensors");
   expect_error(dir.str(), ErrorCode::io, {"model.safetensors"});
+}
+
+std::vector<std::byte> file_bytes(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  const std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> out(s.size());
+  std::memcpy(out.data(), s.data(), s.size());
+  return out;
+}
+
+// ModelFile::load_from_memory: model.json's text and the safetensors bytes from memory, validated
+// as load() validates a directory; `origin` names both in the config and the messages.
+TEST(ModelFile, ParsesFromMemory) {
+  TempDir dir;
+  TinyModel m;
+  m.write(dir.path());
+  const std::string config = m.config.dump();
+  const ModelFile disk = ModelFile::load(dir.str());
+  const ModelFile mem = ModelFile::load_from_memory(config, file_bytes(dir.path() / "model.safetensors"));
+  EXPECT_EQ(mem.config().directory, "");
+  EXPECT_EQ(mem.config().config_path, "<memory> (model.json)");
+  EXPECT_EQ(mem.config().weights_path, "<memory> (model.safetensors)");
+  EXPECT_EQ(mem.config().src_vocab, disk.config().src_vocab);
+  EXPECT_EQ(mem.roles(), disk.roles());
+  for (const auto& role : disk.roles()) EXPECT_EQ(mem.tensor(role), disk.tensor(role)) << role;
+  EXPECT_EQ(mem.rnn("encoder"), disk.rnn("encoder"));
+
+  auto parse_error = [&](std::string_view json_text, std::vector<std::byte> weights, ErrorCode code,
+                         const std::vector<std::string>& fragments) {
+    test::expect_error([&] { ModelFile::load_from_memory(json_text, weights, "bundle:dates"); }, code, fragments);
+  };
+  const auto weights = file_bytes(dir.path() / "model.safetensors");
+  parse_error("{", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
+  parse_error("", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
+  parse_error(config, {}, ErrorCode::format, {"bundle:dates", "model.safetensors"});
+  auto cut = weights;
+  cut.resize(cut.size() - 1);
+  parse_error(config, cut, ErrorCode::format, {"bundle:dates", "model.safetensors"});
+  TinyModel other;
+  other.config["tensors"]["bridge.weight"] = "bridge.w";
+  parse_error(other.config.dump(), weights, ErrorCode::format, {"bundle:dates", "'bridge.w'", "missing"});
 }
 
 TEST(ModelFile, MalformedJson) {

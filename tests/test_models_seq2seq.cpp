@@ -6,7 +6,9 @@
 // (tests/test_models_torch.cpp checks the same code against PyTorch itself.)
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -561,6 +563,23 @@ TEST(Seq2Seq, DatesSampleModel) {
   for (std::size_t i = 0; i < 16; ++i) src.push_back(model.encode_text(inputs[i]));
   const auto beams = model.beam(src);
   for (std::size_t i = 0; i < 16; ++i) EXPECT_EQ(model.decode_text(beams[i].at(0).tokens), expected[i]) << inputs[i];
+}
+
+// A model from memory (an app's own asset bundle): ModelFile::load_from_memory + the ModelFile constructor
+// decode as Seq2Seq::load does.
+TEST(Seq2Seq, FromMemory) {
+  auto read = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  const std::string config = read(test::source_path("samples/dates/model/model.json"));
+  const std::string weights = read(test::source_path("samples/dates/model/model.safetensors"));
+  ASSERT_FALSE(config.empty());
+  std::vector<std::byte> bytes(weights.size());
+  std::memcpy(bytes.data(), weights.data(), weights.size());
+  const Seq2Seq model(context(), ModelFile::load_from_memory(config, bytes, "assets/dates"));
+  EXPECT_EQ(model.config().config_path, "assets/dates (model.json)");
+  EXPECT_EQ(model.translate({"Nov 21st, 2026", "21/11/26"}), (std::vector<std::string>{"2026-11-21", "2026-11-21"}));
 }
 
 // fp16 storage of the dense layers' weights: logits within the rounding of the weights of the

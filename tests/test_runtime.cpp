@@ -1,6 +1,7 @@
 // The Vulkan runtime: devices, memory, pipelines, the recorder and its barriers, adoption of an
 // app's handles, and the errors users see when something is wrong.
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <bit>
 #include <chrono>
@@ -792,6 +793,26 @@ TEST(Adoption, AppOwnedHandlesAreUsedAndNeverDestroyed) {
   EXPECT_EQ(app.fns().vkDeviceWaitIdle(device), VK_SUCCESS);
   app.destroy();
   EXPECT_TRUE(app.messages().empty()) << app.messages().front();
+}
+
+// An engine that loads Vulkan its own way (volk, its own loader) hands over its
+// vkGetInstanceProcAddr: vkrnn resolves every instance and device function through it. (That it
+// then needs no loader of its own at all is checked in a process without one: tests/c_api.)
+std::atomic<int> app_gipa_calls{0};
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL app_get_instance_proc_addr(VkInstance instance, const char* name) {
+  ++app_gipa_calls;
+  return vk::global_fns().vkGetInstanceProcAddr(instance, name);
+}
+
+TEST(Adoption, ThroughTheAppsGetInstanceProcAddr) {
+  test::AppDevice app;
+  ExternalDevice extdev = app.external();
+  extdev.get_instance_proc_addr = app_get_instance_proc_addr;
+  app_gipa_calls = 0;
+  auto ctx = Context::adopt(extdev, {.disable_pipeline_cache = true});
+  EXPECT_GT(app_gipa_calls.load(), 0);
+  auto t = ctx.tensor({5}, std::vector<float>{1, 2, 3, 4, 5});
+  EXPECT_EQ(ctx.read<float>(t), (std::vector<float>{1, 2, 3, 4, 5}));
 }
 
 // ---------------------------------------------------------------------------- misuse

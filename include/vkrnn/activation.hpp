@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -13,7 +14,7 @@ namespace vkrnn {
 
 enum class ActivationFn : std::uint32_t { tanh = 0, sigmoid = 1, relu = 2 };
 
-class Activation {
+class VKRNN_API Activation {
  public:
   Activation(Context& ctx, ActivationFn fn, const OpOptions& options = {});
 

@@ -26,6 +26,7 @@
 #include <optional>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
@@ -59,7 +60,7 @@ struct GreedyStep {
   std::optional<MatrixView> embedding, embedding_out;
 };
 
-class Argmax {
+class VKRNN_API Argmax {
  public:
   explicit Argmax(Context& ctx, const OpOptions& options = {});
 

@@ -50,6 +50,7 @@
 #include <span>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -58,7 +59,7 @@
 namespace vkrnn {
 
 enum class Score : std::uint8_t { dot, general, additive, scaled_dot, concat = additive };
-const char* to_string(Score score) noexcept;
+VKRNN_API const char* to_string(Score score) noexcept;
 
 // How a score's dot product is spread over invocations (tuning; tests force both).
 enum class ScoreSplit : std::uint8_t {
@@ -85,15 +86,15 @@ struct ScoreParams {
 };
 
 // Shapes implied by a config (after defaults are applied).
-Shape attention_scores_shape(const AttentionConfig& config);  // also the weights' shape
+VKRNN_API Shape attention_scores_shape(const AttentionConfig& config);  // also the weights' shape
 
 // Checks host lengths (count == batch, each in [0, max_source]) and throws
 // Error(invalid_argument) naming the first bad entry.
-void check_lengths(std::span<const std::int32_t> lengths, const AttentionConfig& config,
-                   const char* op = "attention");
+VKRNN_API void check_lengths(std::span<const std::int32_t> lengths, const AttentionConfig& config,
+                             const char* op = "attention");
 // check_lengths(), then uploads them into `lengths` (i32 [batch]) through the sequence.
-void upload_lengths(Sequence& seq, const Tensor& lengths, std::span<const std::int32_t> values,
-                    const AttentionConfig& config);
+VKRNN_API void upload_lengths(Sequence& seq, const Tensor& lengths, std::span<const std::int32_t> values,
+                              const AttentionConfig& config);
 
 // What an op runs with (chosen from the device, or forced through OpOptions and clamped).
 struct AttentionPlan {
@@ -141,7 +142,7 @@ class PlannedAttentionOp : public AttentionOp {
 
 // K = h W_k^T once per source sequence: memory [B, S, hidden] (f16 with fp16_storage),
 // w_k [key_dim, hidden] f32 -> keys [B, S, key_dim] (f16 with fp16_storage).
-class KeyProjection : public detail::AttentionOp {
+class VKRNN_API KeyProjection : public detail::AttentionOp {
  public:
   KeyProjection(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& memory, const Tensor& w_k, const Tensor& keys) const;
@@ -153,7 +154,7 @@ class KeyProjection : public detail::AttentionOp {
 
 // Raw scores [B, (heads,) S] (f32; -inf at positions >= length). general / additive first run
 // a small query-projection dispatch (W q (+ b)) into op-owned scratch.
-class AttentionScores : public detail::PlannedAttentionOp {
+class VKRNN_API AttentionScores : public detail::PlannedAttentionOp {
  public:
   AttentionScores(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& query, const Tensor& lengths,
@@ -168,7 +169,7 @@ class AttentionScores : public detail::PlannedAttentionOp {
 // Masked softmax over the source axis: scores [B, (heads,) S] f32 -> weights (same shape;
 // f16 with fp16_storage). One dispatch when a row fits one workgroup tile, else two (partial
 // (max, sum) per tile, then combine + normalise).
-class MaskedSoftmax : public detail::PlannedAttentionOp {
+class VKRNN_API MaskedSoftmax : public detail::PlannedAttentionOp {
  public:
   MaskedSoftmax(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& scores, const Tensor& lengths,
@@ -182,7 +183,7 @@ class MaskedSoftmax : public detail::PlannedAttentionOp {
 // context = sum_s weights[s] values[s] over s < length: weights [B, (heads,) S] (f16 with
 // fp16_storage), values [B, S, hidden] (f16) -> context [B, hidden] f32. Tiled over S and the
 // columns; one dispatch when a row is one S tile, else two (partials, then an ordered sum).
-class AttentionContext : public detail::PlannedAttentionOp {
+class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
  public:
   AttentionContext(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& weights, const Tensor& values, const Tensor& lengths,
@@ -198,7 +199,7 @@ class AttentionContext : public detail::PlannedAttentionOp {
 // context) a small combine dispatch merges; short sources take a single dispatch. `weights`
 // (optional; an empty Tensor() skips them) receives the normalised attention weights.
 // Dispatches per step: 1 (+1 query projection for general / additive) (+1 combine when split).
-class FusedAttention : public detail::PlannedAttentionOp {
+class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  public:
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,

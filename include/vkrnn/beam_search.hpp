@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -48,7 +49,7 @@ struct BeamHypothesis {
   bool finished = false;  // ended with EOS (else it ran into max_steps)
 };
 
-class BeamSearch {
+class VKRNN_API BeamSearch {
  public:
   static constexpr std::size_t max_beam = 63;
   static constexpr std::size_t max_candidates = 64;

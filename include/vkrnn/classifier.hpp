@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/model.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -58,7 +59,7 @@ struct ClassifyResult {
   SequenceStats stats;
 };
 
-class Classifier {
+class VKRNN_API Classifier {
  public:
   // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load,
   // also for how the weights are uploaded).
@@ -82,6 +83,8 @@ class Classifier {
   // Text in, labels out: the predicted class's label per text (a one-class sigmoid model gives
   // its label, or "not <label>" when p < 0.5).
   std::vector<std::string> classify_text(const std::vector<std::string>& texts) const;
+  // The label classify_text gives for a ClassifyResult::predicted value.
+  std::string label(std::int32_t predicted) const;
 
   // Classifies a dummy batch of every batch size x length in options (greedy / beam ignored),
   // so the first real classify() of those shapes does not build pipelines.

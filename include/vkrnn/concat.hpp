@@ -6,6 +6,7 @@
 #include <span>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
@@ -14,7 +15,7 @@
 
 namespace vkrnn {
 
-class Concat {
+class VKRNN_API Concat {
  public:
   explicit Concat(Context& ctx, const OpOptions& options = {});
 

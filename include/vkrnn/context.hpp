@@ -14,6 +14,7 @@
 
 #include "vkrnn/device.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -73,7 +74,8 @@ struct ContextOptions {
   // to cover the discrete-GPU path on lavapipe).
   bool force_staging = false;
   // Where the VkPipelineCache lives: "" -> VKRNN_CACHE_DIR, else $XDG_CACHE_HOME/vkrnn,
-  // else ~/.cache/vkrnn. disable_pipeline_cache skips the disk entirely.
+  // else %LOCALAPPDATA%\vkrnn (Windows), else ~/.cache/vkrnn. disable_pipeline_cache skips the
+  // disk entirely.
   std::string cache_dir;
   bool disable_pipeline_cache = false;
   // An app-owned VkPipelineCache (an engine's, persisted by the engine): vkrnn creates every
@@ -114,6 +116,10 @@ struct ExternalDevice {
   std::uint32_t queue_family = 0;
   std::uint32_t queue_index = 0;
   std::uint32_t api_version = VK_API_VERSION_1_1;  // the apiVersion the app's instance asked for
+  // The app's own vkGetInstanceProcAddr (an engine that loads Vulkan itself, e.g. with volk):
+  // vkrnn then reaches Vulkan only through it and loads no Vulkan loader. Null: vkrnn loads the
+  // platform's loader (libvulkan.so.1, vulkan-1.dll, libvulkan.1.dylib / libMoltenVK.dylib).
+  PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
   struct Features {
     bool storage_buffer_16bit = false;  // VkPhysicalDevice16BitStorageFeatures
     bool shader_float16 = false;        // VkPhysicalDeviceShaderFloat16Int8Features
@@ -169,8 +175,8 @@ struct PipelineStats {
 
 // A KernelSpec as one line of text ("shader|bindings|push bytes|c0,c1,..."), and back: apps
 // keep the list of Context::kernel_specs() from one run and prebuild it at the next start.
-std::string to_string(const KernelSpec& spec);
-KernelSpec parse_kernel_spec(std::string_view text);  // Error(format) naming the text
+VKRNN_API std::string to_string(const KernelSpec& spec);
+VKRNN_API KernelSpec parse_kernel_spec(std::string_view text);  // Error(format) naming the text
 
 struct PrebuildOptions {
   bool background = false;  // build on a thread of its own; prebuild() returns at once
@@ -194,7 +200,7 @@ struct WarmUpOptions {
 
 // Work that warms up pipelines: Context::prebuild, the models' warm_up(). Its destructor waits
 // for background work to finish.
-class WarmUpTask {
+class VKRNN_API WarmUpTask {
  public:
   // Runs `work` now, or on a thread of its own with `background`.
   static WarmUpTask start(std::function<void()> work, bool background);
@@ -218,7 +224,7 @@ class Context;
 
 // Completion of batched uploads (UploadBatch::submit). Cheap to copy; does not keep the
 // staging memory alive (vkrnn frees it once the GPU is done).
-class UploadTicket {
+class VKRNN_API UploadTicket {
  public:
   UploadTicket() = default;  // done
   bool done() const;          // polls vkrnn's own fence(s); never blocks
@@ -246,7 +252,7 @@ class UploadTicket {
 //   auto model = vkrnn::Seq2Seq::load(ctx, dir);   // reads the files, records the uploads
 //   vkrnn::UploadTicket ready = uploads.submit();  // one submission; returns at once
 //   ... ready.done() polls, ready.wait() blocks
-class UploadBatch {
+class VKRNN_API UploadBatch {
  public:
   explicit UploadBatch(Context& ctx);
   ~UploadBatch();  // submit() unless done already; never waits
@@ -263,7 +269,7 @@ class UploadBatch {
   bool open_ = true;
 };
 
-class Context {
+class VKRNN_API Context {
  public:
   explicit Context(const ContextOptions& options = {});
   static Context adopt(const ExternalDevice& external, const ContextOptions& options = {});

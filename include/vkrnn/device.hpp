@@ -5,14 +5,16 @@
 #include <string>
 #include <vector>
 
+#include "vkrnn/export.h"
+
 namespace vkrnn {
 
 enum class Vendor { amd, nvidia, intel, arm, qualcomm, apple, imagination, mesa, other };
 enum class DeviceType { discrete, integrated, virtual_gpu, cpu, other };
 
-const char* to_string(Vendor vendor) noexcept;
-const char* to_string(DeviceType type) noexcept;
-Vendor vendor_from_id(std::uint32_t vendor_id) noexcept;
+VKRNN_API const char* to_string(Vendor vendor) noexcept;
+VKRNN_API const char* to_string(DeviceType type) noexcept;
+VKRNN_API Vendor vendor_from_id(std::uint32_t vendor_id) noexcept;
 
 struct MemoryHeapInfo {
   std::uint64_t size = 0;
@@ -84,15 +86,15 @@ struct DeviceInfo {
 };
 
 // Higher is better: discrete > integrated > virtual > CPU > other.
-int device_type_rank(DeviceType type) noexcept;
+VKRNN_API int device_type_rank(DeviceType type) noexcept;
 
 // Lists every physical device through a short-lived instance of vkrnn's own.
 // Throws Error(no_loader) when there is no Vulkan loader/ICD, with advice on what to install.
-std::vector<DeviceInfo> list_devices();
+VKRNN_API std::vector<DeviceInfo> list_devices();
 
 // Picks a device: `selector` is "" (best by type rank, ties to the lowest index), a decimal index,
 // or a case-insensitive substring of the device name. Throws Error(no_device) naming what was
 // available when nothing matches.
-std::uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector);
+VKRNN_API std::uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector);
 
 }  // namespace vkrnn

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
@@ -26,10 +27,10 @@ namespace vkrnn {
 
 // Checks host token ids: every id in [0, vocab). Error(invalid_argument) naming `what`, the
 // first bad id, its position (row, column) and the vocabulary size.
-void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what,
-                     std::size_t row = 0);
+VKRNN_API void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const char* what,
+                               std::size_t row = 0);
 
-class Embedding {
+class VKRNN_API Embedding {
  public:
   explicit Embedding(Context& ctx, const OpOptions& options = {});
 
@@ -44,7 +45,7 @@ class Embedding {
   // its position and the vocabulary size), then returns ids.size() x dim floats.
   std::vector<float> lookup(const Tensor& table, std::span<const std::int32_t> ids) const;
 
-  struct BadIds {
+  struct VKRNN_API BadIds {
     std::uint32_t count = 0;      // ids clamped
     std::uint32_t first_row = 0;  // the lowest row with a bad id (valid when count > 0)
     static BadIds from(std::span<const std::uint32_t> flag);

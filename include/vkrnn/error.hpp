@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "vkrnn/export.h"
+
 namespace vkrnn {
 
 enum class ErrorCode {
@@ -21,9 +23,9 @@ enum class ErrorCode {
   non_finite,        // NaN or infinity where a result must be finite (a model's logits)
 };
 
-const char* to_string(ErrorCode code) noexcept;
+VKRNN_API const char* to_string(ErrorCode code) noexcept;
 
-class Error : public std::runtime_error {
+class VKRNN_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message, std::int32_t vk_result = 0)
       : std::runtime_error(message), code_(code), vk_result_(vk_result) {}

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "vkrnn/export.h"
+
 namespace vkrnn {
 
 struct KernelSpec {
@@ -23,7 +25,7 @@ namespace detail {
 struct KernelImpl;
 }
 
-class Kernel {
+class VKRNN_API Kernel {
  public:
   Kernel() = default;
   explicit Kernel(std::shared_ptr<detail::KernelImpl> impl) : impl_(std::move(impl)) {}
@@ -36,6 +38,6 @@ class Kernel {
 };
 
 // Names of every embedded shader.
-std::vector<std::string> shader_names();
+VKRNN_API std::vector<std::string> shader_names();
 
 }  // namespace vkrnn

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -33,7 +34,7 @@ struct Gemm;
 }
 
 // A row-major matrix inside a tensor: element (r, c) is tensor element offset + r * ld + c.
-struct MatrixView {
+struct VKRNN_API MatrixView {
   Tensor tensor;
   std::size_t rows = 0;
   std::size_t cols = 0;
@@ -44,7 +45,7 @@ struct MatrixView {
   static MatrixView of(const Tensor& t);
 };
 
-class Gemm {
+class VKRNN_API Gemm {
  public:
   // gemv: the subgroup variant (the per-invocation one where subgroups are missing or
   // force_shared_memory_reduction is set); gemv_invocation: the per-invocation variant.
@@ -73,7 +74,7 @@ class Gemm {
   Tensor null_;                             // the Context's buffer for unused bindings
 };
 
-class Linear {
+class VKRNN_API Linear {
  public:
   Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias = true,
          const OpOptions& options = {});

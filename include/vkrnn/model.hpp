@@ -30,6 +30,7 @@
 
 #include "vkrnn/attention.hpp"
 #include "vkrnn/embedding.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/rnn.hpp"
 #include "vkrnn/tensor.hpp"
 
@@ -37,11 +38,11 @@ namespace vkrnn {
 
 // graph: a version-2 model that names no known architecture (a user's own module).
 enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn, graph };
-const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
+VKRNN_API const char* to_string(Architecture architecture) noexcept;  // the model.json spelling
 
 // What a model does: an encoder and a decoder step (Seq2Seq), or one forward pass (Classifier).
 enum class ModelTask { seq2seq, classifier };
-const char* to_string(ModelTask task) noexcept;
+VKRNN_API const char* to_string(ModelTask task) noexcept;
 
 enum class TokenizerType { character, word };
 enum class OutputActivation { softmax, sigmoid };
@@ -119,7 +120,7 @@ struct ModelGraphs;
 }
 
 // A loaded, validated model: the config, the graphs and every weight as f32.
-class ModelFile {
+class VKRNN_API ModelFile {
  public:
   // Reads model_dir/model.json and the weights file it names.
   static ModelFile load(const std::string& model_dir);
@@ -159,7 +160,7 @@ class ModelFile {
 // Cyrillic capitals are mapped (other scripts are left as they are; Python's str.lower() covers
 // all of Unicode). A token missing from the vocabulary becomes unk. Invalid UTF-8:
 // Error(invalid_argument) naming the byte offset.
-class Tokenizer {
+class VKRNN_API Tokenizer {
  public:
   Tokenizer() = default;
   Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -20,7 +21,7 @@
 
 namespace vkrnn {
 
-class PositionalEncoding {
+class VKRNN_API PositionalEncoding {
  public:
   PositionalEncoding(Context& ctx, std::size_t d_model, const OpOptions& options = {});
 

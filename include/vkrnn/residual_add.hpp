@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -12,7 +13,7 @@
 
 namespace vkrnn {
 
-class ResidualAdd {
+class VKRNN_API ResidualAdd {
  public:
   explicit ResidualAdd(Context& ctx, const OpOptions& options = {});
 

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -47,9 +48,9 @@
 namespace vkrnn {
 
 enum class CellType { rnn_tanh, rnn_relu, lstm, gru };
-const char* to_string(CellType cell) noexcept;
+VKRNN_API const char* to_string(CellType cell) noexcept;
 // Rows of weight_ih / weight_hh per hidden unit: 1 (RNN), 4 (LSTM), 3 (GRU).
-std::size_t gate_count(CellType cell) noexcept;
+VKRNN_API std::size_t gate_count(CellType cell) noexcept;
 
 struct RnnConfig {
   CellType cell = CellType::gru;
@@ -67,7 +68,7 @@ enum class RnnPath {
   per_step,   // one dispatch per timestep (two with proj_size)
   fused,      // one dispatch per layer that loops over time (not for proj_size)
 };
-const char* to_string(RnnPath path) noexcept;
+VKRNN_API const char* to_string(RnnPath path) noexcept;
 
 // The kernel behind the per-step path's recurrent product.
 enum class RnnStepKernel {
@@ -78,9 +79,9 @@ enum class RnnStepKernel {
                    // the fewest (costly) buffer loads per multiply-add (2.3x less CPU time
                    // per step than subgroup_dot, GRU H = 256, B = 16)
 };
-const char* to_string(RnnStepKernel kernel) noexcept;
+VKRNN_API const char* to_string(RnnStepKernel kernel) noexcept;
 
-class Rnn {
+class VKRNN_API Rnn {
  public:
   Rnn(Context& ctx, const RnnConfig& config, const OpOptions& options = {});
   Rnn(Rnn&&) noexcept;

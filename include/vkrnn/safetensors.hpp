@@ -17,12 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "vkrnn/export.h"
+
 namespace vkrnn {
 
 enum class StDType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 // The header's spelling: "F64", "F32", ..., "BOOL".
-const char* to_string(StDType dtype) noexcept;
-std::size_t dtype_size(StDType dtype) noexcept;
+VKRNN_API const char* to_string(StDType dtype) noexcept;
+VKRNN_API std::size_t dtype_size(StDType dtype) noexcept;
 
 struct SafetensorsEntry {
   std::string name;
@@ -32,7 +34,7 @@ struct SafetensorsEntry {
   std::size_t bytes;   // element count * dtype_size(dtype)
 };
 
-class SafetensorsFile {
+class VKRNN_API SafetensorsFile {
  public:
   // Reads the whole file into memory (no mmap: a file truncated by someone else while mapped
   // would crash the reader with SIGBUS). Missing/unreadable: Error(io) with path and strerror.
@@ -81,23 +83,23 @@ struct SafetensorsTensorData {
 // (non-empty, unique, not "__metadata__") and byte counts (Error(invalid_argument)) before
 // touching the file; filesystem failures are Error(io) with the path and strerror. The file is
 // written to a temporary name in the same directory and renamed into place.
-void write_safetensors(const std::string& path, const std::vector<SafetensorsTensorData>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+VKRNN_API void write_safetensors(const std::string& path, const std::vector<SafetensorsTensorData>& tensors,
+                                 const std::map<std::string, std::string>& metadata = {});
 // The header and data of such a file, in memory (what write_safetensors writes).
-std::vector<std::byte> serialize_safetensors(const std::vector<SafetensorsTensorData>& tensors,
-                                             const std::map<std::string, std::string>& metadata = {});
+VKRNN_API std::vector<std::byte> serialize_safetensors(const std::vector<SafetensorsTensorData>& tensors,
+                                                       const std::map<std::string, std::string>& metadata = {});
 
 // Builders. values.size() must equal the shape's element count (else Error(invalid_argument)).
-SafetensorsTensorData f32_tensor(std::string name, std::vector<std::size_t> shape,
-                                 std::span<const float> values);
+VKRNN_API SafetensorsTensorData f32_tensor(std::string name, std::vector<std::size_t> shape,
+                                           std::span<const float> values);
 // Rounds to nearest even.
-SafetensorsTensorData f16_tensor(std::string name, std::vector<std::size_t> shape,
-                                 std::span<const float> values);
-SafetensorsTensorData bf16_tensor(std::string name, std::vector<std::size_t> shape,
-                                  std::span<const float> values);
-SafetensorsTensorData i64_tensor(std::string name, std::vector<std::size_t> shape,
-                                 std::span<const std::int64_t> values);
-SafetensorsTensorData i32_tensor(std::string name, std::vector<std::size_t> shape,
-                                 std::span<const std::int32_t> values);
+VKRNN_API SafetensorsTensorData f16_tensor(std::string name, std::vector<std::size_t> shape,
+                                           std::span<const float> values);
+VKRNN_API SafetensorsTensorData bf16_tensor(std::string name, std::vector<std::size_t> shape,
+                                            std::span<const float> values);
+VKRNN_API SafetensorsTensorData i64_tensor(std::string name, std::vector<std::size_t> shape,
+                                           std::span<const std::int64_t> values);
+VKRNN_API SafetensorsTensorData i32_tensor(std::string name, std::vector<std::size_t> shape,
+                                           std::span<const std::int32_t> values);
 
 }  // namespace vkrnn

@@ -32,6 +32,7 @@
 #include <span>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -71,7 +72,7 @@ struct SelfAttentionPlan {
   std::uint32_t shared_bytes = 0;    // shared memory per workgroup
 };
 
-class SelfAttention {
+class VKRNN_API SelfAttention {
  public:
   SelfAttention(Context& ctx, const SelfAttentionConfig& config, const OpOptions& options = {});
 

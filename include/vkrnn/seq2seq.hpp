@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/model.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -54,7 +55,7 @@ struct DecodeOptions {
   std::vector<std::string> outputs;
 };
 
-struct DecodeResult {
+struct VKRNN_API DecodeResult {
   std::size_t batch = 0;
   std::size_t steps = 0;          // columns: <= max_len (stop_at_eos: the longest row's length)
   std::size_t steps_run = 0;      // decoder steps the GPU computed (stop_at_eos: up to the step
@@ -112,10 +113,10 @@ struct Hypothesis {
   std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention
 };
 
-class Seq2Seq {
+class VKRNN_API Seq2Seq {
  public:
   // The encoder's output for one batch of sources, resident on the GPU.
-  class Encoded {
+  class VKRNN_API Encoded {
    public:
     Encoded() = default;
     std::size_t batch() const;
@@ -132,7 +133,7 @@ class Seq2Seq {
     std::shared_ptr<Impl> impl;
   };
   // Decoder state (recurrent state, previous token, finished flags) of one Encoded batch.
-  class DecoderState {
+  class VKRNN_API DecoderState {
    public:
     DecoderState() = default;
     std::size_t steps_taken() const;

@@ -16,6 +16,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/tensor.hpp"
 
@@ -82,7 +83,7 @@ struct SequenceImpl;
 struct ContextImpl;
 }
 
-class Sequence {
+class VKRNN_API Sequence {
  public:
   Sequence(std::shared_ptr<detail::ContextImpl> ctx, const SequenceOptions& options);
   Sequence(Sequence&&) noexcept;

@@ -11,6 +11,7 @@
 #include <span>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -23,7 +24,7 @@ struct MaskShape {
   std::size_t batch = 0, steps = 0, width = 0;
 };
 
-class SequenceMask {
+class VKRNN_API SequenceMask {
  public:
   explicit SequenceMask(Context& ctx, const OpOptions& options = {});
 

@@ -9,21 +9,23 @@
 #include <string>
 #include <vector>
 
+#include "vkrnn/export.h"
+
 namespace vkrnn {
 
 enum class DType : std::uint8_t { f32, f16, i32, u32 };
-std::size_t dtype_size(DType dtype) noexcept;
-const char* to_string(DType dtype) noexcept;
+VKRNN_API std::size_t dtype_size(DType dtype) noexcept;
+VKRNN_API const char* to_string(DType dtype) noexcept;
 
 using Shape = std::vector<std::size_t>;
-std::size_t element_count(const Shape& shape) noexcept;
-std::string to_string(const Shape& shape);
+VKRNN_API std::size_t element_count(const Shape& shape) noexcept;
+VKRNN_API std::string to_string(const Shape& shape);
 
 namespace detail {
 struct TensorStorage;
 }
 
-class Tensor {
+class VKRNN_API Tensor {
  public:
   Tensor() = default;
   explicit Tensor(std::shared_ptr<detail::TensorStorage> storage);

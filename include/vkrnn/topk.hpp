@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
@@ -20,7 +21,7 @@
 
 namespace vkrnn {
 
-class TopK {
+class VKRNN_API TopK {
  public:
   static constexpr std::size_t max_k = 64;
 

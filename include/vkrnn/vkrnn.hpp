@@ -25,3 +25,4 @@
 #include "vkrnn/sequence_mask.hpp"
 #include "vkrnn/tensor.hpp"
 #include "vkrnn/topk.hpp"
+#include "vkrnn/version.hpp"

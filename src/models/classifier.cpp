@@ -229,11 +229,13 @@ std::vector<std::string> Classifier::classify_text(const std::vector<std::string
   for (const auto& t : texts) tokens.push_back(encode_text(t));
   const ClassifyResult r = classify(tokens);
   std::vector<std::string> out;
-  for (auto p : r.predicted) {
-    out.push_back(impl_->cfg.num_classes == 1 ? (p ? impl_->cfg.labels.at(0) : "not " + impl_->cfg.labels.at(0))
-                                              : impl_->cfg.labels.at(static_cast<std::size_t>(p)));
-  }
+  for (auto p : r.predicted) out.push_back(label(p));
   return out;
+}
+
+std::string Classifier::label(std::int32_t predicted) const {
+  return impl_->cfg.num_classes == 1 ? (predicted ? impl_->cfg.labels.at(0) : "not " + impl_->cfg.labels.at(0))
+                                     : impl_->cfg.labels.at(static_cast<std::size_t>(predicted));
 }
 
 }  // namespace vkrnn

@@ -282,7 +282,7 @@ std::string read_text(const std::string& path) {
   return text;
 }
 
-json parse_json(const std::string& text, const Reader& r) {
+json parse_json(std::string_view text, const Reader& r) {
   try {
     return json::parse(text, [&](int depth, json::parse_event_t event, json&) {
       if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
@@ -444,8 +444,10 @@ void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const Weight
   }
 }
 
-ModelFile::Data load_any(const std::string& directory, const std::string& config_path, const std::string& text,
-                         const WeightsSource& open_weights) {
+// directory: "" for a model from memory, whose files are named "<origin> (model.json)" and
+// "<origin> (<weights>)".
+ModelFile::Data load_any(const std::string& directory, const std::string& origin, const std::string& config_path,
+                         const std::string& text, const WeightsSource& open_weights) {
   ModelFile::Data data;
   ModelConfig& c = data.config;
   c.directory = directory;
@@ -471,7 +473,7 @@ ModelFile::Data load_any(const std::string& directory, const std::string& config
   if (weights.empty() || wp.is_absolute() || wp.has_parent_path() || weights == "." || weights == "..") {
     r.fail(fmt::format("field 'weights': expected a file name inside the model directory, got {}", quote(weights)));
   }
-  c.weights_path = directory.empty() ? config_path + " (weights)" : (std::filesystem::path(directory) / wp).string();
+  c.weights_path = directory.empty() ? fmt::format("{} ({})", origin, weights) : (std::filesystem::path(directory) / wp).string();
   if (c.version == 1) load_v1(r, j, data, open_weights);
   else load_v2(r, j, data, open_weights);
   return data;
@@ -483,13 +485,13 @@ ModelFile::ModelFile(std::shared_ptr<const Data> data) : data_(std::move(data)) 
 
 ModelFile ModelFile::load(const std::string& model_dir) {
   const std::string config_path = (std::filesystem::path(model_dir) / "model.json").string();
-  return ModelFile(std::make_shared<Data>(load_any(model_dir, config_path, read_text(config_path),
+  return ModelFile(std::make_shared<Data>(load_any(model_dir, model_dir, config_path, read_text(config_path),
                                                    [](const std::string& path) { return SafetensorsFile::open(path); })));
 }
 
 ModelFile ModelFile::load_from_memory(std::string_view config_json, std::span<const std::byte> weights, const std::string& origin) {
   const std::string config_path = origin + " (model.json)";
-  return ModelFile(std::make_shared<Data>(load_any({}, config_path, std::string(config_json), [&](const std::string& path) {
+  return ModelFile(std::make_shared<Data>(load_any({}, origin, config_path, std::string(config_json), [&](const std::string& path) {
     return SafetensorsFile::parse(std::vector<std::byte>(weights.begin(), weights.end()), path);
   })));
 }

@@ -525,7 +525,7 @@ Context Context::adopt(const ExternalDevice& ext, const ContextOptions& options)
   }
   auto c = std::make_shared<detail::ContextImpl>();
   c->options = options;
-  c->instance = vk::Instance::adopt(ext.instance, ext.api_version);
+  c->instance = vk::Instance::adopt(ext.instance, ext.api_version, ext.get_instance_proc_addr);
   // The device index is only used in listings: find it for completeness.
   std::uint32_t n = 0;
   c->instance->fns().vkEnumeratePhysicalDevices(ext.instance, &n, nullptr);

@@ -171,7 +171,8 @@ std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink,
   return self;
 }
 
-std::shared_ptr<Instance> Instance::adopt(VkInstance instance, std::uint32_t api_version) {
+std::shared_ptr<Instance> Instance::adopt(VkInstance instance, std::uint32_t api_version,
+                                          PFN_vkGetInstanceProcAddr get_instance_proc_addr) {
   if (instance == VK_NULL_HANDLE) {
     throw Error(ErrorCode::invalid_argument, "ExternalDevice::instance is VK_NULL_HANDLE");
   }
@@ -183,7 +184,7 @@ std::shared_ptr<Instance> Instance::adopt(VkInstance instance, std::uint32_t api
     throw Error(ErrorCode::missing_feature,
                 "the adopted VkInstance was created with apiVersion < 1.1: vkrnn needs Vulkan 1.1");
   }
-  self->fns_ = load_instance_fns(instance);
+  self->fns_ = load_instance_fns(instance, get_instance_proc_addr);
   return self;
 }
 

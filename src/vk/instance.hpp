@@ -14,8 +14,10 @@ class Instance {
   // VK_EXT_debug_utils whenever the loader offers it (object names and labels for debug tools).
   static std::shared_ptr<Instance> create(bool validation, ValidationSink sink,
                                           const VkAllocationCallbacks* host_alloc = nullptr);
-  // Wraps an app's instance: nothing is created or destroyed.
-  static std::shared_ptr<Instance> adopt(VkInstance instance, std::uint32_t api_version);
+  // Wraps an app's instance: nothing is created or destroyed. get_instance_proc_addr: the app's
+  // (null: the loader vkrnn loads).
+  static std::shared_ptr<Instance> adopt(VkInstance instance, std::uint32_t api_version,
+                                         PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr);
   ~Instance();
   Instance(const Instance&) = delete;
   Instance& operator=(const Instance&) = delete;

@@ -1,37 +1,97 @@
 #include "vk/loader.hpp"
 
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#else
 #include <dlfcn.h>
+#endif
 
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "vkrnn/error.hpp"
 
 namespace vkrnn::vk {
+namespace {
+
+// The Vulkan loader's file names on this platform, in the order tried, and what to install when
+// none loads. macOS: the LunarG loader, else MoltenVK itself (it exports vkGetInstanceProcAddr).
+#if defined(_WIN32)
+const char* const kLoaderNames[] = {"vulkan-1.dll"};
+constexpr const char* kInstallAdvice =
+    "Install a GPU driver with Vulkan support (it ships vulkan-1.dll) or the Vulkan SDK";
+#elif defined(__APPLE__)
+const char* const kLoaderNames[] = {"libvulkan.1.dylib", "libvulkan.dylib", "libMoltenVK.dylib"};
+constexpr const char* kInstallAdvice =
+    "Install the Vulkan SDK (LunarG) or MoltenVK (Homebrew: molten-vk), or ship libMoltenVK.dylib "
+    "with the app";
+#else
+const char* const kLoaderNames[] = {"libvulkan.so.1", "libvulkan.so"};
+constexpr const char* kInstallAdvice =
+    "Install the Vulkan loader (Debian: libvulkan1) and a driver; for a CPU device without a GPU "
+    "install mesa-vulkan-drivers (lavapipe)";
+#endif
+
+// Loads a shared library for the life of the process (function pointers outlive us); null and
+// the system's reason when it cannot.
+void* open_library(const std::string& name, std::string& why) {
+#if defined(_WIN32)
+  HMODULE lib = LoadLibraryA(name.c_str());
+  if (!lib) why = fmt::format("LoadLibrary error {}", static_cast<unsigned long>(GetLastError()));
+  return reinterpret_cast<void*>(lib);
+#else
+  void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char* e = dlerror();
+    why = e ? e : "unknown reason";
+  }
+  return lib;
+#endif
+}
+
+PFN_vkGetInstanceProcAddr find_get_instance_proc_addr(void* lib) {
+#if defined(_WIN32)
+  return reinterpret_cast<PFN_vkGetInstanceProcAddr>(
+      reinterpret_cast<void (*)()>(GetProcAddress(static_cast<HMODULE>(lib), "vkGetInstanceProcAddr")));
+#else
+  return reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(lib, "vkGetInstanceProcAddr"));
+#endif
+}
+
+}  // namespace
 
 const GlobalFns& global_fns() {
   static GlobalFns fns;
   static std::once_flag once;
   static std::string failure;
   std::call_once(once, [] {
-    const char* override_name = std::getenv("VKRNN_VULKAN_LIBRARY");
-    const std::string name = override_name && *override_name ? override_name : "libvulkan.so.1";
-    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!lib && !override_name) lib = dlopen("libvulkan.so", RTLD_NOW | RTLD_LOCAL);
+    std::vector<std::string> names(std::begin(kLoaderNames), std::end(kLoaderNames));
+    if (const char* o = std::getenv("VKRNN_VULKAN_LIBRARY"); o && *o) names = {o};
+    void* lib = nullptr;
+    std::string name, why;
+    for (const auto& n : names) {
+      std::string reason;
+      if ((lib = open_library(n, reason))) {
+        name = n;
+        break;
+      }
+      if (why.empty()) why = fmt::format("could not load '{}' ({})", n, reason);  // the main name's
+    }
     if (!lib) {
-      const char* why = dlerror();
-      failure = fmt::format(
-          "no Vulkan loader: could not load '{}' ({}). Install the Vulkan loader (Debian: "
-          "libvulkan1) and a driver; for a CPU device without a GPU install mesa-vulkan-drivers "
-          "(lavapipe)",
-          name, why ? why : "unknown reason");
+      failure = fmt::format("no Vulkan loader: {}. {}", why, kInstallAdvice);
       return;
     }
-    fns.vkGetInstanceProcAddr =
-        reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(lib, "vkGetInstanceProcAddr"));
+    fns.vkGetInstanceProcAddr = find_get_instance_proc_addr(lib);
     if (!fns.vkGetInstanceProcAddr) {
       failure = fmt::format("'{}' is not a Vulkan loader: it has no vkGetInstanceProcAddr", name);
       return;
@@ -41,17 +101,16 @@ const GlobalFns& global_fns() {
     VKRNN_GLOBAL_FNS(VKRNN_LOAD_GLOBAL)
 #undef VKRNN_LOAD_GLOBAL
     if (!fns.vkCreateInstance) failure = fmt::format("'{}' exposes no vkCreateInstance", name);
-    // The library stays loaded for the life of the process: function pointers outlive us.
   });
   if (!failure.empty()) throw Error(ErrorCode::no_loader, failure);
   return fns;
 }
 
-InstanceFns load_instance_fns(VkInstance instance) {
-  const auto& g = global_fns();
+InstanceFns load_instance_fns(VkInstance instance, PFN_vkGetInstanceProcAddr get_instance_proc_addr) {
+  if (!get_instance_proc_addr) get_instance_proc_addr = global_fns().vkGetInstanceProcAddr;
   InstanceFns fns;
 #define VKRNN_LOAD_INSTANCE(fn) \
-  fns.fn = reinterpret_cast<PFN_##fn>(g.vkGetInstanceProcAddr(instance, #fn));
+  fns.fn = reinterpret_cast<PFN_##fn>(get_instance_proc_addr(instance, #fn));
   VKRNN_INSTANCE_FNS(VKRNN_LOAD_INSTANCE)
 #undef VKRNN_LOAD_INSTANCE
   // vkGetPhysicalDeviceProperties2/Features2 are core in 1.1, which vkrnn requires.

@@ -1,5 +1,5 @@
 #pragma once
-// vkrnn loads libvulkan at run time (as volk does) instead of linking it, so a machine without
+// vkrnn loads the Vulkan loader at run time (as volk does) instead of linking it, so a machine without
 // a Vulkan loader gets a vkrnn::Error that says what to install rather than a dynamic-linker
 // failure before main(). Function tables are per instance / per device, which is also what an
 // app's adopted handles need.
@@ -109,10 +109,13 @@ struct DeviceFns {
   VKRNN_OPTIONAL_DEVICE_FNS(VKRNN_DECLARE_FN)
 };
 
-// Loads libvulkan once per process (VKRNN_VULKAN_LIBRARY overrides the file name). Throws
-// Error(no_loader) with install advice when it cannot.
+// Loads the Vulkan loader once per process (libvulkan.so.1, vulkan-1.dll, libvulkan.1.dylib or
+// libMoltenVK.dylib; VKRNN_VULKAN_LIBRARY overrides the file name). Throws Error(no_loader)
+// with install advice when it cannot.
 const GlobalFns& global_fns();
-InstanceFns load_instance_fns(VkInstance instance);
+// Through the app's vkGetInstanceProcAddr (ExternalDevice::get_instance_proc_addr) when given:
+// then vkrnn never loads a Vulkan loader of its own.
+InstanceFns load_instance_fns(VkInstance instance, PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr);
 // Throws Error(missing_feature) naming the first core function the device does not expose.
 DeviceFns load_device_fns(const InstanceFns& instance_fns, VkDevice device);
 

@@ -59,6 +59,9 @@ std::span<const std::uint32_t> shader_code(const std::string& name) {
 std::string default_cache_dir() {
   if (const char* d = std::getenv("VKRNN_CACHE_DIR"); d && *d) return d;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/vkrnn";
+#if defined(_WIN32)
+  if (const char* l = std::getenv("LOCALAPPDATA"); l && *l) return std::string(l) + "\\vkrnn";
+#endif
   if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/vkrnn";
   return {};
 }
