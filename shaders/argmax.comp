@@ -37,6 +37,7 @@ layout(set = 0, binding = 8) writeonly buffer AttnHist { float attn_hist[]; };  
 layout(set = 0, binding = 9) readonly buffer Table { float table[]; };        // embedding rows
 layout(set = 0, binding = 10) writeonly buffer EmbOut { float emb_out[]; };   // next input
 layout(set = 0, binding = 11) buffer NonFinite { uint nonfinite[]; };         // [B]
+layout(set = 0, binding = 12) readonly buffer Chosen { int chosen[]; };      // [B]
 
 layout(push_constant) uniform Push {
   uint B;
@@ -79,15 +80,17 @@ void main() {
     }
   }
   const uint best_key = workgroup_max_uint(best);
-  const uint arg = min(workgroup_min_uint(best == best_key ? best_i : NONE), p.V - 1u);
-  const float m = logits[row + arg];
+  const uint top = min(workgroup_min_uint(best == best_key ? best_i : NONE), p.V - 1u);
+  const int pick = (p.flags & ARGMAX_CHOSEN) != 0u ? chosen[b] : -1;  // -1: the argmax
+  const uint arg = pick >= 0 ? min(uint(pick), p.V - 1u) : top;
+  const float m = logits[row + top];  // the max
 
   // Pass 2: the log-softmax denominator.
   float score = 0.0;
   if ((p.flags & (ARGMAX_SCORE)) != 0) {
     float s = 0.0;
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) s += exp(logits[row + v] - m);
-    score = -log(workgroup_sum(s));
+    score = (logits[row + arg] - m) - log(workgroup_sum(s));  // log_softmax at arg
   }
 
   const int token = done ? p.pad : int(arg);

@@ -746,6 +746,12 @@ Reduction topk(const DeviceInfo& dev, const OpOptions& options) {
   return r;
 }
 
+Reduction logits_processor(const DeviceInfo& dev, const OpOptions& options) {
+  // Reductions over the vocabulary, as argmax: one subgroup per row on CPU drivers, 256 lanes
+  // on GPUs.
+  return argmax(dev, options);
+}
+
 std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& options) {
   // One invocation per source row: lavapipe likes one-subgroup workgroups, GPUs 64 lanes.
   return attention_workgroup(dev, options);
@@ -818,6 +824,18 @@ std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   return share(N, wg) * (kmax + 2) + 2 * kmax + (2 * k + 2) * reduction_loops(dev, subgroups, wg) + 8;
 }
 
+std::uint64_t logits_processor_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg,
+                                     const LogitsRow& row) {
+  // The rules' pass over the row, the suppressed ids, the n-gram scan (capacity starts of n - 1
+  // comparisons) and sampling's 2 x 32 bisections of the 32-bit keys (a pass and a reduction
+  // each).
+  constexpr std::uint64_t kBisections = 32;
+  std::uint64_t n = share(row.V, wg) + share(row.suppressed, wg) +
+                    share(row.capacity, wg) * std::max<std::uint64_t>(row.ngram, 1) + 8;
+  if (row.sample) n += (2 * kBisections + 4) * (share(row.V, wg) + reduction_loops(dev, subgroups, wg));
+  return n;
+}
+
 std::uint64_t embedding_loops(std::uint64_t wg, std::uint64_t cols) { return share(cols, wg) + 2; }
 
 std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t wg, std::uint64_t S,
@@ -836,6 +854,13 @@ Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N
   return row_reduction(
       dev, base, [&](bool subgroups, std::uint64_t wg) { return topk_loops(dev, subgroups, wg, N, k); },
       fmt::format("TopK: rows of N = {} with k = {}", N, k));
+}
+
+Reduction logits_processor_row(const DeviceInfo& dev, const Reduction& base, const LogitsRow& row) {
+  return row_reduction(
+      dev, base,
+      [&](bool subgroups, std::uint64_t wg) { return logits_processor_loops(dev, subgroups, wg, row); },
+      fmt::format("LogitsProcessor: rows of V = {} ({} steps, n-gram {})", row.V, row.capacity, row.ngram));
 }
 
 std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols) {

@@ -254,6 +254,7 @@ struct Reduction {
 };
 Reduction argmax(const DeviceInfo& dev, const OpOptions& options);
 Reduction topk(const DeviceInfo& dev, const OpOptions& options);
+Reduction logits_processor(const DeviceInfo& dev, const OpOptions& options);
 std::uint32_t beam_search_workgroup(const DeviceInfo& dev, const OpOptions& options);
 std::uint32_t embedding_workgroup(const DeviceInfo& dev, const OpOptions& options);
 
@@ -274,11 +275,20 @@ Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxR
 std::uint64_t argmax_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const ArgmaxRow& row);
 std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, std::uint64_t N,
                          std::uint64_t k);
+std::uint64_t logits_processor_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg,
+                                     const LogitsRow& row);
 std::uint64_t embedding_loops(std::uint64_t wg, std::uint64_t cols);
 std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t wg, std::uint64_t S,
                                            std::uint64_t head_dim);
 // Rows of N entries, the best k kept (in lists of bit_ceil(k)).
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k);
+// Rows of V logits under the processor's rules: `suppressed` ids, an n-gram scan of up to
+// `capacity` starts, sampling's bisections.
+struct LogitsRow {
+  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0;
+  bool sample = false;
+};
+Reduction logits_processor_row(const DeviceInfo& dev, const Reduction& base, const LogitsRow& row);
 // Rows of `cols` floats copied.
 std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols);
 // Rows of S keys scored twice (head_dim + 1 iterations each), with two tree reductions.

@@ -92,7 +92,7 @@ void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std:
   o.fp16_storage = v.f16;
   Linear lin(ctx, K, N, bias, o);
   lin.gemm().set_path(v.path);
-  lin.load(w, b);
+  lin.load(w, {N, K}, b);
   std::vector<double> want, scale;
   reference(x, w, b, M, N, K, want, scale);
   const auto got = lin.forward(x, M);
@@ -158,7 +158,7 @@ TEST(Linear, KPastTheLoopBudget) {
   }
   Linear lin(ctx, 300000, 3, true);
   lin.gemm().set_path(Gemm::Path::gemv_invocation);
-  lin.load(random_floats(3 * 300000, 1), random_floats(3, 2));
+  lin.load(random_floats(3 * 300000, 1), {3, 300000}, random_floats(3, 2));
   Tensor x = ctx.tensor({1, 300000}), y = ctx.tensor({1, 3});
   Sequence seq = ctx.sequence();
   lin.record(seq, x, y);
@@ -286,10 +286,17 @@ TEST(Linear, BadArguments) {
 
   Linear lin(ctx, 5, 4, true);
   expect_error([&] { lin.record(seq, x, y); }, ErrorCode::state, {"before load"});
-  expect_error([&] { lin.load(std::vector<float>(19), std::vector<float>(4)); }, ErrorCode::invalid_argument, {"weight"});
-  expect_error([&] { lin.load(std::vector<float>(20), std::vector<float>(3)); }, ErrorCode::invalid_argument, {"bias"});
+  expect_error([&] { lin.load(std::vector<float>(19), {4, 5}, std::vector<float>(4)); }, ErrorCode::invalid_argument, {"weight"});
+  expect_error([&] { lin.load(std::vector<float>(20), {4, 5}, std::vector<float>(3)); }, ErrorCode::invalid_argument, {"bias"});
+  // A transposed weight has the right element count: only its shape tells.
+  expect_error([&] { lin.load(std::vector<float>(20), {5, 4}, std::vector<float>(4)); }, ErrorCode::invalid_argument,
+               {"Linear(5 -> 4)", "shape [5, 4]", "[4, 5]", "transposed"});
+  expect_error([&] { lin.load(std::vector<float>(20), {20}, std::vector<float>(4)); }, ErrorCode::invalid_argument,
+               {"shape [20]", "[4, 5]"});
+  expect_error([&] { lin.load(std::vector<float>(20), {2, 2, 5}, std::vector<float>(4)); }, ErrorCode::invalid_argument,
+               {"shape [2, 2, 5]"});
   Linear nobias(ctx, 5, 4, false);
-  expect_error([&] { nobias.load(std::vector<float>(20), std::vector<float>(4)); }, ErrorCode::invalid_argument, {"without bias"});
+  expect_error([&] { nobias.load(std::vector<float>(20), {4, 5}, std::vector<float>(4)); }, ErrorCode::invalid_argument, {"without bias"});
   expect_error([&] { Linear(ctx, 0, 4); }, ErrorCode::invalid_argument, {"in_features"});
   EXPECT_EQ(seq.stats().dispatches, 0u);
 }

@@ -104,7 +104,7 @@ TEST(ModelFile, ConvertsF16AndBf16Weights) {
 
 TEST(ModelFile, MissingFiles) {
   TempDir dir;
-  expect_error(dir.str(), ErrorCode::io, {"model.json", "no such file"});
+  expect_error(dir.str(), ErrorCode::io, {"model.json", "No such file"});
   expect_error((dir.path() / "nonexistent").string(), ErrorCode::io, {"model.json"});
   TinyModel m;
   m.write(dir.path());
@@ -142,8 +142,8 @@ TEST(ModelFile, ParsesFromMemory) {
     test::expect_error([&] { ModelFile::load_from_memory(json_text, weights, "bundle:dates"); }, code, fragments);
   };
   const auto weights = file_bytes(dir.path() / "model.safetensors");
-  parse_error("{", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
-  parse_error("", weights, ErrorCode::format, {"bundle:dates", "model.json", "not valid JSON"});
+  parse_error("{", weights, ErrorCode::format, {"bundle:dates", "model.json", "invalid JSON"});
+  parse_error("", weights, ErrorCode::format, {"bundle:dates", "model.json", "invalid JSON"});
   parse_error(config, {}, ErrorCode::format, {"bundle:dates", "model.safetensors"});
   auto cut = weights;
   cut.resize(cut.size() - 1);
@@ -159,7 +159,7 @@ TEST(ModelFile, MalformedJson) {
   m.write(dir.path());
   for (const std::string text : {"", "{", "{\"format\": \"vkrnn-model\",}", "not json", "\xff\xfe{}"}) {
     TinyModel::write_config(dir.path(), text);
-    expect_error(dir.str(), ErrorCode::format, {"model.json", "not valid JSON"});
+    expect_error(dir.str(), ErrorCode::format, {"model.json", "invalid JSON at byte"});
   }
   TinyModel::write_config(dir.path(), "[1, 2]");
   expect_error(dir.str(), ErrorCode::format, {"model.json", "top level"});
@@ -423,6 +423,28 @@ TEST(Tokenizer, WordLevelLowercase) {
   EXPECT_THROW(t.encode("x", true), Error);  // no EOS in a classifier vocabulary
   const Tokenizer cased({"<pad>", "<unk>", "Great"}, {TokenizerType::word, false, false}, sp);
   EXPECT_EQ(cased.encode("Great great"), (std::vector<std::int32_t>{2, 1}));
+}
+
+// UnknownTokens::error names the token as the text has it (escaped), and its 1-based character
+// position; map_to_unk (the default of encode) gives unk.
+TEST(Tokenizer, UnknownTokensPolicy) {
+  const SpecialTokens sp{0, 1, 2, 3};
+  const Tokenizer chars({"<pad>", "<s>", "</s>", "<unk>", "a", "b", "é"}, {TokenizerType::character, false, true}, sp);
+  EXPECT_EQ(chars.encode("aßb", false, UnknownTokens::map_to_unk), (std::vector<std::int32_t>{4, 3, 5}));
+  test::expect_error([&] { chars.encode("aéßb", true, UnknownTokens::error); }, ErrorCode::invalid_argument,
+                     {"character 'ß' (U+00DF) at position 3", "not in the vocabulary"});
+  test::expect_error([&] { chars.encode("ab\x1b", false, UnknownTokens::error); }, ErrorCode::invalid_argument,
+                     {"character '\\x1b' (U+001B) at position 3"});
+  test::expect_error([&] { chars.encode("a\\", false, UnknownTokens::error); }, ErrorCode::invalid_argument,
+                     {"character '\\\\' (U+005C) at position 2"});
+  test::expect_error([&] { chars.encode("a\x01", false, UnknownTokens::error); }, ErrorCode::invalid_argument,
+                     {"character '\\x01' (U+0001) at position 2"});
+  EXPECT_EQ(chars.encode("abé", true, UnknownTokens::error), (std::vector<std::int32_t>{4, 5, 6, 2}));
+
+  const Tokenizer words({"<pad>", "<unk>", "great", "film"}, {TokenizerType::word, true, false}, SpecialTokens{0, -1, -1, 1});
+  EXPECT_EQ(words.encode("GREAT boring film"), (std::vector<std::int32_t>{2, 1, 3}));
+  test::expect_error([&] { words.encode(" GREAT\tBoring film", false, UnknownTokens::error); }, ErrorCode::invalid_argument,
+                     {"word 'Boring' at position 8"});
 }
 
 TEST(Tokenizer, CheckTokenIds) {

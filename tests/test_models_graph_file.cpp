@@ -218,7 +218,7 @@ TEST(GraphFile, LoadsFromMemory) {
   test::expect_error([&] { ModelFile::load_from_memory(text, std::span(bytes).first(20), "my buffers"); }, ErrorCode::format,
                      {"my buffers"});
   test::expect_error([&] { ModelFile::load_from_memory("{", bytes, "my buffers"); }, ErrorCode::format,
-                     {"my buffers", "not valid JSON"});
+                     {"my buffers", "invalid JSON"});
 }
 
 TEST(GraphFile, Seq2SeqRunsWithZeroAndEncoderState) {

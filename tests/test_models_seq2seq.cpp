@@ -442,6 +442,22 @@ TEST(Seq2Seq, TextInTextOut) {
   for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(out[b], model.decode_text(r.row(b)));
 }
 
+// translate() refuses what the model cannot read -- an empty text, a character it never saw
+// (by default) -- naming the text and the position; UnknownTokens::map_to_unk reads unk.
+TEST(Seq2Seq, TranslateRefusesWhatTheModelCannotRead) {
+  TempDir dir;
+  TinyModel(TinySpec{}).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  test::expect_error([&] { model.translate({"ab", ""}); }, ErrorCode::invalid_argument, {"Seq2Seq::translate", "text 1 is empty"});
+  test::expect_error([&] { model.translate({""}); }, ErrorCode::invalid_argument, {"text 0 is empty"});
+  test::expect_error([&] { model.translate({"ab", "baéb?"}); }, ErrorCode::invalid_argument,
+               {"Seq2Seq::translate: text 1", "character '?' (U+003F) at position 5", "not in the vocabulary"});
+  test::expect_error([&] { model.translate({"aß"}); }, ErrorCode::invalid_argument, {"text 0", "'ß' (U+00DF) at position 2"});
+  const auto mapped = model.translate({"ab?"}, {.unknown = UnknownTokens::map_to_unk});
+  ASSERT_EQ(mapped.size(), 1u);
+  EXPECT_EQ(mapped[0], model.decode_text(model.greedy({model.encode_text("ab?")}).row(0)));
+}
+
 // Beam search: K = 1 is greedy; every hypothesis is consistent with the logits it carries
 // (its score is the sum of the log-softmax of its tokens, its norm_score that over len^alpha);
 // hypotheses come best first; finished ones end with EOS, unfinished ones ran max_len steps.

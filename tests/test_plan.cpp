@@ -405,6 +405,10 @@ TEST(Plan, DecodingAndElementwiseRespectEveryProfile) {
       check_subgroup_choice(dev, o, t.variant, what);
       build<kernels::TopK>(dev, {.local_size_x = t.workgroup, .K_MAX = 64, .ONE_SUBGROUP = t.one_subgroup},
                            t.variant, what + " topk");
+      const auto lp = plan::logits_processor(dev, o);
+      check_subgroup_choice(dev, o, lp.variant, what);
+      build<kernels::LogitsProcessor>(dev, {.local_size_x = lp.workgroup, .ONE_SUBGROUP = lp.one_subgroup},
+                                      lp.variant, what + " logits processor");
       check_workgroup(dev, plan::beam_search_workgroup(dev, o), 1, 1, what + " beam search");
       check_workgroup(dev, plan::embedding_workgroup(dev, o), 1, 1, what + " embedding");
       check_workgroup(dev, plan::elementwise_workgroup(dev, o), 1, 1, what + " elementwise");
@@ -496,7 +500,8 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
     const auto t = plan::topk(dev, o);
     const std::uint32_t e = plan::embedding_workgroup(dev, o);
     const std::uint32_t w = plan::self_attention_weights_workgroup(dev);
-    plan::Reduction last_a = a, last_t[3] = {t, t, t};  // per planner and k
+    const auto lp = plan::logits_processor(dev, o);
+    plan::Reduction last_a = a, last_t[3] = {t, t, t}, last_lp = lp;  // per planner and k
     std::uint32_t last_e = 0, last_w = 0;
     for (std::uint64_t n : {1ull, 1000ull, 32768ull, 200000ull, 300000ull, 4000000ull, 1ull << 31}) {
       const std::string row = fmt::format("{} row {}", what, n);
@@ -509,6 +514,11 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
         build<kernels::Argmax>(dev, {.local_size_x = last_a.workgroup, .ONE_SUBGROUP = last_a.one_subgroup},
                                last_a.variant, row + " argmax");
       }
+      const plan::LogitsRow lr{.V = n, .suppressed = 3, .capacity = 200, .ngram = 3, .sample = true};
+      check_reduction_row(
+          dev, lp, [&] { return plan::logits_processor_row(dev, lp, lr); },
+          [&](bool sg, std::uint64_t wg) { return plan::logits_processor_loops(dev, sg, wg, lr); }, last_lp,
+          row + " logits processor");
       for (int ki = 0; ki < 3; ++ki) {
         const std::uint64_t k = std::array{1, 5, 64}[ki];
         check_reduction_row(

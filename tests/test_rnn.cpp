@@ -715,7 +715,7 @@ TEST(Rnn, LoadErrorsNameTheTensor) {
   expect_error([&] { rnn.load(wrong); }, ErrorCode::invalid_argument, {"weight_hh_l1"});
   expect_error([&] { rnn.set_parameter("weight_ih_l0", sd["weight_ih_l0"], {3, 16}); }, ErrorCode::invalid_argument,
                {"expected shape [16, 3]"});
-  expect_error([&] { rnn.set_parameter("weight_ih_l2", sd["weight_ih_l0"]); }, ErrorCode::not_found, {"weight_ih_l2"});
+  expect_error([&] { rnn.set_parameter("weight_ih_l2", sd["weight_ih_l0"], {16, 3}); }, ErrorCode::not_found, {"weight_ih_l2"});
   EXPECT_FALSE(rnn.loaded());
   Tensor x = ctx.tensor({1, 2, 3}), out = ctx.tensor({1, 2, 8});
   Sequence seq = ctx.sequence();

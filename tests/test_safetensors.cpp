@@ -467,7 +467,7 @@ TEST(SafetensorsMalformed, HeaderNotObject) {
 
 TEST(SafetensorsMalformed, NestingTooDeep) {
   std::string deep = "{\"w\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
-  EXPECT_TRUE(rejects(deep, 0, {"'w'", "nested deeper"}));
+  EXPECT_TRUE(rejects(deep, 0, {"entry 'w[0][0]", "nested deeper"}));
   std::string deep_top(100000, '[');
   EXPECT_TRUE(rejects(deep_top, 0, {"nested deeper"}));
 }

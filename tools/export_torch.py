@@ -83,6 +83,8 @@ def model_config(model, src_vocab=None, tgt_vocab=None, vocab=None, labels=None,
     """The complete model.json dict for model plus its vocabularies."""
     config = {k: v for k, v in model.config().items() if v is not None}  # absent = n/a
     special = config["special_tokens"]
+    if len(set(special.values())) != len(special):
+        raise ValueError(f"special_tokens: each needs its own id, got {special}")
     if config["architecture"] in ("bahdanau_seq2seq", "luong_seq2seq"):
         config["src_vocab"] = _check_vocab("src_vocab", src_vocab, config["src_vocab_size"],
                                            special)

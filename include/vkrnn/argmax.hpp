@@ -50,6 +50,9 @@ struct GreedyStep {
   // u32 [B], optional, read and written: a live row whose logits are non-finite while
   // nonfinite[b] == 0 gets nonfinite[b] = step + 1 (the first such step, counted from 1).
   Tensor nonfinite;
+  // i32 [B], optional: where chosen[b] >= 0, the token live row b emits instead of its argmax
+  // (sampled or forced: LogitsProcessor); its score is then its log_softmax.
+  Tensor chosen;
   Tensor tokens;     // i32 [B, capacity]
   Tensor scores;     // f32 [B, capacity]: log_softmax of the chosen token
   Tensor logits;     // f32 [B, capacity, V]: a copy of the step's logits

@@ -89,7 +89,8 @@ struct DeviceInfo {
 VKRNN_API int device_type_rank(DeviceType type) noexcept;
 
 // Lists every physical device through a short-lived instance of vkrnn's own.
-// Throws Error(no_loader) when there is no Vulkan loader/ICD, with advice on what to install.
+// Throws Error(no_loader) when there is no Vulkan loader (libvulkan), Error(no_device) when the
+// loader finds no driver or no device, each with advice on what to install.
 VKRNN_API std::vector<DeviceInfo> list_devices();
 
 // Picks a device: `selector` is "" (best by type rank, ties to the lowest index), a decimal index,

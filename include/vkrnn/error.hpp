@@ -11,10 +11,10 @@ namespace vkrnn {
 
 enum class ErrorCode {
   vulkan,            // a Vulkan call returned an error VkResult
-  no_loader,         // libvulkan could not be loaded / no instance
-  no_device,         // no Vulkan device, or none matched the selection
+  no_loader,         // libvulkan (the Vulkan loader) could not be loaded, or is too old
+  no_device,         // no Vulkan driver or device, or none matched the selection
   missing_feature,   // the device (or an adopted VkDevice) lacks a feature vkrnn needs
-  out_of_range,      // a size or index beyond a device limit or a tensor's extent
+  out_of_range,      // a size or index beyond a device limit or a tensor's extent; host memory exhausted
   invalid_argument,  // wrong shapes, dtypes, lengths, token ids ...
   not_found,         // a shader, tensor or file that does not exist
   format,            // a malformed file (safetensors header, model config ...)

@@ -79,9 +79,12 @@ class VKRNN_API Linear {
   Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias = true,
          const OpOptions& options = {});
 
-  // weight [out_features, in_features] row-major (PyTorch's nn.Linear.weight), bias
-  // [out_features] (must be empty when the layer has no bias, and given when it has one).
-  void load(std::span<const float> weight, std::span<const float> bias = {});
+  // weight [out_features, in_features] row-major (PyTorch's nn.Linear.weight) with its shape
+  // as the source has it, bias [out_features] (must be empty when the layer has no bias, and
+  // given when it has one). A weight_shape other than {out_features, in_features} -- e.g. a
+  // transposed weight, which has the right element count -- is Error(invalid_argument) naming
+  // both shapes, as is a data size that does not match weight_shape.
+  void load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias = {});
 
   // y [..., out_features] = x [..., in_features] W^T + b.
   void record(Sequence& seq, const Tensor& x, const Tensor& y) const;

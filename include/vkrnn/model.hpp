@@ -32,9 +32,24 @@
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/export.h"
 #include "vkrnn/rnn.hpp"
+#include "vkrnn/safetensors.hpp"
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn {
+
+// The most ModelFile::load accepts (SECURITY.md): far beyond any attention-RNN model vkrnn
+// runs, and small enough that a hostile directory costs little before it is refused. Beyond a
+// limit: Error(format) naming the file, the field and the limit.
+namespace model_limits {
+inline constexpr std::size_t max_config_bytes = 16u << 20;     // model.json (a 1M-word vocabulary fits)
+inline constexpr std::size_t max_config_values = 2u << 20;     // JSON values in model.json
+inline constexpr std::uint64_t max_dimension = 1ull << 26;     // embedding_dim, hidden, attention_dim, heads
+inline constexpr std::size_t max_vocab = 1u << 20;             // vocabulary sizes, num_classes
+inline constexpr std::size_t max_layers = 64;                  // RNN layers
+inline constexpr std::size_t max_decode_length = 4096;         // max_decode_length (steps)
+inline constexpr std::size_t max_positions = 1u << 20;         // max_positions (self_attention_rnn)
+inline constexpr std::uint64_t max_weight_bytes = 4ull << 30;  // every weight, as f32
+}  // namespace model_limits
 
 // graph: a version-2 model that names no known architecture (a user's own module).
 enum class Architecture { bahdanau_seq2seq, luong_seq2seq, rnn_attention_classifier, self_attention_rnn, graph };
@@ -153,12 +168,26 @@ class VKRNN_API ModelFile {
   std::shared_ptr<const Data> data_;
 };
 
+// What text -> ids does with a character (char tokenizer) or word (word tokenizer) that is not
+// in the vocabulary.
+enum class UnknownTokens {
+  error,       // Error(invalid_argument) naming the character or word and its position
+  map_to_unk,  // it becomes the unk token, as in the PyTorch reference
+};
+
+// Options of the text-in, text-out calls (Seq2Seq::translate).
+struct TextOptions {
+  // error by default: a model reading a character it never saw gives a confident guess, which a
+  // caller would take for an answer.
+  UnknownTokens unknown = UnknownTokens::error;
+};
+
 // Text <-> token ids with one vocabulary (docs/model-format.md, "Tokenisation").
 //  - character: every Unicode code point of the (UTF-8) text is one token.
 //  - word: tokens are the runs of non-whitespace (Python's str.split()).
 // With lowercase, the text is lowercased first: ASCII, Latin-1, Latin Extended-A, Greek and
 // Cyrillic capitals are mapped (other scripts are left as they are; Python's str.lower() covers
-// all of Unicode). A token missing from the vocabulary becomes unk. Invalid UTF-8:
+// all of Unicode). A token missing from the vocabulary becomes unk (see encode()). Invalid UTF-8:
 // Error(invalid_argument) naming the byte offset.
 class VKRNN_API Tokenizer {
  public:
@@ -166,7 +195,11 @@ class VKRNN_API Tokenizer {
   Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);
 
   // Ids of text; with append_eos (seq2seq sources: config.src_append_eos) EOS is appended.
-  std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false) const;
+  // A token missing from the vocabulary becomes unk, or with UnknownTokens::error is
+  // Error(invalid_argument) naming it (escaped), its code point (char) and its 1-based
+  // character position in the text.
+  std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false,
+                                   UnknownTokens unknown = UnknownTokens::map_to_unk) const;
   // Text of ids: characters concatenated (character) or tokens joined by single spaces (word),
   // stopping at the first EOS; special tokens (pad, bos, eos, unk) are not printed. An id
   // outside [0, vocab) is Error(invalid_argument) naming it and its position.

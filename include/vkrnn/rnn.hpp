@@ -97,11 +97,14 @@ class VKRNN_API Rnn {
   // weight_ih_l{k}[_reverse] [G*H, in], weight_hh_l{k}[_reverse] [G*H, H_out],
   // bias_ih_l{k}[_reverse] [G*H], bias_hh_l{k}[_reverse] [G*H], weight_hr_l{k}[_reverse] [P, H].
   std::vector<std::pair<std::string, Shape>> parameter_shapes() const;
-  // Sets one parameter. Error(not_found) for an unknown name (listing the expected ones),
-  // Error(invalid_argument) when the element count (or the shape, if given) differs.
-  void set_parameter(const std::string& name, std::span<const float> data, const Shape& shape = {});
+  // Sets one parameter from data of the given shape (as the source has it). Error(not_found)
+  // for an unknown name (listing the expected ones), Error(invalid_argument) when the shape
+  // differs from parameter_shapes()' (a transposed weight included) or the data does not fill it.
+  void set_parameter(const std::string& name, std::span<const float> data, const Shape& shape);
   // Loads a whole state_dict strictly: every parameter must be present and nothing else
-  // (like load_state_dict(strict=True)); errors name the tensor.
+  // (like load_state_dict(strict=True)); errors name the tensor. The values carry no shape:
+  // each must have its parameter's element count and PyTorch's layout (parameter_shapes());
+  // set_parameter() also checks the source's shape.
   void load(const std::map<std::string, std::vector<float>>& state_dict);
   void load(const std::map<std::string, std::span<const float>>& state_dict);
   bool loaded() const;  // every parameter has been set

@@ -9,17 +9,32 @@
 // tensors overlap. As in the format's specification the tensors must tile the data buffer with
 // no gaps or trailing bytes (this rules out polyglot files). Any violation throws
 // Error(ErrorCode::format) naming the file, the tensor and what was expected vs found.
+//
+// The files are untrusted (SECURITY.md): a file that is not a regular file is refused without
+// blocking, nothing is read or allocated beyond the limits below, and no exception other than
+// vkrnn::Error leaves the reader (an allocation failure is Error(out_of_range)).
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vkrnn/export.h"
 
 namespace vkrnn {
+
+// The reader's limits. A header longer than max_header_bytes or naming more than max_tensors
+// tensors is Error(format) before its tensors are looked at; one read (raw / to_f32 / to_i64)
+// of more than max_read_bytes is Error(out_of_range) before anything is allocated: 4 GiB is
+// beyond what any Vulkan device can bind as one buffer (maxStorageBufferRange is 32-bit).
+namespace safetensors_limits {
+inline constexpr std::uint64_t max_header_bytes = 100ull << 20;  // the reference implementation's bound
+inline constexpr std::size_t max_tensors = 65536;
+inline constexpr std::uint64_t max_read_bytes = 4ull << 30;
+}  // namespace safetensors_limits
 
 enum class StDType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 // The header's spelling: "F64", "F32", ..., "BOOL".
@@ -36,8 +51,11 @@ struct SafetensorsEntry {
 
 class VKRNN_API SafetensorsFile {
  public:
-  // Reads the whole file into memory (no mmap: a file truncated by someone else while mapped
-  // would crash the reader with SIGBUS). Missing/unreadable: Error(io) with path and strerror.
+  // Reads and checks the header; each tensor is read from the file when asked for (streamed
+  // with pread, never mapped: a file truncated by someone else while mapped would crash the
+  // reader with SIGBUS; a file that shrank is Error(io) naming it). The file stays open while
+  // a copy of the SafetensorsFile lives. Missing, unreadable or not a regular file (a FIFO, a
+  // device, a directory): Error(io) with the path and the reason.
   static SafetensorsFile open(const std::string& path);
   // Parses bytes already in memory; origin names the source in error messages.
   static SafetensorsFile parse(std::vector<std::byte> bytes, std::string origin);
@@ -48,8 +66,8 @@ class VKRNN_API SafetensorsFile {
   bool contains(const std::string& name) const;
   // Error(not_found) naming the file, the tensor and some of the names it does have.
   const SafetensorsEntry& entry(const std::string& name) const;
-  // The tensor's bytes as stored (little-endian, not necessarily aligned).
-  std::span<const std::byte> raw(const std::string& name) const;
+  // The tensor's bytes as stored (little-endian).
+  std::vector<std::byte> raw(const std::string& name) const;
 
   // F32/F16/BF16/F64 converted to float (F64 rounds to nearest; out of range becomes inf).
   // Integer and BOOL dtypes: Error(invalid_argument).
@@ -68,6 +86,7 @@ class VKRNN_API SafetensorsFile {
  private:
   struct Data;
   explicit SafetensorsFile(std::shared_ptr<const Data> data);
+  static SafetensorsFile from_header(std::shared_ptr<Data> data, std::string_view header, std::uint64_t file_size);
   std::shared_ptr<const Data> data_;  // immutable, so copies share it
 };
 

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/logits_processor.hpp"
 #include "vkrnn/export.h"
 #include "vkrnn/model.hpp"
 #include "vkrnn/options.hpp"
@@ -53,6 +54,21 @@ struct DecodeOptions {
   bool return_attention = false;  // DecodeResult::attention
   // Tensors of the decoder_step graph to return per step, by name (DecodeResult::outputs).
   std::vector<std::string> outputs;
+  // Logits processing, sampling and target prefixes, on the GPU between the output projection
+  // and the choice of token (docs/runtime.md, "Decoding options"; CTranslate2's names and
+  // rules). The defaults record nothing. Scores (and return_logits) are of the processed logits.
+  double repetition_penalty = 1.0;        // > 0; 1: off
+  std::size_t no_repeat_ngram_size = 0;   // 0: off
+  std::size_t min_length = 0;             // tokens before EOS may be chosen (EOS excluded)
+  bool disable_unk = false;               // never choose the model's unk token
+  std::vector<std::int32_t> suppress_tokens;  // ids never chosen
+  std::size_t sampling_topk = 1;          // 1: greedy (argmax); 0: sample the whole vocabulary
+  double sampling_topp = 1.0;             // nucleus, (0, 1]; used when sampling
+  double sampling_temperature = 1.0;      // > 0; used when sampling
+  std::uint64_t seed = 0;                 // Philox key: the same seed, the same tokens
+  // Forced first tokens per row (one vector per source row, or none): row b emits
+  // target_prefix[b] first, then decodes on. Longer than max_len: Error(out_of_range).
+  std::vector<std::vector<std::int32_t>> target_prefix;
 };
 
 struct VKRNN_API DecodeResult {
@@ -101,6 +117,15 @@ struct BeamOptions {
   bool return_logits = false;     // Hypothesis::logits
   bool return_attention = false;  // Hypothesis::attention
   DecodeStats* stats = nullptr;   // when set, receives the decode's statistics
+  bool return_token_scores = false;  // Hypothesis::token_scores (two copies per step)
+  // Logits processing as DecodeOptions' (docs/runtime.md, "Decoding options"), per hypothesis:
+  // its histories follow it to the row it continues in. Candidates are ranked by the
+  // log-softmax of the processed logits.
+  double repetition_penalty = 1.0;
+  std::size_t no_repeat_ngram_size = 0;
+  std::size_t min_length = 0;
+  bool disable_unk = false;
+  std::vector<std::int32_t> suppress_tokens;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").
@@ -111,6 +136,9 @@ struct Hypothesis {
   bool finished = false;             // ended with EOS (else it ran into max_len)
   std::vector<float> logits;         // [len, V_tgt] along the hypothesis, with return_logits
   std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention
+  // [len]: the log-softmax of each token under its step's (processed) logits, with
+  // return_token_scores; they sum to `score`.
+  std::vector<float> token_scores;
 };
 
 class VKRNN_API Seq2Seq {
@@ -183,8 +211,18 @@ class VKRNN_API Seq2Seq {
   // rebuilds the hypotheses from the histories after the single wait.
   std::vector<std::vector<Hypothesis>> beam(const std::vector<std::vector<std::int32_t>>& sources,
                                             const BeamOptions& options = {}) const;
-  // Text in, text out (greedy, stop at EOS).
-  std::vector<std::string> translate(const std::vector<std::string>& texts) const;
+  // Text in, text out (greedy, stop at EOS). An empty text, or (by default, see TextOptions)
+  // a character outside the source vocabulary, is Error(invalid_argument) naming the text's
+  // index and the character's position: the model would otherwise guess.
+  std::vector<std::string> translate(const std::vector<std::string>& texts, const TextOptions& options = {}) const;
+  // With decoding options, in batches: with more texts than max_batch_size (0: one batch) they
+  // are sorted by source length (longest first, stable) and split into batches of at most
+  // max_batch_size, so that rows of similar length share the padding; results come back in
+  // input order. target_prefix, when given, is one prefix per text (in input order). Sampling
+  // draws by row within a batch, so its tokens depend on the batching (fixed batching and seed:
+  // the same tokens). Texts are read as above, with text_options.
+  std::vector<std::string> translate(const std::vector<std::string>& texts, const DecodeOptions& options,
+                                     std::size_t max_batch_size = 0, const TextOptions& text_options = {}) const;
 
   // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
   // so the first real decode of those shapes does not build pipelines (Context::prebuild is the

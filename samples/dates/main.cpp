@@ -5,12 +5,15 @@
 //   echo "2026.11.21" | vkrnn-dates                   dates from stdin, one per line
 //   vkrnn-dates --heatmap attention.png "21/11/26"    and the attention alignment as a PNG
 //   vkrnn-dates --eval samples/dates/heldout.txt      exact-match accuracy on input<TAB>expected
+//   vkrnn-dates --sample --temperature 1.5 --seed 7 "21/11/26"   sampled instead of greedy
 //
 // Exit status: 0 done, 1 error (bad model, bad input, no device), 2 bad command line,
 // 3 the validation layer reported something (VKRNN_VALIDATION=1), 4 accuracy below
 // --expect-accuracy.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -47,13 +50,20 @@ options:
   --limit N              with --eval: only the first N lines
   --expect-accuracy PCT  with --eval: exit 4 when the accuracy is below PCT percent
   --batch N              dates per GPU batch (default 256)
+  --sample               sample each character from the model's distribution instead of
+                         taking the most likely one (on the GPU: Philox4x32-10, Gumbel-max)
+  --temperature T        with --sample: divide the logits by T > 0 (default 1)
+  --top-k K              with --sample: from the K most likely characters (default 0: all)
+  --top-p P              with --sample: from the smallest set holding P of the mass (0 < P <= 1)
+  --seed N               with --sample: the same seed gives the same output (default 0)
   --device D             Vulkan device: index or name substring (default: the best one;
                          VKRNN_DEVICE works too)
   --model DIR            model directory (default: )" VKRNN_DATES_MODEL_DIR R"()
   -h, --help             this text
 
 Confidence is the geometric mean of the probabilities of the output tokens, end-of-sequence
-token included (exp of the mean log-probability). VKRNN_VALIDATION=1 turns on the Vulkan
+token included (exp of the mean log-probability); with --sample, of the tempered, truncated
+distribution the characters were drawn from. VKRNN_VALIDATION=1 turns on the Vulkan
 validation layer; any message it prints makes the exit status 3.
 )";
 
@@ -61,17 +71,68 @@ constexpr std::size_t kMaxPanels = 16;
 
 struct Args : CommonArgs {
   std::string heatmap;
+  bool sample = false;
+  bool sampling_set = false;  // --temperature, --top-k, --top-p or --seed given
+  double temperature = 1.0, top_p = 1.0;
+  std::size_t top_k = 0;
+  std::uint64_t seed = 0;
+
+  // greedy's options: the argmax, or sampling.
+  vkrnn::DecodeOptions decode() const {
+    vkrnn::DecodeOptions o;
+    if (sample) {
+      o.sampling_topk = top_k;
+      o.sampling_topp = top_p;
+      o.sampling_temperature = temperature;
+      o.seed = seed;
+    }
+    return o;
+  }
 };
+
+// A number of an option (the whole value must parse), else a UsageError naming the option.
+double parse_real(const std::string& option, const std::string& value, double lo, double hi, bool lo_open) {
+  std::size_t used = 0;
+  double x = 0.0;
+  try {
+    x = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || value.empty() || !(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+    throw UsageError(fmt::format("{} needs a number in {}{}, {}], got '{}'", option, lo_open ? "(" : "[", lo, hi, value));
+  }
+  return x;
+}
 
 Args parse(int argc, char** argv) {
   Args a;
   a.model = VKRNN_DATES_MODEL_DIR;
   parse_common_args(argc, argv, a, "DATE", [&](const std::string& option, const auto& value) {
-    if (option != "--heatmap") return false;
-    a.heatmap = value();
+    if (option == "--heatmap") {
+      a.heatmap = value();
+    } else if (option == "--sample") {
+      a.sample = true;
+    } else if (option == "--temperature") {
+      a.temperature = parse_real(option, value(), 0.0, 1e6, true);
+      a.sampling_set = true;
+    } else if (option == "--top-p") {
+      a.top_p = parse_real(option, value(), 0.0, 1.0, true);
+      a.sampling_set = true;
+    } else if (option == "--top-k") {
+      a.top_k = static_cast<std::size_t>(parse_real(option, value(), 0.0, 1e9, false));
+      a.sampling_set = true;
+    } else if (option == "--seed") {
+      a.seed = static_cast<std::uint64_t>(parse_real(option, value(), 0.0, 9007199254740992.0, false));
+      a.sampling_set = true;
+    } else {
+      return false;
+    }
     return true;
   });
   if (!a.eval.empty() && !a.heatmap.empty()) throw UsageError("--heatmap does not combine with --eval");
+  if (a.sampling_set && !a.sample) throw UsageError("--temperature, --top-k, --top-p and --seed need --sample");
+  if (a.sample && a.top_k == 1) throw UsageError("--top-k 1 is greedy decoding: leave out --sample");
   return a;
 }
 
@@ -152,7 +213,9 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
     const std::vector<std::vector<std::int32_t>> chunk(sources.begin() + first, sources.begin() + first + n);
     const bool want_attention = !args.heatmap.empty() && first < kMaxPanels;
     Stopwatch watch;
-    const vkrnn::DecodeResult r = model.greedy(chunk, {.return_attention = want_attention});
+    vkrnn::DecodeOptions o = args.decode();
+    o.return_attention = want_attention;
+    const vkrnn::DecodeResult r = model.greedy(chunk, o);
     decode_ms += watch.ms();
     ++batches;
     dispatches += r.stats.dispatches;
@@ -171,7 +234,7 @@ int normalise(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args
   if (batches == 1) {
     // The first decode also created the compute pipelines; a second one shows the steady state.
     Stopwatch watch;
-    model.greedy(sources);
+    model.greedy(sources, args.decode());
     std::cout << fmt::format("time: model load {:.0f} ms; decode of {} date{} {:.1f} ms on first use (creates "
                              "the pipelines), then {:.1f} ms (one submission, {} dispatches; the GPU stopped "
                              "after {} of {} steps)\n",
@@ -212,7 +275,7 @@ int evaluate(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args)
     const std::size_t n = std::min(args.batch, inputs.size() - first);
     const std::vector<std::vector<std::int32_t>> chunk(sources.begin() + first, sources.begin() + first + n);
     Stopwatch watch;
-    const vkrnn::DecodeResult r = model.greedy(chunk);
+    const vkrnn::DecodeResult r = model.greedy(chunk, args.decode());
     decode_ms += watch.ms();
     for (std::size_t b = 0; b < n; ++b) {
       const std::string got = model.decode_text(r.row(b));
@@ -224,8 +287,12 @@ int evaluate(vkrnn::Context& ctx, const vkrnn::Seq2Seq& model, const Args& args)
     }
   }
   const double accuracy = 100.0 * double(correct) / double(inputs.size());
-  std::cout << fmt::format("exact match: {}/{} = {:.2f}% (greedy, batches of {}) in {:.0f} ms, {:.0f} dates/s\n",
-                           correct, inputs.size(), accuracy, args.batch, decode_ms,
+  std::cout << fmt::format("exact match: {}/{} = {:.2f}% ({}, batches of {}) in {:.0f} ms, {:.0f} dates/s\n",
+                           correct, inputs.size(), accuracy,
+                           args.sample ? fmt::format("sampled: temperature {}, top-k {}, top-p {}, seed {}", args.temperature,
+                                                     args.top_k, args.top_p, args.seed)
+                                       : std::string("greedy"),
+                           args.batch, decode_ms,
                            1000.0 * double(inputs.size()) / decode_ms);
   return accuracy_status("vkrnn-dates", accuracy, args.expect_accuracy);
 }

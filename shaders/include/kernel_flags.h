@@ -22,6 +22,7 @@
 #define ARGMAX_ATTENTION 64u
 #define ARGMAX_EMBED 128u
 #define ARGMAX_NONFINITE 256u  // flag rows whose max is not finite in `nonfinite`
+#define ARGMAX_CHOSEN 512u     // emit chosen[b] where >= 0 (sampled, forced) instead of the argmax
 
 // gemm.comp and gemv.comp: Push::flags.
 #define GEMM_BIAS 1u        // add bias[n]
@@ -35,6 +36,16 @@
 #define RNN_RAW_H 16u       // rnn_step, LSTM with projection: h goes to out[d][b][j] only
                             // (rnn_proj projects it, carries h and writes the output)
 #define RNN_NO_OUT 32u      // a single decoder step: h_next is the only output
+
+// logits_processor.comp: Push::flags.
+#define LOGITS_REPEAT 1u        // repetition penalty on tokens seen after BOS
+#define LOGITS_TEMPERATURE 2u
+#define LOGITS_NGRAM 4u         // no repeated n-grams (the inputs kept in the history)
+#define LOGITS_MIN_LENGTH 8u    // no EOS before min_length
+#define LOGITS_UNK 16u          // never the unknown token
+#define LOGITS_SUPPRESS 32u     // never the suppressed ids
+#define LOGITS_SAMPLE 64u       // sample (top-k, top-p) into chosen[b]
+#define LOGITS_PREFIX 128u      // emit the target prefix where it has not ended
 
 // embedding.comp: Push::flags.
 #define EMBEDDING_REPORT 1u  // report ids outside [0, vocab) in flag[0]

@@ -1,11 +1,13 @@
 #include "vkrnn/safetensors.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <limits>
 #include <random>
 #include <set>
@@ -15,7 +17,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "io/json_kind.hpp"
+#include "io/untrusted.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 
@@ -25,40 +27,22 @@ using json = nlohmann::json;
 
 namespace {
 
-// Same bound as the reference implementation (which uses 100 MB): a larger header is an attack
-// or corruption, never a real checkpoint.
-constexpr std::uint64_t kMaxHeaderBytes = 100ull << 20;
+constexpr std::uint64_t kMaxHeaderBytes = safetensors_limits::max_header_bytes;
 // The format nests three levels (header, entry, shape); anything much deeper is garbage, and
 // bounding it keeps our DOM small for hostile inputs like "[[[[[[...".
 constexpr std::size_t kMaxJsonDepth = 8;
+// A tensor entry is about ten JSON values (object, dtype, shape and its dimensions, offsets):
+// this bounds the header's DOM long before the tensor count is checked, so a hostile header of
+// millions of tiny entries is refused early and cheaply.
+constexpr std::size_t kMaxJsonValues = 16 * safetensors_limits::max_tensors;
 constexpr const char* kMetadataKey = "__metadata__";
 
 constexpr StDType kAllDTypes[] = {StDType::F64, StDType::F32, StDType::F16, StDType::BF16,
                                   StDType::I64, StDType::I32, StDType::I16, StDType::I8,
                                   StDType::U8,  StDType::BOOL};
 
-// Names come from untrusted files: escape control bytes and cap the length so an error message
-// stays readable and printable.
-std::string quote_name(std::string_view s) {
-  std::size_t shown = std::min<std::size_t>(s.size(), 160);
-  // Cut at a UTF-8 character boundary (never before a continuation byte 10xxxxxx).
-  while (shown < s.size() && shown > 0 && (static_cast<unsigned char>(s[shown]) & 0xc0u) == 0x80u) --shown;
-  std::string out = "'";
-  for (std::size_t i = 0; i < shown; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else if (c == '\'' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else {
-      out += char(c);
-    }
-  }
-  if (shown < s.size()) out += fmt::format("...' ({} bytes)", s.size());
-  else out += "'";
-  return out;
-}
+// Names come from untrusted files: printable and capped in messages.
+std::string quote_name(std::string_view s) { return io_detail::quote(s); }
 
 std::string shape_string(const std::vector<std::size_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
@@ -77,95 +61,6 @@ std::string json_excerpt(const json& j) {
   if (s.size() > 80) s = s.substr(0, 77) + "...";
   return s;
 }
-
-// Builds the DOM itself so that it can reject what nlohmann would silently accept: duplicate
-// keys (nlohmann keeps the last one) and absurd nesting.
-class StrictDomBuilder : public nlohmann::json_sax<json> {
- public:
-  explicit StrictDomBuilder(json& root) : root_(root) {}
-
-  const std::string& error() const { return error_; }
-
-  bool null() override { return value(nullptr); }
-  bool boolean(bool v) override { return value(v); }
-  bool number_integer(number_integer_t v) override { return value(v); }
-  bool number_unsigned(number_unsigned_t v) override { return value(v); }
-  bool number_float(number_float_t v, const string_t&) override { return value(v); }
-  bool string(string_t& v) override { return value(std::move(v)); }
-  bool binary(binary_t&) override { return fail("binary values are not JSON"); }
-
-  bool start_object(std::size_t) override { return open(json::object()); }
-  bool start_array(std::size_t) override { return open(json::array()); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-
-  bool key(string_t& k) override {
-    json& object = *stack_.back();
-    if (object.contains(k)) {
-      if (stack_.size() == 1) return fail(fmt::format("duplicate tensor name {}", quote_name(k)));
-      return fail(fmt::format("duplicate key {}{}", quote_name(k), where()));
-    }
-    if (stack_.size() == 1) top_key_ = k;
-    slot_ = &object[k];
-    return true;
-  }
-
-  bool parse_error(std::size_t position, const std::string&,
-                   const nlohmann::detail::exception& e) override {
-    // e.what() already says "at line l, column c"; the byte position helps with binary garbage.
-    return fail(fmt::format("invalid JSON (byte {} of the header): {}", position, e.what()));
-  }
-
- private:
-  std::string where() const {
-    return stack_.size() > 1 ? fmt::format(" in entry {}", quote_name(top_key_)) : std::string();
-  }
-
-  bool fail(std::string message) {
-    if (error_.empty()) error_ = std::move(message);
-    return false;
-  }
-
-  template <class V>
-  json* place(V&& v) {
-    if (stack_.empty()) {
-      root_ = std::forward<V>(v);
-      return &root_;
-    }
-    json& parent = *stack_.back();
-    if (parent.is_array()) {
-      parent.emplace_back(std::forward<V>(v));
-      return &parent.back();
-    }
-    *slot_ = std::forward<V>(v);
-    return slot_;
-  }
-
-  template <class V>
-  bool value(V&& v) {
-    place(std::forward<V>(v));
-    return true;
-  }
-
-  bool open(json&& container) {
-    if (stack_.size() >= kMaxJsonDepth) {
-      return fail(fmt::format("JSON nested deeper than {} levels{}", kMaxJsonDepth, where()));
-    }
-    stack_.push_back(place(std::move(container)));
-    return true;
-  }
-
-  bool close() {
-    stack_.pop_back();
-    return true;
-  }
-
-  json& root_;
-  std::vector<json*> stack_;
-  json* slot_ = nullptr;
-  std::string top_key_;
-  std::string error_;
-};
 
 bool parse_dtype(const std::string& s, StDType& out) {
   for (StDType d : kAllDTypes) {
@@ -267,55 +162,74 @@ std::size_t dtype_size(StDType dtype) noexcept {
 
 struct SafetensorsFile::Data {
   std::string origin;
-  std::vector<std::byte> bytes;
+  std::vector<std::byte> bytes;             // parse(): the whole file, in memory
+  std::optional<io_detail::InputFile> file;  // open(): tensors are read from it when asked for
   std::map<std::string, SafetensorsEntry> entries;
   std::map<std::string, std::string> metadata;
+
+  // `out.size()` bytes of the file at `offset` (inside the data buffer: the header checked it).
+  void read(std::size_t offset, std::span<std::byte> out) const {
+    if (file) file->read_at(offset, out);
+    else if (!out.empty()) std::memcpy(out.data(), bytes.data() + offset, out.size());
+  }
 };
 
 SafetensorsFile::SafetensorsFile(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
 
+namespace {
+
+std::string header_length_error(std::uint64_t header_len, std::uint64_t file_size) {
+  if (file_size < 8) return fmt::format("file is {} bytes, shorter than the 8-byte header length", file_size);
+  if (header_len > kMaxHeaderBytes) {
+    return fmt::format("header length {} exceeds the {} byte limit (file is {} bytes)", header_len, kMaxHeaderBytes,
+                       file_size);
+  }
+  if (header_len > file_size - 8) {
+    return fmt::format("header length {} exceeds the {} bytes after the length field", header_len, file_size - 8);
+  }
+  return {};
+}
+
+}  // namespace
+
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    const int err = errno;
-    throw Error(ErrorCode::io, fmt::format("safetensors: cannot open '{}': {}", path,
-                                  io_message(std::error_code(err, std::generic_category()))));
-  }
-  // The size is only a hint for the buffer (the file may change under us); the loop reads to EOF.
-  std::error_code size_ec;
-  const auto hint = std::filesystem::file_size(path, size_ec);
-  std::vector<std::byte> bytes;
-  std::size_t used = 0;
-  try {
-    bytes.resize(size_ec || hint > (std::uint64_t(1) << 40) ? std::size_t(1) << 16
-                                                            : std::size_t(hint) + 1);
-    for (;;) {
-      if (used == bytes.size()) bytes.resize(bytes.size() * 2);
-      const std::size_t got = std::fread(bytes.data() + used, 1, bytes.size() - used, f);
-      used += got;
-      if (got == 0) break;
-    }
-  } catch (...) {
-    std::fclose(f);
-    throw;
-  }
-  const bool failed = std::ferror(f) != 0;
-  const int err = errno;
-  std::fclose(f);
-  if (failed) {
-    throw Error(ErrorCode::io, fmt::format("safetensors: cannot read '{}': {}", path,
-                                           io_message(std::error_code(err, std::generic_category()))));
-  }
-  bytes.resize(used);
-  return parse(std::move(bytes), path);
+  // Only the length and the header are read now (with hard limits, whatever stat says); the
+  // tensors are read when asked for, so a file of any size costs its header's memory.
+  io_detail::InputFile file = io_detail::InputFile::open(path, "safetensors file");
+  const std::uint64_t file_size = file.size();
+  auto fail = [&](const std::string& what) {
+    return Error(ErrorCode::format, fmt::format("safetensors '{}': {}", path, what));
+  };
+  std::array<std::byte, 8> length{};
+  if (file_size >= 8) file.read_at(0, length);
+  const auto header_len = load_le<std::uint64_t>(length.data());
+  if (std::string e = header_length_error(header_len, file_size); !e.empty()) throw fail(e);
+  std::string header;
+  io_detail::allocating("a safetensors header", header_len, [&] { header.resize(std::size_t(header_len)); });
+  file.read_at(8, std::as_writable_bytes(std::span<char>(header)));
+  auto data = std::make_shared<Data>();
+  data->origin = path;
+  data->file.emplace(std::move(file));
+  return io_detail::only_vkrnn_errors(path, [&] { return from_header(std::move(data), header, file_size); });
 }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<std::byte> bytes, std::string origin) {
   auto data = std::make_shared<Data>();
   data->origin = std::move(origin);
   data->bytes = std::move(bytes);
-  const std::string& org = data->origin;
   const std::size_t file_size = data->bytes.size();
+  const auto header_len = file_size >= 8 ? load_le<std::uint64_t>(data->bytes.data()) : 0;
+  if (std::string e = header_length_error(header_len, file_size); !e.empty()) {
+    throw Error(ErrorCode::format, fmt::format("safetensors '{}': {}", data->origin, e));
+  }
+  const std::string_view header(reinterpret_cast<const char*>(data->bytes.data() + 8), std::size_t(header_len));
+  const std::string origin_copy = data->origin;
+  return io_detail::only_vkrnn_errors(origin_copy, [&] { return from_header(std::move(data), header, file_size); });
+}
+
+SafetensorsFile SafetensorsFile::from_header(std::shared_ptr<Data> data, std::string_view header,
+                                             std::uint64_t file_size_u64) {
+  const std::string& org = data->origin;
   auto fail = [&](const std::string& what) -> Error {
     return Error(ErrorCode::format, fmt::format("safetensors '{}': {}", org, what));
   };
@@ -323,41 +237,22 @@ SafetensorsFile SafetensorsFile::parse(std::vector<std::byte> bytes, std::string
     return Error(ErrorCode::format,
                  fmt::format("safetensors '{}': tensor {}: {}", org, quote_name(name), what));
   };
-
-  if (file_size < 8) {
-    throw fail(fmt::format("file is {} bytes, shorter than the 8-byte header length", file_size));
-  }
-  const auto header_len = load_le<std::uint64_t>(data->bytes.data());
-  if (header_len > kMaxHeaderBytes) {
-    throw fail(fmt::format("header length {} exceeds the {} byte limit (file is {} bytes)",
-                           header_len, kMaxHeaderBytes, file_size));
-  }
-  if (header_len > file_size - 8) {
-    throw fail(fmt::format("header length {} exceeds the {} bytes after the length field",
-                           header_len, file_size - 8));
-  }
-  const std::size_t data_start = 8 + std::size_t(header_len);
+  if (file_size_u64 > std::numeric_limits<std::size_t>::max()) throw fail("file too large for this machine");
+  const std::size_t file_size = std::size_t(file_size_u64);
+  const std::size_t data_start = 8 + header.size();
   const std::size_t data_size = file_size - data_start;
 
   json root;
   {
-    const char* begin = reinterpret_cast<const char*>(data->bytes.data() + 8);
-    // nlohmann stops at a NUL byte as if the input ended there, which would let anything hide
-    // behind one; JSON never contains a raw NUL (not even inside strings).
-    if (const void* nul = std::memchr(begin, 0, header_len)) {
-      throw fail(fmt::format("invalid JSON header: NUL byte at byte {} of the header",
-                             static_cast<const char*>(nul) - begin));
+    const io_detail::JsonLimits limits{.max_depth = kMaxJsonDepth, .max_values = kMaxJsonValues,
+                                       .top_key = "tensor name", .entry = "entry"};
+    if (std::string e = io_detail::parse_untrusted_json(header, limits, root); !e.empty()) {
+      throw fail(fmt::format("header: {}", e));
     }
-    StrictDomBuilder builder(root);
-    bool ok = false;
-    try {
-      ok = json::sax_parse(begin, begin + header_len, &builder);
-    } catch (const json::exception& e) {
-      throw fail(fmt::format("invalid JSON header: {}", e.what()));
-    }
-    if (!ok) {
-      throw fail(builder.error().empty() ? std::string("invalid JSON header") : builder.error());
-    }
+  }
+  if (root.is_object() && root.size() - root.count(kMetadataKey) > safetensors_limits::max_tensors) {
+    throw fail(fmt::format("{} tensors, more than the {} this reader accepts (see SECURITY.md)",
+                           root.size() - root.count(kMetadataKey), safetensors_limits::max_tensors));
   }
   if (!root.is_object()) {
     throw fail(fmt::format("header must be a JSON object, found {}", json_kind(root)));
@@ -460,7 +355,7 @@ SafetensorsFile SafetensorsFile::parse(std::vector<std::byte> bytes, std::string
     }
     e.offset = data_start + std::size_t(begin);
     auto [it, inserted] = data->entries.emplace(name, std::move(e));
-    (void)inserted;  // the DOM builder already rejected duplicate names
+    (void)inserted;  // the strict parser already rejected duplicate names
     spans.push_back({std::size_t(begin), std::size_t(end), &it->first});
   }
 
@@ -527,37 +422,81 @@ const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
                                                 data_->origin, quote_name(name), available));
 }
 
-std::span<const std::byte> SafetensorsFile::raw(const std::string& name) const {
+namespace {
+
+// Reads tensor `e` in chunks and calls convert(bytes, first_element, elements) for each: a file
+// is streamed through a 1 MiB buffer, memory is passed as it is.
+template <class Read, class Convert>
+void for_each_chunk(const SafetensorsEntry& e, const std::byte* memory, Read&& read, Convert&& convert) {
+  const std::size_t esize = dtype_size(e.dtype);
+  const std::size_t n = e.bytes / esize;
+  if (memory) {
+    convert(memory + e.offset, std::size_t(0), n);
+    return;
+  }
+  const std::size_t per_chunk = std::max<std::size_t>(1, (std::size_t(1) << 20) / esize);
+  std::vector<std::byte> buffer(std::min(n, per_chunk) * esize);
+  for (std::size_t first = 0; first < n; first += per_chunk) {
+    const std::size_t count = std::min(per_chunk, n - first);
+    const std::span<std::byte> chunk(buffer.data(), count * esize);
+    read(e.offset + first * esize, chunk);
+    convert(chunk.data(), first, count);
+  }
+}
+
+// The output of a read, allocated as an Error rather than a crash when it cannot be.
+template <class T>
+std::vector<T> output_for(const std::string& origin, const SafetensorsEntry& e, std::size_t count) {
+  const std::uint64_t bytes = std::uint64_t(count) * sizeof(T);
+  if (bytes > safetensors_limits::max_read_bytes) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("safetensors '{}': tensor {} {} of {} would read into {} bytes, more than the {} byte "
+                            "limit of one read (see SECURITY.md)",
+                            origin, quote_name(e.name), shape_string(e.shape), to_string(e.dtype), bytes,
+                            safetensors_limits::max_read_bytes));
+  }
+  return io_detail::allocating(fmt::format("tensor {}", quote_name(e.name)), bytes,
+                               [&] { return std::vector<T>(count); });
+}
+
+}  // namespace
+
+std::vector<std::byte> SafetensorsFile::raw(const std::string& name) const {
   const SafetensorsEntry& e = entry(name);
-  return std::span<const std::byte>(data_->bytes).subspan(e.offset, e.bytes);
+  auto out = output_for<std::byte>(data_->origin, e, e.bytes);
+  data_->read(e.offset, out);
+  return out;
 }
 
 std::vector<float> SafetensorsFile::to_f32(const std::string& name) const {
   const SafetensorsEntry& e = entry(name);
-  const std::byte* p = data_->bytes.data() + e.offset;
-  const std::size_t n = e.bytes / dtype_size(e.dtype);
-  std::vector<float> out(n);
-  switch (e.dtype) {
-    case StDType::F32:
-      for (std::size_t i = 0; i < n; ++i) out[i] = std::bit_cast<float>(load_le<std::uint32_t>(p + 4 * i));
-      break;
-    case StDType::F16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = half_to_float(load_le<std::uint16_t>(p + 2 * i));
-      break;
-    case StDType::BF16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(load_le<std::uint16_t>(p + 2 * i));
-      break;
-    case StDType::F64:
-      for (std::size_t i = 0; i < n; ++i) {
-        out[i] = static_cast<float>(std::bit_cast<double>(load_le<std::uint64_t>(p + 8 * i)));
-      }
-      break;
-    default:
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("safetensors '{}': tensor {} has dtype {}; to_f32 needs F32, F16, "
-                              "BF16 or F64 (use to_i64 for integers)",
-                              data_->origin, quote_name(name), to_string(e.dtype)));
+  if (e.dtype != StDType::F32 && e.dtype != StDType::F16 && e.dtype != StDType::BF16 && e.dtype != StDType::F64) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("safetensors '{}': tensor {} has dtype {}; to_f32 needs F32, F16, "
+                            "BF16 or F64 (use to_i64 for integers)",
+                            data_->origin, quote_name(name), to_string(e.dtype)));
   }
+  auto out = output_for<float>(data_->origin, e, e.bytes / dtype_size(e.dtype));
+  const std::byte* memory = data_->file ? nullptr : data_->bytes.data();
+  auto read = [&](std::size_t offset, std::span<std::byte> chunk) { data_->read(offset, chunk); };
+  for_each_chunk(e, memory, read, [&](const std::byte* p, std::size_t first, std::size_t n) {
+    float* dst = out.data() + first;
+    switch (e.dtype) {
+      case StDType::F32:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(load_le<std::uint32_t>(p + 4 * i));
+        break;
+      case StDType::F16:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = half_to_float(load_le<std::uint16_t>(p + 2 * i));
+        break;
+      case StDType::BF16:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_le<std::uint16_t>(p + 2 * i));
+        break;
+      default:  // F64
+        for (std::size_t i = 0; i < n; ++i) {
+          dst[i] = static_cast<float>(std::bit_cast<double>(load_le<std::uint64_t>(p + 8 * i)));
+        }
+    }
+  });
   return out;
 }
 
@@ -574,36 +513,8 @@ std::vector<float> SafetensorsFile::to_f32(const std::string& name,
 
 std::vector<std::int64_t> SafetensorsFile::to_i64(const std::string& name) const {
   const SafetensorsEntry& e = entry(name);
-  const std::byte* p = data_->bytes.data() + e.offset;
-  const std::size_t n = e.bytes / dtype_size(e.dtype);
-  std::vector<std::int64_t> out(n);
   switch (e.dtype) {
-    case StDType::I64:
-      for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int64_t>(p + 8 * i);
-      break;
-    case StDType::I32:
-      for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int32_t>(p + 4 * i);
-      break;
-    case StDType::I16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int16_t>(p + 2 * i);
-      break;
-    case StDType::I8:
-      for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int8_t>(p + i);
-      break;
-    case StDType::U8:
-      for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::uint8_t>(p + i);
-      break;
-    case StDType::BOOL:
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto b = std::to_integer<std::uint8_t>(p[i]);
-        if (b > 1) {
-          throw Error(ErrorCode::format,
-                      fmt::format("safetensors '{}': tensor {}: BOOL element {} is byte {:#04x}, "
-                                  "expected 0 or 1",
-                                  data_->origin, quote_name(name), i, b));
-        }
-        out[i] = b;
-      }
+    case StDType::I64: case StDType::I32: case StDType::I16: case StDType::I8: case StDType::U8: case StDType::BOOL:
       break;
     default:
       throw Error(ErrorCode::invalid_argument,
@@ -611,6 +522,40 @@ std::vector<std::int64_t> SafetensorsFile::to_i64(const std::string& name) const
                               "or BOOL dtype (use to_f32 for floats)",
                               data_->origin, quote_name(name), to_string(e.dtype)));
   }
+  auto out = output_for<std::int64_t>(data_->origin, e, e.bytes / dtype_size(e.dtype));
+  const std::byte* memory = data_->file ? nullptr : data_->bytes.data();
+  auto read = [&](std::size_t offset, std::span<std::byte> chunk) { data_->read(offset, chunk); };
+  for_each_chunk(e, memory, read, [&](const std::byte* p, std::size_t first, std::size_t n) {
+    std::int64_t* dst = out.data() + first;
+    switch (e.dtype) {
+      case StDType::I64:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = load_le<std::int64_t>(p + 8 * i);
+        break;
+      case StDType::I32:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = load_le<std::int32_t>(p + 4 * i);
+        break;
+      case StDType::I16:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = load_le<std::int16_t>(p + 2 * i);
+        break;
+      case StDType::I8:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = load_le<std::int8_t>(p + i);
+        break;
+      case StDType::U8:
+        for (std::size_t i = 0; i < n; ++i) dst[i] = load_le<std::uint8_t>(p + i);
+        break;
+      default:  // BOOL
+        for (std::size_t i = 0; i < n; ++i) {
+          const auto b = std::to_integer<std::uint8_t>(p[i]);
+          if (b > 1) {
+            throw Error(ErrorCode::format,
+                        fmt::format("safetensors '{}': tensor {}: BOOL element {} is byte {:#04x}, "
+                                    "expected 0 or 1",
+                                    data_->origin, quote_name(name), first + i, b));
+          }
+          dst[i] = b;
+        }
+    }
+  });
   return out;
 }
 

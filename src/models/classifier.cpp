@@ -9,6 +9,7 @@
 
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
+#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/attention.hpp"
@@ -55,7 +56,9 @@ struct Classifier::Impl {
 };
 
 Classifier Classifier::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  return Classifier(ctx, ModelFile::load(model_dir), options);
+  const ModelFile model = ModelFile::load(model_dir);
+  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
+  return io_detail::only_vkrnn_errors(model_dir, [&] { return Classifier(ctx, model, options); });
 }
 
 Classifier Classifier::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,

@@ -149,7 +149,7 @@ class LinearExec : public NodeExec {
  public:
   LinearExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o)
       : op_(ctx, n.weight_shapes.at("weight")[1], n.weight_shapes.at("weight")[0], n.weights.count("bias") != 0, o) {
-    op_.load(weight_data(m, n, "weight"), n.weights.count("bias") ? std::span<const float>(weight_data(m, n, "bias")) : std::span<const float>());
+    op_.load(weight_data(m, n, "weight"), n.weight_shapes.at("weight"), n.weights.count("bias") ? std::span<const float>(weight_data(m, n, "bias")) : std::span<const float>());
   }
   void record(const Run& r) const override { op_.record(*r.seq, r.in_view("x"), r.out_view("y")); }
 
@@ -550,7 +550,7 @@ class PoolingExec : public NodeExec {
     if (tanh_) {
       const Shape& w = n.weight_shapes.at("weight");
       proj_ = std::make_unique<Linear>(ctx, w[1], w[0], false, o);
-      proj_->load(weight_data(m, n, "weight"));
+      proj_->load(weight_data(m, n, "weight"), w);
       params_.w = tensor_of(ctx, {w[0], 1}, std::vector<float>(w[0], 0.0f), "graph pooling zero query weight");
       params_.bias = upload(ctx, m, n, "bias");
       params_.v = upload(ctx, m, n, "w");

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/json_kind.hpp"
+#include "io/untrusted.hpp"
 #include "models/config_reader.hpp"
 #include "models/graph_file.hpp"
 #include "vkrnn/error.hpp"
@@ -37,8 +38,7 @@ using model_detail::value_str;
 
 constexpr const char* kFormat = "vkrnn-model";
 // model.json nests a few levels (config, tensors, RNN map); deeper input is garbage or hostile.
-constexpr int kMaxJsonDepth = 16;
-constexpr std::size_t kMaxConfigBytes = 256ull << 20;
+constexpr std::size_t kMaxJsonDepth = 16;
 
 // What a config implies: every plain role with its shape, every RNN role with its parameters.
 struct RnnRole {
@@ -265,35 +265,35 @@ void parse_tensor_map(const Reader& r, const json& j, const Expected& e, ModelCo
     for (const auto& [param, name] : m) claim(name, role + "." + param);
 }
 
+// model.json: a regular file only (never a FIFO or a device), read with a hard byte limit
+// whatever its size says (SECURITY.md).
 std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    throw Error(ErrorCode::io, fmt::format("{}: no such file (a model directory holds model.json and the weights)", path));
-  }
-  if (std::filesystem::is_directory(path, ec)) throw Error(ErrorCode::io, fmt::format("{}: is a directory, expected model.json", path));
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(ErrorCode::io, fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  const auto bytes = std::filesystem::file_size(path, ec);
-  if (!ec && bytes > kMaxConfigBytes) {
-    throw Error(ErrorCode::format, fmt::format("{}: {} bytes, more than a model config can be ({} bytes)", path, bytes, kMaxConfigBytes));
-  }
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw Error(ErrorCode::io, fmt::format("{}: read failed: {}", path, std::strerror(errno)));
-  return text;
+  return io_detail::InputFile::open(path, "model config").read_all(model_limits::max_config_bytes, "model config");
 }
 
+// Every parser failure (syntax, numbers beyond a double such as -1e400, invalid UTF-8,
+// duplicate keys, nesting, size) is Error(format) naming the byte, line and column.
 json parse_json(std::string_view text, const Reader& r) {
-  try {
-    return json::parse(text, [&](int depth, json::parse_event_t event, json&) {
-      if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
-          depth >= kMaxJsonDepth) {
-        r.fail(fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
-      }
-      return true;
-    });
-  } catch (const json::parse_error& e) {
-    r.fail(fmt::format("not valid JSON: {}", e.what()));
+  if (text.size() > model_limits::max_config_bytes) {
+    r.fail(fmt::format("{} bytes, more than the {} byte limit of a model config (see SECURITY.md)", text.size(),
+                       model_limits::max_config_bytes));
   }
+  json j;
+  const io_detail::JsonLimits limits{.max_depth = kMaxJsonDepth, .max_values = model_limits::max_config_values,
+                                     .top_key = "field", .entry = "field"};
+  if (std::string e = io_detail::parse_untrusted_json(text, limits, j); !e.empty()) r.fail(e);
+  return j;
+}
+
+// Each special token its own id: a shared one would make, say, padding end a sentence.
+void distinct_specials(const Reader& r, const SpecialTokens& s) {
+  const std::pair<const char*, std::int32_t> ids[] = {{"pad", s.pad}, {"bos", s.bos}, {"eos", s.eos}, {"unk", s.unk}};
+  for (std::size_t a = 0; a < 4; ++a)
+    for (std::size_t b = a + 1; b < 4; ++b)
+      if (ids[a].second >= 0 && ids[a].second == ids[b].second) {
+        r.fail(fmt::format("field 'special_tokens': '{}' and '{}' are both id {} (each special token needs its own id)",
+                           ids[a].first, ids[b].first, ids[a].second));
+      }
 }
 
 // Metadata the weights file may carry must agree with model.json.
@@ -453,7 +453,6 @@ ModelFile::Data load_any(const std::string& directory, const std::string& origin
   c.directory = directory;
   c.config_path = config_path;
   const Reader r(c.config_path);
-  if (text.size() > kMaxConfigBytes) r.fail(fmt::format("{} bytes, more than a model config can be ({} bytes)", text.size(), kMaxConfigBytes));
   const json j = parse_json(text, r);
   if (!j.is_object()) r.fail(fmt::format("expected a JSON object at the top level, got {}", json_kind(j)));
 
@@ -476,6 +475,7 @@ ModelFile::Data load_any(const std::string& directory, const std::string& origin
   c.weights_path = directory.empty() ? fmt::format("{} ({})", origin, weights) : (std::filesystem::path(directory) / wp).string();
   if (c.version == 1) load_v1(r, j, data, open_weights);
   else load_v2(r, j, data, open_weights);
+  distinct_specials(r, c.special);
   return data;
 }
 

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -13,12 +15,14 @@
 
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
+#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/beam_search.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/logits_processor.hpp"
 #include "vkrnn/topk.hpp"
 
 namespace vkrnn {
@@ -93,6 +97,9 @@ struct Seq2Seq::DecoderState::Impl {
   Tensor step_tokens, step_scores, step_logits, step_attention, step_nonfinite;
   std::map<std::string, Tensor> step_outputs;
   std::size_t last_step = 0;
+  // DecodeOptions' logits processing, sampling and prefix; absent when they are all off.
+  std::optional<LogitsProcessor> processor;
+  LogitsProcessor::State processing;
 };
 
 struct Seq2Seq::Impl {
@@ -284,6 +291,11 @@ struct Seq2Seq::Impl {
     }
     st->exec = decoder->live(wanted);
     st->exec.host_lengths = e->lengths;
+    const LogitsProcessing lp = processing_of(st->options, B);
+    if (lp.active()) {
+      st->processor.emplace(*ctx, Vt, lp, opts);
+      st->processing = st->processor->make_state(B, st->options.max_len);
+    }
     // The token choice reads whole logits / attention tensors.
     if (!decoder->whole(*st->layout, st->frame, logits_t).valid()) {
       st->logits = ctx->tensor({B, Vt}, DType::f32, "Seq2Seq logits");
@@ -292,6 +304,53 @@ struct Seq2Seq::Impl {
       st->attention = ctx->tensor({B, e->S}, DType::f32, "Seq2Seq attention");
     }
     return st;
+  }
+
+  // DecodeOptions -> the processor's settings (checked by LogitsProcessor).
+  // The rules DecodeOptions and BeamOptions share.
+  template <class Options>
+  LogitsProcessing rules_of(const Options& o) const {
+    LogitsProcessing p;
+    p.repetition_penalty = o.repetition_penalty;
+    p.no_repeat_ngram_size = o.no_repeat_ngram_size;
+    p.min_length = o.min_length;
+    p.eos = cfg.special.eos;
+    if (o.disable_unk) {
+      if (cfg.special.unk < 0) {
+        throw Error(ErrorCode::invalid_argument, fmt::format("{}: disable_unk, but the model has no unk token", kOp));
+      }
+      p.unk = cfg.special.unk;
+    }
+    p.suppressed = o.suppress_tokens;
+    return p;
+  }
+
+  LogitsProcessing processing_of(const DecodeOptions& o, std::size_t B) const {
+    LogitsProcessing p = rules_of(o);
+    p.sample = o.sampling_topk != 1;
+    if (p.sample) {
+      p.temperature = o.sampling_temperature;
+      p.top_k = o.sampling_topk;
+      p.top_p = o.sampling_topp;
+      p.seed = o.seed;
+    }
+    if (!o.target_prefix.empty()) {
+      if (o.target_prefix.size() != B) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp,
+                                o.target_prefix.size(), B));
+      }
+      for (std::size_t b = 0; b < B; ++b) {
+        if (o.target_prefix[b].size() > o.max_len) {
+          throw Error(ErrorCode::out_of_range,
+                      fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}", kOp, b,
+                                  o.target_prefix[b].size(), o.max_len));
+        }
+        check_token_ids(o.target_prefix[b], Vt, "Seq2Seq: target prefix", b);
+      }
+      p.prefix = o.target_prefix;
+    }
+    return p;
   }
 
   struct History {
@@ -315,6 +374,7 @@ struct Seq2Seq::Impl {
     for (const Tensor& z : st.zeros) seq.fill(z, 0);
     seq.fill(st.token, static_cast<std::uint32_t>(cfg.special.bos));
     seq.fill(st.finished, 0);
+    if (st.processor) st.processor->record_reset(seq, st.processing);
     st.initialized = true;
     st.input_ready = false;
   }
@@ -369,7 +429,8 @@ struct Seq2Seq::Impl {
   void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     record_graph(seq, st);
     record_outputs(seq, st, hist);
-    // (Logits processors -- issue 16 -- go here: between the graph's logits and the choice.)
+    // Logits processing (and sampling, prefixes): in place, between the logits and the choice.
+    if (st.processor) st.processor->record(seq, st.processing, logits_of(st), st.token, st.t);
     if (!hist.select) {
       finish_step(st);
       return;
@@ -384,6 +445,7 @@ struct Seq2Seq::Impl {
     g.scores = hist.scores;
     g.logits = hist.logits;
     g.nonfinite = hist.nonfinite;
+    g.chosen = st.processing.chosen;
     if (hist.attention.valid()) {
       g.weights = attention_of(st);
       g.attention = hist.attention;
@@ -476,7 +538,9 @@ std::vector<std::int32_t> DecodeResult::row(std::size_t b) const {
 }
 
 Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  return Seq2Seq(ctx, ModelFile::load(model_dir), options);
+  const ModelFile model = ModelFile::load(model_dir);
+  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
+  return io_detail::only_vkrnn_errors(model_dir, [&] { return Seq2Seq(ctx, model, options); });
 }
 
 Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
@@ -762,6 +826,16 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   }
 
   auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = options.return_attention});
+  // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
+  // with the recurrent state, into the spare set, every step.
+  const LogitsProcessing rules = m.rules_of(options);
+  std::optional<LogitsProcessor> processor;
+  LogitsProcessor::State processing, spare;
+  if (rules.active()) {
+    processor.emplace(c, V, rules, m.opts);
+    processing = processor->make_state(R, T);
+    spare = processor->make_state(R, T);
+  }
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
   const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts);
@@ -774,6 +848,12 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
   const Tensor hist_attention =
       options.return_attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
+  // Every step's candidates, for per-token scores (copies: no dispatch, no shader).
+  std::vector<Tensor> step_v, step_i;
+  for (std::size_t t = 0; options.return_token_scores && t < T; ++t) {
+    step_v.push_back(c.tensor({R, kc}, DType::f32, fmt::format("Seq2Seq beam candidate scores {}", t)));
+    step_i.push_back(c.tensor({R, kc}, DType::i32, fmt::format("Seq2Seq beam candidate tokens {}", t)));
+  }
 
   // The whole search is one submission: encoder, expansion, then max_len steps of (reorder the
   // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
@@ -781,6 +861,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   search.record_reset(seq, state);
   seq.fill(nonfinite, 0);
   m.record_init(seq, *st);
+  if (processor) processor->record_reset(seq, processing);
   seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
     if (t > 0) {
@@ -799,12 +880,19 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
         }
         s.cur ^= 1;
       }
+      for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
+        if (!from->valid()) continue;
+        m.embedding.record(seq, MatrixView::of(*from), parents, MatrixView::of(*to));
+        std::swap(*from, *to);
+      }
       st->input_ready = false;  // st->token holds the merge's next tokens
     }
     Impl::History h;
     h.select = false;
     m.record_step(seq, *st, h);
+    if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
     topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
+    if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
     }
@@ -819,6 +907,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   seq.download(nonfinite);
   if (hist_logits.valid()) seq.download(hist_logits);
   if (hist_attention.valid()) seq.download(hist_attention);
+  for (std::size_t t = 0; t < step_v.size(); ++t) seq.download(step_v[t]).download(step_i[t]);
   seq.eval();
   check_finite_logits(seq.read<std::uint32_t>(nonfinite), m.logits_layer, "beam", K, 0);
   if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
@@ -827,6 +916,12 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   std::vector<float> logits, weights;
   if (hist_logits.valid()) logits = seq.read<float>(hist_logits);
   if (hist_attention.valid()) weights = seq.read<float>(hist_attention);
+  std::vector<std::vector<float>> cand_scores;
+  std::vector<std::vector<std::int32_t>> cand_tokens;
+  for (std::size_t t = 0; t < step_v.size(); ++t) {
+    cand_scores.push_back(seq.read<float>(step_v[t]));
+    cand_tokens.push_back(seq.read<std::int32_t>(step_i[t]));
+  }
   std::vector<std::vector<Hypothesis>> out(B);
   for (std::size_t b = 0; b < B; ++b) {
     auto& f = out[b];
@@ -838,6 +933,19 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
       hyp.finished = bh.finished;
       for (std::size_t i = 0; i < bh.rows.size(); ++i) {
         const std::size_t at = i * R + bh.rows[i];
+        if (!step_v.empty()) {
+          // The token among its row's candidates at step i.
+          const auto& vals = cand_scores[i];
+          const auto& ids = cand_tokens[i];
+          float lp = -std::numeric_limits<float>::infinity();
+          for (std::size_t j = 0; j < kc; ++j) {
+            if (ids[bh.rows[i] * kc + j] == bh.tokens[i]) {
+              lp = vals[bh.rows[i] * kc + j];
+              break;
+            }
+          }
+          hyp.token_scores.push_back(lp);
+        }
         if (!logits.empty()) {
           hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
                             logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
@@ -872,12 +980,51 @@ WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
       options.background);
 }
 
-std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts) const {
+std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const TextOptions& options) const {
+  return translate(texts, DecodeOptions{}, 0, options);
+}
+
+std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const DecodeOptions& options,
+                                            std::size_t max_batch_size, const TextOptions& text_options) const {
+  if (!options.target_prefix.empty() && options.target_prefix.size() != texts.size()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::translate: {} target prefixes for {} texts (one per text, empty for none)",
+                                                         kOp, options.target_prefix.size(), texts.size()));
+  }
+  if (impl_->cfg.src_vocab.empty()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::translate: the model has no source vocabulary (use token ids)", kOp));
+  }
   std::vector<std::vector<std::int32_t>> sources;
-  for (const auto& t : texts) sources.push_back(encode_text(t));
-  const DecodeResult r = greedy(sources);
-  std::vector<std::string> out;
-  for (std::size_t b = 0; b < r.batch; ++b) out.push_back(decode_text(r.row(b)));
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    if (texts[i].empty()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::translate: text {} is empty (there is nothing to translate)", kOp, i));
+    }
+    try {
+      sources.push_back(impl_->src_tok.encode(texts[i], impl_->cfg.tokenizer.src_append_eos, text_options.unknown));
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("{}::translate: text {}: {}", kOp, i, e.what()));
+    }
+  }
+  // Split batches: longest first, ties in input order (one batch keeps the input order).
+  std::vector<std::size_t> order(sources.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  const bool split = max_batch_size > 0 && max_batch_size < sources.size();
+  if (split) std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return sources[a].size() > sources[b].size(); });
+  if (sources.empty()) greedy(sources, options);  // its error: no sources
+  const std::size_t per = split ? max_batch_size : std::max<std::size_t>(order.size(), 1);
+  std::vector<std::string> out(texts.size());
+  for (std::size_t first = 0; first < order.size(); first += per) {
+    const std::size_t n = std::min(per, order.size() - first);
+    std::vector<std::vector<std::int32_t>> batch;
+    DecodeOptions o = options;
+    o.target_prefix.clear();
+    for (std::size_t i = first; i < first + n; ++i) {
+      batch.push_back(std::move(sources[order[i]]));
+      if (!options.target_prefix.empty()) o.target_prefix.push_back(options.target_prefix[order[i]]);
+    }
+    const DecodeResult r = greedy(batch, o);
+    for (std::size_t b = 0; b < n; ++b) out[order[first + b]] = decode_text(r.row(b));
+  }
   return out;
 }
 

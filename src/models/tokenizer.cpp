@@ -2,6 +2,7 @@
 // str code points ("char") or str.split() ("word"), after str.lower() when asked.
 #include <fmt/format.h>
 
+#include "io/untrusted.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/model.hpp"
 
@@ -94,26 +95,55 @@ std::int32_t Tokenizer::id(std::string_view token) const {
   return it == index_.end() ? special_.unk : it->second;
 }
 
-std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool append_eos) const {
+std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool append_eos, UnknownTokens unknown) const {
   std::vector<std::int32_t> ids;
   std::string token;
-  auto flush = [&] {
-    if (!token.empty()) ids.push_back(id(token));
+  // Where the token being built starts: byte offset and 1-based character position.
+  std::size_t token_byte = 0, token_char = 0, chars = 0;
+  auto flush = [&](std::size_t end_byte) {
+    if (token.empty()) return;
+    auto it = index_.find(token);
+    if (it != index_.end()) {
+      ids.push_back(it->second);
+    } else if (unknown == UnknownTokens::map_to_unk || special_.unk < 0) {
+      ids.push_back(special_.unk);
+    } else {
+      // Named as the text has it (before lowercasing), escaped.
+      const std::string_view original = text.substr(token_byte, end_byte - token_byte);
+      std::string what = fmt::format("word {}", io_detail::quote(original, 60));
+      if (config_.type == TokenizerType::character) {
+        std::size_t k = 0;
+        const char32_t cp = next_code_point(original, k);
+        what = fmt::format("character {} (U+{:04X})", io_detail::quote(original), static_cast<std::uint32_t>(cp));
+      }
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("Tokenizer: {} at position {} is not in the vocabulary ({} tokens; "
+                              "UnknownTokens::map_to_unk reads it as unk)",
+                              what, token_char, vocab_.size()));
+    }
     token.clear();
   };
   for (std::size_t i = 0; i < text.size();) {
+    const std::size_t at = i;
     char32_t cp = next_code_point(text, i);
+    ++chars;
     if (config_.lowercase) cp = to_lower(cp);
     if (config_.type == TokenizerType::character) {
+      token_byte = at;
+      token_char = chars;
       append_utf8(token, cp);
-      flush();
+      flush(i);
     } else if (is_space(cp)) {
-      flush();
+      flush(at);
     } else {
+      if (token.empty()) {
+        token_byte = at;
+        token_char = chars;
+      }
       append_utf8(token, cp);
     }
   }
-  flush();
+  flush(text.size());
   if (append_eos) {
     if (special_.eos < 0) throw Error(ErrorCode::invalid_argument, "Tokenizer: append_eos for a vocabulary without EOS");
     ids.push_back(special_.eos);

@@ -159,6 +159,7 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
     }
   }
   check_nonfinite(g.nonfinite, B);
+  if (g.chosen.valid()) expect(kOp, "chosen", g.chosen, {B}, DType::i32);
   if (g.step >= std::numeric_limits<std::uint32_t>::max()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: step {} exceeds 32-bit indexing", kOp, g.step));
   }
@@ -173,7 +174,7 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
   push.flags = ARGMAX_INDEX | (g.tokens.valid() ? ARGMAX_TOKENS : 0u) | (g.scores.valid() ? ARGMAX_SCORE : 0u) |
                (g.finished.valid() ? ARGMAX_FINISHED : 0u) | (g.logits.valid() ? ARGMAX_LOGITS : 0u) |
                (g.attention.valid() ? ARGMAX_ATTENTION : 0u) | (g.embedding ? ARGMAX_EMBED : 0u) |
-               (g.nonfinite.valid() ? ARGMAX_NONFINITE : 0u);
+               (g.nonfinite.valid() ? ARGMAX_NONFINITE : 0u) | (g.chosen.valid() ? ARGMAX_CHOSEN : 0u);
   if (g.embedding) {
     push.emb_dim = static_cast<std::uint32_t>(g.embedding->cols);
     push.table_offset = static_cast<std::uint32_t>(g.embedding->offset);
@@ -194,7 +195,8 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
                         .attn_hist = g.attention,
                         .table = g.embedding ? g.embedding->tensor : Tensor{},
                         .emb_out = g.embedding ? g.embedding_out->tensor : Tensor{},
-                        .nonfinite = g.nonfinite},
+                        .nonfinite = g.nonfinite,
+                        .chosen = g.chosen},
                        push, ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 

@@ -235,7 +235,14 @@ Linear::Linear(Context& ctx, std::size_t in_features, std::size_t out_features, 
   if (has_bias_) bias_ = ctx.tensor({out_}, DType::f32, "Linear.bias");
 }
 
-void Linear::load(std::span<const float> weight, std::span<const float> bias) {
+void Linear::load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias) {
+  if (weight_shape != Shape{out_, in_}) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Linear({} -> {})::load: weight has shape {}, expected [out_features, in_features] = "
+                            "[{}, {}]{}",
+                            in_, out_, to_string(weight_shape), out_, in_,
+                            weight_shape == Shape{in_, out_} ? " (it is transposed)" : ""));
+  }
   if (weight.size() != in_ * out_) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("Linear::load: weight has {} elements, expected [{}, {}] = {}",

@@ -32,7 +32,7 @@ constexpr bool every_kernel_declared() {
                   AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, Gemm, RnnStep, RnnSeq,
                   RnnProj, SelfAttention, SelfAttentionWeights, Activation, ActivationInPlace,
                   ResidualAdd, ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
-                  SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, BeamSearch, SequenceGate,
+                  SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, LogitsProcessor, BeamSearch, SequenceGate,
                   Saxpy, BenchCopy, BenchEmpty, SubgroupProbe>(name)) {
       return false;
     }

@@ -418,7 +418,9 @@ void Rnn::set_parameter(const std::string& name, std::span<const float> data, co
 
 void Rnn::load(const std::map<std::string, std::span<const float>>& state_dict) {
   std::vector<std::string> unexpected, missing;
-  for (const auto& [name, data] : state_dict) {
+  for (const auto& entry : state_dict) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const std::string& name = entry.first;
     if (std::none_of(impl_->params.begin(), impl_->params.end(),
                      [&](const Impl::Param& p) { return p.name == name; }))
       unexpected.push_back(name);

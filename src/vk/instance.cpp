@@ -160,7 +160,16 @@ std::shared_ptr<Instance> Instance::create(bool validation, ValidationSink sink,
   info.ppEnabledLayerNames = layers.data();
   info.enabledExtensionCount = static_cast<std::uint32_t>(extensions.size());
   info.ppEnabledExtensionNames = extensions.data();
-  check(g.vkCreateInstance(&info, host_alloc, &self->instance_), "vkCreateInstance", "");
+  const VkResult created = g.vkCreateInstance(&info, host_alloc, &self->instance_);
+  if (created == VK_ERROR_INCOMPATIBLE_DRIVER) {
+    // The loader is there but found no driver (ICD): no device, as docs/runtime.md says.
+    throw Error(ErrorCode::no_device,
+                "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER): install a Vulkan "
+                "driver for your GPU, or mesa-vulkan-drivers for lavapipe, Mesa's CPU device (check with "
+                "vulkaninfo --summary)",
+                static_cast<std::int32_t>(created));
+  }
+  check(created, "vkCreateInstance", "");
   self->fns_ = load_instance_fns(self->instance_);
 
   if (validation && self->fns_.vkCreateDebugUtilsMessengerEXT) {

@@ -1,6 +1,7 @@
 #include "vk/physical_device.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cctype>
 #include <cstring>
 
@@ -352,8 +353,12 @@ std::uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::s
                                    [](unsigned char c) { return std::isdigit(c); });
   const DeviceInfo* match = nullptr;
   if (numeric) {
-    const unsigned long idx = std::stoul(selector);
-    for (const auto& d : devices) if (d.index == idx) match = &d;
+    // from_chars, not stoul: a selector of 30 digits (VKRNN_DEVICE is untrusted) is simply no
+    // device, not a std::out_of_range.
+    std::uint64_t idx = 0;
+    const auto [end, ec] = std::from_chars(selector.data(), selector.data() + selector.size(), idx);
+    if (ec == std::errc() && end == selector.data() + selector.size())
+      for (const auto& d : devices) if (d.index == idx) match = &d;
     if (!match) {
       throw Error(ErrorCode::no_device,
                   fmt::format("device index {} does not exist (VKRNN_DEVICE or ContextOptions::device); "

@@ -246,7 +246,7 @@ static void check_models(vkrnn_context* ctx, vkrnn_model** dates, vkrnn_model** 
     vkrnn_model_destroy(m);
     m = NULL;
     CHECK_STATUS(vkrnn_model_load_memory(ctx, config, config_size / 2, weights, weights_size, NULL, &m),
-                 VKRNN_ERROR_FORMAT, "not valid JSON");
+                 VKRNN_ERROR_FORMAT, "invalid JSON");
     CHECK_STATUS(vkrnn_model_load_memory(ctx, config, config_size, weights, weights_size - 3, NULL, &m),
                  VKRNN_ERROR_FORMAT, "model.safetensors");
     CHECK_STATUS(vkrnn_model_load_memory(ctx, config, config_size, NULL, 10, NULL, &m), VKRNN_ERROR_INVALID_ARGUMENT,

@@ -7,12 +7,14 @@
 #include "ops/kernel_interface.hpp"
 #include "reflect/argmax.hpp"
 #include "reflect/beam_search.hpp"
+#include "reflect/logits_processor.hpp"
 #include "reflect/topk.hpp"
 
 namespace vkrnn::kernels {
 
 // Row-wise argmax with the greedy decoder's bookkeeping; Push::flags: ARGMAX_*. With
-// ARGMAX_NONFINITE a row whose max is not finite gets nonfinite[b] = mark where it is 0.
+// ARGMAX_NONFINITE a row whose max is not finite gets nonfinite[b] = mark where it is 0; with
+// ARGMAX_CHOSEN a row emits chosen[b] where it is >= 0 (sampled or forced) instead.
 struct Argmax {
   VKRNN_KERNEL(argmax, "argmax", .subgroup = true)
   struct Push {
@@ -31,12 +33,12 @@ struct Argmax {
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor logits, index_out, value_out, tok_hist, score_hist, finished, logit_hist, weights,
-        attn_hist, table, emb_out, nonfinite;
+        attn_hist, table, emb_out, nonfinite, chosen;
   };
   VKRNN_BINDINGS((logits, read), (index_out, write), (value_out, write), (tok_hist, write),
                  (score_hist, write), (finished, read_write), (logit_hist, write),
                  (weights, read), (attn_hist, write), (table, read), (emb_out, write),
-                 (nonfinite, read_write))
+                 (nonfinite, read_write), (chosen, read))
 };
 
 // The k largest of each row (optionally as log-softmax values); with mark != 0 a row whose max
@@ -57,6 +59,33 @@ struct TopK {
     Tensor xs, values, indices, nonfinite;
   };
   VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write))
+};
+
+// The logits rules and sampling of one decoding step, in place on the logits; Push::flags:
+// LOGITS_*. The sampled or forced token goes to chosen[b] (-1: the argmax's).
+struct LogitsProcessor {
+  VKRNN_KERNEL(logits_processor, "logits_processor", .subgroup = true)
+  struct Push {
+    std::uint32_t B, V, ld, step, flags;
+    float inv_temperature, penalty;
+    std::uint32_t ngram, min_length;
+    std::int32_t eos, unk;
+    std::uint32_t n_suppressed, top_k;
+    float top_p;
+    std::uint32_t seed_lo, seed_hi, prefix_len;
+  };
+  VKRNN_PUSH(B, V, ld, step, flags, inv_temperature, penalty, ngram, min_length, eos, unk,
+             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor logits, inputs, hist, seen, suppressed, chosen, prefix;
+  };
+  VKRNN_BINDINGS((logits, read_write), (inputs, read), (hist, read_write), (seen, read_write),
+                 (suppressed, read), (chosen, write), (prefix, read))
 };
 
 // One beam-search step: merges each row's candidates into its beams, on the GPU.
