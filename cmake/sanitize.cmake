@@ -23,8 +23,9 @@ if(VKRNN_SANITIZE)
                       $<IF:$<CXX_COMPILER_ID:Clang>,-gline-tables-only,-g1>)
   add_link_options(-fsanitize=${VKRNN_SANITIZE})
   # Every executable keeps dlopen()ed libraries loaded (tests/sanitizers/keep_loaded.cpp says why).
+  # Executables only: the libraries are installed and exported, and must not carry it.
   add_library(vkrnn_keep_loaded OBJECT ${CMAKE_CURRENT_LIST_DIR}/../tests/sanitizers/keep_loaded.cpp)
-  link_libraries(vkrnn_keep_loaded)
+  link_libraries($<$<STREQUAL:$<TARGET_PROPERTY:TYPE>,EXECUTABLE>:vkrnn_keep_loaded>)
   set(_vkrnn_supp ${CMAKE_CURRENT_LIST_DIR}/../tests/sanitizers)
   cmake_path(NORMAL_PATH _vkrnn_supp)
   # A small quarantine: lavapipe's compiled compute shaders allocate blocks of a few bytes

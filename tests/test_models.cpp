@@ -445,6 +445,15 @@ TEST(Tokenizer, UnknownTokensPolicy) {
   EXPECT_EQ(words.encode("GREAT boring film"), (std::vector<std::int32_t>{2, 1, 3}));
   test::expect_error([&] { words.encode(" GREAT\tBoring film", false, UnknownTokens::error); }, ErrorCode::invalid_argument,
                      {"word 'Boring' at position 8"});
+
+  // Without an unk token (a version-2 model may have none) an unknown token is an error under
+  // either policy, never id -1.
+  const Tokenizer no_unk({"<pad>", "<s>", "</s>", "a"}, {TokenizerType::character, false, false}, SpecialTokens{0, 1, 2, -1});
+  EXPECT_EQ(no_unk.encode("aa", true, UnknownTokens::map_to_unk), (std::vector<std::int32_t>{3, 3, 2}));
+  for (auto policy : {UnknownTokens::map_to_unk, UnknownTokens::error}) {
+    test::expect_error([&] { no_unk.encode("ab", false, policy); }, ErrorCode::invalid_argument,
+                       {"character 'b' (U+0062) at position 2", "no unk token"});
+  }
 }
 
 TEST(Tokenizer, CheckTokenIds) {

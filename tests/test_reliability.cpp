@@ -371,10 +371,7 @@ void write_sparse_safetensors(const fs::path& p, const std::vector<std::pair<std
   fs::resize_file(p, bytes.size() + offset);
 }
 
-// DISABLED after the merge with the graph model format (issue 11): the graph-based loader in
-// src/models/model_file.cpp does not yet apply model_limits (layer counts, weight bytes before
-// reading) as rel-loader's loader did. A known gap, recorded on issues 17/19; re-enable with the port.
-TEST(UntrustedFiles, DISABLED_SparseHugeWeightsAreRefusedBeforeReading) {
+TEST(UntrustedFiles, SparseHugeWeightsAreRefusedBeforeReading) {
   // A model whose config implies ~15 GiB of weights, with a weights file that matches (sparse):
   // refused by the total before a byte of data is read or allocated.
   TempDir dir;
@@ -486,10 +483,7 @@ TEST(ModelConfigRules, SpecialTokensNeedTheirOwnIds) {
   test::expect_error([&] { ModelFile::load(dir.str()); }, ErrorCode::format, {"'pad' and 'unk' are both id 0"});
 }
 
-// DISABLED after the merge with the graph model format (issue 11): the graph-based loader in
-// src/models/model_file.cpp does not yet apply model_limits (layer counts, weight bytes before
-// reading) as rel-loader's loader did. A known gap, recorded on issues 17/19; re-enable with the port.
-TEST(ModelConfigRules, DISABLED_LimitsOfARealModel) {
+TEST(ModelConfigRules, LimitsOfARealModel) {
   auto limit = [](const std::string& field, json value, std::uint64_t max) {
     TinyModel m;
     json::json_pointer p(field);

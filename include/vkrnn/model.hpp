@@ -195,9 +195,9 @@ class VKRNN_API Tokenizer {
   Tokenizer(std::vector<std::string> vocab, const TokenizerConfig& config, const SpecialTokens& special);
 
   // Ids of text; with append_eos (seq2seq sources: config.src_append_eos) EOS is appended.
-  // A token missing from the vocabulary becomes unk, or with UnknownTokens::error is
-  // Error(invalid_argument) naming it (escaped), its code point (char) and its 1-based
-  // character position in the text.
+  // A token missing from the vocabulary becomes unk, or with UnknownTokens::error -- or when
+  // the model has no unk token -- is Error(invalid_argument) naming it (escaped), its code point
+  // (char) and its 1-based character position in the text.
   std::vector<std::int32_t> encode(std::string_view text, bool append_eos = false,
                                    UnknownTokens unknown = UnknownTokens::map_to_unk) const;
   // Text of ids: characters concatenated (character) or tokens joined by single spaces (word),

@@ -9,7 +9,6 @@
 
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
-#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/activation.hpp"
 #include "vkrnn/attention.hpp"
@@ -56,21 +55,17 @@ struct Classifier::Impl {
 };
 
 Classifier Classifier::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  const ModelFile model = ModelFile::load(model_dir);
-  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
-  return io_detail::only_vkrnn_errors(model_dir, [&] { return Classifier(ctx, model, options); });
+  return Classifier(ctx, ModelFile::load(model_dir), options);
 }
 
 Classifier Classifier::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
                                         const OpOptions& options) {
-  return Classifier(ctx, ModelFile::load_from_memory(config_json, weights), options);
+  const ModelFile model = ModelFile::load_from_memory(config_json, weights);
+  return io_detail::only_vkrnn_errors("<memory>", [&] { return Classifier(ctx, model, options); });
 }
 
-Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options) {
-  UploadBatch uploads(ctx);  // every weight in one submission
-  impl_ = std::make_unique<Impl>(ctx, model, options);
-  uploads.finish();
-}
+Classifier::Classifier(Context& ctx, const ModelFile& model, const OpOptions& options)
+    : impl_(model_detail::build_model<Impl>(ctx, model, options)) {}
 
 WarmUpTask Classifier::warm_up(const WarmUpOptions& options) const {
   return WarmUpTask::start(

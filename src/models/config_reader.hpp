@@ -16,6 +16,7 @@
 
 #include "io/json_kind.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/model.hpp"
 
 namespace vkrnn::model_detail {
 
@@ -23,7 +24,13 @@ using json = nlohmann::json;
 using io_detail::json_kind;
 
 // Far beyond any real model, small enough that products of three sizes fit in 64 bits.
-inline constexpr std::uint64_t kMaxSize = 1ull << 26;
+inline constexpr std::uint64_t kMaxSize = model_limits::max_dimension;
+
+// Whether `name` is one of `names` (C strings: option and field names).
+template <class Names>
+bool listed(const Names& names, std::string_view name) {
+  return std::any_of(std::begin(names), std::end(names), [name](const char* n) { return name == n; });
+}
 
 // Untrusted strings in messages: control bytes escaped, length capped.
 inline std::string quote(std::string_view s) {
@@ -59,11 +66,11 @@ class Reader {
     return *it;
   }
 
-  std::size_t size(const json& obj, const std::string& name, std::uint64_t min = 1) const {
+  // An integer in [min, max]; max defaults to the largest dimension (model_limits).
+  std::size_t size(const json& obj, const std::string& name, std::uint64_t min = 1, std::uint64_t max = kMaxSize) const {
     const json& v = field(obj, name);
-    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > kMaxSize) {
-      fail(fmt::format("field '{}': expected an integer in [{}, {}], got {}", name, min, kMaxSize,
-                       value_str(v)));
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > max) {
+      fail(fmt::format("field '{}': expected an integer in [{}, {}], got {}", name, min, max, value_str(v)));
     }
     return static_cast<std::size_t>(v.get<std::uint64_t>());
   }

@@ -12,8 +12,10 @@
 #include <fmt/format.h>
 
 #include "io/json_kind.hpp"
+#include "models/config_reader.hpp"
 #include "models/graph.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/model.hpp"
 
 namespace vkrnn::graph {
 
@@ -55,7 +57,7 @@ namespace {
 using io_detail::json_kind;
 
 // Far beyond any real model; keeps products of sizes inside 64 bits.
-constexpr std::uint64_t kMaxSize = 1ull << 26;
+constexpr std::uint64_t kMaxSize = model_limits::max_dimension;
 
 struct SlotSpec {
   const char* name;
@@ -71,6 +73,10 @@ struct OpSpec {
   InferFn infer;
   bool list_input = false;  // concat: its one input slot takes a list
 };
+
+bool has_slot(const std::vector<SlotSpec>& slots, std::string_view name) {
+  return std::any_of(slots.begin(), slots.end(), [name](const SlotSpec& s) { return name == s.name; });
+}
 
 // One node being checked: its inputs' tensors, options and weights, and what it declares.
 class Infer {
@@ -755,8 +761,7 @@ void check(Graph& g, const std::string& origin, const Graph* encoder, const Weig
     }
     const OpSpec& spec = it->second;
     for (const auto& [slot, names] : n.inputs) {
-      const bool known = std::any_of(spec.inputs.begin(), spec.inputs.end(), [&](const SlotSpec& s) { return slot == s.name; });
-      if (!known) {
+      if (!has_slot(spec.inputs, slot)) {
         std::vector<std::string> slots;
         for (const auto& s : spec.inputs) slots.push_back(s.name);
         fail(origin, g, fmt::format("{}: unknown input '{}' (it takes '{}')", where(), slot, fmt::join(slots, "', '")));
@@ -767,8 +772,7 @@ void check(Graph& g, const std::string& origin, const Graph* encoder, const Weig
       if (s.required && !n.inputs.count(s.name)) fail(origin, g, fmt::format("{}: input '{}' is missing", where(), s.name));
     }
     for (const auto& [slot, name] : n.outputs) {
-      const bool known = std::any_of(spec.outputs.begin(), spec.outputs.end(), [&](const SlotSpec& s) { return slot == s.name; });
-      if (!known) {
+      if (!has_slot(spec.outputs, slot)) {
         std::vector<std::string> slots;
         for (const auto& s : spec.outputs) slots.push_back(s.name);
         fail(origin, g, fmt::format("{}: unknown output '{}' (it has '{}')", where(), slot, fmt::join(slots, "', '")));
@@ -779,7 +783,7 @@ void check(Graph& g, const std::string& origin, const Graph* encoder, const Weig
     }
     if (n.outputs.empty()) fail(origin, g, fmt::format("{}: no outputs", where()));
     for (const auto& [key, value] : n.options.items()) {
-      if (std::find_if(spec.options.begin(), spec.options.end(), [&](const char* o) { return key == o; }) == spec.options.end()) {
+      if (!model_detail::listed(spec.options, key)) {
         fail(origin, g, fmt::format("{}: unknown option '{}'{}", where(), key,
                                     spec.options.empty() ? std::string(" (it takes none)") : fmt::format(" (it takes '{}')", fmt::join(spec.options, "', '"))));
       }

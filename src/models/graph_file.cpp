@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "models/config_reader.hpp"
+#include "vkrnn/beam_search.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn::graph {
@@ -23,7 +24,7 @@ using model_detail::value_str;
 // Keys of `obj` must be among `allowed`.
 void only_keys(const Reader& r, const json& obj, std::initializer_list<const char*> allowed, const std::string& where) {
   for (const auto& [key, value] : obj.items()) {
-    if (std::find_if(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }) == allowed.end()) {
+    if (!model_detail::listed(allowed, key)) {
       r.fail(fmt::format("{}: unknown field {} (expected '{}')", where, quote(key), fmt::join(allowed, "', '")));
     }
   }
@@ -205,7 +206,7 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
     if (!gj.contains(name)) r.fail(fmt::format("field 'graphs': graph '{}' is missing (a {} model has '{}')", name, to_string(c.task), fmt::join(names, "', '")));
   }
   for (const auto& [key, value] : gj.items()) {
-    if (std::find_if(names.begin(), names.end(), [&](const char* n) { return key == n; }) == names.end()) {
+    if (!model_detail::listed(names, key)) {
       r.fail(fmt::format("field 'graphs': unexpected graph {} for a {} model (it has '{}')", quote(key), to_string(c.task), fmt::join(names, "', '")));
     }
   }
@@ -229,18 +230,18 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
   if (seq2seq) {
     const json& d = object(r, j, "decode", "top level");
     only_keys(r, d, {"max_length", "beam_width", "length_alpha"}, "field 'decode'");
-    c.max_decode_length = r.size(d, "max_length");
-    c.beam_width = d.contains("beam_width") ? r.size(d, "beam_width") : 1;
+    c.max_decode_length = r.size(d, "max_length", 1, model_limits::max_decode_length);
+    c.beam_width = d.contains("beam_width") ? r.size(d, "beam_width", 1, BeamSearch::max_beam) : 1;
     if (c.beam_width > 63) r.fail(fmt::format("field 'decode.beam_width': {} is beyond 63", c.beam_width));
     c.length_alpha = d.contains("length_alpha") ? r.number(d, "length_alpha") : 0.6;
-    if (j.contains("src_vocab_size")) c.src_vocab_size = r.size(j, "src_vocab_size");
-    if (j.contains("tgt_vocab_size")) c.tgt_vocab_size = r.size(j, "tgt_vocab_size");
+    if (j.contains("src_vocab_size")) c.src_vocab_size = r.size(j, "src_vocab_size", 1, model_limits::max_vocab);
+    if (j.contains("tgt_vocab_size")) c.tgt_vocab_size = r.size(j, "tgt_vocab_size", 1, model_limits::max_vocab);
     if (j.contains("src_vocab")) c.src_vocab = strings(r, j, "src_vocab", true);
     if (j.contains("tgt_vocab")) c.tgt_vocab = strings(r, j, "tgt_vocab", true);
   } else {
     if (j.contains("decode")) r.fail("field 'decode': a classifier does not decode");
-    if (j.contains("vocab_size")) c.vocab_size = r.size(j, "vocab_size");
-    if (j.contains("num_classes")) c.num_classes = r.size(j, "num_classes");
+    if (j.contains("vocab_size")) c.vocab_size = r.size(j, "vocab_size", 1, model_limits::max_vocab);
+    if (j.contains("num_classes")) c.num_classes = r.size(j, "num_classes", 1, model_limits::max_vocab);
     if (j.contains("vocab")) c.vocab = strings(r, j, "vocab", true);
     if (j.contains("labels")) c.labels = strings(r, j, "labels", false);
     if (j.contains("output_activation")) {
@@ -261,7 +262,7 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
     if (tok.contains("lowercase")) c.tokenizer.lowercase = r.boolean(tok, "lowercase");
     if (tok.contains("src_append_eos")) c.tokenizer.src_append_eos = r.boolean(tok, "src_append_eos");
   }
-  if (j.contains("max_positions")) c.max_positions = r.size(j, "max_positions");
+  if (j.contains("max_positions")) c.max_positions = r.size(j, "max_positions", 1, model_limits::max_positions);
   if (j.contains("weights_dtype")) c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
 }
 

@@ -21,6 +21,7 @@
 #include "io/untrusted.hpp"
 #include "models/config_reader.hpp"
 #include "models/graph_file.hpp"
+#include "vkrnn/beam_search.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/safetensors.hpp"
 
@@ -68,8 +69,8 @@ RnnRole rnn_role(std::string role, CellType cell, std::size_t input, std::size_t
 }
 
 void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
-  c.src_vocab_size = r.size(j, "src_vocab_size");
-  c.tgt_vocab_size = r.size(j, "tgt_vocab_size");
+  c.src_vocab_size = r.size(j, "src_vocab_size", 1, model_limits::max_vocab);
+  c.tgt_vocab_size = r.size(j, "tgt_vocab_size", 1, model_limits::max_vocab);
   const json& sp = r.field(j, "special_tokens");
   if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   const std::size_t both = std::min(c.src_vocab_size, c.tgt_vocab_size);  // ids shared by both sides
@@ -79,25 +80,25 @@ void parse_seq2seq_common(const Reader& r, const json& j, ModelConfig& c) {
   c.special.unk = r.special(sp, "unk", both);
   c.src_vocab = r.vocab(j, "src_vocab", c.src_vocab_size);
   c.tgt_vocab = r.vocab(j, "tgt_vocab", c.tgt_vocab_size);
-  c.max_decode_length = r.size(j, "max_decode_length");
+  c.max_decode_length = r.size(j, "max_decode_length", 1, model_limits::max_decode_length);
   const json& beam = r.field(j, "beam");
   if (!beam.is_object()) r.fail(fmt::format("field 'beam': expected an object, got {}", json_kind(beam)));
-  c.beam_width = r.size(beam, "width");
+  c.beam_width = r.size(beam, "width", 1, BeamSearch::max_beam);
   c.length_alpha = r.number(beam, "length_alpha");
   c.input_feeding = r.boolean(j, "input_feeding");
 }
 
 void parse_classifier_common(const Reader& r, const json& j, ModelConfig& c) {
-  c.vocab_size = r.size(j, "vocab_size");
+  c.vocab_size = r.size(j, "vocab_size", 1, model_limits::max_vocab);
   const json& sp = r.field(j, "special_tokens");
   if (!sp.is_object()) r.fail(fmt::format("field 'special_tokens': expected an object, got {}", json_kind(sp)));
   c.special.pad = r.special(sp, "pad", c.vocab_size);
   c.special.unk = r.special(sp, "unk", c.vocab_size);
   c.vocab = r.vocab(j, "vocab", c.vocab_size);
   c.hidden = r.size(j, "hidden");
-  c.layers = r.size(j, "layers");
+  c.layers = r.size(j, "layers", 1, model_limits::max_layers);
   c.bidirectional = r.boolean(j, "bidirectional");
-  c.num_classes = r.size(j, "num_classes");
+  c.num_classes = r.size(j, "num_classes", 1, model_limits::max_vocab);
   c.labels = r.labels(j, c.num_classes);
   c.output_activation = r.choice<OutputActivation>(
       j, "output_activation", {{"softmax", OutputActivation::softmax}, {"sigmoid", OutputActivation::sigmoid}});
@@ -127,7 +128,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
     case Architecture::bahdanau_seq2seq: {
       parse_seq2seq_common(r, j, c);
       c.encoder_hidden = r.size(j, "encoder_hidden");
-      c.encoder_layers = r.size(j, "encoder_layers");
+      c.encoder_layers = r.size(j, "encoder_layers", 1, model_limits::max_layers);
       r.expect_value(j, "encoder_bidirectional", true);
       c.decoder_hidden = r.size(j, "decoder_hidden");
       r.expect_value(j, "decoder_layers", std::size_t{1});
@@ -152,7 +153,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
     case Architecture::luong_seq2seq: {
       parse_seq2seq_common(r, j, c);
       c.hidden = r.size(j, "hidden");
-      c.layers = r.size(j, "layers");
+      c.layers = r.size(j, "layers", 1, model_limits::max_layers);
       c.score = r.choice<Score>(j, "score", {{"dot", Score::dot}, {"general", Score::general}, {"concat", Score::concat}});
       const std::size_t H = c.hidden;
       e.plain = {{"src_embedding", {c.src_vocab_size, E}},
@@ -192,7 +193,7 @@ Expected parse_architecture(const Reader& r, const json& j, ModelConfig& c) {
       c.positional_encoding = r.boolean(j, "positional_encoding");
       c.residual = r.boolean(j, "residual");
       c.pooling = r.choice<Pooling>(j, "pooling", {{"last", Pooling::last}, {"attention", Pooling::attention}});
-      c.max_positions = r.size(j, "max_positions");
+      c.max_positions = r.size(j, "max_positions", 1, model_limits::max_positions);
       e.plain.push_back({"embedding", {c.vocab_size, E}});
       if (c.attention_projections) {
         for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
@@ -307,6 +308,23 @@ void check_metadata(const SafetensorsFile& st, std::initializer_list<std::pair<c
   }
 }
 
+// The tensors a model loads, as f32, within model_limits::max_weight_bytes: decided from the
+// header alone, before a byte of data is read or allocated (a sparse file can claim any size).
+template <class Names>
+void check_weight_bytes(const SafetensorsFile& st, const Names& names) {
+  constexpr std::uint64_t cap = model_limits::max_weight_bytes;
+  std::uint64_t total = 0;  // saturates just past the cap
+  for (const auto& [name, where] : names) {
+    std::uint64_t elements = 1;
+    for (const std::size_t d : st.entry(name).shape) elements = d != 0 && elements > cap / d ? cap + 1 : elements * d;
+    total = std::min(cap + 1, total + std::min(cap + 1, elements * sizeof(float)));
+  }
+  if (total > cap) {
+    throw Error(ErrorCode::format, fmt::format("{}: the weights need more than the {} byte limit of a model as f32 "
+                                               "(see SECURITY.md)", st.origin(), cap));
+  }
+}
+
 std::vector<float> load_tensor(const SafetensorsFile& st, const std::string& name, const std::string& role, const Shape& shape) {
   const SafetensorsEntry& en = st.entry(name);
   auto bad = [&](const std::string& message) { throw Error(ErrorCode::format, fmt::format("{}: {}", st.origin(), message)); };
@@ -392,6 +410,7 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     }
   }
   if (!extra.empty()) bad(fmt::format("unexpected tensor(s) not named in model.json: {}", fmt::join(extra, ", ")));
+  check_weight_bytes(st, named);
 
   for (const auto& [role, shape] : expected.plain) {
     data.plain[role] = load_tensor(st, c.tensors.at(role), role, shape);
@@ -438,6 +457,7 @@ void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const Weight
   if (!extra.empty()) {
     throw Error(ErrorCode::format, fmt::format("{}: unexpected tensor(s) that no node of model.json names: {}", st.origin(), fmt::join(extra, ", ")));
   }
+  check_weight_bytes(st, named);
   for (const auto& [name, where] : named) {
     data.plain[name] = load_tensor(st, name, where, file_shapes.at(name));
     data.shapes[name] = file_shapes.at(name);

@@ -15,7 +15,6 @@
 
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
-#include "io/untrusted.hpp"
 #include "models/model_common.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/beam_search.hpp"
@@ -538,21 +537,17 @@ std::vector<std::int32_t> DecodeResult::row(std::size_t b) const {
 }
 
 Seq2Seq Seq2Seq::load(Context& ctx, const std::string& model_dir, const OpOptions& options) {
-  const ModelFile model = ModelFile::load(model_dir);
-  // Host memory for a model of the limits' size may still run out: an Error, not std::bad_alloc.
-  return io_detail::only_vkrnn_errors(model_dir, [&] { return Seq2Seq(ctx, model, options); });
+  return Seq2Seq(ctx, ModelFile::load(model_dir), options);
 }
 
 Seq2Seq Seq2Seq::load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,
                                   const OpOptions& options) {
-  return Seq2Seq(ctx, ModelFile::load_from_memory(config_json, weights), options);
+  const ModelFile model = ModelFile::load_from_memory(config_json, weights);
+  return io_detail::only_vkrnn_errors("<memory>", [&] { return Seq2Seq(ctx, model, options); });
 }
 
-Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options) {
-  UploadBatch uploads(ctx);  // every weight in one submission
-  impl_ = std::make_unique<Impl>(ctx, model, options);
-  uploads.finish();
-}
+Seq2Seq::Seq2Seq(Context& ctx, const ModelFile& model, const OpOptions& options)
+    : impl_(model_detail::build_model<Impl>(ctx, model, options)) {}
 Seq2Seq::Seq2Seq(Seq2Seq&&) noexcept = default;
 Seq2Seq& Seq2Seq::operator=(Seq2Seq&&) noexcept = default;
 Seq2Seq::~Seq2Seq() = default;

@@ -105,9 +105,11 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool append_e
     auto it = index_.find(token);
     if (it != index_.end()) {
       ids.push_back(it->second);
-    } else if (unknown == UnknownTokens::map_to_unk || special_.unk < 0) {
+    } else if (unknown == UnknownTokens::map_to_unk && special_.unk >= 0) {
       ids.push_back(special_.unk);
     } else {
+      // Without an unk token (a version-2 model may have none) there is nothing to map it to:
+      // an error under either policy, never the id -1.
       // Named as the text has it (before lowercasing), escaped.
       const std::string_view original = text.substr(token_byte, end_byte - token_byte);
       std::string what = fmt::format("word {}", io_detail::quote(original, 60));
@@ -117,9 +119,10 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool append_e
         what = fmt::format("character {} (U+{:04X})", io_detail::quote(original), static_cast<std::uint32_t>(cp));
       }
       throw Error(ErrorCode::invalid_argument,
-                  fmt::format("Tokenizer: {} at position {} is not in the vocabulary ({} tokens; "
-                              "UnknownTokens::map_to_unk reads it as unk)",
-                              what, token_char, vocab_.size()));
+                  fmt::format("Tokenizer: {} at position {} is not in the vocabulary ({} tokens; {})", what, token_char,
+                              vocab_.size(),
+                              special_.unk >= 0 ? "UnknownTokens::map_to_unk reads it as unk"
+                                                : "the model has no unk token to read it as"));
     }
     token.clear();
   };

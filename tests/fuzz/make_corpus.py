@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Seed corpora for the libFuzzer targets (tests/fuzz/README.md).
 
-From the shipped models (samples/*/model) and, when present, the parity fixtures of every
-architecture (tools/make_model_fixtures.py, written by the model_fixtures test), writes
-OUT/<target>/<sha1> for the targets below. The shipped models go in twice: shrunk (their
-config, vocabularies, tokenizer and tensor map, with every layer 2 wide and random weights:
-a few KB, so the fuzzer runs at thousands of inputs per second; needs torch) into
+From the shipped models (samples/*/model, format version 1) and, when present, the fixture
+directories given (tools/make_model_fixtures.py: every architecture, mostly version 2;
+tools/make_graph_fixtures.py: users' own modules as version-2 graphs), writes OUT/<target>/<sha1>
+for the targets below. The shipped models go in twice: shrunk (their config, vocabularies,
+tokenizer and tensor map, with every layer 2 wide and random weights, exported as version 1 and
+as version 2: a few KB, so the fuzzer runs at thousands of inputs per second; needs torch) into
 OUT/<target>/, and whole (725 KB and 93 KB) into OUT/<target>-full/, which the regression
 test runs once but the fuzzer does not mutate.
 
@@ -14,7 +15,7 @@ test runs once but the fuzzer does not mutate.
   tokenizer    flags byte | vocabulary entries joined by '\\n' | '\\n\\n' | a text
                (flags: bit 0 word tokenizer, 1 lowercase, 2 append EOS, 3 unknown -> error)
 
-A new target (e.g. a graph model format) adds its writer here and one vkrnn_fuzz_target()
+A new target (e.g. another file format) adds its writer here and one vkrnn_fuzz_target()
 line in tests/fuzz/CMakeLists.txt.
 """
 import argparse
@@ -53,7 +54,7 @@ SHRINK = {"embedding_dim": 2, "encoder_hidden": 2, "decoder_hidden": 2, "hidden"
           "heads": 1}
 
 
-def shrunk(source, model_dir, out_dir):
+def shrunk(source, model_dir, out_dir, format_version):
     """model_dir's model re-exported with 2-wide layers and random weights (None without torch)."""
     sys.path.insert(0, str(source / "tools"))
     try:
@@ -67,7 +68,7 @@ def shrunk(source, model_dir, out_dir):
     kwargs.update({k: v for k, v in SHRINK.items() if k in kwargs})
     model, _ = et.random_model(arch, 1, **kwargs)
     vocabs = {k: config[k] for k in ("src_vocab", "tgt_vocab", "vocab", "labels") if k in config}
-    et.export(model, str(out_dir), tokenizer=config["tokenizer"], **vocabs)
+    et.export(model, str(out_dir), tokenizer=config["tokenizer"], format_version=format_version, **vocabs)
     return out_dir
 
 
@@ -82,7 +83,8 @@ def heldout_texts(model_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True, type=pathlib.Path, help="the vkrnn checkout")
-    ap.add_argument("--fixtures", type=pathlib.Path, help="model fixtures directory (optional)")
+    ap.add_argument("--fixtures", type=pathlib.Path, action="append", default=[],
+                    help="a fixtures directory of model directories (optional, repeatable)")
     ap.add_argument("--out", required=True, type=pathlib.Path)
     args = ap.parse_args()
 
@@ -93,11 +95,13 @@ def main():
     # (model directory, target suffix, texts for the tokenizer seeds)
     model_dirs = [(d, "-full", heldout_texts(d)) for d in shipped]
     for i, d in enumerate(shipped):
-        small = shrunk(args.source, d, pathlib.Path(tmp.name) / str(i))
-        if small:
-            model_dirs.append((small, "", []))
-    if args.fixtures and args.fixtures.is_dir():
-        model_dirs += [(p.parent, "", []) for p in sorted(args.fixtures.glob("*/model.json"))]
+        for version in (1, 2):
+            small = shrunk(args.source, d, pathlib.Path(tmp.name) / f"{i}-v{version}", version)
+            if small:
+                model_dirs.append((small, "", []))
+    for fixtures in args.fixtures:
+        if fixtures.is_dir():
+            model_dirs += [(p.parent, "", []) for p in sorted(fixtures.glob("*/model.json"))]
 
     for target in ("safetensors", "model", "tokenizer"):  # every directory the tests name exists
         for suffix in ("", "-full"):

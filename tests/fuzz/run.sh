@@ -27,7 +27,8 @@ done
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors model tokenizer)
 if [ ! -d "$build/fuzz/seeds" ]; then
-  /usr/bin/python3 "$here/make_corpus.py" --source "$src" --fixtures "$build/fixtures/models" --out "$build/fuzz/seeds"
+  /usr/bin/python3 "$here/make_corpus.py" --source "$src" --fixtures "$build/fixtures/models" \
+    --fixtures "$build/fixtures/graphs" --out "$build/fuzz/seeds"
 fi
 status=0
 for t in "${targets[@]}"; do
