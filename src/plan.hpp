@@ -270,6 +270,12 @@ struct ArgmaxRow {
   std::uint64_t emb = 0;     // embedding floats copied per row
 };
 Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row);
+// Rows of V logits under the processor's rules: `suppressed` ids, an n-gram scan of up to
+// `capacity` starts, sampling's bisections.
+struct LogitsRow {
+  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0;
+  bool sample = false;
+};
 // Loop iterations one invocation of a `wg`-wide workgroup runs on such a row (estimated from
 // above: every loop whose trip count the row sets, and the reductions' loops).
 std::uint64_t argmax_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const ArgmaxRow& row);
@@ -282,12 +288,6 @@ std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t 
                                            std::uint64_t head_dim);
 // Rows of N entries, the best k kept (in lists of bit_ceil(k)).
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k);
-// Rows of V logits under the processor's rules: `suppressed` ids, an n-gram scan of up to
-// `capacity` starts, sampling's bisections.
-struct LogitsRow {
-  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0;
-  bool sample = false;
-};
 Reduction logits_processor_row(const DeviceInfo& dev, const Reduction& base, const LogitsRow& row);
 // Rows of `cols` floats copied.
 std::uint32_t embedding_row(const DeviceInfo& dev, std::uint32_t workgroup, std::uint64_t cols);
