@@ -275,6 +275,7 @@ Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxR
 std::uint64_t argmax_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const ArgmaxRow& row);
 std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, std::uint64_t N,
                          std::uint64_t k);
+struct LogitsRow;  // below
 std::uint64_t logits_processor_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg,
                                      const LogitsRow& row);
 std::uint64_t embedding_loops(std::uint64_t wg, std::uint64_t cols);
