@@ -285,8 +285,9 @@ std::uint64_t self_attention_weights_loops(const DeviceInfo& dev, std::uint64_t 
 Reduction topk_row(const DeviceInfo& dev, const Reduction& base, std::uint64_t N, std::uint64_t k);
 // Rows of V logits under the processor's rules: `suppressed` ids, an n-gram scan of up to
 // `capacity` starts, sampling's bisections.
+// `sequences` suppressed sequences of up to `sequence_length` tokens.
 struct LogitsRow {
-  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0;
+  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0, sequences = 0, sequence_length = 0;
   bool sample = false;
 };
 Reduction logits_processor_row(const DeviceInfo& dev, const Reduction& base, const LogitsRow& row);

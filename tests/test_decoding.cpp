@@ -51,6 +51,13 @@ void ref_process(std::vector<double>& x, const std::vector<std::int32_t>& inputs
   }
   for (double& v : x) v /= p.temperature;
   for (std::int32_t id : p.suppressed) x[static_cast<std::size_t>(id)] = -kInf;
+  for (const auto& s : p.suppressed_sequences) {
+    // The last token, where the others are the last generated tokens (all of them: one token).
+    const std::size_t L = s.size();
+    if (g.size() + 1 >= L && std::equal(s.begin(), s.end() - 1, g.end() - static_cast<std::ptrdiff_t>(L - 1))) {
+      x[static_cast<std::size_t>(s.back())] = -kInf;
+    }
+  }
   if (p.unk >= 0) x[static_cast<std::size_t>(p.unk)] = -kInf;
   if (p.min_length > 0 && t < p.min_length) x[static_cast<std::size_t>(p.eos)] = -kInf;
   const std::size_t n = p.no_repeat_ngram_size;
@@ -205,7 +212,7 @@ void check_processor(std::size_t B, std::size_t V, std::size_t T, const LogitsPr
 TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
   for (const auto& [B, V, T] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 1, 4}, {3, 7, 8}, {16, 8000, 4}}) {
     const std::int32_t last = static_cast<std::int32_t>(V - 1);
-    std::vector<LogitsProcessing> cases(7);
+    std::vector<LogitsProcessing> cases(9);
     cases[0].repetition_penalty = 1.7;
     cases[1].temperature = 0.6;
     cases[2].no_repeat_ngram_size = 2;
@@ -213,6 +220,11 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     cases[4].unk = last;
     cases[5].suppressed = {0, last, 0};
     cases[6].no_repeat_ngram_size = 1;
+    // Sequences over the few ids the inputs are drawn from (so they occur), of 1 to 5 tokens.
+    const std::int32_t a = 0, b = std::min<std::int32_t>(1, last), c = std::min<std::int32_t>(2, last);
+    cases[7].suppressed_sequences = {{a, b}, {c}, {b, b, a}, {a, c, b, a, c}, {last, a}};
+    cases[8].suppressed_sequences = {{b, c}};
+    cases[8].no_repeat_ngram_size = 2;
     LogitsProcessing all;
     all.repetition_penalty = 0.8;  // < 1 rewards repetition: the rule still holds
     all.temperature = 1.3;
@@ -220,6 +232,7 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     all.min_length = 2, all.eos = std::min<std::int32_t>(1, last);
     all.unk = std::min<std::int32_t>(2, last);
     all.suppressed = {last};
+    all.suppressed_sequences = {{a, a}, {c, b, a}};
     cases.push_back(all);
     std::uint32_t seed = 10;
     for (const auto& p : cases) check_processor(B, V, T, p, ++seed);
@@ -229,6 +242,7 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
 TEST(LogitsProcessor, WorkgroupSizesAndReductionPaths) {
   LogitsProcessing p;
   p.repetition_penalty = 1.2, p.no_repeat_ngram_size = 2, p.sample = true, p.top_k = 5, p.top_p = 0.9, p.seed = 42;
+  p.suppressed_sequences = {{0, 1}, {2, 2, 1}, {1, 0}, {0, 0}, {2, 1}, {1, 1, 1}};
   for (const std::uint32_t wg : {1u, 4u, 32u}) {
     for (const bool shared : {false, true}) {
       OpOptions o;
@@ -247,6 +261,7 @@ TEST(LogitsProcessor, LimitProfiles) {
   LogitsProcessing all;
   all.repetition_penalty = 1.2, all.temperature = 0.9, all.no_repeat_ngram_size = 2;
   all.min_length = 2, all.eos = 1, all.unk = 2, all.suppressed = {3};
+  all.suppressed_sequences = {{0, 1}, {2, 0, 1}};
   all.sample = true, all.top_k = 5, all.top_p = 0.9, all.seed = 7;
   for (test::Limits limits : test::kAllLimits) {
     Context& ctx = test::limited_context(limits);
@@ -348,6 +363,10 @@ TEST(LogitsProcessor, Errors) {
   expect_error(make([](LogitsProcessing& p) { p.min_length = 2; }), ErrorCode::invalid_argument, {"min_length", "eos"});
   expect_error(make([](LogitsProcessing& p) { p.suppressed = {3, 7}; }), ErrorCode::invalid_argument, {"suppressed[1] = 7", "[0, 7)"});
   expect_error(make([](LogitsProcessing& p) { p.unk = 9; }), ErrorCode::invalid_argument, {"unk = 9"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1 is empty"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {3, -1}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1[1] = -1"});
   LogitsProcessing p;
   p.prefix = {{1, 2, 3}};
   const LogitsProcessor op(ctx, 7, p);
@@ -392,8 +411,9 @@ double log_softmax_at(const std::vector<double>& x, std::size_t k) {
 // greedy's own tokens, the same batch: the same kernels), the token is their argmax and the
 // score its log-softmax.
 void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions& o, std::uint32_t seed) {
-  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {}", spec.Vt, B, o.repetition_penalty,
-                           o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size()));
+  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {} sequences {}", spec.Vt, B,
+                           o.repetition_penalty, o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size(),
+                           o.suppress_sequences.size()));
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(B, spec.Vs, seed);
@@ -408,6 +428,7 @@ void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions
   p.eos = 2;
   p.unk = o.disable_unk ? 3 : -1;
   p.suppressed = o.suppress_tokens;
+  p.suppressed_sequences = o.suppress_sequences;
   auto st = model.start(model.encode(src), {.max_len = o.max_len, .return_logits = true});
   std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>{1});  // BOS
   std::size_t checked = 0;
@@ -447,8 +468,47 @@ TEST(DecodeOptions, GreedyRulesMatchTheHostOnTeacherForcedLogits) {
   check_greedy_rules(small, 1, {.disable_unk = true, .suppress_tokens = {4}}, 4);
   check_greedy_rules(wide, 16,
                      {.max_len = 12, .repetition_penalty = 1.3, .no_repeat_ngram_size = 2, .min_length = 3, .disable_unk = true,
-                      .suppress_tokens = {5, 39}},
+                      .suppress_tokens = {5, 39}, .suppress_sequences = {{6, 7}, {8}, {4, 4, 4}}},
                      5);
+}
+
+// Whether `seq` occurs in `tokens`.
+bool contains(const std::vector<std::int32_t>& tokens, const std::vector<std::int32_t>& seq) {
+  return std::search(tokens.begin(), tokens.end(), seq.begin(), seq.end()) != tokens.end();
+}
+
+// Suppressed sequences taken from what plain greedy and beam produce: with them, greedy follows
+// the host rules, and no greedy row or beam hypothesis contains one.
+TEST(DecodeOptions, SuppressSequencesOfWhatWouldBeGenerated) {
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.scale = 1.5f;
+  TempDir dir;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const std::size_t B = 3;
+  const auto src = sources(B, spec.Vs, 7);
+  const DecodeResult plain = model.greedy(src, {.max_len = 10, .stop_at_eos = false});
+  // A bigram, a trigram and a 4-gram of the plain rows (rows 0, 1, 2).
+  std::vector<std::vector<std::int32_t>> banned;
+  for (std::size_t b = 0; b < B; ++b) {
+    const auto first = plain.tokens.begin() + static_cast<std::ptrdiff_t>(b * 10 + 1);
+    banned.emplace_back(first, first + static_cast<std::ptrdiff_t>(2 + b));
+  }
+  check_greedy_rules(spec, B, {.max_len = 10, .suppress_sequences = banned}, 7);
+  const DecodeResult g = model.greedy(src, {.max_len = 10, .stop_at_eos = false, .suppress_sequences = banned});
+  EXPECT_NE(g.tokens, plain.tokens);
+  for (std::size_t b = 0; b < B; ++b) {
+    for (const auto& s : banned) EXPECT_FALSE(contains(g.row(b), s)) << "row " << b;
+  }
+  const auto plain_beams = model.beam(src, {.beam_width = 4, .max_len = 10});
+  std::vector<std::vector<std::int32_t>> from_beams;
+  for (const auto& row : plain_beams) from_beams.emplace_back(row.at(0).tokens.begin(), row.at(0).tokens.begin() + 2);
+  const auto beams = model.beam(src, {.beam_width = 4, .max_len = 10, .suppress_sequences = from_beams});
+  for (const auto& row : beams) {
+    for (const Hypothesis& h : row) {
+      for (const auto& s : from_beams) EXPECT_FALSE(contains(h.tokens, s));
+    }
+  }
 }
 
 // Off, the options record nothing; on, one dispatch per step and still one submission.

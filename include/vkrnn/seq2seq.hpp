@@ -62,6 +62,9 @@ struct DecodeOptions {
   std::size_t min_length = 0;             // tokens before EOS may be chosen (EOS excluded)
   bool disable_unk = false;               // never choose the model's unk token
   std::vector<std::int32_t> suppress_tokens;  // ids never chosen
+  // Token sequences never generated (CTranslate2's suppress_sequences): the last token of each
+  // is masked where the others end the row's generated tokens; one-token sequences always.
+  std::vector<std::vector<std::int32_t>> suppress_sequences;
   std::size_t sampling_topk = 1;          // 1: greedy (argmax); 0: sample the whole vocabulary
   double sampling_topp = 1.0;             // nucleus, (0, 1]; used when sampling
   double sampling_temperature = 1.0;      // > 0; used when sampling
@@ -126,6 +129,7 @@ struct BeamOptions {
   std::size_t min_length = 0;
   bool disable_unk = false;
   std::vector<std::int32_t> suppress_tokens;
+  std::vector<std::vector<std::int32_t>> suppress_sequences;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").

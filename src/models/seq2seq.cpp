@@ -321,6 +321,7 @@ struct Seq2Seq::Impl {
       p.unk = cfg.special.unk;
     }
     p.suppressed = o.suppress_tokens;
+    p.suppressed_sequences = o.suppress_sequences;
     return p;
   }
 

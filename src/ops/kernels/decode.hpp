@@ -72,10 +72,10 @@ struct LogitsProcessor {
     std::int32_t eos, unk;
     std::uint32_t n_suppressed, top_k;
     float top_p;
-    std::uint32_t seed_lo, seed_hi, prefix_len;
+    std::uint32_t seed_lo, seed_hi, prefix_len, n_sequences;
   };
   VKRNN_PUSH(B, V, ld, step, flags, inv_temperature, penalty, ngram, min_length, eos, unk,
-             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len)
+             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len, n_sequences)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     bool ONE_SUBGROUP = false;
