@@ -760,6 +760,59 @@ TEST(DecodeOptions, BeamTokenScores) {
   }
 }
 
+// The coverage penalty against the host formula on the returned attention (every hypothesis,
+// ranked by it); patience: more finished hypotheses before a row stops, the K best returned,
+// and patience 1 is the plain search.
+TEST(DecodeOptions, BeamPatienceAndCoveragePenalty) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 12;
+  spec.eos_bias = 1.5f;  // short hypotheses over long sources: coverage below 1
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = test::random_token_rows({7, 6, 7, 3}, 3, spec.Vs, 21);
+  const double alpha = 0.6, beta = 0.7;
+  const auto plain = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9});
+  const auto same = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 1.0});
+  DecodeStats one, three;
+  const auto cov = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .return_attention = true, .stats = &one,
+                                    .coverage_penalty = beta});
+  std::size_t penalised = 0;
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    ASSERT_EQ(same[b].size(), plain[b].size());
+    for (std::size_t k = 0; k < plain[b].size(); ++k) EXPECT_EQ(same[b][k].tokens, plain[b][k].tokens);
+    const std::size_t S = cov[b].at(0).attention.size() / cov[b].at(0).tokens.size();
+    for (std::size_t k = 0; k < cov[b].size(); ++k) {
+      const Hypothesis& h = cov[b][k];
+      std::vector<double> c(S, 0.0);
+      for (std::size_t t = 0; t < h.tokens.size(); ++t)
+        for (std::size_t j = 0; j < S; ++j) c[j] += h.attention[t * S + j];
+      double pen = 0.0;
+      for (double cj : c)
+        if (cj > 0.0) pen += std::log(std::min(cj, 1.0));
+      penalised += pen < -1e-3;
+      EXPECT_NEAR(h.norm_score, h.score / std::pow(double(h.tokens.size()), alpha) + beta * pen, 1e-5) << "row " << b << " hyp " << k;
+      if (k > 0) {
+        EXPECT_GE(cov[b][k - 1].norm_score, h.norm_score);
+      }
+    }
+  }
+  EXPECT_GT(penalised, 0u);
+  // Patience 2: rows stop after 6 finished hypotheses (so they run at least as long), 3 returned.
+  const auto patient = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .stats = &three, .patience = 2.0});
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_LE(patient[b].size(), 3u);
+    EXPECT_GE(patient[b].at(0).norm_score, plain[b].at(0).norm_score - 1e-6) << "row " << b;
+  }
+  EXPECT_GE(three.steps_run, one.steps_run);
+  std::printf("beam K 3, B 4, 9 steps: %zu steps run with patience 1, %zu with patience 2\n", one.steps_run, three.steps_run);
+  const auto small = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 0.1});  // stop after 1
+  for (const auto& row : small) EXPECT_GE(row.size(), 1u);
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 0.0}); }, ErrorCode::invalid_argument, {"patience = 0"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 1e9}); }, ErrorCode::invalid_argument, {"patience", "beyond"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .coverage_penalty = std::nan("")}); }, ErrorCode::invalid_argument,
+               {"coverage_penalty"});
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, TinySpec{});

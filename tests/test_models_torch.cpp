@@ -10,7 +10,8 @@
 //    logits within 1e-4 at every step, attention within 1e-5,
 //  - the incremental API (encode, start, step) gives exactly what the one-submission decode gives,
 //  - greedy and beam search with the decoding rules (repetition penalty, n-gram blocking,
-//    min_length) give the reference's tokens and hypotheses.
+//    min_length), and beam search with patience and the coverage penalty, give the reference's
+//    tokens and hypotheses.
 //
 // Missing fixtures: the test skips, unless VKRNN_REQUIRE_TORCH=1 (CI), where it fails.
 #include <algorithm>
@@ -239,7 +240,8 @@ void check_beam(const Case& c) {
 // Decoding rules (repetition_penalty, no_repeat_ngram_size, min_length) against the reference's
 // straightforward PyTorch rules (tools/vkrnn_models.py, DecodeRules) in its greedy and beam
 // decodes: the same tokens, lengths and hypotheses, scores within 1e-4 and the processed logits
-// (the same entries -inf, the rest within 1e-4).
+// (the same entries -inf, the rest within 1e-4); beam search with a patience factor and the
+// coverage penalty against the reference's beam_decode with the same.
 void check_rules(const Case& c) {
   SCOPED_TRACE(c.name + " (decoding rules)");
   const Seq2Seq model = Seq2Seq::load(context(), c.dir);
@@ -279,6 +281,12 @@ void check_rules(const Case& c) {
   expect_hypotheses(f, "rules_beam_",
                     model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N, .repetition_penalty = penalty,
                                          .no_repeat_ngram_size = ngram, .min_length = min_length}),
+                    K, N);
+  // Patience and the coverage penalty (tools/vkrnn_models.py, beam_decode).
+  expect_hypotheses(f, "search_beam_",
+                    model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N,
+                                         .patience = std::stod(meta.at("search_patience")),
+                                         .coverage_penalty = std::stod(meta.at("search_coverage_penalty"))}),
                     K, N);
 }
 

@@ -31,8 +31,10 @@ expected.safetensors, seq2seq cases (B rows, S source steps, V target vocab, T =
     rules_beam_count, rules_beam_tokens, rules_beam_lengths, rules_beam_finished,
     rules_beam_scores, rules_beam_norm_scores                greedy (stop at EOS) and beam
                                                              search with RULES (DecodeRules)
+    search_beam_count, ... search_beam_norm_scores           beam search with SEARCH (patience,
+                                                             coverage penalty)
   metadata: case, max_len, beam_width, length_alpha, rules_repetition_penalty,
-    rules_no_repeat_ngram_size, rules_min_length
+    rules_no_repeat_ngram_size, rules_min_length, search_patience, search_coverage_penalty
 classifier cases:
     tokens I32 [B, S], lengths I32 [B], logits F32 [B, C], probs F32 [B, C],
     rnn_inputs F32 [B, S, E] (self_attention_rnn: the RNN's input y), rnn_outputs F32 [B, S, D*H],
@@ -60,6 +62,9 @@ BEAM_WIDTH = 3
 # Decoding rules (vkrnn_models.DecodeRules: CTranslate2's repetition_penalty,
 # no_repeat_ngram_size, min_decoding_length) for the rules_* references.
 RULES = dict(repetition_penalty=1.5, no_repeat_ngram_size=2, min_length=3)
+# Beam search options for the search_* references: a patience factor and Wu et al.'s coverage
+# penalty.
+SEARCH = dict(patience=2.0, coverage_penalty=0.4)
 LENGTHS = [9, 1, 6, 3]  # batch of 4: full, length 1, and two in between (S = 9)
 
 # name -> (architecture, constructor overrides, export dtype, description)
@@ -233,9 +238,12 @@ def seq2seq_expected(model, gen):
     out.update(rules_greedy_tokens=i32(rg.tokens), rules_greedy_lengths=i32(rg.lengths),
                rules_greedy_logits=f32(rg.logits))
     out.update(beam_arrays(rb, BEAM_WIDTH, max_len, sp["pad"], "rules_beam_"))
+    sb = model.beam_decode(src, lengths, max_len, BEAM_WIDTH, **SEARCH)
+    out.update(beam_arrays(sb, BEAM_WIDTH, max_len, sp["pad"], "search_beam_"))
     meta = {"max_len": str(max_len), "beam_width": str(BEAM_WIDTH),
             "length_alpha": repr(float(model.length_alpha)),
-            **{"rules_" + k: str(v) for k, v in RULES.items()}}
+            **{"rules_" + k: str(v) for k, v in RULES.items()},
+            **{"search_" + k: repr(float(v)) for k, v in SEARCH.items()}}
     # What makes the case useful: early EOS and full-length rows, decisive argmaxes (with the
     # rules too), and beam hypotheses that finished.
     glen = g.lengths.tolist()

@@ -190,14 +190,14 @@ class Seq2SeqBase(nn.Module):
 
     @torch.no_grad()
     def beam_decode(self, src, src_lengths, max_len=None, beam_width=None, length_alpha=None,
-                    rules=None):
+                    rules=None, patience=1.0, coverage_penalty=0.0):
         """Beam search, one source row at a time (beam_decode() below)."""
         check_lengths(src, src_lengths)
         return beam_decode(self.protocol_encode, self.protocol_step, src, src_lengths,
                            self.max_decode_length if max_len is None else max_len,
                            self.beam_width if beam_width is None else beam_width,
                            self.length_alpha if length_alpha is None else length_alpha,
-                           self.bos_id, self.eos_id, rules)
+                           self.bos_id, self.eos_id, rules, patience, coverage_penalty)
 
 
 # --- decoding any module ------------------------------------------------------------------------
@@ -287,7 +287,8 @@ def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_a
     return DecodeResult(torch.stack(tokens, 1), lengths, torch.stack(logits, 1), torch.stack(attention, 1))
 
 
-def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos, rules=None):
+def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos, rules=None,
+                patience=1.0, coverage_penalty=0.0):
     """Beam search, one source row at a time. Returns, per row, up to k Hypothesis objects,
     best first (docs/model-format.md, "Beam search", is the spec):
     - Start: one hypothesis [BOS], score 0.
@@ -296,9 +297,12 @@ def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos, rul
       score, descending; ties go to the lower hypothesis index, then the lower token id.
       Walking down the ranking, a candidate ending in EOS joins the finished list and any
       other joins the next beam, until the next beam holds k hypotheses.
-    - Stop after a step that leaves >= k finished hypotheses, or after max_len steps (alive
-      hypotheses then join the finished list, unfinished).
-    - Rank the finished list by score / len**alpha (len = generated tokens, EOS included),
+    - Stop after a step that leaves >= max(1, round(k * patience)) finished hypotheses (k with
+      the default patience 1), or after max_len steps (alive hypotheses then join the finished
+      list, unfinished).
+    - Rank the finished list by score / len**alpha (len = generated tokens, EOS included)
+      + coverage_penalty * sum_j log(min(c_j, 1)) over the source positions j with c_j > 0,
+      c_j = the hypothesis's attention on j summed over its steps (Wu et al. 2016),
       descending, ties by order of arrival; keep the first k.
     rules (DecodeRules or alike): applied to every alive hypothesis's logits (with its own
     generated tokens) before the log-softmax; the logits kept are the processed ones."""
@@ -307,11 +311,14 @@ def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos, rul
     results = []
     for b in range(src.size(0)):
         memory, state = encode(src[b:b + 1], src_lengths[b:b + 1])
-        results.append(_beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules))
+        results.append(_beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules,
+                                 patience, coverage_penalty))
     return results
 
 
-def _beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules=None):
+def _beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules=None, patience=1.0,
+              coverage_penalty=0.0):
+    stop = max(1, math.floor(k * patience + 0.5))  # round half away from zero, as C++
     alive_tokens = [[]]
     alive_scores = None
     hist_logits = None  # [n, t, V]: logits along each alive hypothesis
@@ -361,7 +368,7 @@ def _beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules=None):
             hist_attn = torch.cat([hist_attn.index_select(0, index), step_attn], 1)
         alive_tokens = [alive_tokens[h] + [w] for h, w in zip(parents, next_tokens)]
         alive_scores = torch.stack(next_scores)
-        if len(finished) >= k:
+        if len(finished) >= stop:
             break
         if t == max_len - 1:
             for i, toks in enumerate(alive_tokens):
@@ -371,6 +378,11 @@ def _beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules=None):
             break
         # RNN states are [layers, n, H] (batch at dim 1); others [n, ...].
         state = _tree_map(lambda s: s.index_select(1 if s.dim() == 3 else 0, index), state)
+    if coverage_penalty != 0:
+        for h in finished:
+            c = h.attention.double().sum(0)
+            c = c[c > 0]
+            h.norm_score += coverage_penalty * float(torch.log(torch.clamp(c, max=1.0)).sum())
     ranked = sorted(range(len(finished)), key=lambda i: (-finished[i].norm_score, i))
     return [finished[i] for i in ranked[:k]]
 

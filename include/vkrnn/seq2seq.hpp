@@ -130,13 +130,22 @@ struct BeamOptions {
   bool disable_unk = false;
   std::vector<std::int32_t> suppress_tokens;
   std::vector<std::vector<std::int32_t>> suppress_sequences;
+  // A source row's search stops once max(1, round(K * patience)) hypotheses have finished (1:
+  // K, the plain rule; Kasai et al. 2022, CTranslate2's patience); the K best are returned.
+  // Finite and > 0.
+  double patience = 1.0;
+  // Coverage penalty beta (Wu et al. 2016), applied when the finished hypotheses are ranked:
+  // norm_score += beta * sum_j log(min(c_j, 1)), c_j the attention weight the hypothesis put on
+  // source position j summed over its steps (EOS's included; positions with c_j = 0 skipped).
+  // Needs the model's attention output. 0: off.
+  double coverage_penalty = 0.0;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").
 struct Hypothesis {
   std::vector<std::int32_t> tokens;  // generated ids, EOS included when finished (no BOS)
   float score = 0.0f;                // sum of the log-softmax of each chosen token (fp32)
-  double norm_score = 0.0;           // score / len(tokens)^alpha
+  double norm_score = 0.0;           // score / len(tokens)^alpha (+ the coverage penalty)
   bool finished = false;             // ended with EOS (else it ran into max_len)
   std::vector<float> logits;         // [len, V_tgt] along the hypothesis, with return_logits
   std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention

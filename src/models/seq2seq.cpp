@@ -799,6 +799,24 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
                 fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, BeamSearch::max_beam));
   }
   Impl::check_max_len(T, "beam");
+  if (!(options.patience > 0.0) || !std::isfinite(options.patience)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: patience = {} must be finite and > 0", kOp, options.patience));
+  }
+  const double stop = std::max(1.0, std::round(double(K) * options.patience));
+  if (stop > double(BeamSearch::max_finished_to_stop)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::beam: patience = {} asks for {} finished hypotheses, beyond {}", kOp, options.patience, stop,
+                            BeamSearch::max_finished_to_stop));
+  }
+  const double beta = options.coverage_penalty;
+  if (!std::isfinite(beta)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: coverage_penalty = {} is not finite", kOp, beta));
+  }
+  if (beta != 0.0 && m.attention_t < 0) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::beam: coverage_penalty needs the decoder's attention, and the model has no 'attention' output", kOp));
+  }
+  const bool attention = options.return_attention || beta != 0.0;
   auto e = m.prepare(sources, "beam");
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
@@ -821,7 +839,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     if (in.from == From::encoder) ek->exported[in.name] = m.expand(seq, e->exported.at(in.name), in.shape, B, S, K, rows, in.source);
   }
 
-  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = options.return_attention});
+  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = attention});
   // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
   // with the recurrent state, into the spare set, every step.
   const LogitsProcessing rules = m.rules_of(options);
@@ -834,7 +852,8 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   }
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
-  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts);
+  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts,
+                          static_cast<std::size_t>(stop));
   const BeamSearch::State state = search.make_state();
   const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
   const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
@@ -843,7 +862,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
   const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
   const Tensor hist_attention =
-      options.return_attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
+      attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
   // Every step's candidates, for per-token scores (copies: no dispatch, no shader).
   std::vector<Tensor> step_v, step_i;
   for (std::size_t t = 0; options.return_token_scores && t < T; ++t) {
@@ -927,6 +946,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
       hyp.score = bh.score;
       hyp.norm_score = double(bh.score) / std::pow(double(bh.tokens.size()), alpha);
       hyp.finished = bh.finished;
+      std::vector<double> coverage(beta != 0.0 ? S : 0, 0.0);
       for (std::size_t i = 0; i < bh.rows.size(); ++i) {
         const std::size_t at = i * R + bh.rows[i];
         if (!step_v.empty()) {
@@ -946,11 +966,14 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
           hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
                             logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
         }
-        if (!weights.empty()) {
+        for (std::size_t j = 0; j < coverage.size(); ++j) coverage[j] += weights[at * S + j];
+        if (options.return_attention && !weights.empty()) {
           hyp.attention.insert(hyp.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(at * S),
                                weights.begin() + static_cast<std::ptrdiff_t>((at + 1) * S));
         }
       }
+      for (const double cj : coverage)
+        if (cj > 0.0) hyp.norm_score += beta * std::log(std::min(cj, 1.0));
       f.push_back(std::move(hyp));
     }
     // Rank by norm_score, ties by arrival (docs/model-format.md, "Beam search", rule 5).

@@ -94,8 +94,9 @@ struct BeamSearch {
   struct Push {
     std::uint32_t B, K, kc, T, t, F;
     std::int32_t eos, pad;
+    std::uint32_t stop;
   };
-  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad)
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop)
   using Constants = Workgroup;
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
