@@ -813,6 +813,78 @@ TEST(DecodeOptions, BeamPatienceAndCoveragePenalty) {
                {"coverage_penalty"});
 }
 
+// Streaming: the callback sees every step in order, with the tokens, scores and finished flags
+// of the one-submission decode (greedy, fixed length, sampling; pieces of 1, 3 and all steps),
+// the returned result equals greedy()'s, and returning false ends the decode there.
+TEST(DecodeOptions, StreamingCallback) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 20;
+  spec.eos_bias = 0.4f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(5, spec.Vs, 31);
+  const DecodeOptions cases[] = {
+      {.max_len = 12, .return_logits = true},
+      {.max_len = 7, .stop_at_eos = false, .return_attention = true},
+      {.max_len = 12, .sampling_topk = 0, .sampling_temperature = 1.3, .seed = 5},
+  };
+  for (const DecodeOptions& base : cases) {
+    const DecodeResult whole = model.greedy(src, base);
+    for (const std::size_t piece : {1u, 3u, 100u}) {
+      SCOPED_TRACE(fmt::format("max_len {} stop_at_eos {} sampling {} piece {}", base.max_len, base.stop_at_eos, base.sampling_topk != 1, piece));
+      std::vector<StepResult> seen;
+      DecodeOptions o = base;
+      o.stream_steps = piece;
+      o.on_step = [&](const StepResult& s) {
+        seen.push_back(s);
+        return true;
+      };
+      const DecodeResult r = model.greedy(src, o);
+      EXPECT_EQ(r.tokens, whole.tokens);
+      EXPECT_EQ(r.scores, whole.scores);
+      EXPECT_EQ(r.lengths, whole.lengths);
+      EXPECT_EQ(r.logits, whole.logits);
+      EXPECT_EQ(r.attention, whole.attention);
+      EXPECT_EQ(r.steps_run, whole.steps_run);
+      ASSERT_EQ(seen.size(), whole.steps);
+      std::vector<std::uint8_t> done(src.size(), 0);
+      for (std::size_t t = 0; t < seen.size(); ++t) {
+        EXPECT_EQ(seen[t].step, t);
+        for (std::size_t b = 0; b < src.size(); ++b) {
+          EXPECT_EQ(seen[t].tokens[b], whole.tokens[b * whole.steps + t]) << "step " << t << " row " << b;
+          EXPECT_EQ(seen[t].scores[b], whole.scores[b * whole.steps + t]) << "step " << t << " row " << b;
+          if (base.stop_at_eos && t + 1 == static_cast<std::size_t>(whole.lengths[b]) && whole.tokens[b * whole.steps + t] == 2) done[b] = 1;
+          EXPECT_EQ(seen[t].finished[b], done[b]) << "step " << t << " row " << b;
+        }
+      }
+      EXPECT_EQ(seen.back().all_finished, base.stop_at_eos && whole.steps < base.max_len);
+      // One submission per piece (at most the steps' pieces), and one for the results.
+      const std::size_t pieces = (base.max_len + piece - 1) / piece;
+      EXPECT_GE(r.stats.submissions, (seen.size() + piece - 1) / piece + 1);
+      EXPECT_LE(r.stats.submissions, pieces + 1);
+    }
+  }
+  // Stopping after step 2: three steps, the first three of the whole decode.
+  const DecodeOptions fixed{.max_len = 9, .stop_at_eos = false};
+  const DecodeResult whole = model.greedy(src, fixed);
+  DecodeOptions o = fixed;
+  std::size_t calls = 0;
+  o.on_step = [&](const StepResult& s) {
+    ++calls;
+    return s.step < 2;
+  };
+  const DecodeResult r = model.greedy(src, o);
+  EXPECT_EQ(calls, 3u);
+  ASSERT_EQ(r.steps, 3u);
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_EQ(r.row(b), std::vector<std::int32_t>(whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9),
+                                                  whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9 + 3)));
+  }
+  // An exception from the callback leaves through greedy() once the GPU work is done.
+  o.on_step = [](const StepResult&) -> bool { throw Error(ErrorCode::state, "from the callback"); };
+  expect_error([&] { model.greedy(src, o); }, ErrorCode::state, {"from the callback"});
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, TinySpec{});

@@ -31,6 +31,7 @@
 // at a time (decodes recorded into different Sequences may be in flight together).
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -46,6 +47,8 @@
 #include "vkrnn/sequence.hpp"
 
 namespace vkrnn {
+
+struct StepResult;
 
 struct DecodeOptions {
   std::size_t max_len = 0;        // decoder steps (EOS included); 0: the model's max_decode_length
@@ -72,6 +75,15 @@ struct DecodeOptions {
   // Forced first tokens per row (one vector per source row, or none): row b emits
   // target_prefix[b] first, then decodes on. Longer than max_len: Error(out_of_range).
   std::vector<std::vector<std::int32_t>> target_prefix;
+  // Streaming (greedy() and sampling; CTranslate2's `callback`): when set, greedy() submits the
+  // decode in pieces of stream_steps steps, two in flight, and calls on_step on the calling
+  // thread with each step's tokens, scores and finished flags (StepResult; its logits,
+  // attention and outputs stay empty) as soon as the GPU has produced that step, while it
+  // computes the next ones. Returning false ends the decode after that step (the DecodeResult
+  // then holds the steps handed out); it also ends once every row has finished. The tokens
+  // are those of the one-submission decode.
+  std::function<bool(const StepResult&)> on_step;
+  std::size_t stream_steps = 1;  // steps per submission while streaming (0: 1)
 };
 
 struct VKRNN_API DecodeResult {
