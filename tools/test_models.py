@@ -355,6 +355,30 @@ class DecodeRulesTest(unittest.TestCase):
                     self.assertTrue(model.eos_id not in h.tokens[:3], h.tokens)
 
 
+class BeamSearchOptionsTest(unittest.TestCase):
+    def test_patience_and_coverage_penalty(self):
+        model, _ = export_torch.random_model("luong_seq2seq", 7)
+        src = torch.randint(4, model.config()["src_vocab_size"], (len(LENGTHS), int(LENGTHS.max())))
+        plain = model.beam_decode(src, LENGTHS, 8, beam_width=3)
+        same = model.beam_decode(src, LENGTHS, 8, beam_width=3, patience=1.0)
+        self.assertEqual([[h.tokens for h in r] for r in plain], [[h.tokens for h in r] for r in same])
+        # Patience: a superset of finished hypotheses, so the best is at least as good.
+        patient = model.beam_decode(src, LENGTHS, 8, beam_width=3, patience=2.0)
+        for a, b in zip(plain, patient):
+            self.assertLessEqual(len(b), 3)
+            self.assertGreaterEqual(b[0].norm_score, a[0].norm_score)
+        # Coverage: norm_score gains beta * sum log(min(c, 1)) over covered positions, ranked.
+        beta = 0.5
+        for hyps in model.beam_decode(src, LENGTHS, 8, beam_width=3, coverage_penalty=beta):
+            for h in hyps:
+                c = h.attention.double().sum(0)
+                pen = sum(math.log(min(float(x), 1.0)) for x in c if float(x) > 0)
+                self.assertAlmostEqual(h.norm_score, h.score / len(h.tokens) ** 0.6 + beta * pen,
+                                       places=5)
+            self.assertEqual([h.norm_score for h in hyps],
+                             sorted((h.norm_score for h in hyps), reverse=True))
+
+
 class ClassifierTest(unittest.TestCase):
     def test_outputs_masks_and_probabilities(self):
         for i, (arch, kw) in enumerate(CLASSIFIER_VARIANTS):
