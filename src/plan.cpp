@@ -827,11 +827,12 @@ std::uint64_t topk_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
 std::uint64_t logits_processor_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg,
                                      const LogitsRow& row) {
   // The rules' pass over the row, the suppressed ids, the n-gram scan (capacity starts of n - 1
-  // comparisons) and sampling's 2 x 32 bisections of the 32-bit keys (a pass and a reduction
+  // comparisons), the suppressed sequences (up to sequence_length comparisons each) and sampling's 2 x 32 bisections of the 32-bit keys (a pass and a reduction
   // each).
   constexpr std::uint64_t kBisections = 32;
   std::uint64_t n = share(row.V, wg) + share(row.suppressed, wg) +
-                    share(row.capacity, wg) * std::max<std::uint64_t>(row.ngram, 1) + 8;
+                    share(row.capacity, wg) * std::max<std::uint64_t>(row.ngram, 1) +
+                    share(row.sequences, wg) * row.sequence_length + 8;
   if (row.sample) n += (2 * kBisections + 4) * (share(row.V, wg) + reduction_loops(dev, subgroups, wg));
   return n;
 }

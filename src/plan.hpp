@@ -271,9 +271,10 @@ struct ArgmaxRow {
 };
 Reduction argmax_row(const DeviceInfo& dev, const Reduction& base, const ArgmaxRow& row);
 // Rows of V logits under the processor's rules: `suppressed` ids, an n-gram scan of up to
-// `capacity` starts, sampling's bisections.
+// `capacity` starts, sampling's bisections; `sequences` suppressed sequences of up to
+// `sequence_length` tokens.
 struct LogitsRow {
-  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0;
+  std::uint64_t V = 1, suppressed = 0, capacity = 0, ngram = 0, sequences = 0, sequence_length = 0;
   bool sample = false;
 };
 // Loop iterations one invocation of a `wg`-wide workgroup runs on such a row (estimated from

@@ -51,6 +51,13 @@ void ref_process(std::vector<double>& x, const std::vector<std::int32_t>& inputs
   }
   for (double& v : x) v /= p.temperature;
   for (std::int32_t id : p.suppressed) x[static_cast<std::size_t>(id)] = -kInf;
+  for (const auto& s : p.suppressed_sequences) {
+    // The last token, where the others are the last generated tokens (all of them: one token).
+    const std::size_t L = s.size();
+    if (g.size() + 1 >= L && std::equal(s.begin(), s.end() - 1, g.end() - static_cast<std::ptrdiff_t>(L - 1))) {
+      x[static_cast<std::size_t>(s.back())] = -kInf;
+    }
+  }
   if (p.unk >= 0) x[static_cast<std::size_t>(p.unk)] = -kInf;
   if (p.min_length > 0 && t < p.min_length) x[static_cast<std::size_t>(p.eos)] = -kInf;
   const std::size_t n = p.no_repeat_ngram_size;
@@ -205,7 +212,7 @@ void check_processor(std::size_t B, std::size_t V, std::size_t T, const LogitsPr
 TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
   for (const auto& [B, V, T] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 1, 4}, {3, 7, 8}, {16, 8000, 4}}) {
     const std::int32_t last = static_cast<std::int32_t>(V - 1);
-    std::vector<LogitsProcessing> cases(7);
+    std::vector<LogitsProcessing> cases(9);
     cases[0].repetition_penalty = 1.7;
     cases[1].temperature = 0.6;
     cases[2].no_repeat_ngram_size = 2;
@@ -213,6 +220,11 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     cases[4].unk = last;
     cases[5].suppressed = {0, last, 0};
     cases[6].no_repeat_ngram_size = 1;
+    // Sequences over the few ids the inputs are drawn from (so they occur), of 1 to 5 tokens.
+    const std::int32_t a = 0, b = std::min<std::int32_t>(1, last), c = std::min<std::int32_t>(2, last);
+    cases[7].suppressed_sequences = {{a, b}, {c}, {b, b, a}, {a, c, b, a, c}, {last, a}};
+    cases[8].suppressed_sequences = {{b, c}};
+    cases[8].no_repeat_ngram_size = 2;
     LogitsProcessing all;
     all.repetition_penalty = 0.8;  // < 1 rewards repetition: the rule still holds
     all.temperature = 1.3;
@@ -220,6 +232,7 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     all.min_length = 2, all.eos = std::min<std::int32_t>(1, last);
     all.unk = std::min<std::int32_t>(2, last);
     all.suppressed = {last};
+    all.suppressed_sequences = {{a, a}, {c, b, a}};
     cases.push_back(all);
     std::uint32_t seed = 10;
     for (const auto& p : cases) check_processor(B, V, T, p, ++seed);
@@ -229,6 +242,7 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
 TEST(LogitsProcessor, WorkgroupSizesAndReductionPaths) {
   LogitsProcessing p;
   p.repetition_penalty = 1.2, p.no_repeat_ngram_size = 2, p.sample = true, p.top_k = 5, p.top_p = 0.9, p.seed = 42;
+  p.suppressed_sequences = {{0, 1}, {2, 2, 1}, {1, 0}, {0, 0}, {2, 1}, {1, 1, 1}};
   for (const std::uint32_t wg : {1u, 4u, 32u}) {
     for (const bool shared : {false, true}) {
       OpOptions o;
@@ -247,6 +261,7 @@ TEST(LogitsProcessor, LimitProfiles) {
   LogitsProcessing all;
   all.repetition_penalty = 1.2, all.temperature = 0.9, all.no_repeat_ngram_size = 2;
   all.min_length = 2, all.eos = 1, all.unk = 2, all.suppressed = {3};
+  all.suppressed_sequences = {{0, 1}, {2, 0, 1}};
   all.sample = true, all.top_k = 5, all.top_p = 0.9, all.seed = 7;
   for (test::Limits limits : test::kAllLimits) {
     Context& ctx = test::limited_context(limits);
@@ -348,6 +363,10 @@ TEST(LogitsProcessor, Errors) {
   expect_error(make([](LogitsProcessing& p) { p.min_length = 2; }), ErrorCode::invalid_argument, {"min_length", "eos"});
   expect_error(make([](LogitsProcessing& p) { p.suppressed = {3, 7}; }), ErrorCode::invalid_argument, {"suppressed[1] = 7", "[0, 7)"});
   expect_error(make([](LogitsProcessing& p) { p.unk = 9; }), ErrorCode::invalid_argument, {"unk = 9"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1 is empty"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {3, -1}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1[1] = -1"});
   LogitsProcessing p;
   p.prefix = {{1, 2, 3}};
   const LogitsProcessor op(ctx, 7, p);
@@ -392,8 +411,9 @@ double log_softmax_at(const std::vector<double>& x, std::size_t k) {
 // greedy's own tokens, the same batch: the same kernels), the token is their argmax and the
 // score its log-softmax.
 void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions& o, std::uint32_t seed) {
-  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {}", spec.Vt, B, o.repetition_penalty,
-                           o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size()));
+  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {} sequences {}", spec.Vt, B,
+                           o.repetition_penalty, o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size(),
+                           o.suppress_sequences.size()));
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(B, spec.Vs, seed);
@@ -408,6 +428,7 @@ void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions
   p.eos = 2;
   p.unk = o.disable_unk ? 3 : -1;
   p.suppressed = o.suppress_tokens;
+  p.suppressed_sequences = o.suppress_sequences;
   auto st = model.start(model.encode(src), {.max_len = o.max_len, .return_logits = true});
   std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>{1});  // BOS
   std::size_t checked = 0;
@@ -447,8 +468,47 @@ TEST(DecodeOptions, GreedyRulesMatchTheHostOnTeacherForcedLogits) {
   check_greedy_rules(small, 1, {.disable_unk = true, .suppress_tokens = {4}}, 4);
   check_greedy_rules(wide, 16,
                      {.max_len = 12, .repetition_penalty = 1.3, .no_repeat_ngram_size = 2, .min_length = 3, .disable_unk = true,
-                      .suppress_tokens = {5, 39}},
+                      .suppress_tokens = {5, 39}, .suppress_sequences = {{6, 7}, {8}, {4, 4, 4}}},
                      5);
+}
+
+// Whether `seq` occurs in `tokens`.
+bool contains(const std::vector<std::int32_t>& tokens, const std::vector<std::int32_t>& seq) {
+  return std::search(tokens.begin(), tokens.end(), seq.begin(), seq.end()) != tokens.end();
+}
+
+// Suppressed sequences taken from what plain greedy and beam produce: with them, greedy follows
+// the host rules, and no greedy row or beam hypothesis contains one.
+TEST(DecodeOptions, SuppressSequencesOfWhatWouldBeGenerated) {
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.scale = 1.5f;
+  TempDir dir;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const std::size_t B = 3;
+  const auto src = sources(B, spec.Vs, 7);
+  const DecodeResult plain = model.greedy(src, {.max_len = 10, .stop_at_eos = false});
+  // A bigram, a trigram and a 4-gram of the plain rows (rows 0, 1, 2).
+  std::vector<std::vector<std::int32_t>> banned;
+  for (std::size_t b = 0; b < B; ++b) {
+    const auto first = plain.tokens.begin() + static_cast<std::ptrdiff_t>(b * 10 + 1);
+    banned.emplace_back(first, first + static_cast<std::ptrdiff_t>(2 + b));
+  }
+  check_greedy_rules(spec, B, {.max_len = 10, .suppress_sequences = banned}, 7);
+  const DecodeResult g = model.greedy(src, {.max_len = 10, .stop_at_eos = false, .suppress_sequences = banned});
+  EXPECT_NE(g.tokens, plain.tokens);
+  for (std::size_t b = 0; b < B; ++b) {
+    for (const auto& s : banned) EXPECT_FALSE(contains(g.row(b), s)) << "row " << b;
+  }
+  const auto plain_beams = model.beam(src, {.beam_width = 4, .max_len = 10});
+  std::vector<std::vector<std::int32_t>> from_beams;
+  for (const auto& row : plain_beams) from_beams.emplace_back(row.at(0).tokens.begin(), row.at(0).tokens.begin() + 2);
+  const auto beams = model.beam(src, {.beam_width = 4, .max_len = 10, .suppress_sequences = from_beams});
+  for (const auto& row : beams) {
+    for (const Hypothesis& h : row) {
+      for (const auto& s : from_beams) EXPECT_FALSE(contains(h.tokens, s));
+    }
+  }
 }
 
 // Off, the options record nothing; on, one dispatch per step and still one submission.
@@ -698,6 +758,131 @@ TEST(DecodeOptions, BeamTokenScores) {
       EXPECT_NEAR(sum, h.score, 1e-4);
     }
   }
+}
+
+// The coverage penalty against the host formula on the returned attention (every hypothesis,
+// ranked by it); patience: more finished hypotheses before a row stops, the K best returned,
+// and patience 1 is the plain search.
+TEST(DecodeOptions, BeamPatienceAndCoveragePenalty) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 12;
+  spec.eos_bias = 1.5f;  // short hypotheses over long sources: coverage below 1
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = test::random_token_rows({7, 6, 7, 3}, 3, spec.Vs, 21);
+  const double alpha = 0.6, beta = 0.7;
+  const auto plain = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9});
+  const auto same = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 1.0});
+  DecodeStats one, three;
+  const auto cov = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .return_attention = true, .stats = &one,
+                                    .coverage_penalty = beta});
+  std::size_t penalised = 0;
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    ASSERT_EQ(same[b].size(), plain[b].size());
+    for (std::size_t k = 0; k < plain[b].size(); ++k) EXPECT_EQ(same[b][k].tokens, plain[b][k].tokens);
+    const std::size_t S = cov[b].at(0).attention.size() / cov[b].at(0).tokens.size();
+    for (std::size_t k = 0; k < cov[b].size(); ++k) {
+      const Hypothesis& h = cov[b][k];
+      std::vector<double> c(S, 0.0);
+      for (std::size_t t = 0; t < h.tokens.size(); ++t)
+        for (std::size_t j = 0; j < S; ++j) c[j] += h.attention[t * S + j];
+      double pen = 0.0;
+      for (double cj : c)
+        if (cj > 0.0) pen += std::log(std::min(cj, 1.0));
+      penalised += pen < -1e-3;
+      EXPECT_NEAR(h.norm_score, h.score / std::pow(double(h.tokens.size()), alpha) + beta * pen, 1e-5) << "row " << b << " hyp " << k;
+      if (k > 0) {
+        EXPECT_GE(cov[b][k - 1].norm_score, h.norm_score);
+      }
+    }
+  }
+  EXPECT_GT(penalised, 0u);
+  // Patience 2: rows stop after 6 finished hypotheses (so they run at least as long), 3 returned.
+  const auto patient = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .stats = &three, .patience = 2.0});
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_LE(patient[b].size(), 3u);
+    EXPECT_GE(patient[b].at(0).norm_score, plain[b].at(0).norm_score - 1e-6) << "row " << b;
+  }
+  EXPECT_GE(three.steps_run, one.steps_run);
+  std::printf("beam K 3, B 4, 9 steps: %zu steps run with patience 1, %zu with patience 2\n", one.steps_run, three.steps_run);
+  const auto small = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 0.1});  // stop after 1
+  for (const auto& row : small) EXPECT_GE(row.size(), 1u);
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 0.0}); }, ErrorCode::invalid_argument, {"patience = 0"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 1e9}); }, ErrorCode::invalid_argument, {"patience", "beyond"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .coverage_penalty = std::nan("")}); }, ErrorCode::invalid_argument,
+               {"coverage_penalty"});
+}
+
+// Streaming: the callback sees every step in order, with the tokens, scores and finished flags
+// of the one-submission decode (greedy, fixed length, sampling; pieces of 1, 3 and all steps),
+// the returned result equals greedy()'s, and returning false ends the decode there.
+TEST(DecodeOptions, StreamingCallback) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 20;
+  spec.eos_bias = 0.4f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(5, spec.Vs, 31);
+  const DecodeOptions cases[] = {
+      {.max_len = 12, .return_logits = true},
+      {.max_len = 7, .stop_at_eos = false, .return_attention = true},
+      {.max_len = 12, .sampling_topk = 0, .sampling_temperature = 1.3, .seed = 5},
+  };
+  for (const DecodeOptions& base : cases) {
+    const DecodeResult whole = model.greedy(src, base);
+    for (const std::size_t piece : {1u, 3u, 100u}) {
+      SCOPED_TRACE(fmt::format("max_len {} stop_at_eos {} sampling {} piece {}", base.max_len, base.stop_at_eos, base.sampling_topk != 1, piece));
+      std::vector<StepResult> seen;
+      DecodeOptions o = base;
+      o.stream_steps = piece;
+      o.on_step = [&](const StepResult& s) {
+        seen.push_back(s);
+        return true;
+      };
+      const DecodeResult r = model.greedy(src, o);
+      EXPECT_EQ(r.tokens, whole.tokens);
+      EXPECT_EQ(r.scores, whole.scores);
+      EXPECT_EQ(r.lengths, whole.lengths);
+      EXPECT_EQ(r.logits, whole.logits);
+      EXPECT_EQ(r.attention, whole.attention);
+      EXPECT_EQ(r.steps_run, whole.steps_run);
+      ASSERT_EQ(seen.size(), whole.steps);
+      std::vector<std::uint8_t> done(src.size(), 0);
+      for (std::size_t t = 0; t < seen.size(); ++t) {
+        EXPECT_EQ(seen[t].step, t);
+        for (std::size_t b = 0; b < src.size(); ++b) {
+          EXPECT_EQ(seen[t].tokens[b], whole.tokens[b * whole.steps + t]) << "step " << t << " row " << b;
+          EXPECT_EQ(seen[t].scores[b], whole.scores[b * whole.steps + t]) << "step " << t << " row " << b;
+          if (base.stop_at_eos && t + 1 == static_cast<std::size_t>(whole.lengths[b]) && whole.tokens[b * whole.steps + t] == 2) done[b] = 1;
+          EXPECT_EQ(seen[t].finished[b], done[b]) << "step " << t << " row " << b;
+        }
+      }
+      EXPECT_EQ(seen.back().all_finished, base.stop_at_eos && whole.steps < base.max_len);
+      // One submission per piece (at most the steps' pieces), and one for the results.
+      const std::size_t pieces = (base.max_len + piece - 1) / piece;
+      EXPECT_GE(r.stats.submissions, (seen.size() + piece - 1) / piece + 1);
+      EXPECT_LE(r.stats.submissions, pieces + 1);
+    }
+  }
+  // Stopping after step 2: three steps, the first three of the whole decode.
+  const DecodeOptions fixed{.max_len = 9, .stop_at_eos = false};
+  const DecodeResult whole = model.greedy(src, fixed);
+  DecodeOptions o = fixed;
+  std::size_t calls = 0;
+  o.on_step = [&](const StepResult& s) {
+    ++calls;
+    return s.step < 2;
+  };
+  const DecodeResult r = model.greedy(src, o);
+  EXPECT_EQ(calls, 3u);
+  ASSERT_EQ(r.steps, 3u);
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_EQ(r.row(b), std::vector<std::int32_t>(whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9),
+                                                  whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9 + 3)));
+  }
+  // An exception from the callback leaves through greedy() once the GPU work is done.
+  o.on_step = [](const StepResult&) -> bool { throw Error(ErrorCode::state, "from the callback"); };
+  expect_error([&] { model.greedy(src, o); }, ErrorCode::state, {"from the callback"});
 }
 
 TEST(DecodeOptions, Errors) {

@@ -46,6 +46,8 @@
 #define LOGITS_SUPPRESS 32u     // never the suppressed ids
 #define LOGITS_SAMPLE 64u       // sample (top-k, top-p) into chosen[b]
 #define LOGITS_PREFIX 128u      // emit the target prefix where it has not ended
+#define LOGITS_SEQUENCES 256u   // never the last token of a suppressed sequence whose other
+                                // tokens end the history
 
 // embedding.comp: Push::flags.
 #define EMBEDDING_REPORT 1u  // report ids outside [0, vocab) in flag[0]

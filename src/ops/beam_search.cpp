@@ -33,8 +33,9 @@ using ops::expect;
 }  // namespace
 
 BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::size_t candidates, std::size_t max_steps,
-                       std::int32_t eos, std::int32_t pad, const OpOptions& options)
-    : ctx_(&ctx), B_(batch), K_(beam), kc_(candidates), T_(max_steps), eos_(eos), pad_(pad) {
+                       std::int32_t eos, std::int32_t pad, const OpOptions& options, std::size_t finished_to_stop)
+    : ctx_(&ctx), B_(batch), K_(beam), kc_(candidates), T_(max_steps), S_(finished_to_stop ? finished_to_stop : beam),
+      eos_(eos), pad_(pad) {
   if (batch == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: batch = 0, expected >= 1", kOp));
   if (beam == 0 || beam > max_beam) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: beam = {} is outside [1, {}]", kOp, beam, max_beam));
@@ -44,6 +45,10 @@ BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::s
                 fmt::format("{}: candidates = {} is outside [1, {}]", kOp, candidates, max_candidates));
   }
   if (max_steps == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: max_steps = 0, expected >= 1", kOp));
+  if (S_ > max_finished_to_stop) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: finished_to_stop = {} is beyond {}", kOp, S_, max_finished_to_stop));
+  }
   // 32-bit indexing of [T, R] histories and [R, kc] candidates.
   const std::uint64_t R = std::uint64_t(batch) * beam;
   if (R * std::max<std::uint64_t>(max_steps, candidates) > std::numeric_limits<std::uint32_t>::max() / 4) {
@@ -117,7 +122,7 @@ void BeamSearch::record_step(Sequence& seq, const State& state, std::size_t t, c
   const K::Push push{static_cast<std::uint32_t>(B_), static_cast<std::uint32_t>(K_),
                      static_cast<std::uint32_t>(kc_), static_cast<std::uint32_t>(T_),
                      static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(finished_capacity()),
-                     eos_, pad_};
+                     eos_, pad_, static_cast<std::uint32_t>(S_)};
   const std::uint32_t wg = kernel_.spec().constants[0];
   // fin and the histories keep what earlier steps wrote: read_write (kernels::BeamSearch)
   // keeps them ordered after those writes. The next alive scores are read back on the last

@@ -57,6 +57,13 @@ LogitsProcessor::LogitsProcessor(Context& ctx, std::size_t vocab, const LogitsPr
   }
   if (p.unk >= 0) check_id(p.unk, V_, "unk");
   for (std::size_t i = 0; i < p.suppressed.size(); ++i) check_id(p.suppressed[i], V_, fmt::format("suppressed[{}]", i).c_str());
+  for (std::size_t i = 0; i < p.suppressed_sequences.size(); ++i) {
+    const auto& s = p.suppressed_sequences[i];
+    if (s.empty()) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: suppressed sequence {} is empty", kOp, i));
+    }
+    for (std::size_t j = 0; j < s.size(); ++j) check_id(s[j], V_, fmt::format("suppressed sequence {}[{}]", i, j).c_str());
+  }
   const plan::Reduction planned = plan::logits_processor(ctx.device(), options);
   workgroup_size_ = planned.workgroup;
   subgroups_ = planned.variant.subgroup;
@@ -65,7 +72,24 @@ LogitsProcessor::LogitsProcessor(Context& ctx, std::size_t vocab, const LogitsPr
   for (std::size_t b = 0; b < p.prefix.size(); ++b) {
     for (std::size_t t = 0; t < p.prefix[b].size(); ++t) check_id(p.prefix[b][t], V_, fmt::format("prefix[{}][{}]", b, t).c_str());
   }
-  suppressed_host_ = p.suppressed.empty() ? std::vector<std::int32_t>{0} : p.suppressed;
+  // Single ids (one-token sequences too), then the longer sequences' (start, length) pairs and ids.
+  suppressed_host_ = p.suppressed;
+  std::vector<const std::vector<std::int32_t>*> longer;
+  for (const auto& s : p.suppressed_sequences) {
+    if (s.size() == 1) suppressed_host_.push_back(s[0]);
+    else longer.push_back(&s);
+  }
+  singles_ = static_cast<std::uint32_t>(suppressed_host_.size());
+  sequences_ = static_cast<std::uint32_t>(longer.size());
+  std::size_t at = suppressed_host_.size() + 2 * longer.size();
+  for (const auto* s : longer) {
+    suppressed_host_.push_back(static_cast<std::int32_t>(at));
+    suppressed_host_.push_back(static_cast<std::int32_t>(s->size()));
+    at += s->size();
+    longest_sequence_ = std::max(longest_sequence_, static_cast<std::uint32_t>(s->size()));
+  }
+  for (const auto* s : longer) suppressed_host_.insert(suppressed_host_.end(), s->begin(), s->end());
+  if (suppressed_host_.empty()) suppressed_host_.push_back(0);
   suppressed_ = ctx.tensor({suppressed_host_.size()}, DType::i32, "LogitsProcessor suppressed ids");
   null_ = kernels::null_tensor(ctx);
 }
@@ -77,8 +101,8 @@ Kernel LogitsProcessor::kernel_for(std::size_t capacity) const {
                                 .one_subgroup = one_subgroup_};
   const plan::Reduction r = plan::logits_processor_row(
       ctx_->device(), planned,
-      {.V = V_, .suppressed = p.suppressed.size(), .capacity = capacity, .ngram = p.no_repeat_ngram_size,
-       .sample = p.sample});
+      {.V = V_, .suppressed = singles_, .capacity = capacity, .ngram = p.no_repeat_ngram_size, .sequences = sequences_,
+       .sequence_length = longest_sequence_, .sample = p.sample});
   const bool planned_kernel = r.workgroup == workgroup_size_ && r.variant.subgroup == subgroups_;
   return planned_kernel ? kernel_ : make_kernel(*ctx_, r);
 }
@@ -87,7 +111,7 @@ LogitsProcessor::State LogitsProcessor::make_state(std::size_t B, std::size_t ca
   State s;
   s.B = B;
   s.capacity = capacity;
-  if (processing_.no_repeat_ngram_size > 0) s.history = ctx_->tensor({B, capacity}, DType::f32, "LogitsProcessor history");
+  if (processing_.no_repeat_ngram_size > 0 || sequences_ > 0) s.history = ctx_->tensor({B, capacity}, DType::f32, "LogitsProcessor history");
   if (processing_.repetition_penalty != 1.0) s.seen = ctx_->tensor({B, V_}, DType::f32, "LogitsProcessor seen tokens");
   if (processing_.sample || !processing_.prefix.empty()) s.chosen = ctx_->tensor({B}, DType::i32, "LogitsProcessor chosen tokens");
   if (!processing_.prefix.empty()) {
@@ -110,7 +134,7 @@ LogitsProcessor::State LogitsProcessor::make_state(std::size_t B, std::size_t ca
 
 void LogitsProcessor::record_reset(Sequence& seq, const State& state) const {
   if (state.seen.valid()) seq.fill(state.seen, 0);
-  if (!processing_.suppressed.empty()) seq.upload(suppressed_, suppressed_host_);
+  if (singles_ + sequences_ > 0) seq.upload(suppressed_, suppressed_host_);
   if (state.prefix.valid()) seq.upload(state.prefix, state.prefix_host);
 }
 
@@ -130,17 +154,18 @@ void LogitsProcessor::record(Sequence& seq, const State& state, const Tensor& lo
   if (p.no_repeat_ngram_size > 0) flags |= LOGITS_NGRAM;
   if (p.min_length > 0) flags |= LOGITS_MIN_LENGTH;
   if (p.unk >= 0) flags |= LOGITS_UNK;
-  if (!p.suppressed.empty()) flags |= LOGITS_SUPPRESS;
+  if (singles_ > 0) flags |= LOGITS_SUPPRESS;
+  if (sequences_ > 0) flags |= LOGITS_SEQUENCES;
   if (p.sample) flags |= LOGITS_SAMPLE;
   if (state.prefix.valid()) flags |= LOGITS_PREFIX;
   const K::Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V_), static_cast<std::uint32_t>(state.capacity),
                   static_cast<std::uint32_t>(step), flags, static_cast<float>(1.0 / p.temperature),
                   static_cast<float>(p.repetition_penalty), static_cast<std::uint32_t>(p.no_repeat_ngram_size),
                   static_cast<std::uint32_t>(std::min<std::size_t>(p.min_length, std::numeric_limits<std::uint32_t>::max())),
-                  p.eos, p.unk, static_cast<std::uint32_t>(p.suppressed.size()),
+                  p.eos, p.unk, singles_,
                   static_cast<std::uint32_t>(std::min<std::size_t>(p.top_k, std::numeric_limits<std::uint32_t>::max())),
                   static_cast<float>(p.top_p), static_cast<std::uint32_t>(p.seed), static_cast<std::uint32_t>(p.seed >> 32),
-                  state.prefix.valid() ? static_cast<std::uint32_t>(state.prefix.dim(1)) : 0u};
+                  state.prefix.valid() ? static_cast<std::uint32_t>(state.prefix.dim(1)) : 0u, sequences_};
   // Unused bindings (no history, seen, chosen or prefix): the null buffer and the write sink.
   kernels::dispatch<K>(seq, kernel_for(state.capacity),
                        {.logits = logits, .inputs = inputs, .hist = state.history, .seen = state.seen,

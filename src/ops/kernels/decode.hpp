@@ -72,10 +72,10 @@ struct LogitsProcessor {
     std::int32_t eos, unk;
     std::uint32_t n_suppressed, top_k;
     float top_p;
-    std::uint32_t seed_lo, seed_hi, prefix_len;
+    std::uint32_t seed_lo, seed_hi, prefix_len, n_sequences;
   };
   VKRNN_PUSH(B, V, ld, step, flags, inv_temperature, penalty, ngram, min_length, eos, unk,
-             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len)
+             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len, n_sequences)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     bool ONE_SUBGROUP = false;
@@ -94,8 +94,9 @@ struct BeamSearch {
   struct Push {
     std::uint32_t B, K, kc, T, t, F;
     std::int32_t eos, pad;
+    std::uint32_t stop;
   };
-  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad)
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop)
   using Constants = Workgroup;
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
   struct Bindings {
