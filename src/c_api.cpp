@@ -224,7 +224,6 @@ vkrnn::DecodeOptions decode_options(const vkrnn_decode_options* o, std::size_t b
 // What beam search does not take.
 void check_beam_options(const vkrnn_decode_options& o) {
   const char* what = o.sampling_topk != 1 ? "sampling (sampling_topk != 1)"
-                     : o.target_prefix    ? "target_prefix"
                      : o.on_step          ? "on_step (streaming)"
                                           : nullptr;
   if (what) throw Error(ErrorCode::invalid_argument, fmt::format("beam search does not take {}", what));
@@ -330,6 +329,10 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
     rules_of(*options, bo);
     bo.patience = options->patience;
     bo.coverage_penalty = options->coverage_penalty;
+    if (options->target_prefix) {
+      bo.target_prefix = sources_of(options->target_prefix, options->target_prefix_lengths, sources.size(), "target_prefix",
+                                    "target_prefix_lengths");
+    }
   }
   const auto beams = model.beam(sources, bo);
   auto out = std::make_unique<vkrnn_result>();

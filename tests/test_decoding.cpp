@@ -25,6 +25,7 @@
 #include "test_models_tiny.hpp"
 #include "vkrnn/logits_processor.hpp"
 #include "vkrnn/seq2seq.hpp"
+#include "vkrnn/topk.hpp"
 
 namespace vkrnn {
 namespace {
@@ -384,6 +385,54 @@ TEST(LogitsProcessor, Errors) {
   EXPECT_EQ(seq.stats().copies, 0u);
 }
 
+double log_softmax_at(const std::vector<double>& x, std::size_t k) {
+  double m = -kInf;
+  for (double v : x) m = std::max(m, v);
+  double z = 0.0;
+  for (double v : x) z += std::exp(v - m);
+  return x[k] - m - std::log(z);
+}
+
+// TopK's forced rows (beam search's target prefix): the forced entry alone, as its value or
+// its log-softmax over the whole row, then -inf / -1; other rows as without.
+TEST(TopK, ForcedRows) {
+  Context& ctx = context();
+  const std::size_t B = 4, N = 9, k = 4;
+  const std::vector<float> x = random_floats(B * N, 21, -3.0f, 3.0f);
+  const std::vector<std::int32_t> forced = {-1, 5, 0, 8};
+  for (const bool lsm : {false, true}) {
+    const Tensor xs = ctx.tensor({B, N}), f = ctx.tensor({B}, DType::i32);
+    const Tensor v0 = ctx.tensor({B, k}), i0 = ctx.tensor({B, k}, DType::i32), v1 = ctx.tensor({B, k}), i1 = ctx.tensor({B, k}, DType::i32);
+    const TopK topk(ctx, k);
+    Sequence seq = ctx.sequence();
+    seq.upload(xs, x).upload(f, forced);
+    topk.record(seq, xs, v0, i0, lsm);
+    topk.record(seq, xs, v1, i1, lsm, {}, 1, f);
+    seq.download(v0).download(i0).download(v1).download(i1);
+    seq.eval();
+    const auto pv = seq.read<float>(v0), fv = seq.read<float>(v1);
+    const auto pi = seq.read<std::int32_t>(i0), fi = seq.read<std::int32_t>(i1);
+    for (std::size_t b = 0; b < B; ++b) {
+      SCOPED_TRACE(fmt::format("log_softmax {} row {}", lsm, b));
+      if (forced[b] < 0) {
+        for (std::size_t j = 0; j < k; ++j) {
+          EXPECT_EQ(fi[b * k + j], pi[b * k + j]);
+          EXPECT_EQ(fv[b * k + j], pv[b * k + j]);
+        }
+        continue;
+      }
+      std::vector<double> row(x.begin() + static_cast<std::ptrdiff_t>(b * N), x.begin() + static_cast<std::ptrdiff_t>((b + 1) * N));
+      const auto at = static_cast<std::size_t>(forced[b]);
+      EXPECT_EQ(fi[b * k], forced[b]);
+      EXPECT_NEAR(fv[b * k], lsm ? log_softmax_at(row, at) : row[at], 1e-5);
+      for (std::size_t j = 1; j < k; ++j) {
+        EXPECT_EQ(fi[b * k + j], -1);
+        EXPECT_EQ(fv[b * k + j], -std::numeric_limits<float>::infinity());
+      }
+    }
+  }
+}
+
 // --- Seq2Seq ------------------------------------------------------------------------------
 
 // A tiny model written into `dir` and loaded.
@@ -396,14 +445,6 @@ std::vector<std::vector<std::int32_t>> sources(std::size_t B, std::size_t Vs, st
   std::vector<std::size_t> lengths;
   for (std::size_t b = 0; b < B; ++b) lengths.push_back(1 + (b * 5 + seed) % 7);
   return test::random_token_rows(lengths, 3, Vs, seed);
-}
-
-double log_softmax_at(const std::vector<double>& x, std::size_t k) {
-  double m = -kInf;
-  for (double v : x) m = std::max(m, v);
-  double z = 0.0;
-  for (double v : x) z += std::exp(v - m);
-  return x[k] - m - std::log(z);
 }
 
 // Greedy with the options: at every step of every row, the processed logits equal the host
@@ -600,6 +641,93 @@ TEST(DecodeOptions, TargetPrefix) {
   // A forced EOS ends the row when decoding stops at EOS.
   const DecodeResult e = model.greedy(src, {.max_len = 9, .target_prefix = {{4, 2}, {}, {}}});
   EXPECT_EQ(e.row(0), (std::vector<std::int32_t>{4, 2}));
+}
+
+// Beam search with a target prefix: every hypothesis starts with its row's prefix and its score
+// is the teacher-forced log-probability of all its tokens, prefix included (the incremental API
+// fed the hypothesis); a row without a prefix is the unprefixed search's; K = 1 is greedy with
+// the same prefix (tokens and scores); a forced EOS ends the row's one hypothesis; one
+// submission, one processor dispatch per step more.
+TEST(DecodeOptions, BeamTargetPrefix) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.eos_bias = 0.5f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(3, spec.Vs, 13);
+  const std::vector<std::vector<std::int32_t>> prefix = {{7, 7, 9}, {}, {4}};
+  const std::size_t K = 4, T = 10, V = 40;
+  DecodeStats with, without;
+  const auto plain = model.beam(src, {.beam_width = K, .max_len = T, .return_logits = true, .stats = &without, .return_token_scores = true});
+  const auto hyps = model.beam(src, {.beam_width = K, .max_len = T, .return_logits = true, .stats = &with,
+                                     .return_token_scores = true, .target_prefix = prefix});
+  EXPECT_EQ(with.sequence.submissions, 1u);
+  EXPECT_EQ(with.sequence.dispatches, without.sequence.dispatches + T);
+  for (std::size_t b = 0; b < 3; ++b) {
+    ASSERT_EQ(hyps[b].size(), K) << "row " << b;
+    std::set<std::vector<std::int32_t>> distinct;
+    // The hypotheses, teacher-forced through the incremental API: K copies of the source.
+    const std::vector<std::vector<std::int32_t>> copies(K, src[b]);
+    auto st = model.start(model.encode(copies), {.max_len = T, .stop_at_eos = false, .return_logits = true});
+    std::vector<double> forced_score(K, 0.0);
+    for (std::size_t t = 0; t < T; ++t) {
+      std::vector<std::int32_t> in(K, 1);  // BOS
+      for (std::size_t k = 0; t > 0 && k < K; ++k) {
+        const auto& tok = hyps[b][k].tokens;
+        in[k] = t - 1 < tok.size() ? tok[t - 1] : 0;
+      }
+      const StepResult r = model.step(st, in);
+      for (std::size_t k = 0; k < K; ++k) {
+        const auto& tok = hyps[b][k].tokens;
+        if (t >= tok.size()) continue;
+        std::vector<double> x(r.logits.begin() + static_cast<std::ptrdiff_t>(k * V), r.logits.begin() + static_cast<std::ptrdiff_t>((k + 1) * V));
+        const double lp = log_softmax_at(x, static_cast<std::size_t>(tok[t]));
+        EXPECT_NEAR(hyps[b][k].token_scores[t], lp, 1e-4) << "row " << b << " hyp " << k << " step " << t;
+        forced_score[k] += lp;
+      }
+    }
+    for (std::size_t k = 0; k < K; ++k) {
+      const Hypothesis& h = hyps[b][k];
+      ASSERT_GE(h.tokens.size(), prefix[b].size());
+      EXPECT_EQ(std::vector<std::int32_t>(h.tokens.begin(), h.tokens.begin() + static_cast<std::ptrdiff_t>(prefix[b].size())), prefix[b])
+          << "row " << b << " hyp " << k;
+      EXPECT_NEAR(h.score, forced_score[k], 1e-4) << "row " << b << " hyp " << k;
+      EXPECT_TRUE(distinct.insert(h.tokens).second) << "row " << b << " hyp " << k;
+      if (k > 0) {
+        EXPECT_GE(hyps[b][k - 1].norm_score, h.norm_score);
+      }
+    }
+  }
+  for (std::size_t k = 0; k < K; ++k) {
+    EXPECT_EQ(hyps[1][k].tokens, plain[1][k].tokens);
+    EXPECT_FLOAT_EQ(hyps[1][k].score, plain[1][k].score);
+  }
+  // K = 1 is greedy with the prefix.
+  const DecodeResult g = model.greedy(src, {.max_len = T, .target_prefix = prefix});
+  const auto b1 = model.beam(src, {.beam_width = 1, .max_len = T, .return_token_scores = true, .target_prefix = prefix});
+  for (std::size_t b = 0; b < 3; ++b) {
+    const Hypothesis& h = b1[b].at(0);
+    ASSERT_EQ(h.tokens, g.row(b)) << "row " << b;
+    double sum = 0.0;
+    for (std::size_t t = 0; t < h.tokens.size(); ++t) {
+      EXPECT_NEAR(h.token_scores[t], g.scores[b * g.steps + t], 1e-5) << "row " << b << " step " << t;
+      sum += g.scores[b * g.steps + t];
+    }
+    EXPECT_NEAR(h.score, sum, 1e-4) << "row " << b;
+  }
+  // A forced EOS: the row's only hypothesis is the prefix, finished; the others decode on.
+  const auto eos = model.beam(src, {.beam_width = 3, .max_len = T, .target_prefix = {{4, 2, 5}, {}, {6}}});
+  ASSERT_EQ(eos[0].size(), 1u);
+  EXPECT_EQ(eos[0][0].tokens, (std::vector<std::int32_t>{4, 2}));
+  EXPECT_TRUE(eos[0][0].finished);
+  EXPECT_EQ(eos[1].size(), 3u);
+  for (const Hypothesis& h : eos[2]) EXPECT_EQ(h.tokens.at(0), 6);
+  // A prefix as long as max_len: the hypothesis is the prefix, unfinished.
+  const auto full = model.beam(src, {.beam_width = 2, .max_len = 3, .target_prefix = {{5, 6, 7}, {}, {}}});
+  ASSERT_GE(full[0].size(), 1u);
+  EXPECT_EQ(full[0][0].tokens, (std::vector<std::int32_t>{5, 6, 7}));
+  std::printf("beam K %zu, B 3, %zu steps: %u dispatches, %u with a target prefix\n", K, T, without.sequence.dispatches,
+              with.sequence.dispatches);
 }
 
 // Beam search with the rules: K = 1 is greedy with the same rules; with K = 4 every hypothesis
@@ -893,6 +1021,10 @@ TEST(DecodeOptions, Errors) {
                {"target prefix of row 0", "4 tokens", "max_len = 3"});
   expect_error([&] { model.greedy(src, {.target_prefix = {{4}}}); }, ErrorCode::invalid_argument, {"1 target prefixes", "2 source rows"});
   expect_error([&] { model.greedy(src, {.target_prefix = {{4}, {6}}}); }, ErrorCode::invalid_argument, {"target prefix", "6"});
+  expect_error([&] { model.beam(src, {.max_len = 3, .target_prefix = {{4, 4, 4, 4}, {}}}); }, ErrorCode::out_of_range,
+               {"target prefix of row 0", "4 tokens", "max_len = 3"});
+  expect_error([&] { model.beam(src, {.target_prefix = {{4}}}); }, ErrorCode::invalid_argument, {"1 target prefixes", "2 source rows"});
+  expect_error([&] { model.beam(src, {.target_prefix = {{4}, {6}}}); }, ErrorCode::invalid_argument, {"target prefix", "6"});
   expect_error([&] { model.greedy(src, {.suppress_tokens = {6}}); }, ErrorCode::invalid_argument, {"suppressed[0] = 6"});
   expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_topp = 1.5}); }, ErrorCode::invalid_argument, {"top_p = 1.5"});
   expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_temperature = -1.0}); }, ErrorCode::invalid_argument, {"temperature"});

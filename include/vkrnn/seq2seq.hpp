@@ -151,6 +151,11 @@ struct BeamOptions {
   // source position j summed over its steps (EOS's included; positions with c_j = 0 skipped).
   // Needs the model's attention output. 0: off.
   double coverage_penalty = 0.0;
+  // Forced first tokens per source row (one vector per row, or none), as DecodeOptions': every
+  // hypothesis of row b starts with target_prefix[b] and its score counts their
+  // log-probabilities (CTranslate2's target_prefix); the beam opens after the prefix. Longer
+  // than max_len: Error(out_of_range).
+  std::vector<std::vector<std::int32_t>> target_prefix;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").

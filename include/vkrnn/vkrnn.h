@@ -223,12 +223,13 @@ typedef struct vkrnn_decode_options {
   const int32_t* const* suppress_sequences;
   const size_t* suppress_sequence_lengths;
   size_t suppress_sequences_count;
-  /* --- sampling and prefixes: greedy and the incremental decoder only (beam: INVALID_ARGUMENT) */
+  /* --- sampling: greedy and the incremental decoder only (beam: INVALID_ARGUMENT) */
   size_t sampling_topk;         /* 1: argmax (greedy); 0: the whole vocabulary; k: the k largest */
   double sampling_topp;         /* (0, 1]: the nucleus */
   double sampling_temperature;  /* > 0 */
   uint64_t seed;                /* Philox key: the same seed, the same tokens on every device */
-  /* forced first tokens: NULL, or one pointer and length per source row (length 0: none) */
+  /* forced first tokens (greedy, beam, the incremental decoder): NULL, or one pointer and
+   * length per source row (length 0: none) */
   const int32_t* const* target_prefix;
   const size_t* target_prefix_lengths;
   /* --- streaming: greedy only (vkrnn_greedy / vkrnn_greedy_text); NULL: one submission */

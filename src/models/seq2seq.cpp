@@ -335,23 +335,26 @@ struct Seq2Seq::Impl {
       p.top_p = o.sampling_topp;
       p.seed = o.seed;
     }
-    if (!o.target_prefix.empty()) {
-      if (o.target_prefix.size() != B) {
-        throw Error(ErrorCode::invalid_argument,
-                    fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp,
-                                o.target_prefix.size(), B));
-      }
-      for (std::size_t b = 0; b < B; ++b) {
-        if (o.target_prefix[b].size() > o.max_len) {
-          throw Error(ErrorCode::out_of_range,
-                      fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}", kOp, b,
-                                  o.target_prefix[b].size(), o.max_len));
-        }
-        check_token_ids(o.target_prefix[b], Vt, "Seq2Seq: target prefix", b);
-      }
-      p.prefix = o.target_prefix;
-    }
+    check_prefix(o.target_prefix, B, o.max_len);
+    p.prefix = o.target_prefix;
     return p;
+  }
+
+  // Target prefixes (DecodeOptions', BeamOptions'): none, or one per source row, each at most
+  // max_len tokens of the target vocabulary.
+  void check_prefix(const std::vector<std::vector<std::int32_t>>& prefix, std::size_t B, std::size_t max_len) const {
+    if (prefix.empty()) return;
+    if (prefix.size() != B) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp, prefix.size(), B));
+    }
+    for (std::size_t b = 0; b < B; ++b) {
+      if (prefix[b].size() > max_len) {
+        throw Error(ErrorCode::out_of_range, fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}",
+                                                         kOp, b, prefix[b].size(), max_len));
+      }
+      check_token_ids(prefix[b], Vt, "Seq2Seq: target prefix", b);
+    }
   }
 
   struct History {
@@ -943,6 +946,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
                 fmt::format("{}::beam: coverage_penalty needs the decoder's attention, and the model has no 'attention' output", kOp));
   }
   const bool attention = options.return_attention || beta != 0.0;
+  m.check_prefix(options.target_prefix, sources.size(), T);
   auto e = m.prepare(sources, "beam");
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
@@ -968,7 +972,15 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = attention});
   // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
   // with the recurrent state, into the spare set, every step.
-  const LogitsProcessing rules = m.rules_of(options);
+  LogitsProcessing rules = m.rules_of(options);
+  // A target prefix: every decoder row of source b is forced through target_prefix[b]; TopK
+  // then offers that token alone (with its log-probability), so each source keeps one alive
+  // hypothesis through its prefix and the beam opens after it, as from BOS.
+  std::size_t P = 0;  // the longest prefix: steps that read the forced tokens
+  for (const auto& p : options.target_prefix) P = std::max(P, p.size());
+  if (P > 0) {
+    for (std::size_t r = 0; r < R; ++r) rules.prefix.push_back(options.target_prefix[r / K]);
+  }
   std::optional<LogitsProcessor> processor;
   LogitsProcessor::State processing, spare;
   if (rules.active()) {
@@ -1032,7 +1044,8 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     h.select = false;
     m.record_step(seq, *st, h);
     if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
-    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
+    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1),
+                t < P ? processing.chosen : Tensor{});
     if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});

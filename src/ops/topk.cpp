@@ -40,7 +40,7 @@ TopK::TopK(Context& ctx, std::size_t k, const OpOptions& options) : ctx_(&ctx), 
 }
 
 void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Tensor& indices, bool log_softmax,
-                  const Tensor& nonfinite, std::uint32_t mark) const {
+                  const Tensor& nonfinite, std::uint32_t mark, const Tensor& forced) const {
   if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(0) == 0 || x.dim(1) == 0) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: argument 'x': expected f32 [B, N] with B, N >= 1, got {}", kOp,
@@ -56,16 +56,19 @@ void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Te
     ops::expect(kOp, "nonfinite", nonfinite, {B}, DType::u32);
     if (mark == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: the nonfinite mark must not be 0", kOp));
   }
+  if (forced.valid()) ops::expect(kOp, "forced", forced, {B}, DType::i32);
   const K::Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(x.dim(1)),
-                     static_cast<std::uint32_t>(k_), log_softmax ? 1u : 0u, nonfinite.valid() ? mark : 0u};
+                     static_cast<std::uint32_t>(k_), log_softmax ? 1u : 0u, nonfinite.valid() ? mark : 0u,
+                     forced.valid() ? 1u : 0u};
   // Rows too long for one invocation's loop budget get a wider workgroup.
   const plan::Reduction planned{.variant = {.subgroup = subgroups_}, .workgroup = workgroup_size_,
                                 .one_subgroup = one_subgroup_};
   const plan::Reduction row = plan::topk_row(ctx_->device(), planned, x.dim(1), k_);
   const bool planned_kernel = row.workgroup == workgroup_size_ && row.variant.subgroup == subgroups_;
   const Kernel k = planned_kernel ? kernel_ : make_kernel(*ctx_, k_, row);
-  // Without a flag tensor (mark 0) the shader never touches binding 3 (the write sink stands in).
-  kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .indices = indices, .nonfinite = nonfinite}, push,
+  // Without a flag tensor (mark 0) the shader never touches binding 3, nor binding 4 without
+  // forced tokens (the write sink stands in).
+  kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .indices = indices, .nonfinite = nonfinite, .forced = forced}, push,
                        ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 

@@ -535,7 +535,27 @@ static void check_decode_options(vkrnn_model* dates) {
     CHECK(h.length >= 1 && h.tokens[0] == one);
     vkrnn_result_destroy(r);
     r = NULL;
-    CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "target_prefix");
+    /* Beam search: every hypothesis starts with it. */
+    o.beam_width = 3;
+    CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK(vkrnn_result_hypotheses(r, 0) == 3);
+    for (i = 0; i < vkrnn_result_hypotheses(r, 0); ++i) {
+      CHECK_STATUS(vkrnn_result_get(r, 0, i, &h), VKRNN_OK, NULL);
+      CHECK(h.length >= 1 && h.tokens[0] == one);
+    }
+    vkrnn_result_destroy(r);
+    r = NULL;
+    o.max_len = 1;
+    prefix_lengths[0] = 2;
+    {
+      const int32_t two[2] = {one, one};
+      prefix[0] = two;
+      CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_OUT_OF_RANGE, "longer than max_len = 1");
+      prefix[0] = &one;
+    }
+    o.max_len = 0;
+    o.beam_width = 0;
+    prefix_lengths[0] = 1;
     o.target_prefix_lengths = NULL;
     CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "target_prefix_lengths is NULL");
     vkrnn_decode_options_init(&o);

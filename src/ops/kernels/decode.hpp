@@ -46,9 +46,9 @@ struct Argmax {
 struct TopK {
   VKRNN_KERNEL(topk, "topk", .subgroup = true)
   struct Push {
-    std::uint32_t B, N, k, log_softmax, mark;
+    std::uint32_t B, N, k, log_softmax, mark, forced;
   };
-  VKRNN_PUSH(B, N, k, log_softmax, mark)
+  VKRNN_PUSH(B, N, k, log_softmax, mark, forced)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t K_MAX = 1;
@@ -56,9 +56,9 @@ struct TopK {
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
-    Tensor xs, values, indices, nonfinite;
+    Tensor xs, values, indices, nonfinite, forced;
   };
-  VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write))
+  VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write), (forced, read))
 };
 
 // The logits rules and sampling of one decoding step, in place on the logits; Push::flags:
