@@ -22,6 +22,7 @@
 
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
+#include "models/model_common.hpp"
 #include "test_models_tiny.hpp"
 #include "vkrnn/logits_processor.hpp"
 #include "vkrnn/seq2seq.hpp"
@@ -853,6 +854,62 @@ TEST(DecodeOptions, TranslateInBatchesKeepsInputOrder) {
   EXPECT_EQ(pre[0], one[0]);
   expect_error([&] { model.translate(texts, {.target_prefix = {{4}}}, 2); }, ErrorCode::invalid_argument, {"1 target prefixes", "7 texts"});
   expect_error([&] { model.translate({}, {}, 2); }, ErrorCode::invalid_argument, {"no sources"});
+  // By token count (alone, and with max_batch_size): the same texts; 1 token puts every text in
+  // a batch of its own, a budget under the longest text leaves it alone in its batch.
+  for (const std::size_t tokens : {1u, 5u, 8u, 12u, 16u, 1000u}) {
+    EXPECT_EQ(model.translate(texts, {}, 0, tokens), one) << "max_batch_tokens " << tokens;
+    EXPECT_EQ(model.translate(texts, {}, 2, tokens), one) << "max_batch_size 2, max_batch_tokens " << tokens;
+  }
+  const auto pre_tokens = model.translate(texts, {.target_prefix = prefixes}, 0, 8);
+  EXPECT_EQ(pre_tokens, pre);
+}
+
+// translate()'s batches: sorted by length when a limit splits them, each within both limits
+// (size x longest <= max_batch_tokens unless the text alone exceeds it), every text once.
+TEST(DecodeOptions, TranslateBatchesByTokenCount) {
+  using model_detail::text_batches;
+  using Batches = std::vector<std::vector<std::size_t>>;
+  const std::vector<std::size_t> lengths = {3, 8, 2, 5, 2, 4, 9};
+  // No limit, or limits that hold the whole input: one batch in input order (0: off).
+  EXPECT_EQ(text_batches(lengths, 0, 0), (Batches{{0, 1, 2, 3, 4, 5, 6}}));
+  EXPECT_EQ(text_batches(lengths, 7, 63), (Batches{{0, 1, 2, 3, 4, 5, 6}}));
+  EXPECT_EQ(text_batches({}, 2, 2), Batches{});
+  // By tokens: sorted 9, 8, 5, 4, 3, 2, 2 (ties in input order).
+  EXPECT_EQ(text_batches(lengths, 0, 62), (Batches{{6, 1, 3, 5, 0, 2}, {4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 16), (Batches{{6}, {1, 3}, {5, 0, 2, 4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 10), (Batches{{6}, {1}, {3, 5}, {0, 2, 4}}));
+  // Texts longer than the budget: a batch each.
+  EXPECT_EQ(text_batches(lengths, 0, 4), (Batches{{6}, {1}, {3}, {5}, {0}, {2, 4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 1), (Batches{{6}, {1}, {3}, {5}, {0}, {2}, {4}}));
+  // Both limits: whichever cuts first.
+  EXPECT_EQ(text_batches(lengths, 3, 16), (Batches{{6}, {1, 3}, {5, 0, 2}, {4}}));
+  EXPECT_EQ(text_batches(lengths, 2, 0), (Batches{{6, 1}, {3, 5}, {0, 2}, {4}}));
+  // Every text exactly once, every batch within the limits, over a grid.
+  const std::vector<std::size_t> many = {1, 17, 4, 4, 9, 1, 30, 2, 8, 8, 5, 12, 3};
+  for (const std::size_t size : {0u, 1u, 2u, 5u, 13u}) {
+    for (const std::size_t tokens : {0u, 1u, 7u, 16u, 29u, 60u, 1000u}) {
+      std::vector<int> seen(many.size(), 0);
+      const auto batches = text_batches(many, size, tokens);
+      for (const auto& batch : batches) {
+        ASSERT_FALSE(batch.empty());
+        std::size_t longest = 0;
+        for (const std::size_t i : batch) {
+          ++seen.at(i);
+          longest = std::max(longest, many[i]);
+        }
+        if (batches.size() > 1) {
+          EXPECT_EQ(many[batch.front()], longest);  // sorted
+        }
+        if (size > 0) {
+          EXPECT_LE(batch.size(), size);
+        }
+        if (tokens > 0 && batch.size() > 1) {
+          EXPECT_LE(batch.size() * longest, tokens) << "size " << size << " tokens " << tokens;
+        }
+      }
+      EXPECT_EQ(seen, std::vector<int>(many.size(), 1)) << "size " << size << " tokens " << tokens;
+    }
+  }
 }
 
 // Beam's per-token scores: the log-softmax of each token under its step's logits, summing to

@@ -245,14 +245,18 @@ class VKRNN_API Seq2Seq {
   // a character outside the source vocabulary, is Error(invalid_argument) naming the text's
   // index and the character's position: the model would otherwise guess.
   std::vector<std::string> translate(const std::vector<std::string>& texts, const TextOptions& options = {}) const;
-  // With decoding options, in batches: with more texts than max_batch_size (0: one batch) they
-  // are sorted by source length (longest first, stable) and split into batches of at most
-  // max_batch_size, so that rows of similar length share the padding; results come back in
-  // input order. target_prefix, when given, is one prefix per text (in input order). Sampling
-  // draws by row within a batch, so its tokens depend on the batching (fixed batching and seed:
-  // the same tokens). Texts are read as above, with text_options.
+  // With decoding options, in batches: when the texts exceed max_batch_size texts or
+  // max_batch_tokens source tokens (a batch's tokens: its size x its longest source, the
+  // padding included, unlike CTranslate2's batch_type = "tokens"; 0: no limit) they are sorted by
+  // source length (longest first, stable) and split into batches within both limits, so that
+  // rows of similar length share the padding (a text longer than max_batch_tokens is a batch of
+  // its own); otherwise they are one batch in input order. Results come back in input order.
+  // target_prefix, when given, is one prefix per text (in input order). Sampling draws by row
+  // within a batch, so its tokens depend on the batching (fixed batching and seed: the same
+  // tokens). Texts are read as above, with text_options.
   std::vector<std::string> translate(const std::vector<std::string>& texts, const DecodeOptions& options,
-                                     std::size_t max_batch_size = 0, const TextOptions& text_options = {}) const;
+                                     std::size_t max_batch_size = 0, std::size_t max_batch_tokens = 0,
+                                     const TextOptions& text_options = {}) const;
 
   // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
   // so the first real decode of those shapes does not build pipelines (Context::prebuild is the

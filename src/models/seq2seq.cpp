@@ -1139,11 +1139,12 @@ WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const TextOptions& options) const {
-  return translate(texts, DecodeOptions{}, 0, options);
+  return translate(texts, DecodeOptions{}, 0, 0, options);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const DecodeOptions& options,
-                                            std::size_t max_batch_size, const TextOptions& text_options) const {
+                                            std::size_t max_batch_size, std::size_t max_batch_tokens,
+                                            const TextOptions& text_options) const {
   if (!options.target_prefix.empty() && options.target_prefix.size() != texts.size()) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}::translate: {} target prefixes for {} texts (one per text, empty for none)",
                                                          kOp, options.target_prefix.size(), texts.size()));
@@ -1163,25 +1164,20 @@ std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& text
       throw Error(e.code(), fmt::format("{}::translate: text {}: {}", kOp, i, e.what()));
     }
   }
-  // Split batches: longest first, ties in input order (one batch keeps the input order).
-  std::vector<std::size_t> order(sources.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  const bool split = max_batch_size > 0 && max_batch_size < sources.size();
-  if (split) std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return sources[a].size() > sources[b].size(); });
   if (sources.empty()) greedy(sources, options);  // its error: no sources
-  const std::size_t per = split ? max_batch_size : std::max<std::size_t>(order.size(), 1);
+  std::vector<std::size_t> lengths;
+  for (const auto& s : sources) lengths.push_back(s.size());
   std::vector<std::string> out(texts.size());
-  for (std::size_t first = 0; first < order.size(); first += per) {
-    const std::size_t n = std::min(per, order.size() - first);
+  for (const std::vector<std::size_t>& rows : model_detail::text_batches(lengths, max_batch_size, max_batch_tokens)) {
     std::vector<std::vector<std::int32_t>> batch;
     DecodeOptions o = options;
     o.target_prefix.clear();
-    for (std::size_t i = first; i < first + n; ++i) {
-      batch.push_back(std::move(sources[order[i]]));
-      if (!options.target_prefix.empty()) o.target_prefix.push_back(options.target_prefix[order[i]]);
+    for (const std::size_t i : rows) {
+      batch.push_back(std::move(sources[i]));
+      if (!options.target_prefix.empty()) o.target_prefix.push_back(options.target_prefix[i]);
     }
     const DecodeResult r = greedy(batch, o);
-    for (std::size_t b = 0; b < n; ++b) out[order[first + b]] = decode_text(r.row(b));
+    for (std::size_t b = 0; b < rows.size(); ++b) out[rows[b]] = decode_text(r.row(b));
   }
   return out;
 }
