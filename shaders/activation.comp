@@ -10,7 +10,7 @@ layout(constant_id = 3) const uint FUNC = 0;
 #define USE_SUBGROUP 0
 #include "gemv_common.glsl"
 
-#ifdef IN_PLACE
+#if IN_PLACE
 layout(set = 0, binding = 0) buffer X { float xs[]; };
 #define OUT xs
 #else

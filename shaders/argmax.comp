@@ -13,13 +13,13 @@
 // USE_SUBGROUP=0, shared-memory trees. Fixed order: deterministic. The index is always in
 // [0, V), whatever the logits hold.
 //
-// FLAG_NONFINITE: a row whose max is NaN or infinite (a NaN or +inf anywhere, or every entry
+// ARGMAX_NONFINITE: a row whose max is NaN or infinite (a NaN or +inf anywhere, or every entry
 // -inf: no finite distribution) sets nonfinite[b] = mark unless it is already set, so the host
 // learns the first step a row went wrong from one u32 (finished rows are not checked).
 //
-// Greedy step (FLAG_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
+// Greedy step (ARGMAX_FINISHED: stop at EOS): a row already finished emits `pad` with score 0 and
 // zero logits / attention in the histories; a live row that emits `eos` becomes finished.
-// History buffers hold `ld` columns per row; this dispatch writes column `col`. With FLAG_EMBED
+// History buffers hold `ld` columns per row; this dispatch writes column `col`. With ARGMAX_EMBED
 // the chosen token's embedding row is also copied out (the next step's input).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -47,35 +47,26 @@ layout(push_constant) uniform Push {
   uint col;
   int eos;
   int pad;
-  uint flags;
-  uint emb_dim;       // FLAG_EMBED: copy table row `token` into emb_out row b
+  uint flags;         // ARGMAX_* (kernel_flags.h)
+  uint emb_dim;       // ARGMAX_EMBED: copy table row `token` into emb_out row b
   uint table_offset;
   uint table_ld;
   uint emb_offset;
   uint emb_ld;
-  uint mark;          // FLAG_NONFINITE: the value written to nonfinite[b]
+  uint mark;          // ARGMAX_NONFINITE: the value written to nonfinite[b]
 } p;
 
-const uint FLAG_INDEX = 1u;
-const uint FLAG_VALUE = 2u;
-const uint FLAG_TOKENS = 4u;
-const uint FLAG_SCORE = 8u;
-const uint FLAG_FINISHED = 16u;
-const uint FLAG_LOGITS = 32u;
-const uint FLAG_ATTENTION = 64u;
-const uint FLAG_EMBED = 128u;
-const uint FLAG_NONFINITE = 256u;
-const uint FLAG_CHOSEN = 512u;  // emit chosen[b] when >= 0 (sampled, forced) instead of the argmax
 const uint NONE = 0xffffffffu;
 
 #include "float_order.glsl"
+#include "kernel_flags.h"
 
 void main() {
   const uint b = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
   if (b >= p.B) return;  // uniform per workgroup
   const uint lane = gl_LocalInvocationIndex;
   const uint row = b * p.V;
-  const bool track = (p.flags & FLAG_FINISHED) != 0;
+  const bool track = (p.flags & ARGMAX_FINISHED) != 0;
   const bool done = track && finished[b] != 0u;
 
   // Pass 1: per-invocation max key and its lowest index (keys: NaN largest; 0 = no entry),
@@ -90,13 +81,13 @@ void main() {
   }
   const uint best_key = workgroup_max_uint(best);
   const uint top = min(workgroup_min_uint(best == best_key ? best_i : NONE), p.V - 1u);
-  const int pick = (p.flags & FLAG_CHOSEN) != 0u ? chosen[b] : -1;  // -1: the argmax
+  const int pick = (p.flags & ARGMAX_CHOSEN) != 0u ? chosen[b] : -1;  // -1: the argmax
   const uint arg = pick >= 0 ? min(uint(pick), p.V - 1u) : top;
   const float m = logits[row + top];  // the max
 
   // Pass 2: the log-softmax denominator.
   float score = 0.0;
-  if ((p.flags & (FLAG_SCORE)) != 0) {
+  if ((p.flags & (ARGMAX_SCORE)) != 0) {
     float s = 0.0;
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) s += exp(logits[row + v] - m);
     score = (logits[row + arg] - m) - log(workgroup_sum(s));  // log_softmax at arg
@@ -105,20 +96,20 @@ void main() {
   const int token = done ? p.pad : int(arg);
   const uint h = b * p.ld + p.col;
   if (lane == 0) {
-    if ((p.flags & FLAG_INDEX) != 0) index_out[b] = token;
-    if ((p.flags & FLAG_VALUE) != 0) value_out[b] = m;
-    if ((p.flags & FLAG_TOKENS) != 0) tok_hist[h] = token;
-    if ((p.flags & FLAG_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
-    if ((p.flags & FLAG_NONFINITE) != 0 && !done && (isnan(m) || isinf(m)) && nonfinite[b] == 0u)
+    if ((p.flags & ARGMAX_INDEX) != 0) index_out[b] = token;
+    if ((p.flags & ARGMAX_VALUE) != 0) value_out[b] = m;
+    if ((p.flags & ARGMAX_TOKENS) != 0) tok_hist[h] = token;
+    if ((p.flags & ARGMAX_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
+    if ((p.flags & ARGMAX_NONFINITE) != 0 && !done && (isnan(m) || isinf(m)) && nonfinite[b] == 0u)
       nonfinite[b] = p.mark;
   }
-  if ((p.flags & FLAG_LOGITS) != 0) {
+  if ((p.flags & ARGMAX_LOGITS) != 0) {
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) logit_hist[h * p.V + v] = done ? 0.0 : logits[row + v];
   }
-  if ((p.flags & FLAG_ATTENTION) != 0) {
+  if ((p.flags & ARGMAX_ATTENTION) != 0) {
     for (uint s = lane; s < p.S; s += gl_WorkGroupSize.x) attn_hist[h * p.S + s] = done ? 0.0 : weights[b * p.S + s];
   }
-  if ((p.flags & FLAG_EMBED) != 0) {
+  if ((p.flags & ARGMAX_EMBED) != 0) {
     // The next step's input embedding, fused here to save the decoder a dispatch per token.
     // token < V <= the table's rows: argmax is clamped above, pad is checked by the host.
     const uint src = p.table_offset + min(uint(token), p.V - 1u) * p.table_ld, dst = p.emb_offset + b * p.emb_ld;

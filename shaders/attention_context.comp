@@ -6,7 +6,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // for rows r = b * heads + h, tiled over S (chunks) and over the value columns (tiles of HT).
 // Layout: weights STORE_T [rows, S]; values STORE_T [B, S, H]; context f32 [B, H];
 // partials f32 [rows, nchunks, dv].
-// Modes (push constant):
+// Modes (push constant, TWO_PASS_* of kernel_flags.h):
 //   0  one chunk per row: accumulate and write the context directly
 //   1  pass 1: accumulate one chunk of S into partials
 //   2  pass 2: sum the row's partials in chunk order into the context
@@ -41,7 +41,7 @@ layout(push_constant) uniform Push {
 void main() {
   const uint WG = gl_WorkGroupSize.x;
   const uint lane = gl_LocalInvocationIndex;
-  const uint nchunks = p.mode == 2 ? 1 : p.nchunks;
+  const uint nchunks = p.mode == TWO_PASS_COMBINE ? 1 : p.nchunks;
   const uint id = linear_workgroup();
   if (id >= p.rows * p.nhtiles * nchunks) return;
   const uint c = id % nchunks;
@@ -50,14 +50,14 @@ void main() {
   const uint b = r / p.heads, h = r % p.heads;
   const uint len = clamped_length(lengths[b], p.S);
   const uint s_begin = c * p.chunk;
-  const uint s_end = p.mode == 2 ? 0 : min(s_begin + p.chunk, len);
+  const uint s_end = p.mode == TWO_PASS_COMBINE ? 0 : min(s_begin + p.chunk, len);
 
   if (VVEC4 != 0) {
     const uint H4 = p.H / 4, dv4 = p.dv / 4;
     const uint col0 = t * WG * VPT + lane;  // in vec4 units within the head
     vec4 acc[VPT];
     for (uint k = 0; k < VPT; ++k) acc[k] = vec4(0.0);
-    if (p.mode == 2) {
+    if (p.mode == TWO_PASS_COMBINE) {
       for (uint cc = 0; cc < p.nchunks; ++cc) {
         const uint base = (r * p.nchunks + cc) * dv4;
         for (uint k = 0; k < VPT; ++k) {
@@ -78,7 +78,7 @@ void main() {
     for (uint k = 0; k < VPT; ++k) {
       const uint j = col0 + k * WG;
       if (j >= dv4) break;
-      if (p.mode == 1) {
+      if (p.mode == TWO_PASS_PARTIAL) {
         partials4[(r * p.nchunks + c) * dv4 + j] = acc[k];
       } else {
         context4[b * H4 + h * dv4 + j] = acc[k];
@@ -88,7 +88,7 @@ void main() {
     const uint col0 = t * WG * VPT + lane;
     float acc[VPT];
     for (uint k = 0; k < VPT; ++k) acc[k] = 0.0;
-    if (p.mode == 2) {
+    if (p.mode == TWO_PASS_COMBINE) {
       for (uint cc = 0; cc < p.nchunks; ++cc) {
         const uint base = (r * p.nchunks + cc) * p.dv;
         for (uint k = 0; k < VPT; ++k) {
@@ -109,7 +109,7 @@ void main() {
     for (uint k = 0; k < VPT; ++k) {
       const uint j = col0 + k * WG;
       if (j >= p.dv) break;
-      if (p.mode == 1) {
+      if (p.mode == TWO_PASS_PARTIAL) {
         partials[(r * p.nchunks + c) * p.dv + j] = acc[k];
       } else {
         context[b * p.H + h * p.dv + j] = acc[k];

@@ -57,7 +57,7 @@ layout(push_constant) uniform Push {
   uint chunk;    // positions per split
   uint nhtiles;  // column tiles per row
   float scale;
-  uint flags;    // bit 0: write weights; bit 1: direct (nsplit == 1)
+  uint flags;    // FUSED_* (kernel_flags.h)
 } p;
 
 #include "attention_score.glsl"
@@ -85,8 +85,8 @@ void main() {
   const uint HTC = gl_WorkGroupSize.x * VPT * (VVEC4 != 0 ? 4 : 1);  // columns per tile
   const uint col_base = t * HTC;  // first value column of this tile, within the head
   const uint ncols = min(HTC, p.dv - col_base);
-  const bool want_weights = (p.flags & 1u) != 0;
-  const bool direct = (p.flags & 2u) != 0;
+  const bool want_weights = (p.flags & FUSED_WANT_WEIGHTS) != 0;
+  const bool direct = (p.flags & FUSED_DIRECT) != 0;
   const bool write_raw = want_weights && t == 0;
 
   // Invocation `lane` owns units u = lane + k * WG (k < VPT) of the tile: columns u, or the

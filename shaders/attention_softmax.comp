@@ -7,7 +7,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 //   when len[b] == 0), with M the row's max and L = sum exp(x_s - M) over the valid positions.
 // Rows r = b * heads + h; scores f32 [rows, S]; weights STORE_T [rows, S].
 // Each workgroup owns a tile of TILE = WG * E positions of one row (invocation t takes
-// positions t, t + WG, ...). Modes (push constant):
+// positions t, t + WG, ...). Modes (push constant, TWO_PASS_* of kernel_flags.h):
 //   0  the row is one tile: reduce and normalise in one dispatch
 //   1  pass 1 of a multi-tile row: write the tile's (max, sum of exp(x - max)) to partials
 //   2  pass 2: combine the row's partials into (M, L) and normalise this tile
@@ -50,7 +50,7 @@ void main() {
   }
 
   float M, L;
-  if (p.mode == 2) {
+  if (p.mode == TWO_PASS_COMBINE) {
     float mp = NEG_INF;
     for (uint t = gl_LocalInvocationIndex; t < p.ntiles; t += WG) {
       mp = max(mp, partials[r * p.ntiles + t].x);
@@ -69,7 +69,7 @@ void main() {
       if (s0 + i * WG < len) l_local += exp(x[i] - M);
     }
     L = workgroup_sum(l_local);
-    if (p.mode == 1) {
+    if (p.mode == TWO_PASS_PARTIAL) {
       if (gl_LocalInvocationIndex == 0) partials[r * p.ntiles + tile] = vec2(M, L);
       return;
     }

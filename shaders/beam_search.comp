@@ -2,7 +2,8 @@
 // One beam-search step's candidate merge (docs/model-format.md, "Beam search"), exactly as the
 // host's sort-based walk: candidates score(h) + value in fp32, ranked by score descending, then
 // alive slot h, then token id; EOS candidates become finished records, the others fill the next
-// alive list until it holds K; then the row stops (>= K finished, or the last step) or goes on.
+// alive list until it holds K; then the row stops (>= `stop` finished -- K, or more with a
+// patience factor -- or the last step) or goes on.
 //
 // One invocation owns one source row (no barriers, no shared memory). Each alive slot's list
 // (TopK's output: values descending, ids ascending among equal values, -1 padding) is a sorted
@@ -46,6 +47,7 @@ layout(push_constant) uniform Push {
   uint F;
   int eos;
   int pad;
+  uint stop;  // finished hypotheses that end the row's search
 } p;
 
 const uint NONE = 0xffffffffu;
@@ -146,7 +148,7 @@ void main() {
     }
   }
 
-  if (n_fin >= p.K) {
+  if (n_fin >= p.stop) {
     done[b] = 1u;
     release_row(r0);
   } else if (p.t + 1u == p.T) {

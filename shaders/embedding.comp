@@ -1,10 +1,11 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Embedding lookup (row gather): out[r, j] = table[clamp(ids[r]), j] for r < rows, j < dim,
 // from a strided table (element table_offset + row * table_ld + j) into a strided destination
 // (element out_offset + r * out_ld + j), so a lookup can fill some columns of a concatenated
 // input in place, and the same kernel reorders rows of a state by index (beam search).
 //
-// Ids outside [0, vocab) are clamped (never an out-of-bounds read) and, with FLAG_REPORT,
+// Ids outside [0, vocab) are clamped (never an out-of-bounds read) and, with EMBEDDING_REPORT,
 // counted in flag[0]; flag[1] holds ~(first bad row) (atomicMax of the complement, so a
 // zero-filled flag tensor starts empty and the result does not depend on scheduling).
 // One workgroup per row; its invocations stride over the columns.
@@ -23,10 +24,10 @@ layout(push_constant) uniform Push {
   uint table_ld;    // elements between table rows
   uint out_offset;
   uint out_ld;
-  uint flags;       // bit 0: report bad ids in flag[]
+  uint flags;       // EMBEDDING_* (kernel_flags.h)
 } p;
 
-const uint FLAG_REPORT = 1u;
+#include "kernel_flags.h"
 
 void main() {
   const uint r = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
@@ -34,7 +35,7 @@ void main() {
   const int id = ids[r];
   const bool bad = id < 0 || uint(id) >= p.vocab;
   const uint row = bad ? (id < 0 ? 0u : p.vocab - 1u) : uint(id);
-  if (bad && gl_LocalInvocationIndex == 0 && (p.flags & FLAG_REPORT) != 0) {
+  if (bad && gl_LocalInvocationIndex == 0 && (p.flags & EMBEDDING_REPORT) != 0) {
     atomicAdd(flag[0], 1u);
     atomicMax(flag[1], ~r);
   }

@@ -5,10 +5,8 @@
 // each invocation keeps a TM x TN register tile whose rows/columns are strided by WY/WX so that
 // neighbouring invocations read neighbouring shared words.
 #extension GL_GOOGLE_include_directive : require
-#ifndef W_F16
-#define W_F16 0
-#endif
-#if W_F16
+#include "variants.glsl"
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 
@@ -24,13 +22,13 @@ const uint BN = WX * TN;
 const uint THREADS = WX * WY;
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
-#if W_F16
+#if FP16_STORAGE
 layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 #else
 layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 #endif
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
-layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with FLAG_ACCUMULATE
+layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
 layout(push_constant) uniform Push {
   uint M, N, K;
@@ -38,10 +36,10 @@ layout(push_constant) uniform Push {
   uint w_off, ldw;
   uint b_off;
   uint y_off, ldy;
-  uint flags;  // FLAG_BIAS: add bias[n]; FLAG_ACCUMULATE: add to y (a later slice of K, the host's split)
+  uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
 } p;
 
-const uint FLAG_BIAS = 1u, FLAG_ACCUMULATE = 2u;
+#include "kernel_flags.h"
 
 // Transposed tiles: [k][row], +1 column of padding against bank conflicts on the stores.
 shared float x_tile[BK * (BM + 1)];
@@ -89,9 +87,9 @@ void main() {
     for (uint j = 0; j < TN; ++j) {
       const uint n = n0 + tx + j * WX;
       if (n >= p.N) continue;
-      const float b = (p.flags & FLAG_BIAS) != 0 ? bias[p.b_off + n] : 0.0;
+      const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n] : 0.0;
       const uint y = p.y_off + m * p.ldy + n;
-      ys[y] = ((p.flags & FLAG_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] + b;
+      ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] + b;
     }
   }
 }

@@ -4,10 +4,8 @@
 // in vec4 steps and reduce at the end. Both X and W rows are contiguous in K, so each lane
 // streams consecutive vec4s and every loaded vec4 feeds TM (or TN) dot products.
 #extension GL_GOOGLE_include_directive : require
-#ifndef W_F16
-#define W_F16 0
-#endif
-#if W_F16
+#include "variants.glsl"
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "gemv_common.glsl"
@@ -22,7 +20,7 @@ layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all 
 // specialisation decides which one the pipeline keeps.
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
 layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };
-#if W_F16
+#if FP16_STORAGE
 layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 layout(set = 0, binding = 1) readonly buffer WV { f16vec4 wv[]; };
 #else
@@ -30,7 +28,7 @@ layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
 #endif
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
-layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with FLAG_ACCUMULATE
+layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
 layout(push_constant) uniform Push {
   uint M, N, K;
@@ -38,10 +36,10 @@ layout(push_constant) uniform Push {
   uint w_off, ldw;  // W[n][k] = ws[w_off + n * ldw + k]
   uint b_off;       // b[n] = bias[b_off + n]
   uint y_off, ldy;  // Y[m][n] = ys[y_off + m * ldy + n]
-  uint flags;  // FLAG_BIAS: add bias[n]; FLAG_ACCUMULATE: add to y (a later slice of K, the host's split)
+  uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
 } p;
 
-const uint FLAG_BIAS = 1u, FLAG_ACCUMULATE = 2u;
+#include "kernel_flags.h"
 
 vec4 load_x(uint row, uint k4) {
   if (ALIGNED) return xv[(p.x_off + row * p.ldx) / 4 + k4];
@@ -92,9 +90,9 @@ void main() {
         const float v = COOP_SUM(acc[i][j]);
         // Spread the stores over the lanes (every lane holds every sum).
         if (((i * TN + j) % LANES) == LANE && m0 + i < p.M && n0 + j < p.N) {
-          const float b = (p.flags & FLAG_BIAS) != 0 ? bias[p.b_off + n0 + j] : 0.0;
+          const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n0 + j] : 0.0;
           const uint y = p.y_off + (m0 + i) * p.ldy + n0 + j;
-          ys[y] = ((p.flags & FLAG_ACCUMULATE) != 0 ? ys[y] : 0.0) + v + b;
+          ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + v + b;
         }
       }
     }

@@ -7,20 +7,21 @@
 //     repetition penalty: v generated before in the row -> x < 0 ? x * penalty : x / penalty
 //     temperature:        x / T
 //   phase 2 (masks to -inf; after phase 1's writes):
-//     suppressed ids, unk (disable_unk), eos while step < min_length, and the tokens that would
-//     repeat an n-gram of the row (no_repeat_ngram_size)
-//   phase 3 (FLAG_SAMPLE): the token to emit, into chosen[b]: top-k and top-p thresholds found
+//     suppressed ids, unk (disable_unk), eos while step < min_length, the tokens that would
+//     repeat an n-gram of the row (no_repeat_ngram_size), and the last token of every suppressed
+//     sequence whose other tokens are the row's last generated tokens (LOGITS_SEQUENCES)
+//   phase 3 (LOGITS_SAMPLE): the token to emit, into chosen[b]: top-k and top-p thresholds found
 //     by bisection over the float order keys (ties at a threshold are kept), then Gumbel-max
 //     over the kept entries with Philox4x32-10 uniforms keyed by the seed, counter (v, step, b):
 //     argmax_v (x_v - log(-log u_v)) is a sample of softmax(x) over the kept set, and depends on
 //     no sum, so neither the workgroup size nor the batch changes the token.
 //
-// FLAG_PREFIX: where prefix[b, step] >= 0 the row emits that token (a target prefix), else
+// LOGITS_PREFIX: where prefix[b, step] >= 0 the row emits that token (a target prefix), else
 // the sampled token, else chosen[b] = -1 (the argmax).
 //
 // The row's token history: inputs[b] is this step's input (BOS at step 0, then the previous
-// choice or a forced token); FLAG_NGRAM keeps every input in hist[b, step] (column 0: BOS, never
-// counted), FLAG_REPEAT marks seen[b, v] = 1 once v was an input after BOS. Both persist across
+// choice or a forced token); LOGITS_NGRAM and LOGITS_SEQUENCES keep every input in hist[b, step]
+// (column 0: BOS, never counted), LOGITS_REPEAT marks seen[b, v] = 1 once v was an input after BOS. Both persist across
 // the steps' dispatches (the caller zeroes `seen` before the first). Both are f32 (ids exact
 // below 2^24) so that beam search gathers them by parent row with the state (Embedding).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -31,7 +32,8 @@ layout(set = 0, binding = 0) buffer Logits { float logits[]; };              // 
 layout(set = 0, binding = 1) readonly buffer Inputs { int inputs[]; };       // [B]
 layout(set = 0, binding = 2) buffer History { float hist[]; };               // [B, ld] token ids
 layout(set = 0, binding = 3) buffer Seen { float seen[]; };                  // [B, V] 0 / 1
-layout(set = 0, binding = 4) readonly buffer Suppressed { int suppressed[]; };  // [n_suppressed]
+// [n_suppressed] single ids, then per sequence (start, length) into this buffer, then their ids.
+layout(set = 0, binding = 4) readonly buffer Suppressed { int suppressed[]; };
 layout(set = 0, binding = 5) writeonly buffer Chosen { int chosen[]; };      // [B]
 layout(set = 0, binding = 6) readonly buffer Prefix { int prefix[]; };       // [B, prefix_len]
 
@@ -52,18 +54,13 @@ layout(push_constant) uniform Push {
   float top_p;      // 1: no top-p
   uint seed_lo;
   uint seed_hi;
-  uint prefix_len;  // FLAG_PREFIX: columns of `prefix` (-1: that row's prefix has ended)
+  uint prefix_len;  // LOGITS_PREFIX: columns of `prefix` (-1: that row's prefix has ended)
+  uint n_sequences; // LOGITS_SEQUENCES: suppressed sequences of 2 or more tokens
 } p;
 
-const uint FLAG_REPEAT = 1u;
-const uint FLAG_TEMPERATURE = 2u;
-const uint FLAG_NGRAM = 4u;
-const uint FLAG_MIN_LENGTH = 8u;
-const uint FLAG_UNK = 16u;
-const uint FLAG_SUPPRESS = 32u;
-const uint FLAG_SAMPLE = 64u;
-const uint FLAG_PREFIX = 128u;
 const uint NONE = 0xffffffffu;
+
+#include "kernel_flags.h"  // Push::flags: LOGITS_*
 
 #include "float_order.glsl"
 
@@ -90,15 +87,15 @@ void main() {
   const float NEG_INF = -1.0 / 0.0;
 
   // Phase 1.
-  if ((p.flags & (FLAG_REPEAT | FLAG_TEMPERATURE)) != 0u) {
+  if ((p.flags & (LOGITS_REPEAT | LOGITS_TEMPERATURE)) != 0u) {
     for (uint v = lane; v < p.V; v += WG) {
       float x = logits[row + v];
-      if ((p.flags & FLAG_REPEAT) != 0u) {
+      if ((p.flags & LOGITS_REPEAT) != 0u) {
         const bool now = generated && int(v) == tok;
         if (now || seen[row + v] != 0.0) x = x < 0.0 ? x * p.penalty : x / p.penalty;
         if (now) seen[row + v] = 1.0;
       }
-      if ((p.flags & FLAG_TEMPERATURE) != 0u) x *= p.inv_temperature;
+      if ((p.flags & LOGITS_TEMPERATURE) != 0u) x *= p.inv_temperature;
       logits[row + v] = x;
     }
   }
@@ -107,14 +104,14 @@ void main() {
   barrier();
 
   // Phase 2.
-  if ((p.flags & FLAG_SUPPRESS) != 0u) {
+  if ((p.flags & LOGITS_SUPPRESS) != 0u) {
     for (uint i = lane; i < p.n_suppressed; i += WG) logits[row + uint(suppressed[i])] = NEG_INF;
   }
   if (lane == 0u) {
-    if ((p.flags & FLAG_UNK) != 0u) logits[row + uint(p.unk)] = NEG_INF;
-    if ((p.flags & FLAG_MIN_LENGTH) != 0u && p.step < p.min_length) logits[row + uint(p.eos)] = NEG_INF;
+    if ((p.flags & LOGITS_UNK) != 0u) logits[row + uint(p.unk)] = NEG_INF;
+    if ((p.flags & LOGITS_MIN_LENGTH) != 0u && p.step < p.min_length) logits[row + uint(p.eos)] = NEG_INF;
   }
-  if ((p.flags & FLAG_NGRAM) != 0u) {
+  if ((p.flags & LOGITS_NGRAM) != 0u) {
     // Generated tokens g_1 .. g_t are the inputs of steps 1 .. t (t = step): hist columns
     // 1 .. t-1 from earlier dispatches, and column t, this step's input, from inputs[b].
     const uint t = p.step, n = p.ngram, h = b * p.ld;
@@ -136,8 +133,24 @@ void main() {
     }
   }
 
+  if ((p.flags & LOGITS_SEQUENCES) != 0u) {
+    // A sequence s_0 .. s_{L-1} bans s_{L-1} when g_{t-L+2} .. g_t equal s_0 .. s_{L-2}.
+    const uint t = p.step, h = b * p.ld;
+    for (uint s = lane; s < p.n_sequences; s += WG) {
+      const uint at = uint(suppressed[p.n_suppressed + 2u * s]);
+      const uint L = uint(suppressed[p.n_suppressed + 2u * s + 1u]);
+      if (t + 1u < L) continue;  // fewer than L - 1 generated tokens
+      bool same = true;
+      for (uint j = 0u; j + 1u < L && same; ++j) {
+        const uint c = t + 2u + j - L;
+        same = (c == t ? tok : int(hist[h + c])) == suppressed[at + j];
+      }
+      if (same) logits[row + uint(suppressed[at + L - 1u])] = NEG_INF;
+    }
+  }
+
   int pick = -1;  // chosen[b]: -1 lets the argmax choose
-  if ((p.flags & FLAG_SAMPLE) != 0u) {
+  if ((p.flags & LOGITS_SAMPLE) != 0u) {
     memoryBarrierBuffer();
     barrier();
     // Phase 3. The largest key kk with count(key >= kk) >= top_k: the top-k entries and ties.
@@ -193,10 +206,10 @@ void main() {
     // No finite entry: token 0 (the choice flags the row as non-finite).
     pick = arg == NONE ? 0 : int(arg);
   }
-  if ((p.flags & FLAG_PREFIX) != 0u && p.step < p.prefix_len) {
+  if ((p.flags & LOGITS_PREFIX) != 0u && p.step < p.prefix_len) {
     const int forced = prefix[b * p.prefix_len + p.step];
     if (forced >= 0) pick = forced;
   }
-  if ((p.flags & (FLAG_SAMPLE | FLAG_PREFIX)) != 0u && lane == 0u) chosen[b] = pick;
-  if ((p.flags & FLAG_NGRAM) != 0u && lane == 0u) hist[b * p.ld + p.step] = float(tok);
+  if ((p.flags & (LOGITS_SAMPLE | LOGITS_PREFIX)) != 0u && lane == 0u) chosen[b] = pick;
+  if ((p.flags & (LOGITS_NGRAM | LOGITS_SEQUENCES)) != 0u && lane == 0u) hist[b * p.ld + p.step] = float(tok);
 }

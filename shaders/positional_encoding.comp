@@ -1,4 +1,6 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
 // Adds the sinusoidal positional encoding of "Attention is all you need" (PyTorch tutorial
 // definition) to x [rows = B * S, d]:
 //   out[b, s, 2i]   = x[b, s, 2i]   + sin(pos * w_i)
@@ -8,7 +10,7 @@
 // fraction of a turn, pos * w_i mod one turn is then exact integer arithmetic, and sin/cos run
 // on a reduced argument |y| <= pi/4 with polynomials of ~1 ulp (Cephes sinf/cosf), so the result
 // is good to ~1e-7 absolute for any position below 2^32 on any device.
-#ifdef IN_PLACE
+#if IN_PLACE
 layout(set = 0, binding = 0) buffer X { float xs[]; };
 layout(set = 0, binding = 1) readonly buffer Turns { uvec2 turns[]; };  // (lo, hi) words
 #define OUT xs

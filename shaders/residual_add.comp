@@ -1,6 +1,8 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
 // out = a + b elementwise (residual connections). IN_PLACE: a += b.
-#ifdef IN_PLACE
+#if IN_PLACE
 layout(set = 0, binding = 0) buffer A { float as[]; };
 layout(set = 0, binding = 1) readonly buffer B { float bs[]; };
 #define OUT as

@@ -1,6 +1,6 @@
 #version 450
 // Second half of an LSTM step with proj_size P: h_t = W_hr h_raw (h_raw = o * tanh(c) written by
-// rnn_step in FLAG_RAW_H mode), with the same length masking as rnn_step: rows past their length
+// rnn_step in RNN_RAW_H mode), with the same length masking as rnn_step: rows past their length
 // carry h_prev and write zeros to out[b, s]. Both directions in one dispatch (z = direction).
 #extension GL_GOOGLE_include_directive : require
 #include "rnn_common.glsl"
@@ -18,9 +18,8 @@ layout(set = 0, binding = 3) writeonly buffer HN { float h_next[]; };
 layout(set = 0, binding = 4) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 5) readonly buffer LEN { int lengths[]; };
 
-#define FLAG_H_ZERO 1u
-#define FLAG_NO_LENGTHS 8u
-#define FLAG_NO_OUT 32u
+// Push::flags: RNN_H_ZERO, RNN_NO_LENGTHS, RNN_NO_OUT.
+#include "kernel_flags.h"
 
 layout(push_constant) uniform Push {
   uint s, B, T, H, P;
@@ -57,14 +56,14 @@ void main() {
     for (uint b = 0; b < BB; ++b) {
       const uint row = b0 + b;
       if ((b % LANES) != LANE || row >= p.B) continue;
-      const uint len = (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
+      const uint len = (p.flags & RNN_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
       const bool live = p.s < len;
       const uint t = reverse ? len - 1 - p.s : p.s;
       const uint state = d * p.B + row;
-      const float carried = (p.flags & FLAG_H_ZERO) != 0 ? 0.0 : h_prev[p.h_prev_off + state * p.P + j];
+      const float carried = (p.flags & RNN_H_ZERO) != 0 ? 0.0 : h_prev[p.h_prev_off + state * p.P + j];
       const float h = live ? acc[b] : carried;
       h_next[p.h_next_off + state * p.P + j] = h;
-      if ((p.flags & FLAG_NO_OUT) == 0)
+      if ((p.flags & RNN_NO_OUT) == 0)
         outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
           live ? h : 0.0;
     }

@@ -25,23 +25,23 @@ const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
 // binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; };
-layout(set = 0, binding = 3) readonly buffer H0 { float h0[]; };     // h before step p.s
+layout(set = 0, binding = 3) readonly buffer HS { float h0[]; };     // h before step p.s
 layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };   // h after the run
 layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
 layout(set = 0, binding = 6) buffer CS { float cs[]; };  // c_n: the running c, in place
 layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 
-#define FLAG_H_ZERO 1u      // h before the run is zero (first run without h0)
-#define FLAG_C_FROM_C0 2u   // first run: c starts from c0
-#define FLAG_C_ZERO 4u      // first run without c0: c starts at zero
-#define FLAG_NO_LENGTHS 8u  // (neither C flag: c continues from the previous run, in c_n)
+// Push::flags: RNN_H_ZERO (h before the run is zero: the first run without h0), RNN_C_FROM_C0 /
+// RNN_C_ZERO (the first run: c starts from c0 / at zero; neither: c continues in c_n),
+// RNN_NO_LENGTHS.
+#include "kernel_flags.h"
 
 layout(push_constant) uniform Push {
   uint s;  // first step of this run (rnn_step's layout: one host struct for both)
   uint B, T, H, HO;
   uint xp_ldb, xp_ldt;
-  uint h0_off, hn_off;  // h[off + (d * B + b) * HO + k]
+  uint h_prev_off, h_next_off;  // h0 / h_n: h[off + (d * B + b) * HO + k]
   uint c0_off, c_off;   // c[off + (d * B + b) * H + j]
   uint out_off, out_ldd, out_ldb, out_ldt;
   uint flags;
@@ -65,26 +65,26 @@ void main() {
   uint steps = 0;
   for (uint b = 0; b < BB; ++b) {
     lens[b] = b >= nb ? 0u
-              : (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T
+              : (p.flags & RNN_NO_LENGTHS) != 0 ? p.T
               : uint(clamp(lengths[b0 + b], 0, int(p.T)));
     steps = max(steps, lens[b]);
   }
 
   for (uint e = tid; e < BB * HOP; e += THREADS) {
     const uint b = e / HOP, k = e % HOP;
-    const bool have = (p.flags & FLAG_H_ZERO) == 0 && b < nb && k < p.HO;
-    hsh[e] = have ? h0[p.h0_off + (d * p.B + b0 + b) * p.HO + k] : 0.0;
+    const bool have = (p.flags & RNN_H_ZERO) == 0 && b < nb && k < p.HO;
+    hsh[e] = have ? h0[p.h_prev_off + (d * p.B + b0 + b) * p.HO + k] : 0.0;
     hsh[BB * HOP + e] = 0.0;
   }
   // c lives in c_n, read and written only by the invocation that owns (unit, row): the same
   // (coop, lane) mapping as in the loop below.
-  if (CELL == CELL_LSTM && (p.flags & (FLAG_C_ZERO | FLAG_C_FROM_C0)) != 0) {
+  if (CELL == CELL_LSTM && (p.flags & (RNN_C_ZERO | RNN_C_FROM_C0)) != 0) {
     for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
       for (uint j = j0; j < min(j0 + UPI, p.H); ++j) {
         for (uint b = 0; b < BB; ++b) {
           if ((b % LANES) != LANE || b >= nb) continue;
           const uint state = d * p.B + b0 + b;
-          cs[p.c_off + state * p.H + j] = (p.flags & FLAG_C_ZERO) != 0 ? 0.0 : c0[p.c0_off + state * p.H + j];
+          cs[p.c_off + state * p.H + j] = (p.flags & RNN_C_ZERO) != 0 ? 0.0 : c0[p.c0_off + state * p.H + j];
         }
       }
     }
@@ -159,7 +159,7 @@ void main() {
   const uint fin = ((s_live > p.s ? s_live - p.s : 0u) & 1) * BB * HOP;
   for (uint e = tid; e < nb * p.HO; e += THREADS) {
     const uint b = e / p.HO, k = e % p.HO;
-    h_n[p.hn_off + (d * p.B + b0 + b) * p.HO + k] = hsh[fin + b * HOP + k];
+    h_n[p.h_next_off + (d * p.B + b0 + b) * p.HO + k] = hsh[fin + b * HOP + k];
   }
   // This run's positions that no row of the block is live in (s >= steps): padding.
   const uint pad0 = max(p.s, steps);

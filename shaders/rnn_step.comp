@@ -32,13 +32,8 @@ layout(set = 0, binding = 6) buffer CS { float cs[]; };            // c, updated
 layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 
-#define FLAG_H_ZERO 1u      // h_prev is all zeros (first step without h0): skip the product
-#define FLAG_C_FROM_C0 2u   // read c from c0 (first step), write it to c
-#define FLAG_C_ZERO 4u      // c_prev is zero (first step without c0)
-#define FLAG_NO_LENGTHS 8u  // every row has length T
-#define FLAG_RAW_H 16u      // LSTM with projection: write h to out[d][b][j] only (rnn_proj
-                            // projects it, carries h and writes the output)
-#define FLAG_NO_OUT 32u     // single decoder step: h_next is the only output
+// Push::flags: RNN_*.
+#include "kernel_flags.h"
 
 layout(push_constant) uniform Push {
   uint s, B, T, H, HO;
@@ -47,6 +42,7 @@ layout(push_constant) uniform Push {
   uint c0_off, c_off;           // c[off + (d * B + b) * H + j]
   uint out_off, out_ldd, out_ldb, out_ldt;  // out[off + d * ldd + b * ldb + t * ldt + j]
   uint flags;
+  uint s_end;  // rnn_seq's end of a run (one host struct for both); unused here
 } p;
 
 vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
@@ -77,7 +73,7 @@ void main() {
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < 4; ++g)
         for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
-    if ((p.flags & FLAG_H_ZERO) == 0) {
+    if ((p.flags & RNN_H_ZERO) == 0) {
       for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
         vec4 h[BB];
         for (uint b = 0; b < BB; ++b) h[b] = load_h(d * p.B + min(b0 + b, p.B - 1), k4);
@@ -102,19 +98,19 @@ void main() {
       for (uint b = 0; b < BB; ++b) {
         const uint row = b0 + b;
         if ((b % LANES) != LANE || row >= p.B) continue;
-        const uint len = (p.flags & FLAG_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
+        const uint len = (p.flags & RNN_NO_LENGTHS) != 0 ? p.T : uint(clamp(lengths[row], 0, int(p.T)));
         const bool live = p.s < len;
         const uint t = reverse ? len - 1 - p.s : p.s;  // only used when live
         const uint state = d * p.B + row;
 
         // This unit's own h_prev: GRU needs it, and rows past their length carry it (with a
         // projection h has P < H features: rnn_proj does the carrying then).
-        const bool need_prev = (p.flags & FLAG_H_ZERO) == 0 &&
-                               (CELL == CELL_GRU || (!live && (p.flags & FLAG_RAW_H) == 0));
+        const bool need_prev = (p.flags & RNN_H_ZERO) == 0 &&
+                               (CELL == CELL_GRU || (!live && (p.flags & RNN_RAW_H) == 0));
         const float h_prev = need_prev ? hs[p.h_prev_off + state * p.HO + j] : 0.0;
         float c = 0.0;
-        if (CELL == CELL_LSTM && (p.flags & FLAG_C_ZERO) == 0)
-          c = (p.flags & FLAG_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
+        if (CELL == CELL_LSTM && (p.flags & RNN_C_ZERO) == 0)
+          c = (p.flags & RNN_C_FROM_C0) != 0 ? c0[p.c0_off + state * p.H + j] : cs[p.c_off + state * p.H + j];
 
         float h = h_prev;
         if (live) {
@@ -127,11 +123,11 @@ void main() {
           h = cell_update(CELL, xg, hg, h_prev, c);
         }
         if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
-        if ((p.flags & FLAG_RAW_H) != 0) {
+        if ((p.flags & RNN_RAW_H) != 0) {
           outs[p.out_off + d * p.out_ldd + row * p.out_ldb + j] = h;
         } else {
           h_next[p.h_next_off + state * p.HO + j] = h;
-          if ((p.flags & FLAG_NO_OUT) == 0)
+          if ((p.flags & RNN_NO_OUT) == 0)
             outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : p.s) * p.out_ldt + j] =
                 live ? h : 0.0;
         }

@@ -1,4 +1,6 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
 // Scaled dot-product self-attention, flash-attention style: one workgroup owns BQ query rows of
 // one (batch, head) and streams BK-key tiles of K and V, keeping a running max and sum per row
 // (online softmax), so the S x S score matrix never exists.
@@ -29,7 +31,7 @@
 //    cheap max/exp over the tile, so no cross-lane reduction is needed.
 // Correctness does not depend on the subgroup size (the team path uses no subgroup operations;
 // the solo path's shuffles stay inside each full subgroup of SG lanes).
-#ifdef FP16_STORAGE
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #define STORE_T float16_t
@@ -39,9 +41,6 @@
 #define STORE4_T vec4
 #endif
 
-#ifndef USE_SHUFFLE
-#define USE_SHUFFLE 0
-#endif
 #if USE_SHUFFLE
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require

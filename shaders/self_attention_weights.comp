@@ -1,4 +1,9 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+// Shared-memory reductions (reduce.glsl): no subgroup requirement for this inspection kernel,
+// and no subgroup axis (shaders/variants.cmake).
+#define USE_SUBGROUP 0
+#include "variants.glsl"
 // Full attention weights a[b, h, i, j] = softmax_j(q_i . k_j * scale) for inspection and
 // visualisation (small S): the same masks as self_attention.comp (keys j >= length[b] and, with
 // p.causal, j > i get 0; rows i >= length[b] are all zeros). One workgroup per (b, h, i) row:
@@ -6,15 +11,12 @@
 // the workgroup combines them, a second pass writes the weights. The host widens the workgroup
 // until each invocation's share of a row stays within the loop budget (lavapipe silently ends
 // loops past 65535 iterations per invocation; a row of S keys costs ~2 S (head_dim + 1)).
-#extension GL_GOOGLE_include_directive : require
-#ifdef FP16_STORAGE
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #define STORE_T float16_t
 #else
 #define STORE_T float
 #endif
-// Shared-memory reductions: no subgroup requirement for this inspection kernel.
-#define USE_SUBGROUP 0
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint D = 64;  // head_dim

@@ -1,7 +1,9 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
 // Zeroes the padded steps of [B, T, W]: out[b, t, :] = t < lengths[b] ? x[b, t, :] : 0 (a
 // select, so NaN / inf in padding become 0 too). IN_PLACE: only padded elements are written.
-#ifdef IN_PLACE
+#if IN_PLACE
 layout(set = 0, binding = 0) buffer X { float xs[]; };
 layout(set = 0, binding = 1) readonly buffer Lengths { int lens[]; };
 #else
@@ -26,7 +28,7 @@ void main() {
   const int len = lens[b];
   // Compared unsigned so that T >= 2^31 cannot overflow; len <= 0 pads every step.
   const bool pad = len <= 0 || t >= uint(len);
-#ifdef IN_PLACE
+#if IN_PLACE
   if (pad) xs[i] = 0.0;
 #else
   outs[i] = pad ? 0.0 : xs[i];

@@ -14,6 +14,9 @@
 //
 // nonfinite (when p.mark != 0): a row whose max is NaN or infinite (a NaN or +inf anywhere, or
 // every entry -inf) sets nonfinite[b] = mark unless it is already set.
+// forced (when p.forced != 0): a row with forced[b] >= 0 yields that one entry (its value, or
+// its log-softmax over the whole row) and -1 / -inf padding: a beam search's target prefix,
+// whose forced token keeps its log-probability.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint K_MAX = 8;
 
@@ -23,6 +26,7 @@ layout(set = 0, binding = 0) readonly buffer X { float xs[]; };
 layout(set = 0, binding = 1) writeonly buffer Values { float values[]; };  // [B, k]
 layout(set = 0, binding = 2) writeonly buffer Indices { int indices[]; };  // [B, k]
 layout(set = 0, binding = 3) buffer NonFinite { uint nonfinite[]; };       // [B]
+layout(set = 0, binding = 4) readonly buffer Forced { int forced[]; };     // [B]
 
 layout(push_constant) uniform Push {
   uint B;
@@ -30,6 +34,7 @@ layout(push_constant) uniform Push {
   uint k;
   uint log_softmax;
   uint mark;  // nonzero: flag non-finite rows in `nonfinite`
+  uint forced;  // nonzero: read `forced`
 } p;
 
 #include "float_order.glsl"
@@ -70,12 +75,29 @@ void main() {
   if (p.mark != 0u && lane == 0 && (isnan(m) || isinf(m)) && nonfinite[b] == 0u) nonfinite[b] = p.mark;
 
   // Log-softmax: (x - max) - log(sum_j exp(x[j] - max)), torch.log_softmax's order of operations.
+  float lse = 0.0;
   if (p.log_softmax != 0) {
     float s = 0.0;
     for (uint i = lane; i < p.N; i += gl_WorkGroupSize.x) s += exp(xs[row + i] - m);
-    const float lse = log(workgroup_sum(s));
+    lse = log(workgroup_sum(s));
     for (uint j = 0; j < K_MAX; ++j)
       if (idx[j] != NONE) key[j] = float_order_key((float_from_order_key(key[j]) - m) - lse);
+  }
+
+  // A forced row (uniform per workgroup): its token alone.
+  const int f = p.forced != 0u ? forced[b] : -1;
+  if (f >= 0) {
+    if (lane == 0) {
+      const uint i = min(uint(f), p.N - 1u);  // in the row whatever it holds (callers check ids)
+      const float x = xs[row + i];
+      values[b * p.k] = p.log_softmax != 0 ? (x - m) - lse : x;
+      indices[b * p.k] = int(i);
+      for (uint r = 1; r < p.k; ++r) {
+        values[b * p.k + r] = -1.0 / 0.0;
+        indices[b * p.k + r] = -1;
+      }
+    }
+    return;
   }
 
   // Merge: k rounds, each takes the best head (ties: lowest index) and pops it.

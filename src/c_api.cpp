@@ -125,14 +125,16 @@ void copy_out(const T* items, std::size_t n, T* out, std::size_t capacity, std::
   if (capacity < n) throw BufferTooSmall{fmt::format("{} {} for room for {}", n, what, capacity)};
 }
 
+// `batch` rows of ids from pointers and lengths (`what` names them in errors).
 std::vector<std::vector<std::int32_t>> sources_of(const std::int32_t* const* sources, const std::size_t* lengths,
-                                                  std::size_t batch) {
+                                                  std::size_t batch, const char* what = "sources",
+                                                  const char* what_lengths = "lengths") {
   if (batch == 0) throw Error(ErrorCode::invalid_argument, "batch is 0");
-  need(sources, "sources");
-  need(lengths, "lengths");
+  need(sources, what);
+  need(lengths, what_lengths);
   std::vector<std::vector<std::int32_t>> out(batch);
   for (std::size_t b = 0; b < batch; ++b) {
-    if (lengths[b] > 0 && !sources[b]) throw Error(ErrorCode::invalid_argument, fmt::format("sources[{}] is NULL", b));
+    if (lengths[b] > 0 && !sources[b]) throw Error(ErrorCode::invalid_argument, fmt::format("{}[{}] is NULL", what, b));
     if (lengths[b] > 0) out[b].assign(sources[b], sources[b] + lengths[b]);
   }
   return out;
@@ -184,13 +186,47 @@ vkrnn::ContextOptions context_options(const vkrnn_context_options* o) {
   return opts;
 }
 
-vkrnn::DecodeOptions decode_options(const vkrnn_decode_options* o) {
+// The logits rules greedy and beam share.
+template <class Options>
+void rules_of(const vkrnn_decode_options& o, Options& d) {
+  d.repetition_penalty = o.repetition_penalty;
+  d.no_repeat_ngram_size = o.no_repeat_ngram_size;
+  d.min_length = o.min_length;
+  d.disable_unk = o.disable_unk != 0;
+  if (o.suppress_tokens_count > 0) {
+    need(o.suppress_tokens, "suppress_tokens");
+    d.suppress_tokens.assign(o.suppress_tokens, o.suppress_tokens + o.suppress_tokens_count);
+  }
+  if (o.suppress_sequences_count > 0) {
+    d.suppress_sequences = sources_of(o.suppress_sequences, o.suppress_sequence_lengths, o.suppress_sequences_count,
+                                      "suppress_sequences", "suppress_sequence_lengths");
+  }
+}
+
+// batch: the source rows (target_prefix has one entry per row).
+vkrnn::DecodeOptions decode_options(const vkrnn_decode_options* o, std::size_t batch) {
   vkrnn::DecodeOptions d;
   if (o) {
     d.max_len = o->max_len;
     d.return_attention = o->return_attention != 0;
+    rules_of(*o, d);
+    d.sampling_topk = o->sampling_topk;
+    d.sampling_topp = o->sampling_topp;
+    d.sampling_temperature = o->sampling_temperature;
+    d.seed = o->seed;
+    if (o->target_prefix) {
+      d.target_prefix = sources_of(o->target_prefix, o->target_prefix_lengths, batch, "target_prefix", "target_prefix_lengths");
+    }
   }
   return d;
+}
+
+// What beam search does not take.
+void check_beam_options(const vkrnn_decode_options& o) {
+  const char* what = o.sampling_topk != 1 ? "sampling (sampling_topk != 1)"
+                     : o.on_step          ? "on_step (streaming)"
+                                          : nullptr;
+  if (what) throw Error(ErrorCode::invalid_argument, fmt::format("beam search does not take {}", what));
 }
 
 }  // namespace
@@ -251,7 +287,17 @@ bool ends_with_eos(const std::vector<std::int32_t>& tokens, const vkrnn::Seq2Seq
 
 vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
                             const vkrnn_decode_options* options) {
-  const vkrnn::DecodeResult r = model.greedy(sources, decode_options(options));
+  vkrnn::DecodeOptions d = decode_options(options, sources.size());
+  if (options && options->on_step) {
+    // The C callback sees each StepResult as a vkrnn_step (no attention while streaming).
+    d.stream_steps = options->stream_steps;
+    d.on_step = [callback = options->on_step, user = options->on_step_user_data](const vkrnn::StepResult& r) {
+      const vkrnn_step step{r.step, r.tokens.size(), r.tokens.data(), r.scores.data(), r.finished.data(),
+                            r.all_finished ? 1 : 0, nullptr, 0};
+      return callback(&step, user) != 0;
+    };
+  }
+  const vkrnn::DecodeResult r = model.greedy(sources, d);
   auto out = std::make_unique<vkrnn_result>();
   out->source_length = r.source_length;
   const std::size_t S = r.source_length;
@@ -275,10 +321,18 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
                           const vkrnn_decode_options* options) {
   vkrnn::BeamOptions bo;
   if (options) {
+    check_beam_options(*options);
     bo.beam_width = options->beam_width;
     bo.length_alpha = options->length_alpha;
     bo.max_len = options->max_len;
     bo.return_attention = options->return_attention != 0;
+    rules_of(*options, bo);
+    bo.patience = options->patience;
+    bo.coverage_penalty = options->coverage_penalty;
+    if (options->target_prefix) {
+      bo.target_prefix = sources_of(options->target_prefix, options->target_prefix_lengths, sources.size(), "target_prefix",
+                                    "target_prefix_lengths");
+    }
   }
   const auto beams = model.beam(sources, bo);
   auto out = std::make_unique<vkrnn_result>();
@@ -497,7 +551,15 @@ vkrnn_status vkrnn_model_decode_text(const vkrnn_model* model, const int32_t* id
 }
 
 void vkrnn_decode_options_init(vkrnn_decode_options* options) {
-  if (options) *options = {0, 0, -1.0, 0};
+  if (!options) return;
+  *options = vkrnn_decode_options{};
+  options->length_alpha = -1.0;
+  options->repetition_penalty = 1.0;
+  options->sampling_topk = 1;
+  options->sampling_topp = 1.0;
+  options->sampling_temperature = 1.0;
+  options->stream_steps = 1;
+  options->patience = 1.0;
 }
 
 vkrnn_status vkrnn_greedy(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths, size_t batch,
@@ -601,7 +663,10 @@ vkrnn_status vkrnn_decoder_start(const vkrnn_encoded* encoded, const vkrnn_decod
   return guard(__func__, [&] {
     const vkrnn_encoded& e = need(encoded, "encoded");
     need(decoder, "decoder");
-    auto state = e.model->seq2seq->start(e.encoded, decode_options(options));
+    if (options && options->on_step) {
+      throw Error(ErrorCode::invalid_argument, "on_step (streaming) is for vkrnn_greedy; the decoder steps on request");
+    }
+    auto state = e.model->seq2seq->start(e.encoded, decode_options(options, e.encoded.batch()));
     *decoder = new vkrnn_decoder{e.model, std::move(state), e.encoded.batch(), e.encoded.source_length(), {}};
   });
 }

@@ -43,6 +43,9 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::kAllLimits;
+using test::limited_context;
+using test::Limits;
 using test::expect_error;
 using test::random_floats;
 
@@ -424,8 +427,7 @@ void check_fp16(const Problem& p, const Data& d_rounded, const Reference& r_roun
 }
 
 // Runs both pipelines on one problem and checks them against the reference.
-void run_problem(const Problem& p, const OpOptions& base = {}) {
-  Context& ctx = context();
+void run_problem(const Problem& p, const OpOptions& base = {}, Context& ctx = context()) {
   OpOptions opt = base;
   opt.fp16_storage = p.fp16;
   if (!p.fp16) {
@@ -590,6 +592,47 @@ TEST(AttentionLong, Fp16StorageGrid) {
     p.fp16 = true;
     run_problem(p);
     if (HasFailure()) return;
+  }
+}
+
+// The kernels other devices get, run here (tests/common/test_env.hpp): a GPU's plans, a mobile
+// GPU's (16 KiB shared memory, 128 invocations, shared-memory reductions, no 16-bit storage),
+// and Vulkan's minimum of 4 storage buffers per stage, where the ops binding more refuse at
+// construction by the limit's name and the rest run.
+TEST(Attention, LimitProfiles) {
+  const GridPoint points[] = {{1, 1, 1}, {3, 300, 40}, {2, 1100, 64}, {3, 7, 256}};
+  std::uint32_t seed = 1500;
+  for (Limits limits : kAllLimits) {
+    Context& ctx = limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}' on '{}'", test::to_string(limits), ctx.device().name));
+    const bool narrow = limits == Limits::minimum;
+    for (const GridPoint& g : points) {
+      for (Score s : kScores) {
+        Problem p = make_problem(s, g.B, g.S, g.dim, ++seed);
+        const AttentionConfig cfg = p.config();
+        if (narrow) {
+          // 5 and 10 storage buffers; the softmax binds 4, the key projection 3.
+          for (auto make : {+[](Context& c, const AttentionConfig& k) { AttentionScores op(c, k); },
+                            +[](Context& c, const AttentionConfig& k) { AttentionContext op(c, k); },
+                            +[](Context& c, const AttentionConfig& k) { FusedAttention op(c, k); }}) {
+            expect_error([&] { make(ctx, cfg); }, ErrorCode::out_of_range,
+                         {"maxPerStageDescriptorStorageBuffers"});
+          }
+          EXPECT_NO_THROW(MaskedSoftmax(ctx, cfg));
+          EXPECT_NO_THROW(KeyProjection(ctx, cfg));
+          continue;
+        }
+        run_problem(p, {}, ctx);
+        if (HasFailure()) return;
+      }
+    }
+    if (limits == Limits::mobile) {
+      Problem p = make_problem(Score::dot, 2, 5, 8, 1);
+      OpOptions fp16;
+      fp16.fp16_storage = true;
+      expect_error([&] { FusedAttention(ctx, p.config(), fp16); }, ErrorCode::missing_feature,
+                   {"storageBuffer16BitAccess"});
+    }
   }
 }
 

@@ -36,7 +36,7 @@ struct RefHyp {
 };
 
 struct Reference {
-  std::size_t B, K, kc, T, F;
+  std::size_t B, K, kc, T, S, F;  // S: finished hypotheses that stop a row
   std::int32_t eos, pad;
   std::vector<std::vector<RefHyp>> alive;  // per source row
   std::vector<std::uint32_t> alive_count, done, fin_count;
@@ -45,8 +45,9 @@ struct Reference {
   std::vector<std::vector<BeamHypothesis>> hyps;       // per source row, arrival order
   std::vector<int> done_step;                          // step a row stopped at, -1 before
 
-  Reference(std::size_t B_, std::size_t K_, std::size_t kc_, std::size_t T_, std::int32_t eos_, std::int32_t pad_)
-      : B(B_), K(K_), kc(kc_), T(T_), F(3 * K_), eos(eos_), pad(pad_), alive(B_, std::vector<RefHyp>(1)),
+  Reference(std::size_t B_, std::size_t K_, std::size_t kc_, std::size_t T_, std::int32_t eos_, std::int32_t pad_,
+            std::size_t S_ = 0)
+      : B(B_), K(K_), kc(kc_), T(T_), S(S_ ? S_ : K_), F(S + 2 * K_), eos(eos_), pad(pad_), alive(B_, std::vector<RefHyp>(1)),
         alive_count(B_, 1), done(B_, 0), fin_count(B_, 0), fin(B_ * F * 4, 0xffffffffu),
         hist_token(T_ * B_ * K_, -1), hist_parent(T_ * B_ * K_, -1), hyps(B_), done_step(B_, -1) {}
 
@@ -118,7 +119,7 @@ struct Reference {
         next_parent.push_back(c.h);
         if (next.size() == K) break;
       }
-      if (fin_count[b] >= K) {
+      if (fin_count[b] >= S) {
         done[b] = 1;
         release();
       } else if (t + 1 == T) {
@@ -150,13 +151,14 @@ struct Case {
   Values values;
   std::uint32_t seed;
   OpOptions options{};
+  std::size_t stop = 0;  // finished_to_stop (0: K)
 };
 
 std::string describe(const Case& c) {
   static const char* ev[] = {"frequent", "rare", "never"};
   static const char* vv[] = {"coarse", "fine", "uniform"};
-  return fmt::format("B {} K {} kc {} T {} V {} eos {} values {} seed {} wg {}", c.B, c.K, c.kc, c.T, c.V,
-                     ev[int(c.eos_mode)], vv[int(c.values)], c.seed, c.options.workgroup_size);
+  return fmt::format("B {} K {} kc {} T {} V {} eos {} values {} seed {} wg {} stop {}", c.B, c.K, c.kc, c.T, c.V,
+                     ev[int(c.eos_mode)], vv[int(c.values)], c.seed, c.options.workgroup_size, c.stop);
 }
 
 // One list per decoder row: min(kc, V) distinct ids with values sorted descending, ties to the
@@ -239,9 +241,9 @@ Reference run_case(Context& ctx, const Case& c, std::int32_t eos, std::int32_t p
   SCOPED_TRACE(describe(c));
   const std::size_t R = c.B * c.K;
   std::mt19937 rng(c.seed);
-  BeamSearch op(ctx, c.B, c.K, c.kc, c.T, eos, pad, c.options);
+  BeamSearch op(ctx, c.B, c.K, c.kc, c.T, eos, pad, c.options, c.stop);
   const BeamSearch::State st = op.make_state();
-  Reference ref(c.B, c.K, c.kc, c.T, eos, pad);
+  Reference ref(c.B, c.K, c.kc, c.T, eos, pad, c.stop);
   Sequence seq = ctx.sequence();
   op.record_reset(seq, st);
   std::vector<Tensor> parents(c.T), next(c.T);
@@ -337,6 +339,31 @@ TEST(BeamSearch, EveryEosAndValueModeAtNineSteps) {
   EXPECT_GT(cov.at_end, 0u);
 }
 
+// A patience factor: rows stop after S finished hypotheses, fewer (S = 1: the first EOS) or more
+// than K (up to the capacity bound S + 2K, which the frequent-EOS lists fill).
+TEST(BeamSearch, FinishedToStop) {
+  std::uint32_t seed = 2500;
+  for (const std::size_t K : {1, 3, 7}) {
+    for (const std::size_t S : {std::size_t{1}, 2 * K, 5 * K + 1}) {
+      for (const Eos e : {Eos::frequent, Eos::rare}) {
+        Coverage cov;
+        const Reference ref =
+            run_case(context(), {5, K, K + 1, 12, 20, e, Values::coarse, seed++, {}, S}, 2, 0, &cov);
+        for (std::size_t b = 0; b < 5; ++b) {
+          // A row stopped early has its S finished hypotheses (or up to 2K - 1 more).
+          if (ref.done_step[b] >= 0 && static_cast<std::size_t>(ref.done_step[b]) + 1 < 12) {
+            EXPECT_GE(ref.fin_count[b], S);
+          }
+        }
+        if (HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_EQ(BeamSearch(context(), 2, 3, 4, 5, 1, 0, {}, 10).finished_capacity(), 16u);
+  expect_error([&] { BeamSearch(context(), 2, 3, 4, 5, 1, 0, {}, BeamSearch::max_finished_to_stop + 1); },
+               ErrorCode::invalid_argument, {"BeamSearch", "finished_to_stop"});
+}
+
 TEST(BeamSearch, WorkgroupSizesAndStaging) {
   std::uint32_t seed = 3000;
   for (std::uint32_t wg : {1u, 2u, 8u, 64u, 256u}) {
@@ -346,6 +373,24 @@ TEST(BeamSearch, WorkgroupSizesAndStaging) {
     run_case(context(), {130, 2, 64, 4, 100, Eos::rare, Values::fine, seed++, o}, 2, 0, nullptr);
   }
   run_case(test::staging_context(), {7, 5, 6, 9, 12, Eos::frequent, Values::coarse, seed++}, 3, 0, nullptr);
+}
+
+// A GPU's and a mobile GPU's plans run here (tests/common/test_env.hpp); under the Vulkan
+// minimum of 4 storage buffers per stage the merge, which binds 13, refuses at construction by
+// the limit's name.
+TEST(BeamSearch, LimitProfiles) {
+  std::uint32_t seed = 3500;
+  for (test::Limits limits : test::kAllLimits) {
+    Context& ctx = test::limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    if (limits == test::Limits::minimum) {
+      expect_error([&] { BeamSearch(ctx, 2, 3, 4, 9, 1, 0); }, ErrorCode::out_of_range,
+                   {"BeamSearch", "13 storage buffers", "maxPerStageDescriptorStorageBuffers"});
+      continue;
+    }
+    run_case(ctx, {65, 3, 4, 9, 20, Eos::frequent, Values::coarse, seed++}, 2, 0, nullptr);
+    run_case(ctx, {7, 5, 6, 9, 12, Eos::rare, Values::fine, seed++}, 3, 0, nullptr);
+  }
 }
 
 // Equal sums from different values: the lower id later in the list wins. Alive scores -16

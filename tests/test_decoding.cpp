@@ -22,9 +22,11 @@
 
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
+#include "models/model_common.hpp"
 #include "test_models_tiny.hpp"
 #include "vkrnn/logits_processor.hpp"
 #include "vkrnn/seq2seq.hpp"
+#include "vkrnn/topk.hpp"
 
 namespace vkrnn {
 namespace {
@@ -51,6 +53,13 @@ void ref_process(std::vector<double>& x, const std::vector<std::int32_t>& inputs
   }
   for (double& v : x) v /= p.temperature;
   for (std::int32_t id : p.suppressed) x[static_cast<std::size_t>(id)] = -kInf;
+  for (const auto& s : p.suppressed_sequences) {
+    // The last token, where the others are the last generated tokens (all of them: one token).
+    const std::size_t L = s.size();
+    if (g.size() + 1 >= L && std::equal(s.begin(), s.end() - 1, g.end() - static_cast<std::ptrdiff_t>(L - 1))) {
+      x[static_cast<std::size_t>(s.back())] = -kInf;
+    }
+  }
   if (p.unk >= 0) x[static_cast<std::size_t>(p.unk)] = -kInf;
   if (p.min_length > 0 && t < p.min_length) x[static_cast<std::size_t>(p.eos)] = -kInf;
   const std::size_t n = p.no_repeat_ngram_size;
@@ -147,11 +156,10 @@ std::int32_t ref_sample(const std::vector<double>& x, const std::vector<bool>& k
 // T steps of B rows: inputs drawn from a few ids (so n-grams and repetitions happen), fresh
 // logits per step; every step's processed logits (and samples) against the host.
 void check_processor(std::size_t B, std::size_t V, std::size_t T, const LogitsProcessing& p, std::uint32_t seed,
-                     const OpOptions& options = {}) {
+                     const OpOptions& options = {}, Context& ctx = context()) {
   SCOPED_TRACE(fmt::format("B {} V {} T {} T {} pen {} ngram {} min {} unk {} supp {} sample {} k {} p {} wg {}", B, V, T,
                            p.temperature, p.repetition_penalty, p.no_repeat_ngram_size, p.min_length, p.unk,
                            p.suppressed.size(), p.sample, p.top_k, p.top_p, options.workgroup_size));
-  Context& ctx = context();
   std::mt19937 rng(seed);
   const std::size_t few = std::min<std::size_t>(V, 3);
   std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>(T));
@@ -206,7 +214,7 @@ void check_processor(std::size_t B, std::size_t V, std::size_t T, const LogitsPr
 TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
   for (const auto& [B, V, T] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 1, 4}, {3, 7, 8}, {16, 8000, 4}}) {
     const std::int32_t last = static_cast<std::int32_t>(V - 1);
-    std::vector<LogitsProcessing> cases(7);
+    std::vector<LogitsProcessing> cases(9);
     cases[0].repetition_penalty = 1.7;
     cases[1].temperature = 0.6;
     cases[2].no_repeat_ngram_size = 2;
@@ -214,6 +222,11 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     cases[4].unk = last;
     cases[5].suppressed = {0, last, 0};
     cases[6].no_repeat_ngram_size = 1;
+    // Sequences over the few ids the inputs are drawn from (so they occur), of 1 to 5 tokens.
+    const std::int32_t a = 0, b = std::min<std::int32_t>(1, last), c = std::min<std::int32_t>(2, last);
+    cases[7].suppressed_sequences = {{a, b}, {c}, {b, b, a}, {a, c, b, a, c}, {last, a}};
+    cases[8].suppressed_sequences = {{b, c}};
+    cases[8].no_repeat_ngram_size = 2;
     LogitsProcessing all;
     all.repetition_penalty = 0.8;  // < 1 rewards repetition: the rule still holds
     all.temperature = 1.3;
@@ -221,6 +234,7 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
     all.min_length = 2, all.eos = std::min<std::int32_t>(1, last);
     all.unk = std::min<std::int32_t>(2, last);
     all.suppressed = {last};
+    all.suppressed_sequences = {{a, a}, {c, b, a}};
     cases.push_back(all);
     std::uint32_t seed = 10;
     for (const auto& p : cases) check_processor(B, V, T, p, ++seed);
@@ -230,12 +244,38 @@ TEST(LogitsProcessor, EachRuleAndAllTogetherMatchTheHost) {
 TEST(LogitsProcessor, WorkgroupSizesAndReductionPaths) {
   LogitsProcessing p;
   p.repetition_penalty = 1.2, p.no_repeat_ngram_size = 2, p.sample = true, p.top_k = 5, p.top_p = 0.9, p.seed = 42;
+  p.suppressed_sequences = {{0, 1}, {2, 2, 1}, {1, 0}, {0, 0}, {2, 1}, {1, 1, 1}};
   for (const std::uint32_t wg : {1u, 4u, 32u}) {
     for (const bool shared : {false, true}) {
       OpOptions o;
       o.workgroup_size = wg;
       o.force_shared_memory_reduction = shared;
       check_processor(3, 37, 6, p, 5, o);
+    }
+  }
+}
+
+// The kernels other devices get (tests/common/test_env.hpp), chosen automatically: a GPU's (256
+// lanes per row) and a mobile GPU's (128 invocations, shared-memory trees), every rule and
+// sampling at once against the host; under the Vulkan minimum of 4 storage buffers per stage the
+// kernel's 7 are refused at construction, naming the limit.
+TEST(LogitsProcessor, LimitProfiles) {
+  LogitsProcessing all;
+  all.repetition_penalty = 1.2, all.temperature = 0.9, all.no_repeat_ngram_size = 2;
+  all.min_length = 2, all.eos = 1, all.unk = 2, all.suppressed = {3};
+  all.suppressed_sequences = {{0, 1}, {2, 0, 1}};
+  all.sample = true, all.top_k = 5, all.top_p = 0.9, all.seed = 7;
+  for (test::Limits limits : test::kAllLimits) {
+    Context& ctx = test::limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    if (ctx.device().max_storage_buffers_per_stage < 7) {
+      expect_error([&] { LogitsProcessor(ctx, 37, all); }, ErrorCode::out_of_range,
+                   {"logits_processor", "maxPerStageDescriptorStorageBuffers"});
+      continue;
+    }
+    std::uint32_t seed = 900;
+    for (const auto& [B, V, T] : {std::tuple<std::size_t, std::size_t, std::size_t>{3, 37, 6}, {2, 8000, 3}}) {
+      check_processor(B, V, T, all, ++seed, {}, ctx);
     }
   }
 }
@@ -325,6 +365,10 @@ TEST(LogitsProcessor, Errors) {
   expect_error(make([](LogitsProcessing& p) { p.min_length = 2; }), ErrorCode::invalid_argument, {"min_length", "eos"});
   expect_error(make([](LogitsProcessing& p) { p.suppressed = {3, 7}; }), ErrorCode::invalid_argument, {"suppressed[1] = 7", "[0, 7)"});
   expect_error(make([](LogitsProcessing& p) { p.unk = 9; }), ErrorCode::invalid_argument, {"unk = 9"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1 is empty"});
+  expect_error(make([](LogitsProcessing& p) { p.suppressed_sequences = {{1, 2}, {3, -1}}; }), ErrorCode::invalid_argument,
+               {"suppressed sequence 1[1] = -1"});
   LogitsProcessing p;
   p.prefix = {{1, 2, 3}};
   const LogitsProcessor op(ctx, 7, p);
@@ -342,6 +386,54 @@ TEST(LogitsProcessor, Errors) {
   EXPECT_EQ(seq.stats().copies, 0u);
 }
 
+double log_softmax_at(const std::vector<double>& x, std::size_t k) {
+  double m = -kInf;
+  for (double v : x) m = std::max(m, v);
+  double z = 0.0;
+  for (double v : x) z += std::exp(v - m);
+  return x[k] - m - std::log(z);
+}
+
+// TopK's forced rows (beam search's target prefix): the forced entry alone, as its value or
+// its log-softmax over the whole row, then -inf / -1; other rows as without.
+TEST(TopK, ForcedRows) {
+  Context& ctx = context();
+  const std::size_t B = 4, N = 9, k = 4;
+  const std::vector<float> x = random_floats(B * N, 21, -3.0f, 3.0f);
+  const std::vector<std::int32_t> forced = {-1, 5, 0, 8};
+  for (const bool lsm : {false, true}) {
+    const Tensor xs = ctx.tensor({B, N}), f = ctx.tensor({B}, DType::i32);
+    const Tensor v0 = ctx.tensor({B, k}), i0 = ctx.tensor({B, k}, DType::i32), v1 = ctx.tensor({B, k}), i1 = ctx.tensor({B, k}, DType::i32);
+    const TopK topk(ctx, k);
+    Sequence seq = ctx.sequence();
+    seq.upload(xs, x).upload(f, forced);
+    topk.record(seq, xs, v0, i0, lsm);
+    topk.record(seq, xs, v1, i1, lsm, {}, 1, f);
+    seq.download(v0).download(i0).download(v1).download(i1);
+    seq.eval();
+    const auto pv = seq.read<float>(v0), fv = seq.read<float>(v1);
+    const auto pi = seq.read<std::int32_t>(i0), fi = seq.read<std::int32_t>(i1);
+    for (std::size_t b = 0; b < B; ++b) {
+      SCOPED_TRACE(fmt::format("log_softmax {} row {}", lsm, b));
+      if (forced[b] < 0) {
+        for (std::size_t j = 0; j < k; ++j) {
+          EXPECT_EQ(fi[b * k + j], pi[b * k + j]);
+          EXPECT_EQ(fv[b * k + j], pv[b * k + j]);
+        }
+        continue;
+      }
+      std::vector<double> row(x.begin() + static_cast<std::ptrdiff_t>(b * N), x.begin() + static_cast<std::ptrdiff_t>((b + 1) * N));
+      const auto at = static_cast<std::size_t>(forced[b]);
+      EXPECT_EQ(fi[b * k], forced[b]);
+      EXPECT_NEAR(fv[b * k], lsm ? log_softmax_at(row, at) : row[at], 1e-5);
+      for (std::size_t j = 1; j < k; ++j) {
+        EXPECT_EQ(fi[b * k + j], -1);
+        EXPECT_EQ(fv[b * k + j], -std::numeric_limits<float>::infinity());
+      }
+    }
+  }
+}
+
 // --- Seq2Seq ------------------------------------------------------------------------------
 
 // A tiny model written into `dir` and loaded.
@@ -356,21 +448,14 @@ std::vector<std::vector<std::int32_t>> sources(std::size_t B, std::size_t Vs, st
   return test::random_token_rows(lengths, 3, Vs, seed);
 }
 
-double log_softmax_at(const std::vector<double>& x, std::size_t k) {
-  double m = -kInf;
-  for (double v : x) m = std::max(m, v);
-  double z = 0.0;
-  for (double v : x) z += std::exp(v - m);
-  return x[k] - m - std::log(z);
-}
-
 // Greedy with the options: at every step of every row, the processed logits equal the host
 // rules applied to the raw logits of the same inputs (the incremental API, teacher-forced with
 // greedy's own tokens, the same batch: the same kernels), the token is their argmax and the
 // score its log-softmax.
 void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions& o, std::uint32_t seed) {
-  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {}", spec.Vt, B, o.repetition_penalty,
-                           o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size()));
+  SCOPED_TRACE(fmt::format("Vt {} B {} penalty {} ngram {} min_length {} unk {} suppressed {} sequences {}", spec.Vt, B,
+                           o.repetition_penalty, o.no_repeat_ngram_size, o.min_length, o.disable_unk, o.suppress_tokens.size(),
+                           o.suppress_sequences.size()));
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, spec);
   const auto src = sources(B, spec.Vs, seed);
@@ -385,6 +470,7 @@ void check_greedy_rules(const TinySpec& spec, std::size_t B, const DecodeOptions
   p.eos = 2;
   p.unk = o.disable_unk ? 3 : -1;
   p.suppressed = o.suppress_tokens;
+  p.suppressed_sequences = o.suppress_sequences;
   auto st = model.start(model.encode(src), {.max_len = o.max_len, .return_logits = true});
   std::vector<std::vector<std::int32_t>> inputs(B, std::vector<std::int32_t>{1});  // BOS
   std::size_t checked = 0;
@@ -424,8 +510,47 @@ TEST(DecodeOptions, GreedyRulesMatchTheHostOnTeacherForcedLogits) {
   check_greedy_rules(small, 1, {.disable_unk = true, .suppress_tokens = {4}}, 4);
   check_greedy_rules(wide, 16,
                      {.max_len = 12, .repetition_penalty = 1.3, .no_repeat_ngram_size = 2, .min_length = 3, .disable_unk = true,
-                      .suppress_tokens = {5, 39}},
+                      .suppress_tokens = {5, 39}, .suppress_sequences = {{6, 7}, {8}, {4, 4, 4}}},
                      5);
+}
+
+// Whether `seq` occurs in `tokens`.
+bool contains(const std::vector<std::int32_t>& tokens, const std::vector<std::int32_t>& seq) {
+  return std::search(tokens.begin(), tokens.end(), seq.begin(), seq.end()) != tokens.end();
+}
+
+// Suppressed sequences taken from what plain greedy and beam produce: with them, greedy follows
+// the host rules, and no greedy row or beam hypothesis contains one.
+TEST(DecodeOptions, SuppressSequencesOfWhatWouldBeGenerated) {
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.scale = 1.5f;
+  TempDir dir;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const std::size_t B = 3;
+  const auto src = sources(B, spec.Vs, 7);
+  const DecodeResult plain = model.greedy(src, {.max_len = 10, .stop_at_eos = false});
+  // A bigram, a trigram and a 4-gram of the plain rows (rows 0, 1, 2).
+  std::vector<std::vector<std::int32_t>> banned;
+  for (std::size_t b = 0; b < B; ++b) {
+    const auto first = plain.tokens.begin() + static_cast<std::ptrdiff_t>(b * 10 + 1);
+    banned.emplace_back(first, first + static_cast<std::ptrdiff_t>(2 + b));
+  }
+  check_greedy_rules(spec, B, {.max_len = 10, .suppress_sequences = banned}, 7);
+  const DecodeResult g = model.greedy(src, {.max_len = 10, .stop_at_eos = false, .suppress_sequences = banned});
+  EXPECT_NE(g.tokens, plain.tokens);
+  for (std::size_t b = 0; b < B; ++b) {
+    for (const auto& s : banned) EXPECT_FALSE(contains(g.row(b), s)) << "row " << b;
+  }
+  const auto plain_beams = model.beam(src, {.beam_width = 4, .max_len = 10});
+  std::vector<std::vector<std::int32_t>> from_beams;
+  for (const auto& row : plain_beams) from_beams.emplace_back(row.at(0).tokens.begin(), row.at(0).tokens.begin() + 2);
+  const auto beams = model.beam(src, {.beam_width = 4, .max_len = 10, .suppress_sequences = from_beams});
+  for (const auto& row : beams) {
+    for (const Hypothesis& h : row) {
+      for (const auto& s : from_beams) EXPECT_FALSE(contains(h.tokens, s));
+    }
+  }
 }
 
 // Off, the options record nothing; on, one dispatch per step and still one submission.
@@ -517,6 +642,93 @@ TEST(DecodeOptions, TargetPrefix) {
   // A forced EOS ends the row when decoding stops at EOS.
   const DecodeResult e = model.greedy(src, {.max_len = 9, .target_prefix = {{4, 2}, {}, {}}});
   EXPECT_EQ(e.row(0), (std::vector<std::int32_t>{4, 2}));
+}
+
+// Beam search with a target prefix: every hypothesis starts with its row's prefix and its score
+// is the teacher-forced log-probability of all its tokens, prefix included (the incremental API
+// fed the hypothesis); a row without a prefix is the unprefixed search's; K = 1 is greedy with
+// the same prefix (tokens and scores); a forced EOS ends the row's one hypothesis; one
+// submission, one processor dispatch per step more.
+TEST(DecodeOptions, BeamTargetPrefix) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 40;
+  spec.eos_bias = 0.5f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(3, spec.Vs, 13);
+  const std::vector<std::vector<std::int32_t>> prefix = {{7, 7, 9}, {}, {4}};
+  const std::size_t K = 4, T = 10, V = 40;
+  DecodeStats with, without;
+  const auto plain = model.beam(src, {.beam_width = K, .max_len = T, .return_logits = true, .stats = &without, .return_token_scores = true});
+  const auto hyps = model.beam(src, {.beam_width = K, .max_len = T, .return_logits = true, .stats = &with,
+                                     .return_token_scores = true, .target_prefix = prefix});
+  EXPECT_EQ(with.sequence.submissions, 1u);
+  EXPECT_EQ(with.sequence.dispatches, without.sequence.dispatches + T);
+  for (std::size_t b = 0; b < 3; ++b) {
+    ASSERT_EQ(hyps[b].size(), K) << "row " << b;
+    std::set<std::vector<std::int32_t>> distinct;
+    // The hypotheses, teacher-forced through the incremental API: K copies of the source.
+    const std::vector<std::vector<std::int32_t>> copies(K, src[b]);
+    auto st = model.start(model.encode(copies), {.max_len = T, .stop_at_eos = false, .return_logits = true});
+    std::vector<double> forced_score(K, 0.0);
+    for (std::size_t t = 0; t < T; ++t) {
+      std::vector<std::int32_t> in(K, 1);  // BOS
+      for (std::size_t k = 0; t > 0 && k < K; ++k) {
+        const auto& tok = hyps[b][k].tokens;
+        in[k] = t - 1 < tok.size() ? tok[t - 1] : 0;
+      }
+      const StepResult r = model.step(st, in);
+      for (std::size_t k = 0; k < K; ++k) {
+        const auto& tok = hyps[b][k].tokens;
+        if (t >= tok.size()) continue;
+        std::vector<double> x(r.logits.begin() + static_cast<std::ptrdiff_t>(k * V), r.logits.begin() + static_cast<std::ptrdiff_t>((k + 1) * V));
+        const double lp = log_softmax_at(x, static_cast<std::size_t>(tok[t]));
+        EXPECT_NEAR(hyps[b][k].token_scores[t], lp, 1e-4) << "row " << b << " hyp " << k << " step " << t;
+        forced_score[k] += lp;
+      }
+    }
+    for (std::size_t k = 0; k < K; ++k) {
+      const Hypothesis& h = hyps[b][k];
+      ASSERT_GE(h.tokens.size(), prefix[b].size());
+      EXPECT_EQ(std::vector<std::int32_t>(h.tokens.begin(), h.tokens.begin() + static_cast<std::ptrdiff_t>(prefix[b].size())), prefix[b])
+          << "row " << b << " hyp " << k;
+      EXPECT_NEAR(h.score, forced_score[k], 1e-4) << "row " << b << " hyp " << k;
+      EXPECT_TRUE(distinct.insert(h.tokens).second) << "row " << b << " hyp " << k;
+      if (k > 0) {
+        EXPECT_GE(hyps[b][k - 1].norm_score, h.norm_score);
+      }
+    }
+  }
+  for (std::size_t k = 0; k < K; ++k) {
+    EXPECT_EQ(hyps[1][k].tokens, plain[1][k].tokens);
+    EXPECT_FLOAT_EQ(hyps[1][k].score, plain[1][k].score);
+  }
+  // K = 1 is greedy with the prefix.
+  const DecodeResult g = model.greedy(src, {.max_len = T, .target_prefix = prefix});
+  const auto b1 = model.beam(src, {.beam_width = 1, .max_len = T, .return_token_scores = true, .target_prefix = prefix});
+  for (std::size_t b = 0; b < 3; ++b) {
+    const Hypothesis& h = b1[b].at(0);
+    ASSERT_EQ(h.tokens, g.row(b)) << "row " << b;
+    double sum = 0.0;
+    for (std::size_t t = 0; t < h.tokens.size(); ++t) {
+      EXPECT_NEAR(h.token_scores[t], g.scores[b * g.steps + t], 1e-5) << "row " << b << " step " << t;
+      sum += g.scores[b * g.steps + t];
+    }
+    EXPECT_NEAR(h.score, sum, 1e-4) << "row " << b;
+  }
+  // A forced EOS: the row's only hypothesis is the prefix, finished; the others decode on.
+  const auto eos = model.beam(src, {.beam_width = 3, .max_len = T, .target_prefix = {{4, 2, 5}, {}, {6}}});
+  ASSERT_EQ(eos[0].size(), 1u);
+  EXPECT_EQ(eos[0][0].tokens, (std::vector<std::int32_t>{4, 2}));
+  EXPECT_TRUE(eos[0][0].finished);
+  EXPECT_EQ(eos[1].size(), 3u);
+  for (const Hypothesis& h : eos[2]) EXPECT_EQ(h.tokens.at(0), 6);
+  // A prefix as long as max_len: the hypothesis is the prefix, unfinished.
+  const auto full = model.beam(src, {.beam_width = 2, .max_len = 3, .target_prefix = {{5, 6, 7}, {}, {}}});
+  ASSERT_GE(full[0].size(), 1u);
+  EXPECT_EQ(full[0][0].tokens, (std::vector<std::int32_t>{5, 6, 7}));
+  std::printf("beam K %zu, B 3, %zu steps: %u dispatches, %u with a target prefix\n", K, T, without.sequence.dispatches,
+              with.sequence.dispatches);
 }
 
 // Beam search with the rules: K = 1 is greedy with the same rules; with K = 4 every hypothesis
@@ -642,6 +854,62 @@ TEST(DecodeOptions, TranslateInBatchesKeepsInputOrder) {
   EXPECT_EQ(pre[0], one[0]);
   expect_error([&] { model.translate(texts, {.target_prefix = {{4}}}, 2); }, ErrorCode::invalid_argument, {"1 target prefixes", "7 texts"});
   expect_error([&] { model.translate({}, {}, 2); }, ErrorCode::invalid_argument, {"no sources"});
+  // By token count (alone, and with max_batch_size): the same texts; 1 token puts every text in
+  // a batch of its own, a budget under the longest text leaves it alone in its batch.
+  for (const std::size_t tokens : {1u, 5u, 8u, 12u, 16u, 1000u}) {
+    EXPECT_EQ(model.translate(texts, {}, 0, tokens), one) << "max_batch_tokens " << tokens;
+    EXPECT_EQ(model.translate(texts, {}, 2, tokens), one) << "max_batch_size 2, max_batch_tokens " << tokens;
+  }
+  const auto pre_tokens = model.translate(texts, {.target_prefix = prefixes}, 0, 8);
+  EXPECT_EQ(pre_tokens, pre);
+}
+
+// translate()'s batches: sorted by length when a limit splits them, each within both limits
+// (size x longest <= max_batch_tokens unless the text alone exceeds it), every text once.
+TEST(DecodeOptions, TranslateBatchesByTokenCount) {
+  using model_detail::text_batches;
+  using Batches = std::vector<std::vector<std::size_t>>;
+  const std::vector<std::size_t> lengths = {3, 8, 2, 5, 2, 4, 9};
+  // No limit, or limits that hold the whole input: one batch in input order (0: off).
+  EXPECT_EQ(text_batches(lengths, 0, 0), (Batches{{0, 1, 2, 3, 4, 5, 6}}));
+  EXPECT_EQ(text_batches(lengths, 7, 63), (Batches{{0, 1, 2, 3, 4, 5, 6}}));
+  EXPECT_EQ(text_batches({}, 2, 2), Batches{});
+  // By tokens: sorted 9, 8, 5, 4, 3, 2, 2 (ties in input order).
+  EXPECT_EQ(text_batches(lengths, 0, 62), (Batches{{6, 1, 3, 5, 0, 2}, {4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 16), (Batches{{6}, {1, 3}, {5, 0, 2, 4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 10), (Batches{{6}, {1}, {3, 5}, {0, 2, 4}}));
+  // Texts longer than the budget: a batch each.
+  EXPECT_EQ(text_batches(lengths, 0, 4), (Batches{{6}, {1}, {3}, {5}, {0}, {2, 4}}));
+  EXPECT_EQ(text_batches(lengths, 0, 1), (Batches{{6}, {1}, {3}, {5}, {0}, {2}, {4}}));
+  // Both limits: whichever cuts first.
+  EXPECT_EQ(text_batches(lengths, 3, 16), (Batches{{6}, {1, 3}, {5, 0, 2}, {4}}));
+  EXPECT_EQ(text_batches(lengths, 2, 0), (Batches{{6, 1}, {3, 5}, {0, 2}, {4}}));
+  // Every text exactly once, every batch within the limits, over a grid.
+  const std::vector<std::size_t> many = {1, 17, 4, 4, 9, 1, 30, 2, 8, 8, 5, 12, 3};
+  for (const std::size_t size : {0u, 1u, 2u, 5u, 13u}) {
+    for (const std::size_t tokens : {0u, 1u, 7u, 16u, 29u, 60u, 1000u}) {
+      std::vector<int> seen(many.size(), 0);
+      const auto batches = text_batches(many, size, tokens);
+      for (const auto& batch : batches) {
+        ASSERT_FALSE(batch.empty());
+        std::size_t longest = 0;
+        for (const std::size_t i : batch) {
+          ++seen.at(i);
+          longest = std::max(longest, many[i]);
+        }
+        if (batches.size() > 1) {
+          EXPECT_EQ(many[batch.front()], longest);  // sorted
+        }
+        if (size > 0) {
+          EXPECT_LE(batch.size(), size);
+        }
+        if (tokens > 0 && batch.size() > 1) {
+          EXPECT_LE(batch.size() * longest, tokens) << "size " << size << " tokens " << tokens;
+        }
+      }
+      EXPECT_EQ(seen, std::vector<int>(many.size(), 1)) << "size " << size << " tokens " << tokens;
+    }
+  }
 }
 
 // Beam's per-token scores: the log-softmax of each token under its step's logits, summing to
@@ -677,6 +945,131 @@ TEST(DecodeOptions, BeamTokenScores) {
   }
 }
 
+// The coverage penalty against the host formula on the returned attention (every hypothesis,
+// ranked by it); patience: more finished hypotheses before a row stops, the K best returned,
+// and patience 1 is the plain search.
+TEST(DecodeOptions, BeamPatienceAndCoveragePenalty) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 12;
+  spec.eos_bias = 1.5f;  // short hypotheses over long sources: coverage below 1
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = test::random_token_rows({7, 6, 7, 3}, 3, spec.Vs, 21);
+  const double alpha = 0.6, beta = 0.7;
+  const auto plain = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9});
+  const auto same = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 1.0});
+  DecodeStats one, three;
+  const auto cov = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .return_attention = true, .stats = &one,
+                                    .coverage_penalty = beta});
+  std::size_t penalised = 0;
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    ASSERT_EQ(same[b].size(), plain[b].size());
+    for (std::size_t k = 0; k < plain[b].size(); ++k) EXPECT_EQ(same[b][k].tokens, plain[b][k].tokens);
+    const std::size_t S = cov[b].at(0).attention.size() / cov[b].at(0).tokens.size();
+    for (std::size_t k = 0; k < cov[b].size(); ++k) {
+      const Hypothesis& h = cov[b][k];
+      std::vector<double> c(S, 0.0);
+      for (std::size_t t = 0; t < h.tokens.size(); ++t)
+        for (std::size_t j = 0; j < S; ++j) c[j] += h.attention[t * S + j];
+      double pen = 0.0;
+      for (double cj : c)
+        if (cj > 0.0) pen += std::log(std::min(cj, 1.0));
+      penalised += pen < -1e-3;
+      EXPECT_NEAR(h.norm_score, h.score / std::pow(double(h.tokens.size()), alpha) + beta * pen, 1e-5) << "row " << b << " hyp " << k;
+      if (k > 0) {
+        EXPECT_GE(cov[b][k - 1].norm_score, h.norm_score);
+      }
+    }
+  }
+  EXPECT_GT(penalised, 0u);
+  // Patience 2: rows stop after 6 finished hypotheses (so they run at least as long), 3 returned.
+  const auto patient = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .stats = &three, .patience = 2.0});
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_LE(patient[b].size(), 3u);
+    EXPECT_GE(patient[b].at(0).norm_score, plain[b].at(0).norm_score - 1e-6) << "row " << b;
+  }
+  EXPECT_GE(three.steps_run, one.steps_run);
+  std::printf("beam K 3, B 4, 9 steps: %zu steps run with patience 1, %zu with patience 2\n", one.steps_run, three.steps_run);
+  const auto small = model.beam(src, {.beam_width = 3, .length_alpha = alpha, .max_len = 9, .patience = 0.1});  // stop after 1
+  for (const auto& row : small) EXPECT_GE(row.size(), 1u);
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 0.0}); }, ErrorCode::invalid_argument, {"patience = 0"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .patience = 1e9}); }, ErrorCode::invalid_argument, {"patience", "beyond"});
+  expect_error([&] { model.beam(src, {.beam_width = 3, .coverage_penalty = std::nan("")}); }, ErrorCode::invalid_argument,
+               {"coverage_penalty"});
+}
+
+// Streaming: the callback sees every step in order, with the tokens, scores and finished flags
+// of the one-submission decode (greedy, fixed length, sampling; pieces of 1, 3 and all steps),
+// the returned result equals greedy()'s, and returning false ends the decode there.
+TEST(DecodeOptions, StreamingCallback) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 20;
+  spec.eos_bias = 0.4f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(5, spec.Vs, 31);
+  const DecodeOptions cases[] = {
+      {.max_len = 12, .return_logits = true},
+      {.max_len = 7, .stop_at_eos = false, .return_attention = true},
+      {.max_len = 12, .sampling_topk = 0, .sampling_temperature = 1.3, .seed = 5},
+  };
+  for (const DecodeOptions& base : cases) {
+    const DecodeResult whole = model.greedy(src, base);
+    for (const std::size_t piece : {1u, 3u, 100u}) {
+      SCOPED_TRACE(fmt::format("max_len {} stop_at_eos {} sampling {} piece {}", base.max_len, base.stop_at_eos, base.sampling_topk != 1, piece));
+      std::vector<StepResult> seen;
+      DecodeOptions o = base;
+      o.stream_steps = piece;
+      o.on_step = [&](const StepResult& s) {
+        seen.push_back(s);
+        return true;
+      };
+      const DecodeResult r = model.greedy(src, o);
+      EXPECT_EQ(r.tokens, whole.tokens);
+      EXPECT_EQ(r.scores, whole.scores);
+      EXPECT_EQ(r.lengths, whole.lengths);
+      EXPECT_EQ(r.logits, whole.logits);
+      EXPECT_EQ(r.attention, whole.attention);
+      EXPECT_EQ(r.steps_run, whole.steps_run);
+      ASSERT_EQ(seen.size(), whole.steps);
+      std::vector<std::uint8_t> done(src.size(), 0);
+      for (std::size_t t = 0; t < seen.size(); ++t) {
+        EXPECT_EQ(seen[t].step, t);
+        for (std::size_t b = 0; b < src.size(); ++b) {
+          EXPECT_EQ(seen[t].tokens[b], whole.tokens[b * whole.steps + t]) << "step " << t << " row " << b;
+          EXPECT_EQ(seen[t].scores[b], whole.scores[b * whole.steps + t]) << "step " << t << " row " << b;
+          if (base.stop_at_eos && t + 1 == static_cast<std::size_t>(whole.lengths[b]) && whole.tokens[b * whole.steps + t] == 2) done[b] = 1;
+          EXPECT_EQ(seen[t].finished[b], done[b]) << "step " << t << " row " << b;
+        }
+      }
+      EXPECT_EQ(seen.back().all_finished, base.stop_at_eos && whole.steps < base.max_len);
+      // One submission per piece (at most the steps' pieces), and one for the results.
+      const std::size_t pieces = (base.max_len + piece - 1) / piece;
+      EXPECT_GE(r.stats.submissions, (seen.size() + piece - 1) / piece + 1);
+      EXPECT_LE(r.stats.submissions, pieces + 1);
+    }
+  }
+  // Stopping after step 2: three steps, the first three of the whole decode.
+  const DecodeOptions fixed{.max_len = 9, .stop_at_eos = false};
+  const DecodeResult whole = model.greedy(src, fixed);
+  DecodeOptions o = fixed;
+  std::size_t calls = 0;
+  o.on_step = [&](const StepResult& s) {
+    ++calls;
+    return s.step < 2;
+  };
+  const DecodeResult r = model.greedy(src, o);
+  EXPECT_EQ(calls, 3u);
+  ASSERT_EQ(r.steps, 3u);
+  for (std::size_t b = 0; b < src.size(); ++b) {
+    EXPECT_EQ(r.row(b), std::vector<std::int32_t>(whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9),
+                                                  whole.tokens.begin() + static_cast<std::ptrdiff_t>(b * 9 + 3)));
+  }
+  // An exception from the callback leaves through greedy() once the GPU work is done.
+  o.on_step = [](const StepResult&) -> bool { throw Error(ErrorCode::state, "from the callback"); };
+  expect_error([&] { model.greedy(src, o); }, ErrorCode::state, {"from the callback"});
+}
+
 TEST(DecodeOptions, Errors) {
   TempDir dir;
   const Seq2Seq model = tiny_model(dir, TinySpec{});
@@ -685,6 +1078,10 @@ TEST(DecodeOptions, Errors) {
                {"target prefix of row 0", "4 tokens", "max_len = 3"});
   expect_error([&] { model.greedy(src, {.target_prefix = {{4}}}); }, ErrorCode::invalid_argument, {"1 target prefixes", "2 source rows"});
   expect_error([&] { model.greedy(src, {.target_prefix = {{4}, {6}}}); }, ErrorCode::invalid_argument, {"target prefix", "6"});
+  expect_error([&] { model.beam(src, {.max_len = 3, .target_prefix = {{4, 4, 4, 4}, {}}}); }, ErrorCode::out_of_range,
+               {"target prefix of row 0", "4 tokens", "max_len = 3"});
+  expect_error([&] { model.beam(src, {.target_prefix = {{4}}}); }, ErrorCode::invalid_argument, {"1 target prefixes", "2 source rows"});
+  expect_error([&] { model.beam(src, {.target_prefix = {{4}, {6}}}); }, ErrorCode::invalid_argument, {"target prefix", "6"});
   expect_error([&] { model.greedy(src, {.suppress_tokens = {6}}); }, ErrorCode::invalid_argument, {"suppressed[0] = 6"});
   expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_topp = 1.5}); }, ErrorCode::invalid_argument, {"top_p = 1.5"});
   expect_error([&] { model.greedy(src, {.sampling_topk = 0, .sampling_temperature = -1.0}); }, ErrorCode::invalid_argument, {"temperature"});

@@ -19,6 +19,9 @@ namespace vkrnn {
 namespace {
 
 using test::context;
+using test::kAllLimits;
+using test::limited_context;
+using test::Limits;
 using test::expect_error;
 using test::random_floats;
 
@@ -230,6 +233,32 @@ TEST(Linear, StridedViews) {
         scale += std::abs(double(xs[xo + m * ldx + k]) * ws[wo + n * ldw + k]);
       }
       EXPECT_NEAR(got[i], want, 1e-5 * scale) << "m " << m << " n " << n;
+    }
+  }
+}
+
+// The kernels other devices get (tests/common/test_env.hpp), chosen automatically: a GPU's
+// (subgroup GEMV for a few rows, the tiled GEMM for many), a mobile GPU's (16 KiB of shared
+// memory: thinner K slices; 128 invocations: 16 x 8 tiles; no subgroups) and the Vulkan
+// minimums (4 storage buffers: exactly what the GEMM binds).
+TEST(Linear, LimitProfiles) {
+  for (Limits limits : kAllLimits) {
+    Context& ctx = limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    Gemm g(ctx);
+    EXPECT_EQ(g.path_for(64), Gemm::Path::tiled);
+    EXPECT_EQ(g.path_for(2), ctx.device().subgroup_arithmetic ? Gemm::Path::gemv : Gemm::Path::gemv_invocation);
+    std::uint32_t seed = 3000;
+    for (auto [M, N, K] : std::vector<std::tuple<std::size_t, std::size_t, std::size_t>>{
+             {1, 7, 5}, {3, 67, 129}, {9, 5, 3}, {65, 129, 33}, {131, 64, 300}}) {
+      run_case(ctx, {Gemm::Path::automatic, false, false}, M, N, K, seed % 2 == 0, seed);
+      seed += 7;
+    }
+    if (!ctx.features().storage_buffer_16bit) {
+      OpOptions fp16;
+      fp16.fp16_storage = true;
+      expect_error([&] { Linear(ctx, 4, 4, true, fp16); }, ErrorCode::missing_feature,
+                   {"storageBuffer16BitAccess"});
     }
   }
 }

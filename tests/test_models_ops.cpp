@@ -779,5 +779,38 @@ TEST(Activation, MatchesReference) {
                {"'x'", "f32"});
 }
 
+// --- Other devices' kernels ------------------------------------------------------------------
+
+// What a GPU, a mobile GPU (16 KiB shared memory, 128 invocations, shared-memory reductions) and
+// the Vulkan minimums (4 storage buffers per stage) get (tests/common/test_env.hpp), run here:
+// argmax binds 11 buffers and concat 5, so they refuse at construction under the minimums, by
+// the limit's name; embedding (4) and top-k (3) run everywhere.
+TEST(DecodingOps, LimitProfiles) {
+  std::uint32_t seed = 4000;
+  for (test::Limits limits : test::kAllLimits) {
+    Context& ctx = test::limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    check_embedding(ctx, 7, 13, 31, {}, seed++);
+    check_topk(ctx, 3, 513, 6, {}, seed++, false);
+    check_topk(ctx, 2, 20, 4, {}, seed++, true);
+    if (limits == test::Limits::minimum) {
+      expect_error([&] { Argmax(ctx, {}); }, ErrorCode::out_of_range, {"maxPerStageDescriptorStorageBuffers"});
+      expect_error([&] { Concat(ctx, {}); }, ErrorCode::out_of_range, {"maxPerStageDescriptorStorageBuffers"});
+      continue;
+    }
+    check_argmax(ctx, 3, 777, {}, seed++);
+    check_argmax(ctx, 2, 33333, {}, seed++, true);
+    Activation act(ctx, ActivationFn::sigmoid);
+    const auto x = random_floats(1000, seed++, -6.0f, 6.0f);
+    std::vector<double> want(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) want[i] = 1.0 / (1.0 + std::exp(-double(x[i])));
+    const Tensor tx = ctx.tensor({x.size()}, x), ty = ctx.tensor({x.size()});
+    Sequence seq = ctx.sequence();
+    act.record(seq, tx, ty);
+    seq.download(ty).eval();
+    EXPECT_TRUE(all_close(seq.read<float>(ty), want, 1e-6, 1e-30));
+  }
+}
+
 }  // namespace
 }  // namespace vkrnn

@@ -8,7 +8,10 @@
 //  - teacher-forced logits within 1e-4 and attention rows within 1e-5 at every step,
 //  - greedy decoding (stop at EOS) and fixed-length decoding: identical tokens and lengths,
 //    logits within 1e-4 at every step, attention within 1e-5,
-//  - the incremental API (encode, start, step) gives exactly what the one-submission decode gives.
+//  - the incremental API (encode, start, step) gives exactly what the one-submission decode gives,
+//  - greedy and beam search with the decoding rules (repetition penalty, n-gram blocking,
+//    min_length), and beam search with patience and the coverage penalty, give the reference's
+//    tokens and hypotheses.
 //
 // Missing fixtures: the test skips, unless VKRNN_REQUIRE_TORCH=1 (CI), where it fails.
 #include <algorithm>
@@ -171,6 +174,30 @@ void check_seq2seq(const Case& c) {
   }
 }
 
+// The hypotheses of every source row against the reference's <prefix>count, tokens, lengths,
+// finished, scores and norm_scores (tools/make_model_fixtures.py, beam_arrays).
+void expect_hypotheses(const SafetensorsFile& f, const std::string& prefix, const std::vector<std::vector<Hypothesis>>& beams,
+                       std::size_t K, std::size_t N) {
+  const auto count = ints(f, prefix + "count"), tokens = ints(f, prefix + "tokens"), lengths = ints(f, prefix + "lengths");
+  const auto finished = ints(f, prefix + "finished");
+  const auto scores = f.to_f32(prefix + "scores"), norm = f.to_f32(prefix + "norm_scores");
+  ASSERT_EQ(beams.size(), count.size());
+  for (std::size_t b = 0; b < beams.size(); ++b) {
+    SCOPED_TRACE(fmt::format("{}: source row {}", prefix, b));
+    ASSERT_EQ(beams[b].size(), static_cast<std::size_t>(count[b]));
+    for (std::size_t j = 0; j < beams[b].size(); ++j) {
+      SCOPED_TRACE(fmt::format("hypothesis {}", j));
+      const Hypothesis& h = beams[b][j];
+      const std::size_t len = static_cast<std::size_t>(lengths[b * K + j]);
+      const auto first = tokens.begin() + static_cast<std::ptrdiff_t>((b * K + j) * N);
+      EXPECT_EQ(h.tokens, std::vector<std::int32_t>(first, first + static_cast<std::ptrdiff_t>(len)));
+      EXPECT_EQ(h.finished, finished[b * K + j] != 0);
+      EXPECT_NEAR(h.score, scores[b * K + j], kLogitTol);
+      EXPECT_NEAR(h.norm_score, norm[b * K + j], kLogitTol);
+    }
+  }
+}
+
 void check_beam(const Case& c) {
   SCOPED_TRACE(c.name + " (beam search)");
   const Seq2Seq model = Seq2Seq::load(context(), c.dir);
@@ -182,23 +209,11 @@ void check_beam(const Case& c) {
   const double alpha = std::stod(f.metadata().at("length_alpha"));
   const auto sources = test::rows_of(src, src_lengths);
   const auto beams = model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N, .return_logits = true, .return_attention = true});
-  const auto count = ints(f, "beam_count"), tokens = ints(f, "beam_tokens"), lengths = ints(f, "beam_lengths");
-  const auto finished = ints(f, "beam_finished");
-  const auto scores = f.to_f32("beam_scores"), norm = f.to_f32("beam_norm_scores");
+  expect_hypotheses(f, "beam_", beams, K, N);
   const auto best_logits = f.to_f32("beam_best_logits"), best_attn = f.to_f32("beam_best_attention");
-  ASSERT_EQ(beams.size(), B);
   for (std::size_t b = 0; b < B; ++b) {
     SCOPED_TRACE(fmt::format("source row {}", b));
-    ASSERT_EQ(beams[b].size(), static_cast<std::size_t>(count[b]));
-    for (std::size_t j = 0; j < beams[b].size(); ++j) {
-      SCOPED_TRACE(fmt::format("hypothesis {}", j));
-      const Hypothesis& h = beams[b][j];
-      const std::size_t len = static_cast<std::size_t>(lengths[b * K + j]);
-      const auto first = tokens.begin() + static_cast<std::ptrdiff_t>((b * K + j) * N);
-      EXPECT_EQ(h.tokens, std::vector<std::int32_t>(first, first + static_cast<std::ptrdiff_t>(len)));
-      EXPECT_EQ(h.finished, finished[b * K + j] != 0);
-      EXPECT_NEAR(h.score, scores[b * K + j], kLogitTol);
-      EXPECT_NEAR(h.norm_score, norm[b * K + j], kLogitTol);
+    for (const Hypothesis& h : beams[b]) {
       EXPECT_EQ(h.logits.size(), h.tokens.size() * V);
       EXPECT_EQ(h.attention.size(), h.tokens.size() * S);
     }
@@ -220,6 +235,64 @@ void check_beam(const Case& c) {
     for (std::size_t t = 0; t < static_cast<std::size_t>(g.lengths[b]); ++t) sum += g.scores[b * g.steps + t];
     EXPECT_NEAR(one[b][0].score, sum, 1e-4) << "row " << b;
   }
+}
+
+// Decoding rules (repetition_penalty, no_repeat_ngram_size, min_length) against the reference's
+// straightforward PyTorch rules (tools/vkrnn_models.py, DecodeRules) in its greedy and beam
+// decodes: the same tokens, lengths and hypotheses, scores within 1e-4 and the processed logits
+// (the same entries -inf, the rest within 1e-4); beam search with a patience factor and the
+// coverage penalty against the reference's beam_decode with the same.
+void check_rules(const Case& c) {
+  SCOPED_TRACE(c.name + " (decoding rules)");
+  const Seq2Seq model = Seq2Seq::load(context(), c.dir);
+  const SafetensorsFile f = SafetensorsFile::open(c.dir + "/expected.safetensors");
+  const auto& meta = f.metadata();
+  const auto src_lengths = ints(f, "src_lengths");
+  const auto sources = test::rows_of(ints(f, "src"), src_lengths);
+  const std::size_t B = src_lengths.size(), V = model.config().tgt_vocab_size;
+  const std::size_t N = std::stoul(meta.at("max_len")), K = std::stoul(meta.at("beam_width"));
+  const double penalty = std::stod(meta.at("rules_repetition_penalty"));
+  const std::size_t ngram = std::stoul(meta.at("rules_no_repeat_ngram_size")), min_length = std::stoul(meta.at("rules_min_length"));
+
+  const DecodeResult g = model.greedy(sources, {.max_len = N, .return_logits = true, .repetition_penalty = penalty,
+                                                .no_repeat_ngram_size = ngram, .min_length = min_length});
+  const auto want_tokens = ints(f, "rules_greedy_tokens");
+  ASSERT_EQ(g.steps, want_tokens.size() / B);
+  EXPECT_EQ(g.tokens, want_tokens) << "greedy tokens";
+  EXPECT_EQ(g.lengths, ints(f, "rules_greedy_lengths")) << "greedy lengths";
+  const auto want_logits = f.to_f32("rules_greedy_logits");
+  ASSERT_EQ(g.logits.size(), want_logits.size());
+  std::vector<float> got_finite;
+  std::vector<double> want_finite;
+  std::size_t masked = 0;
+  for (std::size_t i = 0; i < want_logits.size(); ++i) {
+    if (std::isinf(want_logits[i])) {
+      ++masked;
+      EXPECT_EQ(g.logits[i], want_logits[i]) << "logit " << i << " (row " << i / (g.steps * V) << ", step " << i / V % g.steps << ")";
+    } else {
+      got_finite.push_back(g.logits[i]);
+      want_finite.push_back(want_logits[i]);
+    }
+  }
+  EXPECT_GT(masked, 0u) << "the rules should mask something";
+  EXPECT_TRUE(all_close(got_finite, want_finite, 0, kLogitTol)) << "greedy processed logits";
+
+  const double alpha = std::stod(meta.at("length_alpha"));
+  expect_hypotheses(f, "rules_beam_",
+                    model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N, .repetition_penalty = penalty,
+                                         .no_repeat_ngram_size = ngram, .min_length = min_length}),
+                    K, N);
+  // Patience and the coverage penalty (tools/vkrnn_models.py, beam_decode).
+  expect_hypotheses(f, "search_beam_",
+                    model.beam(sources, {.beam_width = K, .length_alpha = alpha, .max_len = N,
+                                         .patience = std::stod(meta.at("search_patience")),
+                                         .coverage_penalty = std::stod(meta.at("search_coverage_penalty"))}),
+                    K, N);
+}
+
+TEST(ModelsTorch, DecodingRulesMatchPyTorch) {
+  REQUIRE_FIXTURES(all);
+  EXPECT_GE(check_each(all, kSeq2Seq, check_rules), 3u);
 }
 
 TEST(ModelsTorch, BeamSearchMatchesPyTorch) {

@@ -27,6 +27,9 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::kAllLimits;
+using test::limited_context;
+using test::Limits;
 using test::expect_error;
 using test::random_floats;
 
@@ -187,6 +190,7 @@ struct Case {
   bool device_lengths_only = false;  // lengths as a device tensor without host copies
   bool f16 = false;                  // OpOptions::fp16_storage
   bool staging = false;              // test::staging_context() (the discrete-GPU memory path)
+  Context* context = nullptr;        // another context (test::limited_context)
   std::size_t run = 0;               // Rnn::set_steps_per_dispatch (0: automatic)
   bool multi_run = false;            // expect the fused path to split each layer into several runs
   double tol = 1e-5;
@@ -236,7 +240,7 @@ bool has_fp16_storage() { return context().features().storage_buffer_16bit; }
 
 void run_case(const Case& k, std::uint32_t seed = 1) {
   SCOPED_TRACE(k.describe());
-  auto& ctx = k.staging ? test::staging_context() : context();
+  auto& ctx = k.context ? *k.context : k.staging ? test::staging_context() : context();
   const RnnConfig cfg = k.config();
   const std::size_t D = k.bidirectional ? 2 : 1, HO = k.proj ? k.proj : k.H;
   const auto sd = test::make_state_dict(cfg, seed);
@@ -440,6 +444,42 @@ TEST(Rnn, AutomaticChoices) {
   EXPECT_EQ(nosg.step_kernel(), RnnStepKernel::invocation_dot);
   nosg.set_step_kernel(RnnStepKernel::subgroup_dot);
   expect_error([&] { (void)nosg.step_kernel(); }, ErrorCode::missing_feature, {"subgroup"});
+}
+
+// The kernels other devices get (tests/common/test_env.hpp), chosen automatically (src/plan.hpp:
+// plan::rnn): a GPU's (subgroup_dot per step, the fused path for small layers) and a mobile
+// GPU's (16 KiB of shared memory: fewer rows per fused workgroup; 128 invocations; no subgroup
+// arithmetic: invocation_dot and the shared-memory projection), each against the double
+// reference; under the Vulkan minimum of 4 storage buffers per stage the recurrent kernels (9)
+// refuse at construction, naming the limit.
+TEST(Rnn, LimitProfiles) {
+  for (Limits limits : kAllLimits) {
+    Context& ctx = limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    const DeviceInfo& dev = ctx.device();
+    RnnConfig small;
+    small.cell = CellType::gru, small.input_size = 5, small.hidden_size = 64;
+    if (dev.max_storage_buffers_per_stage < 9) {
+      expect_error([&] { Rnn(ctx, small); }, ErrorCode::out_of_range, {"Rnn", "maxPerStageDescriptorStorageBuffers"});
+      continue;
+    }
+    EXPECT_EQ(Rnn(ctx, small).step_kernel(),
+              dev.subgroup_arithmetic ? RnnStepKernel::subgroup_dot : RnnStepKernel::invocation_dot);
+    EXPECT_EQ(Rnn(ctx, small).path_for(3), RnnPath::fused);
+    std::uint32_t seed = 7000;
+    for (Case k : {Case{.cell = CellType::gru, .B = 3, .H = 64, .T = 9, .ragged = true},
+                   Case{.cell = CellType::lstm, .layers = 2, .bidirectional = true, .B = 5, .H = 33, .I = 4,
+                        .T = 6, .ragged = true},
+                   Case{.cell = CellType::lstm, .B = 2, .H = 20, .I = 3, .T = 4, .proj = 7},
+                   Case{.cell = CellType::rnn_relu, .B = 17, .H = 300, .I = 6, .T = 3, .initial = false},
+                   Case{.cell = CellType::gru, .B = 9, .H = 65, .T = 7, .ragged = true, .path = RnnPath::per_step},
+                   Case{.cell = CellType::rnn_tanh, .B = 33, .H = 130, .I = 2, .T = 5, .path = RnnPath::fused,
+                        .run = 2}}) {
+      k.context = &ctx;
+      run_case(k, seed);
+      seed += 10;
+    }
+  }
 }
 
 // Dispatches of one record() of a [B, T, input] batch (host lengths when given), in one

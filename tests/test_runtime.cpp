@@ -11,6 +11,8 @@
 #include <fstream>
 #include <initializer_list>
 #include <numeric>
+#include <set>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -118,6 +120,39 @@ TEST(Devices, EnvironmentSelectsDevice) {
   ::setenv("VKRNN_DEVICE", "42", 1);
   expect_error(ErrorCode::no_device, "device index 42 does not exist", [] { Context ctx(test::validated_options()); });
   ::unsetenv("VKRNN_DEVICE");
+}
+
+// ContextOptions::limits (test-only) lowers what the context reports, never raises it, and the
+// runtime then enforces the lower limits: a workgroup beyond them is refused at kernel creation.
+TEST(Devices, LimitsLowerWhatTheContextReports) {
+  const DeviceInfo& real = context().device();
+  for (test::Limits limits : test::kAllLimits) {
+    SCOPED_TRACE(test::to_string(limits));
+    Context& ctx = test::limited_context(limits);
+    const DeviceInfo& dev = ctx.device();
+    const DeviceLimits want = test::device_limits(limits);
+    EXPECT_EQ(dev.name, real.name);
+    EXPECT_EQ(dev.subgroup_size, real.subgroup_size);  // what shaders really run with
+    EXPECT_NE(dev.type, DeviceType::cpu);              // planned as a GPU
+    auto lowered = [](std::uint32_t got, std::uint32_t real_value, std::uint32_t limit) {
+      return got == (limit ? std::min(real_value, limit) : real_value);
+    };
+    EXPECT_TRUE(lowered(dev.max_shared_memory, real.max_shared_memory, want.max_shared_memory));
+    EXPECT_TRUE(lowered(dev.max_workgroup_invocations, real.max_workgroup_invocations,
+                        want.max_workgroup_invocations));
+    EXPECT_TRUE(lowered(dev.max_storage_buffers_per_stage, real.max_storage_buffers_per_stage,
+                        want.max_storage_buffers_per_stage));
+    for (int i = 0; i < 3; ++i) EXPECT_LE(dev.max_workgroup_size[i], dev.max_workgroup_invocations);
+    EXPECT_EQ(dev.subgroup_arithmetic, real.subgroup_arithmetic && !want.no_subgroup_operations);
+    EXPECT_EQ(ctx.features().storage_buffer_16bit,
+              context().features().storage_buffer_16bit && !want.no_storage_16bit);
+    EXPECT_EQ(dev.storage_16bit, ctx.features().storage_buffer_16bit);
+    if (want.max_workgroup_invocations) {
+      expect_error(ErrorCode::out_of_range, "exceeds the limits",
+                   [&] { saxpy(ctx, want.max_workgroup_invocations * 2); });
+      EXPECT_NO_THROW(saxpy(ctx, want.max_workgroup_invocations));
+    }
+  }
 }
 
 TEST(Devices, NoDriverSaysWhatToInstall) {
@@ -286,6 +321,59 @@ TEST(Dispatch, SpecializedWorkgroupSizes1To1024) {
   }
   const auto too_big = ctx.device().max_workgroup_invocations + 1;
   expect_error(ErrorCode::out_of_range, "exceeds the limits", [&] { saxpy(ctx, too_big); });
+}
+
+// Every op plans with the subgroup size the device reports (dims-loop bounds, single-subgroup
+// workgroups without barriers, lanes per row); a shader binary that runs with another size
+// gives wrong numbers somewhere far away. This names it: what shaders see (shaders/
+// subgroup_probe.comp), for several workgroup sizes, against DeviceInfo.
+TEST(Dispatch, ShadersSeeTheReportedSubgroupSize) {
+  auto& ctx = context();
+  const DeviceInfo& dev = ctx.device();
+  // The ops depend on the subgroup size only where they use subgroup arithmetic.
+  if (!dev.subgroup_arithmetic) GTEST_SKIP() << "no subgroup arithmetic in compute shaders";
+  ASSERT_GT(dev.subgroup_size, 0u);
+  const std::uint32_t lo = dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size;
+  const std::uint32_t hi = std::max(dev.max_subgroup_size, dev.subgroup_size);
+  const std::uint32_t max_wg = std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]);
+  auto probe = [&](std::uint32_t wg, std::uint32_t mode) {
+    auto seen = ctx.tensor({wg, 4}, DType::u32, "seen");
+    auto seq = ctx.sequence();
+    seq.dispatch(ctx.kernel({"subgroup_probe", {wg, mode}, 1, 0}), {out(seen)},
+                 std::span<const std::byte>(), {1, 1, 1});
+    seq.download(seen).eval();
+    return seq.read<std::uint32_t>(seen);
+  };
+  // Only the shapes the ops use: a workgroup within one subgroup, or whole subgroups (every
+  // plan's workgroup is a power of two, as every subgroup size is). With a partial last
+  // subgroup lavapipe (Mesa 22.3) reports floor(workgroup / size) in gl_NumSubgroups.
+  for (std::uint32_t wg : {1u, 3u, dev.subgroup_size, 2 * dev.subgroup_size, 64u, 256u}) {
+    if (wg > max_wg) continue;
+    SCOPED_TRACE(fmt::format("workgroup {}", wg));
+    const auto r = probe(wg, 0);
+    const std::uint32_t size = r[0];
+    ASSERT_TRUE(size >= lo && size <= hi)
+        << "gl_SubgroupSize is " << size << "; '" << dev.name << "' reports " << lo << ".." << hi;
+    if (lo == hi) {
+      ASSERT_EQ(size, dev.subgroup_size);
+    }
+    std::set<std::pair<std::uint32_t, std::uint32_t>> ids;
+    for (std::uint32_t i = 0; i < wg; ++i) {
+      ASSERT_EQ(r[4 * i], size) << "invocation " << i;
+      ASSERT_EQ(r[4 * i + 1], (wg + size - 1) / size) << "gl_NumSubgroups, invocation " << i;
+      ASSERT_LT(r[4 * i + 2], r[4 * i + 1]) << "gl_SubgroupID, invocation " << i;
+      ASSERT_LT(r[4 * i + 3], size) << "gl_SubgroupInvocationID, invocation " << i;
+      ASSERT_TRUE(ids.emplace(r[4 * i + 2], r[4 * i + 3]).second) << "invocation " << i;
+    }
+    // Lanes counted by subgroupAdd, in a binary whose code does not name the size.
+    const auto lanes = probe(wg, 1);
+    for (std::uint32_t i = 0; i < wg; ++i) {
+      ASSERT_TRUE(lanes[4 * i] == std::min(wg, size) || (lo != hi && lanes[4 * i] <= hi))
+          << "a subgroup of " << lanes[4 * i] << " active lanes in a workgroup of " << wg
+          << " on '" << dev.name << "' (subgroup size " << size
+          << "): the binary was built for another subgroup size (a stale shader cache?)";
+    }
+  }
 }
 
 TEST(Dispatch, ByteSpansArePushedAsData) {

@@ -25,6 +25,9 @@ namespace {
 
 using test::all_close;
 using test::context;
+using test::kAllLimits;
+using test::limited_context;
+using test::Limits;
 using test::expect_error;
 using test::random_floats;
 
@@ -462,6 +465,33 @@ TEST(SelfAttention, GpuPlansComputeCorrectlyHere) {
       const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(700 + salt));
       EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs))
           << pr.describe() << " plan of subgroup-" << dev.subgroup_size << " device";
+    }
+  }
+}
+
+// The kernels other devices get (tests/common/test_env.hpp), chosen by the op itself: a GPU's
+// plan (64+ lanes, teams of lanes per row for wide heads), a mobile GPU's (16 KiB of shared
+// memory, 128 invocations, no subgroup shuffles) and the Vulkan minimums (4 storage buffers:
+// the op binds 5 and refuses by the limit's name).
+TEST(SelfAttention, LimitProfiles) {
+  std::size_t salt = 0;
+  for (Limits limits : kAllLimits) {
+    Context& ctx = limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    for (std::size_t D : {16u, 64u, 97u}) {
+      Problem pr{2, 45, 2, D, salt % 2 == 0, {}};
+      pr.lengths = lengths_for(2, pr.S, salt++);
+      if (limits == Limits::minimum) {
+        expect_error([&] { SelfAttention(ctx, config_for(pr)); }, ErrorCode::out_of_range,
+                     {"maxPerStageDescriptorStorageBuffers"});
+        continue;
+      }
+      SelfAttention op(ctx, config_for(pr));
+      EXPECT_LE(op.plan().shared_bytes, ctx.device().max_shared_memory);
+      EXPECT_LE(op.plan().workgroup_size, ctx.device().max_workgroup_invocations);
+      const Inputs in = make_inputs(pr, static_cast<std::uint32_t>(900 + salt));
+      EXPECT_TRUE(all_close(run_gpu(ctx, op, pr, in), reference(pr, in.q, in.k, in.v), kRel, kAbs))
+          << pr.describe() << " lanes per row " << op.plan().lanes_per_row;
     }
   }
 }

@@ -132,6 +132,18 @@ TEST(SequenceMask, WorkgroupSizes) {
   }
 }
 
+// On the limit profiles (tests/common/test_env.hpp): 3 bindings and no shared memory, so it runs
+// under every one, with workgroups within 128 invocations.
+TEST(SequenceMask, LimitProfiles) {
+  for (test::Limits limits : test::kAllLimits) {
+    Context& ctx = test::limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    const SequenceMask op(ctx);
+    EXPECT_LE(op.workgroup_size(), ctx.device().max_workgroup_invocations);
+    for (bool in_place : {false, true}) check(ctx, op, {3, 29, 7}, {29, 0, 11}, in_place, 5);
+  }
+}
+
 // More workgroups than the device's x limit: the grid folds into y.
 TEST(SequenceMask, FoldedGrid) {
   Context& ctx = context();

@@ -27,7 +27,14 @@ expected.safetensors, seq2seq cases (B rows, S source steps, V target vocab, T =
     beam_lengths I32 [B, K], beam_finished I32 [B, K], beam_scores F32 [B, K],
     beam_norm_scores F32 [B, K], beam_best_logits F32 [B, N, V], beam_best_attention F32
     [B, N, S] (best hypothesis, zero past its length)        beam search, K = 3
-  metadata: case, max_len, beam_width, length_alpha
+    rules_greedy_tokens, rules_greedy_lengths, rules_greedy_logits (processed),
+    rules_beam_count, rules_beam_tokens, rules_beam_lengths, rules_beam_finished,
+    rules_beam_scores, rules_beam_norm_scores                greedy (stop at EOS) and beam
+                                                             search with RULES (DecodeRules)
+    search_beam_count, ... search_beam_norm_scores           beam search with SEARCH (patience,
+                                                             coverage penalty)
+  metadata: case, max_len, beam_width, length_alpha, rules_repetition_penalty,
+    rules_no_repeat_ngram_size, rules_min_length, search_patience, search_coverage_penalty
 classifier cases:
     tokens I32 [B, S], lengths I32 [B], logits F32 [B, C], probs F32 [B, C],
     rnn_inputs F32 [B, S, E] (self_attention_rnn: the RNN's input y), rnn_outputs F32 [B, S, D*H],
@@ -52,6 +59,12 @@ import safetensors_io as st  # noqa: E402
 import vkrnn_models as vm  # noqa: E402
 
 BEAM_WIDTH = 3
+# Decoding rules (vkrnn_models.DecodeRules: CTranslate2's repetition_penalty,
+# no_repeat_ngram_size, min_decoding_length) for the rules_* references.
+RULES = dict(repetition_penalty=1.5, no_repeat_ngram_size=2, min_length=3)
+# Beam search options for the search_* references: a patience factor and Wu et al.'s coverage
+# penalty.
+SEARCH = dict(patience=2.0, coverage_penalty=0.4)
 LENGTHS = [9, 1, 6, 3]  # batch of 4: full, length 1, and two in between (S = 9)
 
 # name -> (architecture, constructor overrides, export dtype, description)
@@ -159,7 +172,26 @@ def random_tokens(gen, lengths, vocab, low, pad):
 def greedy_margin(logits, lengths):
     top2 = torch.topk(logits, 2, dim=-1).values
     margin = top2[..., 0] - top2[..., 1]
-    return margin * vm.length_mask(lengths, logits.size(1))
+    return torch.where(vm.length_mask(lengths, logits.size(1)), margin, torch.zeros_like(margin))
+
+
+def beam_arrays(beams, k, max_len, pad, prefix):
+    """Hypotheses of every row as fixed-shape arrays: {prefix}count [B], tokens [B, k, N]
+    (pad-filled), lengths, finished [B, k], scores, norm_scores [B, k]."""
+    batch = len(beams)
+    tokens = np.full((batch, k, max_len), pad, np.int32)
+    blen = np.zeros((batch, k), np.int32)
+    bfin = np.zeros((batch, k), np.int32)
+    scores = np.zeros((batch, k), np.float32)
+    norm = np.zeros((batch, k), np.float32)
+    for b, hyps in enumerate(beams):
+        for j, h in enumerate(hyps):
+            tokens[b, j, : len(h.tokens)] = h.tokens
+            blen[b, j], bfin[b, j] = len(h.tokens), int(h.finished)
+            scores[b, j], norm[b, j] = h.score, h.norm_score
+    out = dict(count=np.array([len(h) for h in beams], np.int32), tokens=tokens, lengths=blen,
+               finished=bfin, scores=scores, norm_scores=norm)
+    return {prefix + name: v for name, v in out.items()}
 
 
 def seq2seq_expected(model, gen):
@@ -191,33 +223,35 @@ def seq2seq_expected(model, gen):
                fixed_attention=f32(fixed.attention))
     beams = model.beam_decode(src, lengths, max_len, BEAM_WIDTH)
     batch, vocab, steps = len(LENGTHS), c["tgt_vocab_size"], src.size(1)
-    tokens = np.full((batch, BEAM_WIDTH, max_len), sp["pad"], np.int32)
-    blen = np.zeros((batch, BEAM_WIDTH), np.int32)
-    bfin = np.zeros((batch, BEAM_WIDTH), np.int32)
-    scores = np.zeros((batch, BEAM_WIDTH), np.float32)
-    norm = np.zeros((batch, BEAM_WIDTH), np.float32)
     best_logits = np.zeros((batch, max_len, vocab), np.float32)
     best_attn = np.zeros((batch, max_len, steps), np.float32)
     for b, hyps in enumerate(beams):
-        for j, h in enumerate(hyps):
-            tokens[b, j, : len(h.tokens)] = h.tokens
-            blen[b, j], bfin[b, j] = len(h.tokens), int(h.finished)
-            scores[b, j], norm[b, j] = h.score, h.norm_score
         best = hyps[0]
         best_logits[b, : len(best.tokens)] = f32(best.logits)
         best_attn[b, : len(best.tokens)] = f32(best.attention)
-    out.update(beam_count=np.array([len(h) for h in beams], np.int32), beam_tokens=tokens,
-               beam_lengths=blen, beam_finished=bfin, beam_scores=scores,
-               beam_norm_scores=norm, beam_best_logits=best_logits,
-               beam_best_attention=best_attn)
+    out.update(beam_arrays(beams, BEAM_WIDTH, max_len, sp["pad"], "beam_"),
+               beam_best_logits=best_logits, beam_best_attention=best_attn)
+    # The same decodes under the decoding rules.
+    rules = vm.DecodeRules(**RULES, eos=sp["eos"])
+    rg = model.greedy_decode(src, lengths, max_len, rules=rules)
+    rb = model.beam_decode(src, lengths, max_len, BEAM_WIDTH, rules=rules)
+    out.update(rules_greedy_tokens=i32(rg.tokens), rules_greedy_lengths=i32(rg.lengths),
+               rules_greedy_logits=f32(rg.logits))
+    out.update(beam_arrays(rb, BEAM_WIDTH, max_len, sp["pad"], "rules_beam_"))
+    sb = model.beam_decode(src, lengths, max_len, BEAM_WIDTH, **SEARCH)
+    out.update(beam_arrays(sb, BEAM_WIDTH, max_len, sp["pad"], "search_beam_"))
     meta = {"max_len": str(max_len), "beam_width": str(BEAM_WIDTH),
-            "length_alpha": repr(float(model.length_alpha))}
-    # What makes the case useful: early EOS and full-length rows, decisive argmaxes, and beam
-    # hypotheses that finished.
+            "length_alpha": repr(float(model.length_alpha)),
+            **{"rules_" + k: str(v) for k, v in RULES.items()},
+            **{"search_" + k: repr(float(v)) for k, v in SEARCH.items()}}
+    # What makes the case useful: early EOS and full-length rows, decisive argmaxes (with the
+    # rules too), and beam hypotheses that finished.
     glen = g.lengths.tolist()
+    rmargin = greedy_margin(rg.logits, rg.lengths)
     quality = (min(glen) < max_len and max(glen) == max_len
                and float(out["greedy_margin"][out["greedy_margin"] > 0].min()) > 1e-3
-               and int(bfin.sum()) > 0)
+               and float(rmargin[rmargin > 0].min()) > 1e-3
+               and int(out["beam_finished"].sum()) > 0)
     return out, meta, quality
 
 

@@ -6,6 +6,7 @@ make_model_fixtures.py, the sample generators and the committed sample models).
 """
 
 import datetime
+import math
 import json
 import os
 import random
@@ -314,6 +315,68 @@ class Seq2SeqTest(unittest.TestCase):
                 n = int(a.lengths[2])
                 self.assertEqual(c.tokens[0, :n].tolist(), a.tokens[2, :n].tolist())
                 torch.testing.assert_close(c.logits[0, :n], a.logits[2, :n], rtol=0, atol=1e-5)
+
+
+class DecodeRulesTest(unittest.TestCase):
+    def test_each_rule_on_a_hand_made_row(self):
+        x = torch.tensor([[2.0, -1.0, 0.5, 3.0, -2.0, 1.0]])
+        eos = 5
+        # Penalty: generated tokens 3 (twice), 1 and 4; BOS is never passed in.
+        y = vm.DecodeRules(repetition_penalty=2.0)(x, [[3, 1, 3, 4]], 4)
+        self.assertEqual(y.tolist(), [[2.0, -2.0, 0.5, 1.5, -4.0, 1.0]])
+        # Bigrams: the last token is 3, and (3, 1) and (3, 4) occurred: 1 and 4 are banned.
+        y = vm.DecodeRules(no_repeat_ngram_size=2)(x, [[3, 1, 3, 4, 3]], 5)
+        self.assertEqual(y.tolist(), [[2.0, -math.inf, 0.5, 3.0, -math.inf, 1.0]])
+        # n = 1 bans every generated token; n longer than the history bans nothing.
+        y = vm.DecodeRules(no_repeat_ngram_size=1)(x, [[0, 2]], 2)
+        self.assertEqual(y.tolist(), [[-math.inf, -1.0, -math.inf, 3.0, -2.0, 1.0]])
+        self.assertTrue(torch.equal(vm.DecodeRules(no_repeat_ngram_size=3)(x, [[0, 2]], 2), x))
+        # min_length: EOS banned at steps 0 .. m-1.
+        self.assertEqual(vm.DecodeRules(min_length=2, eos=eos)(x, [[0]], 1)[0, eos].item(), -math.inf)
+        self.assertEqual(vm.DecodeRules(min_length=2, eos=eos)(x, [[0, 1]], 2)[0, eos].item(), 1.0)
+
+    def test_rules_change_greedy_and_beam_as_stated(self):
+        torch.manual_seed(5)
+        for architecture, kw in SEQ2SEQ_VARIANTS[:2]:
+            model, _ = export_torch.random_model(architecture, 5, **kw)
+            src = torch.randint(4, model.config()["src_vocab_size"], (len(LENGTHS), int(LENGTHS.max())))
+            rules = vm.DecodeRules(repetition_penalty=1.3, no_repeat_ngram_size=2, min_length=3,
+                                   eos=model.eos_id)
+            g = model.greedy_decode(src, LENGTHS, 9, rules=rules)
+            for b in range(len(LENGTHS)):
+                toks = g.tokens[b, : g.lengths[b]].tolist()
+                pairs = list(zip(toks, toks[1:]))
+                self.assertEqual(len(pairs), len(set(pairs)), toks)
+                self.assertTrue(model.eos_id not in toks[:3], toks)
+            for hyps in model.beam_decode(src, LENGTHS, 9, beam_width=3, rules=rules):
+                for h in hyps:
+                    pairs = list(zip(h.tokens, h.tokens[1:]))
+                    self.assertEqual(len(pairs), len(set(pairs)), h.tokens)
+                    self.assertTrue(model.eos_id not in h.tokens[:3], h.tokens)
+
+
+class BeamSearchOptionsTest(unittest.TestCase):
+    def test_patience_and_coverage_penalty(self):
+        model, _ = export_torch.random_model("luong_seq2seq", 7)
+        src = torch.randint(4, model.config()["src_vocab_size"], (len(LENGTHS), int(LENGTHS.max())))
+        plain = model.beam_decode(src, LENGTHS, 8, beam_width=3)
+        same = model.beam_decode(src, LENGTHS, 8, beam_width=3, patience=1.0)
+        self.assertEqual([[h.tokens for h in r] for r in plain], [[h.tokens for h in r] for r in same])
+        # Patience: a superset of finished hypotheses, so the best is at least as good.
+        patient = model.beam_decode(src, LENGTHS, 8, beam_width=3, patience=2.0)
+        for a, b in zip(plain, patient):
+            self.assertLessEqual(len(b), 3)
+            self.assertGreaterEqual(b[0].norm_score, a[0].norm_score)
+        # Coverage: norm_score gains beta * sum log(min(c, 1)) over covered positions, ranked.
+        beta = 0.5
+        for hyps in model.beam_decode(src, LENGTHS, 8, beam_width=3, coverage_penalty=beta):
+            for h in hyps:
+                c = h.attention.double().sum(0)
+                pen = sum(math.log(min(float(x), 1.0)) for x in c if float(x) > 0)
+                self.assertAlmostEqual(h.norm_score, h.score / len(h.tokens) ** 0.6 + beta * pen,
+                                       places=5)
+            self.assertEqual([h.norm_score for h in hyps],
+                             sorted((h.norm_score for h in hyps), reverse=True))
 
 
 class ClassifierTest(unittest.TestCase):

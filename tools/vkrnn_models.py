@@ -181,22 +181,23 @@ class Seq2SeqBase(nn.Module):
         return logits, new_state, attention
 
     @torch.no_grad()
-    def greedy_decode(self, src, src_lengths, max_len=None, stop_at_eos=True):
+    def greedy_decode(self, src, src_lengths, max_len=None, stop_at_eos=True, rules=None):
         """Argmax decoding from BOS (greedy_decode() below)."""
         check_lengths(src, src_lengths)
         return greedy_decode(self.protocol_encode, self.protocol_step, src, src_lengths,
                              self.max_decode_length if max_len is None else max_len, self.bos_id,
-                             self.eos_id, self.pad_id, stop_at_eos)
+                             self.eos_id, self.pad_id, stop_at_eos, rules)
 
     @torch.no_grad()
-    def beam_decode(self, src, src_lengths, max_len=None, beam_width=None, length_alpha=None):
+    def beam_decode(self, src, src_lengths, max_len=None, beam_width=None, length_alpha=None,
+                    rules=None, patience=1.0, coverage_penalty=0.0):
         """Beam search, one source row at a time (beam_decode() below)."""
         check_lengths(src, src_lengths)
         return beam_decode(self.protocol_encode, self.protocol_step, src, src_lengths,
                            self.max_decode_length if max_len is None else max_len,
                            self.beam_width if beam_width is None else beam_width,
                            self.length_alpha if length_alpha is None else length_alpha,
-                           self.bos_id, self.eos_id)
+                           self.bos_id, self.eos_id, rules, patience, coverage_penalty)
 
 
 # --- decoding any module ------------------------------------------------------------------------
@@ -213,10 +214,46 @@ def _tree_map(fn, tree):
     return fn(tree) if torch.is_tensor(tree) else tree
 
 
-def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_at_eos=True):
+@dataclass
+class DecodeRules:
+    """The logits processing rules of docs/runtime.md, "Decoding options" (CTranslate2's), on
+    the logits of one step: rules(logits [n, V], generated, step) -> the processed logits (a new
+    tensor), generated[i] being row i's generated tokens so far (never BOS), step the number of
+    tokens before this one.
+    - repetition_penalty p: every distinct generated token v: x < 0 ? x * p : x / p;
+    - no_repeat_ngram_size n: every token that would complete an n-gram already in the row gets
+      -inf;
+    - min_length m: EOS gets -inf while step < m."""
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    min_length: int = 0
+    eos: Optional[int] = None
+
+    def __call__(self, logits, generated, step):
+        x = logits.clone()
+        p, n = self.repetition_penalty, self.no_repeat_ngram_size
+        for i, g in enumerate(generated):
+            if p != 1.0 and g:
+                seen = torch.tensor(sorted(set(g)), dtype=torch.long)
+                v = x[i, seen]
+                x[i, seen] = torch.where(v < 0, v * p, v / p)
+            if n > 0 and len(g) >= n:
+                tail = g[len(g) - n + 1:]
+                for j in range(len(g) - n + 1):
+                    if g[j:j + n - 1] == tail:
+                        x[i, g[j + n - 1]] = float("-inf")
+        if self.min_length > 0 and step < self.min_length:
+            x[:, self.eos] = float("-inf")
+        return x
+
+
+def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_at_eos=True,
+                  rules=None):
     """Argmax decoding from BOS. A row stops after emitting EOS; decoding stops when every
     row has (or after max_len steps). stop_at_eos=False (or eos None) runs exactly max_len steps
-    and keeps feeding every row its own argmax (the W3 benchmark's "no early stop")."""
+    and keeps feeding every row its own argmax (the W3 benchmark's "no early stop").
+    rules (DecodeRules or alike): applied to each step's logits before the argmax; the logits
+    returned are the processed ones."""
     memory, state = encode(src, src_lengths)
     stop_at_eos = stop_at_eos and eos is not None
     batch = src.size(0)
@@ -224,8 +261,11 @@ def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_a
     active = torch.ones(batch, dtype=torch.bool)
     lengths = torch.full((batch,), max_len, dtype=torch.long)
     tokens, logits, attention = [], [], []
+    generated = [[] for _ in range(batch)]
     for t in range(max_len):
         step_logits, state, step_attn = step(prev, state, memory)[:3]
+        if rules is not None:
+            step_logits = rules(step_logits, generated, t)
         tok = step_logits.argmax(-1)
         if stop_at_eos:
             tok = torch.where(active, tok, torch.full_like(tok, pad))
@@ -238,6 +278,8 @@ def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_a
         logits.append(step_logits)
         attention.append(step_attn)
         prev = tok
+        for b in range(batch):
+            generated[b].append(int(tok[b]))
         if stop_at_eos and not bool(active.any()):
             break
     steps = len(tokens)
@@ -245,7 +287,8 @@ def greedy_decode(encode, step, src, src_lengths, max_len, bos, eos, pad, stop_a
     return DecodeResult(torch.stack(tokens, 1), lengths, torch.stack(logits, 1), torch.stack(attention, 1))
 
 
-def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos):
+def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos, rules=None,
+                patience=1.0, coverage_penalty=0.0):
     """Beam search, one source row at a time. Returns, per row, up to k Hypothesis objects,
     best first (docs/model-format.md, "Beam search", is the spec):
     - Start: one hypothesis [BOS], score 0.
@@ -254,20 +297,28 @@ def beam_decode(encode, step, src, src_lengths, max_len, k, alpha, bos, eos):
       score, descending; ties go to the lower hypothesis index, then the lower token id.
       Walking down the ranking, a candidate ending in EOS joins the finished list and any
       other joins the next beam, until the next beam holds k hypotheses.
-    - Stop after a step that leaves >= k finished hypotheses, or after max_len steps (alive
-      hypotheses then join the finished list, unfinished).
-    - Rank the finished list by score / len**alpha (len = generated tokens, EOS included),
-      descending, ties by order of arrival; keep the first k."""
+    - Stop after a step that leaves >= max(1, round(k * patience)) finished hypotheses (k with
+      the default patience 1), or after max_len steps (alive hypotheses then join the finished
+      list, unfinished).
+    - Rank the finished list by score / len**alpha (len = generated tokens, EOS included)
+      + coverage_penalty * sum_j log(min(c_j, 1)) over the source positions j with c_j > 0,
+      c_j = the hypothesis's attention on j summed over its steps (Wu et al. 2016),
+      descending, ties by order of arrival; keep the first k.
+    rules (DecodeRules or alike): applied to every alive hypothesis's logits (with its own
+    generated tokens) before the log-softmax; the logits kept are the processed ones."""
     if k < 1:
         raise ValueError(f"beam_width must be >= 1, got {k}")
     results = []
     for b in range(src.size(0)):
         memory, state = encode(src[b:b + 1], src_lengths[b:b + 1])
-        results.append(_beam_one(step, memory, state, max_len, k, alpha, bos, eos))
+        results.append(_beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules,
+                                 patience, coverage_penalty))
     return results
 
 
-def _beam_one(step, memory, state, max_len, k, alpha, bos, eos):
+def _beam_one(step, memory, state, max_len, k, alpha, bos, eos, rules=None, patience=1.0,
+              coverage_penalty=0.0):
+    stop = max(1, math.floor(k * patience + 0.5))  # round half away from zero, as C++
     alive_tokens = [[]]
     alive_scores = None
     hist_logits = None  # [n, t, V]: logits along each alive hypothesis
@@ -279,6 +330,8 @@ def _beam_one(step, memory, state, max_len, k, alpha, bos, eos):
         mem = _tree_map(lambda v: v.expand(n, *v.shape[1:]), memory)
         prev = torch.tensor([toks[-1] if toks else bos for toks in alive_tokens])
         logits, state, attn = step(prev, state, mem)[:3]
+        if rules is not None:
+            logits = rules(logits, alive_tokens, t)
         if alive_scores is None:
             alive_scores = torch.zeros(1, dtype=logits.dtype)
         vocab = logits.size(1)
@@ -315,7 +368,7 @@ def _beam_one(step, memory, state, max_len, k, alpha, bos, eos):
             hist_attn = torch.cat([hist_attn.index_select(0, index), step_attn], 1)
         alive_tokens = [alive_tokens[h] + [w] for h, w in zip(parents, next_tokens)]
         alive_scores = torch.stack(next_scores)
-        if len(finished) >= k:
+        if len(finished) >= stop:
             break
         if t == max_len - 1:
             for i, toks in enumerate(alive_tokens):
@@ -325,6 +378,11 @@ def _beam_one(step, memory, state, max_len, k, alpha, bos, eos):
             break
         # RNN states are [layers, n, H] (batch at dim 1); others [n, ...].
         state = _tree_map(lambda s: s.index_select(1 if s.dim() == 3 else 0, index), state)
+    if coverage_penalty != 0:
+        for h in finished:
+            c = h.attention.double().sum(0)
+            c = c[c > 0]
+            h.norm_score += coverage_penalty * float(torch.log(torch.clamp(c, max=1.0)).sum())
     ranked = sorted(range(len(finished)), key=lambda i: (-finished[i].norm_score, i))
     return [finished[i] for i in ranked[:k]]
 

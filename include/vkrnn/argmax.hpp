@@ -15,7 +15,7 @@
 // -inf entries next to finite ones are fine (masked tokens).
 //
 // Each invocation loops over V / workgroup entries: rows too long for the loop budget
-// (attention_detail::kLoopBudget; lavapipe silently ends longer loops) get wider workgroups,
+// (plan::kLoopBudget, docs/runtime.md; lavapipe silently ends longer loops) get wider workgroups,
 // and Error(out_of_range) past the device's widest.
 //
 // One workgroup per row scans the row in strides and reduces with subgroup arithmetic (or
@@ -78,14 +78,16 @@ class VKRNN_API Argmax {
   bool subgroup_reduction() const { return subgroups_; }
 
  private:
-  // The kernel whose workgroup keeps a row within the loop budget.
+  // The kernel whose workgroup keeps a row within the loop budget: V entries read in `passes`
+  // passes, S attention weights and `emb` embedding floats copied.
   Kernel kernel_for(std::size_t V, std::size_t passes, std::size_t S, std::size_t emb) const;
 
   Context* ctx_;
+  // The planned kernel (src/plan.hpp: plan::argmax); rows too long for the loop budget get wider.
   std::uint32_t workgroup_size_;
-  bool subgroups_;
+  bool subgroups_, one_subgroup_;
   Kernel kernel_;
-  Tensor dummy_, sink_;
+  Tensor null_;  // the Context's buffer for unused bindings
 };
 
 }  // namespace vkrnn

@@ -125,6 +125,7 @@ class AttentionOp {
   AttentionConfig config_;
   OpOptions options_;
   Kernel kernel_;
+  Tensor null_;  // the Context's buffer for unused bindings
 };
 
 // An attention op tuned from the device's limits: also the plan it runs with.
@@ -162,7 +163,7 @@ class VKRNN_API AttentionScores : public detail::PlannedAttentionOp {
 
  private:
   Kernel query_kernel_;
-  Tensor projected_query_, dummy_;
+  Tensor projected_query_;
 };
 
 // Masked softmax over the source axis: scores [B, (heads,) S] f32 -> weights (same shape;
@@ -208,7 +209,8 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
 
  private:
   Kernel query_kernel_, combine_kernel_;
-  Tensor projected_query_, part_ml_, part_acc_, dummy_;
+  Tensor projected_query_, part_ml_, part_acc_;
+  std::uint32_t combine_per_invocation_ = 0;  // weight positions per combine invocation
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights
 };
 

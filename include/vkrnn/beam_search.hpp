@@ -11,7 +11,8 @@
 //   candidate (h, w) of alive slot h < alive_count[b]: score = alive_score[b*K + h] + value
 //   (fp32), ranked by score descending, then h, then w; ids < 0 skipped. Walking down: w == eos
 //   -> finished record (t, h, score, 1); else -> next alive slot j (history[t][b*K + j] = (w, h)),
-//   until the next alive list holds K. Then: >= K finished -> done; else on the last step
+//   until the next alive list holds K. Then: >= S finished (S = finished_to_stop: K unless a
+//   patience factor asks for more) -> done; else on the last step
 //   (t + 1 == T) every next alive hypothesis becomes an unfinished record (t, j, score, 0), in
 //   alive order, -> done; else the next alive list replaces the alive one.
 // Preconditions the GPU cannot check (TopK's output meets them): each row's valid entries are
@@ -53,6 +54,7 @@ class VKRNN_API BeamSearch {
  public:
   static constexpr std::size_t max_beam = 63;
   static constexpr std::size_t max_candidates = 64;
+  static constexpr std::size_t max_finished_to_stop = 16 * max_beam;
 
   // The decode's GPU state (make_state() allocates it; record_reset() initialises it).
   struct State {
@@ -62,7 +64,7 @@ class VKRNN_API BeamSearch {
     Tensor alive_count;  // u32 [B]: alive hypotheses (1 after reset)
     Tensor done;         // u32 [B]: 1 once the row stopped
     Tensor fin_count;    // u32 [B]: finished records so far (<= F)
-    // u32 [B, F, 4], F = 3K: records in arrival order {step t, slot, score as float bits,
+    // u32 [B, F, 4], F = S + 2K: records in arrival order {step t, slot, score as float bits,
     // finished}. finished = 1 (EOS at step t): slot = the parent alive slot h before step t.
     // finished = 0 (ran into max_steps, last step): slot = the new alive slot j at step t.
     Tensor fin;
@@ -73,9 +75,10 @@ class VKRNN_API BeamSearch {
   };
 
   // batch: B; beam: K (1 .. max_beam); candidates: kc per decoder row (1 .. max_candidates);
-  // max_steps: T >= 1. A negative eos never matches (no hypothesis finishes).
+  // max_steps: T >= 1. A negative eos never matches (no hypothesis finishes). finished_to_stop:
+  // S, the finished hypotheses after which a row stops (0: K; at most max_finished_to_stop).
   BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::size_t candidates, std::size_t max_steps,
-             std::int32_t eos, std::int32_t pad, const OpOptions& options = {});
+             std::int32_t eos, std::int32_t pad, const OpOptions& options = {}, std::size_t finished_to_stop = 0);
 
   State make_state() const;
   // alive_count 1, alive_score[0] 0, done 0, fin_count 0, histories -1, records all ones.
@@ -101,13 +104,16 @@ class VKRNN_API BeamSearch {
   std::size_t candidates() const { return kc_; }
   std::size_t max_steps() const { return T_; }
   std::size_t rows() const { return B_ * K_; }
-  std::size_t finished_capacity() const { return 3 * K_; }  // F
+  std::size_t finished_to_stop() const { return S_; }
+  // F: up to S - 1 records before the last step, then K EOS records or K unfinished ones, and
+  // K more EOS records on the way (one per alive list).
+  std::size_t finished_capacity() const { return S_ + 2 * K_; }
   std::int32_t eos() const { return eos_; }
   std::int32_t pad() const { return pad_; }
 
  private:
   Context* ctx_;
-  std::size_t B_, K_, kc_, T_;
+  std::size_t B_, K_, kc_, T_, S_;
   std::int32_t eos_, pad_;
   Kernel kernel_;
 };

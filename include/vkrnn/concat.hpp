@@ -30,7 +30,7 @@ class VKRNN_API Concat {
   Context* ctx_;
   std::uint32_t workgroup_size_;
   Kernel kernel_;
-  Tensor dummy_;
+  Tensor null_;  // the Context's buffer for unused bindings
 };
 
 }  // namespace vkrnn

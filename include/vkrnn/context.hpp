@@ -25,6 +25,20 @@ enum class MessageSeverity { verbose, info, warning, error };
 // Receives every validation-layer message (VK_EXT_debug_utils).
 using ValidationSink = std::function<void(MessageSeverity, std::string_view message)>;
 
+// Test-only: a smaller device than the one vkrnn runs on. Each field that is set lowers what
+// Context::device() and features() report (nothing is raised), so every op plans -- and the
+// runtime checks -- as on that smaller device, and the kernels it would get run here: a mobile
+// GPU's shapes on lavapipe, checked against the CPU references (each op's LimitProfiles test). The
+// subgroup size cannot be changed: shaders run with the real one.
+struct DeviceLimits {
+  std::uint32_t max_shared_memory = 0;          // maxComputeSharedMemorySize, bytes; 0: as is
+  std::uint32_t max_workgroup_invocations = 0;  // also caps maxComputeWorkGroupSize; 0: as is
+  std::uint32_t max_storage_buffers_per_stage = 0;  // maxPerStageDescriptorStorageBuffers
+  bool no_subgroup_operations = false;  // only the basic subgroup operations
+  bool no_storage_16bit = false;        // no storageBuffer16BitAccess
+  bool gpu = false;                     // plan as an integrated GPU, even on a CPU driver
+};
+
 // A block of device memory from the app's allocator (ContextOptions::device_memory). vkrnn
 // sub-allocates its buffers inside [offset, offset + allocation size).
 struct DeviceMemoryBlock {
@@ -89,6 +103,8 @@ struct ContextOptions {
   // extension (vkrnn's own instance enables it when the loader offers it; an adopted one when
   // ExternalDevice::features.debug_utils says the app enabled it).
   std::optional<bool> debug_labels;
+  // Test-only: plan for a smaller device (DeviceLimits above).
+  std::optional<DeviceLimits> limits;
 };
 
 // Handles an application already owns. vkrnn creates no instance or device for them and

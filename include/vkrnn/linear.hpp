@@ -15,9 +15,7 @@
 // Weights may be stored as float16 (OpOptions::fp16_storage; arithmetic stays fp32).
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +28,10 @@
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn {
+
+namespace plan {
+struct Gemm;
+}
 
 // A row-major matrix inside a tensor: element (r, c) is tensor element offset + r * ld + c.
 struct VKRNN_API MatrixView {
@@ -65,22 +67,11 @@ class VKRNN_API Gemm {
   void set_path(Path path) { forced_ = path; }
 
  private:
-  struct Plan;
   Context* ctx_;
   OpOptions options_;
   Path forced_ = Path::automatic;
-  bool subgroups_;
-  std::uint32_t coop_lanes_;  // lanes per coop (the subgroup size) or 1
-  std::uint32_t gemv_workgroup_;
-  std::uint32_t tiled_wx_, tiled_wy_, tiled_tm_, tiled_tn_, tiled_bk_;
-  Tensor dummy_bias_;
-  // The kernels this op has used stay alive with it (a Sequence does not hold its pipelines).
-  struct KernelCache {
-    std::mutex mutex;
-    std::map<std::string, Kernel> kernels;
-  };
-  std::shared_ptr<KernelCache> kernels_ = std::make_shared<KernelCache>();
-  Kernel kernel(const KernelSpec& spec) const;
+  std::shared_ptr<const plan::Gemm> plan_;  // from the device (src/plan.hpp)
+  Tensor null_;                             // the Context's buffer for unused bindings
 };
 
 class VKRNN_API Linear {

@@ -11,6 +11,8 @@
 //   suppressed, unk     -> -inf
 //   min_length          eos -> -inf while step < min_length (step 0: the first token)
 //   no_repeat_ngram     -> -inf for every token that would repeat an n-gram of the row's tokens
+//   suppressed sequence -> -inf for its last token when its other tokens are the row's last
+//                       generated tokens (one token: always)
 //   sample              the token to emit: top-k, then top-p of what is left (ties at either
 //                       threshold are kept), then a draw from the softmax of the kept entries
 //                       by Gumbel-max with Philox4x32-10 (key = seed, counter = (v, step, row)):
@@ -39,6 +41,9 @@ struct LogitsProcessing {
   std::int32_t eos = -1;
   std::int32_t unk = -1;             // >= 0: masked (disable_unk)
   std::vector<std::int32_t> suppressed;  // ids masked at every step
+  // Sequences never generated (CTranslate2's suppress_sequences); one-token ones act as
+  // `suppressed`, an empty one is Error(invalid_argument).
+  std::vector<std::vector<std::int32_t>> suppressed_sequences;
   bool sample = false;               // write the sampled token to `chosen`
   std::size_t top_k = 0;             // sample: 0 = the whole vocabulary
   double top_p = 1.0;                // sample: (0, 1]
@@ -50,7 +55,7 @@ struct LogitsProcessing {
   // Whether any rule changes the logits or a token is sampled (else nothing is recorded).
   bool active() const {
     return temperature != 1.0 || repetition_penalty != 1.0 || no_repeat_ngram_size > 0 || (min_length > 0 && eos >= 0) ||
-           unk >= 0 || !suppressed.empty() || sample || !prefix.empty();
+           unk >= 0 || !suppressed.empty() || !suppressed_sequences.empty() || sample || !prefix.empty();
   }
 };
 
@@ -60,7 +65,7 @@ class VKRNN_API LogitsProcessor {
   struct State {
     std::size_t B = 0, capacity = 0;
     // f32, so that beam search can gather their rows by parent (ids are exact below 2^24):
-    Tensor history;  // f32 [B, capacity] (no_repeat_ngram_size): the input ids of every step
+    Tensor history;  // f32 [B, capacity] (no_repeat_ngram_size, sequences): every step's input id
     Tensor seen;     // f32 [B, V] (repetition_penalty): 1 once a token was an input after BOS
     Tensor chosen;   // i32 [B] (sample, prefix): the sampled or forced tokens, -1: the argmax's
     Tensor prefix;   // i32 [B, P] (prefix), -1 past a row's prefix
@@ -87,10 +92,14 @@ class VKRNN_API LogitsProcessor {
   Context* ctx_;
   std::size_t V_;
   LogitsProcessing processing_;
+  // The planned kernel (src/plan.hpp: plan::logits_processor); long rows get wider ones.
   std::uint32_t workgroup_size_ = 0;
-  bool subgroups_ = false;
-  Tensor suppressed_, sink_i32_, sink_f32_;
+  bool subgroups_ = false, one_subgroup_ = false;
+  Kernel kernel_;
+  Tensor suppressed_, null_;  // null_: the Context's buffer for unused bindings
+  // The single ids, then (start, length) per sequence of 2 or more tokens, then their ids.
   std::vector<std::int32_t> suppressed_host_;
+  std::uint32_t singles_ = 0, sequences_ = 0, longest_sequence_ = 0;
 };
 
 }  // namespace vkrnn

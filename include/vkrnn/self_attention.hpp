@@ -113,6 +113,7 @@ class VKRNN_API SelfAttention {
   SelfAttentionPlan plan_;
   Kernel kernel_;
   Kernel weights_kernel_;
+  Tensor null_;  // the Context's buffer for unused bindings
   std::uint32_t weights_workgroup_ = 0;
 };
 

@@ -31,6 +31,7 @@
 // at a time (decodes recorded into different Sequences may be in flight together).
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -47,6 +48,8 @@
 
 namespace vkrnn {
 
+struct StepResult;
+
 struct DecodeOptions {
   std::size_t max_len = 0;        // decoder steps (EOS included); 0: the model's max_decode_length
   bool stop_at_eos = true;        // false: exactly max_len steps, every row keeps its own argmax
@@ -62,6 +65,9 @@ struct DecodeOptions {
   std::size_t min_length = 0;             // tokens before EOS may be chosen (EOS excluded)
   bool disable_unk = false;               // never choose the model's unk token
   std::vector<std::int32_t> suppress_tokens;  // ids never chosen
+  // Token sequences never generated (CTranslate2's suppress_sequences): the last token of each
+  // is masked where the others end the row's generated tokens; one-token sequences always.
+  std::vector<std::vector<std::int32_t>> suppress_sequences;
   std::size_t sampling_topk = 1;          // 1: greedy (argmax); 0: sample the whole vocabulary
   double sampling_topp = 1.0;             // nucleus, (0, 1]; used when sampling
   double sampling_temperature = 1.0;      // > 0; used when sampling
@@ -69,6 +75,15 @@ struct DecodeOptions {
   // Forced first tokens per row (one vector per source row, or none): row b emits
   // target_prefix[b] first, then decodes on. Longer than max_len: Error(out_of_range).
   std::vector<std::vector<std::int32_t>> target_prefix;
+  // Streaming (greedy() and sampling; CTranslate2's `callback`): when set, greedy() submits the
+  // decode in pieces of stream_steps steps, two in flight, and calls on_step on the calling
+  // thread with each step's tokens, scores and finished flags (StepResult; its logits,
+  // attention and outputs stay empty) as soon as the GPU has produced that step, while it
+  // computes the next ones. Returning false ends the decode after that step (the DecodeResult
+  // then holds the steps handed out); it also ends once every row has finished. The tokens
+  // are those of the one-submission decode.
+  std::function<bool(const StepResult&)> on_step;
+  std::size_t stream_steps = 1;  // steps per submission while streaming (0: 1)
 };
 
 struct VKRNN_API DecodeResult {
@@ -126,13 +141,28 @@ struct BeamOptions {
   std::size_t min_length = 0;
   bool disable_unk = false;
   std::vector<std::int32_t> suppress_tokens;
+  std::vector<std::vector<std::int32_t>> suppress_sequences;
+  // A source row's search stops once max(1, round(K * patience)) hypotheses have finished (1:
+  // K, the plain rule; Kasai et al. 2022, CTranslate2's patience); the K best are returned.
+  // Finite and > 0.
+  double patience = 1.0;
+  // Coverage penalty beta (Wu et al. 2016), applied when the finished hypotheses are ranked:
+  // norm_score += beta * sum_j log(min(c_j, 1)), c_j the attention weight the hypothesis put on
+  // source position j summed over its steps (EOS's included; positions with c_j = 0 skipped).
+  // Needs the model's attention output. 0: off.
+  double coverage_penalty = 0.0;
+  // Forced first tokens per source row (one vector per row, or none), as DecodeOptions': every
+  // hypothesis of row b starts with target_prefix[b] and its score counts their
+  // log-probabilities (CTranslate2's target_prefix); the beam opens after the prefix. Longer
+  // than max_len: Error(out_of_range).
+  std::vector<std::vector<std::int32_t>> target_prefix;
 };
 
 // One beam-search result (docs/model-format.md, "Beam search").
 struct Hypothesis {
   std::vector<std::int32_t> tokens;  // generated ids, EOS included when finished (no BOS)
   float score = 0.0f;                // sum of the log-softmax of each chosen token (fp32)
-  double norm_score = 0.0;           // score / len(tokens)^alpha
+  double norm_score = 0.0;           // score / len(tokens)^alpha (+ the coverage penalty)
   bool finished = false;             // ended with EOS (else it ran into max_len)
   std::vector<float> logits;         // [len, V_tgt] along the hypothesis, with return_logits
   std::vector<float> attention;      // [len, S] (S: the batch's longest source), with return_attention
@@ -215,14 +245,18 @@ class VKRNN_API Seq2Seq {
   // a character outside the source vocabulary, is Error(invalid_argument) naming the text's
   // index and the character's position: the model would otherwise guess.
   std::vector<std::string> translate(const std::vector<std::string>& texts, const TextOptions& options = {}) const;
-  // With decoding options, in batches: with more texts than max_batch_size (0: one batch) they
-  // are sorted by source length (longest first, stable) and split into batches of at most
-  // max_batch_size, so that rows of similar length share the padding; results come back in
-  // input order. target_prefix, when given, is one prefix per text (in input order). Sampling
-  // draws by row within a batch, so its tokens depend on the batching (fixed batching and seed:
-  // the same tokens). Texts are read as above, with text_options.
+  // With decoding options, in batches: when the texts exceed max_batch_size texts or
+  // max_batch_tokens source tokens (a batch's tokens: its size x its longest source, the
+  // padding included, unlike CTranslate2's batch_type = "tokens"; 0: no limit) they are sorted by
+  // source length (longest first, stable) and split into batches within both limits, so that
+  // rows of similar length share the padding (a text longer than max_batch_tokens is a batch of
+  // its own); otherwise they are one batch in input order. Results come back in input order.
+  // target_prefix, when given, is one prefix per text (in input order). Sampling draws by row
+  // within a batch, so its tokens depend on the batching (fixed batching and seed: the same
+  // tokens). Texts are read as above, with text_options.
   std::vector<std::string> translate(const std::vector<std::string>& texts, const DecodeOptions& options,
-                                     std::size_t max_batch_size = 0, const TextOptions& text_options = {}) const;
+                                     std::size_t max_batch_size = 0, std::size_t max_batch_tokens = 0,
+                                     const TextOptions& text_options = {}) const;
 
   // Runs small greedy / beam decodes (2 steps) of every batch size x source length in options,
   // so the first real decode of those shapes does not build pipelines (Context::prebuild is the

@@ -29,22 +29,23 @@ class VKRNN_API TopK {
   TopK(Context& ctx, std::size_t k, const OpOptions& options = {});
 
   // x f32 [B, N] -> values f32 [B, k], indices i32 [B, k]. nonfinite: optional u32 [B]; a
-  // non-finite row sets it to `mark` (nonzero) where it is 0.
+  // non-finite row sets it to `mark` (nonzero) where it is 0. forced: optional i32 [B]; a row
+  // with forced[b] >= 0 (< N) yields that entry alone (its value or log-softmax, then -inf / -1
+  // padding): beam search's target prefix.
   void record(Sequence& seq, const Tensor& x, const Tensor& values, const Tensor& indices,
-              bool log_softmax = false, const Tensor& nonfinite = {}, std::uint32_t mark = 1) const;
+              bool log_softmax = false, const Tensor& nonfinite = {}, std::uint32_t mark = 1,
+              const Tensor& forced = {}) const;
 
   std::size_t k() const { return k_; }
 
  private:
-  Kernel kernel(std::uint32_t workgroup) const;
-  Kernel kernel_for(std::size_t N) const;  // a workgroup that keeps a row within the loop budget
-
   Context* ctx_;
   std::size_t k_;
-  std::uint32_t kmax_ = 0, workgroup_size_ = 0;
-  bool subgroups_ = false;
+  // The planned kernel (src/plan.hpp: plan::topk); rows too long for the loop budget get wider.
+  std::uint32_t workgroup_size_ = 0;
+  bool subgroups_ = false, one_subgroup_ = false;
   Kernel kernel_;
-  Tensor sink_;
+  Tensor null_;  // the Context's buffer for unused bindings
 };
 
 }  // namespace vkrnn

@@ -193,14 +193,58 @@ VKRNN_API vkrnn_status vkrnn_model_decode_text(const vkrnn_model* model, const i
 
 /* ---------------------------------------------------------------- decoding (seq2seq) */
 
+typedef struct vkrnn_step vkrnn_step;
+
+/* Streaming callback (vkrnn_decode_options.on_step): called with each step of a greedy or
+ * sampling decode as soon as the GPU produced it (tokens, scores, finished flags; attention
+ * NULL), on the calling thread, while the GPU computes the next steps. Return non-zero to go
+ * on, 0 to end the decode after this step. The step's arrays are valid during the call. */
+typedef int (*vkrnn_step_callback)(const vkrnn_step* step, void* user_data);
+
+/* Decoding options (docs/runtime.md, "Decoding options": CTranslate2's names and rules).
+ * ABI: fields are only ever appended, never reordered or retyped. Always initialise the struct
+ * with vkrnn_decode_options_init() and then set what you need: a program rebuilt against a
+ * newer header then gets the new fields' defaults. The library reads the whole struct of its
+ * own header, so a program must be built with the header of the library it runs with (before
+ * 1.0 the soname changes with every minor version for this reason, docs/integration.md). */
 typedef struct vkrnn_decode_options {
   size_t max_len;        /* decoder steps, EOS included; 0: the model's max_decode_length */
   size_t beam_width;     /* beam only; 0: the model's */
   double length_alpha;   /* beam only; < 0: the model's */
   int return_attention;  /* fill vkrnn_hypothesis.attention */
+  /* --- logits processing: greedy, beam (per hypothesis) and the incremental decoder */
+  double repetition_penalty;    /* > 0; 1: off */
+  size_t no_repeat_ngram_size;  /* 0: off */
+  size_t min_length;            /* tokens before EOS may be chosen */
+  int disable_unk;              /* never the model's unk token */
+  const int32_t* suppress_tokens;  /* ids never chosen (NULL when suppress_tokens_count is 0) */
+  size_t suppress_tokens_count;
+  /* token sequences never generated: suppress_sequences_count pointers to ids and their lengths */
+  const int32_t* const* suppress_sequences;
+  const size_t* suppress_sequence_lengths;
+  size_t suppress_sequences_count;
+  /* --- sampling: greedy and the incremental decoder only (beam: INVALID_ARGUMENT) */
+  size_t sampling_topk;         /* 1: argmax (greedy); 0: the whole vocabulary; k: the k largest */
+  double sampling_topp;         /* (0, 1]: the nucleus */
+  double sampling_temperature;  /* > 0 */
+  uint64_t seed;                /* Philox key: the same seed, the same tokens on every device */
+  /* forced first tokens (greedy, beam, the incremental decoder): NULL, or one pointer and
+   * length per source row (length 0: none) */
+  const int32_t* const* target_prefix;
+  const size_t* target_prefix_lengths;
+  /* --- streaming: greedy only (vkrnn_greedy / vkrnn_greedy_text); NULL: one submission */
+  vkrnn_step_callback on_step;
+  void* on_step_user_data;
+  size_t stream_steps;          /* steps per submission while streaming (0: 1) */
+  /* --- beam only */
+  double patience;              /* > 0: stop after max(1, round(K * patience)) finished hypotheses */
+  double coverage_penalty;      /* Wu et al. 2016's beta, added when ranking; 0: off */
 } vkrnn_decode_options;
 
-/* The defaults: 0, 0, -1.0, 0. */
+/* The defaults: max_len 0, beam_width 0, length_alpha -1.0, return_attention 0,
+ * repetition_penalty 1.0, no_repeat_ngram_size 0, min_length 0, disable_unk 0, no suppressed
+ * tokens or sequences, sampling_topk 1, sampling_topp 1.0, sampling_temperature 1.0, seed 0,
+ * no target prefix, no callback, stream_steps 1, patience 1.0, coverage_penalty 0.0. */
 VKRNN_API void vkrnn_decode_options_init(vkrnn_decode_options* options);
 
 typedef struct vkrnn_result vkrnn_result;
@@ -269,7 +313,7 @@ VKRNN_API vkrnn_status vkrnn_decoder_start(const vkrnn_encoded* encoded, const v
                                            vkrnn_decoder** decoder);
 VKRNN_API void vkrnn_decoder_destroy(vkrnn_decoder* decoder);
 
-typedef struct vkrnn_step {
+struct vkrnn_step {
   size_t step;              /* 0 for the first token after BOS */
   size_t batch;
   const int32_t* tokens;    /* [batch]: the chosen token (pad for rows already finished) */
@@ -278,7 +322,7 @@ typedef struct vkrnn_step {
   int all_finished;
   const float* attention;   /* [batch][source_length] with return_attention, else NULL */
   size_t source_length;
-} vkrnn_step;
+};
 
 /* One decoder step. forced_inputs: NULL, or `batch` ids replacing the previous tokens as this
  * step's input (teacher forcing). Past max_len: VKRNN_ERROR_OUT_OF_RANGE. */

@@ -2,13 +2,12 @@
 #ifndef ATTENTION_COMMON_GLSL
 #define ATTENTION_COMMON_GLSL
 
-// FP16=1: keys, values (memory) and the normalised attention weights are stored as float16
-// (needs storageBuffer16BitAccess); arithmetic stays fp32. Raw scores and partials stay fp32.
-#ifndef FP16
-#define FP16 0
-#endif
+// FP16_STORAGE=1: keys, values (memory) and the normalised attention weights are stored as
+// float16 (needs storageBuffer16BitAccess); arithmetic stays fp32. Raw scores and partials stay
+// fp32.
+#include "kernel_flags.h"
 #include "subgroup.glsl"
-#if FP16
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #define STORE_T float16_t
 #define STORE_T4 f16vec4

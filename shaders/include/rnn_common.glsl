@@ -1,17 +1,15 @@
 // Shared by the recurrent kernels (rnn_step.comp, rnn_seq.comp, rnn_proj.comp): the recurrent
-// weight matrix at binding 1 (float, or float16_t with W_F16=1), cell types and the gate
+// weight matrix at binding 1 (float, or float16_t with FP16_STORAGE=1), cell types and the gate
 // nonlinearities, with PyTorch's equations and gate order.
-#ifndef W_F16
-#define W_F16 0
-#endif
-#if W_F16
+#include "variants.glsl"
+#if FP16_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "gemv_common.glsl"
 
-// W_hh (rnn_step, rnn_seq) or W_hr (rnn_proj), row-major [rows][n]. W_F16: stored as half
+// W_hh (rnn_step, rnn_seq) or W_hr (rnn_proj), row-major [rows][n]. FP16_STORAGE: stored as half
 // (OpOptions::fp16_storage), widened exactly to float on load; the arithmetic stays fp32.
-#if W_F16
+#if FP16_STORAGE
 layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 layout(set = 0, binding = 1) readonly buffer WU { uvec2 wu[]; };  // 4 halves per element
 #else
@@ -22,7 +20,7 @@ layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
 // Elements 4*k4 .. 4*k4+3 of weight row `row` (zeros past n). aligned (a specialization
 // constant at every call): n % 4 == 0, so the row is whole vec4s.
 vec4 load_weight4(uint row, uint k4, uint n, bool aligned) {
-#if W_F16
+#if FP16_STORAGE
   // Four halves as two uints and unpackHalf2x16: on lavapipe 1.2x faster per step than f16vec4
   // loads (GRU H = 512, B = 1), which gain next to nothing over fp32 there.
   if (aligned) {

@@ -4,9 +4,7 @@
 #ifndef VKRNN_SUBGROUP_GLSL
 #define VKRNN_SUBGROUP_GLSL
 
-#ifndef USE_SUBGROUP
-#define USE_SUBGROUP 1
-#endif
+#include "variants.glsl"
 
 #if USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require

@@ -5,6 +5,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "io/untrusted.hpp"
 #include "vkrnn/model.hpp"
@@ -48,6 +49,36 @@ std::unique_ptr<Impl> build_model(Context& ctx, const ModelFile& model, const Op
     uploads.finish();
     return impl;
   });
+}
+
+// translate()'s batches of texts with these source lengths, as index lists: one batch in input
+// order when it fits both limits (0: no limit); else sorted by length (longest first, ties in
+// input order) and cut where a batch would exceed max_batch_size texts or max_batch_tokens
+// tokens, a batch's tokens being its size x its longest source (the padded [B, S] the encoder
+// runs; CTranslate2's batch_type = "tokens" sums the lengths instead). A text longer than
+// max_batch_tokens is a batch of its own.
+inline std::vector<std::vector<std::size_t>> text_batches(const std::vector<std::size_t>& lengths, std::size_t max_batch_size,
+                                                          std::size_t max_batch_tokens) {
+  const std::size_t n = lengths.size();
+  if (n == 0) return {};
+  const std::size_t longest = *std::max_element(lengths.begin(), lengths.end());
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  const bool split = (max_batch_size > 0 && max_batch_size < n) || (max_batch_tokens > 0 && n * longest > max_batch_tokens);
+  if (!split) return {order};
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return lengths[a] > lengths[b]; });
+  std::vector<std::vector<std::size_t>> out;
+  for (std::size_t first = 0; first < n;) {
+    const std::size_t L = lengths[order[first]];  // the batch's longest: sorted, its first
+    std::size_t count = 1;
+    while (first + count < n && (max_batch_size == 0 || count < max_batch_size) &&
+           (max_batch_tokens == 0 || (count + 1) * L <= max_batch_tokens)) {
+      ++count;
+    }
+    out.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(first), order.begin() + static_cast<std::ptrdiff_t>(first + count));
+    first += count;
+  }
+  return out;
 }
 
 }  // namespace vkrnn::model_detail

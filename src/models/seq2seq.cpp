@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <numeric>
 #include <optional>
@@ -321,6 +322,7 @@ struct Seq2Seq::Impl {
       p.unk = cfg.special.unk;
     }
     p.suppressed = o.suppress_tokens;
+    p.suppressed_sequences = o.suppress_sequences;
     return p;
   }
 
@@ -333,23 +335,26 @@ struct Seq2Seq::Impl {
       p.top_p = o.sampling_topp;
       p.seed = o.seed;
     }
-    if (!o.target_prefix.empty()) {
-      if (o.target_prefix.size() != B) {
-        throw Error(ErrorCode::invalid_argument,
-                    fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp,
-                                o.target_prefix.size(), B));
-      }
-      for (std::size_t b = 0; b < B; ++b) {
-        if (o.target_prefix[b].size() > o.max_len) {
-          throw Error(ErrorCode::out_of_range,
-                      fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}", kOp, b,
-                                  o.target_prefix[b].size(), o.max_len));
-        }
-        check_token_ids(o.target_prefix[b], Vt, "Seq2Seq: target prefix", b);
-      }
-      p.prefix = o.target_prefix;
-    }
+    check_prefix(o.target_prefix, B, o.max_len);
+    p.prefix = o.target_prefix;
     return p;
+  }
+
+  // Target prefixes (DecodeOptions', BeamOptions'): none, or one per source row, each at most
+  // max_len tokens of the target vocabulary.
+  void check_prefix(const std::vector<std::vector<std::int32_t>>& prefix, std::size_t B, std::size_t max_len) const {
+    if (prefix.empty()) return;
+    if (prefix.size() != B) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}: {} target prefixes for {} source rows (one per row, empty for none)", kOp, prefix.size(), B));
+    }
+    for (std::size_t b = 0; b < B; ++b) {
+      if (prefix[b].size() > max_len) {
+        throw Error(ErrorCode::out_of_range, fmt::format("{}: the target prefix of row {} has {} tokens, longer than max_len = {}",
+                                                         kOp, b, prefix[b].size(), max_len));
+      }
+      check_token_ids(prefix[b], Vt, "Seq2Seq: target prefix", b);
+    }
   }
 
   struct History {
@@ -707,81 +712,206 @@ StepResult Seq2Seq::step(DecoderState& state, std::span<const std::int32_t> forc
   return read_step(seq, state);
 }
 
-DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sources, const DecodeOptions& options) const {
-  const Impl& m = *impl_;
-  auto e = m.prepare(sources, "greedy");
-  auto st = m.start(e, options);
-  const std::size_t B = e->B, S = e->S, T = st->options.max_len, V = m.Vt;
-  Context& c = *m.ctx;
-  Impl::History h;
-  h.tokens = c.tensor({B, T}, DType::i32, "Seq2Seq greedy tokens");
-  h.scores = c.tensor({B, T}, DType::f32, "Seq2Seq greedy scores");
-  if (options.return_logits) h.logits = c.tensor({B, T, V}, DType::f32, "Seq2Seq greedy logits");
-  if (options.return_attention && m.attention_t >= 0) h.attention = c.tensor({B, T, S}, DType::f32, "Seq2Seq greedy attention");
-  h.outputs = m.output_histories(*st, T, "Seq2Seq greedy");
-  h.nonfinite = c.tensor({B}, DType::u32, "Seq2Seq greedy non-finite flags");
+namespace {
 
-  Sequence seq = c.sequence({.label = "Seq2Seq::greedy"});
-  seq.fill(h.nonfinite, 0);
-  m.record_encode(seq, *e);
-  const bool early_stop = st->options.stop_at_eos;
-  if (early_stop) {
-    // Once every row has finished, the gate turns the remaining steps' dispatches into empty
-    // ones: the columns they would have written keep these values (what finished rows emit).
-    seq.fill(h.tokens, static_cast<std::uint32_t>(m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0)).fill(h.scores, 0);
-    if (h.logits.valid()) seq.fill(h.logits, 0);
-    if (h.attention.valid()) seq.fill(h.attention, 0);
-    for (const auto& [name, t] : h.outputs) seq.fill(t, 0);
-    seq.begin_gate();
-  }
-  for (std::size_t t = 0; t < T; ++t) {
-    h.column = t;
-    m.record_step(seq, *st, h);
-    if (early_stop && t + 1 < T) seq.close_gate_when_all(st->finished);
-  }
-  if (early_stop) seq.end_gate();
-  seq.download(h.tokens).download(h.scores).download(h.nonfinite);
-  if (h.logits.valid()) seq.download(h.logits);
-  if (h.attention.valid()) seq.download(h.attention);
-  for (const auto& [name, t] : h.outputs) seq.download(t);
-  seq.eval();
-  check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, "greedy", 1, 0);
+// SequenceStats of several sequences together.
+void add_stats(SequenceStats& to, const SequenceStats& s) {
+  to.dispatches += s.dispatches;
+  to.barriers += s.barriers;
+  to.copies += s.copies;
+  to.submissions += s.submissions;
+  to.gated_dispatches += s.gated_dispatches;
+  to.recordings += s.recordings;
+  to.debug_labels += s.debug_labels;
+}
 
-  const auto tokens = seq.read<std::int32_t>(h.tokens);
-  const auto scores = seq.read<float>(h.scores);
-  DecodeResult r;
-  r.batch = B;
-  r.source_length = S;
-  r.vocab = V;
-  r.lengths.assign(B, static_cast<std::int32_t>(T));
-  if (early_stop) {
-    for (std::size_t b = 0; b < B; ++b) {
-      for (std::size_t t = 0; t < T; ++t) {
-        if (tokens[b * T + t] == m.cfg.special.eos) {
-          r.lengths[b] = static_cast<std::int32_t>(t + 1);
-          break;
+}  // namespace
+
+namespace {
+
+// A greedy decode's histories, their initial values and their downloads, and the result read
+// back from them (greedy() and its streaming form).
+struct GreedyRun {
+  const Seq2Seq::Impl& m;
+  std::shared_ptr<Seq2Seq::Encoded::Impl> e;
+  std::shared_ptr<Seq2Seq::DecoderState::Impl> st;
+  std::size_t B, S, T, V;
+  bool early_stop;
+  Seq2Seq::Impl::History h;
+
+  GreedyRun(const Seq2Seq::Impl& model, const std::vector<std::vector<std::int32_t>>& sources, const DecodeOptions& options)
+      : m(model), e(m.prepare(sources, "greedy")), st(m.start(e, options)), B(e->B), S(e->S), T(st->options.max_len), V(m.Vt),
+        early_stop(st->options.stop_at_eos) {
+    Context& c = *m.ctx;
+    h.tokens = c.tensor({B, T}, DType::i32, "Seq2Seq greedy tokens");
+    h.scores = c.tensor({B, T}, DType::f32, "Seq2Seq greedy scores");
+    if (options.return_logits) h.logits = c.tensor({B, T, V}, DType::f32, "Seq2Seq greedy logits");
+    if (options.return_attention && m.attention_t >= 0) h.attention = c.tensor({B, T, S}, DType::f32, "Seq2Seq greedy attention");
+    h.outputs = m.output_histories(*st, T, "Seq2Seq greedy");
+    h.nonfinite = c.tensor({B}, DType::u32, "Seq2Seq greedy non-finite flags");
+  }
+
+  // The encoder and the histories' initial values.
+  void record_start(Sequence& seq) const {
+    seq.fill(h.nonfinite, 0);
+    m.record_encode(seq, *e);
+    if (early_stop) {
+      // Once every row has finished, the gate turns the remaining steps' dispatches into empty
+      // ones: the columns they would have written keep these values (what finished rows emit).
+      seq.fill(h.tokens, static_cast<std::uint32_t>(m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0)).fill(h.scores, 0);
+      if (h.logits.valid()) seq.fill(h.logits, 0);
+      if (h.attention.valid()) seq.fill(h.attention, 0);
+      for (const auto& [name, t] : h.outputs) seq.fill(t, 0);
+    }
+  }
+
+  // Steps [first, first + n) inside the early-stop gate (entered closed when every row had
+  // finished in an earlier submission).
+  void record_steps(Sequence& seq, std::size_t first, std::size_t n) {
+    if (early_stop) {
+      seq.begin_gate();
+      if (first > 0) seq.close_gate_when_all(st->finished);
+    }
+    for (std::size_t t = first; t < first + n; ++t) {
+      h.column = t;
+      m.record_step(seq, *st, h);
+      if (early_stop && t + 1 < first + n) seq.close_gate_when_all(st->finished);
+    }
+    if (early_stop) seq.end_gate();
+  }
+
+  void record_downloads(Sequence& seq) const {
+    seq.download(h.tokens).download(h.scores).download(h.nonfinite);
+    if (h.logits.valid()) seq.download(h.logits);
+    if (h.attention.valid()) seq.download(h.attention);
+    for (const auto& [name, t] : h.outputs) seq.download(t);
+  }
+
+  // The result of the first `done` steps (rows without EOS among them have `done` tokens).
+  DecodeResult result(const Sequence& seq, std::size_t done) const {
+    check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, "greedy", 1, 0);
+    const auto tokens = seq.read<std::int32_t>(h.tokens);
+    const auto scores = seq.read<float>(h.scores);
+    DecodeResult r;
+    r.batch = B;
+    r.source_length = S;
+    r.vocab = V;
+    r.lengths.assign(B, static_cast<std::int32_t>(done));
+    if (early_stop) {
+      for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t t = 0; t < done; ++t) {
+          if (tokens[b * T + t] == m.cfg.special.eos) {
+            r.lengths[b] = static_cast<std::int32_t>(t + 1);
+            break;
+          }
         }
       }
+      r.steps = static_cast<std::size_t>(*std::max_element(r.lengths.begin(), r.lengths.end()));
+    } else {
+      r.steps = done;
     }
-    r.steps = static_cast<std::size_t>(*std::max_element(r.lengths.begin(), r.lengths.end()));
-    r.steps_run = std::min<std::size_t>(T, 1 + seq.open_gate_checks());
-  } else {
-    r.steps = r.steps_run = T;
+    r.steps_run = r.steps;
+    // Keep the first `steps` columns of every history.
+    auto cut = [&](const auto& full, std::size_t inner) {
+      std::remove_cvref_t<decltype(full)> out(B * r.steps * inner);
+      for (std::size_t b = 0; b < B; ++b) {
+        std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(b * T * inner), r.steps * inner,
+                    out.begin() + static_cast<std::ptrdiff_t>(b * r.steps * inner));
+      }
+      return out;
+    };
+    r.tokens = cut(tokens, 1);
+    r.scores = cut(scores, 1);
+    if (h.logits.valid()) r.logits = cut(seq.read<float>(h.logits), V);
+    if (h.attention.valid()) r.attention = cut(seq.read<float>(h.attention), S);
+    for (const auto& [name, t] : h.outputs) r.outputs[name] = m.read_decoder(seq, t, r.steps, T);
+    return r;
   }
-  // Keep the first `steps` columns of every history.
-  auto cut = [&](const auto& full, std::size_t inner) {
-    std::remove_cvref_t<decltype(full)> out(B * r.steps * inner);
-    for (std::size_t b = 0; b < B; ++b) {
-      std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(b * T * inner), r.steps * inner,
-                  out.begin() + static_cast<std::ptrdiff_t>(b * r.steps * inner));
+
+  // Streaming (DecodeOptions::on_step): submissions of `chunk` steps, kStreamDepth in flight;
+  // the oldest one's steps go to the callback once it is done, while the GPU runs the next.
+  DecodeResult stream(const DecodeOptions& options) {
+    constexpr std::size_t kStreamDepth = 2;
+    const std::size_t chunk = std::max<std::size_t>(options.stream_steps, 1);
+    Context& c = *m.ctx;
+    struct InFlight {
+      Sequence seq;
+      std::size_t first, n;
+    };
+    std::deque<InFlight> flight;
+    auto drain = [&] {
+      for (InFlight& f : flight) f.seq.wait();
+    };
+    SequenceStats stats;
+    std::size_t recorded = 0, delivered = 0;
+    std::vector<std::uint8_t> finished(B, 0);
+    bool stop = false;
+    try {
+      while (!stop && (recorded < T || !flight.empty())) {
+        if (recorded < T && flight.size() < kStreamDepth) {
+          const std::size_t n = std::min(chunk, T - recorded);
+          Sequence seq = c.sequence({.label = fmt::format("Seq2Seq::greedy steps {}..{}", recorded, recorded + n - 1)});
+          if (recorded == 0) record_start(seq);
+          record_steps(seq, recorded, n);
+          seq.download(h.tokens).download(h.scores).download(h.nonfinite);
+          seq.submit();
+          flight.push_back({std::move(seq), recorded, n});
+          recorded += n;
+          continue;
+        }
+        InFlight& f = flight.front();
+        f.seq.wait();
+        add_stats(stats, f.seq.stats());
+        check_finite_logits(f.seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, "greedy", 1, 0);
+        const auto tokens = f.seq.read<std::int32_t>(h.tokens);
+        const auto scores = f.seq.read<float>(h.scores);
+        for (std::size_t t = f.first; t < f.first + f.n && !stop; ++t) {
+          StepResult step;
+          step.step = t;
+          step.tokens.resize(B);
+          step.scores.resize(B);
+          step.all_finished = early_stop;
+          for (std::size_t b = 0; b < B; ++b) {
+            step.tokens[b] = tokens[b * T + t];
+            step.scores[b] = scores[b * T + t];
+            if (early_stop && !finished[b] && step.tokens[b] == m.cfg.special.eos) finished[b] = 1;
+            step.all_finished = step.all_finished && finished[b];
+          }
+          step.finished = finished;
+          delivered = t + 1;
+          stop = !options.on_step(step) || step.all_finished;
+        }
+        flight.pop_front();
+      }
+    } catch (...) {
+      drain();
+      throw;
     }
-    return out;
-  };
-  r.tokens = cut(tokens, 1);
-  r.scores = cut(scores, 1);
-  if (h.logits.valid()) r.logits = cut(seq.read<float>(h.logits), V);
-  if (h.attention.valid()) r.attention = cut(seq.read<float>(h.attention), S);
-  for (const auto& [name, t] : h.outputs) r.outputs[name] = m.read_decoder(seq, t, r.steps, T);
+    drain();
+    for (const InFlight& f : flight) add_stats(stats, f.seq.stats());
+    flight.clear();
+    Sequence seq = c.sequence({.label = "Seq2Seq::greedy results"});
+    record_downloads(seq);
+    seq.eval();
+    add_stats(stats, seq.stats());
+    DecodeResult r = result(seq, delivered);
+    r.stats = stats;
+    return r;
+  }
+};
+
+}  // namespace
+
+DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sources, const DecodeOptions& options) const {
+  GreedyRun run(*impl_, sources, options);
+  if (options.on_step) return run.stream(options);
+  Sequence seq = impl_->ctx->sequence({.label = "Seq2Seq::greedy"});
+  run.record_start(seq);
+  run.record_steps(seq, 0, run.T);
+  run.record_downloads(seq);
+  seq.eval();
+  DecodeResult r = run.result(seq, run.T);
+  if (run.early_stop) r.steps_run = std::min<std::size_t>(run.T, 1 + seq.open_gate_checks());
   r.stats = seq.stats();
   return r;
 }
@@ -798,6 +928,25 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
                 fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, BeamSearch::max_beam));
   }
   Impl::check_max_len(T, "beam");
+  if (!(options.patience > 0.0) || !std::isfinite(options.patience)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: patience = {} must be finite and > 0", kOp, options.patience));
+  }
+  const double stop = std::max(1.0, std::round(double(K) * options.patience));
+  if (stop > double(BeamSearch::max_finished_to_stop)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::beam: patience = {} asks for {} finished hypotheses, beyond {}", kOp, options.patience, stop,
+                            BeamSearch::max_finished_to_stop));
+  }
+  const double beta = options.coverage_penalty;
+  if (!std::isfinite(beta)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: coverage_penalty = {} is not finite", kOp, beta));
+  }
+  if (beta != 0.0 && m.attention_t < 0) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::beam: coverage_penalty needs the decoder's attention, and the model has no 'attention' output", kOp));
+  }
+  const bool attention = options.return_attention || beta != 0.0;
+  m.check_prefix(options.target_prefix, sources.size(), T);
   auto e = m.prepare(sources, "beam");
   Context& c = *m.ctx;
   const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
@@ -820,10 +969,18 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     if (in.from == From::encoder) ek->exported[in.name] = m.expand(seq, e->exported.at(in.name), in.shape, B, S, K, rows, in.source);
   }
 
-  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = options.return_attention});
+  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = attention});
   // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
   // with the recurrent state, into the spare set, every step.
-  const LogitsProcessing rules = m.rules_of(options);
+  LogitsProcessing rules = m.rules_of(options);
+  // A target prefix: every decoder row of source b is forced through target_prefix[b]; TopK
+  // then offers that token alone (with its log-probability), so each source keeps one alive
+  // hypothesis through its prefix and the beam opens after it, as from BOS.
+  std::size_t P = 0;  // the longest prefix: steps that read the forced tokens
+  for (const auto& p : options.target_prefix) P = std::max(P, p.size());
+  if (P > 0) {
+    for (std::size_t r = 0; r < R; ++r) rules.prefix.push_back(options.target_prefix[r / K]);
+  }
   std::optional<LogitsProcessor> processor;
   LogitsProcessor::State processing, spare;
   if (rules.active()) {
@@ -833,7 +990,8 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   }
   const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
   const TopK topk(c, kc, m.opts);
-  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts);
+  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts,
+                          static_cast<std::size_t>(stop));
   const BeamSearch::State state = search.make_state();
   const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
   const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
@@ -842,7 +1000,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
   // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
   const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
   const Tensor hist_attention =
-      options.return_attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
+      attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
   // Every step's candidates, for per-token scores (copies: no dispatch, no shader).
   std::vector<Tensor> step_v, step_i;
   for (std::size_t t = 0; options.return_token_scores && t < T; ++t) {
@@ -886,7 +1044,8 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
     h.select = false;
     m.record_step(seq, *st, h);
     if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
-    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1));
+    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1),
+                t < P ? processing.chosen : Tensor{});
     if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
     if (hist_logits.valid()) {
       m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
@@ -926,6 +1085,7 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
       hyp.score = bh.score;
       hyp.norm_score = double(bh.score) / std::pow(double(bh.tokens.size()), alpha);
       hyp.finished = bh.finished;
+      std::vector<double> coverage(beta != 0.0 ? S : 0, 0.0);
       for (std::size_t i = 0; i < bh.rows.size(); ++i) {
         const std::size_t at = i * R + bh.rows[i];
         if (!step_v.empty()) {
@@ -945,11 +1105,14 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
           hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
                             logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
         }
-        if (!weights.empty()) {
+        for (std::size_t j = 0; j < coverage.size(); ++j) coverage[j] += weights[at * S + j];
+        if (options.return_attention && !weights.empty()) {
           hyp.attention.insert(hyp.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(at * S),
                                weights.begin() + static_cast<std::ptrdiff_t>((at + 1) * S));
         }
       }
+      for (const double cj : coverage)
+        if (cj > 0.0) hyp.norm_score += beta * std::log(std::min(cj, 1.0));
       f.push_back(std::move(hyp));
     }
     // Rank by norm_score, ties by arrival (docs/model-format.md, "Beam search", rule 5).
@@ -976,11 +1139,12 @@ WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const TextOptions& options) const {
-  return translate(texts, DecodeOptions{}, 0, options);
+  return translate(texts, DecodeOptions{}, 0, 0, options);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& texts, const DecodeOptions& options,
-                                            std::size_t max_batch_size, const TextOptions& text_options) const {
+                                            std::size_t max_batch_size, std::size_t max_batch_tokens,
+                                            const TextOptions& text_options) const {
   if (!options.target_prefix.empty() && options.target_prefix.size() != texts.size()) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}::translate: {} target prefixes for {} texts (one per text, empty for none)",
                                                          kOp, options.target_prefix.size(), texts.size()));
@@ -1000,25 +1164,20 @@ std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& text
       throw Error(e.code(), fmt::format("{}::translate: text {}: {}", kOp, i, e.what()));
     }
   }
-  // Split batches: longest first, ties in input order (one batch keeps the input order).
-  std::vector<std::size_t> order(sources.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  const bool split = max_batch_size > 0 && max_batch_size < sources.size();
-  if (split) std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return sources[a].size() > sources[b].size(); });
   if (sources.empty()) greedy(sources, options);  // its error: no sources
-  const std::size_t per = split ? max_batch_size : std::max<std::size_t>(order.size(), 1);
+  std::vector<std::size_t> lengths;
+  for (const auto& s : sources) lengths.push_back(s.size());
   std::vector<std::string> out(texts.size());
-  for (std::size_t first = 0; first < order.size(); first += per) {
-    const std::size_t n = std::min(per, order.size() - first);
+  for (const std::vector<std::size_t>& rows : model_detail::text_batches(lengths, max_batch_size, max_batch_tokens)) {
     std::vector<std::vector<std::int32_t>> batch;
     DecodeOptions o = options;
     o.target_prefix.clear();
-    for (std::size_t i = first; i < first + n; ++i) {
-      batch.push_back(std::move(sources[order[i]]));
-      if (!options.target_prefix.empty()) o.target_prefix.push_back(options.target_prefix[order[i]]);
+    for (const std::size_t i : rows) {
+      batch.push_back(std::move(sources[i]));
+      if (!options.target_prefix.empty()) o.target_prefix.push_back(options.target_prefix[i]);
     }
     const DecodeResult r = greedy(batch, o);
-    for (std::size_t b = 0; b < n; ++b) out[order[first + b]] = decode_text(r.row(b));
+    for (std::size_t b = 0; b < rows.size(); ++b) out[rows[b]] = decode_text(r.row(b));
   }
   return out;
 }

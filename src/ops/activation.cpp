@@ -1,29 +1,29 @@
 // Activation: elementwise tanh / sigmoid / relu (shaders/activation.comp).
 #include "vkrnn/activation.hpp"
 
+#include <bit>
 #include <limits>
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
 namespace {
 constexpr const char* kOp = "Activation";
-struct Push {
-  std::uint32_t n;
-};
+using K = kernels::Activation;
+using KInPlace = kernels::ActivationInPlace;
 }  // namespace
 
 Activation::Activation(Context& ctx, ActivationFn fn, const OpOptions& options) : ctx_(&ctx), fn_(fn) {
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = 64;
-  workgroup_size_ = attention_detail::pick_workgroup(ctx.device(), o);
+  workgroup_size_ = std::bit_floor(plan::elementwise_workgroup(ctx.device(), options));
   const auto f = static_cast<std::uint32_t>(fn);
   if (f > 2) throw Error(ErrorCode::invalid_argument, fmt::format("{}: unknown function {}", kOp, f));
-  kernel_ = ctx.kernel({"activation", {workgroup_size_, 1, 1, f}, 2, sizeof(Push)});
-  kernel_inplace_ = ctx.kernel({"activation_inplace", {workgroup_size_, 1, 1, f}, 1, sizeof(Push)});
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_, .FUNC = f});
+  kernel_inplace_ = kernels::make<KInPlace>(ctx, {.local_size_x = workgroup_size_, .FUNC = f});
 }
 
 void Activation::record(Sequence& seq, const Tensor& x, const Tensor& y) const {
@@ -42,12 +42,12 @@ void Activation::record(Sequence& seq, const Tensor& x, const Tensor& y) const {
   if (x.size() > std::numeric_limits<std::uint32_t>::max()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: {} elements exceed 32-bit indexing", kOp, x.size()));
   }
-  const Push push{static_cast<std::uint32_t>(x.size())};
-  const Groups g = attention_detail::fold_groups((x.size() + workgroup_size_ - 1) / workgroup_size_, ctx_->device(), kOp);
+  const K::Push push{static_cast<std::uint32_t>(x.size())};
+  const Groups g = ops::fold_groups(ops::ceil_div(x.size(), workgroup_size_), ctx_->device(), kOp);
   if (x.storage_ptr() == y.storage_ptr()) {
-    seq.dispatch(kernel_inplace_, {inout(y)}, push, g);
+    kernels::dispatch<KInPlace>(seq, kernel_inplace_, {.xs = y}, push, g);
   } else {
-    seq.dispatch(kernel_, {in(x), out(y)}, push, g);
+    kernels::dispatch<K>(seq, kernel_, {.xs = x, .outs = y}, push, g);
   }
 }
 

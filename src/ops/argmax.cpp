@@ -5,7 +5,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/decode.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -13,18 +15,12 @@ namespace {
 
 constexpr const char* kOp = "Argmax";
 
-// Must match the FLAG_* constants of argmax.comp.
-constexpr std::uint32_t kIndex = 1, kValue = 2, kTokens = 4, kScore = 8, kFinished = 16, kLogits = 32,
-                        kAttention = 64, kEmbed = 128, kNonFinite = 256, kChosen = 512;
-constexpr std::uint32_t kBindings = 13;
+using K = kernels::Argmax;
 
-struct Push {
-  std::uint32_t B, V, S, ld, col;
-  std::int32_t eos, pad;
-  std::uint32_t flags;
-  std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
-  std::uint32_t mark;
-};
+Kernel make_kernel(Context& ctx, const plan::Reduction& p) {
+  return kernels::make<K>(ctx, {.local_size_x = p.workgroup, .ONE_SUBGROUP = p.one_subgroup},
+                          p.variant);
+}
 
 // A view's last element must lie inside its f32 tensor; returns its row stride.
 std::size_t view_ld(const MatrixView& v, const char* arg) {
@@ -38,42 +34,26 @@ std::size_t view_ld(const MatrixView& v, const char* arg) {
   return ld;
 }
 
-using attention_detail::expect;
+using ops::expect;
 
 }  // namespace
 
 Argmax::Argmax(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
-  const DeviceInfo& dev = ctx.device();
-  subgroups_ = attention_detail::use_subgroups(dev, options);
-  // One subgroup per row on CPU drivers; GPUs: 256 lanes share a row (vocabularies are long).
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 256;
-  workgroup_size_ = attention_detail::pick_workgroup(dev, o);
-  kernel_ = ctx.kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {workgroup_size_, 1, 1}, kBindings, sizeof(Push)});
-  dummy_ = ctx.tensor({4}, DType::f32, "Argmax unused input");
-  ctx.write(dummy_, std::vector<float>(4, 0.0f));
-  sink_ = ctx.tensor({4}, DType::f32, "Argmax unused output");
+  const plan::Reduction p = plan::argmax(ctx.device(), options);
+  workgroup_size_ = p.workgroup;
+  subgroups_ = p.variant.subgroup;
+  one_subgroup_ = p.one_subgroup;
+  kernel_ = make_kernel(ctx, p);
+  null_ = kernels::null_tensor(ctx);
 }
 
-// Loop iterations of one invocation of argmax.comp with `wg` invocations per row: the passes
-// over the row (the max, the log-softmax sum, the logits copy), the attention and embedding
-// copies, and three reductions.
 Kernel Argmax::kernel_for(std::size_t V, std::size_t passes, std::size_t S, std::size_t emb) const {
-  const DeviceInfo& dev = ctx_->device();
-  auto loops = [&](std::uint64_t wg) {
-    const auto per = [&](std::uint64_t n) { return (n + wg - 1) / wg; };
-    return per(V) * passes + per(S) + per(emb) + 3 * attention_detail::reduction_loops(dev, subgroups_, wg) + 8;
-  };
-  const std::uint32_t wg = attention_detail::workgroup_within_budget(dev, workgroup_size_, loops);
-  if (wg == 0) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: rows of V = {} (S = {}, embedding width {}) need more loop iterations per "
-                            "invocation than the loop budget of {} (which drivers such as lavapipe enforce "
-                            "silently) even with the widest workgroup of '{}'", kOp, V, S, emb,
-                            attention_detail::kLoopBudget, dev.name));
-  }
-  if (wg == workgroup_size_) return kernel_;
-  return ctx_->kernel({subgroups_ ? "argmax" : "argmax_nosubgroup", {wg, 1, 1}, kBindings, sizeof(Push)});
+  const plan::Reduction planned{.variant = {.subgroup = subgroups_}, .workgroup = workgroup_size_,
+                                .one_subgroup = one_subgroup_};
+  const plan::Reduction p =
+      plan::argmax_row(ctx_->device(), planned, {.V = V, .passes = passes, .S = S, .emb = emb});
+  const bool planned_kernel = p.workgroup == workgroup_size_ && p.variant.subgroup == subgroups_;
+  return planned_kernel ? kernel_ : make_kernel(*ctx_, p);
 }
 
 namespace {
@@ -104,18 +84,20 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const Tensor& indices, 
   if (max_values.valid()) expect(kOp, "max_values", max_values, {B}, DType::f32);
   if (log_probs.valid()) expect(kOp, "log_probs", log_probs, {B}, DType::f32);
   check_nonfinite(nonfinite, B);
-  const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(logits.dim(1)), 0, 1, 0, -1, 0,
-                  kIndex | (max_values.valid() ? kValue : 0u) | (log_probs.valid() ? kScore : 0u) |
-                      (nonfinite.valid() ? kNonFinite : 0u),
-                  0, 0, 0, 0, 0, 1};
-  // Unused outputs go to a sink declared as written: validation sees the shader's writable
-  // bindings as writes, and the recorder then orders them like any other.
-  const Arg sink = inout(sink_);
-  seq.dispatch(kernel_for(logits.dim(1), log_probs.valid() ? 2 : 1, 0, 0),
-               {in(logits), out(indices), max_values.valid() ? out(max_values) : sink, sink,
-                log_probs.valid() ? out(log_probs) : sink, sink, sink, in(dummy_), sink, in(dummy_), sink,
-                nonfinite.valid() ? inout(nonfinite) : sink, in(dummy_)},
-               push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+  K::Push push{};
+  push.B = static_cast<std::uint32_t>(B);
+  push.V = static_cast<std::uint32_t>(logits.dim(1));
+  push.ld = 1;
+  push.eos = -1;
+  push.flags = ARGMAX_INDEX | (max_values.valid() ? ARGMAX_VALUE : 0u) | (log_probs.valid() ? ARGMAX_SCORE : 0u) |
+               (nonfinite.valid() ? ARGMAX_NONFINITE : 0u);
+  push.mark = 1;
+  // Unused bindings: the null buffer (inputs) and the write sink (outputs: validation sees the
+  // shader's writable bindings as writes, and the recorder then orders them like any other).
+  kernels::dispatch<K>(seq, kernel_for(logits.dim(1), log_probs.valid() ? 2 : 1, 0, 0),
+                       {.logits = logits, .index_out = indices, .value_out = max_values,
+                        .score_hist = log_probs, .nonfinite = nonfinite},
+                       push, ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 
 void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) const {
@@ -181,26 +163,41 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
   if (g.step >= std::numeric_limits<std::uint32_t>::max()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: step {} exceeds 32-bit indexing", kOp, g.step));
   }
-  const std::uint32_t flags = kIndex | (g.tokens.valid() ? kTokens : 0u) | (g.scores.valid() ? kScore : 0u) |
-                              (g.finished.valid() ? kFinished : 0u) | (g.logits.valid() ? kLogits : 0u) |
-                              (g.attention.valid() ? kAttention : 0u) | (g.embedding ? kEmbed : 0u) |
-                              (g.nonfinite.valid() ? kNonFinite : 0u) | (g.chosen.valid() ? kChosen : 0u);
-  const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V), static_cast<std::uint32_t>(S),
-                  static_cast<std::uint32_t>(capacity), static_cast<std::uint32_t>(g.step), g.eos, g.pad, flags,
-                  g.embedding ? static_cast<std::uint32_t>(g.embedding->cols) : 0u,
-                  g.embedding ? static_cast<std::uint32_t>(g.embedding->offset) : 0u, static_cast<std::uint32_t>(table_ld),
-                  g.embedding ? static_cast<std::uint32_t>(g.embedding_out->offset) : 0u, static_cast<std::uint32_t>(emb_ld),
-                  static_cast<std::uint32_t>(g.step + 1)};
-  const Arg sink = inout(sink_);
+  K::Push push{};
+  push.B = static_cast<std::uint32_t>(B);
+  push.V = static_cast<std::uint32_t>(V);
+  push.S = static_cast<std::uint32_t>(S);
+  push.ld = static_cast<std::uint32_t>(capacity);
+  push.col = static_cast<std::uint32_t>(g.step);
+  push.eos = g.eos;
+  push.pad = g.pad;
+  push.flags = ARGMAX_INDEX | (g.tokens.valid() ? ARGMAX_TOKENS : 0u) | (g.scores.valid() ? ARGMAX_SCORE : 0u) |
+               (g.finished.valid() ? ARGMAX_FINISHED : 0u) | (g.logits.valid() ? ARGMAX_LOGITS : 0u) |
+               (g.attention.valid() ? ARGMAX_ATTENTION : 0u) | (g.embedding ? ARGMAX_EMBED : 0u) |
+               (g.nonfinite.valid() ? ARGMAX_NONFINITE : 0u) | (g.chosen.valid() ? ARGMAX_CHOSEN : 0u);
+  if (g.embedding) {
+    push.emb_dim = static_cast<std::uint32_t>(g.embedding->cols);
+    push.table_offset = static_cast<std::uint32_t>(g.embedding->offset);
+    push.table_ld = static_cast<std::uint32_t>(table_ld);
+    push.emb_offset = static_cast<std::uint32_t>(g.embedding_out->offset);
+    push.emb_ld = static_cast<std::uint32_t>(emb_ld);
+  }
+  push.mark = static_cast<std::uint32_t>(g.step + 1);
   const std::size_t passes = 1 + (g.scores.valid() ? 1 : 0) + (g.logits.valid() ? 1 : 0);
-  seq.dispatch(kernel_for(V, passes, S, g.embedding ? g.embedding->cols : 0),
-               {in(logits), out(g.next_tokens), sink, g.tokens.valid() ? out(g.tokens) : sink,
-                g.scores.valid() ? out(g.scores) : sink, g.finished.valid() ? inout(g.finished) : sink,
-                g.logits.valid() ? out(g.logits) : sink, g.weights.valid() ? in(g.weights) : in(dummy_),
-                g.attention.valid() ? out(g.attention) : sink, g.embedding ? in(g.embedding->tensor) : in(dummy_),
-                g.embedding ? out(g.embedding_out->tensor) : sink, g.nonfinite.valid() ? inout(g.nonfinite) : sink,
-                g.chosen.valid() ? in(g.chosen) : in(dummy_)},
-               push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+  kernels::dispatch<K>(seq, kernel_for(V, passes, S, g.embedding ? g.embedding->cols : 0),
+                       {.logits = logits,
+                        .index_out = g.next_tokens,
+                        .tok_hist = g.tokens,
+                        .score_hist = g.scores,
+                        .finished = g.finished,
+                        .logit_hist = g.logits,
+                        .weights = g.weights,
+                        .attn_hist = g.attention,
+                        .table = g.embedding ? g.embedding->tensor : Tensor{},
+                        .emb_out = g.embedding ? g.embedding_out->tensor : Tensor{},
+                        .nonfinite = g.nonfinite,
+                        .chosen = g.chosen},
+                       push, ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 
 }  // namespace vkrnn

@@ -8,7 +8,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/decode.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -16,26 +18,24 @@ namespace {
 
 constexpr const char* kOp = "BeamSearch";
 
-struct Push {
-  std::uint32_t B, K, kc, T, t, F;
-  std::int32_t eos, pad;
-};
+using K = kernels::BeamSearch;
 
 // Worst-case loop iterations of one invocation (shaders/beam_search.comp's header): initial
 // heads, 2K picks of a K-head scan plus a find_head, the closing loops.
 constexpr std::size_t loop_bound(std::size_t K, std::size_t kc) { return K * kc + 2 * K * (K + 2 * kc) + 2 * K; }
-static_assert(loop_bound(BeamSearch::max_beam, BeamSearch::max_candidates) < attention_detail::kLoopBudget,
+static_assert(loop_bound(BeamSearch::max_beam, BeamSearch::max_candidates) < plan::kLoopBudget,
               "beam_search.comp would outrun lavapipe's loop limit");
 // The kernel's taken masks are two 32-bit words.
 static_assert(BeamSearch::max_candidates <= 64);
 
-using attention_detail::expect;
+using ops::expect;
 
 }  // namespace
 
 BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::size_t candidates, std::size_t max_steps,
-                       std::int32_t eos, std::int32_t pad, const OpOptions& options)
-    : ctx_(&ctx), B_(batch), K_(beam), kc_(candidates), T_(max_steps), eos_(eos), pad_(pad) {
+                       std::int32_t eos, std::int32_t pad, const OpOptions& options, std::size_t finished_to_stop)
+    : ctx_(&ctx), B_(batch), K_(beam), kc_(candidates), T_(max_steps), S_(finished_to_stop ? finished_to_stop : beam),
+      eos_(eos), pad_(pad) {
   if (batch == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: batch = 0, expected >= 1", kOp));
   if (beam == 0 || beam > max_beam) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: beam = {} is outside [1, {}]", kOp, beam, max_beam));
@@ -45,6 +45,10 @@ BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::s
                 fmt::format("{}: candidates = {} is outside [1, {}]", kOp, candidates, max_candidates));
   }
   if (max_steps == 0) throw Error(ErrorCode::invalid_argument, fmt::format("{}: max_steps = 0, expected >= 1", kOp));
+  if (S_ > max_finished_to_stop) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: finished_to_stop = {} is beyond {}", kOp, S_, max_finished_to_stop));
+  }
   // 32-bit indexing of [T, R] histories and [R, kc] candidates.
   const std::uint64_t R = std::uint64_t(batch) * beam;
   if (R * std::max<std::uint64_t>(max_steps, candidates) > std::numeric_limits<std::uint32_t>::max() / 4) {
@@ -52,9 +56,12 @@ BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::s
                 fmt::format("{}: batch {} x beam {} x max(max_steps {}, candidates {}) exceeds 32-bit indexing", kOp,
                             batch, beam, max_steps, candidates));
   }
-  // One invocation per source row: lavapipe likes one-subgroup workgroups, GPUs 64 lanes.
-  const std::uint32_t wg = attention_detail::pick_workgroup(ctx.device(), options);
-  kernel_ = ctx.kernel({"beam_search", {wg, 1, 1}, 13, sizeof(Push)});
+  // The merge binds 13 storage buffers (more than the Vulkan minimum of 4 per stage): a device
+  // below that is told so here, naming the limit.
+  plan::Needs needs;
+  needs.add(0, K::binding_count);
+  plan::require(ctx.device(), needs, kOp);
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = plan::beam_search_workgroup(ctx.device(), options)});
 }
 
 BeamSearch::State BeamSearch::make_state() const {
@@ -112,17 +119,21 @@ void BeamSearch::record_step(Sequence& seq, const State& state, std::size_t t, c
   expect(kOp, "cand_ids", cand_ids, {R, kc_}, DType::i32);
   expect(kOp, "parents", parents, {R}, DType::i32);
   expect(kOp, "next_tokens", next_tokens, {R}, DType::i32);
-  const Push push{static_cast<std::uint32_t>(B_), static_cast<std::uint32_t>(K_), static_cast<std::uint32_t>(kc_),
-                  static_cast<std::uint32_t>(T_), static_cast<std::uint32_t>(t),
-                  static_cast<std::uint32_t>(finished_capacity()), eos_, pad_};
+  const K::Push push{static_cast<std::uint32_t>(B_), static_cast<std::uint32_t>(K_),
+                     static_cast<std::uint32_t>(kc_), static_cast<std::uint32_t>(T_),
+                     static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(finished_capacity()),
+                     eos_, pad_, static_cast<std::uint32_t>(S_)};
   const std::uint32_t wg = kernel_.spec().constants[0];
-  // fin and the histories keep what earlier steps wrote: read_write keeps them ordered after
-  // those writes. The next alive scores are read back on the last step: read_write too.
-  seq.dispatch(kernel_,
-               {in(cand_values), in(cand_ids), in(state.alive_score[t % 2]), inout(state.alive_score[(t + 1) % 2]),
-                inout(state.alive_count), inout(state.done), inout(state.fin_count), inout(state.fin),
-                inout(state.hist_token), inout(state.hist_parent), out(parents), out(next_tokens), inout(state.heads)},
-               push, attention_detail::fold_groups(attention_detail::ceil_div(B_, wg), ctx_->device(), kOp));
+  // fin and the histories keep what earlier steps wrote: read_write (kernels::BeamSearch)
+  // keeps them ordered after those writes. The next alive scores are read back on the last
+  // step: read_write too.
+  kernels::dispatch<K>(seq, kernel_,
+                       {.values = cand_values, .ids = cand_ids, .score_in = state.alive_score[t % 2],
+                        .score_out = state.alive_score[(t + 1) % 2], .alive_count = state.alive_count,
+                        .done = state.done, .fin_count = state.fin_count, .fin = state.fin,
+                        .hist_token = state.hist_token, .hist_parent = state.hist_parent,
+                        .parents = parents, .next_tokens = next_tokens, .heads = state.heads},
+                       push, ops::fold_groups(ops::ceil_div(B_, wg), ctx_->device(), kOp));
 }
 
 void BeamSearch::record_download(Sequence& seq, const State& state) const {

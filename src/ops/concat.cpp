@@ -2,11 +2,14 @@
 #include "vkrnn/concat.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -14,10 +17,7 @@ namespace {
 
 constexpr const char* kOp = "Concat";
 
-struct Push {
-  std::uint32_t cols[4], offset[4], ld[4];
-  std::uint32_t rows, width, out_offset, out_ld;
-};
+using K = kernels::Concat;
 
 std::size_t check_view(const MatrixView& v, const std::string& arg) {
   if (!v.tensor.valid() || v.tensor.dtype() != DType::f32) {
@@ -41,19 +41,16 @@ std::size_t check_view(const MatrixView& v, const std::string& arg) {
 }  // namespace
 
 Concat::Concat(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = 64;
-  workgroup_size_ = attention_detail::pick_workgroup(ctx.device(), o);
-  kernel_ = ctx.kernel({"concat", {workgroup_size_, 1, 1}, 5, sizeof(Push)});
-  dummy_ = ctx.tensor({4}, DType::f32, "Concat unused source");
-  ctx.write(dummy_, std::vector<float>(4, 0.0f));
+  workgroup_size_ = std::bit_floor(plan::elementwise_workgroup(ctx.device(), options));
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_});
+  null_ = kernels::null_tensor(ctx);
 }
 
 void Concat::record(Sequence& seq, std::span<const MatrixView> sources, const MatrixView& out) const {
   if (sources.empty() || sources.size() > 4) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: 1 to 4 sources, got {}", kOp, sources.size()));
   }
-  Push p{};
+  K::Push p{};
   const std::size_t rows = sources[0].rows;
   std::size_t width = 0;
   for (std::size_t k = 0; k < sources.size(); ++k) {
@@ -84,10 +81,11 @@ void Concat::record(Sequence& seq, std::span<const MatrixView> sources, const Ma
   p.width = static_cast<std::uint32_t>(width);
   p.out_offset = static_cast<std::uint32_t>(out.offset);
   p.out_ld = static_cast<std::uint32_t>(out_ld);
-  auto src = [&](std::size_t k) { return k < sources.size() ? in(sources[k].tensor) : in(dummy_); };
-  const std::uint64_t groups = (std::uint64_t(rows) * width + workgroup_size_ - 1) / workgroup_size_;
-  seq.dispatch(kernel_, {src(0), src(1), src(2), src(3), vkrnn::out(out.tensor)}, p,
-               attention_detail::fold_groups(groups, ctx_->device(), kOp));
+  auto src = [&](std::size_t k) { return k < sources.size() ? sources[k].tensor : Tensor{}; };
+  kernels::dispatch<K>(
+      seq, kernel_, {.s0 = src(0), .s1 = src(1), .s2 = src(2), .s3 = src(3), .outs = out.tensor}, p,
+      ops::fold_groups(ops::ceil_div(std::uint64_t(rows) * width, workgroup_size_), ctx_->device(), kOp),
+      null_);
 }
 
 }  // namespace vkrnn

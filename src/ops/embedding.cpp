@@ -6,7 +6,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -14,9 +16,7 @@ namespace {
 
 constexpr const char* kOp = "Embedding";
 
-struct Push {
-  std::uint32_t rows, dim, vocab, table_offset, table_ld, out_offset, out_ld, flags;
-};
+using K = kernels::Embedding;
 
 std::string describe(const Tensor& t) {
   return t.valid() ? fmt::format("{} {}{}", to_string(t.dtype()), to_string(t.shape()),
@@ -56,14 +56,9 @@ void check_token_ids(std::span<const std::int32_t> ids, std::size_t vocab, const
 }
 
 Embedding::Embedding(Context& ctx, const OpOptions& options) : ctx_(&ctx) {
-  const DeviceInfo& dev = ctx.device();
-  // A row is a copy of `dim` floats: one subgroup per row on CPU drivers, 64 lanes on GPUs.
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 64;
-  workgroup_size_ = attention_detail::pick_workgroup(dev, o);
-  kernel_ = ctx.kernel({"embedding", {workgroup_size_, 1, 1}, 4, sizeof(Push)});
-  dummy_ = ctx.tensor({4}, DType::u32, "Embedding unused flag (a sink)");
-  ctx.write(dummy_, std::vector<std::uint32_t>(4, 0));
+  workgroup_size_ = plan::embedding_workgroup(ctx.device(), options);
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_});
+  null_ = kernels::null_tensor(ctx);
 }
 
 void Embedding::record(Sequence& seq, const MatrixView& table, const Tensor& ids, const MatrixView& out,
@@ -89,26 +84,17 @@ void Embedding::record(Sequence& seq, const MatrixView& table, const Tensor& ids
   if (table.rows > std::numeric_limits<std::int32_t>::max()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: {} table rows exceed i32 token ids", kOp, table.rows));
   }
-  const Push push{static_cast<std::uint32_t>(ids.size()), static_cast<std::uint32_t>(table.cols),
-                  static_cast<std::uint32_t>(table.rows), static_cast<std::uint32_t>(table.offset),
-                  static_cast<std::uint32_t>(table_ld), static_cast<std::uint32_t>(out.offset),
-                  static_cast<std::uint32_t>(out_ld), bad_ids.valid() ? 1u : 0u};
+  const K::Push push{static_cast<std::uint32_t>(ids.size()), static_cast<std::uint32_t>(table.cols),
+                     static_cast<std::uint32_t>(table.rows), static_cast<std::uint32_t>(table.offset),
+                     static_cast<std::uint32_t>(table_ld), static_cast<std::uint32_t>(out.offset),
+                     static_cast<std::uint32_t>(out_ld), bad_ids.valid() ? EMBEDDING_REPORT : 0u};
   // Each invocation copies dim / workgroup floats of its row: rows wide enough to break the
   // loop budget (the beam search gathers whole encoder outputs, S x M floats, per row) get a
   // wider workgroup; lavapipe would silently stop copying.
-  const DeviceInfo& dev = ctx_->device();
-  const std::uint32_t wg = attention_detail::workgroup_within_budget(
-      dev, workgroup_size_, [&](std::uint64_t w) { return (table.cols + w - 1) / w + 2; });
-  if (wg == 0) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: rows of {} floats need more loop iterations per invocation than the loop budget "
-                            "of {} even with the widest workgroup of '{}'", kOp, table.cols,
-                            attention_detail::kLoopBudget, dev.name));
-  }
-  const Kernel kernel = wg == workgroup_size_ ? kernel_ : ctx_->kernel({"embedding", {wg, 1, 1}, 4, sizeof(Push)});
-  seq.dispatch(kernel,
-               {in(ids), in(table.tensor), vkrnn::out(out.tensor), bad_ids.valid() ? inout(bad_ids) : inout(dummy_)},
-               push, attention_detail::fold_groups(ids.size(), ctx_->device(), kOp));
+  const std::uint32_t wg = plan::embedding_row(ctx_->device(), workgroup_size_, table.cols);
+  const Kernel kernel = wg == workgroup_size_ ? kernel_ : kernels::make<K>(*ctx_, {.local_size_x = wg});
+  kernels::dispatch<K>(seq, kernel, {.ids = ids, .table = table.tensor, .outs = out.tensor, .flag = bad_ids},
+                       push, ops::fold_groups(ids.size(), ctx_->device(), kOp), null_);
 }
 
 void Embedding::record(Sequence& seq, const Tensor& table, const Tensor& ids, const Tensor& out,

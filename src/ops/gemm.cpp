@@ -5,7 +5,8 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/kernels/linear.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -15,26 +16,7 @@ namespace {
 
 constexpr const char* kOp = "Gemm";
 
-struct Push {
-  std::uint32_t M, N, K;
-  std::uint32_t x_off, ldx;
-  std::uint32_t w_off, ldw;
-  std::uint32_t b_off;
-  std::uint32_t y_off, ldy;
-  std::uint32_t flags;  // kBias | kAccumulate
-};
-// Must match FLAG_BIAS / FLAG_ACCUMULATE of gemm.comp and gemv.comp.
-constexpr std::uint32_t kBias = 1, kAccumulate = 2;
-
-// Columns of K one dispatch may take when an invocation runs `fixed` loop iterations plus
-// `per_step` for every `step` columns: within attention_detail::kLoopBudget (lavapipe silently
-// ends loops past 65535 iterations per invocation), a multiple of 64 (keeps vec4 alignment and
-// whole tiles) unless K fits whole.
-std::uint64_t k_slice(std::uint64_t K, std::uint64_t step, std::uint64_t per_step, std::uint64_t fixed) {
-  const std::uint64_t steps = (attention_detail::kLoopBudget - fixed) / per_step;
-  if (steps * step >= K) return K;
-  return std::max<std::uint64_t>(64, steps * step / 64 * 64);
-}
+using Push = kernels::GemmPush;
 
 std::string describe(const Tensor& t) {
   return t.valid() ? fmt::format("{} {}", to_string(t.dtype()), to_string(t.shape()))
@@ -47,10 +29,6 @@ std::uint32_t u32(std::uint64_t v, const char* what) {
                 fmt::format("{}: {} = {} exceeds 32-bit indexing", kOp, what, v));
   }
   return static_cast<std::uint32_t>(v);
-}
-
-std::uint32_t round_down(std::uint32_t v, std::uint32_t multiple) {
-  return std::max(multiple, v / multiple * multiple);
 }
 
 // Checks that a view lies inside its tensor and has the expected dtype.
@@ -92,63 +70,19 @@ MatrixView MatrixView::of(const Tensor& t) {
   return {t, rows, cols, 0, cols};
 }
 
-Gemm::Gemm(Context& ctx, const OpOptions& options) : ctx_(&ctx), options_(options) {
-  const auto& dev = ctx.device();
-  const bool cpu = dev.type == DeviceType::cpu;
-  subgroups_ = dev.subgroup_arithmetic && !options.force_shared_memory_reduction && dev.subgroup_size > 0;
-  coop_lanes_ = subgroups_ ? std::max(dev.subgroup_size, dev.max_subgroup_size) : 1u;
-  const std::uint32_t max_x = std::max<std::uint32_t>(
-      1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-
-  // GEMV: lavapipe runs best with one subgroup per workgroup and many workgroups; GPUs want a
-  // few subgroups per workgroup to fill a compute unit.
-  std::uint32_t wg = options.workgroup_size ? options.workgroup_size
-                     : cpu                  ? coop_lanes_ * (subgroups_ ? 1 : 8)
-                                            : std::max<std::uint32_t>(coop_lanes_, 128);
-  wg = std::min(wg, max_x);
-  gemv_workgroup_ = subgroups_ ? round_down(wg, coop_lanes_) : std::max(1u, wg);
-  if (gemv_workgroup_ > max_x) {
-    throw Error(ErrorCode::missing_feature,
-                fmt::format("{}: subgroup size {} exceeds the workgroup limit {} of '{}'", kOp,
-                            coop_lanes_, max_x, dev.name));
-  }
-
-  // Tiled GEMM: 16 x 16 invocations of 4 x 4 outputs where the device allows 256 invocations.
-  tiled_wx_ = std::min<std::uint32_t>(16, dev.max_workgroup_size[0]);
-  tiled_wy_ = std::max<std::uint32_t>(
-      1, std::min<std::uint32_t>({16, dev.max_workgroup_size[1], dev.max_workgroup_invocations / tiled_wx_}));
-  tiled_tm_ = 4;
-  tiled_tn_ = 4;
-  tiled_bk_ = options.tile ? std::clamp<std::uint32_t>(options.tile, 1, 64) : 16;
-  auto shared_bytes = [&] {
-    return std::uint64_t(tiled_bk_) * (tiled_wy_ * tiled_tm_ + 1 + tiled_wx_ * tiled_tn_ + 1) * 4;
-  };
-  while (tiled_bk_ > 1 && shared_bytes() > dev.max_shared_memory) tiled_bk_ /= 2;
-
-  dummy_bias_ = ctx.tensor({4}, DType::f32, "Gemm dummy bias");
-  ctx.write(dummy_bias_, std::vector<float>(4, 0.0f));
-}
-
-Kernel Gemm::kernel(const KernelSpec& spec) const {
-  std::string key = spec.shader;
-  for (auto c : spec.constants) {
-    key += ',';
-    key += std::to_string(c);
-  }
-  std::lock_guard lock(kernels_->mutex);
-  auto it = kernels_->kernels.find(key);
-  if (it == kernels_->kernels.end()) it = kernels_->kernels.emplace(key, ctx_->kernel(spec)).first;
-  return it->second;
+Gemm::Gemm(Context& ctx, const OpOptions& options)
+    : ctx_(&ctx), options_(options), plan_(std::make_shared<plan::Gemm>(plan::gemm(ctx.device(), options))) {
+  plan::require(ctx.device(), plan_->needs, kOp);
+  null_ = kernels::null_tensor(ctx);
 }
 
 Gemm::Path Gemm::path_for(std::size_t m) const {
   if (forced_ != Path::automatic) return forced_;
-  // CPU devices (lavapipe): buffer loads dominate, and big per-invocation register blocks make
-  // the fewest loads per multiply-add, for any M.
-  if (ctx_->device().type == DeviceType::cpu) return Path::gemv_invocation;
-  // A few rows: every weight is read once and reused from registers; the tiled kernel would
-  // leave most of its 64-row tile empty.
-  if (m <= 8) return subgroups_ ? Path::gemv : Path::gemv_invocation;
+  switch (plan::gemm_path(ctx_->device(), *plan_, m)) {
+    case plan::GemmPath::gemv: return Path::gemv;
+    case plan::GemmPath::gemv_invocation: return Path::gemv_invocation;
+    case plan::GemmPath::tiled: return Path::tiled;
+  }
   return Path::tiled;
 }
 
@@ -226,8 +160,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   u32(w.offset, "w offset"), u32(ldw, "w row stride"),
                   u32(bias_offset, "bias offset"),
                   u32(y.offset, "y offset"), u32(ldy, "y row stride"),
-                  bias.valid() ? kBias : 0u};
-  const Tensor& b = bias.valid() ? bias : dummy_bias_;
+                  bias.valid() ? GEMM_BIAS : 0u};
   const auto& dev = ctx_->device();
   const std::size_t M = x.rows, N = w.rows;
 
@@ -243,60 +176,44 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
             static_cast<std::uint32_t>(gz)};
   };
 
-  // K in slices that keep every invocation within the loop budget: the first writes y (with the
-  // bias), the others add to it. One slice unless K runs to tens of thousands.
-  auto dispatch_slices = [&](const Kernel& k, const Groups& g, std::uint64_t slice) {
+  // K in slices that keep every invocation within the loop budget (plan::gemm_k_slice): the
+  // first writes y (with the bias), the others add to it. One slice unless K runs to tens of
+  // thousands.
+  auto dispatch_slices = [&](std::uint64_t slice, auto&& record) {
     for (std::uint64_t k0 = 0; k0 < push.K; k0 += slice) {
       Push part = push;
       part.K = static_cast<std::uint32_t>(std::min<std::uint64_t>(slice, push.K - k0));
       part.x_off = push.x_off + static_cast<std::uint32_t>(k0);
       part.w_off = push.w_off + static_cast<std::uint32_t>(k0);
-      part.flags = k0 == 0 ? push.flags : kAccumulate;
-      seq.dispatch(k, {in(x.tensor), in(w.tensor), in(b), k0 == 0 ? out(y.tensor) : inout(y.tensor)}, part, g);
+      part.flags = k0 == 0 ? push.flags : GEMM_ACCUMULATE;
+      record(part);
     }
   };
 
   const Path path = path_for(M);
+  const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
-    const char* name = f16 ? "gemm_f16" : "gemm";
-    const Kernel k = kernel({name, {tiled_wx_, tiled_wy_, 1, tiled_tm_, tiled_tn_, tiled_bk_}, 4, sizeof(Push)});
-    const std::uint64_t bm = tiled_wy_ * tiled_tm_, bn = tiled_wx_ * tiled_tn_, threads = tiled_wx_ * tiled_wy_;
-    const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, name);
-    // Per BK columns: the two tile loads and the (unrolled, measured) product loop.
-    const std::uint64_t per_tile = 2 + (bm * tiled_bk_ + threads - 1) / threads + (bn * tiled_bk_ + threads - 1) / threads;
-    dispatch_slices(k, g, k_slice(push.K, tiled_bk_, per_tile, 16));
+    const kernels::Variant variant{.fp16 = f16};
+    const auto& t = plan_->tiled;
+    const Kernel k = kernels::make<kernels::Gemm>(*ctx_, t, variant);
+    const std::uint64_t bm = t.local_size_y * t.TM, bn = t.local_size_x * t.TN;
+    const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, "gemm");
+    dispatch_slices(plan::gemm_k_slice(t, push.K), [&](const Push& part) {
+      kernels::dispatch<kernels::Gemm>(seq, k, bindings, part, g, null_);
+    });
     return;
   }
-
-  // GEMV blocks: TM rows of X share each loaded W vec4, TN rows of W each loaded X vec4.
-  const bool per_invocation = path == Path::gemv_invocation || !subgroups_;
-  // CPU devices: 16 x 8 blocks per invocation; measured on lavapipe at ~10.5 GFLOP/s per core
-  // (CPU time) against ~6 for 4 x 4 blocks and ~12.5 for 16 x 16, which compiles 2.5x longer.
-  // Row counts round up to a power of two so that few pipelines get compiled (a 16 x 8 block
-  // costs lavapipe ~1.5 s of LLVM time).
-  const bool big_blocks = per_invocation && dev.type == DeviceType::cpu;
-  const std::uint32_t tm = std::min<std::uint32_t>(std::bit_ceil(static_cast<std::uint32_t>(std::min<std::size_t>(M, 16))),
-                                                   big_blocks ? 16 : 4);
-  const std::uint32_t tn = options_.tile ? std::clamp<std::uint32_t>(options_.tile, 1, 32) : big_blocks ? 8 : 4;
-  std::uint32_t wg = gemv_workgroup_;
-  if (per_invocation && subgroups_ && !options_.workgroup_size) wg = dev.type == DeviceType::cpu ? coop_lanes_ : 64;
-  wg = std::min(wg, std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0])));
-  const std::uint32_t blocks = per_invocation ? wg : wg / coop_lanes_;
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
                        push.x_off % 4 == 0 && push.w_off % 4 == 0;
-  const char* name = f16 ? (per_invocation ? "gemv_f16_nosubgroup" : "gemv_f16")
-                         : (per_invocation ? "gemv_nosubgroup" : "gemv");
-  const Kernel k = kernel({name, {wg, 1, 1, tm, tn, blocks, aligned ? 1u : 0u}, 4, sizeof(Push)});
-  const std::uint64_t per_group = std::uint64_t(tn) * blocks;
-  const Groups g = fold_rows((M + tm - 1) / tm, (N + per_group - 1) / per_group, name);
-  // An invocation's blocks (blocks / coops, the fewest coops the device may make) times its lane's
-  // share of each dot product: 4 columns per lane (the smallest subgroup) per iteration, counted
-  // twice for the (unrolled, measured) register-block loops.
-  const std::uint64_t smallest_sg = std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u);
-  const std::uint64_t coops = per_invocation ? wg : std::max<std::uint64_t>(1, wg / coop_lanes_);
-  const std::uint64_t lanes = per_invocation ? 1 : smallest_sg;
-  const std::uint64_t block_loops = (blocks + coops - 1) / coops;
-  dispatch_slices(k, g, k_slice(push.K, 4 * lanes, 2 * block_loops, 16 * block_loops));
+  plan::Gemv v = plan::gemv(dev, *plan_, options_, M,
+                            path == Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation,
+                            aligned);
+  v.variant.fp16 = f16;
+  const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
+  const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
+  dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
+    kernels::dispatch<kernels::Gemv>(seq, k, bindings, part, g, null_);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

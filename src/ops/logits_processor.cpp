@@ -7,7 +7,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/decode.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -15,23 +17,12 @@ namespace {
 
 constexpr const char* kOp = "LogitsProcessor";
 
-// Must match the FLAG_* constants of logits_processor.comp.
-constexpr std::uint32_t kRepeat = 1, kTemperature = 2, kNgram = 4, kMinLength = 8, kUnk = 16, kSuppress = 32,
-                        kSample = 64, kPrefix = 128;
-constexpr std::uint32_t kBindings = 7;
-constexpr std::uint32_t kBisections = 32;  // passes over the row per threshold (32-bit keys)
+using K = kernels::LogitsProcessor;
+using ops::expect;
 
-struct Push {
-  std::uint32_t B, V, ld, step, flags;
-  float inv_temperature, penalty;
-  std::uint32_t ngram, min_length;
-  std::int32_t eos, unk;
-  std::uint32_t n_suppressed, top_k;
-  float top_p;
-  std::uint32_t seed_lo, seed_hi, prefix_len;
-};
-
-using attention_detail::expect;
+Kernel make_kernel(Context& ctx, const plan::Reduction& p) {
+  return kernels::make<K>(ctx, {.local_size_x = p.workgroup, .ONE_SUBGROUP = p.one_subgroup}, p.variant);
+}
 
 void check_id(std::int32_t id, std::size_t V, const char* what) {
   if (id < 0 || static_cast<std::size_t>(id) >= V) {
@@ -66,48 +57,61 @@ LogitsProcessor::LogitsProcessor(Context& ctx, std::size_t vocab, const LogitsPr
   }
   if (p.unk >= 0) check_id(p.unk, V_, "unk");
   for (std::size_t i = 0; i < p.suppressed.size(); ++i) check_id(p.suppressed[i], V_, fmt::format("suppressed[{}]", i).c_str());
-  const DeviceInfo& dev = ctx.device();
-  subgroups_ = attention_detail::use_subgroups(dev, options);
-  OpOptions o = options;
-  if (o.workgroup_size == 0) o.workgroup_size = dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 256;
-  workgroup_size_ = attention_detail::pick_workgroup(dev, o);
+  for (std::size_t i = 0; i < p.suppressed_sequences.size(); ++i) {
+    const auto& s = p.suppressed_sequences[i];
+    if (s.empty()) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: suppressed sequence {} is empty", kOp, i));
+    }
+    for (std::size_t j = 0; j < s.size(); ++j) check_id(s[j], V_, fmt::format("suppressed sequence {}[{}]", i, j).c_str());
+  }
+  const plan::Reduction planned = plan::logits_processor(ctx.device(), options);
+  workgroup_size_ = planned.workgroup;
+  subgroups_ = planned.variant.subgroup;
+  one_subgroup_ = planned.one_subgroup;
+  kernel_ = make_kernel(ctx, planned);
   for (std::size_t b = 0; b < p.prefix.size(); ++b) {
     for (std::size_t t = 0; t < p.prefix[b].size(); ++t) check_id(p.prefix[b][t], V_, fmt::format("prefix[{}][{}]", b, t).c_str());
   }
-  suppressed_host_ = p.suppressed.empty() ? std::vector<std::int32_t>{0} : p.suppressed;
+  // Single ids (one-token sequences too), then the longer sequences' (start, length) pairs and ids.
+  suppressed_host_ = p.suppressed;
+  std::vector<const std::vector<std::int32_t>*> longer;
+  for (const auto& s : p.suppressed_sequences) {
+    if (s.size() == 1) suppressed_host_.push_back(s[0]);
+    else longer.push_back(&s);
+  }
+  singles_ = static_cast<std::uint32_t>(suppressed_host_.size());
+  sequences_ = static_cast<std::uint32_t>(longer.size());
+  std::size_t at = suppressed_host_.size() + 2 * longer.size();
+  for (const auto* s : longer) {
+    suppressed_host_.push_back(static_cast<std::int32_t>(at));
+    suppressed_host_.push_back(static_cast<std::int32_t>(s->size()));
+    at += s->size();
+    longest_sequence_ = std::max(longest_sequence_, static_cast<std::uint32_t>(s->size()));
+  }
+  for (const auto* s : longer) suppressed_host_.insert(suppressed_host_.end(), s->begin(), s->end());
+  if (suppressed_host_.empty()) suppressed_host_.push_back(0);
   suppressed_ = ctx.tensor({suppressed_host_.size()}, DType::i32, "LogitsProcessor suppressed ids");
-  sink_i32_ = ctx.tensor({4}, DType::i32, "LogitsProcessor unused i32");
-  sink_f32_ = ctx.tensor({4}, DType::f32, "LogitsProcessor unused f32");
+  null_ = kernels::null_tensor(ctx);
 }
 
-// Loop iterations of one invocation with `wg` invocations per row: phase 1, the suppressed ids,
-// the n-gram scan (up to `capacity` starts of n - 1 comparisons), and sampling's bisections.
+// The kernel whose workgroup keeps a row within the loop budget (plan::logits_processor_row).
 Kernel LogitsProcessor::kernel_for(std::size_t capacity) const {
-  const DeviceInfo& dev = ctx_->device();
   const LogitsProcessing& p = processing_;
-  auto loops = [&](std::uint64_t wg) {
-    const auto per = [&](std::uint64_t n) { return (n + wg - 1) / wg; };
-    const std::uint64_t red = attention_detail::reduction_loops(dev, subgroups_, wg);
-    std::uint64_t n = per(V_) + per(p.suppressed.size()) + per(capacity) * std::max<std::size_t>(p.no_repeat_ngram_size, 1) + 8;
-    if (p.sample) n += (2 * kBisections + 4) * (per(V_) + red);
-    return n;
-  };
-  const std::uint32_t wg = attention_detail::workgroup_within_budget(dev, workgroup_size_, loops);
-  if (wg == 0) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: rows of V = {} ({} steps, n-gram {}) need more loop iterations per invocation than "
-                            "the loop budget of {} (which drivers such as lavapipe enforce silently) even with the "
-                            "widest workgroup of '{}'", kOp, V_, capacity, p.no_repeat_ngram_size,
-                            attention_detail::kLoopBudget, dev.name));
-  }
-  return ctx_->kernel({subgroups_ ? "logits_processor" : "logits_processor_nosubgroup", {wg, 1, 1}, kBindings, sizeof(Push)});
+  const plan::Reduction planned{.variant = {.subgroup = subgroups_}, .workgroup = workgroup_size_,
+                                .one_subgroup = one_subgroup_};
+  const plan::Reduction r = plan::logits_processor_row(
+      ctx_->device(), planned,
+      {.V = V_, .suppressed = singles_, .capacity = capacity, .ngram = p.no_repeat_ngram_size, .sequences = sequences_,
+       .sequence_length = longest_sequence_, .sample = p.sample});
+  const bool planned_kernel = r.workgroup == workgroup_size_ && r.variant.subgroup == subgroups_;
+  return planned_kernel ? kernel_ : make_kernel(*ctx_, r);
 }
 
 LogitsProcessor::State LogitsProcessor::make_state(std::size_t B, std::size_t capacity) const {
   State s;
   s.B = B;
   s.capacity = capacity;
-  if (processing_.no_repeat_ngram_size > 0) s.history = ctx_->tensor({B, capacity}, DType::f32, "LogitsProcessor history");
+  if (processing_.no_repeat_ngram_size > 0 || sequences_ > 0) s.history = ctx_->tensor({B, capacity}, DType::f32, "LogitsProcessor history");
   if (processing_.repetition_penalty != 1.0) s.seen = ctx_->tensor({B, V_}, DType::f32, "LogitsProcessor seen tokens");
   if (processing_.sample || !processing_.prefix.empty()) s.chosen = ctx_->tensor({B}, DType::i32, "LogitsProcessor chosen tokens");
   if (!processing_.prefix.empty()) {
@@ -130,7 +134,7 @@ LogitsProcessor::State LogitsProcessor::make_state(std::size_t B, std::size_t ca
 
 void LogitsProcessor::record_reset(Sequence& seq, const State& state) const {
   if (state.seen.valid()) seq.fill(state.seen, 0);
-  if (!processing_.suppressed.empty()) seq.upload(suppressed_, suppressed_host_);
+  if (singles_ + sequences_ > 0) seq.upload(suppressed_, suppressed_host_);
   if (state.prefix.valid()) seq.upload(state.prefix, state.prefix_host);
 }
 
@@ -145,28 +149,28 @@ void LogitsProcessor::record(Sequence& seq, const State& state, const Tensor& lo
   }
   const LogitsProcessing& p = processing_;
   std::uint32_t flags = 0;
-  if (p.repetition_penalty != 1.0) flags |= kRepeat;
-  if (p.temperature != 1.0) flags |= kTemperature;
-  if (p.no_repeat_ngram_size > 0) flags |= kNgram;
-  if (p.min_length > 0) flags |= kMinLength;
-  if (p.unk >= 0) flags |= kUnk;
-  if (!p.suppressed.empty()) flags |= kSuppress;
-  if (p.sample) flags |= kSample;
-  if (state.prefix.valid()) flags |= kPrefix;
-  const Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V_), static_cast<std::uint32_t>(state.capacity),
+  if (p.repetition_penalty != 1.0) flags |= LOGITS_REPEAT;
+  if (p.temperature != 1.0) flags |= LOGITS_TEMPERATURE;
+  if (p.no_repeat_ngram_size > 0) flags |= LOGITS_NGRAM;
+  if (p.min_length > 0) flags |= LOGITS_MIN_LENGTH;
+  if (p.unk >= 0) flags |= LOGITS_UNK;
+  if (singles_ > 0) flags |= LOGITS_SUPPRESS;
+  if (sequences_ > 0) flags |= LOGITS_SEQUENCES;
+  if (p.sample) flags |= LOGITS_SAMPLE;
+  if (state.prefix.valid()) flags |= LOGITS_PREFIX;
+  const K::Push push{static_cast<std::uint32_t>(B), static_cast<std::uint32_t>(V_), static_cast<std::uint32_t>(state.capacity),
                   static_cast<std::uint32_t>(step), flags, static_cast<float>(1.0 / p.temperature),
                   static_cast<float>(p.repetition_penalty), static_cast<std::uint32_t>(p.no_repeat_ngram_size),
                   static_cast<std::uint32_t>(std::min<std::size_t>(p.min_length, std::numeric_limits<std::uint32_t>::max())),
-                  p.eos, p.unk, static_cast<std::uint32_t>(p.suppressed.size()),
+                  p.eos, p.unk, singles_,
                   static_cast<std::uint32_t>(std::min<std::size_t>(p.top_k, std::numeric_limits<std::uint32_t>::max())),
                   static_cast<float>(p.top_p), static_cast<std::uint32_t>(p.seed), static_cast<std::uint32_t>(p.seed >> 32),
-                  state.prefix.valid() ? static_cast<std::uint32_t>(state.prefix.dim(1)) : 0u};
-  seq.dispatch(kernel_for(state.capacity),
-               {inout(logits), in(inputs), state.history.valid() ? inout(state.history) : inout(sink_f32_),
-                state.seen.valid() ? inout(state.seen) : inout(sink_f32_), in(suppressed_),
-                state.chosen.valid() ? out(state.chosen) : inout(sink_i32_),
-                state.prefix.valid() ? in(state.prefix) : in(suppressed_)},
-               push, attention_detail::fold_groups(B, ctx_->device(), kOp));
+                  state.prefix.valid() ? static_cast<std::uint32_t>(state.prefix.dim(1)) : 0u, sequences_};
+  // Unused bindings (no history, seen, chosen or prefix): the null buffer and the write sink.
+  kernels::dispatch<K>(seq, kernel_for(state.capacity),
+                       {.logits = logits, .inputs = inputs, .hist = state.history, .seen = state.seen,
+                        .suppressed = suppressed_, .chosen = state.chosen, .prefix = state.prefix},
+                       push, ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 
 }  // namespace vkrnn

@@ -7,7 +7,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -15,13 +17,8 @@ namespace {
 
 constexpr const char* kOp = "PositionalEncoding";
 
-struct Push {
-  std::uint32_t rows;
-  std::uint32_t S;
-  std::uint32_t d;
-  std::uint32_t pairs;
-  std::uint32_t offset;
-};
+using K = kernels::PositionalEncoding;
+using KInPlace = kernels::PositionalEncodingInPlace;
 
 }  // namespace
 
@@ -30,7 +27,7 @@ PositionalEncoding::PositionalEncoding(Context& ctx, std::size_t d_model, const 
   if (d_model == 0) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: d_model must be >= 1, got 0", kOp));
   }
-  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
+  workgroup_size_ = plan::elementwise_workgroup(ctx.device(), options);
 
   // w_i / 2pi < 1/6 turns per position, as round(2^64 * w_i / 2pi), computed in long double
   // (64-bit mantissa on x86; double elsewhere is still good to ~2^-40 turns per position).
@@ -48,8 +45,8 @@ PositionalEncoding::PositionalEncoding(Context& ctx, std::size_t d_model, const 
   turns_ = ctx.tensor({2 * pairs}, DType::u32, "positional_encoding.turns");
   ctx.write(turns_, words);
 
-  kernel_ = ctx.kernel({"positional_encoding", {workgroup_size_, 1, 1}, 3, sizeof(Push)});
-  kernel_inplace_ = ctx.kernel({"positional_encoding_inplace", {workgroup_size_, 1, 1}, 2, sizeof(Push)});
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_});
+  kernel_inplace_ = kernels::make<KInPlace>(ctx, {.local_size_x = workgroup_size_});
 }
 
 void PositionalEncoding::record(Sequence& seq, const Tensor& x, const Tensor& out,
@@ -82,14 +79,14 @@ void PositionalEncoding::record(Sequence& seq, const Tensor& x, const Tensor& ou
                 fmt::format("{}: {} rows x {} column pairs from position {} exceed 32-bit indexing",
                             kOp, rows, pairs, position_offset));
   }
-  Push push{static_cast<std::uint32_t>(rows), static_cast<std::uint32_t>(S),
-            static_cast<std::uint32_t>(d_model_), static_cast<std::uint32_t>(pairs),
-            position_offset};
-  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(rows * pairs, workgroup_size_), ctx_->device(), kOp);
+  const K::Push push{static_cast<std::uint32_t>(rows), static_cast<std::uint32_t>(S),
+                     static_cast<std::uint32_t>(d_model_), static_cast<std::uint32_t>(pairs),
+                     position_offset};
+  const Groups grid = ops::fold_groups(ops::ceil_div(rows * pairs, workgroup_size_), ctx_->device(), kOp);
   if (x.storage_ptr() == out.storage_ptr()) {
-    seq.dispatch(kernel_inplace_, {inout(out), in(turns_)}, push, grid);
+    kernels::dispatch<KInPlace>(seq, kernel_inplace_, {.xs = out, .turns = turns_}, push, grid);
   } else {
-    seq.dispatch(kernel_, {in(x), in(turns_), vkrnn::out(out)}, push, grid);
+    kernels::dispatch<K>(seq, kernel_, {.xs = x, .turns = turns_, .outs = out}, push, grid);
   }
 }
 

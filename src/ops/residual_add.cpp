@@ -4,25 +4,25 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
 namespace {
 
 constexpr const char* kOp = "ResidualAdd";
-
-struct Push {
-  std::uint32_t n;
-};
+using K = kernels::ResidualAdd;
+using KInPlace = kernels::ResidualAddInPlace;
 
 }  // namespace
 
 ResidualAdd::ResidualAdd(Context& ctx, const OpOptions& options)
     : ctx_(&ctx) {
-  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
-  kernel_ = ctx.kernel({"residual_add", {workgroup_size_, 1, 1}, 3, sizeof(Push)});
-  kernel_inplace_ = ctx.kernel({"residual_add_inplace", {workgroup_size_, 1, 1}, 2, sizeof(Push)});
+  workgroup_size_ = plan::elementwise_workgroup(ctx.device(), options);
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_});
+  kernel_inplace_ = kernels::make<KInPlace>(ctx, {.local_size_x = workgroup_size_});
 }
 
 void ResidualAdd::record(Sequence& seq, const Tensor& a, const Tensor& b, const Tensor& out) const {
@@ -45,16 +45,14 @@ void ResidualAdd::record(Sequence& seq, const Tensor& a, const Tensor& b, const 
   if (n >= (std::uint64_t(1) << 32)) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: {} elements exceed 32-bit indexing", kOp, n));
   }
-  const Push push{static_cast<std::uint32_t>(n)};
-  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
+  const K::Push push{static_cast<std::uint32_t>(n)};
+  const Groups grid = ops::fold_groups(ops::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
   const bool out_is_a = out.storage_ptr() == a.storage_ptr();
   const bool out_is_b = out.storage_ptr() == b.storage_ptr();
-  if (out_is_a && out_is_b) {  // a + a in place
-    seq.dispatch(kernel_inplace_, {inout(out), in(out)}, push, grid);
-  } else if (out_is_a || out_is_b) {  // addition commutes: add the other one into out
-    seq.dispatch(kernel_inplace_, {inout(out), in(out_is_a ? b : a)}, push, grid);
+  if (out_is_a || out_is_b) {  // addition commutes: add the other one (or a + a) into out
+    kernels::dispatch<KInPlace>(seq, kernel_inplace_, {.as = out, .bs = out_is_a ? b : a}, push, grid);
   } else {
-    seq.dispatch(kernel_, {in(a), in(b), vkrnn::out(out)}, push, grid);
+    kernels::dispatch<K>(seq, kernel_, {.as = a, .bs = b, .outs = out}, push, grid);
   }
 }
 

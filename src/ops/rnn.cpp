@@ -8,7 +8,8 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/kernels/rnn.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 #include "vkrnn/half.hpp"
 #include "vkrnn/linear.hpp"
@@ -18,31 +19,8 @@ namespace {
 
 constexpr const char* kOp = "Rnn";
 
-// Must match the FLAG_* defines of rnn_step.comp / rnn_proj.comp / rnn_seq.comp.
-constexpr std::uint32_t kHZero = 1, kCFromC0 = 2, kCZero = 4, kNoLengths = 8, kRawH = 16, kNoOut = 32;
-
-// out[off + d * ldd + b * ldb + t * ldt + j] in every kernel.
-struct OutLayout {
-  std::uint32_t off, ldd, ldb, ldt;
-};
-
-// rnn_step.comp (step s) and rnn_seq.comp (steps [s, s_end); rnn_step ignores s_end).
-struct CellPush {
-  std::uint32_t s, B, T, H, HO;
-  std::uint32_t xp_ldb, xp_ldt;
-  std::uint32_t h_prev_off, h_next_off;
-  std::uint32_t c0_off, c_off;
-  OutLayout out;
-  std::uint32_t flags;
-  std::uint32_t s_end;
-};
-
-struct ProjPush {
-  std::uint32_t s, B, T, H, P;
-  std::uint32_t h_prev_off, h_next_off;
-  OutLayout out;
-  std::uint32_t flags;
-};
+using CellPush = kernels::RnnCellPush;
+using OutLayout = kernels::RnnOutLayout;
 
 std::uint32_t u32(std::uint64_t v, const char* what) {
   if (v > std::numeric_limits<std::uint32_t>::max()) {
@@ -69,41 +47,6 @@ bool same_memory(const Tensor& a, const Tensor& b) {
 }
 
 enum class Kind { w_ih, w_hh, b_ih, b_hh, w_hr };
-
-std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) { return (a + b - 1) / b; }
-
-// How rnn_seq.comp spreads its work over one workgroup (see the shader's loops).
-struct SeqLoopShape {
-  std::uint64_t H, HO, hop;  // hidden units, h features, h features rounded up to 4
-  std::uint64_t bb, upi;     // batch rows per workgroup, units per coop
-  std::uint64_t threads;     // invocations per workgroup
-  std::uint64_t coops;       // coops per workgroup (fewest the device may make)
-  std::uint64_t lanes;       // invocations per coop (fewest the device may make)
-};
-
-// Loop iterations one invocation of rnn_seq.comp runs, from above: every loop whose trip count
-// is not a compile-time constant, and the small constant ones of a step, which a `break` or
-// `continue` may keep rolled. An over-count only costs an extra dispatch.
-struct SeqLoopCount {
-  std::uint64_t fixed;     // per dispatch: the lengths, loading h (and c), storing h
-  std::uint64_t per_step;  // per step of the run: the recurrent product or the padding
-};
-SeqLoopCount seq_loop_count(const SeqLoopShape& s) {
-  const std::uint64_t units = ceil_div(s.H, s.coops * s.upi);  // j0 loop
-  const std::uint64_t dots = ceil_div(s.hop / 4, s.lanes);      // k4 loop
-  const std::uint64_t step = 1 + units * (1 + dots + s.upi * (1 + s.bb));
-  const std::uint64_t padding = ceil_div(s.bb * s.HO, s.threads);
-  SeqLoopCount c;
-  c.fixed = s.bb + ceil_div(s.bb * s.hop, s.threads) + units * s.upi * (1 + s.bb) + padding + 4;
-  c.per_step = std::max(step, padding) + 1;
-  return c;
-}
-
-// The most steps one dispatch may run within `budget` loop iterations per invocation (0 when
-// not even one step fits).
-std::uint64_t steps_within_budget(const SeqLoopCount& c, std::uint64_t budget) {
-  return c.fixed >= budget ? 0 : (budget - c.fixed) / c.per_step;
-}
 
 }  // namespace
 
@@ -150,12 +93,10 @@ struct Rnn::Impl {
   RnnPath forced = RnnPath::automatic;
   std::size_t D, G, H, HO, P, L;
   std::uint32_t cell_id;
-  bool subgroups;
   RnnStepKernel forced_step = RnnStepKernel::automatic;
   std::size_t forced_run = 0;  // set_steps_per_dispatch (0: automatic)
-  std::uint32_t coop_lanes;
   Gemm gemm;
-  Tensor dummy;
+  Tensor null;  // the Context's buffer for unused bindings
 
   // Device layout per layer: both directions stacked (direction d's rows start at d*G*H), so
   // one GEMM projects the input for both and one dispatch steps both.
@@ -185,20 +126,6 @@ struct Rnn::Impl {
   };
   mutable std::mutex mutex;
   mutable Scratch scratch;
-  // Kernels used so far, alive as long as the op (a Sequence does not hold its pipelines).
-  // Guarded by `mutex`.
-  mutable std::map<std::string, Kernel> kernels;
-
-  Kernel kernel(const KernelSpec& spec) const {
-    std::string key = spec.shader;
-    for (auto c : spec.constants) {
-      key += ',';
-      key += std::to_string(c);
-    }
-    auto it = kernels.find(key);
-    if (it == kernels.end()) it = kernels.emplace(key, ctx->kernel(spec)).first;
-    return it->second;
-  }
 
   Impl(Context& c, const RnnConfig& config, const OpOptions& o)
       : ctx(&c), cfg(config), opts(o), gemm(c, o) {
@@ -229,12 +156,9 @@ struct Rnn::Impl {
     HO = P ? P : H;
     L = cfg.num_layers;
     cell_id = static_cast<std::uint32_t>(cfg.cell);  // rnn_tanh 0, rnn_relu 1, lstm 2, gru 3
-    const auto& dev = c.device();
-    subgroups = dev.subgroup_arithmetic && !opts.force_shared_memory_reduction && dev.subgroup_size > 0;
-    coop_lanes = subgroups ? std::max(dev.subgroup_size, dev.max_subgroup_size) : 1u;
-
-    dummy = c.tensor({4}, DType::f32, "Rnn dummy");
-    c.write(dummy, std::vector<float>(4, 0.0f));
+    // Devices whose limits the kernels exceed (storage buffers per stage) refuse here.
+    plan::require(c.device(), plan_for(1).needs, kOp);
+    null = kernels::null_tensor(c);
 
     // fp16_storage: the weight matrices (W_ih through the Gemm, W_hh, W_hr) are half on the
     // device; biases, states and all arithmetic stay fp32.
@@ -322,105 +246,11 @@ struct Rnn::Impl {
                             to_string(cfg.cell), fmt::join(missing, ", ")));
   }
 
-  // --- kernel choices -------------------------------------------------------------------
-  std::uint32_t step_workgroup() const {
-    const auto& dev = ctx->device();
-    const std::uint32_t max_x = std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-    // lavapipe: one subgroup per workgroup, many workgroups. GPUs: a few subgroups each.
-    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size
-                       : dev.type == DeviceType::cpu ? coop_lanes * (subgroups ? 1 : 8)
-                                                     : std::max<std::uint32_t>(coop_lanes * 4, 64);
-    wg = std::min(wg, max_x);
-    if (subgroups) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
-    return std::max(1u, wg);
+  // --- kernel choices (src/plan.hpp) ---------------------------------------------------
+  plan::RnnLayer layer() const { return {cfg.cell, H, P}; }
+  plan::Rnn plan_for(std::size_t B) const {
+    return plan::rnn(ctx->device(), layer(), opts, B, {forced, forced_step, forced_run});
   }
-  std::uint32_t units_per_group(std::uint32_t wg) const { return subgroups ? wg / coop_lanes : wg; }
-  // Batch rows per workgroup: a power of two (one pipeline per value; rows past B are clamped).
-  static std::uint32_t pow2_block(std::size_t B, std::uint32_t max) {
-    return std::min(max, std::bit_ceil(static_cast<std::uint32_t>(std::min<std::size_t>(B, max))));
-  }
-  static std::uint32_t batch_block(std::size_t B) { return pow2_block(B, 8); }
-
-  // Fused (rnn_seq) layout for batch B: workgroup size, rows per workgroup (0 if h does not fit
-  // in shared memory), units per coop and the kernel variant. Same per-device choices as the
-  // per-step kernel: CPU devices take the per-invocation variant with 2 units per invocation.
-  struct FusedLayout {
-    std::uint32_t wg, bb, upi;
-    bool subgroup;
-  };
-  FusedLayout fused_layout(std::size_t B) const {
-    const auto& dev = ctx->device();
-    const bool cpu = dev.type == DeviceType::cpu;
-    const std::uint64_t hop = (HO + 3) / 4 * 4;
-    FusedLayout l{};
-    l.subgroup = step_variant() == RnnStepKernel::subgroup_dot;
-    l.upi = l.subgroup ? 1 : (cpu ? 2 : 1);
-    l.bb = pow2_block(B, cpu && !l.subgroup ? 16 : 8);
-    while (l.bb > 0 && 2 * l.bb * hop * 4 > dev.max_shared_memory) l.bb /= 2;
-    const std::uint32_t max_x = std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-    // Enough coops to give each a few units; lavapipe runs a workgroup on one thread anyway.
-    std::uint32_t wg = opts.workgroup_size ? opts.workgroup_size
-                       : l.subgroup ? 256
-                                    : std::clamp<std::uint32_t>(std::bit_ceil(static_cast<std::uint32_t>((H + l.upi - 1) / l.upi)), 8, 256);
-    wg = std::min(wg, max_x);
-    if (l.subgroup) wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
-    l.wg = std::max(1u, wg);
-    return l;
-  }
-
-  // Steps per rnn_seq dispatch for batch B (0: not even one step fits). A layer runs as
-  // ceil(T / run) dispatches: lavapipe silently ends every loop of an invocation once it has run
-  // 65535 iterations in all (results are then just wrong), so each dispatch keeps its
-  // invocations within attention_detail::kLoopBudget on every device; on GPUs the same bound
-  // caps one dispatch's time (each iteration does bounded work), away from watchdogs (TDR).
-  std::size_t fused_run(std::size_t B) const {
-    const FusedLayout l = fused_layout(B);
-    if (l.bb == 0) return 0;
-    const auto& dev = ctx->device();
-    const std::uint64_t largest_sg = std::max({dev.subgroup_size, dev.max_subgroup_size, 1u});
-    const std::uint64_t smallest_sg = std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u);
-    SeqLoopShape shape{H, HO, (HO + 3) / 4 * 4, l.bb, l.upi, l.wg, l.wg, 1};
-    if (l.subgroup) {
-      shape.coops = std::max<std::uint64_t>(1, l.wg / largest_sg);
-      shape.lanes = smallest_sg;
-    }
-    const std::uint64_t fit = steps_within_budget(seq_loop_count(shape), attention_detail::kLoopBudget);
-    return static_cast<std::size_t>(forced_run ? std::min<std::uint64_t>(forced_run, fit) : fit);
-  }
-
-  RnnPath path_for(std::size_t B) const {
-    const bool fused_ok = P == 0 && fused_run(B) > 0;
-    if (forced == RnnPath::fused) {
-      if (!fused_ok) {
-        throw Error(ErrorCode::invalid_argument,
-                    fmt::format("{}: the fused path needs proj_size = 0, h ({} floats per row) in "
-                                "shared memory ({} bytes on '{}') and one step within the loop "
-                                "budget", kOp, HO, ctx->device().max_shared_memory, ctx->device().name));
-      }
-      return RnnPath::fused;
-    }
-    if (forced == RnnPath::per_step || !fused_ok) return RnnPath::per_step;
-    // One workgroup per block of rows does the whole step's product in the fused path; the
-    // per-step path spreads it over the device but pays a dispatch per step. Fused wins while
-    // what one workgroup loads (W_hh, once per step) and multiplies (W_hh x its rows) per step
-    // stays small next to a dispatch.
-    const FusedLayout l = fused_layout(B);
-    const std::uint64_t weights = std::uint64_t(G) * H * HO;
-    const std::uint64_t macs = weights * std::min<std::uint64_t>(B, l.bb);
-    const bool cpu = ctx->device().type == DeviceType::cpu;
-    const bool small = cpu ? (weights <= kFusedWeightsCpu && macs <= kFusedMacsCpu)
-                           : (weights <= kFusedWeightsGpu && macs <= kFusedMacsGpu);
-    return small ? RnnPath::fused : RnnPath::per_step;
-  }
-  // lavapipe (2 cores, measured with GRU, wall time per step): fused wins at H <= 64 for B 1 and
-  // 16 (e.g. 21 vs 57 us, B = 1, H = 64) and at H = 128 for B = 1 (85 vs 100 us); per-step wins
-  // at H = 128, B = 16 (300 vs 1400 us) and H >= 256 (210 vs 260 us at B = 1).
-  static constexpr std::uint64_t kFusedWeightsCpu = 1u << 16;
-  static constexpr std::uint64_t kFusedMacsCpu = 1u << 18;
-  // GPUs: not measured here. Estimated from a ~5-10 us dispatch + barrier against one compute
-  // unit re-reading W_hh (<= 256 KiB) from cache each step.
-  static constexpr std::uint64_t kFusedWeightsGpu = 1u << 16;
-  static constexpr std::uint64_t kFusedMacsGpu = 1u << 20;
 
   // --- scratch --------------------------------------------------------------------------
   Scratch& scratch_for(std::size_t B, std::size_t T) const {
@@ -438,83 +268,6 @@ struct Rnn::Impl {
       s.T = T;
     }
     return s;
-  }
-
-  RnnStepKernel step_variant() const {
-    if (forced_step == RnnStepKernel::subgroup_dot && !subgroups) {
-      throw Error(ErrorCode::missing_feature,
-                  fmt::format("{}: the subgroup step kernel needs subgroup arithmetic ('{}'{})", kOp,
-                              ctx->device().name,
-                              opts.force_shared_memory_reduction ? ", force_shared_memory_reduction set" : ""));
-    }
-    if (forced_step != RnnStepKernel::automatic) return forced_step;
-    // CPU devices: buffer loads dominate; one invocation owning several units and many batch
-    // rows makes the fewest loads per multiply-add (measured on lavapipe, see rnn.hpp).
-    if (ctx->device().type == DeviceType::cpu) return RnnStepKernel::invocation_dot;
-    return subgroups ? RnnStepKernel::subgroup_dot : RnnStepKernel::invocation_dot;
-  }
-
-  // Workgroup size, units per workgroup, batch rows per workgroup and units per coop.
-  struct StepLayout {
-    std::uint32_t wg, units, bb, upi;
-  };
-  StepLayout step_layout(std::size_t B) const {
-    const auto& dev = ctx->device();
-    const RnnStepKernel v = step_variant();
-    const bool cpu = dev.type == DeviceType::cpu;
-    StepLayout l{};
-    l.wg = step_workgroup();
-    if (v == RnnStepKernel::subgroup_dot) {
-      l.wg = std::max(coop_lanes, l.wg / coop_lanes * coop_lanes);
-      l.upi = 1;
-      l.units = l.wg / coop_lanes;
-      l.bb = batch_block(B);
-    } else {
-      if (subgroups && !opts.workgroup_size) l.wg = cpu ? coop_lanes : 64;
-      // lavapipe: 2 units x 16 rows per invocation (LSTM: 8 W rows x 16 h rows). Measured on
-      // GRU H = 256, B = 16: 2.3x less CPU time per step than subgroup_dot; 4 units gain 5%
-      // more but take 2.5x longer to compile (13 s of LLVM for an LSTM).
-      l.upi = cpu ? 2 : 1;
-      l.bb = pow2_block(B, cpu ? 16 : 8);
-      l.units = l.wg * l.upi;
-    }
-    return l;
-  }
-
-  // rnn_step / rnn_proj: a coop's units (units / coops, rounded up) times a dot product of n
-  // features (n / 4 vec4s per lane) and its epilogue over the batch block, per invocation. Far
-  // inside the loop budget for any layer whose W_hh fits in a buffer, but never assumed.
-  void require_step_budget(const char* kernel, std::uint64_t units, std::uint32_t wg, bool subgroup,
-                           std::uint64_t n, std::uint64_t upi, std::uint64_t bb) const {
-    const auto& dev = ctx->device();
-    const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, wg / std::max({dev.subgroup_size, dev.max_subgroup_size, 1u})) : wg;
-    const std::uint64_t lanes = subgroup ? std::max(dev.min_subgroup_size ? dev.min_subgroup_size : dev.subgroup_size, 1u) : 1;
-    const std::uint64_t loops = ceil_div(units, coops * upi) * (2 + ceil_div(ceil_div(n, 4), lanes) + upi * (1 + bb));
-    if (loops > attention_detail::kLoopBudget) {
-      throw Error(ErrorCode::out_of_range,
-                  fmt::format("{}: {} would loop {} times per invocation for one step (dot products of {} "
-                              "features), beyond the loop budget of {} that drivers such as lavapipe "
-                              "enforce silently", kOp, kernel, loops, n, attention_detail::kLoopBudget));
-    }
-  }
-
-  Kernel step_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
-    const StepLayout l = step_layout(B);
-    wg = l.wg;
-    units = l.units;
-    bb = l.bb;
-    const bool sub = step_variant() == RnnStepKernel::subgroup_dot;
-    require_step_budget("rnn_step", units, wg, sub, HO, l.upi, bb);
-    return kernel({attention_detail::kernel_name("rnn_step", opts.fp16_storage, true, sub),
-                   {wg, 1, 1, cell_id, units, bb, HO % 4 == 0 ? 1u : 0u, l.upi}, 9, sizeof(CellPush)});
-  }
-  Kernel proj_kernel(std::size_t B, std::uint32_t& wg, std::uint32_t& units, std::uint32_t& bb) const {
-    wg = step_workgroup();
-    units = units_per_group(wg);
-    bb = batch_block(B);
-    require_step_budget("rnn_proj", units, wg, subgroups, H, 1, bb);
-    return kernel({attention_detail::kernel_name("rnn_proj", opts.fp16_storage, true, subgroups),
-                   {wg, 1, 1, units, bb, H % 4 == 0 ? 1u : 0u}, 6, sizeof(ProjPush)});
   }
 
   Groups grid(std::uint64_t x, std::uint64_t y, std::uint64_t z) const {
@@ -546,63 +299,73 @@ struct Rnn::Impl {
     p.flags = flags;
     return p;
   }
-  // The same step with a projection (FLAG_RAW_H): the cell writes o * tanh(c) to h_raw
+  // The same step with a projection (RNN_RAW_H): the cell writes o * tanh(c) to h_raw
   // [D][B][H] and rnn_proj makes h from it.
   CellPush raw_push(CellPush p, std::size_t B) const {
     p.out = {0, u32(B * H, "h_raw block"), u32(H, "H"), 0};
-    p.flags |= kRawH;
+    p.flags |= RNN_RAW_H;
     return p;
   }
 
-  // Empty tensors bind `dummy` read-only: the flags keep the kernels from touching them.
-  Arg read(const Tensor& t) const { return in(t.valid() ? t : dummy); }
-  Arg write(const Tensor& t) const { return t.valid() ? out(t) : in(dummy); }
-
-  // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place.
+  // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place. Empty tensors
+  // bind the null buffer or the write sink: the flags keep the kernels from touching them.
+  template <class K>
   void dispatch_cell(Sequence& seq, const Kernel& k, const Tensor& xp, const Layer& ly, const Tensor& h_prev,
                      const Tensor& h_next, const Tensor& c0, const Tensor& c, const Tensor& output,
                      const Tensor& lengths, const CellPush& p, Groups g) const {
-    seq.dispatch(k, {in(xp), in(ly.tw_hh), in(ly.tb_hh), read(h_prev), write(h_next), read(c0),
-                     c.valid() ? inout(c) : in(dummy), write(output), read(lengths)},
-                 p, g);
+    kernels::dispatch<K>(seq, k,
+                         {.xp = xp, .ws = ly.tw_hh, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
+                          .cs = c, .outs = output, .lengths = lengths},
+                         p, g, null);
   }
 
-  // rnn_seq: steps [0, steps) of one layer, in runs of fused_run(B) steps. h passes between
-  // runs through the h ping-pong scratch, c stays in `c`.
-  void record_fused_layer(Sequence& seq, const Layer& ly, std::size_t B, std::size_t T, std::size_t steps,
+  // Dispatch i of a layer, steps [s0, s1) (one step on the per-step path, a run on the fused
+  // path): h comes from h0 (or zero) into the first dispatch and leaves through h_n from the
+  // last, through the ping-pong scratch between them; c starts from c0 (or zero) in the first
+  // and continues in c (c_n) after it.
+  struct Dispatch {
+    Tensor h_prev, h_next, c0;
+    CellPush push;
+  };
+  Dispatch layer_dispatch(std::size_t B, std::size_t T, std::size_t i, std::size_t s0, std::size_t s1, bool last,
                           std::uint32_t len_flag, const Tensor& h0, const Tensor& c0, const Tensor& h_n,
-                          const Tensor& c, const Tensor& output, const Tensor& lengths,
                           std::uint32_t state_off, std::uint32_t cell_off) const {
-    const FusedLayout fl = fused_layout(B);
-    const std::uint32_t hop = static_cast<std::uint32_t>((HO + 3) / 4 * 4);
-    const Kernel k = kernel({attention_detail::kernel_name("rnn_seq", opts.fp16_storage, true, fl.subgroup),
-                             {fl.wg, 1, 1, cell_id, fl.bb, hop, HO % 4 == 0 ? 1u : 0u, fl.upi}, 9,
-                             sizeof(CellPush)});
-    const Groups g = grid((B + fl.bb - 1) / fl.bb, 1, D);
-    const std::size_t run = fused_run(B);  // >= 1: path_for() checked
+    const bool first = i == 0;
+    Dispatch d{first ? h0 : scratch.hbuf[(i - 1) & 1], last ? h_n : scratch.hbuf[i & 1], first ? c0 : Tensor{}, {}};
+    const std::uint32_t h_zero = first && !h0.valid() ? RNN_H_ZERO : 0;
+    d.push = cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) : 0));
+    d.push.s = u32(s0, "step");
+    d.push.s_end = u32(s1, "step");
+    d.push.h_prev_off = first && h0.valid() ? state_off : 0;
+    d.push.h_next_off = last ? state_off : 0;
+    d.push.c0_off = d.push.c_off = cell_off;
+    return d;
+  }
+
+  // rnn_seq: steps [0, steps) of one layer, in runs of plan.run steps. h passes between runs
+  // through the h ping-pong scratch, c stays in `c`.
+  void record_fused_layer(Sequence& seq, const plan::RnnFused& plan, const Layer& ly, std::size_t B,
+                          std::size_t T, std::size_t steps, std::uint32_t len_flag, const Tensor& h0,
+                          const Tensor& c0, const Tensor& h_n, const Tensor& c, const Tensor& output,
+                          const Tensor& lengths, std::uint32_t state_off, std::uint32_t cell_off) const {
+    using K = kernels::RnnSeq;
+    const Kernel k = kernels::make<K>(*ctx, plan.constants, plan.variant);
+    const Groups g = grid((B + plan.constants.BB - 1) / plan.constants.BB, 1, D);
+    const std::size_t run = plan.run;  // >= 1 on the fused path
     for (std::size_t s0 = 0, i = 0; s0 < steps; s0 += run, ++i) {
       const std::size_t s1 = std::min(steps, s0 + run);
-      const bool first = i == 0, last = s1 == steps;
-      const Tensor& h_prev = first ? h0 : scratch.hbuf[(i - 1) & 1];
-      const Tensor& h_next = last ? h_n : scratch.hbuf[i & 1];
-      const std::uint32_t h_zero = first && !h0.valid() ? kHZero : 0;
-      CellPush p = cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? kCFromC0 : kCZero) : 0));
-      p.s = u32(s0, "step");
-      p.s_end = u32(s1, "step");
-      p.h_prev_off = first && h0.valid() ? state_off : 0;
-      p.h_next_off = last ? state_off : 0;
-      p.c0_off = p.c_off = cell_off;
-      dispatch_cell(seq, k, scratch.xp, ly, h_prev, h_next, first ? c0 : Tensor{}, c, output, lengths, p, g);
+      const Dispatch d = layer_dispatch(B, T, i, s0, s1, s1 == steps, len_flag, h0, c0, h_n, state_off, cell_off);
+      dispatch_cell<K>(seq, k, scratch.xp, ly, d.h_prev, d.h_next, d.c0, c, output, lengths, d.push, g);
     }
   }
 
   // rnn_proj: h_next = W_hr h_raw for this step (cell.s, cell.h_prev_off / h_next_off).
-  void dispatch_proj(Sequence& seq, const Tensor& h_raw, const Layer& ly, const Tensor& h_prev,
-                     const Tensor& h_next, const Tensor& output, const Tensor& lengths, const CellPush& cell,
-                     std::uint32_t flags, std::size_t B) const {
-    std::uint32_t wg, units, bb;
-    const Kernel k = proj_kernel(B, wg, units, bb);
-    ProjPush q{};
+  void dispatch_proj(Sequence& seq, const plan::RnnSteps& plan, const Tensor& h_raw, const Layer& ly,
+                     const Tensor& h_prev, const Tensor& h_next, const Tensor& output, const Tensor& lengths,
+                     const CellPush& cell, std::uint32_t flags, std::size_t B) const {
+    using K = kernels::RnnProj;
+    const Kernel k = kernels::make<K>(*ctx, plan.proj, plan.proj_variant);
+    K::Push q{};
     q.s = cell.s;
     q.B = cell.B;
     q.T = cell.T;
@@ -612,8 +375,11 @@ struct Rnn::Impl {
     q.h_next_off = cell.h_next_off;
     q.out = output_layout(cell.T);
     q.flags = flags;
-    seq.dispatch(k, {in(h_raw), in(ly.tw_hr), read(h_prev), out(h_next), write(output), read(lengths)}, q,
-                 grid((P + units - 1) / units, (B + bb - 1) / bb, D));
+    kernels::dispatch<K>(seq, k,
+                         {.raws = h_raw, .ws = ly.tw_hr, .h_prev = h_prev, .h_next = h_next, .outs = output,
+                          .lengths = lengths},
+                         q, grid((P + plan.proj.UNITS - 1) / plan.proj.UNITS, (B + plan.proj.BB - 1) / plan.proj.BB, D),
+                         null);
   }
 };
 
@@ -627,14 +393,18 @@ const RnnConfig& Rnn::config() const { return impl_->cfg; }
 std::size_t Rnn::directions() const { return impl_->D; }
 std::size_t Rnn::output_size() const { return impl_->HO; }
 bool Rnn::loaded() const { return impl_->loaded(); }
-RnnPath Rnn::path_for(std::size_t batch) const { return impl_->path_for(batch); }
+RnnPath Rnn::path_for(std::size_t batch) const { return impl_->plan_for(batch).path; }
 void Rnn::set_path(RnnPath path) { impl_->forced = path; }
 void Rnn::set_step_kernel(RnnStepKernel kernel) { impl_->forced_step = kernel; }
 std::size_t Rnn::steps_per_dispatch(std::size_t batch) const {
-  return impl_->path_for(batch) == RnnPath::fused ? impl_->fused_run(batch) : 1;
+  const plan::Rnn p = impl_->plan_for(batch);
+  return p.path == RnnPath::fused ? static_cast<std::size_t>(p.fused.run) : 1;
 }
 void Rnn::set_steps_per_dispatch(std::size_t steps) { impl_->forced_run = steps; }
-RnnStepKernel Rnn::step_kernel() const { return impl_->step_variant(); }
+RnnStepKernel Rnn::step_kernel() const {
+  const Impl& m = *impl_;  // whatever path is pinned
+  return plan::rnn(m.ctx->device(), m.layer(), m.opts, 1, {RnnPath::automatic, m.forced_step, 0}).step_kernel;
+}
 
 std::vector<std::pair<std::string, Shape>> Rnn::parameter_shapes() const {
   std::vector<std::pair<std::string, Shape>> v;
@@ -735,18 +505,14 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
       seq.upload(s.lengths, host_lengths);
       len_t = s.lengths;
     } else {
-      len_t = m.dummy;
-      len_flag = kNoLengths;
+      len_flag = RNN_NO_LENGTHS;
     }
   }
   const Tensor hn_t = h_n.valid() ? h_n : s.hn;
   const Tensor cn_t = lstm ? (c_n.valid() ? c_n : s.cn) : Tensor{};
-  const RnnPath path = m.path_for(B);
-  if (path == RnnPath::per_step) {  // checks the loop budget before anything is recorded
-    std::uint32_t wg, units, bb;
-    (void)m.step_kernel(B, wg, units, bb);
-    if (m.P) (void)m.proj_kernel(B, wg, units, bb);
-  }
+  const plan::Rnn plan = m.plan_for(B);
+  const RnnPath path = plan.path;
+  if (path == RnnPath::per_step) plan::require_step_budget(plan, m.layer());  // before recording
 
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
@@ -759,30 +525,25 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
 
     if (steps < T) seq.fill(dst, 0);  // positions past the longest sequence: no step visits them
     if (path == RnnPath::fused) {
-      m.record_fused_layer(seq, ly, B, T, steps, len_flag, h0, c0, hn_t, cn_t, dst, len_t, state_off, cell_off);
+      m.record_fused_layer(seq, plan.fused, ly, B, T, steps, len_flag, h0, c0, hn_t, cn_t, dst, len_t, state_off,
+                           cell_off);
       continue;
     }
-    std::uint32_t wg, units, bb;
-    const Kernel k = m.step_kernel(B, wg, units, bb);
-    const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, D);
+    const auto& c = plan.steps.constants;
+    const Kernel k = kernels::make<kernels::RnnStep>(*m.ctx, c, plan.steps.variant);
+    const Groups g = m.grid((H + c.UNITS - 1) / c.UNITS, (B + c.BB - 1) / c.BB, D);
     for (std::size_t st = 0; st < steps; ++st) {
-      const bool first = st == 0, last = st + 1 == steps;
-      const Tensor& h_prev = first ? h0 : s.hbuf[(st - 1) & 1];
-      const Tensor& h_next = last ? hn_t : s.hbuf[st & 1];
-      const std::uint32_t h_zero = first && !h0.valid() ? kHZero : 0;
-      CellPush p = m.cell_push(B, T, len_flag | h_zero | (first ? (c0.valid() ? kCFromC0 : kCZero) : 0));
-      p.s = u32(st, "step");
-      p.h_prev_off = first && h0.valid() ? state_off : 0;
-      p.h_next_off = last ? state_off : 0;
-      p.c0_off = p.c_off = cell_off;
-      const Tensor& c0_bind = first ? c0 : Tensor{};
+      const Impl::Dispatch d =
+          m.layer_dispatch(B, T, st, st, st + 1, st + 1 == steps, len_flag, h0, c0, hn_t, state_off, cell_off);
       if (!m.P) {
-        m.dispatch_cell(seq, k, s.xp, ly, h_prev, h_next, c0_bind, cn_t, dst, len_t, p, g);
+        m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, d.h_next, d.c0, cn_t, dst, len_t, d.push, g);
         continue;
       }
       // LSTM with projection: cell -> h_raw, then h = W_hr h_raw with the masking.
-      m.dispatch_cell(seq, k, s.xp, ly, h_prev, {}, c0_bind, cn_t, s.hraw, len_t, m.raw_push(p, B), g);
-      m.dispatch_proj(seq, s.hraw, ly, h_prev, h_next, dst, len_t, p, len_flag | h_zero, B);
+      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, {}, d.c0, cn_t, s.hraw, len_t,
+                                        m.raw_push(d.push, B), g);
+      m.dispatch_proj(seq, plan.steps, s.hraw, ly, d.h_prev, d.h_next, dst, len_t, d.push,
+                      len_flag | (d.push.flags & RNN_H_ZERO), B);
     }
   }
 }
@@ -874,28 +635,30 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
     s.hraw_step = m.P ? m.ctx->tensor({B * H}, DType::f32, "Rnn scratch step h_raw") : Tensor{};
     s.step_B = B;
   }
-  std::uint32_t wg, units, bb;
-  const Kernel k = m.step_kernel(B, wg, units, bb);
-  const Groups g = m.grid((H + units - 1) / units, (B + bb - 1) / bb, 1);
-  const std::uint32_t h_zero = h.valid() ? 0 : kHZero;
+  const plan::Rnn plan = m.plan_for(B);
+  plan::require_step_budget(plan, m.layer());
+  const auto& kc = plan.steps.constants;
+  const Kernel k = kernels::make<kernels::RnnStep>(*m.ctx, kc, plan.steps.variant);
+  const Groups g = m.grid((H + kc.UNITS - 1) / kc.UNITS, (B + kc.BB - 1) / kc.BB, 1);
+  const std::uint32_t h_zero = h.valid() ? 0 : RNN_H_ZERO;
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
     const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, 0, ly.in} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
     m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
                   MatrixView{s.xp_step, B, G * H, 0, G * H});
     // One step of a [B, 1] batch (D = 1), writing only the state.
-    CellPush p = m.cell_push(B, 1, kNoLengths | kNoOut | h_zero | (c.valid() ? kCFromC0 : kCZero));
+    CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO));
     p.h_prev_off = h.valid() ? u32(l * B * HO, "h offset") : 0;
     p.h_next_off = u32(l * B * HO, "h offset");
     p.c0_off = c.valid() ? u32(l * B * H, "c offset") : 0;
     p.c_off = u32(l * B * H, "c offset");
     const Tensor& c_state = lstm ? c_out : Tensor{};
     if (!m.P) {
-      m.dispatch_cell(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g);
+      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g);
       continue;
     }
-    m.dispatch_cell(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g);
-    m.dispatch_proj(seq, s.hraw_step, ly, h, h_out, {}, {}, p, kNoLengths | kNoOut | h_zero, B);
+    m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g);
+    m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, {}, {}, p, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero, B);
   }
 }
 

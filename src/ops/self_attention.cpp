@@ -8,7 +8,8 @@
 #include <fmt/format.h>
 #include <vulkan/vulkan.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/kernels/self_attention.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -16,119 +17,8 @@ namespace {
 
 constexpr const char* kOp = "SelfAttention";
 
-struct WeightsPush {
-  std::uint32_t S;
-  std::uint32_t H;
-  std::uint32_t heads;
-  std::uint32_t rows;
-  float scale;
-  std::uint32_t causal;
-  std::uint32_t has_lengths;
-};
-
-struct Push {
-  std::uint32_t S;
-  std::uint32_t H;
-  std::uint32_t heads;
-  std::uint32_t qblocks;
-  std::uint32_t total;
-  float scale;
-  std::uint32_t causal;
-  std::uint32_t has_lengths;
-};
-
-// Mirrors the shared arrays of shaders/self_attention.comp (one float each on the solo path).
-std::uint64_t shared_bytes(std::uint64_t D, std::uint64_t BQ, std::uint64_t BK, std::uint64_t T) {
-  if (T == 1) return 4 * 4;
-  const std::uint64_t DP = D | 1u;
-  return 4 * (BQ * DP + BK * DP + BK * D + T + BQ * BK);
-}
-
-// Solo path budgets (CPU drivers compile with LLVM at the first dispatch: these set that time).
-// solo_registers keeps R * D q and o values per lane and unrolls R * BK * D multiply-adds per
-// tile; measured on lavapipe (2 busy cores, D = 64): R=2, BK=4 compiles in ~1 s of CPU and runs
-// at ~90% of the speed of R=4 (~2.7 s); D = 256 in registers takes ~4.4 s, hence the D limit.
-constexpr std::uint64_t kRegisterMaxD = 128;
-constexpr std::uint64_t kRegisterUnroll = 512;   // R * BK * D
-// solo_memory unrolls GS * BK * R chunk products per step (GS = subgroup size with shuffles).
-constexpr std::uint64_t kMemoryUnroll = 512;
-
-std::uint32_t pow2_at_least(std::uint64_t x) {
-  std::uint32_t p = 1;
-  while (p < x) p *= 2;
-  return p;
-}
-
-SelfAttentionPlan make_plan(const DeviceInfo& dev, std::size_t D, const OpOptions& opt,
-                            const SelfAttentionConfig& cfg) {
-  const std::uint32_t forced_lanes_per_row = cfg.lanes_per_row;
-  const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);
-  const std::uint32_t max_wg =
-      std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0]));
-  const bool cpu = dev.type == DeviceType::cpu;
-
-  // CPU drivers (lavapipe) run one subgroup per workgroup best; GPUs want 64+ lanes.
-  std::uint32_t wg = opt.workgroup_size != 0 ? opt.workgroup_size
-                                             : (cpu ? sg : std::max<std::uint32_t>(64, sg));
-  wg = std::clamp<std::uint32_t>(wg, 1, max_wg);
-
-  // Lanes per query row. GPUs: enough that each lane keeps at most 16 output dims in registers.
-  // CPU drivers: always one (the shared-memory path runs ~50x slower on lavapipe: every
-  // shared-memory read inside a loop is a per-lane gather there).
-  std::uint32_t T = forced_lanes_per_row != 0 ? pow2_at_least(forced_lanes_per_row)
-                    : cpu                     ? 1
-                                              : pow2_at_least((D + 15) / 16);
-  T = std::min(T, wg);
-  while (wg % T != 0) T /= 2;
-  std::uint32_t BK = opt.tile != 0 ? opt.tile : (T == 1 ? 16 : 32);
-  BK = std::max<std::uint32_t>(1, BK);
-  // The solo path shares K/V loads across the subgroup with shuffles where it can.
-  constexpr std::uint32_t kNeeded = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
-  const bool shuffle = T == 1 && !opt.force_shared_memory_reduction && dev.subgroup_in_compute &&
-                       (dev.subgroup_operations & kNeeded) == kNeeded && wg % sg == 0;
-  // Each loaded K/V chunk feeds R rows of a lane: 2-4 rows run 2x faster than 1 on lavapipe.
-  std::uint64_t R = 1;
-  const bool registers = D <= kRegisterMaxD;
-  if (T == 1 && registers) {
-    R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : cpu ? (D <= 32 ? 4 : 2) : 1;
-    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kRegisterUnroll / D));
-    BK = static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kRegisterUnroll / (R * D))));
-  } else if (T == 1) {
-    const std::uint64_t gs = shuffle ? sg : 1;
-    R = cfg.rows_per_lane != 0 ? cfg.rows_per_lane : (cpu ? 4 : 1);
-    R = std::clamp<std::uint64_t>(R, 1, std::max<std::uint64_t>(1, kMemoryUnroll / gs));
-    BK = static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>(BK, 1, std::max<std::uint64_t>(1, kMemoryUnroll / (gs * R))));
-  }
-
-  const std::uint64_t limit = dev.max_shared_memory;
-  while (shared_bytes(D, wg / T, BK, T) > limit) {
-    if (BK > std::max<std::uint32_t>(T, 8)) {
-      BK = std::max<std::uint32_t>(1, BK / 2);
-    } else if (2 * T <= wg && wg % (2 * T) == 0) {
-      T *= 2;
-    } else if (BK > 1) {
-      BK = std::max<std::uint32_t>(1, BK / 2);
-    } else {
-      throw Error(ErrorCode::out_of_range,
-                  fmt::format("{}: head_dim {} needs {} bytes of shared memory even with one query "
-                              "row and one key per tile; the device allows {}",
-                              kOp, D, shared_bytes(D, wg / T, 1, T), limit));
-    }
-  }
-  SelfAttentionPlan plan;
-  plan.workgroup_size = wg;
-  plan.lanes_per_row = T;
-  plan.rows_per_lane = static_cast<std::uint32_t>(R);
-  plan.accumulate_in_registers = T == 1 && registers;
-  plan.subgroup_shuffle = shuffle;
-  plan.subgroup_size = sg;
-  plan.query_rows = static_cast<std::uint32_t>(T == 1 ? wg * R : wg / T);
-  plan.key_tile = BK;
-  plan.shared_bytes = static_cast<std::uint32_t>(shared_bytes(D, wg / T, BK, T));
-  return plan;
-}
+using K = kernels::SelfAttention;
+using KWeights = kernels::SelfAttentionWeights;
 
 // Folds a 1-D workgroup count into the device's per-dimension limits.
 Groups fold_groups(std::uint64_t total, const DeviceInfo& dev) {
@@ -182,24 +72,19 @@ SelfAttention::SelfAttention(Context& ctx, const SelfAttentionConfig& config,
                             kOp, ctx.device().name));
   }
   head_dim_ = config.hidden / config.heads;
-  plan_ = make_plan(ctx.device(), head_dim_, options, config);
-  std::string name = plan_.subgroup_shuffle ? "self_attention_shuffle" : "self_attention";
-  if (options.fp16_storage) name += "_f16";
-  kernel_ = ctx.kernel({name,
-                        {plan_.workgroup_size, 1, 1, static_cast<std::uint32_t>(head_dim_),
-                         plan_.lanes_per_row, plan_.key_tile, plan_.rows_per_lane,
-                         plan_.subgroup_size, plan_.accumulate_in_registers ? 1u : 0u},
-                        5,
-                        sizeof(Push)});
-  const auto& dev = ctx.device();
-  weights_workgroup_ = std::min<std::uint32_t>(
-      dev.type == DeviceType::cpu ? std::max<std::uint32_t>(1, dev.subgroup_size) : 64,
-      std::max<std::uint32_t>(1, std::min(dev.max_workgroup_invocations, dev.max_workgroup_size[0])));
-  weights_kernel_ = ctx.kernel({options.fp16_storage ? "self_attention_weights_f16"
-                                                     : "self_attention_weights",
-                                {weights_workgroup_, 1, 1, static_cast<std::uint32_t>(head_dim_)},
-                                4,
-                                sizeof(WeightsPush)});
+  const DeviceInfo& dev = ctx.device();
+  plan_ = plan::self_attention(dev, head_dim_, options, config);
+  plan::Needs needs;
+  needs.add(plan_.shared_bytes, K::binding_count);
+  needs.fp16_storage = options.fp16_storage;
+  plan::require(dev, needs, kOp);
+  kernel_ = kernels::make<K>(ctx, plan::self_attention_constants(plan_, head_dim_),
+                             plan::self_attention_variant(plan_, options));
+  weights_workgroup_ = plan::self_attention_weights_workgroup(dev);
+  weights_kernel_ = kernels::make<KWeights>(
+      ctx, {.local_size_x = weights_workgroup_, .D = static_cast<std::uint32_t>(head_dim_)},
+      {.fp16 = options.fp16_storage});
+  null_ = kernels::null_tensor(ctx);
 }
 
 SelfAttentionPlan SelfAttention::plan_for(const DeviceInfo& device,
@@ -210,7 +95,7 @@ SelfAttentionPlan SelfAttention::plan_for(const DeviceInfo& device,
                 fmt::format("{}: config: hidden ({}) must be a positive multiple of heads ({})", kOp,
                             config.hidden, config.heads));
   }
-  return make_plan(device, config.hidden / config.heads, options, config);
+  return plan::self_attention(device, config.hidden / config.heads, options, config);
 }
 
 void SelfAttention::check(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -287,7 +172,7 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: {} workgroups do not fit a 32-bit grid", kOp, total));
   }
-  Push push{};
+  K::Push push{};
   push.S = static_cast<std::uint32_t>(S);
   push.H = static_cast<std::uint32_t>(config_.hidden);
   push.heads = static_cast<std::uint32_t>(config_.heads);
@@ -298,11 +183,8 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
   push.has_lengths = lengths.valid() ? 1u : 0u;
   // `out` is declared write-only: the solo_memory path re-reads only values it wrote itself in
   // the same invocation, so no hazard reaches outside the dispatch.
-  // Without lengths the binding still needs a buffer: q is read anyway and the shader never
-  // touches binding 3 then.
-  const Tensor& len_arg = lengths.valid() ? lengths : q;
-  seq.dispatch(kernel_, {in(q), in(k), in(v), in(len_arg), vkrnn::out(out)}, push,
-               fold_groups(total, ctx_->device()));
+  kernels::dispatch<K>(seq, kernel_, {.qs = q, .ks = k, .vs = v, .lengths = lengths, .outs = out},
+                       push, fold_groups(total, ctx_->device()), null_);
 }
 
 void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -353,7 +235,7 @@ void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor&
                 fmt::format("{}: record_weights: 'weights' shares memory with an input", kOp));
   }
   const std::uint64_t rows = std::uint64_t(config_.batch) * config_.heads * S;
-  WeightsPush push{};
+  KWeights::Push push{};
   push.S = static_cast<std::uint32_t>(S);
   push.H = static_cast<std::uint32_t>(config_.hidden);
   push.heads = static_cast<std::uint32_t>(config_.heads);
@@ -366,23 +248,16 @@ void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor&
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: record_weights: {} rows exceed the device grid", kOp, rows));
   }
-  // Each invocation scores S / workgroup keys twice (head_dim + 1 iterations each), then two
-  // tree reductions: a workgroup wide enough to keep that within the loop budget.
-  auto loops = [&](std::uint64_t wg) {
-    return 2 * ((S + wg - 1) / wg) * (head_dim_ + 1) + 2 * attention_detail::reduction_loops(dev, false, wg) + 8;
-  };
-  const std::uint32_t wg = attention_detail::workgroup_within_budget(dev, weights_workgroup_, loops);
-  if (wg == 0) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: record_weights: rows of S = {} keys (head_dim {}) need more loop iterations "
-                            "per invocation than the loop budget of {} even with the widest workgroup of '{}'",
-                            kOp, S, head_dim_, attention_detail::kLoopBudget, dev.name));
-  }
-  const Kernel kernel = wg == weights_workgroup_ ? weights_kernel_ : ctx_->kernel({
-      options_.fp16_storage ? "self_attention_weights_f16" : "self_attention_weights",
-      {wg, 1, 1, static_cast<std::uint32_t>(head_dim_)}, 4, sizeof(WeightsPush)});
-  const Tensor& len_arg = lengths.valid() ? lengths : q;
-  seq.dispatch(kernel, {in(q), in(k), in(len_arg), vkrnn::out(weights)}, push, grid);
+  // Each invocation scores S / workgroup keys twice: a workgroup wide enough to keep a row
+  // within the loop budget.
+  const std::uint32_t wg = plan::self_attention_weights_row(dev, weights_workgroup_, S, head_dim_);
+  const Kernel kernel =
+      wg == weights_workgroup_
+          ? weights_kernel_
+          : kernels::make<KWeights>(*ctx_, {.local_size_x = wg, .D = static_cast<std::uint32_t>(head_dim_)},
+                                    {.fp16 = options_.fp16_storage});
+  kernels::dispatch<KWeights>(seq, kernel, {.qs = q, .ks = k, .lengths = lengths, .ws = weights}, push,
+                              grid, null_);
 }
 
 void SelfAttention::run(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,

@@ -6,7 +6,9 @@
 
 #include <fmt/format.h>
 
-#include "ops/attention_common.hpp"
+#include "ops/common.hpp"
+#include "ops/kernels/elementwise.hpp"
+#include "plan.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -14,11 +16,8 @@ namespace {
 
 constexpr const char* kOp = "SequenceMask";
 
-struct Push {
-  std::uint32_t n;
-  std::uint32_t width;
-  std::uint32_t steps;
-};
+using K = kernels::SequenceMask;
+using KInPlace = kernels::SequenceMaskInPlace;
 
 std::string describe(const Tensor& t) {
   return t.valid() ? fmt::format("{} {}", to_string(t.dtype()), to_string(t.shape()))
@@ -61,9 +60,9 @@ std::uint64_t check_x_out(const MaskShape& shape, const Tensor& x, const Tensor&
 
 SequenceMask::SequenceMask(Context& ctx, const OpOptions& options)
     : ctx_(&ctx) {
-  workgroup_size_ = attention_detail::elementwise_workgroup(ctx.device(), options);
-  kernel_ = ctx.kernel({"sequence_mask", {workgroup_size_, 1, 1}, 3, sizeof(Push)});
-  kernel_inplace_ = ctx.kernel({"sequence_mask_inplace", {workgroup_size_, 1, 1}, 2, sizeof(Push)});
+  workgroup_size_ = plan::elementwise_workgroup(ctx.device(), options);
+  kernel_ = kernels::make<K>(ctx, {.local_size_x = workgroup_size_});
+  kernel_inplace_ = kernels::make<KInPlace>(ctx, {.local_size_x = workgroup_size_});
 }
 
 void SequenceMask::record(Sequence& seq, const MaskShape& shape, const Tensor& x,
@@ -75,13 +74,13 @@ void SequenceMask::record(Sequence& seq, const MaskShape& shape, const Tensor& x
                 fmt::format("{}: argument 'lengths': expected i32 with {} elements (one per batch row), got {}",
                             kOp, B, describe(lengths)));
   }
-  const Push push{static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(W), static_cast<std::uint32_t>(T)};
-  const Groups grid = attention_detail::fold_groups(attention_detail::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
+  const K::Push push{static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(W), static_cast<std::uint32_t>(T)};
+  const Groups grid = ops::fold_groups(ops::ceil_div(n, workgroup_size_), ctx_->device(), kOp);
   if (out.storage_ptr() == x.storage_ptr()) {
     // Valid elements are left alone: read-write, as the untouched ones must survive.
-    seq.dispatch(kernel_inplace_, {inout(out), in(lengths)}, push, grid);
+    kernels::dispatch<KInPlace>(seq, kernel_inplace_, {.xs = out, .lens = lengths}, push, grid);
   } else {
-    seq.dispatch(kernel_, {in(x), in(lengths), vkrnn::out(out)}, push, grid);
+    kernels::dispatch<K>(seq, kernel_, {.xs = x, .lens = lengths, .outs = out}, push, grid);
   }
 }
 

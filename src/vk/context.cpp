@@ -11,6 +11,7 @@
 
 #include "vk/check.hpp"
 #include "vk/context_impl.hpp"
+#include "vk/device_limits.hpp"
 
 namespace vkrnn {
 
@@ -413,6 +414,7 @@ bool labels_for(const ContextOptions& o, bool instance_has_debug_utils, const vk
 }
 
 void finish_setup(const std::shared_ptr<detail::ContextImpl>& c) {
+  if (c->options.limits) vk::apply_limits(*c->options.limits, c->physical.info, c->features);
   detail::ContextImpl* raw = c.get();
   auto budget = [raw](std::vector<vk::HeapBudget>& out) {
     if (!raw->features.memory_budget) return false;

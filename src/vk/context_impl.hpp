@@ -19,6 +19,8 @@
 
 namespace vkrnn::detail {
 
+struct TensorStorage;
+
 // One submission of batched uploads (UploadBatch): staging copies into tensors.
 struct UploadChunk {
   std::uint64_t id = 0;
@@ -50,6 +52,12 @@ struct ContextImpl : std::enable_shared_from_this<ContextImpl> {
   std::map<std::string, std::unique_ptr<KernelImpl>> kernels;
   PipelineStats pipeline_stats;  // under kernels_mutex
   bool creation_feedback = false;  // VkPipelineCreationFeedbackCreateInfo may be chained
+
+  // The buffers ops bind where a kernel's binding is unused (kernels::null_tensor, read-only
+  // bindings; kernels::write_sink, writable ones): one of each per Context while something holds
+  // it. Weak: a tensor keeps its Context alive.
+  std::mutex null_binding_mutex;
+  std::weak_ptr<TensorStorage> null_binding, write_sink;
 
   // vkQueueSubmit needs external synchronisation of the queue (the app must not submit to an
   // adopted queue concurrently from another thread: vkrnn serialises only its own submits).

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "plan.hpp"
 #include "vk/check.hpp"
 
 namespace vkrnn::vk {
@@ -33,7 +34,7 @@ Allocator::Allocator(const DeviceFns& fns, VkDevice device, const DeviceInfo& in
       block_bytes_(options.memory_block_bytes), limit_(options.device_memory_limit),
       hook_(options.device_memory), host_alloc_(options.allocation_callbacks), budget_(std::move(budget)),
       namer_(std::move(namer)) {
-  device_mapped_ = info.unified_memory && !force_staging_;
+  device_mapped_ = plan::host_mapped_tensors(info, force_staging_);
   if (static_cast<bool>(hook_.allocate) != static_cast<bool>(hook_.free)) {
     throw Error(ErrorCode::invalid_argument,
                 "ContextOptions::device_memory needs both allocate and free (or neither)");

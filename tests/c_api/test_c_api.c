@@ -417,6 +417,209 @@ static void check_greedy_and_beam(vkrnn_model* dates, vkrnn_model* sentiment) {
   vkrnn_result_destroy(greedy);
 }
 
+/* What the streaming callback saw. */
+typedef struct stream_log {
+  size_t steps, stop_after;
+  int32_t tokens[64];  /* row 0's token per step */
+  int in_order;
+} stream_log;
+
+static int log_step(const vkrnn_step* step, void* user_data) {
+  stream_log* log = (stream_log*)user_data;
+  if (step->step != log->steps || step->batch != 1) log->in_order = 0;
+  if (log->steps < 64) log->tokens[log->steps] = step->tokens[0];
+  ++log->steps;
+  return log->steps < log->stop_after;
+}
+
+static int contains(const int32_t* tokens, size_t n, const int32_t* seq, size_t m) {
+  size_t i;
+  for (i = 0; i + m <= n; ++i)
+    if (memcmp(tokens + i, seq, m * sizeof(int32_t)) == 0) return 1;
+  return 0;
+}
+
+/* The decoding options of vkrnn_decode_options: defaults, logits rules, suppressed tokens and
+ * sequences, sampling, target prefixes, streaming, beam's patience and coverage penalty, and
+ * what each entry point refuses. */
+static void check_decode_options(vkrnn_model* dates) {
+  const char* texts[] = {"Nov 21st, 2026"};
+  vkrnn_decode_options o;
+  vkrnn_result *plain = NULL, *r = NULL, *r2 = NULL;
+  vkrnn_hypothesis p, h, h2;
+  size_t i, k;
+
+  vkrnn_decode_options_init(&o);
+  CHECK(o.repetition_penalty == 1.0 && o.no_repeat_ngram_size == 0 && o.min_length == 0 && o.disable_unk == 0);
+  CHECK(o.suppress_tokens == NULL && o.suppress_tokens_count == 0 && o.suppress_sequences == NULL &&
+        o.suppress_sequence_lengths == NULL && o.suppress_sequences_count == 0);
+  CHECK(o.sampling_topk == 1 && o.sampling_topp == 1.0 && o.sampling_temperature == 1.0 && o.seed == 0);
+  CHECK(o.target_prefix == NULL && o.target_prefix_lengths == NULL && o.on_step == NULL && o.on_step_user_data == NULL);
+  CHECK(o.stream_steps == 1 && o.patience == 1.0 && o.coverage_penalty == 0.0);
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &plain), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_result_get(plain, 0, 0, &p), VKRNN_OK, NULL);
+  CHECK(strcmp(p.text, "2026-11-21") == 0 && p.length == 11);
+  if (p.length != 11) return;
+
+  /* Suppressed: the '-' token, and the sequence of the first two tokens ("20"). */
+  {
+    const int32_t dash = p.tokens[4];
+    const int32_t* seqs[1];
+    size_t seq_lengths[1] = {2};
+    seqs[0] = p.tokens;
+    o.suppress_tokens = &dash;
+    o.suppress_tokens_count = 1;
+    o.suppress_sequences = seqs;
+    o.suppress_sequence_lengths = seq_lengths;
+    o.suppress_sequences_count = 1;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+    for (i = 0; i < h.length; ++i) CHECK(h.tokens[i] != dash);
+    CHECK(!contains(h.tokens, h.length, p.tokens, 2));
+    vkrnn_result_destroy(r);
+    r = NULL;
+    /* The same per hypothesis in beam search. */
+    CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    for (k = 0; k < vkrnn_result_hypotheses(r, 0); ++k) {
+      CHECK_STATUS(vkrnn_result_get(r, 0, k, &h), VKRNN_OK, NULL);
+      for (i = 0; i < h.length; ++i) CHECK(h.tokens[i] != dash);
+      CHECK(!contains(h.tokens, h.length, p.tokens, 2));
+    }
+    vkrnn_result_destroy(r);
+    r = NULL;
+    o.suppress_tokens = NULL;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "suppress_tokens is NULL");
+    o.suppress_tokens_count = 0;
+    o.suppress_sequences_count = 0;
+  }
+  /* min_length: no EOS among the first 14 tokens; penalty, n-grams and disable_unk run. */
+  o.min_length = 14;
+  o.repetition_penalty = 1.2;
+  o.no_repeat_ngram_size = 4;
+  o.disable_unk = 1;
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+  for (i = 0; i < h.length && i < 14; ++i) CHECK(h.tokens[i] != 2);
+  vkrnn_result_destroy(r);
+  r = NULL;
+  o.repetition_penalty = 0.0;
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "repetition_penalty");
+  vkrnn_decode_options_init(&o);
+
+  /* Sampling: the same seed, the same tokens. */
+  o.sampling_topk = 0;
+  o.sampling_temperature = 1.5;
+  o.seed = 7;
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r2), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_result_get(r2, 0, 0, &h2), VKRNN_OK, NULL);
+  CHECK(h.length == h2.length && memcmp(h.tokens, h2.tokens, h.length * sizeof(int32_t)) == 0);
+  vkrnn_result_destroy(r2);
+  r2 = NULL;
+  vkrnn_result_destroy(r);
+  r = NULL;
+  CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "sampling");
+  vkrnn_decode_options_init(&o);
+
+  /* A target prefix: the row starts with the forced token. */
+  {
+    const int32_t one = p.tokens[5];  /* '1' */
+    const int32_t* prefix[1];
+    size_t prefix_lengths[1] = {1};
+    prefix[0] = &one;
+    o.target_prefix = prefix;
+    o.target_prefix_lengths = prefix_lengths;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+    CHECK(h.length >= 1 && h.tokens[0] == one);
+    vkrnn_result_destroy(r);
+    r = NULL;
+    /* Beam search: every hypothesis starts with it. */
+    o.beam_width = 3;
+    CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK(vkrnn_result_hypotheses(r, 0) == 3);
+    for (i = 0; i < vkrnn_result_hypotheses(r, 0); ++i) {
+      CHECK_STATUS(vkrnn_result_get(r, 0, i, &h), VKRNN_OK, NULL);
+      CHECK(h.length >= 1 && h.tokens[0] == one);
+    }
+    vkrnn_result_destroy(r);
+    r = NULL;
+    o.max_len = 1;
+    prefix_lengths[0] = 2;
+    {
+      const int32_t two[2] = {one, one};
+      prefix[0] = two;
+      CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_OUT_OF_RANGE, "longer than max_len = 1");
+      prefix[0] = &one;
+    }
+    o.max_len = 0;
+    o.beam_width = 0;
+    prefix_lengths[0] = 1;
+    o.target_prefix_lengths = NULL;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "target_prefix_lengths is NULL");
+    vkrnn_decode_options_init(&o);
+  }
+
+  /* Streaming: every step in order with greedy's tokens; 0 from the callback ends the decode. */
+  {
+    stream_log log;
+    vkrnn_encoded* enc = NULL;
+    vkrnn_decoder* dec = NULL;
+    memset(&log, 0, sizeof log);
+    log.stop_after = 1000;
+    log.in_order = 1;
+    o.on_step = log_step;
+    o.on_step_user_data = &log;
+    o.stream_steps = 2;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK(log.steps == p.length && log.in_order);
+    CHECK(memcmp(log.tokens, p.tokens, p.length * sizeof(int32_t)) == 0);
+    vkrnn_result_destroy(r);
+    r = NULL;
+    memset(&log, 0, sizeof log);
+    log.stop_after = 3;
+    log.in_order = 1;
+    CHECK_STATUS(vkrnn_greedy_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+    CHECK(log.steps == 3 && h.length == 3 && h.finished == 0 && memcmp(h.tokens, p.tokens, 3 * sizeof(int32_t)) == 0);
+    vkrnn_result_destroy(r);
+    r = NULL;
+    CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "on_step");
+    {
+      size_t n = 0;
+      int32_t ids[64];
+      const int32_t* src[1];
+      vkrnn_model_encode_text(dates, texts[0], ids, 64, &n);
+      src[0] = ids;
+      CHECK_STATUS(vkrnn_encode(dates, src, &n, 1, &enc), VKRNN_OK, NULL);
+      CHECK_STATUS(vkrnn_decoder_start(enc, &o, &dec), VKRNN_ERROR_INVALID_ARGUMENT, "on_step");
+      CHECK(dec == NULL);
+      vkrnn_encoded_destroy(enc);
+    }
+    vkrnn_decode_options_init(&o);
+  }
+
+  /* Beam: patience and the coverage penalty, hypotheses best first. */
+  o.patience = 2.0;
+  o.coverage_penalty = 0.3;
+  CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_OK, NULL);
+  CHECK(vkrnn_result_hypotheses(r, 0) >= 1 && vkrnn_result_hypotheses(r, 0) <= 3);
+  CHECK_STATUS(vkrnn_result_get(r, 0, 0, &h), VKRNN_OK, NULL);
+  CHECK(strcmp(h.text, "2026-11-21") == 0);
+  for (k = 1; k < vkrnn_result_hypotheses(r, 0); ++k) {
+    CHECK_STATUS(vkrnn_result_get(r, 0, k, &h2), VKRNN_OK, NULL);
+    CHECK(h2.norm_score <= h.norm_score);
+    h = h2;
+  }
+  vkrnn_result_destroy(r);
+  r = NULL;
+  o.patience = 0.0;
+  CHECK_STATUS(vkrnn_beam_text(dates, texts, 1, &o, &r), VKRNN_ERROR_INVALID_ARGUMENT, "patience");
+  CHECK(r == NULL);
+  vkrnn_result_destroy(plain);
+}
+
 static void check_classify(vkrnn_model* dates, vkrnn_model* sentiment) {
   const char* texts[] = {"the plot was dull but the acting was great", "i did not like the movie"};
   vkrnn_result* r = NULL;
@@ -583,6 +786,7 @@ static int run_all(void) {
     check_dates_decode(dates);
     check_text(dates, sentiment);
     check_greedy_and_beam(dates, sentiment);
+    check_decode_options(dates);
     check_classify(dates, sentiment);
     check_incremental(dates, sentiment);
   }

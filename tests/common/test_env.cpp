@@ -1,6 +1,7 @@
 #include "common/test_env.hpp"
 
 #include <cstdlib>
+#include <iterator>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@ void sink(MessageSeverity severity, std::string_view message) {
 std::vector<std::string> g_failed_tests;
 std::unique_ptr<Context> g_context;
 std::unique_ptr<Context> g_staging;
+std::unique_ptr<Context> g_limited[std::size(kAllLimits)];
 
 // Fails the running test if validation spoke during it.
 class ValidationListener : public ::testing::EmptyTestEventListener {
@@ -78,6 +80,37 @@ Context& staging_context() {
     g_staging = std::make_unique<Context>(o);
   }
   return *g_staging;
+}
+
+const char* to_string(Limits limits) {
+  switch (limits) {
+    case Limits::gpu: return "gpu";
+    case Limits::mobile: return "mobile";
+    case Limits::minimum: return "minimum";
+  }
+  return "?";
+}
+
+DeviceLimits device_limits(Limits limits) {
+  DeviceLimits l;
+  l.gpu = true;
+  if (limits == Limits::gpu) return l;
+  l.max_shared_memory = 16384;
+  l.max_workgroup_invocations = 128;
+  l.no_subgroup_operations = true;
+  l.no_storage_16bit = true;
+  l.max_storage_buffers_per_stage = limits == Limits::minimum ? 4 : 16;
+  return l;
+}
+
+Context& limited_context(Limits limits) {
+  auto& c = g_limited[static_cast<std::size_t>(limits)];
+  if (!c) {
+    auto o = validated_options();
+    o.limits = device_limits(limits);
+    c = std::make_unique<Context>(o);
+  }
+  return *c;
 }
 
 std::vector<std::string> take_validation_messages() {
@@ -141,6 +174,7 @@ int main(int argc, char** argv) {
   ::testing::UnitTest::GetInstance()->listeners().Append(new vkrnn::test::ValidationListener);
   int rc = RUN_ALL_TESTS();
   // Contexts go before static destruction so their validation messages are still counted.
+  for (auto& c : vkrnn::test::g_limited) c.reset();
   vkrnn::test::g_staging.reset();
   vkrnn::test::g_context.reset();
   for (const auto& name : vkrnn::test::g_failed_tests) {

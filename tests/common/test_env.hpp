@@ -19,6 +19,20 @@ Context& context();
 // to cover what discrete GPUs do on a unified-memory device.
 Context& staging_context();
 
+// Smaller devices than the one the tests run on (ContextOptions::limits), so that the kernels
+// other devices get run here and are checked against the same references:
+//   gpu      the device's own limits, planned as a GPU (64+ invocations, GPU paths)
+//   mobile   16 KiB shared memory, 128 invocations, no subgroup operations (shared-memory
+//            reductions), no 16-bit storage, 16 storage buffers per stage, planned as a GPU
+//   minimum  Vulkan 1.1's minimums: as mobile with 4 storage buffers per stage (ops that bind
+//            more refuse at construction, naming maxPerStageDescriptorStorageBuffers)
+enum class Limits { gpu, mobile, minimum };
+const char* to_string(Limits limits);
+constexpr Limits kAllLimits[] = {Limits::gpu, Limits::mobile, Limits::minimum};
+DeviceLimits device_limits(Limits limits);
+// One validation-enabled context per profile, for the process.
+Context& limited_context(Limits limits);
+
 // Validation messages seen since the last call (and clears them).
 std::vector<std::string> take_validation_messages();
 // Every message ever seen in this process (for the fixture's own test).

@@ -1,0 +1,53 @@
+#include "ops/common.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "vkrnn/error.hpp"
+
+namespace vkrnn::ops {
+
+std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b) {
+  return static_cast<std::uint32_t>((a + b - 1) / b);
+}
+
+std::uint32_t round_up(std::uint32_t a, std::uint32_t b) { return ceil_div(a, b) * b; }
+
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op) {
+  const std::uint64_t max_x = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
+  const std::uint64_t x = std::clamp<std::uint64_t>(total, 1, max_x);
+  const std::uint64_t y = (total + x - 1) / x;
+  if (y > dev.max_workgroup_count[1]) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: {} workgroups exceed maxComputeWorkGroupCount {} x {} of '{}'", op,
+                            total, dev.max_workgroup_count[0], dev.max_workgroup_count[1], dev.name));
+  }
+  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(std::max<std::uint64_t>(y, 1)), 1};
+}
+
+void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype) {
+  if (!t.valid()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected {} {}, got an empty tensor", op, arg,
+                            to_string(shape), to_string(dtype)));
+  }
+  if (t.shape() != shape || t.dtype() != dtype) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': expected {} {}, got {} {}{}", op, arg,
+                            to_string(shape), to_string(dtype), to_string(t.shape()),
+                            to_string(t.dtype()),
+                            t.name().empty() ? std::string() : fmt::format(" ('{}')", t.name())));
+  }
+}
+
+void require_fp16(const Context& ctx, const OpOptions& options, const char* op) {
+  if (options.fp16_storage && !ctx.features().storage_buffer_16bit) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("{}: OpOptions::fp16_storage needs storageBuffer16BitAccess "
+                            "(VK_KHR_16bit_storage), which is not enabled on '{}'",
+                            op, ctx.device().name));
+  }
+}
+
+}  // namespace vkrnn::ops

@@ -1,0 +1,26 @@
+#pragma once
+// Helpers every op uses: argument checks, grid folding, integer rounding.
+#include <cstdint>
+
+#include "vkrnn/context.hpp"
+#include "vkrnn/device.hpp"
+#include "vkrnn/options.hpp"
+#include "vkrnn/sequence.hpp"
+#include "vkrnn/tensor.hpp"
+
+namespace vkrnn::ops {
+
+std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b);
+std::uint32_t round_up(std::uint32_t a, std::uint32_t b);
+
+// Spreads `total` workgroups over x and y (the shaders unfold gl_WorkGroupID); throws
+// Error(out_of_range) naming `op` when even x * y cannot hold them.
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op);
+
+// Throws Error(invalid_argument): "<op>: argument '<arg>': expected [..] f32, got [..] f16".
+void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype);
+
+// Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
+void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
+
+}  // namespace vkrnn::ops

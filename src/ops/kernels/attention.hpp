@@ -1,0 +1,157 @@
+#pragma once
+// The decoder-attention kernels (shaders/attention_*.comp), declared once: src/ops/
+// kernel_interface.hpp checks each against its SPIR-V at compile time.
+#include <cstdint>
+
+#include "kernel_flags.h"
+#include "ops/kernel_interface.hpp"
+#include "reflect/attention_context.hpp"
+#include "reflect/attention_fused.hpp"
+#include "reflect/attention_fused_combine.hpp"
+#include "reflect/attention_keys.hpp"
+#include "reflect/attention_query.hpp"
+#include "reflect/attention_scores.hpp"
+#include "reflect/attention_softmax.hpp"
+
+namespace vkrnn::kernels {
+
+// W q (+ b) for the general and additive scores.
+struct AttentionQuery {
+  VKRNN_KERNEL(attention_query, "attention_query", .subgroup = true)
+  struct Push {
+    std::uint32_t A, Q, B, has_bias;
+  };
+  VKRNN_PUSH(A, Q, B, has_bias)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t VEC4 = 0;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (VEC4, 3), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor w, q, bias, outp;
+  };
+  VKRNN_BINDINGS((w, read), (q, read), (bias, read), (outp, write))
+};
+
+// Raw scores of one query per row against the keys.
+struct AttentionScores {
+  VKRNN_KERNEL(attention_scores, "attention_scores", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t S, Hk, dk, Qs, heads, rows, nblocks;
+    float scale;
+  };
+  VKRNN_PUSH(S, Hk, dk, Qs, heads, rows, nblocks, scale)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
+                  (KU, 7))
+  struct Bindings {
+    Tensor keys, qry, vparam, lengths, scores;
+  };
+  VKRNN_BINDINGS((keys, read), (qry, read), (vparam, read), (lengths, read), (scores, write))
+};
+
+// Masked softmax over the source axis; Push::mode is one of the SOFTMAX_MODE_* values.
+struct AttentionSoftmax {
+  VKRNN_KERNEL(attention_softmax, "attention_softmax", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t S, heads, rows, ntiles, mode;
+  };
+  VKRNN_PUSH(S, heads, rows, ntiles, mode)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t E = 4;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (E, 3), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor scores, lengths, partials, weights;
+  };
+  VKRNN_BINDINGS((scores, read), (lengths, read), (partials, read_write), (weights, write))
+};
+
+// context = sum_s weights[s] values[s]; Push::mode is one of the CONTEXT_MODE_* values.
+struct AttentionContext {
+  VKRNN_KERNEL(attention_context, "attention_context", .fp16 = true)
+  struct Push {
+    std::uint32_t S, H, dv, heads, rows, nchunks, chunk, nhtiles, mode;
+  };
+  VKRNN_PUSH(S, H, dv, heads, rows, nchunks, chunk, nhtiles, mode)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t VPT = 4, VVEC4 = 0;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (VPT, 3), (VVEC4, 4))
+  struct Bindings {
+    Tensor weights, values, lengths, partials, context;
+  };
+  VKRNN_BINDINGS((weights, read), (values, read), (lengths, read), (partials, read_write),
+                 (context, write))
+};
+
+// Scores -> softmax -> context in one pass (flash decoding); Push::flags: FUSED_*.
+struct AttentionFused {
+  VKRNN_KERNEL(attention_fused, "attention_fused", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
+    float scale;
+    std::uint32_t flags;
+  };
+  VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
+                  (KU, 7), (VPT, 8), (VVEC4, 9), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context;
+  };
+  VKRNN_BINDINGS((keys, read), (values, read), (qry, read), (vparam, read), (lengths, read),
+                 (part_ml, write), (part_acc, write), (raw, read_write), (weights, write),
+                 (context, write))
+};
+
+// Merges the splits of AttentionFused.
+struct AttentionFusedCombine {
+  VKRNN_KERNEL(attention_fused_combine, "attention_fused_combine", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt;
+  };
+  VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t MAX_SPLIT = 256, E = 4;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (MAX_SPLIT, 3), (E, 4), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor lengths, part_ml, part_acc, raw, weights, context;
+  };
+  VKRNN_BINDINGS((lengths, read), (part_ml, read), (part_acc, read), (raw, read), (weights, write),
+                 (context, write))
+};
+
+// K = h W_k^T, a T x T workgroup of RM rows per invocation.
+struct AttentionKeys {
+  VKRNN_KERNEL(attention_keys, "attention_keys", .fp16 = true)
+  struct Push {
+    std::uint32_t N, Hm, A, ntiles_a, ntiles_n;
+  };
+  VKRNN_PUSH(N, Hm, A, ntiles_a, ntiles_n)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t RM = 4;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (RM, 3))
+  struct Bindings {
+    Tensor memory, w, keys;
+  };
+  VKRNN_BINDINGS((memory, read), (w, read), (keys, write))
+};
+
+}  // namespace vkrnn::kernels

@@ -1,0 +1,112 @@
+#pragma once
+// The decoding kernels: greedy selection (shaders/argmax.comp), top-k (topk.comp) and the
+// beam-search merge (beam_search.comp).
+#include <cstdint>
+
+#include "kernel_flags.h"
+#include "ops/kernel_interface.hpp"
+#include "reflect/argmax.hpp"
+#include "reflect/beam_search.hpp"
+#include "reflect/logits_processor.hpp"
+#include "reflect/topk.hpp"
+
+namespace vkrnn::kernels {
+
+// Row-wise argmax with the greedy decoder's bookkeeping; Push::flags: ARGMAX_*. With
+// ARGMAX_NONFINITE a row whose max is not finite gets nonfinite[b] = mark where it is 0; with
+// ARGMAX_CHOSEN a row emits chosen[b] where it is >= 0 (sampled or forced) instead.
+struct Argmax {
+  VKRNN_KERNEL(argmax, "argmax", .subgroup = true)
+  struct Push {
+    std::uint32_t B, V, S, ld, col;
+    std::int32_t eos, pad;
+    std::uint32_t flags;
+    std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
+    std::uint32_t mark;
+  };
+  VKRNN_PUSH(B, V, S, ld, col, eos, pad, flags, emb_dim, table_offset, table_ld, emb_offset, emb_ld,
+             mark)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor logits, index_out, value_out, tok_hist, score_hist, finished, logit_hist, weights,
+        attn_hist, table, emb_out, nonfinite, chosen;
+  };
+  VKRNN_BINDINGS((logits, read), (index_out, write), (value_out, write), (tok_hist, write),
+                 (score_hist, write), (finished, read_write), (logit_hist, write),
+                 (weights, read), (attn_hist, write), (table, read), (emb_out, write),
+                 (nonfinite, read_write), (chosen, read))
+};
+
+// The k largest of each row (optionally as log-softmax values); with mark != 0 a row whose max
+// is not finite gets nonfinite[b] = mark where it is 0.
+struct TopK {
+  VKRNN_KERNEL(topk, "topk", .subgroup = true)
+  struct Push {
+    std::uint32_t B, N, k, log_softmax, mark, forced;
+  };
+  VKRNN_PUSH(B, N, k, log_softmax, mark, forced)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t K_MAX = 1;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor xs, values, indices, nonfinite, forced;
+  };
+  VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write), (forced, read))
+};
+
+// The logits rules and sampling of one decoding step, in place on the logits; Push::flags:
+// LOGITS_*. The sampled or forced token goes to chosen[b] (-1: the argmax's).
+struct LogitsProcessor {
+  VKRNN_KERNEL(logits_processor, "logits_processor", .subgroup = true)
+  struct Push {
+    std::uint32_t B, V, ld, step, flags;
+    float inv_temperature, penalty;
+    std::uint32_t ngram, min_length;
+    std::int32_t eos, unk;
+    std::uint32_t n_suppressed, top_k;
+    float top_p;
+    std::uint32_t seed_lo, seed_hi, prefix_len, n_sequences;
+  };
+  VKRNN_PUSH(B, V, ld, step, flags, inv_temperature, penalty, ngram, min_length, eos, unk,
+             n_suppressed, top_k, top_p, seed_lo, seed_hi, prefix_len, n_sequences)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor logits, inputs, hist, seen, suppressed, chosen, prefix;
+  };
+  VKRNN_BINDINGS((logits, read_write), (inputs, read), (hist, read_write), (seen, read_write),
+                 (suppressed, read), (chosen, write), (prefix, read))
+};
+
+// One beam-search step: merges each row's candidates into its beams, on the GPU.
+struct BeamSearch {
+  VKRNN_KERNEL(beam_search, "beam_search")
+  struct Push {
+    std::uint32_t B, K, kc, T, t, F;
+    std::int32_t eos, pad;
+    std::uint32_t stop;
+  };
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop)
+  using Constants = Workgroup;
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS)
+  struct Bindings {
+    Tensor values, ids, score_in, score_out, alive_count, done, fin_count, fin, hist_token,
+        hist_parent, parents, next_tokens, heads;
+  };
+  VKRNN_BINDINGS((values, read), (ids, read), (score_in, read), (score_out, read_write),
+                 (alive_count, read_write), (done, read_write), (fin_count, read_write),
+                 (fin, read_write), (hist_token, read_write), (hist_parent, read_write),
+                 (parents, write), (next_tokens, write), (heads, read_write))
+};
+
+}  // namespace vkrnn::kernels

@@ -1,0 +1,97 @@
+#pragma once
+// The recurrent kernels (shaders/rnn_step.comp, rnn_seq.comp, rnn_proj.comp): one step of a
+// layer with the gates fused, a run of steps in one dispatch, and the LSTM projection.
+#include <cstdint>
+
+#include "kernel_flags.h"
+#include "ops/kernel_interface.hpp"
+#include "reflect/rnn_proj.hpp"
+#include "reflect/rnn_seq.hpp"
+#include "reflect/rnn_step.hpp"
+
+namespace vkrnn::kernels {
+
+// out[off + d * ldd + b * ldb + t * ldt + j] in every recurrent kernel.
+struct RnnOutLayout {
+  std::uint32_t off, ldd, ldb, ldt;
+};
+
+// rnn_step (step s) and rnn_seq (steps [s, s_end); rnn_step ignores s_end) take the same push
+// constants and bindings. Push::flags: RNN_* (kernel_flags.h).
+struct RnnCellPush {
+  std::uint32_t s, B, T, H, HO;
+  std::uint32_t xp_ldb, xp_ldt;          // xp[b * ldb + t * ldt + (d * G + g) * H + j]
+  std::uint32_t h_prev_off, h_next_off;  // h[off + (d * B + b) * HO + k]
+  std::uint32_t c0_off, c_off;           // c[off + (d * B + b) * H + j]
+  RnnOutLayout out;
+  std::uint32_t flags;
+  std::uint32_t s_end;
+};
+struct RnnCellBindings {
+  // W_ih x + b_ih, W_hh, b_hh, h before the step / run, h after it, c0, the running c (in
+  // place), the layer's output, the lengths.
+  Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths;
+};
+#define VKRNN_RNN_CELL_PUSH                                                                    \
+  VKRNN_PUSH(s, B, T, H, HO, xp_ldb, xp_ldt, h_prev_off, h_next_off, c0_off, c_off, out.off,   \
+             out.ldd, out.ldb, out.ldt, flags, s_end)
+#define VKRNN_RNN_CELL_BINDINGS                                                                \
+  VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),     \
+                 (cs, read_write), (outs, write), (lengths, read))
+
+// One step, both directions (z = direction); a coop per UPI units and BB batch rows.
+struct RnnStep {
+  VKRNN_KERNEL(rnn_step, "rnn_step", .fp16 = true, .subgroup = true)
+  using Push = RnnCellPush;
+  VKRNN_RNN_CELL_PUSH
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t CELL = 0, UNITS = 1, BB = 1;
+    bool ALIGNED = true;
+    std::uint32_t UPI = 1;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7))
+  using Bindings = RnnCellBindings;
+  VKRNN_RNN_CELL_BINDINGS
+};
+
+// A run of steps in one dispatch, h in shared memory (HOP floats per row, ping-pong).
+struct RnnSeq {
+  VKRNN_KERNEL(rnn_seq, "rnn_seq", .fp16 = true, .subgroup = true)
+  using Push = RnnCellPush;
+  VKRNN_RNN_CELL_PUSH
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t CELL = 0, BB = 1, HOP = 4;
+    bool ALIGNED = true;
+    std::uint32_t UPI = 1;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7))
+  using Bindings = RnnCellBindings;
+  VKRNN_RNN_CELL_BINDINGS
+};
+
+// LSTM with proj_size: h_next = W_hr h_raw, masked by the lengths like rnn_step.
+struct RnnProj {
+  VKRNN_KERNEL(rnn_proj, "rnn_proj", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t s, B, T, H, P;
+    std::uint32_t h_prev_off, h_next_off;  // h[off + (d * B + b) * P + k]
+    RnnOutLayout out;
+    std::uint32_t flags;
+  };
+  VKRNN_PUSH(s, B, T, H, P, h_prev_off, h_next_off, out.off, out.ldd, out.ldb, out.ldt, flags)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t UNITS = 1, BB = 1;
+    bool ALIGNED = true;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (UNITS, 3), (BB, 4), (ALIGNED, 5))
+  struct Bindings {
+    Tensor raws, ws, h_prev, h_next, outs, lengths;
+  };
+  VKRNN_BINDINGS((raws, read), (ws, read), (h_prev, read), (h_next, write), (outs, write),
+                 (lengths, read))
+};
+
+}  // namespace vkrnn::kernels
