@@ -795,6 +795,52 @@ TEST(DecodeOptions, BeamWithTheRules) {
   for (std::size_t b = 0; b < 3; ++b) EXPECT_EQ(p1[b].at(0).tokens, gp.row(b)) << "row " << b;
 }
 
+// The rules and a prefix at the widest beam (BeamSearch::max_beam): every hypothesis of every
+// row keeps them, the search is one submission, and one more than the limit is refused.
+TEST(DecodeOptions, BeamAtTheWidthLimitWithTheRules) {
+  TempDir dir;
+  TinySpec spec;
+  spec.Vt = 100;
+  spec.scale = 1.5f;
+  const Seq2Seq model = tiny_model(dir, spec);
+  const auto src = sources(2, spec.Vs, 5);
+  const std::size_t K = BeamSearch::max_beam, T = 8, V = spec.Vt;
+  DecodeStats stats;
+  const auto rows = model.beam(src, {.beam_width = K, .max_len = T, .return_logits = true, .stats = &stats,
+                                     .no_repeat_ngram_size = 2, .min_length = 3, .disable_unk = true,
+                                     .suppress_tokens = {5}, .target_prefix = {{7}, {}}});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(stats.sequence.submissions, 1u);
+  for (std::size_t b = 0; b < rows.size(); ++b) {
+    EXPECT_GE(rows[b].size(), 1u);
+    EXPECT_LE(rows[b].size(), K);
+    for (const Hypothesis& h : rows[b]) {
+      ASSERT_FALSE(h.tokens.empty());
+      if (b == 0) {
+        EXPECT_EQ(h.tokens[0], 7) << "the prefix";
+      }
+      std::set<std::pair<std::int32_t, std::int32_t>> bigrams;
+      for (std::size_t i = 0; i < h.tokens.size(); ++i) {
+        ASSERT_GE(h.tokens[i], 0);
+        ASSERT_LT(static_cast<std::size_t>(h.tokens[i]), V);
+        EXPECT_NE(h.tokens[i], 3) << "unk";
+        EXPECT_NE(h.tokens[i], 5) << "suppressed";
+        if (i < 3) {
+          EXPECT_NE(h.tokens[i], 2) << "EOS before min_length";
+        }
+        if (i > 0) {
+          EXPECT_TRUE(bigrams.insert({h.tokens[i - 1], h.tokens[i]}).second) << "repeated bigram at " << i;
+        }
+      }
+    }
+    for (std::size_t i = 1; i < rows[b].size(); ++i) {
+      EXPECT_GE(rows[b][i - 1].norm_score, rows[b][i].norm_score);
+    }
+  }
+  expect_error([&] { model.beam(src, {.beam_width = K + 1, .max_len = T}); }, ErrorCode::invalid_argument,
+               {"beam_width = 64 is outside [1, 63]"});
+}
+
 // W3's shapes (workloads.md: vocab 8000, H = 256, S = 32, 32 steps without early stop): the
 // options off record exactly plain greedy's dispatches, barriers and submissions; on, one
 // processor dispatch per step.
