@@ -412,6 +412,7 @@ const char* vkrnn_status_string(vkrnn_status status) {
     case VKRNN_ERROR_BUFFER_TOO_SMALL: return "buffer_too_small";
     case VKRNN_ERROR_INTERNAL: return "internal";
     case VKRNN_ERROR_NON_FINITE: return "non_finite";
+    case VKRNN_STATUS_MAX_ENUM: break;
   }
   return "unknown status";
 }

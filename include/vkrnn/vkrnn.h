@@ -42,7 +42,10 @@ extern "C" {
 
 /* ---------------------------------------------------------------- status and errors */
 
-/* Values are fixed; new ones may be added. */
+/* Values are fixed; new ones may be added. Every enum here ends in a *_MAX_ENUM of 0x7FFFFFFF
+ * (as Vulkan's do): the type is 32 bits wide and any int32 value is one of it, so a value from a
+ * newer header or a cast stays defined behaviour in C++ (vkrnn_status_string of it is "unknown
+ * status"). */
 typedef enum vkrnn_status {
   VKRNN_OK = 0,
   VKRNN_ERROR_VULKAN = 1,            /* a Vulkan call failed */
@@ -58,7 +61,8 @@ typedef enum vkrnn_status {
   VKRNN_ERROR_OUT_OF_MEMORY = 11,    /* host memory ran out */
   VKRNN_ERROR_BUFFER_TOO_SMALL = 12, /* the caller's array is too short: *count says how long */
   VKRNN_ERROR_INTERNAL = 13,         /* anything else (a bug: please report the message) */
-  VKRNN_ERROR_NON_FINITE = 14        /* NaN or infinite logits (the message names the layer and step) */
+  VKRNN_ERROR_NON_FINITE = 14,       /* NaN or infinite logits (the message names the layer and step) */
+  VKRNN_STATUS_MAX_ENUM = 0x7FFFFFFF
 } vkrnn_status;
 
 /* "ok", "vulkan", "no_loader", ... (never NULL). */
@@ -79,7 +83,8 @@ typedef enum vkrnn_device_type {
   VKRNN_DEVICE_INTEGRATED = 1,
   VKRNN_DEVICE_VIRTUAL = 2,
   VKRNN_DEVICE_CPU = 3,
-  VKRNN_DEVICE_OTHER = 4
+  VKRNN_DEVICE_OTHER = 4,
+  VKRNN_DEVICE_TYPE_MAX_ENUM = 0x7FFFFFFF
 } vkrnn_device_type;
 
 typedef struct vkrnn_device_info {
@@ -148,7 +153,8 @@ typedef struct vkrnn_model vkrnn_model;
 
 typedef enum vkrnn_model_kind {
   VKRNN_MODEL_SEQ2SEQ = 0,     /* bahdanau_seq2seq, luong_seq2seq: greedy, beam, encode/start/step */
-  VKRNN_MODEL_CLASSIFIER = 1   /* rnn_attention_classifier, self_attention_rnn: classify */
+  VKRNN_MODEL_CLASSIFIER = 1,  /* rnn_attention_classifier, self_attention_rnn: classify */
+  VKRNN_MODEL_KIND_MAX_ENUM = 0x7FFFFFFF
 } vkrnn_model_kind;
 
 typedef struct vkrnn_model_options {
