@@ -783,21 +783,24 @@ TEST(Activation, MatchesReference) {
 
 // What a GPU, a mobile GPU (16 KiB shared memory, 128 invocations, shared-memory reductions) and
 // the Vulkan minimums (4 storage buffers per stage) get (tests/common/test_env.hpp), run here:
-// argmax binds 11 buffers and concat 5, so they refuse at construction under the minimums, by
-// the limit's name; embedding (4) and top-k (3) run everywhere.
+// argmax binds 11 buffers, concat and top-k 5 (top-k's forced tokens of beam search's target
+// prefixes), so they refuse under the minimums, by the limit's name; embedding (4) runs
+// everywhere. (No decoder runs there anyway: greedy needs argmax, beam search's merge binds 13.)
 TEST(DecodingOps, LimitProfiles) {
   std::uint32_t seed = 4000;
   for (test::Limits limits : test::kAllLimits) {
     Context& ctx = test::limited_context(limits);
     SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
     check_embedding(ctx, 7, 13, 31, {}, seed++);
-    check_topk(ctx, 3, 513, 6, {}, seed++, false);
-    check_topk(ctx, 2, 20, 4, {}, seed++, true);
     if (limits == test::Limits::minimum) {
       expect_error([&] { Argmax(ctx, {}); }, ErrorCode::out_of_range, {"maxPerStageDescriptorStorageBuffers"});
       expect_error([&] { Concat(ctx, {}); }, ErrorCode::out_of_range, {"maxPerStageDescriptorStorageBuffers"});
+      expect_error([&] { check_topk(ctx, 3, 513, 6, {}, seed, false); }, ErrorCode::out_of_range,
+                   {"topk", "binds 5 storage buffers", "maxPerStageDescriptorStorageBuffers"});
       continue;
     }
+    check_topk(ctx, 3, 513, 6, {}, seed++, false);
+    check_topk(ctx, 2, 20, 4, {}, seed++, true);
     check_argmax(ctx, 3, 777, {}, seed++);
     check_argmax(ctx, 2, 33333, {}, seed++, true);
     Activation act(ctx, ActivationFn::sigmoid);
