@@ -291,13 +291,25 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
                  .SG_CLUSTER = sc.per_subgroup, .R = R, .KU = sc.key_loop, .VPT = vpt,
                  .VVEC4 = value_vec4 ? 1u : 0u, .ONE_SUBGROUP = one};
-  add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.
   const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));
   p.combine = {.local_size_x = wg, .MAX_SPLIT = max_split, .E = cpu ? 8u : 4u, .ONE_SUBGROUP = one};
   if (p.splits > 1) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
   p.query = query_projection(dev, d, options);
+  // One workgroup per row: it projects its query itself (no other workgroup would repeat it),
+  // within the loop budget and shared memory, saving the projection's dispatch.
+  const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
+  const std::uint32_t qp = round_up(d.Hk, 4);
+  kernels::AttentionFused::Constants folded = p.constants;
+  folded.QP = qp;
+  if (p.query.used && p.splits == 1 && p.column_tiles == 1 &&
+      std::uint64_t(ceil_div(d.Hk, wg)) * (1 + q_units) <= kLoopBudget &&
+      shared_bytes<kernels::AttentionFused>(folded, p.variant) <= dev.max_shared_memory) {
+    p.constants = folded;
+    p.query.used = false;
+  }
+  add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   add_query(p.needs, p.query);
   return p;
 }

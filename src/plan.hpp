@@ -151,6 +151,8 @@ struct FusedAttention {
   std::uint32_t column_tile = 1, column_tiles = 1;
   std::uint32_t chunk = 1;         // source positions per split
   std::uint32_t splits = 1;        // 1: direct, else a combine dispatch merges them
+  // The query projection (general, additive): in the kernel (constants.QP > 0) when one
+  // workgroup owns each row, else its own dispatch.
   QueryProjection query;
   Needs needs;
 };

@@ -967,10 +967,16 @@ TEST(Attention, DispatchCounts) {
   cfg.hidden = 32;
   EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);  // short source: one dispatch
   cfg.score = Score::additive;
-  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 2u);  // + query projection
+  // One workgroup per row projects its own query: still one dispatch.
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);
+  cfg.score = Score::general;
+  cfg.query_dim = 7;
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);
+  cfg.score = Score::additive;
+  cfg.query_dim = 0;
   OpOptions opt;
   opt.tile = 16;
-  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // + combine
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // split: query projection + combine
   EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);

@@ -198,7 +198,9 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 // softmax, flash-decoding): the source axis is split over workgroups whose (max, sum, partial
 // context) a small combine dispatch merges; short sources take a single dispatch. `weights`
 // (optional; an empty Tensor() skips them) receives the normalised attention weights.
-// Dispatches per step: 1 (+1 query projection for general / additive) (+1 combine when split).
+// Dispatches per step: 1, +1 combine when split. The query projection of general / additive
+// scores runs inside that dispatch when one workgroup owns each row (unsplit, one column tile),
+// else in one more before it.
 class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  public:
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});

@@ -11,6 +11,7 @@
 // attention_fused.comp: Push::flags.
 #define FUSED_WANT_WEIGHTS 1u  // also write the raw scores (and, direct, the weights)
 #define FUSED_DIRECT 2u        // one split: normalise and write the context itself
+#define FUSED_QUERY_BIAS 4u    // the kernel projects the query (QP > 0): add qbias
 
 // argmax.comp: Push::flags.
 #define ARGMAX_INDEX 1u

@@ -31,13 +31,16 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
   }
-  auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
-  query_kernel_ = q.kernel;
-  projected_query_ = q.projected;
+  // The kernel projects the query itself (p.query.used is false then).
+  if (p.query.used) {
+    auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
+    query_kernel_ = q.kernel;
+    projected_query_ = q.projected;
+  }
 }
 
 std::uint32_t FusedAttention::dispatches() const {
-  return (projects_query(config_.score) ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+  return (query_kernel_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
 }
 
 void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
@@ -55,19 +58,27 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   check_params(kOp, d, params);
 
   const DeviceInfo& dev = ctx_->device();
-  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
+  // Projected here, or by the kernel (which then reads the raw query and W_q, b).
+  const bool in_kernel = projects_query(d.config.score) && !query_kernel_.valid();
+  const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
   }
   const Tensor raw = want_weights ? raw_ : Tensor{};
   const bool direct = plan_.tiles == 1;
-  const K::Push push{.S = d.S, .Hk = d.Hk, .dk = d.dk, .Qs = d.Hk, .H = d.H, .dv = d.dv,
-                     .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles, .chunk = plan_.tile,
-                     .nhtiles = plan_.column_tiles, .scale = score_scale(d),
-                     .flags = (want_weights ? FUSED_WANT_WEIGHTS : 0u) | (direct ? FUSED_DIRECT : 0u)};
+  std::uint32_t flags = (want_weights ? FUSED_WANT_WEIGHTS : 0u) | (direct ? FUSED_DIRECT : 0u);
+  if (in_kernel && params.bias.valid()) flags |= FUSED_QUERY_BIAS;
+  const K::Push push{.S = d.S, .Hk = d.Hk, .dk = d.dk, .Qs = in_kernel ? d.Hq : d.Hk, .H = d.H,
+                     .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
+                     .chunk = plan_.tile, .nhtiles = plan_.column_tiles, .scale = score_scale(d),
+                     .flags = flags};
   K::Bindings b{.keys = keys, .values = values, .qry = q,
                 .vparam = d.config.score == Score::additive ? params.v : Tensor{},
                 .lengths = lengths, .raw = raw};
+  if (in_kernel) {
+    b.qw = params.w;
+    b.qbias = params.bias;
+  }
   const Groups groups =
       ops::fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);
   if (direct) {
