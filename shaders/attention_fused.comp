@@ -24,7 +24,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
 // for general / additive, or the raw one with QP > 0), v f32 [dk] (additive), lengths i32 [B],
 // part_ml vec2 [rows, nsplit], part_acc f32 [rows, nsplit, dv], raw f32 [rows, S], weights
-// STORE_T [rows, S], context f32 [B, H].
+// STORE_T [rows, S], context f32 [B, H] (rows ctx_ld apart from ctx_off).
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
@@ -66,6 +66,8 @@ layout(push_constant) uniform Push {
   uint nhtiles;  // column tiles per row
   float scale;
   uint flags;    // FUSED_* (kernel_flags.h)
+  uint ctx_off;  // context[ctx_off + b * ctx_ld + h * dv + j] (direct): a view of a wider matrix
+  uint ctx_ld;
 } p;
 
 shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0)
@@ -210,7 +212,7 @@ void main() {
   const float l = workgroup_sum(l_part);
 
   // Each invocation writes its own units (no barrier needed).
-  const uint out_base = direct ? b * p.H + h * p.dv + col_base
+  const uint out_base = direct ? p.ctx_off + b * p.ctx_ld + h * p.dv + col_base
                                : (r * p.nsplit + split) * p.dv + col_base;
   for (uint k = 0; k < VPT; ++k) {
     const uint u = lane + k * WG;

@@ -58,6 +58,8 @@
 
 namespace vkrnn {
 
+struct MatrixView;  // vkrnn/linear.hpp
+
 enum class Score : std::uint8_t { dot, general, additive, scaled_dot, concat = additive };
 VKRNN_API const char* to_string(Score score) noexcept;
 
@@ -206,6 +208,11 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
               const Tensor& lengths, const Tensor& context, const ScoreParams& params = {},
+              const Tensor& weights = {}) const;
+  // The same with the context written into a B x hidden view of a wider f32 matrix (e.g. its
+  // columns of the next layer's concatenated input), saving the copy there.
+  void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
+              const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;
   std::uint32_t dispatches() const;
 

@@ -1,7 +1,11 @@
 // FusedAttention: scores -> masked softmax -> context in one pass over keys and values
 // (flash-decoding: shaders/attention_fused.comp + attention_fused_combine.comp).
+#include <fmt/format.h>
+
 #include "ops/attention_common.hpp"
 #include "plan.hpp"
+#include "vkrnn/error.hpp"
+#include "vkrnn/linear.hpp"
 
 namespace vkrnn {
 using namespace attention_detail;
@@ -47,12 +51,25 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
                             const Tensor& query, const Tensor& lengths, const Tensor& context,
                             const ScoreParams& params, const Tensor& weights) const {
   const Dims d = resolve(config_, kOp);
+  expect(kOp, "context", context, {d.B, d.H}, DType::f32);
+  record(seq, keys, values, query, lengths, MatrixView::of(context), params, weights);
+}
+
+void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
+                            const Tensor& query, const Tensor& lengths, const MatrixView& context,
+                            const ScoreParams& params, const Tensor& weights) const {
+  const Dims d = resolve(config_, kOp);
   const DType st = options_.fp16_storage ? DType::f16 : DType::f32;
   expect(kOp, "keys", keys, {d.B, d.S, d.Hk}, st);
   expect(kOp, "values", values, {d.B, d.S, d.H}, st);
   expect(kOp, "query", query, {d.B, d.Hq}, DType::f32);
   expect(kOp, "lengths", lengths, {d.B}, DType::i32);
-  expect(kOp, "context", context, {d.B, d.H}, DType::f32);
+  const std::size_t ctx_ld = ops::expect_view(kOp, "context", context);
+  if (context.rows != d.B || context.cols != d.H) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'context': expected a {} x {} view, got {} x {}", kOp, d.B,
+                            d.H, context.rows, context.cols));
+  }
   const bool want_weights = weights.valid();
   if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
   check_params(kOp, d, params);
@@ -71,7 +88,8 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   const K::Push push{.S = d.S, .Hk = d.Hk, .dk = d.dk, .Qs = in_kernel ? d.Hq : d.Hk, .H = d.H,
                      .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
                      .chunk = plan_.tile, .nhtiles = plan_.column_tiles, .scale = score_scale(d),
-                     .flags = flags};
+                     .flags = flags, .ctx_off = static_cast<std::uint32_t>(context.offset),
+                     .ctx_ld = static_cast<std::uint32_t>(ctx_ld)};
   K::Bindings b{.keys = keys, .values = values, .qry = q,
                 .vparam = d.config.score == Score::additive ? params.v : Tensor{},
                 .lengths = lengths, .raw = raw};
@@ -83,7 +101,7 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
       ops::fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);
   if (direct) {
     b.weights = weights;
-    b.context = context;
+    b.context = context.tensor;
     kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
     return;
   }
@@ -92,13 +110,15 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
   const std::uint32_t wg = plan_.workgroup_size;
   const Combine::Push cpush{
-      .S = d.S, .H = d.H, .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
+      .S = d.S, .H = static_cast<std::uint32_t>(ctx_ld), .dv = d.dv, .heads = d.heads, .rows = d.rows,
+      .nsplit = plan_.tiles,
       .nctx = ops::ceil_div(d.dv, wg),
-      .nwt = want_weights ? ops::ceil_div(d.S, std::uint64_t(wg) * combine_per_invocation_) : 0u};
+      .nwt = want_weights ? ops::ceil_div(d.S, std::uint64_t(wg) * combine_per_invocation_) : 0u,
+      .ctx_off = static_cast<std::uint32_t>(context.offset)};
   kernels::dispatch<Combine>(
       seq, combine_kernel_,
       {.lengths = lengths, .part_ml = part_ml_, .part_acc = part_acc_, .raw = raw,
-       .weights = weights, .context = context},
+       .weights = weights, .context = context.tensor},
       cpush, ops::fold_groups(std::uint64_t(d.rows) * (cpush.nctx + cpush.nwt), dev, kOp), null_);
 }
 

@@ -100,8 +100,10 @@ struct AttentionFused {
     std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
     float scale;
     std::uint32_t flags;
+    std::uint32_t ctx_off, ctx_ld;  // context[ctx_off + b * ctx_ld + ...] (direct)
   };
-  VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags)
+  VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags, ctx_off,
+             ctx_ld)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;
@@ -122,9 +124,9 @@ struct AttentionFused {
 struct AttentionFusedCombine {
   VKRNN_KERNEL(attention_fused_combine, "attention_fused_combine", .fp16 = true, .subgroup = true)
   struct Push {
-    std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt;
+    std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt, ctx_off;
   };
-  VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt)
+  VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt, ctx_off)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t MAX_SPLIT = 256, E = 4;
