@@ -611,6 +611,15 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
   return c.fixed + steps * c.per_step;
 }
 
+bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in) {
+  if (!steps.variant.subgroup) return false;  // invocation_dot: the GEMM (see plan.hpp)
+  const auto& c = steps.constants;
+  const std::uint64_t coops = std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev));
+  // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.
+  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + share(share(in, 4), min_lanes(dev)));
+  return loops <= kLoopBudget;
+}
+
 void require_step_budget(const Rnn& plan, const RnnLayer& layer) {
   const auto check = [](const char* kernel, std::uint64_t loops, std::uint64_t n) {
     if (loops > kLoopBudget) {

@@ -37,6 +37,7 @@
 #define RNN_RAW_H 16u       // rnn_step, LSTM with projection: h goes to out[d][b][j] only
                             // (rnn_proj projects it, carries h and writes the output)
 #define RNN_NO_OUT 32u      // a single decoder step: h_next is the only output
+#define RNN_X_INLINE 64u    // rnn_step: W_ih x + b_ih computed in the kernel (no xp)
 
 // logits_processor.comp: Push::flags.
 #define LOGITS_REPEAT 1u        // repetition penalty on tokens seen after BOS
