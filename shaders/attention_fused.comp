@@ -17,10 +17,14 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 //                        attention_fused_combine.comp merges them and normalises the weights.
 // With more than one column tile, every tile recomputes the scores of its split (keys re-read);
 // the op picks VPT to cover dv in one tile whenever registers allow.
+// QP > 0 (general / additive scores, one workgroup per row): qry is the raw query [B, Qs] and
+// the workgroup first projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk
+// floats), which saves the separate attention_query dispatch of every decoder step.
 //
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
-// for general / additive), v f32 [dk] (additive), lengths i32 [B], part_ml vec2 [rows, nsplit],
-// part_acc f32 [rows, nsplit, dv], raw f32 [rows, S], weights STORE_T [rows, S], context f32 [B, H].
+// for general / additive, or the raw one with QP > 0), v f32 [dk] (additive), lengths i32 [B],
+// part_ml vec2 [rows, nsplit], part_acc f32 [rows, nsplit, dv], raw f32 [rows, S], weights
+// STORE_T [rows, S], context f32 [B, H] (rows ctx_ld apart from ctx_off).
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
@@ -28,6 +32,7 @@ layout(constant_id = 6) const uint R = 1;       // positions per invocation per 
 // (constant 7 is KU, in attention_score.glsl)
 layout(constant_id = 8) const uint VPT = 4;     // value columns (vec4s with VVEC4) per invocation
 layout(constant_id = 9) const uint VVEC4 = 0;   // H and dv multiples of 4: vec4 value loads
+layout(constant_id = 10) const uint QP = 0;     // > 0: project the query here (shared floats)
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -43,6 +48,9 @@ layout(set = 0, binding = 6) writeonly buffer PartAcc { float part_acc[]; };
 layout(set = 0, binding = 7) buffer Raw { float raw[]; };
 layout(set = 0, binding = 8) writeonly buffer Weights { STORE_T weights[]; };
 layout(set = 0, binding = 9) writeonly buffer Context { float context[]; };
+layout(set = 0, binding = 10) readonly buffer QW { float qw[]; };  // W_q [Hk, Qs] (QP > 0)
+layout(set = 0, binding = 10) readonly buffer QW4 { vec4 qw4[]; };
+layout(set = 0, binding = 11) readonly buffer QBias { float qbias[]; };  // [Hk]
 
 layout(push_constant) uniform Push {
   uint S;
@@ -58,9 +66,31 @@ layout(push_constant) uniform Push {
   uint nhtiles;  // column tiles per row
   float scale;
   uint flags;    // FUSED_* (kernel_flags.h)
+  uint ctx_off;  // context[ctx_off + b * ctx_ld + h * dv + j] (direct): a view of a wider matrix
+  uint ctx_ld;
 } p;
 
+shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0)
+#define QUERY4(i) (QP > 0 ? vec4(qp[4 * (i)], qp[4 * (i) + 1], qp[4 * (i) + 2], qp[4 * (i) + 3]) : qry4[i])
+#define QUERY1(i) (QP > 0 ? qp[i] : qry[i])
 #include "attention_score.glsl"
+
+// q' = W_q qry[b] (+ qbias) into qp, the invocations splitting the Hk outputs.
+void project_query(uint b) {
+  const uint WG = gl_WorkGroupSize.x;
+  const bool vec = p.Qs % 4 == 0;
+  const uint n = vec ? p.Qs / 4 : p.Qs;
+  for (uint a = gl_LocalInvocationIndex; a < p.Hk; a += WG) {
+    float sum = (p.flags & FUSED_QUERY_BIAS) != 0 ? qbias[a] : 0.0;
+    if (vec) {
+      for (uint k = 0; k < n; ++k) sum += dot(qw4[a * n + k], qry4[b * n + k]);
+    } else {
+      for (uint k = 0; k < n; ++k) sum += qw[a * n + k] * qry[b * n + k];
+    }
+    qp[a] = sum;
+  }
+  workgroup_barrier();
+}
 
 shared float pw[gl_WorkGroupSize.x * R];  // scores, then exp(score - m) of the current block
 
@@ -81,7 +111,7 @@ void main() {
   const uint len = clamped_length(lengths[b], p.S);
   const uint s_begin = split * p.chunk;
   const uint s_end = min(s_begin + p.chunk, len);
-  const uint qbase = b * p.Qs + h * p.dk;
+  const uint qbase = QP > 0 ? h * p.dk : b * p.Qs + h * p.dk;  // in qp, or in qry
   const uint HTC = gl_WorkGroupSize.x * VPT * (VVEC4 != 0 ? 4 : 1);  // columns per tile
   const uint col_base = t * HTC;  // first value column of this tile, within the head
   const uint ncols = min(HTC, p.dv - col_base);
@@ -99,6 +129,7 @@ void main() {
     acc1[k] = 0.0;
   }
 
+  if (QP > 0) project_query(b);
 #if USE_SUBGROUP
   if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
 #endif
@@ -181,7 +212,7 @@ void main() {
   const float l = workgroup_sum(l_part);
 
   // Each invocation writes its own units (no barrier needed).
-  const uint out_base = direct ? b * p.H + h * p.dv + col_base
+  const uint out_base = direct ? p.ctx_off + b * p.ctx_ld + h * p.dv + col_base
                                : (r * p.nsplit + split) * p.dv + col_base;
   for (uint k = 0; k < VPT; ++k) {
     const uint u = lane + k * WG;

@@ -25,13 +25,14 @@ layout(set = 0, binding = 5) writeonly buffer Context { float context[]; };
 
 layout(push_constant) uniform Push {
   uint S;
-  uint H;       // context row stride
+  uint H;       // context row stride (context[ctx_off + b * H + h * dv + j])
   uint dv;      // value dims per head
   uint heads;
   uint rows;
   uint nsplit;
   uint nctx;    // context workgroups per row
   uint nwt;     // weight workgroups per row (0: weights not wanted)
+  uint ctx_off;
 } p;
 
 shared float coef[MAX_SPLIT];
@@ -69,7 +70,7 @@ void main() {
     if (j < p.dv) {
       float a = 0.0;
       for (uint c = 0; c < p.nsplit; ++c) a += part_acc[(base + c) * p.dv + j] * coef[c];
-      context[b * p.H + h * p.dv + j] = L > 0.0 ? a / L : 0.0;
+      context[p.ctx_off + b * p.H + h * p.dv + j] = L > 0.0 ? a / L : 0.0;
     }
   } else {
     const uint len = clamped_length(lengths[b], p.S);

@@ -46,6 +46,7 @@ layout(push_constant) uniform Push {
   uint out_off, out_ldd, out_ldb, out_ldt;
   uint flags;
   uint s_end;  // one past the last step of this run (rnn_step ignores it)
+  uint x_off, x_ld, IN;  // rnn_step's inline input projection; unused here
 } p;
 
 shared float hsh[2 * BB * HOP];  // [ping-pong][row][k], padding kept at zero

@@ -10,7 +10,12 @@
 // s < len[b]; the forward direction then processes t = s, the reverse one t = len[b] - 1 - s.
 // Rows past their length carry h (and c) unchanged and write zeros to out[b, s] (exactly the
 // padded positions, each visited once).
+//
+// RNN_X_INLINE (a single decoder step, Rnn::step): no xp; the coop also computes W_ih x + b_ih
+// for its units from x [B][IN] (rows x_ld apart from x_off) and W_ih at binding 10, which saves
+// the input GEMM's dispatch.
 #extension GL_GOOGLE_include_directive : require
+#define RNN_INPUT_WEIGHTS
 #include "rnn_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -31,6 +36,10 @@ layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
 layout(set = 0, binding = 6) buffer CS { float cs[]; };            // c, updated in place
 layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
+layout(set = 0, binding = 9) readonly buffer XS { float xs[]; };  // x (RNN_X_INLINE)
+layout(set = 0, binding = 9) readonly buffer XV { vec4 xv[]; };
+// binding 10: W_ih [D][G*H][IN], float or half (rnn_common.glsl)
+layout(set = 0, binding = 11) readonly buffer BI { float b_ih[]; };  // [D][G*H]
 
 // Push::flags: RNN_*.
 #include "kernel_flags.h"
@@ -43,6 +52,7 @@ layout(push_constant) uniform Push {
   uint out_off, out_ldd, out_ldb, out_ldt;  // out[off + d * ldd + b * ldb + t * ldt + j]
   uint flags;
   uint s_end;  // rnn_seq's end of a run (one host struct for both); unused here
+  uint x_off, x_ld, IN;  // RNN_X_INLINE: x[x_off + b * x_ld + k], k < IN
 } p;
 
 vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
@@ -54,12 +64,22 @@ vec4 load_h(uint row, uint k4) {
               k + 2 < p.HO ? hs[base + k + 2] : 0.0, k + 3 < p.HO ? hs[base + k + 3] : 0.0);
 }
 
+// Elements 4*k4 .. 4*k4+3 of x's row b (zeros past IN); aligned: IN, x_off and x_ld are
+// multiples of 4.
+vec4 load_x(uint b, uint k4, bool aligned) {
+  const uint base = p.x_off + b * p.x_ld, k = k4 * 4;
+  if (aligned) return xv[base / 4 + k4];
+  return vec4(k < p.IN ? xs[base + k] : 0.0, k + 1 < p.IN ? xs[base + k + 1] : 0.0,
+              k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
+}
+
 void main() {
   const uint d = gl_WorkGroupID.z;
   const bool reverse = d == 1;
   const uint b0 = gl_WorkGroupID.y * BB;
   const uint k4_count = (p.HO + 3) / 4;
   const uint gate_base = d * G * p.H;  // first row of this direction's W_hh / b_hh / xp block
+  const bool x_inline = (p.flags & RNN_X_INLINE) != 0;
 
   for (uint u0 = COOP_ID * UPI; u0 < UNITS; u0 += COOP_COUNT * UPI) {
     const uint j0 = gl_WorkGroupID.x * UNITS + u0;
@@ -88,6 +108,27 @@ void main() {
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < G; ++g)
         for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]);
+    // W_ih x for the same rows, when no GEMM computed xp before this dispatch.
+    float accx[UPI][4][BB];
+    for (uint ui = 0; ui < UPI; ++ui)
+      for (uint g = 0; g < 4; ++g)
+        for (uint b = 0; b < BB; ++b) accx[ui][g][b] = 0.0;
+    if (x_inline) {
+      const bool xal = p.IN % 4 == 0 && p.x_off % 4 == 0 && p.x_ld % 4 == 0;
+      for (uint k4 = LANE; k4 < (p.IN + 3) / 4; k4 += LANES) {
+        vec4 x[BB];
+        for (uint b = 0; b < BB; ++b) x[b] = load_x(min(b0 + b, p.B - 1), k4, xal);
+        for (uint ui = 0; ui < UPI; ++ui) {
+          for (uint g = 0; g < G; ++g) {
+            const vec4 w = load_input_weight4(wrow[ui][g], k4, p.IN, p.IN % 4 == 0);
+            for (uint b = 0; b < BB; ++b) accx[ui][g][b] += dot(w, x[b]);
+          }
+        }
+      }
+      for (uint ui = 0; ui < UPI; ++ui)
+        for (uint g = 0; g < G; ++g)
+          for (uint b = 0; b < BB; ++b) accx[ui][g][b] = COOP_SUM(accx[ui][g][b]);
+    }
 
     for (uint ui = 0; ui < UPI; ++ui) {
       const uint j = j0 + ui;
@@ -117,7 +158,7 @@ void main() {
           vec4 xg = vec4(0.0), hg = vec4(0.0);
           const uint xb = row * p.xp_ldb + t * p.xp_ldt + gate_base + j;
           for (uint g = 0; g < G; ++g) {
-            xg[g] = xp[xb + g * p.H];
+            xg[g] = x_inline ? accx[ui][g][b] + b_ih[wrow[ui][g]] : xp[xb + g * p.H];
             hg[g] = acc[ui][g][b] + hb[g];
           }
           h = cell_update(CELL, xg, hg, h_prev, c);

@@ -291,13 +291,25 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
                  .SG_CLUSTER = sc.per_subgroup, .R = R, .KU = sc.key_loop, .VPT = vpt,
                  .VVEC4 = value_vec4 ? 1u : 0u, .ONE_SUBGROUP = one};
-  add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.
   const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));
   p.combine = {.local_size_x = wg, .MAX_SPLIT = max_split, .E = cpu ? 8u : 4u, .ONE_SUBGROUP = one};
   if (p.splits > 1) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
   p.query = query_projection(dev, d, options);
+  // One workgroup per row: it projects its query itself (no other workgroup would repeat it),
+  // within the loop budget and shared memory, saving the projection's dispatch.
+  const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
+  const std::uint32_t qp = round_up(d.Hk, 4);
+  kernels::AttentionFused::Constants folded = p.constants;
+  folded.QP = qp;
+  if (p.query.used && p.splits == 1 && p.column_tiles == 1 &&
+      std::uint64_t(ceil_div(d.Hk, wg)) * (1 + q_units) <= kLoopBudget &&
+      shared_bytes<kernels::AttentionFused>(folded, p.variant) <= dev.max_shared_memory) {
+    p.constants = folded;
+    p.query.used = false;
+  }
+  add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   add_query(p.needs, p.query);
   return p;
 }
@@ -597,6 +609,15 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
   const SeqLoops c = seq_loops(dev, fused.constants, fused.variant.subgroup, layer.H,
                                layer.P ? layer.P : layer.H);
   return c.fixed + steps * c.per_step;
+}
+
+bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in) {
+  if (!steps.variant.subgroup) return false;  // invocation_dot: the GEMM (see plan.hpp)
+  const auto& c = steps.constants;
+  const std::uint64_t coops = std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev));
+  // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.
+  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + share(share(in, 4), min_lanes(dev)));
+  return loops <= kLoopBudget;
 }
 
 void require_step_budget(const Rnn& plan, const RnnLayer& layer) {

@@ -151,6 +151,8 @@ struct FusedAttention {
   std::uint32_t column_tile = 1, column_tiles = 1;
   std::uint32_t chunk = 1;         // source positions per split
   std::uint32_t splits = 1;        // 1: direct, else a combine dispatch merges them
+  // The query projection (general, additive): in the kernel (constants.QP > 0) when one
+  // workgroup owns each row, else its own dispatch.
   QueryProjection query;
   Needs needs;
 };
@@ -234,6 +236,12 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
 // Throws Error(out_of_range) naming the kernel when one step of the per-step path would loop
 // beyond kLoopBudget per invocation ("Rnn: rnn_proj would loop ...").
 void require_step_budget(const Rnn& plan, const RnnLayer& layer);
+// Whether rnn_step computes W_ih x itself for `in` input features (RNN_X_INLINE, Rnn::step),
+// saving the input GEMM's dispatch: with the subgroup_dot kernel (a coop's lanes split each row,
+// so W_ih streams as in the GEMV) and within kLoopBudget. invocation_dot (CPU drivers) keeps the
+// GEMM: there each invocation walks its own rows, and the W3 decode on lavapipe ran 1.25-1.5x
+// slower with W_ih inline than with the GEMM's extra dispatch (interleaved runs, loaded machine).
+bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in);
 // Loop iterations one invocation of rnn_seq runs for `steps` steps (from above).
 std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,
                           std::uint64_t steps);

@@ -37,6 +37,7 @@
 #include "expect_error.hpp"
 #include "vk/loader.hpp"
 #include "vkrnn/attention.hpp"
+#include "vkrnn/linear.hpp"
 
 namespace vkrnn {
 namespace {
@@ -845,6 +846,46 @@ TEST(Attention, FusedWithoutWeights) {
   }
 }
 
+// The context written into a view of a wider matrix (its columns of a concatenation): the same
+// values as into a whole tensor, the columns around it untouched; direct and split rows, every
+// score form (the query projected in the kernel or by its own dispatch).
+TEST(Attention, FusedContextIntoAView) {
+  Context& ctx = context();
+  for (Score s : kScores) {
+    for (std::uint32_t tile : {0u, 16u}) {
+      Problem p = make_problem(s, 3, 45, 12, 77);
+      const Data d = make_data(p);
+      const Inputs in = upload(ctx, p, d);
+      OpOptions opt;
+      opt.tile = tile;
+      const Outputs whole = run_fused(ctx, p, d, in, opt);
+      const std::size_t before = 5, W = before + p.hidden + 2;
+      const float sentinel = -7.5f;
+      const Tensor wide = ctx.tensor({p.batch + 1, W}, std::vector<float>((p.batch + 1) * W, sentinel), "wide");
+      const FusedAttention op(ctx, p.config(), opt);
+      Sequence seq = ctx.sequence();
+      upload_lengths(seq, in.lengths, d.lengths, p.config());
+      op.record(seq, in.keys, in.values, in.query, in.lengths, MatrixView{wide, p.batch, p.hidden, W + before, W}, in.params);
+      seq.download(wide);
+      seq.eval();
+      EXPECT_EQ(seq.stats().dispatches, op.dispatches());
+      const auto got = seq.read<float>(wide);
+      for (std::size_t r = 0; r <= p.batch; ++r) {
+        for (std::size_t c = 0; c < W; ++c) {
+          const bool inside = r >= 1 && c >= before && c < before + p.hidden;
+          const float want = inside ? whole.context[(r - 1) * p.hidden + c - before] : sentinel;
+          ASSERT_EQ(got[r * W + c], want) << p.describe() << " tile " << tile << " at (" << r << ", " << c << ")";
+        }
+      }
+      // A view that does not fit, or of the wrong size, is refused.
+      expect_error([&] { op.record(seq, in.keys, in.values, in.query, in.lengths, MatrixView{wide, p.batch, p.hidden, 2 * W, W}, in.params); },
+                   ErrorCode::invalid_argument, {"argument 'context'", "does not fit"});
+      expect_error([&] { op.record(seq, in.keys, in.values, in.query, in.lengths, MatrixView{wide, p.batch, p.hidden + 1, 0, W}, in.params); },
+                   ErrorCode::invalid_argument, {"argument 'context'", "view"});
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Determinism: same input, bit-identical output, run after run (split rows, several tiles).
 
@@ -967,10 +1008,16 @@ TEST(Attention, DispatchCounts) {
   cfg.hidden = 32;
   EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);  // short source: one dispatch
   cfg.score = Score::additive;
-  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 2u);  // + query projection
+  // One workgroup per row projects its own query: still one dispatch.
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);
+  cfg.score = Score::general;
+  cfg.query_dim = 7;
+  EXPECT_EQ(FusedAttention(ctx, cfg).dispatches(), 1u);
+  cfg.score = Score::additive;
+  cfg.query_dim = 0;
   OpOptions opt;
   opt.tile = 16;
-  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // + combine
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // split: query projection + combine
   EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);

@@ -217,10 +217,11 @@ void check_score(const DeviceInfo& dev, const attention_detail::Dims& d, const C
   EXPECT_GE(c.R, 1u);
 }
 
+// in_kernel: the fused kernel projects the query itself (no projection dispatch).
 void check_query(const DeviceInfo& dev, const OpOptions& o, const plan::QueryProjection& q,
                  const attention_detail::Dims& d, const std::string& what,
-                 std::vector<Built>& built) {
-  EXPECT_EQ(q.used, attention_detail::projects_query(d.config.score)) << what;
+                 std::vector<Built>& built, bool in_kernel = false) {
+  EXPECT_EQ(q.used, attention_detail::projects_query(d.config.score) && !in_kernel) << what;
   if (!q.used) return;
   check_subgroup_choice(dev, o, q.variant, what + " query");
   built.push_back(build<kernels::AttentionQuery>(dev, q.constants, q.variant, what + " query"));
@@ -270,7 +271,17 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
             built.push_back(build<kernels::AttentionFusedCombine>(dev, p.combine, p.variant, what));
             EXPECT_LE(p.splits, p.combine.MAX_SPLIT);
           }
-          check_query(dev, o, p.query, d, what, built);
+          // The query projected in the kernel only where one workgroup owns each row, into a
+          // shared array that holds it, within the loop budget (ceil(Hk / WG) x Hq/4 or Hq).
+          const bool in_kernel = p.constants.QP > 0;
+          if (in_kernel) {
+            EXPECT_TRUE(attention_detail::projects_query(d.config.score));
+            EXPECT_EQ(p.splits * p.column_tiles, 1u);
+            EXPECT_GE(p.constants.QP, d.Hk);
+            const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
+            EXPECT_LE((d.Hk + p.constants.local_size_x - 1) / p.constants.local_size_x * (1 + q_units), plan::kLoopBudget);
+          }
+          check_query(dev, o, p.query, d, what, built, in_kernel);
           check_score(dev, d, p.constants, what);
           EXPECT_GE(std::uint64_t(p.chunk) * p.splits, d.S);
           EXPECT_GE(std::uint64_t(p.column_tile) * p.column_tiles, d.dv);

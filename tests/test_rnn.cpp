@@ -610,19 +610,29 @@ TEST(Rnn, PastLoopBudget) {
 }
 
 // The decoder API: step() T times (ping-pong state) equals forward() over the sequence, with
-// 2 dispatches per layer (3 with a projection).
+// 1 dispatch per layer on the subgroup_dot kernel (rnn_step computes W_ih x itself), 2 on
+// invocation_dot (the input GEMM first), one more with a projection.
 void check_single_steps(bool f16, std::uint32_t seed) {
   auto& ctx = context();
-  for (auto [cell, proj, layers, nosg] : {std::tuple{CellType::gru, 0, 2, false}, std::tuple{CellType::lstm, 0, 1, false},
-                                         std::tuple{CellType::lstm, 3, 2, false}, std::tuple{CellType::rnn_relu, 0, 3, true},
-                                         std::tuple{CellType::gru, 0, 1, true}}) {
+  for (auto [cell, proj, layers, nosg, kernel] :
+       {std::tuple{CellType::gru, 0, 2, false, RnnStepKernel::subgroup_dot},
+        std::tuple{CellType::gru, 0, 2, false, RnnStepKernel::invocation_dot},
+        std::tuple{CellType::lstm, 0, 1, false, RnnStepKernel::subgroup_dot},
+        std::tuple{CellType::lstm, 3, 2, false, RnnStepKernel::subgroup_dot},
+        std::tuple{CellType::lstm, 3, 2, false, RnnStepKernel::invocation_dot},
+        std::tuple{CellType::rnn_relu, 0, 3, true, RnnStepKernel::automatic},
+        std::tuple{CellType::gru, 0, 1, true, RnnStepKernel::automatic}}) {
     RnnConfig c;
     c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
-    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} f16={}", to_string(cell), proj, layers, nosg, f16));
+    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} f16={} kernel={}", to_string(cell), proj, layers, nosg, f16,
+                             to_string(kernel)));
     OpOptions o;
     o.force_shared_memory_reduction = nosg;
     o.fp16_storage = f16;
     Rnn rnn(ctx, c, o);
+    if (kernel == RnnStepKernel::subgroup_dot && !context().device().subgroup_arithmetic) continue;
+    rnn.set_step_kernel(kernel);
+    const std::uint32_t per_layer = (rnn.step_kernel() == RnnStepKernel::subgroup_dot ? 1u : 2u) + (proj ? 1u : 0u);
     const auto sd = test::make_state_dict(c, seed++);
     rnn.load(sd);
     const bool lstm = cell == CellType::lstm;
@@ -653,7 +663,7 @@ void check_single_steps(bool f16, std::uint32_t seed) {
       rnn.step(seq, xt, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{}, lstm ? cs[0] : Tensor{});
       seq.download(h[(t + 1) & 1]);
       seq.eval();
-      EXPECT_EQ(seq.stats().dispatches, L * (proj ? 3u : 2u));
+      EXPECT_EQ(seq.stats().dispatches, L * per_layer);
       const auto hs = seq.read<float>(h[(t + 1) & 1]);
       for (std::size_t b = 0; b < B; ++b)
         for (std::size_t k = 0; k < HO; ++k) outputs[(b * T + t) * HO + k] = hs[((L - 1) * B + b) * HO + k];

@@ -58,6 +58,8 @@
 
 namespace vkrnn {
 
+struct MatrixView;  // vkrnn/linear.hpp
+
 enum class Score : std::uint8_t { dot, general, additive, scaled_dot, concat = additive };
 VKRNN_API const char* to_string(Score score) noexcept;
 
@@ -198,12 +200,19 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 // softmax, flash-decoding): the source axis is split over workgroups whose (max, sum, partial
 // context) a small combine dispatch merges; short sources take a single dispatch. `weights`
 // (optional; an empty Tensor() skips them) receives the normalised attention weights.
-// Dispatches per step: 1 (+1 query projection for general / additive) (+1 combine when split).
+// Dispatches per step: 1, +1 combine when split. The query projection of general / additive
+// scores runs inside that dispatch when one workgroup owns each row (unsplit, one column tile),
+// else in one more before it.
 class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  public:
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
               const Tensor& lengths, const Tensor& context, const ScoreParams& params = {},
+              const Tensor& weights = {}) const;
+  // The same with the context written into a B x hidden view of a wider f32 matrix (e.g. its
+  // columns of the next layer's concatenated input), saving the copy there.
+  void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
+              const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;
   std::uint32_t dispatches() const;
 

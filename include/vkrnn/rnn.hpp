@@ -132,8 +132,9 @@ class VKRNN_API Rnn {
   // --- one timestep (decoders) ---------------------------------------------------------
   // All layers advance one step (unidirectional only): x [B, input_size], h [L, B, H_out] ->
   // h_out [L, B, H_out]; LSTM: c [L, B, H] -> c_out. h / c may be empty (zeros); h_out must not
-  // share memory with h (ping-pong two tensors). Two dispatches per layer (the input
-  // projection, then the fused recurrent product + cell), three with proj_size.
+  // share memory with h (ping-pong two tensors). One dispatch per layer with the subgroup_dot
+  // step kernel (the input projection, the recurrent product and the cell together), else two
+  // (the input projection's GEMM first); one more with proj_size.
   void step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_out,
             const Tensor& c = {}, const Tensor& c_out = {}) const;
 

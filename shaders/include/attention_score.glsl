@@ -9,8 +9,15 @@
 //
 // A position's dot product is either computed by one invocation (SG_CLUSTER = 0), or by a whole
 // subgroup (SG_CLUSTER = 1, long keys): its lanes split the dimensions and subgroupAdd the parts.
+// The query's vec4 / float at index i is QUERY4(i) / QUERY1(i): qry4[i] / qry[i] unless the
+// including shader defines them (attention_fused.comp reads a query it projected itself).
 #ifndef ATTENTION_SCORE_GLSL
 #define ATTENTION_SCORE_GLSL
+
+#ifndef QUERY4
+#define QUERY4(i) qry4[i]
+#define QUERY1(i) qry[i]
+#endif
 
 layout(constant_id = 3) const uint SCORE_MODE = 0;
 layout(constant_id = 4) const uint KVEC4 = 0;     // keys, queries and v readable as vec4
@@ -34,10 +41,10 @@ void load_query(uint qbase, uint dk, uint first, uint stride) {
     const uint j = first + t * stride;
     if (j >= n) break;
     if (KVEC4 != 0) {
-      q_reg[t] = qry4[qbase / 4 + j];
+      q_reg[t] = QUERY4(qbase / 4 + j);
       if (SCORE_MODE != 0) v_reg[t] = vparam4[j];
     } else {
-      q_reg[t].x = qry[qbase + j];
+      q_reg[t].x = QUERY1(qbase + j);
       if (SCORE_MODE != 0) v_reg[t].x = vparam[j];
     }
   }
@@ -55,7 +62,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       const uint j = first + t * stride;
       if (j >= n4) break;
       const vec4 k = vec4(keys4[kb + j]);
-      const vec4 q = regs ? q_reg[t] : qry4[qb + j];
+      const vec4 q = regs ? q_reg[t] : QUERY4(qb + j);
       if (SCORE_MODE == 0) {
         acc += dot(k, q);
       } else {
@@ -69,7 +76,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       const uint j = first + t * stride;
       if (j >= dk) break;
       const float k = float(keys[kbase + j]);
-      const float q = regs ? q_reg[t].x : qry[qbase + j];
+      const float q = regs ? q_reg[t].x : QUERY1(qbase + j);
       if (SCORE_MODE == 0) {
         acc += k * q;
       } else {

@@ -11,6 +11,7 @@
 // attention_fused.comp: Push::flags.
 #define FUSED_WANT_WEIGHTS 1u  // also write the raw scores (and, direct, the weights)
 #define FUSED_DIRECT 2u        // one split: normalise and write the context itself
+#define FUSED_QUERY_BIAS 4u    // the kernel projects the query (QP > 0): add qbias
 
 // argmax.comp: Push::flags.
 #define ARGMAX_INDEX 1u
@@ -36,6 +37,7 @@
 #define RNN_RAW_H 16u       // rnn_step, LSTM with projection: h goes to out[d][b][j] only
                             // (rnn_proj projects it, carries h and writes the output)
 #define RNN_NO_OUT 32u      // a single decoder step: h_next is the only output
+#define RNN_X_INLINE 64u    // rnn_step: W_ih x + b_ih computed in the kernel (no xp)
 
 // logits_processor.comp: Push::flags.
 #define LOGITS_REPEAT 1u        // repetition penalty on tokens seen after BOS

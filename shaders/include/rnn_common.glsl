@@ -9,31 +9,37 @@
 
 // W_hh (rnn_step, rnn_seq) or W_hr (rnn_proj), row-major [rows][n]. FP16_STORAGE: stored as half
 // (OpOptions::fp16_storage), widened exactly to float on load; the arithmetic stays fp32.
+// RNN_INPUT_WEIGHTS (rnn_step): W_ih at binding 10 likewise, read by load_input_weight4().
+//
+// FN(row, k4, n, aligned): elements 4*k4 .. 4*k4+3 of weight row `row` (zeros past n). aligned (a
+// specialization constant at most calls): n % 4 == 0, so the row is whole vec4s.
 #if FP16_STORAGE
-layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
-layout(set = 0, binding = 1) readonly buffer WU { uvec2 wu[]; };  // 4 halves per element
+// Four halves as two uints and unpackHalf2x16: on lavapipe 1.2x faster per step than f16vec4
+// loads (GRU H = 512, B = 1), which gain next to nothing over fp32 there.
+#define WEIGHT_BUFFERS(BINDING, S, V, SNAME, VNAME)                                       \
+  layout(set = 0, binding = BINDING) readonly buffer SNAME { float16_t S[]; };           \
+  layout(set = 0, binding = BINDING) readonly buffer VNAME { uvec2 V[]; };  // 4 halves each
+#define ALIGNED_WEIGHT4(V, i) vec4(unpackHalf2x16(V[i].x), unpackHalf2x16(V[i].y))
 #else
-layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
-layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+#define WEIGHT_BUFFERS(BINDING, S, V, SNAME, VNAME)                             \
+  layout(set = 0, binding = BINDING) readonly buffer SNAME { float S[]; };     \
+  layout(set = 0, binding = BINDING) readonly buffer VNAME { vec4 V[]; };
+#define ALIGNED_WEIGHT4(V, i) V[i]
 #endif
-
-// Elements 4*k4 .. 4*k4+3 of weight row `row` (zeros past n). aligned (a specialization
-// constant at every call): n % 4 == 0, so the row is whole vec4s.
-vec4 load_weight4(uint row, uint k4, uint n, bool aligned) {
-#if FP16_STORAGE
-  // Four halves as two uints and unpackHalf2x16: on lavapipe 1.2x faster per step than f16vec4
-  // loads (GRU H = 512, B = 1), which gain next to nothing over fp32 there.
-  if (aligned) {
-    const uvec2 u = wu[row * (n / 4) + k4];
-    return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+#define WEIGHT_LOADER(FN, S, V)                                                                   \
+  vec4 FN(uint row, uint k4, uint n, bool aligned) {                                              \
+    if (aligned) return ALIGNED_WEIGHT4(V, row * (n / 4) + k4);                                   \
+    const uint base = row * n, k = k4 * 4;                                                        \
+    return vec4(k < n ? float(S[base + k]) : 0.0, k + 1 < n ? float(S[base + k + 1]) : 0.0,       \
+                k + 2 < n ? float(S[base + k + 2]) : 0.0, k + 3 < n ? float(S[base + k + 3]) : 0.0); \
   }
-#else
-  if (aligned) return wv[row * (n / 4) + k4];
+
+WEIGHT_BUFFERS(1, ws, wv, WS, WV)
+WEIGHT_LOADER(load_weight4, ws, wv)
+#ifdef RNN_INPUT_WEIGHTS
+WEIGHT_BUFFERS(10, wis, wiv, WIS, WIV)
+WEIGHT_LOADER(load_input_weight4, wis, wiv)
 #endif
-  const uint base = row * n, k = k4 * 4;
-  return vec4(k < n ? float(ws[base + k]) : 0.0, k + 1 < n ? float(ws[base + k + 1]) : 0.0,
-              k + 2 < n ? float(ws[base + k + 2]) : 0.0, k + 3 < n ? float(ws[base + k + 3]) : 0.0);
-}
 
 #define CELL_RNN_TANH 0u
 #define CELL_RNN_RELU 1u

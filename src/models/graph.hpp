@@ -115,8 +115,9 @@ std::string producer_of(const Graph& g, int tensor);
 // Every op the format knows.
 bool known_op(const std::string& op);
 std::vector<std::string> known_ops();
-// Whether an op writes a slot into a strided matrix in place (embedding, linear, concat).
-bool writes_views(const std::string& op);
+// Whether an op writes an output slot into a strided matrix in place (embedding, linear,
+// concat, an attention's context).
+bool writes_views(const std::string& op, const std::string& slot);
 // Whether an op's inputs must be whole tensors (every op but linear, concat and the views; an
 // embedding's table is a weight).
 bool needs_whole(const std::string& op);

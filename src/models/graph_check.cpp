@@ -689,7 +689,9 @@ std::vector<std::string> known_ops() {
   return out;
 }
 
-bool writes_views(const std::string& op) { return op == "embedding" || op == "linear" || op == "concat"; }
+bool writes_views(const std::string& op, const std::string& slot) {
+  return op == "embedding" || op == "linear" || op == "concat" || (op == "attention" && slot == "context");
+}
 
 bool needs_whole(const std::string& op) {
   return !(op == "linear" || op == "concat" || op == "slice" || op == "select" || op == "reshape" || op == "final_state");

@@ -266,7 +266,8 @@ class AttentionExec : public ScoreExec {
   // v_bias moves every score alike: the weights and the context do not change.
   void record(const Run& r) const override {
     const Plan& p = r.plan<Plan>();
-    p.op->record(*r.seq, r.in("keys"), r.in("values"), r.in("query"), p.lengths.get(r, "lengths"), r.out("context"), params_,
+    // The context may be written in place: its columns of a concat the planner chose.
+    p.op->record(*r.seq, r.in("keys"), r.in("values"), r.in("query"), p.lengths.get(r, "lengths"), r.out_view("context"), params_,
                  r.wanted("weights") ? r.out("weights") : Tensor{});
   }
 };
@@ -691,7 +692,7 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
   }
 
   // Concat inputs their producers can write in place: written whole by an embedding, linear or
-  // concat node, not bound, read by no op that needs a whole tensor and by no reshape, claimed
+  // concat node or as an attention's context, not bound, read by no op that needs a whole tensor and by no reshape, claimed
   // by the first concat that reads it once.
   std::map<int, std::vector<const Node*>> readers;
   for (const Node& n : g.nodes)
@@ -705,7 +706,7 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
       const std::string& name = names[k];
       const int t = g.find(name);
       const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
-      bool ok = ti.producer >= 0 && !ti.view && writes_views(g.nodes[static_cast<std::size_t>(ti.producer)].op) && !bound_index_.count(t) &&
+      bool ok = ti.producer >= 0 && !ti.view && writes_views(g.nodes[static_cast<std::size_t>(ti.producer)].op, ti.slot) && !bound_index_.count(t) &&
                 !redirect_.count(t) && std::count(names.begin(), names.end(), name) == 1;
       for (const Node* reader : readers[t]) {
         if (reader == &n) continue;

@@ -1,7 +1,11 @@
 // FusedAttention: scores -> masked softmax -> context in one pass over keys and values
 // (flash-decoding: shaders/attention_fused.comp + attention_fused_combine.comp).
+#include <fmt/format.h>
+
 #include "ops/attention_common.hpp"
 #include "plan.hpp"
+#include "vkrnn/error.hpp"
+#include "vkrnn/linear.hpp"
 
 namespace vkrnn {
 using namespace attention_detail;
@@ -31,17 +35,28 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
   }
-  auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
-  query_kernel_ = q.kernel;
-  projected_query_ = q.projected;
+  // The kernel projects the query itself (p.query.used is false then).
+  if (p.query.used) {
+    auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
+    query_kernel_ = q.kernel;
+    projected_query_ = q.projected;
+  }
 }
 
 std::uint32_t FusedAttention::dispatches() const {
-  return (projects_query(config_.score) ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+  return (query_kernel_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
 }
 
 void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
                             const Tensor& query, const Tensor& lengths, const Tensor& context,
+                            const ScoreParams& params, const Tensor& weights) const {
+  const Dims d = resolve(config_, kOp);
+  expect(kOp, "context", context, {d.B, d.H}, DType::f32);
+  record(seq, keys, values, query, lengths, MatrixView::of(context), params, weights);
+}
+
+void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
+                            const Tensor& query, const Tensor& lengths, const MatrixView& context,
                             const ScoreParams& params, const Tensor& weights) const {
   const Dims d = resolve(config_, kOp);
   const DType st = options_.fp16_storage ? DType::f16 : DType::f32;
@@ -49,30 +64,44 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   expect(kOp, "values", values, {d.B, d.S, d.H}, st);
   expect(kOp, "query", query, {d.B, d.Hq}, DType::f32);
   expect(kOp, "lengths", lengths, {d.B}, DType::i32);
-  expect(kOp, "context", context, {d.B, d.H}, DType::f32);
+  const std::size_t ctx_ld = ops::expect_view(kOp, "context", context);
+  if (context.rows != d.B || context.cols != d.H) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'context': expected a {} x {} view, got {} x {}", kOp, d.B,
+                            d.H, context.rows, context.cols));
+  }
   const bool want_weights = weights.valid();
   if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
   check_params(kOp, d, params);
 
   const DeviceInfo& dev = ctx_->device();
-  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
+  // Projected here, or by the kernel (which then reads the raw query and W_q, b).
+  const bool in_kernel = projects_query(d.config.score) && !query_kernel_.valid();
+  const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
   }
   const Tensor raw = want_weights ? raw_ : Tensor{};
   const bool direct = plan_.tiles == 1;
-  const K::Push push{.S = d.S, .Hk = d.Hk, .dk = d.dk, .Qs = d.Hk, .H = d.H, .dv = d.dv,
-                     .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles, .chunk = plan_.tile,
-                     .nhtiles = plan_.column_tiles, .scale = score_scale(d),
-                     .flags = (want_weights ? FUSED_WANT_WEIGHTS : 0u) | (direct ? FUSED_DIRECT : 0u)};
+  std::uint32_t flags = (want_weights ? FUSED_WANT_WEIGHTS : 0u) | (direct ? FUSED_DIRECT : 0u);
+  if (in_kernel && params.bias.valid()) flags |= FUSED_QUERY_BIAS;
+  const K::Push push{.S = d.S, .Hk = d.Hk, .dk = d.dk, .Qs = in_kernel ? d.Hq : d.Hk, .H = d.H,
+                     .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
+                     .chunk = plan_.tile, .nhtiles = plan_.column_tiles, .scale = score_scale(d),
+                     .flags = flags, .ctx_off = static_cast<std::uint32_t>(context.offset),
+                     .ctx_ld = static_cast<std::uint32_t>(ctx_ld)};
   K::Bindings b{.keys = keys, .values = values, .qry = q,
                 .vparam = d.config.score == Score::additive ? params.v : Tensor{},
                 .lengths = lengths, .raw = raw};
+  if (in_kernel) {
+    b.qw = params.w;
+    b.qbias = params.bias;
+  }
   const Groups groups =
       ops::fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);
   if (direct) {
     b.weights = weights;
-    b.context = context;
+    b.context = context.tensor;
     kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
     return;
   }
@@ -81,13 +110,15 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
   const std::uint32_t wg = plan_.workgroup_size;
   const Combine::Push cpush{
-      .S = d.S, .H = d.H, .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
+      .S = d.S, .H = static_cast<std::uint32_t>(ctx_ld), .dv = d.dv, .heads = d.heads, .rows = d.rows,
+      .nsplit = plan_.tiles,
       .nctx = ops::ceil_div(d.dv, wg),
-      .nwt = want_weights ? ops::ceil_div(d.S, std::uint64_t(wg) * combine_per_invocation_) : 0u};
+      .nwt = want_weights ? ops::ceil_div(d.S, std::uint64_t(wg) * combine_per_invocation_) : 0u,
+      .ctx_off = static_cast<std::uint32_t>(context.offset)};
   kernels::dispatch<Combine>(
       seq, combine_kernel_,
       {.lengths = lengths, .part_ml = part_ml_, .part_acc = part_acc_, .raw = raw,
-       .weights = weights, .context = context},
+       .weights = weights, .context = context.tensor},
       cpush, ops::fold_groups(std::uint64_t(d.rows) * (cpush.nctx + cpush.nwt), dev, kOp), null_);
 }
 

@@ -1,10 +1,12 @@
 #include "ops/common.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
 #include "vkrnn/error.hpp"
+#include "vkrnn/linear.hpp"
 
 namespace vkrnn::ops {
 
@@ -39,6 +41,26 @@ void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape
                             to_string(t.dtype()),
                             t.name().empty() ? std::string() : fmt::format(" ('{}')", t.name())));
   }
+}
+
+std::size_t expect_view(const char* op, const std::string& arg, const MatrixView& v) {
+  const Tensor& t = v.tensor;
+  const std::string what = t.valid() ? fmt::format("{} {}{}", to_string(t.dtype()), to_string(t.shape()),
+                                                   t.name().empty() ? std::string() : fmt::format(" ('{}')", t.name()))
+                                     : std::string("an empty tensor");
+  if (!t.valid() || t.dtype() != DType::f32) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: argument '{}': expected an f32 tensor, got {}", op, arg, what));
+  }
+  const std::size_t ld = v.ld ? v.ld : v.cols;
+  if (v.rows == 0 || v.cols == 0 || ld < v.cols || v.offset + (v.rows - 1) * ld + v.cols > t.size()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': a {} x {} view at offset {} with row stride {} does not fit in {}", op, arg,
+                            v.rows, v.cols, v.offset, ld, what));
+  }
+  if (t.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw Error(ErrorCode::out_of_range, fmt::format("{}: argument '{}' exceeds 32-bit indexing", op, arg));
+  }
+  return ld;
 }
 
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op) {

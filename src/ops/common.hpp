@@ -1,12 +1,18 @@
 #pragma once
 // Helpers every op uses: argument checks, grid folding, integer rounding.
+#include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "vkrnn/context.hpp"
 #include "vkrnn/device.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
+
+namespace vkrnn {
+struct MatrixView;
+}
 
 namespace vkrnn::ops {
 
@@ -19,6 +25,11 @@ Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op);
 
 // Throws Error(invalid_argument): "<op>: argument '<arg>': expected [..] f32, got [..] f16".
 void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype);
+
+// An f32 view that lies inside its tensor (rows and cols >= 1, row stride >= cols); returns
+// its row stride. Error(invalid_argument) "<op>: argument '<arg>': ... does not fit in ...", or
+// Error(out_of_range) beyond 32-bit indexing.
+std::size_t expect_view(const char* op, const std::string& arg, const MatrixView& v);
 
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);

@@ -24,24 +24,7 @@ std::string describe(const Tensor& t) {
                    : std::string("an empty tensor");
 }
 
-// A view's last element must lie inside its tensor; returns the packed leading dimension.
-std::size_t check_view(const MatrixView& v, const char* arg) {
-  if (!v.tensor.valid() || v.tensor.dtype() != DType::f32) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}: argument '{}': expected an f32 tensor, got {}", kOp, arg, describe(v.tensor)));
-  }
-  const std::size_t ld = v.ld ? v.ld : v.cols;
-  if (v.rows == 0 || v.cols == 0 || ld < v.cols ||
-      v.offset + (v.rows - 1) * ld + v.cols > v.tensor.size()) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}: argument '{}': a {} x {} view at offset {} with row stride {} does not fit in {}",
-                            kOp, arg, v.rows, v.cols, v.offset, ld, describe(v.tensor)));
-  }
-  if (v.offset + (v.rows - 1) * ld + v.cols > std::numeric_limits<std::uint32_t>::max()) {
-    throw Error(ErrorCode::out_of_range, fmt::format("{}: argument '{}' exceeds 32-bit indexing", kOp, arg));
-  }
-  return ld;
-}
+std::size_t check_view(const MatrixView& v, const std::string& arg) { return ops::expect_view(kOp, arg, v); }
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -309,14 +310,21 @@ struct Rnn::Impl {
 
   // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place. Empty tensors
   // bind the null buffer or the write sink: the flags keep the kernels from touching them.
+  // x: rnn_step's input when the push has RNN_X_INLINE (W_ih and b_ih come from the layer).
   template <class K>
   void dispatch_cell(Sequence& seq, const Kernel& k, const Tensor& xp, const Layer& ly, const Tensor& h_prev,
                      const Tensor& h_next, const Tensor& c0, const Tensor& c, const Tensor& output,
-                     const Tensor& lengths, const CellPush& p, Groups g) const {
-    kernels::dispatch<K>(seq, k,
-                         {.xp = xp, .ws = ly.tw_hh, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
-                          .cs = c, .outs = output, .lengths = lengths},
-                         p, g, null);
+                     const Tensor& lengths, const CellPush& p, Groups g, const Tensor& x = {}) const {
+    typename K::Bindings b{.xp = xp, .ws = ly.tw_hh, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
+                           .cs = c, .outs = output, .lengths = lengths};
+    if constexpr (std::is_same_v<K, kernels::RnnStep>) {
+      if ((p.flags & RNN_X_INLINE) != 0) {
+        b.xs = x;
+        b.wis = ly.tw_ih;
+        b.b_ih = ly.tb_ih;
+      }
+    }
+    kernels::dispatch<K>(seq, k, b, p, g, null);
   }
 
   // Dispatch i of a layer, steps [s0, s1) (one step on the per-step path, a run on the fused
@@ -644,20 +652,30 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
     const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, 0, ly.in} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
-    m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
-                  MatrixView{s.xp_step, B, G * H, 0, G * H});
+    // W_ih x + b_ih inside the step kernel (one dispatch, not a GEMM before it) where the planner
+    // says so; the GEMM into xp otherwise.
+    const bool x_inline = plan::step_input_inline(m.ctx->device(), plan.steps, ly.in);
+    if (!x_inline) {
+      m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
+                    MatrixView{s.xp_step, B, G * H, 0, G * H});
+    }
     // One step of a [B, 1] batch (D = 1), writing only the state.
-    CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO));
+    CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) |
+                                       (x_inline ? RNN_X_INLINE : 0u));
     p.h_prev_off = h.valid() ? u32(l * B * HO, "h offset") : 0;
     p.h_next_off = u32(l * B * HO, "h offset");
     p.c0_off = c.valid() ? u32(l * B * H, "c offset") : 0;
     p.c_off = u32(l * B * H, "c offset");
+    p.x_off = u32(src.offset, "x offset");
+    p.x_ld = u32(src.ld, "x row");
+    p.IN = u32(ly.in, "input size");
     const Tensor& c_state = lstm ? c_out : Tensor{};
     if (!m.P) {
-      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g);
+      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g, src.tensor);
       continue;
     }
-    m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g);
+    m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g,
+                                      src.tensor);
     m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, {}, {}, p, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero, B);
   }
 }

@@ -92,37 +92,41 @@ struct AttentionContext {
                  (context, write))
 };
 
-// Scores -> softmax -> context in one pass (flash decoding); Push::flags: FUSED_*.
+// Scores -> softmax -> context in one pass (flash decoding); Push::flags: FUSED_*. QP > 0: the
+// kernel projects the raw query itself (qw, qbias; QP shared floats >= Hk).
 struct AttentionFused {
   VKRNN_KERNEL(attention_fused, "attention_fused", .fp16 = true, .subgroup = true)
   struct Push {
     std::uint32_t S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles;
     float scale;
     std::uint32_t flags;
+    std::uint32_t ctx_off, ctx_ld;  // context[ctx_off + b * ctx_ld + ...] (direct)
   };
-  VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags)
+  VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags, ctx_off,
+             ctx_ld)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;
+    std::uint32_t QP = 0;
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
-                  (KU, 7), (VPT, 8), (VVEC4, 9), (ONE_SUBGROUP, 15))
+                  (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (ONE_SUBGROUP, 15))
   struct Bindings {
-    Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context;
+    Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context, qw, qbias;
   };
   VKRNN_BINDINGS((keys, read), (values, read), (qry, read), (vparam, read), (lengths, read),
                  (part_ml, write), (part_acc, write), (raw, read_write), (weights, write),
-                 (context, write))
+                 (context, write), (qw, read), (qbias, read))
 };
 
 // Merges the splits of AttentionFused.
 struct AttentionFusedCombine {
   VKRNN_KERNEL(attention_fused_combine, "attention_fused_combine", .fp16 = true, .subgroup = true)
   struct Push {
-    std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt;
+    std::uint32_t S, H, dv, heads, rows, nsplit, nctx, nwt, ctx_off;
   };
-  VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt)
+  VKRNN_PUSH(S, H, dv, heads, rows, nsplit, nctx, nwt, ctx_off)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t MAX_SPLIT = 256, E = 4;

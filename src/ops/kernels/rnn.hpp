@@ -26,6 +26,7 @@ struct RnnCellPush {
   RnnOutLayout out;
   std::uint32_t flags;
   std::uint32_t s_end;
+  std::uint32_t x_off, x_ld, IN;  // rnn_step, RNN_X_INLINE: x[x_off + b * x_ld + k], k < IN
 };
 struct RnnCellBindings {
   // W_ih x + b_ih, W_hh, b_hh, h before the step / run, h after it, c0, the running c (in
@@ -34,7 +35,7 @@ struct RnnCellBindings {
 };
 #define VKRNN_RNN_CELL_PUSH                                                                    \
   VKRNN_PUSH(s, B, T, H, HO, xp_ldb, xp_ldt, h_prev_off, h_next_off, c0_off, c_off, out.off,   \
-             out.ldd, out.ldb, out.ldt, flags, s_end)
+             out.ldd, out.ldb, out.ldt, flags, s_end, x_off, x_ld, IN)
 #define VKRNN_RNN_CELL_BINDINGS                                                                \
   VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),     \
                  (cs, read_write), (outs, write), (lengths, read))
@@ -51,8 +52,13 @@ struct RnnStep {
     std::uint32_t UPI = 1;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7))
-  using Bindings = RnnCellBindings;
-  VKRNN_RNN_CELL_BINDINGS
+  // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih.
+  struct Bindings {
+    Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, xs, wis, b_ih;
+  };
+  VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),
+                 (cs, read_write), (outs, write), (lengths, read), (xs, read), (wis, read),
+                 (b_ih, read))
 };
 
 // A run of steps in one dispatch, h in shared memory (HOP floats per row, ping-pong).
