@@ -747,24 +747,26 @@ std::uint32_t self_attention_weights_workgroup(const DeviceInfo& dev) {
 
 // --- decoding ----------------------------------------------------------------------------------
 
-Reduction argmax(const DeviceInfo& dev, const OpOptions& options) {
-  // One subgroup per row on CPU drivers; GPUs: 256 lanes share a row (vocabularies are long).
+namespace {
+// A row reduction with `gpu_width` lanes per row on GPUs (reduction_workgroup).
+Reduction row_reduction(const DeviceInfo& dev, const OpOptions& options, std::uint32_t gpu_width) {
   Reduction r;
   const bool sg = use_subgroups(dev, options);
-  r.workgroup = reduction_workgroup(dev, options, 256);
+  r.workgroup = reduction_workgroup(dev, options, gpu_width);
   r.variant = {.subgroup = sg};
   r.one_subgroup = one_subgroup(dev, r.workgroup, sg);
   return r;
 }
+}  // namespace
+
+Reduction argmax(const DeviceInfo& dev, const OpOptions& options) {
+  // One subgroup per row on CPU drivers; GPUs: 256 lanes share a row (vocabularies are long).
+  return row_reduction(dev, options, 256);
+}
 
 Reduction topk(const DeviceInfo& dev, const OpOptions& options) {
   // Each invocation holds k entries in registers: fewer, wider lists on GPUs.
-  Reduction r;
-  const bool sg = use_subgroups(dev, options);
-  r.workgroup = reduction_workgroup(dev, options, 128);
-  r.variant = {.subgroup = sg};
-  r.one_subgroup = one_subgroup(dev, r.workgroup, sg);
-  return r;
+  return row_reduction(dev, options, 128);
 }
 
 Reduction logits_processor(const DeviceInfo& dev, const OpOptions& options) {
