@@ -891,7 +891,9 @@ TEST(TestSupport, GridSampleRunsOneInKDeterministically) {
     for (int i = 0; i < kPoints; ++i) {
       const bool runs = a.next();
       ASSERT_EQ(runs, b.next()) << "stride " << k << " point " << i;
-      if (i == 0) EXPECT_TRUE(runs);
+      if (i == 0) {
+        EXPECT_TRUE(runs);
+      }
       if (runs) {
         ++kept;
         ++per_residue[i % 6];
