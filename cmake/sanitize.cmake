@@ -43,15 +43,7 @@ if(VKRNN_SANITIZE)
   else()
     set(_vkrnn_validation 0)
   endif()
-  # The default suite's big shape grids run 1 point in VKRNN_SANITIZE_GRID_STRIDE here
-  # (tests/common/test_env.hpp, GridSample): every point runs the same host code, and under ASan
-  # each new shape's pipelines cost lavapipe's LLVM compiler, whose allocations all go through
-  # ASan's allocator (measured, main at 7d61864, every point: the suite took 20 CPU-minutes,
-  # test_rnn alone 1,353 s wall, 1,200 s of it in five grids; a normal build's test_rnn: ~190 s).
-  # 1 runs every point.
-  set(VKRNN_SANITIZE_GRID_STRIDE 3 CACHE STRING "A VKRNN_SANITIZE build's tests run 1 in this many points of the big grids (1: all)")
   set(VKRNN_SANITIZER_ENV
-    "VKRNN_TEST_GRID_STRIDE=${VKRNN_SANITIZE_GRID_STRIDE}"
     "VKRNN_VALIDATION=${_vkrnn_validation}"
     "ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
     "LSAN_OPTIONS=suppressions=${_vkrnn_supp}/lsan.supp:print_suppressions=0"

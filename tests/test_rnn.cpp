@@ -301,13 +301,6 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
   }
 }
 
-// run_case at a point of a grid that sanitizer builds sample (test::GridSample); the seed
-// advances either way.
-void run_sampled(test::GridSample& sample, const Case& k, std::uint32_t& seed) {
-  const std::uint32_t s = seed++;
-  if (sample.next()) run_case(k, s);
-}
-
 const CellType kCells[] = {CellType::rnn_tanh, CellType::rnn_relu, CellType::lstm, CellType::gru};
 
 // The kernel variants to cover on this device: the device's choice, the subgroup one (forced,
@@ -323,7 +316,6 @@ std::vector<std::pair<RnnStepKernel, bool>> kernel_variants() {
 
 // Small shapes over every feature, on both paths and every kernel variant.
 void check_features_both_paths(bool f16, std::uint32_t seed) {
-  test::GridSample sampled;
   for (CellType cell : kCells) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (auto [kernel, nosg] : kernel_variants()) {
@@ -331,13 +323,13 @@ void check_features_both_paths(bool f16, std::uint32_t seed) {
         k.f16 = f16, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
         // 2 layers, bidirectional, ragged incl. 0, h0/c0, awkward sizes.
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
         // Single layer, no h0, equal lengths, batch 1, H = 1.
         k.layers = 1, k.bidirectional = false, k.B = 1, k.H = 1, k.I = 1, k.T = 4, k.ragged = false, k.initial = false;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
         // No bias, 3 layers, unidirectional, ragged.
         k.layers = 3, k.B = 3, k.H = 8, k.I = 3, k.T = 5, k.ragged = true, k.initial = true, k.bias = false;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
       }
     }
   }
@@ -362,14 +354,13 @@ TEST(Rnn, GridSample) {
       {CellType::rnn_relu, 3, false, 1, 64, 1, 9, false},
   };
   std::uint32_t seed = 100;
-  test::GridSample sampled;
   for (const S& s : sample) {
     for (RnnPath path : {RnnPath::automatic, RnnPath::per_step}) {
       Case k;
       k.cell = s.cell, k.layers = s.L, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
       k.ragged = s.ragged, k.path = path;
       if (path == RnnPath::per_step && context().device().type != DeviceType::cpu) continue;
-      run_sampled(sampled, k, seed);
+      run_case(k, seed++);
     }
   }
 }
@@ -538,16 +529,15 @@ TEST(Rnn, DispatchCounts) {
 // bidirectional, ragged lengths incl. 0 and 1, h0/c0 and none, host and device-only lengths
 // (outputs poisoned with NaN first), every kernel variant.
 void check_fused_runs(bool f16, std::uint32_t seed) {
-  test::GridSample sampled;
   for (CellType cell : kCells) {
     for (auto [kernel, nosg] : kernel_variants()) {
       for (std::size_t run : {1, 2, 3}) {
         Case k;
         k.f16 = f16, k.cell = cell, k.path = RnnPath::fused, k.kernel = kernel, k.no_subgroup = nosg, k.run = run;
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 7, k.ragged = true;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
         k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 8;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
       }
     }
   }
@@ -835,14 +825,13 @@ TEST(Rnn, Fp16Shapes) {
       {CellType::rnn_relu, false, 16, 7, 5, 9}, {CellType::lstm, true, 1, 257, 5, 3},
   };
   std::uint32_t seed = 700;
-  test::GridSample sampled;
   for (const S& s : sample) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (bool nosg : {false, true}) {
         Case k;
         k.f16 = true, k.cell = s.cell, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
         k.ragged = true, k.path = path, k.no_subgroup = nosg;
-        run_sampled(sampled, k, seed);
+        run_case(k, seed++);
       }
     }
   }

@@ -875,32 +875,3 @@ TEST(Validation, LayerMessagesReachTheSink) {
   ASSERT_FALSE(seen.empty());
   EXPECT_NE(seen.front().find("size"), std::string::npos) << seen.front();
 }
-
-// The sampling of the big grids in sanitizer builds (tests/common/test_env.hpp): everything at
-// stride 1; at stride k the first point and about 1 in k of the rest, the same points every
-// time, spread over every residue of the loops' small periods (a grid of 3 cases x 4 variants
-// must not keep only one case).
-TEST(TestSupport, GridSampleRunsOneInKDeterministically) {
-  constexpr int kPoints = 600;
-  test::GridSample all(1);
-  for (int i = 0; i < kPoints; ++i) ASSERT_TRUE(all.next()) << i;
-  for (std::uint64_t k : {2u, 3u, 5u}) {
-    test::GridSample a(k), b(k);
-    int kept = 0;
-    std::vector<int> per_residue(6, 0);
-    for (int i = 0; i < kPoints; ++i) {
-      const bool runs = a.next();
-      ASSERT_EQ(runs, b.next()) << "stride " << k << " point " << i;
-      if (i == 0) {
-        EXPECT_TRUE(runs);
-      }
-      if (runs) {
-        ++kept;
-        ++per_residue[i % 6];
-      }
-    }
-    const double expected = double(kPoints) / double(k);
-    EXPECT_NEAR(kept, expected, 0.25 * expected) << "stride " << k;
-    for (int r = 0; r < 6; ++r) EXPECT_GT(per_residue[r], 0) << "stride " << k << " residue " << r << " of 6";
-  }
-}

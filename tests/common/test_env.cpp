@@ -47,27 +47,6 @@ class ValidationListener : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
-std::uint64_t grid_stride() {
-  static const std::uint64_t stride = [] {
-    const char* v = std::getenv("VKRNN_TEST_GRID_STRIDE");
-    const long long k = v ? std::atoll(v) : 1;
-    return k > 1 ? static_cast<std::uint64_t>(k) : std::uint64_t{1};
-  }();
-  return stride;
-}
-
-bool GridSample::next() {
-  const std::uint64_t i = index_++;
-  const std::uint64_t k = stride_;
-  if (k <= 1 || i == 0) return true;
-  // splitmix64's finaliser
-  std::uint64_t z = i + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return z % k == 0;
-}
-
 bool validation_disabled() {
   return std::getenv("VKRNN_VALIDATION") != nullptr && std::string(std::getenv("VKRNN_VALIDATION")) == "0";
 }

@@ -46,24 +46,6 @@ ContextOptions options_collecting_errors(std::vector<std::string>& errors);
 // VKRNN_VALIDATION=0: the run has validation turned off.
 bool validation_disabled();
 
-// The big shape grids of the default suite run a sample of their points in sanitizer builds
-// (cmake/sanitize.cmake sets VKRNN_TEST_GRID_STRIDE=k; unset, every point runs): next() says
-// whether the grid's next point runs -- the first always, then 1 in k, chosen by a hash of the
-// point's index so that the choice does not follow the loops' own periods. A grid keeps
-// advancing its seeds over the points it skips, so the points it runs see the same data as in
-// a full run.
-// k (1 when VKRNN_TEST_GRID_STRIDE is unset).
-std::uint64_t grid_stride();
-class GridSample {
- public:
-  explicit GridSample(std::uint64_t stride = grid_stride()) : stride_(stride) {}
-  bool next();
-
- private:
-  std::uint64_t stride_;
-  std::uint64_t index_ = 0;
-};
-
 // Deterministic random data.
 std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f);
 
