@@ -87,6 +87,16 @@ class VKRNN_API Gemm {
                   const Tensor& bias, std::size_t bias_offset, const MatrixView& y) const;
 };
 
+// Symmetric per-row int8 quantization of a [rows, cols] row-major matrix, as Linear stores it
+// and tools/export_torch.py exports it: scale = max|row| / 127 (0 for a row of zeros),
+// q = round(w / scale) half to even, W ~ q * scale. A non-finite weight is
+// Error(invalid_argument) naming its row and column.
+struct QuantizedRows {
+  std::vector<std::int8_t> q;  // [rows, cols]
+  std::vector<float> scales;   // [rows]
+};
+VKRNN_API QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols);
+
 class VKRNN_API Linear {
  public:
   Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias = true,
@@ -97,9 +107,7 @@ class VKRNN_API Linear {
   // given when it has one). A weight_shape other than {out_features, in_features} -- e.g. a
   // transposed weight, which has the right element count -- is Error(invalid_argument) naming
   // both shapes, as is a data size that does not match weight_shape.
-  // With weight_storage i8 the layer quantizes the weights itself: per row, scale = max|w| / 127
-  // and q = round(w / scale) (a row of zeros gets scale 0); a non-finite weight is
-  // Error(invalid_argument) naming its row and column.
+  // With weight_storage i8 the layer quantizes the weights itself (quantize_rows).
   void load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias = {});
   // Already-quantized weights as exported (safetensors I8 + F32 per-row scales): q [out, in]
   // int8, scales [out] finite and >= 0, W = q * scale per row. An f32/f16 layer stores the

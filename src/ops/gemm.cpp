@@ -336,31 +336,37 @@ std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const
 
 }  // namespace
 
+QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols) {
+  if (w.size() != rows * cols) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("quantize_rows: {} values for a [{}, {}] matrix", w.size(), rows, cols));
+  }
+  QuantizedRows out{std::vector<std::int8_t>(rows * cols, 0), std::vector<float>(rows)};
+  for (std::size_t n = 0; n < rows; ++n) {
+    const std::span<const float> row = w.subspan(n * cols, cols);
+    float max_abs = 0.0f;
+    for (std::size_t k = 0; k < cols; ++k) {
+      if (!std::isfinite(row[k])) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("quantize_rows: weight[{}][{}] is {}: int8 quantization needs finite weights", n, k, row[k]));
+      }
+      max_abs = std::max(max_abs, std::fabs(row[k]));
+    }
+    const float scale = max_abs / 127.0f;
+    out.scales[n] = scale;
+    if (scale == 0.0f) continue;
+    for (std::size_t k = 0; k < cols; ++k) {
+      // Half to even (the default rounding mode), as numpy's rint in tools/export_torch.py.
+      out.q[n * cols + k] = static_cast<std::int8_t>(std::clamp(std::nearbyint(row[k] / scale), -127.0f, 127.0f));
+    }
+  }
+  return out;
+}
+
 void Linear::store(std::span<const float> weight, std::span<const float> bias) {
   if (storage_ == WeightStorage::i8) {
-    // Symmetric per-row quantization: scale = max|w| / 127, q = round(w / scale) (half to even,
-    // as torch.round in tools/export_torch.py).
-    std::vector<std::int8_t> q(out_ * in_, 0);
-    std::vector<float> scales(out_);
-    for (std::size_t n = 0; n < out_; ++n) {
-      const std::span<const float> row = weight.subspan(n * in_, in_);
-      float max_abs = 0.0f;
-      for (std::size_t k = 0; k < in_; ++k) {
-        if (!std::isfinite(row[k])) {
-          throw Error(ErrorCode::invalid_argument,
-                      fmt::format("Linear({} -> {})::load: weight[{}][{}] is {}: int8 quantization needs "
-                                  "finite weights", in_, out_, n, k, row[k]));
-        }
-        max_abs = std::max(max_abs, std::fabs(row[k]));
-      }
-      const float scale = max_abs / 127.0f;
-      scales[n] = scale;
-      if (scale == 0.0f) continue;
-      for (std::size_t k = 0; k < in_; ++k) {
-        q[n * in_ + k] = static_cast<std::int8_t>(std::clamp(std::nearbyint(row[k] / scale), -127.0f, 127.0f));
-      }
-    }
-    ctx_->write(weight_, pack_i8(q, scales, in_, padded_in()));
+    const QuantizedRows q = quantize_rows(weight, out_, in_);
+    ctx_->write(weight_, pack_i8(q.q, q.scales, in_, padded_in()));
   } else if (weight_.dtype() == DType::f16) {
     std::vector<std::uint16_t> h(weight.size());
     std::transform(weight.begin(), weight.end(), h.begin(), float_to_half);
