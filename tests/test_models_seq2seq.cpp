@@ -620,25 +620,30 @@ std::pair<std::vector<std::string>, std::vector<std::string>> heldout_dates(std:
   return {inputs, expected};
 }
 
+// The tiny model's first-step logits with `options` (another weight storage): within
+// abs + rel of the fp32 model's, and not identical to them (the storage took effect).
+void expect_tiny_logits_near_fp32(const OpOptions& options, double abs, double rel, const char* what) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 0.5f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq other = Seq2Seq::load(context(), dir.str(), options);
+  const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
+  const DecodeOptions o{.max_len = 1, .return_logits = true};
+  const DecodeResult a = m32.greedy(src, o), b = other.greedy(src, o);
+  const std::vector<double> want(a.logits.begin(), a.logits.end());
+  EXPECT_TRUE(all_close(b.logits, want, abs, rel)) << what;
+  EXPECT_FALSE(all_close(b.logits, want, 0, 0)) << what << " weights had no effect";
+}
+
 // fp16 storage of the dense layers' weights: logits within the rounding of the weights of the
 // fp32 model's, and the dates sample still gets every answer right.
 TEST(Seq2Seq, Fp16DenseWeights) {
   if (!context().features().storage_buffer_16bit) GTEST_SKIP() << "no storageBuffer16BitAccess on this device";
   OpOptions half;
   half.fp16_storage = true;
-  {
-    TempDir dir;
-    TinySpec spec;
-    spec.eos_bias = 0.5f;
-    TinyModel(spec).write(dir.path());
-    const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
-    const Seq2Seq m16 = Seq2Seq::load(context(), dir.str(), half);
-    const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
-    const DecodeOptions o{.max_len = 1, .return_logits = true};
-    const DecodeResult a = m32.greedy(src, o), b = m16.greedy(src, o);
-    EXPECT_TRUE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 5e-3, 5e-3));
-    EXPECT_FALSE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0, 0)) << "fp16 weights had no effect";
-  }
+  expect_tiny_logits_near_fp32(half, 5e-3, 5e-3, "fp16");
   const Seq2Seq model = Seq2Seq::load(context(), test::source_path("samples/dates/model"), half);
   const auto [inputs, expected] = heldout_dates(100);
   EXPECT_EQ(model.translate(inputs), expected);
@@ -651,19 +656,7 @@ TEST(Seq2Seq, Fp16DenseWeights) {
 TEST(Seq2Seq, Int8DenseWeights) {
   OpOptions i8;
   i8.weight_storage = WeightStorage::i8;
-  {
-    TempDir dir;
-    TinySpec spec;
-    spec.eos_bias = 0.5f;
-    TinyModel(spec).write(dir.path());
-    const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
-    const Seq2Seq m8 = Seq2Seq::load(context(), dir.str(), i8);
-    const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
-    const DecodeOptions o{.max_len = 1, .return_logits = true};
-    const DecodeResult a = m32.greedy(src, o), b = m8.greedy(src, o);
-    EXPECT_TRUE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0.05, 0.02));
-    EXPECT_FALSE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0, 0)) << "int8 weights had no effect";
-  }
+  expect_tiny_logits_near_fp32(i8, 0.05, 0.02, "int8");
   const std::string dates = test::source_path("samples/dates/model");
   const Seq2Seq m32 = Seq2Seq::load(context(), dates);
   const Seq2Seq m8 = Seq2Seq::load(context(), dates, i8);
