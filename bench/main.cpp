@@ -120,6 +120,7 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   r["gflops"] = nullable_rate(w.work.flops, wall, 1e-3);
   r["tokens_per_s"] = nullable_rate(w.work.tokens, wall, 1e6);
   r["us_per_step"] = w.work.steps > 0 ? json(wall / w.work.steps) : json(nullptr);
+  if (w.work.weight_bytes_per_token > 0) r["weight_bytes_per_token"] = w.work.weight_bytes_per_token;
   r["copy_fraction"] = nullptr;
   if (r["gbps"].is_number() && ceilings.is_object() && ceilings["copy_shader_gbps"].is_number() &&
       ceilings["copy_shader_gbps"].get<double>() > 0.0) {

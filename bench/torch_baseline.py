@@ -63,8 +63,11 @@ def all_rows():
             for h in (256, 512, 1024):
                 rows.append((f"W2.{cell}", {"B": b, "T": 64, "H": h}))
     for b in (1, 16):
-        rows.append((f"W3.b{b}", {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256,
-                                  "vocab": 8000}))
+        for bits in (32, 16, 8):  # vkrnn-bench's fp32, fp16 and int8 rows
+            p = {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000}
+            if bits != 32:
+                p["weight_bits"] = bits
+            rows.append((f"W3.b{b}", p))
     for s in (256, 1024, 4096, 16384):
         for causal in (False, True):
             rows.append(("W4", {"B": 1, "S": s, "d": 64, "causal": causal}))
@@ -82,6 +85,26 @@ def matches(wid, name, patterns):
         if name.startswith(p) and (len(name) == len(p) or p[-1] in "./,=" or name[len(p)] in "./,="):
             return True
     return False
+
+
+def precision(p):
+    return {32: "fp32", 16: "fp16", 8: "int8"}[p.get("weight_bits", 32)]
+
+
+def w3_weight_bytes_per_token(p):
+    """Weights one decoded token reads (SCHEMA.md): per step the output projection, the decoder
+    GRU and the attention query projection + v, shared by the B rows, plus the token's embedding
+    row. int8 (quantize_dynamic of nn.Linear and nn.GRU): those matrices 1 byte per weight (one
+    scale per tensor, not counted), biases, v and embeddings fp32; fp16 (CUDA, model.half()):
+    every tensor 2 bytes."""
+    B, E, H, V = p["B"], p["E"], p["H"], p["vocab"]
+    bits = p.get("weight_bits", 32)
+    w, f = bits // 8, 2 if bits == 16 else 4  # matrices, everything else
+    M = 2 * H
+    output = V * (H + M + E) * w + V * f
+    gru = (3 * H * (E + M) + 3 * H * H) * w + 6 * H * f
+    query = H * H * w + 2 * H * f
+    return (output + gru + query) / B + E * f
 
 
 # Work per repetition (the same formulas as bench/workloads.cpp; documented in SCHEMA.md).
@@ -156,6 +179,17 @@ def build_w3(torch, wid, p, dev):
     model = vm.BahdanauSeq2Seq(V, V, embedding_dim=p["E"], encoder_hidden=p["H"],
                                decoder_hidden=p["H"], attention_dim=p["H"], cell="gru",
                                max_decode_length=steps).to(dev).eval()
+    if p.get("weight_bits") == 16:
+        if dev == "cpu":
+            raise RuntimeError("the fp16 row runs on CUDA only (model.half())")
+        model = model.half()
+    if p.get("weight_bits") == 8:
+        if dev != "cpu":
+            raise RuntimeError("int8 (quantize_dynamic) runs on the CPU only")
+        # PyTorch's own int8 path: dynamic quantization (int8 weights, activations quantized on
+        # the fly) of every Linear and GRU of the same module.
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU},
+                                                       dtype=torch.qint8)
     g = torch.Generator().manual_seed(1)
     src = torch.randint(4, V, (B, S), generator=g).to(dev)  # non-special ids, batch-first
     lengths = torch.full((B,), S, dtype=torch.long, device=dev)
@@ -393,7 +427,7 @@ def main(argv=None):
                 nbytes, flops, tokens, steps = work(wid, p)
                 med = statistics.median(wall)
                 gbps = nbytes / (med * 1e3) if nbytes else None
-                row = {"id": wid, "name": rname, "params": p, "precision": "fp32",
+                row = {"id": wid, "name": rname, "params": p, "precision": precision(p),
                        "repetitions": len(wall), "warmup": warmups,
                        "gpu_us": summarize(gpu) if gpu else None, "wall_us": summarize(wall),
                        "record_us": None,
@@ -403,6 +437,8 @@ def main(argv=None):
                        "us_per_step": med / steps if steps else None,
                        "copy_fraction": gbps / copy_gbps if gbps and copy_gbps else None,
                        "dispatches": None, "submissions": None, "backend": backend}
+                if wid.startswith("W3."):
+                    row["weight_bytes_per_token"] = w3_weight_bytes_per_token(p)
                 entry["rows"].append(row)
                 rate = (f"{row['gbps']:.2f} GB/s" if row["gbps"] else
                         f"{row['tokens_per_s']:.0f} tok/s" if row["tokens_per_s"] else

@@ -12,6 +12,12 @@
 // record_step calls. That is the same kernels as Seq2Seq::greedy(), in one submission; the
 // incremental API adds two tiny per-step downloads (token, score) that greedy() batches into
 // one at the end. Rate: tokens/s = B * 32 / wall median (bench/SCHEMA.md).
+//
+// Each B also runs with the dense layers' weights in fp16 and in int8 (OpOptions::
+// weight_storage, quantized at load: per-row scales), params weight_bits = 16 / 8 and precision
+// fp16 / int8; the fp32 rows keep their names. weight_bytes_per_token: the decoder step's
+// weights (output projection in the row's storage, the GRU and attention query in fp32) / B,
+// plus the token's embedding row.
 #include <unistd.h>
 
 #include <cmath>
@@ -22,6 +28,7 @@
 
 #include <fmt/format.h>
 
+#include "vkrnn/options.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "vkrnn/seq2seq.hpp"
 #include "workload.hpp"
@@ -115,7 +122,7 @@ void write_model(const std::filesystem::path& dir) {
 }
 
 // Writes the model to a fresh temporary directory, loads it, removes the directory.
-std::shared_ptr<Seq2Seq> load_model(Context& ctx) {
+std::shared_ptr<Seq2Seq> load_model(Context& ctx, const OpOptions& options) {
   std::string pattern = (std::filesystem::temp_directory_path() / "vkrnn-bench-w3-XXXXXX").string();
   if (!mkdtemp(pattern.data())) {
     throw Error(ErrorCode::io, fmt::format("vkrnn-bench W3: mkdtemp({}) failed", pattern));
@@ -129,62 +136,87 @@ std::shared_ptr<Seq2Seq> load_model(Context& ctx) {
     }
   } cleanup{dir};
   write_model(dir);
-  return std::make_shared<Seq2Seq>(Seq2Seq::load(ctx, dir.string()));
+  return std::make_shared<Seq2Seq>(Seq2Seq::load(ctx, dir.string(), options));
+}
+
+// Bytes of weights one decoded token reads (bench/SCHEMA.md): per step the output projection
+// ([vocab, H + 2H + E] in `dense_bytes` each, its bias, int8's per-row scales), the decoder GRU
+// and the attention query projection and v (fp32), shared by the B rows; plus the token's own
+// embedding row.
+double weight_bytes_per_token(std::size_t b, double dense_bytes, bool scales) {
+  const double M = 2.0 * kH, out_in = kH + M + kE;
+  const double output = kVocab * out_in * dense_bytes + kVocab * 4.0 + (scales ? kVocab * 4.0 : 0.0);
+  const double gru = (3.0 * kH * (kE + M) + 3.0 * kH * kH + 6.0 * kH) * 4.0;
+  const double query = (double(kA) * kH + 2.0 * kA) * 4.0;
+  return (output + gru + query) / double(b) + kE * 4.0;
 }
 
 std::vector<Workload> rows() {
+  struct Storage {
+    const char* precision;
+    WeightStorage storage;
+    std::size_t bits;
+  };
   std::vector<Workload> out;
   for (std::size_t b : {1, 16}) {
-    Workload w;
-    w.id = fmt::format("W3.b{}", b);
-    w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};
-    w.work.tokens = double(b * kSteps);
-    w.work.steps = double(kSteps);
-    w.setup = [b](Context& ctx) -> Prepared {
-      auto model = load_model(ctx);
-      // Random non-special source ids, all rows of length S.
-      const auto r = random_floats(b * kS, 31, 4.0f, float(kVocab));
-      std::vector<std::vector<std::int32_t>> sources(b);
-      for (std::size_t i = 0; i < b; ++i) {
-        for (std::size_t s = 0; s < kS; ++s) {
-          sources[i].push_back(std::min(std::int32_t(r[i * kS + s]), std::int32_t(kVocab - 1)));
-        }
-      }
-      const Seq2Seq::Encoded encoded = model->prepare(sources);
-      DecodeOptions options;
-      options.max_len = kSteps;
-      options.stop_at_eos = false;  // workloads.md: no early stop
-      // The decoder state of the repetition being recorded. A fresh one per repetition (a
-      // state decodes from BOS once); the previous one is dropped only when the next is
-      // recorded, after the harness has waited for (and reset) the sequence that used it.
-      auto state = std::make_shared<Seq2Seq::DecoderState>();
-      auto record = [model, encoded, options, state](Sequence& seq) {
-        model->record_encode(seq, encoded);
-        *state = model->start(encoded, options);
-        for (std::size_t t = 0; t < kSteps; ++t) model->record_step(seq, *state);
-      };
-      // One decode here, so the decode's own results are checked (not only the encoder's):
-      // the last step's tokens are valid ids and its log-probabilities finite.
-      {
-        Sequence seq = ctx.sequence({.label = "W3 setup check"});
-        record(seq);
-        seq.eval();
-        const StepResult last = model->read_step(seq, *state);
-        if (last.step != kSteps - 1 || last.tokens.size() != b) {
-          throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: last step {} with {} tokens", b,
-                                                    last.step, last.tokens.size()));
-        }
+    for (const Storage st : {Storage{"fp32", WeightStorage::f32, 32}, Storage{"fp16", WeightStorage::f16, 16},
+                             Storage{"int8", WeightStorage::i8, 8}}) {
+      Workload w;
+      w.id = fmt::format("W3.b{}", b);
+      w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};
+      if (st.bits != 32) w.params["weight_bits"] = st.bits;
+      w.precision = st.precision;
+      w.work.tokens = double(b * kSteps);
+      w.work.steps = double(kSteps);
+      w.work.weight_bytes_per_token = weight_bytes_per_token(b, double(st.bits) / 8.0, st.bits == 8);
+      w.setup = [b, st](Context& ctx) -> Prepared {
+        OpOptions op_options;
+        op_options.weight_storage = st.storage;
+        auto model = load_model(ctx, op_options);
+        // Random non-special source ids, all rows of length S.
+        const auto r = random_floats(b * kS, 31, 4.0f, float(kVocab));
+        std::vector<std::vector<std::int32_t>> sources(b);
         for (std::size_t i = 0; i < b; ++i) {
-          if (last.tokens[i] < 0 || last.tokens[i] >= std::int32_t(kVocab) || !std::isfinite(last.scores[i]) ||
-              last.scores[i] > 0.0f) {
-            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: row {}: token {} score {}", b, i,
-                                                      last.tokens[i], last.scores[i]));
+          for (std::size_t s = 0; s < kS; ++s) {
+            sources[i].push_back(std::min(std::int32_t(r[i * kS + s]), std::int32_t(kVocab - 1)));
           }
         }
-      }
-      return {record, encoded.encoder_outputs()};
-    };
-    out.push_back(std::move(w));
+        const Seq2Seq::Encoded encoded = model->prepare(sources);
+        DecodeOptions options;
+        options.max_len = kSteps;
+        options.stop_at_eos = false;  // workloads.md: no early stop
+        // The decoder state of the repetition being recorded. A fresh one per repetition (a
+        // state decodes from BOS once); the previous one is dropped only when the next is
+        // recorded, after the harness has waited for (and reset) the sequence that used it.
+        auto state = std::make_shared<Seq2Seq::DecoderState>();
+        auto record = [model, encoded, options, state](Sequence& seq) {
+          model->record_encode(seq, encoded);
+          *state = model->start(encoded, options);
+          for (std::size_t t = 0; t < kSteps; ++t) model->record_step(seq, *state);
+        };
+        // One decode here, so the decode's own results are checked (not only the encoder's):
+        // the last step's tokens are valid ids and its log-probabilities finite.
+        {
+          Sequence seq = ctx.sequence({.label = "W3 setup check"});
+          record(seq);
+          seq.eval();
+          const StepResult last = model->read_step(seq, *state);
+          if (last.step != kSteps - 1 || last.tokens.size() != b) {
+            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: last step {} with {} tokens", b,
+                                                      last.step, last.tokens.size()));
+          }
+          for (std::size_t i = 0; i < b; ++i) {
+            if (last.tokens[i] < 0 || last.tokens[i] >= std::int32_t(kVocab) || !std::isfinite(last.scores[i]) ||
+                last.scores[i] > 0.0f) {
+              throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: row {}: token {} score {}", b, i,
+                                                        last.tokens[i], last.scores[i]));
+            }
+          }
+        }
+        return {record, encoded.encoder_outputs()};
+      };
+      out.push_back(std::move(w));
+    }
   }
   return out;
 }

@@ -24,6 +24,7 @@ struct Work {
   double flops = 0;       // -> gflops
   double tokens = 0;      // tokens produced -> tokens_per_s
   double steps = 0;       // timesteps / decode steps -> us_per_step
+  double weight_bytes_per_token = 0;  // W3: weights a decoded token reads (0: not reported)
 };
 
 using Recorder = std::function<void(Sequence&)>;

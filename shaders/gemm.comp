@@ -3,7 +3,9 @@
 // projections of a batch): the classic shared-memory tiled GEMM. A WX x WY workgroup computes a
 // BM x BN block of Y (BM = WY*TM, BN = WX*TN), staging BK-wide slices of X and W in shared memory;
 // each invocation keeps a TM x TN register tile whose rows/columns are strided by WY/WX so that
-// neighbouring invocations read neighbouring shared words.
+// neighbouring invocations read neighbouring shared words. WEIGHT_I8: W is int8, four per uint32
+// (byte e of the row-major W in byte e % 4 of word e / 4), times a per-row fp32 scale (stored in
+// the same buffer: 4 bindings, the Vulkan minimum) applied to each finished dot product.
 #extension GL_GOOGLE_include_directive : require
 #include "variants.glsl"
 #if FP16_STORAGE
@@ -14,6 +16,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint TM = 4;
 layout(constant_id = 4) const uint TN = 4;
 layout(constant_id = 5) const uint BK = 16;
+layout(constant_id = 6) const bool WEIGHT_I8 = false;
 
 const uint WX = gl_WorkGroupSize.x;
 const uint WY = gl_WorkGroupSize.y;
@@ -27,6 +30,7 @@ layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
 #else
 layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 #endif
+layout(set = 0, binding = 1) readonly buffer WQ { uint wq[]; };  // WEIGHT_I8: 4 x int8 a word
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
 layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
@@ -37,9 +41,16 @@ layout(push_constant) uniform Push {
   uint b_off;
   uint y_off, ldy;
   uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
+  uint s_off;  // WEIGHT_I8: W row n's f32 scale is word s_off / 4 + n of the weight buffer
 } p;
 
 #include "kernel_flags.h"
+
+float load_w(uint n, uint k) {
+  const uint e = p.w_off + n * p.ldw + k;
+  if (WEIGHT_I8) return float(bitfieldExtract(int(wq[e / 4]), int(e % 4) * 8, 8));
+  return float(ws[e]);
+}
 
 // Transposed tiles: [k][row], +1 column of padding against bank conflicts on the stores.
 shared float x_tile[BK * (BM + 1)];
@@ -67,7 +78,7 @@ void main() {
     for (uint e = tid; e < BN * BK; e += THREADS) {
       const uint r = e / BK, c = e % BK;
       const uint n = n0 + r, k = k0 + c;
-      w_tile[c * (BN + 1) + r] = (n < p.N && k < p.K) ? float(ws[p.w_off + n * p.ldw + k]) : 0.0;
+      w_tile[c * (BN + 1) + r] = (n < p.N && k < p.K) ? load_w(n, k) : 0.0;
     }
     barrier();
     for (uint c = 0; c < BK; ++c) {
@@ -89,7 +100,8 @@ void main() {
       if (n >= p.N) continue;
       const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n] : 0.0;
       const uint y = p.y_off + m * p.ldy + n;
-      ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] + b;
+      const float s = WEIGHT_I8 ? uintBitsToFloat(wq[p.s_off / 4 + n]) : 1.0;
+      ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] * s + b;
     }
   }
 }

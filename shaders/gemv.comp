@@ -3,6 +3,10 @@
 // for any M: every coop (see gemv_common.glsl) computes a TM x TN block of Y, its lanes split K
 // in vec4 steps and reduce at the end. Both X and W rows are contiguous in K, so each lane
 // streams consecutive vec4s and every loaded vec4 feeds TM (or TN) dot products.
+// WEIGHT_I8: W is int8, four per uint32 (rows padded to a multiple of 4 columns, pad bytes 0),
+// with a per-row fp32 scale applied once to each finished dot product (W ~ q * scale[n]): a
+// quarter of the f32 bytes, on any Vulkan 1.1 device (no 8-bit storage feature needed). The
+// scales live in the weight buffer too: the kernel binds 4 buffers, the Vulkan minimum.
 #extension GL_GOOGLE_include_directive : require
 #include "variants.glsl"
 #if FP16_STORAGE
@@ -15,6 +19,7 @@ layout(constant_id = 3) const uint TM = 1;          // rows of X per block
 layout(constant_id = 4) const uint TN = 4;          // rows of W per block
 layout(constant_id = 5) const uint BLOCKS = 1;      // N-blocks per workgroup
 layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all % 4 == 0
+layout(constant_id = 7) const bool WEIGHT_I8 = false;  // W int8 (w_off, ldw % 4 == 0 always)
 
 // Each buffer is declared twice (scalar and vec4 view of the same binding); the ALIGNED
 // specialisation decides which one the pipeline keeps.
@@ -27,6 +32,7 @@ layout(set = 0, binding = 1) readonly buffer WV { f16vec4 wv[]; };
 layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
 layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
 #endif
+layout(set = 0, binding = 1) readonly buffer WQ { uint wq[]; };  // WEIGHT_I8: 4 x int8 a word
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
 layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
 
@@ -37,6 +43,7 @@ layout(push_constant) uniform Push {
   uint b_off;       // b[n] = bias[b_off + n]
   uint y_off, ldy;  // Y[m][n] = ys[y_off + m * ldy + n]
   uint flags;  // GEMM_BIAS, GEMM_ACCUMULATE (kernel_flags.h)
+  uint s_off;  // WEIGHT_I8: W row n's f32 scale is word s_off / 4 + n of the weight buffer
 } p;
 
 #include "kernel_flags.h"
@@ -50,6 +57,12 @@ vec4 load_x(uint row, uint k4) {
 }
 
 vec4 load_w(uint row, uint k4) {
+  if (WEIGHT_I8) {
+    // Past K the padding is 0 (and so is x): no bounds test even when K % 4 != 0.
+    const int q = int(wq[(p.w_off + row * p.ldw) / 4 + k4]);
+    return vec4(bitfieldExtract(q, 0, 8), bitfieldExtract(q, 8, 8), bitfieldExtract(q, 16, 8),
+                bitfieldExtract(q, 24, 8));
+  }
   if (ALIGNED) return vec4(wv[(p.w_off + row * p.ldw) / 4 + k4]);
   const uint base = p.w_off + row * p.ldw;
   const uint k = k4 * 4;
@@ -87,7 +100,7 @@ void main() {
 
     for (uint i = 0; i < TM; ++i) {
       for (uint j = 0; j < TN; ++j) {
-        const float v = COOP_SUM(acc[i][j]);
+        const float v = COOP_SUM(acc[i][j]) * (WEIGHT_I8 ? uintBitsToFloat(wq[p.s_off / 4 + wrow[j]]) : 1.0);
         // Spread the stores over the lanes (every lane holds every sum).
         if (((i * TN + j) % LANES) == LANE && m0 + i < p.M && n0 + j < p.N) {
           const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n0 + j] : 0.0;

@@ -342,8 +342,14 @@ KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options) {
 
 // --- dense layers --------------------------------------------------------------------------------
 
+WeightStorage dense_weights(const OpOptions& options) {
+  if (options.weight_storage != WeightStorage::automatic) return options.weight_storage;
+  return options.fp16_storage ? WeightStorage::f16 : WeightStorage::f32;
+}
+
 Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
   Gemm g;
+  const bool f16 = dense_weights(options) == WeightStorage::f16;
   const bool cpu = is_cpu(dev);
   g.subgroups = use_subgroups(dev, options);
   g.coop_lanes = g.subgroups ? max_lanes(dev) : 1u;
@@ -369,12 +375,12 @@ Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
       1, std::min<std::uint32_t>({16, dev.max_workgroup_size[1], dev.max_workgroup_invocations / wx}));
   g.tiled = {.local_size_x = wx, .local_size_y = wy, .TM = 4, .TN = 4,
              .BK = options.tile ? std::clamp<std::uint32_t>(options.tile, 1, 64) : 16u};
-  const kernels::Variant tiled_variant{.fp16 = options.fp16_storage};
+  const kernels::Variant tiled_variant{.fp16 = f16};
   while (g.tiled.BK > 1 &&
          shared_bytes<kernels::Gemm>(g.tiled, tiled_variant) > dev.max_shared_memory) {
     g.tiled.BK /= 2;
   }
-  g.needs.fp16_storage = options.fp16_storage;
+  g.needs.fp16_storage = f16;
   g.needs.add(shared_bytes<kernels::Gemm>(g.tiled, tiled_variant), kernels::Gemm::binding_count);
   g.needs.add(0, kernels::Gemv::binding_count);
   return g;

@@ -167,12 +167,15 @@ KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options);
 
 // --- dense layers ----------------------------------------------------------------------------
 enum class GemmPath { gemv, gemv_invocation, tiled };
+// The storage a dense layer built with `options` gives its weights (automatic resolved: f16
+// with fp16_storage, else f32).
+WeightStorage dense_weights(const OpOptions& options);
 struct Gemm {
   bool subgroups = false;
   std::uint32_t coop_lanes = 1;     // lanes per dot product: the largest subgroup, or 1
   std::uint32_t gemv_workgroup = 1;
   kernels::Gemm::Constants tiled;   // for Variant{.fp16 = weights are f16}
-  Needs needs;                      // fp16_storage: whether options asked for f16 weights
+  Needs needs;                      // fp16_storage: whether options ask for f16 weights
 };
 Gemm gemm(const DeviceInfo& dev, const OpOptions& options);
 GemmPath gemm_path(const DeviceInfo& dev, const Gemm& g, std::size_t m);

@@ -1,8 +1,10 @@
 // Gemm / Linear (Y = X W^T + b, W stored [N, K]) against a double-precision CPU reference over
 // awkward shapes, on both kernels (gemv, tiled), with and without subgroup arithmetic, fp16
-// weights, strided views, and the errors for bad arguments.
+// and int8 weights, strided views, and the errors for bad arguments.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -298,6 +300,211 @@ TEST(Linear, BadArguments) {
   Linear nobias(ctx, 5, 4, false);
   expect_error([&] { nobias.load(std::vector<float>(20), {4, 5}, std::vector<float>(4)); }, ErrorCode::invalid_argument, {"without bias"});
   expect_error([&] { Linear(ctx, 0, 4); }, ErrorCode::invalid_argument, {"in_features"});
+  EXPECT_EQ(seq.stats().dispatches, 0u);
+}
+
+
+// --- int8 weights ------------------------------------------------------------------------------
+
+OpOptions i8_options(bool no_subgroup = false) {
+  OpOptions o;
+  o.weight_storage = WeightStorage::i8;
+  o.force_shared_memory_reduction = no_subgroup;
+  return o;
+}
+
+// What an i8 Linear stores (read back from the device): the dequantized weights q * scale
+// [N, K] and the per-row scales.
+struct Stored {
+  std::vector<float> w, scales;
+};
+Stored stored_i8(Context& ctx, const Linear& lin) {
+  const std::size_t N = lin.out_features(), K = lin.in_features(), ld = (K + 3) / 4 * 4;
+  EXPECT_EQ(lin.weight().dtype(), DType::i8);
+  EXPECT_EQ(lin.scale_offset(), N * ld);
+  const auto bytes = ctx.read<std::int8_t>(lin.weight());
+  Stored s{std::vector<float>(N * K), std::vector<float>(N)};
+  std::memcpy(s.scales.data(), bytes.data() + N * ld, 4 * N);
+  for (std::size_t n = 0; n < N; ++n) {
+    for (std::size_t k = 0; k < ld; ++k) {
+      if (k < K) s.w[n * K + k] = float(bytes[n * ld + k]) * s.scales[n];
+      else EXPECT_EQ(bytes[n * ld + k], 0) << "padding of row " << n;
+    }
+  }
+  return s;
+}
+
+// An i8 layer against (a) the double reference on the weights it stores (q * scale: only fp32
+// rounding, 1e-5 of the magnitude) and (b) the fp32 weights it was given: each weight is off by
+// at most scale/2 (round to nearest), so |y - y_f32| <= scale[n]/2 * sum_k |x_k| (+ the fp32
+// rounding). Also checks the quantizer: scale = max|w_row| / 127 and |q * scale - w| <= scale/2
+// (0.5001: the fp32 rounding of w / scale and of q * scale).
+void run_i8_case(Context& ctx, Gemm::Path path, bool no_subgroup, std::size_t M, std::size_t N, std::size_t K,
+                 bool bias, std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("i8 {} M={} N={} K={} bias={}", name({path, no_subgroup, false}), M, N, K, bias));
+  const auto x = random_floats(M * K, seed);
+  auto w = random_floats(N * K, seed + 1);
+  if (N > 1) std::fill_n(w.begin() + static_cast<std::ptrdiff_t>(K), K, 0.0f);  // a zero row: scale 0
+  const auto b = bias ? random_floats(N, seed + 2) : std::vector<float>{};
+  Linear lin(ctx, K, N, bias, i8_options(no_subgroup));
+  ASSERT_EQ(lin.weight_storage(), WeightStorage::i8);
+  lin.gemm().set_path(path);
+  lin.load(w, {N, K}, b);
+  const Stored st = stored_i8(ctx, lin);
+  std::size_t bad_q = 0;
+  for (std::size_t n = 0; n < N; ++n) {
+    float max_abs = 0.0f;
+    for (std::size_t k = 0; k < K; ++k) max_abs = std::max(max_abs, std::abs(w[n * K + k]));
+    if (st.scales[n] != max_abs / 127.0f) ++bad_q;
+    for (std::size_t k = 0; k < K; ++k) {
+      if (std::abs(double(st.w[n * K + k]) - w[n * K + k]) > 0.5001 * st.scales[n]) ++bad_q;
+    }
+  }
+  EXPECT_EQ(bad_q, 0u) << "quantized weights off the per-row rule";
+
+  const auto got = lin.forward(x, M);
+  std::vector<double> want, scale;
+  reference(x, st.w, b, M, N, K, want, scale);
+  EXPECT_TRUE(close(got, want, scale)) << "against the dequantized weights";
+  // Against fp32 weights: the quantization bound above, as the per-element scale of close().
+  std::vector<double> want32, scale32;
+  reference(x, w, b, M, N, K, want32, scale32);
+  for (std::size_t m = 0; m < M; ++m) {
+    double sum_x = 0.0;
+    for (std::size_t k = 0; k < K; ++k) sum_x += std::abs(x[m * K + k]);
+    for (std::size_t n = 0; n < N; ++n) scale32[m * N + n] = 0.5001 * st.scales[n] * sum_x + 1e-5 * scale32[m * N + n];
+  }
+  EXPECT_TRUE(close(got, want32, scale32, 1.0)) << "against the fp32 weights";
+}
+
+struct I8Path {
+  Gemm::Path path;
+  bool no_subgroup;
+};
+const std::vector<I8Path> kI8Paths = {{Gemm::Path::gemv, false},
+                                      {Gemm::Path::gemv, true},
+                                      {Gemm::Path::gemv_invocation, false},
+                                      {Gemm::Path::tiled, false}};
+
+// The grid of the brief: M 1, 3, 16; K 1, 3, 5, 127, 1024, 1025 (K % 4 != 0: padded rows read a
+// whole word); N 1, 7 and 8000 (the W3 output projection's vocabulary) on the bigger K.
+TEST(LinearI8, AwkwardShapesAllKernels) {
+  auto& ctx = context();
+  std::uint32_t seed = 5000;
+  for (const auto& p : kI8Paths) {
+    for (std::size_t M : {1u, 3u, 16u})
+      for (std::size_t K : {1u, 3u, 5u, 127u, 1024u, 1025u})
+        for (std::size_t N : {1u, 7u}) {
+          run_i8_case(ctx, p.path, p.no_subgroup, M, N, K, seed % 2 == 0, seed);
+          ++seed;
+        }
+    run_i8_case(ctx, p.path, p.no_subgroup, 1, 8000, 1024, true, seed++);
+    run_i8_case(ctx, p.path, p.no_subgroup, 3, 8000, 127, false, seed++);
+  }
+  run_i8_case(ctx, Gemm::Path::automatic, false, 16, 8000, 1025, true, seed++);
+}
+
+TEST(LinearI8Long, FullGrid) {
+  auto& ctx = context();
+  std::uint32_t seed = 7000;
+  for (const auto& p : kI8Paths)
+    for (std::size_t M : {1u, 3u, 16u})
+      for (std::size_t K : {1u, 3u, 5u, 127u, 1024u, 1025u})
+        for (std::size_t N : {1u, 7u, 8000u}) {
+          run_i8_case(ctx, p.path, p.no_subgroup, M, N, K, seed % 2 == 0, seed);
+          ++seed;
+        }
+}
+
+// K in slices for the loop budget: every slice scales its partial sum (the scales are per row,
+// so the sum of scaled slices is the scaled sum).
+TEST(LinearI8, KPastTheLoopBudget) {
+  auto& ctx = context();
+  run_i8_case(ctx, Gemm::Path::gemv_invocation, false, 2, 3, 270001, true, 900);
+  run_i8_case(ctx, Gemm::Path::gemv, false, 1, 3, 300001, false, 901);
+}
+
+TEST(LinearI8, LimitProfiles) {
+  for (Limits limits : kAllLimits) {
+    Context& ctx = limited_context(limits);
+    SCOPED_TRACE(fmt::format("limits '{}'", test::to_string(limits)));
+    std::uint32_t seed = 6000;
+    for (auto [M, N, K] : std::vector<std::tuple<std::size_t, std::size_t, std::size_t>>{
+             {1, 7, 5}, {3, 67, 129}, {16, 5, 3}, {65, 129, 33}}) {
+      run_i8_case(ctx, Gemm::Path::automatic, false, M, N, K, seed % 2 == 0, seed);
+      seed += 7;
+    }
+  }
+}
+
+// Weights quantized elsewhere (the exporter): loaded as given, including -128, into an i8 layer
+// (stored as is) and into an f32 one (dequantized): the same products.
+TEST(LinearI8, LoadQuantized) {
+  auto& ctx = context();
+  const std::size_t N = 9, K = 13, M = 3;
+  std::vector<std::int8_t> q(N * K);
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<std::int8_t>(int((i * 37) % 256) - 128);
+  std::vector<float> scales(N);
+  for (std::size_t n = 0; n < N; ++n) scales[n] = 0.001f * float(n);  // row 0: scale 0
+  const auto b = random_floats(N, 3);
+  const auto x = random_floats(M * K, 4);
+  std::vector<float> w(N * K);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(q[i]) * scales[i / K];
+  std::vector<double> want, scale;
+  reference(x, w, b, M, N, K, want, scale);
+  for (WeightStorage storage : {WeightStorage::i8, WeightStorage::f32}) {
+    SCOPED_TRACE(to_string(storage));
+    OpOptions o;
+    o.weight_storage = storage;
+    Linear lin(ctx, K, N, true, o);
+    lin.load_quantized(q, {N, K}, scales, {N}, b);
+    if (storage == WeightStorage::i8) {
+      const Stored st = stored_i8(ctx, lin);
+      EXPECT_EQ(st.scales, scales);
+      EXPECT_EQ(st.w, w);
+    }
+    EXPECT_TRUE(close(lin.forward(x, M), want, scale));
+  }
+}
+
+TEST(LinearI8, BadArguments) {
+  auto& ctx = context();
+  Linear lin(ctx, 5, 4, true, i8_options());
+  const std::vector<std::int8_t> q(20);
+  const std::vector<float> s(4, 0.5f), b(4);
+  expect_error([&] { lin.load_quantized(q, {5, 4}, s, {4}, b); }, ErrorCode::invalid_argument,
+               {"load_quantized", "shape [5, 4]", "[4, 5]", "transposed"});
+  expect_error([&] { lin.load_quantized(std::vector<std::int8_t>(19), {4, 5}, s, {4}, b); }, ErrorCode::invalid_argument,
+               {"19 elements", "[4, 5]"});
+  expect_error([&] { lin.load_quantized(q, {4, 5}, std::vector<float>(5, 1.0f), {5}, b); }, ErrorCode::invalid_argument,
+               {"scales have shape [5]", "[4]", "weight [4, 5]"});
+  expect_error([&] { lin.load_quantized(q, {4, 5}, s, {1, 4}, b); }, ErrorCode::invalid_argument, {"shape [1, 4]"});
+  expect_error([&] { lin.load_quantized(q, {4, 5}, std::vector<float>{0.5f, -1.0f, 0.5f, 0.5f}, {4}, b); },
+               ErrorCode::invalid_argument, {"scale[1] is -1"});
+  expect_error([&] { lin.load_quantized(q, {4, 5}, std::vector<float>{0.5f, 0.5f, NAN, 0.5f}, {4}, b); },
+               ErrorCode::invalid_argument, {"scale[2] is nan"});
+  expect_error([&] { lin.load_quantized(q, {4, 5}, s, {4}, std::vector<float>(3)); }, ErrorCode::invalid_argument, {"bias"});
+  std::vector<float> w(20, 0.5f);
+  w[13] = INFINITY;
+  expect_error([&] { lin.load(w, {4, 5}, b); }, ErrorCode::invalid_argument, {"weight[2][3] is inf", "finite"});
+
+  Gemm gemm(ctx);
+  Sequence seq = ctx.sequence();
+  Tensor x = ctx.tensor({3, 5}), y = ctx.tensor({3, 4}), wq = ctx.tensor({4 * 8 + 16}, DType::i8);
+  expect_error([&] { gemm.record(seq, x, ctx.tensor({4, 5}, DType::i8), Tensor{}, y); }, ErrorCode::invalid_argument,
+               {"'w'", "i8", "record_i8"});
+  expect_error([&] { gemm.record_i8(seq, MatrixView::of(x), MatrixView{ctx.tensor({4, 5}), 4, 5, 0, 5}, 0, Tensor{}, 0, MatrixView::of(y)); },
+               ErrorCode::invalid_argument, {"record_i8", "expected i8"});
+  // Rows must start on words: a row stride of 5 (unpadded) is refused.
+  expect_error([&] { gemm.record_i8(seq, MatrixView::of(x), MatrixView{wq, 4, 5, 0, 5}, 32, Tensor{}, 0, MatrixView::of(y)); },
+               ErrorCode::invalid_argument, {"row stride (5)", "multiples of 4"});
+  expect_error([&] { gemm.record_i8(seq, MatrixView::of(x), MatrixView{wq, 4, 5, 0, 8}, 34, Tensor{}, 0, MatrixView::of(y)); },
+               ErrorCode::out_of_range, {"scales", "element 34"});
+  expect_error([&] { gemm.record_i8(seq, MatrixView::of(x), MatrixView{wq, 4, 5, 0, 8}, 36, Tensor{}, 0, MatrixView::of(y)); },
+               ErrorCode::out_of_range, {"scales", "[36, 52)"});
+  // The last row's word past K must exist: 4 rows of stride 8 need 32 elements, not 29.
+  expect_error([&] { gemm.record_i8(seq, MatrixView::of(x), MatrixView{ctx.tensor({29}, DType::i8), 4, 5, 0, 8}, 0, Tensor{}, 0, MatrixView::of(y)); },
+               ErrorCode::out_of_range, {"'w'", "needs 32"});
   EXPECT_EQ(seq.stats().dispatches, 0u);
 }
 

@@ -2,6 +2,7 @@
 // rejects every kind of malformed one with an Error naming the file and what was expected; the
 // Tokenizer. Models are made here, small, without PyTorch (tests/test_models_torch.cpp checks
 // the exporter's real files).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <functional>
 #include <iterator>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -99,6 +101,90 @@ TEST(ModelFile, ConvertsF16AndBf16Weights) {
       const float rounded = dtype == "F16" ? half_to_float(float_to_half(want[i])) : bf16_to_float(float_to_bf16(want[i]));
       EXPECT_EQ(got[i], rounded) << dtype << " element " << i;
     }
+  }
+}
+
+// Malformed int8 weights (docs/model-format.md): each refused naming the tensor and the file.
+TEST(ModelFile, Int8WeightsAreChecked) {
+  // The tensors of a TinyModel with output.weight int8, edited by `edit`.
+  auto write = [](const TempDir& dir, const std::set<std::string>& int8,
+                  const std::function<void(std::vector<SafetensorsTensorData>&)>& edit) {
+    TinyModel m;
+    m.int8 = int8;
+    m.write(dir.path());
+    std::vector<SafetensorsTensorData> tensors;
+    for (const auto& [name, sd] : m.weights) {
+      if (int8.count(name)) {
+        for (auto& t : test::int8_tensors(name, sd.first, sd.second)) tensors.push_back(std::move(t));
+      } else {
+        tensors.push_back(f32_tensor(name, std::vector<std::size_t>(sd.first.begin(), sd.first.end()), sd.second));
+      }
+    }
+    edit(tensors);
+    write_safetensors((dir.path() / "model.safetensors").string(), tensors);
+  };
+  auto drop = [](std::vector<SafetensorsTensorData>& ts, const std::string& name) {
+    std::erase_if(ts, [&](const SafetensorsTensorData& t) { return t.name == name; });
+  };
+  auto find = [](std::vector<SafetensorsTensorData>& ts, const std::string& name) -> SafetensorsTensorData& {
+    return *std::find_if(ts.begin(), ts.end(), [&](const SafetensorsTensorData& t) { return t.name == name; });
+  };
+  {
+    TempDir dir;
+    write(dir, {"output.weight"}, [&](auto& ts) { drop(ts, "output.weight_scale"); });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "int8 tensor 'output.weight'", "role 'output.weight'",
+                                                "'output.weight_scale'", "is missing"});
+  }
+  {
+    TempDir dir;
+    write(dir, {"output.weight"}, [&](auto& ts) {
+      auto& t = find(ts, "output.weight_scale");
+      std::vector<float> v(t.shape[0], 0.01f);
+      t = f16_tensor(t.name, t.shape, v);
+    });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'output.weight_scale'", "dtype F16, expected F32"});
+  }
+  {
+    TempDir dir;
+    write(dir, {"output.weight"}, [&](auto& ts) {
+      auto& t = find(ts, "output.weight_scale");
+      t = f32_tensor(t.name, {t.shape[0] + 1}, std::vector<float>(t.shape[0] + 1, 0.01f));
+    });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'output.weight_scale'", "shape [7]", "[6, ", "[6]"});
+  }
+  {
+    TempDir dir;
+    write(dir, {"output.weight"}, [&](auto& ts) {
+      auto& t = find(ts, "output.weight_scale");
+      std::vector<float> v(t.shape[0], 0.01f);
+      v[4] = -0.5f;
+      t = f32_tensor(t.name, t.shape, v);
+    });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'output.weight_scale'", "element 4 is -0.5", ">= 0"});
+  }
+  {  // the weight's shape is checked like an f32 one's
+    TempDir dir;
+    write(dir, {"output.weight"}, [&](auto& ts) {
+      auto& t = find(ts, "output.weight");
+      t.shape = {t.shape[1], t.shape[0]};
+      find(ts, "output.weight_scale") = f32_tensor("output.weight_scale", {t.shape[0]}, std::vector<float>(t.shape[0], 0.01f));
+    });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "int8 tensor 'output.weight'", "expected shape [6, "});
+  }
+  {  // an embedding table is no dense layer
+    TempDir dir;
+    write(dir, {"tgt_embedding.weight"}, [](auto&) {});
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'tgt_embedding'", "only linear weights may be int8", "op 'embedding'"});
+  }
+  {  // nor are the recurrent layers (not in int8 yet)
+    TempDir dir;
+    write(dir, {"decoder.weight_hh_l0"}, [](auto&) {});
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "'decoder.weight_hh_l0'", "dtype I8", "linear layers' weights only"});
+  }
+  {  // a scale tensor with no int8 weight is a stray tensor
+    TempDir dir;
+    write(dir, {}, [](auto& ts) { ts.push_back(f32_tensor("output.weight_scale", {6}, std::vector<float>(6, 0.01f))); });
+    expect_error(dir.str(), ErrorCode::format, {"model.safetensors", "unexpected tensor", "'output.weight_scale'"});
   }
 }
 

@@ -132,6 +132,40 @@ TEST(Classifier, MatchesDoubleReference) {
   check(big, {40, 1, 17}, 99);
 }
 
+// Dense weights in int8 (weight_storage i8: the classifier layer and the tanh pooling's
+// projection quantized at load): random weights give logits within 0.05 + 2% of fp32's (and not
+// the same); weights that are already q * scale (quantize_rows) quantize exactly, so the result
+// is the double reference's up to fp32 rounding.
+TEST(Classifier, Int8DenseWeights) {
+  TinyClassifierSpec spec;
+  spec.pooling_score = "tanh";
+  TinyClassifier tc(spec);
+  OpOptions i8;
+  i8.weight_storage = WeightStorage::i8;
+  const auto inputs = test::random_token_rows({1, 5, 3, 8}, 1, spec.V, 7);
+  {  // the random weights: int8 changes the logits, a little
+    TempDir dir;
+    tc.write(dir.path());
+    const ClassifyResult a = Classifier::load(context(), dir.str()).classify(inputs);
+    const ClassifyResult b = Classifier::load(context(), dir.str(), i8).classify(inputs);
+    const std::vector<double> want(a.logits.begin(), a.logits.end());
+    EXPECT_TRUE(all_close(b.logits, want, 0.05, 0.02));
+    EXPECT_FALSE(all_close(b.logits, want, 0, 0)) << "int8 weights had no effect";
+  }
+  for (const char* name : {"classifier.weight", "pooling.proj.weight"}) {
+    auto& [shape, w] = tc.weights.at(name);
+    const QuantizedRows q = quantize_rows(w, shape[0], shape[1]);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(q.q[i]) * q.scales[i / shape[1]];
+  }
+  TempDir dir;
+  tc.write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str(), i8);
+  const ClassifyResult r = model.classify(inputs, {.return_pooling = true});
+  const RefResult want = reference_classify(tc, inputs);
+  EXPECT_TRUE(all_close(r.logits, want.logits, 1e-5, 1e-5)) << "logits";
+  EXPECT_TRUE(all_close(r.pooling, want.pooling, 1e-5, 1e-5)) << "pooling weights";
+}
+
 // An input past what one fused RNN dispatch could loop over on lavapipe (a GRU with H = 64
 // broke at ~3,121 steps before the split into runs; the sentiment sample's class flipped at
 // T = 30,000), next to a short row.

@@ -608,34 +608,112 @@ TEST(Seq2Seq, FromMemory) {
   EXPECT_EQ(model.translate({"Nov 21st, 2026", "21/11/26"}), (std::vector<std::string>{"2026-11-21", "2026-11-21"}));
 }
 
+// The first n held-out dates of the sample: inputs and expected outputs.
+std::pair<std::vector<std::string>, std::vector<std::string>> heldout_dates(std::size_t n) {
+  std::ifstream heldout(test::source_path("samples/dates/heldout.txt"));
+  std::vector<std::string> inputs, expected;
+  std::string line;
+  while (inputs.size() < n && std::getline(heldout, line)) {
+    inputs.push_back(line.substr(0, line.find('\t')));
+    expected.push_back(line.substr(line.find('\t') + 1));
+  }
+  return {inputs, expected};
+}
+
+// The tiny model's first-step logits with `options` (another weight storage): within
+// abs + rel of the fp32 model's, and not identical to them (the storage took effect).
+void expect_tiny_logits_near_fp32(const OpOptions& options, double abs, double rel, const char* what) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 0.5f;
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
+  const Seq2Seq other = Seq2Seq::load(context(), dir.str(), options);
+  const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
+  const DecodeOptions o{.max_len = 1, .return_logits = true};
+  const DecodeResult a = m32.greedy(src, o), b = other.greedy(src, o);
+  const std::vector<double> want(a.logits.begin(), a.logits.end());
+  EXPECT_TRUE(all_close(b.logits, want, abs, rel)) << what;
+  EXPECT_FALSE(all_close(b.logits, want, 0, 0)) << what << " weights had no effect";
+}
+
 // fp16 storage of the dense layers' weights: logits within the rounding of the weights of the
 // fp32 model's, and the dates sample still gets every answer right.
 TEST(Seq2Seq, Fp16DenseWeights) {
   if (!context().features().storage_buffer_16bit) GTEST_SKIP() << "no storageBuffer16BitAccess on this device";
   OpOptions half;
   half.fp16_storage = true;
-  {
-    TempDir dir;
-    TinySpec spec;
-    spec.eos_bias = 0.5f;
-    TinyModel(spec).write(dir.path());
-    const Seq2Seq m32 = Seq2Seq::load(context(), dir.str());
-    const Seq2Seq m16 = Seq2Seq::load(context(), dir.str(), half);
-    const auto src = random_sources({5, 1, 3}, spec.Vs, 2);
-    const DecodeOptions o{.max_len = 1, .return_logits = true};
-    const DecodeResult a = m32.greedy(src, o), b = m16.greedy(src, o);
-    EXPECT_TRUE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 5e-3, 5e-3));
-    EXPECT_FALSE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0, 0)) << "fp16 weights had no effect";
-  }
+  expect_tiny_logits_near_fp32(half, 5e-3, 5e-3, "fp16");
   const Seq2Seq model = Seq2Seq::load(context(), test::source_path("samples/dates/model"), half);
-  std::ifstream heldout(test::source_path("samples/dates/heldout.txt"));
-  std::vector<std::string> inputs, expected;
-  std::string line;
-  while (inputs.size() < 100 && std::getline(heldout, line)) {
-    inputs.push_back(line.substr(0, line.find('\t')));
-    expected.push_back(line.substr(line.find('\t') + 1));
-  }
+  const auto [inputs, expected] = heldout_dates(100);
   EXPECT_EQ(model.translate(inputs), expected);
+}
+
+// int8 dense weights quantized at load (weight_storage i8, per-row scales) from an f32 model.
+// The tiny model's logits stay within 0.05 + 2% of the fp32 model's (each weight is off by at
+// most max|w_row| / 254); the dates sample still gets the first 300 held-out dates right and
+// its first-step logits stay within 0.1 + 2% of the fp32 model's.
+TEST(Seq2Seq, Int8DenseWeights) {
+  OpOptions i8;
+  i8.weight_storage = WeightStorage::i8;
+  expect_tiny_logits_near_fp32(i8, 0.05, 0.02, "int8");
+  const std::string dates = test::source_path("samples/dates/model");
+  const Seq2Seq m32 = Seq2Seq::load(context(), dates);
+  const Seq2Seq m8 = Seq2Seq::load(context(), dates, i8);
+  const auto [inputs, expected] = heldout_dates(300);
+  EXPECT_EQ(m8.translate(inputs), expected);
+  std::vector<std::vector<std::int32_t>> few;
+  for (std::size_t i = 0; i < 8; ++i) few.push_back(m32.encode_text(inputs[i]));
+  const DecodeOptions o{.max_len = 1, .return_logits = true};
+  const DecodeResult a = m32.greedy(few, o), b = m8.greedy(few, o);
+  EXPECT_TRUE(all_close(b.logits, std::vector<double>(a.logits.begin(), a.logits.end()), 0.1, 0.02));
+}
+
+// Every held-out date (2,000; the sample's --eval computes this exact-match accuracy: 100% in
+// fp32) with the dense weights in int8.
+TEST(Seq2SeqLong, Int8DatesHeldOutAccuracy) {
+  OpOptions i8;
+  i8.weight_storage = WeightStorage::i8;
+  const Seq2Seq model = Seq2Seq::load(context(), test::source_path("samples/dates/model"), i8);
+  const auto [inputs, expected] = heldout_dates(2000);
+  ASSERT_EQ(inputs.size(), 2000u);
+  const auto got = model.translate(inputs);
+  std::size_t right = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) right += got[i] == expected[i];
+  EXPECT_EQ(right, inputs.size());
+}
+
+// int8 weights stored in the file (I8 "output.weight" + F32 "output.weight_scale"): kept int8,
+// the same logits (1e-5) as an f32 file holding the dequantized weights; weight_storage f32
+// dequantizes them (bit for bit that f32 model's logits).
+TEST(Seq2Seq, Int8WeightsFromTheFile) {
+  TinySpec spec;
+  spec.eos_bias = 0.5f;
+  TinyModel quantized(spec), dequantized(spec);
+  quantized.int8 = {"output.weight"};
+  quantized.config["weights_dtype"] = "I8";
+  auto& [shape, w] = dequantized.weights.at("output.weight");
+  const QuantizedRows q = quantize_rows(w, shape[0], shape[1]);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(q.q[i]) * q.scales[i / shape[1]];
+  TempDir a, b;
+  quantized.write(a.path());
+  dequantized.write(b.path());
+  const ModelFile file = ModelFile::load(a.str());
+  ASSERT_NE(file.quantized("output.weight"), nullptr);
+  EXPECT_EQ(file.quantized("output.weight")->q, q.q);
+  EXPECT_EQ(file.quantized("bridge.weight"), nullptr);
+  EXPECT_EQ(file.config().weights_dtype, "I8");
+  EXPECT_EQ(*file.weight("output.weight"), w);
+  OpOptions f32;
+  f32.weight_storage = WeightStorage::f32;
+  const Seq2Seq m8 = Seq2Seq::load(context(), a.str()), m8as32 = Seq2Seq::load(context(), a.str(), f32),
+                m32 = Seq2Seq::load(context(), b.str());
+  const auto src = random_sources({5, 1, 3}, spec.Vs, 4);
+  const DecodeOptions o{.max_len = 3, .return_logits = true};
+  const DecodeResult r8 = m8.greedy(src, o), r8as32 = m8as32.greedy(src, o), r32 = m32.greedy(src, o);
+  EXPECT_TRUE(all_close(r8.logits, std::vector<double>(r32.logits.begin(), r32.logits.end()), 1e-5, 1e-5));
+  EXPECT_EQ(r8as32.logits, r32.logits);
+  EXPECT_EQ(r8.tokens, r32.tokens);
 }
 
 using test::expect_error;

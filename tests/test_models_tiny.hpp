@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +19,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "vkrnn/linear.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "vkrnn/tensor.hpp"
 
@@ -85,10 +88,19 @@ struct TinySpec {
 };
 
 // A Bahdanau model (docs/model-format.md section 1).
+// A tensor quantized as a model file stores int8 weights: I8 `name` and F32 `name`_scale.
+inline std::vector<SafetensorsTensorData> int8_tensors(const std::string& name, const Shape& shape, const std::vector<float>& w) {
+  const QuantizedRows q = quantize_rows(w, shape.at(0), shape.at(1));
+  SafetensorsTensorData t{name, StDType::I8, {shape[0], shape[1]}, std::vector<std::byte>(q.q.size())};
+  std::memcpy(t.data.data(), q.q.data(), q.q.size());
+  return {t, f32_tensor(name + "_scale", {shape[0]}, q.scales)};
+}
+
 struct TinyModel {
   TinySpec spec;
   nlohmann::json config;
   std::map<std::string, std::pair<Shape, std::vector<float>>> weights;  // name -> (shape, data)
+  std::set<std::string> int8;  // tensors write() stores as int8 (int8_tensors)
   std::mt19937 rng;
 
   explicit TinyModel(const TinySpec& s = {}) : spec(s), rng(s.seed) {
@@ -172,7 +184,7 @@ struct TinyModel {
 
   const std::vector<float>& w(const std::string& name) const { return weights.at(name).second; }
 
-  // Writes model.json and model.safetensors (dtype applies to every tensor).
+  // Writes model.json and model.safetensors (dtype applies to every tensor but those in int8).
   void write(const std::filesystem::path& dir, const std::string& dtype = "F32",
              const std::map<std::string, std::string>& metadata = {{"format", "vkrnn-model"},
                                                                     {"version", "1"},
@@ -182,7 +194,9 @@ struct TinyModel {
     std::vector<SafetensorsTensorData> tensors;
     for (const auto& [name, sd] : weights) {
       std::vector<std::size_t> shape(sd.first.begin(), sd.first.end());
-      if (dtype == "F16") tensors.push_back(f16_tensor(name, shape, sd.second));
+      if (int8.count(name)) {
+        for (auto& t : int8_tensors(name, sd.first, sd.second)) tensors.push_back(std::move(t));
+      } else if (dtype == "F16") tensors.push_back(f16_tensor(name, shape, sd.second));
       else if (dtype == "BF16") tensors.push_back(bf16_tensor(name, shape, sd.second));
       else tensors.push_back(f32_tensor(name, shape, sd.second));
     }

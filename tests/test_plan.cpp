@@ -356,6 +356,36 @@ TEST(Plan, GemmRespectsEveryProfile) {
   });
 }
 
+// Dense weights' storage: automatic follows fp16_storage, an explicit choice wins over it, and
+// only f16 needs storageBuffer16BitAccess (int8 is read as 32-bit words); the WEIGHT_I8
+// builds of both kernels bind no more buffers and use no more shared memory than the f32 ones.
+TEST(Plan, DenseWeightStorage) {
+  using WS = WeightStorage;
+  for (const bool fp16 : {false, true}) {
+    for (const WS ws : {WS::automatic, WS::f32, WS::f16, WS::i8}) {
+      OpOptions o;
+      o.fp16_storage = fp16;
+      o.weight_storage = ws;
+      const WS want = ws != WS::automatic ? ws : fp16 ? WS::f16 : WS::f32;
+      EXPECT_EQ(plan::dense_weights(o), want) << fp16 << " " << to_string(ws);
+      for (const auto& dev : profiles()) {
+        const auto g = plan::gemm(dev, o);
+        EXPECT_EQ(g.needs.fp16_storage, want == WS::f16) << dev.name;
+      }
+    }
+  }
+  const auto dev = profiles()[0];
+  const auto g = plan::gemm(dev, {});
+  auto tiled = g.tiled;
+  tiled.WEIGHT_I8 = true;
+  const Built t32 = build<kernels::Gemm>(dev, g.tiled, {}, "tiled"), t8 = build<kernels::Gemm>(dev, tiled, {}, "tiled i8");
+  EXPECT_EQ(t8.shared, t32.shared);
+  auto v = plan::gemv(dev, g, {}, 1, plan::GemmPath::gemv, false);
+  v.constants.WEIGHT_I8 = true;
+  EXPECT_EQ(build<kernels::Gemv>(dev, v.constants, v.variant, "gemv i8").shared, 0u);
+  check_needs(dev, g.needs, {t8, {0, kernels::Gemv::binding_count}}, "i8");
+}
+
 // --- self-attention --------------------------------------------------------------------------
 
 TEST(Plan, SelfAttentionRespectsEveryProfile) {

@@ -22,7 +22,7 @@ export() traces them like any module (format version 2; format_version=1 writes 
 
 CLI (random-weight models for parity tests):
     export_torch.py --architecture luong_seq2seq --random --seed 3 --out /tmp/luong \
-        [--set cell=gru --set score=concat ...] [--dtype F16]
+        [--set cell=gru --set score=concat ...] [--dtype F16 | --quantize {int8,fp16}]
 """
 
 import argparse
@@ -42,7 +42,10 @@ ExportError = tg.ExportError
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
-DTYPES = ("F32", "F16", "BF16")
+DTYPES = ("F32", "F16", "BF16", "I8")
+# --quantize's choices, as the dtype each writes (fp16 is --dtype F16 under another name).
+QUANTIZE = {"int8": "I8", "fp16": "F16"}
+SCALE_SUFFIX = "_scale"  # an I8 weight "<name>" has its per-row F32 scales in "<name>_scale"
 
 
 def _flat_tensor_names(tensors):
@@ -113,14 +116,38 @@ def model_config(model, src_vocab=None, tgt_vocab=None, vocab=None, labels=None,
     return config
 
 
+def quantize_rows(a):
+    """Symmetric per-row int8: scale = max|row| / 127, q = round(w / scale) (half to even, as
+    vkrnn's Linear::load); a zero row gets scale 0. Returns (q int8 [N, K], scales f32 [N])."""
+    a = np.asarray(a, np.float32)
+    if a.ndim != 2 or not np.isfinite(a).all():
+        raise ValueError(f"int8 quantization needs a finite [N, K] matrix, got shape {a.shape}")
+    scales = (np.abs(a).max(axis=1, initial=0.0) / np.float32(127)).astype(np.float32)
+    safe = np.where(scales == 0, np.float32(1), scales)[:, None]
+    q = np.clip(np.rint(a / safe), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def _dense_weights(graphs):
+    """The tensors the graphs read as linear weights (what I8 quantizes; the rest stays F32)."""
+    return {n["weights"]["weight"] for g in graphs.values() for n in g["nodes"]
+            if n["op"] == "linear" and "weight" in n.get("weights", {})}
+
+
 def _write(out_dir, config, tensors, dtype, metadata):
-    """model.json and model.safetensors; tensors: name -> float tensor or array."""
+    """model.json and model.safetensors; tensors: name -> float tensor or array. dtype I8: the
+    linear weights of config["graphs"] int8 with per-row scales, every other tensor F32."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "I8" and "graphs" not in config:
+        raise ValueError("I8 (int8 dense weights) needs format version 2")
+    int8 = _dense_weights(config["graphs"]) if dtype == "I8" else set()
     out = {}
     for name, t in tensors.items():
         a = (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)).astype(np.float32)
-        if dtype == "F32":
+        if name in int8:
+            out[name], out[name + SCALE_SUFFIX] = quantize_rows(a)
+        elif dtype in ("F32", "I8"):
             out[name] = np.ascontiguousarray(a)
         elif dtype == "F16":
             out[name] = a.astype(np.float16)
@@ -227,7 +254,8 @@ def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=No
     load_model rebuilds it from); format_version=1 writes the fixed-architecture version 1.
     vocabularies: seq2seq models take src_vocab and tgt_vocab, classifiers vocab (+ labels);
     list index = token id. tokenizer: {"type": "char" | "word", "lowercase": bool,
-    "src_append_eos": bool}. dtype: "F32" (default), "F16" or "BF16"."""
+    "src_append_eos": bool}. dtype: "F32" (default), "F16", "BF16" or "I8" (version 2: linear
+    weights int8 with per-row scales, the rest F32)."""
     v1 = model_config(model, src_vocab, tgt_vocab, vocab, labels, tokenizer, dtype, extra)
     if format_version == 1:
         state = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
@@ -257,11 +285,15 @@ def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=No
 
 
 def load_model(model_dir):
-    """(module in eval mode, config) from a model directory; F16 / BF16 weights become f32."""
+    """(module in eval mode, config) from a model directory; F16 / BF16 weights become f32, I8
+    ones (with their "_scale") q * scale."""
     with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
         config = json.load(f)
     tensors = st.load(os.path.join(model_dir, config.get("weights", WEIGHTS_FILE)),
                       bf16="float32")
+    for name in [n for n, t in tensors.items() if np.asarray(t).dtype == np.int8]:
+        scales = np.asarray(tensors.pop(name + SCALE_SUFFIX), np.float32)
+        tensors[name] = np.asarray(tensors[name], np.float32) * scales[:, None]
     state = {name: torch.from_numpy(np.asarray(t, dtype=np.float32)) for name, t in tensors.items()}
     if config.get("version") == 2:
         reference = (config.get("extra") or {}).get("reference_module")
@@ -363,10 +395,17 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="constructor argument override, VALUE as JSON (e.g. --set layers=2)")
     ap.add_argument("--dtype", default="F32", choices=DTYPES)
+    ap.add_argument("--quantize", choices=sorted(QUANTIZE),
+                    help="int8: linear weights I8 with per-row F32 scales (<name>_scale), the rest F32 "
+                         "(same as --dtype I8); fp16: every tensor F16 (same as --dtype F16)")
     ap.add_argument("--out", required=True, help="output model directory")
     ap.add_argument("--format-version", type=int, default=2, choices=(1, 2),
                     help="2: graphs (default); 1: the fixed architecture")
     args = ap.parse_args(argv)
+    if args.quantize:
+        if args.dtype not in ("F32", QUANTIZE[args.quantize]):
+            ap.error(f"--quantize {args.quantize} and --dtype {args.dtype} disagree")
+        args.dtype = QUANTIZE[args.quantize]
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")

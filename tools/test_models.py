@@ -168,6 +168,55 @@ class ExportTest(unittest.TestCase):
                             st.BF16.from_float32(ref.numpy()).to_float32())
                     self.assertTrue(torch.equal(t, want), name)
 
+    def test_int8_export_quantizes_the_linear_weights_per_row(self):
+        model, vocabs = random_model("luong_seq2seq", 5, cell="gru", score="general")
+        state = model.state_dict()
+        with tempfile.TemporaryDirectory() as d:
+            config = export_torch.export(model, d, dtype="I8", **vocabs)
+            self.assertEqual(config["weights_dtype"], "I8")
+            stored = st.load(os.path.join(d, "model.safetensors"))
+            linear = export_torch._dense_weights(config["graphs"])
+            self.assertTrue(linear)
+            loaded, _ = export_torch.load_model(d)
+            for name in stored:
+                if name.endswith(export_torch.SCALE_SUFFIX):
+                    self.assertIn(name[:-len(export_torch.SCALE_SUFFIX)], linear)
+                    continue
+                if name not in linear:
+                    self.assertEqual(stored[name].dtype, np.float32, name)
+                    continue
+                q, scale = stored[name], stored[name + export_torch.SCALE_SUFFIX]
+                self.assertEqual(q.dtype, np.int8, name)
+                self.assertEqual(scale.dtype, np.float32, name)
+                self.assertEqual(scale.shape, (q.shape[0],), name)
+                ref = state[name.split(":")[0]].numpy()
+                ref = ref.T if name.endswith(":T") else ref
+                np.testing.assert_array_equal(scale, np.abs(ref).max(axis=1) / np.float32(127))
+                self.assertLessEqual(np.abs(q.astype(np.float32) * scale[:, None] - ref).max(),
+                                     0.5001 * scale.max())
+                self.assertEqual(np.abs(q).max(), 127, name)
+            # load_model dequantizes: the linear weights are q * scale, the rest unchanged.
+            for name, t in loaded.state_dict().items():
+                if name in linear:
+                    want = stored[name].astype(np.float32) * stored[name + "_scale"][:, None]
+                    np.testing.assert_array_equal(t.numpy(), want)
+                elif name in stored:
+                    self.assertTrue(torch.equal(t, state[name]), name)
+        with self.assertRaisesRegex(ValueError, "format version 2"):
+            with tempfile.TemporaryDirectory() as d:
+                export_torch.export(model, d, dtype="I8", format_version=1, **vocabs)
+
+    def test_quantize_flag_is_the_dtype_alias(self):
+        for flag, dtype in (("int8", "I8"), ("fp16", "F16")):
+            with self.subTest(flag=flag), tempfile.TemporaryDirectory() as d:
+                export_torch.main(["--architecture", "bahdanau_seq2seq", "--random", "--quantize", flag,
+                                   "--out", d, "--set", "attention_dim=8"])
+                with open(os.path.join(d, "model.json"), encoding="utf-8") as f:
+                    self.assertEqual(json.load(f)["weights_dtype"], dtype)
+        with tempfile.TemporaryDirectory() as d, self.assertRaises(SystemExit):
+            export_torch.main(["--architecture", "bahdanau_seq2seq", "--random", "--quantize", "int8",
+                               "--dtype", "F16", "--out", d])
+
     def test_config_fields(self):
         model, vocabs = random_model("bahdanau_seq2seq", 1)
         with tempfile.TemporaryDirectory() as d:

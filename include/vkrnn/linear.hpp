@@ -12,7 +12,10 @@
 //    4x over the subgroup variant).
 //  - gemm.comp: shared-memory tiled GEMM, for many rows on GPUs (on lavapipe its barriers make
 //    it the slowest of the three).
-// Weights may be stored as float16 (OpOptions::fp16_storage; arithmetic stays fp32).
+// Weights may be stored as float16 (OpOptions::fp16_storage or weight_storage f16) or as int8
+// with a per-row f32 scale (weight_storage i8: W[n][k] ~ q[n][k] * scale[n], a quarter of the
+// f32 bytes; the same kernels with the WEIGHT_I8 specialization constant, reading four int8 per
+// 32-bit word). Arithmetic and accumulation stay fp32.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -60,6 +63,13 @@ class VKRNN_API Gemm {
   // The same on sub-blocks: x is M x K, w is N x K, y is M x N; bias[bias_offset + n].
   void record(Sequence& seq, const MatrixView& x, const MatrixView& w, const Tensor& bias,
               std::size_t bias_offset, const MatrixView& y) const;
+  // int8 weights: w is an i8 view, W[n][k] = w(n, k) * scale[n], whose tensor also holds the
+  // per-row f32 scales: N floats from element (byte) scale_offset on, a multiple of 4. One buffer
+  // for both because the kernels already bind four, the Vulkan minimum per stage. The view's
+  // row stride and offset are multiples of 4 (the kernels read four int8 at a time; the last
+  // row's word past K must exist, its padding values do not matter). Linear builds this layout.
+  void record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, std::size_t scale_offset,
+                 const Tensor& bias, std::size_t bias_offset, const MatrixView& y) const;
 
   // Which kernel record() uses for M rows (automatic: from M and the device).
   Path path_for(std::size_t m) const;
@@ -72,7 +82,20 @@ class VKRNN_API Gemm {
   Path forced_ = Path::automatic;
   std::shared_ptr<const plan::Gemm> plan_;  // from the device (src/plan.hpp)
   Tensor null_;                             // the Context's buffer for unused bindings
+
+  void record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
+                  const Tensor& bias, std::size_t bias_offset, const MatrixView& y) const;
 };
+
+// Symmetric per-row int8 quantization of a [rows, cols] row-major matrix, as Linear stores it
+// and tools/export_torch.py exports it: scale = max|row| / 127 (0 for a row of zeros),
+// q = round(w / scale) half to even, W ~ q * scale. A non-finite weight is
+// Error(invalid_argument) naming its row and column.
+struct QuantizedRows {
+  std::vector<std::int8_t> q;  // [rows, cols]
+  std::vector<float> scales;   // [rows]
+};
+VKRNN_API QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols);
 
 class VKRNN_API Linear {
  public:
@@ -84,7 +107,13 @@ class VKRNN_API Linear {
   // given when it has one). A weight_shape other than {out_features, in_features} -- e.g. a
   // transposed weight, which has the right element count -- is Error(invalid_argument) naming
   // both shapes, as is a data size that does not match weight_shape.
+  // With weight_storage i8 the layer quantizes the weights itself (quantize_rows).
   void load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias = {});
+  // Already-quantized weights as exported (safetensors I8 + F32 per-row scales): q [out, in]
+  // int8, scales [out] finite and >= 0, W = q * scale per row. An f32/f16 layer stores the
+  // dequantized values. Wrong shapes or sizes are Error(invalid_argument) naming both shapes.
+  void load_quantized(std::span<const std::int8_t> q, const Shape& q_shape, std::span<const float> scales,
+                      const Shape& scales_shape, std::span<const float> bias = {});
 
   // y [..., out_features] = x [..., in_features] W^T + b.
   void record(Sequence& seq, const Tensor& x, const Tensor& y) const;
@@ -95,7 +124,11 @@ class VKRNN_API Linear {
   std::size_t in_features() const { return in_; }
   std::size_t out_features() const { return out_; }
   bool has_bias() const { return has_bias_; }
+  WeightStorage weight_storage() const { return storage_; }  // f32, f16 or i8 (resolved)
+  // f32/f16 [out, in]. i8: one flat tensor, the rows padded to a multiple of 4 columns (with 0)
+  // and then, from element scale_offset() on, the out f32 scales (Gemm::record_i8's layout).
   const Tensor& weight() const { return weight_; }
+  std::size_t scale_offset() const { return scale_offset_; }
   const Tensor& bias() const { return bias_; }
   Gemm& gemm() { return gemm_; }
 
@@ -104,8 +137,15 @@ class VKRNN_API Linear {
   std::size_t in_, out_;
   bool has_bias_;
   bool loaded_ = false;
+  WeightStorage storage_;
   Gemm gemm_;
   Tensor weight_, bias_;
+  std::size_t scale_offset_ = 0;
+
+  std::size_t padded_in() const { return (in_ + 3) / 4 * 4; }
+  void check_bias(std::span<const float> bias) const;
+  void check_shape(const Shape& shape, const char* what, const char* method) const;
+  void store(std::span<const float> weight, std::span<const float> bias);
 };
 
 }  // namespace vkrnn

@@ -31,6 +31,7 @@
 #include "vkrnn/attention.hpp"
 #include "vkrnn/embedding.hpp"
 #include "vkrnn/export.h"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/rnn.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "vkrnn/tensor.hpp"
@@ -95,7 +96,7 @@ struct ModelConfig {
   std::size_t embedding_dim = 0;
   SpecialTokens special;
   TokenizerConfig tokenizer;
-  std::string weights_dtype;  // what the exporter wrote ("F32", "F16", "BF16")
+  std::string weights_dtype;  // what the exporter wrote ("F32", "F16", "BF16"; "I8": int8 dense)
 
   // Seq2seq (bahdanau_seq2seq, luong_seq2seq)
   std::size_t src_vocab_size = 0, tgt_vocab_size = 0;
@@ -160,6 +161,11 @@ class VKRNN_API ModelFile {
   // A weight a graph names: a plain role, a tensor (version 2) or "ROLE.PARAM" of a version-1
   // RNN role; nullptr when there is none.
   const std::vector<float>* weight(const std::string& name) const;
+  // A dense weight the file stores as int8 (version 2: safetensors I8 "<name>" [N, K] with F32
+  // "<name>_scale" [N], W = q * scale per row); nullptr for every other weight. weight() gives
+  // the same weight dequantized.
+  using Quantized = QuantizedRows;  // q [N, K] row-major, scales [N]
+  const Quantized* quantized(const std::string& name) const;
 
   struct Data;
 

@@ -13,7 +13,9 @@
 
 namespace vkrnn {
 
-enum class DType : std::uint8_t { f32, f16, i32, u32 };
+// i8: int8 dense-layer weights (Gemm/Linear, with per-row f32 scales): kernels read them four per
+// 32-bit word, so an i8 weight's rows start at multiples of 4 elements.
+enum class DType : std::uint8_t { f32, f16, i32, u32, i8 };
 VKRNN_API std::size_t dtype_size(DType dtype) noexcept;
 VKRNN_API const char* to_string(DType dtype) noexcept;
 

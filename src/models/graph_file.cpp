@@ -263,7 +263,7 @@ void parse_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graph
     if (tok.contains("src_append_eos")) c.tokenizer.src_append_eos = r.boolean(tok, "src_append_eos");
   }
   if (j.contains("max_positions")) c.max_positions = r.size(j, "max_positions", 1, model_limits::max_positions);
-  if (j.contains("weights_dtype")) c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
+  if (j.contains("weights_dtype")) c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}, {"I8", "I8"}});
 }
 
 void finish_v2(const Reader& r, const json& j, ModelConfig& c, ModelGraphs& graphs, const WeightShapes& weights) {

@@ -145,11 +145,24 @@ class EmbeddingExec : public NodeExec {
   Tensor table_;
 };
 
+// A file's int8 weights stay int8 unless the options ask for another storage.
+OpOptions storage_for(const ModelFile::Quantized* q, OpOptions o) {
+  if (q && o.weight_storage == WeightStorage::automatic) o.weight_storage = WeightStorage::i8;
+  return o;
+}
+
 class LinearExec : public NodeExec {
  public:
   LinearExec(Context& ctx, const Node& n, const ModelFile& m, const OpOptions& o)
-      : op_(ctx, n.weight_shapes.at("weight")[1], n.weight_shapes.at("weight")[0], n.weights.count("bias") != 0, o) {
-    op_.load(weight_data(m, n, "weight"), n.weight_shapes.at("weight"), n.weights.count("bias") ? std::span<const float>(weight_data(m, n, "bias")) : std::span<const float>());
+      : op_(ctx, n.weight_shapes.at("weight")[1], n.weight_shapes.at("weight")[0], n.weights.count("bias") != 0,
+            storage_for(m.quantized(n.weights.at("weight")), o)) {
+    const Shape& shape = n.weight_shapes.at("weight");
+    const std::span<const float> bias = n.weights.count("bias") ? std::span<const float>(weight_data(m, n, "bias")) : std::span<const float>();
+    if (const ModelFile::Quantized* q = m.quantized(n.weights.at("weight"))) {
+      op_.load_quantized(q->q, shape, q->scales, {shape[0]}, bias);
+    } else {
+      op_.load(weight_data(m, n, "weight"), shape, bias);
+    }
   }
   void record(const Run& r) const override { op_.record(*r.seq, r.in_view("x"), r.out_view("y")); }
 

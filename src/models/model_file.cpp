@@ -38,6 +38,8 @@ using model_detail::Reader;
 using model_detail::value_str;
 
 constexpr const char* kFormat = "vkrnn-model";
+// An int8 weight "<name>" (I8 [N, K]) has its per-row scales in "<name>_scale" (F32 [N]).
+constexpr const char* kScaleSuffix = "_scale";
 // model.json nests a few levels (config, tensors, RNN map); deeper input is garbage or hostile.
 constexpr std::size_t kMaxJsonDepth = 16;
 
@@ -329,13 +331,62 @@ std::vector<float> load_tensor(const SafetensorsFile& st, const std::string& nam
   const SafetensorsEntry& en = st.entry(name);
   auto bad = [&](const std::string& message) { throw Error(ErrorCode::format, fmt::format("{}: {}", st.origin(), message)); };
   if (en.dtype != StDType::F32 && en.dtype != StDType::F16 && en.dtype != StDType::BF16) {
-    bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16", quote(name), role, to_string(en.dtype)));
+    bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16{}", quote(name), role, to_string(en.dtype),
+                    en.dtype == StDType::I8 ? " (I8 is for linear layers' weights only)" : ""));
   }
   if (Shape(en.shape.begin(), en.shape.end()) != shape) {
     bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
                     to_string(Shape(en.shape.begin(), en.shape.end()))));
   }
   return st.to_f32(name);
+}
+
+// Int8 dense weights (docs/model-format.md): I8 "<name>" [N, K] with F32 "<name>_scale" [N],
+// W = q * scale per row.
+bool is_int8(const SafetensorsFile& st, const std::string& name) {
+  return st.contains(name) && st.entry(name).dtype == StDType::I8;
+}
+
+// Checks an int8 tensor's header and its scale tensor's; returns the scale tensor's name.
+std::string check_int8(const SafetensorsFile& st, const std::string& name, const std::string& where) {
+  const std::string scale = name + kScaleSuffix;
+  auto bad = [&](const std::string& message) {
+    throw Error(ErrorCode::format, fmt::format("{}: int8 tensor {} ({}): {}", st.origin(), quote(name), where, message));
+  };
+  const Shape shape(st.entry(name).shape.begin(), st.entry(name).shape.end());
+  if (shape.size() != 2) bad(fmt::format("expected [out_features, in_features], got {}", to_string(shape)));
+  if (!st.contains(scale)) bad(fmt::format("its per-row scale tensor {} (F32 [{}]) is missing", quote(scale), shape[0]));
+  const SafetensorsEntry& se = st.entry(scale);
+  if (se.dtype != StDType::F32) bad(fmt::format("scale tensor {}: dtype {}, expected F32", quote(scale), to_string(se.dtype)));
+  const Shape scale_shape(se.shape.begin(), se.shape.end());
+  if (scale_shape != Shape{shape[0]}) {
+    bad(fmt::format("scale tensor {}: shape {}, expected one per row of the weight {}: [{}]", quote(scale),
+                    to_string(scale_shape), to_string(shape), shape[0]));
+  }
+  return scale;
+}
+
+// Reads a checked int8 tensor of the expected shape into `out`; returns it dequantized.
+std::vector<float> load_int8(const SafetensorsFile& st, const std::string& name, const std::string& where, const Shape& shape,
+                             ModelFile::Quantized& out) {
+  const Shape got(st.entry(name).shape.begin(), st.entry(name).shape.end());
+  if (got != shape) {
+    throw Error(ErrorCode::format, fmt::format("{}: int8 tensor {} ({}): expected shape {}, got {}", st.origin(), quote(name),
+                                               where, to_string(shape), to_string(got)));
+  }
+  const std::vector<std::byte> raw = st.raw(name);
+  out.q.resize(raw.size());
+  std::memcpy(out.q.data(), raw.data(), raw.size());
+  out.scales = st.to_f32(name + kScaleSuffix);
+  for (std::size_t i = 0; i < out.scales.size(); ++i) {
+    if (!std::isfinite(out.scales[i]) || out.scales[i] < 0.0f) {
+      throw Error(ErrorCode::format, fmt::format("{}: scale tensor {}: element {} is {}, expected finite and >= 0",
+                                                 st.origin(), quote(name + kScaleSuffix), i, out.scales[i]));
+    }
+  }
+  std::vector<float> w(out.q.size());
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(out.q[i]) * out.scales[i / shape[1]];
+  return w;
 }
 
 }  // namespace
@@ -358,12 +409,27 @@ struct ModelFile::Data {
   std::map<std::string, std::vector<float>> plain;
   std::map<std::string, Shape> shapes;
   std::map<std::string, std::map<std::string, std::vector<float>>> rnns;
+  std::map<std::string, Quantized> quantized;
   graph::ModelGraphs graphs;
 };
 
 namespace {
 
 using WeightsSource = std::function<SafetensorsFile(const std::string& weights_path)>;
+
+// Int8 weights are for dense layers: every node reading one must be a linear node's weight.
+void check_int8_uses(const std::string& origin, const ModelFile::Data& data) {
+  for (const graph::Graph* g : {&data.graphs.encoder, &data.graphs.decoder_step, &data.graphs.forward}) {
+    for (const graph::Node& n : g->nodes) {
+      for (const auto& [slot, name] : n.weights) {
+        if (data.quantized.count(name) && !(n.op == "linear" && slot == "weight")) {
+          throw Error(ErrorCode::format, fmt::format("{}: int8 tensor '{}': only linear weights may be int8, but graph '{}', "
+                                                     "node '{}' (op '{}') reads it as '{}'", origin, name, g->name, n.name, n.op, slot));
+        }
+      }
+    }
+  }
+}
 
 // Version 1: the architecture's fields, the tensor map, exactly the named tensors; then the
 // equivalent graphs.
@@ -388,7 +454,7 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
 
   const Expected expected = parse_architecture(r, j, c);
   parse_tensor_map(r, j, expected, c);
-  c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}});
+  c.weights_dtype = r.choice<std::string>(j, "weights_dtype", {{"F32", "F32"}, {"F16", "F16"}, {"BF16", "BF16"}, {"I8", "I8"}});
 
   const SafetensorsFile st = open_weights(c.weights_path);
   auto bad = [&](const std::string& message) -> void {
@@ -400,9 +466,12 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
   for (const auto& [role, name] : c.tensors) named[name] = role;
   for (const auto& [role, m] : c.rnn_tensors)
     for (const auto& [param, name] : m) named[name] = role + "." + param;
+  std::set<std::string> scales;  // of int8 tensors
+  for (const auto& [name, role] : named)
+    if (is_int8(st, name)) scales.insert(check_int8(st, name, fmt::format("role '{}'", role)));
   std::vector<std::string> extra;
   for (const auto& name : st.names())
-    if (!named.count(name)) extra.push_back(quote(name));
+    if (!named.count(name) && !scales.count(name)) extra.push_back(quote(name));
   for (const auto& [name, role] : named) {
     if (!st.contains(name)) {
       bad(fmt::format("tensor {} (role '{}') is missing{}", quote(name), role,
@@ -413,7 +482,9 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
   check_weight_bytes(st, named);
 
   for (const auto& [role, shape] : expected.plain) {
-    data.plain[role] = load_tensor(st, c.tensors.at(role), role, shape);
+    const std::string& name = c.tensors.at(role);
+    data.plain[role] = is_int8(st, name) ? load_int8(st, name, fmt::format("role '{}'", role), shape, data.quantized[role])
+                                         : load_tensor(st, name, role, shape);
     data.shapes[role] = shape;
   }
   for (const auto& rr : expected.rnns) {
@@ -427,6 +498,7 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     auto it = data.shapes.find(name);
     return it == data.shapes.end() ? nullptr : &it->second;
   });
+  check_int8_uses(st.origin(), data);
 }
 
 // Version 2: the top-level fields and graphs; the graphs checked against the weights' shapes;
@@ -445,23 +517,29 @@ void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     auto it = file_shapes.find(name);
     return it == file_shapes.end() ? nullptr : &it->second;
   });
-  // Exactly the tensors some node names (a weight may be shared: tied embeddings).
+  // Exactly the tensors some node names (a weight may be shared: tied embeddings), and the
+  // scales of the int8 ones.
   std::map<std::string, std::string> named;  // tensor -> "graph/node" (for messages)
   for (const graph::Graph* g : {&data.graphs.encoder, &data.graphs.decoder_step, &data.graphs.forward}) {
     for (const graph::Node& n : g->nodes)
       for (const auto& [slot, name] : n.weights) named.emplace(name, fmt::format("graph '{}', node '{}'", g->name, n.name));
   }
+  std::set<std::string> scales;
+  for (const auto& [name, where] : named)
+    if (is_int8(st, name)) scales.insert(check_int8(st, name, where));
   std::vector<std::string> extra;
   for (const auto& name : st.names())
-    if (!named.count(name)) extra.push_back(quote(name));
+    if (!named.count(name) && !scales.count(name)) extra.push_back(quote(name));
   if (!extra.empty()) {
     throw Error(ErrorCode::format, fmt::format("{}: unexpected tensor(s) that no node of model.json names: {}", st.origin(), fmt::join(extra, ", ")));
   }
   check_weight_bytes(st, named);
   for (const auto& [name, where] : named) {
-    data.plain[name] = load_tensor(st, name, where, file_shapes.at(name));
-    data.shapes[name] = file_shapes.at(name);
+    const Shape& shape = file_shapes.at(name);
+    data.plain[name] = is_int8(st, name) ? load_int8(st, name, where, shape, data.quantized[name]) : load_tensor(st, name, where, shape);
+    data.shapes[name] = shape;
   }
+  check_int8_uses(st.origin(), data);
 }
 
 // directory: "" for a model from memory, whose files are named "<origin> (model.json)" and
@@ -555,6 +633,11 @@ const std::vector<float>* ModelFile::weight(const std::string& name) const {
   if (r == data_->rnns.end()) return nullptr;
   auto p = r->second.find(name.substr(dot + 1));
   return p == r->second.end() ? nullptr : &p->second;
+}
+
+const ModelFile::Quantized* ModelFile::quantized(const std::string& name) const {
+  auto it = data_->quantized.find(name);
+  return it == data_->quantized.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> ModelFile::roles() const {

@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 
@@ -31,15 +33,20 @@ std::uint32_t u32(std::uint64_t v, const char* what) {
   return static_cast<std::uint32_t>(v);
 }
 
-// Checks that a view lies inside its tensor and has the expected dtype.
+const char* expected_dtypes(std::initializer_list<DType> dtypes) {
+  return dtypes.size() == 1 ? "f32" : "f32, f16 or i8";
+}
+
+// Checks that a view lies inside its tensor and has the expected dtype. An i8 view is read four
+// elements (one 32-bit word) at a time: its rows start on words, the last one's word included.
 void check_view(const MatrixView& v, const char* name, std::initializer_list<DType> dtypes) {
   if (!v.tensor.valid()) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: argument '{}' is an empty tensor", kOp, name));
   }
   if (std::find(dtypes.begin(), dtypes.end(), v.tensor.dtype()) == dtypes.end()) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}: argument '{}': expected {}, got {}", kOp, name,
-                            dtypes.size() == 1 ? "f32" : "f32 or f16", describe(v.tensor)));
+                fmt::format("{}: argument '{}': expected {}, got {}", kOp, name, expected_dtypes(dtypes),
+                            describe(v.tensor)));
   }
   if (v.rows == 0 || v.cols == 0) {
     throw Error(ErrorCode::invalid_argument,
@@ -50,7 +57,15 @@ void check_view(const MatrixView& v, const char* name, std::initializer_list<DTy
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: argument '{}': row stride {} is shorter than a row ({})", kOp, name, ld, v.cols));
   }
-  const std::uint64_t end = std::uint64_t(v.offset) + std::uint64_t(v.rows - 1) * ld + v.cols;
+  const bool words = v.tensor.dtype() == DType::i8;
+  if (words && (ld % 4 != 0 || v.offset % 4 != 0)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument '{}': i8 rows are read four elements at a time, so the row "
+                            "stride ({}) and offset ({}) must be multiples of 4 (pad each row)",
+                            kOp, name, ld, v.offset));
+  }
+  const std::uint64_t row = words ? (std::uint64_t(v.cols) + 3) / 4 * 4 : v.cols;
+  const std::uint64_t end = std::uint64_t(v.offset) + std::uint64_t(v.rows - 1) * ld + row;
   if (end > v.tensor.size()) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("{}: argument '{}': a {} x {} view at offset {} with row stride {} needs {} "
@@ -86,6 +101,25 @@ Gemm::Path Gemm::path_for(std::size_t m) const {
   return Path::tiled;
 }
 
+void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const Tensor& bias,
+                  std::size_t bias_offset, const MatrixView& y) const {
+  if (w.tensor.valid() && w.tensor.dtype() == DType::i8) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'w' ({}) is i8: record_i8 takes int8 weights with their scales",
+                            kOp, describe(w.tensor)));
+  }
+  record_any(seq, x, w, false, 0, bias, bias_offset, y);
+}
+
+void Gemm::record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, std::size_t scale_offset,
+                     const Tensor& bias, std::size_t bias_offset, const MatrixView& y) const {
+  if (w.tensor.valid() && w.tensor.dtype() != DType::i8) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: record_i8: argument 'w' is {}, expected i8", kOp, describe(w.tensor)));
+  }
+  record_any(seq, x, w, true, scale_offset, bias, bias_offset, y);
+}
+
 void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor& bias,
                   const Tensor& y) const {
   if (!x.valid() || !w.valid() || !y.valid()) {
@@ -117,10 +151,11 @@ void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor&
   record(seq, xv, MatrixView::of(w), bias, 0, yv);
 }
 
-void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const Tensor& bias,
-                  std::size_t bias_offset, const MatrixView& y) const {
+void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
+                      std::size_t scale_offset, const Tensor& bias, std::size_t bias_offset,
+                      const MatrixView& y) const {
   check_view(x, "x", {DType::f32});
-  check_view(w, "w", {DType::f32, DType::f16});
+  check_view(w, "w", {DType::f32, DType::f16, DType::i8});
   check_view(y, "y", {DType::f32});
   if (x.cols != w.cols) {
     throw Error(ErrorCode::invalid_argument,
@@ -137,6 +172,12 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   fmt::format("{}: argument 'bias': needs f32 elements [{}, {}), got {}", kOp,
                               bias_offset, bias_offset + w.rows, describe(bias)));
     }
+  }
+  if (i8 && (scale_offset % 4 != 0 || std::uint64_t(scale_offset) + 4 * std::uint64_t(w.rows) > w.tensor.size())) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: the {} f32 scales of i8 weights ({}) at element {}: need a multiple of 4 "
+                            "and elements [{}, {}) of the tensor", kOp, w.rows, describe(w.tensor),
+                            scale_offset, scale_offset, std::uint64_t(scale_offset) + 4 * std::uint64_t(w.rows)));
   }
   const auto& ys = y.tensor.storage_ptr();
   if (ys == x.tensor.storage_ptr() || ys == w.tensor.storage_ptr() ||
@@ -160,7 +201,8 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                   u32(w.offset, "w offset"), u32(ldw, "w row stride"),
                   u32(bias_offset, "bias offset"),
                   u32(y.offset, "y offset"), u32(ldy, "y row stride"),
-                  bias.valid() ? GEMM_BIAS : 0u};
+                  bias.valid() ? GEMM_BIAS : 0u,
+                  u32(scale_offset, "scale offset")};
   const auto& dev = ctx_->device();
   const std::size_t M = x.rows, N = w.rows;
 
@@ -194,7 +236,8 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
     const kernels::Variant variant{.fp16 = f16};
-    const auto& t = plan_->tiled;
+    kernels::Gemm::Constants t = plan_->tiled;
+    t.WEIGHT_I8 = i8;
     const Kernel k = kernels::make<kernels::Gemm>(*ctx_, t, variant);
     const std::uint64_t bm = t.local_size_y * t.TM, bn = t.local_size_x * t.TN;
     const Groups g = fold_rows((M + bm - 1) / bm, (N + bn - 1) / bn, "gemm");
@@ -203,12 +246,14 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
     });
     return;
   }
+  // i8 rows are whole words always (check_view), their padding read as part of the last word.
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
                        push.x_off % 4 == 0 && push.w_off % 4 == 0;
   plan::Gemv v = plan::gemv(dev, *plan_, options_, M,
                             path == Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation,
                             aligned);
   v.variant.fp16 = f16;
+  v.constants.WEIGHT_I8 = i8;
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
   dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
@@ -218,36 +263,51 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
 
 // ---------------------------------------------------------------------------------------------
 
+const char* to_string(WeightStorage storage) noexcept {
+  switch (storage) {
+    case WeightStorage::automatic: return "automatic";
+    case WeightStorage::f32: return "f32";
+    case WeightStorage::f16: return "f16";
+    case WeightStorage::i8: return "i8";
+  }
+  return "?";
+}
+
 Linear::Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias,
                const OpOptions& options)
-    : ctx_(&ctx), in_(in_features), out_(out_features), has_bias_(bias), gemm_(ctx, options) {
+    : ctx_(&ctx), in_(in_features), out_(out_features), has_bias_(bias),
+      storage_(plan::dense_weights(options)), gemm_(ctx, options) {
   if (in_features == 0 || out_features == 0) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("Linear: in_features ({}) and out_features ({}) must be positive",
                             in_features, out_features));
   }
-  if (options.fp16_storage && !ctx.features().storage_buffer_16bit) {
+  if (storage_ == WeightStorage::f16 && !ctx.features().storage_buffer_16bit) {
     throw Error(ErrorCode::missing_feature,
-                fmt::format("Linear: fp16_storage needs storageBuffer16BitAccess, which '{}' lacks",
+                fmt::format("Linear: fp16 weight storage needs storageBuffer16BitAccess, which '{}' lacks",
                             ctx.device().name));
   }
-  weight_ = ctx.tensor({out_, in_}, options.fp16_storage ? DType::f16 : DType::f32, "Linear.weight");
+  if (storage_ == WeightStorage::i8) {
+    // Rows padded to whole 32-bit words, then the f32 scales (Gemm::record_i8's layout).
+    scale_offset_ = out_ * padded_in();
+    weight_ = ctx.tensor({scale_offset_ + 4 * out_}, DType::i8, "Linear.weight (int8 rows, f32 scales)");
+  } else {
+    weight_ = ctx.tensor({out_, in_}, storage_ == WeightStorage::f16 ? DType::f16 : DType::f32, "Linear.weight");
+  }
   if (has_bias_) bias_ = ctx.tensor({out_}, DType::f32, "Linear.bias");
 }
 
-void Linear::load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias) {
-  if (weight_shape != Shape{out_, in_}) {
+void Linear::check_shape(const Shape& shape, const char* what, const char* method) const {
+  if (shape != Shape{out_, in_}) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("Linear({} -> {})::load: weight has shape {}, expected [out_features, in_features] = "
+                fmt::format("Linear({} -> {})::{}: {} has shape {}, expected [out_features, in_features] = "
                             "[{}, {}]{}",
-                            in_, out_, to_string(weight_shape), out_, in_,
-                            weight_shape == Shape{in_, out_} ? " (it is transposed)" : ""));
+                            in_, out_, method, what, to_string(shape), out_, in_,
+                            shape == Shape{in_, out_} ? " (it is transposed)" : ""));
   }
-  if (weight.size() != in_ * out_) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("Linear::load: weight has {} elements, expected [{}, {}] = {}",
-                            weight.size(), out_, in_, in_ * out_));
-  }
+}
+
+void Linear::check_bias(std::span<const float> bias) const {
   if (has_bias_ && bias.size() != out_) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("Linear::load: bias has {} elements, expected [{}]", bias.size(), out_));
@@ -257,13 +317,107 @@ void Linear::load(std::span<const float> weight, const Shape& weight_shape, std:
                 fmt::format("Linear::load: the layer was built without bias but {} bias values were given",
                             bias.size()));
   }
-  if (weight_.dtype() == DType::f16) {
+}
+
+namespace {
+
+// Gemm::record_i8's weight layout: q [rows, cols] with each row padded with zeros to `ld`
+// columns, then the rows' f32 scales.
+std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,
+                                 std::size_t ld) {
+  const std::size_t rows = scales.size();
+  std::vector<std::int8_t> out(rows * ld + 4 * rows, 0);
+  for (std::size_t r = 0; r < rows; ++r) {
+    std::copy_n(q.begin() + static_cast<std::ptrdiff_t>(r * cols), cols, out.begin() + static_cast<std::ptrdiff_t>(r * ld));
+  }
+  std::memcpy(out.data() + rows * ld, scales.data(), 4 * rows);
+  return out;
+}
+
+}  // namespace
+
+QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols) {
+  if (w.size() != rows * cols) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("quantize_rows: {} values for a [{}, {}] matrix", w.size(), rows, cols));
+  }
+  QuantizedRows out{std::vector<std::int8_t>(rows * cols, 0), std::vector<float>(rows)};
+  for (std::size_t n = 0; n < rows; ++n) {
+    const std::span<const float> row = w.subspan(n * cols, cols);
+    float max_abs = 0.0f;
+    for (std::size_t k = 0; k < cols; ++k) {
+      if (!std::isfinite(row[k])) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("quantize_rows: weight[{}][{}] is {}: int8 quantization needs finite weights", n, k, row[k]));
+      }
+      max_abs = std::max(max_abs, std::fabs(row[k]));
+    }
+    const float scale = max_abs / 127.0f;
+    out.scales[n] = scale;
+    if (scale == 0.0f) continue;
+    for (std::size_t k = 0; k < cols; ++k) {
+      // Half to even (the default rounding mode), as numpy's rint in tools/export_torch.py.
+      out.q[n * cols + k] = static_cast<std::int8_t>(std::clamp(std::nearbyint(row[k] / scale), -127.0f, 127.0f));
+    }
+  }
+  return out;
+}
+
+void Linear::store(std::span<const float> weight, std::span<const float> bias) {
+  if (storage_ == WeightStorage::i8) {
+    const QuantizedRows q = quantize_rows(weight, out_, in_);
+    ctx_->write(weight_, pack_i8(q.q, q.scales, in_, padded_in()));
+  } else if (weight_.dtype() == DType::f16) {
     std::vector<std::uint16_t> h(weight.size());
     std::transform(weight.begin(), weight.end(), h.begin(), float_to_half);
     ctx_->write(weight_, h);
   } else {
     ctx_->write(weight_, weight);
   }
+  if (has_bias_) ctx_->write(bias_, bias);
+  loaded_ = true;
+}
+
+void Linear::load(std::span<const float> weight, const Shape& weight_shape, std::span<const float> bias) {
+  check_shape(weight_shape, "weight", "load");
+  if (weight.size() != in_ * out_) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Linear::load: weight has {} elements, expected [{}, {}] = {}",
+                            weight.size(), out_, in_, in_ * out_));
+  }
+  check_bias(bias);
+  store(weight, bias);
+}
+
+void Linear::load_quantized(std::span<const std::int8_t> q, const Shape& q_shape, std::span<const float> scales,
+                            const Shape& scales_shape, std::span<const float> bias) {
+  check_shape(q_shape, "int8 weight", "load_quantized");
+  if (q.size() != in_ * out_) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Linear::load_quantized: int8 weight has {} elements, expected [{}, {}] = {}",
+                            q.size(), out_, in_, in_ * out_));
+  }
+  if (scales_shape != Shape{out_} || scales.size() != out_) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Linear({} -> {})::load_quantized: scales have shape {} ({} values), expected "
+                            "one per output row: [{}] (weight {})",
+                            in_, out_, to_string(scales_shape), scales.size(), out_, to_string(q_shape)));
+  }
+  for (std::size_t n = 0; n < out_; ++n) {
+    if (!std::isfinite(scales[n]) || scales[n] < 0.0f) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("Linear({} -> {})::load_quantized: scale[{}] is {}, expected finite and >= 0",
+                              in_, out_, n, scales[n]));
+    }
+  }
+  check_bias(bias);
+  if (storage_ != WeightStorage::i8) {
+    std::vector<float> w(q.size());
+    for (std::size_t i = 0; i < q.size(); ++i) w[i] = float(q[i]) * scales[i / in_];
+    store(w, bias);
+    return;
+  }
+  ctx_->write(weight_, pack_i8(q, scales, in_, padded_in()));
   if (has_bias_) ctx_->write(bias_, bias);
   loaded_ = true;
 }
@@ -286,7 +440,11 @@ void Linear::record(Sequence& seq, const MatrixView& x, const MatrixView& y) con
   if (!loaded_) {
     throw Error(ErrorCode::state, fmt::format("Linear({} -> {}): record() before load()", in_, out_));
   }
-  gemm_.record(seq, x, MatrixView::of(weight_), bias_, 0, y);
+  if (storage_ == WeightStorage::i8) {
+    gemm_.record_i8(seq, x, MatrixView{weight_, out_, in_, 0, padded_in()}, scale_offset_, bias_, 0, y);
+  } else {
+    gemm_.record(seq, x, MatrixView::of(weight_), bias_, 0, y);
+  }
 }
 
 std::vector<float> Linear::forward(std::span<const float> x, std::size_t rows) const {

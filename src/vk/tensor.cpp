@@ -11,6 +11,7 @@ std::size_t dtype_size(DType dtype) noexcept {
     case DType::f16: return 2;
     case DType::i32: return 4;
     case DType::u32: return 4;
+    case DType::i8: return 1;
   }
   return 4;
 }
@@ -21,6 +22,7 @@ const char* to_string(DType dtype) noexcept {
     case DType::f16: return "f16";
     case DType::i32: return "i32";
     case DType::u32: return "u32";
+    case DType::i8: return "i8";
   }
   return "?";
 }

@@ -11,6 +11,8 @@ namespace vkrnn::kernels {
 
 // Both kernels take the same push constants and bindings. Push::flags: GEMM_BIAS, and
 // GEMM_ACCUMULATE for the later slices of a K split for the loop budget (ys is then read too).
+// WEIGHT_I8 (a specialization constant of both): ws holds int8 four per word and, from byte
+// s_off on, the per-row f32 scales (one binding for both: the Vulkan minimum is 4 per stage).
 struct GemmPush {
   std::uint32_t M, N, K;
   std::uint32_t x_off, ldx;
@@ -18,6 +20,7 @@ struct GemmPush {
   std::uint32_t b_off;
   std::uint32_t y_off, ldy;
   std::uint32_t flags;
+  std::uint32_t s_off;
 };
 struct GemmBindings {
   Tensor xs, ws, bias, ys;
@@ -27,13 +30,14 @@ struct GemmBindings {
 struct Gemv {
   VKRNN_KERNEL(gemv, "gemv", .fp16 = true, .subgroup = true)
   using Push = GemmPush;
-  VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, flags)
+  VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, flags, s_off)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
     bool ALIGNED = true;
+    bool WEIGHT_I8 = false;
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write))
 };
@@ -42,12 +46,13 @@ struct Gemv {
 struct Gemm {
   VKRNN_KERNEL(gemm, "gemm", .fp16 = true)
   using Push = GemmPush;
-  VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, flags)
+  VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, flags, s_off)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t TM = 4, TN = 4, BK = 16;
+    bool WEIGHT_I8 = false;
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BK, 5))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BK, 5), (WEIGHT_I8, 6))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write))
 };
