@@ -404,6 +404,24 @@ TEST(LinearI8, AwkwardShapesAllKernels) {
   run_i8_case(ctx, Gemm::Path::automatic, false, 16, 8000, 1025, true, seed++);
 }
 
+// dequantize_rows is quantize_rows' inverse up to half a step per element, row by row (awkward
+// widths, a zero row), and refuses a size that is not rows x cols.
+TEST(LinearI8, DequantizeRowsInvertsQuantizeRows) {
+  for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{1, 1}, {3, 5}, {7, 127}}) {
+    std::vector<float> w = random_floats(rows * cols, unsigned(rows * 31 + cols), -2.0f, 2.0f);
+    std::fill_n(w.begin(), cols, 0.0f);  // row 0: scale 0
+    const QuantizedRows q = quantize_rows(w, rows, cols);
+    const std::vector<float> back = dequantize_rows(q.q, q.scales, cols);
+    ASSERT_EQ(back.size(), w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      EXPECT_EQ(back[i], float(q.q[i]) * q.scales[i / cols]) << i;
+      EXPECT_LE(std::abs(double(back[i]) - w[i]), 0.5001 * q.scales[i / cols]) << "rows " << rows << " cols " << cols << " element " << i;
+    }
+  }
+  expect_error([] { dequantize_rows(std::vector<std::int8_t>(14), std::vector<float>(3), 5); }, ErrorCode::invalid_argument,
+               {"14 int8 values for 3 rows of 5"});
+}
+
 TEST(LinearI8Long, FullGrid) {
   auto& ctx = context();
   std::uint32_t seed = 7000;

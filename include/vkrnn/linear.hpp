@@ -96,6 +96,10 @@ struct QuantizedRows {
   std::vector<float> scales;   // [rows]
 };
 VKRNN_API QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols);
+// Its inverse: W[r][c] = q[r * cols + c] * scales[r], rows = scales.size() (q.size() must be
+// rows * cols: Error(invalid_argument) otherwise).
+VKRNN_API std::vector<float> dequantize_rows(std::span<const std::int8_t> q, std::span<const float> scales,
+                                             std::size_t cols);
 
 class VKRNN_API Linear {
  public:

@@ -23,6 +23,7 @@
 #include "models/graph_file.hpp"
 #include "vkrnn/beam_search.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/safetensors.hpp"
 
 namespace vkrnn {
@@ -384,9 +385,7 @@ std::vector<float> load_int8(const SafetensorsFile& st, const std::string& name,
                                                  st.origin(), quote(name + kScaleSuffix), i, out.scales[i]));
     }
   }
-  std::vector<float> w(out.q.size());
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(out.q[i]) * out.scales[i / shape[1]];
-  return w;
+  return dequantize_rows(out.q, out.scales, shape[1]);
 }
 
 }  // namespace

@@ -363,6 +363,16 @@ QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::siz
   return out;
 }
 
+std::vector<float> dequantize_rows(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols) {
+  if (q.size() != scales.size() * cols) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("dequantize_rows: {} int8 values for {} rows of {}", q.size(), scales.size(), cols));
+  }
+  std::vector<float> w(q.size());
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(q[i]) * scales[i / cols];
+  return w;
+}
+
 void Linear::store(std::span<const float> weight, std::span<const float> bias) {
   if (storage_ == WeightStorage::i8) {
     const QuantizedRows q = quantize_rows(weight, out_, in_);
@@ -412,9 +422,7 @@ void Linear::load_quantized(std::span<const std::int8_t> q, const Shape& q_shape
   }
   check_bias(bias);
   if (storage_ != WeightStorage::i8) {
-    std::vector<float> w(q.size());
-    for (std::size_t i = 0; i < q.size(); ++i) w[i] = float(q[i]) * scales[i / in_];
-    store(w, bias);
+    store(dequantize_rows(q, scales, in_), bias);
     return;
   }
   ctx_->write(weight_, pack_i8(q, scales, in_, padded_in()));
