@@ -27,7 +27,20 @@ FAMILIES = {
     "W2": ("W2 — recurrent layer over T = 64", "ms per sequence, µs per timestep"),
     "W3": ("W3 — greedy seq2seq decode, 32 steps", "ms per decode (encode included), tokens/s"),
     "W4": ("W4 — self-attention, d = 64", "ms, GFLOP/s (4·S²·d, causal counted as full)"),
+    "K": ("K — single kernels of the W3 decode step (output GEMV, GRU step)",
+          "µs per repetition (several dispatches, bench/SCHEMA.md), GB/s read + written, "
+          "% of the same run's copy shader"),
 }
+
+
+def copy_percent(row):
+    """The kernels' share of the copy shader's bandwidth: over GPU time where the row has it
+    (gpu_copy_fraction, the basis the copy ceiling is timed on), else over wall time."""
+    f = row.get("gpu_copy_fraction")
+    if f is not None:
+        return f" · {100 * f:.0f}% copy (GPU time)"
+    f = row.get("copy_fraction")
+    return f" · {100 * f:.0f}% copy" if f is not None else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,8 +110,8 @@ def cell(row, ratio):
         return "–"
     fam = row["id"][:2]
     w = row["wall_us"]
-    if fam == "W1":
-        text = f"{fmt_num(w['median'])} µs · {fmt_num(row['gbps'])} GB/s"
+    if fam == "W1" or fam == "K.":
+        text = f"{fmt_num(w['median'])} µs · {fmt_num(row['gbps'])} GB/s" + copy_percent(row)
     elif fam == "W2":
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['us_per_step'])} µs/step"
     elif fam == "W3":

@@ -116,15 +116,24 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   r["gpu_us"] = summary(s.gpu_us);
   r["wall_us"] = summary(s.wall_us);
   r["record_us"] = summary(s.record_us);
-  r["gbps"] = nullable_rate(w.work.bytes_read, wall, 1e-3);
+  const double bytes = w.work.bytes_read + w.work.bytes_written;
+  r["gbps"] = nullable_rate(bytes, wall, 1e-3);
   r["gflops"] = nullable_rate(w.work.flops, wall, 1e-3);
   r["tokens_per_s"] = nullable_rate(w.work.tokens, wall, 1e6);
   r["us_per_step"] = w.work.steps > 0 ? json(wall / w.work.steps) : json(nullptr);
   if (w.work.weight_bytes_per_token > 0) r["weight_bytes_per_token"] = w.work.weight_bytes_per_token;
-  r["copy_fraction"] = nullptr;
-  if (r["gbps"].is_number() && ceilings.is_object() && ceilings["copy_shader_gbps"].is_number() &&
-      ceilings["copy_shader_gbps"].get<double>() > 0.0) {
-    r["copy_fraction"] = r["gbps"].get<double>() / ceilings["copy_shader_gbps"].get<double>();
+  const double copy = ceilings.is_object() && ceilings["copy_shader_gbps"].is_number()
+                         ? ceilings["copy_shader_gbps"].get<double>() : 0.0;
+  r["copy_fraction"] = r["gbps"].is_number() && copy > 0.0 ? json(r["gbps"].get<double>() / copy) : json(nullptr);
+  if (bytes > 0.0) {
+    r["bytes"] = bytes;
+    // The kernels alone (summed dispatch timestamps), as the copy ceiling is timed where the
+    // device has timestamps.
+    if (!s.gpu_us.empty()) {
+      r["gpu_gbps"] = nullable_rate(bytes, median(s.gpu_us), 1e-3);
+      r["gpu_copy_fraction"] = r["gpu_gbps"].is_number() && copy > 0.0
+                                   ? json(r["gpu_gbps"].get<double>() / copy) : json(nullptr);
+    }
   }
   r["dispatches"] = s.dispatches;
   r["submissions"] = s.submissions;
@@ -157,22 +166,25 @@ void print_ceilings(const json& c) {
 }
 
 void print_table_header() {
-  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>5}\n", "row",
-             "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%", "disp");
+  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>5}\n", "row",
+             "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%",
+             "gpu%", "disp");
 }
 
 void print_row(const json& r) {
   const auto& wall = r["wall_us"];
   std::string other = fmt_opt(r["tokens_per_s"], "{:.0f} tok/s");
   if (other.empty()) other = fmt_opt(r["us_per_step"], "{:.1f} us/step");
-  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>5}\n",
+  auto percent = [&](const char* key) {
+    return r.contains(key) && r[key].is_number() ? fmt::format("{:.0f}%", r[key].get<double>() * 100.0)
+                                                 : std::string();
+  };
+  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>5}\n",
              r["name"].get<std::string>(), wall["median"].get<double>(),
              fmt::format("[{:.1f} .. {:.1f}]", wall["min"].get<double>(), wall["max"].get<double>()),
              r["gpu_us"].is_null() ? "-" : fmt::format("{:.1f}", r["gpu_us"]["median"].get<double>()),
              fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
-             fmt_opt(r["copy_fraction"].is_number() ? json(r["copy_fraction"].get<double>() * 100.0)
-                                                     : json(nullptr), "{:.0f}%"),
-             r["dispatches"].get<int>());
+             percent("copy_fraction"), percent("gpu_copy_fraction"), r["dispatches"].get<int>());
 }
 
 struct ValidationLog {

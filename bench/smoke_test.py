@@ -23,7 +23,7 @@ import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
-SMALLEST = ["W1.*/B=1,S=64,H=256", "W2.*/B=1,T=64,H=256", "W3.b1", "W4/B=1,S=256,*"]
+SMALLEST = ["W1.*/B=1,S=64,H=256", "W2.*/B=1,T=64,H=256", "W3.b1", "W4/B=1,S=256,*", "K.gru/B=1,"]
 
 
 def run(cmd, **kw):
@@ -83,6 +83,10 @@ def test_vkrnn(args):
             if r["repetitions"] != 2 or r["dispatches"] < 1 or r["submissions"] != 1:
                 fail(f"{r['name']}: repetitions/dispatches/submissions {r['repetitions']}/"
                      f"{r['dispatches']}/{r['submissions']}")
+            # Kernel rows: bytes read + written, and on timestamped devices the kernels' own rate.
+            if r["id"].startswith("K.") and (not r.get("bytes") or not r["copy_fraction"] or
+                                             (d["timestamps"] and not r.get("gpu_copy_fraction"))):
+                fail(f"{r['name']}: bytes / copy_fraction / gpu_copy_fraction missing: {r}")
     # Bad input: clear errors, no JSON.
     for bad, why in ((["--repetitions", "0"], "--repetitions 0"),
                      (["--filter", "W9.nothing"], "a filter matching no row"),
@@ -100,7 +104,7 @@ def test_grid(args):
     missing = sorted(set(vk_all) - set(torch_all))
     if missing:
         fail(f"vkrnn-bench rows unknown to torch_baseline.py (names must match): {missing}")
-    for pat in ["W1.dot", "W2", "W1.*/B=16,*", "W3.b1", "W4/*causal=true", "W1.general/B=1,"]:
+    for pat in ["W1.dot", "W2", "W1.*/B=16,*", "W3.b1", "W4/*causal=true", "W1.general/B=1,", "K.gemv/B=1,", "K"]:
         vk = listing([args.bench, "--list", "--filter", pat]) if any(
             n for n in vk_all) else []
         expect = [n for n in listing(torch_cmd + ["--filter", pat]) if n in set(vk_all)]
@@ -153,6 +157,8 @@ def synthetic():
                         dispatches=3, submissions=1)
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="W4", name="W4/B=1,S=256,d=64,causal=true",
                           params={"B": 1, "S": 256, "d": 64, "causal": True}, gbps=None))
+    d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="K.gemv", name="K.gemv/B=1,N=8000,K=1024",
+                          params={"B": 1, "N": 8000, "K": 1024}, gbps=4.0, copy_fraction=0.4, bytes=1e8))
     d["skipped"].append({"name": "W1.dot/B=16,S=4096,H=512", "reason": "too big"})
     return base, other
 
@@ -197,7 +203,7 @@ def test_compare(args):
     with open(md) as f:
         text = f.read()
     for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s | 25.0 µs · 2.64 GB/s · **4.00×** |",
-                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "| copy shader, GB/s (read + write) | 40.0 | 40.0 |"):
+                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy", "| copy shader, GB/s (read + write) | 40.0 | 40.0 |"):
         if needle not in text:
             fail(f"compare.md lacks {needle!r}:\n{text}")
     w, h, raw = read_png(png)

@@ -71,6 +71,14 @@ def all_rows():
     for s in (256, 1024, 4096, 16384):
         for causal in (False, True):
             rows.append(("W4", {"B": 1, "S": s, "d": 64, "causal": causal}))
+    for b in (1, 16):  # bench/k_kernels.cpp: the W3 decode step's output projection and GRU
+        for bits in (32, 16, 8):
+            p = {"B": b, "N": 8000, "K": 1024}
+            if bits != 32:
+                p["weight_bits"] = bits
+            rows.append(("K.gemv", p))
+    for b in (1, 16):
+        rows.append(("K.gru", {"B": b, "I": 768, "H": 256}))
     return rows
 
 
@@ -107,10 +115,35 @@ def w3_weight_bytes_per_token(p):
     return (output + gru + query) / B + E * f
 
 
-# Work per repetition (the same formulas as bench/workloads.cpp; documented in SCHEMA.md).
+FOOTPRINT = 64 << 20  # K rows: one repetition runs over at least the copy ceiling's source
+
+
+def k_bytes(wid, p):
+    """K rows (bench/k_kernels.cpp): (copies, bytes read + written by one op). Weights at their
+    storage size plus the fp32 bias (and vkrnn's int8 per-row scales), inputs read, outputs
+    written; copies of the weights make one repetition touch at least FOOTPRINT bytes."""
+    f, B = 4, p["B"]
+    if wid == "K.gemv":
+        N, K, bits = p["N"], p["K"], p.get("weight_bits", 32)
+        once = N * K * bits / 8 + N * f + (N * f if bits == 8 else 0) + B * K * f + B * N * f
+    else:
+        I, H = p["I"], p["H"]
+        once = (3 * H * I + 3 * H * H + 6 * H) * f + B * (I + H) * f + B * H * f
+    return max(1, math.ceil(FOOTPRINT / once)), once
+
+
+# Work per repetition (the same formulas as bench/w*.cpp; documented in SCHEMA.md).
 def work(wid, p):
-    """Returns (bytes_read, flops, tokens, steps); 0 = not reported for this row."""
+    """Returns (bytes, flops, tokens, steps); 0 = not reported for this row. bytes: read (W1),
+    read + written (K)."""
     f = 4  # fp32
+    if wid.startswith("K."):
+        copies, once = k_bytes(wid, p)
+        if wid == "K.gemv":
+            flops = 2.0 * p["B"] * p["N"] * p["K"]
+        else:
+            flops = 2.0 * p["B"] * 3 * p["H"] * (p["I"] + p["H"])
+        return copies * once, copies * flops, 0, 0
     if wid.startswith("W1."):
         B, S, H = p["B"], p["S"], p["H"]
         if wid == "W1.dot":
@@ -221,7 +254,34 @@ def build_w4(torch, wid, p, dev):
     return attend
 
 
-BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3, "W4": build_w4}
+def build_k(torch, wid, p, dev):
+    """The K rows' counterparts: nn.Linear (fp32; int8: quantize_dynamic of an nn.Linear, the W3
+    int8 row's path) and one nn.GRUCell step, over as many weight copies as vkrnn-bench uses."""
+    copies, _ = k_bytes(wid, p)
+    B = p["B"]
+    if wid == "K.gru":
+        cells = [torch.nn.GRUCell(p["I"], p["H"]).to(dev).eval() for _ in range(copies)]
+        x, h = torch.randn(B, p["I"], device=dev), torch.randn(B, p["H"], device=dev)
+        return lambda: [c(x, h) for c in cells][-1]
+    bits = p.get("weight_bits", 32)
+    if bits == 16 and dev == "cpu":
+        raise RuntimeError("the fp16 row runs on CUDA only")
+    if bits == 8 and dev != "cpu":
+        raise RuntimeError("int8 (quantize_dynamic) runs on the CPU only")
+    layers = []
+    for _ in range(copies):
+        layer = torch.nn.Linear(p["K"], p["N"]).to(dev).eval()
+        if bits == 16:
+            layer = layer.half()
+        if bits == 8:
+            layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+        layers.append(layer)
+    x = torch.randn(B, p["K"], device=dev, dtype=torch.float16 if bits == 16 else torch.float32)
+    return lambda: [l(x) for l in layers][-1]
+
+
+BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3, "W4": build_w4, "K": build_k}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,6 +497,11 @@ def main(argv=None):
                        "us_per_step": med / steps if steps else None,
                        "copy_fraction": gbps / copy_gbps if gbps and copy_gbps else None,
                        "dispatches": None, "submissions": None, "backend": backend}
+                if nbytes:
+                    row["bytes"] = nbytes
+                    if gpu:  # CUDA events: the kernels alone, as vkrnn-bench's timestamps
+                        row["gpu_gbps"] = nbytes / (statistics.median(gpu) * 1e3)
+                        row["gpu_copy_fraction"] = row["gpu_gbps"] / copy_gbps if copy_gbps else None
                 if wid.startswith("W3."):
                     row["weight_bytes_per_token"] = w3_weight_bytes_per_token(p)
                 entry["rows"].append(row)

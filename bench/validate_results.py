@@ -135,6 +135,10 @@ def semantic_errors(doc):
                 s = row.get(key)
                 if s and not (s["min"] <= s["median"] <= s["max"]):
                     out.append(f"{at}.{key}: not min <= median <= max: {s}")
+            if (row.get("gpu_gbps") is not None or row.get("gpu_copy_fraction") is not None) and not row.get("gpu_us"):
+                out.append(f"{at}: gpu_gbps / gpu_copy_fraction without gpu_us")
+            if row["id"].startswith("K.") and row.get("gbps") is not None and "bytes" not in row:
+                out.append(f"{at}: K rows state the bytes behind gbps")
             if doc.get("tool") == "vkrnn-bench":
                 if row.get("dispatches") is None or row.get("submissions") is None:
                     out.append(f"{at}: vkrnn-bench rows count dispatches and submissions")

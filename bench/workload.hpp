@@ -20,7 +20,8 @@ using Params = nlohmann::ordered_json;
 // Work done by one repetition; 0 means "not a rate this row reports". The formulas for each
 // family are in bench/SCHEMA.md and must match bench/torch_baseline.py's work().
 struct Work {
-  double bytes_read = 0;  // distinct bytes read (each tensor counted once) -> gbps
+  double bytes_read = 0;     // distinct bytes read (each tensor counted once) -> gbps
+  double bytes_written = 0;  // bytes written (K rows; W1 counts reads only) -> gbps
   double flops = 0;       // -> gflops
   double tokens = 0;      // tokens produced -> tokens_per_s
   double steps = 0;       // timesteps / decode steps -> us_per_step

@@ -485,6 +485,79 @@ TEST(LinearI8, LoadQuantized) {
   }
 }
 
+// int8 and fp16 weights through strided views on the GEMV kernels (the Linear tests only use
+// dense rows; Linear.StridedViews is fp32): offsets and row strides on and off 16 bytes, K % 4
+// != 0 (unaligned x) and K of whole 16-byte rows, against the double reference. The bytes between a row's end and the next row hold garbage (int8 99, fp16 +inf)
+// that must not be read.
+TEST(Linear, StridedLowPrecisionWeights) {
+  auto& ctx = context();
+  struct Case {
+    std::size_t K, ld, w_off;
+  };
+  // (K, row stride, offset) in weights.
+  const std::vector<Case> i8_cases = {{37, 48, 16}, {32, 48, 0}, {48, 64, 32}, {37, 48, 4}, {37, 40, 0}, {3, 16, 16}};
+  const std::vector<Case> f16_cases = {{21, 24, 8}, {20, 24, 16}, {16, 16, 0}, {21, 24, 4}, {21, 25, 0}, {5, 8, 8}};
+  const std::size_t M = 3, N = 11;
+  std::uint32_t seed = 9100;
+  for (Gemm::Path path : {Gemm::Path::gemv, Gemm::Path::gemv_invocation}) {
+    for (bool no_subgroup : {false, true}) {
+      OpOptions o;
+      o.force_shared_memory_reduction = no_subgroup;
+      Gemm gemm(ctx, o);
+      gemm.set_path(path);
+      for (bool f16 : {false, true}) {
+        if (f16 && !ctx.features().storage_buffer_16bit) continue;
+        for (const Case& c : f16 ? f16_cases : i8_cases) {
+          SCOPED_TRACE(fmt::format("{} {} K={} ld={} offset={}", name({path, no_subgroup, f16}), f16 ? "f16" : "i8",
+                                   c.K, c.ld, c.w_off));
+          const auto x = random_floats(M * c.K, seed++);
+          const auto b = random_floats(N, seed++);
+          const auto r = random_floats(N * c.ld, seed++);
+          std::vector<float> w(N * c.K), scales(N);  // the weights the device holds
+          const std::size_t used = f16 ? c.K : (c.K + 3) / 4 * 4;  // i8: the last word is read whole
+          const std::size_t size = c.w_off + (N - 1) * c.ld + used;
+          Tensor wt;
+          std::size_t scale_offset = 0;
+          if (f16) {
+            std::vector<std::uint16_t> h(size, float_to_half(1e30f));  // garbage: +inf as fp16
+            for (std::size_t n = 0; n < N; ++n)
+              for (std::size_t k = 0; k < c.K; ++k) {
+                h[c.w_off + n * c.ld + k] = float_to_half(r[n * c.ld + k]);
+                w[n * c.K + k] = half_to_float(h[c.w_off + n * c.ld + k]);
+              }
+            wt = ctx.tensor({size}, DType::f16);
+            ctx.write(wt, h);
+          } else {
+            scale_offset = (size + 3) / 4 * 4;
+            std::vector<std::int8_t> q(scale_offset + 4 * N, 99);  // garbage between rows
+            for (std::size_t n = 0; n < N; ++n) {
+              scales[n] = 0.01f * float(n + 1);
+              for (std::size_t k = 0; k < used; ++k) {  // the read padding of the last word: 0
+                const auto v = k < c.K ? static_cast<std::int8_t>(std::lround(r[n * c.ld + k] * 127.0f)) : std::int8_t{0};
+                q[c.w_off + n * c.ld + k] = v;
+                if (k < c.K) w[n * c.K + k] = float(v) * scales[n];
+              }
+            }
+            std::memcpy(q.data() + scale_offset, scales.data(), 4 * N);
+            wt = ctx.tensor({q.size()}, DType::i8);
+            ctx.write(wt, q);
+          }
+          Tensor xt = ctx.tensor({M, c.K}, x), bt = ctx.tensor({N}, b), yt = ctx.tensor({M, N});
+          Sequence seq = ctx.sequence();
+          const MatrixView wv{wt, N, c.K, c.w_off, c.ld};
+          if (f16) gemm.record(seq, MatrixView::of(xt), wv, bt, 0, MatrixView::of(yt));
+          else gemm.record_i8(seq, MatrixView::of(xt), wv, scale_offset, bt, 0, MatrixView::of(yt));
+          seq.download(yt);
+          seq.eval();
+          std::vector<double> want, scale;
+          reference(x, w, b, M, N, c.K, want, scale);
+          EXPECT_TRUE(close(seq.read<float>(yt), want, scale));
+        }
+      }
+    }
+  }
+}
+
 TEST(LinearI8, BadArguments) {
   auto& ctx = context();
   Linear lin(ctx, 5, 4, true, i8_options());
