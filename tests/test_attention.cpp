@@ -662,6 +662,33 @@ TEST(Attention, WorkgroupSizesScoreSplitsAndTiles) {
   }
 }
 
+// The query projection folded into the fused kernel, every workgroup of a split row repeating
+// it, against the double-precision reference over awkward shapes (S of 1, a prime, ragged
+// forced splits, a long split source; widths not multiples of 4; B 1, 3, 16). The dispatch
+// count says the folded path ran: 1, or 2 with the combine of split rows.
+TEST(Attention, FoldedQueryProjection) {
+  std::uint32_t seed = 2100;
+  for (Score s : {Score::additive, Score::general}) {
+    for (std::size_t S : {1, 61, 300, 2500}) {
+      for (std::size_t dim : {6, 37}) {
+        for (std::size_t B : {1, 3, 16}) {
+          const Problem p = make_problem(s, B, S, dim, ++seed);
+          OpOptions opt;
+          opt.tile = S == 300 ? 37 : 0;  // ragged splits
+          SCOPED_TRACE(fmt::format("{} tile {}", p.describe(), opt.tile));
+          const FusedAttention op(context(), p.config(), opt);
+          EXPECT_EQ(op.dispatches(), op.plan().tiles > 1 ? 2u : 1u);
+          if (S == 300 || (S == 2500 && B == 1)) {
+            EXPECT_GT(op.plan().tiles, 1u) << "meant to split";
+          }
+          run_problem(p, opt);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Edge cases
 
@@ -1017,7 +1044,13 @@ TEST(Attention, DispatchCounts) {
   cfg.query_dim = 0;
   OpOptions opt;
   opt.tile = 16;
-  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // split: query projection + combine
+  // Split: each of a row's workgroups projects the query itself; + combine.
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 2u);
+  // A projection much bigger than a workgroup's share of S keeps its own dispatch.
+  AttentionConfig wide = cfg;
+  wide.query_dim = 1024;
+  EXPECT_EQ(FusedAttention(ctx, wide, opt).dispatches(), 3u);
+  EXPECT_EQ(FusedAttention(ctx, wide).dispatches(), 1u);  // unsplit: folded all the same
   EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);
