@@ -20,7 +20,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // QP > 0 (general / additive scores): qry is the raw query [B, Qs] and each workgroup first
 // projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk floats), which saves the
 // separate attention_query dispatch of every decoder step. The workgroups of a split row each
-// repeat the projection (the planner allows that while it is cheap beside their own share).
+// repeat the projection (the planner allows that while it is a small share of their own work).
 //
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
 // for general / additive, or the raw one with QP > 0), v f32 [dk] (additive), lengths i32 [B],
