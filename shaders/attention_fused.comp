@@ -17,9 +17,10 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 //                        attention_fused_combine.comp merges them and normalises the weights.
 // With more than one column tile, every tile recomputes the scores of its split (keys re-read);
 // the op picks VPT to cover dv in one tile whenever registers allow.
-// QP > 0 (general / additive scores, one workgroup per row): qry is the raw query [B, Qs] and
-// the workgroup first projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk
-// floats), which saves the separate attention_query dispatch of every decoder step.
+// QP > 0 (general / additive scores): qry is the raw query [B, Qs] and each workgroup first
+// projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk floats), which saves the
+// separate attention_query dispatch of every decoder step. The workgroups of a split row each
+// repeat the projection (the planner allows that while it is a small share of their own work).
 //
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
 // for general / additive, or the raw one with QP > 0), v f32 [dk] (additive), lengths i32 [B],
@@ -129,7 +130,8 @@ void main() {
     acc1[k] = 0.0;
   }
 
-  if (QP > 0) project_query(b);
+  // (Uniform per workgroup: a split that starts beyond the row's length scores nothing.)
+  if (QP > 0 && s_begin < s_end) project_query(b);
 #if USE_SUBGROUP
   if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
 #endif

@@ -45,6 +45,7 @@ layout(push_constant) uniform Push {
 } p;
 
 #include "kernel_flags.h"
+#include "gemm_epilogue.glsl"
 
 float load_w(uint n, uint k) {
   const uint e = p.w_off + n * p.ldw + k;
@@ -101,7 +102,7 @@ void main() {
       const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n] : 0.0;
       const uint y = p.y_off + m * p.ldy + n;
       const float s = WEIGHT_I8 ? uintBitsToFloat(wq[p.s_off / 4 + n]) : 1.0;
-      ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] * s + b;
+      ys[y] = gemm_epilogue(((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + acc[i][j] * s + b, p.flags);
     }
   }
 }

@@ -47,6 +47,7 @@ layout(push_constant) uniform Push {
 } p;
 
 #include "kernel_flags.h"
+#include "gemm_epilogue.glsl"
 
 vec4 load_x(uint row, uint k4) {
   if (ALIGNED) return xv[(p.x_off + row * p.ldx) / 4 + k4];
@@ -105,7 +106,7 @@ void main() {
         if (((i * TN + j) % LANES) == LANE && m0 + i < p.M && n0 + j < p.N) {
           const float b = (p.flags & GEMM_BIAS) != 0 ? bias[p.b_off + n0 + j] : 0.0;
           const uint y = p.y_off + (m0 + i) * p.ldy + n0 + j;
-          ys[y] = ((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + v + b;
+          ys[y] = gemm_epilogue(((p.flags & GEMM_ACCUMULATE) != 0 ? ys[y] : 0.0) + v + b, p.flags);
         }
       }
     }

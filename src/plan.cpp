@@ -272,18 +272,6 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   const std::uint32_t nht = ceil_div(value_units, std::uint64_t(wg) * cap);
   const std::uint32_t vpt = std::max<std::uint32_t>(1, ceil_div(value_units, std::uint64_t(nht) * wg));
 
-  // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
-  // subgroup the device may pick), so a split can be kept under kLoopBudget.
-  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
-  per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
-  const std::uint32_t max_chunk = static_cast<std::uint32_t>(
-      std::max<std::uint64_t>(1, kLoopBudget / per_block) * P);
-
-  // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
-  // partials, within the loop budget.
-  p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk);
-  p.splits = ceil_div(d.S, p.chunk);
-  p.block = P;
   p.column_tile = wg * vpt * (value_vec4 ? 4 : 1);
   p.column_tiles = nht;
   p.variant = {.fp16 = options.fp16_storage, .subgroup = sg};
@@ -291,24 +279,53 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
                  .SG_CLUSTER = sc.per_subgroup, .R = R, .KU = sc.key_loop, .VPT = vpt,
                  .VVEC4 = value_vec4 ? 1u : 0u, .ONE_SUBGROUP = one};
+
+  // The query projection (general, additive) in the kernel: each workgroup projects its row's
+  // q' = W_q q (+ b) into shared memory before scoring (workgroups of a split row each repeat
+  // it), saving the projection's dispatch. It needs the shared array and its loop,
+  // ceil(Hk / WG) x (1 + Hq/4 or Hq) iterations per invocation, at most half the loop budget
+  // (the positions get the rest).
+  p.query = query_projection(dev, d, options);
+  kernels::AttentionFused::Constants folded = p.constants;
+  folded.QP = round_up(d.Hk, 4);
+  const std::uint64_t q_loop =
+      std::uint64_t(ceil_div(d.Hk, wg)) * (1 + (d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq));
+  bool fold = p.query.used && q_loop <= kLoopBudget / 2 &&
+              shared_bytes<kernels::AttentionFused>(folded, p.variant) <= dev.max_shared_memory;
+
+  // Loop iterations one invocation runs per block (pessimistic: no unrolling, the smallest
+  // subgroup the device may pick), so a split can be kept under kLoopBudget.
+  std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
+  per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
+  auto split_source = [&] {
+    const std::uint64_t budget = kLoopBudget - (fold ? q_loop : 0);
+    const std::uint32_t max_chunk =
+        static_cast<std::uint32_t>(std::max<std::uint64_t>(1, budget / per_block) * P);
+    // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
+    // partials, within the loop budget.
+    p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk);
+    p.splits = ceil_div(d.S, p.chunk);
+  };
+  split_source();
+  // Where a row has several workgroups, each repeats the projection (Hk x Hq multiply-adds):
+  // folded only while that adds at most 1/kFoldedRepeatShare to the workgroup's own keys and
+  // values. (On lavapipe a repeat as big as the workgroup's own work made W1.additive at
+  // S = 4096 1.5x slower than the separate dispatch it saves.)
+  const std::uint64_t own_work = std::uint64_t(p.chunk) * (d.dk + std::min(p.column_tile, d.dv));
+  if (fold && p.splits * p.column_tiles > 1 && std::uint64_t(d.Hk) * d.Hq * kFoldedRepeatShare > own_work) {
+    fold = false;
+    split_source();
+  }
+  if (fold) {
+    p.constants = folded;
+    p.query.used = false;
+  }
+  p.block = P;
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.
   const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));
   p.combine = {.local_size_x = wg, .MAX_SPLIT = max_split, .E = cpu ? 8u : 4u, .ONE_SUBGROUP = one};
   if (p.splits > 1) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
-  p.query = query_projection(dev, d, options);
-  // One workgroup per row: it projects its query itself (no other workgroup would repeat it),
-  // within the loop budget and shared memory, saving the projection's dispatch.
-  const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
-  const std::uint32_t qp = round_up(d.Hk, 4);
-  kernels::AttentionFused::Constants folded = p.constants;
-  folded.QP = qp;
-  if (p.query.used && p.splits == 1 && p.column_tiles == 1 &&
-      std::uint64_t(ceil_div(d.Hk, wg)) * (1 + q_units) <= kLoopBudget &&
-      shared_bytes<kernels::AttentionFused>(folded, p.variant) <= dev.max_shared_memory) {
-    p.constants = folded;
-    p.query.used = false;
-  }
   add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   add_query(p.needs, p.query);
   return p;

@@ -143,6 +143,10 @@ struct AttentionContext {
 };
 AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
 
+// Split rows project the query in the fused kernel (each workgroup repeating it) only while
+// the repeat is at most 1/kFoldedRepeatShare of a workgroup's own multiply-adds.
+constexpr std::uint64_t kFoldedRepeatShare = 16;
+
 struct FusedAttention {
   kernels::Variant variant;
   kernels::AttentionFused::Constants constants;

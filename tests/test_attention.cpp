@@ -662,6 +662,44 @@ TEST(Attention, WorkgroupSizesScoreSplitsAndTiles) {
   }
 }
 
+// The query projection of general / additive scores on every path of the fused op -- in the
+// kernel for one workgroup per row, repeated by every workgroup of a split row, or its own
+// dispatch before a split row -- against the double-precision reference over awkward shapes (S
+// of 1, a prime, ragged forced splits, a long split source; widths not multiples of 4; B 1, 3,
+// 16). The dispatch count says which path ran; each must occur.
+TEST(Attention, FoldedQueryProjection) {
+  std::uint32_t seed = 2100;
+  std::size_t folded_split = 0, separate_split = 0;
+  for (Score s : {Score::additive, Score::general}) {
+    for (std::size_t S : {1, 61, 300, 2500}) {
+      for (std::size_t dim : {6, 37}) {
+        for (std::size_t B : {1, 3, 16}) {
+          const Problem p = make_problem(s, B, S, dim, ++seed);
+          OpOptions opt;
+          opt.tile = S == 300 ? 97 : 0;  // ragged splits
+          SCOPED_TRACE(fmt::format("{} tile {}", p.describe(), opt.tile));
+          const FusedAttention op(context(), p.config(), opt);
+          const bool split = op.plan().tiles > 1;
+          if (S == 300 || (S == 2500 && B == 1)) {
+            EXPECT_TRUE(split) << "meant to split";
+          }
+          const bool folded = op.dispatches() == (split ? 2u : 1u);
+          EXPECT_TRUE(folded || (split && op.dispatches() == 3u)) << op.dispatches() << " dispatches";
+          if (split) {
+            ++(folded ? folded_split : separate_split);
+          } else {
+            EXPECT_TRUE(folded) << "one workgroup per row projects its query itself";
+          }
+          run_problem(p, opt);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  EXPECT_GT(folded_split, 0u);
+  EXPECT_GT(separate_split, 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Edge cases
 
@@ -1017,7 +1055,14 @@ TEST(Attention, DispatchCounts) {
   cfg.query_dim = 0;
   OpOptions opt;
   opt.tile = 16;
-  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);  // split: query projection + combine
+  // Split rows of 16 positions: a 32 x 32 projection, big beside each workgroup's share,
+  // keeps its own dispatch (+ combine) ...
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);
+  // ... a 4 x 4 one is repeated by each workgroup of a row (+ combine).
+  AttentionConfig narrow = cfg;
+  narrow.key_dim = 4;
+  narrow.query_dim = 4;
+  EXPECT_EQ(FusedAttention(ctx, narrow, opt).dispatches(), 2u);
   EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -81,8 +82,8 @@ std::string name(const Variant& v) {
 }
 
 void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std::size_t K, bool bias,
-              std::uint32_t seed) {
-  SCOPED_TRACE(fmt::format("{} M={} N={} K={} bias={}", name(v), M, N, K, bias));
+              std::uint32_t seed, std::optional<ActivationFn> act = {}) {
+  SCOPED_TRACE(fmt::format("{} M={} N={} K={} bias={} activation={}", name(v), M, N, K, bias, act ? int(*act) : -1));
   auto x = random_floats(M * K, seed);
   auto w = random_floats(N * K, seed + 1);
   auto b = bias ? random_floats(N, seed + 2) : std::vector<float>{};
@@ -95,8 +96,17 @@ void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std:
   Linear lin(ctx, K, N, bias, o);
   lin.gemm().set_path(v.path);
   lin.load(w, {N, K}, b);
+  lin.set_activation(act);
   std::vector<double> want, scale;
   reference(x, w, b, M, N, K, want, scale);
+  if (act) {
+    // tanh, sigmoid and relu are 1-Lipschitz: the fp32 bound carries over, plus the rounding
+    // of f itself (a few ulp of a result below 1).
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      want[i] = *act == ActivationFn::tanh ? std::tanh(want[i]) : *act == ActivationFn::sigmoid ? 1.0 / (1.0 + std::exp(-want[i])) : std::max(want[i], 0.0);
+      scale[i] += 0.1;
+    }
+  }
   const auto got = lin.forward(x, M);
   EXPECT_TRUE(close(got, want, scale));
 }
@@ -165,6 +175,28 @@ TEST(Linear, KPastTheLoopBudget) {
   Sequence seq = ctx.sequence();
   lin.record(seq, x, y);
   EXPECT_GE(seq.stats().dispatches, 3u) << "one invocation's dot product of 300,000 needs >= 3 slices of the budget";
+}
+
+// The activation in the store of every kernel (Gemm::set_activation, what the graph runtime
+// fuses a linear + tanh into): awkward shapes, and K in slices past the loop budget, where only
+// the last slice may apply it.
+TEST(Linear, FusedActivationAllKernels) {
+  auto& ctx = context();
+  const std::vector<std::tuple<std::size_t, std::size_t, std::size_t>> shapes = {
+      {1, 1, 1}, {1, 7, 5}, {3, 13, 17}, {16, 130, 64}, {65, 9, 33}};
+  std::uint32_t seed = 900;
+  for (const auto& v : variants()) {
+    if (!supported(ctx, v)) continue;
+    for (auto [M, N, K] : shapes) {
+      for (ActivationFn f : {ActivationFn::tanh, ActivationFn::sigmoid, ActivationFn::relu}) {
+        run_case(ctx, v, M, N, K, seed % 2 == 0, seed, f);
+        seed += 3;
+      }
+    }
+  }
+  for (Gemm::Path path : {Gemm::Path::gemv, Gemm::Path::gemv_invocation, Gemm::Path::tiled}) {
+    run_case(ctx, {path, false, false}, 2, 3, 300000, true, seed++, ActivationFn::tanh);
+  }
 }
 
 TEST(LinearLong, FullGrid) {

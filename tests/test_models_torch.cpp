@@ -16,6 +16,7 @@
 // Missing fixtures: the test skips, unless VKRNN_REQUIRE_TORCH=1 (CI), where it fails.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <span>
@@ -303,6 +304,44 @@ TEST(ModelsTorch, BeamSearchMatchesPyTorch) {
 TEST(ModelsTorch, Seq2SeqMatchesPyTorch) {
   REQUIRE_FIXTURES(all);
   EXPECT_GE(check_each(all, kSeq2Seq, check_seq2seq), 3u);
+}
+
+// Luong decoders (issue 14): the combine layer's tanh runs in the combine linear's store, so a
+// decoder step has no activation dispatch; one step's kernels are the same at every step (the
+// greedy decode's dispatches grow by exactly that many per step). Parity with PyTorch at the
+// usual tolerances is Seq2SeqMatchesPyTorch's.
+constexpr std::string_view kLuong[] = {"luong_seq2seq"};
+
+void check_luong_step(const Case& c) {
+  SCOPED_TRACE(c.name);
+  Context& ctx = context();
+  const Seq2Seq model = Seq2Seq::load(ctx, c.dir);
+  const SafetensorsFile f = SafetensorsFile::open(c.dir + "/expected.safetensors");
+  const auto sources = test::rows_of(ints(f, "src"), ints(f, "src_lengths"));
+  const Seq2Seq::Encoded enc = model.encode(sources);
+  Sequence seq = ctx.sequence({.profile = true});
+  Seq2Seq::DecoderState st = model.start(enc, {.max_len = 3, .stop_at_eos = false});
+  model.record_step(seq, st);
+  const std::uint32_t before = seq.stats().dispatches;
+  model.record_step(seq, st);  // step 1: the embedding comes from step 0's argmax
+  const std::uint32_t per_step = seq.stats().dispatches - before;
+  seq.eval();
+  const auto timings = seq.timings();
+  ASSERT_EQ(timings.size(), seq.stats().dispatches);
+  std::string kernels;
+  for (std::size_t i = before; i < timings.size(); ++i) {
+    kernels += timings[i].kernel + " ";
+    EXPECT_NE(timings[i].kernel, "activation") << "the combine tanh was not fused";
+  }
+  const auto r4 = model.greedy(sources, {.max_len = 4, .stop_at_eos = false});
+  const auto r9 = model.greedy(sources, {.max_len = 9, .stop_at_eos = false});
+  EXPECT_EQ(r9.stats.dispatches - r4.stats.dispatches, 5 * per_step) << kernels;
+  std::printf("[ luong    ] %s: %u dispatches per step: %s\n", c.name.c_str(), per_step, kernels.c_str());
+}
+
+TEST(ModelsTorch, LuongStepFusesTheCombineTanh) {
+  REQUIRE_FIXTURES(all);
+  EXPECT_GE(check_each(all, kLuong, check_luong_step), 3u);
 }
 
 void check_classifier(const Case& c) {

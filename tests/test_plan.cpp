@@ -271,15 +271,22 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
             built.push_back(build<kernels::AttentionFusedCombine>(dev, p.combine, p.variant, what));
             EXPECT_LE(p.splits, p.combine.MAX_SPLIT);
           }
-          // The query projected in the kernel only where one workgroup owns each row, into a
-          // shared array that holds it, within the loop budget (ceil(Hk / WG) x Hq/4 or Hq).
+          // The query projected in the kernel into a shared array that holds it, its loop
+          // (ceil(Hk / WG) x Hq/4 or Hq) within half the loop budget; where a row has several
+          // workgroups, each one's repeat of it is a small share of its own keys and values.
           const bool in_kernel = p.constants.QP > 0;
           if (in_kernel) {
             EXPECT_TRUE(attention_detail::projects_query(d.config.score));
-            EXPECT_EQ(p.splits * p.column_tiles, 1u);
             EXPECT_GE(p.constants.QP, d.Hk);
             const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
-            EXPECT_LE((d.Hk + p.constants.local_size_x - 1) / p.constants.local_size_x * (1 + q_units), plan::kLoopBudget);
+            EXPECT_LE((d.Hk + p.constants.local_size_x - 1) / p.constants.local_size_x * (1 + q_units), plan::kLoopBudget / 2);
+            if (p.splits * p.column_tiles > 1) {
+              EXPECT_LE(std::uint64_t(d.Hk) * d.Hq * plan::kFoldedRepeatShare,
+                        std::uint64_t(p.chunk) * (d.dk + std::min(p.column_tile, d.dv)));
+            }
+          } else if (attention_detail::projects_query(d.config.score) && p.splits * p.column_tiles == 1 &&
+                     std::uint64_t(d.Hk) * d.Hq <= 4096) {
+            ADD_FAILURE() << "a small projection of an unsplit row was not folded";
           }
           check_query(dev, o, p.query, d, what, built, in_kernel);
           check_score(dev, d, p.constants, what);
@@ -303,6 +310,25 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
     }
   }
   EXPECT_GT(plans, 1000);
+}
+
+// A W3 decoder step's attention (additive, S = 32, 512-wide memory, 256-wide keys and query;
+// B = 1 and 16) is one dispatch on every device that can run it: one workgroup holds S (no
+// combine pass) and projects the query itself (no attention_query dispatch).
+TEST(Plan, ShortAdditiveSourceIsOneDispatchEverywhere) {
+  for (const auto& dev : profiles()) {
+    for (std::size_t B : {1u, 16u}) {
+      const auto d = dims({Score::additive, B, 32, 512, 256, 1});
+      for (const OpOptions& o : {OpOptions{}, OpOptions{.fp16_storage = true}, OpOptions{.force_shared_memory_reduction = true}}) {
+        SCOPED_TRACE(fmt::format("'{}' B {} {}", dev.name, B, describe(o)));
+        const auto p = plan::fused_attention(dev, d, o);
+        if (p.needs.storage_buffers > dev.max_storage_buffers_per_stage) continue;  // refused
+        EXPECT_EQ(p.splits, 1u);
+        EXPECT_GT(p.constants.QP, 0u);
+        EXPECT_FALSE(p.query.used);
+      }
+    }
+  }
 }
 
 // The automatic choices differ between CPU drivers and GPUs (tested on lavapipe only so far):

@@ -201,8 +201,9 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 // context) a small combine dispatch merges; short sources take a single dispatch. `weights`
 // (optional; an empty Tensor() skips them) receives the normalised attention weights.
 // Dispatches per step: 1, +1 combine when split. The query projection of general / additive
-// scores runs inside that dispatch when one workgroup owns each row (unsplit, one column tile),
-// else in one more before it.
+// scores runs inside that dispatch (every workgroup of a row projects the query itself) where
+// it fits the device's shared memory and the loop budget and, for split rows, adds each
+// workgroup little beside its own keys and values; else in one more dispatch before it.
 class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  public:
   FusedAttention(Context& ctx, const AttentionConfig& config, const OpOptions& options = {});

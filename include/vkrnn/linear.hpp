@@ -19,10 +19,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "vkrnn/activation.hpp"
 #include "vkrnn/context.hpp"
 #include "vkrnn/export.h"
 #include "vkrnn/kernel.hpp"
@@ -75,11 +77,16 @@ class VKRNN_API Gemm {
   Path path_for(std::size_t m) const;
   // Tests and benchmarks pin a path; automatic restores the device's choice.
   void set_path(Path path) { forced_ = path; }
+  // y = f(x w^T + bias) from now on: the activation in the kernels' store (no dispatch of its
+  // own); nullopt (the default) for none.
+  void set_activation(std::optional<ActivationFn> fn) { activation_ = fn; }
+  std::optional<ActivationFn> activation() const { return activation_; }
 
  private:
   Context* ctx_;
   OpOptions options_;
   Path forced_ = Path::automatic;
+  std::optional<ActivationFn> activation_;
   std::shared_ptr<const plan::Gemm> plan_;  // from the device (src/plan.hpp)
   Tensor null_;                             // the Context's buffer for unused bindings
 
@@ -119,7 +126,7 @@ class VKRNN_API Linear {
   void load_quantized(std::span<const std::int8_t> q, const Shape& q_shape, std::span<const float> scales,
                       const Shape& scales_shape, std::span<const float> bias = {});
 
-  // y [..., out_features] = x [..., in_features] W^T + b.
+  // y [..., out_features] = x [..., in_features] W^T + b (then f(y) with set_activation).
   void record(Sequence& seq, const Tensor& x, const Tensor& y) const;
   void record(Sequence& seq, const MatrixView& x, const MatrixView& y) const;
   // Blocking convenience: rows x in_features floats in, rows x out_features out.
@@ -135,6 +142,8 @@ class VKRNN_API Linear {
   std::size_t scale_offset() const { return scale_offset_; }
   const Tensor& bias() const { return bias_; }
   Gemm& gemm() { return gemm_; }
+  // y = f(x W^T + b): the activation fused into the layer's kernels (Gemm::set_activation).
+  void set_activation(std::optional<ActivationFn> fn) { gemm_.set_activation(fn); }
 
  private:
   Context* ctx_;

@@ -28,6 +28,9 @@
 // gemm.comp and gemv.comp: Push::flags.
 #define GEMM_BIAS 1u        // add bias[n]
 #define GEMM_ACCUMULATE 2u  // add to y (a later slice of K: the host splits K for the loop budget)
+#define GEMM_TANH 4u        // epilogue y = f(y) (the last slice of K only): tanh,
+#define GEMM_SIGMOID 8u     //   sigmoid
+#define GEMM_RELU 16u       //   or relu
 
 // rnn_step.comp, rnn_seq.comp and rnn_proj.comp: Push::flags.
 #define RNN_H_ZERO 1u       // h before this step / run is zero (the first, without h0)

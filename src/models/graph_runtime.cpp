@@ -164,10 +164,20 @@ class LinearExec : public NodeExec {
       op_.load(weight_data(m, n, "weight"), shape, bias);
     }
   }
-  void record(const Run& r) const override { op_.record(*r.seq, r.in_view("x"), r.out_view("y")); }
+  void record(const Run& r) const override {
+    const MatrixView y = fused_out_ >= 0 ? r.prog.matrix(r.layout, r.frame, fused_out_) : r.out_view("y");
+    op_.record(*r.seq, r.in_view("x"), y);
+  }
+  // The activation node that alone reads y, applied in this layer's store: y goes straight
+  // into that node's output tensor `out`.
+  void fuse(ActivationFn fn, int out) {
+    op_.set_activation(fn);
+    fused_out_ = out;
+  }
 
  private:
   Linear op_;
+  int fused_out_ = -1;
 };
 
 RnnConfig rnn_config(const Node& n, std::size_t input_size) {
@@ -442,11 +452,17 @@ class AddExec : public NodeExec {
 
 class ActivationExec : public NodeExec {
  public:
-  ActivationExec(Context& ctx, ActivationFn fn, const OpOptions& o) : op_(ctx, fn, o) {}
-  void record(const Run& r) const override { op_.record(*r.seq, r.in("x"), r.out("out")); }
+  ActivationExec(Context& ctx, ActivationFn fn, const OpOptions& o) : op_(ctx, fn, o), fn_(fn) {}
+  void record(const Run& r) const override {
+    if (!fused_) op_.record(*r.seq, r.in("x"), r.out("out"));
+  }
+  ActivationFn fn() const { return fn_; }
+  void set_fused() { fused_ = true; }  // its linear producer applies it (LinearExec::fuse)
 
  private:
   Activation op_;
+  ActivationFn fn_;
+  bool fused_ = false;
 };
 
 class SequenceMaskExec : public NodeExec {
@@ -727,6 +743,23 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
       }
       if (ok) redirect_[t] = {static_cast<int>(i), k};
     }
+  }
+
+  // Activations fused into the linear layer before them (its kernels' store applies f and
+  // writes the activation's output; one dispatch less): where the linear writes its output
+  // whole (not a view, not bound, not a concat's columns) and the activation alone reads it.
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    auto* act = dynamic_cast<ActivationExec*>(execs_[i].get());
+    if (!act) continue;  // not an activation, or a softmax
+    const int t = g.find(g.nodes[i].inputs.at("x").at(0));
+    const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+    if (ti.producer < 0 || ti.view || g.nodes[static_cast<std::size_t>(ti.producer)].op != "linear") continue;
+    if (bound_index_.count(t) || redirect_.count(t) || readers[t].size() != 1) continue;
+    bool output = false;
+    for (const auto& [name, tensor] : g.outputs) output = output || tensor == ti.name;
+    if (output) continue;
+    static_cast<LinearExec&>(*execs_[static_cast<std::size_t>(ti.producer)]).fuse(act->fn(), g.find(g.nodes[i].outputs.at("out")));
+    act->set_fused();
   }
 }
 

@@ -219,15 +219,19 @@ void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   };
 
   // K in slices that keep every invocation within the loop budget (plan::gemm_k_slice): the
-  // first writes y (with the bias), the others add to it. One slice unless K runs to tens of
-  // thousands.
+  // first writes y (with the bias), the others add to it, the last applies the activation. One
+  // slice unless K runs to tens of thousands.
+  const std::uint32_t epilogue = !activation_                          ? 0u
+                                 : *activation_ == ActivationFn::tanh    ? GEMM_TANH
+                                 : *activation_ == ActivationFn::sigmoid ? GEMM_SIGMOID
+                                                                         : GEMM_RELU;
   auto dispatch_slices = [&](std::uint64_t slice, auto&& record) {
     for (std::uint64_t k0 = 0; k0 < push.K; k0 += slice) {
       Push part = push;
       part.K = static_cast<std::uint32_t>(std::min<std::uint64_t>(slice, push.K - k0));
       part.x_off = push.x_off + static_cast<std::uint32_t>(k0);
       part.w_off = push.w_off + static_cast<std::uint32_t>(k0);
-      part.flags = k0 == 0 ? push.flags : GEMM_ACCUMULATE;
+      part.flags = (k0 == 0 ? push.flags : GEMM_ACCUMULATE) | (k0 + slice >= push.K ? epilogue : 0u);
       record(part);
     }
   };
