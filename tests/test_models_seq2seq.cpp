@@ -316,13 +316,14 @@ TEST(Seq2Seq, IncrementalEqualsOneSubmission) {
 }
 
 // A greedy step of the tiny Bahdanau GRU model: the fused attention (query projected in it,
-// context written into the decoder input), the GRU step (with its input projection in it on
-// the subgroup_dot step kernel, after the input GEMM on invocation_dot, which CPU drivers
-// use), the output layer's input concat, the output layer, the argmax (which also writes the
-// next input's embedding).
+// context written into the output layer's input o = [s; context; emb]), the GRU step (reading
+// x = [emb; context] from o's columns with W_ih's columns reordered, writing s into o; its
+// input projection in it on the subgroup_dot step kernel, after the input GEMM on
+// invocation_dot, which CPU drivers use), the output layer, the argmax (which also writes the
+// next input's embedding into o). No concat copies.
 std::uint32_t tiny_step_dispatches() {
   const Rnn probe(context(), RnnConfig{.cell = CellType::gru, .input_size = 1, .hidden_size = 1});
-  return probe.step_kernel() == RnnStepKernel::subgroup_dot ? 5 : 6;
+  return probe.step_kernel() == RnnStepKernel::subgroup_dot ? 4 : 5;
 }
 
 TEST(Seq2Seq, EveryRowStopsAtOnce) {

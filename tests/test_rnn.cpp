@@ -611,8 +611,11 @@ TEST(Rnn, PastLoopBudget) {
 
 // The decoder API: step() T times (ping-pong state) equals forward() over the sequence, with
 // 1 dispatch per layer on the subgroup_dot kernel (rnn_step computes W_ih x itself), 2 on
-// invocation_dot (the input GEMM first), one more with a projection.
-void check_single_steps(bool f16, std::uint32_t seed) {
+// invocation_dot (the input GEMM first), one more with a projection. views: x is read from
+// columns of a wider tensor and the top layer's h also written into other columns of the same
+// tensor (Rnn::step's view overload, as a decoder reads [emb; context] from o = [s; context;
+// emb] and writes s there); the columns around them keep their values.
+void check_single_steps(bool f16, std::uint32_t seed, bool views = false) {
   auto& ctx = context();
   for (auto [cell, proj, layers, nosg, kernel] :
        {std::tuple{CellType::gru, 0, 2, false, RnnStepKernel::subgroup_dot},
@@ -652,21 +655,47 @@ void check_single_steps(bool f16, std::uint32_t seed) {
       ctx.write(cs[0], c0);
     }
     Tensor xt = ctx.tensor({B, 6});
+    // views: [2 pad | out HO | 1 pad | x 6 | 3 pad] per row (unaligned offsets and stride).
+    const std::size_t ld = 2 + HO + 1 + 6 + 3, out_col = 2, x_col = 2 + HO + 1;
+    const float pad = -7.25f;
+    Tensor wide = ctx.tensor({B, ld});
     std::vector<double> outputs(B * T * HO);
     for (std::size_t t = 0; t < T; ++t) {
-      std::vector<float> xs(B * 6);
-      for (std::size_t b = 0; b < B; ++b)
-        for (std::size_t i = 0; i < 6; ++i) xs[b * 6 + i] = x[(b * T + t) * 6 + i];
+      std::vector<float> xs(B * 6), ws(B * ld, pad);
+      for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t i = 0; i < 6; ++i) {
+          xs[b * 6 + i] = x[(b * T + t) * 6 + i];
+          ws[b * ld + x_col + i] = xs[b * 6 + i];
+        }
+      }
       Sequence seq = ctx.sequence();
-      seq.upload(xt, xs);
       // c may be updated in place (c_out == c); h must ping-pong.
-      rnn.step(seq, xt, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{}, lstm ? cs[0] : Tensor{});
+      if (views) {
+        seq.upload(wide, ws);
+        rnn.step(seq, MatrixView{wide, B, 6, x_col, ld}, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{},
+                 lstm ? cs[0] : Tensor{}, MatrixView{wide, B, HO, out_col, ld});
+        seq.download(wide);
+      } else {
+        seq.upload(xt, xs);
+        rnn.step(seq, xt, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{}, lstm ? cs[0] : Tensor{});
+      }
       seq.download(h[(t + 1) & 1]);
       seq.eval();
       EXPECT_EQ(seq.stats().dispatches, L * per_layer);
       const auto hs = seq.read<float>(h[(t + 1) & 1]);
       for (std::size_t b = 0; b < B; ++b)
         for (std::size_t k = 0; k < HO; ++k) outputs[(b * T + t) * HO + k] = hs[((L - 1) * B + b) * HO + k];
+      if (views) {
+        // out holds the top layer's h exactly; x and the padding are untouched.
+        const auto got = seq.read<float>(wide);
+        for (std::size_t b = 0; b < B; ++b) {
+          for (std::size_t k = 0; k < ld; ++k) {
+            const bool in_out = k >= out_col && k < out_col + HO;
+            const float want_v = in_out ? hs[((L - 1) * B + b) * HO + k - out_col] : ws[b * ld + k];
+            ASSERT_EQ(got[b * ld + k], want_v) << "step " << t << " row " << b << " column " << k;
+          }
+        }
+      }
     }
     std::vector<float> got_out(outputs.begin(), outputs.end());
     EXPECT_TRUE(all_close(got_out, want.output, 1e-5, 1e-5)) << "outputs";
@@ -678,6 +707,7 @@ void check_single_steps(bool f16, std::uint32_t seed) {
 }
 
 TEST(Rnn, SingleStepMatchesSequence) { check_single_steps(false, 500); }
+TEST(Rnn, SingleStepOnViews) { check_single_steps(false, 520, true); }
 
 // The first step without any state (h / c empty = zeros).
 TEST(Rnn, SingleStepFromZeroState) {
@@ -769,6 +799,16 @@ TEST(Rnn, BadArguments) {
   Tensor h = ctx.tensor({2, B, 4});
   expect_error([&] { uni.step(seq, ctx.tensor({B, 3}), h, h); }, ErrorCode::invalid_argument, {"ping-pong"});
   expect_error([&] { uni.step(seq, ctx.tensor({B, 2}), h, ctx.tensor({2, B, 4})); }, ErrorCode::invalid_argument, {"'x'"});
+  // Views: x past its tensor's end, an out view of the wrong width or overlapping x.
+  Tensor wide = ctx.tensor({B, 8}), h2 = ctx.tensor({2, B, 4});
+  expect_error([&] { uni.step(seq, MatrixView{wide, B, 3, 6, 8}, h, h2); }, ErrorCode::invalid_argument,
+               {"argument 'x'", "offset 6"});
+  expect_error([&] { uni.step(seq, MatrixView{wide, B, 3, 0, 8}, h, h2, {}, {}, MatrixView{wide, B, 3, 4, 8}); },
+               ErrorCode::invalid_argument, {"argument 'out': expected an f32 view of [2, 4]"});
+  expect_error([&] { uni.step(seq, MatrixView{wide, B, 3, 0, 8}, h, h2, {}, {}, MatrixView{wide, B, 4, 2, 8}); },
+               ErrorCode::invalid_argument, {"'out' overlaps 'x'"});
+  expect_error([&] { uni.step(seq, MatrixView{wide, B, 3, 4, 4}, h, h2, {}, {}, MatrixView{wide, B, 4, 0, 4}); },
+               ErrorCode::invalid_argument, {"'out' overlaps 'x'"});
 
   RnnConfig p = c;
   p.proj_size = 2;

@@ -41,6 +41,7 @@
 
 #include "vkrnn/context.hpp"
 #include "vkrnn/export.h"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -137,6 +138,12 @@ class VKRNN_API Rnn {
   // (the input projection's GEMM first); one more with proj_size.
   void step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_out,
             const Tensor& c = {}, const Tensor& c_out = {}) const;
+  // The same step reading x from a view (B rows of input_size columns, e.g. columns of a wider
+  // tensor that other ops wrote in place) and, when `out` is valid, also writing the top layer's
+  // new h to the view `out` (B rows of H_out columns; it must not overlap x): a decoder's
+  // [s; context; ...] concat input then needs no copy dispatch.
+  void step(Sequence& seq, const MatrixView& x, const Tensor& h, const Tensor& h_out,
+            const Tensor& c = {}, const Tensor& c_out = {}, const MatrixView& out = {}) const;
 
   // --- execution choices ----------------------------------------------------------------
   RnnPath path_for(std::size_t batch) const;  // what record() uses for this batch size

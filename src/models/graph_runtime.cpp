@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -199,10 +200,22 @@ class RnnExec : public NodeExec {
   };
 
  public:
-  RnnExec(Context& ctx, const Node& n, const Graph& g, const ModelFile& m, const OpOptions& o)
+  // x_columns: the planner reads x from another concat's columns in another order (column c
+  // of that view is column x_columns[c] of the graph's x), so weight_ih_l0's columns follow.
+  RnnExec(Context& ctx, const Node& n, const Graph& g, const ModelFile& m, const OpOptions& o,
+          const std::vector<std::size_t>* x_columns)
       : rnn_(ctx, rnn_config(n, g.tensor(n.inputs.at("x").at(0)).shape.back().value), o) {
     std::map<std::string, std::span<const float>> sd;
     for (const auto& [slot, name] : n.weights) sd[slot] = weight_data(m, n, slot);
+    std::vector<float> permuted;
+    if (x_columns) {
+      const std::span<const float> w = sd.at("weight_ih_l0");
+      const std::size_t I = x_columns->size(), rows = w.size() / I;
+      permuted.resize(w.size());
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t c = 0; c < I; ++c) permuted[r * I + c] = w[r * I + (*x_columns)[c]];
+      sd["weight_ih_l0"] = permuted;
+    }
     rnn_.load(sd);
     lstm_ = rnn_.config().cell == CellType::lstm;
     step_ = g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
@@ -222,7 +235,10 @@ class RnnExec : public NodeExec {
     if (step_) {
       const Tensor h_out = r.output("h_n") >= 0 ? r.out("h_n") : p.h_n;
       const Tensor c_out = lstm_ ? (r.output("c_n") >= 0 ? r.out("c_n") : p.c_n) : Tensor{};
-      rnn_.step(*r.seq, r.in("x"), r.in("h0"), h_out, r.in("c0"), c_out);
+      // The top layer's h also goes straight into its columns of a concat when the planner says.
+      const int o = r.output("output");
+      rnn_.step(*r.seq, r.in_view("x"), r.in("h0"), h_out, r.in("c0"), c_out,
+                o >= 0 && r.prog.redirected(o) ? r.out_view("output") : MatrixView{});
     } else {
       const Tensor out = r.output("output") >= 0 ? r.out("output") : p.output;
       rnn_.record(*r.seq, r.in("x"), r.in("lengths"), r.in("h0"), r.in("c0"), out, r.wanted("h_n") ? r.out("h_n") : Tensor{},
@@ -520,6 +536,7 @@ class ConcatExec : public NodeExec {
  public:
   ConcatExec(const Concat& op, const Node& n) : op_(&op), rows_(n.options.at("axis").get<std::int64_t>() == 0) {}
   void record(const Run& r) const override {
+    if (r.prog.aliased(r.index)) return;  // a view of another concat, its inputs written there
     const MatrixView out = r.out_view("out");
     if (rows_ && r.place(r.output("out")).shape.size() > 1) {
       // Along the first axis: each input is a block of rows of the output.
@@ -628,11 +645,11 @@ class PoolingExec : public NodeExec {
 };
 
 std::unique_ptr<NodeExec> make_exec(Context& ctx, const Graph& g, const Node& n, const ModelFile& m, const OpOptions& dense,
-                                    const OpOptions& other, const Concat& concat) {
+                                    const OpOptions& other, const Concat& concat, const std::vector<std::size_t>* x_columns) {
   const std::string& op = n.op;
   if (op == "embedding") return std::make_unique<EmbeddingExec>(ctx, n, m, other);
   if (op == "linear") return std::make_unique<LinearExec>(ctx, n, m, dense);
-  if (op == "rnn") return std::make_unique<RnnExec>(ctx, n, g, m, other);
+  if (op == "rnn") return std::make_unique<RnnExec>(ctx, n, g, m, other, x_columns);
   if (op == "attention") return std::make_unique<AttentionExec>(ctx, n, m, other);
   if (op == "attention_scores") return std::make_unique<ScoresExec>(ctx, n, m, other);
   if (op == "masked_softmax") return std::make_unique<SoftmaxExec>("scores", "weights", other);
@@ -708,8 +725,11 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     }
     bound_index_[g.find(bound_outputs_[k])] = g.inputs.size() + k;
   }
-  for (const Node& n : g.nodes) {
-    execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_));
+  plan_in_place();
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    auto cols = x_columns_.find(i);
+    execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_, cols == x_columns_.end() ? nullptr : &cols->second));
     NodeSlots ns;
     for (const auto& [slot, names] : n.inputs) {
       std::vector<int> ts;
@@ -720,31 +740,10 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     slots_.push_back(std::move(ns));
   }
 
-  // Concat inputs their producers can write in place: written whole by an embedding, linear or
-  // concat node or as an attention's context, not bound, read by no op that needs a whole tensor and by no reshape, claimed
-  // by the first concat that reads it once.
   std::map<int, std::vector<const Node*>> readers;
   for (const Node& n : g.nodes)
     for (const auto& [slot, names] : n.inputs)
       for (const auto& name : names) readers[g.find(name)].push_back(&n);
-  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
-    const Node& n = g.nodes[i];
-    if (n.op != "concat") continue;
-    const auto& names = n.inputs.at("x");
-    for (std::size_t k = 0; k < names.size(); ++k) {
-      const std::string& name = names[k];
-      const int t = g.find(name);
-      const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
-      bool ok = ti.producer >= 0 && !ti.view && writes_views(g.nodes[static_cast<std::size_t>(ti.producer)].op, ti.slot) && !bound_index_.count(t) &&
-                !redirect_.count(t) && std::count(names.begin(), names.end(), name) == 1;
-      for (const Node* reader : readers[t]) {
-        if (reader == &n) continue;
-        if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op))) ok = false;
-      }
-      if (ok) redirect_[t] = {static_cast<int>(i), k};
-    }
-  }
-
   // Activations fused into the linear layer before them (its kernels' store applies f and
   // writes the activation's output; one dispatch less): where the linear writes its output
   // whole (not a view, not bound, not a concat's columns) and the activation alone reads it.
@@ -761,6 +760,141 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     static_cast<LinearExec&>(*execs_[static_cast<std::size_t>(ti.producer)]).fuse(act->fn(), g.find(g.nodes[i].outputs.at("out")));
     act->set_fused();
   }
+}
+
+namespace {
+
+// A step-mode rnn (x [B, I]): one timestep, its 'output' the top layer's new h.
+bool step_rnn(const Graph& g, const Node& n) {
+  return n.op == "rnn" && g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
+}
+
+// Along the last axis of 2-D tensors (a decoder step's [B, F] pieces).
+bool column_concat(const Graph& g, const Node& n) {
+  if (n.op != "concat" || g.tensor(n.outputs.at("out")).shape.size() != 2) return false;
+  const auto axis = n.options.at("axis").get<std::int64_t>();
+  if (axis != -1 && axis != 1) return false;
+  for (const auto& name : n.inputs.at("x"))
+    if (g.tensor(name).shape.size() != 2 || !g.tensor(name).shape.back().fixed()) return false;
+  return true;
+}
+
+}  // namespace
+
+// Concat inputs their producers can write in place: written whole by an embedding, linear or
+// concat node, as an attention's context or as a step-mode rnn's output, not bound, read by no
+// op that needs a whole tensor and by no reshape, claimed by the first concat that reads it once.
+// Before that, concats whose inputs all sit side by side in another concat (a decoder's
+// x = [emb; context] beside o = [s; context; emb]) become views of it: they claim nothing, the
+// other concat claims their inputs, and the rnn steps reading them get W_ih's columns in the
+// other concat's order. An alias whose inputs the other concat cannot all claim is dropped.
+void Program::plan_in_place() {
+  const Graph& g = *graph_;
+  std::map<int, std::vector<const Node*>> readers;
+  for (const Node& n : g.nodes)
+    for (const auto& [slot, names] : n.inputs)
+      for (const auto& name : names) readers[g.find(name)].push_back(&n);
+  std::set<std::string> graph_outputs;
+  for (const auto& [role, name] : g.outputs) graph_outputs.insert(name);
+
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& a = g.nodes[i];
+    if (!column_concat(g, a)) continue;
+    const std::string& out = a.outputs.at("out");
+    const int at = g.find(out);
+    if (bound_index_.count(at) || graph_outputs.count(out) || readers[at].empty()) continue;
+    bool ok = true;
+    for (const Node* reader : readers[at]) {
+      ok = ok && step_rnn(g, *reader) && reader->inputs.at("x").at(0) == out && reader->inputs.size() >= 1;
+      for (const auto& [slot, names] : reader->inputs)
+        if (slot != "x") ok = ok && std::find(names.begin(), names.end(), out) == names.end();
+    }
+    const auto& names = a.inputs.at("x");
+    for (const auto& name : names) ok = ok && std::count(names.begin(), names.end(), name) == 1;
+    if (!ok) continue;
+    for (std::size_t j = 0; j < g.nodes.size(); ++j) {
+      const Node& b = g.nodes[j];
+      if (j == i || !column_concat(g, b)) continue;
+      const auto& bn = b.inputs.at("x");
+      std::vector<std::size_t> pos;
+      for (const auto& name : names) {
+        if (std::count(bn.begin(), bn.end(), name) != 1) break;
+        pos.push_back(static_cast<std::size_t>(std::find(bn.begin(), bn.end(), name) - bn.begin()));
+      }
+      if (pos.size() != names.size()) continue;
+      const std::size_t first = *std::min_element(pos.begin(), pos.end());
+      if (*std::max_element(pos.begin(), pos.end()) - first + 1 != names.size()) continue;
+      alias_[at] = {static_cast<int>(j), first};
+      break;
+    }
+  }
+
+  for (;;) {
+    std::set<std::size_t> aliased_nodes;
+    for (const auto& [t, target] : alias_) aliased_nodes.insert(static_cast<std::size_t>(g.tensors[static_cast<std::size_t>(t)].producer));
+    redirect_.clear();
+    for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (n.op != "concat" || aliased_nodes.count(i)) continue;
+      const auto& names = n.inputs.at("x");
+      for (std::size_t k = 0; k < names.size(); ++k) {
+        const std::string& name = names[k];
+        const int t = g.find(name);
+        const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+        const Node* producer = ti.producer >= 0 ? &g.nodes[static_cast<std::size_t>(ti.producer)] : nullptr;
+        const bool writes = producer && ((!ti.view && writes_views(producer->op, ti.slot)) ||
+                                         (step_rnn(g, *producer) && ti.slot == "output"));
+        bool ok = writes && !bound_index_.count(t) && !redirect_.count(t) && !alias_.count(t) &&
+                  std::count(names.begin(), names.end(), name) == 1;
+        for (const Node* reader : readers[t]) {
+          if (reader == &n) continue;
+          if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op))) ok = false;
+        }
+        if (ok) redirect_[t] = {static_cast<int>(i), k};
+      }
+    }
+    // An alias stands only if the other concat holds all of its inputs in place.
+    bool dropped = false;
+    for (auto it = alias_.begin(); it != alias_.end();) {
+      const Node& a = g.nodes[static_cast<std::size_t>(g.tensors[static_cast<std::size_t>(it->first)].producer)];
+      bool held = true;
+      for (const auto& name : a.inputs.at("x")) {
+        auto r = redirect_.find(g.find(name));
+        held = held && r != redirect_.end() && r->second.first == it->second.first;
+      }
+      if (held) {
+        ++it;
+      } else {
+        it = alias_.erase(it);
+        dropped = true;
+      }
+    }
+    if (!dropped) break;
+  }
+
+  // The rnn readers' input columns: new column c (the other concat's order) is old column
+  // x_columns[c] (the alias's own order).
+  for (const auto& [t, target] : alias_) {
+    const Node& a = g.nodes[static_cast<std::size_t>(g.tensors[static_cast<std::size_t>(t)].producer)];
+    const Node& b = g.nodes[static_cast<std::size_t>(target.first)];
+    const auto& names = a.inputs.at("x");
+    std::vector<std::size_t> cols;
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      const std::string& name = b.inputs.at("x")[target.second + k];
+      std::size_t start = 0;
+      for (const auto& n : names) {
+        if (n == name) break;
+        start += g.tensor(n).shape.back().value;
+      }
+      for (std::size_t c = 0; c < g.tensor(name).shape.back().value; ++c) cols.push_back(start + c);
+    }
+    for (const Node* reader : readers[t]) x_columns_[static_cast<std::size_t>(reader - g.nodes.data())] = cols;
+  }
+}
+
+bool Program::aliased(std::size_t concat_node) const {
+  const Node& n = graph_->nodes[concat_node];
+  return n.op == "concat" && alias_.count(graph_->find(n.outputs.at("out")));
 }
 
 Program::~Program() = default;
@@ -808,6 +942,17 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     const Shape shape = eval(ti.shape, B, S);
     if (const int b = binding_of(t); b >= 0) {
       p = Place{true, static_cast<std::size_t>(b), 0, shape, 0, ti.dtype};
+    } else if (auto a = alias_.find(t); a != alias_.end()) {
+      // Columns of another concat's output, from its input `a->second.second` on.
+      const Node& cat = g.nodes[static_cast<std::size_t>(a->second.first)];
+      const Place out = resolve(g.find(cat.outputs.at("out")));
+      std::size_t before = 0;
+      for (std::size_t k = 0; k < a->second.second; ++k) before += eval(g.tensor(cat.inputs.at("x")[k]).shape, B, S).back();
+      p = out;
+      p.offset += before;
+      p.shape = shape;
+      p.ld = out.stride();
+      if (p.packed()) p.ld = 0;
     } else if (auto r = redirect_.find(t); r != redirect_.end()) {
       // Written in place: its columns (or rows, along axis 0) of the concat's output.
       const Node& cat = g.nodes[static_cast<std::size_t>(r->second.first)];
@@ -846,6 +991,7 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     const Node& n = g.nodes[i];
     for (const auto& [slot, names] : n.inputs) {
       if (!needs_whole(n.op)) continue;
+      if (slot == "x" && step_rnn(g, n)) continue;  // Rnn::step reads x from a view
       for (const auto& name : names) {
         const int t = g.find(name);
         const Place& p = l->places[static_cast<std::size_t>(t)];

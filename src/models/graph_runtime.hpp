@@ -93,6 +93,10 @@ class Program {
   int binding_of(int tensor) const;  // -1 when the tensor is not bound
   // Whether the planner has a concat input written straight into the concat's output.
   bool in_place(int tensor, std::size_t concat_node) const;
+  // Whether a tensor is written straight into a concat's output (by whichever concat).
+  bool redirected(int tensor) const { return redirect_.count(tensor) != 0; }
+  // Whether a concat node records nothing: its output is a view of another concat's output.
+  bool aliased(std::size_t concat_node) const;
   // Whether a tensor can be bound as an output (written whole by its node, not a view).
   static bool bindable_output(const Graph& g, const std::string& tensor);
 
@@ -122,6 +126,12 @@ class Program {
   std::vector<std::string> bound_outputs_;
   std::map<int, std::size_t> bound_index_;            // tensor -> binding
   std::map<int, std::pair<int, std::size_t>> redirect_;  // tensor -> (concat node, its index there)
+  // A concat whose inputs all sit, in some order and side by side, in another concat's output:
+  // its output is those columns (tensor -> (the other concat node, its first input there)), and
+  // the step-mode rnn nodes reading it take their input weights' columns in that order.
+  std::map<int, std::pair<int, std::size_t>> alias_;
+  std::map<std::size_t, std::vector<std::size_t>> x_columns_;  // rnn node -> old column of each new one
+  void plan_in_place();
   std::vector<std::unique_ptr<NodeExec>> execs_;
   // Per node: its slots' tensor indices (looked up per record without allocating).
   struct NodeSlots {

@@ -370,7 +370,8 @@ struct Rnn::Impl {
   // rnn_proj: h_next = W_hr h_raw for this step (cell.s, cell.h_prev_off / h_next_off).
   void dispatch_proj(Sequence& seq, const plan::RnnSteps& plan, const Tensor& h_raw, const Layer& ly,
                      const Tensor& h_prev, const Tensor& h_next, const Tensor& output, const Tensor& lengths,
-                     const CellPush& cell, std::uint32_t flags, std::size_t B) const {
+                     const CellPush& cell, std::uint32_t flags, std::size_t B,
+                     const OutLayout* out_layout = nullptr) const {
     using K = kernels::RnnProj;
     const Kernel k = kernels::make<K>(*ctx, plan.proj, plan.proj_variant);
     K::Push q{};
@@ -381,7 +382,7 @@ struct Rnn::Impl {
     q.P = u32(P, "proj_size");
     q.h_prev_off = cell.h_prev_off;
     q.h_next_off = cell.h_next_off;
-    q.out = output_layout(cell.T);
+    q.out = out_layout ? *out_layout : output_layout(cell.T);
     q.flags = flags;
     kernels::dispatch<K>(seq, k,
                          {.raws = h_raw, .ws = ly.tw_hr, .h_prev = h_prev, .h_next = h_next, .outs = output,
@@ -609,6 +610,15 @@ Rnn::Result Rnn::forward(std::span<const float> x, std::size_t batch, std::size_
 
 void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_out, const Tensor& c,
                const Tensor& c_out) const {
+  if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(1) != impl_->cfg.input_size || x.dim(0) == 0) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: argument 'x': expected f32 [B, {}], got {}", kOp,
+                                                         impl_->cfg.input_size, describe(x)));
+  }
+  step(seq, MatrixView::of(x), h, h_out, c, c_out);
+}
+
+void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tensor& h_out, const Tensor& c,
+               const Tensor& c_out, const MatrixView& out) const {
   const Impl& m = *impl_;
   m.require_loaded();
   const bool lstm = m.cfg.cell == CellType::lstm;
@@ -616,11 +626,41 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}::step: a bidirectional layer cannot run one step at a time", kOp));
   }
-  if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(1) != m.cfg.input_size || x.dim(0) == 0) {
+  const Tensor& x = xv.tensor;
+  const std::size_t x_ld = xv.ld ? xv.ld : xv.cols;
+  if (!x.valid() || x.dtype() != DType::f32 || xv.cols != m.cfg.input_size || xv.rows == 0 || x_ld < xv.cols ||
+      xv.offset + (xv.rows - 1) * x_ld + xv.cols > x.size()) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::step: argument 'x': expected f32 [B, {}], got {}", kOp, m.cfg.input_size, describe(x)));
+                fmt::format("{}::step: argument 'x': expected an f32 view of [B, {}] inside its tensor, got {} rows x "
+                            "{} columns at offset {} (row stride {}) of {}",
+                            kOp, m.cfg.input_size, xv.rows, xv.cols, xv.offset, x_ld, describe(x)));
   }
-  const std::size_t B = x.dim(0), L = m.L, H = m.H, HO = m.HO, G = m.G;
+  const std::size_t B = xv.rows, L = m.L, H = m.H, HO = m.HO, G = m.G;
+  const std::size_t out_ld = out.ld ? out.ld : out.cols;
+  if (out.tensor.valid()) {
+    if (out.tensor.dtype() != DType::f32 || out.rows != B || out.cols != HO || out_ld < HO ||
+        out.offset + (B - 1) * out_ld + HO > out.tensor.size()) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::step: argument 'out': expected an f32 view of [{}, {}] inside its tensor, got {} rows x "
+                              "{} columns at offset {} (row stride {}) of {}",
+                              kOp, B, HO, out.rows, out.cols, out.offset, out_ld, describe(out.tensor)));
+    }
+    if (same_memory(out.tensor, x)) {
+      // Disjoint column ranges of the same rows are fine (one dispatch reads x, writes out).
+      const auto overlaps = [&](std::size_t r) {
+        for (std::size_t q = 0; q < B; ++q) {
+          const std::size_t a = xv.offset + q * x_ld, b = out.offset + r * out_ld;
+          if (a < b + HO && b < a + xv.cols) return true;
+        }
+        return false;
+      };
+      for (std::size_t r = 0; r < B; ++r) {
+        if (overlaps(r)) {
+          throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: 'out' overlaps 'x' in the same tensor", kOp));
+        }
+      }
+    }
+  }
   if (h.valid()) expect_tensor(h, "h", {L, B, HO}, DType::f32);
   expect_tensor(h_out, "h_out", {L, B, HO}, DType::f32);
   if (lstm) {
@@ -651,7 +691,7 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
   const std::uint32_t h_zero = h.valid() ? 0 : RNN_H_ZERO;
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
-    const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, 0, ly.in} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
+    const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, xv.offset, x_ld} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
     // W_ih x + b_ih inside the step kernel (one dispatch, not a GEMM before it) where the planner
     // says so; the GEMM into xp otherwise.
     const bool x_inline = plan::step_input_inline(m.ctx->device(), plan.steps, ly.in);
@@ -670,13 +710,22 @@ void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_
     p.x_ld = u32(src.ld, "x row");
     p.IN = u32(ly.in, "input size");
     const Tensor& c_state = lstm ? c_out : Tensor{};
+    // The top layer also writes h to `out` (the step's t = 0: out[offset + b * ld + j]).
+    const bool to_out = out.tensor.valid() && l + 1 == L;
+    const OutLayout out_layout{to_out ? u32(out.offset, "out offset") : 0u, 0u, to_out ? u32(out_ld, "out row") : 0u, 0u};
     if (!m.P) {
-      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, {}, {}, p, g, src.tensor);
+      if (to_out) {
+        p.flags &= ~RNN_NO_OUT;
+        p.out = out_layout;
+      }
+      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, to_out ? out.tensor : Tensor{}, {}, p,
+                                        g, src.tensor);
       continue;
     }
     m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g,
                                       src.tensor);
-    m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, {}, {}, p, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero, B);
+    m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, to_out ? out.tensor : Tensor{}, {}, p,
+                    RNN_NO_LENGTHS | (to_out ? 0u : RNN_NO_OUT) | h_zero, B, to_out ? &out_layout : nullptr);
   }
 }
 
