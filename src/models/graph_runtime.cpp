@@ -705,6 +705,32 @@ Place view_place(const Node& n, const Place& in, const Shape& out_shape) {
 
 }  // namespace
 
+namespace {
+
+// Whether the graph returns this tensor (one of its outputs).
+bool graph_output(const Graph& g, const std::string& tensor) {
+  for (const auto& [role, name] : g.outputs)
+    if (name == tensor) return true;
+  return false;
+}
+
+// A step-mode rnn (x [B, I]): one timestep, its 'output' the top layer's new h.
+bool step_rnn(const Graph& g, const Node& n) {
+  return n.op == "rnn" && g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
+}
+
+// Along the last axis of 2-D tensors (a decoder step's [B, F] pieces).
+bool column_concat(const Graph& g, const Node& n) {
+  if (n.op != "concat" || g.tensor(n.outputs.at("out")).shape.size() != 2) return false;
+  const auto axis = n.options.at("axis").get<std::int64_t>();
+  if (axis != -1 && axis != 1) return false;
+  for (const auto& name : n.inputs.at("x"))
+    if (g.tensor(name).shape.size() != 2 || !g.tensor(name).shape.back().fixed()) return false;
+  return true;
+}
+
+}  // namespace
+
 // --- Program -----------------------------------------------------------------------------------
 
 bool Program::bindable_output(const Graph& g, const std::string& tensor) {
@@ -725,7 +751,11 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     }
     bound_index_[g.find(bound_outputs_[k])] = g.inputs.size() + k;
   }
-  plan_in_place();
+  std::map<int, std::vector<const Node*>> readers;
+  for (const Node& n : g.nodes)
+    for (const auto& [slot, names] : n.inputs)
+      for (const auto& name : names) readers[g.find(name)].push_back(&n);
+  plan_in_place(readers);
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     auto cols = x_columns_.find(i);
@@ -740,10 +770,6 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     slots_.push_back(std::move(ns));
   }
 
-  std::map<int, std::vector<const Node*>> readers;
-  for (const Node& n : g.nodes)
-    for (const auto& [slot, names] : n.inputs)
-      for (const auto& name : names) readers[g.find(name)].push_back(&n);
   // Activations fused into the linear layer before them (its kernels' store applies f and
   // writes the activation's output; one dispatch less): where the linear writes its output
   // whole (not a view, not bound, not a concat's columns) and the activation alone reads it.
@@ -753,33 +779,12 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
     const int t = g.find(g.nodes[i].inputs.at("x").at(0));
     const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
     if (ti.producer < 0 || ti.view || g.nodes[static_cast<std::size_t>(ti.producer)].op != "linear") continue;
-    if (bound_index_.count(t) || redirect_.count(t) || readers[t].size() != 1) continue;
-    bool output = false;
-    for (const auto& [name, tensor] : g.outputs) output = output || tensor == ti.name;
-    if (output) continue;
+    if (bound_index_.count(t) || redirect_.count(t) || readers[t].size() != 1 || graph_output(g, ti.name)) continue;
     static_cast<LinearExec&>(*execs_[static_cast<std::size_t>(ti.producer)]).fuse(act->fn(), g.find(g.nodes[i].outputs.at("out")));
     act->set_fused();
   }
 }
 
-namespace {
-
-// A step-mode rnn (x [B, I]): one timestep, its 'output' the top layer's new h.
-bool step_rnn(const Graph& g, const Node& n) {
-  return n.op == "rnn" && g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
-}
-
-// Along the last axis of 2-D tensors (a decoder step's [B, F] pieces).
-bool column_concat(const Graph& g, const Node& n) {
-  if (n.op != "concat" || g.tensor(n.outputs.at("out")).shape.size() != 2) return false;
-  const auto axis = n.options.at("axis").get<std::int64_t>();
-  if (axis != -1 && axis != 1) return false;
-  for (const auto& name : n.inputs.at("x"))
-    if (g.tensor(name).shape.size() != 2 || !g.tensor(name).shape.back().fixed()) return false;
-  return true;
-}
-
-}  // namespace
 
 // Concat inputs their producers can write in place: written whole by an embedding, linear or
 // concat node, as an attention's context or as a step-mode rnn's output, not bound, read by no
@@ -788,24 +793,18 @@ bool column_concat(const Graph& g, const Node& n) {
 // x = [emb; context] beside o = [s; context; emb]) become views of it: they claim nothing, the
 // other concat claims their inputs, and the rnn steps reading them get W_ih's columns in the
 // other concat's order. An alias whose inputs the other concat cannot all claim is dropped.
-void Program::plan_in_place() {
+void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
   const Graph& g = *graph_;
-  std::map<int, std::vector<const Node*>> readers;
-  for (const Node& n : g.nodes)
-    for (const auto& [slot, names] : n.inputs)
-      for (const auto& name : names) readers[g.find(name)].push_back(&n);
-  std::set<std::string> graph_outputs;
-  for (const auto& [role, name] : g.outputs) graph_outputs.insert(name);
 
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& a = g.nodes[i];
     if (!column_concat(g, a)) continue;
     const std::string& out = a.outputs.at("out");
     const int at = g.find(out);
-    if (bound_index_.count(at) || graph_outputs.count(out) || readers[at].empty()) continue;
+    if (bound_index_.count(at) || graph_output(g, out) || readers[at].empty()) continue;
     bool ok = true;
     for (const Node* reader : readers[at]) {
-      ok = ok && step_rnn(g, *reader) && reader->inputs.at("x").at(0) == out && reader->inputs.size() >= 1;
+      ok = ok && step_rnn(g, *reader) && reader->inputs.at("x").at(0) == out;
       for (const auto& [slot, names] : reader->inputs)
         if (slot != "x") ok = ok && std::find(names.begin(), names.end(), out) == names.end();
     }
@@ -943,15 +942,11 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     if (const int b = binding_of(t); b >= 0) {
       p = Place{true, static_cast<std::size_t>(b), 0, shape, 0, ti.dtype};
     } else if (auto a = alias_.find(t); a != alias_.end()) {
-      // Columns of another concat's output, from its input `a->second.second` on.
+      // The other concat's columns from the first of its inputs that this one holds (all of
+      // them written there in place) on.
       const Node& cat = g.nodes[static_cast<std::size_t>(a->second.first)];
-      const Place out = resolve(g.find(cat.outputs.at("out")));
-      std::size_t before = 0;
-      for (std::size_t k = 0; k < a->second.second; ++k) before += eval(g.tensor(cat.inputs.at("x")[k]).shape, B, S).back();
-      p = out;
-      p.offset += before;
+      p = resolve(g.find(cat.inputs.at("x")[a->second.second]));
       p.shape = shape;
-      p.ld = out.stride();
       if (p.packed()) p.ld = 0;
     } else if (auto r = redirect_.find(t); r != redirect_.end()) {
       // Written in place: its columns (or rows, along axis 0) of the concat's output.

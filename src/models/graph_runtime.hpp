@@ -131,7 +131,7 @@ class Program {
   // the step-mode rnn nodes reading it take their input weights' columns in that order.
   std::map<int, std::pair<int, std::size_t>> alias_;
   std::map<std::size_t, std::vector<std::size_t>> x_columns_;  // rnn node -> old column of each new one
-  void plan_in_place();
+  void plan_in_place(std::map<int, std::vector<const Node*>>& readers);  // readers: per tensor
   std::vector<std::unique_ptr<NodeExec>> execs_;
   // Per node: its slots' tensor indices (looked up per record without allocating).
   struct NodeSlots {

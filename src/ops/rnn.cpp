@@ -608,13 +608,37 @@ Rnn::Result Rnn::forward(std::span<const float> x, std::size_t batch, std::size_
   return r;
 }
 
+namespace {
+
+std::size_t row_stride(const MatrixView& v) { return v.ld ? v.ld : v.cols; }
+
+// Whether a view is an f32 matrix lying inside its tensor.
+bool f32_view_fits(const MatrixView& v) {
+  return v.tensor.valid() && v.tensor.dtype() == DType::f32 && row_stride(v) >= v.cols &&
+         (v.rows == 0 || v.offset + (v.rows - 1) * row_stride(v) + v.cols <= v.tensor.size());
+}
+
+// Whether two views of one tensor share an element (any row of one against any row of the other).
+bool views_overlap(const MatrixView& a, const MatrixView& b) {
+  for (std::size_t i = 0; i < a.rows; ++i) {
+    const std::size_t a0 = a.offset + i * row_stride(a);
+    for (std::size_t j = 0; j < b.rows; ++j) {
+      const std::size_t b0 = b.offset + j * row_stride(b);
+      if (a0 < b0 + b.cols && b0 < a0 + a.cols) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 void Rnn::step(Sequence& seq, const Tensor& x, const Tensor& h, const Tensor& h_out, const Tensor& c,
                const Tensor& c_out) const {
-  if (!x.valid() || x.dtype() != DType::f32 || x.rank() != 2 || x.dim(1) != impl_->cfg.input_size || x.dim(0) == 0) {
+  if (x.valid() && x.rank() != 2) {  // the view overload checks the rest
     throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: argument 'x': expected f32 [B, {}], got {}", kOp,
                                                          impl_->cfg.input_size, describe(x)));
   }
-  step(seq, MatrixView::of(x), h, h_out, c, c_out);
+  step(seq, x.valid() ? MatrixView::of(x) : MatrixView{}, h, h_out, c, c_out);
 }
 
 void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tensor& h_out, const Tensor& c,
@@ -627,38 +651,25 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
                 fmt::format("{}::step: a bidirectional layer cannot run one step at a time", kOp));
   }
   const Tensor& x = xv.tensor;
-  const std::size_t x_ld = xv.ld ? xv.ld : xv.cols;
-  if (!x.valid() || x.dtype() != DType::f32 || xv.cols != m.cfg.input_size || xv.rows == 0 || x_ld < xv.cols ||
-      xv.offset + (xv.rows - 1) * x_ld + xv.cols > x.size()) {
+  const std::size_t x_ld = row_stride(xv);
+  if (xv.cols != m.cfg.input_size || xv.rows == 0 || !f32_view_fits(xv)) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}::step: argument 'x': expected an f32 view of [B, {}] inside its tensor, got {} rows x "
                             "{} columns at offset {} (row stride {}) of {}",
                             kOp, m.cfg.input_size, xv.rows, xv.cols, xv.offset, x_ld, describe(x)));
   }
   const std::size_t B = xv.rows, L = m.L, H = m.H, HO = m.HO, G = m.G;
-  const std::size_t out_ld = out.ld ? out.ld : out.cols;
+  const std::size_t out_ld = row_stride(out);
   if (out.tensor.valid()) {
-    if (out.tensor.dtype() != DType::f32 || out.rows != B || out.cols != HO || out_ld < HO ||
-        out.offset + (B - 1) * out_ld + HO > out.tensor.size()) {
+    if (out.rows != B || out.cols != HO || !f32_view_fits(out)) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}::step: argument 'out': expected an f32 view of [{}, {}] inside its tensor, got {} rows x "
                               "{} columns at offset {} (row stride {}) of {}",
                               kOp, B, HO, out.rows, out.cols, out.offset, out_ld, describe(out.tensor)));
     }
-    if (same_memory(out.tensor, x)) {
-      // Disjoint column ranges of the same rows are fine (one dispatch reads x, writes out).
-      const auto overlaps = [&](std::size_t r) {
-        for (std::size_t q = 0; q < B; ++q) {
-          const std::size_t a = xv.offset + q * x_ld, b = out.offset + r * out_ld;
-          if (a < b + HO && b < a + xv.cols) return true;
-        }
-        return false;
-      };
-      for (std::size_t r = 0; r < B; ++r) {
-        if (overlaps(r)) {
-          throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: 'out' overlaps 'x' in the same tensor", kOp));
-        }
-      }
+    // Disjoint columns of the same tensor are fine (one dispatch reads x and writes out).
+    if (same_memory(out.tensor, x) && views_overlap(xv, out)) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}::step: 'out' overlaps 'x' in the same tensor", kOp));
     }
   }
   if (h.valid()) expect_tensor(h, "h", {L, B, HO}, DType::f32);
