@@ -35,13 +35,7 @@ constexpr double kFootprint = double(64ull << 20);  // the copy ceiling's source
 // Copies of a `bytes`-sized working set that one repetition runs over.
 std::size_t copies_for(double bytes) { return std::max<std::size_t>(1, std::size_t(std::ceil(kFootprint / bytes))); }
 
-struct Storage {
-  const char* precision;
-  WeightStorage storage;
-  std::size_t bits;
-};
-
-Workload gemv_row(std::size_t b, Storage st) {
+Workload gemv_row(std::size_t b, const RowStorage& st) {
   Workload w;
   w.id = "K.gemv";
   w.params = {{"B", b}, {"N", kVocab}, {"K", kOutIn}};
@@ -117,10 +111,7 @@ Workload gru_row(std::size_t b) {
 std::vector<Workload> rows() {
   std::vector<Workload> out;
   for (std::size_t b : {1, 16}) {
-    for (const Storage st : {Storage{"fp32", WeightStorage::f32, 32}, Storage{"fp16", WeightStorage::f16, 16},
-                             Storage{"int8", WeightStorage::i8, 8}}) {
-      out.push_back(gemv_row(b, st));
-    }
+    for (const RowStorage& st : kRowStorages) out.push_back(gemv_row(b, st));
   }
   for (std::size_t b : {1, 16}) out.push_back(gru_row(b));
   return out;

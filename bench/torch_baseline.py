@@ -61,7 +61,11 @@ def all_rows():
     for cell in ("gru", "lstm", "rnn"):
         for b in (1, 16):
             for h in (256, 512, 1024):
-                rows.append((f"W2.{cell}", {"B": b, "T": 64, "H": h}))
+                for bits in (32, 16, 8):  # vkrnn-bench's fp32, fp16 and int8 rows
+                    p = {"B": b, "T": 64, "H": h}
+                    if bits != 32:
+                        p["weight_bits"] = bits
+                    rows.append((f"W2.{cell}", p))
     for b in (1, 16):
         for bits in (32, 16, 8):  # vkrnn-bench's fp32, fp16 and int8 rows
             p = {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000}
@@ -196,6 +200,17 @@ def build_w2(torch, wid, p, dev):
     cls = {"W2.gru": torch.nn.GRU, "W2.lstm": torch.nn.LSTM, "W2.rnn": torch.nn.RNN}[wid]
     layer = cls(H, H, num_layers=1).to(dev).eval()
     x = torch.randn(T, B, H, device=dev)
+    bits = p.get("weight_bits", 32)
+    if bits == 16:
+        if dev == "cpu":
+            raise RuntimeError("the fp16 row runs on CUDA only (.half())")
+        layer, x = layer.half(), x.half()
+    if bits == 8:
+        if dev != "cpu":
+            raise RuntimeError("int8 (quantize_dynamic) runs on the CPU only")
+        if cls is torch.nn.RNN:
+            raise RuntimeError("quantize_dynamic has no int8 nn.RNN (only GRU and LSTM)")
+        layer = torch.ao.quantization.quantize_dynamic(layer, {cls}, dtype=torch.qint8)
     return lambda: layer(x)
 
 

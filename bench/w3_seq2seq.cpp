@@ -13,11 +13,11 @@
 // incremental API adds two tiny per-step downloads (token, score) that greedy() batches into
 // one at the end. Rate: tokens/s = B * 32 / wall median (bench/SCHEMA.md).
 //
-// Each B also runs with the dense layers' weights in fp16 and in int8 (OpOptions::
-// weight_storage, quantized at load: per-row scales), params weight_bits = 16 / 8 and precision
-// fp16 / int8; the fp32 rows keep their names. weight_bytes_per_token: the decoder step's
-// weights (output projection in the row's storage, the GRU and attention query in fp32) / B,
-// plus the token's embedding row.
+// Each B also runs with the dense and recurrent layers' weight matrices in fp16 and in int8
+// (OpOptions::weight_storage, quantized at load: per-row scales), params weight_bits = 16 / 8
+// and precision fp16 / int8; the fp32 rows keep their names. weight_bytes_per_token: the
+// decoder step's weights (output projection and GRU in the row's storage, the attention query
+// in fp32) / B, plus the token's embedding row.
 #include <unistd.h>
 
 #include <cmath>
@@ -140,27 +140,21 @@ std::shared_ptr<Seq2Seq> load_model(Context& ctx, const OpOptions& options) {
 }
 
 // Bytes of weights one decoded token reads (bench/SCHEMA.md): per step the output projection
-// ([vocab, H + 2H + E] in `dense_bytes` each, its bias, int8's per-row scales), the decoder GRU
-// and the attention query projection and v (fp32), shared by the B rows; plus the token's own
-// embedding row.
-double weight_bytes_per_token(std::size_t b, double dense_bytes, bool scales) {
+// ([vocab, H + 2H + E]) and the decoder GRU's W_ih and W_hh in `matrix_bytes` each (int8 adds a
+// f32 scale per row), their biases, and the attention query projection and v (fp32), shared by
+// the B rows; plus the token's own embedding row.
+double weight_bytes_per_token(std::size_t b, double matrix_bytes, bool scales) {
   const double M = 2.0 * kH, out_in = kH + M + kE;
-  const double output = kVocab * out_in * dense_bytes + kVocab * 4.0 + (scales ? kVocab * 4.0 : 0.0);
-  const double gru = (3.0 * kH * (kE + M) + 3.0 * kH * kH + 6.0 * kH) * 4.0;
+  const double output = kVocab * out_in * matrix_bytes + kVocab * 4.0 + (scales ? kVocab * 4.0 : 0.0);
+  const double gru = (3.0 * kH * (kE + M) + 3.0 * kH * kH) * matrix_bytes + 6.0 * kH * 4.0 + (scales ? 6.0 * kH * 4.0 : 0.0);
   const double query = (double(kA) * kH + 2.0 * kA) * 4.0;
   return (output + gru + query) / double(b) + kE * 4.0;
 }
 
 std::vector<Workload> rows() {
-  struct Storage {
-    const char* precision;
-    WeightStorage storage;
-    std::size_t bits;
-  };
   std::vector<Workload> out;
   for (std::size_t b : {1, 16}) {
-    for (const Storage st : {Storage{"fp32", WeightStorage::f32, 32}, Storage{"fp16", WeightStorage::f16, 16},
-                             Storage{"int8", WeightStorage::i8, 8}}) {
+    for (const RowStorage& st : kRowStorages) {
       Workload w;
       w.id = fmt::format("W3.b{}", b);
       w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};

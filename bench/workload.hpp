@@ -38,6 +38,16 @@ struct Prepared {
   Tensor output;
 };
 
+// The weight storages a row family runs in (W2, W3, K.gemv): fp32 rows keep their names,
+// fp16 / int8 rows add params weight_bits = 16 / 8 and set the precision.
+struct RowStorage {
+  const char* precision;
+  WeightStorage storage;
+  std::size_t bits;
+};
+inline constexpr RowStorage kRowStorages[] = {
+    {"fp32", WeightStorage::f32, 32}, {"fp16", WeightStorage::f16, 16}, {"int8", WeightStorage::i8, 8}};
+
 struct Workload {
   std::string id;  // "W1.dot"
   Params params;   // {"B": 1, "S": 64, "H": 256}

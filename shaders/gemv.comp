@@ -60,9 +60,7 @@ vec4 load_x(uint row, uint k4) {
 vec4 load_w(uint row, uint k4) {
   if (WEIGHT_I8) {
     // Past K the padding is 0 (and so is x): no bounds test even when K % 4 != 0.
-    const int q = int(wq[(p.w_off + row * p.ldw) / 4 + k4]);
-    return vec4(bitfieldExtract(q, 0, 8), bitfieldExtract(q, 8, 8), bitfieldExtract(q, 16, 8),
-                bitfieldExtract(q, 24, 8));
+    return unpack_i8x4(wq[(p.w_off + row * p.ldw) / 4 + k4]);
   }
   if (ALIGNED) return vec4(wv[(p.w_off + row * p.ldw) / 4 + k4]);
   const uint base = p.w_off + row * p.ldw;

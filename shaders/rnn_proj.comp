@@ -3,6 +3,7 @@
 // rnn_step in RNN_RAW_H mode), with the same length masking as rnn_step: rows past their length
 // carry h_prev and write zeros to out[b, s]. Both directions in one dispatch (z = direction).
 #extension GL_GOOGLE_include_directive : require
+#define WEIGHT_I8_ID 6
 #include "rnn_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -12,7 +13,7 @@ layout(constant_id = 5) const bool ALIGNED = true;  // H % 4 == 0
 
 layout(set = 0, binding = 0) readonly buffer RS { float raws[]; };  // h_raw [D][B][H]
 layout(set = 0, binding = 0) readonly buffer RV { vec4 rawv[]; };
-// binding 1: W_hr [D][P][H], float or half (rnn_common.glsl)
+// binding 1: W_hr [D][P][H], float, half or int8 (rnn_common.glsl; D = gl_NumWorkGroups.z)
 layout(set = 0, binding = 2) readonly buffer HP { float h_prev[]; };
 layout(set = 0, binding = 3) writeonly buffer HN { float h_next[]; };
 layout(set = 0, binding = 4) writeonly buffer OUT { float outs[]; };
@@ -51,7 +52,8 @@ void main() {
       const vec4 w = load_weight4(d * p.P + j, k4, p.H, ALIGNED);
       for (uint b = 0; b < BB; ++b) acc[b] += dot(w, load_raw(d * p.B + min(b0 + b, p.B - 1), k4));
     }
-    for (uint b = 0; b < BB; ++b) acc[b] = COOP_SUM(acc[b]);
+    const float scale = weight_scale(gl_NumWorkGroups.z * p.P, d * p.P + j, p.H);
+    for (uint b = 0; b < BB; ++b) acc[b] = COOP_SUM(acc[b]) * scale;
 
     for (uint b = 0; b < BB; ++b) {
       const uint row = b0 + b;

@@ -11,6 +11,7 @@
 // Same equations, gate order, lengths semantics and output layout as rnn_step.comp; no
 // projection (proj_size > 0 always takes the per-step path).
 #extension GL_GOOGLE_include_directive : require
+#define WEIGHT_I8_ID 8
 #include "rnn_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -23,7 +24,7 @@ const uint G = GATES_OF(CELL);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
-// binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
+// binding 1: W_hh [D][G*H][HO], float, half or int8 (rnn_common.glsl; D = gl_NumWorkGroups.z)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; };
 layout(set = 0, binding = 3) readonly buffer HS { float h0[]; };     // h before step p.s
 layout(set = 0, binding = 4) writeonly buffer HN { float h_n[]; };   // h after the run
@@ -120,8 +121,10 @@ void main() {
         }
       }
       for (uint ui = 0; ui < UPI; ++ui)
-        for (uint g = 0; g < G; ++g)
-          for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]);
+        for (uint g = 0; g < G; ++g) {
+          const float scale = weight_scale(gl_NumWorkGroups.z * G * p.H, wrow[ui][g], p.HO);
+          for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]) * scale;
+        }
 
       for (uint ui = 0; ui < UPI; ++ui) {
         const uint j = j0 + ui;

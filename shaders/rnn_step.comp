@@ -16,6 +16,7 @@
 // the input GEMM's dispatch.
 #extension GL_GOOGLE_include_directive : require
 #define RNN_INPUT_WEIGHTS
+#define WEIGHT_I8_ID 8
 #include "rnn_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -27,7 +28,7 @@ layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coo
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
-// binding 1: W_hh [D][G*H][HO], float or half (rnn_common.glsl)
+// binding 1: W_hh [D][G*H][HO], float, half or int8 (rnn_common.glsl; D = gl_NumWorkGroups.z)
 layout(set = 0, binding = 2) readonly buffer BH { float b_hh[]; }; // [D][G*H]
 layout(set = 0, binding = 3) readonly buffer HS { float hs[]; };   // h_prev [D][B][HO] at offset
 layout(set = 0, binding = 3) readonly buffer HV { vec4 hv[]; };
@@ -38,7 +39,7 @@ layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
 layout(set = 0, binding = 9) readonly buffer XS { float xs[]; };  // x (RNN_X_INLINE)
 layout(set = 0, binding = 9) readonly buffer XV { vec4 xv[]; };
-// binding 10: W_ih [D][G*H][IN], float or half (rnn_common.glsl)
+// binding 10: W_ih [G*H][IN] (D = 1), float, half or int8 (rnn_common.glsl)
 layout(set = 0, binding = 11) readonly buffer BI { float b_ih[]; };  // [D][G*H]
 
 // Push::flags: RNN_*.
@@ -105,9 +106,12 @@ void main() {
         }
       }
     }
+    const uint hh_rows = gl_NumWorkGroups.z * G * p.H;
     for (uint ui = 0; ui < UPI; ++ui)
-      for (uint g = 0; g < G; ++g)
-        for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]);
+      for (uint g = 0; g < G; ++g) {
+        const float scale = weight_scale(hh_rows, wrow[ui][g], p.HO);
+        for (uint b = 0; b < BB; ++b) acc[ui][g][b] = COOP_SUM(acc[ui][g][b]) * scale;
+      }
     // W_ih x for the same rows, when no GEMM computed xp before this dispatch.
     float accx[UPI][4][BB];
     for (uint ui = 0; ui < UPI; ++ui)
@@ -126,8 +130,10 @@ void main() {
         }
       }
       for (uint ui = 0; ui < UPI; ++ui)
-        for (uint g = 0; g < G; ++g)
-          for (uint b = 0; b < BB; ++b) accx[ui][g][b] = COOP_SUM(accx[ui][g][b]);
+        for (uint g = 0; g < G; ++g) {
+          const float scale = input_weight_scale(G * p.H, wrow[ui][g], p.IN);
+          for (uint b = 0; b < BB; ++b) accx[ui][g][b] = COOP_SUM(accx[ui][g][b]) * scale;
+        }
     }
 
     for (uint ui = 0; ui < UPI; ++ui) {

@@ -273,7 +273,19 @@ vkrnn_model* make_model(vkrnn_context* context, const vkrnn::ModelFile& file, co
   auto m = std::make_shared<Model>();
   m->ctx = need(context, "context").ctx;
   vkrnn::OpOptions op;
-  if (options) op.fp16_storage = options->fp16_storage != 0;
+  if (options) {
+    op.fp16_storage = options->fp16_storage != 0;
+    switch (options->weight_storage) {
+      case VKRNN_WEIGHT_STORAGE_AUTOMATIC: op.weight_storage = vkrnn::WeightStorage::automatic; break;
+      case VKRNN_WEIGHT_STORAGE_F32: op.weight_storage = vkrnn::WeightStorage::f32; break;
+      case VKRNN_WEIGHT_STORAGE_F16: op.weight_storage = vkrnn::WeightStorage::f16; break;
+      case VKRNN_WEIGHT_STORAGE_I8: op.weight_storage = vkrnn::WeightStorage::i8; break;
+      default:
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("options->weight_storage = {} is not a vkrnn_weight_storage (0 .. 3)",
+                                static_cast<int>(options->weight_storage)));
+    }
+  }
   switch (file.config().task) {
     case vkrnn::ModelTask::seq2seq: m->seq2seq.emplace(*m->ctx, file, op); break;
     case vkrnn::ModelTask::classifier: m->classifier.emplace(*m->ctx, file, op); break;

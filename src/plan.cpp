@@ -359,14 +359,14 @@ KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options) {
 
 // --- dense layers --------------------------------------------------------------------------------
 
-WeightStorage dense_weights(const OpOptions& options) {
+WeightStorage weight_storage(const OpOptions& options) {
   if (options.weight_storage != WeightStorage::automatic) return options.weight_storage;
   return options.fp16_storage ? WeightStorage::f16 : WeightStorage::f32;
 }
 
 Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
   Gemm g;
-  const bool f16 = dense_weights(options) == WeightStorage::f16;
+  const bool f16 = weight_storage(options) == WeightStorage::f16;
   const bool cpu = is_cpu(dev);
   g.subgroups = use_subgroups(dev, options);
   g.coop_lanes = g.subgroups ? max_lanes(dev) : 1u;
@@ -528,6 +528,9 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   const std::uint64_t H = layer.H, HO = layer.P ? layer.P : layer.H, G = gate_count(layer.cell);
   const std::uint32_t cell = static_cast<std::uint32_t>(layer.cell);  // CELL: the enum's order
   const std::uint32_t max_x = max_workgroup(dev);
+  // int8 weights take the f32 builds with WEIGHT_I8 (32-bit words, no 16-bit storage needed).
+  const WeightStorage storage = weight_storage(options);
+  const bool f16 = storage == WeightStorage::f16, i8 = storage == WeightStorage::i8;
   Rnn r;
 
   // The per-step kernel: CPU devices take invocation_dot (buffer loads dominate; one invocation
@@ -555,7 +558,7 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   // per invocation (LSTM: 8 W rows x 16 h rows); measured on GRU H = 256, B = 16: 2.3x less CPU
   // time per step than subgroup_dot; 4 units gain 5% more but take 2.5x longer to compile.
   auto& st = r.steps;
-  st.variant = {.fp16 = options.fp16_storage, .subgroup = sub};
+  st.variant = {.fp16 = f16, .subgroup = sub};
   std::uint32_t wg = step_wg, upi = 1, bb = 1, units = 1;
   if (sub) {
     wg = std::max(coop_lanes, wg / coop_lanes * coop_lanes);
@@ -568,12 +571,13 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
     units = wg * upi;
   }
   st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
-                  .ALIGNED = HO % 4 == 0, .UPI = upi};
+                  .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8};
   st.loops = step_loops(dev, units, wg, sub, HO, upi, bb);
   // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
-  st.proj_variant = {.fp16 = options.fp16_storage, .subgroup = subgroups};
+  st.proj_variant = {.fp16 = f16, .subgroup = subgroups};
   const std::uint32_t proj_units = subgroups ? step_wg / coop_lanes : step_wg;
-  st.proj = {.local_size_x = step_wg, .UNITS = proj_units, .BB = pow2_block(B, 8), .ALIGNED = H % 4 == 0};
+  st.proj = {.local_size_x = step_wg, .UNITS = proj_units, .BB = pow2_block(B, 8), .ALIGNED = H % 4 == 0,
+             .WEIGHT_I8 = i8};
   st.proj_loops = step_loops(dev, proj_units, step_wg, subgroups, H, 1, st.proj.BB);
   add_kernel<kernels::RnnStep>(r.needs, st.constants, st.variant);
   if (layer.P) add_kernel<kernels::RnnProj>(r.needs, st.proj, st.proj_variant);
@@ -582,7 +586,7 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   // HOP floats per row) fits in shared memory. Enough coops to give each a few units; lavapipe
   // runs a workgroup on one thread anyway.
   auto& f = r.fused;
-  f.variant = {.fp16 = options.fp16_storage, .subgroup = sub};
+  f.variant = {.fp16 = f16, .subgroup = sub};
   const std::uint32_t fupi = sub ? 1 : (cpu ? 2 : 1);
   std::uint32_t fwg = options.workgroup_size ? options.workgroup_size
                       : sub ? 256
@@ -590,7 +594,8 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   fwg = std::min(fwg, max_x);
   if (sub) fwg = std::max(coop_lanes, fwg / coop_lanes * coop_lanes);
   f.constants = {.local_size_x = std::max(1u, fwg), .CELL = cell, .BB = pow2_block(B, cpu && !sub ? 16 : 8),
-                 .HOP = static_cast<std::uint32_t>(share(HO, 4) * 4), .ALIGNED = HO % 4 == 0, .UPI = fupi};
+                 .HOP = static_cast<std::uint32_t>(share(HO, 4) * 4), .ALIGNED = HO % 4 == 0, .UPI = fupi,
+                 .WEIGHT_I8 = i8};
   while (f.constants.BB > 0 && shared_bytes<kernels::RnnSeq>(f.constants, f.variant) > dev.max_shared_memory) {
     f.constants.BB /= 2;
   }

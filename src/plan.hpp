@@ -171,9 +171,9 @@ KeyProjection key_projection(const DeviceInfo& dev, const OpOptions& options);
 
 // --- dense layers ----------------------------------------------------------------------------
 enum class GemmPath { gemv, gemv_invocation, tiled };
-// The storage a dense layer built with `options` gives its weights (automatic resolved: f16
-// with fp16_storage, else f32).
-WeightStorage dense_weights(const OpOptions& options);
+// The storage a dense or recurrent layer built with `options` gives its weight matrices
+// (automatic resolved: f16 with fp16_storage, else f32).
+WeightStorage weight_storage(const OpOptions& options);
 struct Gemm {
   bool subgroups = false;
   std::uint32_t coop_lanes = 1;     // lanes per dot product: the largest subgroup, or 1

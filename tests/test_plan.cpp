@@ -393,7 +393,7 @@ TEST(Plan, DenseWeightStorage) {
       o.fp16_storage = fp16;
       o.weight_storage = ws;
       const WS want = ws != WS::automatic ? ws : fp16 ? WS::f16 : WS::f32;
-      EXPECT_EQ(plan::dense_weights(o), want) << fp16 << " " << to_string(ws);
+      EXPECT_EQ(plan::weight_storage(o), want) << fp16 << " " << to_string(ws);
       for (const auto& dev : profiles()) {
         const auto g = plan::gemm(dev, o);
         EXPECT_EQ(g.needs.fp16_storage, want == WS::f16) << dev.name;
@@ -410,6 +410,29 @@ TEST(Plan, DenseWeightStorage) {
   v.constants.WEIGHT_I8 = true;
   EXPECT_EQ(build<kernels::Gemv>(dev, v.constants, v.variant, "gemv i8").shared, 0u);
   check_needs(dev, g.needs, {t8, {0, kernels::Gemv::binding_count}}, "i8");
+}
+
+// Recurrent weights follow the same rule: f16 takes the _f16 builds, i8 the f32 builds with
+// WEIGHT_I8 on every recurrent kernel (no 16-bit storage needed), f32 neither.
+TEST(Plan, RecurrentWeightStorage) {
+  using WS = WeightStorage;
+  for (const auto& dev : profiles()) {
+    for (const WS ws : {WS::f32, WS::f16, WS::i8}) {
+      OpOptions o;
+      o.weight_storage = ws;
+      for (const std::size_t P : {0u, 4u}) {
+        const auto r = plan::rnn(dev, {CellType::lstm, 64, P}, o, 3);
+        SCOPED_TRACE(fmt::format("{} {} P={}", dev.name, to_string(ws), P));
+        EXPECT_EQ(r.steps.variant.fp16, ws == WS::f16);
+        EXPECT_EQ(r.steps.proj_variant.fp16, ws == WS::f16);
+        EXPECT_EQ(r.fused.variant.fp16, ws == WS::f16);
+        EXPECT_EQ(r.steps.constants.WEIGHT_I8, ws == WS::i8);
+        EXPECT_EQ(r.steps.proj.WEIGHT_I8, ws == WS::i8);
+        EXPECT_EQ(r.fused.constants.WEIGHT_I8, ws == WS::i8);
+        EXPECT_EQ(r.needs.fp16_storage, ws == WS::f16);
+      }
+    }
+  }
 }
 
 // --- self-attention --------------------------------------------------------------------------

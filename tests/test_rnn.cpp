@@ -32,6 +32,7 @@ using test::limited_context;
 using test::Limits;
 using test::expect_error;
 using test::random_floats;
+using WS = WeightStorage;
 
 // ---------------------------------------------------------------------------------------------
 // Reference
@@ -188,7 +189,7 @@ struct Case {
   bool no_subgroup = false;  // OpOptions::force_shared_memory_reduction
   RnnStepKernel kernel = RnnStepKernel::automatic;
   bool device_lengths_only = false;  // lengths as a device tensor without host copies
-  bool f16 = false;                  // OpOptions::fp16_storage
+  WS storage = WS::f32;              // f16: OpOptions::fp16_storage; i8: weight_storage i8
   bool staging = false;              // test::staging_context() (the discrete-GPU memory path)
   Context* context = nullptr;        // another context (test::limited_context)
   std::size_t run = 0;               // Rnn::set_steps_per_dispatch (0: automatic)
@@ -210,7 +211,7 @@ struct Case {
     return fmt::format("{} L={} bidir={} B={} H={} I={} T={} ragged={} h0={} proj={} bias={} path={} kernel={}{}{}{}{}",
                        to_string(cell), layers, bidirectional, B, H, I, T, ragged, initial, proj, bias,
                        to_string(path), to_string(kernel), no_subgroup ? " nosubgroup" : "",
-                       device_lengths_only ? " device-lengths" : "", f16 ? " f16" : "",
+                       device_lengths_only ? " device-lengths" : "", storage != WS::f32 ? fmt::format(" {}", to_string(storage)) : "",
                        staging ? " staging" : "") +
            (run ? fmt::format(" run={}", run) : std::string());
   }
@@ -227,13 +228,30 @@ std::vector<std::int32_t> make_lengths(std::size_t B, std::size_t T, std::uint32
   return v;
 }
 
-// The weight matrices as a float16 device holds them (biases stay fp32).
-std::map<std::string, std::vector<float>> half_rounded_weights(std::map<std::string, std::vector<float>> sd) {
+// The weight matrices as a device with this storage holds them (biases stay fp32): rounded to
+// half, or quantized per row (each direction's matrix on its own, as Rnn does) and dequantized.
+std::map<std::string, std::vector<float>> stored_weights(const RnnConfig& c, std::map<std::string, std::vector<float>> sd,
+                                                         WS storage) {
   for (auto& [name, v] : sd) {
-    if (name.rfind("weight_", 0) != 0) continue;
-    for (auto& f : v) f = half_to_float(float_to_half(f));
+    if (name.rfind("weight_", 0) != 0 || storage == WS::f32) continue;
+    if (storage == WS::f16) {
+      for (auto& f : v) f = half_to_float(float_to_half(f));
+      continue;
+    }
+    const std::size_t rows = name.rfind("weight_hr", 0) == 0 ? c.proj_size : gate_count(c.cell) * c.hidden_size;
+    const QuantizedRows q = quantize_rows(v, rows, v.size() / rows);
+    v = dequantize_rows(q.q, q.scales, v.size() / rows);
   }
   return sd;
+}
+
+// What run_case and the step checks give Rnn for a weight storage.
+OpOptions storage_options(WS storage, bool no_subgroup = false) {
+  OpOptions o;
+  o.force_shared_memory_reduction = no_subgroup;
+  o.fp16_storage = storage == WS::f16;
+  if (storage == WS::i8) o.weight_storage = WS::i8;
+  return o;
 }
 
 bool has_fp16_storage() { return context().features().storage_buffer_16bit; }
@@ -250,10 +268,8 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
   const auto h0 = k.initial ? random_floats(k.layers * D * k.B * HO, seed + 3) : std::vector<float>{};
   const auto c0 = k.initial && lstm ? random_floats(k.layers * D * k.B * k.H, seed + 4) : std::vector<float>{};
 
-  OpOptions o;
-  o.force_shared_memory_reduction = k.no_subgroup;
-  o.fp16_storage = k.f16;
-  Rnn rnn(ctx, cfg, o);
+  Rnn rnn(ctx, cfg, storage_options(k.storage, k.no_subgroup));
+  ASSERT_EQ(rnn.weight_storage(), k.storage);
   rnn.set_path(k.path);
   rnn.set_step_kernel(k.kernel);
   rnn.set_steps_per_dispatch(k.run);
@@ -262,9 +278,10 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
     ASSERT_EQ(rnn.path_for(k.B), RnnPath::fused);
     ASSERT_LT(rnn.steps_per_dispatch(k.B), k.T) << "one dispatch would run every step";
   }
-  // fp16: half widens to float exactly and every sum and nonlinearity is fp32, so against the
-  // double reference on the same half-rounded weights the fp32 tolerance applies unchanged.
-  const auto want = test::rnn_reference(cfg, k.f16 ? half_rounded_weights(sd) : sd, x, k.B, k.T, lengths, h0, c0);
+  // fp16 / int8: half and int8 widen to float exactly and every sum and nonlinearity is fp32 (an
+  // int8 row's scale multiplies its finished sum), so against the double reference on the same
+  // stored weights the fp32 tolerance applies unchanged.
+  const auto want = test::rnn_reference(cfg, stored_weights(cfg, sd, k.storage), x, k.B, k.T, lengths, h0, c0);
 
   Rnn::Result got;
   if (k.device_lengths_only) {
@@ -315,12 +332,12 @@ std::vector<std::pair<RnnStepKernel, bool>> kernel_variants() {
 }
 
 // Small shapes over every feature, on both paths and every kernel variant.
-void check_features_both_paths(bool f16, std::uint32_t seed) {
+void check_features_both_paths(WS storage, std::uint32_t seed) {
   for (CellType cell : kCells) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (auto [kernel, nosg] : kernel_variants()) {
         Case k;
-        k.f16 = f16, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
+        k.storage = storage, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg;
         // 2 layers, bidirectional, ragged incl. 0, h0/c0, awkward sizes.
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 6, k.ragged = true;
         run_case(k, seed++);
@@ -335,7 +352,7 @@ void check_features_both_paths(bool f16, std::uint32_t seed) {
   }
 }
 
-TEST(Rnn, FeaturesBothPaths) { check_features_both_paths(false, 10); }
+TEST(Rnn, FeaturesBothPaths) { check_features_both_paths(WS::f32, 10); }
 
 // A sample of the grid (cell x layers x direction x batch x hidden x input x lengths), sized for
 // the default suite; RnnLong.FullGrid runs the whole cross product.
@@ -366,10 +383,10 @@ TEST(Rnn, GridSample) {
 }
 
 // W_hr rows of 9 (scalar loads) and of 64 (vec4 loads).
-void check_lstm_projection(bool f16, std::uint32_t seed) {
+void check_lstm_projection(WS storage, std::uint32_t seed) {
   for (auto [kernel, nosg] : kernel_variants()) {
     Case k;
-    k.f16 = f16, k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
+    k.storage = storage, k.cell = CellType::lstm, k.no_subgroup = nosg, k.kernel = kernel;
     k.layers = 2, k.bidirectional = true, k.B = 4, k.H = 9, k.proj = 5, k.I = 3, k.T = 7, k.ragged = true;
     run_case(k, seed++);
     k.layers = 1, k.bidirectional = false, k.B = 3, k.H = 64, k.proj = 16, k.I = 300, k.T = 6, k.initial = false;
@@ -377,7 +394,7 @@ void check_lstm_projection(bool f16, std::uint32_t seed) {
   }
 }
 
-TEST(Rnn, LstmProjection) { check_lstm_projection(false, 200); }
+TEST(Rnn, LstmProjection) { check_lstm_projection(WS::f32, 200); }
 
 // Device lengths without a host copy: all T steps recorded, the kernels clamp and mask.
 TEST(Rnn, DeviceLengthsOnly) {
@@ -528,12 +545,12 @@ TEST(Rnn, DispatchCounts) {
 // Runs pinned short so every boundary case shows at small T: every cell, 2 layers
 // bidirectional, ragged lengths incl. 0 and 1, h0/c0 and none, host and device-only lengths
 // (outputs poisoned with NaN first), every kernel variant.
-void check_fused_runs(bool f16, std::uint32_t seed) {
+void check_fused_runs(WS storage, std::uint32_t seed) {
   for (CellType cell : kCells) {
     for (auto [kernel, nosg] : kernel_variants()) {
       for (std::size_t run : {1, 2, 3}) {
         Case k;
-        k.f16 = f16, k.cell = cell, k.path = RnnPath::fused, k.kernel = kernel, k.no_subgroup = nosg, k.run = run;
+        k.storage = storage, k.cell = cell, k.path = RnnPath::fused, k.kernel = kernel, k.no_subgroup = nosg, k.run = run;
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 7, k.ragged = true;
         run_case(k, seed++);
         k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 8;
@@ -543,11 +560,11 @@ void check_fused_runs(bool f16, std::uint32_t seed) {
   }
 }
 
-TEST(Rnn, FusedRuns) { check_fused_runs(false, 1500); }
+TEST(Rnn, FusedRuns) { check_fused_runs(WS::f32, 1500); }
 
 TEST(Rnn, Fp16FusedRuns) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  check_fused_runs(true, 1600);
+  check_fused_runs(WS::f16, 1600);
 }
 
 // One dispatch per run: ceil(steps / run) per layer, after the layer's GEMM; host lengths stop
@@ -592,7 +609,7 @@ TEST(Rnn, PastLoopBudget) {
   Case k;
   k.cell = CellType::lstm, k.path = RnnPath::fused, k.bidirectional = true, k.B = 3, k.H = 64, k.I = 5;
   k.T = 3300, k.ragged = true, k.device_lengths_only = true, k.multi_run = true, k.tol = 1e-4;
-  k.f16 = has_fp16_storage();
+  k.storage = has_fp16_storage() ? WS::f16 : WS::f32;
   run_case(k, seed++);
 
   auto& ctx = context();
@@ -615,7 +632,7 @@ TEST(Rnn, PastLoopBudget) {
 // columns of a wider tensor and the top layer's h also written into other columns of the same
 // tensor (Rnn::step's view overload, as a decoder reads [emb; context] from o = [s; context;
 // emb] and writes s there); the columns around them keep their values.
-void check_single_steps(bool f16, std::uint32_t seed, bool views = false) {
+void check_single_steps(WS storage, std::uint32_t seed, bool views = false) {
   auto& ctx = context();
   for (auto [cell, proj, layers, nosg, kernel] :
        {std::tuple{CellType::gru, 0, 2, false, RnnStepKernel::subgroup_dot},
@@ -627,12 +644,9 @@ void check_single_steps(bool f16, std::uint32_t seed, bool views = false) {
         std::tuple{CellType::gru, 0, 1, true, RnnStepKernel::automatic}}) {
     RnnConfig c;
     c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
-    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} f16={} kernel={}", to_string(cell), proj, layers, nosg, f16,
+    SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} storage={} kernel={}", to_string(cell), proj, layers, nosg, to_string(storage),
                              to_string(kernel)));
-    OpOptions o;
-    o.force_shared_memory_reduction = nosg;
-    o.fp16_storage = f16;
-    Rnn rnn(ctx, c, o);
+    Rnn rnn(ctx, c, storage_options(storage, nosg));
     if (kernel == RnnStepKernel::subgroup_dot && !context().device().subgroup_arithmetic) continue;
     rnn.set_step_kernel(kernel);
     const std::uint32_t per_layer = (rnn.step_kernel() == RnnStepKernel::subgroup_dot ? 1u : 2u) + (proj ? 1u : 0u);
@@ -643,8 +657,8 @@ void check_single_steps(bool f16, std::uint32_t seed, bool views = false) {
     const auto x = random_floats(B * T * 6, seed++);
     const auto h0 = random_floats(L * B * HO, seed++);
     const auto c0 = lstm ? random_floats(L * B * 9, seed++) : std::vector<float>{};
-    // fp16: the reference on the half-rounded weights, fp32 tolerance (see run_case).
-    const auto want = test::rnn_reference(c, f16 ? half_rounded_weights(sd) : sd, x, B, T, {}, h0, c0);
+    // fp16 / int8: the reference on the stored weights, fp32 tolerance (see run_case).
+    const auto want = test::rnn_reference(c, stored_weights(c, sd, storage), x, B, T, {}, h0, c0);
 
     Tensor h[2] = {ctx.tensor({L, B, HO}), ctx.tensor({L, B, HO})};
     Tensor cs[2];
@@ -706,8 +720,8 @@ void check_single_steps(bool f16, std::uint32_t seed, bool views = false) {
   }
 }
 
-TEST(Rnn, SingleStepMatchesSequence) { check_single_steps(false, 500); }
-TEST(Rnn, SingleStepOnViews) { check_single_steps(false, 520, true); }
+TEST(Rnn, SingleStepMatchesSequence) { check_single_steps(WS::f32, 500); }
+TEST(Rnn, SingleStepOnViews) { check_single_steps(WS::f32, 520, true); }
 
 // The first step without any state (h / c empty = zeros).
 TEST(Rnn, SingleStepFromZeroState) {
@@ -851,7 +865,7 @@ TEST(Rnn, StepPastLoopBudgetIsAnError) {
 // 2 layers bidirectional with ragged lengths incl. 0, H = 1 without h0, and no bias.
 TEST(Rnn, Fp16FeaturesBothPaths) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  check_features_both_paths(true, 600);
+  check_features_both_paths(WS::f16, 600);
 }
 
 // Aligned (H % 4 == 0: f16vec4 loads) and unaligned (scalar half loads) rows, bigger layers,
@@ -869,7 +883,7 @@ TEST(Rnn, Fp16Shapes) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (bool nosg : {false, true}) {
         Case k;
-        k.f16 = true, k.cell = s.cell, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
+        k.storage = WS::f16, k.cell = s.cell, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
         k.ragged = true, k.path = path, k.no_subgroup = nosg;
         run_case(k, seed++);
       }
@@ -879,7 +893,7 @@ TEST(Rnn, Fp16Shapes) {
 
 TEST(Rnn, Fp16LstmProjection) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  check_lstm_projection(true, 800);
+  check_lstm_projection(WS::f16, 800);
 }
 
 TEST(Rnn, Fp16StagingContextAndDeviceLengths) {
@@ -887,21 +901,21 @@ TEST(Rnn, Fp16StagingContextAndDeviceLengths) {
   std::uint32_t seed = 900;
   for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
     Case k;
-    k.f16 = true, k.staging = true, k.cell = CellType::lstm, k.path = path;
+    k.storage = WS::f16, k.staging = true, k.cell = CellType::lstm, k.path = path;
     k.layers = 2, k.bidirectional = true, k.B = 3, k.H = 5, k.I = 3, k.T = 4, k.ragged = true;
     run_case(k, seed++);
     k.staging = false, k.device_lengths_only = true, k.cell = CellType::gru, k.B = 6, k.H = 12;
     run_case(k, seed++);
   }
   Case k;
-  k.f16 = true, k.staging = true, k.cell = CellType::lstm, k.proj = 3, k.B = 4, k.H = 6, k.T = 4, k.ragged = true;
+  k.storage = WS::f16, k.staging = true, k.cell = CellType::lstm, k.proj = 3, k.B = 4, k.H = 6, k.T = 4, k.ragged = true;
   run_case(k, seed++);
 }
 
 // step() with fp16 weights (T single steps against the sequence reference).
 TEST(Rnn, Fp16SingleStep) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  check_single_steps(true, 950);
+  check_single_steps(WS::f16, 950);
 }
 
 // fp16 against fp32 on the same (unrounded) parameters: the difference is what rounding the
@@ -955,9 +969,150 @@ TEST(Rnn, Fp16WithoutStorage16IsMissingFeature) {
     OpOptions o;
     o.fp16_storage = true;
     expect_error([&] { Rnn bad(ctx, c, o); }, ErrorCode::missing_feature,
-                 {"Rnn: fp16_storage needs storageBuffer16BitAccess"});
+                 {"Rnn: f16 weights (fp16_storage or weight_storage f16) need storageBuffer16BitAccess"});
     EXPECT_NO_THROW(Rnn(ctx, c));  // fp32 is fine
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 weight storage (OpOptions::weight_storage i8): q and one f32 scale per row, the scale
+// applied to each finished dot product. Checked against the double reference on the
+// dequantized weights (stored_weights) at the fp32 tolerance, so a wrong row, scale or padding
+// word shows as an fp32-sized error.
+
+// Every cell on both paths and every kernel variant; rows of 1, 3, 5, 7 and 8 (padded words).
+TEST(Rnn, I8FeaturesBothPaths) { check_features_both_paths(WS::i8, 1100); }
+
+TEST(Rnn, I8LstmProjection) { check_lstm_projection(WS::i8, 1200); }
+
+TEST(Rnn, I8FusedRuns) { check_fused_runs(WS::i8, 1300); }
+
+// step(): W_ih inline in rnn_step (subgroup_dot) or through the int8 GEMM (invocation_dot).
+TEST(Rnn, I8SingleStep) {
+  check_single_steps(WS::i8, 1400);
+  check_single_steps(WS::i8, 1420, true);
+}
+
+// Bigger layers, rows that are whole words (64) and not (257, I = 5 / 1 / 300), batch blocks.
+TEST(Rnn, I8Shapes) {
+  struct S { CellType cell; bool bi; std::size_t B, H, I, T; };
+  const S sample[] = {
+      {CellType::gru, true, 3, 64, 300, 6},    {CellType::lstm, false, 16, 64, 5, 5},
+      {CellType::gru, false, 1, 257, 5, 4},    {CellType::rnn_tanh, true, 3, 257, 1, 3},
+      {CellType::rnn_relu, false, 16, 7, 5, 9}, {CellType::lstm, true, 1, 257, 5, 3},
+  };
+  std::uint32_t seed = 1500;
+  for (const S& s : sample) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      Case k;
+      k.storage = WS::i8, k.cell = s.cell, k.bidirectional = s.bi, k.B = s.B, k.H = s.H, k.I = s.I, k.T = s.T;
+      k.ragged = true, k.path = path;
+      run_case(k, seed++);
+    }
+  }
+}
+
+// int8 against fp32 on the same (unquantized) parameters: the difference is what quantizing
+// does, and it must be there (the layer really computes with int8) and stay small.
+// Bound: a weight moves by <= scale / 2 = max|row| / 254, i.e. <= 1 / (254 sqrt(H)) for the
+// test weights (uniform in +-1/sqrt(H)); with |x|, |h| <= 1 and n = in + H_out terms per
+// pre-activation, independent rounding gives ~sqrt(n / 3) / (254 sqrt(H)) (~1.8e-3 for layer 1
+// here, n = 192), the worst case n / (254 sqrt(H)) = 9.4e-3. Gates have slope <= 1 and errors
+// carried through h shrink each step for these weights, so 2e-2 over 12 steps and 2 layers
+// leaves room; the error must exceed 1e-4 (fp32 noise alone is ~1e-6).
+TEST(Rnn, I8AgreesWithFp32) {
+  auto& ctx = context();
+  std::uint32_t seed = 1600;
+  double worst = 0.0;
+  for (CellType cell : kCells) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      RnnConfig c;
+      c.cell = cell, c.input_size = 16, c.hidden_size = 64, c.num_layers = 2, c.bidirectional = true;
+      SCOPED_TRACE(fmt::format("{} {}", to_string(cell), to_string(path)));
+      const auto sd = test::make_state_dict(c, seed++);
+      Rnn r32(ctx, c), r8(ctx, c, storage_options(WS::i8));
+      r32.load(sd);
+      r8.load(sd);
+      r32.set_path(path);
+      r8.set_path(path);
+      const std::size_t B = 3, T = 12;
+      const auto x = random_floats(B * T * c.input_size, seed++);
+      const std::vector<std::int32_t> lengths = {12, 7, 0};
+      const auto a = r32.forward(x, B, T, lengths), b = r8.forward(x, B, T, lengths);
+      std::vector<double> a_out(a.output.begin(), a.output.end()), a_hn(a.h_n.begin(), a.h_n.end());
+      EXPECT_TRUE(all_close(b.output, a_out, 0.0, 2e-2)) << "output";
+      EXPECT_TRUE(all_close(b.h_n, a_hn, 0.0, 2e-2)) << "h_n";
+      double diff = 0.0;
+      for (std::size_t i = 0; i < a.output.size(); ++i) diff = std::max(diff, double(std::abs(a.output[i] - b.output[i])));
+      EXPECT_GT(diff, 1e-4) << "int8 and fp32 agree too well: are the weights really int8?";
+      worst = std::max(worst, diff);
+    }
+  }
+  RecordProperty("max_abs_diff", fmt::format("{:.3g}", worst));
+}
+
+// set_parameter_quantized keeps a file's int8 values and scales as they are -- here ones
+// quantize_rows would never make (max|q| < 127, arbitrary scales, a zero row, -128), so
+// re-quantizing would change them -- on an i8 layer, and dequantizes them on an f32 one; both
+// match the double reference on q * scale. Then its errors.
+TEST(Rnn, I8QuantizedParameters) {
+  auto& ctx = context();
+  RnnConfig c;
+  c.cell = CellType::lstm, c.input_size = 5, c.hidden_size = 6, c.num_layers = 2, c.proj_size = 3;
+  auto sd = test::make_state_dict(c, 1700);
+  std::map<std::string, QuantizedRows> quantized;
+  std::mt19937 rng(1701);
+  for (auto& [name, v] : sd) {
+    if (name.rfind("weight_", 0) != 0) continue;
+    const std::size_t rows = name.rfind("weight_hr", 0) == 0 ? c.proj_size : 4 * c.hidden_size, cols = v.size() / rows;
+    QuantizedRows q{std::vector<std::int8_t>(v.size()), std::vector<float>(rows)};
+    std::uniform_int_distribution<int> qd(-100, 100);
+    std::uniform_real_distribution<float> sdist(1e-3f, 2e-2f);
+    for (auto& e : q.q) e = static_cast<std::int8_t>(qd(rng));
+    for (auto& e : q.scales) e = sdist(rng);
+    q.q[0] = -128;
+    std::fill_n(q.q.begin() + static_cast<std::ptrdiff_t>(cols), cols, std::int8_t{0});  // row 1 all zero
+    v = dequantize_rows(q.q, q.scales, cols);
+    quantized[name] = std::move(q);
+  }
+  const std::size_t B = 2, T = 4;
+  const auto x = random_floats(B * T * c.input_size, 1702);
+  const auto want = test::rnn_reference(c, sd, x, B, T, {}, {}, {});
+  for (WS storage : {WS::i8, WS::f32}) {
+    SCOPED_TRACE(to_string(storage));
+    Rnn rnn(ctx, c, storage_options(storage));
+    for (const auto& [name, shape] : rnn.parameter_shapes()) {
+      if (quantized.count(name)) {
+        rnn.set_parameter_quantized(name, quantized[name].q, shape, quantized[name].scales);
+      } else {
+        rnn.set_parameter(name, sd.at(name), shape);
+      }
+    }
+    const auto got = rnn.forward(x, B, T);
+    EXPECT_TRUE(all_close(got.output, want.output, 1e-5, 1e-5)) << "output";
+    EXPECT_TRUE(all_close(got.h_n, want.h_n, 1e-5, 1e-5)) << "h_n";
+  }
+
+  Rnn rnn(ctx, c, storage_options(WS::i8));
+  const Shape ih{24, 5};
+  const std::vector<std::int8_t> q(24 * 5, 1);
+  const std::vector<float> scales(24, 0.5f);
+  expect_error([&] { rnn.set_parameter_quantized("bias_ih_l0", q, {24}, scales); }, ErrorCode::invalid_argument,
+               {"'bias_ih_l0' is a bias"});
+  expect_error([&] { rnn.set_parameter_quantized("weight_ih_l0", q, {5, 24}, scales); }, ErrorCode::invalid_argument,
+               {"int8 parameter 'weight_ih_l0'", "expected q [24, 5]", "got q [5, 24]"});
+  expect_error([&] { rnn.set_parameter_quantized("weight_ih_l0", q, ih, std::vector<float>(23, 0.5f)); },
+               ErrorCode::invalid_argument, {"24 scales", "23 scales"});
+  std::vector<float> bad = scales;
+  bad[7] = -1.0f;
+  expect_error([&] { rnn.set_parameter_quantized("weight_ih_l0", q, ih, bad); }, ErrorCode::invalid_argument,
+               {"scale of row 7 is -1"});
+  bad[7] = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { rnn.set_parameter_quantized("weight_ih_l0", q, ih, bad); }, ErrorCode::invalid_argument,
+               {"scale of row 7 is nan"});
+  expect_error([&] { rnn.set_parameter_quantized("weight_ih_l9", q, ih, scales); }, ErrorCode::not_found,
+               {"no parameter 'weight_ih_l9'"});
+  EXPECT_FALSE(rnn.loaded());
 }
 
 // The full cross product of the grid: cell x layers {1,2,3} x bidirectional x batch
@@ -982,7 +1137,7 @@ TEST(RnnLong, FullGrid) {
 
 // Both paths and the no-subgroup variants over a mid-size grid; with_proj: LSTM on the per-step
 // path also projects (proj_size = H / 2).
-void check_paths_and_variants(bool f16, std::initializer_list<std::size_t> hidden, bool with_proj,
+void check_paths_and_variants(WS storage, std::initializer_list<std::size_t> hidden, bool with_proj,
                               std::uint32_t seed) {
   for (CellType cell : kCells)
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused})
@@ -990,20 +1145,23 @@ void check_paths_and_variants(bool f16, std::initializer_list<std::size_t> hidde
         for (std::size_t B : {1, 3, 16})
           for (std::size_t H : hidden) {
             Case k;
-            k.f16 = f16, k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
+            k.storage = storage, k.cell = cell, k.path = path, k.no_subgroup = nosg, k.B = B, k.H = H, k.I = 5, k.T = 16;
             k.layers = 2, k.bidirectional = true, k.ragged = true;
             k.proj = with_proj && cell == CellType::lstm && path == RnnPath::per_step && H > 1 ? H / 2 : 0;
             run_case(k, seed++);
           }
 }
 
-TEST(RnnLong, PathsAndVariants) { check_paths_and_variants(false, {1, 7, 64, 256}, false, 5000); }
+TEST(RnnLong, PathsAndVariants) { check_paths_and_variants(WS::f32, {1, 7, 64, 256}, false, 5000); }
 
 // fp16 weights over cells x paths x subgroup / no-subgroup x batch x hidden (aligned and not).
 TEST(RnnLong, Fp16PathsAndVariants) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  check_paths_and_variants(true, {1, 7, 64, 257}, true, 9000);
+  check_paths_and_variants(WS::f16, {1, 7, 64, 257}, true, 9000);
 }
+
+// int8 weights likewise (rows of 1, 7, 64 and 257: padded words and whole ones).
+TEST(RnnLong, I8PathsAndVariants) { check_paths_and_variants(WS::i8, {1, 7, 64, 257}, true, 9500); }
 
 // Every cell on both paths, fp32 and fp16 weights, one and two directions, at T past the loop
 // limit of a single rnn_seq dispatch on lavapipe (measured before the split, fused against
@@ -1022,7 +1180,7 @@ TEST(RnnLong, PastLoopBudget) {
               // Every kernel variant at H = 64; the device's choice at T = 22,000.
               if ((f16 && !has_fp16_storage()) || (sz.H == 8 && (nosg || kernel != RnnStepKernel::automatic))) continue;
               Case k;
-              k.cell = cell, k.path = path, k.f16 = f16, k.bidirectional = bi, k.kernel = kernel, k.no_subgroup = nosg;
+              k.cell = cell, k.path = path, k.storage = f16 ? WS::f16 : WS::f32, k.bidirectional = bi, k.kernel = kernel, k.no_subgroup = nosg;
               k.H = sz.H, k.B = sz.B, k.T = sz.T, k.I = 5, k.ragged = sz.ragged, k.tol = 1e-4;
               if (kernel == RnnStepKernel::subgroup_dot && path == RnnPath::fused) k.T = 6500;
               k.multi_run = path == RnnPath::fused;
@@ -1033,7 +1191,7 @@ TEST(RnnLong, PastLoopBudget) {
     for (bool bi : {false, true}) {
       if (f16 && !has_fp16_storage()) continue;
       Case k;
-      k.cell = CellType::lstm, k.proj = 16, k.path = RnnPath::per_step, k.f16 = f16, k.bidirectional = bi;
+      k.cell = CellType::lstm, k.proj = 16, k.path = RnnPath::per_step, k.storage = f16 ? WS::f16 : WS::f32, k.bidirectional = bi;
       k.layers = 2, k.H = 64, k.B = 3, k.T = 3500, k.I = 5, k.ragged = true, k.tol = 1e-4;
       run_case(k, seed++);
     }

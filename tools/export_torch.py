@@ -128,20 +128,27 @@ def quantize_rows(a):
     return q, scales
 
 
-def _dense_weights(graphs):
-    """The tensors the graphs read as linear weights (what I8 quantizes; the rest stays F32)."""
-    return {n["weights"]["weight"] for g in graphs.values() for n in g["nodes"]
-            if n["op"] == "linear" and "weight" in n.get("weights", {})}
+def _int8_weights(graphs):
+    """The tensors the graphs read as weight matrices of linear and rnn nodes (what I8
+    quantizes; the rest -- biases, embeddings, attention -- stays F32)."""
+    names = set()
+    for g in graphs.values():
+        for n in g["nodes"]:
+            for slot, name in n.get("weights", {}).items():
+                if (n["op"] == "linear" and slot == "weight") or (n["op"] == "rnn" and slot.startswith("weight_")):
+                    names.add(name)
+    return names
 
 
 def _write(out_dir, config, tensors, dtype, metadata):
     """model.json and model.safetensors; tensors: name -> float tensor or array. dtype I8: the
-    linear weights of config["graphs"] int8 with per-row scales, every other tensor F32."""
+    linear and rnn weight matrices of config["graphs"] int8 with per-row scales, every other
+    tensor F32."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "I8" and "graphs" not in config:
-        raise ValueError("I8 (int8 dense weights) needs format version 2")
-    int8 = _dense_weights(config["graphs"]) if dtype == "I8" else set()
+        raise ValueError("I8 (int8 weight matrices) needs format version 2")
+    int8 = _int8_weights(config["graphs"]) if dtype == "I8" else set()
     out = {}
     for name, t in tensors.items():
         a = (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)).astype(np.float32)
@@ -255,7 +262,7 @@ def export(model, out_dir, src_vocab=None, tgt_vocab=None, vocab=None, labels=No
     vocabularies: seq2seq models take src_vocab and tgt_vocab, classifiers vocab (+ labels);
     list index = token id. tokenizer: {"type": "char" | "word", "lowercase": bool,
     "src_append_eos": bool}. dtype: "F32" (default), "F16", "BF16" or "I8" (version 2: linear
-    weights int8 with per-row scales, the rest F32)."""
+    and rnn weight matrices int8 with per-row scales, the rest F32)."""
     v1 = model_config(model, src_vocab, tgt_vocab, vocab, labels, tokenizer, dtype, extra)
     if format_version == 1:
         state = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
@@ -396,7 +403,7 @@ def main(argv=None):
                     help="constructor argument override, VALUE as JSON (e.g. --set layers=2)")
     ap.add_argument("--dtype", default="F32", choices=DTYPES)
     ap.add_argument("--quantize", choices=sorted(QUANTIZE),
-                    help="int8: linear weights I8 with per-row F32 scales (<name>_scale), the rest F32 "
+                    help="int8: linear and rnn weight matrices I8 with per-row F32 scales (<name>_scale), the rest F32 "
                          "(same as --dtype I8); fp16: every tensor F16 (same as --dtype F16)")
     ap.add_argument("--out", required=True, help="output model directory")
     ap.add_argument("--format-version", type=int, default=2, choices=(1, 2),

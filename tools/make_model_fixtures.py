@@ -75,7 +75,7 @@ CASES = {
     "bahdanau_gru_f16": ("bahdanau_seq2seq", dict(attention_dim=16), "F16",
                          "as bahdanau_gru, F16 weights"),
     "bahdanau_gru_i8": ("bahdanau_seq2seq", dict(attention_dim=16), "I8",
-                        "as bahdanau_gru, int8 linear weights (per-row scales), the rest F32"),
+                        "as bahdanau_gru, int8 linear and GRU weight matrices (per-row scales), the rest F32"),
     "luong_lstm_dot_feed_2layer": ("luong_seq2seq", dict(cell="lstm", score="dot",
                                                          input_feeding=True, layers=2), "F32",
                                    "LSTM, dot score, input feeding, 2 layers"),

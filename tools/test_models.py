@@ -168,15 +168,19 @@ class ExportTest(unittest.TestCase):
                             st.BF16.from_float32(ref.numpy()).to_float32())
                     self.assertTrue(torch.equal(t, want), name)
 
-    def test_int8_export_quantizes_the_linear_weights_per_row(self):
+    def test_int8_export_quantizes_the_weight_matrices_per_row(self):
         model, vocabs = random_model("luong_seq2seq", 5, cell="gru", score="general")
         state = model.state_dict()
         with tempfile.TemporaryDirectory() as d:
             config = export_torch.export(model, d, dtype="I8", **vocabs)
             self.assertEqual(config["weights_dtype"], "I8")
             stored = st.load(os.path.join(d, "model.safetensors"))
-            linear = export_torch._dense_weights(config["graphs"])
-            self.assertTrue(linear)
+            linear = export_torch._int8_weights(config["graphs"])
+            # The dense layers' and both GRUs' matrices; no bias, embedding or attention tensor.
+            self.assertTrue(any(".weight_hh_l0" in n for n in linear), linear)
+            self.assertTrue(any(".weight_ih_l0" in n for n in linear), linear)
+            self.assertFalse(any("bias" in n or "embedding" in n for n in linear), linear)
+            self.assertTrue(any(n.endswith("weight") for n in linear), linear)
             loaded, _ = export_torch.load_model(d)
             for name in stored:
                 if name.endswith(export_torch.SCALE_SUFFIX):

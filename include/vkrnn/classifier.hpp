@@ -61,8 +61,8 @@ struct ClassifyResult {
 
 class VKRNN_API Classifier {
  public:
-  // OpOptions::fp16_storage stores the dense layers' weights as float16 (see Seq2Seq::load,
-  // also for how the weights are uploaded).
+  // OpOptions::fp16_storage stores the dense layers' weights as float16, weight_storage the
+  // dense and recurrent layers' (see Seq2Seq::load, also for how the weights are uploaded).
   static Classifier load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});
   // From memory: model.json's text and the safetensors bytes (ModelFile::load_from_memory).
   static Classifier load_from_memory(Context& ctx, std::string_view config_json, std::span<const std::byte> weights,

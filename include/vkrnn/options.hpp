@@ -6,8 +6,8 @@
 
 namespace vkrnn {
 
-// How dense layers (Linear, a model's output projections) store their weights; arithmetic and
-// accumulation stay fp32 in every case.
+// How dense layers (Linear, a model's output projections) and recurrent layers (Rnn's weight
+// matrices) store their weights; arithmetic and accumulation stay fp32 in every case.
 enum class WeightStorage : std::uint8_t {
   automatic,  // f16 when fp16_storage is set, else f32 (a model file's I8 weights stay i8)
   f32,
@@ -21,9 +21,10 @@ struct OpOptions {
   // Store keys, values and weights as float16 (fp32 arithmetic). Needs storageBuffer16BitAccess;
   // ops throw Error(missing_feature) when the device or the adopted VkDevice lacks it.
   bool fp16_storage = false;
-  // Dense-layer weights only. Anything but automatic takes precedence over fp16_storage for them
-  // (fp16_storage still governs keys, values and the recurrent layers). Models: i8 quantizes an
-  // f32/f16 file's dense weights at load (per-row scales); f32/f16 dequantize an I8 file's.
+  // Weight matrices of dense and recurrent layers. Anything but automatic takes precedence over
+  // fp16_storage for them (fp16_storage still governs keys and values). Models: i8 quantizes an
+  // f32/f16 file's dense and recurrent weights at load (per-row scales); f32/f16 dequantize an
+  // I8 file's. A model's recurrent layers ignore fp16_storage (f32 unless weight_storage asks).
   WeightStorage weight_storage = WeightStorage::automatic;
   // Use the shared-memory tree for reductions even where subgroup arithmetic exists (tests use
   // this to cover the path taken by devices without subgroup support).

@@ -25,11 +25,15 @@
 // the fused path wins for small layers (H <= 64, or H = 128 at batch 1), where a dispatch
 // (~51 us) costs more than a step's arithmetic on one core.
 //
-// Precision: OpOptions::fp16_storage stores the weight matrices (weight_ih, weight_hh,
-// weight_hr) as float16 on the device (rounded to nearest even when set), halving their memory
-// and the weight bytes each step reads; biases, h, c, the gate pre-activations and all
-// arithmetic stay fp32. Needs storageBuffer16BitAccess: Error(missing_feature) otherwise.
-// Measured on lavapipe (GRU, H = 512, T = 64): 0.76x the fp32 time at B = 1, 0.95x at B = 16.
+// Precision: the weight matrices (weight_ih, weight_hh, weight_hr) are stored as
+// OpOptions::weight_storage says (automatic: float16 with fp16_storage, else f32); biases, h, c,
+// the gate pre-activations and all arithmetic stay fp32 in every case.
+//  - f16 (rounded to nearest even when set) halves their memory and the weight bytes each step
+//    reads. Needs storageBuffer16BitAccess: Error(missing_feature) otherwise. Measured on
+//    lavapipe (GRU, H = 512, T = 64): 0.76x the fp32 time at B = 1, 0.95x at B = 16.
+//  - i8: symmetric int8 with one f32 scale per row of each direction's matrix (quantize_rows:
+//    W ~ q * scale), a quarter of the bytes, on any device; set_parameter quantizes,
+//    set_parameter_quantized takes a file's int8 values as they are.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -102,6 +106,13 @@ class VKRNN_API Rnn {
   // for an unknown name (listing the expected ones), Error(invalid_argument) when the shape
   // differs from parameter_shapes()' (a transposed weight included) or the data does not fill it.
   void set_parameter(const std::string& name, std::span<const float> data, const Shape& shape);
+  // Sets a weight matrix from int8 values as exported (tools/export_torch.py --quantize int8):
+  // q with the parameter's shape, one scale per row (finite, >= 0), W = q * scale per row. An
+  // i8 layer keeps them exactly; an f32 / f16 one stores the dequantized values. A bias, a wrong
+  // shape or count, or a bad scale is Error(invalid_argument) naming the parameter.
+  void set_parameter_quantized(const std::string& name, std::span<const std::int8_t> q, const Shape& q_shape,
+                               std::span<const float> scales);
+  WeightStorage weight_storage() const;  // of the weight matrices: f32, f16 or i8 (resolved)
   // Loads a whole state_dict strictly: every parameter must be present and nothing else
   // (like load_state_dict(strict=True)); errors name the tensor. The values carry no shape:
   // each must have its parameter's element count and PyTorch's layout (parameter_shapes());

@@ -201,7 +201,9 @@ class VKRNN_API Seq2Seq {
 
   // options go to every op; OpOptions::fp16_storage stores the dense layers' weights (output
   // projection, bridge / combine: most of a model's bytes) as float16 -- fp32 arithmetic, the
-  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess. The weights
+  // recurrent layers and attention stay fp32 -- and needs storageBuffer16BitAccess.
+  // OpOptions::weight_storage (f32, f16 or i8) sets the dense and the recurrent layers' weight
+  // matrices; automatic keeps a file's int8 matrices int8 (docs/model-format.md). The weights
   // are uploaded in one submission (UploadBatch) and waited for, unless the caller holds an
   // UploadBatch open around the load: then it returns before the GPU upload is done.
   static Seq2Seq load(Context& ctx, const std::string& model_dir, const OpOptions& options = {});

@@ -157,8 +157,21 @@ typedef enum vkrnn_model_kind {
   VKRNN_MODEL_KIND_MAX_ENUM = 0x7FFFFFFF
 } vkrnn_model_kind;
 
+/* How the weight matrices of dense and recurrent layers are stored (OpOptions::weight_storage);
+ * arithmetic is fp32 in every case. */
+typedef enum vkrnn_weight_storage {
+  VKRNN_WEIGHT_STORAGE_AUTOMATIC = 0, /* as the file stores them (I8 stays int8), else f32 (dense:
+                                         f16 with fp16_storage) */
+  VKRNN_WEIGHT_STORAGE_F32 = 1,
+  VKRNN_WEIGHT_STORAGE_F16 = 2,       /* needs storage_16bit */
+  VKRNN_WEIGHT_STORAGE_I8 = 3,        /* int8, one f32 scale per row: any device */
+  VKRNN_WEIGHT_STORAGE_MAX_ENUM = 0x7FFFFFFF
+} vkrnn_weight_storage;
+
+/* ABI: fields are only ever appended (zero-initialise the struct: zero is every default). */
 typedef struct vkrnn_model_options {
   int fp16_storage;  /* dense layers' weights stored as float16 (needs storage_16bit) */
+  vkrnn_weight_storage weight_storage; /* dense and recurrent weight matrices; wins over fp16_storage */
 } vkrnn_model_options;
 
 /* A model directory (model.json + its safetensors file, docs/model-format.md). options may be

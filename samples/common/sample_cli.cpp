@@ -26,6 +26,12 @@ std::size_t parse_count(const std::string& option, const std::string& value) {
   return static_cast<std::size_t>(n);
 }
 
+OpOptions model_options(const CommonArgs& args) {
+  OpOptions o;
+  o.weight_storage = args.weights;
+  return o;
+}
+
 void parse_common_args(int argc, char** argv, CommonArgs& a, std::string_view input_name,
                        const ExtraOption& extra) {
   bool only_inputs = false;
@@ -51,6 +57,17 @@ void parse_common_args(int argc, char** argv, CommonArgs& a, std::string_view in
       a.limit = parse_count(arg, value());
     } else if (arg == "--batch") {
       a.batch = parse_count(arg, value());
+    } else if (arg == "--weights") {
+      const std::string v = value();
+      if (v == "fp32") {
+        a.weights = WeightStorage::f32;
+      } else if (v == "fp16") {
+        a.weights = WeightStorage::f16;
+      } else if (v == "int8") {
+        a.weights = WeightStorage::i8;
+      } else {
+        throw UsageError("--weights takes fp32, fp16 or int8, got '" + v + "'");
+      }
     } else if (arg == "--expect-accuracy") {
       const std::string v = value();
       char* end = nullptr;

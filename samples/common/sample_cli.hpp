@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vkrnn/context.hpp"
+#include "vkrnn/options.hpp"
 
 namespace vkrnn::samples {
 
@@ -30,6 +31,7 @@ struct CommonArgs {
   std::size_t limit = 0;
   std::size_t batch = 256;
   double expect_accuracy = -1.0;
+  WeightStorage weights = WeightStorage::automatic;  // --weights: the model's weight matrices
   std::vector<std::string> inputs;  // the positional arguments
   bool help = false;
 };
@@ -43,7 +45,7 @@ using ExtraOption = std::function<bool(const std::string& option, const std::fun
 
 // Fills `args` from argv (its defaults, e.g. the model directory, set by the caller) and checks
 // the combinations: --eval takes no positional `input_name` arguments; --limit and
-// --expect-accuracy only apply to --eval.
+// --expect-accuracy only apply to --eval. --weights takes fp32, fp16 or int8.
 void parse_common_args(int argc, char** argv, CommonArgs& args, std::string_view input_name,
                        const ExtraOption& extra);
 
@@ -53,6 +55,9 @@ void parse_common_args(int argc, char** argv, CommonArgs& args, std::string_view
 void for_each_tab_line(const std::string& path, std::size_t limit, std::string_view format,
                        const std::function<void(const std::string& where, const std::string& left,
                                                 const std::string& right)>& line);
+
+// The OpOptions a sample loads its model with (--weights).
+OpOptions model_options(const CommonArgs& args);
 
 // 4 (with a message on stderr) when `accuracy` is below `expected` (a negative `expected`:
 // none given), else 0.

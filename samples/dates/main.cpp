@@ -56,6 +56,8 @@ options:
   --top-k K              with --sample: from the K most likely characters (default 0: all)
   --top-p P              with --sample: from the smallest set holding P of the mass (0 < P <= 1)
   --seed N               with --sample: the same seed gives the same output (default 0)
+  --weights W            store the weight matrices as fp32, fp16 or int8 (per-row scales);
+                         default: as the model file stores them
   --device D             Vulkan device: index or name substring (default: the best one;
                          VKRNN_DEVICE works too)
   --model DIR            model directory (default: )" VKRNN_DATES_MODEL_DIR R"()
@@ -311,7 +313,7 @@ int main(int argc, char** argv) {
     options.device = args.device;
     options.validation_sink = validation_sink;
     vkrnn::Context ctx(options);
-    const auto model = vkrnn::Seq2Seq::load(ctx, args.model);
+    const auto model = vkrnn::Seq2Seq::load(ctx, args.model, vkrnn::samples::model_options(args));
     const double load_ms = load.ms();
     return args.eval.empty() ? normalise(ctx, model, args, load_ms) : evaluate(ctx, model, args);
   });

@@ -46,6 +46,8 @@ options:
   --limit N              with --eval: only the first N lines
   --expect-accuracy PCT  with --eval: exit 4 when the accuracy is below PCT percent
   --batch N              texts per GPU batch (default 256)
+  --weights W            store the weight matrices as fp32, fp16 or int8 (per-row scales);
+                         default: as the model file stores them
   --device D             Vulkan device: index or name substring (default: the best one)
   --model DIR            model directory (default: )" VKRNN_SENTIMENT_MODEL_DIR R"()
   -h, --help             this text
@@ -208,7 +210,7 @@ int main(int argc, char** argv) {
     options.device = args.device;
     options.validation_sink = validation_sink;
     vkrnn::Context ctx(options);
-    const auto model = vkrnn::Classifier::load(ctx, args.model);
+    const auto model = vkrnn::Classifier::load(ctx, args.model, vkrnn::samples::model_options(args));
     if (model.config().tokenizer.type != vkrnn::TokenizerType::word) {
       throw InputError(fmt::format("'{}' is a character-level model; this sample shows words", args.model));
     }

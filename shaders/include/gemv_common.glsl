@@ -25,3 +25,9 @@
 #endif
 
 #include "math.glsl"
+
+// Four int8 packed in a 32-bit word (byte i = element i), sign-extended, as floats.
+vec4 unpack_i8x4(uint w) {
+  const int q = int(w);
+  return vec4(bitfieldExtract(q, 0, 8), bitfieldExtract(q, 8, 8), bitfieldExtract(q, 16, 8), bitfieldExtract(q, 24, 8));
+}

@@ -194,6 +194,23 @@ RnnConfig rnn_config(const Node& n, std::size_t input_size) {
   return c;
 }
 
+// The first of a node's weights the file stores as int8, or null.
+const ModelFile::Quantized* any_quantized(const ModelFile& m, const Node& n) {
+  for (const auto& [slot, name] : n.weights)
+    if (const ModelFile::Quantized* q = m.quantized(name)) return q;
+  return nullptr;
+}
+
+// A row-major matrix of cols = columns.size() with column c taken from column columns[c].
+template <class T>
+std::vector<T> permute_columns(std::span<const T> w, const std::vector<std::size_t>& columns) {
+  const std::size_t cols = columns.size(), rows = w.size() / cols;
+  std::vector<T> out(w.size());
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cols; ++c) out[r * cols + c] = w[r * cols + columns[c]];
+  return out;
+}
+
 class RnnExec : public NodeExec {
   struct Plan : NodePlan {
     Tensor output, h_n, c_n;  // scratch for outputs the graph does not name
@@ -202,21 +219,21 @@ class RnnExec : public NodeExec {
  public:
   // x_columns: the planner reads x from another concat's columns in another order (column c
   // of that view is column x_columns[c] of the graph's x), so weight_ih_l0's columns follow.
+  // A file's int8 weight matrices stay int8 (exactly as stored) unless the options ask for
+  // another storage; with weight_storage i8 the float ones are quantized at load.
   RnnExec(Context& ctx, const Node& n, const Graph& g, const ModelFile& m, const OpOptions& o,
           const std::vector<std::size_t>* x_columns)
-      : rnn_(ctx, rnn_config(n, g.tensor(n.inputs.at("x").at(0)).shape.back().value), o) {
-    std::map<std::string, std::span<const float>> sd;
-    for (const auto& [slot, name] : n.weights) sd[slot] = weight_data(m, n, slot);
-    std::vector<float> permuted;
-    if (x_columns) {
-      const std::span<const float> w = sd.at("weight_ih_l0");
-      const std::size_t I = x_columns->size(), rows = w.size() / I;
-      permuted.resize(w.size());
-      for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t c = 0; c < I; ++c) permuted[r * I + c] = w[r * I + (*x_columns)[c]];
-      sd["weight_ih_l0"] = permuted;
+      : rnn_(ctx, rnn_config(n, g.tensor(n.inputs.at("x").at(0)).shape.back().value), storage_for(any_quantized(m, n), o)) {
+    for (const auto& [slot, name] : n.weights) {
+      const Shape& shape = n.weight_shapes.at(slot);
+      const bool permute = x_columns && slot == "weight_ih_l0";
+      if (const ModelFile::Quantized* q = m.quantized(name)) {
+        rnn_.set_parameter_quantized(slot, permute ? permute_columns<std::int8_t>(q->q, *x_columns) : q->q, shape, q->scales);
+      } else {
+        const std::vector<float>& w = weight_data(m, n, slot);
+        rnn_.set_parameter(slot, permute ? permute_columns<float>(w, *x_columns) : w, shape);
+      }
     }
-    rnn_.load(sd);
     lstm_ = rnn_.config().cell == CellType::lstm;
     step_ = g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
   }

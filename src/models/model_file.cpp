@@ -333,7 +333,7 @@ std::vector<float> load_tensor(const SafetensorsFile& st, const std::string& nam
   auto bad = [&](const std::string& message) { throw Error(ErrorCode::format, fmt::format("{}: {}", st.origin(), message)); };
   if (en.dtype != StDType::F32 && en.dtype != StDType::F16 && en.dtype != StDType::BF16) {
     bad(fmt::format("tensor {} (role '{}'): dtype {}, expected F32, F16 or BF16{}", quote(name), role, to_string(en.dtype),
-                    en.dtype == StDType::I8 ? " (I8 is for linear layers' weights only)" : ""));
+                    en.dtype == StDType::I8 ? " (a version-1 model's recurrent layers cannot be I8; format version 2's can)" : ""));
   }
   if (Shape(en.shape.begin(), en.shape.end()) != shape) {
     bad(fmt::format("tensor {} (role '{}'): expected shape {}, got {}", quote(name), role, to_string(shape),
@@ -416,14 +416,22 @@ namespace {
 
 using WeightsSource = std::function<SafetensorsFile(const std::string& weights_path)>;
 
-// Int8 weights are for dense layers: every node reading one must be a linear node's weight.
+// Whether a node's weight slot may be int8: a linear layer's weight, an rnn's weight matrices.
+bool int8_slot(const graph::Node& n, const std::string& slot) {
+  if (n.op == "linear") return slot == "weight";
+  return n.op == "rnn" && slot.rfind("weight_", 0) == 0;  // weight_ih / weight_hh / weight_hr
+}
+
+// Int8 weights are for dense and recurrent layers' weight matrices: every node reading one must
+// read it as such.
 void check_int8_uses(const std::string& origin, const ModelFile::Data& data) {
   for (const graph::Graph* g : {&data.graphs.encoder, &data.graphs.decoder_step, &data.graphs.forward}) {
     for (const graph::Node& n : g->nodes) {
       for (const auto& [slot, name] : n.weights) {
-        if (data.quantized.count(name) && !(n.op == "linear" && slot == "weight")) {
-          throw Error(ErrorCode::format, fmt::format("{}: int8 tensor '{}': only linear weights may be int8, but graph '{}', "
-                                                     "node '{}' (op '{}') reads it as '{}'", origin, name, g->name, n.name, n.op, slot));
+        if (data.quantized.count(name) && !int8_slot(n, slot)) {
+          throw Error(ErrorCode::format, fmt::format("{}: int8 tensor '{}': only linear weights and rnn weight matrices may be "
+                                                     "int8, but graph '{}', node '{}' (op '{}') reads it as '{}'",
+                                                     origin, name, g->name, n.name, n.op, slot));
         }
       }
     }

@@ -1,6 +1,7 @@
 #include "ops/common.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include <fmt/format.h>
@@ -70,6 +71,17 @@ void require_fp16(const Context& ctx, const OpOptions& options, const char* op) 
                             "(VK_KHR_16bit_storage), which is not enabled on '{}'",
                             op, ctx.device().name));
   }
+}
+
+std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,
+                                 std::size_t ld) {
+  const std::size_t rows = scales.size();
+  std::vector<std::int8_t> out(rows * ld + 4 * rows, 0);
+  for (std::size_t r = 0; r < rows; ++r) {
+    std::copy_n(q.begin() + static_cast<std::ptrdiff_t>(r * cols), cols, out.begin() + static_cast<std::ptrdiff_t>(r * ld));
+  }
+  std::memcpy(out.data() + rows * ld, scales.data(), 4 * rows);
+  return out;
 }
 
 }  // namespace vkrnn::ops

@@ -2,7 +2,9 @@
 // Helpers every op uses: argument checks, grid folding, integer rounding.
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "vkrnn/context.hpp"
 #include "vkrnn/device.hpp"
@@ -33,5 +35,10 @@ std::size_t expect_view(const char* op, const std::string& arg, const MatrixView
 
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
+
+// Gemm::record_i8's weight layout: int8 q [rows, cols] with each row padded with zeros to `ld`
+// columns (a multiple of 4: whole 32-bit words), then the rows' f32 scales (rows = scales.size()).
+std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,
+                                 std::size_t ld);
 
 }  // namespace vkrnn::ops

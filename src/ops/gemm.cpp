@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/common.hpp"
 #include "ops/kernels/linear.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -280,7 +281,7 @@ const char* to_string(WeightStorage storage) noexcept {
 Linear::Linear(Context& ctx, std::size_t in_features, std::size_t out_features, bool bias,
                const OpOptions& options)
     : ctx_(&ctx), in_(in_features), out_(out_features), has_bias_(bias),
-      storage_(plan::dense_weights(options)), gemm_(ctx, options) {
+      storage_(plan::weight_storage(options)), gemm_(ctx, options) {
   if (in_features == 0 || out_features == 0) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("Linear: in_features ({}) and out_features ({}) must be positive",
@@ -323,23 +324,6 @@ void Linear::check_bias(std::span<const float> bias) const {
   }
 }
 
-namespace {
-
-// Gemm::record_i8's weight layout: q [rows, cols] with each row padded with zeros to `ld`
-// columns, then the rows' f32 scales.
-std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,
-                                 std::size_t ld) {
-  const std::size_t rows = scales.size();
-  std::vector<std::int8_t> out(rows * ld + 4 * rows, 0);
-  for (std::size_t r = 0; r < rows; ++r) {
-    std::copy_n(q.begin() + static_cast<std::ptrdiff_t>(r * cols), cols, out.begin() + static_cast<std::ptrdiff_t>(r * ld));
-  }
-  std::memcpy(out.data() + rows * ld, scales.data(), 4 * rows);
-  return out;
-}
-
-}  // namespace
-
 QuantizedRows quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols) {
   if (w.size() != rows * cols) {
     throw Error(ErrorCode::invalid_argument,
@@ -380,7 +364,7 @@ std::vector<float> dequantize_rows(std::span<const std::int8_t> q, std::span<con
 void Linear::store(std::span<const float> weight, std::span<const float> bias) {
   if (storage_ == WeightStorage::i8) {
     const QuantizedRows q = quantize_rows(weight, out_, in_);
-    ctx_->write(weight_, pack_i8(q.q, q.scales, in_, padded_in()));
+    ctx_->write(weight_, ops::pack_i8(q.q, q.scales, in_, padded_in()));
   } else if (weight_.dtype() == DType::f16) {
     std::vector<std::uint16_t> h(weight.size());
     std::transform(weight.begin(), weight.end(), h.begin(), float_to_half);
@@ -429,7 +413,7 @@ void Linear::load_quantized(std::span<const std::int8_t> q, const Shape& q_shape
     store(dequantize_rows(q, scales, in_), bias);
     return;
   }
-  ctx_->write(weight_, pack_i8(q, scales, in_, padded_in()));
+  ctx_->write(weight_, ops::pack_i8(q, scales, in_, padded_in()));
   if (has_bias_) ctx_->write(bias_, bias);
   loaded_ = true;
 }

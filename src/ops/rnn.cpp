@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -9,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/common.hpp"
 #include "ops/kernels/rnn.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -99,13 +101,30 @@ struct Rnn::Impl {
   Gemm gemm;
   Tensor null;  // the Context's buffer for unused bindings
 
-  // Device layout per layer: both directions stacked (direction d's rows start at d*G*H), so
-  // one GEMM projects the input for both and one dispatch steps both.
+  // A weight matrix, both directions' rows stacked (direction d's block starts at row d * rows
+  // / D), stored as `storage` says. set_parameter writes one block, so the host keeps the whole
+  // matrix: the floats (f32, f16) or, for int8, q and the per-row scales -- each row quantized
+  // on its own (quantize_rows), or a file's int8 block kept as it is (set_quantized).
+  struct Matrix {
+    std::size_t rows = 0, cols = 0;
+    std::vector<float> host;
+    QuantizedRows q;
+    Tensor dev;
+    // The device row stride: int8 rows are whole 32-bit words (the kernels' WEIGHT_I8 layout,
+    // Gemm::record_i8's), with the rows' f32 scales after them.
+    std::size_t ld() const { return dev.dtype() == DType::i8 ? (cols + 3) / 4 * 4 : cols; }
+    std::size_t scale_offset() const { return rows * ld(); }
+    MatrixView view() const { return {dev, rows, cols, 0, ld()}; }
+  };
+  // Device layout per layer: both directions stacked, so one GEMM projects the input for both
+  // and one dispatch steps both.
   struct Layer {
     std::size_t in = 0;
-    std::vector<float> w_ih, w_hh, b_ih, b_hh, w_hr;  // host copies (set_parameter writes a block)
-    Tensor tw_ih, tw_hh, tb_ih, tb_hh, tw_hr;
+    Matrix w_ih, w_hh, w_hr;
+    std::vector<float> b_ih, b_hh;  // host copies (set_parameter writes a block)
+    Tensor tb_ih, tb_hh;
   };
+  WeightStorage storage = WeightStorage::f32;  // of the weight matrices (opts resolved)
   std::vector<Layer> layers;
 
   struct Param {
@@ -145,10 +164,11 @@ struct Rnn::Impl {
                   fmt::format("{}: proj_size ({}) must be smaller than hidden_size ({}), as in PyTorch",
                               kOp, cfg.proj_size, cfg.hidden_size));
     }
-    if (opts.fp16_storage && !c.features().storage_buffer_16bit) {
+    storage = plan::weight_storage(opts);
+    if (storage == WeightStorage::f16 && !c.features().storage_buffer_16bit) {
       throw Error(ErrorCode::missing_feature,
-                  fmt::format("{}: fp16_storage needs storageBuffer16BitAccess, which '{}' lacks (or the "
-                              "adopted VkDevice did not enable)", kOp, c.device().name));
+                  fmt::format("{}: f16 weights (fp16_storage or weight_storage f16) need storageBuffer16BitAccess, "
+                              "which '{}' lacks (or the adopted VkDevice did not enable)", kOp, c.device().name));
     }
     D = cfg.bidirectional ? 2 : 1;
     G = gate_count(cfg.cell);
@@ -161,28 +181,22 @@ struct Rnn::Impl {
     plan::require(c.device(), plan_for(1).needs, kOp);
     null = kernels::null_tensor(c);
 
-    // fp16_storage: the weight matrices (W_ih through the Gemm, W_hh, W_hr) are half on the
+    // The weight matrices (W_ih through the Gemm, W_hh, W_hr) are f32, half or int8 on the
     // device; biases, states and all arithmetic stay fp32.
-    const DType wtype = opts.fp16_storage ? DType::f16 : DType::f32;
     layers.resize(L);
     for (std::size_t l = 0; l < L; ++l) {
       Layer& ly = layers[l];
       ly.in = l == 0 ? cfg.input_size : D * HO;
-      ly.w_ih.assign(D * G * H * ly.in, 0.0f);
-      ly.w_hh.assign(D * G * H * HO, 0.0f);
       ly.b_ih.assign(D * G * H, 0.0f);
       ly.b_hh.assign(D * G * H, 0.0f);
       const std::string sl = std::to_string(l);
-      ly.tw_ih = c.tensor({D * G * H, ly.in}, wtype, "Rnn.weight_ih_l" + sl);
-      ly.tw_hh = c.tensor({D * G * H, HO}, wtype, "Rnn.weight_hh_l" + sl);
+      ly.w_ih = matrix(D * G * H, ly.in, "Rnn.weight_ih_l" + sl);
+      ly.w_hh = matrix(D * G * H, HO, "Rnn.weight_hh_l" + sl);
       ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
       ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
       c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
       c.write(ly.tb_hh, ly.b_hh);
-      if (P) {
-        ly.w_hr.assign(D * P * H, 0.0f);
-        ly.tw_hr = c.tensor({D * P, H}, wtype, "Rnn.weight_hr_l" + sl);
-      }
+      if (P) ly.w_hr = matrix(D * P, H, "Rnn.weight_hr_l" + sl);
       for (std::size_t d = 0; d < D; ++d) {
         const std::string sfx = sl + (d ? "_reverse" : "");
         params.push_back({"weight_ih_l" + sfx, {G * H, ly.in}, l, d, Kind::w_ih});
@@ -196,11 +210,48 @@ struct Rnn::Impl {
     }
   }
 
-  bool loaded() const {
-    return std::all_of(params.begin(), params.end(), [](const Param& p) { return p.set; });
+  Matrix matrix(std::size_t rows, std::size_t cols, const std::string& name) const {
+    Matrix m;
+    m.rows = rows;
+    m.cols = cols;
+    if (storage == WeightStorage::i8) {
+      m.q = {std::vector<std::int8_t>(rows * cols, 0), std::vector<float>(rows, 0.0f)};
+      m.dev = ctx->tensor({rows * ((cols + 3) / 4 * 4) + 4 * rows}, DType::i8, name + " (int8 rows, f32 scales)");
+    } else {
+      m.host.assign(rows * cols, 0.0f);
+      m.dev = ctx->tensor({rows, cols}, storage == WeightStorage::f16 ? DType::f16 : DType::f32, name);
+    }
+    return m;
   }
 
-  void set(const std::string& name, std::span<const float> data, const Shape& shape) {
+  // Writes the whole matrix to the device in its storage.
+  void upload(const Matrix& m) const {
+    if (storage == WeightStorage::i8) {
+      ctx->write(m.dev, ops::pack_i8(m.q.q, m.q.scales, m.cols, m.ld()));
+    } else if (storage == WeightStorage::f16) {
+      std::vector<std::uint16_t> half(m.host.size());
+      std::transform(m.host.begin(), m.host.end(), half.begin(), float_to_half);
+      ctx->write(m.dev, half);
+    } else {
+      ctx->write(m.dev, m.host);
+    }
+  }
+
+  // Sets block `dir` (rows / D rows) of a matrix from floats, quantizing them for int8.
+  void set_block(Matrix& m, std::size_t dir, std::span<const float> data) const {
+    const std::size_t rows = data.size() / m.cols, r0 = dir * rows;
+    if (storage == WeightStorage::i8) {
+      const QuantizedRows q = quantize_rows(data, rows, m.cols);
+      std::copy(q.q.begin(), q.q.end(), m.q.q.begin() + static_cast<std::ptrdiff_t>(r0 * m.cols));
+      std::copy(q.scales.begin(), q.scales.end(), m.q.scales.begin() + static_cast<std::ptrdiff_t>(r0));
+    } else {
+      std::copy(data.begin(), data.end(), m.host.begin() + static_cast<std::ptrdiff_t>(r0 * m.cols));
+    }
+    upload(m);
+  }
+
+  // The parameter called `name`: Error(not_found) listing the expected names otherwise.
+  Param& param(const std::string& name) {
     auto it = std::find_if(params.begin(), params.end(), [&](const Param& p) { return p.name == name; });
     if (it == params.end()) {
       std::vector<std::string> names;
@@ -209,32 +260,74 @@ struct Rnn::Impl {
                   fmt::format("{}({}): no parameter '{}'; expected {}", kOp, to_string(cfg.cell), name,
                               fmt::join(names, ", ")));
     }
-    if ((!shape.empty() && shape != it->shape) || data.size() != element_count(it->shape)) {
+    return *it;
+  }
+  Matrix* matrix_of(const Param& p) {
+    Layer& ly = layers[p.layer];
+    switch (p.kind) {
+      case Kind::w_ih: return &ly.w_ih;
+      case Kind::w_hh: return &ly.w_hh;
+      case Kind::w_hr: return &ly.w_hr;
+      default: return nullptr;
+    }
+  }
+
+  bool loaded() const {
+    return std::all_of(params.begin(), params.end(), [](const Param& p) { return p.set; });
+  }
+
+  void set(const std::string& name, std::span<const float> data, const Shape& shape) {
+    Param& p = param(name);
+    if ((!shape.empty() && shape != p.shape) || data.size() != element_count(p.shape)) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("{}({}): parameter '{}': expected shape {} ({} values), got {}", kOp,
-                              to_string(cfg.cell), name, to_string(it->shape), element_count(it->shape),
+                              to_string(cfg.cell), name, to_string(p.shape), element_count(p.shape),
                               shape.empty() ? fmt::format("{} values", data.size())
                                             : fmt::format("{} ({} values)", to_string(shape), data.size())));
     }
-    Layer& ly = layers[it->layer];
-    std::vector<float>* host = nullptr;
-    Tensor* dev = nullptr;
-    switch (it->kind) {
-      case Kind::w_ih: host = &ly.w_ih; dev = &ly.tw_ih; break;
-      case Kind::w_hh: host = &ly.w_hh; dev = &ly.tw_hh; break;
-      case Kind::b_ih: host = &ly.b_ih; dev = &ly.tb_ih; break;
-      case Kind::b_hh: host = &ly.b_hh; dev = &ly.tb_hh; break;
-      case Kind::w_hr: host = &ly.w_hr; dev = &ly.tw_hr; break;
-    }
-    std::copy(data.begin(), data.end(), host->begin() + static_cast<std::ptrdiff_t>(it->dir * data.size()));
-    if (dev->dtype() == DType::f16) {
-      std::vector<std::uint16_t> half(host->size());
-      std::transform(host->begin(), host->end(), half.begin(), float_to_half);
-      ctx->write(*dev, half);
+    if (Matrix* m = matrix_of(p)) {
+      set_block(*m, p.dir, data);
     } else {
-      ctx->write(*dev, *host);
+      Layer& ly = layers[p.layer];
+      std::vector<float>& host = p.kind == Kind::b_ih ? ly.b_ih : ly.b_hh;
+      std::copy(data.begin(), data.end(), host.begin() + static_cast<std::ptrdiff_t>(p.dir * data.size()));
+      ctx->write(p.kind == Kind::b_ih ? ly.tb_ih : ly.tb_hh, host);
     }
-    it->set = true;
+    p.set = true;
+  }
+
+  void set_quantized(const std::string& name, std::span<const std::int8_t> q, const Shape& q_shape,
+                     std::span<const float> scales) {
+    Param& p = param(name);
+    Matrix* m = matrix_of(p);
+    if (!m) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}({}): parameter '{}' is a bias: only the weight matrices take int8 values", kOp,
+                              to_string(cfg.cell), name));
+    }
+    const std::size_t rows = p.shape[0];
+    if (q_shape != p.shape || q.size() != element_count(p.shape) || scales.size() != rows) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}({}): int8 parameter '{}': expected q {} ({} values) and {} scales, got q {} ({} "
+                              "values) and {} scales", kOp, to_string(cfg.cell), name, to_string(p.shape),
+                              element_count(p.shape), rows, to_string(q_shape), q.size(), scales.size()));
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (!std::isfinite(scales[r]) || scales[r] < 0.0f) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}({}): int8 parameter '{}': scale of row {} is {}; scales must be finite and >= 0",
+                                kOp, to_string(cfg.cell), name, r, scales[r]));
+      }
+    }
+    if (storage != WeightStorage::i8) {
+      set_block(*m, p.dir, dequantize_rows(q, scales, p.shape[1]));
+    } else {
+      const std::size_t r0 = p.dir * rows;
+      std::copy(q.begin(), q.end(), m->q.q.begin() + static_cast<std::ptrdiff_t>(r0 * m->cols));
+      std::copy(scales.begin(), scales.end(), m->q.scales.begin() + static_cast<std::ptrdiff_t>(r0));
+      upload(*m);
+    }
+    p.set = true;
   }
 
   void require_loaded() const {
@@ -308,6 +401,15 @@ struct Rnn::Impl {
     return p;
   }
 
+  // xp = x W_ih^T + b_ih (the GEMM before the recurrent kernels), int8 weights included.
+  void input_gemm(Sequence& seq, const Layer& ly, const MatrixView& x, const MatrixView& xp) const {
+    if (storage == WeightStorage::i8) {
+      gemm.record_i8(seq, x, ly.w_ih.view(), ly.w_ih.scale_offset(), ly.tb_ih, 0, xp);
+    } else {
+      gemm.record(seq, x, ly.w_ih.view(), ly.tb_ih, 0, xp);
+    }
+  }
+
   // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place. Empty tensors
   // bind the null buffer or the write sink: the flags keep the kernels from touching them.
   // x: rnn_step's input when the push has RNN_X_INLINE (W_ih and b_ih come from the layer).
@@ -315,12 +417,12 @@ struct Rnn::Impl {
   void dispatch_cell(Sequence& seq, const Kernel& k, const Tensor& xp, const Layer& ly, const Tensor& h_prev,
                      const Tensor& h_next, const Tensor& c0, const Tensor& c, const Tensor& output,
                      const Tensor& lengths, const CellPush& p, Groups g, const Tensor& x = {}) const {
-    typename K::Bindings b{.xp = xp, .ws = ly.tw_hh, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
+    typename K::Bindings b{.xp = xp, .ws = ly.w_hh.dev, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
                            .cs = c, .outs = output, .lengths = lengths};
     if constexpr (std::is_same_v<K, kernels::RnnStep>) {
       if ((p.flags & RNN_X_INLINE) != 0) {
         b.xs = x;
-        b.wis = ly.tw_ih;
+        b.wis = ly.w_ih.dev;
         b.b_ih = ly.tb_ih;
       }
     }
@@ -385,7 +487,7 @@ struct Rnn::Impl {
     q.out = out_layout ? *out_layout : output_layout(cell.T);
     q.flags = flags;
     kernels::dispatch<K>(seq, k,
-                         {.raws = h_raw, .ws = ly.tw_hr, .h_prev = h_prev, .h_next = h_next, .outs = output,
+                         {.raws = h_raw, .ws = ly.w_hr.dev, .h_prev = h_prev, .h_next = h_next, .outs = output,
                           .lengths = lengths},
                          q, grid((P + plan.proj.UNITS - 1) / plan.proj.UNITS, (B + plan.proj.BB - 1) / plan.proj.BB, D),
                          null);
@@ -424,6 +526,13 @@ std::vector<std::pair<std::string, Shape>> Rnn::parameter_shapes() const {
 void Rnn::set_parameter(const std::string& name, std::span<const float> data, const Shape& shape) {
   impl_->set(name, data, shape);
 }
+
+void Rnn::set_parameter_quantized(const std::string& name, std::span<const std::int8_t> q, const Shape& q_shape,
+                                  std::span<const float> scales) {
+  impl_->set_quantized(name, q, q_shape, scales);
+}
+
+WeightStorage Rnn::weight_storage() const { return impl_->storage; }
 
 void Rnn::load(const std::map<std::string, std::span<const float>>& state_dict) {
   std::vector<std::string> unexpected, missing;
@@ -527,8 +636,7 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
     const Impl::Layer& ly = m.layers[l];
     const Tensor& src = l == 0 ? x : s.layer_out;
     const Tensor& dst = l + 1 == L ? output : s.layer_out;
-    m.gemm.record(seq, MatrixView{src, B * T, ly.in, 0, ly.in}, MatrixView{ly.tw_ih, D * G * H, ly.in, 0, ly.in},
-                  ly.tb_ih, 0, MatrixView{s.xp, B * T, D * G * H, 0, D * G * H});
+    m.input_gemm(seq, ly, MatrixView{src, B * T, ly.in, 0, ly.in}, MatrixView{s.xp, B * T, D * G * H, 0, D * G * H});
     const std::uint32_t state_off = u32(l * D * B * HO, "state offset");
     const std::uint32_t cell_off = u32(l * D * B * H, "cell offset");
 
@@ -707,8 +815,7 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
     // says so; the GEMM into xp otherwise.
     const bool x_inline = plan::step_input_inline(m.ctx->device(), plan.steps, ly.in);
     if (!x_inline) {
-      m.gemm.record(seq, src, MatrixView{ly.tw_ih, G * H, ly.in, 0, ly.in}, ly.tb_ih, 0,
-                    MatrixView{s.xp_step, B, G * H, 0, G * H});
+      m.input_gemm(seq, ly, src, MatrixView{s.xp_step, B, G * H, 0, G * H});
     }
     // One step of a [B, 1] batch (D = 1), writing only the state.
     CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) |

@@ -233,6 +233,17 @@ static void check_models(vkrnn_context* ctx, vkrnn_model** dates, vkrnn_model** 
   CHECK_STATUS(vkrnn_model_load(NULL, dates_dir, NULL, &m), VKRNN_ERROR_INVALID_ARGUMENT, "context is NULL");
   CHECK_STATUS(vkrnn_model_load(ctx, NULL, NULL, &m), VKRNN_ERROR_INVALID_ARGUMENT, "model_dir is NULL");
   CHECK_STATUS(vkrnn_model_load(ctx, dates_dir, NULL, NULL), VKRNN_ERROR_INVALID_ARGUMENT, "model is NULL");
+  /* int8 weight matrices (dense and recurrent) still decode the sample; a bad storage value is refused. */
+  mo.weight_storage = VKRNN_WEIGHT_STORAGE_I8;
+  CHECK_STATUS(vkrnn_model_load(ctx, dates_dir, &mo, &m), VKRNN_OK, NULL);
+  if (m) check_dates_decode(m);
+  vkrnn_model_destroy(m);
+  m = NULL;
+  mo.weight_storage = (vkrnn_weight_storage)7;
+  CHECK_STATUS(vkrnn_model_load(ctx, dates_dir, &mo, &m), VKRNN_ERROR_INVALID_ARGUMENT,
+               "options->weight_storage = 7 is not a vkrnn_weight_storage");
+  CHECK(m == NULL);
+  mo.weight_storage = VKRNN_WEIGHT_STORAGE_AUTOMATIC;
 
   /* From memory: the same model; a malformed config or weights file is a format error. */
   snprintf(path, sizeof path, "%s/model.json", dates_dir);

@@ -50,8 +50,10 @@ struct RnnStep {
     std::uint32_t CELL = 0, UNITS = 1, BB = 1;
     bool ALIGNED = true;
     std::uint32_t UPI = 1;
+    bool WEIGHT_I8 = false;  // W_hh and W_ih int8 with per-row scales (the f32 build)
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
+                  (WEIGHT_I8, 8))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih.
   struct Bindings {
     Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, xs, wis, b_ih;
@@ -71,8 +73,10 @@ struct RnnSeq {
     std::uint32_t CELL = 0, BB = 1, HOP = 4;
     bool ALIGNED = true;
     std::uint32_t UPI = 1;
+    bool WEIGHT_I8 = false;  // W_hh int8 with per-row scales (the f32 build)
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7),
+                  (WEIGHT_I8, 8))
   using Bindings = RnnCellBindings;
   VKRNN_RNN_CELL_BINDINGS
 };
@@ -91,8 +95,9 @@ struct RnnProj {
     VKRNN_LOCAL_SIZE;
     std::uint32_t UNITS = 1, BB = 1;
     bool ALIGNED = true;
+    bool WEIGHT_I8 = false;  // W_hr int8 with per-row scales (the f32 build)
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (UNITS, 3), (BB, 4), (ALIGNED, 5))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (UNITS, 3), (BB, 4), (ALIGNED, 5), (WEIGHT_I8, 6))
   struct Bindings {
     Tensor raws, ws, h_prev, h_next, outs, lengths;
   };
