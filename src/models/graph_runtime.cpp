@@ -880,8 +880,10 @@ void Program::plan_states(std::map<int, std::vector<const Node*>>& readers) {
 
 
 // Concat inputs their producers can write in place: written whole by an embedding, linear or
-// concat node, as an attention's context or as a step-mode rnn's output, not bound, read by no
-// op that needs a whole tensor and by no reshape, claimed by the first concat that reads it once.
+// concat node, as an attention's context or as a step-mode rnn's output, or recurrent state
+// (plan_states), not bound, read by no reshape and by no op that needs a whole tensor (but a
+// step-mode rnn's output, whole in its h_n: Layout::homes), claimed by the first concat that
+// reads it once.
 // Before that, concats whose inputs all sit side by side in another concat (a decoder's
 // x = [emb; context] beside o = [s; context; emb]) become views of it: they claim nothing, the
 // other concat claims their inputs, and the rnn steps reading them get W_ih's columns in the
