@@ -65,7 +65,8 @@ class Run {
     if (t < 0) return {};
     auto it = layout.whole_copies[index].find(t);
     if (it != layout.whole_copies[index].end()) return frame.owned[it->second].reshaped(place(t).shape);
-    const Tensor w = prog.whole(layout, frame, t);
+    Tensor w = prog.whole(layout, frame, t);
+    if (auto h = layout.homes.find(t); !w.valid() && h != layout.homes.end()) w = prog.whole(frame, h->second, t);
     if (!w.valid()) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("graph '{}', node '{}': input '{}' ('{}') is a view that was not copied whole", graph.name, node.name, slot,
@@ -312,6 +313,12 @@ class AttentionExec : public ScoreExec {
 
  public:
   using ScoreExec::ScoreExec;
+  // A dot score whose query is a bias-free linear layer's output, W x: the general score with
+  // W_a = W reading x (the planner passes x as the query), the projection in the attention.
+  void fold_query(Context& ctx, const Node& linear, const ModelFile& m) {
+    score_ = Score::general;
+    params_.w = upload(ctx, m, linear, "weight");
+  }
   std::unique_ptr<NodePlan> plan(Context& ctx, const Run& r) const override {
     auto p = std::make_unique<Plan>();
     const AttentionConfig a = config(r, r.place(r.input("values")).shape[2]);
@@ -772,40 +779,128 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
   for (const Node& n : g.nodes)
     for (const auto& [slot, names] : n.inputs)
       for (const auto& name : names) readers[g.find(name)].push_back(&n);
+  plan_fusions(readers);
+  plan_query_folds(readers, model);
   plan_in_place(readers);
+  std::set<std::size_t> folded;
+  for (const auto& [attention, linear] : query_folds_) folded.insert(linear);
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     auto cols = x_columns_.find(i);
-    execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_, cols == x_columns_.end() ? nullptr : &cols->second));
+    auto fold = query_folds_.find(i);
+    if (folded.count(i)) {
+      execs_.push_back(std::make_unique<ViewExec>());  // its attention projects the query itself
+    } else {
+      execs_.push_back(make_exec(ctx, g, n, model, dense, other, concat_, cols == x_columns_.end() ? nullptr : &cols->second));
+    }
+    if (fold != query_folds_.end()) static_cast<AttentionExec&>(*execs_.back()).fold_query(ctx, g.nodes[fold->second], model);
     NodeSlots ns;
     for (const auto& [slot, names] : n.inputs) {
       std::vector<int> ts;
       for (const auto& name : names) ts.push_back(g.find(name));
+      if (fold != query_folds_.end() && slot == "query") ts = {g.find(g.nodes[fold->second].inputs.at("x").at(0))};
       ns.inputs.push_back({slot, ts});
     }
     for (const auto& [slot, name] : n.outputs) ns.outputs.push_back({slot, {g.find(name)}});
     slots_.push_back(std::move(ns));
   }
 
-  // Activations fused into the linear layer before them (its kernels' store applies f and
-  // writes the activation's output; one dispatch less): where the linear writes its output
-  // whole (not a view, not bound, not a concat's columns) and the activation alone reads it.
+  for (const std::size_t i : fused_activations_) {
+    auto& act = static_cast<ActivationExec&>(*execs_[i]);
+    const int producer = g.tensor(g.nodes[i].inputs.at("x").at(0)).producer;
+    static_cast<LinearExec&>(*execs_[static_cast<std::size_t>(producer)]).fuse(act.fn(), g.find(g.nodes[i].outputs.at("out")));
+    act.set_fused();
+  }
+}
+
+// Activations fused into the linear layer before them (its kernels' store applies f and
+// writes the activation's output, which may then be a view: one dispatch less): where the
+// linear writes its output whole (not a view, not bound) and the activation alone reads it.
+void Program::plan_fusions(std::map<int, std::vector<const Node*>>& readers) {
+  const Graph& g = *graph_;
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
-    auto* act = dynamic_cast<ActivationExec*>(execs_[i].get());
-    if (!act) continue;  // not an activation, or a softmax
-    const int t = g.find(g.nodes[i].inputs.at("x").at(0));
+    const Node& n = g.nodes[i];
+    if (n.op != "activation" || n.options.at("fn").get<std::string>() == "softmax") continue;
+    const int t = g.find(n.inputs.at("x").at(0));
     const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
     if (ti.producer < 0 || ti.view || g.nodes[static_cast<std::size_t>(ti.producer)].op != "linear") continue;
-    if (bound_index_.count(t) || redirect_.count(t) || readers[t].size() != 1 || graph_output(g, ti.name)) continue;
-    static_cast<LinearExec&>(*execs_[static_cast<std::size_t>(ti.producer)]).fuse(act->fn(), g.find(g.nodes[i].outputs.at("out")));
-    act->set_fused();
+    if (bound_index_.count(t) || readers[t].size() != 1 || graph_output(g, ti.name)) continue;
+    fused_activations_.insert(i);
+  }
+}
+
+// Query projections folded into the attention (Luong's general score as exported: a
+// bias-free linear W_a h read only by a dot-score attention): the attention runs the general
+// score on h, and the linear records nothing. Only where h is a whole tensor (not a view, or a
+// one-layer one-direction step rnn's output, whole in its h_n): a copy would cost what the
+// linear does. The attention becomes h's reader in `readers`.
+void Program::plan_query_folds(std::map<int, std::vector<const Node*>>& readers, const ModelFile& model) {
+  const Graph& g = *graph_;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op != "attention" || n.options.at("score").get<std::string>() != "dot" || option(n, "heads") != 1) continue;
+    const int q = g.find(n.inputs.at("query").at(0));
+    const TensorInfo& qi = g.tensors[static_cast<std::size_t>(q)];
+    if (qi.producer < 0 || qi.view || bound_index_.count(q) || readers[q].size() != 1 || graph_output(g, qi.name)) continue;
+    const Node& lin = g.nodes[static_cast<std::size_t>(qi.producer)];
+    if (lin.op != "linear" || lin.weights.count("bias") || model.quantized(lin.weights.at("weight"))) continue;
+    const int x = g.find(lin.inputs.at("x").at(0));
+    const TensorInfo& xi = g.tensors[static_cast<std::size_t>(x)];
+    const Node* xp = xi.producer >= 0 ? &g.nodes[static_cast<std::size_t>(xi.producer)] : nullptr;
+    const bool one_layer_rnn = xp && step_rnn(g, *xp) && xi.slot == "output" && option(*xp, "num_layers") == 1 &&
+                               !xp->options.at("bidirectional").get<bool>();
+    if (xi.view && !one_layer_rnn) continue;
+    query_folds_[i] = static_cast<std::size_t>(qi.producer);
+    std::replace(readers[x].begin(), readers[x].end(), &lin, &n);
+    readers[q].clear();
+  }
+}
+
+// Recurrent state a concat reads, kept in that concat's columns (Luong's input feeding:
+// x = [emb; h~_{t-1}], h~_t = tanh(W_c [c; h]) the next value): the state is not bound, the
+// concat claims it, and its next value is placed in the same columns -- its producer (a node
+// that writes views, or a linear whose activation is fused) writes it there in place. Sound
+// when the concat alone reads the state and every reader of the concat's output runs before
+// that producer (then no reader sees the new value early), and no concat claims the next value.
+void Program::plan_states(std::map<int, std::vector<const Node*>>& readers) {
+  const Graph& g = *graph_;
+  auto index_of = [&](const Node* n) { return static_cast<std::size_t>(n - g.nodes.data()); };
+  for (const Input& in : g.inputs) {
+    if (in.next.empty() || in.next == in.name) continue;
+    const int t_in = g.find(in.name), t_next = g.find(in.next);
+    if (readers[t_in].size() != 1 || !column_concat(g, *readers[t_in][0])) continue;
+    const Node& cat = *readers[t_in][0];
+    const auto& names = cat.inputs.at("x");
+    const int out = g.find(cat.outputs.at("out"));
+    if (std::count(names.begin(), names.end(), in.name) != 1 || alias_.count(out) || bound_index_.count(out) ||
+        graph_output(g, cat.outputs.at("out"))) {
+      continue;
+    }
+    const TensorInfo& next = g.tensors[static_cast<std::size_t>(t_next)];
+    if (next.producer < 0 || next.view) continue;
+    const auto producer = static_cast<std::size_t>(next.producer);
+    if (!writes_views(g.nodes[producer].op, next.slot) && !fused_activations_.count(producer)) continue;
+    // Every node reading the concat's memory: its readers, and those of concats aliased to it.
+    std::vector<const Node*> users = readers[out];
+    for (const auto& [t, target] : alias_)
+      if (target.first == static_cast<int>(index_of(&cat))) users.insert(users.end(), readers[t].begin(), readers[t].end());
+    bool ok = producer > index_of(&cat);
+    for (const Node* u : users) ok = ok && index_of(u) < producer && u->op != "slice" && u->op != "select" && u->op != "reshape";
+    for (const Node* u : readers[t_next]) ok = ok && u->op != "concat";
+    for (const auto& [a, b] : state_next_) ok = ok && b != t_next;
+    if (!ok) continue;
+    state_next_[t_in] = t_next;
+    bound_index_.erase(t_in);
+    bound_index_.erase(t_next);
   }
 }
 
 
 // Concat inputs their producers can write in place: written whole by an embedding, linear or
-// concat node, as an attention's context or as a step-mode rnn's output, not bound, read by no
-// op that needs a whole tensor and by no reshape, claimed by the first concat that reads it once.
+// concat node, as an attention's context or as a step-mode rnn's output, or recurrent state
+// (plan_states), not bound, read by no reshape and by no op that needs a whole tensor (but a
+// step-mode rnn's output, whole in its h_n: Layout::homes), claimed by the first concat that
+// reads it once.
 // Before that, concats whose inputs all sit side by side in another concat (a decoder's
 // x = [emb; context] beside o = [s; context; emb]) become views of it: they claim nothing, the
 // other concat claims their inputs, and the rnn steps reading them get W_ih's columns in the
@@ -844,6 +939,7 @@ void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
       break;
     }
   }
+  plan_states(readers);
 
   for (;;) {
     std::set<std::size_t> aliased_nodes;
@@ -858,13 +954,14 @@ void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
         const int t = g.find(name);
         const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
         const Node* producer = ti.producer >= 0 ? &g.nodes[static_cast<std::size_t>(ti.producer)] : nullptr;
-        const bool writes = producer && ((!ti.view && writes_views(producer->op, ti.slot)) ||
-                                         (step_rnn(g, *producer) && ti.slot == "output"));
+        const bool rnn_output = producer && step_rnn(g, *producer) && ti.slot == "output";
+        const bool writes = state_next_.count(t) || rnn_output || (producer && !ti.view && writes_views(producer->op, ti.slot));
         bool ok = writes && !bound_index_.count(t) && !redirect_.count(t) && !alias_.count(t) &&
                   std::count(names.begin(), names.end(), name) == 1;
         for (const Node* reader : readers[t]) {
           if (reader == &n) continue;
-          if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op))) ok = false;
+          // (A step-mode rnn's output stays whole in its h_n too: see Layout::homes.)
+          if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op) && !rnn_output)) ok = false;
         }
         if (ok) redirect_[t] = {static_cast<int>(i), k};
       }
@@ -887,6 +984,17 @@ void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
     }
     if (!dropped) break;
   }
+  // A state its concat does not hold after all stays bound.
+  for (auto it = state_next_.begin(); it != state_next_.end();) {
+    if (redirect_.count(it->first)) {
+      ++it;
+      continue;
+    }
+    bound_index_[it->first] = static_cast<std::size_t>(graph_->tensors[static_cast<std::size_t>(it->first)].input);
+    for (std::size_t k = 0; k < bound_outputs_.size(); ++k)
+      if (g.find(bound_outputs_[k]) == it->second) bound_index_[it->second] = g.inputs.size() + k;
+    it = state_next_.erase(it);
+  }
 
   // The rnn readers' input columns: new column c (the other concat's order) is old column
   // x_columns[c] (the alias's own order).
@@ -906,6 +1014,10 @@ void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
     }
     for (const Node* reader : readers[t]) x_columns_[static_cast<std::size_t>(reader - g.nodes.data())] = cols;
   }
+}
+
+bool Program::state_in_place(std::size_t input) const {
+  return state_next_.count(graph_->find(graph_->inputs.at(input).name)) != 0;
 }
 
 bool Program::aliased(std::size_t concat_node) const {
@@ -958,6 +1070,10 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     const Shape shape = eval(ti.shape, B, S);
     if (const int b = binding_of(t); b >= 0) {
       p = Place{true, static_cast<std::size_t>(b), 0, shape, 0, ti.dtype};
+    } else if (auto s = std::find_if(state_next_.begin(), state_next_.end(), [&](const auto& e) { return e.second == t; });
+               s != state_next_.end()) {
+      p = resolve(s->first);  // a state's next value: in the state's columns
+      p.shape = shape;
     } else if (auto a = alias_.find(t); a != alias_.end()) {
       // The other concat's columns from the first of its inputs that this one holds (all of
       // them written there in place) on.
@@ -993,6 +1109,18 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
     return p;
   };
   for (std::size_t t = 0; t < T; ++t) resolve(static_cast<int>(t));
+  const auto is_whole = [&](const Place& p) {
+    const std::size_t base = p.bound ? l->binding_sizes[p.index] : element_count(l->buffers[p.index].first);
+    return p.offset == 0 && p.packed() && element_count(p.shape) == base;
+  };
+  for (const auto& [t, target] : redirect_) {
+    const TensorInfo& ti = g.tensors[static_cast<std::size_t>(t)];
+    if (ti.producer < 0) continue;
+    const Node& n = g.nodes[static_cast<std::size_t>(ti.producer)];
+    if (!step_rnn(g, n) || ti.slot != "output" || !n.outputs.count("h_n")) continue;
+    const Place home = view_place(n, l->places[static_cast<std::size_t>(g.find(n.outputs.at("h_n")))], l->places[static_cast<std::size_t>(t)].shape);
+    if (is_whole(home)) l->homes[t] = home;
+  }
 
   // Views copied whole for the ops that need whole tensors; the nodes' shape-dependent ops.
   Frame none;
@@ -1001,14 +1129,13 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
   l->plans.resize(g.nodes.size());
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    for (const auto& [slot, names] : n.inputs) {
+    for (const auto& [slot, ts] : slots_[i].inputs) {  // (a folded attention's query: the linear's x)
       if (!needs_whole(n.op)) continue;
       if (slot == "x" && step_rnn(g, n)) continue;  // Rnn::step reads x from a view
-      for (const auto& name : names) {
-        const int t = g.find(name);
+      for (const int t : ts) {
+        const std::string& name = g.tensors[static_cast<std::size_t>(t)].name;
         const Place& p = l->places[static_cast<std::size_t>(t)];
-        const std::size_t base = p.bound ? l->binding_sizes[p.index] : element_count(l->buffers[p.index].first);
-        if (p.offset == 0 && p.packed() && element_count(p.shape) == base) continue;
+        if (is_whole(p) || l->homes.count(t)) continue;
         if (p.dtype != DType::f32) {
           throw Error(ErrorCode::invalid_argument,
                       fmt::format("graph '{}', node '{}': input '{}' ('{}') is a view of integers; this op needs a whole tensor", g.name, n.name, slot, name));
@@ -1065,7 +1192,10 @@ void Program::record(Sequence& seq, const Layout& layout, const Frame& frame, co
 }
 
 Tensor Program::whole(const Layout& layout, const Frame& frame, int tensor) const {
-  const Place& p = layout.places[static_cast<std::size_t>(tensor)];
+  return whole(frame, layout.places[static_cast<std::size_t>(tensor)], tensor);
+}
+
+Tensor Program::whole(const Frame& frame, const Place& p, int tensor) const {
   const Tensor& base = p.bound ? frame.bound.at(p.index) : frame.owned.at(p.index);
   if (!base.valid()) {
     throw Error(ErrorCode::state, fmt::format("graph '{}': tensor '{}' is not bound", graph_->name, graph_->tensors[static_cast<std::size_t>(tensor)].name));

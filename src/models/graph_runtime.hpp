@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,6 +58,9 @@ struct Layout {
   std::vector<std::size_t> binding_sizes;        // elements of each binding
   // Per node: views of its inputs copied whole before it runs (tensor -> owned buffer).
   std::vector<std::map<int, std::size_t>> whole_copies;
+  // A step-mode rnn's output written into a concat's columns is also the top layer of its h_n:
+  // ops that need a whole tensor read it there (tensor -> that place) when that one is whole.
+  std::map<int, Place> homes;
   std::vector<std::unique_ptr<NodePlan>> plans;  // per node, may be null
 };
 
@@ -97,6 +101,10 @@ class Program {
   bool redirected(int tensor) const { return redirect_.count(tensor) != 0; }
   // Whether a concat node records nothing: its output is a view of another concat's output.
   bool aliased(std::size_t concat_node) const;
+  // Whether recurrent state input `input` (graph input index) lives in its concat's columns,
+  // where the node producing its next value writes that value in place: nothing is bound or
+  // copied for it per step; its caller initialises (and reorders) it through matrix().
+  bool state_in_place(std::size_t input) const;
   // Whether a tensor can be bound as an output (written whole by its node, not a view).
   static bool bindable_output(const Graph& g, const std::string& tensor);
 
@@ -109,6 +117,7 @@ class Program {
 
   // A tensor of a frame: the whole base tensor reshaped when the place is all of it, else empty.
   Tensor whole(const Layout& layout, const Frame& frame, int tensor) const;
+  Tensor whole(const Frame& frame, const Place& p, int tensor) const;
   MatrixView matrix(const Layout& layout, const Frame& frame, int tensor) const;
   // Records a copy of a tensor (any place) into the f32 tensor dst (same element count).
   void copy(Sequence& seq, const Layout& layout, const Frame& frame, int tensor, const Tensor& dst) const;
@@ -131,7 +140,14 @@ class Program {
   // the step-mode rnn nodes reading it take their input weights' columns in that order.
   std::map<int, std::pair<int, std::size_t>> alias_;
   std::map<std::size_t, std::vector<std::size_t>> x_columns_;  // rnn node -> old column of each new one
+  // Recurrent state kept in a concat's columns: input tensor -> its next tensor (placed there too).
+  std::map<int, int> state_next_;
+  std::set<std::size_t> fused_activations_;  // activation nodes their linear producer applies
+  std::map<std::size_t, std::size_t> query_folds_;  // attention node -> the linear it folds
+  void plan_fusions(std::map<int, std::vector<const Node*>>& readers);
+  void plan_query_folds(std::map<int, std::vector<const Node*>>& readers, const ModelFile& model);
   void plan_in_place(std::map<int, std::vector<const Node*>>& readers);  // readers: per tensor
+  void plan_states(std::map<int, std::vector<const Node*>>& readers);
   std::vector<std::unique_ptr<NodeExec>> execs_;
   // Per node: its slots' tensor indices (looked up per record without allocating).
   struct NodeSlots {

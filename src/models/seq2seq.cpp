@@ -84,6 +84,9 @@ struct Seq2Seq::DecoderState::Impl {
     std::size_t input = 0;   // decoder input index
     int next = -1;           // the tensor that replaces it
     int binding = -1;        // the next tensor's binding (written in place), or -1 (copied)
+    // Kept in its concat's columns, where its next value is written (Program::state_in_place):
+    // buf[0] only initialises it and, in beam search, takes its rows gathered from the parents.
+    bool in_place = false;
     Tensor buf[2];
     std::size_t cur = 0;
   };
@@ -274,6 +277,7 @@ struct Seq2Seq::Impl {
         s.input = i;
         s.next = d.find(in.next);
         s.binding = decoder->binding_of(s.next);
+        s.in_place = decoder->state_in_place(i);
         s.buf[0] = ctx->tensor(shape, DType::f32, fmt::format("Seq2Seq state {} (ping)", in.name));
         s.buf[1] = ctx->tensor(shape, DType::f32, fmt::format("Seq2Seq state {} (pong)", in.name));
         st->states.push_back(s);
@@ -374,6 +378,7 @@ struct Seq2Seq::Impl {
       s.cur = 0;
       if (in.from == From::encoder) seq.copy(st.enc->exported.at(in.name), s.buf[0]);
       else seq.fill(s.buf[0], 0);
+      if (s.in_place) concat.record(seq, {MatrixView::of(s.buf[0])}, state_view(st, s));
     }
     for (const Tensor& z : st.zeros) seq.fill(z, 0);
     seq.fill(st.token, static_cast<std::uint32_t>(cfg.special.bos));
@@ -395,18 +400,24 @@ struct Seq2Seq::Impl {
   void record_graph(Sequence& seq, DecoderState::Impl& st) const {
     record_init(seq, st);
     for (auto& s : st.states) {
+      if (s.in_place) continue;
       st.frame.bound[s.input] = s.buf[s.cur];
       if (s.binding >= 0) st.frame.bound[static_cast<std::size_t>(s.binding)] = s.buf[s.cur ^ 1];
     }
     st.exec.skip_node = st.input_ready ? fused_embedding : -1;
     decoder->record(seq, *st.layout, st.frame, st.exec);
     for (auto& s : st.states) {
-      if (s.binding < 0) decoder->copy(seq, *st.layout, st.frame, s.next, s.buf[s.cur ^ 1]);
+      if (s.binding < 0 && !s.in_place) decoder->copy(seq, *st.layout, st.frame, s.next, s.buf[s.cur ^ 1]);
     }
     if (st.logits.valid()) decoder->copy(seq, *st.layout, st.frame, logits_t, st.logits);
     if (st.attention.valid() && st.exec.live_tensors[static_cast<std::size_t>(attention_t)]) {
       decoder->copy(seq, *st.layout, st.frame, attention_t, st.attention);
     }
+  }
+
+  // A state kept in its concat's columns (State::in_place).
+  MatrixView state_view(const DecoderState::Impl& st, const DecoderState::Impl::State& s) const {
+    return decoder->matrix(*st.layout, st.frame, dgraph().find(dgraph().inputs[s.input].name));
   }
 
   void finish_step(DecoderState::Impl& st) const {
@@ -1028,6 +1039,11 @@ std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector
         std::size_t P = 1, Q = 1;
         for (std::size_t i = 0; i < axis; ++i) P *= shape[i];
         for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
+        if (s.in_place) {  // gathered out of its columns and back (a gather cannot run in place)
+          m.embedding.record(seq, m.state_view(*st, s), parents, MatrixView::of(s.buf[0]));
+          m.concat.record(seq, {MatrixView::of(s.buf[0])}, m.state_view(*st, s));
+          continue;
+        }
         for (std::size_t p = 0; p < P; ++p) {
           m.embedding.record(seq, MatrixView{s.buf[s.cur], R, Q, p * R * Q, Q}, parents, MatrixView{s.buf[s.cur ^ 1], R, Q, p * R * Q, Q});
         }
