@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_env.hpp"
+#include "expect_error.hpp"
 #include "model_fixtures.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/model.hpp"
@@ -366,6 +367,24 @@ void check_luong_step(const Case& c) {
 TEST(ModelsTorch, LuongStepHasNoCopies) {
   REQUIRE_FIXTURES(all);
   EXPECT_GE(check_each(all, kLuong, check_luong_step), 3u);
+}
+
+// Tensors the planner does not compute cannot be asked for (they would read a buffer nothing
+// wrote): the combine's pre-tanh value (the linear applies the tanh as it stores) and the
+// general score's W_a h (the attention folds it in). Their neighbours still can.
+TEST(ModelsTorch, FusedAwayTensorsAreRefused) {
+  REQUIRE_FIXTURES(all);
+  const auto it = std::find_if(all.begin(), all.end(), [](const Case& c) { return c.name == "luong_lstm_general_feed"; });
+  ASSERT_NE(it, all.end());
+  const Seq2Seq model = Seq2Seq::load(context(), it->dir);
+  const std::vector<std::vector<std::int32_t>> src = {{4, 5, 6}};
+  test::expect_error([&] { (void)model.greedy(src, {.max_len = 2, .outputs = {"combine"}}); }, ErrorCode::invalid_argument,
+                     {"Seq2Seq::start", "tensor 'combine'", "not computed", "'tanh'"});
+  test::expect_error([&] { (void)model.greedy(src, {.max_len = 2, .outputs = {"attention_w"}}); }, ErrorCode::invalid_argument,
+                     {"tensor 'attention_w'", "not computed", "projects its query itself"});
+  const DecodeResult r = model.greedy(src, {.max_len = 2, .stop_at_eos = false, .outputs = {"tanh", "decoder.output"}});
+  EXPECT_EQ(r.outputs.at("tanh").shape, (Shape{2, 1, r.outputs.at("tanh").shape[2]}));
+  for (const float v : r.outputs.at("tanh").values) EXPECT_LE(std::abs(v), 1.0f);
 }
 
 void check_classifier(const Case& c) {

@@ -147,6 +147,7 @@ ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>
     if (g.tensors[static_cast<std::size_t>(t)].dtype != DType::f32) {
       throw Error(ErrorCode::invalid_argument, fmt::format("{}::classify: tensor '{}' holds integers", kOp, name));
     }
+    p.require_computed(t, fmt::format("{}::classify", kOp));
     reads.push_back({"@" + name, t});
   }
   std::vector<int> wanted;

@@ -813,6 +813,25 @@ Program::Program(Context& ctx, const Graph& graph, const ModelFile& model, const
   }
 }
 
+void Program::require_computed(int tensor, const std::string& where) const {
+  const Graph& g = *graph_;
+  const std::string& name = g.tensors[static_cast<std::size_t>(tensor)].name;
+  for (const std::size_t i : fused_activations_) {
+    const Node& act = g.nodes[i];
+    if (act.inputs.at("x").at(0) != name) continue;
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: tensor '{}' of graph '{}' is not computed: its linear layer applies activation node '{}' "
+                            "as it stores, so only '{}' exists", where, name, g.name, act.name, act.outputs.at("out")));
+  }
+  for (const auto& [attention, linear] : query_folds_) {
+    const Node& lin = g.nodes[linear];
+    if (lin.outputs.at("y") != name) continue;
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: tensor '{}' of graph '{}' is not computed: attention node '{}' projects its query itself "
+                            "(linear node '{}' is folded into it)", where, name, g.name, g.nodes[attention].name, lin.name));
+  }
+}
+
 // Activations fused into the linear layer before them (its kernels' store applies f and
 // writes the activation's output, which may then be a view: one dispatch less): where the
 // linear writes its output whole (not a view, not bound) and the activation alone reads it.

@@ -105,6 +105,11 @@ class Program {
   // where the node producing its next value writes that value in place: nothing is bound or
   // copied for it per step; its caller initialises (and reorders) it through matrix().
   bool state_in_place(std::size_t input) const;
+  // Callers asking for tensor `name` (index `tensor`) by name: Error(invalid_argument) when the
+  // planner does not compute it -- an activation's input that its linear applies in its store,
+  // a query projection its attention folds in -- naming what to ask for instead; `where`
+  // prefixes the message ("Seq2Seq::start").
+  void require_computed(int tensor, const std::string& where) const;
   // Whether a tensor can be bound as an output (written whole by its node, not a view).
   static bool bindable_output(const Graph& g, const std::string& tensor);
 

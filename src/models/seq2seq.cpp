@@ -267,6 +267,7 @@ struct Seq2Seq::Impl {
       if (d.tensors[static_cast<std::size_t>(t)].dtype != DType::f32) {
         throw Error(ErrorCode::invalid_argument, fmt::format("{}::start: tensor '{}' holds integers", kOp, name));
       }
+      decoder->require_computed(t, fmt::format("{}::start", kOp));
       wanted.push_back(t);
     }
     for (std::size_t i = 0; i < d.inputs.size(); ++i) {
