@@ -918,6 +918,39 @@ TEST(Rnn, Fp16SingleStep) {
   check_single_steps(WS::f16, 950);
 }
 
+// A layer with `storage` against an fp32 one on the same (unrounded) parameters, every cell on
+// both paths: within `tol` (absolute) of it, and at least `min_diff` away somewhere (the storage
+// really took effect). Returns the largest difference seen.
+double check_agrees_with_fp32(WS storage, std::uint32_t seed, double tol, double min_diff) {
+  auto& ctx = context();
+  double worst = 0.0;
+  for (CellType cell : kCells) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      RnnConfig c;
+      c.cell = cell, c.input_size = 16, c.hidden_size = 64, c.num_layers = 2, c.bidirectional = true;
+      SCOPED_TRACE(fmt::format("{} {} {}", to_string(storage), to_string(cell), to_string(path)));
+      const auto sd = test::make_state_dict(c, seed++);
+      Rnn r32(ctx, c), other(ctx, c, storage_options(storage));
+      r32.load(sd);
+      other.load(sd);
+      r32.set_path(path);
+      other.set_path(path);
+      const std::size_t B = 3, T = 12;
+      const auto x = random_floats(B * T * c.input_size, seed++);
+      const std::vector<std::int32_t> lengths = {12, 7, 0};
+      const auto a = r32.forward(x, B, T, lengths), b = other.forward(x, B, T, lengths);
+      std::vector<double> a_out(a.output.begin(), a.output.end()), a_hn(a.h_n.begin(), a.h_n.end());
+      EXPECT_TRUE(all_close(b.output, a_out, 0.0, tol)) << "output";
+      EXPECT_TRUE(all_close(b.h_n, a_hn, 0.0, tol)) << "h_n";
+      double diff = 0.0;
+      for (std::size_t i = 0; i < a.output.size(); ++i) diff = std::max(diff, double(std::abs(a.output[i] - b.output[i])));
+      EXPECT_GT(diff, min_diff) << "the layer agrees with fp32 too well: are its weights really " << to_string(storage) << "?";
+      worst = std::max(worst, diff);
+    }
+  }
+  return worst;
+}
+
 // fp16 against fp32 on the same (unrounded) parameters: the difference is what rounding the
 // weights to half does, and it must be there (the fp16 layer really stores half) and be small.
 // Bound: rounding moves each weight by <= 2^-11 relative (4.9e-4). Weights are uniform in
@@ -928,33 +961,7 @@ TEST(Rnn, Fp16SingleStep) {
 // leaves margin over the 2e-5 .. 2.5e-4 seen; fp32 noise alone is ~1e-6, hence the floor.
 TEST(Rnn, Fp16AgreesWithFp32) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
-  auto& ctx = context();
-  std::uint32_t seed = 980;
-  for (CellType cell : kCells) {
-    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
-      RnnConfig c;
-      c.cell = cell, c.input_size = 16, c.hidden_size = 64, c.num_layers = 2, c.bidirectional = true;
-      SCOPED_TRACE(fmt::format("{} {}", to_string(cell), to_string(path)));
-      const auto sd = test::make_state_dict(c, seed++);
-      OpOptions o16;
-      o16.fp16_storage = true;
-      Rnn r32(ctx, c), r16(ctx, c, o16);
-      r32.load(sd);
-      r16.load(sd);
-      r32.set_path(path);
-      r16.set_path(path);
-      const std::size_t B = 3, T = 12;
-      const auto x = random_floats(B * T * c.input_size, seed++);
-      const std::vector<std::int32_t> lengths = {12, 7, 0};
-      const auto a = r32.forward(x, B, T, lengths), b = r16.forward(x, B, T, lengths);
-      std::vector<double> a_out(a.output.begin(), a.output.end()), a_hn(a.h_n.begin(), a.h_n.end());
-      EXPECT_TRUE(all_close(b.output, a_out, 0.0, 2e-3)) << "output";
-      EXPECT_TRUE(all_close(b.h_n, a_hn, 0.0, 2e-3)) << "h_n";
-      double diff = 0.0;
-      for (std::size_t i = 0; i < a.output.size(); ++i) diff = std::max(diff, double(std::abs(a.output[i] - b.output[i])));
-      EXPECT_GT(diff, 1e-5) << "fp16 and fp32 agree too well: are the weights really stored as half?";
-    }
-  }
+  check_agrees_with_fp32(WS::f16, 980, 2e-3, 1e-5);
 }
 
 // fp16 storage where 16-bit storage is not enabled: an adopted VkDevice created without the
@@ -1021,34 +1028,7 @@ TEST(Rnn, I8Shapes) {
 // carried through h shrink each step for these weights, so 2e-2 over 12 steps and 2 layers
 // leaves room; the error must exceed 1e-4 (fp32 noise alone is ~1e-6).
 TEST(Rnn, I8AgreesWithFp32) {
-  auto& ctx = context();
-  std::uint32_t seed = 1600;
-  double worst = 0.0;
-  for (CellType cell : kCells) {
-    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
-      RnnConfig c;
-      c.cell = cell, c.input_size = 16, c.hidden_size = 64, c.num_layers = 2, c.bidirectional = true;
-      SCOPED_TRACE(fmt::format("{} {}", to_string(cell), to_string(path)));
-      const auto sd = test::make_state_dict(c, seed++);
-      Rnn r32(ctx, c), r8(ctx, c, storage_options(WS::i8));
-      r32.load(sd);
-      r8.load(sd);
-      r32.set_path(path);
-      r8.set_path(path);
-      const std::size_t B = 3, T = 12;
-      const auto x = random_floats(B * T * c.input_size, seed++);
-      const std::vector<std::int32_t> lengths = {12, 7, 0};
-      const auto a = r32.forward(x, B, T, lengths), b = r8.forward(x, B, T, lengths);
-      std::vector<double> a_out(a.output.begin(), a.output.end()), a_hn(a.h_n.begin(), a.h_n.end());
-      EXPECT_TRUE(all_close(b.output, a_out, 0.0, 2e-2)) << "output";
-      EXPECT_TRUE(all_close(b.h_n, a_hn, 0.0, 2e-2)) << "h_n";
-      double diff = 0.0;
-      for (std::size_t i = 0; i < a.output.size(); ++i) diff = std::max(diff, double(std::abs(a.output[i] - b.output[i])));
-      EXPECT_GT(diff, 1e-4) << "int8 and fp32 agree too well: are the weights really int8?";
-      worst = std::max(worst, diff);
-    }
-  }
-  RecordProperty("max_abs_diff", fmt::format("{:.3g}", worst));
+  RecordProperty("max_abs_diff", fmt::format("{:.3g}", check_agrees_with_fp32(WS::i8, 1600, 2e-2, 1e-4)));
 }
 
 // set_parameter_quantized keeps a file's int8 values and scales as they are -- here ones
