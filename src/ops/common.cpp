@@ -1,6 +1,7 @@
 #include "ops/common.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -71,6 +72,11 @@ void require_fp16(const Context& ctx, const OpOptions& options, const char* op) 
                             "(VK_KHR_16bit_storage), which is not enabled on '{}'",
                             op, ctx.device().name));
   }
+}
+
+std::size_t first_bad_scale(std::span<const float> scales) {
+  const auto bad = std::find_if(scales.begin(), scales.end(), [](float s) { return !std::isfinite(s) || s < 0.0f; });
+  return static_cast<std::size_t>(bad - scales.begin());
 }
 
 std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,

@@ -36,6 +36,12 @@ std::size_t expect_view(const char* op, const std::string& arg, const MatrixView
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
 
+// The row stride of int8 weights on the device: `cols` rounded up to whole 32-bit words.
+inline std::size_t i8_row_stride(std::size_t cols) { return (cols + 3) / 4 * 4; }
+
+// The first int8 row scale that is not finite and >= 0, or scales.size() when all are.
+std::size_t first_bad_scale(std::span<const float> scales);
+
 // Gemm::record_i8's weight layout: int8 q [rows, cols] with each row padded with zeros to `ld`
 // columns (a multiple of 4: whole 32-bit words), then the rows' f32 scales (rows = scales.size()).
 std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,

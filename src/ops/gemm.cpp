@@ -65,7 +65,7 @@ void check_view(const MatrixView& v, const char* name, std::initializer_list<DTy
                             "stride ({}) and offset ({}) must be multiples of 4 (pad each row)",
                             kOp, name, ld, v.offset));
   }
-  const std::uint64_t row = words ? (std::uint64_t(v.cols) + 3) / 4 * 4 : v.cols;
+  const std::uint64_t row = words ? ops::i8_row_stride(v.cols) : v.cols;
   const std::uint64_t end = std::uint64_t(v.offset) + std::uint64_t(v.rows - 1) * ld + row;
   if (end > v.tensor.size()) {
     throw Error(ErrorCode::out_of_range,
@@ -401,12 +401,10 @@ void Linear::load_quantized(std::span<const std::int8_t> q, const Shape& q_shape
                             "one per output row: [{}] (weight {})",
                             in_, out_, to_string(scales_shape), scales.size(), out_, to_string(q_shape)));
   }
-  for (std::size_t n = 0; n < out_; ++n) {
-    if (!std::isfinite(scales[n]) || scales[n] < 0.0f) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("Linear({} -> {})::load_quantized: scale[{}] is {}, expected finite and >= 0",
-                              in_, out_, n, scales[n]));
-    }
+  if (const std::size_t n = ops::first_bad_scale(scales); n < out_) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("Linear({} -> {})::load_quantized: scale[{}] is {}, expected finite and >= 0",
+                            in_, out_, n, scales[n]));
   }
   check_bias(bias);
   if (storage_ != WeightStorage::i8) {

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -112,7 +111,7 @@ struct Rnn::Impl {
     Tensor dev;
     // The device row stride: int8 rows are whole 32-bit words (the kernels' WEIGHT_I8 layout,
     // Gemm::record_i8's), with the rows' f32 scales after them.
-    std::size_t ld() const { return dev.dtype() == DType::i8 ? (cols + 3) / 4 * 4 : cols; }
+    std::size_t ld() const { return dev.dtype() == DType::i8 ? ops::i8_row_stride(cols) : cols; }
     std::size_t scale_offset() const { return rows * ld(); }
     MatrixView view() const { return {dev, rows, cols, 0, ld()}; }
   };
@@ -216,7 +215,7 @@ struct Rnn::Impl {
     m.cols = cols;
     if (storage == WeightStorage::i8) {
       m.q = {std::vector<std::int8_t>(rows * cols, 0), std::vector<float>(rows, 0.0f)};
-      m.dev = ctx->tensor({rows * ((cols + 3) / 4 * 4) + 4 * rows}, DType::i8, name + " (int8 rows, f32 scales)");
+      m.dev = ctx->tensor({rows * ops::i8_row_stride(cols) + 4 * rows}, DType::i8, name + " (int8 rows, f32 scales)");
     } else {
       m.host.assign(rows * cols, 0.0f);
       m.dev = ctx->tensor({rows, cols}, storage == WeightStorage::f16 ? DType::f16 : DType::f32, name);
@@ -239,14 +238,20 @@ struct Rnn::Impl {
 
   // Sets block `dir` (rows / D rows) of a matrix from floats, quantizing them for int8.
   void set_block(Matrix& m, std::size_t dir, std::span<const float> data) const {
-    const std::size_t rows = data.size() / m.cols, r0 = dir * rows;
+    const std::size_t rows = data.size() / m.cols;
     if (storage == WeightStorage::i8) {
       const QuantizedRows q = quantize_rows(data, rows, m.cols);
-      std::copy(q.q.begin(), q.q.end(), m.q.q.begin() + static_cast<std::ptrdiff_t>(r0 * m.cols));
-      std::copy(q.scales.begin(), q.scales.end(), m.q.scales.begin() + static_cast<std::ptrdiff_t>(r0));
-    } else {
-      std::copy(data.begin(), data.end(), m.host.begin() + static_cast<std::ptrdiff_t>(r0 * m.cols));
+      set_block_i8(m, dir, q.q, q.scales);
+      return;
     }
+    std::copy(data.begin(), data.end(), m.host.begin() + static_cast<std::ptrdiff_t>(dir * rows * m.cols));
+    upload(m);
+  }
+  // The same from int8 values and their row scales (an i8 matrix).
+  void set_block_i8(Matrix& m, std::size_t dir, std::span<const std::int8_t> q, std::span<const float> scales) const {
+    const std::size_t r0 = dir * scales.size();
+    std::copy(q.begin(), q.end(), m.q.q.begin() + static_cast<std::ptrdiff_t>(r0 * m.cols));
+    std::copy(scales.begin(), scales.end(), m.q.scales.begin() + static_cast<std::ptrdiff_t>(r0));
     upload(m);
   }
 
@@ -312,20 +317,15 @@ struct Rnn::Impl {
                               "values) and {} scales", kOp, to_string(cfg.cell), name, to_string(p.shape),
                               element_count(p.shape), rows, to_string(q_shape), q.size(), scales.size()));
     }
-    for (std::size_t r = 0; r < rows; ++r) {
-      if (!std::isfinite(scales[r]) || scales[r] < 0.0f) {
-        throw Error(ErrorCode::invalid_argument,
-                    fmt::format("{}({}): int8 parameter '{}': scale of row {} is {}; scales must be finite and >= 0",
-                                kOp, to_string(cfg.cell), name, r, scales[r]));
-      }
+    if (const std::size_t r = ops::first_bad_scale(scales); r < rows) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}({}): int8 parameter '{}': scale of row {} is {}; scales must be finite and >= 0",
+                              kOp, to_string(cfg.cell), name, r, scales[r]));
     }
-    if (storage != WeightStorage::i8) {
-      set_block(*m, p.dir, dequantize_rows(q, scales, p.shape[1]));
+    if (storage == WeightStorage::i8) {
+      set_block_i8(*m, p.dir, q, scales);
     } else {
-      const std::size_t r0 = p.dir * rows;
-      std::copy(q.begin(), q.end(), m->q.q.begin() + static_cast<std::ptrdiff_t>(r0 * m->cols));
-      std::copy(scales.begin(), scales.end(), m->q.scales.begin() + static_cast<std::ptrdiff_t>(r0));
-      upload(*m);
+      set_block(*m, p.dir, dequantize_rows(q, scales, p.shape[1]));
     }
     p.set = true;
   }
