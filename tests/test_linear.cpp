@@ -526,9 +526,12 @@ TEST(Linear, StridedLowPrecisionWeights) {
   struct Case {
     std::size_t K, ld, w_off;
   };
-  // (K, row stride, offset) in weights.
+  // (K, row stride, offset) in weights. Rows on 16 bytes take the kernel's 16-byte loads (the
+  // vec4s of K past the last whole 16 bytes in a tail loop): i8 ld and offset multiples of 16,
+  // f16 of 8 with K % 4 == 0; the others its 4-byte (i8) and 8-byte (aligned f16) loads.
   const std::vector<Case> i8_cases = {{37, 48, 16}, {32, 48, 0}, {48, 64, 32}, {37, 48, 4}, {37, 40, 0}, {3, 16, 16}};
-  const std::vector<Case> f16_cases = {{21, 24, 8}, {20, 24, 16}, {16, 16, 0}, {21, 24, 4}, {21, 25, 0}, {5, 8, 8}};
+  const std::vector<Case> f16_cases = {{21, 24, 8}, {20, 24, 16}, {16, 16, 0}, {21, 24, 4},
+                                       {21, 25, 0}, {5, 8, 8},   {20, 20, 4}, {36, 44, 8}};
   const std::size_t M = 3, N = 11;
   std::uint32_t seed = 9100;
   for (Gemm::Path path : {Gemm::Path::gemv, Gemm::Path::gemv_invocation}) {

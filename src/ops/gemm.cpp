@@ -259,6 +259,12 @@ void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
                             aligned);
   v.variant.fp16 = f16;
   v.constants.WEIGHT_I8 = i8;
+  // 16-byte loads of W where every row starts on 16 bytes (K slices move w_off by multiples of
+  // 64). They read W a vec4 of K at a time, past K up to the vec4's end: int8's padding to the
+  // word is 0 by contract, fp16 rows may hold anything there (0 * inf is NaN), hence K % 4.
+  const std::uint32_t per_16_bytes = i8 ? 16 : 8;
+  v.constants.WIDE = (i8 || (f16 && push.K % 4 == 0)) && push.ldw % per_16_bytes == 0 &&
+                     push.w_off % per_16_bytes == 0;
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
   dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {

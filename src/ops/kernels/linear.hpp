@@ -36,8 +36,9 @@ struct Gemv {
     std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
     bool ALIGNED = true;
     bool WEIGHT_I8 = false;
+    bool WIDE = false;  // f16 / i8 W rows read 16 bytes at a time: w_off and ldw 16-byte multiples
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write))
 };
