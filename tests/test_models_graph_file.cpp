@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "expect_error.hpp"
 #include "test_models_tiny.hpp"
 #include "vkrnn/classifier.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/safetensors.hpp"
 #include "vkrnn/seq2seq.hpp"
@@ -35,6 +37,7 @@ using test::TempDir;
 struct GraphModel {
   json config;
   std::map<std::string, std::pair<Shape, std::vector<float>>> weights;
+  std::set<std::string> int8;  // written as I8 + F32 "<name>_scale" (one scale per row; 1-D: per element)
   std::mt19937 rng{5};
 
   void add(const std::string& name, Shape shape, bool embedding = false) {
@@ -50,7 +53,16 @@ struct GraphModel {
 
   std::vector<std::byte> safetensors() const {
     std::vector<SafetensorsTensorData> tensors;
-    for (const auto& [name, sd] : weights) tensors.push_back(f32_tensor(name, std::vector<std::size_t>(sd.first.begin(), sd.first.end()), sd.second));
+    for (const auto& [name, sd] : weights) {
+      if (!int8.count(name)) {
+        tensors.push_back(f32_tensor(name, std::vector<std::size_t>(sd.first.begin(), sd.first.end()), sd.second));
+        continue;
+      }
+      const Shape rows = sd.first.size() == 1 ? Shape{sd.first[0], 1} : sd.first;
+      auto q = test::int8_tensors(name, rows, sd.second);
+      q[0].shape = std::vector<std::size_t>(sd.first.begin(), sd.first.end());
+      for (auto& t : q) tensors.push_back(std::move(t));
+    }
     return serialize_safetensors(tensors, {{"format", "vkrnn-model"}, {"version", "2"}});
   }
   void write(const std::filesystem::path& dir) const {
@@ -254,6 +266,37 @@ TEST(GraphFile, Seq2SeqRunsWithZeroAndEncoderState) {
   test::expect_error([&] { model.translate({"x"}); }, ErrorCode::invalid_argument, {"no source vocabulary"});
   test::expect_error([&] { model.greedy(sources, {.outputs = {"nope"}}); }, ErrorCode::not_found, {"no tensor 'nope'"});
   test::expect_error([&] { model.greedy({{9}}); }, ErrorCode::invalid_argument, {"token id 9", "[0, 9)"});
+}
+
+// Version 2 files may hold a recurrent layer's weight matrices in int8 (per-row scales): the
+// model keeps them int8 (weight_storage i8 for that layer) and decodes as the same model with
+// the dequantized weights in f32 does. Its biases are no weight matrices: an I8 bias is refused
+// at load, naming the node and the slot.
+TEST(GraphFile, Int8RecurrentWeights) {
+  GraphModel q = seq2seq();
+  q.int8 = {"enc.weight_ih_l0", "enc.weight_hh_l0", "dec.weight_ih_l0", "dec.weight_hh_l0"};
+  GraphModel f = q;  // the same values as f32: q's after the round trip through int8
+  f.int8.clear();
+  for (const std::string& name : q.int8) {
+    auto& [shape, w] = f.weights.at(name);
+    const QuantizedRows r = quantize_rows(w, shape[0], shape[1]);
+    w = dequantize_rows(r.q, r.scales, shape[1]);
+  }
+  const Seq2Seq qm = Seq2Seq::load_from_memory(context(), q.config.dump(), q.safetensors());
+  const Seq2Seq fm = Seq2Seq::load_from_memory(context(), f.config.dump(), f.safetensors());
+  const auto sources = test::random_token_rows({4, 1, 3}, 3, 9, 21);
+  const DecodeResult a = qm.greedy(sources, {.return_logits = true});
+  const DecodeResult b = fm.greedy(sources, {.return_logits = true});
+  EXPECT_EQ(a.tokens, b.tokens);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  for (std::size_t i = 0; i < a.logits.size(); ++i) EXPECT_NEAR(a.logits[i], b.logits[i], 1e-4) << i;
+
+  GraphModel bad = seq2seq();
+  bad.int8 = {"dec.bias_ih_l0"};
+  TempDir dir;
+  bad.write(dir.path());
+  test::expect_error([&] { ModelFile::load(dir.str()); }, ErrorCode::format,
+                     {"int8 tensor 'dec.bias_ih_l0'", "node 'cell'", "'bias_ih_l0'"});
 }
 
 TEST(GraphFile, BadGraphsNameTheNode) {

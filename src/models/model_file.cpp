@@ -423,12 +423,14 @@ bool int8_slot(const graph::Node& n, const std::string& slot) {
 }
 
 // Int8 weights are for dense and recurrent layers' weight matrices: every node reading one must
-// read it as such.
-void check_int8_uses(const std::string& origin, const ModelFile::Data& data) {
-  for (const graph::Graph* g : {&data.graphs.encoder, &data.graphs.decoder_step, &data.graphs.forward}) {
+// read it as such (checked before the int8 tensor's own header, so that an int8 bias is named as
+// one rather than as a malformed matrix).
+void check_int8_uses(const std::string& origin, const graph::ModelGraphs& graphs,
+                     const std::function<bool(const std::string&)>& is_quantized) {
+  for (const graph::Graph* g : {&graphs.encoder, &graphs.decoder_step, &graphs.forward}) {
     for (const graph::Node& n : g->nodes) {
       for (const auto& [slot, name] : n.weights) {
-        if (data.quantized.count(name) && !int8_slot(n, slot)) {
+        if (is_quantized(name) && !int8_slot(n, slot)) {
           throw Error(ErrorCode::format, fmt::format("{}: int8 tensor '{}': only linear weights and rnn weight matrices may be "
                                                      "int8, but graph '{}', node '{}' (op '{}') reads it as '{}'",
                                                      origin, name, g->name, n.name, n.op, slot));
@@ -505,7 +507,7 @@ void load_v1(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     auto it = data.shapes.find(name);
     return it == data.shapes.end() ? nullptr : &it->second;
   });
-  check_int8_uses(st.origin(), data);
+  check_int8_uses(st.origin(), data.graphs, [&](const std::string& name) { return data.quantized.count(name) != 0; });
 }
 
 // Version 2: the top-level fields and graphs; the graphs checked against the weights' shapes;
@@ -531,6 +533,7 @@ void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     for (const graph::Node& n : g->nodes)
       for (const auto& [slot, name] : n.weights) named.emplace(name, fmt::format("graph '{}', node '{}'", g->name, n.name));
   }
+  check_int8_uses(st.origin(), data.graphs, [&](const std::string& name) { return is_int8(st, name); });
   std::set<std::string> scales;
   for (const auto& [name, where] : named)
     if (is_int8(st, name)) scales.insert(check_int8(st, name, where));
@@ -546,7 +549,6 @@ void load_v2(const Reader& r, const json& j, ModelFile::Data& data, const Weight
     data.plain[name] = is_int8(st, name) ? load_int8(st, name, where, shape, data.quantized[name]) : load_tensor(st, name, where, shape);
     data.shapes[name] = shape;
   }
-  check_int8_uses(st.origin(), data);
 }
 
 // directory: "" for a model from memory, whose files are named "<origin> (model.json)" and
