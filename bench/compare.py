@@ -172,11 +172,32 @@ def markdown(columns, base, names, title, notes=()):
                 r = c.rows.get(n)
                 cells.append(cell(r, speedup(b, r) if c is not base else None))
             out.append(f"| `{n}` | " + " | ".join(cells) + " |")
+    out += kernel_shares(columns, [n for n in names if n.startswith("W3")])
     skipped = [(c, s) for c in columns for s in c.dev["skipped"]]
     if skipped:
         out += ["", "## Skipped rows", ""]
         out += [f"- {escape(c.label)}: `{s['name']}` — {escape(s['reason'])}" for c, s in skipped]
     return "\n".join(out) + "\n"
+
+
+def kernel_shares(columns, names):
+    """Where each W3 row's GPU time goes, per column that timed its kernels (the rows'
+    "kernels": the slowest first, with dispatches per decode and the share of gpu_us)."""
+    out = []
+    for c in columns:
+        rows = [c.rows[n] for n in names if n in c.rows and c.rows[n].get("kernels")]
+        if not rows:
+            continue
+        if not out:
+            out += ["", "## W3: GPU time per kernel", "",
+                    "Per decode (one repetition): each kernel's dispatches and its share of the row's "
+                    "summed dispatch timestamps (`gpu_us`; the gaps between dispatches are not in it)."]
+        out += ["", f"{escape(c.label)}:", "", "| row | kernels (dispatches, share of GPU time) |", "|---|---|"]
+        for r in rows:
+            total = sum(k["gpu_us"] for k in r["kernels"]) or 1.0
+            parts = [f"`{k['kernel']}` ×{k['dispatches']} {100 * k['gpu_us'] / total:.0f}%" for k in r["kernels"]]
+            out.append(f"| `{r['name']}` | " + ", ".join(parts) + " |")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

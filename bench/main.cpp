@@ -137,6 +137,16 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   }
   r["dispatches"] = s.dispatches;
   r["submissions"] = s.submissions;
+  if (!s.kernels.empty()) {
+    // Where the GPU time goes, the slowest kernel first (medians over the repetitions).
+    std::vector<json> kernels;
+    for (const KernelSamples& k : s.kernels) {
+      kernels.push_back({{"kernel", k.kernel}, {"dispatches", k.dispatches}, {"gpu_us", median(k.gpu_us)}});
+    }
+    std::stable_sort(kernels.begin(), kernels.end(),
+                     [](const json& a, const json& b) { return a["gpu_us"].get<double>() > b["gpu_us"].get<double>(); });
+    r["kernels"] = kernels;
+  }
   r["backend"] = {{"name", "vkrnn " + std::string(vkrnn::version())}, {"blas", nullptr}, {"threads", nullptr}};
   return r;
 }
@@ -187,6 +197,16 @@ void print_row(const json& r) {
              percent("copy_fraction"), percent("gpu_copy_fraction"), r["dispatches"].get<int>());
 }
 
+void print_kernels(const json& r) {
+  if (!r.contains("kernels")) return;
+  const double total = r["gpu_us"]["median"].get<double>();
+  for (const json& k : r["kernels"]) {
+    const double us = k["gpu_us"].get<double>();
+    fmt::print("      {:<36} {:>5} x {:>10.1f} us = {:>11.1f} us {:>5.1f}%\n", k["kernel"].get<std::string>(),
+               k["dispatches"].get<int>(), us / k["dispatches"].get<int>(), us, total > 0.0 ? 100.0 * us / total : 0.0);
+  }
+}
+
 struct ValidationLog {
   std::mutex mutex;
   std::vector<std::string> messages;
@@ -197,7 +217,7 @@ int run(int argc, char** argv) {
                "Vulkan device, as a table and as JSON (bench/SCHEMA.md)"};
   std::vector<std::string> device_selectors, filters;
   bool list = false, list_devices_only = false, no_ceilings = false, ceilings_only = false,
-       validation = false;
+       validation = false, kernels = false;
   int repetitions = 20, warmup = 3;
   double max_seconds = 0.0;
   std::string out_path;
@@ -221,6 +241,8 @@ int run(int argc, char** argv) {
   app.add_flag("--ceilings-only", ceilings_only, "measure the ceilings, run no row");
   app.add_flag("--validation", validation,
                "enable the Khronos validation layer; any message makes the exit status 3");
+  app.add_flag("--kernels", kernels,
+               "print each row's GPU time per kernel under it (the JSON has it as \"kernels\" always)");
   CLI11_PARSE(app, argc, argv);
 
   if (ceilings_only && no_ceilings) {
@@ -305,6 +327,7 @@ int run(int argc, char** argv) {
         }
         d["rows"].push_back(row_json(w, s, d["ceilings"]));
         print_row(d["rows"].back());
+        if (kernels) print_kernels(d["rows"].back());
       } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on
         d["skipped"].push_back({{"name", name}, {"reason", e.what()}});
         fmt::print("   {:<40} skipped: {}\n", name, e.what());

@@ -83,6 +83,15 @@ def test_vkrnn(args):
             if r["repetitions"] != 2 or r["dispatches"] < 1 or r["submissions"] != 1:
                 fail(f"{r['name']}: repetitions/dispatches/submissions {r['repetitions']}/"
                      f"{r['dispatches']}/{r['submissions']}")
+            # Per-kernel GPU time on timestamped devices: every dispatch counted, the medians
+            # adding up to about the row's own (a median of sums is no sum of medians).
+            if d["timestamps"]:
+                ks = r.get("kernels") or []
+                if sum(k["dispatches"] for k in ks) != r["dispatches"]:
+                    fail(f"{r['name']}: kernels {ks} do not count its {r['dispatches']} dispatches")
+                total = sum(k["gpu_us"] for k in ks)
+                if not 0.5 * r["gpu_us"]["median"] <= total <= 2.0 * r["gpu_us"]["median"] + 1.0:
+                    fail(f"{r['name']}: kernels add up to {total:.1f} us, gpu_us median {r['gpu_us']['median']:.1f}")
             # Kernel rows: bytes read + written, and on timestamped devices the kernels' own rate.
             if r["id"].startswith("K.") and (not r.get("bytes") or not r["copy_fraction"] or
                                              (d["timestamps"] and not r.get("gpu_copy_fraction"))):

@@ -62,6 +62,22 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
       double ns = 0.0;
       for (const auto& t : timings) ns += t.gpu_ns;
       s.gpu_us.push_back(ns / 1000.0);
+      // Per kernel: a repetition records the same dispatches every time, so each kernel's
+      // dispatch count is fixed and its times line up with gpu_us, one per repetition.
+      const std::size_t rep = s.gpu_us.size() - 1;
+      for (auto& k : s.kernels) k.gpu_us.push_back(0.0);
+      for (const auto& t : timings) {
+        auto k = std::find_if(s.kernels.begin(), s.kernels.end(), [&](const KernelSamples& e) { return e.kernel == t.kernel; });
+        if (k == s.kernels.end()) {
+          if (rep != 0) {
+            throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: kernel {} first ran in repetition {}: the "
+                                                      "repetitions recorded different dispatches", options.label, t.kernel, rep));
+          }
+          k = s.kernels.insert(s.kernels.end(), KernelSamples{t.kernel, 0, {0.0}});
+        }
+        if (rep == 0) ++k->dispatches;
+        k->gpu_us.back() += t.gpu_ns / 1000.0;
+      }
     }
   }
   s.warmup = warmup;

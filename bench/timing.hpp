@@ -12,9 +12,18 @@
 
 namespace vkrnn::bench {
 
+// One kernel's share of a repetition (profiled rows): its dispatches and their summed
+// timestamps, per timed repetition.
+struct KernelSamples {
+  std::string kernel;  // the pipeline's name, as DispatchTiming has it ("gemv_f16_nosubgroup")
+  std::uint32_t dispatches = 0;
+  std::vector<double> gpu_us;
+};
+
 struct Samples {
   std::vector<double> wall_us;    // submit + wait
   std::vector<double> gpu_us;     // empty unless profiled
+  std::vector<KernelSamples> kernels;  // profiled: in the order of their first dispatch
   std::vector<double> record_us;  // host time recording the repetition
   std::uint32_t dispatches = 0;   // per repetition
   std::uint32_t submissions = 0;  // per repetition
