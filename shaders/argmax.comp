@@ -60,6 +60,8 @@ const uint NONE = 0xffffffffu;
 
 #include "float_order.glsl"
 #include "kernel_flags.h"
+#define GREEDY_V p.V
+#include "greedy_step.glsl"
 
 void main() {
   const uint b = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
@@ -94,30 +96,10 @@ void main() {
   }
 
   const int token = done ? p.pad : int(arg);
-  const uint h = b * p.ld + p.col;
-  if (lane == 0) {
-    if ((p.flags & ARGMAX_INDEX) != 0) index_out[b] = token;
-    if ((p.flags & ARGMAX_VALUE) != 0) value_out[b] = m;
-    if ((p.flags & ARGMAX_TOKENS) != 0) tok_hist[h] = token;
-    if ((p.flags & ARGMAX_SCORE) != 0) score_hist[h] = done ? 0.0 : score;
-    if ((p.flags & ARGMAX_NONFINITE) != 0 && !done && (isnan(m) || isinf(m)) && nonfinite[b] == 0u)
-      nonfinite[b] = p.mark;
-  }
+  if (lane == 0 && (p.flags & ARGMAX_VALUE) != 0) value_out[b] = m;
   if ((p.flags & ARGMAX_LOGITS) != 0) {
+    const uint h = b * p.ld + p.col;
     for (uint v = lane; v < p.V; v += gl_WorkGroupSize.x) logit_hist[h * p.V + v] = done ? 0.0 : logits[row + v];
   }
-  if ((p.flags & ARGMAX_ATTENTION) != 0) {
-    for (uint s = lane; s < p.S; s += gl_WorkGroupSize.x) attn_hist[h * p.S + s] = done ? 0.0 : weights[b * p.S + s];
-  }
-  if ((p.flags & ARGMAX_EMBED) != 0) {
-    // The next step's input embedding, fused here to save the decoder a dispatch per token.
-    // token < V <= the table's rows: argmax is clamped above, pad is checked by the host.
-    const uint src = p.table_offset + min(uint(token), p.V - 1u) * p.table_ld, dst = p.emb_offset + b * p.emb_ld;
-    for (uint j = lane; j < p.emb_dim; j += gl_WorkGroupSize.x) emb_out[dst + j] = table[src + j];
-  }
-  if (track) {
-    // Every invocation has read finished[b] (above) before it changes.
-    barrier();
-    if (lane == 0 && !done && token == p.eos) finished[b] = 1u;
-  }
+  greedy_record(b, lane, gl_WorkGroupSize.x, token, done, m, score);
 }

@@ -2,6 +2,7 @@
 // Activation) against exact / double-precision CPU references over awkward shapes, both
 // reduction paths, forced workgroup sizes, the staging path, and their errors.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -18,6 +19,8 @@
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/concat.hpp"
 #include "vkrnn/embedding.hpp"
+#include "vkrnn/half.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/topk.hpp"
 
 namespace vkrnn {
@@ -328,6 +331,186 @@ void check_greedy(bool stop_at_eos, bool shared) {
 TEST(Argmax, GreedyStepsWithAndWithoutEos) {
   for (bool stop : {true, false})
     for (bool shared : {false, true}) check_greedy(stop, shared);
+}
+
+// The output projection and the greedy step in one dispatch (gemv_argmax.comp) where the
+// device allows it, against the CPU: logits from the stored weights in double, and every step's
+// bookkeeping (tokens, scores, EOS, the non-finite flag, histories, the next embedding) from
+// the logits the GPU wrote, as check_greedy; and against the same steps in two dispatches.
+void check_fused_greedy(Context& ctx, std::size_t B, std::size_t V, std::size_t K, WeightStorage storage,
+                        Gemm::Path path, std::uint32_t seed) {
+  SCOPED_TRACE(fmt::format("B {} V {} K {} {} path {}", B, V, K, to_string(storage), int(path)));
+  const std::size_t steps = 3, cap = 4, S = 3, dim = 5;
+  const std::int32_t eos = V > 1 ? 1 : 0, pad = 0;
+  OpOptions o;
+  o.weight_storage = storage;
+  Linear proj(ctx, K, V, true, o);
+  const auto w = random_floats(V * K, seed, -1.0f, 1.0f), bias = random_floats(V, seed + 1, -1.0f, 1.0f);
+  proj.load(w, {V, K}, bias);
+  proj.gemm().set_path(path);
+  // The weights as stored.
+  std::vector<double> ws(w.begin(), w.end());
+  if (storage == WeightStorage::f16) {
+    for (std::size_t i = 0; i < ws.size(); ++i) ws[i] = half_to_float(float_to_half(w[i]));
+  } else if (storage == WeightStorage::i8) {
+    const QuantizedRows q = quantize_rows(w, V, K);
+    const auto d = dequantize_rows(q.q, q.scales, K);
+    ws.assign(d.begin(), d.end());
+  }
+  Argmax op(ctx);
+  const std::size_t words = op.fused_scratch_words(proj, B);
+  const Tensor scratch = ctx.tensor({std::max<std::size_t>(words, 1)}, DType::u32);
+  const auto table = random_floats(V * dim, seed + 2);
+  const Tensor t_table = ctx.tensor({V, dim}, table);
+  std::vector<std::vector<float>> xs(steps), attn(steps);
+  std::vector<Tensor> xt, at;
+  for (std::size_t t = 0; t < steps; ++t) {
+    xs[t] = random_floats(B * K, seed + 10 + std::uint32_t(t), -1.0f, 1.0f);
+    if (t == 1) xs[t][(B - 1) * K] = std::numeric_limits<float>::quiet_NaN();  // the last row's logits: NaN
+    attn[t] = random_floats(B * S, seed + 20 + std::uint32_t(t), 0.0f, 1.0f);
+    xt.push_back(ctx.tensor({B, K}, xs[t]));
+    at.push_back(ctx.tensor({B, S}, attn[t]));
+  }
+  struct Run {
+    Tensor next, finished, tokens, scores, ah, flags, next_in;
+    std::vector<Tensor> logits;
+  };
+  auto make_run = [&] {
+    Run r{ctx.tensor({B}, DType::i32), ctx.tensor({B}, DType::u32), ctx.tensor({B, cap}, DType::i32), ctx.tensor({B, cap}),
+          ctx.tensor({B, cap, S}), ctx.tensor({B}, DType::u32), ctx.tensor({B, dim}), {}};
+    for (std::size_t t = 0; t < steps; ++t) r.logits.push_back(ctx.tensor({B, V}));
+    return r;
+  };
+  Run fused = make_run(), twice = make_run();
+  Sequence seq = ctx.sequence();
+  seq.fill(scratch, 0);
+  for (Run* r : {&fused, &twice}) seq.fill(r->finished, 0).fill(r->tokens, 0x7fffffff).fill(r->scores, 0).fill(r->ah, 0).fill(r->flags, 0);
+  for (std::size_t t = 0; t < steps; ++t) {
+    for (Run* r : {&fused, &twice}) {
+      GreedyStep g;
+      g.next_tokens = r->next;
+      g.finished = r->finished;
+      g.eos = eos;
+      g.pad = pad;
+      g.step = t;
+      g.tokens = r->tokens;
+      g.scores = r->scores;
+      g.nonfinite = r->flags;
+      g.weights = at[t];
+      g.attention = r->ah;
+      g.embedding = MatrixView::of(t_table);
+      g.embedding_out = MatrixView::of(r->next_in);
+      const bool one = op.record(seq, proj, MatrixView::of(xt[t]), r->logits[t], g, r == &fused ? scratch : Tensor{});
+      // Every device here binds 16 or more storage buffers per stage: every projection of up to
+      // 4 rows on a GEMV fuses (GPUs take many rows on the tiled GEMM; lavapipe's 16-row GEMV
+      // blocks do not fuse).
+      EXPECT_EQ(one, r == &fused && words > 0);
+      if (r == &fused && B <= 4) {
+        EXPECT_EQ(words > 0, proj.gemm().path_for(B) != Gemm::Path::tiled);
+      }
+    }
+  }
+  for (Run* r : {&fused, &twice}) {
+    seq.download(r->next).download(r->finished).download(r->tokens).download(r->scores).download(r->ah).download(r->flags).download(r->next_in);
+    for (const Tensor& l : r->logits) seq.download(l);
+  }
+  seq.download(scratch);
+  seq.eval();
+  for (Run* r : {&fused, &twice}) {
+    SCOPED_TRACE(r == &fused ? "fused" : "two dispatches");
+    std::vector<std::int32_t> want_tokens(B * cap, 0x7fffffff), want_next(B);
+    std::vector<double> want_scores(B * cap, 0.0), want_ah(B * cap * S, 0.0);
+    std::vector<std::uint32_t> want_finished(B, 0), want_flags(B, 0);
+    for (std::size_t t = 0; t < steps; ++t) {
+      const auto logits = seq.read<float>(r->logits[t]);
+      std::vector<double> want_logits(B * V);
+      for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t n = 0; n < V; ++n) {
+          double y = bias[n];
+          for (std::size_t k = 0; k < K; ++k) y += double(xs[t][b * K + k]) * ws[n * K + k];
+          want_logits[b * V + n] = y;
+        }
+      }
+      for (std::size_t i = 0; i < logits.size(); ++i) {
+        if (std::isnan(want_logits[i])) EXPECT_TRUE(std::isnan(logits[i])) << "step " << t << " logit " << i;
+        else EXPECT_NEAR(logits[i], want_logits[i], 1e-4 + 1e-5 * std::fabs(want_logits[i])) << "step " << t << " logit " << i;
+      }
+      for (std::size_t b = 0; b < B; ++b) {
+        const bool done = want_finished[b] != 0;
+        const float* row = &logits[b * V];
+        const bool nan = std::any_of(row, row + V, [](float v) { return std::isnan(v); });
+        const ArgRef a = nan ? ArgRef{static_cast<std::int32_t>(std::find_if(row, row + V, [](float v) { return std::isnan(v); }) - row), 0.0, 0.0}
+                             : argmax_ref(row, V);
+        const std::int32_t tok = done ? pad : a.index;
+        want_tokens[b * cap + t] = tok;
+        want_next[b] = tok;
+        want_scores[b * cap + t] = done ? 0.0 : nan ? std::numeric_limits<double>::quiet_NaN() : a.log_prob;
+        for (std::size_t s = 0; s < S; ++s) want_ah[(b * cap + t) * S + s] = done ? 0.0 : attn[t][b * S + s];
+        if (!done && nan && want_flags[b] == 0) want_flags[b] = static_cast<std::uint32_t>(t + 1);
+        if (!done && tok == eos) want_finished[b] = 1;
+      }
+    }
+    EXPECT_EQ(seq.read<std::int32_t>(r->tokens), want_tokens);
+    EXPECT_EQ(seq.read<std::int32_t>(r->next), want_next);
+    EXPECT_EQ(seq.read<std::uint32_t>(r->finished), want_finished);
+    EXPECT_EQ(seq.read<std::uint32_t>(r->flags), want_flags);
+    const auto scores = seq.read<float>(r->scores);
+    for (std::size_t i = 0; i < scores.size(); ++i) {
+      if (std::isnan(want_scores[i])) EXPECT_TRUE(std::isnan(scores[i])) << "score " << i << ": " << scores[i];
+      else EXPECT_NEAR(scores[i], want_scores[i], 1e-5 + 2e-6 * std::fabs(want_scores[i])) << "score " << i;
+    }
+    EXPECT_TRUE(all_close(seq.read<float>(r->ah), want_ah, 0, 0));
+    const auto next_in = seq.read<float>(r->next_in);
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t j = 0; j < dim; ++j) EXPECT_EQ(next_in[b * dim + j], table[std::size_t(want_next[b]) * dim + j]);
+  }
+  EXPECT_EQ(seq.read<std::uint32_t>(scratch)[0], 0u);  // the ticket counter, back at 0
+}
+
+TEST(Argmax, FusedWithItsProjection) {
+  std::uint32_t seed = 2000;
+  const std::vector<std::array<std::size_t, 3>> shapes = {{1, 1, 1}, {1, 7, 5}, {3, 65, 37}, {2, 1000, 64}, {16, 200, 12}, {1, 8000, 1024}};
+  for (WeightStorage storage : {WeightStorage::f32, WeightStorage::f16, WeightStorage::i8})
+    for (Gemm::Path path : {Gemm::Path::automatic, Gemm::Path::gemv, Gemm::Path::gemv_invocation})
+      for (const auto& [B, V, K] : shapes) check_fused_greedy(context(), B, V, K, storage, path, seed += 100);
+  // The kernels GPUs get (64-invocation workgroups, subgroup coops) and those of devices without
+  // subgroup arithmetic (shared-memory reductions).
+  for (test::Limits limits : {test::Limits::gpu, test::Limits::mobile}) {
+    SCOPED_TRACE(test::to_string(limits));
+    for (const auto& [B, V, K] : {std::array<std::size_t, 3>{1, 300, 64}, {3, 65, 37}, {16, 1000, 20}})
+      check_fused_greedy(test::limited_context(limits), B, V, K, WeightStorage::f32, Gemm::Path::automatic, seed += 100);
+  }
+}
+
+// Where the two cannot share a dispatch, the call records both (and says so): no scratch, a
+// logits history, a projection with an activation.
+TEST(Argmax, FusedFallsBackToTwoDispatches) {
+  Context& ctx = context();
+  const std::size_t B = 2, V = 9, K = 4;
+  Linear proj(ctx, K, V);
+  proj.load(random_floats(V * K, 1), {V, K}, random_floats(V, 2));
+  Argmax op(ctx);
+  const Tensor x = ctx.tensor({B, K}, random_floats(B * K, 3)), logits = ctx.tensor({B, V});
+  const Tensor next = ctx.tensor({B}, DType::i32), lh = ctx.tensor({B, 1, V});
+  const Tensor scratch = ctx.tensor({op.fused_scratch_words(proj, B)}, DType::u32);
+  GreedyStep g;
+  g.next_tokens = next;
+  Sequence seq = ctx.sequence();
+  seq.fill(scratch, 0);
+  EXPECT_TRUE(op.record(seq, proj, MatrixView::of(x), logits, g, scratch));
+  EXPECT_FALSE(op.record(seq, proj, MatrixView::of(x), logits, g));
+  GreedyStep with_logits = g;
+  with_logits.logits = lh;
+  EXPECT_FALSE(op.record(seq, proj, MatrixView::of(x), logits, with_logits, scratch));
+  proj.set_activation(ActivationFn::tanh);
+  EXPECT_FALSE(op.record(seq, proj, MatrixView::of(x), logits, g, scratch));
+  seq.download(next).download(lh).download(logits);
+  seq.eval();
+  const auto l = seq.read<float>(logits), h = seq.read<float>(lh);
+  // The last call's logits went through the activation; the history holds the step before.
+  for (std::size_t i = 0; i < l.size(); ++i) EXPECT_NEAR(l[i], std::tanh(h[i]), 1e-6) << i;
+  expect_error([&] { op.record(seq, proj, MatrixView::of(x), ctx.tensor({B, V + 1}), g, scratch); },
+               ErrorCode::invalid_argument, {"Argmax", "out_features"});
 }
 
 TEST(Argmax, Errors) {

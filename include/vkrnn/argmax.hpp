@@ -73,6 +73,21 @@ class VKRNN_API Argmax {
               const Tensor& log_probs = {}, const Tensor& nonfinite = {}) const;
   // One greedy decoding step over logits f32 [B, V].
   void record(Sequence& seq, const Tensor& logits, const GreedyStep& step) const;
+  // The output projection and the greedy step after it: logits [B, V] = x W^T + b through
+  // `projection` (V = its out_features, no activation), then record(seq, logits, step). Where
+  // it can, one dispatch does both (gemv_argmax.comp: every workgroup of the projection reduces
+  // the logits it computed to a partial max and log-softmax sum, and the last one to finish
+  // merges them and records the step), which saves a dispatch and a barrier per token. The
+  // partials go to `scratch`, u32 with at least fused_scratch_words(projection, B) elements,
+  // zero before its first use (each dispatch leaves it zero again): one scratch per decode in
+  // flight. Two dispatches instead without a scratch, with a logits history or chosen tokens in
+  // the step, or where the device or the shape does not allow it (the projection on the tiled
+  // GEMM, its K split for the loop budget, fewer than 14 storage buffers per stage). Returns
+  // whether it fused.
+  bool record(Sequence& seq, const Linear& projection, const MatrixView& x, const Tensor& logits,
+              const GreedyStep& step, const Tensor& scratch = {}) const;
+  // The scratch elements the fused step needs for B rows of `projection` (0: it never fuses).
+  std::size_t fused_scratch_words(const Linear& projection, std::size_t B) const;
 
   std::uint32_t workgroup_size() const { return workgroup_size_; }
   bool subgroup_reduction() const { return subgroups_; }

@@ -37,6 +37,10 @@ namespace vkrnn {
 namespace plan {
 struct Gemm;
 }
+namespace ops {
+struct GreedyDispatch;
+}
+class Argmax;
 
 // A row-major matrix inside a tensor: element (r, c) is tensor element offset + r * ld + c.
 struct VKRNN_API MatrixView {
@@ -90,8 +94,15 @@ class VKRNN_API Gemm {
   std::shared_ptr<const plan::Gemm> plan_;  // from the device (src/plan.hpp)
   Tensor null_;                             // the Context's buffer for unused bindings
 
-  void record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
-                  const Tensor& bias, std::size_t bias_offset, const MatrixView& y) const;
+  // greedy (with its scratch): y and the greedy step in one dispatch (gemv_argmax.comp, for
+  // Argmax::record with a projection); false, nothing recorded, where they cannot share one.
+  bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
+                  const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
+                  const ops::GreedyDispatch* greedy = nullptr, const Tensor& scratch = {}) const;
+  // The scratch words gemv_argmax.comp needs for M x N (0: never fused here).
+  std::size_t greedy_scratch_words(std::size_t M, std::size_t N) const;
+  friend class Argmax;
+  friend class Linear;
 };
 
 // Symmetric per-row int8 quantization of a [rows, cols] row-major matrix, as Linear stores it
@@ -142,6 +153,7 @@ class VKRNN_API Linear {
   std::size_t scale_offset() const { return scale_offset_; }
   const Tensor& bias() const { return bias_; }
   Gemm& gemm() { return gemm_; }
+  const Gemm& gemm() const { return gemm_; }
   // y = f(x W^T + b): the activation fused into the layer's kernels (Gemm::set_activation).
   void set_activation(std::optional<ActivationFn> fn) { gemm_.set_activation(fn); }
 
@@ -159,6 +171,10 @@ class VKRNN_API Linear {
   void check_bias(std::span<const float> bias) const;
   void check_shape(const Shape& shape, const char* what, const char* method) const;
   void store(std::span<const float> weight, std::span<const float> bias);
+  // record(), or with `greedy` the fused step (Gemm::record_any); false: nothing recorded.
+  bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
+                  const Tensor& scratch) const;
+  friend class Argmax;
 };
 
 }  // namespace vkrnn

@@ -176,6 +176,8 @@ class LinearExec : public NodeExec {
     op_.set_activation(fn);
     fused_out_ = out;
   }
+  bool fused() const { return fused_out_ >= 0; }
+  const Linear& op() const { return op_; }
 
  private:
   Linear op_;
@@ -1203,7 +1205,7 @@ Exec Program::live(const std::vector<int>& wanted) const {
 void Program::record(Sequence& seq, const Layout& layout, const Frame& frame, const Exec& exec) const {
   for (std::size_t i = 0; i < graph_->nodes.size(); ++i) {
     if (!exec.live_nodes.empty() && !exec.live_nodes[i]) continue;
-    if (static_cast<int>(i) == exec.skip_node) continue;
+    if (static_cast<int>(i) == exec.skip_node || static_cast<int>(i) == exec.defer_node) continue;
     for (const auto& [t, buffer] : layout.whole_copies[i]) copy(seq, layout, frame, t, frame.owned[buffer]);
     const Run r(&seq, *this, layout, frame, i, exec);
     execs_[i]->record(r);
@@ -1266,6 +1268,30 @@ int Program::sole_embedding_reader(const std::string& input) const {
     }
   }
   return found;
+}
+
+int Program::final_projection(int tensor) const {
+  if (tensor < 0 || graph_->nodes.empty()) return -1;
+  const std::size_t last = graph_->nodes.size() - 1;
+  const Node& n = graph_->nodes[last];
+  const std::string& name = graph_->tensors[static_cast<std::size_t>(tensor)].name;
+  if (n.op != "linear" || n.outputs.at("y") != name) return -1;
+  const auto* linear = dynamic_cast<const LinearExec*>(execs_[last].get());
+  if (!linear || linear->fused() || linear->op().gemm().activation() || redirected(tensor)) return -1;
+  for (const Node& other : graph_->nodes)
+    for (const auto& [slot, names] : other.inputs)
+      if (std::find(names.begin(), names.end(), name) != names.end()) return -1;
+  return static_cast<int>(last);
+}
+
+const Linear& Program::projection(int node) const {
+  return static_cast<const LinearExec&>(*execs_.at(static_cast<std::size_t>(node))).op();
+}
+
+MatrixView Program::input_matrix(const Layout& layout, const Frame& frame, int node, const char* slot) const {
+  const Exec none;
+  const Run r(nullptr, *this, layout, frame, static_cast<std::size_t>(node), none);
+  return r.in_view(slot);
 }
 
 const Tensor& Program::embedding_table(int node) const {

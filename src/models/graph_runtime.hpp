@@ -76,6 +76,7 @@ struct Exec {
   std::vector<char> live_nodes, live_tensors;
   std::span<const std::int32_t> host_lengths;  // the batch's lengths (the 'lengths' input)
   int skip_node = -1;                          // a node whose output is already in place
+  int defer_node = -1;                         // a node the caller records itself, after record()
 };
 
 class NodeExec;
@@ -133,6 +134,14 @@ class Program {
   // the next step themselves), or -1; and its table.
   int sole_embedding_reader(const std::string& input) const;
   const Tensor& embedding_table(int node) const;
+  // The linear node that makes `tensor` when a caller may record it after everything else,
+  // fused with what reads its output (Argmax::record with a projection): it applies no
+  // activation, it is the last node, no node reads its output, and its input needs no whole
+  // copy in any layout. -1 otherwise.
+  int final_projection(int tensor) const;
+  const Linear& projection(int node) const;
+  // A node's input `slot` as the node reads it.
+  MatrixView input_matrix(const Layout& layout, const Frame& frame, int node, const char* slot) const;
 
  private:
   Context* ctx_;

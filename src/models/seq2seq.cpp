@@ -93,6 +93,9 @@ struct Seq2Seq::DecoderState::Impl {
   std::vector<State> states;
   std::vector<Tensor> zeros;   // constant zero inputs
   Tensor token, finished;      // i32 [B] next input, u32 [B]
+  // u32: the partials of the output projection fused with the greedy step (Argmax::record with
+  // the projection); empty where the step cannot take the projection.
+  Tensor greedy_scratch;
   Tensor logits, attention;    // whole copies when the graph's tensors are views
   bool initialized = false;
   bool input_ready = false;    // the token's embedding is already in place (the argmax wrote it)
@@ -118,6 +121,7 @@ struct Seq2Seq::Impl {
   int token_input = -1;                 // decoder input index of 'token'
   int fused_embedding = -1;             // the embedding node the argmax feeds, or -1
   int fused_embedding_out = -1;         // its output tensor
+  int projection_node = -1;             // the logits' linear node the greedy step may take in, or -1
   std::string logits_layer;             // what non-finite logits errors name
   Embedding embedding;
   Concat concat;
@@ -154,6 +158,7 @@ struct Seq2Seq::Impl {
       if (d.inputs[i].from == From::token) token_input = static_cast<int>(i);
     fused_embedding = decoder->sole_embedding_reader(d.inputs[static_cast<std::size_t>(token_input)].name);
     if (fused_embedding >= 0) fused_embedding_out = d.find(d.nodes[static_cast<std::size_t>(fused_embedding)].outputs.at("out"));
+    projection_node = decoder->final_projection(logits_t);
   }
 
   const graph::Graph& dgraph() const { return decoder->graph(); }
@@ -308,6 +313,13 @@ struct Seq2Seq::Impl {
     if (attention_t >= 0 && !decoder->whole(*st->layout, st->frame, attention_t).valid()) {
       st->attention = ctx->tensor({B, e->S}, DType::f32, "Seq2Seq attention");
     }
+    // The output projection and the greedy step in one dispatch where both allow it.
+    if (projection_node >= 0 && !st->logits.valid() && !st->processor &&
+        st->layout->whole_copies[static_cast<std::size_t>(projection_node)].empty()) {
+      if (const std::size_t words = argmax.fused_scratch_words(decoder->projection(projection_node), B)) {
+        st->greedy_scratch = ctx->tensor({words}, DType::u32, "Seq2Seq greedy step partials");
+      }
+    }
     return st;
   }
 
@@ -382,6 +394,7 @@ struct Seq2Seq::Impl {
       if (s.in_place) concat.record(seq, {MatrixView::of(s.buf[0])}, state_view(st, s));
     }
     for (const Tensor& z : st.zeros) seq.fill(z, 0);
+    if (st.greedy_scratch.valid()) seq.fill(st.greedy_scratch, 0);  // each fused step leaves it 0
     seq.fill(st.token, static_cast<std::uint32_t>(cfg.special.bos));
     seq.fill(st.finished, 0);
     if (st.processor) st.processor->record_reset(seq, st.processing);
@@ -443,7 +456,13 @@ struct Seq2Seq::Impl {
   }
 
   void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+    // The logits' projection joins the greedy step's dispatch: unless something reads the logits
+    // between them (a logits history or output, the processor) or beam search selects.
+    const bool take_projection = st.greedy_scratch.valid() && hist.select && !hist.logits.valid() &&
+                                 !hist.outputs.count(dgraph().tensors[static_cast<std::size_t>(logits_t)].name);
+    st.exec.defer_node = take_projection ? projection_node : -1;
     record_graph(seq, st);
+    st.exec.defer_node = -1;
     record_outputs(seq, st, hist);
     // Logits processing (and sampling, prefixes): in place, between the logits and the choice.
     if (st.processor) st.processor->record(seq, st.processing, logits_of(st), st.token, st.t);
@@ -472,7 +491,12 @@ struct Seq2Seq::Impl {
       g.embedding = MatrixView::of(decoder->embedding_table(fused_embedding));
       g.embedding_out = decoder->matrix(*st.layout, st.frame, fused_embedding_out);
     }
-    argmax.record(seq, logits_of(st), g);
+    if (take_projection) {
+      argmax.record(seq, decoder->projection(projection_node), decoder->input_matrix(*st.layout, st.frame, projection_node, "x"),
+                    logits_of(st), g, st.greedy_scratch);
+    } else {
+      argmax.record(seq, logits_of(st), g);
+    }
     finish_step(st);
     st.input_ready = fuse;
   }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "ops/common.hpp"
+#include "ops/greedy.hpp"
 #include "ops/kernels/decode.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -100,7 +101,9 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const Tensor& indices, 
                        push, ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 
-void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) const {
+namespace ops {
+
+GreedyDispatch greedy_dispatch(const Tensor& logits, const GreedyStep& g) {
   check_logits(logits);
   const std::size_t B = logits.dim(0), V = logits.dim(1);
   expect(kOp, "next_tokens", g.next_tokens, {B}, DType::i32);
@@ -183,21 +186,57 @@ void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) co
     push.emb_ld = static_cast<std::uint32_t>(emb_ld);
   }
   push.mark = static_cast<std::uint32_t>(g.step + 1);
-  const std::size_t passes = 1 + (g.scores.valid() ? 1 : 0) + (g.logits.valid() ? 1 : 0);
-  kernels::dispatch<K>(seq, kernel_for(V, passes, S, g.embedding ? g.embedding->cols : 0),
-                       {.logits = logits,
-                        .index_out = g.next_tokens,
-                        .tok_hist = g.tokens,
-                        .score_hist = g.scores,
-                        .finished = g.finished,
-                        .logit_hist = g.logits,
-                        .weights = g.weights,
-                        .attn_hist = g.attention,
-                        .table = g.embedding ? g.embedding->tensor : Tensor{},
-                        .emb_out = g.embedding ? g.embedding_out->tensor : Tensor{},
-                        .nonfinite = g.nonfinite,
-                        .chosen = g.chosen},
-                       push, ops::fold_groups(B, ctx_->device(), kOp), null_);
+  GreedyDispatch d;
+  d.push = push;
+  d.passes = 1 + (g.scores.valid() ? 1 : 0) + (g.logits.valid() ? 1 : 0);
+  d.S = S;
+  d.emb = g.embedding ? g.embedding->cols : 0;
+  d.bindings = {.logits = logits,
+                .index_out = g.next_tokens,
+                .tok_hist = g.tokens,
+                .score_hist = g.scores,
+                .finished = g.finished,
+                .logit_hist = g.logits,
+                .weights = g.weights,
+                .attn_hist = g.attention,
+                .table = g.embedding ? g.embedding->tensor : Tensor{},
+                .emb_out = g.embedding ? g.embedding_out->tensor : Tensor{},
+                .nonfinite = g.nonfinite,
+                .chosen = g.chosen};
+  return d;
+}
+
+}  // namespace ops
+
+void Argmax::record(Sequence& seq, const Tensor& logits, const GreedyStep& g) const {
+  const ops::GreedyDispatch d = ops::greedy_dispatch(logits, g);
+  kernels::dispatch<K>(seq, kernel_for(d.push.V, d.passes, d.S, d.emb), d.bindings, d.push,
+                       ops::fold_groups(d.push.B, ctx_->device(), kOp), null_);
+}
+
+bool Argmax::record(Sequence& seq, const Linear& projection, const MatrixView& x, const Tensor& logits,
+                    const GreedyStep& step, const Tensor& scratch) const {
+  check_logits(logits);
+  if (logits.dim(1) != projection.out_features() || x.rows != logits.dim(0)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: logits {} must be [x rows = {}, the projection's out_features = {}]", kOp,
+                            to_string(logits.shape()), x.rows, projection.out_features()));
+  }
+  if (!projection.loaded_) {
+    throw Error(ErrorCode::state, fmt::format("{}: the projection ({} -> {}) is not loaded", kOp,
+                                              projection.in_features(), projection.out_features()));
+  }
+  const ops::GreedyDispatch d = ops::greedy_dispatch(logits, step);
+  const MatrixView y = MatrixView::of(logits);
+  if (scratch.valid() && projection.record_any(seq, x, y, &d, scratch)) return true;
+  projection.record(seq, x, y);
+  kernels::dispatch<K>(seq, kernel_for(d.push.V, d.passes, d.S, d.emb), d.bindings, d.push,
+                       ops::fold_groups(d.push.B, ctx_->device(), kOp), null_);
+  return false;
+}
+
+std::size_t Argmax::fused_scratch_words(const Linear& projection, std::size_t B) const {
+  return projection.gemm_.greedy_scratch_words(B, projection.out_features());
 }
 
 }  // namespace vkrnn

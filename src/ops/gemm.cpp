@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "ops/common.hpp"
+#include "ops/greedy.hpp"
 #include "ops/kernels/linear.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -152,9 +153,57 @@ void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor&
   record(seq, xv, MatrixView::of(w), bias, 0, yv);
 }
 
-void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
+namespace {
+
+constexpr std::uint32_t kGreedyMaxRows = 4;  // rows of a GEMV block gemv_argmax.comp takes
+
+// gemv_argmax.comp for Gemm::record_any's planned GEMV; false (nothing recorded) where the
+// projection and the step cannot share one dispatch.
+bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& null, Sequence& seq, const plan::Gemv& v,
+                     const kernels::GemmPush& push, const Groups& g, const kernels::GemmBindings& gemm,
+                     const ops::GreedyDispatch& greedy, const Tensor& scratch) {
+  const auto& dev = ctx.device();
+  const kernels::Argmax::Push& a = greedy.push;
+  // One K slice, every row in one z layer, a power-of-two workgroup (reduce.glsl), and the last
+  // workgroup's merge and bookkeeping within the loop budget beside the products. At most 4 rows
+  // per block: each row's running partial sits in registers beside the TM x TN accumulators, and
+  // with lavapipe's 16-row blocks that costs more than the argmax dispatch it saves (W3.b16,
+  // same run: 5-36% slower; W3.b1, TM = 1: 3-11% faster).
+  const std::uint32_t wg = v.constants.local_size_x;
+  const std::uint64_t merge_loops =
+      std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
+  const std::size_t words = 4 + 4 * std::size_t(push.M) * g[0];
+  if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
+      scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
+      v.constants.TM > kGreedyMaxRows ||
+      dev.max_storage_buffers_per_stage < kernels::GemvArgmax::binding_count ||
+      plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
+      merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
+    return false;
+  }
+  kernels::GemvArgmax::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
+                                   .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
+                                   .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE};
+  const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
+                                    push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
+                                    a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
+                                    a.table_ld, a.emb_offset, a.emb_ld, a.mark};
+  const kernels::Argmax::Bindings& b = greedy.bindings;
+  kernels::dispatch<kernels::GemvArgmax>(
+      seq, kernels::make<kernels::GemvArgmax>(ctx, c, v.variant),
+      {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
+       .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
+       .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,
+       .scratch = scratch},
+      p, g, null);
+  return true;
+}
+
+}  // namespace
+
+bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
                       std::size_t scale_offset, const Tensor& bias, std::size_t bias_offset,
-                      const MatrixView& y) const {
+                      const MatrixView& y, const ops::GreedyDispatch* greedy, const Tensor& scratch) const {
   check_view(x, "x", {DType::f32});
   check_view(w, "w", {DType::f32, DType::f16, DType::i8});
   check_view(y, "y", {DType::f32});
@@ -238,6 +287,7 @@ void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   };
 
   const Path path = path_for(M);
+  if (greedy && (path == Path::tiled || activation_)) return false;
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
     const kernels::Variant variant{.fp16 = f16};
@@ -249,7 +299,7 @@ void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
     dispatch_slices(plan::gemm_k_slice(t, push.K), [&](const Push& part) {
       kernels::dispatch<kernels::Gemm>(seq, k, bindings, part, g, null_);
     });
-    return;
+    return true;
   }
   // i8 rows are whole words always (check_view), their padding read as part of the last word.
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
@@ -265,12 +315,32 @@ void Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   const std::uint32_t per_16_bytes = i8 ? 16 : 8;
   v.constants.WIDE = (i8 || (f16 && push.K % 4 == 0)) && push.ldw % per_16_bytes == 0 &&
                      push.w_off % per_16_bytes == 0;
-  const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
+  if (greedy) return dispatch_greedy(*ctx_, *plan_, null_, seq, v, push, g, bindings, *greedy, scratch);
+  const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
     kernels::dispatch<kernels::Gemv>(seq, k, bindings, part, g, null_);
   });
+  return true;
 }
+
+namespace {
+
+// Rows of the projection per scratch partial group: plan::gemv's block of N (aligned or not).
+plan::Gemv greedy_plan(const DeviceInfo& dev, const plan::Gemm& p, const OpOptions& o, Gemm::Path path, std::size_t M) {
+  return plan::gemv(dev, p, o, M, path == Gemm::Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation, true);
+}
+
+}  // namespace
+
+std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
+  const Path path = path_for(M);
+  if (path == Path::tiled || ctx_->device().max_storage_buffers_per_stage < kernels::GemvArgmax::binding_count) return 0;
+  const plan::Gemv v = greedy_plan(ctx_->device(), *plan_, options_, path, M);
+  if (v.constants.TM > kGreedyMaxRows) return 0;
+  return 4 + 4 * M * ((N + v.per_group - 1) / v.per_group);
+}
+
 
 // ---------------------------------------------------------------------------------------------
 
@@ -440,11 +510,16 @@ void Linear::record(Sequence& seq, const MatrixView& x, const MatrixView& y) con
   if (!loaded_) {
     throw Error(ErrorCode::state, fmt::format("Linear({} -> {}): record() before load()", in_, out_));
   }
+  record_any(seq, x, y, nullptr, {});
+}
+
+bool Linear::record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
+                        const Tensor& scratch) const {
   if (storage_ == WeightStorage::i8) {
-    gemm_.record_i8(seq, x, MatrixView{weight_, out_, in_, 0, padded_in()}, scale_offset_, bias_, 0, y);
-  } else {
-    gemm_.record(seq, x, MatrixView::of(weight_), bias_, 0, y);
+    return gemm_.record_any(seq, x, MatrixView{weight_, out_, in_, 0, padded_in()}, true, scale_offset_, bias_, 0, y,
+                            greedy, scratch);
   }
+  return gemm_.record_any(seq, x, MatrixView::of(weight_), false, 0, bias_, 0, y, greedy, scratch);
 }
 
 std::vector<float> Linear::forward(std::span<const float> x, std::size_t rows) const {

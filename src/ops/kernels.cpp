@@ -29,7 +29,7 @@ constexpr bool declared(std::string_view name) {
 constexpr bool every_kernel_declared() {
   for (std::string_view name : reflect::all_kernels) {
     if (!declared<AttentionQuery, AttentionScores, AttentionSoftmax, AttentionContext,
-                  AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, Gemm, RnnStep, RnnSeq,
+                  AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, GemvArgmax, Gemm, RnnStep, RnnSeq,
                   RnnProj, SelfAttention, SelfAttentionWeights, Activation, ActivationInPlace,
                   ResidualAdd, ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
                   SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, LogitsProcessor, BeamSearch, SequenceGate,

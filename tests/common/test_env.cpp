@@ -73,6 +73,11 @@ Context& context() {
   return *g_context;
 }
 
+bool greedy_takes_projection(Context& ctx, std::size_t B) {
+  const Linear probe(ctx, 4, 8);
+  return Argmax(ctx).fused_scratch_words(probe, B) > 0;
+}
+
 Context& staging_context() {
   if (!g_staging) {
     auto o = validated_options();

@@ -33,6 +33,10 @@ DeviceLimits device_limits(Limits limits);
 // One validation-enabled context per profile, for the process.
 Context& limited_context(Limits limits);
 
+// Whether Argmax::record with a projection takes a B-row projection into the greedy step's
+// dispatch on `ctx` (gemv_argmax.comp): Seq2Seq's greedy steps then record one dispatch fewer.
+bool greedy_takes_projection(Context& ctx, std::size_t B);
+
 // Validation messages seen since the last call (and clears them).
 std::vector<std::string> take_validation_messages();
 // Every message ever seen in this process (for the fixture's own test).

@@ -6,6 +6,7 @@
 #include "ops/kernel_interface.hpp"
 #include "reflect/gemm.hpp"
 #include "reflect/gemv.hpp"
+#include "reflect/gemv_argmax.hpp"
 
 namespace vkrnn::kernels {
 
@@ -41,6 +42,46 @@ struct Gemv {
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8))
   using Bindings = GemmBindings;
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write))
+};
+
+// gemv.comp's projection and a greedy step's argmax (argmax.comp's bookkeeping but the value,
+// logits history and chosen tokens) in one dispatch: the last workgroup to finish merges the
+// rows' partials from `scratch` (Gemm::record_any with an ops::GreedyDispatch).
+struct GemvArgmax {
+  VKRNN_KERNEL(gemv_argmax, "gemv_argmax", .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t M, N, K;
+    std::uint32_t x_off, ldx;
+    std::uint32_t w_off, ldw;
+    std::uint32_t b_off;
+    std::uint32_t y_off, ldy;
+    std::uint32_t gemm_flags;
+    std::uint32_t s_off;
+    std::uint32_t S, ld, col;
+    std::int32_t eos, pad;
+    std::uint32_t flags;
+    std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
+    std::uint32_t mark;
+  };
+  VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, gemm_flags, s_off, S, ld, col, eos, pad, flags,
+             emb_dim, table_offset, table_ld, emb_offset, emb_ld, mark)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
+    bool ALIGNED = true;
+    bool WEIGHT_I8 = false;
+    bool WIDE = false;
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
+                  (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
+        nonfinite, scratch;
+  };
+  VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write), (index_out, write), (tok_hist, write),
+                 (score_hist, write), (finished, read_write), (weights, read), (attn_hist, write), (table, read),
+                 (emb_out, write), (nonfinite, read_write), (scratch, read_write))
 };
 
 // Shared-memory tiled GEMM: a WX x WY workgroup of TM x TN register tiles, BK-wide K slices.
