@@ -166,9 +166,9 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   const kernels::Argmax::Push& a = greedy.push;
   // One K slice, every row in one z layer, a power-of-two workgroup (reduce.glsl), and the last
   // workgroup's merge and bookkeeping within the loop budget beside the products. At most 4 rows
-  // per block: each row's running partial sits in registers beside the TM x TN accumulators, and
-  // with lavapipe's 16-row blocks that costs more than the argmax dispatch it saves (W3.b16,
-  // same run: 5-36% slower; W3.b1, TM = 1: 3-11% faster).
+  // per block: lavapipe's 16-row blocks fused cost more than the argmax dispatch they save
+  // (W3.b16, rounds of one A/B: 0-36% slower; W3.b1 at TM = 1: -1% to +11%), likely the rows'
+  // running partials beside the TM x TN accumulators and the last workgroup's per-row reductions.
   const std::uint32_t wg = v.constants.local_size_x;
   const std::uint64_t merge_loops =
       std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
