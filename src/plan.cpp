@@ -1,4 +1,3 @@
-#include <cstdlib>
 #include "plan.hpp"
 
 #include <algorithm>
@@ -16,11 +15,6 @@ using ops::round_up;
 // --- the device ----------------------------------------------------------------------------
 
 bool is_cpu(const DeviceInfo& dev) { return dev.type == DeviceType::cpu; }
-
-bool texel_loads(const DeviceInfo& dev, std::uint64_t bytes) {
-  return is_cpu(dev) && dev.uniform_texel_u32x4 && bytes >= 16 &&
-         bytes <= std::uint64_t(dev.max_texel_buffer_elements) * 16;
-}
 
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
   return dev.subgroup_arithmetic && dev.subgroup_in_compute && dev.subgroup_size > 0 &&
@@ -128,7 +122,7 @@ std::uint64_t share(std::uint64_t n, std::uint64_t wg) { return (n + wg - 1) / w
 
 template <class K>
 void add_kernel(Needs& needs, const typename K::Constants& c, const kernels::Variant& v) {
-  needs.add(shared_bytes<K>(c, v), K::storage_buffer_count);
+  needs.add(shared_bytes<K>(c, v), K::binding_count);
   needs.fp16_storage = needs.fp16_storage || v.fp16;
 }
 
@@ -405,7 +399,7 @@ Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
   }
   g.needs.fp16_storage = f16;
   g.needs.add(shared_bytes<kernels::Gemm>(g.tiled, tiled_variant), kernels::Gemm::binding_count);
-  g.needs.add(0, kernels::Gemv::storage_buffer_count);
+  g.needs.add(0, kernels::Gemv::binding_count);
   return g;
 }
 
@@ -646,7 +640,7 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
 }
 
 bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in) {
-  if (!steps.variant.subgroup && !getenv("VKRNN_INLINE")) return false;  // HACK
+  if (!steps.variant.subgroup) return false;  // invocation_dot: the GEMM (see plan.hpp)
   const auto& c = steps.constants;
   const std::uint64_t coops = std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev));
   // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.

@@ -20,7 +20,6 @@ namespace vkrnn::vk {
   X(vkGetPhysicalDeviceProperties2)            \
   X(vkGetPhysicalDeviceFeatures2)              \
   X(vkGetPhysicalDeviceMemoryProperties)       \
-  X(vkGetPhysicalDeviceFormatProperties)       \
   X(vkGetPhysicalDeviceQueueFamilyProperties)  \
   X(vkEnumerateDeviceExtensionProperties)      \
   X(vkCreateDevice)                            \
@@ -37,8 +36,6 @@ namespace vkrnn::vk {
   X(vkGetDeviceQueue)                  \
   X(vkCreateBuffer)                    \
   X(vkDestroyBuffer)                   \
-  X(vkCreateBufferView)                \
-  X(vkDestroyBufferView)               \
   X(vkGetBufferMemoryRequirements)     \
   X(vkAllocateMemory)                  \
   X(vkFreeMemory)                      \

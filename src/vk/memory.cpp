@@ -247,10 +247,8 @@ Buffer Allocator::create_buffer(VkDeviceSize bytes, MemoryUsage usage, const std
   bi.size = buf.size;
   switch (usage) {
     case MemoryUsage::device:
-      // Uniform texel buffer too: kernels may read a tensor through a texel view (TensorStorage).
-      bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                 VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
+      bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
       break;
     case MemoryUsage::upload: bi.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT; break;
     case MemoryUsage::readback: bi.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT; break;
