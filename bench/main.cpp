@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -212,6 +213,20 @@ struct ValidationLog {
   std::vector<std::string> messages;
 };
 
+// Through a temporary file and a rename, so that a run killed while writing leaves the last
+// complete file, not a truncated one.
+bool write_json(const std::string& path, const json& doc) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << doc.dump(1) << "\n";
+    if (!f) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"vkrnn-bench: the standard workloads (W1-W4) and the device ceilings on every "
                "Vulkan device, as a table and as JSON (bench/SCHEMA.md)"};
@@ -333,14 +348,19 @@ int run(int argc, char** argv) {
         fmt::print("   {:<40} skipped: {}\n", name, e.what());
       }
       std::fflush(stdout);
+      // After every row: a run stopped part-way (a time limit on a lent machine) still leaves
+      // valid JSON of the rows it finished.
+      if (!out_path.empty()) {
+        json partial = doc;
+        partial["devices"].push_back(d);
+        (void)write_json(out_path, partial);
+      }
     }
     doc["devices"].push_back(std::move(d));
   }
 
   if (!out_path.empty()) {
-    std::ofstream f(out_path);
-    f << doc.dump(1) << "\n";
-    if (!f) {
+    if (!write_json(out_path, doc)) {
       fmt::print(stderr, "vkrnn-bench: cannot write {}\n", out_path);
       return 1;
     }

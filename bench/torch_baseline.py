@@ -525,15 +525,24 @@ def main(argv=None):
                         f"{row['gflops']:.2f} GFLOP/s" if row["gflops"] else "")
                 print(f"  {rname:40s} {med:12.1f} us  [{min(wall):.1f} .. {max(wall):.1f}]  {rate}",
                       file=sys.stderr)
+                if args.out:  # after every row: a run stopped part-way leaves what it finished
+                    write_json(args.out, dict(result, devices=result["devices"] + [entry]))
         result["devices"].append(entry)
 
-    text = json.dumps(result, indent=1)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_json(args.out, result)
     else:
-        print(text)
+        print(json.dumps(result, indent=1))
     return 0
+
+
+def write_json(path, doc):
+    """Through a temporary file and a rename: a run killed while writing leaves the last
+    complete file, not a truncated one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
