@@ -27,7 +27,7 @@ namespace {
 enum Op : std::uint32_t {
   OpName = 5, OpMemberName = 6, OpTypeBool = 20, OpTypeInt = 21, OpTypeFloat = 22,
   OpTypeVector = 23, OpTypeMatrix = 24, OpTypeArray = 28, OpTypeRuntimeArray = 29,
-  OpTypeStruct = 30, OpTypePointer = 32, OpConstantTrue = 41, OpConstantFalse = 42,
+  OpTypeImage = 25, OpTypeSampledImage = 27, OpTypeStruct = 30, OpTypePointer = 32, OpConstantTrue = 41, OpConstantFalse = 42,
   OpConstant = 43, OpConstantComposite = 44, OpSpecConstantTrue = 48, OpSpecConstantFalse = 49,
   OpSpecConstant = 50, OpSpecConstantComposite = 51, OpSpecConstantOp = 52, OpVariable = 59,
   OpDecorate = 71, OpMemberDecorate = 72,
@@ -35,7 +35,7 @@ enum Op : std::uint32_t {
 enum Decoration : std::uint32_t {
   SpecId = 1, NonWritable = 24, Binding = 33, DescriptorSet = 34, Offset = 35,
 };
-enum StorageClass : std::uint32_t { Workgroup = 4, Uniform = 2, PushConstant = 9, StorageBuffer = 12 };
+enum StorageClass : std::uint32_t { UniformConstant = 0, Workgroup = 4, Uniform = 2, PushConstant = 9, StorageBuffer = 12 };
 
 struct Type {
   std::uint32_t op = 0;
@@ -96,6 +96,9 @@ Module parse(const std::vector<std::uint32_t>& w, const std::string& file) {
       case OpTypeMatrix: m.types[a[0]] = {op, 0, 0, a[1], a[2]}; break;
       case OpTypeArray: m.types[a[0]] = {op, 0, 0, a[1], a[2]}; break;
       case OpTypeRuntimeArray: m.types[a[0]] = {op, 0, 0, a[1]}; break;
+      // Image: `count` holds Dim (5: Buffer), `width` Sampled (1: with a sampler, 2: storage).
+      case OpTypeImage: m.types[a[0]] = {op, a[6], 0, a[1], a[2]}; break;
+      case OpTypeSampledImage: m.types[a[0]] = {op, 0, 0, a[1]}; break;
       case OpTypeStruct: {
         Type t{op};
         t.members.assign(a + 1, a + n - 1);
@@ -261,6 +264,7 @@ struct PushMember {
 struct BindingInfo {
   std::set<std::string> names;
   bool read_only = true;
+  bool texel = false;  // a uniform texel buffer (usamplerBuffer and the like), not a storage buffer
 };
 struct SpecInfo {
   std::string name, type;
@@ -302,6 +306,15 @@ Kernel reflect(const std::string& name, const std::string& file) {
       }
     } else if (p.storage == Workgroup) {
       k.shared.push_back("std::uint64_t(" + type_bytes(m, block) + ")");
+    } else if (p.storage == UniformConstant && bt.op == OpTypeSampledImage) {
+      // Uniform texel buffers only: a sampled image of Dim Buffer.
+      const Type& image = m.types.at(bt.component);
+      if (image.count != 5 || image.width != 1) throw std::runtime_error(file + ": a sampled image that is not a texel buffer");
+      if (!m.bindings.count(var)) continue;
+      if (m.sets.count(var) && m.sets.at(var) != 0) throw std::runtime_error(file + ": a binding outside descriptor set 0");
+      BindingInfo& b = k.bindings[m.bindings.at(var)];
+      if (m.names.count(var)) b.names.insert(m.names.at(var));
+      b.texel = true;
     } else if (p.storage == StorageBuffer || p.storage == Uniform) {
       if (!m.bindings.count(var)) continue;
       if (m.sets.count(var) && m.sets.at(var) != 0) {
@@ -374,9 +387,10 @@ int main(int argc, char** argv) {
       for (const auto& [index, b] : k.bindings) {
         std::string names;
         for (const auto& s : b.names) names.append(names.empty() ? "" : " ").append(s);
-        o << "{" << index << ", " << quoted(names) << ", " << (b.read_only ? "true" : "false") << "}, ";
+        o << "{" << index << ", " << quoted(names) << ", " << (b.read_only ? "true" : "false") << ", "
+          << (b.texel ? "true" : "false") << "}, ";
       }
-      if (k.bindings.empty()) o << "{0, \"\", false}";
+      if (k.bindings.empty()) o << "{0, \"\", false, false}";
       o << "};\n";
       o << "inline constexpr SpecInfo " << p << "constants[] = {";
       for (const auto& [id, s] : k.constants) {

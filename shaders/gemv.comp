@@ -25,6 +25,7 @@ layout(constant_id = 5) const uint BLOCKS = 1;      // N-blocks per workgroup
 layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all % 4 == 0
 layout(constant_id = 7) const bool WEIGHT_I8 = false;  // W int8 (w_off, ldw % 4 == 0 always)
 layout(constant_id = 8) const bool WIDE = false;  // f16 / i8 W: w_off and ldw are 16-byte multiples
+layout(constant_id = 9) const bool TEXEL = false;  // W's 16-byte loads come from wt (gemv_block.glsl)
 
 // Each buffer is declared twice (scalar and vec4 view of the same binding); the ALIGNED
 // specialisation decides which one the pipeline keeps.
@@ -41,6 +42,8 @@ layout(set = 0, binding = 1) readonly buffer WQ { uint wq[]; };  // WEIGHT_I8: 4
 layout(set = 0, binding = 1) readonly buffer WW { uvec4 ww[]; };  // WIDE: 16 bytes
 layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
 layout(set = 0, binding = 3) buffer YS { float ys[]; };  // read back only with GEMM_ACCUMULATE
+layout(set = 0, binding = 4) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
+layout(set = 0, binding = 5) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
 
 layout(push_constant) uniform Push {
   uint M, N, K;

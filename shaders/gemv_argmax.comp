@@ -23,6 +23,7 @@ layout(constant_id = 5) const uint BLOCKS = 1;
 layout(constant_id = 6) const bool ALIGNED = true;
 layout(constant_id = 7) const bool WEIGHT_I8 = false;
 layout(constant_id = 8) const bool WIDE = false;
+layout(constant_id = 9) const bool TEXEL = false;  // as in gemv.comp
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
 layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };
@@ -49,6 +50,8 @@ layout(set = 0, binding = 12) buffer NonFinite { uint nonfinite[]; };         //
 // Word 0: the workgroups done so far (0 before and after the dispatch); from word 4, row m's
 // partial from x-workgroup g at 4 + 4 * (m * gl_NumWorkGroups.x + g): key, index, max, sum.
 layout(set = 0, binding = 13) coherent buffer Scratch { uint scratch[]; };
+layout(set = 0, binding = 14) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
+layout(set = 0, binding = 15) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
 
 layout(push_constant) uniform Push {
   uint M, N, K;

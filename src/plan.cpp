@@ -16,6 +16,11 @@ using ops::round_up;
 
 bool is_cpu(const DeviceInfo& dev) { return dev.type == DeviceType::cpu; }
 
+bool texel_loads(const DeviceInfo& dev, std::uint64_t bytes) {
+  return is_cpu(dev) && dev.uniform_texel_u32x4 && bytes >= 16 &&
+         bytes <= std::uint64_t(dev.max_texel_buffer_elements) * 16;
+}
+
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options) {
   return dev.subgroup_arithmetic && dev.subgroup_in_compute && dev.subgroup_size > 0 &&
          !options.force_shared_memory_reduction;
@@ -122,7 +127,7 @@ std::uint64_t share(std::uint64_t n, std::uint64_t wg) { return (n + wg - 1) / w
 
 template <class K>
 void add_kernel(Needs& needs, const typename K::Constants& c, const kernels::Variant& v) {
-  needs.add(shared_bytes<K>(c, v), K::binding_count);
+  needs.add(shared_bytes<K>(c, v), K::storage_buffer_count);
   needs.fp16_storage = needs.fp16_storage || v.fp16;
 }
 
@@ -399,7 +404,7 @@ Gemm gemm(const DeviceInfo& dev, const OpOptions& options) {
   }
   g.needs.fp16_storage = f16;
   g.needs.add(shared_bytes<kernels::Gemm>(g.tiled, tiled_variant), kernels::Gemm::binding_count);
-  g.needs.add(0, kernels::Gemv::binding_count);
+  g.needs.add(0, kernels::Gemv::storage_buffer_count);
   return g;
 }
 

@@ -33,6 +33,12 @@ namespace vkrnn::plan {
 // CPU drivers (lavapipe) run one-subgroup workgroups, fat register blocks and few, long chunks
 // fastest; GPUs want 64+ invocations, many workgroups and light registers.
 bool is_cpu(const DeviceInfo& dev);
+// Whether kernels read a tensor of `bytes` through a uniform texel buffer (16-byte texelFetch)
+// instead of storage-buffer loads. CPU drivers only: lavapipe turns each storage load into a
+// loop over the SIMD lanes with a bounds test per element, while texel fetches become vector
+// gathers (a read-only probe: 22-33 GB/s against 5.1-7.0 for uvec4 storage loads, same run).
+// Not measured on a GPU, so GPUs keep storage buffers.
+bool texel_loads(const DeviceInfo& dev, std::uint64_t bytes);
 // Reductions use subgroup arithmetic (else shared-memory trees, or one invocation per dot).
 bool use_subgroups(const DeviceInfo& dev, const OpOptions& options);
 // The subgroup sizes a shader may run with: a workgroup of at most min_lanes invocations is one

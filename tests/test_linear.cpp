@@ -302,6 +302,41 @@ TEST(Linear, StagingContext) {
   run_case(test::staging_context(), {Gemm::Path::automatic, false, false}, 3, 17, 33, true, 77);
 }
 
+// CPU drivers read W and x through texel views (plan::texel_loads) up to the device's
+// maxTexelBufferElements; past it the storage-buffer loads take over, and a kernel handed a
+// tensor bigger than its view refuses, naming the limit.
+TEST(Linear, TexelLoadsFollowTheDeviceLimit) {
+  auto o = test::validated_options();
+  o.limits = DeviceLimits{.max_texel_buffer_elements = 64};  // views of 1 KiB
+  Context ctx(o);
+  auto gemv_specs = [&](std::uint32_t texel) {
+    std::size_t n = 0;
+    for (const auto& s : ctx.kernel_specs()) {
+      n += s.shader.starts_with("gemv") && s.constants.size() > 9 && s.constants[9] == texel;
+    }
+    return n;
+  };
+  const bool cpu = ctx.device().type == DeviceType::cpu;
+  run_case(ctx, {Gemm::Path::automatic, false, false}, 1, 8, 32, true, 91);  // W: 1024 bytes
+  EXPECT_EQ(gemv_specs(1), cpu ? 1u : 0u);
+  EXPECT_EQ(gemv_specs(0), cpu ? 0u : 1u);
+  run_case(ctx, {Gemm::Path::automatic, false, false}, 2, 9, 32, true, 92);  // W: 1152 bytes
+  EXPECT_EQ(gemv_specs(1), cpu ? 1u : 0u);
+  EXPECT_GE(gemv_specs(0), 1u);
+
+  // gemv_nosubgroup with TEXEL (constant 9) bound to a W of 1152 bytes: 72 texels > 64.
+  const Kernel k = ctx.kernel({"gemv_nosubgroup", {1, 1, 1, 1, 4, 1, 1, 0, 0, 1}, 6, 12 * 4});
+  auto x = ctx.tensor({32}, random_floats(32, 5));
+  auto w = ctx.tensor({9, 32}, random_floats(9 * 32, 6));
+  auto y = ctx.tensor({9}, DType::f32);
+  const std::uint32_t push[12] = {1, 9, 32, 0, 32, 0, 32, 0, 0, 9, 0, 0};
+  auto seq = ctx.sequence();
+  expect_error([&] { seq.dispatch(k, {in(x), in(w), in(x), inout(y), in(w), in(x)}, std::as_bytes(std::span(push)), {3, 1, 1}); },
+               ErrorCode::out_of_range, {"as a texel buffer", "maxTexelBufferElements", "64 texels"});
+  expect_error([&] { seq.dispatch(k, {in(x), in(w), in(x), inout(y), inout(x), in(x)}, std::as_bytes(std::span(push)), {3, 1, 1}); },
+               ErrorCode::invalid_argument, {"binding 4", "uniform texel buffer: read only"});
+}
+
 TEST(Linear, BadArguments) {
   auto& ctx = context();
   Gemm gemm(ctx);

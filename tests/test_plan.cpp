@@ -107,7 +107,7 @@ Built build(const DeviceInfo& dev, const typename K::Constants& c, const Variant
   if (v.subgroup && K::axes.subgroup) {
     EXPECT_TRUE(dev.subgroup_arithmetic) << what << ": a subgroup build without arithmetic";
   }
-  return {kernels::shared_bytes<K>(c, v), K::binding_count};
+  return {kernels::shared_bytes<K>(c, v), K::storage_buffer_count};
 }
 
 // The plan fits the device's limits -- or require() refuses it, naming the limit.
@@ -349,6 +349,15 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 1), plan::GemmPath::gemv);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 100), plan::GemmPath::tiled);
   EXPECT_EQ(plan::gemm_path(cpu, plan::gemm(cpu, {}), 100), plan::GemmPath::gemv_invocation);
+  // Texel loads on CPU drivers only, for tensors of one texel up to maxTexelBufferElements.
+  EXPECT_FALSE(plan::texel_loads(gpu, 1 << 20));
+  EXPECT_TRUE(plan::texel_loads(cpu, 16));
+  EXPECT_TRUE(plan::texel_loads(cpu, 16 * std::uint64_t(cpu.max_texel_buffer_elements)));
+  EXPECT_FALSE(plan::texel_loads(cpu, 16 * std::uint64_t(cpu.max_texel_buffer_elements) + 1));
+  EXPECT_FALSE(plan::texel_loads(cpu, 15));
+  auto no_format = cpu;
+  no_format.uniform_texel_u32x4 = false;
+  EXPECT_FALSE(plan::texel_loads(no_format, 1 << 20));
 }
 
 // --- dense layers --------------------------------------------------------------------------
@@ -378,7 +387,7 @@ TEST(Plan, GemmRespectsEveryProfile) {
         EXPECT_GE(v.constants.TM, 1u);
       }
     }
-    check_needs(dev, g.needs, {built[0], {0, kernels::Gemv::binding_count}}, what);
+    check_needs(dev, g.needs, {built[0], {0, kernels::Gemv::storage_buffer_count}}, what);
   });
 }
 
@@ -409,7 +418,7 @@ TEST(Plan, DenseWeightStorage) {
   auto v = plan::gemv(dev, g, {}, 1, plan::GemmPath::gemv, false);
   v.constants.WEIGHT_I8 = true;
   EXPECT_EQ(build<kernels::Gemv>(dev, v.constants, v.variant, "gemv i8").shared, 0u);
-  check_needs(dev, g.needs, {t8, {0, kernels::Gemv::binding_count}}, "i8");
+  check_needs(dev, g.needs, {t8, {0, kernels::Gemv::storage_buffer_count}}, "i8");
 }
 
 // Recurrent weights follow the same rule: f16 takes the _f16 builds, i8 the f32 builds with
@@ -504,8 +513,8 @@ TEST(Plan, DecodingAndElementwiseRespectEveryProfile) {
       check_workgroup(dev, plan::elementwise_workgroup(dev, o), 1, 1, what + " elementwise");
       // Beam search binds 13 storage buffers: refused by name below that.
       plan::Needs beam;
-      beam.add(0, kernels::BeamSearch::binding_count);
-      check_needs(dev, beam, {{0, kernels::BeamSearch::binding_count}}, what + " beam search");
+      beam.add(0, kernels::BeamSearch::storage_buffer_count);
+      check_needs(dev, beam, {{0, kernels::BeamSearch::storage_buffer_count}}, what + " beam search");
     }
     for (bool force : {false, true}) {
       EXPECT_EQ(plan::host_mapped_tensors(dev, force), dev.unified_memory && !force) << dev.name;

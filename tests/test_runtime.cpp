@@ -22,6 +22,7 @@
 #include "expect_error.hpp"
 #include "vk/context_impl.hpp"
 #include "vk/loader.hpp"
+#include "vk/memory.hpp"
 
 using namespace vkrnn;
 using vkrnn::test::context;
@@ -250,6 +251,29 @@ TEST(Memory, TensorsAreSubAllocatedFromFewBlocks) {
   const auto after = ctx.memory_stats();
   EXPECT_EQ(after.live_buffers, before.live_buffers);
   EXPECT_EQ(after.live_buffer_bytes, before.live_buffer_bytes);
+}
+
+// llvmpipe compiles a shader again for each (buffer size a power of two, view size with bits
+// 8-15 all zero) bound to a texel binding: device buffers on CPU drivers are sized so that
+// neither varies (vk::texel_view_buffer_size), which kept the texel-loading GEMVs at one compile
+// per pipeline.
+TEST(Memory, TexelViewBufferSizesKeepOneShaderVariant) {
+  for (VkDeviceSize bytes = 1; bytes < 300000; bytes += bytes < 4096 ? 1 : 97) {
+    for (VkDeviceSize b : {bytes, VkDeviceSize(1) << (bytes % 40), (VkDeviceSize(1) << (bytes % 40)) + 1}) {
+      const VkDeviceSize s = vk::texel_view_buffer_size(b);
+      ASSERT_GE(s, b);
+      ASSERT_LT(s - b, 288u) << b;
+      ASSERT_EQ(s % 16, 0u) << b;
+      ASSERT_FALSE(std::has_single_bit(s)) << b;
+      ASSERT_NE(s >> 8 & 0xff, 0u) << b;
+    }
+  }
+  auto& ctx = context();
+  if (ctx.device().type != DeviceType::cpu) GTEST_SKIP() << "CPU drivers only";
+  for (std::size_t n : {1u, 4u, 64u, 1024u, 16384u, 1000000u}) {
+    const Tensor t = ctx.tensor({n});
+    EXPECT_EQ(t.storage().buffer.size, vk::texel_view_buffer_size(n * 4)) << n;
+  }
 }
 
 TEST(Memory, FreedSpaceIsReused) {

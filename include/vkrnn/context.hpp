@@ -34,6 +34,7 @@ struct DeviceLimits {
   std::uint32_t max_shared_memory = 0;          // maxComputeSharedMemorySize, bytes; 0: as is
   std::uint32_t max_workgroup_invocations = 0;  // also caps maxComputeWorkGroupSize; 0: as is
   std::uint32_t max_storage_buffers_per_stage = 0;  // maxPerStageDescriptorStorageBuffers
+  std::uint32_t max_texel_buffer_elements = 0;      // maxTexelBufferElements
   bool no_subgroup_operations = false;  // only the basic subgroup operations
   bool no_storage_16bit = false;        // no storageBuffer16BitAccess
   bool gpu = false;                     // plan as an integrated GPU, even on a CPU driver

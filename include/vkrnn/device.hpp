@@ -65,6 +65,10 @@ struct DeviceInfo {
   std::uint64_t min_storage_buffer_offset_alignment = 0;
   std::uint32_t max_bound_descriptor_sets = 0;
   std::uint32_t max_storage_buffers_per_stage = 0;
+  // Uniform texel buffers of VK_FORMAT_R32G32B32A32_UINT (16-byte texels): whether the format
+  // supports them, and how many texels one view may hold.
+  bool uniform_texel_u32x4 = false;
+  std::uint32_t max_texel_buffer_elements = 0;
 
   // 16-bit
   bool storage_16bit = false;   // storageBuffer16BitAccess

@@ -15,7 +15,9 @@ struct KernelSpec {
   // Specialization constants: constants[i] feeds constant_id = i, as raw 32-bit words
   // (use std::bit_cast for floats). By convention ids 0, 1, 2 are local_size_x/y/z.
   std::vector<std::uint32_t> constants;
-  std::uint32_t bindings = 0;            // storage buffers at set 0, bindings 0..n-1
+  // Bindings at set 0, 0..n-1: storage buffers, except those the SPIR-V declares as uniform
+  // texel buffers (usamplerBuffer), which take an R32G32B32A32_UINT view of their tensor.
+  std::uint32_t bindings = 0;
   std::uint32_t push_constant_bytes = 0; // size of the push-constant block (<= 128)
 
   bool operator==(const KernelSpec&) const = default;

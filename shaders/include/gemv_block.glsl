@@ -1,7 +1,7 @@
 // The body of the GEMV kernels (gemv.comp, gemv_argmax.comp): the loads of X and W and the
 // loop over a workgroup's TM x TN blocks. The including shader declares the X / W bindings
 // (xs, xv, ws, wh / wv, wq, ww), the push block p (M, N, K, x_off, ldx, w_off, ldw, s_off), the
-// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, and defines
+// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, TEXEL, the texel view wt of W, and defines
 //   void gemv_emit(uint i, uint m, uint n, float v, bool store_lane)
 // which gets every dot product v = X[m] . W[n] (scaled for int8; m = m0 + i may be past M and
 // n past N: rows clamped so that control stays uniform). Every lane of the coop gets every v;
@@ -12,7 +12,10 @@
 void gemv_emit(uint i, uint m, uint n, float v, bool store_lane);
 
 vec4 load_x(uint row, uint k4) {
-  if (ALIGNED) return xv[(p.x_off + row * p.ldx) / 4 + k4];
+  if (ALIGNED) {
+    const uint at = (p.x_off + row * p.ldx) / 4 + k4;
+    return TEXEL ? uintBitsToFloat(texelFetch(xt, int(at))) : xv[at];
+  }
   const uint base = p.x_off + row * p.ldx;
   const uint k = k4 * 4;
   return vec4(k < p.K ? xs[base + k] : 0.0, k + 1 < p.K ? xs[base + k + 1] : 0.0,
@@ -32,7 +35,10 @@ vec4 load_w(uint row, uint k4) {
     return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
   }
 #else
-  if (ALIGNED) return wv[(p.w_off + row * p.ldw) / 4 + k4];
+  if (ALIGNED) {
+    const uint at = (p.w_off + row * p.ldw) / 4 + k4;
+    return TEXEL ? uintBitsToFloat(texelFetch(wt, int(at))) : wv[at];
+  }
 #endif
   const uint base = p.w_off + row * p.ldw;
   const uint k = k4 * 4;
@@ -70,7 +76,10 @@ void gemv_blocks() {
     const uint kw_count = WIDE ? k4_count / WIDE_K4 : 0;
     for (uint kw = LANE; kw < kw_count; kw += LANES) {
       uvec4 q[TN];
-      for (uint j = 0; j < TN; ++j) q[j] = ww[(p.w_off + wrow[j] * p.ldw) / (4 * WIDE_K4) + kw];
+      for (uint j = 0; j < TN; ++j) {
+        const uint at = (p.w_off + wrow[j] * p.ldw) / (4 * WIDE_K4) + kw;
+        q[j] = TEXEL ? texelFetch(wt, int(at)) : ww[at];
+      }
       for (uint part = 0; part < WIDE_K4; ++part) {
         for (uint i = 0; i < TM; ++i) {
           const vec4 x = load_x(xrow[i], kw * WIDE_K4 + part);

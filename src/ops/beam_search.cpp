@@ -59,7 +59,7 @@ BeamSearch::BeamSearch(Context& ctx, std::size_t batch, std::size_t beam, std::s
   // The merge binds 13 storage buffers (more than the Vulkan minimum of 4 per stage): a device
   // below that is told so here, naming the limit.
   plan::Needs needs;
-  needs.add(0, K::binding_count);
+  needs.add(0, K::storage_buffer_count);
   plan::require(ctx.device(), needs, kOp);
   kernel_ = kernels::make<K>(ctx, {.local_size_x = plan::beam_search_workgroup(ctx.device(), options)});
 }

@@ -160,7 +160,7 @@ constexpr std::uint32_t kGreedyMaxRows = 4;  // rows of a GEMV block gemv_argmax
 // gemv_argmax.comp for Gemm::record_any's planned GEMV; false (nothing recorded) where the
 // projection and the step cannot share one dispatch.
 bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& null, Sequence& seq, const plan::Gemv& v,
-                     const kernels::GemmPush& push, const Groups& g, const kernels::GemmBindings& gemm,
+                     const kernels::GemmPush& push, const Groups& g, const kernels::Gemv::Bindings& gemm,
                      const ops::GreedyDispatch& greedy, const Tensor& scratch) {
   const auto& dev = ctx.device();
   const kernels::Argmax::Push& a = greedy.push;
@@ -176,14 +176,15 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
       scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
       v.constants.TM > kGreedyMaxRows ||
-      dev.max_storage_buffers_per_stage < kernels::GemvArgmax::binding_count ||
+      dev.max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count ||
       plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
       merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
     return false;
   }
   kernels::GemvArgmax::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
                                    .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
-                                   .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE};
+                                   .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE,
+                                   .TEXEL = v.constants.TEXEL};
   const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
                                     push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
                                     a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
@@ -194,7 +195,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
       {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
        .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
        .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,
-       .scratch = scratch},
+       .scratch = scratch, .wt = gemm.wt, .xt = gemm.xt},
       p, g, null);
   return true;
 }
@@ -315,11 +316,18 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   const std::uint32_t per_16_bytes = i8 ? 16 : 8;
   v.constants.WIDE = (i8 || (f16 && push.K % 4 == 0)) && push.ldw % per_16_bytes == 0 &&
                      push.w_off % per_16_bytes == 0;
+  // W's 16-byte loads (WIDE, or f32 vec4s) and, where aligned, x's vec4s through texel views,
+  // where the plan says so.
+  v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && aligned)) && plan::texel_loads(dev, w.tensor.bytes()) &&
+                      (!aligned || plan::texel_loads(dev, x.tensor.bytes()));
+  const kernels::Gemv::Bindings gemv_bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor,
+                                              .wt = v.constants.TEXEL ? w.tensor : Tensor{},
+                                              .xt = v.constants.TEXEL && aligned ? x.tensor : Tensor{}};
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
-  if (greedy) return dispatch_greedy(*ctx_, *plan_, null_, seq, v, push, g, bindings, *greedy, scratch);
+  if (greedy) return dispatch_greedy(*ctx_, *plan_, null_, seq, v, push, g, gemv_bindings, *greedy, scratch);
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
-    kernels::dispatch<kernels::Gemv>(seq, k, bindings, part, g, null_);
+    kernels::dispatch<kernels::Gemv>(seq, k, gemv_bindings, part, g, null_);
   });
   return true;
 }
@@ -335,7 +343,7 @@ plan::Gemv greedy_plan(const DeviceInfo& dev, const plan::Gemm& p, const OpOptio
 
 std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
   const Path path = path_for(M);
-  if (path == Path::tiled || ctx_->device().max_storage_buffers_per_stage < kernels::GemvArgmax::binding_count) return 0;
+  if (path == Path::tiled || ctx_->device().max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count) return 0;
   const plan::Gemv v = greedy_plan(ctx_->device(), *plan_, options_, path, M);
   if (v.constants.TM > kGreedyMaxRows) return 0;
   return 4 + 4 * M * ((N + v.per_group - 1) / v.per_group);

@@ -207,6 +207,18 @@ constexpr bool bindings_count_ok(const Selection& s, std::uint32_t count) {
   }
   return true;
 }
+// Uniform texel buffers among the bindings: the same in every variant (else 33, which fails
+// the static_assert of VKRNN_BINDINGS).
+constexpr std::uint32_t texel_binding_count(const Selection& s) {
+  std::uint32_t first = 33;
+  for (const auto* k : s) {
+    std::uint32_t n = 0;
+    for (const auto& b : k->bindings) n += b.texel ? 1u : 0u;
+    if (first != 33 && n != first) return 33;
+    first = n;
+  }
+  return first;
+}
 constexpr bool has_word(std::string_view words, std::string_view name) {
   while (!words.empty()) {
     const std::size_t space = words.find(' ');
@@ -277,7 +289,7 @@ void check_limits(const Context& ctx, const std::string& kernel, std::uint32_t s
 template <class K>
 Kernel make(Context& ctx, const typename K::Constants& constants, const Variant& variant = {}) {
   const std::string name = variant_name(K::name, variant);
-  check_limits(ctx, name, K::binding_count, shared_bytes<K>(constants, variant));
+  check_limits(ctx, name, K::storage_buffer_count, shared_bytes<K>(constants, variant));
   return ctx.kernel({name, K::words(constants), K::binding_count, K::push_bytes});
 }
 
@@ -410,6 +422,10 @@ void dispatch(Sequence& seq, const Kernel& kernel, const typename K::Bindings& b
   static constexpr std::uint32_t binding_count = VKRNN_PP_COUNT(__VA_ARGS__);                 \
   static_assert(::vkrnn::kernels::bindings_count_ok(reflected, binding_count),                \
                 "Bindings: the shader has another number of bindings");                       \
+  static constexpr std::uint32_t storage_buffer_count =                                       \
+      binding_count - ::vkrnn::kernels::texel_binding_count(reflected);                       \
+  static_assert(::vkrnn::kernels::texel_binding_count(reflected) <= binding_count,            \
+                "Bindings: the variants differ in their uniform texel buffers");              \
   VKRNN_FOR_EACH_I(VKRNN_BINDING_CHECK_, __VA_ARGS__)                                         \
   static std::array<::vkrnn::Arg, binding_count> args(const Bindings& b,                      \
                                                       const ::vkrnn::Tensor& null) {          \

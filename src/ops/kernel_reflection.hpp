@@ -17,11 +17,13 @@ struct PushMember {
 };
 
 // One binding of descriptor set 0: the names of every block aliased there (block and member
-// names, space-separated) and whether every alias is readonly.
+// names, space-separated) and whether every alias is readonly; or a uniform texel buffer
+// (`texel`: its variable's name, read only).
 struct BindingInfo {
   std::uint32_t binding;
   std::string_view names;
   bool read_only;
+  bool texel;
 };
 
 // `name` is empty for the workgroup size (local_size_*_id).

@@ -75,7 +75,7 @@ SelfAttention::SelfAttention(Context& ctx, const SelfAttentionConfig& config,
   const DeviceInfo& dev = ctx.device();
   plan_ = plan::self_attention(dev, head_dim_, options, config);
   plan::Needs needs;
-  needs.add(plan_.shared_bytes, K::binding_count);
+  needs.add(plan_.shared_bytes, K::storage_buffer_count);
   needs.fp16_storage = options.fp16_storage;
   plan::require(dev, needs, kOp);
   kernel_ = kernels::make<K>(ctx, plan::self_attention_constants(plan_, head_dim_),

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <exception>
 #include <chrono>
@@ -70,10 +71,12 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
                             "and <= maxPushConstantsSize {} on '{}')",
                             spec.shader, spec.push_constant_bytes, limits.max_push_constants, name()));
   }
-  if (spec.bindings > limits.max_storage_buffers_per_stage) {
+  const std::uint32_t texel_mask = vk::texel_bindings(code);
+  const std::uint32_t storage_buffers = spec.bindings - std::popcount(texel_mask & (spec.bindings >= 32 ? ~0u : (1u << spec.bindings) - 1u));
+  if (storage_buffers > limits.max_storage_buffers_per_stage) {
     throw Error(ErrorCode::out_of_range,
                 fmt::format("kernel '{}' needs {} storage buffers; '{}' allows {} per stage",
-                            spec.shader, spec.bindings, name(), limits.max_storage_buffers_per_stage));
+                            spec.shader, storage_buffers, name(), limits.max_storage_buffers_per_stage));
   }
   if (spec.constants.size() >= 3) {
     const std::uint64_t invocations =
@@ -98,9 +101,12 @@ std::shared_ptr<KernelImpl> ContextImpl::kernel(const KernelSpec& spec) {
   k->ctx = this;
   k->spec = spec;
 
+  k->texel_bindings = texel_mask;
   std::vector<VkDescriptorSetLayoutBinding> bindings(spec.bindings);
   for (std::uint32_t i = 0; i < spec.bindings; ++i) {
-    bindings[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+    const bool texel = k->is_texel(i);
+    bindings[i] = {i, texel ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1,
+                   VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
   }
   VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   dl.bindingCount = spec.bindings;
@@ -316,7 +322,31 @@ void ContextImpl::release_upload_destination(VkBuffer buffer) {
   }
 }
 
+VkBufferView TensorStorage::texel_view_handle() {
+  std::lock_guard lock(view_mutex);
+  if (texel_view != VK_NULL_HANDLE) return texel_view;
+  const auto& info = ctx->info();
+  const std::uint64_t texels = std::min<std::uint64_t>(buffer.size / 16, info.max_texel_buffer_elements);
+  if (texels == 0 || !info.uniform_texel_u32x4) {
+    throw Error(ErrorCode::missing_feature,
+                fmt::format("tensor '{}' ({} bytes) cannot be read as a uniform texel buffer on '{}': {}", name,
+                            buffer.size, info.name,
+                            texels == 0 ? "it holds less than one 16-byte texel"
+                                        : "R32G32B32A32_UINT has no uniform texel buffer support"));
+  }
+  VkBufferViewCreateInfo vi{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
+  vi.buffer = buffer.handle;
+  vi.format = VK_FORMAT_R32G32B32A32_UINT;
+  vi.offset = 0;
+  vi.range = texels * 16;
+  vk::check(ctx->fns.vkCreateBufferView(ctx->device, &vi, ctx->host_alloc(), &texel_view), "vkCreateBufferView",
+            ctx->name());
+  texel_count = texels;
+  return texel_view;
+}
+
 TensorStorage::~TensorStorage() {
+  if (texel_view != VK_NULL_HANDLE) ctx->fns.vkDestroyBufferView(ctx->device, texel_view, ctx->host_alloc());
   ctx->release_upload_destination(buffer.handle);
   ctx->allocator->destroy(buffer);
 }
@@ -715,7 +745,10 @@ void prebuild_now(const std::shared_ptr<detail::ContextImpl>& c, const std::vect
   Sequence seq(c, {.label = "Context::prebuild"});
   seq.fill(counts, 0).fill(dummy, 0);
   for (const Kernel& k : kernels) {
-    const std::vector<Arg> args(k.spec().bindings, inout(dummy));
+    std::vector<Arg> args(k.spec().bindings, inout(dummy));
+    for (std::uint32_t i = 0; i < args.size(); ++i) {
+      if (k.impl().is_texel(i)) args[i] = in(dummy);  // texel views are read only
+    }
     seq.dispatch_indirect(k, args, std::span(push).first(k.spec().push_constant_bytes), counts);
   }
   seq.eval();

@@ -113,6 +113,12 @@ struct TensorStorage {
   Shape shape;
   std::size_t bytes = 0;
   std::string name;
+  // A VK_FORMAT_R32G32B32A32_UINT view of the whole buffer (capped at maxTexelBufferElements),
+  // made on first use as a uniform texel buffer.
+  std::mutex view_mutex;
+  VkBufferView texel_view = VK_NULL_HANDLE;
+  std::uint64_t texel_count = 0;  // texels the view holds
+  VkBufferView texel_view_handle();
   ~TensorStorage();
 };
 

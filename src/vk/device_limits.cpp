@@ -12,6 +12,7 @@ void apply_limits(const DeviceLimits& limits, DeviceInfo& info, EnabledFeatures&
   lower(info.max_workgroup_invocations, limits.max_workgroup_invocations);
   for (auto& size : info.max_workgroup_size) lower(size, info.max_workgroup_invocations);
   lower(info.max_storage_buffers_per_stage, limits.max_storage_buffers_per_stage);
+  lower(info.max_texel_buffer_elements, limits.max_texel_buffer_elements);
   if (limits.no_subgroup_operations) {
     info.subgroup_operations &= VK_SUBGROUP_FEATURE_BASIC_BIT;
     info.subgroup_operation_names = {"basic"};

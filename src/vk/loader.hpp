@@ -20,6 +20,7 @@ namespace vkrnn::vk {
   X(vkGetPhysicalDeviceProperties2)            \
   X(vkGetPhysicalDeviceFeatures2)              \
   X(vkGetPhysicalDeviceMemoryProperties)       \
+  X(vkGetPhysicalDeviceFormatProperties)       \
   X(vkGetPhysicalDeviceQueueFamilyProperties)  \
   X(vkEnumerateDeviceExtensionProperties)      \
   X(vkCreateDevice)                            \
@@ -36,6 +37,8 @@ namespace vkrnn::vk {
   X(vkGetDeviceQueue)                  \
   X(vkCreateBuffer)                    \
   X(vkDestroyBuffer)                   \
+  X(vkCreateBufferView)                \
+  X(vkDestroyBufferView)               \
   X(vkGetBufferMemoryRequirements)     \
   X(vkAllocateMemory)                  \
   X(vkFreeMemory)                      \

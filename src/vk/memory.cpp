@@ -1,6 +1,7 @@
 #include "vk/memory.hpp"
 
 #include <algorithm>
+#include <bit>
 
 #include <fmt/format.h>
 
@@ -239,16 +240,26 @@ void Allocator::release(const Allocation& a) noexcept {
   }
 }
 
+VkDeviceSize texel_view_buffer_size(VkDeviceSize bytes) {
+  VkDeviceSize size = align_up(bytes, 16);
+  if ((size >> 8 & 0xff) == 0) size += 256;  // bits 8-15 of the view's size: one variant bit
+  if (std::has_single_bit(size)) size += 16;  // a power of two: another
+  return size;
+}
+
 Buffer Allocator::create_buffer(VkDeviceSize bytes, MemoryUsage usage, const std::string& what) {
   Buffer buf;
   buf.usage = usage;
   buf.size = std::max<VkDeviceSize>(bytes, 4);  // Vulkan forbids empty buffers
+  if (usage == MemoryUsage::device && info_.type == DeviceType::cpu) buf.size = texel_view_buffer_size(buf.size);
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = buf.size;
   switch (usage) {
     case MemoryUsage::device:
-      bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
+      // Uniform texel buffer too: kernels may read a tensor through a texel view (TensorStorage).
+      bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                 VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
       break;
     case MemoryUsage::upload: bi.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT; break;
     case MemoryUsage::readback: bi.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT; break;

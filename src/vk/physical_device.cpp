@@ -242,6 +242,12 @@ PhysicalDevice query_physical_device(const Instance& instance, VkPhysicalDevice 
   d.min_storage_buffer_offset_alignment = lim.minStorageBufferOffsetAlignment;
   d.max_bound_descriptor_sets = lim.maxBoundDescriptorSets;
   d.max_storage_buffers_per_stage = lim.maxPerStageDescriptorStorageBuffers;
+  d.max_texel_buffer_elements = lim.maxTexelBufferElements;
+  {
+    VkFormatProperties fp{};
+    f.vkGetPhysicalDeviceFormatProperties(handle, VK_FORMAT_R32G32B32A32_UINT, &fp);
+    d.uniform_texel_u32x4 = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
+  }
 
   s.storage_buffer_16bit = storage16.storageBuffer16BitAccess;
   s.shader_float16 = has_float16 && float16.shaderFloat16;

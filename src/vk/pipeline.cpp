@@ -56,6 +56,31 @@ std::span<const std::uint32_t> shader_code(const std::string& name) {
   return it->second;
 }
 
+std::uint32_t texel_bindings(std::span<const std::uint32_t> code) {
+  // OpTypeImage 25 (Dim operand 2: Buffer = 5), OpTypeSampledImage 27, OpTypePointer 32,
+  // OpVariable 59 (storage class UniformConstant = 0), OpDecorate 71 (Binding = 33).
+  std::map<std::uint32_t, std::uint32_t> image_dim, sampled_image, pointee, variable_type, binding;
+  for (std::size_t i = 5; i < code.size();) {
+    const std::uint32_t n = code[i] >> 16, op = code[i] & 0xffff;
+    if (n == 0 || i + n > code.size()) break;  // the driver reports a malformed module
+    const std::uint32_t* a = &code[i + 1];
+    if (op == 25 && n >= 4) image_dim[a[0]] = a[2];
+    if (op == 27 && n >= 3) sampled_image[a[0]] = a[1];
+    if (op == 32 && n >= 4 && a[1] == 0) pointee[a[0]] = a[2];
+    if (op == 59 && n >= 4 && a[2] == 0) variable_type[a[1]] = a[0];
+    if (op == 71 && n >= 4 && a[1] == 33) binding[a[0]] = a[2];
+    i += n;
+  }
+  std::uint32_t mask = 0;
+  for (const auto& [var, type] : variable_type) {
+    const auto p = pointee.find(type);
+    if (p == pointee.end() || !binding.count(var) || binding[var] >= 32) continue;
+    const auto s = sampled_image.find(p->second);
+    if (s != sampled_image.end() && image_dim.count(s->second) && image_dim[s->second] == 5) mask |= 1u << binding[var];
+  }
+  return mask;
+}
+
 std::string default_cache_dir() {
   if (const char* d = std::getenv("VKRNN_CACHE_DIR"); d && *d) return d;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/vkrnn";

@@ -17,6 +17,8 @@ namespace vkrnn::detail {
 struct KernelImpl {
   ContextImpl* ctx = nullptr;
   KernelSpec spec;
+  std::uint32_t texel_bindings = 0;  // bit i: binding i is a uniform texel buffer (from the SPIR-V)
+  bool is_texel(std::uint32_t binding) const { return binding < 32 && (texel_bindings >> binding & 1u); }
   VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
   VkPipelineLayout layout = VK_NULL_HANDLE;
   VkPipeline pipeline = VK_NULL_HANDLE;
@@ -61,5 +63,9 @@ std::string default_cache_dir();
 
 // The embedded SPIR-V of a shader; throws Error(not_found) listing the known names.
 std::span<const std::uint32_t> shader_code(const std::string& name);
+
+// The descriptor-set-0 bindings of a SPIR-V module that are uniform texel buffers (sampled
+// images of Dim Buffer), as a mask: bit i for binding i. Bindings past 31 are not supported.
+std::uint32_t texel_bindings(std::span<const std::uint32_t> code);
 
 }  // namespace vkrnn::vk

@@ -378,11 +378,12 @@ struct SequenceImpl {
 
   VkDescriptorSet allocate_set(VkDescriptorSetLayout layout, std::uint32_t bindings) {
     if (sets_in_last_pool >= kSetsPerPool) {
-      VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kSetsPerPool * 8};
+      const VkDescriptorPoolSize sizes[] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kSetsPerPool * 8},
+                                            {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, kSetsPerPool}};
       VkDescriptorPoolCreateInfo pi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
       pi.maxSets = kSetsPerPool;
-      pi.poolSizeCount = 1;
-      pi.pPoolSizes = &size;
+      pi.poolSizeCount = 2;
+      pi.pPoolSizes = sizes;
       VkDescriptorPool p = VK_NULL_HANDLE;
       vk::check(fns().vkCreateDescriptorPool(device(), &pi, ctx->host_alloc(), &p), "vkCreateDescriptorPool",
                 ctx->name());
@@ -438,10 +439,25 @@ struct SequenceImpl {
     }
     std::vector<Use> uses;
     std::vector<VkDescriptorBufferInfo> buffer_infos(args.size());
+    std::vector<VkBufferView> views(args.size(), VK_NULL_HANDLE);
     for (std::size_t i = 0; i < args.size(); ++i) {
       const Tensor& t = args[i].tensor;
       check_tensor(t, fmt::format("binding {} of kernel '{}'", i, spec.shader).c_str());
-      if (t.bytes() > info.max_storage_buffer_range) {
+      if (k.is_texel(static_cast<std::uint32_t>(i))) {
+        if (args[i].access != Access::read) {
+          throw Error(ErrorCode::invalid_argument,
+                      fmt::format("{}: binding {} of kernel '{}' is a uniform texel buffer: read only", label(), i,
+                                  spec.shader));
+        }
+        views[i] = t.storage().texel_view_handle();
+        if (t.bytes() / 16 > t.storage().texel_count) {  // a partial last texel is not in the view
+          throw Error(ErrorCode::out_of_range,
+                      fmt::format("{}: {} ({} bytes) bound to kernel '{}' as a texel buffer exceeds "
+                                  "maxTexelBufferElements ({} texels of 16 bytes) of '{}'",
+                                  label(), describe(t), t.bytes(), spec.shader, info.max_texel_buffer_elements,
+                                  ctx->name()));
+        }
+      } else if (t.bytes() > info.max_storage_buffer_range) {
         throw Error(ErrorCode::out_of_range,
                     fmt::format("{}: {} ({} bytes) bound to kernel '{}' exceeds maxStorageBufferRange "
                                 "({} bytes) of '{}': split the tensor",
@@ -485,8 +501,13 @@ struct SequenceImpl {
       writes[i].dstSet = set;
       writes[i].dstBinding = i;
       writes[i].descriptorCount = 1;
-      writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-      writes[i].pBufferInfo = &buffer_infos[i];
+      if (views[i] != VK_NULL_HANDLE) {
+        writes[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+        writes[i].pTexelBufferView = &views[i];
+      } else {
+        writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        writes[i].pBufferInfo = &buffer_infos[i];
+      }
     }
     fns().vkUpdateDescriptorSets(device(), static_cast<std::uint32_t>(writes.size()), writes.data(), 0, nullptr);
 

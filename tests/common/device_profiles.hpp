@@ -69,6 +69,8 @@ inline DeviceInfo make_profile(const ProfileSpec& p) {
   d.min_storage_buffer_offset_alignment = 64;
   d.max_bound_descriptor_sets = 4;
   d.max_storage_buffers_per_stage = p.storage_buffers;
+  d.uniform_texel_u32x4 = true;         // mandatory format support
+  d.max_texel_buffer_elements = 65536;  // the Vulkan minimum
   d.storage_16bit = p.storage_16bit;
   d.unified_memory = p.unified_memory;
   return d;

@@ -38,10 +38,15 @@ struct Gemv {
     bool ALIGNED = true;
     bool WEIGHT_I8 = false;
     bool WIDE = false;  // f16 / i8 W rows read 16 bytes at a time: w_off and ldw 16-byte multiples
+    bool TEXEL = false;  // those 16-byte loads (and f32 W's vec4s) through wt, a texel view of ws
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8))
-  using Bindings = GemmBindings;
-  VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
+                  (TEXEL, 9))
+  // GemmBindings and wt: the same tensor as ws where TEXEL, else empty.
+  struct Bindings {
+    Tensor xs, ws, bias, ys, wt, xt;
+  };
+  VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write), (wt, read), (xt, read))
 };
 
 // gemv.comp's projection and a greedy step's argmax (argmax.comp's bookkeeping but the value,
@@ -71,17 +76,18 @@ struct GemvArgmax {
     bool ALIGNED = true;
     bool WEIGHT_I8 = false;
     bool WIDE = false;
+    bool TEXEL = false;
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (ONE_SUBGROUP, 15))
+                  (TEXEL, 9), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
-        nonfinite, scratch;
+        nonfinite, scratch, wt, xt;
   };
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write), (index_out, write), (tok_hist, write),
                  (score_hist, write), (finished, read_write), (weights, read), (attn_hist, write), (table, read),
-                 (emb_out, write), (nonfinite, read_write), (scratch, read_write))
+                 (emb_out, write), (nonfinite, read_write), (scratch, read_write), (wt, read), (xt, read))
 };
 
 // Shared-memory tiled GEMM: a WX x WY workgroup of TM x TN register tiles, BK-wide K slices.
