@@ -34,6 +34,9 @@ layout(constant_id = 6) const uint R = 1;       // positions per invocation per 
 layout(constant_id = 8) const uint VPT = 4;     // value columns (vec4s with VVEC4) per invocation
 layout(constant_id = 9) const uint VVEC4 = 0;   // H and dv multiples of 4: vec4 value loads
 layout(constant_id = 10) const uint QP = 0;     // > 0: project the query here (shared floats)
+// Key and value vec4s through texel views kt / vt of the same tensors (fp32, KVEC4 and VVEC4;
+// plan::texel_loads, docs/kernels.md).
+layout(constant_id = 11) const bool TEXEL = false;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -52,6 +55,8 @@ layout(set = 0, binding = 9) writeonly buffer Context { float context[]; };
 layout(set = 0, binding = 10) readonly buffer QW { float qw[]; };  // W_q [Hk, Qs] (QP > 0)
 layout(set = 0, binding = 10) readonly buffer QW4 { vec4 qw4[]; };
 layout(set = 0, binding = 11) readonly buffer QBias { float qbias[]; };  // [Hk]
+layout(set = 0, binding = 12) uniform usamplerBuffer kt;  // TEXEL: binding 0 as 16-byte texels
+layout(set = 0, binding = 13) uniform usamplerBuffer vt;  // TEXEL: binding 1 as 16-byte texels
 
 layout(push_constant) uniform Push {
   uint S;
@@ -74,6 +79,7 @@ layout(push_constant) uniform Push {
 shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0)
 #define QUERY4(i) (QP > 0 ? vec4(qp[4 * (i)], qp[4 * (i) + 1], qp[4 * (i) + 2], qp[4 * (i) + 3]) : qry4[i])
 #define QUERY1(i) (QP > 0 ? qp[i] : qry[i])
+#define KEY4(i) (TEXEL ? uintBitsToFloat(texelFetch(kt, int(i))) : vec4(keys4[i]))
 #include "attention_score.glsl"
 
 // q' = W_q qry[b] (+ qbias) into qp, the invocations splitting the Hk outputs.
@@ -194,7 +200,10 @@ void main() {
         const float w = pw[i];
         const uint rb = base4 + i * row4;
         for (uint k = 0; k < VPT; ++k) {
-          if (lane + k * WG < nunits) acc4[k] += w * vec4(values4[rb + k * WG]);
+          if (lane + k * WG < nunits) {
+            const uint at = rb + k * WG;
+            acc4[k] += w * (TEXEL ? uintBitsToFloat(texelFetch(vt, int(at))) : vec4(values4[at]));
+          }
         }
       }
     } else {

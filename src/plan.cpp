@@ -284,6 +284,10 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   p.constants = {.local_size_x = wg, .SCORE_MODE = sc.mode, .KVEC4 = sc.key_vec4,
                  .SG_CLUSTER = sc.per_subgroup, .R = R, .KU = sc.key_loop, .VPT = vpt,
                  .VVEC4 = value_vec4 ? 1u : 0u, .ONE_SUBGROUP = one};
+  // Keys and values as texels (fp32 vec4 loads of both, on CPU drivers: texel_loads).
+  p.constants.TEXEL = !options.fp16_storage && sc.key_vec4 != 0 && value_vec4 &&
+                      texel_loads(dev, std::uint64_t(d.B) * d.S * d.Hk * 4) &&
+                      texel_loads(dev, std::uint64_t(d.B) * d.S * d.H * 4);
 
   // The query projection (general, additive) in the kernel: each workgroup projects its row's
   // q' = W_q q (+ b) into shared memory before scoring (workgroups of a split row each repeat

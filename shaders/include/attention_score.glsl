@@ -18,6 +18,9 @@
 #define QUERY4(i) qry4[i]
 #define QUERY1(i) qry[i]
 #endif
+#ifndef KEY4  // the key vec4 at index i (attention_fused.comp may read it through a texel view)
+#define KEY4(i) vec4(keys4[i])
+#endif
 
 layout(constant_id = 3) const uint SCORE_MODE = 0;
 layout(constant_id = 4) const uint KVEC4 = 0;     // keys, queries and v readable as vec4
@@ -61,7 +64,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
     for (uint t = 0; t < KU; ++t) {
       const uint j = first + t * stride;
       if (j >= n4) break;
-      const vec4 k = vec4(keys4[kb + j]);
+      const vec4 k = KEY4(kb + j);
       const vec4 q = regs ? q_reg[t] : QUERY4(qb + j);
       if (SCORE_MODE == 0) {
         acc += dot(k, q);
