@@ -168,10 +168,10 @@ void print_header(const json& d) {
 
 void print_ceilings(const json& c) {
   const auto& cfg = c["copy_shader_config"];
-  fmt::print("   ceilings: copy shader {:.2f} GB/s (wg {} x {} vec4, {} time) | vkCmdCopyBuffer "
+  fmt::print("   ceilings: copy shader {:.2f} GB/s (wg {} x {} vec4, {} reads, {} time) | vkCmdCopyBuffer "
              "{:.2f} GB/s | empty dispatch {:.1f} us | empty submit+wait {:.1f} us\n",
              c["copy_shader_gbps"].get<double>(), cfg["workgroup_size"].get<int>(),
-             cfg["vec4_per_invocation"].get<int>(), cfg["basis"].get<std::string>(),
+             cfg["vec4_per_invocation"].get<int>(), cfg["reads"].get<std::string>(), cfg["basis"].get<std::string>(),
              c["copy_buffer_gbps"].get<double>(), c["empty_dispatch_us"].get<double>(),
              c["empty_submit_us"].get<double>());
 }

@@ -53,12 +53,13 @@ struct BenchCopy {
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t PER_INVOCATION = 1;
+    bool TEXEL = false;  // src read through srct, a texel view of it
   };
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (PER_INVOCATION, 3))
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (PER_INVOCATION, 3), (TEXEL, 4))
   struct Bindings {
-    Tensor src, dst;
+    Tensor src, dst, srct;
   };
-  VKRNN_BINDINGS((src, read), (dst, write))
+  VKRNN_BINDINGS((src, read), (dst, write), (srct, read))
 };
 
 struct BenchEmpty {
