@@ -25,6 +25,9 @@ layout(constant_id = 4) const uint UNITS = 1;       // hidden units per workgrou
 layout(constant_id = 5) const uint BB = 1;          // batch rows per workgroup
 layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of h and W_hh
 layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coop
+// fp32 W_hh and h vec4s through texel views wt / ht of the same tensors (ALIGNED, not int8;
+// plan::texel_loads, docs/kernels.md).
+layout(constant_id = 9) const bool TEXEL = false;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -41,6 +44,8 @@ layout(set = 0, binding = 9) readonly buffer XS { float xs[]; };  // x (RNN_X_IN
 layout(set = 0, binding = 9) readonly buffer XV { vec4 xv[]; };
 // binding 10: W_ih [G*H][IN] (D = 1), float, half or int8 (rnn_common.glsl)
 layout(set = 0, binding = 11) readonly buffer BI { float b_ih[]; };  // [D][G*H]
+layout(set = 0, binding = 12) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
+layout(set = 0, binding = 13) uniform usamplerBuffer ht;  // TEXEL: binding 3 as 16-byte texels
 
 // Push::flags: RNN_*.
 #include "kernel_flags.h"
@@ -56,10 +61,16 @@ layout(push_constant) uniform Push {
   uint x_off, x_ld, IN;  // RNN_X_INLINE: x[x_off + b * x_ld + k], k < IN
 } p;
 
-vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
+vec4 load_w(uint row, uint k4) {
+  if (TEXEL) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
+  return load_weight4(row, k4, p.HO, ALIGNED);
+}
 
 vec4 load_h(uint row, uint k4) {
-  if (ALIGNED) return hv[(p.h_prev_off + row * p.HO) / 4 + k4];
+  if (ALIGNED) {
+    const uint at = (p.h_prev_off + row * p.HO) / 4 + k4;
+    return TEXEL ? uintBitsToFloat(texelFetch(ht, int(at))) : hv[at];
+  }
   const uint base = p.h_prev_off + row * p.HO, k = k4 * 4;
   return vec4(k < p.HO ? hs[base + k] : 0.0, k + 1 < p.HO ? hs[base + k + 1] : 0.0,
               k + 2 < p.HO ? hs[base + k + 2] : 0.0, k + 3 < p.HO ? hs[base + k + 3] : 0.0);

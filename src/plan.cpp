@@ -581,6 +581,9 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   }
   st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
                   .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8};
+  // fp32 W_hh and h as texels on CPU drivers (both directions' W_hh, h of both directions).
+  st.constants.TEXEL = !f16 && !i8 && HO % 4 == 0 && texel_loads(dev, 2 * G * H * HO * 4) &&
+                       texel_loads(dev, 2 * B * HO * 4);
   st.loops = step_loops(dev, units, wg, sub, HO, upi, bb);
   // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
   st.proj_variant = {.fp16 = f16, .subgroup = subgroups};
