@@ -221,7 +221,6 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
   Kernel query_kernel_, combine_kernel_;
   Tensor projected_query_, part_ml_, part_acc_;
   std::uint32_t combine_per_invocation_ = 0;  // weight positions per combine invocation
-  bool texel_ = false;                         // keys and values bound as texel views too
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights
 };
 

@@ -29,7 +29,6 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.column_tile = p.column_tile;
   plan_.column_tiles = p.column_tiles;
   combine_per_invocation_ = p.combine.E;
-  texel_ = p.constants.TEXEL;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
   if (plan_.tiles > 1) {
     combine_kernel_ = kernels::make<Combine>(ctx, p.combine, p.variant);
@@ -97,10 +96,6 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   if (in_kernel) {
     b.qw = params.w;
     b.qbias = params.bias;
-  }
-  if (texel_) {
-    b.kt = keys;
-    b.vt = values;
   }
   const Groups groups =
       ops::fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);

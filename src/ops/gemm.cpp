@@ -320,9 +320,10 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   // where the plan says so.
   v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && aligned)) && plan::texel_loads(dev, w.tensor.bytes()) &&
                       (!aligned || plan::texel_loads(dev, x.tensor.bytes()));
+  // With TEXEL, kernels::dispatch binds wt / xt to W / x; unaligned x is read from xs, so xt
+  // gets the null buffer instead (x's size was not checked against the texel limit).
   const kernels::Gemv::Bindings gemv_bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor,
-                                              .wt = v.constants.TEXEL ? w.tensor : Tensor{},
-                                              .xt = v.constants.TEXEL && aligned ? x.tensor : Tensor{}};
+                                              .xt = aligned ? Tensor{} : null_};
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
   if (greedy) return dispatch_greedy(*ctx_, *plan_, null_, seq, v, push, g, gemv_bindings, *greedy, scratch);
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);

@@ -229,6 +229,34 @@ constexpr bool has_word(std::string_view words, std::string_view name) {
   }
   return false;
 }
+// The id of the specialization constant named `name`, the same in every variant (else
+// no_constant, which fails a static_assert).
+inline constexpr std::uint32_t no_constant = ~0u;
+constexpr std::uint32_t constant_id_named(const Selection& s, std::string_view name) {
+  std::uint32_t id = no_constant;
+  for (const auto* k : s) {
+    std::uint32_t here = no_constant;
+    for (const auto& c : k->constants) {
+      if (same_name(name, c.name, false)) here = c.id;
+    }
+    if (here == no_constant || (id != no_constant && here != id)) return no_constant;
+    id = here;
+  }
+  return id;
+}
+// `texel` is a uniform texel buffer binding and `storage` a readonly storage binding, in every
+// variant.
+constexpr bool texel_view_ok(const Selection& s, std::string_view texel, std::string_view storage) {
+  for (const auto* k : s) {
+    bool t = false, st = false;
+    for (const auto& b : k->bindings) {
+      if (b.texel && has_word(b.names, texel)) t = true;
+      if (!b.texel && b.read_only && has_word(b.names, storage)) st = true;
+    }
+    if (!t || !st) return false;
+  }
+  return true;
+}
 constexpr bool binding_ok(const Selection& s, std::uint32_t index, std::string_view name,
                           Access access) {
   for (const auto* k : s) {
@@ -294,13 +322,25 @@ Kernel make(Context& ctx, const typename K::Constants& constants, const Variant&
 }
 
 // Records one dispatch of a kernel made by make<K>(); empty tensors in `bindings` bind `null`
-// (an op that leaves no binding unused passes none).
+// (an op that leaves no binding unused passes none). Where K declares VKRNN_TEXEL_VIEWS and the
+// kernel was made with TEXEL set, each texel binding the op left empty views the tensor of
+// the storage binding it shadows, so that no op repeats that wiring.
 template <class K>
 void dispatch(Sequence& seq, const Kernel& kernel, const typename K::Bindings& bindings,
               const typename K::Push& push, Groups groups, const Tensor& null = {}) {
-  const auto args = K::args(bindings, null);
-  seq.dispatch(kernel, std::span<const Arg>(args),
-               std::as_bytes(std::span(&push, 1)).first(K::push_bytes), groups);
+  const auto record = [&](const typename K::Bindings& b) {
+    const auto args = K::args(b, null);
+    seq.dispatch(kernel, std::span<const Arg>(args),
+                 std::as_bytes(std::span(&push, 1)).first(K::push_bytes), groups);
+  };
+  if constexpr (requires { K::texel_constant; }) {
+    if (reflect::spec(kernel.spec().constants, K::texel_constant, 0) != 0) {
+      typename K::Bindings with_views = bindings;
+      K::alias_texel_views(with_views);
+      return record(with_views);
+    }
+  }
+  record(bindings);
 }
 
 
@@ -431,6 +471,25 @@ void dispatch(Sequence& seq, const Kernel& kernel, const typename K::Bindings& b
                                                       const ::vkrnn::Tensor& null) {          \
     return {VKRNN_FOR_EACH_I(VKRNN_BINDING_ARG_, __VA_ARGS__)};                              \
   }
+
+// (texel binding, storage binding) pairs: the texel binding is a uniform texel buffer view of
+// the storage binding's tensor when the kernel's TEXEL constant is set (kernels::dispatch binds
+// it so; an op may still bind another tensor there itself).
+#define VKRNN_TEXEL_CHECK_(i, e) VKRNN_PP_APPLY(VKRNN_TEXEL_CHECK2_, (i, VKRNN_PP_EXPAND e))
+#define VKRNN_TEXEL_CHECK2_(i, t, s)                                                           \
+  static_assert(::vkrnn::kernels::texel_view_ok(reflected, #t, #s),                           \
+                "Bindings::" #t ": not a uniform texel buffer in the shader, or " #s          \
+                " not a readonly storage buffer");
+#define VKRNN_TEXEL_FILL_(i, e) VKRNN_PP_APPLY(VKRNN_TEXEL_FILL2_, (i, VKRNN_PP_EXPAND e))
+#define VKRNN_TEXEL_FILL2_(i, t, s) \
+  if (!b.t.valid()) b.t = b.s;
+#define VKRNN_TEXEL_VIEWS(...)                                                                 \
+  static constexpr std::uint32_t texel_constant =                                             \
+      ::vkrnn::kernels::constant_id_named(reflected, "TEXEL");                                \
+  static_assert(texel_constant != ::vkrnn::kernels::no_constant,                              \
+                "VKRNN_TEXEL_VIEWS: the shader has no TEXEL specialization constant");        \
+  VKRNN_FOR_EACH_I(VKRNN_TEXEL_CHECK_, __VA_ARGS__)                                           \
+  static void alias_texel_views(Bindings& b) { VKRNN_FOR_EACH_I(VKRNN_TEXEL_FILL_, __VA_ARGS__) }
 
 namespace vkrnn::kernels {
 // The Constants of a kernel that specializes nothing but its workgroup size.

@@ -413,11 +413,10 @@ struct Rnn::Impl {
   // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place. Empty tensors
   // bind the null buffer or the write sink: the flags keep the kernels from touching them.
   // x: rnn_step's input when the push has RNN_X_INLINE (W_ih and b_ih come from the layer).
-  // texel: rnn_step built with TEXEL (W_hh and h_prev bound again as texel views).
   template <class K>
   void dispatch_cell(Sequence& seq, const Kernel& k, const Tensor& xp, const Layer& ly, const Tensor& h_prev,
                      const Tensor& h_next, const Tensor& c0, const Tensor& c, const Tensor& output,
-                     const Tensor& lengths, const CellPush& p, Groups g, bool texel = false,
+                     const Tensor& lengths, const CellPush& p, Groups g,
                      const Tensor& x = {}) const {
     typename K::Bindings b{.xp = xp, .ws = ly.w_hh.dev, .b_hh = ly.tb_hh, .hs = h_prev, .hn = h_next, .c0 = c0,
                            .cs = c, .outs = output, .lengths = lengths};
@@ -426,10 +425,6 @@ struct Rnn::Impl {
         b.xs = x;
         b.wis = ly.w_ih.dev;
         b.b_ih = ly.tb_ih;
-      }
-      if (texel) {
-        b.wt = ly.w_hh.dev;
-        b.ht = h_prev;
       }
     }
     kernels::dispatch<K>(seq, k, b, p, g, null);
@@ -659,13 +654,12 @@ void Rnn::record(Sequence& seq, const Tensor& x, const Tensor& lengths, const Te
       const Impl::Dispatch d =
           m.layer_dispatch(B, T, st, st, st + 1, st + 1 == steps, len_flag, h0, c0, hn_t, state_off, cell_off);
       if (!m.P) {
-        m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, d.h_next, d.c0, cn_t, dst, len_t, d.push, g,
-                                          c.TEXEL);
+        m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, d.h_next, d.c0, cn_t, dst, len_t, d.push, g);
         continue;
       }
       // LSTM with projection: cell -> h_raw, then h = W_hr h_raw with the masking.
       m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp, ly, d.h_prev, {}, d.c0, cn_t, s.hraw, len_t,
-                                        m.raw_push(d.push, B), g, c.TEXEL);
+                                        m.raw_push(d.push, B), g);
       m.dispatch_proj(seq, plan.steps, s.hraw, ly, d.h_prev, d.h_next, dst, len_t, d.push,
                       len_flag | (d.push.flags & RNN_H_ZERO), B);
     }
@@ -844,11 +838,11 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
         p.out = out_layout;
       }
       m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, to_out ? out.tensor : Tensor{}, {}, p,
-                                        g, kc.TEXEL, src.tensor);
+                                        g, src.tensor);
       continue;
     }
     m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g,
-                                      kc.TEXEL, src.tensor);
+                                      src.tensor);
     m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, to_out ? out.tensor : Tensor{}, {}, p,
                     RNN_NO_LENGTHS | (to_out ? 0u : RNN_NO_OUT) | h_zero, B, to_out ? &out_layout : nullptr);
   }

@@ -1,10 +1,12 @@
 // Built only by the ctest entries kernel_interface_drift_* (tests/CMakeLists.txt): each
-// VKRNN_DRIFT_* below is a declaration of shaders/attention_scores.comp that drifts from the
-// shader in one way, and must stop the build with the static_assert naming the member. Without a
-// VKRNN_DRIFT_* it is the true declaration and compiles (the control).
+// VKRNN_DRIFT_* below is a declaration of shaders/attention_scores.comp (or gemv.comp's texel
+// views) that drifts from the shader in one way, and must stop the build with the static_assert
+// naming the member. Without a VKRNN_DRIFT_* it is the true declaration and compiles (the
+// control).
 #include <cstdint>
 
 #include "ops/kernel_interface.hpp"
+#include "ops/kernels/linear.hpp"
 #include "reflect/attention_scores.hpp"
 
 namespace vkrnn::kernels {
@@ -46,6 +48,18 @@ struct AttentionScoresDrift {
   VKRNN_BINDINGS((keys, read), (qry, read), (vparam, read), (lengths, read), (scores, read))
 #else
   VKRNN_BINDINGS((keys, read), (qry, read), (vparam, read), (lengths, read), (scores, write))
+#endif
+};
+
+// gemv.comp's texel views: wt and xt shadow ws and xs. VKRNN_DRIFT_TEXEL_VIEW names ws, a storage
+// buffer, as a texel view.
+struct GemvTexelDrift {
+  VKRNN_KERNEL(gemv, "gemv", .fp16 = true, .subgroup = true)
+  using Bindings = Gemv::Bindings;
+#if defined(VKRNN_DRIFT_TEXEL_VIEW)
+  VKRNN_TEXEL_VIEWS((ws, xs))
+#else
+  VKRNN_TEXEL_VIEWS((wt, ws), (xt, xs))
 #endif
 };
 

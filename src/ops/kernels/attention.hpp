@@ -119,6 +119,7 @@ struct AttentionFused {
   VKRNN_BINDINGS((keys, read), (values, read), (qry, read), (vparam, read), (lengths, read),
                  (part_ml, write), (part_acc, write), (raw, read_write), (weights, write),
                  (context, write), (qw, read), (qbias, read), (kt, read), (vt, read))
+  VKRNN_TEXEL_VIEWS((kt, keys), (vt, values))
 };
 
 // Merges the splits of AttentionFused.

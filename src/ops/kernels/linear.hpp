@@ -42,11 +42,12 @@ struct Gemv {
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
                   (TEXEL, 9))
-  // GemmBindings and wt: the same tensor as ws where TEXEL, else empty.
+  // GemmBindings, then texel views of ws and xs (TEXEL).
   struct Bindings {
     Tensor xs, ws, bias, ys, wt, xt;
   };
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write), (wt, read), (xt, read))
+  VKRNN_TEXEL_VIEWS((wt, ws), (xt, xs))
 };
 
 // gemv.comp's projection and a greedy step's argmax (argmax.comp's bookkeeping but the value,
@@ -88,6 +89,7 @@ struct GemvArgmax {
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write), (index_out, write), (tok_hist, write),
                  (score_hist, write), (finished, read_write), (weights, read), (attn_hist, write), (table, read),
                  (emb_out, write), (nonfinite, read_write), (scratch, read_write), (wt, read), (xt, read))
+  VKRNN_TEXEL_VIEWS((wt, ws), (xt, xs))
 };
 
 // Shared-memory tiled GEMM: a WX x WY workgroup of TM x TN register tiles, BK-wide K slices.

@@ -56,13 +56,14 @@ struct RnnStep {
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
                   (WEIGHT_I8, 8), (TEXEL, 9))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws and hs
-  // again as texel views (empty otherwise).
+  // again as texel views (bound by kernels::dispatch).
   struct Bindings {
     Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, xs, wis, b_ih, wt, ht;
   };
   VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),
                  (cs, read_write), (outs, write), (lengths, read), (xs, read), (wis, read),
                  (b_ih, read), (wt, read), (ht, read))
+  VKRNN_TEXEL_VIEWS((wt, ws), (ht, hs))
 };
 
 // A run of steps in one dispatch, h in shared memory (HOP floats per row, ping-pong).
