@@ -28,6 +28,9 @@ layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coo
 // fp32 W_hh and h vec4s through texel views wt / ht of the same tensors (ALIGNED, not int8;
 // plan::texel_loads, docs/kernels.md).
 layout(constant_id = 9) const bool TEXEL = false;
+// RNN_X_INLINE: IN, x_off and x_ld are multiples of 4 (vec4 loads of x and W_ih). A constant, not
+// a test of the push block: lavapipe ran the inline step 2x slower with the test (K.gru, B = 1).
+layout(constant_id = 10) const bool X_ALIGNED = true;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -46,6 +49,8 @@ layout(set = 0, binding = 9) readonly buffer XV { vec4 xv[]; };
 layout(set = 0, binding = 11) readonly buffer BI { float b_ih[]; };  // [D][G*H]
 layout(set = 0, binding = 12) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 13) uniform usamplerBuffer ht;  // TEXEL: binding 3 as 16-byte texels
+layout(set = 0, binding = 14) uniform usamplerBuffer wit;  // TEXEL and X_ALIGNED: binding 10 as texels
+layout(set = 0, binding = 15) uniform usamplerBuffer xt;   // TEXEL and X_ALIGNED: binding 9 as texels
 
 // Push::flags: RNN_*.
 #include "kernel_flags.h"
@@ -66,6 +71,12 @@ vec4 load_w(uint row, uint k4) {
   return load_weight4(row, k4, p.HO, ALIGNED);
 }
 
+// Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE).
+vec4 load_wi(uint row, uint k4) {
+  if (TEXEL && X_ALIGNED) return uintBitsToFloat(texelFetch(wit, int(row * (p.IN / 4) + k4)));
+  return load_input_weight4(row, k4, p.IN, X_ALIGNED);
+}
+
 vec4 load_h(uint row, uint k4) {
   if (ALIGNED) {
     const uint at = (p.h_prev_off + row * p.HO) / 4 + k4;
@@ -76,11 +87,10 @@ vec4 load_h(uint row, uint k4) {
               k + 2 < p.HO ? hs[base + k + 2] : 0.0, k + 3 < p.HO ? hs[base + k + 3] : 0.0);
 }
 
-// Elements 4*k4 .. 4*k4+3 of x's row b (zeros past IN); aligned: IN, x_off and x_ld are
-// multiples of 4.
-vec4 load_x(uint b, uint k4, bool aligned) {
+// Elements 4*k4 .. 4*k4+3 of x's row b (zeros past IN).
+vec4 load_x(uint b, uint k4) {
   const uint base = p.x_off + b * p.x_ld, k = k4 * 4;
-  if (aligned) return xv[base / 4 + k4];
+  if (X_ALIGNED) return TEXEL ? uintBitsToFloat(texelFetch(xt, int(base / 4 + k4))) : xv[base / 4 + k4];
   return vec4(k < p.IN ? xs[base + k] : 0.0, k + 1 < p.IN ? xs[base + k + 1] : 0.0,
               k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
 }
@@ -129,13 +139,12 @@ void main() {
       for (uint g = 0; g < 4; ++g)
         for (uint b = 0; b < BB; ++b) accx[ui][g][b] = 0.0;
     if (x_inline) {
-      const bool xal = p.IN % 4 == 0 && p.x_off % 4 == 0 && p.x_ld % 4 == 0;
       for (uint k4 = LANE; k4 < (p.IN + 3) / 4; k4 += LANES) {
         vec4 x[BB];
-        for (uint b = 0; b < BB; ++b) x[b] = load_x(min(b0 + b, p.B - 1), k4, xal);
+        for (uint b = 0; b < BB; ++b) x[b] = load_x(min(b0 + b, p.B - 1), k4);
         for (uint ui = 0; ui < UPI; ++ui) {
           for (uint g = 0; g < G; ++g) {
-            const vec4 w = load_input_weight4(wrow[ui][g], k4, p.IN, p.IN % 4 == 0);
+            const vec4 w = load_wi(wrow[ui][g], k4);
             for (uint b = 0; b < BB; ++b) accx[ui][g][b] += dot(w, x[b]);
           }
         }

@@ -652,11 +652,13 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
 }
 
 bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in) {
-  if (!steps.variant.subgroup) return false;  // invocation_dot: the GEMM (see plan.hpp)
   const auto& c = steps.constants;
-  const std::uint64_t coops = std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev));
+  const bool sub = steps.variant.subgroup;
+  if (!sub && !c.TEXEL) return false;  // invocation_dot: only with texel loads (plan.hpp)
+  const std::uint64_t coops = sub ? std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev)) : c.local_size_x;
+  const std::uint64_t lanes = sub ? min_lanes(dev) : 1;
   // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.
-  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + share(share(in, 4), min_lanes(dev)));
+  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + share(share(in, 4), lanes));
   return loops <= kLoopBudget;
 }
 

@@ -250,10 +250,12 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
 // beyond kLoopBudget per invocation ("Rnn: rnn_proj would loop ...").
 void require_step_budget(const Rnn& plan, const RnnLayer& layer);
 // Whether rnn_step computes W_ih x itself for `in` input features (RNN_X_INLINE, Rnn::step),
-// saving the input GEMM's dispatch: with the subgroup_dot kernel (a coop's lanes split each row,
-// so W_ih streams as in the GEMV) and within kLoopBudget. invocation_dot (CPU drivers) keeps the
-// GEMM: there each invocation walks its own rows, and the W3 decode on lavapipe ran 1.25-1.5x
-// slower with W_ih inline than with the GEMM's extra dispatch (interleaved runs, loaded machine).
+// saving the input GEMM's dispatch, within kLoopBudget: with the subgroup_dot kernel (a coop's
+// lanes split each row, so W_ih streams as in the GEMV), and with invocation_dot (CPU drivers)
+// where it reads through texel views (TEXEL: fp32). On lavapipe, K.gru (GRU 768 -> 256), GPU
+// time, interleaved: B = 1 1.4x and B = 16 1.2x faster than the GEMM and the step. fp16 and int8
+// inline (storage loads) were slower than the GEMM there (W3.b1 fp16 272 vs 352 tok/s), so they
+// keep it.
 bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in);
 // Loop iterations one invocation of rnn_seq runs for `steps` steps (from above).
 std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,

@@ -632,7 +632,9 @@ TEST(Rnn, PastLoopBudget) {
 // columns of a wider tensor and the top layer's h also written into other columns of the same
 // tensor (Rnn::step's view overload, as a decoder reads [emb; context] from o = [s; context;
 // emb] and writes s there); the columns around them keep their values.
-void check_single_steps(WS storage, std::uint32_t seed, bool views = false) {
+// I inputs, H hidden units: with both multiples of 4, CPU drivers read fp32 W_hh, h, W_ih and x
+// through texel views and take W_ih x inline in rnn_step (X_ALIGNED: aligned x rows only).
+void check_single_steps(WS storage, std::uint32_t seed, bool views = false, std::size_t I = 6, std::size_t H = 9) {
   auto& ctx = context();
   for (auto [cell, proj, layers, nosg, kernel] :
        {std::tuple{CellType::gru, 0, 2, false, RnnStepKernel::subgroup_dot},
@@ -643,20 +645,25 @@ void check_single_steps(WS storage, std::uint32_t seed, bool views = false) {
         std::tuple{CellType::rnn_relu, 0, 3, true, RnnStepKernel::automatic},
         std::tuple{CellType::gru, 0, 1, true, RnnStepKernel::automatic}}) {
     RnnConfig c;
-    c.cell = cell, c.input_size = 6, c.hidden_size = 9, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
+    c.cell = cell, c.input_size = I, c.hidden_size = H, c.num_layers = std::size_t(layers), c.proj_size = std::size_t(proj);
     SCOPED_TRACE(fmt::format("{} proj={} layers={} nosubgroup={} storage={} kernel={}", to_string(cell), proj, layers, nosg, to_string(storage),
                              to_string(kernel)));
     Rnn rnn(ctx, c, storage_options(storage, nosg));
     if (kernel == RnnStepKernel::subgroup_dot && !context().device().subgroup_arithmetic) continue;
     rnn.set_step_kernel(kernel);
-    const std::uint32_t per_layer = (rnn.step_kernel() == RnnStepKernel::subgroup_dot ? 1u : 2u) + (proj ? 1u : 0u);
+    // W_ih x inline (one dispatch, not a GEMM and the step): subgroup_dot, or invocation_dot
+    // with texel loads (fp32 on CPU drivers, h rows of whole vec4s).
+    const std::size_t HO = proj ? std::size_t(proj) : H;
+    const bool texel = ctx.device().type == DeviceType::cpu && storage == WS::f32 && HO % 4 == 0;
+    const bool x_inline = rnn.step_kernel() == RnnStepKernel::subgroup_dot || texel;
+    const std::uint32_t per_layer = (x_inline ? 1u : 2u) + (proj ? 1u : 0u);
     const auto sd = test::make_state_dict(c, seed++);
     rnn.load(sd);
     const bool lstm = cell == CellType::lstm;
-    const std::size_t B = 3, T = 5, L = c.num_layers, HO = proj ? std::size_t(proj) : 9;
-    const auto x = random_floats(B * T * 6, seed++);
+    const std::size_t B = 3, T = 5, L = c.num_layers;
+    const auto x = random_floats(B * T * I, seed++);
     const auto h0 = random_floats(L * B * HO, seed++);
-    const auto c0 = lstm ? random_floats(L * B * 9, seed++) : std::vector<float>{};
+    const auto c0 = lstm ? random_floats(L * B * H, seed++) : std::vector<float>{};
     // fp16 / int8: the reference on the stored weights, fp32 tolerance (see run_case).
     const auto want = test::rnn_reference(c, stored_weights(c, sd, storage), x, B, T, {}, h0, c0);
 
@@ -664,29 +671,29 @@ void check_single_steps(WS storage, std::uint32_t seed, bool views = false) {
     Tensor cs[2];
     ctx.write(h[0], h0);
     if (lstm) {
-      cs[0] = ctx.tensor({L, B, 9});
-      cs[1] = ctx.tensor({L, B, 9});
+      cs[0] = ctx.tensor({L, B, H});
+      cs[1] = ctx.tensor({L, B, H});
       ctx.write(cs[0], c0);
     }
-    Tensor xt = ctx.tensor({B, 6});
-    // views: [2 pad | out HO | 1 pad | x 6 | 3 pad] per row (unaligned offsets and stride).
-    const std::size_t ld = 2 + HO + 1 + 6 + 3, out_col = 2, x_col = 2 + HO + 1;
+    Tensor xt = ctx.tensor({B, I});
+    // views: [2 pad | out HO | 1 pad | x I | 3 pad] per row (unaligned offsets and stride).
+    const std::size_t ld = 2 + HO + 1 + I + 3, out_col = 2, x_col = 2 + HO + 1;
     const float pad = -7.25f;
     Tensor wide = ctx.tensor({B, ld});
     std::vector<double> outputs(B * T * HO);
     for (std::size_t t = 0; t < T; ++t) {
-      std::vector<float> xs(B * 6), ws(B * ld, pad);
+      std::vector<float> xs(B * I), ws(B * ld, pad);
       for (std::size_t b = 0; b < B; ++b) {
-        for (std::size_t i = 0; i < 6; ++i) {
-          xs[b * 6 + i] = x[(b * T + t) * 6 + i];
-          ws[b * ld + x_col + i] = xs[b * 6 + i];
+        for (std::size_t i = 0; i < I; ++i) {
+          xs[b * I + i] = x[(b * T + t) * I + i];
+          ws[b * ld + x_col + i] = xs[b * I + i];
         }
       }
       Sequence seq = ctx.sequence();
       // c may be updated in place (c_out == c); h must ping-pong.
       if (views) {
         seq.upload(wide, ws);
-        rnn.step(seq, MatrixView{wide, B, 6, x_col, ld}, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{},
+        rnn.step(seq, MatrixView{wide, B, I, x_col, ld}, h[t & 1], h[(t + 1) & 1], lstm ? cs[0] : Tensor{},
                  lstm ? cs[0] : Tensor{}, MatrixView{wide, B, HO, out_col, ld});
         seq.download(wide);
       } else {
@@ -722,6 +729,12 @@ void check_single_steps(WS storage, std::uint32_t seed, bool views = false) {
 
 TEST(Rnn, SingleStepMatchesSequence) { check_single_steps(WS::f32, 500); }
 TEST(Rnn, SingleStepOnViews) { check_single_steps(WS::f32, 520, true); }
+// Whole vec4s: x inline through texel views on CPU drivers (aligned x, then x at an unaligned
+// offset and stride).
+TEST(Rnn, SingleStepVec4Rows) {
+  check_single_steps(WS::f32, 540, false, 8, 12);
+  check_single_steps(WS::f32, 560, true, 8, 12);
+}
 
 // The first step without any state (h / c empty = zeros).
 TEST(Rnn, SingleStepFromZeroState) {

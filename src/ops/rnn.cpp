@@ -808,15 +808,25 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
   const auto& kc = plan.steps.constants;
   const Kernel k = kernels::make<kernels::RnnStep>(*m.ctx, kc, plan.steps.variant);
   const Groups g = m.grid((H + kc.UNITS - 1) / kc.UNITS, (B + kc.BB - 1) / kc.BB, 1);
+  const auto& dev = m.ctx->device();
   const std::uint32_t h_zero = h.valid() ? 0 : RNN_H_ZERO;
   for (std::size_t l = 0; l < L; ++l) {
     const Impl::Layer& ly = m.layers[l];
     const MatrixView src = l == 0 ? MatrixView{x, B, ly.in, xv.offset, x_ld} : MatrixView{h_out, B, HO, (l - 1) * B * HO, HO};
     // W_ih x + b_ih inside the step kernel (one dispatch, not a GEMM before it) where the planner
     // says so; the GEMM into xp otherwise.
-    const bool x_inline = plan::step_input_inline(m.ctx->device(), plan.steps, ly.in);
+    // With TEXEL, W_ih and x are read through texel views too: within the device's limit.
+    const bool x_inline = plan::step_input_inline(dev, plan.steps, ly.in) &&
+                          (!kc.TEXEL || (plan::texel_loads(dev, ly.w_ih.dev.bytes()) &&
+                                         plan::texel_loads(dev, src.tensor.bytes())));
     if (!x_inline) {
       m.input_gemm(seq, ly, src, MatrixView{s.xp_step, B, G * H, 0, G * H});
+    }
+    Kernel k_layer = k;
+    if (x_inline) {
+      kernels::RnnStep::Constants xc = kc;
+      xc.X_ALIGNED = ly.in % 4 == 0 && src.offset % 4 == 0 && src.ld % 4 == 0;
+      if (!xc.X_ALIGNED) k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);
     }
     // One step of a [B, 1] batch (D = 1), writing only the state.
     CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) |
@@ -837,11 +847,11 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
         p.flags &= ~RNN_NO_OUT;
         p.out = out_layout;
       }
-      m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, h_out, c, c_state, to_out ? out.tensor : Tensor{}, {}, p,
+      m.dispatch_cell<kernels::RnnStep>(seq, k_layer, s.xp_step, ly, h, h_out, c, c_state, to_out ? out.tensor : Tensor{}, {}, p,
                                         g, src.tensor);
       continue;
     }
-    m.dispatch_cell<kernels::RnnStep>(seq, k, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g,
+    m.dispatch_cell<kernels::RnnStep>(seq, k_layer, s.xp_step, ly, h, {}, c, c_state, s.hraw_step, {}, m.raw_push(p, B), g,
                                       src.tensor);
     m.dispatch_proj(seq, plan.steps, s.hraw_step, ly, h, h_out, to_out ? out.tensor : Tensor{}, {}, p,
                     RNN_NO_LENGTHS | (to_out ? 0u : RNN_NO_OUT) | h_zero, B, to_out ? &out_layout : nullptr);

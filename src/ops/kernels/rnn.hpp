@@ -52,18 +52,19 @@ struct RnnStep {
     std::uint32_t UPI = 1;
     bool WEIGHT_I8 = false;  // W_hh and W_ih int8 with per-row scales (the f32 build)
     bool TEXEL = false;      // fp32 W_hh and h through wt / ht, texel views of ws / hs
+    bool X_ALIGNED = true;   // RNN_X_INLINE: IN, x_off and x_ld multiples of 4 (W_ih, x as vec4s)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9))
-  // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws and hs
-  // again as texel views (bound by kernels::dispatch).
+                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10))
+  // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws, hs, wis
+  // and xs again as texel views (bound by kernels::dispatch).
   struct Bindings {
-    Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, xs, wis, b_ih, wt, ht;
+    Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, xs, wis, b_ih, wt, ht, wit, xt;
   };
   VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),
                  (cs, read_write), (outs, write), (lengths, read), (xs, read), (wis, read),
-                 (b_ih, read), (wt, read), (ht, read))
-  VKRNN_TEXEL_VIEWS((wt, ws), (ht, hs))
+                 (b_ih, read), (wt, read), (ht, read), (wit, read), (xt, read))
+  VKRNN_TEXEL_VIEWS((wt, ws), (ht, hs), (wit, wis), (xt, xs))
 };
 
 // A run of steps in one dispatch, h in shared memory (HOP floats per row, ping-pong).
