@@ -727,6 +727,37 @@ TEST(Attention, ZeroLengthRowsGiveZeroContextAndWeights) {
   }
 }
 
+// The additive score's tanh (a rational fit, math.glsl's tanh_rational): infinite and huge keys
+// saturate to +-1 as in the double reference, and a NaN key element makes that position's score
+// NaN rather than a number (tanh_accurate, used before, lost it). Keys of 4 dims (vec4 loads)
+// and of 5 (scalar ones).
+TEST(Attention, AdditiveTanhSaturatesAndKeepsNaN) {
+  for (std::size_t dim : {std::size_t(6), std::size_t(8)}) {
+    SCOPED_TRACE(fmt::format("dim {}", dim));
+    Problem p = make_problem(Score::additive, 1, 6, dim, 950 + unsigned(dim));
+    p.lengths = {6};
+    Data d = make_data(p);
+    const std::size_t Hk = p.Hk();
+    ASSERT_GE(Hk, 3u);
+    d.keys[1 * Hk + 0] = std::numeric_limits<float>::infinity();
+    d.keys[2 * Hk + 1] = -1e30f;
+    d.keys[3 * Hk + 2] = std::numeric_limits<float>::quiet_NaN();
+    d.keys[4 * Hk + 0] = 9.5f;  // just past the fit's clamp
+    Context& ctx = context();
+    const Inputs in = upload(ctx, p, d);
+    const Reference r = reference(p, d);
+    const Outputs u = run_unfused(ctx, p, d, in, {});
+    for (std::size_t s = 0; s < p.S; ++s) {
+      if (s == 3) {
+        EXPECT_TRUE(std::isnan(u.scores[s])) << "position 3 (a NaN key): " << u.scores[s];
+        continue;
+      }
+      const double e = r.scores[s];
+      EXPECT_NEAR(u.scores[s], e, 1e-5 * std::abs(e) + 1e-6 * std::max(1.0, r.magnitude[s])) << "position " << s;
+    }
+  }
+}
+
 // Scores of magnitude 1e4 must not overflow exp(): inputs are small integers so that every
 // score is an exact fp32 integer (~1e4) whatever the summation order, and the reference is exact.
 TEST(Attention, LargeMagnitudeScores) {

@@ -70,8 +70,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
         acc += dot(k, q);
       } else {
         const vec4 x = k + q;
-        acc += dot(regs ? v_reg[t] : vparam4[j],
-                   vec4(tanh_accurate(x.x), tanh_accurate(x.y), tanh_accurate(x.z), tanh_accurate(x.w)));
+        acc += dot(regs ? v_reg[t] : vparam4[j], tanh_rational(x));
       }
     }
   } else {
@@ -83,7 +82,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
       if (SCORE_MODE == 0) {
         acc += k * q;
       } else {
-        acc += (regs ? v_reg[t].x : vparam[j]) * tanh_accurate(k + q);
+        acc += (regs ? v_reg[t].x : vparam[j]) * tanh_rational(vec4(k + q)).x;
       }
     }
   }
