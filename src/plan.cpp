@@ -154,6 +154,7 @@ std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std:
 QueryProjection query_projection(const DeviceInfo& dev, const Dims& d, const OpOptions& options) {
   QueryProjection q;
   q.used = attention_detail::projects_query(d.config.score);
+  q.gemv = is_cpu(dev);
   const bool sg = use_subgroups(dev, options);
   const std::uint32_t wg = attention_workgroup(dev, options);
   q.variant = {.subgroup = sg};
@@ -191,7 +192,7 @@ Score score(const Dims& d, const DeviceInfo& dev, bool subgroups, std::uint32_t 
 }
 
 void add_query(Needs& needs, const QueryProjection& q) {
-  if (q.used) add_kernel<kernels::AttentionQuery>(needs, q.constants, q.variant);
+  if (q.used && !q.gemv) add_kernel<kernels::AttentionQuery>(needs, q.constants, q.variant);
 }
 
 }  // namespace

@@ -112,8 +112,13 @@ std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std:
                            std::uint32_t max_chunk);
 
 // W q (+ b) of the general and additive scores. `used` is false for dot and scaled_dot.
+// gemv: through the dense layers' GEMV (ops Gemm) instead of attention_query.comp, on CPU
+// drivers: there attention_query's workgroup per output costs more than its loads (W1.general
+// B = 1, H = 512: 250-270 us for 1 MB of W_q on lavapipe), while the GEMV reads W_q through texel
+// views.
 struct QueryProjection {
   bool used = false;
+  bool gemv = false;
   kernels::Variant variant;
   kernels::AttentionQuery::Constants constants;
 };

@@ -217,12 +217,14 @@ void check_score(const DeviceInfo& dev, const attention_detail::Dims& d, const C
   EXPECT_GE(c.R, 1u);
 }
 
-// in_kernel: the fused kernel projects the query itself (no projection dispatch).
+// in_kernel: the fused kernel projects the query itself (no projection dispatch). CPU drivers
+// project through the dense layers' GEMV (plan::gemv's own checks), GPUs with attention_query.
 void check_query(const DeviceInfo& dev, const OpOptions& o, const plan::QueryProjection& q,
                  const attention_detail::Dims& d, const std::string& what,
                  std::vector<Built>& built, bool in_kernel = false) {
   EXPECT_EQ(q.used, attention_detail::projects_query(d.config.score) && !in_kernel) << what;
-  if (!q.used) return;
+  EXPECT_EQ(q.gemv, dev.type == DeviceType::cpu) << what;
+  if (!q.used || q.gemv) return;
   check_subgroup_choice(dev, o, q.variant, what + " query");
   built.push_back(build<kernels::AttentionQuery>(dev, q.constants, q.variant, what + " query"));
 }

@@ -47,6 +47,7 @@
 // iterations: lavapipe silently ends all loops of an invocation after 65535 iterations.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "vkrnn/context.hpp"
@@ -57,6 +58,8 @@
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn {
+
+class Gemm;  // vkrnn/linear.hpp: the query projection on CPU drivers
 
 struct MatrixView;  // vkrnn/linear.hpp
 
@@ -166,6 +169,7 @@ class VKRNN_API AttentionScores : public detail::PlannedAttentionOp {
  private:
   Kernel query_kernel_;
   Tensor projected_query_;
+  std::shared_ptr<const Gemm> query_gemm_;  // instead of query_kernel_ (CPU drivers)
 };
 
 // Masked softmax over the source axis: scores [B, (heads,) S] f32 -> weights (same shape;
@@ -220,6 +224,7 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  private:
   Kernel query_kernel_, combine_kernel_;
   Tensor projected_query_, part_ml_, part_acc_;
+  std::shared_ptr<const Gemm> query_gemm_;  // instead of query_kernel_ (CPU drivers)
   std::uint32_t combine_per_invocation_ = 0;  // weight positions per combine invocation
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights
 };

@@ -2,6 +2,7 @@
 // Private helpers shared by the decoder-attention ops (attention_*.cpp). Their tuning is in
 // src/plan.hpp, the helpers every op uses in src/ops/common.hpp.
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "ops/common.hpp"
@@ -9,6 +10,7 @@
 #include "vkrnn/attention.hpp"
 #include "vkrnn/context.hpp"
 #include "vkrnn/device.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
 #include "vkrnn/sequence.hpp"
 #include "vkrnn/tensor.hpp"
@@ -32,15 +34,20 @@ void check_params(const char* op, const Dims& d, const ScoreParams& params);
 
 // Query projection (W q (+ b)) for general and additive scores: attention_query.cpp/.comp.
 bool projects_query(Score score);
-// The score ops' projection: its kernel and its scratch ("<op> projected query", f32
-// [B, key_dim]) when the score form projects the query; both empty otherwise.
+// The score ops' projection: its kernel (or GEMV) and its scratch ("<op> projected query", f32
+// [B, key_dim]) when the score form projects the query; all empty otherwise.
+}  // namespace vkrnn::attention_detail
+namespace vkrnn::plan {
+struct QueryProjection;  // plan.hpp (which includes this header)
+}  // namespace vkrnn::plan
+namespace vkrnn::attention_detail {
 struct QueryProjection {
   Kernel kernel;
   Tensor projected;
+  std::shared_ptr<const Gemm> gemm;  // plan::QueryProjection::gemv
 };
-QueryProjection create_query_projection(Context& ctx, const Dims& d, const kernels::Variant& variant,
-                                        const kernels::AttentionQuery::Constants& constants,
-                                        const char* op);
+QueryProjection create_query_projection(Context& ctx, const Dims& d, const plan::QueryProjection& plan,
+                                        const OpOptions& options, const char* op);
 // Records the projection when the score form has one; returns the query the score kernel reads
 // (the projection's scratch, or `query` itself).
 Tensor scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,

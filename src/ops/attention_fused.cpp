@@ -37,14 +37,15 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   }
   // The kernel projects the query itself (p.query.used is false then).
   if (p.query.used) {
-    auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
+    auto q = create_query_projection(ctx, d, p.query, options, kOp);
     query_kernel_ = q.kernel;
     projected_query_ = q.projected;
+    query_gemm_ = q.gemm;
   }
 }
 
 std::uint32_t FusedAttention::dispatches() const {
-  return (query_kernel_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+  return (query_kernel_.valid() || query_gemm_ ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
 }
 
 void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
@@ -76,8 +77,8 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
 
   const DeviceInfo& dev = ctx_->device();
   // Projected here, or by the kernel (which then reads the raw query and W_q, b).
-  const bool in_kernel = projects_query(d.config.score) && !query_kernel_.valid();
-  const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
+  const bool in_kernel = projects_query(d.config.score) && !query_kernel_.valid() && !query_gemm_;
+  const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
   }

@@ -2,23 +2,32 @@
 #include <fmt/format.h>
 
 #include "ops/attention_common.hpp"
+#include "plan.hpp"
 
 namespace vkrnn::attention_detail {
 
 bool projects_query(Score score) { return score == Score::general || score == Score::additive; }
 
-QueryProjection create_query_projection(Context& ctx, const Dims& d, const kernels::Variant& variant,
-                                        const kernels::AttentionQuery::Constants& constants,
-                                        const char* op) {
+QueryProjection create_query_projection(Context& ctx, const Dims& d, const plan::QueryProjection& plan,
+                                        const OpOptions& options, const char* op) {
   if (!projects_query(d.config.score)) return {};
-  return {kernels::make<kernels::AttentionQuery>(ctx, constants, variant),
-          ctx.tensor({d.B, d.Hk}, DType::f32, fmt::format("{} projected query", op))};
+  Tensor projected = ctx.tensor({d.B, d.Hk}, DType::f32, fmt::format("{} projected query", op));
+  if (plan.gemv) {
+    OpOptions gemm_options;  // the op's tile and workgroup size are its own
+    gemm_options.force_shared_memory_reduction = options.force_shared_memory_reduction;
+    return {{}, projected, std::make_shared<const Gemm>(ctx, gemm_options)};
+  }
+  return {kernels::make<kernels::AttentionQuery>(ctx, plan.constants, plan.variant), projected, nullptr};
 }
 
 Tensor scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,
                      const Dims& d, const ScoreParams& params, const Tensor& query,
                      const Tensor& null) {
   if (!projects_query(d.config.score)) return query;
+  if (projection.gemm) {
+    projection.gemm->record(seq, query, params.w, params.bias, projection.projected);
+    return projection.projected;
+  }
   using K = kernels::AttentionQuery;
   kernels::dispatch<K>(seq, projection.kernel,
                        {.w = params.w, .q = query, .bias = params.bias, .outp = projection.projected},

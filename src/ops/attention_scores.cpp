@@ -22,9 +22,10 @@ AttentionScores::AttentionScores(Context& ctx, const AttentionConfig& config,
   plan_.tile = p.block;
   plan_.tiles = p.tiles;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
-  auto q = create_query_projection(ctx, d, p.query.variant, p.query.constants, kOp);
+  auto q = create_query_projection(ctx, d, p.query, options, kOp);
   query_kernel_ = q.kernel;
   projected_query_ = q.projected;
+  query_gemm_ = q.gemm;
 }
 
 std::uint32_t AttentionScores::dispatches() const {
@@ -42,7 +43,7 @@ void AttentionScores::record(Sequence& seq, const Tensor& keys, const Tensor& qu
   expect(kOp, "scores", scores, attention_scores_shape(config_), DType::f32);
   check_params(kOp, d, params);
   const DeviceInfo& dev = ctx_->device();
-  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_}, dev, d, params, query, null_);
+  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
   kernels::dispatch<K>(
       seq, kernel_,
       {.keys = keys, .qry = q, .vparam = d.config.score == Score::additive ? params.v : Tensor{},
