@@ -736,6 +736,37 @@ TEST(Rnn, SingleStepVec4Rows) {
   check_single_steps(WS::f32, 560, true, 8, 12);
 }
 
+// W_ih x inline on CPU drivers reads W_ih through a texel view: where W_ih is past the device's
+// maxTexelBufferElements the step falls back to the input GEMM (2 dispatches), with W_hh still
+// read through texels, and the result stays the reference's.
+TEST(Rnn, SingleStepInlineFollowsTheTexelLimit) {
+  auto o = test::validated_options();
+  o.limits = DeviceLimits{.max_texel_buffer_elements = 128};  // views of 2 KiB
+  Context ctx(o);
+  if (ctx.device().type != DeviceType::cpu) GTEST_SKIP() << "texel loads are for CPU drivers";
+  RnnConfig c;
+  c.cell = CellType::gru, c.input_size = 64, c.hidden_size = 8;  // W_ih 6 KiB, W_hh 768 bytes
+  for (std::size_t in : {std::size_t(64), std::size_t(8)}) {
+    SCOPED_TRACE(fmt::format("input size {}", in));
+    c.input_size = in;
+    Rnn rnn(ctx, c);
+    const auto sd = test::make_state_dict(c, 3100 + std::uint32_t(in));
+    rnn.load(sd);
+    const std::size_t B = 3;
+    const auto x = random_floats(B * in, 3200 + std::uint32_t(in));
+    const auto h0 = random_floats(B * 8, 3300);
+    const auto want = test::rnn_reference(c, sd, x, B, 1, {}, h0, {});
+    Tensor xt = ctx.tensor({B, in}), h = ctx.tensor({1, B, 8}), ho = ctx.tensor({1, B, 8});
+    ctx.write(xt, x);
+    ctx.write(h, h0);
+    Sequence seq = ctx.sequence();
+    rnn.step(seq, xt, h, ho);
+    seq.eval();
+    EXPECT_EQ(seq.stats().dispatches, in == 64 ? 2u : 1u);
+    EXPECT_TRUE(all_close(ctx.read<float>(ho), want.h_n, 1e-5, 1e-5));
+  }
+}
+
 // The first step without any state (h / c empty = zeros).
 TEST(Rnn, SingleStepFromZeroState) {
   auto& ctx = context();

@@ -45,7 +45,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
 }
 
 std::uint32_t FusedAttention::dispatches() const {
-  return (query_kernel_.valid() || query_gemm_ ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+  return (projected_query_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
 }
 
 void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
@@ -76,8 +76,9 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   check_params(kOp, d, params);
 
   const DeviceInfo& dev = ctx_->device();
-  // Projected here, or by the kernel (which then reads the raw query and W_q, b).
-  const bool in_kernel = projects_query(d.config.score) && !query_kernel_.valid() && !query_gemm_;
+  // Projected here (into projected_query_, by either path), or by the kernel (which then reads
+  // the raw query and W_q, b).
+  const bool in_kernel = projects_query(d.config.score) && !projected_query_.valid();
   const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
