@@ -4,8 +4,8 @@
 //   K.gemv: the output projection, Linear(Hd + 2 He + E = 1024 -> vocab 8000) with bias, at
 //           B = 1 and 16, weights fp32, fp16 and int8 (OpOptions::weight_storage; the same
 //           Gemm path the decoder takes).
-//   K.gru:  the decoder GRU step, Rnn::step with input E + 2 He = 768, H = 256 (fp32 weights as
-//           in every W3 row).
+//   K.gru:  the decoder GRU step, Rnn::step with input E + 2 He = 768, H = 256, weights fp32,
+//           fp16 and int8 (as the W3 rows of each precision store them).
 // The third bandwidth-bound kernel of the step, the fused attention at S = 4096, is W1 (W1.dot
 // and W1.additive at S = 4096, H = 256): its rows carry the same gbps / gpu_copy_fraction.
 //
@@ -71,27 +71,34 @@ Workload gemv_row(std::size_t b, const RowStorage& st) {
   return w;
 }
 
-Workload gru_row(std::size_t b) {
+Workload gru_row(std::size_t b, const RowStorage& st) {
   Workload w;
   w.id = "K.gru";
   w.params = {{"B", b}, {"I", kGruIn}, {"H", kH}};
-  // W_ih [3H, I], W_hh [3H, H], b_ih, b_hh; x and h read, h' written (the input projection's
-  // intermediate, where the step takes two dispatches, is not counted: the least traffic).
-  const double weights = (3.0 * kH * kGruIn + 3.0 * kH * kH + 6.0 * kH) * kF32;
+  if (st.bits != 32) w.params["weight_bits"] = st.bits;
+  w.precision = st.precision;
+  // W_ih [3H, I] and W_hh [3H, H] at their storage size (int8: rows of 768 and 256 need no
+  // padding) and int8's per-row fp32 scales (3H each), fp32 b_ih and b_hh; x and h read, h'
+  // written (the input projection's intermediate, where the step takes two dispatches, is not
+  // counted: the least traffic).
+  const double weights = 3.0 * kH * (kGruIn + kH) * double(st.bits) / 8.0 + 6.0 * kH * kF32 +
+                         (st.bits == 8 ? 6.0 * kH * kF32 : 0.0);
   const double once = weights + double(b) * (kGruIn + kH) * kF32 + double(b) * kH * kF32;
   const std::size_t copies = copies_for(once);
   w.work.bytes_read = copies * (weights + double(b) * (kGruIn + kH) * kF32);
   w.work.bytes_written = copies * double(b) * kH * kF32;
   w.work.flops = copies * 2.0 * double(b) * 3.0 * kH * (kGruIn + kH);
-  w.setup = [b, copies](Context& ctx) -> Prepared {
+  w.setup = [b, st, copies](Context& ctx) -> Prepared {
     RnnConfig config;
     config.cell = CellType::gru;
     config.input_size = kGruIn;
     config.hidden_size = kH;
+    OpOptions options;
+    options.weight_storage = st.storage;
     const float bound = 1.0f / std::sqrt(float(kH));
     std::vector<std::shared_ptr<Rnn>> layers;
     for (std::size_t c = 0; c < copies; ++c) {
-      layers.push_back(std::make_shared<Rnn>(ctx, config));
+      layers.push_back(std::make_shared<Rnn>(ctx, config, options));
       std::uint32_t seed = 410;
       for (const auto& [name, shape] : layers.back()->parameter_shapes()) {
         layers.back()->set_parameter(name, random_floats(element_count(shape), seed++, -bound, bound), shape);
@@ -113,7 +120,9 @@ std::vector<Workload> rows() {
   for (std::size_t b : {1, 16}) {
     for (const RowStorage& st : kRowStorages) out.push_back(gemv_row(b, st));
   }
-  for (std::size_t b : {1, 16}) out.push_back(gru_row(b));
+  for (std::size_t b : {1, 16}) {
+    for (const RowStorage& st : kRowStorages) out.push_back(gru_row(b, st));
+  }
   return out;
 }
 

@@ -82,7 +82,11 @@ def all_rows():
                 p["weight_bits"] = bits
             rows.append(("K.gemv", p))
     for b in (1, 16):
-        rows.append(("K.gru", {"B": b, "I": 768, "H": 256}))
+        for bits in (32, 16, 8):
+            p = {"B": b, "I": 768, "H": 256}
+            if bits != 32:
+                p["weight_bits"] = bits
+            rows.append(("K.gru", p))
     return rows
 
 
@@ -126,13 +130,14 @@ def k_bytes(wid, p):
     """K rows (bench/k_kernels.cpp): (copies, bytes read + written by one op). Weights at their
     storage size plus the fp32 bias (and vkrnn's int8 per-row scales), inputs read, outputs
     written; copies of the weights make one repetition touch at least FOOTPRINT bytes."""
-    f, B = 4, p["B"]
+    f, B, bits = 4, p["B"], p.get("weight_bits", 32)
     if wid == "K.gemv":
-        N, K, bits = p["N"], p["K"], p.get("weight_bits", 32)
+        N, K = p["N"], p["K"]
         once = N * K * bits / 8 + N * f + (N * f if bits == 8 else 0) + B * K * f + B * N * f
     else:
         I, H = p["I"], p["H"]
-        once = (3 * H * I + 3 * H * H + 6 * H) * f + B * (I + H) * f + B * H * f
+        once = (3 * H * (I + H) * bits / 8 + 6 * H * f + (6 * H * f if bits == 8 else 0) +
+                B * (I + H) * f + B * H * f)
     return max(1, math.ceil(FOOTPRINT / once)), once
 
 
@@ -270,19 +275,31 @@ def build_w4(torch, wid, p, dev):
 
 
 def build_k(torch, wid, p, dev):
-    """The K rows' counterparts: nn.Linear (fp32; int8: quantize_dynamic of an nn.Linear, the W3
-    int8 row's path) and one nn.GRUCell step, over as many weight copies as vkrnn-bench uses."""
+    """The K rows' counterparts: nn.Linear and one nn.GRUCell step (fp32; fp16: .half() on CUDA;
+    int8: quantize_dynamic of them, the W3 int8 row's path), over as many weight copies as
+    vkrnn-bench uses."""
     copies, _ = k_bytes(wid, p)
     B = p["B"]
-    if wid == "K.gru":
-        cells = [torch.nn.GRUCell(p["I"], p["H"]).to(dev).eval() for _ in range(copies)]
-        x, h = torch.randn(B, p["I"], device=dev), torch.randn(B, p["H"], device=dev)
-        return lambda: [c(x, h) for c in cells][-1]
     bits = p.get("weight_bits", 32)
     if bits == 16 and dev == "cpu":
         raise RuntimeError("the fp16 row runs on CUDA only")
     if bits == 8 and dev != "cpu":
         raise RuntimeError("int8 (quantize_dynamic) runs on the CPU only")
+    dtype = torch.float16 if bits == 16 else torch.float32
+    if wid == "K.gru":
+        cells = []
+        for _ in range(copies):
+            cell = torch.nn.GRUCell(p["I"], p["H"]).to(dev).eval()
+            if bits == 16:
+                cell = cell.half()
+            if bits == 8:
+                # quantize_dynamic swaps submodules only: the cell goes in a Sequential, as K.gemv's
+                cell = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(cell), {torch.nn.GRUCell},
+                                                              dtype=torch.qint8)[0]
+            cells.append(cell)
+        x = torch.randn(B, p["I"], device=dev, dtype=dtype)
+        h = torch.randn(B, p["H"], device=dev, dtype=dtype)
+        return lambda: [c(x, h) for c in cells][-1]
     layers = []
     for _ in range(copies):
         layer = torch.nn.Linear(p["K"], p["N"]).to(dev).eval()
@@ -292,7 +309,7 @@ def build_k(torch, wid, p, dev):
             layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear},
                                                            dtype=torch.qint8)
         layers.append(layer)
-    x = torch.randn(B, p["K"], device=dev, dtype=torch.float16 if bits == 16 else torch.float32)
+    x = torch.randn(B, p["K"], device=dev, dtype=dtype)
     return lambda: [l(x) for l in layers][-1]
 
 

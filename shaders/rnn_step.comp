@@ -14,6 +14,10 @@
 // RNN_X_INLINE (a single decoder step, Rnn::step): no xp; the coop also computes W_ih x + b_ih
 // for its units from x [B][IN] (rows x_ld apart from x_off) and W_ih at binding 10, which saves
 // the input GEMM's dispatch.
+//
+// WIDE / X_WIDE (fp16 or int8 W_hh / W_ih whose rows are whole 16-byte units): each lane loads
+// 16 bytes of a weight row at a time (8 halves or 16 int8, gemv_common.glsl), through the texel
+// views with TEXEL. One load per 2 or 4 vec4s of K, as in the GEMV's WIDE path.
 #extension GL_GOOGLE_include_directive : require
 #define RNN_INPUT_WEIGHTS
 #define WEIGHT_I8_ID 8
@@ -25,12 +29,16 @@ layout(constant_id = 4) const uint UNITS = 1;       // hidden units per workgrou
 layout(constant_id = 5) const uint BB = 1;          // batch rows per workgroup
 layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of h and W_hh
 layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coop
-// fp32 W_hh and h vec4s through texel views wt / ht of the same tensors (ALIGNED, not int8;
-// plan::texel_loads, docs/kernels.md).
+// W_hh's 16-byte loads (fp32 vec4s, or WIDE) and h's vec4s through texel views wt / ht of the
+// same tensors (ALIGNED; plan::texel_loads, docs/kernels.md); W_ih and x likewise (wit, xt).
 layout(constant_id = 9) const bool TEXEL = false;
 // RNN_X_INLINE: IN, x_off and x_ld are multiples of 4 (vec4 loads of x and W_ih). A constant, not
 // a test of the push block: lavapipe ran the inline step 2x slower with the test (K.gru, B = 1).
 layout(constant_id = 10) const bool X_ALIGNED = true;
+layout(constant_id = 11) const bool WIDE = false;    // fp16 / int8 W_hh rows: 16-byte loads
+layout(constant_id = 12) const bool X_WIDE = false;  // RNN_X_INLINE: the same for W_ih
+const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
+const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -49,7 +57,7 @@ layout(set = 0, binding = 9) readonly buffer XV { vec4 xv[]; };
 layout(set = 0, binding = 11) readonly buffer BI { float b_ih[]; };  // [D][G*H]
 layout(set = 0, binding = 12) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 13) uniform usamplerBuffer ht;  // TEXEL: binding 3 as 16-byte texels
-layout(set = 0, binding = 14) uniform usamplerBuffer wit;  // TEXEL and X_ALIGNED: binding 10 as texels
+layout(set = 0, binding = 14) uniform usamplerBuffer wit;  // TEXEL (fp32: and X_ALIGNED): binding 10 as texels
 layout(set = 0, binding = 15) uniform usamplerBuffer xt;   // TEXEL and X_ALIGNED: binding 9 as texels
 
 // Push::flags: RNN_*.
@@ -67,14 +75,26 @@ layout(push_constant) uniform Push {
 } p;
 
 vec4 load_w(uint row, uint k4) {
-  if (TEXEL) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
+  if (TEXEL && F32_WEIGHTS) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
   return load_weight4(row, k4, p.HO, ALIGNED);
 }
 
 // Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE).
 vec4 load_wi(uint row, uint k4) {
-  if (TEXEL && X_ALIGNED) return uintBitsToFloat(texelFetch(wit, int(row * (p.IN / 4) + k4)));
+  if (TEXEL && F32_WEIGHTS && X_ALIGNED) return uintBitsToFloat(texelFetch(wit, int(row * (p.IN / 4) + k4)));
   return load_input_weight4(row, k4, p.IN, X_ALIGNED);
+}
+
+// WIDE: 16-byte unit kw of W_hh's row `row` (q_count units a row).
+uvec4 load_wq(uint row, uint kw, uint q_count) {
+  const uint at = row * q_count + kw;
+  return TEXEL ? texelFetch(wt, int(at)) : ww[at];
+}
+
+// X_WIDE: the same of W_ih.
+uvec4 load_wiq(uint row, uint kw, uint q_count) {
+  const uint at = row * q_count + kw;
+  return TEXEL ? texelFetch(wit, int(at)) : wiw[at];
 }
 
 vec4 load_h(uint row, uint k4) {
@@ -94,6 +114,39 @@ vec4 load_x(uint b, uint k4) {
   return vec4(k < p.IN ? xs[base + k] : 0.0, k + 1 < p.IN ? xs[base + k + 1] : 0.0,
               k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
 }
+
+// acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
+// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4) a weight
+// vec4, or where WIDE_ is set, LOAD_Q(row, kw, q_count) 16 bytes of a row that holds q_count
+// of them (WIDE_K4 vec4s of K each; no vec4s are left over: plan::wide_rows).
+#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                      \
+  if (WIDE_) {                                                                             \
+    const uint q_count = (k4_count) / WIDE_K4;                                             \
+    for (uint kw = LANE; kw < q_count; kw += LANES) {                                      \
+      uvec4 q[UPI][4];                                                                     \
+      for (uint ui = 0; ui < UPI; ++ui)                                                    \
+        for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(wrow[ui][g], kw, q_count);          \
+      for (uint part = 0; part < WIDE_K4; ++part) {                                        \
+        vec4 v[BB];                                                                        \
+        for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, kw * WIDE_K4 + part);               \
+        for (uint ui = 0; ui < UPI; ++ui)                                                  \
+          for (uint g = 0; g < G; ++g) {                                                   \
+            const vec4 w = unpack_wide(q[ui][g], part, WEIGHT_I8);                         \
+            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                   \
+          }                                                                                \
+      }                                                                                    \
+    }                                                                                      \
+  } else {                                                                                 \
+    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) {                                   \
+      vec4 v[BB];                                                                          \
+      for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4);                                  \
+      for (uint ui = 0; ui < UPI; ++ui)                                                    \
+        for (uint g = 0; g < G; ++g) {                                                     \
+          const vec4 w = LOAD_W(wrow[ui][g], k4);                                          \
+          for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                     \
+        }                                                                                  \
+    }                                                                                      \
+  }
 
 void main() {
   const uint d = gl_WorkGroupID.z;
@@ -115,18 +168,8 @@ void main() {
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < 4; ++g)
         for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
-    if ((p.flags & RNN_H_ZERO) == 0) {
-      for (uint k4 = LANE; k4 < k4_count; k4 += LANES) {
-        vec4 h[BB];
-        for (uint b = 0; b < BB; ++b) h[b] = load_h(d * p.B + min(b0 + b, p.B - 1), k4);
-        for (uint ui = 0; ui < UPI; ++ui) {
-          for (uint g = 0; g < G; ++g) {
-            const vec4 w = load_w(wrow[ui][g], k4);
-            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, h[b]);
-          }
-        }
-      }
-    }
+#define H_OF(b, k4) load_h(d * p.B + min(b0 + (b), p.B - 1), k4)
+    if ((p.flags & RNN_H_ZERO) == 0) { ACCUMULATE_DOTS(acc, k4_count, WIDE, load_wq, load_w, H_OF) }
     const uint hh_rows = gl_NumWorkGroups.z * G * p.H;
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < G; ++g) {
@@ -138,17 +181,9 @@ void main() {
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < 4; ++g)
         for (uint b = 0; b < BB; ++b) accx[ui][g][b] = 0.0;
+#define X_OF(b, k4) load_x(min(b0 + (b), p.B - 1), k4)
     if (x_inline) {
-      for (uint k4 = LANE; k4 < (p.IN + 3) / 4; k4 += LANES) {
-        vec4 x[BB];
-        for (uint b = 0; b < BB; ++b) x[b] = load_x(min(b0 + b, p.B - 1), k4);
-        for (uint ui = 0; ui < UPI; ++ui) {
-          for (uint g = 0; g < G; ++g) {
-            const vec4 w = load_wi(wrow[ui][g], k4);
-            for (uint b = 0; b < BB; ++b) accx[ui][g][b] += dot(w, x[b]);
-          }
-        }
-      }
+      ACCUMULATE_DOTS(accx, (p.IN + 3) / 4, X_WIDE, load_wiq, load_wi, X_OF)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {
           const float scale = input_weight_scale(G * p.H, wrow[ui][g], p.IN);

@@ -581,10 +581,11 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
     units = wg * upi;
   }
   st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
-                  .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8};
-  // fp32 W_hh and h as texels on CPU drivers (both directions' W_hh, h of both directions).
-  st.constants.TEXEL = !f16 && !i8 && HO % 4 == 0 && texel_loads(dev, 2 * G * H * HO * 4) &&
-                       texel_loads(dev, 2 * B * HO * 4);
+                  .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8, .WIDE = wide_rows(f16, i8, HO)};
+  // W_hh (fp32, or fp16 / int8 WIDE) and h as texels on CPU drivers (both directions' W_hh, at
+  // fp32 size: an upper bound; h of both directions).
+  st.constants.TEXEL = ((!f16 && !i8) || st.constants.WIDE) && HO % 4 == 0 &&
+                       texel_loads(dev, 2 * G * H * HO * 4) && texel_loads(dev, 2 * B * HO * 4);
   st.loops = step_loops(dev, units, wg, sub, HO, upi, bb);
   // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
   st.proj_variant = {.fp16 = f16, .subgroup = subgroups};
@@ -652,10 +653,17 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
   return c.fixed + steps * c.per_step;
 }
 
-bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in) {
+bool wide_rows(bool f16, bool i8, std::uint64_t n) {
+  if (i8) return share(n, 4) % 4 == 0;
+  return f16 && n % 8 == 0;
+}
+
+bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in, bool x_wide) {
   const auto& c = steps.constants;
   const bool sub = steps.variant.subgroup;
-  if (!sub && !c.TEXEL) return false;  // invocation_dot: only with texel loads (plan.hpp)
+  const bool f32 = !steps.variant.fp16 && !c.WEIGHT_I8;
+  // invocation_dot: only with texel loads of 16 bytes (plan.hpp)
+  if (!sub && !(c.TEXEL && (f32 || x_wide))) return false;
   const std::uint64_t coops = sub ? std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev)) : c.local_size_x;
   const std::uint64_t lanes = sub ? min_lanes(dev) : 1;
   // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.

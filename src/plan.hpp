@@ -257,11 +257,15 @@ void require_step_budget(const Rnn& plan, const RnnLayer& layer);
 // Whether rnn_step computes W_ih x itself for `in` input features (RNN_X_INLINE, Rnn::step),
 // saving the input GEMM's dispatch, within kLoopBudget: with the subgroup_dot kernel (a coop's
 // lanes split each row, so W_ih streams as in the GEMV), and with invocation_dot (CPU drivers)
-// where it reads through texel views (TEXEL: fp32). On lavapipe, K.gru (GRU 768 -> 256), GPU
-// time, interleaved: B = 1 1.4x and B = 16 1.2x faster than the GEMM and the step. fp16 and int8
-// inline (storage loads) were slower than the GEMM there (W3.b1 fp16 272 vs 352 tok/s), so they
-// keep it.
-bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in);
+// where it reads through texel views (TEXEL: fp32, or fp16 / int8 W_ih with x_wide rows). On
+// lavapipe, K.gru (GRU 768 -> 256), GPU time, interleaved: B = 1 1.4x and B = 16 1.2x faster
+// than the GEMM and the step (fp32). fp16 and int8 W_ih read a vec4 per load were slower than
+// the GEMM there (W3.b1 fp16 272 vs 352 tok/s), so they inline only with 16-byte loads.
+bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64_t in, bool x_wide);
+// Whether an fp16 (f16) or int8 (i8) weight matrix with rows of n elements is whole 16-byte
+// units a row, which rnn_step's WIDE / X_WIDE loads need: fp16 n % 8 == 0; int8 (rows padded
+// to words) ceil(n / 4) % 4 == 0. Never for fp32 (its vec4s are 16 bytes already).
+bool wide_rows(bool f16, bool i8, std::uint64_t n);
 // Loop iterations one invocation of rnn_seq runs for `steps` steps (from above).
 std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,
                           std::uint64_t steps);

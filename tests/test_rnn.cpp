@@ -633,7 +633,9 @@ TEST(Rnn, PastLoopBudget) {
 // tensor (Rnn::step's view overload, as a decoder reads [emb; context] from o = [s; context;
 // emb] and writes s there); the columns around them keep their values.
 // I inputs, H hidden units: with both multiples of 4, CPU drivers read fp32 W_hh, h, W_ih and x
-// through texel views and take W_ih x inline in rnn_step (X_ALIGNED: aligned x rows only).
+// through texel views and take W_ih x inline in rnn_step (X_ALIGNED: aligned x rows only). fp16
+// and int8 weights whose rows are whole 16-byte units (plan::wide_rows) are read 16 bytes at a
+// time (WIDE, X_WIDE), through texel views where h's rows are vec4s, and inline there too.
 void check_single_steps(WS storage, std::uint32_t seed, bool views = false, std::size_t I = 6, std::size_t H = 9) {
   auto& ctx = context();
   for (auto [cell, proj, layers, nosg, kernel] :
@@ -652,11 +654,17 @@ void check_single_steps(WS storage, std::uint32_t seed, bool views = false, std:
     if (kernel == RnnStepKernel::subgroup_dot && !context().device().subgroup_arithmetic) continue;
     rnn.set_step_kernel(kernel);
     // W_ih x inline (one dispatch, not a GEMM and the step): subgroup_dot, or invocation_dot
-    // with texel loads (fp32 on CPU drivers, h rows of whole vec4s).
+    // with texel loads (on CPU drivers, h rows of whole vec4s; fp32, or 16-byte weight rows).
     const std::size_t HO = proj ? std::size_t(proj) : H;
-    const bool texel = ctx.device().type == DeviceType::cpu && storage == WS::f32 && HO % 4 == 0;
-    const bool x_inline = rnn.step_kernel() == RnnStepKernel::subgroup_dot || texel;
-    const std::uint32_t per_layer = (x_inline ? 1u : 2u) + (proj ? 1u : 0u);
+    const auto wide_rows = [&](std::size_t n) {
+      return storage == WS::f16 ? n % 8 == 0 : storage == WS::i8 ? (n + 3) / 4 % 4 == 0 : true;
+    };
+    const bool texel = ctx.device().type == DeviceType::cpu && HO % 4 == 0 && wide_rows(HO);
+    std::uint64_t want_dispatches = 0;
+    for (std::size_t l = 0; l < std::size_t(layers); ++l) {
+      const bool x_inline = rnn.step_kernel() == RnnStepKernel::subgroup_dot || (texel && wide_rows(l == 0 ? I : HO));
+      want_dispatches += (x_inline ? 1u : 2u) + (proj ? 1u : 0u);
+    }
     const auto sd = test::make_state_dict(c, seed++);
     rnn.load(sd);
     const bool lstm = cell == CellType::lstm;
@@ -702,7 +710,7 @@ void check_single_steps(WS storage, std::uint32_t seed, bool views = false, std:
       }
       seq.download(h[(t + 1) & 1]);
       seq.eval();
-      EXPECT_EQ(seq.stats().dispatches, L * per_layer);
+      EXPECT_EQ(seq.stats().dispatches, want_dispatches);
       const auto hs = seq.read<float>(h[(t + 1) & 1]);
       for (std::size_t b = 0; b < B; ++b)
         for (std::size_t k = 0; k < HO; ++k) outputs[(b * T + t) * HO + k] = hs[((L - 1) * B + b) * HO + k];
@@ -962,6 +970,16 @@ TEST(Rnn, Fp16SingleStep) {
   check_single_steps(WS::f16, 950);
 }
 
+// Rows of whole 16-byte units: W_hh (H = 8, 16) and W_ih (I = 16, 8) read as uvec4s, inline on
+// CPU drivers; x at an unaligned offset and stride (views); W_ih too short (I = 12) with a wide
+// W_hh.
+TEST(Rnn, Fp16SingleStepWideRows) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  check_single_steps(WS::f16, 970, false, 16, 8);
+  check_single_steps(WS::f16, 975, true, 8, 16);
+  check_single_steps(WS::f16, 980, false, 12, 16);
+}
+
 // A layer with `storage` against an fp32 one on the same (unrounded) parameters, every cell on
 // both paths: within `tol` (absolute) of it, and at least `min_diff` away somewhere (the storage
 // really took effect). Returns the largest difference seen.
@@ -1042,6 +1060,15 @@ TEST(Rnn, I8FusedRuns) { check_fused_runs(WS::i8, 1300); }
 TEST(Rnn, I8SingleStep) {
   check_single_steps(WS::i8, 1400);
   check_single_steps(WS::i8, 1420, true);
+}
+
+// int8 rows of whole 16-byte units (4 words, the last one padded where n = 13): W_hh through
+// texel views (H = 16) or storage (H = 13: h rows are not vec4s), W_ih inline (I = 16, 13) or
+// through the GEMM (I = 12: 3 words).
+TEST(Rnn, I8SingleStepWideRows) {
+  check_single_steps(WS::i8, 1440, false, 16, 16);
+  check_single_steps(WS::i8, 1450, true, 13, 16);
+  check_single_steps(WS::i8, 1460, false, 12, 13);
 }
 
 // Bigger layers, rows that are whole words (64) and not (257, I = 5 / 1 / 300), batch blocks.

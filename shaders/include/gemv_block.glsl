@@ -46,12 +46,8 @@ vec4 load_w(uint row, uint k4) {
               k + 2 < p.K ? float(ws[base + k + 2]) : 0.0, k + 3 < p.K ? float(ws[base + k + 3]) : 0.0);
 }
 
-// WIDE: vec4s of K in one uvec4 of W, and part `i` of them.
-const uint WIDE_K4 = WEIGHT_I8 ? 4 : 2;
-vec4 wide_part(uvec4 q, uint i) {
-  if (WEIGHT_I8) return unpack_i8x4(q[i]);
-  return i == 0 ? vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y)) : vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
-}
+// WIDE: vec4s of K in one uvec4 of W (gemv_common.glsl).
+const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
 
 void gemv_blocks() {
   // Large M is folded over y and z (65535 is the guaranteed limit for both).
@@ -83,7 +79,7 @@ void gemv_blocks() {
       for (uint part = 0; part < WIDE_K4; ++part) {
         for (uint i = 0; i < TM; ++i) {
           const vec4 x = load_x(xrow[i], kw * WIDE_K4 + part);
-          for (uint j = 0; j < TN; ++j) acc[i][j] += dot(x, wide_part(q[j], part));
+          for (uint j = 0; j < TN; ++j) acc[i][j] += dot(x, unpack_wide(q[j], part, WEIGHT_I8));
         }
       }
     }

@@ -31,3 +31,12 @@ vec4 unpack_i8x4(uint w) {
   const int q = int(w);
   return vec4(bitfieldExtract(q, 0, 8), bitfieldExtract(q, 8, 8), bitfieldExtract(q, 16, 8), bitfieldExtract(q, 24, 8));
 }
+
+// WIDE loads: 16 bytes of an fp16 or int8 weight row at a time, as a uvec4. It holds
+// WIDE_K4_OF(i8) vec4s of K; unpack_wide returns vec4 `part` of them (int8 unscaled). On
+// lavapipe the load count, not the unpacking, bounds these kernels (gemv.comp).
+#define WIDE_K4_OF(i8) ((i8) ? 4u : 2u)
+vec4 unpack_wide(uvec4 q, uint part, bool i8) {
+  if (i8) return unpack_i8x4(q[part]);
+  return part == 0 ? vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y)) : vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
+}

@@ -15,6 +15,9 @@
 // zeros to whole words, then one f32 scale per row (W ~ q * scale, Gemm::record_i8's layout);
 // a finished dot product is multiplied by its row's scale.
 //
+// The uvec4 views (ww, wiw) serve rnn_step's WIDE loads: 16 bytes of fp16 or int8 rows whose
+// length is a multiple of 16 bytes (plan::wide_rows).
+//
 // FN(row, k4, n, aligned): elements 4*k4 .. 4*k4+3 of weight row `row` (zeros past n; unscaled
 // for int8). aligned (a specialization constant at most calls): n % 4 == 0, so the row is whole
 // vec4s. SCALE_FN(rows, row, n): row `row`'s scale in a matrix of `rows` rows of n (1 unless int8).
@@ -22,16 +25,18 @@ layout(constant_id = WEIGHT_I8_ID) const bool WEIGHT_I8 = false;
 #if FP16_STORAGE
 // Four halves as two uints and unpackHalf2x16: on lavapipe 1.2x faster per step than f16vec4
 // loads (GRU H = 512, B = 1), which gain next to nothing over fp32 there.
-#define WEIGHT_BUFFERS(BINDING, S, V, Q, SNAME, VNAME, QNAME)                             \
+#define WEIGHT_BUFFERS(BINDING, S, V, Q, W, SNAME, VNAME, QNAME, WNAME)                   \
   layout(set = 0, binding = BINDING) readonly buffer SNAME { float16_t S[]; };           \
   layout(set = 0, binding = BINDING) readonly buffer VNAME { uvec2 V[]; };  /* 4 halves */ \
-  layout(set = 0, binding = BINDING) readonly buffer QNAME { uint Q[]; };
+  layout(set = 0, binding = BINDING) readonly buffer QNAME { uint Q[]; };                \
+  layout(set = 0, binding = BINDING) readonly buffer WNAME { uvec4 W[]; };  /* WIDE */
 #define ALIGNED_WEIGHT4(V, i) vec4(unpackHalf2x16(V[i].x), unpackHalf2x16(V[i].y))
 #else
-#define WEIGHT_BUFFERS(BINDING, S, V, Q, SNAME, VNAME, QNAME)                   \
+#define WEIGHT_BUFFERS(BINDING, S, V, Q, W, SNAME, VNAME, QNAME, WNAME)         \
   layout(set = 0, binding = BINDING) readonly buffer SNAME { float S[]; };     \
   layout(set = 0, binding = BINDING) readonly buffer VNAME { vec4 V[]; };      \
-  layout(set = 0, binding = BINDING) readonly buffer QNAME { uint Q[]; };  // WEIGHT_I8
+  layout(set = 0, binding = BINDING) readonly buffer QNAME { uint Q[]; }; /* WEIGHT_I8 */ \
+  layout(set = 0, binding = BINDING) readonly buffer WNAME { uvec4 W[]; };  /* WIDE, int8 */
 #define ALIGNED_WEIGHT4(V, i) V[i]
 #endif
 #define WEIGHT_LOADER(FN, SCALE_FN, S, V, Q)                                                      \
@@ -46,10 +51,10 @@ layout(constant_id = WEIGHT_I8_ID) const bool WEIGHT_I8 = false;
     return WEIGHT_I8 ? uintBitsToFloat(Q[rows * ((n + 3) / 4) + row]) : 1.0;                      \
   }
 
-WEIGHT_BUFFERS(1, ws, wv, wq, WS, WV, WQ)
+WEIGHT_BUFFERS(1, ws, wv, wq, ww, WS, WV, WQ, WW)
 WEIGHT_LOADER(load_weight4, weight_scale, ws, wv, wq)
 #ifdef RNN_INPUT_WEIGHTS
-WEIGHT_BUFFERS(10, wis, wiv, wiq, WIS, WIV, WIQ)
+WEIGHT_BUFFERS(10, wis, wiv, wiq, wiw, WIS, WIV, WIQ, WIW)
 WEIGHT_LOADER(load_input_weight4, input_weight_scale, wis, wiv, wiq)
 #endif
 

@@ -816,7 +816,8 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
     // W_ih x + b_ih inside the step kernel (one dispatch, not a GEMM before it) where the planner
     // says so; the GEMM into xp otherwise.
     // With TEXEL, W_ih and x are read through texel views too: within the device's limit.
-    const bool x_inline = plan::step_input_inline(dev, plan.steps, ly.in) &&
+    const bool x_wide = plan::wide_rows(plan.steps.variant.fp16, kc.WEIGHT_I8, ly.in);
+    const bool x_inline = plan::step_input_inline(dev, plan.steps, ly.in, x_wide) &&
                           (!kc.TEXEL || (plan::texel_loads(dev, ly.w_ih.dev.bytes()) &&
                                          plan::texel_loads(dev, src.tensor.bytes())));
     if (!x_inline) {
@@ -826,7 +827,8 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
     if (x_inline) {
       kernels::RnnStep::Constants xc = kc;
       xc.X_ALIGNED = ly.in % 4 == 0 && src.offset % 4 == 0 && src.ld % 4 == 0;
-      if (!xc.X_ALIGNED) k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);
+      xc.X_WIDE = x_wide;
+      if (!xc.X_ALIGNED || xc.X_WIDE) k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);
     }
     // One step of a [B, 1] batch (D = 1), writing only the state.
     CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) |

@@ -51,11 +51,13 @@ struct RnnStep {
     bool ALIGNED = true;
     std::uint32_t UPI = 1;
     bool WEIGHT_I8 = false;  // W_hh and W_ih int8 with per-row scales (the f32 build)
-    bool TEXEL = false;      // fp32 W_hh and h through wt / ht, texel views of ws / hs
+    bool TEXEL = false;      // W_hh (fp32 or WIDE) and h through wt / ht, texel views of ws / hs
     bool X_ALIGNED = true;   // RNN_X_INLINE: IN, x_off and x_ld multiples of 4 (W_ih, x as vec4s)
+    bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
+    bool X_WIDE = false;     // RNN_X_INLINE: the same for W_ih
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws, hs, wis
   // and xs again as texel views (bound by kernels::dispatch).
   struct Bindings {
