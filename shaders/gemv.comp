@@ -26,6 +26,8 @@ layout(constant_id = 6) const bool ALIGNED = true;  // K, ldx, ldw, offsets all 
 layout(constant_id = 7) const bool WEIGHT_I8 = false;  // W int8 (w_off, ldw % 4 == 0 always)
 layout(constant_id = 8) const bool WIDE = false;  // f16 / i8 W: w_off and ldw are 16-byte multiples
 layout(constant_id = 9) const bool TEXEL = false;  // W's 16-byte loads come from wt (gemv_block.glsl)
+// W stored in blocks of PACK_ROWS rows, 16-byte unit by unit (gemv_block.glsl); 0: row-major.
+layout(constant_id = 10) const uint PACK_ROWS = 0;
 
 // Each buffer is declared twice (scalar and vec4 view of the same binding); the ALIGNED
 // specialisation decides which one the pipeline keeps.

@@ -23,7 +23,8 @@ layout(constant_id = 5) const uint BLOCKS = 1;
 layout(constant_id = 6) const bool ALIGNED = true;
 layout(constant_id = 7) const bool WEIGHT_I8 = false;
 layout(constant_id = 8) const bool WIDE = false;
-layout(constant_id = 9) const bool TEXEL = false;  // as in gemv.comp
+layout(constant_id = 9) const bool TEXEL = false;      // as in gemv.comp
+layout(constant_id = 10) const uint PACK_ROWS = 0;     // as in gemv.comp
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
 layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };

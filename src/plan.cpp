@@ -446,6 +446,11 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
   return v;
 }
 
+std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& options) {
+  if (!is_cpu(dev) || !options.pack_weights) return 0;
+  return gemv(dev, g, options, 1, GemmPath::gemv_invocation, true).per_group;
+}
+
 namespace {
 
 // Columns of K one dispatch may take when an invocation runs `fixed` loop iterations plus

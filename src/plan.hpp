@@ -207,6 +207,11 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
 // of GEMV plan `v` stays within kLoopBudget.
 std::uint64_t gemm_k_slice(const kernels::Gemm::Constants& tiled, std::uint64_t K);
 std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, std::uint64_t K);
+// Rows per block of Linear's packed weight layout (gemv_block.glsl's PACK_ROWS: blocks of the
+// per-invocation GEMV's rows per workgroup, stored 16-byte unit by unit), or 0 for row-major:
+// on CPU drivers, whose GEMV is the per-invocation one for every M (gemm_path), unless
+// options.pack_weights is off. GPUs keep row-major weights: their lanes split K (not measured).
+std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& options);
 
 // --- recurrent layers ------------------------------------------------------------------------
 // The layers of an Rnn as the planner sees them (every layer alike: only the input width

@@ -93,6 +93,9 @@ void run_case(Context& ctx, const Variant& v, std::size_t M, std::size_t N, std:
   OpOptions o;
   o.force_shared_memory_reduction = v.no_subgroup;
   o.fp16_storage = v.f16;
+  // Packed weights (CPU drivers) serve the per-invocation GEMV only: the other pinned paths
+  // read row-major ones.
+  o.pack_weights = v.path == Gemm::Path::gemv_invocation || v.path == Gemm::Path::automatic;
   Linear lin(ctx, K, N, bias, o);
   lin.gemm().set_path(v.path);
   lin.load(w, {N, K}, b);
@@ -373,10 +376,11 @@ TEST(Linear, BadArguments) {
 
 // --- int8 weights ------------------------------------------------------------------------------
 
-OpOptions i8_options(bool no_subgroup = false) {
+OpOptions i8_options(bool no_subgroup = false, bool pack = true) {
   OpOptions o;
   o.weight_storage = WeightStorage::i8;
   o.force_shared_memory_reduction = no_subgroup;
+  o.pack_weights = pack;
   return o;
 }
 
@@ -385,17 +389,25 @@ OpOptions i8_options(bool no_subgroup = false) {
 struct Stored {
   std::vector<float> w, scales;
 };
+// Row-major rows padded to whole words, or packed (Linear::pack_rows(): blocks of R rows, 16
+// bytes of each row in turn, rows padded to whole 16 bytes).
 Stored stored_i8(Context& ctx, const Linear& lin) {
-  const std::size_t N = lin.out_features(), K = lin.in_features(), ld = (K + 3) / 4 * 4;
+  const std::size_t N = lin.out_features(), K = lin.in_features(), R = lin.pack_rows();
+  const std::size_t ld = R ? (K + 15) / 16 * 16 : (K + 3) / 4 * 4;
   EXPECT_EQ(lin.weight().dtype(), DType::i8);
   EXPECT_EQ(lin.scale_offset(), N * ld);
   const auto bytes = ctx.read<std::int8_t>(lin.weight());
+  const auto at = [&](std::size_t n, std::size_t k) {
+    if (!R) return n * ld + k;
+    const std::size_t first = n / R * R, rows = std::min(R, N - first);
+    return (first * (ld / 16) + k / 16 * rows + n - first) * 16 + k % 16;
+  };
   Stored s{std::vector<float>(N * K), std::vector<float>(N)};
   std::memcpy(s.scales.data(), bytes.data() + N * ld, 4 * N);
   for (std::size_t n = 0; n < N; ++n) {
     for (std::size_t k = 0; k < ld; ++k) {
-      if (k < K) s.w[n * K + k] = float(bytes[n * ld + k]) * s.scales[n];
-      else EXPECT_EQ(bytes[n * ld + k], 0) << "padding of row " << n;
+      if (k < K) s.w[n * K + k] = float(bytes[at(n, k)]) * s.scales[n];
+      else EXPECT_EQ(bytes[at(n, k)], 0) << "padding of row " << n;
     }
   }
   return s;
@@ -413,7 +425,8 @@ void run_i8_case(Context& ctx, Gemm::Path path, bool no_subgroup, std::size_t M,
   auto w = random_floats(N * K, seed + 1);
   if (N > 1) std::fill_n(w.begin() + static_cast<std::ptrdiff_t>(K), K, 0.0f);  // a zero row: scale 0
   const auto b = bias ? random_floats(N, seed + 2) : std::vector<float>{};
-  Linear lin(ctx, K, N, bias, i8_options(no_subgroup));
+  Linear lin(ctx, K, N, bias,
+             i8_options(no_subgroup, path == Gemm::Path::gemv_invocation || path == Gemm::Path::automatic));
   ASSERT_EQ(lin.weight_storage(), WeightStorage::i8);
   lin.gemm().set_path(path);
   lin.load(w, {N, K}, b);
@@ -626,6 +639,75 @@ TEST(Linear, StridedLowPrecisionWeights) {
       }
     }
   }
+}
+
+// Linear's packed layout on CPU drivers (OpOptions::pack_weights, plan::pack_rows): blocks of
+// pack_rows() rows, 16 bytes of each row in turn, the last block short (N = 130 is two blocks
+// of 64 and one of 2 rows where blocks are 64), rows padded with zeros to whole 16 bytes
+// (K = 33: 36 floats, 40 halves). Read back as stored, then used from an x at an unaligned
+// offset and stride; a pinned path other than the per-invocation GEMV is refused, and
+// pack_weights = false keeps PyTorch's [out, in].
+TEST(Linear, PackedRowsLayout) {
+  auto& ctx = context();
+  const bool cpu = ctx.device().type == DeviceType::cpu;
+  const std::size_t M = 3, N = 130, K = 33, ldx = 37, x_off = 1;
+  std::uint32_t seed = 9400;
+  for (bool f16 : {false, true}) {
+    if (f16 && !ctx.features().storage_buffer_16bit) continue;
+    SCOPED_TRACE(f16 ? "f16" : "f32");
+    OpOptions o;
+    o.weight_storage = f16 ? WeightStorage::f16 : WeightStorage::f32;
+    Linear lin(ctx, K, N, true, o);
+    EXPECT_EQ(lin.pack_rows() > 0, cpu);
+    auto w = random_floats(N * K, seed++);
+    const auto b = random_floats(N, seed++);
+    if (f16) {
+      for (auto& f : w) f = half_to_float(float_to_half(f));
+    }
+    lin.load(w, {N, K}, b);
+    if (const std::size_t R = lin.pack_rows()) {
+      const std::size_t unit = f16 ? 8 : 4, ld = (K + unit - 1) / unit * unit;
+      EXPECT_EQ(lin.weight().size(), N * ld);
+      std::vector<float> stored;
+      if (f16) {
+        for (std::uint16_t h : ctx.read<std::uint16_t>(lin.weight())) stored.push_back(half_to_float(h));
+      } else {
+        stored = ctx.read<float>(lin.weight());
+      }
+      std::size_t bad = 0;
+      for (std::size_t n = 0; n < N; ++n) {
+        const std::size_t first = n / R * R, rows = std::min(R, N - first);
+        for (std::size_t k = 0; k < ld; ++k) {
+          const float v = stored[(first * (ld / unit) + k / unit * rows + n - first) * unit + k % unit];
+          bad += v != (k < K ? w[n * K + k] : 0.0f);
+        }
+      }
+      EXPECT_EQ(bad, 0u) << "elements off the packed layout";
+    }
+    const auto xs = random_floats(x_off + M * ldx, seed++);
+    std::vector<float> x(M * K);
+    for (std::size_t m = 0; m < M; ++m)
+      for (std::size_t k = 0; k < K; ++k) x[m * K + k] = xs[x_off + m * ldx + k];
+    Tensor xt = ctx.tensor({xs.size()}), y = ctx.tensor({M, N});
+    ctx.write(xt, xs);
+    Sequence seq = ctx.sequence();
+    lin.record(seq, MatrixView{xt, M, K, x_off, ldx}, MatrixView::of(y));
+    seq.eval();
+    std::vector<double> want, scale;
+    reference(x, w, b, M, N, K, want, scale);
+    EXPECT_TRUE(close(ctx.read<float>(y), want, scale));
+    if (lin.pack_rows()) {
+      lin.gemm().set_path(Gemm::Path::tiled);
+      Sequence s2 = ctx.sequence();
+      expect_error([&] { lin.record(s2, MatrixView{xt, M, K, x_off, ldx}, MatrixView::of(y)); },
+                   ErrorCode::invalid_argument, {"packed in blocks of", "pack_weights = false"});
+    }
+  }
+  OpOptions row_major;
+  row_major.pack_weights = false;
+  Linear plain(ctx, K, N, true, row_major);
+  EXPECT_EQ(plain.pack_rows(), 0u);
+  EXPECT_EQ(plain.weight().shape(), (Shape{N, K}));
 }
 
 TEST(LinearI8, BadArguments) {

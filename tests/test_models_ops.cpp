@@ -344,6 +344,8 @@ void check_fused_greedy(Context& ctx, std::size_t B, std::size_t V, std::size_t 
   const std::int32_t eos = V > 1 ? 1 : 0, pad = 0;
   OpOptions o;
   o.weight_storage = storage;
+  // Packed weights (CPU drivers) serve the per-invocation GEMV only.
+  o.pack_weights = path == Gemm::Path::gemv_invocation || path == Gemm::Path::automatic;
   Linear proj(ctx, K, V, true, o);
   const auto w = random_floats(V * K, seed, -1.0f, 1.0f), bias = random_floats(V, seed + 1, -1.0f, 1.0f);
   proj.load(w, {V, K}, bias);

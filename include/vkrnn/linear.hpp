@@ -96,8 +96,10 @@ class VKRNN_API Gemm {
 
   // greedy (with its scratch): y and the greedy step in one dispatch (gemv_argmax.comp, for
   // Argmax::record with a projection); false, nothing recorded, where they cannot share one.
+  // pack_rows: w is Linear's packed layout in blocks of that many rows (plan::pack_rows; w.ld
+  // its padded row length), 0 for row-major.
   bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
-                  const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
+                  std::uint32_t pack_rows, const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
                   const ops::GreedyDispatch* greedy = nullptr, const Tensor& scratch = {}) const;
   // The scratch words gemv_argmax.comp needs for M x N (0: never fused here).
   std::size_t greedy_scratch_words(std::size_t M, std::size_t N) const;
@@ -149,7 +151,12 @@ class VKRNN_API Linear {
   WeightStorage weight_storage() const { return storage_; }  // f32, f16 or i8 (resolved)
   // f32/f16 [out, in]. i8: one flat tensor, the rows padded to a multiple of 4 columns (with 0)
   // and then, from element scale_offset() on, the out f32 scales (Gemm::record_i8's layout).
+  // With pack_rows() > 0 (CPU drivers, OpOptions::pack_weights) the matrix is stored flat in
+  // blocks of pack_rows() rows (the last block holds the rest), 16 bytes of each row in turn
+  // (4 f32, 8 f16 or 16 int8 values), rows padded with zeros to whole 16-byte units: the GEMV
+  // then reads contiguous memory at every step of K. i8 scales follow from scale_offset().
   const Tensor& weight() const { return weight_; }
+  std::uint32_t pack_rows() const { return pack_rows_; }
   std::size_t scale_offset() const { return scale_offset_; }
   const Tensor& bias() const { return bias_; }
   Gemm& gemm() { return gemm_; }
@@ -166,8 +173,14 @@ class VKRNN_API Linear {
   Gemm gemm_;
   Tensor weight_, bias_;
   std::size_t scale_offset_ = 0;
+  std::uint32_t pack_rows_ = 0;  // plan::pack_rows, 0: row-major
+  std::size_t ld_ = 0;           // the stored row length (padded columns)
 
   std::size_t padded_in() const { return (in_ + 3) / 4 * 4; }
+  // Elements in 16 bytes of a stored row (the packed layout's unit).
+  std::size_t unit() const { return storage_ == WeightStorage::i8 ? 16 : storage_ == WeightStorage::f16 ? 8 : 4; }
+  // The stored int8 tensor: q [out, in] and its scales in this layer's layout.
+  std::vector<std::int8_t> stored_i8(std::span<const std::int8_t> q, std::span<const float> scales) const;
   void check_bias(std::span<const float> bias) const;
   void check_shape(const Shape& shape, const char* what, const char* method) const;
   void store(std::span<const float> weight, std::span<const float> bias);

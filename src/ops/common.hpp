@@ -1,5 +1,6 @@
 #pragma once
 // Helpers every op uses: argument checks, grid folding, integer rounding.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -46,5 +47,24 @@ std::size_t first_bad_scale(std::span<const float> scales);
 // columns (a multiple of 4: whole 32-bit words), then the rows' f32 scales (rows = scales.size()).
 std::vector<std::int8_t> pack_i8(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t cols,
                                  std::size_t ld);
+
+// Linear's packed weight layout (plan::pack_rows, gemv_block.glsl's PACK_ROWS): a rows x cols
+// row-major matrix as blocks of `block` rows (the last one may hold fewer: r rows), each block
+// stored unit by unit (`unit` elements, 16 bytes): element (n, k), first = n / block * block, at
+// (first * ld_units + k / unit * r + n - first) * unit + k % unit, ld_units = ceil(cols / unit).
+// Columns are padded with zeros to whole units: rows * ld_units * unit elements.
+template <class T>
+std::vector<T> pack_row_blocks(std::span<const T> w, std::size_t rows, std::size_t cols, std::size_t block,
+                               std::size_t unit) {
+  const std::size_t ld_units = (cols + unit - 1) / unit;
+  std::vector<T> out(rows * ld_units * unit, T{});
+  for (std::size_t n = 0; n < rows; ++n) {
+    const std::size_t first = n / block * block, r = std::min(block, rows - first);
+    for (std::size_t k = 0; k < cols; ++k) {
+      out[(first * ld_units + k / unit * r + n - first) * unit + k % unit] = w[n * cols + k];
+    }
+  }
+  return out;
+}
 
 }  // namespace vkrnn::ops

@@ -110,7 +110,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                 fmt::format("{}: argument 'w' ({}) is i8: record_i8 takes int8 weights with their scales",
                             kOp, describe(w.tensor)));
   }
-  record_any(seq, x, w, false, 0, bias, bias_offset, y);
+  record_any(seq, x, w, false, 0, 0, bias, bias_offset, y);
 }
 
 void Gemm::record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, std::size_t scale_offset,
@@ -119,7 +119,7 @@ void Gemm::record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, st
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: record_i8: argument 'w' is {}, expected i8", kOp, describe(w.tensor)));
   }
-  record_any(seq, x, w, true, scale_offset, bias, bias_offset, y);
+  record_any(seq, x, w, true, scale_offset, 0, bias, bias_offset, y);
 }
 
 void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -184,7 +184,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   kernels::GemvArgmax::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
                                    .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
                                    .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE,
-                                   .TEXEL = v.constants.TEXEL};
+                                   .TEXEL = v.constants.TEXEL, .PACK_ROWS = v.constants.PACK_ROWS};
   const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
                                     push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
                                     a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
@@ -203,7 +203,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
 }  // namespace
 
 bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
-                      std::size_t scale_offset, const Tensor& bias, std::size_t bias_offset,
+                      std::size_t scale_offset, std::uint32_t pack_rows, const Tensor& bias, std::size_t bias_offset,
                       const MatrixView& y, const ops::GreedyDispatch* greedy, const Tensor& scratch) const {
   check_view(x, "x", {DType::f32});
   check_view(w, "w", {DType::f32, DType::f16, DType::i8});
@@ -288,6 +288,12 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   };
 
   const Path path = path_for(M);
+  if (pack_rows && path != Path::gemv_invocation) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: the weights ({}) are packed in blocks of {} rows for the per-invocation GEMV, "
+                            "which path '{}' cannot read: build the layer with OpOptions::pack_weights = false "
+                            "to pin another path", kOp, describe(w.tensor), pack_rows, path == Path::tiled ? "tiled" : "gemv"));
+  }
   if (greedy && (path == Path::tiled || activation_)) return false;
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
@@ -303,8 +309,9 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
     return true;
   }
   // i8 rows are whole words always (check_view), their padding read as part of the last word.
-  const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.ldw % 4 == 0 &&
-                       push.x_off % 4 == 0 && push.w_off % 4 == 0;
+  // (Packed weights are whole 16-byte units always: only x decides.)
+  const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.x_off % 4 == 0 &&
+                       (pack_rows || (push.ldw % 4 == 0 && push.w_off % 4 == 0));
   plan::Gemv v = plan::gemv(dev, *plan_, options_, M,
                             path == Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation,
                             aligned);
@@ -314,11 +321,19 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   // 64). They read W a vec4 of K at a time, past K up to the vec4's end: int8's padding to the
   // word is 0 by contract, fp16 rows may hold anything there (0 * inf is NaN), hence K % 4.
   const std::uint32_t per_16_bytes = i8 ? 16 : 8;
-  v.constants.WIDE = (i8 || (f16 && push.K % 4 == 0)) && push.ldw % per_16_bytes == 0 &&
+  v.constants.WIDE = (i8 || (f16 && (push.K % 4 == 0 || pack_rows))) && push.ldw % per_16_bytes == 0 &&
                      push.w_off % per_16_bytes == 0;
+  v.constants.PACK_ROWS = pack_rows;
+  // Linear packs from the same plan and options, from element 0 (w_off is the K slice's column).
+  if (pack_rows && (v.per_group != pack_rows || push.w_off != 0)) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: weights packed in blocks of {} rows from element {}, but the GEMV takes {} rows "
+                            "per workgroup from element 0", kOp, pack_rows, push.w_off, v.per_group));
+  }
   // W's 16-byte loads (WIDE, or f32 vec4s) and, where aligned, x's vec4s through texel views,
   // where the plan says so.
-  v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && aligned)) && plan::texel_loads(dev, w.tensor.bytes()) &&
+  v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && (aligned || pack_rows))) &&
+                      plan::texel_loads(dev, w.tensor.bytes()) &&
                       (!aligned || plan::texel_loads(dev, x.tensor.bytes()));
   // With TEXEL, kernels::dispatch binds wt / xt to W / x; unaligned x is read from xs, so xt
   // gets the null buffer instead (x's size was not checked against the texel limit).
@@ -377,11 +392,25 @@ Linear::Linear(Context& ctx, std::size_t in_features, std::size_t out_features, 
                 fmt::format("Linear: fp16 weight storage needs storageBuffer16BitAccess, which '{}' lacks",
                             ctx.device().name));
   }
-  if (storage_ == WeightStorage::i8) {
+  pack_rows_ = plan::pack_rows(ctx.device(), *gemm_.plan_, options);
+  if (pack_rows_) {
+    // Blocks of pack_rows_ rows, 16-byte unit by unit (Linear::weight(), ops::pack_row_blocks).
+    ld_ = (in_ + unit() - 1) / unit() * unit();
+    const std::size_t elements = out_ * ld_;
+    if (storage_ == WeightStorage::i8) {
+      scale_offset_ = elements;
+      weight_ = ctx.tensor({scale_offset_ + 4 * out_}, DType::i8, "Linear.weight (packed int8 rows, f32 scales)");
+    } else {
+      weight_ = ctx.tensor({elements}, storage_ == WeightStorage::f16 ? DType::f16 : DType::f32,
+                           "Linear.weight (packed rows)");
+    }
+  } else if (storage_ == WeightStorage::i8) {
     // Rows padded to whole 32-bit words, then the f32 scales (Gemm::record_i8's layout).
+    ld_ = padded_in();
     scale_offset_ = out_ * padded_in();
     weight_ = ctx.tensor({scale_offset_ + 4 * out_}, DType::i8, "Linear.weight (int8 rows, f32 scales)");
   } else {
+    ld_ = in_;
     weight_ = ctx.tensor({out_, in_}, storage_ == WeightStorage::f16 ? DType::f16 : DType::f32, "Linear.weight");
   }
   if (has_bias_) bias_ = ctx.tensor({out_}, DType::f32, "Linear.bias");
@@ -446,14 +475,24 @@ std::vector<float> dequantize_rows(std::span<const std::int8_t> q, std::span<con
   return w;
 }
 
+std::vector<std::int8_t> Linear::stored_i8(std::span<const std::int8_t> q, std::span<const float> scales) const {
+  if (!pack_rows_) return ops::pack_i8(q, scales, in_, padded_in());
+  std::vector<std::int8_t> out = ops::pack_row_blocks(q, out_, in_, pack_rows_, unit());
+  out.resize(scale_offset_ + 4 * out_);
+  std::memcpy(out.data() + scale_offset_, scales.data(), 4 * out_);
+  return out;
+}
+
 void Linear::store(std::span<const float> weight, std::span<const float> bias) {
   if (storage_ == WeightStorage::i8) {
     const QuantizedRows q = quantize_rows(weight, out_, in_);
-    ctx_->write(weight_, ops::pack_i8(q.q, q.scales, in_, padded_in()));
+    ctx_->write(weight_, stored_i8(q.q, q.scales));
   } else if (weight_.dtype() == DType::f16) {
     std::vector<std::uint16_t> h(weight.size());
     std::transform(weight.begin(), weight.end(), h.begin(), float_to_half);
-    ctx_->write(weight_, h);
+    ctx_->write(weight_, pack_rows_ ? ops::pack_row_blocks<std::uint16_t>(h, out_, in_, pack_rows_, unit()) : h);
+  } else if (pack_rows_) {
+    ctx_->write(weight_, ops::pack_row_blocks(weight, out_, in_, pack_rows_, unit()));
   } else {
     ctx_->write(weight_, weight);
   }
@@ -496,7 +535,7 @@ void Linear::load_quantized(std::span<const std::int8_t> q, const Shape& q_shape
     store(dequantize_rows(q, scales, in_), bias);
     return;
   }
-  ctx_->write(weight_, ops::pack_i8(q, scales, in_, padded_in()));
+  ctx_->write(weight_, stored_i8(q, scales));
   if (has_bias_) ctx_->write(bias_, bias);
   loaded_ = true;
 }
@@ -524,11 +563,8 @@ void Linear::record(Sequence& seq, const MatrixView& x, const MatrixView& y) con
 
 bool Linear::record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
                         const Tensor& scratch) const {
-  if (storage_ == WeightStorage::i8) {
-    return gemm_.record_any(seq, x, MatrixView{weight_, out_, in_, 0, padded_in()}, true, scale_offset_, bias_, 0, y,
-                            greedy, scratch);
-  }
-  return gemm_.record_any(seq, x, MatrixView::of(weight_), false, 0, bias_, 0, y, greedy, scratch);
+  return gemm_.record_any(seq, x, MatrixView{weight_, out_, in_, 0, ld_}, storage_ == WeightStorage::i8, scale_offset_,
+                          pack_rows_, bias_, 0, y, greedy, scratch);
 }
 
 std::vector<float> Linear::forward(std::span<const float> x, std::size_t rows) const {

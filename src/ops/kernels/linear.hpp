@@ -39,9 +39,10 @@ struct Gemv {
     bool WEIGHT_I8 = false;
     bool WIDE = false;  // f16 / i8 W rows read 16 bytes at a time: w_off and ldw 16-byte multiples
     bool TEXEL = false;  // those 16-byte loads (and f32 W's vec4s) through wt, a texel view of ws
+    std::uint32_t PACK_ROWS = 0;  // W in blocks of this many rows, unit by unit (plan::pack_rows)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9))
+                  (TEXEL, 9), (PACK_ROWS, 10))
   // GemmBindings, then texel views of ws and xs (TEXEL).
   struct Bindings {
     Tensor xs, ws, bias, ys, wt, xt;
@@ -78,10 +79,11 @@ struct GemvArgmax {
     bool WEIGHT_I8 = false;
     bool WIDE = false;
     bool TEXEL = false;
+    std::uint32_t PACK_ROWS = 0;
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (ONE_SUBGROUP, 15))
+                  (TEXEL, 9), (PACK_ROWS, 10), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
         nonfinite, scratch, wt, xt;
