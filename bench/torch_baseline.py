@@ -286,29 +286,22 @@ def build_k(torch, wid, p, dev):
     if bits == 8 and dev != "cpu":
         raise RuntimeError("int8 (quantize_dynamic) runs on the CPU only")
     dtype = torch.float16 if bits == 16 else torch.float32
+
+    def stored(module, cls):
+        """module at the row's precision; quantize_dynamic swaps submodules only, hence the
+        Sequential around it."""
+        module = module.to(dev).eval()
+        if bits == 16:
+            return module.half()
+        if bits == 8:
+            return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(module), {cls}, dtype=torch.qint8)[0]
+        return module
     if wid == "K.gru":
-        cells = []
-        for _ in range(copies):
-            cell = torch.nn.GRUCell(p["I"], p["H"]).to(dev).eval()
-            if bits == 16:
-                cell = cell.half()
-            if bits == 8:
-                # quantize_dynamic swaps submodules only: the cell goes in a Sequential, as K.gemv's
-                cell = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(cell), {torch.nn.GRUCell},
-                                                              dtype=torch.qint8)[0]
-            cells.append(cell)
+        cells = [stored(torch.nn.GRUCell(p["I"], p["H"]), torch.nn.GRUCell) for _ in range(copies)]
         x = torch.randn(B, p["I"], device=dev, dtype=dtype)
         h = torch.randn(B, p["H"], device=dev, dtype=dtype)
         return lambda: [c(x, h) for c in cells][-1]
-    layers = []
-    for _ in range(copies):
-        layer = torch.nn.Linear(p["K"], p["N"]).to(dev).eval()
-        if bits == 16:
-            layer = layer.half()
-        if bits == 8:
-            layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear},
-                                                           dtype=torch.qint8)
-        layers.append(layer)
+    layers = [stored(torch.nn.Linear(p["K"], p["N"]), torch.nn.Linear) for _ in range(copies)]
     x = torch.randn(B, p["K"], device=dev, dtype=dtype)
     return lambda: [l(x) for l in layers][-1]
 
