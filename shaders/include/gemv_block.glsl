@@ -15,10 +15,10 @@
 // by unit: unit u of row n is unit first * units_per_row + u * r + n - first (first = the
 // block's first row), from element 0 of the buffer; w_off is then the K slice's first column.
 // Rows are padded with zeros to whole units (fp32 4 elements, fp16 8, int8 16), so every unit
-// is whole (ops::pack_row_blocks). At each step
-// of K the workgroup's lanes then read one contiguous run of memory, as a copy does, instead
-// of a unit from each of TN * BLOCKS rows K elements apart: 1.7x the GEMV's speed on lavapipe
-// (K.gemv B = 1 fp32, 8000 x 1024), whose gathers over that many rows and pages stall.
+// is whole (ops::pack_row_blocks). At each step of K the workgroup's lanes then read one
+// contiguous run of memory, as a copy does, instead of a unit from each of TN * BLOCKS rows K
+// elements apart: 1.5x the GEMV's speed on lavapipe (K.gemv B = 1 fp32, 8000 x 1024), whose
+// gathers over that many rows and pages stall.
 const uint ELEMENTS_PER_UNIT = WEIGHT_I8 ? 16 : (FP16_STORAGE != 0 ? 8 : 4);
 uint packed_unit(uint row, uint u) {
   const uint first = row / PACK_ROWS * PACK_ROWS;
