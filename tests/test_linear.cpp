@@ -384,6 +384,14 @@ OpOptions i8_options(bool no_subgroup = false, bool pack = true) {
   return o;
 }
 
+// Element (n, k) of an N-row matrix in Linear's packed layout (blocks of R rows, the last one
+// short; `unit` elements per 16 bytes; rows of ld elements), independent of ops::pack_row_blocks.
+std::size_t packed_index(std::size_t n, std::size_t k, std::size_t N, std::size_t R, std::size_t unit,
+                         std::size_t ld) {
+  const std::size_t first = n / R * R, rows = std::min(R, N - first);
+  return (first * (ld / unit) + k / unit * rows + n - first) * unit + k % unit;
+}
+
 // What an i8 Linear stores (read back from the device): the dequantized weights q * scale
 // [N, K] and the per-row scales.
 struct Stored {
@@ -397,11 +405,7 @@ Stored stored_i8(Context& ctx, const Linear& lin) {
   EXPECT_EQ(lin.weight().dtype(), DType::i8);
   EXPECT_EQ(lin.scale_offset(), N * ld);
   const auto bytes = ctx.read<std::int8_t>(lin.weight());
-  const auto at = [&](std::size_t n, std::size_t k) {
-    if (!R) return n * ld + k;
-    const std::size_t first = n / R * R, rows = std::min(R, N - first);
-    return (first * (ld / 16) + k / 16 * rows + n - first) * 16 + k % 16;
-  };
+  const auto at = [&](std::size_t n, std::size_t k) { return R ? packed_index(n, k, N, R, 16, ld) : n * ld + k; };
   Stored s{std::vector<float>(N * K), std::vector<float>(N)};
   std::memcpy(s.scales.data(), bytes.data() + N * ld, 4 * N);
   for (std::size_t n = 0; n < N; ++n) {
@@ -676,9 +680,8 @@ TEST(Linear, PackedRowsLayout) {
       }
       std::size_t bad = 0;
       for (std::size_t n = 0; n < N; ++n) {
-        const std::size_t first = n / R * R, rows = std::min(R, N - first);
         for (std::size_t k = 0; k < ld; ++k) {
-          const float v = stored[(first * (ld / unit) + k / unit * rows + n - first) * unit + k % unit];
+          const float v = stored[packed_index(n, k, N, R, unit, ld)];
           bad += v != (k < K ? w[n * K + k] : 0.0f);
         }
       }

@@ -828,7 +828,7 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
       kernels::RnnStep::Constants xc = kc;
       xc.X_ALIGNED = ly.in % 4 == 0 && src.offset % 4 == 0 && src.ld % 4 == 0;
       xc.X_WIDE = x_wide;
-      if (!xc.X_ALIGNED || xc.X_WIDE) k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);
+      k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);  // the Context's cache
     }
     // One step of a [B, 1] batch (D = 1), writing only the state.
     CellPush p = m.cell_push(B, 1, RNN_NO_LENGTHS | RNN_NO_OUT | h_zero | (c.valid() ? RNN_C_FROM_C0 : RNN_C_ZERO) |
