@@ -13,8 +13,15 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // Positions at or beyond len[b] are never read.
 //   direct (one split):  context = acc / l, and with weights requested the raw scores written
 //                        on the way are normalised at the end by the same workgroup.
-//   split:               (m, l) per (row, split) and acc per (row, split, column) go to partials;
-//                        attention_fused_combine.comp merges them and normalises the weights.
+//   split:               (m, l) per (row, split) and acc per (row, split, column) go to partials,
+//                        merged (attention_merge.glsl) and the weights normalised either by the
+//                        row's last workgroup to finish (MERGE > 0) or by a second dispatch,
+//                        attention_fused_combine.comp.
+// MERGE: each workgroup of a split row counts itself in arrivals[r] once its partials are
+// written and visible (coherent buffers, memoryBarrierBuffer, then the atomic: the
+// threadfence-reduction pattern); the one that counts last merges the row and resets the count
+// to 0 for the next dispatch. It saves the combine's dispatch where merging is cheap
+// (plan::fused_attention decides).
 // With more than one column tile, every tile recomputes the scores of its split (keys re-read);
 // the op picks VPT to cover dv in one tile whenever registers allow.
 // QP > 0 (general / additive scores): qry is the raw query [B, Qs] and each workgroup first
@@ -37,6 +44,7 @@ layout(constant_id = 10) const uint QP = 0;     // > 0: project the query here (
 // Key and value vec4s through texel views kt / vt of the same tensors (fp32, KVEC4 and VVEC4;
 // plan::texel_loads, docs/kernels.md).
 layout(constant_id = 11) const bool TEXEL = false;
+layout(constant_id = 12) const uint MERGE = 0;   // > 0: merge split rows here, nsplit <= MERGE
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -47,9 +55,10 @@ layout(set = 0, binding = 2) readonly buffer Qry4 { vec4 qry4[]; };
 layout(set = 0, binding = 3) readonly buffer VParam { float vparam[]; };
 layout(set = 0, binding = 3) readonly buffer VParam4 { vec4 vparam4[]; };
 layout(set = 0, binding = 4) readonly buffer Lengths { int lengths[]; };
-layout(set = 0, binding = 5) writeonly buffer PartML { vec2 part_ml[]; };
-layout(set = 0, binding = 6) writeonly buffer PartAcc { float part_acc[]; };
-layout(set = 0, binding = 7) buffer Raw { float raw[]; };
+// Coherent: with MERGE another workgroup reads them in the same dispatch.
+layout(set = 0, binding = 5) coherent buffer PartML { vec2 part_ml[]; };
+layout(set = 0, binding = 6) coherent buffer PartAcc { float part_acc[]; };
+layout(set = 0, binding = 7) coherent buffer Raw { float raw[]; };
 layout(set = 0, binding = 8) writeonly buffer Weights { STORE_T weights[]; };
 layout(set = 0, binding = 9) writeonly buffer Context { float context[]; };
 layout(set = 0, binding = 10) readonly buffer QW { float qw[]; };  // W_q [Hk, Qs] (QP > 0)
@@ -57,6 +66,7 @@ layout(set = 0, binding = 10) readonly buffer QW4 { vec4 qw4[]; };
 layout(set = 0, binding = 11) readonly buffer QBias { float qbias[]; };  // [Hk]
 layout(set = 0, binding = 12) uniform usamplerBuffer kt;  // TEXEL: binding 0 as 16-byte texels
 layout(set = 0, binding = 13) uniform usamplerBuffer vt;  // TEXEL: binding 1 as 16-byte texels
+layout(set = 0, binding = 14) coherent buffer Arrivals { uint arrivals[]; };  // [rows] (MERGE)
 
 layout(push_constant) uniform Push {
   uint S;
@@ -100,6 +110,32 @@ void project_query(uint b) {
 }
 
 shared float pw[gl_WorkGroupSize.x * R];  // scores, then exp(score - m) of the current block
+shared float coef[MERGE + 1];  // the merge's per-split factors
+shared uint merging;           // this workgroup arrived last: it merges the row
+#include "attention_merge.glsl"
+
+// MERGE: called by every workgroup of split row r once its partials are written; the last to
+// arrive writes the row's context and (want_weights) its weights.
+void merge_if_last(uint r, uint b, uint h, uint len, bool want_weights) {
+  const uint WG = gl_WorkGroupSize.x;
+  const uint lane = gl_LocalInvocationIndex;
+  memoryBarrierBuffer();  // this invocation's partials before the arrival
+  workgroup_barrier();    // ... and every invocation's
+  if (lane == 0) merging = atomicAdd(arrivals[r], 1u) == p.nsplit * p.nhtiles - 1 ? 1u : 0u;
+  workgroup_barrier();
+  if (merging == 0) return;
+  memoryBarrierBuffer();  // the other workgroups' partials, after their arrivals
+  const uint base = r * p.nsplit;
+  const vec2 ML = merge_stats(base, p.nsplit, true);
+  const uint out_base = p.ctx_off + b * p.ctx_ld + h * p.dv;
+  for (uint j = lane; j < p.dv; j += WG) context[out_base + j] = merged_context(base, p.nsplit, p.dv, j, ML.y);
+  if (want_weights) {
+    for (uint s = lane; s < p.S; s += WG) {
+      weights[r * p.S + s] = STORE_T(merged_weight(raw[r * p.S + s], s < len, ML));
+    }
+  }
+  if (lane == 0) arrivals[r] = 0;  // the next dispatch counts from 0 (ordered by its barrier)
+}
 
 void main() {
 #if USE_SUBGROUP
@@ -239,6 +275,10 @@ void main() {
     }
   }
   if (!direct && t == 0 && lane == 0) part_ml[r * p.nsplit + split] = vec2(m, l);
+  if (MERGE > 0 && !direct) {
+    merge_if_last(r, b, h, len, want_weights);
+    return;
+  }
 
   if (direct && write_raw) {
     // Raw score s was written by this same invocation (s = lane mod WG, split 0 starts at 0).

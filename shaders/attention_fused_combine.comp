@@ -2,14 +2,12 @@
 #extension GL_GOOGLE_include_directive : require
 // Before any include: shared arrays sized by gl_WorkGroupSize must see the spec-constant size.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
-// Second pass of the split fused attention (attention_fused.comp): merges the per-split
-// (max, sum, acc) partials of each row and normalises the raw scores into attention weights.
-//   M = max_c m_c,  L = sum_c l_c exp(m_c - M),  context = sum_c acc_c exp(m_c - M) / L,
-//   weights[r, s] = exp(raw[r, s] - M) / L for s < len, else 0 (L == 0, i.e. len == 0: all 0).
-// Grid: rows * nctx workgroups for the context (WG columns each), then rows * nwt for the
-// weights (WG * E positions each; nwt = 0 when weights are not wanted). Every workgroup
-// recomputes (M, L) from the row's nsplit partials: cheap, and no third dispatch.
-// Fixed reduction order: bit-identical run to run.
+// Second pass of the split fused attention (attention_fused.comp), where the fused kernel does not
+// merge its splits itself (plan::FusedAttention::merge): merges the per-split (max, sum, acc)
+// partials of each row and normalises the raw scores into attention weights
+// (attention_merge.glsl). Grid: rows * nctx workgroups for the context (WG columns each), then
+// rows * nwt for the weights (WG * E positions each; nwt = 0 when weights are not wanted). Every
+// workgroup recomputes (M, L) from the row's nsplit partials: cheap, and no third dispatch.
 #include "attention_common.glsl"
 #include "reduce.glsl"
 
@@ -36,6 +34,7 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float coef[MAX_SPLIT];
+#include "attention_merge.glsl"
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
@@ -52,32 +51,18 @@ void main() {
   const uint b = r / p.heads, h = r % p.heads;
   const uint base = r * p.nsplit;
 
-  float mp = NEG_INF;
-  for (uint c = lane; c < p.nsplit; c += WG) mp = max(mp, part_ml[base + c].x);
-  const float M = workgroup_max(mp);
-  float lp = 0.0;
-  for (uint c = lane; c < p.nsplit; c += WG) {
-    const vec2 ml = part_ml[base + c];
-    const float f = ml.y > 0.0 ? exp(ml.x - M) : 0.0;  // empty splits (m = -inf) weigh nothing
-    if (ctx_part) coef[c] = f;
-    lp += ml.y * f;
-  }
-  const float L = workgroup_sum(lp);
-
-  workgroup_barrier();  // coef (workgroup_sum need not have synchronised: single-subgroup path)
+  const vec2 ML = merge_stats(base, p.nsplit, ctx_part);
   if (ctx_part) {
     const uint j = g * WG + lane;
     if (j < p.dv) {
-      float a = 0.0;
-      for (uint c = 0; c < p.nsplit; ++c) a += part_acc[(base + c) * p.dv + j] * coef[c];
-      context[p.ctx_off + b * p.H + h * p.dv + j] = L > 0.0 ? a / L : 0.0;
+      context[p.ctx_off + b * p.H + h * p.dv + j] = merged_context(base, p.nsplit, p.dv, j, ML.y);
     }
   } else {
     const uint len = clamped_length(lengths[b], p.S);
     for (uint i = 0; i < E; ++i) {
       const uint s = g * WG * E + lane + i * WG;
       if (s >= p.S) break;
-      weights[r * p.S + s] = STORE_T(s < len ? exp(raw[r * p.S + s] - M) / L : 0.0);
+      weights[r * p.S + s] = STORE_T(merged_weight(raw[r * p.S + s], s < len, ML));
     }
   }
 }

@@ -331,11 +331,28 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
     p.query.used = false;
   }
   p.block = P;
+  // Split rows: the row's last workgroup merges the splits itself (no combine dispatch) while
+  // the merge is short -- nsplit x ceil(dv / WG) context iterations per invocation, plus
+  // ceil(S / WG) for the weights (counted always: whether they are wanted is known only when
+  // recording) -- and fits the loop budget beside the workgroup's own split. A combine dispatch
+  // costs ~30-50 us on lavapipe, so there the merge may be long; on GPUs a dispatch costs a few
+  // us and one workgroup's serial merge must stay as short.
+  if (p.splits > 1) {
+    const std::uint64_t merge_loop = 2 * ceil_div(p.splits, wg) +
+                                     std::uint64_t(p.splits) * ceil_div(d.dv, wg) + ceil_div(d.S, wg);
+    const std::uint64_t own_loop =
+        std::uint64_t(ceil_div(p.chunk, P)) * per_block + (fold ? q_loop : 0);
+    kernels::AttentionFused::Constants merged = p.constants;
+    merged.MERGE = std::max(64u, round_up(p.splits, 64));
+    p.merge = merge_loop <= (cpu ? kMergeLoopCpu : kMergeLoopGpu) && own_loop + merge_loop <= kLoopBudget &&
+              shared_bytes<kernels::AttentionFused>(merged, p.variant) <= dev.max_shared_memory;
+    if (p.merge) p.constants = merged;
+  }
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.
   const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));
   p.combine = {.local_size_x = wg, .MAX_SPLIT = max_split, .E = cpu ? 8u : 4u, .ONE_SUBGROUP = one};
-  if (p.splits > 1) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
+  if (p.splits > 1 && !p.merge) add_kernel<kernels::AttentionFusedCombine>(p.needs, p.combine, p.variant);
   add_kernel<kernels::AttentionFused>(p.needs, p.constants, p.variant);
   add_query(p.needs, p.query);
   return p;

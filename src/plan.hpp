@@ -158,14 +158,20 @@ AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const O
 // the repeat is at most 1/kFoldedRepeatShare of a workgroup's own multiply-adds.
 constexpr std::uint64_t kFoldedRepeatShare = 16;
 
+// Split rows are merged in the fused kernel while the merge loop (iterations per invocation of
+// the row's last workgroup) is at most this, else by a combine dispatch.
+constexpr std::uint64_t kMergeLoopCpu = 2048;
+constexpr std::uint64_t kMergeLoopGpu = 64;
+
 struct FusedAttention {
   kernels::Variant variant;
   kernels::AttentionFused::Constants constants;
-  kernels::AttentionFusedCombine::Constants combine;  // used when splits > 1
+  kernels::AttentionFusedCombine::Constants combine;  // used when splits > 1 and !merge
   std::uint32_t block = 1;         // positions per workgroup step (workgroup * R)
   std::uint32_t column_tile = 1, column_tiles = 1;
   std::uint32_t chunk = 1;         // source positions per split
-  std::uint32_t splits = 1;        // 1: direct, else a combine dispatch merges them
+  std::uint32_t splits = 1;        // 1: direct; else merged in the kernel or by a combine dispatch
+  bool merge = false;              // splits > 1 merged by the fused kernel (constants.MERGE > 0)
   // The query projection (general, additive): in the kernel (constants.QP > 0) when one
   // workgroup owns each row, else its own dispatch.
   QueryProjection query;

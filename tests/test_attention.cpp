@@ -683,8 +683,9 @@ TEST(Attention, FoldedQueryProjection) {
           if (S == 300 || (S == 2500 && B == 1)) {
             EXPECT_TRUE(split) << "meant to split";
           }
-          const bool folded = op.dispatches() == (split ? 2u : 1u);
-          EXPECT_TRUE(folded || (split && op.dispatches() == 3u)) << op.dispatches() << " dispatches";
+          const std::uint32_t combine = split && !op.plan().merge_in_kernel ? 1 : 0;
+          const bool folded = op.dispatches() == 1 + combine;
+          EXPECT_TRUE(folded || (split && op.dispatches() == 2 + combine)) << op.dispatches() << " dispatches";
           if (split) {
             ++(folded ? folded_split : separate_split);
           } else {
@@ -956,6 +957,69 @@ TEST(Attention, FusedContextIntoAView) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Split rows merged by their last workgroup (one dispatch): the per-row arrival counts must be
+// back at 0 after every dispatch, so the same op recorded twice into one sequence, then again
+// in a second submission, merges every time; and a source too long for that merge takes the
+// combine dispatch. Each against the double reference, weights included.
+
+TEST(Attention, SplitRowsMergedInKernelAndByCombine) {
+  Context& ctx = context();
+  std::uint32_t seed = 3100;
+  struct Case {
+    std::size_t B, S, dim, tile;
+    bool merge;
+  };
+  for (const Case c : {Case{3, 3001, 40, 97, true}, Case{1, 300, 13, 7, true},
+                       Case{1, 40000, 4, 0, false}}) {
+    for (Score s : kScores) {
+      Problem p = make_problem(s, c.B, c.S, c.dim, ++seed);
+      if (c.B == 3) p.lengths = {3001, 0, 1234};  // a full row, an empty one, a ragged one
+      OpOptions opt;
+      opt.tile = static_cast<std::uint32_t>(c.tile);
+      const AttentionConfig cfg = p.config();
+      const FusedAttention op(ctx, cfg, opt);
+      SCOPED_TRACE(fmt::format("{} tile {} splits {}", p.describe(), c.tile, op.plan().tiles));
+      ASSERT_GT(op.plan().tiles, 1u);
+      ASSERT_EQ(op.plan().merge_in_kernel, c.merge);
+      // Two queries over the same memory.
+      const Data d1 = make_data(p);
+      Data d2 = d1;
+      d2.query = random_floats(d1.query.size(), seed + 7, -1.0f, 1.0f);
+      const Inputs in = upload(ctx, p, d1);
+      const Tensor query2 = ctx.tensor({p.batch, p.Hq()}, d2.query, "query 2");
+      const Reference r1 = reference(p, d1), r2 = reference(p, d2);
+      auto make_out = [&] {
+        return std::pair{ctx.tensor({p.batch, p.hidden}, DType::f32, "context"),
+                         ctx.tensor(attention_scores_shape(cfg), DType::f32, "weights")};
+      };
+      const auto [c1, w1] = make_out();
+      const auto [c2, w2] = make_out();
+      auto check = [&](Sequence& seq, const Tensor& cx, const Tensor& wt, const Reference& r,
+                       const char* what) {
+        EXPECT_TRUE(all_close(seq.read<float>(cx), r.context, 1e-5, 1e-6)) << what << " context";
+        EXPECT_TRUE(all_close(seq.read<float>(wt), r.weights, 1e-5, 1e-6)) << what << " weights";
+      };
+      Sequence seq = ctx.sequence();
+      upload_lengths(seq, in.lengths, d1.lengths, cfg);
+      op.record(seq, in.keys, in.values, in.query, in.lengths, c1, in.params, w1);
+      op.record(seq, in.keys, in.values, query2, in.lengths, c2, in.params, w2);
+      for (const Tensor& t : {c1, w1, c2, w2}) seq.download(t);
+      seq.eval();
+      EXPECT_EQ(seq.stats().dispatches, 2 * op.dispatches());
+      check(seq, c1, w1, r1, "first record");
+      check(seq, c2, w2, r2, "second record");
+      Sequence again = ctx.sequence();
+      op.record(again, in.keys, in.values, query2, in.lengths, c1, in.params, w1);
+      again.download(c1);
+      again.download(w1);
+      again.eval();
+      check(again, c1, w1, r2, "second submission");
+      if (HasFailure()) return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Determinism: same input, bit-identical output, run after run (split rows, several tiles).
 
 TEST(Attention, DeterministicRunToRun) {
@@ -968,9 +1032,9 @@ TEST(Attention, DeterministicRunToRun) {
       OpOptions opt;
       opt.force_shared_memory_reduction = shared;
       opt.tile = 500;
+      ASSERT_GT(FusedAttention(ctx, p.config(), opt).plan().tiles, 1u) << "rows must be split for this test";
       const Outputs f1 = run_fused(ctx, p, d, in, opt), f2 = run_fused(ctx, p, d, in, opt);
       const Outputs u1 = run_unfused(ctx, p, d, in, opt), u2 = run_unfused(ctx, p, d, in, opt);
-      ASSERT_GT(f1.dispatches, 1u) << "rows must be split for this test";
       auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
         return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
       };
@@ -1087,13 +1151,21 @@ TEST(Attention, DispatchCounts) {
   OpOptions opt;
   opt.tile = 16;
   // Split rows of 16 positions: a 32 x 32 projection, big beside each workgroup's share,
-  // keeps its own dispatch (+ combine) ...
-  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 3u);
-  // ... a 4 x 4 one is repeated by each workgroup of a row (+ combine).
+  // keeps its own dispatch (the split rows merged in the kernel) ...
+  EXPECT_TRUE(FusedAttention(ctx, cfg, opt).plan().merge_in_kernel);
+  EXPECT_EQ(FusedAttention(ctx, cfg, opt).dispatches(), 2u);
+  // ... a 4 x 4 one is repeated by each workgroup of a row.
   AttentionConfig narrow = cfg;
   narrow.key_dim = 4;
   narrow.query_dim = 4;
-  EXPECT_EQ(FusedAttention(ctx, narrow, opt).dispatches(), 2u);
+  EXPECT_EQ(FusedAttention(ctx, narrow, opt).dispatches(), 1u);
+  // A merge too long for one workgroup (weights of a million positions) takes a combine dispatch.
+  AttentionConfig million = cfg;
+  million.score = Score::dot;
+  million.max_source = 1u << 20;
+  million.hidden = 4;
+  EXPECT_FALSE(FusedAttention(ctx, million).plan().merge_in_kernel);
+  EXPECT_EQ(FusedAttention(ctx, million).dispatches(), 2u);
   EXPECT_EQ(MaskedSoftmax(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionContext(ctx, cfg, opt).dispatches(), 2u);
   EXPECT_EQ(AttentionScores(ctx, cfg, opt).dispatches(), 2u);

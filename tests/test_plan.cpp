@@ -230,7 +230,7 @@ void check_query(const DeviceInfo& dev, const OpOptions& o, const plan::QueryPro
 }
 
 TEST(Plan, DecoderAttentionRespectsEveryProfile) {
-  int plans = 0;
+  int plans = 0, merged_plans = 0, combined_plans = 0;
   for (const auto& dev : profiles()) {
     for (const auto& c : attention_cases()) {
       const auto d = dims(c);
@@ -269,9 +269,22 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
           const auto p = plan::fused_attention(dev, d, o);
           check_subgroup_choice(dev, o, p.variant, what);
           std::vector<Built> built{build<kernels::AttentionFused>(dev, p.constants, p.variant, what)};
-          if (p.splits > 1) {
+          // Split rows: merged by the row's last workgroup while that merge is short (its loop,
+          // beside the workgroup's own split, within the budget), else by the combine dispatch.
+          EXPECT_EQ(p.merge, p.constants.MERGE > 0);
+          if (p.splits > 1 && p.merge) {
+            const std::uint64_t wg = p.constants.local_size_x;
+            const std::uint64_t merge_loop = 2 * ((p.splits + wg - 1) / wg) +
+                                             p.splits * ((d.dv + wg - 1) / wg) + (d.S + wg - 1) / wg;
+            EXPECT_GE(p.constants.MERGE, p.splits);
+            EXPECT_LE(merge_loop, plan::is_cpu(dev) ? plan::kMergeLoopCpu : plan::kMergeLoopGpu);
+            ++merged_plans;
+          } else if (p.splits > 1) {
             built.push_back(build<kernels::AttentionFusedCombine>(dev, p.combine, p.variant, what));
             EXPECT_LE(p.splits, p.combine.MAX_SPLIT);
+            ++combined_plans;
+          } else {
+            EXPECT_FALSE(p.merge);
           }
           // The query projected in the kernel into a shared array that holds it, its loop
           // (ceil(Hk / WG) x Hq/4 or Hq) within half the loop budget; where a row has several
@@ -312,6 +325,8 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
     }
   }
   EXPECT_GT(plans, 1000);
+  EXPECT_GT(merged_plans, 0);    // split rows merged in the fused kernel ...
+  EXPECT_GT(combined_plans, 0);  // ... and by the combine dispatch, both occur
 }
 
 // A W3 decoder step's attention (additive, S = 32, 512-wide memory, 256-wide keys and query;

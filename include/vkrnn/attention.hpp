@@ -111,6 +111,7 @@ struct AttentionPlan {
   std::uint32_t tiles = 0;          // workgroups along S per row (fused: splits)
   std::uint32_t column_tile = 0;    // value columns per workgroup, in registers (context, fused)
   std::uint32_t column_tiles = 0;
+  bool merge_in_kernel = false;     // fused, split rows: merged by each row's last workgroup
 };
 
 namespace detail {
@@ -201,10 +202,11 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 };
 
 // Scores -> masked softmax -> context in one pass over keys and values per query (online
-// softmax, flash-decoding): the source axis is split over workgroups whose (max, sum, partial
-// context) a small combine dispatch merges; short sources take a single dispatch. `weights`
-// (optional; an empty Tensor() skips them) receives the normalised attention weights.
-// Dispatches per step: 1, +1 combine when split. The query projection of general / additive
+// softmax, flash-decoding): long sources are split over workgroups whose (max, sum, partial
+// context) the row's last workgroup to finish merges, or, where that merge would be long, a
+// small combine dispatch; short sources take one workgroup per row. `weights` (optional; an
+// empty Tensor() skips them) receives the normalised attention weights.
+// Dispatches per step: 1, +1 combine when split with a long merge. The query projection of general / additive
 // scores runs inside that dispatch (every workgroup of a row projects the query itself) where
 // it fits the device's shared memory and the loop budget and, for split rows, adds each
 // workgroup little beside its own keys and values; else in one more dispatch before it.
@@ -224,6 +226,7 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
  private:
   Kernel query_kernel_, combine_kernel_;
   Tensor projected_query_, part_ml_, part_acc_;
+  Tensor arrivals_;  // u32 per row, zero between dispatches: the in-kernel merge's counts
   std::shared_ptr<const Gemm> query_gemm_;  // instead of query_kernel_ (CPU drivers)
   std::uint32_t combine_per_invocation_ = 0;  // weight positions per combine invocation
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights

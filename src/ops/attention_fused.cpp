@@ -28,12 +28,19 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.tiles = p.splits;
   plan_.column_tile = p.column_tile;
   plan_.column_tiles = p.column_tiles;
+  plan_.merge_in_kernel = p.merge;
   combine_per_invocation_ = p.combine.E;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
   if (plan_.tiles > 1) {
-    combine_kernel_ = kernels::make<Combine>(ctx, p.combine, p.variant);
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
+    if (plan_.merge_in_kernel) {
+      // Counted up by each dispatch's workgroups and reset to 0 by the last of each row.
+      arrivals_ = ctx.tensor({d.rows}, DType::u32, "FusedAttention split arrivals");
+      ctx.write(arrivals_, std::vector<std::uint32_t>(d.rows, 0u));
+    } else {
+      combine_kernel_ = kernels::make<Combine>(ctx, p.combine, p.variant);
+    }
   }
   // The kernel projects the query itself (p.query.used is false then).
   if (p.query.used) {
@@ -45,7 +52,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
 }
 
 std::uint32_t FusedAttention::dispatches() const {
-  return (projected_query_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 ? 1 : 0);
+  return (projected_query_.valid() ? 1 : 0) + 1 + (plan_.tiles > 1 && !plan_.merge_in_kernel ? 1 : 0);
 }
 
 void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
@@ -101,14 +108,17 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   }
   const Groups groups =
       ops::fold_groups(std::uint64_t(d.rows) * plan_.column_tiles * plan_.tiles, dev, kOp);
-  if (direct) {
+  if (!direct) {
+    b.part_ml = part_ml_;
+    b.part_acc = part_acc_;
+    b.arrivals = arrivals_;
+  }
+  if (direct || plan_.merge_in_kernel) {
     b.weights = weights;
     b.context = context.tensor;
     kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
     return;
   }
-  b.part_ml = part_ml_;
-  b.part_acc = part_acc_;
   kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
   const std::uint32_t wg = plan_.workgroup_size;
   const Combine::Push cpush{

@@ -109,16 +109,22 @@ struct AttentionFused {
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;
     std::uint32_t QP = 0;
     bool TEXEL = false;  // keys / values through kt / vt, texel views of the same tensors
+    std::uint32_t MERGE = 0;  // > 0: the row's last workgroup merges its splits (<= MERGE)
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
-                  (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (ONE_SUBGROUP, 15))
+                  (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12),
+                  (ONE_SUBGROUP, 15))
+  // arrivals: u32 [rows], zero between dispatches (MERGE: each split workgroup counts itself in,
+  // the last resets it).
   struct Bindings {
-    Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context, qw, qbias, kt, vt;
+    Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context, qw, qbias, kt,
+        vt, arrivals;
   };
   VKRNN_BINDINGS((keys, read), (values, read), (qry, read), (vparam, read), (lengths, read),
-                 (part_ml, write), (part_acc, write), (raw, read_write), (weights, write),
-                 (context, write), (qw, read), (qbias, read), (kt, read), (vt, read))
+                 (part_ml, read_write), (part_acc, read_write), (raw, read_write),
+                 (weights, write), (context, write), (qw, read), (qbias, read), (kt, read),
+                 (vt, read), (arrivals, read_write))
   VKRNN_TEXEL_VIEWS((kt, keys), (vt, values))
 };
 
