@@ -156,11 +156,15 @@ def markdown(columns, base, names, title, notes=()):
                        ("empty_submit_us", "submit + wait, µs")):
         out.append(f"| {label} | " + " | ".join(
             fmt_num((c.dev["ceilings"] or {}).get(key)) for c in columns) + " |")
+    out.append("| copy shader before / after the rows, GB/s | " + " | ".join(
+        " / ".join(fmt_num(x) for x in (c.dev["ceilings"] or {}).get("copy_shader_gbps_runs") or []) or "–"
+        for c in columns) + " |")
     out.append("| copy shader reads from | " + " | ".join(
         escape(((c.dev["ceilings"] or {}).get("copy_shader_config") or {}).get("reads", "–"))
         for c in columns) + " |")
     out += ["", "The copy shader is the faster of two read paths where the device offers both: storage "
-            "buffers, and uniform texel buffers (the kernels' loads on CPU drivers, docs/kernels.md).",
+            "buffers, and uniform texel buffers (the kernels' loads on CPU drivers, docs/kernels.md). "
+            "It is measured before and after the rows; the fractions use the larger.",
             "", "PyTorch columns: the copy is a 64 MiB `Tensor.copy_`, the \"empty dispatch\" one "
             "tiny op (`add_` on one element), submit + wait is `torch.cuda.synchronize()` (CUDA only)."]
     for fam, (heading, units) in FAMILIES.items():
