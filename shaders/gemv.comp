@@ -17,6 +17,10 @@
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "gemv_common.glsl"
+#if USE_SHUFFLE
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint TM = 1;          // rows of X per block
@@ -28,6 +32,10 @@ layout(constant_id = 8) const bool WIDE = false;  // f16 / i8 W: w_off and ldw a
 layout(constant_id = 9) const bool TEXEL = false;  // W's 16-byte loads come from wt (gemv_block.glsl)
 // W stored in blocks of PACK_ROWS rows, 16-byte unit by unit (gemv_block.glsl); 0: row-major.
 layout(constant_id = 10) const uint PACK_ROWS = 0;
+#if USE_SHUFFLE
+// Lanes that share X's loads: the subgroup size, fixed on the device (gemv_block.glsl).
+layout(constant_id = 11) const uint X_LANES = 8;
+#endif
 
 // Each buffer is declared twice (scalar and vec4 view of the same binding); the ALIGNED
 // specialisation decides which one the pipeline keeps.

@@ -1,6 +1,6 @@
 # The variant axes of each shader (cmake/shaders.cmake compiles every combination and names it
 # <name>[_shuffle][_f16][_nosubgroup][_inplace]):
-#   shuffle   USE_SHUFFLE=1   subgroup shuffles share K/V loads
+#   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's X)
 #   fp16      FP16_STORAGE=1  float16 storage of the big tensors, fp32 arithmetic
 #   subgroup  USE_SUBGROUP=0  a build for devices without subgroup arithmetic
 #   in_place  IN_PLACE=1      the output overwrites the first input
@@ -16,7 +16,7 @@ set(VKRNN_SHADER_AXES_attention_query subgroup)
 set(VKRNN_SHADER_AXES_attention_scores fp16 subgroup)
 set(VKRNN_SHADER_AXES_attention_softmax fp16 subgroup)
 set(VKRNN_SHADER_AXES_gemm fp16)
-set(VKRNN_SHADER_AXES_gemv fp16 subgroup)
+set(VKRNN_SHADER_AXES_gemv shuffle fp16 subgroup)
 set(VKRNN_SHADER_AXES_gemv_argmax fp16 subgroup)
 set(VKRNN_SHADER_AXES_logits_processor subgroup)
 set(VKRNN_SHADER_AXES_positional_encoding in_place)

@@ -459,6 +459,16 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
   const std::uint32_t blocks = per_invocation ? wg : wg / g.coop_lanes;
   v.variant = {.subgroup = !per_invocation};
   v.constants = {.local_size_x = wg, .TM = tm, .TN = tn, .BLOCKS = blocks, .ALIGNED = aligned};
+  // CPU drivers, several rows of X: the subgroup's lanes share X's loads through shuffles (the
+  // _shuffle build, gemv_block.glsl), where the subgroup size is fixed, shuffles exist in compute
+  // and the workgroup is whole subgroups, one block per invocation.
+  constexpr std::uint32_t kShuffle = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  const std::uint32_t lanes = dev.subgroup_size;
+  if (big_blocks && tm > 1 && dev.subgroup_in_compute && (dev.subgroup_operations & kShuffle) == kShuffle &&
+      lanes > 0 && dev.min_subgroup_size == lanes && dev.max_subgroup_size == lanes && wg % lanes == 0) {
+    v.variant.shuffle = true;
+    v.constants.X_LANES = lanes;
+  }
   v.per_group = tn * blocks;
   return v;
 }

@@ -380,7 +380,8 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
 // --- dense layers --------------------------------------------------------------------------
 
 TEST(Plan, GemmRespectsEveryProfile) {
-  for_each_profile([](const DeviceInfo& dev, const OpOptions& o, const std::string& what) {
+  int shuffled = 0;
+  for_each_profile([&shuffled](const DeviceInfo& dev, const OpOptions& o, const std::string& what) {
     const auto g = plan::gemm(dev, o);
     EXPECT_EQ(g.subgroups, dev.subgroup_arithmetic && !o.force_shared_memory_reduction);
     std::vector<Built> built{build<kernels::Gemm>(dev, g.tiled, {.fp16 = o.fp16_storage}, what + " tiled")};
@@ -402,10 +403,26 @@ TEST(Plan, GemmRespectsEveryProfile) {
         }
         EXPECT_EQ(v.constants.ALIGNED, aligned);
         EXPECT_GE(v.constants.TM, 1u);
+        // X shared by shuffles: per-invocation coops on a CPU driver, several rows of X, a
+        // subgroup size the device never varies, shuffles in compute, whole subgroups.
+        if (v.variant.shuffle) {
+          constexpr std::uint32_t kShuffle = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+          EXPECT_TRUE(plan::is_cpu(dev) && !v.variant.subgroup && v.constants.TM > 1) << w;
+          EXPECT_TRUE(dev.subgroup_in_compute && (dev.subgroup_operations & kShuffle) == kShuffle) << w;
+          EXPECT_EQ(v.constants.X_LANES, dev.subgroup_size) << w;
+          EXPECT_EQ(dev.min_subgroup_size, dev.max_subgroup_size) << w;
+          EXPECT_EQ(v.constants.local_size_x % v.constants.X_LANES, 0u) << w;
+          ++shuffled;
+        } else if (plan::is_cpu(dev) && !v.variant.subgroup && m > 1 && o.workgroup_size == 0 &&
+                   (dev.subgroup_operations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) != 0 && dev.subgroup_in_compute &&
+                   v.constants.local_size_x % dev.subgroup_size == 0) {
+          ADD_FAILURE() << w << ": several rows of X on a CPU driver with shuffles, not shared";
+        }
       }
     }
     check_needs(dev, g.needs, {built[0], {0, kernels::Gemv::storage_buffer_count}}, what);
   });
+  EXPECT_GT(shuffled, 0);  // the lavapipe profiles take it
 }
 
 // Dense weights' storage: automatic follows fp16_storage, an explicit choice wins over it, and

@@ -191,7 +191,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
                                     a.table_ld, a.emb_offset, a.emb_ld, a.mark};
   const kernels::Argmax::Bindings& b = greedy.bindings;
   kernels::dispatch<kernels::GemvArgmax>(
-      seq, kernels::make<kernels::GemvArgmax>(ctx, c, v.variant),
+      seq, kernels::make<kernels::GemvArgmax>(ctx, c, {.fp16 = v.variant.fp16, .subgroup = v.variant.subgroup}),
       {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
        .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
        .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,

@@ -29,7 +29,7 @@ struct GemmBindings {
 
 // A coop (a subgroup, or one invocation in the _nosubgroup build) per TM x TN block.
 struct Gemv {
-  VKRNN_KERNEL(gemv, "gemv", .fp16 = true, .subgroup = true)
+  VKRNN_KERNEL(gemv, "gemv", .shuffle = true, .fp16 = true, .subgroup = true)
   using Push = GemmPush;
   VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, flags, s_off)
   struct Constants {
@@ -40,9 +40,10 @@ struct Gemv {
     bool WIDE = false;  // f16 / i8 W rows read 16 bytes at a time: w_off and ldw 16-byte multiples
     bool TEXEL = false;  // those 16-byte loads (and f32 W's vec4s) through wt, a texel view of ws
     std::uint32_t PACK_ROWS = 0;  // W in blocks of this many rows, unit by unit (plan::pack_rows)
+    std::uint32_t X_LANES = 8;    // _shuffle: lanes sharing X's loads (the fixed subgroup size)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (PACK_ROWS, 10))
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11))
   // GemmBindings, then texel views of ws and xs (TEXEL).
   struct Bindings {
     Tensor xs, ws, bias, ys, wt, xt;
