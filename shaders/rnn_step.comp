@@ -22,6 +22,10 @@
 #define RNN_INPUT_WEIGHTS
 #define WEIGHT_I8_ID 8
 #include "rnn_common.glsl"
+#if USE_SHUFFLE
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint CELL = 0;
@@ -37,6 +41,9 @@ layout(constant_id = 9) const bool TEXEL = false;
 layout(constant_id = 10) const bool X_ALIGNED = true;
 layout(constant_id = 11) const bool WIDE = false;    // fp16 / int8 W_hh rows: 16-byte loads
 layout(constant_id = 12) const bool X_WIDE = false;  // RNN_X_INLINE: the same for W_ih
+#if USE_SHUFFLE
+layout(constant_id = 13) const uint V_LANES = 8;  // lanes sharing h's and x's loads (below)
+#endif
 const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
 const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 const uint G = GATES_OF(CELL);
@@ -115,6 +122,22 @@ vec4 load_x(uint b, uint k4) {
               k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
 }
 
+// V_SHARED (the _shuffle build with per-invocation coops, CPU drivers: plan::rnn): the BB
+// vectors of a step of K are the same for every lane of the subgroup, so lane l loads slots
+// l, l + V_LANES, ... and subgroupShuffle hands each to every lane (as the GEMV shares X:
+// docs/kernels.md). Every lane of the subgroup must then run every step: units past H are
+// clamped, never skipped.
+#define V_SHARED (USE_SHUFFLE != 0 && USE_SUBGROUP == 0)
+#if V_SHARED
+const uint V_LOADS = (BB + V_LANES - 1) / V_LANES;
+#define LOAD_VECTORS(v, LOAD_V, k4)                                                          \
+  vec4 v_own[V_LOADS];                                                                       \
+  for (uint c = 0; c < V_LOADS; ++c) v_own[c] = LOAD_V(c * V_LANES + gl_SubgroupInvocationID, k4); \
+  for (uint b = 0; b < BB; ++b) v[b] = subgroupShuffle(v_own[b / V_LANES], b % V_LANES)
+#else
+#define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
+#endif
+
 // acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
 // split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4) a weight
 // vec4, or where WIDE_ is set, LOAD_Q(row, kw, q_count) 16 bytes of a row that holds q_count
@@ -128,7 +151,7 @@ vec4 load_x(uint b, uint k4) {
         for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(wrow[ui][g], kw, q_count);          \
       for (uint part = 0; part < WIDE_K4; ++part) {                                        \
         vec4 v[BB];                                                                        \
-        for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, kw * WIDE_K4 + part);               \
+        LOAD_VECTORS(v, LOAD_V, kw * WIDE_K4 + part);                                      \
         for (uint ui = 0; ui < UPI; ++ui)                                                  \
           for (uint g = 0; g < G; ++g) {                                                   \
             const vec4 w = unpack_wide(q[ui][g], part, WEIGHT_I8);                         \
@@ -139,7 +162,7 @@ vec4 load_x(uint b, uint k4) {
   } else {                                                                                 \
     for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) {                                   \
       vec4 v[BB];                                                                          \
-      for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4);                                  \
+      LOAD_VECTORS(v, LOAD_V, k4);                                                         \
       for (uint ui = 0; ui < UPI; ++ui)                                                    \
         for (uint g = 0; g < G; ++g) {                                                     \
           const vec4 w = LOAD_W(wrow[ui][g], k4);                                          \
@@ -158,7 +181,7 @@ void main() {
 
   for (uint u0 = COOP_ID * UPI; u0 < UNITS; u0 += COOP_COUNT * UPI) {
     const uint j0 = gl_WorkGroupID.x * UNITS + u0;
-    if (j0 >= p.H) break;  // coop-uniform
+    if (!V_SHARED && j0 >= p.H) break;  // coop-uniform
     // Units past H are clamped (computed twice, never stored).
     uint wrow[UPI][4];
     for (uint ui = 0; ui < UPI; ++ui)

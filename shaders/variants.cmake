@@ -1,6 +1,7 @@
 # The variant axes of each shader (cmake/shaders.cmake compiles every combination and names it
 # <name>[_shuffle][_f16][_nosubgroup][_inplace]):
-#   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's X)
+#   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's X,
+#                             the recurrent step's h and x)
 #   fp16      FP16_STORAGE=1  float16 storage of the big tensors, fp32 arithmetic
 #   subgroup  USE_SUBGROUP=0  a build for devices without subgroup arithmetic
 #   in_place  IN_PLACE=1      the output overwrites the first input
@@ -23,7 +24,7 @@ set(VKRNN_SHADER_AXES_positional_encoding in_place)
 set(VKRNN_SHADER_AXES_residual_add in_place)
 set(VKRNN_SHADER_AXES_rnn_proj fp16 subgroup)
 set(VKRNN_SHADER_AXES_rnn_seq fp16 subgroup)
-set(VKRNN_SHADER_AXES_rnn_step fp16 subgroup)
+set(VKRNN_SHADER_AXES_rnn_step shuffle fp16 subgroup)
 set(VKRNN_SHADER_AXES_self_attention shuffle fp16)
 set(VKRNN_SHADER_AXES_self_attention_weights fp16)
 set(VKRNN_SHADER_AXES_sequence_mask in_place)

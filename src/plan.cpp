@@ -440,6 +440,15 @@ GemmPath gemm_path(const DeviceInfo& dev, const Gemm& g, std::size_t m) {
   return GemmPath::tiled;
 }
 
+std::uint32_t shuffle_lanes(const DeviceInfo& dev, std::uint32_t workgroup) {
+  constexpr std::uint32_t kShuffle = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+  const std::uint32_t lanes = dev.subgroup_size;
+  const bool ok = is_cpu(dev) && dev.subgroup_in_compute && (dev.subgroup_operations & kShuffle) == kShuffle &&
+                  lanes > 0 && dev.min_subgroup_size == lanes && dev.max_subgroup_size == lanes &&
+                  workgroup % lanes == 0;
+  return ok ? lanes : 0;
+}
+
 Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::size_t m,
           GemmPath path, bool aligned) {
   Gemv v;
@@ -459,13 +468,8 @@ Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::s
   const std::uint32_t blocks = per_invocation ? wg : wg / g.coop_lanes;
   v.variant = {.subgroup = !per_invocation};
   v.constants = {.local_size_x = wg, .TM = tm, .TN = tn, .BLOCKS = blocks, .ALIGNED = aligned};
-  // CPU drivers, several rows of X: the subgroup's lanes share X's loads through shuffles (the
-  // _shuffle build, gemv_block.glsl), where the subgroup size is fixed, shuffles exist in compute
-  // and the workgroup is whole subgroups, one block per invocation.
-  constexpr std::uint32_t kShuffle = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
-  const std::uint32_t lanes = dev.subgroup_size;
-  if (big_blocks && tm > 1 && dev.subgroup_in_compute && (dev.subgroup_operations & kShuffle) == kShuffle &&
-      lanes > 0 && dev.min_subgroup_size == lanes && dev.max_subgroup_size == lanes && wg % lanes == 0) {
+  // Several rows of X: the subgroup's lanes share X's loads (the _shuffle build, gemv_block.glsl).
+  if (const std::uint32_t lanes = big_blocks && tm > 1 ? shuffle_lanes(dev, wg) : 0) {
     v.variant.shuffle = true;
     v.constants.X_LANES = lanes;
   }
@@ -614,6 +618,12 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   }
   st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
                   .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8, .WIDE = wide_rows(f16, i8, HO)};
+  // Several batch rows per invocation: the subgroup's lanes share h's and x's loads (the _shuffle
+  // build, rnn_step.comp).
+  if (const std::uint32_t lanes = !sub && bb > 1 ? shuffle_lanes(dev, wg) : 0) {
+    st.variant.shuffle = true;
+    st.constants.V_LANES = lanes;
+  }
   // W_hh (fp32, or fp16 / int8 WIDE) and h as texels on CPU drivers (both directions' W_hh, at
   // fp32 size: an upper bound; h of both directions).
   st.constants.TEXEL = ((!f16 && !i8) || st.constants.WIDE) && HO % 4 == 0 &&

@@ -208,6 +208,12 @@ struct Gemv {
 };
 Gemv gemv(const DeviceInfo& dev, const Gemm& g, const OpOptions& options, std::size_t m,
           GemmPath path, bool aligned);
+// Lanes that share vector loads through subgroup shuffles in the per-invocation GEMV and
+// recurrent step (their _shuffle builds), or 0: on CPU drivers a load costs as much when every
+// lane reads one address as when each reads its own, a shuffle next to nothing
+// (docs/kernels.md). Needs shuffles in compute, a subgroup size that never varies and a
+// workgroup of whole subgroups.
+std::uint32_t shuffle_lanes(const DeviceInfo& dev, std::uint32_t workgroup);
 // Columns of K one dispatch takes (K whole, or slices of a multiple of 64, the first writing y
 // and the others adding to it: GEMM_ACCUMULATE), so that each invocation of the tiled kernel /
 // of GEMV plan `v` stays within kLoopBudget.

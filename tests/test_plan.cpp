@@ -701,6 +701,7 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
 // --- recurrent layers ----------------------------------------------------------------------
 
 TEST(Plan, RnnRespectsEveryProfile) {
+  int shuffled = 0;
   const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
                                    {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
                                    {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0}};
@@ -726,6 +727,14 @@ TEST(Plan, RnnRespectsEveryProfile) {
         }
         EXPECT_TRUE(std::has_single_bit(st.constants.BB));
         EXPECT_LE(st.constants.BB, std::bit_ceil(B));
+        // h and x shared by shuffles exactly where the GEMV shares X: per-invocation coops,
+        // several batch rows, plan::shuffle_lanes.
+        const std::uint32_t lanes = plan::shuffle_lanes(dev, st.constants.local_size_x);
+        EXPECT_EQ(st.variant.shuffle, !st.variant.subgroup && st.constants.BB > 1 && lanes > 0);
+        if (st.variant.shuffle) {
+          EXPECT_EQ(st.constants.V_LANES, lanes);
+          ++shuffled;
+        }
         if (layer.P) {
           built.push_back(build<kernels::RnnProj>(dev, st.proj, st.proj_variant, what + " proj"));
           check_subgroup_choice(dev, o, st.proj_variant, what);
@@ -770,6 +779,7 @@ TEST(Plan, RnnRespectsEveryProfile) {
       }
     }
   });
+  EXPECT_GT(shuffled, 0);  // the lavapipe profiles take it at B > 1
 }
 
 // A plan is a pure function: the same inputs give the same kernels.

@@ -42,7 +42,7 @@ struct RnnCellBindings {
 
 // One step, both directions (z = direction); a coop per UPI units and BB batch rows.
 struct RnnStep {
-  VKRNN_KERNEL(rnn_step, "rnn_step", .fp16 = true, .subgroup = true)
+  VKRNN_KERNEL(rnn_step, "rnn_step", .shuffle = true, .fp16 = true, .subgroup = true)
   using Push = RnnCellPush;
   VKRNN_RNN_CELL_PUSH
   struct Constants {
@@ -55,9 +55,10 @@ struct RnnStep {
     bool X_ALIGNED = true;   // RNN_X_INLINE: IN, x_off and x_ld multiples of 4 (W_ih, x as vec4s)
     bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
     bool X_WIDE = false;     // RNN_X_INLINE: the same for W_ih
+    std::uint32_t V_LANES = 8;  // _shuffle: lanes sharing h's and x's loads (the fixed subgroup size)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12), (V_LANES, 13))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws, hs, wis
   // and xs again as texel views (bound by kernels::dispatch).
   struct Bindings {
