@@ -41,13 +41,10 @@ std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
 
 }  // namespace
 
-nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options) {
+CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
   const DeviceInfo& dev = ctx.device();
   const bool gpu_time = dev.timestamps;
   TimingOptions timing{options.warmup, options.repetitions, gpu_time, "ceiling"};
-  nlohmann::ordered_json result;
-
-  // --- copy shader -------------------------------------------------------------------
   const std::size_t floats = kCopyBytes / sizeof(float);
   const std::uint32_t vec4s = static_cast<std::uint32_t>(floats / 4);
   Tensor src = ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src");
@@ -83,7 +80,18 @@ nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& opti
       }
     }
   }
-  result["copy_shader_gbps"] = best_gbps;
+  return {best_gbps, best_config};
+}
+
+nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options) {
+  const DeviceInfo& dev = ctx.device();
+  TimingOptions timing{options.warmup, options.repetitions, dev.timestamps, "ceiling"};
+  nlohmann::ordered_json result;
+  const CopyCeiling copy = measure_copy_shader(ctx, options);
+  result["copy_shader_gbps"] = copy.gbps;
+  const std::size_t floats = kCopyBytes / sizeof(float);
+  Tensor src = ctx.tensor({floats}, DType::f32, "bench_copy_buffer.src");
+  Tensor dst = ctx.tensor({floats}, DType::f32, "bench_copy_buffer.dst");
 
   // --- vkCmdCopyBuffer (Sequence::copy): wall time, as timestamps only surround dispatches.
   // Four copies back and forth per submission dilute the submit cost.
@@ -116,7 +124,7 @@ nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& opti
     result["empty_dispatch_us"] = std::max(0.0, (n - one) / (many - 1));
     result["empty_submit_us"] = one;  // submit + wait of one command buffer with one empty dispatch
   }
-  result["copy_shader_config"] = best_config;
+  result["copy_shader_config"] = copy.config;
   return result;
 }
 

@@ -17,10 +17,6 @@
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "gemv_common.glsl"
-#if USE_SHUFFLE
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_shuffle : require
-#endif
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint TM = 1;          // rows of X per block

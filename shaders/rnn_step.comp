@@ -22,10 +22,6 @@
 #define RNN_INPUT_WEIGHTS
 #define WEIGHT_I8_ID 8
 #include "rnn_common.glsl"
-#if USE_SHUFFLE
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_shuffle : require
-#endif
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint CELL = 0;
@@ -122,18 +118,13 @@ vec4 load_x(uint b, uint k4) {
               k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
 }
 
-// V_SHARED (the _shuffle build with per-invocation coops, CPU drivers: plan::rnn): the BB
-// vectors of a step of K are the same for every lane of the subgroup, so lane l loads slots
-// l, l + V_LANES, ... and subgroupShuffle hands each to every lane (as the GEMV shares X:
-// docs/kernels.md). Every lane of the subgroup must then run every step: units past H are
-// clamped, never skipped.
-#define V_SHARED (USE_SHUFFLE != 0 && USE_SUBGROUP == 0)
-#if V_SHARED
-const uint V_LOADS = (BB + V_LANES - 1) / V_LANES;
-#define LOAD_VECTORS(v, LOAD_V, k4)                                                          \
-  vec4 v_own[V_LOADS];                                                                       \
-  for (uint c = 0; c < V_LOADS; ++c) v_own[c] = LOAD_V(c * V_LANES + gl_SubgroupInvocationID, k4); \
-  for (uint b = 0; b < BB; ++b) v[b] = subgroupShuffle(v_own[b / V_LANES], b % V_LANES)
+// LANES_SHARE_LOADS (gemv_common.glsl; V_LANES = the subgroup size): the BB vectors of a step
+// of K are the same in every lane, so lane l loads slots l, l + V_LANES, ... and each reaches
+// every lane by shuffle. Units past H are then clamped, never skipped.
+#if LANES_SHARE_LOADS
+#define LOAD_VECTORS(v, LOAD_V, k4)                          \
+  LOAD_OWN_SHARE(v_own, BB, V_LANES, LOAD_V, k4);            \
+  for (uint b = 0; b < BB; ++b) v[b] = SHARED_SLOT(v_own, b, V_LANES)
 #else
 #define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
 #endif
@@ -181,7 +172,7 @@ void main() {
 
   for (uint u0 = COOP_ID * UPI; u0 < UNITS; u0 += COOP_COUNT * UPI) {
     const uint j0 = gl_WorkGroupID.x * UNITS + u0;
-    if (!V_SHARED && j0 >= p.H) break;  // coop-uniform
+    if (!LANES_SHARE_LOADS && j0 >= p.H) break;  // coop-uniform
     // Units past H are clamped (computed twice, never stored).
     uint wrow[UPI][4];
     for (uint ui = 0; ui < UPI; ++ui)

@@ -28,21 +28,14 @@ uint packed_unit(uint row, uint u) {
 
 void gemv_emit(uint i, uint m, uint n, float v, bool store_lane);
 
-// USE_SHUFFLE (the _shuffle build, per-invocation coops, CPU drivers: plan::gemv): the block's
-// TM rows of X are the same for every lane of the subgroup, and on lavapipe a vec4 load costs as
-// much when all lanes read one address as when each reads its own, while a shuffle costs next
-// to nothing (docs/kernels.md). So lane l loads rows l, l + X_LANES, ... of the block and every
-// row reaches every lane by subgroupShuffle: ceil(TM / X_LANES) loads of X per step of K
-// instead of TM. Needs the whole subgroup in step: blocks never end early there (rows past N
-// are clamped and not stored, as rows past M are). (The _shuffle build with subgroup coops,
-// whose lanes walk different columns of K, shares nothing: plan::gemv never picks it.)
-#define X_SHARED (USE_SHUFFLE != 0 && USE_SUBGROUP == 0)
-#if X_SHARED
-const uint X_LOADS = (TM + X_LANES - 1) / X_LANES;
-#define LOAD_X_ROWS(k4)                                                                       \
-  vec4 x_own[X_LOADS];                                                                        \
-  for (uint c = 0; c < X_LOADS; ++c) x_own[c] = load_x(min(m0 + c * X_LANES + gl_SubgroupInvocationID, p.M - 1), k4)
-#define X_ROW(i, k4) subgroupShuffle(x_own[(i) / X_LANES], (i) % X_LANES)
+// LANES_SHARE_LOADS (gemv_common.glsl; X_LANES = the subgroup size): the block's TM rows of X
+// are the same in every lane, so lane l loads rows l, l + X_LANES, ... and each row reaches every
+// lane by shuffle: ceil(TM / X_LANES) loads of X per step of K instead of TM. Blocks never end
+// early there (rows past N are clamped and not stored, as rows past M are).
+#if LANES_SHARE_LOADS
+#define X_SLOT(s, k4) load_x(min(m0 + (s), p.M - 1), k4)
+#define LOAD_X_ROWS(k4) LOAD_OWN_SHARE(x_own, TM, X_LANES, X_SLOT, k4)
+#define X_ROW(i, k4) SHARED_SLOT(x_own, i, X_LANES)
 #else
 #define LOAD_X_ROWS(k4)
 #define X_ROW(i, k4) load_x(xrow[i], k4)
@@ -100,7 +93,7 @@ void gemv_blocks() {
 
   for (uint blk = COOP_ID; blk < BLOCKS; blk += COOP_COUNT) {
     const uint n0 = (gl_WorkGroupID.x * BLOCKS + blk) * TN;
-    if (!X_SHARED && n0 >= p.N) break;  // coop-uniform
+    if (!LANES_SHARE_LOADS && n0 >= p.N) break;  // coop-uniform
     // Rows past the end are clamped (computed twice, never stored): keeps control uniform.
     uint xrow[TM];
     uint wrow[TN];

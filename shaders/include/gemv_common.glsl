@@ -9,6 +9,10 @@
 //    (a shared-memory tree is 3-7x slower than this on lavapipe and only helps on GPUs that also
 //    have subgroups).
 #include "subgroup.glsl"
+#if USE_SHUFFLE != 0 && USE_SUBGROUP == 0  // LANES_SHARE_LOADS, below
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 
 #if USE_SUBGROUP
 #define COOP_ID gl_SubgroupID
@@ -25,6 +29,22 @@
 #endif
 
 #include "math.glsl"
+
+// The _shuffle builds with per-invocation coops (USE_SUBGROUP=0; plan::shuffle_lanes): vectors
+// every lane of a subgroup needs are loaded once per subgroup and handed round by
+// subgroupShuffle, as on lavapipe a load costs as much for one address as for eight and a
+// shuffle next to nothing (docs/kernels.md). Every lane of the subgroup must run every step.
+// (The subgroup builds' coops walk different columns of K: they share nothing.)
+#define LANES_SHARE_LOADS (USE_SHUFFLE != 0 && USE_SUBGROUP == 0)
+#if LANES_SHARE_LOADS
+// own[c] = LOAD(c * lanes + this lane, k4): this lane's share of n slots (LOAD clamps the slot).
+#define LOAD_OWN_SHARE(own, n, lanes, LOAD, k4)                                  \
+  vec4 own[((n) + (lanes) - 1) / (lanes)];                                       \
+  for (uint c_ = 0; c_ < ((n) + (lanes) - 1) / (lanes); ++c_)                    \
+    own[c_] = LOAD(c_ * (lanes) + gl_SubgroupInvocationID, k4)
+// Slot i of the shares, in every lane.
+#define SHARED_SLOT(own, i, lanes) subgroupShuffle(own[(i) / (lanes)], (i) % (lanes))
+#endif
 
 // Four int8 packed in a 32-bit word (byte i = element i), sign-extended, as floats.
 vec4 unpack_i8x4(uint w) {
