@@ -25,7 +25,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // With more than one column tile, every tile recomputes the scores of its split (keys re-read);
 // the op picks VPT to cover dv in one tile whenever registers allow.
 // QP > 0 (general / additive scores): qry is the raw query [B, Qs] and each workgroup first
-// projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk floats), which saves the
+// projects it, q' = W_q qry[b] (+ qbias), into shared memory (QP >= Hk, Qs floats), which saves the
 // separate attention_query dispatch of every decoder step. The workgroups of a split row each
 // repeat the projection (the planner allows that while it is a small share of their own work).
 //
@@ -67,6 +67,7 @@ layout(set = 0, binding = 11) readonly buffer QBias { float qbias[]; };  // [Hk]
 layout(set = 0, binding = 12) uniform usamplerBuffer kt;  // TEXEL: binding 0 as 16-byte texels
 layout(set = 0, binding = 13) uniform usamplerBuffer vt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 14) coherent buffer Arrivals { uint arrivals[]; };  // [rows] (MERGE)
+layout(set = 0, binding = 15) uniform usamplerBuffer qwt;  // TEXEL and QP > 0: binding 10 as texels
 
 layout(push_constant) uniform Push {
   uint S;
@@ -92,17 +93,27 @@ shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0
 #define KEY4(i) (TEXEL ? uintBitsToFloat(texelFetch(kt, int(i))) : vec4(keys4[i]))
 #include "attention_score.glsl"
 
-// q' = W_q qry[b] (+ qbias) into qp, the invocations splitting the Hk outputs.
+// q' = W_q qry[b] (+ qbias) into qp, the invocations splitting the Hk outputs. The raw query
+// is staged in shared memory first (QP >= Qs too), as every invocation reads all of it; with
+// TEXEL, W_q's vec4s come through its texel view (CPU drivers, docs/kernels.md).
+shared vec4 qraw4[QP / 4 + 1];
+#define QW4(i) (TEXEL ? uintBitsToFloat(texelFetch(qwt, int(i))) : qw4[i])
 void project_query(uint b) {
   const uint WG = gl_WorkGroupSize.x;
+  const uint n = (p.Qs + 3) / 4;
+  for (uint k = gl_LocalInvocationIndex; k < n; k += WG) {
+    vec4 v;
+    for (uint c = 0; c < 4; ++c) v[c] = 4 * k + c < p.Qs ? qry[b * p.Qs + 4 * k + c] : 0.0;
+    qraw4[k] = v;
+  }
+  workgroup_barrier();
   const bool vec = p.Qs % 4 == 0;
-  const uint n = vec ? p.Qs / 4 : p.Qs;
   for (uint a = gl_LocalInvocationIndex; a < p.Hk; a += WG) {
     float sum = (p.flags & FUSED_QUERY_BIAS) != 0 ? qbias[a] : 0.0;
     if (vec) {
-      for (uint k = 0; k < n; ++k) sum += dot(qw4[a * n + k], qry4[b * n + k]);
+      for (uint k = 0; k < n; ++k) sum += dot(QW4(a * n + k), qraw4[k]);
     } else {
-      for (uint k = 0; k < n; ++k) sum += qw[a * n + k] * qry[b * n + k];
+      for (uint k = 0; k < p.Qs; ++k) sum += qw[a * p.Qs + k] * qraw4[k / 4][k % 4];
     }
     qp[a] = sum;
   }

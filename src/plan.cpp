@@ -297,7 +297,7 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   // (the positions get the rest).
   p.query = query_projection(dev, d, options);
   kernels::AttentionFused::Constants folded = p.constants;
-  folded.QP = round_up(d.Hk, 4);
+  folded.QP = round_up(std::max<std::uint64_t>(d.Hk, d.Hq), 4);
   const std::uint64_t q_loop =
       std::uint64_t(ceil_div(d.Hk, wg)) * (1 + (d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq));
   bool fold = p.query.used && q_loop <= kLoopBudget / 2 &&
@@ -329,6 +329,9 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   if (fold) {
     p.constants = folded;
     p.query.used = false;
+    // W_q through its texel view too where keys and values are read so (qwt; the scalar loads
+    // of a Qs % 4 != 0 query leave it unread).
+    p.constants.TEXEL = p.constants.TEXEL && texel_loads(dev, std::uint64_t(d.Hk) * d.Hq * 4);
   }
   p.block = P;
   // Split rows: the row's last workgroup merges the splits itself (no combine dispatch) while

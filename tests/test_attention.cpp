@@ -665,16 +665,21 @@ TEST(Attention, WorkgroupSizesScoreSplitsAndTiles) {
 // The query projection of general / additive scores on every path of the fused op -- in the
 // kernel for one workgroup per row, repeated by every workgroup of a split row, or its own
 // dispatch before a split row -- against the double-precision reference over awkward shapes (S
-// of 1, a prime, ragged forced splits, a long split source; widths not multiples of 4; B 1, 3,
-// 16). The dispatch count says which path ran; each must occur.
+// of 1, a prime, ragged forced splits, a long split source; widths not multiples of 4, and all
+// multiples of 4 with a query wider than the keys, where CPU drivers read keys, values and W_q
+// through texel views; B 1, 3, 16). The dispatch count says which path ran; each must occur.
 TEST(Attention, FoldedQueryProjection) {
   std::uint32_t seed = 2100;
   std::size_t folded_split = 0, separate_split = 0;
   for (Score s : {Score::additive, Score::general}) {
     for (std::size_t S : {1, 61, 300, 2500}) {
-      for (std::size_t dim : {6, 37}) {
+      for (std::size_t dim : {6, 37, 40}) {
         for (std::size_t B : {1, 3, 16}) {
-          const Problem p = make_problem(s, B, S, dim, ++seed);
+          Problem p = make_problem(s, B, S, dim, ++seed);
+          if (dim == 40) {
+            p.key_dim = s == Score::additive ? 24 : 0;
+            p.query_dim = 52;
+          }
           OpOptions opt;
           opt.tile = S == 300 ? 97 : 0;  // ragged splits
           SCOPED_TRACE(fmt::format("{} tile {}", p.describe(), opt.tile));

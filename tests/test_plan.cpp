@@ -286,13 +286,18 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
           } else {
             EXPECT_FALSE(p.merge);
           }
-          // The query projected in the kernel into a shared array that holds it, its loop
-          // (ceil(Hk / WG) x Hq/4 or Hq) within half the loop budget; where a row has several
+          // The query projected in the kernel into a shared array that holds it (and the raw
+          // query), its loop (ceil(Hk / WG) x Hq/4 or Hq) within half the loop budget; W_q read
+          // as texels only within the texel limit; where a row has several
           // workgroups, each one's repeat of it is a small share of its own keys and values.
           const bool in_kernel = p.constants.QP > 0;
           if (in_kernel) {
             EXPECT_TRUE(attention_detail::projects_query(d.config.score));
             EXPECT_GE(p.constants.QP, d.Hk);
+            EXPECT_GE(p.constants.QP, d.Hq) << "the raw query is staged in QP shared floats too";
+            if (p.constants.TEXEL) {
+              EXPECT_TRUE(plan::texel_loads(dev, std::uint64_t(d.Hk) * d.Hq * 4)) << "W_q read as texels";
+            }
             const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
             EXPECT_LE((d.Hk + p.constants.local_size_x - 1) / p.constants.local_size_x * (1 + q_units), plan::kLoopBudget / 2);
             if (p.splits * p.column_tiles > 1) {

@@ -93,7 +93,7 @@ struct AttentionContext {
 };
 
 // Scores -> softmax -> context in one pass (flash decoding); Push::flags: FUSED_*. QP > 0: the
-// kernel projects the raw query itself (qw, qbias; QP shared floats >= Hk).
+// kernel projects the raw query itself (qw, qbias, and qwt with TEXEL; QP shared floats >= Hk, Qs).
 struct AttentionFused {
   VKRNN_KERNEL(attention_fused, "attention_fused", .fp16 = true, .subgroup = true)
   struct Push {
@@ -119,13 +119,13 @@ struct AttentionFused {
   // the last resets it).
   struct Bindings {
     Tensor keys, values, qry, vparam, lengths, part_ml, part_acc, raw, weights, context, qw, qbias, kt,
-        vt, arrivals;
+        vt, arrivals, qwt;
   };
   VKRNN_BINDINGS((keys, read), (values, read), (qry, read), (vparam, read), (lengths, read),
                  (part_ml, read_write), (part_acc, read_write), (raw, read_write),
                  (weights, write), (context, write), (qw, read), (qbias, read), (kt, read),
-                 (vt, read), (arrivals, read_write))
-  VKRNN_TEXEL_VIEWS((kt, keys), (vt, values))
+                 (vt, read), (arrivals, read_write), (qwt, read))
+  VKRNN_TEXEL_VIEWS((kt, keys), (vt, values), (qwt, qw))
 };
 
 // Merges the splits of AttentionFused.
