@@ -20,7 +20,11 @@ layout(constant_id = 4) const uint BB = 1;          // batch rows per workgroup
 layout(constant_id = 5) const uint HOP = 4;         // HO rounded up to a multiple of 4
 layout(constant_id = 6) const bool ALIGNED = true;  // HO % 4 == 0: vec4 loads of W_hh
 layout(constant_id = 7) const uint UPI = 1;         // consecutive units per coop
+// fp32 W_hh's vec4s through wt, a texel view of the same tensor (ALIGNED; plan::texel_loads,
+// docs/kernels.md).
+layout(constant_id = 9) const bool TEXEL = false;
 const uint G = GATES_OF(CELL);
+const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
@@ -32,6 +36,7 @@ layout(set = 0, binding = 5) readonly buffer C0 { float c0[]; };
 layout(set = 0, binding = 6) buffer CS { float cs[]; };  // c_n: the running c, in place
 layout(set = 0, binding = 7) writeonly buffer OUT { float outs[]; };
 layout(set = 0, binding = 8) readonly buffer LEN { int lengths[]; };
+layout(set = 0, binding = 9) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 
 // Push::flags: RNN_H_ZERO (h before the run is zero: the first run without h0), RNN_C_FROM_C0 /
 // RNN_C_ZERO (the first run: c starts from c0 / at zero; neither: c continues in c_n),
@@ -50,9 +55,15 @@ layout(push_constant) uniform Push {
   uint x_off, x_ld, IN;  // rnn_step's inline input projection; unused here
 } p;
 
-shared float hsh[2 * BB * HOP];  // [ping-pong][row][k], padding kept at zero
+// [ping-pong][row][k], padding kept at zero; as vec4s, each step reads h a vec4 at a time.
+shared vec4 hsh4[2 * BB * HOP / 4];
+float h_at(uint i) { return hsh4[i / 4][i % 4]; }
+void set_h(uint i, float v) { hsh4[i / 4][i % 4] = v; }
 
-vec4 load_w(uint row, uint k4) { return load_weight4(row, k4, p.HO, ALIGNED); }
+vec4 load_w(uint row, uint k4) {
+  if (TEXEL && F32_WEIGHTS && ALIGNED) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
+  return load_weight4(row, k4, p.HO, ALIGNED);
+}
 
 void main() {
   const uint d = gl_WorkGroupID.z;
@@ -75,8 +86,8 @@ void main() {
   for (uint e = tid; e < BB * HOP; e += THREADS) {
     const uint b = e / HOP, k = e % HOP;
     const bool have = (p.flags & RNN_H_ZERO) == 0 && b < nb && k < p.HO;
-    hsh[e] = have ? h0[p.h_prev_off + (d * p.B + b0 + b) * p.HO + k] : 0.0;
-    hsh[BB * HOP + e] = 0.0;
+    set_h(e, have ? h0[p.h_prev_off + (d * p.B + b0 + b) * p.HO + k] : 0.0);
+    set_h(BB * HOP + e, 0.0);
   }
   // c lives in c_n, read and written only by the invocation that owns (unit, row): the same
   // (coop, lane) mapping as in the loop below.
@@ -109,10 +120,7 @@ void main() {
           for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
       for (uint k4 = LANE; k4 < HOP / 4; k4 += LANES) {
         vec4 h[BB];
-        for (uint b = 0; b < BB; ++b) {
-          const uint i = cur + b * HOP + k4 * 4;
-          h[b] = vec4(hsh[i], hsh[i + 1], hsh[i + 2], hsh[i + 3]);
-        }
+        for (uint b = 0; b < BB; ++b) h[b] = hsh4[(cur + b * HOP) / 4 + k4];
         for (uint ui = 0; ui < UPI; ++ui) {
           for (uint g = 0; g < G; ++g) {
             const vec4 w = load_w(wrow[ui][g], k4);
@@ -138,7 +146,7 @@ void main() {
           const bool live = s < lens[b];
           const uint t = reverse ? lens[b] - 1 - s : s;
           const uint state = d * p.B + row;
-          const float h_prev = hsh[cur + b * HOP + j];
+          const float h_prev = h_at(cur + b * HOP + j);
           float c = CELL == CELL_LSTM ? cs[p.c_off + state * p.H + j] : 0.0;
           float h = h_prev;
           if (live) {
@@ -151,7 +159,7 @@ void main() {
             h = cell_update(CELL, xg, hg, h_prev, c);
             if (CELL == CELL_LSTM) cs[p.c_off + state * p.H + j] = c;
           }
-          hsh[nxt + b * HOP + j] = h;
+          set_h(nxt + b * HOP + j, h);
           outs[p.out_off + d * p.out_ldd + row * p.out_ldb + (live ? t : s) * p.out_ldt + j] =
               live ? h : 0.0;
         }
@@ -163,7 +171,7 @@ void main() {
   const uint fin = ((s_live > p.s ? s_live - p.s : 0u) & 1) * BB * HOP;
   for (uint e = tid; e < nb * p.HO; e += THREADS) {
     const uint b = e / p.HO, k = e % p.HO;
-    h_n[p.h_next_off + (d * p.B + b0 + b) * p.HO + k] = hsh[fin + b * HOP + k];
+    h_n[p.h_next_off + (d * p.B + b0 + b) * p.HO + k] = h_at(fin + b * HOP + k);
   }
   // This run's positions that no row of the block is live in (s >= steps): padding.
   const uint pad0 = max(p.s, steps);

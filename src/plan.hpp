@@ -232,6 +232,7 @@ struct RnnLayer {
   CellType cell = CellType::gru;
   std::uint64_t H = 1;  // hidden units
   std::uint64_t P = 0;  // proj_size (LSTM), 0 without
+  std::uint64_t D = 1;  // directions
 };
 // What tests and benchmarks pin (Rnn::set_path, set_step_kernel, set_steps_per_dispatch).
 struct RnnForced {

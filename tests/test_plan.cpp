@@ -706,10 +706,11 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
 // --- recurrent layers ----------------------------------------------------------------------
 
 TEST(Plan, RnnRespectsEveryProfile) {
-  int shuffled = 0;
+  int shuffled = 0, filled = 0;
   const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
                                    {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
-                                   {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0}};
+                                   {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0},
+                                   {CellType::gru, 256, 0, 2}, {CellType::gru, 256, 0, 1}};
   for_each_profile([&](const DeviceInfo& dev, const OpOptions& o, const std::string& profile) {
     for (const auto& layer : layers) {
       for (std::uint64_t B : {1u, 3u, 16u, 100u}) {
@@ -757,6 +758,19 @@ TEST(Plan, RnnRespectsEveryProfile) {
         } else {
           EXPECT_EQ(f.run, 0u);
         }
+        // fp32 W_hh as texels in the fused kernel on CPU drivers, as in the step.
+        const std::uint64_t G = layer.cell == CellType::gru ? 3 : layer.cell == CellType::lstm ? 4 : 1;
+        const std::uint64_t HO = layer.P ? layer.P : layer.H;
+        EXPECT_EQ(f.constants.TEXEL, dev.type == DeviceType::cpu && !o.fp16_storage && HO % 4 == 0 &&
+                                         plan::texel_loads(dev, 2 * G * layer.H * HO * 4));
+        // A bidirectional GRU of H = 256 at B = 1 on 2 driver threads: its two fused workgroups
+        // fill them, so it runs fused (fp32 texels); one direction, or 16 rows, per step.
+        if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 256 && o.workgroup_size == 0 &&
+            !o.force_shared_memory_reduction && o.tile == 0) {
+          const bool expect_fused = layer.D == 2 && B == 1 && !o.fp16_storage;
+          EXPECT_EQ(p.path == RnnPath::fused, expect_fused);
+          filled += expect_fused;
+        }
         if (p.path == RnnPath::fused) {
           EXPECT_EQ(layer.P, 0u) << "projections never run fused";
           EXPECT_GT(f.run, 0u);
@@ -785,6 +799,7 @@ TEST(Plan, RnnRespectsEveryProfile) {
     }
   });
   EXPECT_GT(shuffled, 0);  // the lavapipe profiles take it at B > 1
+  EXPECT_GT(filled, 0);
 }
 
 // A plan is a pure function: the same inputs give the same kernels.

@@ -69,6 +69,9 @@ struct DeviceInfo {
   // supports them, and how many texels one view may hold.
   bool uniform_texel_u32x4 = false;
   std::uint32_t max_texel_buffer_elements = 0;
+  // CPU drivers (type cpu): the host threads that run its workgroups (llvmpipe starts
+  // LP_NUM_THREADS, by default one per hardware thread); 0 elsewhere.
+  std::uint32_t cpu_threads = 0;
 
   // 16-bit
   bool storage_16bit = false;   // storageBuffer16BitAccess

@@ -341,7 +341,7 @@ struct Rnn::Impl {
   }
 
   // --- kernel choices (src/plan.hpp) ---------------------------------------------------
-  plan::RnnLayer layer() const { return {cfg.cell, H, P}; }
+  plan::RnnLayer layer() const { return {cfg.cell, H, P, D}; }
   plan::Rnn plan_for(std::size_t B) const {
     return plan::rnn(ctx->device(), layer(), opts, B, {forced, forced_step, forced_run});
   }

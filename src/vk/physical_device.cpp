@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -84,6 +86,17 @@ std::string decode_driver_version(std::uint32_t vendor_id, std::uint32_t v) {
 #endif
   return fmt::format("{}.{}.{}", VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v),
                      VK_API_VERSION_PATCH(v));
+}
+
+// The threads a CPU driver runs workgroups on: llvmpipe's LP_NUM_THREADS when set (0: the
+// calling thread alone), else one per hardware thread, as llvmpipe starts by default.
+std::uint32_t cpu_driver_threads() {
+  if (const char* n = std::getenv("LP_NUM_THREADS"); n && *n) {
+    unsigned v = 0;
+    const auto [end, ec] = std::from_chars(n, n + std::strlen(n), v);
+    if (ec == std::errc{} && *end == '\0') return std::max(1u, v);
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 bool has_ext(const std::vector<VkExtensionProperties>& list, const char* name) {
@@ -243,6 +256,7 @@ PhysicalDevice query_physical_device(const Instance& instance, VkPhysicalDevice 
   d.max_bound_descriptor_sets = lim.maxBoundDescriptorSets;
   d.max_storage_buffers_per_stage = lim.maxPerStageDescriptorStorageBuffers;
   d.max_texel_buffer_elements = lim.maxTexelBufferElements;
+  if (d.type == DeviceType::cpu) d.cpu_threads = cpu_driver_threads();
   {
     VkFormatProperties fp{};
     f.vkGetPhysicalDeviceFormatProperties(handle, VK_FORMAT_R32G32B32A32_UINT, &fp);

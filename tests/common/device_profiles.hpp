@@ -123,7 +123,13 @@ inline std::vector<DeviceInfo> vendor_profiles() {
        1024, {1024, 1024, 1024}, 1u << 20, true, true},
   };
   std::vector<DeviceInfo> out;
-  for (const auto& s : specs) out.push_back(make_profile(s));
+  for (const auto& s : specs) {
+    out.push_back(make_profile(s));
+    if (s.type == DeviceType::cpu) {  // lavapipe's own texel limit, on 2 threads as in CI
+      out.back().max_texel_buffer_elements = 1u << 27;
+      out.back().cpu_threads = 2;
+    }
+  }
   return out;
 }
 

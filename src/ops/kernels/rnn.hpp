@@ -81,11 +81,17 @@ struct RnnSeq {
     bool ALIGNED = true;
     std::uint32_t UPI = 1;
     bool WEIGHT_I8 = false;  // W_hh int8 with per-row scales (the f32 build)
+    bool TEXEL = false;      // fp32 W_hh through wt, a texel view of ws
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8))
-  using Bindings = RnnCellBindings;
-  VKRNN_RNN_CELL_BINDINGS
+                  (WEIGHT_I8, 8), (TEXEL, 9))
+  // RnnCellBindings, then with TEXEL ws again as a texel view (bound by kernels::dispatch).
+  struct Bindings {
+    Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, wt;
+  };
+  VKRNN_BINDINGS((xp, read), (ws, read), (b_hh, read), (hs, read), (hn, write), (c0, read),
+                 (cs, read_write), (outs, write), (lengths, read), (wt, read))
+  VKRNN_TEXEL_VIEWS((wt, ws))
 };
 
 // LSTM with proj_size: h_next = W_hr h_raw, masked by the lengths like rnn_step.
