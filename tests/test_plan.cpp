@@ -758,16 +758,18 @@ TEST(Plan, RnnRespectsEveryProfile) {
         } else {
           EXPECT_EQ(f.run, 0u);
         }
-        // fp32 W_hh as texels in the fused kernel on CPU drivers, as in the step.
+        // W_hh as texels in the fused kernel on CPU drivers, fp32 or fp16 rows of whole 16-byte
+        // units (WIDE), as in the step.
         const std::uint64_t G = layer.cell == CellType::gru ? 3 : layer.cell == CellType::lstm ? 4 : 1;
         const std::uint64_t HO = layer.P ? layer.P : layer.H;
-        EXPECT_EQ(f.constants.TEXEL, dev.type == DeviceType::cpu && !o.fp16_storage && HO % 4 == 0 &&
+        EXPECT_EQ(f.constants.WIDE, o.fp16_storage && HO % 8 == 0);
+        EXPECT_EQ(f.constants.TEXEL, dev.type == DeviceType::cpu && (o.fp16_storage ? HO % 8 == 0 : HO % 4 == 0) &&
                                          plan::texel_loads(dev, 2 * G * layer.H * HO * 4));
         // A bidirectional GRU of H = 256 at B = 1 on 2 driver threads: its two fused workgroups
-        // fill them, so it runs fused (fp32 texels); one direction, or 16 rows, per step.
+        // fill them, so it runs fused (W_hh as texels, fp16 too); one direction, or 16 rows, per step.
         if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 256 && o.workgroup_size == 0 &&
             !o.force_shared_memory_reduction && o.tile == 0) {
-          const bool expect_fused = layer.D == 2 && B == 1 && !o.fp16_storage;
+          const bool expect_fused = layer.D == 2 && B == 1;
           EXPECT_EQ(p.path == RnnPath::fused, expect_fused);
           filled += expect_fused;
         }

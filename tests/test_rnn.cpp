@@ -553,7 +553,8 @@ TEST(Rnn, DispatchCounts) {
 
 // Runs pinned short so every boundary case shows at small T: every cell, 2 layers
 // bidirectional, ragged lengths incl. 0 and 1, h0/c0 and none, host and device-only lengths
-// (outputs poisoned with NaN first), every kernel variant.
+// (outputs poisoned with NaN first), every kernel variant; H 7, and 16 (fp16 and int8 rows of
+// whole 16-byte units: the WIDE loads, through texels on CPU drivers).
 void check_fused_runs(WS storage, std::uint32_t seed) {
   for (CellType cell : kCells) {
     for (auto [kernel, nosg] : kernel_variants()) {
@@ -562,7 +563,7 @@ void check_fused_runs(WS storage, std::uint32_t seed) {
         k.storage = storage, k.cell = cell, k.path = RnnPath::fused, k.kernel = kernel, k.no_subgroup = nosg, k.run = run;
         k.layers = 2, k.bidirectional = true, k.B = 5, k.H = 7, k.I = 5, k.T = 7, k.ragged = true;
         run_case(k, seed++);
-        k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 8;
+        k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 16;  // fp16 / int8: WIDE rows
         run_case(k, seed++);
       }
     }

@@ -81,10 +81,11 @@ struct RnnSeq {
     bool ALIGNED = true;
     std::uint32_t UPI = 1;
     bool WEIGHT_I8 = false;  // W_hh int8 with per-row scales (the f32 build)
-    bool TEXEL = false;      // fp32 W_hh through wt, a texel view of ws
+    bool TEXEL = false;      // W_hh (fp32 or WIDE) through wt, a texel view of ws
+    bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (WIDE, 10))
   // RnnCellBindings, then with TEXEL ws again as a texel view (bound by kernels::dispatch).
   struct Bindings {
     Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, wt;
