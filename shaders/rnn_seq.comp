@@ -27,8 +27,6 @@ layout(constant_id = 9) const bool TEXEL = false;
 // (gemv_common.glsl), as rnn_step's WIDE loads.
 layout(constant_id = 10) const bool WIDE = false;
 const uint G = GATES_OF(CELL);
-const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
-const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };
@@ -64,16 +62,7 @@ shared vec4 hsh4[2 * BB * HOP / 4];
 float h_at(uint i) { return hsh4[i / 4][i % 4]; }
 void set_h(uint i, float v) { hsh4[i / 4][i % 4] = v; }
 
-vec4 load_w(uint row, uint k4) {
-  if (TEXEL && F32_WEIGHTS && ALIGNED) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
-  return load_weight4(row, k4, p.HO, ALIGNED);
-}
-
-// WIDE: 16-byte unit kw of W_hh's row `row` (q_count units a row).
-uvec4 load_wq(uint row, uint kw, uint q_count) {
-  const uint at = row * q_count + kw;
-  return TEXEL ? texelFetch(wt, int(at)) : ww[at];
-}
+#include "rnn_dots.glsl"
 
 void main() {
   const uint d = gl_WorkGroupID.z;
@@ -128,35 +117,9 @@ void main() {
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < 4; ++g)
           for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
-      if (WIDE) {
-        // HOP / 4 vec4s of K are whole units here: the rows' padding is zero, and so is h's.
-        const uint q_count = HOP / 4 / WIDE_K4;
-        for (uint kw = LANE; kw < q_count; kw += LANES) {
-          uvec4 q[UPI][4];
-          for (uint ui = 0; ui < UPI; ++ui)
-            for (uint g = 0; g < G; ++g) q[ui][g] = load_wq(wrow[ui][g], kw, q_count);
-          for (uint part = 0; part < WIDE_K4; ++part) {
-            vec4 h[BB];
-            for (uint b = 0; b < BB; ++b) h[b] = hsh4[(cur + b * HOP) / 4 + kw * WIDE_K4 + part];
-            for (uint ui = 0; ui < UPI; ++ui)
-              for (uint g = 0; g < G; ++g) {
-                const vec4 w = unpack_wide(q[ui][g], part, WEIGHT_I8);
-                for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, h[b]);
-              }
-          }
-        }
-      } else {
-        for (uint k4 = LANE; k4 < HOP / 4; k4 += LANES) {
-          vec4 h[BB];
-          for (uint b = 0; b < BB; ++b) h[b] = hsh4[(cur + b * HOP) / 4 + k4];
-          for (uint ui = 0; ui < UPI; ++ui) {
-            for (uint g = 0; g < G; ++g) {
-              const vec4 w = load_w(wrow[ui][g], k4);
-              for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, h[b]);
-            }
-          }
-        }
-      }
+      // HOP / 4 vec4s of K: with WIDE whole units (the rows' padding is zero, and so is h's).
+#define H_SHARED(b, k4) hsh4[(cur + (b) * HOP) / 4 + (k4)]
+      ACCUMULATE_DOTS(acc, HOP / 4, WIDE, load_wq, load_w, H_SHARED)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {
           const float scale = weight_scale(gl_NumWorkGroups.z * G * p.H, wrow[ui][g], p.HO);

@@ -40,8 +40,6 @@ layout(constant_id = 12) const bool X_WIDE = false;  // RNN_X_INLINE: the same f
 #if USE_SHUFFLE
 layout(constant_id = 13) const uint V_LANES = 8;  // lanes sharing h's and x's loads (below)
 #endif
-const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
-const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -77,21 +75,12 @@ layout(push_constant) uniform Push {
   uint x_off, x_ld, IN;  // RNN_X_INLINE: x[x_off + b * x_ld + k], k < IN
 } p;
 
-vec4 load_w(uint row, uint k4) {
-  if (TEXEL && F32_WEIGHTS) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
-  return load_weight4(row, k4, p.HO, ALIGNED);
-}
+#include "rnn_dots.glsl"
 
 // Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE).
 vec4 load_wi(uint row, uint k4) {
   if (TEXEL && F32_WEIGHTS && X_ALIGNED) return uintBitsToFloat(texelFetch(wit, int(row * (p.IN / 4) + k4)));
   return load_input_weight4(row, k4, p.IN, X_ALIGNED);
-}
-
-// WIDE: 16-byte unit kw of W_hh's row `row` (q_count units a row).
-uvec4 load_wq(uint row, uint kw, uint q_count) {
-  const uint at = row * q_count + kw;
-  return TEXEL ? texelFetch(wt, int(at)) : ww[at];
 }
 
 // X_WIDE: the same of W_ih.
@@ -117,50 +106,6 @@ vec4 load_x(uint b, uint k4) {
   return vec4(k < p.IN ? xs[base + k] : 0.0, k + 1 < p.IN ? xs[base + k + 1] : 0.0,
               k + 2 < p.IN ? xs[base + k + 2] : 0.0, k + 3 < p.IN ? xs[base + k + 3] : 0.0);
 }
-
-// LANES_SHARE_LOADS (gemv_common.glsl; V_LANES = the subgroup size): the BB vectors of a step
-// of K are the same in every lane, so lane l loads slots l, l + V_LANES, ... and each reaches
-// every lane by shuffle. Units past H are then clamped, never skipped.
-#if LANES_SHARE_LOADS
-#define LOAD_VECTORS(v, LOAD_V, k4)                          \
-  LOAD_OWN_SHARE(v_own, BB, V_LANES, LOAD_V, k4);            \
-  for (uint b = 0; b < BB; ++b) v[b] = SHARED_SLOT(v_own, b, V_LANES)
-#else
-#define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
-#endif
-
-// acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
-// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4) a weight
-// vec4, or where WIDE_ is set, LOAD_Q(row, kw, q_count) 16 bytes of a row that holds q_count
-// of them (WIDE_K4 vec4s of K each; no vec4s are left over: plan::wide_rows).
-#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                      \
-  if (WIDE_) {                                                                             \
-    const uint q_count = (k4_count) / WIDE_K4;                                             \
-    for (uint kw = LANE; kw < q_count; kw += LANES) {                                      \
-      uvec4 q[UPI][4];                                                                     \
-      for (uint ui = 0; ui < UPI; ++ui)                                                    \
-        for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(wrow[ui][g], kw, q_count);          \
-      for (uint part = 0; part < WIDE_K4; ++part) {                                        \
-        vec4 v[BB];                                                                        \
-        LOAD_VECTORS(v, LOAD_V, kw * WIDE_K4 + part);                                      \
-        for (uint ui = 0; ui < UPI; ++ui)                                                  \
-          for (uint g = 0; g < G; ++g) {                                                   \
-            const vec4 w = unpack_wide(q[ui][g], part, WEIGHT_I8);                         \
-            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                   \
-          }                                                                                \
-      }                                                                                    \
-    }                                                                                      \
-  } else {                                                                                 \
-    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) {                                   \
-      vec4 v[BB];                                                                          \
-      LOAD_VECTORS(v, LOAD_V, k4);                                                         \
-      for (uint ui = 0; ui < UPI; ++ui)                                                    \
-        for (uint g = 0; g < G; ++g) {                                                     \
-          const vec4 w = LOAD_W(wrow[ui][g], k4);                                          \
-          for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                     \
-        }                                                                                  \
-    }                                                                                      \
-  }
 
 void main() {
   const uint d = gl_WorkGroupID.z;

@@ -1,0 +1,68 @@
+// The W_hh dot products of the recurrent kernels (rnn_step.comp, rnn_seq.comp): W_hh's loads
+// (through the texel view wt with TEXEL: fp32 vec4s, or WIDE 16-byte units) and the loop that
+// accumulates a coop's rows against its vectors. The including shader declares, before it
+// includes this, the constants ALIGNED, TEXEL, UPI, BB (and V_LANES in a _shuffle build), G,
+// the texel view wt of binding 1 and the push block p (HO).
+#ifndef VKRNN_RNN_DOTS_GLSL
+#define VKRNN_RNN_DOTS_GLSL
+
+const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
+const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
+
+// Elements 4*k4 .. 4*k4+3 of W_hh's row `row`.
+vec4 load_w(uint row, uint k4) {
+  if (TEXEL && F32_WEIGHTS && ALIGNED) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
+  return load_weight4(row, k4, p.HO, ALIGNED);
+}
+
+// WIDE: 16-byte unit kw of W_hh's row `row` (q_count units a row).
+uvec4 load_wq(uint row, uint kw, uint q_count) {
+  const uint at = row * q_count + kw;
+  return TEXEL ? texelFetch(wt, int(at)) : ww[at];
+}
+
+// LANES_SHARE_LOADS (gemv_common.glsl; V_LANES = the subgroup size): the BB vectors of a step
+// of K are the same in every lane, so lane l loads slots l, l + V_LANES, ... and each reaches
+// every lane by shuffle. Units past H are then clamped, never skipped.
+#if LANES_SHARE_LOADS
+#define LOAD_VECTORS(v, LOAD_V, k4)                          \
+  LOAD_OWN_SHARE(v_own, BB, V_LANES, LOAD_V, k4);            \
+  for (uint b = 0; b < BB; ++b) v[b] = SHARED_SLOT(v_own, b, V_LANES)
+#else
+#define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
+#endif
+
+// acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
+// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4) a weight
+// vec4, or where WIDE_ is set, LOAD_Q(row, kw, q_count) 16 bytes of a row that holds q_count
+// of them (WIDE_K4 vec4s of K each; no vec4s are left over: plan::wide_rows).
+#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                      \
+  if (WIDE_) {                                                                             \
+    const uint q_count = (k4_count) / WIDE_K4;                                             \
+    for (uint kw = LANE; kw < q_count; kw += LANES) {                                      \
+      uvec4 q[UPI][4];                                                                     \
+      for (uint ui = 0; ui < UPI; ++ui)                                                    \
+        for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(wrow[ui][g], kw, q_count);          \
+      for (uint part = 0; part < WIDE_K4; ++part) {                                        \
+        vec4 v[BB];                                                                        \
+        LOAD_VECTORS(v, LOAD_V, kw * WIDE_K4 + part);                                      \
+        for (uint ui = 0; ui < UPI; ++ui)                                                  \
+          for (uint g = 0; g < G; ++g) {                                                   \
+            const vec4 w = unpack_wide(q[ui][g], part, WEIGHT_I8);                         \
+            for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                   \
+          }                                                                                \
+      }                                                                                    \
+    }                                                                                      \
+  } else {                                                                                 \
+    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) {                                   \
+      vec4 v[BB];                                                                          \
+      LOAD_VECTORS(v, LOAD_V, k4);                                                         \
+      for (uint ui = 0; ui < UPI; ++ui)                                                    \
+        for (uint g = 0; g < G; ++g) {                                                     \
+          const vec4 w = LOAD_W(wrow[ui][g], k4);                                          \
+          for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                     \
+        }                                                                                  \
+    }                                                                                      \
+  }
+
+#endif  // VKRNN_RNN_DOTS_GLSL
