@@ -25,6 +25,9 @@ layout(constant_id = 7) const bool WEIGHT_I8 = false;
 layout(constant_id = 8) const bool WIDE = false;
 layout(constant_id = 9) const bool TEXEL = false;      // as in gemv.comp
 layout(constant_id = 10) const uint PACK_ROWS = 0;     // as in gemv.comp
+#if USE_SHUFFLE
+layout(constant_id = 11) const uint X_LANES = 8;       // as in gemv.comp
+#endif
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
 layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };

@@ -1,6 +1,7 @@
 # The variant axes of each shader (cmake/shaders.cmake compiles every combination and names it
 # <name>[_shuffle][_f16][_nosubgroup][_inplace]):
-#   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's X,
+#   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's and
+#                             gemv_argmax's X,
 #                             the recurrent step's h and x)
 #   fp16      FP16_STORAGE=1  float16 storage of the big tensors, fp32 arithmetic
 #   subgroup  USE_SUBGROUP=0  a build for devices without subgroup arithmetic
@@ -18,7 +19,7 @@ set(VKRNN_SHADER_AXES_attention_scores fp16 subgroup)
 set(VKRNN_SHADER_AXES_attention_softmax fp16 subgroup)
 set(VKRNN_SHADER_AXES_gemm fp16)
 set(VKRNN_SHADER_AXES_gemv shuffle fp16 subgroup)
-set(VKRNN_SHADER_AXES_gemv_argmax fp16 subgroup)
+set(VKRNN_SHADER_AXES_gemv_argmax shuffle fp16 subgroup)
 set(VKRNN_SHADER_AXES_logits_processor subgroup)
 set(VKRNN_SHADER_AXES_positional_encoding in_place)
 set(VKRNN_SHADER_AXES_residual_add in_place)

@@ -471,7 +471,8 @@ void check_fused_greedy(Context& ctx, std::size_t B, std::size_t V, std::size_t 
 
 TEST(Argmax, FusedWithItsProjection) {
   std::uint32_t seed = 2000;
-  const std::vector<std::array<std::size_t, 3>> shapes = {{1, 1, 1}, {1, 7, 5}, {3, 65, 37}, {2, 1000, 64}, {16, 200, 12}, {1, 8000, 1024}};
+  const std::vector<std::array<std::size_t, 3>> shapes = {{1, 1, 1},   {1, 7, 5},     {3, 65, 37},      {2, 1000, 64},
+                                                          {4, 300, 128}, {16, 200, 12}, {1, 8000, 1024}};
   for (WeightStorage storage : {WeightStorage::f32, WeightStorage::f16, WeightStorage::i8})
     for (Gemm::Path path : {Gemm::Path::automatic, Gemm::Path::gemv, Gemm::Path::gemv_invocation})
       for (const auto& [B, V, K] : shapes) check_fused_greedy(context(), B, V, K, storage, path, seed += 100);

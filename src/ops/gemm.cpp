@@ -169,6 +169,8 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   // per block: lavapipe's 16-row blocks fused cost more than the argmax dispatch they save
   // (W3.b16, rounds of one A/B: 0-36% slower; W3.b1 at TM = 1: -1% to +11%), likely the rows'
   // running partials beside the TM x TN accumulators and the last workgroup's per-row reductions.
+  // Still so with X's loads shared (the _shuffle build, as plan::gemv picks for gemv.comp): W3.b16
+  // fp32 273 / 246 -> 288 / 254 ms, fp16 297 / 250 -> 300 / 262, int8 262 / 223 -> 315 / 221.
   const std::uint32_t wg = v.constants.local_size_x;
   const std::uint64_t merge_loops =
       std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
@@ -184,14 +186,15 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   kernels::GemvArgmax::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
                                    .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
                                    .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE,
-                                   .TEXEL = v.constants.TEXEL, .PACK_ROWS = v.constants.PACK_ROWS};
+                                   .TEXEL = v.constants.TEXEL, .PACK_ROWS = v.constants.PACK_ROWS,
+                                   .X_LANES = v.constants.X_LANES};
   const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
                                     push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
                                     a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
                                     a.table_ld, a.emb_offset, a.emb_ld, a.mark};
   const kernels::Argmax::Bindings& b = greedy.bindings;
   kernels::dispatch<kernels::GemvArgmax>(
-      seq, kernels::make<kernels::GemvArgmax>(ctx, c, {.fp16 = v.variant.fp16, .subgroup = v.variant.subgroup}),
+      seq, kernels::make<kernels::GemvArgmax>(ctx, c, v.variant),
       {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
        .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
        .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,

@@ -56,7 +56,7 @@ struct Gemv {
 // logits history and chosen tokens) in one dispatch: the last workgroup to finish merges the
 // rows' partials from `scratch` (Gemm::record_any with an ops::GreedyDispatch).
 struct GemvArgmax {
-  VKRNN_KERNEL(gemv_argmax, "gemv_argmax", .fp16 = true, .subgroup = true)
+  VKRNN_KERNEL(gemv_argmax, "gemv_argmax", .shuffle = true, .fp16 = true, .subgroup = true)
   struct Push {
     std::uint32_t M, N, K;
     std::uint32_t x_off, ldx;
@@ -81,10 +81,11 @@ struct GemvArgmax {
     bool WIDE = false;
     bool TEXEL = false;
     std::uint32_t PACK_ROWS = 0;
+    std::uint32_t X_LANES = 8;  // _shuffle: as in Gemv
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (PACK_ROWS, 10), (ONE_SUBGROUP, 15))
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
         nonfinite, scratch, wt, xt;
