@@ -26,6 +26,8 @@ layout(constant_id = 9) const bool TEXEL = false;
 // fp16 / int8 W_hh rows of whole 16-byte units (plan::wide_rows): 16 bytes a load, unpacked here
 // (gemv_common.glsl), as rnn_step's WIDE loads.
 layout(constant_id = 10) const bool WIDE = false;
+// W_hh in blocks of PACK_UNITS hidden units (rnn_dots.glsl's w_walk); 0: row-major.
+layout(constant_id = 11) const uint PACK_UNITS = 0;
 const uint G = GATES_OF(CELL);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
@@ -119,7 +121,7 @@ void main() {
           for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
       // HOP / 4 vec4s of K: with WIDE whole units (the rows' padding is zero, and so is h's).
 #define H_SHARED(b, k4) hsh4[(cur + (b) * HOP) / 4 + (k4)]
-      ACCUMULATE_DOTS(acc, HOP / 4, WIDE, load_wq, load_w, H_SHARED)
+      ACCUMULATE_DOTS(acc, HOP / 4, WIDE, load_wq, load_w, H_SHARED, w_walk)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {
           const float scale = weight_scale(gl_NumWorkGroups.z * G * p.H, wrow[ui][g], p.HO);

@@ -40,6 +40,8 @@ layout(constant_id = 12) const bool X_WIDE = false;  // RNN_X_INLINE: the same f
 #if USE_SHUFFLE
 layout(constant_id = 13) const uint V_LANES = 8;  // lanes sharing h's and x's loads (below)
 #endif
+// W_hh in blocks of PACK_UNITS hidden units (rnn_dots.glsl's w_walk); 0: row-major.
+layout(constant_id = 14) const uint PACK_UNITS = 0;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -77,17 +79,15 @@ layout(push_constant) uniform Push {
 
 #include "rnn_dots.glsl"
 
-// Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE).
-vec4 load_wi(uint row, uint k4) {
-  if (TEXEL && F32_WEIGHTS && X_ALIGNED) return uintBitsToFloat(texelFetch(wit, int(row * (p.IN / 4) + k4)));
+// Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE; row-major: `at` its vec4 where
+// X_ALIGNED).
+vec4 load_wi(uint row, uint k4, uint at) {
+  if (F32_WEIGHTS && X_ALIGNED) return TEXEL ? uintBitsToFloat(texelFetch(wit, int(at))) : ALIGNED_WEIGHT4(wiv, at);
   return load_input_weight4(row, k4, p.IN, X_ALIGNED);
 }
 
-// X_WIDE: the same of W_ih.
-uvec4 load_wiq(uint row, uint kw, uint q_count) {
-  const uint at = row * q_count + kw;
-  return TEXEL ? texelFetch(wit, int(at)) : wiw[at];
-}
+// X_WIDE: W_ih's 16-byte unit `at`.
+uvec4 load_wiq(uint at) { return TEXEL ? texelFetch(wit, int(at)) : wiw[at]; }
 
 vec4 load_h(uint row, uint k4) {
   if (ALIGNED) {
@@ -128,7 +128,7 @@ void main() {
       for (uint g = 0; g < 4; ++g)
         for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
 #define H_OF(b, k4) load_h(d * p.B + min(b0 + (b), p.B - 1), k4)
-    if ((p.flags & RNN_H_ZERO) == 0) { ACCUMULATE_DOTS(acc, k4_count, WIDE, load_wq, load_w, H_OF) }
+    if ((p.flags & RNN_H_ZERO) == 0) { ACCUMULATE_DOTS(acc, k4_count, WIDE, load_wq, load_w, H_OF, w_walk) }
     const uint hh_rows = gl_NumWorkGroups.z * G * p.H;
     for (uint ui = 0; ui < UPI; ++ui)
       for (uint g = 0; g < G; ++g) {
@@ -142,7 +142,7 @@ void main() {
         for (uint b = 0; b < BB; ++b) accx[ui][g][b] = 0.0;
 #define X_OF(b, k4) load_x(min(b0 + (b), p.B - 1), k4)
     if (x_inline) {
-      ACCUMULATE_DOTS(accx, (p.IN + 3) / 4, X_WIDE, load_wiq, load_wi, X_OF)
+      ACCUMULATE_DOTS(accx, (p.IN + 3) / 4, X_WIDE, load_wiq, load_wi, X_OF, row_major_walk)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {
           const float scale = input_weight_scale(G * p.H, wrow[ui][g], p.IN);

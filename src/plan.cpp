@@ -611,6 +611,14 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   if (subgroups) step_wg = std::max(coop_lanes, step_wg / coop_lanes * coop_lanes);
   step_wg = std::max(1u, step_wg);
 
+  // W_hh in blocks of the automatic per-step workgroup's units (CPU drivers: invocation_dot,
+  // 2 units an invocation; rows of whole 16-byte units, as the kernels then read them), so that
+  // each step of K reads one contiguous run per workgroup (rnn_dots.glsl's w_walk). Not on GPUs:
+  // their subgroup coops read along a row (not measured on one).
+  const bool whole_units = f16 || i8 ? wide_rows(f16, i8, HO) : HO % 4 == 0;
+  const std::uint32_t invocation_wg = subgroups && !options.workgroup_size ? coop_lanes : step_wg;
+  r.pack_units = cpu && options.pack_weights && whole_units ? invocation_wg * 2 : 0;
+
   // rnn_step: a coop per UPI units and BB rows. invocation_dot on lavapipe: 2 units x 16 rows
   // per invocation (LSTM: 8 W rows x 16 h rows); measured on GRU H = 256, B = 16: 2.3x less CPU
   // time per step than subgroup_dot; 4 units gain 5% more but take 2.5x longer to compile.
@@ -628,7 +636,8 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
     units = wg * upi;
   }
   st.constants = {.local_size_x = wg, .CELL = cell, .UNITS = units, .BB = bb,
-                  .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8, .WIDE = wide_rows(f16, i8, HO)};
+                  .ALIGNED = HO % 4 == 0, .UPI = upi, .WEIGHT_I8 = i8, .WIDE = wide_rows(f16, i8, HO),
+                  .PACK_UNITS = r.pack_units};
   // Several batch rows per invocation: the subgroup's lanes share h's and x's loads (the _shuffle
   // build, rnn_step.comp).
   if (const std::uint32_t lanes = !sub && bb > 1 ? shuffle_lanes(dev, wg) : 0) {
@@ -662,7 +671,7 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   if (sub) fwg = std::max(coop_lanes, fwg / coop_lanes * coop_lanes);
   f.constants = {.local_size_x = std::max(1u, fwg), .CELL = cell, .BB = pow2_block(B, cpu && !sub ? 16 : 8),
                  .HOP = static_cast<std::uint32_t>(share(HO, 4) * 4), .ALIGNED = HO % 4 == 0, .UPI = fupi,
-                 .WEIGHT_I8 = i8};
+                 .WEIGHT_I8 = i8, .PACK_UNITS = r.pack_units};
   // W_hh (fp32, or fp16 / int8 WIDE) as texels on CPU drivers (both directions', at fp32 size).
   f.constants.WIDE = wide_rows(f16, i8, HO);
   f.constants.TEXEL = ((!f16 && !i8 && HO % 4 == 0) || f.constants.WIDE) && texel_loads(dev, 2 * G * H * HO * 4);

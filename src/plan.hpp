@@ -263,6 +263,10 @@ struct Rnn {
   RnnSteps steps;
   RnnFused fused;
   Needs needs;  // the per-step kernels' (the fused path is taken only where it fits)
+  // W_hh stored in blocks of this many hidden units (ops::pack_gate_blocks; both kernels' constant
+  // PACK_UNITS), 0: row-major. The same for every B and every forced kernel: the layout is fixed
+  // when the weights load.
+  std::uint32_t pack_units = 0;
 };
 // The plan for batches of B rows. Throws Error(missing_feature) for a forced subgroup_dot
 // without subgroup arithmetic and Error(invalid_argument) for a forced fused path that cannot

@@ -765,6 +765,22 @@ TEST(Plan, RnnRespectsEveryProfile) {
         EXPECT_EQ(f.constants.WIDE, o.fp16_storage && HO % 8 == 0);
         EXPECT_EQ(f.constants.TEXEL, dev.type == DeviceType::cpu && (o.fp16_storage ? HO % 8 == 0 : HO % 4 == 0) &&
                                          plan::texel_loads(dev, 2 * G * layer.H * HO * 4));
+        // W_hh packed on CPU drivers in blocks of the automatic per-step workgroup's units, where
+        // its rows are whole 16-byte units (fp32 vec4s, fp16 WIDE): one layout for every B and
+        // every forced kernel, read by both kernels.
+        const bool whole_units = o.fp16_storage ? HO % 8 == 0 : HO % 4 == 0;
+        const bool packs = dev.type == DeviceType::cpu && o.pack_weights && whole_units;
+        EXPECT_EQ(p.pack_units, packs ? st.constants.UNITS : 0u);
+        EXPECT_EQ(st.constants.PACK_UNITS, p.pack_units);
+        EXPECT_EQ(f.constants.PACK_UNITS, p.pack_units);
+        EXPECT_EQ(plan::rnn(dev, layer, o, 1).pack_units, p.pack_units);
+        if (sg) {
+          EXPECT_EQ(plan::rnn(dev, layer, o, B, {.step = RnnStepKernel::subgroup_dot}).steps.constants.PACK_UNITS,
+                    p.pack_units);
+        }
+        OpOptions row_major = o;
+        row_major.pack_weights = false;
+        EXPECT_EQ(plan::rnn(dev, layer, row_major, B).pack_units, 0u);
         // A bidirectional GRU of H = 256 at B = 1 on 2 driver threads: its two fused workgroups
         // fill them, so it runs fused (W_hh as texels, fp16 too); one direction, or 16 rows, per step.
         if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 256 && o.workgroup_size == 0 &&

@@ -194,6 +194,7 @@ struct Case {
   Context* context = nullptr;        // another context (test::limited_context)
   std::size_t run = 0;               // Rnn::set_steps_per_dispatch (0: automatic)
   bool multi_run = false;            // expect the fused path to split each layer into several runs
+  bool pack = true;                  // OpOptions::pack_weights (W_hh's blocks on CPU drivers)
   double tol = 1e-5;
 
   RnnConfig config() const {
@@ -213,7 +214,7 @@ struct Case {
                        to_string(path), to_string(kernel), no_subgroup ? " nosubgroup" : "",
                        device_lengths_only ? " device-lengths" : "", storage != WS::f32 ? fmt::format(" {}", to_string(storage)) : "",
                        staging ? " staging" : "") +
-           (run ? fmt::format(" run={}", run) : std::string());
+           (run ? fmt::format(" run={}", run) : std::string()) + (pack ? "" : " row-major");
   }
 };
 
@@ -246,8 +247,9 @@ std::map<std::string, std::vector<float>> stored_weights(const RnnConfig& c, std
 }
 
 // What run_case and the step checks give Rnn for a weight storage.
-OpOptions storage_options(WS storage, bool no_subgroup = false) {
+OpOptions storage_options(WS storage, bool no_subgroup = false, bool pack = true) {
   OpOptions o;
+  o.pack_weights = pack;
   o.force_shared_memory_reduction = no_subgroup;
   o.fp16_storage = storage == WS::f16;
   if (storage == WS::i8) o.weight_storage = WS::i8;
@@ -268,7 +270,7 @@ void run_case(const Case& k, std::uint32_t seed = 1) {
   const auto h0 = k.initial ? random_floats(k.layers * D * k.B * HO, seed + 3) : std::vector<float>{};
   const auto c0 = k.initial && lstm ? random_floats(k.layers * D * k.B * k.H, seed + 4) : std::vector<float>{};
 
-  Rnn rnn(ctx, cfg, storage_options(k.storage, k.no_subgroup));
+  Rnn rnn(ctx, cfg, storage_options(k.storage, k.no_subgroup, k.pack));
   ASSERT_EQ(rnn.weight_storage(), k.storage);
   rnn.set_path(k.path);
   rnn.set_step_kernel(k.kernel);
@@ -353,6 +355,35 @@ void check_features_both_paths(WS storage, std::uint32_t seed) {
 }
 
 TEST(Rnn, FeaturesBothPaths) { check_features_both_paths(WS::f32, 10); }
+
+// W_hh in blocks of hidden units on CPU drivers (plan::Rnn::pack_units, ops::pack_gate_blocks,
+// rnn_dots.glsl's w_walk), against the double reference: several blocks and a partial last one
+// per direction (H = 36 / 40: 16 + 16 + 4 / 8 units on lavapipe; int8 rows need 16 bytes, so
+// its partial block comes with a projection), both directions, every gate count, 2 layers (the
+// second's input is 2 * HO), on both paths and every kernel variant; and the same with
+// pack_weights = false (row-major, read through the same views). Elsewhere the small shapes
+// pack in one block.
+void check_packed_recurrent_weights(WS storage, std::uint32_t seed) {
+  const std::size_t H = storage == WS::f32 ? 36 : storage == WS::f16 ? 40 : 48;
+  for (CellType cell : {CellType::rnn_tanh, CellType::lstm, CellType::gru}) {
+    for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
+      for (auto [kernel, nosg] : kernel_variants()) {
+        for (bool pack : {true, false}) {
+          Case k;
+          k.storage = storage, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg, k.pack = pack;
+          k.layers = 2, k.bidirectional = true, k.B = 3, k.H = H, k.I = 12, k.T = 4, k.ragged = true;
+          run_case(k, seed++);
+          if (cell == CellType::lstm && path == RnnPath::per_step) {
+            k.H = 40, k.proj = 16;  // int8's partial block: W_hh's rows are the projection's 16
+            run_case(k, seed++);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Rnn, PackedRecurrentWeights) { check_packed_recurrent_weights(WS::f32, 40); }
 
 // A sample of the grid (cell x layers x direction x batch x hidden x input x lengths), sized for
 // the default suite; RnnLong.FullGrid runs the whole cross product.
@@ -925,6 +956,11 @@ TEST(Rnn, StepPastLoopBudgetIsAnError) {
 
 // Every cell on both paths and every kernel variant (subgroup, per-invocation, no-subgroup),
 // 2 layers bidirectional with ragged lengths incl. 0, H = 1 without h0, and no bias.
+TEST(Rnn, Fp16PackedRecurrentWeights) {
+  if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
+  check_packed_recurrent_weights(WS::f16, 940);
+}
+
 TEST(Rnn, Fp16FeaturesBothPaths) {
   if (!has_fp16_storage()) GTEST_SKIP() << "no storageBuffer16BitAccess";
   check_features_both_paths(WS::f16, 600);
@@ -1061,6 +1097,7 @@ TEST(Rnn, Fp16WithoutStorage16IsMissingFeature) {
 
 // Every cell on both paths and every kernel variant; rows of 1, 3, 5, 7 and 8 (padded words).
 TEST(Rnn, I8FeaturesBothPaths) { check_features_both_paths(WS::i8, 1100); }
+TEST(Rnn, I8PackedRecurrentWeights) { check_packed_recurrent_weights(WS::i8, 1140); }
 
 TEST(Rnn, I8LstmProjection) { check_lstm_projection(WS::i8, 1200); }
 

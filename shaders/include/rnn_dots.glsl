@@ -1,25 +1,37 @@
 // The W_hh dot products of the recurrent kernels (rnn_step.comp, rnn_seq.comp): W_hh's loads
 // (through the texel view wt with TEXEL: fp32 vec4s, or WIDE 16-byte units) and the loop that
 // accumulates a coop's rows against its vectors. The including shader declares, before it
-// includes this, the constants ALIGNED, TEXEL, UPI, BB (and V_LANES in a _shuffle build), G,
-// the texel view wt of binding 1 and the push block p (HO).
+// includes this, the constants ALIGNED, TEXEL, UPI, BB, PACK_UNITS (and V_LANES in a _shuffle
+// build), G, the texel view wt of binding 1 and the push block p (H, HO).
 #ifndef VKRNN_RNN_DOTS_GLSL
 #define VKRNN_RNN_DOTS_GLSL
 
 const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
 const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 
-// Elements 4*k4 .. 4*k4+3 of W_hh's row `row`.
-vec4 load_w(uint row, uint k4) {
-  if (TEXEL && F32_WEIGHTS && ALIGNED) return uintBitsToFloat(texelFetch(wt, int(row * (p.HO / 4) + k4)));
+// Where W_hh's rows of 16-byte units (fp32 vec4s with ALIGNED, or WIDE) keep their units: unit
+// u of row `row`, `count` units a row, is unit walk.x + u * walk.y of the buffer. Row-major,
+// or with PACK_UNITS (CPU drivers: plan::Rnn::pack_units, ops::pack_gate_blocks) in blocks of
+// PACK_UNITS hidden units per direction, each block holding its G * n rows (n = PACK_UNITS, or
+// the units left) gate by gate, 16-byte unit by unit: the rows a per-step workgroup owns, so at
+// each step of K it reads one contiguous run, as a copy does, instead of a unit from each of
+// G * UNITS rows on as many pages (docs/kernels.md).
+uvec2 w_walk(uint row, uint count) {
+  if (PACK_UNITS == 0) return uvec2(row * count, 1u);
+  const uint rows = G * p.H, d = row / rows, g = (row - d * rows) / p.H, j = row - d * rows - g * p.H;
+  const uint j0 = j / PACK_UNITS * PACK_UNITS, n = min(PACK_UNITS, p.H - j0);
+  return uvec2((d * rows + j0 * G) * count + g * n + j - j0, G * n);
+}
+uvec2 row_major_walk(uint row, uint count) { return uvec2(row * count, 1u); }
+
+// Elements 4*k4 .. 4*k4+3 of W_hh's row `row`; `at`: their vec4's unit (w_walk) where ALIGNED.
+vec4 load_w(uint row, uint k4, uint at) {
+  if (F32_WEIGHTS && ALIGNED) return TEXEL ? uintBitsToFloat(texelFetch(wt, int(at))) : ALIGNED_WEIGHT4(wv, at);
   return load_weight4(row, k4, p.HO, ALIGNED);
 }
 
-// WIDE: 16-byte unit kw of W_hh's row `row` (q_count units a row).
-uvec4 load_wq(uint row, uint kw, uint q_count) {
-  const uint at = row * q_count + kw;
-  return TEXEL ? texelFetch(wt, int(at)) : ww[at];
-}
+// WIDE: W_hh's 16-byte unit `at` (w_walk).
+uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
 
 // LANES_SHARE_LOADS (gemv_common.glsl; V_LANES = the subgroup size): the BB vectors of a step
 // of K are the same in every lane, so lane l loads slots l, l + V_LANES, ... and each reaches
@@ -33,16 +45,19 @@ uvec4 load_wq(uint row, uint kw, uint q_count) {
 #endif
 
 // acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
-// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4) a weight
-// vec4, or where WIDE_ is set, LOAD_Q(row, kw, q_count) 16 bytes of a row that holds q_count
-// of them (WIDE_K4 vec4s of K each; no vec4s are left over: plan::wide_rows).
-#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                      \
+// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4, at) a
+// weight vec4, or where WIDE_ is set, LOAD_Q(at) 16 bytes of a row (WIDE_K4 vec4s of K each; no
+// vec4s are left over: plan::wide_rows); WALK(row, count) places a row's 16-byte units (w_walk).
+#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                \
+  uvec2 walk[UPI][4];                                                                      \
+  for (uint ui = 0; ui < UPI; ++ui)                                                        \
+    for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
   if (WIDE_) {                                                                             \
     const uint q_count = (k4_count) / WIDE_K4;                                             \
     for (uint kw = LANE; kw < q_count; kw += LANES) {                                      \
       uvec4 q[UPI][4];                                                                     \
       for (uint ui = 0; ui < UPI; ++ui)                                                    \
-        for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(wrow[ui][g], kw, q_count);          \
+        for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(walk[ui][g].x + kw * walk[ui][g].y); \
       for (uint part = 0; part < WIDE_K4; ++part) {                                        \
         vec4 v[BB];                                                                        \
         LOAD_VECTORS(v, LOAD_V, kw * WIDE_K4 + part);                                      \
@@ -59,7 +74,7 @@ uvec4 load_wq(uint row, uint kw, uint q_count) {
       LOAD_VECTORS(v, LOAD_V, k4);                                                         \
       for (uint ui = 0; ui < UPI; ++ui)                                                    \
         for (uint g = 0; g < G; ++g) {                                                     \
-          const vec4 w = LOAD_W(wrow[ui][g], k4);                                          \
+          const vec4 w = LOAD_W(wrow[ui][g], k4, walk[ui][g].x + k4 * walk[ui][g].y);      \
           for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                     \
         }                                                                                  \
     }                                                                                      \

@@ -67,4 +67,30 @@ std::vector<T> pack_row_blocks(std::span<const T> w, std::size_t rows, std::size
   return out;
 }
 
+// The recurrent kernels' packed W_hh (plan::Rnn::pack_units, rnn_dots.glsl's w_walk): D
+// directions of G gates x H rows of `cols` elements (PyTorch's [D][G*H][cols], cols a multiple
+// of `unit`, the elements in 16 bytes) as, per direction, blocks of `block` hidden units (the
+// last may hold fewer: n), each block's G * n rows gate by gate, stored unit by unit: row
+// (d, g, j) at index (d * G * H + j0 * G) * units + u * G * n + g * n + j - j0 of 16-byte unit u,
+// j0 = j / block * block, units = cols / unit. The same number of elements.
+template <class T>
+std::vector<T> pack_gate_blocks(std::span<const T> w, std::size_t D, std::size_t G, std::size_t H, std::size_t cols,
+                                std::size_t unit, std::size_t block) {
+  const std::size_t units = cols / unit;
+  std::vector<T> out(w.size(), T{});
+  for (std::size_t d = 0; d < D; ++d) {
+    for (std::size_t g = 0; g < G; ++g) {
+      for (std::size_t j = 0; j < H; ++j) {
+        const std::size_t j0 = j / block * block, n = std::min(block, H - j0);
+        const std::size_t first = (d * G * H + j0 * G) * units + g * n + j - j0;
+        const T* row = &w[((d * G + g) * H + j) * cols];
+        for (std::size_t u = 0; u < units; ++u) {
+          std::copy(row + u * unit, row + (u + 1) * unit, &out[(first + u * G * n) * unit]);
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace vkrnn::ops

@@ -109,6 +109,9 @@ struct Rnn::Impl {
     std::vector<float> host;
     QuantizedRows q;
     Tensor dev;
+    // W_hh on CPU drivers: stored in blocks of this many hidden units (plan::Rnn::pack_units,
+    // ops::pack_gate_blocks); 0: row-major, as every other matrix. Same size either way.
+    std::size_t pack_units = 0;
     // The device row stride: int8 rows are whole 32-bit words (the kernels' WEIGHT_I8 layout,
     // Gemm::record_i8's), with the rows' f32 scales after them.
     std::size_t ld() const { return dev.dtype() == DType::i8 ? ops::i8_row_stride(cols) : cols; }
@@ -191,6 +194,7 @@ struct Rnn::Impl {
       const std::string sl = std::to_string(l);
       ly.w_ih = matrix(D * G * H, ly.in, "Rnn.weight_ih_l" + sl);
       ly.w_hh = matrix(D * G * H, HO, "Rnn.weight_hh_l" + sl);
+      ly.w_hh.pack_units = plan_for(1).pack_units;
       ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
       ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
       c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
@@ -223,14 +227,27 @@ struct Rnn::Impl {
     return m;
   }
 
-  // Writes the whole matrix to the device in its storage.
+  // Writes the whole matrix to the device in its storage (and layout: Matrix::pack_units).
   void upload(const Matrix& m) const {
+    // Packed rows are whole 16-byte units on the device (plan::rnn): int8's padded to ld.
+    auto arrange = [&]<class T>(std::vector<T> v) {
+      if (!m.pack_units) return v;
+      return ops::pack_gate_blocks<T>(v, D, G, H, m.cols, 16 / sizeof(T), m.pack_units);
+    };
     if (storage == WeightStorage::i8) {
-      ctx->write(m.dev, ops::pack_i8(m.q.q, m.q.scales, m.cols, m.ld()));
+      std::vector<std::int8_t> bytes = ops::pack_i8(m.q.q, m.q.scales, m.cols, m.ld());
+      if (m.pack_units) {  // the rows (rows x ld bytes), not the scales after them
+        const auto rows = ops::pack_gate_blocks<std::int8_t>(std::span(bytes).first(m.rows * m.ld()), D, G, H,
+                                                             m.ld(), 16, m.pack_units);
+        std::copy(rows.begin(), rows.end(), bytes.begin());
+      }
+      ctx->write(m.dev, bytes);
     } else if (storage == WeightStorage::f16) {
       std::vector<std::uint16_t> half(m.host.size());
       std::transform(m.host.begin(), m.host.end(), half.begin(), float_to_half);
-      ctx->write(m.dev, half);
+      ctx->write(m.dev, arrange(std::move(half)));
+    } else if (m.pack_units) {
+      ctx->write(m.dev, arrange(m.host));
     } else {
       ctx->write(m.dev, m.host);
     }

@@ -56,9 +56,11 @@ struct RnnStep {
     bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
     bool X_WIDE = false;     // RNN_X_INLINE: the same for W_ih
     std::uint32_t V_LANES = 8;  // _shuffle: lanes sharing h's and x's loads (the fixed subgroup size)
+    std::uint32_t PACK_UNITS = 0;  // W_hh in blocks of this many hidden units (plan::Rnn::pack_units)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12), (V_LANES, 13))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12), (V_LANES, 13),
+                  (PACK_UNITS, 14))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws, hs, wis
   // and xs again as texel views (bound by kernels::dispatch).
   struct Bindings {
@@ -83,9 +85,10 @@ struct RnnSeq {
     bool WEIGHT_I8 = false;  // W_hh int8 with per-row scales (the f32 build)
     bool TEXEL = false;      // W_hh (fp32 or WIDE) through wt, a texel view of ws
     bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
+    std::uint32_t PACK_UNITS = 0;  // as RnnStep's
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9), (WIDE, 10))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (WIDE, 10), (PACK_UNITS, 11))
   // RnnCellBindings, then with TEXEL ws again as a texel view (bound by kernels::dispatch).
   struct Bindings {
     Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, wt;
