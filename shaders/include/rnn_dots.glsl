@@ -16,13 +16,13 @@ const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 // the units left) gate by gate, 16-byte unit by unit: the rows a per-step workgroup owns, so at
 // each step of K it reads one contiguous run, as a copy does, instead of a unit from each of
 // G * UNITS rows on as many pages (docs/kernels.md).
+uvec2 row_major_walk(uint row, uint count) { return uvec2(row * count, 1u); }
 uvec2 w_walk(uint row, uint count) {
-  if (PACK_UNITS == 0) return uvec2(row * count, 1u);
+  if (PACK_UNITS == 0) return row_major_walk(row, count);
   const uint rows = G * p.H, d = row / rows, g = (row - d * rows) / p.H, j = row - d * rows - g * p.H;
   const uint j0 = j / PACK_UNITS * PACK_UNITS, n = min(PACK_UNITS, p.H - j0);
   return uvec2((d * rows + j0 * G) * count + g * n + j - j0, G * n);
 }
-uvec2 row_major_walk(uint row, uint count) { return uvec2(row * count, 1u); }
 
 // Elements 4*k4 .. 4*k4+3 of W_hh's row `row`; `at`: their vec4's unit (w_walk) where ALIGNED.
 vec4 load_w(uint row, uint k4, uint at) {

@@ -186,6 +186,7 @@ struct Rnn::Impl {
     // The weight matrices (W_ih through the Gemm, W_hh, W_hr) are f32, half or int8 on the
     // device; biases, states and all arithmetic stay fp32.
     layers.resize(L);
+    const std::size_t hh_pack_units = plan_for(1).pack_units;  // the same for every B
     for (std::size_t l = 0; l < L; ++l) {
       Layer& ly = layers[l];
       ly.in = l == 0 ? cfg.input_size : D * HO;
@@ -194,7 +195,7 @@ struct Rnn::Impl {
       const std::string sl = std::to_string(l);
       ly.w_ih = matrix(D * G * H, ly.in, "Rnn.weight_ih_l" + sl);
       ly.w_hh = matrix(D * G * H, HO, "Rnn.weight_hh_l" + sl);
-      ly.w_hh.pack_units = plan_for(1).pack_units;
+      ly.w_hh.pack_units = hh_pack_units;
       ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
       ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
       c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
@@ -227,27 +228,30 @@ struct Rnn::Impl {
     return m;
   }
 
-  // Writes the whole matrix to the device in its storage (and layout: Matrix::pack_units).
+  // Rearranges a matrix's device rows (m.rows of `ld` elements, whole 16-byte units: plan::rnn)
+  // into its layout, Matrix::pack_units; row-major ones stay.
+  template <class T>
+  void arrange(const Matrix& m, std::span<T> rows, std::size_t ld) const {
+    if (!m.pack_units) return;
+    const std::vector<T> packed = ops::pack_gate_blocks<T>(rows, D, G, H, ld, 16 / sizeof(T), m.pack_units);
+    std::copy(packed.begin(), packed.end(), rows.begin());
+  }
+
+  // Writes the whole matrix to the device in its storage and layout.
   void upload(const Matrix& m) const {
-    // Packed rows are whole 16-byte units on the device (plan::rnn): int8's padded to ld.
-    auto arrange = [&]<class T>(std::vector<T> v) {
-      if (!m.pack_units) return v;
-      return ops::pack_gate_blocks<T>(v, D, G, H, m.cols, 16 / sizeof(T), m.pack_units);
-    };
     if (storage == WeightStorage::i8) {
       std::vector<std::int8_t> bytes = ops::pack_i8(m.q.q, m.q.scales, m.cols, m.ld());
-      if (m.pack_units) {  // the rows (rows x ld bytes), not the scales after them
-        const auto rows = ops::pack_gate_blocks<std::int8_t>(std::span(bytes).first(m.rows * m.ld()), D, G, H,
-                                                             m.ld(), 16, m.pack_units);
-        std::copy(rows.begin(), rows.end(), bytes.begin());
-      }
+      arrange(m, std::span(bytes).first(m.rows * m.ld()), m.ld());  // the rows, not the scales after them
       ctx->write(m.dev, bytes);
     } else if (storage == WeightStorage::f16) {
       std::vector<std::uint16_t> half(m.host.size());
       std::transform(m.host.begin(), m.host.end(), half.begin(), float_to_half);
-      ctx->write(m.dev, arrange(std::move(half)));
+      arrange(m, std::span(half), m.cols);
+      ctx->write(m.dev, half);
     } else if (m.pack_units) {
-      ctx->write(m.dev, arrange(m.host));
+      std::vector<float> floats = m.host;
+      arrange(m, std::span(floats), m.cols);
+      ctx->write(m.dev, floats);
     } else {
       ctx->write(m.dev, m.host);
     }
