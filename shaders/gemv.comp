@@ -28,6 +28,10 @@ layout(constant_id = 8) const bool WIDE = false;  // f16 / i8 W: w_off and ldw a
 layout(constant_id = 9) const bool TEXEL = false;  // W's 16-byte loads come from wt (gemv_block.glsl)
 // W stored in blocks of PACK_ROWS rows, 16-byte unit by unit (gemv_block.glsl); 0: row-major.
 layout(constant_id = 10) const uint PACK_ROWS = 0;
+// W in a recurrent layer's gate blocks of PACK_UNITS hidden units, PACK_H units a gate, with
+// PACK_ROWS the rows of a block (gemv_block.glsl); 0: Linear's layout or row-major.
+layout(constant_id = 12) const uint PACK_UNITS = 0;
+layout(constant_id = 13) const uint PACK_H = 1;
 #if USE_SHUFFLE
 // Lanes that share X's loads: the subgroup size, fixed on the device (gemv_block.glsl).
 layout(constant_id = 11) const uint X_LANES = 8;

@@ -42,6 +42,8 @@ layout(constant_id = 13) const uint V_LANES = 8;  // lanes sharing h's and x's l
 #endif
 // W_hh in blocks of PACK_UNITS hidden units (rnn_dots.glsl's w_walk); 0: row-major.
 layout(constant_id = 14) const uint PACK_UNITS = 0;
+// RNN_X_INLINE: W_ih in the same gate blocks (of X_PACK_UNITS units; D = 1), 0: row-major.
+layout(constant_id = 15) const uint X_PACK_UNITS = 0;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih
@@ -79,14 +81,19 @@ layout(push_constant) uniform Push {
 
 #include "rnn_dots.glsl"
 
-// Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE; row-major: `at` its vec4 where
-// X_ALIGNED).
+// Where W_ih's rows keep their 16-byte units (RNN_X_INLINE), as w_walk for W_hh.
+uvec2 wi_walk(uint row, uint count) {
+  return X_PACK_UNITS == 0 ? row_major_walk(row, count) : gate_block_walk(row, count, G, p.H, X_PACK_UNITS);
+}
+
+// Elements 4*k4 .. 4*k4+3 of W_ih's row `row` (RNN_X_INLINE; `at` its vec4's unit, wi_walk,
+// where X_ALIGNED or packed: packed rows are whole vec4s whatever x's alignment).
 vec4 load_wi(uint row, uint k4, uint at) {
-  if (F32_WEIGHTS && X_ALIGNED) return TEXEL ? uintBitsToFloat(texelFetch(wit, int(at))) : ALIGNED_WEIGHT4(wiv, at);
+  if (F32_WEIGHTS && (X_ALIGNED || X_PACK_UNITS != 0)) return TEXEL ? uintBitsToFloat(texelFetch(wit, int(at))) : ALIGNED_WEIGHT4(wiv, at);
   return load_input_weight4(row, k4, p.IN, X_ALIGNED);
 }
 
-// X_WIDE: W_ih's 16-byte unit `at`.
+// X_WIDE: W_ih's 16-byte unit `at` (wi_walk).
 uvec4 load_wiq(uint at) { return TEXEL ? texelFetch(wit, int(at)) : wiw[at]; }
 
 vec4 load_h(uint row, uint k4) {
@@ -142,7 +149,7 @@ void main() {
         for (uint b = 0; b < BB; ++b) accx[ui][g][b] = 0.0;
 #define X_OF(b, k4) load_x(min(b0 + (b), p.B - 1), k4)
     if (x_inline) {
-      ACCUMULATE_DOTS(accx, (p.IN + 3) / 4, X_WIDE, load_wiq, load_wi, X_OF, row_major_walk)
+      ACCUMULATE_DOTS(accx, (p.IN + 3) / 4, X_WIDE, load_wiq, load_wi, X_OF, wi_walk)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {
           const float scale = input_weight_scale(G * p.H, wrow[ui][g], p.IN);

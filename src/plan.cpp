@@ -522,6 +522,10 @@ std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, 
 
 namespace {
 
+// Rows of n elements are whole 16-byte units: fp32 vec4s, or fp16 / int8 wide_rows. The
+// recurrent layers pack only such matrices (their kernels read them 16 bytes at a time).
+bool whole_units(bool f16, bool i8, std::uint64_t n) { return f16 || i8 ? wide_rows(f16, i8, n) : n % 4 == 0; }
+
 // Batch rows per workgroup: a power of two (one pipeline per value; rows past B are clamped).
 std::uint32_t pow2_block(std::uint64_t B, std::uint32_t max) {
   return std::min(max, std::bit_ceil(static_cast<std::uint32_t>(std::min<std::uint64_t>(B, max))));
@@ -611,13 +615,13 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   if (subgroups) step_wg = std::max(coop_lanes, step_wg / coop_lanes * coop_lanes);
   step_wg = std::max(1u, step_wg);
 
-  // W_hh in blocks of the automatic per-step workgroup's units (CPU drivers: invocation_dot,
-  // 2 units an invocation; rows of whole 16-byte units, as the kernels then read them), so that
-  // each step of K reads one contiguous run per workgroup (rnn_dots.glsl's w_walk). Not on GPUs:
-  // their subgroup coops read along a row (not measured on one).
-  const bool whole_units = f16 || i8 ? wide_rows(f16, i8, HO) : HO % 4 == 0;
+  // W_hh and W_ih in blocks of the automatic per-step workgroup's units (CPU drivers:
+  // invocation_dot, 2 units an invocation; rows of whole 16-byte units, as the kernels then read
+  // them), so that each step of K reads one contiguous run per workgroup (gate_blocks.glsl).
+  // Not on GPUs: their subgroup coops read along a row (not measured on one).
   const std::uint32_t invocation_wg = subgroups && !options.workgroup_size ? coop_lanes : step_wg;
-  r.pack_units = cpu && options.pack_weights && whole_units ? invocation_wg * 2 : 0;
+  r.pack_block = cpu && options.pack_weights ? invocation_wg * 2 : 0;
+  r.pack_units = whole_units(f16, i8, HO) ? r.pack_block : 0;
 
   // rnn_step: a coop per UPI units and BB rows. invocation_dot on lavapipe: 2 units x 16 rows
   // per invocation (LSTM: 8 W rows x 16 h rows); measured on GRU H = 256, B = 16: 2.3x less CPU
@@ -724,6 +728,10 @@ std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const Rn
   const SeqLoops c = seq_loops(dev, fused.constants, fused.variant.subgroup, layer.H,
                                layer.P ? layer.P : layer.H);
   return c.fixed + steps * c.per_step;
+}
+
+std::uint32_t input_pack_units(const Rnn& plan, WeightStorage storage, std::uint64_t in) {
+  return whole_units(storage == WeightStorage::f16, storage == WeightStorage::i8, in) ? plan.pack_block : 0;
 }
 
 bool wide_rows(bool f16, bool i8, std::uint64_t n) {

@@ -267,7 +267,13 @@ struct Rnn {
   // PACK_UNITS), 0: row-major. The same for every B and every forced kernel: the layout is fixed
   // when the weights load.
   std::uint32_t pack_units = 0;
+  // The same blocks for any matrix of the layer whose rows are whole 16-byte units (W_hh:
+  // pack_units; W_ih: input_pack_units), 0 where nothing packs (GPUs, pack_weights = false).
+  std::uint32_t pack_block = 0;
 };
+// W_ih's blocks for `in` input features (rnn_step's X_PACK_UNITS, the input GEMM's PACK_UNITS):
+// plan.pack_block where its rows are whole 16-byte units in `storage`, else 0 (row-major).
+std::uint32_t input_pack_units(const Rnn& plan, WeightStorage storage, std::uint64_t in);
 // The plan for batches of B rows. Throws Error(missing_feature) for a forced subgroup_dot
 // without subgroup arithmetic and Error(invalid_argument) for a forced fused path that cannot
 // run (a projection, h too large for shared memory, or not one step within the loop budget).

@@ -781,6 +781,16 @@ TEST(Plan, RnnRespectsEveryProfile) {
         OpOptions row_major = o;
         row_major.pack_weights = false;
         EXPECT_EQ(plan::rnn(dev, layer, row_major, B).pack_units, 0u);
+        // W_ih in the same blocks wherever its rows are whole 16-byte units, whatever HO.
+        EXPECT_EQ(p.pack_block, dev.type == DeviceType::cpu && o.pack_weights ? st.constants.UNITS : 0u);
+        const WeightStorage storage = plan::weight_storage(o);
+        for (std::uint64_t in : {1, 12, 13, 16, 24, 30}) {
+          const bool whole = storage == WeightStorage::i8    ? (in + 3) / 4 % 4 == 0
+                             : storage == WeightStorage::f16 ? in % 8 == 0
+                                                             : in % 4 == 0;
+          EXPECT_EQ(plan::input_pack_units(p, storage, in), whole ? p.pack_block : 0u) << "in = " << in;
+          EXPECT_EQ(plan::input_pack_units(plan::rnn(dev, layer, row_major, B), storage, in), 0u);
+        }
         // A bidirectional GRU of H = 256 at B = 1 on 2 driver threads: its two fused workgroups
         // fill them, so it runs fused (W_hh as texels, fp16 too); one direction, or 16 rows, per step.
         if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 256 && o.workgroup_size == 0 &&

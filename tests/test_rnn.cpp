@@ -356,22 +356,25 @@ void check_features_both_paths(WS storage, std::uint32_t seed) {
 
 TEST(Rnn, FeaturesBothPaths) { check_features_both_paths(WS::f32, 10); }
 
-// W_hh in blocks of hidden units on CPU drivers (plan::Rnn::pack_units, ops::pack_gate_blocks,
-// rnn_dots.glsl's w_walk), against the double reference: several blocks and a partial last one
-// per direction (H = 36 / 40: 16 + 16 + 4 / 8 units on lavapipe; int8 rows need 16 bytes, so
-// its partial block comes with a projection), both directions, every gate count, 2 layers (the
-// second's input is 2 * HO), on both paths and every kernel variant; and the same with
-// pack_weights = false (row-major, read through the same views). Elsewhere the small shapes
-// pack in one block.
+// W_hh and W_ih in blocks of hidden units on CPU drivers (plan::Rnn::pack_units,
+// plan::input_pack_units, ops::pack_gate_blocks, gate_blocks.glsl), against the double
+// reference: several blocks and a partial last one per direction (H = 36 / 40: 16 + 16 + 4 / 8
+// units on lavapipe; int8 rows need 16 bytes, so its partial block comes with a projection),
+// both directions, every gate count, 2 layers (the second's input is 2 * HO), on both paths and
+// every kernel variant; and the same with pack_weights = false (row-major, read through the
+// same views). Elsewhere the small shapes pack in one block.
 void check_packed_recurrent_weights(WS storage, std::uint32_t seed) {
   const std::size_t H = storage == WS::f32 ? 36 : storage == WS::f16 ? 40 : 48;
+  // W_ih packs too where its rows are whole 16-byte units: layer 0's I (int8: 13 padded to 16
+  // bytes) and layer 1's 2 * HO, read by the input GEMM.
+  const std::size_t I = storage == WS::f32 ? 12 : storage == WS::f16 ? 24 : 13;
   for (CellType cell : {CellType::rnn_tanh, CellType::lstm, CellType::gru}) {
     for (RnnPath path : {RnnPath::per_step, RnnPath::fused}) {
       for (auto [kernel, nosg] : kernel_variants()) {
         for (bool pack : {true, false}) {
           Case k;
           k.storage = storage, k.cell = cell, k.path = path, k.kernel = kernel, k.no_subgroup = nosg, k.pack = pack;
-          k.layers = 2, k.bidirectional = true, k.B = 3, k.H = H, k.I = 12, k.T = 4, k.ragged = true;
+          k.layers = 2, k.bidirectional = true, k.B = 3, k.H = H, k.I = I, k.T = 4, k.ragged = true;
           run_case(k, seed++);
           if (cell == CellType::lstm && path == RnnPath::per_step) {
             k.H = 40, k.proj = 16;  // int8's partial block: W_hh's rows are the projection's 16
@@ -783,6 +786,16 @@ TEST(Rnn, SingleStepOnViews) { check_single_steps(WS::f32, 520, true); }
 TEST(Rnn, SingleStepVec4Rows) {
   check_single_steps(WS::f32, 540, false, 8, 12);
   check_single_steps(WS::f32, 560, true, 8, 12);
+}
+
+// step() with W_ih packed in several blocks and a partial one (H = 36 / 40 / 48), read inline
+// (or by the GEMM where the kernel cannot inline it): x aligned, and at an unaligned offset and
+// stride (views), which packed fp32 rows do not depend on; int8 rows of 13 padded to 16 bytes.
+TEST(Rnn, SingleStepPackedInputWeights) {
+  check_single_steps(WS::f32, 1600, false, 20, 36);
+  check_single_steps(WS::f32, 1610, true, 20, 36);
+  if (has_fp16_storage()) check_single_steps(WS::f16, 1620, true, 24, 40);
+  check_single_steps(WS::i8, 1630, true, 13, 48);
 }
 
 // W_ih x inline on CPU drivers reads W_ih through a texel view: where W_ih is past the device's

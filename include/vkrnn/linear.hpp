@@ -96,15 +96,20 @@ class VKRNN_API Gemm {
 
   // greedy (with its scratch): y and the greedy step in one dispatch (gemv_argmax.comp, for
   // Argmax::record with a projection); false, nothing recorded, where they cannot share one.
-  // pack_rows: w is Linear's packed layout in blocks of that many rows (plan::pack_rows; w.ld
-  // its padded row length), 0 for row-major.
+  // w's layout: row-major (all zero); Linear's blocks of `rows` rows (plan::pack_rows; w.ld its
+  // padded row length); or a recurrent layer's W_ih in gate blocks of `gate_units` hidden units,
+  // `gate_h` units a gate (plan::Rnn, ops::pack_gate_blocks; every path reads those).
+  struct Packing {
+    std::uint32_t rows = 0, gate_units = 0, gate_h = 0;
+  };
   bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
-                  std::uint32_t pack_rows, const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
+                  const Packing& packing, const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
                   const ops::GreedyDispatch* greedy = nullptr, const Tensor& scratch = {}) const;
   // The scratch words gemv_argmax.comp needs for M x N (0: never fused here).
   std::size_t greedy_scratch_words(std::size_t M, std::size_t N) const;
   friend class Argmax;
   friend class Linear;
+  friend class Rnn;
 };
 
 // Symmetric per-row int8 quantization of a [rows, cols] row-major matrix, as Linear stores it

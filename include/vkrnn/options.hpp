@@ -32,11 +32,11 @@ struct OpOptions {
   // 0 = chosen from the device's limits. Otherwise the op uses these (clamped to the limits).
   std::uint32_t workgroup_size = 0;
   std::uint32_t tile = 0;
-  // Layers that own their weight matrix (Linear, and Rnn's W_hh) store it in the layout their
-  // kernel reads fastest on the device: on CPU drivers, blocks of rows interleaved 16 bytes at a
-  // time (Linear::weight()). false keeps PyTorch's row-major [out, in] everywhere, which every
-  // GEMM path reads (Gemm::set_path on a packed layer other than the per-invocation GEMV is an
-  // error).
+  // Layers that own their weight matrices (Linear, Rnn's W_hh and W_ih) store them in the layout
+  // their kernels read fastest on the device: on CPU drivers, blocks of rows interleaved 16 bytes
+  // at a time (Linear::weight()). false keeps PyTorch's row-major [out, in] everywhere, which
+  // every GEMM path reads (Gemm::set_path on a packed layer other than the per-invocation GEMV is
+  // an error).
   bool pack_weights = true;
 };
 

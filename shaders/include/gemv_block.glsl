@@ -1,8 +1,8 @@
 // The body of the GEMV kernels (gemv.comp, gemv_argmax.comp): the loads of X and W and the
 // loop over a workgroup's TM x TN blocks. The including shader declares the X / W bindings
 // (xs, xv, ws, wh / wv, wq, ww), the push block p (M, N, K, x_off, ldx, w_off, ldw, s_off), the
-// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, TEXEL, PACK_ROWS, the texel view wt of W
-// and its uvec4 view ww, and defines
+// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, TEXEL, PACK_ROWS, PACK_UNITS, PACK_H, the
+// texel view wt of W and its uvec4 view ww, and defines
 //   void gemv_emit(uint i, uint m, uint n, float v, bool store_lane)
 // which gets every dot product v = X[m] . W[n] (scaled for int8; m = m0 + i may be past M and
 // n past N: rows clamped so that control stays uniform). Every lane of the coop gets every v;
@@ -19,11 +19,24 @@
 // contiguous run of memory, as a copy does, instead of a unit from each of TN * BLOCKS rows K
 // elements apart: 1.5x the GEMV's speed on lavapipe (K.gemv B = 1 fp32, 8000 x 1024), whose
 // gathers over that many rows and pages stall.
+//
+// PACK_UNITS (a recurrent layer's W_ih on CPU drivers, plan::Rnn): W is in the recurrent
+// kernels' gate blocks (gate_blocks.glsl; gates = N / PACK_H, PACK_H units a gate), which are
+// Linear's blocks of PACK_ROWS = gates * PACK_UNITS rows in the order block, gate, unit. The
+// GEMV walks W's rows in that stored order and gives each product its own row (PyTorch's
+// order: output_row), so the input GEMM and rnn_step's inline W_ih x read one layout.
 const uint ELEMENTS_PER_UNIT = WEIGHT_I8 ? 16 : (FP16_STORAGE != 0 ? 8 : 4);
-uint packed_unit(uint row, uint u) {
-  const uint first = row / PACK_ROWS * PACK_ROWS;
-  return first * (p.ldw / ELEMENTS_PER_UNIT) + (p.w_off / ELEMENTS_PER_UNIT + u) * min(PACK_ROWS, p.N - first) +
-         row - first;
+// PACK_ROWS: unit u of stored row `row`'s K slice (from column w_off) is unit walk.x + u * walk.y.
+uvec2 packed_walk(uint row) {
+  const uint first = row / PACK_ROWS * PACK_ROWS, r = min(PACK_ROWS, p.N - first);
+  return uvec2(first * (p.ldw / ELEMENTS_PER_UNIT) + row - first + p.w_off / ELEMENTS_PER_UNIT * r, r);
+}
+// The row of W (y's column, the bias's and scale's index) stored as row n (n < N).
+uint output_row(uint n) {
+  if (PACK_UNITS == 0) return n;
+  const uint first = n / PACK_ROWS * PACK_ROWS, gates = p.N / PACK_H;
+  const uint units = min(PACK_ROWS, p.N - first) / gates, g = (n - first) / units;
+  return g * PACK_H + first / gates + n - first - g * units;
 }
 
 void gemv_emit(uint i, uint m, uint n, float v, bool store_lane);
@@ -52,10 +65,11 @@ vec4 load_x(uint row, uint k4) {
               k + 2 < p.K ? xs[base + k + 2] : 0.0, k + 3 < p.K ? xs[base + k + 3] : 0.0);
 }
 
-vec4 load_w(uint row, uint k4) {
+// walk: packed_walk(row) where PACK_ROWS.
+vec4 load_w(uint row, uvec2 walk, uint k4) {
   if (PACK_ROWS != 0) {  // whole units always (zero padding): no bounds tests
     const uint per_unit = ELEMENTS_PER_UNIT / 4;  // vec4s of K
-    const uint at = packed_unit(row, k4 / per_unit);
+    const uint at = walk.x + k4 / per_unit * walk.y;
     const uvec4 q = TEXEL ? texelFetch(wt, int(at)) : ww[at];
     return per_unit == 1 ? uintBitsToFloat(q) : unpack_wide(q, k4 % per_unit, WEIGHT_I8);
   }
@@ -99,6 +113,8 @@ void gemv_blocks() {
     uint wrow[TN];
     for (uint i = 0; i < TM; ++i) xrow[i] = min(m0 + i, p.M - 1);
     for (uint j = 0; j < TN; ++j) wrow[j] = min(n0 + j, p.N - 1);
+    uvec2 walk[TN];
+    for (uint j = 0; j < TN; ++j) walk[j] = PACK_ROWS != 0 ? packed_walk(wrow[j]) : uvec2(0);
 
     float acc[TM][TN];
     for (uint i = 0; i < TM; ++i)
@@ -109,7 +125,7 @@ void gemv_blocks() {
     for (uint kw = LANE; kw < kw_count; kw += LANES) {
       uvec4 q[TN];
       for (uint j = 0; j < TN; ++j) {
-        const uint at = PACK_ROWS != 0 ? packed_unit(wrow[j], kw) : (p.w_off + wrow[j] * p.ldw) / (4 * WIDE_K4) + kw;
+        const uint at = PACK_ROWS != 0 ? walk[j].x + kw * walk[j].y : (p.w_off + wrow[j] * p.ldw) / (4 * WIDE_K4) + kw;
         q[j] = TEXEL ? texelFetch(wt, int(at)) : ww[at];
       }
       for (uint part = 0; part < WIDE_K4; ++part) {
@@ -122,7 +138,7 @@ void gemv_blocks() {
     }
     for (uint k4 = kw_count * WIDE_K4 + LANE; k4 < k4_count; k4 += LANES) {
       vec4 w[TN];
-      for (uint j = 0; j < TN; ++j) w[j] = load_w(wrow[j], k4);
+      for (uint j = 0; j < TN; ++j) w[j] = load_w(wrow[j], walk[j], k4);
       LOAD_X_ROWS(k4);
       for (uint i = 0; i < TM; ++i) {
         const vec4 x = X_ROW(i, k4);
@@ -132,9 +148,10 @@ void gemv_blocks() {
 
     for (uint i = 0; i < TM; ++i) {
       for (uint j = 0; j < TN; ++j) {
-        const float v = COOP_SUM(acc[i][j]) * (WEIGHT_I8 ? uintBitsToFloat(wq[p.s_off / 4 + wrow[j]]) : 1.0);
+        const uint n = n0 + j < p.N ? output_row(n0 + j) : n0 + j;
+        const float v = COOP_SUM(acc[i][j]) * (WEIGHT_I8 ? uintBitsToFloat(wq[p.s_off / 4 + min(n, p.N - 1)]) : 1.0);
         // Spread the stores over the lanes (every lane holds every sum).
-        gemv_emit(i, m0 + i, n0 + j, v, ((i * TN + j) % LANES) == LANE);
+        gemv_emit(i, m0 + i, n, v, ((i * TN + j) % LANES) == LANE);
       }
     }
   }

@@ -9,19 +9,15 @@
 const uint WIDE_K4 = WIDE_K4_OF(WEIGHT_I8);
 const bool F32_WEIGHTS = FP16_STORAGE == 0 && !WEIGHT_I8;
 
+#include "gate_blocks.glsl"
+
 // Where W_hh's rows of 16-byte units (fp32 vec4s with ALIGNED, or WIDE) keep their units: unit
-// u of row `row`, `count` units a row, is unit walk.x + u * walk.y of the buffer. Row-major,
-// or with PACK_UNITS (CPU drivers: plan::Rnn::pack_units, ops::pack_gate_blocks) in blocks of
-// PACK_UNITS hidden units per direction, each block holding its G * n rows (n = PACK_UNITS, or
-// the units left) gate by gate, 16-byte unit by unit: the rows a per-step workgroup owns, so at
-// each step of K it reads one contiguous run, as a copy does, instead of a unit from each of
-// G * UNITS rows on as many pages (docs/kernels.md).
+// u of row `row`, `count` units a row, is unit walk.x + u * walk.y of the buffer. Row-major, or
+// with PACK_UNITS (CPU drivers: plan::Rnn::pack_units) in gate blocks of PACK_UNITS hidden
+// units per direction (gate_blocks.glsl).
 uvec2 row_major_walk(uint row, uint count) { return uvec2(row * count, 1u); }
 uvec2 w_walk(uint row, uint count) {
-  if (PACK_UNITS == 0) return row_major_walk(row, count);
-  const uint rows = G * p.H, d = row / rows, g = (row - d * rows) / p.H, j = row - d * rows - g * p.H;
-  const uint j0 = j / PACK_UNITS * PACK_UNITS, n = min(PACK_UNITS, p.H - j0);
-  return uvec2((d * rows + j0 * G) * count + g * n + j - j0, G * n);
+  return PACK_UNITS == 0 ? row_major_walk(row, count) : gate_block_walk(row, count, G, p.H, PACK_UNITS);
 }
 
 // Elements 4*k4 .. 4*k4+3 of W_hh's row `row`; `at`: their vec4's unit (w_walk) where ALIGNED.

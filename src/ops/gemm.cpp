@@ -110,7 +110,7 @@ void Gemm::record(Sequence& seq, const MatrixView& x, const MatrixView& w, const
                 fmt::format("{}: argument 'w' ({}) is i8: record_i8 takes int8 weights with their scales",
                             kOp, describe(w.tensor)));
   }
-  record_any(seq, x, w, false, 0, 0, bias, bias_offset, y);
+  record_any(seq, x, w, false, 0, {}, bias, bias_offset, y);
 }
 
 void Gemm::record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, std::size_t scale_offset,
@@ -119,7 +119,7 @@ void Gemm::record_i8(Sequence& seq, const MatrixView& x, const MatrixView& w, st
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: record_i8: argument 'w' is {}, expected i8", kOp, describe(w.tensor)));
   }
-  record_any(seq, x, w, true, scale_offset, 0, bias, bias_offset, y);
+  record_any(seq, x, w, true, scale_offset, {}, bias, bias_offset, y);
 }
 
 void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -177,7 +177,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   const std::size_t words = 4 + 4 * std::size_t(push.M) * g[0];
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
       scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
-      v.constants.TM > kGreedyMaxRows ||
+      v.constants.TM > kGreedyMaxRows || v.constants.PACK_UNITS != 0 ||
       dev.max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count ||
       plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
       merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
@@ -206,7 +206,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
 }  // namespace
 
 bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
-                      std::size_t scale_offset, std::uint32_t pack_rows, const Tensor& bias, std::size_t bias_offset,
+                      std::size_t scale_offset, const Packing& packing, const Tensor& bias, std::size_t bias_offset,
                       const MatrixView& y, const ops::GreedyDispatch* greedy, const Tensor& scratch) const {
   check_view(x, "x", {DType::f32});
   check_view(w, "w", {DType::f32, DType::f16, DType::i8});
@@ -291,11 +291,20 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   };
 
   const Path path = path_for(M);
+  const std::uint32_t pack_rows = packing.rows;
+  const bool packed = pack_rows || packing.gate_units;
   if (pack_rows && path != Path::gemv_invocation) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: the weights ({}) are packed in blocks of {} rows for the per-invocation GEMV, "
                             "which path '{}' cannot read: build the layer with OpOptions::pack_weights = false "
                             "to pin another path", kOp, describe(w.tensor), pack_rows, path == Path::tiled ? "tiled" : "gemv"));
+  }
+  // A recurrent layer's gate blocks: the GEMV kernels read them (CPU drivers always take those).
+  if (packing.gate_units && path == Path::tiled) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: the weights ({}) are packed in gate blocks of {} units, which the tiled GEMM "
+                            "cannot read: build the layer with OpOptions::pack_weights = false to pin that path",
+                            kOp, describe(w.tensor), packing.gate_units));
   }
   if (greedy && (path == Path::tiled || activation_)) return false;
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
@@ -314,7 +323,7 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   // i8 rows are whole words always (check_view), their padding read as part of the last word.
   // (Packed weights are whole 16-byte units always: only x decides.)
   const bool aligned = push.K % 4 == 0 && push.ldx % 4 == 0 && push.x_off % 4 == 0 &&
-                       (pack_rows || (push.ldw % 4 == 0 && push.w_off % 4 == 0));
+                       (packed || (push.ldw % 4 == 0 && push.w_off % 4 == 0));
   plan::Gemv v = plan::gemv(dev, *plan_, options_, M,
                             path == Path::gemv ? plan::GemmPath::gemv : plan::GemmPath::gemv_invocation,
                             aligned);
@@ -324,9 +333,13 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   // 64). They read W a vec4 of K at a time, past K up to the vec4's end: int8's padding to the
   // word is 0 by contract, fp16 rows may hold anything there (0 * inf is NaN), hence K % 4.
   const std::uint32_t per_16_bytes = i8 ? 16 : 8;
-  v.constants.WIDE = (i8 || (f16 && (push.K % 4 == 0 || pack_rows))) && push.ldw % per_16_bytes == 0 &&
+  v.constants.WIDE = (i8 || (f16 && (push.K % 4 == 0 || packed))) && push.ldw % per_16_bytes == 0 &&
                      push.w_off % per_16_bytes == 0;
-  v.constants.PACK_ROWS = pack_rows;
+  // Gate blocks are Linear's blocks of gates x gate_units rows in the order block, gate, unit:
+  // the GEMV walks them as stored and stores each row's product at its own row.
+  v.constants.PACK_ROWS = packing.gate_units ? u32(N / packing.gate_h * packing.gate_units, "rows a gate block") : pack_rows;
+  v.constants.PACK_UNITS = packing.gate_units;
+  v.constants.PACK_H = packing.gate_units ? packing.gate_h : 1;
   // Linear packs from the same plan and options, from element 0 (w_off is the K slice's column).
   if (pack_rows && (v.per_group != pack_rows || push.w_off != 0)) {
     throw Error(ErrorCode::invalid_argument,
@@ -335,7 +348,7 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   }
   // W's 16-byte loads (WIDE, or f32 vec4s) and, where aligned, x's vec4s through texel views,
   // where the plan says so.
-  v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && (aligned || pack_rows))) &&
+  v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && (aligned || packed))) &&
                       plan::texel_loads(dev, w.tensor.bytes()) &&
                       (!aligned || plan::texel_loads(dev, x.tensor.bytes()));
   // With TEXEL, kernels::dispatch binds wt / xt to W / x; unaligned x is read from xs, so xt
@@ -567,7 +580,7 @@ void Linear::record(Sequence& seq, const MatrixView& x, const MatrixView& y) con
 bool Linear::record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
                         const Tensor& scratch) const {
   return gemm_.record_any(seq, x, MatrixView{weight_, out_, in_, 0, ld_}, storage_ == WeightStorage::i8, scale_offset_,
-                          pack_rows_, bias_, 0, y, greedy, scratch);
+                          Gemm::Packing{.rows = pack_rows_}, bias_, 0, y, greedy, scratch);
 }
 
 std::vector<float> Linear::forward(std::span<const float> x, std::size_t rows) const {

@@ -109,9 +109,10 @@ struct Rnn::Impl {
     std::vector<float> host;
     QuantizedRows q;
     Tensor dev;
-    // W_hh on CPU drivers: stored in blocks of this many hidden units (plan::Rnn::pack_units,
-    // ops::pack_gate_blocks); 0: row-major, as every other matrix. Same size either way.
-    std::size_t pack_units = 0;
+    // W_hh and W_ih on CPU drivers: stored in blocks of this many hidden units of pack_gates
+    // gates (ops::pack_gate_blocks; W_hh: G per direction, plan::Rnn::pack_units; W_ih: D x G,
+    // both directions in one block, plan::input_pack_units); 0: row-major. Same size either way.
+    std::size_t pack_units = 0, pack_gates = 0;
     // The device row stride: int8 rows are whole 32-bit words (the kernels' WEIGHT_I8 layout,
     // Gemm::record_i8's), with the rows' f32 scales after them.
     std::size_t ld() const { return dev.dtype() == DType::i8 ? ops::i8_row_stride(cols) : cols; }
@@ -180,13 +181,13 @@ struct Rnn::Impl {
     L = cfg.num_layers;
     cell_id = static_cast<std::uint32_t>(cfg.cell);  // rnn_tanh 0, rnn_relu 1, lstm 2, gru 3
     // Devices whose limits the kernels exceed (storage buffers per stage) refuse here.
-    plan::require(c.device(), plan_for(1).needs, kOp);
+    const plan::Rnn layout = plan_for(1);  // its packing (below) is the same for every B
+    plan::require(c.device(), layout.needs, kOp);
     null = kernels::null_tensor(c);
 
     // The weight matrices (W_ih through the Gemm, W_hh, W_hr) are f32, half or int8 on the
     // device; biases, states and all arithmetic stay fp32.
     layers.resize(L);
-    const std::size_t hh_pack_units = plan_for(1).pack_units;  // the same for every B
     for (std::size_t l = 0; l < L; ++l) {
       Layer& ly = layers[l];
       ly.in = l == 0 ? cfg.input_size : D * HO;
@@ -195,7 +196,10 @@ struct Rnn::Impl {
       const std::string sl = std::to_string(l);
       ly.w_ih = matrix(D * G * H, ly.in, "Rnn.weight_ih_l" + sl);
       ly.w_hh = matrix(D * G * H, HO, "Rnn.weight_hh_l" + sl);
-      ly.w_hh.pack_units = hh_pack_units;
+      ly.w_ih.pack_units = plan::input_pack_units(layout, storage, ly.in);
+      ly.w_ih.pack_gates = D * G;
+      ly.w_hh.pack_units = layout.pack_units;
+      ly.w_hh.pack_gates = G;
       ly.tb_ih = c.tensor({D * G * H}, DType::f32, "Rnn.bias_ih_l" + sl);
       ly.tb_hh = c.tensor({D * G * H}, DType::f32, "Rnn.bias_hh_l" + sl);
       c.write(ly.tb_ih, ly.b_ih);  // zeros stay when bias = false
@@ -233,7 +237,8 @@ struct Rnn::Impl {
   template <class T>
   void arrange(const Matrix& m, std::span<T> rows, std::size_t ld) const {
     if (!m.pack_units) return;
-    const std::vector<T> packed = ops::pack_gate_blocks<T>(rows, D, G, H, ld, 16 / sizeof(T), m.pack_units);
+    const std::vector<T> packed =
+        ops::pack_gate_blocks<T>(rows, m.rows / (m.pack_gates * H), m.pack_gates, H, ld, 16 / sizeof(T), m.pack_units);
     std::copy(packed.begin(), packed.end(), rows.begin());
   }
 
@@ -422,13 +427,12 @@ struct Rnn::Impl {
     return p;
   }
 
-  // xp = x W_ih^T + b_ih (the GEMM before the recurrent kernels), int8 weights included.
+  // xp = x W_ih^T + b_ih (the GEMM before the recurrent kernels), int8 weights included, in
+  // W_ih's layout (xp keeps PyTorch's row order either way).
   void input_gemm(Sequence& seq, const Layer& ly, const MatrixView& x, const MatrixView& xp) const {
-    if (storage == WeightStorage::i8) {
-      gemm.record_i8(seq, x, ly.w_ih.view(), ly.w_ih.scale_offset(), ly.tb_ih, 0, xp);
-    } else {
-      gemm.record(seq, x, ly.w_ih.view(), ly.tb_ih, 0, xp);
-    }
+    const bool i8 = storage == WeightStorage::i8;
+    const Gemm::Packing packing{.gate_units = u32(ly.w_ih.pack_units, "W_ih blocks"), .gate_h = u32(H, "H")};
+    gemm.record_any(seq, x, ly.w_ih.view(), i8, i8 ? ly.w_ih.scale_offset() : 0, packing, ly.tb_ih, 0, xp);
   }
 
   // rnn_step / rnn_seq: c is the running cell state (LSTM), updated in place. Empty tensors
@@ -849,6 +853,7 @@ void Rnn::step(Sequence& seq, const MatrixView& xv, const Tensor& h, const Tenso
       kernels::RnnStep::Constants xc = kc;
       xc.X_ALIGNED = ly.in % 4 == 0 && src.offset % 4 == 0 && src.ld % 4 == 0;
       xc.X_WIDE = x_wide;
+      xc.X_PACK_UNITS = u32(ly.w_ih.pack_units, "W_ih blocks");
       k_layer = kernels::make<kernels::RnnStep>(*m.ctx, xc, plan.steps.variant);  // the Context's cache
     }
     // One step of a [B, 1] batch (D = 1), writing only the state.

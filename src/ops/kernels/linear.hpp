@@ -41,9 +41,11 @@ struct Gemv {
     bool TEXEL = false;  // those 16-byte loads (and f32 W's vec4s) through wt, a texel view of ws
     std::uint32_t PACK_ROWS = 0;  // W in blocks of this many rows, unit by unit (plan::pack_rows)
     std::uint32_t X_LANES = 8;    // _shuffle: lanes sharing X's loads (the fixed subgroup size)
+    // W in a recurrent layer's gate blocks of PACK_UNITS units, PACK_H units a gate (plan::Rnn)
+    std::uint32_t PACK_UNITS = 0, PACK_H = 1;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11))
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (PACK_UNITS, 12), (PACK_H, 13))
   // GemmBindings, then texel views of ws and xs (TEXEL).
   struct Bindings {
     Tensor xs, ws, bias, ys, wt, xt;
