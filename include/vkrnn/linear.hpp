@@ -98,7 +98,8 @@ class VKRNN_API Gemm {
   // Argmax::record with a projection); false, nothing recorded, where they cannot share one.
   // w's layout: row-major (all zero); Linear's blocks of `rows` rows (plan::pack_rows; w.ld its
   // padded row length); or a recurrent layer's W_ih in gate blocks of `gate_units` hidden units,
-  // `gate_h` units a gate (plan::Rnn, ops::pack_gate_blocks; every path reads those).
+  // `gate_h` units a gate (plan::Rnn, ops::pack_gate_blocks). Only the GEMV paths read the
+  // packed layouts (Linear's: the per-invocation one); the others are an error.
   struct Packing {
     std::uint32_t rows = 0, gate_units = 0, gate_h = 0;
   };
