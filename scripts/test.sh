@@ -26,7 +26,7 @@ if [ -z "$native" ]; then
 fi
 # tests/CMakeLists.txt gives each width its own shader cache folders (Mesa's cache key leaves
 # the width out).
-heavy='^test_(runtime|attention|self_attention|rnn|rnn_fp16_int8|linear|beam_search|models_ops)$'
+heavy='^test_(runtime|attention|self_attention|rnn|rnn_fp16|rnn_int8|linear|beam_search|models_ops)$'
 for width in 128 256 512; do
   [ "$width" = "$native" ] && continue
   echo "test.sh: shader-heavy suites at LP_NATIVE_VECTOR_WIDTH=$width"
