@@ -45,6 +45,10 @@ layout(constant_id = 10) const uint QP = 0;     // > 0: project the query here (
 // plan::texel_loads, docs/kernels.md).
 layout(constant_id = 11) const bool TEXEL = false;
 layout(constant_id = 12) const uint MERGE = 0;   // > 0: merge split rows here, nsplit <= MERGE
+// QP > 0 with subgroups and Qs % 4 == 0: > 0 makes the lanes of a subgroup split the raw query's
+// vec4s (at most QPL each, kept in registers) and reduce each output by subgroupAdd, instead of
+// one invocation per output reading all of the query from shared memory (project_query).
+layout(constant_id = 13) const uint QPL = 0;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -98,7 +102,30 @@ shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0
 // TEXEL, W_q's vec4s come through its texel view (CPU drivers, docs/kernels.md).
 shared vec4 qraw4[QP / 4 + 1];
 #define QW4(i) (TEXEL ? uintBitsToFloat(texelFetch(qwt, int(i))) : qw4[i])
-void project_query(uint b) {
+void project_query(uint b, uint sg_rank, uint sg_count) {
+#if USE_SUBGROUP
+  if (QPL > 0) {
+    // A subgroup computes one output at a time: its lanes read neighbouring vec4s of W_q's row
+    // (one contiguous run) against their share of the query, units j = rank + t * count.
+    const uint n = p.Qs / 4;
+    vec4 qr[QPL + 1];
+    for (uint t = 0; t < QPL; ++t) {
+      const uint j = sg_rank + t * sg_count;
+      qr[t] = j < n ? qry4[b * n + j] : vec4(0.0);
+    }
+    for (uint a = gl_SubgroupID; a < p.Hk; a += gl_NumSubgroups) {
+      float part = 0.0;
+      for (uint t = 0; t < QPL; ++t) {
+        const uint j = sg_rank + t * sg_count;
+        if (j < n) part += dot(QW4(a * n + j), qr[t]);
+      }
+      const float sum = subgroupAdd(part);
+      if (sg_rank == 0) qp[a] = sum + ((p.flags & FUSED_QUERY_BIAS) != 0 ? qbias[a] : 0.0);
+    }
+    workgroup_barrier();
+    return;
+  }
+#endif
   const uint WG = gl_WorkGroupSize.x;
   const uint n = (p.Qs + 3) / 4;
   for (uint k = gl_LocalInvocationIndex; k < n; k += WG) {
@@ -184,7 +211,11 @@ void main() {
   }
 
   // (Uniform per workgroup: a split that starts beyond the row's length scores nothing.)
-  if (QP > 0 && s_begin < s_end) project_query(b);
+#if USE_SUBGROUP
+  if (QP > 0 && s_begin < s_end) project_query(b, sg_rank, sg_count);
+#else
+  if (QP > 0 && s_begin < s_end) project_query(b, 0, 1);
+#endif
 #if USE_SUBGROUP
   if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
 #endif

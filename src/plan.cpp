@@ -292,14 +292,23 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
 
   // The query projection (general, additive) in the kernel: each workgroup projects its row's
   // q' = W_q q (+ b) into shared memory before scoring (workgroups of a split row each repeat
-  // it), saving the projection's dispatch. It needs the shared array and its loop,
-  // ceil(Hk / WG) x (1 + Hq/4 or Hq) iterations per invocation, at most half the loop budget
-  // (the positions get the rest).
+  // it), saving the projection's dispatch. It needs the shared array and its loop, at most half
+  // the loop budget (the positions get the rest): ceil(Hk / WG) x (1 + Hq/4 or Hq) iterations
+  // per invocation with an invocation per output, or, where QPL splits the query's vec4s over
+  // a subgroup's lanes (CPU drivers: on lavapipe each output's lanes then read one run of
+  // W_q's row instead of the query from shared memory, a per-lane loop there),
+  // ceil(Hk / subgroups) x QPL.
   p.query = query_projection(dev, d, options);
   kernels::AttentionFused::Constants folded = p.constants;
   folded.QP = round_up(std::max<std::uint64_t>(d.Hk, d.Hq), 4);
+  // (The fewest lanes a subgroup may have: the smallest subgroup, or a smaller workgroup.)
+  if (cpu && sg && d.Hq % 4 == 0) {
+    folded.QPL = ceil_div(d.Hq / 4, std::clamp<std::uint32_t>(min_lanes(dev), 1, wg));
+  }
+  const std::uint32_t subgroups = std::max<std::uint32_t>(1, wg / max_lanes(dev));  // the fewest
   const std::uint64_t q_loop =
-      std::uint64_t(ceil_div(d.Hk, wg)) * (1 + (d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq));
+      folded.QPL > 0 ? std::uint64_t(ceil_div(d.Hk, subgroups)) * folded.QPL + folded.QPL
+                     : std::uint64_t(ceil_div(d.Hk, wg)) * (1 + (d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq));
   bool fold = p.query.used && q_loop <= kLoopBudget / 2 &&
               shared_bytes<kernels::AttentionFused>(folded, p.variant) <= dev.max_shared_memory;
 

@@ -287,10 +287,16 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
             EXPECT_FALSE(p.merge);
           }
           // The query projected in the kernel into a shared array that holds it (and the raw
-          // query), its loop (ceil(Hk / WG) x Hq/4 or Hq) within half the loop budget; W_q read
-          // as texels only within the texel limit; where a row has several
-          // workgroups, each one's repeat of it is a small share of its own keys and values.
+          // query), its loop within half the loop budget: ceil(Hk / WG) x Hq/4 or Hq with an
+          // invocation per output, or with QPL (CPU drivers' subgroup builds, vec4 queries) a
+          // subgroup per output whose fewest lanes (the smallest subgroup, or a smaller
+          // workgroup) hold every vec4 of the query, QPL each; W_q read as texels only within
+          // the texel limit; where a row has several workgroups, each one's repeat of it is a
+          // small share of its own keys and values.
           const bool in_kernel = p.constants.QP > 0;
+          if (!in_kernel) {
+            EXPECT_EQ(p.constants.QPL, 0u);
+          }
           if (in_kernel) {
             EXPECT_TRUE(attention_detail::projects_query(d.config.score));
             EXPECT_GE(p.constants.QP, d.Hk);
@@ -298,8 +304,18 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
             if (p.constants.TEXEL) {
               EXPECT_TRUE(plan::texel_loads(dev, std::uint64_t(d.Hk) * d.Hq * 4)) << "W_q read as texels";
             }
-            const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
-            EXPECT_LE((d.Hk + p.constants.local_size_x - 1) / p.constants.local_size_x * (1 + q_units), plan::kLoopBudget / 2);
+            const std::uint64_t wg = p.constants.local_size_x;
+            const bool split_query = plan::is_cpu(dev) && p.variant.subgroup && d.Hq % 4 == 0;
+            EXPECT_EQ(p.constants.QPL > 0, split_query);
+            if (split_query) {
+              const std::uint64_t lanes = std::clamp<std::uint64_t>(plan::min_lanes(dev), 1, wg);
+              EXPECT_GE(p.constants.QPL * lanes, d.Hq / 4) << "every vec4 of the query has a lane";
+              const std::uint64_t subgroups = std::max<std::uint64_t>(1, wg / plan::max_lanes(dev));
+              EXPECT_LE((d.Hk + subgroups - 1) / subgroups * p.constants.QPL + p.constants.QPL, plan::kLoopBudget / 2);
+            } else {
+              const std::uint64_t q_units = d.Hq % 4 == 0 ? d.Hq / 4 : d.Hq;
+              EXPECT_LE((d.Hk + wg - 1) / wg * (1 + q_units), plan::kLoopBudget / 2);
+            }
             if (p.splits * p.column_tiles > 1) {
               EXPECT_LE(std::uint64_t(d.Hk) * d.Hq * plan::kFoldedRepeatShare,
                         std::uint64_t(p.chunk) * (d.dk + std::min(p.column_tile, d.dv)));

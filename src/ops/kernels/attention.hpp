@@ -110,10 +110,13 @@ struct AttentionFused {
     std::uint32_t QP = 0;
     bool TEXEL = false;  // keys / values through kt / vt, texel views of the same tensors
     std::uint32_t MERGE = 0;  // > 0: the row's last workgroup merges its splits (<= MERGE)
+    // > 0 (QP > 0, subgroup variant): a subgroup per projected output, its lanes splitting the
+    // raw query's vec4s, at most QPL each.
+    std::uint32_t QPL = 0;
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
-                  (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12),
+                  (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12), (QPL, 13),
                   (ONE_SUBGROUP, 15))
   // arrivals: u32 [rows], zero between dispatches (MERGE: each split workgroup counts itself in,
   // the last resets it).
