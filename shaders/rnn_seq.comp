@@ -28,6 +28,10 @@ layout(constant_id = 9) const bool TEXEL = false;
 layout(constant_id = 10) const bool WIDE = false;
 // W_hh in blocks of PACK_UNITS hidden units (rnn_dots.glsl's w_walk); 0: row-major.
 layout(constant_id = 11) const uint PACK_UNITS = 0;
+#if USE_SHUFFLE
+// Lanes sharing h's loads (rnn_dots.glsl: along K with BB = 1, else over the batch slots).
+layout(constant_id = 12) const uint V_LANES = 8;
+#endif
 const uint G = GATES_OF(CELL);
 const uint THREADS = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
 
@@ -110,7 +114,8 @@ void main() {
   for (uint s = p.s; s < s_live; ++s) {
     const uint cur = ((s - p.s) & 1) * BB * HOP;
     const uint nxt = BB * HOP - cur;
-    for (uint j0 = COOP_ID * UPI; j0 < p.H; j0 += COOP_COUNT * UPI) {
+    // With LANES_SHARE_LOADS every lane of a subgroup runs every round (units past H clamped).
+    for (uint j0 = COOP_ID * UPI; (LANES_SHARE_LOADS ? j0 - COOP_ID * UPI : j0) < p.H; j0 += COOP_COUNT * UPI) {
       // Units past H are clamped (computed twice, never stored).
       uint wrow[UPI][4];
       for (uint ui = 0; ui < UPI; ++ui)
@@ -120,7 +125,7 @@ void main() {
         for (uint g = 0; g < 4; ++g)
           for (uint b = 0; b < BB; ++b) acc[ui][g][b] = 0.0;
       // HOP / 4 vec4s of K: with WIDE whole units (the rows' padding is zero, and so is h's).
-#define H_SHARED(b, k4) hsh4[(cur + (b) * HOP) / 4 + (k4)]
+#define H_SHARED(b, k4) hsh4[(cur + min(b, BB - 1) * HOP) / 4 + (k4)]
       ACCUMULATE_DOTS(acc, HOP / 4, WIDE, load_wq, load_w, H_SHARED, w_walk)
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) {

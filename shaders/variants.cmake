@@ -2,7 +2,7 @@
 # <name>[_shuffle][_f16][_nosubgroup][_inplace]):
 #   shuffle   USE_SHUFFLE=1   subgroup shuffles share loads (self-attention K/V, the GEMV's and
 #                             gemv_argmax's X,
-#                             the recurrent step's h and x)
+#                             the recurrent step's h and x, the fused layer's h)
 #   fp16      FP16_STORAGE=1  float16 storage of the big tensors, fp32 arithmetic
 #   subgroup  USE_SUBGROUP=0  a build for devices without subgroup arithmetic
 #   in_place  IN_PLACE=1      the output overwrites the first input
@@ -24,7 +24,7 @@ set(VKRNN_SHADER_AXES_logits_processor subgroup)
 set(VKRNN_SHADER_AXES_positional_encoding in_place)
 set(VKRNN_SHADER_AXES_residual_add in_place)
 set(VKRNN_SHADER_AXES_rnn_proj fp16 subgroup)
-set(VKRNN_SHADER_AXES_rnn_seq fp16 subgroup)
+set(VKRNN_SHADER_AXES_rnn_seq shuffle fp16 subgroup)
 set(VKRNN_SHADER_AXES_rnn_step shuffle fp16 subgroup)
 set(VKRNN_SHADER_AXES_self_attention shuffle fp16)
 set(VKRNN_SHADER_AXES_self_attention_weights fp16)

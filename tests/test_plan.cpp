@@ -722,7 +722,7 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
 // --- recurrent layers ----------------------------------------------------------------------
 
 TEST(Plan, RnnRespectsEveryProfile) {
-  int shuffled = 0, filled = 0;
+  int shuffled = 0, filled = 0, fused_shuffled = 0;
   const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
                                    {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
                                    {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0},
@@ -766,6 +766,15 @@ TEST(Plan, RnnRespectsEveryProfile) {
         const auto& f = p.fused;
         if (f.constants.BB > 0) {
           EXPECT_LE(kernels::shared_bytes<kernels::RnnSeq>(f.constants, f.variant), dev.max_shared_memory);
+          // One row per workgroup: h shared along K by shuffles, where the subgroup size is fixed
+          // and a multiple of 4 (a group of its vec4s holds whole int8 units).
+          const std::uint32_t f_lanes = plan::shuffle_lanes(dev, f.constants.local_size_x);
+          EXPECT_EQ(f.variant.shuffle,
+                    !f.variant.subgroup && f.constants.BB == 1 && f_lanes > 0 && f_lanes % 4 == 0);
+          if (f.variant.shuffle) {
+            EXPECT_EQ(f.constants.V_LANES, f_lanes);
+            ++fused_shuffled;
+          }
           check_workgroup(dev, f.constants.local_size_x, 1, 1, what + " fused");
           if (f.run > 0) {
             EXPECT_LE(plan::fused_loops(dev, f, layer, f.run), plan::kLoopBudget);
@@ -843,6 +852,7 @@ TEST(Plan, RnnRespectsEveryProfile) {
     }
   });
   EXPECT_GT(shuffled, 0);  // the lavapipe profiles take it at B > 1
+  EXPECT_GT(fused_shuffled, 0);  // ... and the fused layer at B = 1
   EXPECT_GT(filled, 0);
 }
 

@@ -599,6 +599,11 @@ void check_fused_runs(WS storage, std::uint32_t seed) {
         run_case(k, seed++);
         k.device_lengths_only = true, k.initial = false, k.B = 4, k.H = 16;  // fp16 / int8: WIDE rows
         run_case(k, seed++);
+        // One row per workgroup: on CPU drivers the lanes share h's loads along K (the _shuffle
+        // build): 11 vec4s of h (a partial group of the subgroup's), or 12 with WIDE fp16 /
+        // int8 rows (16-byte units split over groups); units past H in the last round.
+        k.B = 1, k.H = run == 2 ? 48 : 44, k.layers = 1;
+        run_case(k, seed++);
       }
     }
   }

@@ -44,7 +44,7 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
 // split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4, at) a
 // weight vec4, or where WIDE_ is set, LOAD_Q(at) 16 bytes of a row (WIDE_K4 vec4s of K each; no
 // vec4s are left over: plan::wide_rows); WALK(row, count) places a row's 16-byte units (w_walk).
-#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                \
+#define ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)           \
   uvec2 walk[UPI][4];                                                                      \
   for (uint ui = 0; ui < UPI; ++ui)                                                        \
     for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
@@ -75,5 +75,56 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
         }                                                                                  \
     }                                                                                      \
   }
+
+
+// BB = 1 in a _shuffle build: the one vector of a step of K is the same in every lane, so the
+// lanes share it along K instead: each loads one vec4 of every V_LANES (lane l: k4 = kg + l) and
+// the group's vec4s reach every lane by shuffle, one load per V_LANES vec4s of K instead of one
+// per vec4 (rnn_seq reads h from shared memory, which lavapipe loads lane by lane). V_LANES is
+// a multiple of WIDE_K4 (plan::rnn), so a group holds whole 16-byte weight units.
+#define ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
+  uvec2 walk[UPI][4];                                                                            \
+  for (uint ui = 0; ui < UPI; ++ui)                                                              \
+    for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
+  for (uint kg = 0; kg < (k4_count); kg += V_LANES) {                                            \
+    const vec4 own = LOAD_V(0, min(kg + gl_SubgroupInvocationID, (k4_count) - 1));               \
+    if (WIDE_) {                                                                                 \
+      for (uint kk = 0; kk < V_LANES / WIDE_K4; ++kk) {                                          \
+        const uint kw = kg / WIDE_K4 + kk;                                                       \
+        if (kw >= (k4_count) / WIDE_K4) break;                                                   \
+        uvec4 q[UPI][4];                                                                         \
+        for (uint ui = 0; ui < UPI; ++ui)                                                        \
+          for (uint g = 0; g < G; ++g) q[ui][g] = LOAD_Q(walk[ui][g].x + kw * walk[ui][g].y);     \
+        for (uint part = 0; part < WIDE_K4; ++part) {                                            \
+          const vec4 v = subgroupShuffle(own, kk * WIDE_K4 + part);                              \
+          for (uint ui = 0; ui < UPI; ++ui)                                                      \
+            for (uint g = 0; g < G; ++g) acc[ui][g][0] += dot(unpack_wide(q[ui][g], part, WEIGHT_I8), v); \
+        }                                                                                        \
+      }                                                                                          \
+    } else {                                                                                     \
+      for (uint kk = 0; kk < V_LANES; ++kk) {                                                    \
+        const uint k4 = kg + kk;                                                                 \
+        if (k4 >= (k4_count)) break;                                                             \
+        const vec4 v = subgroupShuffle(own, kk);                                                 \
+        for (uint ui = 0; ui < UPI; ++ui)                                                        \
+          for (uint g = 0; g < G; ++g)                                                           \
+            acc[ui][g][0] += dot(LOAD_W(wrow[ui][g], k4, walk[ui][g].x + k4 * walk[ui][g].y), v); \
+      }                                                                                          \
+    }                                                                                            \
+  }
+
+#if LANES_SHARE_LOADS
+#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                  \
+  if (BB == 1) {                                                                           \
+    ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)           \
+  } else {                                                                                 \
+    ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
+  }
+#else
+#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                  \
+  {                                                                                        \
+    ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
+  }
+#endif
 
 #endif  // VKRNN_RNN_DOTS_GLSL

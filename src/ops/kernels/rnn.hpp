@@ -75,7 +75,7 @@ struct RnnStep {
 
 // A run of steps in one dispatch, h in shared memory (HOP floats per row, ping-pong).
 struct RnnSeq {
-  VKRNN_KERNEL(rnn_seq, "rnn_seq", .fp16 = true, .subgroup = true)
+  VKRNN_KERNEL(rnn_seq, "rnn_seq", .shuffle = true, .fp16 = true, .subgroup = true)
   using Push = RnnCellPush;
   VKRNN_RNN_CELL_PUSH
   struct Constants {
@@ -87,9 +87,12 @@ struct RnnSeq {
     bool TEXEL = false;      // W_hh (fp32 or WIDE) through wt, a texel view of ws
     bool WIDE = false;       // fp16 / int8 W_hh rows of whole 16-byte units, read 16 bytes at a time
     std::uint32_t PACK_UNITS = 0;  // as RnnStep's
+    // The _shuffle build: the subgroup size (fixed), lanes that share h's loads (along K with
+    // BB = 1, rnn_dots.glsl).
+    std::uint32_t V_LANES = 8;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (BB, 4), (HOP, 5), (ALIGNED, 6), (UPI, 7),
-                  (WEIGHT_I8, 8), (TEXEL, 9), (WIDE, 10), (PACK_UNITS, 11))
+                  (WEIGHT_I8, 8), (TEXEL, 9), (WIDE, 10), (PACK_UNITS, 11), (V_LANES, 12))
   // RnnCellBindings, then with TEXEL ws again as a texel view (bound by kernels::dispatch).
   struct Bindings {
     Tensor xp, ws, b_hh, hs, hn, c0, cs, outs, lengths, wt;
