@@ -179,6 +179,8 @@ void main() {
 #if USE_SUBGROUP
   const uint sg_count = subgroupAdd(1u);  // dense lane count/rank: right for partial subgroups
   const uint sg_rank = subgroupExclusiveAdd(1u);
+#else
+  const uint sg_count = 1, sg_rank = 0;  // (only project_query takes them here: QPL = 0)
 #endif
   const uint WG = gl_WorkGroupSize.x;
   const uint P = WG * R;
@@ -211,11 +213,7 @@ void main() {
   }
 
   // (Uniform per workgroup: a split that starts beyond the row's length scores nothing.)
-#if USE_SUBGROUP
   if (QP > 0 && s_begin < s_end) project_query(b, sg_rank, sg_count);
-#else
-  if (QP > 0 && s_begin < s_end) project_query(b, 0, 1);
-#endif
 #if USE_SUBGROUP
   if (SG_CLUSTER != 0) load_query(qbase, p.dk, sg_rank, sg_count); else
 #endif

@@ -114,9 +114,11 @@ void main() {
   for (uint s = p.s; s < s_live; ++s) {
     const uint cur = ((s - p.s) & 1) * BB * HOP;
     const uint nxt = BB * HOP - cur;
-    // With LANES_SHARE_LOADS every lane of a subgroup runs every round (units past H clamped).
-    for (uint j0 = COOP_ID * UPI; (LANES_SHARE_LOADS ? j0 - COOP_ID * UPI : j0) < p.H; j0 += COOP_COUNT * UPI) {
-      // Units past H are clamped (computed twice, never stored).
+    for (uint r0 = 0; r0 < p.H; r0 += COOP_COUNT * UPI) {
+      const uint j0 = r0 + COOP_ID * UPI;
+      // With LANES_SHARE_LOADS every lane of a subgroup runs every round: units past H are
+      // clamped (computed twice, never stored).
+      if (!LANES_SHARE_LOADS && j0 >= p.H) break;  // coop-uniform
       uint wrow[UPI][4];
       for (uint ui = 0; ui < UPI; ++ui)
         for (uint g = 0; g < G; ++g) wrow[ui][g] = gate_base + g * p.H + min(j0 + ui, p.H - 1);

@@ -574,15 +574,16 @@ struct SeqLoops {
   std::uint64_t fixed;     // per dispatch: the lengths, loading h (and c), storing h
   std::uint64_t per_step;  // per step of the run: the recurrent product or the padding
 };
-SeqLoops seq_loops(const DeviceInfo& dev, const kernels::RnnSeq::Constants& c, bool subgroup,
-                   bool shuffle, std::uint64_t H, std::uint64_t HO) {
+SeqLoops seq_loops(const DeviceInfo& dev, const kernels::RnnSeq::Constants& c, const kernels::Variant& v,
+                   std::uint64_t H, std::uint64_t HO) {
+  const bool subgroup = v.subgroup;
   const std::uint64_t threads = c.local_size_x, bb = c.BB, upi = c.UPI, hop = c.HOP;
   // The fewest coops and lanes per coop the device may make.
   const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, threads / max_lanes(dev)) : threads;
   const std::uint64_t lanes = subgroup ? min_lanes(dev) : 1;
   const std::uint64_t units = share(H, coops * upi);  // j0 loop
   // k4 loop; shared along K (shuffle, BB = 1): its groups too
-  const std::uint64_t dots = share(hop / 4, lanes) + (shuffle && bb == 1 ? share(hop / 4, c.V_LANES) : 0);
+  const std::uint64_t dots = share(hop / 4, lanes) + (v.shuffle && bb == 1 ? share(hop / 4, c.V_LANES) : 0);
   const std::uint64_t step = 1 + units * (1 + dots + upi * (1 + bb));
   const std::uint64_t padding = share(bb * HO, threads);
   return {bb + share(bb * hop, threads) + units * upi * (1 + bb) + padding + 4,
@@ -705,7 +706,7 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   // 65535 iterations in all, so a layer runs as ceil(T / run) dispatches that keep each
   // invocation within kLoopBudget on every device (on GPUs this bounds a dispatch's time).
   if (f.constants.BB > 0) {
-    const SeqLoops c = seq_loops(dev, f.constants, sub, f.variant.shuffle, H, HO);
+    const SeqLoops c = seq_loops(dev, f.constants, f.variant, H, HO);
     f.run = c.fixed >= kLoopBudget ? 0 : (kLoopBudget - c.fixed) / c.per_step;
     if (forced.run) f.run = std::min(f.run, forced.run);
   }
@@ -744,8 +745,7 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
 
 std::uint64_t fused_loops(const DeviceInfo& dev, const RnnFused& fused, const RnnLayer& layer,
                           std::uint64_t steps) {
-  const SeqLoops c = seq_loops(dev, fused.constants, fused.variant.subgroup, fused.variant.shuffle, layer.H,
-                               layer.P ? layer.P : layer.H);
+  const SeqLoops c = seq_loops(dev, fused.constants, fused.variant, layer.H, layer.P ? layer.P : layer.H);
   return c.fixed + steps * c.per_step;
 }
 

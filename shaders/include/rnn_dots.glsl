@@ -40,14 +40,9 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
 #define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
 #endif
 
-// acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K
-// split over the coop's lanes. LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4, at) a
-// weight vec4, or where WIDE_ is set, LOAD_Q(at) 16 bytes of a row (WIDE_K4 vec4s of K each; no
-// vec4s are left over: plan::wide_rows); WALK(row, count) places a row's 16-byte units (w_walk).
-#define ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)           \
-  uvec2 walk[UPI][4];                                                                      \
-  for (uint ui = 0; ui < UPI; ++ui)                                                        \
-    for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
+// The products of ACCUMULATE_DOTS (below) over k4_count vec4s of K split over the coop's lanes,
+// each loaded vector serving the BB batch slots.
+#define ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                 \
   if (WIDE_) {                                                                             \
     const uint q_count = (k4_count) / WIDE_K4;                                             \
     for (uint kw = LANE; kw < q_count; kw += LANES) {                                      \
@@ -76,16 +71,12 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
     }                                                                                      \
   }
 
-
 // BB = 1 in a _shuffle build: the one vector of a step of K is the same in every lane, so the
 // lanes share it along K instead: each loads one vec4 of every V_LANES (lane l: k4 = kg + l) and
 // the group's vec4s reach every lane by shuffle, one load per V_LANES vec4s of K instead of one
 // per vec4 (rnn_seq reads h from shared memory, which lavapipe loads lane by lane). V_LANES is
 // a multiple of WIDE_K4 (plan::rnn), so a group holds whole 16-byte weight units.
-#define ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
-  uvec2 walk[UPI][4];                                                                            \
-  for (uint ui = 0; ui < UPI; ++ui)                                                              \
-    for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
+#define ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                     \
   for (uint kg = 0; kg < (k4_count); kg += V_LANES) {                                            \
     const vec4 own = LOAD_V(0, min(kg + gl_SubgroupInvocationID, (k4_count) - 1));               \
     if (WIDE_) {                                                                                 \
@@ -113,18 +104,27 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
     }                                                                                            \
   }
 
+// acc[ui][g][b] += (weight row wrow[ui][g]) . (vector of batch slot b), over k4_count vec4s of K.
+// LOAD_V(b, k4) loads a vector's vec4; LOAD_W(row, k4, at) a weight vec4, or where WIDE_ is set,
+// LOAD_Q(at) 16 bytes of a row (WIDE_K4 vec4s of K each; no vec4s are left over:
+// plan::wide_rows); WALK(row, count) places a row's 16-byte units (w_walk), once for both forms.
 #if LANES_SHARE_LOADS
-#define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                  \
+#define ACCUMULATE_DOTS_PRODUCTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)               \
   if (BB == 1) {                                                                           \
-    ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)           \
+    ACCUMULATE_DOTS_K_SHARED(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                 \
   } else {                                                                                 \
-    ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
+    ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                     \
   }
 #else
+#define ACCUMULATE_DOTS_PRODUCTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V) \
+  ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)
+#endif
 #define ACCUMULATE_DOTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)                  \
   {                                                                                        \
-    ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V, WALK)               \
+    uvec2 walk[UPI][4];                                                                    \
+    for (uint ui = 0; ui < UPI; ++ui)                                                      \
+      for (uint g = 0; g < G; ++g) walk[ui][g] = WALK(wrow[ui][g], WIDE_ ? (k4_count) / WIDE_K4 : (k4_count)); \
+    ACCUMULATE_DOTS_PRODUCTS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                 \
   }
-#endif
 
 #endif  // VKRNN_RNN_DOTS_GLSL
