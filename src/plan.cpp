@@ -553,6 +553,12 @@ constexpr std::uint64_t kFusedMacsCpu = 1u << 18;
 // fp16 / int8 W_hh read 16 bytes at a time through the view (WIDE): the same encoder's
 // recurrent kernels 9.4 / 9.2 -> 7.8 / 8.5 ms (fp16) and 7.2 / 7.4 -> 6.1 / 6.0 ms (int8).
 constexpr std::uint64_t kFusedFillFactor = 4;
+// The _shuffle build (one row per workgroup, h shared along K) halved rnn_seq's time at B = 1,
+// so there the fused path takes the same sizes on one thread: lavapipe (interleaved, 2 rounds,
+// W2 rows at B = 1, T = 64, one direction; wall ms, fused against per step) RNN H = 512 6.9 /
+// 7.4 against 11.8 / 11.5, GRU H = 256 5.4 / 5.1 against 10.1 / 9.6, LSTM H = 256 7.3 / 7.3
+// against 11.0 / 11.2 (fp16 and int8 alike); GRU H = 512 (786,432 weights) ties in wall time
+// (15.8 / 16.4 against 17.2 / 16.3) and loses in GPU time, fp16 and int8 in both.
 // GPUs: not measured here. Estimated from a ~5-10 us dispatch + barrier against one compute
 // unit re-reading W_hh (<= 256 KiB) from cache each step.
 constexpr std::uint64_t kFusedWeightsGpu = 1u << 16;
@@ -730,13 +736,13 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
     const bool small = cpu ? (weights <= kFusedWeightsCpu && macs <= kFusedMacsCpu)
                            : (weights <= kFusedWeightsGpu && macs <= kFusedMacsGpu);
     // CPU drivers, W_hh read as texels (fp32, or fp16 / int8 WIDE): where the fused path's
-    // workgroups (directions x blocks of rows) occupy every thread of the driver, it takes W_hh
-    // of up to kFusedFillFactor times that size, one row's worth of multiply-adds (B = 1
-    // measured).
+    // workgroups (directions x blocks of rows) occupy every thread of the driver, or each shares
+    // h along K (the _shuffle build), it takes W_hh of up to kFusedFillFactor times that size,
+    // one row's worth of multiply-adds (B = 1 measured).
     const std::uint64_t groups = layer.D * ceil_div(B, f.constants.BB);
     const std::uint64_t fill_limit = kFusedFillFactor * kFusedWeightsCpu;
-    const bool fills = cpu && f.constants.TEXEL && dev.cpu_threads > 0 && groups >= dev.cpu_threads &&
-                       weights <= fill_limit && macs <= fill_limit;
+    const bool fills = cpu && f.constants.TEXEL && weights <= fill_limit && macs <= fill_limit &&
+                       ((dev.cpu_threads > 0 && groups >= dev.cpu_threads) || f.variant.shuffle);
     r.path = small || fills ? RnnPath::fused : RnnPath::per_step;
   }
   if (r.path == RnnPath::fused) add_kernel<kernels::RnnSeq>(r.needs, f.constants, f.variant);

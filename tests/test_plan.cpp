@@ -722,7 +722,7 @@ TEST(Plan, LongRowsStayWithinTheLoopBudget) {
 // --- recurrent layers ----------------------------------------------------------------------
 
 TEST(Plan, RnnRespectsEveryProfile) {
-  int shuffled = 0, filled = 0, fused_shuffled = 0;
+  int shuffled = 0, filled = 0, fused_shuffled = 0, shared_k_fused = 0;
   const plan::RnnLayer layers[] = {{CellType::gru, 1, 0},      {CellType::gru, 64, 0},
                                    {CellType::rnn_tanh, 7, 0}, {CellType::lstm, 300, 100},
                                    {CellType::gru, 1024, 0},   {CellType::lstm, 4000, 0},
@@ -817,12 +817,19 @@ TEST(Plan, RnnRespectsEveryProfile) {
           EXPECT_EQ(plan::input_pack_units(plan::rnn(dev, layer, row_major, B), storage, in), 0u);
         }
         // A bidirectional GRU of H = 256 at B = 1 on 2 driver threads: its two fused workgroups
-        // fill them, so it runs fused (W_hh as texels, fp16 too); one direction, or 16 rows, per step.
+        // fill them, so it runs fused (W_hh as texels, fp16 too); one direction at B = 1 too
+        // where the fused kernel shares h along K (the _shuffle build); 16 rows per step.
         if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 256 && o.workgroup_size == 0 &&
             !o.force_shared_memory_reduction && o.tile == 0) {
-          const bool expect_fused = layer.D == 2 && B == 1;
+          const bool expect_fused = B == 1 && (layer.D == 2 || f.variant.shuffle);
           EXPECT_EQ(p.path == RnnPath::fused, expect_fused);
-          filled += expect_fused;
+          filled += layer.D == 2 && expect_fused;
+          shared_k_fused += layer.D == 1 && expect_fused;
+        }
+        // Big layers (GRU H = 1024: 3 M weights) run per step at B = 1 on CPU drivers, the
+        // _shuffle build or not.
+        if (dev.type == DeviceType::cpu && layer.cell == CellType::gru && layer.H == 1024 && B == 1) {
+          EXPECT_EQ(p.path, RnnPath::per_step);
         }
         if (p.path == RnnPath::fused) {
           EXPECT_EQ(layer.P, 0u) << "projections never run fused";
@@ -854,6 +861,7 @@ TEST(Plan, RnnRespectsEveryProfile) {
   EXPECT_GT(shuffled, 0);  // the lavapipe profiles take it at B > 1
   EXPECT_GT(fused_shuffled, 0);  // ... and the fused layer at B = 1
   EXPECT_GT(filled, 0);
+  EXPECT_GT(shared_k_fused, 0);
 }
 
 // A plan is a pure function: the same inputs give the same kernels.

@@ -488,15 +488,16 @@ TEST(Rnn, AutomaticChoices) {
   EXPECT_EQ(Rnn(ctx, c).path_for(1), RnnPath::per_step);  // projections never run fused
   if (ctx.device().type == DeviceType::cpu) {
     EXPECT_EQ(Rnn(ctx, c).step_kernel(), RnnStepKernel::invocation_dot);
-    // W3's encoder, a bidirectional GRU of H = 256: fused at B = 1 where its two workgroups
-    // fill the driver's threads (plan::rnn, fp32 W_hh as texels), else per step; one
-    // direction or 16 rows per step.
+    // W3's encoder, a bidirectional GRU of H = 256: fused at B = 1 (its two workgroups fill
+    // lavapipe's threads here, and each shares h along K by subgroup shuffles: plan::rnn), one
+    // direction too (the shuffles); 16 rows per step.
     RnnConfig e;
     e.cell = CellType::gru, e.input_size = 256, e.hidden_size = 256, e.bidirectional = true;
-    EXPECT_EQ(Rnn(ctx, e).path_for(1), ctx.device().cpu_threads <= 2 ? RnnPath::fused : RnnPath::per_step);
+    EXPECT_EQ(Rnn(ctx, e).path_for(1), RnnPath::fused);
     EXPECT_EQ(Rnn(ctx, e).path_for(16), RnnPath::per_step);
     e.bidirectional = false;
-    EXPECT_EQ(Rnn(ctx, e).path_for(1), RnnPath::per_step);
+    EXPECT_EQ(Rnn(ctx, e).path_for(1), RnnPath::fused);
+    EXPECT_EQ(Rnn(ctx, e).path_for(16), RnnPath::per_step);
   }
   OpOptions o;
   o.force_shared_memory_reduction = true;
