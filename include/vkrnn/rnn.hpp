@@ -23,7 +23,8 @@
 // rows with h in shared memory; a layer takes one run unless T exceeds what one dispatch may
 // loop over, see steps_per_dispatch), chosen from the device's limits and the layer's size: on lavapipe
 // the fused path wins for small layers (H <= 64, or H = 128 at batch 1), where a dispatch
-// (~51 us) costs more than a step's arithmetic on one core.
+// (~30-50 us) costs more than a step's arithmetic on one core, and at batch 1 up to 262,144
+// W_hh weights (GRU H = 256, LSTM H = 256, RNN H = 512), where its lanes share h by shuffles.
 //
 // Precision: the weight matrices (weight_ih, weight_hh, weight_hr) are stored as
 // OpOptions::weight_storage says (automatic: float16 with fp16_storage, else f32); biases, h, c,
