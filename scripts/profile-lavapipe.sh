@@ -22,9 +22,15 @@ for tool in perf gdb objdump; do
   command -v "$tool" > /dev/null || { echo "profile-lavapipe: needs $tool (Debian: linux-perf gdb binutils)" >&2; exit 2; }
 done
 [ -x "$bench" ] || { echo "profile-lavapipe: no vkrnn-bench at $bench (build first, or set BENCH)" >&2; exit 2; }
+# The rows the filter names (a prefix names its fp16 / int8 rows too): the bench runs the
+# first for as long as it is sampled.
+rows="$("$bench" -f "$row" --list 2>&1)" || { echo "profile-lavapipe: $rows" >&2; exit 2; }
+[ -n "$rows" ] || { echo "profile-lavapipe: no vkrnn-bench row matches '$row' (see vkrnn-bench --list)" >&2; exit 2; }
+first="$(printf '%s\n' "$rows" | head -n 1)"
+[ "$first" = "$rows" ] || echo "profile-lavapipe: '$row' names $(printf '%s\n' "$rows" | wc -l) rows; profiling the first, $first" >&2
 mkdir -p "$out"
 
-"$bench" -f "$row" --no-ceilings -r 1000000 -w 2 > "$out/bench.log" 2>&1 &
+"$bench" -f "$first" --no-ceilings -r 1000000 -w 2 > "$out/bench.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2> /dev/null || true' EXIT
 sleep "${WARM:-10}"
@@ -47,7 +53,8 @@ for line in open(sys.argv[2]):
 PY
 )
 [ -n "${start:-}" ] || { echo "profile-lavapipe: $hot is in no mapping of the bench" >&2; exit 1; }
-gdb -p $pid -batch -ex "dump memory $out/jit.bin $start $end" > /dev/null 2>&1
+gdb -p $pid -batch -ex "dump memory $out/jit.bin $start $end" > "$out/gdb.log" 2>&1 || true
+[ -s "$out/jit.bin" ] || { echo "profile-lavapipe: gdb could not copy the code out of the bench (ptrace rights?):" >&2; cat "$out/gdb.log" >&2; exit 1; }
 kill $pid
 objdump -D -b binary -mi386:x86-64 --adjust-vma="$start" "$out/jit.bin" > "$out/jit.asm"
 
