@@ -41,37 +41,62 @@ std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
 
 }  // namespace
 
+namespace {
+
+struct CopyTensors {
+  Tensor src, dst, texel_dummy;
+  std::uint32_t vec4s = 0;
+};
+
+CopyTensors copy_tensors(Context& ctx) {
+  const std::size_t floats = kCopyBytes / sizeof(float);
+  return {ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src"),
+          ctx.tensor({floats}, DType::f32, "bench_copy.dst"),
+          // A 16-byte tensor on the texel binding where the storage loads run: any device can view it.
+          ctx.tensor({4}, DType::f32, "bench_copy.texel_dummy"),
+          static_cast<std::uint32_t>(floats / 4)};
+}
+
+Kernel copy_kernel(Context& ctx, std::uint32_t wg, std::uint32_t per, bool texel) {
+  return ctx.kernel({"bench_copy", {wg, 1, 1, per, texel ? 1u : 0u}, 3, sizeof(CopyPush)});
+}
+
+// One configuration's read + write GB/s (median), the copy checked: a broken shader cannot
+// pass as a fast one.
+double time_copy(Context& ctx, const CopyTensors& t, const Kernel& k, std::uint32_t per_group,
+                 bool texel, const TimingOptions& timing, const std::string& what) {
+  const Groups groups = fold((t.vec4s + per_group - 1) / per_group, ctx.device());
+  ctx.sequence().fill(t.dst, 0).eval();
+  const Samples s = run_timed(ctx, [&](Sequence& seq) {
+    seq.dispatch(k, {in(t.src), out(t.dst), in(texel ? t.src : t.texel_dummy)}, CopyPush{t.vec4s}, groups);
+  }, timing);
+  if (ctx.read<float>(t.src) != ctx.read<float>(t.dst)) {
+    throw Error(ErrorCode::state, fmt::format("vkrnn-bench: bench_copy ({}) produced a wrong copy", what));
+  }
+  const double us = median(timing.profile ? s.gpu_us : s.wall_us);
+  return 2.0 * double(kCopyBytes) / (us * 1e3);  // read + write bytes
+}
+
+std::string describe(std::uint32_t wg, std::uint32_t per, bool texel) {
+  return fmt::format("workgroup {}, {} vec4s, {}", wg, per, texel ? "texel" : "storage");
+}
+
+}  // namespace
+
 CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
   const DeviceInfo& dev = ctx.device();
   const bool gpu_time = dev.timestamps;
   TimingOptions timing{options.warmup, options.repetitions, gpu_time, "ceiling"};
-  const std::size_t floats = kCopyBytes / sizeof(float);
-  const std::uint32_t vec4s = static_cast<std::uint32_t>(floats / 4);
-  Tensor src = ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src");
-  Tensor dst = ctx.tensor({floats}, DType::f32, "bench_copy.dst");
-  // A 16-byte tensor on the texel binding where the storage loads run: any device can view it.
-  Tensor texel_dummy = ctx.tensor({4}, DType::f32, "bench_copy.texel_dummy");
-  const bool texel_possible = dev.uniform_texel_u32x4 && vec4s <= dev.max_texel_buffer_elements;
+  const CopyTensors t = copy_tensors(ctx);
+  const bool texel_possible = dev.uniform_texel_u32x4 && t.vec4s <= dev.max_texel_buffer_elements;
   double best_gbps = 0.0;
   nlohmann::ordered_json best_config;
   for (bool texel : {false, true}) {
     if (texel && !texel_possible) continue;
     for (std::uint32_t wg : workgroup_sizes(dev)) {
       for (std::uint32_t per : {1u, 4u}) {
-        Kernel k = ctx.kernel({"bench_copy", {wg, 1, 1, per, texel ? 1u : 0u}, 3, sizeof(CopyPush)});
-        const std::uint64_t per_group = std::uint64_t(wg) * per;
-        const Groups groups = fold((vec4s + per_group - 1) / per_group, dev);
-        ctx.sequence().fill(dst, 0).eval();  // each configuration's copy is checked below
-        const Samples s = run_timed(ctx, [&](Sequence& seq) {
-          seq.dispatch(k, {in(src), out(dst), in(texel ? src : texel_dummy)}, CopyPush{vec4s}, groups);
-        }, timing);
-        // Checks the copy really happened, so a broken shader cannot pass as a fast one.
-        if (ctx.read<float>(src) != ctx.read<float>(dst)) {
-          throw Error(ErrorCode::state, fmt::format("vkrnn-bench: bench_copy (workgroup {}, {} vec4s, {}) "
-                                                    "produced a wrong copy", wg, per, texel ? "texel" : "storage"));
-        }
-        const double us = median(gpu_time ? s.gpu_us : s.wall_us);
-        const double gbps = 2.0 * double(kCopyBytes) / (us * 1e3);  // read + write bytes
+        const double gbps = time_copy(ctx, t, copy_kernel(ctx, wg, per, texel), wg * per, texel,
+                                      timing, describe(wg, per, texel));
         if (gbps > best_gbps) {
           best_gbps = gbps;
           best_config = {{"workgroup_size", wg}, {"vec4_per_invocation", per},
@@ -81,6 +106,26 @@ CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
     }
   }
   return {best_gbps, best_config};
+}
+
+CopyProbe::CopyProbe(Context& ctx, const nlohmann::ordered_json& config) : ctx_(&ctx) {
+  const CopyTensors t = copy_tensors(ctx);
+  src_ = t.src;
+  dst_ = t.dst;
+  texel_dummy_ = t.texel_dummy;
+  vec4s_ = t.vec4s;
+  const auto wg = config.at("workgroup_size").get<std::uint32_t>();
+  const auto per = config.at("vec4_per_invocation").get<std::uint32_t>();
+  texel_ = config.value("reads", "storage") == "texel";
+  gpu_time_ = config.value("basis", "wall") == "gpu";
+  per_group_ = wg * per;
+  kernel_ = copy_kernel(ctx, wg, per, texel_);
+}
+
+double CopyProbe::gbps(int warmup, int repetitions) {
+  const TimingOptions timing{warmup, repetitions, gpu_time_, "copy probe"};
+  return time_copy(*ctx_, {src_, dst_, texel_dummy_, vec4s_}, kernel_, per_group_, texel_, timing,
+                   "the copy probe");
 }
 
 nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options) {

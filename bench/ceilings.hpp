@@ -20,6 +20,23 @@ struct CopyCeiling {
 };
 CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options);
 
+// The copy shader in one configuration (a CopyCeiling's), measured again and again during a
+// run: between rows, so each row's fractions can use the copy bandwidth of the moment it ran
+// (a shared VM's memory bandwidth, a laptop GPU's clocks, drift within minutes). Owns its two
+// 64 MiB tensors.
+class CopyProbe {
+ public:
+  CopyProbe(Context& ctx, const nlohmann::ordered_json& config);
+  double gbps(int warmup, int repetitions);  // read + write GB/s, on the config's time basis
+
+ private:
+  Context* ctx_;
+  Tensor src_, dst_, texel_dummy_;
+  Kernel kernel_;
+  std::uint32_t vec4s_ = 0, per_group_ = 1;
+  bool texel_ = false, gpu_time_ = false;
+};
+
 // The "ceilings" object of bench/schema.json. copy_shader_gbps is the best of a few workgroup
 // shapes (the chosen one is in "copy_shader_config").
 nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options);

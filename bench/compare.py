@@ -29,18 +29,21 @@ FAMILIES = {
     "W4": ("W4 — self-attention, d = 64", "ms, GFLOP/s (4·S²·d, causal counted as full)"),
     "K": ("K — single kernels of the W3 decode step (output GEMV, GRU step)",
           "µs per repetition (several dispatches, bench/SCHEMA.md), GB/s read + written, "
-          "% of the same run's copy shader"),
+          "% of the same run's copy shader (and of the copy shader measured beside the row)"),
 }
 
 
 def copy_percent(row):
     """The kernels' share of the copy shader's bandwidth: over GPU time where the row has it
-    (gpu_copy_fraction, the basis the copy ceiling is timed on), else over wall time."""
-    f = row.get("gpu_copy_fraction")
-    if f is not None:
-        return f" · {100 * f:.0f}% copy (GPU time)"
-    f = row.get("copy_fraction")
-    return f" · {100 * f:.0f}% copy" if f is not None else ""
+    (gpu_copy_fraction, the basis the copy ceiling is timed on), else over wall time; then,
+    where the row has it, the same against the copy shader measured beside the row (_near)."""
+    gpu = row.get("gpu_copy_fraction") is not None
+    f = row.get("gpu_copy_fraction" if gpu else "copy_fraction")
+    if f is None:
+        return ""
+    near = row.get("gpu_copy_fraction_near" if gpu else "copy_fraction_near")
+    beside = f", {100 * near:.0f}% beside" if near is not None else ""
+    return f" · {100 * f:.0f}% copy{beside}" + (" (GPU time)" if gpu else "")
 
 
 # ---------------------------------------------------------------------------------------------

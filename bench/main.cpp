@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,16 +106,52 @@ json nullable_rate(double work, double per, double scale) {
   return work / per * scale;
 }
 
-// copy_fraction and gpu_copy_fraction of a row against the ceilings' copy_shader_gbps.
+// copy_fraction and gpu_copy_fraction of a row against the ceilings' copy_shader_gbps, and,
+// where the row has copy_shader_gbps_near, the _near fractions against that.
 void set_copy_fractions(json& r, const json& ceilings) {
   const double copy = ceilings.is_object() && ceilings["copy_shader_gbps"].is_number()
                           ? ceilings["copy_shader_gbps"].get<double>() : 0.0;
-  auto fraction = [&](const char* rate) {
-    return r.contains(rate) && r[rate].is_number() && copy > 0.0 ? json(r[rate].get<double>() / copy) : json(nullptr);
+  auto fraction = [&](const char* rate, double basis) {
+    return r.contains(rate) && r[rate].is_number() && basis > 0.0 ? json(r[rate].get<double>() / basis) : json(nullptr);
   };
-  r["copy_fraction"] = fraction("gbps");
-  if (r.contains("gpu_gbps")) r["gpu_copy_fraction"] = fraction("gpu_gbps");
+  r["copy_fraction"] = fraction("gbps", copy);
+  if (r.contains("gpu_gbps")) r["gpu_copy_fraction"] = fraction("gpu_gbps", copy);
+  if (r.contains("copy_shader_gbps_near")) {
+    const double near = r["copy_shader_gbps_near"].get<double>();
+    r["copy_fraction_near"] = fraction("gbps", near);
+    if (r.contains("gpu_gbps")) r["gpu_copy_fraction_near"] = fraction("gpu_gbps", near);
+  }
 }
+
+// The copy shader beside the rows that have a byte count: measured just before and just after
+// each (one measurement serves as the after of a row and the before of the next), the larger
+// of the two is the row's copy_shader_gbps_near. A few repetitions of one configuration (the
+// ceiling's), ~70 ms on lavapipe.
+class NearCopy {
+ public:
+  explicit NearCopy(CopyProbe* probe) : probe_(probe) {}
+  void before_row(bool has_bytes) {
+    if (!probe_ || !has_bytes) {
+      last_ = 0.0;  // time passes: the next row measures its own before
+      return;
+    }
+    if (last_ <= 0.0) last_ = measure();
+  }
+  // After a row with bytes: its copy_shader_gbps_near, and the fractions against it.
+  void after_row(json& r, const json& ceilings) {
+    if (!probe_ || last_ <= 0.0) return;
+    const double before = last_;
+    last_ = measure();
+    r["copy_shader_gbps_near"] = std::max(before, last_);
+    set_copy_fractions(r, ceilings);
+  }
+  void skip() { last_ = 0.0; }
+
+ private:
+  double measure() { return probe_->gbps(1, 5); }
+  CopyProbe* probe_;
+  double last_ = 0.0;
+};
 
 // The copy shader measured again after the rows: the machine's speed can drift over a run
 // (lavapipe on a shared 2-core machine: 9.2 and 15.0 GB/s in two runs a day apart), so the
@@ -199,9 +236,9 @@ void print_ceilings(const json& c) {
 }
 
 void print_table_header() {
-  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>5}\n", "row",
+  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>5}\n", "row",
              "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%",
-             "gpu%", "disp");
+             "gpu%", "near%", "disp");
 }
 
 void print_row(const json& r) {
@@ -212,12 +249,15 @@ void print_row(const json& r) {
     return r.contains(key) && r[key].is_number() ? fmt::format("{:.0f}%", r[key].get<double>() * 100.0)
                                                  : std::string();
   };
-  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>5}\n",
+  // near%: against the copy shader measured beside the row, on the copy's time basis.
+  const std::string near = r.contains("gpu_copy_fraction_near") ? percent("gpu_copy_fraction_near")
+                                                                 : percent("copy_fraction_near");
+  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>5}\n",
              r["name"].get<std::string>(), wall["median"].get<double>(),
              fmt::format("[{:.1f} .. {:.1f}]", wall["min"].get<double>(), wall["max"].get<double>()),
              r["gpu_us"].is_null() ? "-" : fmt::format("{:.1f}", r["gpu_us"]["median"].get<double>()),
              fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
-             percent("copy_fraction"), percent("gpu_copy_fraction"), r["dispatches"].get<int>());
+             percent("copy_fraction"), percent("gpu_copy_fraction"), near, r["dispatches"].get<int>());
 }
 
 void print_kernels(const json& r) {
@@ -344,14 +384,18 @@ int run(int argc, char** argv) {
     json d = device_json(info, validation);
     print_header(d);
     const CeilingOptions ceiling_options{std::min(warmup, 2), std::max(repetitions, 5)};
+    std::optional<CopyProbe> probe;
     if (!no_ceilings) {
       d["ceilings"] = measure_ceilings(ctx, ceiling_options);
       print_ceilings(d["ceilings"]);
+      if (!rows.empty()) probe.emplace(ctx, d["ceilings"]["copy_shader_config"]);
     }
+    NearCopy near(probe ? &*probe : nullptr);
     if (!rows.empty()) print_table_header();
     for (const auto& w : rows) {
       const std::string name = w.name();
       try {
+        near.before_row(w.work.bytes_read + w.work.bytes_written > 0);
         const Prepared prepared = w.setup(ctx);
         TimingOptions timing{warmup, repetitions, info.timestamps, name};
         timing.max_seconds = max_seconds;
@@ -364,9 +408,11 @@ int run(int argc, char** argv) {
                      info.timestamp_period_ns);
         }
         d["rows"].push_back(row_json(w, s, d["ceilings"]));
+        near.after_row(d["rows"].back(), d["ceilings"]);
         print_row(d["rows"].back());
         if (kernels) print_kernels(d["rows"].back());
       } catch (const std::exception& e) {  // e.g. beyond this device's limits: say so, go on
+        near.skip();
         d["skipped"].push_back({{"name", name}, {"reason", e.what()}});
         fmt::print("   {:<40} skipped: {}\n", name, e.what());
       }

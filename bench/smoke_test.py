@@ -96,6 +96,10 @@ def test_vkrnn(args):
             if r["id"].startswith("K.") and (not r.get("bytes") or not r["copy_fraction"] or
                                              (d["timestamps"] and not r.get("gpu_copy_fraction"))):
                 fail(f"{r['name']}: bytes / copy_fraction / gpu_copy_fraction missing: {r}")
+            # Rows with bytes: the copy shader measured beside them, and the fractions against it.
+            if r.get("bytes") and (not r.get("copy_shader_gbps_near") or not r.get("copy_fraction_near") or
+                                   (d["timestamps"] and not r.get("gpu_copy_fraction_near"))):
+                fail(f"{r['name']}: copy_shader_gbps_near / copy_fraction_near / gpu_copy_fraction_near missing: {r}")
     # Bad input: clear errors, no JSON.
     for bad, why in ((["--repetitions", "0"], "--repetitions 0"),
                      (["--filter", "W9.nothing"], "a filter matching no row"),
@@ -167,7 +171,8 @@ def synthetic():
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="W4", name="W4/B=1,S=256,d=64,causal=true",
                           params={"B": 1, "S": 256, "d": 64, "causal": True}, gbps=None))
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="K.gemv", name="K.gemv/B=1,N=8000,K=1024",
-                          params={"B": 1, "N": 8000, "K": 1024}, gbps=4.0, copy_fraction=0.4, bytes=1e8))
+                          params={"B": 1, "N": 8000, "K": 1024}, gbps=4.0, copy_fraction=0.4, bytes=1e8,
+                          copy_shader_gbps_near=32.0, copy_fraction_near=0.125))
     d["skipped"].append({"name": "W1.dot/B=16,S=4096,H=512", "reason": "too big"})
     return base, other
 
@@ -204,6 +209,15 @@ def test_compare(args):
         with open(paths[-1], "w") as f:
             json.dump(doc, f)
         validate(paths[-1])
+    # A _near fraction that is not the rate over copy_shader_gbps_near is refused.
+    bad = copy.deepcopy(other)
+    bad["devices"][0]["rows"][-1]["copy_fraction_near"] = 0.5
+    bad_path = os.path.join(args.work_dir, "bad-near.json")
+    with open(bad_path, "w") as f:
+        json.dump(bad, f)
+    p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
+    if p.returncode == 0 or "copy_fraction_near" not in p.stdout + p.stderr:
+        fail("validate_results.py must refuse a copy_fraction_near that is not gbps / copy_shader_gbps_near", p)
     md, png = os.path.join(args.work_dir, "compare.md"), os.path.join(args.work_dir, "compare.png")
     p = run([PY, os.path.join(HERE, "compare.py"), *paths, "--baseline", "base cpu",
              "--markdown", md, "--png", png])
@@ -212,7 +226,7 @@ def test_compare(args):
     with open(md) as f:
         text = f.read()
     for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s | 25.0 µs · 2.64 GB/s · **4.00×** |",
-                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy", "| copy shader, GB/s (read + write) | 40.0 | 40.0 |"):
+                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy, 12% beside |", "| copy shader, GB/s (read + write) | 40.0 | 40.0 |"):
         if needle not in text:
             fail(f"compare.md lacks {needle!r}:\n{text}")
     w, h, raw = read_png(png)

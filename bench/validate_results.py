@@ -137,6 +137,16 @@ def semantic_errors(doc):
                     out.append(f"{at}.{key}: not min <= median <= max: {s}")
             if (row.get("gpu_gbps") is not None or row.get("gpu_copy_fraction") is not None) and not row.get("gpu_us"):
                 out.append(f"{at}: gpu_gbps / gpu_copy_fraction without gpu_us")
+            near = row.get("copy_shader_gbps_near")
+            if near is not None:
+                for frac, rate in (("copy_fraction_near", "gbps"), ("gpu_copy_fraction_near", "gpu_gbps")):
+                    if row.get(rate) is None:
+                        continue
+                    f = row.get(frac)
+                    if f is None or abs(f * near - row[rate]) > 1e-6 * max(1.0, row[rate]):
+                        out.append(f"{at}: {frac} {f} is not {rate} / copy_shader_gbps_near")
+            elif row.get("copy_fraction_near") is not None or row.get("gpu_copy_fraction_near") is not None:
+                out.append(f"{at}: _near fractions without copy_shader_gbps_near")
             if row["id"].startswith("K.") and row.get("gbps") is not None and "bytes" not in row:
                 out.append(f"{at}: K rows state the bytes behind gbps")
             if doc.get("tool") == "vkrnn-bench":
