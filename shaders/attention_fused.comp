@@ -49,6 +49,10 @@ layout(constant_id = 12) const uint MERGE = 0;   // > 0: merge split rows here, 
 // vec4s (at most QPL each, kept in registers) and reduce each output by subgroupAdd, instead of
 // one invocation per output reading all of the query from shared memory (project_query).
 layout(constant_id = 13) const uint QPL = 0;
+// The keys are the values (one tensor, Hk = H, dk = dv; CPU drivers, one subgroup per
+// workgroup, a subgroup per score, one column tile with VPT = KU): positions one at a time,
+// each key vec4 fetched once for its score and its context term (docs/kernels.md).
+layout(constant_id = 16) const bool STREAM = false;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -221,6 +225,39 @@ void main() {
 
   float m = NEG_INF;     // running max (the same in every invocation)
   float l_part = 0.0;    // this invocation's share of the running sum
+#if USE_SUBGROUP
+  if (STREAM) {
+    // Unit t of this lane is key unit sg_rank + t * sg_count = value unit lane + t * WG (one
+    // subgroup holds the workgroup). The context and the sum rescale at every position, with
+    // no branch: lavapipe runs a branch's body whatever the condition, under a mask (measured:
+    // the branch-free loop was the faster).
+    const uint n4 = p.dk / 4;
+    for (uint s = s_begin; s < s_end; ++s) {
+      const uint kb4 = ((b * p.S + s) * p.Hk + h * p.dk) / 4;
+      vec4 kv[KU];
+      float part = 0.0;
+      for (uint k = 0; k < KU; ++k) {
+        const uint j = sg_rank + k * sg_count;
+        kv[k] = j < n4 ? KEY4(kb4 + j) : vec4(0.0);
+        part += dot(kv[k], q_reg[k]);
+      }
+      const float e = finish_score(subgroupAdd(part), p.scale);
+      // Position s counts in lane s mod WG (its raw score, its share of the sum), as in the
+      // blocks below: each lane sums a WG-th of the terms, and the weights' normalisation
+      // reads back what the same invocation wrote.
+      const bool mine = s % WG == lane;
+      if (write_raw && mine) raw[r * p.S + s] = e;
+      const float m_new = max(m, e);
+      const float alpha = exp(m - m_new);
+      for (uint k = 0; k < VPT; ++k) acc4[k] *= alpha;
+      l_part *= alpha;
+      m = m_new;
+      const float w = exp(e - m);
+      if (mine) l_part += w;
+      for (uint k = 0; k < VPT; ++k) acc4[k] += w * kv[k];
+    }
+  } else
+#endif
   for (uint blk = s_begin; blk < s_end; blk += P) {
     const uint n = min(P, s_end - blk);
     // 1. scores of the block

@@ -360,6 +360,18 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
               shared_bytes<kernels::AttentionFused>(merged, p.variant) <= dev.max_shared_memory;
     if (p.merge) p.constants = merged;
   }
+  // Keys that are the values (Luong dot / general over encoder outputs): on CPU drivers a
+  // position at a time, each lane's key vec4s serving its score and then its context terms,
+  // fetched once (docs/kernels.md). Needs the lane's key units to be its value units: one
+  // subgroup per workgroup, a subgroup per score, one column tile with VPT = KU, and the
+  // query's units in registers (attention_score.glsl's QREG_MAX).
+  p.stream = cpu && sg && one && sc.per_subgroup && sc.mode == 0 && p.constants.TEXEL &&
+             d.Hk == d.H && d.dk == d.dv && nht == 1 && vpt == sc.key_loop && sc.key_loop <= 64;
+  if (p.stream) {
+    kernels::AttentionFused::Constants streamed = p.constants;
+    streamed.STREAM = true;
+    add_kernel<kernels::AttentionFused>(p.needs, streamed, p.variant);
+  }
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.
   const std::uint32_t max_split = std::max(kMaxTargetChunks, round_up(p.splits, 64));

@@ -26,6 +26,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -1026,6 +1027,45 @@ TEST(Attention, SplitRowsMergedInKernelAndByCombine) {
 
 // ---------------------------------------------------------------------------------------------
 // Determinism: same input, bit-identical output, run after run (split rows, several tiles).
+
+// Keys that are the values (Luong dot / general, scaled-dot self-attention over one memory): on
+// CPU drivers the fused kernel streams them a position at a time, each key vec4 fetched once
+// for its score and its context term. The same data as two tensors takes the blocked path;
+// both match the reference, split rows (merged in the kernel) and ragged lengths included.
+TEST(Attention, KeysThatAreTheValuesStreamed) {
+  Context& ctx = context();
+  const bool cpu = ctx.device().type == DeviceType::cpu && ctx.device().subgroup_arithmetic;
+  std::uint32_t seed = 3100;
+  int streamed = 0;
+  for (auto [score, B, S, H, heads] : {std::tuple{Score::dot, 1, 4096, 256, 1},
+                                       std::tuple{Score::general, 3, 300, 64, 1},
+                                       std::tuple{Score::scaled_dot, 2, 1000, 128, 2},
+                                       std::tuple{Score::dot, 16, 7, 1024, 1},
+                                       std::tuple{Score::general, 5, 2500, 32, 1}}) {
+    Problem p = make_problem(score, B, S, H, ++seed);
+    p.heads = heads;
+    SCOPED_TRACE(p.describe());
+    const FusedAttention op(ctx, p.config());
+    streamed += op.plan().streams_shared_keys ? 1 : 0;
+    run_problem(p);  // keys and values one tensor, against the reference
+    if (HasFailure()) return;
+    const Data d = make_data(p);
+    const Inputs shared = upload(ctx, p, d);
+    Inputs apart = shared;
+    apart.keys = upload_storage(ctx, {p.batch, p.S, p.Hk()}, d.keys, false, "keys (a copy)");
+    const Outputs one = run_fused(ctx, p, d, shared, {});
+    const Outputs two = run_fused(ctx, p, d, apart, {});
+    const auto wide = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    EXPECT_TRUE(all_close(one.context, wide(two.context), 1e-5, 1e-6)) << "context, one tensor against two";
+    EXPECT_TRUE(all_close(one.weights, wide(two.weights), 1e-5, 1e-7)) << "weights, one tensor against two";
+  }
+  if (cpu) {
+    // All five with 8 or 16 lanes; with 4, H = 1024 needs two column tiles and is blocked.
+    EXPECT_GE(streamed, 4) << "CPU drivers with subgroups stream shared keys";
+  } else {
+    EXPECT_EQ(streamed, 0) << "GPUs keep the blocked path";
+  }
+}
 
 TEST(Attention, DeterministicRunToRun) {
   Context& ctx = context();

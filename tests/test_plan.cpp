@@ -230,7 +230,7 @@ void check_query(const DeviceInfo& dev, const OpOptions& o, const plan::QueryPro
 }
 
 TEST(Plan, DecoderAttentionRespectsEveryProfile) {
-  int plans = 0, merged_plans = 0, combined_plans = 0;
+  int plans = 0, merged_plans = 0, combined_plans = 0, stream_plans = 0;
   for (const auto& dev : profiles()) {
     for (const auto& c : attention_cases()) {
       const auto d = dims(c);
@@ -324,6 +324,22 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
                      std::uint64_t(d.Hk) * d.Hq <= 4096) {
             ADD_FAILURE() << "a small projection of an unsplit row was not folded";
           }
+          // Keys that are the values streamed a position at a time: only where a lane's key
+          // units are its value units (one subgroup, a subgroup per score, one column tile of
+          // VPT = KU units, the query's units in registers) on CPU drivers, dot-like scores.
+          if (p.stream) {
+            const auto& k = p.constants;
+            EXPECT_TRUE(plan::is_cpu(dev) && p.variant.subgroup && k.ONE_SUBGROUP && k.SG_CLUSTER);
+            EXPECT_TRUE(k.TEXEL && k.KVEC4 && k.VVEC4 && k.SCORE_MODE == 0);
+            EXPECT_TRUE(d.Hk == d.H && d.dk == d.dv && p.column_tiles == 1);
+            EXPECT_EQ(k.VPT, k.KU);
+            EXPECT_LE(k.KU, 64u);
+            EXPECT_FALSE(k.STREAM) << "the plain kernel stays the plain one";
+            auto streamed = k;
+            streamed.STREAM = true;
+            built.push_back(build<kernels::AttentionFused>(dev, streamed, p.variant, what));
+            ++stream_plans;
+          }
           check_query(dev, o, p.query, d, what, built, in_kernel);
           check_score(dev, d, p.constants, what);
           EXPECT_GE(std::uint64_t(p.chunk) * p.splits, d.S);
@@ -348,6 +364,7 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
   EXPECT_GT(plans, 1000);
   EXPECT_GT(merged_plans, 0);    // split rows merged in the fused kernel ...
   EXPECT_GT(combined_plans, 0);  // ... and by the combine dispatch, both occur
+  EXPECT_GT(stream_plans, 0);
 }
 
 // A W3 decoder step's attention (additive, S = 32, 512-wide memory, 256-wide keys and query;
@@ -384,6 +401,11 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   EXPECT_EQ(c.constants.local_size_x, 8u);
   EXPECT_EQ(c.constants.R, 4u);
   EXPECT_GT(g.splits, c.splits);
+  // Keys that are the values (W1.dot's shape) streamed on lavapipe only; additive never.
+  const auto dot = dims({Score::dot, 1, 4096, 256, 0, 1});
+  EXPECT_TRUE(plan::fused_attention(cpu, dot, {}).stream);
+  EXPECT_FALSE(plan::fused_attention(gpu, dot, {}).stream);
+  EXPECT_FALSE(c.stream);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 1), plan::GemmPath::gemv);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 100), plan::GemmPath::tiled);
   EXPECT_EQ(plan::gemm_path(cpu, plan::gemm(cpu, {}), 100), plan::GemmPath::gemv_invocation);

@@ -112,6 +112,9 @@ struct AttentionPlan {
   std::uint32_t column_tile = 0;    // value columns per workgroup, in registers (context, fused)
   std::uint32_t column_tiles = 0;
   bool merge_in_kernel = false;     // fused, split rows: merged by each row's last workgroup
+  // fused: records whose keys are their values (one tensor) read each key vector once, a
+  // position at a time (CPU drivers, where a lane's key units are its value units)
+  bool streams_shared_keys = false;
 };
 
 namespace detail {
@@ -206,6 +209,8 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 // context) the row's last workgroup to finish merges, or, where that merge would be long, a
 // small combine dispatch; short sources take one workgroup per row. `weights` (optional; an
 // empty Tensor() skips them) receives the normalised attention weights.
+// On CPU drivers a record whose keys and values are one tensor (Luong dot / general over the
+// encoder outputs) reads each key vector once (plan().streams_shared_keys).
 // Dispatches per step: 1, +1 combine when split with a long merge. The query projection of general / additive
 // scores runs inside that dispatch (every workgroup of a row projects the query itself) where
 // it fits the device's shared memory and the loop budget and, for split rows, adds each
@@ -225,6 +230,7 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
 
  private:
   Kernel query_kernel_, combine_kernel_;
+  Kernel stream_kernel_;  // for keys that are the values, where the plan has one
   Tensor projected_query_, part_ml_, part_acc_;
   Tensor arrivals_;  // u32 per row, zero between dispatches: the in-kernel merge's counts
   std::shared_ptr<const Gemm> query_gemm_;  // instead of query_kernel_ (CPU drivers)

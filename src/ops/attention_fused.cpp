@@ -31,6 +31,12 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.merge_in_kernel = p.merge;
   combine_per_invocation_ = p.combine.E;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
+  plan_.streams_shared_keys = p.stream;
+  if (p.stream) {
+    K::Constants streamed = p.constants;
+    streamed.STREAM = true;
+    stream_kernel_ = kernels::make<K>(ctx, streamed, p.variant);
+  }
   if (plan_.tiles > 1) {
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");
@@ -113,13 +119,16 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
     b.part_acc = part_acc_;
     b.arrivals = arrivals_;
   }
+  // One tensor as keys and values: each key vec4 fetched once (plan::FusedAttention::stream).
+  const Kernel& kernel =
+      stream_kernel_.valid() && &keys.storage() == &values.storage() ? stream_kernel_ : kernel_;
   if (direct || plan_.merge_in_kernel) {
     b.weights = weights;
     b.context = context.tensor;
-    kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
+    kernels::dispatch<K>(seq, kernel, b, push, groups, null_);
     return;
   }
-  kernels::dispatch<K>(seq, kernel_, b, push, groups, null_);
+  kernels::dispatch<K>(seq, kernel, b, push, groups, null_);
   const std::uint32_t wg = plan_.workgroup_size;
   const Combine::Push cpush{
       .S = d.S, .H = static_cast<std::uint32_t>(ctx_ld), .dv = d.dv, .heads = d.heads, .rows = d.rows,
