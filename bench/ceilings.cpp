@@ -43,11 +43,6 @@ std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
 
 namespace {
 
-struct CopyTensors {
-  Tensor src, dst, texel_dummy;
-  std::uint32_t vec4s = 0;
-};
-
 CopyTensors copy_tensors(Context& ctx) {
   const std::size_t floats = kCopyBytes / sizeof(float);
   return {ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src"),
@@ -108,12 +103,8 @@ CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
   return {best_gbps, best_config};
 }
 
-CopyProbe::CopyProbe(Context& ctx, const nlohmann::ordered_json& config) : ctx_(&ctx) {
-  const CopyTensors t = copy_tensors(ctx);
-  src_ = t.src;
-  dst_ = t.dst;
-  texel_dummy_ = t.texel_dummy;
-  vec4s_ = t.vec4s;
+CopyProbe::CopyProbe(Context& ctx, const nlohmann::ordered_json& config)
+    : ctx_(&ctx), tensors_(copy_tensors(ctx)) {
   const auto wg = config.at("workgroup_size").get<std::uint32_t>();
   const auto per = config.at("vec4_per_invocation").get<std::uint32_t>();
   texel_ = config.value("reads", "storage") == "texel";
@@ -124,8 +115,7 @@ CopyProbe::CopyProbe(Context& ctx, const nlohmann::ordered_json& config) : ctx_(
 
 double CopyProbe::gbps(int warmup, int repetitions) {
   const TimingOptions timing{warmup, repetitions, gpu_time_, "copy probe"};
-  return time_copy(*ctx_, {src_, dst_, texel_dummy_, vec4s_}, kernel_, per_group_, texel_, timing,
-                   "the copy probe");
+  return time_copy(*ctx_, tensors_, kernel_, per_group_, texel_, timing, "the copy probe");
 }
 
 nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options) {

@@ -24,6 +24,13 @@ CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options);
 // run: between rows, so each row's fractions can use the copy bandwidth of the moment it ran
 // (a shared VM's memory bandwidth, a laptop GPU's clocks, drift within minutes). Owns its two
 // 64 MiB tensors.
+// The copy shader's 64 MiB source and destination, and the 16-byte tensor bound to the texel
+// binding where storage loads run.
+struct CopyTensors {
+  Tensor src, dst, texel_dummy;
+  std::uint32_t vec4s = 0;
+};
+
 class CopyProbe {
  public:
   CopyProbe(Context& ctx, const nlohmann::ordered_json& config);
@@ -31,9 +38,9 @@ class CopyProbe {
 
  private:
   Context* ctx_;
-  Tensor src_, dst_, texel_dummy_;
+  CopyTensors tensors_;
   Kernel kernel_;
-  std::uint32_t vec4s_ = 0, per_group_ = 1;
+  std::uint32_t per_group_ = 1;
   bool texel_ = false, gpu_time_ = false;
 };
 
