@@ -1,6 +1,8 @@
 #include "ceilings.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <vector>
 
@@ -39,9 +41,6 @@ std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
   return sizes;
 }
 
-}  // namespace
-
-namespace {
 
 CopyTensors copy_tensors(Context& ctx) {
   const std::size_t floats = kCopyBytes / sizeof(float);
@@ -76,31 +75,82 @@ std::string describe(std::uint32_t wg, std::uint32_t per, bool texel) {
   return fmt::format("workgroup {}, {} vec4s, {}", wg, per, texel ? "texel" : "storage");
 }
 
-}  // namespace
 
-CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
+// The best of a bandwidth shader's configurations: workgroup sizes x vec4s per invocation x
+// storage or texel reads (where the device can view the 64 MiB source as texels).
+template <class TimeOne>
+CopyCeiling best_configuration(Context& ctx, std::initializer_list<std::uint32_t> per_invocation,
+                               TimeOne time_one) {
   const DeviceInfo& dev = ctx.device();
-  const bool gpu_time = dev.timestamps;
-  TimingOptions timing{options.warmup, options.repetitions, gpu_time, "ceiling"};
-  const CopyTensors t = copy_tensors(ctx);
-  const bool texel_possible = dev.uniform_texel_u32x4 && t.vec4s <= dev.max_texel_buffer_elements;
-  double best_gbps = 0.0;
-  nlohmann::ordered_json best_config;
+  const bool texel_possible =
+      dev.uniform_texel_u32x4 && kCopyBytes / 16 <= dev.max_texel_buffer_elements;
+  CopyCeiling best;
   for (bool texel : {false, true}) {
     if (texel && !texel_possible) continue;
     for (std::uint32_t wg : workgroup_sizes(dev)) {
-      for (std::uint32_t per : {1u, 4u}) {
-        const double gbps = time_copy(ctx, t, copy_kernel(ctx, wg, per, texel), wg * per, texel,
-                                      timing, describe(wg, per, texel));
-        if (gbps > best_gbps) {
-          best_gbps = gbps;
-          best_config = {{"workgroup_size", wg}, {"vec4_per_invocation", per},
-                         {"basis", gpu_time ? "gpu" : "wall"}, {"reads", texel ? "texel" : "storage"}};
+      for (std::uint32_t per : per_invocation) {
+        const double gbps = time_one(wg, per, texel);
+        if (gbps > best.gbps) {
+          best.gbps = gbps;
+          best.config = {{"workgroup_size", wg}, {"vec4_per_invocation", per},
+                         {"basis", dev.timestamps ? "gpu" : "wall"}, {"reads", texel ? "texel" : "storage"}};
         }
       }
     }
   }
-  return {best_gbps, best_config};
+  return best;
+}
+
+// bench_read: src summed PER vec4s an invocation; GB/s read (the sums written, 1 / PER of it,
+// not counted), the sums checked against the host's.
+double time_read(Context& ctx, const CopyTensors& t, std::uint32_t wg, std::uint32_t per, bool texel,
+                 const TimingOptions& timing) {
+  const Kernel k = ctx.kernel({"bench_read", {wg, 1, 1, per, texel ? 1u : 0u}, 3, sizeof(CopyPush)});
+  const std::uint64_t per_group = std::uint64_t(wg) * per;
+  const Groups groups = fold((t.vec4s + per_group - 1) / per_group, ctx.device());
+  // One vec4 per invocation of every workgroup launched (folding may launch a few past the end).
+  const std::uint64_t sums_vec4s = std::uint64_t(groups[0]) * groups[1] * wg;
+  Tensor sums = ctx.tensor({sums_vec4s * 4}, DType::f32, "bench_read.sums");
+  const Samples s = run_timed(ctx, [&](Sequence& seq) {
+    seq.dispatch(k, {in(t.src), out(sums), in(texel ? t.src : t.texel_dummy)}, CopyPush{t.vec4s}, groups);
+  }, timing);
+  const std::vector<float> src = ctx.read<float>(t.src), got = ctx.read<float>(sums);
+  for (std::uint64_t inv = 0; inv < sums_vec4s; ++inv) {
+    const std::uint64_t group = inv / wg, lane = inv % wg;
+    for (int c = 0; c < 4; ++c) {
+      double want = 0.0, magnitude = 0.0;
+      for (std::uint32_t j = 0; j < per; ++j) {
+        const std::uint64_t i = group * per_group + lane + std::uint64_t(j) * wg;
+        if (i >= t.vec4s) break;
+        want += src[i * 4 + c];
+        magnitude += std::abs(src[i * 4 + c]);
+      }
+      if (std::abs(got[inv * 4 + c] - want) > 1e-5 * magnitude + 1e-30) {
+        throw Error(ErrorCode::state, fmt::format("vkrnn-bench: bench_read ({}) summed wrong: invocation {} "
+                                                  "component {} is {}, not {}",
+                                                  describe(wg, per, texel), inv, c, got[inv * 4 + c], want));
+      }
+    }
+  }
+  return double(kCopyBytes) / (median(timing.profile ? s.gpu_us : s.wall_us) * 1e3);
+}
+
+}  // namespace
+
+CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
+  const TimingOptions timing{options.warmup, options.repetitions, ctx.device().timestamps, "ceiling"};
+  const CopyTensors t = copy_tensors(ctx);
+  return best_configuration(ctx, {1u, 4u}, [&](std::uint32_t wg, std::uint32_t per, bool texel) {
+    return time_copy(ctx, t, copy_kernel(ctx, wg, per, texel), wg * per, texel, timing, describe(wg, per, texel));
+  });
+}
+
+CopyCeiling measure_read_shader(Context& ctx, const CeilingOptions& options) {
+  const TimingOptions timing{options.warmup, options.repetitions, ctx.device().timestamps, "ceiling"};
+  const CopyTensors t = copy_tensors(ctx);
+  return best_configuration(ctx, {16u, 64u}, [&](std::uint32_t wg, std::uint32_t per, bool texel) {
+    return time_read(ctx, t, wg, per, texel, timing);
+  });
 }
 
 CopyProbe::CopyProbe(Context& ctx, const nlohmann::ordered_json& config)
@@ -124,6 +174,8 @@ nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& opti
   nlohmann::ordered_json result;
   const CopyCeiling copy = measure_copy_shader(ctx, options);
   result["copy_shader_gbps"] = copy.gbps;
+  const CopyCeiling read = measure_read_shader(ctx, options);
+  result["read_shader_gbps"] = read.gbps;
   const std::size_t floats = kCopyBytes / sizeof(float);
   Tensor src = ctx.tensor({floats}, DType::f32, "bench_copy_buffer.src");
   Tensor dst = ctx.tensor({floats}, DType::f32, "bench_copy_buffer.dst");
@@ -160,6 +212,7 @@ nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& opti
     result["empty_submit_us"] = one;  // submit + wait of one command buffer with one empty dispatch
   }
   result["copy_shader_config"] = copy.config;
+  result["read_shader_config"] = read.config;
   return result;
 }
 

@@ -13,12 +13,16 @@ struct CeilingOptions {
   int repetitions = 20;
 };
 
-// The copy shader alone: the best GB/s (read + write) over its configurations, and which.
+// A bandwidth shader alone: the best GB/s over its configurations, and which.
 struct CopyCeiling {
   double gbps = 0.0;
   nlohmann::ordered_json config;
 };
+// The copy shader (bench_copy.comp): read + write GB/s.
 CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options);
+// The read shader (bench_read.comp, one vec4 sum written per 16 or 64 read): GB/s read, the
+// bound of the kernels that mostly read (a GEMV's weights, attention's keys and values).
+CopyCeiling measure_read_shader(Context& ctx, const CeilingOptions& options);
 
 // The copy shader in one configuration (a CopyCeiling's), measured again and again during a
 // run: between rows, so each row's fractions can use the copy bandwidth of the moment it ran
@@ -44,8 +48,9 @@ class CopyProbe {
   bool texel_ = false, gpu_time_ = false;
 };
 
-// The "ceilings" object of bench/schema.json. copy_shader_gbps is the best of a few workgroup
-// shapes (the chosen one is in "copy_shader_config").
+// The "ceilings" object of bench/schema.json. copy_shader_gbps and read_shader_gbps are each the
+// best of a few workgroup shapes (the chosen ones are in "copy_shader_config" and
+// "read_shader_config").
 nlohmann::ordered_json measure_ceilings(Context& ctx, const CeilingOptions& options);
 
 }  // namespace vkrnn::bench

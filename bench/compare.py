@@ -29,21 +29,25 @@ FAMILIES = {
     "W4": ("W4 — self-attention, d = 64", "ms, GFLOP/s (4·S²·d, causal counted as full)"),
     "K": ("K — single kernels of the W3 decode step (output GEMV, GRU step)",
           "µs per repetition (several dispatches, bench/SCHEMA.md), GB/s read + written, "
-          "% of the same run's copy shader (and of the copy shader measured beside the row)"),
+          "% of the same run's copy shader (and of the copy shader measured beside the row, and of the "
+          "read shader)"),
 }
 
 
 def copy_percent(row):
     """The kernels' share of the copy shader's bandwidth: over GPU time where the row has it
     (gpu_copy_fraction, the basis the copy ceiling is timed on), else over wall time; then,
-    where the row has it, the same against the copy shader measured beside the row (_near)."""
+    where the row has it, the same against the copy shader measured beside the row (_near), and
+    against the read shader (read_fraction)."""
     gpu = row.get("gpu_copy_fraction") is not None
     f = row.get("gpu_copy_fraction" if gpu else "copy_fraction")
     if f is None:
         return ""
     near = row.get("gpu_copy_fraction_near" if gpu else "copy_fraction_near")
     beside = f", {100 * near:.0f}% beside" if near is not None else ""
-    return f" · {100 * f:.0f}% copy{beside}" + (" (GPU time)" if gpu else "")
+    read = row.get("gpu_read_fraction" if gpu else "read_fraction")
+    reads = f", {100 * read:.0f}% read" if read is not None else ""
+    return f" · {100 * f:.0f}% copy{beside}{reads}" + (" (GPU time)" if gpu else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +158,7 @@ def markdown(columns, base, names, title, notes=()):
             "| | " + " | ".join(escape(c.label) for c in columns) + " |",
             "|---|" + "---|" * len(columns)]
     for key, label in (("copy_shader_gbps", "copy shader, GB/s (read + write)"),
+                       ("read_shader_gbps", "read shader, GB/s (read)"),
                        ("copy_buffer_gbps", "vkCmdCopyBuffer, GB/s (read + write)"),
                        ("empty_dispatch_us", "empty dispatch, µs (marginal)"),
                        ("empty_submit_us", "submit + wait, µs")):

@@ -107,15 +107,22 @@ json nullable_rate(double work, double per, double scale) {
 }
 
 // copy_fraction and gpu_copy_fraction of a row against the ceilings' copy_shader_gbps, and,
-// where the row has copy_shader_gbps_near, the _near fractions against that.
+// where the row has copy_shader_gbps_near, the _near fractions against that; read_fraction and
+// gpu_read_fraction against read_shader_gbps (rows with bytes, where it was measured).
 void set_copy_fractions(json& r, const json& ceilings) {
-  const double copy = ceilings.is_object() && ceilings["copy_shader_gbps"].is_number()
-                          ? ceilings["copy_shader_gbps"].get<double>() : 0.0;
+  auto ceiling = [&](const char* key) {
+    return ceilings.is_object() && ceilings.contains(key) && ceilings[key].is_number() ? ceilings[key].get<double>() : 0.0;
+  };
+  const double copy = ceiling("copy_shader_gbps"), read = ceiling("read_shader_gbps");
   auto fraction = [&](const char* rate, double basis) {
     return r.contains(rate) && r[rate].is_number() && basis > 0.0 ? json(r[rate].get<double>() / basis) : json(nullptr);
   };
   r["copy_fraction"] = fraction("gbps", copy);
   if (r.contains("gpu_gbps")) r["gpu_copy_fraction"] = fraction("gpu_gbps", copy);
+  if (r.contains("bytes") && read > 0.0) {
+    r["read_fraction"] = fraction("gbps", read);
+    if (r.contains("gpu_gbps")) r["gpu_read_fraction"] = fraction("gpu_gbps", read);
+  }
   if (r.contains("copy_shader_gbps_near")) {
     const double near = r["copy_shader_gbps_near"].get<double>();
     r["copy_fraction_near"] = fraction("gbps", near);
@@ -153,21 +160,24 @@ class NearCopy {
   double last_ = 0.0;
 };
 
-// The copy shader measured again after the rows: the machine's speed can drift over a run
-// (lavapipe on a shared 2-core machine: 9.2 and 15.0 GB/s in two runs a day apart), so the
-// fractions use the larger of the two measurements, the stricter ceiling. Both are kept.
-void remeasure_copy_ceiling(Context& ctx, json& d, const CeilingOptions& options) {
-  const CopyCeiling again = measure_copy_shader(ctx, options);
+// The copy and read shaders measured again after the rows: the machine's speed can drift over
+// a run (lavapipe on a shared 2-core machine: 9.2 and 15.0 GB/s in two runs a day apart), so
+// the fractions use the larger of the two measurements, the stricter ceiling. Both are kept.
+void remeasure_ceilings(Context& ctx, json& d, const CeilingOptions& options) {
   json& c = d["ceilings"];
-  const double first = c["copy_shader_gbps"].get<double>(), second = again.gbps;
-  c["copy_shader_gbps_runs"] = {first, second};
-  if (second > first) {
-    c["copy_shader_gbps"] = second;
-    c["copy_shader_config"] = again.config;
-  }
+  auto again = [&](const char* what, const std::string& key, const CopyCeiling& second) {
+    const double first = c[key + "_gbps"].get<double>();
+    c[key + "_gbps_runs"] = {first, second.gbps};
+    if (second.gbps > first) {
+      c[key + "_gbps"] = second.gbps;
+      c[key + "_config"] = second.config;
+    }
+    fmt::print("   {} shader again after the rows: {:.2f} GB/s (before the rows: {:.2f}); the JSON's "
+               "fractions use {:.2f}\n", what, second.gbps, first, c[key + "_gbps"].get<double>());
+  };
+  again("copy", "copy_shader", measure_copy_shader(ctx, options));
+  if (c.contains("read_shader_gbps")) again("read", "read_shader", measure_read_shader(ctx, options));
   for (json& r : d["rows"]) set_copy_fractions(r, c);
-  fmt::print("   copy shader again after the rows: {:.2f} GB/s (before the rows: {:.2f}); the JSON's "
-             "fractions use {:.2f}\n", second, first, c["copy_shader_gbps"].get<double>());
 }
 
 json row_json(const Workload& w, const Samples& s, const json& ceilings) {
@@ -227,18 +237,22 @@ void print_header(const json& d) {
 
 void print_ceilings(const json& c) {
   const auto& cfg = c["copy_shader_config"];
-  fmt::print("   ceilings: copy shader {:.2f} GB/s (wg {} x {} vec4, {} reads, {} time) | vkCmdCopyBuffer "
-             "{:.2f} GB/s | empty dispatch {:.1f} us | empty submit+wait {:.1f} us\n",
+  const auto& rcfg = c["read_shader_config"];
+  fmt::print("   ceilings: copy shader {:.2f} GB/s (wg {} x {} vec4, {} reads, {} time) | read shader {:.2f} "
+             "GB/s (wg {} x {} vec4, {} reads) | vkCmdCopyBuffer {:.2f} GB/s | empty dispatch {:.1f} us | empty "
+             "submit+wait {:.1f} us\n",
              c["copy_shader_gbps"].get<double>(), cfg["workgroup_size"].get<int>(),
              cfg["vec4_per_invocation"].get<int>(), cfg["reads"].get<std::string>(), cfg["basis"].get<std::string>(),
+             c["read_shader_gbps"].get<double>(), rcfg["workgroup_size"].get<int>(),
+             rcfg["vec4_per_invocation"].get<int>(), rcfg["reads"].get<std::string>(),
              c["copy_buffer_gbps"].get<double>(), c["empty_dispatch_us"].get<double>(),
              c["empty_submit_us"].get<double>());
 }
 
 void print_table_header() {
-  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>5}\n", "row",
+  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5}\n", "row",
              "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%",
-             "gpu%", "near%", "disp");
+             "gpu%", "near%", "read%", "disp");
 }
 
 void print_row(const json& r) {
@@ -252,12 +266,14 @@ void print_row(const json& r) {
   // near%: against the copy shader measured beside the row, on the copy's time basis.
   const std::string near = r.contains("gpu_copy_fraction_near") ? percent("gpu_copy_fraction_near")
                                                                  : percent("copy_fraction_near");
-  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>5}\n",
+  // read%: against the read shader, on the same basis as gpu% (GPU time where there is one).
+  const std::string read = r.contains("gpu_read_fraction") ? percent("gpu_read_fraction") : percent("read_fraction");
+  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5}\n",
              r["name"].get<std::string>(), wall["median"].get<double>(),
              fmt::format("[{:.1f} .. {:.1f}]", wall["min"].get<double>(), wall["max"].get<double>()),
              r["gpu_us"].is_null() ? "-" : fmt::format("{:.1f}", r["gpu_us"]["median"].get<double>()),
              fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
-             percent("copy_fraction"), percent("gpu_copy_fraction"), near, r["dispatches"].get<int>());
+             percent("copy_fraction"), percent("gpu_copy_fraction"), near, read, r["dispatches"].get<int>());
 }
 
 void print_kernels(const json& r) {
@@ -425,7 +441,7 @@ int run(int argc, char** argv) {
         (void)write_json(out_path, partial);
       }
     }
-    if (!no_ceilings && !d["rows"].empty()) remeasure_copy_ceiling(ctx, d, ceiling_options);
+    if (!no_ceilings && !d["rows"].empty()) remeasure_ceilings(ctx, d, ceiling_options);
     doc["devices"].push_back(std::move(d));
   }
 

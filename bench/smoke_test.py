@@ -74,7 +74,7 @@ def test_vkrnn(args):
     for d in doc["devices"]:
         c = d["ceilings"]
         if c is None or not all(c[k] and c[k] > 0 for k in
-                                ("copy_shader_gbps", "copy_buffer_gbps", "empty_submit_us")):
+                                ("copy_shader_gbps", "read_shader_gbps", "copy_buffer_gbps", "empty_submit_us")):
             fail(f"{d['name']}: ceilings missing or not positive: {c}")
         names = [r["name"] for r in d["rows"]]
         if sorted(names) != sorted(rows):
@@ -172,7 +172,8 @@ def synthetic():
                           params={"B": 1, "S": 256, "d": 64, "causal": True}, gbps=None))
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="K.gemv", name="K.gemv/B=1,N=8000,K=1024",
                           params={"B": 1, "N": 8000, "K": 1024}, gbps=4.0, copy_fraction=0.4, bytes=1e8,
-                          copy_shader_gbps_near=32.0, copy_fraction_near=0.125))
+                          copy_shader_gbps_near=32.0, copy_fraction_near=0.125, read_fraction=0.05))
+    d["ceilings"]["read_shader_gbps"] = 80.0
     d["skipped"].append({"name": "W1.dot/B=16,S=4096,H=512", "reason": "too big"})
     return base, other
 
@@ -218,6 +219,15 @@ def test_compare(args):
     p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
     if p.returncode == 0 or "copy_fraction_near" not in p.stdout + p.stderr:
         fail("validate_results.py must refuse a copy_fraction_near that is not gbps / copy_shader_gbps_near", p)
+    # So is a read fraction that is not the rate over the ceilings' read_shader_gbps.
+    bad = copy.deepcopy(other)
+    bad["devices"][0]["rows"][-1]["read_fraction"] = 0.5
+    bad_path = os.path.join(args.work_dir, "bad-read.json")
+    with open(bad_path, "w") as f:
+        json.dump(bad, f)
+    p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
+    if p.returncode == 0 or "read_fraction" not in p.stdout + p.stderr:
+        fail("validate_results.py must refuse a read_fraction that is not gbps / read_shader_gbps", p)
     md, png = os.path.join(args.work_dir, "compare.md"), os.path.join(args.work_dir, "compare.png")
     p = run([PY, os.path.join(HERE, "compare.py"), *paths, "--baseline", "base cpu",
              "--markdown", md, "--png", png])
@@ -226,7 +236,8 @@ def test_compare(args):
     with open(md) as f:
         text = f.read()
     for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s | 25.0 µs · 2.64 GB/s · **4.00×** |",
-                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy, 12% beside |", "| copy shader, GB/s (read + write) | 40.0 | 40.0 |"):
+                   "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy, 12% beside, 5% read |",
+                   "| copy shader, GB/s (read + write) | 40.0 | 40.0 |", "| read shader, GB/s (read) | – | 80.0 |"):
         if needle not in text:
             fail(f"compare.md lacks {needle!r}:\n{text}")
     w, h, raw = read_png(png)

@@ -147,6 +147,13 @@ def semantic_errors(doc):
                         out.append(f"{at}: {frac} {f} is not {rate} / copy_shader_gbps_near")
             elif row.get("copy_fraction_near") is not None or row.get("gpu_copy_fraction_near") is not None:
                 out.append(f"{at}: _near fractions without copy_shader_gbps_near")
+            read = (dev.get("ceilings") or {}).get("read_shader_gbps")
+            for frac, rate in (("read_fraction", "gbps"), ("gpu_read_fraction", "gpu_gbps")):
+                f = row.get(frac)
+                if f is None:
+                    continue
+                if not read or row.get(rate) is None or abs(f * read - row[rate]) > 1e-6 * max(1.0, row[rate]):
+                    out.append(f"{at}: {frac} {f} is not {rate} / the ceilings' read_shader_gbps {read}")
             if row["id"].startswith("K.") and row.get("gbps") is not None and "bytes" not in row:
                 out.append(f"{at}: K rows state the bytes behind gbps")
             if doc.get("tool") == "vkrnn-bench":

@@ -33,7 +33,7 @@ constexpr bool every_kernel_declared() {
                   RnnProj, SelfAttention, SelfAttentionWeights, Activation, ActivationInPlace,
                   ResidualAdd, ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
                   SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, LogitsProcessor, BeamSearch, SequenceGate,
-                  Saxpy, BenchCopy, BenchEmpty, SubgroupProbe>(name)) {
+                  Saxpy, BenchCopy, BenchRead, BenchEmpty, SubgroupProbe>(name)) {
       return false;
     }
   }

@@ -1,7 +1,7 @@
 #pragma once
 // The kernels of the runtime, the tools and the tests rather than of an op: the Sequence's gate
 // check (shaders/sequence_gate.comp), the smoke test (saxpy.comp), vkrnn-bench's ceilings
-// (bench_copy.comp, bench_empty.comp) and the subgroup probe (subgroup_probe.comp). Declared and
+// (bench_copy.comp, bench_read.comp, bench_empty.comp) and the subgroup probe (subgroup_probe.comp). Declared and
 // checked like the ops' kernels; their callers (src/vk/sequence.cpp, tools/, bench/, tests/)
 // build them from a KernelSpec.
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "ops/kernel_interface.hpp"
 #include "reflect/bench_copy.hpp"
 #include "reflect/bench_empty.hpp"
+#include "reflect/bench_read.hpp"
 #include "reflect/saxpy.hpp"
 #include "reflect/sequence_gate.hpp"
 #include "reflect/subgroup_probe.hpp"
@@ -60,6 +61,24 @@ struct BenchCopy {
     Tensor src, dst, srct;
   };
   VKRNN_BINDINGS((src, read), (dst, write), (srct, read))
+};
+
+struct BenchRead {
+  VKRNN_KERNEL(bench_read, "bench_read")
+  struct Push {
+    std::uint32_t n;
+  };
+  VKRNN_PUSH(n)
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t PER_INVOCATION = 16;
+    bool TEXEL = false;  // src read through srct, a texel view of it
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (PER_INVOCATION, 3), (TEXEL, 4))
+  struct Bindings {
+    Tensor src, sums, srct;
+  };
+  VKRNN_BINDINGS((src, read), (sums, write), (srct, read))
 };
 
 struct BenchEmpty {
