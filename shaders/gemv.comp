@@ -32,6 +32,9 @@ layout(constant_id = 10) const uint PACK_ROWS = 0;
 // PACK_ROWS the rows of a block (gemv_block.glsl); 0: Linear's layout or row-major.
 layout(constant_id = 12) const uint PACK_UNITS = 0;
 layout(constant_id = 13) const uint PACK_H = 1;
+// Segments of K each lane walks in step (gemv_block.glsl; plan::gemv_k_streams): 1, or more
+// with PACK_ROWS.
+layout(constant_id = 14) const uint K_STREAMS = 1;
 #if USE_SHUFFLE
 // Lanes that share X's loads: the subgroup size, fixed on the device (gemv_block.glsl).
 layout(constant_id = 11) const uint X_LANES = 8;

@@ -25,6 +25,7 @@ layout(constant_id = 7) const bool WEIGHT_I8 = false;
 layout(constant_id = 8) const bool WIDE = false;
 layout(constant_id = 9) const bool TEXEL = false;      // as in gemv.comp
 layout(constant_id = 10) const uint PACK_ROWS = 0;     // as in gemv.comp
+layout(constant_id = 14) const uint K_STREAMS = 1;     // as in gemv.comp
 const uint PACK_UNITS = 0, PACK_H = 1;  // gemv.comp's recurrent-layer layout: never an output projection
 #if USE_SHUFFLE
 layout(constant_id = 11) const uint X_LANES = 8;       // as in gemv.comp

@@ -506,6 +506,11 @@ std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& o
   return gemv(dev, g, options, 1, GemmPath::gemv_invocation, true).per_group;
 }
 
+std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c) {
+  // fp16 / int8 (WIDE) measured no faster so, and B = 16 (compute-bound) slower.
+  return is_cpu(dev) && c.PACK_ROWS != 0 && c.TM == 1 && !c.WIDE ? kGemvKStreams : 1;
+}
+
 namespace {
 
 // Columns of K one dispatch may take when an invocation runs `fixed` loop iterations plus

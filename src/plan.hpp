@@ -228,6 +228,12 @@ std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, 
 // on CPU drivers, whose GEMV is the per-invocation one for every M (gemm_path), unless
 // options.pack_weights is off. GPUs keep row-major weights: their lanes split K (not measured).
 std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& options);
+// Segments of K a per-invocation GEMV lane walks in step (gemv_block.glsl's K_STREAMS), 1 for
+// the plain walk: on CPU drivers, where W is packed (a segment is one run of memory) and one
+// row of X (B = 1) leaves the loads, not the products, the bound, kGemvKStreams fp32 streams of
+// misses in flight per thread instead of one (docs/kernels.md).
+constexpr std::uint32_t kGemvKStreams = 4;
+std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c);
 
 // --- recurrent layers ------------------------------------------------------------------------
 // The layers of an Rnn as the planner sees them (every layer alike: only the input width

@@ -418,6 +418,18 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   auto no_format = cpu;
   no_format.uniform_texel_u32x4 = false;
   EXPECT_FALSE(plan::texel_loads(no_format, 1 << 20));
+  // K walked in segments on CPU drivers only, for packed fp32 W and one row of X.
+  kernels::Gemv::Constants packed;
+  packed.TM = 1;
+  packed.PACK_ROWS = 64;
+  EXPECT_EQ(plan::gemv_k_streams(cpu, packed), plan::kGemvKStreams);
+  EXPECT_EQ(plan::gemv_k_streams(gpu, packed), 1u);
+  for (auto change : {+[](kernels::Gemv::Constants& c) { c.TM = 16; }, +[](kernels::Gemv::Constants& c) { c.WIDE = true; },
+                      +[](kernels::Gemv::Constants& c) { c.PACK_ROWS = 0; }}) {
+    auto other = packed;
+    change(other);
+    EXPECT_EQ(plan::gemv_k_streams(cpu, other), 1u);
+  }
 }
 
 // --- dense layers --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // The body of the GEMV kernels (gemv.comp, gemv_argmax.comp): the loads of X and W and the
 // loop over a workgroup's TM x TN blocks. The including shader declares the X / W bindings
 // (xs, xv, ws, wh / wv, wq, ww), the push block p (M, N, K, x_off, ldx, w_off, ldw, s_off), the
-// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, TEXEL, PACK_ROWS, PACK_UNITS, PACK_H, the
+// constants TM, TN, BLOCKS, ALIGNED, WEIGHT_I8, WIDE, TEXEL, PACK_ROWS, PACK_UNITS, PACK_H,
+// K_STREAMS (> 1 only with PACK_ROWS, for the vec4 loop: K_STREAMS segments of K walked in step), the
 // texel view wt of W and its uvec4 view ww, and defines
 //   void gemv_emit(uint i, uint m, uint n, float v, bool store_lane)
 // which gets every dot product v = X[m] . W[n] (scaled for int8; m = m0 + i may be past M and
@@ -136,15 +137,33 @@ void gemv_blocks() {
         }
       }
     }
-    for (uint k4 = kw_count * WIDE_K4 + LANE; k4 < k4_count; k4 += LANES) {
-      vec4 w[TN];
-      for (uint j = 0; j < TN; ++j) w[j] = load_w(wrow[j], walk[j], k4);
-      LOAD_X_ROWS(k4);
-      for (uint i = 0; i < TM; ++i) {
-        const vec4 x = X_ROW(i, k4);
-        for (uint j = 0; j < TN; ++j) acc[i][j] += dot(x, w[j]);
+#define ACCUMULATE_K4(k4)                                                  \
+  {                                                                        \
+    vec4 w[TN];                                                            \
+    for (uint j = 0; j < TN; ++j) w[j] = load_w(wrow[j], walk[j], k4);     \
+    LOAD_X_ROWS(k4);                                                       \
+    for (uint i = 0; i < TM; ++i) {                                        \
+      const vec4 x = X_ROW(i, k4);                                         \
+      for (uint j = 0; j < TN; ++j) acc[i][j] += dot(x, w[j]);             \
+    }                                                                      \
+  }
+    const uint k4_first = kw_count * WIDE_K4;
+    if (K_STREAMS > 1) {
+      // K in K_STREAMS segments walked in step: each step's loads come from K_STREAMS runs of
+      // memory far apart (packed W: a segment of K is a contiguous run), which keeps that many
+      // streams of misses in flight on one CPU thread instead of one.
+      const uint seg = (k4_count - k4_first + K_STREAMS - 1) / K_STREAMS;
+      for (uint s4 = LANE; s4 < seg; s4 += LANES) {
+        for (uint g = 0; g < K_STREAMS; ++g) {
+          const uint k4 = k4_first + g * seg + s4;
+          if (k4 >= k4_count) break;
+          ACCUMULATE_K4(k4)
+        }
       }
+    } else {
+      for (uint k4 = k4_first + LANE; k4 < k4_count; k4 += LANES) ACCUMULATE_K4(k4)
     }
+#undef ACCUMULATE_K4
 
     for (uint i = 0; i < TM; ++i) {
       for (uint j = 0; j < TN; ++j) {

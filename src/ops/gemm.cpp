@@ -187,7 +187,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
                                    .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
                                    .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE,
                                    .TEXEL = v.constants.TEXEL, .PACK_ROWS = v.constants.PACK_ROWS,
-                                   .X_LANES = v.constants.X_LANES};
+                                   .X_LANES = v.constants.X_LANES, .K_STREAMS = v.constants.K_STREAMS};
   const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
                                     push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
                                     a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
@@ -346,6 +346,7 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
                 fmt::format("{}: weights packed in blocks of {} rows from element {}, but the GEMV takes {} rows "
                             "per workgroup from element 0", kOp, pack_rows, push.w_off, v.per_group));
   }
+  v.constants.K_STREAMS = plan::gemv_k_streams(dev, v.constants);
   // W's 16-byte loads (WIDE, or f32 vec4s) and, where aligned, x's vec4s through texel views,
   // where the plan says so.
   v.constants.TEXEL = (v.constants.WIDE || (!f16 && !i8 && (aligned || packed))) &&

@@ -43,9 +43,10 @@ struct Gemv {
     std::uint32_t X_LANES = 8;    // _shuffle: lanes sharing X's loads (the fixed subgroup size)
     // W in a recurrent layer's gate blocks of PACK_UNITS units, PACK_H units a gate (plan::Rnn)
     std::uint32_t PACK_UNITS = 0, PACK_H = 1;
+    std::uint32_t K_STREAMS = 1;  // segments of K walked in step (plan::gemv_k_streams)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (PACK_UNITS, 12), (PACK_H, 13))
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (PACK_UNITS, 12), (PACK_H, 13), (K_STREAMS, 14))
   // GemmBindings, then texel views of ws and xs (TEXEL).
   struct Bindings {
     Tensor xs, ws, bias, ys, wt, xt;
@@ -84,10 +85,11 @@ struct GemvArgmax {
     bool TEXEL = false;
     std::uint32_t PACK_ROWS = 0;
     std::uint32_t X_LANES = 8;  // _shuffle: as in Gemv
+    std::uint32_t K_STREAMS = 1;  // as in Gemv
     bool ONE_SUBGROUP = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
-                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (ONE_SUBGROUP, 15))
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (K_STREAMS, 14), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
         nonfinite, scratch, wt, xt;
