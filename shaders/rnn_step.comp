@@ -44,6 +44,9 @@ layout(constant_id = 13) const uint V_LANES = 8;  // lanes sharing h's and x's l
 layout(constant_id = 14) const uint PACK_UNITS = 0;
 // RNN_X_INLINE: W_ih in the same gate blocks (of X_PACK_UNITS units; D = 1), 0: row-major.
 layout(constant_id = 15) const uint X_PACK_UNITS = 0;
+// fp32 weights: K walked in this many segments in step (rnn_dots.glsl; plan::rnn: CPU drivers,
+// packed W_hh, BB = 1), so that a CPU thread keeps as many runs of loads in flight; 1: in order.
+layout(constant_id = 16) const uint K_SEGS = 1;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih

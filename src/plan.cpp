@@ -508,7 +508,7 @@ std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& o
 
 std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c) {
   // fp16 / int8 (WIDE) measured no faster so, and B = 16 (compute-bound) slower.
-  return is_cpu(dev) && c.PACK_ROWS != 0 && c.TM == 1 && !c.WIDE ? kGemvKStreams : 1;
+  return is_cpu(dev) && c.PACK_ROWS != 0 && c.TM == 1 && !c.WIDE ? kCpuLoadStreams : 1;
 }
 
 namespace {
@@ -583,11 +583,15 @@ constexpr std::uint64_t kFusedMacsGpu = 1u << 20;
 
 // rnn_step / rnn_proj: a coop's units (units / coops, rounded up) times a dot product of n
 // features (n / 4 vec4s per lane) and its epilogue over the batch block, per invocation.
+// With k_segs > 1 the dot product's loop runs in k_segs segments: an outer iteration per step
+// of a segment, an inner one per segment.
 std::uint64_t step_loops(const DeviceInfo& dev, std::uint64_t units, std::uint64_t wg, bool subgroup,
-                         std::uint64_t n, std::uint64_t upi, std::uint64_t bb) {
+                         std::uint64_t n, std::uint64_t upi, std::uint64_t bb, std::uint64_t k_segs = 1) {
   const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, wg / max_lanes(dev)) : wg;
   const std::uint64_t lanes = subgroup ? min_lanes(dev) : 1;
-  return share(units, coops * upi) * (2 + share(share(n, 4), lanes) + upi * (1 + bb));
+  const std::uint64_t k4 = share(share(n, 4), lanes);
+  const std::uint64_t dots = k_segs > 1 ? share(k4, k_segs) * (1 + k_segs) : k4;
+  return share(units, coops * upi) * (2 + dots + upi * (1 + bb));
 }
 
 // Loop iterations one invocation of rnn_seq runs, from above: every loop whose trip count is
@@ -686,7 +690,10 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
   // fp32 size: an upper bound; h of both directions).
   st.constants.TEXEL = ((!f16 && !i8) || st.constants.WIDE) && HO % 4 == 0 &&
                        texel_loads(dev, 2 * G * H * HO * 4) && texel_loads(dev, 2 * B * HO * 4);
-  st.loops = step_loops(dev, units, wg, sub, HO, upi, bb);
+  // fp32 W_hh packed on a CPU driver, one batch row: K in segments walked in step, so that the
+  // thread keeps several runs of loads in flight (as the GEMV's K_STREAMS, docs/kernels.md).
+  st.constants.K_SEGS = cpu && bb == 1 && r.pack_units != 0 && !f16 && !i8 ? kCpuLoadStreams : 1;
+  st.loops = step_loops(dev, units, wg, sub, HO, upi, bb, st.constants.K_SEGS);
   // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
   st.proj_variant = {.fp16 = f16, .subgroup = subgroups};
   const std::uint32_t proj_units = subgroups ? step_wg / coop_lanes : step_wg;
@@ -789,8 +796,11 @@ bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64
   if (!sub && !(c.TEXEL && (f32 || x_wide))) return false;
   const std::uint64_t coops = sub ? std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev)) : c.local_size_x;
   const std::uint64_t lanes = sub ? min_lanes(dev) : 1;
-  // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes.
-  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + share(share(in, 4), lanes));
+  // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes (in
+  // K_SEGS segments, as step_loops counts them).
+  const std::uint64_t x4 = share(share(in, 4), lanes);
+  const std::uint64_t x_dots = c.K_SEGS > 1 ? share(x4, c.K_SEGS) * (1 + c.K_SEGS) : x4;
+  const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + x_dots);
   return loops <= kLoopBudget;
 }
 

@@ -230,9 +230,9 @@ std::uint64_t gemv_k_slice(const DeviceInfo& dev, const Gemm& g, const Gemv& v, 
 std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& options);
 // Segments of K a per-invocation GEMV lane walks in step (gemv_block.glsl's K_STREAMS), 1 for
 // the plain walk: on CPU drivers, where W is packed (a segment is one run of memory) and one
-// row of X (B = 1) leaves the loads, not the products, the bound, kGemvKStreams fp32 streams of
-// misses in flight per thread instead of one (docs/kernels.md).
-constexpr std::uint32_t kGemvKStreams = 4;
+// row of X (B = 1) leaves the loads, not the products, the bound, kCpuLoadStreams fp32 streams
+// of misses in flight per thread instead of one (docs/kernels.md). rnn_step's K_SEGS likewise.
+constexpr std::uint32_t kCpuLoadStreams = 4;
 std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c);
 
 // --- recurrent layers ------------------------------------------------------------------------

@@ -422,7 +422,7 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   kernels::Gemv::Constants packed;
   packed.TM = 1;
   packed.PACK_ROWS = 64;
-  EXPECT_EQ(plan::gemv_k_streams(cpu, packed), plan::kGemvKStreams);
+  EXPECT_EQ(plan::gemv_k_streams(cpu, packed), plan::kCpuLoadStreams);
   EXPECT_EQ(plan::gemv_k_streams(gpu, packed), 1u);
   for (auto change : {+[](kernels::Gemv::Constants& c) { c.TM = 16; }, +[](kernels::Gemv::Constants& c) { c.WIDE = true; },
                       +[](kernels::Gemv::Constants& c) { c.PACK_ROWS = 0; }}) {
@@ -840,6 +840,11 @@ TEST(Plan, RnnRespectsEveryProfile) {
         OpOptions row_major = o;
         row_major.pack_weights = false;
         EXPECT_EQ(plan::rnn(dev, layer, row_major, B).pack_units, 0u);
+        // K in segments walked in step where packed fp32 W_hh meets one batch row per workgroup.
+        const bool f32 = plan::weight_storage(o) == WeightStorage::f32;
+        EXPECT_EQ(st.constants.K_SEGS, p.pack_units != 0 && f32 && st.constants.BB == 1 ? plan::kCpuLoadStreams : 1u)
+            << "B = " << B;
+        EXPECT_EQ(plan::rnn(dev, layer, row_major, B).steps.constants.K_SEGS, 1u);
         // W_ih in the same blocks wherever its rows are whole 16-byte units, whatever HO.
         EXPECT_EQ(p.pack_block, dev.type == DeviceType::cpu && o.pack_weights ? st.constants.UNITS : 0u);
         const WeightStorage storage = plan::weight_storage(o);

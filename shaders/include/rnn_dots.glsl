@@ -1,8 +1,9 @@
 // The W_hh dot products of the recurrent kernels (rnn_step.comp, rnn_seq.comp): W_hh's loads
 // (through the texel view wt with TEXEL: fp32 vec4s, or WIDE 16-byte units) and the loop that
 // accumulates a coop's rows against its vectors. The including shader declares, before it
-// includes this, the constants ALIGNED, TEXEL, UPI, BB, PACK_UNITS (and V_LANES in a _shuffle
-// build), G, the texel view wt of binding 1 and the push block p (H, HO).
+// includes this, the constants ALIGNED, TEXEL, UPI, BB, PACK_UNITS, K_SEGS (segments of K the
+// fp32 loop walks in step, 1 for the plain walk: plan::Rnn) (and V_LANES in a _shuffle build),
+// G, the texel view wt of binding 1 and the push block p (H, HO).
 #ifndef VKRNN_RNN_DOTS_GLSL
 #define VKRNN_RNN_DOTS_GLSL
 
@@ -40,6 +41,18 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
 #define LOAD_VECTORS(v, LOAD_V, k4) for (uint b = 0; b < BB; ++b) v[b] = LOAD_V(b, k4)
 #endif
 
+// One step of K of ACCUMULATE_DOTS_ROWS's fp32 loop: the BB vectors' vec4 k4 against the coop's rows.
+#define ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V)                                        \
+  {                                                                                        \
+    vec4 v[BB];                                                                            \
+    LOAD_VECTORS(v, LOAD_V, k4);                                                           \
+    for (uint ui = 0; ui < UPI; ++ui)                                                      \
+      for (uint g = 0; g < G; ++g) {                                                       \
+        const vec4 w = LOAD_W(wrow[ui][g], k4, walk[ui][g].x + k4 * walk[ui][g].y);        \
+        for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                       \
+      }                                                                                    \
+  }
+
 // The products of ACCUMULATE_DOTS (below) over k4_count vec4s of K split over the coop's lanes,
 // each loaded vector serving the BB batch slots.
 #define ACCUMULATE_DOTS_ROWS(acc, k4_count, WIDE_, LOAD_Q, LOAD_W, LOAD_V)                 \
@@ -59,16 +72,18 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
           }                                                                                \
       }                                                                                    \
     }                                                                                      \
-  } else {                                                                                 \
-    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) {                                   \
-      vec4 v[BB];                                                                          \
-      LOAD_VECTORS(v, LOAD_V, k4);                                                         \
-      for (uint ui = 0; ui < UPI; ++ui)                                                    \
-        for (uint g = 0; g < G; ++g) {                                                     \
-          const vec4 w = LOAD_W(wrow[ui][g], k4, walk[ui][g].x + k4 * walk[ui][g].y);      \
-          for (uint b = 0; b < BB; ++b) acc[ui][g][b] += dot(w, v[b]);                     \
-        }                                                                                  \
+  } else if (K_SEGS > 1) {                                                                 \
+    /* K in K_SEGS segments walked in step: K_SEGS runs of the packed rows in flight */    \
+    const uint seg_ = ((k4_count) + K_SEGS - 1) / K_SEGS;                                  \
+    for (uint s4 = LANE; s4 < seg_; s4 += LANES) {                                         \
+      for (uint sj = 0; sj < K_SEGS; ++sj) {                                               \
+        const uint k4 = sj * seg_ + s4;                                                    \
+        if (k4 >= (k4_count)) break;                                                       \
+        ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V)                                        \
+      }                                                                                    \
     }                                                                                      \
+  } else {                                                                                 \
+    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V) \
   }
 
 // BB = 1 in a _shuffle build: the one vector of a step of K is the same in every lane, so the
