@@ -210,24 +210,17 @@ def test_compare(args):
         with open(paths[-1], "w") as f:
             json.dump(doc, f)
         validate(paths[-1])
-    # A _near fraction that is not the rate over copy_shader_gbps_near is refused.
-    bad = copy.deepcopy(other)
-    bad["devices"][0]["rows"][-1]["copy_fraction_near"] = 0.5
-    bad_path = os.path.join(args.work_dir, "bad-near.json")
-    with open(bad_path, "w") as f:
-        json.dump(bad, f)
-    p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
-    if p.returncode == 0 or "copy_fraction_near" not in p.stdout + p.stderr:
-        fail("validate_results.py must refuse a copy_fraction_near that is not gbps / copy_shader_gbps_near", p)
-    # So is a read fraction that is not the rate over the ceilings' read_shader_gbps.
-    bad = copy.deepcopy(other)
-    bad["devices"][0]["rows"][-1]["read_fraction"] = 0.5
-    bad_path = os.path.join(args.work_dir, "bad-read.json")
-    with open(bad_path, "w") as f:
-        json.dump(bad, f)
-    p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
-    if p.returncode == 0 or "read_fraction" not in p.stdout + p.stderr:
-        fail("validate_results.py must refuse a read_fraction that is not gbps / read_shader_gbps", p)
+    # A fraction that is not its rate over its ceiling is refused: a _near one over the row's
+    # copy_shader_gbps_near, a read one over the ceilings' read_shader_gbps.
+    for field, basis in (("copy_fraction_near", "copy_shader_gbps_near"), ("read_fraction", "read_shader_gbps")):
+        bad = copy.deepcopy(other)
+        bad["devices"][0]["rows"][-1][field] = 0.5
+        bad_path = os.path.join(args.work_dir, f"bad-{field}.json")
+        with open(bad_path, "w") as f:
+            json.dump(bad, f)
+        p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
+        if p.returncode == 0 or field not in p.stdout + p.stderr:
+            fail(f"validate_results.py must refuse a {field} that is not gbps / {basis}", p)
     md, png = os.path.join(args.work_dir, "compare.md"), os.path.join(args.work_dir, "compare.png")
     p = run([PY, os.path.join(HERE, "compare.py"), *paths, "--baseline", "base cpu",
              "--markdown", md, "--png", png])

@@ -11,7 +11,7 @@ layout(constant_id = 3) const uint PER_INVOCATION = 16;  // vec4s each invocatio
 layout(constant_id = 4) const bool TEXEL = false;
 
 layout(set = 0, binding = 0) readonly buffer Src { vec4 src[]; };
-layout(set = 0, binding = 1) writeonly buffer Sums { vec4 sums[]; };
+layout(set = 0, binding = 1) writeonly buffer Dst { vec4 dst[]; };  // one sum per invocation
 layout(set = 0, binding = 2) uniform usamplerBuffer srct;  // TEXEL: binding 0 as 16-byte texels
 
 layout(push_constant) uniform Push {
@@ -28,5 +28,5 @@ void main() {
     if (i < p.n) sum += TEXEL ? uintBitsToFloat(texelFetch(srct, int(i))) : src[i];
   }
   // Sum j of the workgroup-major order the host checks: invocation `lane` of workgroup `group`.
-  sums[group * gl_WorkGroupSize.x + lane] = sum;
+  dst[group * gl_WorkGroupSize.x + lane] = sum;
 }

@@ -63,22 +63,15 @@ struct BenchCopy {
   VKRNN_BINDINGS((src, read), (dst, write), (srct, read))
 };
 
+// bench_copy's interface, its destination taking one vec4 sum per invocation.
 struct BenchRead {
   VKRNN_KERNEL(bench_read, "bench_read")
-  struct Push {
-    std::uint32_t n;
-  };
+  using Push = BenchCopy::Push;
   VKRNN_PUSH(n)
-  struct Constants {
-    VKRNN_LOCAL_SIZE;
-    std::uint32_t PER_INVOCATION = 16;
-    bool TEXEL = false;  // src read through srct, a texel view of it
-  };
+  using Constants = BenchCopy::Constants;
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (PER_INVOCATION, 3), (TEXEL, 4))
-  struct Bindings {
-    Tensor src, sums, srct;
-  };
-  VKRNN_BINDINGS((src, read), (sums, write), (srct, read))
+  using Bindings = BenchCopy::Bindings;
+  VKRNN_BINDINGS((src, read), (dst, write), (srct, read))
 };
 
 struct BenchEmpty {
