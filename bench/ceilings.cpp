@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include <fmt/format.h>
@@ -41,7 +41,6 @@ std::vector<std::uint32_t> workgroup_sizes(const DeviceInfo& dev) {
   return sizes;
 }
 
-
 CopyTensors copy_tensors(Context& ctx) {
   const std::size_t floats = kCopyBytes / sizeof(float);
   return {ctx.tensor({floats}, random_floats(floats, 7), "bench_copy.src"),
@@ -75,7 +74,6 @@ std::string describe(std::uint32_t wg, std::uint32_t per, bool texel) {
   return fmt::format("workgroup {}, {} vec4s, {}", wg, per, texel ? "texel" : "storage");
 }
 
-
 // The best of a bandwidth shader's configurations: workgroup sizes x vec4s per invocation x
 // storage or texel reads (where the device can view the 64 MiB source as texels).
 template <class TimeOne>
@@ -102,9 +100,9 @@ CopyCeiling best_configuration(Context& ctx, std::initializer_list<std::uint32_t
 }
 
 // bench_read: src summed PER vec4s an invocation; GB/s read (the sums written, 1 / PER of it,
-// not counted), the sums checked against the host's.
-double time_read(Context& ctx, const CopyTensors& t, std::uint32_t wg, std::uint32_t per, bool texel,
-                 const TimingOptions& timing) {
+// not counted), the sums checked against the host's from `src`, t.src read back once.
+double time_read(Context& ctx, const CopyTensors& t, const std::vector<float>& src, std::uint32_t wg,
+                 std::uint32_t per, bool texel, const TimingOptions& timing) {
   const Kernel k = ctx.kernel({"bench_read", {wg, 1, 1, per, texel ? 1u : 0u}, 3, sizeof(CopyPush)});
   const std::uint64_t per_group = std::uint64_t(wg) * per;
   const Groups groups = fold((t.vec4s + per_group - 1) / per_group, ctx.device());
@@ -114,7 +112,7 @@ double time_read(Context& ctx, const CopyTensors& t, std::uint32_t wg, std::uint
   const Samples s = run_timed(ctx, [&](Sequence& seq) {
     seq.dispatch(k, {in(t.src), out(sums), in(texel ? t.src : t.texel_dummy)}, CopyPush{t.vec4s}, groups);
   }, timing);
-  const std::vector<float> src = ctx.read<float>(t.src), got = ctx.read<float>(sums);
+  const std::vector<float> got = ctx.read<float>(sums);
   for (std::uint64_t inv = 0; inv < sums_vec4s; ++inv) {
     const std::uint64_t group = inv / wg, lane = inv % wg;
     for (int c = 0; c < 4; ++c) {
@@ -148,8 +146,9 @@ CopyCeiling measure_copy_shader(Context& ctx, const CeilingOptions& options) {
 CopyCeiling measure_read_shader(Context& ctx, const CeilingOptions& options) {
   const TimingOptions timing{options.warmup, options.repetitions, ctx.device().timestamps, "ceiling"};
   const CopyTensors t = copy_tensors(ctx);
+  const std::vector<float> src = ctx.read<float>(t.src);
   return best_configuration(ctx, {16u, 64u}, [&](std::uint32_t wg, std::uint32_t per, bool texel) {
-    return time_read(ctx, t, wg, per, texel, timing);
+    return time_read(ctx, t, src, wg, per, texel, timing);
   });
 }
 

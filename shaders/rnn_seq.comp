@@ -29,7 +29,7 @@ layout(constant_id = 10) const bool WIDE = false;
 // W_hh in blocks of PACK_UNITS hidden units (rnn_dots.glsl's w_walk); 0: row-major.
 layout(constant_id = 11) const uint PACK_UNITS = 0;
 // rnn_step's segments of K (rnn_dots.glsl): not taken here (one batch row shares h along K).
-const uint K_SEGS = 1;
+const uint K_STREAMS = 1;
 #if USE_SHUFFLE
 // Lanes sharing h's loads (rnn_dots.glsl: along K with BB = 1, else over the batch slots).
 layout(constant_id = 12) const uint V_LANES = 8;

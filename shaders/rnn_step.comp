@@ -46,7 +46,7 @@ layout(constant_id = 14) const uint PACK_UNITS = 0;
 layout(constant_id = 15) const uint X_PACK_UNITS = 0;
 // fp32 weights: K walked in this many segments in step (rnn_dots.glsl; plan::rnn: CPU drivers,
 // packed W_hh, BB = 1), so that a CPU thread keeps as many runs of loads in flight; 1: in order.
-layout(constant_id = 16) const uint K_SEGS = 1;
+layout(constant_id = 16) const uint K_STREAMS = 1;
 const uint G = GATES_OF(CELL);
 
 layout(set = 0, binding = 0) readonly buffer XP { float xp[]; };   // W_ih x + b_ih

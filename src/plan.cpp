@@ -583,14 +583,18 @@ constexpr std::uint64_t kFusedMacsGpu = 1u << 20;
 
 // rnn_step / rnn_proj: a coop's units (units / coops, rounded up) times a dot product of n
 // features (n / 4 vec4s per lane) and its epilogue over the batch block, per invocation.
-// With k_segs > 1 the dot product's loop runs in k_segs segments: an outer iteration per step
-// of a segment, an inner one per segment.
+// Iterations of a dot product's loop over `steps` steps of K walked in `streams` segments
+// (rnn_dots.glsl's K_STREAMS): an outer one per step of a segment and an inner one per segment;
+// one stream: the plain loop.
+std::uint64_t streamed_loops(std::uint64_t steps, std::uint64_t streams) {
+  return streams > 1 ? share(steps, streams) * (1 + streams) : steps;
+}
+
 std::uint64_t step_loops(const DeviceInfo& dev, std::uint64_t units, std::uint64_t wg, bool subgroup,
-                         std::uint64_t n, std::uint64_t upi, std::uint64_t bb, std::uint64_t k_segs = 1) {
+                         std::uint64_t n, std::uint64_t upi, std::uint64_t bb, std::uint64_t k_streams = 1) {
   const std::uint64_t coops = subgroup ? std::max<std::uint64_t>(1, wg / max_lanes(dev)) : wg;
   const std::uint64_t lanes = subgroup ? min_lanes(dev) : 1;
-  const std::uint64_t k4 = share(share(n, 4), lanes);
-  const std::uint64_t dots = k_segs > 1 ? share(k4, k_segs) * (1 + k_segs) : k4;
+  const std::uint64_t dots = streamed_loops(share(share(n, 4), lanes), k_streams);
   return share(units, coops * upi) * (2 + dots + upi * (1 + bb));
 }
 
@@ -692,8 +696,8 @@ Rnn rnn(const DeviceInfo& dev, const RnnLayer& layer, const OpOptions& options, 
                        texel_loads(dev, 2 * G * H * HO * 4) && texel_loads(dev, 2 * B * HO * 4);
   // fp32 W_hh packed on a CPU driver, one batch row: K in segments walked in step, so that the
   // thread keeps several runs of loads in flight (as the GEMV's K_STREAMS, docs/kernels.md).
-  st.constants.K_SEGS = cpu && bb == 1 && r.pack_units != 0 && !f16 && !i8 ? kCpuLoadStreams : 1;
-  st.loops = step_loops(dev, units, wg, sub, HO, upi, bb, st.constants.K_SEGS);
+  st.constants.K_STREAMS = cpu && bb == 1 && r.pack_units != 0 && !f16 && !i8 ? kCpuLoadStreams : 1;
+  st.loops = step_loops(dev, units, wg, sub, HO, upi, bb, st.constants.K_STREAMS);
   // rnn_proj (LSTM with proj_size): the subgroup build wherever subgroups exist.
   st.proj_variant = {.fp16 = f16, .subgroup = subgroups};
   const std::uint32_t proj_units = subgroups ? step_wg / coop_lanes : step_wg;
@@ -797,9 +801,8 @@ bool step_input_inline(const DeviceInfo& dev, const RnnSteps& steps, std::uint64
   const std::uint64_t coops = sub ? std::max<std::uint64_t>(1, c.local_size_x / max_lanes(dev)) : c.local_size_x;
   const std::uint64_t lanes = sub ? min_lanes(dev) : 1;
   // The x loop beside the recurrent one: per unit, the input's vec4s over the coop's lanes (in
-  // K_SEGS segments, as step_loops counts them).
-  const std::uint64_t x4 = share(share(in, 4), lanes);
-  const std::uint64_t x_dots = c.K_SEGS > 1 ? share(x4, c.K_SEGS) * (1 + c.K_SEGS) : x4;
+  // K_STREAMS segments, as step_loops counts them).
+  const std::uint64_t x_dots = streamed_loops(share(share(in, 4), lanes), c.K_STREAMS);
   const std::uint64_t loops = steps.loops + share(c.UNITS, coops * c.UPI) * (1 + x_dots);
   return loops <= kLoopBudget;
 }

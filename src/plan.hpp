@@ -231,7 +231,7 @@ std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& o
 // Segments of K a per-invocation GEMV lane walks in step (gemv_block.glsl's K_STREAMS), 1 for
 // the plain walk: on CPU drivers, where W is packed (a segment is one run of memory) and one
 // row of X (B = 1) leaves the loads, not the products, the bound, kCpuLoadStreams fp32 streams
-// of misses in flight per thread instead of one (docs/kernels.md). rnn_step's K_SEGS likewise.
+// of misses in flight per thread instead of one (docs/kernels.md). rnn_step's K_STREAMS likewise.
 constexpr std::uint32_t kCpuLoadStreams = 4;
 std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c);
 

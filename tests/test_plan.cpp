@@ -842,9 +842,9 @@ TEST(Plan, RnnRespectsEveryProfile) {
         EXPECT_EQ(plan::rnn(dev, layer, row_major, B).pack_units, 0u);
         // K in segments walked in step where packed fp32 W_hh meets one batch row per workgroup.
         const bool f32 = plan::weight_storage(o) == WeightStorage::f32;
-        EXPECT_EQ(st.constants.K_SEGS, p.pack_units != 0 && f32 && st.constants.BB == 1 ? plan::kCpuLoadStreams : 1u)
+        EXPECT_EQ(st.constants.K_STREAMS, p.pack_units != 0 && f32 && st.constants.BB == 1 ? plan::kCpuLoadStreams : 1u)
             << "B = " << B;
-        EXPECT_EQ(plan::rnn(dev, layer, row_major, B).steps.constants.K_SEGS, 1u);
+        EXPECT_EQ(plan::rnn(dev, layer, row_major, B).steps.constants.K_STREAMS, 1u);
         // W_ih in the same blocks wherever its rows are whole 16-byte units, whatever HO.
         EXPECT_EQ(p.pack_block, dev.type == DeviceType::cpu && o.pack_weights ? st.constants.UNITS : 0u);
         const WeightStorage storage = plan::weight_storage(o);

@@ -5,6 +5,7 @@
 #include <array>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <set>
 #include <utility>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "common/app_device.hpp"
@@ -898,4 +900,45 @@ TEST(Validation, LayerMessagesReachTheSink) {
   if (buf) ctx.impl().fns.vkDestroyBuffer(ctx.vk_device(), buf, nullptr);
   ASSERT_FALSE(seen.empty());
   EXPECT_NE(seen.front().find("size"), std::string::npos) << seen.front();
+}
+
+// vkrnn-bench's read ceiling (shaders/bench_read.comp: PER vec4s summed per invocation, one sum
+// written each) against a double-precision reference, over counts that leave invocations and
+// whole workgroups partly or wholly past the end, one-lane workgroups and both read paths.
+TEST(BenchShaders, ReadShaderSumsMatchTheReference) {
+  struct ReadPush {
+    std::uint32_t n;  // vec4s
+  };
+  Context& ctx = context();
+  for (std::uint32_t n : {1u, 7u, 127u, 1000u, 4099u}) {
+    std::vector<float> src(std::size_t(n) * 4);
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>((i * 7919) % 201) / 50.0f - 2.0f;
+    const Tensor t = ctx.tensor({src.size()}, src, "bench_read.src");
+    const Tensor dummy = ctx.tensor({4}, DType::f32, "bench_read.texel_dummy");
+    for (std::uint32_t wg : {1u, 8u, 64u}) {
+      for (std::uint32_t per : {1u, 16u, 64u}) {
+        for (bool texel : {false, true}) {
+          if (texel && !ctx.device().uniform_texel_u32x4) continue;
+          SCOPED_TRACE(fmt::format("n {} workgroup {} per {} texel {}", n, wg, per, texel));
+          const std::uint32_t groups = (n + wg * per - 1) / (wg * per);
+          const Tensor sums = ctx.tensor({std::size_t(groups) * wg * 4}, DType::f32, "bench_read.sums");
+          const Kernel k = ctx.kernel({"bench_read", {wg, 1, 1, per, texel ? 1u : 0u}, 3, sizeof(ReadPush)});
+          ctx.sequence().dispatch(k, {in(t), out(sums), in(texel ? t : dummy)}, ReadPush{n}, {groups, 1, 1}).eval();
+          const std::vector<float> got = ctx.read<float>(sums);
+          for (std::size_t inv = 0; inv < std::size_t(groups) * wg; ++inv) {
+            for (std::size_t c = 0; c < 4; ++c) {
+              double want = 0.0, magnitude = 0.0;
+              for (std::size_t j = 0; j < per; ++j) {
+                const std::size_t i = inv / wg * wg * per + inv % wg + j * wg;
+                if (i >= n) break;
+                want += src[i * 4 + c];
+                magnitude += std::abs(src[i * 4 + c]);
+              }
+              ASSERT_NEAR(got[inv * 4 + c], want, 1e-5 * magnitude + 1e-6) << "invocation " << inv << " component " << c;
+            }
+          }
+        }
+      }
+    }
+  }
 }

@@ -1,7 +1,7 @@
 // The W_hh dot products of the recurrent kernels (rnn_step.comp, rnn_seq.comp): W_hh's loads
 // (through the texel view wt with TEXEL: fp32 vec4s, or WIDE 16-byte units) and the loop that
 // accumulates a coop's rows against its vectors. The including shader declares, before it
-// includes this, the constants ALIGNED, TEXEL, UPI, BB, PACK_UNITS, K_SEGS (segments of K the
+// includes this, the constants ALIGNED, TEXEL, UPI, BB, PACK_UNITS, K_STREAMS (segments of K the
 // fp32 loop walks in step, 1 for the plain walk: plan::Rnn) (and V_LANES in a _shuffle build),
 // G, the texel view wt of binding 1 and the push block p (H, HO).
 #ifndef VKRNN_RNN_DOTS_GLSL
@@ -72,11 +72,11 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
           }                                                                                \
       }                                                                                    \
     }                                                                                      \
-  } else if (K_SEGS > 1) {                                                                 \
-    /* K in K_SEGS segments walked in step: K_SEGS runs of the packed rows in flight */    \
-    const uint seg_ = ((k4_count) + K_SEGS - 1) / K_SEGS;                                  \
+  } else if (K_STREAMS > 1) {                                                                 \
+    /* K in K_STREAMS segments walked in step: K_STREAMS runs of the packed rows in flight */    \
+    const uint seg_ = ((k4_count) + K_STREAMS - 1) / K_STREAMS;                                  \
     for (uint s4 = LANE; s4 < seg_; s4 += LANES) {                                         \
-      for (uint sj = 0; sj < K_SEGS; ++sj) {                                               \
+      for (uint sj = 0; sj < K_STREAMS; ++sj) {                                               \
         const uint k4 = sj * seg_ + s4;                                                    \
         if (k4 >= (k4_count)) break;                                                       \
         ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V)                                        \

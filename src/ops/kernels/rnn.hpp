@@ -58,11 +58,11 @@ struct RnnStep {
     std::uint32_t V_LANES = 8;  // _shuffle: lanes sharing h's and x's loads (the fixed subgroup size)
     std::uint32_t PACK_UNITS = 0;  // W_hh in blocks of this many hidden units (plan::Rnn::pack_units)
     std::uint32_t X_PACK_UNITS = 0;  // RNN_X_INLINE: W_ih likewise (plan::Rnn::input_pack_units)
-    std::uint32_t K_SEGS = 1;  // fp32 weights: K walked in this many segments in step (plan::rnn)
+    std::uint32_t K_STREAMS = 1;  // fp32 weights: K walked in this many segments in step (plan::rnn)
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (CELL, 3), (UNITS, 4), (BB, 5), (ALIGNED, 6), (UPI, 7),
                   (WEIGHT_I8, 8), (TEXEL, 9), (X_ALIGNED, 10), (WIDE, 11), (X_WIDE, 12), (V_LANES, 13),
-                  (PACK_UNITS, 14), (X_PACK_UNITS, 15), (K_SEGS, 16))
+                  (PACK_UNITS, 14), (X_PACK_UNITS, 15), (K_STREAMS, 16))
   // RnnCellBindings, then for RNN_X_INLINE: x, W_ih (like W_hh), b_ih; with TEXEL, ws, hs, wis
   // and xs again as texel views (bound by kernels::dispatch).
   struct Bindings {
