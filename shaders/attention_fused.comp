@@ -50,9 +50,12 @@ layout(constant_id = 12) const uint MERGE = 0;   // > 0: merge split rows here, 
 // one invocation per output reading all of the query from shared memory (project_query).
 layout(constant_id = 13) const uint QPL = 0;
 // The keys are the values (one tensor, Hk = H, dk = dv; CPU drivers, one subgroup per
-// workgroup, a subgroup per score, one column tile with VPT = KU): positions one at a time,
-// each key vec4 fetched once for its score and its context term (docs/kernels.md).
+// workgroup, a subgroup per score, one column tile with VPT = KU): no block of scores, each
+// key vec4 fetched once for its score and its context term (docs/kernels.md). The split is
+// walked in POS_STREAMS segments in step, a position of each per step under one running max,
+// so that a CPU thread keeps that many runs of loads in flight instead of one.
 layout(constant_id = 16) const bool STREAM = false;
+layout(constant_id = 17) const uint POS_STREAMS = 1;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
@@ -228,33 +231,44 @@ void main() {
 #if USE_SUBGROUP
   if (STREAM) {
     // Unit t of this lane is key unit sg_rank + t * sg_count = value unit lane + t * WG (one
-    // subgroup holds the workgroup). The context and the sum rescale at every position, with
-    // no branch: lavapipe runs a branch's body whatever the condition, under a mask (measured:
-    // the branch-free loop was the faster).
+    // subgroup holds the workgroup). The context and the sum rescale at every step, with no
+    // branch: lavapipe runs a branch's body whatever the condition, under a mask (measured:
+    // the branch-free loop was the faster). Step i takes position s_begin + i + g * seg of
+    // each segment g (the last segments may run out first: weight 0, no loads).
     const uint n4 = p.dk / 4;
-    for (uint s = s_begin; s < s_end; ++s) {
-      const uint kb4 = ((b * p.S + s) * p.Hk + h * p.dk) / 4;
-      vec4 kv[KU];
-      float part = 0.0;
-      for (uint k = 0; k < KU; ++k) {
-        const uint j = sg_rank + k * sg_count;
-        kv[k] = j < n4 ? KEY4(kb4 + j) : vec4(0.0);
-        part += dot(kv[k], q_reg[k]);
+    const uint seg = s_end > s_begin ? (s_end - s_begin + POS_STREAMS - 1) / POS_STREAMS : 0;
+    for (uint i = 0; i < seg; ++i) {
+      vec4 kv[POS_STREAMS * KU];
+      float e[POS_STREAMS];
+      float e_max = NEG_INF;
+      for (uint g = 0; g < POS_STREAMS; ++g) {
+        const uint s = s_begin + i + g * seg;
+        const bool here = s < s_end;
+        const uint kb4 = ((b * p.S + s) * p.Hk + h * p.dk) / 4;
+        float part = 0.0;
+        for (uint k = 0; k < KU; ++k) {
+          const uint j = sg_rank + k * sg_count;
+          kv[g * KU + k] = here && j < n4 ? KEY4(kb4 + j) : vec4(0.0);
+          part += dot(kv[g * KU + k], q_reg[k]);
+        }
+        e[g] = finish_score(subgroupAdd(part), p.scale);
+        // Position s counts in lane s mod WG (its raw score, its share of the sum), as in
+        // the blocks below: each lane sums a WG-th of the terms, and the weights'
+        // normalisation reads back what the same invocation wrote.
+        if (write_raw && here && s % WG == lane) raw[r * p.S + s] = e[g];
+        if (here) e_max = max(e_max, e[g]);
       }
-      const float e = finish_score(subgroupAdd(part), p.scale);
-      // Position s counts in lane s mod WG (its raw score, its share of the sum), as in the
-      // blocks below: each lane sums a WG-th of the terms, and the weights' normalisation
-      // reads back what the same invocation wrote.
-      const bool mine = s % WG == lane;
-      if (write_raw && mine) raw[r * p.S + s] = e;
-      const float m_new = max(m, e);
-      const float alpha = exp(m - m_new);
+      const float m_new = max(m, e_max);
+      const float alpha = exp(m - m_new);  // 0 on the first step (m = -inf)
       for (uint k = 0; k < VPT; ++k) acc4[k] *= alpha;
       l_part *= alpha;
       m = m_new;
-      const float w = exp(e - m);
-      if (mine) l_part += w;
-      for (uint k = 0; k < VPT; ++k) acc4[k] += w * kv[k];
+      for (uint g = 0; g < POS_STREAMS; ++g) {
+        const uint s = s_begin + i + g * seg;
+        const float w = s < s_end ? exp(e[g] - m) : 0.0;
+        if (s % WG == lane) l_part += w;
+        for (uint k = 0; k < VPT; ++k) acc4[k] += w * kv[g * KU + k];
+      }
     }
   } else
 #endif

@@ -316,6 +316,16 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   // subgroup the device may pick), so a split can be kept under kLoopBudget.
   std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
   per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
+  // The streamed loop (below) shares the chunk: per step of its kCpuLoadStreams segments, the
+  // rescale and, per segment, the score's and the context's loops.
+  const auto streams_keys = [&](const kernels::AttentionFused::Constants& c) {
+    return cpu && sg && one && sc.per_subgroup && sc.mode == 0 && c.TEXEL && d.Hk == d.H &&
+           d.dk == d.dv && nht == 1 && vpt == sc.key_loop && sc.key_loop <= 64;
+  };
+  if (streams_keys(p.constants)) {
+    const std::uint64_t per_step = 1 + vpt + kCpuLoadStreams * (2 + sc.key_loop + vpt);
+    per_block = std::max<std::uint64_t>(per_block, ceil_div(P, kCpuLoadStreams) * per_step);
+  }
   auto split_source = [&] {
     const std::uint64_t budget = kLoopBudget - (fold ? q_loop : 0);
     const std::uint32_t max_chunk =
@@ -361,16 +371,17 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
     if (p.merge) p.constants = merged;
   }
   // Keys that are the values (Luong dot / general over encoder outputs): on CPU drivers a
-  // position at a time, each lane's key vec4s serving its score and then its context terms,
-  // fetched once (docs/kernels.md). Needs the lane's key units to be its value units: one
-  // subgroup per workgroup, a subgroup per score, one column tile with VPT = KU, and the
+  // position of each of kCpuLoadStreams segments of the split at a time (as many runs of loads
+  // in flight per CPU thread), each lane's key vec4s serving its score and then its context
+  // terms, fetched once (docs/kernels.md). Needs the lane's key units to be its value units:
+  // one subgroup per workgroup, a subgroup per score, one column tile with VPT = KU, and the
   // query's units in registers (attention_score.glsl's QREG_MAX).
-  p.stream = cpu && sg && one && sc.per_subgroup && sc.mode == 0 && p.constants.TEXEL &&
-             d.Hk == d.H && d.dk == d.dv && nht == 1 && vpt == sc.key_loop && sc.key_loop <= 64;
+  p.stream = streams_keys(p.constants);
   if (p.stream) {
-    kernels::AttentionFused::Constants streamed = p.constants;
-    streamed.STREAM = true;
-    add_kernel<kernels::AttentionFused>(p.needs, streamed, p.variant);
+    p.streamed = p.constants;
+    p.streamed.STREAM = true;
+    p.streamed.POS_STREAMS = kCpuLoadStreams;
+    add_kernel<kernels::AttentionFused>(p.needs, p.streamed, p.variant);
   }
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.

@@ -172,10 +172,12 @@ struct FusedAttention {
   std::uint32_t chunk = 1;         // source positions per split
   std::uint32_t splits = 1;        // 1: direct; else merged in the kernel or by a combine dispatch
   bool merge = false;              // splits > 1 merged by the fused kernel (constants.MERGE > 0)
-  // Where the keys and the values may be one tensor read one position at a time (CPU drivers,
-  // a subgroup per score, one subgroup per workgroup and column tile): constants with STREAM,
-  // for records whose keys are their values.
+  // Where the keys and the values may be one tensor read once, a position of each of
+  // POS_STREAMS segments at a time (CPU drivers, a subgroup per score, one subgroup per
+  // workgroup and column tile): `streamed`, the constants with STREAM, for records whose keys
+  // are their values.
   bool stream = false;
+  kernels::AttentionFused::Constants streamed;
   // The query projection (general, additive): in the kernel (constants.QP > 0) when one
   // workgroup owns each row, else its own dispatch.
   QueryProjection query;

@@ -324,9 +324,10 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
                      std::uint64_t(d.Hk) * d.Hq <= 4096) {
             ADD_FAILURE() << "a small projection of an unsplit row was not folded";
           }
-          // Keys that are the values streamed a position at a time: only where a lane's key
-          // units are its value units (one subgroup, a subgroup per score, one column tile of
-          // VPT = KU units, the query's units in registers) on CPU drivers, dot-like scores.
+          // Keys that are the values streamed, kCpuLoadStreams segments of the split in step:
+          // only where a lane's key units are its value units (one subgroup, a subgroup per
+          // score, one column tile of VPT = KU units, the query's units in registers) on CPU
+          // drivers, dot-like scores; its loop within the budget too.
           if (p.stream) {
             const auto& k = p.constants;
             EXPECT_TRUE(plan::is_cpu(dev) && p.variant.subgroup && k.ONE_SUBGROUP && k.SG_CLUSTER);
@@ -335,9 +336,18 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
             EXPECT_EQ(k.VPT, k.KU);
             EXPECT_LE(k.KU, 64u);
             EXPECT_FALSE(k.STREAM) << "the plain kernel stays the plain one";
-            auto streamed = k;
-            streamed.STREAM = true;
-            built.push_back(build<kernels::AttentionFused>(dev, streamed, p.variant, what));
+            const auto& s = p.streamed;
+            EXPECT_TRUE(s.STREAM);
+            EXPECT_EQ(s.POS_STREAMS, plan::kCpuLoadStreams);
+            EXPECT_EQ(k.POS_STREAMS, 1u);
+            EXPECT_TRUE(s.local_size_x == k.local_size_x && s.KU == k.KU && s.VPT == k.VPT &&
+                        s.TEXEL == k.TEXEL && s.MERGE == k.MERGE && s.QP == k.QP && s.QPL == k.QPL &&
+                        s.R == k.R && s.SG_CLUSTER == k.SG_CLUSTER)
+                << what << ": the streamed kernel is the plain one with STREAM";
+            // Its steps: the rescale, and per segment the score's and the context's loops.
+            const std::uint64_t steps = (p.chunk + s.POS_STREAMS - 1) / s.POS_STREAMS;
+            EXPECT_LE(steps * (1 + k.VPT + s.POS_STREAMS * (2 + k.KU + k.VPT)), plan::kLoopBudget) << what;
+            built.push_back(build<kernels::AttentionFused>(dev, p.streamed, p.variant, what));
             ++stream_plans;
           }
           check_query(dev, o, p.query, d, what, built, in_kernel);

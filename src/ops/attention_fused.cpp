@@ -32,11 +32,7 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   combine_per_invocation_ = p.combine.E;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
   plan_.streams_shared_keys = p.stream;
-  if (p.stream) {
-    K::Constants streamed = p.constants;
-    streamed.STREAM = true;
-    stream_kernel_ = kernels::make<K>(ctx, streamed, p.variant);
-  }
+  if (p.stream) stream_kernel_ = kernels::make<K>(ctx, p.streamed, p.variant);
   if (plan_.tiles > 1) {
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");

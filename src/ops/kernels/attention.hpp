@@ -115,10 +115,11 @@ struct AttentionFused {
     std::uint32_t QPL = 0;
     bool ONE_SUBGROUP = false;
     bool STREAM = false;  // keys are the values: one fetch per key unit (subgroup variant)
+    std::uint32_t POS_STREAMS = 1;  // STREAM: segments of the split walked in step
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
                   (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12), (QPL, 13),
-                  (ONE_SUBGROUP, 15), (STREAM, 16))
+                  (ONE_SUBGROUP, 15), (STREAM, 16), (POS_STREAMS, 17))
   // arrivals: u32 [rows], zero between dispatches (MERGE: each split workgroup counts itself in,
   // the last resets it).
   struct Bindings {
