@@ -55,6 +55,9 @@ layout(constant_id = 13) const uint QPL = 0;
 // walked in POS_STREAMS segments in step, a position of each per step under one running max,
 // so that a CPU thread keeps that many runs of loads in flight instead of one.
 layout(constant_id = 16) const bool STREAM = false;
+// STREAM with keys and values apart (additive; dot-like over two tensors): each lane also
+// fetches its VPT value units of each position, after its score.
+layout(constant_id = 18) const bool STREAM_VALUES = false;
 layout(constant_id = 17) const uint POS_STREAMS = 1;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
@@ -102,6 +105,7 @@ shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0
 #define QUERY4(i) (QP > 0 ? vec4(qp[4 * (i)], qp[4 * (i) + 1], qp[4 * (i) + 2], qp[4 * (i) + 3]) : qry4[i])
 #define QUERY1(i) (QP > 0 ? qp[i] : qry[i])
 #define KEY4(i) (TEXEL ? uintBitsToFloat(texelFetch(kt, int(i))) : vec4(keys4[i]))
+#define VALUE4(i) (TEXEL ? uintBitsToFloat(texelFetch(vt, int(i))) : vec4(values4[i]))
 #include "attention_score.glsl"
 
 // q' = W_q qry[b] (+ qbias) into qp, the invocations splitting the Hk outputs. The raw query
@@ -239,6 +243,7 @@ void main() {
     const uint seg = s_end > s_begin ? (s_end - s_begin + POS_STREAMS - 1) / POS_STREAMS : 0;
     for (uint i = 0; i < seg; ++i) {
       vec4 kv[POS_STREAMS * KU];
+      vec4 vv[POS_STREAMS * VPT];  // STREAM_VALUES
       float e[POS_STREAMS];
       float e_max = NEG_INF;
       for (uint g = 0; g < POS_STREAMS; ++g) {
@@ -249,9 +254,19 @@ void main() {
         for (uint k = 0; k < KU; ++k) {
           const uint j = sg_rank + k * sg_count;
           kv[g * KU + k] = here && j < n4 ? KEY4(kb4 + j) : vec4(0.0);
-          part += dot(kv[g * KU + k], q_reg[k]);
+          if (SCORE_MODE == 0) {
+            part += dot(kv[g * KU + k], q_reg[k]);
+          } else if (j < n4) {
+            part += dot(v_reg[k], tanh_rational(kv[g * KU + k] + q_reg[k]));
+          }
         }
         e[g] = finish_score(subgroupAdd(part), p.scale);
+        if (STREAM_VALUES) {
+          const uint vb4 = ((b * p.S + s) * p.H + h * p.dv) / 4 + lane;
+          for (uint k = 0; k < VPT; ++k) {
+            vv[g * VPT + k] = here && lane + k * WG < nunits ? VALUE4(vb4 + k * WG) : vec4(0.0);
+          }
+        }
         // Position s counts in lane s mod WG (its raw score, its share of the sum), as in
         // the blocks below: each lane sums a WG-th of the terms, and the weights'
         // normalisation reads back what the same invocation wrote.
@@ -267,7 +282,7 @@ void main() {
         const uint s = s_begin + i + g * seg;
         const float w = s < s_end ? exp(e[g] - m) : 0.0;
         if (s % WG == lane) l_part += w;
-        for (uint k = 0; k < VPT; ++k) acc4[k] += w * kv[g * KU + k];
+        for (uint k = 0; k < VPT; ++k) acc4[k] += w * (STREAM_VALUES ? vv[g * VPT + k] : kv[g * KU + k]);
       }
     }
   } else
@@ -329,7 +344,7 @@ void main() {
         for (uint k = 0; k < VPT; ++k) {
           if (lane + k * WG < nunits) {
             const uint at = rb + k * WG;
-            acc4[k] += w * (TEXEL ? uintBitsToFloat(texelFetch(vt, int(at))) : vec4(values4[at]));
+            acc4[k] += w * VALUE4(at);
           }
         }
       }

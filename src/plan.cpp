@@ -316,16 +316,22 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   // subgroup the device may pick), so a split can be kept under kLoopBudget.
   std::uint64_t per_block = std::uint64_t(sc.per_subgroup ? P : R) * (1 + sc.key_loop);
   per_block += 3 * R + std::uint64_t(P) * (1 + vpt);
-  // The streamed loop (below) shares the chunk: per step of its kCpuLoadStreams segments, the
-  // rescale and, per segment, the score's and the context's loops.
-  const auto streams_keys = [&](const kernels::AttentionFused::Constants& c) {
-    return cpu && sg && one && sc.per_subgroup && sc.mode == 0 && c.TEXEL && d.Hk == d.H &&
-           d.dk == d.dv && nht == 1 && vpt == sc.key_loop && sc.key_loop <= 64;
+  // The streamed loops (below) share the chunk: per step of their kCpuLoadStreams segments,
+  // the rescale and, per segment, the score's and the context's loops (and the values' loads).
+  const auto streams = [&](const kernels::AttentionFused::Constants& c) {
+    return cpu && sg && one && sc.per_subgroup && c.TEXEL && nht == 1 && sc.key_loop <= 64 && vpt <= 64;
   };
-  if (streams_keys(p.constants)) {
-    const std::uint64_t per_step = 1 + vpt + kCpuLoadStreams * (2 + sc.key_loop + vpt);
-    per_block = std::max<std::uint64_t>(per_block, ceil_div(P, kCpuLoadStreams) * per_step);
-  }
+  const auto streams_keys = [&](const kernels::AttentionFused::Constants& c) {
+    return streams(c) && sc.mode == 0 && d.Hk == d.H && d.dk == d.dv && vpt == sc.key_loop;
+  };
+  const auto streams_values = [&](const kernels::AttentionFused::Constants& c) {
+    return streams(c) && std::uint64_t(d.B) * d.S * (d.Hk + d.H) * 4 >= kStreamValuesBytes;
+  };
+  const auto streamed_block = [&](std::uint64_t per_segment) {
+    per_block = std::max<std::uint64_t>(per_block, ceil_div(P, kCpuLoadStreams) * (1 + vpt + kCpuLoadStreams * per_segment));
+  };
+  if (streams_keys(p.constants)) streamed_block(2 + sc.key_loop + vpt);
+  if (streams_values(p.constants)) streamed_block(3 + sc.key_loop + 2 * vpt);
   auto split_source = [&] {
     const std::uint64_t budget = kLoopBudget - (fold ? q_loop : 0);
     const std::uint32_t max_chunk =
@@ -382,6 +388,14 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
     p.streamed.STREAM = true;
     p.streamed.POS_STREAMS = kCpuLoadStreams;
     add_kernel<kernels::AttentionFused>(p.needs, p.streamed, p.variant);
+  }
+  // Keys and values apart (additive; dot-like over two tensors) streamed likewise, each lane
+  // fetching its value units of each position after its score, where they are too many to stay
+  // in a CPU's caches between dispatches (docs/kernels.md).
+  if (streams_values(p.constants)) {
+    p.constants.STREAM = true;
+    p.constants.STREAM_VALUES = true;
+    p.constants.POS_STREAMS = kCpuLoadStreams;
   }
   // The combine keeps one coefficient per split in shared memory; built for at least as many
   // splits as source_chunk() aims at, so few pipelines cover every S.

@@ -235,6 +235,10 @@ std::uint32_t pack_rows(const DeviceInfo& dev, const Gemm& g, const OpOptions& o
 // row of X (B = 1) leaves the loads, not the products, the bound, kCpuLoadStreams fp32 streams
 // of misses in flight per thread instead of one (docs/kernels.md). rnn_step's K_STREAMS likewise.
 constexpr std::uint32_t kCpuLoadStreams = 4;
+// Keys and values apart are streamed (plan::fused_attention) from this many bytes of them on:
+// lavapipe on a 2-core Xeon VM, W1.additive B = 16 S = 4096 (128 / 256 MiB) 1.6x / 1.25x faster,
+// B = 16 S = 512 H = 512 (32 MiB) and smaller, read from the caches, 3-10% slower.
+constexpr std::uint64_t kStreamValuesBytes = 64ull << 20;
 std::uint32_t gemv_k_streams(const DeviceInfo& dev, const kernels::Gemv::Constants& c);
 
 // --- recurrent layers ------------------------------------------------------------------------

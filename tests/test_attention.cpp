@@ -1067,6 +1067,34 @@ TEST(Attention, KeysThatAreTheValuesStreamed) {
   }
 }
 
+// Memories of at least plan::kStreamValuesBytes of keys and values apart: on CPU drivers walked
+// in several segments at once, each lane fetching its value units apart from its key units
+// (additive; dot over a copy of the keys). Long rows with ragged lengths (S, 0, S / 2 + 1, ...).
+TEST(Attention, LargeMemoriesStreamed) {
+  Context& ctx = context();
+  const bool cpu = ctx.device().type == DeviceType::cpu && ctx.device().subgroup_arithmetic;
+  std::uint32_t seed = 3200;
+  for (auto [score, B, S] : {std::tuple{Score::additive, 8, 4096}, std::tuple{Score::dot, 3, 11000}}) {
+    Problem p = make_problem(score, B, S, 256, ++seed);
+    if (score == Score::additive) p.key_dim = 256;  // vec4 keys
+    SCOPED_TRACE(p.describe());
+    ASSERT_GE(p.batch * p.S * (p.Hk() + p.hidden) * 4, 64u << 20);
+    const FusedAttention op(ctx, p.config());
+    EXPECT_EQ(op.plan().streams_values, cpu) << "CPU drivers stream large memories, GPUs keep the blocked path";
+    if (score == Score::additive) {
+      run_problem(p);  // keys and values apart, against the reference
+      continue;
+    }
+    const Data d = make_data(p);
+    const Reference r = reference(p, d);
+    Inputs apart = upload(ctx, p, d);
+    apart.keys = upload_storage(ctx, {p.batch, p.S, p.Hk()}, d.keys, false, "keys (a copy)");
+    const Outputs unfused = run_unfused(ctx, p, d, apart, {});
+    const Outputs fused = run_fused(ctx, p, d, apart, {});
+    check_fp32(p, d, r, unfused, fused);
+  }
+}
+
 TEST(Attention, DeterministicRunToRun) {
   Context& ctx = context();
   for (Score s : kScores) {

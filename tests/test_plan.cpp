@@ -185,6 +185,9 @@ std::vector<AttentionCase> attention_cases() {
   out.push_back({Score::scaled_dot, 4, 1000, 256, 256, 4});
   out.push_back({Score::scaled_dot, 1, 200000, 64, 64, 1});
   out.push_back({Score::scaled_dot, 2, 33, 1024, 1024, 2});
+  // Memories past kStreamValuesBytes (streamed on CPU drivers).
+  out.push_back({Score::additive, 16, 4096, 256, 256, 1});
+  out.push_back({Score::dot, 8, 8192, 512, 512, 1});
   return out;
 }
 
@@ -230,7 +233,7 @@ void check_query(const DeviceInfo& dev, const OpOptions& o, const plan::QueryPro
 }
 
 TEST(Plan, DecoderAttentionRespectsEveryProfile) {
-  int plans = 0, merged_plans = 0, combined_plans = 0, stream_plans = 0;
+  int plans = 0, merged_plans = 0, combined_plans = 0, stream_plans = 0, values_plans = 0;
   for (const auto& dev : profiles()) {
     for (const auto& c : attention_cases()) {
       const auto d = dims(c);
@@ -324,29 +327,44 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
                      std::uint64_t(d.Hk) * d.Hq <= 4096) {
             ADD_FAILURE() << "a small projection of an unsplit row was not folded";
           }
-          // Keys that are the values streamed, kCpuLoadStreams segments of the split in step:
-          // only where a lane's key units are its value units (one subgroup, a subgroup per
-          // score, one column tile of VPT = KU units, the query's units in registers) on CPU
-          // drivers, dot-like scores; its loop within the budget too.
+          // Streamed, kCpuLoadStreams segments of the split in step: only on CPU drivers with
+          // one subgroup, a subgroup per score, one column tile and the query's units in
+          // registers; its loop within the budget too (steps: the rescale, and per segment the
+          // score's and the context's loops, and the values' loads).
+          const auto check_streamed = [&](const kernels::AttentionFused::Constants& s) {
+            EXPECT_TRUE(plan::is_cpu(dev) && p.variant.subgroup && s.ONE_SUBGROUP && s.SG_CLUSTER) << what;
+            EXPECT_TRUE(s.STREAM && s.TEXEL && s.KVEC4 && s.VVEC4 && p.column_tiles == 1) << what;
+            EXPECT_EQ(s.POS_STREAMS, plan::kCpuLoadStreams) << what;
+            EXPECT_LE(s.KU, 64u);
+            EXPECT_LE(s.VPT, 64u);
+            const std::uint64_t steps = (p.chunk + s.POS_STREAMS - 1) / s.POS_STREAMS;
+            const std::uint64_t per_segment = s.STREAM_VALUES ? 3 + s.KU + 2 * s.VPT : 2 + s.KU + s.VPT;
+            EXPECT_LE(steps * (1 + s.VPT + s.POS_STREAMS * per_segment), plan::kLoopBudget) << what;
+          };
+          // Keys apart from the values: streamed from kStreamValuesBytes of them on.
+          const auto& k = p.constants;
+          const bool large = std::uint64_t(d.B) * d.S * (d.Hk + d.H) * 4 >= plan::kStreamValuesBytes;
+          EXPECT_EQ(k.STREAM, k.STREAM_VALUES) << what;
+          if (k.STREAM) {
+            check_streamed(k);
+            EXPECT_TRUE(large) << what;
+            ++values_plans;
+          } else {
+            EXPECT_EQ(k.POS_STREAMS, 1u) << what;
+            EXPECT_FALSE(large && plan::is_cpu(dev) && p.stream) << what << ": a large memory kept blocked";
+          }
+          // Keys that are the values: only where a lane's key units are its value units (VPT =
+          // KU), dot-like scores; the same kernel as the plain one with STREAM otherwise.
           if (p.stream) {
-            const auto& k = p.constants;
-            EXPECT_TRUE(plan::is_cpu(dev) && p.variant.subgroup && k.ONE_SUBGROUP && k.SG_CLUSTER);
-            EXPECT_TRUE(k.TEXEL && k.KVEC4 && k.VVEC4 && k.SCORE_MODE == 0);
-            EXPECT_TRUE(d.Hk == d.H && d.dk == d.dv && p.column_tiles == 1);
-            EXPECT_EQ(k.VPT, k.KU);
-            EXPECT_LE(k.KU, 64u);
-            EXPECT_FALSE(k.STREAM) << "the plain kernel stays the plain one";
             const auto& s = p.streamed;
-            EXPECT_TRUE(s.STREAM);
-            EXPECT_EQ(s.POS_STREAMS, plan::kCpuLoadStreams);
-            EXPECT_EQ(k.POS_STREAMS, 1u);
+            check_streamed(s);
+            EXPECT_FALSE(s.STREAM_VALUES) << what;
+            EXPECT_TRUE(s.SCORE_MODE == 0 && d.Hk == d.H && d.dk == d.dv) << what;
+            EXPECT_EQ(s.VPT, s.KU);
             EXPECT_TRUE(s.local_size_x == k.local_size_x && s.KU == k.KU && s.VPT == k.VPT &&
                         s.TEXEL == k.TEXEL && s.MERGE == k.MERGE && s.QP == k.QP && s.QPL == k.QPL &&
                         s.R == k.R && s.SG_CLUSTER == k.SG_CLUSTER)
                 << what << ": the streamed kernel is the plain one with STREAM";
-            // Its steps: the rescale, and per segment the score's and the context's loops.
-            const std::uint64_t steps = (p.chunk + s.POS_STREAMS - 1) / s.POS_STREAMS;
-            EXPECT_LE(steps * (1 + k.VPT + s.POS_STREAMS * (2 + k.KU + k.VPT)), plan::kLoopBudget) << what;
             built.push_back(build<kernels::AttentionFused>(dev, p.streamed, p.variant, what));
             ++stream_plans;
           }
@@ -375,6 +393,7 @@ TEST(Plan, DecoderAttentionRespectsEveryProfile) {
   EXPECT_GT(merged_plans, 0);    // split rows merged in the fused kernel ...
   EXPECT_GT(combined_plans, 0);  // ... and by the combine dispatch, both occur
   EXPECT_GT(stream_plans, 0);
+  EXPECT_GT(values_plans, 0);
 }
 
 // A W3 decoder step's attention (additive, S = 32, 512-wide memory, 256-wide keys and query;
@@ -416,6 +435,12 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   EXPECT_TRUE(plan::fused_attention(cpu, dot, {}).stream);
   EXPECT_FALSE(plan::fused_attention(gpu, dot, {}).stream);
   EXPECT_FALSE(c.stream);
+  // Keys and values apart streamed on lavapipe from kStreamValuesBytes on (W1.additive B = 16
+  // S = 4096: 128 MiB), not below (B = 4: 32 MiB).
+  const auto large = dims({Score::additive, 16, 4096, 256, 256, 1});
+  EXPECT_TRUE(plan::fused_attention(cpu, large, {}).constants.STREAM_VALUES);
+  EXPECT_FALSE(plan::fused_attention(gpu, large, {}).constants.STREAM_VALUES);
+  EXPECT_FALSE(plan::fused_attention(cpu, dims({Score::additive, 4, 4096, 256, 256, 1}), {}).constants.STREAM_VALUES);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 1), plan::GemmPath::gemv);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 100), plan::GemmPath::tiled);
   EXPECT_EQ(plan::gemm_path(cpu, plan::gemm(cpu, {}), 100), plan::GemmPath::gemv_invocation);

@@ -113,8 +113,12 @@ struct AttentionPlan {
   std::uint32_t column_tiles = 0;
   bool merge_in_kernel = false;     // fused, split rows: merged by each row's last workgroup
   // fused: records whose keys are their values (one tensor) read each key vector once, a
-  // position at a time (CPU drivers, where a lane's key units are its value units)
+  // position of each of several segments of a split at a time (CPU drivers, where a lane's key
+  // units are its value units)
   bool streams_shared_keys = false;
+  // fused: keys and values apart streamed likewise, for memories too large for a CPU's caches
+  // (CPU drivers)
+  bool streams_values = false;
 };
 
 namespace detail {
@@ -210,7 +214,8 @@ class VKRNN_API AttentionContext : public detail::PlannedAttentionOp {
 // small combine dispatch; short sources take one workgroup per row. `weights` (optional; an
 // empty Tensor() skips them) receives the normalised attention weights.
 // On CPU drivers a record whose keys and values are one tensor (Luong dot / general over the
-// encoder outputs) reads each key vector once (plan().streams_shared_keys).
+// encoder outputs) reads each key vector once (plan().streams_shared_keys), and large memories
+// of keys and values apart are walked in several runs at once (plan().streams_values).
 // Dispatches per step: 1, +1 combine when split with a long merge. The query projection of general / additive
 // scores runs inside that dispatch (every workgroup of a row projects the query itself) where
 // it fits the device's shared memory and the loop budget and, for split rows, adds each

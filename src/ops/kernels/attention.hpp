@@ -116,10 +116,12 @@ struct AttentionFused {
     bool ONE_SUBGROUP = false;
     bool STREAM = false;  // keys are the values: one fetch per key unit (subgroup variant)
     std::uint32_t POS_STREAMS = 1;  // STREAM: segments of the split walked in step
+    bool STREAM_VALUES = false;     // STREAM with the values fetched apart from the keys
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
                   (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12), (QPL, 13),
-                  (ONE_SUBGROUP, 15), (STREAM, 16), (POS_STREAMS, 17))
+                  (ONE_SUBGROUP, 15), (STREAM, 16), (POS_STREAMS, 17),
+                  (STREAM_VALUES, 18))
   // arrivals: u32 [rows], zero between dispatches (MERGE: each split workgroup counts itself in,
   // the last resets it).
   struct Bindings {
