@@ -51,14 +51,14 @@ layout(constant_id = 12) const uint MERGE = 0;   // > 0: merge split rows here, 
 layout(constant_id = 13) const uint QPL = 0;
 // The keys are the values (one tensor, Hk = H, dk = dv; CPU drivers, one subgroup per
 // workgroup, a subgroup per score, one column tile with VPT = KU): no block of scores, each
-// key vec4 fetched once for its score and its context term (docs/kernels.md). The split is
-// walked in POS_STREAMS segments in step, a position of each per step under one running max,
-// so that a CPU thread keeps that many runs of loads in flight instead of one.
+// key vec4 fetched once for its score and its context term (docs/kernels.md).
 layout(constant_id = 16) const bool STREAM = false;
-// STREAM with keys and values apart (additive; dot-like over two tensors): each lane also
-// fetches its VPT value units of each position, after its score.
-layout(constant_id = 18) const bool STREAM_VALUES = false;
+// STREAM: the split is walked in POS_STREAMS segments in step, a position of each per step
+// under one running max, so that a CPU thread keeps that many runs of loads in flight.
 layout(constant_id = 17) const uint POS_STREAMS = 1;
+// STREAM with keys and values apart (additive; dot-like over two tensors; large memories): each
+// lane also fetches its VPT value units of each position, after its score.
+layout(constant_id = 18) const bool STREAM_VALUES = false;
 
 layout(set = 0, binding = 0) readonly buffer Keys { STORE_T keys[]; };
 layout(set = 0, binding = 0) readonly buffer Keys4 { STORE_T4 keys4[]; };
