@@ -324,7 +324,7 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   const auto streams_keys = [&](const kernels::AttentionFused::Constants& c) {
     return streams(c) && sc.mode == 0 && d.Hk == d.H && d.dk == d.dv && vpt == sc.key_loop;
   };
-  const auto streams_values = [&](const kernels::AttentionFused::Constants& c) {
+  const auto streams_values = [&](const kernels::AttentionFused::Constants& c) {  // fp32 (TEXEL)
     return streams(c) && std::uint64_t(d.B) * d.S * (d.Hk + d.H) * 4 >= kStreamValuesBytes;
   };
   const auto streamed_block = [&](std::uint64_t per_segment) {
@@ -382,8 +382,7 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   // terms, fetched once (docs/kernels.md). Needs the lane's key units to be its value units:
   // one subgroup per workgroup, a subgroup per score, one column tile with VPT = KU, and the
   // query's units in registers (attention_score.glsl's QREG_MAX).
-  p.stream = streams_keys(p.constants);
-  if (p.stream) {
+  if (streams_keys(p.constants)) {
     p.streamed = p.constants;
     p.streamed.STREAM = true;
     p.streamed.POS_STREAMS = kCpuLoadStreams;

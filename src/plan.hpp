@@ -174,9 +174,8 @@ struct FusedAttention {
   bool merge = false;              // splits > 1 merged by the fused kernel (constants.MERGE > 0)
   // Where the keys and the values may be one tensor read once, a position of each of
   // POS_STREAMS segments at a time (CPU drivers, a subgroup per score, one subgroup per
-  // workgroup and column tile): `streamed`, the constants with STREAM, for records whose keys
-  // are their values.
-  bool stream = false;
+  // workgroup and column tile): the constants with STREAM, for records whose keys are their
+  // values; STREAM false elsewhere.
   kernels::AttentionFused::Constants streamed;
   // The query projection (general, additive): in the kernel (constants.QP > 0) when one
   // workgroup owns each row, else its own dispatch.

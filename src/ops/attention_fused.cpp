@@ -31,9 +31,9 @@ FusedAttention::FusedAttention(Context& ctx, const AttentionConfig& config,
   plan_.merge_in_kernel = p.merge;
   combine_per_invocation_ = p.combine.E;
   kernel_ = kernels::make<K>(ctx, p.constants, p.variant);
-  plan_.streams_shared_keys = p.stream;
+  plan_.streams_shared_keys = p.streamed.STREAM;
   plan_.streams_values = p.constants.STREAM_VALUES;
-  if (p.stream) stream_kernel_ = kernels::make<K>(ctx, p.streamed, p.variant);
+  if (p.streamed.STREAM) stream_kernel_ = kernels::make<K>(ctx, p.streamed, p.variant);
   if (plan_.tiles > 1) {
     part_ml_ = ctx.tensor({d.rows, plan_.tiles, 2}, DType::f32, "FusedAttention partial max/sum");
     part_acc_ = ctx.tensor({d.rows, plan_.tiles, d.dv}, DType::f32, "FusedAttention partial context");

@@ -114,9 +114,11 @@ struct AttentionFused {
     // raw query's vec4s, at most QPL each.
     std::uint32_t QPL = 0;
     bool ONE_SUBGROUP = false;
-    bool STREAM = false;  // keys are the values: one fetch per key unit (subgroup variant)
+    // The streamed walk (subgroup variant): no block of scores; keys that are the values fetched
+    // once per key unit, unless STREAM_VALUES fetches the values apart.
+    bool STREAM = false;
     std::uint32_t POS_STREAMS = 1;  // STREAM: segments of the split walked in step
-    bool STREAM_VALUES = false;     // STREAM with the values fetched apart from the keys
+    bool STREAM_VALUES = false;
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (SCORE_MODE, 3), (KVEC4, 4), (SG_CLUSTER, 5), (R, 6),
                   (KU, 7), (VPT, 8), (VVEC4, 9), (QP, 10), (TEXEL, 11), (MERGE, 12), (QPL, 13),
