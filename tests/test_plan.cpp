@@ -15,6 +15,7 @@
 
 #include "common/device_profiles.hpp"
 #include "expect_error.hpp"
+#include "ops/common.hpp"
 #include "plan.hpp"
 
 namespace vkrnn::test {
@@ -950,6 +951,35 @@ TEST(Plan, PlansAreDeterministic) {
     EXPECT_EQ(kernels::AttentionFused::words(a.constants), kernels::AttentionFused::words(b.constants));
     EXPECT_EQ(a.splits, b.splits);
     EXPECT_EQ(a.chunk, b.chunk);
+  }
+}
+
+// Workgroup counts past a dimension's limit fold into the next ones (the shaders unfold
+// gl_WorkGroupID): the grid holds them all and wastes less than a row of the last dimension used;
+// past the whole grid the op refuses, naming the limit.
+TEST(Plan, WorkgroupCountsFoldIntoTheGrid) {
+  for (const auto& dev : profiles()) {
+    const std::uint64_t mx = dev.max_workgroup_count[0], my = dev.max_workgroup_count[1], mz = dev.max_workgroup_count[2];
+    for (std::uint32_t dims : {2u, 3u}) {
+      for (std::uint64_t total : {std::uint64_t(0), std::uint64_t(1), mx - 1, mx, mx + 1, 7 * mx + 3, mx * my,
+                                  mx * my + 1, mx * my * 2 + 5}) {
+        const bool fits = dims == 3 || total <= mx * my;  // (every z limit is at least 65,535)
+        if (!fits) {
+          expect_error([&] { (void)ops::fold_groups(total, dev, "Op", dims); }, ErrorCode::out_of_range,
+                       {"Op: ", "workgroups exceed maxComputeWorkGroupCount", dev.name});
+          continue;
+        }
+        const Groups g = ops::fold_groups(total, dev, "Op", dims);
+        SCOPED_TRACE(fmt::format("{}: {} workgroups in {} dims -> {} x {} x {}", dev.name, total, dims, g[0], g[1], g[2]));
+        EXPECT_TRUE(g[0] >= 1 && g[0] <= mx && g[1] >= 1 && g[1] <= my && g[2] >= 1 && g[2] <= mz);
+        if (dims == 2) {
+          EXPECT_EQ(g[2], 1u);
+        }
+        const std::uint64_t grid = std::uint64_t(g[0]) * g[1] * g[2];
+        EXPECT_GE(grid, std::max<std::uint64_t>(total, 1));
+        EXPECT_LT(grid - std::max<std::uint64_t>(total, 1), g[2] > 1 ? std::uint64_t(g[0]) * g[1] : g[0]);
+      }
+    }
   }
 }
 

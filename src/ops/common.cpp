@@ -18,16 +18,20 @@ std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b) {
 
 std::uint32_t round_up(std::uint32_t a, std::uint32_t b) { return ceil_div(a, b) * b; }
 
-Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op) {
-  const std::uint64_t max_x = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
-  const std::uint64_t x = std::clamp<std::uint64_t>(total, 1, max_x);
-  const std::uint64_t y = (total + x - 1) / x;
-  if (y > dev.max_workgroup_count[1]) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: {} workgroups exceed maxComputeWorkGroupCount {} x {} of '{}'", op,
-                            total, dev.max_workgroup_count[0], dev.max_workgroup_count[1], dev.name));
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op, std::uint32_t dims) {
+  std::uint64_t rest = std::max<std::uint64_t>(total, 1);
+  std::uint32_t count[3] = {1, 1, 1};
+  for (std::uint32_t i = 0; i < std::min(dims, 3u); ++i) {
+    count[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(rest, std::max(1u, dev.max_workgroup_count[i])));
+    rest = (rest + count[i] - 1) / count[i];
   }
-  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(std::max<std::uint64_t>(y, 1)), 1};
+  if (rest > 1) {
+    throw Error(ErrorCode::out_of_range,
+                fmt::format("{}: {} workgroups exceed maxComputeWorkGroupCount {} x {}{} of '{}'", op, total,
+                            dev.max_workgroup_count[0], dev.max_workgroup_count[1],
+                            dims >= 3 ? fmt::format(" x {}", dev.max_workgroup_count[2]) : std::string(), dev.name));
+  }
+  return {count[0], count[1], count[2]};
 }
 
 void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype) {

@@ -22,9 +22,10 @@ namespace vkrnn::ops {
 std::uint32_t ceil_div(std::uint64_t a, std::uint64_t b);
 std::uint32_t round_up(std::uint32_t a, std::uint32_t b);
 
-// Spreads `total` workgroups over x and y (the shaders unfold gl_WorkGroupID); throws
-// Error(out_of_range) naming `op` when even x * y cannot hold them.
-Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op);
+// Spreads `total` workgroups over x and y, or x, y and z with dims = 3 (the shaders unfold
+// gl_WorkGroupID); throws Error(out_of_range) naming `op` when even the whole grid cannot hold
+// them.
+Groups fold_groups(std::uint64_t total, const DeviceInfo& dev, const char* op, std::uint32_t dims = 2);
 
 // Throws Error(invalid_argument): "<op>: argument '<arg>': expected [..] f32, got [..] f16".
 void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape, DType dtype);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <vulkan/vulkan.h>
 
+#include "ops/common.hpp"
 #include "ops/kernels/self_attention.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -19,24 +20,6 @@ constexpr const char* kOp = "SelfAttention";
 
 using K = kernels::SelfAttention;
 using KWeights = kernels::SelfAttentionWeights;
-
-// Folds a 1-D workgroup count into the device's per-dimension limits.
-Groups fold_groups(std::uint64_t total, const DeviceInfo& dev) {
-  const std::uint64_t mx = std::max<std::uint32_t>(1, dev.max_workgroup_count[0]);
-  const std::uint64_t my = std::max<std::uint32_t>(1, dev.max_workgroup_count[1]);
-  const std::uint64_t mz = std::max<std::uint32_t>(1, dev.max_workgroup_count[2]);
-  const std::uint64_t x = std::min(std::max<std::uint64_t>(total, 1), mx);
-  const std::uint64_t rest = (total + x - 1) / x;
-  const std::uint64_t y = std::min(std::max<std::uint64_t>(rest, 1), my);
-  const std::uint64_t z = (rest + y - 1) / y;
-  if (z > mz) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: {} workgroups exceed the device's maximum grid {}x{}x{}", kOp,
-                            total, mx, my, mz));
-  }
-  return {static_cast<std::uint32_t>(x), static_cast<std::uint32_t>(y),
-          static_cast<std::uint32_t>(std::max<std::uint64_t>(z, 1))};
-}
 
 bool same_memory(const Tensor& a, const Tensor& b) {
   return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
@@ -184,7 +167,7 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
   // `out` is declared write-only: the solo_memory path re-reads only values it wrote itself in
   // the same invocation, so no hazard reaches outside the dispatch.
   kernels::dispatch<K>(seq, kernel_, {.qs = q, .ks = k, .vs = v, .lengths = lengths, .outs = out},
-                       push, fold_groups(total, ctx_->device()), null_);
+                       push, ops::fold_groups(total, ctx_->device(), kOp, 3), null_);
 }
 
 void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -243,11 +226,7 @@ void SelfAttention::record_weights(Sequence& seq, const Tensor& q, const Tensor&
   push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
   push.causal = config_.causal ? 1u : 0u;
   push.has_lengths = lengths.valid() ? 1u : 0u;
-  const Groups grid = fold_groups(rows, dev);  // one workgroup per row
-  if (grid[2] != 1) {
-    throw Error(ErrorCode::out_of_range,
-                fmt::format("{}: record_weights: {} rows exceed the device grid", kOp, rows));
-  }
+  const Groups grid = ops::fold_groups(rows, dev, kOp);  // one workgroup per row (x and y: the shader unfolds two)
   // Each invocation scores S / workgroup keys twice: a workgroup wide enough to keep a row
   // within the loop budget.
   const std::uint32_t wg = plan::self_attention_weights_row(dev, weights_workgroup_, S, head_dim_);
