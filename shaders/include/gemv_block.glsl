@@ -148,21 +148,7 @@ void gemv_blocks() {
     }                                                                      \
   }
     const uint k4_first = kw_count * WIDE_K4;
-    if (K_STREAMS > 1) {
-      // K in K_STREAMS segments walked in step: each step's loads come from K_STREAMS runs of
-      // memory far apart (packed W: a segment of K is a contiguous run), which keeps that many
-      // streams of misses in flight on one CPU thread instead of one.
-      const uint seg = (k4_count - k4_first + K_STREAMS - 1) / K_STREAMS;
-      for (uint s4 = LANE; s4 < seg; s4 += LANES) {
-        for (uint g = 0; g < K_STREAMS; ++g) {
-          const uint k4 = k4_first + g * seg + s4;
-          if (k4 >= k4_count) break;
-          ACCUMULATE_K4(k4)
-        }
-      }
-    } else {
-      for (uint k4 = k4_first + LANE; k4 < k4_count; k4 += LANES) ACCUMULATE_K4(k4)
-    }
+    FOR_LANE_K4(k4_first, k4_count, K_STREAMS, ACCUMULATE_K4(k4))
 #undef ACCUMULATE_K4
 
     for (uint i = 0; i < TM; ++i) {

@@ -30,6 +30,24 @@
 
 #include "math.glsl"
 
+// The vec4s k4 of [first, count) this lane takes (first + LANE, then every LANES-th), each
+// through STEP (which reads k4): in order, or with streams > 1 as that many segments of the
+// range walked in step, so that a CPU thread keeps as many runs of loads in flight (plan's
+// kCpuLoadStreams: the GEMV's and the recurrent kernels' packed fp32 weights).
+#define FOR_LANE_K4(first, count, streams, STEP)                                  \
+  if ((streams) > 1) {                                                            \
+    const uint seg_ = ((count) - (first) + (streams) - 1) / (streams);            \
+    for (uint s4_ = LANE; s4_ < seg_; s4_ += LANES) {                             \
+      for (uint g_ = 0; g_ < (streams); ++g_) {                                   \
+        const uint k4 = (first) + g_ * seg_ + s4_;                                \
+        if (k4 >= (count)) break;                                                 \
+        STEP                                                                      \
+      }                                                                           \
+    }                                                                             \
+  } else {                                                                        \
+    for (uint k4 = (first) + LANE; k4 < (count); k4 += LANES) STEP               \
+  }
+
 // The _shuffle builds with per-invocation coops (USE_SUBGROUP=0; plan::shuffle_lanes): vectors
 // every lane of a subgroup needs are loaded once per subgroup and handed round by
 // subgroupShuffle, as on lavapipe a load costs as much for one address as for eight and a

@@ -72,18 +72,8 @@ uvec4 load_wq(uint at) { return TEXEL ? texelFetch(wt, int(at)) : ww[at]; }
           }                                                                                \
       }                                                                                    \
     }                                                                                      \
-  } else if (K_STREAMS > 1) {                                                                 \
-    /* K in K_STREAMS segments walked in step: K_STREAMS runs of the packed rows in flight */    \
-    const uint seg_ = ((k4_count) + K_STREAMS - 1) / K_STREAMS;                                  \
-    for (uint s4 = LANE; s4 < seg_; s4 += LANES) {                                         \
-      for (uint sj = 0; sj < K_STREAMS; ++sj) {                                               \
-        const uint k4 = sj * seg_ + s4;                                                    \
-        if (k4 >= (k4_count)) break;                                                       \
-        ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V)                                        \
-      }                                                                                    \
-    }                                                                                      \
   } else {                                                                                 \
-    for (uint k4 = LANE; k4 < (k4_count); k4 += LANES) ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V) \
+    FOR_LANE_K4(0u, k4_count, K_STREAMS, ACCUMULATE_ROWS_K4(acc, k4, LOAD_W, LOAD_V))     \
   }
 
 // BB = 1 in a _shuffle build: the one vector of a step of K is the same in every lane, so the
