@@ -962,8 +962,8 @@ TEST(Plan, WorkgroupCountsFoldIntoTheGrid) {
     const std::uint64_t mx = dev.max_workgroup_count[0], my = dev.max_workgroup_count[1], mz = dev.max_workgroup_count[2];
     for (std::uint32_t dims : {2u, 3u}) {
       for (std::uint64_t total : {std::uint64_t(0), std::uint64_t(1), mx - 1, mx, mx + 1, 7 * mx + 3, mx * my,
-                                  mx * my + 1, mx * my * 2 + 5}) {
-        const bool fits = dims == 3 || total <= mx * my;  // (every z limit is at least 65,535)
+                                  mx * my + 1, mx * my * 2 + 5, mx * my * mz, mx * my * mz + 1}) {
+        const bool fits = total <= mx * my * (dims == 3 ? mz : 1);
         if (!fits) {
           expect_error([&] { (void)ops::fold_groups(total, dev, "Op", dims); }, ErrorCode::out_of_range,
                        {"Op: ", "workgroups exceed maxComputeWorkGroupCount", dev.name});
