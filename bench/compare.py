@@ -112,7 +112,7 @@ def fmt_num(x, digits=3):
     return f"{x:,.{decimals}f}"
 
 
-def cell(row, ratio):
+def cell(row, ratio, cpu_device=False):
     if row is None:
         return "–"
     fam = row["id"][:2]
@@ -125,6 +125,9 @@ def cell(row, ratio):
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['tokens_per_s'])} tok/s"
     else:
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['gflops'])} GFLOP/s"
+    if cpu_device and row.get("host_threads") is not None:
+        # How many CPU threads the row kept busy: a lavapipe row near 1 ran on one worker.
+        text += f" · {row['host_threads']:.1f} thr"
     if ratio is not None:
         text += f" · **{ratio:.2f}×**"
     return text
@@ -140,7 +143,9 @@ def markdown(columns, base, names, title, notes=()):
         out += [note, ""]
     out.append(f"Baseline: **{escape(base.label)}**. Each cell: median wall-clock time over the "
                "timed repetitions, the row's rate, and **the speed-up over the baseline** "
-               "(baseline median / this median; > 1 = faster). Min/max, GPU timestamps, "
+               "(baseline median / this median; > 1 = faster). On CPU devices, \"thr\": the "
+               "process's CPU time over its wall time, the threads the row kept busy (a lavapipe "
+               "row near 1.0 ran on one of its workers, bench/SCHEMA.md). Min/max, GPU timestamps, "
                "dispatch counts and the exact method are in the JSON files (bench/SCHEMA.md).")
     out += ["", "## Devices", "",
             "| column | vendor | type | driver | Vulkan | repetitions | tool | file | created | host |",
@@ -187,7 +192,7 @@ def markdown(columns, base, names, title, notes=()):
             cells = []
             for c in columns:
                 r = c.rows.get(n)
-                cells.append(cell(r, speedup(b, r) if c is not base else None))
+                cells.append(cell(r, speedup(b, r) if c is not base else None, c.dev["device_type"] == "cpu"))
             out.append(f"| `{n}` | " + " | ".join(cells) + " |")
     out += kernel_shares(columns, [n for n in names if n.startswith("W3")])
     skipped = [(c, s) for c in columns for s in c.dev["skipped"]]

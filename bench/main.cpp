@@ -192,6 +192,10 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   r["gpu_us"] = summary(s.gpu_us);
   r["wall_us"] = summary(s.wall_us);
   r["record_us"] = summary(s.record_us);
+  r["host_cpu_us"] = summary(s.host_cpu_us);
+  // Host CPU time over wall time: on a CPU driver, how many of its threads the row kept busy
+  // (~1 where one worker ran all of it); on a GPU, near 0 while the host waits.
+  r["host_threads"] = s.host_cpu_us.empty() || wall <= 0.0 ? json(nullptr) : json(median(s.host_cpu_us) / wall);
   const double bytes = w.work.bytes_read + w.work.bytes_written;
   r["gbps"] = nullable_rate(bytes, wall, 1e-3);
   r["gflops"] = nullable_rate(w.work.flops, wall, 1e-3);
@@ -250,9 +254,9 @@ void print_ceilings(const json& c) {
 }
 
 void print_table_header() {
-  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5}\n", "row",
+  fmt::print("   {:<40} {:>11} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4}\n", "row",
              "wall med us", "[min .. max]", "gpu med us", "GB/s", "GFLOP/s", "other", "copy%",
-             "gpu%", "near%", "read%", "disp");
+             "gpu%", "near%", "read%", "disp", "thr");
 }
 
 void print_row(const json& r) {
@@ -268,12 +272,14 @@ void print_row(const json& r) {
                                                                  : percent("copy_fraction_near");
   // read%: against the read shader, on the same basis as gpu% (GPU time where there is one).
   const std::string read = r.contains("gpu_read_fraction") ? percent("gpu_read_fraction") : percent("read_fraction");
-  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5}\n",
+  // thr: host CPU time over wall time (host_threads).
+  fmt::print("   {:<40} {:>11.1f} {:>23} {:>11} {:>11} {:>10} {:>13} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4}\n",
              r["name"].get<std::string>(), wall["median"].get<double>(),
              fmt::format("[{:.1f} .. {:.1f}]", wall["min"].get<double>(), wall["max"].get<double>()),
              r["gpu_us"].is_null() ? "-" : fmt::format("{:.1f}", r["gpu_us"]["median"].get<double>()),
              fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
-             percent("copy_fraction"), percent("gpu_copy_fraction"), near, read, r["dispatches"].get<int>());
+             percent("copy_fraction"), percent("gpu_copy_fraction"), near, read, r["dispatches"].get<int>(),
+             fmt_opt(r["host_threads"], "{:.1f}"));
 }
 
 void print_kernels(const json& r) {

@@ -96,6 +96,11 @@ def test_vkrnn(args):
             if r["id"].startswith("K.") and (not r.get("bytes") or not r["copy_fraction"] or
                                              (d["timestamps"] and not r.get("gpu_copy_fraction"))):
                 fail(f"{r['name']}: bytes / copy_fraction / gpu_copy_fraction missing: {r}")
+            # The host's CPU time over the repetitions: on a CPU driver its workers are threads
+            # of the bench, so a row that computed anything took some.
+            cpu = r.get("host_cpu_us")
+            if not cpu or r.get("host_threads") is None or (d["device_type"] == "cpu" and not r["host_threads"] > 0.1):
+                fail(f"{r['name']}: host_cpu_us / host_threads missing or, on a CPU device, near 0: {cpu} / {r.get('host_threads')}")
             # Rows with bytes: the copy shader measured beside them, and the fractions against it.
             if r.get("bytes") and (not r.get("copy_shader_gbps_near") or not r.get("copy_fraction_near") or
                                    (d["timestamps"] and not r.get("gpu_copy_fraction_near"))):
@@ -145,12 +150,15 @@ def test_torch(args):
         b = r["backend"]
         if not b["blas"] or not b["threads"] or str(b["threads"]) not in doc["devices"][0]["name"]:
             fail(f"{r['name']}: BLAS library and thread count must be named: {b}")
+        if not r.get("host_cpu_us") or not r.get("host_threads"):
+            fail(f"{r['name']}: the process's CPU time over the repetitions is missing")
 
 
 def synthetic():
     row = {"id": "W1.dot", "name": "W1.dot/B=1,S=64,H=256", "params": {"B": 1, "S": 64, "H": 256},
            "precision": "fp32", "repetitions": 20, "warmup": 3, "gpu_us": None,
            "wall_us": {"median": 100.0, "min": 90.0, "max": 130.0}, "record_us": None,
+           "host_cpu_us": {"median": 190.0, "min": 170.0, "max": 250.0}, "host_threads": 1.9,
            "gbps": 0.66, "gflops": 0.66, "tokens_per_s": None, "us_per_step": None,
            "copy_fraction": None, "dispatches": None, "submissions": None,
            "backend": {"name": "torch 1.13", "blas": "openblas", "threads": 2}}
@@ -165,9 +173,11 @@ def synthetic():
     other = copy.deepcopy(base)
     other["tool"] = "vkrnn-bench"
     d = other["devices"][0]
-    d.update(name="Fast GPU", index=0, vendor_id=4318, api_version="1.3.0", subgroup_size=32)
+    d.update(name="Fast GPU", index=0, vendor_id=4318, api_version="1.3.0", subgroup_size=32,
+             device_type="discrete")
     d["rows"][0].update(wall_us={"median": 25.0, "min": 20.0, "max": 30.0}, gbps=2.64,
-                        dispatches=3, submissions=1)
+                        dispatches=3, submissions=1,
+                        host_cpu_us={"median": 1.0, "min": 1.0, "max": 2.0}, host_threads=0.04)
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="W4", name="W4/B=1,S=256,d=64,causal=true",
                           params={"B": 1, "S": 256, "d": 64, "causal": True}, gbps=None))
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="K.gemv", name="K.gemv/B=1,N=8000,K=1024",
@@ -211,8 +221,10 @@ def test_compare(args):
             json.dump(doc, f)
         validate(paths[-1])
     # A fraction that is not its rate over its ceiling is refused: a _near one over the row's
-    # copy_shader_gbps_near, a read one over the ceilings' read_shader_gbps.
-    for field, basis in (("copy_fraction_near", "copy_shader_gbps_near"), ("read_fraction", "read_shader_gbps")):
+    # copy_shader_gbps_near, a read one over the ceilings' read_shader_gbps; so is a
+    # host_threads that is not the CPU time over the wall time.
+    for field, basis in (("copy_fraction_near", "gbps / copy_shader_gbps_near"),
+                         ("read_fraction", "gbps / read_shader_gbps"), ("host_threads", "host_cpu_us / wall_us")):
         bad = copy.deepcopy(other)
         bad["devices"][0]["rows"][-1][field] = 0.5
         bad_path = os.path.join(args.work_dir, f"bad-{field}.json")
@@ -220,7 +232,7 @@ def test_compare(args):
             json.dump(bad, f)
         p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
         if p.returncode == 0 or field not in p.stdout + p.stderr:
-            fail(f"validate_results.py must refuse a {field} that is not gbps / {basis}", p)
+            fail(f"validate_results.py must refuse a {field} that is not {basis}", p)
     md, png = os.path.join(args.work_dir, "compare.md"), os.path.join(args.work_dir, "compare.png")
     p = run([PY, os.path.join(HERE, "compare.py"), *paths, "--baseline", "base cpu",
              "--markdown", md, "--png", png])
@@ -228,7 +240,8 @@ def test_compare(args):
         fail("compare.py failed", p)
     with open(md) as f:
         text = f.read()
-    for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s | 25.0 µs · 2.64 GB/s · **4.00×** |",
+    # "thr" (host_threads) in the CPU column's cells only.
+    for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s · 1.9 thr | 25.0 µs · 2.64 GB/s · **4.00×** |",
                    "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy, 12% beside, 5% read |",
                    "| copy shader, GB/s (read + write) | 40.0 | 40.0 |", "| read shader, GB/s (read) | – | 80.0 |"):
         if needle not in text:

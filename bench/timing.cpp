@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double us_since(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration<double, std::micro>(t1 - t0).count();
+}
+// CPU time of every thread of the process so far, us; 0 where the clock is missing.
+double process_cpu_us() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0.0;
+  return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) * 1e-3;
 }
 }  // namespace
 
@@ -31,10 +38,12 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
     record(seq);
     const auto r1 = Clock::now();
     const std::uint32_t dispatches = seq.stats().dispatches - before.dispatches;
+    const double c0 = process_cpu_us();
     const auto t0 = Clock::now();
     seq.submit();
     seq.wait();
     const auto t1 = Clock::now();
+    const double c1 = process_cpu_us();
     if (i < warmup) {
       if (options.max_seconds > 0.0 && us_since(started, t1) > options.max_seconds * 1e5) {
         warmup = i + 1;  // enough: the pipelines are compiled and the memory touched
@@ -49,6 +58,7 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
     }
     s.wall_us.push_back(us_since(t0, t1));
     s.record_us.push_back(us_since(r0, r1));
+    s.host_cpu_us.push_back(c1 - c0);
     s.dispatches = dispatches;
     s.submissions = seq.stats().submissions - before.submissions;
     if (options.profile) {

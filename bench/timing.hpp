@@ -25,6 +25,9 @@ struct Samples {
   std::vector<double> gpu_us;     // empty unless profiled
   std::vector<KernelSamples> kernels;  // profiled: in the order of their first dispatch
   std::vector<double> record_us;  // host time recording the repetition
+  // The process's CPU time over each repetition's submit + wait, all threads (a CPU driver's
+  // workers are threads of this process): over wall_us, how many threads kept busy.
+  std::vector<double> host_cpu_us;
   std::uint32_t dispatches = 0;   // per repetition
   std::uint32_t submissions = 0;  // per repetition
   int warmup = 0;                 // warm-up repetitions actually run

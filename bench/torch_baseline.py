@@ -338,7 +338,9 @@ def summarize(values):
 def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
     """Warm-up, then timed repetitions. max_seconds > 0 is a budget for the row, as in
     vkrnn-bench: warm-up stops once it used a tenth of it, and the repetitions are cut (to no
-    fewer than min_reps) when the first timed one says the rest would not fit."""
+    fewer than min_reps) when the first timed one says the rest would not fit. Returns the
+    wall-clock and (CUDA) event times, the process's CPU time over each timed repetition and
+    the warm-up count."""
     cuda = dev.startswith("cuda")
     started = time.perf_counter()
     warmups = 0
@@ -349,11 +351,12 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
             torch.cuda.synchronize()
         if max_seconds > 0 and time.perf_counter() - started > max_seconds / 10:
             break
-    wall, gpu = [], []
+    wall, gpu, cpu = [], [], []
     while len(wall) < reps:
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
+            c0 = time.process_time_ns()  # every thread of the process (BLAS / OpenMP workers too)
             t0 = time.perf_counter_ns()
             start.record()
             fn()
@@ -362,13 +365,15 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
             t1 = time.perf_counter_ns()
             gpu.append(start.elapsed_time(end) * 1000.0)
         else:
+            c0 = time.process_time_ns()
             t0 = time.perf_counter_ns()
             fn()
             t1 = time.perf_counter_ns()
+        cpu.append((time.process_time_ns() - c0) / 1000.0)
         wall.append((t1 - t0) / 1000.0)
         if len(wall) == 1 and max_seconds > 0:
             reps = min(reps, max(min_reps, int(max_seconds * 1e6 / max(wall[0], 1.0))))
-    return wall, gpu, warmups
+    return wall, gpu, cpu, warmups
 
 
 def ceilings(torch, dev, reps):
@@ -379,7 +384,7 @@ def ceilings(torch, dev, reps):
     n = COPY_BYTES // 4
     src = torch.rand(n, device=dev)
     dst = torch.empty(n, device=dev)
-    copy_wall, copy_gpu, _ = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
+    copy_wall, copy_gpu, _, _ = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
     copy_us = statistics.median(copy_gpu if cuda else copy_wall)
     tiny = torch.zeros(1, device=dev)
     ops = 1000
@@ -387,10 +392,10 @@ def ceilings(torch, dev, reps):
     def many_tiny():
         for _ in range(ops):
             tiny.add_(1.0)
-    op_wall, _, _ = time_row(torch, many_tiny, dev, max(reps, 10), 2)
+    op_wall, _, _, _ = time_row(torch, many_tiny, dev, max(reps, 10), 2)
     submit = None
     if cuda:
-        sync_wall, _, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
+        sync_wall, _, _, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
         submit = statistics.median(sync_wall)
     return {
         "copy_shader_gbps": 2.0 * COPY_BYTES / (copy_us * 1e3),
@@ -503,7 +508,7 @@ def main(argv=None):
                 rname = row_name(wid, p)
                 try:
                     fn = BUILDERS[wid.split(".")[0]](torch, wid, p, dev)
-                    wall, gpu, warmups = time_row(torch, fn, dev, args.repetitions, args.warmup,
+                    wall, gpu, cpu, warmups = time_row(torch, fn, dev, args.repetitions, args.warmup,
                                                   args.max_seconds)
                 except RuntimeError as e:  # e.g. out of memory: say so, keep going
                     entry["skipped"].append({"name": rname, "reason": str(e).splitlines()[0]})
@@ -516,6 +521,8 @@ def main(argv=None):
                        "repetitions": len(wall), "warmup": warmups,
                        "gpu_us": summarize(gpu) if gpu else None, "wall_us": summarize(wall),
                        "record_us": None,
+                       "host_cpu_us": summarize(cpu),
+                       "host_threads": statistics.median(cpu) / med if med > 0 else None,
                        "gbps": gbps,
                        "gflops": flops / (med * 1e3) if flops else None,
                        "tokens_per_s": tokens / (med * 1e-6) if tokens else None,

@@ -131,7 +131,7 @@ def semantic_errors(doc):
             if row["name"] in rows:
                 out.append(f"{at}: duplicate row {row['name']!r}")
             rows.add(row["name"])
-            for key in ("gpu_us", "wall_us", "record_us"):
+            for key in ("gpu_us", "wall_us", "record_us", "host_cpu_us"):
                 s = row.get(key)
                 if s and not (s["min"] <= s["median"] <= s["max"]):
                     out.append(f"{at}.{key}: not min <= median <= max: {s}")
@@ -154,6 +154,10 @@ def semantic_errors(doc):
                     continue
                 if not read or row.get(rate) is None or abs(f * read - row[rate]) > 1e-6 * max(1.0, row[rate]):
                     out.append(f"{at}: {frac} {f} is not {rate} / the ceilings' read_shader_gbps {read}")
+            threads, cpu = row.get("host_threads"), row.get("host_cpu_us")
+            if threads is not None and (not cpu or abs(threads * row["wall_us"]["median"] - cpu["median"])
+                                        > 1e-6 * max(1.0, cpu["median"])):
+                out.append(f"{at}: host_threads {threads} is not host_cpu_us / wall_us (medians)")
             if row["id"].startswith("K.") and row.get("gbps") is not None and "bytes" not in row:
                 out.append(f"{at}: K rows state the bytes behind gbps")
             if doc.get("tool") == "vkrnn-bench":
