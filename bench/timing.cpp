@@ -13,10 +13,11 @@ using Clock = std::chrono::steady_clock;
 double us_since(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration<double, std::micro>(t1 - t0).count();
 }
-// CPU time of every thread of the process so far, us; 0 where the clock is missing.
+// CPU time of every thread of the process so far, us; -1 where the clock cannot be read (the
+// row's host_cpu_us is then null, not 0).
 double process_cpu_us() {
   timespec ts{};
-  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0.0;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return -1.0;
   return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) * 1e-3;
 }
 }  // namespace
@@ -58,7 +59,7 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
     }
     s.wall_us.push_back(us_since(t0, t1));
     s.record_us.push_back(us_since(r0, r1));
-    s.host_cpu_us.push_back(c1 - c0);
+    if (c0 >= 0.0 && c1 >= 0.0) s.host_cpu_us.push_back(c1 - c0);
     s.dispatches = dispatches;
     s.submissions = seq.stats().submissions - before.submissions;
     if (options.profile) {
