@@ -137,13 +137,13 @@ void add_kernel(Needs& needs, const typename K::Constants& c, const kernels::Var
 
 std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
                            std::uint64_t per_chunk, std::uint32_t min_chunk,
-                           std::uint32_t max_chunk) {
+                           std::uint32_t max_chunk, std::uint64_t target) {
   std::uint32_t chunk;
   if (options.tile != 0) {
     chunk = options.tile;
   } else {
     // Chunks long enough that the partials stay small and their combine is cheap.
-    const std::uint64_t target = is_cpu(dev) ? 16 : kMaxTargetChunks;
+    if (target == 0) target = is_cpu(dev) ? 16 : kMaxTargetChunks;
     const std::uint32_t want = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
         (target + per_chunk - 1) / per_chunk, 1, ceil_div(S, min_chunk)));
     chunk = ceil_div(S, want);
@@ -332,24 +332,32 @@ FusedAttention fused_attention(const DeviceInfo& dev, const Dims& d, const OpOpt
   };
   if (streams_keys(p.constants)) streamed_block(2 + sc.key_loop + vpt);
   if (streams_values(p.constants)) streamed_block(3 + sc.key_loop + 2 * vpt);
-  auto split_source = [&] {
+  auto split_source = [&](std::uint64_t target) {
     const std::uint64_t budget = kLoopBudget - (fold ? q_loop : 0);
     const std::uint32_t max_chunk =
         static_cast<std::uint32_t>(std::max<std::uint64_t>(1, budget / per_block) * P);
     // Splits of S: enough workgroups to fill the device, chunks long enough to amortise the
     // partials, within the loop budget.
-    p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk);
+    p.chunk = source_chunk(dev, options, d.S, std::uint64_t(d.rows) * nht, cpu ? 512 : 256, max_chunk, target);
     p.splits = ceil_div(d.S, p.chunk);
   };
-  split_source();
+  // A CPU driver with too few rows to keep its threads busy (B = 1 decoding): S is split into
+  // two runs per thread only where the projection folds, as every split repeats it (lavapipe
+  // hands each of its cpu_threads a fixed run of a dispatch's workgroups, so two apiece balance
+  // no worse than more), and the fold may repeat a larger share (kFoldedRepeatShareCpu). Rows
+  // enough to fill the threads keep the separate projection, whose GEMM reads W_q once for all
+  // of them (W1.general B = 16 S = 4096 H = 256 folded: 3.78-3.82 ms against 3.41-3.44).
+  const bool few_rows = cpu && dev.cpu_threads > 0 && std::uint64_t(d.rows) * nht < 2ull * dev.cpu_threads;
+  split_source(fold && few_rows ? 2ull * dev.cpu_threads : 0);
   // Where a row has several workgroups, each repeats the projection (Hk x Hq multiply-adds):
-  // folded only while that adds at most 1/kFoldedRepeatShare to the workgroup's own keys and
-  // values. (On lavapipe a repeat as big as the workgroup's own work made W1.additive at
-  // S = 4096 1.5x slower than the separate dispatch it saves.)
+  // folded only while that adds at most 1/kFoldedRepeatShare (1/kFoldedRepeatShareCpu, above) to
+  // the workgroup's own keys and values. (On lavapipe a repeat as big as the workgroup's own
+  // work made W1.additive at S = 4096 1.5x slower than the separate dispatch it saves.)
   const std::uint64_t own_work = std::uint64_t(p.chunk) * (d.dk + std::min(p.column_tile, d.dv));
-  if (fold && p.splits * p.column_tiles > 1 && std::uint64_t(d.Hk) * d.Hq * kFoldedRepeatShare > own_work) {
+  const std::uint64_t repeat_share = few_rows ? kFoldedRepeatShareCpu : kFoldedRepeatShare;
+  if (fold && p.splits * p.column_tiles > 1 && std::uint64_t(d.Hk) * d.Hq * repeat_share > own_work) {
     fold = false;
-    split_source();
+    split_source(0);
   }
   if (fold) {
     p.constants = folded;

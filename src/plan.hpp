@@ -103,13 +103,14 @@ using kernels::shared_bytes;
 using attention_detail::Dims;
 
 // Source positions per workgroup (the S chunk) of the context and fused ops: options.tile when
-// forced, else enough chunks that the device is filled (16 workgroups on CPU drivers, 256 on
-// GPUs, `per_chunk` workgroups per chunk) but no chunk is shorter than `min_chunk`; then
-// clamped to [1, min(S, max_chunk)] (max_chunk keeps an invocation within kLoopBudget).
+// forced, else enough chunks that the device is filled (`target` workgroups, by default 16 on
+// CPU drivers and 256 on GPUs, `per_chunk` workgroups per chunk) but no chunk is shorter than
+// `min_chunk`; then clamped to [1, min(S, max_chunk)] (max_chunk keeps an invocation within
+// kLoopBudget).
 constexpr std::uint32_t kMaxTargetChunks = 256;
 std::uint32_t source_chunk(const DeviceInfo& dev, const OpOptions& options, std::uint32_t S,
                            std::uint64_t per_chunk, std::uint32_t min_chunk,
-                           std::uint32_t max_chunk);
+                           std::uint32_t max_chunk, std::uint64_t target = 0);
 
 // W q (+ b) of the general and additive scores. `used` is false for dot and scaled_dot.
 // gemv: through the dense layers' GEMV (ops Gemm) instead of attention_query.comp, on CPU
@@ -155,8 +156,13 @@ struct AttentionContext {
 AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const OpOptions& options);
 
 // Split rows project the query in the fused kernel (each workgroup repeating it) only while
-// the repeat is at most 1/kFoldedRepeatShare of a workgroup's own multiply-adds.
+// the repeat is at most 1/kFoldedRepeatShare of a workgroup's own multiply-adds (GPUs), or
+// 1/kFoldedRepeatShareCpu on CPU drivers with too few rows to fill their threads, where the
+// dispatch it saves costs more (lavapipe on the 2-vCPU Xeon VM, W1.general B = 1 S = 4096
+// H = 256 in 4 splits, a repeat of 1/8: 334-341 us of GPU time against 396-538 with the
+// projection's dispatch, wall 485-509 against 580-694 us).
 constexpr std::uint64_t kFoldedRepeatShare = 16;
+constexpr std::uint64_t kFoldedRepeatShareCpu = 8;
 
 // Split rows are merged in the fused kernel while the merge loop (iterations per invocation of
 // the row's last workgroup) is at most this, else by a combine dispatch.

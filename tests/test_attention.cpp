@@ -707,6 +707,21 @@ TEST(Attention, FoldedQueryProjection) {
   EXPECT_GT(separate_split, 0u);
 }
 
+// W1's B = 1 decoder step at S = 4096, H = 256 (on a 2-thread lavapipe: four split workgroups
+// each projecting the query, merged by the last; plan::fused_attention) and at a ragged
+// length (4001: splits of 1001 positions), against the reference.
+TEST(Attention, LongSourceSingleRowProjectsInSplits) {
+  std::uint32_t seed = 2300;
+  for (Score s : {Score::general, Score::additive}) {
+    for (std::size_t S : {4096, 4001}) {
+      const Problem p = make_problem(s, 1, S, 256, ++seed);
+      SCOPED_TRACE(p.describe());
+      run_problem(p);
+      if (HasFailure()) return;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Edge cases
 
