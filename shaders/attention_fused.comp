@@ -257,7 +257,7 @@ void main() {
           if (SCORE_MODE == 0) {
             part += dot(kv[g * KU + k], q_reg[k]);
           } else if (j < n4) {
-            part += dot(v_reg[k], tanh_rational(kv[g * KU + k] + q_reg[k]));
+            part += dot_tanh_rational(v_reg[k], kv[g * KU + k] + q_reg[k]);
           }
         }
         e[g] = finish_score(subgroupAdd(part), p.scale);

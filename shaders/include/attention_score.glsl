@@ -70,7 +70,7 @@ float score_partial(uint kbase, uint qbase, uint dk, uint first, uint stride) {
         acc += dot(k, q);
       } else {
         const vec4 x = k + q;
-        acc += dot(regs ? v_reg[t] : vparam4[j], tanh_rational(x));
+        acc += dot_tanh_rational(regs ? v_reg[t] : vparam4[j], x);
       }
     }
   } else {

@@ -29,6 +29,26 @@ vec4 tanh_rational(vec4 x) {
   return mix(clamp(c * num / den, -1.0, 1.0), x, isnan(x));
 }
 
+// dot(v, tanh_rational(x)) with one division instead of four: the four quotients v_i x_i P_i / Q_i
+// over their common denominator Q_0 Q_1 Q_2 Q_3 (a/b + c/d = (ad + cb) / bd, twice). Each Q
+// lies in [1, 410] on |x| <= 9, so the products stay far inside fp32's range; the result
+// differs from the four quotients' by rounding only (the clamp of each tanh to [-1, 1], 4e-7
+// at most, is left out). A NaN in x gives NaN, as tanh_rational's does. The additive score
+// takes one per vec4 of a key: on lavapipe, whose vector lanes are invocations, the divisions
+// were most of its cost (docs/kernels.md).
+float dot_tanh_rational(vec4 v, vec4 x) {
+  const vec4 c = clamp(x, -9.0, 9.0);
+  const vec4 z = c * c;
+  const vec4 num = v * c *
+                   ((((1.216983374e-08 * z + 1.965587617e-05) * z + 3.433256307e-03) * z + 1.332704184e-01) * z +
+                    9.999998618e-01);
+  const vec4 den = (((7.262919494e-07 * z + 3.186823874e-04) * z + 2.563520420e-02) * z + 4.666028888e-01) * z + 1.0;
+  const float n01 = num.x * den.y + num.y * den.x, d01 = den.x * den.y;
+  const float n23 = num.z * den.w + num.w * den.z, d23 = den.z * den.w;
+  const float r = (n01 * d23 + n23 * d01) / (d01 * d23);
+  return any(isnan(x)) ? uintBitsToFloat(0x7fc00000u) : r;
+}
+
 float sigmoid_accurate(float x) {
   return 1.0 / (1.0 + exp(-x));
 }
