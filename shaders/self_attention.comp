@@ -97,6 +97,7 @@ layout(push_constant) uniform Push {
   float scale;       // 1 / sqrt(D)
   uint causal;
   uint has_lengths;  // 0: every length is S (lengths binding unused)
+  uint paired;       // query blocks longest and shortest in turn (main)
 } p;
 
 shared float Qs[QS_SIZE];
@@ -421,9 +422,12 @@ void main() {
                    gl_NumWorkGroups.x * (gl_WorkGroupID.y + gl_NumWorkGroups.y * gl_WorkGroupID.z);
   if (gid >= p.total) return;  // folded grid padding: whole workgroup leaves together
 
-  // Last query block first: under a causal mask it has the most keys, so the long workgroups
-  // start early and the short ones fill in at the end.
-  const uint qblock = p.qblocks - 1u - gid % p.qblocks;
+  // Under a causal mask block i has i + 1 tiles of keys. Longest first (GPUs: the short ones
+  // fill in at the end), or with p.paired longest and shortest in turn, n-1, 0, n-2, 1, ... (CPU
+  // drivers, which hand each thread a fixed run of workgroups: any run holds its share of the
+  // keys). plan::paired_query_blocks.
+  const uint qi = gid % p.qblocks;
+  const uint qblock = p.paired != 0u && qi % 2u == 1u ? qi / 2u : p.qblocks - 1u - (p.paired != 0u ? qi / 2u : qi);
   const uint rest = gid / p.qblocks;
   const uint head = rest % p.heads;
   const uint b = rest / p.heads;

@@ -888,6 +888,8 @@ kernels::Variant self_attention_variant(const SelfAttentionPlan& p, const OpOpti
   return {.shuffle = p.subgroup_shuffle, .fp16 = options.fp16_storage};
 }
 
+bool paired_query_blocks(const DeviceInfo& dev) { return is_cpu(dev); }
+
 SelfAttentionPlan self_attention(const DeviceInfo& dev, std::size_t D, const OpOptions& opt,
                                  const SelfAttentionConfig& cfg) {
   const std::uint32_t sg = std::max<std::uint32_t>(1, dev.subgroup_size);

@@ -483,6 +483,10 @@ TEST(Plan, GpuAndCpuChoicesDiffer) {
   EXPECT_TRUE(plan::fused_attention(cpu, large, {}).constants.STREAM_VALUES);
   EXPECT_FALSE(plan::fused_attention(gpu, large, {}).constants.STREAM_VALUES);
   EXPECT_FALSE(plan::fused_attention(cpu, dims({Score::additive, 4, 4096, 256, 256, 1}), {}).constants.STREAM_VALUES);
+  // Self-attention's query blocks: longest and shortest in turn on CPU drivers, longest first
+  // on GPUs.
+  EXPECT_TRUE(plan::paired_query_blocks(cpu));
+  EXPECT_FALSE(plan::paired_query_blocks(gpu));
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 1), plan::GemmPath::gemv);
   EXPECT_EQ(plan::gemm_path(gpu, plan::gemm(gpu, {}), 100), plan::GemmPath::tiled);
   EXPECT_EQ(plan::gemm_path(cpu, plan::gemm(cpu, {}), 100), plan::GemmPath::gemv_invocation);

@@ -163,6 +163,7 @@ void SelfAttention::record(Sequence& seq, const Tensor& q, const Tensor& k, cons
   push.total = static_cast<std::uint32_t>(total);
   push.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
   push.causal = config_.causal ? 1u : 0u;
+  push.paired = plan::paired_query_blocks(ctx_->device()) ? 1u : 0u;
   push.has_lengths = lengths.valid() ? 1u : 0u;
   // `out` is declared write-only: the solo_memory path re-reads only values it wrote itself in
   // the same invocation, so no hazard reaches outside the dispatch.

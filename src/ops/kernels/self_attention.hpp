@@ -15,8 +15,9 @@ struct SelfAttention {
     std::uint32_t S, H, heads, qblocks, total;
     float scale;
     std::uint32_t causal, has_lengths;
+    std::uint32_t paired;  // query blocks handed out longest and shortest in turn (plan::paired_query_blocks)
   };
-  VKRNN_PUSH(S, H, heads, qblocks, total, scale, causal, has_lengths)
+  VKRNN_PUSH(S, H, heads, qblocks, total, scale, causal, has_lengths, paired)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t D = 64, T = 1, BK = 32, R = 1, SG = 8;
