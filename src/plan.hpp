@@ -159,8 +159,8 @@ AttentionContext attention_context(const DeviceInfo& dev, const Dims& d, const O
 // the repeat is at most 1/kFoldedRepeatShare of a workgroup's own multiply-adds (GPUs), or
 // 1/kFoldedRepeatShareCpu on CPU drivers with too few rows to fill their threads, where the
 // dispatch it saves costs more (lavapipe on the 2-vCPU Xeon VM, W1.general B = 1 S = 4096
-// H = 256 in 4 splits, a repeat of 1/8: 334-341 us of GPU time against 396-538 with the
-// projection's dispatch, wall 485-509 against 580-694 us).
+// H = 256 in 4 splits, a repeat of 1/8: 313-355 us of GPU time against 370-376 with the
+// projection's dispatch, wall 430-501 against 572-582 us).
 constexpr std::uint64_t kFoldedRepeatShare = 16;
 constexpr std::uint64_t kFoldedRepeatShareCpu = 8;
 

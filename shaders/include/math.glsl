@@ -34,8 +34,8 @@ vec4 tanh_rational(vec4 x) {
 // lies in [1, 410] on |x| <= 9, so the products stay far inside fp32's range; the result
 // differs from the four quotients' by rounding only (the clamp of each tanh to [-1, 1], 4e-7
 // at most, is left out). A NaN in x gives NaN, as tanh_rational's does. The additive score
-// takes one per vec4 of a key: on lavapipe, whose vector lanes are invocations, the divisions
-// were most of its cost (docs/kernels.md).
+// takes one per vec4 of a key: 2-5% faster on lavapipe (W1.additive); the rest of the rational
+// is most of the score's cost there (docs/kernels.md).
 float dot_tanh_rational(vec4 v, vec4 x) {
   const vec4 c = clamp(x, -9.0, 9.0);
   const vec4 z = c * c;
