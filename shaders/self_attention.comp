@@ -427,7 +427,9 @@ void main() {
   // drivers, which hand each thread a fixed run of workgroups: any run holds its share of the
   // keys). plan::paired_query_blocks.
   const uint qi = gid % p.qblocks;
-  const uint qblock = p.paired != 0u && qi % 2u == 1u ? qi / 2u : p.qblocks - 1u - (p.paired != 0u ? qi / 2u : qi);
+  const uint turn = p.paired != 0u ? qi / 2u : qi;               // how many came before, counted from each end
+  const bool from_short_end = p.paired != 0u && qi % 2u == 1u;  // paired: odd positions take 0, 1, ...
+  const uint qblock = from_short_end ? turn : p.qblocks - 1u - turn;
   const uint rest = gid / p.qblocks;
   const uint head = rest % p.heads;
   const uint b = rest / p.heads;

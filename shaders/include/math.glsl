@@ -19,30 +19,33 @@ float tanh_accurate(float x) {
 // and no branch (lavapipe runs both sides of tanh_accurate's), for the additive attention
 // score, which takes one tanh per key element. Coefficients and the error check: tools/fit_tanh.py
 // (fp32 error at most 4.0e-7 relative; tanh_accurate's 2.7e-7). Per component of a vec4.
-vec4 tanh_rational(vec4 x) {
+// The numerator c P(c^2) and denominator Q(c^2) of x clamped to c in [-9, 9].
+void tanh_rational_terms(vec4 x, out vec4 num, out vec4 den) {
   const vec4 c = clamp(x, -9.0, 9.0);
   const vec4 z = c * c;
-  const vec4 num = (((1.216983374e-08 * z + 1.965587617e-05) * z + 3.433256307e-03) * z + 1.332704184e-01) * z +
-                   9.999998618e-01;
-  const vec4 den = (((7.262919494e-07 * z + 3.186823874e-04) * z + 2.563520420e-02) * z + 4.666028888e-01) * z + 1.0;
-  // Within [-1, 1] (rounding takes the fit up to 4e-7 past 1); NaN stays NaN, which clamp need not keep.
-  return mix(clamp(c * num / den, -1.0, 1.0), x, isnan(x));
+  num = c * ((((1.216983374e-08 * z + 1.965587617e-05) * z + 3.433256307e-03) * z + 1.332704184e-01) * z +
+             9.999998618e-01);
+  den = (((7.262919494e-07 * z + 3.186823874e-04) * z + 2.563520420e-02) * z + 4.666028888e-01) * z + 1.0;
 }
 
-// dot(v, tanh_rational(x)) with one division instead of four: the four quotients v_i x_i P_i / Q_i
-// over their common denominator Q_0 Q_1 Q_2 Q_3 (a/b + c/d = (ad + cb) / bd, twice). Each Q
-// lies in [1, 410] on |x| <= 9, so the products stay far inside fp32's range; the result
-// differs from the four quotients' by rounding only (the clamp of each tanh to [-1, 1], 4e-7
-// at most, is left out). A NaN in x gives NaN, as tanh_rational's does. The additive score
-// takes one per vec4 of a key: 2-5% faster on lavapipe (W1.additive); the rest of the rational
-// is most of the score's cost there (docs/kernels.md).
+vec4 tanh_rational(vec4 x) {
+  vec4 num, den;
+  tanh_rational_terms(x, num, den);
+  // Within [-1, 1] (rounding takes the fit up to 4e-7 past 1); NaN stays NaN, which clamp need not keep.
+  return mix(clamp(num / den, -1.0, 1.0), x, isnan(x));
+}
+
+// dot(v, tanh_rational(x)) with one division instead of four: the four quotients v_i num_i / den_i
+// over their common denominator den_0 den_1 den_2 den_3 (a/b + c/d = (ad + cb) / bd, twice). Each
+// den lies in [1, 410], so the products stay far inside fp32's range; the result differs from
+// the four quotients' by rounding only (the clamp of each tanh to [-1, 1], 4e-7 at most, is left
+// out). A NaN in x gives NaN, as tanh_rational's does. The additive score takes one per vec4 of
+// a key: 2-5% faster on lavapipe (W1.additive); the rest of the rational is most of the score's
+// cost there (docs/kernels.md).
 float dot_tanh_rational(vec4 v, vec4 x) {
-  const vec4 c = clamp(x, -9.0, 9.0);
-  const vec4 z = c * c;
-  const vec4 num = v * c *
-                   ((((1.216983374e-08 * z + 1.965587617e-05) * z + 3.433256307e-03) * z + 1.332704184e-01) * z +
-                    9.999998618e-01);
-  const vec4 den = (((7.262919494e-07 * z + 3.186823874e-04) * z + 2.563520420e-02) * z + 4.666028888e-01) * z + 1.0;
+  vec4 num, den;
+  tanh_rational_terms(x, num, den);
+  num *= v;
   const float n01 = num.x * den.y + num.y * den.x, d01 = den.x * den.y;
   const float n23 = num.z * den.w + num.w * den.z, d23 = den.z * den.w;
   const float r = (n01 * d23 + n23 * d01) / (d01 * d23);
