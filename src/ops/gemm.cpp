@@ -155,8 +155,6 @@ void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor&
 
 namespace {
 
-constexpr std::uint32_t kGreedyMaxRows = 4;  // rows of a GEMV block gemv_argmax.comp takes
-
 // gemv_argmax.comp for Gemm::record_any's planned GEMV; false (nothing recorded) where the
 // projection and the step cannot share one dispatch.
 bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& null, Sequence& seq, const plan::Gemv& v,
@@ -165,19 +163,19 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   const auto& dev = ctx.device();
   const kernels::Argmax::Push& a = greedy.push;
   // One K slice, every row in one z layer, a power-of-two workgroup (reduce.glsl), and the last
-  // workgroup's merge and bookkeeping within the loop budget beside the products. At most 4 rows
-  // per block: lavapipe's 16-row blocks fused cost more than the argmax dispatch they save
-  // (W3.b16, rounds of one A/B: 0-36% slower; W3.b1 at TM = 1: -1% to +11%), likely the rows'
-  // running partials beside the TM x TN accumulators and the last workgroup's per-row reductions.
-  // Still so with X's loads shared (the _shuffle build, as plan::gemv picks for gemv.comp): W3.b16
-  // fp32 273 / 246 -> 288 / 254 ms, fp16 297 / 250 -> 300 / 262, int8 262 / 223 -> 315 / 221.
+  // workgroup's merge and bookkeeping within the loop budget beside the products. Any block of
+  // rows plan::gemv makes, lavapipe's 16-row blocks included: W3.b16 fused took the time of the
+  // two dispatches within the noise (2-core Xeon VM, toggled in one build, 3 interleaved rounds,
+  // GPU ms a decode: fp32 199-204 against 198-207, fp16 242-254 against 243-251, int8 217-221
+  // against 216-223; W3 at B = 8 likewise) with one dispatch a step fewer. (A 4-row limit stood here,
+  // from comparisons that ran one library twice: bench/SCHEMA.md, "Comparing two builds".)
   const std::uint32_t wg = v.constants.local_size_x;
   const std::uint64_t merge_loops =
       std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
   const std::size_t words = 4 + 4 * std::size_t(push.M) * g[0];
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
       scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
-      v.constants.TM > kGreedyMaxRows || v.constants.PACK_UNITS != 0 ||
+      v.constants.PACK_UNITS != 0 ||
       dev.max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count ||
       plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
       merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
@@ -378,7 +376,6 @@ std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
   const Path path = path_for(M);
   if (path == Path::tiled || ctx_->device().max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count) return 0;
   const plan::Gemv v = greedy_plan(ctx_->device(), *plan_, options_, path, M);
-  if (v.constants.TM > kGreedyMaxRows) return 0;
   return 4 + 4 * M * ((N + v.per_group - 1) / v.per_group);
 }
 
