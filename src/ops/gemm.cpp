@@ -167,8 +167,8 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   // rows plan::gemv makes, lavapipe's 16-row blocks included: W3.b16 fused took the time of the
   // two dispatches within the noise (2-core Xeon VM, toggled in one build, 3 interleaved rounds,
   // GPU ms a decode: fp32 199-204 against 198-207, fp16 242-254 against 243-251, int8 217-221
-  // against 216-223; W3 at B = 8 likewise) with one dispatch a step fewer. (A 4-row limit stood here,
-  // from comparisons that ran one library twice: bench/SCHEMA.md, "Comparing two builds".)
+  // against 216-223; W3 at B = 8 likewise) with one dispatch a step fewer. (A 4-row limit stood
+  // here, from comparisons that ran one library twice: bench/SCHEMA.md, "Comparing two builds".)
   const std::uint32_t wg = v.constants.local_size_x;
   const std::uint64_t merge_loops =
       std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
