@@ -155,6 +155,14 @@ void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor&
 
 namespace {
 
+// What gemv_argmax.comp needs of the device, and the scratch words it takes for M rows over
+// `row_groups` blocks of N (per block and row, the partial max and its index; 4 for the count):
+// Gemm::greedy_scratch_words sizes the scratch, dispatch_greedy checks it, by the same rules.
+bool gemv_argmax_fits(const DeviceInfo& dev) {
+  return dev.max_storage_buffers_per_stage >= kernels::GemvArgmax::storage_buffer_count;
+}
+std::size_t gemv_argmax_words(std::size_t M, std::size_t row_groups) { return 4 + 4 * M * row_groups; }
+
 // gemv_argmax.comp for Gemm::record_any's planned GEMV; false (nothing recorded) where the
 // projection and the step cannot share one dispatch.
 bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& null, Sequence& seq, const plan::Gemv& v,
@@ -172,11 +180,11 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   const std::uint32_t wg = v.constants.local_size_x;
   const std::uint64_t merge_loops =
       std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
-  const std::size_t words = 4 + 4 * std::size_t(push.M) * g[0];
+  const std::size_t words = gemv_argmax_words(push.M, g[0]);
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
       scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
       v.constants.PACK_UNITS != 0 ||
-      dev.max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count ||
+      !gemv_argmax_fits(dev) ||
       plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
       merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
     return false;
@@ -374,9 +382,9 @@ plan::Gemv greedy_plan(const DeviceInfo& dev, const plan::Gemm& p, const OpOptio
 
 std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
   const Path path = path_for(M);
-  if (path == Path::tiled || ctx_->device().max_storage_buffers_per_stage < kernels::GemvArgmax::storage_buffer_count) return 0;
+  if (path == Path::tiled || !gemv_argmax_fits(ctx_->device())) return 0;
   const plan::Gemv v = greedy_plan(ctx_->device(), *plan_, options_, path, M);
-  return 4 + 4 * M * ((N + v.per_group - 1) / v.per_group);
+  return gemv_argmax_words(M, (N + v.per_group - 1) / v.per_group);
 }
 
 
