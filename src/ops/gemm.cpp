@@ -156,8 +156,9 @@ void Gemm::record(Sequence& seq, const Tensor& x, const Tensor& w, const Tensor&
 namespace {
 
 // What gemv_argmax.comp needs of the device, and the scratch words it takes for M rows over
-// `row_groups` blocks of N (per block and row, the partial max and its index; 4 for the count):
-// Gemm::greedy_scratch_words sizes the scratch, dispatch_greedy checks it, by the same rules.
+// `row_groups` blocks of N: 4 words for the arrival count, then 4 per block and row for its
+// partial (key, index, max, sum of exp). Gemm::greedy_scratch_words sizes the scratch and
+// dispatch_greedy checks it, by the same rules.
 bool gemv_argmax_fits(const DeviceInfo& dev) {
   return dev.max_storage_buffers_per_stage >= kernels::GemvArgmax::storage_buffer_count;
 }
