@@ -123,6 +123,8 @@ def cell(row, ratio, cpu_device=False):
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['us_per_step'])} µs/step"
     elif fam == "W3":
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['tokens_per_s'])} tok/s"
+        if row.get("first_token_us"):  # streamed rows
+            text += f" · first token {fmt_num(row['first_token_us']['median'] / 1000)} ms"
     else:
         text = f"{fmt_num(w['median'] / 1000)} ms · {fmt_num(row['gflops'])} GFLOP/s"
     if cpu_device and row.get("host_threads") is not None:

@@ -201,6 +201,7 @@ json row_json(const Workload& w, const Samples& s, const json& ceilings) {
   r["gflops"] = nullable_rate(w.work.flops, wall, 1e-3);
   r["tokens_per_s"] = nullable_rate(w.work.tokens, wall, 1e6);
   r["us_per_step"] = w.work.steps > 0 ? json(wall / w.work.steps) : json(nullptr);
+  if (!s.first_token_us.empty()) r["first_token_us"] = summary(s.first_token_us);
   if (w.work.weight_bytes_per_token > 0) r["weight_bytes_per_token"] = w.work.weight_bytes_per_token;
   if (bytes > 0.0) {
     r["bytes"] = bytes;
@@ -280,6 +281,11 @@ void print_row(const json& r) {
              fmt_opt(r["gbps"], "{:.2f}"), fmt_opt(r["gflops"], "{:.2f}"), other,
              percent("copy_fraction"), percent("gpu_copy_fraction"), near, read, r["dispatches"].get<int>(),
              fmt_opt(r["host_threads"], "{:.1f}"));
+  if (r.contains("first_token_us")) {
+    const auto& first = r["first_token_us"];
+    fmt::print("      first token {:.1f} us [{:.1f} .. {:.1f}], {} submissions\n", first["median"].get<double>(),
+               first["min"].get<double>(), first["max"].get<double>(), r["submissions"].get<int>());
+  }
 }
 
 void print_kernels(const json& r) {
@@ -421,8 +427,8 @@ int run(int argc, char** argv) {
         const Prepared prepared = w.setup(ctx);
         TimingOptions timing{warmup, repetitions, info.timestamps, name};
         timing.max_seconds = max_seconds;
-        const Samples s = run_timed(ctx, prepared.record, timing);
-        check_output(name, ctx.read<float>(prepared.output));
+        const Samples s = prepared.run ? run_self_timed(prepared.run, timing) : run_timed(ctx, prepared.record, timing);
+        if (!prepared.run) check_output(name, ctx.read<float>(prepared.output));
         if (!s.gpu_us.empty() && median(s.gpu_us) > 1.2 * median(s.wall_us) + 50.0) {
           // Kernel time cannot exceed submit-to-wait time: the timestamps are not to be trusted.
           fmt::print(stderr, "vkrnn-bench: warning: {}: GPU time {:.1f} us > wall time {:.1f} us "

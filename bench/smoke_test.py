@@ -80,12 +80,18 @@ def test_vkrnn(args):
         if sorted(names) != sorted(rows):
             fail(f"{d['name']}: ran {names}, expected {rows}")
         for r in d["rows"]:
-            if r["repetitions"] != 2 or r["dispatches"] < 1 or r["submissions"] != 1:
+            # Streamed W3 rows: a submission per piece of stream_steps steps and one for the
+            # results (docs/runtime.md, "Streaming"), the first token timed, no profile.
+            k = r["params"].get("stream_steps")
+            submissions = 1 if k is None else -(-r["params"]["steps"] // k) + 1
+            if r["repetitions"] != 2 or r["dispatches"] < 1 or r["submissions"] != submissions:
                 fail(f"{r['name']}: repetitions/dispatches/submissions {r['repetitions']}/"
-                     f"{r['dispatches']}/{r['submissions']}")
+                     f"{r['dispatches']}/{r['submissions']} (expected {submissions} submissions)")
+            if k is not None and not (r.get("first_token_us") and r["first_token_us"]["min"] > 0):
+                fail(f"{r['name']}: first_token_us missing or not positive: {r.get('first_token_us')}")
             # Per-kernel GPU time on timestamped devices: every dispatch counted, the medians
             # adding up to about the row's own (a median of sums is no sum of medians).
-            if d["timestamps"]:
+            if d["timestamps"] and k is None:
                 ks = r.get("kernels") or []
                 if sum(k["dispatches"] for k in ks) != r["dispatches"]:
                     fail(f"{r['name']}: kernels {ks} do not count its {r['dispatches']} dispatches")
@@ -152,6 +158,8 @@ def test_torch(args):
             fail(f"{r['name']}: BLAS library and thread count must be named: {b}")
         if not r.get("host_cpu_us") or not r.get("host_threads"):
             fail(f"{r['name']}: the process's CPU time over the repetitions is missing")
+        if "stream_steps" in r["params"] and not (r.get("first_token_us") and r["first_token_us"]["min"] > 0):
+            fail(f"{r['name']}: first_token_us missing or not positive: {r.get('first_token_us')}")
 
 
 def synthetic():
@@ -183,6 +191,12 @@ def synthetic():
     d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="K.gemv", name="K.gemv/B=1,N=8000,K=1024",
                           params={"B": 1, "N": 8000, "K": 1024}, gbps=4.0, copy_fraction=0.4, bytes=1e8,
                           copy_shader_gbps_near=32.0, copy_fraction_near=0.125, read_fraction=0.05))
+    d["rows"].append(dict(copy.deepcopy(d["rows"][0]), id="W3.b1",
+                          name="W3.b1/B=1,S=32,steps=32,E=256,H=256,vocab=8000,stream_steps=1",
+                          params={"B": 1, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000,
+                                  "stream_steps": 1},
+                          gbps=None, gflops=None, tokens_per_s=1280.0, us_per_step=0.78,
+                          submissions=33, first_token_us={"median": 2.5, "min": 2.0, "max": 3.0}))
     d["ceilings"]["read_shader_gbps"] = 80.0
     d["skipped"].append({"name": "W1.dot/B=16,S=4096,H=512", "reason": "too big"})
     return base, other
@@ -233,6 +247,17 @@ def test_compare(args):
         p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
         if p.returncode == 0 or field not in p.stdout + p.stderr:
             fail(f"validate_results.py must refuse a {field} that is not {basis}", p)
+    # first_token_us on a row without stream_steps, or later than the repetition's end.
+    for what, change in (("without stream_steps", lambda r: r["params"].pop("stream_steps")),
+                         ("beyond wall_us", lambda r: r["first_token_us"].update(median=26.0, max=31.0))):
+        bad = copy.deepcopy(other)
+        change(bad["devices"][0]["rows"][3])
+        bad_path = os.path.join(args.work_dir, "bad-first-token.json")
+        with open(bad_path, "w") as f:
+            json.dump(bad, f)
+        p = run([PY, os.path.join(HERE, "validate_results.py"), bad_path])
+        if p.returncode == 0 or "first_token_us" not in p.stdout + p.stderr:
+            fail(f"validate_results.py must refuse first_token_us {what}", p)
     md, png = os.path.join(args.work_dir, "compare.md"), os.path.join(args.work_dir, "compare.png")
     p = run([PY, os.path.join(HERE, "compare.py"), *paths, "--baseline", "base cpu",
              "--markdown", md, "--png", png])
@@ -243,7 +268,8 @@ def test_compare(args):
     # "thr" (host_threads) in the CPU column's cells only.
     for needle in ("| `W1.dot/B=1,S=64,H=256` | 100 µs · 0.660 GB/s · 1.9 thr | 25.0 µs · 2.64 GB/s · **4.00×** |",
                    "`W4/B=1,S=256,d=64,causal=true`", "too big", "25.0 µs · 4.00 GB/s · 40% copy, 12% beside, 5% read |",
-                   "| copy shader, GB/s (read + write) | 40.0 | 40.0 |", "| read shader, GB/s (read) | – | 80.0 |"):
+                   "| copy shader, GB/s (read + write) | 40.0 | 40.0 |", "| read shader, GB/s (read) | – | 80.0 |",
+                   "0.0250 ms · 1,280 tok/s · first token 0.00250 ms |"):
         if needle not in text:
             fail(f"compare.md lacks {needle!r}:\n{text}")
     w, h, raw = read_png(png)

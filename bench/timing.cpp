@@ -20,6 +20,37 @@ double process_cpu_us() {
   if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return -1.0;
   return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) * 1e-3;
 }
+
+// The warm-up and repetition counts under TimingOptions::max_seconds, for both ways of timing
+// a row: warm-up stops once it has used a tenth of the budget, and the first timed repetition
+// says how many fit.
+class Budget {
+ public:
+  explicit Budget(const TimingOptions& o)
+      : o_(o), warmup_(o.warmup), repetitions_(o.repetitions), started_(Clock::now()) {}
+  bool more(int i) const { return i < warmup_ + repetitions_; }
+  // Repetition i ended at `end`, `took_us` after it began (recording included): true when it
+  // was a warm-up, whose figures are dropped.
+  bool warming_up(int i, Clock::time_point end, double took_us) {
+    if (i < warmup_) {
+      if (o_.max_seconds > 0.0 && us_since(started_, end) > o_.max_seconds * 1e5) {
+        warmup_ = i + 1;  // enough: the pipelines are compiled and the memory touched
+      }
+      return true;
+    }
+    if (i == warmup_ && o_.max_seconds > 0.0) {
+      const double fit = o_.max_seconds * 1e6 / std::max(took_us, 1.0);
+      if (fit < repetitions_) repetitions_ = std::min(repetitions_, std::max(o_.min_repetitions, int(fit)));
+    }
+    return false;
+  }
+  int warmups() const { return warmup_; }
+
+ private:
+  const TimingOptions& o_;
+  int warmup_, repetitions_;
+  Clock::time_point started_;
+};
 }  // namespace
 
 Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& options) {
@@ -28,10 +59,8 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
   so.label = options.label;
   Sequence seq = ctx.sequence(so);
   Samples s;
-  int warmup = options.warmup;
-  int repetitions = options.repetitions;
-  const auto started = Clock::now();
-  for (int i = 0; i < warmup + repetitions; ++i) {
+  Budget budget(options);
+  for (int i = 0; budget.more(i); ++i) {
     seq.reset();
     // Deltas, so the counts are right whether or not reset() clears the statistics.
     const SequenceStats before = seq.stats();
@@ -45,18 +74,7 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
     seq.wait();
     const auto t1 = Clock::now();
     const double c1 = process_cpu_us();
-    if (i < warmup) {
-      if (options.max_seconds > 0.0 && us_since(started, t1) > options.max_seconds * 1e5) {
-        warmup = i + 1;  // enough: the pipelines are compiled and the memory touched
-      }
-      continue;
-    }
-    if (i == warmup && options.max_seconds > 0.0) {
-      const double fit = options.max_seconds * 1e6 / std::max(us_since(r0, t1), 1.0);
-      if (fit < repetitions) {
-        repetitions = std::min(repetitions, std::max(options.min_repetitions, int(fit)));
-      }
-    }
+    if (budget.warming_up(i, t1, us_since(r0, t1))) continue;
     s.wall_us.push_back(us_since(t0, t1));
     s.record_us.push_back(us_since(r0, r1));
     if (c0 >= 0.0 && c1 >= 0.0) s.host_cpu_us.push_back(c1 - c0);
@@ -91,7 +109,27 @@ Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& opt
       }
     }
   }
-  s.warmup = warmup;
+  s.warmup = budget.warmups();
+  return s;
+}
+
+Samples run_self_timed(const Runner& run, const TimingOptions& options) {
+  Samples s;
+  Budget budget(options);
+  for (int i = 0; budget.more(i); ++i) {
+    const double c0 = process_cpu_us();
+    const auto t0 = Clock::now();
+    const SelfRun r = run();
+    const auto t1 = Clock::now();
+    const double c1 = process_cpu_us();
+    if (budget.warming_up(i, t1, us_since(t0, t1))) continue;
+    s.wall_us.push_back(us_since(t0, t1));
+    if (c0 >= 0.0 && c1 >= 0.0) s.host_cpu_us.push_back(c1 - c0);
+    s.first_token_us.push_back(r.first_token_us);
+    s.dispatches = r.stats.dispatches;
+    s.submissions = r.stats.submissions;
+  }
+  s.warmup = budget.warmups();
   return s;
 }
 

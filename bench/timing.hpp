@@ -28,6 +28,7 @@ struct Samples {
   // The process's CPU time over each repetition's submit + wait, all threads (a CPU driver's
   // workers are threads of this process): over wall_us, how many threads kept busy.
   std::vector<double> host_cpu_us;
+  std::vector<double> first_token_us;  // rows with a Runner: SelfRun::first_token_us
   std::uint32_t dispatches = 0;   // per repetition
   std::uint32_t submissions = 0;  // per repetition
   int warmup = 0;                 // warm-up repetitions actually run
@@ -46,6 +47,9 @@ struct TimingOptions {
 };
 
 Samples run_timed(Context& ctx, const Recorder& record, const TimingOptions& options);
+// The same warm-up, budget and repetitions for a row that submits its own work: wall time is
+// steady_clock around run(); no GPU time (its pieces are not profiled).
+Samples run_self_timed(const Runner& run, const TimingOptions& options);
 
 double median(std::vector<double> v);
 // {"median", "min", "max"}, or null for no samples.

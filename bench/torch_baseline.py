@@ -21,6 +21,10 @@ Seq2Seq, so both tools run the same equations:
   32 steps from BOS, no early stop (every row feeds back its own argmax). One repetition is the
   whole decode, encode included. Weights: PyTorch's default init (vkrnn-bench draws its own
   random weights from the same ranges); the cost does not depend on their values.
+  Streamed rows (param stream_steps, W3.b1 fp32): the same decode hands its tokens to the host
+  (Tensor.tolist()) every stream_steps steps, as vkrnn's greedy() with on_step does, and the row
+  adds first_token_us, from the call to the first tokens' arrival on the host (on CUDA the
+  tolist() waits for the GPU).
 """
 import argparse
 import datetime
@@ -72,6 +76,9 @@ def all_rows():
             if bits != 32:
                 p["weight_bits"] = bits
             rows.append((f"W3.b{b}", p))
+    for k in (1, 8):  # vkrnn-bench's streamed rows (bench/w3_seq2seq.cpp)
+        rows.append(("W3.b1", {"B": 1, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000,
+                               "stream_steps": k}))
     for s in (256, 1024, 4096, 16384):
         for causal in (False, True):
             rows.append(("W4", {"B": 1, "S": s, "d": 64, "causal": causal}))
@@ -248,15 +255,25 @@ def build_w3(torch, wid, p, dev):
     lengths = torch.full((B,), S, dtype=torch.long, device=dev)
     bos = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
 
+    k = p.get("stream_steps")
+
     def decode():
+        """One decode. Streamed rows (stream_steps k) hand the tokens to the host every k steps
+        and return the µs from the call to the first ones' arrival (time_row's first_token_us)."""
+        t0 = time.perf_counter_ns()
+        first = None
         memory = model.encode(src, lengths)
         state, prev = memory["state"], bos
         tokens = []
-        for _ in range(steps):
+        for t in range(steps):
             logits, _, state = model.step(memory, state, prev)
             prev = logits.argmax(-1)
             tokens.append(prev)
-        return torch.stack(tokens, 1)
+            if k and ((t + 1) % k == 0 or t == steps - 1):
+                torch.stack(tokens[t // k * k:], 1).tolist()
+                if first is None:
+                    first = (time.perf_counter_ns() - t0) / 1000.0
+        return first if k else torch.stack(tokens, 1)
     return decode
 
 
@@ -340,7 +357,8 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
     vkrnn-bench: warm-up stops once it used a tenth of it, and the repetitions are cut (to no
     fewer than min_reps) when the first timed one says the rest would not fit. Returns the
     wall-clock and (CUDA) event times, the process's CPU time over each timed repetition and
-    the warm-up count."""
+    the warm-up count, and the µs to the first token of each timed repetition of a function
+    that returns it (the streamed W3 rows; else empty)."""
     cuda = dev.startswith("cuda")
     started = time.perf_counter()
     warmups = 0
@@ -351,7 +369,7 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
             torch.cuda.synchronize()
         if max_seconds > 0 and time.perf_counter() - started > max_seconds / 10:
             break
-    wall, gpu, cpu = [], [], []
+    wall, gpu, cpu, first = [], [], [], []
     while len(wall) < reps:
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -359,7 +377,7 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
             c0 = time.process_time_ns()  # every thread of the process (BLAS / OpenMP workers too)
             t0 = time.perf_counter_ns()
             start.record()
-            fn()
+            result = fn()
             end.record()
             torch.cuda.synchronize()
             t1 = time.perf_counter_ns()
@@ -367,13 +385,15 @@ def time_row(torch, fn, dev, reps, warmup, max_seconds=0.0, min_reps=3):
         else:
             c0 = time.process_time_ns()
             t0 = time.perf_counter_ns()
-            fn()
+            result = fn()
             t1 = time.perf_counter_ns()
+        if isinstance(result, float):
+            first.append(result)
         cpu.append((time.process_time_ns() - c0) / 1000.0)
         wall.append((t1 - t0) / 1000.0)
         if len(wall) == 1 and max_seconds > 0:
             reps = min(reps, max(min_reps, int(max_seconds * 1e6 / max(wall[0], 1.0))))
-    return wall, gpu, cpu, warmups
+    return wall, gpu, cpu, warmups, first
 
 
 def ceilings(torch, dev, reps):
@@ -384,7 +404,7 @@ def ceilings(torch, dev, reps):
     n = COPY_BYTES // 4
     src = torch.rand(n, device=dev)
     dst = torch.empty(n, device=dev)
-    copy_wall, copy_gpu, _, _ = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
+    copy_wall, copy_gpu, *_ = time_row(torch, lambda: dst.copy_(src), dev, max(reps, 10), 3)
     copy_us = statistics.median(copy_gpu if cuda else copy_wall)
     tiny = torch.zeros(1, device=dev)
     ops = 1000
@@ -392,10 +412,10 @@ def ceilings(torch, dev, reps):
     def many_tiny():
         for _ in range(ops):
             tiny.add_(1.0)
-    op_wall, _, _, _ = time_row(torch, many_tiny, dev, max(reps, 10), 2)
+    op_wall, *_ = time_row(torch, many_tiny, dev, max(reps, 10), 2)
     submit = None
     if cuda:
-        sync_wall, _, _, _ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
+        sync_wall, *_ = time_row(torch, torch.cuda.synchronize, dev, max(reps, 10), 2)
         submit = statistics.median(sync_wall)
     return {
         "copy_shader_gbps": 2.0 * COPY_BYTES / (copy_us * 1e3),
@@ -508,7 +528,7 @@ def main(argv=None):
                 rname = row_name(wid, p)
                 try:
                     fn = BUILDERS[wid.split(".")[0]](torch, wid, p, dev)
-                    wall, gpu, cpu, warmups = time_row(torch, fn, dev, args.repetitions, args.warmup,
+                    wall, gpu, cpu, warmups, first = time_row(torch, fn, dev, args.repetitions, args.warmup,
                                                   args.max_seconds)
                 except RuntimeError as e:  # e.g. out of memory: say so, keep going
                     entry["skipped"].append({"name": rname, "reason": str(e).splitlines()[0]})
@@ -536,6 +556,8 @@ def main(argv=None):
                         row["gpu_copy_fraction"] = row["gpu_gbps"] / copy_gbps if copy_gbps else None
                 if wid.startswith("W3."):
                     row["weight_bytes_per_token"] = w3_weight_bytes_per_token(p)
+                if first:
+                    row["first_token_us"] = summarize(first)
                 entry["rows"].append(row)
                 rate = (f"{row['gbps']:.2f} GB/s" if row["gbps"] else
                         f"{row['tokens_per_s']:.0f} tok/s" if row["tokens_per_s"] else

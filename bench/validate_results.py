@@ -158,13 +158,24 @@ def semantic_errors(doc):
             if threads is not None and (not cpu or abs(threads * row["wall_us"]["median"] - cpu["median"])
                                         > 1e-6 * max(1.0, cpu["median"])):
                 out.append(f"{at}: host_threads {threads} is not host_cpu_us / wall_us (medians)")
+            # Streamed rows (param stream_steps) time the first token too; it arrives within the
+            # repetition, so its median and maximum are at most the wall time's.
+            first = row.get("first_token_us")
+            if ("stream_steps" in row["params"]) != (first is not None):
+                out.append(f"{at}: first_token_us must be present exactly on rows with param stream_steps")
+            elif first is not None and (first["median"] > row["wall_us"]["median"] or
+                                        first["max"] > row["wall_us"]["max"]):
+                out.append(f"{at}: first_token_us {first} beyond the repetition's wall_us {row['wall_us']}")
             if row["id"].startswith("K.") and row.get("gbps") is not None and "bytes" not in row:
                 out.append(f"{at}: K rows state the bytes behind gbps")
             if doc.get("tool") == "vkrnn-bench":
                 if row.get("dispatches") is None or row.get("submissions") is None:
                     out.append(f"{at}: vkrnn-bench rows count dispatches and submissions")
-                if (row.get("gpu_us") is None) == bool(dev.get("timestamps")):
+                # Streamed rows submit their own pieces, which are not profiled.
+                if first is None and (row.get("gpu_us") is None) == bool(dev.get("timestamps")):
                     out.append(f"{at}: gpu_us must be present exactly when the device has timestamps")
+                if first is not None and row.get("gpu_us") is not None:
+                    out.append(f"{at}: streamed rows have no gpu_us (their pieces are not profiled)")
     return out
 
 

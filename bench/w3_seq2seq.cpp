@@ -18,8 +18,15 @@
 // and precision fp16 / int8; the fp32 rows keep their names. weight_bytes_per_token: the
 // decoder step's weights (output projection and GRU in the row's storage, the attention query
 // in fp32) / B, plus the token's embedding row.
+//
+// W3.b1 also runs streamed (param stream_steps = 1 and 8, fp32): Seq2Seq::greedy() with
+// DecodeOptions::on_step, which submits the decode in pieces of stream_steps steps, two in
+// flight, and hands each step's token to the host as soon as its piece is done -- what an app
+// that shows the words as they come does. These rows submit their own work (bench/workload.hpp,
+// Runner) and add first_token_us: from the call to greedy() to its first on_step call.
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -151,6 +158,72 @@ double weight_bytes_per_token(std::size_t b, double matrix_bytes, bool scales) {
   return (output + gru + query) / double(b) + kE * 4.0;
 }
 
+// B random non-special source ids, every row of length S.
+std::vector<std::vector<std::int32_t>> random_sources(std::size_t b) {
+  const auto r = random_floats(b * kS, 31, 4.0f, float(kVocab));
+  std::vector<std::vector<std::int32_t>> sources(b);
+  for (std::size_t i = 0; i < b; ++i) {
+    for (std::size_t s = 0; s < kS; ++s) {
+      sources[i].push_back(std::min(std::int32_t(r[i * kS + s]), std::int32_t(kVocab - 1)));
+    }
+  }
+  return sources;
+}
+
+// Throws Error(state) naming the row unless every token is a valid id and every score a finite
+// log-probability.
+void check_tokens(const std::string& row, const std::vector<std::int32_t>& tokens, const std::vector<float>& scores) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= std::int32_t(kVocab) || !(i < scores.size()) || !std::isfinite(scores[i]) ||
+        scores[i] > 0.0f) {
+      throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: token {} of {}: id {}, score {}", row, i,
+                                                tokens.size(), tokens[i], i < scores.size() ? scores[i] : 0.0f));
+    }
+  }
+}
+
+// W3.b1 streamed (the file's comment): greedy() with on_step, pieces of `stream_steps` steps.
+Workload streaming_row(std::size_t stream_steps) {
+  Workload w;
+  w.id = "W3.b1";
+  w.params = {{"B", 1}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab},
+              {"stream_steps", stream_steps}};
+  w.work.tokens = double(kSteps);
+  w.work.steps = double(kSteps);
+  w.work.weight_bytes_per_token = weight_bytes_per_token(1, 4.0, false);
+  w.setup = [stream_steps, name = w.name()](Context& ctx) -> Prepared {
+    auto model = load_model(ctx, OpOptions{});
+    Prepared p;
+    p.run = [model, stream_steps, name, sources = random_sources(1)] {
+      using Clock = std::chrono::steady_clock;
+      std::size_t steps = 0;
+      Clock::time_point first{};
+      DecodeOptions options;
+      options.max_len = kSteps;
+      options.stop_at_eos = false;  // workloads.md: no early stop
+      options.stream_steps = stream_steps;
+      options.on_step = [&](const StepResult& step) {
+        if (steps == 0) first = Clock::now();
+        if (step.step != steps) {
+          throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: step {} after {}", name, step.step, steps));
+        }
+        check_tokens(name, step.tokens, step.scores);
+        ++steps;
+        return true;
+      };
+      const auto t0 = Clock::now();
+      const DecodeResult r = model->greedy(sources, options);
+      if (steps != kSteps || r.steps != kSteps) {
+        throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: {} steps streamed, {} returned", name, steps, r.steps));
+      }
+      check_tokens(name, r.tokens, r.scores);
+      return SelfRun{std::chrono::duration<double, std::micro>(first - t0).count(), r.stats};
+    };
+    return p;
+  };
+  return w;
+}
+
 std::vector<Workload> rows() {
   std::vector<Workload> out;
   for (std::size_t b : {1, 16}) {
@@ -167,15 +240,7 @@ std::vector<Workload> rows() {
         OpOptions op_options;
         op_options.weight_storage = st.storage;
         auto model = load_model(ctx, op_options);
-        // Random non-special source ids, all rows of length S.
-        const auto r = random_floats(b * kS, 31, 4.0f, float(kVocab));
-        std::vector<std::vector<std::int32_t>> sources(b);
-        for (std::size_t i = 0; i < b; ++i) {
-          for (std::size_t s = 0; s < kS; ++s) {
-            sources[i].push_back(std::min(std::int32_t(r[i * kS + s]), std::int32_t(kVocab - 1)));
-          }
-        }
-        const Seq2Seq::Encoded encoded = model->prepare(sources);
+        const Seq2Seq::Encoded encoded = model->prepare(random_sources(b));
         DecodeOptions options;
         options.max_len = kSteps;
         options.stop_at_eos = false;  // workloads.md: no early stop
@@ -199,19 +264,14 @@ std::vector<Workload> rows() {
             throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: last step {} with {} tokens", b,
                                                       last.step, last.tokens.size()));
           }
-          for (std::size_t i = 0; i < b; ++i) {
-            if (last.tokens[i] < 0 || last.tokens[i] >= std::int32_t(kVocab) || !std::isfinite(last.scores[i]) ||
-                last.scores[i] > 0.0f) {
-              throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: row {}: token {} score {}", b, i,
-                                                        last.tokens[i], last.scores[i]));
-            }
-          }
+          check_tokens(fmt::format("W3.b{}", b), last.tokens, last.scores);
         }
         return {record, encoded.encoder_outputs()};
       };
       out.push_back(std::move(w));
     }
   }
+  for (std::size_t stream_steps : {1, 8}) out.push_back(streaming_row(stream_steps));
   return out;
 }
 

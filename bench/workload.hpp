@@ -30,12 +30,23 @@ struct Work {
 
 using Recorder = std::function<void(Sequence&)>;
 
+// One repetition of a row that submits its own work (W3's streaming rows: Seq2Seq::greedy with
+// DecodeOptions::on_step, which submits the decode in pieces): what the harness cannot see
+// from outside. The runner checks its own results (it throws vkrnn::Error on a bad one).
+struct SelfRun {
+  double first_token_us = 0;  // from the call to the first token's arrival on the host
+  SequenceStats stats;        // of the whole repetition, its submissions summed
+};
+using Runner = std::function<SelfRun()>;
+
 // What a row's setup hands the harness: the recorder of one repetition and the tensor it
 // produces, which the harness reads once after timing and requires to be finite and not all
-// zero, so a broken op cannot pass as a fast one (the ops' own tests check the values).
+// zero, so a broken op cannot pass as a fast one (the ops' own tests check the values). Or,
+// for a row that submits its own work, the runner of one repetition (record and output empty).
 struct Prepared {
   Recorder record;
   Tensor output;
+  Runner run;
 };
 
 // The weight storages a row family runs in (W2, W3, K.gemv): fp32 rows keep their names,
