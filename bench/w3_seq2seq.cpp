@@ -173,11 +173,13 @@ std::vector<std::vector<std::int32_t>> random_sources(std::size_t b) {
 // Throws Error(state) naming the row unless every token is a valid id and every score a finite
 // log-probability.
 void check_tokens(const std::string& row, const std::vector<std::int32_t>& tokens, const std::vector<float>& scores) {
+  if (tokens.size() != scores.size()) {
+    throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: {} tokens, {} scores", row, tokens.size(), scores.size()));
+  }
   for (std::size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= std::int32_t(kVocab) || !(i < scores.size()) || !std::isfinite(scores[i]) ||
-        scores[i] > 0.0f) {
+    if (tokens[i] < 0 || tokens[i] >= std::int32_t(kVocab) || !std::isfinite(scores[i]) || scores[i] > 0.0f) {
       throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: token {} of {}: id {}, score {}", row, i,
-                                                tokens.size(), tokens[i], i < scores.size() ? scores[i] : 0.0f));
+                                                tokens.size(), tokens[i], scores[i]));
     }
   }
 }
