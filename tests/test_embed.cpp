@@ -269,6 +269,42 @@ TEST(RecordInto, DecodeStepsMatchOwnSubmissionBitForBit) {
   expect_no_app_messages(app);
 }
 
+// A whole greedy decode (record_greedy: every step, the early-stop gate, the downloads) inside
+// one of the app's frames, polled with done() while the app goes on: greedy()'s result bit for
+// bit, the GPU having stopped at the EOS without the host.
+TEST(RecordInto, WholeGreedyDecodeInOneAppFrame) {
+  test::AppDevice app(timeline_app());
+  {
+    auto ctx = Context::adopt(app.external(), {.disable_pipeline_cache = true});
+    const auto model = Seq2Seq::load(ctx, test::source_path(kDates));
+    const std::vector<std::vector<std::int32_t>> src = {model.encode_text("Nov 21st, 2026"), model.encode_text("3 May 1999")};
+    const DecodeOptions opts{.return_attention = true};
+    const DecodeResult own = model.greedy(src, opts);
+    const auto enc = model.prepare(src);
+    auto seq = ctx.sequence({.label = "a whole decode in the app's frame"});
+    model.record_encode(seq, enc);
+    const auto decode = model.record_greedy(seq, enc, opts);
+    AppWork w(app);
+    const VkSemaphore timeline = w.semaphore(true);
+    VkCommandBuffer cb = w.begin();
+    seq.record_into(cb, {timeline, 1});
+    w.end(cb);
+    w.submit(cb, {}, {timeline, 1});
+    while (!seq.done()) std::this_thread::yield();  // the app's frames would go on here
+    const DecodeResult r = model.read_greedy(seq, decode);
+    EXPECT_EQ(r.tokens, own.tokens);
+    EXPECT_EQ(r.lengths, own.lengths);
+    EXPECT_TRUE(same_bits(r.scores, own.scores));
+    EXPECT_TRUE(same_bits(r.attention, own.attention));
+    EXPECT_EQ(r.steps_run, own.steps_run);
+    EXPECT_LT(r.steps_run, model.config().max_decode_length);
+    EXPECT_EQ(r.stats.submissions, 0u);  // the app submitted it
+    EXPECT_EQ(model.decode_text(r.row(0)), "2026-11-21");
+    EXPECT_EQ(model.decode_text(r.row(1)), "1999-05-03");
+  }
+  expect_no_app_messages(app);
+}
+
 // A gated loop (GPU-side early exit) through the app's command buffers: the gate table's counts
 // come from staging written when the recording ended, so every execution starts open -- own
 // submission, record_into, re-emission into another command buffer without re-recording, and

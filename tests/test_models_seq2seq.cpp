@@ -315,6 +315,81 @@ TEST(Seq2Seq, IncrementalEqualsOneSubmission) {
   EXPECT_EQ(st.steps_taken(), g.steps);
 }
 
+// record_greedy / read_greedy: the whole decode in the caller's sequence is greedy()'s, bit for
+// bit, with the encoder in the same sequence or already run, with the early-stop gate, logits
+// processing and sampling; replaying the sequence gives it again; and every misuse is an error.
+TEST(Seq2Seq, RecordGreedyEqualsGreedy) {
+  TempDir dir;
+  TinySpec spec;
+  spec.eos_bias = 1.0f;  // some rows stop before max_len, not all at once
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = random_sources({5, 1, 3, 7}, spec.Vs, 3);
+  auto same = [](const DecodeResult& a, const DecodeResult& b) {
+    EXPECT_EQ(a.batch, b.batch);
+    EXPECT_EQ(a.steps, b.steps);
+    EXPECT_EQ(a.steps_run, b.steps_run);
+    EXPECT_EQ(a.lengths, b.lengths);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.scores, b.scores);
+    EXPECT_EQ(a.logits, b.logits);
+    EXPECT_EQ(a.attention, b.attention);
+  };
+  const std::vector<DecodeOptions> cases = {
+      {.return_logits = true, .return_attention = true},
+      {.max_len = 6, .stop_at_eos = false},
+      {.repetition_penalty = 1.5, .sampling_topk = 0, .sampling_temperature = 0.7, .seed = 11},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(fmt::format("case {}", i));
+    const DecodeOptions& o = cases[i];
+    const DecodeResult g = model.greedy(src, o);
+    // The encoder in the same sequence, from prepare() (no GPU work until submit()).
+    const auto enc = model.prepare(src);
+    Sequence seq = context().sequence({.label = "app"});
+    model.record_encode(seq, enc);
+    const Seq2Seq::GreedyDecode d = model.record_greedy(seq, enc, o);
+    EXPECT_EQ(d.batch(), 4u);
+    EXPECT_EQ(d.max_len(), o.max_len ? o.max_len : spec.max_len);
+    test::expect_error([&] { model.read_greedy(seq, d); }, ErrorCode::state, {"Seq2Seq::read_greedy", "before the sequence finished"});
+    seq.submit();
+    ASSERT_TRUE(seq.wait());
+    const DecodeResult r = model.read_greedy(seq, d);
+    same(r, g);
+    EXPECT_EQ(r.stats.submissions, 1u);
+    EXPECT_EQ(r.stats.dispatches, g.stats.dispatches);
+    // Submitted again without re-recording: the same decode.
+    seq.submit();
+    ASSERT_TRUE(seq.wait());
+    same(model.read_greedy(seq, d), g);
+    // The encoder already run (encode() waited for it): the decode alone.
+    const auto done = model.encode(src);
+    Sequence alone = context().sequence();
+    const auto d2 = model.record_greedy(alone, done, o);
+    alone.eval();
+    same(model.read_greedy(alone, d2), g);
+  }
+  // Misuse.
+  const auto enc = model.encode(src);
+  Sequence seq = context().sequence();
+  test::expect_error([&] { model.record_greedy(seq, Seq2Seq::Encoded{}); }, ErrorCode::invalid_argument,
+                     {"record_greedy", "empty Encoded"});
+  test::expect_error([&] { model.record_greedy(seq, enc, {.on_step = [](const StepResult&) { return true; }}); },
+                     ErrorCode::invalid_argument, {"record_greedy", "on_step", "greedy()"});
+  test::expect_error([&] { model.read_greedy(seq, Seq2Seq::GreedyDecode{}); }, ErrorCode::invalid_argument,
+                     {"read_greedy", "empty GreedyDecode"});
+  const auto d = model.record_greedy(seq, enc);
+  // Two early-stopping decodes would need two gate regions in one recording.
+  test::expect_error([&] { model.record_greedy(seq, enc); }, ErrorCode::state, {"one gate region per recording"});
+  seq.eval();
+  const Seq2Seq other = Seq2Seq::load(context(), dir.str());
+  test::expect_error([&] { other.read_greedy(seq, d); }, ErrorCode::invalid_argument, {"read_greedy", "another model"});
+  Sequence unrelated = context().sequence();
+  unrelated.eval();
+  test::expect_error([&] { model.read_greedy(unrelated, d); }, ErrorCode::state, {"read_greedy", "not download()ed in this sequence"});
+  EXPECT_EQ(model.read_greedy(seq, d).tokens, model.greedy(src).tokens);
+}
+
 // A greedy step of the tiny Bahdanau GRU model: the fused attention (query projected in it,
 // context written into the output layer's input o = [s; context; emb]), the GRU step (reading
 // x = [emb; context] from o's columns with W_ih's columns reordered, writing s into o; its
@@ -400,6 +475,10 @@ TEST(Seq2Seq, NonFiniteLogitsAreAnError) {
                  {"Seq2Seq::beam", "source row 0 (beam row 0) at step 0"});
     auto st = model.start(model.encode(src));
     test::expect_error([&] { model.step(st); }, ErrorCode::non_finite, {"read_step", "at step 0"});
+    Sequence seq = context().sequence();
+    const auto d = model.record_greedy(seq, model.encode(src));
+    seq.eval();
+    test::expect_error([&] { model.read_greedy(seq, d); }, ErrorCode::non_finite, {"Seq2Seq::read_greedy", "row 0 at step 0"});
   }
   // NaN in the target embedding of the token row 1 picks first: its next step goes wrong.
   TinyModel tm(TinySpec{});

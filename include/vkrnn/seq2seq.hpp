@@ -282,6 +282,26 @@ class VKRNN_API Seq2Seq {
   // Blocking: record_step + eval + read_step.
   StepResult step(DecoderState& state, std::span<const std::int32_t> forced_inputs = {}) const;
 
+  // --- a whole decode in the caller's Sequence --------------------------------------------
+  // greedy() without the wait, for an app that owns the submission (Sequence::submit, or
+  // record_into its frame's command buffer): record_greedy records every step of the decode
+  // (up to max_len; with stop_at_eos the GPU skips the steps after every row has finished, so
+  // it takes the sequence's one gate region) and the results' downloads into seq, after
+  // record_encode(seq, encoded) or once the encoder's work has finished; read_greedy returns
+  // what greedy() would have, once seq is done. The same kernels and tokens as greedy(). Not
+  // with on_step (streaming submits pieces of its own: Error(invalid_argument)).
+  class VKRNN_API GreedyDecode {
+   public:
+    GreedyDecode() = default;
+    std::size_t batch() const;
+    std::size_t max_len() const;  // the steps recorded
+    struct Impl;
+    std::shared_ptr<Impl> impl;
+  };
+  GreedyDecode record_greedy(Sequence& seq, const Encoded& encoded, const DecodeOptions& options = {}) const;
+  // Error(state) before seq has finished; Error(non_finite) as greedy()'s.
+  DecodeResult read_greedy(const Sequence& seq, const GreedyDecode& decode) const;
+
   struct Impl;
 
  private:

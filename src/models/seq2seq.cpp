@@ -766,7 +766,7 @@ void add_stats(SequenceStats& to, const SequenceStats& s) {
 namespace {
 
 // A greedy decode's histories, their initial values and their downloads, and the result read
-// back from them (greedy() and its streaming form).
+// back from them (greedy(), its streaming form and record_greedy()).
 struct GreedyRun {
   const Seq2Seq::Impl& m;
   std::shared_ptr<Seq2Seq::Encoded::Impl> e;
@@ -775,8 +775,8 @@ struct GreedyRun {
   bool early_stop;
   Seq2Seq::Impl::History h;
 
-  GreedyRun(const Seq2Seq::Impl& model, const std::vector<std::vector<std::int32_t>>& sources, const DecodeOptions& options)
-      : m(model), e(m.prepare(sources, "greedy")), st(m.start(e, options)), B(e->B), S(e->S), T(st->options.max_len), V(m.Vt),
+  GreedyRun(const Seq2Seq::Impl& model, std::shared_ptr<Seq2Seq::Encoded::Impl> encoded, const DecodeOptions& options)
+      : m(model), e(std::move(encoded)), st(m.start(e, options)), B(e->B), S(e->S), T(st->options.max_len), V(m.Vt),
         early_stop(st->options.stop_at_eos) {
     Context& c = *m.ctx;
     h.tokens = c.tensor({B, T}, DType::i32, "Seq2Seq greedy tokens");
@@ -789,8 +789,12 @@ struct GreedyRun {
 
   // The encoder and the histories' initial values.
   void record_start(Sequence& seq) const {
-    seq.fill(h.nonfinite, 0);
     m.record_encode(seq, *e);
+    record_histories(seq);
+  }
+
+  void record_histories(Sequence& seq) const {
+    seq.fill(h.nonfinite, 0);
     if (early_stop) {
       // Once every row has finished, the gate turns the remaining steps' dispatches into empty
       // ones: the columns they would have written keep these values (what finished rows emit).
@@ -824,8 +828,8 @@ struct GreedyRun {
   }
 
   // The result of the first `done` steps (rows without EOS among them have `done` tokens).
-  DecodeResult result(const Sequence& seq, std::size_t done) const {
-    check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, "greedy", 1, 0);
+  DecodeResult result(const Sequence& seq, std::size_t done, const char* call = "greedy") const {
+    check_finite_logits(seq.read<std::uint32_t>(h.nonfinite), m.logits_layer, call, 1, 0);
     const auto tokens = seq.read<std::int32_t>(h.tokens);
     const auto scores = seq.read<float>(h.scores);
     DecodeResult r;
@@ -934,22 +938,66 @@ struct GreedyRun {
     r.stats = stats;
     return r;
   }
+
+  // The whole decode's result once `seq`, which recorded every step, has finished.
+  DecodeResult whole_result(const Sequence& seq, const char* call) const {
+    DecodeResult r = result(seq, T, call);
+    if (early_stop) r.steps_run = std::min<std::size_t>(T, 1 + seq.open_gate_checks());
+    r.stats = seq.stats();
+    return r;
+  }
 };
 
 }  // namespace
 
+struct Seq2Seq::GreedyDecode::Impl {
+  GreedyRun run;
+  const Seq2Seq::Impl* model;  // read_greedy checks the decode is this model's
+};
+
+std::size_t Seq2Seq::GreedyDecode::batch() const { return impl ? impl->run.B : 0; }
+std::size_t Seq2Seq::GreedyDecode::max_len() const { return impl ? impl->run.T : 0; }
+
 DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sources, const DecodeOptions& options) const {
-  GreedyRun run(*impl_, sources, options);
+  GreedyRun run(*impl_, impl_->prepare(sources, "greedy"), options);
   if (options.on_step) return run.stream(options);
   Sequence seq = impl_->ctx->sequence({.label = "Seq2Seq::greedy"});
   run.record_start(seq);
   run.record_steps(seq, 0, run.T);
   run.record_downloads(seq);
   seq.eval();
-  DecodeResult r = run.result(seq, run.T);
-  if (run.early_stop) r.steps_run = std::min<std::size_t>(run.T, 1 + seq.open_gate_checks());
-  r.stats = seq.stats();
-  return r;
+  return run.whole_result(seq, "greedy");
+}
+
+Seq2Seq::GreedyDecode Seq2Seq::record_greedy(Sequence& seq, const Encoded& encoded, const DecodeOptions& options) const {
+  if (!encoded.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::record_greedy: an empty Encoded", kOp));
+  if (options.on_step) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}::record_greedy: on_step streams through submissions of its own; use greedy()", kOp));
+  }
+  GreedyDecode d;
+  d.impl = std::make_shared<GreedyDecode::Impl>(GreedyDecode::Impl{GreedyRun(*impl_, encoded.impl, options), impl_.get()});
+  GreedyRun& run = d.impl->run;
+  seq.begin_label("Seq2Seq::record_greedy");
+  run.record_histories(seq);
+  run.record_steps(seq, 0, run.T);
+  run.record_downloads(seq);
+  seq.end_label();
+  return d;
+}
+
+DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decode) const {
+  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: an empty GreedyDecode", kOp));
+  if (decode.impl->model != impl_.get()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: the decode was recorded by another model", kOp));
+  }
+  try {
+    return decode.impl->run.whole_result(seq, "read_greedy");
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::state) throw;
+    // Read before the sequence finished, or from another one: the Sequence's message, ours first.
+    throw Error(ErrorCode::state, fmt::format("{}::read_greedy: {}", kOp, e.what()));
+  }
 }
 
 std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector<std::int32_t>>& sources,
