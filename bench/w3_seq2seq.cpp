@@ -6,12 +6,11 @@
 // The model has random weights (fixed seeds, PyTorch's default init ranges) and goes through
 // the real loading path: setup writes model.json + model.safetensors to a temporary directory,
 // Seq2Seq::load reads it (then the directory is removed). One repetition records the whole
-// decode into the harness's Sequence with the incremental API: record_encode (source upload,
-// embedding, bi-GRU, key projection, bridge) then start() a state (max_len 32,
-// stop_at_eos = false: every row feeds back its own argmax for exactly 32 steps) and 32
-// record_step calls. That is the same kernels as Seq2Seq::greedy(), in one submission; the
-// incremental API adds two tiny per-step downloads (token, score) that greedy() batches into
-// one at the end. Rate: tokens/s = B * 32 / wall median (bench/SCHEMA.md).
+// decode into the harness's Sequence: record_encode (source upload, embedding, bi-GRU, key
+// projection, bridge) then record_greedy (max_len 32, stop_at_eos = false: every row feeds
+// back its own argmax for exactly 32 steps; the tokens' and scores' downloads at the end).
+// That is Seq2Seq::greedy()'s submission, in a Sequence the harness times and profiles. Rate:
+// tokens/s = B * 32 / wall median (bench/SCHEMA.md).
 //
 // Each B also runs with the dense and recurrent layers' weight matrices in fp16 and in int8
 // (OpOptions::weight_storage, quantized at load: per-row scales), params weight_bits = 16 / 8
@@ -246,27 +245,25 @@ std::vector<Workload> rows() {
         DecodeOptions options;
         options.max_len = kSteps;
         options.stop_at_eos = false;  // workloads.md: no early stop
-        // The decoder state of the repetition being recorded. A fresh one per repetition (a
-        // state decodes from BOS once); the previous one is dropped only when the next is
-        // recorded, after the harness has waited for (and reset) the sequence that used it.
-        auto state = std::make_shared<Seq2Seq::DecoderState>();
-        auto record = [model, encoded, options, state](Sequence& seq) {
+        // The decode of the repetition being recorded. A fresh one per repetition; the previous
+        // one is dropped only when the next is recorded, after the harness has waited for (and
+        // reset) the sequence that used it.
+        auto decode = std::make_shared<Seq2Seq::GreedyDecode>();
+        auto record = [model, encoded, options, decode](Sequence& seq) {
           model->record_encode(seq, encoded);
-          *state = model->start(encoded, options);
-          for (std::size_t t = 0; t < kSteps; ++t) model->record_step(seq, *state);
+          *decode = model->record_greedy(seq, encoded, options);
         };
         // One decode here, so the decode's own results are checked (not only the encoder's):
-        // the last step's tokens are valid ids and its log-probabilities finite.
+        // every step's tokens are valid ids and their log-probabilities finite.
         {
           Sequence seq = ctx.sequence({.label = "W3 setup check"});
           record(seq);
           seq.eval();
-          const StepResult last = model->read_step(seq, *state);
-          if (last.step != kSteps - 1 || last.tokens.size() != b) {
-            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: last step {} with {} tokens", b,
-                                                      last.step, last.tokens.size()));
+          const DecodeResult r = model->read_greedy(seq, *decode);
+          if (r.steps != kSteps || r.tokens.size() != b * kSteps) {
+            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: {} steps, {} tokens", b, r.steps, r.tokens.size()));
           }
-          check_tokens(fmt::format("W3.b{}", b), last.tokens, last.scores);
+          check_tokens(fmt::format("W3.b{}", b), r.tokens, r.scores);
         }
         return {record, encoded.encoder_outputs()};
       };
