@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -254,6 +255,12 @@ struct vkrnn_decoder {
   std::size_t batch = 0, source_length = 0;
   vkrnn::StepResult last;
 };
+struct vkrnn_job {
+  std::shared_ptr<Model> model;
+  vkrnn::Sequence seq;  // submitted; its destructor waits for the GPU
+  vkrnn::Seq2Seq::GreedyDecode decode;
+  bool taken = false;   // the result was handed out
+};
 
 namespace {
 
@@ -297,6 +304,8 @@ bool ends_with_eos(const std::vector<std::int32_t>& tokens, const vkrnn::Seq2Seq
   return !tokens.empty() && tokens.back() == model.config().special.eos;
 }
 
+vkrnn_result* result_of(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r);
+
 vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
                             const vkrnn_decode_options* options) {
   vkrnn::DecodeOptions d = decode_options(options, sources.size());
@@ -309,7 +318,11 @@ vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::
       return callback(&step, user) != 0;
     };
   }
-  const vkrnn::DecodeResult r = model.greedy(sources, d);
+  return result_of(model, model.greedy(sources, d));
+}
+
+// A greedy decode's rows as hypotheses.
+vkrnn_result* result_of(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r) {
   auto out = std::make_unique<vkrnn_result>();
   out->source_length = r.source_length;
   const std::size_t S = r.source_length;
@@ -362,24 +375,47 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
 using Sources = std::vector<std::vector<std::int32_t>>;
 using Decode = vkrnn_result* (*)(const vkrnn::Seq2Seq&, const Sources&, const vkrnn_decode_options*);
 
-// The decode entry points: ids or texts in, `decode` (greedy_result or beam_result) run.
-vkrnn_status decode_ids(const char* fn, Decode decode, const vkrnn_model* model, const std::int32_t* const* sources,
-                        const std::size_t* lengths, std::size_t batch, const vkrnn_decode_options* options,
-                        vkrnn_result** result) {
+// A greedy decode submitted, not waited for (vkrnn_greedy_submit).
+vkrnn_job* submit_greedy(const vkrnn_model* model, const Sources& sources, const vkrnn_decode_options* options) {
+  if (options && options->on_step) {
+    throw Error(ErrorCode::invalid_argument, "on_step (streaming) is for vkrnn_greedy: a submitted job is polled instead");
+  }
+  const Model& m = *model->model;
+  auto job = std::make_unique<vkrnn_job>(
+      vkrnn_job{model->model, m.ctx->sequence({.label = "vkrnn_greedy_submit"}), {}, false});
+  const auto encoded = m.seq2seq->prepare(sources);
+  m.seq2seq->record_encode(job->seq, encoded);
+  job->decode = m.seq2seq->record_greedy(job->seq, encoded, decode_options(options, sources.size()));
+  job->seq.submit();
+  return job.release();
+}
+
+// The decode entry points: ids or texts in, `decode` (greedy_result, beam_result or
+// submit_greedy) run; Out: vkrnn_result or vkrnn_job.
+template <class Out, class F>
+vkrnn_status decode_ids(const char* fn, F decode, const vkrnn_model* model, const std::int32_t* const* sources,
+                        const std::size_t* lengths, std::size_t batch, const vkrnn_decode_options* options, Out** out) {
   return guard(fn, [&] {
-    const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = decode(s, sources_of(sources, lengths, batch), options);
+    seq2seq_of(model);
+    need(out, std::is_same_v<Out, vkrnn_job> ? "job" : "result");
+    *out = decode(model, sources_of(sources, lengths, batch), options);
   });
 }
 
-vkrnn_status decode_texts(const char* fn, Decode decode, const vkrnn_model* model, const char* const* texts,
-                          std::size_t batch, const vkrnn_decode_options* options, vkrnn_result** result) {
+template <class Out, class F>
+vkrnn_status decode_texts(const char* fn, F decode, const vkrnn_model* model, const char* const* texts,
+                          std::size_t batch, const vkrnn_decode_options* options, Out** out) {
   return guard(fn, [&] {
     const auto& s = seq2seq_of(model);
-    need(result, "result");
-    *result = decode(s, texts_of(texts, batch, [&](const char* t) { return s.encode_text(t); }), options);
+    need(out, std::is_same_v<Out, vkrnn_job> ? "job" : "result");
+    *out = decode(model, texts_of(texts, batch, [&](const char* t) { return s.encode_text(t); }), options);
   });
+}
+
+// A whole decode that blocks (greedy_result, beam_result) as a `decode` above.
+template <Decode decode>
+vkrnn_result* blocking(const vkrnn_model* model, const Sources& sources, const vkrnn_decode_options* options) {
+  return decode(*model->model->seq2seq, sources, options);
 }
 
 vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<std::vector<std::int32_t>>& inputs,
@@ -577,23 +613,59 @@ void vkrnn_decode_options_init(vkrnn_decode_options* options) {
 
 vkrnn_status vkrnn_greedy(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths, size_t batch,
                           const vkrnn_decode_options* options, vkrnn_result** result) {
-  return decode_ids(__func__, greedy_result, model, sources, lengths, batch, options, result);
+  return decode_ids(__func__, blocking<greedy_result>, model, sources, lengths, batch, options, result);
 }
 
 vkrnn_status vkrnn_greedy_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                                const vkrnn_decode_options* options, vkrnn_result** result) {
-  return decode_texts(__func__, greedy_result, model, texts, batch, options, result);
+  return decode_texts(__func__, blocking<greedy_result>, model, texts, batch, options, result);
 }
 
 vkrnn_status vkrnn_beam(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths, size_t batch,
                         const vkrnn_decode_options* options, vkrnn_result** result) {
-  return decode_ids(__func__, beam_result, model, sources, lengths, batch, options, result);
+  return decode_ids(__func__, blocking<beam_result>, model, sources, lengths, batch, options, result);
 }
 
 vkrnn_status vkrnn_beam_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                              const vkrnn_decode_options* options, vkrnn_result** result) {
-  return decode_texts(__func__, beam_result, model, texts, batch, options, result);
+  return decode_texts(__func__, blocking<beam_result>, model, texts, batch, options, result);
 }
+
+vkrnn_status vkrnn_greedy_submit(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths,
+                                 size_t batch, const vkrnn_decode_options* options, vkrnn_job** job) {
+  return decode_ids(__func__, submit_greedy, model, sources, lengths, batch, options, job);
+}
+
+vkrnn_status vkrnn_greedy_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
+                                      const vkrnn_decode_options* options, vkrnn_job** job) {
+  return decode_texts(__func__, submit_greedy, model, texts, batch, options, job);
+}
+
+vkrnn_status vkrnn_job_done(const vkrnn_job* job, int* done) {
+  return guard(__func__, [&] {
+    const vkrnn_job& j = need(job, "job");
+    need(done, "done");
+    *done = j.seq.done() ? 1 : 0;
+  });
+}
+
+vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result) {
+  return guard(__func__, [&] {
+    vkrnn_job& j = need(job, "job");
+    need(result, "result");
+    if (j.taken) throw Error(ErrorCode::state, "the job's result was already taken (one result per job)");
+    if (!j.seq.done()) {
+      if (!wait) throw Error(ErrorCode::state, "the job is still running on the GPU (poll vkrnn_job_done, or pass wait = 1)");
+      j.seq.wait();
+    }
+    const vkrnn::Seq2Seq& s = *j.model->seq2seq;
+    auto out = std::unique_ptr<vkrnn_result>(result_of(s, s.read_greedy(j.seq, j.decode)));
+    j.taken = true;
+    *result = out.release();
+  });
+}
+
+void vkrnn_job_destroy(vkrnn_job* job) { delete job; }
 
 size_t vkrnn_result_rows(const vkrnn_result* result) {
   if (!result) return 0;

@@ -746,6 +746,79 @@ static void check_incremental(vkrnn_model* dates, vkrnn_model* sentiment) {
 }
 
 /* A device the app made with the loader it links, adopted through its vkGetInstanceProcAddr. */
+/* Decodes that do not block: submitted, polled, their results equal vkrnn_greedy's. */
+static void check_jobs(vkrnn_model* dates, vkrnn_model* sentiment) {
+  const char* texts[] = {"Nov 21st, 2026", "3 May 1999"};
+  vkrnn_decode_options o;
+  vkrnn_result *want = NULL, *got = NULL;
+  vkrnn_job *job = NULL, *second = NULL;
+  vkrnn_hypothesis a, b;
+  vkrnn_status st;
+  int done = 0;
+  size_t i, t;
+  vkrnn_decode_options_init(&o);
+  o.return_attention = 1;
+  CHECK_STATUS(vkrnn_greedy_text(dates, texts, 2, &o, &want), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 2, &o, &job), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 1, NULL, &second), VKRNN_OK, NULL);
+  /* Not done yet, or done: without wait, either the result or "still running". */
+  CHECK_STATUS(vkrnn_job_done(job, &done), VKRNN_OK, NULL);
+  st = vkrnn_job_result(job, 0, &got);
+  CHECK(st == VKRNN_OK || (st == VKRNN_ERROR_STATE && !done && strstr(vkrnn_last_error(), "still running")));
+  while (st != VKRNN_OK && !done) {  /* a game's frames would run here */
+    CHECK_STATUS(vkrnn_job_done(job, &done), VKRNN_OK, NULL);
+  }
+  if (st != VKRNN_OK) CHECK_STATUS(vkrnn_job_result(job, 0, &got), VKRNN_OK, NULL);
+  CHECK(vkrnn_result_rows(got) == 2);
+  for (i = 0; i < 2 && got; ++i) {
+    CHECK_STATUS(vkrnn_result_get(want, i, 0, &a), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_result_get(got, i, 0, &b), VKRNN_OK, NULL);
+    CHECK(a.length == b.length && strcmp(a.text, b.text) == 0 && a.score == b.score && a.finished == b.finished);
+    CHECK(b.attention != NULL && a.source_length == b.source_length);
+    for (t = 0; t < a.length && t < b.length; ++t) CHECK(a.tokens[t] == b.tokens[t]);
+    if (a.attention && b.attention) CHECK(memcmp(a.attention, b.attention, a.length * a.source_length * sizeof(float)) == 0);
+  }
+  CHECK_STATUS(vkrnn_result_get(got, 1, 0, &b), VKRNN_OK, NULL);
+  CHECK(strcmp(b.text, "1999-05-03") == 0);
+  vkrnn_result_destroy(got);
+  got = NULL;
+  CHECK_STATUS(vkrnn_job_result(job, 1, &got), VKRNN_ERROR_STATE, "already taken");
+  CHECK(got == NULL);
+  vkrnn_job_destroy(job);
+  /* wait = 1 blocks until the job is done. */
+  CHECK_STATUS(vkrnn_job_result(second, 1, &got), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_result_get(got, 0, 0, &b), VKRNN_OK, NULL);
+  CHECK(strcmp(b.text, "2026-11-21") == 0);
+  CHECK_STATUS(vkrnn_job_done(second, &done), VKRNN_OK, NULL);
+  CHECK(done == 1);
+  vkrnn_result_destroy(got);
+  vkrnn_job_destroy(second);
+  /* Destroyed while it may still run: it waits. */
+  job = NULL;
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 2, NULL, &job), VKRNN_OK, NULL);
+  vkrnn_job_destroy(job);
+  vkrnn_job_destroy(NULL);
+  /* Errors. */
+  job = NULL;
+  {
+    const int32_t bad_ids[] = {5, 999};
+    const int32_t* bad_sources[] = {bad_ids};
+    const size_t bad_lengths[] = {2};
+    CHECK_STATUS(vkrnn_greedy_submit(dates, bad_sources, bad_lengths, 1, NULL, &job), VKRNN_ERROR_INVALID_ARGUMENT, "999");
+  }
+  CHECK_STATUS(vkrnn_greedy_text_submit(sentiment, texts, 1, NULL, &job), VKRNN_ERROR_INVALID_ARGUMENT, "classifier");
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 1, NULL, NULL), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
+  o.on_step = log_step;
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 1, &o, &job), VKRNN_ERROR_INVALID_ARGUMENT, "on_step");
+  o.on_step = NULL;
+  o.max_len = 100000;
+  CHECK_STATUS(vkrnn_greedy_text_submit(dates, texts, 1, &o, &job), VKRNN_ERROR_OUT_OF_RANGE, "max_len");
+  CHECK(job == NULL);
+  CHECK_STATUS(vkrnn_job_done(NULL, &done), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
+  CHECK_STATUS(vkrnn_job_result(NULL, 1, &got), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
+  vkrnn_result_destroy(want);
+}
+
 static void check_adopt(int expect_vkrnn_loader) {
   app_device app;
   vkrnn_context* ctx = NULL;
@@ -800,6 +873,7 @@ static int run_all(void) {
     check_decode_options(dates);
     check_classify(dates, sentiment);
     check_incremental(dates, sentiment);
+    check_jobs(dates, sentiment);
   }
   vkrnn_model_destroy(dates);
   vkrnn_model_destroy(sentiment);
