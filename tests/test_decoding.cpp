@@ -1075,12 +1075,7 @@ TEST(DecodeOptions, StreamingCallback) {
         return true;
       };
       const DecodeResult r = model.greedy(src, o);
-      EXPECT_EQ(r.tokens, whole.tokens);
-      EXPECT_EQ(r.scores, whole.scores);
-      EXPECT_EQ(r.lengths, whole.lengths);
-      EXPECT_EQ(r.logits, whole.logits);
-      EXPECT_EQ(r.attention, whole.attention);
-      EXPECT_EQ(r.steps_run, whole.steps_run);
+      test::expect_same_decode(r, whole);
       ASSERT_EQ(seen.size(), whole.steps);
       std::vector<std::uint8_t> done(src.size(), 0);
       for (std::size_t t = 0; t < seen.size(); ++t) {

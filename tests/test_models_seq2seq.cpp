@@ -325,16 +325,6 @@ TEST(Seq2Seq, RecordGreedyEqualsGreedy) {
   TinyModel(spec).write(dir.path());
   const Seq2Seq model = Seq2Seq::load(context(), dir.str());
   const auto src = random_sources({5, 1, 3, 7}, spec.Vs, 3);
-  auto same = [](const DecodeResult& a, const DecodeResult& b) {
-    EXPECT_EQ(a.batch, b.batch);
-    EXPECT_EQ(a.steps, b.steps);
-    EXPECT_EQ(a.steps_run, b.steps_run);
-    EXPECT_EQ(a.lengths, b.lengths);
-    EXPECT_EQ(a.tokens, b.tokens);
-    EXPECT_EQ(a.scores, b.scores);
-    EXPECT_EQ(a.logits, b.logits);
-    EXPECT_EQ(a.attention, b.attention);
-  };
   const std::vector<DecodeOptions> cases = {
       {.return_logits = true, .return_attention = true},
       {.max_len = 6, .stop_at_eos = false},
@@ -355,19 +345,19 @@ TEST(Seq2Seq, RecordGreedyEqualsGreedy) {
     seq.submit();
     ASSERT_TRUE(seq.wait());
     const DecodeResult r = model.read_greedy(seq, d);
-    same(r, g);
+    test::expect_same_decode(r, g);
     EXPECT_EQ(r.stats.submissions, 1u);
     EXPECT_EQ(r.stats.dispatches, g.stats.dispatches);
     // Submitted again without re-recording: the same decode.
     seq.submit();
     ASSERT_TRUE(seq.wait());
-    same(model.read_greedy(seq, d), g);
+    test::expect_same_decode(model.read_greedy(seq, d), g);
     // The encoder already run (encode() waited for it): the decode alone.
     const auto done = model.encode(src);
     Sequence alone = context().sequence();
     const auto d2 = model.record_greedy(alone, done, o);
     alone.eval();
-    same(model.read_greedy(alone, d2), g);
+    test::expect_same_decode(model.read_greedy(alone, d2), g);
   }
   // Misuse.
   const auto enc = model.encode(src);

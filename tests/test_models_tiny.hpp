@@ -17,10 +17,12 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "vkrnn/linear.hpp"
 #include "vkrnn/safetensors.hpp"
+#include "vkrnn/seq2seq.hpp"
 #include "vkrnn/tensor.hpp"
 
 namespace vkrnn::test {
@@ -355,6 +357,19 @@ void ref_rnn(const Weights& m, const std::string& prefix, bool lstm, std::size_t
     x = o;
   }
   out = x;
+}
+
+// Two decodes of the same sources that must agree bit for bit (one submission, streamed,
+// recorded into the caller's sequence).
+inline void expect_same_decode(const DecodeResult& got, const DecodeResult& want) {
+  EXPECT_EQ(got.batch, want.batch);
+  EXPECT_EQ(got.steps, want.steps);
+  EXPECT_EQ(got.steps_run, want.steps_run);
+  EXPECT_EQ(got.lengths, want.lengths);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.scores, want.scores);
+  EXPECT_EQ(got.logits, want.logits);
+  EXPECT_EQ(got.attention, want.attention);
 }
 
 }  // namespace vkrnn::test
