@@ -304,23 +304,6 @@ bool ends_with_eos(const std::vector<std::int32_t>& tokens, const vkrnn::Seq2Seq
   return !tokens.empty() && tokens.back() == model.config().special.eos;
 }
 
-vkrnn_result* result_of(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r);
-
-vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
-                            const vkrnn_decode_options* options) {
-  vkrnn::DecodeOptions d = decode_options(options, sources.size());
-  if (options && options->on_step) {
-    // The C callback sees each StepResult as a vkrnn_step (no attention while streaming).
-    d.stream_steps = options->stream_steps;
-    d.on_step = [callback = options->on_step, user = options->on_step_user_data](const vkrnn::StepResult& r) {
-      const vkrnn_step step{r.step, r.tokens.size(), r.tokens.data(), r.scores.data(), r.finished.data(),
-                            r.all_finished ? 1 : 0, nullptr, 0};
-      return callback(&step, user) != 0;
-    };
-  }
-  return result_of(model, model.greedy(sources, d));
-}
-
 // A greedy decode's rows as hypotheses.
 vkrnn_result* result_of(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& r) {
   auto out = std::make_unique<vkrnn_result>();
@@ -340,6 +323,21 @@ vkrnn_result* result_of(const vkrnn::Seq2Seq& model, const vkrnn::DecodeResult& 
     out->rows.push_back({std::move(h)});
   }
   return out.release();
+}
+
+vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
+                            const vkrnn_decode_options* options) {
+  vkrnn::DecodeOptions d = decode_options(options, sources.size());
+  if (options && options->on_step) {
+    // The C callback sees each StepResult as a vkrnn_step (no attention while streaming).
+    d.stream_steps = options->stream_steps;
+    d.on_step = [callback = options->on_step, user = options->on_step_user_data](const vkrnn::StepResult& r) {
+      const vkrnn_step step{r.step, r.tokens.size(), r.tokens.data(), r.scores.data(), r.finished.data(),
+                            r.all_finished ? 1 : 0, nullptr, 0};
+      return callback(&step, user) != 0;
+    };
+  }
+  return result_of(model, model.greedy(sources, d));
 }
 
 vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
