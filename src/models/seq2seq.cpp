@@ -793,6 +793,13 @@ struct GreedyRun {
     record_histories(seq);
   }
 
+  // Every step in one recording, after the encoder (greedy() in one piece, record_greedy()).
+  void record_whole(Sequence& seq) {
+    record_histories(seq);
+    record_steps(seq, 0, T);
+    record_downloads(seq);
+  }
+
   void record_histories(Sequence& seq) const {
     seq.fill(h.nonfinite, 0);
     if (early_stop) {
@@ -952,7 +959,6 @@ struct GreedyRun {
 
 struct Seq2Seq::GreedyDecode::Impl {
   GreedyRun run;
-  const Seq2Seq::Impl* model;  // read_greedy checks the decode is this model's
 };
 
 std::size_t Seq2Seq::GreedyDecode::batch() const { return impl ? impl->run.B : 0; }
@@ -962,9 +968,8 @@ DecodeResult Seq2Seq::greedy(const std::vector<std::vector<std::int32_t>>& sourc
   GreedyRun run(*impl_, impl_->prepare(sources, "greedy"), options);
   if (options.on_step) return run.stream(options);
   Sequence seq = impl_->ctx->sequence({.label = "Seq2Seq::greedy"});
-  run.record_start(seq);
-  run.record_steps(seq, 0, run.T);
-  run.record_downloads(seq);
+  impl_->record_encode(seq, *run.e);
+  run.record_whole(seq);
   seq.eval();
   return run.whole_result(seq, "greedy");
 }
@@ -976,19 +981,16 @@ Seq2Seq::GreedyDecode Seq2Seq::record_greedy(Sequence& seq, const Encoded& encod
                 fmt::format("{}::record_greedy: on_step streams through submissions of its own; use greedy()", kOp));
   }
   GreedyDecode d;
-  d.impl = std::make_shared<GreedyDecode::Impl>(GreedyDecode::Impl{GreedyRun(*impl_, encoded.impl, options), impl_.get()});
-  GreedyRun& run = d.impl->run;
+  d.impl = std::make_shared<GreedyDecode::Impl>(GreedyDecode::Impl{GreedyRun(*impl_, encoded.impl, options)});
   seq.begin_label("Seq2Seq::record_greedy");
-  run.record_histories(seq);
-  run.record_steps(seq, 0, run.T);
-  run.record_downloads(seq);
+  d.impl->run.record_whole(seq);
   seq.end_label();
   return d;
 }
 
 DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decode) const {
   if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: an empty GreedyDecode", kOp));
-  if (decode.impl->model != impl_.get()) {
+  if (&decode.impl->run.m != impl_.get()) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: the decode was recorded by another model", kOp));
   }
   try {
