@@ -305,6 +305,47 @@ TEST(RecordInto, WholeGreedyDecodeInOneAppFrame) {
   expect_no_app_messages(app);
 }
 
+// A whole beam search (record_beam: the expansion to K rows, every step inside the gate, the
+// downloads) inside one of the app's frames, polled: beam()'s hypotheses bit for bit, the GPU
+// having stopped once both sources were done.
+TEST(RecordInto, WholeBeamSearchInOneAppFrame) {
+  test::AppDevice app(timeline_app());
+  {
+    auto ctx = Context::adopt(app.external(), {.disable_pipeline_cache = true});
+    const auto model = Seq2Seq::load(ctx, test::source_path(kDates));
+    const std::vector<std::vector<std::int32_t>> src = {model.encode_text("Nov 21st, 2026"), model.encode_text("3 May 1999")};
+    DecodeStats own_stats, app_stats;
+    const auto own = model.beam(src, {.beam_width = 4, .return_attention = true, .stats = &own_stats});
+    const auto enc = model.prepare(src);
+    auto seq = ctx.sequence({.label = "a whole beam search in the app's frame"});
+    model.record_encode(seq, enc);
+    const auto search = model.record_beam(seq, enc, {.beam_width = 4, .return_attention = true, .stats = &app_stats});
+    AppWork w(app);
+    const VkSemaphore timeline = w.semaphore(true);
+    VkCommandBuffer cb = w.begin();
+    seq.record_into(cb, {timeline, 1});
+    w.end(cb);
+    w.submit(cb, {}, {timeline, 1});
+    while (!seq.done()) std::this_thread::yield();  // the app's frames would go on here
+    const auto r = model.read_beam(seq, search);
+    ASSERT_EQ(r.size(), own.size());
+    for (std::size_t b = 0; b < r.size(); ++b) {
+      ASSERT_EQ(r[b].size(), own[b].size());
+      for (std::size_t j = 0; j < r[b].size(); ++j) {
+        EXPECT_EQ(r[b][j].tokens, own[b][j].tokens) << b << " " << j;
+        EXPECT_EQ(r[b][j].score, own[b][j].score) << b << " " << j;
+        EXPECT_TRUE(same_bits(r[b][j].attention, own[b][j].attention)) << b << " " << j;
+      }
+    }
+    EXPECT_EQ(app_stats.steps_run, own_stats.steps_run);
+    EXPECT_LT(app_stats.steps_run, model.config().max_decode_length);
+    EXPECT_EQ(app_stats.sequence.submissions, 0u);  // the app submitted it
+    EXPECT_EQ(model.decode_text(r[0][0].tokens), "2026-11-21");
+    EXPECT_EQ(model.decode_text(r[1][0].tokens), "1999-05-03");
+  }
+  expect_no_app_messages(app);
+}
+
 // A gated loop (GPU-side early exit) through the app's command buffers: the gate table's counts
 // come from staging written when the recording ended, so every execution starts open -- own
 // submission, record_into, re-emission into another command buffer without re-recording, and

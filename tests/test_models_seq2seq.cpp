@@ -619,18 +619,87 @@ TEST(Seq2Seq, BeamSearchOnTheStagingPath) {
   const Seq2Seq staged = Seq2Seq::load(test::staging_context(), dir.str());
   const auto src = random_sources({4, 2, 6}, spec.Vs, 21);
   const BeamOptions o{.beam_width = 4, .return_logits = true, .return_attention = true};
-  const auto a = uma.beam(src, o), b = staged.beam(src, o);
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    ASSERT_EQ(a[r].size(), b[r].size());
-    for (std::size_t j = 0; j < a[r].size(); ++j) {
-      EXPECT_EQ(a[r][j].tokens, b[r][j].tokens);
-      EXPECT_EQ(a[r][j].score, b[r][j].score);
-      EXPECT_EQ(a[r][j].finished, b[r][j].finished);
-      EXPECT_EQ(a[r][j].logits, b[r][j].logits);
-      EXPECT_EQ(a[r][j].attention, b[r][j].attention);
-    }
+  test::expect_same_beams(staged.beam(src, o), uma.beam(src, o));
+}
+
+// record_beam / read_beam: the search in the caller's sequence is beam()'s, bit for bit, with
+// the encoder in the same sequence or already run, with the rules, a target prefix, patience and
+// the coverage penalty; replaying the sequence gives it again; and every misuse is an error.
+TEST(Seq2Seq, RecordBeamEqualsBeam) {
+  TempDir dir;
+  const TinySpec spec = beam_spec(7);
+  TinyModel(spec).write(dir.path());
+  const Seq2Seq model = Seq2Seq::load(context(), dir.str());
+  const auto src = random_sources({4, 2, 6}, spec.Vs, 21);
+  const std::vector<BeamOptions> cases = {
+      {.beam_width = 4, .return_logits = true, .return_attention = true, .return_token_scores = true},
+      {.beam_width = 3, .max_len = 5, .repetition_penalty = 1.4, .no_repeat_ngram_size = 2, .target_prefix = {{3}, {}, {4, 5}}},
+      {.beam_width = 2, .length_alpha = 0.0, .patience = 2.0, .coverage_penalty = 0.3},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(fmt::format("case {}", i));
+    BeamOptions o = cases[i];
+    DecodeStats whole, recorded;
+    o.stats = &whole;
+    const auto want = model.beam(src, o);
+    // The encoder in the same sequence, from prepare() (no GPU work until submit()).
+    const auto enc = model.prepare(src);
+    Sequence seq = context().sequence({.label = "app"});
+    model.record_encode(seq, enc);
+    o.stats = &recorded;
+    const Seq2Seq::BeamDecode d = model.record_beam(seq, enc, o);
+    EXPECT_EQ(d.batch(), 3u);
+    EXPECT_EQ(d.beam_width(), o.beam_width);
+    EXPECT_EQ(d.max_len(), o.max_len ? o.max_len : spec.max_len);
+    test::expect_error([&] { model.read_beam(seq, d); }, ErrorCode::state, {"Seq2Seq::read_beam", "before the sequence finished"});
+    seq.submit();
+    ASSERT_TRUE(seq.wait());
+    test::expect_same_beams(model.read_beam(seq, d), want);
+    EXPECT_EQ(recorded.sequence.submissions, 1u);
+    EXPECT_EQ(recorded.sequence.dispatches, whole.sequence.dispatches);
+    EXPECT_EQ(recorded.steps_run, whole.steps_run);
+    // Submitted again without re-recording: the same search.
+    seq.submit();
+    ASSERT_TRUE(seq.wait());
+    test::expect_same_beams(model.read_beam(seq, d), want);
+    // The encoder already run (encode() waited for it): the search alone.
+    const auto done = model.encode(src);
+    Sequence alone = context().sequence();
+    const auto d2 = model.record_beam(alone, done, cases[i]);
+    alone.eval();
+    test::expect_same_beams(model.read_beam(alone, d2), want);
   }
+  // Misuse.
+  const auto enc = model.encode(src);
+  Sequence seq = context().sequence();
+  test::expect_error([&] { model.record_beam(seq, Seq2Seq::Encoded{}); }, ErrorCode::invalid_argument,
+                     {"record_beam", "empty Encoded"});
+  test::expect_error([&] { model.record_beam(seq, enc, {.beam_width = 64}); }, ErrorCode::invalid_argument,
+                     {"Seq2Seq::record_beam", "beam_width = 64"});
+  test::expect_error([&] { model.record_beam(seq, enc, {.target_prefix = {{3}}}); }, ErrorCode::invalid_argument,
+                     {"1 target prefixes for 3 source rows"});
+  test::expect_error([&] { model.read_beam(seq, Seq2Seq::BeamDecode{}); }, ErrorCode::invalid_argument,
+                     {"read_beam", "empty BeamDecode"});
+  EXPECT_FALSE(seq.has_gate());  // nothing recorded by the refused calls
+  const auto d = model.record_beam(seq, enc, {.beam_width = 3});
+  EXPECT_TRUE(seq.has_gate());
+  // A second search, or an early-stopping greedy decode, would need a second gate region:
+  // refused before anything is recorded.
+  const SequenceStats before = seq.stats();
+  test::expect_error([&] { model.record_beam(seq, enc); }, ErrorCode::state, {"Seq2Seq::record_beam", "one gate region per recording"});
+  test::expect_error([&] { model.record_greedy(seq, enc); }, ErrorCode::state, {"Seq2Seq::record_greedy", "one gate region per recording"});
+  EXPECT_EQ(seq.stats().dispatches, before.dispatches);
+  EXPECT_EQ(seq.stats().copies, before.copies);
+  // A greedy decode without the early stop takes no gate.
+  const auto fixed = model.record_greedy(seq, enc, {.max_len = 3, .stop_at_eos = false});
+  seq.eval();
+  const Seq2Seq other = Seq2Seq::load(context(), dir.str());
+  test::expect_error([&] { other.read_beam(seq, d); }, ErrorCode::invalid_argument, {"read_beam", "another model"});
+  Sequence unrelated = context().sequence();
+  unrelated.eval();
+  test::expect_error([&] { model.read_beam(unrelated, d); }, ErrorCode::state, {"read_beam", "not download()ed in this sequence"});
+  test::expect_same_beams(model.read_beam(seq, d), model.beam(src, {.beam_width = 3}));
+  test::expect_same_decode(model.read_greedy(seq, fixed), model.greedy(src, {.max_len = 3, .stop_at_eos = false}));
 }
 
 // The committed date-normalisation sample (trained in PyTorch, 100% exact match on its

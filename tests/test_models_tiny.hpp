@@ -372,4 +372,24 @@ inline void expect_same_decode(const DecodeResult& got, const DecodeResult& want
   EXPECT_EQ(got.attention, want.attention);
 }
 
+// Two beam searches of the same sources that must agree bit for bit (memory paths, beam() and
+// record_beam()).
+inline void expect_same_beams(const std::vector<std::vector<Hypothesis>>& got, const std::vector<std::vector<Hypothesis>>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t r = 0; r < got.size(); ++r) {
+    ASSERT_EQ(got[r].size(), want[r].size()) << "source row " << r;
+    for (std::size_t j = 0; j < got[r].size(); ++j) {
+      SCOPED_TRACE(testing::Message() << "source row " << r << ", hypothesis " << j);
+      const Hypothesis &a = got[r][j], &b = want[r][j];
+      EXPECT_EQ(a.tokens, b.tokens);
+      EXPECT_EQ(a.score, b.score);
+      EXPECT_EQ(a.norm_score, b.norm_score);
+      EXPECT_EQ(a.finished, b.finished);
+      EXPECT_EQ(a.logits, b.logits);
+      EXPECT_EQ(a.attention, b.attention);
+      EXPECT_EQ(a.token_scores, b.token_scores);
+    }
+  }
+}
+
 }  // namespace vkrnn::test

@@ -571,8 +571,10 @@ std::vector<float> gated_loop(Sequence& seq, Context& ctx, int steps, int close_
   auto k64 = saxpy(ctx, 64);
   auto k32 = saxpy(ctx, 32);
   seq.fill(ty, 0).fill(flags, 0);
+  EXPECT_FALSE(seq.has_gate());
   seq.begin_gate();
   EXPECT_TRUE(seq.gate_open());
+  EXPECT_TRUE(seq.has_gate());
   for (int i = 0; i < steps; ++i) {
     // Two grids (13 and 25 workgroups): two table slots, each must keep its own counts.
     record_saxpy(seq, i % 2 ? k64 : k32, tx, ty, 1.0f);
@@ -581,6 +583,7 @@ std::vector<float> gated_loop(Sequence& seq, Context& ctx, int steps, int close_
   }
   seq.end_gate();
   EXPECT_FALSE(seq.gate_open());
+  EXPECT_TRUE(seq.has_gate());  // ended, still this recording's one region
   seq.download(ty);
   seq.eval();
   return seq.read<float>(ty);

@@ -302,6 +302,24 @@ class VKRNN_API Seq2Seq {
   // Error(state) before seq has finished; Error(non_finite) as greedy()'s.
   DecodeResult read_greedy(const Sequence& seq, const GreedyDecode& decode) const;
 
+  // beam() without the wait, in the same way: record_beam records the expansion of the encoder's
+  // results to K rows per source, every step (inside the sequence's one gate region: the GPU
+  // skips the steps after every source row is done) and the downloads; read_beam returns what
+  // beam() would have, once seq is done, and writes options.stats when it was set (the pointer
+  // is kept until then).
+  class VKRNN_API BeamDecode {
+   public:
+    BeamDecode() = default;
+    std::size_t batch() const;       // source rows
+    std::size_t beam_width() const;  // K
+    std::size_t max_len() const;     // the steps recorded
+    struct Impl;
+    std::shared_ptr<Impl> impl;
+  };
+  BeamDecode record_beam(Sequence& seq, const Encoded& encoded, const BeamOptions& options = {}) const;
+  // Error(state) before seq has finished; Error(non_finite) as beam()'s.
+  std::vector<std::vector<Hypothesis>> read_beam(const Sequence& seq, const BeamDecode& decode) const;
+
   struct Impl;
 
  private:

@@ -129,6 +129,7 @@ class VKRNN_API Sequence {
   Sequence& close_gate_when_all(const Tensor& flags);
   Sequence& end_gate();
   bool gate_open() const;  // recording inside begin_gate() .. end_gate()
+  bool has_gate() const;   // begin_gate() was recorded (a second one would be refused)
   // After the sequence finished: how many close_gate_when_all() checks found a flag still unset
   // (a decode loop with one check per step ran 1 + this many steps).
   std::uint32_t open_gate_checks() const;

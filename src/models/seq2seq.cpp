@@ -765,6 +765,16 @@ void add_stats(SequenceStats& to, const SequenceStats& s) {
 
 namespace {
 
+// A whole decode recorded into a caller's sequence takes its one gate region: refused before
+// anything is recorded when the sequence already has one.
+void require_free_gate(const Sequence& seq, const char* call) {
+  if (seq.has_gate()) {
+    throw Error(ErrorCode::state, fmt::format("{}::{}: the sequence already has a gate region, and the decode needs one (one gate "
+                                              "region per recording: record it into a sequence of its own)",
+                                              kOp, call));
+  }
+}
+
 // A greedy decode's histories, their initial values and their downloads, and the result read
 // back from them (greedy(), its streaming form and record_greedy()).
 struct GreedyRun {
@@ -982,6 +992,7 @@ Seq2Seq::GreedyDecode Seq2Seq::record_greedy(Sequence& seq, const Encoded& encod
   }
   GreedyDecode d;
   d.impl = std::make_shared<GreedyDecode::Impl>(GreedyDecode::Impl{GreedyRun(*impl_, encoded.impl, options)});
+  if (d.impl->run.early_stop) require_free_gate(seq, "record_greedy");
   seq.begin_label("Seq2Seq::record_greedy");
   d.impl->run.record_whole(seq);
   seq.end_label();
@@ -1002,215 +1013,277 @@ DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decod
   }
 }
 
+namespace {
+
+// A beam search over one Encoded batch: its checks, its buffers, its recording (expansion to
+// K rows per source, max_len steps inside the gate, the downloads) and the hypotheses read back
+// (beam() and record_beam()).
+struct BeamRun {
+  const Seq2Seq::Impl& m;
+  std::shared_ptr<Seq2Seq::Encoded::Impl> e;
+  BeamOptions o;
+  std::size_t K, T, B, S, R, V, kc, stop;
+  double alpha, beta;
+  bool attention;
+  // Made by record().
+  std::shared_ptr<Seq2Seq::DecoderState::Impl> st;
+  std::optional<BeamSearch> search;
+  BeamSearch::State state;
+  Tensor nonfinite, hist_logits, hist_attention;
+  std::vector<Tensor> step_v, step_i;  // every step's candidates, for per-token scores
+
+  BeamRun(const Seq2Seq::Impl& model, std::shared_ptr<Seq2Seq::Encoded::Impl> encoded, const BeamOptions& options,
+          const char* call)
+      : m(model), e(std::move(encoded)), o(options), K(o.beam_width ? o.beam_width : m.cfg.beam_width),
+        T(o.max_len ? o.max_len : m.cfg.max_decode_length), B(e->B), S(e->S), R(B * K), V(m.Vt), kc(std::min(K + 1, V)),
+        stop(0), alpha(o.length_alpha >= 0.0 ? o.length_alpha : m.cfg.length_alpha), beta(o.coverage_penalty),
+        attention(o.return_attention || beta != 0.0) {
+    static_assert(BeamSearch::max_beam + 1 <= TopK::max_k, "K + 1 candidates per hypothesis");
+    if (K == 0 || K > BeamSearch::max_beam) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::{}: beam_width = {} is outside [1, {}]", kOp, call, K, BeamSearch::max_beam));
+    }
+    Seq2Seq::Impl::check_max_len(T, call);
+    if (!(o.patience > 0.0) || !std::isfinite(o.patience)) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: patience = {} must be finite and > 0", kOp, call, o.patience));
+    }
+    const double finished_to_stop = std::max(1.0, std::round(double(K) * o.patience));
+    if (finished_to_stop > double(BeamSearch::max_finished_to_stop)) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: patience = {} asks for {} finished hypotheses, beyond {}", kOp,
+                                                           call, o.patience, finished_to_stop, BeamSearch::max_finished_to_stop));
+    }
+    stop = static_cast<std::size_t>(finished_to_stop);
+    if (!std::isfinite(beta)) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: coverage_penalty = {} is not finite", kOp, call, beta));
+    }
+    if (beta != 0.0 && m.attention_t < 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{}::{}: coverage_penalty needs the decoder's attention, and the model has no 'attention' output", kOp,
+                              call));
+    }
+    m.check_prefix(o.target_prefix, B, T);
+  }
+
+  // Everything after the encoder, once: a run records one search.
+  void record(Sequence& seq) {
+    Context& c = *m.ctx;
+    // The encoder runs once per source; what the decoder reads of it is expanded to K decoder
+    // rows per source.
+    std::vector<std::int32_t> source_of(R);
+    for (std::size_t r = 0; r < R; ++r) source_of[r] = static_cast<std::int32_t>(r / K);
+    const Tensor rows = c.tensor({R}, DType::i32, "Seq2Seq beam row sources");
+    seq.upload(rows, source_of);
+    auto ek = std::make_shared<Seq2Seq::Encoded::Impl>();
+    ek->B = R;
+    ek->S = S;
+    for (std::size_t r = 0; r < R; ++r) ek->lengths.push_back(e->lengths[r / K]);
+    ek->lengths_t = c.tensor({R}, DType::i32, "Seq2Seq beam lengths");
+    seq.upload(ek->lengths_t, ek->lengths);
+    for (const graph::Input& in : m.dgraph().inputs) {
+      if (in.from == From::encoder) ek->exported[in.name] = m.expand(seq, e->exported.at(in.name), in.shape, B, S, K, rows, in.source);
+    }
+
+    st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = attention});
+    // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent
+    // row with the recurrent state, into the spare set, every step.
+    LogitsProcessing rules = m.rules_of(o);
+    // A target prefix: every decoder row of source b is forced through target_prefix[b]; TopK
+    // then offers that token alone (with its log-probability), so each source keeps one alive
+    // hypothesis through its prefix and the beam opens after it, as from BOS.
+    std::size_t P = 0;  // the longest prefix: steps that read the forced tokens
+    for (const auto& p : o.target_prefix) P = std::max(P, p.size());
+    if (P > 0) {
+      for (std::size_t r = 0; r < R; ++r) rules.prefix.push_back(o.target_prefix[r / K]);
+    }
+    std::optional<LogitsProcessor> processor;
+    LogitsProcessor::State processing, spare;
+    if (rules.active()) {
+      processor.emplace(c, V, rules, m.opts);
+      processing = processor->make_state(R, T);
+      spare = processor->make_state(R, T);
+    }
+    const TopK topk(c, kc, m.opts);
+    search.emplace(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts, stop);
+    state = search->make_state();
+    const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
+    const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
+    const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
+    nonfinite = c.tensor({R}, DType::u32, "Seq2Seq beam non-finite flags");
+    // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
+    if (o.return_logits) hist_logits = c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits");
+    if (attention && m.attention_t >= 0) hist_attention = c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention");
+    // Copies: no dispatch, no shader.
+    for (std::size_t t = 0; o.return_token_scores && t < T; ++t) {
+      step_v.push_back(c.tensor({R, kc}, DType::f32, fmt::format("Seq2Seq beam candidate scores {}", t)));
+      step_i.push_back(c.tensor({R, kc}, DType::i32, fmt::format("Seq2Seq beam candidate tokens {}", t)));
+    }
+
+    // max_len steps of (reorder the state to the surviving hypotheses, decoder step, top-k, merge
+    // on the GPU) inside a gate the merge's done flags close, so the host never waits per step.
+    search->record_reset(seq, state);
+    seq.fill(nonfinite, 0);
+    m.record_init(seq, *st);
+    if (processor) processor->record_reset(seq, processing);
+    seq.begin_gate();
+    for (std::size_t t = 0; t < T; ++t) {
+      if (t > 0) {
+        // Gather every state from its parent row (a row that is done gathers itself).
+        for (auto& s : st->states) {
+          const Shape& shape = s.buf[0].shape();
+          const graph::SymShape& sym = m.dgraph().inputs[s.input].shape;
+          std::size_t axis = 0;
+          while (axis < sym.size() && sym[axis].sym != graph::Sym::batch) ++axis;
+          if (axis == sym.size()) continue;  // no batch axis: one state for every row
+          std::size_t outer = 1, Q = 1;
+          for (std::size_t i = 0; i < axis; ++i) outer *= shape[i];
+          for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
+          if (s.in_place) {  // gathered out of its columns and back (a gather cannot run in place)
+            m.embedding.record(seq, m.state_view(*st, s), parents, MatrixView::of(s.buf[0]));
+            m.concat.record(seq, {MatrixView::of(s.buf[0])}, m.state_view(*st, s));
+            continue;
+          }
+          for (std::size_t p = 0; p < outer; ++p) {
+            m.embedding.record(seq, MatrixView{s.buf[s.cur], R, Q, p * R * Q, Q}, parents,
+                               MatrixView{s.buf[s.cur ^ 1], R, Q, p * R * Q, Q});
+          }
+          s.cur ^= 1;
+        }
+        for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
+          if (!from->valid()) continue;
+          m.embedding.record(seq, MatrixView::of(*from), parents, MatrixView::of(*to));
+          std::swap(*from, *to);
+        }
+        st->input_ready = false;  // st->token holds the merge's next tokens
+      }
+      Seq2Seq::Impl::History h;
+      h.select = false;
+      m.record_step(seq, *st, h);
+      if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
+      topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1),
+                  t < P ? processing.chosen : Tensor{});
+      if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
+      if (hist_logits.valid()) {
+        m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
+      }
+      if (hist_attention.valid()) {
+        m.concat.record(seq, {MatrixView::of(m.attention_of(*st))}, MatrixView{hist_attention, R, S, t * R * S, S});
+      }
+      search->record_step(seq, state, t, cand_v, cand_i, parents, st->token);
+      if (t + 1 < T) seq.close_gate_when_all(state.done);
+    }
+    seq.end_gate();
+    search->record_download(seq, state);
+    seq.download(nonfinite);
+    if (hist_logits.valid()) seq.download(hist_logits);
+    if (hist_attention.valid()) seq.download(hist_attention);
+    for (std::size_t t = 0; t < step_v.size(); ++t) seq.download(step_v[t]).download(step_i[t]);
+  }
+
+  // The hypotheses once `seq`, which recorded the search, has finished; options.stats written.
+  std::vector<std::vector<Hypothesis>> hypotheses(const Sequence& seq, const char* call) const {
+    check_finite_logits(seq.read<std::uint32_t>(nonfinite), m.logits_layer, call, K, 0);
+    if (o.stats) *o.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
+    const auto found = search->reconstruct(seq, state);
+    std::vector<float> logits, weights;
+    if (hist_logits.valid()) logits = seq.read<float>(hist_logits);
+    if (hist_attention.valid()) weights = seq.read<float>(hist_attention);
+    std::vector<std::vector<float>> cand_scores;
+    std::vector<std::vector<std::int32_t>> cand_tokens;
+    for (std::size_t t = 0; t < step_v.size(); ++t) {
+      cand_scores.push_back(seq.read<float>(step_v[t]));
+      cand_tokens.push_back(seq.read<std::int32_t>(step_i[t]));
+    }
+    std::vector<std::vector<Hypothesis>> out(B);
+    for (std::size_t b = 0; b < B; ++b) {
+      auto& f = out[b];
+      for (const BeamHypothesis& bh : found[b]) {
+        Hypothesis hyp;
+        hyp.tokens = bh.tokens;
+        hyp.score = bh.score;
+        hyp.norm_score = double(bh.score) / std::pow(double(bh.tokens.size()), alpha);
+        hyp.finished = bh.finished;
+        std::vector<double> coverage(beta != 0.0 ? S : 0, 0.0);
+        for (std::size_t i = 0; i < bh.rows.size(); ++i) {
+          const std::size_t at = i * R + bh.rows[i];
+          if (!step_v.empty()) {
+            // The token among its row's candidates at step i.
+            const auto& vals = cand_scores[i];
+            const auto& ids = cand_tokens[i];
+            float lp = -std::numeric_limits<float>::infinity();
+            for (std::size_t j = 0; j < kc; ++j) {
+              if (ids[bh.rows[i] * kc + j] == bh.tokens[i]) {
+                lp = vals[bh.rows[i] * kc + j];
+                break;
+              }
+            }
+            hyp.token_scores.push_back(lp);
+          }
+          if (!logits.empty()) {
+            hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
+                              logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
+          }
+          for (std::size_t j = 0; j < coverage.size(); ++j) coverage[j] += weights[at * S + j];
+          if (o.return_attention && !weights.empty()) {
+            hyp.attention.insert(hyp.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(at * S),
+                                 weights.begin() + static_cast<std::ptrdiff_t>((at + 1) * S));
+          }
+        }
+        for (const double cj : coverage)
+          if (cj > 0.0) hyp.norm_score += beta * std::log(std::min(cj, 1.0));
+        f.push_back(std::move(hyp));
+      }
+      // Rank by norm_score, ties by arrival (docs/model-format.md, "Beam search", rule 5).
+      std::stable_sort(f.begin(), f.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.norm_score > y.norm_score; });
+      if (f.size() > K) f.resize(K);
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+struct Seq2Seq::BeamDecode::Impl {
+  BeamRun run;
+};
+
+std::size_t Seq2Seq::BeamDecode::batch() const { return impl ? impl->run.B : 0; }
+std::size_t Seq2Seq::BeamDecode::beam_width() const { return impl ? impl->run.K : 0; }
+std::size_t Seq2Seq::BeamDecode::max_len() const { return impl ? impl->run.T : 0; }
+
 std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector<std::int32_t>>& sources,
                                                    const BeamOptions& options) const {
   const Impl& m = *impl_;
-  const std::size_t K = options.beam_width ? options.beam_width : m.cfg.beam_width;
-  const double alpha = options.length_alpha >= 0.0 ? options.length_alpha : m.cfg.length_alpha;
-  const std::size_t T = options.max_len ? options.max_len : m.cfg.max_decode_length;
-  static_assert(BeamSearch::max_beam + 1 <= TopK::max_k, "K + 1 candidates per hypothesis");
-  if (K == 0 || K > BeamSearch::max_beam) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::beam: beam_width = {} is outside [1, {}]", kOp, K, BeamSearch::max_beam));
-  }
-  Impl::check_max_len(T, "beam");
-  if (!(options.patience > 0.0) || !std::isfinite(options.patience)) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: patience = {} must be finite and > 0", kOp, options.patience));
-  }
-  const double stop = std::max(1.0, std::round(double(K) * options.patience));
-  if (stop > double(BeamSearch::max_finished_to_stop)) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::beam: patience = {} asks for {} finished hypotheses, beyond {}", kOp, options.patience, stop,
-                            BeamSearch::max_finished_to_stop));
-  }
-  const double beta = options.coverage_penalty;
-  if (!std::isfinite(beta)) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::beam: coverage_penalty = {} is not finite", kOp, beta));
-  }
-  if (beta != 0.0 && m.attention_t < 0) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::beam: coverage_penalty needs the decoder's attention, and the model has no 'attention' output", kOp));
-  }
-  const bool attention = options.return_attention || beta != 0.0;
-  m.check_prefix(options.target_prefix, sources.size(), T);
-  auto e = m.prepare(sources, "beam");
-  Context& c = *m.ctx;
-  const std::size_t B = e->B, S = e->S, R = B * K, V = m.Vt;
-
-  // The encoder runs once per source; what the decoder reads of it is expanded to K decoder
-  // rows per source.
-  Sequence seq = c.sequence({.label = "Seq2Seq::beam"});
-  m.record_encode(seq, *e);
-  std::vector<std::int32_t> source_of(R);
-  for (std::size_t r = 0; r < R; ++r) source_of[r] = static_cast<std::int32_t>(r / K);
-  const Tensor rows = c.tensor({R}, DType::i32, "Seq2Seq beam row sources");
-  seq.upload(rows, source_of);
-  auto ek = std::make_shared<Encoded::Impl>();
-  ek->B = R;
-  ek->S = S;
-  for (std::size_t r = 0; r < R; ++r) ek->lengths.push_back(e->lengths[r / K]);
-  ek->lengths_t = c.tensor({R}, DType::i32, "Seq2Seq beam lengths");
-  seq.upload(ek->lengths_t, ek->lengths);
-  for (const graph::Input& in : m.dgraph().inputs) {
-    if (in.from == From::encoder) ek->exported[in.name] = m.expand(seq, e->exported.at(in.name), in.shape, B, S, K, rows, in.source);
-  }
-
-  auto st = m.start(ek, {.max_len = T, .stop_at_eos = false, .return_attention = attention});
-  // Logits processing per hypothesis: its histories (f32 rows) are gathered from the parent row
-  // with the recurrent state, into the spare set, every step.
-  LogitsProcessing rules = m.rules_of(options);
-  // A target prefix: every decoder row of source b is forced through target_prefix[b]; TopK
-  // then offers that token alone (with its log-probability), so each source keeps one alive
-  // hypothesis through its prefix and the beam opens after it, as from BOS.
-  std::size_t P = 0;  // the longest prefix: steps that read the forced tokens
-  for (const auto& p : options.target_prefix) P = std::max(P, p.size());
-  if (P > 0) {
-    for (std::size_t r = 0; r < R; ++r) rules.prefix.push_back(options.target_prefix[r / K]);
-  }
-  std::optional<LogitsProcessor> processor;
-  LogitsProcessor::State processing, spare;
-  if (rules.active()) {
-    processor.emplace(c, V, rules, m.opts);
-    processing = processor->make_state(R, T);
-    spare = processor->make_state(R, T);
-  }
-  const std::size_t kc = std::min(K + 1, V);  // candidates kept per decoder row
-  const TopK topk(c, kc, m.opts);
-  const BeamSearch search(c, B, K, kc, T, m.cfg.special.eos, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0, m.opts,
-                          static_cast<std::size_t>(stop));
-  const BeamSearch::State state = search.make_state();
-  const Tensor cand_v = c.tensor({R, kc}, DType::f32, "Seq2Seq beam candidate scores");
-  const Tensor cand_i = c.tensor({R, kc}, DType::i32, "Seq2Seq beam candidate tokens");
-  const Tensor parents = c.tensor({R}, DType::i32, "Seq2Seq beam parents");
-  const Tensor nonfinite = c.tensor({R}, DType::u32, "Seq2Seq beam non-finite flags");
-  // Per-step histories of every decoder row; hypotheses pick their rows afterwards.
-  const Tensor hist_logits = options.return_logits ? c.tensor({T, R, V}, DType::f32, "Seq2Seq beam logits") : Tensor{};
-  const Tensor hist_attention =
-      attention && m.attention_t >= 0 ? c.tensor({T, R, S}, DType::f32, "Seq2Seq beam attention") : Tensor{};
-  // Every step's candidates, for per-token scores (copies: no dispatch, no shader).
-  std::vector<Tensor> step_v, step_i;
-  for (std::size_t t = 0; options.return_token_scores && t < T; ++t) {
-    step_v.push_back(c.tensor({R, kc}, DType::f32, fmt::format("Seq2Seq beam candidate scores {}", t)));
-    step_i.push_back(c.tensor({R, kc}, DType::i32, fmt::format("Seq2Seq beam candidate tokens {}", t)));
-  }
-
-  // The whole search is one submission: encoder, expansion, then max_len steps of (reorder the
-  // state to the surviving hypotheses, decoder step, top-k, merge on the GPU) inside a gate the
-  // merge's done flags close, so the host never waits per step.
-  search.record_reset(seq, state);
-  seq.fill(nonfinite, 0);
-  m.record_init(seq, *st);
-  if (processor) processor->record_reset(seq, processing);
-  seq.begin_gate();
-  for (std::size_t t = 0; t < T; ++t) {
-    if (t > 0) {
-      // Gather every state from its parent row (a row that is done gathers itself).
-      for (auto& s : st->states) {
-        const Shape& shape = s.buf[0].shape();
-        const graph::SymShape& sym = m.dgraph().inputs[s.input].shape;
-        std::size_t axis = 0;
-        while (axis < sym.size() && sym[axis].sym != graph::Sym::batch) ++axis;
-        if (axis == sym.size()) continue;  // no batch axis: one state for every row
-        std::size_t P = 1, Q = 1;
-        for (std::size_t i = 0; i < axis; ++i) P *= shape[i];
-        for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
-        if (s.in_place) {  // gathered out of its columns and back (a gather cannot run in place)
-          m.embedding.record(seq, m.state_view(*st, s), parents, MatrixView::of(s.buf[0]));
-          m.concat.record(seq, {MatrixView::of(s.buf[0])}, m.state_view(*st, s));
-          continue;
-        }
-        for (std::size_t p = 0; p < P; ++p) {
-          m.embedding.record(seq, MatrixView{s.buf[s.cur], R, Q, p * R * Q, Q}, parents, MatrixView{s.buf[s.cur ^ 1], R, Q, p * R * Q, Q});
-        }
-        s.cur ^= 1;
-      }
-      for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
-        if (!from->valid()) continue;
-        m.embedding.record(seq, MatrixView::of(*from), parents, MatrixView::of(*to));
-        std::swap(*from, *to);
-      }
-      st->input_ready = false;  // st->token holds the merge's next tokens
-    }
-    Impl::History h;
-    h.select = false;
-    m.record_step(seq, *st, h);
-    if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
-    topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1),
-                t < P ? processing.chosen : Tensor{});
-    if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
-    if (hist_logits.valid()) {
-      m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
-    }
-    if (hist_attention.valid()) {
-      m.concat.record(seq, {MatrixView::of(m.attention_of(*st))}, MatrixView{hist_attention, R, S, t * R * S, S});
-    }
-    search.record_step(seq, state, t, cand_v, cand_i, parents, st->token);
-    if (t + 1 < T) seq.close_gate_when_all(state.done);
-  }
-  seq.end_gate();
-  search.record_download(seq, state);
-  seq.download(nonfinite);
-  if (hist_logits.valid()) seq.download(hist_logits);
-  if (hist_attention.valid()) seq.download(hist_attention);
-  for (std::size_t t = 0; t < step_v.size(); ++t) seq.download(step_v[t]).download(step_i[t]);
+  BeamRun run(m, m.prepare(sources, "beam"), options, "beam");
+  // The whole search is one submission: the encoder, then the run.
+  Sequence seq = m.ctx->sequence({.label = "Seq2Seq::beam"});
+  m.record_encode(seq, *run.e);
+  run.record(seq);
   seq.eval();
-  check_finite_logits(seq.read<std::uint32_t>(nonfinite), m.logits_layer, "beam", K, 0);
-  if (options.stats) *options.stats = {seq.stats(), std::min<std::size_t>(T, 1 + seq.open_gate_checks())};
+  return run.hypotheses(seq, "beam");
+}
 
-  const auto found = search.reconstruct(seq, state);
-  std::vector<float> logits, weights;
-  if (hist_logits.valid()) logits = seq.read<float>(hist_logits);
-  if (hist_attention.valid()) weights = seq.read<float>(hist_attention);
-  std::vector<std::vector<float>> cand_scores;
-  std::vector<std::vector<std::int32_t>> cand_tokens;
-  for (std::size_t t = 0; t < step_v.size(); ++t) {
-    cand_scores.push_back(seq.read<float>(step_v[t]));
-    cand_tokens.push_back(seq.read<std::int32_t>(step_i[t]));
+Seq2Seq::BeamDecode Seq2Seq::record_beam(Sequence& seq, const Encoded& encoded, const BeamOptions& options) const {
+  if (!encoded.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::record_beam: an empty Encoded", kOp));
+  BeamDecode d;
+  d.impl = std::make_shared<BeamDecode::Impl>(BeamDecode::Impl{BeamRun(*impl_, encoded.impl, options, "record_beam")});
+  require_free_gate(seq, "record_beam");
+  seq.begin_label("Seq2Seq::record_beam");
+  d.impl->run.record(seq);
+  seq.end_label();
+  return d;
+}
+
+std::vector<std::vector<Hypothesis>> Seq2Seq::read_beam(const Sequence& seq, const BeamDecode& decode) const {
+  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_beam: an empty BeamDecode", kOp));
+  if (&decode.impl->run.m != impl_.get()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_beam: the decode was recorded by another model", kOp));
   }
-  std::vector<std::vector<Hypothesis>> out(B);
-  for (std::size_t b = 0; b < B; ++b) {
-    auto& f = out[b];
-    for (const BeamHypothesis& bh : found[b]) {
-      Hypothesis hyp;
-      hyp.tokens = bh.tokens;
-      hyp.score = bh.score;
-      hyp.norm_score = double(bh.score) / std::pow(double(bh.tokens.size()), alpha);
-      hyp.finished = bh.finished;
-      std::vector<double> coverage(beta != 0.0 ? S : 0, 0.0);
-      for (std::size_t i = 0; i < bh.rows.size(); ++i) {
-        const std::size_t at = i * R + bh.rows[i];
-        if (!step_v.empty()) {
-          // The token among its row's candidates at step i.
-          const auto& vals = cand_scores[i];
-          const auto& ids = cand_tokens[i];
-          float lp = -std::numeric_limits<float>::infinity();
-          for (std::size_t j = 0; j < kc; ++j) {
-            if (ids[bh.rows[i] * kc + j] == bh.tokens[i]) {
-              lp = vals[bh.rows[i] * kc + j];
-              break;
-            }
-          }
-          hyp.token_scores.push_back(lp);
-        }
-        if (!logits.empty()) {
-          hyp.logits.insert(hyp.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(at * V),
-                            logits.begin() + static_cast<std::ptrdiff_t>((at + 1) * V));
-        }
-        for (std::size_t j = 0; j < coverage.size(); ++j) coverage[j] += weights[at * S + j];
-        if (options.return_attention && !weights.empty()) {
-          hyp.attention.insert(hyp.attention.end(), weights.begin() + static_cast<std::ptrdiff_t>(at * S),
-                               weights.begin() + static_cast<std::ptrdiff_t>((at + 1) * S));
-        }
-      }
-      for (const double cj : coverage)
-        if (cj > 0.0) hyp.norm_score += beta * std::log(std::min(cj, 1.0));
-      f.push_back(std::move(hyp));
-    }
-    // Rank by norm_score, ties by arrival (docs/model-format.md, "Beam search", rule 5).
-    std::stable_sort(f.begin(), f.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.norm_score > y.norm_score; });
-    if (f.size() > K) f.resize(K);
+  try {
+    return decode.impl->run.hypotheses(seq, "read_beam");
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::state) throw;
+    throw Error(ErrorCode::state, fmt::format("{}::read_beam: {}", kOp, e.what()));
   }
-  return out;
 }
 
 WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {

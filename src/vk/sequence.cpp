@@ -666,6 +666,7 @@ std::uint32_t Sequence::open_gate_checks() const {
 }
 
 bool Sequence::gate_open() const { return impl_->gate == SequenceImpl::Gate::open; }
+bool Sequence::has_gate() const { return impl_->gate != SequenceImpl::Gate::none; }
 
 Sequence& Sequence::begin_label(std::string name) {
   impl_->begin_label(std::move(name));
