@@ -258,7 +258,9 @@ struct vkrnn_decoder {
 struct vkrnn_job {
   std::shared_ptr<Model> model;
   vkrnn::Sequence seq;  // submitted; its destructor waits for the GPU
-  vkrnn::Seq2Seq::GreedyDecode decode;
+  vkrnn::Seq2Seq::GreedyDecode greedy;  // one of the two
+  vkrnn::Seq2Seq::BeamDecode beam;
+  std::size_t source_length = 0;  // beam: the batch's longest source
   bool taken = false;   // the result was handed out
 };
 
@@ -340,8 +342,7 @@ vkrnn_result* greedy_result(const vkrnn::Seq2Seq& model, const std::vector<std::
   return result_of(model, model.greedy(sources, d));
 }
 
-vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
-                          const vkrnn_decode_options* options) {
+vkrnn::BeamOptions beam_options(const std::vector<std::vector<std::int32_t>>& sources, const vkrnn_decode_options* options) {
   vkrnn::BeamOptions bo;
   if (options) {
     check_beam_options(*options);
@@ -357,9 +358,19 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
                                     "target_prefix_lengths");
     }
   }
-  const auto beams = model.beam(sources, bo);
+  return bo;
+}
+
+std::size_t longest(const std::vector<std::vector<std::int32_t>>& sources) {
+  std::size_t S = 0;
+  for (const auto& s : sources) S = std::max(S, s.size());
+  return S;
+}
+
+// A beam search's hypotheses; S: the batch's longest source.
+vkrnn_result* result_of(const vkrnn::Seq2Seq& model, std::size_t S, const std::vector<std::vector<vkrnn::Hypothesis>>& beams) {
   auto out = std::make_unique<vkrnn_result>();
-  for (const auto& s : sources) out->source_length = std::max(out->source_length, s.size());
+  out->source_length = S;
   for (const auto& row : beams) {
     std::vector<Hypothesis> hyps;
     for (const auto& b : row) {
@@ -370,26 +381,38 @@ vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::ve
   return out.release();
 }
 
+vkrnn_result* beam_result(const vkrnn::Seq2Seq& model, const std::vector<std::vector<std::int32_t>>& sources,
+                          const vkrnn_decode_options* options) {
+  return result_of(model, longest(sources), model.beam(sources, beam_options(sources, options)));
+}
+
 using Sources = std::vector<std::vector<std::int32_t>>;
 using Decode = vkrnn_result* (*)(const vkrnn::Seq2Seq&, const Sources&, const vkrnn_decode_options*);
 
-// A greedy decode submitted, not waited for (vkrnn_greedy_submit).
-vkrnn_job* submit_greedy(const vkrnn_model* model, const Sources& sources, const vkrnn_decode_options* options) {
+// A greedy decode or beam search submitted, not waited for (vkrnn_greedy_submit,
+// vkrnn_beam_submit): the encoder and the decode in one sequence, as the blocking calls submit.
+template <bool Beam>
+vkrnn_job* submit_decode(const vkrnn_model* model, const Sources& sources, const vkrnn_decode_options* options) {
   if (options && options->on_step) {
     throw Error(ErrorCode::invalid_argument, "on_step (streaming) is for vkrnn_greedy: a submitted job is polled instead");
   }
   const Model& m = *model->model;
   auto job = std::make_unique<vkrnn_job>(
-      vkrnn_job{model->model, m.ctx->sequence({.label = "vkrnn_greedy_submit"}), {}, false});
+      vkrnn_job{model->model, m.ctx->sequence({.label = Beam ? "vkrnn_beam_submit" : "vkrnn_greedy_submit"}), {}, {}, 0, false});
   const auto encoded = m.seq2seq->prepare(sources);
   m.seq2seq->record_encode(job->seq, encoded);
-  job->decode = m.seq2seq->record_greedy(job->seq, encoded, decode_options(options, sources.size()));
+  if constexpr (Beam) {
+    job->beam = m.seq2seq->record_beam(job->seq, encoded, beam_options(sources, options));
+    job->source_length = longest(sources);
+  } else {
+    job->greedy = m.seq2seq->record_greedy(job->seq, encoded, decode_options(options, sources.size()));
+  }
   job->seq.submit();
   return job.release();
 }
 
 // The decode entry points: ids or texts in, `decode` (greedy_result, beam_result or
-// submit_greedy) run; Out: vkrnn_result or vkrnn_job.
+// submit_decode) run; Out: vkrnn_result or vkrnn_job.
 template <class Out, class F>
 vkrnn_status decode_ids(const char* fn, F decode, const vkrnn_model* model, const std::int32_t* const* sources,
                         const std::size_t* lengths, std::size_t batch, const vkrnn_decode_options* options, Out** out) {
@@ -631,12 +654,22 @@ vkrnn_status vkrnn_beam_text(const vkrnn_model* model, const char* const* texts,
 
 vkrnn_status vkrnn_greedy_submit(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths,
                                  size_t batch, const vkrnn_decode_options* options, vkrnn_job** job) {
-  return decode_ids(__func__, submit_greedy, model, sources, lengths, batch, options, job);
+  return decode_ids(__func__, submit_decode<false>, model, sources, lengths, batch, options, job);
 }
 
 vkrnn_status vkrnn_greedy_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
                                       const vkrnn_decode_options* options, vkrnn_job** job) {
-  return decode_texts(__func__, submit_greedy, model, texts, batch, options, job);
+  return decode_texts(__func__, submit_decode<false>, model, texts, batch, options, job);
+}
+
+vkrnn_status vkrnn_beam_submit(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths,
+                               size_t batch, const vkrnn_decode_options* options, vkrnn_job** job) {
+  return decode_ids(__func__, submit_decode<true>, model, sources, lengths, batch, options, job);
+}
+
+vkrnn_status vkrnn_beam_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
+                                    const vkrnn_decode_options* options, vkrnn_job** job) {
+  return decode_texts(__func__, submit_decode<true>, model, texts, batch, options, job);
 }
 
 vkrnn_status vkrnn_job_done(const vkrnn_job* job, int* done) {
@@ -657,7 +690,8 @@ vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result) {
       j.seq.wait();
     }
     const vkrnn::Seq2Seq& s = *j.model->seq2seq;
-    auto out = std::unique_ptr<vkrnn_result>(result_of(s, s.read_greedy(j.seq, j.decode)));
+    auto out = std::unique_ptr<vkrnn_result>(j.beam.impl ? result_of(s, j.source_length, s.read_beam(j.seq, j.beam))
+                                                         : result_of(s, s.read_greedy(j.seq, j.greedy)));
     j.taken = true;
     *result = out.release();
   });

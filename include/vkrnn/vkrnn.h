@@ -278,19 +278,23 @@ VKRNN_API vkrnn_status vkrnn_beam(const vkrnn_model* model, const int32_t* const
 VKRNN_API vkrnn_status vkrnn_beam_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                                        const vkrnn_decode_options* options, vkrnn_result** result);
 
-/* A greedy decode that does not block: _submit records the whole decode (the same single
- * submission as vkrnn_greedy's, so the same tokens), submits it to the context's queue and
- * returns; a game polls vkrnn_job_done between frames. options as vkrnn_greedy's, except
- * on_step (streaming): VKRNN_ERROR_INVALID_ARGUMENT. */
+/* Decodes that do not block: _submit records the whole decode (the same single submission as
+ * vkrnn_greedy's or vkrnn_beam's, so the same tokens), submits it to the context's queue and
+ * returns; a game polls vkrnn_job_done between frames. options as vkrnn_greedy's (vkrnn_beam's),
+ * except on_step (streaming): VKRNN_ERROR_INVALID_ARGUMENT. */
 typedef struct vkrnn_job vkrnn_job;
 
 VKRNN_API vkrnn_status vkrnn_greedy_submit(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths,
                                            size_t batch, const vkrnn_decode_options* options, vkrnn_job** job);
 VKRNN_API vkrnn_status vkrnn_greedy_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
                                                 const vkrnn_decode_options* options, vkrnn_job** job);
+VKRNN_API vkrnn_status vkrnn_beam_submit(const vkrnn_model* model, const int32_t* const* sources, const size_t* lengths,
+                                         size_t batch, const vkrnn_decode_options* options, vkrnn_job** job);
+VKRNN_API vkrnn_status vkrnn_beam_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
+                                              const vkrnn_decode_options* options, vkrnn_job** job);
 /* *done = 1 once the GPU has finished the job, else 0; never blocks. */
 VKRNN_API vkrnn_status vkrnn_job_done(const vkrnn_job* job, int* done);
-/* The job's result (as vkrnn_greedy's), once: before the job is done VKRNN_ERROR_STATE, unless
+/* The job's result (as vkrnn_greedy's or vkrnn_beam's), once: before the job is done VKRNN_ERROR_STATE, unless
  * wait is non-zero (then it blocks until the job is done); asked again, VKRNN_ERROR_STATE. */
 VKRNN_API vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result);
 /* Waits for the job's GPU work if it is still running (its buffers are in use), then frees it. */

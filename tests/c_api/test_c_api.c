@@ -817,6 +817,51 @@ static void check_jobs(vkrnn_model* dates, vkrnn_model* sentiment) {
   CHECK_STATUS(vkrnn_job_done(NULL, &done), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
   CHECK_STATUS(vkrnn_job_result(NULL, 1, &got), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
   vkrnn_result_destroy(want);
+  want = NULL;
+
+  /* A beam search as a job: vkrnn_beam's hypotheses, every one of every row, bit for bit. */
+  vkrnn_decode_options_init(&o);
+  o.beam_width = 3;
+  o.return_attention = 1;
+  CHECK_STATUS(vkrnn_beam_text(dates, texts, 2, &o, &want), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_beam_text_submit(dates, texts, 2, &o, &job), VKRNN_OK, NULL);
+  CHECK_STATUS(vkrnn_job_result(job, 1, &got), VKRNN_OK, NULL);
+  CHECK(vkrnn_result_rows(got) == 2);
+  for (i = 0; i < 2 && got && want; ++i) {
+    size_t j, n = vkrnn_result_hypotheses(want, i);
+    CHECK(n >= 1 && vkrnn_result_hypotheses(got, i) == n);
+    for (j = 0; j < n; ++j) {
+      CHECK_STATUS(vkrnn_result_get(want, i, j, &a), VKRNN_OK, NULL);
+      CHECK_STATUS(vkrnn_result_get(got, i, j, &b), VKRNN_OK, NULL);
+      CHECK(a.length == b.length && strcmp(a.text, b.text) == 0 && a.score == b.score && a.norm_score == b.norm_score &&
+            a.finished == b.finished && a.source_length == b.source_length);
+      if (a.attention && b.attention) CHECK(memcmp(a.attention, b.attention, a.length * a.source_length * sizeof(float)) == 0);
+      CHECK(a.attention != NULL && b.attention != NULL);
+    }
+  }
+  CHECK_STATUS(vkrnn_result_get(got, 0, 0, &b), VKRNN_OK, NULL);
+  CHECK(strcmp(b.text, "2026-11-21") == 0);
+  vkrnn_result_destroy(got);
+  got = NULL;
+  CHECK_STATUS(vkrnn_job_result(job, 1, &got), VKRNN_ERROR_STATE, "already taken");
+  vkrnn_job_destroy(job);
+  job = NULL;
+  {
+    const int32_t ids[] = {5, 6, 7};
+    const int32_t* sources[] = {ids};
+    const size_t lengths[] = {3};
+    CHECK_STATUS(vkrnn_beam_submit(dates, sources, lengths, 1, &o, &job), VKRNN_OK, NULL);
+    vkrnn_job_destroy(job);  /* while it may still run: it waits */
+    job = NULL;
+  }
+  o.sampling_topk = 0;
+  CHECK_STATUS(vkrnn_beam_text_submit(dates, texts, 1, &o, &job), VKRNN_ERROR_INVALID_ARGUMENT, "sampling");
+  o.sampling_topk = 1;
+  o.beam_width = 64;
+  CHECK_STATUS(vkrnn_beam_text_submit(dates, texts, 1, &o, &job), VKRNN_ERROR_INVALID_ARGUMENT, "beam_width = 64");
+  CHECK_STATUS(vkrnn_beam_text_submit(sentiment, texts, 1, NULL, &job), VKRNN_ERROR_INVALID_ARGUMENT, "classifier");
+  CHECK(job == NULL);
+  vkrnn_result_destroy(want);
 }
 
 static void check_adopt(int expect_vkrnn_loader) {
