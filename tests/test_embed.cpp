@@ -269,6 +269,17 @@ TEST(RecordInto, DecodeStepsMatchOwnSubmissionBitForBit) {
   expect_no_app_messages(app);
 }
 
+// seq recorded into one of the app's command buffers (signalling a timeline it owns), submitted
+// by the app and polled with done() while the app's frames would go on.
+void run_in_one_app_frame(AppWork& w, Sequence& seq) {
+  const VkSemaphore timeline = w.semaphore(true);
+  VkCommandBuffer cb = w.begin();
+  seq.record_into(cb, {timeline, 1});
+  w.end(cb);
+  w.submit(cb, {}, {timeline, 1});
+  while (!seq.done()) std::this_thread::yield();
+}
+
 // A whole greedy decode (record_greedy: every step, the early-stop gate, the downloads) inside
 // one of the app's frames, polled with done() while the app goes on: greedy()'s result bit for
 // bit, the GPU having stopped at the EOS without the host.
@@ -285,12 +296,7 @@ TEST(RecordInto, WholeGreedyDecodeInOneAppFrame) {
     model.record_encode(seq, enc);
     const auto decode = model.record_greedy(seq, enc, opts);
     AppWork w(app);
-    const VkSemaphore timeline = w.semaphore(true);
-    VkCommandBuffer cb = w.begin();
-    seq.record_into(cb, {timeline, 1});
-    w.end(cb);
-    w.submit(cb, {}, {timeline, 1});
-    while (!seq.done()) std::this_thread::yield();  // the app's frames would go on here
+    run_in_one_app_frame(w, seq);
     const DecodeResult r = model.read_greedy(seq, decode);
     EXPECT_EQ(r.tokens, own.tokens);
     EXPECT_EQ(r.lengths, own.lengths);
@@ -321,12 +327,7 @@ TEST(RecordInto, WholeBeamSearchInOneAppFrame) {
     model.record_encode(seq, enc);
     const auto search = model.record_beam(seq, enc, {.beam_width = 4, .return_attention = true, .stats = &app_stats});
     AppWork w(app);
-    const VkSemaphore timeline = w.semaphore(true);
-    VkCommandBuffer cb = w.begin();
-    seq.record_into(cb, {timeline, 1});
-    w.end(cb);
-    w.submit(cb, {}, {timeline, 1});
-    while (!seq.done()) std::this_thread::yield();  // the app's frames would go on here
+    run_in_one_app_frame(w, seq);
     const auto r = model.read_beam(seq, search);
     ASSERT_EQ(r.size(), own.size());
     for (std::size_t b = 0; b < r.size(); ++b) {

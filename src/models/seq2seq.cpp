@@ -999,18 +999,29 @@ Seq2Seq::GreedyDecode Seq2Seq::record_greedy(Sequence& seq, const Encoded& encod
   return d;
 }
 
-DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decode) const {
-  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: an empty GreedyDecode", kOp));
-  if (&decode.impl->run.m != impl_.get()) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_greedy: the decode was recorded by another model", kOp));
+namespace {
+
+// read_greedy / read_beam: `read(run)` for a decode this model recorded, with the Sequence's
+// errors (read before it finished, or from another sequence) named by the call.
+template <class Decode, class Read>
+auto read_recorded(const Seq2Seq::Impl* model, const Decode& decode, const char* call, const char* type, Read read) {
+  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: an empty {}", kOp, call, type));
+  if (&decode.impl->run.m != model) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: the decode was recorded by another model", kOp, call));
   }
   try {
-    return decode.impl->run.whole_result(seq, "read_greedy");
+    return read(decode.impl->run);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::state) throw;
-    // Read before the sequence finished, or from another one: the Sequence's message, ours first.
-    throw Error(ErrorCode::state, fmt::format("{}::read_greedy: {}", kOp, e.what()));
+    throw Error(ErrorCode::state, fmt::format("{}::{}: {}", kOp, call, e.what()));
   }
+}
+
+}  // namespace
+
+DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decode) const {
+  return read_recorded(impl_.get(), decode, "read_greedy", "GreedyDecode",
+                       [&](const GreedyRun& run) { return run.whole_result(seq, "read_greedy"); });
 }
 
 namespace {
@@ -1274,16 +1285,8 @@ Seq2Seq::BeamDecode Seq2Seq::record_beam(Sequence& seq, const Encoded& encoded, 
 }
 
 std::vector<std::vector<Hypothesis>> Seq2Seq::read_beam(const Sequence& seq, const BeamDecode& decode) const {
-  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_beam: an empty BeamDecode", kOp));
-  if (&decode.impl->run.m != impl_.get()) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_beam: the decode was recorded by another model", kOp));
-  }
-  try {
-    return decode.impl->run.hypotheses(seq, "read_beam");
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::state) throw;
-    throw Error(ErrorCode::state, fmt::format("{}::read_beam: {}", kOp, e.what()));
-  }
+  return read_recorded(impl_.get(), decode, "read_beam", "BeamDecode",
+                       [&](const BeamRun& run) { return run.hypotheses(seq, "read_beam"); });
 }
 
 WarmUpTask Seq2Seq::warm_up(const WarmUpOptions& options) const {
