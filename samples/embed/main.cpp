@@ -12,7 +12,9 @@
 //
 // vkrnn learns that its step finished from the timeline value (Sequence::done() polls it); the
 // frame loop never blocks on vkrnn. Without timeline semaphores (a Vulkan 1.1 device) the same
-// path runs with the frame fence and Sequence::mark_complete().
+// path runs with the frame fence and Sequence::mark_complete(). Then the whole decode
+// (Seq2Seq::record_greedy), and a beam search (record_beam, the 3 best answers), each in one
+// frame: every step recorded, the GPU skipping the steps after the end by itself.
 //
 // Startup shows the warm start: the model is loaded with its weights in one submission that
 // the app does not wait for (UploadBatch: a loading screen polls the ticket), then warm_up()
@@ -38,6 +40,7 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -505,6 +508,24 @@ int run(int argc, char** argv) {
     run_frame(whole);
     const vkrnn::DecodeResult whole_result = model.read_greedy(whole, decode);
     end_frame();
+    const std::size_t whole_polls = polls;
+
+    // Or the K best answers in one frame (record_beam): the whole beam search recorded the same
+    // way; the GPU stops once the search is done.
+    const auto encoded_beam = model.prepare({source});
+    auto beam = ctx.sequence({.label = "vkrnn-embed beam search"});
+    model.record_encode(beam, encoded_beam);
+    vkrnn::DecodeStats beam_stats;
+    const auto search = model.record_beam(beam, encoded_beam, {.beam_width = 3, .stats = &beam_stats});
+    polls = 0;
+    run_frame(beam);
+    const auto hypotheses = model.read_beam(beam, search).at(0);
+    end_frame();
+    std::ostringstream beam_text;  // best first, with their log-probabilities
+    for (const auto& h : hypotheses) {
+      beam_text << (&h == &hypotheses.front() ? "" : ", ") << model.decode_text(h.tokens) << " (" << std::fixed
+                << std::setprecision(2) << h.score << ")";
+    }
     const std::string whole_text = model.decode_text(whole_result.row(0));
     const std::string text = model.decode_text(tokens);
     const std::string reference = model.translate({date})[0];
@@ -514,6 +535,9 @@ int run(int argc, char** argv) {
               << (timeline ? "timeline semaphore" : "frame fence") << "), done() polled " << step_polls << " times\n";
     std::cout << "vkrnn: the whole decode in one frame (record_greedy, " << whole_result.steps_run << " of "
               << model.config().max_decode_length << " recorded steps run): \"" << date << "\" -> " << whole_text
+              << ", polled " << whole_polls << " times\n";
+    std::cout << "vkrnn: a beam search in one frame (record_beam, K = 3, " << beam_stats.steps_run << " of "
+              << model.config().max_decode_length << " recorded steps run): \"" << date << "\" -> " << beam_text.str()
               << ", polled " << polls << " times\n";
     const vkrnn::MemoryStats mem = ctx.memory_stats();
     std::cout << "vkrnn device memory: " << mem.device_memory_bytes / 1024 << " KiB in " << mem.device_memory_blocks
@@ -521,7 +545,8 @@ int run(int argc, char** argv) {
               << (mem.budget_known ? "" : " (no VK_EXT_memory_budget on this device)") << "\n";
     std::cout << "check: Seq2Seq::translate gives " << reference << ", expected " << expected
               << "; the app's own work was correct in every frame: " << (scene_ok ? "yes" : "NO") << "\n";
-    if (text != reference || text != expected || whole_text != expected || !scene_ok) status = 4;
+    const bool beam_ok = !hypotheses.empty() && model.decode_text(hypotheses[0].tokens) == expected;
+    if (text != reference || text != expected || whole_text != expected || !beam_ok || !scene_ok) status = 4;
   }  // vkrnn's objects go here: the sequence, the model, the contexts -- never the app's
 
   // ---- the app carries on, then tears down what it created -------------------------------
