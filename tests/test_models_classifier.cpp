@@ -196,6 +196,64 @@ TEST(Classifier, NonFiniteLogitsAreAnError) {
                      {"Classifier::classify", "classifier.weight", "classifier.bias", "row 0, class 1"});
 }
 
+// record_classify / read_classify: classifications recorded into the caller's sequence (two
+// batches in one recording) are classify()'s, bit for bit; replaying the sequence gives them
+// again; bad inputs are refused before anything is recorded; misuse is an error.
+TEST(Classifier, RecordClassifyEqualsClassify) {
+  TempDir dir;
+  TinyClassifierSpec spec;
+  spec.bidirectional = true;
+  spec.C = 3;
+  TinyClassifier(spec).write(dir.path());
+  const Classifier model = Classifier::load(context(), dir.str());
+  const auto first = test::random_token_rows({1, 5, 3, 8}, 1, spec.V, 7);
+  const auto second = test::random_token_rows({9, 2}, 1, spec.V, 8);
+  const ClassifyOptions o{.return_pooling = true, .return_rnn = true};
+  const ClassifyResult want1 = model.classify(first, o), want2 = model.classify(second);
+  auto same = [](const ClassifyResult& got, const ClassifyResult& want) {
+    EXPECT_EQ(got.batch, want.batch);
+    EXPECT_EQ(got.steps, want.steps);
+    EXPECT_EQ(got.logits, want.logits);
+    EXPECT_EQ(got.probs, want.probs);
+    EXPECT_EQ(got.predicted, want.predicted);
+    EXPECT_EQ(got.pooling, want.pooling);
+    EXPECT_EQ(got.rnn_inputs, want.rnn_inputs);
+    EXPECT_EQ(got.rnn_outputs, want.rnn_outputs);
+  };
+  Sequence seq = context().sequence({.label = "app"});
+  const auto c1 = model.record_classify(seq, first, o);
+  const auto c2 = model.record_classify(seq, second);
+  EXPECT_EQ(c1.batch(), 4u);
+  EXPECT_EQ(c2.batch(), 2u);
+  test::expect_error([&] { model.read_classify(seq, c1); }, ErrorCode::state, {"Classifier::read_classify", "before the sequence finished"});
+  // Bad inputs: refused before anything is recorded.
+  const SequenceStats before = seq.stats();
+  test::expect_error([&] { model.record_classify(seq, {{2}, {}}); }, ErrorCode::invalid_argument,
+                     {"Classifier::record_classify", "input row 1 is empty"});
+  test::expect_error([&] { model.record_classify(seq, {{2, 99}}); }, ErrorCode::invalid_argument,
+                     {"Classifier::record_classify", "token id 99"});
+  test::expect_error([&] { model.record_classify(seq, first, {.outputs = {"nope"}}); }, ErrorCode::not_found, {"'nope'"});
+  EXPECT_EQ(seq.stats().dispatches, before.dispatches);
+  EXPECT_EQ(seq.stats().copies, before.copies);
+  seq.submit();
+  ASSERT_TRUE(seq.wait());
+  same(model.read_classify(seq, c1), want1);
+  same(model.read_classify(seq, c2), want2);
+  EXPECT_EQ(model.read_classify(seq, c1).stats.submissions, 1u);
+  // Submitted again without re-recording: the same results.
+  seq.submit();
+  ASSERT_TRUE(seq.wait());
+  same(model.read_classify(seq, c2), want2);
+  // Misuse.
+  test::expect_error([&] { model.read_classify(seq, Classifier::Classification{}); }, ErrorCode::invalid_argument,
+                     {"read_classify", "empty Classification"});
+  const Classifier other = Classifier::load(context(), dir.str());
+  test::expect_error([&] { other.read_classify(seq, c1); }, ErrorCode::invalid_argument, {"read_classify", "another model"});
+  Sequence unrelated = context().sequence();
+  unrelated.eval();
+  test::expect_error([&] { model.read_classify(unrelated, c1); }, ErrorCode::state, {"read_classify", "not download()ed in this sequence"});
+}
+
 TEST(Classifier, TextHelpers) {
   TempDir dir;
   TinyClassifierSpec s;

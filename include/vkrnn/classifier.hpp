@@ -86,6 +86,23 @@ class VKRNN_API Classifier {
   // The label classify_text gives for a ClassifyResult::predicted value.
   std::string label(std::int32_t predicted) const;
 
+  // classify() without the wait, for an app that owns the submission (Sequence::submit, or
+  // record_into its frame's command buffer): record_classify records the inputs' uploads, the
+  // forward graph and the results' downloads into seq (several classifications may share one
+  // recording); read_classify returns what classify() would have, once seq is done. Inputs are
+  // checked as classify() checks them, before anything is recorded.
+  class VKRNN_API Classification {
+   public:
+    Classification() = default;
+    std::size_t batch() const;
+    struct Impl;
+    std::shared_ptr<Impl> impl;
+  };
+  Classification record_classify(Sequence& seq, const std::vector<std::vector<std::int32_t>>& tokens,
+                                 const ClassifyOptions& options = {}) const;
+  // Error(state) before seq has finished; Error(non_finite) as classify()'s.
+  ClassifyResult read_classify(const Sequence& seq, const Classification& classification) const;
+
   // Classifies a dummy batch of every batch size x length in options (greedy / beam ignored),
   // so the first real classify() of those shapes does not build pipelines.
   WarmUpTask warm_up(const WarmUpOptions& options = {}) const;

@@ -95,132 +95,196 @@ std::vector<std::int32_t> Classifier::encode_text(std::string_view text) const {
   return impl_->tok.encode(text);
 }
 
+namespace {
+
+// One classification of a batch: its checks, its frame and what it reads (the logits and what
+// was asked for), its recording and its result (classify() and record_classify()).
+struct ClassifyRun {
+  const Classifier::Impl& m;
+  std::size_t B, T, C;
+  std::vector<std::int32_t> ids, lengths;
+  std::shared_ptr<const graph::Layout> layout;
+  graph::Frame frame;
+  int logits_t, probs_t;
+  std::vector<std::pair<std::string, int>> reads;  // role (or "@" + tensor name), tensor
+  Tensor probs;  // computed here when the graph does not compute them
+
+  ClassifyRun(const Classifier::Impl& model, const std::vector<std::vector<std::int32_t>>& tokens, const ClassifyOptions& options,
+              const char* call)
+      : m(model), B(tokens.size()), T(0), C(m.cfg.num_classes) {
+    if (tokens.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: no inputs (the batch is empty)", kOp, call));
+    const std::string input = fmt::format("{}::{}: input", kOp, call);
+    for (std::size_t b = 0; b < B; ++b) {
+      if (tokens[b].empty()) {
+        throw Error(ErrorCode::invalid_argument,
+                    fmt::format("{}::{}: input row {} is empty (a sequence needs at least one token)", kOp, call, b));
+      }
+      check_token_ids(tokens[b], m.cfg.vocab_size, input.c_str(), b);
+      T = std::max(T, tokens[b].size());
+    }
+    if (m.cfg.max_positions && T > m.cfg.max_positions) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: a sequence of {} steps exceeds the model's max_positions {}",
+                                                           kOp, call, T, m.cfg.max_positions));
+    }
+    const graph::Program& p = *m.program;
+    const graph::Graph& g = p.graph();
+    ids.assign(B * T, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0);
+    lengths.resize(B);
+    for (std::size_t b = 0; b < B; ++b) {
+      std::copy(tokens[b].begin(), tokens[b].end(), ids.begin() + static_cast<std::ptrdiff_t>(b * T));
+      lengths[b] = static_cast<std::int32_t>(tokens[b].size());
+    }
+    // What to compute: the logits and what was asked for.
+    logits_t = m.role("logits");
+    probs_t = m.role("probs");
+    reads = {{"logits", logits_t}};
+    if (probs_t >= 0) reads.push_back({"probs", probs_t});
+    auto ask = [&](const char* role, bool want) {
+      const int t = m.role(role);
+      if (want && t >= 0) reads.push_back({role, t});
+    };
+    ask("pooling", options.return_pooling);
+    ask("self_attention", options.return_self_attention);
+    ask("rnn_inputs", options.return_rnn);
+    ask("rnn_outputs", options.return_rnn);
+    for (const auto& name : options.outputs) {
+      const int t = g.find(name);
+      if (t < 0) throw Error(ErrorCode::not_found, fmt::format("{}::{}: the forward graph has no tensor '{}'", kOp, call, name));
+      if (g.tensors[static_cast<std::size_t>(t)].dtype != DType::f32) {
+        throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: tensor '{}' holds integers", kOp, call, name));
+      }
+      p.require_computed(t, fmt::format("{}::{}", kOp, call));
+      reads.push_back({"@" + name, t});
+    }
+    layout = p.layout(B, T);
+    frame = p.allocate(*layout, "Classifier");
+  }
+
+  // The inputs' uploads, the forward graph, the probabilities where the graph has none, and the
+  // downloads.
+  void record(Sequence& seq) {
+    Context& c = *m.ctx;
+    const graph::Program& p = *m.program;
+    const graph::Graph& g = p.graph();
+    for (std::size_t i = 0; i < g.inputs.size(); ++i) {
+      const bool is_ids = g.inputs[i].from == From::tokens;
+      frame.bound[i] = c.tensor(eval(g.inputs[i].shape, B, T), DType::i32, is_ids ? "Classifier ids" : "Classifier lengths");
+      seq.upload(frame.bound[i], is_ids ? ids : lengths);
+    }
+    std::vector<int> wanted;
+    for (const auto& [role, t] : reads) wanted.push_back(t);
+    graph::Exec exec = p.live(wanted);
+    exec.host_lengths = lengths;
+    p.record(seq, *layout, frame, exec);
+
+    if (probs_t < 0) {
+      probs = c.tensor({B, C}, DType::f32, "Classifier probabilities");
+      Tensor logits = p.whole(*layout, frame, logits_t);
+      if (!logits.valid()) {
+        logits = c.tensor({B, C}, DType::f32, "Classifier logits");
+        p.copy(seq, *layout, frame, logits_t, logits);
+      }
+      if (m.cfg.output_activation == OutputActivation::sigmoid) {
+        m.sigmoid.record(seq, logits, probs);
+      } else {
+        AttentionConfig sc;
+        sc.batch = B;
+        sc.max_source = C;
+        sc.hidden = 1;
+        const MaskedSoftmax softmax(c, sc, m.opts);
+        const Tensor classes = c.tensor({B}, DType::i32, "Classifier class counts");
+        seq.fill(classes, static_cast<std::uint32_t>(C));
+        softmax.record(seq, logits, classes, probs);
+      }
+      seq.download(probs);
+    }
+    std::set<const void*> downloaded;
+    for (const auto& [role, t] : reads) {
+      const graph::Place& pl = layout->places[static_cast<std::size_t>(t)];
+      const Tensor& base = pl.bound ? frame.bound[pl.index] : frame.owned[pl.index];
+      if (downloaded.insert(base.storage_ptr().get()).second) seq.download(base);
+    }
+  }
+
+  // The result once `seq`, which recorded the run, has finished.
+  ClassifyResult result(const Sequence& seq, const char* call) const {
+    const graph::Program& p = *m.program;
+    ClassifyResult r;
+    r.batch = B;
+    r.classes = C;
+    r.steps = T;
+    for (const auto& [role, t] : reads) {
+      std::vector<float> v = p.read(seq, *layout, frame, t);
+      if (role == "logits") r.logits = std::move(v);
+      else if (role == "probs") r.probs = std::move(v);
+      else if (role == "pooling") r.pooling = std::move(v);
+      else if (role == "self_attention") r.self_attention = std::move(v);
+      else if (role == "rnn_inputs") r.rnn_inputs = std::move(v);
+      else if (role == "rnn_outputs") r.rnn_outputs = std::move(v);
+      else r.outputs[role.substr(1)] = {layout->places[static_cast<std::size_t>(t)].shape, std::move(v)};
+    }
+    // NaN / infinite logits would still yield a class: name the row and the layer instead.
+    for (std::size_t i = 0; i < r.logits.size(); ++i) {
+      if (!std::isfinite(r.logits[i])) {
+        throw Error(ErrorCode::non_finite,
+                    fmt::format("{}::{}: {} gave a non-finite logit ({}) for row {}, class {}: check the model's "
+                                "weights and inputs",
+                                kOp, call, graph::producer_of(p.graph(), logits_t), r.logits[i], i / C, i % C));
+      }
+    }
+    if (probs.valid()) r.probs = seq.read<float>(probs);
+    for (std::size_t b = 0; b < B; ++b) {
+      const float* pr = &r.probs[b * C];
+      if (C == 1) {
+        r.predicted.push_back(pr[0] >= 0.5f ? 1 : 0);
+      } else {
+        r.predicted.push_back(static_cast<std::int32_t>(std::max_element(pr, pr + C) - pr));
+      }
+    }
+    r.stats = seq.stats();
+    return r;
+  }
+};
+
+}  // namespace
+
+struct Classifier::Classification::Impl {
+  ClassifyRun run;
+};
+
+std::size_t Classifier::Classification::batch() const { return impl ? impl->run.B : 0; }
+
 ClassifyResult Classifier::classify(const std::vector<std::vector<std::int32_t>>& tokens, const ClassifyOptions& options) const {
-  const Impl& m = *impl_;
-  if (tokens.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{}::classify: no inputs (the batch is empty)", kOp));
-  std::size_t T = 0;
-  for (std::size_t b = 0; b < tokens.size(); ++b) {
-    if (tokens[b].empty()) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("{}::classify: input row {} is empty (a sequence needs at least one token)", kOp, b));
-    }
-    check_token_ids(tokens[b], m.cfg.vocab_size, "Classifier::classify: input", b);
-    T = std::max(T, tokens[b].size());
-  }
-  if (m.cfg.max_positions && T > m.cfg.max_positions) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{}::classify: a sequence of {} steps exceeds the model's max_positions {}", kOp, T, m.cfg.max_positions));
-  }
-  Context& c = *m.ctx;
-  const graph::Program& p = *m.program;
-  const graph::Graph& g = p.graph();
-  const std::size_t B = tokens.size(), C = m.cfg.num_classes;
-  std::vector<std::int32_t> ids(B * T, m.cfg.special.pad >= 0 ? m.cfg.special.pad : 0), lengths(B);
-  for (std::size_t b = 0; b < B; ++b) {
-    std::copy(tokens[b].begin(), tokens[b].end(), ids.begin() + static_cast<std::ptrdiff_t>(b * T));
-    lengths[b] = static_cast<std::int32_t>(tokens[b].size());
-  }
-  const auto layout = p.layout(B, T);
-  graph::Frame frame = p.allocate(*layout, "Classifier");
-  Sequence seq = c.sequence({.label = "Classifier::classify"});
-  for (std::size_t i = 0; i < g.inputs.size(); ++i) {
-    const bool is_ids = g.inputs[i].from == From::tokens;
-    frame.bound[i] = c.tensor(eval(g.inputs[i].shape, B, T), DType::i32, is_ids ? "Classifier ids" : "Classifier lengths");
-    seq.upload(frame.bound[i], is_ids ? ids : lengths);
-  }
-
-  // What to compute: the logits and what was asked for.
-  const int logits_t = m.role("logits"), probs_t = m.role("probs");
-  std::vector<std::pair<std::string, int>> reads = {{"logits", logits_t}};
-  if (probs_t >= 0) reads.push_back({"probs", probs_t});
-  auto ask = [&](const char* role, bool want) {
-    const int t = m.role(role);
-    if (want && t >= 0) reads.push_back({role, t});
-  };
-  ask("pooling", options.return_pooling);
-  ask("self_attention", options.return_self_attention);
-  ask("rnn_inputs", options.return_rnn);
-  ask("rnn_outputs", options.return_rnn);
-  for (const auto& name : options.outputs) {
-    const int t = g.find(name);
-    if (t < 0) throw Error(ErrorCode::not_found, fmt::format("{}::classify: the forward graph has no tensor '{}'", kOp, name));
-    if (g.tensors[static_cast<std::size_t>(t)].dtype != DType::f32) {
-      throw Error(ErrorCode::invalid_argument, fmt::format("{}::classify: tensor '{}' holds integers", kOp, name));
-    }
-    p.require_computed(t, fmt::format("{}::classify", kOp));
-    reads.push_back({"@" + name, t});
-  }
-  std::vector<int> wanted;
-  for (const auto& [role, t] : reads) wanted.push_back(t);
-  graph::Exec exec = p.live(wanted);
-  exec.host_lengths = lengths;
-  p.record(seq, *layout, frame, exec);
-
-  // Probabilities, when the graph does not compute them.
-  Tensor probs;
-  if (probs_t < 0) {
-    probs = c.tensor({B, C}, DType::f32, "Classifier probabilities");
-    Tensor logits = p.whole(*layout, frame, logits_t);
-    if (!logits.valid()) {
-      logits = c.tensor({B, C}, DType::f32, "Classifier logits");
-      p.copy(seq, *layout, frame, logits_t, logits);
-    }
-    if (m.cfg.output_activation == OutputActivation::sigmoid) {
-      m.sigmoid.record(seq, logits, probs);
-    } else {
-      AttentionConfig sc;
-      sc.batch = B;
-      sc.max_source = C;
-      sc.hidden = 1;
-      const MaskedSoftmax softmax(c, sc, m.opts);
-      const Tensor classes = c.tensor({B}, DType::i32, "Classifier class counts");
-      seq.fill(classes, static_cast<std::uint32_t>(C));
-      softmax.record(seq, logits, classes, probs);
-    }
-    seq.download(probs);
-  }
-  std::set<const void*> downloaded;
-  for (const auto& [role, t] : reads) {
-    const graph::Place& pl = layout->places[static_cast<std::size_t>(t)];
-    const Tensor& base = pl.bound ? frame.bound[pl.index] : frame.owned[pl.index];
-    if (downloaded.insert(base.storage_ptr().get()).second) seq.download(base);
-  }
+  ClassifyRun run(*impl_, tokens, options, "classify");
+  Sequence seq = impl_->ctx->sequence({.label = "Classifier::classify"});
+  run.record(seq);
   seq.eval();
+  return run.result(seq, "classify");
+}
 
-  ClassifyResult r;
-  r.batch = B;
-  r.classes = C;
-  r.steps = T;
-  for (const auto& [role, t] : reads) {
-    std::vector<float> v = p.read(seq, *layout, frame, t);
-    if (role == "logits") r.logits = std::move(v);
-    else if (role == "probs") r.probs = std::move(v);
-    else if (role == "pooling") r.pooling = std::move(v);
-    else if (role == "self_attention") r.self_attention = std::move(v);
-    else if (role == "rnn_inputs") r.rnn_inputs = std::move(v);
-    else if (role == "rnn_outputs") r.rnn_outputs = std::move(v);
-    else r.outputs[role.substr(1)] = {layout->places[static_cast<std::size_t>(t)].shape, std::move(v)};
+Classifier::Classification Classifier::record_classify(Sequence& seq, const std::vector<std::vector<std::int32_t>>& tokens,
+                                                       const ClassifyOptions& options) const {
+  Classification c;
+  c.impl = std::make_shared<Classification::Impl>(Classification::Impl{ClassifyRun(*impl_, tokens, options, "record_classify")});
+  seq.begin_label("Classifier::record_classify");
+  c.impl->run.record(seq);
+  seq.end_label();
+  return c;
+}
+
+ClassifyResult Classifier::read_classify(const Sequence& seq, const Classification& classification) const {
+  if (!classification.impl) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_classify: an empty Classification", kOp));
   }
-  // NaN / infinite logits would still yield a class: name the row and the layer instead.
-  for (std::size_t i = 0; i < r.logits.size(); ++i) {
-    if (!std::isfinite(r.logits[i])) {
-      throw Error(ErrorCode::non_finite,
-                  fmt::format("{}::classify: {} gave a non-finite logit ({}) for row {}, class {}: check the model's "
-                              "weights and inputs",
-                              kOp, graph::producer_of(g, logits_t), r.logits[i], i / C, i % C));
-    }
+  if (&classification.impl->run.m != impl_.get()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_classify: the classification was recorded by another model", kOp));
   }
-  if (probs.valid()) r.probs = seq.read<float>(probs);
-  for (std::size_t b = 0; b < B; ++b) {
-    const float* pr = &r.probs[b * C];
-    if (C == 1) {
-      r.predicted.push_back(pr[0] >= 0.5f ? 1 : 0);
-    } else {
-      r.predicted.push_back(static_cast<std::int32_t>(std::max_element(pr, pr + C) - pr));
-    }
+  try {
+    return classification.impl->run.result(seq, "read_classify");
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::state) throw;
+    throw Error(ErrorCode::state, fmt::format("{}::read_classify: {}", kOp, e.what()));
   }
-  r.stats = seq.stats();
-  return r;
 }
 
 std::vector<std::string> Classifier::classify_text(const std::vector<std::string>& texts) const {
