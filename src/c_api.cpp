@@ -258,8 +258,9 @@ struct vkrnn_decoder {
 struct vkrnn_job {
   std::shared_ptr<Model> model;
   vkrnn::Sequence seq;  // submitted; its destructor waits for the GPU
-  vkrnn::Seq2Seq::GreedyDecode greedy;  // one of the two
+  vkrnn::Seq2Seq::GreedyDecode greedy;  // one of the three
   vkrnn::Seq2Seq::BeamDecode beam;
+  vkrnn::Classifier::Classification classification;
   std::size_t source_length = 0;  // beam: the batch's longest source
   bool taken = false;   // the result was handed out
 };
@@ -398,7 +399,7 @@ vkrnn_job* submit_decode(const vkrnn_model* model, const Sources& sources, const
   }
   const Model& m = *model->model;
   auto job = std::make_unique<vkrnn_job>(
-      vkrnn_job{model->model, m.ctx->sequence({.label = Beam ? "vkrnn_beam_submit" : "vkrnn_greedy_submit"}), {}, {}, 0, false});
+      vkrnn_job{model->model, m.ctx->sequence({.label = Beam ? "vkrnn_beam_submit" : "vkrnn_greedy_submit"}), {}, {}, {}, 0, false});
   const auto encoded = m.seq2seq->prepare(sources);
   m.seq2seq->record_encode(job->seq, encoded);
   if constexpr (Beam) {
@@ -439,9 +440,8 @@ vkrnn_result* blocking(const vkrnn_model* model, const Sources& sources, const v
   return decode(*model->model->seq2seq, sources, options);
 }
 
-vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<std::vector<std::int32_t>>& inputs,
-                              int return_pooling) {
-  const vkrnn::ClassifyResult r = model.classify(inputs, {.return_pooling = return_pooling != 0});
+// A classification's rows.
+vkrnn_result* result_of(const vkrnn::Classifier& model, const vkrnn::ClassifyResult& r) {
   auto out = std::make_unique<vkrnn_result>();
   out->classification = true;
   out->num_classes = r.classes;
@@ -458,6 +458,21 @@ vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<
     out->classes.push_back(std::move(c));
   }
   return out.release();
+}
+
+vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<std::vector<std::int32_t>>& inputs,
+                              int return_pooling) {
+  return result_of(model, model.classify(inputs, {.return_pooling = return_pooling != 0}));
+}
+
+// A classification submitted, not waited for (vkrnn_classify_submit).
+vkrnn_job* submit_classify(const vkrnn_model* model, const Sources& inputs, int return_pooling) {
+  const Model& m = *model->model;
+  auto job = std::make_unique<vkrnn_job>(
+      vkrnn_job{model->model, m.ctx->sequence({.label = "vkrnn_classify_submit"}), {}, {}, {}, 0, false});
+  job->classification = m.classifier->record_classify(job->seq, inputs, {.return_pooling = return_pooling != 0});
+  job->seq.submit();
+  return job.release();
 }
 
 }  // namespace
@@ -689,9 +704,15 @@ vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result) {
       if (!wait) throw Error(ErrorCode::state, "the job is still running on the GPU (poll vkrnn_job_done, or pass wait = 1)");
       j.seq.wait();
     }
-    const vkrnn::Seq2Seq& s = *j.model->seq2seq;
-    auto out = std::unique_ptr<vkrnn_result>(j.beam.impl ? result_of(s, j.source_length, s.read_beam(j.seq, j.beam))
-                                                         : result_of(s, s.read_greedy(j.seq, j.greedy)));
+    std::unique_ptr<vkrnn_result> out;
+    if (j.classification.impl) {
+      const vkrnn::Classifier& c = *j.model->classifier;
+      out.reset(result_of(c, c.read_classify(j.seq, j.classification)));
+    } else {
+      const vkrnn::Seq2Seq& s = *j.model->seq2seq;
+      out.reset(j.beam.impl ? result_of(s, j.source_length, s.read_beam(j.seq, j.beam))
+                            : result_of(s, s.read_greedy(j.seq, j.greedy)));
+    }
     j.taken = true;
     *result = out.release();
   });
@@ -742,6 +763,24 @@ vkrnn_status vkrnn_classify_text(const vkrnn_model* model, const char* const* te
     need(result, "result");
     *result = classify_result(c, texts_of(texts, batch, [&](const char* t) { return c.encode_text(t); }),
                               return_pooling);
+  });
+}
+
+vkrnn_status vkrnn_classify_submit(const vkrnn_model* model, const int32_t* const* inputs, const size_t* lengths,
+                                   size_t batch, int return_pooling, vkrnn_job** job) {
+  return guard(__func__, [&] {
+    classifier_of(model);
+    need(job, "job");
+    *job = submit_classify(model, sources_of(inputs, lengths, batch), return_pooling);
+  });
+}
+
+vkrnn_status vkrnn_classify_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch, int return_pooling,
+                                        vkrnn_job** job) {
+  return guard(__func__, [&] {
+    const auto& c = classifier_of(model);
+    need(job, "job");
+    *job = submit_classify(model, texts_of(texts, batch, [&](const char* t) { return c.encode_text(t); }), return_pooling);
   });
 }
 

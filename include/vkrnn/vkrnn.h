@@ -294,7 +294,7 @@ VKRNN_API vkrnn_status vkrnn_beam_text_submit(const vkrnn_model* model, const ch
                                               const vkrnn_decode_options* options, vkrnn_job** job);
 /* *done = 1 once the GPU has finished the job, else 0; never blocks. */
 VKRNN_API vkrnn_status vkrnn_job_done(const vkrnn_job* job, int* done);
-/* The job's result (as vkrnn_greedy's or vkrnn_beam's), once: before the job is done VKRNN_ERROR_STATE, unless
+/* The job's result (as vkrnn_greedy's, vkrnn_beam's or vkrnn_classify's), once: before the job is done VKRNN_ERROR_STATE, unless
  * wait is non-zero (then it blocks until the job is done); asked again, VKRNN_ERROR_STATE. */
 VKRNN_API vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result);
 /* Waits for the job's GPU work if it is still running (its buffers are in use), then frees it. */
@@ -324,6 +324,11 @@ VKRNN_API vkrnn_status vkrnn_classify(const vkrnn_model* model, const int32_t* c
                                       size_t batch, int return_pooling, vkrnn_result** result);
 VKRNN_API vkrnn_status vkrnn_classify_text(const vkrnn_model* model, const char* const* texts, size_t batch,
                                            int return_pooling, vkrnn_result** result);
+/* Without blocking, as vkrnn_greedy_submit: a job whose vkrnn_job_result is vkrnn_classify's. */
+VKRNN_API vkrnn_status vkrnn_classify_submit(const vkrnn_model* model, const int32_t* const* inputs, const size_t* lengths,
+                                             size_t batch, int return_pooling, vkrnn_job** job);
+VKRNN_API vkrnn_status vkrnn_classify_text_submit(const vkrnn_model* model, const char* const* texts, size_t batch,
+                                                  int return_pooling, vkrnn_job** job);
 
 typedef struct vkrnn_classification {
   int32_t predicted;      /* the class (one-class sigmoid: 1 when p >= 0.5) */

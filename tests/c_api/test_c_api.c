@@ -862,6 +862,40 @@ static void check_jobs(vkrnn_model* dates, vkrnn_model* sentiment) {
   CHECK_STATUS(vkrnn_beam_text_submit(sentiment, texts, 1, NULL, &job), VKRNN_ERROR_INVALID_ARGUMENT, "classifier");
   CHECK(job == NULL);
   vkrnn_result_destroy(want);
+  want = NULL;
+
+  /* A classification as a job: vkrnn_classify's classes, probabilities and pooling weights. */
+  {
+    const char* reviews[] = {"a wonderful, moving film", "dull and far too long", "fine"};
+    vkrnn_classification x, y;
+    size_t c;
+    CHECK_STATUS(vkrnn_classify_text(sentiment, reviews, 3, 1, &want), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_classify_text_submit(sentiment, reviews, 3, 1, &job), VKRNN_OK, NULL);
+    CHECK_STATUS(vkrnn_job_result(job, 1, &got), VKRNN_OK, NULL);
+    CHECK(vkrnn_result_rows(got) == 3);
+    for (i = 0; i < 3 && got && want; ++i) {
+      CHECK_STATUS(vkrnn_result_classification(want, i, &x), VKRNN_OK, NULL);
+      CHECK_STATUS(vkrnn_result_classification(got, i, &y), VKRNN_OK, NULL);
+      CHECK(x.predicted == y.predicted && strcmp(x.label, y.label) == 0 && x.classes == y.classes && x.steps == y.steps);
+      for (c = 0; c < x.classes; ++c) CHECK(x.probs[c] == y.probs[c] && x.logits[c] == y.logits[c]);
+      CHECK(x.pooling != NULL && y.pooling != NULL);
+      if (x.pooling && y.pooling) CHECK(memcmp(x.pooling, y.pooling, x.steps * sizeof(float)) == 0);
+    }
+    vkrnn_result_destroy(got);
+    got = NULL;
+    vkrnn_job_destroy(job);
+    job = NULL;
+    CHECK_STATUS(vkrnn_classify_text_submit(dates, reviews, 1, 0, &job), VKRNN_ERROR_INVALID_ARGUMENT, "not a classifier");
+    CHECK_STATUS(vkrnn_classify_text_submit(sentiment, reviews, 1, 0, NULL), VKRNN_ERROR_INVALID_ARGUMENT, "job is NULL");
+    {
+      const int32_t bad_ids[] = {5, 1000000};
+      const int32_t* bad_inputs[] = {bad_ids};
+      const size_t bad_lengths[] = {2};
+      CHECK_STATUS(vkrnn_classify_submit(sentiment, bad_inputs, bad_lengths, 1, 0, &job), VKRNN_ERROR_INVALID_ARGUMENT, "1000000");
+    }
+    CHECK(job == NULL);
+    vkrnn_result_destroy(want);
+  }
 }
 
 static void check_adopt(int expect_vkrnn_loader) {
