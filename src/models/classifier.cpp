@@ -273,18 +273,8 @@ Classifier::Classification Classifier::record_classify(Sequence& seq, const std:
 }
 
 ClassifyResult Classifier::read_classify(const Sequence& seq, const Classification& classification) const {
-  if (!classification.impl) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_classify: an empty Classification", kOp));
-  }
-  if (&classification.impl->run.m != impl_.get()) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::read_classify: the classification was recorded by another model", kOp));
-  }
-  try {
-    return classification.impl->run.result(seq, "read_classify");
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::state) throw;
-    throw Error(ErrorCode::state, fmt::format("{}::read_classify: {}", kOp, e.what()));
-  }
+  return model_detail::read_recorded(impl_.get(), classification, kOp, "read_classify", "Classification",
+                                     [&](const ClassifyRun& run) { return run.result(seq, "read_classify"); });
 }
 
 std::vector<std::string> Classifier::classify_text(const std::vector<std::string>& texts) const {

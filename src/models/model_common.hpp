@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "io/untrusted.hpp"
+#include "vkrnn/error.hpp"
 #include "vkrnn/model.hpp"
 
 #include "vkrnn/context.hpp"
@@ -79,6 +82,23 @@ inline std::vector<std::vector<std::size_t>> text_batches(const std::vector<std:
     first += count;
   }
   return out;
+}
+
+// read_greedy / read_beam / read_classify: `read(run)` for work this model recorded (the
+// handle's impl holds a `run` whose `m` is the model's Impl), with the Sequence's state errors
+// (read before it finished, or from another sequence) named by the call.
+template <class Handle, class Read>
+auto read_recorded(const void* model, const Handle& handle, const char* op, const char* call, const char* type, Read read) {
+  if (!handle.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: an empty {}", op, call, type));
+  if (static_cast<const void*>(&handle.impl->run.m) != model) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: the {} was recorded by another model", op, call, type));
+  }
+  try {
+    return read(handle.impl->run);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::state) throw;
+    throw Error(ErrorCode::state, fmt::format("{}::{}: {}", op, call, e.what()));
+  }
 }
 
 }  // namespace vkrnn::model_detail

@@ -999,28 +999,8 @@ Seq2Seq::GreedyDecode Seq2Seq::record_greedy(Sequence& seq, const Encoded& encod
   return d;
 }
 
-namespace {
-
-// read_greedy / read_beam: `read(run)` for a decode this model recorded, with the Sequence's
-// errors (read before it finished, or from another sequence) named by the call.
-template <class Decode, class Read>
-auto read_recorded(const Seq2Seq::Impl* model, const Decode& decode, const char* call, const char* type, Read read) {
-  if (!decode.impl) throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: an empty {}", kOp, call, type));
-  if (&decode.impl->run.m != model) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{}::{}: the decode was recorded by another model", kOp, call));
-  }
-  try {
-    return read(decode.impl->run);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::state) throw;
-    throw Error(ErrorCode::state, fmt::format("{}::{}: {}", kOp, call, e.what()));
-  }
-}
-
-}  // namespace
-
 DecodeResult Seq2Seq::read_greedy(const Sequence& seq, const GreedyDecode& decode) const {
-  return read_recorded(impl_.get(), decode, "read_greedy", "GreedyDecode",
+  return model_detail::read_recorded(impl_.get(), decode, kOp, "read_greedy", "GreedyDecode",
                        [&](const GreedyRun& run) { return run.whole_result(seq, "read_greedy"); });
 }
 
@@ -1285,7 +1265,7 @@ Seq2Seq::BeamDecode Seq2Seq::record_beam(Sequence& seq, const Encoded& encoded, 
 }
 
 std::vector<std::vector<Hypothesis>> Seq2Seq::read_beam(const Sequence& seq, const BeamDecode& decode) const {
-  return read_recorded(impl_.get(), decode, "read_beam", "BeamDecode",
+  return model_detail::read_recorded(impl_.get(), decode, kOp, "read_beam", "BeamDecode",
                        [&](const BeamRun& run) { return run.hypotheses(seq, "read_beam"); });
 }
 
