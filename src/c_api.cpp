@@ -261,7 +261,6 @@ struct vkrnn_job {
   vkrnn::Seq2Seq::GreedyDecode greedy;  // one of the three
   vkrnn::Seq2Seq::BeamDecode beam;
   vkrnn::Classifier::Classification classification;
-  std::size_t source_length = 0;  // beam: the batch's longest source
   bool taken = false;   // the result was handed out
 };
 
@@ -399,12 +398,11 @@ vkrnn_job* submit_decode(const vkrnn_model* model, const Sources& sources, const
   }
   const Model& m = *model->model;
   auto job = std::make_unique<vkrnn_job>(
-      vkrnn_job{model->model, m.ctx->sequence({.label = Beam ? "vkrnn_beam_submit" : "vkrnn_greedy_submit"}), {}, {}, {}, 0, false});
+      vkrnn_job{model->model, m.ctx->sequence({.label = Beam ? "vkrnn_beam_submit" : "vkrnn_greedy_submit"}), {}, {}, {}, false});
   const auto encoded = m.seq2seq->prepare(sources);
   m.seq2seq->record_encode(job->seq, encoded);
   if constexpr (Beam) {
     job->beam = m.seq2seq->record_beam(job->seq, encoded, beam_options(sources, options));
-    job->source_length = longest(sources);
   } else {
     job->greedy = m.seq2seq->record_greedy(job->seq, encoded, decode_options(options, sources.size()));
   }
@@ -469,7 +467,7 @@ vkrnn_result* classify_result(const vkrnn::Classifier& model, const std::vector<
 vkrnn_job* submit_classify(const vkrnn_model* model, const Sources& inputs, int return_pooling) {
   const Model& m = *model->model;
   auto job = std::make_unique<vkrnn_job>(
-      vkrnn_job{model->model, m.ctx->sequence({.label = "vkrnn_classify_submit"}), {}, {}, {}, 0, false});
+      vkrnn_job{model->model, m.ctx->sequence({.label = "vkrnn_classify_submit"}), {}, {}, {}, false});
   job->classification = m.classifier->record_classify(job->seq, inputs, {.return_pooling = return_pooling != 0});
   job->seq.submit();
   return job.release();
@@ -710,7 +708,7 @@ vkrnn_status vkrnn_job_result(vkrnn_job* job, int wait, vkrnn_result** result) {
       out.reset(result_of(c, c.read_classify(j.seq, j.classification)));
     } else {
       const vkrnn::Seq2Seq& s = *j.model->seq2seq;
-      out.reset(j.beam.impl ? result_of(s, j.source_length, s.read_beam(j.seq, j.beam))
+      out.reset(j.beam.impl ? result_of(s, j.beam.source_length(), s.read_beam(j.seq, j.beam))
                             : result_of(s, s.read_greedy(j.seq, j.greedy)));
     }
     j.taken = true;

@@ -16,6 +16,7 @@
 #include "common/saxpy.hpp"
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
+#include "test_models_tiny.hpp"
 #include "vk/context_impl.hpp"
 #include "vkrnn/vkrnn.hpp"
 
@@ -329,15 +330,7 @@ TEST(RecordInto, WholeBeamSearchInOneAppFrame) {
     AppWork w(app);
     run_in_one_app_frame(w, seq);
     const auto r = model.read_beam(seq, search);
-    ASSERT_EQ(r.size(), own.size());
-    for (std::size_t b = 0; b < r.size(); ++b) {
-      ASSERT_EQ(r[b].size(), own[b].size());
-      for (std::size_t j = 0; j < r[b].size(); ++j) {
-        EXPECT_EQ(r[b][j].tokens, own[b][j].tokens) << b << " " << j;
-        EXPECT_EQ(r[b][j].score, own[b][j].score) << b << " " << j;
-        EXPECT_TRUE(same_bits(r[b][j].attention, own[b][j].attention)) << b << " " << j;
-      }
-    }
+    test::expect_same_beams(r, own);
     EXPECT_EQ(app_stats.steps_run, own_stats.steps_run);
     EXPECT_LT(app_stats.steps_run, model.config().max_decode_length);
     EXPECT_EQ(app_stats.sequence.submissions, 0u);  // the app submitted it

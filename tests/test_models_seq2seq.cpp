@@ -650,6 +650,7 @@ TEST(Seq2Seq, RecordBeamEqualsBeam) {
     const Seq2Seq::BeamDecode d = model.record_beam(seq, enc, o);
     EXPECT_EQ(d.batch(), 3u);
     EXPECT_EQ(d.beam_width(), o.beam_width);
+    EXPECT_EQ(d.source_length(), 6u);
     EXPECT_EQ(d.max_len(), o.max_len ? o.max_len : spec.max_len);
     test::expect_error([&] { model.read_beam(seq, d); }, ErrorCode::state, {"Seq2Seq::read_beam", "before the sequence finished"});
     seq.submit();

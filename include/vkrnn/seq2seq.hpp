@@ -312,6 +312,7 @@ class VKRNN_API Seq2Seq {
     BeamDecode() = default;
     std::size_t batch() const;       // source rows
     std::size_t beam_width() const;  // K
+    std::size_t source_length() const;  // S: the batch's longest source (Hypothesis::attention's rows)
     std::size_t max_len() const;     // the steps recorded
     struct Impl;
     std::shared_ptr<Impl> impl;

@@ -1239,6 +1239,7 @@ struct Seq2Seq::BeamDecode::Impl {
 
 std::size_t Seq2Seq::BeamDecode::batch() const { return impl ? impl->run.B : 0; }
 std::size_t Seq2Seq::BeamDecode::beam_width() const { return impl ? impl->run.K : 0; }
+std::size_t Seq2Seq::BeamDecode::source_length() const { return impl ? impl->run.S : 0; }
 std::size_t Seq2Seq::BeamDecode::max_len() const { return impl ? impl->run.T : 0; }
 
 std::vector<std::vector<Hypothesis>> Seq2Seq::beam(const std::vector<std::vector<std::int32_t>>& sources,
