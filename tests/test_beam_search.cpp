@@ -8,9 +8,12 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,7 +22,12 @@
 
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
+#include "ops/beam_step.hpp"
 #include "vkrnn/beam_search.hpp"
+#include "vkrnn/concat.hpp"
+#include "vkrnn/embedding.hpp"
+#include "vkrnn/linear.hpp"
+#include "vkrnn/topk.hpp"
 
 namespace vkrnn {
 namespace {
@@ -526,6 +534,269 @@ TEST(BeamSearch, Errors) {
 }
 
 // More seeds over the biggest shapes (label "long").
+// --- BeamStep: the fused step against the ops it replaces ---------------------------------------
+// TopK + BeamSearch::record_step + Embedding gathers (+ Concat back) + close_gate_when_all, over
+// T steps of random logits inside a gate, against BeamStep doing all of it in one dispatch per
+// step. Everything must match exactly, except what the fused step leaves alone on purpose: the
+// candidates of rows that are not alive and the gathers of sources already done (their rows
+// are never read again).
+
+struct StepCase {
+  std::size_t B, K, V, T;
+  std::uint32_t seed;
+  bool back;          // gathers: {back, parent} instead of {parent over 2 blocks, token}
+  bool forced;        // the first two steps force some rows' tokens (a target prefix)
+  bool inf = false;   // row 0's logits hold +inf at step 0 (the non-finite flag)
+  float eos_bias = 0.0f;  // added to EOS's logit: searches that end early
+  OpOptions options = {};
+};
+
+struct StepRun {
+  std::vector<std::vector<float>> cand_v, to0, to1, from0;
+  std::vector<std::vector<std::int32_t>> cand_i, parents, next;
+  std::vector<std::vector<std::uint32_t>> done;
+  std::vector<std::int32_t> hist_token, hist_parent;
+  std::vector<std::uint32_t> fin_count, fin, nonfinite;
+  std::vector<float> ran;  // ran[t] = t + 1 where step t's gated work ran (0: the gate was closed)
+  std::uint32_t open_checks = 0, dispatches = 0;
+};
+
+constexpr std::uint32_t kSentinel = 0x7fc0dead;  // NaN bits no kernel writes
+
+StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
+  using Kind = BeamStep::Kind;
+  const std::size_t B = c.B, K = c.K, V = c.V, T = c.T, R = B * K, kc = std::min(K + 1, V);
+  const std::int32_t eos = 2, pad = 0;
+  const BeamSearch op(ctx, B, K, kc, T, eos, pad, c.options);
+  const BeamSearch::State st = op.make_state();
+  std::mt19937 rng(c.seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  auto random = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = normal(rng);
+    return v;
+  };
+  // Gather tensors: a state ping-ponging over 2 blocks of 5 columns + a token lookup of 6
+  // columns into columns 2..7 of a [R, 9] input; or a state in columns 4..8 of a [R, 12]
+  // tensor (scratch [R, 5]) + a state of 3 columns ping-ponging.
+  const std::size_t Vemb = V + 3;
+  Tensor ping[2], wide, scratch, table, emb;
+  std::vector<BeamStep::Gather> gathers;
+  if (!c.back) {
+    ping[0] = ctx.tensor({2, R, 5}, DType::f32);
+    ping[1] = ctx.tensor({2, R, 5}, DType::f32);
+    table = ctx.tensor({Vemb, 6}, DType::f32);
+    emb = ctx.tensor({R, 9}, DType::f32);
+    gathers = {{.from = ping[0], .to = ping[1], .cols = 5, .outer = 2, .from_ld = 5, .to_ld = 5},
+               {.from = table, .to = emb, .cols = 6, .from_ld = 6, .to_offset = 2, .to_ld = 9, .kind = Kind::token, .vocab = Vemb}};
+  } else {
+    wide = ctx.tensor({R, 12}, DType::f32);
+    scratch = ctx.tensor({R, 5}, DType::f32);
+    ping[0] = ctx.tensor({R, 3}, DType::f32);
+    ping[1] = ctx.tensor({R, 3}, DType::f32);
+    gathers = {{.from = wide, .to = scratch, .cols = 5, .from_offset = 4, .from_ld = 12, .to_ld = 5, .kind = Kind::back},
+               {.from = ping[0], .to = ping[1], .cols = 3, .from_ld = 3, .to_ld = 3}};
+  }
+  std::optional<BeamStep> step;
+  if (fused) {
+    step = BeamStep::make(ctx, op, V, gathers, c.options);
+    EXPECT_TRUE(step.has_value());
+    if (!step) return {};
+  }
+  const TopK topk(ctx, kc, c.options);
+  const Embedding embedding(ctx, c.options);
+  const Concat concat(ctx, c.options);
+  const Tensor logits = ctx.tensor({R, V}, DType::f32), forced = ctx.tensor({R}, DType::i32);
+  const Tensor cv = ctx.tensor({R, kc}, DType::f32), ci = ctx.tensor({R, kc}, DType::i32);
+  const Tensor parents = ctx.tensor({R}, DType::i32), next = ctx.tensor({R}, DType::i32);
+  const Tensor nonfinite = ctx.tensor({R}, DType::u32);
+  // A gated copy per step marks the steps that ran: once the gate is closed they stay 0.
+  const Tensor step_ids = ctx.tensor({T}, DType::f32), ran = ctx.tensor({T}, DType::f32);
+  std::vector<float> ids(T);
+  std::iota(ids.begin(), ids.end(), 1.0f);
+
+  Sequence seq = ctx.sequence();
+  seq.upload(step_ids, ids).fill(ran, 0u);
+  op.record_reset(seq, st);
+  seq.fill(nonfinite, 0u);
+  if (table.valid()) seq.upload(table, random(Vemb * 6));
+  if (emb.valid()) seq.fill(emb, 0u);
+  if (scratch.valid()) seq.fill(scratch, 0u);
+  if (step) step->record_reset(seq);
+  struct Snap { Tensor cv, ci, parents, next, done, to0, to1, from0; };
+  std::vector<Snap> snaps(T);
+  seq.begin_gate();
+  for (std::size_t t = 0; t < T; ++t) {
+    // What a decoder step would have written: logits and new states.
+    std::vector<float> x = random(R * V);
+    for (std::size_t r = 0; r < R; ++r) x[r * V + eos] += c.eos_bias;
+    if (c.inf && t == 0) x[3 % V] = std::numeric_limits<float>::infinity();
+    seq.upload(logits, x);
+    seq.upload(gathers[0].from, random(gathers[0].from.size()));
+    seq.upload(gathers[1].kind == Kind::token ? gathers[0].from : gathers[1].from,
+               random((gathers[1].kind == Kind::token ? gathers[0].from : gathers[1].from).size()));
+    concat.record(seq, {MatrixView{step_ids, 1, 1, t, 1}}, MatrixView{ran, 1, 1, t, 1});
+    const bool force = c.forced && t < 2;
+    if (force) {
+      std::vector<std::int32_t> f(R);
+      for (std::size_t r = 0; r < R; ++r) f[r] = r % 3 == 0 ? -1 : static_cast<std::int32_t>((r * 7 + t) % V);
+      seq.upload(forced, f);
+    }
+    seq.fill(cv, kSentinel).fill(ci, kSentinel);
+    const bool last = t + 1 == T;
+    const std::span<const BeamStep::Gather> g = last ? std::span<const BeamStep::Gather>{} : std::span(gathers);
+    if (step) {
+      step->record(seq, st, t, logits, force ? forced : Tensor{}, nonfinite, cv, ci, parents, next, g, !last);
+    } else {
+      topk.record(seq, logits, cv, ci, true, nonfinite, static_cast<std::uint32_t>(t + 1), force ? forced : Tensor{});
+      op.record_step(seq, st, t, cv, ci, parents, next);
+      for (const auto& e : g) {
+        const Tensor& ids = e.kind == Kind::token ? next : parents;
+        for (std::size_t o = 0; o < e.outer; ++o) {
+          const std::size_t rows = e.kind == Kind::token ? e.vocab : R;
+          embedding.record(seq, MatrixView{e.from, rows, e.cols, e.from_offset + o * R * e.cols, e.from_ld}, ids,
+                           MatrixView{e.to, R, e.cols, e.to_offset + o * R * e.cols, e.to_ld});
+        }
+        if (e.kind == Kind::back) {
+          concat.record(seq, {MatrixView{e.to, R, e.cols, e.to_offset, e.to_ld}},
+                        MatrixView{e.from, R, e.cols, e.from_offset, e.from_ld});
+        }
+      }
+      if (!last) seq.close_gate_when_all(st.done);
+    }
+    Snap& sn = snaps[t];
+    auto snap = [&](const Tensor& from) {
+      const Tensor to = ctx.tensor(from.shape(), from.dtype());
+      seq.copy(from, to);
+      seq.download(to);
+      return to;
+    };
+    sn = {snap(cv), snap(ci), snap(parents), snap(next), snap(st.done), snap(gathers[0].to), snap(gathers[1].to),
+          snap(gathers[0].from)};
+    // The ping-pong states swap buffers, as the decoder's do.
+    for (auto& e : gathers) {
+      if (e.kind == Kind::parent) std::swap(e.from, e.to);
+    }
+  }
+  seq.end_gate();
+  op.record_download(seq, st);
+  seq.download(nonfinite).download(ran);
+  seq.eval();
+
+  StepRun run;
+  run.ran = seq.read<float>(ran);
+  for (const Snap& sn : snaps) {
+    run.cand_v.push_back(seq.read<float>(sn.cv));
+    run.cand_i.push_back(seq.read<std::int32_t>(sn.ci));
+    run.parents.push_back(seq.read<std::int32_t>(sn.parents));
+    run.next.push_back(seq.read<std::int32_t>(sn.next));
+    run.done.push_back(seq.read<std::uint32_t>(sn.done));
+    run.to0.push_back(seq.read<float>(sn.to0));
+    run.to1.push_back(seq.read<float>(sn.to1));
+    run.from0.push_back(seq.read<float>(sn.from0));
+  }
+  run.hist_token = seq.read<std::int32_t>(st.hist_token);
+  run.hist_parent = seq.read<std::int32_t>(st.hist_parent);
+  run.fin_count = seq.read<std::uint32_t>(st.fin_count);
+  run.fin = seq.read<std::uint32_t>(st.fin);
+  run.nonfinite = seq.read<std::uint32_t>(nonfinite);
+  run.open_checks = seq.open_gate_checks();
+  run.dispatches = seq.stats().dispatches;
+  return run;
+}
+
+// Rows [r0, r0 + n) x cols of a [., R, cols] snapshot block, bit for bit.
+bool same_rows(const std::vector<float>& a, const std::vector<float>& b, std::size_t first, std::size_t count) {
+  return std::memcmp(a.data() + first, b.data() + first, count * sizeof(float)) == 0;
+}
+
+void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun& want) {
+  const std::size_t K = c.K, R = c.B * c.K, kc = std::min(c.K + 1, c.V);
+  EXPECT_EQ(got.hist_token, want.hist_token);
+  EXPECT_EQ(got.hist_parent, want.hist_parent);
+  EXPECT_EQ(got.fin_count, want.fin_count);
+  EXPECT_EQ(got.fin, want.fin);
+  EXPECT_EQ(got.open_checks, want.open_checks);
+  EXPECT_EQ(got.ran, want.ran);
+  EXPECT_EQ(got.nonfinite, want.nonfinite);
+  std::size_t compared = 0;
+  for (std::size_t t = 0; t < c.T; ++t) {
+    SCOPED_TRACE(fmt::format("step {}", t));
+    EXPECT_EQ(got.parents[t], want.parents[t]);
+    EXPECT_EQ(got.next[t], want.next[t]);
+    EXPECT_EQ(got.done[t], want.done[t]);
+    for (std::size_t r = 0; r < R; ++r) {
+      if (std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc]) == kSentinel) continue;  // not alive: not computed
+      ++compared;
+      for (std::size_t j = 0; j < kc; ++j) {
+        EXPECT_EQ(std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc + j]), std::bit_cast<std::uint32_t>(want.cand_v[t][r * kc + j]))
+            << "row " << r << " candidate " << j;
+        EXPECT_EQ(got.cand_i[t][r * kc + j], want.cand_i[t][r * kc + j]) << "row " << r << " candidate " << j;
+      }
+    }
+    if (t + 1 == c.T) continue;  // no gathers on the last step
+    EXPECT_EQ(got.from0[t], want.from0[t]);  // a state copied back: every row, done or not
+    for (std::size_t b = 0; b < c.B; ++b) {
+      if (t > 0 && got.done[t - 1][b] != 0) continue;  // done before this step: no gathers
+      for (const auto* pair : {&got.to0, &got.to1}) {
+        const auto& g = *pair;
+        const auto& w = pair == &got.to0 ? want.to0 : want.to1;
+        const std::size_t cols = g[t].size() / R / (pair == &got.to0 && !c.back ? 2 : 1);
+        const std::size_t blocks = g[t].size() / (R * cols);
+        for (std::size_t o = 0; o < blocks; ++o) {
+          EXPECT_TRUE(same_rows(g[t], w[t], (o * R + b * K) * cols, K * cols))
+              << (pair == &got.to0 ? "gather 0" : "gather 1") << ", source " << b << ", block " << o;
+        }
+      }
+    }
+  }
+  EXPECT_GT(compared, 0u);
+}
+
+TEST(BeamStep, EqualsTheOpsItFuses) {
+  std::uint32_t seed = 3000;
+  std::size_t closed_early = 0;
+  for (const StepCase& c : std::vector<StepCase>{
+           {1, 4, 37, 8, seed++, false, false, false, 4.0f},
+           {3, 3, 300, 10, seed++, true, true},
+           {5, 5, 7, 9, seed++, false, true, false, 1.0f},
+           {2, 1, 11, 6, seed++, true, false, false, 3.0f},
+           {4, 16, 64, 7, seed++, false, false, false, 5.0f},
+           {2, 3, 23, 5, seed++, true, false, true},
+           {3, 2, 40, 6, seed++, false, true, false, 3.0f, {.force_shared_memory_reduction = true}},
+           // Rows per workgroup: one (GPUs' default), two (a source over several workgroups).
+           {3, 5, 50, 8, seed++, true, false, false, 3.0f, {.tile = 1}},
+           {2, 5, 30, 7, seed++, false, true, false, 2.0f, {.tile = 2}},
+       }) {
+    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} back {} forced {} inf {}", c.B, c.K, c.V, c.T, c.back, c.forced, c.inf));
+    const StepRun got = run_steps(context(), c, true);
+    const StepRun want = run_steps(context(), c, false);
+    expect_same_step_runs(c, got, want);
+    // One dispatch per step instead of top-k, merge, the gathers (3 dispatches) and the gate check.
+    EXPECT_EQ(got.dispatches + 5 * (c.T - 1) + 1, want.dispatches);
+    closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(closed_early, 0u);  // the gate closing is covered
+}
+
+TEST(BeamStep, DeclinesWhatDoesNotFit) {
+  Context& ctx = context();
+  const BeamSearch op(ctx, 2, 3, 4, 5, 2, 0);
+  const Tensor a = ctx.tensor({6, 4}, DType::f32), b = ctx.tensor({6, 4}, DType::f32), h = ctx.tensor({6, 4}, DType::f16);
+  const BeamStep::Gather g{.from = a, .to = b, .cols = 4, .from_ld = 4, .to_ld = 4};
+  EXPECT_TRUE(BeamStep::make(ctx, op, 50, std::vector{g, g}).has_value());
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{g, g, g}).has_value());  // beyond max_gathers
+  BeamStep::Gather wide = g;
+  wide.cols = 5;  // rows beyond the tensors
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{wide}).has_value());
+  BeamStep::Gather half = g;
+  half.to = h;  // 16-bit elements
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{half}).has_value());
+  // A vocabulary no workgroup can take within the loop budget.
+  EXPECT_FALSE(BeamStep::make(ctx, BeamSearch(ctx, 1, 63, 64, 5, 2, 0), 1u << 24, {}).has_value());
+}
+
 TEST(BeamSearchLong, ManySeeds) {
   std::uint32_t seed = 5000;
   for (int rep = 0; rep < 4; ++rep) {

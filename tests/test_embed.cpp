@@ -334,6 +334,14 @@ TEST(RecordInto, WholeBeamSearchInOneAppFrame) {
     EXPECT_EQ(app_stats.steps_run, own_stats.steps_run);
     EXPECT_LT(app_stats.steps_run, model.config().max_decode_length);
     EXPECT_EQ(app_stats.sequence.submissions, 0u);  // the app submitted it
+    EXPECT_EQ(app_stats.sequence.gated_dispatches, own_stats.sequence.gated_dispatches);
+    // At most 4 dispatches per decoder step in beam search too (attention, GRU step, output
+    // projection, and BeamStep: top-k, merge, the state's and the next tokens' embeddings, the
+    // gate check): the gate holds max_len steps of them and step 0's embedding lookup. (The
+    // attention history above costs one copy per step more.)
+    DecodeStats plain;
+    model.beam(src, {.beam_width = 4, .stats = &plain});
+    EXPECT_LE(plain.sequence.gated_dispatches, 4 * model.config().max_decode_length + 1);
     EXPECT_EQ(model.decode_text(r[0][0].tokens), "2026-11-21");
     EXPECT_EQ(model.decode_text(r[1][0].tokens), "1999-05-03");
   }

@@ -81,6 +81,7 @@ using Groups = std::array<std::uint32_t, 3>;
 namespace detail {
 struct SequenceImpl;
 struct ContextImpl;
+struct SequenceAccess;  // the library's kernels that close a gate themselves (src/vk/sequence_access.hpp)
 }
 
 class VKRNN_API Sequence {
@@ -211,6 +212,7 @@ class VKRNN_API Sequence {
   VkCommandBuffer command_buffer() const;  // vkrnn's own; recorded at the first submit()
 
  private:
+  friend struct detail::SequenceAccess;
   std::unique_ptr<detail::SequenceImpl> impl_;
 };
 

@@ -17,6 +17,7 @@
 #include "models/graph.hpp"
 #include "models/graph_runtime.hpp"
 #include "models/model_common.hpp"
+#include "ops/beam_step.hpp"
 #include "vkrnn/argmax.hpp"
 #include "vkrnn/beam_search.hpp"
 #include "vkrnn/concat.hpp"
@@ -1055,6 +1056,68 @@ struct BeamRun {
     m.check_prefix(o.target_prefix, B, T);
   }
 
+  // The state's batch axis in its input's shape (the shape's size: none, one state for every row).
+  std::size_t batch_axis(const Seq2Seq::DecoderState::Impl::State& s) const {
+    const graph::SymShape& sym = m.dgraph().inputs[s.input].shape;
+    std::size_t axis = 0;
+    while (axis < sym.size() && sym[axis].sym != graph::Sym::batch) ++axis;
+    return axis;
+  }
+
+  // What follows the hypotheses from one step to the next: every state with a batch axis (read
+  // from its current buffer into the other, or out of its columns and back), the embedding of
+  // each row's next token where the decoder has one lookup of it (only BeamStep writes it: else
+  // the decoder's embedding node does), then the logits processor's histories (into the spare
+  // set). BeamStep takes the first BeamStep::max_gathers.
+  std::vector<BeamStep::Gather> state_gathers(const Seq2Seq::DecoderState::Impl& st, const LogitsProcessor::State& processing,
+                                              const LogitsProcessor::State& spare) const {
+    using Kind = BeamStep::Kind;
+    std::vector<BeamStep::Gather> out;
+    for (const auto& s : st.states) {
+      const std::size_t axis = batch_axis(s);
+      if (axis == m.dgraph().inputs[s.input].shape.size()) continue;
+      const Shape& shape = s.buf[0].shape();
+      if (s.in_place) {
+        const MatrixView v = m.state_view(st, s);
+        out.push_back({.from = v.tensor, .to = s.buf[0], .cols = v.cols, .outer = 1, .from_offset = v.offset,
+                       .from_ld = v.ld ? v.ld : v.cols, .to_offset = 0, .to_ld = v.cols, .kind = Kind::back});
+        continue;
+      }
+      std::size_t outer = 1, Q = 1;
+      for (std::size_t i = 0; i < axis; ++i) outer *= shape[i];
+      for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
+      out.push_back({.from = s.buf[s.cur], .to = s.buf[s.cur ^ 1], .cols = Q, .outer = outer, .from_ld = Q, .to_ld = Q});
+    }
+    if (m.fused_embedding >= 0) {
+      const MatrixView table = MatrixView::of(m.decoder->embedding_table(m.fused_embedding));
+      const MatrixView to = m.decoder->matrix(*st.layout, st.frame, m.fused_embedding_out);
+      if (table.tensor.dtype() == DType::f32 && to.rows == R && to.cols == table.cols) {
+        out.push_back({.from = table.tensor, .to = to.tensor, .cols = table.cols, .outer = 1, .from_offset = table.offset,
+                       .from_ld = table.ld ? table.ld : table.cols, .to_offset = to.offset, .to_ld = to.ld ? to.ld : to.cols,
+                       .kind = Kind::token, .vocab = table.rows});
+      }
+    }
+    for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
+      if (!from->valid()) continue;
+      const MatrixView v = MatrixView::of(*from);
+      out.push_back({.from = *from, .to = *to, .cols = v.cols, .outer = 1, .from_ld = v.cols, .to_ld = v.cols});
+    }
+    return out;
+  }
+
+  // One of those gathers as Embedding lookups of the parent rows (and a copy back); a token
+  // lookup is left to the decoder's own embedding node.
+  void record_gather(Sequence& seq, const BeamStep::Gather& g, const Tensor& parents) const {
+    if (g.kind == BeamStep::Kind::token) return;
+    for (std::size_t o = 0; o < g.outer; ++o) {
+      m.embedding.record(seq, MatrixView{g.from, R, g.cols, g.from_offset + o * R * g.cols, g.from_ld}, parents,
+                         MatrixView{g.to, R, g.cols, g.to_offset + o * R * g.cols, g.to_ld});
+    }
+    if (g.kind == BeamStep::Kind::back) {
+      m.concat.record(seq, {MatrixView{g.to, R, g.cols, g.to_offset, g.to_ld}}, MatrixView{g.from, R, g.cols, g.from_offset, g.from_ld});
+    }
+  }
+
   // Everything after the encoder, once: a run records one search.
   void record(Sequence& seq) {
     Context& c = *m.ctx;
@@ -1109,58 +1172,60 @@ struct BeamRun {
       step_i.push_back(c.tensor({R, kc}, DType::i32, fmt::format("Seq2Seq beam candidate tokens {}", t)));
     }
 
-    // max_len steps of (reorder the state to the surviving hypotheses, decoder step, top-k, merge
-    // on the GPU) inside a gate the merge's done flags close, so the host never waits per step.
+    // max_len steps of (decoder step, top-k, merge, reorder the states to the surviving
+    // hypotheses) inside a gate the merge's done flags close, so the host never waits per step.
+    // Where it fits, top-k, merge, up to BeamStep::max_gathers of the reorders and the gate
+    // check are one dispatch (BeamStep); the rest of the reorders are gathers of their own.
+    std::optional<BeamStep> fused;
+    if (m.logits_of(*st).shape() == Shape{R, V}) {
+      const auto gathers = state_gathers(*st, processing, spare);
+      fused = BeamStep::make(c, *search, V, std::span(gathers).first(std::min(gathers.size(), BeamStep::max_gathers)),
+                             m.opts);
+    }
     search->record_reset(seq, state);
     seq.fill(nonfinite, 0);
+    if (fused) fused->record_reset(seq);
     m.record_init(seq, *st);
     if (processor) processor->record_reset(seq, processing);
     seq.begin_gate();
     for (std::size_t t = 0; t < T; ++t) {
-      if (t > 0) {
-        // Gather every state from its parent row (a row that is done gathers itself).
-        for (auto& s : st->states) {
-          const Shape& shape = s.buf[0].shape();
-          const graph::SymShape& sym = m.dgraph().inputs[s.input].shape;
-          std::size_t axis = 0;
-          while (axis < sym.size() && sym[axis].sym != graph::Sym::batch) ++axis;
-          if (axis == sym.size()) continue;  // no batch axis: one state for every row
-          std::size_t outer = 1, Q = 1;
-          for (std::size_t i = 0; i < axis; ++i) outer *= shape[i];
-          for (std::size_t i = axis + 1; i < shape.size(); ++i) Q *= shape[i];
-          if (s.in_place) {  // gathered out of its columns and back (a gather cannot run in place)
-            m.embedding.record(seq, m.state_view(*st, s), parents, MatrixView::of(s.buf[0]));
-            m.concat.record(seq, {MatrixView::of(s.buf[0])}, m.state_view(*st, s));
-            continue;
-          }
-          for (std::size_t p = 0; p < outer; ++p) {
-            m.embedding.record(seq, MatrixView{s.buf[s.cur], R, Q, p * R * Q, Q}, parents,
-                               MatrixView{s.buf[s.cur ^ 1], R, Q, p * R * Q, Q});
-          }
-          s.cur ^= 1;
-        }
-        for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
-          if (!from->valid()) continue;
-          m.embedding.record(seq, MatrixView::of(*from), parents, MatrixView::of(*to));
-          std::swap(*from, *to);
-        }
-        st->input_ready = false;  // st->token holds the merge's next tokens
-      }
       Seq2Seq::Impl::History h;
       h.select = false;
       m.record_step(seq, *st, h);
-      if (processor) processor->record(seq, processing, m.logits_of(*st), st->token, t);
-      topk.record(seq, m.logits_of(*st), cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1),
-                  t < P ? processing.chosen : Tensor{});
-      if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
-      if (hist_logits.valid()) {
-        m.concat.record(seq, {MatrixView::of(m.logits_of(*st))}, MatrixView{hist_logits, R, V, t * R * V, V});
-      }
+      const Tensor logits = m.logits_of(*st);
+      if (processor) processor->record(seq, processing, logits, st->token, t);
+      if (hist_logits.valid()) m.concat.record(seq, {MatrixView::of(logits)}, MatrixView{hist_logits, R, V, t * R * V, V});
       if (hist_attention.valid()) {
         m.concat.record(seq, {MatrixView::of(m.attention_of(*st))}, MatrixView{hist_attention, R, S, t * R * S, S});
       }
-      search->record_step(seq, state, t, cand_v, cand_i, parents, st->token);
-      if (t + 1 < T) seq.close_gate_when_all(state.done);
+      const Tensor forced = t < P ? processing.chosen : Tensor{};
+      // The last step's merge ends every search: nothing reads the states after it.
+      const auto gathers = t + 1 < T ? state_gathers(*st, processing, spare) : std::vector<BeamStep::Gather>{};
+      std::size_t apart = 0;  // gathers left to Embedding
+      bool token_written = false;
+      if (fused) {
+        const std::size_t n = std::min(gathers.size(), BeamStep::max_gathers);
+        fused->record(seq, state, t, logits, forced, nonfinite, cand_v, cand_i, parents, st->token,
+                      std::span(gathers).first(n), t + 1 < T);
+        apart = n;
+        for (std::size_t i = 0; i < n; ++i) token_written |= gathers[i].kind == BeamStep::Kind::token;
+      } else {
+        topk.record(seq, logits, cand_v, cand_i, true, nonfinite, static_cast<std::uint32_t>(t + 1), forced);
+        search->record_step(seq, state, t, cand_v, cand_i, parents, st->token);
+      }
+      for (std::size_t i = apart; i < gathers.size(); ++i) record_gather(seq, gathers[i], parents);
+      if (!fused && t + 1 < T) seq.close_gate_when_all(state.done);
+      if (!step_v.empty()) seq.copy(cand_v, step_v[t]).copy(cand_i, step_i[t]);
+      if (!gathers.empty()) {
+        for (auto& st_s : st->states) {
+          if (!st_s.in_place && batch_axis(st_s) < m.dgraph().inputs[st_s.input].shape.size()) st_s.cur ^= 1;
+        }
+        for (const auto& [from, to] : {std::pair{&processing.history, &spare.history}, std::pair{&processing.seen, &spare.seen}}) {
+          if (from->valid()) std::swap(*from, *to);
+        }
+      }
+      // st->token holds the merge's next tokens; their embeddings are in place where BeamStep wrote them.
+      st->input_ready = token_written;
     }
     seq.end_gate();
     search->record_download(seq, state);

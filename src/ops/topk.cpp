@@ -68,7 +68,7 @@ void TopK::record(Sequence& seq, const Tensor& x, const Tensor& values, const Te
   const Kernel k = planned_kernel ? kernel_ : make_kernel(*ctx_, k_, row);
   // Without a flag tensor (mark 0) the shader never touches binding 3, nor binding 4 without
   // forced tokens (the write sink stands in).
-  kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .indices = indices, .nonfinite = nonfinite, .forced = forced}, push,
+  kernels::dispatch<K>(seq, k, {.xs = x, .values = values, .ids = indices, .nonfinite = nonfinite, .forced = forced}, push,
                        ops::fold_groups(B, ctx_->device(), kOp), null_);
 }
 

@@ -16,6 +16,7 @@
 
 #include "vk/check.hpp"
 #include "vk/context_impl.hpp"
+#include "vk/sequence_access.hpp"
 #include "vkrnn/sequence.hpp"
 
 namespace vkrnn::detail {
@@ -667,6 +668,16 @@ std::uint32_t Sequence::open_gate_checks() const {
 
 bool Sequence::gate_open() const { return impl_->gate == SequenceImpl::Gate::open; }
 bool Sequence::has_gate() const { return impl_->gate != SequenceImpl::Gate::none; }
+
+Tensor detail::SequenceAccess::gate_table(Sequence& seq) {
+  auto& s = *seq.impl_;
+  if (s.gate != SequenceImpl::Gate::open) {
+    throw Error(ErrorCode::state, fmt::format("{}: the gate table outside begin_gate() .. end_gate()", s.label()));
+  }
+  return s.gate_table;
+}
+
+std::uint32_t detail::SequenceAccess::gate_words() { return static_cast<std::uint32_t>(3 * Sequence::max_gate_grids); }
 
 Sequence& Sequence::begin_label(std::string name) {
   impl_->begin_label(std::move(name));

@@ -1,12 +1,13 @@
 #pragma once
 // The decoding kernels: greedy selection (shaders/argmax.comp), top-k (topk.comp) and the
-// beam-search merge (beam_search.comp).
+// beam-search merge (beam_search.comp), and the whole beam step after the logits (beam_step.comp).
 #include <cstdint>
 
 #include "kernel_flags.h"
 #include "ops/kernel_interface.hpp"
 #include "reflect/argmax.hpp"
 #include "reflect/beam_search.hpp"
+#include "reflect/beam_step.hpp"
 #include "reflect/logits_processor.hpp"
 #include "reflect/topk.hpp"
 
@@ -56,9 +57,9 @@ struct TopK {
   };
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
-    Tensor xs, values, indices, nonfinite, forced;
+    Tensor xs, values, ids, nonfinite, forced;
   };
-  VKRNN_BINDINGS((xs, read), (values, write), (indices, write), (nonfinite, read_write), (forced, read))
+  VKRNN_BINDINGS((xs, read), (values, write), (ids, write), (nonfinite, read_write), (forced, read))
 };
 
 // The logits rules and sampling of one decoding step, in place on the logits; Push::flags:
@@ -107,6 +108,35 @@ struct BeamSearch {
                  (alive_count, read_write), (done, read_write), (fin_count, read_write),
                  (fin, read_write), (hist_token, read_write), (hist_parent, read_write),
                  (parents, write), (next_tokens, write), (heads, read_write))
+};
+
+// A whole beam-search step after the logits: top-k of each alive row, the merge, the states'
+// rows gathered from their parents and the next tokens' embeddings (up to 2 such gathers), the
+// gate check (src/ops/beam_step.hpp).
+struct BeamStep {
+  VKRNN_KERNEL(beam_step, "beam_step", .subgroup = true)
+  struct Push {
+    std::uint32_t B, K, kc, T, t, F;
+    std::int32_t eos, pad;
+    std::uint32_t stop, V, forced, gate_words, gathers, rows;
+    std::uint32_t g0_cols, g0_outer, g0_src_off, g0_src_ld, g0_dst_off, g0_dst_ld, g0_kind, g0_vocab;
+    std::uint32_t g1_cols, g1_outer, g1_src_off, g1_src_ld, g1_dst_off, g1_dst_ld, g1_kind, g1_vocab;
+  };
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop, V, forced, gate_words, gathers, rows, g0_cols, g0_outer, g0_src_off,
+             g0_src_ld, g0_dst_off, g0_dst_ld, g0_kind, g0_vocab, g1_cols, g1_outer, g1_src_off, g1_src_ld,
+             g1_dst_off, g1_dst_ld, g1_kind, g1_vocab)
+  using Constants = TopK::Constants;  // its rows' top-k is TopK's (topk_row.glsl)
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor xs, forced, nonfinite, values, ids, score_in, score_out, alive_count, done, fin_count, fin,
+        hist_token, hist_parent, parents, next_tokens, heads, src0, dst0, src1, dst1, gate, ticket;
+  };
+  VKRNN_BINDINGS((xs, read), (forced, read), (nonfinite, read_write), (values, read_write), (ids, read_write),
+                 (score_in, read), (score_out, read_write), (alive_count, read_write), (done, read_write),
+                 (fin_count, read_write), (fin, read_write), (hist_token, read_write), (hist_parent, read_write),
+                 (parents, read_write), (next_tokens, read_write), (heads, read_write), (src0, read_write),
+                 (dst0, read_write), (src1, read_write), (dst1, read_write), (gate, read_write),
+                 (ticket, read_write))
 };
 
 }  // namespace vkrnn::kernels
