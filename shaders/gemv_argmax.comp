@@ -47,7 +47,7 @@ layout(set = 0, binding = 3) writeonly buffer YS { float ys[]; };  // the logits
 layout(set = 0, binding = 4) writeonly buffer Index { int index_out[]; };     // [M]
 layout(set = 0, binding = 5) writeonly buffer TokHist { int tok_hist[]; };    // [M, ld]
 layout(set = 0, binding = 6) writeonly buffer Score { float score_hist[]; };  // [M, ld]
-layout(set = 0, binding = 7) buffer Finished { uint finished[]; };            // [M]
+layout(set = 0, binding = 7) coherent buffer Finished { uint finished[]; };   // [M]
 layout(set = 0, binding = 8) readonly buffer Weights { float weights[]; };    // [M, S]
 layout(set = 0, binding = 9) writeonly buffer AttnHist { float attn_hist[]; };  // [M, ld, S]
 layout(set = 0, binding = 10) readonly buffer Table { float table[]; };       // embedding rows
@@ -58,6 +58,8 @@ layout(set = 0, binding = 12) buffer NonFinite { uint nonfinite[]; };         //
 layout(set = 0, binding = 13) coherent buffer Scratch { uint scratch[]; };
 layout(set = 0, binding = 14) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 15) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
+// With gate_words: the sequence's gate table (beam_step.comp's gate check, for greedy decoding).
+layout(set = 0, binding = 16) buffer Gate { uint gate[]; };
 
 layout(push_constant) uniform Push {
   uint M, N, K;
@@ -73,6 +75,9 @@ layout(push_constant) uniform Push {
   uint flags;  // ARGMAX_* but ARGMAX_VALUE, ARGMAX_LOGITS and ARGMAX_CHOSEN
   uint emb_dim, table_offset, table_ld, emb_offset, emb_ld;
   uint mark;
+  // Nonzero: Sequence::close_gate_when_all(finished) folded in: once every row has finished,
+  // zero the gate table's first gate_words words; else count the open check in the next word.
+  uint gate_words;
 } p;
 
 #include "kernel_flags.h"
@@ -160,6 +165,18 @@ void main() {
     const float sum = workgroup_sum(r.key == 0u ? 0.0 : rescale(r.sum, r.m, m));
     const bool done = track && finished[b] != 0u;
     greedy_record(b, lane, lanes, done ? p.pad : int(top), done, m, -log(sum));
+  }
+  if (p.gate_words != 0u) {  // uniform: a push constant
+    // Invocation 0 set the finished flags above: every invocation reads them all after this.
+    memoryBarrierBuffer();
+    barrier();
+    bool open = false;
+    for (uint b = 0; b < p.M; ++b) open = open || finished[b] == 0u;
+    if (open) {
+      if (lane == 0) gate[p.gate_words] += 1u;  // Sequence::open_gate_checks
+    } else {
+      for (uint i = lane; i < p.gate_words; i += lanes) gate[i] = 0u;
+    }
   }
   if (lane == 0) scratch[0] = 0u;  // every workgroup has taken its ticket
 }

@@ -335,17 +335,36 @@ TEST(RecordInto, WholeBeamSearchInOneAppFrame) {
     EXPECT_LT(app_stats.steps_run, model.config().max_decode_length);
     EXPECT_EQ(app_stats.sequence.submissions, 0u);  // the app submitted it
     EXPECT_EQ(app_stats.sequence.gated_dispatches, own_stats.sequence.gated_dispatches);
-    // At most 4 dispatches per decoder step in beam search too (attention, GRU step, output
-    // projection, and BeamStep: top-k, merge, the state's and the next tokens' embeddings, the
-    // gate check): the gate holds max_len steps of them and step 0's embedding lookup. (The
-    // attention history above costs one copy per step more.)
-    DecodeStats plain;
-    model.beam(src, {.beam_width = 4, .stats = &plain});
-    EXPECT_LE(plain.sequence.gated_dispatches, 4 * model.config().max_decode_length + 1);
     EXPECT_EQ(model.decode_text(r[0][0].tokens), "2026-11-21");
     EXPECT_EQ(model.decode_text(r[1][0].tokens), "1999-05-03");
   }
   expect_no_app_messages(app);
+}
+
+// The dates sample's decoder steps, in dispatches (issue 14: at most 4 per step, greedy and beam
+// search). Greedy: the fused attention, the GRU step, and the output projection with the argmax,
+// which also writes the next token's embedding and, stopping at EOS, does the gate check: an
+// early-stopping decode records no more dispatches than a fixed-length one. Beam search: the
+// same and the output projection apart, then BeamStep (top-k, merge, the state's and the next
+// tokens' embeddings, the gate check). Step 0 looks BOS's embedding up itself (+1).
+TEST(DatesModel, AtMostFourDispatchesPerDecoderStep) {
+  Context& ctx = test::context();
+  const auto model = Seq2Seq::load(ctx, test::source_path(kDates));
+  const std::vector<std::vector<std::int32_t>> src = {model.encode_text("Nov 21st, 2026"), model.encode_text("3 May 1999")};
+  const std::size_t T = model.config().max_decode_length;
+  const DecodeResult early = model.greedy(src, {.max_len = T});
+  const DecodeResult fixed = model.greedy(src, {.max_len = T, .stop_at_eos = false});
+  EXPECT_LT(early.steps_run, T);  // the gate closed
+  EXPECT_EQ(early.stats.dispatches, fixed.stats.dispatches);
+  EXPECT_LE(early.stats.gated_dispatches, 3 * T + 1);
+  DecodeStats beam;
+  const auto hyps = model.beam(src, {.beam_width = 4, .stats = &beam});
+  EXPECT_LT(beam.steps_run, T);
+  EXPECT_LE(beam.sequence.gated_dispatches, 4 * T + 1);
+  EXPECT_EQ(model.decode_text(hyps[0][0].tokens), "2026-11-21");
+  EXPECT_EQ(model.decode_text(hyps[1][0].tokens), "1999-05-03");
+  std::printf("dates, %zu steps recorded: greedy %u dispatches (%u gated), beam K = 4 %u (%u gated)\n", T,
+              early.stats.dispatches, early.stats.gated_dispatches, beam.sequence.dispatches, beam.sequence.gated_dispatches);
 }
 
 // A gated loop (GPU-side early exit) through the app's command buffers: the gate table's counts

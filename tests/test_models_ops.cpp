@@ -516,6 +516,82 @@ TEST(Argmax, FusedFallsBackToTwoDispatches) {
                ErrorCode::invalid_argument, {"Argmax", "out_features"});
 }
 
+// GreedyStep::close_gate: the fused step does close_gate_when_all(finished)'s check in its own
+// dispatch. Inside a gate of 5 steps, each after a gated copy that marks the step as run:
+// rows that all emit EOS at step 0 close the gate (later steps run empty, no check found it
+// open), rows that never do leave it open (4 checks counted); both exactly as the check apart.
+TEST(Argmax, FusedStepClosesTheGate) {
+  Context& ctx = context();
+  const std::size_t B = 3, V = 9, K = 6, T = 5;
+  const std::int32_t eos = 1;
+  Argmax op(ctx);
+  Concat concat(ctx);
+  const Tensor x = ctx.tensor({B, K}, random_floats(B * K, 7, -1.0f, 1.0f));
+  std::vector<float> ids(T);
+  std::iota(ids.begin(), ids.end(), 1.0f);
+  const Tensor step_ids = ctx.tensor({T}, ids);
+  for (float eos_bias : {100.0f, -100.0f}) {
+    Linear proj(ctx, K, V);
+    auto bias = random_floats(V, 8);
+    bias[eos] = eos_bias;
+    proj.load(random_floats(V * K, 9), {V, K}, bias);
+    std::vector<std::vector<float>> ran;
+    std::vector<std::uint32_t> open;
+    for (bool in_step : {true, false}) {
+      SCOPED_TRACE(fmt::format("EOS bias {}, check {}", eos_bias, in_step ? "in the step" : "apart"));
+      const Tensor logits = ctx.tensor({B, V}), next = ctx.tensor({B}, DType::i32), finished = ctx.tensor({B}, DType::u32);
+      const Tensor scratch = ctx.tensor({op.fused_scratch_words(proj, B)}, DType::u32), marks = ctx.tensor({T});
+      Sequence seq = ctx.sequence();
+      seq.fill(scratch, 0).fill(finished, 0).fill(marks, 0);
+      seq.begin_gate();
+      for (std::size_t t = 0; t < T; ++t) {
+        concat.record(seq, {MatrixView{step_ids, 1, 1, t, 1}}, MatrixView{marks, 1, 1, t, 1});
+        GreedyStep g;
+        g.next_tokens = next;
+        g.finished = finished;
+        g.eos = eos;
+        g.step = t;
+        g.close_gate = in_step && t + 1 < T;
+        EXPECT_TRUE(op.record(seq, proj, MatrixView::of(x), logits, g, scratch));
+        if (!in_step && t + 1 < T) seq.close_gate_when_all(finished);
+      }
+      seq.end_gate();
+      const SequenceStats stats = seq.stats();
+      seq.download(marks);
+      seq.eval();
+      ran.push_back(seq.read<float>(marks));
+      open.push_back(seq.open_gate_checks());
+      // The fused steps take the check in: T - 1 dispatches fewer.
+      if (!in_step) EXPECT_EQ(stats.dispatches, 2 * T + T - 1);
+      else EXPECT_EQ(stats.dispatches, 2 * T);
+    }
+    EXPECT_EQ(ran[0], ran[1]);
+    EXPECT_EQ(open[0], open[1]);
+    if (eos_bias > 0) {
+      EXPECT_EQ(ran[0], (std::vector<float>{1, 0, 0, 0, 0}));
+      EXPECT_EQ(open[0], 0u);
+    } else {
+      EXPECT_EQ(ran[0], ids);
+      EXPECT_EQ(open[0], T - 1);
+    }
+  }
+  // Misuse: no finished flags; outside a gate.
+  Linear proj(ctx, K, V);
+  proj.load(random_floats(V * K, 9), {V, K}, random_floats(V, 8));
+  const Tensor logits = ctx.tensor({B, V}), scratch = ctx.tensor({op.fused_scratch_words(proj, B)}, DType::u32);
+  GreedyStep g;
+  g.next_tokens = ctx.tensor({B}, DType::i32);
+  g.eos = eos;
+  g.close_gate = true;
+  Sequence seq = ctx.sequence();
+  seq.begin_gate();
+  expect_error([&] { op.record(seq, proj, MatrixView::of(x), logits, g, scratch); }, ErrorCode::invalid_argument,
+               {"Argmax", "close_gate", "finished"});
+  seq.end_gate();
+  g.finished = ctx.tensor({B}, DType::u32);
+  expect_error([&] { op.record(seq, proj, MatrixView::of(x), logits, g, scratch); }, ErrorCode::state, {"gate table"});
+}
+
 TEST(Argmax, Errors) {
   Context& ctx = context();
   Argmax op(ctx);

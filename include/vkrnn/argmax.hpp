@@ -61,6 +61,11 @@ struct GreedyStep {
   // Optional: the chosen token's row of `embedding` (vocab x dim, vocab >= V) is copied into
   // row b of `embedding_out` (B x dim): the next decoder step's input, without a dispatch.
   std::optional<MatrixView> embedding, embedding_out;
+  // Inside the sequence's gate (Sequence::begin_gate), with `finished`: close it once every row
+  // has finished, as close_gate_when_all(finished) after the step would, in the step's own
+  // dispatch. Only Argmax::record with the projection does, and only where it fuses (it returns
+  // true); else the caller records close_gate_when_all.
+  bool close_gate = false;
 };
 
 class VKRNN_API Argmax {
@@ -82,8 +87,8 @@ class VKRNN_API Argmax {
   // zero before its first use (each dispatch leaves it zero again): one scratch per decode in
   // flight. Two dispatches instead without a scratch, with a logits history or chosen tokens in
   // the step, or where the device or the shape does not allow it (the projection on the tiled
-  // GEMM, its K split for the loop budget, fewer than 14 storage buffers per stage). Returns
-  // whether it fused.
+  // GEMM, its K split for the loop budget, fewer than 15 storage buffers per stage). Returns
+  // whether it fused (and then closed the gate where step.close_gate asked).
   bool record(Sequence& seq, const Linear& projection, const MatrixView& x, const Tensor& logits,
               const GreedyStep& step, const Tensor& scratch = {}) const;
   // The scratch elements the fused step needs for B rows of `projection` (0: it never fuses).

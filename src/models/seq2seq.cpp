@@ -381,6 +381,9 @@ struct Seq2Seq::Impl {
     std::size_t column = 0;
     Tensor nonfinite;    // u32 [B]: the first step + 1 whose logits were not finite (Argmax)
     bool select = true;  // run the argmax (greedy); beam search selects on the GPU otherwise
+    // Inside the gate: close it once every row has finished (GreedyStep::close_gate); the step
+    // says whether its own dispatch did, else the caller records close_gate_when_all.
+    bool close_gate = false;
   };
 
   // The state at BOS: recorded before the first step.
@@ -450,13 +453,15 @@ struct Seq2Seq::Impl {
     }
   }
 
-  void record_step(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+  // Returns whether the step closed the gate itself (hist.close_gate, where the argmax fused).
+  bool record_step(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     seq.begin_label(fmt::format("Seq2Seq decoder step {}", st.t));
-    record_step_ops(seq, st, hist);
+    const bool closed = record_step_ops(seq, st, hist);
     seq.end_label();
+    return closed;
   }
 
-  void record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
+  bool record_step_ops(Sequence& seq, DecoderState::Impl& st, const History& hist) const {
     // The logits' projection joins the greedy step's dispatch: unless something reads the logits
     // between them (a logits history or output, the processor) or beam search selects.
     const bool take_projection = st.greedy_scratch.valid() && hist.select && !hist.logits.valid() &&
@@ -469,7 +474,7 @@ struct Seq2Seq::Impl {
     if (st.processor) st.processor->record(seq, st.processing, logits_of(st), st.token, st.t);
     if (!hist.select) {
       finish_step(st);
-      return;
+      return false;
     }
     GreedyStep g;
     g.next_tokens = st.token;
@@ -492,14 +497,17 @@ struct Seq2Seq::Impl {
       g.embedding = MatrixView::of(decoder->embedding_table(fused_embedding));
       g.embedding_out = decoder->matrix(*st.layout, st.frame, fused_embedding_out);
     }
+    g.close_gate = hist.close_gate && take_projection && g.finished.valid();
+    bool closed = false;
     if (take_projection) {
-      argmax.record(seq, decoder->projection(projection_node), decoder->input_matrix(*st.layout, st.frame, projection_node, "x"),
-                    logits_of(st), g, st.greedy_scratch);
+      closed = argmax.record(seq, decoder->projection(projection_node), decoder->input_matrix(*st.layout, st.frame, projection_node, "x"),
+                             logits_of(st), g, st.greedy_scratch) && g.close_gate;
     } else {
       argmax.record(seq, logits_of(st), g);
     }
     finish_step(st);
     st.input_ready = fuse;
+    return closed;
   }
 
   // Histories of requested decoder tensors: [capacity, shape...].
@@ -832,8 +840,8 @@ struct GreedyRun {
     }
     for (std::size_t t = first; t < first + n; ++t) {
       h.column = t;
-      m.record_step(seq, *st, h);
-      if (early_stop && t + 1 < first + n) seq.close_gate_when_all(st->finished);
+      h.close_gate = early_stop && t + 1 < first + n;
+      if (!m.record_step(seq, *st, h) && h.close_gate) seq.close_gate_when_all(st->finished);
     }
     if (early_stop) seq.end_gate();
   }

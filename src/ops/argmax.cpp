@@ -9,6 +9,7 @@
 #include "ops/greedy.hpp"
 #include "ops/kernels/decode.hpp"
 #include "plan.hpp"
+#include "vk/sequence_access.hpp"
 #include "vkrnn/error.hpp"
 
 namespace vkrnn {
@@ -226,7 +227,13 @@ bool Argmax::record(Sequence& seq, const Linear& projection, const MatrixView& x
     throw Error(ErrorCode::state, fmt::format("{}: the projection ({} -> {}) is not loaded", kOp,
                                               projection.in_features(), projection.out_features()));
   }
-  const ops::GreedyDispatch d = ops::greedy_dispatch(logits, step);
+  ops::GreedyDispatch d = ops::greedy_dispatch(logits, step);
+  if (step.close_gate) {
+    if (!step.finished.valid()) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: close_gate needs the step's finished flags", kOp));
+    }
+    d.gate = detail::SequenceAccess::gate_table(seq);  // Error(state) outside the gate
+  }
   const MatrixView y = MatrixView::of(logits);
   if (scratch.valid() && projection.record_any(seq, x, y, &d, scratch)) return true;
   projection.record(seq, x, y);

@@ -9,6 +9,7 @@
 
 #include "ops/common.hpp"
 #include "ops/greedy.hpp"
+#include "vk/sequence_access.hpp"
 #include "ops/kernels/linear.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
@@ -198,14 +199,15 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   const kernels::GemvArgmax::Push p{push.M, push.N, push.K, push.x_off, push.ldx, push.w_off, push.ldw,
                                     push.b_off, push.y_off, push.ldy, push.flags, push.s_off,
                                     a.S, a.ld, a.col, a.eos, a.pad, a.flags, a.emb_dim, a.table_offset,
-                                    a.table_ld, a.emb_offset, a.emb_ld, a.mark};
+                                    a.table_ld, a.emb_offset, a.emb_ld, a.mark,
+                                    greedy.gate.valid() ? detail::SequenceAccess::gate_words() : 0u};
   const kernels::Argmax::Bindings& b = greedy.bindings;
   kernels::dispatch<kernels::GemvArgmax>(
       seq, kernels::make<kernels::GemvArgmax>(ctx, c, v.variant),
       {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
        .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
        .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,
-       .scratch = scratch, .wt = gemm.wt, .xt = gemm.xt},
+       .scratch = scratch, .wt = gemm.wt, .xt = gemm.xt, .gate = greedy.gate},
       p, g, null);
   return true;
 }

@@ -13,6 +13,7 @@ struct GreedyDispatch {
   kernels::Argmax::Bindings bindings;  // the step's tensors (logits included)
   std::size_t passes = 1;              // passes over a row: the max, the log-softmax, the copy
   std::size_t S = 0, emb = 0;          // attention weights and embedding floats copied per row
+  Tensor gate;                         // GreedyStep::close_gate: the sequence's gate table
 };
 
 // Checks the step against logits f32 [B, V] (Error naming the argument) and lays it out.

@@ -73,9 +73,10 @@ struct GemvArgmax {
     std::uint32_t flags;
     std::uint32_t emb_dim, table_offset, table_ld, emb_offset, emb_ld;
     std::uint32_t mark;
+    std::uint32_t gate_words;  // nonzero: close the sequence's gate once every row has finished
   };
   VKRNN_PUSH(M, N, K, x_off, ldx, w_off, ldw, b_off, y_off, ldy, gemm_flags, s_off, S, ld, col, eos, pad, flags,
-             emb_dim, table_offset, table_ld, emb_offset, emb_ld, mark)
+             emb_dim, table_offset, table_ld, emb_offset, emb_ld, mark, gate_words)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
@@ -92,11 +93,12 @@ struct GemvArgmax {
                   (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (K_STREAMS, 14), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, ws, bias, ys, index_out, tok_hist, score_hist, finished, weights, attn_hist, table, emb_out,
-        nonfinite, scratch, wt, xt;
+        nonfinite, scratch, wt, xt, gate;
   };
   VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, write), (index_out, write), (tok_hist, write),
                  (score_hist, write), (finished, read_write), (weights, read), (attn_hist, write), (table, read),
-                 (emb_out, write), (nonfinite, read_write), (scratch, read_write), (wt, read), (xt, read))
+                 (emb_out, write), (nonfinite, read_write), (scratch, read_write), (wt, read), (xt, read),
+                 (gate, read_write))
   VKRNN_TEXEL_VIEWS((wt, ws), (xt, xs))
 };
 
