@@ -13,8 +13,8 @@ bool is_taken(uint base, uint pos) {
   return ((heads[base + 1u + (pos >> 5)] >> (pos & 31u)) & 1u) != 0u;
 }
 
-// Sets list r's head (heads[4r + 3]) to the position of its best untaken candidate, MERGE_NONE when
-// none is left. a: the list's alive score.
+// Sets list r's head (heads[4r + 3]) to the position of its best untaken candidate,
+// MERGE_NONE when none is left. a: the list's alive score.
 void find_head(uint r, float a) {
   const uint base = 4u * r;
   const uint row = r * p.kc;

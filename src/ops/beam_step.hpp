@@ -48,8 +48,9 @@ class BeamStep {
   // Step t: candidates of logits f32 [R, V] (forced i32 [R]: a token per row, or empty) into
   // cand_values / cand_ids [R, kc]; rows whose max is not finite get nonfinite[r] = t + 1 where
   // it is 0; the merge writes parents and next_tokens i32 [R]; the gathers run (for the next
-  // step: callers pass none on the last; the same sizes as make()'s, any tensors); close_gate: inside the sequence's gate, close it once
-  // every done flag is set (and count the check), as close_gate_when_all(state.done).
+  // step: callers pass none on the last; make()'s sizes or less, any tensors); close_gate:
+  // inside the sequence's gate, close it once every done flag is set (and count the check), as
+  // close_gate_when_all(state.done).
   void record(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
               const Tensor& forced, const Tensor& nonfinite, const Tensor& cand_values, const Tensor& cand_ids,
               const Tensor& parents, const Tensor& next_tokens, std::span<const Gather> gathers,
