@@ -558,6 +558,8 @@ struct StepRun {
   std::vector<std::int32_t> hist_token, hist_parent;
   std::vector<std::uint32_t> fin_count, fin, nonfinite;
   std::vector<float> ran;  // ran[t] = t + 1 where step t's gated work ran (0: the gate was closed)
+  // What went in, for the host reference: each step's logits and the rows each gather read.
+  std::vector<std::vector<float>> logits, src0, src1;
   std::uint32_t open_checks = 0, dispatches = 0;
 };
 
@@ -615,11 +617,16 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   std::vector<float> ids(T);
   std::iota(ids.begin(), ids.end(), 1.0f);
 
+  StepRun run;
   Sequence seq = ctx.sequence();
   seq.upload(step_ids, ids).fill(ran, 0u);
   op.record_reset(seq, st);
   seq.fill(nonfinite, 0u);
-  if (table.valid()) seq.upload(table, random(Vemb * 6));
+  std::vector<float> table_data;
+  if (table.valid()) {
+    table_data = random(Vemb * 6);
+    seq.upload(table, table_data);
+  }
   if (emb.valid()) seq.fill(emb, 0u);
   if (scratch.valid()) seq.fill(scratch, 0u);
   if (step) step->record_reset(seq);
@@ -632,9 +639,15 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     for (std::size_t r = 0; r < R; ++r) x[r * V + eos] += c.eos_bias;
     if (c.inf && t == 0) x[3 % V] = std::numeric_limits<float>::infinity();
     seq.upload(logits, x);
-    seq.upload(gathers[0].from, random(gathers[0].from.size()));
-    seq.upload(gathers[1].kind == Kind::token ? gathers[0].from : gathers[1].from,
-               random((gathers[1].kind == Kind::token ? gathers[0].from : gathers[1].from).size()));
+    const bool token = gathers[1].kind == Kind::token;
+    std::vector<float> d0 = random(gathers[0].from.size());
+    seq.upload(gathers[0].from, d0);
+    const Tensor& second = token ? gathers[0].from : gathers[1].from;
+    std::vector<float> d1 = random(second.size());
+    seq.upload(second, d1);
+    run.logits.push_back(x);
+    run.src0.push_back(token ? d1 : d0);  // the second upload overwrote the first
+    run.src1.push_back(token ? table_data : d1);
     concat.record(seq, {MatrixView{step_ids, 1, 1, t, 1}}, MatrixView{ran, 1, 1, t, 1});
     const bool force = c.forced && t < 2;
     if (force) {
@@ -683,7 +696,6 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   seq.download(nonfinite).download(ran);
   seq.eval();
 
-  StepRun run;
   run.ran = seq.read<float>(ran);
   for (const Snap& sn : snaps) {
     run.cand_v.push_back(seq.read<float>(sn.cv));
@@ -753,6 +765,54 @@ void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun&
   EXPECT_GT(compared, 0u);
 }
 
+// The fused run against the host in double: each computed row's candidates (the top-kc of the
+// log-softmax, ties to the lower id), and each gathered row (from its parent's row of what the
+// step read, or the next token's table row).
+void expect_host_reference(const StepCase& c, const StepRun& got) {
+  const std::size_t K = c.K, R = c.B * K, V = c.V, kc = std::min(K + 1, V);
+  std::size_t rows = 0;
+  for (std::size_t t = 0; t < c.T; ++t) {
+    SCOPED_TRACE(fmt::format("host reference, step {}", t));
+    for (std::size_t r = 0; r < R && !(c.forced && t < 2) && !(c.inf && t == 0); ++r) {
+      if (std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc]) == kSentinel) continue;
+      const float* x = &got.logits[t][r * V];
+      const double m = *std::max_element(x, x + V);
+      double sum = 0.0;
+      for (std::size_t i = 0; i < V; ++i) sum += std::exp(double(x[i]) - m);
+      std::vector<std::size_t> order(V);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return x[a] > x[b]; });
+      for (std::size_t j = 0; j < kc; ++j) {
+        EXPECT_EQ(got.cand_i[t][r * kc + j], static_cast<std::int32_t>(order[j])) << "row " << r << " candidate " << j;
+        EXPECT_NEAR(got.cand_v[t][r * kc + j], double(x[order[j]]) - m - std::log(sum), 1e-4) << "row " << r;
+      }
+      ++rows;
+    }
+    if (t + 1 == c.T) continue;
+    for (std::size_t b = 0; b < c.B; ++b) {
+      if (t > 0 && got.done[t - 1][b] != 0) continue;
+      for (std::size_t r = b * K; r < b * K + K; ++r) {
+        const std::size_t p = static_cast<std::size_t>(got.parents[t][r]);
+        ASSERT_LT(p, R);
+        ASSERT_EQ(p / K, b);  // a source's rows take rows of the same source
+        if (!c.back) {
+          for (std::size_t o = 0; o < 2; ++o)
+            for (std::size_t j = 0; j < 5; ++j) EXPECT_EQ(got.to0[t][(o * R + r) * 5 + j], got.src0[t][(o * R + p) * 5 + j]);
+          const std::size_t w = static_cast<std::size_t>(std::clamp<std::int32_t>(got.next[t][r], 0, std::int32_t(V + 2)));
+          for (std::size_t j = 0; j < 6; ++j) EXPECT_EQ(got.to1[t][r * 9 + 2 + j], got.src1[t][w * 6 + j]) << "row " << r;
+        } else {
+          for (std::size_t j = 0; j < 5; ++j) {
+            EXPECT_EQ(got.to0[t][r * 5 + j], got.src0[t][p * 12 + 4 + j]);
+            EXPECT_EQ(got.from0[t][r * 12 + 4 + j], got.src0[t][p * 12 + 4 + j]);  // and back in its columns
+          }
+          for (std::size_t j = 0; j < 3; ++j) EXPECT_EQ(got.to1[t][r * 3 + j], got.src1[t][p * 3 + j]);
+        }
+      }
+    }
+  }
+  EXPECT_GT(rows, 0u);
+}
+
 TEST(BeamStep, EqualsTheOpsItFuses) {
   std::uint32_t seed = 3000;
   std::size_t closed_early = 0;
@@ -772,6 +832,7 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
     const StepRun got = run_steps(context(), c, true);
     const StepRun want = run_steps(context(), c, false);
     expect_same_step_runs(c, got, want);
+    expect_host_reference(c, got);
     // One dispatch per step instead of top-k, merge, the gathers (3 dispatches) and the gate check.
     EXPECT_EQ(got.dispatches + 5 * (c.T - 1) + 1, want.dispatches);
     closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;
@@ -795,6 +856,34 @@ TEST(BeamStep, DeclinesWhatDoesNotFit) {
   EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{half}).has_value());
   // A vocabulary no workgroup can take within the loop budget.
   EXPECT_FALSE(BeamStep::make(ctx, BeamSearch(ctx, 1, 63, 64, 5, 2, 0), 1u << 24, {}).has_value());
+}
+
+// Bad arguments to a step are refused with what and where, before anything is recorded.
+TEST(BeamStep, RecordErrors) {
+  Context& ctx = context();
+  const std::size_t B = 2, K = 3, R = B * K, kc = 4, V = 50, T = 5;
+  const BeamSearch op(ctx, B, K, kc, T, 2, 0);
+  const BeamSearch::State st = op.make_state();
+  const Tensor a = ctx.tensor({R, 4}, DType::f32), b = ctx.tensor({R, 4}, DType::f32);
+  const BeamStep::Gather g{.from = a, .to = b, .cols = 4, .from_ld = 4, .to_ld = 4};
+  const auto step = BeamStep::make(ctx, op, V, std::vector{g});
+  ASSERT_TRUE(step.has_value());
+  const Tensor logits = ctx.tensor({R, V}), nonfinite = ctx.tensor({R}, DType::u32);
+  const Tensor cv = ctx.tensor({R, kc}), ci = ctx.tensor({R, kc}, DType::i32);
+  const Tensor parents = ctx.tensor({R}, DType::i32), next = ctx.tensor({R}, DType::i32);
+  Sequence seq = ctx.sequence();
+  const std::uint32_t before = seq.stats().dispatches;
+  auto record = [&](std::size_t t, const Tensor& l, std::vector<BeamStep::Gather> gs, bool close) {
+    step->record(seq, st, t, l, {}, nonfinite, cv, ci, parents, next, gs, close);
+  };
+  expect_error([&] { record(T, logits, {g}, false); }, ErrorCode::out_of_range, {"BeamStep", "t = 5"});
+  expect_error([&] { record(0, ctx.tensor({R, V + 1}), {g}, false); }, ErrorCode::invalid_argument, {"BeamStep", "logits"});
+  expect_error([&] { record(0, logits, {g, g}, false); }, ErrorCode::invalid_argument, {"BeamStep", "beyond"});
+  BeamStep::Gather wide = g;
+  wide.from_offset = 1;  // its last row runs past `from`
+  expect_error([&] { record(0, logits, {wide}, false); }, ErrorCode::invalid_argument, {"BeamStep", "gather 0"});
+  expect_error([&] { record(0, logits, {g}, true); }, ErrorCode::state, {"gate table"});  // no gate open
+  EXPECT_EQ(seq.stats().dispatches, before);
 }
 
 TEST(BeamSearchLong, ManySeeds) {

@@ -180,8 +180,10 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
   // against 216-223; W3 at B = 8 likewise) with one dispatch a step fewer. (A 4-row limit stood
   // here, from comparisons that ran one library twice: bench/SCHEMA.md, "Comparing two builds".)
   const std::uint32_t wg = v.constants.local_size_x;
+  // With the gate check: M flags read by every invocation and the table's share to zero.
   const std::uint64_t merge_loops =
-      std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb});
+      std::uint64_t(push.M) * plan::argmax_loops(dev, v.variant.subgroup, wg, {.V = g[0], .passes = 1, .S = greedy.S, .emb = greedy.emb}) +
+      (greedy.gate.valid() ? push.M + ops::ceil_div(detail::SequenceAccess::gate_words(), wg) : 0);
   const std::size_t words = gemv_argmax_words(push.M, g[0]);
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
       scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
