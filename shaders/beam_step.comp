@@ -13,14 +13,18 @@
 // Rows of a source only ever take states from rows of the same source, so the merging
 // workgroup gathers the source's K rows alone: no other workgroup reads or writes them.
 //
-// Gathers (up to 2), each `outer` blocks of R rows of `cols` 32-bit elements; block o's row r at
-// src_off + o * R * cols + r * src_ld of src_e and dst_off + o * R * cols + r * dst_ld of dst_e
-// (outer > 1 only for packed rows). By kind:
+// Gathers (up to 4), each `outer` blocks of R rows of `cols` 32-bit elements in slot buffers
+// (up to 6 distinct tensors, so gathers into one tensor share a binding); block o's row r at
+// src_off + o * R * cols + r * src_ld of the source slot and dst_off + o * R * cols + r * dst_ld
+// of the destination slot (outer > 1 only for packed rows). By kind:
 //   GATHER_PARENT  dst row r = src row parents[r] (a state into its other buffer);
-//   GATHER_BACK    the same, then dst row r back into src row r (a state kept in the columns of a
-//                  wider tensor: dst is scratch);
+//   GATHER_BACK    src row r = src row parents[r], in place (a state kept in the columns of a
+//                  wider tensor): the source's K rows go through shared memory a few columns at
+//                  a time, so no scratch buffer is read or written;
 //   GATHER_TOKEN   dst row r = src row next_tokens[r] clamped to [0, vocab) (the embedding of
 //                  the token each row reads next, as gemv_argmax.comp writes it in greedy decoding).
+// Gather e's words in the push block: g<e> = (kind | src slot << 2 | dst slot << 5 | (vocab for
+// a token lookup, else outer) << 8, cols, src_off, dst_off), lds[e] = src_ld | dst_ld << 16.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint K_MAX = 8;
 
@@ -42,12 +46,14 @@ layout(set = 0, binding = 12) buffer HistParent { int hist_parent[]; };         
 layout(set = 0, binding = 13) coherent buffer Parents { int parents[]; };         // [R]
 layout(set = 0, binding = 14) coherent buffer NextTokens { int next_tokens[]; };  // [R]
 layout(set = 0, binding = 15) buffer Heads { uint heads[]; };                     // [R, 4]
-layout(set = 0, binding = 16) coherent buffer Src0 { float src0[]; };
-layout(set = 0, binding = 17) coherent buffer Dst0 { float dst0[]; };
-layout(set = 0, binding = 18) coherent buffer Src1 { float src1[]; };
-layout(set = 0, binding = 19) coherent buffer Dst1 { float dst1[]; };
-layout(set = 0, binding = 20) buffer Gate { uint gate[]; };                       // the sequence's gate table
-layout(set = 0, binding = 21) coherent buffer Ticket { uint ticket[]; };          // [1 + B], 0 between dispatches
+layout(set = 0, binding = 16) coherent buffer Slot0 { float slot0[]; };
+layout(set = 0, binding = 17) coherent buffer Slot1 { float slot1[]; };
+layout(set = 0, binding = 18) coherent buffer Slot2 { float slot2[]; };
+layout(set = 0, binding = 19) coherent buffer Slot3 { float slot3[]; };
+layout(set = 0, binding = 20) coherent buffer Slot4 { float slot4[]; };
+layout(set = 0, binding = 21) coherent buffer Slot5 { float slot5[]; };
+layout(set = 0, binding = 22) buffer Gate { uint gate[]; };                       // the sequence's gate table
+layout(set = 0, binding = 23) coherent buffer Ticket { uint ticket[]; };          // [1 + B], 0 between dispatches
 
 layout(push_constant) uniform Push {
   uint B;
@@ -60,12 +66,11 @@ layout(push_constant) uniform Push {
   int pad;
   uint stop;
   uint V;
-  uint forced;       // nonzero: read `forced` (a target prefix's token per row)
   uint gate_words;   // nonzero: close the gate (its first gate_words words; the next counts open checks)
-  uint gathers;      // 0 .. 2
-  uint rows;         // decoder rows per workgroup (1 .. K), all of one source
-  uint g0_cols, g0_outer, g0_src_off, g0_src_ld, g0_dst_off, g0_dst_ld, g0_kind, g0_vocab;
-  uint g1_cols, g1_outer, g1_src_off, g1_src_ld, g1_dst_off, g1_dst_ld, g1_kind, g1_vocab;
+  uint flags;        // forced (bit 0: read `forced`, a target prefix's token per row) | gathers
+                     // (0 .. 4) << 1 | decoder rows per workgroup (1 .. K, all of one source) << 8
+  uvec4 g0, g1, g2, g3;
+  uvec4 lds;
 } p;
 
 #include "float_order.glsl"
@@ -78,40 +83,67 @@ const uint GATHER_PARENT = 0u;
 const uint GATHER_BACK = 1u;
 const uint GATHER_TOKEN = 2u;
 
-// One pass of gather e over rows r0 .. r0 + K - 1: rows in (from their parents or tokens), or
-// with `back` the scratch rows back into the state's columns.
-void gather(uint e, uint r0, bool back) {
+const uint STAGE_FLOATS = 1024;  // GATHER_BACK's rows in flight (4 KB of shared memory)
+shared float stage[STAGE_FLOATS];
+
+float slot_load(uint s, uint i) {
+  switch (s) {
+    case 0u: return slot0[i];
+    case 1u: return slot1[i];
+    case 2u: return slot2[i];
+    case 3u: return slot3[i];
+    case 4u: return slot4[i];
+    default: return slot5[i];
+  }
+}
+
+void slot_store(uint s, uint i, float v) {
+  switch (s) {
+    case 0u: slot0[i] = v; break;
+    case 1u: slot1[i] = v; break;
+    case 2u: slot2[i] = v; break;
+    case 3u: slot3[i] = v; break;
+    case 4u: slot4[i] = v; break;
+    default: slot5[i] = v; break;
+  }
+}
+
+// Gather e over rows r0 .. r0 + K - 1 (the file's comment).
+void gather(uint e, uint r0) {
   const uint R = p.B * p.K;
-  const uint cols = e == 0u ? p.g0_cols : p.g1_cols;
-  const uint outer = e == 0u ? p.g0_outer : p.g1_outer;
-  const uint src_off = e == 0u ? p.g0_src_off : p.g1_src_off;
-  const uint src_ld = e == 0u ? p.g0_src_ld : p.g1_src_ld;
-  const uint dst_off = e == 0u ? p.g0_dst_off : p.g1_dst_off;
-  const uint dst_ld = e == 0u ? p.g0_dst_ld : p.g1_dst_ld;
-  const uint kind = e == 0u ? p.g0_kind : p.g1_kind;
-  const uint vocab = e == 0u ? p.g0_vocab : p.g1_vocab;
+  const uvec4 g = e == 0u ? p.g0 : e == 1u ? p.g1 : e == 2u ? p.g2 : p.g3;
+  const uint kind = g.x & 3u, src = (g.x >> 2) & 7u, dst = (g.x >> 5) & 7u, wide = g.x >> 8;
+  const uint cols = g.y, src_off = g.z, dst_off = g.w;
+  const uint src_ld = p.lds[e] & 0xffffu, dst_ld = p.lds[e] >> 16;
+  if (kind == GATHER_BACK) {
+    // In place: all K rows' columns c0 .. c0 + w - 1 are read before any is written.
+    const uint chunk = min(cols, STAGE_FLOATS / p.K);
+    for (uint c0 = 0; c0 < cols; c0 += chunk) {
+      const uint w = min(chunk, cols - c0), n = p.K * w;
+      for (uint i = gl_LocalInvocationIndex; i < n; i += gl_WorkGroupSize.x)
+        stage[i] = slot_load(src, src_off + uint(parents[r0 + i / w]) * src_ld + c0 + i % w);
+      barrier();
+      for (uint i = gl_LocalInvocationIndex; i < n; i += gl_WorkGroupSize.x)
+        slot_store(src, src_off + (r0 + i / w) * src_ld + c0 + i % w, stage[i]);
+      barrier();
+    }
+    return;
+  }
+  const uint outer = kind == GATHER_TOKEN ? 1u : wide, vocab = wide;
   const uint n = p.K * cols;
   for (uint o = 0; o < outer; ++o) {
     for (uint i = gl_LocalInvocationIndex; i < n; i += gl_WorkGroupSize.x) {
       const uint r = r0 + i / cols, j = i % cols;
-      const uint d = dst_off + o * R * cols + r * dst_ld + j;
-      if (back) {
-        const uint s = src_off + r * src_ld + j;
-        if (e == 0u) src0[s] = dst0[d];
-        else src1[s] = dst1[d];
-        continue;
-      }
       const int w = kind == GATHER_TOKEN ? next_tokens[r] : parents[r];
       const uint from = kind == GATHER_TOKEN ? uint(clamp(w, 0, int(vocab) - 1)) : uint(w);
-      const uint s = src_off + o * R * cols + from * src_ld + j;
-      if (e == 0u) dst0[d] = src0[s];
-      else dst1[d] = src1[s];
+      slot_store(dst, dst_off + o * R * cols + r * dst_ld + j, slot_load(src, src_off + o * R * cols + from * src_ld + j));
     }
   }
 }
 
 void main() {
-  const uint groups = (p.K + p.rows - 1u) / p.rows;  // per source
+  const uint rows = p.flags >> 8, gathers = (p.flags >> 1) & 7u;
+  const uint groups = (p.K + rows - 1u) / rows;  // per source
   const uint g = gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y;
   if (g >= p.B * groups) return;  // uniform per workgroup; takes no ticket
   const uint lane = gl_LocalInvocationIndex;
@@ -119,9 +151,9 @@ void main() {
   // Read before this step's merge of source b writes them: the merge waits for every ticket.
   const bool live = done[b] == 0u;
   const uint n_alive = live ? min(alive_count[b], p.K) : 0u;
-  const uint first = (g % groups) * p.rows;
-  for (uint h = first; h < min(n_alive, first + p.rows); ++h)
-    topk_row(r0 + h, p.V, p.kc, true, p.t + 1u, p.forced != 0u ? forced[r0 + h] : -1);
+  const uint first = (g % groups) * rows;
+  for (uint h = first; h < min(n_alive, first + rows); ++h)
+    topk_row(r0 + h, p.V, p.kc, true, p.t + 1u, (p.flags & 1u) != 0u ? forced[r0 + h] : -1);
 
   // The source's last workgroup to finish merges it. Invocation 0 wrote the rows' candidates;
   // it publishes them and then takes the ticket (stores, memory barrier, atomic: in order).
@@ -139,13 +171,13 @@ void main() {
   }
   barrier();
   if (live) {
-    for (uint e = 0; e < p.gathers; ++e) {
-      gather(e, r0, false);
-      if ((e == 0u ? p.g0_kind : p.g1_kind) == GATHER_BACK) {
+    // In order, each gather's writes visible to the next (they may share a tensor).
+    for (uint e = 0; e < gathers; ++e) {
+      if (e > 0u) {
         memoryBarrierBuffer();
         barrier();
-        gather(e, r0, true);
       }
+      gather(e, r0);
     }
   }
   if (p.gate_words == 0u) return;  // uniform: a push constant

@@ -541,29 +541,65 @@ TEST(BeamSearch, Errors) {
 // candidates of rows that are not alive and the gathers of sources already done (their rows
 // are never read again).
 
+// Which gathers a case runs (all into tensors of their own unless said):
+//   token  a state ping-ponging over 2 blocks of 5 columns; a token lookup of 6 columns into
+//          columns 2..7 of a [R, 9] input
+//   back   a state in columns 4..8 of a [R, 12] tensor (copied in place; scratch [R, 5] for
+//          the separate kernels; back_cols wide); a state of 3 columns ping-ponging
+//   four   the most: a state over 2 blocks of 5 columns, a state of 3 columns, a state in
+//          columns 4..8 of a [R, 12] input and a token lookup of 4 columns into columns 0..3 of
+//          that same input (an LSTM decoder with input feeding: h, c, h~ and the embedding),
+//          6 distinct tensors
+enum class Layout { token, back, four };
+
 struct StepCase {
   std::size_t B, K, V, T;
   std::uint32_t seed;
-  bool back;          // gathers: {back, parent} instead of {parent over 2 blocks, token}
+  Layout layout;
   bool forced;        // the first two steps force some rows' tokens (a target prefix)
   bool inf = false;   // row 0's logits hold +inf at step 0 (the non-finite flag)
   float eos_bias = 0.0f;  // added to EOS's logit: searches that end early
   OpOptions options = {};
+  std::size_t back_cols = 5;  // the width of the state copied in place
 };
 
 struct StepRun {
-  std::vector<std::vector<float>> cand_v, to0, to1, from0;
+  std::vector<std::vector<float>> cand_v;
   std::vector<std::vector<std::int32_t>> cand_i, parents, next;
   std::vector<std::vector<std::uint32_t>> done;
+  // [t][gather]: what the gather wrote (its `to`; for a copy in place its `from`), and what it
+  // read before the step (its `from`; the table for a token lookup).
+  std::vector<std::vector<std::vector<float>>> wrote, read;
   std::vector<std::int32_t> hist_token, hist_parent;
   std::vector<std::uint32_t> fin_count, fin, nonfinite;
   std::vector<float> ran;  // ran[t] = t + 1 where step t's gated work ran (0: the gate was closed)
-  // What went in, for the host reference: each step's logits and the rows each gather read.
-  std::vector<std::vector<float>> logits, src0, src1;
+  std::vector<std::vector<float>> logits;  // each step's, for the host reference
   std::uint32_t open_checks = 0, dispatches = 0;
 };
 
 constexpr std::uint32_t kSentinel = 0x7fc0dead;  // NaN bits no kernel writes
+
+std::vector<BeamStep::Gather> step_gathers(Context& ctx, Layout layout, std::size_t R, std::size_t vocab, std::size_t back_cols) {
+  using Kind = BeamStep::Kind;
+  auto t = [&](Shape s) { return ctx.tensor(std::move(s), DType::f32); };
+  const BeamStep::Gather ping5{.from = t({2, R, 5}), .to = t({2, R, 5}), .cols = 5, .outer = 2, .from_ld = 5, .to_ld = 5};
+  const BeamStep::Gather ping3{.from = t({R, 3}), .to = t({R, 3}), .cols = 3, .from_ld = 3, .to_ld = 3};
+  const std::size_t ld = back_cols + 7;
+  const Tensor wide = t({R, ld});
+  const BeamStep::Gather back{.from = wide, .to = t({R, back_cols}), .cols = back_cols, .from_offset = 4, .from_ld = ld,
+                              .to_ld = back_cols, .kind = Kind::back};
+  switch (layout) {
+    case Layout::token:
+      return {ping5, {.from = t({vocab, 6}), .to = t({R, 9}), .cols = 6, .from_ld = 6, .to_offset = 2, .to_ld = 9,
+                      .kind = Kind::token, .vocab = vocab}};
+    case Layout::back:
+      return {back, ping3};
+    case Layout::four:
+      return {ping5, ping3, back,
+              {.from = t({vocab, 4}), .to = wide, .cols = 4, .from_ld = 4, .to_ld = ld, .kind = Kind::token, .vocab = vocab}};
+  }
+  return {};
+}
 
 StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   using Kind = BeamStep::Kind;
@@ -578,27 +614,8 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     for (float& x : v) x = normal(rng);
     return v;
   };
-  // Gather tensors: a state ping-ponging over 2 blocks of 5 columns + a token lookup of 6
-  // columns into columns 2..7 of a [R, 9] input; or a state in columns 4..8 of a [R, 12]
-  // tensor (scratch [R, 5]) + a state of 3 columns ping-ponging.
-  const std::size_t Vemb = V + 3;
-  Tensor ping[2], wide, scratch, table, emb;
-  std::vector<BeamStep::Gather> gathers;
-  if (!c.back) {
-    ping[0] = ctx.tensor({2, R, 5}, DType::f32);
-    ping[1] = ctx.tensor({2, R, 5}, DType::f32);
-    table = ctx.tensor({Vemb, 6}, DType::f32);
-    emb = ctx.tensor({R, 9}, DType::f32);
-    gathers = {{.from = ping[0], .to = ping[1], .cols = 5, .outer = 2, .from_ld = 5, .to_ld = 5},
-               {.from = table, .to = emb, .cols = 6, .from_ld = 6, .to_offset = 2, .to_ld = 9, .kind = Kind::token, .vocab = Vemb}};
-  } else {
-    wide = ctx.tensor({R, 12}, DType::f32);
-    scratch = ctx.tensor({R, 5}, DType::f32);
-    ping[0] = ctx.tensor({R, 3}, DType::f32);
-    ping[1] = ctx.tensor({R, 3}, DType::f32);
-    gathers = {{.from = wide, .to = scratch, .cols = 5, .from_offset = 4, .from_ld = 12, .to_ld = 5, .kind = Kind::back},
-               {.from = ping[0], .to = ping[1], .cols = 3, .from_ld = 3, .to_ld = 3}};
-  }
+  const std::size_t Vemb = V + 3;  // lookups of ids beyond V are clamped, never out of the table
+  std::vector<BeamStep::Gather> gathers = step_gathers(ctx, c.layout, R, Vemb, c.back_cols);
   std::optional<BeamStep> step;
   if (fused) {
     step = BeamStep::make(ctx, op, V, gathers, c.options);
@@ -622,32 +639,43 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   seq.upload(step_ids, ids).fill(ran, 0u);
   op.record_reset(seq, st);
   seq.fill(nonfinite, 0u);
-  std::vector<float> table_data;
-  if (table.valid()) {
-    table_data = random(Vemb * 6);
-    seq.upload(table, table_data);
+  for (const auto& g : gathers) {
+    if (g.kind == Kind::token) seq.fill(g.to, 0u);
+    if (g.kind == Kind::back) seq.fill(g.to, 0u);
   }
-  if (emb.valid()) seq.fill(emb, 0u);
-  if (scratch.valid()) seq.fill(scratch, 0u);
+  std::vector<std::vector<float>> tables(gathers.size());
+  for (std::size_t i = 0; i < gathers.size(); ++i) {
+    if (gathers[i].kind != Kind::token) continue;
+    tables[i] = random(gathers[i].from.size());
+    seq.upload(gathers[i].from, tables[i]);
+  }
   if (step) step->record_reset(seq);
-  struct Snap { Tensor cv, ci, parents, next, done, to0, to1, from0; };
+  struct Snap { Tensor cv, ci, parents, next, done; std::vector<Tensor> wrote; };
   std::vector<Snap> snaps(T);
+  auto snap = [&](const Tensor& from) {
+    const Tensor to = ctx.tensor(from.shape(), from.dtype());
+    seq.copy(from, to);
+    seq.download(to);
+    return to;
+  };
   seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
-    // What a decoder step would have written: logits and new states.
+    // What a decoder step would have written: logits and new states (every state's tensor once).
     std::vector<float> x = random(R * V);
     for (std::size_t r = 0; r < R; ++r) x[r * V + eos] += c.eos_bias;
     if (c.inf && t == 0) x[3 % V] = std::numeric_limits<float>::infinity();
     seq.upload(logits, x);
-    const bool token = gathers[1].kind == Kind::token;
-    std::vector<float> d0 = random(gathers[0].from.size());
-    seq.upload(gathers[0].from, d0);
-    const Tensor& second = token ? gathers[0].from : gathers[1].from;
-    std::vector<float> d1 = random(second.size());
-    seq.upload(second, d1);
     run.logits.push_back(x);
-    run.src0.push_back(token ? d1 : d0);  // the second upload overwrote the first
-    run.src1.push_back(token ? table_data : d1);
+    run.read.emplace_back();
+    for (std::size_t i = 0; i < gathers.size(); ++i) {
+      if (gathers[i].kind == Kind::token) {
+        run.read[t].push_back(tables[i]);
+        continue;
+      }
+      std::vector<float> d = random(gathers[i].from.size());
+      seq.upload(gathers[i].from, d);
+      run.read[t].push_back(std::move(d));
+    }
     concat.record(seq, {MatrixView{step_ids, 1, 1, t, 1}}, MatrixView{ran, 1, 1, t, 1});
     const bool force = c.forced && t < 2;
     if (force) {
@@ -678,14 +706,8 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
       if (!last) seq.close_gate_when_all(st.done);
     }
     Snap& sn = snaps[t];
-    auto snap = [&](const Tensor& from) {
-      const Tensor to = ctx.tensor(from.shape(), from.dtype());
-      seq.copy(from, to);
-      seq.download(to);
-      return to;
-    };
-    sn = {snap(cv), snap(ci), snap(parents), snap(next), snap(st.done), snap(gathers[0].to), snap(gathers[1].to),
-          snap(gathers[0].from)};
+    sn = {snap(cv), snap(ci), snap(parents), snap(next), snap(st.done), {}};
+    for (const auto& e : gathers) sn.wrote.push_back(snap(e.kind == Kind::back ? e.from : e.to));
     // The ping-pong states swap buffers, as the decoder's do.
     for (auto& e : gathers) {
       if (e.kind == Kind::parent) std::swap(e.from, e.to);
@@ -703,9 +725,8 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     run.parents.push_back(seq.read<std::int32_t>(sn.parents));
     run.next.push_back(seq.read<std::int32_t>(sn.next));
     run.done.push_back(seq.read<std::uint32_t>(sn.done));
-    run.to0.push_back(seq.read<float>(sn.to0));
-    run.to1.push_back(seq.read<float>(sn.to1));
-    run.from0.push_back(seq.read<float>(sn.from0));
+    run.wrote.emplace_back();
+    for (const Tensor& w : sn.wrote) run.wrote.back().push_back(seq.read<float>(w));
   }
   run.hist_token = seq.read<std::int32_t>(st.hist_token);
   run.hist_parent = seq.read<std::int32_t>(st.hist_parent);
@@ -717,12 +738,10 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   return run;
 }
 
-// Rows [r0, r0 + n) x cols of a [., R, cols] snapshot block, bit for bit.
-bool same_rows(const std::vector<float>& a, const std::vector<float>& b, std::size_t first, std::size_t count) {
-  return std::memcmp(a.data() + first, b.data() + first, count * sizeof(float)) == 0;
-}
+// Sources whose rows step t gathers: those not done before it.
+bool gathered(const StepRun& run, std::size_t t, std::size_t b) { return t == 0 || run.done[t - 1][b] == 0; }
 
-void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun& want) {
+void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun& want, const std::vector<BeamStep::Gather>& gathers) {
   const std::size_t K = c.K, R = c.B * c.K, kc = std::min(c.K + 1, c.V);
   EXPECT_EQ(got.hist_token, want.hist_token);
   EXPECT_EQ(got.hist_parent, want.hist_parent);
@@ -747,17 +766,17 @@ void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun&
       }
     }
     if (t + 1 == c.T) continue;  // no gathers on the last step
-    EXPECT_EQ(got.from0[t], want.from0[t]);  // a state copied back: every row, done or not
-    for (std::size_t b = 0; b < c.B; ++b) {
-      if (t > 0 && got.done[t - 1][b] != 0) continue;  // done before this step: no gathers
-      for (const auto* pair : {&got.to0, &got.to1}) {
-        const auto& g = *pair;
-        const auto& w = pair == &got.to0 ? want.to0 : want.to1;
-        const std::size_t cols = g[t].size() / R / (pair == &got.to0 && !c.back ? 2 : 1);
-        const std::size_t blocks = g[t].size() / (R * cols);
+    // What each gather wrote, whole rows (every column of the tensor), of the sources gathered.
+    for (std::size_t i = 0; i < got.wrote[t].size(); ++i) {
+      const auto& g = got.wrote[t][i];
+      const auto& w = want.wrote[t][i];
+      ASSERT_EQ(g.size(), w.size());
+      const std::size_t blocks = gathers[i].outer, ld = g.size() / (blocks * R);
+      for (std::size_t b = 0; b < c.B; ++b) {
+        if (!gathered(got, t, b)) continue;
         for (std::size_t o = 0; o < blocks; ++o) {
-          EXPECT_TRUE(same_rows(g[t], w[t], (o * R + b * K) * cols, K * cols))
-              << (pair == &got.to0 ? "gather 0" : "gather 1") << ", source " << b << ", block " << o;
+          EXPECT_EQ(std::memcmp(g.data() + (o * R + b * K) * ld, w.data() + (o * R + b * K) * ld, K * ld * sizeof(float)), 0)
+              << "gather " << i << ", source " << b << ", block " << o;
         }
       }
     }
@@ -768,9 +787,10 @@ void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun&
 // The fused run against the host in double: each computed row's candidates (the top-kc of the
 // log-softmax, ties to the lower id), and each gathered row (from its parent's row of what the
 // step read, or the next token's table row).
-void expect_host_reference(const StepCase& c, const StepRun& got) {
+void expect_host_reference(const StepCase& c, const StepRun& got, const std::vector<BeamStep::Gather>& gathers) {
+  using Kind = BeamStep::Kind;
   const std::size_t K = c.K, R = c.B * K, V = c.V, kc = std::min(K + 1, V);
-  std::size_t rows = 0;
+  std::size_t rows = 0, gathered_rows = 0;
   for (std::size_t t = 0; t < c.T; ++t) {
     SCOPED_TRACE(fmt::format("host reference, step {}", t));
     for (std::size_t r = 0; r < R && !(c.forced && t < 2) && !(c.inf && t == 0); ++r) {
@@ -790,51 +810,63 @@ void expect_host_reference(const StepCase& c, const StepRun& got) {
     }
     if (t + 1 == c.T) continue;
     for (std::size_t b = 0; b < c.B; ++b) {
-      if (t > 0 && got.done[t - 1][b] != 0) continue;
+      if (!gathered(got, t, b)) continue;
       for (std::size_t r = b * K; r < b * K + K; ++r) {
         const std::size_t p = static_cast<std::size_t>(got.parents[t][r]);
         ASSERT_LT(p, R);
         ASSERT_EQ(p / K, b);  // a source's rows take rows of the same source
-        if (!c.back) {
-          for (std::size_t o = 0; o < 2; ++o)
-            for (std::size_t j = 0; j < 5; ++j) EXPECT_EQ(got.to0[t][(o * R + r) * 5 + j], got.src0[t][(o * R + p) * 5 + j]);
-          const std::size_t w = static_cast<std::size_t>(std::clamp<std::int32_t>(got.next[t][r], 0, std::int32_t(V + 2)));
-          for (std::size_t j = 0; j < 6; ++j) EXPECT_EQ(got.to1[t][r * 9 + 2 + j], got.src1[t][w * 6 + j]) << "row " << r;
-        } else {
-          for (std::size_t j = 0; j < 5; ++j) {
-            EXPECT_EQ(got.to0[t][r * 5 + j], got.src0[t][p * 12 + 4 + j]);
-            EXPECT_EQ(got.from0[t][r * 12 + 4 + j], got.src0[t][p * 12 + 4 + j]);  // and back in its columns
+        for (std::size_t i = 0; i < gathers.size(); ++i) {
+          const auto& e = gathers[i];
+          const auto& wrote = got.wrote[t][i];
+          const auto& read = got.read[t][i];
+          const std::size_t row = e.kind == Kind::token ? static_cast<std::size_t>(std::clamp<std::int32_t>(got.next[t][r], 0, std::int32_t(e.vocab) - 1)) : p;
+          for (std::size_t o = 0; o < e.outer; ++o) {
+            for (std::size_t j = 0; j < e.cols; ++j) {
+              const float want = read[e.from_offset + (o * R) * e.cols + row * e.from_ld + j];
+              const std::size_t at = e.kind == Kind::back ? e.from_offset + r * e.from_ld + j : e.to_offset + o * R * e.cols + r * e.to_ld + j;
+              EXPECT_EQ(wrote[at], want) << "gather " << i << ", row " << r << ", block " << o << ", column " << j;
+            }
           }
-          for (std::size_t j = 0; j < 3; ++j) EXPECT_EQ(got.to1[t][r * 3 + j], got.src1[t][p * 3 + j]);
         }
+        ++gathered_rows;
       }
     }
   }
   EXPECT_GT(rows, 0u);
+  EXPECT_GT(gathered_rows, 0u);
 }
 
 TEST(BeamStep, EqualsTheOpsItFuses) {
   std::uint32_t seed = 3000;
   std::size_t closed_early = 0;
   for (const StepCase& c : std::vector<StepCase>{
-           {1, 4, 37, 8, seed++, false, false, false, 4.0f},
-           {3, 3, 300, 10, seed++, true, true},
-           {5, 5, 7, 9, seed++, false, true, false, 1.0f},
-           {2, 1, 11, 6, seed++, true, false, false, 3.0f},
-           {4, 16, 64, 7, seed++, false, false, false, 5.0f},
-           {2, 3, 23, 5, seed++, true, false, true},
-           {3, 2, 40, 6, seed++, false, true, false, 3.0f, {.force_shared_memory_reduction = true}},
+           {1, 4, 37, 8, seed++, Layout::token, false, false, 4.0f},
+           {3, 3, 300, 10, seed++, Layout::back, true},
+           {5, 5, 7, 9, seed++, Layout::token, true, false, 1.0f},
+           {2, 1, 11, 6, seed++, Layout::back, false, false, 3.0f},
+           {4, 16, 64, 7, seed++, Layout::four, false, false, 5.0f},
+           {2, 3, 23, 5, seed++, Layout::back, false, true},
+           {3, 2, 40, 6, seed++, Layout::four, true, false, 3.0f, {.force_shared_memory_reduction = true}},
+           {2, 7, 19, 8, seed++, Layout::four, false, false, 2.0f},
            // Rows per workgroup: one (GPUs' default), two (a source over several workgroups).
-           {3, 5, 50, 8, seed++, true, false, false, 3.0f, {.tile = 1}},
-           {2, 5, 30, 7, seed++, false, true, false, 2.0f, {.tile = 2}},
+           {3, 5, 50, 8, seed++, Layout::back, false, false, 3.0f, {.tile = 1}},
+           {2, 5, 30, 7, seed++, Layout::token, true, false, 2.0f, {.tile = 2}},
+           {3, 4, 30, 7, seed++, Layout::four, false, false, 2.0f, {.tile = 1}},
+           // A state copied in place a few columns at a time (beam_step.comp's STAGE_FLOATS).
+           {2, 8, 40, 6, seed++, Layout::four, false, false, 2.0f, {}, 300},
        }) {
-    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} back {} forced {} inf {}", c.B, c.K, c.V, c.T, c.back, c.forced, c.inf));
+    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} inf {}", c.B, c.K, c.V, c.T, static_cast<int>(c.layout),
+                             c.forced, c.inf));
     const StepRun got = run_steps(context(), c, true);
     const StepRun want = run_steps(context(), c, false);
-    expect_same_step_runs(c, got, want);
-    expect_host_reference(c, got);
-    // One dispatch per step instead of top-k, merge, the gathers (3 dispatches) and the gate check.
-    EXPECT_EQ(got.dispatches + 5 * (c.T - 1) + 1, want.dispatches);
+    const auto gathers = step_gathers(context(), c.layout, c.B * c.K, c.V + 3, c.back_cols);
+    expect_same_step_runs(c, got, want, gathers);
+    expect_host_reference(c, got, gathers);
+    // One dispatch per step instead of top-k, merge, the gathers (an Embedding per block, a
+    // Concat more for a copy back) and the gate check.
+    std::uint32_t apart = 3;  // top-k, merge, gate check
+    for (const auto& g : gathers) apart += static_cast<std::uint32_t>(g.outer) + (g.kind == BeamStep::Kind::back);
+    EXPECT_EQ(got.dispatches + (apart - 1) * (c.T - 1) + 1, want.dispatches);
     closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;
     if (HasFailure()) return;
   }
@@ -846,8 +878,21 @@ TEST(BeamStep, DeclinesWhatDoesNotFit) {
   const BeamSearch op(ctx, 2, 3, 4, 5, 2, 0);
   const Tensor a = ctx.tensor({6, 4}, DType::f32), b = ctx.tensor({6, 4}, DType::f32), h = ctx.tensor({6, 4}, DType::f16);
   const BeamStep::Gather g{.from = a, .to = b, .cols = 4, .from_ld = 4, .to_ld = 4};
-  EXPECT_TRUE(BeamStep::make(ctx, op, 50, std::vector{g, g}).has_value());
-  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{g, g, g}).has_value());  // beyond max_gathers
+  EXPECT_TRUE(BeamStep::make(ctx, op, 50, std::vector{g, g, g, g}).has_value());
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{g, g, g, g, g}).has_value());  // beyond max_gathers
+  // Beyond max_tensors: 4 states ping-ponging between tensors of their own.
+  std::vector<BeamStep::Gather> own;
+  for (int i = 0; i < 4; ++i) own.push_back({.from = ctx.tensor({6, 4}), .to = ctx.tensor({6, 4}), .cols = 4, .from_ld = 4, .to_ld = 4});
+  EXPECT_TRUE(BeamStep::make(ctx, op, 50, std::span(own).first(3)).has_value());
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, own).has_value());
+  BeamStep::Gather same = g;
+  same.to = a;  // a state into its own rows needs Kind::back
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{same}).has_value());
+  same.kind = BeamStep::Kind::back;
+  EXPECT_TRUE(BeamStep::make(ctx, op, 50, std::vector{same}).has_value());
+  const Tensor long_rows = ctx.tensor({6, 70000});
+  const BeamStep::Gather strided{.from = long_rows, .to = b, .cols = 4, .from_ld = 70000, .to_ld = 4};
+  EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{strided}).has_value());  // a row stride beyond 16 bits
   BeamStep::Gather wide = g;
   wide.cols = 5;  // rows beyond the tensors
   EXPECT_FALSE(BeamStep::make(ctx, op, 50, std::vector{wide}).has_value());

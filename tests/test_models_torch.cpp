@@ -31,6 +31,7 @@
 #include "common/test_env.hpp"
 #include "expect_error.hpp"
 #include "model_fixtures.hpp"
+#include "ops/beam_step.hpp"
 #include "vkrnn/classifier.hpp"
 #include "vkrnn/model.hpp"
 #include "vkrnn/rnn.hpp"
@@ -308,7 +309,7 @@ TEST(ModelsTorch, Seq2SeqMatchesPyTorch) {
   EXPECT_GE(check_each(all, kSeq2Seq, check_seq2seq), 3u);
 }
 
-// Luong decoders (issue 14): the combine layer's tanh runs in the combine linear's store, so a
+// Luong decoders (issue 14; beam search below): the combine layer's tanh runs in the combine linear's store, so a
 // decoder step has no activation dispatch; one step's kernels are the same at every step (the
 // greedy decode's dispatches grow by exactly that many per step). Parity with PyTorch at the
 // usual tolerances is Seq2SeqMatchesPyTorch's.
@@ -362,7 +363,17 @@ void check_luong_step(const Case& c) {
   const auto r4 = model.greedy(sources, {.max_len = 4, .stop_at_eos = false});
   const auto r9 = model.greedy(sources, {.max_len = 9, .stop_at_eos = false});
   EXPECT_EQ(r9.stats.dispatches - r4.stats.dispatches, 5 * per_step) << kernels;
-  std::printf("[ luong    ] %s: %u dispatches per step: %s\n", c.name.c_str(), per_step, kernels.c_str());
+  // A beam step: the same, with BeamStep where greedy has the argmax (a dispatch more where the
+  // argmax rides in the output projection). Every state follows its hypotheses inside it: h
+  // (and c), h~ in the rnn input's columns and the next token's embedding, all layers at once.
+  DecodeStats b4, b9;
+  model.beam(sources, {.beam_width = 3, .max_len = 4, .stats = &b4});
+  model.beam(sources, {.beam_width = 3, .max_len = 9, .stats = &b9});
+  const std::uint32_t beam_step = b9.sequence.dispatches - b4.sequence.dispatches;
+  if (ctx.device().max_storage_buffers_per_stage >= BeamStep::storage_buffers) {
+    EXPECT_EQ(beam_step, 5 * (per_step + fused)) << kernels;
+  }
+  std::printf("[ luong    ] %s: %u dispatches per step: %s; beam %u\n", c.name.c_str(), per_step, kernels.c_str(), beam_step / 5);
 }
 
 TEST(ModelsTorch, LuongStepHasNoCopies) {

@@ -1076,7 +1076,7 @@ struct BeamRun {
   // from its current buffer into the other, or out of its columns and back), the embedding of
   // each row's next token where the decoder has one lookup of it (only BeamStep writes it: else
   // the decoder's embedding node does), then the logits processor's histories (into the spare
-  // set). BeamStep takes the first BeamStep::max_gathers.
+  // set). BeamStep takes the first few (up to BeamStep::max_gathers, as many as fit).
   std::vector<BeamStep::Gather> state_gathers(const Seq2Seq::DecoderState::Impl& st, const LogitsProcessor::State& processing,
                                               const LogitsProcessor::State& spare) const {
     using Kind = BeamStep::Kind;
@@ -1182,13 +1182,16 @@ struct BeamRun {
 
     // max_len steps of (decoder step, top-k, merge, reorder the states to the surviving
     // hypotheses) inside a gate the merge's done flags close, so the host never waits per step.
-    // Where it fits, top-k, merge, up to BeamStep::max_gathers of the reorders and the gate
+    // Where it fits, top-k, merge, the first reorders (up to BeamStep::max_gathers) and the gate
     // check are one dispatch (BeamStep); the rest of the reorders are gathers of their own.
     std::optional<BeamStep> fused;
+    std::size_t fused_gathers = 0;  // the first gathers, as many as BeamStep takes
     if (m.logits_of(*st).shape() == Shape{R, V}) {
       const auto gathers = state_gathers(*st, processing, spare);
-      fused = BeamStep::make(c, *search, V, std::span(gathers).first(std::min(gathers.size(), BeamStep::max_gathers)),
-                             m.opts);
+      for (std::size_t n = std::min(gathers.size(), BeamStep::max_gathers) + 1; n-- > 0 && !fused;) {
+        fused = BeamStep::make(c, *search, V, std::span(gathers).first(n), m.opts);
+        fused_gathers = n;
+      }
     }
     search->record_reset(seq, state);
     seq.fill(nonfinite, 0);
@@ -1212,7 +1215,7 @@ struct BeamRun {
       std::size_t apart = 0;  // gathers left to Embedding
       bool token_written = false;
       if (fused) {
-        const std::size_t n = std::min(gathers.size(), BeamStep::max_gathers);
+        const std::size_t n = std::min(gathers.size(), fused_gathers);
         fused->record(seq, state, t, logits, forced, nonfinite, cand_v, cand_i, parents, st->token,
                       std::span(gathers).first(n), t + 1 < T);
         apart = n;

@@ -2,8 +2,10 @@
 #include "ops/beam_step.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <limits>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -18,6 +20,9 @@ namespace {
 
 constexpr const char* kOp = "BeamStep";
 using K = kernels::BeamStep;
+static_assert(K::slots == BeamStep::max_tensors && K::storage_buffer_count == BeamStep::storage_buffers);
+constexpr std::size_t kMaxLd = 0xffff;       // row strides: 16 bits each in the push block
+constexpr std::size_t kMaxWide = 1u << 24;   // outer, or a token lookup's vocab: 24 bits
 
 // One invocation's loop iterations (invocation 0 of a source's merging workgroup, the busiest),
 // estimated from above: its rows' top-k, the merge (beam_search.comp's bound), each gather's
@@ -28,7 +33,11 @@ std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   const std::uint64_t K = s.beam(), kc = s.candidates();
   std::uint64_t n = rows * plan::topk_loops(dev, subgroups, wg, V, kc);
   n += K * kc + 2 * K * (K + 2 * kc) + 3 * K;
-  for (const auto& g : gathers) n += g.outer * ops::ceil_div(K * g.cols, wg) * (g.kind == BeamStep::Kind::back ? 2 : 1);
+  for (const auto& g : gathers) {
+    // A copy in place goes through shared memory, STAGE_FLOATS (beam_step.comp) at a time.
+    if (g.kind == BeamStep::Kind::back) n += 2 * ops::ceil_div(K * g.cols, wg) + ops::ceil_div(g.cols, 1024 / K) + 1;
+    else n += g.outer * ops::ceil_div(K * g.cols, wg);
+  }
   n += ops::ceil_div(s.batch(), wg) + ops::ceil_div(detail::SequenceAccess::gate_words(), wg) + 8;
   return n;
 }
@@ -41,19 +50,43 @@ std::size_t floats(std::span<const BeamStep::Gather> gathers) {
 }
 
 // Whether a gather's rows lie inside its tensors (sizes only: make() checks shapes before the
-// tensors exist in their final form), with 32-bit indexing.
+// tensors exist in their final form), with 32-bit indexing and the push block's field widths.
 bool fits(const BeamStep::Gather& g, std::size_t R) {
   using Kind = BeamStep::Kind;
+  const bool back = g.kind == Kind::back;  // in place: `to` is not BeamStep's
   const std::size_t rows_from = g.kind == Kind::token ? g.vocab : g.outer * R;
   const std::uint64_t limit = std::numeric_limits<std::uint32_t>::max() / 2;
-  if (!g.from.valid() || !g.to.valid() || dtype_size(g.from.dtype()) != 4 || dtype_size(g.to.dtype()) != 4 ||
-      g.cols == 0 || g.outer == 0 || rows_from == 0 || g.from_ld < g.cols || g.to_ld < g.cols ||
-      (g.outer > 1 && (g.from_ld != g.cols || g.to_ld != g.cols || g.kind != Kind::parent))) {
+  if (!g.from.valid() || dtype_size(g.from.dtype()) != 4 || (!back && (!g.to.valid() || dtype_size(g.to.dtype()) != 4)) ||
+      g.cols == 0 || g.outer == 0 || rows_from == 0 || g.from_ld < g.cols || (!back && g.to_ld < g.cols) ||
+      g.from_ld > kMaxLd || (!back && g.to_ld > kMaxLd) || g.outer >= kMaxWide || (g.kind == Kind::token && g.vocab >= kMaxWide) ||
+      (g.outer > 1 && (g.from_ld != g.cols || g.to_ld != g.cols || g.kind != Kind::parent)) ||
+      (g.kind == Kind::parent && ops::same_memory(g.from, g.to))) {
     return false;
   }
   const std::uint64_t from_end = g.from_offset + std::uint64_t(rows_from - 1) * g.from_ld + g.cols;
-  const std::uint64_t to_end = g.to_offset + std::uint64_t(g.outer * R - 1) * g.to_ld + g.cols;
+  const std::uint64_t to_end = back ? 0 : g.to_offset + std::uint64_t(g.outer * R - 1) * g.to_ld + g.cols;
   return from_end <= g.from.size() && to_end <= g.to.size() && from_end < limit && to_end < limit;
+}
+
+// The distinct tensors the gathers read and write (a copy in place: its `from` alone), each
+// gather's source and destination slot in `slot_of` (two per gather); nullopt beyond
+// max_tensors.
+std::optional<std::vector<Tensor>> gather_slots(std::span<const BeamStep::Gather> gathers, std::vector<std::uint32_t>* slot_of) {
+  std::vector<Tensor> slots;
+  auto slot = [&](const Tensor& t) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (ops::same_memory(slots[i], t)) return static_cast<std::uint32_t>(i);
+    }
+    slots.push_back(t);
+    return static_cast<std::uint32_t>(slots.size() - 1);
+  };
+  for (const auto& g : gathers) {
+    const std::uint32_t from = slot(g.from);
+    const std::uint32_t to = g.kind == BeamStep::Kind::back ? from : slot(g.to);
+    if (slot_of) slot_of->insert(slot_of->end(), {from, to});
+  }
+  if (slots.size() > BeamStep::max_tensors) return std::nullopt;
+  return slots;
 }
 
 }  // namespace
@@ -68,6 +101,7 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
   for (const auto& g : gathers) {
     if (!fits(g, R)) return std::nullopt;
   }
+  if (!gather_slots(gathers, nullptr)) return std::nullopt;
   // Rows per workgroup: options.tile where set; else a whole source on CPU drivers (lavapipe
   // pays ~10 us per workgroup, more than a small row's top-k), one row on GPUs (the rows' top-k
   // in parallel). Fewer where TopK's planned workgroup, widened, cannot keep one invocation
@@ -121,19 +155,29 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: {} gathers of {} floats per row, beyond the {} of its plan",
                                                          kOp, gathers.size(), floats(gathers), gather_floats_));
   }
-  Gather g[max_gathers];
   for (std::size_t i = 0; i < gathers.size(); ++i) {
-    g[i] = gathers[i];
-    if (!fits(g[i], R)) throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} does not fit its tensors", kOp, i));
+    if (!fits(gathers[i], R)) throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} does not fit its tensors", kOp, i));
+  }
+  std::vector<std::uint32_t> slot_of;
+  const auto slots = gather_slots(gathers, &slot_of);
+  if (!slots) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: the gathers read and write more than {} distinct tensors", kOp, max_tensors));
   }
   const auto u32 = [](std::size_t v) { return static_cast<std::uint32_t>(v); };
-  const K::Push push{u32(s.batch()), u32(s.beam()), u32(kc), u32(s.max_steps()), u32(t), u32(s.finished_capacity()),
-                     s.eos(), s.pad(), u32(s.finished_to_stop()), u32(V_), forced.valid() ? 1u : 0u,
-                     close_gate ? detail::SequenceAccess::gate_words() : 0u, u32(gathers.size()), u32(rows_),
-                     u32(g[0].cols), u32(g[0].outer), u32(g[0].from_offset), u32(g[0].from_ld), u32(g[0].to_offset),
-                     u32(g[0].to_ld), u32(static_cast<std::size_t>(g[0].kind)), u32(g[0].vocab),
-                     u32(g[1].cols), u32(g[1].outer), u32(g[1].from_offset), u32(g[1].from_ld), u32(g[1].to_offset),
-                     u32(g[1].to_ld), u32(static_cast<std::size_t>(g[1].kind)), u32(g[1].vocab)};
+  K::Push push{u32(s.batch()), u32(s.beam()), u32(kc), u32(s.max_steps()), u32(t), u32(s.finished_capacity()),
+               s.eos(), s.pad(), u32(s.finished_to_stop()), u32(V_),
+               close_gate ? detail::SequenceAccess::gate_words() : 0u,
+               (forced.valid() ? 1u : 0u) | u32(gathers.size()) << 1 | u32(rows_) << 8, {}, {}, {}, {}, {}};
+  std::array<std::uint32_t, 4>* words[max_gathers] = {&push.g0, &push.g1, &push.g2, &push.g3};
+  for (std::size_t i = 0; i < gathers.size(); ++i) {
+    const Gather& g = gathers[i];
+    const std::size_t wide = g.kind == Kind::token ? g.vocab : g.outer;
+    *words[i] = {u32(static_cast<std::size_t>(g.kind)) | slot_of[2 * i] << 2 | slot_of[2 * i + 1] << 5 | u32(wide) << 8,
+                 u32(g.cols), u32(g.from_offset), u32(g.kind == Kind::back ? 0 : g.to_offset)};
+    push.lds[i] = u32(g.from_ld) | u32(g.kind == Kind::back ? 0 : g.to_ld) << 16;
+  }
+  const auto slot = [&](std::size_t i) { return i < slots->size() ? (*slots)[i] : Tensor{}; };
   // fin and the histories keep what earlier steps wrote: read_write keeps them ordered after
   // those writes (as BeamSearch::record_step).
   kernels::dispatch<K>(seq, kernel_,
@@ -141,8 +185,8 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
                         .score_in = state.alive_score[t % 2], .score_out = state.alive_score[(t + 1) % 2],
                         .alive_count = state.alive_count, .done = state.done, .fin_count = state.fin_count,
                         .fin = state.fin, .hist_token = state.hist_token, .hist_parent = state.hist_parent,
-                        .parents = parents, .next_tokens = next_tokens, .heads = state.heads, .src0 = g[0].from,
-                        .dst0 = g[0].to, .src1 = g[1].from, .dst1 = g[1].to,
+                        .parents = parents, .next_tokens = next_tokens, .heads = state.heads, .slot0 = slot(0),
+                        .slot1 = slot(1), .slot2 = slot(2), .slot3 = slot(3), .slot4 = slot(4), .slot5 = slot(5),
                         .gate = close_gate ? detail::SequenceAccess::gate_table(seq) : Tensor{}, .ticket = ticket_},
                        push, ops::fold_groups(s.batch() * ops::ceil_div(s.beam(), rows_), ctx_->device(), kOp), null_);
 }

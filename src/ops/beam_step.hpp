@@ -3,7 +3,8 @@
 // (shaders/beam_step.comp): TopK's log-softmax candidates of each alive row, BeamSearch's merge,
 // the decoder states' rows gathered from their parents, and the check that
 // Sequence::close_gate_when_all(state.done) would record. Separately that is 4 dispatches plus
-// one per state; Seq2Seq's beam search takes this one where make() says it fits.
+// one per state (two for a state kept in a wider tensor's columns); Seq2Seq's beam search takes
+// this one where make() says it fits.
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -17,13 +18,20 @@ namespace vkrnn {
 
 class BeamStep {
  public:
-  static constexpr std::size_t max_gathers = 2;
+  static constexpr std::size_t max_gathers = 4;
+  // Distinct tensors the gathers may read and write, together (gathers into one tensor, e.g.
+  // a decoder input [embedding; h~] that a token lookup and a state both write, share one).
+  static constexpr std::size_t max_tensors = 6;
+  // The kernel's bindings: devices that bind fewer per stage run the separate kernels.
+  static constexpr std::uint32_t storage_buffers = 24;
   // Rows that follow the hypotheses into the next step: `outer` blocks of [R, cols] 32-bit
   // elements; block o's row r at from_offset + o * R * cols + r * from_ld of `from` and
   // to_offset + o * R * cols + r * to_ld of `to` (outer > 1 only for packed rows).
   enum class Kind : std::uint8_t {
     parent,  // `to` row r = `from` row parents[r] (a state into its other buffer)
-    back,    // the same, then back into `from` (a state in some columns of a wider tensor; outer 1)
+    back,    // `from` row r = `from` row parents[r], in place (a state in some columns of a wider
+             // tensor; outer 1). BeamStep does it through shared memory; `to` is the scratch
+             // the separate kernels go through (gather, then copy back), which BeamStep leaves alone.
     token,   // `to` row r = `from` row next_tokens[r], clamped to [0, vocab) (an embedding lookup)
   };
   struct Gather {
@@ -34,8 +42,9 @@ class BeamStep {
   };
 
   // The fused step for `search` over logits [R, V] with these gathers (their sizes; the tensors
-  // may change from step to step), or nullopt where it does not fit: more than max_gathers,
-  // more storage buffers than the device binds per stage, or no workgroup keeps one invocation
+  // may change from step to step), or nullopt where it does not fit: more than max_gathers or
+  // max_tensors, a parent gather within one tensor, row strides beyond 65535 elements, more
+  // storage buffers than the device binds per stage, or no workgroup keeps one invocation
   // within the loop budget (plan::kLoopBudget). The caller then records TopK, BeamSearch's
   // step, the gathers and the gate check apart. options.tile, where set: decoder rows per
   // workgroup (tests force both shapes; by default a source per workgroup on CPU drivers, a

@@ -35,6 +35,11 @@ void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape
 // Error(out_of_range) beyond 32-bit indexing.
 std::size_t expect_view(const char* op, const std::string& arg, const MatrixView& v);
 
+// Whether two tensors are (views of) the same memory.
+inline bool same_memory(const Tensor& a, const Tensor& b) {
+  return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
+}
+
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
 

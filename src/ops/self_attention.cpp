@@ -21,9 +21,7 @@ constexpr const char* kOp = "SelfAttention";
 using K = kernels::SelfAttention;
 using KWeights = kernels::SelfAttentionWeights;
 
-bool same_memory(const Tensor& a, const Tensor& b) {
-  return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
-}
+using ops::same_memory;
 
 }  // namespace
 

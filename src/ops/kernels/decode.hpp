@@ -1,6 +1,8 @@
 #pragma once
 // The decoding kernels: greedy selection (shaders/argmax.comp), top-k (topk.comp) and the
 // beam-search merge (beam_search.comp), and the whole beam step after the logits (beam_step.comp).
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "kernel_flags.h"
@@ -110,33 +112,31 @@ struct BeamSearch {
                  (parents, write), (next_tokens, write), (heads, read_write))
 };
 
-// A whole beam-search step after the logits: top-k of each alive row, the merge, the states'
-// rows gathered from their parents and the next tokens' embeddings (up to 2 such gathers), the
-// gate check (src/ops/beam_step.hpp).
+// A whole beam-search step after the logits: top-k of each alive row, the merge, up to 4
+// gathers of the rows the next step reads (states from their parents, the next tokens'
+// embeddings) through up to 6 slot tensors, the gate check (src/ops/beam_step.hpp).
 struct BeamStep {
   VKRNN_KERNEL(beam_step, "beam_step", .subgroup = true)
+  static constexpr std::size_t slots = 6;
   struct Push {
     std::uint32_t B, K, kc, T, t, F;
     std::int32_t eos, pad;
-    std::uint32_t stop, V, forced, gate_words, gathers, rows;
-    std::uint32_t g0_cols, g0_outer, g0_src_off, g0_src_ld, g0_dst_off, g0_dst_ld, g0_kind, g0_vocab;
-    std::uint32_t g1_cols, g1_outer, g1_src_off, g1_src_ld, g1_dst_off, g1_dst_ld, g1_kind, g1_vocab;
+    std::uint32_t stop, V, gate_words, flags;
+    std::array<std::uint32_t, 4> g0, g1, g2, g3, lds;
   };
-  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop, V, forced, gate_words, gathers, rows, g0_cols, g0_outer, g0_src_off,
-             g0_src_ld, g0_dst_off, g0_dst_ld, g0_kind, g0_vocab, g1_cols, g1_outer, g1_src_off, g1_src_ld,
-             g1_dst_off, g1_dst_ld, g1_kind, g1_vocab)
+  VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop, V, gate_words, flags, g0, g1, g2, g3, lds)
   using Constants = TopK::Constants;  // its rows' top-k is TopK's (topk_row.glsl)
   VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, forced, nonfinite, values, ids, score_in, score_out, alive_count, done, fin_count, fin,
-        hist_token, hist_parent, parents, next_tokens, heads, src0, dst0, src1, dst1, gate, ticket;
+        hist_token, hist_parent, parents, next_tokens, heads, slot0, slot1, slot2, slot3, slot4, slot5, gate, ticket;
   };
   VKRNN_BINDINGS((xs, read), (forced, read), (nonfinite, read_write), (values, read_write), (ids, read_write),
                  (score_in, read), (score_out, read_write), (alive_count, read_write), (done, read_write),
                  (fin_count, read_write), (fin, read_write), (hist_token, read_write), (hist_parent, read_write),
-                 (parents, read_write), (next_tokens, read_write), (heads, read_write), (src0, read_write),
-                 (dst0, read_write), (src1, read_write), (dst1, read_write), (gate, read_write),
-                 (ticket, read_write))
+                 (parents, read_write), (next_tokens, read_write), (heads, read_write), (slot0, read_write),
+                 (slot1, read_write), (slot2, read_write), (slot3, read_write), (slot4, read_write),
+                 (slot5, read_write), (gate, read_write), (ticket, read_write))
 };
 
 }  // namespace vkrnn::kernels
