@@ -30,7 +30,8 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 // repeat the projection (the planner allows that while it is a small share of their own work).
 //
 // Layout: keys STORE_T [B, S, Hk], values STORE_T [B, S, H], query f32 [B, Qs] (projected query
-// for general / additive, or the raw one with QP > 0), v f32 [dk] (additive), lengths i32 [B],
+// for general / additive, or the raw one with QP > 0; a raw one's rows q_ld apart from q_off),
+// v f32 [dk] (additive), lengths i32 [B],
 // part_ml vec2 [rows, nsplit], part_acc f32 [rows, nsplit, dv], raw f32 [rows, S], weights
 // STORE_T [rows, S], context f32 [B, H] (rows ctx_ld apart from ctx_off).
 #include "attention_common.glsl"
@@ -99,6 +100,8 @@ layout(push_constant) uniform Push {
   uint flags;    // FUSED_* (kernel_flags.h)
   uint ctx_off;  // context[ctx_off + b * ctx_ld + h * dv + j] (direct): a view of a wider matrix
   uint ctx_ld;
+  uint q_off;    // query row b at qry[q_off + b * q_ld] (a view; multiples of 4 where read as vec4)
+  uint q_ld;
 } p;
 
 shared float qp[QP + 1];  // the projected query of this workgroup's row (QP > 0)
@@ -122,7 +125,7 @@ void project_query(uint b, uint sg_rank, uint sg_count) {
     vec4 qr[QPL + 1];
     for (uint t = 0; t < QPL; ++t) {
       const uint j = sg_rank + t * sg_count;
-      qr[t] = j < n ? qry4[b * n + j] : vec4(0.0);
+      qr[t] = j < n ? qry4[(p.q_off + b * p.q_ld) / 4 + j] : vec4(0.0);
     }
     for (uint a = gl_SubgroupID; a < p.Hk; a += gl_NumSubgroups) {
       float part = 0.0;
@@ -141,7 +144,7 @@ void project_query(uint b, uint sg_rank, uint sg_count) {
   const uint n = (p.Qs + 3) / 4;
   for (uint k = gl_LocalInvocationIndex; k < n; k += WG) {
     vec4 v;
-    for (uint c = 0; c < 4; ++c) v[c] = 4 * k + c < p.Qs ? qry[b * p.Qs + 4 * k + c] : 0.0;
+    for (uint c = 0; c < 4; ++c) v[c] = 4 * k + c < p.Qs ? qry[p.q_off + b * p.q_ld + 4 * k + c] : 0.0;
     qraw4[k] = v;
   }
   workgroup_barrier();
@@ -205,7 +208,7 @@ void main() {
   const uint len = clamped_length(lengths[b], p.S);
   const uint s_begin = split * p.chunk;
   const uint s_end = min(s_begin + p.chunk, len);
-  const uint qbase = QP > 0 ? h * p.dk : b * p.Qs + h * p.dk;  // in qp, or in qry
+  const uint qbase = QP > 0 ? h * p.dk : p.q_off + b * p.q_ld + h * p.dk;  // in qp, or in qry
   const uint HTC = gl_WorkGroupSize.x * VPT * (VVEC4 != 0 ? 4 : 1);  // columns per tile
   const uint col_base = t * HTC;  // first value column of this tile, within the head
   const uint ncols = min(HTC, p.dv - col_base);

@@ -22,6 +22,8 @@ layout(push_constant) uniform Push {
   uint Q;         // query width
   uint B;         // batch
   uint has_bias;
+  uint q_off;     // query row b at q[q_off + b * q_ld] (multiples of 4 with VEC4)
+  uint q_ld;
 } p;
 
 void main() {
@@ -33,10 +35,10 @@ void main() {
   float part = 0.0;
   if (VEC4 != 0) {
     const uint n4 = p.Q / 4;
-    const uint wb = a * n4, qb = b * n4;
+    const uint wb = a * n4, qb = (p.q_off + b * p.q_ld) / 4;
     for (uint k = lane; k < n4; k += WG) part += dot(w4[wb + k], q4[qb + k]);
   } else {
-    const uint wb = a * p.Q, qb = b * p.Q;
+    const uint wb = a * p.Q, qb = p.q_off + b * p.q_ld;
     for (uint k = lane; k < p.Q; k += WG) part += w[wb + k] * q[qb + k];
   }
   const float sum = workgroup_sum(part);

@@ -977,6 +977,72 @@ TEST(Attention, FusedContextIntoAView) {
   }
 }
 
+// The query read from a view of a wider matrix (a multi-layer decoder's top layer, its columns
+// of a concatenation): the same context bits as from a whole tensor, read in place where the
+// view keeps rows on vec4s (or the width is not a multiple of 4), else copied first (one
+// dispatch more); the context may go to other columns of the same tensor; every score form,
+// direct and split rows, the query projected in the kernel or by its own dispatch.
+TEST(Attention, FusedQueryFromAView) {
+  Context& ctx = context();
+  std::size_t in_place = 0, copied = 0, separate = 0;
+  for (Score s : kScores) {
+    for (const auto& [S, tile] : {std::pair<std::size_t, std::uint32_t>{45, 0}, {45, 16}, {2500, 0}}) {
+      for (std::size_t dim : {12, 13}) {
+        for (std::size_t before : {4, 5}) {
+          Problem p = make_problem(s, S == 2500 ? 1 : 3, S, dim, 91);
+          // Query widths 12 (vec4 reads where the view allows them) and 13 (scalar ones); the
+          // heads of scaled_dot make them 48 and 52.
+          if (s == Score::general || s == Score::additive) p.query_dim = dim;
+          const std::size_t Hq = p.Hq();
+          const Data d = make_data(p);
+          const Inputs in = upload(ctx, p, d);
+          OpOptions opt;
+          opt.tile = tile;
+          const Outputs whole = run_fused(ctx, p, d, in, opt, false);
+          // [B, before | query | context | 3]: rows W apart.
+          const std::size_t W = before + Hq + p.hidden + 3;
+          std::vector<float> host(p.batch * W, -3.0f);
+          for (std::size_t b = 0; b < p.batch; ++b)
+            std::copy_n(d.query.begin() + b * Hq, Hq, host.begin() + b * W + before);
+          const Tensor wide = ctx.tensor({p.batch, W}, host, "wide");
+          const FusedAttention op(ctx, p.config(), opt);
+          SCOPED_TRACE(fmt::format("{} tile {} query at column {} of {}", p.describe(), tile, before, W));
+          Sequence seq = ctx.sequence();
+          upload_lengths(seq, in.lengths, d.lengths, p.config());
+          const std::uint32_t before_dispatches = seq.stats().dispatches;
+          op.record(seq, in.keys, in.values, MatrixView{wide, p.batch, Hq, before, W}, in.lengths,
+                    MatrixView{wide, p.batch, p.hidden, before + Hq, W}, in.params);
+          seq.download(wide);
+          seq.eval();
+          const bool copy = Hq % 4 == 0 && (before % 4 != 0 || W % 4 != 0);
+          EXPECT_EQ(seq.stats().dispatches - before_dispatches, op.dispatches() + (copy ? 1 : 0));
+          ++(copy ? copied : in_place);
+          separate += op.dispatches() > 1;
+          const auto got = seq.read<float>(wide);
+          for (std::size_t b = 0; b < p.batch; ++b) {
+            for (std::size_t c = 0; c < W; ++c) {
+              const bool ctx_col = c >= before + Hq && c < before + Hq + p.hidden;
+              const float want = ctx_col ? whole.context[b * p.hidden + c - before - Hq] : host[b * W + c];
+              ASSERT_EQ(got[b * W + c], want) << "row " << b << " column " << c;
+            }
+          }
+          // Overlapping the context, or not fitting its tensor: refused.
+          expect_error([&] { op.record(seq, in.keys, in.values, MatrixView{wide, p.batch, Hq, before, W}, in.lengths,
+                                       MatrixView{wide, p.batch, p.hidden, before + 1, W}, in.params); },
+                       ErrorCode::invalid_argument, {"overlaps 'query'"});
+          expect_error([&] { op.record(seq, in.keys, in.values, MatrixView{wide, p.batch, Hq, W, W}, in.lengths,
+                                       MatrixView{wide, p.batch, p.hidden, before + Hq, W}, in.params); },
+                       ErrorCode::invalid_argument, {"argument 'query'", "does not fit"});
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  EXPECT_GT(in_place, 0u);
+  EXPECT_GT(copied, 0u);
+  EXPECT_GT(separate, 0u);  // the query projection in a dispatch of its own read the view too
+}
+
 // ---------------------------------------------------------------------------------------------
 // Split rows merged by their last workgroup (one dispatch): the per-row arrival counts must be
 // back at 0 after every dispatch, so the same op recorded twice into one sequence, then again

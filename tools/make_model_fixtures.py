@@ -96,6 +96,16 @@ CASES = {
                                                     input_feeding=True, layers=1,
                                                     attention_dim=5), "F32",
                               "GRU, concat score, input feeding"),
+    # 12 wide: the attention reads its query, the top layer's h, in place as vec4s (10-wide
+    # layers read it as floats).
+    "luong_gru_dot_feed_2layer_h12": ("luong_seq2seq", dict(cell="gru", score="dot",
+                                                            input_feeding=True, layers=2,
+                                                            hidden=12), "F32",
+                                      "GRU, dot score, input feeding, 2 layers of 12"),
+    "luong_lstm_general_2layer_h12": ("luong_seq2seq", dict(cell="lstm", score="general",
+                                                            input_feeding=False, layers=2,
+                                                            hidden=12), "F32",
+                                      "LSTM, general score, 2 layers of 12"),
     "classifier_lstm_bi_tanh_softmax": ("rnn_attention_classifier",
                                         dict(cell="lstm", bidirectional=True,
                                              pooling_score="tanh", output_activation="softmax",

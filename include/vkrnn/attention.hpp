@@ -62,6 +62,7 @@ namespace vkrnn {
 class Gemm;  // vkrnn/linear.hpp: the query projection on CPU drivers
 
 struct MatrixView;  // vkrnn/linear.hpp
+class Concat;       // vkrnn/concat.hpp
 
 enum class Score : std::uint8_t { dot, general, additive, scaled_dot, concat = additive };
 VKRNN_API const char* to_string(Score score) noexcept;
@@ -231,6 +232,13 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const Tensor& query,
               const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;
+  // ... and the query read from a B x query_size view of a wider f32 matrix (e.g. the top layer
+  // of a multi-layer decoder's h_n, or its columns of a concatenated input), in place where the
+  // view's offset and row stride are multiples of 4 (the kernels' vec4 loads), else through a
+  // copy (one dispatch more). It may share a tensor with the context where their columns differ.
+  void record(Sequence& seq, const Tensor& keys, const Tensor& values, const MatrixView& query,
+              const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
+              const Tensor& weights = {}) const;
   std::uint32_t dispatches() const;
 
  private:
@@ -241,6 +249,8 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
   std::shared_ptr<const Gemm> query_gemm_;  // instead of query_kernel_ (CPU drivers)
   std::uint32_t combine_per_invocation_ = 0;  // weight positions per combine invocation
   mutable Tensor raw_;  // raw scores, allocated on the first record() that wants weights
+  mutable Tensor query_copy_;  // a query view that cannot be read in place, allocated on first use
+  mutable std::shared_ptr<const Concat> copy_;
 };
 
 }  // namespace vkrnn

@@ -118,8 +118,8 @@ std::vector<std::string> known_ops();
 // Whether an op writes an output slot into a strided matrix in place (embedding, linear,
 // concat, an attention's context).
 bool writes_views(const std::string& op, const std::string& slot);
-// Whether an op's inputs must be whole tensors (every op but linear, concat and the views; an
-// embedding's table is a weight).
-bool needs_whole(const std::string& op);
+// Whether an op's input slot must be a whole tensor (every op but linear, concat and the views,
+// and an attention's query; an embedding's table is a weight).
+bool needs_whole(const std::string& op, const std::string& slot);
 
 }  // namespace vkrnn::graph

@@ -693,7 +693,8 @@ bool writes_views(const std::string& op, const std::string& slot) {
   return op == "embedding" || op == "linear" || op == "concat" || (op == "attention" && slot == "context");
 }
 
-bool needs_whole(const std::string& op) {
+bool needs_whole(const std::string& op, const std::string& slot) {
+  if (op == "attention" && slot == "query") return false;
   return !(op == "linear" || op == "concat" || op == "slice" || op == "select" || op == "reshape" || op == "final_state");
 }
 

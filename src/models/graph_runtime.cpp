@@ -75,6 +75,16 @@ class Run {
     return w;
   }
   MatrixView in_view(const char* slot, std::size_t k = 0) const { return prog.matrix(layout, frame, input(slot, k)); }
+  // An input as a matrix: whole where it is (or has a home that is), else its view.
+  MatrixView in_matrix(const char* slot) const {
+    const int t = input(slot);
+    if (auto it = layout.whole_copies[index].find(t); it != layout.whole_copies[index].end()) {
+      return MatrixView::of(frame.owned[it->second].reshaped(place(t).shape));
+    }
+    Tensor w = prog.whole(layout, frame, t);
+    if (auto h = layout.homes.find(t); !w.valid() && h != layout.homes.end()) w = prog.whole(frame, h->second, t);
+    return w.valid() ? MatrixView::of(w) : in_view(slot);
+  }
   Tensor out(const char* slot) const {
     const int t = output(slot);
     return t < 0 ? Tensor{} : prog.whole(layout, frame, t);
@@ -332,8 +342,9 @@ class AttentionExec : public ScoreExec {
   void record(const Run& r) const override {
     const Plan& p = r.plan<Plan>();
     // The context may be written in place: its columns of a concat the planner chose.
-    p.op->record(*r.seq, r.in("keys"), r.in("values"), r.in("query"), p.lengths.get(r, "lengths"), r.out_view("context"), params_,
-                 r.wanted("weights") ? r.out("weights") : Tensor{});
+    // The query too may be a view (a multi-layer rnn's top layer, a concat's columns).
+    p.op->record(*r.seq, r.in("keys"), r.in("values"), r.in_matrix("query"), p.lengths.get(r, "lengths"), r.out_view("context"),
+                 params_, r.wanted("weights") ? r.out("weights") : Tensor{});
   }
 };
 
@@ -745,6 +756,14 @@ bool step_rnn(const Graph& g, const Node& n) {
   return n.op == "rnn" && g.tensor(n.inputs.at("x").at(0)).shape.size() == 2;
 }
 
+// Whether `reader` reads tensor `name` in a slot that needs a whole tensor (a folded
+// attention reads its linear's input as the query: a view is fine).
+bool reads_whole(const Node& reader, const std::string& name) {
+  for (const auto& [slot, names] : reader.inputs)
+    if (std::find(names.begin(), names.end(), name) != names.end() && needs_whole(reader.op, slot)) return true;
+  return false;
+}
+
 // Along the last axis of 2-D tensors (a decoder step's [B, F] pieces).
 bool column_concat(const Graph& g, const Node& n) {
   if (n.op != "concat" || g.tensor(n.outputs.at("out")).shape.size() != 2) return false;
@@ -852,9 +871,9 @@ void Program::plan_fusions(std::map<int, std::vector<const Node*>>& readers) {
 
 // Query projections folded into the attention (Luong's general score as exported: a
 // bias-free linear W_a h read only by a dot-score attention): the attention runs the general
-// score on h, and the linear records nothing. Only where h is a whole tensor (not a view, or a
-// one-layer one-direction step rnn's output, whole in its h_n): a copy would cost what the
-// linear does. The attention becomes h's reader in `readers`.
+// score on h, and the linear records nothing; h may be a view (FusedAttention reads the query
+// in place: a multi-layer step rnn's top layer, a concat's columns). The attention becomes h's
+// reader in `readers`.
 void Program::plan_query_folds(std::map<int, std::vector<const Node*>>& readers, const ModelFile& model) {
   const Graph& g = *graph_;
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
@@ -866,11 +885,6 @@ void Program::plan_query_folds(std::map<int, std::vector<const Node*>>& readers,
     const Node& lin = g.nodes[static_cast<std::size_t>(qi.producer)];
     if (lin.op != "linear" || lin.weights.count("bias") || model.quantized(lin.weights.at("weight"))) continue;
     const int x = g.find(lin.inputs.at("x").at(0));
-    const TensorInfo& xi = g.tensors[static_cast<std::size_t>(x)];
-    const Node* xp = xi.producer >= 0 ? &g.nodes[static_cast<std::size_t>(xi.producer)] : nullptr;
-    const bool one_layer_rnn = xp && step_rnn(g, *xp) && xi.slot == "output" && option(*xp, "num_layers") == 1 &&
-                               !xp->options.at("bidirectional").get<bool>();
-    if (xi.view && !one_layer_rnn) continue;
     query_folds_[i] = static_cast<std::size_t>(qi.producer);
     std::replace(readers[x].begin(), readers[x].end(), &lin, &n);
     readers[q].clear();
@@ -982,7 +996,7 @@ void Program::plan_in_place(std::map<int, std::vector<const Node*>>& readers) {
         for (const Node* reader : readers[t]) {
           if (reader == &n) continue;
           // (A step-mode rnn's output stays whole in its h_n too: see Layout::homes.)
-          if (reader->op == "reshape" || (reader->op != "concat" && needs_whole(reader->op) && !rnn_output)) ok = false;
+          if (reader->op == "reshape" || (reader->op != "concat" && reads_whole(*reader, name) && !rnn_output)) ok = false;
         }
         if (ok) redirect_[t] = {static_cast<int>(i), k};
       }
@@ -1151,7 +1165,7 @@ std::shared_ptr<const Layout> Program::build_layout(std::size_t B, std::size_t S
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     for (const auto& [slot, ts] : slots_[i].inputs) {  // (a folded attention's query: the linear's x)
-      if (!needs_whole(n.op)) continue;
+      if (!needs_whole(n.op, slot)) continue;
       if (slot == "x" && step_rnn(g, n)) continue;  // Rnn::step reads x from a view
       for (const int t : ts) {
         const std::string& name = g.tensors[static_cast<std::size_t>(t)].name;

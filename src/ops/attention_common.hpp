@@ -49,10 +49,11 @@ struct QueryProjection {
 QueryProjection create_query_projection(Context& ctx, const Dims& d, const plan::QueryProjection& plan,
                                         const OpOptions& options, const char* op);
 // Records the projection when the score form has one; returns the query the score kernel reads
-// (the projection's scratch, or `query` itself).
-Tensor scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,
-                     const Dims& d, const ScoreParams& params, const Tensor& query,
-                     const Tensor& null);
+// (the projection's scratch, or `query` itself). The projection reads `query` in place, a
+// B x Hq view (its offset and row stride multiples of 4 where Hq is).
+MatrixView scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,
+                         const Dims& d, const ScoreParams& params, const MatrixView& query,
+                         const Tensor& null);
 
 float score_scale(const Dims& d);
 

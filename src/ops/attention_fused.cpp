@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include "ops/attention_common.hpp"
+#include "ops/common.hpp"
 #include "plan.hpp"
 #include "vkrnn/error.hpp"
+#include "vkrnn/concat.hpp"
 #include "vkrnn/linear.hpp"
 
 namespace vkrnn {
@@ -70,16 +72,41 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
                             const Tensor& query, const Tensor& lengths, const MatrixView& context,
                             const ScoreParams& params, const Tensor& weights) const {
   const Dims d = resolve(config_, kOp);
+  expect(kOp, "query", query, {d.B, d.Hq}, DType::f32);
+  record(seq, keys, values, MatrixView::of(query), lengths, context, params, weights);
+}
+
+void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& values,
+                            const MatrixView& query_view, const Tensor& lengths, const MatrixView& context,
+                            const ScoreParams& params, const Tensor& weights) const {
+  const Dims d = resolve(config_, kOp);
   const DType st = options_.fp16_storage ? DType::f16 : DType::f32;
   expect(kOp, "keys", keys, {d.B, d.S, d.Hk}, st);
   expect(kOp, "values", values, {d.B, d.S, d.H}, st);
-  expect(kOp, "query", query, {d.B, d.Hq}, DType::f32);
   expect(kOp, "lengths", lengths, {d.B}, DType::i32);
   const std::size_t ctx_ld = ops::expect_view(kOp, "context", context);
   if (context.rows != d.B || context.cols != d.H) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{}: argument 'context': expected a {} x {} view, got {} x {}", kOp, d.B,
                             d.H, context.rows, context.cols));
+  }
+  const std::size_t q_ld = ops::expect_view(kOp, "query", query_view);
+  if (query_view.rows != d.B || query_view.cols != d.Hq) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: argument 'query': expected a {} x {} view, got {} x {}", kOp, d.B,
+                            d.Hq, query_view.rows, query_view.cols));
+  }
+  if (ops::same_memory(query_view.tensor, context.tensor) && ops::views_overlap(query_view, context)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{}: 'context' overlaps 'query' in the same tensor", kOp));
+  }
+  // The kernels read the query as vec4s where its width is a multiple of 4: a view read in place
+  // must then keep each row's start on a vec4.
+  MatrixView query = query_view;
+  if (d.Hq % 4 == 0 && (query.offset % 4 != 0 || q_ld % 4 != 0)) {
+    if (!query_copy_.valid()) query_copy_ = ctx_->tensor({d.B, d.Hq}, DType::f32, "FusedAttention query copy");
+    if (!copy_) copy_ = std::make_shared<const Concat>(*ctx_, options_);
+    copy_->record(seq, {query_view}, MatrixView::of(query_copy_));
+    query = MatrixView::of(query_copy_);
   }
   const bool want_weights = weights.valid();
   if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
@@ -89,7 +116,7 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   // Projected here (into projected_query_, by either path), or by the kernel (which then reads
   // the raw query and W_q, b).
   const bool in_kernel = projects_query(d.config.score) && !projected_query_.valid();
-  const Tensor q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
+  const MatrixView q = in_kernel ? query : scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
   if (want_weights && !raw_.valid()) {
     raw_ = ctx_->tensor({d.rows, d.S}, DType::f32, "FusedAttention raw scores");
   }
@@ -101,8 +128,9 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
                      .dv = d.dv, .heads = d.heads, .rows = d.rows, .nsplit = plan_.tiles,
                      .chunk = plan_.tile, .nhtiles = plan_.column_tiles, .scale = score_scale(d),
                      .flags = flags, .ctx_off = static_cast<std::uint32_t>(context.offset),
-                     .ctx_ld = static_cast<std::uint32_t>(ctx_ld)};
-  K::Bindings b{.keys = keys, .values = values, .qry = q,
+                     .ctx_ld = static_cast<std::uint32_t>(ctx_ld), .q_off = static_cast<std::uint32_t>(q.offset),
+                     .q_ld = static_cast<std::uint32_t>(q.ld ? q.ld : q.cols)};
+  K::Bindings b{.keys = keys, .values = values, .qry = q.tensor,
                 .vparam = d.config.score == Score::additive ? params.v : Tensor{},
                 .lengths = lengths, .raw = raw};
   if (in_kernel) {

@@ -20,21 +20,24 @@ QueryProjection create_query_projection(Context& ctx, const Dims& d, const plan:
   return {kernels::make<kernels::AttentionQuery>(ctx, plan.constants, plan.variant), projected, nullptr};
 }
 
-Tensor scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,
-                     const Dims& d, const ScoreParams& params, const Tensor& query,
-                     const Tensor& null) {
+MatrixView scoring_query(Sequence& seq, const QueryProjection& projection, const DeviceInfo& dev,
+                         const Dims& d, const ScoreParams& params, const MatrixView& query,
+                         const Tensor& null) {
   if (!projects_query(d.config.score)) return query;
+  const MatrixView out = MatrixView::of(projection.projected);
   if (projection.gemm) {
-    projection.gemm->record(seq, query, params.w, params.bias, projection.projected);
-    return projection.projected;
+    projection.gemm->record(seq, query, MatrixView::of(params.w), params.bias, 0, out);
+    return out;
   }
   using K = kernels::AttentionQuery;
+  const auto u32 = [](std::size_t v) { return static_cast<std::uint32_t>(v); };
   kernels::dispatch<K>(seq, projection.kernel,
-                       {.w = params.w, .q = query, .bias = params.bias, .outp = projection.projected},
-                       {.A = d.Hk, .Q = d.Hq, .B = d.B, .has_bias = params.bias.valid() ? 1u : 0u},
+                       {.w = params.w, .q = query.tensor, .bias = params.bias, .outp = projection.projected},
+                       {.A = d.Hk, .Q = d.Hq, .B = d.B, .has_bias = params.bias.valid() ? 1u : 0u,
+                        .q_off = u32(query.offset), .q_ld = u32(query.ld ? query.ld : query.cols)},
                        ops::fold_groups(std::uint64_t(d.Hk) * d.B, dev, "attention query projection"),
                        null);
-  return projection.projected;
+  return out;
 }
 
 }  // namespace vkrnn::attention_detail

@@ -43,7 +43,7 @@ void AttentionScores::record(Sequence& seq, const Tensor& keys, const Tensor& qu
   expect(kOp, "scores", scores, attention_scores_shape(config_), DType::f32);
   check_params(kOp, d, params);
   const DeviceInfo& dev = ctx_->device();
-  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, query, null_);
+  const Tensor q = scoring_query(seq, {query_kernel_, projected_query_, query_gemm_}, dev, d, params, MatrixView::of(query), null_).tensor;
   kernels::dispatch<K>(
       seq, kernel_,
       {.keys = keys, .qry = q, .vparam = d.config.score == Score::additive ? params.v : Tensor{},

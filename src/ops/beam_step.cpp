@@ -34,8 +34,8 @@ std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   std::uint64_t n = rows * plan::topk_loops(dev, subgroups, wg, V, kc);
   n += K * kc + 2 * K * (K + 2 * kc) + 3 * K;
   for (const auto& g : gathers) {
-    // A copy in place goes through shared memory, STAGE_FLOATS (beam_step.comp) at a time.
-    if (g.kind == BeamStep::Kind::back) n += 2 * ops::ceil_div(K * g.cols, wg) + ops::ceil_div(g.cols, 1024 / K) + 1;
+    // A copy in place: each invocation's columns, twice over the K rows.
+    if (g.kind == BeamStep::Kind::back) n += ops::ceil_div(g.cols, wg) * (2 * K + 1);
     else n += g.outer * ops::ceil_div(K * g.cols, wg);
   }
   n += ops::ceil_div(s.batch(), wg) + ops::ceil_div(detail::SequenceAccess::gate_words(), wg) + 8;
@@ -123,10 +123,13 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
   step.rows_ = rows;
   step.workgroup_ = wg;
   step.gather_floats_ = floats(gathers);
+  step.back_ = std::any_of(gathers.begin(), gathers.end(), [](const Gather& g) { return g.kind == Kind::back; });
   step.kernel_ = kernels::make<K>(ctx,
                                   {.local_size_x = wg,
-                                   .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(search.candidates())),
-                                   .ONE_SUBGROUP = plan::one_subgroup(dev, wg, sg)},
+                                   // (a copy in place holds a column of the K rows)
+                                   .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(std::max(search.candidates(), beam))),
+                                   .ONE_SUBGROUP = plan::one_subgroup(dev, wg, sg),
+                                   .BACK = step.back_},
                                   base.variant);
   step.ticket_ = ctx.tensor({1 + search.batch()}, DType::u32, "BeamStep tickets");
   step.null_ = kernels::null_tensor(ctx);
@@ -157,6 +160,9 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
   }
   for (std::size_t i = 0; i < gathers.size(); ++i) {
     if (!fits(gathers[i], R)) throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} does not fit its tensors", kOp, i));
+    if (gathers[i].kind == Kind::back && !back_) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} copies in place, which its plan has no gather do", kOp, i));
+    }
   }
   std::vector<std::uint32_t> slot_of;
   const auto slots = gather_slots(gathers, &slot_of);
@@ -170,8 +176,20 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
                close_gate ? detail::SequenceAccess::gate_words() : 0u,
                (forced.valid() ? 1u : 0u) | u32(gathers.size()) << 1 | u32(rows_) << 8, {}, {}, {}, {}, {}};
   std::array<std::uint32_t, 4>* words[max_gathers] = {&push.g0, &push.g1, &push.g2, &push.g3};
+  std::uint32_t read = 0, written = 0;  // slots the gathers so far read, wrote
   for (std::size_t i = 0; i < gathers.size(); ++i) {
     const Gather& g = gathers[i];
+    // A gather waits for the earlier ones where it reads what they wrote or writes what they
+    // touched (a decoder input's columns: a state in place, then the token's embedding).
+    const std::uint32_t from = 1u << slot_of[2 * i], to = 1u << slot_of[2 * i + 1];
+    if ((from & written) || (to & (read | written))) push.flags |= 16u << i;
+    read |= from;
+    written |= to;
+    // In vec4s where every row of it starts on one.
+    const bool back = g.kind == Kind::back;
+    if (g.cols % 4 == 0 && g.from_offset % 4 == 0 && g.from_ld % 4 == 0 && (back || (g.to_offset % 4 == 0 && g.to_ld % 4 == 0))) {
+      push.flags |= 65536u << i;
+    }
     const std::size_t wide = g.kind == Kind::token ? g.vocab : g.outer;
     *words[i] = {u32(static_cast<std::size_t>(g.kind)) | slot_of[2 * i] << 2 | slot_of[2 * i + 1] << 5 | u32(wide) << 8,
                  u32(g.cols), u32(g.from_offset), u32(g.kind == Kind::back ? 0 : g.to_offset)};

@@ -57,7 +57,8 @@ class BeamStep {
   // Step t: candidates of logits f32 [R, V] (forced i32 [R]: a token per row, or empty) into
   // cand_values / cand_ids [R, kc]; rows whose max is not finite get nonfinite[r] = t + 1 where
   // it is 0; the merge writes parents and next_tokens i32 [R]; the gathers run (for the next
-  // step: callers pass none on the last; make()'s sizes or less, any tensors); close_gate:
+  // step: callers pass none on the last; make()'s sizes or less, a copy in place only if make()
+  // had one, any tensors); close_gate:
   // inside the sequence's gate, close it once every done flag is set (and count the check), as
   // close_gate_when_all(state.done).
   void record(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
@@ -74,6 +75,7 @@ class BeamStep {
   BeamSearch search_;
   std::size_t V_ = 0, rows_ = 1, gather_floats_ = 0;  // per decoder row, the most make() planned for
   std::uint32_t workgroup_ = 1;
+  bool back_ = false;  // make()'s gathers had a copy in place (the kernel is built for it)
   Kernel kernel_;
   Tensor ticket_, null_;
 };

@@ -49,6 +49,18 @@ void expect(const char* op, const char* arg, const Tensor& t, const Shape& shape
   }
 }
 
+bool views_overlap(const MatrixView& a, const MatrixView& b) {
+  const std::size_t a_ld = a.ld ? a.ld : a.cols, b_ld = b.ld ? b.ld : b.cols;
+  for (std::size_t i = 0; i < a.rows; ++i) {
+    const std::size_t a0 = a.offset + i * a_ld;
+    for (std::size_t j = 0; j < b.rows; ++j) {
+      const std::size_t b0 = b.offset + j * b_ld;
+      if (a0 < b0 + b.cols && b0 < a0 + a.cols) return true;
+    }
+  }
+  return false;
+}
+
 std::size_t expect_view(const char* op, const std::string& arg, const MatrixView& v) {
   const Tensor& t = v.tensor;
   const std::string what = t.valid() ? fmt::format("{} {}{}", to_string(t.dtype()), to_string(t.shape()),

@@ -40,6 +40,9 @@ inline bool same_memory(const Tensor& a, const Tensor& b) {
   return a.valid() && b.valid() && a.storage_ptr() == b.storage_ptr();
 }
 
+// Whether two views of one tensor share an element (any row of one against any row of the other).
+bool views_overlap(const MatrixView& a, const MatrixView& b);
+
 // Throws Error(missing_feature) when fp16 storage is asked for but not enabled on the context.
 void require_fp16(const Context& ctx, const OpOptions& options, const char* op);
 

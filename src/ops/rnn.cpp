@@ -750,17 +750,7 @@ bool f32_view_fits(const MatrixView& v) {
          (v.rows == 0 || v.offset + (v.rows - 1) * row_stride(v) + v.cols <= v.tensor.size());
 }
 
-// Whether two views of one tensor share an element (any row of one against any row of the other).
-bool views_overlap(const MatrixView& a, const MatrixView& b) {
-  for (std::size_t i = 0; i < a.rows; ++i) {
-    const std::size_t a0 = a.offset + i * row_stride(a);
-    for (std::size_t j = 0; j < b.rows; ++j) {
-      const std::size_t b0 = b.offset + j * row_stride(b);
-      if (a0 < b0 + b.cols && b0 < a0 + a.cols) return true;
-    }
-  }
-  return false;
-}
+using ops::views_overlap;
 
 }  // namespace
 

@@ -20,8 +20,9 @@ struct AttentionQuery {
   VKRNN_KERNEL(attention_query, "attention_query", .subgroup = true)
   struct Push {
     std::uint32_t A, Q, B, has_bias;
+    std::uint32_t q_off, q_ld;  // query row b at q[q_off + b * q_ld]
   };
-  VKRNN_PUSH(A, Q, B, has_bias)
+  VKRNN_PUSH(A, Q, B, has_bias, q_off, q_ld)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t VEC4 = 0;
@@ -101,9 +102,10 @@ struct AttentionFused {
     float scale;
     std::uint32_t flags;
     std::uint32_t ctx_off, ctx_ld;  // context[ctx_off + b * ctx_ld + ...] (direct)
+    std::uint32_t q_off, q_ld;      // query row b at qry[q_off + b * q_ld]
   };
   VKRNN_PUSH(S, Hk, dk, Qs, H, dv, heads, rows, nsplit, chunk, nhtiles, scale, flags, ctx_off,
-             ctx_ld)
+             ctx_ld, q_off, q_ld)
   struct Constants {
     VKRNN_LOCAL_SIZE;
     std::uint32_t SCORE_MODE = 0, KVEC4 = 0, SG_CLUSTER = 0, R = 1, KU = 1, VPT = 4, VVEC4 = 0;

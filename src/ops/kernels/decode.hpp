@@ -125,8 +125,13 @@ struct BeamStep {
     std::array<std::uint32_t, 4> g0, g1, g2, g3, lds;
   };
   VKRNN_PUSH(B, K, kc, T, t, F, eos, pad, stop, V, gate_words, flags, g0, g1, g2, g3, lds)
-  using Constants = TopK::Constants;  // its rows' top-k is TopK's (topk_row.glsl)
-  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (ONE_SUBGROUP, 15))
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t K_MAX = 1;  // its rows' top-k is TopK's (topk_row.glsl)
+    bool ONE_SUBGROUP = false;
+    bool BACK = false;  // a gather copies in place (compiled out where none does)
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (K_MAX, 3), (BACK, 4), (ONE_SUBGROUP, 15))
   struct Bindings {
     Tensor xs, forced, nonfinite, values, ids, score_in, score_out, alive_count, done, fin_count, fin,
         hist_token, hist_parent, parents, next_tokens, heads, slot0, slot1, slot2, slot3, slot4, slot5, gate, ticket;
