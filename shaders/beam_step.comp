@@ -94,7 +94,6 @@ const uint GATHER_PARENT = 0u;
 const uint GATHER_BACK = 1u;
 const uint GATHER_TOKEN = 2u;
 
-
 // Element i of slot s: a float, or with v4 the vec4 i (a float comes back in .x).
 vec4 slot_load(uint s, uint i, bool v4) {
   if (v4) {

@@ -1026,13 +1026,15 @@ TEST(Attention, FusedQueryFromAView) {
               ASSERT_EQ(got[b * W + c], want) << "row " << b << " column " << c;
             }
           }
-          // Overlapping the context, or not fitting its tensor: refused.
+          // Overlapping the context, or not fitting its tensor: refused, nothing recorded.
+          const std::uint32_t recorded = seq.stats().dispatches;
           expect_error([&] { op.record(seq, in.keys, in.values, MatrixView{wide, p.batch, Hq, before, W}, in.lengths,
                                        MatrixView{wide, p.batch, p.hidden, before + 1, W}, in.params); },
                        ErrorCode::invalid_argument, {"overlaps 'query'"});
           expect_error([&] { op.record(seq, in.keys, in.values, MatrixView{wide, p.batch, Hq, W, W}, in.lengths,
                                        MatrixView{wide, p.batch, p.hidden, before + Hq, W}, in.params); },
                        ErrorCode::invalid_argument, {"argument 'query'", "does not fit"});
+          EXPECT_EQ(seq.stats().dispatches, recorded);
           if (HasFailure()) return;
         }
       }

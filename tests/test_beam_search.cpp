@@ -544,10 +544,10 @@ TEST(BeamSearch, Errors) {
 // Which gathers a case runs (all into tensors of their own unless said):
 //   token  a state ping-ponging over 2 blocks of 5 columns; a token lookup of 6 columns into
 //          columns 2..7 of a [R, 9] input
-//   back   a state in columns 4..8 of a [R, 12] tensor (copied in place; scratch [R, 5] for
+//   back   a state in columns 4..8 of a [R, 13] tensor (copied in place; scratch [R, 5] for
 //          the separate kernels; back_cols wide); a state of 3 columns ping-ponging
 //   four   the most: a state over 2 blocks of 5 columns, a state of 3 columns, a state in
-//          columns 4..8 of a [R, 12] input and a token lookup of 4 columns into columns 0..3 of
+//          columns 4..8 of a [R, 13] input and a token lookup of 4 columns into columns 0..3 of
 //          that same input (an LSTM decoder with input feeding: h, c, h~ and the embedding),
 //          6 distinct tensors
 enum class Layout { token, back, four };
@@ -584,7 +584,7 @@ std::vector<BeamStep::Gather> step_gathers(Context& ctx, Layout layout, std::siz
   auto t = [&](Shape s) { return ctx.tensor(std::move(s), DType::f32); };
   const BeamStep::Gather ping5{.from = t({2, R, 5}), .to = t({2, R, 5}), .cols = 5, .outer = 2, .from_ld = 5, .to_ld = 5};
   const BeamStep::Gather ping3{.from = t({R, 3}), .to = t({R, 3}), .cols = 3, .from_ld = 3, .to_ld = 3};
-  const std::size_t ld = back_cols + 7;
+  const std::size_t ld = back_cols + 8;  // 4 more columns left alone
   const Tensor wide = t({R, ld});
   const BeamStep::Gather back{.from = wide, .to = t({R, back_cols}), .cols = back_cols, .from_offset = 4, .from_ld = ld,
                               .to_ld = back_cols, .kind = Kind::back};
@@ -852,8 +852,10 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
            {3, 5, 50, 8, seed++, Layout::back, false, false, 3.0f, {.tile = 1}},
            {2, 5, 30, 7, seed++, Layout::token, true, false, 2.0f, {.tile = 2}},
            {3, 4, 30, 7, seed++, Layout::four, false, false, 2.0f, {.tile = 1}},
-           // A state copied in place a few columns at a time (beam_step.comp's STAGE_FLOATS).
+           // Wide states; the gathers in vec4s (every row on a multiple of 4: back_cols = 8).
            {2, 8, 40, 6, seed++, Layout::four, false, false, 2.0f, {}, 300},
+           {3, 5, 33, 7, seed++, Layout::four, true, false, 2.0f, {}, 8},
+           {2, 4, 25, 6, seed++, Layout::back, false, false, 2.0f, {.tile = 1}, 8},
        }) {
     SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} inf {}", c.B, c.K, c.V, c.T, static_cast<int>(c.layout),
                              c.forced, c.inf));
@@ -927,6 +929,9 @@ TEST(BeamStep, RecordErrors) {
   BeamStep::Gather wide = g;
   wide.from_offset = 1;  // its last row runs past `from`
   expect_error([&] { record(0, logits, {wide}, false); }, ErrorCode::invalid_argument, {"BeamStep", "gather 0"});
+  BeamStep::Gather in_place = g;
+  in_place.kind = BeamStep::Kind::back;  // the kernel was built without that path
+  expect_error([&] { record(0, logits, {in_place}, false); }, ErrorCode::invalid_argument, {"BeamStep", "gather 0", "in place"});
   expect_error([&] { record(0, logits, {g}, true); }, ErrorCode::state, {"gate table"});  // no gate open
   EXPECT_EQ(seq.stats().dispatches, before);
 }

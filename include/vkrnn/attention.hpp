@@ -233,9 +233,10 @@ class VKRNN_API FusedAttention : public detail::PlannedAttentionOp {
               const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;
   // ... and the query read from a B x query_size view of a wider f32 matrix (e.g. the top layer
-  // of a multi-layer decoder's h_n, or its columns of a concatenated input), in place where the
-  // view's offset and row stride are multiples of 4 (the kernels' vec4 loads), else through a
-  // copy (one dispatch more). It may share a tensor with the context where their columns differ.
+  // of a multi-layer decoder's h_n, or its columns of a concatenated input), in place unless
+  // query_size is a multiple of 4 and the view's offset or row stride is not (the kernels read
+  // such queries as vec4s): then through a copy, one dispatch more. It may share a tensor with
+  // the context where their columns differ.
   void record(Sequence& seq, const Tensor& keys, const Tensor& values, const MatrixView& query,
               const Tensor& lengths, const MatrixView& context, const ScoreParams& params = {},
               const Tensor& weights = {}) const;

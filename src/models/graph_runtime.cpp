@@ -59,14 +59,19 @@ class Run {
     return t >= 0 && (exec.live_tensors.empty() || exec.live_tensors[static_cast<std::size_t>(t)]);
   }
   const Place& place(int t) const { return layout.places[static_cast<std::size_t>(t)]; }
-  // An input as one whole tensor (its copy when it is a view); empty when the slot is unused.
-  Tensor in(const char* slot, std::size_t k = 0) const {
-    const int t = input(slot, k);
-    if (t < 0) return {};
+  // Tensor t whole: its copy when it is a view copied whole, itself, or its home; else empty.
+  Tensor whole(int t) const {
     auto it = layout.whole_copies[index].find(t);
     if (it != layout.whole_copies[index].end()) return frame.owned[it->second].reshaped(place(t).shape);
     Tensor w = prog.whole(layout, frame, t);
     if (auto h = layout.homes.find(t); !w.valid() && h != layout.homes.end()) w = prog.whole(frame, h->second, t);
+    return w;
+  }
+  // An input as one whole tensor (its copy when it is a view); empty when the slot is unused.
+  Tensor in(const char* slot, std::size_t k = 0) const {
+    const int t = input(slot, k);
+    if (t < 0) return {};
+    const Tensor w = whole(t);
     if (!w.valid()) {
       throw Error(ErrorCode::invalid_argument,
                   fmt::format("graph '{}', node '{}': input '{}' ('{}') is a view that was not copied whole", graph.name, node.name, slot,
@@ -75,14 +80,9 @@ class Run {
     return w;
   }
   MatrixView in_view(const char* slot, std::size_t k = 0) const { return prog.matrix(layout, frame, input(slot, k)); }
-  // An input as a matrix: whole where it is (or has a home that is), else its view.
+  // An input as a matrix: whole where it can be (whole(t)), else its view.
   MatrixView in_matrix(const char* slot) const {
-    const int t = input(slot);
-    if (auto it = layout.whole_copies[index].find(t); it != layout.whole_copies[index].end()) {
-      return MatrixView::of(frame.owned[it->second].reshaped(place(t).shape));
-    }
-    Tensor w = prog.whole(layout, frame, t);
-    if (auto h = layout.homes.find(t); !w.valid() && h != layout.homes.end()) w = prog.whole(frame, h->second, t);
+    const Tensor w = whole(input(slot));
     return w.valid() ? MatrixView::of(w) : in_view(slot);
   }
   Tensor out(const char* slot) const {

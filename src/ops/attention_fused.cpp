@@ -5,8 +5,8 @@
 #include "ops/attention_common.hpp"
 #include "ops/common.hpp"
 #include "plan.hpp"
-#include "vkrnn/error.hpp"
 #include "vkrnn/concat.hpp"
+#include "vkrnn/error.hpp"
 #include "vkrnn/linear.hpp"
 
 namespace vkrnn {
@@ -99,6 +99,9 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
   if (ops::same_memory(query_view.tensor, context.tensor) && ops::views_overlap(query_view, context)) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: 'context' overlaps 'query' in the same tensor", kOp));
   }
+  const bool want_weights = weights.valid();
+  if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
+  check_params(kOp, d, params);
   // The kernels read the query as vec4s where its width is a multiple of 4: a view read in place
   // must then keep each row's start on a vec4.
   MatrixView query = query_view;
@@ -108,9 +111,6 @@ void FusedAttention::record(Sequence& seq, const Tensor& keys, const Tensor& val
     copy_->record(seq, {query_view}, MatrixView::of(query_copy_));
     query = MatrixView::of(query_copy_);
   }
-  const bool want_weights = weights.valid();
-  if (want_weights) expect(kOp, "weights", weights, attention_scores_shape(config_), st);
-  check_params(kOp, d, params);
 
   const DeviceInfo& dev = ctx_->device();
   // Projected here (into projected_query_, by either path), or by the kernel (which then reads

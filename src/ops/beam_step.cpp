@@ -154,15 +154,17 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
   ops::expect(kOp, "cand_ids", cand_ids, {R, kc}, DType::i32);
   ops::expect(kOp, "parents", parents, {R}, DType::i32);
   ops::expect(kOp, "next_tokens", next_tokens, {R}, DType::i32);
+  for (std::size_t i = 0; i < gathers.size(); ++i) {
+    if (gathers[i].kind == Kind::back && !back_) {
+      throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} copies in place, which no gather of its plan does", kOp, i));
+    }
+  }
   if (gathers.size() > max_gathers || floats(gathers) > gather_floats_) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{}: {} gathers of {} floats per row, beyond the {} of its plan",
                                                          kOp, gathers.size(), floats(gathers), gather_floats_));
   }
   for (std::size_t i = 0; i < gathers.size(); ++i) {
     if (!fits(gathers[i], R)) throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} does not fit its tensors", kOp, i));
-    if (gathers[i].kind == Kind::back && !back_) {
-      throw Error(ErrorCode::invalid_argument, fmt::format("{}: gather {} copies in place, which its plan has no gather do", kOp, i));
-    }
   }
   std::vector<std::uint32_t> slot_of;
   const auto slots = gather_slots(gathers, &slot_of);
