@@ -999,6 +999,7 @@ TEST(Attention, FusedQueryFromAView) {
           OpOptions opt;
           opt.tile = tile;
           const Outputs whole = run_fused(ctx, p, d, in, opt, false);
+          EXPECT_TRUE(all_close(whole.context, reference(p, d).context, 1e-5, 1e-6)) << "against the double reference";
           // [B, before | query | context | 3]: rows W apart.
           const std::size_t W = before + Hq + p.hidden + 3;
           std::vector<float> host(p.batch * W, -3.0f);

@@ -127,7 +127,8 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
   step.kernel_ = kernels::make<K>(ctx,
                                   {.local_size_x = wg,
                                    // (a copy in place holds a column of the K rows)
-                                   .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(std::max(search.candidates(), beam))),
+                                   .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(
+                                       step.back_ ? std::max(search.candidates(), beam) : search.candidates())),
                                    .ONE_SUBGROUP = plan::one_subgroup(dev, wg, sg),
                                    .BACK = step.back_},
                                   base.variant);
