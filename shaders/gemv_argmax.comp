@@ -86,24 +86,7 @@ layout(push_constant) uniform Push {
 #include "greedy_step.glsl"
 #include "gemv_block.glsl"
 
-const uint NONE = 0xffffffffu;
-
-// A running softmax partial: order key of the max (0: empty), its lowest index, the max, and
-// sum exp(y - max) over the entries seen.
-struct Partial {
-  uint key, index;
-  float m, sum;
-};
-
-// sum exp(y - from) re-expressed against `to` >= from (an empty sum stays 0; equal maxima,
-// -inf or +inf included, need no exp).
-float rescale(float sum, float from, float to) { return sum == 0.0 || from == to ? sum : sum * exp(from - to); }
-
-Partial merge(Partial a, Partial b) {
-  const bool b_wins = b.key > a.key || (b.key == a.key && b.index < a.index);
-  const Partial w = b_wins ? b : a, l = b_wins ? a : b;
-  return Partial(w.key, w.index, w.m, w.sum + rescale(l.sum, l.m, w.m));
-}
+#include "softmax_partial.glsl"
 
 // This invocation's partial of each of its TM rows (every lane of a coop keeps the same).
 Partial row_part[TM];
@@ -113,14 +96,14 @@ void gemv_emit(uint i, uint m, uint n, float v, bool store_lane) {
   const float y = v + ((p.gemm_flags & GEMM_BIAS) != 0 ? bias[p.b_off + n] : 0.0);
   if (store_lane) ys[p.y_off + m * p.ldy + n] = y;
   // Blocks go up in n: a later equal key keeps the earlier index.
-  row_part[i] = merge(row_part[i], Partial(float_order_key(y), n, y, 1.0));
+  row_part[i] = merge_partial(row_part[i], Partial(float_order_key(y), n, y, 1.0));
 }
 
 shared Partial coop_part[BLOCKS * TM];
 shared bool is_last;
 
 void main() {
-  for (uint i = 0; i < TM; ++i) row_part[i] = Partial(0u, NONE, -1.0 / 0.0, 0.0);
+  for (uint i = 0; i < TM; ++i) row_part[i] = PARTIAL_EMPTY;
   gemv_blocks();
 
   // The workgroup's partial of each row: its coops' merged in coop order, by invocation 0,
@@ -135,7 +118,7 @@ void main() {
   if (lane == 0) {
     for (uint i = 0; i < TM && m0 + i < p.M; ++i) {
       Partial r = coop_part[i];
-      for (uint c = 1; c < coops; ++c) r = merge(r, coop_part[c * TM + i]);
+      for (uint c = 1; c < coops; ++c) r = merge_partial(r, coop_part[c * TM + i]);
       const uint at = 4 + 4 * ((m0 + i) * gl_NumWorkGroups.x + gl_WorkGroupID.x);
       scratch[at] = r.key;
       scratch[at + 1] = r.index;
@@ -154,13 +137,13 @@ void main() {
   const uint lanes = gl_WorkGroupSize.x * gl_WorkGroupSize.y * gl_WorkGroupSize.z;
   const bool track = (p.flags & ARGMAX_FINISHED) != 0;
   for (uint b = 0; b < p.M; ++b) {
-    Partial r = Partial(0u, NONE, -1.0 / 0.0, 0.0);
+    Partial r = PARTIAL_EMPTY;
     for (uint g = lane; g < gl_NumWorkGroups.x; g += lanes) {
       const uint at = 4 + 4 * (b * gl_NumWorkGroups.x + g);
-      r = merge(r, Partial(scratch[at], scratch[at + 1], uintBitsToFloat(scratch[at + 2]), uintBitsToFloat(scratch[at + 3])));
+      r = merge_partial(r, Partial(scratch[at], scratch[at + 1], uintBitsToFloat(scratch[at + 2]), uintBitsToFloat(scratch[at + 3])));
     }
     const uint best_key = workgroup_max_uint(r.key);
-    const uint top = min(workgroup_min_uint(r.key == best_key ? r.index : NONE), p.N - 1u);
+    const uint top = min(workgroup_min_uint(r.key == best_key ? r.index : PARTIAL_NONE), p.N - 1u);
     const float m = float_from_order_key(best_key);
     const float sum = workgroup_sum(r.key == 0u ? 0.0 : rescale(r.sum, r.m, m));
     const bool done = track && finished[b] != 0u;

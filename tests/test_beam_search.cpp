@@ -561,7 +561,15 @@ struct StepCase {
   float eos_bias = 0.0f;  // added to EOS's logit: searches that end early
   OpOptions options = {};
   std::size_t back_cols = 5;  // the width of the state copied in place
+  // > 0: the logits come from a Linear [V, in] (x random per step, EOS's bias raised by
+  // eos_bias) with this weight storage, recorded apart or, fused, in BeamStep's dispatch.
+  std::size_t in = 0;
+  WeightStorage storage = WeightStorage::f32;
 };
+
+// How run_steps records a step: the separate kernels, BeamStep after the logits, or BeamStep
+// with the output projection (StepCase::in > 0).
+enum class StepMode { apart, fused, projected };
 
 struct StepRun {
   std::vector<std::vector<float>> cand_v;
@@ -575,6 +583,7 @@ struct StepRun {
   std::vector<float> ran;  // ran[t] = t + 1 where step t's gated work ran (0: the gate was closed)
   std::vector<std::vector<float>> logits;  // each step's, for the host reference
   std::uint32_t open_checks = 0, dispatches = 0;
+  std::size_t joined = 0;  // StepMode::projected: the steps whose projection BeamStep took in
 };
 
 constexpr std::uint32_t kSentinel = 0x7fc0dead;  // NaN bits no kernel writes
@@ -601,7 +610,8 @@ std::vector<BeamStep::Gather> step_gathers(Context& ctx, Layout layout, std::siz
   return {};
 }
 
-StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
+StepRun run_steps(Context& ctx, const StepCase& c, StepMode mode) {
+  const bool fused = mode != StepMode::apart;
   using Kind = BeamStep::Kind;
   const std::size_t B = c.B, K = c.K, V = c.V, T = c.T, R = B * K, kc = std::min(K + 1, V);
   const std::int32_t eos = 2, pad = 0;
@@ -616,11 +626,22 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   };
   const std::size_t Vemb = V + 3;  // lookups of ids beyond V are clamped, never out of the table
   std::vector<BeamStep::Gather> gathers = step_gathers(ctx, c.layout, R, Vemb, c.back_cols);
+  std::optional<Linear> projection;
+  const Tensor x = c.in ? ctx.tensor({R, c.in}, DType::f32) : Tensor{};
+  if (c.in) {
+    OpOptions o = c.options;
+    o.weight_storage = c.storage;
+    projection.emplace(ctx, c.in, V, true, o);
+    std::vector<float> b = random(V);
+    b[eos] += c.eos_bias;
+    projection->load(random(V * c.in), {V, c.in}, b);
+  }
   std::optional<BeamStep> step;
   if (fused) {
-    step = BeamStep::make(ctx, op, V, gathers, c.options);
+    step = BeamStep::make(ctx, op, V, gathers, c.options, mode == StepMode::projected ? &*projection : nullptr);
     EXPECT_TRUE(step.has_value());
     if (!step) return {};
+    EXPECT_EQ(step->takes_projection(), mode == StepMode::projected);
   }
   const TopK topk(ctx, kc, c.options);
   const Embedding embedding(ctx, c.options);
@@ -650,7 +671,7 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     seq.upload(gathers[i].from, tables[i]);
   }
   if (step) step->record_reset(seq);
-  struct Snap { Tensor cv, ci, parents, next, done; std::vector<Tensor> wrote; };
+  struct Snap { Tensor cv, ci, parents, next, done; std::vector<Tensor> wrote; Tensor logits; };
   std::vector<Snap> snaps(T);
   auto snap = [&](const Tensor& from) {
     const Tensor to = ctx.tensor(from.shape(), from.dtype());
@@ -661,11 +682,15 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
   seq.begin_gate();
   for (std::size_t t = 0; t < T; ++t) {
     // What a decoder step would have written: logits and new states (every state's tensor once).
-    std::vector<float> x = random(R * V);
-    for (std::size_t r = 0; r < R; ++r) x[r * V + eos] += c.eos_bias;
-    if (c.inf && t == 0) x[3 % V] = std::numeric_limits<float>::infinity();
-    seq.upload(logits, x);
-    run.logits.push_back(x);
+    if (c.in) {
+      seq.upload(x, random(R * c.in));
+    } else {
+      std::vector<float> y = random(R * V);
+      for (std::size_t r = 0; r < R; ++r) y[r * V + eos] += c.eos_bias;
+      if (c.inf && t == 0) y[3 % V] = std::numeric_limits<float>::infinity();
+      seq.upload(logits, y);
+      run.logits.push_back(y);
+    }
     run.read.emplace_back();
     for (std::size_t i = 0; i < gathers.size(); ++i) {
       if (gathers[i].kind == Kind::token) {
@@ -686,7 +711,11 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     seq.fill(cv, kSentinel).fill(ci, kSentinel);
     const bool last = t + 1 == T;
     const std::span<const BeamStep::Gather> g = last ? std::span<const BeamStep::Gather>{} : std::span(gathers);
-    if (step) {
+    if (c.in && mode != StepMode::projected) projection->record(seq, MatrixView::of(x), MatrixView::of(logits));
+    if (mode == StepMode::projected) {
+      run.joined += step->record(seq, *projection, MatrixView::of(x), st, t, logits, force ? forced : Tensor{}, nonfinite, cv,
+                                 ci, parents, next, g, !last);
+    } else if (step) {
       step->record(seq, st, t, logits, force ? forced : Tensor{}, nonfinite, cv, ci, parents, next, g, !last);
     } else {
       topk.record(seq, logits, cv, ci, true, nonfinite, static_cast<std::uint32_t>(t + 1), force ? forced : Tensor{});
@@ -706,7 +735,7 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
       if (!last) seq.close_gate_when_all(st.done);
     }
     Snap& sn = snaps[t];
-    sn = {snap(cv), snap(ci), snap(parents), snap(next), snap(st.done), {}};
+    sn = {snap(cv), snap(ci), snap(parents), snap(next), snap(st.done), {}, c.in ? snap(logits) : Tensor{}};
     for (const auto& e : gathers) sn.wrote.push_back(snap(e.kind == Kind::back ? e.from : e.to));
     // The ping-pong states swap buffers, as the decoder's do.
     for (auto& e : gathers) {
@@ -725,6 +754,7 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
     run.parents.push_back(seq.read<std::int32_t>(sn.parents));
     run.next.push_back(seq.read<std::int32_t>(sn.next));
     run.done.push_back(seq.read<std::uint32_t>(sn.done));
+    if (sn.logits.valid()) run.logits.push_back(seq.read<float>(sn.logits));
     run.wrote.emplace_back();
     for (const Tensor& w : sn.wrote) run.wrote.back().push_back(seq.read<float>(w));
   }
@@ -741,12 +771,27 @@ StepRun run_steps(Context& ctx, const StepCase& c, bool fused) {
 // Sources whose rows step t gathers: those not done before it.
 bool gathered(const StepRun& run, std::size_t t, std::size_t b) { return t == 0 || run.done[t - 1][b] == 0; }
 
-void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun& want, const std::vector<BeamStep::Gather>& gathers) {
+// value_tol > 0: the candidates' values within it (a log-softmax summed in another order),
+// else bit for bit.
+void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun& want, const std::vector<BeamStep::Gather>& gathers,
+                           float value_tol = 0.0f) {
   const std::size_t K = c.K, R = c.B * c.K, kc = std::min(c.K + 1, c.V);
   EXPECT_EQ(got.hist_token, want.hist_token);
   EXPECT_EQ(got.hist_parent, want.hist_parent);
   EXPECT_EQ(got.fin_count, want.fin_count);
-  EXPECT_EQ(got.fin, want.fin);
+  if (value_tol > 0.0f) {
+    // Records of (step, row, score, ...): the scores sum the candidates' values.
+    ASSERT_EQ(got.fin.size(), want.fin.size());
+    for (std::size_t i = 0; i < got.fin.size(); ++i) {
+      if (i % 4 == 2 && got.fin[i] != want.fin[i]) {  // (unused records hold NaN bits)
+        EXPECT_NEAR(std::bit_cast<float>(got.fin[i]), std::bit_cast<float>(want.fin[i]), value_tol * c.T) << "fin word " << i;
+      } else {
+        EXPECT_EQ(got.fin[i], want.fin[i]) << "fin word " << i;
+      }
+    }
+  } else {
+    EXPECT_EQ(got.fin, want.fin);
+  }
   EXPECT_EQ(got.open_checks, want.open_checks);
   EXPECT_EQ(got.ran, want.ran);
   EXPECT_EQ(got.nonfinite, want.nonfinite);
@@ -760,8 +805,12 @@ void expect_same_step_runs(const StepCase& c, const StepRun& got, const StepRun&
       if (std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc]) == kSentinel) continue;  // not alive: not computed
       ++compared;
       for (std::size_t j = 0; j < kc; ++j) {
-        EXPECT_EQ(std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc + j]), std::bit_cast<std::uint32_t>(want.cand_v[t][r * kc + j]))
-            << "row " << r << " candidate " << j;
+        if (value_tol > 0.0f && std::isfinite(want.cand_v[t][r * kc + j])) {
+          EXPECT_NEAR(got.cand_v[t][r * kc + j], want.cand_v[t][r * kc + j], value_tol) << "row " << r << " candidate " << j;
+        } else {
+          EXPECT_EQ(std::bit_cast<std::uint32_t>(got.cand_v[t][r * kc + j]), std::bit_cast<std::uint32_t>(want.cand_v[t][r * kc + j]))
+              << "row " << r << " candidate " << j;
+        }
         EXPECT_EQ(got.cand_i[t][r * kc + j], want.cand_i[t][r * kc + j]) << "row " << r << " candidate " << j;
       }
     }
@@ -859,8 +908,8 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
        }) {
     SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} inf {}", c.B, c.K, c.V, c.T, static_cast<int>(c.layout),
                              c.forced, c.inf));
-    const StepRun got = run_steps(context(), c, true);
-    const StepRun want = run_steps(context(), c, false);
+    const StepRun got = run_steps(context(), c, StepMode::fused);
+    const StepRun want = run_steps(context(), c, StepMode::apart);
     const auto gathers = step_gathers(context(), c.layout, c.B * c.K, c.V + 3, c.back_cols);
     expect_same_step_runs(c, got, want, gathers);
     expect_host_reference(c, got, gathers);
@@ -869,6 +918,47 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
     std::uint32_t apart = 3;  // top-k, merge, gate check
     for (const auto& g : gathers) apart += static_cast<std::uint32_t>(g.outer) + (g.kind == BeamStep::Kind::back);
     EXPECT_EQ(got.dispatches + (apart - 1) * (c.T - 1) + 1, want.dispatches);
+    closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(closed_early, 0u);  // the gate closing is covered
+}
+
+// BeamStep with the output projection (gemv_beam.comp: each GEMV workgroup's top-kc of its
+// block, the last one's merge) against the projection apart and BeamStep after it: the logits
+// bit for bit, the candidates' values within rounding (the log-softmax's sum goes by blocks),
+// everything else exactly; and against the host in double. A dispatch fewer per step.
+TEST(BeamStep, TakesTheOutputProjection) {
+  std::uint32_t seed = 5000;
+  std::size_t closed_early = 0;
+  const WeightStorage f32 = WeightStorage::f32, f16 = WeightStorage::f16, i8 = WeightStorage::i8;
+  for (const StepCase& c : std::vector<StepCase>{
+           {1, 4, 37, 8, seed++, Layout::token, false, false, 4.0f, {}, 5, 16, f32},
+           {3, 3, 300, 8, seed++, Layout::back, true, false, 0.0f, {}, 5, 13, f32},  // x rows not on vec4s
+           {2, 5, 1009, 6, seed++, Layout::four, false, false, 2.0f, {}, 8, 64, f16},
+           {2, 4, 97, 7, seed++, Layout::token, true, false, 3.0f, {}, 5, 32, i8},
+           {3, 2, 40, 6, seed++, Layout::four, true, false, 3.0f, {.force_shared_memory_reduction = true}, 5, 20, f32},
+           {2, 1, 11, 6, seed++, Layout::back, false, false, 3.0f, {}, 5, 8, f32},
+           {4, 16, 64, 5, seed++, Layout::four, false, false, 5.0f, {}, 5, 12, f32},
+           {2, 3, 5, 5, seed++, Layout::token, false, false, 1.0f, {}, 5, 7, f32},  // V < 2K: fewer candidates
+           {1, 4, 8000, 3, seed++, Layout::token, false, false, 0.0f, {}, 5, 64, f32},
+           {3, 5, 50, 8, seed++, Layout::back, false, false, 3.0f, {.tile = 1}, 5, 24, f32},
+       }) {
+    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} in {} storage {}", c.B, c.K, c.V, c.T,
+                             static_cast<int>(c.layout), c.forced, c.in, to_string(c.storage)));
+    const StepRun got = run_steps(context(), c, StepMode::projected);
+    const StepRun want = run_steps(context(), c, StepMode::fused);
+    ASSERT_EQ(got.logits.size(), want.logits.size());
+    for (std::size_t t = 0; t < got.logits.size(); ++t) EXPECT_EQ(got.logits[t], want.logits[t]) << "step " << t;
+    const auto gathers = step_gathers(context(), c.layout, c.B * c.K, c.V + 3, c.back_cols);
+    expect_same_step_runs(c, got, want, gathers, 1e-5f);
+    expect_host_reference(c, got, gathers);
+    // B = 4, K = 16: the last workgroup's merges of 64 rows and 4 sources exceed the loop
+    // budget; the projection goes apart (record() returns false), as it does on devices that
+    // cannot join them.
+    const bool joins = c.B * c.K < 64;
+    EXPECT_EQ(got.joined, joins ? c.T : 0);
+    EXPECT_EQ(got.dispatches + (joins ? c.T : 0), want.dispatches);
     closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;
     if (HasFailure()) return;
   }

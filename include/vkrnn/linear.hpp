@@ -38,7 +38,7 @@ namespace plan {
 struct Gemm;
 }
 namespace ops {
-struct GreedyDispatch;
+class GemvTail;
 }
 class Argmax;
 
@@ -94,8 +94,9 @@ class VKRNN_API Gemm {
   std::shared_ptr<const plan::Gemm> plan_;  // from the device (src/plan.hpp)
   Tensor null_;                             // the Context's buffer for unused bindings
 
-  // greedy (with its scratch): y and the greedy step in one dispatch (gemv_argmax.comp, for
-  // Argmax::record with a projection); false, nothing recorded, where they cannot share one.
+  // tail: y and the step after it in one dispatch (ops::GemvTail: gemv_argmax.comp for
+  // Argmax::record with a projection, gemv_beam.comp for BeamStep's); false, nothing recorded,
+  // where they cannot share one.
   // w's layout: row-major (all zero); Linear's blocks of `rows` rows (plan::pack_rows; w.ld its
   // padded row length); or a recurrent layer's W_ih in gate blocks of `gate_units` hidden units,
   // `gate_h` units a gate (plan::Rnn, ops::pack_gate_blocks). Only the GEMV paths read the
@@ -105,10 +106,14 @@ class VKRNN_API Gemm {
   };
   bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8, std::size_t scale_offset,
                   const Packing& packing, const Tensor& bias, std::size_t bias_offset, const MatrixView& y,
-                  const ops::GreedyDispatch* greedy = nullptr, const Tensor& scratch = {}) const;
+                  const ops::GemvTail* tail = nullptr) const;
   // The scratch words gemv_argmax.comp needs for M x N (0: never fused here).
   std::size_t greedy_scratch_words(std::size_t M, std::size_t N) const;
+  // The blocks of N (x-workgroups) a GEMV that a tail joins takes for M x N (0: M takes the
+  // tiled path, which none joins): each publishes a partial per row.
+  std::size_t tail_row_groups(std::size_t M, std::size_t N) const;
   friend class Argmax;
+  friend class BeamStep;
   friend class Linear;
   friend class Rnn;
 };
@@ -190,10 +195,11 @@ class VKRNN_API Linear {
   void check_bias(std::span<const float> bias) const;
   void check_shape(const Shape& shape, const char* what, const char* method) const;
   void store(std::span<const float> weight, std::span<const float> bias);
-  // record(), or with `greedy` the fused step (Gemm::record_any); false: nothing recorded.
-  bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
-                  const Tensor& scratch) const;
+  // record(), or with `tail` the step after it in the same dispatch (Gemm::record_any); false:
+  // nothing recorded.
+  bool record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GemvTail* tail) const;
   friend class Argmax;
+  friend class BeamStep;
 };
 
 }  // namespace vkrnn

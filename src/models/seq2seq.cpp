@@ -384,6 +384,7 @@ struct Seq2Seq::Impl {
     // Inside the gate: close it once every row has finished (GreedyStep::close_gate); the step
     // says whether its own dispatch did, else the caller records close_gate_when_all.
     bool close_gate = false;
+    bool defer_projection = false;  // the caller records the logits' projection (BeamStep takes it)
   };
 
   // The state at BOS: recorded before the first step.
@@ -466,7 +467,7 @@ struct Seq2Seq::Impl {
     // between them (a logits history or output, the processor) or beam search selects.
     const bool take_projection = st.greedy_scratch.valid() && hist.select && !hist.logits.valid() &&
                                  !hist.outputs.count(dgraph().tensors[static_cast<std::size_t>(logits_t)].name);
-    st.exec.defer_node = take_projection ? projection_node : -1;
+    st.exec.defer_node = take_projection || hist.defer_projection ? projection_node : -1;
     record_graph(seq, st);
     st.exec.defer_node = -1;
     record_outputs(seq, st, hist);
@@ -1184,15 +1185,24 @@ struct BeamRun {
     // hypotheses) inside a gate the merge's done flags close, so the host never waits per step.
     // Where it fits, top-k, merge, the first reorders (up to BeamStep::max_gathers) and the gate
     // check are one dispatch (BeamStep); the rest of the reorders are gathers of their own.
+    // The output projection too where nothing reads the logits before the step (BeamStep's
+    // record with the projection: one dispatch where the device's GEMV can take the step).
     std::optional<BeamStep> fused;
     std::size_t fused_gathers = 0;  // the first gathers, as many as BeamStep takes
+    const Linear* projection = nullptr;
     if (m.logits_of(*st).shape() == Shape{R, V}) {
+      const auto node = static_cast<std::size_t>(m.projection_node);
+      if (m.projection_node >= 0 && !st->logits.valid() && !processor && !hist_logits.valid() &&
+          st->layout->whole_copies[node].empty()) {
+        projection = &m.decoder->projection(m.projection_node);
+      }
       const auto gathers = state_gathers(*st, processing, spare);
       for (std::size_t n = std::min(gathers.size(), BeamStep::max_gathers) + 1; n-- > 0 && !fused;) {
-        fused = BeamStep::make(c, *search, V, std::span(gathers).first(n), m.opts);
+        fused = BeamStep::make(c, *search, V, std::span(gathers).first(n), m.opts, projection);
         fused_gathers = n;
       }
     }
+    if (!fused) projection = nullptr;
     search->record_reset(seq, state);
     seq.fill(nonfinite, 0);
     if (fused) fused->record_reset(seq);
@@ -1202,6 +1212,7 @@ struct BeamRun {
     for (std::size_t t = 0; t < T; ++t) {
       Seq2Seq::Impl::History h;
       h.select = false;
+      h.defer_projection = projection != nullptr;
       m.record_step(seq, *st, h);
       const Tensor logits = m.logits_of(*st);
       if (processor) processor->record(seq, processing, logits, st->token, t);
@@ -1216,8 +1227,13 @@ struct BeamRun {
       bool token_written = false;
       if (fused) {
         const std::size_t n = std::min(gathers.size(), fused_gathers);
-        fused->record(seq, state, t, logits, forced, nonfinite, cand_v, cand_i, parents, st->token,
-                      std::span(gathers).first(n), t + 1 < T);
+        if (projection) {
+          fused->record(seq, *projection, m.decoder->input_matrix(*st->layout, st->frame, m.projection_node, "x"), state, t,
+                        logits, forced, nonfinite, cand_v, cand_i, parents, st->token, std::span(gathers).first(n), t + 1 < T);
+        } else {
+          fused->record(seq, state, t, logits, forced, nonfinite, cand_v, cand_i, parents, st->token,
+                        std::span(gathers).first(n), t + 1 < T);
+        }
         apart = n;
         for (std::size_t i = 0; i < n; ++i) token_written |= gathers[i].kind == BeamStep::Kind::token;
       } else {

@@ -235,7 +235,8 @@ bool Argmax::record(Sequence& seq, const Linear& projection, const MatrixView& x
     d.gate = detail::SequenceAccess::gate_table(seq);  // Error(state) outside the gate
   }
   const MatrixView y = MatrixView::of(logits);
-  if (scratch.valid() && projection.record_any(seq, x, y, &d, scratch)) return true;
+  const ops::GreedyTail tail(d, scratch);
+  if (scratch.valid() && projection.record_any(seq, x, y, &tail)) return true;
   projection.record(seq, x, y);
   kernels::dispatch<K>(seq, kernel_for(d.push.V, d.passes, d.S, d.emb), d.bindings, d.push,
                        ops::fold_groups(d.push.B, ctx_->device(), kOp), null_);

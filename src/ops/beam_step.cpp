@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "ops/common.hpp"
+#include "ops/gemv_tail.hpp"
 #include "ops/kernels/decode.hpp"
 #include "plan.hpp"
 #include "vk/sequence_access.hpp"
@@ -24,15 +25,13 @@ static_assert(K::slots == BeamStep::max_tensors && K::storage_buffer_count == Be
 constexpr std::size_t kMaxLd = 0xffff;       // row strides: 16 bits each in the push block
 constexpr std::size_t kMaxWide = 1u << 24;   // outer, or a token lookup's vocab: 24 bits
 
-// One invocation's loop iterations (invocation 0 of a source's merging workgroup, the busiest),
-// estimated from above: its rows' top-k, the merge (beam_search.comp's bound), each gather's
-// share of the source's K rows (twice for a state copied back), the gate check over B flags
-// and the table.
-std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const BeamSearch& s, std::uint64_t V,
-                         std::uint64_t rows, std::span<const BeamStep::Gather> gathers) {
+// One invocation's loop iterations after the rows' top-k (invocation 0 of a source's merging
+// workgroup, the busiest), estimated from above: the merge (beam_search.comp's bound), each
+// gather's share of the source's K rows (twice for a state copied back), the gate check over B
+// flags and the table.
+std::uint64_t merge_loops(std::uint64_t wg, const BeamSearch& s, std::span<const BeamStep::Gather> gathers) {
   const std::uint64_t K = s.beam(), kc = s.candidates();
-  std::uint64_t n = rows * plan::topk_loops(dev, subgroups, wg, V, kc);
-  n += K * kc + 2 * K * (K + 2 * kc) + 3 * K;
+  std::uint64_t n = K * kc + 2 * K * (K + 2 * kc) + 3 * K;
   for (const auto& g : gathers) {
     // A copy in place: each invocation's columns, twice over the K rows.
     if (g.kind == BeamStep::Kind::back) n += ops::ceil_div(g.cols, wg) * (2 * K + 1);
@@ -40,6 +39,22 @@ std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   }
   n += ops::ceil_div(s.batch(), wg) + ops::ceil_div(detail::SequenceAccess::gate_words(), wg) + 8;
   return n;
+}
+
+// beam_step.comp's: its rows' top-k, then the source's merge.
+std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg, const BeamSearch& s, std::uint64_t V,
+                         std::uint64_t rows, std::span<const BeamStep::Gather> gathers) {
+  return rows * plan::topk_loops(dev, subgroups, wg, V, s.candidates()) + merge_loops(wg, s, gathers);
+}
+
+// gemv_beam.comp's last workgroup: every row's candidates from G blocks' partials (the max and
+// the sum over G, kc rounds over its share of the G * kc entries, each insertion up to kc
+// moves), then every source's merge; the workgroups' own kc rounds over TM rows before it.
+std::uint64_t fused_loops(std::uint64_t wg, std::uint64_t tm, std::uint64_t G, const BeamSearch& s,
+                          std::span<const BeamStep::Gather> gathers) {
+  const std::uint64_t kc = s.candidates();
+  const std::uint64_t row = 2 * ops::ceil_div(G, wg) + ops::ceil_div(G * kc, wg) * (kc + 1) + 4 * kc + 8;
+  return tm * 4 * kc + s.rows() * row + s.batch() * merge_loops(wg, s, gathers);
 }
 
 // A gather's elements per decoder row (a copy back counts twice).
@@ -92,7 +107,8 @@ std::optional<std::vector<Tensor>> gather_slots(std::span<const BeamStep::Gather
 }  // namespace
 
 std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, std::size_t V,
-                                       std::span<const Gather> gathers, const OpOptions& options) {
+                                       std::span<const Gather> gathers, const OpOptions& options,
+                                       const Linear* projection) {
   const DeviceInfo& dev = ctx.device();
   if (gathers.size() > max_gathers || dev.max_storage_buffers_per_stage < K::storage_buffer_count) return std::nullopt;
   // 32-bit indexing of the logits and of every gathered block.
@@ -124,25 +140,75 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
   step.workgroup_ = wg;
   step.gather_floats_ = floats(gathers);
   step.back_ = std::any_of(gathers.begin(), gathers.end(), [](const Gather& g) { return g.kind == Kind::back; });
+  // (a copy in place holds a column of the K rows)
+  step.k_max_ = std::bit_ceil(static_cast<std::uint32_t>(step.back_ ? std::max(search.candidates(), beam) : search.candidates()));
   step.kernel_ = kernels::make<K>(ctx,
                                   {.local_size_x = wg,
-                                   // (a copy in place holds a column of the K rows)
-                                   .K_MAX = std::bit_ceil(static_cast<std::uint32_t>(
-                                       step.back_ ? std::max(search.candidates(), beam) : search.candidates())),
+                                   .K_MAX = step.k_max_,
                                    .ONE_SUBGROUP = plan::one_subgroup(dev, wg, sg),
                                    .BACK = step.back_},
                                   base.variant);
   step.ticket_ = ctx.tensor({1 + search.batch()}, DType::u32, "BeamStep tickets");
   step.null_ = kernels::null_tensor(ctx);
+  // gemv_beam.comp: its push block packs B, K, kc, F and T in 16 bits each.
+  const std::size_t groups = projection && projection->out_features() == V ? projection->gemm_.tail_row_groups(R, V) : 0;
+  if (groups && dev.max_storage_buffers_per_stage >= kernels::GemvBeam::storage_buffer_count &&
+      std::max({search.batch(), beam, search.candidates(), search.finished_capacity(), search.max_steps()}) <= 0xffff &&
+      search.finished_to_stop() < (1u << 31) && detail::SequenceAccess::gate_words() < (1u << (32 - kernels::GemvBeam::gate_words_shift))) {
+    step.projection_ = projection;
+    step.scratch_ = ctx.tensor({4 + R * groups * (2 + 2 * search.candidates())}, DType::u32, "BeamStep projection partials");
+  }
   return step;
 }
 
-void BeamStep::record_reset(Sequence& seq) const { seq.fill(ticket_, 0u); }
+void BeamStep::record_reset(Sequence& seq) const {
+  seq.fill(ticket_, 0u);
+  if (scratch_.valid()) seq.fill(scratch_, 0u);
+}
 
-void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
-                      const Tensor& forced, const Tensor& nonfinite, const Tensor& cand_values,
-                      const Tensor& cand_ids, const Tensor& parents, const Tensor& next_tokens,
-                      std::span<const Gather> gathers, bool close_gate) const {
+struct BeamStep::Prepared {
+  K::Push push;
+  std::vector<Tensor> slots;
+  const BeamSearch::State* state;
+  Tensor forced, nonfinite, values, ids, parents, next_tokens, gate;
+  Tensor slot(std::size_t i) const { return i < slots.size() ? slots[i] : Tensor{}; }
+  // The step's bindings but the logits' (beam_step.comp's and gemv_beam.comp's, named alike).
+  // fin and the histories keep what earlier steps wrote: read_write keeps them ordered after
+  // those writes (as BeamSearch::record_step).
+  template <class Bindings>
+  Bindings bindings() const {
+    const BeamSearch::State& st = *state;
+    Bindings b{};
+    b.forced = forced;
+    b.nonfinite = nonfinite;
+    b.values = values;
+    b.ids = ids;
+    b.score_in = st.alive_score[push.t % 2];
+    b.score_out = st.alive_score[(push.t + 1) % 2];
+    b.alive_count = st.alive_count;
+    b.done = st.done;
+    b.fin_count = st.fin_count;
+    b.fin = st.fin;
+    b.hist_token = st.hist_token;
+    b.hist_parent = st.hist_parent;
+    b.parents = parents;
+    b.next_tokens = next_tokens;
+    b.heads = st.heads;
+    b.slot0 = slot(0);
+    b.slot1 = slot(1);
+    b.slot2 = slot(2);
+    b.slot3 = slot(3);
+    b.slot4 = slot(4);
+    b.slot5 = slot(5);
+    b.gate = gate;
+    return b;
+  }
+};
+
+BeamStep::Prepared BeamStep::prepare(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
+                                     const Tensor& forced, const Tensor& nonfinite, const Tensor& cand_values,
+                                     const Tensor& cand_ids, const Tensor& parents, const Tensor& next_tokens,
+                                     std::span<const Gather> gathers, bool close_gate) const {
   const BeamSearch& s = search_;
   if (t >= s.max_steps()) {
     throw Error(ErrorCode::out_of_range, fmt::format("{}: step t = {} is outside [0, max_steps = {})", kOp, t, s.max_steps()));
@@ -198,18 +264,101 @@ void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t
                  u32(g.cols), u32(g.from_offset), u32(g.kind == Kind::back ? 0 : g.to_offset)};
     push.lds[i] = u32(g.from_ld) | u32(g.kind == Kind::back ? 0 : g.to_ld) << 16;
   }
-  const auto slot = [&](std::size_t i) { return i < slots->size() ? (*slots)[i] : Tensor{}; };
-  // fin and the histories keep what earlier steps wrote: read_write keeps them ordered after
-  // those writes (as BeamSearch::record_step).
-  kernels::dispatch<K>(seq, kernel_,
-                       {.xs = logits, .forced = forced, .nonfinite = nonfinite, .values = cand_values, .ids = cand_ids,
-                        .score_in = state.alive_score[t % 2], .score_out = state.alive_score[(t + 1) % 2],
-                        .alive_count = state.alive_count, .done = state.done, .fin_count = state.fin_count,
-                        .fin = state.fin, .hist_token = state.hist_token, .hist_parent = state.hist_parent,
-                        .parents = parents, .next_tokens = next_tokens, .heads = state.heads, .slot0 = slot(0),
-                        .slot1 = slot(1), .slot2 = slot(2), .slot3 = slot(3), .slot4 = slot(4), .slot5 = slot(5),
-                        .gate = close_gate ? detail::SequenceAccess::gate_table(seq) : Tensor{}, .ticket = ticket_},
-                       push, ops::fold_groups(s.batch() * ops::ceil_div(s.beam(), rows_), ctx_->device(), kOp), null_);
+  return {push, *slots, &state, forced, nonfinite, cand_values, cand_ids, parents, next_tokens,
+          close_gate ? detail::SequenceAccess::gate_table(seq) : Tensor{}};
+}
+
+void BeamStep::dispatch(Sequence& seq, const Prepared& p, const Tensor& logits) const {
+  const BeamSearch& s = search_;
+  K::Bindings b = p.bindings<K::Bindings>();
+  b.xs = logits;
+  b.ticket = ticket_;
+  kernels::dispatch<K>(seq, kernel_, b, p.push, ops::fold_groups(s.batch() * ops::ceil_div(s.beam(), rows_), ctx_->device(), kOp),
+                       null_);
+}
+
+void BeamStep::record(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
+                      const Tensor& forced, const Tensor& nonfinite, const Tensor& cand_values,
+                      const Tensor& cand_ids, const Tensor& parents, const Tensor& next_tokens,
+                      std::span<const Gather> gathers, bool close_gate) const {
+  dispatch(seq, prepare(seq, state, t, logits, forced, nonfinite, cand_values, cand_ids, parents, next_tokens, gathers, close_gate),
+           logits);
+}
+
+// gemv_beam.comp: the projection's planned GEMV with the step as its tail.
+class BeamTail final : public ops::GemvTail {
+ public:
+  BeamTail(const BeamStep& step, const BeamStep::Prepared& prepared, const kernels::GemvBeam::Bindings& step_bindings,
+           std::span<const BeamStep::Gather> gathers)
+      : step_(step), prepared_(prepared), b_(step_bindings), gathers_(gathers) {}
+
+  bool record(Context& ctx, Sequence& seq, const ops::PlannedGemv& gemv) const override {
+    const DeviceInfo& dev = ctx.device();
+    const BeamSearch& s = step_.search_;
+    const kernels::GemmPush& g = gemv.push;
+    const plan::Gemv& v = gemv.v;
+    const std::uint32_t wg = v.constants.local_size_x;
+    const std::uint64_t G = gemv.groups[0];
+    // The logits whole ([R, V] from element 0), W's rows from element 0 and the bias's, the row
+    // strides in 16 bits, and the merge within the loop budget beside the products.
+    if (!gemv.joinable(dev) || g.M != s.rows() || g.N != step_.V_ || g.y_off != 0 || g.ldy != g.N || g.w_off != 0 ||
+        g.b_off != 0 || g.ldx > 0xffff || g.ldw > 0xffff ||
+        step_.scratch_.size() < 4 + std::uint64_t(g.M) * G * (2 + 2 * s.candidates()) ||
+        fused_loops(wg, v.constants.TM, G, s, gathers_) > plan::kLoopBudget / 2) {
+      return false;
+    }
+    const kernels::GemvBeam::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
+                                         .BLOCKS = v.constants.BLOCKS, .ALIGNED = v.constants.ALIGNED,
+                                         .WEIGHT_I8 = v.constants.WEIGHT_I8, .WIDE = v.constants.WIDE,
+                                         .TEXEL = v.constants.TEXEL, .PACK_ROWS = v.constants.PACK_ROWS,
+                                         .X_LANES = v.constants.X_LANES, .K_MAX = step_.k_max_,
+                                         .BACK = step_.back_, .K_STREAMS = v.constants.K_STREAMS,
+                                         .ONE_SUBGROUP = plan::one_subgroup(dev, wg, v.variant.subgroup)};
+    const K::Push& q = prepared_.push;
+    const kernels::GemvBeam::Push p{g.N, g.K, g.x_off, g.ldx | g.ldw << 16, g.s_off, q.B | q.K << 16, q.kc | q.F << 16,
+                                    q.T | q.t << 16, q.eos, q.pad,
+                                    q.stop | ((g.flags & GEMM_BIAS) != 0 ? kernels::GemvBeam::stop_bias : 0u),
+                                    q.flags | q.gate_words << kernels::GemvBeam::gate_words_shift,
+                                    q.g0, q.g1, q.g2, q.g3, q.lds};
+    kernels::GemvBeam::Bindings b = b_;
+    b.xs = gemv.bindings.xs;
+    b.ws = gemv.bindings.ws;
+    b.bias = gemv.bindings.bias;
+    b.ys = gemv.bindings.ys;
+    b.wt = gemv.bindings.wt;
+    b.xt = gemv.bindings.xt;
+    b.scratch = step_.scratch_;
+    kernels::dispatch<kernels::GemvBeam>(seq, kernels::make<kernels::GemvBeam>(ctx, c, v.variant), b, p, gemv.groups,
+                                         gemv.null);
+    return true;
+  }
+
+ private:
+  const BeamStep& step_;
+  const BeamStep::Prepared& prepared_;
+  const kernels::GemvBeam::Bindings& b_;
+  std::span<const BeamStep::Gather> gathers_;
+};
+
+bool BeamStep::record(Sequence& seq, const Linear& projection, const MatrixView& x, const BeamSearch::State& state,
+                      std::size_t t, const Tensor& logits, const Tensor& forced, const Tensor& nonfinite,
+                      const Tensor& cand_values, const Tensor& cand_ids, const Tensor& parents,
+                      const Tensor& next_tokens, std::span<const Gather> gathers, bool close_gate) const {
+  const Prepared p = prepare(seq, state, t, logits, forced, nonfinite, cand_values, cand_ids, parents, next_tokens, gathers, close_gate);
+  if (projection.out_features() != V_ || x.rows != search_.rows()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{}: the projection ({} -> {}) and x ({} rows) must give the logits [{}, {}]", kOp,
+                            projection.in_features(), projection.out_features(), x.rows, search_.rows(), V_));
+  }
+  const MatrixView y = MatrixView::of(logits);
+  if (&projection == projection_) {
+    const kernels::GemvBeam::Bindings b = p.bindings<kernels::GemvBeam::Bindings>();
+    const BeamTail tail(*this, p, b, gathers);
+    if (projection.record_any(seq, x, y, &tail)) return true;
+  }
+  projection.record(seq, x, y);
+  dispatch(seq, p, logits);
+  return false;
 }
 
 }  // namespace vkrnn

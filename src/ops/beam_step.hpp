@@ -12,6 +12,7 @@
 #include "vkrnn/beam_search.hpp"
 #include "vkrnn/context.hpp"
 #include "vkrnn/kernel.hpp"
+#include "vkrnn/linear.hpp"
 #include "vkrnn/options.hpp"
 
 namespace vkrnn {
@@ -49,8 +50,11 @@ class BeamStep {
   // step, the gathers and the gate check apart. options.tile, where set: decoder rows per
   // workgroup (tests force both shapes; by default a source per workgroup on CPU drivers, a
   // row on GPUs).
+  // With `projection` (the decoder's output layer, out_features V), the record() that takes it
+  // may compute the logits in the same dispatch (gemv_beam.comp): make() sizes its scratch.
   static std::optional<BeamStep> make(Context& ctx, const BeamSearch& search, std::size_t V,
-                                      std::span<const Gather> gathers, const OpOptions& options = {});
+                                      std::span<const Gather> gathers, const OpOptions& options = {},
+                                      const Linear* projection = nullptr);
 
   // Zeroes the kernel's tickets (once per recording, before the first step).
   void record_reset(Sequence& seq) const;
@@ -66,18 +70,39 @@ class BeamStep {
               const Tensor& parents, const Tensor& next_tokens, std::span<const Gather> gathers,
               bool close_gate) const;
 
+  // logits = x W^T + b through `projection` (as projection.record(seq, x, logits)), then the
+  // step as record() above: in one dispatch where make() had this projection and the GEMV the
+  // device plans for it can take the step (true: gemv_beam.comp, where each of the
+  // projection's workgroups also takes its block's top-kc), else as the two (false).
+  bool record(Sequence& seq, const Linear& projection, const MatrixView& x, const BeamSearch::State& state,
+              std::size_t t, const Tensor& logits, const Tensor& forced, const Tensor& nonfinite,
+              const Tensor& cand_values, const Tensor& cand_ids, const Tensor& parents, const Tensor& next_tokens,
+              std::span<const Gather> gathers, bool close_gate) const;
+
+  // Whether make() had a projection the device's GEMV may take the step into.
+  bool takes_projection() const { return projection_ != nullptr; }
   std::uint32_t workgroup_size() const { return workgroup_; }
   std::size_t rows_per_workgroup() const { return rows_; }
 
  private:
   BeamStep(Context& ctx, const BeamSearch& search) : ctx_(&ctx), search_(search) {}
+  struct Prepared;  // record()'s checked arguments: the push block and the slot tensors
+  Prepared prepare(Sequence& seq, const BeamSearch::State& state, std::size_t t, const Tensor& logits,
+                   const Tensor& forced, const Tensor& nonfinite, const Tensor& cand_values, const Tensor& cand_ids,
+                   const Tensor& parents, const Tensor& next_tokens, std::span<const Gather> gathers,
+                   bool close_gate) const;
+  void dispatch(Sequence& seq, const Prepared& p, const Tensor& logits) const;  // beam_step.comp
   Context* ctx_;
   BeamSearch search_;
   std::size_t V_ = 0, rows_ = 1, gather_floats_ = 0;  // per decoder row, the most make() planned for
   std::uint32_t workgroup_ = 1;
   bool back_ = false;  // make()'s gathers had a copy in place (the kernel is built for it)
+  std::uint32_t k_max_ = 1;  // the kernels' K_MAX
   Kernel kernel_;
   Tensor ticket_, null_;
+  const Linear* projection_ = nullptr;  // make()'s, where gemv_beam.comp may take it
+  Tensor scratch_;                      // gemv_beam.comp's partials and ticket
+  friend class BeamTail;
 };
 
 }  // namespace vkrnn

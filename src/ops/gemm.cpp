@@ -165,15 +165,22 @@ bool gemv_argmax_fits(const DeviceInfo& dev) {
 }
 std::size_t gemv_argmax_words(std::size_t M, std::size_t row_groups) { return 4 + 4 * M * row_groups; }
 
-// gemv_argmax.comp for Gemm::record_any's planned GEMV; false (nothing recorded) where the
-// projection and the step cannot share one dispatch.
-bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& null, Sequence& seq, const plan::Gemv& v,
-                     const kernels::GemmPush& push, const Groups& g, const kernels::Gemv::Bindings& gemm,
-                     const ops::GreedyDispatch& greedy, const Tensor& scratch) {
+}  // namespace
+
+bool ops::PlannedGemv::joinable(const DeviceInfo& dev) const {
+  return groups[2] == 1 && std::has_single_bit(v.constants.local_size_x) && v.constants.PACK_UNITS == 0 &&
+         plan::gemv_k_slice(dev, gemm, v, 2 * std::uint64_t(push.K)) >= 2 * std::uint64_t(push.K);
+}
+
+// gemv_argmax.comp for Gemm::record_any's planned GEMV.
+bool ops::GreedyTail::record(Context& ctx, Sequence& seq, const PlannedGemv& gemv) const {
+  const plan::Gemv& v = gemv.v;
+  const kernels::GemmPush& push = gemv.push;
+  const Groups& g = gemv.groups;
   const auto& dev = ctx.device();
   const kernels::Argmax::Push& a = greedy.push;
-  // One K slice, every row in one z layer, a power-of-two workgroup (reduce.glsl), and the last
-  // workgroup's merge and bookkeeping within the loop budget beside the products. Any block of
+  // A GEMV it can join (PlannedGemv::joinable), and the last workgroup's merge and bookkeeping
+  // within the loop budget beside the products. Any block of
   // rows plan::gemv makes, lavapipe's 16-row blocks included: W3.b16 fused took the time of the
   // two dispatches within the noise (2-core Xeon VM, toggled in one build, 3 interleaved rounds,
   // GPU ms a decode: fp32 199-204 against 198-207, fp16 242-254 against 243-251, int8 217-221
@@ -186,10 +193,7 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
       (greedy.gate.valid() ? push.M + ops::ceil_div(detail::SequenceAccess::gate_words(), wg) : 0);
   const std::size_t words = gemv_argmax_words(push.M, g[0]);
   if ((a.flags & (ARGMAX_LOGITS | ARGMAX_CHOSEN | ARGMAX_VALUE)) != 0 || !scratch.valid() ||
-      scratch.dtype() != DType::u32 || scratch.size() < words || g[2] != 1 || !std::has_single_bit(wg) ||
-      v.constants.PACK_UNITS != 0 ||
-      !gemv_argmax_fits(dev) ||
-      plan::gemv_k_slice(dev, gemm_plan, v, 2 * std::uint64_t(push.K)) < 2 * std::uint64_t(push.K) ||
+      scratch.dtype() != DType::u32 || scratch.size() < words || !gemv.joinable(dev) || !gemv_argmax_fits(dev) ||
       merge_loops > plan::kLoopBudget / 2 || a.B != push.M || a.V != push.N) {
     return false;
   }
@@ -204,21 +208,24 @@ bool dispatch_greedy(Context& ctx, const plan::Gemm& gemm_plan, const Tensor& nu
                                     a.table_ld, a.emb_offset, a.emb_ld, a.mark,
                                     greedy.gate.valid() ? detail::SequenceAccess::gate_words() : 0u};
   const kernels::Argmax::Bindings& b = greedy.bindings;
+  const kernels::Gemv::Bindings& gemm = gemv.bindings;
   kernels::dispatch<kernels::GemvArgmax>(
       seq, kernels::make<kernels::GemvArgmax>(ctx, c, v.variant),
       {.xs = gemm.xs, .ws = gemm.ws, .bias = gemm.bias, .ys = gemm.ys, .index_out = b.index_out,
        .tok_hist = b.tok_hist, .score_hist = b.score_hist, .finished = b.finished, .weights = b.weights,
        .attn_hist = b.attn_hist, .table = b.table, .emb_out = b.emb_out, .nonfinite = b.nonfinite,
        .scratch = scratch, .wt = gemm.wt, .xt = gemm.xt, .gate = greedy.gate},
-      p, g, null);
+      p, g, gemv.null);
   return true;
 }
+
+namespace {
 
 }  // namespace
 
 bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, bool i8,
                       std::size_t scale_offset, const Packing& packing, const Tensor& bias, std::size_t bias_offset,
-                      const MatrixView& y, const ops::GreedyDispatch* greedy, const Tensor& scratch) const {
+                      const MatrixView& y, const ops::GemvTail* tail) const {
   check_view(x, "x", {DType::f32});
   check_view(w, "w", {DType::f32, DType::f16, DType::i8});
   check_view(y, "y", {DType::f32});
@@ -317,7 +324,7 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
                             "cannot read: build the layer with OpOptions::pack_weights = false to pin that path",
                             kOp, describe(w.tensor), packing.gate_units));
   }
-  if (greedy && (path == Path::tiled || activation_)) return false;
+  if (tail && (path == Path::tiled || activation_)) return false;
   const kernels::GemmBindings bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor};
   if (path == Path::tiled) {
     const kernels::Variant variant{.fp16 = f16};
@@ -368,7 +375,7 @@ bool Gemm::record_any(Sequence& seq, const MatrixView& x, const MatrixView& w, b
   const kernels::Gemv::Bindings gemv_bindings{.xs = x.tensor, .ws = w.tensor, .bias = bias, .ys = y.tensor,
                                               .xt = aligned ? Tensor{} : null_};
   const Groups g = fold_rows((M + v.constants.TM - 1) / v.constants.TM, (N + v.per_group - 1) / v.per_group, "gemv");
-  if (greedy) return dispatch_greedy(*ctx_, *plan_, null_, seq, v, push, g, gemv_bindings, *greedy, scratch);
+  if (tail) return tail->record(*ctx_, seq, {*plan_, v, push, g, gemv_bindings, null_});
   const Kernel k = kernels::make<kernels::Gemv>(*ctx_, v.constants, v.variant);
   dispatch_slices(plan::gemv_k_slice(dev, *plan_, v, push.K), [&](const Push& part) {
     kernels::dispatch<kernels::Gemv>(seq, k, gemv_bindings, part, g, null_);
@@ -385,11 +392,16 @@ plan::Gemv greedy_plan(const DeviceInfo& dev, const plan::Gemm& p, const OpOptio
 
 }  // namespace
 
-std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
+std::size_t Gemm::tail_row_groups(std::size_t M, std::size_t N) const {
   const Path path = path_for(M);
-  if (path == Path::tiled || !gemv_argmax_fits(ctx_->device())) return 0;
+  if (path == Path::tiled) return 0;
   const plan::Gemv v = greedy_plan(ctx_->device(), *plan_, options_, path, M);
-  return gemv_argmax_words(M, (N + v.per_group - 1) / v.per_group);
+  return (N + v.per_group - 1) / v.per_group;
+}
+
+std::size_t Gemm::greedy_scratch_words(std::size_t M, std::size_t N) const {
+  const std::size_t groups = tail_row_groups(M, N);
+  return groups && gemv_argmax_fits(ctx_->device()) ? gemv_argmax_words(M, groups) : 0;
 }
 
 
@@ -585,13 +597,12 @@ void Linear::record(Sequence& seq, const MatrixView& x, const MatrixView& y) con
   if (!loaded_) {
     throw Error(ErrorCode::state, fmt::format("Linear({} -> {}): record() before load()", in_, out_));
   }
-  record_any(seq, x, y, nullptr, {});
+  record_any(seq, x, y, nullptr);
 }
 
-bool Linear::record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GreedyDispatch* greedy,
-                        const Tensor& scratch) const {
+bool Linear::record_any(Sequence& seq, const MatrixView& x, const MatrixView& y, const ops::GemvTail* tail) const {
   return gemm_.record_any(seq, x, MatrixView{weight_, out_, in_, 0, ld_}, storage_ == WeightStorage::i8, scale_offset_,
-                          Gemm::Packing{.rows = pack_rows_}, bias_, 0, y, greedy, scratch);
+                          Gemm::Packing{.rows = pack_rows_}, bias_, 0, y, tail);
 }
 
 std::vector<float> Linear::forward(std::span<const float> x, std::size_t rows) const {

@@ -3,6 +3,7 @@
 // gemv_argmax.comp (the output projection and the step in one dispatch, Gemm::record_greedy).
 #include <cstddef>
 
+#include "ops/gemv_tail.hpp"
 #include "ops/kernels/decode.hpp"
 #include "vkrnn/argmax.hpp"
 
@@ -14,6 +15,18 @@ struct GreedyDispatch {
   std::size_t passes = 1;              // passes over a row: the max, the log-softmax, the copy
   std::size_t S = 0, emb = 0;          // attention weights and embedding floats copied per row
   Tensor gate;                         // GreedyStep::close_gate: the sequence's gate table
+};
+
+// The step as the tail of the output projection's GEMV (gemv_argmax.comp); its partials go to
+// `scratch` (Gemm::greedy_scratch_words).
+class GreedyTail final : public GemvTail {
+ public:
+  GreedyTail(const GreedyDispatch& greedy, const Tensor& scratch) : greedy(greedy), scratch(scratch) {}
+  bool record(Context& ctx, Sequence& seq, const PlannedGemv& gemv) const override;  // gemm.cpp
+
+ private:
+  const GreedyDispatch& greedy;
+  const Tensor& scratch;
 };
 
 // Checks the step against logits f32 [B, V] (Error naming the argument) and lays it out.

@@ -32,7 +32,7 @@ constexpr bool every_kernel_declared() {
                   AttentionFused, AttentionFusedCombine, AttentionKeys, Gemv, GemvArgmax, Gemm, RnnStep, RnnSeq,
                   RnnProj, SelfAttention, SelfAttentionWeights, Activation, ActivationInPlace,
                   ResidualAdd, ResidualAddInPlace, PositionalEncoding, PositionalEncodingInPlace, SequenceMask,
-                  SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, LogitsProcessor, BeamSearch, BeamStep, SequenceGate,
+                  SequenceMaskInPlace, Concat, Embedding, Argmax, TopK, LogitsProcessor, BeamSearch, BeamStep, GemvBeam, SequenceGate,
                   Saxpy, BenchCopy, BenchRead, BenchEmpty, SubgroupProbe>(name)) {
       return false;
     }

@@ -1,5 +1,7 @@
 #include "common/test_env.hpp"
 
+#include "ops/beam_step.hpp"
+
 #include <cstdlib>
 #include <iterator>
 #include <iostream>
@@ -76,6 +78,13 @@ Context& context() {
 bool greedy_takes_projection(Context& ctx, std::size_t B) {
   const Linear probe(ctx, 4, 8);
   return Argmax(ctx).fused_scratch_words(probe, B) > 0;
+}
+
+bool beam_takes_projection(Context& ctx, std::size_t B, std::size_t K) {
+  const Linear probe(ctx, 4, 8);
+  const BeamSearch search(ctx, B, K, 2 * K, 4, 1, 0);
+  const auto step = BeamStep::make(ctx, search, 8, {}, {}, &probe);
+  return step && step->takes_projection();
 }
 
 Context& staging_context() {

@@ -10,6 +10,7 @@
 #include "reflect/argmax.hpp"
 #include "reflect/beam_search.hpp"
 #include "reflect/beam_step.hpp"
+#include "reflect/gemv_beam.hpp"
 #include "reflect/logits_processor.hpp"
 #include "reflect/topk.hpp"
 
@@ -142,6 +143,53 @@ struct BeamStep {
                  (parents, read_write), (next_tokens, read_write), (heads, read_write), (slot0, read_write),
                  (slot1, read_write), (slot2, read_write), (slot3, read_write), (slot4, read_write),
                  (slot5, read_write), (gate, read_write), (ticket, read_write))
+};
+
+// The output projection (gemv.comp's) and BeamStep's whole step after it in one dispatch: each
+// workgroup publishes its block's softmax partial and best kc entries of each row in `scratch`,
+// the last one to finish merges them and does the step (src/ops/beam_step.hpp). Push: 128
+// bytes, 16-bit fields paired (shaders/gemv_beam.comp).
+struct GemvBeam {
+  VKRNN_KERNEL(gemv_beam, "gemv_beam", .shuffle = true, .fp16 = true, .subgroup = true)
+  struct Push {
+    std::uint32_t N, dk, x_off, ld, s_off, bk, kcf, tt;
+    std::int32_t eos, pad;
+    std::uint32_t stop, flags;
+    std::array<std::uint32_t, 4> g0, g1, g2, g3, lds;
+  };
+  VKRNN_PUSH(N, dk, x_off, ld, s_off, bk, kcf, tt, eos, pad, stop, flags, g0, g1, g2, g3, lds)
+  static constexpr std::uint32_t stop_bias = 1u << 31;     // in `stop`
+  static constexpr std::uint32_t gate_words_shift = 20;    // in `flags`, 12 bits
+  struct Constants {
+    VKRNN_LOCAL_SIZE;
+    std::uint32_t TM = 1, TN = 4, BLOCKS = 1;
+    bool ALIGNED = true;
+    bool WEIGHT_I8 = false;
+    bool WIDE = false;
+    bool TEXEL = false;
+    std::uint32_t PACK_ROWS = 0;
+    std::uint32_t X_LANES = 8;    // _shuffle: as in Gemv
+    std::uint32_t K_MAX = 1;      // as in BeamStep
+    bool BACK = false;            // as in BeamStep
+    std::uint32_t K_STREAMS = 1;  // as in Gemv
+    bool ONE_SUBGROUP = false;
+  };
+  VKRNN_CONSTANTS(VKRNN_LOCAL_SIZE_IDS, (TM, 3), (TN, 4), (BLOCKS, 5), (ALIGNED, 6), (WEIGHT_I8, 7), (WIDE, 8),
+                  (TEXEL, 9), (PACK_ROWS, 10), (X_LANES, 11), (K_MAX, 12), (BACK, 13), (K_STREAMS, 14),
+                  (ONE_SUBGROUP, 15))
+  struct Bindings {
+    Tensor xs, ws, bias, ys, forced, nonfinite, values, ids, score_in, score_out, alive_count, done, fin_count, fin,
+        hist_token, hist_parent, parents, next_tokens, heads, slot0, slot1, slot2, slot3, slot4, slot5, gate,
+        scratch, wt, xt;
+  };
+  VKRNN_BINDINGS((xs, read), (ws, read), (bias, read), (ys, read_write), (forced, read), (nonfinite, read_write),
+                 (values, read_write), (ids, read_write), (score_in, read), (score_out, read_write),
+                 (alive_count, read_write), (done, read_write), (fin_count, read_write), (fin, read_write),
+                 (hist_token, read_write), (hist_parent, read_write), (parents, read_write),
+                 (next_tokens, read_write), (heads, read_write), (slot0, read_write), (slot1, read_write),
+                 (slot2, read_write), (slot3, read_write), (slot4, read_write), (slot5, read_write),
+                 (gate, read_write), (scratch, read_write), (wt, read), (xt, read))
+  VKRNN_TEXEL_VIEWS((wt, ws), (xt, xs))
 };
 
 }  // namespace vkrnn::kernels

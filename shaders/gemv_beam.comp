@@ -1,0 +1,299 @@
+#version 450
+// A beam-search step's output projection and the whole step after it in one dispatch: logits
+// Y = X W^T + b as gemv.comp computes them (gemv_block.glsl: the same blocks, spec constants and
+// bindings 0-3), then beam_step.comp's work (its header has the rules): each alive row's
+// top-kc log-softmax candidates, each source's merge, the gathers, the gate check.
+//
+// Each workgroup reduces the block of each row it computed to a partial: the block's max and
+// sum exp(y - max) (softmax_partial.glsl) and its best kc entries (its coops' lists merged as
+// topk_row.glsl merges), published in `scratch`. The last workgroup to finish (an atomic
+// ticket, the threadfence-reduction pattern) merges each alive row's partials into the row's
+// log-softmax and candidates (G * kc entries instead of the row's V), then merges, gathers and
+// checks the gate as beam_step.comp's merging workgroups do. Against gemv + beam_step that is a
+// dispatch and a barrier fewer per step, and the rows' top-k runs spread over the projection's
+// workgroups instead of a workgroup per row (a source per workgroup on CPU drivers).
+// The log-softmax's denominator sums the blocks' sums rescaled to the row's max, so it differs
+// from topk_row.glsl's in rounding only.
+// Only for a single K slice (no GEMM_ACCUMULATE), no activation, the M = B * K rows in one z
+// layer, W's rows from element 0 and logits [M, N] whole (src/ops/beam_step.cpp).
+#extension GL_GOOGLE_include_directive : require
+#include "variants.glsl"
+#if FP16_STORAGE
+#extension GL_EXT_shader_16bit_storage : require
+#endif
+#include "gemv_common.glsl"
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const uint TM = 1;
+layout(constant_id = 4) const uint TN = 4;
+layout(constant_id = 5) const uint BLOCKS = 1;
+layout(constant_id = 6) const bool ALIGNED = true;
+layout(constant_id = 7) const bool WEIGHT_I8 = false;
+layout(constant_id = 8) const bool WIDE = false;
+layout(constant_id = 9) const bool TEXEL = false;      // as in gemv.comp
+layout(constant_id = 10) const uint PACK_ROWS = 0;     // as in gemv.comp
+layout(constant_id = 14) const uint K_STREAMS = 1;     // as in gemv.comp
+const uint PACK_UNITS = 0, PACK_H = 1;  // gemv.comp's recurrent-layer layout: never an output projection
+#if USE_SHUFFLE
+layout(constant_id = 11) const uint X_LANES = 8;       // as in gemv.comp
+#endif
+layout(constant_id = 12) const uint K_MAX = 8;         // >= kc (and >= K with BACK)
+layout(constant_id = 13) const bool BACK = false;      // as in beam_step.comp
+
+layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
+layout(set = 0, binding = 0) readonly buffer XV { vec4 xv[]; };
+#if FP16_STORAGE
+layout(set = 0, binding = 1) readonly buffer WS { float16_t ws[]; };
+layout(set = 0, binding = 1) readonly buffer WH { uvec2 wh[]; };
+#else
+layout(set = 0, binding = 1) readonly buffer WS { float ws[]; };
+layout(set = 0, binding = 1) readonly buffer WV { vec4 wv[]; };
+#endif
+layout(set = 0, binding = 1) readonly buffer WQ { uint wq[]; };
+layout(set = 0, binding = 1) readonly buffer WW { uvec4 ww[]; };
+layout(set = 0, binding = 2) readonly buffer BS { float bias[]; };
+// Coherent: the last workgroup reads a forced row's entry that another one wrote.
+layout(set = 0, binding = 3) coherent buffer YS { float ys[]; };                 // the logits [M, N]
+layout(set = 0, binding = 4) readonly buffer Forced { int forced[]; };            // [R]
+layout(set = 0, binding = 5) buffer NonFinite { uint nonfinite[]; };              // [R]
+layout(set = 0, binding = 6) coherent buffer Values { float values[]; };          // [R, kc]
+layout(set = 0, binding = 7) coherent buffer Ids { int ids[]; };                  // [R, kc]
+layout(set = 0, binding = 8) readonly buffer ScoreIn { float score_in[]; };       // [R]
+layout(set = 0, binding = 9) buffer ScoreOut { float score_out[]; };              // [R]
+layout(set = 0, binding = 10) buffer AliveCount { uint alive_count[]; };          // [B]
+layout(set = 0, binding = 11) coherent buffer Done { uint done[]; };              // [B]
+layout(set = 0, binding = 12) buffer FinCount { uint fin_count[]; };              // [B]
+layout(set = 0, binding = 13) buffer Fin { uvec4 fin[]; };                        // [B, F]
+layout(set = 0, binding = 14) buffer HistToken { int hist_token[]; };             // [T, R]
+layout(set = 0, binding = 15) buffer HistParent { int hist_parent[]; };           // [T, R]
+layout(set = 0, binding = 16) coherent buffer Parents { int parents[]; };         // [R]
+layout(set = 0, binding = 17) coherent buffer NextTokens { int next_tokens[]; };  // [R]
+layout(set = 0, binding = 18) buffer Heads { uint heads[]; };                     // [R, 4]
+layout(set = 0, binding = 19) coherent buffer Slot0 { float slot0[]; };
+layout(set = 0, binding = 20) coherent buffer Slot1 { float slot1[]; };
+layout(set = 0, binding = 21) coherent buffer Slot2 { float slot2[]; };
+layout(set = 0, binding = 22) coherent buffer Slot3 { float slot3[]; };
+layout(set = 0, binding = 23) coherent buffer Slot4 { float slot4[]; };
+layout(set = 0, binding = 24) coherent buffer Slot5 { float slot5[]; };
+layout(set = 0, binding = 19) coherent buffer Slot0v { vec4 slot0v[]; };
+layout(set = 0, binding = 20) coherent buffer Slot1v { vec4 slot1v[]; };
+layout(set = 0, binding = 21) coherent buffer Slot2v { vec4 slot2v[]; };
+layout(set = 0, binding = 22) coherent buffer Slot3v { vec4 slot3v[]; };
+layout(set = 0, binding = 23) coherent buffer Slot4v { vec4 slot4v[]; };
+layout(set = 0, binding = 24) coherent buffer Slot5v { vec4 slot5v[]; };
+layout(set = 0, binding = 25) buffer Gate { uint gate[]; };                       // the sequence's gate table
+// Word 0: the workgroups done so far (0 before and after the dispatch); from word 4, row m's
+// partial from x-workgroup g at 4 + W * (m * gl_NumWorkGroups.x + g), W = 2 + 2 * kc words:
+// max, sum, kc order keys, kc indices.
+layout(set = 0, binding = 26) coherent buffer Scratch { uint scratch[]; };
+layout(set = 0, binding = 27) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
+layout(set = 0, binding = 28) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
+
+// 128 bytes, the least every device offers: pairs of 16-bit fields share a word.
+layout(push_constant) uniform Push {
+  uint N;      // W's rows, the logits' columns (the vocabulary)
+  uint dk;     // X's and W's columns (the GEMV's K)
+  uint x_off;  // X's row m at x_off + m * ldx
+  uint ld;     // ldx | ldw << 16 (W's row stride, elements)
+  uint s_off;  // int8: W's scales from element s_off of its tensor (as gemv.comp)
+  uint bk;     // B | K << 16 (sources, beam width: M = B * K)
+  uint kcf;    // kc | F << 16
+  uint tt;     // T | t << 16
+  int eos;
+  int pad;
+  uint stop;   // finished_to_stop | the bias (bit 31)
+  uint flags;  // beam_step.comp's flags (bits 0-19) | gate_words << 20
+  uvec4 g0, g1, g2, g3;
+  uvec4 lds;
+} pc;
+
+// The fields the included code reads as p.*, unpacked once (main): gemv_block.glsl's and
+// beam_merge.glsl / beam_gather.glsl's (they see `p` as one or the other below).
+struct GemvParams {
+  uint M, N, K, x_off, ldx, w_off, ldw, s_off;
+};
+struct BeamParams {
+  uint B, K, kc, T, t, F;
+  int eos, pad;
+  uint stop, flags, gate_words;
+  uvec4 g0, g1, g2, g3, lds;
+};
+GemvParams gp;
+BeamParams bp;
+const uint STOP_BIAS = 1u << 31;
+
+#include "float_order.glsl"
+#include "reduce.glsl"
+#include "softmax_partial.glsl"
+#define p gp
+#include "gemv_block.glsl"
+#undef p
+#define p bp
+#include "beam_merge.glsl"
+#include "beam_gather.glsl"
+#undef p
+
+// This invocation's softmax partial of each of its TM rows and its best kc entries as order keys,
+// sorted, with their indices (every lane of a coop keeps the same; key 0 = no entry).
+Partial row_part[TM];
+uint top_key[TM][K_MAX];
+uint top_idx[TM][K_MAX];
+
+void gemv_emit(uint i, uint m, uint n, float v, bool store_lane) {
+  if (m >= gp.M || n >= gp.N) return;
+  const float y = v + ((pc.stop & STOP_BIAS) != 0u ? bias[n] : 0.0);
+  if (store_lane) ys[m * gp.N + n] = y;
+  const uint key = float_order_key(y);
+  // Blocks go up in n: a later equal key keeps the earlier index.
+  row_part[i] = merge_partial(row_part[i], Partial(key, n, y, 1.0));
+  const uint k = min(bp.kc, K_MAX);
+  if (!(key > top_key[i][k - 1])) return;
+  uint pos = k - 1;
+  while (pos > 0 && key > top_key[i][pos - 1]) {
+    top_key[i][pos] = top_key[i][pos - 1];
+    top_idx[i][pos] = top_idx[i][pos - 1];
+    --pos;
+  }
+  top_key[i][pos] = key;
+  top_idx[i][pos] = n;
+}
+
+// Row `row`'s candidates from its G blocks' partials (topk_row.glsl's results, log-softmax, and
+// its forced entry and non-finite mark), into values / ids [row * kc, row * kc + kc).
+void merge_row(uint row, uint G, uint W, int forced_token) {
+  const uint lane = gl_LocalInvocationIndex, lanes = gl_WorkGroupSize.x;
+  const uint kc = bp.kc, k = min(kc, K_MAX), base = 4u + W * row * G;
+  uint mk = 0u;
+  for (uint g = lane; g < G; g += lanes) mk = max(mk, float_order_key(uintBitsToFloat(scratch[base + g * W])));
+  const float m = float_from_order_key(workgroup_max_uint(mk));
+  if (lane == 0 && (isnan(m) || isinf(m)) && nonfinite[row] == 0u) nonfinite[row] = bp.t + 1u;
+  float s = 0.0;
+  for (uint g = lane; g < G; g += lanes) s += rescale(uintBitsToFloat(scratch[base + g * W + 1u]), uintBitsToFloat(scratch[base + g * W]), m);
+  const float lse = log(workgroup_sum(s));
+
+  if (forced_token >= 0) {  // uniform: the row's forced token alone
+    if (lane == 0) {
+      const uint i = min(uint(forced_token), gp.N - 1u);
+      values[row * kc] = (ys[row * gp.N + i] - m) - lse;
+      ids[row * kc] = int(i);
+      for (uint r = 1; r < kc; ++r) {
+        values[row * kc + r] = -1.0 / 0.0;
+        ids[row * kc + r] = -1;
+      }
+    }
+    return;
+  }
+
+  // The blocks' entries as log-softmax keys (as topk_row.glsl orders them), this invocation's
+  // best k of its share: they come in no order of index, so equal keys keep the lower index.
+  uint key[K_MAX];
+  uint idx[K_MAX];
+  for (uint j = 0; j < K_MAX; ++j) {
+    key[j] = 0u;
+    idx[j] = PARTIAL_NONE;
+  }
+  for (uint e = lane; e < G * k; e += lanes) {
+    const uint at = base + (e / k) * W + 2u + e % k;
+    if (scratch[at] == 0u) continue;
+    const uint x = float_order_key((float_from_order_key(scratch[at]) - m) - lse);
+    const uint n = scratch[at + kc];
+    if (!(x > key[k - 1] || (x == key[k - 1] && n < idx[k - 1]))) continue;
+    uint pos = k - 1;
+    while (pos > 0 && (x > key[pos - 1] || (x == key[pos - 1] && n < idx[pos - 1]))) {
+      key[pos] = key[pos - 1];
+      idx[pos] = idx[pos - 1];
+      --pos;
+    }
+    key[pos] = x;
+    idx[pos] = n;
+  }
+  uint head = 0;
+  for (uint r = 0; r < k; ++r) {
+    const uint hk = head < k ? key[head] : 0u;
+    const uint best = workgroup_max_uint(hk);
+    const uint win = workgroup_min_uint(hk != 0u && hk == best ? idx[head] : PARTIAL_NONE);
+    if (hk != 0u && idx[head] == win) ++head;
+    if (lane == 0) {
+      values[row * kc + r] = win == PARTIAL_NONE ? -1.0 / 0.0 : float_from_order_key(best);
+      ids[row * kc + r] = win == PARTIAL_NONE ? -1 : int(min(win, gp.N - 1u));
+    }
+  }
+}
+
+shared Partial coop_part[BLOCKS * TM];
+shared bool is_last;
+
+void main() {
+  const uint B = pc.bk & 0xffffu, K = pc.bk >> 16;
+  gp = GemvParams(B * K, pc.N, pc.dk, pc.x_off, pc.ld & 0xffffu, 0u, pc.ld >> 16, pc.s_off);
+  bp = BeamParams(B, K, pc.kcf & 0xffffu, pc.tt & 0xffffu, pc.tt >> 16, pc.kcf >> 16, pc.eos, pc.pad, pc.stop & ~STOP_BIAS,
+                  pc.flags & 0xfffffu, pc.flags >> 20, pc.g0, pc.g1, pc.g2, pc.g3, pc.lds);
+  const uint kc = bp.kc, k = min(kc, K_MAX);
+  for (uint i = 0; i < TM; ++i) {
+    row_part[i] = PARTIAL_EMPTY;
+    for (uint j = 0; j < K_MAX; ++j) {
+      top_key[i][j] = 0u;
+      top_idx[i][j] = PARTIAL_NONE;
+    }
+  }
+  gemv_blocks();
+  memoryBarrierBuffer();  // this invocation's logits, before the ticket below (forced rows read them)
+
+  // The workgroup's partial of each row: its coops' softmax partials merged in coop order (by
+  // invocation 0) and their leaders' lists merged as topk_row.glsl merges.
+  const uint coops = min(COOP_COUNT, BLOCKS);
+  const bool leader = COOP_ID < coops && LANE == 0;
+  if (leader)
+    for (uint i = 0; i < TM; ++i) coop_part[COOP_ID * TM + i] = row_part[i];
+  barrier();
+  const uint lane = gl_LocalInvocationIndex;
+  const uint m0 = gl_WorkGroupID.y * TM;  // the host keeps M in one z layer
+  const uint G = gl_NumWorkGroups.x, W = 2u + 2u * kc;
+  for (uint i = 0; i < TM; ++i) {
+    if (m0 + i >= gp.M) break;  // uniform
+    const uint at = 4u + W * ((m0 + i) * G + gl_WorkGroupID.x);
+    if (lane == 0) {
+      Partial r = coop_part[i];
+      for (uint c = 1; c < coops; ++c) r = merge_partial(r, coop_part[c * TM + i]);
+      scratch[at] = floatBitsToUint(r.m);
+      scratch[at + 1u] = floatBitsToUint(r.sum);
+    }
+    uint head = 0;
+    for (uint r = 0; r < k; ++r) {
+      const uint hk = leader && head < k ? top_key[i][head] : 0u;
+      const uint best = workgroup_max_uint(hk);
+      const uint win = workgroup_min_uint(hk != 0u && hk == best ? top_idx[i][head] : PARTIAL_NONE);
+      if (hk != 0u && top_idx[i][head] == win) ++head;
+      if (lane == 0) {
+        scratch[at + 2u + r] = win == PARTIAL_NONE ? 0u : best;
+        scratch[at + 2u + kc + r] = win;
+      }
+    }
+  }
+  // Invocation 0 publishes the partials and then takes the ticket (stores, barrier, atomic).
+  if (lane == 0) {
+    memoryBarrierBuffer();
+    is_last = atomicAdd(scratch[0], 1u) == G * gl_NumWorkGroups.y - 1u;
+  }
+  barrier();
+  if (!is_last) return;  // uniform: a shared value after a barrier
+  memoryBarrierBuffer();
+
+  // The last workgroup: each source in turn, as beam_step.comp's merging workgroup does it.
+  for (uint b = 0; b < B; ++b) {
+    const uint r0 = b * K;
+    // Read before this step's merge of source b writes them.
+    const bool live = done[b] == 0u;
+    const uint n_alive = live ? min(alive_count[b], K) : 0u;
+    for (uint h = 0; h < n_alive; ++h) merge_row(r0 + h, G, W, (bp.flags & 1u) != 0u ? forced[r0 + h] : -1);
+    // Invocation 0 wrote the candidates and merges them.
+    if (lane == 0) {
+      beam_merge(b);
+      memoryBarrierBuffer();
+    }
+    barrier();
+    if (live) gather_rows(r0);  // source b's rows alone: the next source's merge needs no wait
+  }
+  if (bp.gate_words != 0u) gate_check(lane);  // uniform: a push constant
+  if (lane == 0) scratch[0] = 0u;  // every workgroup has taken its ticket
+}
