@@ -4,16 +4,19 @@
 // bindings 0-3), then beam_step.comp's work (its header has the rules): each alive row's
 // top-kc log-softmax candidates, each source's merge, the gathers, the gate check.
 //
-// Each workgroup reduces the block of each row it computed to a partial: the block's max and
-// sum exp(y - max) (softmax_partial.glsl) and its best kc entries (its coops' lists merged as
-// topk_row.glsl merges), published in `scratch`. The last workgroup to finish (an atomic
-// ticket, the threadfence-reduction pattern) merges each alive row's partials into the row's
-// log-softmax and candidates (G * kc entries instead of the row's V), then merges, gathers and
-// checks the gate as beam_step.comp's merging workgroups do. Against gemv + beam_step that is a
-// dispatch and a barrier fewer per step, and the rows' top-k runs spread over the projection's
-// workgroups instead of a workgroup per row (a source per workgroup on CPU drivers).
+// Each workgroup reduces the block of each row it computed (BLOCKS * TN columns) to a softmax
+// partial, its max and sum exp(y - max) (softmax_partial.glsl), published in `scratch`. The last
+// workgroup to finish (an atomic ticket, the threadfence-reduction pattern) takes each alive
+// row's max and log-softmax denominator from the partials, and its top kc from the kc blocks
+// with the largest maxima (ties: the lower block): tau, the kc-th of those maxima, is at most the
+// row's kc-th largest entry, so the entries above tau all lie in those blocks, and so do at
+// least as many entries at tau with lower ids than any other block holds. kc blocks are read
+// instead of the row. Then it merges, gathers and checks the gate as beam_step.comp's merging
+// workgroups do. Against gemv + beam_step that is a dispatch and a barrier fewer per step, and
+// a workgroup's scan of kc blocks per row instead of V entries.
 // The log-softmax's denominator sums the blocks' sums rescaled to the row's max, so it differs
-// from topk_row.glsl's in rounding only.
+// from topk_row.glsl's in rounding only; an entry outside those blocks whose log-softmax rounds
+// to a chosen one's value (not its logit) could break that tie otherwise than TopK.
 // Only for a single K slice (no GEMM_ACCUMULATE), no activation, the M = B * K rows in one z
 // layer, W's rows from element 0 and logits [M, N] whole (src/ops/beam_step.cpp).
 #extension GL_GOOGLE_include_directive : require
@@ -38,6 +41,7 @@ const uint PACK_UNITS = 0, PACK_H = 1;  // gemv.comp's recurrent-layer layout: n
 layout(constant_id = 11) const uint X_LANES = 8;       // as in gemv.comp
 #endif
 layout(constant_id = 12) const uint K_MAX = 8;         // >= kc (and >= K with BACK)
+const uint SPAN = BLOCKS * TN;                          // columns per x-workgroup
 layout(constant_id = 13) const bool BACK = false;      // as in beam_step.comp
 
 layout(set = 0, binding = 0) readonly buffer XS { float xs[]; };
@@ -83,8 +87,7 @@ layout(set = 0, binding = 23) coherent buffer Slot4v { vec4 slot4v[]; };
 layout(set = 0, binding = 24) coherent buffer Slot5v { vec4 slot5v[]; };
 layout(set = 0, binding = 25) buffer Gate { uint gate[]; };                       // the sequence's gate table
 // Word 0: the workgroups done so far (0 before and after the dispatch); from word 4, row m's
-// partial from x-workgroup g at 4 + W * (m * gl_NumWorkGroups.x + g), W = 2 + 2 * kc words:
-// max, sum, kc order keys, kc indices.
+// partial from x-workgroup g at 4 + 2 * (m * gl_NumWorkGroups.x + g): its max and sum.
 layout(set = 0, binding = 26) coherent buffer Scratch { uint scratch[]; };
 layout(set = 0, binding = 27) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 28) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
@@ -133,42 +136,58 @@ const uint STOP_BIAS = 1u << 31;
 #include "beam_gather.glsl"
 #undef p
 
-// This invocation's softmax partial of each of its TM rows and its best kc entries as order keys,
-// sorted, with their indices (every lane of a coop keeps the same; key 0 = no entry).
+// This invocation's softmax partial of each of its TM rows (every lane of a coop keeps the same).
 Partial row_part[TM];
-uint top_key[TM][K_MAX];
-uint top_idx[TM][K_MAX];
 
 void gemv_emit(uint i, uint m, uint n, float v, bool store_lane) {
   if (m >= gp.M || n >= gp.N) return;
   const float y = v + ((pc.stop & STOP_BIAS) != 0u ? bias[n] : 0.0);
   if (store_lane) ys[m * gp.N + n] = y;
-  const uint key = float_order_key(y);
   // Blocks go up in n: a later equal key keeps the earlier index.
-  row_part[i] = merge_partial(row_part[i], Partial(key, n, y, 1.0));
-  const uint k = min(bp.kc, K_MAX);
-  if (!(key > top_key[i][k - 1])) return;
-  uint pos = k - 1;
-  while (pos > 0 && key > top_key[i][pos - 1]) {
-    top_key[i][pos] = top_key[i][pos - 1];
-    top_idx[i][pos] = top_idx[i][pos - 1];
-    --pos;
-  }
-  top_key[i][pos] = key;
-  top_idx[i][pos] = n;
+  row_part[i] = merge_partial(row_part[i], Partial(float_order_key(y), n, y, 1.0));
 }
 
-// Row `row`'s candidates from its G blocks' partials (topk_row.glsl's results, log-softmax, and
-// its forced entry and non-finite mark), into values / ids [row * kc, row * kc + kc).
-void merge_row(uint row, uint G, uint W, int forced_token) {
+// Entry (x, n) into a sorted list of the best k (keys down, then indices up).
+void offer(inout uint key[K_MAX], inout uint idx[K_MAX], uint k, uint x, uint n) {
+  if (!(x > key[k - 1] || (x == key[k - 1] && n < idx[k - 1]))) return;
+  uint pos = k - 1;
+  while (pos > 0 && (x > key[pos - 1] || (x == key[pos - 1] && n < idx[pos - 1]))) {
+    key[pos] = key[pos - 1];
+    idx[pos] = idx[pos - 1];
+    --pos;
+  }
+  key[pos] = x;
+  idx[pos] = n;
+}
+
+// Every invocation's list merged, k rounds of the best head (ties: the lowest index), as
+// topk_row.glsl merges: round r's key and index to emit(r, key, index) (PARTIAL_NONE past the
+// entries). Every invocation calls it in uniform control flow.
+#define MERGE_LISTS(key, idx, k, EMIT)                                                      \
+  {                                                                                          \
+    uint head_ = 0;                                                                          \
+    for (uint r = 0; r < (k); ++r) {                                                         \
+      const uint hk_ = head_ < (k) ? key[head_] : 0u;                                        \
+      const uint best = workgroup_max_uint(hk_);                                             \
+      const uint win = workgroup_min_uint(hk_ != 0u && hk_ == best ? idx[head_] : PARTIAL_NONE); \
+      if (hk_ != 0u && idx[head_] == win) ++head_;                                           \
+      EMIT                                                                                   \
+    }                                                                                        \
+  }
+
+shared uint top_blocks[K_MAX];
+
+// Row `row`'s candidates from its G blocks (topk_row.glsl's results with log-softmax, its
+// forced entry and non-finite mark), into values / ids [row * kc, row * kc + kc).
+void merge_row(uint row, uint G, int forced_token) {
   const uint lane = gl_LocalInvocationIndex, lanes = gl_WorkGroupSize.x;
-  const uint kc = bp.kc, k = min(kc, K_MAX), base = 4u + W * row * G;
+  const uint kc = bp.kc, k = min(kc, K_MAX), base = 4u + 2u * row * G;
   uint mk = 0u;
-  for (uint g = lane; g < G; g += lanes) mk = max(mk, float_order_key(uintBitsToFloat(scratch[base + g * W])));
+  for (uint g = lane; g < G; g += lanes) mk = max(mk, float_order_key(uintBitsToFloat(scratch[base + 2u * g])));
   const float m = float_from_order_key(workgroup_max_uint(mk));
   if (lane == 0 && (isnan(m) || isinf(m)) && nonfinite[row] == 0u) nonfinite[row] = bp.t + 1u;
   float s = 0.0;
-  for (uint g = lane; g < G; g += lanes) s += rescale(uintBitsToFloat(scratch[base + g * W + 1u]), uintBitsToFloat(scratch[base + g * W]), m);
+  for (uint g = lane; g < G; g += lanes) s += rescale(uintBitsToFloat(scratch[base + 2u * g + 1u]), uintBitsToFloat(scratch[base + 2u * g]), m);
   const float lse = log(workgroup_sum(s));
 
   if (forced_token >= 0) {  // uniform: the row's forced token alone
@@ -184,40 +203,36 @@ void merge_row(uint row, uint G, uint W, int forced_token) {
     return;
   }
 
-  // The blocks' entries as log-softmax keys (as topk_row.glsl orders them), this invocation's
-  // best k of its share: they come in no order of index, so equal keys keep the lower index.
+  // The blocks that can hold the row's top k (the file's comment), in shared memory.
   uint key[K_MAX];
   uint idx[K_MAX];
   for (uint j = 0; j < K_MAX; ++j) {
     key[j] = 0u;
     idx[j] = PARTIAL_NONE;
   }
-  for (uint e = lane; e < G * k; e += lanes) {
-    const uint at = base + (e / k) * W + 2u + e % k;
-    if (scratch[at] == 0u) continue;
-    const uint x = float_order_key((float_from_order_key(scratch[at]) - m) - lse);
-    const uint n = scratch[at + kc];
-    if (!(x > key[k - 1] || (x == key[k - 1] && n < idx[k - 1]))) continue;
-    uint pos = k - 1;
-    while (pos > 0 && (x > key[pos - 1] || (x == key[pos - 1] && n < idx[pos - 1]))) {
-      key[pos] = key[pos - 1];
-      idx[pos] = idx[pos - 1];
-      --pos;
-    }
-    key[pos] = x;
-    idx[pos] = n;
+  for (uint g = lane; g < G; g += lanes) offer(key, idx, k, float_order_key(uintBitsToFloat(scratch[base + 2u * g])), g);
+  MERGE_LISTS(key, idx, k, if (lane == 0) top_blocks[r] = win;)
+  barrier();
+
+  // Their entries as log-softmax keys (as topk_row.glsl orders them), each invocation's best
+  // k, then merged.
+  for (uint j = 0; j < K_MAX; ++j) {
+    key[j] = 0u;
+    idx[j] = PARTIAL_NONE;
   }
-  uint head = 0;
-  for (uint r = 0; r < k; ++r) {
-    const uint hk = head < k ? key[head] : 0u;
-    const uint best = workgroup_max_uint(hk);
-    const uint win = workgroup_min_uint(hk != 0u && hk == best ? idx[head] : PARTIAL_NONE);
-    if (hk != 0u && idx[head] == win) ++head;
-    if (lane == 0) {
-      values[row * kc + r] = win == PARTIAL_NONE ? -1.0 / 0.0 : float_from_order_key(best);
-      ids[row * kc + r] = win == PARTIAL_NONE ? -1 : int(min(win, gp.N - 1u));
+  for (uint c = 0; c < k; ++c) {
+    const uint g = top_blocks[c];  // uniform
+    if (g == PARTIAL_NONE) break;  // fewer than k blocks
+    for (uint j = lane; j < SPAN && g * SPAN + j < gp.N; j += lanes) {
+      const uint n = g * SPAN + j;
+      offer(key, idx, k, float_order_key((ys[row * gp.N + n] - m) - lse), n);
     }
   }
+  MERGE_LISTS(key, idx, k, if (lane == 0) {
+    // The entry itself where it is one (keys drop the sign of zero and NaN payloads).
+    values[row * kc + r] = win == PARTIAL_NONE ? -1.0 / 0.0 : float_from_order_key(best);
+    ids[row * kc + r] = win == PARTIAL_NONE ? -1 : int(min(win, gp.N - 1u));
+  })
 }
 
 shared Partial coop_part[BLOCKS * TM];
@@ -228,49 +243,30 @@ void main() {
   gp = GemvParams(B * K, pc.N, pc.dk, pc.x_off, pc.ld & 0xffffu, 0u, pc.ld >> 16, pc.s_off);
   bp = BeamParams(B, K, pc.kcf & 0xffffu, pc.tt & 0xffffu, pc.tt >> 16, pc.kcf >> 16, pc.eos, pc.pad, pc.stop & ~STOP_BIAS,
                   pc.flags & 0xfffffu, pc.flags >> 20, pc.g0, pc.g1, pc.g2, pc.g3, pc.lds);
-  const uint kc = bp.kc, k = min(kc, K_MAX);
-  for (uint i = 0; i < TM; ++i) {
-    row_part[i] = PARTIAL_EMPTY;
-    for (uint j = 0; j < K_MAX; ++j) {
-      top_key[i][j] = 0u;
-      top_idx[i][j] = PARTIAL_NONE;
-    }
-  }
+  for (uint i = 0; i < TM; ++i) row_part[i] = PARTIAL_EMPTY;
   gemv_blocks();
-  memoryBarrierBuffer();  // this invocation's logits, before the ticket below (forced rows read them)
+  memoryBarrierBuffer();  // this invocation's logits, before the ticket below (the last workgroup reads them)
 
-  // The workgroup's partial of each row: its coops' softmax partials merged in coop order (by
-  // invocation 0) and their leaders' lists merged as topk_row.glsl merges.
+  // The workgroup's partial of each row: its coops' merged in coop order, by invocation i for
+  // row m0 + i.
   const uint coops = min(COOP_COUNT, BLOCKS);
-  const bool leader = COOP_ID < coops && LANE == 0;
-  if (leader)
+  if (COOP_ID < coops && LANE == 0)
     for (uint i = 0; i < TM; ++i) coop_part[COOP_ID * TM + i] = row_part[i];
   barrier();
   const uint lane = gl_LocalInvocationIndex;
   const uint m0 = gl_WorkGroupID.y * TM;  // the host keeps M in one z layer
-  const uint G = gl_NumWorkGroups.x, W = 2u + 2u * kc;
-  for (uint i = 0; i < TM; ++i) {
-    if (m0 + i >= gp.M) break;  // uniform
-    const uint at = 4u + W * ((m0 + i) * G + gl_WorkGroupID.x);
-    if (lane == 0) {
-      Partial r = coop_part[i];
-      for (uint c = 1; c < coops; ++c) r = merge_partial(r, coop_part[c * TM + i]);
-      scratch[at] = floatBitsToUint(r.m);
-      scratch[at + 1u] = floatBitsToUint(r.sum);
-    }
-    uint head = 0;
-    for (uint r = 0; r < k; ++r) {
-      const uint hk = leader && head < k ? top_key[i][head] : 0u;
-      const uint best = workgroup_max_uint(hk);
-      const uint win = workgroup_min_uint(hk != 0u && hk == best ? top_idx[i][head] : PARTIAL_NONE);
-      if (hk != 0u && top_idx[i][head] == win) ++head;
-      if (lane == 0) {
-        scratch[at + 2u + r] = win == PARTIAL_NONE ? 0u : best;
-        scratch[at + 2u + kc + r] = win;
-      }
-    }
+  const uint G = gl_NumWorkGroups.x;
+  for (uint i = lane; i < TM && m0 + i < gp.M; i += gl_WorkGroupSize.x) {
+    Partial r = coop_part[i];
+    for (uint c = 1; c < coops; ++c) r = merge_partial(r, coop_part[c * TM + i]);
+    const uint at = 4u + 2u * ((m0 + i) * G + gl_WorkGroupID.x);
+    scratch[at] = floatBitsToUint(r.m);
+    scratch[at + 1u] = floatBitsToUint(r.sum);
   }
-  // Invocation 0 publishes the partials and then takes the ticket (stores, barrier, atomic).
+  memoryBarrierBuffer();
+  barrier();
+  // Invocation 0 takes the ticket once the partials are published (stores, memory barrier,
+  // barrier, atomic: in order).
   if (lane == 0) {
     memoryBarrierBuffer();
     is_last = atomicAdd(scratch[0], 1u) == G * gl_NumWorkGroups.y - 1u;
@@ -285,7 +281,7 @@ void main() {
     // Read before this step's merge of source b writes them.
     const bool live = done[b] == 0u;
     const uint n_alive = live ? min(alive_count[b], K) : 0u;
-    for (uint h = 0; h < n_alive; ++h) merge_row(r0 + h, G, W, (bp.flags & 1u) != 0u ? forced[r0 + h] : -1);
+    for (uint h = 0; h < n_alive; ++h) merge_row(r0 + h, G, (bp.flags & 1u) != 0u ? forced[r0 + h] : -1);
     // Invocation 0 wrote the candidates and merges them.
     if (lane == 0) {
       beam_merge(b);

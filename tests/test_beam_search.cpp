@@ -565,6 +565,8 @@ struct StepCase {
   // eos_bias) with this weight storage, recorded apart or, fused, in BeamStep's dispatch.
   std::size_t in = 0;
   WeightStorage storage = WeightStorage::f32;
+  bool coop = false;  // the projection on the cooperative GEMV (GPUs' path: subgroups share a row)
+  bool ties = false;  // x = 0 and a bias of 3 values: whole blocks of equal logits
 };
 
 // How run_steps records a step: the separate kernels, BeamStep after the logits, or BeamStep
@@ -631,8 +633,13 @@ StepRun run_steps(Context& ctx, const StepCase& c, StepMode mode) {
   if (c.in) {
     OpOptions o = c.options;
     o.weight_storage = c.storage;
+    o.pack_weights = !c.coop;
     projection.emplace(ctx, c.in, V, true, o);
+    if (c.coop) projection->gemm().set_path(Gemm::Path::gemv);
     std::vector<float> b = random(V);
+    if (c.ties) {
+      for (float& v : b) v = std::floor(std::fabs(v)) > 1.0f ? 1.0f : std::floor(std::fabs(v));
+    }
     b[eos] += c.eos_bias;
     projection->load(random(V * c.in), {V, c.in}, b);
   }
@@ -683,7 +690,7 @@ StepRun run_steps(Context& ctx, const StepCase& c, StepMode mode) {
   for (std::size_t t = 0; t < T; ++t) {
     // What a decoder step would have written: logits and new states (every state's tensor once).
     if (c.in) {
-      seq.upload(x, random(R * c.in));
+      seq.upload(x, c.ties ? std::vector<float>(R * c.in, 0.0f) : random(R * c.in));
     } else {
       std::vector<float> y = random(R * V);
       for (std::size_t r = 0; r < R; ++r) y[r * V + eos] += c.eos_bias;
@@ -943,11 +950,19 @@ TEST(BeamStep, TakesTheOutputProjection) {
            {2, 3, 5, 5, seed++, Layout::token, false, false, 1.0f, {}, 5, 7, f32},  // V < 2K: fewer candidates
            {1, 4, 8000, 3, seed++, Layout::token, false, false, 0.0f, {}, 5, 64, f32},
            {3, 5, 50, 8, seed++, Layout::back, false, false, 3.0f, {.tile = 1}, 5, 24, f32},
+           // Blocks of equal logits: tau ties, the first blocks at it hold the lowest ids.
+           {2, 4, 700, 4, seed++, Layout::token, false, false, 0.0f, {}, 5, 16, f32, false, true},
+           {1, 3, 90, 4, seed++, Layout::back, false, false, 0.0f, {}, 5, 8, f32, true, true},
+           // The cooperative GEMV (subgroups on GPUs) and its coops' partials.
+           {2, 4, 300, 6, seed++, Layout::four, true, false, 2.0f, {}, 8, 40, f32, true},
+           {3, 3, 131, 6, seed++, Layout::token, false, false, 3.0f, {}, 5, 13, f16, true},
+           {1, 4, 8000, 3, seed++, Layout::back, false, false, 0.0f, {}, 5, 64, i8, true},
        }) {
-    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} in {} storage {}", c.B, c.K, c.V, c.T,
-                             static_cast<int>(c.layout), c.forced, c.in, to_string(c.storage)));
+    SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} in {} storage {} coop {} ties {}", c.B, c.K, c.V, c.T,
+                             static_cast<int>(c.layout), c.forced, c.in, to_string(c.storage), c.coop, c.ties));
     const StepRun got = run_steps(context(), c, StepMode::projected);
     const StepRun want = run_steps(context(), c, StepMode::fused);
+
     ASSERT_EQ(got.logits.size(), want.logits.size());
     for (std::size_t t = 0; t < got.logits.size(); ++t) EXPECT_EQ(got.logits[t], want.logits[t]) << "step " << t;
     const auto gathers = step_gathers(context(), c.layout, c.B * c.K, c.V + 3, c.back_cols);

@@ -47,14 +47,15 @@ std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   return rows * plan::topk_loops(dev, subgroups, wg, V, s.candidates()) + merge_loops(wg, s, gathers);
 }
 
-// gemv_beam.comp's last workgroup: every row's candidates from G blocks' partials (the max and
-// the sum over G, kc rounds over its share of the G * kc entries, each insertion up to kc
-// moves), then every source's merge; the workgroups' own kc rounds over TM rows before it.
-std::uint64_t fused_loops(std::uint64_t wg, std::uint64_t tm, std::uint64_t G, const BeamSearch& s,
+// gemv_beam.comp's last workgroup, for G blocks of `span` columns: each row's max and sum over
+// the G partials, its share of them into the best kc (each insertion up to kc moves) and two
+// merges of kc rounds, its share of the kc blocks read; then every source's merge.
+std::uint64_t fused_loops(std::uint64_t wg, std::uint64_t G, std::uint64_t span, const BeamSearch& s,
                           std::span<const BeamStep::Gather> gathers) {
   const std::uint64_t kc = s.candidates();
-  const std::uint64_t row = 2 * ops::ceil_div(G, wg) + ops::ceil_div(G * kc, wg) * (kc + 1) + 4 * kc + 8;
-  return tm * 4 * kc + s.rows() * row + s.batch() * merge_loops(wg, s, gathers);
+  const std::uint64_t row = 2 * ops::ceil_div(G, wg) + ops::ceil_div(G, wg) * (kc + 1) + 2 * kc +
+                            kc * ops::ceil_div(span, wg) * (kc + 1) + 8;
+  return s.rows() * row + s.batch() * merge_loops(wg, s, gathers);
 }
 
 // A gather's elements per decoder row (a copy back counts twice).
@@ -156,7 +157,7 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
       std::max({search.batch(), beam, search.candidates(), search.finished_capacity(), search.max_steps()}) <= 0xffff &&
       search.finished_to_stop() < (1u << 31) && detail::SequenceAccess::gate_words() < (1u << (32 - kernels::GemvBeam::gate_words_shift))) {
     step.projection_ = projection;
-    step.scratch_ = ctx.tensor({4 + R * groups * (2 + 2 * search.candidates())}, DType::u32, "BeamStep projection partials");
+    step.scratch_ = ctx.tensor({4 + 2 * R * groups}, DType::u32, "BeamStep projection partials");
   }
   return step;
 }
@@ -303,8 +304,8 @@ class BeamTail final : public ops::GemvTail {
     // strides in 16 bits, and the merge within the loop budget beside the products.
     if (!gemv.joinable(dev) || g.M != s.rows() || g.N != step_.V_ || g.y_off != 0 || g.ldy != g.N || g.w_off != 0 ||
         g.b_off != 0 || g.ldx > 0xffff || g.ldw > 0xffff ||
-        step_.scratch_.size() < 4 + std::uint64_t(g.M) * G * (2 + 2 * s.candidates()) ||
-        fused_loops(wg, v.constants.TM, G, s, gathers_) > plan::kLoopBudget / 2) {
+        step_.scratch_.size() < 4 + 2 * std::uint64_t(g.M) * G ||
+        fused_loops(wg, G, std::uint64_t(v.constants.BLOCKS) * v.constants.TN, s, gathers_) > plan::kLoopBudget / 2) {
       return false;
     }
     const kernels::GemvBeam::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,
