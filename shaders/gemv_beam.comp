@@ -161,8 +161,8 @@ void offer(inout uint key[K_MAX], inout uint idx[K_MAX], uint k, uint x, uint n)
 }
 
 // Every invocation's list merged, k rounds of the best head (ties: the lowest index), as
-// topk_row.glsl merges: round r's key and index to emit(r, key, index) (PARTIAL_NONE past the
-// entries). Every invocation calls it in uniform control flow.
+// topk_row.glsl merges: EMIT sees round r's key `best` and index `win` (PARTIAL_NONE past the
+// entries). Every invocation runs it in uniform control flow.
 #define MERGE_LISTS(key, idx, k, EMIT)                                                      \
   {                                                                                          \
     uint head_ = 0;                                                                          \

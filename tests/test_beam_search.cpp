@@ -956,7 +956,7 @@ TEST(BeamStep, TakesTheOutputProjection) {
            // The cooperative GEMV (subgroups on GPUs) and its coops' partials.
            {2, 4, 300, 6, seed++, Layout::four, true, false, 2.0f, {}, 8, 40, f32, true},
            {3, 3, 131, 6, seed++, Layout::token, false, false, 3.0f, {}, 5, 13, f16, true},
-           {1, 4, 8000, 3, seed++, Layout::back, false, false, 0.0f, {}, 5, 64, i8, true},
+           {1, 4, 2000, 3, seed++, Layout::back, false, false, 0.0f, {}, 5, 64, i8, true},
        }) {
     SCOPED_TRACE(fmt::format("B {} K {} V {} T {} layout {} forced {} in {} storage {} coop {} ties {}", c.B, c.K, c.V, c.T,
                              static_cast<int>(c.layout), c.forced, c.in, to_string(c.storage), c.coop, c.ties));
@@ -1038,6 +1038,19 @@ TEST(BeamStep, RecordErrors) {
   in_place.kind = BeamStep::Kind::back;  // the kernel was built without that path
   expect_error([&] { record(0, logits, {in_place}, false); }, ErrorCode::invalid_argument, {"BeamStep", "gather 0", "in place"});
   expect_error([&] { record(0, logits, {g}, true); }, ErrorCode::state, {"gate table"});  // no gate open
+  // With the output projection: the same checks, and the projection's shape against the logits.
+  Linear projection(ctx, 8, V), other(ctx, 8, V + 1);
+  projection.load(std::vector<float>(V * 8, 0.5f), {V, 8}, std::vector<float>(V, 0.0f));
+  const auto with = BeamStep::make(ctx, op, V, std::vector{g}, {}, &projection);
+  ASSERT_TRUE(with.has_value());
+  const Tensor x = ctx.tensor({R, 8});
+  auto record_projected = [&](const Linear& p, const MatrixView& xv, std::size_t t) {
+    with->record(seq, p, xv, st, t, logits, {}, nonfinite, cv, ci, parents, next, std::vector{g}, false);
+  };
+  expect_error([&] { record_projected(projection, MatrixView::of(x), T); }, ErrorCode::out_of_range, {"BeamStep", "t = 5"});
+  expect_error([&] { record_projected(other, MatrixView::of(x), 0); }, ErrorCode::invalid_argument, {"BeamStep", "projection", "8 -> 51"});
+  expect_error([&] { record_projected(projection, MatrixView{x, R - 1, 8, 0, 8}, 0); }, ErrorCode::invalid_argument,
+               {"BeamStep", "5 rows"});
   EXPECT_EQ(seq.stats().dispatches, before);
 }
 

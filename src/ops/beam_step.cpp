@@ -22,6 +22,7 @@ namespace {
 constexpr const char* kOp = "BeamStep";
 using K = kernels::BeamStep;
 static_assert(K::slots == BeamStep::max_tensors && K::storage_buffer_count == BeamStep::storage_buffers);
+static_assert(kernels::GemvBeam::storage_buffer_count == 27, "docs/model-format.md names the count");
 constexpr std::size_t kMaxLd = 0xffff;       // row strides: 16 bits each in the push block
 constexpr std::size_t kMaxWide = 1u << 24;   // outer, or a token lookup's vocab: 24 bits
 
