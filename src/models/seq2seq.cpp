@@ -1191,9 +1191,8 @@ struct BeamRun {
     std::size_t fused_gathers = 0;  // the first gathers, as many as BeamStep takes
     const Linear* projection = nullptr;
     if (m.logits_of(*st).shape() == Shape{R, V}) {
-      const auto node = static_cast<std::size_t>(m.projection_node);
       if (m.projection_node >= 0 && !st->logits.valid() && !processor && !hist_logits.valid() &&
-          st->layout->whole_copies[node].empty()) {
+          st->layout->whole_copies[static_cast<std::size_t>(m.projection_node)].empty()) {
         projection = &m.decoder->projection(m.projection_node);
       }
       const auto gathers = state_gathers(*st, processing, spare);

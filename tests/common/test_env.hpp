@@ -37,7 +37,7 @@ Context& limited_context(Limits limits);
 // dispatch on `ctx` (gemv_argmax.comp): Seq2Seq's greedy steps then record one dispatch fewer.
 bool greedy_takes_projection(Context& ctx, std::size_t B);
 // Whether BeamStep takes the output projection of B sources x K hypotheses into its dispatch
-// on `ctx` (gemv_argmax.comp): Seq2Seq's beam steps then record one dispatch fewer.
+// on `ctx` (gemv_beam.comp): Seq2Seq's beam steps then record one dispatch fewer.
 bool beam_takes_projection(Context& ctx, std::size_t B, std::size_t K);
 
 // Validation messages seen since the last call (and clears them).
