@@ -21,6 +21,8 @@ Seq2Seq, so both tools run the same equations:
   32 steps from BOS, no early stop (every row feeds back its own argmax). One repetition is the
   whole decode, encode included. Weights: PyTorch's default init (vkrnn-bench draws its own
   random weights from the same ranges); the cost does not depend on their values.
+  Beam rows (param beam = K = 4): the same model and sources, beam search of width K for 32
+  steps over B * K rows at once (build_w3's search(); bench/SCHEMA.md compares it with vkrnn's).
   Streamed rows (param stream_steps, W3.b1 fp32): the same decode hands its tokens to the host
   (Tensor.tolist()) every stream_steps steps, as vkrnn's greedy() with on_step does, and the row
   adds first_token_us, from the call to the first tokens' arrival on the host (on CUDA the
@@ -70,12 +72,15 @@ def all_rows():
                     if bits != 32:
                         p["weight_bits"] = bits
                     rows.append((f"W2.{cell}", p))
-    for b in (1, 16):
-        for bits in (32, 16, 8):  # vkrnn-bench's fp32, fp16 and int8 rows
-            p = {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000}
-            if bits != 32:
-                p["weight_bits"] = bits
-            rows.append((f"W3.b{b}", p))
+    for beam in (0, 4):  # greedy, then beam search with K = 4
+        for b in (1, 16):
+            for bits in (32, 16, 8):  # vkrnn-bench's fp32, fp16 and int8 rows
+                p = {"B": b, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000}
+                if beam:
+                    p["beam"] = beam
+                if bits != 32:
+                    p["weight_bits"] = bits
+                rows.append((f"W3.b{b}", p))
     for k in (1, 8):  # vkrnn-bench's streamed rows (bench/w3_seq2seq.cpp)
         rows.append(("W3.b1", {"B": 1, "S": 32, "steps": 32, "E": 256, "H": 256, "vocab": 8000,
                                "stream_steps": k}))
@@ -117,7 +122,7 @@ def precision(p):
 def w3_weight_bytes_per_token(p):
     """Weights one decoded token reads (SCHEMA.md): per step the output projection, the decoder
     GRU and the attention query projection + v, shared by the B rows, plus the token's embedding
-    row. int8 (quantize_dynamic of nn.Linear and nn.GRU): those matrices 1 byte per weight (one
+    row (beam search: its K hypotheses' rows). int8 (quantize_dynamic of nn.Linear and nn.GRU): those matrices 1 byte per weight (one
     scale per tensor, not counted), biases, v and embeddings fp32; fp16 (CUDA, model.half()):
     every tensor 2 bytes."""
     B, E, H, V = p["B"], p["E"], p["H"], p["vocab"]
@@ -127,7 +132,7 @@ def w3_weight_bytes_per_token(p):
     output = V * (H + M + E) * w + V * f
     gru = (3 * H * (E + M) + 3 * H * H) * w + 6 * H * f
     query = H * H * w + 2 * H * f
-    return (output + gru + query) / B + E * f
+    return (output + gru + query) / B + p.get("beam", 1) * E * f
 
 
 FOOTPRINT = 64 << 20  # K rows: one repetition runs over at least the copy ceiling's source
@@ -256,6 +261,35 @@ def build_w3(torch, wid, p, dev):
     bos = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
 
     k = p.get("stream_steps")
+    K = p.get("beam")
+
+    def search():
+        """One beam search of width K over all B sources at once (B * K decoder rows a step),
+        as a batched PyTorch decoder does it: the encoder's results repeated K times per row,
+        each step's log-softmax added to the hypotheses' scores, the top K of each source row's
+        K * V candidates, the state rows gathered from their parents. EOS is a token like any
+        other (no early stop; vkrnn's search ran all 32 steps too, its setup checks that). The
+        tokens and parents of every step are returned, as vkrnn downloads them; backtracking
+        them is host work neither side times."""
+        memory = model.encode(src, lengths)
+        state = tuple(s.repeat_interleave(K, 1) for s in memory["state"])
+        memory = {n: t.repeat_interleave(K, 0) for n, t in memory.items() if n != "state"}
+        prev = torch.full((B * K,), model.bos_id, dtype=torch.long, device=dev)
+        scores = torch.full((B, K), -math.inf, device=dev)
+        scores[:, 0] = 0.0  # one hypothesis, [BOS], to start
+        scores = scores.view(-1)
+        base = (torch.arange(B, device=dev) * K)[:, None]
+        tokens, parents = [], []
+        for _ in range(steps):
+            logits, _, state = model.step(memory, state, prev)
+            candidates = (scores[:, None] + torch.log_softmax(logits.float(), -1)).view(B, K * V)
+            top, index = candidates.topk(K, -1)
+            rows = (base + torch.div(index, V, rounding_mode="floor")).view(-1)
+            state = tuple(s.index_select(1, rows) for s in state)
+            prev, scores = (index % V).view(-1), top.view(-1)
+            tokens.append(prev)
+            parents.append(rows)
+        return torch.stack(tokens), torch.stack(parents), scores
 
     def decode():
         """One decode. Streamed rows (stream_steps k) hand the tokens to the host every k steps
@@ -274,7 +308,7 @@ def build_w3(torch, wid, p, dev):
                 if first is None:
                     first = (time.perf_counter_ns() - t0) / 1000.0
         return first if k else torch.stack(tokens, 1)
-    return decode
+    return search if K else decode
 
 
 def build_w4(torch, wid, p, dev):

@@ -18,6 +18,13 @@
 // decoder step's weights (output projection and GRU in the row's storage, the attention query
 // in fp32) / B, plus the token's embedding row.
 //
+// Each B and storage also runs as a beam search (param beam = 4: BeamOptions::beam_width, the
+// model's length_alpha): record_encode then record_beam (max_len 32), B * 4 decoder rows a step,
+// Seq2Seq::beam()'s submission. EOS keeps its meaning there (a hypothesis that ends leaves the
+// beam); setup checks that no source row's search ended early with these weights and sources,
+// so every repetition runs the 32 steps. Rate: tokens/s = B * 32 / wall (one output hypothesis
+// per source row, as greedy).
+//
 // W3.b1 also runs streamed (param stream_steps = 1 and 8, fp32): Seq2Seq::greedy() with
 // DecodeOptions::on_step, which submits the decode in pieces of stream_steps steps, two in
 // flight, and hands each step's token to the host as soon as its piece is done -- what an app
@@ -148,13 +155,13 @@ std::shared_ptr<Seq2Seq> load_model(Context& ctx, const OpOptions& options) {
 // Bytes of weights one decoded token reads (bench/SCHEMA.md): per step the output projection
 // ([vocab, H + 2H + E]) and the decoder GRU's W_ih and W_hh in `matrix_bytes` each (int8 adds a
 // f32 scale per row), their biases, and the attention query projection and v (fp32), shared by
-// the B rows; plus the token's own embedding row.
-double weight_bytes_per_token(std::size_t b, double matrix_bytes, bool scales) {
+// the B rows; plus the token's own embedding row (beam search: its K hypotheses' rows).
+double weight_bytes_per_token(std::size_t b, std::size_t beam, double matrix_bytes, bool scales) {
   const double M = 2.0 * kH, out_in = kH + M + kE;
   const double output = kVocab * out_in * matrix_bytes + kVocab * 4.0 + (scales ? kVocab * 4.0 : 0.0);
   const double gru = (3.0 * kH * (kE + M) + 3.0 * kH * kH) * matrix_bytes + 6.0 * kH * 4.0 + (scales ? 6.0 * kH * 4.0 : 0.0);
   const double query = (double(kA) * kH + 2.0 * kA) * 4.0;
-  return (output + gru + query) / double(b) + kE * 4.0;
+  return (output + gru + query) / double(b) + double(beam) * kE * 4.0;
 }
 
 // B random non-special source ids, every row of length S.
@@ -191,7 +198,7 @@ Workload streaming_row(std::size_t stream_steps) {
               {"stream_steps", stream_steps}};
   w.work.tokens = double(kSteps);
   w.work.steps = double(kSteps);
-  w.work.weight_bytes_per_token = weight_bytes_per_token(1, 4.0, false);
+  w.work.weight_bytes_per_token = weight_bytes_per_token(1, 1, 4.0, false);
   w.setup = [stream_steps, name = w.name()](Context& ctx) -> Prepared {
     auto model = load_model(ctx, OpOptions{});
     Prepared p;
@@ -225,49 +232,80 @@ Workload streaming_row(std::size_t stream_steps) {
   return w;
 }
 
+// Greedy (beam = 0) or beam-search (beam = K) decode of B sources, weights in `st`.
+Workload decode_row(std::size_t b, std::size_t beam, const RowStorage& st) {
+  Workload w;
+  w.id = fmt::format("W3.b{}", b);
+  w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};
+  if (beam) w.params["beam"] = beam;
+  if (st.bits != 32) w.params["weight_bits"] = st.bits;
+  w.precision = st.precision;
+  w.work.tokens = double(b * kSteps);
+  w.work.steps = double(kSteps);
+  w.work.weight_bytes_per_token = weight_bytes_per_token(b, std::max<std::size_t>(beam, 1), double(st.bits) / 8.0, st.bits == 8);
+  w.setup = [b, beam, st, name = w.name()](Context& ctx) -> Prepared {
+    OpOptions op_options;
+    op_options.weight_storage = st.storage;
+    auto model = load_model(ctx, op_options);
+    const Seq2Seq::Encoded encoded = model->prepare(random_sources(b));
+    DecodeOptions options;
+    options.max_len = kSteps;
+    options.stop_at_eos = false;  // workloads.md: no early stop
+    BeamOptions beam_options;
+    beam_options.beam_width = beam;
+    beam_options.max_len = kSteps;
+    // The decode of the repetition being recorded. A fresh one per repetition; the previous
+    // one is dropped only when the next is recorded, after the harness has waited for (and
+    // reset) the sequence that used it.
+    auto greedy = std::make_shared<Seq2Seq::GreedyDecode>();
+    auto search = std::make_shared<Seq2Seq::BeamDecode>();
+    auto record = [model, encoded, options, beam_options, greedy, search, beam](Sequence& seq) {
+      model->record_encode(seq, encoded);
+      if (beam) {
+        *search = model->record_beam(seq, encoded, beam_options);
+      } else {
+        *greedy = model->record_greedy(seq, encoded, options);
+      }
+    };
+    // One decode here, so the decode's own results are checked (not only the encoder's):
+    // every step's tokens are valid ids and their log-probabilities finite; beam search ran
+    // all its steps (no source row's K hypotheses all ended at EOS: the rows' cost is that of
+    // 32 steps, as the PyTorch baseline's).
+    Sequence seq = ctx.sequence({.label = "W3 setup check"});
+    if (beam) {
+      DecodeStats stats;
+      BeamOptions checked = beam_options;
+      checked.stats = &stats;
+      model->record_encode(seq, encoded);
+      const Seq2Seq::BeamDecode decode = model->record_beam(seq, encoded, checked);
+      seq.eval();
+      const auto hyps = model->read_beam(seq, decode);
+      if (stats.steps_run != kSteps || hyps.size() != b) {
+        throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: {} steps run, {} rows", name, stats.steps_run, hyps.size()));
+      }
+      for (const auto& row : hyps) {
+        if (row.empty()) throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: a row without hypotheses", name));
+        for (const Hypothesis& h : row) check_tokens(name, h.tokens, std::vector<float>(h.tokens.size(), h.score));
+      }
+    } else {
+      record(seq);
+      seq.eval();
+      const DecodeResult r = model->read_greedy(seq, *greedy);
+      if (r.steps != kSteps || r.tokens.size() != b * kSteps) {
+        throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: {} steps, {} tokens", name, r.steps, r.tokens.size()));
+      }
+      check_tokens(name, r.tokens, r.scores);
+    }
+    return {record, encoded.encoder_outputs()};
+  };
+  return w;
+}
+
 std::vector<Workload> rows() {
   std::vector<Workload> out;
-  for (std::size_t b : {1, 16}) {
-    for (const RowStorage& st : kRowStorages) {
-      Workload w;
-      w.id = fmt::format("W3.b{}", b);
-      w.params = {{"B", b}, {"S", kS}, {"steps", kSteps}, {"E", kE}, {"H", kH}, {"vocab", kVocab}};
-      if (st.bits != 32) w.params["weight_bits"] = st.bits;
-      w.precision = st.precision;
-      w.work.tokens = double(b * kSteps);
-      w.work.steps = double(kSteps);
-      w.work.weight_bytes_per_token = weight_bytes_per_token(b, double(st.bits) / 8.0, st.bits == 8);
-      w.setup = [b, st](Context& ctx) -> Prepared {
-        OpOptions op_options;
-        op_options.weight_storage = st.storage;
-        auto model = load_model(ctx, op_options);
-        const Seq2Seq::Encoded encoded = model->prepare(random_sources(b));
-        DecodeOptions options;
-        options.max_len = kSteps;
-        options.stop_at_eos = false;  // workloads.md: no early stop
-        // The decode of the repetition being recorded. A fresh one per repetition; the previous
-        // one is dropped only when the next is recorded, after the harness has waited for (and
-        // reset) the sequence that used it.
-        auto decode = std::make_shared<Seq2Seq::GreedyDecode>();
-        auto record = [model, encoded, options, decode](Sequence& seq) {
-          model->record_encode(seq, encoded);
-          *decode = model->record_greedy(seq, encoded, options);
-        };
-        // One decode here, so the decode's own results are checked (not only the encoder's):
-        // every step's tokens are valid ids and their log-probabilities finite.
-        {
-          Sequence seq = ctx.sequence({.label = "W3 setup check"});
-          record(seq);
-          seq.eval();
-          const DecodeResult r = model->read_greedy(seq, *decode);
-          if (r.steps != kSteps || r.tokens.size() != b * kSteps) {
-            throw Error(ErrorCode::state, fmt::format("vkrnn-bench W3.b{}: {} steps, {} tokens", b, r.steps, r.tokens.size()));
-          }
-          check_tokens(fmt::format("W3.b{}", b), r.tokens, r.scores);
-        }
-        return {record, encoded.encoder_outputs()};
-      };
-      out.push_back(std::move(w));
+  for (std::size_t beam : {0, 4}) {
+    for (std::size_t b : {1, 16}) {
+      for (const RowStorage& st : kRowStorages) out.push_back(decode_row(b, beam, st));
     }
   }
   for (std::size_t stream_steps : {1, 8}) out.push_back(streaming_row(stream_steps));
