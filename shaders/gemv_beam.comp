@@ -128,6 +128,7 @@ const uint STOP_BIAS = 1u << 31;
 #include "float_order.glsl"
 #include "reduce.glsl"
 #include "softmax_partial.glsl"
+#include "topk_list.glsl"
 #define p gp
 #include "gemv_block.glsl"
 #undef p
@@ -146,34 +147,6 @@ void gemv_emit(uint i, uint m, uint n, float v, bool store_lane) {
   // Blocks go up in n: a later equal key keeps the earlier index.
   row_part[i] = merge_partial(row_part[i], Partial(float_order_key(y), n, y, 1.0));
 }
-
-// Entry (x, n) into a sorted list of the best k (keys down, then indices up).
-void offer(inout uint key[K_MAX], inout uint idx[K_MAX], uint k, uint x, uint n) {
-  if (!(x > key[k - 1] || (x == key[k - 1] && n < idx[k - 1]))) return;
-  uint pos = k - 1;
-  while (pos > 0 && (x > key[pos - 1] || (x == key[pos - 1] && n < idx[pos - 1]))) {
-    key[pos] = key[pos - 1];
-    idx[pos] = idx[pos - 1];
-    --pos;
-  }
-  key[pos] = x;
-  idx[pos] = n;
-}
-
-// Every invocation's list merged, k rounds of the best head (ties: the lowest index), as
-// topk_row.glsl merges: EMIT sees round r's key `best` and index `win` (PARTIAL_NONE past the
-// entries). Every invocation runs it in uniform control flow.
-#define MERGE_LISTS(key, idx, k, EMIT)                                                      \
-  {                                                                                          \
-    uint head_ = 0;                                                                          \
-    for (uint r = 0; r < (k); ++r) {                                                         \
-      const uint hk_ = head_ < (k) ? key[head_] : 0u;                                        \
-      const uint best = workgroup_max_uint(hk_);                                             \
-      const uint win = workgroup_min_uint(hk_ != 0u && hk_ == best ? idx[head_] : PARTIAL_NONE); \
-      if (hk_ != 0u && idx[head_] == win) ++head_;                                           \
-      EMIT                                                                                   \
-    }                                                                                        \
-  }
 
 shared uint top_blocks[K_MAX];
 
@@ -206,32 +179,26 @@ void merge_row(uint row, uint G, int forced_token) {
   // The blocks that can hold the row's top k (the file's comment), in shared memory.
   uint key[K_MAX];
   uint idx[K_MAX];
-  for (uint j = 0; j < K_MAX; ++j) {
-    key[j] = 0u;
-    idx[j] = PARTIAL_NONE;
-  }
-  for (uint g = lane; g < G; g += lanes) offer(key, idx, k, float_order_key(uintBitsToFloat(scratch[base + 2u * g])), g);
-  MERGE_LISTS(key, idx, k, if (lane == 0) top_blocks[r] = win;)
+  topk_clear(key, idx);
+  for (uint g = lane; g < G; g += lanes) topk_offer(key, idx, k, float_order_key(uintBitsToFloat(scratch[base + 2u * g])), g);
+  TOPK_MERGE(key, idx, k, if (lane == 0) top_blocks[r] = win;)
   barrier();
 
   // Their entries as log-softmax keys (as topk_row.glsl orders them), each invocation's best
   // k, then merged.
-  for (uint j = 0; j < K_MAX; ++j) {
-    key[j] = 0u;
-    idx[j] = PARTIAL_NONE;
-  }
+  topk_clear(key, idx);
   for (uint c = 0; c < k; ++c) {
     const uint g = top_blocks[c];  // uniform
-    if (g == PARTIAL_NONE) break;  // fewer than k blocks
+    if (g == TOPK_NONE) break;  // fewer than k blocks
     for (uint j = lane; j < SPAN && g * SPAN + j < gp.N; j += lanes) {
       const uint n = g * SPAN + j;
-      offer(key, idx, k, float_order_key((ys[row * gp.N + n] - m) - lse), n);
+      topk_offer(key, idx, k, float_order_key((ys[row * gp.N + n] - m) - lse), n);
     }
   }
-  MERGE_LISTS(key, idx, k, if (lane == 0) {
+  TOPK_MERGE(key, idx, k, if (lane == 0) {
     // The entry itself where it is one (keys drop the sign of zero and NaN payloads).
-    values[row * kc + r] = win == PARTIAL_NONE ? -1.0 / 0.0 : float_from_order_key(best);
-    ids[row * kc + r] = win == PARTIAL_NONE ? -1 : int(min(win, gp.N - 1u));
+    values[row * kc + r] = win == TOPK_NONE ? -1.0 / 0.0 : float_from_order_key(best);
+    ids[row * kc + r] = win == TOPK_NONE ? -1 : int(min(win, gp.N - 1u));
   })
 }
 

@@ -2,11 +2,11 @@
 // the lower index, NaN above +inf, optional log-softmax, a forced entry), for the kernels that
 // run it (topk.comp: one row per workgroup; beam_step.comp: a source's alive rows in turn).
 // The includer declares K_MAX, the buffers xs, values, ids and nonfinite, and includes
-// float_order.glsl. Every invocation of the workgroup calls it in uniform control flow.
+// float_order.glsl and reduce.glsl. Every invocation of the workgroup calls it in uniform control flow.
 #ifndef TOPK_ROW_GLSL
 #define TOPK_ROW_GLSL
 
-const uint TOPK_NONE = 0xffffffffu;
+#include "topk_list.glsl"
 
 // Row b of xs ([., N] from element b * N) into values / ids [b * k, b * k + k). mark != 0: a row
 // whose max is not finite sets nonfinite[b] = mark unless it is set. forced >= 0: that entry
@@ -21,22 +21,8 @@ void topk_row(uint b, uint N, uint k_out, bool log_softmax, uint mark, int force
   // (lower) index.
   uint key[K_MAX];
   uint idx[K_MAX];
-  for (uint j = 0; j < K_MAX; ++j) {
-    key[j] = 0u;
-    idx[j] = TOPK_NONE;
-  }
-  for (uint i = lane; i < N; i += gl_WorkGroupSize.x) {
-    const uint x = float_order_key(xs[row + i]);
-    if (!(x > key[k - 1])) continue;
-    uint pos = k - 1;
-    while (pos > 0 && x > key[pos - 1]) {
-      key[pos] = key[pos - 1];
-      idx[pos] = idx[pos - 1];
-      --pos;
-    }
-    key[pos] = x;
-    idx[pos] = i;
-  }
+  topk_clear(key, idx);
+  for (uint i = lane; i < N; i += gl_WorkGroupSize.x) topk_offer(key, idx, k, float_order_key(xs[row + i]), i);
 
   // The row's max: flags a non-finite row, and the log-softmax's shift.
   const float m = float_from_order_key(workgroup_max_uint(key[0]));
@@ -67,19 +53,11 @@ void topk_row(uint b, uint N, uint k_out, bool log_softmax, uint mark, int force
     return;
   }
 
-  // Merge: k rounds, each takes the best head (ties: lowest index) and pops it.
-  uint head = 0;
-  for (uint r = 0; r < k; ++r) {
-    const uint hk = head < k ? key[head] : 0u;  // 0: this invocation's list is spent
-    const uint best = workgroup_max_uint(hk);
-    const uint win = workgroup_min_uint(hk != 0u && hk == best ? idx[head] : TOPK_NONE);
-    if (hk != 0u && idx[head] == win) ++head;
-    if (lane == 0) {
-      // The entry itself where it is one (keys drop the sign of zero and NaN payloads).
-      values[b * k_out + r] = win == TOPK_NONE ? -1.0 / 0.0 : log_softmax ? float_from_order_key(best) : xs[row + win];
-      ids[b * k_out + r] = win == TOPK_NONE ? -1 : int(min(win, N - 1u));
-    }
-  }
+  TOPK_MERGE(key, idx, k, if (lane == 0) {
+    // The entry itself where it is one (keys drop the sign of zero and NaN payloads).
+    values[b * k_out + r] = win == TOPK_NONE ? -1.0 / 0.0 : log_softmax ? float_from_order_key(best) : xs[row + win];
+    ids[b * k_out + r] = win == TOPK_NONE ? -1 : int(min(win, N - 1u));
+  })
 }
 
 #endif  // TOPK_ROW_GLSL
