@@ -276,6 +276,7 @@ Workload decode_row(std::size_t b, std::size_t beam, const RowStorage& st) {
       DecodeStats stats;
       BeamOptions checked = beam_options;
       checked.stats = &stats;
+      checked.return_token_scores = true;  // each token's log-probability, for check_tokens
       model->record_encode(seq, encoded);
       const Seq2Seq::BeamDecode decode = model->record_beam(seq, encoded, checked);
       seq.eval();
@@ -285,7 +286,7 @@ Workload decode_row(std::size_t b, std::size_t beam, const RowStorage& st) {
       }
       for (const auto& row : hyps) {
         if (row.empty()) throw Error(ErrorCode::state, fmt::format("vkrnn-bench {}: a row without hypotheses", name));
-        for (const Hypothesis& h : row) check_tokens(name, h.tokens, std::vector<float>(h.tokens.size(), h.score));
+        for (const Hypothesis& h : row) check_tokens(name, h.tokens, h.token_scores);
       }
     } else {
       record(seq);
