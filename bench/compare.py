@@ -25,7 +25,8 @@ import torch_baseline  # noqa: E402  (the canonical row order; does not import t
 FAMILIES = {
     "W1": ("W1 — decoder attention step", "µs per step, GB/s of memory read"),
     "W2": ("W2 — recurrent layer over T = 64", "ms per sequence, µs per timestep"),
-    "W3": ("W3 — seq2seq decode, 32 steps (greedy; beam=4: beam search of width 4)", "ms per decode (encode included), tokens/s"),
+    "W3": ("W3 — seq2seq decode, 32 steps (greedy; beam=4: beam search of width 4)",
+           "ms per decode (encode included), tokens/s"),
     "W4": ("W4 — self-attention, d = 64", "ms, GFLOP/s (4·S²·d, causal counted as full)"),
     "K": ("K — single kernels of the W3 decode step (output GEMV, GRU step)",
           "µs per repetition (several dispatches, bench/SCHEMA.md), GB/s read + written, "

@@ -122,9 +122,9 @@ def precision(p):
 def w3_weight_bytes_per_token(p):
     """Weights one decoded token reads (SCHEMA.md): per step the output projection, the decoder
     GRU and the attention query projection + v, shared by the B rows, plus the token's embedding
-    row (beam search: its K hypotheses' rows). int8 (quantize_dynamic of nn.Linear and nn.GRU): those matrices 1 byte per weight (one
-    scale per tensor, not counted), biases, v and embeddings fp32; fp16 (CUDA, model.half()):
-    every tensor 2 bytes."""
+    row (beam search: its K hypotheses' rows). int8 (quantize_dynamic of nn.Linear and nn.GRU):
+    those matrices 1 byte per weight (one scale per tensor, not counted), biases, v and
+    embeddings fp32; fp16 (CUDA, model.half()): every tensor 2 bytes."""
     B, E, H, V = p["B"], p["E"], p["H"], p["vocab"]
     bits = p.get("weight_bits", 32)
     w, f = bits // 8, 2 if bits == 16 else 4  # matrices, everything else

@@ -1,7 +1,8 @@
-// W3 — greedy seq2seq decode, the end-to-end job (workloads.md): a bahdanau_seq2seq model
-// (docs/model-format.md; tools/vkrnn_models.py BahdanauSeq2Seq, which torch_baseline.py runs)
-// with vocab 8000, E = 256, bi-GRU encoder He = 256, GRU decoder Hd = 256, attention A = 256,
-// over B random sources of S = 32 tokens, 32 decode steps with no early stop.
+// W3 — seq2seq decode (greedy; beam search below), the end-to-end job (workloads.md): a
+// bahdanau_seq2seq model (docs/model-format.md; tools/vkrnn_models.py BahdanauSeq2Seq, which
+// torch_baseline.py runs) with vocab 8000, E = 256, bi-GRU encoder He = 256, GRU decoder
+// Hd = 256, attention A = 256, over B random sources of S = 32 tokens, 32 decode steps with no
+// early stop.
 //
 // The model has random weights (fixed seeds, PyTorch's default init ranges) and goes through
 // the real loading path: setup writes model.json + model.safetensors to a temporary directory,
