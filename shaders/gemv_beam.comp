@@ -5,15 +5,20 @@
 // top-kc log-softmax candidates, each source's merge, the gathers, the gate check.
 //
 // Each workgroup reduces the block of each row it computed (BLOCKS * TN columns) to a softmax
-// partial, its max and sum exp(y - max) (softmax_partial.glsl), published in `scratch`. The last
-// workgroup to finish (an atomic ticket, the threadfence-reduction pattern) takes each alive
-// row's max and log-softmax denominator from the partials, and its top kc from the kc blocks
-// with the largest maxima (ties: the lower block): tau, the kc-th of those maxima, is at most the
-// row's kc-th largest entry, so the entries above tau all lie in those blocks, and so do at
-// least as many entries at tau with lower ids than any other block holds. kc blocks are read
-// instead of the row. Then it merges, gathers and checks the gate as beam_step.comp's merging
-// workgroups do. Against gemv + beam_step that is a dispatch and a barrier fewer per step, and
-// a workgroup's scan of kc blocks per row instead of V entries.
+// partial, its max and sum exp(y - max) (softmax_partial.glsl), published in `scratch`. Then it
+// takes the ticket of each source its rows belong to (an atomic each, the threadfence-reduction
+// pattern), all in one go: a workgroup that merges none leaves there (a barrier per source in
+// a loop cost lavapipe ~8% of W3.b1's beam GEMV). The last of a source's workgroups to take
+// its ticket takes each alive row's max and log-softmax denominator from the partials, and its
+// top kc from the kc blocks with the largest maxima (ties: the lower block): tau, the kc-th of
+// those maxima, is at most the row's kc-th largest entry, so the entries above tau all lie in
+// those blocks, and so do at least as many entries at tau with lower ids than any other block
+// holds. kc blocks are read instead of the row. Then it merges the source and gathers its rows
+// as beam_step.comp's merging workgroups do, and the last workgroup to merge (a count of the
+// sources merged) checks the gate. Sources merge in parallel, each once its rows' logits are
+// in, and a workgroup's loops cover only the sources its rows touch (at most 32). Against gemv
+// + beam_step that is a dispatch and a barrier fewer per step, and a scan of kc blocks per row
+// instead of V entries.
 // The log-softmax's denominator sums the blocks' sums rescaled to the row's max, so it differs
 // from topk_row.glsl's in rounding only; an entry outside those blocks whose log-softmax rounds
 // to a chosen one's value (not its logit) could break that tie otherwise than TopK.
@@ -86,8 +91,10 @@ layout(set = 0, binding = 22) coherent buffer Slot3v { vec4 slot3v[]; };
 layout(set = 0, binding = 23) coherent buffer Slot4v { vec4 slot4v[]; };
 layout(set = 0, binding = 24) coherent buffer Slot5v { vec4 slot5v[]; };
 layout(set = 0, binding = 25) buffer Gate { uint gate[]; };                       // the sequence's gate table
-// Word 0: the workgroups done so far (0 before and after the dispatch); from word 4, row m's
-// partial from x-workgroup g at 4 + 2 * (m * gl_NumWorkGroups.x + g): its max and sum.
+// Word 0: the sources merged so far; from word 4, row m's partial from x-workgroup g at
+// 4 + 2 * (m * gl_NumWorkGroups.x + g): its max and sum; after the partials, source b's ticket
+// at 4 + 2 * M * gl_NumWorkGroups.x + b: the workgroups done with its rows. Tickets and word 0
+// are 0 before and after the dispatch.
 layout(set = 0, binding = 26) coherent buffer Scratch { uint scratch[]; };
 layout(set = 0, binding = 27) uniform usamplerBuffer wt;  // TEXEL: binding 1 as 16-byte texels
 layout(set = 0, binding = 28) uniform usamplerBuffer xt;  // TEXEL and ALIGNED: binding 0 as texels
@@ -203,7 +210,8 @@ void merge_row(uint row, uint G, int forced_token) {
 }
 
 shared Partial coop_part[BLOCKS * TM];
-shared bool is_last;
+shared uint merges;  // bit i: this workgroup merges source m0 / K + i
+shared bool last_source;
 
 void main() {
   const uint B = pc.bk & 0xffffu, K = pc.bk >> 16;
@@ -212,7 +220,7 @@ void main() {
                   pc.flags & 0xfffffu, pc.flags >> 20, pc.g0, pc.g1, pc.g2, pc.g3, pc.lds);
   for (uint i = 0; i < TM; ++i) row_part[i] = PARTIAL_EMPTY;
   gemv_blocks();
-  memoryBarrierBuffer();  // this invocation's logits, before the ticket below (the last workgroup reads them)
+  memoryBarrierBuffer();  // this invocation's logits, before the tickets below (a merge reads them)
 
   // The workgroup's partial of each row: its coops' merged in coop order, by invocation i for
   // row m0 + i.
@@ -232,18 +240,30 @@ void main() {
   }
   memoryBarrierBuffer();
   barrier();
-  // Invocation 0 takes the ticket once the partials are published (stores, memory barrier,
-  // barrier, atomic: in order).
+  if (m0 >= gp.M) return;  // uniform: no rows, no tickets
+
+  // The sources this workgroup's rows belong to (at most 32, src/ops/beam_step.cpp): it takes
+  // each one's ticket, and the last of a source's workgroups to do so merges it, as
+  // beam_step.comp's merging workgroup does. Source b's rows lie in y-workgroups b K / TM to
+  // (b K + K - 1) / TM, each of G x-workgroups.
+  const uint tickets = 4u + 2u * gp.M * G;
+  const uint b0 = m0 / K, b1 = (min(m0 + TM, gp.M) - 1u) / K;
   if (lane == 0) {
-    memoryBarrierBuffer();
-    is_last = atomicAdd(scratch[0], 1u) == G * gl_NumWorkGroups.y - 1u;
+    memoryBarrierBuffer();  // the partials and logits before the tickets (in order)
+    uint mine = 0u;
+    for (uint b = b0; b <= b1; ++b) {
+      const uint count = G * ((b * K + K - 1u) / TM - b * K / TM + 1u);
+      if (atomicAdd(scratch[tickets + b], 1u) == count - 1u) mine |= 1u << (b - b0);
+    }
+    merges = mine;
   }
   barrier();
-  if (!is_last) return;  // uniform: a shared value after a barrier
+  const uint mine = merges;  // uniform: a shared value after a barrier
+  if (mine == 0u) return;
   memoryBarrierBuffer();
 
-  // The last workgroup: each source in turn, as beam_step.comp's merging workgroup does it.
-  for (uint b = 0; b < B; ++b) {
+  for (uint b = b0; b <= b1; ++b) {
+    if ((mine & (1u << (b - b0))) == 0u) continue;  // uniform
     const uint r0 = b * K;
     // Read before this step's merge of source b writes them.
     const bool live = done[b] == 0u;
@@ -252,11 +272,21 @@ void main() {
     // Invocation 0 wrote the candidates and merges them.
     if (lane == 0) {
       beam_merge(b);
+      scratch[tickets + b] = 0u;  // every workgroup with rows of the source has taken its ticket
       memoryBarrierBuffer();
     }
     barrier();
-    if (live) gather_rows(r0);  // source b's rows alone: the next source's merge needs no wait
+    if (live) gather_rows(r0);  // source b's rows alone: no other workgroup reads or writes them now
   }
-  if (bp.gate_words != 0u) gate_check(lane);  // uniform: a push constant
-  if (lane == 0) scratch[0] = 0u;  // every workgroup has taken its ticket
+  if (bp.gate_words == 0u) return;  // uniform: a push constant
+
+  // The gate check, once every source's done flag is in: the last workgroup to merge.
+  if (lane == 0) {
+    memoryBarrierBuffer();
+    last_source = atomicAdd(scratch[0], uint(bitCount(mine))) + uint(bitCount(mine)) == B;
+  }
+  barrier();
+  if (!last_source) return;  // uniform: a shared value after a barrier
+  gate_check(lane);
+  if (lane == 0) scratch[0] = 0u;  // every source's merge has counted
 }

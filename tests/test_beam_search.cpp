@@ -931,8 +931,8 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
   EXPECT_GT(closed_early, 0u);  // the gate closing is covered
 }
 
-// BeamStep with the output projection (gemv_beam.comp: each GEMV workgroup's top-kc of its
-// block, the last one's merge) against the projection apart and BeamStep after it: the logits
+// BeamStep with the output projection (gemv_beam.comp: each GEMV workgroup's softmax partials of
+// its block, each source merged by the last workgroup with its rows) against the projection apart and BeamStep after it: the logits
 // bit for bit, the candidates' values within rounding (the log-softmax's sum goes by blocks),
 // everything else exactly; and against the host in double. A dispatch fewer per step.
 TEST(BeamStep, TakesTheOutputProjection) {
@@ -947,6 +947,9 @@ TEST(BeamStep, TakesTheOutputProjection) {
            {3, 2, 40, 6, seed++, Layout::four, true, false, 3.0f, {.force_shared_memory_reduction = true}, 5, 20, f32},
            {2, 1, 11, 6, seed++, Layout::back, false, false, 3.0f, {}, 5, 8, f32},
            {4, 16, 64, 5, seed++, Layout::four, false, false, 5.0f, {}, 5, 12, f32},
+           // 64 rows: the sources merge in their own workgroups, within the loop budget.
+           {16, 4, 1009, 4, seed++, Layout::back, false, false, 2.0f, {}, 5, 16, f32},
+           {13, 3, 257, 5, seed++, Layout::token, true, false, 3.0f, {}, 5, 9, i8},
            {2, 3, 5, 5, seed++, Layout::token, false, false, 1.0f, {}, 5, 7, f32},  // V < 2K: fewer candidates
            {1, 4, 8000, 3, seed++, Layout::token, false, false, 0.0f, {}, 5, 64, f32},
            {3, 5, 50, 8, seed++, Layout::back, false, false, 3.0f, {.tile = 1}, 5, 24, f32},
@@ -968,10 +971,9 @@ TEST(BeamStep, TakesTheOutputProjection) {
     const auto gathers = step_gathers(context(), c.layout, c.B * c.K, c.V + 3, c.back_cols);
     expect_same_step_runs(c, got, want, gathers, 1e-5f);
     expect_host_reference(c, got, gathers);
-    // B = 4, K = 16: the last workgroup's merges of 64 rows and 4 sources exceed the loop
-    // budget; the projection goes apart (record() returns false), as it does on devices that
-    // cannot join them.
-    const bool joins = c.B * c.K < 64;
+    // K = 16: one source's merge of 16 rows exceeds the loop budget; the projection goes apart
+    // (record() returns false), as it does on devices that cannot join them.
+    const bool joins = c.K < 16;
     EXPECT_EQ(got.joined, joins ? c.T : 0);
     EXPECT_EQ(got.dispatches + (joins ? c.T : 0), want.dispatches);
     closed_early += std::count(got.ran.begin(), got.ran.end(), 0.0f) > 0;

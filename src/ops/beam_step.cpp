@@ -48,15 +48,21 @@ std::uint64_t step_loops(const DeviceInfo& dev, bool subgroups, std::uint64_t wg
   return rows * plan::topk_loops(dev, subgroups, wg, V, s.candidates()) + merge_loops(wg, s, gathers);
 }
 
-// gemv_beam.comp's last workgroup, for G blocks of `span` columns: each row's max and sum over
-// the G partials, its share of them into the best kc (each insertion up to kc moves) and two
-// merges of kc rounds, its share of the kc blocks read; then every source's merge.
-std::uint64_t fused_loops(std::uint64_t wg, std::uint64_t G, std::uint64_t span, const BeamSearch& s,
+// The most sources a gemv_beam.comp workgroup of TM rows merges: those its rows touch.
+std::uint64_t merged_sources(std::uint64_t TM, const BeamSearch& s) {
+  return std::min<std::uint64_t>(s.batch(), ops::ceil_div(std::max<std::uint64_t>(TM, 1) - 1, s.beam()) + 1);
+}
+
+// gemv_beam.comp's merging workgroup, for G blocks of `span` columns: each row's max and sum
+// over the G partials, its share of them into the best kc (each insertion up to kc moves) and
+// two merges of kc rounds, its share of the kc blocks read; then the source's merge. A
+// workgroup of TM rows merges at most the sources those rows touch.
+std::uint64_t fused_loops(std::uint64_t wg, std::uint64_t G, std::uint64_t span, std::uint64_t TM, const BeamSearch& s,
                           std::span<const BeamStep::Gather> gathers) {
-  const std::uint64_t kc = s.candidates();
+  const std::uint64_t kc = s.candidates(), K = s.beam();
   const std::uint64_t row = 2 * ops::ceil_div(G, wg) + ops::ceil_div(G, wg) * (kc + 1) + 2 * kc +
                             kc * ops::ceil_div(span, wg) * (kc + 1) + 8;
-  return s.rows() * row + s.batch() * merge_loops(wg, s, gathers);
+  return merged_sources(TM, s) * (K * row + merge_loops(wg, s, gathers) + 2);
 }
 
 // A gather's elements per decoder row (a copy back counts twice).
@@ -158,7 +164,7 @@ std::optional<BeamStep> BeamStep::make(Context& ctx, const BeamSearch& search, s
       std::max({search.batch(), beam, search.candidates(), search.finished_capacity(), search.max_steps()}) <= 0xffff &&
       search.finished_to_stop() < (1u << 31) && detail::SequenceAccess::gate_words() < (1u << (32 - kernels::GemvBeam::gate_words_shift))) {
     step.projection_ = projection;
-    step.scratch_ = ctx.tensor({4 + 2 * R * groups}, DType::u32, "BeamStep projection partials");
+    step.scratch_ = ctx.tensor({4 + 2 * R * groups + search.batch()}, DType::u32, "BeamStep projection partials");
   }
   return step;
 }
@@ -302,11 +308,13 @@ class BeamTail final : public ops::GemvTail {
     const std::uint32_t wg = v.constants.local_size_x;
     const std::uint64_t G = gemv.groups[0];
     // The logits whole ([R, V] from element 0), W's rows from element 0 and the bias's, the row
-    // strides in 16 bits, and the merge within the loop budget beside the products.
+    // strides in 16 bits, at most 32 sources a workgroup (the shader's bit mask), and the merges
+    // within the loop budget beside the products.
     if (!gemv.joinable(dev) || g.M != s.rows() || g.N != step_.V_ || g.y_off != 0 || g.ldy != g.N || g.w_off != 0 ||
         g.b_off != 0 || g.ldx > 0xffff || g.ldw > 0xffff ||
-        step_.scratch_.size() < 4 + 2 * std::uint64_t(g.M) * G ||
-        fused_loops(wg, G, std::uint64_t(v.constants.BLOCKS) * v.constants.TN, s, gathers_) > plan::kLoopBudget / 2) {
+        step_.scratch_.size() < 4 + 2 * std::uint64_t(g.M) * G + s.batch() || merged_sources(v.constants.TM, s) > 32 ||
+        fused_loops(wg, G, std::uint64_t(v.constants.BLOCKS) * v.constants.TN, v.constants.TM, s, gathers_) >
+            plan::kLoopBudget / 2) {
       return false;
     }
     const kernels::GemvBeam::Constants c{.local_size_x = wg, .TM = v.constants.TM, .TN = v.constants.TN,

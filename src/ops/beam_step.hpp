@@ -72,8 +72,8 @@ class BeamStep {
 
   // logits = x W^T + b through `projection` (as projection.record(seq, x, logits)), then the
   // step as record() above: in one dispatch where make() had this projection and the GEMV the
-  // device plans for it can take the step (true: gemv_beam.comp, where each of the
-  // projection's workgroups also takes its block's top-kc), else as the two (false).
+  // device plans for it can take the step (true: gemv_beam.comp, where the projection's
+  // workgroups also merge the sources their rows belong to), else as the two (false).
   bool record(Sequence& seq, const Linear& projection, const MatrixView& x, const BeamSearch::State& state,
               std::size_t t, const Tensor& logits, const Tensor& forced, const Tensor& nonfinite,
               const Tensor& cand_values, const Tensor& cand_ids, const Tensor& parents, const Tensor& next_tokens,
