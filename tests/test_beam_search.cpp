@@ -932,9 +932,10 @@ TEST(BeamStep, EqualsTheOpsItFuses) {
 }
 
 // BeamStep with the output projection (gemv_beam.comp: each GEMV workgroup's softmax partials of
-// its block, each source merged by the last workgroup with its rows) against the projection apart and BeamStep after it: the logits
-// bit for bit, the candidates' values within rounding (the log-softmax's sum goes by blocks),
-// everything else exactly; and against the host in double. A dispatch fewer per step.
+// its block, each source merged by the last workgroup with its rows) against the projection
+// apart and BeamStep after it: the logits bit for bit, the candidates' values within rounding
+// (the log-softmax's sum goes by blocks), everything else exactly; and against the host in
+// double. A dispatch fewer per step.
 TEST(BeamStep, TakesTheOutputProjection) {
   std::uint32_t seed = 5000;
   std::size_t closed_early = 0;

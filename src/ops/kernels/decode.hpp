@@ -148,8 +148,8 @@ struct BeamStep {
 // The output projection (gemv.comp's) and BeamStep's whole step after it in one dispatch: each
 // workgroup publishes its block's softmax partial of each row in `scratch`; the last one to
 // finish with a source's rows (a ticket per source) merges that source and gathers its rows,
-// the last merge checks the gate (src/ops/beam_step.hpp). Push: 128
-// bytes, 16-bit fields paired (shaders/gemv_beam.comp).
+// the last merge checks the gate (src/ops/beam_step.hpp). Push: 128 bytes, 16-bit fields
+// paired (shaders/gemv_beam.comp).
 struct GemvBeam {
   VKRNN_KERNEL(gemv_beam, "gemv_beam", .shuffle = true, .fp16 = true, .subgroup = true)
   struct Push {
